@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Quick start (b): the whole test suite. Builds (installing missing packages
+# first), runs every ctest executable, then rebuilds with ASan+UBSan and runs
+# them all again. Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/build.sh build
+(cd build && ctest --output-on-failure -j2)
+bash deploy/build.sh build-asan -DMC_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j2)

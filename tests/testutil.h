@@ -1,0 +1,30 @@
+/*
+ * testutil: helpers shared by the test executables (fixture discovery,
+ * temporary paths, small file readers).
+ *
+ * Fixtures are found through $MC_FIXTURES, else the folder CMake saw beside
+ * the checkout (MC_DEFAULT_FIXTURES). With MC_REQUIRE_FIXTURES=1 a missing
+ * folder fails the test instead of skipping it.
+ */
+#ifndef MC_TESTUTIL_H
+#define MC_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Full path of a fixture file into buf, or NULL when the fixtures folder is
+// absent (caller then skips; this fails the test itself when fixtures are
+// required). name may contain sub-folders ("golden/tiny-f32/p0_fox.ids.txt").
+const char *mc_test_fixture(const char *name, char *buf, size_t cap);
+
+// Read a whole file into a malloc'd buffer (NUL-terminated, *len excludes the
+// NUL). NULL when it cannot be read.
+uint8_t *mc_test_read_file(const char *path, size_t *len);
+
+// A fresh temporary directory for this test process (created once per call).
+const char *mc_test_tmpdir(char *buf, size_t cap);
+
+// Remove a directory tree made by mc_test_tmpdir (best effort).
+void mc_test_rmtree(const char *path);
+
+#endif
