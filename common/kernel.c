@@ -1,0 +1,397 @@
+/*
+ * kernel: the scalar reference dot products and the per-ISA kernel tables.
+ *
+ * Each quantized dot follows ggml's generic C code: integer multiply-accumulate
+ * inside a block, one float multiply (or two, for the min terms) per block,
+ * accumulated in a float. The float-type dots (F32, F16, BF16) accumulate the
+ * f32 products in double, like ggml's scalar path.
+ *
+ * Weight rows come straight from a file mapping and may start at any offset,
+ * so multi-byte fields are read with memcpy and arrays through byte pointers.
+ *
+ * SIMD implementations live in their own files (kernel_avx2.c, kernel_neon.c),
+ * each exporting a table of mc_kernel_t that is listed in s_tables below;
+ * mc_kernel_get falls back to the scalar table for anything they lack.
+ */
+#include "kernel.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "quant.h"
+
+// --- field access on possibly unaligned blocks --------------------------------
+
+#define S_FIELD(blk, type, field) ((const uint8_t *)(blk) + offsetof(type, field))
+
+static inline float s_half(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return mc_fp16_to_fp32(h);
+}
+
+static inline float s_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, sizeof f);
+    return f;
+}
+
+// --- activation conversions ------------------------------------------------------
+
+// The act signature has no error path: n is validated by the caller (a
+// multiple of the block size), so a failure here is a programmer error.
+#define S_ACT(name, type)                                                    \
+    static void name(const float *x, void *y, int64_t n) {                   \
+        const mc_err_t e = mc_quant_quantize_row(type, x, y, n);             \
+        assert(e == MC_OK);                                                  \
+        (void)e;                                                             \
+    }
+S_ACT(s_act_f32, MC_DTYPE_F32)
+S_ACT(s_act_f16, MC_DTYPE_F16)
+S_ACT(s_act_bf16, MC_DTYPE_BF16)
+S_ACT(s_act_q8_0, MC_DTYPE_Q8_0)
+S_ACT(s_act_q8_1, MC_DTYPE_Q8_1)
+S_ACT(s_act_q8_k, MC_DTYPE_Q8_K)
+#undef S_ACT
+
+// --- float weights -------------------------------------------------------------
+
+static void s_dot_f32(int64_t n, float *s, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(s_f32(x + 4 * i) * s_f32(y + 4 * i));
+    *s = (float)sum;
+}
+
+static void s_dot_f16(int64_t n, float *s, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(s_half(x + 2 * i) * s_half(y + 2 * i));
+    *s = (float)sum;
+}
+
+static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t hx, hy;
+        memcpy(&hx, x + 2 * i, 2);
+        memcpy(&hy, y + 2 * i, 2);
+        sum += (double)(mc_bf16_to_fp32(hx) * mc_bf16_to_fp32(hy));
+    }
+    *s = (float)sum;
+}
+
+// --- 32-value blocks -------------------------------------------------------------
+
+static void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q4_0_t), y += sizeof(mc_block_q8_0_t)) {
+        const uint8_t *qs = S_FIELD(x, mc_block_q4_0_t, qs);
+        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
+        int sumi = 0;
+        for (int j = 0; j < MC_QK / 2; j++)
+            sumi += ((qs[j] & 0xF) - 8) * q8[j] + ((qs[j] >> 4) - 8) * q8[j + MC_QK / 2];
+        sumf += sumi * s_half(S_FIELD(x, mc_block_q4_0_t, d)) * s_half(S_FIELD(y, mc_block_q8_0_t, d));
+    }
+    *s = sumf;
+}
+
+static void s_dot_q4_1(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q4_1_t), y += sizeof(mc_block_q8_1_t)) {
+        const uint8_t *qs = S_FIELD(x, mc_block_q4_1_t, qs);
+        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_1_t, qs);
+        int sumi = 0;
+        for (int j = 0; j < MC_QK / 2; j++) sumi += (qs[j] & 0xF) * q8[j] + (qs[j] >> 4) * q8[j + MC_QK / 2];
+        // The weight min m times the activation sum s = d * sum(q) covers the offset.
+        const float dx = s_half(S_FIELD(x, mc_block_q4_1_t, d)), mx = s_half(S_FIELD(x, mc_block_q4_1_t, m));
+        const float dy = s_half(S_FIELD(y, mc_block_q8_1_t, d)), sy = s_half(S_FIELD(y, mc_block_q8_1_t, s));
+        sumf += (dx * dy) * sumi + mx * sy;
+    }
+    *s = sumf;
+}
+
+static void s_dot_q5_0(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q5_0_t), y += sizeof(mc_block_q8_0_t)) {
+        const uint8_t *qs = S_FIELD(x, mc_block_q5_0_t, qs);
+        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
+        uint32_t qh;
+        memcpy(&qh, S_FIELD(x, mc_block_q5_0_t, qh), sizeof qh);
+        int sumi = 0;
+        for (int j = 0; j < MC_QK / 2; j++) {
+            const int v0 = ((qs[j] & 0xF) | (int)((qh >> j) & 1u) << 4) - 16;
+            const int v1 = ((qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4) - 16;
+            sumi += v0 * q8[j] + v1 * q8[j + MC_QK / 2];
+        }
+        const float dx = s_half(S_FIELD(x, mc_block_q5_0_t, d)), dy = s_half(S_FIELD(y, mc_block_q8_0_t, d));
+        sumf += (dx * dy) * sumi;
+    }
+    *s = sumf;
+}
+
+static void s_dot_q5_1(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q5_1_t), y += sizeof(mc_block_q8_1_t)) {
+        const uint8_t *qs = S_FIELD(x, mc_block_q5_1_t, qs);
+        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_1_t, qs);
+        uint32_t qh;
+        memcpy(&qh, S_FIELD(x, mc_block_q5_1_t, qh), sizeof qh);
+        int sumi = 0;
+        for (int j = 0; j < MC_QK / 2; j++) {
+            const int v0 = (qs[j] & 0xF) | (int)((qh >> j) & 1u) << 4;
+            const int v1 = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4;
+            sumi += v0 * q8[j] + v1 * q8[j + MC_QK / 2];
+        }
+        const float dx = s_half(S_FIELD(x, mc_block_q5_1_t, d)), mx = s_half(S_FIELD(x, mc_block_q5_1_t, m));
+        const float dy = s_half(S_FIELD(y, mc_block_q8_1_t, d)), sy = s_half(S_FIELD(y, mc_block_q8_1_t, s));
+        sumf += (dx * dy) * sumi + mx * sy;
+    }
+    *s = sumf;
+}
+
+static void s_dot_q8_0(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q8_0_t), y += sizeof(mc_block_q8_0_t)) {
+        const int8_t *qx = (const int8_t *)S_FIELD(x, mc_block_q8_0_t, qs);
+        const int8_t *qy = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
+        int sumi = 0;
+        for (int j = 0; j < MC_QK; j++) sumi += qx[j] * qy[j];
+        const float dx = s_half(S_FIELD(x, mc_block_q8_0_t, d)), dy = s_half(S_FIELD(y, mc_block_q8_0_t, d));
+        sumf += sumi * (dx * dy);
+    }
+    *s = sumf;
+}
+
+// --- K-quants against Q8_K ----------------------------------------------------------
+
+// Per-16 sums of the activation quants, used for the weights' min offsets.
+static inline void s_bsums(const uint8_t *y, int16_t out[MC_QK_K / 16]) {
+    memcpy(out, S_FIELD(y, mc_block_q8_k_t, bsums), sizeof(int16_t) * (MC_QK_K / 16));
+}
+
+static void s_dot_q2_k(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK_K == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK_K; i++, x += sizeof(mc_block_q2_k_t), y += sizeof(mc_block_q8_k_t)) {
+        const uint8_t *sc = S_FIELD(x, mc_block_q2_k_t, scales);
+        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+        int16_t bsums[MC_QK_K / 16];
+        s_bsums(y, bsums);
+        int summs = 0; // sum over groups of min * sum(activation quants)
+        for (int g = 0; g < 16; g++) summs += bsums[g] * (sc[g] >> 4);
+        int isum = 0, is = 0;
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *q2 = S_FIELD(x, mc_block_q2_k_t, qs) + 32 * half;
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int g = 0; g < 2; g++, q8 += 16) {
+                    int isuml = 0;
+                    for (int l = 0; l < 16; l++) isuml += q8[l] * ((q2[16 * g + l] >> shift) & 3);
+                    isum += (sc[is++] & 0xF) * isuml;
+                }
+            }
+        }
+        const float yd = s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+        const float dall = yd * s_half(S_FIELD(x, mc_block_q2_k_t, d));
+        const float dmin = yd * s_half(S_FIELD(x, mc_block_q2_k_t, dmin));
+        sumf += dall * isum - dmin * summs;
+    }
+    *s = sumf;
+}
+
+static void s_dot_q3_k(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK_K == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK_K; i++, x += sizeof(mc_block_q3_k_t), y += sizeof(mc_block_q8_k_t)) {
+        const uint8_t *s12 = S_FIELD(x, mc_block_q3_k_t, scales);
+        const uint8_t *hm = S_FIELD(x, mc_block_q3_k_t, hmask);
+        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+        int isum = 0, is = 0;
+        uint8_t m = 1; // hmask bit of the current 32-value slice
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *q3 = S_FIELD(x, mc_block_q3_k_t, qs) + 32 * half;
+            for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
+                for (int g = 0; g < 2; g++, q8 += 16, is++) {
+                    int isuml = 0;
+                    for (int l = 0; l < 16; l++) {
+                        const int k = 16 * g + l;
+                        isuml += q8[l] * (((q3[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
+                    }
+                    // Signed 6-bit scale: low nibble from bytes 0..7, top 2 bits from 8..11.
+                    const int lo = is < 8 ? s12[is] & 0xF : s12[is - 8] >> 4;
+                    const int hi = (s12[8 + is % 4] >> (2 * (is / 4))) & 3;
+                    isum += ((lo | hi << 4) - 32) * isuml;
+                }
+            }
+        }
+        const float d = s_half(S_FIELD(x, mc_block_q3_k_t, d)) * s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+        sumf += d * isum;
+    }
+    *s = sumf;
+}
+
+// (scale, min) of sub-block j of a Q4_K/Q5_K scale array (see quant.c).
+static inline void s_scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+// Q4_K and Q5_K differ only in the fifth bit (qh == NULL for Q4_K).
+static inline float s_dot_k4_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
+                                   float d, float dmin, const uint8_t *y) {
+    const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+    int16_t bsums[MC_QK_K / 16];
+    s_bsums(y, bsums);
+    int isum = 0, summs = 0;
+    for (int c = 0; c < 4; c++, qs += 32, q8 += 64) {
+        int sc1, m1, sc2, m2;
+        s_scale_min_k4(2 * c, scales, &sc1, &m1);
+        s_scale_min_k4(2 * c + 1, scales, &sc2, &m2);
+        int lo = 0, hi = 0;
+        if (qh) {
+            const uint8_t u1 = (uint8_t)(1u << (2 * c)), u2 = (uint8_t)(2u << (2 * c));
+            for (int l = 0; l < 32; l++) {
+                lo += ((qs[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) * q8[l];
+                hi += ((qs[l] >> 4) + (qh[l] & u2 ? 16 : 0)) * q8[l + 32];
+            }
+        } else {
+            for (int l = 0; l < 32; l++) {
+                lo += (qs[l] & 0xF) * q8[l];
+                hi += (qs[l] >> 4) * q8[l + 32];
+            }
+        }
+        isum += sc1 * lo + sc2 * hi;
+        summs += m1 * (bsums[4 * c] + bsums[4 * c + 1]) + m2 * (bsums[4 * c + 2] + bsums[4 * c + 3]);
+    }
+    const float yd = s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+    return (d * yd) * isum - (dmin * yd) * summs;
+}
+
+static void s_dot_q4_k(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK_K == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK_K; i++, x += sizeof(mc_block_q4_k_t), y += sizeof(mc_block_q8_k_t))
+        sumf += s_dot_k4_block(S_FIELD(x, mc_block_q4_k_t, scales), S_FIELD(x, mc_block_q4_k_t, qs), NULL,
+                               s_half(S_FIELD(x, mc_block_q4_k_t, d)), s_half(S_FIELD(x, mc_block_q4_k_t, dmin)), y);
+    *s = sumf;
+}
+
+static void s_dot_q5_k(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK_K == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK_K; i++, x += sizeof(mc_block_q5_k_t), y += sizeof(mc_block_q8_k_t))
+        sumf += s_dot_k4_block(S_FIELD(x, mc_block_q5_k_t, scales), S_FIELD(x, mc_block_q5_k_t, qs),
+                               S_FIELD(x, mc_block_q5_k_t, qh), s_half(S_FIELD(x, mc_block_q5_k_t, d)),
+                               s_half(S_FIELD(x, mc_block_q5_k_t, dmin)), y);
+    *s = sumf;
+}
+
+static void s_dot_q6_k(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK_K == 0);
+    const uint8_t *x = w, *y = a;
+    float sumf = 0.f;
+    for (int64_t i = 0; i < n / MC_QK_K; i++, x += sizeof(mc_block_q6_k_t), y += sizeof(mc_block_q8_k_t)) {
+        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+        int isum = 0;
+        for (int half = 0; half < 2; half++, q8 += 128) {
+            const uint8_t *ql = S_FIELD(x, mc_block_q6_k_t, ql) + 64 * half;
+            const uint8_t *qh = S_FIELD(x, mc_block_q6_k_t, qh) + 32 * half;
+            const int8_t *sc = (const int8_t *)S_FIELD(x, mc_block_q6_k_t, scales) + 8 * half;
+            // Byte l of ql/qh serves values l, l+32, l+64, l+96 of the half;
+            // the scale changes every 16 values.
+            for (int g = 0; g < 2; g++) {
+                int s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+                for (int l = 16 * g; l < 16 * g + 16; l++) {
+                    s1 += (((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32) * q8[l];
+                    s2 += (((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32) * q8[l + 32];
+                    s3 += (((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32) * q8[l + 64];
+                    s4 += (((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32) * q8[l + 96];
+                }
+                isum += sc[g] * s1 + sc[g + 2] * s2 + sc[g + 4] * s3 + sc[g + 6] * s4;
+            }
+        }
+        const float d = s_half(S_FIELD(x, mc_block_q6_k_t, d)) * s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+        sumf += d * isum;
+    }
+    *s = sumf;
+}
+
+// --- tables ------------------------------------------------------------------------
+
+static const mc_kernel_t s_scalar[] = {
+    {MC_DTYPE_F32, MC_DTYPE_F32, s_act_f32, s_dot_f32, MC_ISA_SCALAR},
+    {MC_DTYPE_F16, MC_DTYPE_F16, s_act_f16, s_dot_f16, MC_ISA_SCALAR},
+    {MC_DTYPE_BF16, MC_DTYPE_BF16, s_act_bf16, s_dot_bf16, MC_ISA_SCALAR},
+    {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q4_0, MC_ISA_SCALAR},
+    {MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q4_1, MC_ISA_SCALAR},
+    {MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q5_0, MC_ISA_SCALAR},
+    {MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q5_1, MC_ISA_SCALAR},
+    {MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q8_0, MC_ISA_SCALAR},
+    {MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q2_k, MC_ISA_SCALAR},
+    {MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q3_k, MC_ISA_SCALAR},
+    {MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q4_k, MC_ISA_SCALAR},
+    {MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q5_k, MC_ISA_SCALAR},
+    {MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q6_k, MC_ISA_SCALAR},
+};
+
+// One row per compiled-in instruction set; the scalar table must be complete.
+static const struct {
+    mc_isa_t isa;
+    const mc_kernel_t *kernels;
+    size_t count;
+} s_tables[] = {
+    {MC_ISA_SCALAR, s_scalar, sizeof s_scalar / sizeof s_scalar[0]},
+};
+
+static const mc_kernel_t *s_find(const mc_kernel_t *k, size_t count, mc_dtype_t wtype) {
+    for (size_t i = 0; i < count; i++)
+        if (k[i].wtype == wtype) return &k[i];
+    return NULL;
+}
+
+const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa) {
+    if (isa == MC_ISA_BEST) isa = mc_kernel_best_isa();
+    for (size_t t = 0; t < sizeof s_tables / sizeof s_tables[0]; t++) {
+        if (s_tables[t].isa != isa) continue;
+        const mc_kernel_t *k = s_find(s_tables[t].kernels, s_tables[t].count, wtype);
+        if (k) return k;
+    }
+    return s_find(s_scalar, sizeof s_scalar / sizeof s_scalar[0], wtype);
+}
+
+mc_isa_t mc_kernel_best_isa(void) {
+    // Only the scalar kernels are built so far; SIMD tables add CPU checks here.
+    return MC_ISA_SCALAR;
+}
+
+const char *mc_kernel_isa_name(mc_isa_t isa) {
+    switch (isa) {
+    case MC_ISA_SCALAR: return "scalar";
+    case MC_ISA_AVX2: return "avx2";
+    case MC_ISA_NEON: return "neon";
+    case MC_ISA_NEON_DOTPROD: return "neon-dotprod";
+    case MC_ISA_BEST: return "best";
+    }
+    return "?";
+}

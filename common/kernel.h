@@ -1,0 +1,50 @@
+/*
+ * kernel: dot products of one weight row with one activation row, for every
+ * weight type, and the activation conversion each one expects.
+ *
+ * As in llama.cpp, a product with a quantized weight first converts the f32
+ * activation once (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
+ * K-quants, F16 for F16, BF16 for BF16, F32 for F32), then multiplies
+ * integers block by block with one float multiply per block. Matching that
+ * activation treatment is what makes our logits match the reference.
+ *
+ * Implementations are selected per instruction set: MC_ISA_SCALAR is the
+ * portable reference the SIMD versions are tested against.
+ */
+#ifndef MC_KERNEL_H
+#define MC_KERNEL_H
+
+#include <stdint.h>
+
+#include "dtype.h"
+
+typedef enum {
+    MC_ISA_SCALAR = 0,
+    MC_ISA_AVX2,         // x86-64 with AVX2 + FMA + F16C
+    MC_ISA_NEON,         // aarch64 baseline
+    MC_ISA_NEON_DOTPROD, // aarch64 with sdot (Cortex-A76: Raspberry Pi 5)
+    MC_ISA_BEST,         // best available on this CPU (resolved by mc_kernel_get)
+} mc_isa_t;
+
+// Convert n f32 values (multiple of the activation block) to the activation type.
+typedef void (*mc_act_fn)(const float *x, void *y, int64_t n);
+// *s = dot(weight row w, activation row a) over n values.
+typedef void (*mc_dot_fn)(int64_t n, float *s, const void *w, const void *a);
+
+typedef struct {
+    mc_dtype_t wtype;    // weight type served
+    mc_dtype_t act_type; // what the activation is converted to
+    mc_act_fn act;       // f32 -> act_type
+    mc_dot_fn dot;
+    mc_isa_t isa;        // the implementation actually returned
+} mc_kernel_t;
+
+// Kernel for weight type wtype on `isa` (falling back to scalar for types
+// or ISAs without a faster version); NULL when wtype is not a weight type.
+const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa);
+
+// Best ISA this CPU supports (checked at run time).
+mc_isa_t mc_kernel_best_isa(void);
+const char *mc_kernel_isa_name(mc_isa_t isa);
+
+#endif
