@@ -1,0 +1,45 @@
+/*
+ * mkmodel: writes random-weight Mixtral-architecture GGUF files.
+ *
+ * Tests, the demo and the benchmark need models of chosen shapes without
+ * downloading anything. Everything is deterministic from the seed: the same
+ * parameters give a byte-identical file, and the merged and legacy expert
+ * layouts of one seed hold the same weights.
+ */
+#ifndef MC_MKMODEL_H
+#define MC_MKMODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "error.h"
+
+typedef struct {
+    uint32_t dim;           // embedding length
+    uint32_t ffn;           // expert hidden size
+    uint32_t n_layer;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t n_expert;
+    uint32_t n_expert_used;
+    uint32_t n_vocab;       // >= 259 (3 control + 256 byte tokens) plus some merges
+    uint32_t ctx_len;       // llama.context_length
+    float rope_base;
+    float rms_eps;
+    mc_dtype_t type;        // matrices: experts, attention, embedding, output
+    bool legacy_layout;     // per-expert blk.N.ffn_*.E tensors instead of merged *_exps
+    uint64_t seed;
+} mc_mkmodel_params_t;
+
+// Small defaults: dim 64, ffn 128, 2 layers, 4/2 heads, 8 experts (2 used),
+// vocab 512, ctx 2048, base 1e6, eps 1e-5, F32, merged, seed 1.
+mc_mkmodel_params_t mc_mkmodel_params_default(void);
+
+// Validate p (dims divisible as the types and heads require); MC_ERR_ARG with
+// a message naming the bad field.
+mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err);
+
+mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *err);
+
+#endif

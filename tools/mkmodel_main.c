@@ -1,0 +1,167 @@
+/*
+ * moe-mkmodel: command-line front end of common/mkmodel: parses flags into
+ * mc_mkmodel_params_t and writes a random-weight Mixtral GGUF file.
+ *
+ * Exit status: 0 written, 1 the write failed, 2 bad command line.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mkmodel.h"
+
+#define S_PROG "moe-mkmodel"
+
+// Flags followed by a value (the rest are switches).
+static const char *const s_value_flags[] = {
+    "-o",      "--dim",          "--ffn",   "--layers", "--heads",     "--kv-heads", "--experts",
+    "--experts-used", "--vocab", "--ctx",   "--rope-base", "--rms-eps", "--type",    "--seed",
+};
+
+static bool s_takes_value(const char *flag) {
+    for (size_t i = 0; i < sizeof s_value_flags / sizeof s_value_flags[0]; i++)
+        if (!strcmp(flag, s_value_flags[i])) return true;
+    return false;
+}
+
+static void s_usage(FILE *f) {
+    const mc_mkmodel_params_t d = mc_mkmodel_params_default();
+    fprintf(f,
+            "usage: " S_PROG " -o FILE [options]\n"
+            "Write a random-weight Mixtral-architecture GGUF model (deterministic from the seed).\n"
+            "  -o FILE            output path (required)\n"
+            "  --dim N            embedding length (default %u)\n"
+            "  --ffn N            expert hidden size (default %u)\n"
+            "  --layers N         transformer blocks (default %u)\n"
+            "  --heads N          query heads (default %u)\n"
+            "  --kv-heads N       key/value heads (default %u)\n"
+            "  --experts N        experts per layer (default %u)\n"
+            "  --experts-used N   experts used per token (default %u)\n"
+            "  --vocab N          vocabulary size (default %u)\n"
+            "  --ctx N            context length (default %u)\n"
+            "  --rope-base F      RoPE frequency base (default %g)\n"
+            "  --rms-eps F        RMSNorm epsilon (default %g)\n"
+            "  --type T           matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K\n"
+            "                     Q4_K Q5_K Q6_K (default %s)\n"
+            "  --legacy           per-expert tensors blk.N.ffn_*.E (default: merged *_exps)\n"
+            "  --seed N           random seed (default %llu)\n"
+            "  --bench-model      benchmark preset: dim 1024, ffn 3584, 8 layers, 16/4 heads,\n"
+            "                     8 experts (2 used), vocab 32000, Q4_0; other flags override it\n"
+            "  --help             show this text\n",
+            d.dim, d.ffn, d.n_layer, d.n_head, d.n_head_kv, d.n_expert, d.n_expert_used, d.n_vocab,
+            d.ctx_len, (double)d.rope_base, (double)d.rms_eps, mc_dtype_name(d.type),
+            (unsigned long long)d.seed);
+}
+
+// Decimal digits only (strtoull alone would accept "-1", " 7" or "0x10").
+static bool s_parse_u64(const char *s, uint64_t max, uint64_t *out) {
+    if (*s < '0' || *s > '9') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno == ERANGE || v > max) return false;
+    *out = v;
+    return true;
+}
+
+static bool s_parse_u32(const char *s, uint32_t *out) {
+    uint64_t v;
+    if (!s_parse_u64(s, UINT32_MAX, &v)) return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static bool s_parse_float(const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool s_apply(mc_mkmodel_params_t *p, const char **out, const char *flag, const char *v) {
+    if (!strcmp(flag, "-o")) {
+        *out = v;
+        return *v != '\0';
+    }
+    if (!strcmp(flag, "--dim")) return s_parse_u32(v, &p->dim);
+    if (!strcmp(flag, "--ffn")) return s_parse_u32(v, &p->ffn);
+    if (!strcmp(flag, "--layers")) return s_parse_u32(v, &p->n_layer);
+    if (!strcmp(flag, "--heads")) return s_parse_u32(v, &p->n_head);
+    if (!strcmp(flag, "--kv-heads")) return s_parse_u32(v, &p->n_head_kv);
+    if (!strcmp(flag, "--experts")) return s_parse_u32(v, &p->n_expert);
+    if (!strcmp(flag, "--experts-used")) return s_parse_u32(v, &p->n_expert_used);
+    if (!strcmp(flag, "--vocab")) return s_parse_u32(v, &p->n_vocab);
+    if (!strcmp(flag, "--ctx")) return s_parse_u32(v, &p->ctx_len);
+    if (!strcmp(flag, "--rope-base")) return s_parse_float(v, &p->rope_base);
+    if (!strcmp(flag, "--rms-eps")) return s_parse_float(v, &p->rms_eps);
+    if (!strcmp(flag, "--seed")) return s_parse_u64(v, UINT64_MAX, &p->seed);
+    if (!strcmp(flag, "--type")) return mc_dtype_from_name(v, &p->type);
+    return false;
+}
+
+int main(int argc, char **argv) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    // The preset is applied first wherever it appears, so explicit flags win.
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--bench-model")) {
+            p.dim = 1024;
+            p.ffn = 3584;
+            p.n_layer = 8;
+            p.n_head = 16;
+            p.n_head_kv = 4;
+            p.n_expert = 8;
+            p.n_expert_used = 2;
+            p.n_vocab = 32000;
+            p.type = MC_DTYPE_Q4_0;
+        } else if (s_takes_value(argv[i])) {
+            i++;
+        }
+    }
+    const char *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            s_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--bench-model")) continue;
+        if (!strcmp(a, "--legacy")) {
+            p.legacy_layout = true;
+            continue;
+        }
+        if (!s_takes_value(a)) {
+            fprintf(stderr, S_PROG ": unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, S_PROG ": option %s needs a value (see --help)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!s_apply(&p, &out, a, v)) {
+            fprintf(stderr, S_PROG ": invalid value '%s' for %s (see --help)\n", v, a);
+            return 2;
+        }
+    }
+    if (!out) {
+        fprintf(stderr, S_PROG ": missing -o FILE (see --help)\n");
+        return 2;
+    }
+    char err[MC_ERR_LEN];
+    if (mc_mkmodel_check(&p, err) != MC_OK) {
+        fprintf(stderr, S_PROG ": %s\n", err);
+        return 2;
+    }
+    if (mc_mkmodel_write(&p, out, err) != MC_OK) {
+        fprintf(stderr, S_PROG ": %s\n", err);
+        return 1;
+    }
+    printf("wrote %s\n", out);
+    return 0;
+}
