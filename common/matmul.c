@@ -1,0 +1,141 @@
+/*
+ * matmul: activation conversion and row-block scheduling over the pool.
+ */
+#include "matmul.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+// Output rows per scheduling unit: a multiple of 16 floats (one 64-byte cache
+// line) so two threads never write the same line of y.
+#define MC_MM_BLOCK 16
+
+struct mc_matmul {
+    mc_pool_t *pool;
+    mc_isa_t isa;
+    uint8_t *work; // converted activations
+    size_t work_cap;
+};
+
+typedef struct {
+    const mc_kernel_t *k;
+    const mc_matrix_t *w;
+    const uint8_t *xa;
+    size_t xa_stride;
+    uint32_t n_tok;
+    float *y;
+    uint32_t n_blocks;
+    uint32_t block_rows;
+    atomic_uint next; // next row block to take
+} s_job_t;
+
+typedef struct {
+    const mc_kernel_t *k;
+    const float *x;
+    uint32_t n_in;
+    uint8_t *xa;
+    size_t xa_stride;
+    uint32_t n_tok;
+} s_conv_t;
+
+mc_matmul_t *mc_matmul_new(mc_pool_t *pool, mc_isa_t isa) {
+    if (!pool) return NULL;
+    mc_matmul_t *mm = calloc(1, sizeof *mm);
+    if (!mm) return NULL;
+    mm->pool = pool;
+    mm->isa = isa;
+    return mm;
+}
+
+void mc_matmul_destroy(mc_matmul_t **pmm) {
+    if (!pmm || !*pmm) return;
+    free((*pmm)->work);
+    free(*pmm);
+    *pmm = NULL;
+}
+
+mc_pool_t *mc_matmul_pool(const mc_matmul_t *mm) { return mm->pool; }
+mc_isa_t mc_matmul_isa(const mc_matmul_t *mm) { return mm->isa; }
+
+size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n) {
+    const mc_kernel_t *k = mc_kernel_get(wtype, mm->isa);
+    return k ? mc_dtype_row_bytes(k->act_type, n) : 0;
+}
+
+static void s_convert_task(void *arg, int ith, int nth) {
+    s_conv_t *c = arg;
+    for (uint32_t t = (uint32_t)ith; t < c->n_tok; t += (uint32_t)nth)
+        c->k->act(c->x + (size_t)t * c->n_in, c->xa + (size_t)t * c->xa_stride, c->n_in);
+}
+
+void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, void *xa) {
+    const mc_kernel_t *k = mc_kernel_get(w->type, mm->isa);
+    s_conv_t c = {k, x, w->n_in, xa, mc_dtype_row_bytes(k->act_type, w->n_in), n_tok};
+    // One row is too little work to be worth waking the other threads.
+    if (n_tok == 1)
+        s_convert_task(&c, 0, 1);
+    else
+        mc_pool_run(mm->pool, s_convert_task, &c);
+}
+
+static void s_matmul_task(void *arg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    s_job_t *j = arg;
+    const mc_matrix_t *w = j->w;
+    const int64_t n_in = w->n_in;
+    for (;;) {
+        uint32_t b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (b >= j->n_blocks) break;
+        uint32_t r0 = b * j->block_rows;
+        uint32_t r1 = r0 + j->block_rows < w->n_out ? r0 + j->block_rows : w->n_out;
+        // Token-inner loop order keeps the block's weight rows in cache while
+        // every token of a batch is multiplied with them.
+        for (uint32_t t = 0; t < j->n_tok; t++) {
+            const uint8_t *xa = j->xa + (size_t)t * j->xa_stride;
+            float *yt = j->y + (size_t)t * w->n_out;
+            for (uint32_t r = r0; r < r1; r++)
+                j->k->dot(n_in, &yt[r], w->data + (size_t)r * w->row_bytes, xa);
+        }
+    }
+}
+
+void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y) {
+    const mc_kernel_t *k = mc_kernel_get(w->type, mm->isa);
+    int nth = mc_pool_threads(mm->pool);
+    // Aim for several blocks per thread so a slow thread does not hold the
+    // others up, but keep blocks a whole number of cache lines.
+    uint32_t rows = w->n_out / (uint32_t)(4 * nth);
+    rows = (rows + MC_MM_BLOCK - 1) / MC_MM_BLOCK * MC_MM_BLOCK;
+    if (rows < MC_MM_BLOCK) rows = MC_MM_BLOCK;
+    s_job_t j = {
+        .k = k,
+        .w = w,
+        .xa = xa,
+        .xa_stride = mc_dtype_row_bytes(k->act_type, w->n_in),
+        .n_tok = n_tok,
+        .y = y,
+        .n_blocks = (w->n_out + rows - 1) / rows,
+        .block_rows = rows,
+    };
+    atomic_init(&j.next, 0);
+    if (j.n_blocks == 1)
+        s_matmul_task(&j, 0, 1);
+    else
+        mc_pool_run(mm->pool, s_matmul_task, &j);
+}
+
+mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y) {
+    const mc_kernel_t *k = mc_kernel_get(w->type, mm->isa);
+    if (!k) return MC_ERR_UNSUPPORTED;
+    size_t need = mc_dtype_row_bytes(k->act_type, w->n_in) * n_tok;
+    if (need > mm->work_cap) {
+        uint8_t *nw = realloc(mm->work, need);
+        if (!nw) return MC_ERR_NOMEM;
+        mm->work = nw;
+        mm->work_cap = need;
+    }
+    mc_matmul_convert(mm, w, x, n_tok, mm->work);
+    mc_matmul_pre(mm, w, mm->work, n_tok, y);
+    return MC_OK;
+}

@@ -1,0 +1,55 @@
+/*
+ * matmul: threaded products of a weight matrix with one or many activation
+ * rows, for any weight type.
+ *
+ * The activation rows are converted once to the type the weight's kernel
+ * expects (kernel.h); output rows are then split between the pool's threads
+ * in blocks of whole cache lines, and within a block every weight row is
+ * reused for all tokens while it is hot in cache. Each output value is
+ * computed by exactly one kernel call, so the result does not depend on the
+ * thread count or on how tokens are batched.
+ */
+#ifndef MC_MATMUL_H
+#define MC_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "error.h"
+#include "kernel.h"
+#include "pool.h"
+
+// A read-only view of a row-major weight matrix inside a model file.
+typedef struct {
+    mc_dtype_t type;
+    uint32_t n_in;        // values per row (GGUF ne[0])
+    uint32_t n_out;       // rows
+    size_t row_bytes;     // bytes per row
+    const uint8_t *data;  // (n_out, n_in) in `type`
+} mc_matrix_t;
+
+typedef struct mc_matmul mc_matmul_t;
+
+// pool is borrowed and must outlive the result. NULL on failure.
+mc_matmul_t *mc_matmul_new(mc_pool_t *pool, mc_isa_t isa);
+void mc_matmul_destroy(mc_matmul_t **mm);
+
+mc_pool_t *mc_matmul_pool(const mc_matmul_t *mm);
+mc_isa_t mc_matmul_isa(const mc_matmul_t *mm);
+
+// Bytes one activation row of n values takes once converted for weight type w.
+size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n);
+
+// Convert n_tok rows of w->n_in f32 values to the activation type of w's
+// kernel, into xa (n_tok * mc_matmul_act_row_bytes bytes).
+void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, void *xa);
+
+// y (n_tok, w->n_out) = x (n_tok, w->n_in) times w transposed.
+mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y);
+
+// As mc_matmul_f32 with activations already converted (mc_matmul_convert,
+// or received that way from the network).
+void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y);
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * pool: persistent workers synchronised by a generation counter.
+ *
+ * The caller publishes (fn, arg), bumps `gen`, runs its own share, then waits
+ * for `pending` to reach zero. Workers watch `gen`: spinning first, then
+ * sleeping on `cond` once they have been idle for a while.
+ */
+#include "pool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define s_cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define s_cpu_relax() __asm__ __volatile__("yield")
+#else
+#define s_cpu_relax() ((void)0)
+#endif
+
+// Busy-wait iterations (pause instructions) before a waiting thread starts
+// yielding its core, and yields before a worker goes to sleep. Yielding keeps
+// a pool with more threads than cores from spinning away the time slice the
+// thread it waits for needs.
+#define MC_POOL_SPIN 2000
+#define MC_POOL_YIELDS 200
+
+typedef struct {
+    mc_pool_t *pool;
+    int ith;
+} s_worker_t;
+
+struct mc_pool {
+    int nth;
+    pthread_t *threads;
+    s_worker_t *workers;
+    mc_pool_fn fn;
+    void *arg;
+    atomic_uint gen;     // bumped once per job
+    atomic_int pending;  // workers still running the current job
+    atomic_bool stop;
+    atomic_int sleepers; // workers blocked (or about to block) on cond
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+};
+
+static void *s_worker_main(void *p) {
+    s_worker_t *w = p;
+    mc_pool_t *pool = w->pool;
+    // Not the current value of gen: a thread that starts late must still run
+    // the jobs published before it got going. Workers exist before any job.
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen &&
+               !atomic_load_explicit(&pool->stop, memory_order_acquire)) {
+            if (++spins < MC_POOL_SPIN) {
+                s_cpu_relax();
+                continue;
+            }
+            if (spins < MC_POOL_SPIN + MC_POOL_YIELDS) {
+                sched_yield();
+                continue;
+            }
+            pthread_mutex_lock(&pool->mu);
+            atomic_fetch_add(&pool->sleepers, 1);
+            // Re-check under the lock: the publisher bumps gen before locking
+            // and broadcasting, so a job cannot slip in unnoticed.
+            while (atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop))
+                pthread_cond_wait(&pool->cond, &pool->mu);
+            atomic_fetch_sub(&pool->sleepers, 1);
+            pthread_mutex_unlock(&pool->mu);
+            spins = 0;
+        }
+        if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
+        seen = g;
+        pool->fn(pool->arg, w->ith, pool->nth);
+        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+mc_pool_t *mc_pool_new(int n_threads) {
+    if (n_threads < 1 || n_threads > 1024) return NULL;
+    mc_pool_t *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->nth = n_threads;
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->stop, false);
+    atomic_init(&p->sleepers, 0);
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->cond, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    p->workers = calloc((size_t)n_threads, sizeof *p->workers);
+    if (!p->threads || !p->workers) {
+        p->nth = 1; // no workers started
+        mc_pool_destroy(&p);
+        return NULL;
+    }
+    for (int i = 1; i < n_threads; i++) {
+        p->workers[i] = (s_worker_t){p, i};
+        if (pthread_create(&p->threads[i], NULL, s_worker_main, &p->workers[i]) != 0) {
+            p->nth = i; // join only those started
+            mc_pool_destroy(&p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+void mc_pool_destroy(mc_pool_t **pp) {
+    if (!pp || !*pp) return;
+    mc_pool_t *p = *pp;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stop, true);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->nth; i++) pthread_join(p->threads[i], NULL);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p->workers);
+    free(p);
+    *pp = NULL;
+}
+
+int mc_pool_threads(const mc_pool_t *p) { return p->nth; }
+
+void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg) {
+    if (p->nth == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    atomic_store_explicit(&p->pending, p->nth - 1, memory_order_relaxed);
+    // seq_cst: pairs with the worker's sleepers++ / gen re-check (store-load on both sides).
+    atomic_fetch_add(&p->gen, 1);
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mu);
+    }
+    fn(arg, 0, p->nth);
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        if (spins < MC_POOL_SPIN)
+            s_cpu_relax();
+        else
+            sched_yield();
+    }
+}

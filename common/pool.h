@@ -1,0 +1,26 @@
+/*
+ * pool: a persistent pool of worker threads for data-parallel loops.
+ *
+ * mc_pool_run() runs fn(arg, ith, nth) once on each of the nth threads (the
+ * caller is thread 0) and returns when all are done. Workers spin briefly
+ * between jobs, because a decode step issues hundreds of small products and
+ * waking a sleeping thread costs more than most of them; after a short idle
+ * spell they block on a condition variable so an idle engine uses no CPU.
+ */
+#ifndef MC_POOL_H
+#define MC_POOL_H
+
+typedef struct mc_pool mc_pool_t;
+
+typedef void (*mc_pool_fn)(void *arg, int ith, int nth);
+
+// n_threads >= 1 (total, including the caller). NULL on failure.
+mc_pool_t *mc_pool_new(int n_threads);
+void mc_pool_destroy(mc_pool_t **p);
+
+int mc_pool_threads(const mc_pool_t *p);
+
+// Run fn on every thread and wait. Not re-entrant: one caller at a time.
+void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg);
+
+#endif
