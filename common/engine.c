@@ -1,0 +1,335 @@
+/*
+ * engine: embedding, attention with RoPE and a KV cache, routing, the expert
+ * step and the output head, for batches of tokens.
+ *
+ * Float operations follow llama.cpp's CPU graph where it matters for
+ * matching its numbers: rmsnorm sums squares in double, softmax sums
+ * exponentials in double and scales by the reciprocal, RoPE angles advance
+ * by repeated multiplication with base^(-2/rope_dim).
+ */
+#include "engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe.h"
+#include "pool.h"
+
+struct mc_engine {
+    const mc_model_t *m;
+    mc_engine_params_t p;
+    mc_pool_t *pool;
+    mc_matmul_t *mm;
+    mc_moe_t *moe;
+    mc_engine_moe_fn moe_fn;
+    void *moe_ctx;
+
+    float *k_cache;  // (n_layer, n_ctx, kv_dim)
+    float *v_cache;  // (n_layer, n_ctx, kv_dim)
+
+    // Scratch for one chunk of up to max_batch tokens.
+    float *x;        // (B, dim) residual stream
+    float *xn;       // (B, dim) normed input of a sub-layer
+    float *q;        // (B, q_dim)
+    float *k;        // (B, kv_dim)
+    float *v;        // (B, kv_dim)
+    float *att;      // (B, q_dim) attention output
+    float *o;        // (B, dim) projection / expert output
+    float *rl;       // (B, n_expert) router logits
+    int32_t *sel;    // (B, k) chosen experts
+    float *selw;     // (B, k) their weights
+    float *scores;   // (n_threads, n_ctx) attention scores per thread
+
+    float *router_keep; // (n_layer, keep_rows, n_expert) when keep_router
+    uint32_t keep_rows, keep_cap;
+    uint64_t *expert_counts; // (n_layer, n_expert)
+};
+
+mc_engine_params_t mc_engine_params_default(void) {
+    return (mc_engine_params_t){.n_threads = 1, .n_ctx = 4096, .max_batch = 256, .isa = MC_ISA_BEST};
+}
+
+static mc_err_t s_local_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
+                            const float *weights, uint32_t k, float *out, char *err) {
+    mc_engine_t *e = ctx;
+    return mc_moe_compute(e->moe, e->m, layer, x, n, experts, weights, k, out, err);
+}
+
+mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, char *err) {
+    const mc_hparams_t *hp = &m->hp;
+    if (p->n_threads < 1 || p->n_threads > 512) {
+        mc_err_set(err, MC_ERR_ARG, "thread count %d out of range (1..512)", p->n_threads);
+        return NULL;
+    }
+    if (p->n_ctx == 0 || p->n_ctx > hp->n_ctx_train) {
+        mc_err_set(err, MC_ERR_RANGE, "context length %u out of range (1..%u, the model's context length)", p->n_ctx,
+                   hp->n_ctx_train);
+        return NULL;
+    }
+    if (p->max_batch == 0) {
+        mc_err_set(err, MC_ERR_ARG, "max_batch must be at least 1");
+        return NULL;
+    }
+    mc_engine_t *e = calloc(1, sizeof *e);
+    if (!e) goto nomem;
+    e->m = m;
+    e->p = *p;
+    if (e->p.max_batch > e->p.n_ctx) e->p.max_batch = e->p.n_ctx;
+    e->p.isa = p->isa == MC_ISA_BEST ? mc_kernel_best_isa() : p->isa;
+    size_t B = e->p.max_batch, dim = hp->dim, qd = (size_t)hp->n_head * hp->head_dim,
+           kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t cache = (size_t)hp->n_layer * e->p.n_ctx * kvd;
+    e->pool = mc_pool_new(p->n_threads);
+    if (!e->pool) goto nomem;
+    e->mm = mc_matmul_new(e->pool, e->p.isa);
+    e->moe = e->mm ? mc_moe_new(e->mm) : NULL;
+    e->k_cache = calloc(cache, sizeof(float));
+    e->v_cache = calloc(cache, sizeof(float));
+    e->x = malloc(B * dim * sizeof(float));
+    e->xn = malloc(B * (dim > qd ? dim : qd) * sizeof(float));
+    e->q = malloc(B * qd * sizeof(float));
+    e->k = malloc(B * kvd * sizeof(float));
+    e->v = malloc(B * kvd * sizeof(float));
+    e->att = malloc(B * qd * sizeof(float));
+    e->o = malloc(B * dim * sizeof(float));
+    e->rl = malloc(B * hp->n_expert * sizeof(float));
+    e->sel = malloc(B * hp->n_expert_used * sizeof(int32_t));
+    e->selw = malloc(B * hp->n_expert_used * sizeof(float));
+    e->scores = malloc((size_t)p->n_threads * e->p.n_ctx * sizeof(float));
+    e->expert_counts = calloc((size_t)hp->n_layer * hp->n_expert, sizeof(uint64_t));
+    if (!e->moe || !e->k_cache || !e->v_cache || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->att || !e->o ||
+        !e->rl || !e->sel || !e->selw || !e->scores || !e->expert_counts)
+        goto nomem;
+    return e;
+nomem:
+    mc_err_set(err, MC_ERR_NOMEM, "out of memory allocating the engine (KV cache of %u positions)", p->n_ctx);
+    mc_engine_destroy(&e);
+    return NULL;
+}
+
+void mc_engine_destroy(mc_engine_t **pe) {
+    if (!pe || !*pe) return;
+    mc_engine_t *e = *pe;
+    mc_moe_destroy(&e->moe);
+    mc_matmul_destroy(&e->mm);
+    mc_pool_destroy(&e->pool);
+    free(e->k_cache), free(e->v_cache), free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v);
+    free(e->att), free(e->o), free(e->rl), free(e->sel), free(e->selw), free(e->scores);
+    free(e->router_keep), free(e->expert_counts);
+    free(e);
+    *pe = NULL;
+}
+
+void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx) {
+    e->moe_fn = fn;
+    e->moe_ctx = ctx;
+}
+
+uint32_t mc_engine_n_ctx(const mc_engine_t *e) { return e->p.n_ctx; }
+const mc_model_t *mc_engine_model(const mc_engine_t *e) { return e->m; }
+mc_matmul_t *mc_engine_matmul(mc_engine_t *e) { return e->mm; }
+
+const float *mc_engine_router_logits(const mc_engine_t *e, uint32_t layer, uint32_t *n_tokens) {
+    if (!e->p.keep_router || !e->router_keep || layer >= e->m->hp.n_layer) return NULL;
+    *n_tokens = e->keep_rows;
+    return e->router_keep + (size_t)layer * e->keep_cap * e->m->hp.n_expert;
+}
+
+const uint64_t *mc_engine_expert_counts(const mc_engine_t *e) { return e->expert_counts; }
+
+// y = rmsnorm(x) * w for n rows of dim values.
+static void s_rmsnorm(float *y, const float *x, const float *w, uint32_t n, uint32_t dim, float eps) {
+    for (uint32_t t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *yt = y + (size_t)t * dim;
+        double sum = 0.0;
+        for (uint32_t i = 0; i < dim; i++) sum += (double)(xt[i] * xt[i]);
+        float mean = (float)(sum / dim);
+        float scale = 1.0f / sqrtf(mean + eps);
+        for (uint32_t i = 0; i < dim; i++) yt[i] = (xt[i] * scale) * w[i];
+    }
+}
+
+// In-place softmax of n values; returns nothing, sums in double as ggml does.
+static void s_softmax(float *v, uint32_t n) {
+    float max = -INFINITY;
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i] > max) max = v[i];
+    double sum = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        v[i] = expf(v[i] - max);
+        sum += (double)v[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (uint32_t i = 0; i < n; i++) v[i] *= inv;
+}
+
+// Rotate adjacent pairs (2i, 2i+1) of the first rope_dim values of each head.
+static void s_rope(float *v, uint32_t n_heads, uint32_t head_dim, uint32_t rope_dim, uint32_t pos, float base) {
+    const float theta_scale = powf(base, -2.0f / (float)rope_dim);
+    for (uint32_t h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * head_dim;
+        float theta = (float)pos;
+        for (uint32_t i = 0; i < rope_dim; i += 2) {
+            float c = cosf(theta), s = sinf(theta);
+            float x0 = x[i], x1 = x[i + 1];
+            x[i] = x0 * c - x1 * s;
+            x[i + 1] = x0 * s + x1 * c;
+            theta *= theta_scale;
+        }
+    }
+}
+
+typedef struct {
+    mc_engine_t *e;
+    uint32_t layer, n, pos;
+} s_attn_job_t;
+
+// Causal attention for (token, head) pairs dealt round-robin to threads.
+static void s_attn_task(void *arg, int ith, int nth) {
+    s_attn_job_t *j = arg;
+    mc_engine_t *e = j->e;
+    const mc_hparams_t *hp = &e->m->hp;
+    const uint32_t hd = hp->head_dim, kvd = hp->n_head_kv * hd, qd = hp->n_head * hd;
+    const uint32_t group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *kc = e->k_cache + (size_t)j->layer * e->p.n_ctx * kvd;
+    const float *vc = e->v_cache + (size_t)j->layer * e->p.n_ctx * kvd;
+    float *sc = e->scores + (size_t)ith * e->p.n_ctx;
+    for (uint32_t task = (uint32_t)ith; task < j->n * hp->n_head; task += (uint32_t)nth) {
+        uint32_t t = task / hp->n_head, h = task % hp->n_head, kvh = h / group;
+        uint32_t n_pos = j->pos + t + 1; // causal: positions 0..pos+t
+        const float *q = e->q + (size_t)t * qd + (size_t)h * hd;
+        for (uint32_t p = 0; p < n_pos; p++) {
+            const float *k = kc + (size_t)p * kvd + (size_t)kvh * hd;
+            float dot = 0.0f;
+            for (uint32_t i = 0; i < hd; i++) dot += q[i] * k[i];
+            sc[p] = dot * scale;
+        }
+        s_softmax(sc, n_pos);
+        float *out = e->att + (size_t)t * qd + (size_t)h * hd;
+        memset(out, 0, hd * sizeof(float));
+        for (uint32_t p = 0; p < n_pos; p++) {
+            const float *v = vc + (size_t)p * kvd + (size_t)kvh * hd;
+            float w = sc[p];
+            for (uint32_t i = 0; i < hd; i++) out[i] += w * v[i];
+        }
+    }
+}
+
+// Router: softmax over all experts, keep the k most probable (ties: lower
+// id), weights renormalised over the chosen k.
+static void s_route(mc_engine_t *e, uint32_t layer, uint32_t n) {
+    const mc_hparams_t *hp = &e->m->hp;
+    const uint32_t ne = hp->n_expert, k = hp->n_expert_used;
+    float p[256];
+    for (uint32_t t = 0; t < n; t++) {
+        memcpy(p, e->rl + (size_t)t * ne, ne * sizeof(float));
+        s_softmax(p, ne);
+        int32_t *sel = e->sel + (size_t)t * k;
+        float *w = e->selw + (size_t)t * k;
+        float sum = 0.0f;
+        for (uint32_t j = 0; j < k; j++) {
+            int32_t best = -1;
+            for (uint32_t x = 0; x < ne; x++) {
+                bool taken = false;
+                for (uint32_t q = 0; q < j; q++) taken |= sel[q] == (int32_t)x;
+                if (!taken && (best < 0 || p[x] > p[best])) best = (int32_t)x;
+            }
+            sel[j] = best;
+            w[j] = p[best];
+            sum += p[best];
+            e->expert_counts[(size_t)layer * ne + (uint32_t)best]++;
+        }
+        for (uint32_t j = 0; j < k; j++) w[j] /= sum;
+    }
+}
+
+static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t pos, float *logits,
+                             mc_logits_t which, uint32_t keep_off, char *err) {
+    const mc_model_t *m = e->m;
+    const mc_hparams_t *hp = &m->hp;
+    const uint32_t dim = hp->dim, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    mc_err_t rc;
+    for (uint32_t t = 0; t < n; t++)
+        if ((rc = mc_model_embed(m, ids[t], e->x + (size_t)t * dim)))
+            return mc_err_set(err, rc, "cannot embed token %d", ids[t]);
+
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const mc_layer_t *L = &m->layers[l];
+        s_rmsnorm(e->xn, e->x, L->attn_norm, n, dim, hp->rms_eps);
+        if ((rc = mc_matmul_f32(e->mm, &L->wq, e->xn, n, e->q)) || (rc = mc_matmul_f32(e->mm, &L->wk, e->xn, n, e->k)) ||
+            (rc = mc_matmul_f32(e->mm, &L->wv, e->xn, n, e->v)))
+            return mc_err_set(err, rc, "layer %u: attention projection failed", l);
+        float *kc = e->k_cache + ((size_t)l * e->p.n_ctx + pos) * kvd;
+        float *vc = e->v_cache + ((size_t)l * e->p.n_ctx + pos) * kvd;
+        for (uint32_t t = 0; t < n; t++) {
+            s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, hp->rope_dim, pos + t, hp->rope_base);
+            s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, hp->rope_dim, pos + t, hp->rope_base);
+        }
+        memcpy(kc, e->k, (size_t)n * kvd * sizeof(float));
+        memcpy(vc, e->v, (size_t)n * kvd * sizeof(float));
+        s_attn_job_t aj = {e, l, n, pos};
+        mc_pool_run(e->pool, s_attn_task, &aj);
+        if ((rc = mc_matmul_f32(e->mm, &L->wo, e->att, n, e->o)))
+            return mc_err_set(err, rc, "layer %u: attention output failed", l);
+        for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
+
+        s_rmsnorm(e->xn, e->x, L->ffn_norm, n, dim, hp->rms_eps);
+        if ((rc = mc_matmul_f32(e->mm, &L->router, e->xn, n, e->rl)))
+            return mc_err_set(err, rc, "layer %u: router failed", l);
+        if (e->p.keep_router)
+            memcpy(e->router_keep + ((size_t)l * e->keep_cap + keep_off) * hp->n_expert, e->rl,
+                   (size_t)n * hp->n_expert * sizeof(float));
+        s_route(e, l, n);
+        rc = e->moe_fn ? e->moe_fn(e->moe_ctx, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err)
+                       : s_local_moe(e, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
+        if (rc) return rc;
+        for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
+    }
+
+    if (which == MC_LOGITS_NONE || !logits) return MC_OK;
+    // Only the rows whose logits are wanted go through the (large) head.
+    uint32_t first = which == MC_LOGITS_ALL ? 0 : n - 1;
+    s_rmsnorm(e->xn, e->x + (size_t)first * dim, m->output_norm, n - first, dim, hp->rms_eps);
+    if ((rc = mc_matmul_f32(e->mm, &m->output, e->xn, n - first, logits)))
+        return mc_err_set(err, rc, "output head failed");
+    return MC_OK;
+}
+
+mc_err_t mc_engine_eval(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t pos, mc_logits_t which,
+                        float *logits, char *err) {
+    const mc_hparams_t *hp = &e->m->hp;
+    if (n == 0) return mc_err_set(err, MC_ERR_ARG, "no tokens to evaluate");
+    if ((uint64_t)pos + n > e->p.n_ctx)
+        return mc_err_set(err, MC_ERR_RANGE, "%u tokens at position %u exceed the context of %u", n, pos, e->p.n_ctx);
+    for (uint32_t t = 0; t < n; t++)
+        if (ids[t] < 0 || (uint32_t)ids[t] >= hp->n_vocab)
+            return mc_err_set(err, MC_ERR_RANGE, "token id %d is outside the vocabulary (0..%u)", ids[t],
+                              hp->n_vocab - 1);
+    if (e->p.keep_router && n > e->keep_cap) {
+        float *r = realloc(e->router_keep, (size_t)hp->n_layer * n * hp->n_expert * sizeof(float));
+        if (!r) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        e->router_keep = r;
+        e->keep_cap = n;
+    }
+    e->keep_rows = n;
+    for (uint32_t done = 0; done < n;) {
+        uint32_t c = n - done < e->p.max_batch ? n - done : e->p.max_batch;
+        bool last = done + c == n;
+        float *out = NULL;
+        mc_logits_t w = MC_LOGITS_NONE;
+        if (which == MC_LOGITS_ALL) {
+            out = logits + (size_t)done * hp->n_vocab;
+            w = MC_LOGITS_ALL;
+        } else if (which == MC_LOGITS_LAST && last) {
+            out = logits;
+            w = MC_LOGITS_LAST;
+        }
+        mc_err_t rc = s_eval_chunk(e, ids + done, c, pos + done, out, w, done, err);
+        if (rc) return rc;
+        done += c;
+    }
+    return MC_OK;
+}

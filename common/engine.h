@@ -1,0 +1,74 @@
+/*
+ * engine: the Mixtral forward pass with a KV cache.
+ *
+ * mc_engine_eval() runs a batch of tokens at consecutive positions through
+ * every layer (a prompt as one batch, then one token per step) and returns
+ * the logits of the last or of every position. The expert FFN is delegated
+ * to an mc_engine_moe_fn: by default the local mc_moe computation; the
+ * cluster coordinator substitutes one that ships rows to expert nodes.
+ *
+ * The KV cache holds f32 keys and values (n_layer, n_ctx, n_head_kv *
+ * head_dim): twice the memory of llama.cpp's f16 default, but no rounding,
+ * so logits follow the model exactly.
+ */
+#ifndef MC_ENGINE_H
+#define MC_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "kernel.h"
+#include "model.h"
+
+typedef struct {
+    int n_threads;      // compute threads (>= 1)
+    uint32_t n_ctx;     // KV cache length (<= the model's context length)
+    uint32_t max_batch; // tokens per forward chunk (bounds scratch memory)
+    mc_isa_t isa;       // kernel implementation (MC_ISA_BEST: fastest available)
+    bool keep_router;   // keep each layer's router logits of the last eval
+} mc_engine_params_t;
+
+// 1 thread, n_ctx 4096, max_batch 256, MC_ISA_BEST, no router capture.
+mc_engine_params_t mc_engine_params_default(void);
+
+typedef enum {
+    MC_LOGITS_NONE = 0,
+    MC_LOGITS_LAST, // logits of the last token only: (n_vocab)
+    MC_LOGITS_ALL,  // every token: (n, n_vocab)
+} mc_logits_t;
+
+// Expert step hook: see mc_moe_compute for the meaning of the arguments.
+typedef mc_err_t (*mc_engine_moe_fn)(void *ctx, uint32_t layer, const float *x, uint32_t n,
+                                     const int32_t *experts, const float *weights, uint32_t k, float *out,
+                                     char *err);
+
+typedef struct mc_engine mc_engine_t;
+
+// The model is borrowed and must outlive the engine. n_ctx larger than the
+// model's context length is an error (MC_ERR_RANGE), as is 0.
+mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, char *err);
+void mc_engine_destroy(mc_engine_t **e);
+
+// Replace the expert step (fn NULL: back to local computation).
+void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx);
+
+// Evaluate ids[0..n) at positions pos..pos+n-1 (cache entries before pos are
+// reused, those after are overwritten). MC_ERR_RANGE for an id outside the
+// vocabulary or pos + n > n_ctx (nothing is evaluated then).
+mc_err_t mc_engine_eval(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t pos, mc_logits_t which,
+                        float *logits, char *err);
+
+uint32_t mc_engine_n_ctx(const mc_engine_t *e);
+const mc_model_t *mc_engine_model(const mc_engine_t *e);
+mc_matmul_t *mc_engine_matmul(mc_engine_t *e);
+
+// Router logits (n_tokens, n_expert) of layer l for every token of the last
+// eval when keep_router is set, else NULL; *n_tokens receives the row count.
+const float *mc_engine_router_logits(const mc_engine_t *e, uint32_t layer, uint32_t *n_tokens);
+
+// Per-layer histogram (n_layer, n_expert) of rows routed to each expert
+// since the engine was created.
+const uint64_t *mc_engine_expert_counts(const mc_engine_t *e);
+
+#endif

@@ -1,0 +1,322 @@
+/*
+ * model: hyperparameters from the llama.* keys and tensor binding with full
+ * shape and type checks, for merged and legacy expert layouts.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel.h"
+#include "quant.h"
+
+#define MC_NAME_MAX 96
+
+// Required unsigned key "<arch>.<suffix>", 1 .. limit.
+static mc_err_t s_get_dim(const mc_gguf_t *g, const char *arch, const char *suffix, uint64_t limit,
+                          uint32_t *out, char *err) {
+    char key[MC_NAME_MAX];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint64_t v;
+    if (!mc_gguf_get_u64(g, key, &v))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata key '%s' is missing or not an unsigned integer", key);
+    if (v == 0 || v > limit)
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' = %llu is out of range (1..%llu)", key,
+                          (unsigned long long)v, (unsigned long long)limit);
+    *out = (uint32_t)v;
+    return MC_OK;
+}
+
+static float s_get_float(const mc_gguf_t *g, const char *arch, const char *suffix, float def) {
+    char key[MC_NAME_MAX];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    double v;
+    return mc_gguf_get_f64(g, key, &v) ? (float)v : def;
+}
+
+// Squeeze trailing dims of 1 and compare with the expected (ne0, ne1, ne2).
+static mc_err_t s_check_shape(const mc_gguf_tensor_t *t, uint32_t nd, const uint64_t *want, char *err) {
+    for (uint32_t i = 0; i < MC_GGUF_MAX_DIMS; i++) {
+        uint64_t w = i < nd ? want[i] : 1;
+        uint64_t have = i < t->n_dims ? t->ne[i] : 1;
+        if (have != w) {
+            char ws[96] = "", hs[96] = "";
+            size_t wl = 0, hl = 0;
+            for (uint32_t j = 0; j < nd; j++)
+                wl += (size_t)snprintf(ws + wl, sizeof ws - wl, "%s%llu", j ? ", " : "", (unsigned long long)want[j]);
+            for (uint32_t j = 0; j < t->n_dims; j++)
+                hl += (size_t)snprintf(hs + hl, sizeof hs - hl, "%s%llu", j ? ", " : "", (unsigned long long)t->ne[j]);
+            return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' has shape {%s}, expected {%s}", t->name, hs, ws);
+        }
+    }
+    return MC_OK;
+}
+
+static const mc_gguf_tensor_t *s_find(const mc_gguf_t *g, const char *name, char *err) {
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, name);
+    if (!t) mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing", name);
+    return t;
+}
+
+static mc_err_t s_matrix_from(const mc_gguf_tensor_t *t, uint32_t n_in, uint32_t n_out, const uint8_t *data,
+                              mc_matrix_t *out, char *err) {
+    if (!mc_kernel_get(t->type, MC_ISA_SCALAR))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type", t->name,
+                          mc_dtype_name(t->type));
+    *out = (mc_matrix_t){t->type, n_in, n_out, mc_dtype_row_bytes(t->type, n_in), data};
+    return MC_OK;
+}
+
+static mc_err_t s_bind_matrix(const mc_gguf_t *g, const char *name, uint32_t n_in, uint32_t n_out,
+                              mc_matrix_t *out, char *err) {
+    const mc_gguf_tensor_t *t = s_find(g, name, err);
+    if (!t) return MC_ERR_FORMAT;
+    mc_err_t rc = s_check_shape(t, 2, (uint64_t[]){n_in, n_out}, err);
+    if (rc) return rc;
+    return s_matrix_from(t, n_in, n_out, t->data, out, err);
+}
+
+// Norm weights are tiny: keep an f32 copy whatever their stored type.
+static mc_err_t s_bind_vector(const mc_gguf_t *g, const char *name, uint32_t n, float **out, char *err) {
+    const mc_gguf_tensor_t *t = s_find(g, name, err);
+    if (!t) return MC_ERR_FORMAT;
+    mc_err_t rc = s_check_shape(t, 1, (uint64_t[]){n}, err);
+    if (rc) return rc;
+    float *v = malloc((size_t)n * sizeof *v);
+    if (!v) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    if (mc_quant_dequantize_row(t->type, t->data, v, n) != MC_OK) {
+        free(v);
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%s': cannot read type %s", name, mc_dtype_name(t->type));
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) {
+            free(v);
+            return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' holds a non-finite value at %u", name, i);
+        }
+    *out = v;
+    return MC_OK;
+}
+
+// One of gate/up/down for all experts of a layer from a merged tensor
+// {n_in, n_out, n_expert}: expert e starts e * n_out rows in.
+static mc_err_t s_bind_merged(const mc_gguf_t *g, const char *name, const mc_hparams_t *hp, uint32_t n_in,
+                              uint32_t n_out, mc_expert_t *experts, size_t field, char *err) {
+    const mc_gguf_tensor_t *t = s_find(g, name, err);
+    if (!t) return MC_ERR_FORMAT;
+    mc_err_t rc = s_check_shape(t, 3, (uint64_t[]){n_in, n_out, hp->n_expert}, err);
+    if (rc) return rc;
+    size_t expert_bytes = mc_dtype_row_bytes(t->type, n_in) * n_out;
+    for (uint32_t e = 0; e < hp->n_expert; e++) {
+        mc_matrix_t *m = (mc_matrix_t *)((char *)&experts[e] + field);
+        rc = s_matrix_from(t, n_in, n_out, t->data + (size_t)e * expert_bytes, m, err);
+        if (rc) return rc;
+    }
+    return MC_OK;
+}
+
+static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t l, mc_layer_t *L, bool *legacy,
+                             char *err) {
+    char name[MC_NAME_MAX];
+    mc_err_t rc;
+    uint32_t q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
+#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+    if ((rc = s_bind_vector(g, NAME("blk.%u.attn_norm.weight", l), hp->dim, &L->attn_norm, err))) return rc;
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q.weight", l), hp->dim, q_dim, &L->wq, err))) return rc;
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_k.weight", l), hp->dim, kv_dim, &L->wk, err))) return rc;
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_v.weight", l), hp->dim, kv_dim, &L->wv, err))) return rc;
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_output.weight", l), q_dim, hp->dim, &L->wo, err))) return rc;
+    if ((rc = s_bind_vector(g, NAME("blk.%u.ffn_norm.weight", l), hp->dim, &L->ffn_norm, err))) return rc;
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate_inp.weight", l), hp->dim, hp->n_expert, &L->router, err)))
+        return rc;
+    L->experts = calloc(hp->n_expert, sizeof *L->experts);
+    if (!L->experts) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+
+    *legacy = !mc_gguf_tensor_find(g, NAME("blk.%u.ffn_gate_exps.weight", l));
+    if (!*legacy) {
+        if ((rc = s_bind_merged(g, NAME("blk.%u.ffn_gate_exps.weight", l), hp, hp->dim, hp->ffn, L->experts,
+                                offsetof(mc_expert_t, gate), err)))
+            return rc;
+        if ((rc = s_bind_merged(g, NAME("blk.%u.ffn_up_exps.weight", l), hp, hp->dim, hp->ffn, L->experts,
+                                offsetof(mc_expert_t, up), err)))
+            return rc;
+        return s_bind_merged(g, NAME("blk.%u.ffn_down_exps.weight", l), hp, hp->ffn, hp->dim, L->experts,
+                             offsetof(mc_expert_t, down), err);
+    }
+    if (!mc_gguf_tensor_find(g, NAME("blk.%u.ffn_gate.0.weight", l)))
+        return mc_err_set(err, MC_ERR_FORMAT,
+                          "not a mixture-of-experts model: layer %u has neither blk.%u.ffn_gate_exps.weight nor "
+                          "blk.%u.ffn_gate.0.weight",
+                          l, l, l);
+    for (uint32_t e = 0; e < hp->n_expert; e++) {
+        mc_expert_t *x = &L->experts[e];
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate.%u.weight", l, e), hp->dim, hp->ffn, &x->gate, err)))
+            return rc;
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_up.%u.weight", l, e), hp->dim, hp->ffn, &x->up, err))) return rc;
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_down.%u.weight", l, e), hp->ffn, hp->dim, &x->down, err)))
+            return rc;
+    }
+#undef NAME
+    return MC_OK;
+}
+
+static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+    mc_gguf_str_t arch_s;
+    if (!mc_gguf_get_str(g, "general.architecture", &arch_s))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata key 'general.architecture' is missing");
+    char arch[32];
+    if (arch_s.len != 5 || memcmp(arch_s.ptr, "llama", 5) != 0) {
+        snprintf(arch, sizeof arch, "%.*s", (int)(arch_s.len < 31 ? arch_s.len : 31), arch_s.ptr);
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "architecture '%s' is not supported (expected 'llama', Mixtral family)",
+                          arch);
+    }
+    memcpy(arch, "llama", 6);
+    char key[MC_NAME_MAX];
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    if (!mc_gguf_find(g, key))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "not a mixture-of-experts model: metadata key '%s' is missing (dense llama models are not "
+                          "supported)",
+                          key);
+    mc_err_t rc;
+    // Limits keep every derived size comfortably inside 64-bit arithmetic.
+    if ((rc = s_get_dim(g, arch, "embedding_length", 1u << 16, &hp->dim, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "block_count", 1024, &hp->n_layer, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "feed_forward_length", 1u << 18, &hp->ffn, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "attention.head_count", 1024, &hp->n_head, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "expert_count", 256, &hp->n_expert, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "expert_used_count", hp->n_expert, &hp->n_expert_used, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "context_length", 1u << 24, &hp->n_ctx_train, err))) return rc;
+    snprintf(key, sizeof key, "%s.attention.head_count_kv", arch);
+    hp->n_head_kv = hp->n_head;
+    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "attention.head_count_kv", hp->n_head, &hp->n_head_kv, err)))
+        return rc;
+    if (hp->n_head % hp->n_head_kv)
+        return mc_err_set(err, MC_ERR_FORMAT, "head_count %u is not a multiple of head_count_kv %u", hp->n_head,
+                          hp->n_head_kv);
+    if (hp->dim % hp->n_head)
+        return mc_err_set(err, MC_ERR_FORMAT, "embedding_length %u is not a multiple of head_count %u", hp->dim,
+                          hp->n_head);
+    hp->head_dim = hp->dim / hp->n_head;
+    snprintf(key, sizeof key, "%s.attention.key_length", arch);
+    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "attention.key_length", 1u << 12, &hp->head_dim, err)))
+        return rc;
+    hp->rope_dim = hp->head_dim;
+    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
+    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "rope.dimension_count", hp->head_dim, &hp->rope_dim, err)))
+        return rc;
+    if (hp->rope_dim % 2 || hp->head_dim % 2)
+        return mc_err_set(err, MC_ERR_FORMAT, "rope dimension %u / head dimension %u must be even", hp->rope_dim,
+                          hp->head_dim);
+    hp->rope_base = s_get_float(g, arch, "rope.freq_base", 10000.0f);
+    hp->rms_eps = s_get_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f);
+    if (!(hp->rope_base > 0) || !isfinite(hp->rope_base) || !(hp->rms_eps > 0) || !isfinite(hp->rms_eps))
+        return mc_err_set(err, MC_ERR_FORMAT, "rope.freq_base %g or layer_norm_rms_epsilon %g is not a positive number",
+                          hp->rope_base, hp->rms_eps);
+    const mc_gguf_tensor_t *emb = s_find(g, "token_embd.weight", err);
+    if (!emb) return MC_ERR_FORMAT;
+    if (emb->n_dims != 2 || emb->ne[1] == 0 || emb->ne[1] > (1u << 22))
+        return mc_err_set(err, MC_ERR_FORMAT, "tensor 'token_embd.weight' has a bad shape");
+    hp->n_vocab = (uint32_t)emb->ne[1];
+    const mc_gguf_value_t *tokens = mc_gguf_find(g, "tokenizer.ggml.tokens");
+    if (tokens && (tokens->type != MC_GGUF_ARRAY || tokens->arr.count != hp->n_vocab))
+        return mc_err_set(err, MC_ERR_FORMAT, "tokenizer.ggml.tokens has %llu entries but token_embd has %u rows",
+                          tokens->type == MC_GGUF_ARRAY ? (unsigned long long)tokens->arr.count : 0ull, hp->n_vocab);
+    return MC_OK;
+}
+
+mc_model_t *mc_model_new(mc_gguf_t **pg, char *err) {
+    const mc_gguf_t *g = *pg;
+    mc_model_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    mc_hparams_t *hp = &m->hp;
+    if (s_read_hparams(g, hp, err)) goto fail;
+    if (s_bind_matrix(g, "token_embd.weight", hp->dim, hp->n_vocab, &m->tok_embd, err)) goto fail;
+    if (s_bind_vector(g, "output_norm.weight", hp->dim, &m->output_norm, err)) goto fail;
+    if (mc_gguf_tensor_find(g, "output.weight")) {
+        if (s_bind_matrix(g, "output.weight", hp->dim, hp->n_vocab, &m->output, err)) goto fail;
+    } else {
+        m->output = m->tok_embd; // tied embeddings
+    }
+    m->layers = calloc(hp->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        bool legacy = false;
+        if (s_bind_layer(g, hp, l, &m->layers[l], &legacy, err)) goto fail;
+        m->legacy_experts |= legacy;
+    }
+    m->gguf = *pg;
+    *pg = NULL;
+    return m;
+fail:
+    m->gguf = NULL; // not ours until success
+    mc_model_destroy(&m);
+    return NULL;
+}
+
+mc_model_t *mc_model_open(const char *path, char *err) {
+    mc_gguf_t *g = mc_gguf_open(path, err);
+    if (!g) return NULL;
+    char sub[MC_ERR_LEN];
+    mc_model_t *m = mc_model_new(&g, sub);
+    if (!m) {
+        mc_err_set(err, MC_ERR_FORMAT, "%s: %s", path, sub);
+        mc_gguf_destroy(&g);
+    }
+    return m;
+}
+
+void mc_model_destroy(mc_model_t **pm) {
+    if (!pm || !*pm) return;
+    mc_model_t *m = *pm;
+    if (m->layers)
+        for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+            free(m->layers[l].attn_norm);
+            free(m->layers[l].ffn_norm);
+            free(m->layers[l].experts);
+        }
+    free(m->layers);
+    free(m->output_norm);
+    mc_gguf_destroy(&m->gguf);
+    free(m);
+    *pm = NULL;
+}
+
+mc_err_t mc_model_expert(const mc_model_t *m, uint32_t layer, uint32_t e, mc_expert_t *out) {
+    if (layer >= m->hp.n_layer || e >= m->hp.n_expert) return MC_ERR_RANGE;
+    *out = m->layers[layer].experts[e];
+    return MC_OK;
+}
+
+mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out) {
+    if (id < 0 || (uint32_t)id >= m->hp.n_vocab) return MC_ERR_RANGE;
+    const mc_matrix_t *e = &m->tok_embd;
+    return mc_quant_dequantize_row(e->type, e->data + (size_t)id * e->row_bytes, out, e->n_in);
+}
+
+static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->row_bytes * w->n_out; }
+
+uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
+    uint64_t total = s_matrix_bytes(&m->output);
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        const mc_layer_t *L = &m->layers[l];
+        total += s_matrix_bytes(&L->wq) + s_matrix_bytes(&L->wk) + s_matrix_bytes(&L->wv) + s_matrix_bytes(&L->wo) +
+                 s_matrix_bytes(&L->router);
+        // Experts of one layer may differ in type (quant mixes): use the mean.
+        uint64_t experts = 0;
+        for (uint32_t e = 0; e < m->hp.n_expert; e++) {
+            const mc_expert_t *x = &L->experts[e];
+            experts += s_matrix_bytes(&x->gate) + s_matrix_bytes(&x->up) + s_matrix_bytes(&x->down);
+        }
+        total += experts * m->hp.n_expert_used / m->hp.n_expert;
+    }
+    return total;
+}

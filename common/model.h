@@ -1,0 +1,83 @@
+/*
+ * model: a Mixtral-family model bound to the tensors of a GGUF file.
+ *
+ * Reads the hyperparameters from the llama.* keys (no dimension is assumed),
+ * checks every tensor's presence, type and shape, and exposes weight
+ * matrices as views into the mapped file: nothing is copied except the tiny
+ * norm vectors (converted to f32). Expert e of layer l is handed out as
+ * (gate, up, down) whatever the file's layout: merged ffn_*_exps tensors,
+ * where the expert is one contiguous byte range, or legacy per-expert
+ * ffn_*.E tensors.
+ */
+#ifndef MC_MODEL_H
+#define MC_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "gguf.h"
+#include "matmul.h"
+
+typedef struct {
+    uint32_t n_vocab;
+    uint32_t dim;           // embedding length
+    uint32_t n_layer;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t head_dim;      // dim / n_head
+    uint32_t rope_dim;      // rotated dims per head (<= head_dim)
+    uint32_t ffn;           // expert hidden size
+    uint32_t n_expert;
+    uint32_t n_expert_used; // experts per token (k)
+    uint32_t n_ctx_train;   // llama.context_length
+    float rope_base;
+    float rms_eps;
+} mc_hparams_t;
+
+typedef struct {
+    mc_matrix_t gate; // (ffn, dim)
+    mc_matrix_t up;   // (ffn, dim)
+    mc_matrix_t down; // (dim, ffn)
+} mc_expert_t;
+
+typedef struct {
+    float *attn_norm;     // (dim)
+    mc_matrix_t wq;       // (n_head * head_dim, dim)
+    mc_matrix_t wk;       // (n_head_kv * head_dim, dim)
+    mc_matrix_t wv;       // (n_head_kv * head_dim, dim)
+    mc_matrix_t wo;       // (dim, n_head * head_dim)
+    float *ffn_norm;      // (dim)
+    mc_matrix_t router;   // (n_expert, dim)
+    mc_expert_t *experts; // (n_expert)
+} mc_layer_t;
+
+typedef struct {
+    mc_hparams_t hp;
+    mc_matrix_t tok_embd;  // (n_vocab, dim), rows looked up and dequantized
+    mc_layer_t *layers;    // (n_layer)
+    float *output_norm;    // (dim)
+    mc_matrix_t output;    // (n_vocab, dim); token_embd when the file ties them
+    bool legacy_experts;   // per-expert tensors in the file
+    mc_gguf_t *gguf;       // owned
+} mc_model_t;
+
+// Bind a parsed file; takes ownership of *g on success (sets *g = NULL).
+mc_model_t *mc_model_new(mc_gguf_t **g, char *err);
+
+// Open and bind a GGUF file.
+mc_model_t *mc_model_open(const char *path, char *err);
+
+void mc_model_destroy(mc_model_t **m);
+
+// Expert e of layer l, or MC_ERR_RANGE for an out-of-range pair.
+mc_err_t mc_model_expert(const mc_model_t *m, uint32_t layer, uint32_t e, mc_expert_t *out);
+
+// Write the f32 embedding of token id into out (dim values).
+mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out);
+
+// Bytes of all weights a generated token reads: attention, router, k experts
+// per layer, output head (the memory traffic that bounds decoding speed).
+uint64_t mc_model_bytes_per_token(const mc_model_t *m);
+
+#endif

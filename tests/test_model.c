@@ -1,0 +1,223 @@
+/*
+ * test_model: hyperparameters and tensor binding from real and generated
+ * files, expert views in both layouts, and clear errors for files that are
+ * not Mixtral-family MoE models.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf_writer.h"
+#include "mkmodel.h"
+#include "model.h"
+#include "testutil.h"
+
+static char s_dir[256];
+
+static int s_setup(void **state) {
+    (void)state;
+    return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_test_rmtree(s_dir);
+    return 0;
+}
+
+static void test_fixture_hparams(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    if (!mc_test_fixture("tiny-f32.gguf", path, sizeof path)) skip();
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    const mc_hparams_t *hp = &m->hp;
+    assert_int_equal(hp->n_vocab, 32000);
+    assert_int_equal(hp->dim, 64);
+    assert_int_equal(hp->n_layer, 2);
+    assert_int_equal(hp->n_head, 4);
+    assert_int_equal(hp->n_head_kv, 2);
+    assert_int_equal(hp->head_dim, 16);
+    assert_int_equal(hp->rope_dim, 16);
+    assert_int_equal(hp->ffn, 128);
+    assert_int_equal(hp->n_expert, 8);
+    assert_int_equal(hp->n_expert_used, 2);
+    assert_int_equal(hp->n_ctx_train, 32768);
+    assert_true(hp->rope_base == 1e6f);
+    assert_true(hp->rms_eps == 1e-5f);
+    assert_false(m->legacy_experts);
+    // Merged layout: expert e is the e-th contiguous slab of the tensor.
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_find(m->gguf, "blk.1.ffn_down_exps.weight");
+    assert_non_null(t);
+    for (uint32_t e = 0; e < 8; e++) {
+        mc_expert_t x;
+        assert_int_equal(mc_model_expert(m, 1, e, &x), MC_OK);
+        assert_ptr_equal(x.down.data, t->data + (size_t)e * 64 * 128 * 4);
+        assert_int_equal(x.down.n_in, 128);
+        assert_int_equal(x.down.n_out, 64);
+        assert_int_equal(x.gate.n_in, 64);
+        assert_int_equal(x.gate.n_out, 128);
+    }
+    mc_expert_t x;
+    assert_int_equal(mc_model_expert(m, 2, 0, &x), MC_ERR_RANGE);
+    assert_int_equal(mc_model_expert(m, 0, 8, &x), MC_ERR_RANGE);
+    // Attention 4 x 64x64-ish F32 matrices, router, 2 of 8 experts, the head.
+    uint64_t per_layer = (64 * 64 + 2 * 64 * 32 + 64 * 64 + 64 * 8 + 2 * 3 * 64 * 128) * 4;
+    assert_int_equal(mc_model_bytes_per_token(m), 2 * per_layer + 64 * 32000 * 4);
+    mc_model_destroy(&m);
+    mc_model_destroy(&m);
+}
+
+static void test_quant_fixture_types(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    if (!mc_test_fixture("small-q4_k_m.gguf", path, sizeof path)) skip();
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    assert_int_equal(m->hp.dim, 256);
+    assert_int_equal(m->hp.head_dim, 32);
+    assert_int_equal(m->layers[0].experts[3].gate.type, MC_DTYPE_Q4_K);
+    assert_int_equal(m->layers[3].experts[3].down.type, MC_DTYPE_Q6_K);
+    assert_int_equal(m->layers[0].wo.type, MC_DTYPE_Q5_K);
+    assert_int_equal(m->layers[0].wk.type, MC_DTYPE_Q8_0);
+    assert_int_equal(m->output.type, MC_DTYPE_Q6_K);
+    mc_model_destroy(&m);
+}
+
+static void test_legacy_views(void **state) {
+    (void)state;
+    char a[512], b[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.type = MC_DTYPE_Q8_0;
+    snprintf(a, sizeof a, "%s/merged.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, a, err), MC_OK);
+    p.legacy_layout = true;
+    snprintf(b, sizeof b, "%s/legacy.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, b, err), MC_OK);
+    mc_model_t *mm = mc_model_open(a, err), *ml = mc_model_open(b, err);
+    assert_non_null(mm);
+    assert_non_null(ml);
+    assert_true(ml->legacy_experts);
+    for (uint32_t l = 0; l < mm->hp.n_layer; l++)
+        for (uint32_t e = 0; e < mm->hp.n_expert; e++) {
+            mc_expert_t x, y;
+            assert_int_equal(mc_model_expert(mm, l, e, &x), MC_OK);
+            assert_int_equal(mc_model_expert(ml, l, e, &y), MC_OK);
+            assert_ptr_not_equal(x.up.data, y.up.data);
+            assert_memory_equal(x.gate.data, y.gate.data, x.gate.row_bytes * x.gate.n_out);
+            assert_memory_equal(x.up.data, y.up.data, x.up.row_bytes * x.up.n_out);
+            assert_memory_equal(x.down.data, y.down.data, x.down.row_bytes * x.down.n_out);
+        }
+    mc_model_destroy(&mm);
+    mc_model_destroy(&ml);
+}
+
+// Write a model-like file with the given metadata variations.
+typedef struct {
+    const char *arch;
+    bool with_experts_key;
+    bool with_expert_tensors;
+    bool bad_q_shape;
+} s_variant_t;
+
+static mc_err_t s_fill_zero(void *ctx, size_t index, void *dst, size_t size, char *err) {
+    (void)ctx, (void)index, (void)err;
+    memset(dst, 0, size);
+    return MC_OK;
+}
+
+// True when the variant binds as a model (err holds the reason otherwise).
+static bool s_loads(const s_variant_t *v, char *err) {
+    mc_gguf_writer_t *w = mc_gguf_writer_new(0);
+    const uint32_t dim = 32, ffn = 64, vocab = 16, ne = 4;
+    char arch_key[64];
+    mc_gguf_writer_add_str(w, "general.architecture", v->arch);
+#define K(suffix) (snprintf(arch_key, sizeof arch_key, "%s.%s", v->arch, suffix), arch_key)
+    mc_gguf_writer_add_u32(w, K("block_count"), 1);
+    mc_gguf_writer_add_u32(w, K("context_length"), 128);
+    mc_gguf_writer_add_u32(w, K("embedding_length"), dim);
+    mc_gguf_writer_add_u32(w, K("feed_forward_length"), ffn);
+    mc_gguf_writer_add_u32(w, K("attention.head_count"), 4);
+    mc_gguf_writer_add_u32(w, K("attention.head_count_kv"), 2);
+    if (v->with_experts_key) {
+        mc_gguf_writer_add_u32(w, K("expert_count"), ne);
+        mc_gguf_writer_add_u32(w, K("expert_used_count"), 2);
+    }
+#undef K
+    mc_gguf_writer_add_tensor(w, "token_embd.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, vocab});
+    mc_gguf_writer_add_tensor(w, "output_norm.weight", MC_DTYPE_F32, 1, (uint64_t[]){dim});
+    mc_gguf_writer_add_tensor(w, "blk.0.attn_norm.weight", MC_DTYPE_F32, 1, (uint64_t[]){dim});
+    mc_gguf_writer_add_tensor(w, "blk.0.attn_q.weight", MC_DTYPE_F32, 2,
+                              (uint64_t[]){dim, v->bad_q_shape ? dim + 1 : dim});
+    mc_gguf_writer_add_tensor(w, "blk.0.attn_k.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, dim / 2});
+    mc_gguf_writer_add_tensor(w, "blk.0.attn_v.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, dim / 2});
+    mc_gguf_writer_add_tensor(w, "blk.0.attn_output.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, dim});
+    mc_gguf_writer_add_tensor(w, "blk.0.ffn_norm.weight", MC_DTYPE_F32, 1, (uint64_t[]){dim});
+    mc_gguf_writer_add_tensor(w, "blk.0.ffn_gate_inp.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, ne});
+    if (v->with_expert_tensors) {
+        mc_gguf_writer_add_tensor(w, "blk.0.ffn_gate_exps.weight", MC_DTYPE_F32, 3, (uint64_t[]){dim, ffn, ne});
+        mc_gguf_writer_add_tensor(w, "blk.0.ffn_up_exps.weight", MC_DTYPE_F32, 3, (uint64_t[]){dim, ffn, ne});
+        mc_gguf_writer_add_tensor(w, "blk.0.ffn_down_exps.weight", MC_DTYPE_F32, 3, (uint64_t[]){ffn, dim, ne});
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(mc_gguf_writer_write_mem(w, s_fill_zero, NULL, &buf, &len, err), MC_OK);
+    mc_gguf_writer_destroy(&w);
+    mc_gguf_t *g = mc_gguf_parse(buf, len, err);
+    assert_non_null(g);
+    mc_model_t *m = mc_model_new(&g, err);
+    bool ok = m != NULL;
+    if (ok) assert_null(g); // ownership moved to the model
+    mc_model_destroy(&m);
+    mc_gguf_destroy(&g);
+    free(buf);
+    return ok;
+}
+
+static void test_not_moe_errors(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    s_variant_t ok = {"llama", true, true, false};
+    assert_true(s_loads(&ok, err));
+
+    s_variant_t dense = {"llama", false, false, false};
+    assert_false(s_loads(&dense, err));
+    assert_non_null(strstr(err, "llama.expert_count"));
+
+    s_variant_t other = {"qwen2moe", true, true, false};
+    assert_false(s_loads(&other, err));
+    assert_non_null(strstr(err, "qwen2moe"));
+
+    s_variant_t no_tensors = {"llama", true, false, false};
+    assert_false(s_loads(&no_tensors, err));
+    assert_non_null(strstr(err, "ffn_gate_exps"));
+
+    s_variant_t bad_shape = {"llama", true, true, true};
+    assert_false(s_loads(&bad_shape, err));
+    assert_non_null(strstr(err, "blk.0.attn_q.weight"));
+    assert_non_null(strstr(err, "expected {32, 32}"));
+}
+
+static void test_missing_file(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN] = "";
+    assert_null(mc_model_open("/nonexistent/model.gguf", err));
+    assert_non_null(strstr(err, "/nonexistent/model.gguf"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fixture_hparams),
+        cmocka_unit_test(test_quant_fixture_types),
+        cmocka_unit_test(test_legacy_views),
+        cmocka_unit_test(test_not_moe_errors),
+        cmocka_unit_test(test_missing_file),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
