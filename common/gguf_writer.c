@@ -363,6 +363,7 @@ static mc_err_t s_write(const mc_gguf_writer_t *w, s_sink_t *s, mc_gguf_fill_fn 
         return mc_err_set(err, MC_ERR_NOMEM, "gguf write: cannot allocate %llu bytes",
                           (unsigned long long)max_size);
     uint64_t data_start = s->pos;
+    (void)data_start; // only read by the assert below
     for (size_t i = 0; i < w->n_tensors && rc == MC_OK; i++) {
         const s_tensor_t *t = &w->tensors[i];
         assert(s->pos == data_start + t->offset);

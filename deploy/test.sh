@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/build.sh build
 (cd build && ctest --output-on-failure -j2)
-bash deploy/build.sh build-asan -DMC_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+bash deploy/build.sh build-asan -DMC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j2)
