@@ -1,0 +1,203 @@
+/*
+ * test_cli: the moe-coordinator binary as tools and users call it: --help,
+ * --tokenize, --token-ids with --dump-logits and greedy ids against the
+ * fixtures, generation on a generated model, and one clear stderr line plus
+ * a non-zero exit for every kind of bad input.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "mkmodel.h"
+#include "testutil.h"
+
+static char s_dir[256];
+static char s_model[512]; // generated Q8_0 model
+
+typedef struct {
+    int status;
+    char *out;
+    char *err;
+} s_result_t;
+
+// Run moe-coordinator with args (already shell-quoted), capturing output.
+static s_result_t s_run(const char *args) {
+    const char *bin = getenv("MC_BIN_DIR");
+    char cmd[4096], out[600], errp[600];
+    snprintf(out, sizeof out, "%s/stdout", s_dir);
+    snprintf(errp, sizeof errp, "%s/stderr", s_dir);
+    snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' %s >'%s' 2>'%s' </dev/null", bin ? bin : ".", args, out, errp);
+    s_result_t r;
+    int st = system(cmd);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    r.out = (char *)mc_test_read_file(out, NULL);
+    r.err = (char *)mc_test_read_file(errp, NULL);
+    assert_non_null(r.out);
+    assert_non_null(r.err);
+    return r;
+}
+
+static void s_free(s_result_t *r) {
+    free(r->out);
+    free(r->err);
+}
+
+static int s_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+// A failing run: non-zero exit, exactly one stderr line containing `want`.
+static void s_expect_error(const char *args, const char *want) {
+    s_result_t r = s_run(args);
+    if (r.status == 0 || s_lines(r.err) != 1 || !strstr(r.err, want))
+        fail_msg("args [%s]: status %d, stderr '%s' (wanted one line with '%s')", args, r.status, r.err, want);
+    s_free(&r);
+}
+
+static int s_setup(void **state) {
+    (void)state;
+    if (!mc_test_tmpdir(s_dir, sizeof s_dir)) return -1;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.type = MC_DTYPE_Q8_0;
+    p.ctx_len = 64;
+    snprintf(s_model, sizeof s_model, "%s/m.gguf", s_dir);
+    return mc_mkmodel_write(&p, s_model, NULL) == MC_OK ? 0 : -1;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_test_rmtree(s_dir);
+    return 0;
+}
+
+static void test_help(void **state) {
+    (void)state;
+    s_result_t r = s_run("--help");
+    assert_int_equal(r.status, 0);
+    static const char *const flags[] = {"--model", "--prompt", "-n N", "--temp", "--top-k", "--top-p", "--min-p",
+                                        "--repeat-penalty", "--seed", "--threads", "--ctx", "--tokenize ",
+                                        "--tokenize-file", "--token-ids", "--dump-logits", "--help"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strstr(r.out, flags[i])) fail_msg("--help does not mention %s", flags[i]);
+    assert_non_null(strstr(r.out, "default 4096"));
+    s_free(&r);
+}
+
+static void test_bad_usage(void **state) {
+    (void)state;
+    char a[4096];
+    s_expect_error("--frobnicate", "unknown flag '--frobnicate'");
+    snprintf(a, sizeof a, "--model '%s' --prompt hi -n abc", s_model);
+    s_expect_error(a, "-n: 'abc'");
+    snprintf(a, sizeof a, "--model '%s' --prompt hi --temp -1", s_model);
+    s_expect_error(a, "--temp");
+    snprintf(a, sizeof a, "--model '%s' --prompt hi --top-p 2", s_model);
+    s_expect_error(a, "--top-p");
+    snprintf(a, sizeof a, "--model '%s' --prompt", s_model);
+    s_expect_error(a, "--prompt needs a value");
+    s_expect_error("--prompt hi", "--model FILE is required");
+    snprintf(a, sizeof a, "--model '%s' --token-ids 1,x,3", s_model);
+    s_expect_error(a, "--token-ids");
+    s_expect_error("--model /nonexistent.gguf --prompt hi", "/nonexistent.gguf");
+    snprintf(a, sizeof a, "--model '%s/stderr' --prompt hi", s_dir); // not a GGUF file
+    s_expect_error(a, "stderr");
+    snprintf(a, sizeof a, "--model '%s' --token-ids 1,999999", s_model);
+    s_expect_error(a, "token id 999999 is outside the vocabulary");
+    snprintf(a, sizeof a, "--model '%s' --ctx 65 --prompt hi", s_model);
+    s_expect_error(a, "context length 65 out of range");
+    snprintf(a, sizeof a, "--model '%s' --ctx 4 --prompt 'a long prompt that has more than four tokens'", s_model);
+    s_expect_error(a, "longer than the context");
+}
+
+static void test_generate(void **state) {
+    (void)state;
+    char a[4096];
+    snprintf(a, sizeof a, "--model '%s' --prompt 'hello there' -n 12 --seed 5 --threads 2", s_model);
+    s_result_t r1 = s_run(a), r2 = s_run(a);
+    assert_int_equal(r1.status, 0);
+    assert_string_equal(r1.out, r2.out); // same seed, same text
+    assert_non_null(strstr(r1.err, "generation:"));
+    assert_non_null(strstr(r1.err, "tok/s"));
+    s_free(&r1);
+    s_free(&r2);
+}
+
+static void test_tokenize_fixture(void **state) {
+    (void)state;
+    char path[512], a[4096];
+    if (!mc_test_fixture("tiny-f32.gguf", path, sizeof path)) skip();
+    snprintf(a, sizeof a, "--model '%s' --tokenize 'Hello world'", path);
+    s_result_t r = s_run(a);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out, "[22557,1526]\n");
+    s_free(&r);
+    snprintf(a, sizeof a, "--model '%s' --tokenize ''", path);
+    r = s_run(a);
+    assert_string_equal(r.out, "[]\n");
+    s_free(&r);
+    char file[600];
+    snprintf(file, sizeof file, "%s/text.txt", s_dir);
+    FILE *f = fopen(file, "wb");
+    fputs("Hello world", f);
+    fclose(f);
+    snprintf(a, sizeof a, "--model '%s' --tokenize-file '%s'", path, file);
+    r = s_run(a);
+    assert_string_equal(r.out, "[22557,1526]\n");
+    s_free(&r);
+}
+
+static void test_ids_dump_and_greedy(void **state) {
+    (void)state;
+    char model[512], idsp[512], genp[512], logp[512], a[4096];
+    if (!mc_test_fixture("tiny-f32.gguf", model, sizeof model)) skip();
+    mc_test_fixture("golden/tiny-f32/p0_fox.ids.txt", idsp, sizeof idsp);
+    mc_test_fixture("golden/tiny-f32/p0_fox.gen.txt", genp, sizeof genp);
+    mc_test_fixture("golden/tiny-f32/p0_fox.logits.f32", logp, sizeof logp);
+    char *ids = (char *)mc_test_read_file(idsp, NULL), *gen = (char *)mc_test_read_file(genp, NULL);
+    assert_non_null(ids);
+    assert_non_null(gen);
+    // Files hold one id per line: make comma-separated lists.
+    for (char *p = ids; *p; p++) if (*p == '\n') *p = ',';
+    for (char *p = gen; *p; p++) if (*p == '\n') *p = ',';
+    size_t l = strlen(ids);
+    while (l && ids[l - 1] == ',') ids[--l] = 0;
+    l = strlen(gen);
+    while (l && gen[l - 1] == ',') gen[--l] = 0;
+    char dump[600];
+    snprintf(dump, sizeof dump, "%s/logits.f32", s_dir);
+    snprintf(a, sizeof a, "--model '%s' --token-ids %s --dump-logits '%s' -n 16 --temp 0 --threads 2", model, ids, dump);
+    s_result_t r = s_run(a);
+    assert_int_equal(r.status, 0);
+    // Greedy ids are the last line of stdout.
+    char *last = r.out + strlen(r.out);
+    while (last > r.out && last[-1] == '\n') *--last = 0;
+    char *nl = strrchr(r.out, '\n');
+    assert_string_equal(nl ? nl + 1 : r.out, gen);
+    size_t n_dump = 0, n_ref = 0;
+    float *x = (float *)mc_test_read_file(dump, &n_dump), *y = (float *)mc_test_read_file(logp, &n_ref);
+    assert_int_equal(n_dump, n_ref);
+    for (size_t i = 0; i < n_ref / 4; i++) assert_true(fabsf(x[i] - y[i]) <= 1e-3f);
+    free(x), free(y), free(ids), free(gen);
+    s_free(&r);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_help),
+        cmocka_unit_test(test_bad_usage),
+        cmocka_unit_test(test_generate),
+        cmocka_unit_test(test_tokenize_fixture),
+        cmocka_unit_test(test_ids_dump_and_greedy),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
