@@ -22,6 +22,7 @@
 
 #include "gguf_writer.h"
 #include "quant.h"
+#include "rng.h"
 
 #define MC_MK_N_SPECIAL 259u        // <unk>, <s>, </s>, 256 byte tokens
 #define MC_MK_MAX_VOCAB (1u << 20)
@@ -437,43 +438,22 @@ typedef struct {
 } s_fill_ctx_t;
 
 typedef struct {
-    uint64_t s[4]; // xoshiro256** state
+    mc_rng_t g;
     float spare;   // second value of the last Gaussian pair
     bool has_spare;
 } s_rng_t;
 
-static uint64_t s_splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static void s_rng_seed(s_rng_t *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = s_splitmix64(&seed);
+    mc_rng_seed(&r->g, seed);
     r->spare = 0.0f;
     r->has_spare = false;
-}
-
-static inline uint64_t s_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static inline uint64_t s_rng_next(s_rng_t *r) {
-    uint64_t *s = r->s;
-    uint64_t out = s_rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = s_rotl(s[3], 45);
-    return out;
 }
 
 // Two independent N(0,1) values (Marsaglia's polar form of Box-Muller: one
 // log and one sqrt per pair, no trigonometry).
 static inline void s_rng_gauss2(s_rng_t *r, float *a, float *b) {
     for (;;) {
-        uint64_t x = s_rng_next(r);
+        uint64_t x = mc_rng_next(&r->g);
         // Two 24-bit uniforms in [-1, 1), exact in float.
         float u = (float)(int32_t)((x >> 40) - (1u << 23)) * 0x1p-23f;
         float v = (float)(int32_t)(((x >> 16) & 0xFFFFFFu) - (1u << 23)) * 0x1p-23f;
@@ -509,10 +489,10 @@ static void s_rng_fill(s_rng_t *r, float *out, uint64_t n, float mean, float std
 // The generator seed of one part: a hash of (seed, role, layer, expert).
 static uint64_t s_part_seed(uint64_t seed, s_role_t role, uint32_t layer, uint32_t expert) {
     uint64_t h = seed;
-    h = s_splitmix64(&h) + (uint64_t)role;
-    h = s_splitmix64(&h) + layer;
-    h = s_splitmix64(&h) + expert;
-    return s_splitmix64(&h);
+    h = mc_rng_splitmix64(&h) + (uint64_t)role;
+    h = mc_rng_splitmix64(&h) + layer;
+    h = mc_rng_splitmix64(&h) + expert;
+    return mc_rng_splitmix64(&h);
 }
 
 static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *err) {

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
+
 typedef struct {
     float logit;
     int32_t id;
@@ -31,7 +33,7 @@ typedef struct {
 struct mc_sampler {
     mc_sampler_params_t p;
     uint32_t n_vocab;
-    uint64_t rng[4];  // xoshiro256** state
+    mc_rng_t rng;
     float *logit;     // [n_vocab] sanitised, penalised copy of the row
     s_cand_t *cand;   // [n_vocab] candidates still in the running, in place
     double *w;        // [n_vocab] unnormalised probabilities of cand[]
@@ -55,30 +57,6 @@ mc_sampler_params_t mc_sampler_params_default(void) {
         .seed = 0x5eed,
     };
 }
-
-static uint64_t s_splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static uint64_t s_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t s_xoshiro_next(uint64_t st[4]) {
-    uint64_t out = s_rotl(st[1] * 5, 7) * 9;
-    uint64_t t = st[1] << 17;
-    st[2] ^= st[0];
-    st[3] ^= st[1];
-    st[1] ^= st[2];
-    st[0] ^= st[3];
-    st[2] ^= t;
-    st[3] = s_rotl(st[3], 45);
-    return out;
-}
-
-// Uniform in [0, 1): the top 53 bits fill a double's mantissa exactly.
-static double s_uniform(uint64_t st[4]) { return (double)(s_xoshiro_next(st) >> 11) * 0x1.0p-53; }
 
 // exp(x) for x <= 0 from +, - and * only, all exactly rounded by IEEE 754,
 // so every platform gets the same bits (libm exp may differ in the last ulp
@@ -127,8 +105,7 @@ mc_sampler_t *mc_sampler_new(const mc_sampler_params_t *p, uint32_t n_vocab) {
         mc_sampler_destroy(&s);
         return NULL;
     }
-    uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = s_splitmix64(&x);
+    mc_rng_seed(&s->rng, p->seed);
     return s;
 }
 
@@ -285,7 +262,7 @@ int32_t mc_sampler_sample(mc_sampler_t *s, const float *logits) {
 
     // Exactly one draw per non-greedy call, whatever the filters leave, so
     // the stream position depends only on the number of calls.
-    double u = s_uniform(s->rng);
+    double u = mc_rng_uniform(&s->rng);
 
     // Tokens at -inf have no mass; leaving them out keeps the softmax free of
     // inf - inf. +inf becomes FLT_MAX so such tokens share all the mass.
