@@ -1,0 +1,742 @@
+/*
+ * bench: flag parsing, the bandwidth probe, the model run and the kernel
+ * micro-benchmark of moe-bench, with their JSON and table output.
+ *
+ * The bandwidth probe is written to reach what the hardware can stream: a
+ * buffer several times the last-level cache, pre-faulted (and on huge pages
+ * where the kernel allows), split between pool threads that each sum their
+ * share with eight independent accumulators over 32-byte (AVX2) or 8-byte
+ * (portable) loads. The sum is checked against its closed form, which both
+ * validates the loop and keeps the compiler from dropping the reads.
+ */
+#include "bench.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "matmul.h"
+#include "pool.h"
+#include "quant.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define S_MIB (1024.0 * 1024.0)
+#define S_GIB ((size_t)1 << 30)
+#define S_UNIT_WORDS 32       // 64-bit words per 256-byte unit of the bandwidth loop
+#define S_LINE_WORDS 8        // one 64-byte cache line of per-thread sums
+#define S_HUGE_ALIGN ((size_t)2 << 20)
+#define S_KERNEL_TEMPLATES 16 // distinct random rows tiled over a kernel-bench matrix
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+// Elapsed seconds, never 0: a clock tick coarser than the work must not
+// turn a rate into infinity (which JSON cannot carry).
+static double s_since(double t0) {
+    const double dt = s_now() - t0;
+    return dt > 1e-9 ? dt : 1e-9;
+}
+
+static uint64_t s_rng_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static float s_rng_gauss(uint64_t *s) {
+    const float u = ((float)(s_rng_next(s) >> 40) + 0.5f) / 16777216.0f;
+    const float v = ((float)(s_rng_next(s) >> 40) + 0.5f) / 16777216.0f;
+    return sqrtf(-2.f * logf(u)) * cosf(6.2831853f * v);
+}
+
+// --- options ------------------------------------------------------------------
+
+void mc_bench_opts_init(mc_bench_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    o->type = MC_DTYPE_Q4_0;
+    const long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    o->n_threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
+    o->n_prompt = 64;
+    o->n_gen = 64;
+    o->reps = 3;
+}
+
+void mc_bench_usage(FILE *f) {
+    fprintf(f,
+            "usage: moe-bench [--model FILE | --type T] [options]\n"
+            "       moe-bench --kernels [--threads N] [--reps N] [--json]\n"
+            "Measure prompt and generation speed, memory read bandwidth and the generation\n"
+            "speed it bounds (bandwidth / weight bytes per token).\n"
+            "\n"
+            "  --model FILE   GGUF model (default: the benchmark model, generated once into\n"
+            "                 $MC_CACHE_DIR, else $XDG_CACHE_HOME/moe-cluster, else ~/.cache/moe-cluster)\n"
+            "  --type T       weight type of the generated model: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1\n"
+            "                 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K (default Q4_0)\n"
+            "  --threads N    compute threads, also for the bandwidth test (default: online CPUs, at most 8)\n"
+            "  -p N           prompt tokens, evaluated as one batch (default 64)\n"
+            "  -n N           tokens generated one at a time after the prompt (default 64)\n"
+            "  --reps N       timed repetitions after one warm-up; medians are reported (default 3)\n"
+            "  --bw-mib N     bandwidth buffer in MiB (default: 4 x the last-level cache, at least\n"
+            "                 1024, at most a quarter of RAM); measured in a child process so it\n"
+            "                 does not count in the reported peak RSS\n"
+            "  --json         print one JSON line instead of the table\n"
+            "  --kernels      kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
+            "                 type (cycling through copies spanning twice the last-level cache),\n"
+            "                 scalar vs best instruction set (1 thread) and 1 vs N threads\n"
+            "  --help, -h     this text\n");
+}
+
+static mc_err_t s_parse_int(const char *flag, const char *s, long long lo, long long hi, long long *out, char *err) {
+    char *end;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    // strtoll would also skip leading blanks and take a '+'.
+    const bool starts_ok = *s == '-' || (*s >= '0' && *s <= '9');
+    if (!starts_ok || errno || end == s || *end || v < lo || v > hi)
+        return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not a whole number in %lld..%lld", flag, s, lo, hi);
+    *out = v;
+    return MC_OK;
+}
+
+mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
+    static const char *const with_value[] = {"--model", "--type", "--threads", "-p", "-n", "--reps", "--bw-mib"};
+    bool type_given = false, model_flags = false;
+    mc_bench_opts_t r = *o;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            o->help = true;
+            return MC_OK;
+        }
+        if (!strcmp(a, "--json")) {
+            r.json = true;
+            continue;
+        }
+        if (!strcmp(a, "--kernels")) {
+            r.kernels = true;
+            continue;
+        }
+        bool known = false;
+        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
+        if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
+        if (i + 1 >= argc) return mc_err_set(err, MC_ERR_ARG, "%s needs a value", a);
+        const char *v = argv[++i];
+        long long n = 0;
+        mc_err_t rc = MC_OK;
+        if (!strcmp(a, "--threads")) {
+            if (!(rc = s_parse_int(a, v, 1, 512, &n, err))) r.n_threads = (int)n;
+        } else if (!strcmp(a, "--reps")) {
+            if (!(rc = s_parse_int(a, v, 1, 1000, &n, err))) r.reps = (int)n;
+        } else if (!strcmp(a, "--model")) {
+            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--model needs a file name");
+            r.model = v;
+        } else if (!strcmp(a, "--type")) {
+            mc_dtype_t t;
+            const mc_dtype_traits_t *tr = mc_dtype_from_name(v, &t) ? mc_dtype_traits(t) : NULL;
+            if (!tr || !tr->weight) return mc_err_set(err, MC_ERR_ARG, "--type: '%s' is not a weight type", v);
+            r.type = t;
+            type_given = true;
+        } else if (!strcmp(a, "-p")) {
+            if (!(rc = s_parse_int(a, v, 1, 65536, &n, err))) r.n_prompt = (uint32_t)n;
+        } else if (!strcmp(a, "-n")) {
+            if (!(rc = s_parse_int(a, v, 1, 65536, &n, err))) r.n_gen = (uint32_t)n;
+        } else {
+            // Up to 1 TiB, or what a size_t holds on 32-bit machines.
+            const long long hi = (long long)((SIZE_MAX >> 20) < (1u << 20) ? (SIZE_MAX >> 20) : (1u << 20));
+            if (!(rc = s_parse_int(a, v, 16, hi, &n, err))) r.bw_bytes = (size_t)n << 20;
+        }
+        // Everything but the thread and repetition counts is about the model run.
+        model_flags |= strcmp(a, "--threads") && strcmp(a, "--reps");
+        if (rc) return rc;
+    }
+    if (type_given && r.model)
+        return mc_err_set(err, MC_ERR_ARG, "--type picks the generated model; it does not apply to --model");
+    if (r.kernels && model_flags)
+        return mc_err_set(err, MC_ERR_ARG, "--kernels takes only --threads, --reps and --json");
+    *o = r;
+    return MC_OK;
+}
+
+// --- statistics -------------------------------------------------------------------
+
+static int s_cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double mc_bench_median(double *v, size_t n) {
+    if (n == 0) return NAN;
+    qsort(v, n, sizeof *v, s_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// --- memory bandwidth -----------------------------------------------------------
+
+typedef uint64_t (*s_sum_fn)(const uint64_t *p, size_t units);
+
+static uint64_t s_sum_portable(const uint64_t *p, size_t units) {
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    for (size_t u = 0; u < units; u++, p += S_UNIT_WORDS)
+        for (int j = 0; j < S_UNIT_WORDS; j += 8) {
+            a0 += p[j + 0], a1 += p[j + 1], a2 += p[j + 2], a3 += p[j + 3];
+            a4 += p[j + 4], a5 += p[j + 5], a6 += p[j + 6], a7 += p[j + 7];
+        }
+    return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+}
+
+#if defined(__x86_64__)
+// One 256-byte unit is eight 32-byte loads into eight independent sums, so
+// no add waits on the previous one and the loads can all be in flight.
+__attribute__((target("avx2"))) static uint64_t s_sum_avx2(const uint64_t *p, size_t units) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const __m256i *v = (const __m256i *)p;
+    for (size_t u = 0; u < units; u++, v += 8) {
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256(v + 0));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256(v + 1));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256(v + 2));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256(v + 3));
+        a4 = _mm256_add_epi64(a4, _mm256_load_si256(v + 4));
+        a5 = _mm256_add_epi64(a5, _mm256_load_si256(v + 5));
+        a6 = _mm256_add_epi64(a6, _mm256_load_si256(v + 6));
+        a7 = _mm256_add_epi64(a7, _mm256_load_si256(v + 7));
+    }
+    a0 = _mm256_add_epi64(_mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)),
+                          _mm256_add_epi64(_mm256_add_epi64(a4, a5), _mm256_add_epi64(a6, a7)));
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, a0);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+#endif
+
+static s_sum_fn s_sum_pick(void) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) return s_sum_avx2;
+#endif
+    return s_sum_portable;
+}
+
+typedef struct {
+    uint64_t *buf;  // (units, S_UNIT_WORDS)
+    size_t units;
+    s_sum_fn sum;
+    uint64_t *sums; // (nth, S_LINE_WORDS): thread t writes sums[t * S_LINE_WORDS]
+} s_bw_job_t;
+
+static void s_share(size_t units, int ith, int nth, size_t *lo, size_t *hi) {
+    *lo = (size_t)((uint64_t)units * (uint64_t)ith / (uint64_t)nth);
+    *hi = (size_t)((uint64_t)units * (uint64_t)(ith + 1) / (uint64_t)nth);
+}
+
+// Word i holds i; each thread writes (and so first-touches) its own share.
+static void s_bw_fill(void *arg, int ith, int nth) {
+    s_bw_job_t *j = arg;
+    size_t lo, hi;
+    s_share(j->units, ith, nth, &lo, &hi);
+    for (size_t w = lo * S_UNIT_WORDS; w < hi * S_UNIT_WORDS; w++) j->buf[w] = (uint64_t)w;
+}
+
+static void s_bw_sum(void *arg, int ith, int nth) {
+    s_bw_job_t *j = arg;
+    size_t lo, hi;
+    s_share(j->units, ith, nth, &lo, &hi);
+    j->sums[(size_t)ith * S_LINE_WORDS] = j->sum(j->buf + lo * S_UNIT_WORDS, hi - lo);
+}
+
+mc_err_t mc_bench_mem_bw(int n_threads, size_t bytes, int passes, double *gb_s, char *err) {
+    if (n_threads < 1 || passes < 1) return mc_err_set(err, MC_ERR_ARG, "bandwidth: bad thread or pass count");
+    const size_t unit = S_UNIT_WORDS * sizeof(uint64_t);
+    if (bytes / unit < (size_t)n_threads)
+        return mc_err_set(err, MC_ERR_ARG, "bandwidth buffer of %zu bytes is too small for %d threads", bytes,
+                          n_threads);
+    s_bw_job_t j = {.units = bytes / unit, .sum = s_sum_pick()};
+    bytes = j.units * unit;
+    void *mem = NULL;
+    if (posix_memalign(&mem, S_HUGE_ALIGN, bytes) != 0)
+        return mc_err_set(err, MC_ERR_NOMEM, "cannot allocate the %zu MiB bandwidth buffer", bytes >> 20);
+    // Huge pages keep TLB misses out of the measurement; a no-op where unsupported.
+    (void)madvise(mem, bytes, MADV_HUGEPAGE);
+    j.buf = mem;
+    j.sums = calloc((size_t)n_threads * S_LINE_WORDS, sizeof *j.sums);
+    mc_pool_t *pool = j.sums ? mc_pool_new(n_threads) : NULL;
+    if (!pool) {
+        free(j.sums);
+        free(mem);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory starting %d bandwidth threads", n_threads);
+    }
+    mc_pool_run(pool, s_bw_fill, &j);
+    // Sum of 0..N-1 modulo 2^64, halving whichever factor is even.
+    const uint64_t n = (uint64_t)j.units * S_UNIT_WORDS;
+    const uint64_t expect = n % 2 ? n * ((n - 1) / 2) : (n / 2) * (n - 1);
+    double best = 0.0;
+    for (int pass = 0; pass < passes; pass++) {
+        const double t0 = s_now();
+        mc_pool_run(pool, s_bw_sum, &j);
+        const double dt = s_since(t0);
+        uint64_t total = 0;
+        for (int t = 0; t < n_threads; t++) total += j.sums[(size_t)t * S_LINE_WORDS];
+        assert(total == expect);
+        (void)expect;
+        (void)total;
+        const double rate = (double)bytes / dt * 1e-9;
+        if (rate > best) best = rate;
+    }
+    mc_pool_destroy(&pool);
+    free(j.sums);
+    free(mem);
+    *gb_s = best;
+    return MC_OK;
+}
+
+typedef struct {
+    mc_err_t rc;
+    double gb_s;
+    char err[MC_ERR_LEN];
+} s_bw_msg_t;
+
+mc_err_t mc_bench_mem_bw_child(int n_threads, size_t bytes, int passes, double *gb_s, char *err) {
+    int fds[2];
+    if (pipe(fds) != 0) return mc_err_set(err, MC_ERR_IO, "pipe: %s", strerror(errno));
+    const pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return mc_err_set(err, MC_ERR_IO, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        s_bw_msg_t msg = {0};
+        msg.rc = mc_bench_mem_bw(n_threads, bytes, passes, &msg.gb_s, msg.err);
+        const uint8_t *p = (const uint8_t *)&msg;
+        for (size_t off = 0; off < sizeof msg;) {
+            const ssize_t w = write(fds[1], p + off, sizeof msg - off);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) _exit(1);
+            off += (size_t)w;
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    s_bw_msg_t msg;
+    size_t got = 0;
+    while (got < sizeof msg) {
+        const ssize_t r = read(fds[0], (uint8_t *)&msg + got, sizeof msg - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got != sizeof msg || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return mc_err_set(err, MC_ERR_IO, "the bandwidth test process failed (out of memory?)");
+    if (msg.rc != MC_OK) {
+        msg.err[MC_ERR_LEN - 1] = '\0';
+        return mc_err_set(err, msg.rc, "%s", msg.err);
+    }
+    *gb_s = msg.gb_s;
+    return MC_OK;
+}
+
+size_t mc_bench_bw_default_bytes(void) {
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    uint64_t want = llc > 0 ? 4 * (uint64_t)llc : 0;
+    if (want < S_GIB) want = S_GIB;
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) {
+        const uint64_t quarter = (uint64_t)pages / 4 * (uint64_t)page;
+        if (want > quarter) want = quarter;
+    }
+    if (want > SIZE_MAX / 2) want = SIZE_MAX / 2;
+    return (size_t)want;
+}
+
+// --- the benchmark model ---------------------------------------------------------
+
+mc_mkmodel_params_t mc_bench_model_params(mc_dtype_t type) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.dim = 1024;
+    p.ffn = 3584;
+    p.n_layer = 8;
+    p.n_head = 16;
+    p.n_head_kv = 4;
+    p.n_expert = 8;
+    p.n_expert_used = 2;
+    p.n_vocab = 32000;
+    p.ctx_len = 4096;
+    p.type = type;
+    return p;
+}
+
+// mkdir -p: every prefix of path that ends before a '/', then path itself.
+static mc_err_t s_mkdirs(char *path, char *err) {
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        const char c = *p;
+        *p = '\0';
+        const int rc = mkdir(path, 0755);
+        const int e = errno;
+        *p = c;
+        if (rc != 0 && e != EEXIST) return mc_err_set(err, MC_ERR_IO, "cannot create %s: %s", path, strerror(e));
+        if (!c) break;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return mc_err_set(err, MC_ERR_IO, "%s is not a folder", path);
+    return MC_OK;
+}
+
+mc_err_t mc_bench_cache_path(mc_dtype_t type, char *buf, size_t cap, char *err) {
+    const char *dir = getenv("MC_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char tmp[4096];
+    int n;
+    if (dir && *dir) n = snprintf(tmp, sizeof tmp, "%s", dir);
+    else if (xdg && *xdg) n = snprintf(tmp, sizeof tmp, "%s/moe-cluster", xdg);
+    else if (home && *home) n = snprintf(tmp, sizeof tmp, "%s/.cache/moe-cluster", home);
+    else return mc_err_set(err, MC_ERR_ARG, "no cache folder: set MC_CACHE_DIR or HOME");
+    if (n < 0 || (size_t)n >= sizeof tmp) return mc_err_set(err, MC_ERR_ARG, "cache folder name too long");
+    mc_err_t rc = s_mkdirs(tmp, err);
+    if (rc) return rc;
+    const mc_mkmodel_params_t p = mc_bench_model_params(type);
+    char tname[16];
+    snprintf(tname, sizeof tname, "%s", mc_dtype_name(type));
+    for (char *c = tname; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    n = snprintf(buf, cap, "%s/bench-%ux%ux%u-%s.gguf", tmp, p.dim, p.ffn, p.n_layer, tname);
+    if (n < 0 || (size_t)n >= cap) return mc_err_set(err, MC_ERR_ARG, "cache path too long");
+    return MC_OK;
+}
+
+// --- the model run ------------------------------------------------------------------
+
+static mc_err_t s_check_tokens(const mc_model_t *m, uint32_t n_prompt, uint32_t n_gen, char *err) {
+    if (n_prompt == 0 || n_gen == 0)
+        return mc_err_set(err, MC_ERR_ARG, "the benchmark needs at least one prompt and one generated token");
+    if ((uint64_t)n_prompt + n_gen > m->hp.n_ctx_train)
+        return mc_err_set(err, MC_ERR_RANGE, "%u prompt + %u generated tokens exceed the model's context length %u",
+                          n_prompt, n_gen, m->hp.n_ctx_train);
+    return MC_OK;
+}
+
+mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, uint32_t n_prompt, uint32_t n_gen,
+                                 char *err) {
+    if (s_check_tokens(m, n_prompt, n_gen, err)) return NULL;
+    mc_engine_params_t p = mc_engine_params_default();
+    p.n_threads = n_threads;
+    p.n_ctx = n_prompt + n_gen;
+    p.max_batch = n_prompt; // the prompt is one forward pass
+    return mc_engine_new(m, &p, err);
+}
+
+static int32_t s_argmax(const float *v, uint32_t n) {
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return (int32_t)best;
+}
+
+mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, int reps, double *pp_tok_s,
+                        double *tg_tok_s, char *err) {
+    const uint32_t nv = mc_engine_model(e)->hp.n_vocab;
+    if (n_prompt == 0 || n_gen == 0 || reps < 1)
+        return mc_err_set(err, MC_ERR_ARG, "the benchmark needs prompt and generated tokens and a repetition");
+    if ((uint64_t)n_prompt + n_gen > mc_engine_n_ctx(e))
+        return mc_err_set(err, MC_ERR_RANGE, "%u + %u tokens do not fit the engine's context of %u", n_prompt, n_gen,
+                          mc_engine_n_ctx(e));
+    int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    double *pp = malloc((size_t)reps * sizeof *pp), *tg = malloc((size_t)reps * sizeof *tg);
+    mc_err_t rc = MC_OK;
+    if (!ids || !logits || !pp || !tg) {
+        rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    uint64_t rng = 0x9E3779B97F4A7C15ull; // fixed: every run evaluates the same prompt
+    for (uint32_t i = 0; i < n_prompt; i++) ids[i] = (int32_t)(s_rng_next(&rng) % nv);
+    // Run -1 is the warm-up: it faults in the weights and the KV cache.
+    for (int r = -1; r < reps && !rc; r++) {
+        double t0 = s_now();
+        rc = mc_engine_eval(e, ids, n_prompt, 0, MC_LOGITS_LAST, logits, err);
+        const double t_pp = s_since(t0);
+        t0 = s_now();
+        for (uint32_t i = 0; i < n_gen && !rc; i++) {
+            const int32_t tok = s_argmax(logits, nv);
+            rc = mc_engine_eval(e, &tok, 1, n_prompt + i, MC_LOGITS_LAST, logits, err);
+        }
+        const double t_tg = s_since(t0);
+        if (r >= 0) {
+            pp[r] = n_prompt / t_pp;
+            tg[r] = n_gen / t_tg;
+        }
+    }
+    if (!rc) {
+        *pp_tok_s = mc_bench_median(pp, (size_t)reps);
+        *tg_tok_s = mc_bench_median(tg, (size_t)reps);
+    }
+done:
+    free(ids);
+    free(logits);
+    free(pp);
+    free(tg);
+    return rc;
+}
+
+mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err) {
+    assert(o->model);
+    mc_bench_result_t res = {
+        .model = o->model,
+        .n_threads = o->n_threads,
+        .n_prompt = o->n_prompt,
+        .n_gen = o->n_gen,
+        .reps = o->reps,
+        .bw_bytes = o->bw_bytes ? o->bw_bytes : mc_bench_bw_default_bytes(),
+    };
+    // Opening maps the file without reading the weights, so the bandwidth
+    // child can be forked after it: a bad file or token count fails fast,
+    // and the engine's threads do not exist yet.
+    mc_model_t *m = mc_model_open(o->model, err);
+    if (!m) return MC_ERR_FORMAT;
+    mc_engine_t *e = NULL;
+    mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
+    if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
+    if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, err))) rc = MC_ERR_NOMEM;
+    if (!rc) rc = mc_bench_speed(e, o->n_prompt, o->n_gen, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
+    if (!rc) {
+        const mc_hparams_t *hp = &m->hp;
+        res.bytes_per_token = mc_model_bytes_per_token(m);
+        assert(res.bytes_per_token > 0);
+        res.tg_bound_tok_s = res.mem_bw_gb_s * 1e9 / (double)res.bytes_per_token;
+        res.file_mb = (double)mc_gguf_size(m->gguf) / S_MIB;
+        res.kv_mb = 2.0 * hp->n_layer * mc_engine_n_ctx(e) * hp->n_head_kv * hp->head_dim * sizeof(float) / S_MIB;
+        // What serves the expert weights, the bulk of the traffic (types
+        // without a faster version fall back to scalar).
+        res.isa = mc_kernel_get(m->layers[0].experts[0].gate.type, mc_matmul_isa(mc_engine_matmul(e)))->isa;
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0) res.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; // KiB on Linux
+        *r = res;
+    }
+    mc_engine_destroy(&e);
+    mc_model_destroy(&m);
+    return rc;
+}
+
+// --- output ------------------------------------------------------------------------
+
+typedef struct {
+    char *buf;
+    size_t cap, len;
+    bool overflow;
+} s_out_t;
+
+static void s_put(s_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_put(s_out_t *o, const char *fmt, ...) {
+    if (o->overflow) return;
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= o->cap - o->len) o->overflow = true;
+    else o->len += (size_t)n;
+}
+
+// A JSON string literal: quotes, backslashes and control bytes escaped.
+static void s_put_json_str(s_out_t *o, const char *s) {
+    s_put(o, "\"");
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') s_put(o, "\\%c", *c);
+        else if (*c < 0x20) s_put(o, "\\u%04x", *c);
+        else s_put(o, "%c", *c);
+    }
+    s_put(o, "\"");
+}
+
+static mc_err_t s_out_done(const s_out_t *o, char *err) {
+    return o->overflow ? mc_err_set(err, MC_ERR_ARG, "output buffer of %zu bytes too small", o->cap) : MC_OK;
+}
+
+mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *err) {
+    if (cap == 0) return mc_err_set(err, MC_ERR_ARG, "output buffer of 0 bytes");
+    s_out_t o = {buf, cap, 0, false};
+    s_put(&o, "{\"model\":");
+    s_put_json_str(&o, r->model);
+    s_put(&o, ",\"threads\":%d,\"pp_tok_s\":%.3f,\"tg_tok_s\":%.3f,\"mem_bw_gb_s\":%.3f,\"bytes_per_token\":%llu,",
+          r->n_threads, r->pp_tok_s, r->tg_tok_s, r->mem_bw_gb_s, (unsigned long long)r->bytes_per_token);
+    s_put(&o, "\"tg_bound_tok_s\":%.3f,\"peak_rss_mb\":%.1f,\"tg_ratio\":%.4f,\"isa\":\"%s\",", r->tg_bound_tok_s,
+          r->peak_rss_mb, r->tg_tok_s / r->tg_bound_tok_s, mc_kernel_isa_name(r->isa));
+    s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f}",
+          r->n_prompt, r->n_gen, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
+    return s_out_done(&o, err);
+}
+
+void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
+    fprintf(f, "model             %s\n", r->model);
+    fprintf(f, "                  %.1f MiB file, %s kernels, %d threads, KV cache %.2f MiB\n", r->file_mb,
+            mc_kernel_isa_name(r->isa), r->n_threads, r->kv_mb);
+    fprintf(f, "prompt            %10.2f tok/s  (%u tokens in one batch, median of %d)\n", r->pp_tok_s, r->n_prompt,
+            r->reps);
+    fprintf(f, "generation        %10.2f tok/s  (%u tokens one at a time, median of %d)\n", r->tg_tok_s, r->n_gen,
+            r->reps);
+    fprintf(f, "memory bandwidth  %10.2f GB/s   (read, %d threads, %.0f MiB buffer, best of %d)\n", r->mem_bw_gb_s,
+            r->n_threads, (double)r->bw_bytes / S_MIB, MC_BENCH_BW_PASSES);
+    fprintf(f, "weights per token %10.2f MiB    (attention, router, used experts, output head)\n",
+            (double)r->bytes_per_token / S_MIB);
+    fprintf(f, "generation bound  %10.2f tok/s  (bandwidth / weights per token; reached %.0f%%)\n",
+            r->tg_bound_tok_s, 100.0 * r->tg_tok_s / r->tg_bound_tok_s);
+    fprintf(f, "peak RSS          %10.1f MiB    (this process; the bandwidth buffer lived in a child)\n",
+            r->peak_rss_mb);
+}
+
+// --- kernel micro-benchmark ------------------------------------------------------------
+
+typedef struct {
+    const mc_kernel_t *k;
+    const void *act;   // activation row converted for k
+    mc_matmul_t *mm;   // NULL: a plain loop of k's dots on this thread
+    const float *x;    // f32 activation row, for mm
+    const mc_matrix_t *w; // (copies): one per product in turn
+    uint32_t copies, next;
+    float *y;          // (n_out)
+} s_kjob_t;
+
+// Seconds for one matrix-vector product with the next copy of the matrix.
+static mc_err_t s_kernel_once(s_kjob_t *j, double *secs, char *err) {
+    const mc_matrix_t *w = &j->w[j->next];
+    j->next = (j->next + 1) % j->copies;
+    const double t0 = s_now();
+    if (j->mm) {
+        const mc_err_t rc = mc_matmul_f32(j->mm, w, j->x, 1, j->y);
+        if (rc) return mc_err_set(err, rc, "matrix product failed (%s)", mc_err_name(rc));
+    } else {
+        for (uint32_t r = 0; r < w->n_out; r++)
+            j->k->dot(w->n_in, &j->y[r], w->data + (size_t)r * w->row_bytes, j->act);
+    }
+    *secs = s_since(t0);
+    return MC_OK;
+}
+
+// One warm-up product, then the median rate in GB/s of `reps` samples of
+// at least sample_s each (v: reps scratch).
+static mc_err_t s_kernel_rate(s_kjob_t *j, const mc_bench_kernel_cfg_t *cfg, double *v, double *gb_s, char *err) {
+    const double gb = (double)j->w->row_bytes * j->w->n_out * 1e-9;
+    double secs;
+    mc_err_t rc = s_kernel_once(j, &secs, err);
+    for (int i = 0; i < cfg->reps && !rc; i++) {
+        double total = 0.0;
+        uint64_t n = 0;
+        do {
+            rc = s_kernel_once(j, &secs, err);
+            total += secs;
+            n++;
+        } while (!rc && total < cfg->sample_s);
+        v[i] = gb * (double)n / total;
+    }
+    if (!rc) *gb_s = mc_bench_median(v, (size_t)cfg->reps);
+    return rc;
+}
+
+mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *out, char *err) {
+    const mc_dtype_t type = cfg->type;
+    const uint32_t n_in = cfg->n_in, n_out = cfg->n_out;
+    const mc_dtype_traits_t *tr = mc_dtype_traits(type);
+    if (!tr || !tr->weight) return mc_err_set(err, MC_ERR_ARG, "%s is not a weight type", mc_dtype_name(type));
+    if (n_in == 0 || n_in % tr->block_elems || n_out == 0)
+        return mc_err_set(err, MC_ERR_ARG, "bad matrix shape %u x %u for %s", n_out, n_in, tr->name);
+    if (cfg->n_threads < 1 || cfg->reps < 1 || !(cfg->sample_s >= 0.0 && cfg->sample_s <= 60.0))
+        return mc_err_set(err, MC_ERR_ARG, "bad thread count, repetition count or sample time");
+    const size_t rb = mc_dtype_row_bytes(type, n_in);
+    if (n_out > SIZE_MAX / rb) return mc_err_set(err, MC_ERR_ARG, "matrix too large");
+    const size_t bytes = rb * n_out;
+    const uint64_t copies = cfg->span_bytes > bytes ? (cfg->span_bytes + bytes - 1) / bytes : 1;
+    if (copies > UINT32_MAX || copies > SIZE_MAX / bytes)
+        return mc_err_set(err, MC_ERR_ARG, "span of %zu bytes too large", cfg->span_bytes);
+    const mc_kernel_t *ks = mc_kernel_get(type, MC_ISA_SCALAR), *kb = mc_kernel_get(type, MC_ISA_BEST);
+    mc_bench_kernel_t res = {.type = type, .n_in = n_in, .n_out = n_out, .bytes = bytes,
+                             .copies = (uint32_t)copies, .isa = kb->isa, .n_threads = cfg->n_threads};
+    void *mem = NULL;
+    if (posix_memalign(&mem, S_HUGE_ALIGN, (size_t)copies * bytes) == 0)
+        (void)madvise(mem, (size_t)copies * bytes, MADV_HUGEPAGE); // fewer page faults to fill, fewer TLB misses
+    uint8_t *w = mem;
+    mc_matrix_t *mats = malloc((size_t)copies * sizeof *mats);
+    float *x = malloc((size_t)n_in * sizeof *x), *y = malloc((size_t)n_out * sizeof *y);
+    void *as = malloc(mc_dtype_row_bytes(ks->act_type, n_in)), *ab = malloc(mc_dtype_row_bytes(kb->act_type, n_in));
+    double *v = malloc((size_t)cfg->reps * sizeof *v);
+    mc_pool_t *p1 = mc_pool_new(1), *pn = mc_pool_new(cfg->n_threads);
+    mc_matmul_t *mm1 = p1 ? mc_matmul_new(p1, MC_ISA_BEST) : NULL, *mmn = pn ? mc_matmul_new(pn, MC_ISA_BEST) : NULL;
+    mc_err_t rc = MC_OK;
+    if (!w || !mats || !x || !y || !as || !ab || !v || !mm1 || !mmn) {
+        rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory for %u copies of a %zu MiB %s matrix", res.copies,
+                        bytes >> 20, tr->name);
+        goto done;
+    }
+    // Quantizing millions of values with the reference quantizers is slow;
+    // a few quantized random rows tiled over the matrix give real blocks with
+    // sane scales, and the memory traffic does not care that rows repeat.
+    uint64_t rng = 0x2545F4914F6CDD1Dull;
+    const uint32_t n_tmpl = n_out < S_KERNEL_TEMPLATES ? n_out : S_KERNEL_TEMPLATES;
+    for (uint32_t r = 0; r < n_tmpl && !rc; r++) {
+        for (uint32_t i = 0; i < n_in; i++) x[i] = s_rng_gauss(&rng);
+        rc = mc_quant_quantize_row(type, x, w + (size_t)r * rb, n_in);
+    }
+    if (rc) {
+        mc_err_set(err, rc, "cannot quantize to %s", tr->name);
+        goto done;
+    }
+    for (uint64_t r = n_tmpl; r < copies * n_out; r++) memcpy(w + (size_t)r * rb, w + (size_t)(r % n_tmpl) * rb, rb);
+    for (uint32_t c = 0; c < copies; c++)
+        mats[c] = (mc_matrix_t){
+            .type = type, .n_in = n_in, .n_out = n_out, .row_bytes = rb, .data = w + (size_t)c * bytes};
+    for (uint32_t i = 0; i < n_in; i++) x[i] = s_rng_gauss(&rng);
+    ks->act(x, as, n_in);
+    kb->act(x, ab, n_in);
+
+    s_kjob_t jobs[4] = {
+        {.k = ks, .act = as, .w = mats, .copies = res.copies, .y = y},
+        {.k = kb, .act = ab, .w = mats, .copies = res.copies, .y = y},
+        {.mm = mm1, .x = x, .w = mats, .copies = res.copies, .y = y},
+        {.mm = mmn, .x = x, .w = mats, .copies = res.copies, .y = y},
+    };
+    double *rates[4] = {&res.scalar_gb_s, &res.best_gb_s, &res.mt1_gb_s, &res.mtn_gb_s};
+    for (int i = 0; i < 4 && !rc; i++) rc = s_kernel_rate(&jobs[i], cfg, v, rates[i], err);
+    if (!rc) *out = res;
+done:
+    mc_matmul_destroy(&mm1);
+    mc_matmul_destroy(&mmn);
+    mc_pool_destroy(&p1);
+    mc_pool_destroy(&pn);
+    free(w);
+    free(mats);
+    free(x);
+    free(y);
+    free(as);
+    free(ab);
+    free(v);
+    return rc;
+}
+
+mc_err_t mc_bench_kernel_json(const mc_bench_kernel_t *k, char *buf, size_t cap, char *err) {
+    if (cap == 0) return mc_err_set(err, MC_ERR_ARG, "output buffer of 0 bytes");
+    s_out_t o = {buf, cap, 0, false};
+    s_put(&o, "{\"type\":\"%s\",\"rows\":%u,\"cols\":%u,\"matrix_mb\":%.2f,\"copies\":%u,\"isa\":\"%s\",",
+          mc_dtype_name(k->type), k->n_out, k->n_in, (double)k->bytes / S_MIB, k->copies, mc_kernel_isa_name(k->isa));
+    s_put(&o, "\"scalar_gb_s\":%.3f,\"best_gb_s\":%.3f,\"isa_speedup\":%.3f,", k->scalar_gb_s, k->best_gb_s,
+          k->best_gb_s / k->scalar_gb_s);
+    s_put(&o, "\"threads\":%d,\"t1_gb_s\":%.3f,\"tn_gb_s\":%.3f,\"thread_speedup\":%.3f}", k->n_threads, k->mt1_gb_s,
+          k->mtn_gb_s, k->mtn_gb_s / k->mt1_gb_s);
+    return s_out_done(&o, err);
+}

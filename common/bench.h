@@ -1,0 +1,159 @@
+/*
+ * bench: the measurements behind moe-bench.
+ *
+ * Decoding a mixture-of-experts model is bound by memory traffic: every
+ * generated token reads the attention, router and output weights plus k
+ * experts per layer. So next to prompt and generation speed the benchmark
+ * measures the machine's memory read bandwidth and divides it by the weight
+ * bytes per token: the generation speed no implementation could beat here.
+ *
+ * Speeds are medians over repetitions after one warm-up run. The bandwidth
+ * test runs in a forked child process, so its large buffer never counts in
+ * the benchmark's own peak RSS (which then reflects the engine alone).
+ * Everything the CLI prints comes from functions here, so tests can call
+ * them on tiny models.
+ */
+#ifndef MC_BENCH_H
+#define MC_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dtype.h"
+#include "engine.h"
+#include "error.h"
+#include "kernel.h"
+#include "mkmodel.h"
+#include "model.h"
+
+// Passes over the bandwidth buffer; the best one is reported.
+#define MC_BENCH_BW_PASSES 5
+
+typedef struct {
+    const char *model;   // GGUF file; NULL: the cached benchmark model of `type`
+    mc_dtype_t type;     // weight type of the generated benchmark model
+    int n_threads;
+    uint32_t n_prompt;   // prompt tokens, evaluated as one batch
+    uint32_t n_gen;      // tokens generated one at a time after the prompt
+    int reps;            // timed repetitions (after one warm-up)
+    size_t bw_bytes;     // bandwidth buffer; 0: mc_bench_bw_default_bytes()
+    bool json;
+    bool kernels;        // kernel micro-benchmark instead of the model run
+    bool help;
+} mc_bench_opts_t;
+
+// Defaults: Q4_0, threads = online CPUs (at most 8), 64 + 64 tokens, 3 reps.
+void mc_bench_opts_init(mc_bench_opts_t *o);
+
+// Strict flag parsing (see mc_bench_usage); MC_ERR_ARG with a one-line
+// message on anything unknown, malformed or out of range. --help only sets
+// o->help.
+mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err);
+
+void mc_bench_usage(FILE *f);
+
+// Median of v[0..n) (sorts v in place); NAN when n is 0.
+double mc_bench_median(double *v, size_t n);
+
+// Memory read bandwidth in GB/s (1e9 bytes/s): n_threads threads each sum
+// their share of a `bytes` buffer (rounded down to whole 256-byte units,
+// at least one per thread), best of `passes` after a warm-up fill.
+mc_err_t mc_bench_mem_bw(int n_threads, size_t bytes, int passes, double *gb_s, char *err);
+
+// The same, measured in a forked child so the buffer stays out of this
+// process's memory and peak RSS. Call it before starting any threads.
+mc_err_t mc_bench_mem_bw_child(int n_threads, size_t bytes, int passes, double *gb_s, char *err);
+
+// Buffer size that is much larger than the last-level cache: 4 x the L3
+// size, at least 1 GiB, at most a quarter of physical memory.
+size_t mc_bench_bw_default_bytes(void);
+
+// The benchmark model shape (embedding 1024, expert FFN 3584, 8 layers,
+// 16/4 heads, 8 experts with 2 used, vocabulary 32000, ctx 4096) in `type`.
+mc_mkmodel_params_t mc_bench_model_params(mc_dtype_t type);
+
+// Where the generated benchmark model of `type` is cached:
+// $MC_CACHE_DIR, else $XDG_CACHE_HOME/moe-cluster, else
+// $HOME/.cache/moe-cluster, file bench-<dim>x<ffn>x<layers>-<type>.gguf.
+// Creates the folder. The file itself may not exist yet.
+mc_err_t mc_bench_cache_path(mc_dtype_t type, char *buf, size_t cap, char *err);
+
+// The engine the benchmark drives: a local one with room for the prompt as
+// one batch plus the generated tokens. (A cluster run swaps in an engine
+// whose expert step goes to the nodes; mc_bench_speed works on either.)
+mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, uint32_t n_prompt, uint32_t n_gen,
+                                 char *err);
+
+// Median prompt and generation speeds (tokens/s) over `reps` runs after a
+// warm-up: n_prompt deterministic ids at position 0 in one eval, then n_gen
+// greedy tokens one per eval. The engine needs n_ctx >= n_prompt + n_gen
+// and max_batch >= n_prompt.
+mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, int reps, double *pp_tok_s,
+                        double *tg_tok_s, char *err);
+
+typedef struct {
+    const char *model;        // path (borrowed from the options)
+    int n_threads;
+    uint32_t n_prompt, n_gen;
+    int reps;
+    double pp_tok_s;          // prompt tokens per second (median)
+    double tg_tok_s;          // generated tokens per second (median)
+    double mem_bw_gb_s;       // measured read bandwidth, 1e9 bytes/s
+    size_t bw_bytes;          // bandwidth buffer used
+    uint64_t bytes_per_token; // weight bytes one generated token reads
+    double tg_bound_tok_s;    // mem_bw / bytes_per_token
+    double peak_rss_mb;       // this process's peak RSS, MiB
+    double file_mb;           // model file, MiB
+    double kv_mb;             // KV cache, MiB
+    mc_isa_t isa;             // kernels serving the expert weights
+} mc_bench_result_t;
+
+// The whole model benchmark on o->model (which must be set): open the model,
+// measure the bandwidth in a child, then build the engine and time it. Call
+// it before this process starts any threads (the child is forked).
+mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err);
+
+// One JSON line (no newline) with the required keys first:
+// model, threads, pp_tok_s, tg_tok_s, mem_bw_gb_s, bytes_per_token,
+// tg_bound_tok_s, peak_rss_mb; then tg_ratio, isa, pp_tokens, tg_tokens,
+// reps, bw_buffer_mb, file_mb, kv_mb. MC_ERR_ARG when cap is too small.
+mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *err);
+
+// The readable table.
+void mc_bench_print(const mc_bench_result_t *r, FILE *f);
+
+typedef struct {
+    mc_dtype_t type;
+    uint32_t n_in, n_out;
+    size_t bytes;        // matrix bytes
+    uint32_t copies;     // copies cycled through so that no product hits the cache
+    mc_isa_t isa;        // what MC_ISA_BEST gives for this type
+    double scalar_gb_s;  // 1 thread, scalar dot per row
+    double best_gb_s;    // 1 thread, best-ISA dot per row
+    int n_threads;
+    double mt1_gb_s;     // mc_matmul_f32, best ISA, pool of 1
+    double mtn_gb_s;     // the same with a pool of n_threads
+} mc_bench_kernel_t;
+
+typedef struct {
+    mc_dtype_t type;   // weight type
+    uint32_t n_in;     // columns, a multiple of the type's block
+    uint32_t n_out;    // rows
+    size_t span_bytes; // copy the matrix until the copies span this (0: one copy)
+    double sample_s;   // each sample repeats products for at least this long (0: one)
+    int n_threads;     // for the threaded variant
+    int reps;          // samples; the median is reported
+} mc_bench_kernel_cfg_t;
+
+// Matrix-vector products with a random (n_out, n_in) matrix, in GB/s of
+// weight bytes read: median of reps samples after a warm-up product. Each
+// product reads the next copy of the matrix, so with a span beyond the
+// last-level cache every product streams its weights from memory.
+mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *out, char *err);
+
+// One JSON line (no newline) per kernel result. MC_ERR_ARG when cap is too small.
+mc_err_t mc_bench_kernel_json(const mc_bench_kernel_t *k, char *buf, size_t cap, char *err);
+
+#endif

@@ -1,0 +1,379 @@
+/*
+ * test_bench: the measuring pieces of moe-bench on tiny inputs: median,
+ * bandwidth probe (in and out of a child process), flag parsing, the cache
+ * path, the model run on a small generated model with its JSON line, and
+ * the kernel micro-benchmark.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bench.h"
+#include "mkmodel.h"
+#include "model.h"
+#include "testutil.h"
+
+static char s_dir[256];
+static char s_model[512];
+
+static int s_setup(void **state) {
+    (void)state;
+    if (!mc_test_tmpdir(s_dir, sizeof s_dir)) return -1;
+    snprintf(s_model, sizeof s_model, "%s/tiny.gguf", s_dir);
+    const mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    return mc_mkmodel_write(&p, s_model, NULL) == MC_OK ? 0 : -1;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_test_rmtree(s_dir);
+    return 0;
+}
+
+static void test_median(void **state) {
+    (void)state;
+    double odd[] = {3.0, 1.0, 2.0};
+    assert_true(mc_bench_median(odd, 3) == 2.0);
+    double even[] = {4.0, 1.0, 3.0, 2.0};
+    assert_true(mc_bench_median(even, 4) == 2.5);
+    double one[] = {7.5};
+    assert_true(mc_bench_median(one, 1) == 7.5);
+    double outlier[] = {10.0, 10.5, 1000.0, 9.5, 0.1};
+    assert_true(mc_bench_median(outlier, 5) == 10.0);
+    assert_true(isnan(mc_bench_median(NULL, 0)));
+}
+
+static void test_mem_bw(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    double gb = -1.0;
+    assert_int_equal(mc_bench_mem_bw(2, 4u << 20, 2, &gb, err), MC_OK);
+    assert_true(isfinite(gb) && gb > 0.0);
+    gb = -1.0;
+    assert_int_equal(mc_bench_mem_bw_child(2, 4u << 20, 2, &gb, err), MC_OK);
+    assert_true(isfinite(gb) && gb > 0.0);
+    // Errors come back from the child with their message; outputs untouched.
+    gb = -1.0;
+    assert_int_equal(mc_bench_mem_bw_child(4, 512, 1, &gb, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "too small"));
+    assert_true(gb == -1.0);
+    assert_int_equal(mc_bench_mem_bw(0, 4096, 1, &gb, err), MC_ERR_ARG);
+    assert_int_equal(mc_bench_mem_bw(1, 4096, 0, &gb, err), MC_ERR_ARG);
+    assert_true(mc_bench_bw_default_bytes() >= ((size_t)256 << 20));
+}
+
+static mc_err_t s_parse(mc_bench_opts_t *o, const char *const *args, int n, char *err) {
+    char *argv[16] = {"moe-bench"};
+    assert_true(n < 16);
+    for (int i = 0; i < n; i++) argv[i + 1] = (char *)args[i];
+    return mc_bench_parse(n + 1, argv, o, err);
+}
+
+static void test_parse_good(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_bench_opts_t o;
+    mc_bench_opts_init(&o);
+    assert_int_equal(o.type, MC_DTYPE_Q4_0);
+    assert_int_equal(o.n_prompt, 64);
+    assert_int_equal(o.n_gen, 64);
+    assert_int_equal(o.reps, 3);
+    assert_true(o.n_threads >= 1 && o.n_threads <= 8);
+    assert_null(o.model);
+
+    const char *a[] = {"--model", "m.gguf", "--threads", "3", "-p", "5", "-n", "7", "--reps", "2", "--json",
+                       "--bw-mib", "64"};
+    assert_int_equal(s_parse(&o, a, 13, err), MC_OK);
+    assert_string_equal(o.model, "m.gguf");
+    assert_int_equal(o.n_threads, 3);
+    assert_int_equal(o.n_prompt, 5);
+    assert_int_equal(o.n_gen, 7);
+    assert_int_equal(o.reps, 2);
+    assert_true(o.json && !o.kernels && !o.help);
+    assert_true(o.bw_bytes == ((size_t)64 << 20));
+
+    mc_bench_opts_init(&o);
+    const char *b[] = {"--type", "q8_0"};
+    assert_int_equal(s_parse(&o, b, 2, err), MC_OK);
+    assert_int_equal(o.type, MC_DTYPE_Q8_0);
+
+    mc_bench_opts_init(&o);
+    const char *c[] = {"--kernels", "--threads", "2", "--reps", "5", "--json"};
+    assert_int_equal(s_parse(&o, c, 6, err), MC_OK);
+    assert_true(o.kernels && o.json);
+    assert_int_equal(o.reps, 5);
+
+    const char *d[] = {"-p", "9", "--help"};
+    assert_int_equal(s_parse(&o, d, 3, err), MC_OK);
+    assert_true(o.help);
+}
+
+static void test_parse_bad(void **state) {
+    (void)state;
+    static const char *const bad[][4] = {
+        {"--threads", "0"},
+        {"--threads", "2x"},
+        {"--threads", ""},
+        {"--threads"},
+        {"--threads", "513"},
+        {"-p", "-1"},
+        {"-p", "1.5"},
+        {"-p", "0"},
+        {"-n", "65537"},
+        {"-n", "99999999999999999999"},
+        {"--reps", "0"},
+        {"--reps", "+2"},
+        {"--bogus"},
+        {"json"},
+        {"--type", "Q8_K"},
+        {"--type", "nope"},
+        {"--model", ""},
+        {"--bw-mib", "8"},
+        {"--bw-mib", " 64"},
+        {"--model", "a", "--type", "Q8_0"},
+        {"--kernels", "--model", "a"},
+        {"--kernels", "-p", "4"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mc_bench_opts_t o, before;
+        mc_bench_opts_init(&o);
+        before = o;
+        int n = 0;
+        while (n < 4 && bad[i][n]) n++;
+        char err[MC_ERR_LEN] = "";
+        if (s_parse(&o, bad[i], n, err) != MC_ERR_ARG) fail_msg("accepted bad flags #%zu", i);
+        assert_true(err[0] != '\0' && !strchr(err, '\n'));
+        assert_true(o.model == before.model && o.type == before.type && o.n_threads == before.n_threads &&
+                    o.n_prompt == before.n_prompt && o.n_gen == before.n_gen && o.reps == before.reps &&
+                    o.bw_bytes == before.bw_bytes && o.json == before.json && o.kernels == before.kernels &&
+                    o.help == before.help);
+    }
+}
+
+static void test_cache_path(void **state) {
+    (void)state;
+    char dir[600], want[700], path[1024], err[MC_ERR_LEN];
+    const char *old = getenv("MC_CACHE_DIR");
+    char *saved = old ? strdup(old) : NULL;
+
+    snprintf(dir, sizeof dir, "%s/cache/a/b", s_dir);
+    assert_int_equal(setenv("MC_CACHE_DIR", dir, 1), 0);
+    assert_int_equal(mc_bench_cache_path(MC_DTYPE_Q8_0, path, sizeof path, err), MC_OK);
+    snprintf(want, sizeof want, "%s/bench-1024x3584x8-q8_0.gguf", dir);
+    assert_string_equal(path, want);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(mc_bench_cache_path(MC_DTYPE_Q8_0, path, 10, err), MC_ERR_ARG);
+
+    assert_int_equal(unsetenv("MC_CACHE_DIR"), 0);
+    snprintf(dir, sizeof dir, "%s/xdg", s_dir);
+    const char *old_xdg = getenv("XDG_CACHE_HOME");
+    char *saved_xdg = old_xdg ? strdup(old_xdg) : NULL;
+    assert_int_equal(setenv("XDG_CACHE_HOME", dir, 1), 0);
+    assert_int_equal(mc_bench_cache_path(MC_DTYPE_Q4_K, path, sizeof path, err), MC_OK);
+    snprintf(want, sizeof want, "%s/moe-cluster/bench-1024x3584x8-q4_k.gguf", dir);
+    assert_string_equal(path, want);
+
+    if (saved_xdg) setenv("XDG_CACHE_HOME", saved_xdg, 1);
+    else unsetenv("XDG_CACHE_HOME");
+    if (saved) setenv("MC_CACHE_DIR", saved, 1);
+    free(saved_xdg);
+    free(saved);
+
+    const mc_mkmodel_params_t p = mc_bench_model_params(MC_DTYPE_Q5_K);
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_OK);
+    assert_int_equal(p.dim, 1024);
+    assert_int_equal(p.ffn, 3584);
+    assert_int_equal(p.n_layer, 8);
+    assert_int_equal(p.n_head, 16);
+    assert_int_equal(p.n_head_kv, 4);
+    assert_int_equal(p.n_expert, 8);
+    assert_int_equal(p.n_expert_used, 2);
+    assert_int_equal(p.n_vocab, 32000);
+    assert_int_equal(p.ctx_len, 4096);
+    assert_int_equal(p.type, MC_DTYPE_Q5_K);
+}
+
+static void s_expect_number(const cJSON *j, const char *key, bool positive) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsNumber(v)) fail_msg("key %s missing or not a number", key);
+    if (positive && !(v->valuedouble > 0.0)) fail_msg("key %s is not positive", key);
+    assert_true(isfinite(v->valuedouble));
+    if (positive) assert_true(v->valuedouble > 0.0);
+}
+
+static void test_run(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_bench_opts_t o;
+    mc_bench_opts_init(&o);
+    o.model = s_model;
+    o.n_threads = 2;
+    o.n_prompt = 6;
+    o.n_gen = 4;
+    o.reps = 3;
+    o.bw_bytes = 4u << 20;
+    mc_bench_result_t r;
+    assert_int_equal(mc_bench_run(&o, &r, err), MC_OK);
+    assert_true(isfinite(r.pp_tok_s) && r.pp_tok_s > 0.0);
+    assert_true(isfinite(r.tg_tok_s) && r.tg_tok_s > 0.0);
+    assert_true(isfinite(r.mem_bw_gb_s) && r.mem_bw_gb_s > 0.0);
+    assert_true(r.bw_bytes == o.bw_bytes);
+    assert_true(r.peak_rss_mb > 0.0);
+    assert_true(r.file_mb > 0.0);
+
+    mc_model_t *m = mc_model_open(s_model, err);
+    assert_non_null(m);
+    assert_true(r.bytes_per_token == mc_model_bytes_per_token(m));
+    // f32 KV cache of p + n positions, keys and values.
+    const double kv = 2.0 * m->hp.n_layer * 10 * m->hp.n_head_kv * m->hp.head_dim * 4 / (1024.0 * 1024.0);
+    assert_true(fabs(r.kv_mb - kv) < 1e-9);
+    mc_model_destroy(&m);
+    const double bound = r.mem_bw_gb_s * 1e9 / (double)r.bytes_per_token;
+    assert_true(fabs(r.tg_bound_tok_s - bound) <= 1e-12 * bound);
+
+    char line[4096];
+    assert_int_equal(mc_bench_json(&r, line, sizeof line, err), MC_OK);
+    assert_null(strchr(line, '\n'));
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    // The required keys come first, in this order.
+    static const char *const required[] = {"model",          "threads",        "pp_tok_s",   "tg_tok_s",
+                                           "mem_bw_gb_s",    "bytes_per_token", "tg_bound_tok_s", "peak_rss_mb"};
+    const cJSON *it = j->child;
+    for (size_t k = 0; k < sizeof required / sizeof required[0]; k++, it = it->next) {
+        assert_non_null(it);
+        assert_string_equal(it->string, required[k]);
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
+    assert_true(cJSON_IsString(model));
+    assert_string_equal(model->valuestring, s_model);
+    const cJSON *threads = cJSON_GetObjectItemCaseSensitive(j, "threads");
+    assert_true(cJSON_IsNumber(threads) && threads->valuedouble == 2.0);
+    const cJSON *bpt = cJSON_GetObjectItemCaseSensitive(j, "bytes_per_token");
+    assert_true(cJSON_IsNumber(bpt) && bpt->valuedouble == (double)r.bytes_per_token);
+    s_expect_number(j, "pp_tok_s", true);
+    s_expect_number(j, "tg_tok_s", true);
+    s_expect_number(j, "mem_bw_gb_s", true);
+    s_expect_number(j, "tg_bound_tok_s", true);
+    s_expect_number(j, "peak_rss_mb", true);
+    s_expect_number(j, "tg_ratio", true);
+    s_expect_number(j, "kv_mb", true);
+    assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "isa")));
+    cJSON_Delete(j);
+
+    // Names needing escapes survive the round trip; a short buffer is an error.
+    r.model = "we\"ird\\name\n.gguf";
+    assert_int_equal(mc_bench_json(&r, line, sizeof line, err), MC_OK);
+    j = cJSON_Parse(line);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "model")->valuestring, r.model);
+    cJSON_Delete(j);
+    assert_int_equal(mc_bench_json(&r, line, 40, err), MC_ERR_ARG);
+}
+
+static void test_run_errors(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(s_model, err);
+    assert_non_null(m);
+    // The tiny model's context is 2048 positions.
+    assert_null(mc_bench_engine_new(m, 1, 2000, 100, err));
+    assert_non_null(strstr(err, "context"));
+    mc_engine_t *e = mc_bench_engine_new(m, 1, 4, 2, err);
+    assert_non_null(e);
+    double pp = -1.0, tg = -1.0;
+    assert_int_equal(mc_bench_speed(e, 4, 3, 1, &pp, &tg, err), MC_ERR_RANGE);
+    assert_true(pp == -1.0 && tg == -1.0);
+    assert_int_equal(mc_bench_speed(e, 4, 2, 1, &pp, &tg, err), MC_OK);
+    assert_true(pp > 0.0 && tg > 0.0);
+    mc_engine_destroy(&e);
+    mc_model_destroy(&m);
+
+    mc_bench_opts_t o;
+    mc_bench_opts_init(&o);
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/missing.gguf", s_dir);
+    o.model = missing;
+    o.bw_bytes = 1u << 20;
+    mc_bench_result_t r;
+    memset(&r, 0x5A, sizeof r);
+    assert_int_not_equal(mc_bench_run(&o, &r, err), MC_OK);
+    assert_non_null(strstr(err, "missing.gguf"));
+    assert_int_equal(r.reps, 0x5A5A5A5A);
+    // Too many tokens for the context: refused before anything is measured.
+    o.model = s_model;
+    o.n_prompt = 2000;
+    o.n_gen = 100;
+    assert_int_equal(mc_bench_run(&o, &r, err), MC_ERR_RANGE);
+    assert_int_equal(r.reps, 0x5A5A5A5A);
+}
+
+static void test_kernel(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_bench_kernel_t k;
+    const size_t bytes = mc_dtype_row_bytes(MC_DTYPE_Q4_K, 512) * 8;
+    mc_bench_kernel_cfg_t cfg = {MC_DTYPE_Q4_K, 512, 8, bytes * 5 / 2, 0.001, 2, 2};
+    assert_int_equal(mc_bench_kernel(&cfg, &k, err), MC_OK);
+    assert_true(k.bytes == bytes);
+    assert_int_equal(k.copies, 3);
+    assert_int_equal(k.n_threads, 2);
+    assert_true(isfinite(k.scalar_gb_s) && k.scalar_gb_s > 0.0);
+    assert_true(isfinite(k.best_gb_s) && k.best_gb_s > 0.0);
+    assert_true(isfinite(k.mt1_gb_s) && k.mt1_gb_s > 0.0);
+    assert_true(isfinite(k.mtn_gb_s) && k.mtn_gb_s > 0.0);
+    assert_int_equal(k.isa, mc_kernel_get(MC_DTYPE_Q4_K, MC_ISA_BEST)->isa);
+
+    char line[1024];
+    assert_int_equal(mc_bench_kernel_json(&k, line, sizeof line, err), MC_OK);
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "type")->valuestring, "Q4_K");
+    s_expect_number(j, "scalar_gb_s", true);
+    s_expect_number(j, "best_gb_s", true);
+    s_expect_number(j, "t1_gb_s", true);
+    s_expect_number(j, "tn_gb_s", true);
+    s_expect_number(j, "isa_speedup", true);
+    s_expect_number(j, "thread_speedup", true);
+    cJSON_Delete(j);
+
+    // Every weight type runs (one copy, a single row).
+    for (uint32_t t = 0; t < 64; t++) {
+        const mc_dtype_traits_t *tr = mc_dtype_traits(t);
+        if (!tr || !tr->weight) continue;
+        cfg = (mc_bench_kernel_cfg_t){(mc_dtype_t)t, 256, 1, 0, 0.0, 1, 1};
+        assert_int_equal(mc_bench_kernel(&cfg, &k, err), MC_OK);
+        assert_int_equal(k.copies, 1);
+        assert_true(k.scalar_gb_s > 0.0 && k.best_gb_s > 0.0 && k.mt1_gb_s > 0.0 && k.mtn_gb_s > 0.0);
+    }
+    static const mc_bench_kernel_cfg_t bad[] = {
+        {MC_DTYPE_Q8_K, 256, 4, 0, 0.0, 1, 1}, // activation-only type
+        {MC_DTYPE_Q4_0, 48, 4, 0, 0.0, 1, 1},  // not whole blocks
+        {MC_DTYPE_Q4_0, 64, 0, 0, 0.0, 1, 1},  // no rows
+        {MC_DTYPE_Q4_0, 64, 4, 0, -1.0, 1, 1}, // negative sample time
+        {MC_DTYPE_Q4_0, 64, 4, 0, 0.0, 0, 1},  // no threads
+        {MC_DTYPE_Q4_0, 64, 4, 0, 0.0, 1, 0},  // no samples
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (mc_bench_kernel(&bad[i], &k, err) != MC_ERR_ARG) fail_msg("accepted bad kernel config #%zu", i);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_median),      cmocka_unit_test(test_mem_bw),     cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_bad),   cmocka_unit_test(test_cache_path), cmocka_unit_test(test_run),
+        cmocka_unit_test(test_run_errors),  cmocka_unit_test(test_kernel),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}

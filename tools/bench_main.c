@@ -1,0 +1,100 @@
+/*
+ * moe-bench: command-line front end of common/bench: prompt and generation
+ * speed against the memory-bandwidth bound, or (--kernels) the per-type
+ * kernel micro-benchmark.
+ *
+ * Without --model it benchmarks the standard benchmark model, generated
+ * once into the cache folder. Exit status: 0 done, 1 the run failed, 2 bad
+ * command line.
+ */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define S_PROG "moe-bench"
+#define S_KERNEL_DIM 4096     // matrix of the kernel benchmark: S_KERNEL_DIM x S_KERNEL_DIM
+#define S_KERNEL_SAMPLE_S 0.1 // seconds per kernel-benchmark sample, at least
+
+static const mc_dtype_t s_kernel_types[] = {
+    MC_DTYPE_F32,  MC_DTYPE_F16,  MC_DTYPE_BF16, MC_DTYPE_Q4_0, MC_DTYPE_Q4_1, MC_DTYPE_Q5_0, MC_DTYPE_Q5_1,
+    MC_DTYPE_Q8_0, MC_DTYPE_Q2_K, MC_DTYPE_Q3_K, MC_DTYPE_Q4_K, MC_DTYPE_Q5_K, MC_DTYPE_Q6_K,
+};
+
+static int s_fail(const char *msg) {
+    fprintf(stderr, S_PROG ": %s\n", msg);
+    return 1;
+}
+
+static int s_kernels(const mc_bench_opts_t *o) {
+    char err[MC_ERR_LEN], line[512];
+    if (!o->json)
+        printf("%-5s %8s %-7s %11s %11s %7s %11s %11s %7s\n", "type", "MiB", "isa", "scalar GB/s", "best GB/s",
+               "x", "1 thr GB/s", "N thr GB/s", "x");
+    mc_bench_kernel_cfg_t cfg = {
+        .n_in = S_KERNEL_DIM,
+        .n_out = S_KERNEL_DIM,
+        // Half the bandwidth buffer: twice the last-level cache, so
+        // consecutive products never find their copy of the matrix in cache.
+        .span_bytes = mc_bench_bw_default_bytes() / 2,
+        // Long enough that a scheduler hiccup is a small part of a sample.
+        .sample_s = S_KERNEL_SAMPLE_S,
+        .n_threads = o->n_threads,
+        .reps = o->reps,
+    };
+    for (size_t i = 0; i < sizeof s_kernel_types / sizeof s_kernel_types[0]; i++) {
+        mc_bench_kernel_t k;
+        cfg.type = s_kernel_types[i];
+        if (mc_bench_kernel(&cfg, &k, err)) return s_fail(err);
+        if (o->json) {
+            if (mc_bench_kernel_json(&k, line, sizeof line, err)) return s_fail(err);
+            printf("%s\n", line);
+        } else {
+            printf("%-5s %8.1f %-7s %11.2f %11.2f %7.2f %11.2f %11.2f %7.2f\n", mc_dtype_name(k.type),
+                   (double)k.bytes / (1024.0 * 1024.0), mc_kernel_isa_name(k.isa), k.scalar_gb_s, k.best_gb_s,
+                   k.best_gb_s / k.scalar_gb_s, k.mt1_gb_s, k.mtn_gb_s, k.mtn_gb_s / k.mt1_gb_s);
+        }
+        fflush(stdout);
+    }
+    if (!o->json)
+        printf("(%d x %d matrix-vector products, median of %d samples of >= %.1f s, copies spanning %zu MiB;\n"
+               " N = %d threads)\n",
+               S_KERNEL_DIM, S_KERNEL_DIM, o->reps, S_KERNEL_SAMPLE_S, cfg.span_bytes >> 20, o->n_threads);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    mc_bench_opts_t o;
+    char err[MC_ERR_LEN];
+    mc_bench_opts_init(&o);
+    if (mc_bench_parse(argc, argv, &o, err)) {
+        fprintf(stderr, S_PROG ": %s\n", err);
+        return 2;
+    }
+    if (o.help) {
+        mc_bench_usage(stdout);
+        return 0;
+    }
+    if (o.kernels) return s_kernels(&o);
+
+    char path[4096];
+    if (!o.model) {
+        if (mc_bench_cache_path(o.type, path, sizeof path, err)) return s_fail(err);
+        if (access(path, R_OK) != 0) {
+            fprintf(stderr, S_PROG ": generating the benchmark model %s (once; it is cached)\n", path);
+            const mc_mkmodel_params_t p = mc_bench_model_params(o.type);
+            if (mc_mkmodel_write(&p, path, err)) return s_fail(err);
+        }
+        o.model = path;
+    }
+    mc_bench_result_t r;
+    if (mc_bench_run(&o, &r, err)) return s_fail(err);
+    if (o.json) {
+        char line[32768];
+        if (mc_bench_json(&r, line, sizeof line, err)) return s_fail(err);
+        printf("%s\n", line);
+    } else {
+        mc_bench_print(&r, stdout);
+    }
+    return 0;
+}
