@@ -1,0 +1,1014 @@
+/*
+ * cluster_config: parser, checker and writer of the cluster file.
+ *
+ * The parser walks libyaml's event stream with the schema in hand instead of
+ * loading a document tree: each key is looked up as soon as it is read and
+ * its value must be of the expected kind, so an error is reported at the
+ * exact mark where it happens, nothing deeper than the schema is ever
+ * entered, and memory stays proportional to what was accepted. One event is
+ * alive at a time (s_parser_t.ev), which keeps event ownership in one place.
+ */
+#include "cluster_config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+enum {
+    S_EXPERT_WORDS = MC_CLUSTER_MAX_EXPERTS / 64,
+    S_LAYER_WORDS = MC_CLUSTER_MAX_LAYERS / 64,
+    S_QUOTE_MAX = 40, // bytes of user text repeated in a message
+    S_MAX_ID = 65535, // larger numbers are refused before any set limit applies
+    S_IPC_MAX = 107,  // sun_path holds 108 bytes with the NUL
+};
+
+static const char *const s_wire_names[] = {"f32", "f16", "bf16", "q8_0"};
+
+const char *mc_wire_enc_name(mc_wire_enc_t enc) {
+    if ((unsigned)enc >= sizeof s_wire_names / sizeof s_wire_names[0]) return "unknown";
+    return s_wire_names[enc];
+}
+
+bool mc_wire_enc_from_name(const char *name, mc_wire_enc_t *out) {
+    for (unsigned i = 0; name && i < sizeof s_wire_names / sizeof s_wire_names[0]; i++) {
+        if (!strcmp(name, s_wire_names[i])) {
+            *out = (mc_wire_enc_t)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+// --- small text helpers ---------------------------------------------------
+
+// snprintf-style append: *len counts every byte asked for, buf keeps what
+// fits (always NUL-terminated when cap > 0).
+__attribute__((format(printf, 4, 5))) static void s_appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+    size_t at = *len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = at < cap ? vsnprintf(buf + at, cap - at, fmt, ap) : vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n > 0) *len += (size_t)n;
+}
+
+// text[0..n) made safe to repeat inside a one-line message: control bytes
+// become '?', and long text is cut (on a UTF-8 boundary) with "...".
+static const char *s_quote_n(const char *text, size_t n, char *buf, size_t cap) {
+    assert(cap > S_QUOTE_MAX + 3);
+    bool cut = n > S_QUOTE_MAX;
+    if (cut) {
+        n = S_QUOTE_MAX;
+        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80) n--;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        buf[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
+    strcpy(buf + n, cut ? "..." : "");
+    return buf;
+}
+
+static const char *s_quote(const char *text, char *buf, size_t cap) { return s_quote_n(text, strlen(text), buf, cap); }
+
+static bool s_is_space(char ch) { return ch == ' ' || ch == '\t'; }
+static bool s_is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+static bool s_is_alnum(char ch) { return s_is_digit(ch) || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'); }
+
+// Decimal number in [a, b) (spaces around allowed) into *v; values above
+// limit come back as limit + 1, so no hostile length can overflow.
+static bool s_parse_number(const char *a, const char *b, uint32_t limit, uint32_t *v) {
+    while (a < b && s_is_space(*a)) a++;
+    while (b > a && s_is_space(b[-1])) b--;
+    if (a == b) return false;
+    uint32_t x = 0;
+    for (; a < b; a++) {
+        if (!s_is_digit(*a)) return false;
+        x = x * 10 + (uint32_t)(*a - '0');
+        if (x > limit) x = limit + 1;
+    }
+    *v = x;
+    return true;
+}
+
+// --- id sets --------------------------------------------------------------
+
+static bool s_bit(const uint64_t *bits, uint32_t i) { return bits[i / 64] >> (i % 64) & 1; }
+
+static bool s_bits_full(const uint64_t *bits, size_t words) {
+    for (size_t w = 0; w < words; w++)
+        if (bits[w] != UINT64_MAX) return false;
+    return true;
+}
+
+static bool s_bits_empty(const uint64_t *bits, size_t words) {
+    for (size_t w = 0; w < words; w++)
+        if (bits[w]) return false;
+    return true;
+}
+
+static uint32_t s_bits_count(const uint64_t *bits, size_t words) {
+    uint32_t n = 0;
+    for (size_t w = 0; w < words; w++) n += (uint32_t)__builtin_popcountll(bits[w]);
+    return n;
+}
+
+static size_t s_bits_format(const uint64_t *bits, uint32_t nbits, char *buf, size_t cap) {
+    size_t len = 0;
+    if (cap) buf[0] = '\0';
+    for (uint32_t i = 0; i < nbits; i++) {
+        if (!s_bit(bits, i)) continue;
+        uint32_t j = i;
+        while (j + 1 < nbits && s_bit(bits, j + 1)) j++;
+        const char *sep = len ? "," : "";
+        if (i == j) s_appendf(buf, cap, &len, "%s%" PRIu32, sep, i);
+        else s_appendf(buf, cap, &len, "%s%" PRIu32 "-%" PRIu32, sep, i, j);
+        i = j;
+    }
+    return len;
+}
+
+// The set for a message: cut with "..." when it does not fit.
+static const char *s_bits_brief(const uint64_t *bits, uint32_t nbits, char *buf, size_t cap) {
+    assert(cap > 4);
+    if (s_bits_format(bits, nbits, buf, cap) >= cap) strcpy(buf + cap - 4, "...");
+    return buf;
+}
+
+// Add the ids of a comma list of numbers and ranges ("0-3, 6") to bits, which
+// holds ids below max. `what` names an id in messages ("expert"). On failure
+// a message without location goes to msg (MC_ERR_LEN bytes).
+static bool s_ids_add(const char *text, const char *what, uint32_t max, uint64_t *bits, char *msg) {
+    char q[S_QUOTE_MAX + 4];
+    for (const char *p = text;;) {
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && s_is_space(*a)) a++;
+        while (b > a && s_is_space(b[-1])) b--;
+        size_t n = (size_t)(b - a);
+        if (n == 0) {
+            mc_err_set(msg, MC_ERR_FORMAT, "empty item in %s list '%s'", what, s_quote(text, q, sizeof q));
+            return false;
+        }
+        if ((n == 3 && !memcmp(a, "all", 3)) || (n == 4 && !memcmp(a, "none", 4))) {
+            mc_err_set(msg, MC_ERR_FORMAT, "'%.*s' must stand alone, not inside a list of %s ids", (int)n, a, what);
+            return false;
+        }
+        const char *dash = memchr(a, '-', n);
+        uint32_t lo, hi;
+        if (dash) {
+            if (!s_parse_number(a, dash, S_MAX_ID, &lo) || !s_parse_number(dash + 1, b, S_MAX_ID, &hi) || lo > hi) {
+                mc_err_set(msg, MC_ERR_FORMAT, "bad %s range '%s'", what, s_quote_n(a, n, q, sizeof q));
+                return false;
+            }
+        } else if (!s_parse_number(a, b, S_MAX_ID, &lo)) {
+            mc_err_set(msg, MC_ERR_FORMAT, "bad %s id '%s'", what, s_quote_n(a, n, q, sizeof q));
+            return false;
+        } else {
+            hi = lo;
+        }
+        if (hi >= max) {
+            mc_err_set(msg, MC_ERR_FORMAT, "%s %s '%s' is too large (cluster files support %s ids up to %" PRIu32 ")",
+                       what, dash ? "range" : "id", s_quote_n(a, n, q, sizeof q), what, max - 1);
+            return false;
+        }
+        for (uint32_t i = lo; i <= hi; i++) bits[i / 64] |= (uint64_t)1 << (i % 64);
+        if (!*end) return true;
+        p = end + 1;
+    }
+}
+
+// A whole set written as one string: a list, "all" or "none".
+static bool s_set_parse(const char *text, const char *what, uint32_t max, uint64_t *bits, char *msg) {
+    const size_t words = max / 64;
+    const char *a = text, *b = text + strlen(text);
+    while (a < b && s_is_space(*a)) a++;
+    while (b > a && s_is_space(b[-1])) b--;
+    memset(bits, 0, words * sizeof *bits);
+    if (b - a == 3 && !memcmp(a, "all", 3)) {
+        memset(bits, 0xff, words * sizeof *bits);
+        return true;
+    }
+    if (b - a == 4 && !memcmp(a, "none", 4)) return true;
+    if (a == b) {
+        mc_err_set(msg, MC_ERR_FORMAT, "empty %s set (write none for no %ss)", what, what);
+        return false;
+    }
+    return s_ids_add(text, what, max, bits, msg);
+}
+
+mc_err_t mc_expert_set_parse(const char *text, mc_expert_set_t *out, char *err) {
+    mc_expert_set_t s;
+    char msg[MC_ERR_LEN];
+    if (!text || !out) return mc_err_set(err, MC_ERR_ARG, "expert set: NULL argument");
+    if (!s_set_parse(text, "expert", MC_CLUSTER_MAX_EXPERTS, s.bits, msg))
+        return mc_err_set(err, MC_ERR_FORMAT, "%s", msg);
+    *out = s;
+    return MC_OK;
+}
+
+mc_err_t mc_layer_set_parse(const char *text, mc_layer_set_t *out, char *err) {
+    mc_layer_set_t s;
+    char msg[MC_ERR_LEN];
+    if (!text || !out) return mc_err_set(err, MC_ERR_ARG, "layer set: NULL argument");
+    if (!s_set_parse(text, "layer", MC_CLUSTER_MAX_LAYERS, s.bits, msg))
+        return mc_err_set(err, MC_ERR_FORMAT, "%s", msg);
+    *out = s;
+    return MC_OK;
+}
+
+bool mc_expert_set_has(const mc_expert_set_t *s, uint32_t expert) {
+    return expert < MC_CLUSTER_MAX_EXPERTS && s_bit(s->bits, expert);
+}
+
+bool mc_layer_set_has(const mc_layer_set_t *s, uint32_t layer) {
+    return layer < MC_CLUSTER_MAX_LAYERS && s_bit(s->bits, layer);
+}
+
+size_t mc_expert_set_format(const mc_expert_set_t *s, char *buf, size_t cap) {
+    return s_bits_format(s->bits, MC_CLUSTER_MAX_EXPERTS, buf, cap);
+}
+
+size_t mc_layer_set_format(const mc_layer_set_t *s, char *buf, size_t cap) {
+    return s_bits_format(s->bits, MC_CLUSTER_MAX_LAYERS, buf, cap);
+}
+
+bool mc_cluster_node_holds(const mc_cluster_node_t *n, uint32_t layer, uint32_t expert) {
+    return mc_layer_set_has(&n->layers, layer) && mc_expert_set_has(&n->experts, expert);
+}
+
+bool mc_cluster_config_local_holds(const mc_cluster_config_t *c, uint32_t layer, uint32_t expert) {
+    return mc_layer_set_has(&c->local_layers, layer) && mc_expert_set_has(&c->local_experts, expert);
+}
+
+// --- config values (shared by the parser and the builder) --------------------
+
+static bool s_check_name(const mc_cluster_config_t *c, const char *name, char *msg) {
+    char q[S_QUOTE_MAX + 4];
+    size_t n = strlen(name);
+    if (n == 0 || n > MC_CLUSTER_MAX_NAME) {
+        mc_err_set(msg, MC_ERR_FORMAT, "node name '%s' must be 1 to %d characters long", s_quote(name, q, sizeof q),
+                   MC_CLUSTER_MAX_NAME);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!s_is_alnum(name[i]) && name[i] != '.' && name[i] != '_' && name[i] != '-') {
+            mc_err_set(msg, MC_ERR_FORMAT, "node name '%s' may only contain letters, digits, '.', '_' and '-'",
+                       s_quote(name, q, sizeof q));
+            return false;
+        }
+    }
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        if (strcmp(c->nodes[i].name, name)) continue;
+        if (c->nodes[i].at.line)
+            mc_err_set(msg, MC_ERR_FORMAT, "duplicate node name '%s' (first at line %" PRIu32 ")", name,
+                       c->nodes[i].at.line);
+        else mc_err_set(msg, MC_ERR_FORMAT, "duplicate node name '%s'", name);
+        return false;
+    }
+    return true;
+}
+
+// tcp://HOST:PORT where HOST is a name, an IPv4 address or a bracketed IPv6
+// address; the coordinator connects, so wildcards make no sense.
+static bool s_tcp_ok(const char *hp) {
+    const char *colon = strrchr(hp, ':');
+    if (!colon || colon == hp) return false;
+    uint32_t port;
+    if (!s_parse_number(colon + 1, colon + strlen(colon), 65535, &port) || port < 1 || port > 65535) return false;
+    if (hp[0] == '[') {
+        if (colon[-1] != ']' || colon - hp < 3) return false;
+        for (const char *p = hp + 1; p < colon - 1; p++)
+            if (!s_is_alnum(*p) && *p != ':' && *p != '.') return false;
+        return true;
+    }
+    for (const char *p = hp; p < colon; p++)
+        if (!s_is_alnum(*p) && *p != '.' && *p != '-' && *p != '_') return false;
+    return true;
+}
+
+static bool s_check_endpoint(const mc_cluster_config_t *c, const char *ep, char *msg) {
+    char q[S_QUOTE_MAX + 4];
+    size_t n = strlen(ep);
+    if (n > MC_CLUSTER_MAX_ENDPOINT) {
+        mc_err_set(msg, MC_ERR_FORMAT, "endpoint '%s' is longer than %d bytes", s_quote(ep, q, sizeof q),
+                   MC_CLUSTER_MAX_ENDPOINT);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)ep[i];
+        if (ch <= ' ' || ch == 0x7f) {
+            mc_err_set(msg, MC_ERR_FORMAT, "endpoint '%s' contains a space or control character",
+                       s_quote(ep, q, sizeof q));
+            return false;
+        }
+    }
+    bool ok;
+    if (!strncmp(ep, "tcp://", 6)) {
+        ok = s_tcp_ok(ep + 6);
+        if (!ok)
+            mc_err_set(msg, MC_ERR_FORMAT, "bad endpoint '%s' (expected tcp://HOST:PORT with PORT 1 to 65535)",
+                       s_quote(ep, q, sizeof q));
+    } else if (!strncmp(ep, "ipc://", 6)) {
+        ok = n > 6 && n - 6 <= S_IPC_MAX;
+        if (!ok)
+            mc_err_set(msg, MC_ERR_FORMAT, "bad endpoint '%s' (expected ipc://PATH, PATH 1 to %d bytes)",
+                       s_quote(ep, q, sizeof q), S_IPC_MAX);
+    } else if (!strncmp(ep, "inproc://", 9)) {
+        ok = n > 9;
+        if (!ok) mc_err_set(msg, MC_ERR_FORMAT, "bad endpoint '%s' (expected inproc://NAME)", s_quote(ep, q, sizeof q));
+    } else {
+        ok = false;
+        mc_err_set(msg, MC_ERR_FORMAT, "endpoint '%s' must start with tcp://, ipc:// or inproc://",
+                   s_quote(ep, q, sizeof q));
+    }
+    for (size_t i = 0; ok && i < c->n_nodes; i++) {
+        if (strcmp(c->nodes[i].endpoint, ep)) continue;
+        mc_err_set(msg, MC_ERR_FORMAT, "duplicate endpoint '%s' (already used by node '%s')", s_quote(ep, q, sizeof q),
+                   c->nodes[i].name);
+        ok = false;
+    }
+    return ok;
+}
+
+static bool s_set_model(mc_cluster_config_t *c, const char *model, char *msg) {
+    size_t n = strlen(model);
+    if (n == 0 || n > MC_CLUSTER_MAX_PATH) {
+        mc_err_set(msg, MC_ERR_FORMAT, "the model path must be 1 to %d bytes long", MC_CLUSTER_MAX_PATH);
+        return false;
+    }
+    // Relative paths are relative to the folder of the cluster file, so the
+    // file works whatever the current directory of the coordinator.
+    const char *slash = c->path ? strrchr(c->path, '/') : NULL;
+    size_t dir = model[0] != '/' && slash ? (size_t)(slash - c->path) + 1 : 0;
+    char *m = malloc(n + 1), *r = malloc(dir + n + 1);
+    if (!m || !r) {
+        free(m);
+        free(r);
+        mc_err_set(msg, MC_ERR_NOMEM, "out of memory");
+        return false;
+    }
+    memcpy(m, model, n + 1);
+    memcpy(r, c->path ? c->path : "", dir);
+    memcpy(r + dir, model, n + 1);
+    free(c->model);
+    free(c->model_resolved);
+    c->model = m;
+    c->model_resolved = r;
+    return true;
+}
+
+// Append a node whose strings the config now owns. The array always has room
+// for the next power of two, so no capacity needs to be stored.
+static bool s_append_node(mc_cluster_config_t *c, const mc_cluster_node_t *n) {
+    assert(c->n_nodes < MC_CLUSTER_MAX_NODES);
+    size_t k = c->n_nodes;
+    if ((k & (k - 1)) == 0) {
+        mc_cluster_node_t *p = realloc(c->nodes, (k ? 2 * k : 1) * sizeof *p);
+        if (!p) return false;
+        c->nodes = p;
+    }
+    c->nodes[c->n_nodes++] = *n;
+    return true;
+}
+
+mc_cluster_config_t *mc_cluster_config_new(void) {
+    mc_cluster_config_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->wire = MC_WIRE_Q8_0;
+    c->timeout_ms = MC_CLUSTER_DEFAULT_TIMEOUT_MS;
+    memset(c->local_layers.bits, 0xff, sizeof c->local_layers.bits);
+    return c;
+}
+
+void mc_cluster_config_destroy(mc_cluster_config_t **pc) {
+    if (!pc || !*pc) return;
+    mc_cluster_config_t *c = *pc;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        free(c->nodes[i].name);
+        free(c->nodes[i].endpoint);
+    }
+    free(c->nodes);
+    free(c->path);
+    free(c->model);
+    free(c->model_resolved);
+    free(c);
+    *pc = NULL;
+}
+
+mc_err_t mc_cluster_config_add_node(mc_cluster_config_t *c, const char *name, const char *endpoint,
+                                    const mc_expert_set_t *experts, const mc_layer_set_t *layers, char *err) {
+    char msg[MC_ERR_LEN];
+    if (!c || !name || !endpoint) return mc_err_set(err, MC_ERR_ARG, "add node: NULL argument");
+    if (c->n_nodes == MC_CLUSTER_MAX_NODES)
+        return mc_err_set(err, MC_ERR_ARG, "too many nodes (at most %d)", MC_CLUSTER_MAX_NODES);
+    if (!s_check_name(c, name, msg) || !s_check_endpoint(c, endpoint, msg))
+        return mc_err_set(err, MC_ERR_ARG, "%s", msg);
+    mc_cluster_node_t n = {.name = strdup(name), .endpoint = strdup(endpoint)};
+    if (experts) n.experts = *experts;
+    else memset(n.experts.bits, 0xff, sizeof n.experts.bits);
+    if (layers) n.layers = *layers;
+    else memset(n.layers.bits, 0xff, sizeof n.layers.bits);
+    if (!n.name || !n.endpoint || !s_append_node(c, &n)) {
+        free(n.name);
+        free(n.endpoint);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    return MC_OK;
+}
+
+mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err) {
+    char msg[MC_ERR_LEN];
+    if (!c || !model) return mc_err_set(err, MC_ERR_ARG, "set model: NULL argument");
+    if (!s_set_model(c, model, msg)) return mc_err_set(err, MC_ERR_ARG, "%s", msg);
+    return MC_OK;
+}
+
+// --- parser ---------------------------------------------------------------
+
+typedef struct {
+    yaml_parser_t yp;
+    yaml_event_t ev; // the current event, owned while have_ev
+    bool have_ev;
+    const char *buf; // the input, to place reader errors (which carry an offset only)
+    size_t len;
+    const char *file; // name used in messages
+    char *err;
+    mc_cluster_config_t *c;
+} s_parser_t;
+
+enum { S_ROOT_MODEL, S_ROOT_WIRE, S_ROOT_TIMEOUT, S_ROOT_NODES, S_ROOT_LOCAL, S_ROOT_N };
+static const char *const s_root_keys[S_ROOT_N] = {"model", "wire", "timeout_ms", "nodes", "local"};
+
+enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_N };
+static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers"};
+
+enum { S_LOCAL_EXPERTS, S_LOCAL_LAYERS, S_LOCAL_N };
+static const char *const s_local_keys[S_LOCAL_N] = {"experts", "layers"};
+
+static mc_cluster_mark_t s_mark(yaml_mark_t m) {
+    // The input is at most MC_CLUSTER_MAX_FILE_BYTES, so these fit.
+    return (mc_cluster_mark_t){(uint32_t)m.line + 1, (uint32_t)m.column + 1};
+}
+
+static mc_cluster_mark_t s_here(const s_parser_t *ps) { return s_mark(ps->ev.start_mark); }
+
+// Report "file:line:col: message" and return false, so call sites can write
+// `return s_fail(...)`.
+__attribute__((format(printf, 3, 4))) static bool s_fail(s_parser_t *ps, mc_cluster_mark_t at, const char *fmt, ...) {
+    if (ps->err) {
+        char msg[MC_ERR_LEN];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        mc_err_set(ps->err, MC_ERR_FORMAT, "%s:%" PRIu32 ":%" PRIu32 ": %s", ps->file, at.line, at.col, msg);
+    }
+    return false;
+}
+
+// libyaml's reader reports a byte offset; turn it into a line and a column
+// counted in characters, as libyaml's marks are.
+static mc_cluster_mark_t s_offset_mark(const s_parser_t *ps, size_t offset) {
+    mc_cluster_mark_t m = {1, 1};
+    if (offset > ps->len) offset = ps->len;
+    for (size_t i = 0; i < offset; i++) {
+        unsigned char ch = (unsigned char)ps->buf[i];
+        if (ch == '\n') m.line++, m.col = 1;
+        else if ((ch & 0xC0) != 0x80) m.col++;
+    }
+    return m;
+}
+
+static bool s_yaml_error(s_parser_t *ps) {
+    const yaml_parser_t *y = &ps->yp;
+    const char *problem = y->problem ? y->problem : "invalid YAML";
+    if (y->error == YAML_MEMORY_ERROR) return s_fail(ps, (mc_cluster_mark_t){1, 1}, "out of memory");
+    if (y->error == YAML_READER_ERROR) {
+        mc_cluster_mark_t at = s_offset_mark(ps, y->problem_offset);
+        if (y->problem_value >= 0) return s_fail(ps, at, "%s (0x%x)", problem, (unsigned)y->problem_value);
+        return s_fail(ps, at, "%s", problem);
+    }
+    mc_cluster_mark_t at = s_mark(y->problem_mark);
+    if (y->context) {
+        mc_cluster_mark_t ctx = s_mark(y->context_mark);
+        return s_fail(ps, at, "%s (%s at line %" PRIu32 ", column %" PRIu32 ")", problem, y->context, ctx.line,
+                      ctx.col);
+    }
+    return s_fail(ps, at, "%s", problem);
+}
+
+// Advance to the next event, refusing what no cluster file needs.
+static bool s_next(s_parser_t *ps) {
+    if (ps->have_ev) {
+        yaml_event_delete(&ps->ev);
+        ps->have_ev = false;
+    }
+    if (!yaml_parser_parse(&ps->yp, &ps->ev)) return s_yaml_error(ps);
+    ps->have_ev = true;
+    const yaml_event_t *e = &ps->ev;
+    // An alias can make a tiny file stand for an exponentially large tree.
+    if (e->type == YAML_ALIAS_EVENT) return s_fail(ps, s_here(ps), "aliases are not supported");
+    // Double-quoted "\0" yields a NUL that C strings would silently cut at.
+    if (e->type == YAML_SCALAR_EVENT && strlen((const char *)e->data.scalar.value) != e->data.scalar.length)
+        return s_fail(ps, s_here(ps), "NUL characters are not allowed");
+    return true;
+}
+
+static const char *s_text(const s_parser_t *ps) { return (const char *)ps->ev.data.scalar.value; }
+
+// A plain empty, ~ or null scalar: YAML's way of writing no value.
+static bool s_is_null(const s_parser_t *ps) {
+    const yaml_event_t *e = &ps->ev;
+    if (e->type != YAML_SCALAR_EVENT || e->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return false;
+    const char *t = s_text(ps);
+    return !*t || !strcmp(t, "~") || !strcmp(t, "null") || !strcmp(t, "Null") || !strcmp(t, "NULL");
+}
+
+// The current event for "expected X, found Y" messages.
+static const char *s_found(const s_parser_t *ps, char *buf, size_t cap) {
+    char q[S_QUOTE_MAX + 4];
+    switch (ps->ev.type) {
+    case YAML_MAPPING_START_EVENT: return "a mapping";
+    case YAML_SEQUENCE_START_EVENT: return "a sequence";
+    case YAML_SCALAR_EVENT:
+        if (s_is_null(ps)) return "no value";
+        snprintf(buf, cap, "'%s'", s_quote(s_text(ps), q, sizeof q));
+        return buf;
+    default: return "the end of a collection";
+    }
+}
+
+// The current event is a key of a mapping whose keys are names[n]; returns
+// its index, or -1 after reporting a non-string, unknown or repeated key. at[]
+// records where each key was seen; `in` places the mapping (" in node 'x'").
+static int s_key(s_parser_t *ps, const char *const *names, int n, mc_cluster_mark_t *at, const char *in) {
+    char q[S_QUOTE_MAX + 4], f[S_QUOTE_MAX + 8];
+    if (ps->ev.type != YAML_SCALAR_EVENT) {
+        s_fail(ps, s_here(ps), "expected a key%s, found %s", in, s_found(ps, f, sizeof f));
+        return -1;
+    }
+    const char *k = s_text(ps);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(k, names[i])) continue;
+        if (at[i].line) {
+            s_fail(ps, s_here(ps), "duplicate key '%s'%s (first at line %" PRIu32 ")", k, in, at[i].line);
+            return -1;
+        }
+        at[i] = s_here(ps);
+        return i;
+    }
+    char expected[128];
+    size_t len = 0;
+    for (int i = 0; i < n; i++) s_appendf(expected, sizeof expected, &len, "%s%s", i ? ", " : "", names[i]);
+    s_fail(ps, s_here(ps), "unknown key '%s'%s (expected %s)", s_quote(k, q, sizeof q), in, expected);
+    return -1;
+}
+
+// The current event must be a scalar with a value (for key `key`).
+static bool s_string(s_parser_t *ps, const char *key) {
+    char f[S_QUOTE_MAX + 8];
+    if (ps->ev.type == YAML_SCALAR_EVENT && !s_is_null(ps)) return true;
+    if (s_is_null(ps)) return s_fail(ps, s_here(ps), "'%s' has no value", key);
+    return s_fail(ps, s_here(ps), "'%s' must be a single value, found %s", key, s_found(ps, f, sizeof f));
+}
+
+// The current event starts an id set: one string or a sequence of numbers
+// and ranges. `what` names one id ("expert") for messages.
+static bool s_parse_set(s_parser_t *ps, const char *key, const char *what, uint32_t max, uint64_t *bits,
+                        mc_cluster_mark_t *at) {
+    char msg[MC_ERR_LEN], f[S_QUOTE_MAX + 8];
+    *at = s_here(ps);
+    if (ps->ev.type == YAML_SCALAR_EVENT && !s_is_null(ps)) {
+        if (!s_set_parse(s_text(ps), what, max, bits, msg)) return s_fail(ps, s_here(ps), "%s", msg);
+        return true;
+    }
+    if (ps->ev.type != YAML_SEQUENCE_START_EVENT)
+        return s_fail(ps, s_here(ps), "'%s' must be %s ids such as 0-3, [1, 5], all or none; found %s", key, what,
+                      s_found(ps, f, sizeof f));
+    memset(bits, 0, max / 64 * sizeof *bits);
+    for (;;) {
+        if (!s_next(ps)) return false;
+        if (ps->ev.type == YAML_SEQUENCE_END_EVENT) return true;
+        if (ps->ev.type != YAML_SCALAR_EVENT || s_is_null(ps))
+            return s_fail(ps, s_here(ps), "items of '%s' must be %s ids or ranges, found %s", key, what,
+                          s_found(ps, f, sizeof f));
+        if (!s_ids_add(s_text(ps), what, max, bits, msg)) return s_fail(ps, s_here(ps), "%s", msg);
+    }
+}
+
+// The current event starts the mapping of node number index (0-based).
+static bool s_parse_node(s_parser_t *ps, size_t index) {
+    mc_cluster_config_t *c = ps->c;
+    char msg[MC_ERR_LEN], in[MC_CLUSTER_MAX_NAME + 16];
+    mc_cluster_node_t n = {.at = s_here(ps)};
+    memset(n.experts.bits, 0xff, sizeof n.experts.bits);
+    memset(n.layers.bits, 0xff, sizeof n.layers.bits);
+    if (c->n_nodes == MC_CLUSTER_MAX_NODES)
+        return s_fail(ps, n.at, "too many nodes (at most %d)", MC_CLUSTER_MAX_NODES);
+    // Until its name is read, a node is known by its position.
+    snprintf(in, sizeof in, " in node #%zu", index + 1);
+    mc_cluster_mark_t at[S_NODE_N] = {{0, 0}};
+    bool ok = true;
+    while (ok && s_next(ps) && ps->ev.type != YAML_MAPPING_END_EVENT) {
+        int k = s_key(ps, s_node_keys, S_NODE_N, at, in);
+        ok = k >= 0 && s_next(ps);
+        if (!ok) break;
+        switch (k) {
+        case S_NODE_NAME:
+            ok = s_string(ps, "name") && (s_check_name(c, s_text(ps), msg) || s_fail(ps, s_here(ps), "%s", msg));
+            if (ok && !(n.name = strdup(s_text(ps)))) ok = s_fail(ps, s_here(ps), "out of memory");
+            if (ok) snprintf(in, sizeof in, " in node '%s'", n.name);
+            break;
+        case S_NODE_ENDPOINT:
+            ok =
+                s_string(ps, "endpoint") && (s_check_endpoint(c, s_text(ps), msg) || s_fail(ps, s_here(ps), "%s", msg));
+            if (ok && !(n.endpoint = strdup(s_text(ps)))) ok = s_fail(ps, s_here(ps), "out of memory");
+            break;
+        case S_NODE_EXPERTS:
+            ok = s_parse_set(ps, "experts", "expert", MC_CLUSTER_MAX_EXPERTS, n.experts.bits, &n.experts_at);
+            break;
+        case S_NODE_LAYERS:
+            ok = s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, n.layers.bits, &n.layers_at);
+            break;
+        }
+    }
+    // The loop also ends when s_next failed: the error is already reported.
+    ok = ok && ps->have_ev && ps->ev.type == YAML_MAPPING_END_EVENT;
+    if (ok && !n.name) ok = s_fail(ps, n.at, "missing key 'name'%s", in);
+    if (ok && !n.endpoint) ok = s_fail(ps, n.at, "missing key 'endpoint'%s", in);
+    if (ok && !s_append_node(c, &n)) ok = s_fail(ps, n.at, "out of memory");
+    if (!ok) {
+        free(n.name);
+        free(n.endpoint);
+    }
+    return ok;
+}
+
+static bool s_parse_nodes(s_parser_t *ps) {
+    char f[S_QUOTE_MAX + 8];
+    mc_cluster_mark_t start = s_here(ps);
+    if (ps->ev.type != YAML_SEQUENCE_START_EVENT)
+        return s_fail(ps, start, "'nodes' must be a sequence of nodes, found %s", s_found(ps, f, sizeof f));
+    for (size_t i = 0;; i++) {
+        if (!s_next(ps)) return false;
+        if (ps->ev.type == YAML_SEQUENCE_END_EVENT) break;
+        if (ps->ev.type != YAML_MAPPING_START_EVENT)
+            return s_fail(ps, s_here(ps), "each node must be a mapping of name, endpoint, experts, layers; found %s",
+                          s_found(ps, f, sizeof f));
+        if (!s_parse_node(ps, i)) return false;
+    }
+    if (ps->c->n_nodes == 0) return s_fail(ps, start, "'nodes' is empty: list at least one node");
+    return true;
+}
+
+static bool s_parse_local(s_parser_t *ps) {
+    mc_cluster_config_t *c = ps->c;
+    char f[S_QUOTE_MAX + 8];
+    if (s_is_null(ps)) return true; // "local:" with everything under it commented out
+    if (ps->ev.type != YAML_MAPPING_START_EVENT)
+        return s_fail(ps, s_here(ps), "'local' must be a mapping of experts and layers, found %s",
+                      s_found(ps, f, sizeof f));
+    mc_cluster_mark_t at[S_LOCAL_N] = {{0, 0}};
+    for (;;) {
+        if (!s_next(ps)) return false;
+        if (ps->ev.type == YAML_MAPPING_END_EVENT) return true;
+        int k = s_key(ps, s_local_keys, S_LOCAL_N, at, " in 'local'");
+        if (k < 0 || !s_next(ps)) return false;
+        bool ok = k == S_LOCAL_EXPERTS ? s_parse_set(ps, "experts", "expert", MC_CLUSTER_MAX_EXPERTS,
+                                                     c->local_experts.bits, &c->local_experts_at)
+                                       : s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, c->local_layers.bits,
+                                                     &c->local_layers_at);
+        if (!ok) return false;
+    }
+}
+
+// The current event starts the top-level mapping.
+static bool s_parse_root(s_parser_t *ps) {
+    mc_cluster_config_t *c = ps->c;
+    char msg[MC_ERR_LEN], q[S_QUOTE_MAX + 4];
+    mc_cluster_mark_t start = s_here(ps);
+    mc_cluster_mark_t at[S_ROOT_N] = {{0, 0}};
+    for (;;) {
+        if (!s_next(ps)) return false;
+        if (ps->ev.type == YAML_MAPPING_END_EVENT) break;
+        int k = s_key(ps, s_root_keys, S_ROOT_N, at, "");
+        if (k < 0 || !s_next(ps)) return false;
+        bool ok = true;
+        uint32_t v;
+        switch (k) {
+        case S_ROOT_MODEL:
+            ok = s_string(ps, "model") && (s_set_model(c, s_text(ps), msg) || s_fail(ps, s_here(ps), "%s", msg));
+            break;
+        case S_ROOT_WIRE:
+            ok = s_string(ps, "wire");
+            if (ok && !mc_wire_enc_from_name(s_text(ps), &c->wire))
+                ok = s_fail(ps, s_here(ps), "unknown wire encoding '%s' (expected f32, f16, bf16 or q8_0)",
+                            s_quote(s_text(ps), q, sizeof q));
+            break;
+        case S_ROOT_TIMEOUT:
+            ok = s_string(ps, "timeout_ms");
+            if (ok && (!s_parse_number(s_text(ps), s_text(ps) + strlen(s_text(ps)), MC_CLUSTER_MAX_TIMEOUT_MS, &v) ||
+                       v < 1 || v > MC_CLUSTER_MAX_TIMEOUT_MS))
+                ok = s_fail(ps, s_here(ps), "'timeout_ms' must be a number of milliseconds from 1 to %u, found '%s'",
+                            MC_CLUSTER_MAX_TIMEOUT_MS, s_quote(s_text(ps), q, sizeof q));
+            if (ok) c->timeout_ms = v;
+            break;
+        case S_ROOT_NODES: ok = s_parse_nodes(ps); break;
+        case S_ROOT_LOCAL: ok = s_parse_local(ps); break;
+        }
+        if (!ok) return false;
+    }
+    if (!at[S_ROOT_NODES].line) return s_fail(ps, start, "missing key 'nodes' (the list of expert nodes)");
+    return true;
+}
+
+static bool s_parse_stream(s_parser_t *ps) {
+    char f[S_QUOTE_MAX + 8];
+    if (!s_next(ps) || !s_next(ps)) return false; // stream start, then document start
+    if (ps->ev.type == YAML_STREAM_END_EVENT)
+        return s_fail(ps, s_here(ps), "the file is empty (expected a mapping with at least 'nodes')");
+    if (!s_next(ps)) return false;
+    if (ps->ev.type != YAML_MAPPING_START_EVENT)
+        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, nodes, local; found %s",
+                      s_found(ps, f, sizeof f));
+    if (!s_parse_root(ps) || !s_next(ps) || !s_next(ps)) return false; // root, document end
+    if (ps->ev.type != YAML_STREAM_END_EVENT) return s_fail(ps, s_here(ps), "only one YAML document is allowed");
+    return true;
+}
+
+mc_cluster_config_t *mc_cluster_config_parse(const char *buf, size_t len, const char *filename, char *err) {
+    const char *file = filename ? filename : "<input>";
+    if (!buf && len) {
+        mc_err_set(err, MC_ERR_ARG, "%s: NULL buffer", file);
+        return NULL;
+    }
+    if (len > MC_CLUSTER_MAX_FILE_BYTES) {
+        mc_err_set(err, MC_ERR_FORMAT, "%s: the file is larger than %u bytes", file, MC_CLUSTER_MAX_FILE_BYTES);
+        return NULL;
+    }
+    mc_cluster_config_t *c = mc_cluster_config_new();
+    if (!c || (filename && !(c->path = strdup(filename)))) {
+        mc_cluster_config_destroy(&c);
+        mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", file);
+        return NULL;
+    }
+    s_parser_t ps = {.buf = buf ? buf : "", .len = len, .file = file, .err = err, .c = c};
+    if (!yaml_parser_initialize(&ps.yp)) {
+        mc_cluster_config_destroy(&c);
+        mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", file);
+        return NULL;
+    }
+    yaml_parser_set_input_string(&ps.yp, (const unsigned char *)ps.buf, len);
+    // Fixed to UTF-8 so reader offsets are byte offsets into buf.
+    yaml_parser_set_encoding(&ps.yp, YAML_UTF8_ENCODING);
+    bool ok = s_parse_stream(&ps);
+    if (ps.have_ev) yaml_event_delete(&ps.ev);
+    yaml_parser_delete(&ps.yp);
+    if (!ok) mc_cluster_config_destroy(&c);
+    return c;
+}
+
+mc_cluster_config_t *mc_cluster_config_load(const char *path, char *err) {
+    if (!path) {
+        mc_err_set(err, MC_ERR_ARG, "cluster file: NULL path");
+        return NULL;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        mc_err_set(err, MC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    char *buf = NULL;
+    size_t len = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        mc_err_set(err, MC_ERR_IO, "%s: not a readable regular file", path);
+    } else if (st.st_size > (off_t)MC_CLUSTER_MAX_FILE_BYTES) {
+        mc_err_set(err, MC_ERR_FORMAT, "%s: the file is larger than %u bytes", path, MC_CLUSTER_MAX_FILE_BYTES);
+    } else if (!(buf = malloc((size_t)st.st_size + 1))) {
+        mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", path);
+    } else {
+        // Read until EOF but never past the size seen: a file that grows
+        // meanwhile is cut, one that shrinks is read as it is now.
+        while (len < (size_t)st.st_size) {
+            ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) {
+                mc_err_set(err, MC_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+                free(buf);
+                buf = NULL;
+            }
+            if (r <= 0) break;
+            len += (size_t)r;
+        }
+    }
+    close(fd);
+    if (!buf) return NULL;
+    mc_cluster_config_t *c = mc_cluster_config_parse(buf, len, path, err);
+    free(buf);
+    return c;
+}
+
+// --- check against a model ------------------------------------------------
+
+// "file:line:col: " (or less, for configs not read from a file).
+static const char *s_where(const mc_cluster_config_t *c, mc_cluster_mark_t at, char *buf, size_t cap) {
+    if (at.line) snprintf(buf, cap, "%s:%" PRIu32 ":%" PRIu32 ": ", c->path ? c->path : "<input>", at.line, at.col);
+    else if (c->path) snprintf(buf, cap, "%s: ", c->path);
+    else buf[0] = '\0';
+    return buf;
+}
+
+// Ids of a set at or beyond the model's count n, unless the set is all.
+static mc_err_t s_check_beyond(const mc_cluster_config_t *c, const uint64_t *bits, uint32_t max, uint32_t n,
+                               const char *what, const char *who, mc_cluster_mark_t at, char *err) {
+    const size_t words = max / 64;
+    if (s_bits_full(bits, words)) return MC_OK;
+    uint64_t extra[S_LAYER_WORDS] = {0};
+    memcpy(extra, bits, words * sizeof *bits);
+    for (uint32_t i = 0; i < n; i++) extra[i / 64] &= ~((uint64_t)1 << (i % 64));
+    if (s_bits_empty(extra, words)) return MC_OK;
+    char where[MC_ERR_LEN], list[64], ids[32];
+    const bool many = s_bits_count(extra, words) > 1;
+    s_bits_brief(extra, max, list, sizeof list);
+    if (n == 1) snprintf(ids, sizeof ids, "id 0");
+    else snprintf(ids, sizeof ids, "ids 0-%" PRIu32, n - 1);
+    return mc_err_set(err, MC_ERR_RANGE, "%s%s has %s%s %s, but the model has %" PRIu32 " %s%s (%s)",
+                      s_where(c, at, where, sizeof where), who, what, many ? "s" : "", list, n, what, n > 1 ? "s" : "",
+                      ids);
+}
+
+// Experts of layer l (among those in mask) that no node and not local hold.
+static void s_missing(const mc_cluster_config_t *c, uint32_t l, const uint64_t *mask, uint64_t *miss) {
+    uint64_t held[S_EXPERT_WORDS] = {0};
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        if (!mc_layer_set_has(&c->nodes[i].layers, l)) continue;
+        for (size_t w = 0; w < S_EXPERT_WORDS; w++) held[w] |= c->nodes[i].experts.bits[w];
+    }
+    if (mc_layer_set_has(&c->local_layers, l))
+        for (size_t w = 0; w < S_EXPERT_WORDS; w++) held[w] |= c->local_experts.bits[w];
+    for (size_t w = 0; w < S_EXPERT_WORDS; w++) miss[w] = mask[w] & ~held[w];
+}
+
+// Append "layers a-b experts X" for one run of layers missing the same set,
+// or "..." once the message is full; false when nothing more fits.
+static bool s_append_group(char *msg, size_t *len, bool first, uint32_t a, uint32_t b, const uint64_t *miss) {
+    static const char more[] = "; ...";
+    char set[MC_ERR_LEN], group[MC_ERR_LEN];
+    s_bits_brief(miss, MC_CLUSTER_MAX_EXPERTS, set, sizeof set);
+    const bool many = s_bits_count(miss, S_EXPERT_WORDS) > 1;
+    size_t glen = 0;
+    s_appendf(group, sizeof group, &glen, "%s", first ? "" : "; ");
+    if (a == b) s_appendf(group, sizeof group, &glen, "layer %" PRIu32, a);
+    else s_appendf(group, sizeof group, &glen, "layers %" PRIu32 "-%" PRIu32, a, b);
+    s_appendf(group, sizeof group, &glen, " expert%s %s", many ? "s" : "", set);
+    if (*len + glen < MC_ERR_LEN - (sizeof more - 1)) {
+        s_appendf(msg, MC_ERR_LEN, len, "%s", group);
+        return true;
+    }
+    s_appendf(msg, MC_ERR_LEN, len, "%s", first ? "..." : more);
+    return false;
+}
+
+static mc_err_t s_check_coverage(const mc_cluster_config_t *c, uint32_t n_layer, uint32_t n_expert, char *err) {
+    uint64_t mask[S_EXPERT_WORDS] = {0}, miss[S_EXPERT_WORDS];
+    for (uint32_t e = 0; e < n_expert; e++) mask[e / 64] |= (uint64_t)1 << (e % 64);
+    uint64_t total = 0;
+    for (uint32_t l = 0; l < n_layer; l++) {
+        s_missing(c, l, mask, miss);
+        total += s_bits_count(miss, S_EXPERT_WORDS);
+    }
+    if (!total) return MC_OK;
+
+    char msg[MC_ERR_LEN];
+    size_t len = 0;
+    s_appendf(msg, sizeof msg, &len,
+              "%s%s%" PRIu64 " (layer, expert) pair%s not held by any node or local: ", c->path ? c->path : "",
+              c->path ? ": " : "", total, total > 1 ? "s are" : " is");
+    // Second pass: runs of consecutive layers missing the same experts.
+    uint64_t run[S_EXPERT_WORDS] = {0};
+    uint32_t run_start = 0;
+    bool in_run = false, first = true;
+    for (uint32_t l = 0; l <= n_layer; l++) {
+        if (l < n_layer) s_missing(c, l, mask, miss);
+        else memset(miss, 0, sizeof miss);
+        if (in_run && (l == n_layer || memcmp(miss, run, sizeof run))) {
+            if (!s_append_group(msg, &len, first, run_start, l - 1, run)) break;
+            in_run = first = false;
+        }
+        if (l < n_layer && !in_run && !s_bits_empty(miss, S_EXPERT_WORDS)) {
+            memcpy(run, miss, sizeof run);
+            run_start = l;
+            in_run = true;
+        }
+    }
+    return mc_err_set(err, MC_ERR_FORMAT, "%s", msg);
+}
+
+mc_err_t mc_cluster_config_check(const mc_cluster_config_t *c, uint32_t n_layer, uint32_t n_expert, char *err) {
+    if (!c) return mc_err_set(err, MC_ERR_ARG, "cluster check: NULL config");
+    if (n_layer == 0 || n_expert == 0)
+        return mc_err_set(err, MC_ERR_ARG, "cluster check: the model has %" PRIu32 " layers and %" PRIu32 " experts",
+                          n_layer, n_expert);
+    if (n_expert > MC_CLUSTER_MAX_EXPERTS || n_layer > MC_CLUSTER_MAX_LAYERS)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "the model has %" PRIu32 " layers and %" PRIu32
+                          " experts; cluster files describe at most %d layers and %d experts",
+                          n_layer, n_expert, MC_CLUSTER_MAX_LAYERS, MC_CLUSTER_MAX_EXPERTS);
+    char who[MC_CLUSTER_MAX_NAME + 8];
+    mc_err_t rc = MC_OK;
+    for (size_t i = 0; i < c->n_nodes && rc == MC_OK; i++) {
+        const mc_cluster_node_t *n = &c->nodes[i];
+        snprintf(who, sizeof who, "node '%s'", n->name);
+        rc = s_check_beyond(c, n->experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", who, n->experts_at, err);
+        if (rc == MC_OK)
+            rc = s_check_beyond(c, n->layers.bits, MC_CLUSTER_MAX_LAYERS, n_layer, "layer", who, n->layers_at, err);
+    }
+    if (rc == MC_OK)
+        rc = s_check_beyond(c, c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", "local",
+                            c->local_experts_at, err);
+    if (rc == MC_OK)
+        rc = s_check_beyond(c, c->local_layers.bits, MC_CLUSTER_MAX_LAYERS, n_layer, "layer", "local",
+                            c->local_layers_at, err);
+    return rc == MC_OK ? s_check_coverage(c, n_layer, n_expert, err) : rc;
+}
+
+// --- writer ---------------------------------------------------------------
+
+// A YAML double-quoted string: backslash and quote escaped, control bytes as
+// \xNN (which YAML reads back as the same code point, hence the same byte);
+// UTF-8 passes through.
+static void s_write_quoted(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f) fprintf(f, "\\x%02x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+// "key: all", "key: none" or "key: 0-3,6"; false only when out of memory
+// (write failures show up in ferror).
+static bool s_write_set(FILE *f, const char *key, const uint64_t *bits, uint32_t max, const char *indent) {
+    const size_t words = max / 64;
+    if (s_bits_full(bits, words)) {
+        fprintf(f, "%s%s: all\n", indent, key);
+        return true;
+    }
+    if (s_bits_empty(bits, words)) {
+        fprintf(f, "%s%s: none\n", indent, key);
+        return true;
+    }
+    size_t len = s_bits_format(bits, max, NULL, 0);
+    char *text = malloc(len + 1);
+    if (!text) return false;
+    s_bits_format(bits, max, text, len + 1);
+    fprintf(f, "%s%s: %s\n", indent, key, text);
+    free(text);
+    return true;
+}
+
+mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *err) {
+    if (!c || !f) return mc_err_set(err, MC_ERR_ARG, "cluster write: NULL argument");
+    if (!c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "cluster write: a cluster needs at least one node");
+    if ((unsigned)c->wire > MC_WIRE_Q8_0)
+        return mc_err_set(err, MC_ERR_ARG, "cluster write: bad wire encoding %d", (int)c->wire);
+    if (c->timeout_ms < 1 || c->timeout_ms > MC_CLUSTER_MAX_TIMEOUT_MS)
+        return mc_err_set(err, MC_ERR_ARG, "cluster write: timeout_ms %" PRIu32 " is outside 1..%u", c->timeout_ms,
+                          MC_CLUSTER_MAX_TIMEOUT_MS);
+    bool ok = true;
+    if (c->model) {
+        fputs("model: ", f);
+        s_write_quoted(f, c->model);
+        fputc('\n', f);
+    }
+    fprintf(f, "wire: %s\ntimeout_ms: %" PRIu32 "\nnodes:\n", mc_wire_enc_name(c->wire), c->timeout_ms);
+    for (size_t i = 0; ok && i < c->n_nodes; i++) {
+        const mc_cluster_node_t *n = &c->nodes[i];
+        fputs("  - name: ", f);
+        s_write_quoted(f, n->name);
+        fputs("\n    endpoint: ", f);
+        s_write_quoted(f, n->endpoint);
+        fputc('\n', f);
+        ok = s_write_set(f, "experts", n->experts.bits, MC_CLUSTER_MAX_EXPERTS, "    ") &&
+             s_write_set(f, "layers", n->layers.bits, MC_CLUSTER_MAX_LAYERS, "    ");
+    }
+    fputs("local:\n", f);
+    ok = ok && s_write_set(f, "experts", c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, "  ") &&
+         s_write_set(f, "layers", c->local_layers.bits, MC_CLUSTER_MAX_LAYERS, "  ");
+    if (!ok) return mc_err_set(err, MC_ERR_NOMEM, "cluster write: out of memory");
+    if (fflush(f) != 0 || ferror(f)) return mc_err_set(err, MC_ERR_IO, "cluster write: %s", strerror(errno));
+    return MC_OK;
+}

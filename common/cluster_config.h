@@ -1,0 +1,143 @@
+/*
+ * cluster_config: the cluster file, which tells the coordinator where its
+ * expert nodes are and which (layer, expert) pairs each of them holds.
+ *
+ *   model: models/mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf  # optional; relative to this file
+ *   wire: q8_0                # f32 | f16 | bf16 | q8_0 (default q8_0)
+ *   timeout_ms: 5000          # 1..600000 (default 5000)
+ *   nodes:                    # required, at least one
+ *     - name: pi-1            # required, unique, [A-Za-z0-9._-]{1,64}
+ *       endpoint: tcp://10.0.0.11:5555   # required, unique; tcp://HOST:PORT, ipc://PATH, inproc://NAME
+ *       experts: 0-1          # default all
+ *       layers: 0-15          # default all
+ *   local:                    # what the coordinator computes itself
+ *     experts: 6-7            # default none
+ *     layers: all             # default all
+ *
+ * A node holds the pair (l, e) when l is in its layers and e in its experts.
+ * An id set is a number (3), a range (0-7), a comma list in one string
+ * ("0-3, 6"), a YAML sequence of numbers and ranges ([0-1, 4]), all or none.
+ *
+ * The file is written by hand, so every error names file:line:column (from
+ * libyaml's marks) and what is wrong, and it is untrusted input: the size is
+ * capped, aliases are refused, ids are bounded, and parsing follows the
+ * schema event by event, failing at the first value of an unexpected kind,
+ * so nesting can never go deeper than the schema's four levels.
+ */
+#ifndef MC_CLUSTER_CONFIG_H
+#define MC_CLUSTER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "error.h"
+#include "wire.h"
+
+#define MC_CLUSTER_MAX_EXPERTS 256 // expert ids 0..255
+#define MC_CLUSTER_MAX_LAYERS 4096 // layer ids 0..4095
+#define MC_CLUSTER_MAX_NODES 1024
+#define MC_CLUSTER_MAX_NAME MC_WIRE_NAME_MAX // bytes of a node name (it travels in Hello)
+#define MC_CLUSTER_MAX_ENDPOINT 256          // bytes of an endpoint
+#define MC_CLUSTER_MAX_PATH 4095             // bytes of the model path
+#define MC_CLUSTER_MAX_FILE_BYTES (1u << 20)
+#define MC_CLUSTER_DEFAULT_TIMEOUT_MS 5000u
+#define MC_CLUSTER_MAX_TIMEOUT_MS 600000u
+
+// Short name of an encoding ("f32", "f16", "bf16", "q8_0"); "unknown" for
+// values outside the enum.
+const char *mc_wire_enc_name(mc_wire_enc_t enc);
+
+// Encoding named `name` into *out; false (out untouched) for anything else.
+bool mc_wire_enc_from_name(const char *name, mc_wire_enc_t *out);
+
+// Id sets as bitsets: bit i of bits[i / 64] is id i.
+typedef struct {
+    uint64_t bits[MC_CLUSTER_MAX_EXPERTS / 64];
+} mc_expert_set_t;
+
+typedef struct {
+    uint64_t bits[MC_CLUSTER_MAX_LAYERS / 64];
+} mc_layer_set_t;
+
+// Parse an id set written as in the file ("3", "0-7", "0-3, 6", "all",
+// "none"); MC_ERR_FORMAT with a message naming the bad item. 'all' is every
+// id the set can hold, so it keeps meaning all whatever the model's shape.
+mc_err_t mc_expert_set_parse(const char *text, mc_expert_set_t *out, char *err);
+mc_err_t mc_layer_set_parse(const char *text, mc_layer_set_t *out, char *err);
+
+bool mc_expert_set_has(const mc_expert_set_t *s, uint32_t expert);
+bool mc_layer_set_has(const mc_layer_set_t *s, uint32_t layer);
+
+// Write the set compactly ("0-3,6"; "" when empty) into buf, NUL-terminated
+// and cut to cap bytes; returns the full length, like snprintf.
+size_t mc_expert_set_format(const mc_expert_set_t *s, char *buf, size_t cap);
+size_t mc_layer_set_format(const mc_layer_set_t *s, char *buf, size_t cap);
+
+// A place in the file, 1-based; line 0 when the value did not come from a
+// file (defaulted, or added with mc_cluster_config_add_node).
+typedef struct {
+    uint32_t line, col;
+} mc_cluster_mark_t;
+
+typedef struct {
+    char *name;     // owned
+    char *endpoint; // owned
+    mc_expert_set_t experts;
+    mc_layer_set_t layers;
+    mc_cluster_mark_t at;         // the node's mapping
+    mc_cluster_mark_t experts_at; // its experts value
+    mc_cluster_mark_t layers_at;  // its layers value
+} mc_cluster_node_t;
+
+typedef struct mc_cluster_config {
+    char *path;           // file name as given to parse/load (owned; NULL if none)
+    char *model;          // as written (owned; NULL when absent)
+    char *model_resolved; // relative to the file's folder (owned; NULL when absent)
+    mc_wire_enc_t wire;
+    uint32_t timeout_ms;
+    mc_cluster_node_t *nodes; // n_nodes, in file order (owned)
+    size_t n_nodes;
+    mc_expert_set_t local_experts;
+    mc_layer_set_t local_layers;
+    mc_cluster_mark_t local_experts_at, local_layers_at;
+} mc_cluster_config_t;
+
+// Parse buf[0..len) (need not be NUL-terminated). filename is used in
+// messages ("<input>" when NULL) and to resolve a relative model path. NULL
+// on failure with "file:line:col: what is wrong" in err.
+mc_cluster_config_t *mc_cluster_config_parse(const char *buf, size_t len, const char *filename, char *err);
+
+// Read path (at most MC_CLUSTER_MAX_FILE_BYTES) and parse it.
+mc_cluster_config_t *mc_cluster_config_load(const char *path, char *err);
+
+// Free c and everything it owns; sets *c to NULL; safe on NULL or twice.
+void mc_cluster_config_destroy(mc_cluster_config_t **c);
+
+// Against a model of n_layer layers and n_expert experts: ids beyond the
+// model are MC_ERR_RANGE (naming the node and file:line:col), and every pair
+// must be held by a node or local, else MC_ERR_FORMAT listing the missing
+// pairs compactly ("layers 0-15 expert 7; layers 16-31 experts 6-7"). A set
+// holding every id it can (all) is never beyond the model. A model larger
+// than the sets can describe is MC_ERR_UNSUPPORTED.
+mc_err_t mc_cluster_config_check(const mc_cluster_config_t *c, uint32_t n_layer, uint32_t n_expert, char *err);
+
+bool mc_cluster_node_holds(const mc_cluster_node_t *n, uint32_t layer, uint32_t expert);
+bool mc_cluster_config_local_holds(const mc_cluster_config_t *c, uint32_t layer, uint32_t expert);
+
+// Building a config in code (the demo, tests): an empty config with the
+// defaults (no model, q8_0, 5000 ms, no nodes, local holds nothing), then
+// nodes and the model. Values are checked as the parser checks them
+// (MC_ERR_ARG); experts / layers NULL mean all.
+mc_cluster_config_t *mc_cluster_config_new(void);
+mc_err_t mc_cluster_config_add_node(mc_cluster_config_t *c, const char *name, const char *endpoint,
+                                    const mc_expert_set_t *experts, const mc_layer_set_t *layers, char *err);
+mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err);
+
+// Write c as a cluster file that parses back to the same config (model as
+// written, every key explicit). MC_ERR_ARG for a config the parser would
+// refuse (no nodes, bad wire or timeout), MC_ERR_IO when f fails.
+mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *err);
+
+#endif
