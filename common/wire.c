@@ -1,0 +1,459 @@
+/* wire: protobuf packing of mc_wire_msg_t, row encodings, and the one
+ * validating decoder for everything that arrives from the network. */
+#include "wire.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "moe.pb-c.h"
+#include "quant.h"
+
+// Row payloads are the host's float and block bytes as they are.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the wire row format assumes a little-endian host"
+#endif
+
+mc_wire_limits_t mc_wire_limits(const mc_model_t *m) {
+    return (mc_wire_limits_t){
+        .n_layer = m->hp.n_layer,
+        .n_expert = m->hp.n_expert,
+        .dim = m->hp.dim,
+        .max_rows = MC_WIRE_MAX_ROWS,
+        .k_max = m->hp.n_expert_used,
+        .held = NULL,
+    };
+}
+
+int64_t mc_wire_max_msg_bytes(const mc_wire_limits_t *lim) {
+    // The biggest message is a request of max_rows f32 rows; a row's route
+    // costs at most 16 bytes of framing plus a 5-byte varint and a 4-byte
+    // float per pair. 64 KiB covers the envelope and every small message.
+    uint64_t per_row = (uint64_t)lim->dim * 4 + 16 + (uint64_t)lim->k_max * 9;
+    uint64_t total = (uint64_t)lim->max_rows * per_row + 65536;
+    return total > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)total;
+}
+
+size_t mc_wire_row_bytes(mc_wire_enc_t enc, uint32_t dim) {
+    switch (enc) {
+    case MC_WIRE_F32: return (size_t)dim * 4;
+    case MC_WIRE_F16:
+    case MC_WIRE_BF16: return (size_t)dim * 2;
+    case MC_WIRE_Q8_0: return mc_dtype_row_bytes(MC_DTYPE_Q8_0, dim);
+    }
+    return 0;
+}
+
+void mc_wire_rows_encode(mc_wire_enc_t enc, const float *x, uint32_t n, uint32_t dim, void *dst) {
+    size_t count = (size_t)n * dim;
+    uint8_t *d = dst;
+    switch (enc) {
+    case MC_WIRE_F32: memcpy(d, x, count * 4); return;
+    case MC_WIRE_F16:
+        for (size_t i = 0; i < count; i++) {
+            uint16_t h = mc_fp32_to_fp16(x[i]);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return;
+    case MC_WIRE_BF16:
+        for (size_t i = 0; i < count; i++) {
+            uint16_t h = mc_fp32_to_bf16(x[i]);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return;
+    case MC_WIRE_Q8_0: {
+        size_t rb = mc_wire_row_bytes(enc, dim);
+        for (uint32_t t = 0; t < n; t++)
+            mc_quant_quantize_row(MC_DTYPE_Q8_0, x + (size_t)t * dim, d + t * rb, dim);
+        return;
+    }
+    }
+}
+
+void mc_wire_rows_decode(mc_wire_enc_t enc, const void *src, uint32_t n, uint32_t dim, float *x) {
+    size_t count = (size_t)n * dim;
+    const uint8_t *s = src;
+    uint16_t h;
+    switch (enc) {
+    case MC_WIRE_F32: memcpy(x, s, count * 4); return;
+    case MC_WIRE_F16:
+        for (size_t i = 0; i < count; i++) memcpy(&h, s + 2 * i, 2), x[i] = mc_fp16_to_fp32(h);
+        return;
+    case MC_WIRE_BF16:
+        for (size_t i = 0; i < count; i++) memcpy(&h, s + 2 * i, 2), x[i] = mc_bf16_to_fp32(h);
+        return;
+    case MC_WIRE_Q8_0: {
+        size_t rb = mc_wire_row_bytes(enc, dim);
+        for (uint32_t t = 0; t < n; t++)
+            mc_quant_dequantize_row(MC_DTYPE_Q8_0, s + t * rb, x + (size_t)t * dim, dim);
+        return;
+    }
+    }
+}
+
+const char *mc_wire_kind_name(mc_wire_kind_t kind) {
+    switch (kind) {
+    case MC_WIRE_MSG_HELLO: return "hello";
+    case MC_WIRE_MSG_ERROR: return "error";
+    case MC_WIRE_MSG_HEARTBEAT: return "heartbeat";
+    case MC_WIRE_MSG_ASSIGN: return "assign";
+    case MC_WIRE_MSG_READY: return "ready";
+    case MC_WIRE_MSG_REQUEST: return "expert request";
+    case MC_WIRE_MSG_RESULT: return "expert result";
+    case MC_WIRE_MSG_STATS_REQUEST: return "stats request";
+    case MC_WIRE_MSG_STATS: return "stats";
+    }
+    return "unknown";
+}
+
+// --- encoding -----------------------------------------------------------------
+
+// Layer entries of an assignment, built from its dense table. *layers and the
+// expert lists live in one allocation (*mem).
+static mc_err_t s_pack_assign(const mc_wire_assign_t *a, Mc__Assign *pa, void **mem) {
+    size_t nl = a->n_layer, ne = a->n_expert;
+    uint8_t *m = calloc(1, nl * (sizeof(Mc__LayerExperts *) + sizeof(Mc__LayerExperts)) + nl * ne * 4 + 1);
+    if (!m) return MC_ERR_NOMEM;
+    Mc__LayerExperts **ptrs = (Mc__LayerExperts **)m;
+    Mc__LayerExperts *le = (Mc__LayerExperts *)(m + nl * sizeof *ptrs);
+    uint32_t *ids = (uint32_t *)(m + nl * (sizeof *ptrs + sizeof *le));
+    size_t n = 0;
+    for (size_t l = 0; l < nl; l++) {
+        uint32_t *first = ids;
+        for (size_t e = 0; e < ne; e++)
+            if (a->held[l * ne + e]) *ids++ = (uint32_t)e;
+        if (ids == first) continue;
+        mc__layer_experts__init(&le[n]);
+        le[n].layer = (uint32_t)l;
+        le[n].experts = first;
+        le[n].n_experts = (size_t)(ids - first);
+        ptrs[n] = &le[n];
+        n++;
+    }
+    pa->layers = ptrs;
+    pa->n_layers = n;
+    *mem = m;
+    return MC_OK;
+}
+
+// Routes of a request: one RowRoute per row with its non-negative slots.
+static mc_err_t s_pack_request(const mc_wire_request_t *r, Mc__ExpertRequest *pr, void **mem) {
+    size_t n = r->n_rows, slots = (size_t)r->n_rows * r->k;
+    uint8_t *m = malloc(n * (sizeof(Mc__RowRoute *) + sizeof(Mc__RowRoute)) + slots * 8 + 1);
+    if (!m) return MC_ERR_NOMEM;
+    Mc__RowRoute **ptrs = (Mc__RowRoute **)m;
+    Mc__RowRoute *rr = (Mc__RowRoute *)(m + n * sizeof *ptrs);
+    uint32_t *ids = (uint32_t *)(m + n * (sizeof *ptrs + sizeof *rr));
+    float *ws = (float *)(ids + slots);
+    for (size_t t = 0; t < n; t++) {
+        mc__row_route__init(&rr[t]);
+        rr[t].experts = ids;
+        rr[t].weights = ws;
+        for (size_t j = 0; j < r->k; j++) {
+            if (r->experts[t * r->k + j] < 0) continue;
+            *ids++ = (uint32_t)r->experts[t * r->k + j];
+            *ws++ = r->weights[t * r->k + j];
+        }
+        rr[t].n_experts = rr[t].n_weights = (size_t)(ids - rr[t].experts);
+        ptrs[t] = &rr[t];
+    }
+    pr->routes = ptrs;
+    pr->n_routes = n;
+    *mem = m;
+    return MC_OK;
+}
+
+mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, char *err) {
+    Mc__Envelope env = MC__ENVELOPE__INIT;
+    Mc__Hello hello = MC__HELLO__INIT;
+    Mc__ErrorReply error = MC__ERROR_REPLY__INIT;
+    Mc__Heartbeat hb = MC__HEARTBEAT__INIT;
+    Mc__Assign assign = MC__ASSIGN__INIT;
+    Mc__Ready ready = MC__READY__INIT;
+    Mc__ExpertRequest req = MC__EXPERT_REQUEST__INIT;
+    Mc__ExpertResult res = MC__EXPERT_RESULT__INIT;
+    Mc__StatsRequest sreq = MC__STATS_REQUEST__INIT;
+    Mc__Stats stats = MC__STATS__INIT;
+    void *mem = NULL;
+    env.request_id = msg->request_id;
+    switch (msg->kind) {
+    case MC_WIRE_MSG_HELLO:
+        hello.protocol_version = msg->u.hello.version;
+        hello.model_fingerprint = msg->u.hello.fingerprint;
+        hello.node_name = (char *)msg->u.hello.name;
+        hello.threads = msg->u.hello.threads;
+        hello.memory_bytes = msg->u.hello.memory_bytes;
+        env.body_case = MC__ENVELOPE__BODY_HELLO, env.hello = &hello;
+        break;
+    case MC_WIRE_MSG_ERROR:
+        error.code = (uint32_t)msg->u.error.code;
+        error.message = (char *)msg->u.error.message;
+        env.body_case = MC__ENVELOPE__BODY_ERROR, env.error = &error;
+        break;
+    case MC_WIRE_MSG_HEARTBEAT:
+        hb.sequence = msg->u.heartbeat;
+        env.body_case = MC__ENVELOPE__BODY_HEARTBEAT, env.heartbeat = &hb;
+        break;
+    case MC_WIRE_MSG_ASSIGN:
+        if (s_pack_assign(&msg->u.assign, &assign, &mem) != MC_OK) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        assign.session_id = msg->u.assign.session_id;
+        env.body_case = MC__ENVELOPE__BODY_ASSIGN, env.assign = &assign;
+        break;
+    case MC_WIRE_MSG_READY:
+        ready.resident_bytes = msg->u.ready.resident_bytes;
+        ready.n_pairs = msg->u.ready.n_pairs;
+        env.body_case = MC__ENVELOPE__BODY_READY, env.ready = &ready;
+        break;
+    case MC_WIRE_MSG_REQUEST: {
+        const mc_wire_request_t *r = &msg->u.request;
+        if (s_pack_request(r, &req, &mem) != MC_OK) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        req.layer = r->layer;
+        req.encoding = (uint32_t)r->enc;
+        req.n_rows = r->n_rows;
+        req.dim = r->dim;
+        req.rows.data = (uint8_t *)r->rows;
+        req.rows.len = r->rows_len;
+        env.body_case = MC__ENVELOPE__BODY_EXPERT_REQUEST, env.expert_request = &req;
+        break;
+    }
+    case MC_WIRE_MSG_RESULT:
+        res.n_rows = msg->u.result.n_rows;
+        res.dim = msg->u.result.dim;
+        res.encoding = (uint32_t)msg->u.result.enc;
+        res.rows.data = (uint8_t *)msg->u.result.rows;
+        res.rows.len = msg->u.result.rows_len;
+        res.compute_us = msg->u.result.compute_us;
+        env.body_case = MC__ENVELOPE__BODY_EXPERT_RESULT, env.expert_result = &res;
+        break;
+    case MC_WIRE_MSG_STATS_REQUEST:
+        env.body_case = MC__ENVELOPE__BODY_STATS_REQUEST, env.stats_request = &sreq;
+        break;
+    case MC_WIRE_MSG_STATS: {
+        const mc_wire_stats_t *s = &msg->u.stats;
+        stats.requests = s->requests, stats.rows = s->rows, stats.bytes_in = s->bytes_in;
+        stats.bytes_out = s->bytes_out, stats.compute_us = s->compute_us, stats.errors = s->errors;
+        env.body_case = MC__ENVELOPE__BODY_STATS, env.stats = &stats;
+        break;
+    }
+    default: return mc_err_set(err, MC_ERR_ARG, "unknown message kind %d", (int)msg->kind);
+    }
+    size_t n = mc__envelope__get_packed_size(&env);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf) mc__envelope__pack(&env, buf);
+    free(mem);
+    if (!buf) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    *out = buf;
+    *len = n;
+    return MC_OK;
+}
+
+// --- decoding -----------------------------------------------------------------
+
+// protobuf-c allocator with a byte budget: a legitimate message unpacks into
+// a few times its own size, so a tiny message claiming millions of empty
+// sub-messages fails here instead of exhausting memory. Blocks come from
+// malloc, so the default allocator can free them later.
+typedef struct {
+    size_t left;
+} s_budget_t;
+
+static void *s_budget_alloc(void *data, size_t size) {
+    s_budget_t *b = data;
+    if (size > b->left) return NULL;
+    b->left -= size;
+    return malloc(size);
+}
+
+static void s_budget_free(void *data, void *p) {
+    (void)data;
+    free(p);
+}
+
+// Peer text ends up in logs and terminals: printable ASCII only.
+static mc_err_t s_text(const char *s, size_t max, const char *what, char *err) {
+    size_t n = strlen(s);
+    if (n > max) return mc_err_set(err, MC_ERR_RANGE, "%s is %zu characters, at most %zu allowed", what, n, max);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e) return mc_err_set(err, MC_ERR_FORMAT, "%s has a non-printable character", what);
+    return MC_OK;
+}
+
+static mc_err_t s_hello(const Mc__Hello *h, mc_wire_hello_t *o, char *err) {
+    mc_err_t rc = s_text(h->node_name, MC_WIRE_NAME_MAX, "node name", err);
+    if (rc) return rc;
+    o->version = h->protocol_version;
+    o->fingerprint = h->model_fingerprint;
+    strcpy(o->name, h->node_name);
+    o->threads = h->threads;
+    o->memory_bytes = h->memory_bytes;
+    return MC_OK;
+}
+
+static mc_err_t s_error(const Mc__ErrorReply *e, mc_wire_error_t *o, char *err) {
+    if (e->code == MC_OK || e->code > MC_ERR_TIMEOUT)
+        return mc_err_set(err, MC_ERR_RANGE, "error reply with unknown code %u", e->code);
+    mc_err_t rc = s_text(e->message, MC_ERR_LEN - 1, "error message", err);
+    if (rc) return rc;
+    o->code = (mc_err_t)e->code;
+    strcpy(o->message, e->message);
+    return MC_OK;
+}
+
+static mc_err_t s_assign(const mc_wire_limits_t *lim, const Mc__Assign *a, mc_wire_assign_t *o, char *err) {
+    size_t nl = lim->n_layer, ne = lim->n_expert;
+    if (a->n_layers > nl) return mc_err_set(err, MC_ERR_RANGE, "assignment lists %zu layers, the model has %zu", a->n_layers, nl);
+    o->session_id = a->session_id;
+    o->n_layer = lim->n_layer, o->n_expert = lim->n_expert;
+    if (!(o->held = calloc(nl * ne + 1, 1))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < a->n_layers; i++) {
+        const Mc__LayerExperts *le = a->layers[i];
+        if (le->layer >= nl) return mc_err_set(err, MC_ERR_RANGE, "assignment names layer %u, the model has %zu", le->layer, nl);
+        uint8_t *row = o->held + (size_t)le->layer * ne;
+        // A layer listed twice would need its two lists merged: refuse instead.
+        for (size_t e = 0; e < ne; e++)
+            if (row[e]) return mc_err_set(err, MC_ERR_FORMAT, "assignment lists layer %u twice", le->layer);
+        if (le->n_experts == 0) return mc_err_set(err, MC_ERR_FORMAT, "assignment lists layer %u without experts", le->layer);
+        for (size_t j = 0; j < le->n_experts; j++) {
+            uint32_t e = le->experts[j];
+            if (e >= ne) return mc_err_set(err, MC_ERR_RANGE, "assignment names expert %u of layer %u, the model has %zu experts", e, le->layer, ne);
+            if (row[e]) return mc_err_set(err, MC_ERR_FORMAT, "assignment lists expert %u of layer %u twice", e, le->layer);
+            row[e] = 1;
+        }
+    }
+    return MC_OK;
+}
+
+// Shape checks shared by requests and results.
+static mc_err_t s_rows(const mc_wire_limits_t *lim, uint32_t enc, uint32_t n_rows, uint32_t dim, size_t len,
+                       char *err) {
+    if (dim != lim->dim) return mc_err_set(err, MC_ERR_RANGE, "row width %u, the model's dim is %u", dim, lim->dim);
+    if (n_rows == 0 || n_rows > lim->max_rows)
+        return mc_err_set(err, MC_ERR_RANGE, "%u rows, expected 1..%u", n_rows, lim->max_rows);
+    size_t rb = mc_wire_row_bytes((mc_wire_enc_t)enc, dim);
+    if (rb == 0) return mc_err_set(err, MC_ERR_UNSUPPORTED, "q8_0 rows need a dim that is a multiple of 32, not %u", dim);
+    if (len != rb * n_rows)
+        return mc_err_set(err, MC_ERR_FORMAT, "rows payload of %zu bytes, expected %u rows of %zu bytes", len, n_rows, rb);
+    return MC_OK;
+}
+
+static mc_err_t s_request(const mc_wire_limits_t *lim, const Mc__ExpertRequest *r, mc_wire_request_t *o, char *err) {
+    if (r->encoding > MC_WIRE_Q8_0) return mc_err_set(err, MC_ERR_UNSUPPORTED, "unknown row encoding %u", r->encoding);
+    if (r->layer >= lim->n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range (%u layers)", r->layer, lim->n_layer);
+    mc_err_t rc = s_rows(lim, r->encoding, r->n_rows, r->dim, r->rows.len, err);
+    if (rc) return rc;
+    if (r->n_routes != r->n_rows)
+        return mc_err_set(err, MC_ERR_FORMAT, "%zu routes for %u rows", r->n_routes, r->n_rows);
+    uint32_t k = 0;
+    for (size_t t = 0; t < r->n_routes; t++) {
+        const Mc__RowRoute *rr = r->routes[t];
+        if (rr->n_experts != rr->n_weights)
+            return mc_err_set(err, MC_ERR_FORMAT, "row %zu: %zu experts but %zu weights", t, rr->n_experts, rr->n_weights);
+        if (rr->n_experts == 0 || rr->n_experts > lim->k_max)
+            return mc_err_set(err, MC_ERR_RANGE, "row %zu: %zu experts, expected 1..%u", t, rr->n_experts, lim->k_max);
+        for (size_t j = 0; j < rr->n_experts; j++) {
+            uint32_t e = rr->experts[j];
+            if (e >= lim->n_expert)
+                return mc_err_set(err, MC_ERR_RANGE, "row %zu: expert %u out of range (%u experts)", t, e, lim->n_expert);
+            if (lim->held && !lim->held[(size_t)r->layer * lim->n_expert + e])
+                return mc_err_set(err, MC_ERR_RANGE, "row %zu: expert %u of layer %u is not assigned to this node", t, e, r->layer);
+            for (size_t i = 0; i < j; i++)
+                if (rr->experts[i] == e) return mc_err_set(err, MC_ERR_FORMAT, "row %zu: expert %u listed twice", t, e);
+            if (!isfinite(rr->weights[j])) return mc_err_set(err, MC_ERR_RANGE, "row %zu: weight %zu is not finite", t, j);
+        }
+        if (rr->n_experts > k) k = (uint32_t)rr->n_experts;
+    }
+    size_t slots = (size_t)r->n_rows * k;
+    o->experts = malloc(slots * sizeof *o->experts);
+    o->weights = malloc(slots * sizeof *o->weights);
+    if (!o->experts || !o->weights) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t t = 0; t < r->n_rows; t++)
+        for (size_t j = 0; j < k; j++) {
+            const Mc__RowRoute *rr = r->routes[t];
+            bool used = j < rr->n_experts;
+            o->experts[t * k + j] = used ? (int32_t)rr->experts[j] : -1;
+            o->weights[t * k + j] = used ? rr->weights[j] : 0.0f;
+        }
+    o->layer = r->layer;
+    o->enc = (mc_wire_enc_t)r->encoding;
+    o->n_rows = r->n_rows;
+    o->dim = r->dim;
+    o->rows = r->rows.data;
+    o->rows_len = r->rows.len;
+    o->k = k;
+    return MC_OK;
+}
+
+static mc_err_t s_result(const mc_wire_limits_t *lim, const Mc__ExpertResult *r, mc_wire_result_t *o, char *err) {
+    if (r->encoding > MC_WIRE_BF16) return mc_err_set(err, MC_ERR_UNSUPPORTED, "result rows in unknown encoding %u", r->encoding);
+    mc_err_t rc = s_rows(lim, r->encoding, r->n_rows, r->dim, r->rows.len, err);
+    if (rc) return rc;
+    o->n_rows = r->n_rows;
+    o->dim = r->dim;
+    o->enc = (mc_wire_enc_t)r->encoding;
+    o->rows = r->rows.data;
+    o->rows_len = r->rows.len;
+    o->compute_us = r->compute_us;
+    return MC_OK;
+}
+
+static mc_err_t s_body(const mc_wire_limits_t *lim, const Mc__Envelope *env, mc_wire_msg_t *m, char *err) {
+    switch (env->body_case) {
+    case MC__ENVELOPE__BODY_HELLO: m->kind = MC_WIRE_MSG_HELLO; return s_hello(env->hello, &m->u.hello, err);
+    case MC__ENVELOPE__BODY_ERROR: m->kind = MC_WIRE_MSG_ERROR; return s_error(env->error, &m->u.error, err);
+    case MC__ENVELOPE__BODY_HEARTBEAT:
+        m->kind = MC_WIRE_MSG_HEARTBEAT;
+        m->u.heartbeat = env->heartbeat->sequence;
+        return MC_OK;
+    case MC__ENVELOPE__BODY_ASSIGN: m->kind = MC_WIRE_MSG_ASSIGN; return s_assign(lim, env->assign, &m->u.assign, err);
+    case MC__ENVELOPE__BODY_READY:
+        m->kind = MC_WIRE_MSG_READY;
+        if (env->ready->n_pairs > (uint64_t)lim->n_layer * lim->n_expert)
+            return mc_err_set(err, MC_ERR_RANGE, "ready with %u pairs, the model has %u", env->ready->n_pairs,
+                              lim->n_layer * lim->n_expert);
+        m->u.ready.resident_bytes = env->ready->resident_bytes;
+        m->u.ready.n_pairs = env->ready->n_pairs;
+        return MC_OK;
+    case MC__ENVELOPE__BODY_EXPERT_REQUEST:
+        m->kind = MC_WIRE_MSG_REQUEST;
+        return s_request(lim, env->expert_request, &m->u.request, err);
+    case MC__ENVELOPE__BODY_EXPERT_RESULT:
+        m->kind = MC_WIRE_MSG_RESULT;
+        return s_result(lim, env->expert_result, &m->u.result, err);
+    case MC__ENVELOPE__BODY_STATS_REQUEST: m->kind = MC_WIRE_MSG_STATS_REQUEST; return MC_OK;
+    case MC__ENVELOPE__BODY_STATS: {
+        const Mc__Stats *s = env->stats;
+        m->kind = MC_WIRE_MSG_STATS;
+        m->u.stats = (mc_wire_stats_t){s->requests, s->rows, s->bytes_in, s->bytes_out, s->compute_us, s->errors};
+        return MC_OK;
+    }
+    default: break;
+    }
+    return mc_err_set(err, MC_ERR_UNSUPPORTED, "message without a body this protocol version (%d) knows",
+                      MC_WIRE_VERSION);
+}
+
+mc_err_t mc_wire_decode(const mc_wire_limits_t *lim, const void *buf, size_t len, mc_wire_msg_t *out,
+                        uint64_t *bad_id, char *err) {
+    s_budget_t budget = {len < SIZE_MAX / 8 ? 4 * len + 4096 : SIZE_MAX};
+    ProtobufCAllocator alloc = {s_budget_alloc, s_budget_free, &budget};
+    Mc__Envelope *env = mc__envelope__unpack(&alloc, len, buf);
+    if (!env) return mc_err_set(err, MC_ERR_NET, "%zu bytes that are not a message envelope", len);
+    mc_wire_msg_t m = {.request_id = env->request_id, .owned_ = env};
+    mc_err_t rc = s_body(lim, env, &m, err);
+    if (rc) {
+        if (bad_id) *bad_id = env->request_id;
+        mc_wire_msg_free(&m);
+        return rc;
+    }
+    *out = m;
+    return MC_OK;
+}
+
+void mc_wire_msg_free(mc_wire_msg_t *msg) {
+    if (!msg || !msg->owned_) return;
+    if (msg->kind == MC_WIRE_MSG_REQUEST) free(msg->u.request.experts), free(msg->u.request.weights);
+    if (msg->kind == MC_WIRE_MSG_ASSIGN) free(msg->u.assign.held);
+    mc__envelope__free_unpacked(msg->owned_, NULL);
+    memset(msg, 0, sizeof *msg);
+}

@@ -1,0 +1,163 @@
+/* Wire codec between the coordinator and expert nodes.
+ *
+ * Every ZeroMQ message carries one protobuf Envelope (proto/moe.proto; the
+ * message flow is described there). Callers never touch protobuf: they fill
+ * and read the plain mc_wire_msg_t below. mc_wire_decode() is the single
+ * place where untrusted bytes from the network are unpacked, and it checks
+ * every field against the model's limits before anything else sees it:
+ * layer and expert ids in range (and held, for a node), weights finite, row
+ * payload length exactly n_rows * row bytes, counts bounded. Unpacking
+ * itself runs under a memory budget proportional to the message size, so a
+ * small message cannot make the decoder allocate a lot.
+ *
+ * Rows travel as little-endian f32, f16 or bf16 values (round to nearest
+ * even: mc_fp32_to_fp16 / mc_fp32_to_bf16), or as the Q8_0 blocks the
+ * activation quantizer makes, which a node feeds straight into Q8_0-activation
+ * kernels (bit-identical to computing locally from f32). */
+#ifndef MC_WIRE_H
+#define MC_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "model.h"
+
+/* How activation rows travel on the wire. */
+typedef enum {
+    MC_WIRE_F32 = 0,  /* exact */
+    MC_WIRE_F16 = 1,  /* IEEE half, round-to-nearest-even */
+    MC_WIRE_BF16 = 2, /* bfloat16, round-to-nearest-even */
+    MC_WIRE_Q8_0 = 3, /* Q8_0 blocks exactly as the activation quantizer makes them */
+} mc_wire_enc_t;
+
+#define MC_WIRE_VERSION 1
+#define MC_WIRE_MAX_ROWS 4096 /* rows per expert request (a prompt chunk) */
+#define MC_WIRE_NAME_MAX 64   /* characters of a node name */
+
+typedef enum {
+    MC_WIRE_MSG_HELLO = 1,
+    MC_WIRE_MSG_ERROR,
+    MC_WIRE_MSG_HEARTBEAT,
+    MC_WIRE_MSG_ASSIGN,
+    MC_WIRE_MSG_READY,
+    MC_WIRE_MSG_REQUEST,
+    MC_WIRE_MSG_RESULT,
+    MC_WIRE_MSG_STATS_REQUEST,
+    MC_WIRE_MSG_STATS,
+} mc_wire_kind_t;
+
+typedef struct {
+    uint32_t version;
+    uint64_t fingerprint; /* mc_model_fingerprint */
+    char name[MC_WIRE_NAME_MAX + 1];
+    uint32_t threads;
+    uint64_t memory_bytes;
+} mc_wire_hello_t;
+
+typedef struct {
+    mc_err_t code;
+    char message[MC_ERR_LEN];
+} mc_wire_error_t;
+
+typedef struct {
+    uint64_t session_id;
+    uint32_t n_layer, n_expert;
+    uint8_t *held; /* (n_layer, n_expert) 1 where the node must hold the expert */
+} mc_wire_assign_t;
+
+typedef struct {
+    uint64_t resident_bytes;
+    uint32_t n_pairs;
+} mc_wire_ready_t;
+
+typedef struct {
+    uint32_t layer;
+    mc_wire_enc_t enc;
+    uint32_t n_rows;
+    uint32_t dim;
+    const uint8_t *rows; /* (n_rows, mc_wire_row_bytes(enc, dim)) */
+    size_t rows_len;
+    uint32_t k;          /* slots per row */
+    int32_t *experts;    /* (n_rows, k); negative: unused slot (not sent) */
+    float *weights;      /* (n_rows, k) */
+} mc_wire_request_t;
+
+typedef struct {
+    uint32_t n_rows;
+    uint32_t dim;
+    mc_wire_enc_t enc;   /* F32, F16 or BF16 */
+    const uint8_t *rows; /* (n_rows, mc_wire_row_bytes(enc, dim)) */
+    size_t rows_len;
+    uint64_t compute_us;
+} mc_wire_result_t;
+
+typedef struct {
+    uint64_t requests, rows, bytes_in, bytes_out, compute_us, errors;
+} mc_wire_stats_t;
+
+/* One message. Encoding reads the body selected by kind (pointers are
+ * borrowed); decoding fills it with pointers owned by the message. */
+typedef struct {
+    mc_wire_kind_t kind;
+    uint64_t request_id;
+    union {
+        mc_wire_hello_t hello;
+        mc_wire_error_t error;
+        uint64_t heartbeat; /* sequence */
+        mc_wire_assign_t assign;
+        mc_wire_ready_t ready;
+        mc_wire_request_t request;
+        mc_wire_result_t result;
+        mc_wire_stats_t stats;
+    } u;
+    void *owned_; /* decoder's allocations (mc_wire_msg_free) */
+} mc_wire_msg_t;
+
+/* What a decoder accepts. */
+typedef struct {
+    uint32_t n_layer, n_expert, dim;
+    uint32_t max_rows;    /* rows per request or result */
+    uint32_t k_max;       /* (expert, weight) pairs per row */
+    const uint8_t *held;  /* (n_layer, n_expert) experts a request may name; NULL: any */
+} mc_wire_limits_t;
+
+/* Limits of model m: MC_WIRE_MAX_ROWS rows, n_expert_used pairs, any expert. */
+mc_wire_limits_t mc_wire_limits(const mc_model_t *m);
+
+/* Largest valid message under lim, for ZMQ_MAXMSGSIZE. */
+int64_t mc_wire_max_msg_bytes(const mc_wire_limits_t *lim);
+
+/* Bytes of one row of dim values; 0 for an unknown encoding or a Q8_0 row
+ * whose dim is not a multiple of 32. */
+size_t mc_wire_row_bytes(mc_wire_enc_t enc, uint32_t dim);
+
+/* x (n, dim) f32 -> dst (n, mc_wire_row_bytes(enc, dim)). enc must be valid
+ * for dim. */
+void mc_wire_rows_encode(mc_wire_enc_t enc, const float *x, uint32_t n, uint32_t dim, void *dst);
+
+/* src (n, mc_wire_row_bytes(enc, dim)) -> x (n, dim) f32. */
+void mc_wire_rows_decode(mc_wire_enc_t enc, const void *src, uint32_t n, uint32_t dim, float *x);
+
+/* Pack msg into a malloc'd buffer (*out, *len; free() it). Values are not
+ * checked here (the receiver's decoder does that), so tests can build
+ * invalid messages. MC_ERR_NOMEM or MC_ERR_ARG (unknown kind). */
+mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, char *err);
+
+/* Unpack and validate buf into *out (release with mc_wire_msg_free).
+ * MC_ERR_NET: the bytes are not an Envelope (nothing to answer).
+ * Any other error: the Envelope unpacked but its content is invalid;
+ * *bad_id (may be NULL) then receives its request_id so the Error reply can
+ * name it. *out is untouched on failure. */
+mc_err_t mc_wire_decode(const mc_wire_limits_t *lim, const void *buf, size_t len, mc_wire_msg_t *out,
+                        uint64_t *bad_id, char *err);
+
+/* Free what mc_wire_decode allocated; safe twice and on an encoder-filled msg
+ * (owned_ NULL). */
+void mc_wire_msg_free(mc_wire_msg_t *msg);
+
+/* Name of a message kind, for logs ("hello", "expert request"). */
+const char *mc_wire_kind_name(mc_wire_kind_t kind);
+
+#endif

@@ -1,0 +1,537 @@
+/*
+ * node: socket loop, handshake, placement (which experts are resident) and
+ * expert computation for moe-expert.
+ */
+#include "node.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "kernel.h"
+#include "log.h"
+#include "matmul.h"
+#include "model.h"
+#include "moe.h"
+#include "pool.h"
+#include "wire.h"
+
+// A signal handler may only touch lock-free atomics (or volatile sig_atomic_t);
+// an atomic_int also works for a test thread stopping an in-process node.
+static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag must be lock-free");
+
+#define MC_NODE_POLL_MS 100
+#define MC_NODE_SEND_TIMEOUT_MS 1000
+#define MC_NODE_ID_MAX 256 // ZeroMQ routing ids are at most 255 bytes
+
+struct mc_node {
+    mc_model_t *model;
+    mc_pool_t *pool;
+    mc_matmul_t *mm;
+    mc_moe_t *moe;
+    void *zctx, *sock;
+    char name[MC_WIRE_NAME_MAX + 1];
+    char endpoint[256];
+    int threads;
+    uint64_t fingerprint;
+    mc_wire_limits_t lim; // lim.held points at held
+    uint8_t *held;        // (n_layer, n_expert) current placement
+    // Owner of the placement: routing id, session, when last heard from.
+    uint8_t owner[MC_NODE_ID_MAX];
+    size_t owner_len; // 0: no owner
+    uint64_t owner_session;
+    uint64_t owner_seen_ms;
+    uint32_t lease_ms;
+    mc_wire_stats_t stats;
+    FILE *log;
+};
+
+static uint64_t s_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+mc_node_params_t mc_node_params_default(void) {
+    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    return (mc_node_params_t){.threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc, .lease_ms = 10000};
+}
+
+void mc_node_usage(FILE *f) {
+    fprintf(f, "usage: moe-expert --model FILE --listen ENDPOINT [--threads N] [--name NAME]\n"
+               "\n"
+               "Serves the experts a moe-coordinator assigns to this machine.\n"
+               "\n"
+               "  --model FILE        GGUF model, the same file as the coordinator's (required)\n"
+               "  --listen ENDPOINT   ZeroMQ endpoint to bind, e.g. tcp://*:5555 (required)\n"
+               "  --threads N         compute threads (default: online CPUs, at most 8)\n"
+               "  --name NAME         name reported to coordinators (default: host name)\n"
+               "  --help              this text\n");
+}
+
+mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *help, char *err) {
+    mc_node_params_t o = *p;
+    *help = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            *help = true;
+            return MC_OK;
+        }
+        if (strcmp(a, "--model") && strcmp(a, "--listen") && strcmp(a, "--threads") && strcmp(a, "--name"))
+            return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
+        if (i + 1 >= argc) return mc_err_set(err, MC_ERR_ARG, "%s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--listen")) o.listen = v;
+        else if (!strcmp(a, "--name")) o.name = v;
+        else {
+            char *end;
+            errno = 0;
+            long t = strtol(v, &end, 10);
+            if (errno || end == v || *end || t < 1 || t > 512)
+                return mc_err_set(err, MC_ERR_ARG, "--threads wants a whole number in 1..512, not '%s'", v);
+            o.threads = (int)t;
+        }
+    }
+    if (!o.model) return mc_err_set(err, MC_ERR_ARG, "--model is required (see --help)");
+    if (!o.listen) return mc_err_set(err, MC_ERR_ARG, "--listen is required (see --help)");
+    *p = o;
+    return MC_OK;
+}
+
+// --- lifetime ---------------------------------------------------------------------
+
+static mc_err_t s_set_name(mc_node_t *n, const char *name, char *err) {
+    char host[256];
+    if (!name) {
+        if (gethostname(host, sizeof host) != 0) return mc_err_set(err, MC_ERR_IO, "cannot read the host name");
+        host[sizeof host - 1] = 0;
+        name = host;
+    }
+    size_t len = strlen(name);
+    if (len == 0 || len > MC_WIRE_NAME_MAX)
+        return mc_err_set(err, MC_ERR_ARG, "node name must have 1..%d characters", MC_WIRE_NAME_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (name[i] < 0x21 || name[i] > 0x7e) return mc_err_set(err, MC_ERR_ARG, "node name '%s' must be printable ASCII without spaces", name);
+    memcpy(n->name, name, len + 1);
+    return MC_OK;
+}
+
+static mc_err_t s_bind(mc_node_t *n, const char *endpoint, char *err) {
+    if (!(n->zctx = zmq_ctx_new()) || !(n->sock = zmq_socket(n->zctx, ZMQ_ROUTER)))
+        return mc_err_set(err, MC_ERR_NET, "cannot create a ZeroMQ socket: %s", zmq_strerror(zmq_errno()));
+    // Oversized messages must be refused by ZeroMQ before they are buffered,
+    // so the cap is set before the socket can receive anything.
+    int64_t max = mc_wire_max_msg_bytes(&n->lim);
+    int linger = 0, sndtimeo = MC_NODE_SEND_TIMEOUT_MS;
+    size_t len = sizeof n->endpoint;
+    if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &max, sizeof max) || zmq_setsockopt(n->sock, ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo))
+        return mc_err_set(err, MC_ERR_NET, "socket options: %s", zmq_strerror(zmq_errno()));
+    if (zmq_bind(n->sock, endpoint) != 0)
+        return mc_err_set(err, MC_ERR_NET, "cannot listen on %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    if (zmq_getsockopt(n->sock, ZMQ_LAST_ENDPOINT, n->endpoint, &len) != 0)
+        return mc_err_set(err, MC_ERR_NET, "cannot read the bound endpoint: %s", zmq_strerror(zmq_errno()));
+    return MC_OK;
+}
+
+mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
+    if (!p->model || !p->listen || p->threads < 1) {
+        mc_err_set(err, MC_ERR_ARG, "a node needs a model, an endpoint and at least one thread");
+        return NULL;
+    }
+    mc_node_t *n = calloc(1, sizeof *n);
+    if (!n) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    n->threads = p->threads;
+    n->lease_ms = p->lease_ms;
+    n->log = p->log;
+    if (s_set_name(n, p->name, err) != MC_OK || !(n->model = mc_model_open(p->model, err))) {
+        mc_node_destroy(&n);
+        return NULL;
+    }
+    n->fingerprint = mc_model_fingerprint(n->model);
+    n->lim = mc_wire_limits(n->model);
+    n->held = calloc((size_t)n->lim.n_layer * n->lim.n_expert + 1, 1);
+    n->lim.held = n->held;
+    if (!n->held || !(n->pool = mc_pool_new(p->threads)) || !(n->mm = mc_matmul_new(n->pool, mc_kernel_best_isa())) ||
+        !(n->moe = mc_moe_new(n->mm))) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        mc_node_destroy(&n);
+        return NULL;
+    }
+    if (s_bind(n, p->listen, err) != MC_OK) {
+        mc_node_destroy(&n);
+        return NULL;
+    }
+    if (n->log) {
+        const mc_hparams_t *hp = &n->model->hp;
+        fprintf(n->log, "moe-expert %s: listening on %s (%u layers x %u experts, fingerprint %016llx, %d threads)\n",
+                n->name, n->endpoint, hp->n_layer, hp->n_expert, (unsigned long long)n->fingerprint, n->threads);
+        fflush(n->log);
+    }
+    return n;
+}
+
+void mc_node_destroy(mc_node_t **pn) {
+    if (!pn || !*pn) return;
+    mc_node_t *n = *pn;
+    if (n->sock) zmq_close(n->sock);
+    if (n->zctx) zmq_ctx_term(n->zctx);
+    mc_moe_destroy(&n->moe);
+    mc_matmul_destroy(&n->mm);
+    mc_pool_destroy(&n->pool);
+    mc_model_destroy(&n->model);
+    free(n->held);
+    free(n);
+    *pn = NULL;
+}
+
+const char *mc_node_endpoint(const mc_node_t *n) { return n->endpoint; }
+
+// --- replies ----------------------------------------------------------------------
+
+static void s_free_buf(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static void s_send(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *reply) {
+    uint8_t *buf;
+    size_t len;
+    char err[MC_ERR_LEN];
+    if (mc_wire_encode(reply, &buf, &len, err) != MC_OK) {
+        MC_LOGE("cannot encode a %s reply: %s", mc_wire_kind_name(reply->kind), err);
+        return;
+    }
+    zmq_msg_t body;
+    zmq_msg_init_data(&body, buf, len, s_free_buf, NULL);
+    // A ROUTER drops messages for peers that are gone or not reading, so a
+    // vanished coordinator never blocks the node.
+    if (zmq_msg_send(id, n->sock, ZMQ_SNDMORE) < 0 || zmq_msg_send(&body, n->sock, 0) < 0) {
+        MC_LOGW("reply not sent: %s", zmq_strerror(zmq_errno()));
+        zmq_msg_close(&body);
+        return;
+    }
+    n->stats.bytes_out += len;
+}
+
+static void s_send_error(mc_node_t *n, zmq_msg_t *id, uint64_t request_id, mc_err_t code, const char *msg) {
+    mc_wire_msg_t r = {.kind = MC_WIRE_MSG_ERROR, .request_id = request_id};
+    r.u.error.code = code;
+    // Messages lead with the node name so a coordinator can pass them on as they are.
+    int w = snprintf(r.u.error.message, sizeof r.u.error.message, "node %s: ", n->name);
+    snprintf(r.u.error.message + w, sizeof r.u.error.message - (size_t)w, "%s", msg);
+    n->stats.errors++;
+    s_send(n, id, &r);
+}
+
+// --- placement --------------------------------------------------------------------
+
+static uint64_t s_resident_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%llu %llu", &size, &resident) != 2) resident = 0;
+    fclose(f);
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+// Apply madvise advice to the whole pages covering a matrix; WILLNEED also
+// reads one byte per page so the share is resident when Ready is sent.
+static uint64_t s_advise(const mc_matrix_t *w, int advice) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t bytes = (size_t)w->n_out * w->row_bytes;
+    uintptr_t start = (uintptr_t)w->data / page * page;
+    uintptr_t end = ((uintptr_t)w->data + bytes + page - 1) / page * page;
+    if (madvise((void *)start, end - start, advice) != 0) MC_LOGW("madvise: %s", strerror(errno));
+    if (advice == MADV_WILLNEED) {
+        volatile uint8_t sink = 0;
+        for (size_t off = 0; off < bytes; off += page) sink ^= w->data[off];
+        sink ^= w->data[bytes - 1];
+        (void)sink;
+    }
+    return bytes;
+}
+
+// Make `want` the held set and return its pair count. Experts no longer held
+// are released first: their boundary pages may be shared with held ones,
+// which are touched afterwards.
+static uint32_t s_place(mc_node_t *n, const uint8_t *want) {
+    const mc_hparams_t *hp = &n->model->hp;
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            const mc_expert_t *ex = &n->model->layers[l].experts[e];
+            size_t i = (size_t)l * hp->n_expert + e;
+            if (n->held[i] && !want[i])
+                s_advise(&ex->gate, MADV_DONTNEED), s_advise(&ex->up, MADV_DONTNEED), s_advise(&ex->down, MADV_DONTNEED);
+        }
+    uint64_t bytes = 0;
+    uint32_t pairs = 0, layers = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        uint32_t before = pairs;
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            const mc_expert_t *ex = &n->model->layers[l].experts[e];
+            if (!want[(size_t)l * hp->n_expert + e]) continue;
+            bytes += s_advise(&ex->gate, MADV_WILLNEED) + s_advise(&ex->up, MADV_WILLNEED) + s_advise(&ex->down, MADV_WILLNEED);
+            pairs++;
+        }
+        layers += pairs > before;
+    }
+    memcpy(n->held, want, (size_t)hp->n_layer * hp->n_expert);
+    if (n->log) {
+        fprintf(n->log, "moe-expert %s: holding %u experts over %u layers (%.1f MiB of weights), resident memory %.1f MiB\n",
+                n->name, pairs, layers, bytes / 1048576.0, s_resident_bytes() / 1048576.0);
+        fflush(n->log);
+    }
+    return pairs;
+}
+
+static void s_on_assign(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
+    const mc_wire_assign_t *a = &m->u.assign;
+    size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = zmq_msg_size(id);
+    uint64_t now_ms = s_now_us() / 1000;
+    bool same = !memcmp(a->held, n->held, cells);
+    bool active = n->owner_len && now_ms - n->owner_seen_ms < n->lease_ms;
+    bool mine = n->owner_len == id_len && !memcmp(n->owner, zmq_msg_data(id), id_len) && n->owner_session == a->session_id;
+    if (!same && active && !mine) {
+        char msg[MC_ERR_LEN];
+        snprintf(msg, sizeof msg, "already serving a different placement for coordinator session %016llx (heard from %llu ms ago); "
+                 "the same placement is accepted", (unsigned long long)n->owner_session, (unsigned long long)(now_ms - n->owner_seen_ms));
+        s_send_error(n, id, m->request_id, MC_ERR_ARG, msg);
+        return;
+    }
+    if (!active || mine) {
+        memcpy(n->owner, zmq_msg_data(id), id_len);
+        n->owner_len = id_len, n->owner_session = a->session_id, n->owner_seen_ms = now_ms;
+    }
+    uint32_t pairs = s_place(n, a->held);
+    mc_wire_msg_t r = {.kind = MC_WIRE_MSG_READY, .request_id = m->request_id};
+    r.u.ready = (mc_wire_ready_t){.resident_bytes = s_resident_bytes(), .n_pairs = pairs};
+    s_send(n, id, &r);
+}
+
+// --- expert computation -------------------------------------------------------------
+
+// Product of a gate or up matrix with rows that arrived as Q8_0 blocks. When
+// the weight's kernel takes Q8_0 activations the blocks are used as they are:
+// they are exactly what the kernel would have made of the coordinator's f32
+// rows. Other types get the rows dequantized to f32 (*xf, made once).
+static mc_err_t s_product_q8(mc_node_t *n, const mc_matrix_t *w, const uint8_t *xq, uint32_t rows, float *xf,
+                             bool *have_xf, float *y) {
+    const mc_kernel_t *k = mc_kernel_get(w->type, mc_matmul_isa(n->mm));
+    if (k && k->act_type == MC_DTYPE_Q8_0) {
+        mc_matmul_pre(n->mm, w, xq, rows, y);
+        return MC_OK;
+    }
+    if (!*have_xf) mc_wire_rows_decode(MC_WIRE_Q8_0, xq, rows, w->n_in, xf), *have_xf = true;
+    return mc_matmul_f32(n->mm, w, xf, rows, y);
+}
+
+// mc_moe_compute for rows given as Q8_0 blocks: the same grouping, SwiGLU and
+// slot-order sum, so the result has the same bits as the local computation
+// whenever the gate and up activations do (see s_product_q8). Each expert
+// appears at most once per row (the decoder checks), so at most n rows share
+// an expert. xf is scratch of (n_rows, dim).
+static mc_err_t s_moe_q8(mc_node_t *n, const mc_wire_request_t *r, float *xf, float *out, char *err) {
+    const mc_hparams_t *hp = &n->model->hp;
+    const uint32_t dim = hp->dim, ffn = hp->ffn, k = r->k, nr = r->n_rows;
+    const size_t rb = mc_wire_row_bytes(MC_WIRE_Q8_0, dim);
+    uint8_t *xq = malloc((size_t)nr * rb);
+    float *g = malloc((size_t)nr * ffn * sizeof(float)), *u = malloc((size_t)nr * ffn * sizeof(float));
+    float *d = malloc((size_t)nr * dim * sizeof(float)), *y = malloc((size_t)nr * k * dim * sizeof(float));
+    uint32_t *idx = malloc((size_t)nr * sizeof(uint32_t));
+    mc_err_t rc = MC_OK;
+    if (!xq || !g || !u || !d || !y || !idx) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (uint32_t e = 0; e < hp->n_expert && !rc; e++) {
+        uint32_t rows = 0;
+        for (uint32_t t = 0; t < nr; t++)
+            for (uint32_t j = 0; j < k; j++)
+                if (r->experts[(size_t)t * k + j] == (int32_t)e) {
+                    memcpy(xq + (size_t)rows * rb, r->rows + (size_t)t * rb, rb);
+                    idx[rows++] = t * k + j;
+                }
+        if (!rows) continue;
+        const mc_expert_t *ex = &n->model->layers[r->layer].experts[e];
+        bool have_xf = false;
+        if ((rc = s_product_q8(n, &ex->gate, xq, rows, xf, &have_xf, g)) ||
+            (rc = s_product_q8(n, &ex->up, xq, rows, xf, &have_xf, u))) {
+            mc_err_set(err, rc, "expert %u of layer %u: product failed", e, r->layer);
+            break;
+        }
+        for (size_t i = 0; i < (size_t)rows * ffn; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i]; // SwiGLU
+        if ((rc = mc_matmul_f32(n->mm, &ex->down, g, rows, d))) {
+            mc_err_set(err, rc, "expert %u of layer %u: product failed", e, r->layer);
+            break;
+        }
+        for (uint32_t i = 0; i < rows; i++) memcpy(y + (size_t)idx[i] * dim, d + (size_t)i * dim, dim * sizeof(float));
+    }
+    for (uint32_t t = 0; t < nr && !rc; t++) {
+        float *o = out + (size_t)t * dim;
+        memset(o, 0, dim * sizeof(float));
+        for (uint32_t j = 0; j < k; j++) {
+            size_t s = (size_t)t * k + j;
+            if (r->experts[s] < 0) continue;
+            for (uint32_t i = 0; i < dim; i++) o[i] += r->weights[s] * y[s * dim + i];
+        }
+    }
+    free(xq), free(g), free(u), free(d), free(y), free(idx);
+    return rc;
+}
+
+static void s_on_request(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
+    const mc_wire_request_t *r = &m->u.request;
+    uint64_t t0 = s_now_us();
+    // Results stay exact for f32 and q8_0 requests; f16 and bf16 requests
+    // chose a compact wire both ways.
+    mc_wire_enc_t enc = r->enc == MC_WIRE_F16 || r->enc == MC_WIRE_BF16 ? r->enc : MC_WIRE_F32;
+    size_t count = (size_t)r->n_rows * r->dim, rb = mc_wire_row_bytes(enc, r->dim);
+    float *x = malloc(count * sizeof(float)), *out = malloc(count * sizeof(float));
+    uint8_t *packed = enc == MC_WIRE_F32 ? (uint8_t *)out : malloc(rb * r->n_rows);
+    char err[MC_ERR_LEN];
+    mc_err_t rc = MC_OK;
+    if (!x || !out || !packed) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory for %u rows", r->n_rows);
+    else if (r->enc == MC_WIRE_Q8_0) rc = s_moe_q8(n, r, x, out, err);
+    else {
+        mc_wire_rows_decode(r->enc, r->rows, r->n_rows, r->dim, x);
+        rc = mc_moe_compute(n->moe, n->model, r->layer, x, r->n_rows, r->experts, r->weights, r->k, out, err);
+    }
+    if (rc) {
+        s_send_error(n, id, m->request_id, rc, err);
+    } else {
+        if (enc != MC_WIRE_F32) mc_wire_rows_encode(enc, out, r->n_rows, r->dim, packed);
+        uint64_t us = s_now_us() - t0;
+        mc_wire_msg_t res = {.kind = MC_WIRE_MSG_RESULT, .request_id = m->request_id};
+        res.u.result = (mc_wire_result_t){r->n_rows, r->dim, enc, packed, rb * r->n_rows, us};
+        n->stats.requests++, n->stats.rows += r->n_rows, n->stats.compute_us += us;
+        s_send(n, id, &res);
+    }
+    if (packed != (uint8_t *)out) free(packed);
+    free(x), free(out);
+}
+
+static uint64_t s_total_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
+static void s_on_hello(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
+    const mc_wire_hello_t *h = &m->u.hello;
+    char msg[MC_ERR_LEN];
+    if (h->version != MC_WIRE_VERSION) {
+        snprintf(msg, sizeof msg, "speaks protocol version %d, the coordinator %s version %u", MC_WIRE_VERSION, h->name, h->version);
+        s_send_error(n, id, m->request_id, MC_ERR_UNSUPPORTED, msg);
+        return;
+    }
+    if (h->fingerprint != n->fingerprint) {
+        snprintf(msg, sizeof msg, "model fingerprint mismatch: node has %016llx, coordinator %s has %016llx (not the same model file)",
+                 (unsigned long long)n->fingerprint, h->name, (unsigned long long)h->fingerprint);
+        s_send_error(n, id, m->request_id, MC_ERR_ARG, msg);
+        return;
+    }
+    mc_wire_msg_t r = {.kind = MC_WIRE_MSG_HELLO, .request_id = m->request_id};
+    r.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = n->fingerprint, .threads = (uint32_t)n->threads,
+                                  .memory_bytes = s_total_memory()};
+    memcpy(r.u.hello.name, n->name, sizeof n->name);
+    s_send(n, id, &r);
+}
+
+// --- loop -------------------------------------------------------------------------
+
+static void s_handle(mc_node_t *n, zmq_msg_t *id, zmq_msg_t *body) {
+    size_t len = zmq_msg_size(body);
+    mc_wire_msg_t m;
+    uint64_t bad_id = 0;
+    char err[MC_ERR_LEN];
+    n->stats.bytes_in += len;
+    mc_err_t rc = mc_wire_decode(&n->lim, zmq_msg_data(body), len, &m, &bad_id, err);
+    if (rc == MC_ERR_NET) {
+        n->stats.errors++;
+        MC_LOGW("node %s: dropped a message: %s", n->name, err);
+        return;
+    }
+    if (rc) {
+        s_send_error(n, id, bad_id, rc, err);
+        return;
+    }
+    size_t id_len = zmq_msg_size(id);
+    if (n->owner_len == id_len && !memcmp(n->owner, zmq_msg_data(id), id_len)) n->owner_seen_ms = s_now_us() / 1000;
+    mc_wire_msg_t r = {.request_id = m.request_id};
+    switch (m.kind) {
+    case MC_WIRE_MSG_HELLO: s_on_hello(n, id, &m); break;
+    case MC_WIRE_MSG_ASSIGN: s_on_assign(n, id, &m); break;
+    case MC_WIRE_MSG_REQUEST: s_on_request(n, id, &m); break;
+    case MC_WIRE_MSG_HEARTBEAT:
+        r.kind = MC_WIRE_MSG_HEARTBEAT, r.u.heartbeat = m.u.heartbeat;
+        s_send(n, id, &r);
+        break;
+    case MC_WIRE_MSG_STATS_REQUEST:
+        r.kind = MC_WIRE_MSG_STATS, r.u.stats = n->stats;
+        s_send(n, id, &r);
+        break;
+    case MC_WIRE_MSG_ERROR: // never answer an error: two peers could bounce them forever
+        n->stats.errors++;
+        MC_LOGW("node %s: peer reported: %s", n->name, m.u.error.message);
+        break;
+    default:
+        snprintf(err, sizeof err, "a node does not accept %s messages", mc_wire_kind_name(m.kind));
+        s_send_error(n, id, m.request_id, MC_ERR_UNSUPPORTED, err);
+        break;
+    }
+    mc_wire_msg_free(&m);
+}
+
+// Receive and handle one message if one is queued; false when none is.
+static bool s_serve_one(mc_node_t *n) {
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    if (zmq_msg_recv(&id, n->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        return false;
+    }
+    // A coordinator's DEALER sends one frame per message (ZeroMQ routing ids
+    // are at most 255 bytes). The frames of a multi-part message arrive
+    // together, so draining them cannot block.
+    int parts = 0;
+    bool more = zmq_msg_more(&id);
+    zmq_msg_init(&body);
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, n->sock, 0) < 0) {
+            zmq_msg_close(&part);
+            break;
+        }
+        more = zmq_msg_more(&part);
+        if (++parts == 1) zmq_msg_move(&body, &part);
+        zmq_msg_close(&part);
+    }
+    if (parts == 1 && zmq_msg_size(&id) <= MC_NODE_ID_MAX) {
+        s_handle(n, &id, &body);
+    } else {
+        n->stats.errors++;
+        MC_LOGW("node %s: dropped a message of %d frames", n->name, parts);
+    }
+    zmq_msg_close(&body);
+    zmq_msg_close(&id);
+    return true;
+}
+
+mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err) {
+    zmq_pollitem_t item = {.socket = n->sock, .events = ZMQ_POLLIN};
+    while (!atomic_load(stop)) {
+        int rc = zmq_poll(&item, 1, MC_NODE_POLL_MS);
+        if (rc < 0 && zmq_errno() != EINTR) return mc_err_set(err, MC_ERR_NET, "poll: %s", zmq_strerror(zmq_errno()));
+        while (rc > 0 && !atomic_load(stop) && s_serve_one(n)) {}
+    }
+    return MC_OK;
+}

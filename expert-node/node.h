@@ -1,0 +1,62 @@
+/*
+ * node: the serving logic of moe-expert, as a library so tests can run a node
+ * in a thread and main.c stays a thin wrapper.
+ *
+ * A node maps the whole model file but only holds (touches, keeps resident)
+ * the experts a coordinator assigns to it, then answers expert requests on
+ * a ZeroMQ ROUTER socket: per row, the weighted sum of the listed experts'
+ * outputs, the same bits the coordinator would compute locally. Messages
+ * are handled one at a time (each product uses every compute thread); a
+ * message that fails validation gets an ErrorReply and the node keeps
+ * serving.
+ *
+ * A placement belongs to the coordinator that made it (ZeroMQ routing
+ * identity and session id) for as long as that coordinator is heard from at
+ * least once per lease (any message counts, heartbeats included): while it
+ * lasts, a different placement from anyone else is refused; the same
+ * placement is acknowledged.
+ */
+#ifndef MC_NODE_H
+#define MC_NODE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "error.h"
+
+typedef struct {
+    const char *model;  // GGUF file
+    const char *listen; // ZeroMQ endpoint to bind, e.g. tcp://*:5555 or tcp://127.0.0.1:*
+    const char *name;   // reported to coordinators; NULL: the host name
+    int threads;        // compute threads
+    uint32_t lease_ms;  // how long a silent coordinator keeps its placement
+    FILE *log;          // status lines (listening, each assignment); NULL: quiet
+} mc_node_params_t;
+
+// Threads: online CPUs, at most 8; lease 10 s; everything else NULL.
+mc_node_params_t mc_node_params_default(void);
+
+// Parse the moe-expert command line into p (strings borrowed from argv);
+// *help is set for --help. MC_ERR_ARG with a one-line message otherwise.
+mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *help, char *err);
+
+// Print --help (every flag with its default) to f.
+void mc_node_usage(FILE *f);
+
+typedef struct mc_node mc_node_t;
+
+// Open the model and bind the socket (ready to serve). NULL on failure.
+mc_node_t *mc_node_new(const mc_node_params_t *p, char *err);
+void mc_node_destroy(mc_node_t **n);
+
+// The endpoint actually bound (a tcp://host:* wildcard resolved to its port).
+const char *mc_node_endpoint(const mc_node_t *n);
+
+// Serve until *stop becomes non-zero (checked at least every 100 ms; a
+// signal handler may set it: atomic_int is lock-free, see node.c). Returns
+// MC_OK then, or MC_ERR_NET if the socket fails.
+mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err);
+
+#endif

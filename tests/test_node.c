@@ -1,0 +1,556 @@
+/*
+ * test_node: an expert node served from a thread of this process on
+ * tcp://127.0.0.1 (a free port), talked to through DEALER sockets as a
+ * coordinator would. Checks the handshake, placements and their ownership,
+ * that results are bit-identical to computing the same rows locally (f32
+ * and Q8_0 wires), and that malformed messages are refused or dropped while
+ * the node keeps serving. Each test's teardown stops the node and closes
+ * every socket even when the test fails.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "mkmodel.h"
+#include "model.h"
+#include "moe.h"
+#include "moe.pb-c.h"
+#include "node.h"
+#include "pool.h"
+#include "testutil.h"
+#include "wire.h"
+
+#define NAME "test-node"
+#define MAX_CLIENTS 3
+
+static char s_dir[256];
+
+typedef struct {
+    mc_node_t *node;
+    pthread_t thread;
+    bool running;
+    atomic_int stop;
+    mc_err_t run_rc;
+    char run_err[MC_ERR_LEN];
+    void *zctx;
+    void *clients[MAX_CLIENTS];
+    mc_wire_limits_t lim; // what a coordinator accepts from this node
+} s_fix_t;
+
+static const char *s_model(const char *name, mc_dtype_t type, uint32_t dim, uint32_t ffn, char *path, size_t cap) {
+    char err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.type = type, p.dim = dim, p.ffn = ffn, p.seed = 5;
+    snprintf(path, cap, "%s/%s.gguf", s_dir, name);
+    if (access(path, R_OK) != 0 && mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
+    return path;
+}
+
+static void *s_serve(void *arg) {
+    s_fix_t *f = arg;
+    f->run_rc = mc_node_run(f->node, &f->stop, f->run_err);
+    return NULL;
+}
+
+static void *s_client(s_fix_t *f, int i) {
+    void *c = zmq_socket(f->zctx, ZMQ_DEALER);
+    assert_non_null(c);
+    int timeout = 5000, linger = 0;
+    zmq_setsockopt(c, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(c, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(c, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(c, mc_node_endpoint(f->node)), 0);
+    f->clients[i] = c;
+    return c;
+}
+
+// Start a node on model path with the given lease and connect client 0.
+static void *s_start(s_fix_t *f, const char *path, uint32_t lease_ms) {
+    char err[MC_ERR_LEN];
+    mc_node_params_t p = mc_node_params_default();
+    p.model = path, p.listen = "tcp://127.0.0.1:*", p.name = NAME, p.threads = 2, p.lease_ms = lease_ms;
+    f->node = mc_node_new(&p, err);
+    if (!f->node) fail_msg("node: %s", err);
+    assert_int_equal(strncmp(mc_node_endpoint(f->node), "tcp://127.0.0.1:", 16), 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_serve, f), 0);
+    f->running = true;
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    f->lim = mc_wire_limits(m);
+    mc_model_destroy(&m);
+    return s_client(f, 0);
+}
+
+static int s_setup(void **state) {
+    s_fix_t *f = calloc(1, sizeof *f);
+    if (!f || !(f->zctx = zmq_ctx_new())) return -1;
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state) {
+    s_fix_t *f = *state;
+    if (f->running) {
+        atomic_store(&f->stop, 1);
+        pthread_join(f->thread, NULL);
+    }
+    mc_node_destroy(&f->node);
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        if (f->clients[i]) zmq_close(f->clients[i]);
+    zmq_ctx_term(f->zctx);
+    free(f);
+    return 0;
+}
+
+static void s_send_raw(void *sock, const void *buf, size_t len) {
+    assert_int_equal(zmq_send(sock, buf, len, 0), (int)len);
+}
+
+static void s_send(void *sock, const mc_wire_msg_t *m) {
+    uint8_t *buf;
+    size_t len;
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_wire_encode(m, &buf, &len, err), MC_OK);
+    s_send_raw(sock, buf, len);
+    free(buf);
+}
+
+// Next reply on sock (fails the test after 5 s).
+static void s_recv(s_fix_t *f, void *sock, mc_wire_msg_t *out) {
+    zmq_msg_t z;
+    zmq_msg_init(&z);
+    if (zmq_msg_recv(&z, sock, 0) < 0) {
+        zmq_msg_close(&z);
+        fail_msg("no reply from the node: %s", zmq_strerror(zmq_errno()));
+    }
+    char err[MC_ERR_LEN];
+    mc_err_t rc = mc_wire_decode(&f->lim, zmq_msg_data(&z), zmq_msg_size(&z), out, NULL, err);
+    zmq_msg_close(&z);
+    if (rc != MC_OK) fail_msg("bad reply: %s", err);
+}
+
+// Send m and return the reply, checking it answers m.
+static void s_call(s_fix_t *f, void *sock, const mc_wire_msg_t *m, mc_wire_msg_t *out) {
+    s_send(sock, m);
+    s_recv(f, sock, out);
+    assert_true(out->request_id == m->request_id);
+}
+
+// The reply must be an error naming the node and containing needle.
+static void s_expect_error(s_fix_t *f, void *sock, const mc_wire_msg_t *m, const char *needle) {
+    mc_wire_msg_t r;
+    s_call(f, sock, m, &r);
+    if (r.kind != MC_WIRE_MSG_ERROR) fail_msg("expected an error '%s', got a %s", needle, mc_wire_kind_name(r.kind));
+    if (!strstr(r.u.error.message, needle) || strncmp(r.u.error.message, "node " NAME ": ", 16))
+        fail_msg("error '%s' does not say '%s'", r.u.error.message, needle);
+    mc_wire_msg_free(&r);
+}
+
+// Round trip of a heartbeat: proves the node is alive and that nothing was
+// queued for sock before it (a dropped message gets no reply).
+static void s_heartbeat(s_fix_t *f, void *sock, uint64_t seq) {
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_HEARTBEAT, .request_id = 1000 + seq, .u.heartbeat = seq}, r;
+    s_call(f, sock, &m, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_HEARTBEAT);
+    assert_true(r.u.heartbeat == seq);
+    mc_wire_msg_free(&r);
+}
+
+static void s_assign(s_fix_t *f, void *sock, uint64_t session, const uint8_t *held, mc_wire_ready_t *ready) {
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 500 + session}, r;
+    m.u.assign = (mc_wire_assign_t){session, f->lim.n_layer, f->lim.n_expert, (uint8_t *)held};
+    s_call(f, sock, &m, &r);
+    if (r.kind != MC_WIRE_MSG_READY)
+        fail_msg("assignment refused: %s", r.kind == MC_WIRE_MSG_ERROR ? r.u.error.message : mc_wire_kind_name(r.kind));
+    if (ready) *ready = r.u.ready;
+    mc_wire_msg_free(&r);
+}
+
+static uint64_t s_rng(uint64_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+// Rows and a routing like the coordinator's: k distinct experts per row,
+// slots of experts this node does not hold set to -1 (at least one held).
+typedef struct {
+    uint32_t n, dim, k;
+    float *x;         // (n, dim)
+    int32_t *experts; // (n, k)
+    float *weights;   // (n, k)
+} s_batch_t;
+
+static s_batch_t s_batch(const mc_wire_limits_t *lim, const uint8_t *held_layer, uint32_t n, uint64_t seed) {
+    s_batch_t b = {n, lim->dim, lim->k_max, malloc((size_t)n * lim->dim * sizeof(float)),
+                   malloc((size_t)n * lim->k_max * sizeof(int32_t)), malloc((size_t)n * lim->k_max * sizeof(float))};
+    for (size_t i = 0; i < (size_t)n * lim->dim; i++) b.x[i] = (float)(s_rng(&seed) >> 40) / (float)(1u << 24) - 0.5f;
+    for (uint32_t t = 0; t < n; t++) {
+        int32_t *ex = b.experts + (size_t)t * b.k;
+        uint32_t first = (uint32_t)(s_rng(&seed) % lim->n_expert);
+        bool any = false;
+        for (uint32_t j = 0; j < b.k; j++) {
+            uint32_t e = (first + j * 3) % lim->n_expert; // distinct for k <= 2, n_expert 8
+            ex[j] = held_layer[e] ? (int32_t)e : -1;
+            any |= held_layer[e];
+            b.weights[(size_t)t * b.k + j] = (float)(s_rng(&seed) >> 40) / (float)(1u << 24);
+        }
+        if (!any)
+            for (uint32_t e = 0; e < lim->n_expert; e++)
+                if (held_layer[e]) ex[0] = (int32_t)e;
+    }
+    return b;
+}
+
+static void s_batch_free(s_batch_t *b) { free(b->x), free(b->experts), free(b->weights); }
+
+// What mc_moe_compute gives locally for the batch (x replaced by its wire
+// round trip when the node cannot use the wire rows directly).
+static float *s_local(const char *path, uint32_t layer, const s_batch_t *b, const float *x) {
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(path, err);
+    mc_pool_t *pool = mc_pool_new(1);
+    mc_matmul_t *mm = mc_matmul_new(pool, mc_kernel_best_isa());
+    mc_moe_t *moe = mc_moe_new(mm);
+    assert_true(m && pool && mm && moe);
+    float *out = malloc((size_t)b->n * b->dim * sizeof(float));
+    assert_int_equal(mc_moe_compute(moe, m, layer, x, b->n, b->experts, b->weights, b->k, out, err), MC_OK);
+    mc_moe_destroy(&moe), mc_matmul_destroy(&mm), mc_pool_destroy(&pool), mc_model_destroy(&m);
+    return out;
+}
+
+// Send the batch in encoding enc and return the node's result as f32.
+static float *s_remote(s_fix_t *f, void *sock, uint32_t layer, const s_batch_t *b, mc_wire_enc_t enc, uint64_t id) {
+    size_t rb = mc_wire_row_bytes(enc, b->dim);
+    uint8_t *rows = malloc(rb * b->n);
+    mc_wire_rows_encode(enc, b->x, b->n, b->dim, rows);
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_REQUEST, .request_id = id}, r;
+    m.u.request = (mc_wire_request_t){layer, enc, b->n, b->dim, rows, rb * b->n, b->k, b->experts, b->weights};
+    s_call(f, sock, &m, &r);
+    free(rows);
+    if (r.kind != MC_WIRE_MSG_RESULT)
+        fail_msg("request failed: %s", r.kind == MC_WIRE_MSG_ERROR ? r.u.error.message : mc_wire_kind_name(r.kind));
+    assert_int_equal(r.u.result.n_rows, b->n);
+    assert_int_equal(r.u.result.enc, enc == MC_WIRE_F16 || enc == MC_WIRE_BF16 ? enc : MC_WIRE_F32);
+    float *out = malloc((size_t)b->n * b->dim * sizeof(float));
+    mc_wire_rows_decode(r.u.result.enc, r.u.result.rows, b->n, b->dim, out);
+    mc_wire_msg_free(&r);
+    return out;
+}
+
+static void s_hello_ok(s_fix_t *f, void *sock, const char *path) {
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    mc_wire_msg_t h = {.kind = MC_WIRE_MSG_HELLO, .request_id = 1}, r;
+    h.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "coord"};
+    mc_model_destroy(&m);
+    s_call(f, sock, &h, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_HELLO);
+    assert_string_equal(r.u.hello.name, NAME);
+    assert_int_equal(r.u.hello.threads, 2);
+    assert_true(r.u.hello.fingerprint == h.u.hello.fingerprint);
+    assert_true(r.u.hello.memory_bytes > 0);
+    mc_wire_msg_free(&r);
+}
+
+static void test_handshake(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    void *c = s_start(f, s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path), 10000);
+    s_hello_ok(f, c, path);
+    char other[512];
+    s_model("q8", MC_DTYPE_Q8_0, 64, 128, other, sizeof other);
+    mc_model_t *m = mc_model_open(other, NULL);
+    assert_non_null(m);
+    mc_wire_msg_t h = {.kind = MC_WIRE_MSG_HELLO, .request_id = 2};
+    h.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "coord"};
+    mc_model_destroy(&m);
+    char want[64];
+    snprintf(want, sizeof want, "coordinator coord has %016llx", (unsigned long long)h.u.hello.fingerprint);
+    s_expect_error(f, c, &h, want);
+    s_expect_error(f, c, &h, "model fingerprint mismatch: node has ");
+    h.u.hello.version = MC_WIRE_VERSION + 1;
+    s_expect_error(f, c, &h, "speaks protocol version 1, the coordinator coord version 2");
+    // Messages only a node sends are refused.
+    mc_wire_msg_t ready = {.kind = MC_WIRE_MSG_READY, .request_id = 3};
+    s_expect_error(f, c, &ready, "does not accept ready messages");
+    s_heartbeat(f, c, 1);
+}
+
+static void test_results_bit_identical(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    void *c = s_start(f, s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path), 10000);
+    s_hello_ok(f, c, path);
+    // Layer 0 whole, layer 1 partly: rows of layer 1 carry only the pairs held here.
+    uint8_t held[2 * 8] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0};
+    mc_wire_ready_t ready;
+    s_assign(f, c, 7, held, &ready);
+    assert_int_equal(ready.n_pairs, 11);
+    assert_true(ready.resident_bytes > 0);
+    static const mc_wire_enc_t encs[] = {MC_WIRE_F32, MC_WIRE_F16, MC_WIRE_BF16, MC_WIRE_Q8_0};
+    for (uint32_t layer = 0; layer < 2; layer++)
+        for (size_t i = 0; i < 4; i++) {
+            s_batch_t b = s_batch(&f->lim, held + layer * 8, 9, 100 + layer * 4 + i);
+            // Except for f32, the node sees the rows after their wire round
+            // trip (F32 weights do not use Q8_0 activations), and f16/bf16
+            // results make the trip back too.
+            mc_wire_enc_t enc = encs[i];
+            size_t rb = mc_wire_row_bytes(enc, b.dim);
+            uint8_t *wire = malloc(rb * b.n);
+            float *xw = malloc((size_t)b.n * b.dim * sizeof(float));
+            mc_wire_rows_encode(enc, b.x, b.n, b.dim, wire);
+            mc_wire_rows_decode(enc, wire, b.n, b.dim, xw);
+            float *want = s_local(path, layer, &b, xw);
+            if (enc == MC_WIRE_F16 || enc == MC_WIRE_BF16) {
+                mc_wire_rows_encode(enc, want, b.n, b.dim, wire);
+                mc_wire_rows_decode(enc, wire, b.n, b.dim, want);
+            }
+            float *got = s_remote(f, c, layer, &b, enc, 10 + layer * 4 + i);
+            assert_memory_equal(got, want, (size_t)b.n * b.dim * sizeof(float));
+            free(wire), free(xw), free(want), free(got);
+            s_batch_free(&b);
+        }
+    mc_wire_msg_t sr = {.kind = MC_WIRE_MSG_STATS_REQUEST, .request_id = 99}, st;
+    s_call(f, c, &sr, &st);
+    assert_int_equal(st.kind, MC_WIRE_MSG_STATS);
+    assert_true(st.u.stats.requests == 8 && st.u.stats.rows == 72 && st.u.stats.errors == 0);
+    assert_true(st.u.stats.bytes_in > 72 * 64 && st.u.stats.bytes_out > 0);
+    mc_wire_msg_free(&st);
+}
+
+// With Q8_0 or Q4_0 weights the gate and up kernels take Q8_0 activations:
+// the node uses the received blocks, the same bits local computation makes
+// from the f32 rows.
+static void s_q8_wire_bit_identical(s_fix_t *f, const char *name, mc_dtype_t type) {
+    char path[512];
+    void *c = s_start(f, s_model(name, type, 64, 128, path, sizeof path), 10000);
+    uint8_t held[2 * 8];
+    memset(held, 1, sizeof held);
+    s_assign(f, c, 1, held, NULL);
+    for (uint32_t layer = 0; layer < 2; layer++) {
+        s_batch_t b = s_batch(&f->lim, held + layer * 8, 13, 7 + layer);
+        float *want = s_local(path, layer, &b, b.x);
+        float *got = s_remote(f, c, layer, &b, MC_WIRE_Q8_0, 20 + layer);
+        assert_memory_equal(got, want, (size_t)b.n * b.dim * sizeof(float));
+        free(got);
+        got = s_remote(f, c, layer, &b, MC_WIRE_F32, 30 + layer);
+        assert_memory_equal(got, want, (size_t)b.n * b.dim * sizeof(float));
+        free(want), free(got);
+        s_batch_free(&b);
+    }
+}
+
+static void test_q8_wire_q8_0_weights(void **state) { s_q8_wire_bit_identical(*state, "q8", MC_DTYPE_Q8_0); }
+static void test_q8_wire_q4_0_weights(void **state) { s_q8_wire_bit_identical(*state, "q4", MC_DTYPE_Q4_0); }
+
+static void test_malformed_messages(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    void *c = s_start(f, s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path), 10000);
+    uint8_t held[2 * 8] = {1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    s_assign(f, c, 1, held, NULL);
+    s_batch_t b = s_batch(&f->lim, held, 4, 3);
+    float *want = s_local(path, 0, &b, b.x);
+    size_t rb = mc_wire_row_bytes(MC_WIRE_F32, 64);
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 50};
+    const mc_wire_request_t good = {0, MC_WIRE_F32, b.n, b.dim, (uint8_t *)b.x, rb * b.n, b.k, b.experts, b.weights};
+    mc_wire_request_t *q = &m.u.request;
+
+    // Truncated: not an envelope, dropped without a reply.
+    *q = good;
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(mc_wire_encode(&m, &buf, &len, NULL), MC_OK);
+    const size_t cuts[] = {1, 3, len / 2, len - 1};
+    for (int i = 0; i < 4; i++) s_send_raw(c, buf, cuts[i]);
+    s_heartbeat(f, c, 1);
+    // Two frames in one message: dropped.
+    assert_int_equal(zmq_send(c, buf, len, ZMQ_SNDMORE), (int)len);
+    s_send_raw(c, buf, len);
+    s_heartbeat(f, c, 2);
+    free(buf);
+
+    q->layer = 2;
+    s_expect_error(f, c, &m, "layer 2 out of range (2 layers)");
+    *q = good;
+    int32_t bad_ex[4 * 2];
+    memcpy(bad_ex, b.experts, sizeof bad_ex);
+    q->experts = bad_ex;
+    bad_ex[0] = 8;
+    s_expect_error(f, c, &m, "row 0: expert 8 out of range (8 experts)");
+    bad_ex[0] = 5;
+    s_expect_error(f, c, &m, "row 0: expert 5 of layer 0 is not assigned to this node");
+    *q = good;
+    q->dim = 32, q->rows_len = 32 * 4 * b.n;
+    s_expect_error(f, c, &m, "row width 32, the model's dim is 64");
+    *q = good;
+    q->rows_len -= 4;
+    s_expect_error(f, c, &m, "rows payload");
+    // More rows than a request may carry (the message itself stays under the socket's cap).
+    uint32_t many = MC_WIRE_MAX_ROWS + 1;
+    s_batch_t big = s_batch(&f->lim, held, many, 9);
+    *q = (mc_wire_request_t){0, MC_WIRE_F32, many, 64, (uint8_t *)big.x, rb * many, big.k, big.experts, big.weights};
+    s_expect_error(f, c, &m, "4097 rows, expected 1..4096");
+    s_batch_free(&big);
+    // A message beyond ZMQ_MAXMSGSIZE: ZeroMQ drops it and that peer's
+    // connection; other coordinators do not notice.
+    void *c2 = s_client(f, 1);
+    size_t huge = 2u << 20;
+    uint8_t *zeros = calloc(huge, 1);
+    s_send_raw(c2, zeros, huge);
+    free(zeros);
+    s_heartbeat(f, c, 3);
+
+    *q = good;
+    float *got = s_remote(f, c, 0, &b, MC_WIRE_F32, 60);
+    assert_memory_equal(got, want, (size_t)b.n * b.dim * sizeof(float));
+    free(got), free(want);
+    s_batch_free(&b);
+    mc_wire_msg_t sr = {.kind = MC_WIRE_MSG_STATS_REQUEST, .request_id = 99}, st;
+    s_call(f, c, &sr, &st);
+    assert_int_equal(st.kind, MC_WIRE_MSG_STATS);
+    assert_true(st.u.stats.requests == 1 && st.u.stats.errors == 4 + 1 + 6); // drops and error replies
+    mc_wire_msg_free(&st);
+}
+
+static void test_placement_ownership(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    void *a = s_start(f, s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path), 1000);
+    void *b = s_client(f, 1);
+    uint8_t p1[16] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0};
+    uint8_t p2[16] = {0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0};
+    s_assign(f, a, 1, p1, NULL);
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 70};
+    m.u.assign = (mc_wire_assign_t){2, 2, 8, p2};
+    s_expect_error(f, b, &m, "already serving a different placement for coordinator session 0000000000000001");
+    m.u.assign.session_id = 3; // the same socket with a new session is another coordinator too
+    s_expect_error(f, a, &m, "different placement");
+    s_assign(f, b, 2, p1, NULL); // the same placement: fine
+    s_assign(f, a, 1, p2, NULL); // its owner may change it
+    m.u.assign = (mc_wire_assign_t){2, 2, 8, p1};
+    s_expect_error(f, b, &m, "different placement");
+    // Once the owner has been silent for longer than the lease, the placement is free.
+    usleep(1300 * 1000);
+    s_assign(f, b, 2, p1, NULL);
+    m.u.assign = (mc_wire_assign_t){1, 2, 8, p2};
+    s_expect_error(f, a, &m, "coordinator session 0000000000000002");
+}
+
+static uint64_t s_expert_bytes(const char *path) {
+    mc_model_t *m = mc_model_open(path, NULL);
+    assert_non_null(m);
+    const mc_expert_t *e = &m->layers[0].experts[0];
+    uint64_t n = e->gate.n_out * e->gate.row_bytes + e->up.n_out * e->up.row_bytes + e->down.n_out * e->down.row_bytes;
+    mc_model_destroy(&m);
+    return n;
+}
+
+// The node keeps resident what it holds, not the file.
+static void test_resident_memory_follows_share(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    s_model("f32-wide", MC_DTYPE_F32, 128, 512, path, sizeof path);
+    uint64_t eb = s_expert_bytes(path); // 768 KiB
+    void *c = s_start(f, path, 10000);
+    uint8_t one[16] = {1}, all[16];
+    memset(all, 1, sizeof all);
+    mc_wire_ready_t r1, r16, r1b;
+    s_assign(f, c, 1, one, &r1);
+    s_assign(f, c, 1, all, &r16);
+    s_assign(f, c, 1, one, &r1b);
+    assert_int_equal(r1.n_pairs, 1);
+    assert_int_equal(r16.n_pairs, 16);
+    assert_true(r16.resident_bytes > r1.resident_bytes + 12 * eb);
+    assert_true(r1b.resident_bytes + 12 * eb < r16.resident_bytes);
+}
+
+static void test_stops_promptly(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    s_start(f, s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path), 10000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    atomic_store(&f->stop, 1);
+    pthread_join(f->thread, NULL);
+    f->running = false;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    assert_true(ms < 500);
+    assert_int_equal(f->run_rc, MC_OK);
+}
+
+static void test_parse_args(void **state) {
+    (void)state;
+    mc_node_params_t p = mc_node_params_default();
+    assert_true(p.threads >= 1 && p.threads <= 8);
+    bool help;
+    char err[MC_ERR_LEN];
+    char *ok[] = {"moe-expert", "--model", "m.gguf", "--listen", "tcp://*:5555", "--threads", "3", "--name", "box"};
+    assert_int_equal(mc_node_parse_args(9, ok, &p, &help, err), MC_OK);
+    assert_false(help);
+    assert_string_equal(p.model, "m.gguf");
+    assert_string_equal(p.listen, "tcp://*:5555");
+    assert_string_equal(p.name, "box");
+    assert_int_equal(p.threads, 3);
+    char *h[] = {"moe-expert", "--help"};
+    assert_int_equal(mc_node_parse_args(2, h, &p, &help, err), MC_OK);
+    assert_true(help);
+    p = mc_node_params_default();
+    char *no_listen[] = {"moe-expert", "--model", "m.gguf"};
+    assert_int_equal(mc_node_parse_args(3, no_listen, &p, &help, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--listen is required"));
+    char *bad_threads[] = {"moe-expert", "--model", "m", "--listen", "x", "--threads", "0"};
+    assert_int_equal(mc_node_parse_args(7, bad_threads, &p, &help, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--threads wants"));
+    char *unknown[] = {"moe-expert", "--port", "5"};
+    assert_int_equal(mc_node_parse_args(3, unknown, &p, &help, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "unknown flag '--port'"));
+    char *missing[] = {"moe-expert", "--model"};
+    assert_int_equal(mc_node_parse_args(2, missing, &p, &help, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--model needs a value"));
+    // Startup failures are reported, not fatal.
+    p = mc_node_params_default();
+    p.model = "/nonexistent.gguf", p.listen = "tcp://127.0.0.1:*", p.name = "x";
+    assert_null(mc_node_new(&p, err));
+    p.name = "has space";
+    assert_null(mc_node_new(&p, err));
+    assert_non_null(strstr(err, "printable ASCII"));
+}
+
+static int s_group_setup(void **state) {
+    (void)state;
+    return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
+}
+
+static int s_group_teardown(void **state) {
+    (void)state;
+    mc_test_rmtree(s_dir);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_handshake, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_results_bit_identical, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_q8_wire_q8_0_weights, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_q8_wire_q4_0_weights, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_messages, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_placement_ownership, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_resident_memory_follows_share, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stops_promptly, s_setup, s_teardown),
+        cmocka_unit_test(test_parse_args),
+    };
+    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+}

@@ -1,0 +1,545 @@
+/*
+ * test_wire: the wire codec. Every message survives an encode/decode round
+ * trip; row encodings are exactly the project's conversions; the decoder
+ * rejects every malformed field with a clear message, every truncation of a
+ * valid message, and survives random and mutated bytes.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "moe.pb-c.h"
+#include "quant.h"
+#include "wire.h"
+
+#define N_LAYER 4
+#define N_EXPERT 8
+#define DIM 64
+#define N_ROWS 3
+#define K 2
+
+static const mc_wire_limits_t s_lim = {N_LAYER, N_EXPERT, DIM, 16, K, NULL};
+
+static uint64_t s_rng(uint64_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+static float s_uniform(uint64_t *s) { return (float)(s_rng(s) >> 40) / (float)(1u << 24) * 2.0f - 1.0f; }
+
+// A valid f32 request: 3 rows, the last with one pair only.
+typedef struct {
+    float x[N_ROWS * DIM];
+    int32_t experts[N_ROWS * K];
+    float weights[N_ROWS * K];
+    mc_wire_msg_t msg;
+} s_req_t;
+
+static void s_req_init(s_req_t *r) {
+    uint64_t seed = 7;
+    for (int i = 0; i < N_ROWS * DIM; i++) r->x[i] = s_uniform(&seed);
+    static const int32_t ex[N_ROWS * K] = {1, 5, 7, 0, 3, -1};
+    static const float w[N_ROWS * K] = {0.75f, 0.25f, 0.5f, 0.5f, 1.0f, 0.0f};
+    memcpy(r->experts, ex, sizeof ex);
+    memcpy(r->weights, w, sizeof w);
+    r->msg = (mc_wire_msg_t){.kind = MC_WIRE_MSG_REQUEST, .request_id = 42};
+    r->msg.u.request = (mc_wire_request_t){.layer = 2, .enc = MC_WIRE_F32, .n_rows = N_ROWS, .dim = DIM,
+                                           .rows = (const uint8_t *)r->x, .rows_len = sizeof r->x, .k = K,
+                                           .experts = r->experts, .weights = r->weights};
+}
+
+static uint8_t *s_encode(const mc_wire_msg_t *m, size_t *len) {
+    uint8_t *buf = NULL;
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_wire_encode(m, &buf, len, err), MC_OK);
+    return buf;
+}
+
+static void s_decode_ok(const mc_wire_limits_t *lim, const mc_wire_msg_t *in, mc_wire_msg_t *out) {
+    size_t len;
+    uint8_t *buf = s_encode(in, &len);
+    char err[MC_ERR_LEN] = "";
+    mc_err_t rc = mc_wire_decode(lim, buf, len, out, NULL, err);
+    free(buf);
+    if (rc != MC_OK) fail_msg("decode: %s", err);
+    assert_int_equal(out->kind, in->kind);
+    assert_true(out->request_id == in->request_id);
+}
+
+// Encode m, expect the decoder to refuse it with code and a message
+// containing `needle`, and to report m's request id.
+static void s_expect_reject(const mc_wire_limits_t *lim, const mc_wire_msg_t *m, mc_err_t code, const char *needle) {
+    size_t len;
+    uint8_t *buf = s_encode(m, &len);
+    mc_wire_msg_t out = {.kind = MC_WIRE_MSG_STATS};
+    uint64_t bad = 0;
+    char err[MC_ERR_LEN] = "";
+    mc_err_t rc = mc_wire_decode(lim, buf, len, &out, &bad, err);
+    free(buf);
+    if (rc != code || !strstr(err, needle))
+        fail_msg("expected %s '%s', got %s '%s'", mc_err_name(code), needle, mc_err_name(rc), err);
+    assert_true(bad == m->request_id);
+    assert_int_equal(out.kind, MC_WIRE_MSG_STATS); // untouched
+}
+
+// The encoder writes one route per row, so a request whose row count
+// disagrees with its routes is made by editing the protobuf directly: claim
+// n_rows and keep the first rows_len bytes of rows.
+static void s_expect_reject_edited(const mc_wire_msg_t *m, uint32_t n_rows, size_t rows_len, mc_err_t code,
+                                   const char *needle) {
+    size_t len;
+    uint8_t *buf = s_encode(m, &len);
+    Mc__Envelope *env = mc__envelope__unpack(NULL, len, buf);
+    assert_non_null(env);
+    env->expert_request->n_rows = n_rows;
+    env->expert_request->rows.len = rows_len;
+    uint8_t *edited = malloc(mc__envelope__get_packed_size(env));
+    len = mc__envelope__pack(env, edited);
+    mc__envelope__free_unpacked(env, NULL);
+    mc_wire_msg_t out;
+    uint64_t bad = 0;
+    char err[MC_ERR_LEN] = "";
+    mc_err_t rc = mc_wire_decode(&s_lim, edited, len, &out, &bad, err);
+    free(buf), free(edited);
+    if (rc != code || !strstr(err, needle))
+        fail_msg("expected %s '%s', got %s '%s'", mc_err_name(code), needle, mc_err_name(rc), err);
+    assert_true(bad == m->request_id);
+}
+
+static void test_roundtrip_small_messages(void **state) {
+    (void)state;
+    mc_wire_msg_t in = {.kind = MC_WIRE_MSG_HELLO, .request_id = 1}, out;
+    in.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = 0xfedcba9876543210ull, .name = "node-a",
+                                   .threads = 6, .memory_bytes = 1ull << 36};
+    s_decode_ok(&s_lim, &in, &out);
+    assert_true(out.u.hello.fingerprint == in.u.hello.fingerprint && out.u.hello.memory_bytes == in.u.hello.memory_bytes);
+    assert_int_equal(out.u.hello.version, MC_WIRE_VERSION);
+    assert_int_equal(out.u.hello.threads, 6);
+    assert_string_equal(out.u.hello.name, "node-a");
+    mc_wire_msg_free(&out);
+    mc_wire_msg_free(&out); // safe twice
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ERROR, .request_id = 2};
+    in.u.error.code = MC_ERR_RANGE;
+    strcpy(in.u.error.message, "node b: layer 9 out of range");
+    s_decode_ok(&s_lim, &in, &out);
+    assert_int_equal(out.u.error.code, MC_ERR_RANGE);
+    assert_string_equal(out.u.error.message, in.u.error.message);
+    mc_wire_msg_free(&out);
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_HEARTBEAT, .request_id = 3, .u.heartbeat = 1ull << 40};
+    s_decode_ok(&s_lim, &in, &out);
+    assert_true(out.u.heartbeat == 1ull << 40);
+    mc_wire_msg_free(&out);
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_READY, .request_id = 4, .u.ready = {123456789, 7}};
+    s_decode_ok(&s_lim, &in, &out);
+    assert_true(out.u.ready.resident_bytes == 123456789 && out.u.ready.n_pairs == 7);
+    mc_wire_msg_free(&out);
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_STATS_REQUEST, .request_id = 5};
+    s_decode_ok(&s_lim, &in, &out);
+    mc_wire_msg_free(&out);
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_STATS, .request_id = 6, .u.stats = {1, 2, 3, 4, 5, 6}};
+    s_decode_ok(&s_lim, &in, &out);
+    assert_memory_equal(&out.u.stats, &in.u.stats, sizeof in.u.stats);
+    mc_wire_msg_free(&out);
+}
+
+static void test_roundtrip_assign(void **state) {
+    (void)state;
+    uint8_t held[N_LAYER * N_EXPERT] = {0};
+    held[0 * N_EXPERT + 0] = held[0 * N_EXPERT + 7] = held[2 * N_EXPERT + 3] = held[3 * N_EXPERT + 1] = 1;
+    mc_wire_msg_t in = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 9}, out;
+    in.u.assign = (mc_wire_assign_t){.session_id = 0xabcdef, .n_layer = N_LAYER, .n_expert = N_EXPERT, .held = held};
+    s_decode_ok(&s_lim, &in, &out);
+    assert_true(out.u.assign.session_id == 0xabcdef);
+    assert_memory_equal(out.u.assign.held, held, sizeof held);
+    mc_wire_msg_free(&out);
+    // An empty placement (release everything) is valid too.
+    memset(held, 0, sizeof held);
+    s_decode_ok(&s_lim, &in, &out);
+    assert_memory_equal(out.u.assign.held, held, sizeof held);
+    mc_wire_msg_free(&out);
+}
+
+static void test_roundtrip_request_result(void **state) {
+    (void)state;
+    s_req_t r;
+    s_req_init(&r);
+    mc_wire_msg_t out;
+    s_decode_ok(&s_lim, &r.msg, &out);
+    const mc_wire_request_t *q = &out.u.request;
+    assert_int_equal(q->layer, 2);
+    assert_int_equal(q->enc, MC_WIRE_F32);
+    assert_int_equal(q->n_rows, N_ROWS);
+    assert_int_equal(q->k, K);
+    assert_int_equal(q->rows_len, sizeof r.x);
+    assert_memory_equal(q->rows, r.x, sizeof r.x);
+    assert_memory_equal(q->experts, r.experts, sizeof r.experts);
+    assert_memory_equal(q->weights, r.weights, sizeof r.weights);
+    mc_wire_msg_free(&out);
+
+    // Unused slots are not sent: a request where every row has one pair decodes with k = 1.
+    int32_t ex1[N_ROWS * K] = {-1, 4, 6, -1, 2, -1};
+    r.msg.u.request.experts = ex1;
+    s_decode_ok(&s_lim, &r.msg, &out);
+    assert_int_equal(out.u.request.k, 1);
+    assert_int_equal(out.u.request.experts[0], 4);
+    assert_int_equal(out.u.request.experts[1], 6);
+    assert_true(out.u.request.weights[0] == r.weights[1] && out.u.request.weights[1] == r.weights[2]);
+    mc_wire_msg_free(&out);
+
+    mc_wire_msg_t res = {.kind = MC_WIRE_MSG_RESULT, .request_id = 77};
+    res.u.result = (mc_wire_result_t){N_ROWS, DIM, MC_WIRE_F32, (const uint8_t *)r.x, sizeof r.x, 1234};
+    s_decode_ok(&s_lim, &res, &out);
+    assert_int_equal(out.u.result.n_rows, N_ROWS);
+    assert_true(out.u.result.compute_us == 1234);
+    assert_memory_equal(out.u.result.rows, r.x, sizeof r.x);
+    mc_wire_msg_free(&out);
+}
+
+static void test_row_encodings(void **state) {
+    (void)state;
+    enum { N = 4 };
+    float x[N * DIM], back[N * DIM];
+    uint64_t seed = 99;
+    for (int i = 0; i < N * DIM; i++) x[i] = s_uniform(&seed) * 100.0f;
+    // Values that exercise rounding: ties, subnormal halves, overflow to Inf.
+    x[0] = 1.0f + 1.0f / 2048.0f, x[1] = 1e-6f, x[2] = 70000.0f, x[3] = -0.0f, x[4] = 3.0e-41f;
+
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_F32, DIM), DIM * 4);
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_F16, DIM), DIM * 2);
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_BF16, DIM), DIM * 2);
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_Q8_0, DIM), DIM / 32 * 34);
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_Q8_0, 48), 0);
+    assert_int_equal(mc_wire_row_bytes((mc_wire_enc_t)9, DIM), 0);
+
+    uint8_t buf[N * DIM * 4], ref[N * DIM * 4];
+    mc_wire_rows_encode(MC_WIRE_F32, x, N, DIM, buf);
+    mc_wire_rows_decode(MC_WIRE_F32, buf, N, DIM, back);
+    assert_memory_equal(back, x, sizeof x);
+
+    mc_wire_rows_encode(MC_WIRE_F16, x, N, DIM, buf);
+    mc_wire_rows_decode(MC_WIRE_F16, buf, N, DIM, back);
+    for (int i = 0; i < N * DIM; i++) {
+        uint16_t h, want = mc_fp32_to_fp16(x[i]);
+        memcpy(&h, buf + 2 * i, 2);
+        assert_int_equal(h, want);
+        assert_true(mc_f32_bits(back[i]) == mc_f32_bits(mc_fp16_to_fp32(want)));
+    }
+    assert_true(isinf(back[2]));
+
+    mc_wire_rows_encode(MC_WIRE_BF16, x, N, DIM, buf);
+    mc_wire_rows_decode(MC_WIRE_BF16, buf, N, DIM, back);
+    for (int i = 0; i < N * DIM; i++) {
+        uint16_t h, want = mc_fp32_to_bf16(x[i]);
+        memcpy(&h, buf + 2 * i, 2);
+        assert_int_equal(h, want);
+        assert_true(mc_f32_bits(back[i]) == mc_f32_bits(mc_bf16_to_fp32(want)));
+    }
+
+    size_t rb = mc_wire_row_bytes(MC_WIRE_Q8_0, DIM);
+    mc_wire_rows_encode(MC_WIRE_Q8_0, x, N, DIM, buf);
+    float deq[DIM];
+    for (int t = 0; t < N; t++) {
+        assert_int_equal(mc_quant_quantize_row(MC_DTYPE_Q8_0, x + t * DIM, ref + t * rb, DIM), MC_OK);
+        assert_int_equal(mc_quant_dequantize_row(MC_DTYPE_Q8_0, ref + t * rb, deq, DIM), MC_OK);
+        mc_wire_rows_decode(MC_WIRE_Q8_0, buf + t * rb, 1, DIM, back);
+        assert_memory_equal(back, deq, sizeof deq);
+    }
+    assert_memory_equal(buf, ref, N * rb);
+}
+
+static void test_rejects_bad_requests(void **state) {
+    (void)state;
+    s_req_t r;
+    s_req_init(&r);
+    mc_wire_request_t *q = &r.msg.u.request;
+    const mc_wire_request_t good = *q;
+
+    q->layer = N_LAYER;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "layer 4 out of range");
+    *q = good;
+    r.experts[2] = N_EXPERT;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "expert 8 out of range");
+    r.experts[2] = 7;
+    uint8_t held[N_LAYER * N_EXPERT] = {0};
+    held[2 * N_EXPERT + 1] = held[2 * N_EXPERT + 5] = held[2 * N_EXPERT + 0] = held[2 * N_EXPERT + 3] = 1;
+    mc_wire_limits_t lim = s_lim;
+    lim.held = held;
+    s_expect_reject(&lim, &r.msg, MC_ERR_RANGE, "expert 7 of layer 2 is not assigned");
+    held[2 * N_EXPERT + 7] = 1;
+    mc_wire_msg_t out;
+    s_decode_ok(&lim, &r.msg, &out);
+    mc_wire_msg_free(&out);
+
+    q->dim = DIM / 2, q->rows_len = sizeof r.x / 2;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "row width 32, the model's dim is 64");
+    *q = good;
+    q->rows_len--;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_FORMAT, "rows payload of 767 bytes");
+    *q = good;
+    q->enc = MC_WIRE_F16; // bytes of f32 rows, announced as f16
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_FORMAT, "expected 3 rows of 128 bytes");
+    *q = good;
+    q->enc = (mc_wire_enc_t)7;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_UNSUPPORTED, "unknown row encoding 7");
+    *q = good;
+
+    // Huge or zero counts: the row count says more rows than the routes and bytes carry.
+    s_expect_reject_edited(&r.msg, 1u << 30, sizeof r.x, MC_ERR_RANGE, "1073741824 rows, expected 1..16");
+    s_expect_reject_edited(&r.msg, UINT32_MAX, sizeof r.x, MC_ERR_RANGE, "4294967295 rows");
+    s_expect_reject_edited(&r.msg, 2, 2 * DIM * 4, MC_ERR_FORMAT, "3 routes for 2 rows");
+    q->n_rows = 0, q->rows_len = 0;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "0 rows");
+    *q = good;
+
+    r.weights[1] = NAN;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "row 0: weight 1 is not finite");
+    r.weights[1] = -INFINITY;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "not finite");
+    r.weights[1] = 0.25f;
+
+    r.experts[4] = -1; // row 2 then has no pair at all
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "row 2: 0 experts, expected 1..2");
+    r.experts[4] = 3;
+    r.experts[1] = 1;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_FORMAT, "row 0: expert 1 listed twice");
+    r.experts[1] = 5;
+
+    // More pairs per row than the model's k.
+    int32_t ex3[N_ROWS * 3] = {0, 1, 2, 0, 1, 2, 0, 1, 2};
+    float w3[N_ROWS * 3] = {0};
+    q->k = 3, q->experts = ex3, q->weights = w3;
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "row 0: 3 experts, expected 1..2");
+    *q = good;
+
+    // Q8_0 rows need whole blocks.
+    lim = s_lim;
+    lim.dim = 48;
+    q->enc = MC_WIRE_Q8_0, q->dim = 48, q->rows_len = 0;
+    s_expect_reject(&lim, &r.msg, MC_ERR_UNSUPPORTED, "multiple of 32, not 48");
+}
+
+static void test_rejects_bad_other_messages(void **state) {
+    (void)state;
+    // Placements made for a bigger model.
+    uint8_t big[(N_LAYER + 1) * N_EXPERT] = {0};
+    big[N_LAYER * N_EXPERT + 2] = 1;
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 11};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER + 1, N_EXPERT, big};
+    s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names layer 4");
+    uint8_t wide[N_LAYER * (N_EXPERT + 1)] = {0};
+    wide[N_EXPERT] = 1; // layer 0, expert 8
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT + 1, wide};
+    s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names expert 8 of layer 0");
+
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_HELLO, .request_id = 12};
+    strcpy(m.u.hello.name, "bad\tname");
+    s_expect_reject(&s_lim, &m, MC_ERR_FORMAT, "node name has a non-printable character");
+
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ERROR, .request_id = 13};
+    m.u.error.code = (mc_err_t)99;
+    s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "unknown code 99");
+    m.u.error.code = MC_OK;
+    s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "unknown code 0");
+
+    float rows[DIM];
+    memset(rows, 0, sizeof rows);
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_RESULT, .request_id = 14};
+    m.u.result = (mc_wire_result_t){1, DIM, MC_WIRE_Q8_0, (const uint8_t *)rows, 68, 0};
+    s_expect_reject(&s_lim, &m, MC_ERR_UNSUPPORTED, "result rows in unknown encoding 3");
+    m.u.result = (mc_wire_result_t){2, DIM, MC_WIRE_F32, (const uint8_t *)rows, sizeof rows, 0};
+    s_expect_reject(&s_lim, &m, MC_ERR_FORMAT, "rows payload of 256 bytes, expected 2 rows");
+
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_READY, .request_id = 15, .u.ready = {0, N_LAYER * N_EXPERT + 1}};
+    s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "ready with 33 pairs");
+}
+
+// Hand-made envelopes: protobuf bytes the encoder cannot produce.
+static void test_rejects_raw_envelopes(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_wire_msg_t out;
+    uint64_t bad = 0;
+    // request_id 5, then an unknown field 15 (varint 1): a body from a future version.
+    static const uint8_t future[] = {0x08, 0x05, 0x78, 0x01};
+    assert_int_equal(mc_wire_decode(&s_lim, future, sizeof future, &out, &bad, err), MC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "without a body"));
+    assert_true(bad == 5);
+    // An empty buffer is an envelope without a body.
+    assert_int_equal(mc_wire_decode(&s_lim, future, 0, &out, &bad, err), MC_ERR_UNSUPPORTED);
+    // Not protobuf at all: nothing to answer, bad id untouched.
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    bad = 77;
+    assert_int_equal(mc_wire_decode(&s_lim, junk, sizeof junk, &out, &bad, err), MC_ERR_NET);
+    assert_non_null(strstr(err, "not a message envelope"));
+    assert_true(bad == 77);
+    // Assignments the encoder cannot write: a layer listed twice, an expert
+    // listed twice, a layer without experts.
+    static const uint8_t twice_layer[] = {0x2a, 0x0e, 0x12, 0x05, 0x08, 0x01, 0x12, 0x01, 0x02,
+                                          0x12, 0x05, 0x08, 0x01, 0x12, 0x01, 0x03};
+    assert_int_equal(mc_wire_decode(&s_lim, twice_layer, sizeof twice_layer, &out, &bad, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "lists layer 1 twice"));
+    static const uint8_t twice_expert[] = {0x2a, 0x08, 0x12, 0x06, 0x08, 0x01, 0x12, 0x02, 0x02, 0x02};
+    assert_int_equal(mc_wire_decode(&s_lim, twice_expert, sizeof twice_expert, &out, &bad, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "lists expert 2 of layer 1 twice"));
+    static const uint8_t empty_layer[] = {0x2a, 0x04, 0x12, 0x02, 0x08, 0x01};
+    assert_int_equal(mc_wire_decode(&s_lim, empty_layer, sizeof empty_layer, &out, &bad, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "layer 1 without experts"));
+    // A hello whose name has 65 characters.
+    uint8_t hello[2 + 2 + 65] = {0x12, 67, 0x1a, 65};
+    memset(hello + 4, 'a', 65);
+    assert_int_equal(mc_wire_decode(&s_lim, hello, sizeof hello, &out, &bad, err), MC_ERR_RANGE);
+    assert_non_null(strstr(err, "node name is 65 characters, at most 64"));
+}
+
+// A tiny message that would unpack into far more memory than its size (a
+// million empty row routes) fails inside the decoder's allocation budget.
+static void test_decode_memory_budget(void **state) {
+    (void)state;
+    enum { ROUTES = 1 << 20 };
+    size_t inner = 2 * (size_t)ROUTES, len = 1 + 4 + inner;
+    uint8_t *buf = malloc(len);
+    buf[0] = 0x3a; // field 7 (expert_request), length-delimited
+    size_t v = inner;
+    for (int i = 1; i <= 4; i++, v >>= 7) buf[i] = (uint8_t)((v & 0x7f) | (i < 4 ? 0x80 : 0));
+    for (size_t i = 0; i < ROUTES; i++) buf[5 + 2 * i] = 0x32, buf[6 + 2 * i] = 0x00; // field 6, empty
+    mc_wire_msg_t out;
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_wire_decode(&s_lim, buf, len, &out, NULL, err), MC_ERR_NET);
+    free(buf);
+}
+
+static void test_max_message_size_covers_largest_request(void **state) {
+    (void)state;
+    mc_wire_limits_t lim = {32, 8, 4096, 4096, 2, NULL};
+    size_t n = lim.max_rows, rows_len = n * lim.dim * 4;
+    uint8_t *rows = calloc(rows_len, 1);
+    int32_t *ex = malloc(n * 2 * sizeof *ex);
+    float *w = malloc(n * 2 * sizeof *w);
+    for (size_t i = 0; i < n * 2; i++) ex[i] = 7 - (int32_t)(i & 1), w[i] = -1.0e30f;
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_REQUEST, .request_id = UINT64_MAX};
+    m.u.request = (mc_wire_request_t){31, MC_WIRE_F32, (uint32_t)n, lim.dim, rows, rows_len, 2, ex, w};
+    size_t len;
+    uint8_t *buf = s_encode(&m, &len);
+    assert_true((int64_t)len <= mc_wire_max_msg_bytes(&lim));
+    assert_true((int64_t)len > mc_wire_max_msg_bytes(&lim) / 2);
+    free(buf), free(rows), free(ex), free(w);
+}
+
+static void s_all_valid(uint8_t **bufs, size_t *lens, int *n) {
+    s_req_t r;
+    s_req_init(&r);
+    uint8_t held[N_LAYER * N_EXPERT] = {[3] = 1, [17] = 1};
+    mc_wire_msg_t ms[9] = {
+        {.kind = MC_WIRE_MSG_HELLO, .request_id = 300, .u.hello = {1, 99, "n", 2, 3}},
+        {.kind = MC_WIRE_MSG_ERROR, .request_id = 301, .u.error = {MC_ERR_NET, "gone"}},
+        {.kind = MC_WIRE_MSG_HEARTBEAT, .request_id = 302, .u.heartbeat = 5},
+        {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 303, .u.assign = {8, N_LAYER, N_EXPERT, held}},
+        {.kind = MC_WIRE_MSG_READY, .request_id = 304, .u.ready = {1, 2}},
+        r.msg,
+        {.kind = MC_WIRE_MSG_RESULT, .request_id = 306, .u.result = {1, DIM, MC_WIRE_BF16, (uint8_t *)r.x, DIM * 2, 9}},
+        {.kind = MC_WIRE_MSG_STATS_REQUEST, .request_id = 307},
+        {.kind = MC_WIRE_MSG_STATS, .request_id = 308, .u.stats = {1, 1, 1, 1, 1, 1}},
+    };
+    for (int i = 0; i < 9; i++) bufs[i] = s_encode(&ms[i], &lens[i]);
+    *n = 9;
+}
+
+static void test_truncations_rejected(void **state) {
+    (void)state;
+    uint8_t *bufs[9];
+    size_t lens[9];
+    int n;
+    s_all_valid(bufs, lens, &n);
+    for (int i = 0; i < n; i++) {
+        mc_wire_msg_t out;
+        char err[MC_ERR_LEN];
+        assert_int_equal(mc_wire_decode(&s_lim, bufs[i], lens[i], &out, NULL, err), MC_OK);
+        mc_wire_msg_free(&out);
+        for (size_t cut = 0; cut < lens[i]; cut++) {
+            // A fresh copy of exactly `cut` bytes so ASan sees any read past it.
+            uint8_t *p = malloc(cut + 1);
+            memcpy(p, bufs[i], cut);
+            err[0] = 0;
+            mc_err_t rc = mc_wire_decode(&s_lim, p, cut, &out, NULL, err);
+            free(p);
+            if (rc == MC_OK) fail_msg("message %d cut to %zu of %zu bytes was accepted", i, cut, lens[i]);
+            assert_true(err[0] != 0);
+        }
+        free(bufs[i]);
+    }
+}
+
+// Random bytes and randomly damaged valid messages: the decoder returns
+// (no crash, no leak under ASan) and whatever it accepts is in bounds.
+static void test_fuzz(void **state) {
+    (void)state;
+    uint8_t *bufs[9];
+    size_t lens[9];
+    int n;
+    s_all_valid(bufs, lens, &n);
+    uint64_t seed = 0x5eed;
+    uint8_t soup[512];
+    int accepted = 0;
+    for (int it = 0; it < 20000; it++) {
+        size_t len;
+        if (it % 2 == 0) {
+            len = s_rng(&seed) % sizeof soup;
+            for (size_t i = 0; i < len; i++) soup[i] = (uint8_t)s_rng(&seed);
+        } else {
+            int m = (int)(s_rng(&seed) % (uint64_t)n);
+            len = lens[m] < sizeof soup ? lens[m] : sizeof soup;
+            memcpy(soup, bufs[m], len);
+            for (int flips = 1 + (int)(s_rng(&seed) % 4); flips > 0; flips--) soup[s_rng(&seed) % len] = (uint8_t)s_rng(&seed);
+            if (s_rng(&seed) % 4 == 0) len -= s_rng(&seed) % len;
+        }
+        uint8_t *p = malloc(len + 1);
+        memcpy(p, soup, len);
+        mc_wire_msg_t out;
+        if (mc_wire_decode(&s_lim, p, len, &out, NULL, NULL) == MC_OK) {
+            accepted++;
+            if (out.kind == MC_WIRE_MSG_REQUEST) {
+                const mc_wire_request_t *q = &out.u.request;
+                assert_true(q->layer < N_LAYER && q->dim == DIM && q->n_rows >= 1 && q->k <= K);
+                assert_int_equal(q->rows_len, q->n_rows * mc_wire_row_bytes(q->enc, DIM));
+                for (size_t i = 0; i < (size_t)q->n_rows * q->k; i++) {
+                    assert_true(q->experts[i] < N_EXPERT);
+                    assert_true(isfinite(q->weights[i]));
+                }
+            }
+            mc_wire_msg_free(&out);
+        }
+        free(p);
+    }
+    assert_true(accepted > 0); // damaged messages do get through sometimes: the checks above ran
+    for (int i = 0; i < n; i++) free(bufs[i]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_small_messages),
+        cmocka_unit_test(test_roundtrip_assign),
+        cmocka_unit_test(test_roundtrip_request_result),
+        cmocka_unit_test(test_row_encodings),
+        cmocka_unit_test(test_rejects_bad_requests),
+        cmocka_unit_test(test_rejects_bad_other_messages),
+        cmocka_unit_test(test_rejects_raw_envelopes),
+        cmocka_unit_test(test_decode_memory_budget),
+        cmocka_unit_test(test_max_message_size_covers_largest_request),
+        cmocka_unit_test(test_truncations_rejected),
+        cmocka_unit_test(test_fuzz),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
