@@ -24,6 +24,7 @@ struct mc_engine {
     mc_moe_t *moe;
     mc_engine_moe_fn moe_fn;
     void *moe_ctx;
+    const mc_kernel_t *f32; // q.k dots: same lane order, same bits on every ISA
 
     float *k_cache;  // (n_layer, n_ctx, kv_dim)
     float *v_cache;  // (n_layer, n_ctx, kv_dim)
@@ -80,6 +81,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     size_t B = e->p.max_batch, dim = hp->dim, qd = (size_t)hp->n_head * hp->head_dim,
            kvd = (size_t)hp->n_head_kv * hp->head_dim;
     size_t cache = (size_t)hp->n_layer * e->p.n_ctx * kvd;
+    e->f32 = mc_kernel_get(MC_DTYPE_F32, e->p.isa);
     e->pool = mc_pool_new(p->n_threads);
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
@@ -202,9 +204,8 @@ static void s_attn_task(void *arg, int ith, int nth) {
         uint32_t n_pos = j->pos + t + 1; // causal: positions 0..pos+t
         const float *q = e->q + (size_t)t * qd + (size_t)h * hd;
         for (uint32_t p = 0; p < n_pos; p++) {
-            const float *k = kc + (size_t)p * kvd + (size_t)kvh * hd;
-            float dot = 0.0f;
-            for (uint32_t i = 0; i < hd; i++) dot += q[i] * k[i];
+            float dot;
+            e->f32->dot(hd, &dot, kc + (size_t)p * kvd + (size_t)kvh * hd, q);
             sc[p] = dot * scale;
         }
         s_softmax(sc, n_pos);

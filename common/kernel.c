@@ -3,22 +3,34 @@
  *
  * Each quantized dot follows ggml's generic C code: integer multiply-accumulate
  * inside a block, one float multiply (or two, for the min terms) per block,
- * accumulated in a float. The float-type dots (F32, F16, BF16) accumulate the
- * f32 products in double, like ggml's scalar path.
+ * accumulated in a float, block after block. The float-type dots (F32, F16,
+ * BF16) use a fixed 16-lane order (see s_dot_lanes) that SIMD units can
+ * reproduce.
+ *
+ * These functions define the bits: the SIMD files (kernel_avx2.c,
+ * kernel_neon.c) compute the same integers per block and apply the same float
+ * operations to them in the same order, so every ISA gives identical results.
  *
  * Weight rows come straight from a file mapping and may start at any offset,
  * so multi-byte fields are read with memcpy and arrays through byte pointers.
- *
- * SIMD implementations live in their own files (kernel_avx2.c, kernel_neon.c),
- * each exporting a table of mc_kernel_t that is listed in s_tables below;
- * mc_kernel_get falls back to the scalar table for anything they lack.
  */
 #include "kernel.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+#include "kernel_impl.h"
 #include "quant.h"
 
 // --- field access on possibly unaligned blocks --------------------------------
@@ -57,31 +69,50 @@ S_ACT(s_act_q8_k, MC_DTYPE_Q8_K)
 
 // --- float weights -------------------------------------------------------------
 
-static void s_dot_f32(int64_t n, float *s, const void *w, const void *a) {
-    const uint8_t *x = w, *y = a;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)(s_f32(x + 4 * i) * s_f32(y + 4 * i));
-    *s = (float)sum;
+// The float-weight dots (and the engine's attention dots, which use the F32
+// kernel) sum in 16 float lanes, an order every SIMD unit can follow:
+//
+//   acc[0..15] = +0;  for each j: acc[j % 16] += w[j] * x[j]
+//       (the product rounded to f32, then added: never fused into an fma)
+//   for (h = 8; h >= 4; h /= 2) for (i = 0; i < h; i++) acc[i] += acc[i + h]
+//   result: (acc[0] + acc[1]) + (acc[2] + acc[3])
+//
+// F16 and BF16 operands are first converted exactly to f32. With 8-lane
+// registers (AVX2) that is two accumulators (lanes 0-7 and 8-15) added
+// lane-wise, then the low and high halves of the sum; with 4-lane registers
+// (NEON) four accumulators q0..q3 (lanes 0-3, 4-7, 8-11, 12-15), folded as
+// q0+q2 and q1+q3, then their sum. The last step adds neighbouring lanes
+// first (a pairwise add twice: hadd, vpaddq), as ggml's AVX reduction does.
+// A tail of n % 16 values goes to lanes 0 .. n % 16 - 1 after the full groups.
+//
+// ggml sums in double (scalar) or in fma lanes (SIMD); the difference is
+// float rounding. For 32 values (head_dim 32: the attention scores of the
+// small fixture model) this order gives exactly ggml's AVX2 bits, which keeps
+// the fixtures' near-tied router choices and greedy tokens as llama.cpp made
+// them (the plain halving tree down to one lane did not).
+#define S_LANES 16
+
+typedef float (*s_load_fn)(const uint8_t *p, int64_t i);
+
+static inline float s_load_f32(const uint8_t *p, int64_t i) { return s_f32(p + 4 * i); }
+static inline float s_load_f16(const uint8_t *p, int64_t i) { return s_half(p + 2 * i); }
+static inline float s_load_bf16(const uint8_t *p, int64_t i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return mc_bf16_to_fp32(h);
 }
 
-static void s_dot_f16(int64_t n, float *s, const void *w, const void *a) {
-    const uint8_t *x = w, *y = a;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)(s_half(x + 2 * i) * s_half(y + 2 * i));
-    *s = (float)sum;
+static inline float s_dot_lanes(int64_t n, const uint8_t *x, const uint8_t *y, s_load_fn load) {
+    float acc[S_LANES] = {0};
+    for (int64_t j = 0; j < n; j++) acc[j % S_LANES] += load(x, j) * load(y, j);
+    for (int h = S_LANES / 2; h >= 4; h /= 2)
+        for (int i = 0; i < h; i++) acc[i] += acc[i + h];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) {
-    const uint8_t *x = w, *y = a;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        uint16_t hx, hy;
-        memcpy(&hx, x + 2 * i, 2);
-        memcpy(&hy, y + 2 * i, 2);
-        sum += (double)(mc_bf16_to_fp32(hx) * mc_bf16_to_fp32(hy));
-    }
-    *s = (float)sum;
-}
+static void s_dot_f32(int64_t n, float *s, const void *w, const void *a) { *s = s_dot_lanes(n, w, a, s_load_f32); }
+static void s_dot_f16(int64_t n, float *s, const void *w, const void *a) { *s = s_dot_lanes(n, w, a, s_load_f16); }
+static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s = s_dot_lanes(n, w, a, s_load_bf16); }
 
 // --- 32-value blocks -------------------------------------------------------------
 
@@ -212,6 +243,12 @@ static void s_dot_q2_k(int64_t n, float *s, const void *w, const void *a) {
     *s = sumf;
 }
 
+// Q3_K and Q6_K store signed quants with an offset (u - 4, u - 32, u >= 0).
+// Their dots take sum(u * y) per group of 16 and subtract offset * bsums[g],
+// as ggml's SIMD kernels do: the same integer as summing (u - offset) * y
+// whenever bsums holds the sums of the activation quants, which the Q8_K
+// conversion guarantees, and it lets SIMD code multiply unsigned quants.
+
 static void s_dot_q3_k(int64_t n, float *s, const void *w, const void *a) {
     assert(n % MC_QK_K == 0);
     const uint8_t *x = w, *y = a;
@@ -220,6 +257,8 @@ static void s_dot_q3_k(int64_t n, float *s, const void *w, const void *a) {
         const uint8_t *s12 = S_FIELD(x, mc_block_q3_k_t, scales);
         const uint8_t *hm = S_FIELD(x, mc_block_q3_k_t, hmask);
         const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+        int16_t bsums[MC_QK_K / 16];
+        s_bsums(y, bsums);
         int isum = 0, is = 0;
         uint8_t m = 1; // hmask bit of the current 32-value slice
         for (int half = 0; half < 2; half++) {
@@ -229,12 +268,12 @@ static void s_dot_q3_k(int64_t n, float *s, const void *w, const void *a) {
                     int isuml = 0;
                     for (int l = 0; l < 16; l++) {
                         const int k = 16 * g + l;
-                        isuml += q8[l] * (((q3[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
+                        isuml += q8[l] * (((q3[k] >> shift) & 3) | ((hm[k] & m) ? 4 : 0));
                     }
                     // Signed 6-bit scale: low nibble from bytes 0..7, top 2 bits from 8..11.
                     const int lo = is < 8 ? s12[is] & 0xF : s12[is - 8] >> 4;
                     const int hi = (s12[8 + is % 4] >> (2 * (is / 4))) & 3;
-                    isum += ((lo | hi << 4) - 32) * isuml;
+                    isum += ((lo | hi << 4) - 32) * (isuml - 4 * bsums[is]);
                 }
             }
         }
@@ -313,22 +352,26 @@ static void s_dot_q6_k(int64_t n, float *s, const void *w, const void *a) {
     float sumf = 0.f;
     for (int64_t i = 0; i < n / MC_QK_K; i++, x += sizeof(mc_block_q6_k_t), y += sizeof(mc_block_q8_k_t)) {
         const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+        int16_t bsums[MC_QK_K / 16];
+        s_bsums(y, bsums);
         int isum = 0;
         for (int half = 0; half < 2; half++, q8 += 128) {
             const uint8_t *ql = S_FIELD(x, mc_block_q6_k_t, ql) + 64 * half;
             const uint8_t *qh = S_FIELD(x, mc_block_q6_k_t, qh) + 32 * half;
             const int8_t *sc = (const int8_t *)S_FIELD(x, mc_block_q6_k_t, scales) + 8 * half;
+            const int16_t *bs = bsums + 8 * half;
             // Byte l of ql/qh serves values l, l+32, l+64, l+96 of the half;
-            // the scale changes every 16 values.
+            // the scale (and bsums entry) changes every 16 values.
             for (int g = 0; g < 2; g++) {
                 int s1 = 0, s2 = 0, s3 = 0, s4 = 0;
                 for (int l = 16 * g; l < 16 * g + 16; l++) {
-                    s1 += (((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32) * q8[l];
-                    s2 += (((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32) * q8[l + 32];
-                    s3 += (((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32) * q8[l + 64];
-                    s4 += (((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32) * q8[l + 96];
+                    s1 += ((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) * q8[l];
+                    s2 += ((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) * q8[l + 32];
+                    s3 += ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) * q8[l + 64];
+                    s4 += ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) * q8[l + 96];
                 }
-                isum += sc[g] * s1 + sc[g + 2] * s2 + sc[g + 4] * s3 + sc[g + 6] * s4;
+                isum += sc[g] * (s1 - 32 * bs[g]) + sc[g + 2] * (s2 - 32 * bs[g + 2]) +
+                        sc[g + 4] * (s3 - 32 * bs[g + 4]) + sc[g + 6] * (s4 - 32 * bs[g + 6]);
             }
         }
         const float d = s_half(S_FIELD(x, mc_block_q6_k_t, d)) * s_f32(S_FIELD(y, mc_block_q8_k_t, d));
@@ -340,29 +383,71 @@ static void s_dot_q6_k(int64_t n, float *s, const void *w, const void *a) {
 // --- tables ------------------------------------------------------------------------
 
 static const mc_kernel_t s_scalar[] = {
-    {MC_DTYPE_F32, MC_DTYPE_F32, s_act_f32, s_dot_f32, MC_ISA_SCALAR},
-    {MC_DTYPE_F16, MC_DTYPE_F16, s_act_f16, s_dot_f16, MC_ISA_SCALAR},
-    {MC_DTYPE_BF16, MC_DTYPE_BF16, s_act_bf16, s_dot_bf16, MC_ISA_SCALAR},
-    {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q4_0, MC_ISA_SCALAR},
-    {MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q4_1, MC_ISA_SCALAR},
-    {MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q5_0, MC_ISA_SCALAR},
-    {MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q5_1, MC_ISA_SCALAR},
-    {MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q8_0, MC_ISA_SCALAR},
-    {MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q2_k, MC_ISA_SCALAR},
-    {MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q3_k, MC_ISA_SCALAR},
-    {MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q4_k, MC_ISA_SCALAR},
-    {MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q5_k, MC_ISA_SCALAR},
-    {MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q6_k, MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_F32, .act_type = MC_DTYPE_F32, .act = s_act_f32, .dot = s_dot_f32, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_F16, .act_type = MC_DTYPE_F16, .act = s_act_f16, .dot = s_dot_f16, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_BF16, .act_type = MC_DTYPE_BF16, .act = s_act_bf16, .dot = s_dot_bf16, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q4_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q4_0, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q4_1, .act_type = MC_DTYPE_Q8_1, .act = s_act_q8_1, .dot = s_dot_q4_1, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q5_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q5_0, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q5_1, .act_type = MC_DTYPE_Q8_1, .act = s_act_q8_1, .dot = s_dot_q5_1, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q8_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q8_0, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q2_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q2_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q3_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q3_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q5_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q5_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .isa = MC_ISA_SCALAR},
 };
 
-// One row per compiled-in instruction set; the scalar table must be complete.
-static const struct {
-    mc_isa_t isa;
-    const mc_kernel_t *kernels;
-    size_t count;
-} s_tables[] = {
-    {MC_ISA_SCALAR, s_scalar, sizeof s_scalar / sizeof s_scalar[0]},
-};
+#define S_N_SCALAR (sizeof s_scalar / sizeof s_scalar[0])
+
+#if defined(__x86_64__)
+// Not every compiler's __builtin_cpu_supports knows "f16c": ask cpuid (leaf
+// 1, ecx). The AVX2 check before it covers the OS saving the ymm registers.
+static bool s_cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
+// Whether this CPU runs `isa` (the kernel files are compiled for every
+// target; only the CPU decides whether their instructions may execute).
+static bool s_isa_runs(mc_isa_t isa) {
+    switch (isa) {
+    case MC_ISA_SCALAR: return true;
+    case MC_ISA_AVX2:
+#if defined(__x86_64__)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && s_cpu_has_f16c();
+#else
+        return false;
+#endif
+    case MC_ISA_NEON:
+#if defined(__aarch64__)
+        return true;
+#else
+        return false;
+#endif
+    case MC_ISA_NEON_DOTPROD:
+#if defined(__aarch64__) && defined(__linux__)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+        return false;
+#endif
+    case MC_ISA_BEST: break;
+    }
+    return false;
+}
+
+// The SIMD table of `isa` (NULL when not built for this target).
+static const mc_kernel_t *s_simd_table(mc_isa_t isa, size_t *count) {
+    switch (isa) {
+    case MC_ISA_AVX2: return mc_kernel_table_avx2(count);
+    case MC_ISA_NEON: return mc_kernel_table_neon(count);
+    case MC_ISA_NEON_DOTPROD: return mc_kernel_table_neon_dotprod(count);
+    case MC_ISA_SCALAR:
+    case MC_ISA_BEST: break;
+    }
+    return NULL;
+}
 
 static const mc_kernel_t *s_find(const mc_kernel_t *k, size_t count, mc_dtype_t wtype) {
     for (size_t i = 0; i < count; i++)
@@ -370,19 +455,33 @@ static const mc_kernel_t *s_find(const mc_kernel_t *k, size_t count, mc_dtype_t 
     return NULL;
 }
 
+// An ISA this CPU cannot run gets the scalar kernels: handing out functions
+// that would fault on an illegal instruction is never an option, and every
+// ISA computes the same bits anyway.
 const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa) {
     if (isa == MC_ISA_BEST) isa = mc_kernel_best_isa();
-    for (size_t t = 0; t < sizeof s_tables / sizeof s_tables[0]; t++) {
-        if (s_tables[t].isa != isa) continue;
-        const mc_kernel_t *k = s_find(s_tables[t].kernels, s_tables[t].count, wtype);
+    if (isa != MC_ISA_SCALAR && s_isa_runs(isa)) {
+        size_t count = 0;
+        const mc_kernel_t *t = s_simd_table(isa, &count);
+        const mc_kernel_t *k = t ? s_find(t, count, wtype) : NULL;
         if (k) return k;
     }
-    return s_find(s_scalar, sizeof s_scalar / sizeof s_scalar[0], wtype);
+    return s_find(s_scalar, S_N_SCALAR, wtype);
 }
 
+// MC_ISA=scalar|avx2|neon|neon-dotprod selects a lower ISA than the best
+// (benchmarks, debugging); a value this CPU cannot run, or an unknown one, is
+// ignored.
 mc_isa_t mc_kernel_best_isa(void) {
-    // Only the scalar kernels are built so far; SIMD tables add CPU checks here.
-    return MC_ISA_SCALAR;
+    static const mc_isa_t order[] = {MC_ISA_AVX2, MC_ISA_NEON_DOTPROD, MC_ISA_NEON};
+    mc_isa_t best = MC_ISA_SCALAR;
+    for (size_t i = 0; i < sizeof order / sizeof order[0] && best == MC_ISA_SCALAR; i++)
+        if (s_isa_runs(order[i])) best = order[i];
+    const char *env = getenv("MC_ISA");
+    if (env)
+        for (mc_isa_t isa = MC_ISA_SCALAR; isa < MC_ISA_BEST; isa++)
+            if (strcmp(env, mc_kernel_isa_name(isa)) == 0 && s_isa_runs(isa)) return isa;
+    return best;
 }
 
 const char *mc_kernel_isa_name(mc_isa_t isa) {

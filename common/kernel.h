@@ -9,7 +9,11 @@
  * activation treatment is what makes our logits match the reference.
  *
  * Implementations are selected per instruction set: MC_ISA_SCALAR is the
- * portable reference the SIMD versions are tested against.
+ * portable reference. Every other implementation returns the SAME BITS as
+ * the reference: integer block sums are exact, and the float operations that
+ * combine them (and the lane structure of the float-weight dots) happen in
+ * the reference's order. That is what lets a cluster mixing x86 and ARM
+ * nodes give exactly the logits of one machine.
  */
 #ifndef MC_KERNEL_H
 #define MC_KERNEL_H
@@ -31,11 +35,17 @@ typedef void (*mc_act_fn)(const float *x, void *y, int64_t n);
 // *s = dot(weight row w, activation row a) over n values.
 typedef void (*mc_dot_fn)(int64_t n, float *s, const void *w, const void *a);
 
+// The same dot for 4 activation rows a[0..3] (each a full row): s[c] =
+// dot(w, a[c]), bit-identical to 4 calls of the single-row dot. Batched
+// products use it to unpack each weight block once for 4 tokens.
+typedef void (*mc_dot4_fn)(int64_t n, float s[4], const void *w, const void *const a[4]);
+
 typedef struct {
     mc_dtype_t wtype;    // weight type served
     mc_dtype_t act_type; // what the activation is converted to
     mc_act_fn act;       // f32 -> act_type
     mc_dot_fn dot;
+    mc_dot4_fn dot4;     // NULL: callers loop over dot
     mc_isa_t isa;        // the implementation actually returned
 } mc_kernel_t;
 

@@ -89,9 +89,21 @@ static void s_matmul_task(void *arg, int ith, int nth) {
         if (b >= j->n_blocks) break;
         uint32_t r0 = b * j->block_rows;
         uint32_t r1 = r0 + j->block_rows < w->n_out ? r0 + j->block_rows : w->n_out;
-        // Token-inner loop order keeps the block's weight rows in cache while
-        // every token of a batch is multiplied with them.
-        for (uint32_t t = 0; t < j->n_tok; t++) {
+        // Token-outer, row-inner: the block's weight rows (a few KB) stay in
+        // cache while every token of a batch is multiplied with them, and
+        // dot4 unpacks each weight block once for four tokens.
+        uint32_t t = 0;
+        if (j->k->dot4)
+            for (; t + 4 <= j->n_tok; t += 4) {
+                const void *xa[4];
+                for (int c = 0; c < 4; c++) xa[c] = j->xa + (size_t)(t + c) * j->xa_stride;
+                for (uint32_t r = r0; r < r1; r++) {
+                    float s[4];
+                    j->k->dot4(n_in, s, w->data + (size_t)r * w->row_bytes, xa);
+                    for (int c = 0; c < 4; c++) j->y[(size_t)(t + c) * w->n_out + r] = s[c];
+                }
+            }
+        for (; t < j->n_tok; t++) {
             const uint8_t *xa = j->xa + (size_t)t * j->xa_stride;
             float *yt = j->y + (size_t)t * w->n_out;
             for (uint32_t r = r0; r < r1; r++)

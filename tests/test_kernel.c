@@ -1,7 +1,9 @@
 /*
  * test_kernel: every weight type's dot product against a double-precision dot
- * of the dequantized operands, the activation conversions, and the kernel
- * table lookup.
+ * of the dequantized operands, the activation conversions, the kernel table
+ * lookup, and the cross-ISA contract: every SIMD implementation this CPU runs
+ * gives the scalar reference's bits (activation bytes, dot and dot4 results)
+ * on random, tie, extreme and special inputs.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,14 +16,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "kernel.h"
 #include "quant.h"
 
+// xorshift64* (the multiply mixes the low bits, which `% k` picks).
 static uint64_t s_rng_next(uint64_t *s) {
     *s ^= *s << 13;
     *s ^= *s >> 7;
     *s ^= *s << 17;
-    return *s;
+    return *s * 0x2545F4914F6CDD1Dull;
 }
 
 static float s_rng_uniform(uint64_t *s) { // (0, 1)
@@ -111,8 +118,8 @@ static double s_q8_1_offset(size_t ti, const uint8_t *w, const void *act, int64_
     return off;
 }
 
-static void s_check_dot(size_t ti, int64_t n, uint64_t *rng) {
-    const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR);
+static void s_check_dot(size_t ti, int64_t n, mc_isa_t isa, uint64_t *rng) {
+    const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isa);
     assert_non_null(k);
     const size_t wbytes = mc_dtype_row_bytes(k->wtype, (uint64_t)n);
     const size_t abytes = mc_dtype_row_bytes(k->act_type, (uint64_t)n);
@@ -159,54 +166,385 @@ static void s_check_dot(size_t ti, int64_t n, uint64_t *rng) {
     free(aref);
 }
 
+// The ISAs this CPU runs (scalar first), and how many.
+static size_t s_isas(mc_isa_t out[4]) {
+    const mc_isa_t all[] = {MC_ISA_SCALAR, MC_ISA_AVX2, MC_ISA_NEON, MC_ISA_NEON_DOTPROD};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (mc_kernel_get(MC_DTYPE_F32, all[i])->isa == all[i]) out[n++] = all[i];
+    return n;
+}
+
 static void test_dot_all_types(void **state) {
     (void)state;
-    uint64_t rng = 0x9E3779B97F4A7C15ull;
-    for (size_t ti = 0; ti < sizeof s_types / sizeof s_types[0]; ti++) {
-        const int64_t unit = mc_dtype_traits(s_types[ti].wtype)->block_elems;
-        const int64_t blocks[] = {1, 2, 7};
-        for (size_t b = 0; b < 3; b++)
-            for (int rep = 0; rep < 4; rep++) s_check_dot(ti, blocks[b] * unit, &rng);
-        if (unit == 1) s_check_dot(ti, 448, &rng); // float types: a realistic length too
+    mc_isa_t isas[4];
+    const size_t n_isas = s_isas(isas);
+    for (size_t ii = 0; ii < n_isas; ii++) {
+        uint64_t rng = 0x9E3779B97F4A7C15ull;
+        for (size_t ti = 0; ti < sizeof s_types / sizeof s_types[0]; ti++) {
+            const int64_t unit = mc_dtype_traits(s_types[ti].wtype)->block_elems;
+            const int64_t blocks[] = {1, 2, 7};
+            for (size_t b = 0; b < 3; b++)
+                for (int rep = 0; rep < 4; rep++) s_check_dot(ti, blocks[b] * unit, isas[ii], &rng);
+            if (unit == 1) s_check_dot(ti, 448, isas[ii], &rng); // float types: a realistic length too
+        }
     }
 }
 
 // Extreme quants: all-ones bytes give the largest quants, scales and 6-bit
 // fields, and equal activations all quantize to +-127, so the per-block integer
 // sums reach their largest magnitude and must not overflow.
+static void s_check_extremes(size_t ti, mc_isa_t isa) {
+    const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isa);
+    const mc_dtype_traits_t *tr = mc_dtype_traits(k->wtype);
+    const int64_t n = 7 * (int64_t)tr->block_elems;
+    const size_t wbytes = mc_dtype_row_bytes(k->wtype, (uint64_t)n);
+    uint8_t *w = malloc(wbytes), *a = malloc(mc_dtype_row_bytes(k->act_type, (uint64_t)n));
+    float *x = malloc((size_t)n * sizeof *x);
+    assert_true(w && a && x);
+    memset(w, 0xFF, wbytes);
+    for (int64_t b = 0; b < n / tr->block_elems; b++) {
+        s_put_half(w + (size_t)b * tr->block_bytes + s_types[ti].off_d, 0.01f);
+        if (s_types[ti].off_m >= 0) s_put_half(w + (size_t)b * tr->block_bytes + s_types[ti].off_m, 0.01f);
+    }
+    for (int64_t i = 0; i < n; i++) x[i] = 1.f;
+    k->act(x, a, n);
+    float dot = NAN;
+    k->dot(n, &dot, w, a);
+    float *wf = s_dequant(k->wtype, w, n), *af = s_dequant(k->act_type, a, n);
+    double exact = 0, mag = 0;
+    for (int64_t i = 0; i < n; i++) {
+        exact += (double)wf[i] * af[i];
+        mag += fabs((double)wf[i] * af[i]);
+    }
+    exact += s_q8_1_offset(ti, w, a, n);
+    assert_true(mag > 0);
+    assert_true(fabs(dot - exact) <= 1e-5 * mag);
+    free(wf);
+    free(af);
+    free(w);
+    free(a);
+    free(x);
+}
+
 static void test_dot_extremes(void **state) {
     (void)state;
-    for (size_t ti = 3; ti < sizeof s_types / sizeof s_types[0]; ti++) {
-        const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR);
-        const mc_dtype_traits_t *tr = mc_dtype_traits(k->wtype);
-        const int64_t n = 7 * (int64_t)tr->block_elems;
-        const size_t wbytes = mc_dtype_row_bytes(k->wtype, (uint64_t)n);
-        uint8_t *w = malloc(wbytes), *a = malloc(mc_dtype_row_bytes(k->act_type, (uint64_t)n));
-        float *x = malloc((size_t)n * sizeof *x);
-        assert_true(w && a && x);
-        memset(w, 0xFF, wbytes);
-        for (int64_t b = 0; b < n / tr->block_elems; b++) {
-            s_put_half(w + (size_t)b * tr->block_bytes + s_types[ti].off_d, 0.01f);
-            if (s_types[ti].off_m >= 0) s_put_half(w + (size_t)b * tr->block_bytes + s_types[ti].off_m, 0.01f);
+    mc_isa_t isas[4];
+    const size_t n_isas = s_isas(isas);
+    for (size_t ii = 0; ii < n_isas; ii++)
+        for (size_t ti = 3; ti < sizeof s_types / sizeof s_types[0]; ti++) s_check_extremes(ti, isas[ii]);
+}
+
+// --- the cross-ISA contract: same bits as the scalar reference -------------------
+
+static float s_from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// One 32-value block of activation input in one of several shapes that stress
+// the conversions: Gaussian at any magnitude, zeros, exact rounding ties
+// (max 127 makes the Q8 scale exactly 1 or -1), a dominant negative value,
+// equal magnitudes of both signs (which one Q8_K picks), subnormals,
+// infinities and NaN, values on fp16 / bf16 rounding midpoints, and large
+// positive values only (block sums large enough that the order of the float
+// multiplies after them matters).
+enum { S_SHAPES = 10 };
+
+static void s_special_block(float *x, int shape, uint64_t *rng) {
+    const float scale = powf(10.f, -6.f + 12.f * s_rng_uniform(rng));
+    const float flip = s_rng_next(rng) & 1 ? -1.f : 1.f;
+    for (int j = 0; j < MC_QK; j++) {
+        const int k = (int)(s_rng_next(rng) % 253) - 126; // -126..126
+        switch (shape) {
+        case 0: x[j] = s_rng_gauss(rng) * scale; break;
+        case 1: x[j] = 0.f; break;
+        case 2: x[j] = j == 5 ? 127.f : (float)k + (k < 0 ? -0.5f : 0.5f); break;
+        case 3: x[j] = j == 9 ? -127.f : (float)k + (k & 1 ? -0.5f : 0.5f); break;
+        case 4: x[j] = j == 3 ? -40.f * scale : s_rng_gauss(rng) * scale; break;
+        case 5: x[j] = flip * (j % 4 == 1 ? 2.5f : j % 4 == 2 ? -2.5f : 0.25f * (float)(j % 4)); break;
+        case 6: x[j] = s_from_bits((uint32_t)(s_rng_next(rng) % 0x00800000u) | (j & 1 ? 0x80000000u : 0)); break;
+        case 7: {
+            const float sp[] = {INFINITY, -INFINITY, NAN, -NAN, 3e38f, -3e38f, 1e-45f, 65520.f, -65519.f, 0.f};
+            x[j] = j < 10 && (s_rng_next(rng) & 1) ? sp[j] : s_rng_gauss(rng);
+            break;
         }
-        for (int64_t i = 0; i < n; i++) x[i] = 1.f;
-        k->act(x, a, n);
-        float dot = NAN;
-        k->dot(n, &dot, w, a);
-        float *wf = s_dequant(k->wtype, w, n), *af = s_dequant(k->act_type, a, n);
-        double exact = 0, mag = 0;
+        case 8: x[j] = 0.5f + s_rng_uniform(rng); break;
+        default: { // halfway between neighbouring fp16 (low bits 0x1000) or bf16 (0x8000) values
+            const uint32_t u = (uint32_t)s_rng_next(rng) & 0xBFFF0000u;
+            x[j] = s_from_bits(u | (j & 1 ? 0x1000u : 0x8000u));
+            break;
+        }
+        }
+    }
+}
+
+// n values (a multiple of 256): odd super-blocks one shape throughout (Q8_K
+// sees all-zero, all-tie... blocks), the rest a random shape per 32 values.
+// only >= 0: that shape everywhere.
+static void s_special_row(float *x, int64_t n, int only, uint64_t *rng) {
+    for (int64_t b = 0; b < n / MC_QK; b++) {
+        const int64_t sb = b / (MC_QK_K / MC_QK);
+        int shape = sb % 2 ? (int)(sb / 2 % S_SHAPES) : (int)(s_rng_next(rng) % S_SHAPES);
+        if (only >= 0) shape = only;
+        s_special_block(x + b * MC_QK, shape, rng);
+    }
+}
+
+// A weight type using each activation type, to reach its conversion.
+static const mc_dtype_t s_act_users[] = {MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_BF16,
+                                         MC_DTYPE_Q4_0, MC_DTYPE_Q4_1, MC_DTYPE_Q4_K};
+
+// k->act against the scalar conversion on x, at an odd output offset.
+static void s_check_act(const mc_kernel_t *k, const float *x, int64_t n) {
+    const mc_kernel_t *ref = mc_kernel_get(k->wtype, MC_ISA_SCALAR);
+    const size_t bytes = mc_dtype_row_bytes(k->act_type, (uint64_t)n);
+    uint8_t *got = malloc(bytes + 1), *want = malloc(bytes);
+    assert_true(got && want);
+    k->act(x, got + 1, n);
+    ref->act(x, want, n);
+    assert_memory_equal(got + 1, want, bytes);
+    free(got);
+    free(want);
+}
+
+static void test_act_same_bits(void **state) {
+    (void)state;
+    mc_isa_t isas[4];
+    const size_t n_isas = s_isas(isas);
+    const int64_t n = 16 * MC_QK_K;
+    float *x = malloc((size_t)n * sizeof *x);
+    assert_non_null(x);
+    uint64_t rng = 0x2545F4914F6CDD1Dull;
+    for (int rep = 0; rep < 4; rep++) {
+        s_special_row(x, n, -1, &rng);
+        for (size_t ii = 1; ii < n_isas; ii++)
+            for (size_t u = 0; u < sizeof s_act_users / sizeof s_act_users[0]; u++) {
+                const mc_kernel_t *k = mc_kernel_get(s_act_users[u], isas[ii]);
+                s_check_act(k, x, n);
+                // Odd lengths reach the float conversions' tails.
+                if (k->act_type == MC_DTYPE_F16 || k->act_type == MC_DTYPE_BF16) s_check_act(k, x + 1, n - 27);
+            }
+    }
+    free(x);
+}
+
+// Every fp16 and bf16 value, its neighbours and the rounding midpoints around
+// it: the vector conversions must round (ties to even, subnormals, overflow
+// to infinity) exactly like the scalar ones.
+static void test_act_half_boundaries(void **state) {
+    (void)state;
+    mc_isa_t isas[4];
+    const size_t n_isas = s_isas(isas);
+    const int64_t per = 6, n = per * 65536;
+    float *x = malloc((size_t)n * sizeof *x);
+    assert_non_null(x);
+    for (int bf = 0; bf < 2; bf++) {
+        for (uint32_t h = 0; h < 65536; h++) {
+            const uint32_t base = bf ? h << 16 : mc_f32_bits(mc_fp16_to_fp32((uint16_t)h));
+            const uint32_t half_step = bf ? 0x8000u : 0x1000u; // half a unit of the last place (normals)
+            const uint32_t mid = base + half_step;
+            const uint32_t v[6] = {base, base + 1, base - 1, mid, mid - 1, mid + 1};
+            for (int k = 0; k < per; k++) x[per * h + k] = s_from_bits(v[k]);
+        }
+        for (size_t ii = 1; ii < n_isas; ii++)
+            s_check_act(mc_kernel_get(bf ? MC_DTYPE_BF16 : MC_DTYPE_F16, isas[ii]), x, n);
+    }
+    free(x);
+}
+
+// A weight row with random quant bytes and fp16 scales (and mins) of either
+// sign, with `wild`: anywhere from zero and subnormal to 60000, else of
+// similar size (so that no block's float terms vanish in the sum, and their
+// rounding shows in the result). Blocks are random, all zero, one repeated
+// byte (the largest quants, large block sums) or random quants of one sign.
+// Float types: values of any magnitude that cannot overflow a product.
+static void s_wild_row(size_t ti, int64_t n, uint8_t *w, bool wild, uint64_t *rng) {
+    const mc_dtype_t t = s_types[ti].wtype;
+    const size_t bytes = mc_dtype_row_bytes(t, (uint64_t)n);
+    if (t == MC_DTYPE_F32 || t == MC_DTYPE_F16 || t == MC_DTYPE_BF16) {
         for (int64_t i = 0; i < n; i++) {
-            exact += (double)wf[i] * af[i];
-            mag += fabs((double)wf[i] * af[i]);
+            const float v = s_rng_gauss(rng) * powf(2.f, (float)(int)(s_rng_next(rng) % 40) - 20.f);
+            const float f = i % 7 == 3 ? 0.f : v;
+            if (t == MC_DTYPE_F32) {
+                memcpy(w + 4 * i, &f, 4);
+            } else {
+                // Any finite half / bf16 bit pattern (bf16 kept within +-2^40).
+                uint16_t h = (uint16_t)s_rng_next(rng);
+                if (t == MC_DTYPE_F16 && (h & 0x7C00) == 0x7C00) h &= 0xBFFF;
+                if (t == MC_DTYPE_BF16) h = (uint16_t)((h & 0x807F) | (uint16_t)(((h >> 7) & 0x3F) + 100) << 7);
+                memcpy(w + 2 * i, &h, 2);
+            }
         }
-        exact += s_q8_1_offset(ti, w, a, n);
-        assert_true(mag > 0);
-        assert_true(fabs(dot - exact) <= 1e-5 * mag);
-        free(wf);
-        free(af);
-        free(w);
-        free(a);
+        return;
+    }
+    const mc_dtype_traits_t *tr = mc_dtype_traits(t);
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)s_rng_next(rng);
+    for (int64_t b = 0; b < n / tr->block_elems; b++) {
+        uint8_t *blk = w + (size_t)b * tr->block_bytes;
+        const uint8_t fill[] = {0xFF, 0x00, 0x7F, 0x80, 0xF0, 0x0F};
+        switch (s_rng_next(rng) % 5) {
+        case 0: memset(blk, 0, tr->block_bytes); continue;
+        case 1:
+        case 2: memset(blk, fill[s_rng_next(rng) % sizeof fill], tr->block_bytes); break;
+        case 3: // random quants of one sign: sums with many significant bits
+            for (size_t i = 0; i < tr->block_bytes; i++) blk[i] |= 0x88;
+            break;
+        default: break;
+        }
+        const int offs[2] = {s_types[ti].off_d, s_types[ti].off_m};
+        for (int f = 0; f < 2; f++) {
+            if (offs[f] < 0) continue;
+            uint16_t h;
+            switch (wild ? s_rng_next(rng) % 5 : 3) {
+            case 0: h = mc_fp32_to_fp16(60000.f * s_rng_uniform(rng)); break;
+            case 1: h = (uint16_t)(1 + s_rng_next(rng) % 0x3FF); break; // subnormal
+            case 2: h = 0; break;
+            default: h = mc_fp32_to_fp16(0.1f * s_rng_gauss(rng)); break;
+            }
+            memcpy(blk + offs[f], &h, 2);
+        }
+    }
+}
+
+// A valid activation row of random bytes: quants over the whole int8 range
+// (-128 included), scales of any size; Q8_K bsums hold the quants' sums as
+// the conversion guarantees.
+static void s_wild_act(mc_dtype_t at, int64_t n, uint8_t *a, uint64_t *rng) {
+    const size_t bytes = mc_dtype_row_bytes(at, (uint64_t)n);
+    for (size_t i = 0; i < bytes; i++) a[i] = (uint8_t)s_rng_next(rng);
+    if (at == MC_DTYPE_Q8_0 || at == MC_DTYPE_Q8_1) {
+        const size_t bb = at == MC_DTYPE_Q8_0 ? sizeof(mc_block_q8_0_t) : sizeof(mc_block_q8_1_t);
+        for (int64_t b = 0; b < n / MC_QK; b++) {
+            s_put_half(a + (size_t)b * bb, s_rng_gauss(rng) * (s_rng_next(rng) & 1 ? 100.f : 0.01f));
+            if (at == MC_DTYPE_Q8_1) s_put_half(a + (size_t)b * bb + 2, s_rng_gauss(rng) * 100.f);
+        }
+    } else if (at == MC_DTYPE_Q8_K) {
+        for (int64_t b = 0; b < n / MC_QK_K; b++) {
+            mc_block_q8_k_t y;
+            memcpy(&y, a + (size_t)b * sizeof y, sizeof y);
+            y.d = s_rng_gauss(rng) * 0.05f;
+            for (int g = 0; g < MC_QK_K / 16; g++) {
+                int sum = 0;
+                for (int l = 0; l < 16; l++) sum += y.qs[16 * g + l];
+                y.bsums[g] = (int16_t)sum;
+            }
+            memcpy(a + (size_t)b * sizeof y, &y, sizeof y);
+        }
+    } else {
+        float *x = malloc((size_t)n * sizeof *x);
+        assert_non_null(x);
+        for (int64_t i = 0; i < n; i++) x[i] = s_rng_gauss(rng) * powf(2.f, (float)(int)(s_rng_next(rng) % 40) - 20.f);
+        assert_int_equal(mc_quant_quantize_row(at, x, a, n), MC_OK);
         free(x);
+    }
+}
+
+static void s_assert_same_float(float got, float want) {
+    assert_memory_equal(&got, &want, sizeof got);
+}
+
+// dot (and dot4, when the table has one) of `isa` against the scalar dot on
+// the same bytes, for 4 activation rows: converted from special input, from
+// large positive values (large block sums), and two random.
+static void s_check_same_dot(size_t ti, int64_t n, mc_isa_t isa, uint64_t *rng) {
+    const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isa), *ref = mc_kernel_get(k->wtype, MC_ISA_SCALAR);
+    const size_t wbytes = mc_dtype_row_bytes(k->wtype, (uint64_t)n);
+    const size_t abytes = mc_dtype_row_bytes(k->act_type, (uint64_t)n);
+    const int64_t nx = (n + MC_QK_K - 1) / MC_QK_K * MC_QK_K;
+    uint8_t *wbuf = malloc(wbytes + 1), *abuf = malloc(4 * (abytes + 3));
+    float *x = malloc((size_t)nx * sizeof *x);
+    assert_true(wbuf && abuf && x);
+    // Odd offsets: rows in a file mapping, activation rows side by side.
+    uint8_t *w = wbuf + 1;
+    const void *a[4];
+    s_wild_row(ti, n, w, s_rng_next(rng) & 1, rng);
+    for (int c = 0; c < 4; c++) {
+        uint8_t *ac = abuf + (size_t)c * (abytes + 3) + 1 + (size_t)c % 2;
+        a[c] = ac;
+        if (c < 2) {
+            s_special_row(x, nx, c == 0 ? -1 : 8, rng);
+            // Specials (inf, NaN) stay out of the dots: their NaN bits are not part of the contract.
+            for (int64_t i = 0; i < n; i++)
+                if (!isfinite(x[i]) || fabsf(x[i]) > 1e30f) x[i] = 1.f;
+            ref->act(x, ac, n);
+        } else {
+            s_wild_act(k->act_type, n, ac, rng);
+        }
+    }
+    float want[4], got[4];
+    for (int c = 0; c < 4; c++) {
+        ref->dot(n, &want[c], w, a[c]);
+        k->dot(n, &got[c], w, a[c]);
+        s_assert_same_float(got[c], want[c]);
+    }
+    if (k->dot4) {
+        memset(got, 0xFF, sizeof got);
+        k->dot4(n, got, w, a);
+        for (int c = 0; c < 4; c++) s_assert_same_float(got[c], want[c]);
+    }
+    free(wbuf);
+    free(abuf);
+    free(x);
+}
+
+static void test_dot_same_bits(void **state) {
+    (void)state;
+    mc_isa_t isas[4];
+    const size_t n_isas = s_isas(isas);
+    for (size_t ii = 1; ii < n_isas; ii++) {
+        uint64_t rng = 0xD1B54A32D192ED03ull;
+        for (size_t ti = 0; ti < sizeof s_types / sizeof s_types[0]; ti++) {
+            const int64_t unit = mc_dtype_traits(s_types[ti].wtype)->block_elems;
+            if (unit == 1) {
+                const int64_t lens[] = {1, 3, 15, 16, 17, 31, 100, 448, 4096};
+                for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) s_check_same_dot(ti, lens[l], isas[ii], &rng);
+                continue;
+            }
+            // Many one-block rows: there the result is the block's float term itself.
+            const int64_t blocks[] = {1, 2, 3, 7, 16, 64};
+            for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++)
+                for (int rep = 0; rep < (b == 0 ? 100 : 3); rep++)
+                    s_check_same_dot(ti, blocks[b] * unit, isas[ii], &rng);
+        }
+    }
+}
+
+// Q8_0 rows whose activation holds -128 where the weight is negative: the
+// one product a sign-flipping SIMD kernel cannot form in a byte.
+static void test_dot_q8_0_min_byte(void **state) {
+    (void)state;
+    mc_isa_t isas[4];
+    const size_t n_isas = s_isas(isas);
+    const int64_t n = 9 * MC_QK;
+    mc_block_q8_0_t w[9], y[4][9];
+    for (int b = 0; b < 9; b++) {
+        w[b].d = mc_fp32_to_fp16(0.5f + (float)b);
+        for (int c = 0; c < 4; c++) y[c][b].d = mc_fp32_to_fp16(0.25f * (float)(c + 1));
+        for (int j = 0; j < MC_QK; j++) {
+            w[b].qs[j] = (int8_t)(j % 2 ? -128 : -1 - j);
+            // Rows 0-2 hold -128 (row 2 only in its last block), row 3 does not.
+            for (int c = 0; c < 4; c++) {
+                const int v = (j + b + c) % 3 ? -128 : 127;
+                y[c][b].qs[j] = (int8_t)(c == 3 ? (v == 127 ? 127 : -127) : c == 2 && b < 8 ? 5 - j : v);
+            }
+        }
+    }
+    const void *a[4] = {y[0], y[1], y[2], y[3]};
+    const mc_kernel_t *ref = mc_kernel_get(MC_DTYPE_Q8_0, MC_ISA_SCALAR);
+    for (size_t ii = 1; ii < n_isas; ii++) {
+        const mc_kernel_t *k = mc_kernel_get(MC_DTYPE_Q8_0, isas[ii]);
+        float want[4], got[4];
+        for (int c = 0; c < 4; c++) {
+            ref->dot(n, &want[c], w, a[c]);
+            k->dot(n, &got[c], w, a[c]);
+            s_assert_same_float(got[c], want[c]);
+        }
+        if (k->dot4) {
+            k->dot4(n, got, w, a);
+            for (int c = 0; c < 4; c++) s_assert_same_float(got[c], want[c]);
+        }
     }
 }
 
@@ -226,6 +564,14 @@ static void test_table(void **state) {
             assert_true(k->isa == want || k->isa == MC_ISA_SCALAR);
         }
         assert_int_equal(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->isa, MC_ISA_SCALAR);
+        // The scalar table has no dot4: callers loop over dot.
+        assert_null(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->dot4);
+    }
+    // The batched products of the benchmark types and the Q4_K_M mix have dot4 wherever SIMD runs.
+    const mc_dtype_t batched[] = {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, MC_DTYPE_Q4_K, MC_DTYPE_Q6_K};
+    for (size_t i = 0; i < sizeof batched / sizeof batched[0]; i++) {
+        const mc_kernel_t *k = mc_kernel_get(batched[i], MC_ISA_AVX2);
+        if (k->isa == MC_ISA_AVX2) assert_non_null(k->dot4);
     }
     // Activation-only and unknown types have no kernel.
     const uint32_t none[] = {MC_DTYPE_Q8_1, MC_DTYPE_Q8_K, 4, 5, 16, 29, 99, 0xFFFFFFFFu};
@@ -240,11 +586,54 @@ static void test_table(void **state) {
     assert_string_equal(mc_kernel_isa_name((mc_isa_t)42), "?");
 }
 
+// MC_ISA picks a lower ISA than the best; what the CPU cannot run, or an
+// unknown name, leaves the best. An ISA the CPU lacks is never handed out.
+static void test_isa_env(void **state) {
+    (void)state;
+    char saved[64] = "";
+    const char *env = getenv("MC_ISA");
+    if (env) snprintf(saved, sizeof saved, "%s", env);
+    assert_int_equal(unsetenv("MC_ISA"), 0);
+    const mc_isa_t best = mc_kernel_best_isa();
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    assert_int_equal(best, avx2 ? MC_ISA_AVX2 : MC_ISA_SCALAR);
+    assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_NEON)->isa, MC_ISA_SCALAR);
+    assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_NEON_DOTPROD)->isa, MC_ISA_SCALAR);
+#elif defined(__aarch64__)
+    assert_true(best == MC_ISA_NEON || best == MC_ISA_NEON_DOTPROD);
+    assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_AVX2)->isa, MC_ISA_SCALAR);
+#endif
+    mc_isa_t isas[4];
+    const size_t n_isas = s_isas(isas);
+    for (size_t i = 0; i < n_isas; i++) {
+        assert_int_equal(setenv("MC_ISA", mc_kernel_isa_name(isas[i]), 1), 0);
+        assert_int_equal(mc_kernel_best_isa(), isas[i]);
+        assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_BEST)->isa, isas[i]);
+    }
+    const char *ignored[] = {"bogus", "", "AVX2", "best"};
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+        assert_int_equal(setenv("MC_ISA", ignored[i], 1), 0);
+        assert_int_equal(mc_kernel_best_isa(), best);
+    }
+    if (env)
+        assert_int_equal(setenv("MC_ISA", saved, 1), 0);
+    else
+        assert_int_equal(unsetenv("MC_ISA"), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dot_all_types),
         cmocka_unit_test(test_dot_extremes),
+        cmocka_unit_test(test_act_same_bits),
+        cmocka_unit_test(test_act_half_boundaries),
+        cmocka_unit_test(test_dot_same_bits),
+        cmocka_unit_test(test_dot_q8_0_min_byte),
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_isa_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

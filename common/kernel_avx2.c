@@ -1,0 +1,787 @@
+/*
+ * kernel_avx2: x86-64 AVX2 (+F16C) activation conversions and dot products,
+ * bit-identical to the scalar reference in kernel.c.
+ *
+ * Integer block sums are exact in any order, so they come from byte
+ * multiply-adds (maddubs, madd) with horizontal adds over several blocks at
+ * once. The float operations that combine them are the reference's, in its
+ * order: per-block products in vector lanes (a lane rounds exactly like the
+ * scalar operation), the running sum one block after the other. Nothing is
+ * fused into an fma: the functions are compiled for "avx2,f16c" only (no
+ * "fma"), so the compiler cannot contract a multiply and an add whatever
+ * -ffp-contract says. kernel.c still requires FMA on the CPU for this ISA,
+ * as its name promises.
+ *
+ * The file is compiled for every target: on x86-64 each function carries a
+ * target attribute so the rest of the program stays baseline x86-64, and
+ * kernel.c checks the CPU before handing the table out; elsewhere the table
+ * is NULL. Rows come from file mappings at any offset: only unaligned loads.
+ */
+#include "kernel_impl.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "quant.h"
+
+#define S_FN static __attribute__((target("avx2,f16c")))
+#define S_INLINE static inline __attribute__((always_inline, target("avx2,f16c")))
+
+#define S_AT(p, type, field) ((const uint8_t *)(p) + offsetof(type, field))
+
+// --- small helpers -----------------------------------------------------------------
+
+// Weight rows stream from memory once per product: the integer work per byte
+// is dense enough that the out-of-order window alone does not keep enough
+// cache-line fills in flight, so the dots prefetch this far ahead (into the
+// following rows, which a matrix product reads next). Halves DRAM-bound time.
+#define S_PREFETCH 2048
+
+// Prefetch the cache lines of [p, p + bytes) S_PREFETCH bytes ahead.
+S_INLINE void s_prefetch(const uint8_t *p, size_t bytes) {
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch((const char *)p + S_PREFETCH + off, _MM_HINT_T0);
+}
+
+S_INLINE float s_half(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+S_INLINE float s_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, sizeof f);
+    return f;
+}
+
+S_INLINE __m256i s_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+S_INLINE __m128i s_load128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+// The fp16 fields at p, p + stride, ... of the first r (1..4) blocks as f32
+// lanes (0 beyond r). The 16-byte loads stay inside their blocks: every
+// block with such a field has at least 16 bytes from the field on.
+S_INLINE __m128 s_halves(const uint8_t *p, size_t stride, int r) {
+    __m128i l[4];
+    for (int b = 0; b < 4; b++) l[b] = b < r ? s_load128(p + (size_t)b * stride) : _mm_setzero_si128();
+    const __m128i h01 = _mm_unpacklo_epi16(l[0], l[1]), h23 = _mm_unpacklo_epi16(l[2], l[3]);
+    return _mm_cvtph_ps(_mm_unpacklo_epi32(h01, h23)); // the first halfword of each load
+}
+
+// sum += p[0]; sum += p[1]; ... over the first r lanes: the reference's
+// block-after-block accumulation.
+S_INLINE float s_accumulate(float sum, __m128 p, int r) {
+    float v[4];
+    _mm_storeu_ps(v, p);
+    for (int b = 0; b < r; b++) sum += v[b];
+    return sum;
+}
+
+// Lane sums of four vectors of 8 int32: {sum(a), sum(b), sum(c), sum(d)}.
+S_INLINE __m128i s_hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_hadd_epi32(a, b); // a01 a23 b01 b23 | a45 a67 b45 b67
+    const __m256i cd = _mm256_hadd_epi32(c, d);
+    const __m256i abcd = _mm256_hadd_epi32(ab, cd); // a0123 b0123 c0123 d0123 | a4567 ...
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+// Lane sums of two vectors of 8 int32.
+S_INLINE void s_hsum2(__m256i a, __m256i b, int *sa, int *sb) {
+    const __m256i ab = _mm256_hadd_epi32(a, b); // a01 a23 b01 b23 | a45 a67 b45 b67
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(ab), _mm256_extracti128_si256(ab, 1));
+    t = _mm_hadd_epi32(t, t); // A B A B
+    *sa = _mm_cvtsi128_si32(t);
+    *sb = _mm_extract_epi32(t, 1);
+}
+
+S_INLINE float s_hmax(__m256 v) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+// Four vectors of 8 int32 (each within int8 range) as 32 bytes in order.
+S_INLINE __m256i s_pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    const __m256i abcd = _mm256_packs_epi16(ab, cd); // dwords a0 b0 c0 d0 | a1 b1 c1 d1
+    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// 16 packed nibbles -> 32 bytes: the low nibbles, then the high ones.
+S_INLINE __m256i s_nibbles(const uint8_t *qs) {
+    const __m128i q = s_load128(qs);
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// 32 bits (little-endian at p) -> 32 bytes, byte j = 16 when bit j is set.
+S_INLINE __m256i s_bit16(const uint8_t *p) {
+    uint32_t bits;
+    memcpy(&bits, p, sizeof bits);
+    // Byte j takes the source byte j / 8, then tests its bit j % 8.
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)bits),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+                         3, 3));
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel);
+    return _mm256_and_si256(set, _mm256_set1_epi8(16));
+}
+
+// --- activation conversions ------------------------------------------------------
+
+static void s_act_f32(const float *x, void *y, int64_t n) { memcpy(y, x, (size_t)n * sizeof *x); }
+
+// F16C rounds to nearest even like mc_fp32_to_fp16, subnormals and overflow
+// included; only NaNs differ (F16C keeps payload bits), so they are rewritten
+// to the reference's quiet NaN with the same sign.
+S_FN void s_act_f16(const float *x, void *y, int64_t n) {
+    uint8_t *out = y;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m128i mag = _mm_and_si128(h, _mm_set1_epi16(0x7FFF));
+        const __m128i nan = _mm_cmpgt_epi16(mag, _mm_set1_epi16(0x7C00));
+        const __m128i quiet = _mm_or_si128(_mm_and_si128(h, _mm_set1_epi16((short)0x8000)), _mm_set1_epi16(0x7E00));
+        h = _mm_blendv_epi8(h, quiet, nan);
+        _mm_storeu_si128((__m128i *)(out + 2 * i), h);
+    }
+    for (; i < n; i++) {
+        const uint16_t h = mc_fp32_to_fp16(x[i]);
+        memcpy(out + 2 * i, &h, sizeof h);
+    }
+}
+
+// mc_fp32_to_bf16 on 8 lanes: round to nearest even on the bits, NaN quieted.
+S_FN void s_act_bf16(const float *x, void *y, int64_t n) {
+    uint8_t *out = y;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int k = 0; k < 2; k++) {
+            const __m256i b = s_load(x + i + 8 * k);
+            const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF)),
+                                                   _mm256_set1_epi32(0x7F800000));
+            const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+            const __m256i rounded =
+                _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7FFF)), odd), 16);
+            const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x40));
+            r[k] = _mm256_blendv_epi8(rounded, quiet, nan);
+        }
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(out + 2 * i), packed);
+    }
+    for (; i < n; i++) {
+        const uint16_t h = mc_fp32_to_bf16(x[i]);
+        memcpy(out + 2 * i, &h, sizeof h);
+    }
+}
+
+// roundf (half away from zero) on 8 lanes: truncate, then step away from
+// zero when the dropped fraction (exact: v - trunc(v)) is at least one half.
+// Infinities and NaNs pass through (their fraction compares false).
+S_INLINE __m256 s_round_away(__m256 v) {
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(v, t));
+    const __m256 step = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
+    return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step));
+}
+
+// One Q8_0/Q8_1 block: the 32 quants to qs, returns d; *sum (when not
+// NULL) = the sum of the quants.
+// Same steps as quant.c: amax (NaN ignored, as fmaxf does), d = amax / 127,
+// id = 1 / d (0 for d = 0), q = roundf(x * id) saturated, NaN -> 0.
+S_INLINE float s_q8_block(const float *x, uint8_t *qs, int *sum) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        m = _mm256_max_ps(_mm256_and_ps(v[k], abs_mask), m); // a NaN first operand yields m
+    }
+    const float amax = s_hmax(m);
+    const float d = amax / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; k++) {
+        __m256 r = s_round_away(_mm256_mul_ps(v[k], idv));
+        r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+        r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.f)), _mm256_set1_ps(127.f));
+        q[k] = _mm256_cvttps_epi32(r);
+    }
+    if (sum) {
+        const __m256i all = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        *sum = _mm_cvtsi128_si32(s_hsum4(all, all, all, all));
+    }
+    _mm256_storeu_si256((__m256i *)qs, s_pack_bytes(q[0], q[1], q[2], q[3]));
+    return d;
+}
+
+S_FN void s_act_q8_0(const float *x, void *y, int64_t n) {
+    uint8_t *out = y;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += MC_QK, out += sizeof(mc_block_q8_0_t)) {
+        const uint16_t d = mc_fp32_to_fp16(s_q8_block(x, out + offsetof(mc_block_q8_0_t, qs), NULL));
+        memcpy(out + offsetof(mc_block_q8_0_t, d), &d, sizeof d);
+    }
+}
+
+S_FN void s_act_q8_1(const float *x, void *y, int64_t n) {
+    uint8_t *out = y;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += MC_QK, out += sizeof(mc_block_q8_1_t)) {
+        int sum;
+        const float d = s_q8_block(x, out + offsetof(mc_block_q8_1_t, qs), &sum);
+        const uint16_t hd = mc_fp32_to_fp16(d), hs = mc_fp32_to_fp16(sum * d);
+        memcpy(out + offsetof(mc_block_q8_1_t, d), &hd, sizeof hd);
+        memcpy(out + offsetof(mc_block_q8_1_t, s), &hs, sizeof hs);
+    }
+}
+
+// Q8_K as quant.c: the element of largest magnitude (the first one on ties)
+// maps to -127; q = nearest-even(iscale * x) by the same 1.5 * 2^23 trick on
+// the same float operations, so even NaN and overflow give the same bytes.
+S_FN void s_act_q8_k(const float *x, void *y, int64_t n) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    uint8_t *out = y;
+    for (int64_t i = 0; i < n / MC_QK_K; i++, x += MC_QK_K, out += sizeof(mc_block_q8_k_t)) {
+        mc_block_q8_k_t b;
+        memset(&b, 0, sizeof b);
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < MC_QK_K / 8; k++) m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 8 * k), abs_mask), m);
+        const float amax = s_hmax(m);
+        if (amax != 0.f) {
+            float max = 0.f;
+            for (int k = 0; k < MC_QK_K / 8; k++) {
+                const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + 8 * k), abs_mask);
+                const int hit = _mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_set1_ps(amax), _CMP_EQ_OQ));
+                if (hit) {
+                    max = x[8 * k + __builtin_ctz((unsigned)hit)];
+                    break;
+                }
+            }
+            const float iscale = -127.f / max;
+            const __m256 iv = _mm256_set1_ps(iscale), magic = _mm256_set1_ps(12582912.f);
+            for (int c = 0; c < MC_QK_K / 64; c++) { // 4 groups of 16 per step
+                __m256i q[8];
+                for (int k = 0; k < 8; k++) {
+                    const __m256 t = _mm256_add_ps(_mm256_mul_ps(iv, _mm256_loadu_ps(x + 64 * c + 8 * k)), magic);
+                    const __m256i mant = _mm256_and_si256(_mm256_castps_si256(t), _mm256_set1_epi32(0x007FFFFF));
+                    const __m256i v = _mm256_sub_epi32(mant, _mm256_set1_epi32(0x00400000));
+                    q[k] = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(-128)), _mm256_set1_epi32(127));
+                }
+                _mm256_storeu_si256((__m256i *)(b.qs + 64 * c), s_pack_bytes(q[0], q[1], q[2], q[3]));
+                _mm256_storeu_si256((__m256i *)(b.qs + 64 * c + 32), s_pack_bytes(q[4], q[5], q[6], q[7]));
+                const __m128i sums = s_hsum4(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]),
+                                             _mm256_add_epi32(q[4], q[5]), _mm256_add_epi32(q[6], q[7]));
+                _mm_storel_epi64((__m128i *)(b.bsums + 4 * c), _mm_packs_epi32(sums, sums));
+            }
+            b.d = 1 / iscale;
+        }
+        memcpy(out, &b, sizeof b);
+    }
+}
+
+// --- float weights: the reference's 16 lanes as two 8-lane accumulators -------------
+
+// Lanes 0-7 in a, 8-15 in b; the n % 16 values from j on (tx, ty) go to
+// lanes 0.., then the fixed folding of kernel.c: 16 -> 8 -> 4 lanes, then
+// (0 + 1) + (2 + 3).
+S_INLINE float s_lanes_finish(__m256 a, __m256 b, int64_t j, int64_t n, const float *tx, const float *ty) {
+    float acc[16];
+    _mm256_storeu_ps(acc, a);
+    _mm256_storeu_ps(acc + 8, b);
+    for (int k = 0; j < n; j++, k++) acc[k] += tx[k] * ty[k];
+    for (int h = 8; h >= 4; h /= 2)
+        for (int i = 0; i < h; i++) acc[i] += acc[i + h];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+S_INLINE __m256 s_load_f32(const uint8_t *p) { return _mm256_loadu_ps((const float *)(const void *)p); }
+
+S_FN void s_dot_f32(int64_t n, float *s, const void *w, const void *a) {
+    const uint8_t *x = w, *y = a;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        s_prefetch(x + 4 * j, 64);
+        acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(s_load_f32(x + 4 * j), s_load_f32(y + 4 * j)));
+        acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(s_load_f32(x + 4 * j + 32), s_load_f32(y + 4 * j + 32)));
+    }
+    float tx[16], ty[16];
+    for (int64_t k = j; k < n; k++) {
+        memcpy(&tx[k - j], x + 4 * k, 4);
+        memcpy(&ty[k - j], y + 4 * k, 4);
+    }
+    *s = s_lanes_finish(acc0, acc1, j, n, tx, ty);
+}
+
+// F16 and BF16 operands become f32 exactly, 8 at a time.
+S_INLINE __m256 s_cvt_f16(const uint8_t *p) { return _mm256_cvtph_ps(s_load128(p)); }
+S_INLINE __m256 s_cvt_bf16(const uint8_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(s_load128(p)), 16));
+}
+
+S_INLINE float s_dot_half16(int64_t n, const uint8_t *x, const uint8_t *y, bool bf16) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        s_prefetch(x + 2 * j, 32);
+        const __m256 x0 = bf16 ? s_cvt_bf16(x + 2 * j) : s_cvt_f16(x + 2 * j);
+        const __m256 y0 = bf16 ? s_cvt_bf16(y + 2 * j) : s_cvt_f16(y + 2 * j);
+        const __m256 x1 = bf16 ? s_cvt_bf16(x + 2 * j + 16) : s_cvt_f16(x + 2 * j + 16);
+        const __m256 y1 = bf16 ? s_cvt_bf16(y + 2 * j + 16) : s_cvt_f16(y + 2 * j + 16);
+        acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(x0, y0));
+        acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(x1, y1));
+    }
+    float tx[16], ty[16];
+    for (int64_t k = j; k < n; k++) {
+        uint16_t hx, hy;
+        memcpy(&hx, x + 2 * k, 2);
+        memcpy(&hy, y + 2 * k, 2);
+        tx[k - j] = bf16 ? mc_bf16_to_fp32(hx) : _cvtsh_ss(hx);
+        ty[k - j] = bf16 ? mc_bf16_to_fp32(hy) : _cvtsh_ss(hy);
+    }
+    return s_lanes_finish(acc0, acc1, j, n, tx, ty);
+}
+
+S_FN void s_dot_f16(int64_t n, float *s, const void *w, const void *a) { *s = s_dot_half16(n, w, a, false); }
+S_FN void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s = s_dot_half16(n, w, a, true); }
+
+// --- 32-value blocks ----------------------------------------------------------------
+//
+// Groups of 4 blocks: each weight block is unpacked once into bytes, its
+// integer sum with each activation row becomes 8 int32 partials, s_hsum4
+// turns 4 blocks' partials into their 4 exact sums, and the float step runs
+// on 4 lanes before the sequential accumulation.
+//
+// Byte products use maddubs (unsigned weight byte x signed activation byte,
+// pairs summed in int16): Q4_1/Q5_1 quants are unsigned already; Q4_0/Q5_0
+// use the stored u = q + 8 (q + 16) and subtract 8 (16) times the activation
+// pair sums, all exact in int16. Q8_0 multiplies |w| by y carrying w's sign,
+// exact unless y holds -128 (its negation overflows); rows where it does are
+// redone with 16-bit products (the activation conversion never produces
+// -128 from finite, non-tiny input, so this is a rare path kept for exactness).
+
+typedef struct {
+    size_t wb, yb;       // block bytes: weight, activation
+    size_t w_d, w_m, w_q; // weight field offsets (w_m: Q4_1/Q5_1 only)
+    size_t y_d, y_s, y_q; // activation field offsets (y_s: Q8_1 only)
+} s_layout32_t;
+
+S_INLINE s_layout32_t s_layout32(mc_dtype_t t) {
+    const s_layout32_t q8_0 = {0, sizeof(mc_block_q8_0_t), 0, 0, 0, offsetof(mc_block_q8_0_t, d), 0,
+                               offsetof(mc_block_q8_0_t, qs)};
+    const s_layout32_t q8_1 = {0, sizeof(mc_block_q8_1_t), 0, 0, 0, offsetof(mc_block_q8_1_t, d),
+                               offsetof(mc_block_q8_1_t, s), offsetof(mc_block_q8_1_t, qs)};
+    s_layout32_t l = q8_0;
+    switch (t) {
+    case MC_DTYPE_Q4_0:
+        l.wb = sizeof(mc_block_q4_0_t);
+        l.w_d = offsetof(mc_block_q4_0_t, d);
+        l.w_q = offsetof(mc_block_q4_0_t, qs);
+        break;
+    case MC_DTYPE_Q5_0:
+        l.wb = sizeof(mc_block_q5_0_t);
+        l.w_d = offsetof(mc_block_q5_0_t, d);
+        l.w_q = offsetof(mc_block_q5_0_t, qs);
+        break;
+    case MC_DTYPE_Q8_0:
+        l.wb = sizeof(mc_block_q8_0_t);
+        l.w_d = offsetof(mc_block_q8_0_t, d);
+        l.w_q = offsetof(mc_block_q8_0_t, qs);
+        break;
+    case MC_DTYPE_Q4_1:
+        l = q8_1;
+        l.wb = sizeof(mc_block_q4_1_t);
+        l.w_d = offsetof(mc_block_q4_1_t, d);
+        l.w_m = offsetof(mc_block_q4_1_t, m);
+        l.w_q = offsetof(mc_block_q4_1_t, qs);
+        break;
+    default: // MC_DTYPE_Q5_1
+        l = q8_1;
+        l.wb = sizeof(mc_block_q5_1_t);
+        l.w_d = offsetof(mc_block_q5_1_t, d);
+        l.w_m = offsetof(mc_block_q5_1_t, m);
+        l.w_q = offsetof(mc_block_q5_1_t, qs);
+        break;
+    }
+    return l;
+}
+
+// A weight block as bytes: u (unsigned quants, or |w| for Q8_0) and, for
+// Q8_0, the signed quants that carry the sign.
+typedef struct {
+    __m256i u, w;
+} s_wblock_t;
+
+S_INLINE s_wblock_t s_unpack32(mc_dtype_t t, const uint8_t *x, const s_layout32_t *l) {
+    s_wblock_t b = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    switch (t) {
+    case MC_DTYPE_Q8_0:
+        b.w = s_load(x + l->w_q);
+        b.u = _mm256_sign_epi8(b.w, b.w);
+        break;
+    case MC_DTYPE_Q5_0: b.u = _mm256_or_si256(s_nibbles(x + l->w_q), s_bit16(S_AT(x, mc_block_q5_0_t, qh))); break;
+    case MC_DTYPE_Q5_1: b.u = _mm256_or_si256(s_nibbles(x + l->w_q), s_bit16(S_AT(x, mc_block_q5_1_t, qh))); break;
+    default: b.u = s_nibbles(x + l->w_q); break; // Q4_0, Q4_1
+    }
+    return b;
+}
+
+// 8 int32 partials of one block's integer dot with activation bytes y.
+S_INLINE __m256i s_partial32(mc_dtype_t t, const s_wblock_t *b, __m256i y) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    switch (t) {
+    case MC_DTYPE_Q8_0: return _mm256_madd_epi16(_mm256_maddubs_epi16(b->u, _mm256_sign_epi8(y, b->w)), ones);
+    case MC_DTYPE_Q4_0:
+        return _mm256_madd_epi16(
+            _mm256_sub_epi16(_mm256_maddubs_epi16(b->u, y), _mm256_maddubs_epi16(_mm256_set1_epi8(8), y)), ones);
+    case MC_DTYPE_Q5_0:
+        return _mm256_madd_epi16(
+            _mm256_sub_epi16(_mm256_maddubs_epi16(b->u, y), _mm256_maddubs_epi16(_mm256_set1_epi8(16), y)), ones);
+    default: return _mm256_madd_epi16(_mm256_maddubs_epi16(b->u, y), ones); // Q4_1, Q5_1
+    }
+}
+
+// The per-block float terms of 4 blocks, exactly as kernel.c writes them.
+S_INLINE __m128 s_terms32(mc_dtype_t t, __m128i sumi, __m128 dx, __m128 mx, const uint8_t *yg,
+                          const s_layout32_t *l, int r) {
+    const __m128 fi = _mm_cvtepi32_ps(sumi);
+    const __m128 dy = s_halves(yg + l->y_d, l->yb, r);
+    switch (t) {
+    case MC_DTYPE_Q4_0: return _mm_mul_ps(_mm_mul_ps(fi, dx), dy);  // sumi * dx * dy
+    case MC_DTYPE_Q8_0: return _mm_mul_ps(fi, _mm_mul_ps(dx, dy));  // sumi * (dx * dy)
+    case MC_DTYPE_Q5_0: return _mm_mul_ps(_mm_mul_ps(dx, dy), fi);  // (dx * dy) * sumi
+    default: { // Q4_1, Q5_1: (dx * dy) * sumi + mx * sy
+        const __m128 sy = s_halves(yg + l->y_s, l->yb, r);
+        return _mm_add_ps(_mm_mul_ps(_mm_mul_ps(dx, dy), fi), _mm_mul_ps(mx, sy));
+    }
+    }
+}
+
+// r (1..4) blocks starting at block i, for na activation rows.
+S_INLINE void s_group32(mc_dtype_t t, int r, int64_t i, const uint8_t *x, const uint8_t *const *a, int na,
+                        const s_layout32_t *l, float *sum, __m256i *ymin) {
+    const uint8_t *xg = x + (size_t)i * l->wb;
+    s_prefetch(xg, 4 * l->wb);
+    s_wblock_t wb[4];
+#pragma GCC unroll 4
+    for (int b = 0; b < 4; b++) {
+        wb[b] = (s_wblock_t){_mm256_setzero_si256(), _mm256_setzero_si256()};
+        if (b < r) wb[b] = s_unpack32(t, xg + (size_t)b * l->wb, l);
+    }
+    const __m128 dx = s_halves(xg + l->w_d, l->wb, r);
+    const __m128 mx = (t == MC_DTYPE_Q4_1 || t == MC_DTYPE_Q5_1) ? s_halves(xg + l->w_m, l->wb, r) : _mm_setzero_ps();
+#pragma GCC unroll 4
+    for (int c = 0; c < na; c++) {
+        const uint8_t *yg = a[c] + (size_t)i * l->yb;
+        __m256i p[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; b++) {
+            p[b] = _mm256_setzero_si256();
+            if (b >= r) continue;
+            const __m256i y = s_load(yg + (size_t)b * l->yb + l->y_q);
+            p[b] = s_partial32(t, &wb[b], y);
+            if (t == MC_DTYPE_Q8_0) ymin[c] = _mm256_min_epi8(ymin[c], y);
+        }
+        const __m128i sumi = s_hsum4(p[0], p[1], p[2], p[3]);
+        sum[c] = s_accumulate(sum[c], s_terms32(t, sumi, dx, mx, yg, l, r), r);
+    }
+}
+
+// Q8_0 with 16-bit products: exact for every byte, the reference's floats.
+S_FN float s_dot_q8_0_wide(int64_t nb, const uint8_t *x, const uint8_t *y) {
+    float sumf = 0.f;
+    for (int64_t i = 0; i < nb; i++, x += sizeof(mc_block_q8_0_t), y += sizeof(mc_block_q8_0_t)) {
+        const uint8_t *qx = S_AT(x, mc_block_q8_0_t, qs), *qy = S_AT(y, mc_block_q8_0_t, qs);
+        const __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(s_load128(qx)), _mm256_cvtepi8_epi16(s_load128(qy)));
+        const __m256i hi =
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(s_load128(qx + 16)), _mm256_cvtepi8_epi16(s_load128(qy + 16)));
+        const __m256i v = _mm256_add_epi32(lo, hi);
+        const int sumi = _mm_cvtsi128_si32(s_hsum4(v, v, v, v));
+        const float dx = s_half(S_AT(x, mc_block_q8_0_t, d)), dy = s_half(S_AT(y, mc_block_q8_0_t, d));
+        sumf += sumi * (dx * dy);
+    }
+    return sumf;
+}
+
+S_INLINE void s_dot32(mc_dtype_t t, int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na) {
+    const s_layout32_t l = s_layout32(t);
+    const int64_t nb = n / MC_QK;
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+    __m256i ymin[4];
+    for (int c = 0; c < 4; c++) ymin[c] = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) s_group32(t, 4, i, x, a, na, &l, sum, ymin);
+    if (i < nb) s_group32(t, (int)(nb - i), i, x, a, na, &l, sum, ymin);
+    for (int c = 0; c < na; c++) {
+        if (t == MC_DTYPE_Q8_0 &&
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(ymin[c], _mm256_set1_epi8(-128))) != 0)
+            sum[c] = s_dot_q8_0_wide(nb, x, a[c]);
+        s[c] = sum[c];
+    }
+}
+
+#define S_DOT32(name, type)                                                                       \
+    S_FN void s_dot_##name(int64_t n, float *s, const void *w, const void *a) {                  \
+        const uint8_t *y[1] = {a};                                                                \
+        s_dot32(type, n, s, w, y, 1);                                                             \
+    }                                                                                             \
+    S_FN void s_dot4_##name(int64_t n, float s[4], const void *w, const void *const a[4]) {      \
+        const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};                                           \
+        s_dot32(type, n, s, w, y, 4);                                                             \
+    }
+S_DOT32(q4_0, MC_DTYPE_Q4_0)
+S_DOT32(q4_1, MC_DTYPE_Q4_1)
+S_DOT32(q5_0, MC_DTYPE_Q5_0)
+S_DOT32(q5_1, MC_DTYPE_Q5_1)
+S_DOT32(q8_0, MC_DTYPE_Q8_0)
+#undef S_DOT32
+
+// --- K-quants against Q8_K -------------------------------------------------------------
+//
+// Every K-quant super-block is read as 8 vectors of 32 unsigned quants
+// (vector v meets activation bytes 32v..32v+31), 16 per-16-value scales and
+// 16 per-16-value multipliers of the activation's bsums:
+//
+//   A = sum over v of scale * (quant . activation), per 16 values (maddubs, madd)
+//   C = sum over g of mult[g] * bsums[g]
+//
+// which the reference's integers are made of: Q2_K, Q4_K, Q5_K: isum = A,
+// summs = C (mult = the mins); Q3_K: isum = A - 4C, Q6_K: isum = A - 32C
+// (mult = the scales, the quants' offsets through bsums as in kernel.c).
+
+typedef struct {
+    __m256i scale; // 16 x int16: scale of each 16 values
+    __m256i mult;  // 16 x int16: multiplier of each bsums entry
+    float d, dmin;
+} s_kprep_t;
+
+// 16 bytes -> 16 int16 (signed or not).
+S_INLINE __m256i s_widen(__m128i v, bool is_signed) {
+    return is_signed ? _mm256_cvtepi8_epi16(v) : _mm256_cvtepu8_epi16(v);
+}
+
+// Q4_K/Q5_K: the 8 6-bit (scale, min) pairs of the 12 scale bytes, each
+// duplicated to cover its two groups of 16.
+S_INLINE void s_scales_k4(const uint8_t *sc12, s_kprep_t *p) {
+    uint32_t w[3];
+    memcpy(w, sc12, sizeof w);
+    const uint32_t lo6 = 0x3F3F3F3Fu, lo4 = 0x0F0F0F0Fu, lo2 = 0x03030303u;
+    const uint32_t sc_lo = w[0] & lo6, m_lo = w[1] & lo6;
+    const uint32_t sc_hi = (w[2] & lo4) | ((w[0] >> 6) & lo2) << 4;
+    const uint32_t m_hi = ((w[2] >> 4) & lo4) | ((w[1] >> 6) & lo2) << 4;
+    const __m128i sc = _mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0), m = _mm_setr_epi32((int)m_lo, (int)m_hi, 0, 0);
+    p->scale = s_widen(_mm_unpacklo_epi8(sc, sc), false);
+    p->mult = s_widen(_mm_unpacklo_epi8(m, m), false);
+}
+
+S_INLINE s_kprep_t s_kprep(mc_dtype_t t, const uint8_t *x) {
+    s_kprep_t p = {_mm256_setzero_si256(), _mm256_setzero_si256(), 0.f, 0.f};
+    switch (t) {
+    case MC_DTYPE_Q2_K: {
+        const __m128i sc = s_load128(S_AT(x, mc_block_q2_k_t, scales));
+        p.scale = s_widen(_mm_and_si128(sc, _mm_set1_epi8(0x0F)), false);
+        p.mult = s_widen(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0F)), false);
+        p.d = s_half(S_AT(x, mc_block_q2_k_t, d));
+        p.dmin = s_half(S_AT(x, mc_block_q2_k_t, dmin));
+        break;
+    }
+    case MC_DTYPE_Q3_K: {
+        // 16 6-bit scales: low nibbles in bytes 0..7, top 2 bits in 8..11.
+        uint32_t w[3];
+        memcpy(w, S_AT(x, mc_block_q3_k_t, scales), sizeof w);
+        const uint32_t lo4 = 0x0F0F0F0Fu, lo2 = 0x03030303u;
+        const __m128i sc = _mm_setr_epi32((int)((w[0] & lo4) | (w[2] & lo2) << 4),
+                                          (int)((w[1] & lo4) | ((w[2] >> 2) & lo2) << 4),
+                                          (int)(((w[0] >> 4) & lo4) | ((w[2] >> 4) & lo2) << 4),
+                                          (int)(((w[1] >> 4) & lo4) | ((w[2] >> 6) & lo2) << 4));
+        p.scale = s_widen(_mm_sub_epi8(sc, _mm_set1_epi8(32)), true);
+        p.mult = p.scale;
+        p.d = s_half(S_AT(x, mc_block_q3_k_t, d));
+        break;
+    }
+    case MC_DTYPE_Q4_K:
+        s_scales_k4(S_AT(x, mc_block_q4_k_t, scales), &p);
+        p.d = s_half(S_AT(x, mc_block_q4_k_t, d));
+        p.dmin = s_half(S_AT(x, mc_block_q4_k_t, dmin));
+        break;
+    case MC_DTYPE_Q5_K:
+        s_scales_k4(S_AT(x, mc_block_q5_k_t, scales), &p);
+        p.d = s_half(S_AT(x, mc_block_q5_k_t, d));
+        p.dmin = s_half(S_AT(x, mc_block_q5_k_t, dmin));
+        break;
+    default: // MC_DTYPE_Q6_K
+        p.scale = s_widen(s_load128(S_AT(x, mc_block_q6_k_t, scales)), true);
+        p.mult = p.scale;
+        p.d = s_half(S_AT(x, mc_block_q6_k_t, d));
+        break;
+    }
+    return p;
+}
+
+// Bits k, k+1 of every byte, as the byte's value.
+S_INLINE __m256i s_bits2(__m256i v, int k) {
+    return _mm256_and_si256(_mm256_srli_epi16(v, k), _mm256_set1_epi8(3));
+}
+
+S_INLINE __m256i s_bit(__m256i v, int k) {
+    return _mm256_and_si256(_mm256_srli_epi16(v, k), _mm256_set1_epi8(1));
+}
+
+S_INLINE __m256i s_lo4(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0F)); }
+S_INLINE __m256i s_hi4(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
+
+// Quant vector v (0..7) of a super-block: 32 unsigned bytes.
+S_INLINE __m256i s_kquants(mc_dtype_t t, const uint8_t *x, int v) {
+    switch (t) {
+    case MC_DTYPE_Q2_K: return s_bits2(s_load(S_AT(x, mc_block_q2_k_t, qs) + 32 * (v / 4)), 2 * (v % 4));
+    case MC_DTYPE_Q3_K: {
+        const __m256i lo = s_bits2(s_load(S_AT(x, mc_block_q3_k_t, qs) + 32 * (v / 4)), 2 * (v % 4));
+        const __m256i hi = s_bit(s_load(S_AT(x, mc_block_q3_k_t, hmask)), v);
+        return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
+    }
+    case MC_DTYPE_Q4_K: {
+        const __m256i q = s_load(S_AT(x, mc_block_q4_k_t, qs) + 32 * (v / 2));
+        return v % 2 ? s_hi4(q) : s_lo4(q);
+    }
+    case MC_DTYPE_Q5_K: {
+        const __m256i q = s_load(S_AT(x, mc_block_q5_k_t, qs) + 32 * (v / 2));
+        const __m256i hi = s_bit(s_load(S_AT(x, mc_block_q5_k_t, qh)), v);
+        return _mm256_or_si256(v % 2 ? s_hi4(q) : s_lo4(q), _mm256_slli_epi16(hi, 4));
+    }
+    default: { // MC_DTYPE_Q6_K: vector 4h+k of half h: ql low/high nibbles, qh bits 2k, 2k+1
+        const int h = v / 4, k = v % 4;
+        const __m256i ql = s_load(S_AT(x, mc_block_q6_k_t, ql) + 64 * h + 32 * (k % 2));
+        const __m256i qh = s_bits2(s_load(S_AT(x, mc_block_q6_k_t, qh) + 32 * h), 2 * k);
+        return _mm256_or_si256(k < 2 ? s_lo4(ql) : s_hi4(ql), _mm256_slli_epi16(qh, 4));
+    }
+    }
+}
+
+// madd multipliers for vector v: scale[2v] in the low 128 bits (its first 16
+// values), scale[2v + 1] in the high ones.
+static const uint8_t s_pair_shuffle[4][32] = {
+    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
+     14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
+};
+
+S_INLINE __m256i s_scale_pair(__m256i scale, int v) {
+    const __m128i half = v < 4 ? _mm256_castsi256_si128(scale) : _mm256_extracti128_si256(scale, 1);
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(half), s_load(s_pair_shuffle[v % 4]));
+}
+
+S_INLINE size_t s_kbytes(mc_dtype_t t) {
+    switch (t) {
+    case MC_DTYPE_Q2_K: return sizeof(mc_block_q2_k_t);
+    case MC_DTYPE_Q3_K: return sizeof(mc_block_q3_k_t);
+    case MC_DTYPE_Q4_K: return sizeof(mc_block_q4_k_t);
+    case MC_DTYPE_Q5_K: return sizeof(mc_block_q5_k_t);
+    default: return sizeof(mc_block_q6_k_t);
+    }
+}
+
+S_INLINE void s_dotk(mc_dtype_t t, int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na) {
+    const size_t xb = s_kbytes(t), yb = sizeof(mc_block_q8_k_t);
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int64_t i = 0; i < n / MC_QK_K; i++, x += xb) {
+        s_prefetch(x, xb);
+        const s_kprep_t p = s_kprep(t, x);
+        __m256i acc[4];
+        for (int c = 0; c < na; c++) acc[c] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) {
+            const __m256i q = s_kquants(t, x, v), sc = s_scale_pair(p.scale, v);
+#pragma GCC unroll 4
+            for (int c = 0; c < na; c++) {
+                const __m256i y = s_load(a[c] + (size_t)i * yb + offsetof(mc_block_q8_k_t, qs) + 32 * v);
+                acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), sc));
+            }
+        }
+        for (int c = 0; c < na; c++) {
+            const uint8_t *yk = a[c] + (size_t)i * yb;
+            const __m256i bsums = s_load(S_AT(yk, mc_block_q8_k_t, bsums));
+            int isum, summs;
+            s_hsum2(acc[c], _mm256_madd_epi16(bsums, p.mult), &isum, &summs);
+            const float yd = s_f32(S_AT(yk, mc_block_q8_k_t, d));
+            // The reference's float steps, type by type (kernel.c).
+            switch (t) {
+            case MC_DTYPE_Q2_K: {
+                const float dall = yd * p.d, dmin = yd * p.dmin;
+                sum[c] += dall * isum - dmin * summs;
+                break;
+            }
+            case MC_DTYPE_Q3_K: {
+                const float d = p.d * yd;
+                sum[c] += d * (isum - 4 * summs);
+                break;
+            }
+            case MC_DTYPE_Q4_K:
+            case MC_DTYPE_Q5_K: sum[c] += (p.d * yd) * isum - (p.dmin * yd) * summs; break;
+            default: {
+                const float d = p.d * yd;
+                sum[c] += d * (isum - 32 * summs);
+                break;
+            }
+            }
+        }
+    }
+    for (int c = 0; c < na; c++) s[c] = sum[c];
+}
+
+#define S_DOTK(name, type)                                                                        \
+    S_FN void s_dot_##name(int64_t n, float *s, const void *w, const void *a) {                  \
+        const uint8_t *y[1] = {a};                                                                \
+        s_dotk(type, n, s, w, y, 1);                                                              \
+    }                                                                                             \
+    S_FN void s_dot4_##name(int64_t n, float s[4], const void *w, const void *const a[4]) {      \
+        const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};                                           \
+        s_dotk(type, n, s, w, y, 4);                                                              \
+    }
+S_DOTK(q2_k, MC_DTYPE_Q2_K)
+S_DOTK(q3_k, MC_DTYPE_Q3_K)
+S_DOTK(q4_k, MC_DTYPE_Q4_K)
+S_DOTK(q5_k, MC_DTYPE_Q5_K)
+S_DOTK(q6_k, MC_DTYPE_Q6_K)
+#undef S_DOTK
+
+// --- table --------------------------------------------------------------------------
+
+#define S_K(w, at, a, name) \
+    {.wtype = w, .act_type = at, .act = a, .dot = s_dot_##name, .dot4 = s_dot4_##name, .isa = MC_ISA_AVX2}
+
+static const mc_kernel_t s_avx2[] = {
+    {.wtype = MC_DTYPE_F32, .act_type = MC_DTYPE_F32, .act = s_act_f32, .dot = s_dot_f32, .isa = MC_ISA_AVX2},
+    {.wtype = MC_DTYPE_F16, .act_type = MC_DTYPE_F16, .act = s_act_f16, .dot = s_dot_f16, .isa = MC_ISA_AVX2},
+    {.wtype = MC_DTYPE_BF16, .act_type = MC_DTYPE_BF16, .act = s_act_bf16, .dot = s_dot_bf16, .isa = MC_ISA_AVX2},
+    S_K(MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, q4_0),
+    S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, q4_1),
+    S_K(MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, q5_0),
+    S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, q5_1),
+    S_K(MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, s_act_q8_0, q8_0),
+    S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, q2_k),
+    S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, q3_k),
+    S_K(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, q4_k),
+    S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, q5_k),
+    S_K(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, q6_k),
+};
+#undef S_K
+
+const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
+    *count = sizeof s_avx2 / sizeof s_avx2[0];
+    return s_avx2;
+}
+
+#else
+
+const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
+    *count = 0;
+    return NULL;
+}
+
+#endif
