@@ -320,3 +320,13 @@ uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
     }
     return total;
 }
+
+uint64_t mc_model_fingerprint(const mc_model_t *m) {
+    uint64_t h = 0xcbf29ce484222325ull; // FNV-1a offset basis
+    const uint8_t *p = mc_gguf_base(m->gguf);
+    uint64_t n = mc_gguf_data_offset(m->gguf), size = mc_gguf_size(m->gguf);
+    if (n > size) n = size;
+    for (uint64_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    for (int i = 0; i < 8; i++) h = (h ^ ((size >> (8 * i)) & 0xFF)) * 0x100000001b3ull;
+    return h;
+}

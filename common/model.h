@@ -76,6 +76,12 @@ mc_err_t mc_model_expert(const mc_model_t *m, uint32_t layer, uint32_t e, mc_exp
 // Write the f32 embedding of token id into out (dim values).
 mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out);
 
+// Identity of the model file for the cluster handshake: a 64-bit FNV-1a
+// hash of the file's header (metadata and tensor table, everything before
+// the tensor data) and of its size. Two nodes agree on it exactly when they
+// read the same model description; not a defence against a forger.
+uint64_t mc_model_fingerprint(const mc_model_t *m);
+
 // Bytes of all weights a generated token reads: attention, router, k experts
 // per layer, output head (the memory traffic that bounds decoding speed).
 uint64_t mc_model_bytes_per_token(const mc_model_t *m);

@@ -16,6 +16,11 @@
 #include "model.h"
 #include "tokenizer.h"
 
+#if MC_HAVE_CLUSTER
+#include "cluster.h"
+#include "demo.h"
+#endif
+
 #define MC_CLI_DEFAULT_CTX 4096u
 #define MC_CLI_DEFAULT_N 128
 
@@ -56,6 +61,11 @@ void mc_cli_usage(FILE *f) {
             "  --token-ids LIST      evaluate these ids (comma-separated, no BOS added) as one batch\n"
             "  --dump-logits FILE    with --token-ids: write float32 logits [n_ids][n_vocab] to FILE\n"
             "                        (with -n N: then generate N tokens, printed as ids on the last line)\n"
+            "  --cluster FILE        run the experts on the nodes of a cluster file (YAML; see README);\n"
+            "                        --model overrides the file's model\n"
+            "  --stats-json FILE     with --cluster or --demo: write per-node and per-expert stats as JSON\n"
+            "  --demo                generate a model, start --nodes local moe-expert processes, generate\n"
+            "  --nodes N             with --demo: number of expert nodes (default 2)\n"
             "  --help                this text\n",
             MC_CLI_DEFAULT_N, d.temp, d.top_k, d.top_p, d.min_p, d.repeat_penalty, MC_CLI_DEFAULT_CTX);
 }
@@ -114,10 +124,15 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             o->mode = MC_CLI_MODE_HELP;
             return MC_OK;
         }
+        if (!strcmp(a, "--demo")) {
+            o->demo = true;
+            continue;
+        }
         // Every other flag takes a value.
         static const char *const with_value[] = {"--model", "--prompt", "-n", "--temp", "--top-k", "--top-p",
                                                  "--min-p", "--repeat-penalty", "--seed", "--threads", "--ctx",
-                                                 "--tokenize", "--tokenize-file", "--token-ids", "--dump-logits"};
+                                                 "--tokenize", "--tokenize-file", "--token-ids", "--dump-logits",
+                                                 "--cluster", "--stats-json", "--nodes"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
@@ -128,6 +143,11 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         else if (!strcmp(a, "--tokenize")) o->tokenize_text = val;
         else if (!strcmp(a, "--tokenize-file")) o->tokenize_file = val;
         else if (!strcmp(a, "--dump-logits")) o->dump_logits = val;
+        else if (!strcmp(a, "--cluster")) o->cluster = val;
+        else if (!strcmp(a, "--stats-json")) o->stats_json = val;
+        else if (!strcmp(a, "--nodes")) {
+            if (!(rc = s_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;
+        }
         else if (!strcmp(a, "--token-ids")) {
             free(o->ids);
             o->ids = NULL;
@@ -151,10 +171,21 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         }
     }
     if (rc) return rc;
+    if (o->demo) {
+        if (o->cluster || o->model || o->tokenize_text || o->tokenize_file || o->ids)
+            return mc_err_set(err, MC_ERR_ARG, "--demo makes its own model and cluster: only --prompt, -n, sampling, "
+                                               "--threads, --nodes and --stats-json go with it");
+        o->mode = MC_CLI_MODE_DEMO;
+        if (!o->demo_nodes) o->demo_nodes = 2;
+        if (o->n_predict < 0) o->n_predict = 32;
+        return MC_OK;
+    }
+    if (o->demo_nodes) return mc_err_set(err, MC_ERR_ARG, "--nodes goes with --demo");
+    if (o->stats_json && !o->cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster or --demo");
     int modes = (o->prompt != NULL) + (o->tokenize_text != NULL) + (o->tokenize_file != NULL) + (o->ids != NULL);
     if (modes == 0) return mc_err_set(err, MC_ERR_ARG, "nothing to do: give --prompt, --tokenize, --tokenize-file or --token-ids (see --help)");
     if (modes > 1) return mc_err_set(err, MC_ERR_ARG, "--prompt, --tokenize, --tokenize-file and --token-ids exclude each other");
-    if (!o->model) return mc_err_set(err, MC_ERR_ARG, "--model FILE is required");
+    if (!o->model && !o->cluster) return mc_err_set(err, MC_ERR_ARG, "--model FILE is required");
     if (o->dump_logits && !o->ids) return mc_err_set(err, MC_ERR_ARG, "--dump-logits needs --token-ids");
     if (o->tokenize_text || o->tokenize_file) o->mode = MC_CLI_MODE_TOKENIZE;
     else if (o->ids) o->mode = MC_CLI_MODE_IDS;
@@ -314,17 +345,16 @@ out:
     return ret;
 }
 
-int mc_cli_run(const mc_cli_opts_t *o) {
+int mc_cli_run_with(const mc_cli_opts_t *o, const char *model_path, const mc_cluster_config_t *cfg) {
     char err[MC_ERR_LEN];
-    if (o->mode == MC_CLI_MODE_HELP) {
-        mc_cli_usage(stdout);
-        return 0;
-    }
-    mc_model_t *m = mc_model_open(o->model, err);
+    mc_model_t *m = mc_model_open(model_path, err);
     if (!m) return s_fail(err);
     int ret = 1;
     mc_tokenizer_t *tok = mc_tokenizer_new_from_gguf(m->gguf, err);
     mc_engine_t *eng = NULL;
+#if MC_HAVE_CLUSTER
+    mc_cluster_t *cl = NULL;
+#endif
     int32_t *prompt = NULL;
     if (!tok) {
         s_fail(err);
@@ -341,6 +371,17 @@ int mc_cli_run(const mc_cli_opts_t *o) {
         s_fail(err);
         goto out;
     }
+#if MC_HAVE_CLUSTER
+    if (cfg) {
+        if (!(cl = mc_cluster_new(cfg, m, mc_engine_matmul(eng), stderr, err))) {
+            s_fail(err);
+            goto out;
+        }
+        mc_engine_set_moe(eng, mc_cluster_moe, cl);
+    }
+#else
+    (void)cfg;
+#endif
     if (o->mode == MC_CLI_MODE_IDS) {
         for (size_t i = 0; i < o->n_ids; i++)
             if ((uint32_t)o->ids[i] >= m->hp.n_vocab) {
@@ -354,28 +395,63 @@ int mc_cli_run(const mc_cli_opts_t *o) {
             goto out;
         }
         ret = s_generate(o, eng, tok, o->ids, o->n_ids, true);
-        goto out;
+    } else {
+        const char *text = o->prompt ? o->prompt : "";
+        size_t len = strlen(text), cap = mc_tokenizer_max_tokens(len), n = 0;
+        prompt = malloc(cap * sizeof *prompt);
+        if (!prompt || mc_tokenizer_encode(tok, text, len, mc_tokenizer_add_bos(tok), prompt, cap, &n, err)) {
+            s_fail(prompt ? err : "out of memory");
+            goto out;
+        }
+        if (n == 0) {
+            s_fail("the prompt is empty and the model adds no BOS token");
+            goto out;
+        }
+        if (n > ep.n_ctx) {
+            snprintf(err, sizeof err, "prompt of %zu tokens is longer than the context (%u, see --ctx)", n, ep.n_ctx);
+            s_fail(err);
+            goto out;
+        }
+        ret = s_generate(o, eng, tok, prompt, n, false);
     }
-    size_t len = strlen(o->prompt), cap = mc_tokenizer_max_tokens(len), n = 0;
-    prompt = malloc(cap * sizeof *prompt);
-    if (!prompt || mc_tokenizer_encode(tok, o->prompt, len, mc_tokenizer_add_bos(tok), prompt, cap, &n, err)) {
-        s_fail(prompt ? err : "out of memory");
-        goto out;
+#if MC_HAVE_CLUSTER
+    if (cl && ret == 0) {
+        mc_cluster_print_stats(cl, mc_engine_expert_counts(eng), stderr);
+        if (o->stats_json && mc_cluster_write_stats_json(cl, mc_engine_expert_counts(eng), o->stats_json, err)) {
+            s_fail(err);
+            ret = 1;
+        }
     }
-    if (n == 0) {
-        s_fail("the prompt is empty and the model adds no BOS token");
-        goto out;
-    }
-    if (n > ep.n_ctx) {
-        snprintf(err, sizeof err, "prompt of %zu tokens is longer than the context (%u, see --ctx)", n, ep.n_ctx);
-        s_fail(err);
-        goto out;
-    }
-    ret = s_generate(o, eng, tok, prompt, n, false);
+#endif
 out:
     free(prompt);
+#if MC_HAVE_CLUSTER
+    mc_cluster_destroy(&cl);
+#endif
     mc_engine_destroy(&eng);
     mc_tokenizer_destroy(&tok);
     mc_model_destroy(&m);
     return ret;
+}
+
+int mc_cli_run(const mc_cli_opts_t *o) {
+    char err[MC_ERR_LEN];
+    if (o->mode == MC_CLI_MODE_HELP) {
+        mc_cli_usage(stdout);
+        return 0;
+    }
+    if (!o->cluster && o->mode != MC_CLI_MODE_DEMO) return mc_cli_run_with(o, o->model, NULL);
+#if MC_HAVE_CLUSTER
+    if (o->mode == MC_CLI_MODE_DEMO) return mc_demo_run(o);
+    mc_cluster_config_t *cfg = mc_cluster_config_load(o->cluster, err);
+    if (!cfg) return s_fail(err);
+    const char *model = o->model ? o->model : cfg->model_resolved;
+    int ret = model ? mc_cli_run_with(o, model, cfg)
+                    : s_fail("no model: give --model FILE or a 'model:' line in the cluster file");
+    mc_cluster_config_destroy(&cfg);
+    return ret;
+#else
+    (void)err;
+    return s_fail("this moe-coordinator was built without cluster support (MC_ENGINE_ONLY)");
+#endif
 }

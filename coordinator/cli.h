@@ -21,6 +21,7 @@ typedef enum {
     MC_CLI_MODE_TOKENIZE,     // --tokenize / --tokenize-file
     MC_CLI_MODE_IDS,          // --token-ids: evaluate given ids, dump logits, optional -n
     MC_CLI_MODE_HELP,
+    MC_CLI_MODE_DEMO,         // --demo
 } mc_cli_mode_t;
 
 typedef struct {
@@ -37,6 +38,10 @@ typedef struct {
     bool seed_given;
     int threads;               // --threads
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
+    const char *cluster;       // --cluster FILE: experts on the nodes it lists
+    const char *stats_json;    // --stats-json FILE (with --cluster or --demo)
+    bool demo;                 // --demo: start local nodes and generate
+    uint32_t demo_nodes;       // --nodes N (with --demo)
 } mc_cli_opts_t;
 
 void mc_cli_opts_init(mc_cli_opts_t *o);
@@ -51,5 +56,10 @@ void mc_cli_usage(FILE *f);
 // Run the parsed command; returns the process exit code (0 ok, 1 runtime
 // error, reported on stderr as one line).
 int mc_cli_run(const mc_cli_opts_t *o);
+
+// Run a generate/ids/tokenize command on model_path, with the experts on
+// the cluster cfg when it is not NULL (the demo builds its own cfg).
+struct mc_cluster_config;
+int mc_cli_run_with(const mc_cli_opts_t *o, const char *model_path, const struct mc_cluster_config *cfg);
 
 #endif

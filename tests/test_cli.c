@@ -29,12 +29,15 @@ typedef struct {
 } s_result_t;
 
 // Run moe-coordinator with args (already shell-quoted), capturing output.
+// A cross build sets MC_RUN_PREFIX to its emulator (shell words, e.g.
+// "qemu-aarch64"), which the binary then runs under.
 static s_result_t s_run(const char *args) {
-    const char *bin = getenv("MC_BIN_DIR");
+    const char *bin = getenv("MC_BIN_DIR"), *prefix = getenv("MC_RUN_PREFIX");
     char cmd[4096], out[600], errp[600];
     snprintf(out, sizeof out, "%s/stdout", s_dir);
     snprintf(errp, sizeof errp, "%s/stderr", s_dir);
-    snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' %s >'%s' 2>'%s' </dev/null", bin ? bin : ".", args, out, errp);
+    snprintf(cmd, sizeof cmd, "%s '%s/moe-coordinator' %s >'%s' 2>'%s' </dev/null", prefix ? prefix : "",
+             bin ? bin : ".", args, out, errp);
     s_result_t r;
     int st = system(cmd);
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;

@@ -114,6 +114,11 @@ static void test_legacy_views(void **state) {
             assert_memory_equal(x.up.data, y.up.data, x.up.row_bytes * x.up.n_out);
             assert_memory_equal(x.down.data, y.down.data, x.down.row_bytes * x.down.n_out);
         }
+    // Different files, different fingerprints; the same file, the same one.
+    mc_model_t *mm2 = mc_model_open(a, err);
+    assert_int_equal(mc_model_fingerprint(mm), mc_model_fingerprint(mm2));
+    assert_int_not_equal(mc_model_fingerprint(mm), mc_model_fingerprint(ml));
+    mc_model_destroy(&mm2);
     mc_model_destroy(&mm);
     mc_model_destroy(&ml);
 }

@@ -1,0 +1,118 @@
+/*
+ * nodeproc: fork/exec of moe-expert with its stdout on a pipe, endpoint
+ * discovery from the "listening on" line, and bounded shutdown.
+ */
+#include "nodeproc.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+void mc_nodeproc_sibling(const char *name, char *buf, size_t cap) {
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    char *slash = n > 0 ? (self[n] = 0, strrchr(self, '/')) : NULL;
+    if (!slash) {
+        snprintf(buf, cap, "%s", name); // let $PATH find it
+        return;
+    }
+    *slash = 0;
+    if ((size_t)snprintf(buf, cap, "%s/%s", self, name) >= cap) snprintf(buf, cap, "%s", name);
+}
+
+// Read the first stdout line and take the word after "listening on ".
+static mc_err_t s_read_endpoint(mc_nodeproc_t *p, int timeout_ms, char *err) {
+    char line[1024];
+    size_t len = 0;
+    double deadline = s_now_ms() + timeout_ms;
+    for (;;) {
+        struct pollfd pf = {p->out, POLLIN, 0};
+        int left = (int)(deadline - s_now_ms());
+        if (left <= 0 || poll(&pf, 1, left) <= 0)
+            return mc_err_set(err, MC_ERR_TIMEOUT, "the node did not start listening within %d ms", timeout_ms);
+        ssize_t r = read(p->out, line + len, 1);
+        if (r <= 0) return mc_err_set(err, MC_ERR_IO, "the node exited before listening (see its messages above)");
+        if (line[len] == '\n' || len + 2 >= sizeof line) break;
+        len++;
+    }
+    line[len] = 0;
+    const char *at = strstr(line, "listening on ");
+    size_t n = at ? strcspn(at + 13, " ") : 0;
+    if (!n || n >= sizeof p->endpoint) return mc_err_set(err, MC_ERR_FORMAT, "unexpected first line from the node: %s", line);
+    memcpy(p->endpoint, at + 13, n);
+    p->endpoint[n] = 0;
+    return MC_OK;
+}
+
+mc_err_t mc_nodeproc_start(const char *exe, const char *model, const char *name, int threads, int timeout_ms,
+                           mc_nodeproc_t *p, char *err) {
+    int fds[2];
+    *p = (mc_nodeproc_t){0};
+    p->out = -1;
+    if (pipe(fds) != 0) return mc_err_set(err, MC_ERR_IO, "pipe: %s", strerror(errno));
+    char th[16];
+    snprintf(th, sizeof th, "%d", threads);
+    char *argv[] = {(char *)exe, "--model", (char *)model, "--listen", "tcp://127.0.0.1:*", "--name", (char *)name,
+                    "--threads", th, NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        // Only async-signal-safe calls here (the parent may have threads).
+        // The node gets SIGTERM when its parent dies, however it dies, so an
+        // interrupted demo or test never leaves nodes behind.
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
+        if (dup2(fds[1], STDOUT_FILENO) < 0) _exit(127);
+        close(fds[0]);
+        close(fds[1]);
+        execv(exe, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return mc_err_set(err, MC_ERR_IO, "cannot start %s: %s", exe, strerror(errno));
+    }
+    p->pid = pid;
+    p->out = fds[0];
+    char sub[MC_ERR_LEN];
+    if (s_read_endpoint(p, timeout_ms, sub) != MC_OK) {
+        mc_nodeproc_stop(p, 1);
+        return mc_err_set(err, MC_ERR_IO, "node %s (%s): %s", name, exe, sub);
+    }
+    return MC_OK;
+}
+
+void mc_nodeproc_stop(mc_nodeproc_t *procs, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (procs[i].pid > 0) kill(procs[i].pid, SIGTERM);
+    double deadline = s_now_ms() + 2000;
+    for (size_t i = 0; i < n; i++) {
+        if (procs[i].pid > 0) {
+            while (waitpid(procs[i].pid, NULL, WNOHANG) == 0) {
+                if (s_now_ms() > deadline) {
+                    kill(procs[i].pid, SIGKILL);
+                    waitpid(procs[i].pid, NULL, 0);
+                    break;
+                }
+                struct timespec ts = {0, 5 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            procs[i].pid = 0;
+        }
+        if (procs[i].out >= 0) close(procs[i].out);
+        procs[i].out = -1;
+    }
+}

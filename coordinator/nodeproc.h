@@ -1,0 +1,36 @@
+/*
+ * nodeproc: start and stop local moe-expert processes.
+ *
+ * The demo and the cluster tests run real nodes on 127.0.0.1: each binds a
+ * free port (tcp://127.0.0.1:*) and announces it on its first stdout line,
+ * which is read back here. Stopping is SIGTERM, then SIGKILL after a grace
+ * period, always reaping the child.
+ */
+#ifndef MC_NODEPROC_H
+#define MC_NODEPROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+typedef struct {
+    pid_t pid;           // 0: not running
+    int out;             // read end of the node's stdout
+    char endpoint[256];  // announced endpoint
+} mc_nodeproc_t;
+
+// Path of a program next to this executable (moe-expert beside
+// moe-coordinator), into buf.
+void mc_nodeproc_sibling(const char *name, char *buf, size_t cap);
+
+// Start `exe --model model --listen tcp://127.0.0.1:* --name name --threads
+// threads` and wait (up to timeout_ms) for its endpoint. On failure the
+// process is stopped and err says why.
+mc_err_t mc_nodeproc_start(const char *exe, const char *model, const char *name, int threads, int timeout_ms,
+                           mc_nodeproc_t *p, char *err);
+
+// Stop (SIGTERM, SIGKILL after 2 s) and reap every started process of procs.
+void mc_nodeproc_stop(mc_nodeproc_t *procs, size_t n);
+
+#endif

@@ -1,0 +1,296 @@
+/*
+ * test_cluster: real moe-expert processes on 127.0.0.1 against the
+ * single-machine engine.
+ *
+ * With the f32 wire, fixture logits from 2- and 3-node clusters (with
+ * replicas, layer ranges and local experts) must equal one machine's to the
+ * bit; with q8_0 on Q8_0/Q4_0 experts too (their kernels quantize the input
+ * to Q8_0 anyway); f16 and bf16 must stay within the quantized-model bounds
+ * of the fixture README. A node with another model is refused by name, a
+ * missing node fails within the timeout, and a node killed mid-run is
+ * replaced by local computation with unchanged logits.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "cluster.h"
+#include "cluster_config.h"
+#include "engine.h"
+#include "mkmodel.h"
+#include "nodeproc.h"
+#include "testutil.h"
+
+#define MAX_NODES 3
+
+static char s_dir[256];
+static char s_exe[1024];
+
+static int s_setup(void **state) {
+    (void)state;
+    const char *bin = getenv("MC_BIN_DIR");
+    snprintf(s_exe, sizeof s_exe, "%s/moe-expert", bin ? bin : ".");
+    return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_test_rmtree(s_dir);
+    return 0;
+}
+
+typedef struct {
+    const char *experts; // id set of each node
+    const char *layers;  // NULL: all
+} s_place_t;
+
+typedef struct {
+    mc_nodeproc_t procs[MAX_NODES];
+    size_t n;
+    mc_cluster_config_t *cfg;
+} s_nodes_t;
+
+// The nodes of the running test: a failing assertion jumps out of the test,
+// so the per-test teardown stops them, not the test body.
+static s_nodes_t *s_live;
+
+static int s_stop_live(void **state) {
+    (void)state;
+    if (s_live) {
+        mc_nodeproc_stop(s_live->procs, s_live->n);
+        mc_cluster_config_destroy(&s_live->cfg);
+        s_live = NULL;
+    }
+    return 0;
+}
+
+static void s_start(s_nodes_t *ns, const char *model, const s_place_t *place, size_t n, mc_wire_enc_t wire,
+                    const char *local_experts) {
+    char err[MC_ERR_LEN], name[16];
+    memset(ns, 0, sizeof *ns);
+    for (size_t i = 0; i < MAX_NODES; i++) ns->procs[i].out = -1;
+    s_live = ns;
+    ns->cfg = mc_cluster_config_new();
+    ns->cfg->wire = wire;
+    ns->cfg->timeout_ms = 10000;
+    if (local_experts) assert_int_equal(mc_expert_set_parse(local_experts, &ns->cfg->local_experts, err), MC_OK);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "node-%zu", i + 1);
+        if (mc_nodeproc_start(s_exe, model, name, 1, 20000, &ns->procs[i], err)) fail_msg("%s", err);
+        ns->n = i + 1;
+        mc_expert_set_t ex;
+        mc_layer_set_t ly, *lp = NULL;
+        assert_int_equal(mc_expert_set_parse(place[i].experts, &ex, err), MC_OK);
+        if (place[i].layers) {
+            assert_int_equal(mc_layer_set_parse(place[i].layers, &ly, err), MC_OK);
+            lp = &ly;
+        }
+        assert_int_equal(mc_cluster_config_add_node(ns->cfg, name, ns->procs[i].endpoint, &ex, lp, err), MC_OK);
+    }
+}
+
+static void s_stop(s_nodes_t *ns) {
+    mc_nodeproc_stop(ns->procs, ns->n);
+    mc_cluster_config_destroy(&ns->cfg);
+    s_live = NULL;
+}
+
+static const int32_t s_ids[] = {1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723};
+#define N_IDS (sizeof s_ids / sizeof s_ids[0])
+
+// All logits of s_ids, locally (cfg NULL) or through the cluster.
+static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int32_t *greedy, size_t n_greedy) {
+    char err[MC_ERR_LEN];
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    ep.n_threads = 1;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_non_null(e);
+    mc_cluster_t *c = NULL;
+    if (cfg) {
+        c = mc_cluster_new(cfg, m, mc_engine_matmul(e), NULL, err);
+        if (!c) fail_msg("cluster: %s", err);
+        mc_engine_set_moe(e, mc_cluster_moe, c);
+    }
+    const uint32_t nv = m->hp.n_vocab;
+    float *out = malloc(N_IDS * nv * sizeof(float)), *row = malloc(nv * sizeof(float));
+    if (mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err)) fail_msg("eval: %s", err);
+    memcpy(row, out + (N_IDS - 1) * nv, nv * sizeof(float));
+    for (size_t i = 0; i < n_greedy; i++) {
+        int32_t best = 0;
+        for (uint32_t v = 1; v < nv; v++)
+            if (row[v] > row[best]) best = (int32_t)v;
+        greedy[i] = best;
+        if (mc_engine_eval(e, &best, 1, (uint32_t)(N_IDS + i), MC_LOGITS_LAST, row, err)) fail_msg("eval: %s", err);
+    }
+    free(row);
+    mc_cluster_destroy(&c);
+    mc_engine_destroy(&e);
+    return out;
+}
+
+static mc_model_t *s_fixture(const char *name, char *path, size_t cap) {
+    if (!mc_test_fixture(name, path, cap)) return NULL;
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    return m;
+}
+
+// Cluster logits against local ones: bit-identical, or mean |d| bound.
+static void s_compare(const char *fixture, const s_place_t *place, size_t n, mc_wire_enc_t wire, const char *local,
+                      bool exact) {
+    char path[512];
+    mc_model_t *m = s_fixture(fixture, path, sizeof path);
+    if (!m) skip();
+    int32_t g_local[8], g_remote[8];
+    float *ref = s_logits(m, NULL, g_local, 8);
+    s_nodes_t ns;
+    s_start(&ns, path, place, n, wire, local);
+    float *got = s_logits(m, ns.cfg, g_remote, 8);
+    s_stop(&ns);
+    size_t count = N_IDS * m->hp.n_vocab;
+    double sum = 0;
+    for (size_t i = 0; i < count; i++) sum += fabs((double)got[i] - ref[i]);
+    printf("[cluster] %-14s %zu nodes wire %-4s mean|d| %.3g\n", fixture, n, mc_wire_enc_name(wire), sum / count);
+    if (exact) {
+        assert_memory_equal(got, ref, count * sizeof(float));
+        assert_memory_equal(g_local, g_remote, sizeof g_local);
+    } else {
+        assert_true(sum / count <= 0.06);
+    }
+    free(ref), free(got);
+    mc_model_destroy(&m);
+}
+
+static void test_f32_two_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_compare("tiny-f32.gguf", p, 2, MC_WIRE_F32, NULL, true);
+}
+
+static void test_f32_replicas_layers_local(void **state) {
+    (void)state;
+    // Replicas: experts 2-3 on two nodes; layer ranges; 6-7 computed locally.
+    s_place_t p[] = {{"0-3", "0"}, {"0-5", "1"}, {"2-5", NULL}};
+    s_compare("tiny-f32.gguf", p, 3, MC_WIRE_F32, "6-7", true);
+}
+
+static void test_q8_0_wire_exact(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-4", NULL}, {"3-7", NULL}};
+    s_compare("tiny-q8_0.gguf", p, 2, MC_WIRE_Q8_0, NULL, true);
+    s_compare("tiny-q4_0.gguf", p, 2, MC_WIRE_Q8_0, NULL, true);
+}
+
+static void test_lossy_wires(void **state) {
+    (void)state;
+    s_place_t p[] = {{"all", NULL}};
+    s_compare("tiny-f32.gguf", p, 1, MC_WIRE_F16, NULL, false);
+    s_compare("tiny-f32.gguf", p, 1, MC_WIRE_BF16, NULL, false);
+    s_compare("small-q4_k_m.gguf", p, 1, MC_WIRE_Q8_0, NULL, false);
+}
+
+static void test_other_model_refused(void **state) {
+    (void)state;
+    char path[512], other[600], err[MC_ERR_LEN] = "";
+    mc_model_t *m = s_fixture("tiny-q8_0.gguf", path, sizeof path);
+    if (!m) skip();
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    snprintf(other, sizeof other, "%s/other.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, other, err), MC_OK);
+    s_nodes_t ns;
+    s_place_t place[] = {{"all", NULL}};
+    s_start(&ns, other, place, 1, MC_WIRE_F32, NULL);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 16;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_null(mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err));
+    // Refused by the node itself (it checks first); either way the message
+    // names the node and the fingerprints.
+    assert_non_null(strstr(err, "node-1"));
+    assert_non_null(strstr(err, "fingerprint"));
+    mc_engine_destroy(&e);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
+static void test_missing_node(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN] = "";
+    mc_model_t *m = s_fixture("tiny-q8_0.gguf", path, sizeof path);
+    if (!m) skip();
+    mc_cluster_config_t *cfg = mc_cluster_config_new();
+    cfg->timeout_ms = 300;
+    // Port 9 (discard) on loopback: nothing listens there in the sandbox.
+    assert_int_equal(mc_cluster_config_add_node(cfg, "ghost", "tcp://127.0.0.1:9", NULL, NULL, err), MC_OK);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 16;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_null(mc_cluster_new(cfg, m, mc_engine_matmul(e), NULL, err));
+    assert_non_null(strstr(err, "ghost"));
+    assert_non_null(strstr(err, "300 ms"));
+    mc_engine_destroy(&e);
+    mc_cluster_config_destroy(&cfg);
+    mc_model_destroy(&m);
+}
+
+// A node that dies after the handshake: its experts move to the coordinator
+// and the logits do not change.
+static void test_node_killed(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
+    if (!m) skip();
+    int32_t g[1];
+    float *ref = s_logits(m, NULL, g, 0);
+    s_nodes_t ns;
+    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_start(&ns, path, p, 2, MC_WIRE_F32, NULL);
+    ns.cfg->timeout_ms = 500;
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
+    assert_non_null(c);
+    mc_engine_set_moe(e, mc_cluster_moe, c);
+    kill(ns.procs[1].pid, SIGKILL);
+    waitpid(ns.procs[1].pid, NULL, 0);
+    ns.procs[1].pid = 0;
+    float *got = malloc(N_IDS * m->hp.n_vocab * sizeof(float));
+    assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, N_IDS * m->hp.n_vocab * sizeof(float));
+    mc_cluster_node_stats_t st;
+    mc_cluster_node_stats(c, 1, &st);
+    assert_false(st.alive);
+    mc_cluster_node_stats(c, 0, &st);
+    assert_true(st.alive);
+    assert_true(st.requests > 0);
+    free(got), free(ref);
+    mc_cluster_destroy(&c);
+    mc_engine_destroy(&e);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
+        cmocka_unit_test_teardown(test_q8_0_wire_exact, s_stop_live),
+        cmocka_unit_test_teardown(test_lossy_wires, s_stop_live),
+        cmocka_unit_test_teardown(test_other_model_refused, s_stop_live),
+        cmocka_unit_test_teardown(test_missing_node, s_stop_live),
+        cmocka_unit_test_teardown(test_node_killed, s_stop_live),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
