@@ -34,7 +34,9 @@
 #include "quant.h"
 
 #define S_FIELD(blk, type, field) ((const uint8_t *)(blk) + offsetof(type, field))
-// Wrappers of the dot-product flavour.
+// Wrappers of the dot-product flavour. (GCC 12 needs the arch= spelling: a
+// bare "+dotprod" does not unlock vdotq_s32. Clang before 16 cannot enable
+// the intrinsic per function at all; the project builds with GCC.)
 #define S_SDOT __attribute__((target("arch=armv8.2-a+dotprod")))
 // Kernel bodies: inlined into every wrapper, so each flavour gets its own copy.
 #define S_BODY static inline __attribute__((always_inline))
@@ -358,7 +360,8 @@ static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) {
 //
 // Blocks go four at a time (their integer sums side by side, then per-lane
 // float products), then one at a time for the rest, with the reference's
-// float expression for each type.
+// float expression for each type. d is the first field of every one of these
+// block types, so a block pointer is also the address of its d.
 
 // The 32 quants of a Q8_0/Q8_1 block as two registers.
 S_BODY void s_ld_q8(const uint8_t *qs, int8x16_t a[2]) {
@@ -427,7 +430,7 @@ S_BODY void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a, s_dot3
             s_unpack_q4_0(x + b * BX, q);
             p[b] = s_sum32(q, S_FIELD(y + b * BY, mc_block_q8_0_t, qs), dot32);
         }
-        const float32x4_t dx = s_half4(x, x + BX, x + 2 * BX, x + 3 * BX); // d is the first field
+        const float32x4_t dx = s_half4(x, x + BX, x + 2 * BX, x + 3 * BX);
         const float32x4_t dy = s_half4(y, y + BY, y + 2 * BY, y + 3 * BY);
         sumf = s_add_lanes(sumf, vmulq_f32(vmulq_f32(vcvtq_f32_s32(s_hsum4(p)), dx), dy));
     }

@@ -345,7 +345,7 @@ out:
     return ret;
 }
 
-int mc_cli_run_with(const mc_cli_opts_t *o, const char *model_path, const mc_cluster_config_t *cfg) {
+int mc_cli_run_with(const mc_cli_opts_t *o, const char *model_path, const struct mc_cluster_config *cfg) {
     char err[MC_ERR_LEN];
     mc_model_t *m = mc_model_open(model_path, err);
     if (!m) return s_fail(err);
