@@ -10,9 +10,15 @@
 // line) so two threads never write the same line of y.
 #define MC_MM_BLOCK 16
 
+// Kernels resolved once per matmul object: mc_kernel_get checks the CPU,
+// and on a virtual machine cpuid traps to the hypervisor (it cost 13% of a
+// decode step when looked up per product).
+#define MC_MM_TYPES 32 // dtype ids are < 32
+
 struct mc_matmul {
     mc_pool_t *pool;
     mc_isa_t isa;
+    const mc_kernel_t *kernels[MC_MM_TYPES]; // by weight type; NULL: not a weight type
     uint8_t *work; // converted activations
     size_t work_cap;
 };
@@ -43,7 +49,8 @@ mc_matmul_t *mc_matmul_new(mc_pool_t *pool, mc_isa_t isa) {
     mc_matmul_t *mm = calloc(1, sizeof *mm);
     if (!mm) return NULL;
     mm->pool = pool;
-    mm->isa = isa;
+    mm->isa = isa == MC_ISA_BEST ? mc_kernel_best_isa() : isa;
+    for (uint32_t t = 0; t < MC_MM_TYPES; t++) mm->kernels[t] = mc_kernel_get((mc_dtype_t)t, mm->isa);
     return mm;
 }
 
@@ -57,8 +64,12 @@ void mc_matmul_destroy(mc_matmul_t **pmm) {
 mc_pool_t *mc_matmul_pool(const mc_matmul_t *mm) { return mm->pool; }
 mc_isa_t mc_matmul_isa(const mc_matmul_t *mm) { return mm->isa; }
 
+const mc_kernel_t *mc_matmul_kernel(const mc_matmul_t *mm, mc_dtype_t t) {
+    return (uint32_t)t < MC_MM_TYPES ? mm->kernels[t] : NULL;
+}
+
 size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n) {
-    const mc_kernel_t *k = mc_kernel_get(wtype, mm->isa);
+    const mc_kernel_t *k = mc_matmul_kernel(mm, wtype);
     return k ? mc_dtype_row_bytes(k->act_type, n) : 0;
 }
 
@@ -69,7 +80,7 @@ static void s_convert_task(void *arg, int ith, int nth) {
 }
 
 void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, void *xa) {
-    const mc_kernel_t *k = mc_kernel_get(w->type, mm->isa);
+    const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
     s_conv_t c = {k, x, w->n_in, xa, mc_dtype_row_bytes(k->act_type, w->n_in), n_tok};
     // One row is too little work to be worth waking the other threads.
     if (n_tok == 1)
@@ -113,7 +124,7 @@ static void s_matmul_task(void *arg, int ith, int nth) {
 }
 
 void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y) {
-    const mc_kernel_t *k = mc_kernel_get(w->type, mm->isa);
+    const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
     int nth = mc_pool_threads(mm->pool);
     // Aim for several blocks per thread so a slow thread does not hold the
     // others up, but keep blocks a whole number of cache lines.
@@ -138,7 +149,7 @@ void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32
 }
 
 mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y) {
-    const mc_kernel_t *k = mc_kernel_get(w->type, mm->isa);
+    const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
     if (!k) return MC_ERR_UNSUPPORTED;
     size_t need = mc_dtype_row_bytes(k->act_type, w->n_in) * n_tok;
     if (need > mm->work_cap) {

@@ -36,6 +36,10 @@ mc_matmul_t *mc_matmul_new(mc_pool_t *pool, mc_isa_t isa);
 void mc_matmul_destroy(mc_matmul_t **mm);
 
 mc_pool_t *mc_matmul_pool(const mc_matmul_t *mm);
+
+// The kernel this matmul uses for weight type t (resolved at creation), or
+// NULL when t is not a weight type.
+const mc_kernel_t *mc_matmul_kernel(const mc_matmul_t *mm, mc_dtype_t t);
 mc_isa_t mc_matmul_isa(const mc_matmul_t *mm);
 
 // Bytes one activation row of n values takes once converted for weight type w.

@@ -328,7 +328,7 @@ static void s_on_assign(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
 // rows. Other types get the rows dequantized to f32 (*xf, made once).
 static mc_err_t s_product_q8(mc_node_t *n, const mc_matrix_t *w, const uint8_t *xq, uint32_t rows, float *xf,
                              bool *have_xf, float *y) {
-    const mc_kernel_t *k = mc_kernel_get(w->type, mc_matmul_isa(n->mm));
+    const mc_kernel_t *k = mc_matmul_kernel(n->mm, w->type);
     if (k && k->act_type == MC_DTYPE_Q8_0) {
         mc_matmul_pre(n->mm, w, xq, rows, y);
         return MC_OK;
