@@ -79,13 +79,15 @@ void mc_bench_opts_init(mc_bench_opts_t *o) {
 
 void mc_bench_usage(FILE *f) {
     fprintf(f,
-            "usage: moe-bench [--model FILE | --type T] [options]\n"
+            "usage: moe-bench [--model FILE | --type T] [--cluster FILE] [options]\n"
             "       moe-bench --kernels [--threads N] [--reps N] [--json]\n"
             "Measure prompt and generation speed, memory read bandwidth and the generation\n"
             "speed it bounds (bandwidth / weight bytes per token).\n"
             "\n"
             "  --model FILE   GGUF model (default: the benchmark model, generated once into\n"
             "                 $MC_CACHE_DIR, else $XDG_CACHE_HOME/moe-cluster, else ~/.cache/moe-cluster)\n"
+            "  --cluster FILE run the experts on the nodes of a cluster file (see moe-coordinator);\n"
+            "                 --model overrides the file's model\n"
             "  --type T       weight type of the generated model: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1\n"
             "                 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K (default Q4_0)\n"
             "  --threads N    compute threads, also for the bandwidth test (default: online CPUs, at most 8)\n"
@@ -115,7 +117,8 @@ static mc_err_t s_parse_int(const char *flag, const char *s, long long lo, long 
 }
 
 mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
-    static const char *const with_value[] = {"--model", "--type", "--threads", "-p", "-n", "--reps", "--bw-mib"};
+    static const char *const with_value[] = {"--model", "--type", "--threads", "-p", "-n", "--reps", "--bw-mib",
+                                             "--cluster"};
     bool type_given = false, model_flags = false;
     mc_bench_opts_t r = *o;
     for (int i = 1; i < argc; i++) {
@@ -146,6 +149,9 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
         } else if (!strcmp(a, "--model")) {
             if (!*v) return mc_err_set(err, MC_ERR_ARG, "--model needs a file name");
             r.model = v;
+        } else if (!strcmp(a, "--cluster")) {
+            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--cluster needs a file name");
+            r.cluster = v;
         } else if (!strcmp(a, "--type")) {
             mc_dtype_t t;
             const mc_dtype_traits_t *tr = mc_dtype_from_name(v, &t) ? mc_dtype_traits(t) : NULL;
@@ -516,6 +522,8 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
     if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, err))) rc = MC_ERR_NOMEM;
+    bool attached = false;
+    if (!rc && o->attach) attached = !(rc = o->attach(o->attach_ctx, e, m, err));
     if (!rc) rc = mc_bench_speed(e, o->n_prompt, o->n_gen, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
     if (!rc) {
         const mc_hparams_t *hp = &m->hp;
@@ -531,6 +539,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         if (getrusage(RUSAGE_SELF, &ru) == 0) res.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; // KiB on Linux
         *r = res;
     }
+    if (attached) o->detach(o->attach_ctx);
     mc_engine_destroy(&e);
     mc_model_destroy(&m);
     return rc;

@@ -31,8 +31,19 @@
 // Passes over the bandwidth buffer; the best one is reported.
 #define MC_BENCH_BW_PASSES 5
 
+// Attaches an expert backend to the engine before timing (moe-bench
+// --cluster sends the experts to the nodes of a cluster file through it);
+// detach releases it before the engine goes. Kept as hooks so this module
+// needs no network code.
+typedef mc_err_t (*mc_bench_attach_fn)(void *ctx, mc_engine_t *e, const mc_model_t *m, char *err);
+typedef void (*mc_bench_detach_fn)(void *ctx);
+
 typedef struct {
     const char *model;   // GGUF file; NULL: the cached benchmark model of `type`
+    const char *cluster; // --cluster FILE (the front end attaches it)
+    mc_bench_attach_fn attach; // optional
+    mc_bench_detach_fn detach; // with attach
+    void *attach_ctx;
     mc_dtype_t type;     // weight type of the generated benchmark model
     int n_threads;
     uint32_t n_prompt;   // prompt tokens, evaluated as one batch

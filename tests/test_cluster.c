@@ -75,7 +75,7 @@ static int s_stop_live(void **state) {
 
 static void s_start(s_nodes_t *ns, const char *model, const s_place_t *place, size_t n, mc_wire_enc_t wire,
                     const char *local_experts) {
-    char err[MC_ERR_LEN], name[16];
+    char err[MC_ERR_LEN], name[32];
     memset(ns, 0, sizeof *ns);
     for (size_t i = 0; i < MAX_NODES; i++) ns->procs[i].out = -1;
     s_live = ns;

@@ -12,6 +12,29 @@
 
 #include "bench.h"
 
+#if MC_HAVE_CLUSTER
+#include "cluster.h"
+#include "cluster_config.h"
+
+typedef struct {
+    const mc_cluster_config_t *cfg;
+    mc_cluster_t *cluster;
+} s_cluster_ctx_t;
+
+static mc_err_t s_attach(void *ctx, mc_engine_t *e, const mc_model_t *m, char *err) {
+    s_cluster_ctx_t *c = ctx;
+    c->cluster = mc_cluster_new(c->cfg, m, mc_engine_matmul(e), stderr, err);
+    if (!c->cluster) return MC_ERR_NET;
+    mc_engine_set_moe(e, mc_cluster_moe, c->cluster);
+    return MC_OK;
+}
+
+static void s_detach(void *ctx) {
+    s_cluster_ctx_t *c = ctx;
+    mc_cluster_destroy(&c->cluster);
+}
+#endif
+
 #define S_PROG "moe-bench"
 #define S_KERNEL_DIM 4096     // matrix of the kernel benchmark: S_KERNEL_DIM x S_KERNEL_DIM
 #define S_KERNEL_SAMPLE_S 0.1 // seconds per kernel-benchmark sample, at least
@@ -76,7 +99,20 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (o.kernels) return s_kernels(&o);
-
+#if MC_HAVE_CLUSTER
+    mc_cluster_config_t *cfg = NULL;
+    s_cluster_ctx_t cctx = {0};
+    if (o.cluster) {
+        if (!(cfg = mc_cluster_config_load(o.cluster, err))) return s_fail(err);
+        if (!o.model) o.model = cfg->model_resolved;
+        cctx.cfg = cfg;
+        o.attach = s_attach;
+        o.detach = s_detach;
+        o.attach_ctx = &cctx;
+    }
+#else
+    if (o.cluster) return s_fail("this moe-bench was built without cluster support (MC_ENGINE_ONLY)");
+#endif
     char path[4096];
     if (!o.model) {
         if (mc_bench_cache_path(o.type, path, sizeof path, err)) return s_fail(err);
@@ -88,13 +124,16 @@ int main(int argc, char **argv) {
         o.model = path;
     }
     mc_bench_result_t r;
-    if (mc_bench_run(&o, &r, err)) return s_fail(err);
-    if (o.json) {
-        char line[32768];
-        if (mc_bench_json(&r, line, sizeof line, err)) return s_fail(err);
+    int ret = 0;
+    char line[32768];
+    if (mc_bench_run(&o, &r, err) || (o.json && mc_bench_json(&r, line, sizeof line, err)))
+        ret = s_fail(err);
+    else if (o.json)
         printf("%s\n", line);
-    } else {
+    else
         mc_bench_print(&r, stdout);
-    }
-    return 0;
+#if MC_HAVE_CLUSTER
+    mc_cluster_config_destroy(&cfg);
+#endif
+    return ret;
 }
