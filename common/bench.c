@@ -376,57 +376,15 @@ size_t mc_bench_bw_default_bytes(void) {
 
 // --- the benchmark model ---------------------------------------------------------
 
-mc_mkmodel_params_t mc_bench_model_params(mc_dtype_t type) {
-    mc_mkmodel_params_t p = mc_mkmodel_params_default();
-    p.dim = 1024;
-    p.ffn = 3584;
-    p.n_layer = 8;
-    p.n_head = 16;
-    p.n_head_kv = 4;
-    p.n_expert = 8;
-    p.n_expert_used = 2;
-    p.n_vocab = 32000;
-    p.ctx_len = 4096;
-    p.type = type;
-    return p;
-}
-
-// mkdir -p: every prefix of path that ends before a '/', then path itself.
-static mc_err_t s_mkdirs(char *path, char *err) {
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        const char c = *p;
-        *p = '\0';
-        const int rc = mkdir(path, 0755);
-        const int e = errno;
-        *p = c;
-        if (rc != 0 && e != EEXIST) return mc_err_set(err, MC_ERR_IO, "cannot create %s: %s", path, strerror(e));
-        if (!c) break;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return mc_err_set(err, MC_ERR_IO, "%s is not a folder", path);
-    return MC_OK;
-}
+mc_mkmodel_params_t mc_bench_model_params(mc_dtype_t type) { return mc_mkmodel_params_bench(type); }
 
 mc_err_t mc_bench_cache_path(mc_dtype_t type, char *buf, size_t cap, char *err) {
-    const char *dir = getenv("MC_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char tmp[4096];
-    int n;
-    if (dir && *dir) n = snprintf(tmp, sizeof tmp, "%s", dir);
-    else if (xdg && *xdg) n = snprintf(tmp, sizeof tmp, "%s/moe-cluster", xdg);
-    else if (home && *home) n = snprintf(tmp, sizeof tmp, "%s/.cache/moe-cluster", home);
-    else return mc_err_set(err, MC_ERR_ARG, "no cache folder: set MC_CACHE_DIR or HOME");
-    if (n < 0 || (size_t)n >= sizeof tmp) return mc_err_set(err, MC_ERR_ARG, "cache folder name too long");
-    mc_err_t rc = s_mkdirs(tmp, err);
-    if (rc) return rc;
     const mc_mkmodel_params_t p = mc_bench_model_params(type);
-    char tname[16];
+    char tname[16], name[64];
     snprintf(tname, sizeof tname, "%s", mc_dtype_name(type));
     for (char *c = tname; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
-    n = snprintf(buf, cap, "%s/bench-%ux%ux%u-%s.gguf", tmp, p.dim, p.ffn, p.n_layer, tname);
-    if (n < 0 || (size_t)n >= cap) return mc_err_set(err, MC_ERR_ARG, "cache path too long");
-    return MC_OK;
+    snprintf(name, sizeof name, "bench-%ux%ux%u-%s.gguf", p.dim, p.ffn, p.n_layer, tname);
+    return mc_mkmodel_cache_path(name, buf, cap, err);
 }
 
 // --- the model run ------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #define MC_MKMODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dtype.h"
@@ -35,6 +36,16 @@ typedef struct {
 // Small defaults: dim 64, ffn 128, 2 layers, 4/2 heads, 8 experts (2 used),
 // vocab 512, ctx 2048, base 1e6, eps 1e-5, F32, merged, seed 1.
 mc_mkmodel_params_t mc_mkmodel_params_default(void);
+
+// The benchmark shape used by moe-bench and `moe-mkmodel --bench-model`:
+// embedding 1024, expert FFN 3584, 8 layers, 16 heads / 4 KV heads,
+// 8 experts (2 used), vocabulary 32000, context 4096, weights of `type`.
+mc_mkmodel_params_t mc_mkmodel_params_bench(mc_dtype_t type);
+
+// Path of a generated model called `name` in the cache folder ($MC_CACHE_DIR,
+// else $XDG_CACHE_HOME/moe-cluster, else $HOME/.cache/moe-cluster), creating
+// the folder. The file itself may not exist yet.
+mc_err_t mc_mkmodel_cache_path(const char *name, char *buf, size_t cap, char *err);
 
 // Validate p (dims divisible as the types and heads require); MC_ERR_ARG with
 // a message naming the bad field.

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cluster_config.h"
@@ -39,26 +38,10 @@ __attribute__((format(printf, 1, 2))) static int s_fail(const char *fmt, ...) {
     return 1;
 }
 
-// $MC_CACHE_DIR, else $XDG_CACHE_HOME/moe-cluster, else ~/.cache/moe-cluster
-// (created), else the working directory.
-static void s_cache_file(const char *name, char *buf, size_t cap) {
-    const char *dir = getenv("MC_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char d[PATH_MAX] = ".";
-    if (dir && *dir) snprintf(d, sizeof d, "%s", dir);
-    else if (xdg && *xdg) snprintf(d, sizeof d, "%s/moe-cluster", xdg);
-    else if (home && *home) {
-        snprintf(d, sizeof d, "%s/.cache", home);
-        mkdir(d, 0755);
-        snprintf(d, sizeof d, "%s/.cache/moe-cluster", home);
-    }
-    mkdir(d, 0755); // may exist already; a real failure shows when the model is written
-    if ((size_t)snprintf(buf, cap, "%s/%s", d, name) >= cap) snprintf(buf, cap, "%s", name);
-}
-
 int mc_demo_run(const mc_cli_opts_t *o) {
     char err[MC_ERR_LEN], model[PATH_MAX + 64], exe[PATH_MAX + 64], name[32];
     mc_mkmodel_params_t mp = s_demo_params();
-    s_cache_file("demo-256x512x4-q8_0.gguf", model, sizeof model);
+    if (mc_mkmodel_cache_path("demo-256x512x4-q8_0.gguf", model, sizeof model, err)) return s_fail("%s", err);
     if (access(model, R_OK) != 0) {
         fprintf(stderr, "demo: generating a random-weight model (once) in %s\n", model);
         if (mc_mkmodel_write(&mp, model, err) != MC_OK) return s_fail("%s", err);

@@ -110,15 +110,7 @@ int main(int argc, char **argv) {
     // The preset is applied first wherever it appears, so explicit flags win.
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--bench-model")) {
-            p.dim = 1024;
-            p.ffn = 3584;
-            p.n_layer = 8;
-            p.n_head = 16;
-            p.n_head_kv = 4;
-            p.n_expert = 8;
-            p.n_expert_used = 2;
-            p.n_vocab = 32000;
-            p.type = MC_DTYPE_Q4_0;
+            p = mc_mkmodel_params_bench(MC_DTYPE_Q4_0);
         } else if (s_takes_value(argv[i])) {
             i++;
         }
