@@ -1,11 +1,12 @@
 /*
  * kernel: the scalar reference dot products and the per-ISA kernel tables.
  *
- * Each quantized dot follows ggml's generic C code: integer multiply-accumulate
+ * The K-quant dots follow ggml's generic C code: integer multiply-accumulate
  * inside a block, one float multiply (or two, for the min terms) per block,
- * accumulated in a float, block after block. The float-type dots (F32, F16,
- * BF16) use a fixed 16-lane order (see s_dot_lanes) that SIMD units can
- * reproduce.
+ * accumulated in a float, block after block. The 32-value block types (Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q8_0) accumulate 8 float lanes of 4-value integer sums
+ * (see s_dot_lanes32), and the float-type dots (F32, F16, BF16) 16 lanes of
+ * products (see s_dot_lanes): fixed orders that SIMD units reproduce at speed.
  *
  * These functions define the bits: the SIMD files (kernel_avx2.c,
  * kernel_neon.c) compute the same integers per block and apply the same float
@@ -116,94 +117,117 @@ static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s =
 
 // --- 32-value blocks -------------------------------------------------------------
 
-static void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
-    assert(n % MC_QK == 0);
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q4_0_t), y += sizeof(mc_block_q8_0_t)) {
-        const uint8_t *qs = S_FIELD(x, mc_block_q4_0_t, qs);
-        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
-        int sumi = 0;
-        for (int j = 0; j < MC_QK / 2; j++)
-            sumi += ((qs[j] & 0xF) - 8) * q8[j] + ((qs[j] >> 4) - 8) * q8[j + MC_QK / 2];
-        sumf += sumi * s_half(S_FIELD(x, mc_block_q4_0_t, d)) * s_half(S_FIELD(y, mc_block_q8_0_t, d));
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 follow an 8-lane order that AVX2 and NEON
+// reproduce without any horizontal sum inside the loop. With w[j] the weight's
+// integer quant of value j (Q4_0: nibble - 8, Q4_1: nibble, Q5_0: 5-bit value
+// - 16, Q5_1: 5-bit value, Q8_0: the byte) and a[j] the activation's int8
+// quant, for every block in order:
+//
+//   p[l] = sum over j = 4l .. 4l+3 of w[j] * a[j]        (l = 0..7, exact)
+//   d    = (weight d) * (activation d)                   (both fp16 -> f32)
+//   acc[l] = acc[l] + (float)p[l] * d                    (acc starts at +0;
+//            the product rounded to f32, then the add: never fused)
+//   Q4_1/Q5_1 only: summ = summ + (weight m) * (activation s)   (summ from +0)
+//
+// then the fixed fold: x[i] = acc[i] + acc[i + 4] (i = 0..3), y0 = x[0] + x[2],
+// y1 = x[1] + x[3], result = y0 + y1 (Q4_1/Q5_1: + summ as the last add).
+//
+// Lane l is what AVX2's maddubs + madd(1) gives for 32 bytes in value order,
+// and what NEON's sdot gives on the two 16-value halves (lanes 0-3, 4-7).
+
+enum { S_LANES32 = 8 };
+
+// The weight's integer quants of one block, in value order.
+typedef void (*s_quants32_fn)(const uint8_t *blk, int8_t q[MC_QK]);
+
+static void s_quants_q4_0(const uint8_t *blk, int8_t q[MC_QK]) {
+    const uint8_t *qs = S_FIELD(blk, mc_block_q4_0_t, qs);
+    for (int j = 0; j < MC_QK / 2; j++) {
+        q[j] = (int8_t)((qs[j] & 0xF) - 8);
+        q[j + MC_QK / 2] = (int8_t)((qs[j] >> 4) - 8);
     }
-    *s = sumf;
+}
+
+static void s_quants_q4_1(const uint8_t *blk, int8_t q[MC_QK]) {
+    const uint8_t *qs = S_FIELD(blk, mc_block_q4_1_t, qs);
+    for (int j = 0; j < MC_QK / 2; j++) {
+        q[j] = (int8_t)(qs[j] & 0xF);
+        q[j + MC_QK / 2] = (int8_t)(qs[j] >> 4);
+    }
+}
+
+// Bit j of qh is the fifth bit of value j; off is 16 (Q5_0) or 0 (Q5_1).
+static inline void s_quants_q5(const uint8_t *qs, const uint8_t *qhp, int off, int8_t q[MC_QK]) {
+    uint32_t qh;
+    memcpy(&qh, qhp, sizeof qh);
+    for (int j = 0; j < MC_QK / 2; j++) {
+        q[j] = (int8_t)(((qs[j] & 0xF) | (int)((qh >> j) & 1u) << 4) - off);
+        q[j + MC_QK / 2] = (int8_t)(((qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4) - off);
+    }
+}
+
+static void s_quants_q5_0(const uint8_t *blk, int8_t q[MC_QK]) {
+    s_quants_q5(S_FIELD(blk, mc_block_q5_0_t, qs), S_FIELD(blk, mc_block_q5_0_t, qh), 16, q);
+}
+
+static void s_quants_q5_1(const uint8_t *blk, int8_t q[MC_QK]) {
+    s_quants_q5(S_FIELD(blk, mc_block_q5_1_t, qs), S_FIELD(blk, mc_block_q5_1_t, qh), 0, q);
+}
+
+static void s_quants_q8_0(const uint8_t *blk, int8_t q[MC_QK]) {
+    memcpy(q, S_FIELD(blk, mc_block_q8_0_t, qs), MC_QK);
+}
+
+// The order above for one type. d is the first field of every weight and
+// activation block; m (weights) and s (Q8_1) follow it, used when has_min.
+static_assert(offsetof(mc_block_q4_1_t, m) == 2 && offsetof(mc_block_q5_1_t, m) == 2 &&
+                  offsetof(mc_block_q8_1_t, s) == 2 && offsetof(mc_block_q4_0_t, d) == 0 &&
+                  offsetof(mc_block_q5_0_t, d) == 0 && offsetof(mc_block_q8_0_t, d) == 0,
+              "block field layout");
+static inline float s_dot_lanes32(int64_t n, const uint8_t *x, size_t xb, const uint8_t *y, size_t yb, size_t y_q,
+                                  s_quants32_fn quants, bool has_min) {
+    assert(n % MC_QK == 0);
+    float acc[S_LANES32] = {0}, summ = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += xb, y += yb) {
+        int8_t q[MC_QK];
+        quants(x, q);
+        const int8_t *a = (const int8_t *)(y + y_q);
+        const float d = s_half(x) * s_half(y);
+        for (int l = 0; l < S_LANES32; l++) {
+            int p = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) p += q[j] * a[j];
+            acc[l] = acc[l] + (float)p * d;
+        }
+        if (has_min) summ = summ + s_half(x + sizeof(uint16_t)) * s_half(y + sizeof(uint16_t));
+    }
+    const float x0 = acc[0] + acc[4], x1 = acc[1] + acc[5], x2 = acc[2] + acc[6], x3 = acc[3] + acc[7];
+    const float r = (x0 + x2) + (x1 + x3);
+    return has_min ? r + summ : r;
+}
+
+static void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
+    *s = s_dot_lanes32(n, w, sizeof(mc_block_q4_0_t), a, sizeof(mc_block_q8_0_t), offsetof(mc_block_q8_0_t, qs),
+                       s_quants_q4_0, false);
 }
 
 static void s_dot_q4_1(int64_t n, float *s, const void *w, const void *a) {
-    assert(n % MC_QK == 0);
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q4_1_t), y += sizeof(mc_block_q8_1_t)) {
-        const uint8_t *qs = S_FIELD(x, mc_block_q4_1_t, qs);
-        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_1_t, qs);
-        int sumi = 0;
-        for (int j = 0; j < MC_QK / 2; j++) sumi += (qs[j] & 0xF) * q8[j] + (qs[j] >> 4) * q8[j + MC_QK / 2];
-        // The weight min m times the activation sum s = d * sum(q) covers the offset.
-        const float dx = s_half(S_FIELD(x, mc_block_q4_1_t, d)), mx = s_half(S_FIELD(x, mc_block_q4_1_t, m));
-        const float dy = s_half(S_FIELD(y, mc_block_q8_1_t, d)), sy = s_half(S_FIELD(y, mc_block_q8_1_t, s));
-        sumf += (dx * dy) * sumi + mx * sy;
-    }
-    *s = sumf;
+    *s = s_dot_lanes32(n, w, sizeof(mc_block_q4_1_t), a, sizeof(mc_block_q8_1_t), offsetof(mc_block_q8_1_t, qs),
+                       s_quants_q4_1, true);
 }
 
 static void s_dot_q5_0(int64_t n, float *s, const void *w, const void *a) {
-    assert(n % MC_QK == 0);
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q5_0_t), y += sizeof(mc_block_q8_0_t)) {
-        const uint8_t *qs = S_FIELD(x, mc_block_q5_0_t, qs);
-        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
-        uint32_t qh;
-        memcpy(&qh, S_FIELD(x, mc_block_q5_0_t, qh), sizeof qh);
-        int sumi = 0;
-        for (int j = 0; j < MC_QK / 2; j++) {
-            const int v0 = ((qs[j] & 0xF) | (int)((qh >> j) & 1u) << 4) - 16;
-            const int v1 = ((qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4) - 16;
-            sumi += v0 * q8[j] + v1 * q8[j + MC_QK / 2];
-        }
-        const float dx = s_half(S_FIELD(x, mc_block_q5_0_t, d)), dy = s_half(S_FIELD(y, mc_block_q8_0_t, d));
-        sumf += (dx * dy) * sumi;
-    }
-    *s = sumf;
+    *s = s_dot_lanes32(n, w, sizeof(mc_block_q5_0_t), a, sizeof(mc_block_q8_0_t), offsetof(mc_block_q8_0_t, qs),
+                       s_quants_q5_0, false);
 }
 
 static void s_dot_q5_1(int64_t n, float *s, const void *w, const void *a) {
-    assert(n % MC_QK == 0);
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q5_1_t), y += sizeof(mc_block_q8_1_t)) {
-        const uint8_t *qs = S_FIELD(x, mc_block_q5_1_t, qs);
-        const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_1_t, qs);
-        uint32_t qh;
-        memcpy(&qh, S_FIELD(x, mc_block_q5_1_t, qh), sizeof qh);
-        int sumi = 0;
-        for (int j = 0; j < MC_QK / 2; j++) {
-            const int v0 = (qs[j] & 0xF) | (int)((qh >> j) & 1u) << 4;
-            const int v1 = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1u) << 4;
-            sumi += v0 * q8[j] + v1 * q8[j + MC_QK / 2];
-        }
-        const float dx = s_half(S_FIELD(x, mc_block_q5_1_t, d)), mx = s_half(S_FIELD(x, mc_block_q5_1_t, m));
-        const float dy = s_half(S_FIELD(y, mc_block_q8_1_t, d)), sy = s_half(S_FIELD(y, mc_block_q8_1_t, s));
-        sumf += (dx * dy) * sumi + mx * sy;
-    }
-    *s = sumf;
+    *s = s_dot_lanes32(n, w, sizeof(mc_block_q5_1_t), a, sizeof(mc_block_q8_1_t), offsetof(mc_block_q8_1_t, qs),
+                       s_quants_q5_1, true);
 }
 
 static void s_dot_q8_0(int64_t n, float *s, const void *w, const void *a) {
-    assert(n % MC_QK == 0);
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q8_0_t), y += sizeof(mc_block_q8_0_t)) {
-        const int8_t *qx = (const int8_t *)S_FIELD(x, mc_block_q8_0_t, qs);
-        const int8_t *qy = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
-        int sumi = 0;
-        for (int j = 0; j < MC_QK; j++) sumi += qx[j] * qy[j];
-        const float dx = s_half(S_FIELD(x, mc_block_q8_0_t, d)), dy = s_half(S_FIELD(y, mc_block_q8_0_t, d));
-        sumf += sumi * (dx * dy);
-    }
-    *s = sumf;
+    *s = s_dot_lanes32(n, w, sizeof(mc_block_q8_0_t), a, sizeof(mc_block_q8_0_t), offsetof(mc_block_q8_0_t, qs),
+                       s_quants_q8_0, false);
 }
 
 // --- K-quants against Q8_K ----------------------------------------------------------

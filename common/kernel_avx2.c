@@ -2,11 +2,12 @@
  * kernel_avx2: x86-64 AVX2 (+F16C) activation conversions and dot products,
  * bit-identical to the scalar reference in kernel.c.
  *
- * Integer block sums are exact in any order, so they come from byte
- * multiply-adds (maddubs, madd) with horizontal adds over several blocks at
- * once. The float operations that combine them are the reference's, in its
- * order: per-block products in vector lanes (a lane rounds exactly like the
- * scalar operation), the running sum one block after the other. Nothing is
+ * Integer sums are exact in any order, so they come from byte multiply-adds
+ * (maddubs, madd). The float operations that combine them are the
+ * reference's, in its order: the 32-value block types' 8 lanes are one ymm
+ * register per activation row, the K-quants' per-block products run in
+ * vector lanes (a lane rounds exactly like the scalar operation) before the
+ * running sum takes them one block after the other. Nothing is
  * fused into an fma: the functions are compiled for "avx2,f16c" only (no
  * "fma"), so the compiler cannot contract a multiply and an add whatever
  * -ffp-contract says. kernel.c still requires FMA on the CPU for this ISA,
@@ -351,10 +352,13 @@ S_FN void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s = s
 
 // --- 32-value blocks ----------------------------------------------------------------
 //
-// Groups of 4 blocks: each weight block is unpacked once into bytes, its
-// integer sum with each activation row becomes 8 int32 partials, s_hsum4
-// turns 4 blocks' partials into their 4 exact sums, and the float step runs
-// on 4 lanes before the sequential accumulation.
+// kernel.c's 8-lane order: with a weight block's 32 bytes in value order in a
+// ymm, maddubs then madd with ones give exactly the reference's lane sums
+// p[l] (values 4l..4l+3) as 8 int32; one ymm accumulator per activation row
+// then takes acc + (float)p * d, block after block, with no horizontal work
+// until the final fold. Blocks go in groups of 4 (one prefetch, one fp16
+// conversion for their 4 scales); within a group the integer work of the
+// blocks is independent, so only the float adds form a chain.
 //
 // Byte products use maddubs (unsigned weight byte x signed activation byte,
 // pairs summed in int16): Q4_1/Q5_1 quants are unsigned already; Q4_0/Q5_0
@@ -430,7 +434,7 @@ S_INLINE s_wblock_t s_unpack32(mc_dtype_t t, const uint8_t *x, const s_layout32_
     return b;
 }
 
-// 8 int32 partials of one block's integer dot with activation bytes y.
+// The 8 lane sums p[0..7] of one block with activation bytes y.
 S_INLINE __m256i s_partial32(mc_dtype_t t, const s_wblock_t *b, __m256i y) {
     const __m256i ones = _mm256_set1_epi16(1);
     switch (t) {
@@ -445,25 +449,18 @@ S_INLINE __m256i s_partial32(mc_dtype_t t, const s_wblock_t *b, __m256i y) {
     }
 }
 
-// The per-block float terms of 4 blocks, exactly as kernel.c writes them.
-S_INLINE __m128 s_terms32(mc_dtype_t t, __m128i sumi, __m128 dx, __m128 mx, const uint8_t *yg,
-                          const s_layout32_t *l, int r) {
-    const __m128 fi = _mm_cvtepi32_ps(sumi);
-    const __m128 dy = s_halves(yg + l->y_d, l->yb, r);
-    switch (t) {
-    case MC_DTYPE_Q4_0: return _mm_mul_ps(_mm_mul_ps(fi, dx), dy);  // sumi * dx * dy
-    case MC_DTYPE_Q8_0: return _mm_mul_ps(fi, _mm_mul_ps(dx, dy));  // sumi * (dx * dy)
-    case MC_DTYPE_Q5_0: return _mm_mul_ps(_mm_mul_ps(dx, dy), fi);  // (dx * dy) * sumi
-    default: { // Q4_1, Q5_1: (dx * dy) * sumi + mx * sy
-        const __m128 sy = s_halves(yg + l->y_s, l->yb, r);
-        return _mm_add_ps(_mm_mul_ps(_mm_mul_ps(dx, dy), fi), _mm_mul_ps(mx, sy));
-    }
-    }
+// acc[0..7] folded as kernel.c: lanes i + (i + 4), then (0 + 2) + (1 + 3).
+S_INLINE float s_fold8(__m256 acc) {
+    const __m128 x = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    const __m128 y = _mm_add_ps(x, _mm_movehl_ps(x, x)); // x0 + x2, x1 + x3
+    return _mm_cvtss_f32(_mm_add_ss(y, _mm_movehdup_ps(y)));
 }
 
-// r (1..4) blocks starting at block i, for na activation rows.
+// r (1..4) blocks starting at block i, for na activation rows: acc[c] takes
+// each block's lane products in turn, summ[c] (Q4_1/Q5_1) its min terms.
 S_INLINE void s_group32(mc_dtype_t t, int r, int64_t i, const uint8_t *x, const uint8_t *const *a, int na,
-                        const s_layout32_t *l, float *sum, __m256i *ymin) {
+                        const s_layout32_t *l, __m256 *acc, float *summ, __m256i *ymin) {
+    const bool has_min = t == MC_DTYPE_Q4_1 || t == MC_DTYPE_Q5_1;
     const uint8_t *xg = x + (size_t)i * l->wb;
     s_prefetch(xg, 4 * l->wb);
     s_wblock_t wb[4];
@@ -473,54 +470,63 @@ S_INLINE void s_group32(mc_dtype_t t, int r, int64_t i, const uint8_t *x, const 
         if (b < r) wb[b] = s_unpack32(t, xg + (size_t)b * l->wb, l);
     }
     const __m128 dx = s_halves(xg + l->w_d, l->wb, r);
-    const __m128 mx = (t == MC_DTYPE_Q4_1 || t == MC_DTYPE_Q5_1) ? s_halves(xg + l->w_m, l->wb, r) : _mm_setzero_ps();
 #pragma GCC unroll 4
     for (int c = 0; c < na; c++) {
         const uint8_t *yg = a[c] + (size_t)i * l->yb;
-        __m256i p[4];
+        float d[4];
+        _mm_storeu_ps(d, _mm_mul_ps(dx, s_halves(yg + l->y_d, l->yb, r)));
 #pragma GCC unroll 4
         for (int b = 0; b < 4; b++) {
-            p[b] = _mm256_setzero_si256();
             if (b >= r) continue;
             const __m256i y = s_load(yg + (size_t)b * l->yb + l->y_q);
-            p[b] = s_partial32(t, &wb[b], y);
+            const __m256 p = _mm256_cvtepi32_ps(s_partial32(t, &wb[b], y));
+            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(p, _mm256_set1_ps(d[b])));
             if (t == MC_DTYPE_Q8_0) ymin[c] = _mm256_min_epi8(ymin[c], y);
         }
-        const __m128i sumi = s_hsum4(p[0], p[1], p[2], p[3]);
-        sum[c] = s_accumulate(sum[c], s_terms32(t, sumi, dx, mx, yg, l, r), r);
+        if (has_min) {
+            const __m128 mx = s_halves(xg + l->w_m, l->wb, r), sy = s_halves(yg + l->y_s, l->yb, r);
+            summ[c] = s_accumulate(summ[c], _mm_mul_ps(mx, sy), r);
+        }
     }
 }
 
 // Q8_0 with 16-bit products: exact for every byte, the reference's floats.
 S_FN float s_dot_q8_0_wide(int64_t nb, const uint8_t *x, const uint8_t *y) {
-    float sumf = 0.f;
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++, x += sizeof(mc_block_q8_0_t), y += sizeof(mc_block_q8_0_t)) {
         const uint8_t *qx = S_AT(x, mc_block_q8_0_t, qs), *qy = S_AT(y, mc_block_q8_0_t, qs);
+        // Pair sums of values 0..15 (lo) and 16..31 (hi); hadd makes quads in
+        // the order 0 1 4 5 | 2 3 6 7, which the 64-bit permute puts right.
         const __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(s_load128(qx)), _mm256_cvtepi8_epi16(s_load128(qy)));
         const __m256i hi =
             _mm256_madd_epi16(_mm256_cvtepi8_epi16(s_load128(qx + 16)), _mm256_cvtepi8_epi16(s_load128(qy + 16)));
-        const __m256i v = _mm256_add_epi32(lo, hi);
-        const int sumi = _mm_cvtsi128_si32(s_hsum4(v, v, v, v));
-        const float dx = s_half(S_AT(x, mc_block_q8_0_t, d)), dy = s_half(S_AT(y, mc_block_q8_0_t, d));
-        sumf += sumi * (dx * dy);
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), 0xD8);
+        const float d = s_half(S_AT(x, mc_block_q8_0_t, d)) * s_half(S_AT(y, mc_block_q8_0_t, d));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d)));
     }
-    return sumf;
+    return s_fold8(acc);
 }
 
 S_INLINE void s_dot32(mc_dtype_t t, int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na) {
     const s_layout32_t l = s_layout32(t);
     const int64_t nb = n / MC_QK;
-    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+    __m256 acc[4];
+    float summ[4] = {0.f, 0.f, 0.f, 0.f};
     __m256i ymin[4];
-    for (int c = 0; c < 4; c++) ymin[c] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        acc[c] = _mm256_setzero_ps();
+        ymin[c] = _mm256_setzero_si256();
+    }
     int64_t i = 0;
-    for (; i + 4 <= nb; i += 4) s_group32(t, 4, i, x, a, na, &l, sum, ymin);
-    if (i < nb) s_group32(t, (int)(nb - i), i, x, a, na, &l, sum, ymin);
+    for (; i + 4 <= nb; i += 4) s_group32(t, 4, i, x, a, na, &l, acc, summ, ymin);
+    if (i < nb) s_group32(t, (int)(nb - i), i, x, a, na, &l, acc, summ, ymin);
     for (int c = 0; c < na; c++) {
-        if (t == MC_DTYPE_Q8_0 &&
-            _mm256_movemask_epi8(_mm256_cmpeq_epi8(ymin[c], _mm256_set1_epi8(-128))) != 0)
-            sum[c] = s_dot_q8_0_wide(nb, x, a[c]);
-        s[c] = sum[c];
+        if (t == MC_DTYPE_Q8_0 && _mm256_movemask_epi8(_mm256_cmpeq_epi8(ymin[c], _mm256_set1_epi8(-128))) != 0)
+            s[c] = s_dot_q8_0_wide(nb, x, a[c]);
+        else if (t == MC_DTYPE_Q4_1 || t == MC_DTYPE_Q5_1)
+            s[c] = s_fold8(acc[c]) + summ[c];
+        else
+            s[c] = s_fold8(acc[c]);
     }
 }
 

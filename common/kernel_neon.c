@@ -5,11 +5,12 @@
  * extension (Cortex-A76, Raspberry Pi 5), where one sdot multiplies and sums
  * four byte pairs per 32-bit lane.
  *
- * Every kernel returns the same bits as the scalar reference. Integer block
- * sums are exact in any order; every float operation that combines them is the
- * reference's, in the reference's order: several blocks' products are computed
- * side by side in vector lanes, then added to the running sum one lane at a
- * time. The float-weight dots keep the reference's 16 accumulators as four
+ * Every kernel returns the same bits as the scalar reference. Integer sums
+ * are exact in any order; every float operation that combines them is the
+ * reference's, in the reference's order: the 32-value block types keep the
+ * reference's 8 lanes as two 4-lane registers per activation row, the
+ * K-quants compute several blocks' products side by side in vector lanes,
+ * and the float-weight dots keep the reference's 16 accumulators as four
  * 4-lane registers. None of it survives a*b+c being fused into an FMA, so
  * this file, like the whole project, is built with -ffp-contract=off (GCC's
  * arm_neon.h spells vmulq_f32 and vaddq_f32 as plain vector * and +).
@@ -74,15 +75,6 @@ static inline float32x4_t s_f32x4(const uint8_t *p0, const uint8_t *p1, const ui
     return vld1q_f32(f);
 }
 
-// sum += v[0]; sum += v[1]; ... : the reference's sequential accumulation.
-static inline float s_add_lanes(float sum, float32x4_t v) {
-    sum += vgetq_lane_f32(v, 0);
-    sum += vgetq_lane_f32(v, 1);
-    sum += vgetq_lane_f32(v, 2);
-    sum += vgetq_lane_f32(v, 3);
-    return sum;
-}
-
 // [sum of p[0]'s lanes, ..., sum of p[3]'s lanes].
 static inline int32x4_t s_hsum4(const int32x4_t p[4]) {
     return vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
@@ -98,12 +90,6 @@ static inline int32x4_t s_hsum4(const int32x4_t p[4]) {
 
 typedef int32x4_t (*s_dot16_fn)(int32x4_t acc, int8x16_t w, int8x16_t a);
 typedef int32x4_t (*s_dot32_fn)(int32x4_t acc, int8x16_t w0, int8x16_t a0, int8x16_t w1, int8x16_t a1);
-
-// Any bytes.
-S_BODY int32x4_t s_dot16_mull(int32x4_t acc, int8x16_t w, int8x16_t a) {
-    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w), vget_low_s8(a)));
-    return vpadalq_s16(acc, vmull_high_s8(w, a));
-}
 
 // |w| <= 64.
 S_BODY int32x4_t s_dot16_small_mull(int32x4_t acc, int8x16_t w, int8x16_t a) {
@@ -358,15 +344,30 @@ static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) {
 
 // --- 32-value blocks ----------------------------------------------------------------------
 //
-// Blocks go four at a time (their integer sums side by side, then per-lane
-// float products), then one at a time for the rest, with the reference's
-// float expression for each type. d is the first field of every one of these
+// kernel.c's 8-lane order: lane l sums the products of values 4l..4l+3, so
+// the values 0..15 of a block give lanes 0-3 and 16..31 lanes 4-7, each half
+// one byte-quad primitive (sdot, or smull and pairwise adds). Each activation
+// row keeps its 8 float lanes in two registers, lo and hi, that take
+// acc + (float)p * d block after block. Blocks go four at a time so their
+// fp16 scales convert together. d is the first field of every one of these
 // block types, so a block pointer is also the address of its d.
 
-// The 32 quants of a Q8_0/Q8_1 block as two registers.
-S_BODY void s_ld_q8(const uint8_t *qs, int8x16_t a[2]) {
-    a[0] = s_ld_s8(qs);
-    a[1] = s_ld_s8(qs + 16);
+// Lane k: the sum of the byte products 4k..4k+3 of w and a.
+typedef int32x4_t (*s_quad_fn)(int8x16_t w, int8x16_t a);
+
+// Any bytes: a product pair can reach 2 * 128 * 128, so pairs widen first.
+S_BODY int32x4_t s_quad_mull(int8x16_t w, int8x16_t a) {
+    const int32x4_t lo = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(a)));
+    return vpaddq_s32(lo, vpaddlq_s16(vmull_high_s8(w, a)));
+}
+
+// |w| <= 64: a pair of products fits in int16.
+S_BODY int32x4_t s_quad_small_mull(int8x16_t w, int8x16_t a) {
+    return vpaddlq_s16(vpaddq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(a)), vmull_high_s8(w, a)));
+}
+
+S_SDOT S_BODY int32x4_t s_quad_sdot(int8x16_t w, int8x16_t a) {
+    return vdotq_s32(vdupq_n_s32(0), w, a);
 }
 
 // w[0] holds values 0..15 (low nibbles), w[1] values 16..31 (high nibbles).
@@ -409,199 +410,109 @@ S_BODY void s_unpack_q5_1(const uint8_t *xb, int8x16_t w[2]) {
     for (int k = 0; k < 2; k++) w[k] = vorrq_s8(w[k], h[k]);
 }
 
-// Partial sums of 32 small weights (|w| <= 32) times the quants at qs.
-S_BODY int32x4_t s_sum32(const int8x16_t w[2], const uint8_t *qs, s_dot32_fn dot32) {
-    int8x16_t a[2];
-    s_ld_q8(qs, a);
-    return dot32(vdupq_n_s32(0), w[0], a[0], w[1], a[1]);
+S_BODY void s_unpack_q4_1(const uint8_t *xb, int8x16_t w[2]) {
+    s_nibbles(S_FIELD(xb, mc_block_q4_1_t, qs), w);
 }
 
-S_BODY void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a, s_dot32_fn dot32) {
+S_BODY void s_unpack_q8_0(const uint8_t *xb, int8x16_t w[2]) {
+    w[0] = s_ld_s8(S_FIELD(xb, mc_block_q8_0_t, qs));
+    w[1] = s_ld_s8(S_FIELD(xb, mc_block_q8_0_t, qs) + 16);
+}
+
+// A weight block's integer quants in value order: values 0..15, 16..31.
+typedef void (*s_unpack32_fn)(const uint8_t *xb, int8x16_t w[2]);
+
+// What distinguishes the five types. The activation is Q8_0 or Q8_1: its
+// quants start at y_q; has_min: the weight's m and the activation's s follow
+// their d (Q4_1, Q5_1 against Q8_1).
+typedef struct {
+    size_t xb, yb, y_q;
+    bool has_min;
+} s_shape32_t;
+
+// One block against activation block yb: lo/hi += (float)p * d.
+S_BODY void s_block32(const int8x16_t q[2], const uint8_t *yb, size_t y_q, float d, s_quad_fn quad,
+                      float32x4_t *lo, float32x4_t *hi) {
+    const int8x16_t a0 = s_ld_s8(yb + y_q), a1 = s_ld_s8(yb + y_q + 16);
+    *lo = vaddq_f32(*lo, vmulq_n_f32(vcvtq_f32_s32(quad(q[0], a0)), d));
+    *hi = vaddq_f32(*hi, vmulq_n_f32(vcvtq_f32_s32(quad(q[1], a1)), d));
+}
+
+// kernel.c's fold: lanes i + (i + 4), then (0 + 2) + (1 + 3).
+static inline float s_fold8(float32x4_t lo, float32x4_t hi) {
+    const float32x4_t x = vaddq_f32(lo, hi);
+    const float32x2_t y = vadd_f32(vget_low_f32(x), vget_high_f32(x));
+    return vget_lane_f32(y, 0) + vget_lane_f32(y, 1);
+}
+
+// s[c] = dot(x, a[c]) for na (1..4) activation rows.
+S_BODY void s_dot32_rows(int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na, s_shape32_t sh,
+                         s_unpack32_fn unpack, s_quad_fn quad) {
     assert(n % MC_QK == 0);
-    enum { BX = sizeof(mc_block_q4_0_t), BY = sizeof(mc_block_q8_0_t) };
     const int64_t nb = n / MC_QK;
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
+    const size_t BX = sh.xb, BY = sh.yb, OM = sizeof(uint16_t);
+    float32x4_t lo[4], hi[4];
+    float summ[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int c = 0; c < 4; c++) lo[c] = hi[c] = vdupq_n_f32(0.f);
     int64_t i = 0;
-    for (; i + 4 <= nb; i += 4, x += 4 * BX, y += 4 * BY) {
-        int32x4_t p[4];
-        for (int b = 0; b < 4; b++) {
-            int8x16_t q[2];
-            s_unpack_q4_0(x + b * BX, q);
-            p[b] = s_sum32(q, S_FIELD(y + b * BY, mc_block_q8_0_t, qs), dot32);
-        }
+    for (; i + 4 <= nb; i += 4, x += 4 * BX) {
+        int8x16_t q[4][2];
+        for (int b = 0; b < 4; b++) unpack(x + b * BX, q[b]);
         const float32x4_t dx = s_half4(x, x + BX, x + 2 * BX, x + 3 * BX);
-        const float32x4_t dy = s_half4(y, y + BY, y + 2 * BY, y + 3 * BY);
-        sumf = s_add_lanes(sumf, vmulq_f32(vmulq_f32(vcvtq_f32_s32(s_hsum4(p)), dx), dy));
-    }
-    for (; i < nb; i++, x += BX, y += BY) {
-        int8x16_t q[2];
-        s_unpack_q4_0(x, q);
-        const int sumi = vaddvq_s32(s_sum32(q, S_FIELD(y, mc_block_q8_0_t, qs), dot32));
-        sumf += sumi * s_half(S_FIELD(x, mc_block_q4_0_t, d)) * s_half(S_FIELD(y, mc_block_q8_0_t, d));
-    }
-    *s = sumf;
-}
-
-// Q4_1 and Q5_1 against Q8_1: sumf += (dx * dy) * sumi + mx * sy.
-S_BODY void s_dot_q4_1(int64_t n, float *s, const void *w, const void *a, s_dot32_fn dot32) {
-    assert(n % MC_QK == 0);
-    enum { BX = sizeof(mc_block_q4_1_t), BY = sizeof(mc_block_q8_1_t) };
-    enum { OM = offsetof(mc_block_q4_1_t, m), OS = offsetof(mc_block_q8_1_t, s) };
-    const int64_t nb = n / MC_QK;
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    int64_t i = 0;
-    for (; i + 4 <= nb; i += 4, x += 4 * BX, y += 4 * BY) {
-        int32x4_t p[4];
-        for (int b = 0; b < 4; b++) {
-            int8x16_t q[2];
-            s_nibbles(S_FIELD(x + b * BX, mc_block_q4_1_t, qs), q);
-            p[b] = s_sum32(q, S_FIELD(y + b * BY, mc_block_q8_1_t, qs), dot32);
+        // The weights' mins (read only for the types that have them).
+        const float32x4_t mx = sh.has_min ? s_half4(x + OM, x + BX + OM, x + 2 * BX + OM, x + 3 * BX + OM) : dx;
+        for (int c = 0; c < na; c++) {
+            const uint8_t *y = a[c] + i * BY;
+            float d[4];
+            vst1q_f32(d, vmulq_f32(dx, s_half4(y, y + BY, y + 2 * BY, y + 3 * BY)));
+            for (int b = 0; b < 4; b++) s_block32(q[b], y + b * BY, sh.y_q, d[b], quad, &lo[c], &hi[c]);
+            if (sh.has_min) {
+                float m[4];
+                vst1q_f32(m, vmulq_f32(mx, s_half4(y + OM, y + BY + OM, y + 2 * BY + OM, y + 3 * BY + OM)));
+                for (int b = 0; b < 4; b++) summ[c] = summ[c] + m[b];
+            }
         }
-        const float32x4_t dx = s_half4(x, x + BX, x + 2 * BX, x + 3 * BX);
-        const float32x4_t mx = s_half4(x + OM, x + BX + OM, x + 2 * BX + OM, x + 3 * BX + OM);
-        const float32x4_t dy = s_half4(y, y + BY, y + 2 * BY, y + 3 * BY);
-        const float32x4_t sy = s_half4(y + OS, y + BY + OS, y + 2 * BY + OS, y + 3 * BY + OS);
-        const float32x4_t t = vmulq_f32(vmulq_f32(dx, dy), vcvtq_f32_s32(s_hsum4(p)));
-        sumf = s_add_lanes(sumf, vaddq_f32(t, vmulq_f32(mx, sy)));
     }
-    for (; i < nb; i++, x += BX, y += BY) {
+    for (; i < nb; i++, x += BX) {
         int8x16_t q[2];
-        s_nibbles(S_FIELD(x, mc_block_q4_1_t, qs), q);
-        const int sumi = vaddvq_s32(s_sum32(q, S_FIELD(y, mc_block_q8_1_t, qs), dot32));
-        const float dx = s_half(x), mx = s_half(x + OM), dy = s_half(y), sy = s_half(y + OS);
-        sumf += (dx * dy) * sumi + mx * sy;
-    }
-    *s = sumf;
-}
-
-S_BODY void s_dot_q5_0(int64_t n, float *s, const void *w, const void *a, s_dot32_fn dot32) {
-    assert(n % MC_QK == 0);
-    enum { BX = sizeof(mc_block_q5_0_t), BY = sizeof(mc_block_q8_0_t) };
-    const int64_t nb = n / MC_QK;
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    int64_t i = 0;
-    for (; i + 4 <= nb; i += 4, x += 4 * BX, y += 4 * BY) {
-        int32x4_t p[4];
-        for (int b = 0; b < 4; b++) {
-            int8x16_t q[2];
-            s_unpack_q5_0(x + b * BX, q);
-            p[b] = s_sum32(q, S_FIELD(y + b * BY, mc_block_q8_0_t, qs), dot32);
+        unpack(x, q);
+        for (int c = 0; c < na; c++) {
+            const uint8_t *y = a[c] + i * BY;
+            s_block32(q, y, sh.y_q, s_half(x) * s_half(y), quad, &lo[c], &hi[c]);
+            if (sh.has_min) summ[c] = summ[c] + s_half(x + OM) * s_half(y + OM);
         }
-        const float32x4_t dx = s_half4(x, x + BX, x + 2 * BX, x + 3 * BX);
-        const float32x4_t dy = s_half4(y, y + BY, y + 2 * BY, y + 3 * BY);
-        sumf = s_add_lanes(sumf, vmulq_f32(vmulq_f32(dx, dy), vcvtq_f32_s32(s_hsum4(p))));
     }
-    for (; i < nb; i++, x += BX, y += BY) {
-        int8x16_t q[2];
-        s_unpack_q5_0(x, q);
-        const int sumi = vaddvq_s32(s_sum32(q, S_FIELD(y, mc_block_q8_0_t, qs), dot32));
-        sumf += (s_half(x) * s_half(y)) * sumi;
-    }
-    *s = sumf;
+    for (int c = 0; c < na; c++) s[c] = sh.has_min ? s_fold8(lo[c], hi[c]) + summ[c] : s_fold8(lo[c], hi[c]);
 }
 
-S_BODY void s_dot_q5_1(int64_t n, float *s, const void *w, const void *a, s_dot32_fn dot32) {
-    assert(n % MC_QK == 0);
-    enum { BX = sizeof(mc_block_q5_1_t), BY = sizeof(mc_block_q8_1_t) };
-    enum { OM = offsetof(mc_block_q5_1_t, m), OS = offsetof(mc_block_q8_1_t, s) };
-    const int64_t nb = n / MC_QK;
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    int64_t i = 0;
-    for (; i + 4 <= nb; i += 4, x += 4 * BX, y += 4 * BY) {
-        int32x4_t p[4];
-        for (int b = 0; b < 4; b++) {
-            int8x16_t q[2];
-            s_unpack_q5_1(x + b * BX, q);
-            p[b] = s_sum32(q, S_FIELD(y + b * BY, mc_block_q8_1_t, qs), dot32);
-        }
-        const float32x4_t dx = s_half4(x, x + BX, x + 2 * BX, x + 3 * BX);
-        const float32x4_t mx = s_half4(x + OM, x + BX + OM, x + 2 * BX + OM, x + 3 * BX + OM);
-        const float32x4_t dy = s_half4(y, y + BY, y + 2 * BY, y + 3 * BY);
-        const float32x4_t sy = s_half4(y + OS, y + BY + OS, y + 2 * BY + OS, y + 3 * BY + OS);
-        const float32x4_t t = vmulq_f32(vmulq_f32(dx, dy), vcvtq_f32_s32(s_hsum4(p)));
-        sumf = s_add_lanes(sumf, vaddq_f32(t, vmulq_f32(mx, sy)));
-    }
-    for (; i < nb; i++, x += BX, y += BY) {
-        int8x16_t q[2];
-        s_unpack_q5_1(x, q);
-        const int sumi = vaddvq_s32(s_sum32(q, S_FIELD(y, mc_block_q8_1_t, qs), dot32));
-        const float dx = s_half(x), mx = s_half(x + OM), dy = s_half(y), sy = s_half(y + OS);
-        sumf += (dx * dy) * sumi + mx * sy;
-    }
-    *s = sumf;
-}
+static const s_shape32_t s_shape_q4_0 = {sizeof(mc_block_q4_0_t), sizeof(mc_block_q8_0_t),
+                                         offsetof(mc_block_q8_0_t, qs), false};
+static const s_shape32_t s_shape_q4_1 = {sizeof(mc_block_q4_1_t), sizeof(mc_block_q8_1_t),
+                                         offsetof(mc_block_q8_1_t, qs), true};
+static const s_shape32_t s_shape_q5_0 = {sizeof(mc_block_q5_0_t), sizeof(mc_block_q8_0_t),
+                                         offsetof(mc_block_q8_0_t, qs), false};
+static const s_shape32_t s_shape_q5_1 = {sizeof(mc_block_q5_1_t), sizeof(mc_block_q8_1_t),
+                                         offsetof(mc_block_q8_1_t, qs), true};
+static const s_shape32_t s_shape_q8_0 = {sizeof(mc_block_q8_0_t), sizeof(mc_block_q8_0_t),
+                                         offsetof(mc_block_q8_0_t, qs), false};
 
-// Q8_0 weights use the whole byte range, hence the full-range primitive.
-S_BODY int32x4_t s_sum_q8_0(const uint8_t *xb, const uint8_t *yb, s_dot16_fn dot16) {
-    const uint8_t *qx = S_FIELD(xb, mc_block_q8_0_t, qs), *qy = S_FIELD(yb, mc_block_q8_0_t, qs);
-    return dot16(dot16(vdupq_n_s32(0), s_ld_s8(qx), s_ld_s8(qy)), s_ld_s8(qx + 16), s_ld_s8(qy + 16));
-}
-
-S_BODY void s_dot_q8_0(int64_t n, float *s, const void *w, const void *a, s_dot16_fn dot16) {
-    assert(n % MC_QK == 0);
-    enum { B = sizeof(mc_block_q8_0_t) };
-    const int64_t nb = n / MC_QK;
-    const uint8_t *x = w, *y = a;
-    float sumf = 0.f;
-    int64_t i = 0;
-    for (; i + 4 <= nb; i += 4, x += 4 * B, y += 4 * B) {
-        int32x4_t p[4];
-        for (int b = 0; b < 4; b++) p[b] = s_sum_q8_0(x + b * B, y + b * B, dot16);
-        const float32x4_t dx = s_half4(x, x + B, x + 2 * B, x + 3 * B);
-        const float32x4_t dy = s_half4(y, y + B, y + 2 * B, y + 3 * B);
-        sumf = s_add_lanes(sumf, vmulq_f32(vcvtq_f32_s32(s_hsum4(p)), vmulq_f32(dx, dy)));
+// Each type's dot and dot4 bodies (Q8_0 weights use the whole byte range,
+// hence the full-range primitive in its plain-NEON flavour).
+#define S_DOT32(name, unpack)                                                                              \
+    S_BODY void s_dot_##name(int64_t n, float *s, const void *w, const void *a, s_quad_fn quad) {           \
+        const uint8_t *y[1] = {a};                                                                         \
+        s_dot32_rows(n, s, w, y, 1, s_shape_##name, unpack, quad);                                         \
+    }                                                                                                      \
+    S_BODY void s_dot4_##name(int64_t n, float s[4], const void *w, const void *const a[4], s_quad_fn quad) { \
+        const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};                                                    \
+        s_dot32_rows(n, s, w, y, 4, s_shape_##name, unpack, quad);                                         \
     }
-    for (; i < nb; i++, x += B, y += B) {
-        const int sumi = vaddvq_s32(s_sum_q8_0(x, y, dot16));
-        sumf += sumi * (s_half(x) * s_half(y));
-    }
-    *s = sumf;
-}
-
-// dot4: one weight row against four activation rows; lane c of every vector
-// is row c, so the vector adds into sumf are each row's sequential sum.
-
-S_BODY void s_dot4_q4_0(int64_t n, float s[4], const void *w, const void *const a[4], s_dot32_fn dot32) {
-    assert(n % MC_QK == 0);
-    enum { BX = sizeof(mc_block_q4_0_t), BY = sizeof(mc_block_q8_0_t) };
-    const uint8_t *x = w;
-    const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};
-    float32x4_t sumf = vdupq_n_f32(0.f);
-    for (int64_t i = 0; i < n / MC_QK; i++, x += BX) {
-        int8x16_t q[2];
-        s_unpack_q4_0(x, q);
-        int32x4_t p[4];
-        for (int c = 0; c < 4; c++) p[c] = s_sum32(q, S_FIELD(y[c] + i * BY, mc_block_q8_0_t, qs), dot32);
-        const float32x4_t dy = s_half4(y[0] + i * BY, y[1] + i * BY, y[2] + i * BY, y[3] + i * BY);
-        const float32x4_t t = vmulq_n_f32(vcvtq_f32_s32(s_hsum4(p)), s_half(x));
-        sumf = vaddq_f32(sumf, vmulq_f32(t, dy));
-    }
-    vst1q_f32(s, sumf);
-}
-
-S_BODY void s_dot4_q8_0(int64_t n, float s[4], const void *w, const void *const a[4], s_dot16_fn dot16) {
-    assert(n % MC_QK == 0);
-    enum { B = sizeof(mc_block_q8_0_t) };
-    const uint8_t *x = w;
-    const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};
-    float32x4_t sumf = vdupq_n_f32(0.f);
-    for (int64_t i = 0; i < n / MC_QK; i++, x += B) {
-        const int8x16_t w0 = s_ld_s8(S_FIELD(x, mc_block_q8_0_t, qs));
-        const int8x16_t w1 = s_ld_s8(S_FIELD(x, mc_block_q8_0_t, qs) + 16);
-        int32x4_t p[4];
-        for (int c = 0; c < 4; c++) {
-            const uint8_t *qy = S_FIELD(y[c] + i * B, mc_block_q8_0_t, qs);
-            p[c] = dot16(dot16(vdupq_n_s32(0), w0, s_ld_s8(qy)), w1, s_ld_s8(qy + 16));
-        }
-        const float32x4_t dy = s_half4(y[0] + i * B, y[1] + i * B, y[2] + i * B, y[3] + i * B);
-        sumf = vaddq_f32(sumf, vmulq_f32(vcvtq_f32_s32(s_hsum4(p)), vmulq_n_f32(dy, s_half(x))));
-    }
-    vst1q_f32(s, sumf);
-}
+S_DOT32(q4_0, s_unpack_q4_0)
+S_DOT32(q4_1, s_unpack_q4_1)
+S_DOT32(q5_0, s_unpack_q5_0)
+S_DOT32(q5_1, s_unpack_q5_1)
+S_DOT32(q8_0, s_unpack_q8_0)
+#undef S_DOT32
 
 // --- K-quants against Q8_K --------------------------------------------------------------------
 
@@ -898,18 +809,21 @@ S_BODY void s_dot4_q4_k(int64_t n, float s[4], const void *w, const void *const 
         body(n, s, w, a, prim_sdot);                                                               \
     }
 
-S_FLAVOURS(s_dot_q4_0, s_dot32_small_mull, s_dot32_sdot)
-S_FLAVOURS(s_dot_q4_1, s_dot32_small_mull, s_dot32_sdot)
-S_FLAVOURS(s_dot_q5_0, s_dot32_small_mull, s_dot32_sdot)
-S_FLAVOURS(s_dot_q5_1, s_dot32_small_mull, s_dot32_sdot)
-S_FLAVOURS(s_dot_q8_0, s_dot16_mull, s_dot16_sdot)
+S_FLAVOURS(s_dot_q4_0, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS(s_dot_q4_1, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS(s_dot_q5_0, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS(s_dot_q5_1, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS(s_dot_q8_0, s_quad_mull, s_quad_sdot)
 S_FLAVOURS(s_dot_q2_k, s_dot16_small_mull, s_dot16_sdot)
 S_FLAVOURS(s_dot_q3_k, s_dot16_small_mull, s_dot16_sdot)
 S_FLAVOURS(s_dot_q4_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q5_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q6_k, s_dot16_small_mull, s_dot16_sdot)
-S_FLAVOURS4(s_dot4_q4_0, s_dot32_small_mull, s_dot32_sdot)
-S_FLAVOURS4(s_dot4_q8_0, s_dot16_mull, s_dot16_sdot)
+S_FLAVOURS4(s_dot4_q4_0, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS4(s_dot4_q4_1, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS4(s_dot4_q5_0, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS4(s_dot4_q5_1, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS4(s_dot4_q8_0, s_quad_mull, s_quad_sdot)
 S_FLAVOURS4(s_dot4_q4_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
 #undef S_FLAVOURS
@@ -924,9 +838,9 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
         S_K(MC_DTYPE_F16, MC_DTYPE_F16, s_act_f16, s_dot_f16, NULL, isa),                      \
         S_K(MC_DTYPE_BF16, MC_DTYPE_BF16, s_act_bf16, s_dot_bf16, NULL, isa),                  \
         S_K(MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q4_0_##fl, s_dot4_q4_0_##fl, isa), \
-        S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q4_1_##fl, NULL, isa),             \
-        S_K(MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q5_0_##fl, NULL, isa),             \
-        S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q5_1_##fl, NULL, isa),             \
+        S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q4_1_##fl, s_dot4_q4_1_##fl, isa),             \
+        S_K(MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q5_0_##fl, s_dot4_q5_0_##fl, isa),             \
+        S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q5_1_##fl, s_dot4_q5_1_##fl, isa),             \
         S_K(MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q8_0_##fl, s_dot4_q8_0_##fl, isa), \
         S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q2_k_##fl, NULL, isa),             \
         S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q3_k_##fl, NULL, isa),             \

@@ -3,11 +3,14 @@
  * greedy tokens for every fixture model and prompt.
  *
  * Bounds: the F32 model must match to max |d| <= 1e-3 with identical greedy
- * continuations and router choices (fixture README section 6). For the
- * quantized models we quantize activations exactly as llama.cpp does, so we
- * hold ourselves to the tighter bar the README states for such an engine:
- * mean |d| <= 0.005 and every per-position argmax identical, plus identical
- * teacher-forced greedy tokens.
+ * continuations and router choices (fixture README section 6). We quantize
+ * activations exactly as llama.cpp does, and the Q4_0/Q8_0 kernels add
+ * their block products in the same lane order as its AVX2 code, so the
+ * Q8_0 and Q4_0 models are held to that same bar (measured: ~1e-6). The
+ * K-quant mix differs in float summation order inside its super-blocks;
+ * it gets the tighter bar the README states for an engine that quantizes
+ * activations like llama.cpp: mean |d| <= 0.005, every per-position argmax
+ * identical, identical teacher-forced greedy tokens.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -153,8 +156,8 @@ static void s_check_model(const char *model_name, bool exact) {
 }
 
 static void test_tiny_f32(void **state) { (void)state; s_check_model("tiny-f32", true); }
-static void test_tiny_q8_0(void **state) { (void)state; s_check_model("tiny-q8_0", false); }
-static void test_tiny_q4_0(void **state) { (void)state; s_check_model("tiny-q4_0", false); }
+static void test_tiny_q8_0(void **state) { (void)state; s_check_model("tiny-q8_0", true); }
+static void test_tiny_q4_0(void **state) { (void)state; s_check_model("tiny-q4_0", true); }
 static void test_small_q4_k_m(void **state) { (void)state; s_check_model("small-q4_k_m", false); }
 
 int main(void) {
