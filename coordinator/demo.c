@@ -56,9 +56,11 @@ int mc_demo_run(const mc_cli_opts_t *o) {
         goto out;
     }
     for (uint32_t i = 0; i < n; i++) procs[i].out = -1;
-    // The coordinator mostly waits while nodes compute, so the nodes share
-    // the thread budget.
-    int node_threads = o->threads / (int)n > 1 ? o->threads / (int)n : 1;
+    // Every node gets the coordinator's thread count: per layer the
+    // coordinator waits while nodes compute, and a token's two experts often
+    // sit on one node, so giving each node all cores beat splitting them
+    // (measured on 2 cores with the benchmark model: 77 vs 59 tok/s).
+    int node_threads = o->threads;
     for (uint32_t i = 0; i < n; i++) {
         snprintf(name, sizeof name, "demo-%u", i + 1);
         if (mc_nodeproc_start(exe, model, name, node_threads, MC_DEMO_START_MS, &procs[i], err)) {
