@@ -23,6 +23,7 @@ struct mc_matmul {
     size_t work_cap;
 };
 
+// One product's share of a job: its row blocks are numbered from first.
 typedef struct {
     const mc_kernel_t *k;
     const mc_matrix_t *w;
@@ -30,9 +31,19 @@ typedef struct {
     size_t xa_stride;
     uint32_t n_tok;
     float *y;
-    uint32_t n_blocks;
-    uint32_t block_rows;
-    atomic_uint next; // next row block to take
+    uint32_t n_blocks, block_rows, first;
+} s_part_t;
+
+// Several independent products scheduled as one pool run: the threads take
+// row blocks across all of them, so a decode step pays one barrier for q, k
+// and v together, or for the gate and up products of every expert.
+#define MC_MM_MAX_PARTS 16
+
+typedef struct {
+    s_part_t parts[MC_MM_MAX_PARTS];
+    size_t n_parts;
+    uint32_t total;
+    atomic_uint next; // next block to take
 } s_job_t;
 
 typedef struct {
@@ -89,76 +100,103 @@ void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, ui
         mc_pool_run(mm->pool, s_convert_task, &c);
 }
 
+static void s_run_block(const s_part_t *p, uint32_t b) {
+    const mc_matrix_t *w = p->w;
+    const int64_t n_in = w->n_in;
+    uint32_t r0 = b * p->block_rows;
+    uint32_t r1 = r0 + p->block_rows < w->n_out ? r0 + p->block_rows : w->n_out;
+    // Token-outer, row-inner: the block's weight rows (a few KB) stay in
+    // cache while every token of a batch is multiplied with them, and dot4
+    // unpacks each weight block once for four tokens.
+    uint32_t t = 0;
+    if (p->k->dot4)
+        for (; t + 4 <= p->n_tok; t += 4) {
+            const void *xa[4];
+            for (int c = 0; c < 4; c++) xa[c] = p->xa + (size_t)(t + c) * p->xa_stride;
+            for (uint32_t r = r0; r < r1; r++) {
+                float s[4];
+                p->k->dot4(n_in, s, w->data + (size_t)r * w->row_bytes, xa);
+                for (int c = 0; c < 4; c++) p->y[(size_t)(t + c) * w->n_out + r] = s[c];
+            }
+        }
+    for (; t < p->n_tok; t++) {
+        const uint8_t *xa = p->xa + (size_t)t * p->xa_stride;
+        float *yt = p->y + (size_t)t * w->n_out;
+        for (uint32_t r = r0; r < r1; r++) p->k->dot(n_in, &yt[r], w->data + (size_t)r * w->row_bytes, xa);
+    }
+}
+
 static void s_matmul_task(void *arg, int ith, int nth) {
     (void)ith;
     (void)nth;
     s_job_t *j = arg;
-    const mc_matrix_t *w = j->w;
-    const int64_t n_in = w->n_in;
+    size_t part = 0;
     for (;;) {
         uint32_t b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (b >= j->n_blocks) break;
-        uint32_t r0 = b * j->block_rows;
-        uint32_t r1 = r0 + j->block_rows < w->n_out ? r0 + j->block_rows : w->n_out;
-        // Token-outer, row-inner: the block's weight rows (a few KB) stay in
-        // cache while every token of a batch is multiplied with them, and
-        // dot4 unpacks each weight block once for four tokens.
-        uint32_t t = 0;
-        if (j->k->dot4)
-            for (; t + 4 <= j->n_tok; t += 4) {
-                const void *xa[4];
-                for (int c = 0; c < 4; c++) xa[c] = j->xa + (size_t)(t + c) * j->xa_stride;
-                for (uint32_t r = r0; r < r1; r++) {
-                    float s[4];
-                    j->k->dot4(n_in, s, w->data + (size_t)r * w->row_bytes, xa);
-                    for (int c = 0; c < 4; c++) j->y[(size_t)(t + c) * w->n_out + r] = s[c];
-                }
-            }
-        for (; t < j->n_tok; t++) {
-            const uint8_t *xa = j->xa + (size_t)t * j->xa_stride;
-            float *yt = j->y + (size_t)t * w->n_out;
-            for (uint32_t r = r0; r < r1; r++)
-                j->k->dot(n_in, &yt[r], w->data + (size_t)r * w->row_bytes, xa);
-        }
+        if (b >= j->total) break;
+        // Blocks are taken in increasing order: the part only moves forward.
+        while (b >= j->parts[part].first + j->parts[part].n_blocks) part++;
+        s_run_block(&j->parts[part], b - j->parts[part].first);
     }
 }
 
-void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y) {
-    const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
-    int nth = mc_pool_threads(mm->pool);
+// Add a product to a job, splitting its rows into blocks.
+static void s_job_add(s_job_t *j, int nth, const mc_kernel_t *k, const mc_matrix_t *w, const void *xa,
+                      uint32_t n_tok, float *y) {
     // Aim for several blocks per thread so a slow thread does not hold the
     // others up, but keep blocks a whole number of cache lines.
     uint32_t rows = w->n_out / (uint32_t)(4 * nth);
     rows = (rows + MC_MM_BLOCK - 1) / MC_MM_BLOCK * MC_MM_BLOCK;
     if (rows < MC_MM_BLOCK) rows = MC_MM_BLOCK;
-    s_job_t j = {
-        .k = k,
-        .w = w,
-        .xa = xa,
-        .xa_stride = mc_dtype_row_bytes(k->act_type, w->n_in),
-        .n_tok = n_tok,
-        .y = y,
-        .n_blocks = (w->n_out + rows - 1) / rows,
-        .block_rows = rows,
-    };
-    atomic_init(&j.next, 0);
-    if (j.n_blocks == 1)
-        s_matmul_task(&j, 0, 1);
+    s_part_t *p = &j->parts[j->n_parts++];
+    *p = (s_part_t){k, w, xa, mc_dtype_row_bytes(k->act_type, w->n_in), n_tok, y, (w->n_out + rows - 1) / rows, rows,
+                    j->total};
+    j->total += p->n_blocks;
+}
+
+static void s_job_run(mc_matmul_t *mm, s_job_t *j) {
+    atomic_init(&j->next, 0);
+    if (j->total == 1)
+        s_matmul_task(j, 0, 1);
     else
-        mc_pool_run(mm->pool, s_matmul_task, &j);
+        mc_pool_run(mm->pool, s_matmul_task, j);
+}
+
+void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y) {
+    s_job_t j = {.n_parts = 0};
+    s_job_add(&j, mc_pool_threads(mm->pool), mc_matmul_kernel(mm, w->type), w, xa, n_tok, y);
+    s_job_run(mm, &j);
+}
+
+mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops) {
+    for (size_t first = 0; first < n_ops; first += MC_MM_MAX_PARTS) {
+        size_t n = n_ops - first < MC_MM_MAX_PARTS ? n_ops - first : MC_MM_MAX_PARTS;
+        size_t off[MC_MM_MAX_PARTS], need = 0;
+        for (size_t i = 0; i < n; i++) {
+            const mc_kernel_t *k = mc_matmul_kernel(mm, ops[first + i].w->type);
+            if (!k) return MC_ERR_UNSUPPORTED;
+            off[i] = need;
+            need += mc_dtype_row_bytes(k->act_type, ops[first + i].w->n_in) * ops[first + i].n_tok;
+        }
+        if (need > mm->work_cap) {
+            uint8_t *nw = realloc(mm->work, need);
+            if (!nw) return MC_ERR_NOMEM;
+            mm->work = nw;
+            mm->work_cap = need;
+        }
+        s_job_t j = {.n_parts = 0};
+        for (size_t i = 0; i < n; i++) {
+            const mc_matmul_op_t *op = &ops[first + i];
+            mc_matmul_convert(mm, op->w, op->x, op->n_tok, mm->work + off[i]);
+            s_job_add(&j, mc_pool_threads(mm->pool), mc_matmul_kernel(mm, op->w->type), op->w, mm->work + off[i],
+                      op->n_tok, op->y);
+        }
+        s_job_run(mm, &j);
+    }
+    return MC_OK;
 }
 
 mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y) {
-    const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
-    if (!k) return MC_ERR_UNSUPPORTED;
-    size_t need = mc_dtype_row_bytes(k->act_type, w->n_in) * n_tok;
-    if (need > mm->work_cap) {
-        uint8_t *nw = realloc(mm->work, need);
-        if (!nw) return MC_ERR_NOMEM;
-        mm->work = nw;
-        mm->work_cap = need;
-    }
-    mc_matmul_convert(mm, w, x, n_tok, mm->work);
-    mc_matmul_pre(mm, w, mm->work, n_tok, y);
-    return MC_OK;
+    mc_matmul_op_t op = {w, x, n_tok, y};
+    return mc_matmul_many(mm, &op, 1);
 }

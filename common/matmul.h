@@ -52,6 +52,19 @@ void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, ui
 // y (n_tok, w->n_out) = x (n_tok, w->n_in) times w transposed.
 mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y);
 
+// One product of a batch of several (mc_matmul_many).
+typedef struct {
+    const mc_matrix_t *w;
+    const float *x; // (n_tok, w->n_in)
+    uint32_t n_tok;
+    float *y;       // (n_tok, w->n_out)
+} mc_matmul_op_t;
+
+// Independent products (their x and y must not overlap another's y) run as
+// one pass over the pool, with one barrier instead of one per product.
+// Results are the bits mc_matmul_f32 gives for each.
+mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops);
+
 // As mc_matmul_f32 with activations already converted (mc_matmul_convert,
 // or received that way from the network).
 void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MC_MOE_MAX_EXPERTS 256 // the model loader's limit
+
 struct mc_moe {
     mc_matmul_t *mm;
     float *xg;     // (rows, dim) gathered inputs of one expert
@@ -16,6 +18,8 @@ struct mc_moe {
     float *y;      // (n, k, dim) per-slot expert outputs
     uint32_t *idx; // (rows) flat (t * k + j) slot of each gathered row
     size_t cap_rows, cap_dim, cap_ffn, cap_slots;
+    mc_matmul_op_t ops[2 * MC_MOE_MAX_EXPERTS];   // gate and up per active expert
+    const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts, in id order
 };
 
 mc_moe_t *mc_moe_new(mc_matmul_t *mm) {
@@ -71,34 +75,49 @@ mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, cons
 mc_err_t mc_moe_compute_with(mc_moe_t *moe, mc_moe_lookup_fn lookup, void *ctx, uint32_t dim, uint32_t ffn,
                              uint32_t n_expert, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
                              const float *weights, uint32_t k, float *out, char *err) {
+    if (n_expert > MC_MOE_MAX_EXPERTS) return mc_err_set(err, MC_ERR_RANGE, "%u experts: at most %d", n_expert, MC_MOE_MAX_EXPERTS);
     for (size_t i = 0; i < (size_t)n * k; i++)
         if (experts[i] >= (int32_t)n_expert)
             return mc_err_set(err, MC_ERR_RANGE, "expert id %d out of range (%u experts)", experts[i], n_expert);
-    if (s_reserve(moe, n, dim, ffn, (size_t)n * k) != MC_OK) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    mc_err_t rc;
+    // Every slot may gather its own row: up to n * k rows in all.
+    if (s_reserve(moe, (size_t)n * k, dim, ffn, (size_t)n * k) != MC_OK)
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    // Gather each expert's rows, experts in id order, into one block each.
+    mc_matmul_op_t *ops = moe->ops;
+    uint32_t n_ops = 0, rows = 0;
     for (uint32_t e = 0; e < n_expert; e++) {
-        uint32_t rows = 0;
+        uint32_t first = rows;
         for (uint32_t t = 0; t < n; t++)
             for (uint32_t j = 0; j < k; j++)
                 if (experts[(size_t)t * k + j] == (int32_t)e) {
                     memcpy(moe->xg + (size_t)rows * dim, x + (size_t)t * dim, dim * sizeof(float));
                     moe->idx[rows++] = t * k + j;
                 }
-        if (!rows) continue;
+        if (rows == first) continue;
         const mc_expert_t *ex = lookup(ctx, layer, e);
         if (!ex) return mc_err_set(err, MC_ERR_RANGE, "expert %u of layer %u is not available here", e, layer);
-        if ((rc = mc_matmul_f32(moe->mm, &ex->gate, moe->xg, rows, moe->g)) ||
-            (rc = mc_matmul_f32(moe->mm, &ex->up, moe->xg, rows, moe->u)))
-            return mc_err_set(err, rc, "expert %u of layer %u: product failed", e, layer);
-        for (size_t i = 0; i < (size_t)rows * ffn; i++) {
-            float g = moe->g[i];
-            moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU: silu(gate) * up
-        }
-        if ((rc = mc_matmul_f32(moe->mm, &ex->down, moe->g, rows, moe->d)))
-            return mc_err_set(err, rc, "expert %u of layer %u: product failed", e, layer);
-        for (uint32_t r = 0; r < rows; r++)
-            memcpy(moe->y + (size_t)moe->idx[r] * dim, moe->d + (size_t)r * dim, dim * sizeof(float));
+        moe->sel[n_ops / 2] = ex;
+        ops[n_ops++] = (mc_matmul_op_t){&ex->gate, moe->xg + (size_t)first * dim, rows - first, moe->g + (size_t)first * ffn};
+        ops[n_ops++] = (mc_matmul_op_t){&ex->up, moe->xg + (size_t)first * dim, rows - first, moe->u + (size_t)first * ffn};
     }
+    // Two passes over the pool for all experts: gate and up, then down.
+    mc_err_t rc = mc_matmul_many(moe->mm, ops, n_ops);
+    if (rc) return mc_err_set(err, rc, "layer %u: expert gate/up products failed", layer);
+    for (size_t i = 0; i < (size_t)rows * ffn; i++) {
+        float g = moe->g[i];
+        moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU: silu(gate) * up
+    }
+    // Reuse ops for the down products: step i writes ops[i] after reading
+    // ops[2i], and no later step reads an index below its own.
+    for (uint32_t i = 0; i < n_ops / 2; i++) {
+        const mc_matmul_op_t *gate = &ops[2 * i];
+        size_t first = (size_t)(gate->y - moe->g) / ffn;
+        ops[i] = (mc_matmul_op_t){&moe->sel[i]->down, moe->g + first * ffn, gate->n_tok, moe->d + first * dim};
+    }
+    if ((rc = mc_matmul_many(moe->mm, ops, n_ops / 2)))
+        return mc_err_set(err, rc, "layer %u: expert down products failed", layer);
+    for (uint32_t r = 0; r < rows; r++)
+        memcpy(moe->y + (size_t)moe->idx[r] * dim, moe->d + (size_t)r * dim, dim * sizeof(float));
     for (uint32_t t = 0; t < n; t++) {
         float *o = out + (size_t)t * dim;
         memset(o, 0, dim * sizeof(float));
