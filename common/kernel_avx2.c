@@ -113,8 +113,10 @@ S_INLINE __m256i s_pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
 
 // 16 packed nibbles -> 32 bytes: the low nibbles, then the high ones.
 S_INLINE __m256i s_nibbles(const uint8_t *qs) {
-    const __m128i q = s_load128(qs);
-    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+    // Both halves from one broadcast load; the high half shifted by 4 in
+    // 64-bit lanes (bits crossing bytes are masked off below).
+    const __m256i q = _mm256_broadcastsi128_si256(s_load128(qs));
+    const __m256i v = _mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 0, 4, 4));
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
 }
 
