@@ -104,8 +104,26 @@ static void s_stop(s_nodes_t *ns) {
     s_live = NULL;
 }
 
-static const int32_t s_ids[] = {1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723};
-#define N_IDS (sizeof s_ids / sizeof s_ids[0])
+// The fixture prompts (golden/<model>/P.ids.txt: one id per line, BOS first).
+static const char *const s_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_inst"};
+#define N_PROMPTS (sizeof s_prompts / sizeof s_prompts[0])
+
+static int32_t s_ids[64];
+static size_t s_n_ids;
+
+static void s_load_ids(const char *prompt) {
+    char name[128], path[512];
+    snprintf(name, sizeof name, "golden/tiny-f32/%s.ids.txt", prompt);
+    char *txt = (char *)mc_test_read_file(mc_test_fixture(name, path, sizeof path), NULL);
+    assert_non_null(txt);
+    s_n_ids = 0;
+    for (char *q = txt, *end; s_n_ids < 64; q = end) {
+        long v = strtol(q, &end, 10);
+        if (end == q) break;
+        s_ids[s_n_ids++] = (int32_t)v;
+    }
+    free(txt);
+}
 
 // All logits of s_ids, locally (cfg NULL) or through the cluster.
 static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int32_t *greedy, size_t n_greedy) {
@@ -122,15 +140,15 @@ static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int3
         mc_engine_set_moe(e, mc_cluster_moe, c);
     }
     const uint32_t nv = m->hp.n_vocab;
-    float *out = malloc(N_IDS * nv * sizeof(float)), *row = malloc(nv * sizeof(float));
-    if (mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err)) fail_msg("eval: %s", err);
-    memcpy(row, out + (N_IDS - 1) * nv, nv * sizeof(float));
+    float *out = malloc(s_n_ids * nv * sizeof(float)), *row = malloc(nv * sizeof(float));
+    if (mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, out, err)) fail_msg("eval: %s", err);
+    memcpy(row, out + (s_n_ids - 1) * nv, nv * sizeof(float));
     for (size_t i = 0; i < n_greedy; i++) {
         int32_t best = 0;
         for (uint32_t v = 1; v < nv; v++)
             if (row[v] > row[best]) best = (int32_t)v;
         greedy[i] = best;
-        if (mc_engine_eval(e, &best, 1, (uint32_t)(N_IDS + i), MC_LOGITS_LAST, row, err)) fail_msg("eval: %s", err);
+        if (mc_engine_eval(e, &best, 1, (uint32_t)(s_n_ids + i), MC_LOGITS_LAST, row, err)) fail_msg("eval: %s", err);
     }
     free(row);
     mc_cluster_destroy(&c);
@@ -146,29 +164,35 @@ static mc_model_t *s_fixture(const char *name, char *path, size_t cap) {
     return m;
 }
 
-// Cluster logits against local ones: bit-identical, or mean |d| bound.
+// Cluster logits of every fixture prompt against local ones: bit-identical
+// (and the same 8 greedy ids), or mean |d| within the quantized bound.
 static void s_compare(const char *fixture, const s_place_t *place, size_t n, mc_wire_enc_t wire, const char *local,
                       bool exact) {
     char path[512];
     mc_model_t *m = s_fixture(fixture, path, sizeof path);
     if (!m) skip();
-    int32_t g_local[8], g_remote[8];
-    float *ref = s_logits(m, NULL, g_local, 8);
     s_nodes_t ns;
     s_start(&ns, path, place, n, wire, local);
-    float *got = s_logits(m, ns.cfg, g_remote, 8);
-    s_stop(&ns);
-    size_t count = N_IDS * m->hp.n_vocab;
     double sum = 0;
-    for (size_t i = 0; i < count; i++) sum += fabs((double)got[i] - ref[i]);
-    printf("[cluster] %-14s %zu nodes wire %-4s mean|d| %.3g\n", fixture, n, mc_wire_enc_name(wire), sum / count);
-    if (exact) {
-        assert_memory_equal(got, ref, count * sizeof(float));
-        assert_memory_equal(g_local, g_remote, sizeof g_local);
-    } else {
-        assert_true(sum / count <= 0.06);
+    size_t count = 0;
+    for (size_t p = 0; p < N_PROMPTS; p++) {
+        s_load_ids(s_prompts[p]);
+        int32_t g_local[8], g_remote[8];
+        float *ref = s_logits(m, NULL, g_local, 8);
+        float *got = s_logits(m, ns.cfg, g_remote, 8);
+        size_t c = s_n_ids * m->hp.n_vocab;
+        for (size_t i = 0; i < c; i++) sum += fabs((double)got[i] - ref[i]);
+        count += c;
+        if (exact) {
+            assert_memory_equal(got, ref, c * sizeof(float));
+            assert_memory_equal(g_local, g_remote, sizeof g_local);
+        }
+        free(ref), free(got);
     }
-    free(ref), free(got);
+    s_stop(&ns);
+    printf("[cluster] %-17s %zu nodes wire %-4s mean|d| %.3g over %zu prompts\n", fixture, n, mc_wire_enc_name(wire),
+           sum / count, N_PROMPTS);
+    if (!exact) assert_true(sum / count <= 0.06);
     mc_model_destroy(&m);
 }
 
@@ -252,6 +276,7 @@ static void test_node_killed(void **state) {
     mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
     if (!m) skip();
     int32_t g[1];
+    s_load_ids(s_prompts[0]);
     float *ref = s_logits(m, NULL, g, 0);
     s_nodes_t ns;
     s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
@@ -266,9 +291,9 @@ static void test_node_killed(void **state) {
     kill(ns.procs[1].pid, SIGKILL);
     waitpid(ns.procs[1].pid, NULL, 0);
     ns.procs[1].pid = 0;
-    float *got = malloc(N_IDS * m->hp.n_vocab * sizeof(float));
-    assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, got, err), MC_OK);
-    assert_memory_equal(got, ref, N_IDS * m->hp.n_vocab * sizeof(float));
+    float *got = malloc(s_n_ids * m->hp.n_vocab * sizeof(float));
+    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, s_n_ids * m->hp.n_vocab * sizeof(float));
     mc_cluster_node_stats_t st;
     mc_cluster_node_stats(c, 1, &st);
     assert_false(st.alive);
