@@ -719,6 +719,45 @@ static void test_fixture_q4_0_bytes(void **state) {
     s_check_requantize("tiny-q4_0.gguf");
 }
 
+// Q8_0 activation blocks whose fp16 scale is neither 0 nor inf are a fixed
+// point of dequantize-then-quantize: the largest element comes back as
+// +-127 * d16, 127 * d16 / 127 is exactly d16, and q * d16 * (1 / d16)
+// rounds back to q. An expert node relies on it: it dequantizes rows
+// received as Q8_0 and the kernels re-quantize them to the very blocks the
+// coordinator sent. (A block whose scale underflowed to 0 comes back as all
+// zeros: it contributes +-0 to every product either way.)
+static void s_check_q8_fixed_point(const float *x, int64_t n) {
+    const size_t rb = mc_dtype_row_bytes(MC_DTYPE_Q8_0, (uint64_t)n);
+    uint8_t *a = malloc(rb), *b = malloc(rb);
+    float *y = malloc((size_t)n * sizeof *y);
+    assert_true(a && b && y);
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_Q8_0, x, a, n), MC_OK);
+    assert_int_equal(mc_quant_dequantize_row(MC_DTYPE_Q8_0, a, y, n), MC_OK);
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_Q8_0, y, b, n), MC_OK);
+    assert_memory_equal(a, b, rb);
+    free(a), free(b), free(y);
+}
+
+static void test_q8_0_requantize_fixed_point(void **state) {
+    (void)state;
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    float x[256];
+    // Random rows over the decades where the fp16 scale is representable
+    // (amax / 127 between 2^-24 and 65504), with zero blocks among them.
+    for (int rep = 0; rep < 2000; rep++) {
+        const float scale = powf(10.0f, (float)(rep % 10) - 4.0f);
+        for (int j = 0; j < 256; j++) x[j] = (j / 32 == rep % 9) ? 0.0f : s_rng_gauss(&rng) * scale;
+        s_check_q8_fixed_point(x, 256);
+    }
+    // Every finite positive fp16 value as the block scale.
+    for (uint32_t h = 1; h < 0x7C00; h++) {
+        const float d = mc_fp16_to_fp32((uint16_t)h);
+        for (int j = 0; j < 32; j++) x[j] = (float)((int)(s_rng_next(&rng) % 255) - 127) * d;
+        x[(int)(s_rng_next(&rng) % 32)] = 127.0f * d;
+        s_check_q8_fixed_point(x, 32);
+    }
+}
+
 // small-q4_k_m's weights are N(0, 1/fan_in) (the embedding N(0, 1)): a wrong
 // scale/min unpacking shows up as a wrong spread or mean.
 static void test_fixture_k_quants(void **state) {
@@ -779,6 +818,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_error),
         cmocka_unit_test(test_quant_special_blocks),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_q8_0_requantize_fixed_point),
         cmocka_unit_test(test_fixture_q8_0_bytes),
         cmocka_unit_test(test_fixture_q4_0_bytes),
         cmocka_unit_test(test_fixture_k_quants),
