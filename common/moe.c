@@ -60,21 +60,10 @@ static mc_err_t s_reserve(mc_moe_t *m, size_t rows, size_t dim, size_t ffn, size
     return MC_OK;
 }
 
-static const mc_expert_t *s_model_lookup(void *ctx, uint32_t layer, uint32_t e) {
-    const mc_model_t *m = ctx;
-    return &m->layers[layer].experts[e];
-}
-
 mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n,
                         const int32_t *experts, const float *weights, uint32_t k, float *out, char *err) {
+    const uint32_t dim = m->hp.dim, ffn = m->hp.ffn, n_expert = m->hp.n_expert;
     if (layer >= m->hp.n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range", layer);
-    return mc_moe_compute_with(moe, s_model_lookup, (void *)m, m->hp.dim, m->hp.ffn, m->hp.n_expert, layer, x, n,
-                               experts, weights, k, out, err);
-}
-
-mc_err_t mc_moe_compute_with(mc_moe_t *moe, mc_moe_lookup_fn lookup, void *ctx, uint32_t dim, uint32_t ffn,
-                             uint32_t n_expert, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
-                             const float *weights, uint32_t k, float *out, char *err) {
     if (n_expert > MC_MOE_MAX_EXPERTS) return mc_err_set(err, MC_ERR_RANGE, "%u experts: at most %d", n_expert, MC_MOE_MAX_EXPERTS);
     for (size_t i = 0; i < (size_t)n * k; i++)
         if (experts[i] >= (int32_t)n_expert)
@@ -94,8 +83,7 @@ mc_err_t mc_moe_compute_with(mc_moe_t *moe, mc_moe_lookup_fn lookup, void *ctx, 
                     moe->idx[rows++] = t * k + j;
                 }
         if (rows == first) continue;
-        const mc_expert_t *ex = lookup(ctx, layer, e);
-        if (!ex) return mc_err_set(err, MC_ERR_RANGE, "expert %u of layer %u is not available here", e, layer);
+        const mc_expert_t *ex = &m->layers[layer].experts[e];
         moe->sel[n_ops / 2] = ex;
         ops[n_ops++] = (mc_matmul_op_t){&ex->gate, moe->xg + (size_t)first * dim, rows - first, moe->g + (size_t)first * ffn};
         ops[n_ops++] = (mc_matmul_op_t){&ex->up, moe->xg + (size_t)first * dim, rows - first, moe->u + (size_t)first * ffn};

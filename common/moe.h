@@ -31,12 +31,4 @@ void mc_moe_destroy(mc_moe_t **moe);
 mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n,
                         const int32_t *experts, const float *weights, uint32_t k, float *out, char *err);
 
-// Same for an explicit expert table (for a node that holds views of some
-// experts only): expert_of(e) gives the matrices of expert e or NULL.
-typedef const mc_expert_t *(*mc_moe_lookup_fn)(void *ctx, uint32_t layer, uint32_t e);
-
-mc_err_t mc_moe_compute_with(mc_moe_t *moe, mc_moe_lookup_fn lookup, void *ctx, uint32_t dim, uint32_t ffn,
-                             uint32_t n_expert, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
-                             const float *weights, uint32_t k, float *out, char *err);
-
 #endif

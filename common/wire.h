@@ -12,8 +12,9 @@
  *
  * Rows travel as little-endian f32, f16 or bf16 values (round to nearest
  * even: mc_fp32_to_fp16 / mc_fp32_to_bf16), or as the Q8_0 blocks the
- * activation quantizer makes, which a node feeds straight into Q8_0-activation
- * kernels (bit-identical to computing locally from f32). */
+ * activation quantizer makes. Those survive the node's dequantization: its
+ * Q8_0-activation kernels re-make the same blocks, so the result is
+ * bit-identical to computing locally from f32. */
 #ifndef MC_WIRE_H
 #define MC_WIRE_H
 

@@ -6,7 +6,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -322,72 +321,6 @@ static void s_on_assign(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
 
 // --- expert computation -------------------------------------------------------------
 
-// Product of a gate or up matrix with rows that arrived as Q8_0 blocks. When
-// the weight's kernel takes Q8_0 activations the blocks are used as they are:
-// they are exactly what the kernel would have made of the coordinator's f32
-// rows. Other types get the rows dequantized to f32 (*xf, made once).
-static mc_err_t s_product_q8(mc_node_t *n, const mc_matrix_t *w, const uint8_t *xq, uint32_t rows, float *xf,
-                             bool *have_xf, float *y) {
-    const mc_kernel_t *k = mc_matmul_kernel(n->mm, w->type);
-    if (k && k->act_type == MC_DTYPE_Q8_0) {
-        mc_matmul_pre(n->mm, w, xq, rows, y);
-        return MC_OK;
-    }
-    if (!*have_xf) mc_wire_rows_decode(MC_WIRE_Q8_0, xq, rows, w->n_in, xf), *have_xf = true;
-    return mc_matmul_f32(n->mm, w, xf, rows, y);
-}
-
-// mc_moe_compute for rows given as Q8_0 blocks: the same grouping, SwiGLU and
-// slot-order sum, so the result has the same bits as the local computation
-// whenever the gate and up activations do (see s_product_q8). Each expert
-// appears at most once per row (the decoder checks), so at most n rows share
-// an expert. xf is scratch of (n_rows, dim).
-static mc_err_t s_moe_q8(mc_node_t *n, const mc_wire_request_t *r, float *xf, float *out, char *err) {
-    const mc_hparams_t *hp = &n->model->hp;
-    const uint32_t dim = hp->dim, ffn = hp->ffn, k = r->k, nr = r->n_rows;
-    const size_t rb = mc_wire_row_bytes(MC_WIRE_Q8_0, dim);
-    uint8_t *xq = malloc((size_t)nr * rb);
-    float *g = malloc((size_t)nr * ffn * sizeof(float)), *u = malloc((size_t)nr * ffn * sizeof(float));
-    float *d = malloc((size_t)nr * dim * sizeof(float)), *y = malloc((size_t)nr * k * dim * sizeof(float));
-    uint32_t *idx = malloc((size_t)nr * sizeof(uint32_t));
-    mc_err_t rc = MC_OK;
-    if (!xq || !g || !u || !d || !y || !idx) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    for (uint32_t e = 0; e < hp->n_expert && !rc; e++) {
-        uint32_t rows = 0;
-        for (uint32_t t = 0; t < nr; t++)
-            for (uint32_t j = 0; j < k; j++)
-                if (r->experts[(size_t)t * k + j] == (int32_t)e) {
-                    memcpy(xq + (size_t)rows * rb, r->rows + (size_t)t * rb, rb);
-                    idx[rows++] = t * k + j;
-                }
-        if (!rows) continue;
-        const mc_expert_t *ex = &n->model->layers[r->layer].experts[e];
-        bool have_xf = false;
-        if ((rc = s_product_q8(n, &ex->gate, xq, rows, xf, &have_xf, g)) ||
-            (rc = s_product_q8(n, &ex->up, xq, rows, xf, &have_xf, u))) {
-            mc_err_set(err, rc, "expert %u of layer %u: product failed", e, r->layer);
-            break;
-        }
-        for (size_t i = 0; i < (size_t)rows * ffn; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i]; // SwiGLU
-        if ((rc = mc_matmul_f32(n->mm, &ex->down, g, rows, d))) {
-            mc_err_set(err, rc, "expert %u of layer %u: product failed", e, r->layer);
-            break;
-        }
-        for (uint32_t i = 0; i < rows; i++) memcpy(y + (size_t)idx[i] * dim, d + (size_t)i * dim, dim * sizeof(float));
-    }
-    for (uint32_t t = 0; t < nr && !rc; t++) {
-        float *o = out + (size_t)t * dim;
-        memset(o, 0, dim * sizeof(float));
-        for (uint32_t j = 0; j < k; j++) {
-            size_t s = (size_t)t * k + j;
-            if (r->experts[s] < 0) continue;
-            for (uint32_t i = 0; i < dim; i++) o[i] += r->weights[s] * y[s * dim + i];
-        }
-    }
-    free(xq), free(g), free(u), free(d), free(y), free(idx);
-    return rc;
-}
-
 static void s_on_request(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
     const mc_wire_request_t *r = &m->u.request;
     uint64_t t0 = s_now_us();
@@ -400,8 +333,11 @@ static void s_on_request(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
     char err[MC_ERR_LEN];
     mc_err_t rc = MC_OK;
     if (!x || !out || !packed) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory for %u rows", r->n_rows);
-    else if (r->enc == MC_WIRE_Q8_0) rc = s_moe_q8(n, r, x, out, err);
     else {
+        // Q8_0 rows too go through f32: Q8_0 blocks are a fixed point of
+        // dequantize-then-quantize (test_quant), so kernels that take Q8_0
+        // activations re-make exactly the blocks the coordinator sent, and
+        // the result has the bits of computing on the coordinator.
         mc_wire_rows_decode(r->enc, r->rows, r->n_rows, r->dim, x);
         rc = mc_moe_compute(n->moe, n->model, r->layer, x, r->n_rows, r->experts, r->weights, r->k, out, err);
     }
