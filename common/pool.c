@@ -43,6 +43,7 @@ struct mc_pool {
     atomic_uint gen;     // bumped once per job
     atomic_int pending;  // workers still running the current job
     atomic_bool stop;
+    atomic_bool rest;    // set by mc_pool_rest: idle workers sleep at once
     atomic_int sleepers; // workers blocked (or about to block) on cond
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -59,6 +60,7 @@ static void *s_worker_main(void *p) {
         int spins = 0;
         while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&pool->stop, memory_order_acquire)) {
+            if (atomic_load_explicit(&pool->rest, memory_order_relaxed)) spins = MC_POOL_SPIN + MC_POOL_YIELDS;
             if (++spins < MC_POOL_SPIN) {
                 s_cpu_relax();
                 continue;
@@ -93,6 +95,7 @@ mc_pool_t *mc_pool_new(int n_threads) {
     atomic_init(&p->gen, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->stop, false);
+    atomic_init(&p->rest, false);
     atomic_init(&p->sleepers, 0);
     if (pthread_mutex_init(&p->mu, NULL) != 0) {
         free(p);
@@ -146,6 +149,7 @@ void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg) {
     }
     p->fn = fn;
     p->arg = arg;
+    atomic_store_explicit(&p->rest, false, memory_order_relaxed);
     atomic_store_explicit(&p->pending, p->nth - 1, memory_order_relaxed);
     // seq_cst: pairs with the worker's sleepers++ / gen re-check (store-load on both sides).
     atomic_fetch_add(&p->gen, 1);
@@ -161,4 +165,11 @@ void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg) {
         else
             sched_yield();
     }
+}
+
+void mc_pool_rest(mc_pool_t *p) {
+    // A stale read of the flag by a worker is harmless either way: the
+    // sleep path re-checks gen under the lock, and a worker that spins a
+    // little longer only costs time.
+    if (p->nth > 1) atomic_store_explicit(&p->rest, true, memory_order_relaxed);
 }

@@ -23,4 +23,10 @@ int mc_pool_threads(const mc_pool_t *p);
 // Run fn on every thread and wait. Not re-entrant: one caller at a time.
 void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg);
 
+// The caller is about to block (on the network, say) for longer than a
+// spin is worth: idle workers go to sleep now instead of spinning, leaving
+// the cores to other processes (on one machine: the expert nodes). The next
+// mc_pool_run wakes them as usual. Same caller as mc_pool_run.
+void mc_pool_rest(mc_pool_t *p);
+
 #endif
