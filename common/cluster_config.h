@@ -5,6 +5,8 @@
  *   model: models/mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf  # optional; relative to this file
  *   wire: q8_0                # f32 | f16 | bf16 | q8_0 (default q8_0)
  *   timeout_ms: 5000          # 1..600000 (default 5000)
+ *   retry_ms: 2000            # probe a dead node this often to let it rejoin;
+ *                             # 0..600000, 0 = never (default 2000)
  *   nodes:                    # required, at least one
  *     - name: pi-1            # required, unique, [A-Za-z0-9._-]{1,64}
  *       endpoint: tcp://10.0.0.11:5555   # required, unique; tcp://HOST:PORT, ipc://PATH, inproc://NAME
@@ -44,6 +46,7 @@
 #define MC_CLUSTER_MAX_FILE_BYTES (1u << 20)
 #define MC_CLUSTER_DEFAULT_TIMEOUT_MS 5000u
 #define MC_CLUSTER_MAX_TIMEOUT_MS 600000u
+#define MC_CLUSTER_DEFAULT_RETRY_MS 2000u
 
 // Short name of an encoding ("f32", "f16", "bf16", "q8_0"); "unknown" for
 // values outside the enum.
@@ -97,6 +100,7 @@ typedef struct mc_cluster_config {
     char *model_resolved; // relative to the file's folder (owned; NULL when absent)
     mc_wire_enc_t wire;
     uint32_t timeout_ms;
+    uint32_t retry_ms;    // 0: a dead node stays dead
     mc_cluster_node_t *nodes; // n_nodes, in file order (owned)
     size_t n_nodes;
     mc_expert_set_t local_experts;

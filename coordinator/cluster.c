@@ -16,10 +16,19 @@
 #include "moe.h"
 #include "wire.h"
 
+// How far a dead node is on its way back (see s_revive).
+typedef enum { S_PROBE_IDLE, S_PROBE_HELLO, S_PROBE_ASSIGN } s_probe_t;
+
 typedef struct {
     const mc_cluster_node_t *cfg;
     void *sock;
     bool alive;
+    s_probe_t probe;      // while dead: the probe in flight
+    uint64_t probe_id;    // its request id
+    double probe_until;   // when it is given up
+    double retry_at;      // when the next probe may start
+    bool probe_warned;    // the reason it failed was logged (once per death)
+    uint32_t deaths, rejoins;
     uint8_t *held;      // (n_layer, n_expert) pairs placed on this node
 
     // The current layer's request.
@@ -46,8 +55,10 @@ struct mc_cluster {
     s_node_t *nodes;
     size_t n_nodes;
     mc_moe_t *moe;      // local experts (and fallback for dead nodes)
+    mc_pool_t *pool;    // the engine's threads (borrowed)
     mc_wire_limits_t lim;
     uint64_t next_id;
+    uint64_t session;   // sent with every placement
     uint32_t cap_rows;  // rows the per-node buffers hold
     uint32_t k;
     int32_t *local_experts; // (cap_rows, k)
@@ -116,19 +127,54 @@ static mc_err_t s_await(mc_cluster_t *c, s_node_t *nd, uint64_t id, const char *
     return MC_OK;
 }
 
-static mc_err_t s_handshake(mc_cluster_t *c, s_node_t *nd, uint64_t session, char *err) {
-    const mc_hparams_t *hp = &c->m->hp;
+// A fresh DEALER socket to nd, replacing any old one (and with it any
+// reply still on its way to the old one).
+static mc_err_t s_open(mc_cluster_t *c, s_node_t *nd, char *err) {
+    if (nd->sock) zmq_close(nd->sock);
+    nd->sock = zmq_socket(c->zctx, ZMQ_DEALER);
+    if (!nd->sock) return mc_err_set(err, MC_ERR_NET, "node %s: no socket: %s", nd->cfg->name, zmq_strerror(zmq_errno()));
+    int zero = 0, timeout = (int)c->cfg->timeout_ms;
+    int64_t max_msg = mc_wire_max_msg_bytes(&c->lim);
+    zmq_setsockopt(nd->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(nd->sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(nd->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    if (zmq_connect(nd->sock, nd->cfg->endpoint) != 0)
+        return mc_err_set(err, MC_ERR_NET, "node %s: cannot connect to %s: %s", nd->cfg->name, nd->cfg->endpoint,
+                          zmq_strerror(zmq_errno()));
+    return MC_OK;
+}
+
+// Send our Hello to nd; its request id in *id.
+static mc_err_t s_send_hello(mc_cluster_t *c, s_node_t *nd, uint64_t *id, char *err) {
     mc_wire_msg_t msg = {.kind = MC_WIRE_MSG_HELLO, .request_id = ++c->next_id};
     msg.u.hello.version = MC_WIRE_VERSION;
     msg.u.hello.fingerprint = mc_model_fingerprint(c->m);
     snprintf(msg.u.hello.name, sizeof msg.u.hello.name, "coordinator");
-    mc_err_t rc = s_send(nd, &msg, err);
-    if (!rc) rc = s_await(c, nd, msg.request_id, "handshake", &msg, err);
-    if (rc) return rc;
-    bool ok = msg.kind == MC_WIRE_MSG_HELLO;
-    uint32_t version = msg.u.hello.version;
-    uint64_t fp = msg.u.hello.fingerprint;
-    mc_wire_msg_free(&msg);
+    *id = msg.request_id;
+    return s_send(nd, &msg, err);
+}
+
+// Send nd its placement; the request id in *id.
+static mc_err_t s_send_assign(mc_cluster_t *c, s_node_t *nd, uint64_t *id, char *err) {
+    const mc_hparams_t *hp = &c->m->hp;
+    mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = ++c->next_id};
+    as.u.assign = (mc_wire_assign_t){c->session, hp->n_layer, hp->n_expert, nd->held};
+    *id = as.request_id;
+    return s_send(nd, &as, err);
+}
+
+// Check nd's answer to our Hello (frees msg): same protocol, same model.
+static mc_err_t s_check_hello(mc_cluster_t *c, s_node_t *nd, mc_wire_msg_t *msg, char *err) {
+    if (msg->kind == MC_WIRE_MSG_ERROR) {
+        mc_err_set(err, MC_ERR_NET, "node %s (%s) refused the handshake: %s", nd->cfg->name, nd->cfg->endpoint,
+                   msg->u.error.message);
+        mc_wire_msg_free(msg);
+        return MC_ERR_NET;
+    }
+    bool ok = msg->kind == MC_WIRE_MSG_HELLO;
+    uint32_t version = msg->u.hello.version;
+    uint64_t fp = msg->u.hello.fingerprint;
+    mc_wire_msg_free(msg);
     if (!ok) return mc_err_set(err, MC_ERR_NET, "node %s answered the handshake with something else", nd->cfg->name);
     if (version != MC_WIRE_VERSION)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "node %s (%s) speaks protocol version %u, we speak %u", nd->cfg->name,
@@ -139,21 +185,39 @@ static mc_err_t s_handshake(mc_cluster_t *c, s_node_t *nd, uint64_t session, cha
                           "same GGUF file",
                           nd->cfg->name, nd->cfg->endpoint, (unsigned long long)fp,
                           (unsigned long long)mc_model_fingerprint(c->m));
+    return MC_OK;
+}
 
-    mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = ++c->next_id};
-    as.u.assign = (mc_wire_assign_t){session, hp->n_layer, hp->n_expert, nd->held};
-    if ((rc = s_send(nd, &as, err)) || (rc = s_await(c, nd, as.request_id, "placement", &msg, err))) return rc;
-    ok = msg.kind == MC_WIRE_MSG_READY;
-    mc_wire_ready_t ready = msg.u.ready;
-    mc_wire_msg_free(&msg);
+// Check nd's answer to its placement (frees msg) and say it is ready.
+static mc_err_t s_check_ready(mc_cluster_t *c, s_node_t *nd, mc_wire_msg_t *msg, const char *how, char *err) {
+    if (msg->kind == MC_WIRE_MSG_ERROR) {
+        mc_err_set(err, MC_ERR_NET, "node %s (%s) refused the placement: %s", nd->cfg->name, nd->cfg->endpoint,
+                   msg->u.error.message);
+        mc_wire_msg_free(msg);
+        return MC_ERR_NET;
+    }
+    bool ok = msg->kind == MC_WIRE_MSG_READY;
+    mc_wire_ready_t ready = msg->u.ready;
+    mc_wire_msg_free(msg);
     if (!ok) return mc_err_set(err, MC_ERR_NET, "node %s answered the placement with something else", nd->cfg->name);
     if (c->log) {
         char ex[128];
         mc_expert_set_format(&nd->cfg->experts, ex, sizeof ex);
-        fprintf(c->log, "cluster: node %s (%s) ready: experts %s, %u (layer, expert) pairs, resident %.1f MiB\n",
-                nd->cfg->name, nd->cfg->endpoint, ex, ready.n_pairs, ready.resident_bytes / 1048576.0);
+        fprintf(c->log, "cluster: node %s (%s) %s: experts %s, %u (layer, expert) pairs, resident %.1f MiB\n",
+                nd->cfg->name, nd->cfg->endpoint, how, ex, ready.n_pairs, ready.resident_bytes / 1048576.0);
     }
     return MC_OK;
+}
+
+static mc_err_t s_handshake(mc_cluster_t *c, s_node_t *nd, char *err) {
+    mc_wire_msg_t msg;
+    uint64_t id;
+    mc_err_t rc;
+    if ((rc = s_send_hello(c, nd, &id, err)) || (rc = s_await(c, nd, id, "handshake", &msg, err)) ||
+        (rc = s_check_hello(c, nd, &msg, err)))
+        return rc;
+    if ((rc = s_send_assign(c, nd, &id, err)) || (rc = s_await(c, nd, id, "placement", &msg, err))) return rc;
+    return s_check_ready(c, nd, &msg, "ready", err);
 }
 
 static void s_node_free(s_node_t *nd) {
@@ -183,6 +247,7 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
     c->lim = mc_wire_limits(m);
     c->zctx = zmq_ctx_new();
     c->moe = mc_moe_new(mm);
+    c->pool = mm ? mc_matmul_pool(mm) : NULL;
     c->nodes = calloc(cfg->n_nodes, sizeof *c->nodes);
     c->rr = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *c->rr);
     c->items = calloc(cfg->n_nodes, sizeof *c->items);
@@ -192,34 +257,23 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
         goto fail;
     }
     c->n_nodes = cfg->n_nodes;
-    int64_t max_msg = mc_wire_max_msg_bytes(&c->lim);
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
         nd->cfg = &cfg->nodes[i];
         nd->alive = true;
         nd->held = calloc((size_t)hp->n_layer * hp->n_expert, 1);
-        nd->sock = zmq_socket(c->zctx, ZMQ_DEALER);
-        if (!nd->held || !nd->sock) {
+        if (!nd->held) {
             mc_err_set(err, MC_ERR_NOMEM, "out of memory");
             goto fail;
         }
         for (uint32_t l = 0; l < hp->n_layer; l++)
             for (uint32_t e = 0; e < hp->n_expert; e++)
                 nd->held[(size_t)l * hp->n_expert + e] = mc_cluster_node_holds(nd->cfg, l, e);
-        int zero = 0, timeout = (int)cfg->timeout_ms;
-        zmq_setsockopt(nd->sock, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_setsockopt(nd->sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
-        zmq_setsockopt(nd->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
-        if (zmq_connect(nd->sock, nd->cfg->endpoint) != 0) {
-            mc_err_set(err, MC_ERR_NET, "node %s: cannot connect to %s: %s", nd->cfg->name, nd->cfg->endpoint,
-                       zmq_strerror(zmq_errno()));
-            goto fail;
-        }
+        if (s_open(c, nd, err)) goto fail;
     }
-    uint64_t session;
-    if (getrandom(&session, sizeof session, 0) != (ssize_t)sizeof session) session = (uint64_t)s_now_ms();
+    if (getrandom(&c->session, sizeof c->session, 0) != (ssize_t)sizeof c->session) c->session = (uint64_t)s_now_ms();
     for (size_t i = 0; i < c->n_nodes; i++)
-        if (s_handshake(c, &c->nodes[i], session, err)) goto fail;
+        if (s_handshake(c, &c->nodes[i], err)) goto fail;
     return c;
 fail:
     mc_cluster_destroy(&c);
@@ -304,6 +358,78 @@ static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, mc_wire_msg_t *msg,
     return MC_OK;
 }
 
+// nd stopped answering: route around it, and try it again after retry_ms.
+static void s_mark_dead(mc_cluster_t *c, s_node_t *nd) {
+    nd->alive = false;
+    nd->deaths++;
+    nd->probe = S_PROBE_IDLE;
+    nd->probe_warned = false;
+    nd->retry_at = s_now_ms() + c->cfg->retry_ms;
+}
+
+static void s_probe_failed(mc_cluster_t *c, s_node_t *nd, const char *why) {
+    // A node that is still unplugged times out every retry: say nothing. A
+    // node that answers wrongly (another model, a placement it refuses) is
+    // worth one line per death.
+    if (why && !nd->probe_warned) {
+        MC_LOGW("%s", why);
+        nd->probe_warned = true;
+    }
+    nd->probe = S_PROBE_IDLE;
+    nd->retry_at = s_now_ms() + c->cfg->retry_ms;
+}
+
+// One step of a dead node's way back, never blocking the layer in progress:
+// every retry_ms a fresh connection says hello; a node that answers with our
+// protocol version and model gets its placement again (the same session, so
+// a node that still holds it agrees at once) and takes work from the first
+// layer after its Ready arrives.
+static void s_revive(mc_cluster_t *c, s_node_t *nd) {
+    char err[MC_ERR_LEN];
+    double now = s_now_ms();
+    if (nd->probe == S_PROBE_IDLE) {
+        if (now < nd->retry_at) return;
+        if (s_open(c, nd, err) || s_send_hello(c, nd, &nd->probe_id, err)) {
+            s_probe_failed(c, nd, err);
+            return;
+        }
+        nd->probe = S_PROBE_HELLO;
+        nd->probe_until = now + c->cfg->timeout_ms;
+        return;
+    }
+    zmq_pollitem_t it = {nd->sock, 0, ZMQ_POLLIN, 0};
+    while (zmq_poll(&it, 1, 0) > 0) {
+        mc_wire_msg_t msg;
+        if (s_recv(c, nd, &msg, err)) {
+            s_probe_failed(c, nd, err);
+            return;
+        }
+        if (msg.request_id != nd->probe_id) {
+            mc_wire_msg_free(&msg);
+            continue;
+        }
+        if (nd->probe == S_PROBE_HELLO) {
+            if (s_check_hello(c, nd, &msg, err) || s_send_assign(c, nd, &nd->probe_id, err)) {
+                s_probe_failed(c, nd, err);
+                return;
+            }
+            nd->probe = S_PROBE_ASSIGN;
+            nd->probe_until = s_now_ms() + c->cfg->timeout_ms;
+            continue;
+        }
+        if (s_check_ready(c, nd, &msg, "is back", err)) {
+            s_probe_failed(c, nd, err);
+            return;
+        }
+        if (!c->log) MC_LOGI("node %s (%s) is back", nd->cfg->name, nd->cfg->endpoint);
+        nd->alive = true;
+        nd->rejoins++;
+        nd->probe = S_PROBE_IDLE;
+        return;
+    }
+    if (now > nd->probe_until) s_probe_failed(c, nd, NULL);
+}
+
 // Compute a dead node's slots here: the same kernels give the same bits.
 static mc_err_t s_fallback(mc_cluster_t *c, s_node_t *nd, uint32_t layer, char *err) {
     nd->pending = false;
@@ -316,7 +442,10 @@ mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, c
     const uint32_t dim = c->m->hp.dim;
     if (k != c->k) return mc_err_set(err, MC_ERR_ARG, "cluster: %u experts per token, expected %u", k, c->k);
     if (s_reserve(c, n)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].n_rows = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        c->nodes[i].n_rows = 0;
+        if (!c->nodes[i].alive && c->cfg->retry_ms) s_revive(c, &c->nodes[i]);
+    }
 
     // Route every slot, building one request per node.
     for (uint32_t t = 0; t < n; t++) {
@@ -364,14 +493,17 @@ mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, c
             nd->pending = true;
             continue;
         }
-        MC_LOGW("%s: computing its experts here from now on", err);
-        nd->alive = false;
+        MC_LOGW("%s: computing its experts here until it is back", err);
+        s_mark_dead(c, nd);
         if ((rc = s_fallback(c, nd, layer, err))) return rc;
     }
 
     // The coordinator's own experts, while the nodes work.
     if ((rc = mc_moe_compute(c->moe, c->m, layer, x, n, c->local_experts, weights, k, out, err))) return rc;
 
+    // Waiting on the network: our idle threads must not spin on cores the
+    // nodes may share (all of them, on one machine).
+    if (c->pool) mc_pool_rest(c->pool);
     double deadline = s_now_ms() + c->cfg->timeout_ms;
     for (;;) {
         zmq_pollitem_t *items = c->items;
@@ -387,9 +519,10 @@ mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, c
         int ready = left > 0 ? zmq_poll(items, n_items, (long)ceil(left)) : 0;
         if (ready <= 0) {
             for (int i = 0; i < n_items; i++) {
-                MC_LOGW("node %s (%s) did not answer layer %u within %u ms: computing its experts here from now on",
+                MC_LOGW("node %s (%s) did not answer layer %u within %u ms: computing its experts here until it is "
+                        "back",
                         who[i]->cfg->name, who[i]->cfg->endpoint, layer, c->cfg->timeout_ms);
-                who[i]->alive = false;
+                s_mark_dead(c, who[i]);
                 if ((rc = s_fallback(c, who[i], layer, err))) return rc;
             }
             break;
@@ -426,7 +559,8 @@ static int s_cmp_double(const void *a, const void *b) {
 void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stats_t *out) {
     const s_node_t *nd = &c->nodes[i];
     *out = (mc_cluster_node_stats_t){nd->cfg->name, nd->cfg->endpoint, nd->alive, nd->requests, nd->rows,
-                                     nd->bytes_sent, nd->bytes_recv, 0, 0, 0, nd->compute_us / 1e3};
+                                     nd->bytes_sent, nd->bytes_recv, 0, 0, 0, nd->compute_us / 1e3,
+                                     nd->deaths, nd->rejoins};
     if (!nd->n_rtt) return;
     double *v = malloc(nd->n_rtt * sizeof *v);
     if (!v) return;
@@ -441,13 +575,13 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
 }
 
 void mc_cluster_print_stats(const mc_cluster_t *c, const uint64_t *counts, FILE *f) {
-    fprintf(f, "%-16s %-28s %5s %9s %9s %11s %11s %9s %9s %9s %11s\n", "node", "endpoint", "alive", "requests",
-            "rows", "sent", "received", "rtt mean", "rtt p50", "rtt p99", "compute");
+    fprintf(f, "%-16s %-28s %5s %6s %9s %9s %11s %11s %9s %9s %9s %11s\n", "node", "endpoint", "alive", "lost",
+            "requests", "rows", "sent", "received", "rtt mean", "rtt p50", "rtt p99", "compute");
     for (size_t i = 0; i < c->n_nodes; i++) {
         mc_cluster_node_stats_t s;
         mc_cluster_node_stats(c, i, &s);
-        fprintf(f, "%-16s %-28s %5s %9llu %9llu %9.2fMB %9.2fMB %7.2fms %7.2fms %7.2fms %9.1fms\n", s.name, s.endpoint,
-                s.alive ? "yes" : "NO", (unsigned long long)s.requests, (unsigned long long)s.rows, s.bytes_sent / 1e6,
+        fprintf(f, "%-16s %-28s %5s %6u %9llu %9llu %9.2fMB %9.2fMB %7.2fms %7.2fms %7.2fms %9.1fms\n", s.name,
+                s.endpoint, s.alive ? "yes" : "NO", s.deaths, (unsigned long long)s.requests, (unsigned long long)s.rows, s.bytes_sent / 1e6,
                 s.bytes_recv / 1e6, s.rtt_mean_ms, s.rtt_p50_ms, s.rtt_p99_ms, s.compute_ms);
     }
     const mc_hparams_t *hp = &c->m->hp;
@@ -472,6 +606,8 @@ mc_err_t mc_cluster_write_stats_json(const mc_cluster_t *c, const uint64_t *coun
         cJSON_AddStringToObject(o, "name", s.name);
         cJSON_AddStringToObject(o, "endpoint", s.endpoint);
         cJSON_AddBoolToObject(o, "alive", s.alive);
+        cJSON_AddNumberToObject(o, "times_lost", s.deaths);
+        cJSON_AddNumberToObject(o, "times_back", s.rejoins);
         cJSON_AddNumberToObject(o, "requests", (double)s.requests);
         cJSON_AddNumberToObject(o, "rows", (double)s.rows);
         cJSON_AddNumberToObject(o, "bytes_sent", (double)s.bytes_sent);

@@ -13,7 +13,9 @@
  *
  * A node that does not answer within timeout_ms is marked dead and its
  * share is computed by the coordinator itself (it maps the whole model):
- * the run goes on, slower, with the same numbers.
+ * the run goes on, slower, with the same numbers. Every retry_ms a dead
+ * node is probed without blocking the run (hello, placement again); once it
+ * is ready it takes work again from the next layer.
  */
 #ifndef MC_CLUSTER_H
 #define MC_CLUSTER_H
@@ -45,6 +47,8 @@ typedef struct {
     uint64_t requests, rows, bytes_sent, bytes_recv;
     double rtt_mean_ms, rtt_p50_ms, rtt_p99_ms;
     double compute_ms; // reported by the node
+    uint32_t deaths;   // times it stopped answering
+    uint32_t rejoins;  // times it came back (cluster file's retry_ms)
 } mc_cluster_node_stats_t;
 
 size_t mc_cluster_n_nodes(const mc_cluster_t *c);

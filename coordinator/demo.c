@@ -63,7 +63,9 @@ int mc_demo_run(const mc_cli_opts_t *o) {
     int node_threads = o->threads;
     for (uint32_t i = 0; i < n; i++) {
         snprintf(name, sizeof name, "demo-%u", i + 1);
-        if (mc_nodeproc_start(exe, model, name, node_threads, MC_DEMO_START_MS, &procs[i], err)) {
+        mc_nodeproc_params_t np = mc_nodeproc_params_default();
+        np.exe = exe, np.model = model, np.name = name, np.threads = node_threads, np.timeout_ms = MC_DEMO_START_MS;
+        if (mc_nodeproc_start(&np, &procs[i], err)) {
             s_fail("%s", err);
             goto out;
         }

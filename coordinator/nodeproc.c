@@ -57,16 +57,20 @@ static mc_err_t s_read_endpoint(mc_nodeproc_t *p, int timeout_ms, char *err) {
     return MC_OK;
 }
 
-mc_err_t mc_nodeproc_start(const char *exe, const char *model, const char *name, int threads, int timeout_ms,
-                           mc_nodeproc_t *p, char *err) {
+mc_nodeproc_params_t mc_nodeproc_params_default(void) {
+    return (mc_nodeproc_params_t){.listen = "tcp://127.0.0.1:*", .threads = 1, .timeout_ms = 20000};
+}
+
+mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p, char *err) {
+    const char *exe = params->exe, *name = params->name ? params->name : "node";
     int fds[2];
     *p = (mc_nodeproc_t){0};
     p->out = -1;
     if (pipe(fds) != 0) return mc_err_set(err, MC_ERR_IO, "pipe: %s", strerror(errno));
     char th[16];
-    snprintf(th, sizeof th, "%d", threads);
-    char *argv[] = {(char *)exe, "--model", (char *)model, "--listen", "tcp://127.0.0.1:*", "--name", (char *)name,
-                    "--threads", th, NULL};
+    snprintf(th, sizeof th, "%d", params->threads);
+    char *argv[] = {(char *)exe,   "--model",  (char *)params->model, "--listen", (char *)params->listen,
+                    "--name",      (char *)name, "--threads",           th,         NULL};
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -88,7 +92,7 @@ mc_err_t mc_nodeproc_start(const char *exe, const char *model, const char *name,
     p->pid = pid;
     p->out = fds[0];
     char sub[MC_ERR_LEN];
-    if (s_read_endpoint(p, timeout_ms, sub) != MC_OK) {
+    if (s_read_endpoint(p, params->timeout_ms, sub) != MC_OK) {
         mc_nodeproc_stop(p, 1);
         return mc_err_set(err, MC_ERR_IO, "node %s (%s): %s", name, exe, sub);
     }

@@ -24,11 +24,21 @@ typedef struct {
 // moe-coordinator), into buf.
 void mc_nodeproc_sibling(const char *name, char *buf, size_t cap);
 
-// Start `exe --model model --listen tcp://127.0.0.1:* --name name --threads
-// threads` and wait (up to timeout_ms) for its endpoint. On failure the
-// process is stopped and err says why.
-mc_err_t mc_nodeproc_start(const char *exe, const char *model, const char *name, int threads, int timeout_ms,
-                           mc_nodeproc_t *p, char *err);
+typedef struct {
+    const char *exe;    // moe-expert
+    const char *model;  // GGUF path
+    const char *name;   // node name
+    const char *listen; // endpoint to bind (default tcp://127.0.0.1:*, a free port)
+    int threads;        // default 1
+    int timeout_ms;     // for the endpoint announcement; default 20000
+} mc_nodeproc_params_t;
+
+mc_nodeproc_params_t mc_nodeproc_params_default(void);
+
+// Start `exe --model model --listen listen --name name --threads threads`
+// and wait (up to timeout_ms) for its endpoint. On failure the process is
+// stopped and err says why.
+mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p, char *err);
 
 // Stop (SIGTERM, SIGKILL after 2 s) and reap every started process of procs.
 void mc_nodeproc_stop(mc_nodeproc_t *procs, size_t n);

@@ -7,8 +7,9 @@
  * bit; with q8_0 on Q8_0/Q4_0 experts too (their kernels quantize the input
  * to Q8_0 anyway); f16 and bf16 must stay within the quantized-model bounds
  * of the fixture README. A node with another model is refused by name, a
- * missing node fails within the timeout, and a node killed mid-run is
- * replaced by local computation with unchanged logits.
+ * missing node fails within the timeout, a node killed mid-run is
+ * replaced by local computation with unchanged logits, and one started
+ * again on its endpoint rejoins.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "cluster.h"
 #include "cluster_config.h"
@@ -85,7 +87,9 @@ static void s_start(s_nodes_t *ns, const char *model, const s_place_t *place, si
     if (local_experts) assert_int_equal(mc_expert_set_parse(local_experts, &ns->cfg->local_experts, err), MC_OK);
     for (size_t i = 0; i < n; i++) {
         snprintf(name, sizeof name, "node-%zu", i + 1);
-        if (mc_nodeproc_start(s_exe, model, name, 1, 20000, &ns->procs[i], err)) fail_msg("%s", err);
+        mc_nodeproc_params_t np = mc_nodeproc_params_default();
+        np.exe = s_exe, np.model = model, np.name = name;
+        if (mc_nodeproc_start(&np, &ns->procs[i], err)) fail_msg("%s", err);
         ns->n = i + 1;
         mc_expert_set_t ex;
         mc_layer_set_t ly, *lp = NULL;
@@ -307,6 +311,65 @@ static void test_node_killed(void **state) {
     mc_model_destroy(&m);
 }
 
+// A node that dies and is started again on its endpoint rejoins: it gets its
+// placement back and work again, and the logits never change.
+static void test_node_back(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
+    if (!m) skip();
+    int32_t g[1];
+    s_load_ids(s_prompts[0]);
+    float *ref = s_logits(m, NULL, g, 0);
+    s_nodes_t ns;
+    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_start(&ns, path, p, 2, MC_WIRE_F32, NULL);
+    ns.cfg->timeout_ms = 500;
+    ns.cfg->retry_ms = 20;
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
+    assert_non_null(c);
+    mc_engine_set_moe(e, mc_cluster_moe, c);
+    const size_t bytes = s_n_ids * m->hp.n_vocab * sizeof(float);
+    float *got = malloc(bytes);
+
+    kill(ns.procs[1].pid, SIGKILL);
+    waitpid(ns.procs[1].pid, NULL, 0);
+    ns.procs[1].pid = 0;
+    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, bytes);
+    mc_cluster_node_stats_t st;
+    mc_cluster_node_stats(c, 1, &st);
+    assert_false(st.alive);
+    assert_int_equal(st.deaths, 1);
+    const uint64_t before = st.requests;
+
+    // The same endpoint again (the old port: the node's config names it).
+    mc_nodeproc_params_t np = mc_nodeproc_params_default();
+    np.exe = s_exe, np.model = path, np.name = "node-2", np.listen = ns.cfg->nodes[1].endpoint;
+    if (mc_nodeproc_start(&np, &ns.procs[1], err)) fail_msg("%s", err);
+    for (int i = 0; i < 500 && !st.alive; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        assert_int_equal(mc_engine_eval(e, s_ids, 1, 0, MC_LOGITS_LAST, got, err), MC_OK);
+        mc_cluster_node_stats(c, 1, &st);
+    }
+    assert_true(st.alive);
+    assert_int_equal(st.rejoins, 1);
+    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, bytes);
+    mc_cluster_node_stats(c, 1, &st);
+    assert_true(st.alive);
+    assert_true(st.requests > before);
+    free(got), free(ref);
+    mc_cluster_destroy(&c);
+    mc_engine_destroy(&e);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
@@ -316,6 +379,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_other_model_refused, s_stop_live),
         cmocka_unit_test_teardown(test_missing_node, s_stop_live),
         cmocka_unit_test_teardown(test_node_killed, s_stop_live),
+        cmocka_unit_test_teardown(test_node_back, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -102,6 +102,7 @@ static void s_assert_same(const mc_cluster_config_t *a, const mc_cluster_config_
     s_assert_str_or_null(a->model_resolved, b->model_resolved);
     assert_int_equal(a->wire, b->wire);
     assert_int_equal(a->timeout_ms, b->timeout_ms);
+    assert_int_equal(a->retry_ms, b->retry_ms);
     assert_int_equal(a->n_nodes, b->n_nodes);
     for (size_t i = 0; i < a->n_nodes; i++) {
         assert_string_equal(a->nodes[i].name, b->nodes[i].name);
@@ -249,6 +250,7 @@ static void test_defaults(void **state) {
     assert_null(c->model_resolved);
     assert_int_equal(c->wire, MC_WIRE_Q8_0);
     assert_int_equal(c->timeout_ms, MC_CLUSTER_DEFAULT_TIMEOUT_MS);
+    assert_int_equal(c->retry_ms, MC_CLUSTER_DEFAULT_RETRY_MS);
     assert_int_equal(c->n_nodes, 1);
     assert_true(s_all_experts(&c->nodes[0].experts));
     assert_true(s_all_layers(&c->nodes[0].layers));
@@ -259,11 +261,12 @@ static void test_defaults(void **state) {
     mc_cluster_config_destroy(&c);
 
     // Every value given; local layers narrowed; an empty 'local:' is allowed.
-    c = s_parse("wire: bf16\ntimeout_ms: 600000\nnodes: [{name: a, endpoint: 'inproc://a', experts: 0}]\n"
+    c = s_parse("wire: bf16\ntimeout_ms: 600000\nretry_ms: 0\nnodes: [{name: a, endpoint: 'inproc://a', experts: 0}]\n"
                 "local: {experts: 1-7, layers: 2-3}\n",
                 "c.yaml");
     assert_int_equal(c->wire, MC_WIRE_BF16);
     assert_int_equal(c->timeout_ms, 600000);
+    assert_int_equal(c->retry_ms, 0);
     assert_string_equal(s_fmt_layers(&c->local_layers, buf, sizeof buf), "2-3");
     assert_true(mc_cluster_config_local_holds(c, 3, 7));
     assert_false(mc_cluster_config_local_holds(c, 4, 7));
@@ -413,7 +416,7 @@ static void test_errors_keys(void **state) {
     s_expect_error("nodes:\n  - experts: 3\n    names: a\n",
                    "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers)");
     s_expect_error("heartbeat_ms: 1000\n",
-                   "cluster.yaml:1:1: unknown key 'heartbeat_ms' (expected model, wire, timeout_ms, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'heartbeat_ms' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
     s_expect_error("local:\n  threads: 2\n",
                    "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers)");
     s_expect_error("wire: f32\ntimeout_ms: 9\nwire: f16\n", "cluster.yaml:3:1: duplicate key 'wire' (first at line 1)");
@@ -424,10 +427,10 @@ static void test_errors_keys(void **state) {
     s_expect_error("? [a]\n: 1\n", "cluster.yaml:1:3: expected a key, found a sequence");
     // Keys are compared exactly; a long unknown key is cut in the message.
     s_expect_error("Nodes: []\n",
-                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
     s_expect_error("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: 1\n",
                    "cluster.yaml:1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' (expected model, wire, "
-                   "timeout_ms, nodes, local)");
+                   "timeout_ms, retry_ms, nodes, local)");
 }
 
 static void test_errors_structure(void **state) {
@@ -447,9 +450,9 @@ static void test_errors_structure(void **state) {
                    "cluster.yaml:3:1: the file is empty (expected a mapping with at least 'nodes')");
     s_expect_error(
         "- a\n",
-        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, nodes, local; found a sequence");
+        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, nodes, local; found a sequence");
     s_expect_error(
-        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, nodes, local; found no value");
+        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, nodes, local; found no value");
     s_expect_error("nodes: [{name: a, endpoint: 'inproc://a'}]\n---\nnodes: []\n",
                    "cluster.yaml:2:1: only one YAML document is allowed");
     s_expect_error("local: 3\n", "cluster.yaml:1:8: 'local' must be a mapping of experts and layers, found '3'");
@@ -505,6 +508,15 @@ static void test_errors_values(void **state) {
         snprintf(want, sizeof want,
                  "cluster.yaml:1:13: 'timeout_ms' must be a number of milliseconds from 1 to 600000, found '%s'",
                  timeouts[i]);
+        s_expect_error(yaml, want);
+    }
+    static const char *const retries[] = {"600001", "2s", "-1", "0.5"};
+    for (size_t i = 0; i < sizeof retries / sizeof retries[0]; i++) {
+        char yaml[64], want[160];
+        snprintf(yaml, sizeof yaml, "retry_ms: %s\n", retries[i]);
+        snprintf(want, sizeof want,
+                 "cluster.yaml:1:11: 'retry_ms' must be a number of milliseconds from 0 (never) to 600000, found '%s'",
+                 retries[i]);
         s_expect_error(yaml, want);
     }
 }
@@ -610,7 +622,7 @@ static void test_errors_yaml(void **state) {
     // Without a file name, messages say <input>.
     char e2[MC_ERR_LEN];
     assert_null(mc_cluster_config_parse("x: 1", 4, NULL, e2));
-    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, nodes, local)");
+    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
     assert_null(mc_cluster_config_parse(NULL, 1, NULL, NULL));
     assert_null(mc_cluster_config_parse(NULL, 0, "c.yaml", e2));
     assert_string_equal(e2, "c.yaml:1:1: the file is empty (expected a mapping with at least 'nodes')");
@@ -624,7 +636,7 @@ static void test_aliases(void **state) {
                    "cluster.yaml:5:13: aliases are not supported");
     // The billion-laughs shape stops at its first alias.
     s_expect_error("a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n",
-                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
     s_expect_error("local:\n  experts: &a [1]\n  layers: [*a, *a]\n", "cluster.yaml:3:12: aliases are not supported");
     // An anchor alone is harmless.
     mc_cluster_config_t *c = s_parse("nodes: &n [{name: a, endpoint: 'inproc://a', experts: &e 3}]\n", "c.yaml");
@@ -685,7 +697,7 @@ static uint64_t s_rand(uint64_t *s) {
 // One random input: raw bytes, YAML-ish token soup, or the example mutated.
 static size_t s_random_input(uint64_t *rng, char *buf, size_t cap) {
     static const char *const tokens[] = {
-        "nodes", "name",      "endpoint",   "experts",  "layers",      "local", "model",  "wire",  "timeout_ms", ":",
+        "nodes", "name",      "endpoint",   "experts",  "layers",      "local", "model",  "wire",  "timeout_ms", "retry_ms", ":",
         ": ",    " ",         "\n",         "  ",       "    ",        "- ",    "[",      "]",     "{",          "}",
         ", ",    ",",         "0-7",        "7-2",      "all",         "none",  "3",      "65536", "-",          "q8_0",
         "f32",   "tcp://a:1", "inproc://x", "ipc:///s", "&a ",         "*a",    "!!str ", "\"",    "'",          "#",
