@@ -63,14 +63,16 @@ mc_nodeproc_params_t mc_nodeproc_params_default(void) {
 
 mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p, char *err) {
     const char *exe = params->exe, *name = params->name ? params->name : "node";
+    // A NULL here would end argv early and start the node with the wrong flags.
+    const char *listen = params->listen ? params->listen : "tcp://127.0.0.1:*";
     int fds[2];
     *p = (mc_nodeproc_t){0};
     p->out = -1;
     if (pipe(fds) != 0) return mc_err_set(err, MC_ERR_IO, "pipe: %s", strerror(errno));
     char th[16];
     snprintf(th, sizeof th, "%d", params->threads);
-    char *argv[] = {(char *)exe,   "--model",  (char *)params->model, "--listen", (char *)params->listen,
-                    "--name",      (char *)name, "--threads",           th,         NULL};
+    char *argv[] = {(char *)exe, "--model", (char *)params->model, "--listen", (char *)listen, "--name", (char *)name,
+                    "--threads", th, NULL};
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
