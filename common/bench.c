@@ -641,7 +641,7 @@ mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *ou
     uint8_t *w = mem;
     mc_matrix_t *mats = malloc((size_t)copies * sizeof *mats);
     float *x = malloc((size_t)n_in * sizeof *x), *y = malloc((size_t)n_out * sizeof *y);
-    void *as = malloc(mc_dtype_row_bytes(ks->act_type, n_in)), *ab = malloc(mc_dtype_row_bytes(kb->act_type, n_in));
+    void *as = malloc(mc_kernel_act_bytes(ks, n_in)), *ab = malloc(mc_kernel_act_bytes(kb, n_in));
     double *v = malloc((size_t)cfg->reps * sizeof *v);
     mc_pool_t *p1 = mc_pool_new(1), *pn = mc_pool_new(cfg->n_threads);
     mc_matmul_t *mm1 = p1 ? mc_matmul_new(p1, MC_ISA_BEST) : NULL, *mmn = pn ? mc_matmul_new(pn, MC_ISA_BEST) : NULL;
@@ -669,8 +669,8 @@ mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *ou
         mats[c] = (mc_matrix_t){
             .type = type, .n_in = n_in, .n_out = n_out, .row_bytes = rb, .data = w + (size_t)c * bytes};
     for (uint32_t i = 0; i < n_in; i++) x[i] = s_rng_gauss(&rng);
-    ks->act(x, as, n_in);
-    kb->act(x, ab, n_in);
+    mc_kernel_act_row(ks, x, as, n_in);
+    mc_kernel_act_row(kb, x, ab, n_in);
 
     s_kjob_t jobs[4] = {
         {.k = ks, .act = as, .w = mats, .copies = res.copies, .y = y},

@@ -431,6 +431,12 @@ static bool s_cpu_has_f16c(void) {
     unsigned a, b, c, d;
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
+
+// AVX-VNNI (the VEX form of vpdpbusd): leaf 7, sub-leaf 1, eax bit 4.
+static bool s_cpu_has_avx_vnni(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
+}
 #endif
 
 // Whether this CPU runs `isa` (the kernel files are compiled for every
@@ -441,6 +447,12 @@ static bool s_isa_runs(mc_isa_t isa) {
     case MC_ISA_AVX2:
 #if defined(__x86_64__)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && s_cpu_has_f16c();
+#else
+        return false;
+#endif
+    case MC_ISA_AVX_VNNI:
+#if defined(__x86_64__)
+        return s_isa_runs(MC_ISA_AVX2) && s_cpu_has_avx_vnni();
 #else
         return false;
 #endif
@@ -465,6 +477,7 @@ static bool s_isa_runs(mc_isa_t isa) {
 static const mc_kernel_t *s_simd_table(mc_isa_t isa, size_t *count) {
     switch (isa) {
     case MC_ISA_AVX2: return mc_kernel_table_avx2(count);
+    case MC_ISA_AVX_VNNI: return mc_kernel_table_avx_vnni(count);
     case MC_ISA_NEON: return mc_kernel_table_neon(count);
     case MC_ISA_NEON_DOTPROD: return mc_kernel_table_neon_dotprod(count);
     case MC_ISA_SCALAR:
@@ -493,11 +506,11 @@ const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa) {
     return s_find(s_scalar, S_N_SCALAR, wtype);
 }
 
-// MC_ISA=scalar|avx2|neon|neon-dotprod selects a lower ISA than the best
+// MC_ISA=scalar|avx2|avx-vnni|neon|neon-dotprod selects a lower ISA than the best
 // (benchmarks, debugging); a value this CPU cannot run, or an unknown one, is
 // ignored.
 mc_isa_t mc_kernel_best_isa(void) {
-    static const mc_isa_t order[] = {MC_ISA_AVX2, MC_ISA_NEON_DOTPROD, MC_ISA_NEON};
+    static const mc_isa_t order[] = {MC_ISA_AVX_VNNI, MC_ISA_AVX2, MC_ISA_NEON_DOTPROD, MC_ISA_NEON};
     mc_isa_t best = MC_ISA_SCALAR;
     for (size_t i = 0; i < sizeof order / sizeof order[0] && best == MC_ISA_SCALAR; i++)
         if (s_isa_runs(order[i])) best = order[i];
@@ -514,7 +527,21 @@ const char *mc_kernel_isa_name(mc_isa_t isa) {
     case MC_ISA_AVX2: return "avx2";
     case MC_ISA_NEON: return "neon";
     case MC_ISA_NEON_DOTPROD: return "neon-dotprod";
+    case MC_ISA_AVX_VNNI: return "avx-vnni";
     case MC_ISA_BEST: return "best";
     }
     return "?";
+}
+
+size_t mc_kernel_act_bytes(const mc_kernel_t *k, int64_t n) {
+    return mc_dtype_row_bytes(k->act_type, (uint64_t)n) + (k->prep ? k->prep_bytes(n) : 0);
+}
+
+void mc_kernel_act_row(const mc_kernel_t *k, const float *x, void *a, int64_t n) {
+    k->act(x, a, n);
+    mc_kernel_prep(k, a, n);
+}
+
+void mc_kernel_prep(const mc_kernel_t *k, void *a, int64_t n) {
+    if (k->prep) k->prep(a, n);
 }

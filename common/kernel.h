@@ -27,6 +27,7 @@ typedef enum {
     MC_ISA_AVX2,         // x86-64 with AVX2 + FMA + F16C
     MC_ISA_NEON,         // aarch64 baseline
     MC_ISA_NEON_DOTPROD, // aarch64 with sdot (Cortex-A76: Raspberry Pi 5)
+    MC_ISA_AVX_VNNI,     // MC_ISA_AVX2 plus AVX-VNNI (vpdpbusd on ymm: Alder Lake, Sapphire Rapids, Zen 5)
     MC_ISA_BEST,         // best available on this CPU (resolved by mc_kernel_get)
 } mc_isa_t;
 
@@ -40,6 +41,17 @@ typedef void (*mc_dot_fn)(int64_t n, float *s, const void *w, const void *a);
 // products use it to unpack each weight block once for 4 tokens.
 typedef void (*mc_dot4_fn)(int64_t n, float s[4], const void *w, const void *const a[4]);
 
+// Side data a kernel derives once per activation row rather than once per
+// weight row: the f32 value of each block scale, the activation sums that a
+// weight offset (Q4_0's 8) multiplies. A product reads thousands of weight
+// rows against one activation row, so this work leaves the inner loop. With
+// prep, every row dot and dot4 read is the act_type row followed by
+// prep_bytes(n) bytes that prep(row, n) wrote (mc_kernel_act_row); the
+// act_type part is unchanged, so the wire and the scalar reference still
+// read it as before.
+typedef void (*mc_prep_fn)(void *a, int64_t n);
+typedef size_t (*mc_prep_bytes_fn)(int64_t n);
+
 typedef struct {
     mc_dtype_t wtype;    // weight type served
     mc_dtype_t act_type; // what the activation is converted to
@@ -47,7 +59,19 @@ typedef struct {
     mc_dot_fn dot;
     mc_dot4_fn dot4;     // NULL: callers loop over dot
     mc_isa_t isa;        // the implementation actually returned
+    mc_prep_fn prep;     // NULL: dot reads bare act_type rows
+    mc_prep_bytes_fn prep_bytes;
 } mc_kernel_t;
+
+// Bytes of one activation row of n values as k's dot reads it.
+size_t mc_kernel_act_bytes(const mc_kernel_t *k, int64_t n);
+
+// x (n values) -> the row k's dot reads: act, then prep.
+void mc_kernel_act_row(const mc_kernel_t *k, const float *x, void *a, int64_t n);
+
+// Add k's side data after the act_type row at a (one that did not come from
+// k->act: received from the network, say). No-op without prep.
+void mc_kernel_prep(const mc_kernel_t *k, void *a, int64_t n);
 
 // Kernel for weight type wtype on `isa` (falling back to scalar for types
 // or ISAs without a faster version); NULL when wtype is not a weight type.

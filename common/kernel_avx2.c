@@ -355,20 +355,23 @@ S_FN void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s = s
 // --- 32-value blocks ----------------------------------------------------------------
 //
 // kernel.c's 8-lane order: with a weight block's 32 bytes in value order in a
-// ymm, maddubs then madd with ones give exactly the reference's lane sums
-// p[l] (values 4l..4l+3) as 8 int32; one ymm accumulator per activation row
-// then takes acc + (float)p * d, block after block, with no horizontal work
-// until the final fold. Blocks go in groups of 4 (one prefetch, one fp16
-// conversion for their 4 scales); within a group the integer work of the
-// blocks is independent, so only the float adds form a chain.
+// ymm, byte multiply-adds give exactly the reference's lane sums p[l] (values
+// 4l..4l+3) as 8 int32; one ymm accumulator per activation row then takes
+// acc + (float)p * d, block after block, with no horizontal work until the
+// final fold. Blocks go in groups of 4 (one prefetch, one fp16 conversion
+// for their 4 scales); within a group the integer work of the blocks is
+// independent, so only the float adds form a chain.
 //
-// Byte products use maddubs (unsigned weight byte x signed activation byte,
-// pairs summed in int16): Q4_1/Q5_1 quants are unsigned already; Q4_0/Q5_0
-// use the stored u = q + 8 (q + 16) and subtract 8 (16) times the activation
-// pair sums, all exact in int16. Q8_0 multiplies |w| by y carrying w's sign,
-// exact unless y holds -128 (its negation overflows); rows where it does are
-// redone with 16-bit products (the activation conversion never produces
-// -128 from finite, non-tiny input, so this is a rare path kept for exactness).
+// Byte products: maddubs (unsigned weight byte x signed activation byte,
+// pairs summed in int16, exact here) then madd with ones, or on AVX-VNNI one
+// vpdpbusd (4 products summed into int32). Q4_1/Q5_1 quants are unsigned
+// already. Q4_0/Q5_0 use the stored u = q + 8 (q + 16), and the activation's
+// prepared side data holds -8 (-16) times its lane sums, which vpdpbusd takes
+// as its starting value. Q8_0 multiplies |w| by y carrying w's sign, exact
+// unless y holds -128 (its negation overflows); rows flagged so by the side
+// data are computed with 16-bit products instead (the activation conversion
+// never produces -128 from finite, non-tiny input, so this is a rare path
+// kept for exactness).
 
 typedef struct {
     size_t wb, yb;       // block bytes: weight, activation
@@ -436,21 +439,6 @@ S_INLINE s_wblock_t s_unpack32(mc_dtype_t t, const uint8_t *x, const s_layout32_
     return b;
 }
 
-// The 8 lane sums p[0..7] of one block with activation bytes y.
-S_INLINE __m256i s_partial32(mc_dtype_t t, const s_wblock_t *b, __m256i y) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    switch (t) {
-    case MC_DTYPE_Q8_0: return _mm256_madd_epi16(_mm256_maddubs_epi16(b->u, _mm256_sign_epi8(y, b->w)), ones);
-    case MC_DTYPE_Q4_0:
-        return _mm256_madd_epi16(
-            _mm256_sub_epi16(_mm256_maddubs_epi16(b->u, y), _mm256_maddubs_epi16(_mm256_set1_epi8(8), y)), ones);
-    case MC_DTYPE_Q5_0:
-        return _mm256_madd_epi16(
-            _mm256_sub_epi16(_mm256_maddubs_epi16(b->u, y), _mm256_maddubs_epi16(_mm256_set1_epi8(16), y)), ones);
-    default: return _mm256_madd_epi16(_mm256_maddubs_epi16(b->u, y), ones); // Q4_1, Q5_1
-    }
-}
-
 // acc[0..7] folded as kernel.c: lanes i + (i + 4), then (0 + 2) + (1 + 3).
 S_INLINE float s_fold8(__m256 acc) {
     const __m128 x = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
@@ -458,11 +446,11 @@ S_INLINE float s_fold8(__m256 acc) {
     return _mm_cvtss_f32(_mm_add_ss(y, _mm_movehdup_ps(y)));
 }
 
-// r (1..4) blocks starting at block i, for na activation rows: acc[c] takes
-// each block's lane products in turn, summ[c] (Q4_1/Q5_1) its min terms.
+// Q4_1 and Q5_1 against Q8_1 (no side data): r (1..4) blocks starting at
+// block i, for na activation rows; acc[c] takes each block's lane products
+// in turn, summ[c] its min terms.
 S_INLINE void s_group32(mc_dtype_t t, int r, int64_t i, const uint8_t *x, const uint8_t *const *a, int na,
-                        const s_layout32_t *l, __m256 *acc, float *summ, __m256i *ymin) {
-    const bool has_min = t == MC_DTYPE_Q4_1 || t == MC_DTYPE_Q5_1;
+                        const s_layout32_t *l, __m256 *acc, float *summ) {
     const uint8_t *xg = x + (size_t)i * l->wb;
     s_prefetch(xg, 4 * l->wb);
     s_wblock_t wb[4];
@@ -481,16 +469,38 @@ S_INLINE void s_group32(mc_dtype_t t, int r, int64_t i, const uint8_t *x, const 
         for (int b = 0; b < 4; b++) {
             if (b >= r) continue;
             const __m256i y = s_load(yg + (size_t)b * l->yb + l->y_q);
-            const __m256 p = _mm256_cvtepi32_ps(s_partial32(t, &wb[b], y));
-            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(p, _mm256_set1_ps(d[b])));
-            if (t == MC_DTYPE_Q8_0) ymin[c] = _mm256_min_epi8(ymin[c], y);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wb[b].u, y), _mm256_set1_epi16(1));
+            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d[b])));
         }
-        if (has_min) {
-            const __m128 mx = s_halves(xg + l->w_m, l->wb, r), sy = s_halves(yg + l->y_s, l->yb, r);
-            summ[c] = s_accumulate(summ[c], _mm_mul_ps(mx, sy), r);
-        }
+        const __m128 mx = s_halves(xg + l->w_m, l->wb, r), sy = s_halves(yg + l->y_s, l->yb, r);
+        summ[c] = s_accumulate(summ[c], _mm_mul_ps(mx, sy), r);
     }
 }
+
+S_INLINE void s_dot32(mc_dtype_t t, int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na) {
+    const s_layout32_t l = s_layout32(t);
+    const int64_t nb = n / MC_QK;
+    __m256 acc[4];
+    float summ[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int c = 0; c < 4; c++) acc[c] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) s_group32(t, 4, i, x, a, na, &l, acc, summ);
+    if (i < nb) s_group32(t, (int)(nb - i), i, x, a, na, &l, acc, summ);
+    for (int c = 0; c < na; c++) s[c] = s_fold8(acc[c]) + summ[c];
+}
+
+#define S_DOT32(name, type)                                                                       \
+    S_FN void s_dot_##name(int64_t n, float *s, const void *w, const void *a) {                  \
+        const uint8_t *y[1] = {a};                                                                \
+        s_dot32(type, n, s, w, y, 1);                                                             \
+    }                                                                                             \
+    S_FN void s_dot4_##name(int64_t n, float s[4], const void *w, const void *const a[4]) {      \
+        const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};                                           \
+        s_dot32(type, n, s, w, y, 4);                                                             \
+    }
+S_DOT32(q4_1, MC_DTYPE_Q4_1)
+S_DOT32(q5_1, MC_DTYPE_Q5_1)
+#undef S_DOT32
 
 // Q8_0 with 16-bit products: exact for every byte, the reference's floats.
 S_FN float s_dot_q8_0_wide(int64_t nb, const uint8_t *x, const uint8_t *y) {
@@ -509,44 +519,89 @@ S_FN float s_dot_q8_0_wide(int64_t nb, const uint8_t *x, const uint8_t *y) {
     return s_fold8(acc);
 }
 
-S_INLINE void s_dot32(mc_dtype_t t, int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na) {
-    const s_layout32_t l = s_layout32(t);
-    const int64_t nb = n / MC_QK;
-    __m256 acc[4];
-    float summ[4] = {0.f, 0.f, 0.f, 0.f};
-    __m256i ymin[4];
-    for (int c = 0; c < 4; c++) {
-        acc[c] = _mm256_setzero_ps();
-        ymin[c] = _mm256_setzero_si256();
+// --- prepared Q8_0 activations (Q4_0, Q5_0, Q8_0 weights) --------------------------
+//
+// Side data after the Q8_0 row (kernel.h): the f32 scale of each block, then
+// per block 8 int32 = -offset * the activation's lane sums (Q4_0: offset 8,
+// Q5_0: 16), or for Q8_0 one uint32 flag: some activation byte is -128.
+// Unaligned, like the rows it follows: read with memcpy or unaligned loads.
+
+typedef struct {
+    const uint8_t *q;  // (nb) Q8_0 blocks
+    const uint8_t *d;  // (nb) f32 block scales
+    const uint8_t *nc; // (nb, 8) int32 offset corrections (Q4_0, Q5_0)
+    bool wide;         // Q8_0: |w| * sign(y, w) could overflow
+} s_prow_t;
+
+S_INLINE s_prow_t s_prow(mc_dtype_t t, const void *a, int64_t n) {
+    const size_t nb = (size_t)(n / MC_QK);
+    s_prow_t p = {a, (const uint8_t *)a + nb * sizeof(mc_block_q8_0_t), NULL, false};
+    p.nc = p.d + nb * sizeof(float);
+    if (t == MC_DTYPE_Q8_0) {
+        uint32_t flag;
+        memcpy(&flag, p.nc, sizeof flag);
+        p.wide = flag != 0;
     }
-    int64_t i = 0;
-    for (; i + 4 <= nb; i += 4) s_group32(t, 4, i, x, a, na, &l, acc, summ, ymin);
-    if (i < nb) s_group32(t, (int)(nb - i), i, x, a, na, &l, acc, summ, ymin);
-    for (int c = 0; c < na; c++) {
-        if (t == MC_DTYPE_Q8_0 && _mm256_movemask_epi8(_mm256_cmpeq_epi8(ymin[c], _mm256_set1_epi8(-128))) != 0)
-            s[c] = s_dot_q8_0_wide(nb, x, a[c]);
-        else if (t == MC_DTYPE_Q4_1 || t == MC_DTYPE_Q5_1)
-            s[c] = s_fold8(acc[c]) + summ[c];
-        else
-            s[c] = s_fold8(acc[c]);
+    return p;
+}
+
+S_INLINE void s_prep32(mc_dtype_t t, void *a, int64_t n) {
+    const size_t nb = (size_t)(n / MC_QK);
+    uint8_t *q = a, *d = q + nb * sizeof(mc_block_q8_0_t), *nc = d + nb * sizeof(float);
+    const __m256i off = _mm256_set1_epi8(t == MC_DTYPE_Q5_0 ? 16 : 8);
+    __m256i ymin = _mm256_setzero_si256();
+    for (size_t i = 0; i < nb; i++) {
+        const uint8_t *blk = q + i * sizeof(mc_block_q8_0_t);
+        const float f = s_half(S_AT(blk, mc_block_q8_0_t, d));
+        memcpy(d + i * sizeof f, &f, sizeof f);
+        const __m256i y = s_load(S_AT(blk, mc_block_q8_0_t, qs));
+        if (t == MC_DTYPE_Q8_0) {
+            ymin = _mm256_min_epi8(ymin, y);
+        } else {
+            const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(off, y), _mm256_set1_epi16(1));
+            _mm256_storeu_si256((__m256i *)(nc + i * 32), _mm256_sub_epi32(_mm256_setzero_si256(), sums));
+        }
+    }
+    if (t == MC_DTYPE_Q8_0) {
+        const uint32_t flag = _mm256_movemask_epi8(_mm256_cmpeq_epi8(ymin, _mm256_set1_epi8(-128))) != 0;
+        memcpy(nc, &flag, sizeof flag);
     }
 }
 
-#define S_DOT32(name, type)                                                                       \
-    S_FN void s_dot_##name(int64_t n, float *s, const void *w, const void *a) {                  \
-        const uint8_t *y[1] = {a};                                                                \
-        s_dot32(type, n, s, w, y, 1);                                                             \
-    }                                                                                             \
-    S_FN void s_dot4_##name(int64_t n, float s[4], const void *w, const void *const a[4]) {      \
-        const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};                                           \
-        s_dot32(type, n, s, w, y, 4);                                                             \
-    }
-S_DOT32(q4_0, MC_DTYPE_Q4_0)
-S_DOT32(q4_1, MC_DTYPE_Q4_1)
-S_DOT32(q5_0, MC_DTYPE_Q5_0)
-S_DOT32(q5_1, MC_DTYPE_Q5_1)
-S_DOT32(q8_0, MC_DTYPE_Q8_0)
-#undef S_DOT32
+S_FN void s_prep_q4_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q4_0, a, n); }
+S_FN void s_prep_q5_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q5_0, a, n); }
+S_FN void s_prep_q8_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q8_0, a, n); }
+static size_t s_prep_bytes_offset(int64_t n) { return (size_t)(n / MC_QK) * (sizeof(float) + 8 * sizeof(int32_t)); }
+static size_t s_prep_bytes_q8_0(int64_t n) { return (size_t)(n / MC_QK) * sizeof(float) + sizeof(uint32_t); }
+
+// r (1..4) f32 at p (unaligned) as lanes, 0 beyond r: never reads past them.
+S_INLINE __m128 s_floats(const uint8_t *p, int r) {
+    float v[4] = {0.f, 0.f, 0.f, 0.f};
+    memcpy(v, p, (size_t)r * sizeof(float));
+    return _mm_loadu_ps(v);
+}
+
+// The dots on prepared rows, once with AVX2 byte products and once with
+// AVX-VNNI (the same source, kernel_avx2_q32.h, for two targets).
+#define S_Q32_VNNI 0
+#define S_Q32_FN S_FN
+#define S_Q32_INLINE S_INLINE
+#define S_Q32_NAME(x) s_avx2_##x
+#include "kernel_avx2_q32.h"
+#undef S_Q32_VNNI
+#undef S_Q32_FN
+#undef S_Q32_INLINE
+#undef S_Q32_NAME
+
+#define S_Q32_VNNI 1
+#define S_Q32_FN static __attribute__((target("avx2,f16c,avxvnni")))
+#define S_Q32_INLINE static inline __attribute__((always_inline, target("avx2,f16c,avxvnni")))
+#define S_Q32_NAME(x) s_vnni_##x
+#include "kernel_avx2_q32.h"
+#undef S_Q32_VNNI
+#undef S_Q32_FN
+#undef S_Q32_INLINE
+#undef S_Q32_NAME
 
 // --- K-quants against Q8_K -------------------------------------------------------------
 //
@@ -760,24 +815,32 @@ S_DOTK(q6_k, MC_DTYPE_Q6_K)
 
 // --- table --------------------------------------------------------------------------
 
-#define S_K(w, at, a, name) \
-    {.wtype = w, .act_type = at, .act = a, .dot = s_dot_##name, .dot4 = s_dot4_##name, .isa = MC_ISA_AVX2}
+// The two tables differ only in their ISA and the prepared Q4_0, Q5_0 and
+// Q8_0 dots (pfx: s_avx2_ or s_vnni_).
+#define S_K(w, at, a, name, isa_) \
+    {.wtype = w, .act_type = at, .act = a, .dot = s_dot_##name, .dot4 = s_dot4_##name, .isa = isa_}
+#define S_KP(w, name, isa_, pfx, pbytes)                                                     \
+    {.wtype = w, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = pfx##dot_##name,      \
+     .dot4 = pfx##dot4_##name, .isa = isa_, .prep = s_prep_##name, .prep_bytes = pbytes}
+#define S_TABLE(isa_, pfx)                                                                                   \
+    {.wtype = MC_DTYPE_F32, .act_type = MC_DTYPE_F32, .act = s_act_f32, .dot = s_dot_f32, .isa = isa_},     \
+    {.wtype = MC_DTYPE_F16, .act_type = MC_DTYPE_F16, .act = s_act_f16, .dot = s_dot_f16, .isa = isa_},     \
+    {.wtype = MC_DTYPE_BF16, .act_type = MC_DTYPE_BF16, .act = s_act_bf16, .dot = s_dot_bf16, .isa = isa_}, \
+    S_KP(MC_DTYPE_Q4_0, q4_0, isa_, pfx, s_prep_bytes_offset),                                              \
+    S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, q4_1, isa_),                                              \
+    S_KP(MC_DTYPE_Q5_0, q5_0, isa_, pfx, s_prep_bytes_offset),                                              \
+    S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, q5_1, isa_),                                              \
+    S_KP(MC_DTYPE_Q8_0, q8_0, isa_, pfx, s_prep_bytes_q8_0),                                                \
+    S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, q2_k, isa_),                                              \
+    S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, q3_k, isa_),                                              \
+    S_K(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, q4_k, isa_),                                              \
+    S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, q5_k, isa_),                                              \
+    S_K(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, q6_k, isa_)
 
-static const mc_kernel_t s_avx2[] = {
-    {.wtype = MC_DTYPE_F32, .act_type = MC_DTYPE_F32, .act = s_act_f32, .dot = s_dot_f32, .isa = MC_ISA_AVX2},
-    {.wtype = MC_DTYPE_F16, .act_type = MC_DTYPE_F16, .act = s_act_f16, .dot = s_dot_f16, .isa = MC_ISA_AVX2},
-    {.wtype = MC_DTYPE_BF16, .act_type = MC_DTYPE_BF16, .act = s_act_bf16, .dot = s_dot_bf16, .isa = MC_ISA_AVX2},
-    S_K(MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, q4_0),
-    S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, q4_1),
-    S_K(MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, q5_0),
-    S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, q5_1),
-    S_K(MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, s_act_q8_0, q8_0),
-    S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, q2_k),
-    S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, q3_k),
-    S_K(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, q4_k),
-    S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, q5_k),
-    S_K(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, q6_k),
-};
+static const mc_kernel_t s_avx2[] = {S_TABLE(MC_ISA_AVX2, s_avx2_)};
+static const mc_kernel_t s_vnni[] = {S_TABLE(MC_ISA_AVX_VNNI, s_vnni_)};
+#undef S_TABLE
+#undef S_KP
 #undef S_K
 
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
@@ -785,9 +848,19 @@ const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
     return s_avx2;
 }
 
+const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count) {
+    *count = sizeof s_vnni / sizeof s_vnni[0];
+    return s_vnni;
+}
+
 #else
 
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
+    *count = 0;
+    return NULL;
+}
+
+const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count) {
     *count = 0;
     return NULL;
 }

@@ -16,6 +16,8 @@
 
 // Table of the AVX2+FMA+F16C kernels, or NULL when not built for x86-64.
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count);
+// The same with the Q4_0, Q5_0 and Q8_0 dots on AVX-VNNI.
+const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count);
 
 // NEON tables (aarch64 only, else NULL): baseline, and with sdot/udot.
 const mc_kernel_t *mc_kernel_table_neon(size_t *count);

@@ -81,18 +81,18 @@ const mc_kernel_t *mc_matmul_kernel(const mc_matmul_t *mm, mc_dtype_t t) {
 
 size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n) {
     const mc_kernel_t *k = mc_matmul_kernel(mm, wtype);
-    return k ? mc_dtype_row_bytes(k->act_type, n) : 0;
+    return k ? mc_kernel_act_bytes(k, n) : 0;
 }
 
 static void s_convert_task(void *arg, int ith, int nth) {
     s_conv_t *c = arg;
     for (uint32_t t = (uint32_t)ith; t < c->n_tok; t += (uint32_t)nth)
-        c->k->act(c->x + (size_t)t * c->n_in, c->xa + (size_t)t * c->xa_stride, c->n_in);
+        mc_kernel_act_row(c->k, c->x + (size_t)t * c->n_in, c->xa + (size_t)t * c->xa_stride, c->n_in);
 }
 
 void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, void *xa) {
     const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
-    s_conv_t c = {k, x, w->n_in, xa, mc_dtype_row_bytes(k->act_type, w->n_in), n_tok};
+    s_conv_t c = {k, x, w->n_in, xa, mc_kernel_act_bytes(k, w->n_in), n_tok};
     // One row is too little work to be worth waking the other threads.
     if (n_tok == 1)
         s_convert_task(&c, 0, 1);
@@ -149,7 +149,7 @@ static void s_job_add(s_job_t *j, int nth, const mc_kernel_t *k, const mc_matrix
     rows = (rows + MC_MM_BLOCK - 1) / MC_MM_BLOCK * MC_MM_BLOCK;
     if (rows < MC_MM_BLOCK) rows = MC_MM_BLOCK;
     s_part_t *p = &j->parts[j->n_parts++];
-    *p = (s_part_t){k, w, xa, mc_dtype_row_bytes(k->act_type, w->n_in), n_tok, y, (w->n_out + rows - 1) / rows, rows,
+    *p = (s_part_t){k, w, xa, mc_kernel_act_bytes(k, w->n_in), n_tok, y, (w->n_out + rows - 1) / rows, rows,
                     j->total};
     j->total += p->n_blocks;
 }
@@ -176,7 +176,7 @@ mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops
             const mc_kernel_t *k = mc_matmul_kernel(mm, ops[first + i].w->type);
             if (!k) return MC_ERR_UNSUPPORTED;
             off[i] = need;
-            need += mc_dtype_row_bytes(k->act_type, ops[first + i].w->n_in) * ops[first + i].n_tok;
+            need += mc_kernel_act_bytes(k, ops[first + i].w->n_in) * ops[first + i].n_tok;
         }
         if (need > mm->work_cap) {
             uint8_t *nw = realloc(mm->work, need);

@@ -42,7 +42,8 @@ mc_pool_t *mc_matmul_pool(const mc_matmul_t *mm);
 const mc_kernel_t *mc_matmul_kernel(const mc_matmul_t *mm, mc_dtype_t t);
 mc_isa_t mc_matmul_isa(const mc_matmul_t *mm);
 
-// Bytes one activation row of n values takes once converted for weight type w.
+// Bytes one activation row of n values takes once converted for weight type
+// w (with the kernel's side data, kernel.h).
 size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n);
 
 // Convert n_tok rows of w->n_in f32 values to the activation type of w's
@@ -66,7 +67,8 @@ typedef struct {
 mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops);
 
 // As mc_matmul_f32 with activations already converted (mc_matmul_convert,
-// or received that way from the network).
+// or act_type rows received from the network and completed with
+// mc_kernel_prep).
 void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y);
 
 #endif

@@ -125,14 +125,14 @@ static void s_check_dot(size_t ti, int64_t n, mc_isa_t isa, uint64_t *rng) {
     const size_t abytes = mc_dtype_row_bytes(k->act_type, (uint64_t)n);
     assert_true(wbytes > 0 && abytes > 0);
     // Odd offsets: rows in a file mapping (and, here, activations) are unaligned.
-    uint8_t *wbuf = malloc(wbytes + 1), *abuf = malloc(abytes + 3), *aref = malloc(abytes);
+    uint8_t *wbuf = malloc(wbytes + 1), *abuf = malloc(mc_kernel_act_bytes(k, n) + 3), *aref = malloc(abytes);
     float *x = malloc((size_t)n * sizeof *x);
     assert_true(wbuf && abuf && aref && x);
     uint8_t *w = wbuf + 1, *a = abuf + 3;
     s_random_row(ti, n, w, rng);
     for (int64_t i = 0; i < n; i++) x[i] = s_rng_gauss(rng) * (1.f + (float)(i % 3));
 
-    k->act(x, a, n);
+    mc_kernel_act_row(k, x, a, n);
     assert_int_equal(mc_quant_quantize_row(k->act_type, x, aref, n), MC_OK);
     assert_memory_equal(a, aref, abytes);
 
@@ -167,8 +167,8 @@ static void s_check_dot(size_t ti, int64_t n, mc_isa_t isa, uint64_t *rng) {
 }
 
 // The ISAs this CPU runs (scalar first), and how many.
-static size_t s_isas(mc_isa_t out[4]) {
-    const mc_isa_t all[] = {MC_ISA_SCALAR, MC_ISA_AVX2, MC_ISA_NEON, MC_ISA_NEON_DOTPROD};
+static size_t s_isas(mc_isa_t out[MC_ISA_BEST]) {
+    const mc_isa_t all[] = {MC_ISA_SCALAR, MC_ISA_AVX2, MC_ISA_AVX_VNNI, MC_ISA_NEON, MC_ISA_NEON_DOTPROD};
     size_t n = 0;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (mc_kernel_get(MC_DTYPE_F32, all[i])->isa == all[i]) out[n++] = all[i];
@@ -177,7 +177,7 @@ static size_t s_isas(mc_isa_t out[4]) {
 
 static void test_dot_all_types(void **state) {
     (void)state;
-    mc_isa_t isas[4];
+    mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     for (size_t ii = 0; ii < n_isas; ii++) {
         uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -199,7 +199,7 @@ static void s_check_extremes(size_t ti, mc_isa_t isa) {
     const mc_dtype_traits_t *tr = mc_dtype_traits(k->wtype);
     const int64_t n = 7 * (int64_t)tr->block_elems;
     const size_t wbytes = mc_dtype_row_bytes(k->wtype, (uint64_t)n);
-    uint8_t *w = malloc(wbytes), *a = malloc(mc_dtype_row_bytes(k->act_type, (uint64_t)n));
+    uint8_t *w = malloc(wbytes), *a = malloc(mc_kernel_act_bytes(k, n));
     float *x = malloc((size_t)n * sizeof *x);
     assert_true(w && a && x);
     memset(w, 0xFF, wbytes);
@@ -208,7 +208,7 @@ static void s_check_extremes(size_t ti, mc_isa_t isa) {
         if (s_types[ti].off_m >= 0) s_put_half(w + (size_t)b * tr->block_bytes + s_types[ti].off_m, 0.01f);
     }
     for (int64_t i = 0; i < n; i++) x[i] = 1.f;
-    k->act(x, a, n);
+    mc_kernel_act_row(k, x, a, n);
     float dot = NAN;
     k->dot(n, &dot, w, a);
     float *wf = s_dequant(k->wtype, w, n), *af = s_dequant(k->act_type, a, n);
@@ -229,7 +229,7 @@ static void s_check_extremes(size_t ti, mc_isa_t isa) {
 
 static void test_dot_extremes(void **state) {
     (void)state;
-    mc_isa_t isas[4];
+    mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     for (size_t ii = 0; ii < n_isas; ii++)
         for (size_t ti = 3; ti < sizeof s_types / sizeof s_types[0]; ti++) s_check_extremes(ti, isas[ii]);
@@ -311,7 +311,7 @@ static void s_check_act(const mc_kernel_t *k, const float *x, int64_t n) {
 
 static void test_act_same_bits(void **state) {
     (void)state;
-    mc_isa_t isas[4];
+    mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     const int64_t n = 16 * MC_QK_K;
     float *x = malloc((size_t)n * sizeof *x);
@@ -335,7 +335,7 @@ static void test_act_same_bits(void **state) {
 // to infinity) exactly like the scalar ones.
 static void test_act_half_boundaries(void **state) {
     (void)state;
-    mc_isa_t isas[4];
+    mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     const int64_t per = 6, n = per * 65536;
     float *x = malloc((size_t)n * sizeof *x);
@@ -451,7 +451,7 @@ static void s_assert_same_float(float got, float want) {
 static void s_check_same_dot(size_t ti, int64_t n, mc_isa_t isa, uint64_t *rng) {
     const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isa), *ref = mc_kernel_get(k->wtype, MC_ISA_SCALAR);
     const size_t wbytes = mc_dtype_row_bytes(k->wtype, (uint64_t)n);
-    const size_t abytes = mc_dtype_row_bytes(k->act_type, (uint64_t)n);
+    const size_t abytes = mc_kernel_act_bytes(k, n); // with k's side data
     const int64_t nx = (n + MC_QK_K - 1) / MC_QK_K * MC_QK_K;
     uint8_t *wbuf = malloc(wbytes + 1), *abuf = malloc(4 * (abytes + 3));
     float *x = malloc((size_t)nx * sizeof *x);
@@ -472,6 +472,7 @@ static void s_check_same_dot(size_t ti, int64_t n, mc_isa_t isa, uint64_t *rng) 
         } else {
             s_wild_act(k->act_type, n, ac, rng);
         }
+        mc_kernel_prep(k, ac, n);
     }
     float want[4], got[4];
     for (int c = 0; c < 4; c++) {
@@ -491,7 +492,7 @@ static void s_check_same_dot(size_t ti, int64_t n, mc_isa_t isa, uint64_t *rng) 
 
 static void test_dot_same_bits(void **state) {
     (void)state;
-    mc_isa_t isas[4];
+    mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     for (size_t ii = 1; ii < n_isas; ii++) {
         uint64_t rng = 0xD1B54A32D192ED03ull;
@@ -515,7 +516,7 @@ static void test_dot_same_bits(void **state) {
 // one product a sign-flipping SIMD kernel cannot form in a byte.
 static void test_dot_q8_0_min_byte(void **state) {
     (void)state;
-    mc_isa_t isas[4];
+    mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     const int64_t n = 9 * MC_QK;
     mc_block_q8_0_t w[9], y[4][9];
@@ -531,10 +532,19 @@ static void test_dot_q8_0_min_byte(void **state) {
             }
         }
     }
-    const void *a[4] = {y[0], y[1], y[2], y[3]};
     const mc_kernel_t *ref = mc_kernel_get(MC_DTYPE_Q8_0, MC_ISA_SCALAR);
     for (size_t ii = 1; ii < n_isas; ii++) {
         const mc_kernel_t *k = mc_kernel_get(MC_DTYPE_Q8_0, isas[ii]);
+        // The rows as k reads them: with its side data (which flags the -128s).
+        const size_t abytes = mc_kernel_act_bytes(k, n);
+        uint8_t *abuf = malloc(4 * abytes);
+        assert_non_null(abuf);
+        const void *a[4];
+        for (int c = 0; c < 4; c++) {
+            memcpy(abuf + (size_t)c * abytes, y[c], sizeof y[c]);
+            mc_kernel_prep(k, abuf + (size_t)c * abytes, n);
+            a[c] = abuf + (size_t)c * abytes;
+        }
         float want[4], got[4];
         for (int c = 0; c < 4; c++) {
             ref->dot(n, &want[c], w, a[c]);
@@ -545,12 +555,13 @@ static void test_dot_q8_0_min_byte(void **state) {
             k->dot4(n, got, w, a);
             for (int c = 0; c < 4; c++) s_assert_same_float(got[c], want[c]);
         }
+        free(abuf);
     }
 }
 
 static void test_table(void **state) {
     (void)state;
-    const mc_isa_t isas[] = {MC_ISA_SCALAR, MC_ISA_AVX2, MC_ISA_NEON, MC_ISA_NEON_DOTPROD, MC_ISA_BEST};
+    const mc_isa_t isas[] = {MC_ISA_SCALAR, MC_ISA_AVX2, MC_ISA_AVX_VNNI, MC_ISA_NEON, MC_ISA_NEON_DOTPROD, MC_ISA_BEST};
     const mc_isa_t best = mc_kernel_best_isa();
     assert_true(best != MC_ISA_BEST);
     for (size_t ti = 0; ti < sizeof s_types / sizeof s_types[0]; ti++) {
@@ -560,6 +571,7 @@ static void test_table(void **state) {
             assert_int_equal(k->wtype, s_types[ti].wtype);
             assert_int_equal(k->act_type, s_types[ti].act_type);
             assert_true(k->act && k->dot);
+            assert_true(!k->prep == !k->prep_bytes);
             const mc_isa_t want = isas[i] == MC_ISA_BEST ? best : isas[i];
             assert_true(k->isa == want || k->isa == MC_ISA_SCALAR);
         }
@@ -570,8 +582,8 @@ static void test_table(void **state) {
     // The batched products of the benchmark types and the Q4_K_M mix have dot4 wherever SIMD runs.
     const mc_dtype_t batched[] = {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, MC_DTYPE_Q4_K, MC_DTYPE_Q6_K};
     for (size_t i = 0; i < sizeof batched / sizeof batched[0]; i++) {
-        const mc_kernel_t *k = mc_kernel_get(batched[i], MC_ISA_AVX2);
-        if (k->isa == MC_ISA_AVX2) assert_non_null(k->dot4);
+        for (mc_isa_t isa = MC_ISA_AVX2; isa < MC_ISA_BEST; isa++)
+            if (mc_kernel_get(batched[i], isa)->isa == isa) assert_non_null(mc_kernel_get(batched[i], isa)->dot4);
     }
     // Activation-only and unknown types have no kernel.
     const uint32_t none[] = {MC_DTYPE_Q8_1, MC_DTYPE_Q8_K, 4, 5, 16, 29, 99, 0xFFFFFFFFu};
@@ -583,6 +595,7 @@ static void test_table(void **state) {
     assert_string_equal(mc_kernel_isa_name(MC_ISA_AVX2), "avx2");
     assert_string_equal(mc_kernel_isa_name(MC_ISA_NEON), "neon");
     assert_string_equal(mc_kernel_isa_name(MC_ISA_NEON_DOTPROD), "neon-dotprod");
+    assert_string_equal(mc_kernel_isa_name(MC_ISA_AVX_VNNI), "avx-vnni");
     assert_string_equal(mc_kernel_isa_name((mc_isa_t)42), "?");
 }
 
@@ -599,14 +612,16 @@ static void test_isa_env(void **state) {
     unsigned a, b, c, d;
     const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-    assert_int_equal(best, avx2 ? MC_ISA_AVX2 : MC_ISA_SCALAR);
+    const bool vnni = avx2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
+    assert_int_equal(best, vnni ? MC_ISA_AVX_VNNI : avx2 ? MC_ISA_AVX2 : MC_ISA_SCALAR);
     assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_NEON)->isa, MC_ISA_SCALAR);
     assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_NEON_DOTPROD)->isa, MC_ISA_SCALAR);
 #elif defined(__aarch64__)
     assert_true(best == MC_ISA_NEON || best == MC_ISA_NEON_DOTPROD);
     assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_AVX2)->isa, MC_ISA_SCALAR);
+    assert_int_equal(mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_AVX_VNNI)->isa, MC_ISA_SCALAR);
 #endif
-    mc_isa_t isas[4];
+    mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     for (size_t i = 0; i < n_isas; i++) {
         assert_int_equal(setenv("MC_ISA", mc_kernel_isa_name(isas[i]), 1), 0);
