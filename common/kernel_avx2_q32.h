@@ -63,7 +63,8 @@ S_Q32_INLINE void S_Q32_NAME(dot32)(mc_dtype_t t, int64_t n, float *s, const uin
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) S_Q32_NAME(group)(t, 4, i, x, p, na, &l, acc);
     if (i < nb) S_Q32_NAME(group)(t, (int)(nb - i), i, x, p, na, &l, acc);
-    for (int c = 0; c < na; c++) s[c] = t == MC_DTYPE_Q8_0 && p[c].wide ? s_dot_q8_0_wide(nb, x, p[c].q) : s_fold8(acc[c]);
+    for (int c = 0; c < na; c++)
+        s[c] = t == MC_DTYPE_Q8_0 && p[c].wide ? s_dot_q8_0_wide(nb, x, p[c].q) : s_fold8(acc[c]);
 }
 
 #define S_Q32_DOT(name, type)                                                                            \

@@ -46,6 +46,7 @@ typedef struct {
     atomic_uint next; // next block to take
 } s_job_t;
 
+// Activation rows to convert: one entry per distinct input of a job.
 typedef struct {
     const mc_kernel_t *k;
     const float *x;
@@ -54,6 +55,12 @@ typedef struct {
     size_t xa_stride;
     uint32_t n_tok;
 } s_conv_t;
+
+typedef struct {
+    const s_conv_t *convs;
+    size_t n_convs;
+    uint32_t total; // rows over all convs
+} s_convs_t;
 
 mc_matmul_t *mc_matmul_new(mc_pool_t *pool, mc_isa_t isa) {
     if (!pool) return NULL;
@@ -84,20 +91,33 @@ size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t
     return k ? mc_kernel_act_bytes(k, n) : 0;
 }
 
+// Row r of all the job's inputs, counted across them in order.
 static void s_convert_task(void *arg, int ith, int nth) {
-    s_conv_t *c = arg;
-    for (uint32_t t = (uint32_t)ith; t < c->n_tok; t += (uint32_t)nth)
+    const s_convs_t *cs = arg;
+    size_t i = 0;
+    uint32_t first = 0;
+    for (uint32_t r = (uint32_t)ith; r < cs->total; r += (uint32_t)nth) {
+        while (r >= first + cs->convs[i].n_tok) first += cs->convs[i++].n_tok;
+        const s_conv_t *c = &cs->convs[i];
+        const uint32_t t = r - first;
         mc_kernel_act_row(c->k, c->x + (size_t)t * c->n_in, c->xa + (size_t)t * c->xa_stride, c->n_in);
+    }
+}
+
+static void s_convert_run(mc_matmul_t *mm, const s_conv_t *convs, size_t n) {
+    s_convs_t cs = {convs, n, 0};
+    for (size_t i = 0; i < n; i++) cs.total += convs[i].n_tok;
+    // One row is too little work to be worth waking the other threads.
+    if (cs.total <= 1)
+        s_convert_task(&cs, 0, 1);
+    else
+        mc_pool_run(mm->pool, s_convert_task, &cs);
 }
 
 void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, void *xa) {
     const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
-    s_conv_t c = {k, x, w->n_in, xa, mc_kernel_act_bytes(k, w->n_in), n_tok};
-    // One row is too little work to be worth waking the other threads.
-    if (n_tok == 1)
-        s_convert_task(&c, 0, 1);
-    else
-        mc_pool_run(mm->pool, s_convert_task, &c);
+    const s_conv_t c = {k, x, w->n_in, xa, mc_kernel_act_bytes(k, w->n_in), n_tok};
+    s_convert_run(mm, &c, 1);
 }
 
 static void s_run_block(const s_part_t *p, uint32_t b) {
@@ -171,12 +191,25 @@ void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32
 mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops) {
     for (size_t first = 0; first < n_ops; first += MC_MM_MAX_PARTS) {
         size_t n = n_ops - first < MC_MM_MAX_PARTS ? n_ops - first : MC_MM_MAX_PARTS;
-        size_t off[MC_MM_MAX_PARTS], need = 0;
+        // Products with the same input and kernel (an expert's gate and up)
+        // share its converted rows: conv[i] is op i's entry in convs.
+        s_conv_t convs[MC_MM_MAX_PARTS];
+        size_t conv[MC_MM_MAX_PARTS], off[MC_MM_MAX_PARTS], n_convs = 0, need = 0;
         for (size_t i = 0; i < n; i++) {
-            const mc_kernel_t *k = mc_matmul_kernel(mm, ops[first + i].w->type);
+            const mc_matmul_op_t *op = &ops[first + i];
+            const mc_kernel_t *k = mc_matmul_kernel(mm, op->w->type);
             if (!k) return MC_ERR_UNSUPPORTED;
-            off[i] = need;
-            need += mc_kernel_act_bytes(k, ops[first + i].w->n_in) * ops[first + i].n_tok;
+            size_t c = 0;
+            while (c < n_convs && !(convs[c].k == k && convs[c].x == op->x && convs[c].n_in == op->w->n_in &&
+                                    convs[c].n_tok == op->n_tok))
+                c++;
+            if (c == n_convs) {
+                const size_t stride = mc_kernel_act_bytes(k, op->w->n_in);
+                convs[n_convs] = (s_conv_t){k, op->x, op->w->n_in, NULL, stride, op->n_tok};
+                off[n_convs++] = need; // work may move: pointers once it has its size
+                need += stride * op->n_tok;
+            }
+            conv[i] = c;
         }
         if (need > mm->work_cap) {
             uint8_t *nw = realloc(mm->work, need);
@@ -184,12 +217,12 @@ mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops
             mm->work = nw;
             mm->work_cap = need;
         }
+        for (size_t c = 0; c < n_convs; c++) convs[c].xa = mm->work + off[c];
+        s_convert_run(mm, convs, n_convs);
         s_job_t j = {.n_parts = 0};
         for (size_t i = 0; i < n; i++) {
             const mc_matmul_op_t *op = &ops[first + i];
-            mc_matmul_convert(mm, op->w, op->x, op->n_tok, mm->work + off[i]);
-            s_job_add(&j, mc_pool_threads(mm->pool), mc_matmul_kernel(mm, op->w->type), op->w, mm->work + off[i],
-                      op->n_tok, op->y);
+            s_job_add(&j, mc_pool_threads(mm->pool), convs[conv[i]].k, op->w, convs[conv[i]].xa, op->n_tok, op->y);
         }
         s_job_run(mm, &j);
     }

@@ -561,7 +561,8 @@ static void test_dot_q8_0_min_byte(void **state) {
 
 static void test_table(void **state) {
     (void)state;
-    const mc_isa_t isas[] = {MC_ISA_SCALAR, MC_ISA_AVX2, MC_ISA_AVX_VNNI, MC_ISA_NEON, MC_ISA_NEON_DOTPROD, MC_ISA_BEST};
+    const mc_isa_t isas[] = {MC_ISA_SCALAR,   MC_ISA_AVX2,         MC_ISA_AVX_VNNI,
+                             MC_ISA_NEON,     MC_ISA_NEON_DOTPROD, MC_ISA_BEST};
     const mc_isa_t best = mc_kernel_best_isa();
     assert_true(best != MC_ISA_BEST);
     for (size_t ti = 0; ti < sizeof s_types / sizeof s_types[0]; ti++) {

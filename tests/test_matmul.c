@@ -1,0 +1,159 @@
+/*
+ * test_matmul: threaded products give, for every output value, the bits of
+ * one scalar-reference dot of the weight row with the converted token;
+ * whatever the thread count, the batch size (dot4 tiles and remainders) and
+ * the grouping of products in mc_matmul_many, including products that share
+ * their input (an expert's gate and up).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel.h"
+#include "matmul.h"
+#include "quant.h"
+#include "rng.h"
+
+enum { N_IN = 320, N_OUT = 72, MAX_TOK = 9 };
+
+typedef struct {
+    mc_matrix_t w;
+    uint8_t *data;
+} s_mat_t;
+
+static float s_gauss(mc_rng_t *r) {
+    return (float)(mc_rng_uniform(r) + mc_rng_uniform(r) + mc_rng_uniform(r) - 1.5);
+}
+
+// A random (n_out, n_in) matrix quantized to t (n_in a multiple of t's block).
+static s_mat_t s_mat(mc_dtype_t t, uint32_t n_in, uint32_t n_out, mc_rng_t *r) {
+    s_mat_t m = {{.type = t, .n_in = n_in, .n_out = n_out, .row_bytes = mc_dtype_row_bytes(t, n_in)}, NULL};
+    m.data = malloc(m.w.row_bytes * n_out);
+    float *row = malloc(n_in * sizeof *row);
+    assert_true(m.data && row);
+    for (uint32_t o = 0; o < n_out; o++) {
+        for (uint32_t i = 0; i < n_in; i++) row[i] = s_gauss(r);
+        assert_int_equal(mc_quant_quantize_row(t, row, m.data + (size_t)o * m.w.row_bytes, n_in), MC_OK);
+    }
+    m.w.data = m.data;
+    free(row);
+    return m;
+}
+
+static float *s_tokens(uint32_t n_tok, uint32_t n_in, mc_rng_t *r) {
+    float *x = malloc((size_t)n_tok * n_in * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < (size_t)n_tok * n_in; i++) x[i] = s_gauss(r) * (1.f + (float)(i % 5));
+    return x;
+}
+
+// y[t][o] by the scalar reference, one dot at a time.
+static float *s_reference(const mc_matrix_t *w, const float *x, uint32_t n_tok) {
+    const mc_kernel_t *k = mc_kernel_get(w->type, MC_ISA_SCALAR);
+    float *y = malloc((size_t)n_tok * w->n_out * sizeof *y);
+    uint8_t *a = malloc(mc_kernel_act_bytes(k, w->n_in));
+    assert_true(y && a);
+    for (uint32_t t = 0; t < n_tok; t++) {
+        mc_kernel_act_row(k, x + (size_t)t * w->n_in, a, w->n_in);
+        for (uint32_t o = 0; o < w->n_out; o++)
+            k->dot(w->n_in, &y[(size_t)t * w->n_out + o], w->data + (size_t)o * w->row_bytes, a);
+    }
+    free(a);
+    return y;
+}
+
+static void test_same_bits_as_reference(void **state) {
+    (void)state;
+    const mc_dtype_t types[] = {MC_DTYPE_F32,  MC_DTYPE_Q4_0, MC_DTYPE_Q5_0,
+                                MC_DTYPE_Q4_1, MC_DTYPE_Q8_0, MC_DTYPE_Q4_K};
+    mc_rng_t r;
+    mc_rng_seed(&r, 7);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t n_in = types[ti] == MC_DTYPE_Q4_K ? 512 : N_IN;
+        s_mat_t m = s_mat(types[ti], n_in, N_OUT, &r);
+        float *x = s_tokens(MAX_TOK, n_in, &r), *want = s_reference(&m.w, x, MAX_TOK);
+        for (int nth = 1; nth <= 3; nth++) {
+            mc_pool_t *pool = mc_pool_new(nth);
+            mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+            assert_non_null(mm);
+            assert_int_equal(mc_matmul_act_row_bytes(mm, types[ti], n_in),
+                             mc_kernel_act_bytes(mc_matmul_kernel(mm, types[ti]), n_in));
+            // 1..9 tokens: single dots, whole dot4 tiles and every remainder.
+            for (uint32_t n_tok = 1; n_tok <= MAX_TOK; n_tok++) {
+                float *y = malloc((size_t)n_tok * N_OUT * sizeof *y);
+                assert_non_null(y);
+                assert_int_equal(mc_matmul_f32(mm, &m.w, x, n_tok, y), MC_OK);
+                assert_memory_equal(y, want, (size_t)n_tok * N_OUT * sizeof *y);
+                free(y);
+            }
+            mc_matmul_destroy(&mm);
+            mc_matmul_destroy(&mm); // safe twice
+            mc_pool_destroy(&pool);
+        }
+        free(want);
+        free(x);
+        free(m.data);
+    }
+}
+
+// Products of the same type with the same input share its conversion (an
+// expert's gate and up); the same input with another row count does not;
+// mixed weight types in one pass; more products than one pass takes.
+static void test_many_matches_single(void **state) {
+    (void)state;
+    mc_rng_t r;
+    mc_rng_seed(&r, 11);
+    enum { N_OPS = 20 };
+    const mc_dtype_t types[] = {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, MC_DTYPE_Q4_1};
+    s_mat_t m[N_OPS];
+    float *x[N_OPS], *want[N_OPS], *got[N_OPS];
+    mc_matmul_op_t ops[N_OPS];
+    for (int i = 0; i < N_OPS; i++) {
+        // Pairs (2k, 2k+1) have the same type and token count.
+        m[i] = s_mat(types[(i / 2) % 3], N_IN, N_OUT, &r);
+        uint32_t n_tok = 1 + (uint32_t)(i / 2) % 6;
+        const float *xi;
+        if (i % 4 == 1) { // shares op i-1's input: converted once
+            x[i] = NULL;
+            xi = x[i - 1];
+        } else if (i == N_OPS - 1) { // op i-1's input, more rows: its own conversion
+            x[i] = NULL;
+            xi = x[i - 1];
+            n_tok = 6;
+        } else {
+            x[i] = s_tokens(6, N_IN, &r); // room for op N_OPS-1's rows
+            xi = x[i];
+        }
+        want[i] = s_reference(&m[i].w, xi, n_tok);
+        got[i] = malloc((size_t)n_tok * N_OUT * sizeof(float));
+        assert_non_null(got[i]);
+        ops[i] = (mc_matmul_op_t){&m[i].w, xi, n_tok, got[i]};
+    }
+    mc_pool_t *pool = mc_pool_new(2);
+    mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+    assert_non_null(mm);
+    assert_int_equal(mc_matmul_many(mm, ops, N_OPS), MC_OK);
+    for (int i = 0; i < N_OPS; i++)
+        assert_memory_equal(got[i], want[i], (size_t)ops[i].n_tok * N_OUT * sizeof(float));
+    mc_matmul_destroy(&mm);
+    mc_pool_destroy(&pool);
+    for (int i = 0; i < N_OPS; i++) {
+        free(m[i].data);
+        free(x[i]);
+        free(want[i]);
+        free(got[i]);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_same_bits_as_reference),
+        cmocka_unit_test(test_many_matches_single),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
