@@ -104,11 +104,18 @@ static void s_convert_task(void *arg, int ith, int nth) {
     }
 }
 
+// Below this many values, converting costs less than a pool pass (a decode
+// step's few rows of a few thousand values each).
+#define MC_MM_CONVERT_SERIAL 16384
+
 static void s_convert_run(mc_matmul_t *mm, const s_conv_t *convs, size_t n) {
     s_convs_t cs = {convs, n, 0};
-    for (size_t i = 0; i < n; i++) cs.total += convs[i].n_tok;
-    // One row is too little work to be worth waking the other threads.
-    if (cs.total <= 1)
+    uint64_t values = 0;
+    for (size_t i = 0; i < n; i++) {
+        cs.total += convs[i].n_tok;
+        values += (uint64_t)convs[i].n_tok * convs[i].n_in;
+    }
+    if (values <= MC_MM_CONVERT_SERIAL)
         s_convert_task(&cs, 0, 1);
     else
         mc_pool_run(mm->pool, s_convert_task, &cs);
