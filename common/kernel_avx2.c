@@ -439,6 +439,18 @@ S_INLINE s_wblock_t s_unpack32(mc_dtype_t t, const uint8_t *x, const s_layout32_
     return b;
 }
 
+// The first r (1..4) weight blocks at xg unpacked into wb (zero beyond r);
+// returns their scales as f32 lanes.
+S_INLINE __m128 s_wgroup32(mc_dtype_t t, int r, const uint8_t *xg, const s_layout32_t *l, s_wblock_t wb[4]) {
+    s_prefetch(xg, 4 * l->wb);
+#pragma GCC unroll 4
+    for (int b = 0; b < 4; b++) {
+        wb[b] = (s_wblock_t){_mm256_setzero_si256(), _mm256_setzero_si256()};
+        if (b < r) wb[b] = s_unpack32(t, xg + (size_t)b * l->wb, l);
+    }
+    return s_halves(xg + l->w_d, l->wb, r);
+}
+
 // acc[0..7] folded as kernel.c: lanes i + (i + 4), then (0 + 2) + (1 + 3).
 S_INLINE float s_fold8(__m256 acc) {
     const __m128 x = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
@@ -452,14 +464,8 @@ S_INLINE float s_fold8(__m256 acc) {
 S_INLINE void s_group32(mc_dtype_t t, int r, int64_t i, const uint8_t *x, const uint8_t *const *a, int na,
                         const s_layout32_t *l, __m256 *acc, float *summ) {
     const uint8_t *xg = x + (size_t)i * l->wb;
-    s_prefetch(xg, 4 * l->wb);
     s_wblock_t wb[4];
-#pragma GCC unroll 4
-    for (int b = 0; b < 4; b++) {
-        wb[b] = (s_wblock_t){_mm256_setzero_si256(), _mm256_setzero_si256()};
-        if (b < r) wb[b] = s_unpack32(t, xg + (size_t)b * l->wb, l);
-    }
-    const __m128 dx = s_halves(xg + l->w_d, l->wb, r);
+    const __m128 dx = s_wgroup32(t, r, xg, l, wb);
 #pragma GCC unroll 4
     for (int c = 0; c < na; c++) {
         const uint8_t *yg = a[c] + (size_t)i * l->yb;

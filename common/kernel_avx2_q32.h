@@ -27,14 +27,8 @@ S_Q32_INLINE __m256i S_Q32_NAME(partial)(mc_dtype_t t, const s_wblock_t *b, __m2
 S_Q32_INLINE void S_Q32_NAME(group)(mc_dtype_t t, int r, int64_t i, const uint8_t *x, const s_prow_t *a, int na,
                                     const s_layout32_t *l, __m256 *acc) {
     const uint8_t *xg = x + (size_t)i * l->wb;
-    s_prefetch(xg, 4 * l->wb);
     s_wblock_t wb[4];
-#pragma GCC unroll 4
-    for (int b = 0; b < 4; b++) {
-        wb[b] = (s_wblock_t){_mm256_setzero_si256(), _mm256_setzero_si256()};
-        if (b < r) wb[b] = s_unpack32(t, xg + (size_t)b * l->wb, l);
-    }
-    const __m128 dx = s_halves(xg + l->w_d, l->wb, r);
+    const __m128 dx = s_wgroup32(t, r, xg, l, wb);
 #pragma GCC unroll 4
     for (int c = 0; c < na; c++) {
         float d[4];
