@@ -1,14 +1,19 @@
 /*
  * pool: persistent workers synchronised by a generation counter.
  *
- * The caller publishes (fn, arg), bumps `gen`, runs its own share, then waits
- * for `pending` to reach zero. Workers watch `gen`: spinning first, then
- * sleeping on `cond` once they have been idle for a while.
+ * The caller publishes (fn, arg), bumps `gen`, runs its own share, then makes
+ * sure every other share has run. Each share of a job is claimed exactly
+ * once, by its worker or by the caller: a worker that has not started when
+ * the caller is done with its own share (asleep, or descheduled because
+ * other processes want the cores) finds its share taken and skips the job,
+ * so a late thread never holds a job up. Workers watch `gen`: spinning
+ * first, then sleeping on `cond` once they have been idle for a while.
  */
 #include "pool.h"
 
 #include <pthread.h>
 #include <sched.h>
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -29,10 +34,19 @@
 #define MC_POOL_SPIN 2000
 #define MC_POOL_YIELDS 200
 
+// One per thread, on its own cache line: the caller and the worker both
+// touch `taken` once per job, and neighbouring workers should not.
 typedef struct {
     mc_pool_t *pool;
     int ith;
+    // Generation of the last job whose share ith has been claimed. Every job
+    // claims every share, so it moves from g - 1 to g during job g: the
+    // compare-and-swap that moves it decides who runs the share.
+    atomic_uint taken;
+    atomic_uint done; // generation of the last job whose share ith has run
+    char pad[64 - sizeof(void *) - 3 * sizeof(int)];
 } s_worker_t;
+static_assert(sizeof(s_worker_t) == 64, "one cache line per worker");
 
 struct mc_pool {
     int nth;
@@ -41,7 +55,6 @@ struct mc_pool {
     mc_pool_fn fn;
     void *arg;
     atomic_uint gen;     // bumped once per job
-    atomic_int pending;  // workers still running the current job
     atomic_bool stop;
     atomic_bool rest;    // set by mc_pool_rest: idle workers sleep at once
     atomic_int sleepers; // workers blocked (or about to block) on cond
@@ -81,8 +94,14 @@ static void *s_worker_main(void *p) {
         }
         if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
         seen = g;
-        pool->fn(pool->arg, w->ith, pool->nth);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
+        // Winning the claim means the caller has not finished job g (it
+        // cannot without share ith), so fn and arg are still job g's.
+        unsigned expect = g - 1;
+        if (atomic_compare_exchange_strong_explicit(&w->taken, &expect, g, memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            pool->fn(pool->arg, w->ith, pool->nth);
+            atomic_store_explicit(&w->done, g, memory_order_release);
+        }
     }
     return NULL;
 }
@@ -93,7 +112,6 @@ mc_pool_t *mc_pool_new(int n_threads) {
     if (!p) return NULL;
     p->nth = n_threads;
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
     atomic_init(&p->stop, false);
     atomic_init(&p->rest, false);
     atomic_init(&p->sleepers, 0);
@@ -107,14 +125,18 @@ mc_pool_t *mc_pool_new(int n_threads) {
         return NULL;
     }
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
-    p->workers = calloc((size_t)n_threads, sizeof *p->workers);
+    p->workers = aligned_alloc(sizeof(s_worker_t), (size_t)n_threads * sizeof(s_worker_t));
     if (!p->threads || !p->workers) {
         p->nth = 1; // no workers started
         mc_pool_destroy(&p);
         return NULL;
     }
+    for (int i = 0; i < n_threads; i++) {
+        p->workers[i] = (s_worker_t){.pool = p, .ith = i};
+        atomic_init(&p->workers[i].taken, 0);
+        atomic_init(&p->workers[i].done, 0);
+    }
     for (int i = 1; i < n_threads; i++) {
-        p->workers[i] = (s_worker_t){p, i};
         if (pthread_create(&p->threads[i], NULL, s_worker_main, &p->workers[i]) != 0) {
             p->nth = i; // join only those started
             mc_pool_destroy(&p);
@@ -150,21 +172,32 @@ void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg) {
     p->fn = fn;
     p->arg = arg;
     atomic_store_explicit(&p->rest, false, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, p->nth - 1, memory_order_relaxed);
     // seq_cst: pairs with the worker's sleepers++ / gen re-check (store-load on both sides).
-    atomic_fetch_add(&p->gen, 1);
+    const unsigned g = atomic_fetch_add(&p->gen, 1) + 1;
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->mu);
     }
     fn(arg, 0, p->nth);
-    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
-        if (spins < MC_POOL_SPIN)
-            s_cpu_relax();
-        else
-            sched_yield();
+    // Shares nobody has started yet run here rather than wait for a thread
+    // that may not get a core soon.
+    for (int i = 1; i < p->nth; i++) {
+        s_worker_t *w = &p->workers[i];
+        unsigned expect = g - 1;
+        if (atomic_compare_exchange_strong_explicit(&w->taken, &expect, g, memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            fn(arg, i, p->nth);
+            atomic_store_explicit(&w->done, g, memory_order_relaxed);
+        }
     }
+    for (int i = 1; i < p->nth; i++)
+        for (int spins = 0; atomic_load_explicit(&p->workers[i].done, memory_order_acquire) != g; spins++) {
+            if (spins < MC_POOL_SPIN)
+                s_cpu_relax();
+            else
+                sched_yield();
+        }
 }
 
 void mc_pool_rest(mc_pool_t *p) {

@@ -1,8 +1,13 @@
 /*
  * pool: a persistent pool of worker threads for data-parallel loops.
  *
- * mc_pool_run() runs fn(arg, ith, nth) once on each of the nth threads (the
- * caller is thread 0) and returns when all are done. Workers spin briefly
+ * mc_pool_run() runs fn(arg, ith, nth) once for each ith in 0..nth-1 and
+ * returns when all have run. The caller runs share 0, each worker its own
+ * share, and the caller also runs any share whose worker has not started by
+ * the time its own is done: a sleeping or descheduled thread (more threads
+ * than cores, other processes busy) never holds a job up. A share thus runs
+ * on one thread at a time, but not always on the same one: per-share
+ * scratch is indexed by ith, never tied to a thread. Workers spin briefly
  * between jobs, because a decode step issues hundreds of small products and
  * waking a sleeping thread costs more than most of them; after a short idle
  * spell they block on a condition variable so an idle engine uses no CPU.
@@ -20,7 +25,7 @@ void mc_pool_destroy(mc_pool_t **p);
 
 int mc_pool_threads(const mc_pool_t *p);
 
-// Run fn on every thread and wait. Not re-entrant: one caller at a time.
+// Run fn for every ith and wait. Not re-entrant: one caller at a time.
 void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg);
 
 // The caller is about to block (on the network, say) for longer than a
