@@ -3,7 +3,8 @@
 # Does nothing when they are all present; uses sudo when not run as root.
 # With --aarch64 it also installs what the aarch64 cross build and its qemu
 # test run need (deploy/test-aarch64.sh): the cross compiler, qemu-user, and
-# the arm64 builds of the test libraries through Debian multiarch.
+# the arm64 builds of the test libraries through Debian multiarch. With
+# --fuzz, clang and the libFuzzer runtime (deploy/fuzz.sh).
 set -euo pipefail
 
 packages=(
@@ -12,12 +13,14 @@ packages=(
   libopenblas-dev libyaml-dev libcmocka-dev libcjson-dev
 )
 
-# --- optional group: aarch64 cross build, tests under qemu (--aarch64) ------
+# --- optional groups: aarch64 cross build, tests under qemu (--aarch64);
+# --- clang and its libFuzzer runtime for deploy/fuzz.sh (--fuzz) ------------
 aarch64=0
 case "${1:-}" in
   "") ;;
   --aarch64) aarch64=1 ;;
-  *) echo "usage: deploy/setup.sh [--aarch64]" >&2; exit 2 ;;
+  --fuzz) packages+=(clang libclang-rt-dev) ;;
+  *) echo "usage: deploy/setup.sh [--aarch64 | --fuzz]" >&2; exit 2 ;;
 esac
 if [ "$aarch64" -eq 1 ]; then
   packages+=(

@@ -50,7 +50,7 @@ static const s_tdesc_t s_tensors[] = {
 };
 #define S_N_TENSORS (sizeof s_tensors / sizeof s_tensors[0])
 
-static const char *const s_strs[] = {"alpha", "", "\xE2\x96\x81" "caf\xC3\xA9", "ab\0cd"};
+static const char *const s_strs[] = {"alpha", "", ("\xE2\x96\x81" "caf\xC3\xA9"), "ab\0cd"};
 static const size_t s_str_lens[] = {5, 0, 8, 5}; // the last one holds a NUL byte
 static const float s_f32s[] = {0.5f, -1.25f, 3e38f};
 static const int32_t s_i32s[] = {-7, 0, 2147483647};

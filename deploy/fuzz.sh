@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# libFuzzer runs over every parser of untrusted bytes: GGUF files (with the
+# tokenizer and model binding behind the reader), wire messages, cluster
+# files. Builds the targets with clang, ASan and UBSan into build-fuzz/, starts
+# each corpus from valid inputs (tiny generated models, one message of each
+# kind, example cluster files), then fuzzes.
+#
+#   deploy/fuzz.sh            each target for 60 s (or $MC_FUZZ_SECONDS)
+#   deploy/fuzz.sh --smoke    a fixed-seed, fixed-length run of each target:
+#                             the same inputs on every run (deploy/test.sh)
+#
+# Corpora live in build-fuzz/corpus/<target>; a crashing input is written
+# to build-fuzz/crash-<target>-* and the script exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-timed}
+case "$mode" in timed | --smoke) ;; *) echo "usage: deploy/fuzz.sh [--smoke]" >&2; exit 2 ;; esac
+bash deploy/setup.sh --fuzz
+dir=build-fuzz
+CC=clang cmake -S . -B "$dir" -DMC_FUZZ=ON -DMC_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
+cmake --build "$dir" -j2 >/dev/null
+
+corpus="$dir/corpus"
+mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_wire" "$corpus/fuzz_cluster_config"
+# Seeds, rewritten every run (the fuzzers add their finds beside them).
+tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
+"$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
+"$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-f16-legacy.gguf" "${tiny[@]}" --type F16 --legacy >/dev/null
+MC_FUZZ_SEEDS="$corpus/fuzz_wire" "$dir/fuzz_wire" -runs=0 "$corpus/fuzz_wire" >/dev/null 2>&1
+cat >"$corpus/fuzz_cluster_config/seed-full.yaml" <<'YAML'
+model: models/m.gguf
+wire: q8_0
+timeout_ms: 5000
+retry_ms: 2000
+nodes:
+  - name: pi-1
+    endpoint: tcp://10.0.0.11:5555
+    experts: 0-1
+  - name: pi-2
+    endpoint: tcp://10.0.0.12:5555
+    experts: [2, 3]
+    layers: 0-1
+  - name: old-pc
+    endpoint: tcp://10.0.0.20:5555
+    experts: "2-7"
+local:
+  experts: none
+YAML
+printf 'model: m.gguf\nnodes:\n  - name: a\n    endpoint: tcp://127.0.0.1:1\nlocal:\n  experts: all\n  layers: 0-3\n' \
+  >"$corpus/fuzz_cluster_config/seed-min.yaml"
+printf '0-3, 6' >"$corpus/fuzz_cluster_config/seed-set.txt"
+
+status=0
+for t in fuzz_gguf fuzz_wire fuzz_cluster_config; do
+  # Models are the biggest inputs: room for the seeds, not for 1 MB files.
+  opts=(-timeout=10 -rss_limit_mb=4096 -max_len=40000 -artifact_prefix="$dir/crash-$t-" -print_final_stats=1)
+  if [ "$mode" = --smoke ]; then
+    # Fixed seed and count, corpus = the seeds only: the same run every time.
+    runs=200000
+    [ "$t" = fuzz_gguf ] && runs=60000
+    scratch=$(mktemp -d)
+    cp "$corpus/$t"/seed-* "$scratch"/
+    echo "== $t: $runs fixed-seed runs" >&2
+    "$dir/$t" "${opts[@]}" -seed=1 -runs="$runs" "$scratch" >"$dir/$t.log" 2>&1 || status=1
+    rm -rf "$scratch"
+  else
+    secs=${MC_FUZZ_SECONDS:-60}
+    echo "== $t: $secs s" >&2
+    "$dir/$t" "${opts[@]}" -max_total_time="$secs" "$corpus/$t" >"$dir/$t.log" 2>&1 || status=1
+  fi
+  tail -n 12 "$dir/$t.log" | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-" >&2 || true
+done
+exit $status
