@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # libFuzzer runs over every parser of untrusted bytes: GGUF files (with the
-# tokenizer and model binding behind the reader), wire messages, cluster
-# files. Builds the targets with clang, ASan and UBSan into build-fuzz/, starts
+# tokenizer and model binding behind the reader), wire messages (alone, and
+# handled by a live node with a small model), cluster files. Builds the targets with clang, ASan and UBSan into build-fuzz/, starts
 # each corpus from valid inputs (tiny generated models, one message of each
 # kind, example cluster files), then fuzzes.
 #
@@ -22,12 +22,14 @@ CC=clang cmake -S . -B "$dir" -DMC_FUZZ=ON -DMC_BUILD_TESTS=OFF -DCMAKE_BUILD_TY
 cmake --build "$dir" -j2 >/dev/null
 
 corpus="$dir/corpus"
-mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_wire" "$corpus/fuzz_cluster_config"
+mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config"
 # Seeds, rewritten every run (the fuzzers add their finds beside them).
 tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-f16-legacy.gguf" "${tiny[@]}" --type F16 --legacy >/dev/null
-MC_FUZZ_SEEDS="$corpus/fuzz_wire" "$dir/fuzz_wire" -runs=0 "$corpus/fuzz_wire" >/dev/null 2>&1
+for t in fuzz_wire fuzz_node; do
+  MC_FUZZ_SEEDS="$corpus/$t" "$dir/$t" -runs=0 "$corpus/$t" >/dev/null 2>&1
+done
 cat >"$corpus/fuzz_cluster_config/seed-full.yaml" <<'YAML'
 model: models/m.gguf
 wire: q8_0
@@ -52,7 +54,7 @@ printf 'model: m.gguf\nnodes:\n  - name: a\n    endpoint: tcp://127.0.0.1:1\nloc
 printf '0-3, 6' >"$corpus/fuzz_cluster_config/seed-set.txt"
 
 status=0
-for t in fuzz_gguf fuzz_wire fuzz_cluster_config; do
+for t in fuzz_gguf fuzz_wire fuzz_node fuzz_cluster_config; do
   # Models are the biggest inputs: room for the seeds, not for 1 MB files.
   opts=(-timeout=10 -rss_limit_mb=4096 -max_len=40000 -artifact_prefix="$dir/crash-$t-" -print_final_stats=1)
   if [ "$mode" = --smoke ]; then

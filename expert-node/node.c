@@ -49,7 +49,17 @@ struct mc_node {
     uint32_t lease_ms;
     mc_wire_stats_t stats;
     FILE *log;
+    // mc_node_handle: replies are kept here instead of sent.
+    bool capture;
+    uint8_t *captured;
+    size_t captured_len;
 };
+
+// Who sent a message: its ROUTER routing id.
+typedef struct {
+    const uint8_t *id;
+    size_t len;
+} s_peer_t;
 
 static uint64_t s_now_us(void) {
     struct timespec ts;
@@ -142,8 +152,8 @@ static mc_err_t s_bind(mc_node_t *n, const char *endpoint, char *err) {
 }
 
 mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
-    if (!p->model || !p->listen || p->threads < 1) {
-        mc_err_set(err, MC_ERR_ARG, "a node needs a model, an endpoint and at least one thread");
+    if (!p->model || p->threads < 1) {
+        mc_err_set(err, MC_ERR_ARG, "a node needs a model and at least one thread");
         return NULL;
     }
     mc_node_t *n = calloc(1, sizeof *n);
@@ -168,7 +178,7 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         mc_node_destroy(&n);
         return NULL;
     }
-    if (s_bind(n, p->listen, err) != MC_OK) {
+    if (p->listen && s_bind(n, p->listen, err) != MC_OK) {
         mc_node_destroy(&n);
         return NULL;
     }
@@ -204,7 +214,7 @@ static void s_free_buf(void *data, void *hint) {
     free(data);
 }
 
-static void s_send(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *reply) {
+static void s_send(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *reply) {
     uint8_t *buf;
     size_t len;
     char err[MC_ERR_LEN];
@@ -212,11 +222,17 @@ static void s_send(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *reply) {
         MC_LOGE("cannot encode a %s reply: %s", mc_wire_kind_name(reply->kind), err);
         return;
     }
+    if (n->capture) { // every message gets at most one reply
+        free(n->captured);
+        n->captured = buf, n->captured_len = len;
+        n->stats.bytes_out += len;
+        return;
+    }
     zmq_msg_t body;
     zmq_msg_init_data(&body, buf, len, s_free_buf, NULL);
     // A ROUTER drops messages for peers that are gone or not reading, so a
     // vanished coordinator never blocks the node.
-    if (zmq_msg_send(id, n->sock, ZMQ_SNDMORE) < 0 || zmq_msg_send(&body, n->sock, 0) < 0) {
+    if (zmq_send(n->sock, id->id, id->len, ZMQ_SNDMORE) < 0 || zmq_msg_send(&body, n->sock, 0) < 0) {
         MC_LOGW("reply not sent: %s", zmq_strerror(zmq_errno()));
         zmq_msg_close(&body);
         return;
@@ -224,7 +240,7 @@ static void s_send(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *reply) {
     n->stats.bytes_out += len;
 }
 
-static void s_send_error(mc_node_t *n, zmq_msg_t *id, uint64_t request_id, mc_err_t code, const char *msg) {
+static void s_send_error(mc_node_t *n, const s_peer_t *id, uint64_t request_id, mc_err_t code, const char *msg) {
     mc_wire_msg_t r = {.kind = MC_WIRE_MSG_ERROR, .request_id = request_id};
     r.u.error.code = code;
     // Messages lead with the node name so a coordinator can pass them on as they are.
@@ -295,13 +311,13 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want) {
     return pairs;
 }
 
-static void s_on_assign(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
+static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_assign_t *a = &m->u.assign;
-    size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = zmq_msg_size(id);
+    size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = id->len;
     uint64_t now_ms = s_now_us() / 1000;
     bool same = !memcmp(a->held, n->held, cells);
     bool active = n->owner_len && now_ms - n->owner_seen_ms < n->lease_ms;
-    bool mine = n->owner_len == id_len && !memcmp(n->owner, zmq_msg_data(id), id_len) && n->owner_session == a->session_id;
+    bool mine = n->owner_len == id_len && !memcmp(n->owner, id->id, id_len) && n->owner_session == a->session_id;
     if (!same && active && !mine) {
         char msg[MC_ERR_LEN];
         snprintf(msg, sizeof msg, "already serving a different placement for coordinator session %016llx (heard from %llu ms ago); "
@@ -310,7 +326,7 @@ static void s_on_assign(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
         return;
     }
     if (!active || mine) {
-        memcpy(n->owner, zmq_msg_data(id), id_len);
+        memcpy(n->owner, id->id, id_len);
         n->owner_len = id_len, n->owner_session = a->session_id, n->owner_seen_ms = now_ms;
     }
     uint32_t pairs = s_place(n, a->held);
@@ -321,7 +337,7 @@ static void s_on_assign(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
 
 // --- expert computation -------------------------------------------------------------
 
-static void s_on_request(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
+static void s_on_request(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_request_t *r = &m->u.request;
     uint64_t t0 = s_now_us();
     // Results stay exact for f32 and q8_0 requests; f16 and bf16 requests
@@ -360,7 +376,7 @@ static uint64_t s_total_memory(void) {
     return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
 }
 
-static void s_on_hello(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
+static void s_on_hello(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_hello_t *h = &m->u.hello;
     char msg[MC_ERR_LEN];
     if (h->version != MC_WIRE_VERSION) {
@@ -383,13 +399,12 @@ static void s_on_hello(mc_node_t *n, zmq_msg_t *id, const mc_wire_msg_t *m) {
 
 // --- loop -------------------------------------------------------------------------
 
-static void s_handle(mc_node_t *n, zmq_msg_t *id, zmq_msg_t *body) {
-    size_t len = zmq_msg_size(body);
+static void s_handle(mc_node_t *n, const s_peer_t *id, const void *body, size_t len) {
     mc_wire_msg_t m;
     uint64_t bad_id = 0;
     char err[MC_ERR_LEN];
     n->stats.bytes_in += len;
-    mc_err_t rc = mc_wire_decode(&n->lim, zmq_msg_data(body), len, &m, &bad_id, err);
+    mc_err_t rc = mc_wire_decode(&n->lim, body, len, &m, &bad_id, err);
     if (rc == MC_ERR_NET) {
         n->stats.errors++;
         MC_LOGW("node %s: dropped a message: %s", n->name, err);
@@ -399,8 +414,8 @@ static void s_handle(mc_node_t *n, zmq_msg_t *id, zmq_msg_t *body) {
         s_send_error(n, id, bad_id, rc, err);
         return;
     }
-    size_t id_len = zmq_msg_size(id);
-    if (n->owner_len == id_len && !memcmp(n->owner, zmq_msg_data(id), id_len)) n->owner_seen_ms = s_now_us() / 1000;
+    size_t id_len = id->len;
+    if (n->owner_len == id_len && !memcmp(n->owner, id->id, id_len)) n->owner_seen_ms = s_now_us() / 1000;
     mc_wire_msg_t r = {.request_id = m.request_id};
     switch (m.kind) {
     case MC_WIRE_MSG_HELLO: s_on_hello(n, id, &m); break;
@@ -452,7 +467,8 @@ static bool s_serve_one(mc_node_t *n) {
         zmq_msg_close(&part);
     }
     if (parts == 1 && zmq_msg_size(&id) <= MC_NODE_ID_MAX) {
-        s_handle(n, &id, &body);
+        const s_peer_t peer = {zmq_msg_data(&id), zmq_msg_size(&id)};
+        s_handle(n, &peer, zmq_msg_data(&body), zmq_msg_size(&body));
     } else {
         n->stats.errors++;
         MC_LOGW("node %s: dropped a message of %d frames", n->name, parts);
@@ -462,7 +478,22 @@ static bool s_serve_one(mc_node_t *n) {
     return true;
 }
 
+mc_err_t mc_node_handle(mc_node_t *n, const void *peer, size_t peer_len, const void *msg, size_t len, uint8_t **reply,
+                        size_t *reply_len, char *err) {
+    if (peer_len > MC_NODE_ID_MAX)
+        return mc_err_set(err, MC_ERR_ARG, "peer id of %zu bytes (at most %d)", peer_len, MC_NODE_ID_MAX);
+    const s_peer_t id = {peer, peer_len};
+    n->capture = true;
+    n->captured = NULL, n->captured_len = 0;
+    s_handle(n, &id, msg, len);
+    n->capture = false;
+    *reply = n->captured, *reply_len = n->captured_len;
+    n->captured = NULL;
+    return MC_OK;
+}
+
 mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err) {
+    if (!n->sock) return mc_err_set(err, MC_ERR_ARG, "node %s has no socket (made without an endpoint)", n->name);
     zmq_pollitem_t item = {.socket = n->sock, .events = ZMQ_POLLIN};
     while (!atomic_load(stop)) {
         int rc = zmq_poll(&item, 1, MC_NODE_POLL_MS);

@@ -29,6 +29,7 @@
 typedef struct {
     const char *model;  // GGUF file
     const char *listen; // ZeroMQ endpoint to bind, e.g. tcp://*:5555 or tcp://127.0.0.1:*
+                        // (NULL: no socket, only mc_node_handle)
     const char *name;   // reported to coordinators; NULL: the host name
     int threads;        // compute threads
     uint32_t lease_ms;  // how long a silent coordinator keeps its placement
@@ -53,6 +54,13 @@ void mc_node_destroy(mc_node_t **n);
 
 // The endpoint actually bound (a tcp://host:* wildcard resolved to its port).
 const char *mc_node_endpoint(const mc_node_t *n);
+
+// Handle one message as if it had come from peer (its routing id, at most
+// 256 bytes) and encode the reply, if it gets one, into *reply (malloc'd;
+// NULL when the message is dropped). The serving loop runs the same code
+// for every message it receives; tests and fuzzers call this directly.
+mc_err_t mc_node_handle(mc_node_t *n, const void *peer, size_t peer_len, const void *msg, size_t len, uint8_t **reply,
+                        size_t *reply_len, char *err);
 
 // Serve until *stop becomes non-zero (checked at least every 100 ms; a
 // signal handler may set it: atomic_int is lock-free, see node.c). Returns

@@ -491,6 +491,58 @@ static void test_stops_promptly(void **state) {
     assert_int_equal(f->run_rc, MC_OK);
 }
 
+// The serving code without a socket: what tests and fuzzers drive directly.
+static void test_handle_without_socket(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    s_model("q4", MC_DTYPE_Q4_0, 64, 128, path, sizeof path);
+    mc_node_params_t p = mc_node_params_default();
+    p.model = path, p.name = "direct", p.threads = 1;
+    mc_node_t *n = mc_node_new(&p, err);
+    assert_non_null(n);
+    atomic_int stop = 1;
+    assert_int_equal(mc_node_run(n, &stop, err), MC_ERR_ARG); // nothing to serve on
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    const mc_wire_limits_t lim = mc_wire_limits(m);
+    mc_wire_msg_t h = {.kind = MC_WIRE_MSG_HELLO, .request_id = 5};
+    h.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "c"};
+    mc_model_destroy(&m);
+    uint8_t *buf, *reply;
+    size_t len, reply_len;
+    assert_int_equal(mc_wire_encode(&h, &buf, &len, err), MC_OK);
+    assert_int_equal(mc_node_handle(n, "peer", 4, buf, len, &reply, &reply_len, err), MC_OK);
+    free(buf);
+    mc_wire_msg_t r;
+    assert_non_null(reply);
+    assert_int_equal(mc_wire_decode(&lim, reply, reply_len, &r, NULL, err), MC_OK);
+    assert_int_equal(r.kind, MC_WIRE_MSG_HELLO);
+    assert_true(r.request_id == 5);
+    assert_string_equal(r.u.hello.name, "direct");
+    mc_wire_msg_free(&r);
+    free(reply);
+    // A request for an expert it was not assigned: an error reply.
+    int32_t experts[2] = {0, 1};
+    float weights[2] = {0.5f, 0.5f}, x[64] = {0};
+    mc_wire_msg_t q = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 6};
+    q.u.request = (mc_wire_request_t){0, MC_WIRE_F32, 1, 64, (const uint8_t *)x, sizeof x, 2, experts, weights};
+    assert_int_equal(mc_wire_encode(&q, &buf, &len, err), MC_OK);
+    assert_int_equal(mc_node_handle(n, "peer", 4, buf, len, &reply, &reply_len, err), MC_OK);
+    free(buf);
+    assert_non_null(reply);
+    assert_int_equal(mc_wire_decode(&lim, reply, reply_len, &r, NULL, err), MC_OK);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_true(r.request_id == 6);
+    mc_wire_msg_free(&r);
+    free(reply);
+    // Bytes that are not a message: dropped, no reply.
+    assert_int_equal(mc_node_handle(n, "peer", 4, "\xff\xff\xff", 3, &reply, &reply_len, err), MC_OK);
+    assert_null(reply);
+    uint8_t long_id[300] = {0};
+    assert_int_equal(mc_node_handle(n, long_id, sizeof long_id, "x", 1, &reply, &reply_len, err), MC_ERR_ARG);
+    mc_node_destroy(&n);
+}
+
 static void test_parse_args(void **state) {
     (void)state;
     mc_node_params_t p = mc_node_params_default();
@@ -548,6 +600,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_q8_wire_q4_0_weights, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_placement_ownership, s_setup, s_teardown),
+        cmocka_unit_test(test_handle_without_socket),
         cmocka_unit_test_setup_teardown(test_resident_memory_follows_share, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stops_promptly, s_setup, s_teardown),
         cmocka_unit_test(test_parse_args),
