@@ -499,10 +499,6 @@ mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err) {
         int rc = zmq_poll(&item, 1, MC_NODE_POLL_MS);
         if (rc < 0 && zmq_errno() != EINTR) return mc_err_set(err, MC_ERR_NET, "poll: %s", zmq_strerror(zmq_errno()));
         while (rc > 0 && !atomic_load(stop) && s_serve_one(n)) {}
-        // Idle until the next request: the workers sleep rather than spin,
-        // leaving the cores to the coordinator and to nodes sharing the
-        // machine. The next job starts without waiting for them to wake.
-        if (rc > 0) mc_pool_rest(n->pool);
     }
     return MC_OK;
 }
