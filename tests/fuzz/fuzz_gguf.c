@@ -1,11 +1,14 @@
 /*
  * fuzz_gguf: any file through the GGUF reader, then, when it parses, through
  * everything that reads a parsed file: metadata getters, the tokenizer, the
- * model binding, an embedding row and an expert lookup.
+ * model binding, an embedding row and an expert lookup, and for a small
+ * model that binds, a forward pass over two tokens (whatever hyperparameters
+ * the binding accepted must be safe to evaluate).
  */
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "engine.h"
 #include "gguf.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -51,6 +54,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(row);
     mc_expert_t e;
     (void)mc_model_expert(m, 0, 0, &e);
+    // Small enough to evaluate at fuzzing speed (the seeds are).
+    const mc_hparams_t *hp = &m->hp;
+    const uint64_t work = (uint64_t)hp->dim * (hp->n_vocab + (uint64_t)hp->n_layer * (4 * hp->dim + 3 * hp->ffn));
+    if (work <= (1u << 22) && hp->n_ctx_train >= 2) {
+        mc_engine_params_t ep = mc_engine_params_default();
+        ep.n_ctx = 2;
+        mc_engine_t *eng = mc_engine_new(m, &ep, err);
+        if (eng) {
+            const int32_t ids[2] = {1 % (int32_t)hp->n_vocab, 2 % (int32_t)hp->n_vocab};
+            float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
+            if (!logits) abort();
+            (void)mc_engine_eval(eng, ids, 2, 0, MC_LOGITS_LAST, logits, err);
+            free(logits);
+            mc_engine_destroy(&eng);
+        }
+    }
     mc_model_destroy(&m);
     return 0;
 }
