@@ -530,10 +530,19 @@ mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, c
         for (int i = 0; i < n_items; i++) {
             if (!(items[i].revents & ZMQ_POLLIN)) continue;
             mc_wire_msg_t msg;
-            if ((rc = s_recv(c, who[i], &msg, err))) return rc;
-            if (msg.request_id == who[i]->req_id) rc = s_take_result(c, who[i], &msg, err);
-            mc_wire_msg_free(&msg); // anything else is a stale reply
-            if (rc) return rc;
+            if ((rc = s_recv(c, who[i], &msg, err)) == MC_OK) {
+                if (msg.request_id == who[i]->req_id) rc = s_take_result(c, who[i], &msg, err);
+                mc_wire_msg_free(&msg); // anything else is a stale reply
+            }
+            if (rc) {
+                // A wrong answer is treated like silence: a node restarted
+                // within the timeout has lost its placement and refuses the
+                // request, and the run must not end for that. The probe
+                // hands it its placement again.
+                MC_LOGW("%s: computing its experts here until it is back", err);
+                s_mark_dead(c, who[i]);
+                if ((rc = s_fallback(c, who[i], layer, err))) return rc;
+            }
         }
     }
 

@@ -337,6 +337,62 @@ static void test_node_killed_and_back(void **state) {
     mc_model_destroy(&m);
 }
 
+// Restarted before the coordinator noticed: the new process has no
+// placement and refuses the requests. The run goes on, computing that
+// node's experts locally, and the node is handed its placement again.
+static void test_node_restarted_quickly(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
+    if (!m) skip();
+    int32_t g[1];
+    s_load_ids(s_prompts[1]);
+    float *ref = s_logits(m, NULL, g, 0);
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_start(&ns, path, p, 2, MC_WIRE_F32, NULL);
+    ns.cfg->timeout_ms = 2000;
+    ns.cfg->retry_ms = 20;
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
+    assert_non_null(c);
+    mc_engine_set_moe(e, mc_cluster_moe, c);
+    const size_t bytes = s_n_ids * m->hp.n_vocab * sizeof(float);
+    float *got = malloc(bytes);
+    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, bytes);
+
+    kill(ns.procs[1].pid, SIGKILL);
+    waitpid(ns.procs[1].pid, NULL, 0);
+    mc_nodeproc_params_t np = mc_nodeproc_params_default();
+    np.exe = s_exe, np.model = path, np.name = "node-2", np.listen = ns.cfg->nodes[1].endpoint;
+    if (mc_nodeproc_start(&np, &ns.procs[1], err)) fail_msg("%s", err);
+    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, bytes);
+    mc_cluster_node_stats_t st;
+    mc_cluster_node_stats(c, 1, &st);
+    assert_int_equal(st.deaths, 1);
+    for (int i = 0; i < 500 && !st.alive; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        assert_int_equal(mc_engine_eval(e, s_ids, 1, 0, MC_LOGITS_LAST, got, err), MC_OK);
+        mc_cluster_node_stats(c, 1, &st);
+    }
+    assert_true(st.alive);
+    const uint64_t before = st.requests;
+    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, bytes);
+    mc_cluster_node_stats(c, 1, &st);
+    assert_true(st.requests > before);
+    free(got), free(ref);
+    mc_cluster_destroy(&c);
+    mc_engine_destroy(&e);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
@@ -346,6 +402,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_other_model_refused, s_stop_live),
         cmocka_unit_test_teardown(test_missing_node, s_stop_live),
         cmocka_unit_test_teardown(test_node_killed_and_back, s_stop_live),
+        cmocka_unit_test_teardown(test_node_restarted_quickly, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
