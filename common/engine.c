@@ -25,6 +25,7 @@ struct mc_engine {
     mc_engine_moe_fn moe_fn;
     void *moe_ctx;
     const mc_kernel_t *f32; // q.k dots: same lane order, same bits on every ISA
+    mc_axpy_fn axpy;        // value rows weighted into the output (same bits on every ISA)
 
     float *k_cache;  // (n_layer, n_ctx, kv_dim)
     float *v_cache;  // (n_layer, n_ctx, kv_dim)
@@ -82,6 +83,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
            kvd = (size_t)hp->n_head_kv * hp->head_dim;
     size_t cache = (size_t)hp->n_layer * e->p.n_ctx * kvd;
     e->f32 = mc_kernel_get(MC_DTYPE_F32, e->p.isa);
+    e->axpy = mc_kernel_axpy(e->p.isa);
     e->pool = mc_pool_new(p->n_threads);
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
@@ -211,11 +213,7 @@ static void s_attn_task(void *arg, int ith, int nth) {
         s_softmax(sc, n_pos);
         float *out = e->att + (size_t)t * qd + (size_t)h * hd;
         memset(out, 0, hd * sizeof(float));
-        for (uint32_t p = 0; p < n_pos; p++) {
-            const float *v = vc + (size_t)p * kvd + (size_t)kvh * hd;
-            float w = sc[p];
-            for (uint32_t i = 0; i < hd; i++) out[i] += w * v[i];
-        }
+        for (uint32_t p = 0; p < n_pos; p++) e->axpy(hd, sc[p], vc + (size_t)p * kvd + (size_t)kvh * hd, out);
     }
 }
 

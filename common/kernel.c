@@ -506,6 +506,18 @@ const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa) {
     return s_find(s_scalar, S_N_SCALAR, wtype);
 }
 
+static void s_axpy(int64_t n, float a, const float *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] + a * x[i];
+}
+
+mc_axpy_fn mc_kernel_axpy(mc_isa_t isa) {
+    if (isa == MC_ISA_BEST) isa = mc_kernel_best_isa();
+    mc_axpy_fn f = NULL;
+    if (isa != MC_ISA_SCALAR && s_isa_runs(isa))
+        f = isa == MC_ISA_AVX2 || isa == MC_ISA_AVX_VNNI ? mc_kernel_axpy_avx2() : mc_kernel_axpy_neon();
+    return f ? f : s_axpy;
+}
+
 // MC_ISA=scalar|avx2|avx-vnni|neon|neon-dotprod selects a lower ISA than the best
 // (benchmarks, debugging); a value this CPU cannot run, or an unknown one, is
 // ignored.

@@ -77,6 +77,14 @@ void mc_kernel_prep(const mc_kernel_t *k, void *a, int64_t n);
 // or ISAs without a faster version); NULL when wtype is not a weight type.
 const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa);
 
+// y[i] = y[i] + a * x[i] for i < n: the product rounded to f32, then the
+// add (never fused), element by element, so every ISA gives the scalar
+// loop's bits. Attention weights its value rows with it.
+typedef void (*mc_axpy_fn)(int64_t n, float a, const float *x, float *y);
+
+// The axpy of `isa` (scalar where it has none or the CPU cannot run it).
+mc_axpy_fn mc_kernel_axpy(mc_isa_t isa);
+
 // Best ISA this CPU supports (checked at run time).
 mc_isa_t mc_kernel_best_isa(void);
 const char *mc_kernel_isa_name(mc_isa_t isa);

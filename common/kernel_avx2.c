@@ -849,6 +849,17 @@ static const mc_kernel_t s_vnni[] = {S_TABLE(MC_ISA_AVX_VNNI, s_vnni_)};
 #undef S_KP
 #undef S_K
 
+// Attention's value rows: 8 lanes, the same product and add per element.
+S_FN void s_axpy(int64_t n, float a, const float *x, float *y) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] = y[i] + a * x[i];
+}
+
+mc_axpy_fn mc_kernel_axpy_avx2(void) { return s_axpy; }
+
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
     *count = sizeof s_avx2 / sizeof s_avx2[0];
     return s_avx2;
@@ -860,6 +871,8 @@ const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count) {
 }
 
 #else
+
+mc_axpy_fn mc_kernel_axpy_avx2(void) { return NULL; }
 
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
     *count = 0;

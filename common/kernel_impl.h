@@ -23,4 +23,8 @@ const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count);
 const mc_kernel_t *mc_kernel_table_neon(size_t *count);
 const mc_kernel_t *mc_kernel_table_neon_dotprod(size_t *count);
 
+// The axpy of AVX2 and of NEON (NULL where not built).
+mc_axpy_fn mc_kernel_axpy_avx2(void);
+mc_axpy_fn mc_kernel_axpy_neon(void);
+
 #endif

@@ -854,6 +854,15 @@ static const mc_kernel_t s_neon_dotprod[] = S_TABLE(sdot, MC_ISA_NEON_DOTPROD);
 #undef S_TABLE
 #undef S_K
 
+// Attention's value rows: 4 lanes, the same product and add per element.
+static void s_axpy(int64_t n, float a, const float *x, float *y) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vaddq_f32(vld1q_f32(y + i), vmulq_n_f32(vld1q_f32(x + i), a)));
+    for (; i < n; i++) y[i] = y[i] + a * x[i];
+}
+
+mc_axpy_fn mc_kernel_axpy_neon(void) { return s_axpy; }
+
 const mc_kernel_t *mc_kernel_table_neon(size_t *count) {
     *count = sizeof s_neon / sizeof s_neon[0];
     return s_neon;
@@ -865,6 +874,8 @@ const mc_kernel_t *mc_kernel_table_neon_dotprod(size_t *count) {
 }
 
 #else
+
+mc_axpy_fn mc_kernel_axpy_neon(void) { return NULL; }
 
 const mc_kernel_t *mc_kernel_table_neon(size_t *count) {
     *count = 0;

@@ -175,6 +175,41 @@ static size_t s_isas(mc_isa_t out[MC_ISA_BEST]) {
     return n;
 }
 
+// axpy: every ISA's bits are the scalar loop's (product rounded, then the
+// add), for every length around the vector widths and values of any scale.
+static void test_axpy_same_bits(void **state) {
+    (void)state;
+    mc_isa_t isas[MC_ISA_BEST];
+    const size_t n_isas = s_isas(isas);
+    const mc_axpy_fn ref = mc_kernel_axpy(MC_ISA_SCALAR);
+    float x[70], y0[70], want[70], got[70];
+    uint64_t rng = 12345;
+    for (int n = 0; n <= 70; n++)
+        for (int rep = 0; rep < 4; rep++) {
+            for (int i = 0; i < 70; i++) {
+                rng = rng * 6364136223846793005u + 1442695040888963407u;
+                x[i] = ldexpf((float)(int32_t)(rng >> 32) / 2147483648.f, (int)(rng % 40) - 20);
+                y0[i] = ldexpf((float)(int32_t)rng / 2147483648.f, (int)((rng >> 8) % 40) - 20);
+            }
+            const float a = ldexpf((float)(rep + 1) / 3.f, rep * 5 - 8);
+            memcpy(want, y0, sizeof want);
+            ref(n, a, x, want);
+            for (size_t k = 0; k < n_isas; k++) {
+                memcpy(got, y0, sizeof got);
+                mc_kernel_axpy(isas[k])(n, a, x, got);
+                assert_memory_equal(got, want, sizeof got); // elements past n untouched too
+            }
+        }
+    // An unfused product and add (a fused one would round once): 1 + 2^-12 squared.
+    const float a = 1.f + 0x1p-12f;
+    float xv[9], yv[9];
+    for (size_t k = 0; k < n_isas; k++) {
+        for (int i = 0; i < 9; i++) xv[i] = a, yv[i] = -1.f;
+        mc_kernel_axpy(isas[k])(9, a, xv, yv);
+        for (int i = 0; i < 9; i++) assert_true(yv[i] == 0x1p-11f);
+    }
+}
+
 static void test_dot_all_types(void **state) {
     (void)state;
     mc_isa_t isas[MC_ISA_BEST];
@@ -649,6 +684,7 @@ int main(void) {
         cmocka_unit_test(test_dot_same_bits),
         cmocka_unit_test(test_dot_q8_0_min_byte),
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_axpy_same_bits),
         cmocka_unit_test(test_isa_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
