@@ -58,7 +58,8 @@ const char *mc_node_endpoint(const mc_node_t *n);
 // Handle one message as if it had come from peer (its routing id, at most
 // 256 bytes) and encode the reply, if it gets one, into *reply (malloc'd;
 // NULL when the message is dropped). The serving loop runs the same code
-// for every message it receives; tests and fuzzers call this directly.
+// for every message it receives; tests and fuzzers call this directly (not
+// while mc_node_run serves the same node).
 mc_err_t mc_node_handle(mc_node_t *n, const void *peer, size_t peer_len, const void *msg, size_t len, uint8_t **reply,
                         size_t *reply_len, char *err);
 
