@@ -272,69 +272,109 @@ static void test_missing_node(void **state) {
     mc_model_destroy(&m);
 }
 
+// The node-lifecycle tests: two nodes (experts 0-3, 4-7) serving the f32
+// fixture through a cluster that probes lost nodes every 20 ms, and the
+// single-machine logits of one prompt to compare with.
+typedef struct {
+    char path[512];
+    mc_model_t *m;
+    mc_engine_t *e;
+    mc_cluster_t *c;
+    float *ref, *got; // (s_n_ids, n_vocab)
+    size_t bytes;
+} s_life_t;
+
+static bool s_life_start(s_life_t *l, s_nodes_t *ns, size_t prompt, uint32_t timeout_ms) {
+    char err[MC_ERR_LEN];
+    if (!(l->m = s_fixture("tiny-f32.gguf", l->path, sizeof l->path))) return false;
+    int32_t g[1];
+    s_load_ids(s_prompts[prompt]);
+    l->ref = s_logits(l->m, NULL, g, 0);
+    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_start(ns, l->path, p, 2, MC_WIRE_F32, NULL);
+    ns->cfg->timeout_ms = timeout_ms;
+    ns->cfg->retry_ms = 20;
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    l->e = mc_engine_new(l->m, &ep, err);
+    l->c = mc_cluster_new(ns->cfg, l->m, mc_engine_matmul(l->e), NULL, err);
+    assert_non_null(l->c);
+    mc_engine_set_moe(l->e, mc_cluster_moe, l->c);
+    l->bytes = s_n_ids * l->m->hp.n_vocab * sizeof(float);
+    l->got = malloc(l->bytes);
+    return true;
+}
+
+// The whole prompt through the cluster: the single-machine logits.
+static void s_life_eval_same(s_life_t *l) {
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_engine_eval(l->e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, l->got, err), MC_OK);
+    assert_memory_equal(l->got, l->ref, l->bytes);
+}
+
+// Node i killed, or killed and started again on its endpoint at once.
+static void s_life_kill(s_nodes_t *ns, size_t i) {
+    kill(ns->procs[i].pid, SIGKILL);
+    waitpid(ns->procs[i].pid, NULL, 0);
+    ns->procs[i].pid = 0;
+}
+
+static void s_life_restart(s_life_t *l, s_nodes_t *ns, size_t i) {
+    char err[MC_ERR_LEN];
+    mc_nodeproc_params_t np = mc_nodeproc_params_default();
+    np.exe = s_exe, np.model = l->path, np.name = ns->cfg->nodes[i].name, np.listen = ns->cfg->nodes[i].endpoint;
+    if (mc_nodeproc_start(&np, &ns->procs[i], err)) fail_msg("%s", err);
+}
+
+// One-token evaluations until node i is back (the probe runs between them).
+static void s_life_await_rejoin(s_life_t *l, size_t i, mc_cluster_node_stats_t *st) {
+    char err[MC_ERR_LEN];
+    mc_cluster_node_stats(l->c, i, st);
+    for (int k = 0; k < 500 && !st->alive; k++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        assert_int_equal(mc_engine_eval(l->e, s_ids, 1, 0, MC_LOGITS_LAST, l->got, err), MC_OK);
+        mc_cluster_node_stats(l->c, i, st);
+    }
+    assert_true(st->alive);
+}
+
+static void s_life_stop(s_life_t *l, s_nodes_t *ns) {
+    free(l->got), free(l->ref);
+    mc_cluster_destroy(&l->c);
+    mc_engine_destroy(&l->e);
+    s_stop(ns);
+    mc_model_destroy(&l->m);
+}
+
 // A node that dies after the handshake: its experts move to the coordinator
 // and the logits do not change. Started again on its endpoint it rejoins:
 // it gets its placement back and work again, and the logits still do not
 // change.
 static void test_node_killed_and_back(void **state) {
     (void)state;
-    char path[512], err[MC_ERR_LEN];
-    mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
-    if (!m) skip();
-    int32_t g[1];
-    s_load_ids(s_prompts[0]);
-    float *ref = s_logits(m, NULL, g, 0);
     static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
-    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
-    s_start(&ns, path, p, 2, MC_WIRE_F32, NULL);
-    ns.cfg->timeout_ms = 500;
-    ns.cfg->retry_ms = 20;
-    mc_engine_params_t ep = mc_engine_params_default();
-    ep.n_ctx = 64;
-    mc_engine_t *e = mc_engine_new(m, &ep, err);
-    mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
-    assert_non_null(c);
-    mc_engine_set_moe(e, mc_cluster_moe, c);
-    const size_t bytes = s_n_ids * m->hp.n_vocab * sizeof(float);
-    float *got = malloc(bytes);
-
-    kill(ns.procs[1].pid, SIGKILL);
-    waitpid(ns.procs[1].pid, NULL, 0);
-    ns.procs[1].pid = 0;
-    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
-    assert_memory_equal(got, ref, bytes);
+    s_life_t l;
+    if (!s_life_start(&l, &ns, 0, 500)) skip();
+    s_life_kill(&ns, 1);
+    s_life_eval_same(&l);
     mc_cluster_node_stats_t st;
-    mc_cluster_node_stats(c, 1, &st);
+    mc_cluster_node_stats(l.c, 1, &st);
     assert_false(st.alive);
     assert_int_equal(st.deaths, 1);
     const uint64_t before = st.requests;
-    mc_cluster_node_stats(c, 0, &st);
+    mc_cluster_node_stats(l.c, 0, &st);
     assert_true(st.alive);
     assert_true(st.requests > 0);
-    mc_cluster_node_stats(c, 1, &st);
 
-    // The same endpoint again (the old port: the node's config names it).
-    mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.model = path, np.name = "node-2", np.listen = ns.cfg->nodes[1].endpoint;
-    if (mc_nodeproc_start(&np, &ns.procs[1], err)) fail_msg("%s", err);
-    for (int i = 0; i < 500 && !st.alive; i++) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        assert_int_equal(mc_engine_eval(e, s_ids, 1, 0, MC_LOGITS_LAST, got, err), MC_OK);
-        mc_cluster_node_stats(c, 1, &st);
-    }
-    assert_true(st.alive);
+    s_life_restart(&l, &ns, 1); // the old port: the node's config names it
+    s_life_await_rejoin(&l, 1, &st);
     assert_int_equal(st.rejoins, 1);
-    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
-    assert_memory_equal(got, ref, bytes);
-    mc_cluster_node_stats(c, 1, &st);
+    s_life_eval_same(&l);
+    mc_cluster_node_stats(l.c, 1, &st);
     assert_true(st.alive);
     assert_true(st.requests > before);
-    free(got), free(ref);
-    mc_cluster_destroy(&c);
-    mc_engine_destroy(&e);
-    s_stop(&ns);
-    mc_model_destroy(&m);
+    s_life_stop(&l, &ns);
 }
 
 // Restarted before the coordinator noticed: the new process has no
@@ -342,55 +382,22 @@ static void test_node_killed_and_back(void **state) {
 // node's experts locally, and the node is handed its placement again.
 static void test_node_restarted_quickly(void **state) {
     (void)state;
-    char path[512], err[MC_ERR_LEN];
-    mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
-    if (!m) skip();
-    int32_t g[1];
-    s_load_ids(s_prompts[1]);
-    float *ref = s_logits(m, NULL, g, 0);
     static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
-    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
-    s_start(&ns, path, p, 2, MC_WIRE_F32, NULL);
-    ns.cfg->timeout_ms = 2000;
-    ns.cfg->retry_ms = 20;
-    mc_engine_params_t ep = mc_engine_params_default();
-    ep.n_ctx = 64;
-    mc_engine_t *e = mc_engine_new(m, &ep, err);
-    mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
-    assert_non_null(c);
-    mc_engine_set_moe(e, mc_cluster_moe, c);
-    const size_t bytes = s_n_ids * m->hp.n_vocab * sizeof(float);
-    float *got = malloc(bytes);
-    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
-    assert_memory_equal(got, ref, bytes);
-
-    kill(ns.procs[1].pid, SIGKILL);
-    waitpid(ns.procs[1].pid, NULL, 0);
-    mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.model = path, np.name = "node-2", np.listen = ns.cfg->nodes[1].endpoint;
-    if (mc_nodeproc_start(&np, &ns.procs[1], err)) fail_msg("%s", err);
-    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
-    assert_memory_equal(got, ref, bytes);
+    s_life_t l;
+    if (!s_life_start(&l, &ns, 1, 2000)) skip();
+    s_life_eval_same(&l);
+    s_life_kill(&ns, 1);
+    s_life_restart(&l, &ns, 1);
+    s_life_eval_same(&l);
     mc_cluster_node_stats_t st;
-    mc_cluster_node_stats(c, 1, &st);
+    mc_cluster_node_stats(l.c, 1, &st);
     assert_int_equal(st.deaths, 1);
-    for (int i = 0; i < 500 && !st.alive; i++) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        assert_int_equal(mc_engine_eval(e, s_ids, 1, 0, MC_LOGITS_LAST, got, err), MC_OK);
-        mc_cluster_node_stats(c, 1, &st);
-    }
-    assert_true(st.alive);
+    s_life_await_rejoin(&l, 1, &st);
     const uint64_t before = st.requests;
-    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
-    assert_memory_equal(got, ref, bytes);
-    mc_cluster_node_stats(c, 1, &st);
+    s_life_eval_same(&l);
+    mc_cluster_node_stats(l.c, 1, &st);
     assert_true(st.requests > before);
-    free(got), free(ref);
-    mc_cluster_destroy(&c);
-    mc_engine_destroy(&e);
-    s_stop(&ns);
-    mc_model_destroy(&m);
+    s_life_stop(&l, &ns);
 }
 
 int main(void) {

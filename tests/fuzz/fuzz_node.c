@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_seed.h"
 #include "mkmodel.h"
 #include "model.h"
 #include "node.h"
@@ -25,7 +26,7 @@ static mc_wire_limits_t s_coord; // what a coordinator accepts from this node
 // Encodes m, hands it to the node (the reply must be the expected kind) and,
 // with MC_FUZZ_SEEDS=DIR, also writes it there as a seed.
 static void s_feed(const mc_wire_msg_t *m, mc_wire_kind_t want, const char *seed) {
-    char err[MC_ERR_LEN], path[4096];
+    char err[MC_ERR_LEN];
     uint8_t *buf, *reply;
     size_t len, reply_len;
     mc_wire_msg_t r;
@@ -37,12 +38,7 @@ static void s_feed(const mc_wire_msg_t *m, mc_wire_kind_t want, const char *seed
     }
     mc_wire_msg_free(&r);
     free(reply);
-    const char *dir = getenv("MC_FUZZ_SEEDS");
-    if (dir) {
-        snprintf(path, sizeof path, "%s/seed-%s", dir, seed);
-        FILE *f = fopen(path, "wb");
-        if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0) abort();
-    }
+    mc_fuzz_seed_write(seed, buf, len);
     free(buf);
 }
 

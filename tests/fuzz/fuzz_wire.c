@@ -8,19 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_seed.h"
 #include "wire.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void s_seed(const char *dir, const char *name, const mc_wire_msg_t *m) {
-    char err[256], path[4096];
+static void s_seed(const char *name, const mc_wire_msg_t *m) {
+    char err[256];
     uint8_t *buf = NULL;
     size_t len = 0;
     if (mc_wire_encode(m, &buf, &len, err) != MC_OK) abort();
-    snprintf(path, sizeof path, "%s/seed-%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0) abort();
+    mc_fuzz_seed_write(name, buf, len);
     free(buf);
 }
 
@@ -29,20 +28,19 @@ static void s_seed(const char *dir, const char *name, const mc_wire_msg_t *m) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    const char *dir = getenv("MC_FUZZ_SEEDS");
-    if (!dir) return 0;
+    if (!getenv("MC_FUZZ_SEEDS")) return 0;
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_HELLO, .request_id = 1};
     m.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = 42, .threads = 2, .memory_bytes = 1u << 30};
     strcpy(m.u.hello.name, "pi-1");
-    s_seed(dir, "hello", &m);
+    s_seed("hello", &m);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_HEARTBEAT, .request_id = 2};
     m.u.heartbeat = 7;
-    s_seed(dir, "heartbeat", &m);
+    s_seed("heartbeat", &m);
     uint8_t held[4 * 8];
     for (int i = 0; i < 4 * 8; i++) held[i] = (uint8_t)(i % 3 == 0);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ASSIGN, .request_id = 3};
     m.u.assign = (mc_wire_assign_t){.session_id = 9, .n_layer = 4, .n_expert = 8, .held = held};
-    s_seed(dir, "assign", &m);
+    s_seed("assign", &m);
     // Two q8_0 rows of 64 values (2 blocks each) for experts 0 and 2.
     uint8_t rows[2 * 2 * 34];
     float x[2 * 64];
@@ -53,18 +51,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_REQUEST, .request_id = 4};
     m.u.request = (mc_wire_request_t){.layer = 1, .enc = MC_WIRE_Q8_0, .n_rows = 2, .dim = 64, .rows = rows,
                                       .rows_len = sizeof rows, .k = 2, .experts = experts, .weights = weights};
-    s_seed(dir, "request", &m);
+    s_seed("request", &m);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_RESULT, .request_id = 4};
     m.u.result = (mc_wire_result_t){.n_rows = 2, .dim = 64, .enc = MC_WIRE_F32, .rows = (const uint8_t *)x,
                                     .rows_len = sizeof x, .compute_us = 100};
-    s_seed(dir, "result", &m);
+    s_seed("result", &m);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ERROR, .request_id = 5};
     m.u.error.code = MC_ERR_RANGE;
     strcpy(m.u.error.message, "layer 9 out of range");
-    s_seed(dir, "error", &m);
+    s_seed("error", &m);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_STATS, .request_id = 6};
     m.u.stats = (mc_wire_stats_t){1, 2, 3, 4, 5, 6};
-    s_seed(dir, "stats", &m);
+    s_seed("stats", &m);
     return 0;
 }
 
