@@ -29,23 +29,6 @@ enum {
     S_IPC_MAX = 107,  // sun_path holds 108 bytes with the NUL
 };
 
-static const char *const s_wire_names[] = {"f32", "f16", "bf16", "q8_0"};
-
-const char *mc_wire_enc_name(mc_wire_enc_t enc) {
-    if ((unsigned)enc >= sizeof s_wire_names / sizeof s_wire_names[0]) return "unknown";
-    return s_wire_names[enc];
-}
-
-bool mc_wire_enc_from_name(const char *name, mc_wire_enc_t *out) {
-    for (unsigned i = 0; name && i < sizeof s_wire_names / sizeof s_wire_names[0]; i++) {
-        if (!strcmp(name, s_wire_names[i])) {
-            *out = (mc_wire_enc_t)i;
-            return true;
-        }
-    }
-    return false;
-}
-
 // --- small text helpers ---------------------------------------------------
 
 // snprintf-style append: *len counts every byte asked for, buf keeps what
@@ -384,7 +367,7 @@ static bool s_append_node(mc_cluster_config_t *c, const mc_cluster_node_t *n) {
 mc_cluster_config_t *mc_cluster_config_new(void) {
     mc_cluster_config_t *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->wire = MC_WIRE_Q8_0;
+    c->wire = MC_WIRE_AUTO;
     c->timeout_ms = MC_CLUSTER_DEFAULT_TIMEOUT_MS;
     c->retry_ms = MC_CLUSTER_DEFAULT_RETRY_MS;
     memset(c->local_layers.bits, 0xff, sizeof c->local_layers.bits);
@@ -713,7 +696,7 @@ static bool s_parse_root(s_parser_t *ps) {
         case S_ROOT_WIRE:
             ok = s_string(ps, "wire");
             if (ok && !mc_wire_enc_from_name(s_text(ps), &c->wire))
-                ok = s_fail(ps, s_here(ps), "unknown wire encoding '%s' (expected f32, f16, bf16 or q8_0)",
+                ok = s_fail(ps, s_here(ps), "unknown wire encoding '%s' (expected auto, f32, f16, bf16, q8_0, q8_1 or q8_k)",
                             s_quote(s_text(ps), q, sizeof q));
             break;
         case S_ROOT_TIMEOUT:
@@ -993,7 +976,7 @@ static bool s_write_set(FILE *f, const char *key, const uint64_t *bits, uint32_t
 mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *err) {
     if (!c || !f) return mc_err_set(err, MC_ERR_ARG, "cluster write: NULL argument");
     if (!c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "cluster write: a cluster needs at least one node");
-    if ((unsigned)c->wire > MC_WIRE_Q8_0)
+    if ((unsigned)c->wire >= MC_WIRE_N_ENC && c->wire != MC_WIRE_AUTO)
         return mc_err_set(err, MC_ERR_ARG, "cluster write: bad wire encoding %d", (int)c->wire);
     if (c->timeout_ms < 1 || c->timeout_ms > MC_CLUSTER_MAX_TIMEOUT_MS)
         return mc_err_set(err, MC_ERR_ARG, "cluster write: timeout_ms %" PRIu32 " is outside 1..%u", c->timeout_ms,

@@ -3,7 +3,7 @@
  * expert nodes are and which (layer, expert) pairs each of them holds.
  *
  *   model: models/mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf  # optional; relative to this file
- *   wire: q8_0                # f32 | f16 | bf16 | q8_0 (default q8_0)
+ *   wire: auto                # auto | f32 | f16 | bf16 | q8_0 | q8_1 | q8_k (default auto)
  *   timeout_ms: 5000          # 1..600000 (default 5000)
  *   retry_ms: 2000            # probe a dead node this often to let it rejoin;
  *                             # 0..600000, 0 = never (default 2000)
@@ -47,13 +47,6 @@
 #define MC_CLUSTER_DEFAULT_TIMEOUT_MS 5000u
 #define MC_CLUSTER_MAX_TIMEOUT_MS 600000u
 #define MC_CLUSTER_DEFAULT_RETRY_MS 2000u
-
-// Short name of an encoding ("f32", "f16", "bf16", "q8_0"); "unknown" for
-// values outside the enum.
-const char *mc_wire_enc_name(mc_wire_enc_t enc);
-
-// Encoding named `name` into *out; false (out untouched) for anything else.
-bool mc_wire_enc_from_name(const char *name, mc_wire_enc_t *out);
 
 // Id sets as bitsets: bit i of bits[i / 64] is id i.
 typedef struct {
@@ -131,7 +124,7 @@ bool mc_cluster_node_holds(const mc_cluster_node_t *n, uint32_t layer, uint32_t 
 bool mc_cluster_config_local_holds(const mc_cluster_config_t *c, uint32_t layer, uint32_t expert);
 
 // Building a config in code (the demo, tests): an empty config with the
-// defaults (no model, q8_0, 5000 ms, no nodes, local holds nothing), then
+// defaults (no model, auto wire, 5000 ms, no nodes, local holds nothing), then
 // nodes and the model. Values are checked as the parser checks them
 // (MC_ERR_ARG); experts / layers NULL mean all.
 mc_cluster_config_t *mc_cluster_config_new(void);

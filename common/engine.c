@@ -258,7 +258,8 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, uint32_t n, uin
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const mc_layer_t *L = &m->layers[l];
         s_rmsnorm(e->xn, e->x, L->attn_norm, n, dim, hp->rms_eps);
-        const mc_matmul_op_t qkv[] = {{&L->wq, e->xn, n, e->q}, {&L->wk, e->xn, n, e->k}, {&L->wv, e->xn, n, e->v}};
+        const mc_matmul_op_t qkv[] = {
+            {&L->wq, e->xn, n, e->q, NULL}, {&L->wk, e->xn, n, e->k, NULL}, {&L->wv, e->xn, n, e->v, NULL}};
         if ((rc = mc_matmul_many(e->mm, qkv, 3)))
             return mc_err_set(err, rc, "layer %u: attention projection failed", l);
         float *kc = e->k_cache + ((size_t)l * e->p.n_ctx + pos) * kvd;

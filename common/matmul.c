@@ -189,23 +189,22 @@ static void s_job_run(mc_matmul_t *mm, s_job_t *j) {
         mc_pool_run(mm->pool, s_matmul_task, j);
 }
 
-void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y) {
-    s_job_t j = {.n_parts = 0};
-    s_job_add(&j, mc_pool_threads(mm->pool), mc_matmul_kernel(mm, w->type), w, xa, n_tok, y);
-    s_job_run(mm, &j);
-}
-
 mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops) {
     for (size_t first = 0; first < n_ops; first += MC_MM_MAX_PARTS) {
         size_t n = n_ops - first < MC_MM_MAX_PARTS ? n_ops - first : MC_MM_MAX_PARTS;
         // Products with the same input and kernel (an expert's gate and up)
         // share its converted rows: conv[i] is op i's entry in convs.
+        // Ops with converted rows (xa) need no entry: conv[i] is then n.
         s_conv_t convs[MC_MM_MAX_PARTS];
         size_t conv[MC_MM_MAX_PARTS], off[MC_MM_MAX_PARTS], n_convs = 0, need = 0;
         for (size_t i = 0; i < n; i++) {
             const mc_matmul_op_t *op = &ops[first + i];
             const mc_kernel_t *k = mc_matmul_kernel(mm, op->w->type);
             if (!k) return MC_ERR_UNSUPPORTED;
+            if (op->xa) {
+                conv[i] = n;
+                continue;
+            }
             size_t c = 0;
             while (c < n_convs && !(convs[c].k == k && convs[c].x == op->x && convs[c].n_in == op->w->n_in &&
                                     convs[c].n_tok == op->n_tok))
@@ -229,7 +228,11 @@ mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops
         s_job_t j = {.n_parts = 0};
         for (size_t i = 0; i < n; i++) {
             const mc_matmul_op_t *op = &ops[first + i];
-            s_job_add(&j, mc_pool_threads(mm->pool), convs[conv[i]].k, op->w, convs[conv[i]].xa, op->n_tok, op->y);
+            if (conv[i] == n)
+                s_job_add(&j, mc_pool_threads(mm->pool), mc_matmul_kernel(mm, op->w->type), op->w, op->xa, op->n_tok,
+                          op->y);
+            else
+                s_job_add(&j, mc_pool_threads(mm->pool), convs[conv[i]].k, op->w, convs[conv[i]].xa, op->n_tok, op->y);
         }
         s_job_run(mm, &j);
     }
@@ -237,6 +240,6 @@ mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops
 }
 
 mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y) {
-    mc_matmul_op_t op = {w, x, n_tok, y};
+    mc_matmul_op_t op = {w, x, n_tok, y, NULL};
     return mc_matmul_many(mm, &op, 1);
 }

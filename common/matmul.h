@@ -56,19 +56,19 @@ mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, ui
 // One product of a batch of several (mc_matmul_many).
 typedef struct {
     const mc_matrix_t *w;
-    const float *x; // (n_tok, w->n_in)
+    const float *x; // (n_tok, w->n_in); unused when xa is set
     uint32_t n_tok;
     float *y;       // (n_tok, w->n_out)
+    // Rows already converted for w's kernel, (n_tok, mc_matmul_act_row_bytes)
+    // with the kernel's side data (mc_matmul_convert, or activation blocks
+    // received from the network and completed with mc_kernel_prep); NULL:
+    // convert x.
+    const void *xa;
 } mc_matmul_op_t;
 
 // Independent products (their x and y must not overlap another's y) run as
 // one pass over the pool, with one barrier instead of one per product.
 // Results are the bits mc_matmul_f32 gives for each.
 mc_err_t mc_matmul_many(mc_matmul_t *mm, const mc_matmul_op_t *ops, size_t n_ops);
-
-// As mc_matmul_f32 with activations already converted (mc_matmul_convert,
-// or act_type rows received from the network and completed with
-// mc_kernel_prep).
-void mc_matmul_pre(mc_matmul_t *mm, const mc_matrix_t *w, const void *xa, uint32_t n_tok, float *y);
 
 #endif

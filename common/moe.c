@@ -1,23 +1,29 @@
 /*
- * moe: rows grouped by expert, batched gate/up/down products, SwiGLU, and a
- * fixed-order weighted sum.
+ * moe: rows grouped by expert (as f32 rows or as ready activation blocks),
+ * batched gate/up/down products, SwiGLU, and a fixed-order weighted sum.
  */
 #include "moe.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernel.h"
+#include "quant.h"
 
 #define MC_MOE_MAX_EXPERTS 256 // the model loader's limit
 
 struct mc_moe {
     mc_matmul_t *mm;
-    float *xg;     // (rows, dim) gathered inputs of one expert
+    float *xf;     // (n, dim) input rows decoded to f32, when they came in another type
+    float *xg;     // (rows, dim) gathered f32 inputs of the experts that convert them
+    uint8_t *xq;   // gathered input blocks of the experts that take them as they are
     float *g, *u;  // (rows, ffn) gate and up products
     float *d;      // (rows, dim) down product
     float *y;      // (n, k, dim) per-slot expert outputs
     uint32_t *idx; // (rows) flat (t * k + j) slot of each gathered row
-    size_t cap_rows, cap_dim, cap_ffn, cap_slots;
+    size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_y, cap_idx; // bytes
     mc_matmul_op_t ops[2 * MC_MOE_MAX_EXPERTS];   // gate and up per active expert
     const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts, in id order
 };
@@ -31,67 +37,131 @@ mc_moe_t *mc_moe_new(mc_matmul_t *mm) {
 void mc_moe_destroy(mc_moe_t **pm) {
     if (!pm || !*pm) return;
     mc_moe_t *m = *pm;
-    free(m->xg), free(m->g), free(m->u), free(m->d), free(m->y), free(m->idx);
+    free(m->xf), free(m->xg), free(m->xq), free(m->g), free(m->u), free(m->d), free(m->y), free(m->idx);
     free(m);
     *pm = NULL;
 }
 
-static mc_err_t s_reserve(mc_moe_t *m, size_t rows, size_t dim, size_t ffn, size_t slots) {
-    if (rows <= m->cap_rows && dim <= m->cap_dim && ffn <= m->cap_ffn && slots <= m->cap_slots) return MC_OK;
-    rows = rows > m->cap_rows ? rows : m->cap_rows;
-    dim = dim > m->cap_dim ? dim : m->cap_dim;
-    ffn = ffn > m->cap_ffn ? ffn : m->cap_ffn;
-    slots = slots > m->cap_slots ? slots : m->cap_slots;
-    free(m->xg), free(m->g), free(m->u), free(m->d), free(m->y), free(m->idx);
-    m->xg = malloc(rows * dim * sizeof(float));
-    m->g = malloc(rows * ffn * sizeof(float));
-    m->u = malloc(rows * ffn * sizeof(float));
-    m->d = malloc(rows * dim * sizeof(float));
-    m->y = malloc(slots * dim * sizeof(float));
-    m->idx = malloc(rows * sizeof(uint32_t));
-    if (!m->xg || !m->g || !m->u || !m->d || !m->y || !m->idx) {
-        free(m->xg), free(m->g), free(m->u), free(m->d), free(m->y), free(m->idx);
-        m->xg = m->g = m->u = m->d = m->y = NULL;
-        m->idx = NULL;
-        m->cap_rows = m->cap_dim = m->cap_ffn = m->cap_slots = 0;
-        return MC_ERR_NOMEM;
+// Make *p hold at least bytes (old contents are not kept).
+static bool s_grow(void *pp, size_t *cap, size_t bytes) {
+    void **p = pp;
+    if (bytes <= *cap) return true;
+    free(*p);
+    if (!(*p = malloc(bytes))) {
+        *cap = 0;
+        return false;
     }
-    m->cap_rows = rows, m->cap_dim = dim, m->cap_ffn = ffn, m->cap_slots = slots;
-    return MC_OK;
+    *cap = bytes;
+    return true;
 }
 
 mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n,
                         const int32_t *experts, const float *weights, uint32_t k, float *out, char *err) {
+    const mc_moe_rows_t rows = {MC_DTYPE_F32, x, (size_t)m->hp.dim * sizeof(float)};
+    return mc_moe_compute_rows(moe, m, layer, &rows, n, experts, weights, k, out, err);
+}
+
+// Copy rows idx[0..cnt) (slots t * k + j) of x into dst in the layout kc's
+// products read: the act_type row, then the kernel's side data.
+static void s_gather_blocks(const mc_kernel_t *kc, const mc_moe_rows_t *x, const uint32_t *idx, uint32_t cnt,
+                            uint32_t k, uint32_t dim, uint8_t *dst) {
+    const size_t stride = mc_kernel_act_bytes(kc, dim);
+    for (uint32_t r = 0; r < cnt; r++) {
+        uint8_t *a = dst + (size_t)r * stride;
+        memcpy(a, (const uint8_t *)x->data + (size_t)(idx[r] / k) * x->row_bytes, x->row_bytes);
+        mc_kernel_prep(kc, a, dim);
+    }
+}
+
+mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const mc_moe_rows_t *x, uint32_t n,
+                             const int32_t *experts, const float *weights, uint32_t k, float *out, char *err) {
     const uint32_t dim = m->hp.dim, ffn = m->hp.ffn, n_expert = m->hp.n_expert;
     if (layer >= m->hp.n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range", layer);
     if (n_expert > MC_MOE_MAX_EXPERTS) return mc_err_set(err, MC_ERR_RANGE, "%u experts: at most %d", n_expert, MC_MOE_MAX_EXPERTS);
-    for (size_t i = 0; i < (size_t)n * k; i++)
+    const size_t rb = mc_dtype_row_bytes(x->type, dim);
+    if (rb == 0 || rb != x->row_bytes)
+        return mc_err_set(err, MC_ERR_ARG, "input rows of %zu bytes, a %s row of %u values has %zu", x->row_bytes,
+                          mc_dtype_name(x->type), dim, rb);
+    uint32_t cnt[MC_MOE_MAX_EXPERTS] = {0};
+    for (size_t i = 0; i < (size_t)n * k; i++) {
         if (experts[i] >= (int32_t)n_expert)
             return mc_err_set(err, MC_ERR_RANGE, "expert id %d out of range (%u experts)", experts[i], n_expert);
-    // Every slot may gather its own row: up to n * k rows in all.
-    if (s_reserve(moe, (size_t)n * k, dim, ffn, (size_t)n * k) != MC_OK)
+        if (experts[i] >= 0) cnt[experts[i]]++;
+    }
+    // Plan: which experts take the rows as they are (their kernel's
+    // activation type is the input's), which convert gathered f32 rows.
+    mc_matmul_t *mm = moe->mm;
+    size_t rows = 0, f32_rows = 0, blk_bytes = 0;
+    for (uint32_t e = 0; e < n_expert; e++) {
+        if (!cnt[e]) continue;
+        const mc_expert_t *ex = &m->layers[layer].experts[e];
+        const mc_kernel_t *kg = mc_matmul_kernel(mm, ex->gate.type), *ku = mc_matmul_kernel(mm, ex->up.type);
+        if (!kg || !ku) return mc_err_set(err, MC_ERR_UNSUPPORTED, "layer %u expert %u: no kernel for its weights", layer, e);
+        const bool dg = kg->act_type == x->type, du = ku->act_type == x->type;
+        if (dg) blk_bytes += cnt[e] * mc_kernel_act_bytes(kg, dim);
+        if (du && ku != kg) blk_bytes += cnt[e] * mc_kernel_act_bytes(ku, dim);
+        if (!dg || !du) f32_rows += cnt[e];
+        rows += cnt[e];
+    }
+    const bool decode = f32_rows && x->type != MC_DTYPE_F32;
+    if (!s_grow(&moe->idx, &moe->cap_idx, rows * sizeof(uint32_t) + 1) ||
+        !s_grow(&moe->g, &moe->cap_g, rows * ffn * sizeof(float) + 1) ||
+        !s_grow(&moe->u, &moe->cap_u, rows * ffn * sizeof(float) + 1) ||
+        !s_grow(&moe->d, &moe->cap_d, rows * dim * sizeof(float) + 1) ||
+        !s_grow(&moe->y, &moe->cap_y, (size_t)n * k * dim * sizeof(float) + 1) ||
+        !s_grow(&moe->xg, &moe->cap_xg, f32_rows * dim * sizeof(float) + 1) ||
+        !s_grow(&moe->xq, &moe->cap_xq, blk_bytes + 1) ||
+        (decode && !s_grow(&moe->xf, &moe->cap_xf, (size_t)n * dim * sizeof(float))))
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    const float *xf = x->data;
+    if (decode) {
+        for (uint32_t t = 0; t < n; t++)
+            mc_quant_dequantize_row(x->type, (const uint8_t *)x->data + (size_t)t * x->row_bytes, moe->xf + (size_t)t * dim,
+                                    dim);
+        xf = moe->xf;
+    }
     // Gather each expert's rows, experts in id order, into one block each.
     mc_matmul_op_t *ops = moe->ops;
-    uint32_t n_ops = 0, rows = 0;
+    uint32_t n_ops = 0, r0 = 0;
+    size_t f32_at = 0, blk_at = 0;
     for (uint32_t e = 0; e < n_expert; e++) {
-        uint32_t first = rows;
+        if (!cnt[e]) continue;
+        uint32_t *idx = moe->idx + r0;
+        uint32_t c = 0;
         for (uint32_t t = 0; t < n; t++)
             for (uint32_t j = 0; j < k; j++)
-                if (experts[(size_t)t * k + j] == (int32_t)e) {
-                    memcpy(moe->xg + (size_t)rows * dim, x + (size_t)t * dim, dim * sizeof(float));
-                    moe->idx[rows++] = t * k + j;
-                }
-        if (rows == first) continue;
+                if (experts[(size_t)t * k + j] == (int32_t)e) idx[c++] = t * k + j;
         const mc_expert_t *ex = &m->layers[layer].experts[e];
+        const mc_kernel_t *kg = mc_matmul_kernel(mm, ex->gate.type), *ku = mc_matmul_kernel(mm, ex->up.type);
+        const bool dg = kg->act_type == x->type, du = ku->act_type == x->type;
+        float *xe = NULL;
+        if (!dg || !du) {
+            xe = moe->xg + f32_at * dim;
+            for (uint32_t r = 0; r < c; r++)
+                memcpy(xe + (size_t)r * dim, xf + (size_t)(idx[r] / k) * dim, dim * sizeof(float));
+            f32_at += c;
+        }
+        const void *bg = NULL, *bu = NULL;
+        if (dg) {
+            s_gather_blocks(kg, x, idx, c, k, dim, moe->xq + blk_at);
+            bg = moe->xq + blk_at;
+            blk_at += c * mc_kernel_act_bytes(kg, dim);
+        }
+        if (du && ku == kg) bu = bg;
+        else if (du) {
+            s_gather_blocks(ku, x, idx, c, k, dim, moe->xq + blk_at);
+            bu = moe->xq + blk_at;
+            blk_at += c * mc_kernel_act_bytes(ku, dim);
+        }
         moe->sel[n_ops / 2] = ex;
-        ops[n_ops++] = (mc_matmul_op_t){&ex->gate, moe->xg + (size_t)first * dim, rows - first, moe->g + (size_t)first * ffn};
-        ops[n_ops++] = (mc_matmul_op_t){&ex->up, moe->xg + (size_t)first * dim, rows - first, moe->u + (size_t)first * ffn};
+        ops[n_ops++] = (mc_matmul_op_t){&ex->gate, xe, c, moe->g + (size_t)r0 * ffn, bg};
+        ops[n_ops++] = (mc_matmul_op_t){&ex->up, xe, c, moe->u + (size_t)r0 * ffn, bu};
+        r0 += c;
     }
     // Two passes over the pool for all experts: gate and up, then down.
-    mc_err_t rc = mc_matmul_many(moe->mm, ops, n_ops);
+    mc_err_t rc = mc_matmul_many(mm, ops, n_ops);
     if (rc) return mc_err_set(err, rc, "layer %u: expert gate/up products failed", layer);
-    for (size_t i = 0; i < (size_t)rows * ffn; i++) {
+    for (size_t i = 0; i < rows * ffn; i++) {
         float g = moe->g[i];
         moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU: silu(gate) * up
     }
@@ -100,12 +170,12 @@ mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, cons
     for (uint32_t i = 0; i < n_ops / 2; i++) {
         const mc_matmul_op_t *gate = &ops[2 * i];
         size_t first = (size_t)(gate->y - moe->g) / ffn;
-        ops[i] = (mc_matmul_op_t){&moe->sel[i]->down, moe->g + first * ffn, gate->n_tok, moe->d + first * dim};
+        ops[i] = (mc_matmul_op_t){&moe->sel[i]->down, moe->g + first * ffn, gate->n_tok, moe->d + first * dim, NULL};
     }
-    if ((rc = mc_matmul_many(moe->mm, ops, n_ops / 2)))
+    if ((rc = mc_matmul_many(mm, ops, n_ops / 2)))
         return mc_err_set(err, rc, "layer %u: expert down products failed", layer);
-    for (uint32_t r = 0; r < rows; r++)
-        memcpy(moe->y + (size_t)moe->idx[r] * dim, moe->d + (size_t)r * dim, dim * sizeof(float));
+    for (size_t r = 0; r < rows; r++)
+        memcpy(moe->y + (size_t)moe->idx[r] * dim, moe->d + r * dim, dim * sizeof(float));
     for (uint32_t t = 0; t < n; t++) {
         float *o = out + (size_t)t * dim;
         memset(o, 0, dim * sizeof(float));

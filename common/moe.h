@@ -9,10 +9,18 @@
  * prompt processing and busy expert nodes fast. Slots whose expert id is
  * negative are skipped: the coordinator uses that to compute only the
  * experts it holds locally.
+ *
+ * The input rows may also arrive already converted (mc_moe_rows_t): as the
+ * activation blocks an expert's kernel makes from an f32 row (a node's
+ * exact wire), they go into its products as they are; rows of any other
+ * type are decoded to f32 and converted as usual. The expert nodes and the
+ * coordinator's fallback for a lost node both compute through here, so the
+ * same bytes give the same result wherever they are computed.
  */
 #ifndef MC_MOE_H
 #define MC_MOE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -20,6 +28,13 @@
 #include "model.h"
 
 typedef struct mc_moe mc_moe_t;
+
+// Input rows of one layer: f32 values or one activation type's blocks.
+typedef struct {
+    mc_dtype_t type;  // F32, F16, BF16, Q8_0, Q8_1 or Q8_K
+    const void *data; // (n, row_bytes)
+    size_t row_bytes; // mc_dtype_row_bytes(type, dim)
+} mc_moe_rows_t;
 
 // mm is borrowed. NULL on allocation failure.
 mc_moe_t *mc_moe_new(mc_matmul_t *mm);
@@ -30,5 +45,10 @@ void mc_moe_destroy(mc_moe_t **moe);
 // with every slot skipped are zero.
 mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n,
                         const int32_t *experts, const float *weights, uint32_t k, float *out, char *err);
+
+// The same from rows of any type (see above); MC_ERR_ARG when x->row_bytes
+// is not the size of a row of that type.
+mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const mc_moe_rows_t *x, uint32_t n,
+                             const int32_t *experts, const float *weights, uint32_t k, float *out, char *err);
 
 #endif

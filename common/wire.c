@@ -2,11 +2,13 @@
  * validating decoder for everything that arrives from the network. */
 #include "wire.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dtype.h"
+#include "kernel.h"
 #include "moe.pb-c.h"
 #include "quant.h"
 
@@ -35,60 +37,127 @@ int64_t mc_wire_max_msg_bytes(const mc_wire_limits_t *lim) {
     return total > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)total;
 }
 
-size_t mc_wire_row_bytes(mc_wire_enc_t enc, uint32_t dim) {
-    switch (enc) {
-    case MC_WIRE_F32: return (size_t)dim * 4;
-    case MC_WIRE_F16:
-    case MC_WIRE_BF16: return (size_t)dim * 2;
-    case MC_WIRE_Q8_0: return mc_dtype_row_bytes(MC_DTYPE_Q8_0, dim);
+static const char *const s_enc_names[MC_WIRE_N_ENC] = {"f32", "f16", "bf16", "q8_0", "q8_1", "q8_k"};
+static const mc_dtype_t s_enc_dtypes[MC_WIRE_N_ENC] = {MC_DTYPE_F32,  MC_DTYPE_F16,  MC_DTYPE_BF16,
+                                                      MC_DTYPE_Q8_0, MC_DTYPE_Q8_1, MC_DTYPE_Q8_K};
+
+const char *mc_wire_enc_name(mc_wire_enc_t enc) {
+    if (enc == MC_WIRE_AUTO) return "auto";
+    return (unsigned)enc < MC_WIRE_N_ENC ? s_enc_names[enc] : "unknown";
+}
+
+bool mc_wire_enc_from_name(const char *name, mc_wire_enc_t *out) {
+    if (!name) return false;
+    if (!strcmp(name, "auto")) {
+        *out = MC_WIRE_AUTO;
+        return true;
     }
-    return 0;
+    for (unsigned i = 0; i < MC_WIRE_N_ENC; i++)
+        if (!strcmp(name, s_enc_names[i])) {
+            *out = (mc_wire_enc_t)i;
+            return true;
+        }
+    return false;
+}
+
+mc_dtype_t mc_wire_enc_dtype(mc_wire_enc_t enc) {
+    return (unsigned)enc < MC_WIRE_N_ENC ? s_enc_dtypes[enc] : MC_DTYPE_F32;
+}
+
+bool mc_wire_enc_of_dtype(mc_dtype_t t, mc_wire_enc_t *out) {
+    for (unsigned i = 0; i < MC_WIRE_N_ENC; i++)
+        if (s_enc_dtypes[i] == t) {
+            *out = (mc_wire_enc_t)i;
+            return true;
+        }
+    return false;
+}
+
+mc_wire_enc_t mc_wire_auto_enc(const mc_model_t *m, uint32_t layer, uint32_t e) {
+    const mc_expert_t *ex = &m->layers[layer].experts[e];
+    // The scalar table: every ISA's kernel takes the same activation type.
+    const mc_kernel_t *kg = mc_kernel_get(ex->gate.type, MC_ISA_SCALAR);
+    const mc_kernel_t *ku = mc_kernel_get(ex->up.type, MC_ISA_SCALAR);
+    mc_wire_enc_t enc;
+    if (!kg || !ku || kg->act_type != ku->act_type || !mc_wire_enc_of_dtype(kg->act_type, &enc)) return MC_WIRE_F32;
+    return mc_wire_row_bytes(enc, m->hp.dim) ? enc : MC_WIRE_F32;
+}
+
+mc_wire_enc_t mc_wire_result_enc(mc_wire_enc_t wire) {
+    return wire == MC_WIRE_F16 || wire == MC_WIRE_BF16 ? wire : MC_WIRE_F32;
+}
+
+size_t mc_wire_row_bytes(mc_wire_enc_t enc, uint32_t dim) {
+    if ((unsigned)enc >= MC_WIRE_N_ENC) return 0;
+    return mc_dtype_row_bytes(s_enc_dtypes[enc], dim);
 }
 
 void mc_wire_rows_encode(mc_wire_enc_t enc, const float *x, uint32_t n, uint32_t dim, void *dst) {
-    size_t count = (size_t)n * dim;
+    const size_t rb = mc_wire_row_bytes(enc, dim);
     uint8_t *d = dst;
-    switch (enc) {
-    case MC_WIRE_F32: memcpy(d, x, count * 4); return;
-    case MC_WIRE_F16:
-        for (size_t i = 0; i < count; i++) {
-            uint16_t h = mc_fp32_to_fp16(x[i]);
-            memcpy(d + 2 * i, &h, 2);
-        }
-        return;
-    case MC_WIRE_BF16:
-        for (size_t i = 0; i < count; i++) {
-            uint16_t h = mc_fp32_to_bf16(x[i]);
-            memcpy(d + 2 * i, &h, 2);
-        }
-        return;
-    case MC_WIRE_Q8_0: {
-        size_t rb = mc_wire_row_bytes(enc, dim);
-        for (uint32_t t = 0; t < n; t++)
-            mc_quant_quantize_row(MC_DTYPE_Q8_0, x + (size_t)t * dim, d + t * rb, dim);
+    if (enc == MC_WIRE_F32) {
+        memcpy(d, x, (size_t)n * rb);
         return;
     }
+    for (uint32_t t = 0; t < n; t++) {
+        const mc_err_t rc = mc_quant_quantize_row(s_enc_dtypes[enc], x + (size_t)t * dim, d + t * rb, dim);
+        assert(rc == MC_OK); // enc valid for dim: the caller's contract
+        (void)rc;
     }
 }
 
 void mc_wire_rows_decode(mc_wire_enc_t enc, const void *src, uint32_t n, uint32_t dim, float *x) {
-    size_t count = (size_t)n * dim;
+    const size_t rb = mc_wire_row_bytes(enc, dim);
     const uint8_t *s = src;
-    uint16_t h;
-    switch (enc) {
-    case MC_WIRE_F32: memcpy(x, s, count * 4); return;
-    case MC_WIRE_F16:
-        for (size_t i = 0; i < count; i++) memcpy(&h, s + 2 * i, 2), x[i] = mc_fp16_to_fp32(h);
-        return;
-    case MC_WIRE_BF16:
-        for (size_t i = 0; i < count; i++) memcpy(&h, s + 2 * i, 2), x[i] = mc_bf16_to_fp32(h);
-        return;
-    case MC_WIRE_Q8_0: {
-        size_t rb = mc_wire_row_bytes(enc, dim);
-        for (uint32_t t = 0; t < n; t++)
-            mc_quant_dequantize_row(MC_DTYPE_Q8_0, s + t * rb, x + (size_t)t * dim, dim);
+    if (enc == MC_WIRE_F32) {
+        memcpy(x, s, (size_t)n * rb);
         return;
     }
+    for (uint32_t t = 0; t < n; t++) {
+        const mc_err_t rc = mc_quant_dequantize_row(s_enc_dtypes[enc], s + t * rb, x + (size_t)t * dim, dim);
+        assert(rc == MC_OK);
+        (void)rc;
+    }
+}
+
+static bool s_half_finite(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return (h & 0x7C00u) != 0x7C00u;
+}
+
+mc_err_t mc_wire_rows_check(mc_wire_enc_t enc, const void *rows, uint32_t n, uint32_t dim, char *err) {
+    const uint8_t *p = rows;
+    switch (enc) {
+    case MC_WIRE_Q8_0:
+    case MC_WIRE_Q8_1: {
+        // Q8_1's second field s = d * sum(q) was rounded from the f32 d,
+        // which the row no longer has: only its finiteness can be checked.
+        const size_t bb = enc == MC_WIRE_Q8_0 ? sizeof(mc_block_q8_0_t) : sizeof(mc_block_q8_1_t);
+        const size_t nb = (size_t)n * (dim / MC_QK);
+        for (size_t b = 0; b < nb; b++, p += bb)
+            if (!s_half_finite(p) || (enc == MC_WIRE_Q8_1 && !s_half_finite(p + 2)))
+                return mc_err_set(err, MC_ERR_FORMAT, "row %zu: a block scale is not finite", b / (dim / MC_QK));
+        return MC_OK;
+    }
+    case MC_WIRE_Q8_K: {
+        const size_t nb = (size_t)n * (dim / MC_QK_K);
+        for (size_t b = 0; b < nb; b++, p += sizeof(mc_block_q8_k_t)) {
+            mc_block_q8_k_t blk;
+            memcpy(&blk, p, sizeof blk);
+            if (!isfinite(blk.d))
+                return mc_err_set(err, MC_ERR_FORMAT, "row %zu: a block scale is not finite", b / (dim / MC_QK_K));
+            for (int g = 0; g < MC_QK_K / 16; g++) {
+                int sum = 0;
+                for (int l = 0; l < 16; l++) sum += blk.qs[16 * g + l];
+                if (sum != blk.bsums[g])
+                    return mc_err_set(err, MC_ERR_FORMAT, "row %zu: a q8_k block's sums do not match its quants",
+                                      b / (dim / MC_QK_K));
+            }
+        }
+        return MC_OK;
+    }
+    default: return MC_OK; // float rows: any bits are values
     }
 }
 
@@ -184,6 +253,7 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
         hello.node_name = (char *)msg->u.hello.name;
         hello.threads = msg->u.hello.threads;
         hello.memory_bytes = msg->u.hello.memory_bytes;
+        hello.session_id = msg->u.hello.session_id;
         env.body_case = MC__ENVELOPE__BODY_HELLO, env.hello = &hello;
         break;
     case MC_WIRE_MSG_ERROR:
@@ -214,6 +284,7 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
         req.dim = r->dim;
         req.rows.data = (uint8_t *)r->rows;
         req.rows.len = r->rows_len;
+        req.result_encoding = (uint32_t)r->res_enc;
         env.body_case = MC__ENVELOPE__BODY_EXPERT_REQUEST, env.expert_request = &req;
         break;
     }
@@ -287,6 +358,7 @@ static mc_err_t s_hello(const Mc__Hello *h, mc_wire_hello_t *o, char *err) {
     strcpy(o->name, h->node_name);
     o->threads = h->threads;
     o->memory_bytes = h->memory_bytes;
+    o->session_id = h->session_id;
     return MC_OK;
 }
 
@@ -331,17 +403,22 @@ static mc_err_t s_rows(const mc_wire_limits_t *lim, uint32_t enc, uint32_t n_row
     if (n_rows == 0 || n_rows > lim->max_rows)
         return mc_err_set(err, MC_ERR_RANGE, "%u rows, expected 1..%u", n_rows, lim->max_rows);
     size_t rb = mc_wire_row_bytes((mc_wire_enc_t)enc, dim);
-    if (rb == 0) return mc_err_set(err, MC_ERR_UNSUPPORTED, "q8_0 rows need a dim that is a multiple of 32, not %u", dim);
+    if (rb == 0)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "%s rows cannot carry %u values", mc_wire_enc_name((mc_wire_enc_t)enc),
+                          dim);
     if (len != rb * n_rows)
         return mc_err_set(err, MC_ERR_FORMAT, "rows payload of %zu bytes, expected %u rows of %zu bytes", len, n_rows, rb);
     return MC_OK;
 }
 
 static mc_err_t s_request(const mc_wire_limits_t *lim, const Mc__ExpertRequest *r, mc_wire_request_t *o, char *err) {
-    if (r->encoding > MC_WIRE_Q8_0) return mc_err_set(err, MC_ERR_UNSUPPORTED, "unknown row encoding %u", r->encoding);
+    if (r->encoding >= MC_WIRE_N_ENC) return mc_err_set(err, MC_ERR_UNSUPPORTED, "unknown row encoding %u", r->encoding);
     if (r->layer >= lim->n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range (%u layers)", r->layer, lim->n_layer);
     mc_err_t rc = s_rows(lim, r->encoding, r->n_rows, r->dim, r->rows.len, err);
     if (rc) return rc;
+    if ((rc = mc_wire_rows_check((mc_wire_enc_t)r->encoding, r->rows.data, r->n_rows, r->dim, err))) return rc;
+    if (r->result_encoding > MC_WIRE_BF16)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "result encoding %u: expected f32, f16 or bf16", r->result_encoding);
     if (r->n_routes != r->n_rows)
         return mc_err_set(err, MC_ERR_FORMAT, "%zu routes for %u rows", r->n_routes, r->n_rows);
     uint32_t k = 0;
@@ -381,6 +458,7 @@ static mc_err_t s_request(const mc_wire_limits_t *lim, const Mc__ExpertRequest *
     o->rows = r->rows.data;
     o->rows_len = r->rows.len;
     o->k = k;
+    o->res_enc = (mc_wire_enc_t)r->result_encoding;
     return MC_OK;
 }
 

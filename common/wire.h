@@ -11,10 +11,15 @@
  * small message cannot make the decoder allocate a lot.
  *
  * Rows travel as little-endian f32, f16 or bf16 values (round to nearest
- * even: mc_fp32_to_fp16 / mc_fp32_to_bf16), or as the Q8_0 blocks the
- * activation quantizer makes. Those survive the node's dequantization: its
- * Q8_0-activation kernels re-make the same blocks, so the result is
- * bit-identical to computing locally from f32. */
+ * even: mc_fp32_to_fp16 / mc_fp32_to_bf16), or as the activation blocks
+ * the kernels make from an f32 row before multiplying it with quantized
+ * weights (Q8_0, Q8_1, Q8_K; kernel.h). A node feeds blocks of the type its
+ * expert's kernel takes straight into the product, so sending exactly those
+ * (mc_wire_auto_enc) is lossless at about a quarter of the f32 bytes. Any
+ * other pairing is lossy: the node decodes the rows to f32 and converts
+ * them again, and the coordinator's fallback for a lost node does the same
+ * from the same bytes (mc_moe_compute on the wire rows), so a result never
+ * depends on who computed it. */
 #ifndef MC_WIRE_H
 #define MC_WIRE_H
 
@@ -28,12 +33,20 @@
 /* How activation rows travel on the wire. */
 typedef enum {
     MC_WIRE_F32 = 0,  /* exact */
-    MC_WIRE_F16 = 1,  /* IEEE half, round-to-nearest-even */
-    MC_WIRE_BF16 = 2, /* bfloat16, round-to-nearest-even */
-    MC_WIRE_Q8_0 = 3, /* Q8_0 blocks exactly as the activation quantizer makes them */
+    MC_WIRE_F16 = 1,  /* IEEE half, round-to-nearest-even: exact for F16 weights */
+    MC_WIRE_BF16 = 2, /* bfloat16, round-to-nearest-even: exact for BF16 weights */
+    MC_WIRE_Q8_0 = 3, /* Q8_0 blocks: exact for Q4_0, Q5_0, Q8_0 weights */
+    MC_WIRE_Q8_1 = 4, /* Q8_1 blocks (d, d * sum): exact for Q4_1, Q5_1 weights */
+    MC_WIRE_Q8_K = 5, /* Q8_K blocks (f32 d, per-16 sums): exact for Q2_K..Q6_K weights */
+    /* Not an encoding on the wire: a cluster setting meaning "per request,
+     * the blocks the experts' kernels make" (mc_wire_auto_enc). */
+    MC_WIRE_AUTO = 15,
 } mc_wire_enc_t;
 
-#define MC_WIRE_VERSION 1
+#define MC_WIRE_N_ENC 6 /* encodings that travel: 0 .. MC_WIRE_Q8_K */
+
+/* 2: Q8_1 and Q8_K rows, blocks used as they arrive. */
+#define MC_WIRE_VERSION 2
 #define MC_WIRE_MAX_ROWS 4096 /* rows per expert request (a prompt chunk) */
 #define MC_WIRE_NAME_MAX 64   /* characters of a node name */
 
@@ -55,6 +68,7 @@ typedef struct {
     char name[MC_WIRE_NAME_MAX + 1];
     uint32_t threads;
     uint64_t memory_bytes;
+    uint64_t session_id; /* a coordinator's session (0 from a node) */
 } mc_wire_hello_t;
 
 typedef struct {
@@ -83,6 +97,7 @@ typedef struct {
     uint32_t k;          /* slots per row */
     int32_t *experts;    /* (n_rows, k); negative: unused slot (not sent) */
     float *weights;      /* (n_rows, k) */
+    mc_wire_enc_t res_enc; /* how the result rows travel back: F32, F16 or BF16 */
 } mc_wire_request_t;
 
 typedef struct {
@@ -116,6 +131,12 @@ typedef struct {
     void *owned_; /* decoder's allocations (mc_wire_msg_free) */
 } mc_wire_msg_t;
 
+/* Check rows of block encodings (values any int8): scales finite, and Q8_K's
+ * per-16 sums those of its quants, which the K-quant kernels rely on.
+ * MC_ERR_FORMAT naming the first bad row otherwise. mc_wire_decode runs it
+ * on every request. */
+mc_err_t mc_wire_rows_check(mc_wire_enc_t enc, const void *rows, uint32_t n, uint32_t dim, char *err);
+
 /* What a decoder accepts. */
 typedef struct {
     uint32_t n_layer, n_expert, dim;
@@ -130,12 +151,40 @@ mc_wire_limits_t mc_wire_limits(const mc_model_t *m);
 /* Largest valid message under lim, for ZMQ_MAXMSGSIZE. */
 int64_t mc_wire_max_msg_bytes(const mc_wire_limits_t *lim);
 
-/* Bytes of one row of dim values; 0 for an unknown encoding or a Q8_0 row
- * whose dim is not a multiple of 32. */
+/* Short name of an encoding ("auto", "f32", "q8_k"); "unknown" for values
+ * outside the enum. */
+const char *mc_wire_enc_name(mc_wire_enc_t enc);
+
+/* Encoding named `name` (as mc_wire_enc_name writes it) into *out; false
+ * (out untouched) for anything else. */
+bool mc_wire_enc_from_name(const char *name, mc_wire_enc_t *out);
+
+/* Bytes of one row of dim values; 0 for MC_WIRE_AUTO, an unknown encoding,
+ * or a block encoding whose block size does not divide dim. */
 size_t mc_wire_row_bytes(mc_wire_enc_t enc, uint32_t dim);
 
+/* The tensor type of a travelling encoding's values (F32, F16, BF16, Q8_0,
+ * Q8_1, Q8_K), the same numbering as kernel activation types. */
+mc_dtype_t mc_wire_enc_dtype(mc_wire_enc_t enc);
+
+/* The encoding that carries activation type t unchanged; false when none
+ * does. */
+bool mc_wire_enc_of_dtype(mc_dtype_t t, mc_wire_enc_t *out);
+
+/* What `wire: auto` sends for expert e of layer l: the activation type its
+ * gate and up kernels take, when they take the same one (always so far),
+ * else F32 (the node then converts, still exactly). Every ISA's kernel for a
+ * weight type takes the same activation type, so this is the same on every
+ * machine. */
+mc_wire_enc_t mc_wire_auto_enc(const mc_model_t *m, uint32_t layer, uint32_t e);
+
+/* How results travel back under the cluster setting `wire`: an explicit
+ * f16 or bf16 wire chose a compact wire both ways, everything else (auto
+ * included: its f16 rows for F16 weights are exact) gets f32. */
+mc_wire_enc_t mc_wire_result_enc(mc_wire_enc_t wire);
+
 /* x (n, dim) f32 -> dst (n, mc_wire_row_bytes(enc, dim)). enc must be valid
- * for dim. */
+ * for dim. Block encodings are exactly the kernels' activation blocks. */
 void mc_wire_rows_encode(mc_wire_enc_t enc, const float *x, uint32_t n, uint32_t dim, void *dst);
 
 /* src (n, mc_wire_row_bytes(enc, dim)) -> x (n, dim) f32. */

@@ -37,6 +37,7 @@ typedef struct {
     int32_t *experts;   // (n_rows, k) this node's slots, -1 elsewhere
     float *weights;     // (n_rows, k)
     float *xg;          // (n_rows, dim) gathered inputs
+    mc_wire_enc_t wire; // encoding of enc
     uint8_t *enc;       // (n_rows, row bytes) encoded inputs
     float *partial;     // (n_rows, dim) the node's weighted sums
     uint64_t req_id;
@@ -63,6 +64,8 @@ struct mc_cluster {
     uint32_t k;
     int32_t *local_experts; // (cap_rows, k)
     uint32_t *rr;       // (n_layer, n_expert) round-robin cursor over replicas
+    mc_wire_enc_t *auto_enc; // (n_layer, n_expert) what `wire: auto` sends for each expert
+    float *round;       // (cap_rows, dim) a lost node's result on its way through the result encoding
     zmq_pollitem_t *items; // (n_nodes) poll set of the pending requests
     s_node_t **who;        // (n_nodes) node of each poll item
     FILE *log;
@@ -230,7 +233,7 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
                              char *err) {
     const mc_hparams_t *hp = &m->hp;
     if (mc_cluster_config_check(cfg, hp->n_layer, hp->n_expert, err) != MC_OK) return NULL;
-    if (mc_wire_row_bytes(cfg->wire, hp->dim) == 0) {
+    if (cfg->wire != MC_WIRE_AUTO && mc_wire_row_bytes(cfg->wire, hp->dim) == 0) {
         mc_err_set(err, MC_ERR_ARG, "%s: wire %s cannot carry rows of %u values", cfg->path ? cfg->path : "cluster",
                    mc_wire_enc_name(cfg->wire), hp->dim);
         return NULL;
@@ -250,12 +253,15 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
     c->pool = mm ? mc_matmul_pool(mm) : NULL;
     c->nodes = calloc(cfg->n_nodes, sizeof *c->nodes);
     c->rr = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *c->rr);
+    c->auto_enc = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *c->auto_enc);
     c->items = calloc(cfg->n_nodes, sizeof *c->items);
     c->who = calloc(cfg->n_nodes, sizeof *c->who);
-    if (!c->zctx || !c->moe || !c->nodes || !c->rr || !c->items || !c->who) {
+    if (!c->zctx || !c->moe || !c->nodes || !c->rr || !c->auto_enc || !c->items || !c->who) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        for (uint32_t e = 0; e < hp->n_expert; e++) c->auto_enc[(size_t)l * hp->n_expert + e] = mc_wire_auto_enc(m, l, e);
     c->n_nodes = cfg->n_nodes;
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
@@ -286,6 +292,8 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     for (size_t i = 0; c->nodes && i < c->n_nodes; i++) s_node_free(&c->nodes[i]);
     free(c->nodes);
     free(c->rr);
+    free(c->auto_enc);
+    free(c->round);
     free(c->items);
     free(c->who);
     free(c->local_experts);
@@ -297,10 +305,12 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
 
 static mc_err_t s_reserve(mc_cluster_t *c, uint32_t n) {
     if (n <= c->cap_rows) return MC_OK;
-    const size_t dim = c->m->hp.dim, k = c->k, rb = mc_wire_row_bytes(c->cfg->wire, c->m->hp.dim);
-    free(c->local_experts);
+    // f32 rows are the widest encoding (auto may pick any per request).
+    const size_t dim = c->m->hp.dim, k = c->k, rb = mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim);
+    free(c->local_experts), free(c->round);
     c->local_experts = malloc((size_t)n * k * sizeof(int32_t));
-    if (!c->local_experts) return MC_ERR_NOMEM;
+    c->round = malloc((size_t)n * rb);
+    if (!c->local_experts || !c->round) return MC_ERR_NOMEM;
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
         free(nd->row_of), free(nd->experts), free(nd->weights), free(nd->xg), free(nd->enc), free(nd->partial);
@@ -319,18 +329,25 @@ static mc_err_t s_reserve(mc_cluster_t *c, uint32_t n) {
     return MC_OK;
 }
 
-// Which holder computes slot (t, j): -1 for the coordinator, else a node
-// index. Rows of one expert are spread over its live replicas in turn.
+// Which holder computes slot (t, j): -1 for the coordinator's own experts,
+// else a node index. Rows of one expert are spread over its live replicas
+// in turn; when every holder is lost, the first one keeps the slot and the
+// coordinator computes it as that node would have (s_fallback).
 static int s_holder(mc_cluster_t *c, uint32_t layer, uint32_t e) {
     const mc_hparams_t *hp = &c->m->hp;
     if (mc_cluster_config_local_holds(c->cfg, layer, e)) return -1;
     size_t idx = (size_t)layer * hp->n_expert + e, n_live = 0;
-    for (size_t i = 0; i < c->n_nodes; i++) n_live += c->nodes[i].alive && c->nodes[i].held[idx];
-    if (n_live == 0) return -1; // every holder is dead: compute it here
+    int first = -1;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        if (!c->nodes[i].held[idx]) continue;
+        if (first < 0) first = (int)i;
+        n_live += c->nodes[i].alive;
+    }
+    if (n_live == 0) return first;
     size_t pick = c->rr[idx]++ % n_live;
     for (size_t i = 0; i < c->n_nodes; i++)
         if (c->nodes[i].alive && c->nodes[i].held[idx] && pick-- == 0) return (int)i;
-    return -1;
+    return first;
 }
 
 static void s_rtt_add(s_node_t *nd, double ms) {
@@ -351,6 +368,9 @@ static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, mc_wire_msg_t *msg,
         return mc_err_set(err, MC_ERR_NET, "node %s failed a request: %s", nd->cfg->name, msg->u.error.message);
     if (msg->kind != MC_WIRE_MSG_RESULT || msg->u.result.n_rows != nd->n_rows || msg->u.result.dim != dim)
         return mc_err_set(err, MC_ERR_NET, "node %s answered with a result of the wrong shape", nd->cfg->name);
+    if (msg->u.result.enc != mc_wire_result_enc(c->cfg->wire))
+        return mc_err_set(err, MC_ERR_NET, "node %s answered in %s, not %s", nd->cfg->name,
+                          mc_wire_enc_name(msg->u.result.enc), mc_wire_enc_name(mc_wire_result_enc(c->cfg->wire)));
     mc_wire_rows_decode(msg->u.result.enc, msg->u.result.rows, nd->n_rows, dim, nd->partial);
     nd->compute_us += msg->u.result.compute_us;
     s_rtt_add(nd, s_now_ms() - nd->t_sent);
@@ -430,10 +450,36 @@ static void s_revive(mc_cluster_t *c, s_node_t *nd) {
     if (now > nd->probe_until) s_probe_failed(c, nd, NULL);
 }
 
-// Compute a dead node's slots here: the same kernels give the same bits.
+// Compute a lost node's slots here as the node would have: from the bytes
+// sent to it (a lossy wire loses the same bits either way), through the same
+// expert step, and its result through the result encoding.
 static mc_err_t s_fallback(mc_cluster_t *c, s_node_t *nd, uint32_t layer, char *err) {
+    const uint32_t dim = c->m->hp.dim;
     nd->pending = false;
-    return mc_moe_compute(c->moe, c->m, layer, nd->xg, nd->n_rows, nd->experts, nd->weights, c->k, nd->partial, err);
+    const mc_moe_rows_t rows = {mc_wire_enc_dtype(nd->wire), nd->enc, mc_wire_row_bytes(nd->wire, dim)};
+    mc_err_t rc = mc_moe_compute_rows(c->moe, c->m, layer, &rows, nd->n_rows, nd->experts, nd->weights, c->k,
+                                      nd->partial, err);
+    const mc_wire_enc_t renc = mc_wire_result_enc(c->cfg->wire);
+    if (rc || renc == MC_WIRE_F32) return rc;
+    mc_wire_rows_encode(renc, nd->partial, nd->n_rows, dim, c->round);
+    mc_wire_rows_decode(renc, c->round, nd->n_rows, dim, nd->partial);
+    return MC_OK;
+}
+
+// The encoding of nd's request: the configured one, or under `wire: auto`
+// the blocks its experts' kernels take (f32 if they disagree).
+static mc_wire_enc_t s_request_enc(const mc_cluster_t *c, const s_node_t *nd, uint32_t layer) {
+    if (c->cfg->wire != MC_WIRE_AUTO) return c->cfg->wire;
+    const uint32_t ne = c->m->hp.n_expert;
+    const mc_wire_enc_t *ae = c->auto_enc + (size_t)layer * ne;
+    int found = -1;
+    for (size_t s = 0; s < (size_t)nd->n_rows * c->k; s++) {
+        int32_t e = nd->experts[s];
+        if (e < 0) continue;
+        if (found < 0) found = (int)ae[e];
+        else if (found != (int)ae[e]) return MC_WIRE_F32;
+    }
+    return found < 0 ? MC_WIRE_F32 : (mc_wire_enc_t)found;
 }
 
 mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
@@ -474,17 +520,23 @@ mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, c
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
         if (!nd->n_rows) continue;
-        mc_wire_rows_encode(c->cfg->wire, nd->xg, nd->n_rows, dim, nd->enc);
+        nd->wire = s_request_enc(c, nd, layer);
+        mc_wire_rows_encode(nd->wire, nd->xg, nd->n_rows, dim, nd->enc);
         mc_wire_msg_t msg = {.kind = MC_WIRE_MSG_REQUEST, .request_id = ++c->next_id};
         msg.u.request = (mc_wire_request_t){.layer = layer,
-                                            .enc = c->cfg->wire,
+                                            .enc = nd->wire,
                                             .n_rows = nd->n_rows,
                                             .dim = dim,
                                             .rows = nd->enc,
-                                            .rows_len = nd->n_rows * mc_wire_row_bytes(c->cfg->wire, dim),
+                                            .rows_len = nd->n_rows * mc_wire_row_bytes(nd->wire, dim),
                                             .k = k,
                                             .experts = nd->experts,
-                                            .weights = nd->weights};
+                                            .weights = nd->weights,
+                                            .res_enc = mc_wire_result_enc(c->cfg->wire)};
+        if (!nd->alive) { // lost: computed here from the same bytes
+            if ((rc = s_fallback(c, nd, layer, err))) return rc;
+            continue;
+        }
         nd->req_id = msg.request_id;
         nd->t_sent = s_now_ms();
         nd->requests++;

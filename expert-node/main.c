@@ -8,18 +8,15 @@
 
 #include "node.h"
 
-// The one piece of process-wide state: set by the signal handler, polled by
-// the serving loop at least every 100 ms.
+// The one piece of process-wide state: set to the signal's number by the
+// handler, polled by the serving loop at least every 100 ms.
 static atomic_int s_stop;
 
-static void s_on_signal(int sig) {
-    (void)sig;
-    atomic_store(&s_stop, 1);
-}
+static void s_on_signal(int sig) { atomic_store(&s_stop, sig); }
 
 int main(int argc, char **argv) {
     mc_node_params_t p = mc_node_params_default();
-    p.log = stdout;
+    p.log = stderr;
     bool help;
     char err[MC_ERR_LEN];
     if (mc_node_parse_args(argc, argv, &p, &help, err) != MC_OK) {
@@ -39,6 +36,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "moe-expert: %s\n", err);
         return 1;
     }
+    // The one stdout line: where it listens (a tcp://host:* port resolved),
+    // for scripts and moe-coordinator --demo.
+    printf("moe-expert: listening on %s\n", mc_node_endpoint(n));
+    fflush(stdout);
     mc_err_t rc = mc_node_run(n, &s_stop, err);
     mc_node_destroy(&n);
     if (rc != MC_OK) {

@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -41,24 +42,33 @@ struct mc_node {
     uint64_t fingerprint;
     mc_wire_limits_t lim; // lim.held points at held
     uint8_t *held;        // (n_layer, n_expert) current placement
-    // Owner of the placement: routing id, session, when last heard from.
+    // Owner of the placement: its session, the routing id it last spoke
+    // from, when it was last heard from, and whether its lease ran out.
     uint8_t owner[MC_NODE_ID_MAX];
     size_t owner_len; // 0: no owner
     uint64_t owner_session;
     uint64_t owner_seen_ms;
+    bool owner_lost;
+    char owner_name[MC_WIRE_NAME_MAX + 1];
     uint32_t lease_ms;
+    // The last coordinator to say hello: names the sender of a placement.
+    uint8_t hello_id[MC_NODE_ID_MAX];
+    size_t hello_id_len;
+    char hello_name[MC_WIRE_NAME_MAX + 1];
     mc_wire_stats_t stats;
     FILE *log;
+    char who[MC_WIRE_NAME_MAX + 16]; // "moe-expert NAME", the prefix of status lines
     // mc_node_handle: replies are kept here instead of sent.
     bool capture;
     uint8_t *captured;
     size_t captured_len;
 };
 
-// Who sent a message: its ROUTER routing id.
+// Who sent a message: its ROUTER routing id and, over TCP, its address.
 typedef struct {
     const uint8_t *id;
     size_t len;
+    const char *addr; // "10.0.0.5", or "a local peer"
 } s_peer_t;
 
 static uint64_t s_now_us(void) {
@@ -69,19 +79,26 @@ static uint64_t s_now_us(void) {
 
 mc_node_params_t mc_node_params_default(void) {
     long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    return (mc_node_params_t){.threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc, .lease_ms = 10000};
+    return (mc_node_params_t){.threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc, .lease_ms = MC_NODE_DEFAULT_LEASE_MS};
 }
 
 void mc_node_usage(FILE *f) {
-    fprintf(f, "usage: moe-expert --model FILE --listen ENDPOINT [--threads N] [--name NAME]\n"
+    fprintf(f, "usage: moe-expert --model FILE --listen ENDPOINT [--threads N] [--name NAME] [--lease-ms MS]\n"
                "\n"
-               "Serves the experts a moe-coordinator assigns to this machine.\n"
+               "Serves the experts a moe-coordinator assigns to this machine. Status lines (who\n"
+               "connected, what it holds, what it refused and why) go to stderr; the first stdout\n"
+               "line says where it listens.\n"
                "\n"
                "  --model FILE        GGUF model, the same file as the coordinator's (required)\n"
                "  --listen ENDPOINT   ZeroMQ endpoint to bind, e.g. tcp://*:5555 (required)\n"
                "  --threads N         compute threads (default: online CPUs, at most 8)\n"
                "  --name NAME         name reported to coordinators (default: host name)\n"
-               "  --help              this text\n");
+               "  --lease-ms MS       a placement belongs to its coordinator while it is heard from\n"
+               "                      at least this often (coordinators send a heartbeat every\n"
+               "                      second); a different placement from another coordinator is\n"
+               "                      refused until then, and accepted after (default %u, 100..3600000)\n"
+               "  --help              this text\n",
+            MC_NODE_DEFAULT_LEASE_MS);
 }
 
 mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *help, char *err) {
@@ -93,7 +110,8 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
             *help = true;
             return MC_OK;
         }
-        if (strcmp(a, "--model") && strcmp(a, "--listen") && strcmp(a, "--threads") && strcmp(a, "--name"))
+        if (strcmp(a, "--model") && strcmp(a, "--listen") && strcmp(a, "--threads") && strcmp(a, "--name") &&
+            strcmp(a, "--lease-ms"))
             return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
         if (i + 1 >= argc) return mc_err_set(err, MC_ERR_ARG, "%s needs a value", a);
         const char *v = argv[++i];
@@ -101,12 +119,15 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
         else if (!strcmp(a, "--listen")) o.listen = v;
         else if (!strcmp(a, "--name")) o.name = v;
         else {
+            const bool lease = !strcmp(a, "--lease-ms");
+            const long lo = lease ? 100 : 1, hi = lease ? 3600000 : 512;
             char *end;
             errno = 0;
             long t = strtol(v, &end, 10);
-            if (errno || end == v || *end || t < 1 || t > 512)
-                return mc_err_set(err, MC_ERR_ARG, "--threads wants a whole number in 1..512, not '%s'", v);
-            o.threads = (int)t;
+            if (errno || end == v || *end || t < lo || t > hi)
+                return mc_err_set(err, MC_ERR_ARG, "%s wants a whole number in %ld..%ld, not '%s'", a, lo, hi, v);
+            if (lease) o.lease_ms = (uint32_t)t;
+            else o.threads = (int)t;
         }
     }
     if (!o.model) return mc_err_set(err, MC_ERR_ARG, "--model is required (see --help)");
@@ -168,6 +189,7 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         mc_node_destroy(&n);
         return NULL;
     }
+    snprintf(n->who, sizeof n->who, "moe-expert %s", n->name);
     n->fingerprint = mc_model_fingerprint(n->model);
     n->lim = mc_wire_limits(n->model);
     n->held = calloc((size_t)n->lim.n_layer * n->lim.n_expert + 1, 1);
@@ -182,12 +204,10 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         mc_node_destroy(&n);
         return NULL;
     }
-    if (n->log) {
-        const mc_hparams_t *hp = &n->model->hp;
-        fprintf(n->log, "moe-expert %s: listening on %s (%u layers x %u experts, fingerprint %016llx, %d threads)\n",
-                n->name, n->endpoint, hp->n_layer, hp->n_expert, (unsigned long long)n->fingerprint, n->threads);
-        fflush(n->log);
-    }
+    const mc_hparams_t *hp = &n->model->hp;
+    mc_log_status(n->log, n->who, "serving %s on %s (%u layers x %u experts, fingerprint %016llx, %d threads, lease %u ms)",
+                  p->model, p->listen ? n->endpoint : "no socket", hp->n_layer, hp->n_expert,
+                  (unsigned long long)n->fingerprint, n->threads, n->lease_ms);
     return n;
 }
 
@@ -278,10 +298,11 @@ static uint64_t s_advise(const mc_matrix_t *w, int advice) {
     return bytes;
 }
 
-// Make `want` the held set and return its pair count. Experts no longer held
-// are released first: their boundary pages may be shared with held ones,
-// which are touched afterwards.
-static uint32_t s_place(mc_node_t *n, const uint8_t *want) {
+// Make `want` the held set and return its pair count (and in *layers_out
+// the layers it spans, in *bytes_out its weight bytes). Experts no longer
+// held are released first: their boundary pages may be shared with held
+// ones, which are touched afterwards.
+static uint32_t s_place(mc_node_t *n, const uint8_t *want, uint32_t *layers_out, uint64_t *bytes_out) {
     const mc_hparams_t *hp = &n->model->hp;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t e = 0; e < hp->n_expert; e++) {
@@ -303,35 +324,53 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want) {
         layers += pairs > before;
     }
     memcpy(n->held, want, (size_t)hp->n_layer * hp->n_expert);
-    if (n->log) {
-        fprintf(n->log, "moe-expert %s: holding %u experts over %u layers (%.1f MiB of weights), resident memory %.1f MiB\n",
-                n->name, pairs, layers, bytes / 1048576.0, s_resident_bytes() / 1048576.0);
-        fflush(n->log);
-    }
+    *layers_out = layers;
+    *bytes_out = bytes;
     return pairs;
+}
+
+// Name and address of the coordinator behind peer id, for status lines.
+static void s_peer_text(const mc_node_t *n, const s_peer_t *id, char *buf, size_t cap) {
+    bool named = n->hello_id_len == id->len && !memcmp(n->hello_id, id->id, id->len);
+    snprintf(buf, cap, "%s%s%s", named ? n->hello_name : "", named ? " at " : "", id->addr);
 }
 
 static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_assign_t *a = &m->u.assign;
     size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = id->len;
     uint64_t now_ms = s_now_us() / 1000;
+    char peer[MC_WIRE_NAME_MAX + 64];
+    s_peer_text(n, id, peer, sizeof peer);
     bool same = !memcmp(a->held, n->held, cells);
     bool active = n->owner_len && now_ms - n->owner_seen_ms < n->lease_ms;
-    bool mine = n->owner_len == id_len && !memcmp(n->owner, id->id, id_len) && n->owner_session == a->session_id;
+    // A placement belongs to a session, not to a socket: a coordinator that
+    // reconnects (after losing this node for a while) keeps it.
+    bool mine = n->owner_len && n->owner_session == a->session_id;
     if (!same && active && !mine) {
         char msg[MC_ERR_LEN];
         snprintf(msg, sizeof msg, "already serving a different placement for coordinator session %016llx (heard from %llu ms ago); "
                  "the same placement is accepted", (unsigned long long)n->owner_session, (unsigned long long)(now_ms - n->owner_seen_ms));
+        mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)a->session_id,
+                      peer, msg);
         s_send_error(n, id, m->request_id, MC_ERR_ARG, msg);
         return;
     }
     if (!active || mine) {
         memcpy(n->owner, id->id, id_len);
-        n->owner_len = id_len, n->owner_session = a->session_id, n->owner_seen_ms = now_ms;
+        n->owner_len = id_len, n->owner_session = a->session_id, n->owner_seen_ms = now_ms, n->owner_lost = false;
+        bool named = n->hello_id_len == id_len && !memcmp(n->hello_id, id->id, id_len);
+        snprintf(n->owner_name, sizeof n->owner_name, "%s", named ? n->hello_name : "?");
     }
-    uint32_t pairs = s_place(n, a->held);
+    uint32_t layers;
+    uint64_t bytes;
+    uint32_t pairs = s_place(n, a->held, &layers, &bytes);
+    const uint64_t resident = s_resident_bytes();
+    mc_log_status(n->log, n->who,
+                  "placement of session %016llx from %s accepted: %u experts over %u layers (%.1f MiB of weights), "
+                  "resident memory %.1f MiB",
+                  (unsigned long long)a->session_id, peer, pairs, layers, bytes / 1048576.0, resident / 1048576.0);
     mc_wire_msg_t r = {.kind = MC_WIRE_MSG_READY, .request_id = m->request_id};
-    r.u.ready = (mc_wire_ready_t){.resident_bytes = s_resident_bytes(), .n_pairs = pairs};
+    r.u.ready = (mc_wire_ready_t){.resident_bytes = resident, .n_pairs = pairs};
     s_send(n, id, &r);
 }
 
@@ -340,22 +379,19 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
 static void s_on_request(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_request_t *r = &m->u.request;
     uint64_t t0 = s_now_us();
-    // Results stay exact for f32 and q8_0 requests; f16 and bf16 requests
-    // chose a compact wire both ways.
-    mc_wire_enc_t enc = r->enc == MC_WIRE_F16 || r->enc == MC_WIRE_BF16 ? r->enc : MC_WIRE_F32;
+    const mc_wire_enc_t enc = r->res_enc;
     size_t count = (size_t)r->n_rows * r->dim, rb = mc_wire_row_bytes(enc, r->dim);
-    float *x = malloc(count * sizeof(float)), *out = malloc(count * sizeof(float));
+    float *out = malloc(count * sizeof(float));
     uint8_t *packed = enc == MC_WIRE_F32 ? (uint8_t *)out : malloc(rb * r->n_rows);
     char err[MC_ERR_LEN];
     mc_err_t rc = MC_OK;
-    if (!x || !out || !packed) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory for %u rows", r->n_rows);
+    if (!out || !packed) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory for %u rows", r->n_rows);
     else {
-        // Q8_0 rows too go through f32: Q8_0 blocks are a fixed point of
-        // dequantize-then-quantize (test_quant), so kernels that take Q8_0
-        // activations re-make exactly the blocks the coordinator sent, and
-        // the result has the bits of computing on the coordinator.
-        mc_wire_rows_decode(r->enc, r->rows, r->n_rows, r->dim, x);
-        rc = mc_moe_compute(n->moe, n->model, r->layer, x, r->n_rows, r->experts, r->weights, r->k, out, err);
+        // The rows go in as they arrived: blocks of the experts' activation
+        // type straight into the products, anything else through f32. The
+        // coordinator's fallback makes the same call on the same bytes.
+        const mc_moe_rows_t rows = {mc_wire_enc_dtype(r->enc), r->rows, mc_wire_row_bytes(r->enc, r->dim)};
+        rc = mc_moe_compute_rows(n->moe, n->model, r->layer, &rows, r->n_rows, r->experts, r->weights, r->k, out, err);
     }
     if (rc) {
         s_send_error(n, id, m->request_id, rc, err);
@@ -368,7 +404,7 @@ static void s_on_request(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *
         s_send(n, id, &res);
     }
     if (packed != (uint8_t *)out) free(packed);
-    free(x), free(out);
+    free(out);
 }
 
 static uint64_t s_total_memory(void) {
@@ -380,16 +416,24 @@ static void s_on_hello(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m)
     const mc_wire_hello_t *h = &m->u.hello;
     char msg[MC_ERR_LEN];
     if (h->version != MC_WIRE_VERSION) {
-        snprintf(msg, sizeof msg, "speaks protocol version %d, the coordinator %s version %u", MC_WIRE_VERSION, h->name, h->version);
+        snprintf(msg, sizeof msg, "speaks protocol version %d, the coordinator (%s) version %u: use the same release on every machine",
+                 MC_WIRE_VERSION, h->name, h->version);
+        mc_log_status(n->log, n->who, "refused coordinator %s at %s: it %s", h->name, id->addr, msg);
         s_send_error(n, id, m->request_id, MC_ERR_UNSUPPORTED, msg);
         return;
     }
     if (h->fingerprint != n->fingerprint) {
-        snprintf(msg, sizeof msg, "model fingerprint mismatch: node has %016llx, coordinator %s has %016llx (not the same model file)",
+        snprintf(msg, sizeof msg, "model fingerprint mismatch: node has %016llx, the coordinator (%s) has %016llx (not the same model file)",
                  (unsigned long long)n->fingerprint, h->name, (unsigned long long)h->fingerprint);
+        mc_log_status(n->log, n->who, "refused coordinator %s at %s: %s", h->name, id->addr, msg);
         s_send_error(n, id, m->request_id, MC_ERR_ARG, msg);
         return;
     }
+    memcpy(n->hello_id, id->id, id->len);
+    n->hello_id_len = id->len;
+    snprintf(n->hello_name, sizeof n->hello_name, "%s", h->name);
+    mc_log_status(n->log, n->who, "coordinator %s at %s connected (session %016llx)", h->name, id->addr,
+                  (unsigned long long)h->session_id);
     mc_wire_msg_t r = {.kind = MC_WIRE_MSG_HELLO, .request_id = m->request_id};
     r.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = n->fingerprint, .threads = (uint32_t)n->threads,
                                   .memory_bytes = s_total_memory()};
@@ -467,7 +511,8 @@ static bool s_serve_one(mc_node_t *n) {
         zmq_msg_close(&part);
     }
     if (parts == 1 && zmq_msg_size(&id) <= MC_NODE_ID_MAX) {
-        const s_peer_t peer = {zmq_msg_data(&id), zmq_msg_size(&id)};
+        const char *addr = zmq_msg_gets(&body, "Peer-Address");
+        const s_peer_t peer = {zmq_msg_data(&id), zmq_msg_size(&id), addr ? addr : "a local peer"};
         s_handle(n, &peer, zmq_msg_data(&body), zmq_msg_size(&body));
     } else {
         n->stats.errors++;
@@ -482,7 +527,7 @@ mc_err_t mc_node_handle(mc_node_t *n, const void *peer, size_t peer_len, const v
                         size_t *reply_len, char *err) {
     if (peer_len > MC_NODE_ID_MAX)
         return mc_err_set(err, MC_ERR_ARG, "peer id of %zu bytes (at most %d)", peer_len, MC_NODE_ID_MAX);
-    const s_peer_t id = {peer, peer_len};
+    const s_peer_t id = {peer, peer_len, "a direct caller"};
     n->capture = true;
     n->captured = NULL, n->captured_len = 0;
     s_handle(n, &id, msg, len);
@@ -492,13 +537,39 @@ mc_err_t mc_node_handle(mc_node_t *n, const void *peer, size_t peer_len, const v
     return MC_OK;
 }
 
+// The owner's lease ran out: say so once (its placement stays in place and
+// keeps serving whoever asks for it, until another coordinator changes it).
+static void s_check_lease(mc_node_t *n) {
+    if (!n->owner_len || n->owner_lost) return;
+    const uint64_t silent = s_now_us() / 1000 - n->owner_seen_ms;
+    if (silent < n->lease_ms) return;
+    n->owner_lost = true;
+    mc_log_status(n->log, n->who,
+                  "lost coordinator %s (session %016llx): silent for %llu ms; another coordinator may now place "
+                  "experts here",
+                  n->owner_name, (unsigned long long)n->owner_session, (unsigned long long)silent);
+}
+
 mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err) {
     if (!n->sock) return mc_err_set(err, MC_ERR_ARG, "node %s has no socket (made without an endpoint)", n->name);
     zmq_pollitem_t item = {.socket = n->sock, .events = ZMQ_POLLIN};
+    mc_err_t rc = MC_OK;
     while (!atomic_load(stop)) {
-        int rc = zmq_poll(&item, 1, MC_NODE_POLL_MS);
-        if (rc < 0 && zmq_errno() != EINTR) return mc_err_set(err, MC_ERR_NET, "poll: %s", zmq_strerror(zmq_errno()));
-        while (rc > 0 && !atomic_load(stop) && s_serve_one(n)) {}
+        int ready = zmq_poll(&item, 1, MC_NODE_POLL_MS);
+        if (ready < 0 && zmq_errno() != EINTR) {
+            rc = mc_err_set(err, MC_ERR_NET, "poll: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        while (ready > 0 && !atomic_load(stop) && s_serve_one(n)) {}
+        s_check_lease(n);
     }
-    return MC_OK;
+    const mc_wire_stats_t *st = &n->stats;
+    const int why = atomic_load(stop);
+    const char *sig = why == SIGTERM ? " on SIGTERM" : why == SIGINT ? " on SIGINT" : why == SIGHUP ? " on SIGHUP" : "";
+    mc_log_status(n->log, n->who,
+                  "stopping%s%s: served %llu requests (%llu rows, %.1f ms of compute), %.2f MB in, %.2f MB out, "
+                  "%llu messages refused or dropped",
+                  sig, rc ? " after a socket error" : "", (unsigned long long)st->requests, (unsigned long long)st->rows,
+                  st->compute_us / 1e3, st->bytes_in / 1e6, st->bytes_out / 1e6, (unsigned long long)st->errors);
+    return rc;
 }

@@ -10,11 +10,17 @@
  * message that fails validation gets an ErrorReply and the node keeps
  * serving.
  *
- * A placement belongs to the coordinator that made it (ZeroMQ routing
- * identity and session id) for as long as that coordinator is heard from at
- * least once per lease (any message counts, heartbeats included): while it
- * lasts, a different placement from anyone else is refused; the same
- * placement is acknowledged.
+ * A placement belongs to the coordinator session that made it for as long
+ * as that coordinator is heard from at least once per lease (any message
+ * counts; coordinators send a heartbeat every second): while it lasts, a
+ * different placement from another session is refused, the same placement
+ * is acknowledged, and the owner may change it. After the lease, the next
+ * coordinator's placement is accepted.
+ *
+ * Status lines (time stamped, one per event) go to the params' log: a
+ * coordinator connecting, a placement accepted (with the resident memory
+ * after it) or refused and why, the owner lost, and the counts served at
+ * shutdown.
  */
 #ifndef MC_NODE_H
 #define MC_NODE_H
@@ -33,10 +39,14 @@ typedef struct {
     const char *name;   // reported to coordinators; NULL: the host name
     int threads;        // compute threads
     uint32_t lease_ms;  // how long a silent coordinator keeps its placement
-    FILE *log;          // status lines (listening, each assignment); NULL: quiet
+    FILE *log;          // status lines (see above); NULL: quiet
 } mc_node_params_t;
 
-// Threads: online CPUs, at most 8; lease 10 s; everything else NULL.
+// Three of the coordinators' 1 s heartbeats.
+#define MC_NODE_DEFAULT_LEASE_MS 3000u
+
+// Threads: online CPUs, at most 8; lease MC_NODE_DEFAULT_LEASE_MS; everything
+// else NULL.
 mc_node_params_t mc_node_params_default(void);
 
 // Parse the moe-expert command line into p (strings borrowed from argv);
@@ -64,8 +74,9 @@ mc_err_t mc_node_handle(mc_node_t *n, const void *peer, size_t peer_len, const v
                         size_t *reply_len, char *err);
 
 // Serve until *stop becomes non-zero (checked at least every 100 ms; a
-// signal handler may set it: atomic_int is lock-free, see node.c). Returns
-// MC_OK then, or MC_ERR_NET if the socket fails.
+// signal handler may set it to the signal's number, which the last status
+// line names: atomic_int is lock-free, see node.c). Returns MC_OK then, or
+// MC_ERR_NET if the socket fails.
 mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err);
 
 #endif

@@ -220,6 +220,17 @@ static void test_q8_0_wire_exact(void **state) {
     s_compare("tiny-q4_0.gguf", p, 2, MC_WIRE_Q8_0, NULL, true);
 }
 
+// `wire: auto` sends each expert the blocks its kernel makes: every fixture,
+// K-quants included, through two nodes equals one machine to the bit.
+static void test_auto_wire_exact(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-4", NULL}, {"3-7", NULL}};
+    s_compare("tiny-f32.gguf", p, 2, MC_WIRE_AUTO, NULL, true);
+    s_compare("tiny-q8_0.gguf", p, 2, MC_WIRE_AUTO, NULL, true);
+    s_compare("tiny-q4_0.gguf", p, 2, MC_WIRE_AUTO, NULL, true);
+    s_compare("small-q4_k_m.gguf", p, 2, MC_WIRE_AUTO, NULL, true);
+}
+
 static void test_lossy_wires(void **state) {
     (void)state;
     s_place_t p[] = {{"all", NULL}};
@@ -400,12 +411,96 @@ static void test_node_restarted_quickly(void **state) {
     s_life_stop(&l, &ns);
 }
 
+// Greedy generation of n tokens after prompt 3 through a cluster; when
+// kill_at >= 0, node 1 is killed after that many tokens. Returns the logits
+// of every step (n, n_vocab); the tokens in ids.
+static float *s_generate(const mc_model_t *m, s_nodes_t *ns, int kill_at, size_t n, int32_t *ids) {
+    char err[MC_ERR_LEN];
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    ep.n_threads = 2;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_non_null(e);
+    mc_cluster_t *c = mc_cluster_new(ns->cfg, m, mc_engine_matmul(e), NULL, err);
+    if (!c) fail_msg("cluster: %s", err);
+    mc_engine_set_moe(e, mc_cluster_moe, c);
+    const uint32_t nv = m->hp.n_vocab;
+    float *out = malloc(n * nv * sizeof(float));
+    s_load_ids(s_prompts[3]);
+    if (mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_LAST, out, err)) fail_msg("eval: %s", err);
+    for (size_t i = 0; i < n; i++) {
+        const float *row = out + i * nv;
+        int32_t best = 0;
+        for (uint32_t v = 1; v < nv; v++)
+            if (row[v] > row[best]) best = (int32_t)v;
+        ids[i] = best;
+        if ((int)i == kill_at) {
+            kill(ns->procs[1].pid, SIGKILL);
+            waitpid(ns->procs[1].pid, NULL, 0);
+            ns->procs[1].pid = 0;
+        }
+        if (i + 1 < n && mc_engine_eval(e, &best, 1, (uint32_t)(s_n_ids + i), MC_LOGITS_LAST, out + (i + 1) * nv, err))
+            fail_msg("eval: %s", err);
+    }
+    mc_cluster_node_stats_t st;
+    mc_cluster_node_stats(c, 1, &st);
+    assert_int_equal(st.deaths, kill_at >= 0 ? 1 : 0);
+    mc_cluster_destroy(&c);
+    mc_engine_destroy(&e);
+    return out;
+}
+
+// A node killed mid-generation: the coordinator computes its experts from
+// the bytes it sent it, so even a lossy wire gives exactly the tokens and
+// logits of the same cluster without the kill.
+static void s_kill_same(const char *fixture, mc_wire_enc_t wire) {
+    char path[512];
+    mc_model_t *m = s_fixture(fixture, path, sizeof path);
+    if (!m) skip();
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_start(&ns, path, p, 2, wire, NULL);
+    ns.cfg->timeout_ms = 300;
+    ns.cfg->retry_ms = 0;
+    enum { N = 24 };
+    int32_t ids_ref[N], ids_kill[N];
+    float *ref = s_generate(m, &ns, -1, N, ids_ref);
+    float *got = s_generate(m, &ns, 7, N, ids_kill);
+    assert_memory_equal(ids_kill, ids_ref, sizeof ids_ref);
+    assert_memory_equal(got, ref, N * m->hp.n_vocab * sizeof(float));
+    printf("[cluster] %-17s wire %-4s: node killed after 7 of %d tokens, same tokens and logits\n", fixture,
+           mc_wire_enc_name(wire), N);
+    free(ref), free(got);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
+static void test_kill_f32(void **state) {
+    (void)state;
+    s_kill_same("small-q4_k_m.gguf", MC_WIRE_F32);
+}
+
+static void test_kill_auto(void **state) {
+    (void)state;
+    s_kill_same("small-q4_k_m.gguf", MC_WIRE_AUTO);
+}
+
+static void test_kill_q8_0_lossy(void **state) {
+    (void)state;
+    s_kill_same("small-q4_k_m.gguf", MC_WIRE_Q8_0); // lossy for its K-quant experts
+    s_kill_same("tiny-f32.gguf", MC_WIRE_F16);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
         cmocka_unit_test_teardown(test_q8_0_wire_exact, s_stop_live),
+        cmocka_unit_test_teardown(test_auto_wire_exact, s_stop_live),
         cmocka_unit_test_teardown(test_lossy_wires, s_stop_live),
+        cmocka_unit_test_teardown(test_kill_f32, s_stop_live),
+        cmocka_unit_test_teardown(test_kill_auto, s_stop_live),
+        cmocka_unit_test_teardown(test_kill_q8_0_lossy, s_stop_live),
         cmocka_unit_test_teardown(test_other_model_refused, s_stop_live),
         cmocka_unit_test_teardown(test_missing_node, s_stop_live),
         cmocka_unit_test_teardown(test_node_killed_and_back, s_stop_live),

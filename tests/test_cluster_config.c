@@ -248,7 +248,7 @@ static void test_defaults(void **state) {
     assert_null(c->path);
     assert_null(c->model);
     assert_null(c->model_resolved);
-    assert_int_equal(c->wire, MC_WIRE_Q8_0);
+    assert_int_equal(c->wire, MC_WIRE_AUTO);
     assert_int_equal(c->timeout_ms, MC_CLUSTER_DEFAULT_TIMEOUT_MS);
     assert_int_equal(c->retry_ms, MC_CLUSTER_DEFAULT_RETRY_MS);
     assert_int_equal(c->n_nodes, 1);
@@ -278,9 +278,9 @@ static void test_defaults(void **state) {
 
 static void test_wire_names(void **state) {
     (void)state;
-    static const char *const names[] = {"f32", "f16", "bf16", "q8_0"};
-    for (int i = 0; i < 4; i++) {
-        mc_wire_enc_t e = MC_WIRE_F32;
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q8_1", "q8_k"};
+    for (int i = 0; i < 6; i++) {
+        mc_wire_enc_t e = MC_WIRE_AUTO;
         assert_true(mc_wire_enc_from_name(names[i], &e));
         assert_int_equal(e, i);
         assert_string_equal(mc_wire_enc_name(e), names[i]);
@@ -295,6 +295,9 @@ static void test_wire_names(void **state) {
     assert_false(mc_wire_enc_from_name(NULL, &e));
     assert_int_equal(e, MC_WIRE_F16);
     assert_string_equal(mc_wire_enc_name((mc_wire_enc_t)7), "unknown");
+    assert_true(mc_wire_enc_from_name("auto", &e));
+    assert_int_equal(e, MC_WIRE_AUTO);
+    assert_string_equal(mc_wire_enc_name(MC_WIRE_AUTO), "auto");
 }
 
 static void test_model_path(void **state) {
@@ -496,7 +499,7 @@ static void test_errors_values(void **state) {
         s_expect_error(yaml, cases[i].want);
     }
 
-    s_expect_error("wire: q4_0\n", "cluster.yaml:1:7: unknown wire encoding 'q4_0' (expected f32, f16, bf16 or q8_0)");
+    s_expect_error("wire: q4_0\n", "cluster.yaml:1:7: unknown wire encoding 'q4_0' (expected auto, f32, f16, bf16, q8_0, q8_1 or q8_k)");
     s_expect_error("wire: [f32]\n", "cluster.yaml:1:7: 'wire' must be a single value, found a sequence");
     s_expect_error("model: {a: b}\n", "cluster.yaml:1:8: 'model' must be a single value, found a mapping");
     s_expect_error("model:\n", "cluster.yaml:1:7: 'model' has no value");

@@ -132,7 +132,7 @@ static void test_many_matches_single(void **state) {
         want[i] = s_reference(&m[i].w, xi, n_tok);
         got[i] = malloc((size_t)n_tok * N_OUT * sizeof(float));
         assert_non_null(got[i]);
-        ops[i] = (mc_matmul_op_t){&m[i].w, xi, n_tok, got[i]};
+        ops[i] = (mc_matmul_op_t){&m[i].w, xi, n_tok, got[i], NULL};
     }
     mc_pool_t *pool = mc_pool_new(2);
     mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);

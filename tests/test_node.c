@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,7 +235,8 @@ static float *s_remote(s_fix_t *f, void *sock, uint32_t layer, const s_batch_t *
     uint8_t *rows = malloc(rb * b->n);
     mc_wire_rows_encode(enc, b->x, b->n, b->dim, rows);
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_REQUEST, .request_id = id}, r;
-    m.u.request = (mc_wire_request_t){layer, enc, b->n, b->dim, rows, rb * b->n, b->k, b->experts, b->weights};
+    m.u.request = (mc_wire_request_t){layer, enc, b->n, b->dim, rows, rb * b->n, b->k, b->experts, b->weights,
+                                       mc_wire_result_enc(enc)};
     s_call(f, sock, &m, &r);
     free(rows);
     if (r.kind != MC_WIRE_MSG_RESULT)
@@ -276,11 +278,11 @@ static void test_handshake(void **state) {
     h.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "coord"};
     mc_model_destroy(&m);
     char want[64];
-    snprintf(want, sizeof want, "coordinator coord has %016llx", (unsigned long long)h.u.hello.fingerprint);
+    snprintf(want, sizeof want, "the coordinator (coord) has %016llx", (unsigned long long)h.u.hello.fingerprint);
     s_expect_error(f, c, &h, want);
     s_expect_error(f, c, &h, "model fingerprint mismatch: node has ");
     h.u.hello.version = MC_WIRE_VERSION + 1;
-    s_expect_error(f, c, &h, "speaks protocol version 1, the coordinator coord version 2");
+    s_expect_error(f, c, &h, "speaks protocol version 2, the coordinator (coord) version 3");
     // Messages only a node sends are refused.
     mc_wire_msg_t ready = {.kind = MC_WIRE_MSG_READY, .request_id = 3};
     s_expect_error(f, c, &ready, "does not accept ready messages");
@@ -354,6 +356,77 @@ static void s_q8_wire_bit_identical(s_fix_t *f, const char *name, mc_dtype_t typ
 static void test_q8_wire_q8_0_weights(void **state) { s_q8_wire_bit_identical(*state, "q8", MC_DTYPE_Q8_0); }
 static void test_q8_wire_q4_0_weights(void **state) { s_q8_wire_bit_identical(*state, "q4", MC_DTYPE_Q4_0); }
 
+// One message through mc_node_handle; the reply decoded into *out.
+static void s_handle(mc_node_t *n, const mc_wire_limits_t *lim, const mc_wire_msg_t *m, mc_wire_msg_t *out) {
+    uint8_t *buf, *reply;
+    size_t len, reply_len;
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_wire_encode(m, &buf, &len, err), MC_OK);
+    assert_int_equal(mc_node_handle(n, "coord", 5, buf, len, &reply, &reply_len, err), MC_OK);
+    free(buf);
+    assert_non_null(reply);
+    if (mc_wire_decode(lim, reply, reply_len, out, NULL, err)) fail_msg("bad reply: %s", err);
+    free(reply);
+}
+
+// Every weight type, its rows sent as `wire: auto` would send them (the
+// activation blocks its kernels make): the node's result has the bits of
+// computing from the f32 rows on one machine, and so has f32.
+static void test_auto_wire_every_weight_type(void **state) {
+    (void)state;
+    static const mc_dtype_t types[] = {MC_DTYPE_F32,  MC_DTYPE_F16,  MC_DTYPE_BF16, MC_DTYPE_Q4_0, MC_DTYPE_Q4_1,
+                                       MC_DTYPE_Q5_0, MC_DTYPE_Q5_1, MC_DTYPE_Q8_0, MC_DTYPE_Q2_K, MC_DTYPE_Q3_K,
+                                       MC_DTYPE_Q4_K, MC_DTYPE_Q5_K, MC_DTYPE_Q6_K};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        char path[512], name[32], err[MC_ERR_LEN];
+        snprintf(name, sizeof name, "auto-%s", mc_dtype_name(types[i]));
+        s_model(name, types[i], 256, 256, path, sizeof path);
+        mc_node_params_t p = mc_node_params_default();
+        p.model = path, p.name = "direct", p.threads = 2;
+        mc_node_t *n = mc_node_new(&p, err);
+        mc_model_t *m = mc_model_open(path, err);
+        assert_true(n && m);
+        const mc_wire_limits_t lim = mc_wire_limits(m);
+        uint8_t held[2 * 8];
+        memset(held, 1, sizeof held);
+        mc_wire_msg_t a = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 1}, r;
+        a.u.assign = (mc_wire_assign_t){9, 2, 8, held};
+        s_handle(n, &lim, &a, &r);
+        assert_int_equal(r.kind, MC_WIRE_MSG_READY);
+        mc_wire_msg_free(&r);
+        for (uint32_t layer = 0; layer < 2; layer++) {
+            s_batch_t b = s_batch(&lim, held, 11, 40 + layer);
+            float *want = s_local(path, layer, &b, b.x);
+            const mc_wire_enc_t encs[2] = {mc_wire_auto_enc(m, layer, 0), MC_WIRE_F32};
+            if (types[i] != MC_DTYPE_F32) assert_int_not_equal(encs[0], MC_WIRE_F32);
+            for (int e = 0; e < 2; e++) {
+                const size_t rb = mc_wire_row_bytes(encs[e], b.dim);
+                uint8_t *rows = malloc(rb * b.n);
+                mc_wire_rows_encode(encs[e], b.x, b.n, b.dim, rows);
+                mc_wire_msg_t q = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 2 + layer * 2 + (uint32_t)e};
+                q.u.request = (mc_wire_request_t){layer, encs[e], b.n, b.dim, rows, rb * b.n, b.k, b.experts, b.weights,
+                                                  MC_WIRE_F32};
+                s_handle(n, &lim, &q, &r);
+                free(rows);
+                if (r.kind != MC_WIRE_MSG_RESULT)
+                    fail_msg("%s: %s", name, r.kind == MC_WIRE_MSG_ERROR ? r.u.error.message : mc_wire_kind_name(r.kind));
+                assert_int_equal(r.u.result.enc, MC_WIRE_F32);
+                float *got = malloc((size_t)b.n * b.dim * sizeof(float));
+                mc_wire_rows_decode(r.u.result.enc, r.u.result.rows, b.n, b.dim, got);
+                mc_wire_msg_free(&r);
+                if (memcmp(got, want, (size_t)b.n * b.dim * sizeof(float)))
+                    fail_msg("%s layer %u: a %s request differs from local computation", name, layer,
+                             mc_wire_enc_name(encs[e]));
+                free(got);
+            }
+            free(want);
+            s_batch_free(&b);
+        }
+        mc_model_destroy(&m);
+        mc_node_destroy(&n);
+    }
+}
+
 static void test_malformed_messages(void **state) {
     s_fix_t *f = *state;
     char path[512];
@@ -364,7 +437,8 @@ static void test_malformed_messages(void **state) {
     float *want = s_local(path, 0, &b, b.x);
     size_t rb = mc_wire_row_bytes(MC_WIRE_F32, 64);
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 50};
-    const mc_wire_request_t good = {0, MC_WIRE_F32, b.n, b.dim, (uint8_t *)b.x, rb * b.n, b.k, b.experts, b.weights};
+    const mc_wire_request_t good = {0, MC_WIRE_F32, b.n, b.dim, (uint8_t *)b.x, rb * b.n, b.k, b.experts, b.weights,
+                                    MC_WIRE_F32};
     mc_wire_request_t *q = &m.u.request;
 
     // Truncated: not an envelope, dropped without a reply.
@@ -400,7 +474,7 @@ static void test_malformed_messages(void **state) {
     // More rows than a request may carry (the message itself stays under the socket's cap).
     uint32_t many = MC_WIRE_MAX_ROWS + 1;
     s_batch_t big = s_batch(&f->lim, held, many, 9);
-    *q = (mc_wire_request_t){0, MC_WIRE_F32, many, 64, (uint8_t *)big.x, rb * many, big.k, big.experts, big.weights};
+    *q = (mc_wire_request_t){0, MC_WIRE_F32, many, 64, (uint8_t *)big.x, rb * many, big.k, big.experts, big.weights, MC_WIRE_F32};
     s_expect_error(f, c, &m, "4097 rows, expected 1..4096");
     s_batch_free(&big);
     // A message beyond ZMQ_MAXMSGSIZE: ZeroMQ drops it and that peer's
@@ -446,6 +520,74 @@ static void test_placement_ownership(void **state) {
     s_assign(f, b, 2, p1, NULL);
     m.u.assign = (mc_wire_assign_t){1, 2, 8, p2};
     s_expect_error(f, a, &m, "coordinator session 0000000000000002");
+    // A placement belongs to the session, not the socket: the owner coming
+    // back on a new connection (as after losing the node) may change it.
+    void *c = s_client(f, 2);
+    s_assign(f, c, 2, p2, NULL);
+    m.u.assign = (mc_wire_assign_t){1, 2, 8, p1};
+    s_expect_error(f, a, &m, "coordinator session 0000000000000002");
+}
+
+// Status lines: who connected, what was accepted or refused and why, the
+// owner lost, the counts at shutdown; never a function name.
+static void test_status_lines(void **state) {
+    s_fix_t *f = *state;
+    char path[512], logpath[600], err[MC_ERR_LEN];
+    s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path);
+    snprintf(logpath, sizeof logpath, "%s/node.log", s_dir);
+    FILE *log = fopen(logpath, "w");
+    assert_non_null(log);
+    mc_node_params_t p = mc_node_params_default();
+    assert_int_equal(p.lease_ms, MC_NODE_DEFAULT_LEASE_MS);
+    p.model = path, p.listen = "tcp://127.0.0.1:*", p.name = NAME, p.threads = 1, p.lease_ms = 300, p.log = log;
+    f->node = mc_node_new(&p, err);
+    assert_non_null(f->node);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_serve, f), 0);
+    f->running = true;
+    mc_model_t *m = mc_model_open(path, err);
+    f->lim = mc_wire_limits(m);
+    void *a = s_client(f, 0), *b = s_client(f, 1);
+    mc_wire_msg_t h = {.kind = MC_WIRE_MSG_HELLO, .request_id = 1}, r;
+    h.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "coord-a",
+                                  .session_id = 0xabc};
+    mc_model_destroy(&m);
+    s_call(f, a, &h, &r);
+    mc_wire_msg_free(&r);
+    uint8_t p1[16] = {1, 1}, p2[16] = {0, 0, 1};
+    s_assign(f, a, 0xabc, p1, NULL);
+    mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 9};
+    as.u.assign = (mc_wire_assign_t){0xdef, 2, 8, p2};
+    s_expect_error(f, b, &as, "different placement");
+    usleep(500 * 1000); // the lease (300 ms) runs out: one "lost" line
+    s_assign(f, b, 0xdef, p2, NULL);
+    h.u.hello.fingerprint ^= 1;
+    s_expect_error(f, b, &h, "fingerprint mismatch");
+    atomic_store(&f->stop, SIGTERM);
+    pthread_join(f->thread, NULL);
+    f->running = false;
+    fclose(log);
+    char *text = (char *)mc_test_read_file(logpath, NULL);
+    assert_non_null(text);
+    static const char *const want[] = {
+        "moe-expert test-node: serving ",
+        "moe-expert test-node: coordinator coord-a at 127.0.0.1 connected (session 0000000000000abc)",
+        "placement of session 0000000000000abc from coord-a at 127.0.0.1 accepted: 2 experts over 1 layers",
+        "resident memory ",
+        "refused the placement of session 0000000000000def from 127.0.0.1: already serving a different placement",
+        "lost coordinator coord-a (session 0000000000000abc): silent for ",
+        "placement of session 0000000000000def from 127.0.0.1 accepted: 1 experts over 1 layers",
+        "refused coordinator coord-a at 127.0.0.1: model fingerprint mismatch",
+        "stopping on SIGTERM: served 0 requests",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(text, want[i])) fail_msg("the log lacks '%s':\n%s", want[i], text);
+    // One line per event, each with a date and time; no function names.
+    assert_null(strstr(text, "s_on_"));
+    for (char *line = text; *line; line = strchr(line, '\n') + 1) {
+        assert_true(line[4] == '-' && line[10] == ' ' && line[13] == ':');
+        if (!strchr(line, '\n')) break;
+    }
+    free(text);
 }
 
 static uint64_t s_expert_bytes(const char *path) {
@@ -525,7 +667,7 @@ static void test_handle_without_socket(void **state) {
     int32_t experts[2] = {0, 1};
     float weights[2] = {0.5f, 0.5f}, x[64] = {0};
     mc_wire_msg_t q = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 6};
-    q.u.request = (mc_wire_request_t){0, MC_WIRE_F32, 1, 64, (const uint8_t *)x, sizeof x, 2, experts, weights};
+    q.u.request = (mc_wire_request_t){0, MC_WIRE_F32, 1, 64, (const uint8_t *)x, sizeof x, 2, experts, weights, MC_WIRE_F32};
     assert_int_equal(mc_wire_encode(&q, &buf, &len, err), MC_OK);
     assert_int_equal(mc_node_handle(n, "peer", 4, buf, len, &reply, &reply_len, err), MC_OK);
     free(buf);
@@ -569,6 +711,12 @@ static void test_parse_args(void **state) {
     char *unknown[] = {"moe-expert", "--port", "5"};
     assert_int_equal(mc_node_parse_args(3, unknown, &p, &help, err), MC_ERR_ARG);
     assert_non_null(strstr(err, "unknown flag '--port'"));
+    char *lease[] = {"moe-expert", "--model", "m", "--listen", "x", "--lease-ms", "1500"};
+    assert_int_equal(mc_node_parse_args(7, lease, &p, &help, err), MC_OK);
+    assert_int_equal(p.lease_ms, 1500);
+    lease[6] = "50";
+    assert_int_equal(mc_node_parse_args(7, lease, &p, &help, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--lease-ms wants a whole number in 100..3600000, not '50'"));
     char *missing[] = {"moe-expert", "--model"};
     assert_int_equal(mc_node_parse_args(2, missing, &p, &help, err), MC_ERR_ARG);
     assert_non_null(strstr(err, "--model needs a value"));
@@ -598,8 +746,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_results_bit_identical, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_q8_wire_q8_0_weights, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_q8_wire_q4_0_weights, s_setup, s_teardown),
+        cmocka_unit_test(test_auto_wire_every_weight_type),
         cmocka_unit_test_setup_teardown(test_malformed_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_placement_ownership, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_status_lines, s_setup, s_teardown),
         cmocka_unit_test(test_handle_without_socket),
         cmocka_unit_test_setup_teardown(test_resident_memory_follows_share, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stops_promptly, s_setup, s_teardown),

@@ -260,6 +260,117 @@ static void test_row_encodings(void **state) {
     assert_memory_equal(buf, ref, N * rb);
 }
 
+// Q8_1 and Q8_K rows are the activation quantizer's blocks, byte for byte.
+static void test_block_encodings(void **state) {
+    (void)state;
+    enum { N = 3, W = 512 };
+    static float x[N * W], back[N * W], deq[W];
+    static uint8_t buf[N * W * 4], ref[N * W * 4];
+    uint64_t seed = 7;
+    for (int i = 0; i < N * W; i++) x[i] = s_uniform(&seed) * 3.0f;
+    const mc_wire_enc_t encs[] = {MC_WIRE_Q8_0, MC_WIRE_Q8_1, MC_WIRE_Q8_K};
+    const mc_dtype_t types[] = {MC_DTYPE_Q8_0, MC_DTYPE_Q8_1, MC_DTYPE_Q8_K};
+    for (int e = 0; e < 3; e++) {
+        assert_int_equal(mc_wire_enc_dtype(encs[e]), types[e]);
+        mc_wire_enc_t back_enc;
+        assert_true(mc_wire_enc_of_dtype(types[e], &back_enc));
+        assert_int_equal(back_enc, encs[e]);
+        const size_t rb = mc_wire_row_bytes(encs[e], W);
+        assert_int_equal(rb, mc_dtype_row_bytes(types[e], W));
+        mc_wire_rows_encode(encs[e], x, N, W, buf);
+        for (int t = 0; t < N; t++) {
+            assert_int_equal(mc_quant_quantize_row(types[e], x + t * W, ref + t * rb, W), MC_OK);
+            assert_int_equal(mc_quant_dequantize_row(types[e], ref + t * rb, deq, W), MC_OK);
+            mc_wire_rows_decode(encs[e], buf + t * rb, 1, W, back);
+            assert_memory_equal(back, deq, sizeof deq);
+        }
+        assert_memory_equal(buf, ref, N * rb);
+        assert_int_equal(mc_wire_rows_check(encs[e], buf, N, W, NULL), MC_OK);
+    }
+    // Q8_K: 256-value blocks only; about 1.14 bytes per value against 4.
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_Q8_K, 256), 292);
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_Q8_K, 64), 0);
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_Q8_1, 64), 72);
+    assert_int_equal(mc_wire_row_bytes(MC_WIRE_AUTO, 64), 0);
+    // A block whose per-16 sums do not match its quants, or a scale that is
+    // not finite, is refused.
+    char err[MC_ERR_LEN];
+    mc_wire_rows_encode(MC_WIRE_Q8_K, x, N, W, buf);
+    mc_block_q8_k_t blk;
+    memcpy(&blk, buf + 292 * 3, sizeof blk); // row 1, block 1
+    blk.bsums[5]++;
+    memcpy(buf + 292 * 3, &blk, sizeof blk);
+    assert_int_equal(mc_wire_rows_check(MC_WIRE_Q8_K, buf, N, W, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "row 1: a q8_k block's sums do not match its quants"));
+    blk.bsums[5]--, blk.d = INFINITY;
+    memcpy(buf + 292 * 3, &blk, sizeof blk);
+    assert_int_equal(mc_wire_rows_check(MC_WIRE_Q8_K, buf, N, W, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "row 1: a block scale is not finite"));
+    mc_wire_rows_encode(MC_WIRE_Q8_1, x, N, W, buf);
+    const uint16_t nan16 = 0x7e00;
+    memcpy(buf + 36 * 16 * 2 + 2, &nan16, 2); // row 2, block 0, s
+    assert_int_equal(mc_wire_rows_check(MC_WIRE_Q8_1, buf, N, W, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "row 2: a block scale is not finite"));
+    mc_wire_rows_encode(MC_WIRE_Q8_0, x, N, W, buf);
+    memcpy(buf + 34 * 17, &nan16, 2); // row 1, block 1, d
+    assert_int_equal(mc_wire_rows_check(MC_WIRE_Q8_0, buf, N, W, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "row 1: a block scale is not finite"));
+    // Float rows carry any bits.
+    assert_int_equal(mc_wire_rows_check(MC_WIRE_F16, buf, N, W, err), MC_OK);
+    // The decoder runs the check on requests.
+    mc_wire_limits_t lim = {1, N_EXPERT, W, 16, K, NULL};
+    int32_t ex[N * K] = {0, 1, 2, 3, 4, 5};
+    float w[N * K] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+    mc_wire_rows_encode(MC_WIRE_Q8_K, x, N, W, buf);
+    blk.d = 0.5f, blk.bsums[0] = (int16_t)(blk.bsums[0] + 3);
+    memcpy(buf + 292 * 4, &blk, sizeof blk); // row 2
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 77};
+    m.u.request = (mc_wire_request_t){0, MC_WIRE_Q8_K, N, W, buf, (size_t)N * 584, K, ex, w, MC_WIRE_F32};
+    s_expect_reject(&lim, &m, MC_ERR_FORMAT, "row 2: a q8_k block's sums do not match");
+    mc_wire_rows_encode(MC_WIRE_Q8_K, x, N, W, buf);
+    mc_wire_msg_t out;
+    s_decode_ok(&lim, &m, &out);
+    assert_int_equal(out.u.request.enc, MC_WIRE_Q8_K);
+    mc_wire_msg_free(&out);
+    m.u.request.enc = (mc_wire_enc_t)MC_WIRE_N_ENC;
+    s_expect_reject(&lim, &m, MC_ERR_UNSUPPORTED, "unknown row encoding 6");
+    m.u.request.enc = MC_WIRE_AUTO;
+    s_expect_reject(&lim, &m, MC_ERR_UNSUPPORTED, "unknown row encoding 15");
+}
+
+// What `wire: auto` sends for each weight type, and what a node answers with.
+static void test_auto_and_result_encodings(void **state) {
+    (void)state;
+    static const struct {
+        mc_dtype_t w;
+        mc_wire_enc_t enc;
+    } want[] = {{MC_DTYPE_F32, MC_WIRE_F32},   {MC_DTYPE_F16, MC_WIRE_F16},   {MC_DTYPE_BF16, MC_WIRE_BF16},
+                {MC_DTYPE_Q4_0, MC_WIRE_Q8_0}, {MC_DTYPE_Q5_0, MC_WIRE_Q8_0}, {MC_DTYPE_Q8_0, MC_WIRE_Q8_0},
+                {MC_DTYPE_Q4_1, MC_WIRE_Q8_1}, {MC_DTYPE_Q5_1, MC_WIRE_Q8_1}, {MC_DTYPE_Q2_K, MC_WIRE_Q8_K},
+                {MC_DTYPE_Q3_K, MC_WIRE_Q8_K}, {MC_DTYPE_Q4_K, MC_WIRE_Q8_K}, {MC_DTYPE_Q5_K, MC_WIRE_Q8_K},
+                {MC_DTYPE_Q6_K, MC_WIRE_Q8_K}};
+    // A one-layer model view with one expert per case; auto only reads types.
+    enum { NC = sizeof want / sizeof want[0] };
+    mc_expert_t ex[NC + 1];
+    mc_layer_t layer = {.experts = ex};
+    mc_model_t m = {.hp = {.dim = 256, .n_layer = 1, .n_expert = NC + 1}, .layers = &layer};
+    for (int i = 0; i < NC; i++) {
+        ex[i].gate.type = ex[i].up.type = want[i].w;
+        assert_int_equal(mc_wire_auto_enc(&m, 0, (uint32_t)i), want[i].enc);
+    }
+    // Gate and up taking different activations: f32, which the node converts.
+    ex[NC].gate.type = MC_DTYPE_Q4_K, ex[NC].up.type = MC_DTYPE_Q8_0;
+    assert_int_equal(mc_wire_auto_enc(&m, 0, NC), MC_WIRE_F32);
+    // A dim the blocks do not divide: f32 too.
+    m.hp.dim = 96;
+    assert_int_equal(mc_wire_auto_enc(&m, 0, 10), MC_WIRE_F32);
+    assert_int_equal(mc_wire_auto_enc(&m, 0, 3), MC_WIRE_Q8_0);
+    assert_int_equal(mc_wire_result_enc(MC_WIRE_Q8_K), MC_WIRE_F32);
+    assert_int_equal(mc_wire_result_enc(MC_WIRE_Q8_0), MC_WIRE_F32);
+    assert_int_equal(mc_wire_result_enc(MC_WIRE_F16), MC_WIRE_F16);
+    assert_int_equal(mc_wire_result_enc(MC_WIRE_BF16), MC_WIRE_BF16);
+}
+
 static void test_rejects_bad_requests(void **state) {
     (void)state;
     s_req_t r;
@@ -324,11 +435,19 @@ static void test_rejects_bad_requests(void **state) {
     s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "row 0: 3 experts, expected 1..2");
     *q = good;
 
+    q->res_enc = MC_WIRE_Q8_0; // results travel as floats only
+    s_expect_reject(&s_lim, &r.msg, MC_ERR_UNSUPPORTED, "result encoding 3: expected f32, f16 or bf16");
+    q->res_enc = MC_WIRE_BF16;
+    s_decode_ok(&s_lim, &r.msg, &out);
+    assert_int_equal(out.u.request.res_enc, MC_WIRE_BF16);
+    mc_wire_msg_free(&out);
+    *q = good;
+
     // Q8_0 rows need whole blocks.
     lim = s_lim;
     lim.dim = 48;
     q->enc = MC_WIRE_Q8_0, q->dim = 48, q->rows_len = 0;
-    s_expect_reject(&lim, &r.msg, MC_ERR_UNSUPPORTED, "multiple of 32, not 48");
+    s_expect_reject(&lim, &r.msg, MC_ERR_UNSUPPORTED, "q8_0 rows cannot carry 48 values");
 }
 
 static void test_rejects_bad_other_messages(void **state) {
@@ -430,7 +549,7 @@ static void test_max_message_size_covers_largest_request(void **state) {
     float *w = malloc(n * 2 * sizeof *w);
     for (size_t i = 0; i < n * 2; i++) ex[i] = 7 - (int32_t)(i & 1), w[i] = -1.0e30f;
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_REQUEST, .request_id = UINT64_MAX};
-    m.u.request = (mc_wire_request_t){31, MC_WIRE_F32, (uint32_t)n, lim.dim, rows, rows_len, 2, ex, w};
+    m.u.request = (mc_wire_request_t){31, MC_WIRE_F32, (uint32_t)n, lim.dim, rows, rows_len, 2, ex, w, MC_WIRE_F32};
     size_t len;
     uint8_t *buf = s_encode(&m, &len);
     assert_true((int64_t)len <= mc_wire_max_msg_bytes(&lim));
@@ -533,6 +652,8 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_assign),
         cmocka_unit_test(test_roundtrip_request_result),
         cmocka_unit_test(test_row_encodings),
+        cmocka_unit_test(test_block_encodings),
+        cmocka_unit_test(test_auto_and_result_encodings),
         cmocka_unit_test(test_rejects_bad_requests),
         cmocka_unit_test(test_rejects_bad_other_messages),
         cmocka_unit_test(test_rejects_raw_envelopes),

@@ -52,6 +52,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     m.u.request = (mc_wire_request_t){.layer = 1, .enc = MC_WIRE_Q8_0, .n_rows = 2, .dim = 64, .rows = rows,
                                       .rows_len = sizeof rows, .k = 2, .experts = experts, .weights = weights};
     s_seed("request", &m);
+    uint8_t rows1[2 * 2 * 36];
+    mc_wire_rows_encode(MC_WIRE_Q8_1, x, 2, 64, rows1);
+    m.u.request.enc = MC_WIRE_Q8_1, m.u.request.rows = rows1, m.u.request.rows_len = sizeof rows1;
+    m.u.request.res_enc = MC_WIRE_F16;
+    s_seed("request-q8_1", &m);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_RESULT, .request_id = 4};
     m.u.result = (mc_wire_result_t){.n_rows = 2, .dim = 64, .enc = MC_WIRE_F32, .rows = (const uint8_t *)x,
                                     .rows_len = sizeof x, .compute_us = 100};
