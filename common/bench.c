@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "matmul.h"
 #include "pool.h"
 #include "quant.h"
@@ -39,16 +40,10 @@
 #define S_HUGE_ALIGN ((size_t)2 << 20)
 #define S_KERNEL_TEMPLATES 16 // distinct random rows tiled over a kernel-bench matrix
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 // Elapsed seconds, never 0: a clock tick coarser than the work must not
 // turn a rate into infinity (which JSON cannot carry).
 static double s_since(double t0) {
-    const double dt = s_now() - t0;
+    const double dt = mc_clock_s() - t0;
     return dt > 1e-9 ? dt : 1e-9;
 }
 
@@ -291,7 +286,7 @@ mc_err_t mc_bench_mem_bw(int n_threads, size_t bytes, int passes, double *gb_s, 
     const uint64_t expect = n % 2 ? n * ((n - 1) / 2) : (n / 2) * (n - 1);
     double best = 0.0;
     for (int pass = 0; pass < passes; pass++) {
-        const double t0 = s_now();
+        const double t0 = mc_clock_s();
         mc_pool_run(pool, s_bw_sum, &j);
         const double dt = s_since(t0);
         uint64_t total = 0;
@@ -435,10 +430,10 @@ mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, int r
     for (uint32_t i = 0; i < n_prompt; i++) ids[i] = (int32_t)(s_rng_next(&rng) % nv);
     // Run -1 is the warm-up: it faults in the weights and the KV cache.
     for (int r = -1; r < reps && !rc; r++) {
-        double t0 = s_now();
+        double t0 = mc_clock_s();
         rc = mc_engine_eval(e, ids, n_prompt, 0, MC_LOGITS_LAST, logits, err);
         const double t_pp = s_since(t0);
-        t0 = s_now();
+        t0 = mc_clock_s();
         for (uint32_t i = 0; i < n_gen && !rc; i++) {
             const int32_t tok = s_argmax(logits, nv);
             rc = mc_engine_eval(e, &tok, 1, n_prompt + i, MC_LOGITS_LAST, logits, err);
@@ -585,7 +580,7 @@ typedef struct {
 static mc_err_t s_kernel_once(s_kjob_t *j, double *secs, char *err) {
     const mc_matrix_t *w = &j->w[j->next];
     j->next = (j->next + 1) % j->copies;
-    const double t0 = s_now();
+    const double t0 = mc_clock_s();
     if (j->mm) {
         const mc_err_t rc = mc_matmul_f32(j->mm, w, j->x, 1, j->y);
         if (rc) return mc_err_set(err, rc, "matrix product failed (%s)", mc_err_name(rc));

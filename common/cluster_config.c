@@ -370,6 +370,7 @@ mc_cluster_config_t *mc_cluster_config_new(void) {
     c->wire = MC_WIRE_AUTO;
     c->timeout_ms = MC_CLUSTER_DEFAULT_TIMEOUT_MS;
     c->retry_ms = MC_CLUSTER_DEFAULT_RETRY_MS;
+    c->heartbeat_ms = MC_CLUSTER_DEFAULT_HEARTBEAT_MS;
     memset(c->local_layers.bits, 0xff, sizeof c->local_layers.bits);
     return c;
 }
@@ -430,8 +431,8 @@ typedef struct {
     mc_cluster_config_t *c;
 } s_parser_t;
 
-enum { S_ROOT_MODEL, S_ROOT_WIRE, S_ROOT_TIMEOUT, S_ROOT_RETRY, S_ROOT_NODES, S_ROOT_LOCAL, S_ROOT_N };
-static const char *const s_root_keys[S_ROOT_N] = {"model", "wire", "timeout_ms", "retry_ms", "nodes", "local"};
+enum { S_ROOT_MODEL, S_ROOT_WIRE, S_ROOT_TIMEOUT, S_ROOT_RETRY, S_ROOT_HEARTBEAT, S_ROOT_NODES, S_ROOT_LOCAL, S_ROOT_N };
+static const char *const s_root_keys[S_ROOT_N] = {"model", "wire", "timeout_ms", "retry_ms", "heartbeat_ms", "nodes", "local"};
 
 enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_N };
 static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers"};
@@ -716,6 +717,15 @@ static bool s_parse_root(s_parser_t *ps) {
                             MC_CLUSTER_MAX_TIMEOUT_MS, s_quote(s_text(ps), q, sizeof q));
             if (ok) c->retry_ms = v;
             break;
+        case S_ROOT_HEARTBEAT:
+            ok = s_string(ps, "heartbeat_ms");
+            if (ok && (!s_parse_number(s_text(ps), s_text(ps) + strlen(s_text(ps)), MC_CLUSTER_MAX_TIMEOUT_MS, &v) ||
+                       v > MC_CLUSTER_MAX_TIMEOUT_MS))
+                ok = s_fail(ps, s_here(ps),
+                            "'heartbeat_ms' must be a number of milliseconds from 0 (never) to %u, found '%s'",
+                            MC_CLUSTER_MAX_TIMEOUT_MS, s_quote(s_text(ps), q, sizeof q));
+            if (ok) c->heartbeat_ms = v;
+            break;
         case S_ROOT_NODES: ok = s_parse_nodes(ps); break;
         case S_ROOT_LOCAL: ok = s_parse_local(ps); break;
         }
@@ -732,7 +742,7 @@ static bool s_parse_stream(s_parser_t *ps) {
         return s_fail(ps, s_here(ps), "the file is empty (expected a mapping with at least 'nodes')");
     if (!s_next(ps)) return false;
     if (ps->ev.type != YAML_MAPPING_START_EVENT)
-        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, nodes, local; found %s",
+        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local; found %s",
                       s_found(ps, f, sizeof f));
     if (!s_parse_root(ps) || !s_next(ps) || !s_next(ps)) return false; // root, document end
     if (ps->ev.type != YAML_STREAM_END_EVENT) return s_fail(ps, s_here(ps), "only one YAML document is allowed");
@@ -981,17 +991,17 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
     if (c->timeout_ms < 1 || c->timeout_ms > MC_CLUSTER_MAX_TIMEOUT_MS)
         return mc_err_set(err, MC_ERR_ARG, "cluster write: timeout_ms %" PRIu32 " is outside 1..%u", c->timeout_ms,
                           MC_CLUSTER_MAX_TIMEOUT_MS);
-    if (c->retry_ms > MC_CLUSTER_MAX_TIMEOUT_MS)
-        return mc_err_set(err, MC_ERR_ARG, "cluster write: retry_ms %" PRIu32 " is above %u", c->retry_ms,
-                          MC_CLUSTER_MAX_TIMEOUT_MS);
+    if (c->retry_ms > MC_CLUSTER_MAX_TIMEOUT_MS || c->heartbeat_ms > MC_CLUSTER_MAX_TIMEOUT_MS)
+        return mc_err_set(err, MC_ERR_ARG, "cluster write: retry_ms %" PRIu32 " or heartbeat_ms %" PRIu32 " is above %u",
+                          c->retry_ms, c->heartbeat_ms, MC_CLUSTER_MAX_TIMEOUT_MS);
     bool ok = true;
     if (c->model) {
         fputs("model: ", f);
         s_write_quoted(f, c->model);
         fputc('\n', f);
     }
-    fprintf(f, "wire: %s\ntimeout_ms: %" PRIu32 "\nretry_ms: %" PRIu32 "\nnodes:\n", mc_wire_enc_name(c->wire),
-            c->timeout_ms, c->retry_ms);
+    fprintf(f, "wire: %s\ntimeout_ms: %" PRIu32 "\nretry_ms: %" PRIu32 "\nheartbeat_ms: %" PRIu32 "\nnodes:\n",
+            mc_wire_enc_name(c->wire), c->timeout_ms, c->retry_ms, c->heartbeat_ms);
     for (size_t i = 0; ok && i < c->n_nodes; i++) {
         const mc_cluster_node_t *n = &c->nodes[i];
         fputs("  - name: ", f);

@@ -7,6 +7,9 @@
  *   timeout_ms: 5000          # 1..600000 (default 5000)
  *   retry_ms: 2000            # probe a dead node this often to let it rejoin;
  *                             # 0..600000, 0 = never (default 2000)
+ *   heartbeat_ms: 1000        # an idle node hears from the coordinator this often
+ *                             # (keeps its lease, notices a dead node); 0..600000,
+ *                             # 0 = never (default 1000)
  *   nodes:                    # required, at least one
  *     - name: pi-1            # required, unique, [A-Za-z0-9._-]{1,64}
  *       endpoint: tcp://10.0.0.11:5555   # required, unique; tcp://HOST:PORT, ipc://PATH, inproc://NAME
@@ -47,6 +50,7 @@
 #define MC_CLUSTER_DEFAULT_TIMEOUT_MS 5000u
 #define MC_CLUSTER_MAX_TIMEOUT_MS 600000u
 #define MC_CLUSTER_DEFAULT_RETRY_MS 2000u
+#define MC_CLUSTER_DEFAULT_HEARTBEAT_MS 1000u
 
 // Id sets as bitsets: bit i of bits[i / 64] is id i.
 typedef struct {
@@ -94,6 +98,7 @@ typedef struct mc_cluster_config {
     mc_wire_enc_t wire;
     uint32_t timeout_ms;
     uint32_t retry_ms;    // 0: a dead node stays dead
+    uint32_t heartbeat_ms; // 0: no heartbeats
     mc_cluster_node_t *nodes; // n_nodes, in file order (owned)
     size_t n_nodes;
     mc_expert_set_t local_experts;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -194,12 +195,6 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
     return MC_OK;
 }
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int s_fail(const char *what) {
     fprintf(stderr, "moe-coordinator: %s\n", what);
     return 1;
@@ -280,12 +275,12 @@ static int s_generate(const mc_cli_opts_t *o, mc_engine_t *eng, const mc_tokeniz
         s_fail("out of memory");
         goto out;
     }
-    double t0 = s_now();
+    double t0 = mc_clock_s();
     if (mc_engine_eval(eng, prompt, (uint32_t)n_prompt, 0, which, logits, err)) {
         s_fail(err);
         goto out;
     }
-    double t1 = s_now();
+    double t1 = mc_clock_s();
     if (o->dump_logits) {
         FILE *f = fopen(o->dump_logits, "wb");
         bool ok = f && fwrite(logits, sizeof(float) * n_vocab, n_prompt, f) == n_prompt;
@@ -324,7 +319,7 @@ static int s_generate(const mc_cli_opts_t *o, mc_engine_t *eng, const mc_tokeniz
         last = logits;
         n_decode++;
     }
-    double t2 = s_now();
+    double t2 = mc_clock_s();
     if (print_ids && n_gen) {
         for (size_t i = 0; i < n_gen; i++) printf(i ? ",%d" : "%d", gen[i]);
         putchar('\n');

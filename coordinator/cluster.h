@@ -1,21 +1,33 @@
 /*
  * cluster: the coordinator's side of expert parallelism.
  *
- * mc_cluster_new() connects to every node of a cluster file, checks protocol
- * version and model fingerprint, sends each its placement and waits until all
- * are ready. mc_cluster_moe() then replaces the engine's expert step: per
- * layer it sends exactly one request to each node that has work (all of that
- * layer's rows for all of its experts), computes the coordinator's own
- * experts while those are in flight, and adds the partial sums in a fixed
- * order (local first, then nodes in file order), so the result does not
- * depend on timing. With two experts per token every row's sum is the same
- * single addition as on one machine: the logits are identical to the bit.
+ * mc_cluster_new() connects to every node of a cluster file (coordinator/
+ * link.h: handshake, placement, liveness), and mc_cluster_moe() then replaces
+ * the engine's expert step. Per layer it
+ *   1. routes every (row, slot) to a holder: the coordinator itself for the
+ *      file's `local` experts, else one of the nodes holding the expert
+ *      (replicas take rows in turn);
+ *   2. sends exactly one request to each node that has work (all of that
+ *      layer's rows for all of its experts), encoded as the file's `wire`
+ *      says (`auto`: the activation blocks each expert's kernel makes);
+ *   3. computes the local experts while those are in flight;
+ *   4. collects the answers; a node that is lost (silent for timeout_ms, or
+ *      answering wrongly) has its share computed here from the very bytes
+ *      it was sent, as it would have computed it;
+ *   5. adds the partial sums in a fixed order (local first, then nodes in
+ *      file order), so the result does not depend on timing.
+ * With two experts per token every row's sum is the same single addition as
+ * on one machine, and with `wire: auto` or f32 every partial has one
+ * machine's bits: the logits are identical to the bit, whoever computed
+ * what.
  *
- * A node that does not answer within timeout_ms is marked dead and its
- * share is computed by the coordinator itself (it maps the whole model):
- * the run goes on, slower, with the same numbers. Every retry_ms a dead
- * node is probed without blocking the run (hello, placement again); once it
- * is ready it takes work again from the next layer.
+ * A lost node is probed every retry_ms without blocking the run and takes
+ * work again once it is back; mc_cluster_tick() keeps idle links alive
+ * (heartbeats) and moves probes along between requests. mc_cluster_place()
+ * hands the nodes a new placement while the cluster runs.
+ *
+ * One thread drives a cluster (the engine's); the stats functions may be
+ * called from any thread.
  */
 #ifndef MC_CLUSTER_H
 #define MC_CLUSTER_H
@@ -26,6 +38,7 @@
 
 #include "cluster_config.h"
 #include "error.h"
+#include "link.h"
 #include "matmul.h"
 #include "model.h"
 
@@ -41,18 +54,38 @@ void mc_cluster_destroy(mc_cluster_t **c);
 mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
                         const float *weights, uint32_t k, float *out, char *err);
 
+// Between evaluations (a server waiting for work calls it about every
+// heartbeat interval): heartbeats to idle nodes, lost nodes probed.
+void mc_cluster_tick(mc_cluster_t *c);
+
+// Switch to the placement of cfg: the same nodes (names and endpoints, in
+// the same order) holding other experts, checked against the model. Live
+// nodes whose share changes get it now (a node refuses a placement while
+// another coordinator's lease on it lasts); on failure the old placement
+// stays (nodes already switched are switched back) and err says why. cfg
+// is borrowed and must outlive the cluster.
+mc_err_t mc_cluster_place(mc_cluster_t *c, const mc_cluster_config_t *cfg, char *err);
+
 typedef struct {
     const char *name, *endpoint;
     bool alive;
     uint64_t requests, rows, bytes_sent, bytes_recv;
-    double rtt_mean_ms, rtt_p50_ms, rtt_p99_ms;
+    double rtt_mean_ms, rtt_p50_ms, rtt_p99_ms; // p50/p99 over the last MC_LINK_RTT_RING
     double compute_ms; // reported by the node
     uint32_t deaths;   // times it stopped answering
     uint32_t rejoins;  // times it came back (cluster file's retry_ms)
+    uint64_t rtt_hist[MC_LINK_RTT_BUCKETS + 1]; // round trips per bucket (mc_link_rtt_bounds, then above)
+    uint64_t rtt_count;
+    double rtt_sum_ms;
 } mc_cluster_node_stats_t;
 
 size_t mc_cluster_n_nodes(const mc_cluster_t *c);
 void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stats_t *out);
+
+// Whether node i holds expert e of layer l in the current placement.
+bool mc_cluster_holds(const mc_cluster_t *c, size_t i, uint32_t layer, uint32_t e);
+
+const mc_cluster_config_t *mc_cluster_config(const mc_cluster_t *c);
 
 // Human-readable stats (per node, then rows routed per layer and expert from
 // the engine's counts (n_layer, n_expert)).
@@ -61,5 +94,11 @@ void mc_cluster_print_stats(const mc_cluster_t *c, const uint64_t *expert_counts
 // The same as one JSON document in path.
 mc_err_t mc_cluster_write_stats_json(const mc_cluster_t *c, const uint64_t *expert_counts, const char *path,
                                      char *err);
+
+// The JSON of mc_cluster_write_stats_json, plus every node's placement
+// (`experts`: per layer, the ids it holds): a cJSON object the caller
+// deletes, NULL when out of memory. expert_counts may be NULL.
+struct cJSON;
+struct cJSON *mc_cluster_stats_json(const mc_cluster_t *c, const uint64_t *expert_counts);
 
 #endif

@@ -15,12 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
+#include "clock.h"
 void mc_nodeproc_sibling(const char *name, char *buf, size_t cap) {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -37,10 +32,10 @@ void mc_nodeproc_sibling(const char *name, char *buf, size_t cap) {
 static mc_err_t s_read_endpoint(mc_nodeproc_t *p, int timeout_ms, char *err) {
     char line[1024];
     size_t len = 0;
-    double deadline = s_now_ms() + timeout_ms;
+    double deadline = mc_clock_ms() + timeout_ms;
     for (;;) {
         struct pollfd pf = {p->out, POLLIN, 0};
-        int left = (int)(deadline - s_now_ms());
+        int left = (int)(deadline - mc_clock_ms());
         if (left <= 0 || poll(&pf, 1, left) <= 0)
             return mc_err_set(err, MC_ERR_TIMEOUT, "the node did not start listening within %d ms", timeout_ms);
         ssize_t r = read(p->out, line + len, 1);
@@ -69,10 +64,11 @@ mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p,
     *p = (mc_nodeproc_t){0};
     p->out = -1;
     if (pipe(fds) != 0) return mc_err_set(err, MC_ERR_IO, "pipe: %s", strerror(errno));
-    char th[16];
+    char th[16], lease[16];
     snprintf(th, sizeof th, "%d", params->threads);
+    snprintf(lease, sizeof lease, "%u", params->lease_ms);
     char *argv[] = {(char *)exe, "--model", (char *)params->model, "--listen", (char *)listen, "--name", (char *)name,
-                    "--threads", th, NULL};
+                    "--threads", th, params->lease_ms ? "--lease-ms" : NULL, lease, NULL};
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -104,11 +100,11 @@ mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p,
 void mc_nodeproc_stop(mc_nodeproc_t *procs, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (procs[i].pid > 0) kill(procs[i].pid, SIGTERM);
-    double deadline = s_now_ms() + 2000;
+    double deadline = mc_clock_ms() + 2000;
     for (size_t i = 0; i < n; i++) {
         if (procs[i].pid > 0) {
             while (waitpid(procs[i].pid, NULL, WNOHANG) == 0) {
-                if (s_now_ms() > deadline) {
+                if (mc_clock_ms() > deadline) {
                     kill(procs[i].pid, SIGKILL);
                     waitpid(procs[i].pid, NULL, 0);
                     break;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "kernel.h"
 #include "log.h"
 #include "matmul.h"
@@ -70,12 +71,6 @@ typedef struct {
     size_t len;
     const char *addr; // "10.0.0.5", or "a local peer"
 } s_peer_t;
-
-static uint64_t s_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 mc_node_params_t mc_node_params_default(void) {
     long nproc = sysconf(_SC_NPROCESSORS_ONLN);
@@ -205,7 +200,7 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         return NULL;
     }
     const mc_hparams_t *hp = &n->model->hp;
-    mc_log_status(n->log, n->who, "serving %s on %s (%u layers x %u experts, fingerprint %016llx, %d threads, lease %u ms)",
+    mc_log_status(n->log, n->who, "serving %s on %s (%u layers x %u experts, fingerprint %016llx, threads %d, lease %u ms)",
                   p->model, p->listen ? n->endpoint : "no socket", hp->n_layer, hp->n_expert,
                   (unsigned long long)n->fingerprint, n->threads, n->lease_ms);
     return n;
@@ -338,7 +333,7 @@ static void s_peer_text(const mc_node_t *n, const s_peer_t *id, char *buf, size_
 static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_assign_t *a = &m->u.assign;
     size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = id->len;
-    uint64_t now_ms = s_now_us() / 1000;
+    uint64_t now_ms = mc_clock_us() / 1000;
     char peer[MC_WIRE_NAME_MAX + 64];
     s_peer_text(n, id, peer, sizeof peer);
     bool same = !memcmp(a->held, n->held, cells);
@@ -366,9 +361,10 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
     uint32_t pairs = s_place(n, a->held, &layers, &bytes);
     const uint64_t resident = s_resident_bytes();
     mc_log_status(n->log, n->who,
-                  "placement of session %016llx from %s accepted: %u experts over %u layers (%.1f MiB of weights), "
+                  "placement of session %016llx from %s accepted: %u expert%s in %u layer%s (%.1f MiB of weights), "
                   "resident memory %.1f MiB",
-                  (unsigned long long)a->session_id, peer, pairs, layers, bytes / 1048576.0, resident / 1048576.0);
+                  (unsigned long long)a->session_id, peer, pairs, pairs == 1 ? "" : "s", layers, layers == 1 ? "" : "s",
+                  bytes / 1048576.0, resident / 1048576.0);
     mc_wire_msg_t r = {.kind = MC_WIRE_MSG_READY, .request_id = m->request_id};
     r.u.ready = (mc_wire_ready_t){.resident_bytes = resident, .n_pairs = pairs};
     s_send(n, id, &r);
@@ -378,7 +374,7 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
 
 static void s_on_request(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_request_t *r = &m->u.request;
-    uint64_t t0 = s_now_us();
+    uint64_t t0 = mc_clock_us();
     const mc_wire_enc_t enc = r->res_enc;
     size_t count = (size_t)r->n_rows * r->dim, rb = mc_wire_row_bytes(enc, r->dim);
     float *out = malloc(count * sizeof(float));
@@ -397,7 +393,7 @@ static void s_on_request(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *
         s_send_error(n, id, m->request_id, rc, err);
     } else {
         if (enc != MC_WIRE_F32) mc_wire_rows_encode(enc, out, r->n_rows, r->dim, packed);
-        uint64_t us = s_now_us() - t0;
+        uint64_t us = mc_clock_us() - t0;
         mc_wire_msg_t res = {.kind = MC_WIRE_MSG_RESULT, .request_id = m->request_id};
         res.u.result = (mc_wire_result_t){r->n_rows, r->dim, enc, packed, rb * r->n_rows, us};
         n->stats.requests++, n->stats.rows += r->n_rows, n->stats.compute_us += us;
@@ -459,7 +455,7 @@ static void s_handle(mc_node_t *n, const s_peer_t *id, const void *body, size_t 
         return;
     }
     size_t id_len = id->len;
-    if (n->owner_len == id_len && !memcmp(n->owner, id->id, id_len)) n->owner_seen_ms = s_now_us() / 1000;
+    if (n->owner_len == id_len && !memcmp(n->owner, id->id, id_len)) n->owner_seen_ms = mc_clock_us() / 1000;
     mc_wire_msg_t r = {.request_id = m.request_id};
     switch (m.kind) {
     case MC_WIRE_MSG_HELLO: s_on_hello(n, id, &m); break;
@@ -541,7 +537,7 @@ mc_err_t mc_node_handle(mc_node_t *n, const void *peer, size_t peer_len, const v
 // keeps serving whoever asks for it, until another coordinator changes it).
 static void s_check_lease(mc_node_t *n) {
     if (!n->owner_len || n->owner_lost) return;
-    const uint64_t silent = s_now_us() / 1000 - n->owner_seen_ms;
+    const uint64_t silent = mc_clock_us() / 1000 - n->owner_seen_ms;
     if (silent < n->lease_ms) return;
     n->owner_lost = true;
     mc_log_status(n->log, n->who,

@@ -36,6 +36,7 @@
 
 static char s_dir[256];
 static char s_exe[1024];
+static unsigned s_lease_ms; // --lease-ms of the nodes s_start starts (0: their default)
 
 static int s_setup(void **state) {
     (void)state;
@@ -88,7 +89,7 @@ static void s_start(s_nodes_t *ns, const char *model, const s_place_t *place, si
     for (size_t i = 0; i < n; i++) {
         snprintf(name, sizeof name, "node-%zu", i + 1);
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = s_exe, np.model = model, np.name = name;
+        np.exe = s_exe, np.model = model, np.name = name, np.lease_ms = s_lease_ms;
         if (mc_nodeproc_start(&np, &ns->procs[i], err)) fail_msg("%s", err);
         ns->n = i + 1;
         mc_expert_set_t ex;
@@ -491,6 +492,132 @@ static void test_kill_q8_0_lossy(void **state) {
     s_kill_same("tiny-f32.gguf", MC_WIRE_F16);
 }
 
+static void s_sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+// A placement built in code: the nodes of ns with other experts.
+static mc_cluster_config_t *s_replace(const s_nodes_t *ns, const char *const *experts) {
+    char err[MC_ERR_LEN];
+    mc_cluster_config_t *cfg = mc_cluster_config_new();
+    cfg->wire = ns->cfg->wire;
+    for (size_t i = 0; i < ns->n; i++) {
+        mc_expert_set_t ex;
+        assert_int_equal(mc_expert_set_parse(experts[i], &ex, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(cfg, ns->cfg->nodes[i].name, ns->cfg->nodes[i].endpoint, &ex, NULL, err),
+                         MC_OK);
+    }
+    return cfg;
+}
+
+// A live coordinator hands its nodes a new placement (same logits after);
+// a second coordinator with another placement is refused while the first
+// keeps its lease with heartbeats, and accepted once it is gone.
+static void test_placement_changes(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
+    if (!m) skip();
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_place_t p[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_lease_ms = 600;
+    s_start(&ns, path, p, 2, MC_WIRE_AUTO, NULL);
+    s_lease_ms = 0;
+    ns.cfg->heartbeat_ms = 100;
+    s_load_ids(s_prompts[0]);
+    int32_t g[1];
+    float *ref = s_logits(m, NULL, g, 0);
+    const size_t bytes = s_n_ids * m->hp.n_vocab * sizeof(float);
+    float *got = malloc(bytes);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
+    if (!c) fail_msg("%s", err);
+    mc_engine_set_moe(e, mc_cluster_moe, c);
+    assert_false(mc_cluster_holds(c, 0, 1, 5));
+
+    static const char *const moved[] = {"0-5", "6-7"};
+    mc_cluster_config_t *cfg2 = s_replace(&ns, moved);
+    assert_int_equal(mc_cluster_place(c, cfg2, err), MC_OK);
+    assert_true(mc_cluster_holds(c, 0, 1, 5));
+    assert_false(mc_cluster_holds(c, 1, 1, 5));
+    assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, bytes);
+
+    // Another coordinator with the old placement: refused, also after more
+    // than a lease, since the first one's heartbeats keep it.
+    mc_engine_t *e2 = mc_engine_new(m, &ep, err);
+    assert_null(mc_cluster_new(ns.cfg, m, mc_engine_matmul(e2), NULL, err));
+    assert_non_null(strstr(err, "already serving a different placement"));
+    for (int i = 0; i < 10; i++) {
+        mc_cluster_tick(c);
+        s_sleep_ms(100);
+    }
+    assert_null(mc_cluster_new(ns.cfg, m, mc_engine_matmul(e2), NULL, err));
+    assert_non_null(strstr(err, "already serving a different placement"));
+    mc_cluster_node_stats_t st;
+    mc_cluster_node_stats(c, 0, &st);
+    assert_true(st.alive);
+
+    // A placement that names other nodes is refused, the old one kept.
+    mc_cluster_config_t *bad = mc_cluster_config_new();
+    assert_int_equal(mc_cluster_config_add_node(bad, "other", ns.cfg->nodes[0].endpoint, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(bad, ns.cfg->nodes[1].name, ns.cfg->nodes[1].endpoint, NULL, NULL, err),
+                     MC_OK);
+    assert_int_equal(mc_cluster_place(c, bad, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "same nodes in the same order"));
+    assert_true(mc_cluster_holds(c, 0, 1, 5));
+
+    // The first coordinator gone, its lease runs out: the second one's
+    // placement is accepted.
+    mc_cluster_destroy(&c);
+    s_sleep_ms(800);
+    mc_cluster_t *c2 = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e2), NULL, err);
+    if (!c2) fail_msg("%s", err);
+    mc_engine_set_moe(e2, mc_cluster_moe, c2);
+    assert_int_equal(mc_engine_eval(e2, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
+    assert_memory_equal(got, ref, bytes);
+    mc_cluster_destroy(&c2);
+    mc_engine_destroy(&e2);
+    mc_engine_destroy(&e);
+    mc_cluster_config_destroy(&cfg2);
+    mc_cluster_config_destroy(&bad);
+    free(ref), free(got);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
+// A node that dies while the coordinator is idle is noticed by the
+// heartbeats, before any request would have waited for it.
+static void test_heartbeat_notices_dead_node(void **state) {
+    (void)state;
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_life_t l;
+    if (!s_life_start(&l, &ns, 0, 300)) skip();
+    mc_cluster_destroy(&l.c); // again, with heartbeats every 50 ms and no probes
+    ns.cfg->heartbeat_ms = 50;
+    ns.cfg->retry_ms = 0;
+    char err[MC_ERR_LEN];
+    l.c = mc_cluster_new(ns.cfg, l.m, mc_engine_matmul(l.e), NULL, err);
+    assert_non_null(l.c);
+    mc_engine_set_moe(l.e, mc_cluster_moe, l.c);
+    s_life_kill(&ns, 1);
+    mc_cluster_node_stats_t st;
+    for (int i = 0; i < 100; i++) {
+        mc_cluster_tick(l.c);
+        mc_cluster_node_stats(l.c, 1, &st);
+        if (!st.alive) break;
+        s_sleep_ms(20);
+    }
+    assert_false(st.alive);
+    assert_int_equal(st.deaths, 1);
+    assert_true(st.requests == 0);
+    s_life_eval_same(&l); // computed here at once, no timeout to wait
+    s_life_stop(&l, &ns);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
@@ -505,6 +632,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_missing_node, s_stop_live),
         cmocka_unit_test_teardown(test_node_killed_and_back, s_stop_live),
         cmocka_unit_test_teardown(test_node_restarted_quickly, s_stop_live),
+        cmocka_unit_test_teardown(test_placement_changes, s_stop_live),
+        cmocka_unit_test_teardown(test_heartbeat_notices_dead_node, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -103,6 +103,7 @@ static void s_assert_same(const mc_cluster_config_t *a, const mc_cluster_config_
     assert_int_equal(a->wire, b->wire);
     assert_int_equal(a->timeout_ms, b->timeout_ms);
     assert_int_equal(a->retry_ms, b->retry_ms);
+    assert_int_equal(a->heartbeat_ms, b->heartbeat_ms);
     assert_int_equal(a->n_nodes, b->n_nodes);
     for (size_t i = 0; i < a->n_nodes; i++) {
         assert_string_equal(a->nodes[i].name, b->nodes[i].name);
@@ -251,6 +252,7 @@ static void test_defaults(void **state) {
     assert_int_equal(c->wire, MC_WIRE_AUTO);
     assert_int_equal(c->timeout_ms, MC_CLUSTER_DEFAULT_TIMEOUT_MS);
     assert_int_equal(c->retry_ms, MC_CLUSTER_DEFAULT_RETRY_MS);
+    assert_int_equal(c->heartbeat_ms, MC_CLUSTER_DEFAULT_HEARTBEAT_MS);
     assert_int_equal(c->n_nodes, 1);
     assert_true(s_all_experts(&c->nodes[0].experts));
     assert_true(s_all_layers(&c->nodes[0].layers));
@@ -261,12 +263,14 @@ static void test_defaults(void **state) {
     mc_cluster_config_destroy(&c);
 
     // Every value given; local layers narrowed; an empty 'local:' is allowed.
-    c = s_parse("wire: bf16\ntimeout_ms: 600000\nretry_ms: 0\nnodes: [{name: a, endpoint: 'inproc://a', experts: 0}]\n"
+    c = s_parse("wire: bf16\ntimeout_ms: 600000\nretry_ms: 0\nheartbeat_ms: 250\n"
+                "nodes: [{name: a, endpoint: 'inproc://a', experts: 0}]\n"
                 "local: {experts: 1-7, layers: 2-3}\n",
                 "c.yaml");
     assert_int_equal(c->wire, MC_WIRE_BF16);
     assert_int_equal(c->timeout_ms, 600000);
     assert_int_equal(c->retry_ms, 0);
+    assert_int_equal(c->heartbeat_ms, 250);
     assert_string_equal(s_fmt_layers(&c->local_layers, buf, sizeof buf), "2-3");
     assert_true(mc_cluster_config_local_holds(c, 3, 7));
     assert_false(mc_cluster_config_local_holds(c, 4, 7));
@@ -418,8 +422,9 @@ static void test_errors_keys(void **state) {
                    "cluster.yaml:6:5: unknown key 'expert' in node 'pi-2' (expected name, endpoint, experts, layers)");
     s_expect_error("nodes:\n  - experts: 3\n    names: a\n",
                    "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers)");
-    s_expect_error("heartbeat_ms: 1000\n",
-                   "cluster.yaml:1:1: unknown key 'heartbeat_ms' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
+    s_expect_error("heartbeats: 1000\n",
+                   "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, "
+                   "nodes, local)");
     s_expect_error("local:\n  threads: 2\n",
                    "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers)");
     s_expect_error("wire: f32\ntimeout_ms: 9\nwire: f16\n", "cluster.yaml:3:1: duplicate key 'wire' (first at line 1)");
@@ -430,10 +435,10 @@ static void test_errors_keys(void **state) {
     s_expect_error("? [a]\n: 1\n", "cluster.yaml:1:3: expected a key, found a sequence");
     // Keys are compared exactly; a long unknown key is cut in the message.
     s_expect_error("Nodes: []\n",
-                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
     s_expect_error("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: 1\n",
                    "cluster.yaml:1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' (expected model, wire, "
-                   "timeout_ms, retry_ms, nodes, local)");
+                   "timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
 }
 
 static void test_errors_structure(void **state) {
@@ -453,9 +458,9 @@ static void test_errors_structure(void **state) {
                    "cluster.yaml:3:1: the file is empty (expected a mapping with at least 'nodes')");
     s_expect_error(
         "- a\n",
-        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, nodes, local; found a sequence");
+        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local; found a sequence");
     s_expect_error(
-        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, nodes, local; found no value");
+        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local; found no value");
     s_expect_error("nodes: [{name: a, endpoint: 'inproc://a'}]\n---\nnodes: []\n",
                    "cluster.yaml:2:1: only one YAML document is allowed");
     s_expect_error("local: 3\n", "cluster.yaml:1:8: 'local' must be a mapping of experts and layers, found '3'");
@@ -519,6 +524,11 @@ static void test_errors_values(void **state) {
         snprintf(yaml, sizeof yaml, "retry_ms: %s\n", retries[i]);
         snprintf(want, sizeof want,
                  "cluster.yaml:1:11: 'retry_ms' must be a number of milliseconds from 0 (never) to 600000, found '%s'",
+                 retries[i]);
+        s_expect_error(yaml, want);
+        snprintf(yaml, sizeof yaml, "heartbeat_ms: %s\n", retries[i]);
+        snprintf(want, sizeof want,
+                 "cluster.yaml:1:15: 'heartbeat_ms' must be a number of milliseconds from 0 (never) to 600000, found '%s'",
                  retries[i]);
         s_expect_error(yaml, want);
     }
@@ -625,7 +635,7 @@ static void test_errors_yaml(void **state) {
     // Without a file name, messages say <input>.
     char e2[MC_ERR_LEN];
     assert_null(mc_cluster_config_parse("x: 1", 4, NULL, e2));
-    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
+    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
     assert_null(mc_cluster_config_parse(NULL, 1, NULL, NULL));
     assert_null(mc_cluster_config_parse(NULL, 0, "c.yaml", e2));
     assert_string_equal(e2, "c.yaml:1:1: the file is empty (expected a mapping with at least 'nodes')");
@@ -639,7 +649,7 @@ static void test_aliases(void **state) {
                    "cluster.yaml:5:13: aliases are not supported");
     // The billion-laughs shape stops at its first alias.
     s_expect_error("a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n",
-                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
     s_expect_error("local:\n  experts: &a [1]\n  layers: [*a, *a]\n", "cluster.yaml:3:12: aliases are not supported");
     // An anchor alone is harmless.
     mc_cluster_config_t *c = s_parse("nodes: &n [{name: a, endpoint: 'inproc://a', experts: &e 3}]\n", "c.yaml");
