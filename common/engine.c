@@ -10,6 +10,7 @@
 #include "engine.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,10 +28,10 @@ struct mc_engine {
     const mc_kernel_t *f32; // q.k dots: same lane order, same bits on every ISA
     mc_axpy_fn axpy;        // value rows weighted into the output (same bits on every ISA)
 
-    float *k_cache;  // (n_layer, n_ctx, kv_dim)
-    float *v_cache;  // (n_layer, n_ctx, kv_dim)
+    float *k_cache;  // (n_seq, n_layer, n_ctx, kv_dim)
+    float *v_cache;  // (n_seq, n_layer, n_ctx, kv_dim)
 
-    // Scratch for one chunk of up to max_batch tokens.
+    // Scratch for one chunk of up to max_batch rows.
     float *x;        // (B, dim) residual stream
     float *xn;       // (B, dim) normed input of a sub-layer
     float *q;        // (B, q_dim)
@@ -45,11 +46,12 @@ struct mc_engine {
 
     float *router_keep; // (n_layer, keep_rows, n_expert) when keep_router
     uint32_t keep_rows, keep_cap;
-    uint64_t *expert_counts; // (n_layer, n_expert)
+    // (n_layer, n_expert); read by other threads (mc_engine_expert_counts)
+    _Atomic uint64_t *expert_counts;
 };
 
 mc_engine_params_t mc_engine_params_default(void) {
-    return (mc_engine_params_t){.n_threads = 1, .n_ctx = 4096, .max_batch = 256, .isa = MC_ISA_BEST};
+    return (mc_engine_params_t){.n_threads = 1, .n_ctx = 4096, .n_seq = 1, .max_batch = 256, .isa = MC_ISA_BEST};
 }
 
 static mc_err_t s_local_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
@@ -73,15 +75,18 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
         mc_err_set(err, MC_ERR_ARG, "max_batch must be at least 1");
         return NULL;
     }
+    if (p->n_seq == 0 || p->n_seq > 4096) {
+        mc_err_set(err, MC_ERR_ARG, "sequence count %u out of range (1..4096)", p->n_seq);
+        return NULL;
+    }
     mc_engine_t *e = calloc(1, sizeof *e);
     if (!e) goto nomem;
     e->m = m;
     e->p = *p;
-    if (e->p.max_batch > e->p.n_ctx) e->p.max_batch = e->p.n_ctx;
     e->p.isa = p->isa == MC_ISA_BEST ? mc_kernel_best_isa() : p->isa;
     size_t B = e->p.max_batch, dim = hp->dim, qd = (size_t)hp->n_head * hp->head_dim,
            kvd = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t cache = (size_t)hp->n_layer * e->p.n_ctx * kvd;
+    size_t cache = (size_t)p->n_seq * hp->n_layer * e->p.n_ctx * kvd;
     e->f32 = mc_kernel_get(MC_DTYPE_F32, e->p.isa);
     e->axpy = mc_kernel_axpy(e->p.isa);
     e->pool = mc_pool_new(p->n_threads);
@@ -101,13 +106,14 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     e->sel = malloc(B * hp->n_expert_used * sizeof(int32_t));
     e->selw = malloc(B * hp->n_expert_used * sizeof(float));
     e->scores = malloc((size_t)p->n_threads * e->p.n_ctx * sizeof(float));
-    e->expert_counts = calloc((size_t)hp->n_layer * hp->n_expert, sizeof(uint64_t));
+    e->expert_counts = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *e->expert_counts);
     if (!e->moe || !e->k_cache || !e->v_cache || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->att || !e->o ||
         !e->rl || !e->sel || !e->selw || !e->scores || !e->expert_counts)
         goto nomem;
     return e;
 nomem:
-    mc_err_set(err, MC_ERR_NOMEM, "out of memory allocating the engine (KV cache of %u positions)", p->n_ctx);
+    mc_err_set(err, MC_ERR_NOMEM, "out of memory allocating the engine (KV cache of %u sequences x %u positions)",
+               p->n_seq, p->n_ctx);
     mc_engine_destroy(&e);
     return NULL;
 }
@@ -131,6 +137,8 @@ void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx) {
 }
 
 uint32_t mc_engine_n_ctx(const mc_engine_t *e) { return e->p.n_ctx; }
+uint32_t mc_engine_n_seq(const mc_engine_t *e) { return e->p.n_seq; }
+uint32_t mc_engine_max_batch(const mc_engine_t *e) { return e->p.max_batch; }
 const mc_model_t *mc_engine_model(const mc_engine_t *e) { return e->m; }
 mc_matmul_t *mc_engine_matmul(mc_engine_t *e) { return e->mm; }
 
@@ -140,7 +148,10 @@ const float *mc_engine_router_logits(const mc_engine_t *e, uint32_t layer, uint3
     return e->router_keep + (size_t)layer * e->keep_cap * e->m->hp.n_expert;
 }
 
-const uint64_t *mc_engine_expert_counts(const mc_engine_t *e) { return e->expert_counts; }
+void mc_engine_expert_counts(const mc_engine_t *e, uint64_t *out) {
+    const size_t n = (size_t)e->m->hp.n_layer * e->m->hp.n_expert;
+    for (size_t i = 0; i < n; i++) out[i] = atomic_load_explicit(&e->expert_counts[i], memory_order_relaxed);
+}
 
 // y = rmsnorm(x) * w for n rows of dim values.
 static void s_rmsnorm(float *y, const float *x, const float *w, uint32_t n, uint32_t dim, float eps) {
@@ -187,8 +198,15 @@ static void s_rope(float *v, uint32_t n_heads, uint32_t head_dim, uint32_t rope_
 
 typedef struct {
     mc_engine_t *e;
-    uint32_t layer, n, pos;
+    uint32_t layer, n;
+    const uint32_t *seq, *pos; // (n) of each row
 } s_attn_job_t;
+
+// Keys (or values) of sequence s in layer l: (n_ctx, kv_dim).
+static float *s_cache(const mc_engine_t *e, float *cache, uint32_t s, uint32_t l) {
+    const size_t kvd = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim;
+    return cache + ((size_t)s * e->m->hp.n_layer + l) * e->p.n_ctx * kvd;
+}
 
 // Causal attention for (token, head) pairs dealt round-robin to threads.
 static void s_attn_task(void *arg, int ith, int nth) {
@@ -198,12 +216,12 @@ static void s_attn_task(void *arg, int ith, int nth) {
     const uint32_t hd = hp->head_dim, kvd = hp->n_head_kv * hd, qd = hp->n_head * hd;
     const uint32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = e->k_cache + (size_t)j->layer * e->p.n_ctx * kvd;
-    const float *vc = e->v_cache + (size_t)j->layer * e->p.n_ctx * kvd;
     float *sc = e->scores + (size_t)ith * e->p.n_ctx;
     for (uint32_t task = (uint32_t)ith; task < j->n * hp->n_head; task += (uint32_t)nth) {
         uint32_t t = task / hp->n_head, h = task % hp->n_head, kvh = h / group;
-        uint32_t n_pos = j->pos + t + 1; // causal: positions 0..pos+t
+        const float *kc = s_cache(e, e->k_cache, j->seq[t], j->layer);
+        const float *vc = s_cache(e, e->v_cache, j->seq[t], j->layer);
+        uint32_t n_pos = j->pos[t] + 1; // causal: positions 0..pos
         const float *q = e->q + (size_t)t * qd + (size_t)h * hd;
         for (uint32_t p = 0; p < n_pos; p++) {
             float dot;
@@ -239,14 +257,16 @@ static void s_route(mc_engine_t *e, uint32_t layer, uint32_t n) {
             sel[j] = best;
             w[j] = p[best];
             sum += p[best];
-            e->expert_counts[(size_t)layer * ne + (uint32_t)best]++;
+            atomic_fetch_add_explicit(&e->expert_counts[(size_t)layer * ne + (uint32_t)best], 1, memory_order_relaxed);
         }
         for (uint32_t j = 0; j < k; j++) w[j] /= sum;
     }
 }
 
-static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t pos, float *logits,
-                             mc_logits_t which, uint32_t keep_off, char *err) {
+// Rows [0, n) of one chunk; logits of the rows whose want is set go to
+// logits in row order; router logits are kept at row keep_off onwards.
+static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t *seq, const uint32_t *pos,
+                             const uint8_t *want, uint32_t n, float *logits, uint32_t keep_off, char *err) {
     const mc_model_t *m = e->m;
     const mc_hparams_t *hp = &m->hp;
     const uint32_t dim = hp->dim, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
@@ -262,15 +282,15 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, uint32_t n, uin
             {&L->wq, e->xn, n, e->q, NULL}, {&L->wk, e->xn, n, e->k, NULL}, {&L->wv, e->xn, n, e->v, NULL}};
         if ((rc = mc_matmul_many(e->mm, qkv, 3)))
             return mc_err_set(err, rc, "layer %u: attention projection failed", l);
-        float *kc = e->k_cache + ((size_t)l * e->p.n_ctx + pos) * kvd;
-        float *vc = e->v_cache + ((size_t)l * e->p.n_ctx + pos) * kvd;
+        // Every row's key and value go to the cache before any attention, so
+        // a row sees the rows of its sequence before it in this chunk.
         for (uint32_t t = 0; t < n; t++) {
-            s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, hp->rope_dim, pos + t, hp->rope_base);
-            s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, hp->rope_dim, pos + t, hp->rope_base);
+            s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base);
+            s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base);
+            memcpy(s_cache(e, e->k_cache, seq[t], l) + (size_t)pos[t] * kvd, e->k + (size_t)t * kvd, kvd * sizeof(float));
+            memcpy(s_cache(e, e->v_cache, seq[t], l) + (size_t)pos[t] * kvd, e->v + (size_t)t * kvd, kvd * sizeof(float));
         }
-        memcpy(kc, e->k, (size_t)n * kvd * sizeof(float));
-        memcpy(vc, e->v, (size_t)n * kvd * sizeof(float));
-        s_attn_job_t aj = {e, l, n, pos};
+        s_attn_job_t aj = {e, l, n, seq, pos};
         mc_pool_run(e->pool, s_attn_task, &aj);
         if ((rc = mc_matmul_f32(e->mm, &L->wo, e->att, n, e->o)))
             return mc_err_set(err, rc, "layer %u: attention output failed", l);
@@ -289,47 +309,64 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, uint32_t n, uin
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
     }
 
-    if (which == MC_LOGITS_NONE || !logits) return MC_OK;
     // Only the rows whose logits are wanted go through the (large) head.
-    uint32_t first = which == MC_LOGITS_ALL ? 0 : n - 1;
-    s_rmsnorm(e->xn, e->x + (size_t)first * dim, m->output_norm, n - first, dim, hp->rms_eps);
-    if ((rc = mc_matmul_f32(e->mm, &m->output, e->xn, n - first, logits)))
+    uint32_t n_out = 0;
+    for (uint32_t t = 0; want && t < n; t++)
+        if (want[t]) memmove(e->x + (size_t)n_out++ * dim, e->x + (size_t)t * dim, dim * sizeof(float));
+    if (!n_out) return MC_OK;
+    s_rmsnorm(e->xn, e->x, m->output_norm, n_out, dim, hp->rms_eps);
+    if ((rc = mc_matmul_f32(e->mm, &m->output, e->xn, n_out, logits)))
         return mc_err_set(err, rc, "output head failed");
+    return MC_OK;
+}
+
+mc_err_t mc_engine_decode(mc_engine_t *e, const mc_engine_batch_t *b, float *logits, char *err) {
+    const mc_hparams_t *hp = &e->m->hp;
+    if (b->n == 0) return mc_err_set(err, MC_ERR_ARG, "no tokens to evaluate");
+    for (uint32_t t = 0; t < b->n; t++) {
+        if (b->ids[t] < 0 || (uint32_t)b->ids[t] >= hp->n_vocab)
+            return mc_err_set(err, MC_ERR_RANGE, "token id %d is outside the vocabulary (0..%u)", b->ids[t],
+                              hp->n_vocab - 1);
+        if (b->seq[t] >= e->p.n_seq)
+            return mc_err_set(err, MC_ERR_RANGE, "sequence %u out of range (%u sequences)", b->seq[t], e->p.n_seq);
+        if (b->pos[t] >= e->p.n_ctx)
+            return mc_err_set(err, MC_ERR_RANGE, "position %u is beyond the context of %u", b->pos[t], e->p.n_ctx);
+    }
+    if (e->p.keep_router && b->n > e->keep_cap) {
+        float *r = realloc(e->router_keep, (size_t)hp->n_layer * b->n * hp->n_expert * sizeof(float));
+        if (!r) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        e->router_keep = r;
+        e->keep_cap = b->n;
+    }
+    e->keep_rows = b->n;
+    for (uint32_t done = 0; done < b->n;) {
+        const uint32_t c = b->n - done < e->p.max_batch ? b->n - done : e->p.max_batch;
+        const uint8_t *want = b->want ? b->want + done : NULL;
+        mc_err_t rc = s_eval_chunk(e, b->ids + done, b->seq + done, b->pos + done, want, c, logits, done, err);
+        if (rc) return rc;
+        for (uint32_t t = 0; want && t < c; t++) logits += want[t] ? hp->n_vocab : 0;
+        done += c;
+    }
     return MC_OK;
 }
 
 mc_err_t mc_engine_eval(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t pos, mc_logits_t which,
                         float *logits, char *err) {
-    const mc_hparams_t *hp = &e->m->hp;
     if (n == 0) return mc_err_set(err, MC_ERR_ARG, "no tokens to evaluate");
     if ((uint64_t)pos + n > e->p.n_ctx)
         return mc_err_set(err, MC_ERR_RANGE, "%u tokens at position %u exceed the context of %u", n, pos, e->p.n_ctx);
-    for (uint32_t t = 0; t < n; t++)
-        if (ids[t] < 0 || (uint32_t)ids[t] >= hp->n_vocab)
-            return mc_err_set(err, MC_ERR_RANGE, "token id %d is outside the vocabulary (0..%u)", ids[t],
-                              hp->n_vocab - 1);
-    if (e->p.keep_router && n > e->keep_cap) {
-        float *r = realloc(e->router_keep, (size_t)hp->n_layer * n * hp->n_expert * sizeof(float));
-        if (!r) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-        e->router_keep = r;
-        e->keep_cap = n;
+    uint32_t *rows = malloc((size_t)n * 2 * sizeof(uint32_t));
+    uint8_t *want = malloc(n);
+    if (!rows || !want) {
+        free(rows), free(want);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     }
-    e->keep_rows = n;
-    for (uint32_t done = 0; done < n;) {
-        uint32_t c = n - done < e->p.max_batch ? n - done : e->p.max_batch;
-        bool last = done + c == n;
-        float *out = NULL;
-        mc_logits_t w = MC_LOGITS_NONE;
-        if (which == MC_LOGITS_ALL) {
-            out = logits + (size_t)done * hp->n_vocab;
-            w = MC_LOGITS_ALL;
-        } else if (which == MC_LOGITS_LAST && last) {
-            out = logits;
-            w = MC_LOGITS_LAST;
-        }
-        mc_err_t rc = s_eval_chunk(e, ids + done, c, pos + done, out, w, done, err);
-        if (rc) return rc;
-        done += c;
+    for (uint32_t t = 0; t < n; t++) {
+        rows[t] = 0, rows[n + t] = pos + t;
+        want[t] = logits && (which == MC_LOGITS_ALL || (which == MC_LOGITS_LAST && t == n - 1));
     }
-    return MC_OK;
+    const mc_engine_batch_t b = {ids, rows, rows + n, want, n};
+    mc_err_t rc = mc_engine_decode(e, &b, logits, err);
+    free(rows), free(want);
+    return rc;
 }

@@ -1,15 +1,24 @@
 /*
- * engine: the Mixtral forward pass with a KV cache.
+ * engine: the Mixtral forward pass with a KV cache per sequence.
  *
- * mc_engine_eval() runs a batch of tokens at consecutive positions through
- * every layer (a prompt as one batch, then one token per step) and returns
- * the logits of the last or of every position. The expert FFN is delegated
- * to an mc_engine_moe_fn: by default the local mc_moe computation; the
- * cluster coordinator substitutes one that ships rows to expert nodes.
+ * mc_engine_decode() runs a batch of rows through every layer, each row a
+ * token of some sequence at some position: the prompt chunks of new
+ * sequences and the next token of every sequence being generated share one
+ * pass (continuous batching), and through a cluster one network round trip
+ * per layer. Every value of a row is computed from that row alone, in a
+ * fixed order, so a sequence's logits are the same bits whatever else is in
+ * the batch, however the batch is cut, and whatever the thread count.
+ * mc_engine_eval() is the one-sequence form (sequence 0, consecutive
+ * positions).
  *
- * The KV cache holds f32 keys and values (n_layer, n_ctx, n_head_kv *
+ * The expert FFN is delegated to an mc_engine_moe_fn: by default the local
+ * mc_moe computation; the cluster coordinator substitutes one that ships
+ * rows to expert nodes.
+ *
+ * The KV cache holds f32 keys and values, (n_seq, n_layer, n_ctx, n_head_kv *
  * head_dim): twice the memory of llama.cpp's f16 default, but no rounding,
- * so logits follow the model exactly.
+ * so logits follow the model exactly. It is allocated untouched, so memory
+ * is only used for the positions sequences have reached.
  */
 #ifndef MC_ENGINE_H
 #define MC_ENGINE_H
@@ -23,13 +32,15 @@
 
 typedef struct {
     int n_threads;      // compute threads (>= 1)
-    uint32_t n_ctx;     // KV cache length (<= the model's context length)
-    uint32_t max_batch; // tokens per forward chunk (bounds scratch memory)
+    uint32_t n_ctx;     // KV cache length per sequence (<= the model's context length)
+    uint32_t n_seq;     // sequences with a KV cache (>= 1)
+    uint32_t max_batch; // rows per forward chunk (bounds scratch memory)
     mc_isa_t isa;       // kernel implementation (MC_ISA_BEST: fastest available)
     bool keep_router;   // keep each layer's router logits of the last eval
 } mc_engine_params_t;
 
-// 1 thread, n_ctx 4096, max_batch 256, MC_ISA_BEST, no router capture.
+// 1 thread, n_ctx 4096, 1 sequence, max_batch 256, MC_ISA_BEST, no router
+// capture.
 mc_engine_params_t mc_engine_params_default(void);
 
 typedef enum {
@@ -53,13 +64,32 @@ void mc_engine_destroy(mc_engine_t **e);
 // Replace the expert step (fn NULL: back to local computation).
 void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx);
 
-// Evaluate ids[0..n) at positions pos..pos+n-1 (cache entries before pos are
-// reused, those after are overwritten). MC_ERR_RANGE for an id outside the
-// vocabulary or pos + n > n_ctx (nothing is evaluated then).
+// One forward pass: row i is token ids[i] of sequence seq[i] at position
+// pos[i]. A row sees its sequence's cache at positions 0..pos[i]: earlier
+// positions must have been evaluated before (in an earlier call, or by an
+// earlier row of this one); a row's own entry is (over)written. logits
+// receives, in row order, the rows whose want[i] is set (want NULL: none).
+typedef struct {
+    const int32_t *ids;   // (n)
+    const uint32_t *seq;  // (n) < n_seq
+    const uint32_t *pos;  // (n) < n_ctx
+    const uint8_t *want;  // (n) or NULL
+    uint32_t n;
+} mc_engine_batch_t;
+
+// MC_ERR_RANGE for an id outside the vocabulary, a sequence or position out
+// of range (nothing is evaluated then).
+mc_err_t mc_engine_decode(mc_engine_t *e, const mc_engine_batch_t *b, float *logits, char *err);
+
+// Sequence 0: ids[0..n) at positions pos..pos+n-1 (cache entries before pos
+// are reused, those after are overwritten). MC_ERR_RANGE for an id outside
+// the vocabulary or pos + n > n_ctx (nothing is evaluated then).
 mc_err_t mc_engine_eval(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t pos, mc_logits_t which,
                         float *logits, char *err);
 
 uint32_t mc_engine_n_ctx(const mc_engine_t *e);
+uint32_t mc_engine_n_seq(const mc_engine_t *e);
+uint32_t mc_engine_max_batch(const mc_engine_t *e);
 const mc_model_t *mc_engine_model(const mc_engine_t *e);
 mc_matmul_t *mc_engine_matmul(mc_engine_t *e);
 
@@ -68,7 +98,8 @@ mc_matmul_t *mc_engine_matmul(mc_engine_t *e);
 const float *mc_engine_router_logits(const mc_engine_t *e, uint32_t layer, uint32_t *n_tokens);
 
 // Per-layer histogram (n_layer, n_expert) of rows routed to each expert
-// since the engine was created.
-const uint64_t *mc_engine_expert_counts(const mc_engine_t *e);
+// since the engine was created, copied into out. Safe from any thread
+// while another one evaluates.
+void mc_engine_expert_counts(const mc_engine_t *e, uint64_t *out);
 
 #endif

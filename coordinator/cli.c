@@ -411,11 +411,14 @@ int mc_cli_run_with(const mc_cli_opts_t *o, const char *model_path, const struct
     }
 #if MC_HAVE_CLUSTER
     if (cl && ret == 0) {
-        mc_cluster_print_stats(cl, mc_engine_expert_counts(eng), stderr);
-        if (o->stats_json && mc_cluster_write_stats_json(cl, mc_engine_expert_counts(eng), o->stats_json, err)) {
-            s_fail(err);
+        uint64_t *counts = malloc((size_t)m->hp.n_layer * m->hp.n_expert * sizeof *counts);
+        if (counts) mc_engine_expert_counts(eng, counts);
+        if (counts) mc_cluster_print_stats(cl, counts, stderr);
+        if (!counts || (o->stats_json && mc_cluster_write_stats_json(cl, counts, o->stats_json, err))) {
+            s_fail(counts ? err : "out of memory");
             ret = 1;
         }
+        free(counts);
     }
 #endif
 out:

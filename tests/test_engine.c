@@ -168,6 +168,105 @@ static void test_split_experts_identical(void **state) {
     mc_model_destroy(&m);
 }
 
+// Several sequences decoded together: a prompt chunk of one sharing a pass
+// with the generated tokens of others, in any chunking, gives each sequence
+// the bits it gets alone.
+static void test_sequences_batched_identical(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static const mc_dtype_t types[] = {MC_DTYPE_F32, MC_DTYPE_Q4_K};
+    for (size_t ti = 0; ti < 2; ti++) {
+        const uint32_t dim = types[ti] == MC_DTYPE_Q4_K ? 256 : 64;
+        char name[32];
+        snprintf(name, sizeof name, "merged-%s", mc_dtype_name(types[ti]));
+        mc_model_t *m = s_make(name, types[ti], false, dim, dim == 256 ? 256 : 128);
+        const uint32_t nv = m->hp.n_vocab;
+        enum { S = 3, GEN = 5 };
+        // Sequence s: prompt s_ids[s .. s + len[s]), then GEN greedy tokens.
+        const uint32_t len[S] = {9, 4, 12};
+        int32_t alone_ids[S][GEN];
+        float *alone = malloc((size_t)S * GEN * nv * sizeof(float));
+        float *row = malloc(nv * sizeof(float));
+        mc_engine_params_t ep = mc_engine_params_default();
+        ep.n_ctx = 32;
+        ep.n_threads = 2;
+        for (uint32_t q = 0; q < S; q++) {
+            mc_engine_t *e = mc_engine_new(m, &ep, err);
+            assert_non_null(e);
+            assert_int_equal(mc_engine_eval(e, s_ids + q, len[q], 0, MC_LOGITS_LAST, row, err), MC_OK);
+            for (uint32_t g = 0; g < GEN; g++) {
+                memcpy(alone + ((size_t)q * GEN + g) * nv, row, nv * sizeof(float));
+                int32_t best = 0;
+                for (uint32_t v = 1; v < nv; v++)
+                    if (row[v] > row[best]) best = (int32_t)v;
+                alone_ids[q][g] = best;
+                assert_int_equal(mc_engine_eval(e, &best, 1, len[q] + g, MC_LOGITS_LAST, row, err), MC_OK);
+            }
+            mc_engine_destroy(&e);
+        }
+        // Together: sequence 1 starts first and is generating while 0's
+        // prompt arrives in two chunks and 2's in one pass with everyone's
+        // next token; max_batch 5 cuts the passes further.
+        for (uint32_t max_batch = 5; max_batch <= 64; max_batch += 59) {
+            ep.n_seq = S;
+            ep.max_batch = max_batch;
+            mc_engine_t *e = mc_engine_new(m, &ep, err);
+            assert_non_null(e);
+            uint32_t at[S] = {0}, gen[S] = {0}; // prompt tokens done, tokens generated
+            int32_t last[S] = {0};
+            float *out = malloc((size_t)S * 16 * nv * sizeof(float));
+            const uint32_t plan[][S] = {{0, 4, 0}, {5, 0, 0}, {4, 0, 12}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+            for (size_t step = 0; step < sizeof plan / sizeof plan[0]; step++) {
+                int32_t ids[64];
+                uint32_t seq[64], pos[64];
+                uint8_t want[64];
+                uint32_t n = 0;
+                for (uint32_t q = 0; q < S; q++) {
+                    for (uint32_t i = 0; i < plan[step][q]; i++, n++) {
+                        ids[n] = s_ids[q + at[q] + i], seq[n] = q, pos[n] = at[q] + i;
+                        want[n] = at[q] + i + 1 == len[q];
+                    }
+                    at[q] += plan[step][q];
+                    if (at[q] == len[q] && plan[step][q] == 0 && gen[q] > 0 && gen[q] < GEN) {
+                        ids[n] = last[q], seq[n] = q, pos[n] = len[q] + gen[q] - 1, want[n] = 1, n++;
+                    }
+                }
+                if (!n) continue;
+                const mc_engine_batch_t b = {ids, seq, pos, want, n};
+                assert_int_equal(mc_engine_decode(e, &b, out, err), MC_OK);
+                uint32_t k = 0;
+                for (uint32_t r = 0; r < n; r++) {
+                    if (!want[r]) continue;
+                    const uint32_t q = seq[r];
+                    const float *lg = out + (size_t)k++ * nv;
+                    if (gen[q] >= GEN) continue;
+                    assert_memory_equal(lg, alone + ((size_t)q * GEN + gen[q]) * nv, nv * sizeof(float));
+                    int32_t best = 0;
+                    for (uint32_t v = 1; v < nv; v++)
+                        if (lg[v] > lg[best]) best = (int32_t)v;
+                    assert_int_equal(best, alone_ids[q][gen[q]]);
+                    last[q] = best;
+                    gen[q]++;
+                }
+            }
+            for (uint32_t q = 0; q < S; q++) assert_int_equal(gen[q], GEN);
+            // Out-of-range rows are refused before anything is evaluated.
+            const int32_t id = 5;
+            uint32_t bad_seq = S, zero = 0, far = 32;
+            mc_engine_batch_t bad = {&id, &bad_seq, &zero, NULL, 1};
+            assert_int_equal(mc_engine_decode(e, &bad, out, err), MC_ERR_RANGE);
+            assert_non_null(strstr(err, "sequence 3 out of range"));
+            bad.seq = &zero, bad.pos = &far;
+            assert_int_equal(mc_engine_decode(e, &bad, out, err), MC_ERR_RANGE);
+            assert_non_null(strstr(err, "position 32 is beyond the context of 32"));
+            free(out);
+            mc_engine_destroy(&e);
+        }
+        free(alone), free(row);
+        mc_model_destroy(&m);
+    }
+}
+
 static void test_errors(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -202,6 +301,7 @@ int main(void) {
         cmocka_unit_test(test_layouts_identical),
         cmocka_unit_test(test_threads_and_batching_identical),
         cmocka_unit_test(test_split_experts_identical),
+        cmocka_unit_test(test_sequences_batched_identical),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
