@@ -1,0 +1,103 @@
+/*
+ * sched: the one generation loop. Many generations share an engine, each in
+ * its own sequence slot (KV cache): every step is one forward pass holding
+ * the next token of every generation that is producing text and chunks of
+ * the prompts of those that are starting (continuous batching). Through a
+ * cluster that is one network round trip per layer for all of them.
+ *
+ * A generation: the prompt's ids (copied), sampling parameters (its own
+ * seeded sampler), a token limit, stop strings and whether EOS ends it. Its
+ * text arrives through a callback, piece by piece, on the thread that calls
+ * mc_sched_step: UTF-8 completed across tokens, and text that might be the
+ * start of a stop string held back until it is known not to be. Since
+ * every row of a pass is computed from its own sequence alone (engine.h), a
+ * generation's tokens are the same whatever runs beside it.
+ *
+ * A free slot that held an earlier generation keeps its cache: a new prompt
+ * that starts with that generation's tokens (the history of a chat) only
+ * evaluates what is new. The result is the same bits as evaluating it all.
+ *
+ * Single-threaded: one thread submits, steps and cancels.
+ */
+#ifndef MC_SCHED_H
+#define MC_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "error.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+typedef enum {
+    MC_FINISH_NONE = 0,
+    MC_FINISH_STOP,      // EOS or a stop string
+    MC_FINISH_LENGTH,    // max_tokens, or the context is full
+    MC_FINISH_CANCELLED, // the callback asked to stop
+    MC_FINISH_ERROR,     // the forward pass failed (message in the done callback)
+} mc_finish_t;
+
+// "stop", "length", "cancelled", "error".
+const char *mc_finish_name(mc_finish_t f);
+
+// A piece of text (len bytes, not NUL-terminated; may be empty) after the
+// token id was sampled. Return false to cancel the generation.
+typedef bool (*mc_gen_text_fn)(void *user, int32_t id, const char *text, size_t len);
+
+typedef struct {
+    uint32_t prompt_tokens, completion_tokens;
+    double prompt_s;   // from submission to the first sampled token
+    double generate_s; // from the first sampled token to the end
+} mc_gen_usage_t;
+
+// The generation ended (err: a message for MC_FINISH_ERROR, else "").
+typedef void (*mc_gen_done_fn)(void *user, mc_finish_t why, const mc_gen_usage_t *usage, const char *err);
+
+#define MC_SCHED_MAX_STOP 8 // stop strings per generation
+#define MC_SCHED_STOP_LEN 256 // bytes of one stop string
+
+typedef struct {
+    const int32_t *prompt; // (n_prompt) ids, BOS included when wanted; copied
+    uint32_t n_prompt;
+    uint32_t max_tokens;   // 0: until the context is full
+    mc_sampler_params_t sampling;
+    const char *const *stop; // n_stop strings (copied): the text ends before the first one found
+    uint32_t n_stop;
+    bool ignore_eos;       // EOS is a token like any other (reference comparisons)
+    bool strip_space;      // drop one leading space of the text (an instruct model's answer)
+    float *prompt_logits;  // optional (n_prompt, n_vocab): the logits of every prompt position
+    mc_gen_text_fn on_text;
+    mc_gen_done_fn on_done;
+    void *user;
+} mc_gen_params_t;
+
+// Greedy, no limit, EOS stops, nothing else set.
+mc_gen_params_t mc_gen_params_default(void);
+
+typedef struct mc_sched mc_sched_t;
+
+// e and tok are borrowed. NULL on failure.
+mc_sched_t *mc_sched_new(mc_engine_t *e, const mc_tokenizer_t *tok, char *err);
+void mc_sched_destroy(mc_sched_t **s);
+
+// Queue a generation (it starts when a slot is free); *id names it for
+// mc_sched_cancel. MC_ERR_RANGE when the prompt does not fit the context,
+// MC_ERR_ARG for an empty prompt, too many stop strings or bad sampling
+// parameters; nothing is queued then.
+mc_err_t mc_sched_submit(mc_sched_t *s, const mc_gen_params_t *p, uint64_t *id, char *err);
+
+// Generations queued or running.
+uint32_t mc_sched_pending(const mc_sched_t *s);
+
+// One forward pass for everything running (and queued generations that get
+// a slot), then sampling and callbacks. Does nothing without work. A failed
+// pass ends every generation in it with MC_FINISH_ERROR and is returned.
+mc_err_t mc_sched_step(mc_sched_t *s, char *err);
+
+// End generation id now (its done callback reports MC_FINISH_CANCELLED);
+// no-op for an unknown or finished id.
+void mc_sched_cancel(mc_sched_t *s, uint64_t id);
+
+#endif

@@ -1,0 +1,329 @@
+/*
+ * test_sched: the generation loop on a generated model. One generation
+ * gives exactly the ids of a hand-written greedy loop; eight generations
+ * sharing four slots give each the ids and text it gets alone; stop
+ * strings, token and context limits, cancellation, prompt logits, and a
+ * reused cache prefix (the same bits as evaluating it all).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "gguf.h"
+#include "mkmodel.h"
+#include "model.h"
+#include "sched.h"
+#include "testutil.h"
+#include "tokenizer.h"
+
+static char s_dir[256];
+static mc_model_t *s_m;
+static mc_tokenizer_t *s_tok;
+
+static int s_setup(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    if (!mc_test_tmpdir(s_dir, sizeof s_dir)) return -1;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.seed = 11;
+    snprintf(path, sizeof path, "%s/m.gguf", s_dir);
+    if (mc_mkmodel_write(&p, path, err) || !(s_m = mc_model_open(path, err)) ||
+        !(s_tok = mc_tokenizer_new_from_gguf(s_m->gguf, err))) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_tokenizer_destroy(&s_tok);
+    mc_model_destroy(&s_m);
+    mc_test_rmtree(s_dir);
+    return 0;
+}
+
+// What one generation produced.
+typedef struct {
+    int32_t ids[256];
+    uint32_t n;
+    char text[4096];
+    size_t len;
+    mc_finish_t why;
+    mc_gen_usage_t usage;
+    bool done;
+    uint32_t cancel_after; // 0: never
+} s_out_t;
+
+static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
+    s_out_t *o = user;
+    if (id >= 0 && o->n < 256) o->ids[o->n++] = id;
+    assert_true(o->len + len < sizeof o->text);
+    memcpy(o->text + o->len, text, len);
+    o->len += len;
+    o->text[o->len] = 0;
+    return !o->cancel_after || o->n < o->cancel_after;
+}
+
+static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, const char *err) {
+    s_out_t *o = user;
+    (void)err;
+    assert_false(o->done);
+    o->why = why, o->usage = *u, o->done = true;
+}
+
+static mc_engine_t *s_engine(uint32_t n_seq, uint32_t n_ctx) {
+    char err[MC_ERR_LEN];
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_seq = n_seq, ep.n_ctx = n_ctx, ep.n_threads = 2;
+    mc_engine_t *e = mc_engine_new(s_m, &ep, err);
+    if (!e) fail_msg("%s", err);
+    return e;
+}
+
+static mc_gen_params_t s_params(const int32_t *prompt, uint32_t n, s_out_t *o) {
+    mc_gen_params_t p = mc_gen_params_default();
+    p.prompt = prompt, p.n_prompt = n, p.on_text = s_on_text, p.on_done = s_on_done, p.user = o;
+    return p;
+}
+
+static void s_run(mc_sched_t *s) {
+    char err[MC_ERR_LEN];
+    for (int i = 0; i < 10000 && mc_sched_pending(s); i++)
+        if (mc_sched_step(s, err)) fail_msg("%s", err);
+    assert_int_equal(mc_sched_pending(s), 0);
+}
+
+// One generation alone, in a fresh engine.
+static void s_alone(const mc_gen_params_t *p, s_out_t *o) {
+    char err[MC_ERR_LEN];
+    mc_engine_t *e = s_engine(1, 128);
+    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    mc_gen_params_t q = *p;
+    q.user = o;
+    assert_int_equal(mc_sched_submit(s, &q, NULL, err), MC_OK);
+    s_run(s);
+    mc_sched_destroy(&s);
+    mc_engine_destroy(&e);
+}
+
+static const int32_t s_prompt[] = {1, 300, 301, 302, 260, 270, 280, 290, 3, 4, 5, 400, 410, 420, 430, 500, 33, 44};
+
+static void test_matches_greedy_loop(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    enum { N = 20 };
+    const uint32_t np = 9, nv = s_m->hp.n_vocab;
+    // By hand: the engine, argmax, one token at a time.
+    mc_engine_t *e = s_engine(1, 64);
+    float *row = malloc(nv * sizeof(float));
+    int32_t want[N];
+    assert_int_equal(mc_engine_eval(e, s_prompt, np, 0, MC_LOGITS_LAST, row, err), MC_OK);
+    for (uint32_t i = 0; i < N; i++) {
+        int32_t best = 0;
+        for (uint32_t v = 1; v < nv; v++)
+            if (row[v] > row[best]) best = (int32_t)v;
+        want[i] = best;
+        assert_int_equal(mc_engine_eval(e, &best, 1, np + i, MC_LOGITS_LAST, row, err), MC_OK);
+    }
+    mc_engine_destroy(&e);
+    static s_out_t o;
+    memset(&o, 0, sizeof o);
+    mc_gen_params_t p = s_params(s_prompt, np, &o);
+    p.max_tokens = N, p.ignore_eos = true;
+    s_alone(&p, &o);
+    assert_true(o.done);
+    assert_int_equal(o.why, MC_FINISH_LENGTH);
+    assert_int_equal(o.n, N);
+    assert_memory_equal(o.ids, want, sizeof want);
+    assert_int_equal(o.usage.prompt_tokens, np);
+    assert_int_equal(o.usage.completion_tokens, N);
+    // The text is the decoded ids.
+    char *dec = mc_tokenizer_decode(s_tok, want, N);
+    assert_string_equal(o.text, dec);
+    free(dec), free(row);
+}
+
+// Eight generations, four slots: they queue, join and leave; each gets
+// exactly what it gets alone.
+static void test_concurrent_same_as_alone(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    enum { G = 8 };
+    static s_out_t together[G], alone[G];
+    memset(together, 0, sizeof together), memset(alone, 0, sizeof alone);
+    mc_gen_params_t p[G];
+    for (int g = 0; g < G; g++) {
+        p[g] = s_params(s_prompt + g, 3 + (uint32_t)g, &together[g]);
+        p[g].max_tokens = 6 + (uint32_t)g * 3;
+        p[g].sampling.temp = g % 2 ? 0.9f : 0.0f;
+        p[g].sampling.seed = 100 + (uint64_t)g;
+        p[g].ignore_eos = g % 3 == 0;
+    }
+    mc_engine_t *e = s_engine(4, 128);
+    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    for (int g = 0; g < G; g++) {
+        assert_int_equal(mc_sched_submit(s, &p[g], NULL, err), MC_OK);
+        assert_int_equal(mc_sched_step(s, err), MC_OK); // staggered arrivals
+    }
+    s_run(s);
+    mc_sched_destroy(&s);
+    mc_engine_destroy(&e);
+    for (int g = 0; g < G; g++) {
+        s_alone(&p[g], &alone[g]);
+        assert_true(together[g].done && alone[g].done);
+        assert_int_equal(together[g].why, alone[g].why);
+        assert_int_equal(together[g].n, alone[g].n);
+        assert_memory_equal(together[g].ids, alone[g].ids, alone[g].n * sizeof(int32_t));
+        assert_string_equal(together[g].text, alone[g].text);
+        printf("[sched] generation %d: %u tokens, %s, %zu bytes of text\n", g, together[g].n, mc_finish_name(together[g].why), together[g].len);
+    }
+}
+
+static void test_stop_strings(void **state) {
+    (void)state;
+    static s_out_t full, cut, none;
+    memset(&full, 0, sizeof full), memset(&cut, 0, sizeof cut), memset(&none, 0, sizeof none);
+    mc_gen_params_t p = s_params(s_prompt, 7, &full);
+    p.max_tokens = 40, p.ignore_eos = true;
+    s_alone(&p, &full);
+    assert_true(full.len > 12);
+    // A stop string from the middle of the text: the text ends just before
+    // its first occurrence.
+    char stop[8];
+    memcpy(stop, full.text + full.len / 2, 5);
+    stop[5] = 0;
+    const size_t first = (size_t)(strstr(full.text, stop) - full.text);
+    const char *stops[] = {"\x01never", stop};
+    p.stop = stops, p.n_stop = 2;
+    s_alone(&p, &cut);
+    assert_int_equal(cut.why, MC_FINISH_STOP);
+    assert_int_equal(cut.len, first);
+    assert_memory_equal(cut.text, full.text, first);
+    // One that never comes: all of the text, held-back pieces included.
+    p.n_stop = 1;
+    s_alone(&p, &none);
+    assert_int_equal(none.why, MC_FINISH_LENGTH);
+    assert_string_equal(none.text, full.text);
+}
+
+static void test_limits_and_cancel(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static s_out_t a, b, c, d;
+    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b), memset(&c, 0, sizeof c), memset(&d, 0, sizeof d);
+    mc_engine_t *e = s_engine(1, 16);
+    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    // The context (16) ends a 10-token prompt after 6 tokens.
+    mc_gen_params_t p = s_params(s_prompt, 10, &a);
+    p.ignore_eos = true;
+    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    // Cancelled from its callback after 3 tokens.
+    p = s_params(s_prompt, 4, &b);
+    p.ignore_eos = true;
+    b.cancel_after = 3;
+    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    // Cancelled while queued (one slot: it waits).
+    uint64_t id;
+    p = s_params(s_prompt, 4, &c);
+    assert_int_equal(mc_sched_submit(s, &p, &id, err), MC_OK);
+    mc_sched_cancel(s, id);
+    assert_true(c.done);
+    assert_int_equal(c.why, MC_FINISH_CANCELLED);
+    assert_int_equal(c.usage.completion_tokens, 0);
+    s_run(s);
+    assert_int_equal(a.why, MC_FINISH_LENGTH);
+    assert_int_equal(a.usage.completion_tokens, 6);
+    assert_int_equal(b.why, MC_FINISH_CANCELLED);
+    assert_int_equal(b.usage.completion_tokens, 3);
+    // Refused before anything runs.
+    p = s_params(s_prompt, 16, &d);
+    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_ERR_RANGE);
+    assert_non_null(strstr(err, "the prompt has 16 tokens, the context holds 16"));
+    p.n_prompt = 0;
+    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_ERR_ARG);
+    int32_t bad = (int32_t)s_m->hp.n_vocab;
+    p.prompt = &bad, p.n_prompt = 1;
+    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_ERR_RANGE);
+    assert_false(d.done);
+    mc_sched_destroy(&s);
+    mc_engine_destroy(&e);
+}
+
+static void s_total_rows(const mc_engine_t *e, uint64_t *total) {
+    uint64_t counts[2 * 8];
+    mc_engine_expert_counts(e, counts);
+    *total = 0;
+    for (int i = 0; i < 16; i++) *total += counts[i];
+}
+
+// A chat's second turn starts with the first's prompt and answer: only the
+// new tokens are evaluated, and the answer is the same as from scratch.
+static void test_cache_prefix_reused(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static s_out_t t1, t2, fresh;
+    memset(&t1, 0, sizeof t1), memset(&t2, 0, sizeof t2), memset(&fresh, 0, sizeof fresh);
+    mc_engine_t *e = s_engine(2, 128);
+    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    mc_gen_params_t p = s_params(s_prompt, 8, &t1);
+    p.max_tokens = 10, p.ignore_eos = true;
+    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    int32_t turn2[64];
+    memcpy(turn2, s_prompt, 8 * sizeof(int32_t));
+    memcpy(turn2 + 8, t1.ids, 10 * sizeof(int32_t));
+    memcpy(turn2 + 18, s_prompt + 10, 5 * sizeof(int32_t));
+    uint64_t before, after;
+    s_total_rows(e, &before);
+    p = s_params(turn2, 23, &t2);
+    p.max_tokens = 10, p.ignore_eos = true;
+    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    s_total_rows(e, &after);
+    // Rows routed: (5 new prompt tokens + 1 re-evaluated... ) per layer and expert used.
+    const uint64_t per_row = (uint64_t)s_m->hp.n_layer * s_m->hp.n_expert_used;
+    assert_true(after - before <= (6 + 10) * per_row);
+    mc_sched_destroy(&s);
+    mc_engine_destroy(&e);
+    s_alone(&p, &fresh);
+    assert_int_equal(t2.n, fresh.n);
+    assert_memory_equal(t2.ids, fresh.ids, fresh.n * sizeof(int32_t));
+}
+
+static void test_prompt_logits(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const uint32_t np = 11, nv = s_m->hp.n_vocab;
+    mc_engine_t *e = s_engine(1, 64);
+    float *want = malloc((size_t)np * nv * sizeof(float)), *got = malloc((size_t)np * nv * sizeof(float));
+    assert_int_equal(mc_engine_eval(e, s_prompt, np, 0, MC_LOGITS_ALL, want, err), MC_OK);
+    mc_engine_destroy(&e);
+    static s_out_t o;
+    memset(&o, 0, sizeof o);
+    mc_gen_params_t p = s_params(s_prompt, np, &o);
+    p.max_tokens = 2, p.prompt_logits = got;
+    s_alone(&p, &o);
+    assert_memory_equal(got, want, (size_t)np * nv * sizeof(float));
+    free(want), free(got);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matches_greedy_loop),
+        cmocka_unit_test(test_concurrent_same_as_alone),
+        cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_limits_and_cancel),
+        cmocka_unit_test(test_cache_prefix_reused),
+        cmocka_unit_test(test_prompt_logits),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
