@@ -26,6 +26,7 @@
 
 #include "clock.h"
 #include "matmul.h"
+#include "parse.h"
 #include "pool.h"
 #include "quant.h"
 
@@ -100,15 +101,10 @@ void mc_bench_usage(FILE *f) {
 }
 
 static mc_err_t s_parse_int(const char *flag, const char *s, long long lo, long long hi, long long *out, char *err) {
-    char *end;
-    errno = 0;
-    const long long v = strtoll(s, &end, 10);
-    // strtoll would also skip leading blanks and take a '+'.
-    const bool starts_ok = *s == '-' || (*s >= '0' && *s <= '9');
-    if (!starts_ok || errno || end == s || *end || v < lo || v > hi)
-        return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not a whole number in %lld..%lld", flag, s, lo, hi);
-    *out = v;
-    return MC_OK;
+    int64_t v;
+    mc_err_t rc = mc_parse_i64(flag, s, lo, hi, &v, err);
+    if (!rc) *out = v;
+    return rc;
 }
 
 mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {

@@ -38,6 +38,7 @@ struct mc_sampler {
     s_cand_t *cand;   // [n_vocab] candidates still in the running, in place
     double *w;        // [n_vocab] unnormalised probabilities of cand[]
     uint32_t *seen;   // [n_vocab] epoch stamps: apply the penalty once per id
+    uint32_t *count;  // [n_vocab] occurrences in the window (valid where seen is current)
     uint32_t epoch;
     int32_t *hist;    // [repeat_last_n] ring of accepted ids (NULL when 0)
     int32_t hist_len; // valid entries, <= repeat_last_n
@@ -90,6 +91,7 @@ mc_sampler_t *mc_sampler_new(const mc_sampler_params_t *p, uint32_t n_vocab) {
     if (isnan(p->temp) || isnan(p->top_p) || isnan(p->min_p)) return NULL;
     // 0 or inf would turn a zero logit into NaN (0 * inf) or divide by zero.
     if (!isfinite(p->repeat_penalty) || p->repeat_penalty <= 0.0f) return NULL;
+    if (!isfinite(p->frequency_penalty) || !isfinite(p->presence_penalty)) return NULL;
     if (p->repeat_last_n < 0) return NULL;
 
     mc_sampler_t *s = calloc(1, sizeof *s);
@@ -100,8 +102,9 @@ mc_sampler_t *mc_sampler_new(const mc_sampler_params_t *p, uint32_t n_vocab) {
     s->cand = calloc(n_vocab, sizeof *s->cand);
     s->w = calloc(n_vocab, sizeof *s->w);
     s->seen = calloc(n_vocab, sizeof *s->seen);
+    s->count = calloc(n_vocab, sizeof *s->count);
     if (p->repeat_last_n > 0) s->hist = calloc((size_t)p->repeat_last_n, sizeof *s->hist);
-    if (!s->logit || !s->cand || !s->w || !s->seen || (p->repeat_last_n > 0 && !s->hist)) {
+    if (!s->logit || !s->cand || !s->w || !s->seen || !s->count || (p->repeat_last_n > 0 && !s->hist)) {
         mc_sampler_destroy(&s);
         return NULL;
     }
@@ -115,6 +118,7 @@ void mc_sampler_destroy(mc_sampler_t **s) {
     free((*s)->cand);
     free((*s)->w);
     free((*s)->seen);
+    free((*s)->count);
     free((*s)->hist);
     free(*s);
     *s = NULL;
@@ -128,22 +132,30 @@ void mc_sampler_accept(mc_sampler_t *s, int32_t id) {
     if (s->hist_len < s->p.repeat_last_n) s->hist_len++;
 }
 
-// As in llama.cpp: each distinct id in the window is penalised once, however
-// often it occurs; positive logits are divided and the others multiplied, so
-// a penalty above 1 always makes the token less likely.
+// As in llama.cpp: each distinct id in the window is penalised once: the
+// repetition penalty divides a positive logit and multiplies the others (so
+// a penalty above 1 always makes the token less likely), then the OpenAI
+// penalties subtract count * frequency + presence, count being its
+// occurrences in the window.
 static void s_penalize(mc_sampler_t *s) {
-    const float pen = s->p.repeat_penalty;
-    if (pen == 1.0f || s->hist_len == 0) return;
+    const float pen = s->p.repeat_penalty, fp = s->p.frequency_penalty, pp = s->p.presence_penalty;
+    if ((pen == 1.0f && fp == 0.0f && pp == 0.0f) || s->hist_len == 0) return;
     if (++s->epoch == 0) { // stamps wrapped: forget them all
         memset(s->seen, 0, (size_t)s->n_vocab * sizeof *s->seen);
         s->epoch = 1;
     }
     for (int32_t j = 0; j < s->hist_len; j++) {
         int32_t id = s->hist[j];
-        if (s->seen[id] == s->epoch) continue;
-        s->seen[id] = s->epoch;
+        if (s->seen[id] != s->epoch) s->seen[id] = s->epoch, s->count[id] = 0;
+        s->count[id]++;
+    }
+    for (int32_t j = 0; j < s->hist_len; j++) {
+        int32_t id = s->hist[j];
+        if (!s->count[id]) continue; // done already
         float *l = &s->logit[id];
-        *l = *l > 0.0f ? *l / pen : *l * pen;
+        if (pen != 1.0f) *l = *l > 0.0f ? *l / pen : *l * pen;
+        if (fp != 0.0f || pp != 0.0f) *l = *l - ((float)s->count[id] * fp + pp);
+        s->count[id] = 0;
     }
 }
 

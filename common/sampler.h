@@ -1,8 +1,8 @@
 /*
  * sampler: turns a logits row into the next token id.
  *
- * Pipeline (llama.cpp's order): repetition penalty over the last
- * `repeat_last_n` accepted ids, then top-k, top-p, min-p, temperature and a
+ * Pipeline (llama.cpp's order): repetition, frequency and presence penalties
+ * over the last `repeat_last_n` accepted ids, then top-k, top-p, min-p, temperature and a
  * draw from a seeded generator. temp <= 0 means greedy argmax (ties go to
  * the lowest id) with no randomness at all. Same seed and same logits give
  * the same ids on every platform.
@@ -18,7 +18,9 @@ typedef struct {
     float top_p;          // >= 1: off
     float min_p;          // <= 0: off
     float repeat_penalty; // 1: off
-    int32_t repeat_last_n;
+    float frequency_penalty; // 0: off; minus count x this (OpenAI)
+    float presence_penalty;  // 0: off; minus this once a token has occurred (OpenAI)
+    int32_t repeat_last_n;   // the window all three penalties look at
     uint64_t seed;
 } mc_sampler_params_t;
 

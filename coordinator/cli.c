@@ -1,5 +1,6 @@
 /*
- * cli: flag parsing and the single-machine run modes of moe-coordinator.
+ * cli: flag parsing and the run modes of moe-coordinator, each on a session
+ * (session.h) driven through the generation loop (scheduler.h).
  */
 #include "cli.h"
 
@@ -12,18 +13,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "engine.h"
 #include "model.h"
+#include "parse.h"
+#include "scheduler.h"
+#include "session.h"
+#include "termchat.h"
 #include "tokenizer.h"
 
 #if MC_HAVE_CLUSTER
-#include "cluster.h"
+#include "cluster_config.h"
 #include "demo.h"
+#include "server.h"
 #endif
 
-#define MC_CLI_DEFAULT_CTX 4096u
 #define MC_CLI_DEFAULT_N 128
+#define MC_CLI_DEFAULT_PORT 8080
+#define MC_CLI_DEFAULT_PARALLEL 4
 
 void mc_cli_opts_init(mc_cli_opts_t *o) {
     memset(o, 0, sizeof *o);
@@ -31,6 +36,9 @@ void mc_cli_opts_init(mc_cli_opts_t *o) {
     o->sampling = mc_sampler_params_default();
     long nproc = sysconf(_SC_NPROCESSORS_ONLN);
     o->threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
+    o->host = "127.0.0.1";
+    o->port = MC_CLI_DEFAULT_PORT;
+    o->parallel = MC_CLI_DEFAULT_PARALLEL;
 }
 
 void mc_cli_opts_free(mc_cli_opts_t *o) {
@@ -43,12 +51,16 @@ void mc_cli_usage(FILE *f) {
     mc_sampler_params_t d = mc_sampler_params_default();
     fprintf(f,
             "usage: moe-coordinator --model FILE --prompt TEXT [options]\n"
+            "       moe-coordinator --model FILE --chat [options]\n"
+            "       moe-coordinator --model FILE --serve [--host H] [--port N] [options]\n"
             "       moe-coordinator --model FILE --tokenize TEXT | --tokenize-file PATH\n"
             "       moe-coordinator --model FILE --token-ids 1,415,2936 [--dump-logits FILE] [-n N --temp 0]\n"
+            "       moe-coordinator --demo [--chat | --serve] [options]\n"
             "\n"
             "  --model FILE          GGUF model (Mixtral family)\n"
             "  --prompt TEXT         generate a continuation of TEXT (BOS added), streamed to stdout\n"
-            "  -n N                  tokens to generate (default %d; with --token-ids default 0)\n"
+            "  -n N                  tokens to generate (default %d; with --token-ids 0; with --chat and\n"
+            "                        --serve: until the answer ends, a request's max_tokens wins)\n"
             "  --temp T              temperature, 0 = greedy (default %.2f)\n"
             "  --top-k K             keep the K most likely tokens, 0 = off (default %d)\n"
             "  --top-p P             nucleus sampling, 1 = off (default %.2f)\n"
@@ -56,7 +68,7 @@ void mc_cli_usage(FILE *f) {
             "  --repeat-penalty R    penalty for the last 64 tokens, 1 = off (default %.2f)\n"
             "  --seed S              random seed (default: random; printed to stderr)\n"
             "  --threads N           compute threads (default: online CPUs, at most 8)\n"
-            "  --ctx N               KV-cache length (default %u, at most the model's context length)\n"
+            "  --ctx N               KV-cache length per sequence (default 4096, at most the model's context length)\n"
             "  --tokenize TEXT       print the ids of TEXT (no BOS) as a JSON array\n"
             "  --tokenize-file PATH  same for the raw bytes of a file\n"
             "  --token-ids LIST      evaluate these ids (comma-separated, no BOS added) as one batch\n"
@@ -65,31 +77,22 @@ void mc_cli_usage(FILE *f) {
             "  --cluster FILE        run the experts on the nodes of a cluster file (YAML; see README);\n"
             "                        --model overrides the file's model\n"
             "  --stats-json FILE     with --cluster or --demo: write per-node and per-expert stats as JSON\n"
-            "  --demo                generate a model, start --nodes local moe-expert processes, generate\n"
+            "  --demo                generate a model, start --nodes local moe-expert processes, then\n"
+            "                        generate (or --chat, or --serve) through them\n"
             "  --nodes N             with --demo: number of expert nodes (default 2)\n"
+            "  --chat                interactive chat in the terminal (Mixtral Instruct format; /reset, /quit)\n"
+            "  --system TEXT         with --chat: a system message for the conversation\n"
+            "  --safe-prompt         with --chat or --serve: prepend Mistral's safety system prompt\n"
+            "  --serve               OpenAI-compatible HTTP API, web chat and cluster dashboard\n"
+            "  --host H              with --serve: address to listen on (default 127.0.0.1; 0.0.0.0: all)\n"
+            "  --port N              with --serve: TCP port (default %d)\n"
+            "  --parallel N          with --serve: requests decoded together, each with its own\n"
+            "                        KV cache of --ctx positions (default %d)\n"
+            "  --api-key KEY         with --serve: require 'Authorization: Bearer KEY' on /v1 requests\n"
+            "  --web DIR             with --serve: serve the web page from DIR instead of the built-in one\n"
             "  --help                this text\n",
-            MC_CLI_DEFAULT_N, d.temp, d.top_k, d.top_p, d.min_p, d.repeat_penalty, MC_CLI_DEFAULT_CTX);
-}
-
-static mc_err_t s_parse_i64(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t *out, char *err) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not a whole number in %lld..%lld", flag, s, (long long)lo,
-                          (long long)hi);
-    *out = v;
-    return MC_OK;
-}
-
-static mc_err_t s_parse_f32(const char *flag, const char *s, float lo, float hi, float *out, char *err) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-        return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not a number in %g..%g", flag, s, lo, hi);
-    *out = v;
-    return MC_OK;
+            MC_CLI_DEFAULT_N, d.temp, d.top_k, d.top_p, d.min_p, d.repeat_penalty, MC_CLI_DEFAULT_PORT,
+            MC_CLI_DEFAULT_PARALLEL);
 }
 
 static mc_err_t s_parse_ids(const char *s, int32_t **out, size_t *n_out, char *err) {
@@ -125,15 +128,23 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             o->mode = MC_CLI_MODE_HELP;
             return MC_OK;
         }
-        if (!strcmp(a, "--demo")) {
-            o->demo = true;
+        bool *sw = !strcmp(a, "--demo") ? &o->demo : !strcmp(a, "--safe-prompt") ? &o->safe_prompt : NULL;
+        if (sw) {
+            *sw = true;
+            continue;
+        }
+        if (!strcmp(a, "--chat") || !strcmp(a, "--serve")) {
+            if (o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE)
+                return mc_err_set(err, MC_ERR_ARG, "--chat and --serve exclude each other");
+            o->mode = a[2] == 'c' ? MC_CLI_MODE_CHAT : MC_CLI_MODE_SERVE;
             continue;
         }
         // Every other flag takes a value.
-        static const char *const with_value[] = {"--model", "--prompt", "-n", "--temp", "--top-k", "--top-p",
-                                                 "--min-p", "--repeat-penalty", "--seed", "--threads", "--ctx",
-                                                 "--tokenize", "--tokenize-file", "--token-ids", "--dump-logits",
-                                                 "--cluster", "--stats-json", "--nodes"};
+        static const char *const with_value[] = {
+            "--model",   "--prompt",      "-n",          "--temp",      "--top-k",     "--top-p",   "--min-p",
+            "--repeat-penalty", "--seed", "--threads",   "--ctx",       "--tokenize",  "--tokenize-file",
+            "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
+            "--port",    "--parallel",    "--api-key",   "--web"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
@@ -146,52 +157,65 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         else if (!strcmp(a, "--dump-logits")) o->dump_logits = val;
         else if (!strcmp(a, "--cluster")) o->cluster = val;
         else if (!strcmp(a, "--stats-json")) o->stats_json = val;
+        else if (!strcmp(a, "--system")) o->system = val;
+        else if (!strcmp(a, "--host")) o->host = val;
+        else if (!strcmp(a, "--api-key")) o->api_key = val;
+        else if (!strcmp(a, "--web")) o->web_dir = val;
         else if (!strcmp(a, "--nodes")) {
-            if (!(rc = s_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;
-        }
-        else if (!strcmp(a, "--token-ids")) {
+            if (!(rc = mc_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;
+        } else if (!strcmp(a, "--port")) {
+            if (!(rc = mc_parse_i64(a, val, 1, 65535, &v, err))) o->port = (uint32_t)v;
+        } else if (!strcmp(a, "--parallel")) {
+            if (!(rc = mc_parse_i64(a, val, 1, 256, &v, err))) o->parallel = (uint32_t)v;
+        } else if (!strcmp(a, "--token-ids")) {
             free(o->ids);
             o->ids = NULL;
             rc = s_parse_ids(val, &o->ids, &o->n_ids, err);
-        } else if (!strcmp(a, "-n")) rc = s_parse_i64(a, val, 0, INT32_MAX, &o->n_predict, err);
-        else if (!strcmp(a, "--temp")) rc = s_parse_f32(a, val, 0.0f, 100.0f, &o->sampling.temp, err);
+        } else if (!strcmp(a, "-n")) rc = mc_parse_i64(a, val, 0, INT32_MAX, &o->n_predict, err);
+        else if (!strcmp(a, "--temp")) rc = mc_parse_f32(a, val, 0.0f, 100.0f, &o->sampling.temp, err);
         else if (!strcmp(a, "--top-k")) {
-            if (!(rc = s_parse_i64(a, val, 0, INT32_MAX, &v, err))) o->sampling.top_k = (int32_t)v;
-        } else if (!strcmp(a, "--top-p")) rc = s_parse_f32(a, val, 0.0f, 1.0f, &o->sampling.top_p, err);
-        else if (!strcmp(a, "--min-p")) rc = s_parse_f32(a, val, 0.0f, 1.0f, &o->sampling.min_p, err);
-        else if (!strcmp(a, "--repeat-penalty")) rc = s_parse_f32(a, val, 0.01f, 100.0f, &o->sampling.repeat_penalty, err);
+            if (!(rc = mc_parse_i64(a, val, 0, INT32_MAX, &v, err))) o->sampling.top_k = (int32_t)v;
+        } else if (!strcmp(a, "--top-p")) rc = mc_parse_f32(a, val, 0.0f, 1.0f, &o->sampling.top_p, err);
+        else if (!strcmp(a, "--min-p")) rc = mc_parse_f32(a, val, 0.0f, 1.0f, &o->sampling.min_p, err);
+        else if (!strcmp(a, "--repeat-penalty")) rc = mc_parse_f32(a, val, 0.01f, 100.0f, &o->sampling.repeat_penalty, err);
         else if (!strcmp(a, "--seed")) {
-            if (!(rc = s_parse_i64(a, val, 0, INT64_MAX, &v, err))) {
+            if (!(rc = mc_parse_i64(a, val, 0, INT64_MAX, &v, err))) {
                 o->sampling.seed = (uint64_t)v;
                 o->seed_given = true;
             }
         } else if (!strcmp(a, "--threads")) {
-            if (!(rc = s_parse_i64(a, val, 1, 512, &v, err))) o->threads = (int)v;
+            if (!(rc = mc_parse_i64(a, val, 1, 512, &v, err))) o->threads = (int)v;
         } else if (!strcmp(a, "--ctx")) {
-            if (!(rc = s_parse_i64(a, val, 1, 1 << 24, &v, err))) o->ctx = (uint32_t)v;
+            if (!(rc = mc_parse_i64(a, val, 1, 1 << 24, &v, err))) o->ctx = (uint32_t)v;
         }
     }
     if (rc) return rc;
+    const bool interactive = o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE;
     if (o->demo) {
         if (o->cluster || o->model || o->tokenize_text || o->tokenize_file || o->ids)
             return mc_err_set(err, MC_ERR_ARG, "--demo makes its own model and cluster: only --prompt, -n, sampling, "
-                                               "--threads, --nodes and --stats-json go with it");
-        o->mode = MC_CLI_MODE_DEMO;
+                                               "--threads, --nodes, --stats-json, --chat and --serve go with it");
         if (!o->demo_nodes) o->demo_nodes = 2;
-        if (o->n_predict < 0) o->n_predict = 32;
+        if (!interactive && o->n_predict < 0) o->n_predict = 32;
+        if (!interactive) o->mode = MC_CLI_MODE_GENERATE;
         return MC_OK;
     }
     if (o->demo_nodes) return mc_err_set(err, MC_ERR_ARG, "--nodes goes with --demo");
     if (o->stats_json && !o->cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster or --demo");
     int modes = (o->prompt != NULL) + (o->tokenize_text != NULL) + (o->tokenize_file != NULL) + (o->ids != NULL);
-    if (modes == 0) return mc_err_set(err, MC_ERR_ARG, "nothing to do: give --prompt, --tokenize, --tokenize-file or --token-ids (see --help)");
+    if (interactive && modes)
+        return mc_err_set(err, MC_ERR_ARG, "--chat and --serve take their prompts from the user, not from --prompt, "
+                                           "--tokenize or --token-ids");
+    if (modes == 0 && !interactive)
+        return mc_err_set(err, MC_ERR_ARG, "nothing to do: give --prompt, --chat, --serve, --tokenize, --tokenize-file "
+                                           "or --token-ids (see --help)");
     if (modes > 1) return mc_err_set(err, MC_ERR_ARG, "--prompt, --tokenize, --tokenize-file and --token-ids exclude each other");
     if (!o->model && !o->cluster) return mc_err_set(err, MC_ERR_ARG, "--model FILE is required");
     if (o->dump_logits && !o->ids) return mc_err_set(err, MC_ERR_ARG, "--dump-logits needs --token-ids");
     if (o->tokenize_text || o->tokenize_file) o->mode = MC_CLI_MODE_TOKENIZE;
     else if (o->ids) o->mode = MC_CLI_MODE_IDS;
-    else o->mode = MC_CLI_MODE_GENERATE;
-    if (o->n_predict < 0) o->n_predict = o->mode == MC_CLI_MODE_IDS ? 0 : MC_CLI_DEFAULT_N;
+    else if (!interactive) o->mode = MC_CLI_MODE_GENERATE;
+    if (o->n_predict < 0) o->n_predict = o->mode == MC_CLI_MODE_IDS ? 0 : interactive ? 0 : MC_CLI_DEFAULT_N;
     return MC_OK;
 }
 
@@ -200,16 +224,22 @@ static int s_fail(const char *what) {
     return 1;
 }
 
-static int s_tokenize(const mc_cli_opts_t *o, const mc_tokenizer_t *tok) {
+static int s_tokenize(const mc_cli_opts_t *o, const char *model_path) {
     char err[MC_ERR_LEN];
+    mc_gguf_t *g = mc_gguf_open(model_path, err);
+    mc_tokenizer_t *tok = g ? mc_tokenizer_new_from_gguf(g, err) : NULL;
+    mc_gguf_destroy(&g);
+    if (!tok) return s_fail(err);
     const char *text = o->tokenize_text;
     size_t len = text ? strlen(text) : 0;
     char *file_buf = NULL;
+    int ret = 1;
     if (o->tokenize_file) {
         FILE *f = fopen(o->tokenize_file, "rb");
         if (!f) {
             snprintf(err, sizeof err, "%s: %s", o->tokenize_file, strerror(errno));
-            return s_fail(err);
+            s_fail(err);
+            goto out;
         }
         size_t cap = 1 << 16;
         file_buf = malloc(cap);
@@ -223,11 +253,10 @@ static int s_tokenize(const mc_cli_opts_t *o, const mc_tokenizer_t *tok) {
         }
         bool bad = ferror(f);
         fclose(f);
-        if (!file_buf) return s_fail("out of memory reading the file");
-        if (bad) {
-            free(file_buf);
-            snprintf(err, sizeof err, "%s: read error", o->tokenize_file);
-            return s_fail(err);
+        if (!file_buf || bad) {
+            snprintf(err, sizeof err, "%s: %s", o->tokenize_file, file_buf ? "read error" : "out of memory");
+            s_fail(err);
+            goto out;
         }
         text = file_buf;
     }
@@ -235,15 +264,18 @@ static int s_tokenize(const mc_cli_opts_t *o, const mc_tokenizer_t *tok) {
     int32_t *ids = malloc(cap * sizeof *ids);
     if (!ids || mc_tokenizer_encode(tok, text ? text : "", len, false, ids, cap, &n, err)) {
         free(ids);
-        free(file_buf);
-        return s_fail(ids ? err : "out of memory");
+        s_fail(ids ? err : "out of memory");
+        goto out;
     }
     putchar('[');
     for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
     printf("]\n");
     free(ids);
+    ret = 0;
+out:
     free(file_buf);
-    return 0;
+    mc_tokenizer_destroy(&tok);
+    return ret;
 }
 
 static uint64_t s_random_seed(void) {
@@ -252,35 +284,82 @@ static uint64_t s_random_seed(void) {
     return s & (uint64_t)INT64_MAX; // printable and accepted back by --seed
 }
 
-// Evaluate a prompt then sample up to n tokens. Text mode streams decoded
-// text; ids mode (print_ids) collects ids, prints them as the last line and
-// does not stop at EOS, like the reference tools it is compared against.
-static int s_generate(const mc_cli_opts_t *o, mc_engine_t *eng, const mc_tokenizer_t *tok, const int32_t *prompt,
-                      size_t n_prompt, bool print_ids) {
+// What a --prompt or --token-ids run collects from its one generation.
+typedef struct {
+    bool print_ids; // collect ids for the last line instead of streaming text
+    int32_t *ids;
+    size_t n_ids;
+    atomic_int *stop;
+    mc_finish_t why;
+    mc_gen_usage_t usage;
     char err[MC_ERR_LEN];
-    const mc_model_t *m = mc_engine_model(eng);
-    const uint32_t n_vocab = m->hp.n_vocab;
-    mc_logits_t which = o->dump_logits ? MC_LOGITS_ALL : MC_LOGITS_LAST;
-    float *logits = malloc((which == MC_LOGITS_ALL ? n_prompt : 1) * (size_t)n_vocab * sizeof(float));
-    int32_t *gen = malloc(((size_t)o->n_predict + 1) * sizeof(int32_t));
-    mc_sampler_params_t sp = o->sampling;
-    if (!o->seed_given) {
-        sp.seed = s_random_seed();
-        if (sp.temp > 0 && o->n_predict > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)sp.seed);
+    bool done;
+} s_run_t;
+
+static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
+    s_run_t *r = user;
+    if (r->print_ids) {
+        if (id >= 0) r->ids[r->n_ids++] = id;
+    } else {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
     }
-    mc_sampler_t *smp = mc_sampler_new(&sp, n_vocab);
-    char *piece = tok ? malloc(mc_detok_max_bytes(tok)) : NULL;
+    return !(r->stop && atomic_load(r->stop));
+}
+
+static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, const char *err) {
+    s_run_t *r = user;
+    r->why = why, r->usage = *u, r->done = true;
+    snprintf(r->err, sizeof r->err, "%s", err);
+}
+
+// Evaluate a prompt then sample up to n tokens. Text mode streams decoded
+// text; ids mode collects ids, prints them as the last line and does not
+// stop at EOS, like the reference tools it is compared against.
+static int s_generate(const mc_cli_opts_t *o, mc_session_t *s, const int32_t *prompt, size_t n_prompt, bool print_ids,
+                      atomic_int *stop) {
+    char err[MC_ERR_LEN];
+    const uint32_t n_vocab = mc_session_model(s)->hp.n_vocab;
+    const uint32_t n_ctx = mc_engine_n_ctx(mc_session_engine(s));
+    if (n_prompt > n_ctx) {
+        snprintf(err, sizeof err, "%s of %zu tokens is longer than the context (%u, see --ctx)",
+                 print_ids ? "--token-ids list" : "prompt", n_prompt, n_ctx);
+        return s_fail(err);
+    }
+    float *logits = o->dump_logits ? malloc(n_prompt * (size_t)n_vocab * sizeof(float)) : NULL;
+    s_run_t run = {.print_ids = print_ids, .ids = malloc(((size_t)o->n_predict + 1) * sizeof(int32_t)), .stop = stop};
     int ret = 1;
-    if (!logits || !gen || !smp || (tok && !piece)) {
+    if (!run.ids || (o->dump_logits && !logits)) {
         s_fail("out of memory");
         goto out;
     }
-    double t0 = mc_clock_s();
-    if (mc_engine_eval(eng, prompt, (uint32_t)n_prompt, 0, which, logits, err)) {
+    mc_gen_params_t p = mc_gen_params_default();
+    p.prompt = prompt, p.n_prompt = (uint32_t)n_prompt;
+    p.sampling = o->sampling;
+    if (!o->seed_given) {
+        p.sampling.seed = s_random_seed();
+        if (p.sampling.temp > 0 && o->n_predict > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
+    }
+    p.max_tokens = (uint32_t)o->n_predict, p.ignore_eos = print_ids, p.prompt_logits = logits;
+    p.on_text = s_on_text, p.on_done = s_on_done, p.user = &run;
+    mc_scheduler_t *sched = mc_session_scheduler(s);
+    if (o->n_predict == 0) { // logits only: no generation
+        if (mc_engine_eval(mc_session_engine(s), prompt, (uint32_t)n_prompt, 0, logits ? MC_LOGITS_ALL : MC_LOGITS_NONE,
+                           logits, err)) {
+            s_fail(err);
+            goto out;
+        }
+        run.done = true, run.why = MC_FINISH_LENGTH;
+    } else if (mc_scheduler_submit(sched, &p, NULL, err)) {
         s_fail(err);
         goto out;
     }
-    double t1 = mc_clock_s();
+    while (!run.done)
+        if (mc_scheduler_step(sched, err)) break; // the done callback has the message
+    if (run.why == MC_FINISH_ERROR) {
+        s_fail(run.err);
+        goto out;
+    }
     if (o->dump_logits) {
         FILE *f = fopen(o->dump_logits, "wb");
         bool ok = f && fwrite(logits, sizeof(float) * n_vocab, n_prompt, f) == n_prompt;
@@ -291,161 +370,101 @@ static int s_generate(const mc_cli_opts_t *o, mc_engine_t *eng, const mc_tokeniz
             goto out;
         }
     }
-    const float *last = logits + (which == MC_LOGITS_ALL ? (n_prompt - 1) * (size_t)n_vocab : 0);
-    for (size_t i = 0; i < n_prompt; i++) mc_sampler_accept(smp, prompt[i]);
-    mc_detok_t dt;
-    mc_detok_init(&dt, false);
-    size_t n_gen = 0, n_decode = 0;
-    uint32_t pos = (uint32_t)n_prompt;
-    while (n_gen < (size_t)o->n_predict) {
-        int32_t id = mc_sampler_sample(smp, last);
-        mc_sampler_accept(smp, id);
-        gen[n_gen++] = id;
-        if (!print_ids) {
-            if (id == mc_tokenizer_eos(tok)) break;
-            size_t w = mc_detok_push(tok, &dt, id, piece, mc_detok_max_bytes(tok));
-            fwrite(piece, 1, w, stdout);
-            fflush(stdout);
-        }
-        if (n_gen == (size_t)o->n_predict) break;
-        if (pos >= mc_engine_n_ctx(eng)) {
-            fprintf(stderr, "\nmoe-coordinator: context full (%u tokens), stopping\n", mc_engine_n_ctx(eng));
-            break;
-        }
-        if (mc_engine_eval(eng, &id, 1, pos++, MC_LOGITS_LAST, logits, err)) {
-            s_fail(err);
-            goto out;
-        }
-        last = logits;
-        n_decode++;
-    }
-    double t2 = mc_clock_s();
-    if (print_ids && n_gen) {
-        for (size_t i = 0; i < n_gen; i++) printf(i ? ",%d" : "%d", gen[i]);
+    if (print_ids && run.n_ids) {
+        for (size_t i = 0; i < run.n_ids; i++) printf(i ? ",%d" : "%d", run.ids[i]);
         putchar('\n');
     } else if (!print_ids) {
-        size_t w = mc_detok_flush(&dt, piece, mc_detok_max_bytes(tok));
-        fwrite(piece, 1, w, stdout);
         putchar('\n');
     }
     fflush(stdout);
-    fprintf(stderr, "prompt: %zu tokens, %.2f tok/s; generation: %zu tokens, %.2f tok/s\n", n_prompt,
-            n_prompt / (t1 - t0), n_gen, n_decode ? n_decode / (t2 - t1) : 0.0);
-    ret = 0;
+    if (run.why == MC_FINISH_CANCELLED) fprintf(stderr, "moe-coordinator: interrupted\n");
+    if (run.why == MC_FINISH_LENGTH && run.usage.prompt_tokens + run.usage.completion_tokens >= n_ctx)
+        fprintf(stderr, "moe-coordinator: context full (%u tokens), stopped\n", n_ctx);
+    // Generation speed counts the passes after the first token (the last
+    // token sampled is not evaluated).
+    const uint32_t passes = run.usage.completion_tokens ? run.usage.completion_tokens - 1 : 0;
+    fprintf(stderr, "prompt: %zu tokens, %.2f tok/s; generation: %u tokens, %.2f tok/s\n", n_prompt,
+            run.usage.prompt_s > 0 ? n_prompt / run.usage.prompt_s : 0.0, run.usage.completion_tokens,
+            passes && run.usage.generate_s > 0 ? passes / run.usage.generate_s : 0.0);
+    ret = run.why == MC_FINISH_CANCELLED ? 130 : 0;
 out:
-    free(piece);
-    mc_sampler_destroy(&smp);
-    free(gen);
+    free(run.ids);
     free(logits);
     return ret;
 }
 
-int mc_cli_run_with(const mc_cli_opts_t *o, const char *model_path, const struct mc_cluster_config *cfg) {
+// The modes that run on a session: model (and nodes) set up once.
+static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const struct mc_cluster_config *cfg,
+                         atomic_int *stop) {
     char err[MC_ERR_LEN];
-    mc_model_t *m = mc_model_open(model_path, err);
-    if (!m) return s_fail(err);
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = model_path, sp.cluster = cfg, sp.threads = o->threads, sp.ctx = o->ctx, sp.log = stderr;
+    sp.n_seq = o->mode == MC_CLI_MODE_SERVE ? o->parallel : 1;
+    mc_session_t *s = mc_session_new(&sp, err);
+    if (!s) return s_fail(err);
     int ret = 1;
-    mc_tokenizer_t *tok = mc_tokenizer_new_from_gguf(m->gguf, err);
-    mc_engine_t *eng = NULL;
-#if MC_HAVE_CLUSTER
-    mc_cluster_t *cl = NULL;
-#endif
     int32_t *prompt = NULL;
-    if (!tok) {
-        s_fail(err);
-        goto out;
-    }
-    if (o->mode == MC_CLI_MODE_TOKENIZE) {
-        ret = s_tokenize(o, tok);
-        goto out;
-    }
-    mc_engine_params_t ep = mc_engine_params_default();
-    ep.n_threads = o->threads;
-    ep.n_ctx = o->ctx ? o->ctx : (MC_CLI_DEFAULT_CTX < m->hp.n_ctx_train ? MC_CLI_DEFAULT_CTX : m->hp.n_ctx_train);
-    if (!(eng = mc_engine_new(m, &ep, err))) {
-        s_fail(err);
-        goto out;
-    }
-#if MC_HAVE_CLUSTER
-    if (cfg) {
-        if (!(cl = mc_cluster_new(cfg, m, mc_engine_matmul(eng), stderr, err))) {
-            s_fail(err);
-            goto out;
-        }
-        mc_engine_set_moe(eng, mc_cluster_moe, cl);
-    }
-#else
-    (void)cfg;
-#endif
     if (o->mode == MC_CLI_MODE_IDS) {
-        for (size_t i = 0; i < o->n_ids; i++)
-            if ((uint32_t)o->ids[i] >= m->hp.n_vocab) {
-                snprintf(err, sizeof err, "token id %d is outside the vocabulary (0..%u)", o->ids[i], m->hp.n_vocab - 1);
-                s_fail(err);
-                goto out;
-            }
-        if (o->n_ids > ep.n_ctx) {
-            snprintf(err, sizeof err, "%zu token ids are more than the context (%u, see --ctx)", o->n_ids, ep.n_ctx);
-            s_fail(err);
-            goto out;
-        }
-        ret = s_generate(o, eng, tok, o->ids, o->n_ids, true);
-    } else {
+        ret = s_generate(o, s, o->ids, o->n_ids, true, stop);
+    } else if (o->mode == MC_CLI_MODE_GENERATE) {
+        const mc_tokenizer_t *tok = mc_session_tokenizer(s);
         const char *text = o->prompt ? o->prompt : "";
         size_t len = strlen(text), cap = mc_tokenizer_max_tokens(len), n = 0;
         prompt = malloc(cap * sizeof *prompt);
-        if (!prompt || mc_tokenizer_encode(tok, text, len, mc_tokenizer_add_bos(tok), prompt, cap, &n, err)) {
+        if (!prompt || mc_tokenizer_encode(tok, text, len, mc_tokenizer_add_bos(tok), prompt, cap, &n, err))
             s_fail(prompt ? err : "out of memory");
-            goto out;
-        }
-        if (n == 0) {
-            s_fail("the prompt is empty and the model adds no BOS token");
-            goto out;
-        }
-        if (n > ep.n_ctx) {
-            snprintf(err, sizeof err, "prompt of %zu tokens is longer than the context (%u, see --ctx)", n, ep.n_ctx);
-            s_fail(err);
-            goto out;
-        }
-        ret = s_generate(o, eng, tok, prompt, n, false);
-    }
+        else if (n == 0) s_fail("the prompt is empty and the model adds no BOS token");
+        else ret = s_generate(o, s, prompt, n, false, stop);
+    } else if (o->mode == MC_CLI_MODE_CHAT) {
+        mc_termchat_params_t cp = mc_termchat_params_default();
+        cp.sampling = o->sampling, cp.seed_given = o->seed_given, cp.max_tokens = (uint32_t)o->n_predict;
+        cp.system = o->system, cp.safe_prompt = o->safe_prompt, cp.stop = stop;
+        ret = mc_termchat_run(s, &cp, stdin, stdout);
+    } else {
 #if MC_HAVE_CLUSTER
-    if (cl && ret == 0) {
-        uint64_t *counts = malloc((size_t)m->hp.n_layer * m->hp.n_expert * sizeof *counts);
-        if (counts) mc_engine_expert_counts(eng, counts);
-        if (counts) mc_cluster_print_stats(cl, counts, stderr);
-        if (!counts || (o->stats_json && mc_cluster_write_stats_json(cl, counts, o->stats_json, err))) {
-            s_fail(counts ? err : "out of memory");
-            ret = 1;
-        }
-        free(counts);
-    }
+        mc_server_params_t hp = mc_server_params_default();
+        hp.host = o->host, hp.port = (uint16_t)o->port, hp.api_key = o->api_key, hp.web_dir = o->web_dir;
+        hp.sampling = o->sampling, hp.max_tokens = (uint32_t)o->n_predict, hp.safe_prompt = o->safe_prompt;
+        hp.log = stderr;
+        ret = mc_server_run(s, &hp, stop, err) ? s_fail(err) : 0;
+#else
+        ret = s_fail("this moe-coordinator was built without the server (MC_ENGINE_ONLY)");
 #endif
-out:
+    }
+    if (ret == 0 && mc_session_report(s, stderr, o->stats_json, err)) ret = s_fail(err);
     free(prompt);
-#if MC_HAVE_CLUSTER
-    mc_cluster_destroy(&cl);
-#endif
-    mc_engine_destroy(&eng);
-    mc_tokenizer_destroy(&tok);
-    mc_model_destroy(&m);
+    mc_session_destroy(&s);
     return ret;
 }
 
-int mc_cli_run(const mc_cli_opts_t *o) {
+int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop) {
     char err[MC_ERR_LEN];
     if (o->mode == MC_CLI_MODE_HELP) {
         mc_cli_usage(stdout);
         return 0;
     }
-    if (!o->cluster && o->mode != MC_CLI_MODE_DEMO) return mc_cli_run_with(o, o->model, NULL);
+    if (o->mode == MC_CLI_MODE_TOKENIZE && !o->cluster) return s_tokenize(o, o->model);
+    if (!o->cluster && !o->demo) return s_run_session(o, o->model, NULL, stop);
 #if MC_HAVE_CLUSTER
-    if (o->mode == MC_CLI_MODE_DEMO) return mc_demo_run(o);
+    if (o->demo) {
+        mc_demo_t demo;
+        if (mc_demo_start(o->demo_nodes, o->threads, &demo, err)) return s_fail(err);
+        mc_cli_opts_t run = *o;
+        if (!run.prompt && run.mode == MC_CLI_MODE_GENERATE) run.prompt = "The quick brown fox";
+        if (!run.seed_given) {
+            run.sampling.seed = 42;
+            run.seed_given = true;
+        }
+        int ret = s_run_session(&run, demo.model, demo.cfg, stop);
+        mc_demo_stop(&demo);
+        return ret;
+    }
     mc_cluster_config_t *cfg = mc_cluster_config_load(o->cluster, err);
     if (!cfg) return s_fail(err);
     const char *model = o->model ? o->model : cfg->model_resolved;
-    int ret = model ? mc_cli_run_with(o, model, cfg)
-                    : s_fail("no model: give --model FILE or a 'model:' line in the cluster file");
+    int ret = !model ? s_fail("no model: give --model FILE or a 'model:' line in the cluster file")
+              : o->mode == MC_CLI_MODE_TOKENIZE ? s_tokenize(o, model)
+                                                : s_run_session(o, model, cfg, stop);
     mc_cluster_config_destroy(&cfg);
     return ret;
 #else

@@ -1,6 +1,7 @@
 /*
  * cli: the moe-coordinator command line: option parsing into mc_cli_opts_t
- * and the run modes (generate, tokenize, evaluate ids and dump logits).
+ * and the run modes (generate, tokenize, evaluate ids and dump logits,
+ * terminal chat, HTTP server, the demo cluster).
  *
  * Parsing is separate from running so tests can check every flag and error
  * message without starting a model.
@@ -8,6 +9,7 @@
 #ifndef MC_CLI_H
 #define MC_CLI_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,11 +19,12 @@
 #include "sampler.h"
 
 typedef enum {
-    MC_CLI_MODE_GENERATE = 0, // --prompt (or --token-ids without a dump)
+    MC_CLI_MODE_GENERATE = 0, // --prompt
     MC_CLI_MODE_TOKENIZE,     // --tokenize / --tokenize-file
     MC_CLI_MODE_IDS,          // --token-ids: evaluate given ids, dump logits, optional -n
     MC_CLI_MODE_HELP,
-    MC_CLI_MODE_DEMO,         // --demo
+    MC_CLI_MODE_CHAT,         // --chat: interactive terminal chat
+    MC_CLI_MODE_SERVE,        // --serve: OpenAI-compatible HTTP server
 } mc_cli_mode_t;
 
 typedef struct {
@@ -40,8 +43,16 @@ typedef struct {
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
     const char *cluster;       // --cluster FILE: experts on the nodes it lists
     const char *stats_json;    // --stats-json FILE (with --cluster or --demo)
-    bool demo;                 // --demo: start local nodes and generate
+    bool demo;                 // --demo: start local nodes first
     uint32_t demo_nodes;       // --nodes N (with --demo)
+    // Chat and server.
+    bool safe_prompt;          // --safe-prompt: Mistral's safety system prompt
+    const char *system;        // --system TEXT (chat)
+    const char *host;          // --host (serve)
+    uint32_t port;             // --port (serve)
+    uint32_t parallel;         // --parallel: sequences decoded together (serve)
+    const char *api_key;       // --api-key: required bearer token (serve)
+    const char *web_dir;       // --web DIR: serve these files at / instead of the built-in page
 } mc_cli_opts_t;
 
 void mc_cli_opts_init(mc_cli_opts_t *o);
@@ -54,12 +65,9 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err);
 void mc_cli_usage(FILE *f);
 
 // Run the parsed command; returns the process exit code (0 ok, 1 runtime
-// error, reported on stderr as one line).
-int mc_cli_run(const mc_cli_opts_t *o);
-
-// Run a generate/ids/tokenize command on model_path, with the experts on
-// the cluster cfg when it is not NULL (the demo builds its own cfg).
-struct mc_cluster_config;
-int mc_cli_run_with(const mc_cli_opts_t *o, const char *model_path, const struct mc_cluster_config *cfg);
+// error, reported on stderr as one line; 130 when a generation was
+// interrupted). *stop (may be NULL) becomes non-zero on Ctrl-C/SIGTERM
+// (main.c): a generation, an answer or the server stops then.
+int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop);
 
 #endif

@@ -111,7 +111,7 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
     host[sizeof host - 1] = 0;
     for (char *p = host; *p; p++)
         if (*p < 0x21 || *p > 0x7e) *p = '_';
-    snprintf(c->self, sizeof c->self, "moe-coordinator@%s", host[0] ? host : "?");
+    snprintf(c->self, sizeof c->self, "moe-coordinator@%.48s", host[0] ? host : "?");
     if (getrandom(&c->session, sizeof c->session, 0) != (ssize_t)sizeof c->session) c->session = (uint64_t)mc_clock_us();
     c->n_nodes = cfg->n_nodes;
     for (size_t i = 0; i < c->n_nodes; i++) {

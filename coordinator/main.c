@@ -1,10 +1,18 @@
 /*
  * moe-coordinator: entry point. Parses the command line and runs it; all the
- * work lives in cli.c and common/.
+ * work lives in cli.c and the modules it calls.
  */
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "cli.h"
+
+// The one piece of process-wide state: set to the signal's number by the
+// handler; generation loops, the chat and the server poll it.
+static atomic_int s_stop;
+
+static void s_on_signal(int sig) { atomic_store(&s_stop, sig); }
 
 int main(int argc, char **argv) {
     mc_cli_opts_t o;
@@ -15,7 +23,12 @@ int main(int argc, char **argv) {
         mc_cli_opts_free(&o);
         return 2;
     }
-    int rc = mc_cli_run(&o);
+    // No SA_RESTART: a terminal chat blocked reading a line sees Ctrl-C.
+    struct sigaction sa = {.sa_handler = s_on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = mc_cli_run(&o, &s_stop);
     mc_cli_opts_free(&o);
     return rc;
 }

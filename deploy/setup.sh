@@ -10,7 +10,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
-  libopenblas-dev libyaml-dev libcmocka-dev libcjson-dev
+  libopenblas-dev libyaml-dev libcmocka-dev libcjson-dev libmicrohttpd-dev
 )
 
 # --- optional groups: aarch64 cross build, tests under qemu (--aarch64);

@@ -20,6 +20,7 @@
 #include "matmul.h"
 #include "model.h"
 #include "moe.h"
+#include "parse.h"
 #include "pool.h"
 #include "wire.h"
 
@@ -115,12 +116,9 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
         else if (!strcmp(a, "--name")) o.name = v;
         else {
             const bool lease = !strcmp(a, "--lease-ms");
-            const long lo = lease ? 100 : 1, hi = lease ? 3600000 : 512;
-            char *end;
-            errno = 0;
-            long t = strtol(v, &end, 10);
-            if (errno || end == v || *end || t < lo || t > hi)
-                return mc_err_set(err, MC_ERR_ARG, "%s wants a whole number in %ld..%ld, not '%s'", a, lo, hi, v);
+            int64_t t;
+            mc_err_t rc = mc_parse_i64(a, v, lease ? 100 : 1, lease ? 3600000 : 512, &t, err);
+            if (rc) return rc;
             if (lease) o.lease_ms = (uint32_t)t;
             else o.threads = (int)t;
         }

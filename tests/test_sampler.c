@@ -397,6 +397,42 @@ static void test_repeat_penalty(void **state) {
     mc_sampler_destroy(&s);
 }
 
+// OpenAI's penalties: count x frequency + presence, once per distinct id.
+static void test_frequency_presence(void **state) {
+    (void)state;
+    mc_sampler_params_t p = mc_sampler_params_default();
+    p.temp = 0.0f;
+    p.repeat_last_n = 8;
+    const float l[3] = {3.0f, 1.9f, 1.5f};
+    // id 0 seen 3 times: 3 - 3 * 0.4 = 1.8 < 1.9.
+    p.frequency_penalty = 0.4f;
+    mc_sampler_t *s = s_new(&p, 3);
+    for (int i = 0; i < 3; i++) mc_sampler_accept(s, 0);
+    assert_int_equal(mc_sampler_sample(s, l), 1);
+    mc_sampler_destroy(&s);
+    // Seen twice: 3 - 0.8 = 2.2 > 1.9.
+    s = s_new(&p, 3);
+    for (int i = 0; i < 2; i++) mc_sampler_accept(s, 0);
+    assert_int_equal(mc_sampler_sample(s, l), 0);
+    mc_sampler_destroy(&s);
+    // Presence: once, however often: 3 - 1.2 = 1.8 < 1.9 after one or five.
+    p.frequency_penalty = 0.0f, p.presence_penalty = 1.2f;
+    for (int k = 1; k <= 5; k += 4) {
+        s = s_new(&p, 3);
+        for (int i = 0; i < k; i++) mc_sampler_accept(s, 0);
+        assert_int_equal(mc_sampler_sample(s, l), 1);
+        mc_sampler_destroy(&s);
+    }
+    // Negative values reward repetition; non-finite ones are refused.
+    p.presence_penalty = -2.0f;
+    s = s_new(&p, 3);
+    mc_sampler_accept(s, 2);
+    assert_int_equal(mc_sampler_sample(s, l), 2);
+    mc_sampler_destroy(&s);
+    p.presence_penalty = NAN;
+    assert_null(mc_sampler_new(&p, 3));
+}
+
 static void test_repeat_window(void **state) {
     (void)state;
     mc_sampler_params_t p = mc_sampler_params_default();
@@ -504,6 +540,7 @@ int main(void) {
         cmocka_unit_test(test_top_p_full_sort),
         cmocka_unit_test(test_top_p_wide_nucleus),
         cmocka_unit_test(test_repeat_penalty),
+        cmocka_unit_test(test_frequency_presence),
         cmocka_unit_test(test_repeat_window),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_nan_and_inf_logits),

@@ -27,4 +27,26 @@ const char *mc_test_tmpdir(char *buf, size_t cap);
 // Remove a directory tree made by mc_test_tmpdir (best effort).
 void mc_test_rmtree(const char *path);
 
+// A minimal HTTP/1.1 client for the server tests: one request per
+// connection (Connection: close), chunked bodies decoded. Header names in
+// `headers` are lower-cased.
+typedef struct {
+    int status;
+    char *headers; // the status line and headers (owns the buffer)
+    char *body;    // NUL-terminated, body_len bytes
+    size_t body_len;
+} mc_test_http_t;
+
+// GET (body NULL) or POST (a JSON body) to 127.0.0.1:port; headers: extra
+// "Name: value\r\n" lines or NULL. 0, or -1 when it could not talk.
+int mc_test_http(uint16_t port, const char *method, const char *path, const char *headers, const char *body,
+                 mc_test_http_t *r);
+void mc_test_http_free(mc_test_http_t *r);
+
+// The same in steps, for tests that leave in the middle.
+int mc_test_http_connect(uint16_t port);
+int mc_test_http_send(int fd, const char *method, const char *path, const char *headers, const char *body,
+                      size_t body_len);
+int mc_test_http_read(int fd, mc_test_http_t *r);
+
 #endif

@@ -4,8 +4,7 @@
  *
  * Exit status: 0 written, 1 the write failed, 2 bad command line.
  */
-#include <errno.h>
-#include <math.h>
+#include <float.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include <string.h>
 
 #include "mkmodel.h"
+#include "parse.h"
 
 #define S_PROG "moe-mkmodel"
 
@@ -57,30 +57,10 @@ static void s_usage(FILE *f) {
             (unsigned long long)d.seed);
 }
 
-// Decimal digits only (strtoull alone would accept "-1", " 7" or "0x10").
-static bool s_parse_u64(const char *s, uint64_t max, uint64_t *out) {
-    if (*s < '0' || *s > '9') return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno == ERANGE || v > max) return false;
-    *out = v;
-    return true;
-}
-
-static bool s_parse_u32(const char *s, uint32_t *out) {
-    uint64_t v;
-    if (!s_parse_u64(s, UINT32_MAX, &v)) return false;
-    *out = (uint32_t)v;
-    return true;
-}
-
-static bool s_parse_float(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (end == s || *end || errno == ERANGE || !isfinite(v)) return false;
-    *out = v;
+static bool s_u32(const char *flag, const char *v, uint32_t *out) {
+    uint64_t x;
+    if (mc_parse_u64(flag, v, UINT32_MAX, &x, NULL)) return false;
+    *out = (uint32_t)x;
     return true;
 }
 
@@ -89,18 +69,18 @@ static bool s_apply(mc_mkmodel_params_t *p, const char **out, const char *flag, 
         *out = v;
         return *v != '\0';
     }
-    if (!strcmp(flag, "--dim")) return s_parse_u32(v, &p->dim);
-    if (!strcmp(flag, "--ffn")) return s_parse_u32(v, &p->ffn);
-    if (!strcmp(flag, "--layers")) return s_parse_u32(v, &p->n_layer);
-    if (!strcmp(flag, "--heads")) return s_parse_u32(v, &p->n_head);
-    if (!strcmp(flag, "--kv-heads")) return s_parse_u32(v, &p->n_head_kv);
-    if (!strcmp(flag, "--experts")) return s_parse_u32(v, &p->n_expert);
-    if (!strcmp(flag, "--experts-used")) return s_parse_u32(v, &p->n_expert_used);
-    if (!strcmp(flag, "--vocab")) return s_parse_u32(v, &p->n_vocab);
-    if (!strcmp(flag, "--ctx")) return s_parse_u32(v, &p->ctx_len);
-    if (!strcmp(flag, "--rope-base")) return s_parse_float(v, &p->rope_base);
-    if (!strcmp(flag, "--rms-eps")) return s_parse_float(v, &p->rms_eps);
-    if (!strcmp(flag, "--seed")) return s_parse_u64(v, UINT64_MAX, &p->seed);
+    if (!strcmp(flag, "--dim")) return s_u32(flag, v, &p->dim);
+    if (!strcmp(flag, "--ffn")) return s_u32(flag, v, &p->ffn);
+    if (!strcmp(flag, "--layers")) return s_u32(flag, v, &p->n_layer);
+    if (!strcmp(flag, "--heads")) return s_u32(flag, v, &p->n_head);
+    if (!strcmp(flag, "--kv-heads")) return s_u32(flag, v, &p->n_head_kv);
+    if (!strcmp(flag, "--experts")) return s_u32(flag, v, &p->n_expert);
+    if (!strcmp(flag, "--experts-used")) return s_u32(flag, v, &p->n_expert_used);
+    if (!strcmp(flag, "--vocab")) return s_u32(flag, v, &p->n_vocab);
+    if (!strcmp(flag, "--ctx")) return s_u32(flag, v, &p->ctx_len);
+    if (!strcmp(flag, "--rope-base")) return !mc_parse_f32(flag, v, -FLT_MAX, FLT_MAX, &p->rope_base, NULL);
+    if (!strcmp(flag, "--rms-eps")) return !mc_parse_f32(flag, v, -FLT_MAX, FLT_MAX, &p->rms_eps, NULL);
+    if (!strcmp(flag, "--seed")) return !mc_parse_u64(flag, v, UINT64_MAX, &p->seed, NULL);
     if (!strcmp(flag, "--type")) return mc_dtype_from_name(v, &p->type);
     return false;
 }

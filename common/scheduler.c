@@ -1,8 +1,8 @@
 /*
- * sched: slots, the queue, batch assembly, sampling, stop strings and
+ * scheduler: slots, the queue, batch assembly, sampling, stop strings and
  * callbacks.
  */
-#include "sched.h"
+#include "scheduler.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +19,8 @@ struct s_gen {
     uint64_t id;
     mc_gen_params_t p; // pointers below replace the caller's
     int32_t *prompt;
-    char stop[MC_SCHED_MAX_STOP][MC_SCHED_STOP_LEN + 1];
-    size_t stop_len[MC_SCHED_MAX_STOP];
+    char stop[MC_SCHEDULER_MAX_STOP][MC_SCHEDULER_STOP_LEN + 1];
+    size_t stop_len[MC_SCHEDULER_MAX_STOP];
     mc_sampler_t *smp;
     mc_detok_t dt;
     int slot;          // -1 while queued
@@ -77,8 +77,8 @@ mc_gen_params_t mc_gen_params_default(void) {
     return p;
 }
 
-mc_sched_t *mc_sched_new(mc_engine_t *e, const mc_tokenizer_t *tok, char *err) {
-    mc_sched_t *s = calloc(1, sizeof *s);
+mc_scheduler_t *mc_scheduler_new(mc_engine_t *e, const mc_tokenizer_t *tok, char *err) {
+    mc_scheduler_t *s = calloc(1, sizeof *s);
     if (!s) goto nomem;
     s->e = e;
     s->tok = tok;
@@ -94,7 +94,7 @@ mc_sched_t *mc_sched_new(mc_engine_t *e, const mc_tokenizer_t *tok, char *err) {
     return s;
 nomem:
     mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    mc_sched_destroy(&s);
+    mc_scheduler_destroy(&s);
     return NULL;
 }
 
@@ -104,9 +104,9 @@ static void s_gen_free(s_gen_t *g) {
     free(g);
 }
 
-void mc_sched_destroy(mc_sched_t **ps) {
+void mc_scheduler_destroy(mc_scheduler_t **ps) {
     if (!ps || !*ps) return;
-    mc_sched_t *s = *ps;
+    mc_scheduler_t *s = *ps;
     for (s_gen_t *g = s->queue, *n; g; g = n) n = g->next, s_gen_free(g);
     for (s_gen_t *g = s->running, *n; g; g = n) n = g->next, s_gen_free(g);
     for (uint32_t i = 0; s->slots && i < s->n_slots; i++) free(s->slots[i].tokens);
@@ -116,16 +116,16 @@ void mc_sched_destroy(mc_sched_t **ps) {
     *ps = NULL;
 }
 
-mc_err_t mc_sched_submit(mc_sched_t *s, const mc_gen_params_t *p, uint64_t *id, char *err) {
+mc_err_t mc_scheduler_submit(mc_scheduler_t *s, const mc_gen_params_t *p, uint64_t *id, char *err) {
     if (!p->n_prompt) return mc_err_set(err, MC_ERR_ARG, "the prompt is empty");
-    if (p->n_prompt >= s->n_ctx)
+    if (p->n_prompt > s->n_ctx)
         return mc_err_set(err, MC_ERR_RANGE, "the prompt has %u tokens, the context holds %u (prompt and answer)",
                           p->n_prompt, s->n_ctx);
-    if (p->n_stop > MC_SCHED_MAX_STOP) return mc_err_set(err, MC_ERR_ARG, "at most %d stop strings", MC_SCHED_MAX_STOP);
+    if (p->n_stop > MC_SCHEDULER_MAX_STOP) return mc_err_set(err, MC_ERR_ARG, "at most %d stop strings", MC_SCHEDULER_MAX_STOP);
     for (uint32_t i = 0; i < p->n_stop; i++) {
         size_t len = strlen(p->stop[i]);
-        if (len == 0 || len > MC_SCHED_STOP_LEN)
-            return mc_err_set(err, MC_ERR_ARG, "stop strings must have 1..%d bytes", MC_SCHED_STOP_LEN);
+        if (len == 0 || len > MC_SCHEDULER_STOP_LEN)
+            return mc_err_set(err, MC_ERR_ARG, "stop strings must have 1..%d bytes", MC_SCHEDULER_STOP_LEN);
     }
     for (uint32_t i = 0; i < p->n_prompt; i++)
         if (p->prompt[i] < 0 || (uint32_t)p->prompt[i] >= s->n_vocab)
@@ -160,7 +160,7 @@ mc_err_t mc_sched_submit(mc_sched_t *s, const mc_gen_params_t *p, uint64_t *id, 
     return MC_OK;
 }
 
-uint32_t mc_sched_pending(const mc_sched_t *s) {
+uint32_t mc_scheduler_pending(const mc_scheduler_t *s) {
     uint32_t n = 0;
     for (const s_gen_t *g = s->queue; g; g = g->next) n++;
     for (const s_gen_t *g = s->running; g; g = g->next) n++;
@@ -170,6 +170,7 @@ uint32_t mc_sched_pending(const mc_sched_t *s) {
 // --- text --------------------------------------------------------------------------
 
 static bool s_held_add(s_gen_t *g, const char *text, size_t len) {
+    if (!len) return true;
     if (g->held_len + len > g->held_cap) {
         size_t cap = g->held_cap ? g->held_cap : 256;
         while (cap < g->held_len + len) cap *= 2;
@@ -205,8 +206,8 @@ static bool s_emit(s_gen_t *g, int32_t id, bool *stopped) {
                     break;
                 }
     if (!*stopped) out = g->held_len - keep;
-    bool go_on = !g->p.on_text || g->p.on_text(g->p.user, id, g->held, out);
-    memmove(g->held, g->held + out, g->held_len - out);
+    bool go_on = !g->p.on_text || g->p.on_text(g->p.user, id, g->held ? g->held : "", out);
+    if (out < g->held_len) memmove(g->held, g->held + out, g->held_len - out);
     g->held_len -= out;
     if (*stopped) g->held_len = 0; // the stop string and what follows are not part of the text
     return go_on;
@@ -214,7 +215,7 @@ static bool s_emit(s_gen_t *g, int32_t id, bool *stopped) {
 
 // --- lifetime of a running generation --------------------------------------------------
 
-static void s_finish(mc_sched_t *s, s_gen_t *g, mc_finish_t why, const char *err) {
+static void s_finish(mc_scheduler_t *s, s_gen_t *g, mc_finish_t why, const char *err) {
     if (why == MC_FINISH_LENGTH) { // the rest of the text is certain now
         size_t w = mc_detok_flush(&g->dt, s->piece, s->piece_cap);
         if (s_held_add(g, s->piece, w) && g->held_len && g->p.on_text) g->p.on_text(g->p.user, -1, g->held, g->held_len);
@@ -233,7 +234,7 @@ static void s_finish(mc_sched_t *s, s_gen_t *g, mc_finish_t why, const char *err
     s_gen_free(g);
 }
 
-void mc_sched_cancel(mc_sched_t *s, uint64_t id) {
+void mc_scheduler_cancel(mc_scheduler_t *s, uint64_t id) {
     for (s_gen_t **pp = &s->queue; *pp; pp = &(*pp)->next)
         if ((*pp)->id == id) {
             s_gen_t *g = *pp;
@@ -251,7 +252,7 @@ void mc_sched_cancel(mc_sched_t *s, uint64_t id) {
 
 // Free slots to queued generations, in order: the slot whose cache shares
 // the longest start with the prompt (a chat's history), else any.
-static void s_admit(mc_sched_t *s) {
+static void s_admit(mc_scheduler_t *s) {
     while (s->queue) {
         s_gen_t *g = s->queue;
         int best = -1;
@@ -274,7 +275,7 @@ static void s_admit(mc_sched_t *s) {
     }
 }
 
-static bool s_reserve(mc_sched_t *s, uint32_t rows, uint32_t wanted) {
+static bool s_reserve(mc_scheduler_t *s, uint32_t rows, uint32_t wanted) {
     if (rows > s->cap_rows) {
         free(s->ids), free(s->seq), free(s->pos), free(s->want), free(s->row_gen);
         s->ids = malloc(rows * sizeof *s->ids);
@@ -295,7 +296,7 @@ static bool s_reserve(mc_sched_t *s, uint32_t rows, uint32_t wanted) {
 }
 
 // Sample g's next token from its logits row and hand out its text.
-static void s_sample(mc_sched_t *s, s_gen_t *g, const float *logits) {
+static void s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
     const int32_t id = mc_sampler_sample(g->smp, logits);
     mc_sampler_accept(g->smp, id);
     if (!g->n_gen) g->t_first = mc_clock_s();
@@ -320,7 +321,7 @@ static void s_sample(mc_sched_t *s, s_gen_t *g, const float *logits) {
         s_finish(s, g, MC_FINISH_LENGTH, NULL);
 }
 
-mc_err_t mc_sched_step(mc_sched_t *s, char *err) {
+mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
     s_admit(s);
     if (!s->running) return MC_OK;
     // Rows: the last token of every generating sequence, then prompt chunks.

@@ -1,5 +1,5 @@
 /*
- * sched: the one generation loop. Many generations share an engine, each in
+ * scheduler: the one generation loop. Many generations share an engine, each in
  * its own sequence slot (KV cache): every step is one forward pass holding
  * the next token of every generation that is producing text and chunks of
  * the prompts of those that are starting (continuous batching). Through a
@@ -8,7 +8,7 @@
  * A generation: the prompt's ids (copied), sampling parameters (its own
  * seeded sampler), a token limit, stop strings and whether EOS ends it. Its
  * text arrives through a callback, piece by piece, on the thread that calls
- * mc_sched_step: UTF-8 completed across tokens, and text that might be the
+ * mc_scheduler_step: UTF-8 completed across tokens, and text that might be the
  * start of a stop string held back until it is known not to be. Since
  * every row of a pass is computed from its own sequence alone (engine.h), a
  * generation's tokens are the same whatever runs beside it.
@@ -19,8 +19,8 @@
  *
  * Single-threaded: one thread submits, steps and cancels.
  */
-#ifndef MC_SCHED_H
-#define MC_SCHED_H
+#ifndef MC_SCHEDULER_H
+#define MC_SCHEDULER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,8 +55,8 @@ typedef struct {
 // The generation ended (err: a message for MC_FINISH_ERROR, else "").
 typedef void (*mc_gen_done_fn)(void *user, mc_finish_t why, const mc_gen_usage_t *usage, const char *err);
 
-#define MC_SCHED_MAX_STOP 8 // stop strings per generation
-#define MC_SCHED_STOP_LEN 256 // bytes of one stop string
+#define MC_SCHEDULER_MAX_STOP 8 // stop strings per generation
+#define MC_SCHEDULER_STOP_LEN 256 // bytes of one stop string
 
 typedef struct {
     const int32_t *prompt; // (n_prompt) ids, BOS included when wanted; copied
@@ -76,28 +76,28 @@ typedef struct {
 // Greedy, no limit, EOS stops, nothing else set.
 mc_gen_params_t mc_gen_params_default(void);
 
-typedef struct mc_sched mc_sched_t;
+typedef struct mc_sched mc_scheduler_t;
 
 // e and tok are borrowed. NULL on failure.
-mc_sched_t *mc_sched_new(mc_engine_t *e, const mc_tokenizer_t *tok, char *err);
-void mc_sched_destroy(mc_sched_t **s);
+mc_scheduler_t *mc_scheduler_new(mc_engine_t *e, const mc_tokenizer_t *tok, char *err);
+void mc_scheduler_destroy(mc_scheduler_t **s);
 
 // Queue a generation (it starts when a slot is free); *id names it for
-// mc_sched_cancel. MC_ERR_RANGE when the prompt does not fit the context,
+// mc_scheduler_cancel. MC_ERR_RANGE when the prompt does not fit the context,
 // MC_ERR_ARG for an empty prompt, too many stop strings or bad sampling
 // parameters; nothing is queued then.
-mc_err_t mc_sched_submit(mc_sched_t *s, const mc_gen_params_t *p, uint64_t *id, char *err);
+mc_err_t mc_scheduler_submit(mc_scheduler_t *s, const mc_gen_params_t *p, uint64_t *id, char *err);
 
 // Generations queued or running.
-uint32_t mc_sched_pending(const mc_sched_t *s);
+uint32_t mc_scheduler_pending(const mc_scheduler_t *s);
 
 // One forward pass for everything running (and queued generations that get
 // a slot), then sampling and callbacks. Does nothing without work. A failed
 // pass ends every generation in it with MC_FINISH_ERROR and is returned.
-mc_err_t mc_sched_step(mc_sched_t *s, char *err);
+mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err);
 
 // End generation id now (its done callback reports MC_FINISH_CANCELLED);
 // no-op for an unknown or finished id.
-void mc_sched_cancel(mc_sched_t *s, uint64_t id);
+void mc_scheduler_cancel(mc_scheduler_t *s, uint64_t id);
 
 #endif

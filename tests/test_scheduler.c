@@ -1,5 +1,5 @@
 /*
- * test_sched: the generation loop on a generated model. One generation
+ * test_scheduler: the generation loop on a generated model. One generation
  * gives exactly the ids of a hand-written greedy loop; eight generations
  * sharing four slots give each the ids and text it gets alone; stop
  * strings, token and context limits, cancellation, prompt logits, and a
@@ -20,7 +20,7 @@
 #include "gguf.h"
 #include "mkmodel.h"
 #include "model.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -95,23 +95,23 @@ static mc_gen_params_t s_params(const int32_t *prompt, uint32_t n, s_out_t *o) {
     return p;
 }
 
-static void s_run(mc_sched_t *s) {
+static void s_run(mc_scheduler_t *s) {
     char err[MC_ERR_LEN];
-    for (int i = 0; i < 10000 && mc_sched_pending(s); i++)
-        if (mc_sched_step(s, err)) fail_msg("%s", err);
-    assert_int_equal(mc_sched_pending(s), 0);
+    for (int i = 0; i < 10000 && mc_scheduler_pending(s); i++)
+        if (mc_scheduler_step(s, err)) fail_msg("%s", err);
+    assert_int_equal(mc_scheduler_pending(s), 0);
 }
 
 // One generation alone, in a fresh engine.
 static void s_alone(const mc_gen_params_t *p, s_out_t *o) {
     char err[MC_ERR_LEN];
     mc_engine_t *e = s_engine(1, 128);
-    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
     mc_gen_params_t q = *p;
     q.user = o;
-    assert_int_equal(mc_sched_submit(s, &q, NULL, err), MC_OK);
+    assert_int_equal(mc_scheduler_submit(s, &q, NULL, err), MC_OK);
     s_run(s);
-    mc_sched_destroy(&s);
+    mc_scheduler_destroy(&s);
     mc_engine_destroy(&e);
 }
 
@@ -169,13 +169,13 @@ static void test_concurrent_same_as_alone(void **state) {
         p[g].ignore_eos = g % 3 == 0;
     }
     mc_engine_t *e = s_engine(4, 128);
-    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
     for (int g = 0; g < G; g++) {
-        assert_int_equal(mc_sched_submit(s, &p[g], NULL, err), MC_OK);
-        assert_int_equal(mc_sched_step(s, err), MC_OK); // staggered arrivals
+        assert_int_equal(mc_scheduler_submit(s, &p[g], NULL, err), MC_OK);
+        assert_int_equal(mc_scheduler_step(s, err), MC_OK); // staggered arrivals
     }
     s_run(s);
-    mc_sched_destroy(&s);
+    mc_scheduler_destroy(&s);
     mc_engine_destroy(&e);
     for (int g = 0; g < G; g++) {
         s_alone(&p[g], &alone[g]);
@@ -184,7 +184,7 @@ static void test_concurrent_same_as_alone(void **state) {
         assert_int_equal(together[g].n, alone[g].n);
         assert_memory_equal(together[g].ids, alone[g].ids, alone[g].n * sizeof(int32_t));
         assert_string_equal(together[g].text, alone[g].text);
-        printf("[sched] generation %d: %u tokens, %s, %zu bytes of text\n", g, together[g].n, mc_finish_name(together[g].why), together[g].len);
+        printf("[scheduler] generation %d: %u tokens, %s, %zu bytes of text\n", g, together[g].n, mc_finish_name(together[g].why), together[g].len);
     }
 }
 
@@ -221,21 +221,21 @@ static void test_limits_and_cancel(void **state) {
     static s_out_t a, b, c, d;
     memset(&a, 0, sizeof a), memset(&b, 0, sizeof b), memset(&c, 0, sizeof c), memset(&d, 0, sizeof d);
     mc_engine_t *e = s_engine(1, 16);
-    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
     // The context (16) ends a 10-token prompt after 6 tokens.
     mc_gen_params_t p = s_params(s_prompt, 10, &a);
     p.ignore_eos = true;
-    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
     // Cancelled from its callback after 3 tokens.
     p = s_params(s_prompt, 4, &b);
     p.ignore_eos = true;
     b.cancel_after = 3;
-    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
     // Cancelled while queued (one slot: it waits).
     uint64_t id;
     p = s_params(s_prompt, 4, &c);
-    assert_int_equal(mc_sched_submit(s, &p, &id, err), MC_OK);
-    mc_sched_cancel(s, id);
+    assert_int_equal(mc_scheduler_submit(s, &p, &id, err), MC_OK);
+    mc_scheduler_cancel(s, id);
     assert_true(c.done);
     assert_int_equal(c.why, MC_FINISH_CANCELLED);
     assert_int_equal(c.usage.completion_tokens, 0);
@@ -245,16 +245,16 @@ static void test_limits_and_cancel(void **state) {
     assert_int_equal(b.why, MC_FINISH_CANCELLED);
     assert_int_equal(b.usage.completion_tokens, 3);
     // Refused before anything runs.
-    p = s_params(s_prompt, 16, &d);
-    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_ERR_RANGE);
-    assert_non_null(strstr(err, "the prompt has 16 tokens, the context holds 16"));
+    p = s_params(s_prompt, 17, &d);
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_ERR_RANGE);
+    assert_non_null(strstr(err, "the prompt has 17 tokens, the context holds 16"));
     p.n_prompt = 0;
-    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_ERR_ARG);
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_ERR_ARG);
     int32_t bad = (int32_t)s_m->hp.n_vocab;
     p.prompt = &bad, p.n_prompt = 1;
-    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_ERR_RANGE);
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_ERR_RANGE);
     assert_false(d.done);
-    mc_sched_destroy(&s);
+    mc_scheduler_destroy(&s);
     mc_engine_destroy(&e);
 }
 
@@ -273,10 +273,10 @@ static void test_cache_prefix_reused(void **state) {
     static s_out_t t1, t2, fresh;
     memset(&t1, 0, sizeof t1), memset(&t2, 0, sizeof t2), memset(&fresh, 0, sizeof fresh);
     mc_engine_t *e = s_engine(2, 128);
-    mc_sched_t *s = mc_sched_new(e, s_tok, err);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
     mc_gen_params_t p = s_params(s_prompt, 8, &t1);
     p.max_tokens = 10, p.ignore_eos = true;
-    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
     s_run(s);
     int32_t turn2[64];
     memcpy(turn2, s_prompt, 8 * sizeof(int32_t));
@@ -286,13 +286,13 @@ static void test_cache_prefix_reused(void **state) {
     s_total_rows(e, &before);
     p = s_params(turn2, 23, &t2);
     p.max_tokens = 10, p.ignore_eos = true;
-    assert_int_equal(mc_sched_submit(s, &p, NULL, err), MC_OK);
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
     s_run(s);
     s_total_rows(e, &after);
     // Rows routed: (5 new prompt tokens + 1 re-evaluated... ) per layer and expert used.
     const uint64_t per_row = (uint64_t)s_m->hp.n_layer * s_m->hp.n_expert_used;
     assert_true(after - before <= (6 + 10) * per_row);
-    mc_sched_destroy(&s);
+    mc_scheduler_destroy(&s);
     mc_engine_destroy(&e);
     s_alone(&p, &fresh);
     assert_int_equal(t2.n, fresh.n);

@@ -1,0 +1,255 @@
+/*
+ * metrics: fixed-bucket histograms, labelled counters, Prometheus text.
+ */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if MC_HAVE_CLUSTER
+#include "cluster.h"
+#endif
+
+#define S_MAX_BUCKETS 16
+
+typedef struct {
+    const double *bounds; // upper bounds, increasing
+    size_t n;             // bounds; counts has n + 1 (the last: above all)
+    uint64_t counts[S_MAX_BUCKETS + 1];
+    double sum;
+    uint64_t count;
+} s_hist_t;
+
+static const double s_request_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+static const double s_ttft_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const double s_gap_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+
+// Statuses counted per endpoint; anything else counts as 500.
+static const int s_statuses[] = {200, 400, 401, 404, 405, 413, 500, 503};
+#define S_N_STATUS (sizeof s_statuses / sizeof s_statuses[0])
+static const char *const s_ep_names[MC_EP_N] = {"chat", "completions", "models", "cluster",
+                                                "health", "metrics", "web", "other"};
+
+struct mc_metrics {
+    pthread_mutex_t mu;
+    uint64_t requests[MC_EP_N][S_N_STATUS];
+    uint64_t prompt_tokens, completion_tokens, generations;
+    s_hist_t request_s, ttft_s, gap_s;
+};
+
+static void s_hist_init(s_hist_t *h, const double *bounds, size_t n) {
+    memset(h, 0, sizeof *h);
+    h->bounds = bounds, h->n = n;
+}
+
+static void s_hist_add(s_hist_t *h, double v) {
+    size_t b = 0;
+    while (b < h->n && v > h->bounds[b]) b++;
+    h->counts[b]++;
+    h->sum += v;
+    h->count++;
+}
+
+mc_metrics_t *mc_metrics_new(void) {
+    mc_metrics_t *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    pthread_mutex_init(&m->mu, NULL);
+    s_hist_init(&m->request_s, s_request_bounds, sizeof s_request_bounds / sizeof s_request_bounds[0]);
+    s_hist_init(&m->ttft_s, s_ttft_bounds, sizeof s_ttft_bounds / sizeof s_ttft_bounds[0]);
+    s_hist_init(&m->gap_s, s_gap_bounds, sizeof s_gap_bounds / sizeof s_gap_bounds[0]);
+    return m;
+}
+
+void mc_metrics_destroy(mc_metrics_t **pm) {
+    if (!pm || !*pm) return;
+    pthread_mutex_destroy(&(*pm)->mu);
+    free(*pm);
+    *pm = NULL;
+}
+
+void mc_metrics_request(mc_metrics_t *m, mc_endpoint_t ep, int status, double seconds) {
+    size_t s = 0;
+    while (s < S_N_STATUS && s_statuses[s] != status) s++;
+    if (s == S_N_STATUS) s = 6; // 500
+    pthread_mutex_lock(&m->mu);
+    m->requests[ep < MC_EP_N ? ep : MC_EP_OTHER][s]++;
+    if (ep == MC_EP_CHAT || ep == MC_EP_COMPLETIONS) s_hist_add(&m->request_s, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mc_metrics_generation(mc_metrics_t *m, uint32_t prompt_tokens, uint32_t completion_tokens, double ttft_s) {
+    pthread_mutex_lock(&m->mu);
+    m->prompt_tokens += prompt_tokens, m->completion_tokens += completion_tokens, m->generations++;
+    if (completion_tokens) s_hist_add(&m->ttft_s, ttft_s);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mc_metrics_token_gap(mc_metrics_t *m, double seconds) {
+    pthread_mutex_lock(&m->mu);
+    s_hist_add(&m->gap_s, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+// --- rendering -------------------------------------------------------------------------
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+} s_text_t;
+
+static void s_put(s_text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_put(s_text_t *t, const char *fmt, ...) {
+    for (;;) {
+        if (t->oom) return;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2 + (size_t)n;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            t->oom = true;
+            return;
+        }
+        t->buf = b, t->cap = cap;
+    }
+}
+
+static void s_family(s_text_t *t, const char *name, const char *type, const char *help) {
+    s_put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+// labels: "" or `node="pi-1",` (a trailing comma, joined with le).
+static void s_hist_put(s_text_t *t, const char *name, const char *labels, const uint64_t *counts, const double *bounds,
+                       size_t n, double scale, double sum, uint64_t count) {
+    uint64_t cum = 0;
+    for (size_t b = 0; b < n; b++) {
+        cum += counts[b];
+        s_put(t, "%s_bucket{%sle=\"%g\"} %llu\n", name, labels, bounds[b] * scale, (unsigned long long)cum);
+    }
+    cum += counts[n];
+    s_put(t, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+    // A label list without its trailing comma for _sum and _count.
+    char plain[256];
+    snprintf(plain, sizeof plain, "%s", labels);
+    size_t pl = strlen(plain);
+    if (pl) plain[pl - 1] = 0;
+    s_put(t, "%s_sum%s%s%s %.9g\n", name, pl ? "{" : "", plain, pl ? "}" : "", sum * scale);
+    s_put(t, "%s_count%s%s%s %llu\n", name, pl ? "{" : "", plain, pl ? "}" : "", (unsigned long long)count);
+}
+
+#if MC_HAVE_CLUSTER
+// A label value: backslash, quote and newline escaped.
+static void s_label(const char *v, char *out, size_t cap) {
+    size_t o = 0;
+    for (; *v && o + 3 < cap; v++) {
+        if (*v == '\\' || *v == '"') out[o++] = '\\', out[o++] = *v;
+        else if (*v == '\n') out[o++] = '\\', out[o++] = 'n';
+        else out[o++] = *v;
+    }
+    out[o] = 0;
+}
+
+static void s_nodes(s_text_t *t, struct mc_cluster *c) {
+    const size_t n = mc_cluster_n_nodes(c);
+    mc_cluster_node_stats_t *st = calloc(n ? n : 1, sizeof *st);
+    if (!st) {
+        t->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) mc_cluster_node_stats(c, i, &st[i]);
+    char name[160];
+    struct {
+        const char *metric, *type, *help;
+        int field;
+    } rows[] = {
+        {"moe_node_alive", "gauge", "1 while the node answers, 0 while its experts are computed here.", 0},
+        {"moe_node_requests_total", "counter", "Expert requests sent to the node.", 1},
+        {"moe_node_rows_total", "counter", "Hidden-state rows sent to the node.", 2},
+        {"moe_node_sent_bytes_total", "counter", "Bytes sent to the node.", 3},
+        {"moe_node_received_bytes_total", "counter", "Bytes received from the node.", 4},
+        {"moe_node_lost_total", "counter", "Times the node stopped answering.", 5},
+        {"moe_node_compute_seconds_total", "counter", "Expert compute time the node reported.", 6},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        s_family(t, rows[r].metric, rows[r].type, rows[r].help);
+        for (size_t i = 0; i < n; i++) {
+            s_label(st[i].name, name, sizeof name);
+            const double v[] = {st[i].alive, (double)st[i].requests, (double)st[i].rows, (double)st[i].bytes_sent,
+                                (double)st[i].bytes_recv, st[i].deaths, st[i].compute_ms / 1e3};
+            s_put(t, "%s{node=\"%s\"} %.9g\n", rows[r].metric, name, v[rows[r].field]);
+        }
+    }
+    s_family(t, "moe_node_round_trip_seconds", "histogram", "Round trip of expert requests to the node.");
+    for (size_t i = 0; i < n; i++) {
+        char labels[200];
+        s_label(st[i].name, name, sizeof name);
+        snprintf(labels, sizeof labels, "node=\"%s\",", name);
+        s_hist_put(t, "moe_node_round_trip_seconds", labels, st[i].rtt_hist, mc_link_rtt_bounds, MC_LINK_RTT_BUCKETS,
+                   1e-3, st[i].rtt_sum_ms, st[i].rtt_count);
+    }
+    free(st);
+}
+#endif
+
+char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint32_t queued) {
+    s_text_t t = {malloc(16384), 0, 16384, false};
+    if (!t.buf) return NULL;
+    mc_metrics_t c;
+    pthread_mutex_lock(&m->mu);
+    c = *m; // a consistent copy; the lock member is not used
+    pthread_mutex_unlock(&m->mu);
+    s_family(&t, "moe_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
+    for (int e = 0; e < MC_EP_N; e++)
+        for (size_t k = 0; k < S_N_STATUS; k++)
+            if (c.requests[e][k] || (k == 0 && (e == MC_EP_CHAT || e == MC_EP_COMPLETIONS)))
+                s_put(&t, "moe_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", s_ep_names[e], s_statuses[k],
+                      (unsigned long long)c.requests[e][k]);
+    s_family(&t, "moe_prompt_tokens_total", "counter", "Prompt tokens of finished generations.");
+    s_put(&t, "moe_prompt_tokens_total %llu\n", (unsigned long long)c.prompt_tokens);
+    s_family(&t, "moe_completion_tokens_total", "counter", "Tokens generated.");
+    s_put(&t, "moe_completion_tokens_total %llu\n", (unsigned long long)c.completion_tokens);
+    s_family(&t, "moe_generations_total", "counter", "Generations finished (any reason).");
+    s_put(&t, "moe_generations_total %llu\n", (unsigned long long)c.generations);
+    s_family(&t, "moe_generations_active", "gauge", "Generations being decoded now.");
+    s_put(&t, "moe_generations_active %u\n", active);
+    s_family(&t, "moe_generations_queued", "gauge", "Generations waiting for a free sequence slot.");
+    s_put(&t, "moe_generations_queued %u\n", queued);
+    s_family(&t, "moe_request_duration_seconds", "histogram", "Time to answer a completion request.");
+    s_hist_put(&t, "moe_request_duration_seconds", "", c.request_s.counts, c.request_s.bounds, c.request_s.n, 1,
+               c.request_s.sum, c.request_s.count);
+    s_family(&t, "moe_time_to_first_token_seconds", "histogram", "From a request's arrival to its first token.");
+    s_hist_put(&t, "moe_time_to_first_token_seconds", "", c.ttft_s.counts, c.ttft_s.bounds, c.ttft_s.n, 1,
+               c.ttft_s.sum, c.ttft_s.count);
+    s_family(&t, "moe_token_seconds", "histogram", "Time between two tokens of one generation.");
+    s_hist_put(&t, "moe_token_seconds", "", c.gap_s.counts, c.gap_s.bounds, c.gap_s.n, 1, c.gap_s.sum, c.gap_s.count);
+#if MC_HAVE_CLUSTER
+    if (mc_session_cluster(s)) s_nodes(&t, mc_session_cluster(s));
+#endif
+    const mc_hparams_t *hp = &mc_session_model(s)->hp;
+    uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
+    if (!counts) t.oom = true;
+    else {
+        mc_engine_expert_counts(mc_session_engine(s), counts);
+        s_family(&t, "moe_expert_rows_total", "counter", "Rows routed to each expert of each layer.");
+        for (uint32_t l = 0; l < hp->n_layer; l++)
+            for (uint32_t e = 0; e < hp->n_expert; e++)
+                s_put(&t, "moe_expert_rows_total{layer=\"%u\",expert=\"%u\"} %llu\n", l, e,
+                      (unsigned long long)counts[(size_t)l * hp->n_expert + e]);
+        free(counts);
+    }
+    if (t.oom) {
+        free(t.buf);
+        return NULL;
+    }
+    return t.buf;
+}

@@ -1,0 +1,99 @@
+/*
+ * session: model, tokenizer, engine, cluster and scheduler, made and
+ * destroyed together.
+ */
+#include "session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if MC_HAVE_CLUSTER
+#include "cluster.h"
+#endif
+
+#define MC_SESSION_DEFAULT_CTX 4096u
+
+struct mc_session {
+    mc_model_t *model;
+    mc_tokenizer_t *tok;
+    mc_engine_t *engine;
+    mc_scheduler_t *sched;
+    struct mc_cluster *cluster;
+    char id[256];
+};
+
+mc_session_params_t mc_session_params_default(void) {
+    return (mc_session_params_t){.threads = 1, .n_seq = 1};
+}
+
+mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
+    mc_session_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    const char *slash = strrchr(p->model, '/');
+    snprintf(s->id, sizeof s->id, "%s", slash ? slash + 1 : p->model);
+    size_t len = strlen(s->id);
+    if (len > 5 && !strcmp(s->id + len - 5, ".gguf")) s->id[len - 5] = 0;
+    if (!(s->model = mc_model_open(p->model, err)) || !(s->tok = mc_tokenizer_new_from_gguf(s->model->gguf, err)))
+        goto fail;
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_threads = p->threads;
+    const uint32_t train = s->model->hp.n_ctx_train;
+    ep.n_ctx = p->ctx ? p->ctx : MC_SESSION_DEFAULT_CTX < train ? MC_SESSION_DEFAULT_CTX : train;
+    ep.n_seq = p->n_seq;
+    if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
+        goto fail;
+    if (p->cluster) {
+#if MC_HAVE_CLUSTER
+        if (!(s->cluster = mc_cluster_new(p->cluster, s->model, mc_engine_matmul(s->engine), p->log, err))) goto fail;
+        mc_engine_set_moe(s->engine, mc_cluster_moe, s->cluster);
+#else
+        mc_err_set(err, MC_ERR_UNSUPPORTED, "this moe-coordinator was built without cluster support (MC_ENGINE_ONLY)");
+        goto fail;
+#endif
+    }
+    return s;
+fail:
+    mc_session_destroy(&s);
+    return NULL;
+}
+
+void mc_session_destroy(mc_session_t **ps) {
+    if (!ps || !*ps) return;
+    mc_session_t *s = *ps;
+    mc_scheduler_destroy(&s->sched);
+#if MC_HAVE_CLUSTER
+    mc_cluster_destroy(&s->cluster);
+#endif
+    mc_engine_destroy(&s->engine);
+    mc_tokenizer_destroy(&s->tok);
+    mc_model_destroy(&s->model);
+    free(s);
+    *ps = NULL;
+}
+
+const mc_model_t *mc_session_model(const mc_session_t *s) { return s->model; }
+const mc_tokenizer_t *mc_session_tokenizer(const mc_session_t *s) { return s->tok; }
+mc_engine_t *mc_session_engine(mc_session_t *s) { return s->engine; }
+mc_scheduler_t *mc_session_scheduler(mc_session_t *s) { return s->sched; }
+struct mc_cluster *mc_session_cluster(mc_session_t *s) { return s->cluster; }
+const char *mc_session_model_id(const mc_session_t *s) { return s->id; }
+
+mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err) {
+#if MC_HAVE_CLUSTER
+    if (!s->cluster) return MC_OK;
+    const mc_hparams_t *hp = &s->model->hp;
+    uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
+    if (!counts) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    mc_engine_expert_counts(s->engine, counts);
+    mc_cluster_print_stats(s->cluster, counts, f);
+    mc_err_t rc = json_path ? mc_cluster_write_stats_json(s->cluster, counts, json_path, err) : MC_OK;
+    free(counts);
+    return rc;
+#else
+    (void)s, (void)f, (void)json_path, (void)err;
+    return MC_OK;
+#endif
+}

@@ -1,0 +1,54 @@
+/*
+ * session: everything a run of moe-coordinator works with, set up once:
+ * the model, its tokenizer, the engine (with a KV cache per sequence slot),
+ * the cluster when the experts run on nodes, and the generation loop
+ * (common/scheduler.h). The command line, the demo, the terminal chat and the
+ * HTTP server all start here.
+ */
+#ifndef MC_SESSION_H
+#define MC_SESSION_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "engine.h"
+#include "error.h"
+#include "model.h"
+#include "scheduler.h"
+#include "tokenizer.h"
+
+struct mc_cluster_config;
+struct mc_cluster;
+
+typedef struct {
+    const char *model;                       // GGUF path (required)
+    const struct mc_cluster_config *cluster; // experts on these nodes; NULL: all here (borrowed)
+    int threads;                             // compute threads
+    uint32_t ctx;                            // KV cache per sequence; 0: 4096, at most the model's
+    uint32_t n_seq;                          // sequences decoded together
+    FILE *log;                               // cluster progress lines; NULL: quiet
+} mc_session_params_t;
+
+// 1 thread, default context, 1 sequence, no cluster, no log.
+mc_session_params_t mc_session_params_default(void);
+
+typedef struct mc_session mc_session_t;
+
+// NULL with err on failure (a missing file, a node that does not answer).
+mc_session_t *mc_session_new(const mc_session_params_t *p, char *err);
+void mc_session_destroy(mc_session_t **s);
+
+const mc_model_t *mc_session_model(const mc_session_t *s);
+const mc_tokenizer_t *mc_session_tokenizer(const mc_session_t *s);
+mc_engine_t *mc_session_engine(mc_session_t *s);
+mc_scheduler_t *mc_session_scheduler(mc_session_t *s);
+// NULL without a cluster.
+struct mc_cluster *mc_session_cluster(mc_session_t *s);
+// The model's file name without folder and ".gguf" (the API's model id).
+const char *mc_session_model_id(const mc_session_t *s);
+
+// Per-node statistics and rows routed per expert, as text on f and, when
+// json_path is given, as JSON there. No-op without a cluster.
+mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err);
+
+#endif

@@ -1,0 +1,536 @@
+/*
+ * test_server: the HTTP server on a free loopback port, started and stopped
+ * by the test, talked to over real sockets.
+ *
+ * On the tiny-f32 fixture (the real Mixtral tokenizer): a greedy chat answer
+ * equals `moe-coordinator --prompt` with the same chat-formatted text, usage
+ * counts right, streamed and whole answers agree, stop strings cut; bad
+ * requests get the right 4xx and OpenAI error object and the server keeps
+ * serving; 8 concurrent clients each get what they get alone; a client that
+ * leaves mid-stream stops its generation; /metrics parses as Prometheus
+ * text; /v1/cluster and the answers through a 2-node cluster.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "cluster_config.h"
+#include "nodeproc.h"
+#include "server.h"
+#include "session.h"
+#include "testutil.h"
+
+static char s_dir[256];
+static char s_model[512];
+
+// A server on a session of the fixture model (ctx and slots given).
+typedef struct {
+    mc_session_t *s;
+    mc_server_t *srv;
+    uint16_t port;
+} s_srv_t;
+
+static void s_up(s_srv_t *t, const mc_cluster_config_t *cfg, uint32_t ctx, uint32_t slots, const char *key,
+                 size_t max_body) {
+    char err[MC_ERR_LEN];
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = s_model, sp.cluster = cfg, sp.ctx = ctx, sp.n_seq = slots, sp.threads = 2;
+    t->s = mc_session_new(&sp, err);
+    if (!t->s) fail_msg("%s", err);
+    mc_server_params_t p = mc_server_params_default();
+    p.port = 0, p.api_key = key;
+    if (max_body) p.max_body = max_body;
+    t->srv = mc_server_new(t->s, &p, err);
+    if (!t->srv) fail_msg("%s", err);
+    t->port = mc_server_port(t->srv);
+    assert_true(t->port > 0);
+}
+
+static void s_down(s_srv_t *t) {
+    mc_server_destroy(&t->srv);
+    mc_session_destroy(&t->s);
+}
+
+static int s_setup(void **state) {
+    (void)state;
+    return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_test_rmtree(s_dir);
+    return 0;
+}
+
+static bool s_fixture(void) { return mc_test_fixture("tiny-f32.gguf", s_model, sizeof s_model) != NULL; }
+
+// POST body to path; the parsed JSON answer (status checked).
+static cJSON *s_post(uint16_t port, const char *path, const char *body, int want_status) {
+    mc_test_http_t r;
+    if (mc_test_http(port, "POST", path, NULL, body, &r)) fail_msg("no answer from the server");
+    if (r.status != want_status) fail_msg("%s %s: status %d, wanted %d: %s", path, body, r.status, want_status, r.body);
+    cJSON *j = cJSON_Parse(r.body);
+    if (!j) fail_msg("not JSON: %s", r.body);
+    mc_test_http_free(&r);
+    return j;
+}
+
+static const char *s_get_str(const cJSON *j, const char *a, const char *b, const char *c) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, a);
+    if (b) x = cJSON_IsArray(x) ? cJSON_GetArrayItem(x, 0) : cJSON_GetObjectItemCaseSensitive(x, b);
+    if (b && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, a))) x = cJSON_GetObjectItemCaseSensitive(x, b);
+    if (c) x = cJSON_GetObjectItemCaseSensitive(x, c);
+    return cJSON_IsString(x) ? x->valuestring : NULL;
+}
+
+static int s_usage(const cJSON *j, const char *field) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "usage"), field);
+    return cJSON_IsNumber(x) ? x->valueint : -1;
+}
+
+// `moe-coordinator --model M --prompt TEXT -n N --temp 0`: the text it prints.
+static char *s_cli(const char *prompt, int n) {
+    char cmd[4096], out[600];
+    const char *bin = getenv("MC_BIN_DIR");
+    snprintf(out, sizeof out, "%s/cli.out", s_dir);
+    snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' --model '%s' --prompt '%s' -n %d --temp 0 --threads 1 >'%s' 2>/dev/null",
+             bin ? bin : ".", s_model, prompt, n, out);
+    assert_int_equal(system(cmd), 0);
+    char *txt = (char *)mc_test_read_file(out, NULL);
+    assert_non_null(txt);
+    size_t l = strlen(txt);
+    if (l && txt[l - 1] == '\n') txt[l - 1] = 0; // the CLI ends with a newline
+    return txt;
+}
+
+static int s_prompt_tokens(const char *user) {
+    char err[MC_ERR_LEN];
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = s_model;
+    mc_session_t *s = mc_session_new(&sp, err);
+    assert_non_null(s);
+    const mc_chat_msg_t m = {MC_CHAT_USER, user, strlen(user)};
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(mc_chat_format(mc_session_tokenizer(s), &m, 1, false, &ids, &n, err), MC_OK);
+    free(ids);
+    mc_session_destroy(&s);
+    return (int)n;
+}
+
+// The events of an SSE body: the JSON of every data line but [DONE].
+static cJSON *s_events(const char *body, bool *done) {
+    cJSON *all = cJSON_CreateArray();
+    *done = false;
+    for (const char *p = body; (p = strstr(p, "data: "));) {
+        const char *end = strstr(p, "\n\n");
+        assert_non_null(end);
+        char *line = strndup(p + 6, (size_t)(end - p - 6));
+        if (!strcmp(line, "[DONE]")) *done = true;
+        else {
+            assert_false(*done); // nothing after [DONE]
+            cJSON *j = cJSON_Parse(line);
+            if (!j) fail_msg("bad event: %s", line);
+            cJSON_AddItemToArray(all, j);
+        }
+        free(line);
+        p = end + 2;
+    }
+    return all;
+}
+
+// Greedy chat through the API = the CLI on the same chat-formatted text.
+static void test_chat_greedy_and_stream(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 256, 4, NULL, 0);
+    char *cli = s_cli("[INST] Tell me about foxes. [/INST]", 16);
+    cJSON *j = s_post(t.port, "/v1/chat/completions",
+                      "{\"model\":\"tiny-f32\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"}],"
+                      "\"max_tokens\":16,\"temperature\":0}",
+                      200);
+    const char *content = s_get_str(j, "choices", "message", "content");
+    assert_non_null(content);
+    // An instruct answer drops the one leading space the CLI prints.
+    assert_string_equal(content, cli[0] == ' ' ? cli + 1 : cli);
+    assert_string_equal(s_get_str(j, "object", NULL, NULL), "chat.completion");
+    assert_string_equal(s_get_str(j, "model", NULL, NULL), "tiny-f32");
+    assert_int_equal(s_usage(j, "prompt_tokens"), s_prompt_tokens("Tell me about foxes."));
+    const int completion = s_usage(j, "completion_tokens");
+    const char *finish = s_get_str(j, "choices", "finish_reason", NULL);
+    assert_true((completion == 16 && !strcmp(finish, "length")) || (completion < 16 && !strcmp(finish, "stop")));
+    assert_int_equal(s_usage(j, "total_tokens"), s_usage(j, "prompt_tokens") + completion);
+    printf("[server] greedy answer (%d tokens, %s): %s\n", completion, finish, content);
+
+    // The same streamed: the deltas add up to the same text.
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "POST", "/v1/chat/completions", NULL,
+                                  "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"}],"
+                                  "\"max_tokens\":16,\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+                                  &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "content-type: text/event-stream"));
+    bool done;
+    cJSON *ev = s_events(r.body, &done);
+    assert_true(done);
+    const int n = cJSON_GetArraySize(ev);
+    assert_true(n >= 3);
+    assert_string_equal(s_get_str(cJSON_GetArrayItem(ev, 0), "choices", "delta", "role"), "assistant");
+    char text[4096] = "";
+    for (int i = 0; i < n - 2; i++) {
+        const char *piece = s_get_str(cJSON_GetArrayItem(ev, i), "choices", "delta", "content");
+        if (piece) strncat(text, piece, sizeof text - strlen(text) - 1);
+        assert_string_equal(s_get_str(cJSON_GetArrayItem(ev, i), "object", NULL, NULL), "chat.completion.chunk");
+    }
+    assert_string_equal(text, content);
+    assert_string_equal(s_get_str(cJSON_GetArrayItem(ev, n - 2), "choices", "finish_reason", NULL), finish);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(ev, n - 1), "choices")), 0);
+    assert_int_equal(s_usage(cJSON_GetArrayItem(ev, n - 1), "completion_tokens"), completion);
+    cJSON_Delete(ev);
+    mc_test_http_free(&r);
+
+    // A stop string from the middle of the answer: the text ends before it.
+    const size_t cut = strlen(content) / 2;
+    char stop[16], body[512];
+    snprintf(stop, sizeof stop, "%.3s", content + cut);
+    char *at = strstr(content, stop);
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"}],\"max_tokens\":16,"
+             "\"temperature\":0,\"stop\":[\"%s\"]}",
+             stop);
+    cJSON *k = s_post(t.port, "/v1/chat/completions", body, 200);
+    const char *kept = s_get_str(k, "choices", "message", "content");
+    assert_int_equal(strlen(kept), (size_t)(at - content));
+    assert_memory_equal(kept, content, strlen(kept));
+    assert_string_equal(s_get_str(k, "choices", "finish_reason", NULL), "stop");
+    cJSON_Delete(k);
+
+    // /v1/completions: a raw prompt, the CLI's text exactly.
+    char *raw = s_cli("The quick brown fox", 8);
+    k = s_post(t.port, "/v1/completions", "{\"prompt\":\"The quick brown fox\",\"max_tokens\":8,\"temperature\":0}", 200);
+    assert_string_equal(s_get_str(k, "choices", "text", NULL), raw);
+    assert_string_equal(s_get_str(k, "object", NULL, NULL), "text_completion");
+    cJSON_Delete(k);
+    free(raw);
+    cJSON_Delete(j);
+    free(cli);
+    s_down(&t);
+}
+
+static void s_expect(uint16_t port, const char *method, const char *path, const char *headers, const char *body,
+                     int status, const char *type, const char *needle) {
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(port, method, path, headers, body, &r), 0);
+    if (r.status != status || !strstr(r.body, needle) || !strstr(r.body, type))
+        fail_msg("%s %s: %d %s (wanted %d, %s, '%s')", method, path, r.status, r.body, status, type, needle);
+    cJSON *j = cJSON_Parse(r.body);
+    assert_non_null(j);
+    assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message"));
+    cJSON_Delete(j);
+    mc_test_http_free(&r);
+}
+
+static void test_bad_requests(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 64, 2, NULL, 4096);
+    const char *chat = "/v1/chat/completions";
+    s_expect(t.port, "POST", chat, NULL, "{\"messages\": [", 400, "invalid_request_error", "not valid JSON");
+    s_expect(t.port, "POST", chat, NULL, "{\"messages\":\"hi\"}", 400, "invalid_request_error", "must be an array");
+    s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400,
+             "invalid_request_error", "the roles are system, user and assistant");
+    s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"warm\"}",
+             400, "invalid_request_error", "'temperature' must be a number");
+    s_expect(t.port, "POST", chat, NULL,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"}]}", 400,
+             "invalid_request_error", "roles must alternate");
+    // Longer than the context (64): OpenAI's code for it.
+    char big[4000];
+    int n = snprintf(big, sizeof big, "{\"messages\":[{\"role\":\"user\",\"content\":\"");
+    for (int i = 0; i < 100; i++) n += snprintf(big + n, sizeof big - (size_t)n, "word%d ", i);
+    snprintf(big + n, sizeof big - (size_t)n, "\"}]}");
+    s_expect(t.port, "POST", chat, NULL, big, 400, "context_length_exceeded", "maximum context length is 64 tokens");
+    // A body over the cap (4096 here).
+    char *huge = malloc(6000);
+    memset(huge, ' ', 5999);
+    huge[0] = '{', huge[5998] = '}', huge[5999] = 0;
+    s_expect(t.port, "POST", chat, NULL, huge, 413, "invalid_request_error", "larger than 4096 bytes");
+    free(huge);
+    s_expect(t.port, "GET", "/v1/nothing", NULL, NULL, 404, "invalid_request_error", "unknown URL");
+    s_expect(t.port, "GET", "/../etc/passwd", NULL, NULL, 404, "not_found_error", "no such page");
+    s_expect(t.port, "GET", chat, NULL, NULL, 405, "invalid_request_error", "takes POST");
+    s_expect(t.port, "POST", "/v1/models", NULL, "{}", 405, "invalid_request_error", "takes GET");
+    s_expect(t.port, "GET", "/v1/models/gpt-4", NULL, NULL, 404, "model_not_found", "does not exist");
+    // Still serving.
+    cJSON *j = s_post(t.port, chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":3}", 200);
+    assert_int_equal(s_usage(j, "completion_tokens") <= 3, 1);
+    cJSON_Delete(j);
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "GET", "/v1/models", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"id\":\"tiny-f32\""));
+    mc_test_http_free(&r);
+    s_down(&t);
+
+    // With an API key: /v1 wants it, the rest does not.
+    s_up(&t, NULL, 64, 1, "s3cret", 0);
+    s_expect(t.port, "GET", "/v1/models", NULL, NULL, 401, "authentication_error", "a valid API key is required");
+    s_expect(t.port, "GET", "/v1/models", "Authorization: Bearer wrong\r\n", NULL, 401, "invalid_api_key", "API key");
+    assert_int_equal(mc_test_http(t.port, "GET", "/v1/models", "Authorization: Bearer s3cret\r\n", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    mc_test_http_free(&r);
+    assert_int_equal(mc_test_http(t.port, "GET", "/health", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    mc_test_http_free(&r);
+    s_down(&t);
+}
+
+// --- concurrency --------------------------------------------------------------------------
+
+typedef struct {
+    uint16_t port;
+    char body[512];
+    char *answer;
+} s_client_t;
+
+static void *s_client(void *arg) {
+    s_client_t *c = arg;
+    mc_test_http_t r;
+    if (mc_test_http(c->port, "POST", "/v1/chat/completions", NULL, c->body, &r) == 0) {
+        if (r.status == 200) c->answer = strdup(r.body);
+        mc_test_http_free(&r);
+    }
+    return NULL;
+}
+
+static char *s_content(const char *json) {
+    cJSON *j = cJSON_Parse(json);
+    assert_non_null(j);
+    char *c = strdup(s_get_str(j, "choices", "message", "content"));
+    cJSON_Delete(j);
+    return c;
+}
+
+// 8 clients at once (4 slots: they queue too), each answer the same as the
+// same request alone.
+static void test_concurrent_clients(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 128, 4, NULL, 0);
+    enum { N = 8 };
+    static s_client_t c[N];
+    pthread_t th[N];
+    static const char *const topics[] = {"foxes", "rivers", "the moon", "bread", "trains", "music", "snow", "bees"};
+    for (int i = 0; i < N; i++) {
+        c[i].port = t.port;
+        c[i].answer = NULL;
+        snprintf(c[i].body, sizeof c[i].body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"Write about %s.\"}],\"max_tokens\":%d,"
+                 "\"temperature\":%s,\"seed\":%d}",
+                 topics[i], 10 + 3 * i, i % 2 ? "0.9" : "0", 1000 + i);
+        assert_int_equal(pthread_create(&th[i], NULL, s_client, &c[i]), 0);
+    }
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_non_null(c[i].answer);
+        s_client_t alone = c[i];
+        alone.answer = NULL;
+        s_client(&alone);
+        assert_non_null(alone.answer);
+        char *a = s_content(c[i].answer), *b = s_content(alone.answer);
+        assert_string_equal(a, b);
+        cJSON *j = cJSON_Parse(c[i].answer);
+        printf("[server] client %d: %d tokens together and alone\n", i, s_usage(j, "completion_tokens"));
+        cJSON_Delete(j);
+        free(a), free(b), free(c[i].answer), free(alone.answer);
+    }
+    s_down(&t);
+}
+
+// --- a client that leaves -------------------------------------------------------------------
+
+static double s_metric(uint16_t port, const char *name) {
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(port, "GET", "/metrics", NULL, NULL, &r), 0);
+    double v = -1;
+    for (char *line = r.body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (!strncmp(line, name, strlen(name)) && line[strlen(name)] == ' ') v = atof(line + strlen(name) + 1);
+    mc_test_http_free(&r);
+    return v;
+}
+
+static void test_client_leaves_mid_stream(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 4096, 2, NULL, 0);
+    int fd = mc_test_http_connect(t.port);
+    assert_true(fd >= 0);
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Go on forever.\"}],\"max_tokens\":4000,"
+                       "\"stream\":true,\"temperature\":1}";
+    assert_int_equal(mc_test_http_send(fd, "POST", "/v1/chat/completions", NULL, body, strlen(body)), 0);
+    char buf[512];
+    assert_true(recv(fd, buf, sizeof buf, 0) > 0); // the stream has begun
+    close(fd);
+    // The generation ends long before its 4000 tokens.
+    for (int i = 0; i < 200 && s_metric(t.port, "moe_generations_total") < 1; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(s_metric(t.port, "moe_generations_total") == 1);
+    const double tokens = s_metric(t.port, "moe_completion_tokens_total");
+    printf("[server] the client left: its generation stopped after %.0f of 4000 tokens\n", tokens);
+    assert_true(tokens < 4000);
+    assert_true(s_metric(t.port, "moe_generations_active") == 0);
+    s_down(&t);
+}
+
+// Every line of /metrics: a comment, or `name{labels} value`.
+static void test_metrics_format(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 64, 1, NULL, 0);
+    cJSON_Delete(s_post(t.port, "/v1/completions", "{\"prompt\":\"Hello\",\"max_tokens\":4}", 200));
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "content-type: text/plain; version=0.0.4"));
+    assert_non_null(strstr(r.body, "moe_requests_total{endpoint=\"completions\",status=\"200\"} 1"));
+    assert_non_null(strstr(r.body, "moe_prompt_tokens_total 2"));
+    assert_non_null(strstr(r.body, "moe_expert_rows_total{layer=\"1\",expert=\"7\"}"));
+    assert_non_null(strstr(r.body, "moe_time_to_first_token_seconds_count 1"));
+    int samples = 0;
+    for (char *line = r.body; *line;) { // (cuts the body into lines)
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl); // every line ends
+        *nl = 0;
+        if (line[0] == '#') {
+            assert_true(!strncmp(line, "# HELP ", 7) || !strncmp(line, "# TYPE ", 7));
+        } else {
+            char *p = line;
+            assert_true(isalpha((unsigned char)*p) || *p == '_');
+            while (isalnum((unsigned char)*p) || *p == '_' || *p == ':') p++;
+            if (*p == '{') {
+                char *close = strchr(p, '}');
+                assert_non_null(close);
+                for (char *q = p + 1; q < close;) { // name="value"[,]
+                    while (isalnum((unsigned char)*q) || *q == '_') q++;
+                    assert_true(q[0] == '=' && q[1] == '"');
+                    q += 2;
+                    while (*q != '"') q += *q == '\\' ? 2 : 1;
+                    q++;
+                    if (*q == ',') q++;
+                }
+                p = close + 1;
+            }
+            assert_true(*p == ' ');
+            char *end;
+            strtod(p + 1, &end);
+            if (strncmp(p + 1, "+Inf", 4)) assert_true(end > p + 1 && *end == 0);
+            samples++;
+        }
+        line = nl + 1;
+    }
+    assert_true(samples > 40);
+    mc_test_http_free(&r);
+    // The web page and its script.
+    assert_int_equal(mc_test_http(t.port, "GET", "/", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "content-type: text/html"));
+    assert_non_null(strstr(r.body, "<title>moe-cluster</title>"));
+    mc_test_http_free(&r);
+    assert_int_equal(mc_test_http(t.port, "GET", "/app.js", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "/v1/cluster"));
+    mc_test_http_free(&r);
+    s_down(&t);
+}
+
+// Through two real moe-expert processes: /v1/cluster shows them, their
+// placement and the routing; answers are the single machine's.
+static void test_cluster_endpoint(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    char err[MC_ERR_LEN], exe[1024];
+    const char *bin = getenv("MC_BIN_DIR");
+    snprintf(exe, sizeof exe, "%s/moe-expert", bin ? bin : ".");
+    static mc_nodeproc_t procs[2];
+    mc_cluster_config_t *cfg = mc_cluster_config_new();
+    for (int i = 0; i < 2; i++) {
+        mc_nodeproc_params_t np = mc_nodeproc_params_default();
+        np.exe = exe, np.model = s_model, np.name = i ? "box-b" : "box-a";
+        if (mc_nodeproc_start(&np, &procs[i], err)) fail_msg("%s", err);
+        mc_expert_set_t ex;
+        assert_int_equal(mc_expert_set_parse(i ? "4-7" : "0-3", &ex, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(cfg, np.name, procs[i].endpoint, &ex, NULL, err), MC_OK);
+    }
+    const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,\"temperature\":0}";
+    static s_srv_t one, two;
+    s_up(&one, NULL, 128, 2, NULL, 0);
+    cJSON *a = s_post(one.port, "/v1/chat/completions", req, 200);
+    s_down(&one);
+    s_up(&two, cfg, 128, 2, NULL, 0);
+    cJSON *b = s_post(two.port, "/v1/chat/completions", req, 200);
+    assert_string_equal(s_get_str(a, "choices", "message", "content"), s_get_str(b, "choices", "message", "content"));
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(two.port, "GET", "/v1/cluster", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    cJSON *c = cJSON_Parse(r.body);
+    assert_non_null(c);
+    const cJSON *nodes = cJSON_GetObjectItem(c, "nodes");
+    assert_int_equal(cJSON_GetArraySize(nodes), 2);
+    for (int i = 0; i < 2; i++) {
+        const cJSON *n = cJSON_GetArrayItem(nodes, i);
+        assert_string_equal(cJSON_GetObjectItem(n, "name")->valuestring, i ? "box-b" : "box-a");
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItem(n, "alive")));
+        assert_true(cJSON_GetObjectItem(n, "requests")->valuedouble > 0);
+        const cJSON *held = cJSON_GetArrayItem(cJSON_GetObjectItem(n, "experts"), 1);
+        assert_int_equal(cJSON_GetArraySize(held), 4);
+        assert_int_equal(cJSON_GetArrayItem(held, 0)->valueint, i ? 4 : 0);
+    }
+    assert_int_equal(cJSON_GetObjectItem(c, "layers")->valueint, 2);
+    assert_string_equal(cJSON_GetObjectItem(c, "wire")->valuestring, "auto");
+    double routed = 0;
+    const cJSON *layer, *v;
+    cJSON_ArrayForEach(layer, cJSON_GetObjectItem(c, "rows_per_expert")) cJSON_ArrayForEach(v, layer) routed += v->valuedouble;
+    assert_true(routed > 0);
+    cJSON_Delete(c);
+    mc_test_http_free(&r);
+    assert_int_equal(mc_test_http(two.port, "GET", "/health", NULL, NULL, &r), 0);
+    assert_non_null(strstr(r.body, "\"status\":\"ok\""));
+    assert_non_null(strstr(r.body, "\"nodes_alive\":2"));
+    mc_test_http_free(&r);
+    assert_true(s_metric(two.port, "moe_node_alive{node=\"box-a\"}") == 1);
+    cJSON_Delete(a), cJSON_Delete(b);
+    s_down(&two);
+    mc_nodeproc_stop(procs, 2);
+    mc_cluster_config_destroy(&cfg);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
+        cmocka_unit_test(test_metrics_format),         cmocka_unit_test(test_cluster_endpoint),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
