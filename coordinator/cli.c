@@ -85,7 +85,7 @@ void mc_cli_usage(FILE *f) {
             "  --safe-prompt         with --chat or --serve: prepend Mistral's safety system prompt\n"
             "  --serve               OpenAI-compatible HTTP API, web chat and cluster dashboard\n"
             "  --host H              with --serve: address to listen on (default 127.0.0.1; 0.0.0.0: all)\n"
-            "  --port N              with --serve: TCP port (default %d)\n"
+            "  --port N              with --serve: TCP port (default %d; 0: any free one, printed)\n"
             "  --parallel N          with --serve: requests decoded together, each with its own\n"
             "                        KV cache of --ctx positions (default %d)\n"
             "  --api-key KEY         with --serve: require 'Authorization: Bearer KEY' on /v1 requests\n"
@@ -164,7 +164,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         else if (!strcmp(a, "--nodes")) {
             if (!(rc = mc_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;
         } else if (!strcmp(a, "--port")) {
-            if (!(rc = mc_parse_i64(a, val, 1, 65535, &v, err))) o->port = (uint32_t)v;
+            if (!(rc = mc_parse_i64(a, val, 0, 65535, &v, err))) o->port = (uint32_t)v;
         } else if (!strcmp(a, "--parallel")) {
             if (!(rc = mc_parse_i64(a, val, 1, 256, &v, err))) o->parallel = (uint32_t)v;
         } else if (!strcmp(a, "--token-ids")) {

@@ -4,7 +4,9 @@
 # With --aarch64 it also installs what the aarch64 cross build and its qemu
 # test run need (deploy/test-aarch64.sh): the cross compiler, qemu-user, and
 # the arm64 builds of the test libraries through Debian multiarch. With
-# --fuzz, clang and the libFuzzer runtime (deploy/fuzz.sh).
+# --fuzz, clang and the libFuzzer runtime (deploy/fuzz.sh). With --test,
+# what the server's real-client tests use (tests/web): Chromium, Node.js
+# when the machine has none, and the pinned npm packages (npm ci).
 set -euo pipefail
 
 packages=(
@@ -16,11 +18,17 @@ packages=(
 # --- optional groups: aarch64 cross build, tests under qemu (--aarch64);
 # --- clang and its libFuzzer runtime for deploy/fuzz.sh (--fuzz) ------------
 aarch64=0
+web=0
 case "${1:-}" in
   "") ;;
   --aarch64) aarch64=1 ;;
   --fuzz) packages+=(clang libclang-rt-dev) ;;
-  *) echo "usage: deploy/setup.sh [--aarch64 | --fuzz]" >&2; exit 2 ;;
+  --test)
+    web=1
+    packages+=(chromium)
+    command -v node >/dev/null || packages+=(nodejs npm)
+    ;;
+  *) echo "usage: deploy/setup.sh [--aarch64 | --fuzz | --test]" >&2; exit 2 ;;
 esac
 if [ "$aarch64" -eq 1 ]; then
   packages+=(
@@ -30,6 +38,17 @@ if [ "$aarch64" -eq 1 ]; then
 fi
 # -----------------------------------------------------------------------------
 
+# The npm packages of tests/web, exactly as package-lock.json pins them.
+web_packages() {
+  [ "$web" -eq 1 ] || return 0
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/web"
+  if [ ! -d "$dir/node_modules/openai" ] || [ ! -d "$dir/node_modules/playwright-core" ]; then
+    echo "deploy/setup.sh: npm ci in tests/web" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
+  fi
+}
+
 missing=()
 for p in "${packages[@]}"; do
   # dpkg-query prints "install ok installed" only for fully installed packages.
@@ -37,7 +56,10 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  web_packages
+  exit 0
+fi
 
 echo "deploy/setup.sh: installing ${missing[*]}" >&2
 sudo=()
@@ -53,3 +75,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+web_packages
