@@ -21,6 +21,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "keys.h"
+
 enum {
     S_EXPERT_WORDS = MC_CLUSTER_MAX_EXPERTS / 64,
     S_LAYER_WORDS = MC_CLUSTER_MAX_LAYERS / 64,
@@ -323,10 +325,12 @@ static bool s_check_endpoint(const mc_cluster_config_t *c, const char *ep, char 
     return ok;
 }
 
-static bool s_set_model(mc_cluster_config_t *c, const char *model, char *msg) {
+// A path as written (*as) and relative to the cluster file's folder (*resolved).
+static bool s_set_path(const mc_cluster_config_t *c, char **as, char **resolved, const char *model, const char *what,
+                       char *msg) {
     size_t n = strlen(model);
     if (n == 0 || n > MC_CLUSTER_MAX_PATH) {
-        mc_err_set(msg, MC_ERR_FORMAT, "the model path must be 1 to %d bytes long", MC_CLUSTER_MAX_PATH);
+        mc_err_set(msg, MC_ERR_FORMAT, "the %s path must be 1 to %d bytes long", what, MC_CLUSTER_MAX_PATH);
         return false;
     }
     // Relative paths are relative to the folder of the cluster file, so the
@@ -343,11 +347,15 @@ static bool s_set_model(mc_cluster_config_t *c, const char *model, char *msg) {
     memcpy(m, model, n + 1);
     memcpy(r, c->path ? c->path : "", dir);
     memcpy(r + dir, model, n + 1);
-    free(c->model);
-    free(c->model_resolved);
-    c->model = m;
-    c->model_resolved = r;
+    free(*as);
+    free(*resolved);
+    *as = m;
+    *resolved = r;
     return true;
+}
+
+static bool s_set_model(mc_cluster_config_t *c, const char *model, char *msg) {
+    return s_set_path(c, &c->model, &c->model_resolved, model, "model", msg);
 }
 
 // Append a node whose strings the config now owns. The array always has room
@@ -386,6 +394,8 @@ void mc_cluster_config_destroy(mc_cluster_config_t **pc) {
     free(c->path);
     free(c->model);
     free(c->model_resolved);
+    free(c->secret_key);
+    free(c->secret_key_resolved);
     free(c);
     *pc = NULL;
 }
@@ -411,6 +421,21 @@ mc_err_t mc_cluster_config_add_node(mc_cluster_config_t *c, const char *name, co
     return MC_OK;
 }
 
+mc_err_t mc_cluster_config_set_secret_key(mc_cluster_config_t *c, const char *path, char *err) {
+    char msg[MC_ERR_LEN];
+    if (!s_set_path(c, &c->secret_key, &c->secret_key_resolved, path, "secret key", msg))
+        return mc_err_set(err, MC_ERR_ARG, "%s", msg);
+    return MC_OK;
+}
+
+mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const char *public_key, char *err) {
+    char msg[MC_ERR_LEN];
+    if (i >= c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "no node %zu", i);
+    if (mc_keys_parse(public_key, strlen(public_key), c->nodes[i].public_key, msg))
+        return mc_err_set(err, MC_ERR_ARG, "node %s: %s", c->nodes[i].name, msg);
+    return MC_OK;
+}
+
 mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err) {
     char msg[MC_ERR_LEN];
     if (!c || !model) return mc_err_set(err, MC_ERR_ARG, "set model: NULL argument");
@@ -431,11 +456,22 @@ typedef struct {
     mc_cluster_config_t *c;
 } s_parser_t;
 
-enum { S_ROOT_MODEL, S_ROOT_WIRE, S_ROOT_TIMEOUT, S_ROOT_RETRY, S_ROOT_HEARTBEAT, S_ROOT_NODES, S_ROOT_LOCAL, S_ROOT_N };
-static const char *const s_root_keys[S_ROOT_N] = {"model", "wire", "timeout_ms", "retry_ms", "heartbeat_ms", "nodes", "local"};
+enum {
+    S_ROOT_MODEL,
+    S_ROOT_WIRE,
+    S_ROOT_TIMEOUT,
+    S_ROOT_RETRY,
+    S_ROOT_HEARTBEAT,
+    S_ROOT_SECRET,
+    S_ROOT_NODES,
+    S_ROOT_LOCAL,
+    S_ROOT_N
+};
+static const char *const s_root_keys[S_ROOT_N] = {"model",        "wire",       "timeout_ms", "retry_ms",
+                                                  "heartbeat_ms", "secret_key", "nodes",      "local"};
 
-enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_N };
-static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers"};
+enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_KEY, S_NODE_N };
+static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers", "public_key"};
 
 enum { S_LOCAL_EXPERTS, S_LOCAL_LAYERS, S_LOCAL_N };
 static const char *const s_local_keys[S_LOCAL_N] = {"experts", "layers"};
@@ -625,6 +661,11 @@ static bool s_parse_node(s_parser_t *ps, size_t index) {
         case S_NODE_LAYERS:
             ok = s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, n.layers.bits, &n.layers_at);
             break;
+        case S_NODE_KEY:
+            ok = s_string(ps, "public_key") &&
+                 (!mc_keys_parse(s_text(ps), strlen(s_text(ps)), n.public_key, msg) ||
+                  s_fail(ps, s_here(ps), "'public_key'%s: %s (the node's .pub file from moe-keygen)", in, msg));
+            break;
         }
     }
     // The loop also ends when s_next failed: the error is already reported.
@@ -648,7 +689,7 @@ static bool s_parse_nodes(s_parser_t *ps) {
         if (!s_next(ps)) return false;
         if (ps->ev.type == YAML_SEQUENCE_END_EVENT) break;
         if (ps->ev.type != YAML_MAPPING_START_EVENT)
-            return s_fail(ps, s_here(ps), "each node must be a mapping of name, endpoint, experts, layers; found %s",
+            return s_fail(ps, s_here(ps), "each node must be a mapping of name, endpoint, experts, layers, public_key; found %s",
                           s_found(ps, f, sizeof f));
         if (!s_parse_node(ps, i)) return false;
     }
@@ -726,6 +767,11 @@ static bool s_parse_root(s_parser_t *ps) {
                             MC_CLUSTER_MAX_TIMEOUT_MS, s_quote(s_text(ps), q, sizeof q));
             if (ok) c->heartbeat_ms = v;
             break;
+        case S_ROOT_SECRET:
+            ok = s_string(ps, "secret_key") &&
+                 (s_set_path(c, &c->secret_key, &c->secret_key_resolved, s_text(ps), "secret key", msg) ||
+                  s_fail(ps, s_here(ps), "%s", msg));
+            break;
         case S_ROOT_NODES: ok = s_parse_nodes(ps); break;
         case S_ROOT_LOCAL: ok = s_parse_local(ps); break;
         }
@@ -742,7 +788,8 @@ static bool s_parse_stream(s_parser_t *ps) {
         return s_fail(ps, s_here(ps), "the file is empty (expected a mapping with at least 'nodes')");
     if (!s_next(ps)) return false;
     if (ps->ev.type != YAML_MAPPING_START_EVENT)
-        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local; found %s",
+        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local; "
+                      "found %s",
                       s_found(ps, f, sizeof f));
     if (!s_parse_root(ps) || !s_next(ps) || !s_next(ps)) return false; // root, document end
     if (ps->ev.type != YAML_STREAM_END_EVENT) return s_fail(ps, s_here(ps), "only one YAML document is allowed");
@@ -1000,6 +1047,11 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
         s_write_quoted(f, c->model);
         fputc('\n', f);
     }
+    if (c->secret_key) {
+        fputs("secret_key: ", f);
+        s_write_quoted(f, c->secret_key);
+        fputc('\n', f);
+    }
     fprintf(f, "wire: %s\ntimeout_ms: %" PRIu32 "\nretry_ms: %" PRIu32 "\nheartbeat_ms: %" PRIu32 "\nnodes:\n",
             mc_wire_enc_name(c->wire), c->timeout_ms, c->retry_ms, c->heartbeat_ms);
     for (size_t i = 0; ok && i < c->n_nodes; i++) {
@@ -1009,6 +1061,11 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
         fputs("\n    endpoint: ", f);
         s_write_quoted(f, n->endpoint);
         fputc('\n', f);
+        if (n->public_key[0]) {
+            fputs("    public_key: ", f);
+            s_write_quoted(f, n->public_key);
+            fputc('\n', f);
+        }
         ok = s_write_set(f, "experts", n->experts.bits, MC_CLUSTER_MAX_EXPERTS, "    ") &&
              s_write_set(f, "layers", n->layers.bits, MC_CLUSTER_MAX_LAYERS, "    ");
     }

@@ -7,6 +7,8 @@
  *   timeout_ms: 5000          # 1..600000 (default 5000)
  *   retry_ms: 2000            # probe a dead node this often to let it rejoin;
  *                             # 0..600000, 0 = never (default 2000)
+ *   secret_key: keys/coordinator.key   # optional: the coordinator's CURVE secret key
+ *                             # (moe-keygen), relative to this file
  *   heartbeat_ms: 1000        # an idle node hears from the coordinator this often
  *                             # (keeps its lease, notices a dead node); 0..600000,
  *                             # 0 = never (default 1000)
@@ -15,6 +17,8 @@
  *       endpoint: tcp://10.0.0.11:5555   # required, unique; tcp://HOST:PORT, ipc://PATH, inproc://NAME
  *       experts: 0-1          # default all
  *       layers: 0-15          # default all
+ *       public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # the node's .pub: traffic
+ *                             # to it is encrypted and only goes to that node
  *   local:                    # what the coordinator computes itself
  *     experts: 6-7            # default none
  *     layers: all             # default all
@@ -89,12 +93,15 @@ typedef struct {
     mc_cluster_mark_t at;         // the node's mapping
     mc_cluster_mark_t experts_at; // its experts value
     mc_cluster_mark_t layers_at;  // its layers value
+    char public_key[41];          // Z85 CURVE key of the node; "" when none
 } mc_cluster_node_t;
 
 typedef struct mc_cluster_config {
     char *path;           // file name as given to parse/load (owned; NULL if none)
     char *model;          // as written (owned; NULL when absent)
     char *model_resolved; // relative to the file's folder (owned; NULL when absent)
+    char *secret_key;     // the coordinator's CURVE secret key file, as written (owned; NULL: none)
+    char *secret_key_resolved;
     mc_wire_enc_t wire;
     uint32_t timeout_ms;
     uint32_t retry_ms;    // 0: a dead node stays dead
@@ -136,6 +143,8 @@ mc_cluster_config_t *mc_cluster_config_new(void);
 mc_err_t mc_cluster_config_add_node(mc_cluster_config_t *c, const char *name, const char *endpoint,
                                     const mc_expert_set_t *experts, const mc_layer_set_t *layers, char *err);
 mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err);
+mc_err_t mc_cluster_config_set_secret_key(mc_cluster_config_t *c, const char *path, char *err);
+mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const char *public_key, char *err);
 
 // Write c as a cluster file that parses back to the same config (model as
 // written, every key explicit). MC_ERR_ARG for a config the parser would

@@ -48,6 +48,8 @@ struct mc_cluster {
     mc_pool_t *pool;    // the engine's threads (borrowed)
     mc_wire_limits_t lim;
     char self[MC_WIRE_NAME_MAX + 1]; // our name in Hello
+    mc_keypair_t keys;       // CURVE, when the file names a secret key
+    bool have_keys;
     uint64_t session;   // carried by every placement
     uint32_t cap_rows;  // rows the per-node buffers hold
     uint32_t k;
@@ -113,10 +115,25 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
         if (*p < 0x21 || *p > 0x7e) *p = '_';
     snprintf(c->self, sizeof c->self, "moe-coordinator@%.48s", host[0] ? host : "?");
     if (getrandom(&c->session, sizeof c->session, 0) != (ssize_t)sizeof c->session) c->session = (uint64_t)mc_clock_us();
+    if (cfg->secret_key_resolved) {
+        if (mc_keys_load_secret(cfg->secret_key_resolved, &c->keys, err)) goto fail;
+        c->have_keys = true;
+    }
     c->n_nodes = cfg->n_nodes;
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
         nd->cfg = &cfg->nodes[i];
+        if (nd->cfg->public_key[0] && !c->have_keys) {
+            mc_err_set(err, MC_ERR_ARG, "%s: node %s has a public_key: the file needs the coordinator's secret_key too",
+                       cfg->path ? cfg->path : "cluster", nd->cfg->name);
+            goto fail;
+        }
+        if (!nd->cfg->public_key[0] && !strncmp(nd->cfg->endpoint, "tcp://", 6) &&
+            strncmp(nd->cfg->endpoint, "tcp://127.", 10) && strncmp(nd->cfg->endpoint, "tcp://localhost:", 16))
+            mc_log_status(log, "moe-coordinator",
+                          "warning: traffic to node %s (%s) is not encrypted and the node not authenticated (no "
+                          "public_key in the cluster file)",
+                          nd->cfg->name, nd->cfg->endpoint);
         if (!(nd->held = calloc((size_t)hp->n_layer * hp->n_expert, 1))) {
             mc_err_set(err, MC_ERR_NOMEM, "out of memory");
             goto fail;
@@ -131,7 +148,9 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
                                      .timeout_ms = cfg->timeout_ms,
                                      .retry_ms = cfg->retry_ms,
                                      .heartbeat_ms = cfg->heartbeat_ms,
-                                     .log = log};
+                                     .log = log,
+                                     .server_key = nd->cfg->public_key[0] ? nd->cfg->public_key : NULL,
+                                     .keys = &c->keys};
         if (!(nd->link = mc_link_new(c->zctx, &lp, err))) goto fail;
     }
     for (size_t i = 0; i < c->n_nodes; i++)
@@ -157,6 +176,7 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     free(c->local_experts);
     mc_moe_destroy(&c->moe);
     if (c->zctx) zmq_ctx_term(c->zctx);
+    explicit_bzero(&c->keys, sizeof c->keys);
     pthread_mutex_destroy(&c->mu);
     free(c);
     *pc = NULL;

@@ -115,6 +115,11 @@ static mc_err_t s_open(mc_link_t *l, char *err) {
     zmq_setsockopt(l->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(l->sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
     zmq_setsockopt(l->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    if (l->p.server_key &&
+        (zmq_setsockopt(l->sock, ZMQ_CURVE_SERVERKEY, l->p.server_key, MC_KEY_TEXT) ||
+         zmq_setsockopt(l->sock, ZMQ_CURVE_PUBLICKEY, l->p.keys->pub, MC_KEY_TEXT) ||
+         zmq_setsockopt(l->sock, ZMQ_CURVE_SECRETKEY, l->p.keys->sec, MC_KEY_TEXT)))
+        return mc_err_set(err, MC_ERR_NET, "node %s: CURVE options: %s", l->p.name, zmq_strerror(zmq_errno()));
     if (zmq_connect(l->sock, l->p.endpoint) != 0)
         return mc_err_set(err, MC_ERR_NET, "node %s: cannot connect to %s: %s", l->p.name, l->p.endpoint,
                           zmq_strerror(zmq_errno()));

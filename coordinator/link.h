@@ -15,6 +15,10 @@
  * is silent) and notices a node that died between requests. Every message
  * received counts as a sign of life.
  *
+ * With the node's public key (and ours), the socket speaks CURVE: the
+ * traffic is encrypted, and only that node can answer; a node that does not
+ * know our key refuses the handshake, which looks like silence here.
+ *
  * Messages go out one at a time from the caller's thread; the link is not
  * thread-safe. Counters (mc_link_stats_t) are plain fields the owner reads
  * under its own lock.
@@ -27,6 +31,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "keys.h"
 #include "wire.h"
 
 // Round trips kept for quantiles (the most recent ones); the histogram
@@ -57,6 +62,8 @@ typedef struct {
     uint32_t retry_ms;            // probe a lost node this often; 0: never
     uint32_t heartbeat_ms;        // an idle live node hears from us this often; 0: never
     FILE *log;                    // "node X ... ready / is back" lines; NULL: quiet
+    const char *server_key;       // the node's CURVE public key (Z85); NULL: no encryption
+    const mc_keypair_t *keys;     // ours, with server_key (borrowed)
 } mc_link_params_t;
 
 typedef struct mc_link mc_link_t;

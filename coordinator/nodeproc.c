@@ -67,8 +67,15 @@ mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p,
     char th[16], lease[16];
     snprintf(th, sizeof th, "%d", params->threads);
     snprintf(lease, sizeof lease, "%u", params->lease_ms);
-    char *argv[] = {(char *)exe, "--model", (char *)params->model, "--listen", (char *)listen, "--name", (char *)name,
-                    "--threads", th, params->lease_ms ? "--lease-ms" : NULL, lease, NULL};
+    char *argv[16] = {(char *)exe, "--model", (char *)params->model, "--listen", (char *)listen, "--name", (char *)name,
+                      "--threads", th};
+    int argc = 9;
+    if (params->lease_ms) argv[argc++] = "--lease-ms", argv[argc++] = lease;
+    if (params->secret_key) {
+        argv[argc++] = "--secret-key", argv[argc++] = (char *)params->secret_key;
+        argv[argc++] = "--authorized-keys", argv[argc++] = (char *)params->authorized_keys;
+    }
+    argv[argc] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {

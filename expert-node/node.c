@@ -15,6 +15,7 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "guard.h"
 #include "kernel.h"
 #include "log.h"
 #include "matmul.h"
@@ -38,6 +39,7 @@ struct mc_node {
     mc_matmul_t *mm;
     mc_moe_t *moe;
     void *zctx, *sock;
+    mc_guard_t *guard;    // CURVE and the key check; NULL: open (loopback use)
     char name[MC_WIRE_NAME_MAX + 1];
     char endpoint[256];
     int threads;
@@ -80,6 +82,7 @@ mc_node_params_t mc_node_params_default(void) {
 
 void mc_node_usage(FILE *f) {
     fprintf(f, "usage: moe-expert --model FILE --listen ENDPOINT [--threads N] [--name NAME] [--lease-ms MS]\n"
+               "                  [--secret-key FILE --authorized-keys FILE]\n"
                "\n"
                "Serves the experts a moe-coordinator assigns to this machine. Status lines (who\n"
                "connected, what it holds, what it refused and why) go to stderr; the first stdout\n"
@@ -93,6 +96,11 @@ void mc_node_usage(FILE *f) {
                "                      at least this often (coordinators send a heartbeat every\n"
                "                      second); a different placement from another coordinator is\n"
                "                      refused until then, and accepted after (default %u, 100..3600000)\n"
+               "  --secret-key FILE   this node's CURVE secret key (moe-keygen): traffic is encrypted and\n"
+               "  --authorized-keys FILE  only coordinators whose public key is in FILE (one per line)\n"
+               "                      may connect; others are refused and logged. Without them anyone\n"
+               "                      who reaches the port can use the node: fine on 127.0.0.1, warned\n"
+               "                      about on any other address\n"
                "  --help              this text\n",
             MC_NODE_DEFAULT_LEASE_MS);
 }
@@ -107,11 +115,13 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
             return MC_OK;
         }
         if (strcmp(a, "--model") && strcmp(a, "--listen") && strcmp(a, "--threads") && strcmp(a, "--name") &&
-            strcmp(a, "--lease-ms"))
+            strcmp(a, "--lease-ms") && strcmp(a, "--secret-key") && strcmp(a, "--authorized-keys"))
             return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
         if (i + 1 >= argc) return mc_err_set(err, MC_ERR_ARG, "%s needs a value", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--secret-key")) o.secret_key = v;
+        else if (!strcmp(a, "--authorized-keys")) o.authorized_keys = v;
         else if (!strcmp(a, "--listen")) o.listen = v;
         else if (!strcmp(a, "--name")) o.name = v;
         else {
@@ -125,6 +135,8 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
     }
     if (!o.model) return mc_err_set(err, MC_ERR_ARG, "--model is required (see --help)");
     if (!o.listen) return mc_err_set(err, MC_ERR_ARG, "--listen is required (see --help)");
+    if (!o.secret_key != !o.authorized_keys)
+        return mc_err_set(err, MC_ERR_ARG, "--secret-key and --authorized-keys go together");
     *p = o;
     return MC_OK;
 }
@@ -147,9 +159,29 @@ static mc_err_t s_set_name(mc_node_t *n, const char *name, char *err) {
     return MC_OK;
 }
 
-static mc_err_t s_bind(mc_node_t *n, const char *endpoint, char *err) {
+// An endpoint other machines can reach: tcp on anything but loopback.
+static bool s_exposed(const char *endpoint) {
+    if (strncmp(endpoint, "tcp://", 6)) return false;
+    const char *h = endpoint + 6;
+    return strncmp(h, "127.", 4) && strncmp(h, "localhost:", 10) && strncmp(h, "[::1]:", 6);
+}
+
+static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
+    const char *endpoint = p->listen;
     if (!(n->zctx = zmq_ctx_new()) || !(n->sock = zmq_socket(n->zctx, ZMQ_ROUTER)))
         return mc_err_set(err, MC_ERR_NET, "cannot create a ZeroMQ socket: %s", zmq_strerror(zmq_errno()));
+    // The key check runs before the socket can take a connection.
+    if (p->secret_key) {
+        if (!(n->guard = mc_guard_new(n->zctx, p->secret_key, p->authorized_keys, n->log, n->who, err)))
+            return MC_ERR_ARG;
+        mc_err_t rc = mc_guard_protect(n->guard, n->sock, err);
+        if (rc) return rc;
+    } else if (s_exposed(endpoint)) {
+        mc_log_status(n->log, n->who,
+                      "warning: listening on %s without --secret-key/--authorized-keys: anyone who can reach this "
+                      "port can send it work and read the activations it is sent",
+                      endpoint);
+    }
     // Oversized messages must be refused by ZeroMQ before they are buffered,
     // so the cap is set before the socket can receive anything.
     int64_t max = mc_wire_max_msg_bytes(&n->lim);
@@ -193,21 +225,25 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         mc_node_destroy(&n);
         return NULL;
     }
-    if (p->listen && s_bind(n, p->listen, err) != MC_OK) {
+    if (p->listen && s_bind(n, p, err) != MC_OK) {
         mc_node_destroy(&n);
         return NULL;
     }
     const mc_hparams_t *hp = &n->model->hp;
-    mc_log_status(n->log, n->who, "serving %s on %s (%u layers x %u experts, fingerprint %016llx, threads %d, lease %u ms)",
-                  p->model, p->listen ? n->endpoint : "no socket", hp->n_layer, hp->n_expert,
-                  (unsigned long long)n->fingerprint, n->threads, n->lease_ms);
+    mc_log_status(n->log, n->who,
+                  "serving %s on %s (%u layers x %u experts, fingerprint %016llx, threads %d, lease %u ms)%s%s", p->model,
+                  p->listen ? n->endpoint : "no socket", hp->n_layer, hp->n_expert, (unsigned long long)n->fingerprint,
+                  n->threads, n->lease_ms, n->guard ? "; CURVE on, public key " : "",
+                  n->guard ? mc_guard_public_key(n->guard) : "");
     return n;
 }
 
 void mc_node_destroy(mc_node_t **pn) {
     if (!pn || !*pn) return;
     mc_node_t *n = *pn;
+    // The socket goes before its key check: never a moment without one.
     if (n->sock) zmq_close(n->sock);
+    mc_guard_destroy(&n->guard);
     if (n->zctx) zmq_ctx_term(n->zctx);
     mc_moe_destroy(&n->moe);
     mc_matmul_destroy(&n->mm);

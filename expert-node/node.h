@@ -39,6 +39,8 @@ typedef struct {
     const char *name;   // reported to coordinators; NULL: the host name
     int threads;        // compute threads
     uint32_t lease_ms;  // how long a silent coordinator keeps its placement
+    const char *secret_key;      // CURVE secret key file (guard.h); NULL: no encryption
+    const char *authorized_keys; // coordinators' public keys, one per line (with secret_key)
     FILE *log;          // status lines (see above); NULL: quiet
 } mc_node_params_t;
 

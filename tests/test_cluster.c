@@ -22,12 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #include "cluster.h"
 #include "cluster_config.h"
 #include "engine.h"
+#include "keys.h"
 #include "mkmodel.h"
 #include "nodeproc.h"
 #include "testutil.h"
@@ -618,6 +620,79 @@ static void test_heartbeat_notices_dead_node(void **state) {
     s_life_stop(&l, &ns);
 }
 
+// CURVE between coordinator and nodes: the logits are one machine's; a
+// coordinator whose key the nodes do not know gets no answer at all, and
+// the nodes go on serving the right one.
+static void test_curve_cluster(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN], keydir[300], auth[400], ckey[400];
+    mc_model_t *m = s_fixture("tiny-q4_0.gguf", path, sizeof path);
+    if (!m) skip();
+    snprintf(keydir, sizeof keydir, "%s/keys", s_dir);
+    mkdir(keydir, 0700);
+    mc_keypair_t coord, stranger, nk[2];
+    assert_int_equal(mc_keys_generate(&coord, err), MC_OK);
+    assert_int_equal(mc_keys_generate(&stranger, err), MC_OK);
+    assert_int_equal(mc_keys_write(keydir, "coordinator", &coord, err), MC_OK);
+    assert_int_equal(mc_keys_write(keydir, "stranger", &stranger, err), MC_OK);
+    snprintf(auth, sizeof auth, "%s/coordinator.pub", keydir); // one authorized key
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    memset(&ns, 0, sizeof ns);
+    s_live = &ns;
+    ns.cfg = mc_cluster_config_new();
+    snprintf(ckey, sizeof ckey, "%s/coordinator.key", keydir);
+    assert_int_equal(mc_cluster_config_set_secret_key(ns.cfg, ckey, err), MC_OK);
+    for (size_t i = 0; i < 2; i++) {
+        char name[32], nkey[400];
+        snprintf(name, sizeof name, "secure-%zu", i + 1);
+        assert_int_equal(mc_keys_generate(&nk[i], err), MC_OK);
+        assert_int_equal(mc_keys_write(keydir, name, &nk[i], err), MC_OK);
+        snprintf(nkey, sizeof nkey, "%s/%s.key", keydir, name);
+        mc_nodeproc_params_t np = mc_nodeproc_params_default();
+        np.exe = s_exe, np.model = path, np.name = name, np.secret_key = nkey, np.authorized_keys = auth;
+        if (mc_nodeproc_start(&np, &ns.procs[i], err)) fail_msg("%s", err);
+        ns.n = i + 1;
+        mc_expert_set_t ex;
+        assert_int_equal(mc_expert_set_parse(i ? "4-7" : "0-3", &ex, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(ns.cfg, name, ns.procs[i].endpoint, &ex, NULL, err), MC_OK);
+        assert_int_equal(mc_cluster_config_set_node_key(ns.cfg, i, nk[i].pub, err), MC_OK);
+    }
+    s_load_ids(s_prompts[2]);
+    int32_t g1[4], g2[4];
+    float *ref = s_logits(m, NULL, g1, 4);
+    float *got = s_logits(m, ns.cfg, g2, 4);
+    assert_memory_equal(got, ref, s_n_ids * m->hp.n_vocab * sizeof(float));
+    assert_memory_equal(g1, g2, sizeof g1);
+    free(got);
+    // The stranger: same file, another secret key.
+    mc_cluster_config_t *bad = mc_cluster_config_new();
+    snprintf(ckey, sizeof ckey, "%s/stranger.key", keydir);
+    assert_int_equal(mc_cluster_config_set_secret_key(bad, ckey, err), MC_OK);
+    bad->timeout_ms = 500;
+    assert_int_equal(mc_cluster_config_add_node(bad, "secure-1", ns.procs[0].endpoint, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_set_node_key(bad, 0, nk[0].pub, err), MC_OK);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_null(mc_cluster_new(bad, m, mc_engine_matmul(e), NULL, err));
+    assert_non_null(strstr(err, "did not answer the handshake within 500 ms"));
+    // A key given to a node without the coordinator's own is refused up front.
+    mc_cluster_config_t *half = mc_cluster_config_new();
+    assert_int_equal(mc_cluster_config_add_node(half, "secure-1", ns.procs[0].endpoint, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_set_node_key(half, 0, nk[0].pub, err), MC_OK);
+    assert_null(mc_cluster_new(half, m, mc_engine_matmul(e), NULL, err));
+    assert_non_null(strstr(err, "needs the coordinator's secret_key too"));
+    mc_engine_destroy(&e);
+    got = s_logits(m, ns.cfg, g2, 4); // still serving the right coordinator
+    assert_memory_equal(got, ref, s_n_ids * m->hp.n_vocab * sizeof(float));
+    printf("[cluster] CURVE: 2 nodes, logits bit-identical; a coordinator with another key refused\n");
+    free(got), free(ref);
+    mc_cluster_config_destroy(&bad);
+    mc_cluster_config_destroy(&half);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
@@ -634,6 +709,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_node_restarted_quickly, s_stop_live),
         cmocka_unit_test_teardown(test_placement_changes, s_stop_live),
         cmocka_unit_test_teardown(test_heartbeat_notices_dead_node, s_stop_live),
+        cmocka_unit_test_teardown(test_curve_cluster, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -304,6 +304,49 @@ static void test_wire_names(void **state) {
     assert_string_equal(mc_wire_enc_name(MC_WIRE_AUTO), "auto");
 }
 
+// CURVE keys: the coordinator's secret key file (relative to the cluster
+// file), a node's public key checked where it is written.
+static void test_keys(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const char *pub = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    char yaml[512];
+    snprintf(yaml, sizeof yaml,
+             "secret_key: keys/c.key\nnodes:\n  - name: a\n    endpoint: tcp://10.0.0.1:5555\n    public_key: \"%s\"\n"
+             "  - name: b\n    endpoint: tcp://10.0.0.2:5555\n",
+             pub);
+    mc_cluster_config_t *c = mc_cluster_config_parse(yaml, strlen(yaml), "/etc/moe/cluster.yaml", err);
+    if (!c) fail_msg("%s", err);
+    assert_string_equal(c->secret_key, "keys/c.key");
+    assert_string_equal(c->secret_key_resolved, "/etc/moe/keys/c.key");
+    assert_string_equal(c->nodes[0].public_key, pub);
+    assert_string_equal(c->nodes[1].public_key, "");
+    // Written and read back: the same.
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(mc_cluster_config_write(c, f, err), MC_OK);
+    fclose(f);
+    mc_cluster_config_t *back = mc_cluster_config_parse(buf, len, "/etc/moe/cluster.yaml", err);
+    if (!back) fail_msg("%s\n%s", err, buf);
+    assert_string_equal(back->secret_key_resolved, "/etc/moe/keys/c.key");
+    assert_string_equal(back->nodes[0].public_key, pub);
+    free(buf);
+    mc_cluster_config_destroy(&back);
+    mc_cluster_config_destroy(&c);
+    s_expect_error("nodes:\n  - name: a\n    endpoint: tcp://a:1\n    public_key: tooshort\n",
+                   "cluster.yaml:4:17: 'public_key' in node 'a': a key is 40 characters of Z85 text, not 8 (the node's "
+                   ".pub file from moe-keygen)");
+    s_expect_error("secret_key: [1]\nnodes: [{name: a, endpoint: 'inproc://a'}]\n",
+                   "cluster.yaml:1:13: 'secret_key' must be a single value, found a sequence");
+    c = mc_cluster_config_new();
+    assert_int_equal(mc_cluster_config_add_node(c, "n", "inproc://n", NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_set_node_key(c, 0, "bad", err), MC_ERR_ARG);
+    assert_int_equal(mc_cluster_config_set_node_key(c, 1, pub, err), MC_ERR_ARG);
+    assert_int_equal(mc_cluster_config_set_node_key(c, 0, pub, err), MC_OK);
+    mc_cluster_config_destroy(&c);
+}
+
 static void test_model_path(void **state) {
     (void)state;
     static const struct {
@@ -419,12 +462,12 @@ static void test_errors_keys(void **state) {
                    "  - name: pi-2\n"
                    "    endpoint: tcp://b:1\n"
                    "    expert: 3\n",
-                   "cluster.yaml:6:5: unknown key 'expert' in node 'pi-2' (expected name, endpoint, experts, layers)");
+                   "cluster.yaml:6:5: unknown key 'expert' in node 'pi-2' (expected name, endpoint, experts, layers, public_key)");
     s_expect_error("nodes:\n  - experts: 3\n    names: a\n",
-                   "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers)");
+                   "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key)");
     s_expect_error("heartbeats: 1000\n",
                    "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, "
-                   "nodes, local)");
+                   "secret_key, nodes, local)");
     s_expect_error("local:\n  threads: 2\n",
                    "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers)");
     s_expect_error("wire: f32\ntimeout_ms: 9\nwire: f16\n", "cluster.yaml:3:1: duplicate key 'wire' (first at line 1)");
@@ -435,10 +478,10 @@ static void test_errors_keys(void **state) {
     s_expect_error("? [a]\n: 1\n", "cluster.yaml:1:3: expected a key, found a sequence");
     // Keys are compared exactly; a long unknown key is cut in the message.
     s_expect_error("Nodes: []\n",
-                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local)");
     s_expect_error("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: 1\n",
                    "cluster.yaml:1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' (expected model, wire, "
-                   "timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
+                   "timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local)");
 }
 
 static void test_errors_structure(void **state) {
@@ -449,7 +492,7 @@ static void test_errors_structure(void **state) {
     s_expect_error("nodes: abc\n", "cluster.yaml:1:8: 'nodes' must be a sequence of nodes, found 'abc'");
     s_expect_error("nodes: {a: 1}\n", "cluster.yaml:1:8: 'nodes' must be a sequence of nodes, found a mapping");
     s_expect_error("nodes:\n  - abc\n",
-                   "cluster.yaml:2:5: each node must be a mapping of name, endpoint, experts, layers; found 'abc'");
+                   "cluster.yaml:2:5: each node must be a mapping of name, endpoint, experts, layers, public_key; found 'abc'");
     s_expect_error("nodes:\n  - name: a\n    endpoint: tcp://a:1\n  - endpoint: tcp://b:1\n    experts: 1\n",
                    "cluster.yaml:4:5: missing key 'name' in node #2");
     s_expect_error("nodes:\n- name: a\n  experts: 1\n", "cluster.yaml:2:3: missing key 'endpoint' in node 'a'");
@@ -458,9 +501,9 @@ static void test_errors_structure(void **state) {
                    "cluster.yaml:3:1: the file is empty (expected a mapping with at least 'nodes')");
     s_expect_error(
         "- a\n",
-        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local; found a sequence");
+        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local; found a sequence");
     s_expect_error(
-        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local; found no value");
+        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local; found no value");
     s_expect_error("nodes: [{name: a, endpoint: 'inproc://a'}]\n---\nnodes: []\n",
                    "cluster.yaml:2:1: only one YAML document is allowed");
     s_expect_error("local: 3\n", "cluster.yaml:1:8: 'local' must be a mapping of experts and layers, found '3'");
@@ -635,7 +678,7 @@ static void test_errors_yaml(void **state) {
     // Without a file name, messages say <input>.
     char e2[MC_ERR_LEN];
     assert_null(mc_cluster_config_parse("x: 1", 4, NULL, e2));
-    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
+    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local)");
     assert_null(mc_cluster_config_parse(NULL, 1, NULL, NULL));
     assert_null(mc_cluster_config_parse(NULL, 0, "c.yaml", e2));
     assert_string_equal(e2, "c.yaml:1:1: the file is empty (expected a mapping with at least 'nodes')");
@@ -649,7 +692,7 @@ static void test_aliases(void **state) {
                    "cluster.yaml:5:13: aliases are not supported");
     // The billion-laughs shape stops at its first alias.
     s_expect_error("a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n",
-                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local)");
     s_expect_error("local:\n  experts: &a [1]\n  layers: [*a, *a]\n", "cluster.yaml:3:12: aliases are not supported");
     // An anchor alone is harmless.
     mc_cluster_config_t *c = s_parse("nodes: &n [{name: a, endpoint: 'inproc://a', experts: &e 3}]\n", "c.yaml");
@@ -667,7 +710,7 @@ static void test_hostile_sizes(void **state) {
     memcpy(deep, "nodes: ", 7);
     memset(deep + 7, '[', DEPTH);
     s_parse_fail(deep, DEPTH + 7, err);
-    assert_string_equal(err, "cluster.yaml:1:9: each node must be a mapping of name, endpoint, experts, layers; "
+    assert_string_equal(err, "cluster.yaml:1:9: each node must be a mapping of name, endpoint, experts, layers, public_key; "
                              "found a sequence");
     memset(deep, '{', DEPTH);
     s_parse_fail(deep, DEPTH, err);
@@ -881,7 +924,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example),        cmocka_unit_test(test_id_sets),
         cmocka_unit_test(test_set_format),     cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_wire_names),     cmocka_unit_test(test_model_path),
+        cmocka_unit_test(test_wire_names),     cmocka_unit_test(test_model_path), cmocka_unit_test(test_keys),
         cmocka_unit_test(test_check_coverage), cmocka_unit_test(test_check_beyond),
         cmocka_unit_test(test_errors_keys),    cmocka_unit_test(test_errors_structure),
         cmocka_unit_test(test_errors_values),  cmocka_unit_test(test_errors_nodes),

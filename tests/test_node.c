@@ -15,6 +15,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "keys.h"
 #include "mkmodel.h"
 #include "model.h"
 #include "moe.h"
@@ -634,6 +636,117 @@ static void test_stops_promptly(void **state) {
 }
 
 // The serving code without a socket: what tests and fuzzers drive directly.
+// A DEALER to the node speaking CURVE with the node's public key and the
+// client pair kp (NULL: plain), receive timeout ms.
+static void *s_curve_client(s_fix_t *f, int i, const char *server_pub, const mc_keypair_t *kp, int ms) {
+    void *c = zmq_socket(f->zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(c, ZMQ_RCVTIMEO, &ms, sizeof ms);
+    zmq_setsockopt(c, ZMQ_LINGER, &linger, sizeof linger);
+    if (kp) {
+        assert_int_equal(zmq_setsockopt(c, ZMQ_CURVE_SERVERKEY, server_pub, MC_KEY_TEXT), 0);
+        assert_int_equal(zmq_setsockopt(c, ZMQ_CURVE_PUBLICKEY, kp->pub, MC_KEY_TEXT), 0);
+        assert_int_equal(zmq_setsockopt(c, ZMQ_CURVE_SECRETKEY, kp->sec, MC_KEY_TEXT), 0);
+    }
+    assert_int_equal(zmq_connect(c, mc_node_endpoint(f->node)), 0);
+    f->clients[i] = c;
+    return c;
+}
+
+// True when a heartbeat on sock is answered within its receive timeout.
+static bool s_answers(void *sock) {
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_HEARTBEAT, .request_id = 77, .u.heartbeat = 5};
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(mc_wire_encode(&m, &buf, &len, NULL), MC_OK);
+    zmq_send(sock, buf, len, ZMQ_DONTWAIT);
+    free(buf);
+    zmq_msg_t z;
+    zmq_msg_init(&z);
+    bool got = zmq_msg_recv(&z, sock, 0) >= 0;
+    zmq_msg_close(&z);
+    return got;
+}
+
+// CURVE on: an authorized coordinator is served; a stranger's key and a
+// plain client are refused at the handshake, logged, and the node goes on.
+static void test_curve_strangers_refused(void **state) {
+    s_fix_t *f = *state;
+    char path[512], dir[300], key[600], auth[600], logpath[600], err[MC_ERR_LEN];
+    s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path);
+    snprintf(dir, sizeof dir, "%s/keys", s_dir);
+    mc_keypair_t node, coord, stranger;
+    assert_int_equal(mc_keys_generate(&node, err), MC_OK);
+    assert_int_equal(mc_keys_generate(&coord, err), MC_OK);
+    assert_int_equal(mc_keys_generate(&stranger, err), MC_OK);
+    mkdir(dir, 0700);
+    assert_int_equal(mc_keys_write(dir, "node", &node, err), MC_OK);
+    snprintf(key, sizeof key, "%s/node.key", dir);
+    snprintf(auth, sizeof auth, "%s/authorized", dir);
+    FILE *a = fopen(auth, "w");
+    fprintf(a, "# the coordinator\n%s\n", coord.pub);
+    fclose(a);
+    snprintf(logpath, sizeof logpath, "%s/curve.log", s_dir);
+    FILE *log = fopen(logpath, "w");
+    mc_node_params_t p = mc_node_params_default();
+    p.model = path, p.listen = "tcp://127.0.0.1:*", p.name = NAME, p.threads = 1, p.log = log;
+    p.secret_key = key, p.authorized_keys = auth;
+    f->node = mc_node_new(&p, err);
+    if (!f->node) fail_msg("%s", err);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_serve, f), 0);
+    f->running = true;
+    mc_model_t *m = mc_model_open(path, err);
+    f->lim = mc_wire_limits(m);
+    mc_model_destroy(&m);
+    void *good = s_curve_client(f, 0, node.pub, &coord, 5000);
+    assert_true(s_answers(good));
+    void *bad = s_curve_client(f, 1, node.pub, &stranger, 600);
+    assert_false(s_answers(bad));
+    void *plain = s_curve_client(f, 2, NULL, NULL, 600);
+    assert_false(s_answers(plain));
+    assert_true(s_answers(good)); // still serving
+    atomic_store(&f->stop, SIGTERM);
+    pthread_join(f->thread, NULL);
+    f->running = false;
+    fclose(log);
+    char *text = (char *)mc_test_read_file(logpath, NULL);
+    char want[200];
+    snprintf(want, sizeof want, "refused a connection from 127.0.0.1: its key %s is not an authorized coordinator's",
+             stranger.pub);
+    if (!strstr(text, want)) fail_msg("no refusal of the stranger in:\n%s", text);
+    if (!strstr(text, "failed the CURVE handshake")) fail_msg("no refusal of the plain client in:\n%s", text);
+    assert_non_null(strstr(text, node.pub)); // the start line gives the node's public key
+    free(text);
+    // Keys go together; a bad file is a clear error.
+    p.authorized_keys = "/nonexistent/auth";
+    mc_node_t *n2 = mc_node_new(&p, err);
+    assert_null(n2);
+    assert_non_null(strstr(err, "/nonexistent/auth"));
+}
+
+// Without keys on an address other machines reach: a warning.
+static void test_exposed_without_keys_warns(void **state) {
+    (void)state;
+    char path[512], logpath[600], err[MC_ERR_LEN];
+    s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path);
+    snprintf(logpath, sizeof logpath, "%s/open.log", s_dir);
+    FILE *log = fopen(logpath, "w");
+    mc_node_params_t p = mc_node_params_default();
+    p.model = path, p.listen = "tcp://0.0.0.0:*", p.name = NAME, p.threads = 1, p.log = log;
+    mc_node_t *n = mc_node_new(&p, err);
+    assert_non_null(n);
+    mc_node_destroy(&n);
+    p.listen = "tcp://127.0.0.1:*";
+    n = mc_node_new(&p, err);
+    mc_node_destroy(&n);
+    fclose(log);
+    char *text = (char *)mc_test_read_file(logpath, NULL);
+    const char *w = strstr(text, "warning: listening on tcp://0.0.0.0:* without --secret-key");
+    assert_non_null(w);
+    assert_null(strstr(w + 1, "warning")); // not for loopback
+    free(text);
+}
+
 static void test_handle_without_socket(void **state) {
     (void)state;
     char path[512], err[MC_ERR_LEN];
@@ -717,6 +830,9 @@ static void test_parse_args(void **state) {
     lease[6] = "50";
     assert_int_equal(mc_node_parse_args(7, lease, &p, &help, err), MC_ERR_ARG);
     assert_non_null(strstr(err, "--lease-ms: '50' is not a whole number in 100..3600000"));
+    char *half[] = {"moe-expert", "--model", "m", "--listen", "x", "--secret-key", "k"};
+    assert_int_equal(mc_node_parse_args(7, half, &p, &help, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--secret-key and --authorized-keys go together"));
     char *missing[] = {"moe-expert", "--model"};
     assert_int_equal(mc_node_parse_args(2, missing, &p, &help, err), MC_ERR_ARG);
     assert_non_null(strstr(err, "--model needs a value"));
@@ -750,6 +866,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_malformed_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_placement_ownership, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_status_lines, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_curve_strangers_refused, s_setup, s_teardown),
+        cmocka_unit_test(test_exposed_without_keys_warns),
         cmocka_unit_test(test_handle_without_socket),
         cmocka_unit_test_setup_teardown(test_resident_memory_follows_share, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stops_promptly, s_setup, s_teardown),

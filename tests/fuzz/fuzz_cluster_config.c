@@ -1,13 +1,14 @@
 /*
  * fuzz_cluster_config: any bytes as a cluster file (YAML), checked against a
  * model of 4 layers and 8 experts when they parse; and as an expert-set or
- * layer-set string.
+ * layer-set string, and as key files (authorized keys, a secret key).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cluster_config.h"
+#include "keys.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -33,5 +34,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         (void)mc_layer_set_format(&ls, buf, sizeof buf);
     }
     free(text);
+    // The same bytes as key files: authorized keys, a secret key.
+    mc_keyring_t ring;
+    if (mc_keyring_parse((const char *)data, size, "fuzz.keys", &ring, err) == MC_OK) mc_keyring_free(&ring);
+    mc_keypair_t kp;
+    (void)mc_keys_parse_secret((const char *)data, size, "fuzz.key", &kp, err);
     return 0;
 }
