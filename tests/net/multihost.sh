@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# The cluster across hosts: network namespaces joined by emulated Ethernet
+# links and a bridge, a moe-expert in each of three "hosts", the coordinator
+# in a fourth, a stranger in a fifth; CURVE on. Each check compares with the
+# single-machine run of the tiny-f32 fixture:
+#
+#   1. clean links: logits and tokens bit-identical;
+#   2. 1 ms +- 0.5 ms delay and 1% loss on every link: still bit-identical;
+#   3. a node's link cut mid-generation and restored: same tokens, the node
+#      rejoins;
+#   4. kill -9 of a node while the server decodes 8 concurrent streams: every
+#      stream's answer unchanged (and again after the node is restarted);
+#   5. a stranger with a key the nodes do not know: refused and logged; the
+#      cluster still serves.
+#
+# Links are tests/net/linkemu (delay, jitter and loss in user space between
+# TAP devices), since the kernels here have no sch_netem. Needs root (ip
+# netns, TAP devices) and curl; skipped with a message otherwise (exit 77).
+#
+#   tests/net/multihost.sh FIXTURES_DIR     (ctest; MC_BIN_DIR: the build folder)
+set -euo pipefail
+bin=${MC_BIN_DIR:?MC_BIN_DIR must name the build folder}
+fx=${MC_FIXTURES:-${1:-}}
+skip() { echo "tests/net/multihost.sh: skipped: $*"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root for ip netns and TAP devices (CI runs as root)"
+command -v ip >/dev/null || skip "needs ip (iproute2)"
+command -v curl >/dev/null || skip "needs curl"
+[ -c /dev/net/tun ] || skip "needs /dev/net/tun"
+model="$fx/tiny-f32.gguf"
+[ -f "$model" ] && model="$(cd "$fx" && pwd)/tiny-f32.gguf" # cluster files resolve relative paths from their folder
+if [ ! -f "$model" ]; then
+  [ "${MC_REQUIRE_FIXTURES:-0}" = 1 ] && { echo "fixtures missing: $model"; exit 1; }
+  skip "no fixtures at $fx"
+fi
+
+tag="m$$"
+work=$(mktemp -d)
+pids=()
+nss=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for n in "${nss[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAILED: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 20 "$f"; done; exit 1; }
+ok() { echo "ok: $*"; }
+
+# --- hosts ------------------------------------------------------------------------
+hub="$tag-hub"
+ip netns add "$hub"; nss+=("$hub")
+ip -n "$hub" link add br0 type bridge
+ip -n "$hub" link set br0 up
+declare -A addr=([c]=10.77.0.1 [a]=10.77.0.11 [b]=10.77.0.12 [d]=10.77.0.13 [s]=10.77.0.50)
+declare -A emu
+for h in c a b d s; do
+  ns="$tag-$h"
+  ip netns add "$ns"; nss+=("$ns")
+  ip -n "$ns" link set lo up
+  # linkemu makes both ends here; they move to the host and to the hub.
+  "$bin/linkemu" "t$tag$h" "u$tag$h" 0,0,0 1,0.5,0.01 >"$work/emu-$h.out" 2>"$work/emu-$h.log" &
+  emu[$h]=$!
+  pids+=($!)
+  for _ in $(seq 100); do grep -q ready "$work/emu-$h.out" && break; sleep 0.05; done
+  ip link set "t$tag$h" netns "$ns"
+  ip link set "u$tag$h" netns "$hub"
+  ip -n "$ns" addr add "${addr[$h]}/24" dev "t$tag$h"
+  ip -n "$ns" link set "t$tag$h" up
+  ip -n "$hub" link set "u$tag$h" master br0
+  ip -n "$hub" link set "u$tag$h" up
+done
+impair() { for h in "${!emu[@]}"; do kill "-$1" "${emu[$h]}"; done; }
+
+# --- keys and nodes ---------------------------------------------------------------
+keys="$work/keys"
+"$bin/moe-keygen" "$keys" coordinator >/dev/null
+"$bin/moe-keygen" "$keys" stranger >/dev/null
+declare -A node_pid
+start_node() { # host, name
+  ip netns exec "$tag-$1" "$bin/moe-expert" --model "$model" --listen "tcp://${addr[$1]}:5555" --name "$2" \
+    --threads 1 --secret-key "$keys/$2.key" --authorized-keys "$keys/coordinator.pub" \
+    >"$work/$2.out" 2>>"$work/$2.log" &
+  node_pid[$1]=$!
+  pids+=($!)
+  for _ in $(seq 100); do grep -q 'listening on' "$work/$2.out" && return 0; sleep 0.05; done
+  fail "node $2 did not start"
+}
+declare -A name=([a]=node-a [b]=node-b [d]=node-d)
+for h in a b d; do
+  "$bin/moe-keygen" "$keys" "${name[$h]}" >/dev/null
+  start_node "$h" "${name[$h]}"
+done
+cluster_file() { # path, secret key name, timeout_ms
+  {
+    echo "model: $model"
+    echo "secret_key: $keys/$2.key"
+    echo "wire: auto"
+    echo "timeout_ms: $3"
+    echo "retry_ms: 200"
+    echo "heartbeat_ms: 200"
+    echo "nodes:"
+    local experts=([0]=0-2 [1]=3-5 [2]=6-7) i=0
+    for h in a b d; do
+      echo "  - name: ${name[$h]}"
+      echo "    endpoint: tcp://${addr[$h]}:5555"
+      echo "    experts: ${experts[$i]}"
+      echo "    public_key: \"$(cat "$keys/${name[$h]}.pub")\""
+      i=$((i + 1))
+    done
+  } >"$1"
+}
+cluster_file "$work/cluster.yaml" coordinator 5000
+cluster_file "$work/cut.yaml" coordinator 400
+
+ids=$(paste -sd, "$fx/golden/tiny-f32/p0_fox.ids.txt")
+run_ids() { # out prefix, n, extra args...: logits dump, ids, stats
+  local out=$1 n=$2
+  shift 2
+  "$@" --token-ids "$ids" --dump-logits "$work/$out.f32" -n "$n" --temp 0 --threads 1 >"$work/$out.ids" 2>>"$work/$out.log"
+}
+coord() { ip netns exec "$tag-c" "$bin/moe-coordinator" "$@"; }
+same() { # prefix a, prefix b
+  cmp -s "$work/$1.f32" "$work/$2.f32" || fail "$2: logits differ from $1"
+  [ "$(tail -n 1 "$work/$1.ids")" = "$(tail -n 1 "$work/$2.ids")" ] || fail "$2: tokens differ from $1"
+}
+stat_of() { # stats file, node, key
+  tr -d ' \t\n' <"$1" | sed -nE "s/.*\"name\":\"$2\"[^}]*\"$3\":([0-9]+).*/\1/p"
+}
+
+run_ids ref 400 "$bin/moe-coordinator" --model "$model"
+
+# 1. clean links
+t0=$(date +%s.%N)
+run_ids clean 400 coord --cluster "$work/cluster.yaml" --stats-json "$work/clean.json" || fail "clean run"
+t1=$(date +%s.%N)
+same ref clean
+ok "clean links: logits and 400 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+
+# 2. delay, jitter, loss
+impair USR1
+t0=$(date +%s.%N)
+run_ids lossy 150 coord --cluster "$work/cluster.yaml" || fail "lossy run"
+t1=$(date +%s.%N)
+impair USR2
+run_ids ref150 150 "$bin/moe-coordinator" --model "$model"
+same ref150 lossy
+ok "1 ms +- 0.5 ms, 1% loss on every link: 150 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+
+# 3. a link cut mid-generation, then restored
+t0=$(date +%s.%N)
+run_ids cut 3000 coord --cluster "$work/cut.yaml" --stats-json "$work/cut.json" &
+gen=$!
+sleep 0.7
+ip -n "$tag-b" link set "t${tag}b" down
+sleep 1.5
+ip -n "$tag-b" link set "t${tag}b" up
+wait $gen || fail "the run with the cut link"
+t1=$(date +%s.%N)
+run_ids ref3000 3000 "$bin/moe-coordinator" --model "$model"
+same ref3000 cut
+lost=$(stat_of "$work/cut.json" node-b times_lost)
+back=$(stat_of "$work/cut.json" node-b times_back)
+[ "${lost:-0}" -ge 1 ] && [ "${back:-0}" -ge 1 ] || fail "node-b: lost $lost times, back $back times"
+ok "node-b's link cut for 1.5 s: the same 3000 tokens; lost $lost time(s), rejoined $back time(s) ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+
+# 4. kill -9 of a node under 8 concurrent streams
+# A server started in this shell (so cleanup finds it); port_of reads its port.
+serve() { # log, command...
+  local log=$1
+  shift
+  "$@" --serve --port 0 --parallel 8 --threads 2 2>"$log" &
+  pids+=($!)
+}
+port_of() {
+  for _ in $(seq 200); do
+    p=$(grep -o 'http://127\.0\.0\.1:[0-9]*/' "$1" | head -n 1 | sed 's/.*:\([0-9]*\)\//\1/' || true)
+    [ -n "$p" ] && { echo "$p"; return 0; }
+    sleep 0.05
+  done
+  return 1
+}
+ask() { # netns or "", port, i, out
+  local body
+  body="{\"messages\":[{\"role\":\"user\",\"content\":\"Story number $3, please.\"}],\"max_tokens\":800,\"temperature\":0.8,\"seed\":$((700 + $3))}"
+  ${1:+ip netns exec "$1"} curl -sf -m 120 -H 'Content-Type: application/json' -d "$body" \
+    "http://127.0.0.1:$2/v1/chat/completions" | sed -E 's/"id":"[^"]*",//; s/"created":[0-9]+,//' >"$4"
+}
+ask8() { # netns, port, prefix: 8 requests at once
+  local apids=()
+  for i in $(seq 8); do
+    ask "$1" "$2" "$i" "$work/$3-$i.json" &
+    apids+=($!)
+  done
+  if [ "${4:-}" = kill ]; then
+    sleep 0.5
+    kill -9 "${node_pid[a]}"
+    # Mid-generation: the streams are not done yet.
+    for p in "${apids[@]}"; do kill -0 "$p" 2>/dev/null && break; done || { echo "the answers ended before the kill"; return 1; }
+  fi
+  for p in "${apids[@]}"; do wait "$p" || return 1; done
+}
+serve "$work/refserve.log" "$bin/moe-coordinator" --model "$model"
+refport=$(port_of "$work/refserve.log") || fail "reference server"
+ask8 "" "$refport" want || fail "reference answers"
+serve "$work/serve.log" ip netns exec "$tag-c" "$bin/moe-coordinator" --cluster "$work/cluster.yaml"
+port=$(port_of "$work/serve.log") || fail "cluster server"
+ask8 "$tag-c" "$port" got kill || fail "answers with node-a killed"
+for i in $(seq 8); do
+  [ -s "$work/want-$i.json" ] && cmp -s "$work/want-$i.json" "$work/got-$i.json" || fail "stream $i differs after the kill"
+done
+curl_c() { ip netns exec "$tag-c" curl -sf "http://127.0.0.1:$port$1"; }
+curl_c /v1/cluster | tr -d ' \n' | grep -qE '"name":"node-a","endpoint":"[^"]*","alive":false,"times_lost":1' ||
+  fail "node-a was not seen lost"
+ok "node-a killed with kill -9 under 8 concurrent streams of 800 tokens: all 8 answers unchanged"
+start_node a node-a
+sleep 1
+ask8 "$tag-c" "$port" again || fail "answers after the restart"
+for i in $(seq 8); do cmp -s "$work/want-$i.json" "$work/again-$i.json" || fail "stream $i differs after the restart"; done
+curl_c /v1/cluster | tr -d ' \n' | grep -q '"name":"node-a","endpoint":"tcp://10.77.0.11:5555","alive":true' ||
+  fail "node-a did not rejoin"
+ok "node-a restarted: it rejoined, the 8 answers again unchanged"
+
+# 5. a stranger
+cat >"$work/stranger.yaml" <<YAML
+model: $model
+secret_key: $keys/stranger.key
+timeout_ms: 1500
+nodes:
+  - name: node-b
+    endpoint: tcp://${addr[b]}:5555
+    public_key: "$(cat "$keys/node-b.pub")"
+YAML
+if ip netns exec "$tag-s" "$bin/moe-coordinator" --cluster "$work/stranger.yaml" --token-ids 1,2 -n 1 \
+  >/dev/null 2>"$work/stranger.log"; then
+  fail "the stranger was served"
+fi
+grep -q 'did not answer the handshake' "$work/stranger.log" || fail "the stranger's error: $(cat "$work/stranger.log")"
+grep -q "refused a connection from ${addr[s]}" "$work/node-b.log" || fail "node-b did not log the stranger"
+ask "$tag-c" "$port" 3 "$work/after-stranger.json"
+cmp -s "$work/want-3.json" "$work/after-stranger.json" || fail "the cluster answers differently after the stranger"
+ok "a stranger's key: refused and logged by node-b; the cluster still serves the same answers"
