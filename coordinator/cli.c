@@ -89,6 +89,7 @@ void mc_cli_usage(FILE *f) {
             "  --parallel N          with --serve: requests decoded together, each with its own\n"
             "                        KV cache of --ctx positions (default %d)\n"
             "  --api-key KEY         with --serve: require 'Authorization: Bearer KEY' on /v1 requests\n"
+            "  --api-key-file FILE   the same, the key read from FILE (keeps it out of the process list)\n"
             "  --web DIR             with --serve: serve the web page from DIR instead of the built-in one\n"
             "  --help                this text\n",
             MC_CLI_DEFAULT_N, d.temp, d.top_k, d.top_p, d.min_p, d.repeat_penalty, MC_CLI_DEFAULT_PORT,
@@ -119,6 +120,19 @@ static mc_err_t s_parse_ids(const char *s, int32_t **out, size_t *n_out, char *e
     return MC_OK;
 }
 
+// The first line of path, without its newline, as the API key.
+static mc_err_t s_read_key(const char *path, mc_cli_opts_t *o, char *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return mc_err_set(err, MC_ERR_ARG, "--api-key-file: %s: %s", path, strerror(errno));
+    char *line = fgets(o->api_key_buf, sizeof o->api_key_buf, f);
+    fclose(f);
+    size_t n = line ? strcspn(line, "\r\n") : 0;
+    if (!n) return mc_err_set(err, MC_ERR_ARG, "--api-key-file: %s has no key on its first line", path);
+    o->api_key_buf[n] = 0;
+    o->api_key = o->api_key_buf;
+    return MC_OK;
+}
+
 mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
     mc_err_t rc = MC_OK;
     int64_t v;
@@ -144,7 +158,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             "--model",   "--prompt",      "-n",          "--temp",      "--top-k",     "--top-p",   "--min-p",
             "--repeat-penalty", "--seed", "--threads",   "--ctx",       "--tokenize",  "--tokenize-file",
             "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
-            "--port",    "--parallel",    "--api-key",   "--web"};
+            "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
@@ -160,6 +174,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         else if (!strcmp(a, "--system")) o->system = val;
         else if (!strcmp(a, "--host")) o->host = val;
         else if (!strcmp(a, "--api-key")) o->api_key = val;
+        else if (!strcmp(a, "--api-key-file")) rc = s_read_key(val, o, err);
         else if (!strcmp(a, "--web")) o->web_dir = val;
         else if (!strcmp(a, "--nodes")) {
             if (!(rc = mc_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;

@@ -51,7 +51,8 @@ typedef struct {
     const char *host;          // --host (serve)
     uint32_t port;             // --port (serve)
     uint32_t parallel;         // --parallel: sequences decoded together (serve)
-    const char *api_key;       // --api-key: required bearer token (serve)
+    const char *api_key;       // --api-key (or --api-key-file): required bearer token (serve)
+    char api_key_buf[256];     // the key read by --api-key-file
     const char *web_dir;       // --web DIR: serve these files at / instead of the built-in page
 } mc_cli_opts_t;
 
