@@ -100,8 +100,8 @@ mc_server_params_t mc_server_params_default(void) {
     p.host = "127.0.0.1";
     p.port = 8080;
     p.sampling = mc_sampler_params_default();
-    p.max_connections = 64;
-    p.max_per_ip = 32;
+    p.max_connections = 256;
+    p.max_per_ip = 128; // one address may be a proxy (Open WebUI's backend) for many users
     p.idle_timeout_s = 60;
     p.max_body = 1u << 20;
     return p;

@@ -42,8 +42,8 @@ typedef struct {
     mc_sampler_params_t sampling; // defaults of requests (the command line's)
     uint32_t max_tokens;       // default answer limit; 0: until the context is full
     bool safe_prompt;          // Mistral's safety prompt on every chat
-    uint32_t max_connections;  // open connections (default 64)
-    uint32_t max_per_ip;       // open connections per client address (default 32)
+    uint32_t max_connections;  // open connections (default 256)
+    uint32_t max_per_ip;       // open connections per client address (default 128)
     uint32_t idle_timeout_s;   // an idle connection is closed after this (default 60)
     size_t max_body;           // bytes of a request body (default 1 MiB)
     FILE *log;                 // one line per completion request; NULL: quiet
