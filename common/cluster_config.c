@@ -28,6 +28,7 @@ enum {
     S_LAYER_WORDS = MC_CLUSTER_MAX_LAYERS / 64,
     S_QUOTE_MAX = 40, // bytes of user text repeated in a message
     S_MAX_ID = 65535, // larger numbers are refused before any set limit applies
+    S_MAX_HOLDS = 4096, // (layers, experts) blocks of one node
     S_IPC_MAX = 107,  // sun_path holds 108 bytes with the NUL
 };
 
@@ -228,7 +229,10 @@ size_t mc_layer_set_format(const mc_layer_set_t *s, char *buf, size_t cap) {
 }
 
 bool mc_cluster_node_holds(const mc_cluster_node_t *n, uint32_t layer, uint32_t expert) {
-    return mc_layer_set_has(&n->layers, layer) && mc_expert_set_has(&n->experts, expert);
+    if (!n->n_holds) return mc_layer_set_has(&n->layers, layer) && mc_expert_set_has(&n->experts, expert);
+    for (size_t i = 0; i < n->n_holds; i++)
+        if (mc_layer_set_has(&n->holds[i].layers, layer) && mc_expert_set_has(&n->holds[i].experts, expert)) return true;
+    return false;
 }
 
 bool mc_cluster_config_local_holds(const mc_cluster_config_t *c, uint32_t layer, uint32_t expert) {
@@ -389,6 +393,7 @@ void mc_cluster_config_destroy(mc_cluster_config_t **pc) {
     for (size_t i = 0; i < c->n_nodes; i++) {
         free(c->nodes[i].name);
         free(c->nodes[i].endpoint);
+        free(c->nodes[i].holds);
     }
     free(c->nodes);
     free(c->path);
@@ -436,6 +441,18 @@ mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const 
     return MC_OK;
 }
 
+mc_err_t mc_cluster_config_add_hold(mc_cluster_config_t *c, size_t i, const mc_layer_set_t *layers,
+                                    const mc_expert_set_t *experts, char *err) {
+    if (i >= c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "no node %zu", i);
+    mc_cluster_node_t *n = &c->nodes[i];
+    if (n->n_holds == S_MAX_HOLDS) return mc_err_set(err, MC_ERR_ARG, "node %s: more than %d blocks", n->name, S_MAX_HOLDS);
+    mc_cluster_hold_t *h = realloc(n->holds, (n->n_holds + 1) * sizeof *h);
+    if (!h) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    n->holds = h;
+    h[n->n_holds++] = (mc_cluster_hold_t){*layers, *experts, {0, 0}};
+    return MC_OK;
+}
+
 mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err) {
     char msg[MC_ERR_LEN];
     if (!c || !model) return mc_err_set(err, MC_ERR_ARG, "set model: NULL argument");
@@ -470,8 +487,11 @@ enum {
 static const char *const s_root_keys[S_ROOT_N] = {"model",        "wire",       "timeout_ms", "retry_ms",
                                                   "heartbeat_ms", "secret_key", "nodes",      "local"};
 
-enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_KEY, S_NODE_N };
-static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers", "public_key"};
+enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_KEY, S_NODE_HOLDS, S_NODE_N };
+static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers", "public_key", "holds"};
+enum { S_HOLD_LAYERS, S_HOLD_EXPERTS, S_HOLD_N };
+static const char *const s_hold_keys[S_HOLD_N] = {"layers", "experts"};
+
 
 enum { S_LOCAL_EXPERTS, S_LOCAL_LAYERS, S_LOCAL_N };
 static const char *const s_local_keys[S_LOCAL_N] = {"experts", "layers"};
@@ -627,6 +647,43 @@ static bool s_parse_set(s_parser_t *ps, const char *key, const char *what, uint3
     }
 }
 
+// `holds:`: a sequence of {layers, experts} mappings (each default all).
+static bool s_parse_holds(s_parser_t *ps, mc_cluster_node_t *n, const char *in) {
+    char f[S_QUOTE_MAX + 8];
+    if (ps->ev.type != YAML_SEQUENCE_START_EVENT)
+        return s_fail(ps, s_here(ps), "'holds'%s must be a sequence of {layers, experts}, found %s", in,
+                      s_found(ps, f, sizeof f));
+    for (;;) {
+        if (!s_next(ps)) return false;
+        if (ps->ev.type == YAML_SEQUENCE_END_EVENT) break;
+        if (ps->ev.type != YAML_MAPPING_START_EVENT)
+            return s_fail(ps, s_here(ps), "items of 'holds'%s must be mappings of layers and experts, found %s", in,
+                          s_found(ps, f, sizeof f));
+        if (n->n_holds == S_MAX_HOLDS) return s_fail(ps, s_here(ps), "'holds'%s has more than %d blocks", in, S_MAX_HOLDS);
+        if ((n->n_holds & (n->n_holds - 1)) == 0) { // room for the next power of two
+            mc_cluster_hold_t *h = realloc(n->holds, (n->n_holds ? 2 * n->n_holds : 1) * sizeof *h);
+            if (!h) return s_fail(ps, s_here(ps), "out of memory");
+            n->holds = h;
+        }
+        mc_cluster_hold_t *h = &n->holds[n->n_holds++];
+        h->at = s_here(ps);
+        memset(h->layers.bits, 0xff, sizeof h->layers.bits);
+        memset(h->experts.bits, 0xff, sizeof h->experts.bits);
+        mc_cluster_mark_t at[S_HOLD_N] = {{0, 0}}, unused;
+        for (;;) {
+            if (!s_next(ps)) return false;
+            if (ps->ev.type == YAML_MAPPING_END_EVENT) break;
+            int k = s_key(ps, s_hold_keys, S_HOLD_N, at, " in a 'holds' block");
+            if (k < 0 || !s_next(ps)) return false;
+            bool ok = k == S_HOLD_LAYERS
+                          ? s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, h->layers.bits, &unused)
+                          : s_parse_set(ps, "experts", "expert", MC_CLUSTER_MAX_EXPERTS, h->experts.bits, &unused);
+            if (!ok) return false;
+        }
+    }
+    return true;
+}
+
 // The current event starts the mapping of node number index (0-based).
 static bool s_parse_node(s_parser_t *ps, size_t index) {
     mc_cluster_config_t *c = ps->c;
@@ -661,6 +718,7 @@ static bool s_parse_node(s_parser_t *ps, size_t index) {
         case S_NODE_LAYERS:
             ok = s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, n.layers.bits, &n.layers_at);
             break;
+        case S_NODE_HOLDS: ok = s_parse_holds(ps, &n, in); break;
         case S_NODE_KEY:
             ok = s_string(ps, "public_key") &&
                  (!mc_keys_parse(s_text(ps), strlen(s_text(ps)), n.public_key, msg) ||
@@ -672,10 +730,13 @@ static bool s_parse_node(s_parser_t *ps, size_t index) {
     ok = ok && ps->have_ev && ps->ev.type == YAML_MAPPING_END_EVENT;
     if (ok && !n.name) ok = s_fail(ps, n.at, "missing key 'name'%s", in);
     if (ok && !n.endpoint) ok = s_fail(ps, n.at, "missing key 'endpoint'%s", in);
+    if (ok && n.n_holds && (at[S_NODE_EXPERTS].line || at[S_NODE_LAYERS].line))
+        ok = s_fail(ps, at[S_NODE_HOLDS], "'holds'%s replaces 'experts' and 'layers': give one or the other", in);
     if (ok && !s_append_node(c, &n)) ok = s_fail(ps, n.at, "out of memory");
     if (!ok) {
         free(n.name);
         free(n.endpoint);
+        free(n.holds);
     }
     return ok;
 }
@@ -689,7 +750,7 @@ static bool s_parse_nodes(s_parser_t *ps) {
         if (!s_next(ps)) return false;
         if (ps->ev.type == YAML_SEQUENCE_END_EVENT) break;
         if (ps->ev.type != YAML_MAPPING_START_EVENT)
-            return s_fail(ps, s_here(ps), "each node must be a mapping of name, endpoint, experts, layers, public_key; found %s",
+            return s_fail(ps, s_here(ps), "each node must be a mapping of name, endpoint, experts, layers, public_key, holds; found %s",
                           s_found(ps, f, sizeof f));
         if (!s_parse_node(ps, i)) return false;
     }
@@ -980,9 +1041,18 @@ mc_err_t mc_cluster_config_check(const mc_cluster_config_t *c, uint32_t n_layer,
     for (size_t i = 0; i < c->n_nodes && rc == MC_OK; i++) {
         const mc_cluster_node_t *n = &c->nodes[i];
         snprintf(who, sizeof who, "node '%s'", n->name);
-        rc = s_check_beyond(c, n->experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", who, n->experts_at, err);
-        if (rc == MC_OK)
-            rc = s_check_beyond(c, n->layers.bits, MC_CLUSTER_MAX_LAYERS, n_layer, "layer", who, n->layers_at, err);
+        if (!n->n_holds) {
+            rc = s_check_beyond(c, n->experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", who, n->experts_at, err);
+            if (rc == MC_OK)
+                rc = s_check_beyond(c, n->layers.bits, MC_CLUSTER_MAX_LAYERS, n_layer, "layer", who, n->layers_at, err);
+        }
+        for (size_t h = 0; h < n->n_holds && rc == MC_OK; h++) {
+            rc = s_check_beyond(c, n->holds[h].experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", who,
+                                n->holds[h].at, err);
+            if (rc == MC_OK)
+                rc = s_check_beyond(c, n->holds[h].layers.bits, MC_CLUSTER_MAX_LAYERS, n_layer, "layer", who,
+                                    n->holds[h].at, err);
+        }
     }
     if (rc == MC_OK)
         rc = s_check_beyond(c, c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", "local",
@@ -1066,8 +1136,15 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
             s_write_quoted(f, n->public_key);
             fputc('\n', f);
         }
-        ok = s_write_set(f, "experts", n->experts.bits, MC_CLUSTER_MAX_EXPERTS, "    ") &&
-             s_write_set(f, "layers", n->layers.bits, MC_CLUSTER_MAX_LAYERS, "    ");
+        if (n->n_holds) {
+            fputs("    holds:\n", f);
+            for (size_t h = 0; ok && h < n->n_holds; h++)
+                ok = s_write_set(f, "- layers", n->holds[h].layers.bits, MC_CLUSTER_MAX_LAYERS, "      ") &&
+                     s_write_set(f, "experts", n->holds[h].experts.bits, MC_CLUSTER_MAX_EXPERTS, "        ");
+        } else {
+            ok = s_write_set(f, "experts", n->experts.bits, MC_CLUSTER_MAX_EXPERTS, "    ") &&
+                 s_write_set(f, "layers", n->layers.bits, MC_CLUSTER_MAX_LAYERS, "    ");
+        }
     }
     fputs("local:\n", f);
     ok = ok && s_write_set(f, "experts", c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, "  ") &&

@@ -19,6 +19,11 @@
  *       layers: 0-15          # default all
  *       public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # the node's .pub: traffic
  *                             # to it is encrypted and only goes to that node
+ *     - name: pi-2            # a placement that differs per layer: instead of
+ *       endpoint: ...         # experts/layers, the union of several blocks
+ *       holds:
+ *         - {layers: 0-15, experts: [0, 3]}
+ *         - {layers: 16-31, experts: 5-7}
  *   local:                    # what the coordinator computes itself
  *     experts: 6-7            # default none
  *     layers: all             # default all
@@ -85,6 +90,13 @@ typedef struct {
     uint32_t line, col;
 } mc_cluster_mark_t;
 
+// One (layers, experts) block of a node's placement.
+typedef struct {
+    mc_layer_set_t layers;
+    mc_expert_set_t experts;
+    mc_cluster_mark_t at;
+} mc_cluster_hold_t;
+
 typedef struct {
     char *name;     // owned
     char *endpoint; // owned
@@ -94,6 +106,10 @@ typedef struct {
     mc_cluster_mark_t experts_at; // its experts value
     mc_cluster_mark_t layers_at;  // its layers value
     char public_key[41];          // Z85 CURVE key of the node; "" when none
+    // `holds:` instead of experts/layers: the union of these blocks (a
+    // placement that differs per layer, as moe-plan writes). Owned.
+    mc_cluster_hold_t *holds;
+    size_t n_holds;
 } mc_cluster_node_t;
 
 typedef struct mc_cluster_config {
@@ -145,6 +161,10 @@ mc_err_t mc_cluster_config_add_node(mc_cluster_config_t *c, const char *name, co
 mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err);
 mc_err_t mc_cluster_config_set_secret_key(mc_cluster_config_t *c, const char *path, char *err);
 mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const char *public_key, char *err);
+// Add a (layers, experts) block to node i's `holds` (its experts/layers sets
+// no longer count once it has one).
+mc_err_t mc_cluster_config_add_hold(mc_cluster_config_t *c, size_t i, const mc_layer_set_t *layers,
+                                    const mc_expert_set_t *experts, char *err);
 
 // Write c as a cluster file that parses back to the same config (model as
 // written, every key explicit). MC_ERR_ARG for a config the parser would

@@ -25,6 +25,9 @@ struct mc_engine {
     mc_moe_t *moe;
     mc_engine_moe_fn moe_fn;
     void *moe_ctx;
+    mc_engine_route_fn route_fn;
+    void *route_ctx;
+    uint64_t rows_done; // rows evaluated before the current chunk
     const mc_kernel_t *f32; // q.k dots: same lane order, same bits on every ISA
     mc_axpy_fn axpy;        // value rows weighted into the output (same bits on every ISA)
 
@@ -134,6 +137,11 @@ void mc_engine_destroy(mc_engine_t **pe) {
 void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx) {
     e->moe_fn = fn;
     e->moe_ctx = ctx;
+}
+
+void mc_engine_set_route_hook(mc_engine_t *e, mc_engine_route_fn fn, void *ctx) {
+    e->route_fn = fn;
+    e->route_ctx = ctx;
 }
 
 uint32_t mc_engine_n_ctx(const mc_engine_t *e) { return e->p.n_ctx; }
@@ -303,12 +311,16 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
             memcpy(e->router_keep + ((size_t)l * e->keep_cap + keep_off) * hp->n_expert, e->rl,
                    (size_t)n * hp->n_expert * sizeof(float));
         s_route(e, l, n);
+        for (uint32_t t = 0; e->route_fn && t < n; t++)
+            e->route_fn(e->route_ctx, l, e->rows_done + t, seq[t], pos[t], e->sel + (size_t)t * hp->n_expert_used,
+                        hp->n_expert_used);
         rc = e->moe_fn ? e->moe_fn(e->moe_ctx, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err)
                        : s_local_moe(e, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
         if (rc) return rc;
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
     }
 
+    e->rows_done += n;
     // Only the rows whose logits are wanted go through the (large) head.
     uint32_t n_out = 0;
     for (uint32_t t = 0; want && t < n; t++)

@@ -64,6 +64,13 @@ void mc_engine_destroy(mc_engine_t **e);
 // Replace the expert step (fn NULL: back to local computation).
 void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx);
 
+// Observer of the router: for every row of every pass and every layer, the
+// k experts chosen. row counts rows over all passes since the engine was
+// made; seq and pos are the row's sequence and position.
+typedef void (*mc_engine_route_fn)(void *ctx, uint32_t layer, uint64_t row, uint32_t seq, uint32_t pos,
+                                   const int32_t *sel, uint32_t k);
+void mc_engine_set_route_hook(mc_engine_t *e, mc_engine_route_fn fn, void *ctx);
+
 // One forward pass: row i is token ids[i] of sequence seq[i] at position
 // pos[i]. A row sees its sequence's cache at positions 0..pos[i]: earlier
 // positions must have been evaluated before (in an earlier call, or by an

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "model.h"
 #include "parse.h"
 #include "scheduler.h"
@@ -23,6 +24,7 @@
 #if MC_HAVE_CLUSTER
 #include "cluster_config.h"
 #include "demo.h"
+#include "routing.h"
 #include "server.h"
 #endif
 
@@ -147,10 +149,10 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             *sw = true;
             continue;
         }
-        if (!strcmp(a, "--chat") || !strcmp(a, "--serve")) {
-            if (o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE)
-                return mc_err_set(err, MC_ERR_ARG, "--chat and --serve exclude each other");
-            o->mode = a[2] == 'c' ? MC_CLI_MODE_CHAT : MC_CLI_MODE_SERVE;
+        if (!strcmp(a, "--chat") || !strcmp(a, "--serve") || !strcmp(a, "--profile-routing")) {
+            if (o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE || o->mode == MC_CLI_MODE_PROFILE)
+                return mc_err_set(err, MC_ERR_ARG, "--chat, --serve and --profile-routing exclude each other");
+            o->mode = a[2] == 'c' ? MC_CLI_MODE_CHAT : a[2] == 's' ? MC_CLI_MODE_SERVE : MC_CLI_MODE_PROFILE;
             continue;
         }
         // Every other flag takes a value.
@@ -158,7 +160,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             "--model",   "--prompt",      "-n",          "--temp",      "--top-k",     "--top-p",   "--min-p",
             "--repeat-penalty", "--seed", "--threads",   "--ctx",       "--tokenize",  "--tokenize-file",
             "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
-            "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web"};
+            "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web", "--routing-stats", "--prompt-file"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
@@ -176,6 +178,8 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         else if (!strcmp(a, "--api-key")) o->api_key = val;
         else if (!strcmp(a, "--api-key-file")) rc = s_read_key(val, o, err);
         else if (!strcmp(a, "--web")) o->web_dir = val;
+        else if (!strcmp(a, "--routing-stats")) o->routing_stats = val;
+        else if (!strcmp(a, "--prompt-file")) o->prompt_file = val;
         else if (!strcmp(a, "--nodes")) {
             if (!(rc = mc_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;
         } else if (!strcmp(a, "--port")) {
@@ -205,7 +209,12 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         }
     }
     if (rc) return rc;
-    const bool interactive = o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE;
+    if (o->mode == MC_CLI_MODE_PROFILE && (!o->prompt_file || !o->routing_stats))
+        return mc_err_set(err, MC_ERR_ARG, "--profile-routing needs --prompt-file FILE and --routing-stats FILE");
+    if (o->prompt_file && o->mode != MC_CLI_MODE_PROFILE)
+        return mc_err_set(err, MC_ERR_ARG, "--prompt-file goes with --profile-routing");
+    const bool interactive = o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE ||
+                             o->mode == MC_CLI_MODE_PROFILE;
     if (o->demo) {
         if (o->cluster || o->model || o->tokenize_text || o->tokenize_file || o->ids)
             return mc_err_set(err, MC_ERR_ARG, "--demo makes its own model and cluster: only --prompt, -n, sampling, "
@@ -219,8 +228,8 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
     if (o->stats_json && !o->cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster or --demo");
     int modes = (o->prompt != NULL) + (o->tokenize_text != NULL) + (o->tokenize_file != NULL) + (o->ids != NULL);
     if (interactive && modes)
-        return mc_err_set(err, MC_ERR_ARG, "--chat and --serve take their prompts from the user, not from --prompt, "
-                                           "--tokenize or --token-ids");
+        return mc_err_set(err, MC_ERR_ARG, "--chat, --serve and --profile-routing take their text elsewhere, not from "
+                                           "--prompt, --tokenize or --token-ids");
     if (modes == 0 && !interactive)
         return mc_err_set(err, MC_ERR_ARG, "nothing to do: give --prompt, --chat, --serve, --tokenize, --tokenize-file "
                                            "or --token-ids (see --help)");
@@ -408,6 +417,60 @@ out:
     return ret;
 }
 
+// --profile-routing: every passage of the prompt file (blank lines between
+// passages) through the model, prompts only, each a fresh sequence; the
+// routing statistics are written by the caller.
+static int s_profile_routing(const mc_cli_opts_t *o, mc_session_t *s, atomic_int *stop) {
+    char err[MC_ERR_LEN];
+    size_t len;
+    char *text = NULL;
+    FILE *f = fopen(o->prompt_file, "rb");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        if (n >= 0 && (text = malloc((size_t)n + 1)) && fread(text, 1, (size_t)n, f) == (size_t)n) text[n] = 0;
+        else free(text), text = NULL;
+        len = n > 0 ? (size_t)n : 0;
+        fclose(f);
+    }
+    if (!text) {
+        snprintf(err, sizeof err, "%s: cannot read it", o->prompt_file);
+        return s_fail(err);
+    }
+    const mc_tokenizer_t *tok = mc_session_tokenizer(s);
+    mc_engine_t *e = mc_session_engine(s);
+    const uint32_t n_ctx = mc_engine_n_ctx(e);
+    int32_t *ids = malloc(mc_tokenizer_max_tokens(len) * sizeof *ids);
+    size_t passages = 0, tokens = 0;
+    const double t0 = mc_clock_s();
+    int ret = ids ? 0 : s_fail("out of memory");
+    for (size_t at = 0; !ret && at < len && !(stop && atomic_load(stop));) {
+        // A passage ends at a blank line (two newlines in a row).
+        const char *start = text + at, *end = strstr(start, "\n\n");
+        size_t n = end ? (size_t)(end - start) : len - at;
+        at += n + (end ? 2 : 0);
+        while (n && (start[0] == '\n' || start[0] == ' ')) start++, n--;
+        if (!n) continue;
+        size_t n_ids;
+        if (mc_tokenizer_encode(tok, start, n, mc_tokenizer_add_bos(tok), ids, mc_tokenizer_max_tokens(n), &n_ids, err)) {
+            ret = s_fail(err);
+            break;
+        }
+        for (size_t done = 0; done < n_ids && !ret;) { // longer than the context: in pieces
+            const uint32_t c = n_ids - done < n_ctx ? (uint32_t)(n_ids - done) : n_ctx;
+            if (mc_engine_eval(e, ids + done, c, 0, MC_LOGITS_NONE, NULL, err)) ret = s_fail(err);
+            done += c;
+        }
+        passages++, tokens += n_ids;
+    }
+    if (!ret)
+        fprintf(stderr, "routing profile: %zu passages, %zu tokens in %.1f s; statistics to %s\n", passages, tokens,
+                mc_clock_s() - t0, o->routing_stats);
+    free(ids), free(text);
+    return ret;
+}
+
 // The modes that run on a session: model (and nodes) set up once.
 static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const struct mc_cluster_config *cfg,
                          atomic_int *stop) {
@@ -415,6 +478,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     mc_session_params_t sp = mc_session_params_default();
     sp.model = model_path, sp.cluster = cfg, sp.threads = o->threads, sp.ctx = o->ctx, sp.log = stderr;
     sp.n_seq = o->mode == MC_CLI_MODE_SERVE ? o->parallel : 1;
+    sp.routing = o->routing_stats != NULL;
     mc_session_t *s = mc_session_new(&sp, err);
     if (!s) return s_fail(err);
     int ret = 1;
@@ -435,6 +499,8 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
         cp.sampling = o->sampling, cp.seed_given = o->seed_given, cp.max_tokens = (uint32_t)o->n_predict;
         cp.system = o->system, cp.safe_prompt = o->safe_prompt, cp.stop = stop;
         ret = mc_termchat_run(s, &cp, stdin, stdout);
+    } else if (o->mode == MC_CLI_MODE_PROFILE) {
+        ret = s_profile_routing(o, s, stop);
     } else {
 #if MC_HAVE_CLUSTER
         mc_server_params_t hp = mc_server_params_default();
@@ -447,6 +513,9 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
 #endif
     }
     if (ret == 0 && mc_session_report(s, stderr, o->stats_json, err)) ret = s_fail(err);
+#if MC_HAVE_CLUSTER
+    if (o->routing_stats && mc_routing_write(mc_session_routing(s), o->routing_stats, err)) ret = s_fail(err);
+#endif
     free(prompt);
     mc_session_destroy(&s);
     return ret;

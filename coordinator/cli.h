@@ -25,6 +25,7 @@ typedef enum {
     MC_CLI_MODE_HELP,
     MC_CLI_MODE_CHAT,         // --chat: interactive terminal chat
     MC_CLI_MODE_SERVE,        // --serve: OpenAI-compatible HTTP server
+    MC_CLI_MODE_PROFILE,      // --profile-routing: run a text corpus for routing statistics
 } mc_cli_mode_t;
 
 typedef struct {
@@ -54,6 +55,8 @@ typedef struct {
     const char *api_key;       // --api-key (or --api-key-file): required bearer token (serve)
     char api_key_buf[256];     // the key read by --api-key-file
     const char *web_dir;       // --web DIR: serve these files at / instead of the built-in page
+    const char *routing_stats; // --routing-stats FILE: routing statistics written at the end
+    const char *prompt_file;   // --prompt-file FILE (with --profile-routing)
 } mc_cli_opts_t;
 
 void mc_cli_opts_init(mc_cli_opts_t *o);

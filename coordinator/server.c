@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "routing.h"
 #include "web_assets.h"
 
 #if MC_HAVE_CLUSTER
@@ -688,7 +689,8 @@ static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req
         bool post;
     } const routes[] = {{"/v1/chat/completions", MC_EP_CHAT, true}, {"/v1/completions", MC_EP_COMPLETIONS, true},
                         {"/v1/models", MC_EP_MODELS, false},        {"/v1/cluster", MC_EP_CLUSTER, false},
-                        {"/health", MC_EP_HEALTH, false},           {"/metrics", MC_EP_METRICS, false}};
+                        {"/health", MC_EP_HEALTH, false},           {"/metrics", MC_EP_METRICS, false},
+                        {"/v1/routing", MC_EP_CLUSTER, false}};
     const bool model_path = !strncmp(url, "/v1/models/", 11);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) && !(model_path && routes[i].ep == MC_EP_MODELS)) continue;
@@ -726,7 +728,16 @@ static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req
             cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), s_model_object(srv));
             return s_json(srv, c, r, ep, 200, root);
         }
-        case MC_EP_CLUSTER: return s_json(srv, c, r, ep, 200, s_cluster_json(srv));
+        case MC_EP_CLUSTER:
+            if (!strcmp(url, "/v1/routing")) {
+                if (!mc_session_routing(srv->s)) {
+                    mc_api_error(&e, 404, "invalid_request_error", NULL, NULL,
+                                 "routing statistics are off: start the server with --routing-stats FILE");
+                    return s_error(srv, c, r, ep, &e);
+                }
+                return s_send(srv, c, r, ep, 200, "application/json", mc_routing_json(mc_session_routing(srv->s)));
+            }
+            return s_json(srv, c, r, ep, 200, s_cluster_json(srv));
         case MC_EP_HEALTH: return s_health(srv, c, r);
         case MC_EP_METRICS: {
             uint32_t running, queued;

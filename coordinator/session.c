@@ -9,7 +9,11 @@
 
 #if MC_HAVE_CLUSTER
 #include "cluster.h"
+#include "routing.h"
 #endif
+
+// Tokens of routing choices kept as a trace for moe-plan's simulator.
+#define MC_SESSION_ROUTING_TRACE 8192
 
 #define MC_SESSION_DEFAULT_CTX 4096u
 
@@ -19,6 +23,7 @@ struct mc_session {
     mc_engine_t *engine;
     mc_scheduler_t *sched;
     struct mc_cluster *cluster;
+    struct mc_routing *routing;
     char id[256];
 };
 
@@ -45,6 +50,20 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     ep.n_seq = p->n_seq;
     if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
         goto fail;
+    if (p->routing) {
+#if MC_HAVE_CLUSTER
+        const mc_hparams_t *hp = &s->model->hp;
+        if (!(s->routing = mc_routing_new(hp->n_layer, hp->n_expert, hp->n_expert_used, ep.n_seq,
+                                          MC_SESSION_ROUTING_TRACE))) {
+            mc_err_set(err, MC_ERR_NOMEM, "cannot collect routing statistics for this model");
+            goto fail;
+        }
+        mc_engine_set_route_hook(s->engine, mc_routing_hook, s->routing);
+#else
+        mc_err_set(err, MC_ERR_UNSUPPORTED, "this moe-coordinator was built without routing statistics (MC_ENGINE_ONLY)");
+        goto fail;
+#endif
+    }
     if (p->cluster) {
 #if MC_HAVE_CLUSTER
         if (!(s->cluster = mc_cluster_new(p->cluster, s->model, mc_engine_matmul(s->engine), p->log, err))) goto fail;
@@ -66,6 +85,7 @@ void mc_session_destroy(mc_session_t **ps) {
     mc_scheduler_destroy(&s->sched);
 #if MC_HAVE_CLUSTER
     mc_cluster_destroy(&s->cluster);
+    mc_routing_destroy(&s->routing);
 #endif
     mc_engine_destroy(&s->engine);
     mc_tokenizer_destroy(&s->tok);
@@ -80,6 +100,7 @@ mc_engine_t *mc_session_engine(mc_session_t *s) { return s->engine; }
 mc_scheduler_t *mc_session_scheduler(mc_session_t *s) { return s->sched; }
 struct mc_cluster *mc_session_cluster(mc_session_t *s) { return s->cluster; }
 const char *mc_session_model_id(const mc_session_t *s) { return s->id; }
+struct mc_routing *mc_session_routing(mc_session_t *s) { return s->routing; }
 
 mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err) {
 #if MC_HAVE_CLUSTER

@@ -27,6 +27,7 @@ typedef struct {
     uint32_t ctx;                            // KV cache per sequence; 0: 4096, at most the model's
     uint32_t n_seq;                          // sequences decoded together
     FILE *log;                               // cluster progress lines; NULL: quiet
+    bool routing;                            // collect routing statistics (mc_session_routing)
 } mc_session_params_t;
 
 // 1 thread, default context, 1 sequence, no cluster, no log.
@@ -46,6 +47,10 @@ mc_scheduler_t *mc_session_scheduler(mc_session_t *s);
 struct mc_cluster *mc_session_cluster(mc_session_t *s);
 // The model's file name without folder and ".gguf" (the API's model id).
 const char *mc_session_model_id(const mc_session_t *s);
+
+// The routing statistics being collected (params.routing), else NULL.
+struct mc_routing;
+struct mc_routing *mc_session_routing(mc_session_t *s);
 
 // Per-node statistics and rows routed per expert, as text on f and, when
 // json_path is given, as JSON there. No-op without a cluster.

@@ -46,6 +46,13 @@ nodes:
   - name: old-pc
     endpoint: tcp://10.0.0.20:5555
     experts: "2-7"
+  - name: planned
+    endpoint: tcp://10.0.0.30:5555
+    public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    holds:
+      - {layers: 0-1, experts: [0, 3]}
+      - layers: 2-3
+        experts: 5-7
 local:
   experts: none
 YAML

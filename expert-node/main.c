@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "node.h"
+#include "profile.h"
 
 // The one piece of process-wide state: set to the signal's number by the
 // handler, polled by the serving loop at least every 100 ms.
@@ -25,6 +26,13 @@ int main(int argc, char **argv) {
     }
     if (help) {
         mc_node_usage(stdout);
+        return 0;
+    }
+    if (p.profile) {
+        if (mc_profile_run(p.model, p.name, p.threads, stdout, err) != MC_OK) {
+            fprintf(stderr, "moe-expert: %s\n", err);
+            return 1;
+        }
         return 0;
     }
     struct sigaction sa = {.sa_handler = s_on_signal};

@@ -101,6 +101,9 @@ void mc_node_usage(FILE *f) {
                "                      may connect; others are refused and logged. Without them anyone\n"
                "                      who reaches the port can use the node: fine on 127.0.0.1, warned\n"
                "                      about on any other address\n"
+               "  --profile           measure this machine with the model (memory, one expert's step for\n"
+               "                      1..32 rows, a coordinator's work per layer) and print it as a node\n"
+               "                      entry for moe-plan; then exit\n"
                "  --help              this text\n",
             MC_NODE_DEFAULT_LEASE_MS);
 }
@@ -113,6 +116,10 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             *help = true;
             return MC_OK;
+        }
+        if (!strcmp(a, "--profile")) {
+            o.profile = true;
+            continue;
         }
         if (strcmp(a, "--model") && strcmp(a, "--listen") && strcmp(a, "--threads") && strcmp(a, "--name") &&
             strcmp(a, "--lease-ms") && strcmp(a, "--secret-key") && strcmp(a, "--authorized-keys"))
@@ -134,7 +141,7 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
         }
     }
     if (!o.model) return mc_err_set(err, MC_ERR_ARG, "--model is required (see --help)");
-    if (!o.listen) return mc_err_set(err, MC_ERR_ARG, "--listen is required (see --help)");
+    if (!o.listen && !o.profile) return mc_err_set(err, MC_ERR_ARG, "--listen is required (see --help)");
     if (!o.secret_key != !o.authorized_keys)
         return mc_err_set(err, MC_ERR_ARG, "--secret-key and --authorized-keys go together");
     *p = o;

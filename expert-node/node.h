@@ -42,6 +42,7 @@ typedef struct {
     const char *secret_key;      // CURVE secret key file (guard.h); NULL: no encryption
     const char *authorized_keys; // coordinators' public keys, one per line (with secret_key)
     FILE *log;          // status lines (see above); NULL: quiet
+    bool profile;       // --profile: measure this machine for moe-plan and exit (profile.h)
 } mc_node_params_t;
 
 // Three of the coordinators' 1 s heartbeats.

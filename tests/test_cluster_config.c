@@ -347,6 +347,57 @@ static void test_keys(void **state) {
     mc_cluster_config_destroy(&c);
 }
 
+// `holds:` blocks: a placement that differs per layer.
+static void test_holds(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const char *yaml = "nodes:\n"
+                       "  - name: a\n    endpoint: inproc://a\n    holds:\n"
+                       "      - {layers: 0-1, experts: [0, 3]}\n      - layers: 2\n        experts: 5-7\n"
+                       "  - name: b\n    endpoint: inproc://b\n    experts: all\n";
+    mc_cluster_config_t *c = mc_cluster_config_parse(yaml, strlen(yaml), "h.yaml", err);
+    if (!c) fail_msg("%s", err);
+    assert_int_equal(c->nodes[0].n_holds, 2);
+    assert_true(mc_cluster_node_holds(&c->nodes[0], 1, 3));
+    assert_false(mc_cluster_node_holds(&c->nodes[0], 1, 5));
+    assert_true(mc_cluster_node_holds(&c->nodes[0], 2, 6));
+    assert_false(mc_cluster_node_holds(&c->nodes[0], 2, 0));
+    assert_false(mc_cluster_node_holds(&c->nodes[0], 3, 0));
+    assert_int_equal(mc_cluster_config_check(c, 3, 8, err), MC_OK);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(mc_cluster_config_write(c, f, err), MC_OK);
+    fclose(f);
+    mc_cluster_config_t *back = mc_cluster_config_parse(buf, len, "h.yaml", err);
+    if (!back) fail_msg("%s\n%s", err, buf);
+    for (uint32_t l = 0; l < 4; l++)
+        for (uint32_t e = 0; e < 8; e++)
+            assert_int_equal(mc_cluster_node_holds(&back->nodes[0], l, e), mc_cluster_node_holds(&c->nodes[0], l, e));
+    free(buf);
+    mc_cluster_config_destroy(&back);
+    // Beyond the model, in a block: named.
+    assert_int_equal(mc_cluster_config_check(c, 2, 8, err), MC_ERR_RANGE); // its block names layer 2
+    assert_non_null(strstr(err, "node 'a'"));
+    assert_int_equal(mc_cluster_config_check(c, 3, 6, err), MC_ERR_RANGE); // and experts 5-7
+    assert_non_null(strstr(err, "node 'a'"));
+    // Built in code.
+    mc_layer_set_t ls;
+    mc_expert_set_t es;
+    assert_int_equal(mc_layer_set_parse("3", &ls, err), MC_OK);
+    assert_int_equal(mc_expert_set_parse("1", &es, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_hold(c, 0, &ls, &es, err), MC_OK);
+    assert_true(mc_cluster_node_holds(&c->nodes[0], 3, 1));
+    assert_int_equal(mc_cluster_config_add_hold(c, 9, &ls, &es, err), MC_ERR_ARG);
+    mc_cluster_config_destroy(&c);
+    s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\n    experts: 1\n    holds: [{layers: 1}]\n",
+                   "cluster.yaml:5:5: 'holds' in node 'a' replaces 'experts' and 'layers': give one or the other");
+    s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\n    holds: [{layer: 1}]\n",
+                   "cluster.yaml:4:14: unknown key 'layer' in a 'holds' block (expected layers, experts)");
+    s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\n    holds: 3\n",
+                   "cluster.yaml:4:12: 'holds' in node 'a' must be a sequence of {layers, experts}, found '3'");
+}
+
 static void test_model_path(void **state) {
     (void)state;
     static const struct {
@@ -462,9 +513,9 @@ static void test_errors_keys(void **state) {
                    "  - name: pi-2\n"
                    "    endpoint: tcp://b:1\n"
                    "    expert: 3\n",
-                   "cluster.yaml:6:5: unknown key 'expert' in node 'pi-2' (expected name, endpoint, experts, layers, public_key)");
+                   "cluster.yaml:6:5: unknown key 'expert' in node 'pi-2' (expected name, endpoint, experts, layers, public_key, holds)");
     s_expect_error("nodes:\n  - experts: 3\n    names: a\n",
-                   "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key)");
+                   "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key, holds)");
     s_expect_error("heartbeats: 1000\n",
                    "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, "
                    "secret_key, nodes, local)");
@@ -492,7 +543,7 @@ static void test_errors_structure(void **state) {
     s_expect_error("nodes: abc\n", "cluster.yaml:1:8: 'nodes' must be a sequence of nodes, found 'abc'");
     s_expect_error("nodes: {a: 1}\n", "cluster.yaml:1:8: 'nodes' must be a sequence of nodes, found a mapping");
     s_expect_error("nodes:\n  - abc\n",
-                   "cluster.yaml:2:5: each node must be a mapping of name, endpoint, experts, layers, public_key; found 'abc'");
+                   "cluster.yaml:2:5: each node must be a mapping of name, endpoint, experts, layers, public_key, holds; found 'abc'");
     s_expect_error("nodes:\n  - name: a\n    endpoint: tcp://a:1\n  - endpoint: tcp://b:1\n    experts: 1\n",
                    "cluster.yaml:4:5: missing key 'name' in node #2");
     s_expect_error("nodes:\n- name: a\n  experts: 1\n", "cluster.yaml:2:3: missing key 'endpoint' in node 'a'");
@@ -710,7 +761,7 @@ static void test_hostile_sizes(void **state) {
     memcpy(deep, "nodes: ", 7);
     memset(deep + 7, '[', DEPTH);
     s_parse_fail(deep, DEPTH + 7, err);
-    assert_string_equal(err, "cluster.yaml:1:9: each node must be a mapping of name, endpoint, experts, layers, public_key; "
+    assert_string_equal(err, "cluster.yaml:1:9: each node must be a mapping of name, endpoint, experts, layers, public_key, holds; "
                              "found a sequence");
     memset(deep, '{', DEPTH);
     s_parse_fail(deep, DEPTH, err);
@@ -924,7 +975,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example),        cmocka_unit_test(test_id_sets),
         cmocka_unit_test(test_set_format),     cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_wire_names),     cmocka_unit_test(test_model_path), cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_wire_names),     cmocka_unit_test(test_model_path), cmocka_unit_test(test_keys), cmocka_unit_test(test_holds),
         cmocka_unit_test(test_check_coverage), cmocka_unit_test(test_check_beyond),
         cmocka_unit_test(test_errors_keys),    cmocka_unit_test(test_errors_structure),
         cmocka_unit_test(test_errors_values),  cmocka_unit_test(test_errors_nodes),

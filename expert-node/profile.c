@@ -1,0 +1,172 @@
+/*
+ * profile: timing loops over the expert step and the engine's non-expert
+ * work, /proc/meminfo, and the YAML of one node.
+ */
+#include "profile.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "engine.h"
+#include "kernel.h"
+#include "model.h"
+#include "moe.h"
+#include "pool.h"
+
+#define S_SAMPLE_S 0.15 // seconds per measurement, at least
+static const uint32_t s_rows[] = {1, 2, 4, 8, 16, 32};
+#define S_N_ROWS (sizeof s_rows / sizeof s_rows[0])
+
+static uint64_t s_meminfo(const char *key) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') {
+            sscanf(line + n + 1, "%llu", &kb);
+            break;
+        }
+    if (f) fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+// Milliseconds per call of the expert step: r rows all through expert e of
+// layer l (the median of three samples).
+static mc_err_t s_expert_ms(mc_moe_t *moe, const mc_model_t *m, uint32_t l, uint32_t e, uint32_t r, double *ms,
+                            char *err) {
+    const uint32_t dim = m->hp.dim, k = m->hp.n_expert_used;
+    float *x = malloc((size_t)r * dim * sizeof(float)), *out = malloc((size_t)r * dim * sizeof(float));
+    int32_t *ex = malloc((size_t)r * k * sizeof(int32_t));
+    float *w = malloc((size_t)r * k * sizeof(float));
+    if (!x || !out || !ex || !w) {
+        free(x), free(out), free(ex), free(w);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    uint64_t s = 12345;
+    for (size_t i = 0; i < (size_t)r * dim; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(s >> 40) / (double)(1u << 24) - 0.5);
+    }
+    for (size_t i = 0; i < (size_t)r * k; i++) ex[i] = i % k ? -1 : (int32_t)e, w[i] = 1.0f;
+    double samples[3];
+    mc_err_t rc = MC_OK;
+    for (int t = 0; t < 3 && !rc; t++) {
+        const double t0 = mc_clock_s();
+        int calls = 0;
+        do {
+            rc = mc_moe_compute(moe, m, l, x, r, ex, w, k, out, err);
+            calls++;
+        } while (!rc && mc_clock_s() - t0 < S_SAMPLE_S / 3);
+        samples[t] = (mc_clock_s() - t0) * 1e3 / calls;
+    }
+    free(x), free(out), free(ex), free(w);
+    if (rc) return rc;
+    double a = samples[0], b = samples[1], c = samples[2];
+    *ms = a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
+    return MC_OK;
+}
+
+// The non-expert work: the engine with an expert step that does nothing,
+// per token and layer, for `rows` rows at once; and the head.
+static mc_err_t s_zero_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
+                           const float *weights, uint32_t k, float *out, char *err) {
+    (void)layer, (void)x, (void)experts, (void)weights, (void)k, (void)err;
+    const mc_model_t *m = ctx;
+    memset(out, 0, (size_t)n * m->hp.dim * sizeof(float));
+    return MC_OK;
+}
+
+static mc_err_t s_layer_ms(const mc_model_t *m, int threads, uint32_t rows, double *layer_ms, double *head_ms,
+                           char *err) {
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_threads = threads, ep.n_ctx = 64, ep.n_seq = rows;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    if (!e) return MC_ERR_NOMEM;
+    mc_engine_set_moe(e, s_zero_moe, (void *)m);
+    int32_t ids[64];
+    uint32_t seq[64], pos[64];
+    uint8_t want[64];
+    float *logits = malloc((size_t)rows * m->hp.n_vocab * sizeof(float));
+    mc_err_t rc = logits ? MC_OK : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    double t_with = 0, t_without = 0;
+    for (int pass = 0; pass < 2 && !rc; pass++) { // with the head, then without
+        const double t0 = mc_clock_s();
+        int calls = 0;
+        do {
+            for (uint32_t i = 0; i < rows; i++)
+                ids[i] = (int32_t)(3 + (calls * 7 + i) % (m->hp.n_vocab - 3)), seq[i] = i, pos[i] = (uint32_t)calls % 32,
+                want[i] = pass == 0;
+            const mc_engine_batch_t b = {ids, seq, pos, want, rows};
+            rc = mc_engine_decode(e, &b, logits, err);
+            calls++;
+        } while (!rc && mc_clock_s() - t0 < S_SAMPLE_S);
+        *(pass == 0 ? &t_with : &t_without) = (mc_clock_s() - t0) * 1e3 / calls;
+    }
+    free(logits);
+    mc_engine_destroy(&e);
+    if (rc) return rc;
+    *layer_ms = t_without / m->hp.n_layer;
+    *head_ms = t_with > t_without ? t_with - t_without : 0;
+    return MC_OK;
+}
+
+mc_err_t mc_profile_run(const char *model_path, const char *name, int threads, FILE *out, char *err) {
+    mc_model_t *m = mc_model_open(model_path, err);
+    if (!m) return MC_ERR_IO;
+    mc_pool_t *pool = mc_pool_new(threads);
+    mc_matmul_t *mm = pool ? mc_matmul_new(pool, mc_kernel_best_isa()) : NULL;
+    mc_moe_t *moe = mm ? mc_moe_new(mm) : NULL;
+    mc_err_t rc = moe ? MC_OK : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    const mc_hparams_t *hp = &m->hp;
+    char host[128] = "?";
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = 0;
+    if (!rc) {
+        fprintf(out,
+                "# moe-expert --profile of %s on %s, %d threads, %s kernels\n"
+                "- name: %s\n"
+                "  memory_mb: %.0f        # available now (MemAvailable): what its experts may take\n"
+                "  total_mb: %.0f\n"
+                "  threads: %d\n",
+                model_path, host, threads, mc_kernel_isa_name(mc_matmul_isa(mm)), name ? name : host,
+                s_meminfo("MemAvailable") / 1048576.0, s_meminfo("MemTotal") / 1048576.0, threads);
+    }
+    // One table per distinct (gate, up, down) type combination, measured on
+    // the first layer that has it; later layers of the same kind refer to it.
+    uint32_t done[64][3], n_done = 0;
+    if (!rc) fprintf(out, "  experts:                # one expert's step (gate, up, down), [rows, ms] pairs\n");
+    for (uint32_t l = 0; l < hp->n_layer && !rc; l++) {
+        const mc_expert_t *ex = &m->layers[l].experts[0];
+        const uint32_t t[3] = {ex->gate.type, ex->up.type, ex->down.type};
+        bool seen = false;
+        for (uint32_t i = 0; i < n_done; i++) seen |= !memcmp(done[i], t, sizeof t);
+        if (seen || n_done == 64) continue;
+        memcpy(done[n_done++], t, sizeof t);
+        const uint64_t bytes = (uint64_t)ex->gate.n_out * ex->gate.row_bytes + (uint64_t)ex->up.n_out * ex->up.row_bytes +
+                               (uint64_t)ex->down.n_out * ex->down.row_bytes;
+        fprintf(out, "    - types: [%s, %s, %s]\n      bytes: %llu\n      ms: [", mc_dtype_name(t[0]),
+                mc_dtype_name(t[1]), mc_dtype_name(t[2]), (unsigned long long)bytes);
+        for (size_t i = 0; i < S_N_ROWS && !rc; i++) {
+            double ms = 0;
+            if (!(rc = s_expert_ms(moe, m, l, 0, s_rows[i], &ms, err)))
+                fprintf(out, "%s[%u, %.4f]", i ? ", " : "", s_rows[i], ms);
+        }
+        fprintf(out, "]\n");
+    }
+    // The coordinator's part, for the machine that will run it.
+    for (uint32_t rows = 1; rows <= 8 && !rc; rows *= 8) {
+        double layer_ms = 0, head_ms = 0;
+        if (!(rc = s_layer_ms(m, threads, rows, &layer_ms, &head_ms, err)))
+            fprintf(out, "  layer_ms_%u: %.4f        # per layer, %u row%s at once: norms, attention, router\n"
+                         "  head_ms_%u: %.4f         # the output head for %u row%s\n",
+                    rows, layer_ms, rows, rows == 1 ? "" : "s", rows, head_ms, rows, rows == 1 ? "" : "s");
+    }
+    mc_moe_destroy(&moe);
+    mc_matmul_destroy(&mm);
+    mc_pool_destroy(&pool);
+    mc_model_destroy(&m);
+    return rc;
+}
