@@ -236,7 +236,12 @@ bool mc_cluster_node_holds(const mc_cluster_node_t *n, uint32_t layer, uint32_t 
 }
 
 bool mc_cluster_config_local_holds(const mc_cluster_config_t *c, uint32_t layer, uint32_t expert) {
-    return mc_layer_set_has(&c->local_layers, layer) && mc_expert_set_has(&c->local_experts, expert);
+    if (!c->n_local_holds)
+        return mc_layer_set_has(&c->local_layers, layer) && mc_expert_set_has(&c->local_experts, expert);
+    for (size_t i = 0; i < c->n_local_holds; i++)
+        if (mc_layer_set_has(&c->local_holds[i].layers, layer) && mc_expert_set_has(&c->local_holds[i].experts, expert))
+            return true;
+    return false;
 }
 
 // --- config values (shared by the parser and the builder) --------------------
@@ -396,6 +401,7 @@ void mc_cluster_config_destroy(mc_cluster_config_t **pc) {
         free(c->nodes[i].holds);
     }
     free(c->nodes);
+    free(c->local_holds);
     free(c->path);
     free(c->model);
     free(c->model_resolved);
@@ -441,16 +447,29 @@ mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const 
     return MC_OK;
 }
 
+static mc_err_t s_add_hold(mc_cluster_hold_t **holds, size_t *n_holds, const char *who, const mc_layer_set_t *layers,
+                           const mc_expert_set_t *experts, char *err) {
+    if (!layers || !experts) return mc_err_set(err, MC_ERR_ARG, "add hold: NULL argument");
+    if (*n_holds == S_MAX_HOLDS) return mc_err_set(err, MC_ERR_ARG, "%s: more than %d blocks", who, S_MAX_HOLDS);
+    mc_cluster_hold_t *h = realloc(*holds, (*n_holds + 1) * sizeof *h);
+    if (!h) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    *holds = h;
+    h[(*n_holds)++] = (mc_cluster_hold_t){*layers, *experts, {0, 0}};
+    return MC_OK;
+}
+
 mc_err_t mc_cluster_config_add_hold(mc_cluster_config_t *c, size_t i, const mc_layer_set_t *layers,
                                     const mc_expert_set_t *experts, char *err) {
-    if (i >= c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "no node %zu", i);
-    mc_cluster_node_t *n = &c->nodes[i];
-    if (n->n_holds == S_MAX_HOLDS) return mc_err_set(err, MC_ERR_ARG, "node %s: more than %d blocks", n->name, S_MAX_HOLDS);
-    mc_cluster_hold_t *h = realloc(n->holds, (n->n_holds + 1) * sizeof *h);
-    if (!h) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    n->holds = h;
-    h[n->n_holds++] = (mc_cluster_hold_t){*layers, *experts, {0, 0}};
-    return MC_OK;
+    if (!c || i >= c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "no node %zu", i);
+    char who[MC_CLUSTER_MAX_NAME + 8];
+    snprintf(who, sizeof who, "node %s", c->nodes[i].name);
+    return s_add_hold(&c->nodes[i].holds, &c->nodes[i].n_holds, who, layers, experts, err);
+}
+
+mc_err_t mc_cluster_config_add_local_hold(mc_cluster_config_t *c, const mc_layer_set_t *layers,
+                                          const mc_expert_set_t *experts, char *err) {
+    if (!c) return mc_err_set(err, MC_ERR_ARG, "add hold: NULL config");
+    return s_add_hold(&c->local_holds, &c->n_local_holds, "local", layers, experts, err);
 }
 
 mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err) {
@@ -493,8 +512,8 @@ enum { S_HOLD_LAYERS, S_HOLD_EXPERTS, S_HOLD_N };
 static const char *const s_hold_keys[S_HOLD_N] = {"layers", "experts"};
 
 
-enum { S_LOCAL_EXPERTS, S_LOCAL_LAYERS, S_LOCAL_N };
-static const char *const s_local_keys[S_LOCAL_N] = {"experts", "layers"};
+enum { S_LOCAL_EXPERTS, S_LOCAL_LAYERS, S_LOCAL_HOLDS, S_LOCAL_N };
+static const char *const s_local_keys[S_LOCAL_N] = {"experts", "layers", "holds"};
 
 static mc_cluster_mark_t s_mark(yaml_mark_t m) {
     // The input is at most MC_CLUSTER_MAX_FILE_BYTES, so these fit.
@@ -648,7 +667,7 @@ static bool s_parse_set(s_parser_t *ps, const char *key, const char *what, uint3
 }
 
 // `holds:`: a sequence of {layers, experts} mappings (each default all).
-static bool s_parse_holds(s_parser_t *ps, mc_cluster_node_t *n, const char *in) {
+static bool s_parse_holds(s_parser_t *ps, mc_cluster_hold_t **holds, size_t *n_holds, const char *in) {
     char f[S_QUOTE_MAX + 8];
     if (ps->ev.type != YAML_SEQUENCE_START_EVENT)
         return s_fail(ps, s_here(ps), "'holds'%s must be a sequence of {layers, experts}, found %s", in,
@@ -659,13 +678,13 @@ static bool s_parse_holds(s_parser_t *ps, mc_cluster_node_t *n, const char *in) 
         if (ps->ev.type != YAML_MAPPING_START_EVENT)
             return s_fail(ps, s_here(ps), "items of 'holds'%s must be mappings of layers and experts, found %s", in,
                           s_found(ps, f, sizeof f));
-        if (n->n_holds == S_MAX_HOLDS) return s_fail(ps, s_here(ps), "'holds'%s has more than %d blocks", in, S_MAX_HOLDS);
-        if ((n->n_holds & (n->n_holds - 1)) == 0) { // room for the next power of two
-            mc_cluster_hold_t *h = realloc(n->holds, (n->n_holds ? 2 * n->n_holds : 1) * sizeof *h);
+        if (*n_holds == S_MAX_HOLDS) return s_fail(ps, s_here(ps), "'holds'%s has more than %d blocks", in, S_MAX_HOLDS);
+        if ((*n_holds & (*n_holds - 1)) == 0) { // room for the next power of two
+            mc_cluster_hold_t *h = realloc(*holds, (*n_holds ? 2 * *n_holds : 1) * sizeof *h);
             if (!h) return s_fail(ps, s_here(ps), "out of memory");
-            n->holds = h;
+            *holds = h;
         }
-        mc_cluster_hold_t *h = &n->holds[n->n_holds++];
+        mc_cluster_hold_t *h = &(*holds)[(*n_holds)++];
         h->at = s_here(ps);
         memset(h->layers.bits, 0xff, sizeof h->layers.bits);
         memset(h->experts.bits, 0xff, sizeof h->experts.bits);
@@ -718,7 +737,7 @@ static bool s_parse_node(s_parser_t *ps, size_t index) {
         case S_NODE_LAYERS:
             ok = s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, n.layers.bits, &n.layers_at);
             break;
-        case S_NODE_HOLDS: ok = s_parse_holds(ps, &n, in); break;
+        case S_NODE_HOLDS: ok = s_parse_holds(ps, &n.holds, &n.n_holds, in); break;
         case S_NODE_KEY:
             ok = s_string(ps, "public_key") &&
                  (!mc_keys_parse(s_text(ps), strlen(s_text(ps)), n.public_key, msg) ||
@@ -771,11 +790,16 @@ static bool s_parse_local(s_parser_t *ps) {
         if (ps->ev.type == YAML_MAPPING_END_EVENT) return true;
         int k = s_key(ps, s_local_keys, S_LOCAL_N, at, " in 'local'");
         if (k < 0 || !s_next(ps)) return false;
-        bool ok = k == S_LOCAL_EXPERTS ? s_parse_set(ps, "experts", "expert", MC_CLUSTER_MAX_EXPERTS,
-                                                     c->local_experts.bits, &c->local_experts_at)
-                                       : s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, c->local_layers.bits,
-                                                     &c->local_layers_at);
+        bool ok = k == S_LOCAL_EXPERTS  ? s_parse_set(ps, "experts", "expert", MC_CLUSTER_MAX_EXPERTS,
+                                                      c->local_experts.bits, &c->local_experts_at)
+                  : k == S_LOCAL_LAYERS ? s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS,
+                                                      c->local_layers.bits, &c->local_layers_at)
+                                        : (c->local_holds_at = at[S_LOCAL_HOLDS],
+                                           s_parse_holds(ps, &c->local_holds, &c->n_local_holds, " in 'local'"));
         if (!ok) return false;
+        if (c->n_local_holds && (at[S_LOCAL_EXPERTS].line || at[S_LOCAL_LAYERS].line))
+            return s_fail(ps, at[S_LOCAL_HOLDS].line ? at[S_LOCAL_HOLDS] : s_here(ps),
+                          "'holds' in 'local' replaces 'experts' and 'layers': give one or the other");
     }
 }
 
@@ -959,15 +983,28 @@ static mc_err_t s_check_beyond(const mc_cluster_config_t *c, const uint64_t *bit
                       ids);
 }
 
+// Add to held the experts of layer l in holds[0..n), or when n is 0 in the
+// plain (layers, experts) pair.
+static void s_held_in(const mc_cluster_hold_t *holds, size_t n, const mc_layer_set_t *layers,
+                      const mc_expert_set_t *experts, uint32_t l, uint64_t *held) {
+    if (!n) {
+        if (mc_layer_set_has(layers, l))
+            for (size_t w = 0; w < S_EXPERT_WORDS; w++) held[w] |= experts->bits[w];
+        return;
+    }
+    for (size_t h = 0; h < n; h++)
+        if (mc_layer_set_has(&holds[h].layers, l))
+            for (size_t w = 0; w < S_EXPERT_WORDS; w++) held[w] |= holds[h].experts.bits[w];
+}
+
 // Experts of layer l (among those in mask) that no node and not local hold.
 static void s_missing(const mc_cluster_config_t *c, uint32_t l, const uint64_t *mask, uint64_t *miss) {
     uint64_t held[S_EXPERT_WORDS] = {0};
     for (size_t i = 0; i < c->n_nodes; i++) {
-        if (!mc_layer_set_has(&c->nodes[i].layers, l)) continue;
-        for (size_t w = 0; w < S_EXPERT_WORDS; w++) held[w] |= c->nodes[i].experts.bits[w];
+        const mc_cluster_node_t *n = &c->nodes[i];
+        s_held_in(n->holds, n->n_holds, &n->layers, &n->experts, l, held);
     }
-    if (mc_layer_set_has(&c->local_layers, l))
-        for (size_t w = 0; w < S_EXPERT_WORDS; w++) held[w] |= c->local_experts.bits[w];
+    s_held_in(c->local_holds, c->n_local_holds, &c->local_layers, &c->local_experts, l, held);
     for (size_t w = 0; w < S_EXPERT_WORDS; w++) miss[w] = mask[w] & ~held[w];
 }
 
@@ -1054,12 +1091,19 @@ mc_err_t mc_cluster_config_check(const mc_cluster_config_t *c, uint32_t n_layer,
                                     n->holds[h].at, err);
         }
     }
-    if (rc == MC_OK)
+    if (rc == MC_OK && !c->n_local_holds)
         rc = s_check_beyond(c, c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", "local",
                             c->local_experts_at, err);
-    if (rc == MC_OK)
+    if (rc == MC_OK && !c->n_local_holds)
         rc = s_check_beyond(c, c->local_layers.bits, MC_CLUSTER_MAX_LAYERS, n_layer, "layer", "local",
                             c->local_layers_at, err);
+    for (size_t h = 0; h < c->n_local_holds && rc == MC_OK; h++) {
+        rc = s_check_beyond(c, c->local_holds[h].experts.bits, MC_CLUSTER_MAX_EXPERTS, n_expert, "expert", "local",
+                            c->local_holds[h].at, err);
+        if (rc == MC_OK)
+            rc = s_check_beyond(c, c->local_holds[h].layers.bits, MC_CLUSTER_MAX_LAYERS, n_layer, "layer", "local",
+                                c->local_holds[h].at, err);
+    }
     return rc == MC_OK ? s_check_coverage(c, n_layer, n_expert, err) : rc;
 }
 
@@ -1147,8 +1191,15 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
         }
     }
     fputs("local:\n", f);
-    ok = ok && s_write_set(f, "experts", c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, "  ") &&
-         s_write_set(f, "layers", c->local_layers.bits, MC_CLUSTER_MAX_LAYERS, "  ");
+    if (c->n_local_holds) {
+        fputs("  holds:\n", f);
+        for (size_t h = 0; ok && h < c->n_local_holds; h++)
+            ok = s_write_set(f, "- layers", c->local_holds[h].layers.bits, MC_CLUSTER_MAX_LAYERS, "    ") &&
+                 s_write_set(f, "experts", c->local_holds[h].experts.bits, MC_CLUSTER_MAX_EXPERTS, "      ");
+    } else {
+        ok = ok && s_write_set(f, "experts", c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, "  ") &&
+             s_write_set(f, "layers", c->local_layers.bits, MC_CLUSTER_MAX_LAYERS, "  ");
+    }
     if (!ok) return mc_err_set(err, MC_ERR_NOMEM, "cluster write: out of memory");
     if (fflush(f) != 0 || ferror(f)) return mc_err_set(err, MC_ERR_IO, "cluster write: %s", strerror(errno));
     return MC_OK;

@@ -27,6 +27,7 @@
  *   local:                    # what the coordinator computes itself
  *     experts: 6-7            # default none
  *     layers: all             # default all
+ *                             # (or holds: blocks, as for a node)
  *
  * A node holds the pair (l, e) when l is in its layers and e in its experts.
  * An id set is a number (3), a range (0-7), a comma list in one string
@@ -127,6 +128,9 @@ typedef struct mc_cluster_config {
     mc_expert_set_t local_experts;
     mc_layer_set_t local_layers;
     mc_cluster_mark_t local_experts_at, local_layers_at;
+    mc_cluster_hold_t *local_holds; // `holds:` under local, as for a node (owned)
+    size_t n_local_holds;
+    mc_cluster_mark_t local_holds_at;
 } mc_cluster_config_t;
 
 // Parse buf[0..len) (need not be NUL-terminated). filename is used in
@@ -165,6 +169,10 @@ mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const 
 // no longer count once it has one).
 mc_err_t mc_cluster_config_add_hold(mc_cluster_config_t *c, size_t i, const mc_layer_set_t *layers,
                                     const mc_expert_set_t *experts, char *err);
+
+// The same for the coordinator's own experts (`local: holds:`).
+mc_err_t mc_cluster_config_add_local_hold(mc_cluster_config_t *c, const mc_layer_set_t *layers,
+                                          const mc_expert_set_t *experts, char *err);
 
 // Write c as a cluster file that parses back to the same config (model as
 // written, every key explicit). MC_ERR_ARG for a config the parser would

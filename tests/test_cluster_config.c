@@ -396,6 +396,44 @@ static void test_holds(void **state) {
                    "cluster.yaml:4:14: unknown key 'layer' in a 'holds' block (expected layers, experts)");
     s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\n    holds: 3\n",
                    "cluster.yaml:4:12: 'holds' in node 'a' must be a sequence of {layers, experts}, found '3'");
+    // Coverage counts the blocks, not the (unused, default all) experts/layers.
+    const char *gap = "nodes:\n  - name: a\n    endpoint: inproc://a\n    holds:\n      - {layers: 0, experts: 0-7}\n"
+                      "      - {layers: 1, experts: 0-6}\n";
+    c = mc_cluster_config_parse(gap, strlen(gap), "g.yaml", err);
+    if (!c) fail_msg("%s", err);
+    assert_int_equal(mc_cluster_config_check(c, 2, 8, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "layer 1 expert 7"));
+    mc_cluster_config_destroy(&c);
+    // The coordinator's own experts as blocks.
+    const char *loc = "nodes:\n  - name: a\n    endpoint: inproc://a\n    holds: [{layers: 0, experts: 0-5}]\n"
+                      "local:\n  holds:\n    - {layers: 0, experts: 6-7}\n    - {layers: 1, experts: all}\n";
+    c = mc_cluster_config_parse(loc, strlen(loc), "l.yaml", err);
+    if (!c) fail_msg("%s", err);
+    assert_int_equal(c->n_local_holds, 2);
+    assert_true(mc_cluster_config_local_holds(c, 0, 6));
+    assert_false(mc_cluster_config_local_holds(c, 0, 5));
+    assert_true(mc_cluster_config_local_holds(c, 1, 0));
+    assert_false(mc_cluster_config_local_holds(c, 2, 0));
+    assert_int_equal(mc_cluster_config_check(c, 2, 8, err), MC_OK);
+    assert_int_equal(mc_cluster_config_check(c, 3, 8, err), MC_ERR_FORMAT); // layer 2 held by nobody
+    assert_int_equal(mc_cluster_config_check(c, 2, 7, err), MC_ERR_RANGE);  // a local block names expert 7
+    assert_non_null(strstr(err, "local"));
+    f = open_memstream(&buf, &len);
+    assert_int_equal(mc_cluster_config_write(c, f, err), MC_OK);
+    fclose(f);
+    back = mc_cluster_config_parse(buf, len, "l.yaml", err);
+    if (!back) fail_msg("%s\n%s", err, buf);
+    assert_int_equal(back->n_local_holds, 2);
+    for (uint32_t l = 0; l < 3; l++)
+        for (uint32_t e = 0; e < 8; e++)
+            assert_int_equal(mc_cluster_config_local_holds(back, l, e), mc_cluster_config_local_holds(c, l, e));
+    free(buf);
+    mc_cluster_config_destroy(&back);
+    assert_int_equal(mc_cluster_config_add_local_hold(c, &ls, &es, err), MC_OK);
+    assert_true(mc_cluster_config_local_holds(c, 3, 1));
+    mc_cluster_config_destroy(&c);
+    s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\nlocal:\n  experts: 1\n  holds: [{layers: 1}]\n",
+                   "cluster.yaml:6:3: 'holds' in 'local' replaces 'experts' and 'layers': give one or the other");
 }
 
 static void test_model_path(void **state) {
@@ -520,7 +558,7 @@ static void test_errors_keys(void **state) {
                    "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, "
                    "secret_key, nodes, local)");
     s_expect_error("local:\n  threads: 2\n",
-                   "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers)");
+                   "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers, holds)");
     s_expect_error("wire: f32\ntimeout_ms: 9\nwire: f16\n", "cluster.yaml:3:1: duplicate key 'wire' (first at line 1)");
     s_expect_error("nodes:\n  - name: a\n    experts: 1\n    endpoint: inproc://a\n    experts: 2\n",
                    "cluster.yaml:5:5: duplicate key 'experts' in node 'a' (first at line 3)");
