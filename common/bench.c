@@ -70,6 +70,7 @@ void mc_bench_opts_init(mc_bench_opts_t *o) {
     o->n_threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
     o->n_prompt = 64;
     o->n_gen = 64;
+    o->n_batch = 1;
     o->reps = 3;
 }
 
@@ -89,6 +90,11 @@ void mc_bench_usage(FILE *f) {
             "  --threads N    compute threads, also for the bandwidth test (default: online CPUs, at most 8)\n"
             "  -p N           prompt tokens, evaluated as one batch (default 64)\n"
             "  -n N           tokens generated one at a time after the prompt (default 64)\n"
+            "  --batch B      B sequences, each its own prompt, then decoded together one token\n"
+            "                 per sequence per step; speeds count every sequence's tokens (default 1)\n"
+            "  --routing-stats FILE  write what the router chose (rows per expert, pairs, locality,\n"
+            "                 a trace) as JSON for moe-plan\n"
+            "  --stats-json FILE  with --cluster: the per-node statistics after the run\n"
             "  --reps N       timed repetitions after one warm-up; medians are reported (default 3)\n"
             "  --bw-mib N     bandwidth buffer in MiB (default: 4 x the last-level cache, at least\n"
             "                 1024, at most a quarter of RAM); measured in a child process so it\n"
@@ -109,7 +115,7 @@ static mc_err_t s_parse_int(const char *flag, const char *s, long long lo, long 
 
 mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
     static const char *const with_value[] = {"--model", "--type", "--threads", "-p", "-n", "--reps", "--bw-mib",
-                                             "--cluster"};
+                                             "--cluster", "--batch", "--routing-stats", "--stats-json"};
     bool type_given = false, model_flags = false;
     mc_bench_opts_t r = *o;
     for (int i = 1; i < argc; i++) {
@@ -153,6 +159,14 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
             if (!(rc = s_parse_int(a, v, 1, 65536, &n, err))) r.n_prompt = (uint32_t)n;
         } else if (!strcmp(a, "-n")) {
             if (!(rc = s_parse_int(a, v, 1, 65536, &n, err))) r.n_gen = (uint32_t)n;
+        } else if (!strcmp(a, "--batch")) {
+            if (!(rc = s_parse_int(a, v, 1, 256, &n, err))) r.n_batch = (uint32_t)n;
+        } else if (!strcmp(a, "--routing-stats")) {
+            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--routing-stats needs a file name");
+            r.routing_stats = v;
+        } else if (!strcmp(a, "--stats-json")) {
+            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs a file name");
+            r.stats_json = v;
         } else {
             // Up to 1 TiB, or what a size_t holds on 32-bit machines.
             const long long hi = (long long)((SIZE_MAX >> 20) < (1u << 20) ? (SIZE_MAX >> 20) : (1u << 20));
@@ -164,6 +178,7 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
     }
     if (type_given && r.model)
         return mc_err_set(err, MC_ERR_ARG, "--type picks the generated model; it does not apply to --model");
+    if (r.stats_json && !r.cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster");
     if (r.kernels && model_flags)
         return mc_err_set(err, MC_ERR_ARG, "--kernels takes only --threads, --reps and --json");
     *o = r;
@@ -390,12 +405,17 @@ static mc_err_t s_check_tokens(const mc_model_t *m, uint32_t n_prompt, uint32_t 
 }
 
 mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, uint32_t n_prompt, uint32_t n_gen,
-                                 char *err) {
+                                 uint32_t n_batch, char *err) {
     if (s_check_tokens(m, n_prompt, n_gen, err)) return NULL;
+    if (n_batch == 0) {
+        mc_err_set(err, MC_ERR_ARG, "the benchmark needs at least one sequence");
+        return NULL;
+    }
     mc_engine_params_t p = mc_engine_params_default();
     p.n_threads = n_threads;
     p.n_ctx = n_prompt + n_gen;
-    p.max_batch = n_prompt; // the prompt is one forward pass
+    p.n_seq = n_batch;
+    p.max_batch = n_prompt > n_batch ? n_prompt : n_batch; // a prompt, or a step, is one forward pass
     return mc_engine_new(m, &p, err);
 }
 
@@ -406,38 +426,55 @@ static int32_t s_argmax(const float *v, uint32_t n) {
     return (int32_t)best;
 }
 
-mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, int reps, double *pp_tok_s,
-                        double *tg_tok_s, char *err) {
-    const uint32_t nv = mc_engine_model(e)->hp.n_vocab;
-    if (n_prompt == 0 || n_gen == 0 || reps < 1)
-        return mc_err_set(err, MC_ERR_ARG, "the benchmark needs prompt and generated tokens and a repetition");
+mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, uint32_t n_batch, int reps,
+                        double *pp_tok_s, double *tg_tok_s, char *err) {
+    const uint32_t nv = mc_engine_model(e)->hp.n_vocab, B = n_batch;
+    if (n_prompt == 0 || n_gen == 0 || B == 0 || reps < 1)
+        return mc_err_set(err, MC_ERR_ARG, "the benchmark needs prompt and generated tokens, a sequence and a repetition");
     if ((uint64_t)n_prompt + n_gen > mc_engine_n_ctx(e))
         return mc_err_set(err, MC_ERR_RANGE, "%u + %u tokens do not fit the engine's context of %u", n_prompt, n_gen,
                           mc_engine_n_ctx(e));
-    int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
-    float *logits = malloc((size_t)nv * sizeof *logits);
+    if (B > mc_engine_n_seq(e) || n_prompt > mc_engine_max_batch(e) || B > mc_engine_max_batch(e))
+        return mc_err_set(err, MC_ERR_RANGE, "%u sequences of %u prompt tokens do not fit the engine (%u sequences, %u rows a pass)",
+                          B, n_prompt, mc_engine_n_seq(e), mc_engine_max_batch(e));
+    const uint32_t rows = n_prompt > B ? n_prompt : B;
+    int32_t *ids = malloc((size_t)rows * sizeof *ids);
+    uint32_t *seq = malloc((size_t)rows * sizeof *seq), *pos = malloc((size_t)rows * sizeof *pos);
+    uint8_t *want = malloc(rows);
+    float *logits = malloc((size_t)B * nv * sizeof *logits);
     double *pp = malloc((size_t)reps * sizeof *pp), *tg = malloc((size_t)reps * sizeof *tg);
     mc_err_t rc = MC_OK;
-    if (!ids || !logits || !pp || !tg) {
+    if (!ids || !seq || !pos || !want || !logits || !pp || !tg) {
         rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto done;
     }
-    uint64_t rng = 0x9E3779B97F4A7C15ull; // fixed: every run evaluates the same prompt
-    for (uint32_t i = 0; i < n_prompt; i++) ids[i] = (int32_t)(s_rng_next(&rng) % nv);
     // Run -1 is the warm-up: it faults in the weights and the KV cache.
     for (int r = -1; r < reps && !rc; r++) {
         double t0 = mc_clock_s();
-        rc = mc_engine_eval(e, ids, n_prompt, 0, MC_LOGITS_LAST, logits, err);
+        for (uint32_t b = 0; b < B && !rc; b++) {
+            // Fixed per sequence: every run evaluates the same prompts.
+            uint64_t rng = 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull * b;
+            for (uint32_t i = 0; i < n_prompt; i++) {
+                ids[i] = (int32_t)(s_rng_next(&rng) % nv);
+                seq[i] = b, pos[i] = i, want[i] = i + 1 == n_prompt;
+            }
+            const mc_engine_batch_t batch = {ids, seq, pos, want, n_prompt};
+            rc = mc_engine_decode(e, &batch, logits + (size_t)b * nv, err);
+        }
         const double t_pp = s_since(t0);
         t0 = mc_clock_s();
         for (uint32_t i = 0; i < n_gen && !rc; i++) {
-            const int32_t tok = s_argmax(logits, nv);
-            rc = mc_engine_eval(e, &tok, 1, n_prompt + i, MC_LOGITS_LAST, logits, err);
+            for (uint32_t b = 0; b < B; b++) {
+                ids[b] = s_argmax(logits + (size_t)b * nv, nv);
+                seq[b] = b, pos[b] = n_prompt + i, want[b] = 1;
+            }
+            const mc_engine_batch_t batch = {ids, seq, pos, want, B};
+            rc = mc_engine_decode(e, &batch, logits, err);
         }
         const double t_tg = s_since(t0);
         if (r >= 0) {
-            pp[r] = n_prompt / t_pp;
-            tg[r] = n_gen / t_tg;
+            pp[r] = (double)B * n_prompt / t_pp;
+            tg[r] = (double)B * n_gen / t_tg;
         }
     }
     if (!rc) {
@@ -446,6 +483,9 @@ mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, int r
     }
 done:
     free(ids);
+    free(seq);
+    free(pos);
+    free(want);
     free(logits);
     free(pp);
     free(tg);
@@ -459,6 +499,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         .n_threads = o->n_threads,
         .n_prompt = o->n_prompt,
         .n_gen = o->n_gen,
+        .n_batch = o->n_batch ? o->n_batch : 1,
         .reps = o->reps,
         .bw_bytes = o->bw_bytes ? o->bw_bytes : mc_bench_bw_default_bytes(),
     };
@@ -470,17 +511,17 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_engine_t *e = NULL;
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
-    if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, err))) rc = MC_ERR_NOMEM;
+    if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, res.n_batch, err))) rc = MC_ERR_NOMEM;
     bool attached = false;
     if (!rc && o->attach) attached = !(rc = o->attach(o->attach_ctx, e, m, err));
-    if (!rc) rc = mc_bench_speed(e, o->n_prompt, o->n_gen, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
+    if (!rc) rc = mc_bench_speed(e, o->n_prompt, o->n_gen, res.n_batch, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
     if (!rc) {
         const mc_hparams_t *hp = &m->hp;
         res.bytes_per_token = mc_model_bytes_per_token(m);
         assert(res.bytes_per_token > 0);
         res.tg_bound_tok_s = res.mem_bw_gb_s * 1e9 / (double)res.bytes_per_token;
         res.file_mb = (double)mc_gguf_size(m->gguf) / S_MIB;
-        res.kv_mb = 2.0 * hp->n_layer * mc_engine_n_ctx(e) * hp->n_head_kv * hp->head_dim * sizeof(float) / S_MIB;
+        res.kv_mb = 2.0 * res.n_batch * hp->n_layer * mc_engine_n_ctx(e) * hp->n_head_kv * hp->head_dim * sizeof(float) / S_MIB;
         // What serves the expert weights, the bulk of the traffic (types
         // without a faster version fall back to scalar).
         res.isa = mc_kernel_get(m->layers[0].experts[0].gate.type, mc_matmul_isa(mc_engine_matmul(e)))->isa;
@@ -537,8 +578,8 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->n_threads, r->pp_tok_s, r->tg_tok_s, r->mem_bw_gb_s, (unsigned long long)r->bytes_per_token);
     s_put(&o, "\"tg_bound_tok_s\":%.3f,\"peak_rss_mb\":%.1f,\"tg_ratio\":%.4f,\"isa\":\"%s\",", r->tg_bound_tok_s,
           r->peak_rss_mb, r->tg_tok_s / r->tg_bound_tok_s, mc_kernel_isa_name(r->isa));
-    s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f}",
-          r->n_prompt, r->n_gen, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
+    s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"batch\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f}",
+          r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
     return s_out_done(&o, err);
 }
 
@@ -548,8 +589,12 @@ void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
             mc_kernel_isa_name(r->isa), r->n_threads, r->kv_mb);
     fprintf(f, "prompt            %10.2f tok/s  (%u tokens in one batch, median of %d)\n", r->pp_tok_s, r->n_prompt,
             r->reps);
-    fprintf(f, "generation        %10.2f tok/s  (%u tokens one at a time, median of %d)\n", r->tg_tok_s, r->n_gen,
-            r->reps);
+    if (r->n_batch > 1)
+        fprintf(f, "generation        %10.2f tok/s  (%u sequences x %u tokens, one per sequence a step, median of %d)\n",
+                r->tg_tok_s, r->n_batch, r->n_gen, r->reps);
+    else
+        fprintf(f, "generation        %10.2f tok/s  (%u tokens one at a time, median of %d)\n", r->tg_tok_s, r->n_gen,
+                r->reps);
     fprintf(f, "memory bandwidth  %10.2f GB/s   (read, %d threads, %.0f MiB buffer, best of %d)\n", r->mem_bw_gb_s,
             r->n_threads, (double)r->bw_bytes / S_MIB, MC_BENCH_BW_PASSES);
     fprintf(f, "weights per token %10.2f MiB    (attention, router, used experts, output head)\n",

@@ -48,6 +48,9 @@ typedef struct {
     int n_threads;
     uint32_t n_prompt;   // prompt tokens, evaluated as one batch
     uint32_t n_gen;      // tokens generated one at a time after the prompt
+    uint32_t n_batch;    // sequences decoded together (each its prompt, then one token per step)
+    const char *routing_stats; // --routing-stats FILE (the front end records it)
+    const char *stats_json;    // --stats-json FILE: with --cluster, its statistics after the run
     int reps;            // timed repetitions (after one warm-up)
     size_t bw_bytes;     // bandwidth buffer; 0: mc_bench_bw_default_bytes()
     bool json;
@@ -91,23 +94,26 @@ mc_mkmodel_params_t mc_bench_model_params(mc_dtype_t type);
 // Creates the folder. The file itself may not exist yet.
 mc_err_t mc_bench_cache_path(mc_dtype_t type, char *buf, size_t cap, char *err);
 
-// The engine the benchmark drives: a local one with room for the prompt as
-// one batch plus the generated tokens. (A cluster run swaps in an engine
-// whose expert step goes to the nodes; mc_bench_speed works on either.)
+// The engine the benchmark drives: a local one with n_batch sequences, each
+// with room for the prompt as one batch plus the generated tokens. (A
+// cluster run swaps in an expert step that goes to the nodes;
+// mc_bench_speed works on either.)
 mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, uint32_t n_prompt, uint32_t n_gen,
-                                 char *err);
+                                 uint32_t n_batch, char *err);
 
-// Median prompt and generation speeds (tokens/s) over `reps` runs after a
-// warm-up: n_prompt deterministic ids at position 0 in one eval, then n_gen
-// greedy tokens one per eval. The engine needs n_ctx >= n_prompt + n_gen
-// and max_batch >= n_prompt.
-mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, int reps, double *pp_tok_s,
-                        double *tg_tok_s, char *err);
+// Median prompt and generation speeds (tokens/s, summed over sequences) over
+// `reps` runs after a warm-up: for each of n_batch sequences, n_prompt
+// deterministic ids (different per sequence) at position 0 in one pass; then
+// n_gen steps, each one pass with the next greedy token of every sequence.
+// The engine needs n_seq >= n_batch, n_ctx >= n_prompt + n_gen and
+// max_batch >= max(n_prompt, n_batch).
+mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, uint32_t n_batch, int reps,
+                        double *pp_tok_s, double *tg_tok_s, char *err);
 
 typedef struct {
     const char *model;        // path (borrowed from the options)
     int n_threads;
-    uint32_t n_prompt, n_gen;
+    uint32_t n_prompt, n_gen, n_batch;
     int reps;
     double pp_tok_s;          // prompt tokens per second (median)
     double tg_tok_s;          // generated tokens per second (median)

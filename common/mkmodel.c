@@ -437,6 +437,7 @@ typedef struct {
     uint64_t seed;
     const s_spec_t *specs;
     float *row; // [max ne0] scratch
+    float router_skew;
 } s_fill_ctx_t;
 
 typedef struct {
@@ -509,6 +510,10 @@ static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *e
         s_rng_seed(&rng, s_part_seed(c->seed, sp->role, sp->layer, sp->expert + e));
         for (uint64_t r = 0; r < sp->ne1; r++, out += row_bytes) {
             s_rng_fill(&rng, c->row, sp->ne0, sp->mean, sp->std);
+            if (sp->role == S_ROLE_ROUTER && c->router_skew != 1.0f && sp->ne1 > 1) {
+                const float scale = powf(c->router_skew, -(float)r / (float)(sp->ne1 - 1));
+                for (uint64_t i = 0; i < sp->ne0; i++) c->row[i] *= scale;
+            }
             mc_err_t rc = mc_quant_quantize_row(sp->type, c->row, out, (int64_t)sp->ne0);
             if (rc != MC_OK)
                 return mc_err_set(err, rc, "quantizing a row to %s failed", mc_dtype_name(sp->type));
@@ -701,6 +706,7 @@ mc_mkmodel_params_t mc_mkmodel_params_default(void) {
         .type = MC_DTYPE_F32,
         .legacy_layout = false,
         .seed = 1,
+        .router_skew = 1.0f,
     };
 }
 
@@ -737,6 +743,8 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (p->n_expert_used > p->n_expert)
         return mc_err_set(err, MC_ERR_ARG, "n_expert_used (%u) must be <= n_expert (%u)",
                           p->n_expert_used, p->n_expert);
+    if (!(p->router_skew >= 1.0f && p->router_skew <= 1e6f))
+        return mc_err_set(err, MC_ERR_ARG, "router_skew (%g) must be in 1..1e6", (double)p->router_skew);
     uint32_t min_vocab = MC_MK_N_SPECIAL + s_n_chars();
     if (p->n_vocab < min_vocab)
         return mc_err_set(err, MC_ERR_ARG,
@@ -792,7 +800,7 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
     }
     if (rc == MC_OK) rc = s_add_tensors(w, p, specs, err);
     if (rc == MC_OK) {
-        s_fill_ctx_t ctx = {p->seed, specs, row};
+        s_fill_ctx_t ctx = {p->seed, specs, row, p->router_skew};
         rc = mc_gguf_writer_write_file(w, path, s_fill, &ctx, err);
     }
     mc_gguf_writer_destroy(&w);

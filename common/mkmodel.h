@@ -31,6 +31,11 @@ typedef struct {
     mc_dtype_t type;        // matrices: experts, attention, embedding, output
     bool legacy_layout;     // per-expert blk.N.ffn_*.E tensors instead of merged *_exps
     uint64_t seed;
+    // Uneven routing, for placement experiments: router row e is scaled by
+    // router_skew^(-e / (n_expert - 1)), so expert 0 has the widest logits
+    // and wins most often, in every layer. 1 (the default): no skew. The
+    // other tensors are the same bits whatever the skew.
+    float router_skew;
 } mc_mkmodel_params_t;
 
 // Small defaults: dim 64, ffn 128, 2 layers, 4/2 heads, 8 experts (2 used),

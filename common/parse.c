@@ -38,3 +38,13 @@ mc_err_t mc_parse_f32(const char *what, const char *s, float lo, float hi, float
     *out = v;
     return MC_OK;
 }
+
+mc_err_t mc_parse_f64(const char *what, const char *s, double lo, double hi, double *out, char *err) {
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi || *s == ' ' || *s == '\t')
+        return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not a number in %g..%g", what, s, lo, hi);
+    *out = v;
+    return MC_OK;
+}

@@ -17,5 +17,6 @@ mc_err_t mc_parse_i64(const char *what, const char *s, int64_t lo, int64_t hi, i
 mc_err_t mc_parse_u64(const char *what, const char *s, uint64_t hi, uint64_t *out, char *err);
 // A finite number (decimal or exponent notation) in lo..hi.
 mc_err_t mc_parse_f32(const char *what, const char *s, float lo, float hi, float *out, char *err);
+mc_err_t mc_parse_f64(const char *what, const char *s, double lo, double hi, double *out, char *err);
 
 #endif

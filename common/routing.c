@@ -194,7 +194,7 @@ static mc_err_t s_table(const cJSON *root, const char *key, uint32_t L, uint32_t
 
 static int s_hex(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; }
 
-static mc_err_t s_parse(const cJSON *root, mc_routing_stats_t *s, char *err) {
+static mc_err_t s_parse(const cJSON *root, size_t len, mc_routing_stats_t *s, char *err) {
     mc_err_t rc;
     if ((rc = s_u32(root, "layers", 1, MC_ROUTING_MAX_LAYERS, &s->n_layer, err)) ||
         (rc = s_u32(root, "experts", 1, MC_ROUTING_MAX_EXPERTS, &s->n_expert, err)) ||
@@ -205,6 +205,11 @@ static mc_err_t s_parse(const cJSON *root, mc_routing_stats_t *s, char *err) {
         return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: 'tokens' is not a count");
     const uint32_t L = s->n_layer, E = s->n_expert, k = s->k;
     const size_t le = (size_t)L * E;
+    // Every count takes at least two bytes of the file ("0,"): a file cannot
+    // declare tables far larger than itself.
+    if (le * E > ((size_t)1 << 26) || 2 * le > len)
+        return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: %u layers x %u experts do not fit a file of %zu bytes",
+                          L, E, len);
     s->rows = calloc(le, sizeof *s->rows);
     s->pairs = calloc(le * E, sizeof *s->pairs);
     s->kept = calloc(le, sizeof *s->kept);
@@ -235,6 +240,9 @@ static mc_err_t s_parse(const cJSON *root, mc_routing_stats_t *s, char *err) {
         return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: 'trace' must be a list of at most %d tokens",
                           MC_ROUTING_MAX_TRACE);
     s->n_trace = (uint32_t)cJSON_GetArraySize(trace);
+    if ((size_t)s->n_trace * L * k * 2 > len)
+        return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: a trace of %u tokens does not fit a file of %zu bytes",
+                          s->n_trace, len);
     if (!(s->trace = malloc((size_t)s->n_trace * L * k + 1))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     uint32_t i = 0;
     cJSON_ArrayForEach(t, trace) {
@@ -259,7 +267,7 @@ mc_err_t mc_routing_parse(const char *buf, size_t len, mc_routing_stats_t *out, 
         return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: not a JSON object");
     }
     mc_routing_stats_t s = {0};
-    mc_err_t rc = s_parse(root, &s, err);
+    mc_err_t rc = s_parse(root, len, &s, err);
     cJSON_Delete(root);
     if (rc) {
         mc_routing_stats_free(&s);

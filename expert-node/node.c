@@ -442,6 +442,9 @@ static void s_on_request(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *
     }
     if (packed != (uint8_t *)out) free(packed);
     free(out);
+    // The next request is at least a round trip away: idle workers must not
+    // spin on cores the coordinator or other nodes may share.
+    mc_pool_rest(n->pool);
 }
 
 static uint64_t s_total_memory(void) {

@@ -102,6 +102,16 @@ static void test_parse_good(void **state) {
     assert_true(o.bw_bytes == ((size_t)64 << 20));
 
     mc_bench_opts_init(&o);
+    assert_int_equal(o.n_batch, 1);
+    const char *bt[] = {"--batch", "8", "--routing-stats", "r.json"};
+    assert_int_equal(s_parse(&o, bt, 4, err), MC_OK);
+    assert_int_equal(o.n_batch, 8);
+    assert_string_equal(o.routing_stats, "r.json");
+    const char *bb[] = {"--batch", "0"};
+    assert_int_equal(s_parse(&o, bb, 2, err), MC_ERR_ARG);
+    assert_int_equal(o.n_batch, 8);
+
+    mc_bench_opts_init(&o);
     const char *b[] = {"--type", "q8_0"};
     assert_int_equal(s_parse(&o, b, 2, err), MC_OK);
     assert_int_equal(o.type, MC_DTYPE_Q8_0);
@@ -288,14 +298,22 @@ static void test_run_errors(void **state) {
     mc_model_t *m = mc_model_open(s_model, err);
     assert_non_null(m);
     // The tiny model's context is 2048 positions.
-    assert_null(mc_bench_engine_new(m, 1, 2000, 100, err));
+    assert_null(mc_bench_engine_new(m, 1, 2000, 100, 1, err));
     assert_non_null(strstr(err, "context"));
-    mc_engine_t *e = mc_bench_engine_new(m, 1, 4, 2, err);
+    mc_engine_t *e = mc_bench_engine_new(m, 1, 4, 2, 1, err);
     assert_non_null(e);
     double pp = -1.0, tg = -1.0;
-    assert_int_equal(mc_bench_speed(e, 4, 3, 1, &pp, &tg, err), MC_ERR_RANGE);
+    assert_int_equal(mc_bench_speed(e, 4, 3, 1, 1, &pp, &tg, err), MC_ERR_RANGE);
     assert_true(pp == -1.0 && tg == -1.0);
-    assert_int_equal(mc_bench_speed(e, 4, 2, 1, &pp, &tg, err), MC_OK);
+    assert_int_equal(mc_bench_speed(e, 4, 2, 1, 1, &pp, &tg, err), MC_OK);
+    assert_true(pp > 0.0 && tg > 0.0);
+    assert_int_equal(mc_bench_speed(e, 4, 2, 2, 1, &pp, &tg, err), MC_ERR_RANGE); // one sequence only
+    mc_engine_destroy(&e);
+    // Three sequences decoded together.
+    assert_null(mc_bench_engine_new(m, 1, 4, 2, 0, err));
+    e = mc_bench_engine_new(m, 1, 4, 2, 3, err);
+    assert_non_null(e);
+    assert_int_equal(mc_bench_speed(e, 4, 2, 3, 1, &pp, &tg, err), MC_OK);
     assert_true(pp > 0.0 && tg > 0.0);
     mc_engine_destroy(&e);
     mc_model_destroy(&m);

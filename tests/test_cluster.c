@@ -32,6 +32,8 @@
 #include "keys.h"
 #include "mkmodel.h"
 #include "nodeproc.h"
+#include "plan.h"
+#include "rng.h"
 #include "testutil.h"
 
 #define MAX_NODES 3
@@ -214,6 +216,110 @@ static void test_f32_replicas_layers_local(void **state) {
     // Replicas: experts 2-3 on two nodes; layer ranges; 6-7 computed locally.
     s_place_t p[] = {{"0-3", "0"}, {"0-5", "1"}, {"2-5", NULL}};
     s_compare("tiny-f32.gguf", p, 3, MC_WIRE_F32, "6-7", true);
+}
+
+// What moe-plan writes, through the real cluster: per-layer blocks, replicas
+// and local experts, bit-identical to one machine. Machines made up in code
+// (node-1 slow), a skewed trace so that hot experts are worth replicating;
+// then a hand-written placement of the same shape, so that every feature is
+// covered whatever the planner chose.
+static void test_planned_placement_exact(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_model_t *m = s_fixture("small-q4_k_m.gguf", path, sizeof path);
+    if (!m) skip();
+    static s_nodes_t ns;
+    s_place_t all[] = {{"all", NULL}, {"all", NULL}, {"all", NULL}};
+    s_lease_ms = 200; // a new placement is accepted soon after the last cluster went
+    s_start(&ns, path, all, 3, MC_WIRE_AUTO, NULL);
+    s_lease_ms = 0;
+    mc_plan_shape_t shape;
+    assert_int_equal(mc_plan_shape_from_model(m, &shape, err), MC_OK);
+    const uint32_t L = shape.n_layer, E = shape.n_expert, k = shape.k;
+    mc_plan_machines_t ms = {calloc(4, sizeof(mc_plan_machine_t)), 4, 0.1};
+    for (size_t i = 0; i < 4; i++) {
+        mc_plan_machine_t *mc = &ms.m[i];
+        snprintf(mc->name, sizeof mc->name, i ? "node-%zu" : "coord", i);
+        if (i) snprintf(mc->endpoint, sizeof mc->endpoint, "%s", ns.procs[i - 1].endpoint);
+        snprintf(mc->host, sizeof mc->host, "%s", mc->name);
+        mc->coordinator = i == 0, mc->threads = mc->cores = 1, mc->memory_mb = 1000, mc->local_scale = 1;
+        mc->latency_ms = i ? 0.2 : 0, mc->bandwidth_mbps = 1000;
+        mc->layer_ms_1 = 0.1, mc->layer_ms_8 = 0.5, mc->head_ms_1 = 1, mc->head_ms_8 = 3;
+        for (size_t c = 0; c < (size_t)L * E; c++) { // a curve per distinct type triple
+            bool seen = false;
+            for (uint32_t j = 0; j < mc->n_curves; j++)
+                seen |= !memcmp(mc->curves[j].types, &shape.types[3 * c], sizeof mc->curves[j].types);
+            if (seen) continue;
+            assert_true(mc->n_curves < MC_PLAN_MAX_CURVES);
+            mc_plan_curve_t *cv = &mc->curves[mc->n_curves++];
+            memcpy(cv->types, &shape.types[3 * c], sizeof cv->types);
+            cv->n = 2, cv->rows[0] = 1, cv->rows[1] = 32;
+            cv->ms[0] = i == 1 ? 2.0 : 1.0, cv->ms[1] = 32 * cv->ms[0];
+        }
+    }
+    mc_routing_stats_t st = {.n_layer = L, .n_expert = E, .k = k, .tokens = 512, .n_trace = 512};
+    st.rows = calloc((size_t)L * E, sizeof(uint64_t));
+    st.trace = calloc((size_t)512 * L * k, 1);
+    mc_rng_t g;
+    mc_rng_seed(&g, 5);
+    for (uint32_t t = 0; t < 512; t++)
+        for (uint32_t l = 0; l < L; l++)
+            for (uint32_t j = 0; j < k; j++) {
+                uint32_t e = (uint32_t)(mc_rng_next(&g) % 4 ? mc_rng_next(&g) % 2 : mc_rng_next(&g) % E);
+                for (uint32_t q = 0; q < j; q++)
+                    if (st.trace[((size_t)t * L + l) * k + q] == e) e = (e + 1 + j) % E;
+                st.trace[((size_t)t * L + l) * k + j] = (uint8_t)e;
+                st.rows[(size_t)l * E + e]++;
+            }
+    mc_plan_params_t pp = mc_plan_params_default();
+    pp.sim.batch = 8;
+    mc_plan_placement_t p;
+    if (mc_plan_make(&shape, &ms, &st, &pp, &p, err)) fail_msg("%s", err);
+    mc_cluster_config_t *planned = NULL;
+    assert_int_equal(mc_plan_placement_to_config(&p, &ms, path, MC_WIRE_AUTO, &planned, err), MC_OK);
+    planned->timeout_ms = 10000;
+    mc_plan_placement_free(&p);
+    // The hand-written one: blocks per layer, experts 0-1 on every node, the
+    // coordinator holding a different set per layer.
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "wire: auto\ntimeout_ms: 10000\nnodes:\n"
+             "  - {name: node-1, endpoint: \"%s\", holds: [{layers: 0, experts: 0-3}, {layers: 1-3, experts: 0-1}]}\n"
+             "  - {name: node-2, endpoint: \"%s\", holds: [{layers: all, experts: [0, 1, 4, 5]}]}\n"
+             "  - {name: node-3, endpoint: \"%s\", holds: [{layers: 0, experts: 0-1}, {layers: 1-3, experts: 0-3}]}\n"
+             "local:\n  holds: [{layers: 0, experts: 6-7}, {layers: 1-3, experts: [6, 7]}, {layers: 0, experts: 4-5}]\n",
+             ns.procs[0].endpoint, ns.procs[1].endpoint, ns.procs[2].endpoint);
+    mc_cluster_config_t *hand = mc_cluster_config_parse(yaml, strlen(yaml), "hand.yaml", err);
+    if (!hand) fail_msg("%s", err);
+    if (mc_cluster_config_check(hand, L, E, err)) fail_msg("%s", err);
+    size_t replicated = 0, local = 0;
+    for (uint32_t l = 0; l < L; l++)
+        for (uint32_t e = 0; e < E; e++) {
+            size_t h = 0;
+            for (size_t i = 0; i < planned->n_nodes; i++) h += mc_cluster_node_holds(&planned->nodes[i], l, e);
+            replicated += h > 1, local += mc_cluster_config_local_holds(planned, l, e);
+        }
+    printf("[cluster] planned placement: %zu replicated pairs, %zu local\n", replicated, local);
+    for (int which = 0; which < 2; which++) {
+        const mc_cluster_config_t *cfg = which ? hand : planned;
+        nanosleep(&(struct timespec){0, 400 * 1000000L}, NULL); // the last placement's lease runs out
+        for (size_t q = 0; q < N_PROMPTS; q++) {
+            s_load_ids(s_prompts[q]);
+            int32_t g_local[8], g_remote[8];
+            float *ref = s_logits(m, NULL, g_local, 8);
+            float *got = s_logits(m, cfg, g_remote, 8);
+            assert_memory_equal(got, ref, s_n_ids * m->hp.n_vocab * sizeof(float));
+            assert_memory_equal(g_local, g_remote, sizeof g_local);
+            free(ref), free(got);
+        }
+    }
+    mc_cluster_config_destroy(&hand);
+    mc_cluster_config_destroy(&planned);
+    mc_routing_stats_free(&st);
+    mc_plan_machines_free(&ms);
+    mc_plan_shape_free(&shape);
+    s_stop(&ns);
+    mc_model_destroy(&m);
 }
 
 static void test_q8_0_wire_exact(void **state) {
@@ -697,6 +803,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
+        cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),
         cmocka_unit_test_teardown(test_q8_0_wire_exact, s_stop_live),
         cmocka_unit_test_teardown(test_auto_wire_exact, s_stop_live),
         cmocka_unit_test_teardown(test_lossy_wires, s_stop_live),

@@ -480,6 +480,34 @@ static void test_merged_equals_legacy(void **state) {
     mc_gguf_destroy(&l);
 }
 
+// --router-skew scales router row e by skew^(-e/(n-1)) and touches nothing else.
+static void test_router_skew(void **state) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    mc_gguf_t *plain = s_make(*state, &p, NULL);
+    p.router_skew = 8.0f;
+    mc_gguf_t *skew = s_make(*state, &p, NULL);
+    for (size_t i = 0; i < mc_gguf_tensor_count(plain); i++) {
+        const mc_gguf_tensor_t *a = mc_gguf_tensor_at(plain, i), *b = mc_gguf_tensor_find(skew, a->name);
+        assert_non_null(b);
+        assert_int_equal(a->size, b->size);
+        if (!strstr(a->name, "ffn_gate_inp")) {
+            assert_memory_equal(a->data, b->data, a->size);
+            continue;
+        }
+        const float *x = (const float *)a->data, *y = (const float *)b->data;
+        for (uint32_t e = 0; e < p.n_expert; e++) {
+            const float scale = powf(8.0f, -(float)e / (float)(p.n_expert - 1));
+            for (uint32_t d = 0; d < p.dim; d++) assert_true(y[e * p.dim + d] == x[e * p.dim + d] * scale);
+        }
+    }
+    mc_gguf_destroy(&plain);
+    mc_gguf_destroy(&skew);
+    char err[MC_ERR_LEN];
+    p.router_skew = 0.5f;
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "router_skew"));
+}
+
 static void test_bad_params(void **state) {
     struct {
         const char *field; // must appear in the message
@@ -546,6 +574,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_types, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_deterministic, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_merged_equals_legacy, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_router_skew, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_params, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,22 +15,45 @@
 #if MC_HAVE_CLUSTER
 #include "cluster.h"
 #include "cluster_config.h"
+#include "routing.h"
 
+// What is attached to the benchmark's engine: the cluster's expert step
+// (--cluster) and the routing recorder (--routing-stats).
 typedef struct {
-    const mc_cluster_config_t *cfg;
+    const mc_cluster_config_t *cfg; // NULL: local experts
     mc_cluster_t *cluster;
+    const char *routing_path;       // NULL: not recorded
+    mc_routing_t *routing;
+    const char *stats_path;         // --stats-json: the cluster's statistics after the run
 } s_cluster_ctx_t;
 
 static mc_err_t s_attach(void *ctx, mc_engine_t *e, const mc_model_t *m, char *err) {
     s_cluster_ctx_t *c = ctx;
-    c->cluster = mc_cluster_new(c->cfg, m, mc_engine_matmul(e), stderr, err);
-    if (!c->cluster) return MC_ERR_NET;
-    mc_engine_set_moe(e, mc_cluster_moe, c->cluster);
+    if (c->routing_path) {
+        const mc_hparams_t *hp = &m->hp;
+        c->routing = mc_routing_new(hp->n_layer, hp->n_expert, hp->n_expert_used, mc_engine_n_seq(e), 200000);
+        if (!c->routing) return mc_err_set(err, MC_ERR_NOMEM, "routing statistics: out of memory");
+        mc_engine_set_route_hook(e, mc_routing_hook, c->routing);
+    }
+    if (c->cfg) {
+        c->cluster = mc_cluster_new(c->cfg, m, mc_engine_matmul(e), stderr, err);
+        if (!c->cluster) {
+            mc_routing_destroy(&c->routing);
+            return MC_ERR_NET;
+        }
+        mc_engine_set_moe(e, mc_cluster_moe, c->cluster);
+    }
     return MC_OK;
 }
 
 static void s_detach(void *ctx) {
     s_cluster_ctx_t *c = ctx;
+    char err[MC_ERR_LEN];
+    if (c->routing && mc_routing_write(c->routing, c->routing_path, err))
+        fprintf(stderr, "moe-bench: %s\n", err);
+    mc_routing_destroy(&c->routing);
+    if (c->cluster && c->stats_path && mc_cluster_write_stats_json(c->cluster, NULL, c->stats_path, err))
+        fprintf(stderr, "moe-bench: %s\n", err);
     mc_cluster_destroy(&c->cluster);
 }
 #endif
@@ -101,17 +124,21 @@ int main(int argc, char **argv) {
     if (o.kernels) return s_kernels(&o);
 #if MC_HAVE_CLUSTER
     mc_cluster_config_t *cfg = NULL;
-    s_cluster_ctx_t cctx = {0};
+    s_cluster_ctx_t cctx = {.routing_path = o.routing_stats, .stats_path = o.stats_json};
     if (o.cluster) {
         if (!(cfg = mc_cluster_config_load(o.cluster, err))) return s_fail(err);
         if (!o.model) o.model = cfg->model_resolved;
         cctx.cfg = cfg;
+    }
+    if (o.cluster || o.routing_stats) {
         o.attach = s_attach;
         o.detach = s_detach;
         o.attach_ctx = &cctx;
     }
 #else
     if (o.cluster) return s_fail("this moe-bench was built without cluster support (MC_ENGINE_ONLY)");
+    if (o.routing_stats) return s_fail("this moe-bench was built without routing statistics (MC_ENGINE_ONLY)");
+    if (o.stats_json) return s_fail("this moe-bench was built without cluster support (MC_ENGINE_ONLY)");
 #endif
     char path[4096];
     if (!o.model) {

@@ -20,6 +20,7 @@
 static const char *const s_value_flags[] = {
     "-o",      "--dim",          "--ffn",   "--layers", "--heads",     "--kv-heads", "--experts",
     "--experts-used", "--vocab", "--ctx",   "--rope-base", "--rms-eps", "--type",    "--seed",
+    "--router-skew",
 };
 
 static bool s_takes_value(const char *flag) {
@@ -49,6 +50,9 @@ static void s_usage(FILE *f) {
             "                     Q4_K Q5_K Q6_K (default %s)\n"
             "  --legacy           per-expert tensors blk.N.ffn_*.E (default: merged *_exps)\n"
             "  --seed N           random seed (default %llu)\n"
+            "  --router-skew S    uneven routing for placement experiments: expert e's router\n"
+            "                     row scaled by S^(-e/(experts-1)), so expert 0 is chosen most\n"
+            "                     (default 1: no skew)\n"
             "  --bench-model      benchmark preset: dim 1024, ffn 3584, 8 layers, 16/4 heads,\n"
             "                     8 experts (2 used), vocab 32000, Q4_0; other flags override it\n"
             "  --help             show this text\n",
@@ -81,6 +85,7 @@ static bool s_apply(mc_mkmodel_params_t *p, const char **out, const char *flag, 
     if (!strcmp(flag, "--rope-base")) return !mc_parse_f32(flag, v, -FLT_MAX, FLT_MAX, &p->rope_base, NULL);
     if (!strcmp(flag, "--rms-eps")) return !mc_parse_f32(flag, v, -FLT_MAX, FLT_MAX, &p->rms_eps, NULL);
     if (!strcmp(flag, "--seed")) return !mc_parse_u64(flag, v, UINT64_MAX, &p->seed, NULL);
+    if (!strcmp(flag, "--router-skew")) return !mc_parse_f32(flag, v, 1.0f, 1e6f, &p->router_skew, NULL);
     if (!strcmp(flag, "--type")) return mc_dtype_from_name(v, &p->type);
     return false;
 }

@@ -1,0 +1,195 @@
+/*
+ * plan: expert placement for a cluster of unequal machines, and the
+ * simulator that scores a placement (moe-plan).
+ *
+ * The simulator replays a routing trace (mc_routing_*: the experts the
+ * router chose, token by token) in steps of `batch` tokens, as the
+ * coordinator decodes `batch` streams together. For every layer of a step
+ * it does what mc_cluster_moe does: the coordinator's attention and router
+ * (layer_ms), each token's experts to their holders (its own first, then
+ * the replicas of an expert in turn, the same round robin as the cluster),
+ * one request per node, and the answers gathered. Time comes from the
+ * machines' profiles (`moe-expert --profile`): one expert's step for r rows,
+ * interpolated between the measured row counts; a link's round trip and
+ * bandwidth for the bytes of the wire encoding; the coordinator's sends
+ * queued on its own link. Machines on one host share its cores: while the
+ * threads of the jobs running there outnumber the cores, each job advances
+ * at cores / threads of its speed (processor sharing, simulated event by
+ * event).
+ *
+ * The planner fits every machine's memory and minimises that simulated
+ * time: a greedy start that gives each (layer, expert), heaviest first, to
+ * the machine where it least raises its layer's estimated time; replicas
+ * of the bottleneck's heaviest experts while memory lasts; then a local
+ * search whose every move (move, replicate, drop a replica) is scored by
+ * the simulator, layer by layer (layers add up, so each is searched on its
+ * own). The naive equal split is searched from as well, and the better of
+ * the two kept, so a plan never predicts slower than the naive split.
+ *
+ * Machines and placements are inputs from files, checked like any: every
+ * id, count, size and time bounded.
+ */
+#ifndef MC_PLAN_H
+#define MC_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cluster_config.h"
+#include "dtype.h"
+#include "error.h"
+#include "model.h"
+#include "routing.h"
+#include "wire.h"
+
+#define MC_PLAN_MAX_MACHINES 256
+#define MC_PLAN_MAX_CURVES 16   // weight-type combinations one machine profiles
+#define MC_PLAN_MAX_POINTS 64   // measured row counts of one curve
+#define MC_PLAN_MAX_FILE_BYTES (1u << 20)
+
+// One expert's step on one machine: ms for rows[i] rows at once.
+typedef struct {
+    mc_dtype_t types[3]; // gate, up, down
+    uint32_t n;
+    uint32_t rows[MC_PLAN_MAX_POINTS]; // increasing
+    double ms[MC_PLAN_MAX_POINTS];
+} mc_plan_curve_t;
+
+typedef struct {
+    char name[MC_CLUSTER_MAX_NAME + 1];
+    char endpoint[MC_CLUSTER_MAX_ENDPOINT + 1]; // "" for the coordinator
+    char public_key[41];                        // "" when none
+    char host[MC_CLUSTER_MAX_NAME + 1];         // machines with one host share its cores (default: name)
+    bool coordinator;
+    uint32_t threads;       // compute threads of its process
+    uint32_t cores;         // cores of its host (default: threads)
+    double memory_mb;       // what it may give to experts (MiB; the coordinator's also holds the rest)
+    double latency_ms;      // round trip to the coordinator (0 for the coordinator)
+    double bandwidth_mbps;  // its link, megabits per second
+    uint32_t n_curves;
+    mc_plan_curve_t curves[MC_PLAN_MAX_CURVES];
+    double layer_ms_1, layer_ms_8; // coordinator: norms, attention, router per layer, 1 and 8 rows
+    double head_ms_1, head_ms_8;   // coordinator: output head, 1 and 8 rows
+    double local_scale;            // coordinator: its expert step inside whole decode steps over its curves (1: none)
+} mc_plan_machine_t;
+
+// The machines file: the coordinator first, then the nodes in file order.
+typedef struct {
+    mc_plan_machine_t *m; // (n)
+    size_t n;
+    // The coordinator's own time per node request (encoding and sending it,
+    // waking for the answer, decoding and adding it), on the critical path:
+    // half before the request leaves, half after the last answer.
+    double request_ms;
+} mc_plan_machines_t;
+
+// Parse a machines file (see README, "Placement"): buf[0..len), name for
+// messages. Errors name file:line:column.
+mc_err_t mc_plan_machines_parse(const char *buf, size_t len, const char *name, mc_plan_machines_t *out, char *err);
+mc_err_t mc_plan_machines_load(const char *path, mc_plan_machines_t *out, char *err);
+void mc_plan_machines_free(mc_plan_machines_t *ms);
+
+// What the planner needs of a model.
+typedef struct {
+    uint32_t n_layer, n_expert, k, dim;
+    mc_dtype_t *types;       // (n_layer, n_expert, 3) gate, up, down
+    uint64_t *bytes;         // (n_layer, n_expert) one expert's weights
+    mc_wire_enc_t *auto_enc; // (n_layer, n_expert) what `wire: auto` sends for it
+    uint64_t other_bytes;    // everything else (embeddings, attention, router, head): the coordinator's
+} mc_plan_shape_t;
+
+mc_err_t mc_plan_shape_from_model(const mc_model_t *m, mc_plan_shape_t *out, char *err);
+void mc_plan_shape_free(mc_plan_shape_t *s);
+
+// A placement: held[(i * n_layer + l) * n_expert + e] when machine i holds
+// (l, e); machine 0, the coordinator, holds its local experts.
+typedef struct {
+    size_t n_machines;
+    uint32_t n_layer, n_expert;
+    uint8_t *held; // (n_machines, n_layer, n_expert)
+} mc_plan_placement_t;
+
+mc_err_t mc_plan_placement_new(mc_plan_placement_t *p, size_t n_machines, uint32_t n_layer, uint32_t n_expert,
+                               char *err);
+void mc_plan_placement_free(mc_plan_placement_t *p);
+
+// A cluster file's placement over these machines: its nodes are found by
+// name (each must be a machine), local experts go to the coordinator.
+mc_err_t mc_plan_placement_from_config(const mc_cluster_config_t *c, const mc_plan_machines_t *ms,
+                                       const mc_plan_shape_t *s, mc_plan_placement_t *out, char *err);
+
+// The cluster file of a placement: every node machine (even one that holds
+// nothing this time: it stays listed, with an empty block) with its
+// endpoint and key, per-node holds blocks of consecutive layers with equal
+// expert sets, local holds for the coordinator. model may be NULL.
+mc_err_t mc_plan_placement_to_config(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const char *model,
+                                     mc_wire_enc_t wire, mc_cluster_config_t **out, char *err);
+
+// The naive equal split: the experts cut into equal contiguous ranges, one
+// per node in file order, the same in every layer; nothing local.
+mc_err_t mc_plan_naive(const mc_plan_machines_t *ms, const mc_plan_shape_t *s, mc_plan_placement_t *out, char *err);
+
+typedef struct {
+    uint32_t batch;       // tokens decoded together (>= 1)
+    mc_wire_enc_t wire;   // the cluster's wire encoding
+    uint32_t max_steps;   // steps of the trace replayed (0: all)
+} mc_plan_sim_params_t;
+
+// batch 1, auto, all steps.
+mc_plan_sim_params_t mc_plan_sim_params_default(void);
+
+typedef struct {
+    uint32_t steps;
+    double tok_s;           // batch tokens per step time
+    double step_ms;         // mean time of one step (batch tokens)
+    double attn_ms, head_ms, moe_ms; // its parts, per step
+    double *busy_ms;        // (n_machines) expert compute per step, as measured alone
+    double *rows;           // (n_machines) expert slots per step
+    double *requests;       // (n_machines) requests per step (nodes)
+    double *bytes;          // (n_machines) bytes on its link per step, both ways
+    double *mem_mb;         // (n_machines) expert weights held, MiB
+    double *layer_ms;       // (n_layer) mean time of each layer's expert step
+} mc_plan_sim_t;
+
+void mc_plan_sim_free(mc_plan_sim_t *r);
+
+// Replay the trace of st over the placement. MC_ERR_ARG when the trace's
+// shape is not the model's, a pair is held by nobody, a machine lacks a
+// profile of some expert's types, or the trace has fewer tokens than batch.
+mc_err_t mc_plan_simulate(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
+                          const mc_plan_placement_t *p, const mc_plan_sim_params_t *sp, mc_plan_sim_t *out,
+                          char *err);
+
+// Expert weights each machine may hold (bytes): memory_mb less a reserve
+// (5%, at least 64 MiB) for the process, and for the coordinator less the
+// model's other weights. budget[i], i over machines.
+void mc_plan_budgets(const mc_plan_machines_t *ms, const mc_plan_shape_t *s, uint64_t *budget);
+
+// MC_ERR_RANGE naming the first machine whose experts exceed its budget.
+mc_err_t mc_plan_check_memory(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const mc_plan_shape_t *s,
+                              char *err);
+
+typedef struct {
+    mc_plan_sim_params_t sim;
+    bool local;           // may the coordinator hold experts
+    bool replicas;        // may a pair be held twice
+    uint32_t max_evals;   // simulator runs of the local search, per start (0: default 20000)
+    uint32_t search_steps; // trace steps each search evaluation replays (0: default 256)
+} mc_plan_params_t;
+
+// batch 1, auto wire, local and replicas allowed, default budgets.
+mc_plan_params_t mc_plan_params_default(void);
+
+// Plan a placement. MC_ERR_RANGE when the experts do not fit the machines'
+// memory (with the totals in err).
+mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
+                      const mc_plan_params_t *pp, mc_plan_placement_t *out, char *err);
+
+// The human summary of a simulation: predicted speed and, per machine,
+// experts, replicas, memory, rows and busy share.
+void mc_plan_report(FILE *f, const char *title, const mc_plan_placement_t *p, const mc_plan_machines_t *ms,
+                    const mc_plan_shape_t *s, const mc_plan_sim_t *r);
+
+#endif

@@ -1,0 +1,260 @@
+/*
+ * moe-plan: command-line front end of tools/plan: plan a placement, or
+ * predict (--simulate) what given cluster files would do. Exit status: 0
+ * done, 1 the run failed, 2 bad command line.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster_config.h"
+#include "model.h"
+#include "parse.h"
+#include "plan.h"
+#include "routing.h"
+
+#define S_PROG "moe-plan"
+#define S_MAX_FILES 64
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "usage: moe-plan --model FILE --routing FILE --machines FILE [-o CLUSTER.yaml] [options]\n"
+            "       moe-plan --model FILE --routing FILE --machines FILE --simulate CLUSTER.yaml...\n"
+            "\n"
+            "Writes a cluster file that fits every machine's memory and minimises the predicted\n"
+            "time per token (per-layer splits, replicas of hot experts, experts on the coordinator\n"
+            "when that pays), and explains it; or predicts tokens/s and per-machine load of given\n"
+            "cluster files. Predictions replay the routing trace against the machines' measured\n"
+            "profiles (see README, \"Placement\").\n"
+            "\n"
+            "  --model FILE      the GGUF model (its experts' sizes and weight types)\n"
+            "  --routing FILE    routing statistics with a trace (moe-coordinator --routing-stats,\n"
+            "                    --profile-routing, or moe-bench --routing-stats)\n"
+            "  --machines FILE   YAML: the coordinator and the nodes, each a `moe-expert --profile`\n"
+            "                    entry plus endpoint, latency_ms, bandwidth_mbps, host and cores\n"
+            "  -o FILE           write the planned cluster file here (default: stdout)\n"
+            "  --batch B         streams decoded together, the batch to plan for (default 1)\n"
+            "  --wire ENC        the cluster's wire encoding (default auto)\n"
+            "  --compare FILE    also predict FILE and print the ratio (repeatable)\n"
+            "  --simulate FILE   only predict FILE, no plan (repeatable)\n"
+            "  --naive           write the equal split (experts in equal ranges over the nodes)\n"
+            "                    instead of a plan, e.g. to compare\n"
+            "  --no-local        keep every expert off the coordinator\n"
+            "  --no-replicas     hold every (layer, expert) once\n"
+            "  --steps N         trace steps a prediction replays (default: all)\n"
+            "  --stats FILE      take each node's latency_ms from a run's statistics\n"
+            "                    (moe-coordinator --stats-json): mean round trip less its compute\n"
+            "  --help            this text\n");
+}
+
+typedef struct {
+    const char *model, *routing, *machines, *out, *stats;
+    const char *compare[S_MAX_FILES];
+    size_t n_compare;
+    const char *simulate[S_MAX_FILES];
+    size_t n_simulate;
+    bool naive;
+    mc_plan_params_t pp;
+} s_opts_t;
+
+static int s_bad(const char *msg) {
+    fprintf(stderr, S_PROG ": %s (see --help)\n", msg);
+    return 2;
+}
+
+static int s_parse(int argc, char **argv, s_opts_t *o) {
+    char err[MC_ERR_LEN];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return -1;
+        if (!strcmp(a, "--naive")) o->naive = true;
+        else if (!strcmp(a, "--no-local")) o->pp.local = false;
+        else if (!strcmp(a, "--no-replicas")) o->pp.replicas = false;
+        else {
+            static const char *const with_value[] = {"--model", "--routing", "--machines", "-o", "--batch",
+                                                     "--wire", "--compare", "--simulate", "--steps", "--stats"};
+            bool known = false;
+            for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
+            if (!known) {
+                snprintf(err, sizeof err, "unknown flag '%s'", a);
+                return s_bad(err);
+            }
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                snprintf(err, sizeof err, "%s needs a value", a);
+                return s_bad(err);
+            }
+            const char *v = argv[++i];
+            uint64_t u;
+            if (!strcmp(a, "--model")) o->model = v;
+            else if (!strcmp(a, "--routing")) o->routing = v;
+            else if (!strcmp(a, "--machines")) o->machines = v;
+            else if (!strcmp(a, "-o")) o->out = v;
+            else if (!strcmp(a, "--stats")) o->stats = v;
+            else if (!strcmp(a, "--batch")) {
+                if (mc_parse_u64(a, v, 4096, &u, err) || u == 0) return s_bad(u == 0 ? "--batch must be 1..4096" : err);
+                o->pp.sim.batch = (uint32_t)u;
+            } else if (!strcmp(a, "--steps")) {
+                if (mc_parse_u64(a, v, 1u << 24, &u, err) || u == 0) return s_bad(u == 0 ? "--steps must be >= 1" : err);
+                o->pp.sim.max_steps = (uint32_t)u;
+            } else if (!strcmp(a, "--wire")) {
+                if (!mc_wire_enc_from_name(v, &o->pp.sim.wire)) {
+                    snprintf(err, sizeof err, "--wire: '%s' is not an encoding", v);
+                    return s_bad(err);
+                }
+            } else if (!strcmp(a, "--compare")) {
+                if (o->n_compare == S_MAX_FILES) return s_bad("too many --compare files");
+                o->compare[o->n_compare++] = v;
+            } else {
+                if (o->n_simulate == S_MAX_FILES) return s_bad("too many --simulate files");
+                o->simulate[o->n_simulate++] = v;
+            }
+        }
+    }
+    if (!o->model || !o->routing || !o->machines) return s_bad("--model, --routing and --machines are required");
+    if (o->n_simulate && (o->naive || o->out || o->n_compare)) return s_bad("--simulate only predicts: no -o, --naive or --compare");
+    return 0;
+}
+
+static int s_fail(const char *msg) {
+    fprintf(stderr, S_PROG ": %s\n", msg);
+    return 1;
+}
+
+// Node latencies from `--stats-json` output: for each node that answered,
+// the mean round trip less the mean compute time of a request.
+static int s_apply_stats(const char *path, mc_plan_machines_t *ms) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return s_fail("cannot open the --stats file");
+    char *buf = malloc(MC_PLAN_MAX_FILE_BYTES * 16 + 1);
+    const size_t len = buf ? fread(buf, 1, MC_PLAN_MAX_FILE_BYTES * 16, f) : 0;
+    fclose(f);
+    if (!buf) return s_fail("out of memory");
+    buf[len] = 0;
+    cJSON *root = cJSON_ParseWithLength(buf, len);
+    free(buf);
+    const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(root, "nodes");
+    if (!cJSON_IsArray(nodes)) {
+        cJSON_Delete(root);
+        return s_fail("the --stats file has no 'nodes' list (moe-coordinator --stats-json writes one)");
+    }
+    const cJSON *n;
+    cJSON_ArrayForEach(n, nodes) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(n, "name");
+        const cJSON *rtt = cJSON_GetObjectItemCaseSensitive(n, "rtt_mean_ms");
+        const cJSON *comp = cJSON_GetObjectItemCaseSensitive(n, "compute_ms");
+        const cJSON *req = cJSON_GetObjectItemCaseSensitive(n, "requests");
+        if (!cJSON_IsString(name) || !cJSON_IsNumber(rtt) || !cJSON_IsNumber(comp) || !cJSON_IsNumber(req) ||
+            req->valuedouble < 1)
+            continue;
+        const double lat = rtt->valuedouble - comp->valuedouble / req->valuedouble;
+        for (size_t i = 1; i < ms->n; i++)
+            if (!strcmp(ms->m[i].name, name->valuestring) && lat >= 0 && lat < 1e6) {
+                ms->m[i].latency_ms = lat;
+                printf("# %s: latency %.3f ms from %s\n", ms->m[i].name, lat, path);
+            }
+    }
+    cJSON_Delete(root);
+    return 0;
+}
+
+// Predict the cluster file at path; *tok_s receives its speed.
+static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_machines_t *ms,
+                     const mc_routing_stats_t *st, const mc_plan_sim_params_t *sp, double *tok_s) {
+    char err[MC_ERR_LEN];
+    mc_cluster_config_t *c = mc_cluster_config_load(path, err);
+    if (!c) return s_fail(err);
+    mc_plan_placement_t p;
+    mc_plan_sim_t r;
+    mc_plan_sim_params_t own = *sp;
+    own.wire = c->wire; // the file's encoding
+    int ret = 0;
+    if (mc_plan_placement_from_config(c, ms, s, &p, err)) ret = s_fail(err);
+    else {
+        if (mc_plan_check_memory(&p, ms, s, err)) fprintf(stderr, S_PROG ": warning: %s: %s\n", path, err);
+        if (mc_plan_simulate(s, ms, st, &p, &own, &r, err)) ret = s_fail(err);
+        else {
+            mc_plan_report(stdout, path, &p, ms, s, &r);
+            *tok_s = r.tok_s;
+            mc_plan_sim_free(&r);
+        }
+        mc_plan_placement_free(&p);
+    }
+    mc_cluster_config_destroy(&c);
+    return ret;
+}
+
+int main(int argc, char **argv) {
+    s_opts_t o = {.pp = mc_plan_params_default()};
+    int ret = s_parse(argc, argv, &o);
+    if (ret < 0) {
+        s_usage(stdout);
+        return 0;
+    }
+    if (ret) return ret;
+    char err[MC_ERR_LEN];
+    mc_plan_machines_t ms = {0};
+    mc_routing_stats_t st = {0};
+    mc_plan_shape_t s = {0};
+    mc_model_t *m = NULL;
+    char *model_abs = NULL;
+    if (mc_plan_machines_load(o.machines, &ms, err) || mc_routing_load(o.routing, &st, err) ||
+        !(m = mc_model_open(o.model, err)) || mc_plan_shape_from_model(m, &s, err)) {
+        ret = s_fail(err);
+        goto done;
+    }
+    if (o.stats && (ret = s_apply_stats(o.stats, &ms))) goto done;
+    printf("# moe-plan: %s, %u layers x %u experts (%u used), %zu machines, batch %u, wire %s; trace of %u tokens\n",
+           o.model, s.n_layer, s.n_expert, s.k, ms.n, o.pp.sim.batch, mc_wire_enc_name(o.pp.sim.wire), st.n_trace);
+    if (o.n_simulate) {
+        for (size_t i = 0; i < o.n_simulate && !ret; i++) {
+            double t;
+            ret = s_predict(o.simulate[i], &s, &ms, &st, &o.pp.sim, &t);
+        }
+        goto done;
+    }
+    mc_plan_placement_t p = {0};
+    if (o.naive ? mc_plan_naive(&ms, &s, &p, err) : mc_plan_make(&s, &ms, &st, &o.pp, &p, err)) {
+        ret = s_fail(err);
+        goto done;
+    }
+    mc_plan_sim_t r;
+    mc_cluster_config_t *c = NULL;
+    // The cluster file resolves a relative model path from its own folder.
+    model_abs = realpath(o.model, NULL);
+    if (mc_plan_simulate(&s, &ms, &st, &p, &o.pp.sim, &r, err) ||
+        mc_plan_placement_to_config(&p, &ms, model_abs ? model_abs : o.model, o.pp.sim.wire, &c, err)) {
+        mc_plan_placement_free(&p);
+        ret = s_fail(err);
+        goto done;
+    }
+    if (mc_plan_check_memory(&p, &ms, &s, err)) fprintf(stderr, S_PROG ": warning: %s\n", err);
+    mc_plan_report(stdout, o.naive ? "equal split" : "plan", &p, &ms, &s, &r);
+    const double planned = r.tok_s;
+    mc_plan_sim_free(&r);
+    mc_plan_placement_free(&p);
+    for (size_t i = 0; i < o.n_compare && !ret; i++) {
+        double t = 0;
+        ret = s_predict(o.compare[i], &s, &ms, &st, &o.pp.sim, &t);
+        if (!ret) printf("  %s: the plan is predicted %.2fx its speed\n", o.compare[i], t > 0 ? planned / t : 0.0);
+    }
+    if (!ret) {
+        FILE *f = o.out ? fopen(o.out, "w") : stdout;
+        if (!f) ret = s_fail("cannot write the output file");
+        else {
+            if (!o.out) printf("---\n");
+            fprintf(f, "# written by moe-plan for batch %u (%.1f tok/s predicted)\n", o.pp.sim.batch, planned);
+            if (mc_cluster_config_write(c, f, err)) ret = s_fail(err);
+            if (o.out && fclose(f)) ret = s_fail("writing the output file failed");
+            if (!ret && o.out) printf("wrote %s\n", o.out);
+        }
+    }
+    mc_cluster_config_destroy(&c);
+done:
+    free(model_abs);
+    mc_model_destroy(&m);
+    mc_plan_shape_free(&s);
+    mc_routing_stats_free(&st);
+    mc_plan_machines_free(&ms);
+    return ret;
+}
