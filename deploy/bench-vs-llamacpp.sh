@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# moe-bench against llama.cpp's llama-bench on the same GGUF files, same
+# thread count, runs alternating (not part of the test suite: timings).
+#
+#   LLAMA_CPP_DIR=../llama.cpp deploy/bench-vs-llamacpp.sh [--reps 5] [--threads 2] [-p 64] [-n 64] [TYPE...]
+#
+# LLAMA_CPP_DIR is a llama.cpp checkout built with cmake (build/bin/llama-bench
+# and build/bin/llama-quantize). TYPE: Q4_0 Q8_0 (generated directly by
+# moe-mkmodel --bench-model) and K-quant mixes Q4_K_M Q5_K_M Q6_K (made by
+# llama-quantize from an F16 benchmark model); default: Q4_0 Q8_0 Q4_K_M Q6_K.
+# Prints per type the medians and the median of the per-pair ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=5 threads=2 np=64 ng=64 types=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reps) reps=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    -p) np=$2; shift 2 ;;
+    -n) ng=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) types+=("$1"); shift ;;
+  esac
+done
+[ ${#types[@]} -gt 0 ] || types=(Q4_0 Q8_0 Q4_K_M Q6_K)
+: "${LLAMA_CPP_DIR:?set LLAMA_CPP_DIR to a llama.cpp checkout built with cmake}"
+lb=$LLAMA_CPP_DIR/build/bin/llama-bench
+lq=$LLAMA_CPP_DIR/build/bin/llama-quantize
+[ -x "$lb" ] || { echo "no $lb" >&2; exit 2; }
+b=build
+cache=${MC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moe-cluster}
+mkdir -p "$cache"
+model_of() {
+  local t=$1 lower f
+  lower=$(echo "$t" | tr 'A-Z' 'a-z')
+  f=$cache/bench-1024x3584x8-$lower.gguf
+  if [ ! -f "$f" ]; then
+    case "$t" in
+      *_K_*|Q6_K|Q5_K|Q4_K|Q3_K|Q2_K)
+        local f16=$cache/bench-1024x3584x8-f16.gguf
+        [ -f "$f16" ] || "$b/moe-mkmodel" --bench-model --type F16 -o "$f16" >/dev/null
+        "$lq" "$f16" "$f" "$t" >/dev/null 2>&1 ;;
+      *) "$b/moe-mkmodel" --bench-model --type "$t" -o "$f" >/dev/null ;;
+    esac
+  fi
+  echo "$f"
+}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
+for t in "${types[@]}"; do model_of "$t" >/dev/null; done
+for r in $(seq "$reps"); do
+  for t in "${types[@]}"; do
+    f=$(model_of "$t")
+    j=$("$b/moe-bench" --model "$f" --threads "$threads" -p "$np" -n "$ng" --reps 1 --bw-mib 256 --json 2>/dev/null)
+    echo "$j" | field pp_tok_s >>"$work/$t.moe.pp"
+    echo "$j" | field tg_tok_s >>"$work/$t.moe.tg"
+    "$lb" -m "$f" -p "$np" -n "$ng" -t "$threads" -r 1 -o jsonl 2>/dev/null >"$work/l.jsonl"
+    grep "\"n_prompt\": *$np, *\"n_gen\": *0" "$work/l.jsonl" | sed -n 's/.*"avg_ts": *\([0-9.]*\).*/\1/p' >>"$work/$t.ll.pp"
+    grep "\"n_prompt\": *0, *\"n_gen\": *$ng" "$work/l.jsonl" | sed -n 's/.*"avg_ts": *\([0-9.]*\).*/\1/p' >>"$work/$t.ll.tg"
+  done
+  echo "run $r of $reps done" >&2
+done
+printf '%-8s %10s %10s %7s %10s %10s %7s\n' type "moe pp$np" "llama pp" ratio "moe tg$ng" "llama tg" ratio
+for t in "${types[@]}"; do
+  rp=$(paste "$work/$t.moe.pp" "$work/$t.ll.pp" | awk '{print $1 / $2}' | median)
+  rg=$(paste "$work/$t.moe.tg" "$work/$t.ll.tg" | awk '{print $1 / $2}' | median)
+  printf '%-8s %10.1f %10.1f %7.2f %10.1f %10.1f %7.2f\n' "$t" "$(median <"$work/$t.moe.pp")" \
+    "$(median <"$work/$t.ll.pp")" "$rp" "$(median <"$work/$t.moe.tg")" "$(median <"$work/$t.ll.tg")" "$rg"
+done
+echo "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $threads threads, benchmark model," \
+  "medians of $reps alternating runs; ratio = median of per-pair moe/llama.cpp)"
