@@ -58,6 +58,7 @@ void mc_cli_usage(FILE *f) {
             "       moe-coordinator --model FILE --tokenize TEXT | --tokenize-file PATH\n"
             "       moe-coordinator --model FILE --token-ids 1,415,2936 [--dump-logits FILE] [-n N --temp 0]\n"
             "       moe-coordinator --demo [--chat | --serve] [options]\n"
+            "       moe-coordinator --model FILE --profile-routing --prompt-file FILE --routing-stats FILE\n"
             "\n"
             "  --model FILE          GGUF model (Mixtral family)\n"
             "  --prompt TEXT         generate a continuation of TEXT (BOS added), streamed to stdout\n"
@@ -93,6 +94,11 @@ void mc_cli_usage(FILE *f) {
             "  --api-key KEY         with --serve: require 'Authorization: Bearer KEY' on /v1 requests\n"
             "  --api-key-file FILE   the same, the key read from FILE (keeps it out of the process list)\n"
             "  --web DIR             with --serve: serve the web page from DIR instead of the built-in one\n"
+            "  --routing-stats FILE  any mode: write what the router chose (rows per expert, pairs chosen\n"
+            "                        together, how often a token keeps its predecessor's expert, a trace)\n"
+            "                        as JSON for moe-plan at the end; with --serve also live at /v1/routing\n"
+            "  --profile-routing     run every passage of --prompt-file (blank lines between passages;\n"
+            "                        e.g. deploy/corpus/routing.txt) just to collect --routing-stats\n"
             "  --help                this text\n",
             MC_CLI_DEFAULT_N, d.temp, d.top_k, d.top_p, d.min_p, d.repeat_penalty, MC_CLI_DEFAULT_PORT,
             MC_CLI_DEFAULT_PARALLEL);
