@@ -672,9 +672,16 @@ static bool s_parse_holds(s_parser_t *ps, mc_cluster_hold_t **holds, size_t *n_h
     if (ps->ev.type != YAML_SEQUENCE_START_EVENT)
         return s_fail(ps, s_here(ps), "'holds'%s must be a sequence of {layers, experts}, found %s", in,
                       s_found(ps, f, sizeof f));
+    const mc_cluster_mark_t start = s_here(ps);
     for (;;) {
         if (!s_next(ps)) return false;
-        if (ps->ev.type == YAML_SEQUENCE_END_EVENT) break;
+        if (ps->ev.type == YAML_SEQUENCE_END_EVENT) {
+            // Without blocks a node would fall back to its default sets (all).
+            if (*n_holds == 0)
+                return s_fail(ps, start, "'holds'%s is empty: list at least one block ({layers: none, experts: none} "
+                                         "holds nothing)", in);
+            break;
+        }
         if (ps->ev.type != YAML_MAPPING_START_EVENT)
             return s_fail(ps, s_here(ps), "items of 'holds'%s must be mappings of layers and experts, found %s", in,
                           s_found(ps, f, sizeof f));

@@ -130,7 +130,12 @@ char *mc_routing_json(mc_routing_t *r) {
     // apiece (compact, and still text).
     cJSON *trace = cJSON_AddArrayToObject(root, "trace");
     char *line = malloc((size_t)L * k * 2 + 1);
-    for (uint64_t t = 0; line && t < r->n_trace; t++) {
+    if (!line) { // a file without its trace would mislead: no file
+        pthread_mutex_unlock(&r->mu);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    for (uint64_t t = 0; t < r->n_trace; t++) {
         const uint8_t *row = r->trace + (size_t)t * L * k;
         for (size_t i = 0; i < (size_t)L * k; i++) snprintf(line + 2 * i, 3, "%02x", row[i]);
         cJSON_AddItemToArray(trace, cJSON_CreateString(line));
@@ -207,7 +212,7 @@ static mc_err_t s_parse(const cJSON *root, size_t len, mc_routing_stats_t *s, ch
     const size_t le = (size_t)L * E;
     // Every count takes at least two bytes of the file ("0,"): a file cannot
     // declare tables far larger than itself.
-    if (le * E > ((size_t)1 << 26) || 2 * le > len)
+    if ((uint64_t)le * E > ((uint64_t)1 << 23) || 2 * (uint64_t)le > len)
         return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: %u layers x %u experts do not fit a file of %zu bytes",
                           L, E, len);
     s->rows = calloc(le, sizeof *s->rows);
@@ -240,7 +245,7 @@ static mc_err_t s_parse(const cJSON *root, size_t len, mc_routing_stats_t *s, ch
         return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: 'trace' must be a list of at most %d tokens",
                           MC_ROUTING_MAX_TRACE);
     s->n_trace = (uint32_t)cJSON_GetArraySize(trace);
-    if ((size_t)s->n_trace * L * k * 2 > len)
+    if ((uint64_t)s->n_trace * L * k * 2 > len)
         return mc_err_set(err, MC_ERR_FORMAT, "routing statistics: a trace of %u tokens does not fit a file of %zu bytes",
                           s->n_trace, len);
     if (!(s->trace = malloc((size_t)s->n_trace * L * k + 1))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # libFuzzer runs over every parser of untrusted bytes: GGUF files (with the
 # tokenizer and model binding behind the reader), wire messages (alone, and
-# handled by a live node with a small model), cluster files. Builds the targets with clang, ASan and UBSan into build-fuzz/, starts
+# handled by a live node with a small model), cluster files, moe-plan's
+# machines files and routing statistics. Builds the targets with clang, ASan and UBSan into build-fuzz/, starts
 # each corpus from valid inputs (tiny generated models, one message of each
 # kind, example cluster files), then fuzzes.
 #
@@ -22,7 +23,7 @@ CC=clang cmake -S . -B "$dir" -DMC_FUZZ=ON -DMC_BUILD_TESTS=OFF -DCMAKE_BUILD_TY
 cmake --build "$dir" -j2 >/dev/null
 
 corpus="$dir/corpus"
-mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config"
+mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config" "$corpus/fuzz_plan"
 # Seeds, rewritten every run (the fuzzers add their finds beside them).
 tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
@@ -59,9 +60,38 @@ YAML
 printf 'model: m.gguf\nnodes:\n  - name: a\n    endpoint: tcp://127.0.0.1:1\nlocal:\n  experts: all\n  layers: 0-3\n' \
   >"$corpus/fuzz_cluster_config/seed-min.yaml"
 printf '0-3, 6' >"$corpus/fuzz_cluster_config/seed-set.txt"
+cat >"$corpus/fuzz_plan/seed-machines.yaml" <<'YAML'
+network: {latency_ms: 0.4, bandwidth_mbps: 940, request_ms: 0.25}
+coordinator:
+  - name: desk
+    memory_mb: 900
+    threads: 2
+    experts:
+      - types: [Q4_0, Q4_0, Q4_0]
+        bytes: 6193152
+        ms: [[1, 0.3], [2, 0.5], [4, 0.7], [8, 1.3]]
+    layer_ms_1: 0.09
+    head_ms_1: 0.9
+    layer_ms_8: 0.45
+    head_ms_8: 3.9
+    local_scale: 1.05
+nodes:
+  - name: pi-1
+    endpoint: tcp://10.0.0.11:5555
+    public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    host: pi-1
+    cores: 4
+    memory_mb: 7000
+    threads: 4
+    latency_ms: 0.6
+    experts: [{types: [Q4_0, Q4_0, Q4_0], ms: [[1, 1.2], [32, 20]]}]
+YAML
+printf '{"format":"moe-cluster routing statistics 1","layers":2,"experts":4,"experts_per_token":2,"tokens":3,%s' \
+  '"rows":[[2,1,2,1],[1,2,1,2]],"pairs":[[[0,1,1],[0,2,2]],[[1,3,2],[2,3,1]]],"kept":[[1,0,1,0],[0,1,0,1]],"follow":[[2,1,2,1],[1,2,1,2]],"trace":["00020103","00020103","02000301"]}' \
+  >"$corpus/fuzz_plan/seed-routing.json"
 
 status=0
-for t in fuzz_gguf fuzz_wire fuzz_node fuzz_cluster_config; do
+for t in fuzz_gguf fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan; do
   # Models are the biggest inputs: room for the seeds, not for 1 MB files.
   opts=(-timeout=10 -rss_limit_mb=4096 -max_len=40000 -artifact_prefix="$dir/crash-$t-" -print_final_stats=1)
   if [ "$mode" = --smoke ]; then

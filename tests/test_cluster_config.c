@@ -394,6 +394,9 @@ static void test_holds(void **state) {
                    "cluster.yaml:5:5: 'holds' in node 'a' replaces 'experts' and 'layers': give one or the other");
     s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\n    holds: [{layer: 1}]\n",
                    "cluster.yaml:4:14: unknown key 'layer' in a 'holds' block (expected layers, experts)");
+    s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\n    holds: []\n",
+                   "cluster.yaml:4:12: 'holds' in node 'a' is empty: list at least one block ({layers: none, experts: none} "
+                   "holds nothing)");
     s_expect_error("nodes:\n  - name: a\n    endpoint: inproc://a\n    holds: 3\n",
                    "cluster.yaml:4:12: 'holds' in node 'a' must be a sequence of {layers, experts}, found '3'");
     // Coverage counts the blocks, not the (unused, default all) experts/layers.

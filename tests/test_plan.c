@@ -250,6 +250,23 @@ static void test_simulator_times(void **state) {
     s.types[0] = MC_DTYPE_Q8_0; // no machine profiled Q8_0
     assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &sp, &r, err), MC_ERR_ARG);
     assert_non_null(strstr(err, "no profile of experts of types [Q8_0, Q4_0, Q4_0]"));
+    // Far links and tiny steps: the event clock is large next to the work,
+    // and rounding must not keep a job alive (it once looped forever).
+    mc_plan_machines_free(&ms);
+    for (int v = 0; v < 3; v++) {
+        static const char *const far[] = {"    latency_ms: 300\n", "    latency_ms: 10000\n", "    latency_ms: 100000\n"};
+        char *yaml = s_machines_yaml(1, 1000, 1000, far[v]);
+        char *m = strstr(yaml, "  - name: n1");
+        char *c = strstr(m, "ms: [[1, 1.0], [32, 32.0]]");
+        memcpy(c, "ms: [[1, 0.003]]          ", 26); // same length: the rest of the text stays put
+        s_parse_ok(yaml, &ms);
+        s.types[0] = MC_DTYPE_Q4_0;
+        assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &sp, &r, err), MC_OK);
+        assert_true(r.tok_s > 0);
+        mc_plan_sim_free(&r);
+        mc_plan_machines_free(&ms);
+    }
+    s_parse_ok(s_machines_yaml(1, 1000, 1000, NULL), &ms);
     mc_plan_placement_free(&half);
     mc_plan_placement_free(&loc);
     mc_plan_placement_free(&p);
@@ -337,6 +354,25 @@ static void test_planner(void **state) {
             for (size_t j = 0; j < (size_t)L * E; j++) assert_int_equal(p.held[j], 1);
         mc_plan_placement_free(&p);
         mc_plan_machines_free(&ms);
+    }
+    // Unequal sizes, memory exactly the equal split's: experts 0-3 of 3 MiB
+    // on n1 (48 MiB of room), 4-7 of 1 MiB on n2 (16). Whatever the greedy
+    // start does, the naive one fits, so a plan exists.
+    {
+        mc_plan_machines_t tight;
+        s_parse_ok(s_machines_yaml(2, 10, 112, NULL), &tight);
+        tight.m[2].memory_mb = 80;
+        for (uint32_t l = 0; l < L; l++)
+            for (uint32_t e = 0; e < E; e++) s.bytes[l * E + e] = (e < 4 ? 3u : 1u) << 20;
+        mc_plan_params_t tp = mc_plan_params_default();
+        tp.local = false;
+        tp.sim.batch = 4;
+        mc_plan_placement_t q;
+        if (mc_plan_make(&s, &tight, &st, &tp, &q, err)) fail_msg("%s", err);
+        assert_int_equal(mc_plan_check_memory(&q, &tight, &s, err), MC_OK);
+        mc_plan_placement_free(&q);
+        mc_plan_machines_free(&tight);
+        for (size_t i = 0; i < (size_t)L * E; i++) s.bytes[i] = 1u << 20;
     }
     // Does not fit: 32 MiB of experts, room for 2 x (70 - 64).
     mc_plan_machines_t ms;

@@ -4,6 +4,7 @@
  */
 #include "plan.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -44,6 +45,24 @@ static mc_err_t s_fail(const s_file_t *f, const yaml_node_t *n, const char *fmt,
 }
 
 static yaml_node_t *s_node(const s_file_t *f, int id) { return yaml_document_get_node(f->doc, id); }
+
+// A mapping of at most max distinct scalar keys (a hostile file could
+// otherwise make the duplicate check quadratic).
+static mc_err_t s_mapping(const s_file_t *f, const yaml_node_t *n, size_t max, const char *what) {
+    if (!n || n->type != YAML_MAPPING_NODE) return s_fail(f, n, "%s must be a mapping", what);
+    const size_t count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (count > max) return s_fail(f, n, "%s has more than %zu keys", what, max);
+    for (size_t i = 0; i < count; i++) {
+        const yaml_node_t *k = s_node(f, n->data.mapping.pairs.start[i].key);
+        if (!k || k->type != YAML_SCALAR_NODE) return s_fail(f, k ? k : n, "keys of %s must be names", what);
+        for (size_t j = 0; j < i; j++) {
+            const yaml_node_t *q = s_node(f, n->data.mapping.pairs.start[j].key);
+            if (!strcmp((const char *)q->data.scalar.value, (const char *)k->data.scalar.value))
+                return s_fail(f, k, "'%s' is given twice in %s", (const char *)k->data.scalar.value, what);
+        }
+    }
+    return MC_OK;
+}
 
 static mc_err_t s_text(const s_file_t *f, const yaml_node_t *n, const char *key, const char **out) {
     if (!n || n->type != YAML_SCALAR_NODE) return s_fail(f, n, "'%s' must be a single value", key);
@@ -90,7 +109,9 @@ static mc_err_t s_name(const s_file_t *f, const yaml_node_t *n, const char *key,
 
 // One `experts:` entry: {types: [A, B, C], bytes: N, ms: [[rows, ms], ...]}.
 static mc_err_t s_curve(const s_file_t *f, const yaml_node_t *n, mc_plan_curve_t *c) {
-    if (n->type != YAML_MAPPING_NODE) return s_fail(f, n, "an 'experts' entry must be a mapping of types and ms");
+    if (!n || n->type != YAML_MAPPING_NODE) return s_fail(f, n, "an 'experts' entry must be a mapping of types and ms");
+    mc_err_t drc = s_mapping(f, n, 8, "an 'experts' entry");
+    if (drc) return drc;
     bool have_types = false, have_ms = false;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const yaml_node_t *k = s_node(f, p->key), *v = s_node(f, p->value);
@@ -101,7 +122,7 @@ static mc_err_t s_curve(const s_file_t *f, const yaml_node_t *n, mc_plan_curve_t
             uint64_t b;
             if ((rc = s_count(f, v, key, 0, UINT64_MAX, &b))) return rc;
         } else if (!strcmp(key, "types")) {
-            if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.top - v->data.sequence.items.start != 3)
+            if (!v || v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.top - v->data.sequence.items.start != 3)
                 return s_fail(f, v, "'types' must list three weight types: gate, up, down");
             for (int i = 0; i < 3; i++) {
                 const char *t = "";
@@ -111,11 +132,12 @@ static mc_err_t s_curve(const s_file_t *f, const yaml_node_t *n, mc_plan_curve_t
             }
             have_types = true;
         } else if (!strcmp(key, "ms")) {
-            if (v->type != YAML_SEQUENCE_NODE) return s_fail(f, v, "'ms' must be a list of [rows, ms] pairs");
+            if (!v || v->type != YAML_SEQUENCE_NODE) return s_fail(f, v, "'ms' must be a list of [rows, ms] pairs");
             c->n = 0;
             for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
                 const yaml_node_t *pair = s_node(f, *it);
-                if (pair->type != YAML_SEQUENCE_NODE || pair->data.sequence.items.top - pair->data.sequence.items.start != 2)
+                if (!pair || pair->type != YAML_SEQUENCE_NODE ||
+                    pair->data.sequence.items.top - pair->data.sequence.items.start != 2)
                     return s_fail(f, pair, "each item of 'ms' must be a [rows, ms] pair");
                 if (c->n == MC_PLAN_MAX_POINTS) return s_fail(f, pair, "'ms' has more than %d pairs", MC_PLAN_MAX_POINTS);
                 uint64_t rows;
@@ -143,12 +165,15 @@ typedef struct {
 
 static mc_err_t s_machine(const s_file_t *f, const yaml_node_t *n, bool coordinator, const s_network_t *net,
                           mc_plan_machine_t *m) {
-    if (n->type == YAML_SEQUENCE_NODE && coordinator) { // pasted `moe-expert --profile` output: one item
+    if (n && n->type == YAML_SEQUENCE_NODE && coordinator) { // pasted `moe-expert --profile` output: one item
         if (n->data.sequence.items.top - n->data.sequence.items.start != 1)
             return s_fail(f, n, "'coordinator' must be one machine");
         n = s_node(f, n->data.sequence.items.start[0]);
     }
-    if (n->type != YAML_MAPPING_NODE) return s_fail(f, n, "a machine must be a mapping (name, memory_mb, experts, ...)");
+    if (!n || n->type != YAML_MAPPING_NODE)
+        return s_fail(f, n, "a machine must be a mapping (name, memory_mb, experts, ...)");
+    mc_err_t drc = s_mapping(f, n, 32, coordinator ? "the coordinator" : "a node");
+    if (drc) return drc;
     memset(m, 0, sizeof *m);
     m->coordinator = coordinator;
     m->latency_ms = coordinator ? 0 : net->latency_ms;
@@ -184,8 +209,8 @@ static mc_err_t s_machine(const s_file_t *f, const yaml_node_t *n, bool coordina
         else if (!strcmp(key, "head_ms_8")) rc = s_number(f, v, key, 0, S_MAX_MS, &m->head_ms_8);
         else if (!strcmp(key, "local_scale")) rc = s_number(f, v, key, 0.1, 10, &m->local_scale);
         else if (!strcmp(key, "experts")) {
-            if (v->type != YAML_SEQUENCE_NODE) rc = s_fail(f, v, "'experts' must be a list of measured curves");
-            for (yaml_node_item_t *it = v->type == YAML_SEQUENCE_NODE ? v->data.sequence.items.start : NULL;
+            if (!v || v->type != YAML_SEQUENCE_NODE) rc = s_fail(f, v, "'experts' must be a list of measured curves");
+            for (yaml_node_item_t *it = !rc ? v->data.sequence.items.start : NULL;
                  !rc && it && it < v->data.sequence.items.top; it++) {
                 if (m->n_curves == MC_PLAN_MAX_CURVES)
                     rc = s_fail(f, s_node(f, *it), "more than %d 'experts' curves", MC_PLAN_MAX_CURVES);
@@ -267,6 +292,7 @@ mc_err_t mc_plan_machines_parse(const char *buf, size_t len, const char *name, m
     const yaml_node_t *coord = NULL, *nodes = NULL;
     s_network_t net = {0.2, 1000, S_DEFAULT_REQUEST_MS};
     if (!root || root->type != YAML_MAPPING_NODE) rc = s_fail(&f, root, "the file must be a mapping of coordinator and nodes");
+    else rc = s_mapping(&f, root, 8, "the file");
     for (yaml_node_pair_t *p = rc ? NULL : root->data.mapping.pairs.start; p && p < root->data.mapping.pairs.top && !rc;
          p++) {
         const yaml_node_t *k = s_node(&f, p->key), *v = s_node(&f, p->value);
@@ -275,10 +301,11 @@ mc_err_t mc_plan_machines_parse(const char *buf, size_t len, const char *name, m
         if (!strcmp(key, "coordinator")) coord = v;
         else if (!strcmp(key, "nodes")) nodes = v;
         else if (!strcmp(key, "network")) {
-            if (v->type != YAML_MAPPING_NODE) {
+            if (!v || v->type != YAML_MAPPING_NODE) {
                 rc = s_fail(&f, v, "'network' must be a mapping of latency_ms and bandwidth_mbps");
                 break;
             }
+            if ((rc = s_mapping(&f, v, 8, "'network'"))) break;
             for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top && !rc; q++) {
                 const yaml_node_t *nk = s_node(&f, q->key), *nv = s_node(&f, q->value);
                 const char *nkey = "";
@@ -314,6 +341,16 @@ mc_err_t mc_plan_machines_parse(const char *buf, size_t len, const char *name, m
                             ms.m[j].name, ms.m[i].name, ms.m[i].endpoint);
         }
     }
+    // Endpoints and keys as a cluster file takes them (checked now, not after a search).
+    mc_cluster_config_t *probe = rc ? NULL : mc_cluster_config_new();
+    if (!rc && !probe) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t i = 1; !rc && i < ms.n; i++) {
+        char msg[MC_ERR_LEN];
+        if (mc_cluster_config_add_node(probe, ms.m[i].name, ms.m[i].endpoint, NULL, NULL, msg) ||
+            (ms.m[i].public_key[0] && mc_cluster_config_set_node_key(probe, i - 1, ms.m[i].public_key, msg)))
+            rc = mc_err_set(err, MC_ERR_FORMAT, "%s: node %s: %s", name, ms.m[i].name, msg);
+    }
+    mc_cluster_config_destroy(&probe);
     // Machines on one host must agree on its cores.
     for (size_t i = 0; !rc && i < ms.n; i++)
         for (size_t j = 0; !rc && j < i; j++)
@@ -441,6 +478,8 @@ mc_err_t mc_plan_placement_from_config(const mc_cluster_config_t *c, const mc_pl
 
 mc_err_t mc_plan_placement_to_config(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const char *model,
                                      mc_wire_enc_t wire, mc_cluster_config_t **out, char *err) {
+    if (p->n_machines != ms->n || p->n_expert > MC_CLUSTER_MAX_EXPERTS || p->n_layer > MC_CLUSTER_MAX_LAYERS)
+        return mc_err_set(err, MC_ERR_ARG, "the placement is not of these machines, or too large for a cluster file");
     mc_cluster_config_t *c = mc_cluster_config_new();
     if (!c) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     c->wire = wire;
@@ -520,6 +559,7 @@ static uint64_t s_used(const mc_plan_placement_t *p, const mc_plan_shape_t *s, s
 
 mc_err_t mc_plan_check_memory(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const mc_plan_shape_t *s,
                               char *err) {
+    if (p->n_machines != ms->n) return mc_err_set(err, MC_ERR_ARG, "the placement is not of these machines");
     uint64_t *budget = malloc(ms->n * sizeof *budget);
     if (!budget) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     mc_plan_budgets(ms, s, budget);
@@ -595,6 +635,8 @@ static mc_err_t s_sim_init(s_sim_t *x, const mc_plan_shape_t *s, const mc_plan_m
                           sp->batch);
     if (sp->wire != MC_WIRE_AUTO && mc_wire_row_bytes(sp->wire, s->dim) == 0)
         return mc_err_set(err, MC_ERR_ARG, "wire %s cannot carry rows of %u values", mc_wire_enc_name(sp->wire), s->dim);
+    if (ms->n == 0 || ms->n > MC_PLAN_MAX_MACHINES)
+        return mc_err_set(err, MC_ERR_ARG, "%zu machines (1..%d)", ms->n, MC_PLAN_MAX_MACHINES);
     x->s = s, x->ms = ms, x->st = st, x->sp = sp;
     x->steps = st->n_trace / sp->batch;
     if (sp->max_steps && x->steps > sp->max_steps) x->steps = sp->max_steps;
@@ -672,9 +714,12 @@ static void s_share(s_sim_t *x) {
         x->end[i] = x->work[i] > 0 ? -1 : x->start[i];
         active_left += x->work[i] > 0;
     }
-    while (active_left) {
+    // Every pass ends at an event (a start, or the job `who` finishing, which
+    // is then finished whatever rounding left over), so there are at most 2n.
+    for (size_t events = 0; active_left && events <= 2 * n; events++) {
         // Rates now: running jobs started by t and unfinished.
         double next = INFINITY;
+        size_t who = SIZE_MAX; // the job whose finish is next (SIZE_MAX: a start is)
         for (size_t i = 0; i < n; i++)
             if (x->work[i] > 0 && x->end[i] < 0 && x->start[i] > t) next = fmin(next, x->start[i]);
         double speed[MC_PLAN_MAX_MACHINES];
@@ -687,19 +732,22 @@ static void s_share(s_sim_t *x) {
                     demand += ms->m[j].threads < ms->m[j].cores ? ms->m[j].threads : ms->m[j].cores;
             const double cores = ms->m[i].cores;
             speed[i] = demand > cores ? cores / demand : 1.0;
-            next = fmin(next, t + left[i] / speed[i]);
+            const double fin = t + left[i] / speed[i];
+            if (fin < next) next = fin, who = i;
         }
-        const double dt = next - t;
+        const double dt = next > t ? next - t : 0;
         for (size_t i = 0; i < n; i++) {
             if (speed[i] <= 0) continue;
             left[i] -= dt * speed[i];
-            if (left[i] <= 1e-12 * x->work[i] + 1e-15) {
+            if (i == who || left[i] <= 1e-12 * x->work[i] + 1e-15) {
                 x->end[i] = next;
                 active_left--;
             }
         }
         t = next;
     }
+    for (size_t i = 0; i < n; i++) // not reached: the event bound above is exact
+        if (x->end[i] < 0) x->end[i] = t;
 }
 
 // Replay layer l over the first x->steps steps; returns the layer's total
@@ -911,7 +959,10 @@ static mc_err_t s_greedy(s_planner_t *pl, mc_plan_placement_t *p, char *err) {
     for (size_t a = 1; a < cells; a++) { // insertion sort by load, descending; stable
         const size_t v = order[a];
         size_t b = a;
-        while (b > 0 && pl->load[order[b - 1]] < pl->load[v]) order[b] = order[b - 1], b--;
+        // Heavier first; among equals, bigger first (they are the hard ones to fit).
+        while (b > 0 && (pl->load[order[b - 1]] < pl->load[v] ||
+                         (pl->load[order[b - 1]] == pl->load[v] && s->bytes[order[b - 1]] < s->bytes[v])))
+            order[b] = order[b - 1], b--;
         order[b] = v;
     }
     mc_err_t rc = MC_OK;
@@ -926,7 +977,16 @@ static mc_err_t s_greedy(s_planner_t *pl, mc_plan_placement_t *p, char *err) {
             s_set(pl, p, i, l, e, false);
             if (t < best_t - 1e-12 || (t <= best_t + 1e-12 && own < best_own)) best = i, best_t = t, best_own = own;
         }
-        if (best == SIZE_MAX) {
+        bool profiled = false;
+        for (size_t i = 0; i < p->n_machines; i++)
+            profiled |= (i || pl->pp->local) && pl->x.curve[(i * s->n_layer + l) * s->n_expert + e] != NULL;
+        if (best == SIZE_MAX && !profiled) {
+            const mc_dtype_t *t = &s->types[3 * order[o]];
+            rc = mc_err_set(err, MC_ERR_ARG,
+                            "no machine has a profile of experts of types [%s, %s, %s] (layer %u expert %u): run "
+                            "moe-expert --profile with this model",
+                            mc_dtype_name(t[0]), mc_dtype_name(t[1]), mc_dtype_name(t[2]), l, e);
+        } else if (best == SIZE_MAX) {
             uint64_t total = 0, room = 0;
             for (size_t c = 0; c < cells; c++) total += s->bytes[c];
             for (size_t i = 0; i < p->n_machines; i++) room += (i || pl->pp->local) ? pl->budget[i] : 0;
@@ -1072,10 +1132,12 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
         for (size_t c = 0; c < cells; c++) pl.load[c] = (double)st->rows[c] / tokens * sp.batch;
         rc = mc_plan_placement_new(&a, ms->n, s->n_layer, s->n_expert, err);
     }
-    if (!rc) rc = s_greedy(&pl, &a, err);
-    if (!rc && pp->replicas) s_replicate(&pl, &a);
-    if (!rc) s_search(&pl, &a);
-    double ta = rc ? INFINITY : s_total(&pl, &a), tb = INFINITY;
+    // The greedy start; when it cannot place everything (it goes by load, so
+    // unequal expert sizes can leave memory in pieces) the naive start may.
+    mc_err_t greedy_rc = rc ? rc : s_greedy(&pl, &a, err);
+    if (!greedy_rc && pp->replicas) s_replicate(&pl, &a);
+    if (!greedy_rc) s_search(&pl, &a);
+    double ta = greedy_rc ? INFINITY : s_total(&pl, &a), tb = INFINITY;
     // From the naive split too, when it fits and is profiled: the plan is
     // never predicted slower than it.
     char ignore[MC_ERR_LEN];
@@ -1090,6 +1152,7 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
             tb = s_total(&pl, &b);
         }
     }
+    if (!rc && greedy_rc && tb == INFINITY) rc = greedy_rc; // neither start fits: greedy's message
     if (!rc) {
         if (tb < ta) {
             mc_plan_placement_free(&a);
@@ -1110,6 +1173,7 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
 
 void mc_plan_report(FILE *f, const char *title, const mc_plan_placement_t *p, const mc_plan_machines_t *ms,
                     const mc_plan_shape_t *s, const mc_plan_sim_t *r) {
+    assert(p->n_machines == ms->n); // a programmer's mistake: the report of another cluster
     fprintf(f, "%s: %.1f tok/s predicted, %.2f ms a step (attention %.2f, experts %.2f, head %.2f) over %u steps\n",
             title, r->tok_s, r->step_ms, r->attn_ms, r->moe_ms, r->head_ms, r->steps);
     fprintf(f, "  %-16s %-11s %7s %8s %12s %10s %9s %11s\n", "machine", "role", "experts", "replicas", "memory MiB",

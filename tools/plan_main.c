@@ -85,17 +85,19 @@ static int s_parse(int argc, char **argv, s_opts_t *o) {
                 return s_bad(err);
             }
             const char *v = argv[++i];
-            uint64_t u;
+            uint64_t u = 1;
             if (!strcmp(a, "--model")) o->model = v;
             else if (!strcmp(a, "--routing")) o->routing = v;
             else if (!strcmp(a, "--machines")) o->machines = v;
             else if (!strcmp(a, "-o")) o->out = v;
             else if (!strcmp(a, "--stats")) o->stats = v;
             else if (!strcmp(a, "--batch")) {
-                if (mc_parse_u64(a, v, 4096, &u, err) || u == 0) return s_bad(u == 0 ? "--batch must be 1..4096" : err);
+                if (mc_parse_u64(a, v, 4096, &u, err)) return s_bad(err);
+                if (u == 0) return s_bad("--batch must be 1..4096");
                 o->pp.sim.batch = (uint32_t)u;
             } else if (!strcmp(a, "--steps")) {
-                if (mc_parse_u64(a, v, 1u << 24, &u, err) || u == 0) return s_bad(u == 0 ? "--steps must be >= 1" : err);
+                if (mc_parse_u64(a, v, 1u << 24, &u, err)) return s_bad(err);
+                if (u == 0) return s_bad("--steps must be >= 1");
                 o->pp.sim.max_steps = (uint32_t)u;
             } else if (!strcmp(a, "--wire")) {
                 if (!mc_wire_enc_from_name(v, &o->pp.sim.wire)) {
@@ -222,8 +224,13 @@ int main(int argc, char **argv) {
     mc_cluster_config_t *c = NULL;
     // The cluster file resolves a relative model path from its own folder.
     model_abs = realpath(o.model, NULL);
-    if (mc_plan_simulate(&s, &ms, &st, &p, &o.pp.sim, &r, err) ||
-        mc_plan_placement_to_config(&p, &ms, model_abs ? model_abs : o.model, o.pp.sim.wire, &c, err)) {
+    if (mc_plan_simulate(&s, &ms, &st, &p, &o.pp.sim, &r, err)) {
+        mc_plan_placement_free(&p);
+        ret = s_fail(err);
+        goto done;
+    }
+    if (mc_plan_placement_to_config(&p, &ms, model_abs ? model_abs : o.model, o.pp.sim.wire, &c, err)) {
+        mc_plan_sim_free(&r);
         mc_plan_placement_free(&p);
         ret = s_fail(err);
         goto done;
