@@ -722,16 +722,30 @@ static void s_share(s_sim_t *x) {
         size_t who = SIZE_MAX; // the job whose finish is next (SIZE_MAX: a start is)
         for (size_t i = 0; i < n; i++)
             if (x->work[i] > 0 && x->end[i] < 0 && x->start[i] > t) next = fmin(next, x->start[i]);
+        // The coordinator's own experts keep their cores: its pool spins
+        // between the products of a burst, so processes beside it on its host
+        // get only the cores its threads leave (measured: a node sharing the
+        // coordinator's 2 cores answered only after the local experts were
+        // done). Elsewhere the running jobs share a host's cores evenly.
+        const bool coord_busy = x->work[0] > 0 && x->end[0] < 0 && x->start[0] <= t;
         double speed[MC_PLAN_MAX_MACHINES];
         for (size_t i = 0; i < n; i++) {
             speed[i] = 0;
             if (!(x->work[i] > 0 && x->end[i] < 0 && x->start[i] <= t)) continue;
-            double demand = 0;
-            for (size_t j = 0; j < n; j++)
-                if (x->host[j] == x->host[i] && x->work[j] > 0 && x->end[j] < 0 && x->start[j] <= t)
-                    demand += ms->m[j].threads < ms->m[j].cores ? ms->m[j].threads : ms->m[j].cores;
-            const double cores = ms->m[i].cores;
+            double cores = ms->m[i].cores, demand = 0;
+            if (i == 0) {
+                demand = ms->m[0].threads < cores ? ms->m[0].threads : cores;
+            } else {
+                if (coord_busy && x->host[i] == x->host[0]) {
+                    const double taken = ms->m[0].threads < cores ? ms->m[0].threads : cores;
+                    cores -= taken;
+                }
+                for (size_t j = 1; j < n; j++)
+                    if (x->host[j] == x->host[i] && x->work[j] > 0 && x->end[j] < 0 && x->start[j] <= t)
+                        demand += ms->m[j].threads < ms->m[j].cores ? ms->m[j].threads : ms->m[j].cores;
+            }
             speed[i] = demand > cores ? cores / demand : 1.0;
+            if (speed[i] <= 0) continue; // waits for the coordinator's cores
             const double fin = t + left[i] / speed[i];
             if (fin < next) next = fin, who = i;
         }

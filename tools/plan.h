@@ -15,7 +15,8 @@
  * queued on its own link. Machines on one host share its cores: while the
  * threads of the jobs running there outnumber the cores, each job advances
  * at cores / threads of its speed (processor sharing, simulated event by
- * event).
+ * event), except that the coordinator's own experts keep its cores (its
+ * pool spins through a burst of products; nodes beside it wait).
  *
  * The planner fits every machine's memory and minimises that simulated
  * time: a greedy start that gives each (layer, expert), heaviest first, to
