@@ -611,6 +611,8 @@ typedef struct {
     size_t back_bytes;             // result bytes per row
     // scratch
     uint32_t *rr;     // (n_expert) round-robin cursor, per layer replay
+    uint32_t *n_hold; // (n_expert) this layer's holders of each expert (0 when local)
+    uint16_t *hold;   // (n_expert, n_machines) their machine indices, in file order
     uint32_t *cnt;    // (n_machines, n_expert) slots per machine and expert
     uint32_t *rows;   // (n_machines) rows (tokens) per machine
     uint32_t *last;   // (n_machines) last token counted in rows
@@ -619,7 +621,8 @@ typedef struct {
 } s_sim_t;
 
 static void s_sim_free(s_sim_t *x) {
-    free(x->curve), free(x->host), free(x->out_bytes), free(x->rr), free(x->cnt), free(x->rows), free(x->last);
+    free(x->curve), free(x->host), free(x->out_bytes), free(x->rr), free(x->n_hold), free(x->hold), free(x->cnt);
+    free(x->rows), free(x->last);
     free(x->enc_b), free(x->work), free(x->start), free(x->end), free(x->rate);
     memset(x, 0, sizeof *x);
 }
@@ -645,13 +648,15 @@ static mc_err_t s_sim_init(s_sim_t *x, const mc_plan_shape_t *s, const mc_plan_m
     x->host = calloc(n, sizeof *x->host);
     x->out_bytes = calloc(cells, sizeof *x->out_bytes);
     x->rr = calloc(s->n_expert, sizeof *x->rr);
+    x->n_hold = calloc(s->n_expert, sizeof *x->n_hold);
+    x->hold = calloc((size_t)s->n_expert * n, sizeof *x->hold);
     x->cnt = calloc(n * s->n_expert, sizeof *x->cnt);
     x->rows = calloc(n, sizeof *x->rows);
     x->last = calloc(n, sizeof *x->last);
     x->enc_b = calloc(n, sizeof *x->enc_b);
     x->work = calloc(n, sizeof(double)), x->start = calloc(n, sizeof(double));
     x->end = calloc(n, sizeof(double)), x->rate = calloc(n, sizeof(double));
-    if (!x->curve || !x->host || !x->out_bytes || !x->rr || !x->cnt || !x->rows || !x->last || !x->enc_b || !x->work ||
+    if (!x->curve || !x->host || !x->out_bytes || !x->rr || !x->n_hold || !x->hold || !x->cnt || !x->rows || !x->last || !x->enc_b || !x->work ||
         !x->start || !x->end || !x->rate) {
         s_sim_free(x);
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
@@ -772,6 +777,14 @@ static double s_sim_layer(s_sim_t *x, const mc_plan_placement_t *p, uint32_t l, 
     const size_t n = ms->n, cells = (size_t)s->n_layer * s->n_expert;
     const uint32_t B = x->sp->batch, k = s->k, E = s->n_expert;
     memset(x->rr, 0, E * sizeof *x->rr);
+    // Who computes each expert, resolved once per replay: the cluster's order,
+    // local first, else the node replicas in turn.
+    for (uint32_t e = 0; e < E; e++) {
+        x->n_hold[e] = 0;
+        if (*s_held(p, 0, l, e)) continue;
+        for (size_t i = 1; i < n; i++)
+            if (*s_held(p, i, l, e)) x->hold[(size_t)e * n + x->n_hold[e]++] = (uint16_t)i;
+    }
     double total = 0;
     for (uint32_t step = 0; step < x->steps; step++) {
         memset(x->cnt, 0, n * E * sizeof *x->cnt);
@@ -785,13 +798,9 @@ static double s_sim_layer(s_sim_t *x, const mc_plan_placement_t *p, uint32_t l, 
                 const uint32_t e = sel[j];
                 if (e >= E) continue;
                 size_t who = 0;
-                if (!*s_held(p, 0, l, e)) { // the cluster's order: local first, then replicas in turn
-                    uint32_t holders = 0;
-                    for (size_t i = 1; i < n; i++) holders += *s_held(p, i, l, e);
-                    uint32_t pick = holders ? x->rr[e]++ % holders : 0;
-                    for (who = 1; who < n; who++)
-                        if (*s_held(p, who, l, e) && pick-- == 0) break;
-                    if (who == n) continue; // held by nobody: checked before
+                if (!*s_held(p, 0, l, e)) {
+                    if (!x->n_hold[e]) continue; // held by nobody: refused before
+                    who = x->hold[(size_t)e * n + x->rr[e]++ % x->n_hold[e]];
                 }
                 x->cnt[who * E + e]++;
                 if (x->last[who] != tok) x->last[who] = tok, x->rows[who]++;
@@ -962,22 +971,41 @@ static double s_estimate_layer(const s_planner_t *pl, const mc_plan_placement_t 
     return worst;
 }
 
+// Indices 0..n-1 ordered by key1 descending, then key2 descending, then
+// index (deterministic): for the greedy order and the search order.
+typedef struct {
+    double k1, k2;
+    size_t i;
+} s_rank_t;
+
+static int s_rank_cmp(const void *a, const void *b) {
+    const s_rank_t *x = a, *y = b;
+    if (x->k1 != y->k1) return x->k1 < y->k1 ? 1 : -1;
+    if (x->k2 != y->k2) return x->k2 < y->k2 ? 1 : -1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+// order[0..n) receives the ranking of (k1[i], k2[i] or 0). false: no memory.
+static bool s_rank(const double *k1, const uint64_t *k2, size_t n, size_t *order) {
+    s_rank_t *r = malloc((n ? n : 1) * sizeof *r);
+    if (!r) return false;
+    for (size_t i = 0; i < n; i++) r[i] = (s_rank_t){k1[i], k2 ? (double)k2[i] : 0, i};
+    qsort(r, n, sizeof *r, s_rank_cmp);
+    for (size_t i = 0; i < n; i++) order[i] = r[i].i;
+    free(r);
+    return true;
+}
+
 // Greedy start: every (layer, expert), heaviest first, to the machine where
 // its layer's estimate grows least.
 static mc_err_t s_greedy(s_planner_t *pl, mc_plan_placement_t *p, char *err) {
     const mc_plan_shape_t *s = pl->x.s;
     const size_t cells = (size_t)s->n_layer * s->n_expert;
+    // Heavier first; among equals, bigger first (they are the hard ones to fit).
     size_t *order = malloc(cells * sizeof *order);
-    if (!order) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    for (size_t c = 0; c < cells; c++) order[c] = c;
-    for (size_t a = 1; a < cells; a++) { // insertion sort by load, descending; stable
-        const size_t v = order[a];
-        size_t b = a;
-        // Heavier first; among equals, bigger first (they are the hard ones to fit).
-        while (b > 0 && (pl->load[order[b - 1]] < pl->load[v] ||
-                         (pl->load[order[b - 1]] == pl->load[v] && s->bytes[order[b - 1]] < s->bytes[v])))
-            order[b] = order[b - 1], b--;
-        order[b] = v;
+    if (!order || !s_rank(pl->load, s->bytes, cells, order)) {
+        free(order);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     }
     mc_err_t rc = MC_OK;
     for (size_t o = 0; o < cells && !rc; o++) {
@@ -1047,8 +1075,25 @@ static double s_eval(s_planner_t *pl, const mc_plan_placement_t *p, uint32_t l) 
     return s_sim_layer(&pl->x, p, l, NULL);
 }
 
-// Local search on layer l, every move scored by the simulator: move a
-// pair to another machine, add a replica, drop one.
+// Expert e of layer l leaves machine from and goes to machine to (SIZE_MAX:
+// neither; a drop or a new replica). Kept when the simulator says it wins,
+// else undone.
+static bool s_try(s_planner_t *pl, mc_plan_placement_t *p, uint32_t l, uint32_t e, size_t from, size_t to,
+                  double *cur) {
+    if (from != SIZE_MAX) s_set(pl, p, from, l, e, false);
+    if (to != SIZE_MAX) s_set(pl, p, to, l, e, true);
+    const double t = s_eval(pl, p, l);
+    if (t < *cur * (1 - S_MIN_GAIN)) {
+        *cur = t;
+        return true;
+    }
+    if (to != SIZE_MAX) s_set(pl, p, to, l, e, false);
+    if (from != SIZE_MAX) s_set(pl, p, from, l, e, true);
+    return false;
+}
+
+// Local search on layer l, every move scored by the simulator: drop a
+// replica, move a pair to another machine, add a replica.
 static void s_search_layer(s_planner_t *pl, mc_plan_placement_t *p, uint32_t l) {
     const mc_plan_shape_t *s = pl->x.s;
     const size_t n = p->n_machines;
@@ -1058,42 +1103,25 @@ static void s_search_layer(s_planner_t *pl, mc_plan_placement_t *p, uint32_t l) 
         for (uint32_t e = 0; e < s->n_expert && pl->evals < pl->max_evals; e++) {
             for (size_t a = 0; a < n; a++) {
                 if (!*s_held(p, a, l, e)) continue;
-                // Drop a (only when someone else holds e).
-                if (s_holders(p, l, e) > 1) {
-                    s_set(pl, p, a, l, e, false);
-                    const double t = s_eval(pl, p, l);
-                    if (t < cur * (1 - S_MIN_GAIN)) {
-                        cur = t, improved = true;
-                        continue;
-                    }
-                    s_set(pl, p, a, l, e, true);
+                if (s_holders(p, l, e) > 1 && s_try(pl, p, l, e, a, SIZE_MAX, &cur)) {
+                    improved = true;
+                    continue;
                 }
-                // Move from a to b.
                 for (size_t b = 0; b < n; b++) {
                     if (b == a || *s_held(p, b, l, e) || !s_may_hold(pl, b, l, e)) continue;
-                    s_set(pl, p, a, l, e, false);
-                    s_set(pl, p, b, l, e, true);
-                    const double t = s_eval(pl, p, l);
-                    if (t < cur * (1 - S_MIN_GAIN)) {
-                        cur = t, improved = true;
+                    if (s_try(pl, p, l, e, a, b, &cur)) {
+                        improved = true;
                         break;
                     }
-                    s_set(pl, p, b, l, e, false);
-                    s_set(pl, p, a, l, e, true);
                 }
-                if (!*s_held(p, a, l, e)) continue; // moved away
             }
-            // Add a replica.
-            if (!pl->pp->replicas || *s_held(p, 0, l, e)) continue;
+            if (!pl->pp->replicas || *s_held(p, 0, l, e)) continue; // a local copy takes every row
             for (size_t b = 1; b < n; b++) {
                 if (*s_held(p, b, l, e) || !s_may_hold(pl, b, l, e)) continue;
-                s_set(pl, p, b, l, e, true);
-                const double t = s_eval(pl, p, l);
-                if (t < cur * (1 - S_MIN_GAIN)) {
-                    cur = t, improved = true;
+                if (s_try(pl, p, l, e, SIZE_MAX, b, &cur)) {
+                    improved = true;
                     break;
                 }
-                s_set(pl, p, b, l, e, false);
             }
         }
     }
@@ -1102,20 +1130,13 @@ static void s_search_layer(s_planner_t *pl, mc_plan_placement_t *p, uint32_t l) 
 // Search every layer, the slowest first, within the evaluation budget.
 static void s_search(s_planner_t *pl, mc_plan_placement_t *p) {
     const uint32_t L = pl->x.s->n_layer;
-    double *t = malloc(L * sizeof *t);
-    uint32_t *order = malloc(L * sizeof *order);
-    if (!t || !order) {
-        free(t), free(order);
-        return;
+    double *t = calloc(L ? L : 1, sizeof *t);
+    size_t *order = calloc(L ? L : 1, sizeof *order);
+    if (t && order) {
+        for (uint32_t l = 0; l < L; l++) t[l] = s_eval(pl, p, l);
+        if (s_rank(t, NULL, L, order))
+            for (uint32_t i = 0; i < L && pl->evals < pl->max_evals; i++) s_search_layer(pl, p, (uint32_t)order[i]);
     }
-    for (uint32_t l = 0; l < L; l++) t[l] = s_eval(pl, p, l), order[l] = l;
-    for (uint32_t a = 1; a < L; a++) {
-        const uint32_t v = order[a];
-        uint32_t b = a;
-        while (b > 0 && t[order[b - 1]] < t[v]) order[b] = order[b - 1], b--;
-        order[b] = v;
-    }
-    for (uint32_t i = 0; i < L && pl->evals < pl->max_evals; i++) s_search_layer(pl, p, order[i]);
     free(t), free(order);
 }
 
