@@ -188,19 +188,40 @@ static void s_softmax(float *v, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) v[i] *= inv;
 }
 
-// Rotate adjacent pairs (2i, 2i+1) of the first rope_dim values of each head.
-static void s_rope(float *v, uint32_t n_heads, uint32_t head_dim, uint32_t rope_dim, uint32_t pos, float base) {
+// Rotate pairs of the first rope_dim values of each head: adjacent pairs
+// (2i, 2i+1) for MC_ROPE_NORM, (i, i + rope_dim/2) for MC_ROPE_NEOX; pair i
+// turns by pos * base^(-2i/rope_dim) either way.
+static void s_rope(float *v, uint32_t n_heads, uint32_t head_dim, uint32_t rope_dim, uint32_t pos, float base,
+                   mc_rope_t kind) {
     const float theta_scale = powf(base, -2.0f / (float)rope_dim);
+    const uint32_t stride = kind == MC_ROPE_NEOX ? 1 : 2, other = kind == MC_ROPE_NEOX ? rope_dim / 2 : 1;
     for (uint32_t h = 0; h < n_heads; h++) {
         float *x = v + (size_t)h * head_dim;
         float theta = (float)pos;
-        for (uint32_t i = 0; i < rope_dim; i += 2) {
+        for (uint32_t i = 0; i < rope_dim / 2; i++) {
             float c = cosf(theta), s = sinf(theta);
-            float x0 = x[i], x1 = x[i + 1];
-            x[i] = x0 * c - x1 * s;
-            x[i + 1] = x0 * s + x1 * c;
+            float *a = x + i * stride, *b = a + other;
+            float x0 = *a, x1 = *b;
+            *a = x0 * c - x1 * s;
+            *b = x0 * s + x1 * c;
             theta *= theta_scale;
         }
+    }
+}
+
+// The family's q/k norms on n rows of q (n_head heads) and k (n_head_kv).
+static void s_qk_norm(const mc_hparams_t *hp, const mc_layer_t *L, float *q, float *k, uint32_t n) {
+    const uint32_t hd = hp->head_dim;
+    switch (hp->arch->qk_norm) {
+    case MC_QKNORM_NONE: break;
+    case MC_QKNORM_HEAD: // each head is one row of head_dim
+        s_rmsnorm(q, q, L->q_norm, n * hp->n_head, hd, hp->rms_eps);
+        s_rmsnorm(k, k, L->k_norm, n * hp->n_head_kv, hd, hp->rms_eps);
+        break;
+    case MC_QKNORM_FULL:
+        s_rmsnorm(q, q, L->q_norm, n, hp->n_head * hd, hp->rms_eps);
+        s_rmsnorm(k, k, L->k_norm, n, hp->n_head_kv * hd, hp->rms_eps);
+        break;
     }
 }
 
@@ -244,7 +265,8 @@ static void s_attn_task(void *arg, int ith, int nth) {
 }
 
 // Router: softmax over all experts, keep the k most probable (ties: lower
-// id), weights renormalised over the chosen k.
+// id); their weights renormalised over the chosen k when the family does
+// (summed in double and divided, as ggml's sum_rows and div), then scaled.
 static void s_route(mc_engine_t *e, uint32_t layer, uint32_t n) {
     const mc_hparams_t *hp = &e->m->hp;
     const uint32_t ne = hp->n_expert, k = hp->n_expert_used;
@@ -254,7 +276,7 @@ static void s_route(mc_engine_t *e, uint32_t layer, uint32_t n) {
         s_softmax(p, ne);
         int32_t *sel = e->sel + (size_t)t * k;
         float *w = e->selw + (size_t)t * k;
-        float sum = 0.0f;
+        double sum = 0.0;
         for (uint32_t j = 0; j < k; j++) {
             int32_t best = -1;
             for (uint32_t x = 0; x < ne; x++) {
@@ -264,10 +286,13 @@ static void s_route(mc_engine_t *e, uint32_t layer, uint32_t n) {
             }
             sel[j] = best;
             w[j] = p[best];
-            sum += p[best];
+            sum += (double)p[best];
             atomic_fetch_add_explicit(&e->expert_counts[(size_t)layer * ne + (uint32_t)best], 1, memory_order_relaxed);
         }
-        for (uint32_t j = 0; j < k; j++) w[j] /= sum;
+        // ggml clamps the sum to the smallest normal f16 before dividing.
+        const float fsum = (float)sum < 6.103515625e-5f ? 6.103515625e-5f : (float)sum;
+        for (uint32_t j = 0; hp->norm_topk && j < k; j++) w[j] /= fsum;
+        for (uint32_t j = 0; hp->expert_weights_scale != 1.0f && j < k; j++) w[j] *= hp->expert_weights_scale;
     }
 }
 
@@ -292,9 +317,11 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
             return mc_err_set(err, rc, "layer %u: attention projection failed", l);
         // Every row's key and value go to the cache before any attention, so
         // a row sees the rows of its sequence before it in this chunk.
+        s_qk_norm(hp, L, e->q, e->k, n);
         for (uint32_t t = 0; t < n; t++) {
-            s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base);
-            s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base);
+            s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base, hp->arch->rope);
+            s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base,
+                   hp->arch->rope);
             memcpy(s_cache(e, e->k_cache, seq[t], l) + (size_t)pos[t] * kvd, e->k + (size_t)t * kvd, kvd * sizeof(float));
             memcpy(s_cache(e, e->v_cache, seq[t], l) + (size_t)pos[t] * kvd, e->v + (size_t)t * kvd, kvd * sizeof(float));
         }

@@ -1,5 +1,5 @@
 /*
- * mkmodel: random Mixtral GGUF files.
+ * mkmodel: random mixture-of-experts GGUF files (Mixtral, Qwen3-MoE, OLMoE).
  *
  * The vocabulary imitates a SentencePiece BPE model with byte fallback:
  * control and byte tokens, single characters, then pieces learned by BPE
@@ -419,6 +419,9 @@ typedef enum {
     S_ROLE_DOWN,
     S_ROLE_OUTPUT_NORM,
     S_ROLE_OUTPUT,
+    // Appended: a role's number seeds its generator, so older roles keep their bits.
+    S_ROLE_Q_NORM,
+    S_ROLE_K_NORM,
 } s_role_t;
 
 // One tensor of the file: n_part parts (experts, stacked along ne[2] in the
@@ -554,26 +557,34 @@ typedef struct {
     float f;
 } s_meta_t;
 
+static uint32_t s_head_dim(const mc_mkmodel_params_t *p) { return p->head_dim ? p->head_dim : p->dim / p->n_head; }
+
 static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
                                const s_vocab_t *v, const char *const *pieces, const size_t *lens,
                                char *err) {
+    const mc_arch_info_t *arch = mc_arch_get(p->arch);
+    assert(arch); // mc_mkmodel_check
+    const bool wide = p->head_dim != 0; // heads not dim / n_head: say so, as Qwen3 files do
     const s_meta_t meta[] = {
-        {"general.architecture", 's', "llama", 0, 0},
+        {"general.architecture", 's', arch->name, 0, 0},
         {"general.type", 's', "model", 0, 0},
         {"general.name", 's', "moe-mkmodel random", 0, 0},
-        {"llama.block_count", 'u', NULL, p->n_layer, 0},
-        {"llama.context_length", 'u', NULL, p->ctx_len, 0},
-        {"llama.embedding_length", 'u', NULL, p->dim, 0},
-        {"llama.feed_forward_length", 'u', NULL, p->ffn, 0},
-        {"llama.attention.head_count", 'u', NULL, p->n_head, 0},
-        {"llama.attention.head_count_kv", 'u', NULL, p->n_head_kv, 0},
-        {"llama.rope.freq_base", 'f', NULL, 0, p->rope_base},
-        {"llama.attention.layer_norm_rms_epsilon", 'f', NULL, 0, p->rms_eps},
-        {"llama.expert_count", 'u', NULL, p->n_expert, 0},
-        {"llama.expert_used_count", 'u', NULL, p->n_expert_used, 0},
+        {".block_count", 'u', NULL, p->n_layer, 0},
+        {".context_length", 'u', NULL, p->ctx_len, 0},
+        {".embedding_length", 'u', NULL, p->dim, 0},
+        {".feed_forward_length", 'u', NULL, p->ffn, 0},
+        {arch->expert_ffn_key ? ".expert_feed_forward_length" : NULL, 'u', NULL, p->ffn, 0},
+        {".attention.head_count", 'u', NULL, p->n_head, 0},
+        {".attention.head_count_kv", 'u', NULL, p->n_head_kv, 0},
+        {wide ? ".attention.key_length" : NULL, 'u', NULL, s_head_dim(p), 0},
+        {wide ? ".attention.value_length" : NULL, 'u', NULL, s_head_dim(p), 0},
+        {".rope.freq_base", 'f', NULL, 0, p->rope_base},
+        {".attention.layer_norm_rms_epsilon", 'f', NULL, 0, p->rms_eps},
+        {".expert_count", 'u', NULL, p->n_expert, 0},
+        {".expert_used_count", 'u', NULL, p->n_expert_used, 0},
         {"general.file_type", 'u', NULL, s_file_type(p->type), 0},
-        {"llama.vocab_size", 'u', NULL, p->n_vocab, 0},
-        {"llama.rope.dimension_count", 'u', NULL, p->dim / p->n_head, 0},
+        {".vocab_size", 'u', NULL, p->n_vocab, 0},
+        {".rope.dimension_count", 'u', NULL, s_head_dim(p), 0},
         {"tokenizer.ggml.model", 's', "llama", 0, 0},
         {"tokenizer.ggml.pre", 's', "default", 0, 0},
         {"tokenizer.ggml.tokens", 'T', NULL, 0, 0},
@@ -587,19 +598,23 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
     };
     for (size_t i = 0; i < sizeof meta / sizeof meta[0]; i++) {
         const s_meta_t *m = &meta[i];
+        if (!m->key) continue; // not written for this family
+        char key[96];
+        // Keys starting with '.' are the family's own: "<arch>.<rest>".
+        snprintf(key, sizeof key, "%s%s", m->key[0] == '.' ? arch->name : "", m->key);
         mc_err_t rc = MC_OK;
         switch (m->kind) {
-        case 's': rc = mc_gguf_writer_add_str(w, m->key, m->s); break;
-        case 'u': rc = mc_gguf_writer_add_u32(w, m->key, m->u); break;
-        case 'f': rc = mc_gguf_writer_add_f32(w, m->key, m->f); break;
-        case 'b': rc = mc_gguf_writer_add_bool(w, m->key, m->u != 0); break;
-        case 'T': rc = mc_gguf_writer_add_arr_str(w, m->key, pieces, lens, v->n); break;
-        case 'S': rc = mc_gguf_writer_add_arr_f32(w, m->key, v->score, v->n); break;
-        case 'Y': rc = mc_gguf_writer_add_arr_i32(w, m->key, v->type, v->n); break;
+        case 's': rc = mc_gguf_writer_add_str(w, key, m->s); break;
+        case 'u': rc = mc_gguf_writer_add_u32(w, key, m->u); break;
+        case 'f': rc = mc_gguf_writer_add_f32(w, key, m->f); break;
+        case 'b': rc = mc_gguf_writer_add_bool(w, key, m->u != 0); break;
+        case 'T': rc = mc_gguf_writer_add_arr_str(w, key, pieces, lens, v->n); break;
+        case 'S': rc = mc_gguf_writer_add_arr_f32(w, key, v->score, v->n); break;
+        case 'Y': rc = mc_gguf_writer_add_arr_i32(w, key, v->type, v->n); break;
         default: assert(!"metadata kind");
         }
         if (rc != MC_OK)
-            return mc_err_set(err, rc, "mkmodel: adding metadata '%s' failed: %s", m->key, mc_err_name(rc));
+            return mc_err_set(err, rc, "mkmodel: adding metadata '%s' failed: %s", key, mc_err_name(rc));
     }
     return MC_OK;
 }
@@ -615,9 +630,14 @@ static mc_err_t s_add_tensor(mc_gguf_writer_t *w, s_spec_t *specs, size_t *n, co
     return MC_OK;
 }
 
+static mc_qknorm_t s_qk_norm(const mc_mkmodel_params_t *p) {
+    return mc_arch_get(p->arch)->qk_norm;
+}
+
 static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     size_t per_layer = 7 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
-    return 3 + (size_t)p->n_layer * per_layer;
+    if (s_qk_norm(p) != MC_QKNORM_NONE) per_layer += 2;
+    return 3 - (p->tie_output ? 1 : 0) + (size_t)p->n_layer * per_layer;
 }
 
 // Declare every tensor in file order: token_embd, per layer attn_norm,
@@ -626,9 +646,12 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
 static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p, s_spec_t *specs,
                               char *err) {
     const mc_dtype_t t = p->type;
-    const uint32_t head_dim = p->dim / p->n_head;
-    // Matrices have std 1/sqrt(fan_in), fan_in = ne0; n_head * head_dim == dim.
+    const uint32_t head_dim = s_head_dim(p), q_dim = p->n_head * head_dim, kv_dim = p->n_head_kv * head_dim;
+    // Matrices have std 1/sqrt(fan_in), fan_in = ne0.
     const float s_dim = 1.0f / sqrtf((float)p->dim), s_ffn = 1.0f / sqrtf((float)p->ffn);
+    const float s_q = q_dim == p->dim ? s_dim : 1.0f / sqrtf((float)q_dim);
+    const mc_qknorm_t qk = s_qk_norm(p);
+    const uint32_t qn = qk == MC_QKNORM_HEAD ? head_dim : q_dim, kn = qk == MC_QKNORM_HEAD ? head_dim : kv_dim;
     size_t n = 0;
     char name[64];
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
@@ -640,14 +663,17 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             s_spec_t sp;
         } fixed[] = {
             {"attn_norm", 1, {S_ROLE_ATTN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
-            {"attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, p->dim, 0, s_dim}},
-            {"attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, (uint64_t)p->n_head_kv * head_dim, 0, s_dim}},
-            {"attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, (uint64_t)p->n_head_kv * head_dim, 0, s_dim}},
-            {"attn_output", 2, {S_ROLE_ATTN_OUT, l, 0, 1, t, p->dim, p->dim, 0, s_dim}},
+            {"attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
+            {"attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            {"attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            {"attn_output", 2, {S_ROLE_ATTN_OUT, l, 0, 1, t, q_dim, p->dim, 0, s_q}},
+            {qk ? "attn_q_norm" : NULL, 1, {S_ROLE_Q_NORM, l, 0, 1, MC_DTYPE_F32, qn, 1, 1, 0.1f}},
+            {qk ? "attn_k_norm" : NULL, 1, {S_ROLE_K_NORM, l, 0, 1, MC_DTYPE_F32, kn, 1, 1, 0.1f}},
             {"ffn_norm", 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
             {"ffn_gate_inp", 2, {S_ROLE_ROUTER, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, s_dim}},
         };
         for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && rc == MC_OK; i++) {
+            if (!fixed[i].name) continue; // not in this family
             snprintf(name, sizeof name, "blk.%u.%s.weight", l, fixed[i].name);
             rc = s_add_tensor(w, specs, &n, name, fixed[i].n_dims, fixed[i].sp, err);
         }
@@ -681,7 +707,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     if (rc == MC_OK)
         rc = s_add_tensor(w, specs, &n, "output_norm.weight", 1,
                           (s_spec_t){S_ROLE_OUTPUT_NORM, 0, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}, err);
-    if (rc == MC_OK)
+    if (rc == MC_OK && !p->tie_output)
         rc = s_add_tensor(w, specs, &n, "output.weight", 2,
                           (s_spec_t){S_ROLE_OUTPUT, 0, 0, 1, t, p->dim, p->n_vocab, 0, s_dim}, err);
     assert(rc != MC_OK || n == s_tensor_count(p));
@@ -732,11 +758,14 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
             return mc_err_set(err, MC_ERR_ARG, "%s (%u) must be <= %u", counts[i].name, counts[i].v,
                               counts[i].max);
     }
-    if (p->dim % p->n_head)
+    if (!mc_arch_get(p->arch))
+        return mc_err_set(err, MC_ERR_ARG, "arch (%d) is not one of the supported families", (int)p->arch);
+    if (!p->head_dim && p->dim % p->n_head)
         return mc_err_set(err, MC_ERR_ARG, "n_head (%u) must divide dim (%u)", p->n_head, p->dim);
-    if ((p->dim / p->n_head) % 2)
-        return mc_err_set(err, MC_ERR_ARG, "head dimension dim/n_head (%u) must be even for RoPE",
-                          p->dim / p->n_head);
+    if (p->head_dim > 4096)
+        return mc_err_set(err, MC_ERR_ARG, "head_dim (%u) must be <= 4096", p->head_dim);
+    if (s_head_dim(p) % 2)
+        return mc_err_set(err, MC_ERR_ARG, "head dimension (%u) must be even for RoPE", s_head_dim(p));
     if (p->n_head % p->n_head_kv)
         return mc_err_set(err, MC_ERR_ARG, "n_head_kv (%u) must divide n_head (%u)", p->n_head_kv,
                           p->n_head);
@@ -760,7 +789,10 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (!tr || !tr->weight)
         return mc_err_set(err, MC_ERR_ARG, "type %s (%u) is not a weight type", mc_dtype_name(p->type),
                           (unsigned)p->type);
-    // Rows of the matrices are dim or ffn long (n_head * head_dim == dim).
+    if ((uint64_t)p->n_head * s_head_dim(p) % tr->block_elems)
+        return mc_err_set(err, MC_ERR_ARG, "n_head x head_dim (%u) must be a multiple of %u for type %s",
+                          p->n_head * s_head_dim(p), tr->block_elems, tr->name);
+    // The other rows are dim or ffn long.
     if (p->dim % tr->block_elems)
         return mc_err_set(err, MC_ERR_ARG, "dim (%u) must be a multiple of %u for type %s", p->dim,
                           tr->block_elems, tr->name);
@@ -785,7 +817,9 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         pieces = malloc(v.n * sizeof *pieces);
         lens = malloc(v.n * sizeof *lens);
         specs = malloc(s_tensor_count(p) * sizeof *specs);
-        row = malloc((p->dim > p->ffn ? p->dim : p->ffn) * sizeof *row);
+        size_t widest = p->dim > p->ffn ? p->dim : p->ffn;
+        if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
+        row = malloc(widest * sizeof *row);
         w = mc_gguf_writer_new(0);
         if (!pieces || !lens || !specs || !row || !w)
             rc = mc_err_set(err, MC_ERR_NOMEM, "mkmodel: out of memory");

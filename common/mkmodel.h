@@ -1,5 +1,6 @@
 /*
- * mkmodel: writes random-weight Mixtral-architecture GGUF files.
+ * mkmodel: writes random-weight mixture-of-experts GGUF files (Mixtral,
+ * Qwen3-MoE and OLMoE architectures).
  *
  * Tests, the demo and the benchmark need models of chosen shapes without
  * downloading anything. Everything is deterministic from the seed: the same
@@ -13,15 +14,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arch.h"
 #include "dtype.h"
 #include "error.h"
 
 typedef struct {
+    mc_arch_t arch;         // family: metadata prefix, q/k norm tensors
     uint32_t dim;           // embedding length
     uint32_t ffn;           // expert hidden size
     uint32_t n_layer;
     uint32_t n_head;
     uint32_t n_head_kv;
+    uint32_t head_dim;      // 0: dim / n_head; else written as attention.key_length
     uint32_t n_expert;
     uint32_t n_expert_used;
     uint32_t n_vocab;       // >= 259 (3 control + 256 byte tokens) plus some merges
@@ -30,6 +34,7 @@ typedef struct {
     float rms_eps;
     mc_dtype_t type;        // matrices: experts, attention, embedding, output
     bool legacy_layout;     // per-expert blk.N.ffn_*.E tensors instead of merged *_exps
+    bool tie_output;        // no output.weight: the head reuses token_embd
     uint64_t seed;
     // Uneven routing, for placement experiments: router row e is scaled by
     // router_skew^(-e / (n_expert - 1)), so expert 0 has the widest logits
@@ -38,8 +43,9 @@ typedef struct {
     float router_skew;
 } mc_mkmodel_params_t;
 
-// Small defaults: dim 64, ffn 128, 2 layers, 4/2 heads, 8 experts (2 used),
-// vocab 512, ctx 2048, base 1e6, eps 1e-5, F32, merged, seed 1.
+// Small defaults: Mixtral (llama), dim 64, ffn 128, 2 layers, 4/2 heads, 8
+// experts (2 used), vocab 512, ctx 2048, base 1e6, eps 1e-5, F32, merged,
+// separate output, seed 1.
 mc_mkmodel_params_t mc_mkmodel_params_default(void);
 
 // The benchmark shape used by moe-bench and `moe-mkmodel --bench-model`:

@@ -1,5 +1,5 @@
 /*
- * model: hyperparameters from the llama.* keys and tensor binding with full
+ * model: hyperparameters from the <arch>.* keys and tensor binding with full
  * shape and type checks, for merged and legacy expert layouts.
  */
 #include "model.h"
@@ -128,6 +128,13 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_k.weight", l), hp->dim, kv_dim, &L->wk, err))) return rc;
     if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_v.weight", l), hp->dim, kv_dim, &L->wv, err))) return rc;
     if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_output.weight", l), q_dim, hp->dim, &L->wo, err))) return rc;
+    if (hp->arch->qk_norm != MC_QKNORM_NONE) {
+        const bool head = hp->arch->qk_norm == MC_QKNORM_HEAD;
+        if ((rc = s_bind_vector(g, NAME("blk.%u.attn_q_norm.weight", l), head ? hp->head_dim : q_dim, &L->q_norm, err)))
+            return rc;
+        if ((rc = s_bind_vector(g, NAME("blk.%u.attn_k_norm.weight", l), head ? hp->head_dim : kv_dim, &L->k_norm, err)))
+            return rc;
+    }
     if ((rc = s_bind_vector(g, NAME("blk.%u.ffn_norm.weight", l), hp->dim, &L->ffn_norm, err))) return rc;
     if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate_inp.weight", l), hp->dim, hp->n_expert, &L->router, err)))
         return rc;
@@ -166,20 +173,21 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, char *err) 
     mc_gguf_str_t arch_s;
     if (!mc_gguf_get_str(g, "general.architecture", &arch_s))
         return mc_err_set(err, MC_ERR_FORMAT, "metadata key 'general.architecture' is missing");
-    char arch[32];
-    if (arch_s.len != 5 || memcmp(arch_s.ptr, "llama", 5) != 0) {
-        snprintf(arch, sizeof arch, "%.*s", (int)(arch_s.len < 31 ? arch_s.len : 31), arch_s.ptr);
-        return mc_err_set(err, MC_ERR_UNSUPPORTED, "architecture '%s' is not supported (expected 'llama', Mixtral family)",
-                          arch);
+    hp->arch = mc_arch_find(arch_s.ptr, arch_s.len);
+    if (!hp->arch) {
+        char shown[32];
+        snprintf(shown, sizeof shown, "%.*s", (int)(arch_s.len < 31 ? arch_s.len : 31), arch_s.ptr);
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "architecture '%s' is not supported (supported: %s)", shown,
+                          mc_arch_supported());
     }
-    memcpy(arch, "llama", 6);
+    const char *arch = hp->arch->name;
     char key[MC_NAME_MAX];
     snprintf(key, sizeof key, "%s.expert_count", arch);
     if (!mc_gguf_find(g, key))
         return mc_err_set(err, MC_ERR_UNSUPPORTED,
-                          "not a mixture-of-experts model: metadata key '%s' is missing (dense llama models are not "
+                          "not a mixture-of-experts model: metadata key '%s' is missing (dense %s models are not "
                           "supported)",
-                          key);
+                          key, arch);
     mc_err_t rc;
     // Limits keep every derived size comfortably inside 64-bit arithmetic.
     if ((rc = s_get_dim(g, arch, "embedding_length", 1u << 16, &hp->dim, err))) return rc;
@@ -189,6 +197,15 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, char *err) 
     if ((rc = s_get_dim(g, arch, "expert_count", 256, &hp->n_expert, err))) return rc;
     if ((rc = s_get_dim(g, arch, "expert_used_count", hp->n_expert, &hp->n_expert_used, err))) return rc;
     if ((rc = s_get_dim(g, arch, "context_length", 1u << 24, &hp->n_ctx_train, err))) return rc;
+    if (hp->arch->expert_ffn_key) {
+        // llama.cpp's rule when the key is absent: the dense length over k.
+        snprintf(key, sizeof key, "%s.expert_feed_forward_length", arch);
+        if (mc_gguf_find(g, key)) {
+            if ((rc = s_get_dim(g, arch, "expert_feed_forward_length", 1u << 18, &hp->ffn, err))) return rc;
+        } else if ((hp->ffn /= hp->n_expert_used) == 0) {
+            return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' is missing and feed_forward_length is below k", key);
+        }
+    }
     snprintf(key, sizeof key, "%s.attention.head_count_kv", arch);
     hp->n_head_kv = hp->n_head;
     if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "attention.head_count_kv", hp->n_head, &hp->n_head_kv, err)))
@@ -196,13 +213,22 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, char *err) 
     if (hp->n_head % hp->n_head_kv)
         return mc_err_set(err, MC_ERR_FORMAT, "head_count %u is not a multiple of head_count_kv %u", hp->n_head,
                           hp->n_head_kv);
-    if (hp->dim % hp->n_head)
+    // Qwen3 heads are wider than dim / n_head: the file then says so.
+    snprintf(key, sizeof key, "%s.attention.key_length", arch);
+    if (mc_gguf_find(g, key)) {
+        if ((rc = s_get_dim(g, arch, "attention.key_length", 1u << 12, &hp->head_dim, err))) return rc;
+    } else if (hp->dim % hp->n_head) {
         return mc_err_set(err, MC_ERR_FORMAT, "embedding_length %u is not a multiple of head_count %u", hp->dim,
                           hp->n_head);
-    hp->head_dim = hp->dim / hp->n_head;
-    snprintf(key, sizeof key, "%s.attention.key_length", arch);
-    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "attention.key_length", 1u << 12, &hp->head_dim, err)))
-        return rc;
+    } else {
+        hp->head_dim = hp->dim / hp->n_head;
+    }
+    snprintf(key, sizeof key, "%s.attention.value_length", arch);
+    uint32_t v_dim = hp->head_dim;
+    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "attention.value_length", 1u << 12, &v_dim, err))) return rc;
+    if (v_dim != hp->head_dim)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "value heads of %u differ from key heads of %u", v_dim,
+                          hp->head_dim);
     hp->rope_dim = hp->head_dim;
     snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
     if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "rope.dimension_count", hp->head_dim, &hp->rope_dim, err)))
@@ -212,6 +238,15 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, char *err) 
                           hp->head_dim);
     hp->rope_base = s_get_float(g, arch, "rope.freq_base", 10000.0f);
     hp->rms_eps = s_get_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f);
+    hp->norm_topk = hp->arch->norm_topk;
+    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+    if (mc_gguf_find(g, key) && !mc_gguf_get_bool(g, key, &hp->norm_topk))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' is not a boolean", key);
+    // 0 in a file means "not set" for llama.cpp, as does 1.
+    hp->expert_weights_scale = s_get_float(g, arch, "expert_weights_scale", 1.0f);
+    if (hp->expert_weights_scale == 0.0f) hp->expert_weights_scale = 1.0f;
+    if (!isfinite(hp->expert_weights_scale))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s.expert_weights_scale' is not finite", arch);
     if (!(hp->rope_base > 0) || !isfinite(hp->rope_base) || !(hp->rms_eps > 0) || !isfinite(hp->rms_eps))
         return mc_err_set(err, MC_ERR_FORMAT, "rope.freq_base %g or layer_norm_rms_epsilon %g is not a positive number",
                           hp->rope_base, hp->rms_eps);
@@ -281,6 +316,8 @@ void mc_model_destroy(mc_model_t **pm) {
         for (uint32_t l = 0; l < m->hp.n_layer; l++) {
             free(m->layers[l].attn_norm);
             free(m->layers[l].ffn_norm);
+            free(m->layers[l].q_norm);
+            free(m->layers[l].k_norm);
             free(m->layers[l].experts);
         }
     free(m->layers);

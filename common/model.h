@@ -1,7 +1,8 @@
 /*
  * model: a Mixtral-family model bound to the tensors of a GGUF file.
  *
- * Reads the hyperparameters from the llama.* keys (no dimension is assumed),
+ * Reads the hyperparameters from the <arch>.* keys of any architecture in the
+ * arch table (no dimension is assumed),
  * checks every tensor's presence, type and shape, and exposes weight
  * matrices as views into the mapped file: nothing is copied except the tiny
  * norm vectors (converted to f32). Expert e of layer l is handed out as
@@ -15,17 +16,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arch.h"
 #include "error.h"
 #include "gguf.h"
 #include "matmul.h"
 
 typedef struct {
+    const mc_arch_info_t *arch; // family traits (rope, q/k norms, routing)
     uint32_t n_vocab;
     uint32_t dim;           // embedding length
     uint32_t n_layer;
     uint32_t n_head;
     uint32_t n_head_kv;
-    uint32_t head_dim;      // dim / n_head
+    uint32_t head_dim;      // attention.key_length, else dim / n_head
     uint32_t rope_dim;      // rotated dims per head (<= head_dim)
     uint32_t ffn;           // expert hidden size
     uint32_t n_expert;
@@ -33,6 +36,8 @@ typedef struct {
     uint32_t n_ctx_train;   // llama.context_length
     float rope_base;
     float rms_eps;
+    bool norm_topk;             // renormalise the chosen experts' weights
+    float expert_weights_scale; // then multiply them by this (1: none)
 } mc_hparams_t;
 
 typedef struct {
@@ -47,6 +52,8 @@ typedef struct {
     mc_matrix_t wk;       // (n_head_kv * head_dim, dim)
     mc_matrix_t wv;       // (n_head_kv * head_dim, dim)
     mc_matrix_t wo;       // (dim, n_head * head_dim)
+    float *q_norm;        // (head_dim) per head or (n_head * head_dim); NULL without q/k norms
+    float *k_norm;        // (head_dim) per head or (n_head_kv * head_dim); NULL without
     float *ffn_norm;      // (dim)
     mc_matrix_t router;   // (n_expert, dim)
     mc_expert_t *experts; // (n_expert)

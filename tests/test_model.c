@@ -198,6 +198,12 @@ static void test_not_moe_errors(void **state) {
     s_variant_t other = {"qwen2moe", true, true, false};
     assert_false(s_loads(&other, err));
     assert_non_null(strstr(err, "qwen2moe"));
+    assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE)"));
+
+    // A Qwen3-MoE file without its q/k norm tensors names the first missing one.
+    s_variant_t no_norms = {"qwen3moe", true, true, false};
+    assert_false(s_loads(&no_norms, err));
+    assert_non_null(strstr(err, "blk.0.attn_q_norm.weight"));
 
     s_variant_t no_tensors = {"llama", true, false, false};
     assert_false(s_loads(&no_tensors, err));
@@ -207,6 +213,51 @@ static void test_not_moe_errors(void **state) {
     assert_false(s_loads(&bad_shape, err));
     assert_non_null(strstr(err, "blk.0.attn_q.weight"));
     assert_non_null(strstr(err, "expected {32, 32}"));
+}
+
+// Each family's traits reach the hyperparameters, and the file's metadata
+// overrides the defaults where llama.cpp lets it.
+static void test_arch_hparams(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN3MOE;
+    p.head_dim = 32; // wider than dim / n_head = 16
+    p.n_expert = 16;
+    p.n_expert_used = 4;
+    p.ffn = 32;
+    p.tie_output = true;
+    snprintf(path, sizeof path, "%s/qwen3moe.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    assert_int_equal(m->hp.arch->id, MC_ARCH_QWEN3MOE);
+    assert_int_equal(m->hp.head_dim, 32);
+    assert_int_equal(m->hp.ffn, 32);
+    assert_true(m->hp.norm_topk);
+    assert_int_equal(m->hp.arch->rope, MC_ROPE_NEOX);
+    assert_int_equal(m->layers[1].wq.n_out, 4 * 32);
+    assert_int_equal(m->layers[1].wo.n_in, 4 * 32);
+    assert_non_null(m->layers[1].q_norm);
+    assert_true(m->output.data == m->tok_embd.data); // tied head
+    mc_model_destroy(&m);
+
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_OLMOE;
+    snprintf(path, sizeof path, "%s/olmoe.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    assert_int_equal(m->hp.arch->id, MC_ARCH_OLMOE);
+    assert_false(m->hp.norm_topk);
+    assert_int_equal(m->hp.arch->qk_norm, MC_QKNORM_FULL);
+    assert_non_null(m->layers[0].k_norm);
+    assert_true(m->output.data != m->tok_embd.data);
+    mc_model_destroy(&m);
+
+    assert_null(mc_arch_find("llama4", 6));
+    assert_non_null(mc_arch_find("olmoe", 5));
+    assert_null(mc_arch_find("olmo", 4)); // prefixes are not names
 }
 
 static void test_missing_file(void **state) {
@@ -222,6 +273,7 @@ int main(void) {
         cmocka_unit_test(test_quant_fixture_types),
         cmocka_unit_test(test_legacy_views),
         cmocka_unit_test(test_not_moe_errors),
+        cmocka_unit_test(test_arch_hparams),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

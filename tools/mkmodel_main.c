@@ -1,6 +1,6 @@
 /*
  * moe-mkmodel: command-line front end of common/mkmodel: parses flags into
- * mc_mkmodel_params_t and writes a random-weight Mixtral GGUF file.
+ * mc_mkmodel_params_t and writes a random-weight mixture-of-experts GGUF file.
  *
  * Exit status: 0 written, 1 the write failed, 2 bad command line.
  */
@@ -20,7 +20,7 @@
 static const char *const s_value_flags[] = {
     "-o",      "--dim",          "--ffn",   "--layers", "--heads",     "--kv-heads", "--experts",
     "--experts-used", "--vocab", "--ctx",   "--rope-base", "--rms-eps", "--type",    "--seed",
-    "--router-skew",
+    "--router-skew", "--arch", "--head-dim",
 };
 
 static bool s_takes_value(const char *flag) {
@@ -33,13 +33,15 @@ static void s_usage(FILE *f) {
     const mc_mkmodel_params_t d = mc_mkmodel_params_default();
     fprintf(f,
             "usage: " S_PROG " -o FILE [options]\n"
-            "Write a random-weight Mixtral-architecture GGUF model (deterministic from the seed).\n"
+            "Write a random-weight mixture-of-experts GGUF model (deterministic from the seed).\n"
             "  -o FILE            output path (required)\n"
+            "  --arch A           llama (Mixtral, default), qwen3moe or olmoe\n"
             "  --dim N            embedding length (default %u)\n"
             "  --ffn N            expert hidden size (default %u)\n"
             "  --layers N         transformer blocks (default %u)\n"
             "  --heads N          query heads (default %u)\n"
             "  --kv-heads N       key/value heads (default %u)\n"
+            "  --head-dim N       head width when not dim/heads (written as key_length)\n"
             "  --experts N        experts per layer (default %u)\n"
             "  --experts-used N   experts used per token (default %u)\n"
             "  --vocab N          vocabulary size (default %u)\n"
@@ -49,6 +51,7 @@ static void s_usage(FILE *f) {
             "  --type T           matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K\n"
             "                     Q4_K Q5_K Q6_K (default %s)\n"
             "  --legacy           per-expert tensors blk.N.ffn_*.E (default: merged *_exps)\n"
+            "  --tie-output       no output.weight: the head reuses token_embd\n"
             "  --seed N           random seed (default %llu)\n"
             "  --router-skew S    uneven routing for placement experiments: expert e's router\n"
             "                     row scaled by S^(-e/(experts-1)), so expert 0 is chosen most\n"
@@ -87,6 +90,12 @@ static bool s_apply(mc_mkmodel_params_t *p, const char **out, const char *flag, 
     if (!strcmp(flag, "--seed")) return !mc_parse_u64(flag, v, UINT64_MAX, &p->seed, NULL);
     if (!strcmp(flag, "--router-skew")) return !mc_parse_f32(flag, v, 1.0f, 1e6f, &p->router_skew, NULL);
     if (!strcmp(flag, "--type")) return mc_dtype_from_name(v, &p->type);
+    if (!strcmp(flag, "--head-dim")) return s_u32(flag, v, &p->head_dim);
+    if (!strcmp(flag, "--arch")) {
+        const mc_arch_info_t *a = mc_arch_find(v, strlen(v));
+        if (a) p->arch = a->id;
+        return a != NULL;
+    }
     return false;
 }
 
@@ -110,6 +119,10 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--bench-model")) continue;
         if (!strcmp(a, "--legacy")) {
             p.legacy_layout = true;
+            continue;
+        }
+        if (!strcmp(a, "--tie-output")) {
+            p.tie_output = true;
             continue;
         }
         if (!s_takes_value(a)) {

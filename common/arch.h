@@ -1,0 +1,57 @@
+/*
+ * arch: what differs between the mixture-of-experts families we run.
+ *
+ * One table row per `general.architecture` value. The model binder and the
+ * engine read these traits instead of testing architecture names, so adding
+ * a family is a new row (and, when it needs one, a new trait), not a hunt
+ * through the engine for `if` chains.
+ */
+#ifndef MC_ARCH_H
+#define MC_ARCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum {
+    MC_ARCH_LLAMA = 0, // Mixtral: llama with experts
+    MC_ARCH_QWEN3MOE,  // Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B)
+    MC_ARCH_OLMOE,     // OLMoE
+} mc_arch_t;
+
+// Which values of a head RoPE rotates together.
+typedef enum {
+    MC_ROPE_NORM = 0, // adjacent pairs (2i, 2i+1): GGUF llama files
+    MC_ROPE_NEOX,     // halves (i, i + rope_dim/2): Hugging Face's rotate_half
+} mc_rope_t;
+
+// RMS norms applied to the query and key projections before RoPE.
+typedef enum {
+    MC_QKNORM_NONE = 0,
+    MC_QKNORM_HEAD, // per head, weights (head_dim): Qwen3
+    MC_QKNORM_FULL, // over the whole projection, weights (n_head * head_dim): OLMoE
+} mc_qknorm_t;
+
+typedef struct {
+    const char *name;      // general.architecture, also the metadata key prefix
+    mc_arch_t id;
+    mc_rope_t rope;
+    mc_qknorm_t qk_norm;
+    // Renormalise the chosen experts' softmax weights to sum to 1; a file's
+    // <arch>.expert_weights_norm overrides this default.
+    bool norm_topk;
+    // Expert hidden size from <arch>.expert_feed_forward_length when the file
+    // has it (feed_forward_length is then the dense FFN size, unused here).
+    bool expert_ffn_key;
+    const char *family;    // for messages and the README: "Mixtral", ...
+} mc_arch_info_t;
+
+// The row for an architecture name (len bytes, not NUL-terminated), or NULL.
+const mc_arch_info_t *mc_arch_find(const char *name, size_t len);
+
+// The row of a family, or NULL for a value outside mc_arch_t.
+const mc_arch_info_t *mc_arch_get(mc_arch_t id);
+
+// "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE)" for error messages.
+const char *mc_arch_supported(void);
+
+#endif

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Regenerates tests/fixtures/arch: small random-weight Qwen3-MoE and OLMoE
+# models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
+# continuations for them (deploy/llamacpp/ref.c). Not run by CI; needs a
+# llama.cpp build: LLAMA_CPP_DIR (default ../llama.cpp-new) with build/bin
+# holding libllama. tests/fixtures/README.md says which commit made the files
+# in the repository.
+#   usage: LLAMA_CPP_DIR=/path/to/llama.cpp deploy/make-arch-fixtures.sh [BUILD_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+llama=$(cd "${LLAMA_CPP_DIR:-../llama.cpp-new}" && pwd)
+build=${1:-build}
+out=tests/fixtures/arch
+mk="$build/moe-mkmodel"
+[ -x "$mk" ] || { echo "build moe-mkmodel first (cmake --build $build)" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+gcc -O2 -o "$tmp/llama-ref" deploy/llamacpp/ref.c -I"$llama/include" -I"$llama/ggml/include" \
+  -L"$llama/build/bin" -lllama -lggml -lggml-base -Wl,-rpath,"$llama/build/bin"
+
+# name: mkmodel flags. Qwen3-MoE: 128 experts, 8 used, heads wider than
+# dim/heads (32 vs 16), per-head q/k norms. OLMoE: 64 experts, 8 used, q/k
+# norms over the whole projection, no renormalisation of the top-8 weights.
+declare -A models=(
+  [qwen3moe-f32]="--arch qwen3moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 128 --experts-used 8 --ffn 16 --layers 2 --vocab 1024 --seed 3001"
+  [olmoe-f32]="--arch olmoe --dim 64 --heads 4 --kv-heads 4 --experts 64 --experts-used 8 --ffn 32 --layers 2 --vocab 1024 --seed 3002"
+)
+prompts=(p0_fox p1_fr p2_code p3_chat)
+mkdir -p "$out"
+for name in "${!models[@]}"; do
+  # shellcheck disable=SC2086
+  "$mk" -o "$out/$name.gguf" ${models[$name]} >/dev/null
+  mkdir -p "$out/$name"
+  for p in "${prompts[@]}"; do
+    cp "$out/prompts/$p.txt" "$tmp/$p.txt"
+    "$tmp/llama-ref" "$out/$name.gguf" "$tmp/$p.txt" "$out/$name/$p" 16 2>"$tmp/log" ||
+      { cat "$tmp/log" >&2; exit 1; }
+  done
+  echo "$name: $(sha256sum "$out/$name.gguf" | cut -c1-16) $(du -h "$out/$name.gguf" | cut -f1)"
+done
+echo "llama.cpp $(git -C "$llama" rev-parse HEAD)"
