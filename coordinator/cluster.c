@@ -21,20 +21,36 @@
 // Links are ticked (heartbeats, probes) at most this often during a run.
 #define MC_CLUSTER_TICK_MS 100.0
 
+// One request row: a token and a run of its slots, all computed by one
+// holder (a node or the coordinator) and summed there.
+//
+// Why runs and not "every slot of the token this holder has": the result
+// must be the bits one machine computes, which adds a token's k weighted
+// expert outputs in slot order, starting from zero. A holder's sum of slots
+// 0..m-1 is exactly that order's first m steps; any other set of slots
+// summed apart would regroup the additions (with k = 8 spread over nodes,
+// that changes the last bits). So a token's leading run on one holder
+// travels as one row, and every later slot as a row of its own, which the
+// coordinator adds in slot order (for Mixtral's k = 2 that is exactly one
+// row per holder, as before).
+typedef struct {
+    uint32_t n_rows;
+    uint32_t *row_of;   // (n_rows) token of each row
+    int32_t *experts;   // (n_rows, k) the run's slots, -1 elsewhere
+    float *weights;     // (n_rows, k) the token's weights
+    float *xg;          // (n_rows, dim) gathered inputs
+    float *out;         // (n_rows, dim) the holder's weighted sums
+} s_rows_t;
+
 // One node: its connection, its placement and the current layer's request.
 typedef struct {
     const mc_cluster_node_t *cfg;
     mc_link_t *link;
     uint8_t *held;      // (n_layer, n_expert) pairs placed on this node
 
-    uint32_t n_rows;
-    uint32_t *row_of;   // (n_rows) index of each request row in the batch
-    int32_t *experts;   // (n_rows, k) this node's slots, -1 elsewhere
-    float *weights;     // (n_rows, k)
-    float *xg;          // (n_rows, dim) gathered inputs
+    s_rows_t req;       // this layer's request
     mc_wire_enc_t wire; // encoding of enc
     uint8_t *enc;       // (n_rows, row bytes) encoded inputs, as sent
-    float *partial;     // (n_rows, dim) the node's weighted sums
     bool pending;       // its answer is awaited
 } s_node_t;
 
@@ -51,12 +67,15 @@ struct mc_cluster {
     mc_keypair_t keys;       // CURVE, when the file names a secret key
     bool have_keys;
     uint64_t session;   // carried by every placement
-    uint32_t cap_rows;  // rows the per-node buffers hold
+    uint32_t cap_tok;   // tokens the per-batch buffers hold (rows: cap_tok * k)
     uint32_t k;
-    int32_t *local_experts;  // (cap_rows, k)
+    s_rows_t local;          // the coordinator's own runs
+    int32_t *slot_dest;      // (cap_tok, k) holder whose row starts at this slot (n_nodes: local), -1: none
+    uint32_t *slot_row;      // (cap_tok, k) that row
+    int *hold;               // (k) holder of each slot of the token being routed
     uint32_t *rr;            // (n_layer, n_expert) round-robin cursor over replicas
     mc_wire_enc_t *auto_enc; // (n_layer, n_expert) what `wire: auto` sends for each expert
-    float *round;            // (cap_rows, dim) a lost node's result on its way through the result encoding
+    float *round;            // (cap_tok * k, dim) a lost node's result on its way through the result encoding
     zmq_pollitem_t *items;   // (n_nodes) poll set of the pending requests
     s_node_t **who;          // (n_nodes) node of each poll item
     double last_tick;
@@ -162,10 +181,25 @@ fail:
     return NULL;
 }
 
+static void s_rows_free(s_rows_t *r) {
+    free(r->row_of), free(r->experts), free(r->weights), free(r->xg), free(r->out);
+    memset(r, 0, sizeof *r);
+}
+
+static bool s_rows_alloc(s_rows_t *r, size_t rows, size_t k, size_t dim) {
+    s_rows_free(r);
+    r->row_of = malloc(rows * sizeof(uint32_t));
+    r->experts = malloc(rows * k * sizeof(int32_t));
+    r->weights = malloc(rows * k * sizeof(float));
+    r->xg = malloc(rows * dim * sizeof(float));
+    r->out = malloc(rows * dim * sizeof(float));
+    return r->row_of && r->experts && r->weights && r->xg && r->out;
+}
+
 static void s_node_free(s_node_t *nd) {
     mc_link_destroy(&nd->link);
-    free(nd->held), free(nd->row_of), free(nd->experts), free(nd->weights), free(nd->xg), free(nd->enc);
-    free(nd->partial);
+    free(nd->held), free(nd->enc);
+    s_rows_free(&nd->req);
 }
 
 void mc_cluster_destroy(mc_cluster_t **pc) {
@@ -173,7 +207,8 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     mc_cluster_t *c = *pc;
     for (size_t i = 0; c->nodes && i < c->n_nodes; i++) s_node_free(&c->nodes[i]);
     free(c->nodes), free(c->rr), free(c->auto_enc), free(c->round), free(c->items), free(c->who);
-    free(c->local_experts);
+    s_rows_free(&c->local);
+    free(c->slot_dest), free(c->slot_row), free(c->hold);
     mc_moe_destroy(&c->moe);
     if (c->zctx) zmq_ctx_term(c->zctx);
     explicit_bzero(&c->keys, sizeof c->keys);
@@ -183,28 +218,25 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
 }
 
 static mc_err_t s_reserve(mc_cluster_t *c, uint32_t n) {
-    if (n <= c->cap_rows) return MC_OK;
-    // f32 rows are the widest encoding (auto may pick any per request).
-    const size_t dim = c->m->hp.dim, k = c->k, rb = mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim);
-    free(c->local_experts), free(c->round);
-    c->local_experts = malloc((size_t)n * k * sizeof(int32_t));
-    c->round = malloc((size_t)n * rb);
-    if (!c->local_experts || !c->round) return MC_ERR_NOMEM;
+    if (n <= c->cap_tok) return MC_OK;
+    // A holder gets at most one row per slot; f32 rows are the widest
+    // encoding (auto may pick any per request).
+    const size_t dim = c->m->hp.dim, k = c->k, rows = (size_t)n * k, rb = mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim);
+    c->cap_tok = 0;
+    free(c->slot_dest), free(c->slot_row), free(c->hold), free(c->round);
+    c->slot_dest = malloc(rows * sizeof(int32_t));
+    c->slot_row = malloc(rows * sizeof(uint32_t));
+    c->hold = malloc(k * sizeof(int));
+    c->round = malloc(rows * rb);
+    if (!c->slot_dest || !c->slot_row || !c->hold || !c->round || !s_rows_alloc(&c->local, rows, k, dim))
+        return MC_ERR_NOMEM;
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
-        free(nd->row_of), free(nd->experts), free(nd->weights), free(nd->xg), free(nd->enc), free(nd->partial);
-        nd->row_of = malloc(n * sizeof(uint32_t));
-        nd->experts = malloc(n * k * sizeof(int32_t));
-        nd->weights = malloc(n * k * sizeof(float));
-        nd->xg = malloc(n * dim * sizeof(float));
-        nd->enc = malloc(n * rb);
-        nd->partial = malloc(n * dim * sizeof(float));
-        if (!nd->row_of || !nd->experts || !nd->weights || !nd->xg || !nd->enc || !nd->partial) {
-            c->cap_rows = 0;
-            return MC_ERR_NOMEM;
-        }
+        free(nd->enc);
+        nd->enc = malloc(rows * rb);
+        if (!nd->enc || !s_rows_alloc(&nd->req, rows, k, dim)) return MC_ERR_NOMEM;
     }
-    c->cap_rows = n;
+    c->cap_tok = n;
     return MC_OK;
 }
 
@@ -232,30 +264,45 @@ static int s_holder(mc_cluster_t *c, uint32_t layer, uint32_t e) {
     return first;
 }
 
-// Step 1: every slot to its holder; one request per node, the local slots
-// in c->local_experts.
+// A new row of r: token t's slots [j0, j1) (see s_rows_t).
+static uint32_t s_rows_add(s_rows_t *r, uint32_t k, uint32_t dim, uint32_t t, const float *x, const int32_t *experts,
+                           const float *weights, uint32_t j0, uint32_t j1) {
+    const uint32_t row = r->n_rows++;
+    r->row_of[row] = t;
+    for (uint32_t j = 0; j < k; j++)
+        r->experts[(size_t)row * k + j] = j >= j0 && j < j1 ? experts[(size_t)t * k + j] : -1;
+    memcpy(r->weights + (size_t)row * k, weights + (size_t)t * k, k * sizeof(float));
+    memcpy(r->xg + (size_t)row * dim, x + (size_t)t * dim, dim * sizeof(float));
+    return row;
+}
+
+// Step 1: every slot to its holder, in runs (s_rows_t); one request per
+// node, the coordinator's runs in c->local.
 static void s_route(mc_cluster_t *c, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
                     const float *weights) {
     const uint32_t dim = c->m->hp.dim, k = c->k;
-    for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].n_rows = 0;
+    enum { NONE = -2 }; // an empty slot; -1 is the coordinator
+    for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].req.n_rows = 0;
+    c->local.n_rows = 0;
+    int *h = c->hold;
     for (uint32_t t = 0; t < n; t++) {
-        for (uint32_t j = 0; j < k; j++) c->local_experts[(size_t)t * k + j] = -1;
         for (uint32_t j = 0; j < k; j++) {
             int32_t e = experts[(size_t)t * k + j];
-            int h = e < 0 ? -1 : s_holder(c, layer, (uint32_t)e);
-            if (h < 0) {
-                c->local_experts[(size_t)t * k + j] = e;
+            h[j] = e < 0 ? NONE : s_holder(c, layer, (uint32_t)e);
+            c->slot_dest[(size_t)t * k + j] = -1;
+        }
+        uint32_t lead = 1; // the leading run: slots 0..lead-1 on one holder
+        while (h[0] != NONE && lead < k && h[lead] == h[0]) lead++;
+        for (uint32_t j = 0; j < k;) {
+            if (h[j] == NONE) {
+                j++;
                 continue;
             }
-            s_node_t *nd = &c->nodes[h];
-            if (nd->n_rows == 0 || nd->row_of[nd->n_rows - 1] != t) {
-                uint32_t r = nd->n_rows++;
-                nd->row_of[r] = t;
-                for (uint32_t q = 0; q < k; q++) nd->experts[(size_t)r * k + q] = -1;
-                memcpy(nd->xg + (size_t)r * dim, x + (size_t)t * dim, dim * sizeof(float));
-                memcpy(nd->weights + (size_t)r * k, weights + (size_t)t * k, k * sizeof(float));
-            }
-            nd->experts[(size_t)(nd->n_rows - 1) * k + j] = e;
+            const uint32_t end = j == 0 ? lead : j + 1;
+            s_rows_t *r = h[j] < 0 ? &c->local : &c->nodes[h[j]].req;
+            c->slot_row[(size_t)t * k + j] = s_rows_add(r, k, dim, t, x, experts, weights, j, end);
+            c->slot_dest[(size_t)t * k + j] = h[j] < 0 ? (int32_t)c->n_nodes : h[j];
+            j = end;
         }
     }
 }
@@ -266,8 +313,8 @@ static mc_wire_enc_t s_request_enc(const mc_cluster_t *c, const s_node_t *nd, ui
     if (c->cfg->wire != MC_WIRE_AUTO) return c->cfg->wire;
     const mc_wire_enc_t *ae = c->auto_enc + (size_t)layer * c->m->hp.n_expert;
     int found = -1;
-    for (size_t s = 0; s < (size_t)nd->n_rows * c->k; s++) {
-        int32_t e = nd->experts[s];
+    for (size_t s = 0; s < (size_t)nd->req.n_rows * c->k; s++) {
+        int32_t e = nd->req.experts[s];
         if (e < 0) continue;
         if (found < 0) found = (int)ae[e];
         else if (found != (int)ae[e]) return MC_WIRE_F32;
@@ -282,12 +329,12 @@ static mc_err_t s_fallback(mc_cluster_t *c, s_node_t *nd, uint32_t layer, char *
     const uint32_t dim = c->m->hp.dim;
     nd->pending = false;
     const mc_moe_rows_t rows = {mc_wire_enc_dtype(nd->wire), nd->enc, mc_wire_row_bytes(nd->wire, dim)};
-    mc_err_t rc = mc_moe_compute_rows(c->moe, c->m, layer, &rows, nd->n_rows, nd->experts, nd->weights, c->k,
-                                      nd->partial, err);
+    mc_err_t rc = mc_moe_compute_rows(c->moe, c->m, layer, &rows, nd->req.n_rows, nd->req.experts, nd->req.weights,
+                                      c->k, nd->req.out, err);
     const mc_wire_enc_t renc = mc_wire_result_enc(c->cfg->wire);
     if (rc || renc == MC_WIRE_F32) return rc;
-    mc_wire_rows_encode(renc, nd->partial, nd->n_rows, dim, c->round);
-    mc_wire_rows_decode(renc, c->round, nd->n_rows, dim, nd->partial);
+    mc_wire_rows_encode(renc, nd->req.out, nd->req.n_rows, dim, c->round);
+    mc_wire_rows_decode(renc, c->round, nd->req.n_rows, dim, nd->req.out);
     return MC_OK;
 }
 
@@ -307,9 +354,9 @@ static mc_err_t s_send_all(mc_cluster_t *c, uint32_t layer, char *err) {
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
         nd->pending = false;
-        if (!nd->n_rows) continue;
+        if (!nd->req.n_rows) continue;
         nd->wire = s_request_enc(c, nd, layer);
-        mc_wire_rows_encode(nd->wire, nd->xg, nd->n_rows, dim, nd->enc);
+        mc_wire_rows_encode(nd->wire, nd->req.xg, nd->req.n_rows, dim, nd->enc);
         if (!mc_link_alive(nd->link)) {
             if ((rc = s_fallback(c, nd, layer, err))) return rc;
             continue;
@@ -317,17 +364,17 @@ static mc_err_t s_send_all(mc_cluster_t *c, uint32_t layer, char *err) {
         mc_wire_msg_t msg = {.kind = MC_WIRE_MSG_REQUEST};
         msg.u.request = (mc_wire_request_t){.layer = layer,
                                             .enc = nd->wire,
-                                            .n_rows = nd->n_rows,
+                                            .n_rows = nd->req.n_rows,
                                             .dim = dim,
                                             .rows = nd->enc,
-                                            .rows_len = nd->n_rows * mc_wire_row_bytes(nd->wire, dim),
+                                            .rows_len = nd->req.n_rows * mc_wire_row_bytes(nd->wire, dim),
                                             .k = c->k,
-                                            .experts = nd->experts,
-                                            .weights = nd->weights,
+                                            .experts = nd->req.experts,
+                                            .weights = nd->req.weights,
                                             .res_enc = mc_wire_result_enc(c->cfg->wire)};
         char why[MC_ERR_LEN];
         pthread_mutex_lock(&c->mu);
-        rc = mc_link_request(nd->link, &msg, nd->n_rows, why);
+        rc = mc_link_request(nd->link, &msg, nd->req.n_rows, why);
         pthread_mutex_unlock(&c->mu);
         if (rc == MC_OK) nd->pending = true;
         else if ((rc = s_lose(c, nd, layer, why, err))) return rc;
@@ -335,18 +382,18 @@ static mc_err_t s_send_all(mc_cluster_t *c, uint32_t layer, char *err) {
     return MC_OK;
 }
 
-// nd's answer to its pending request, into nd->partial.
+// nd's answer to its pending request, into nd->req.out.
 static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, const mc_wire_msg_t *msg, char *err) {
     const uint32_t dim = c->m->hp.dim;
     const char *name = nd->cfg->name;
     if (msg->kind == MC_WIRE_MSG_ERROR)
         return mc_err_set(err, MC_ERR_NET, "node %s failed a request: %s", name, msg->u.error.message);
-    if (msg->kind != MC_WIRE_MSG_RESULT || msg->u.result.n_rows != nd->n_rows || msg->u.result.dim != dim)
+    if (msg->kind != MC_WIRE_MSG_RESULT || msg->u.result.n_rows != nd->req.n_rows || msg->u.result.dim != dim)
         return mc_err_set(err, MC_ERR_NET, "node %s answered with a result of the wrong shape", name);
     if (msg->u.result.enc != mc_wire_result_enc(c->cfg->wire))
         return mc_err_set(err, MC_ERR_NET, "node %s answered in %s, not %s", name, mc_wire_enc_name(msg->u.result.enc),
                           mc_wire_enc_name(mc_wire_result_enc(c->cfg->wire)));
-    mc_wire_rows_decode(msg->u.result.enc, msg->u.result.rows, nd->n_rows, dim, nd->partial);
+    mc_wire_rows_decode(msg->u.result.enc, msg->u.result.rows, nd->req.n_rows, dim, nd->req.out);
     mc_link_add_compute(nd->link, msg->u.result.compute_us);
     nd->pending = false;
     return MC_OK;
@@ -412,25 +459,34 @@ mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, c
     mc_cluster_t *c = ctx;
     const uint32_t dim = c->m->hp.dim;
     if (k != c->k) return mc_err_set(err, MC_ERR_ARG, "cluster: %u experts per token, expected %u", k, c->k);
+    if ((uint64_t)n * k > c->lim.max_rows)
+        return mc_err_set(err, MC_ERR_RANGE, "cluster: %u tokens x %u experts exceed %u rows per request", n, k,
+                          c->lim.max_rows);
     if (s_reserve(c, n)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     if (mc_clock_ms() - c->last_tick >= MC_CLUSTER_TICK_MS) s_tick(c);
     s_route(c, layer, x, n, experts, weights);
     mc_err_t rc = s_send_all(c, layer, err);
     if (rc) return rc;
     // Step 3: the coordinator's own experts, while the nodes work.
-    if ((rc = mc_moe_compute(c->moe, c->m, layer, x, n, c->local_experts, weights, k, out, err))) return rc;
+    const s_rows_t *lr = &c->local;
+    if (lr->n_rows && (rc = mc_moe_compute(c->moe, c->m, layer, lr->xg, lr->n_rows, lr->experts, lr->weights, k,
+                                           c->local.out, err)))
+        return rc;
     // Waiting on the network: our idle threads must not spin on cores the
     // nodes may share (all of them, on one machine).
     if (c->pool) mc_pool_rest(c->pool);
     if ((rc = s_collect(c, layer, err))) return rc;
-    // Step 5, in a fixed order: local partial sums first, then each node in
-    // file order.
-    for (size_t i = 0; i < c->n_nodes; i++) {
-        const s_node_t *nd = &c->nodes[i];
-        for (uint32_t r = 0; r < nd->n_rows; r++) {
-            float *o = out + (size_t)nd->row_of[r] * dim;
-            const float *p = nd->partial + (size_t)r * dim;
-            for (uint32_t d = 0; d < dim; d++) o[d] += p[d];
+    // Step 5: each token's rows added in slot order from zero, as one
+    // machine adds its k expert outputs (s_rows_t).
+    for (uint32_t t = 0; t < n; t++) {
+        float *o = out + (size_t)t * dim;
+        memset(o, 0, dim * sizeof(float));
+        for (uint32_t j = 0; j < k; j++) {
+            const int32_t d = c->slot_dest[(size_t)t * k + j];
+            if (d < 0) continue;
+            const s_rows_t *r = (size_t)d == c->n_nodes ? &c->local : &c->nodes[d].req;
+            const float *p = r->out + (size_t)c->slot_row[(size_t)t * k + j] * dim;
+            for (uint32_t i = 0; i < dim; i++) o[i] += p[i];
         }
     }
     return MC_OK;
