@@ -1,6 +1,8 @@
 /*
  * tokenizer: SentencePiece BPE encoding and streaming-safe decoding over a
- * vocabulary copied from explicit arrays or from a GGUF file.
+ * vocabulary copied from explicit arrays or from a GGUF file; byte-level BPE
+ * vocabularies ("gpt2") share the piece table and decoding, and hand
+ * encoding to bpe.c.
  *
  * Encoding keeps the normalized text as a doubly linked list of symbols (one
  * per UTF-8 character at first) and a binary max-heap of candidate merges of
@@ -26,7 +28,13 @@
  *    for byte pieces; output is therefore always valid UTF-8.
  *  - The leading space is stripped as SP does: from the first piece that
  *    produces text, only if it is a text piece starting with U+2581.
- *  - Duplicate piece strings (SP forbids them) resolve to the lowest id.
+ *  - Duplicate piece strings (SP forbids them) resolve to the lowest id; in
+ *    byte-level vocabularies to the highest, as llama.cpp does for those.
+ *
+ * Byte-level BPE decoding follows llama.cpp's: normal pieces become the bytes
+ * their characters stand for, user-defined pieces their text; control,
+ * unknown and unused pieces write nothing and, since byte-level text is one
+ * byte stream, do not flush held-back bytes. No leading space is stripped.
  */
 #include "tokenizer.h"
 
@@ -34,6 +42,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "bpe.h"
 
 #define MC_TOK_MAX_VOCAB (1u << 24)           // far above any real vocabulary
 #define MC_TOK_MAX_PIECE 1024u                // bytes; real pieces are < 100
@@ -55,6 +65,8 @@ struct mc_tokenizer {
     int32_t byte_id[256]; // id of the piece "<0xNN>" per byte value, -1 if none
     int32_t bos_id, eos_id, unk_id;
     bool add_bos;
+    mc_tokenizer_kind_t kind;
+    mc_bpe_t *bpe;        // merges and pre-tokenizer of a byte-level vocabulary
 };
 
 // One symbol of the text being encoded: bytes [off, off + len) of the
@@ -137,6 +149,8 @@ static int32_t s_lookup(const mc_tokenizer_t *t, const char *s, size_t n) {
     }
 }
 
+static int32_t s_lookup_cb(const void *t, const char *s, size_t n) { return s_lookup(t, s, n); }
+
 static bool s_is_text_piece(const mc_tokenizer_t *t, int32_t id) {
     return t->types[id] == MC_TOKEN_NORMAL || t->types[id] == MC_TOKEN_USER;
 }
@@ -173,6 +187,7 @@ void mc_tokenizer_destroy(mc_tokenizer_t **t) {
     free(x->scores);
     free(x->types);
     free(x->slots);
+    mc_bpe_destroy(&x->bpe);
     free(x);
     *t = NULL;
 }
@@ -210,6 +225,10 @@ static mc_err_t s_validate(const mc_tokenizer_params_t *p, char *err) {
     if ((rc = s_check_special(p->unk_id, p->n_vocab, "unknown-token", err)) != MC_OK) return rc;
     if (p->add_bos && p->bos_id < 0)
         return mc_err_set(err, MC_ERR_FORMAT, "tokenizer: add_bos is set but there is no BOS token");
+    if (p->kind != MC_TOKENIZER_SPM && p->kind != MC_TOKENIZER_BPE)
+        return mc_err_set(err, MC_ERR_ARG, "tokenizer: unknown kind %d", (int)p->kind);
+    if (p->kind == MC_TOKENIZER_BPE && p->n_merges > 0 && !p->merges)
+        return mc_err_set(err, MC_ERR_ARG, "tokenizer: no merges given");
     return MC_OK;
 }
 
@@ -248,6 +267,7 @@ mc_tokenizer_t *mc_tokenizer_new(const mc_tokenizer_params_t *p, char *err) {
     t->eos_id = p->eos_id;
     t->unk_id = p->unk_id;
     t->add_bos = p->add_bos;
+    t->kind = p->kind;
     for (size_t i = 0; i < n_slots; i++) t->slots[i] = -1;
 
     size_t off = 0;
@@ -266,12 +286,23 @@ mc_tokenizer_t *mc_tokenizer_new(const mc_tokenizer_params_t *p, char *err) {
         size_t slot = (size_t)s_hash(piece, len) & t->mask;
         for (int32_t o; (o = t->slots[slot]) >= 0; slot = (slot + 1) & t->mask)
             if (t->piece_len[o] == len && memcmp(s_piece(t, o), piece, len) == 0) break;
-        if (t->slots[slot] < 0) t->slots[slot] = (int32_t)i; // else a duplicate: the lower id keeps the text
+        if (t->slots[slot] < 0 || t->kind == MC_TOKENIZER_BPE) t->slots[slot] = (int32_t)i;
+        // else a SentencePiece duplicate: the lower id keeps the text
     }
     for (int b = 0; b < 256; b++) {
         static const char hex[] = "0123456789ABCDEF";
         char name[6] = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>'};
         t->byte_id[b] = s_lookup(t, name, sizeof(name));
+    }
+    if (t->kind == MC_TOKENIZER_BPE) {
+        mc_bpe_params_t bp = {
+            .n_vocab = n, .pieces = p->pieces, .types = t->types, .merges = p->merges, .n_merges = p->n_merges,
+            .pre = p->pre.ptr, .pre_len = (size_t)p->pre.len, .lookup = s_lookup_cb, .lookup_ctx = t,
+        };
+        if (!(t->bpe = mc_bpe_new(&bp, err))) {
+            mc_tokenizer_destroy(&t);
+            return NULL;
+        }
     }
     return t;
 
@@ -307,6 +338,23 @@ static const mc_gguf_value_t *s_gguf_piece_array(const mc_gguf_t *g, const char 
     return v;
 }
 
+// The merges and pre-tokenizer name of a byte-level vocabulary.
+static mc_err_t s_gguf_bpe(const mc_gguf_t *g, mc_tokenizer_params_t *p, char *err) {
+    const mc_gguf_value_t *m = mc_gguf_find(g, "tokenizer.ggml.merges");
+    if (!m || m->type != MC_GGUF_ARRAY || m->arr.elem_type != MC_GGUF_STRING)
+        return mc_err_set(err, MC_ERR_FORMAT, "tokenizer: tokenizer.ggml.merges is missing or not a string array");
+    if (m->arr.count > MC_TOK_MAX_VOCAB)
+        return mc_err_set(err, MC_ERR_FORMAT, "tokenizer: %llu merges (at most %u)", (unsigned long long)m->arr.count,
+                          MC_TOK_MAX_VOCAB);
+    if (!mc_gguf_get_str(g, "tokenizer.ggml.pre", &p->pre))
+        return mc_err_set(err, MC_ERR_FORMAT,
+                          "tokenizer: tokenizer.ggml.pre is missing or not a string (supported: %s)", MC_BPE_PRE_NAMES);
+    p->kind = MC_TOKENIZER_BPE;
+    p->merges = m->arr.strings;
+    p->n_merges = (uint32_t)m->arr.count;
+    return MC_OK;
+}
+
 mc_tokenizer_t *mc_tokenizer_new_from_gguf(const mc_gguf_t *g, char *err) {
     if (!g) {
         mc_err_set(err, MC_ERR_ARG, "tokenizer: no GGUF file");
@@ -317,9 +365,11 @@ mc_tokenizer_t *mc_tokenizer_new_from_gguf(const mc_gguf_t *g, char *err) {
         mc_err_set(err, MC_ERR_FORMAT, "tokenizer: tokenizer.ggml.model is missing or not a string");
         return NULL;
     }
-    if (model.len != 5 || memcmp(model.ptr, "llama", 5) != 0) {
+    const bool bpe = model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0;
+    if (!bpe && (model.len != 5 || memcmp(model.ptr, "llama", 5) != 0)) {
         mc_err_set(err, MC_ERR_UNSUPPORTED,
-                   "tokenizer: model \"%.*s\" is not supported (only \"llama\", SentencePiece BPE)",
+                   "tokenizer: model \"%.*s\" is not supported (only \"llama\", SentencePiece BPE, and \"gpt2\", "
+                   "byte-level BPE)",
                    (int)(model.len > 32 ? 32 : model.len), model.ptr);
         return NULL;
     }
@@ -336,7 +386,8 @@ mc_tokenizer_t *mc_tokenizer_new_from_gguf(const mc_gguf_t *g, char *err) {
     }
 
     mc_err_t rc = MC_OK;
-    const mc_gguf_value_t *scores_v = s_gguf_piece_array(g, "tokenizer.ggml.scores", n, &rc, err);
+    // Byte-level vocabularies rank merges, not pieces: their scores are unused.
+    const mc_gguf_value_t *scores_v = bpe ? NULL : s_gguf_piece_array(g, "tokenizer.ggml.scores", n, &rc, err);
     const mc_gguf_value_t *types_v =
         rc == MC_OK ? s_gguf_piece_array(g, "tokenizer.ggml.token_type", n, &rc, err) : NULL;
     if (rc != MC_OK) return NULL;
@@ -348,12 +399,13 @@ mc_tokenizer_t *mc_tokenizer_new_from_gguf(const mc_gguf_t *g, char *err) {
         s_gguf_token_id(g, "tokenizer.ggml.eos_token_id", &p.eos_id, err) != MC_OK ||
         s_gguf_token_id(g, "tokenizer.ggml.unknown_token_id", &p.unk_id, err) != MC_OK)
         return NULL;
-    p.add_bos = p.bos_id >= 0; // llama.cpp's default for SentencePiece vocabularies
+    p.add_bos = !bpe && p.bos_id >= 0; // llama.cpp's defaults: SentencePiece yes, byte-level BPE no
     if (mc_gguf_find(g, "tokenizer.ggml.add_bos_token") &&
         !mc_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &p.add_bos)) {
         mc_err_set(err, MC_ERR_FORMAT, "tokenizer: tokenizer.ggml.add_bos_token is not a boolean");
         return NULL;
     }
+    if (bpe && s_gguf_bpe(g, &p, err) != MC_OK) return NULL;
 
     float *scores = scores_v ? malloc(n * sizeof(float)) : NULL;
     int32_t *types = types_v ? malloc(n * sizeof(int32_t)) : NULL;
@@ -395,6 +447,12 @@ uint32_t mc_tokenizer_n_vocab(const mc_tokenizer_t *t) { return t->n_vocab; }
 int32_t mc_tokenizer_bos(const mc_tokenizer_t *t) { return t->bos_id; }
 int32_t mc_tokenizer_eos(const mc_tokenizer_t *t) { return t->eos_id; }
 bool mc_tokenizer_add_bos(const mc_tokenizer_t *t) { return t->add_bos; }
+mc_tokenizer_kind_t mc_tokenizer_kind(const mc_tokenizer_t *t) { return t->kind; }
+
+int32_t mc_tokenizer_find(const mc_tokenizer_t *t, const char *piece, size_t len) {
+    if (!t || (!piece && len > 0)) return -1;
+    return s_lookup(t, piece ? piece : "", len);
+}
 
 const char *mc_tokenizer_piece(const mc_tokenizer_t *t, int32_t id, size_t *len) {
     if (id < 0 || (uint32_t)id >= t->n_vocab) return NULL;
@@ -407,6 +465,7 @@ const char *mc_tokenizer_piece(const mc_tokenizer_t *t, int32_t id, size_t *len)
 size_t mc_tokenizer_max_tokens(size_t len) {
     // Every normalized byte yields at most one token (a byte token); a space
     // becomes three bytes, and the dummy prefix and BOS add four more.
+    // (Byte-level BPE needs at most len + 1.)
     if (len > (SIZE_MAX - 4) / 3) return SIZE_MAX;
     return 3 * len + 4;
 }
@@ -497,6 +556,12 @@ mc_err_t mc_tokenizer_encode(const mc_tokenizer_t *t, const char *text, size_t l
     if (len == 0) { // SentencePiece adds no dummy prefix to empty text
         *n_out = n;
         return MC_OK;
+    }
+    if (t->kind == MC_TOKENIZER_BPE) {
+        size_t k;
+        mc_err_t brc = mc_bpe_encode(t->bpe, text, len, ids + n, cap - n, &k, err);
+        if (brc == MC_OK) *n_out = n + k;
+        return brc;
     }
 
     size_t norm_len;
@@ -615,7 +680,26 @@ static size_t s_detok_byte(mc_detok_t *d, uint8_t b, char *out) {
     return w;
 }
 
+// A byte-level BPE token: its bytes through the UTF-8 validator.
+static size_t s_detok_push_bpe(const mc_tokenizer_t *t, mc_detok_t *d, int32_t id, char *out, size_t cap) {
+    int type = id >= 0 && (uint32_t)id < t->n_vocab ? t->types[id] : MC_TOKEN_CONTROL;
+    if (type == MC_TOKEN_CONTROL || type == MC_TOKEN_UNKNOWN || type == MC_TOKEN_UNUSED) return 0;
+    if (type == MC_TOKEN_BYTE) {
+        if (cap < 3 * ((size_t)d->n_pending + 1)) return 0;
+        return s_detok_byte(d, (uint8_t)s_byte_piece_value(s_piece(t, id), t->piece_len[id]), out);
+    }
+    size_t len = t->piece_len[id];
+    if (cap < 3 * ((size_t)d->n_pending + len)) return 0;
+    char bytes[MC_TOK_MAX_PIECE];
+    if (type == MC_TOKEN_USER) memcpy(bytes, s_piece(t, id), len);
+    else len = mc_bpe_piece_to_bytes(s_piece(t, id), len, bytes);
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) w += s_detok_byte(d, (uint8_t)bytes[i], out + w);
+    return w;
+}
+
 size_t mc_detok_push(const mc_tokenizer_t *t, mc_detok_t *d, int32_t id, char *out, size_t cap) {
+    if (t->kind == MC_TOKENIZER_BPE) return s_detok_push_bpe(t, d, id, out, cap);
     bool known = id >= 0 && (uint32_t)id < t->n_vocab;
     int type = known ? t->types[id] : MC_TOKEN_CONTROL;
     if (type == MC_TOKEN_BYTE) {

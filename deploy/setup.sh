@@ -13,6 +13,7 @@ packages=(
   build-essential cmake pkg-config git
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libyaml-dev libcmocka-dev libcjson-dev libmicrohttpd-dev
+  libpcre2-dev
 )
 
 # --- optional groups: aarch64 cross build, tests under qemu (--aarch64);
@@ -33,7 +34,7 @@ esac
 if [ "$aarch64" -eq 1 ]; then
   packages+=(
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
-    libc6:arm64 libcmocka-dev:arm64 libcjson-dev:arm64
+    libc6:arm64 libcmocka-dev:arm64 libcjson-dev:arm64 libpcre2-dev:arm64
   )
 fi
 # -----------------------------------------------------------------------------

@@ -825,13 +825,15 @@ static const int32_t s_gg_types[] = {2, 3, 3, 6, 1, 1, 1};
 #define GG_N N_OF(s_gg_tokens)
 
 // What to leave out or spoil in the test file.
-enum { GG_OK, GG_MODEL_GPT2, GG_NO_MODEL, GG_NO_TOKENS, GG_TOKENS_NOT_STR, GG_SCORES_SHORT, GG_TYPES_LONG,
+enum { GG_OK, GG_MODEL_GPT2, GG_MODEL_BERT, GG_NO_MODEL, GG_NO_TOKENS, GG_TOKENS_NOT_STR, GG_SCORES_SHORT, GG_TYPES_LONG,
        GG_TYPES_STR, GG_BAD_TYPE, GG_BOS_RANGE, GG_BOS_STR, GG_ADD_BOS_STR, GG_MINIMAL, GG_NO_TOKENS_ARR0 };
 
 static mc_tokenizer_t *gg_build(int variant, char *err) {
     gb_t g = {0};
     kv_str(&g, "general.architecture", "llama");
-    if (variant != GG_NO_MODEL) kv_str(&g, "tokenizer.ggml.model", variant == GG_MODEL_GPT2 ? "gpt2" : "llama");
+    if (variant != GG_NO_MODEL)
+        kv_str(&g, "tokenizer.ggml.model",
+               variant == GG_MODEL_GPT2 ? "gpt2" : variant == GG_MODEL_BERT ? "bert" : "llama");
     if (variant == GG_TOKENS_NOT_STR) kv_arr_i32(&g, "tokenizer.ggml.tokens", s_gg_types, GG_N);
     else if (variant == GG_NO_TOKENS_ARR0) kv_arr_str(&g, "tokenizer.ggml.tokens", s_gg_tokens, 0);
     else if (variant != GG_NO_TOKENS) kv_arr_str(&g, "tokenizer.ggml.tokens", s_gg_tokens, GG_N);
@@ -888,7 +890,10 @@ static void test_gguf_hostile(void **state) {
         int variant;
         const char *msg;
     } cases[] = {
-        {GG_MODEL_GPT2, "gpt2"},        {GG_NO_MODEL, "tokenizer.ggml.model"},
+        // A SentencePiece vocabulary labelled byte-level BPE has no merges.
+        {GG_MODEL_GPT2, "tokenizer.ggml.merges is missing"},
+        {GG_MODEL_BERT, "model \"bert\" is not supported (only \"llama\", SentencePiece BPE, and \"gpt2\""},
+        {GG_NO_MODEL, "tokenizer.ggml.model"},
         {GG_NO_TOKENS, "tokens"},       {GG_TOKENS_NOT_STR, "tokens"},
         {GG_NO_TOKENS_ARR0, "0 tokens"}, {GG_SCORES_SHORT, "scores has 6 entries for 7"},
         {GG_TYPES_LONG, "token_type"},  {GG_TYPES_STR, "token_type"},

@@ -1,0 +1,1015 @@
+/*
+ * bpe: the byte-level BPE pre-tokenizer, encoder and vocabulary trainer.
+ *
+ * Behaviour is that of llama.cpp's "gpt2" tokenizer (checked id for id by
+ * tests/fixtures/bpe_tokenizer_golden.json); where it differs or llama.cpp
+ * leaves something undefined:
+ *  - The regexes are llama.cpp's for the pre type, with \s spelled
+ *    \p{White_Space}: llama.cpp (like Hugging Face's Rust regex) means the
+ *    Unicode White_Space property, while PCRE2's UCP \s also matches U+180E.
+ *    Letters and numbers come from PCRE2's Unicode tables, which may be an
+ *    older Unicode version than llama.cpp's: characters assigned since then
+ *    are split as symbols rather than letters.
+ *  - Bytes that are not valid UTF-8 are matched as U+FFFD, as llama.cpp does,
+ *    but the byte itself is kept (llama.cpp encodes the three bytes of U+FFFD
+ *    instead), so every input round-trips through its tokens.
+ *  - Merges run on token ids, not strings: each merge names existing pieces
+ *    (checked when loading), so a pair of ids has a rank exactly when the
+ *    pair of strings does. A merge whose result is not a text piece (normal
+ *    or user-defined) is ignored, so plain text never yields control tokens;
+ *    a byte whose piece is missing is an error rather than silently dropped.
+ *  - Duplicate piece strings resolve to the highest id, as in llama.cpp (the
+ *    caller's lookup decides; see tokenizer.c).
+ *
+ * The encoder keeps each pre-token as a linked list of symbols and a binary
+ * min-heap of candidate merges keyed by (rank, left position); a candidate is
+ * recognised as stale when popped because one of its symbols has changed.
+ * A pre-token of n bytes costs O(n log n).
+ */
+#include "bpe.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer.h"
+
+#define MC_BPE_MAX_MERGES (1u << 24)        // far above any real vocabulary
+#define MC_BPE_MAX_PIECE 1024u              // bytes, as the tokenizer allows
+#define MC_BPE_MAX_TRAIN_VOCAB (1u << 20)
+#define MC_BPE_MAX_CORPUS ((size_t)1 << 28) // keeps word and symbol offsets in uint32_t
+
+static const char s_replacement[3] = {'\xef', '\xbf', '\xbd'}; // U+FFFD
+
+/* ---- byte mapping ---- */
+
+// GPT-2 keeps the printable bytes '!'..'~', 0xA1..0xAC and 0xAE..0xFF as
+// themselves and numbers the other 68 (0x00..0x20, 0x7F..0xA0, 0xAD) from
+// U+0100 up, so every byte becomes a visible character.
+static bool s_byte_printable(uint32_t b) {
+    return (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+}
+
+uint32_t mc_bpe_byte_cp(uint8_t b) {
+    if (s_byte_printable(b)) return b;
+    if (b <= 0x20) return 0x100 + b;
+    if (b <= 0xa0) return 0x100 + 0x21 + (uint32_t)(b - 0x7f);
+    return 0x100 + 0x21 + 0x22; // 0xAD, the last of the 68
+}
+
+int mc_bpe_cp_byte(uint32_t cp) {
+    if (cp < 0x100) return s_byte_printable(cp) ? (int)cp : -1;
+    if (cp <= 0x120) return (int)(cp - 0x100);
+    if (cp <= 0x142) return (int)(cp - 0x121 + 0x7f);
+    if (cp == 0x143) return 0xad;
+    return -1;
+}
+
+size_t mc_bpe_bytes_to_piece(const uint8_t *bytes, size_t n, char *out) {
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t cp = mc_bpe_byte_cp(bytes[i]);
+        if (cp < 0x80) {
+            out[w++] = (char)cp;
+        } else { // all mapped code points are below U+0800
+            out[w++] = (char)(0xc0 | (cp >> 6));
+            out[w++] = (char)(0x80 | (cp & 0x3f));
+        }
+    }
+    return w;
+}
+
+/* ---- UTF-8 ---- */
+
+// Length of the valid UTF-8 character at s[0..n) (n > 0), or 0 when s does
+// not start with one (overlong forms, surrogates and code points above
+// U+10FFFF are invalid, as for PCRE2). *cp receives the code point.
+static uint32_t s_utf8_decode(const uint8_t *s, size_t n, uint32_t *cp) {
+    uint8_t b = s[0];
+    if (b < 0x80) {
+        *cp = b;
+        return 1;
+    }
+    uint32_t need, c;
+    if (b >= 0xc2 && b <= 0xdf) need = 2, c = b & 0x1fu;
+    else if (b >= 0xe0 && b <= 0xef) need = 3, c = b & 0x0fu;
+    else if (b >= 0xf0 && b <= 0xf4) need = 4, c = b & 0x07u;
+    else return 0;
+    if (n < need) return 0;
+    for (uint32_t i = 1; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0;
+        c = (c << 6) | (s[i] & 0x3fu);
+    }
+    if ((need == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (need == 4 && (c < 0x10000 || c > 0x10ffff)))
+        return 0;
+    *cp = c;
+    return need;
+}
+
+size_t mc_bpe_piece_to_bytes(const char *piece, size_t len, char *out) {
+    const uint8_t *u = (const uint8_t *)piece;
+    size_t w = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = 0;
+        uint32_t n = s_utf8_decode(u + i, len - i, &cp);
+        int b = n ? mc_bpe_cp_byte(cp) : -1;
+        if (b >= 0) {
+            out[w++] = (char)b;
+        } else { // not part of the mapping: the text itself (one byte if invalid)
+            if (n == 0) n = 1;
+            memcpy(out + w, piece + i, n);
+            w += n;
+        }
+        i += n;
+    }
+    return w;
+}
+
+/* ---- pre-tokenizer ---- */
+
+// The regexes llama.cpp uses for each pre type, with \s as \p{White_Space}
+// (see the top of the file). Qwen2 splits digits one by one and lets one
+// non-letter lead a word; GPT-2's is the original pattern.
+#define WS "\\p{White_Space}"
+static const char s_re_qwen2[] =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+    "|\\p{N}"
+    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
+    "|" WS "*[\\r\\n]+"
+    "|" WS "+(?!\\P{White_Space})"
+    "|" WS "+";
+static const char s_re_gpt2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d"
+    "| ?\\p{L}+"
+    "| ?\\p{N}+"
+    "| ?[^" WS "\\p{L}\\p{N}]+"
+    "|" WS "+(?!\\P{White_Space})"
+    "|" WS "+";
+#undef WS
+
+static const struct {
+    const char *name;   // tokenizer.ggml.pre
+    const char *canon;  // what mc_bpe_pre_name reports
+    const char *regex;
+} s_pre_kinds[] = {
+    {"qwen2", "qwen2", s_re_qwen2},
+    {"olmo", "olmo", s_re_gpt2},
+    {"gpt-2", "gpt-2", s_re_gpt2},
+};
+
+struct mc_bpe_pre {
+    const char *name;
+    pcre2_code *code;
+};
+
+mc_bpe_pre_t *mc_bpe_pre_new(const char *name, size_t len, char *err) {
+    if (!name && len > 0) {
+        mc_err_set(err, MC_ERR_ARG, "bpe: no pre-tokenizer name");
+        return NULL;
+    }
+    size_t k = 0, n_kinds = sizeof(s_pre_kinds) / sizeof(s_pre_kinds[0]);
+    while (k < n_kinds && !(strlen(s_pre_kinds[k].name) == len && memcmp(s_pre_kinds[k].name, name, len) == 0)) k++;
+    if (k == n_kinds) {
+        mc_err_set(err, MC_ERR_UNSUPPORTED, "bpe: pre-tokenizer \"%.*s\" is not supported (supported: %s)",
+                   (int)(len > 32 ? 32 : len), name ? name : "", MC_BPE_PRE_NAMES);
+        return NULL;
+    }
+    mc_bpe_pre_t *p = calloc(1, sizeof(*p));
+    if (!p) {
+        mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+        return NULL;
+    }
+    p->name = s_pre_kinds[k].canon;
+    int code;
+    PCRE2_SIZE at;
+    p->code = pcre2_compile((PCRE2_SPTR)s_pre_kinds[k].regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &code,
+                            &at, NULL);
+    if (!p->code) {
+        PCRE2_UCHAR msg[120];
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        mc_err_set(err, MC_ERR_UNSUPPORTED, "bpe: PCRE2 cannot compile the %s pattern at %zu: %s", p->name,
+                   (size_t)at, (const char *)msg);
+        free(p);
+        return NULL;
+    }
+    // Without JIT (not built in, or no executable memory) matching still
+    // works through the interpreter, only slower.
+    (void)pcre2_jit_compile(p->code, PCRE2_JIT_COMPLETE);
+    return p;
+}
+
+void mc_bpe_pre_destroy(mc_bpe_pre_t **p) {
+    if (!p || !*p) return;
+    pcre2_code_free((*p)->code);
+    free(*p);
+    *p = NULL;
+}
+
+const char *mc_bpe_pre_name(const mc_bpe_pre_t *p) { return p->name; }
+
+// Where the subject the regex sees comes from: the text itself, or, for
+// text with invalid UTF-8, a copy with U+FFFD per bad byte and a map back.
+typedef struct {
+    const char *text;   // original
+    const char *subj;   // what the regex matches
+    size_t subj_len;
+    uint32_t *src;      // NULL: subj == text; else original offset of each subj byte, [subj_len + 1]
+} s_subject_t;
+
+static size_t s_src(const s_subject_t *s, size_t off) { return s->src ? s->src[off] : off; }
+
+static mc_err_t s_emit(const s_subject_t *s, size_t from, size_t to, mc_bpe_word_fn fn, void *ctx, char *err) {
+    size_t a = s_src(s, from), b = s_src(s, to);
+    return b > a ? fn(ctx, s->text + a, b - a, err) : MC_OK;
+}
+
+static mc_err_t s_pcre2_error(int rc, char *err) {
+    PCRE2_UCHAR msg[120];
+    pcre2_get_error_message(rc, msg, sizeof(msg));
+    mc_err_t code = rc == PCRE2_ERROR_NOMEMORY ? MC_ERR_NOMEM : MC_ERR_RANGE;
+    return mc_err_set(err, code, "bpe: pre-tokenizer match failed: %s", (const char *)msg);
+}
+
+static mc_err_t s_split_subject(const mc_bpe_pre_t *p, const s_subject_t *s, mc_bpe_word_fn fn, void *ctx, char *err) {
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(p->code, NULL);
+    if (!md) return mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+    const PCRE2_SPTR subj = (PCRE2_SPTR)s->subj;
+    size_t done = 0; // subject bytes already handed out
+    mc_err_t rc = MC_OK;
+    while (done < s->subj_len && rc == MC_OK) {
+        // The subject was validated once; letting PCRE2 re-check it on every
+        // call would make the split quadratic.
+        int m = pcre2_match(p->code, subj, s->subj_len, done, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (m == PCRE2_ERROR_JIT_STACKLIMIT) // the interpreter keeps its backtracking on the heap
+            m = pcre2_match(p->code, subj, s->subj_len, done, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
+        if (m == PCRE2_ERROR_NOMATCH) break;
+        if (m < 0) {
+            rc = s_pcre2_error(m, err);
+            break;
+        }
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t start = ov[0], end = ov[1];
+        if (end <= start) { // no pattern here matches empty; be safe and step one character
+            if (start >= s->subj_len) break;
+            uint32_t cp, n = s_utf8_decode((const uint8_t *)s->subj + start, s->subj_len - start, &cp);
+            end = start + (n ? n : 1);
+        }
+        // Text no alternative matched becomes a word of its own, as in llama.cpp.
+        rc = s_emit(s, done, start, fn, ctx, err);
+        if (rc == MC_OK) rc = s_emit(s, start, end, fn, ctx, err);
+        done = end;
+    }
+    if (rc == MC_OK) rc = s_emit(s, done, s->subj_len, fn, ctx, err);
+    pcre2_match_data_free(md);
+    return rc;
+}
+
+mc_err_t mc_bpe_pre_split(const mc_bpe_pre_t *p, const char *text, size_t len, mc_bpe_word_fn fn, void *ctx,
+                          char *err) {
+    if (!p || !fn || (!text && len > 0)) return mc_err_set(err, MC_ERR_ARG, "bpe: split called with NULL arguments");
+    if (len > UINT32_MAX / 4) return mc_err_set(err, MC_ERR_RANGE, "bpe: text of %zu bytes is too long", len);
+    const uint8_t *u = (const uint8_t *)text;
+    size_t n_bad = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp, n = s_utf8_decode(u + i, len - i, &cp);
+        if (n == 0) n_bad++, n = 1;
+        i += n;
+    }
+    s_subject_t s = {text, text, len, NULL};
+    if (n_bad == 0) return s_split_subject(p, &s, fn, ctx, err);
+
+    size_t sub_len = len + 2 * n_bad;
+    char *sub = malloc(sub_len);
+    uint32_t *src = malloc((sub_len + 1) * sizeof(*src));
+    mc_err_t rc;
+    if (!sub || !src) {
+        rc = mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory splitting %zu bytes", len);
+    } else {
+        size_t o = 0;
+        for (size_t i = 0; i < len;) {
+            uint32_t cp, n = s_utf8_decode(u + i, len - i, &cp);
+            if (n == 0) {
+                memcpy(sub + o, s_replacement, sizeof(s_replacement));
+                // Only match boundaries (character starts) are ever mapped back.
+                for (size_t k = 0; k < sizeof(s_replacement); k++) src[o + k] = (uint32_t)i;
+                o += sizeof(s_replacement);
+                i++;
+            } else {
+                memcpy(sub + o, text + i, n);
+                for (uint32_t k = 0; k < n; k++) src[o + k] = (uint32_t)(i + k);
+                o += n;
+                i += n;
+            }
+        }
+        src[o] = (uint32_t)len;
+        s.subj = sub;
+        s.subj_len = o;
+        s.src = src;
+        rc = s_split_subject(p, &s, fn, ctx, err);
+    }
+    free(sub);
+    free(src);
+    return rc;
+}
+
+/* ---- merge table and encoder ---- */
+
+typedef struct {
+    uint32_t left, right; // token ids; left == UINT32_MAX marks an empty slot
+    uint32_t rank;
+    int32_t merged;
+} s_merge_t;
+
+typedef struct {
+    int32_t id;
+    uint32_t off, len; // text in the user arena
+} s_user_t;
+
+struct mc_bpe {
+    mc_bpe_pre_t *pre;
+    s_merge_t *merges; // open addressing on (left, right)
+    size_t mask;
+    int32_t byte_tok[256]; // id of the piece of each byte's character, -1 if none
+    s_user_t *user;        // user-defined pieces, longest first (then lowest id)
+    uint32_t n_user;
+    char *user_arena;
+};
+
+static size_t s_pair_hash(uint32_t a, uint32_t b) {
+    uint64_t x = ((uint64_t)a << 32 | b) * 0x9e3779b97f4a7c15ull; // splitmix64 finaliser
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 29;
+    return (size_t)x;
+}
+
+static const s_merge_t *s_merge_find(const mc_bpe_t *b, uint32_t left, uint32_t right) {
+    for (size_t i = s_pair_hash(left, right) & b->mask;; i = (i + 1) & b->mask) {
+        const s_merge_t *m = &b->merges[i];
+        if (m->left == UINT32_MAX) return NULL;
+        if (m->left == left && m->right == right) return m;
+    }
+}
+
+static bool s_is_text_type(uint8_t ty) { return ty == MC_TOKEN_NORMAL || ty == MC_TOKEN_USER; }
+
+void mc_bpe_destroy(mc_bpe_t **b) {
+    if (!b || !*b) return;
+    mc_bpe_pre_destroy(&(*b)->pre);
+    free((*b)->merges);
+    free((*b)->user);
+    free((*b)->user_arena);
+    free(*b);
+    *b = NULL;
+}
+
+const mc_bpe_pre_t *mc_bpe_pre(const mc_bpe_t *b) { return b->pre; }
+
+static int s_user_cmp(const void *a, const void *b) {
+    const s_user_t *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static mc_err_t s_load_merges(mc_bpe_t *b, const mc_bpe_params_t *p, char *err) {
+    size_t n_slots = 1;
+    while (n_slots < (size_t)p->n_merges + p->n_merges / 2 + 1) n_slots *= 2;
+    b->merges = malloc(n_slots * sizeof(*b->merges));
+    if (!b->merges) return mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory for %u merges", p->n_merges);
+    b->mask = n_slots - 1;
+    for (size_t i = 0; i < n_slots; i++) b->merges[i].left = UINT32_MAX;
+
+    char both[2 * MC_BPE_MAX_PIECE];
+    for (uint32_t r = 0; r < p->n_merges; r++) {
+        const mc_gguf_str_t *s = &p->merges[r];
+        if (s->len > 0 && !s->ptr) return mc_err_set(err, MC_ERR_ARG, "bpe: merge %u has no text", r);
+        // As llama.cpp: split at the first space after the first byte, so a
+        // piece may start with a space (byte-level pieces never contain one).
+        const char *sp = s->len > 1 ? memchr(s->ptr + 1, ' ', (size_t)s->len - 1) : NULL;
+        size_t l_len = sp ? (size_t)(sp - s->ptr) : 0, r_len = sp ? (size_t)s->len - l_len - 1 : 0;
+        if (!sp || r_len == 0)
+            return mc_err_set(err, MC_ERR_FORMAT, "bpe: merge %u (\"%.*s\") is not \"left right\"", r,
+                              (int)(s->len > 40 ? 40 : s->len), s->ptr ? s->ptr : "");
+        if (l_len > MC_BPE_MAX_PIECE || r_len > MC_BPE_MAX_PIECE)
+            return mc_err_set(err, MC_ERR_FORMAT, "bpe: merge %u is %llu bytes long", r, (unsigned long long)s->len);
+        int32_t li = p->lookup(p->lookup_ctx, s->ptr, l_len);
+        int32_t ri = p->lookup(p->lookup_ctx, sp + 1, r_len);
+        memcpy(both, s->ptr, l_len);
+        memcpy(both + l_len, sp + 1, r_len);
+        int32_t mi = p->lookup(p->lookup_ctx, both, l_len + r_len);
+        if (li < 0 || ri < 0 || mi < 0)
+            return mc_err_set(err, MC_ERR_FORMAT, "bpe: merge %u (\"%.*s\") names %s that is not in the vocabulary", r,
+                              (int)(s->len > 40 ? 40 : s->len), s->ptr,
+                              li < 0 || ri < 0 ? "a piece" : "a merged piece");
+        if (!s_is_text_type(p->types[mi])) continue;
+        size_t i = s_pair_hash((uint32_t)li, (uint32_t)ri) & b->mask;
+        while (b->merges[i].left != UINT32_MAX && !(b->merges[i].left == (uint32_t)li && b->merges[i].right == (uint32_t)ri))
+            i = (i + 1) & b->mask;
+        if (b->merges[i].left == UINT32_MAX) // a repeated pair keeps its first (lowest) rank
+            b->merges[i] = (s_merge_t){(uint32_t)li, (uint32_t)ri, r, mi};
+    }
+    return MC_OK;
+}
+
+static mc_err_t s_load_user(mc_bpe_t *b, const mc_bpe_params_t *p, char *err) {
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < p->n_vocab; i++)
+        if (p->types[i] == MC_TOKEN_USER && p->pieces[i].len > 0) {
+            b->n_user++;
+            bytes += (size_t)p->pieces[i].len;
+        }
+    if (b->n_user == 0) return MC_OK;
+    b->user = malloc(b->n_user * sizeof(*b->user));
+    b->user_arena = malloc(bytes);
+    if (!b->user || !b->user_arena) return mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+    uint32_t k = 0;
+    size_t off = 0;
+    for (uint32_t i = 0; i < p->n_vocab; i++) {
+        const mc_gguf_str_t *s = &p->pieces[i];
+        if (p->types[i] != MC_TOKEN_USER || s->len == 0) continue;
+        memcpy(b->user_arena + off, s->ptr, (size_t)s->len);
+        b->user[k++] = (s_user_t){(int32_t)i, (uint32_t)off, (uint32_t)s->len};
+        off += (size_t)s->len;
+    }
+    // llama.cpp splits the text at user-defined pieces longest first.
+    qsort(b->user, b->n_user, sizeof(*b->user), s_user_cmp);
+    return MC_OK;
+}
+
+mc_bpe_t *mc_bpe_new(const mc_bpe_params_t *p, char *err) {
+    if (!p || !p->pieces || !p->types || !p->lookup || (p->n_merges > 0 && !p->merges)) {
+        mc_err_set(err, MC_ERR_ARG, "bpe: missing parameters");
+        return NULL;
+    }
+    if (p->n_merges > MC_BPE_MAX_MERGES) {
+        mc_err_set(err, MC_ERR_FORMAT, "bpe: %u merges (at most %u)", p->n_merges, MC_BPE_MAX_MERGES);
+        return NULL;
+    }
+    mc_bpe_t *b = calloc(1, sizeof(*b));
+    if (!b) {
+        mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+        return NULL;
+    }
+    if (!(b->pre = mc_bpe_pre_new(p->pre, p->pre_len, err)) || s_load_merges(b, p, err) != MC_OK ||
+        s_load_user(b, p, err) != MC_OK) {
+        mc_bpe_destroy(&b);
+        return NULL;
+    }
+    for (int v = 0; v < 256; v++) {
+        char piece[2];
+        uint8_t byte = (uint8_t)v;
+        size_t n = mc_bpe_bytes_to_piece(&byte, 1, piece);
+        int32_t id = p->lookup(p->lookup_ctx, piece, n);
+        b->byte_tok[v] = id >= 0 && s_is_text_type(p->types[id]) ? id : -1;
+    }
+    return b;
+}
+
+// A candidate merge of the symbols at positions left and right, valid while
+// both still hold the ids they had when it was queued.
+typedef struct {
+    uint32_t rank;
+    int32_t left, right;
+    int32_t left_id, right_id, merged;
+} s_cand_t;
+
+// Growable work space of one mc_bpe_encode call.
+typedef struct {
+    const mc_bpe_t *b;
+    int32_t *ids;
+    size_t cap, n;
+    int32_t *sym, *prev, *next; // per position of the current word
+    size_t sym_cap;
+    s_cand_t *heap;
+    size_t heap_n, heap_cap;
+} s_enc_t;
+
+static bool s_cand_before(const s_cand_t *a, const s_cand_t *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+}
+
+static bool s_heap_push(s_enc_t *e, s_cand_t c) {
+    if (e->heap_n == e->heap_cap) {
+        size_t cap = e->heap_cap ? 2 * e->heap_cap : 64;
+        s_cand_t *h = realloc(e->heap, cap * sizeof(*h));
+        if (!h) return false;
+        e->heap = h;
+        e->heap_cap = cap;
+    }
+    size_t i = e->heap_n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!s_cand_before(&c, &e->heap[parent])) break;
+        e->heap[i] = e->heap[parent];
+        i = parent;
+    }
+    e->heap[i] = c;
+    return true;
+}
+
+static s_cand_t s_heap_pop(s_enc_t *e) {
+    s_cand_t top = e->heap[0], last = e->heap[--e->heap_n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= e->heap_n) break;
+        if (c + 1 < e->heap_n && s_cand_before(&e->heap[c + 1], &e->heap[c])) c++;
+        if (!s_cand_before(&e->heap[c], &last)) break;
+        e->heap[i] = e->heap[c];
+        i = c;
+    }
+    if (e->heap_n > 0) e->heap[i] = last;
+    return top;
+}
+
+static bool s_try_pair(s_enc_t *e, int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return true;
+    const s_merge_t *m = s_merge_find(e->b, (uint32_t)e->sym[left], (uint32_t)e->sym[right]);
+    if (!m) return true;
+    return s_heap_push(e, (s_cand_t){m->rank, left, right, e->sym[left], e->sym[right], m->merged});
+}
+
+static mc_err_t s_put(s_enc_t *e, int32_t id, char *err) {
+    if (e->n == e->cap) return mc_err_set(err, MC_ERR_RANGE, "tokenizer: id buffer too small");
+    e->ids[e->n++] = id;
+    return MC_OK;
+}
+
+// One pre-token: bytes to their pieces' ids, then merges by rank.
+static mc_err_t s_encode_word(void *ctx, const char *word, size_t len, char *err) {
+    s_enc_t *e = ctx;
+    const uint8_t *u = (const uint8_t *)word;
+    if (len > e->sym_cap) {
+        size_t cap = len > 2 * e->sym_cap ? len : 2 * e->sym_cap;
+        int32_t *sym = realloc(e->sym, cap * sizeof(int32_t));
+        if (sym) e->sym = sym;
+        int32_t *prev = sym ? realloc(e->prev, cap * sizeof(int32_t)) : NULL;
+        if (prev) e->prev = prev;
+        int32_t *next = prev ? realloc(e->next, cap * sizeof(int32_t)) : NULL;
+        if (!next) return mc_err_set(err, MC_ERR_NOMEM, "tokenizer: out of memory encoding a %zu-byte word", len);
+        e->next = next;
+        e->sym_cap = cap;
+    }
+    for (size_t i = 0; i < len; i++) {
+        int32_t id = e->b->byte_tok[u[i]];
+        if (id < 0)
+            return mc_err_set(err, MC_ERR_UNSUPPORTED, "tokenizer: byte 0x%02X has no piece in the vocabulary", u[i]);
+        e->sym[i] = id;
+        e->prev[i] = (int32_t)i - 1;
+        e->next[i] = i + 1 < len ? (int32_t)i + 1 : -1;
+    }
+    e->heap_n = 0;
+    for (size_t i = 0; i + 1 < len; i++)
+        if (!s_try_pair(e, (int32_t)i, (int32_t)i + 1)) goto nomem;
+    while (e->heap_n > 0) {
+        s_cand_t c = s_heap_pop(e);
+        if (e->sym[c.left] != c.left_id || e->sym[c.right] != c.right_id || e->next[c.left] != c.right)
+            continue; // stale: a neighbour merged since this was queued
+        e->sym[c.left] = c.merged;
+        e->sym[c.right] = -1;
+        e->next[c.left] = e->next[c.right];
+        if (e->next[c.right] >= 0) e->prev[e->next[c.right]] = c.left;
+        if (!s_try_pair(e, e->prev[c.left], c.left) || !s_try_pair(e, c.left, e->next[c.left])) goto nomem;
+    }
+    // Position 0 only ever absorbs its right neighbours, so it stays the head.
+    for (int32_t k = len > 0 ? 0 : -1; k >= 0; k = e->next[k]) {
+        mc_err_t rc = s_put(e, e->sym[k], err);
+        if (rc != MC_OK) return rc;
+    }
+    return MC_OK;
+nomem:
+    return mc_err_set(err, MC_ERR_NOMEM, "tokenizer: out of memory encoding a %zu-byte word", len);
+}
+
+// A piece of the text: raw (id < 0) or a user-defined piece found in it.
+typedef struct {
+    size_t off, len;
+    int32_t id;
+} s_frag_t;
+
+typedef struct {
+    s_frag_t *v;
+    size_t n, cap;
+} s_frags_t;
+
+static bool s_frag_add(s_frags_t *f, size_t off, size_t len, int32_t id) {
+    if (len == 0) return true;
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 16;
+        s_frag_t *v = realloc(f->v, cap * sizeof(*v));
+        if (!v) return false;
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = (s_frag_t){off, len, id};
+    return true;
+}
+
+// Cut the raw fragments at each user-defined piece, the longest pieces
+// first; a piece found stays whole even where a shorter one overlaps it.
+static bool s_partition(const mc_bpe_t *b, const char *text, size_t len, s_frags_t *out) {
+    s_frags_t cur = {0}, nxt = {0};
+    if (!s_frag_add(&cur, 0, len, -1)) return false;
+    for (uint32_t k = 0; k < b->n_user; k++) {
+        const s_user_t *u = &b->user[k];
+        const char *needle = b->user_arena + u->off;
+        nxt.n = 0;
+        for (size_t i = 0; i < cur.n; i++) {
+            s_frag_t f = cur.v[i];
+            if (f.id >= 0) {
+                if (!s_frag_add(&nxt, f.off, f.len, f.id)) goto fail;
+                continue;
+            }
+            size_t at = f.off, end = f.off + f.len;
+            for (;;) {
+                const char *hit = end - at >= u->len ? memmem(text + at, end - at, needle, u->len) : NULL;
+                if (!hit) break;
+                size_t h = (size_t)(hit - text);
+                if (!s_frag_add(&nxt, at, h - at, -1) || !s_frag_add(&nxt, h, u->len, u->id)) goto fail;
+                at = h + u->len;
+            }
+            if (!s_frag_add(&nxt, at, end - at, -1)) goto fail;
+        }
+        s_frags_t t = cur;
+        cur = nxt;
+        nxt = t;
+    }
+    free(nxt.v);
+    *out = cur;
+    return true;
+fail:
+    free(cur.v);
+    free(nxt.v);
+    return false;
+}
+
+mc_err_t mc_bpe_encode(const mc_bpe_t *b, const char *text, size_t len, int32_t *ids, size_t cap, size_t *n_out,
+                       char *err) {
+    if (!b || !n_out || (!text && len > 0) || (!ids && cap > 0))
+        return mc_err_set(err, MC_ERR_ARG, "tokenizer: encode called with NULL arguments");
+    *n_out = 0;
+    if (len == 0) return MC_OK;
+    s_frags_t frags = {0};
+    if (!s_partition(b, text, len, &frags))
+        return mc_err_set(err, MC_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+    s_enc_t e = {.b = b, .ids = ids, .cap = cap};
+    mc_err_t rc = MC_OK;
+    for (size_t i = 0; i < frags.n && rc == MC_OK; i++) {
+        const s_frag_t *f = &frags.v[i];
+        rc = f->id >= 0 ? s_put(&e, f->id, err) : mc_bpe_pre_split(b->pre, text + f->off, f->len, s_encode_word, &e, err);
+    }
+    if (rc == MC_OK) *n_out = e.n;
+    free(frags.v);
+    free(e.sym);
+    free(e.prev);
+    free(e.next);
+    free(e.heap);
+    return rc;
+}
+
+/* ---- vocabulary trainer ---- */
+
+static const char *const s_specials[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+
+mc_bpe_train_params_t mc_bpe_train_params_default(void) {
+    return (mc_bpe_train_params_t){.n_vocab = 1024, .pre = "qwen2", .min_frequency = 1};
+}
+
+typedef struct {
+    uint32_t text_off, text_len; // the word's bytes in the corpus
+    uint32_t sym_off, n_sym;     // its current symbols (token ids) in the symbol array
+    uint32_t count;              // occurrences in the corpus
+} s_tword_t;
+
+typedef struct {
+    uint32_t a, b; // a == UINT32_MAX: empty
+    uint64_t count;
+} s_pair_t;
+
+typedef struct {
+    const char *corpus;
+    s_tword_t *words;
+    uint32_t n_words, cap_words;
+    uint32_t *word_slots; // word index + 1, 0 = empty; keyed by the word's bytes
+    size_t word_mask;
+    uint32_t *sym;
+    // Tokens as raw bytes, plus a table from bytes to id for merges that
+    // rebuild a string an earlier merge already made.
+    char *tok_bytes;
+    size_t tok_bytes_len, tok_bytes_cap;
+    uint32_t *tok_off, *tok_len, n_tok, cap_tok;
+    uint32_t *tok_slots; // id + 1, 0 = empty
+    size_t tok_mask;
+    uint32_t *merge_a, *merge_b, n_merges;
+} s_train_t;
+
+static uint64_t s_bytes_hash(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull; // FNV-1a
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static bool s_word_grow(s_train_t *t) {
+    uint32_t cap = t->cap_words ? 2 * t->cap_words : 1024;
+    s_tword_t *w = realloc(t->words, cap * sizeof(*w));
+    if (!w) return false;
+    t->words = w;
+    t->cap_words = cap;
+    // Rehash into a table twice as large as the word array.
+    size_t n_slots = 2 * (size_t)cap;
+    uint32_t *slots = calloc(n_slots, sizeof(*slots));
+    if (!slots) return false;
+    free(t->word_slots);
+    t->word_slots = slots;
+    t->word_mask = n_slots - 1;
+    for (uint32_t i = 0; i < t->n_words; i++) {
+        size_t k = (size_t)s_bytes_hash(t->corpus + t->words[i].text_off, t->words[i].text_len) & t->word_mask;
+        while (t->word_slots[k]) k = (k + 1) & t->word_mask;
+        t->word_slots[k] = i + 1;
+    }
+    return true;
+}
+
+static mc_err_t s_train_word(void *ctx, const char *word, size_t len, char *err) {
+    s_train_t *t = ctx;
+    if (t->n_words == t->cap_words && !s_word_grow(t)) return mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+    size_t k = (size_t)s_bytes_hash(word, len) & t->word_mask;
+    for (uint32_t w; (w = t->word_slots[k]) != 0; k = (k + 1) & t->word_mask) {
+        s_tword_t *x = &t->words[w - 1];
+        if (x->text_len == len && memcmp(t->corpus + x->text_off, word, len) == 0) {
+            x->count++;
+            return MC_OK;
+        }
+    }
+    t->word_slots[k] = t->n_words + 1;
+    t->words[t->n_words++] = (s_tword_t){(uint32_t)(word - t->corpus), (uint32_t)len, 0, 0, 1};
+    return MC_OK;
+}
+
+static int32_t s_tok_find(const s_train_t *t, const char *s, size_t n, size_t *slot) {
+    size_t k = (size_t)s_bytes_hash(s, n) & t->tok_mask;
+    for (uint32_t id; (id = t->tok_slots[k]) != 0; k = (k + 1) & t->tok_mask)
+        if (t->tok_len[id - 1] == n && memcmp(t->tok_bytes + t->tok_off[id - 1], s, n) == 0) break;
+    *slot = k;
+    return t->tok_slots[k] ? (int32_t)t->tok_slots[k] - 1 : -1;
+}
+
+// Id of the token with bytes s[0..n), added when new.
+static int32_t s_tok_add(s_train_t *t, const char *s, size_t n) {
+    size_t slot;
+    int32_t id = s_tok_find(t, s, n, &slot);
+    if (id >= 0) return id;
+    if (t->tok_bytes_len + n > t->tok_bytes_cap) {
+        size_t cap = 2 * (t->tok_bytes_len + n);
+        char *b = realloc(t->tok_bytes, cap);
+        if (!b) return -1;
+        t->tok_bytes = b;
+        t->tok_bytes_cap = cap;
+    }
+    memcpy(t->tok_bytes + t->tok_bytes_len, s, n);
+    t->tok_off[t->n_tok] = (uint32_t)t->tok_bytes_len;
+    t->tok_len[t->n_tok] = (uint32_t)n;
+    t->tok_bytes_len += n;
+    t->tok_slots[slot] = t->n_tok + 1;
+    return (int32_t)t->n_tok++;
+}
+
+static void s_train_free(s_train_t *t) {
+    free(t->words);
+    free(t->word_slots);
+    free(t->sym);
+    free(t->tok_bytes);
+    free(t->tok_off);
+    free(t->tok_len);
+    free(t->tok_slots);
+    free(t->merge_a);
+    free(t->merge_b);
+}
+
+void mc_bpe_vocab_destroy(mc_bpe_vocab_t **v) {
+    if (!v || !*v) return;
+    mc_bpe_vocab_t *x = *v;
+    free(x->tokens ? x->tokens[0] : NULL); // one arena holds every string
+    free(x->tokens);
+    free(x->token_lens);
+    free(x->token_types);
+    free(x->merges);
+    free(x->merge_lens);
+    free(x);
+    *v = NULL;
+}
+
+// Lay the trained tokens and merges out as byte-level strings.
+static mc_bpe_vocab_t *s_train_result(const s_train_t *t, const char *pre, char *err) {
+    uint32_t n_tok = t->n_tok + 3;
+    size_t arena = 0;
+    for (uint32_t i = 0; i < t->n_tok; i++) arena += 2 * (size_t)t->tok_len[i] + 1;
+    for (int k = 0; k < 3; k++) arena += strlen(s_specials[k]) + 1;
+    for (uint32_t m = 0; m < t->n_merges; m++)
+        arena += 2 * ((size_t)t->tok_len[t->merge_a[m]] + t->tok_len[t->merge_b[m]]) + 2;
+
+    mc_bpe_vocab_t *v = calloc(1, sizeof(*v));
+    char *a = malloc(arena);
+    if (!v || !a) goto nomem;
+    v->tokens = malloc(n_tok * sizeof(*v->tokens));
+    if (v->tokens) v->tokens[0] = NULL; // what mc_bpe_vocab_destroy frees
+    v->token_lens = malloc(n_tok * sizeof(*v->token_lens));
+    v->token_types = malloc(n_tok * sizeof(*v->token_types));
+    v->merges = malloc((t->n_merges ? t->n_merges : 1) * sizeof(*v->merges));
+    v->merge_lens = malloc((t->n_merges ? t->n_merges : 1) * sizeof(*v->merge_lens));
+    if (!v->tokens || !v->token_lens || !v->token_types || !v->merges || !v->merge_lens) goto nomem;
+    v->tokens[0] = a; // owns the arena from here on
+    a = NULL;
+    char *o = v->tokens[0];
+    for (uint32_t i = 0; i < t->n_tok; i++) {
+        v->tokens[i] = o;
+        v->token_lens[i] = mc_bpe_bytes_to_piece((const uint8_t *)t->tok_bytes + t->tok_off[i], t->tok_len[i], o);
+        v->token_types[i] = MC_TOKEN_NORMAL;
+        o += v->token_lens[i];
+        *o++ = '\0';
+    }
+    for (int k = 0; k < 3; k++) {
+        uint32_t i = t->n_tok + (uint32_t)k;
+        // No trained piece can spell these: every pre-tokenizer splits "<|"
+        // and "|>" from the letters between them.
+        size_t len = strlen(s_specials[k]);
+        v->tokens[i] = o;
+        v->token_lens[i] = len;
+        v->token_types[i] = MC_TOKEN_CONTROL;
+        memcpy(o, s_specials[k], len + 1);
+        o += len + 1;
+    }
+    for (uint32_t m = 0; m < t->n_merges; m++) {
+        uint32_t x = t->merge_a[m], y = t->merge_b[m];
+        v->merges[m] = o;
+        size_t n = mc_bpe_bytes_to_piece((const uint8_t *)t->tok_bytes + t->tok_off[x], t->tok_len[x], o);
+        o[n++] = ' ';
+        n += mc_bpe_bytes_to_piece((const uint8_t *)t->tok_bytes + t->tok_off[y], t->tok_len[y], o + n);
+        o[n] = '\0';
+        v->merge_lens[m] = n;
+        o += n + 1;
+    }
+    v->n_tokens = n_tok;
+    v->n_merges = t->n_merges;
+    v->endoftext_id = (int32_t)t->n_tok;
+    v->im_start_id = (int32_t)t->n_tok + 1;
+    v->im_end_id = (int32_t)t->n_tok + 2;
+    snprintf(v->pre, sizeof(v->pre), "%s", pre);
+    return v;
+nomem:
+    free(a);
+    mc_bpe_vocab_destroy(&v);
+    mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+    return NULL;
+}
+
+// One training step: count adjacent pairs over the distinct words (weighted
+// by occurrences) into the table and return the winner (a == UINT32_MAX if
+// there is none).
+static s_pair_t s_best_pair(const s_train_t *t, s_pair_t *pairs, size_t mask) {
+    for (size_t i = 0; i <= mask; i++) pairs[i].a = UINT32_MAX;
+    for (uint32_t w = 0; w < t->n_words; w++) {
+        const s_tword_t *x = &t->words[w];
+        const uint32_t *s = t->sym + x->sym_off;
+        for (uint32_t k = 0; k + 1 < x->n_sym; k++) {
+            size_t i = s_pair_hash(s[k], s[k + 1]) & mask;
+            while (pairs[i].a != UINT32_MAX && !(pairs[i].a == s[k] && pairs[i].b == s[k + 1])) i = (i + 1) & mask;
+            if (pairs[i].a == UINT32_MAX) pairs[i] = (s_pair_t){s[k], s[k + 1], 0};
+            pairs[i].count += x->count;
+        }
+    }
+    // The order is total (count, then ids), so the table's layout never matters.
+    s_pair_t best = {UINT32_MAX, UINT32_MAX, 0};
+    for (size_t i = 0; i <= mask; i++) {
+        const s_pair_t *p = &pairs[i];
+        if (p->a == UINT32_MAX) continue;
+        if (p->count > best.count || (p->count == best.count && (p->a < best.a || (p->a == best.a && p->b < best.b))))
+            best = *p;
+    }
+    return best;
+}
+
+mc_bpe_vocab_t *mc_bpe_train(const char *corpus, size_t len, const mc_bpe_train_params_t *p, char *err) {
+    if (!p) {
+        mc_err_set(err, MC_ERR_ARG, "bpe: no training parameters");
+        return NULL;
+    }
+    if (!corpus) corpus = mc_bpe_corpus(&len);
+    if (p->n_vocab < 256 + 3 || p->n_vocab > MC_BPE_MAX_TRAIN_VOCAB) {
+        mc_err_set(err, MC_ERR_ARG, "bpe: vocabulary size %u outside %u..%u", p->n_vocab, 256 + 3,
+                   MC_BPE_MAX_TRAIN_VOCAB);
+        return NULL;
+    }
+    if (len > MC_BPE_MAX_CORPUS) {
+        mc_err_set(err, MC_ERR_ARG, "bpe: corpus of %zu bytes is too large", len);
+        return NULL;
+    }
+    const char *pre_name = p->pre ? p->pre : "qwen2";
+    mc_bpe_pre_t *pre = mc_bpe_pre_new(pre_name, strlen(pre_name), err);
+    if (!pre) return NULL;
+
+    s_train_t t = {.corpus = corpus};
+    mc_bpe_vocab_t *v = NULL;
+    s_pair_t *pairs = NULL;
+    size_t n_tok_slots = 1;
+    while (n_tok_slots < 2 * (size_t)p->n_vocab) n_tok_slots *= 2;
+    t.cap_tok = p->n_vocab;
+    t.tok_off = malloc(t.cap_tok * sizeof(uint32_t));
+    t.tok_len = malloc(t.cap_tok * sizeof(uint32_t));
+    t.tok_slots = calloc(n_tok_slots, sizeof(uint32_t));
+    t.tok_mask = n_tok_slots - 1;
+    t.merge_a = malloc(p->n_vocab * sizeof(uint32_t));
+    t.merge_b = malloc(p->n_vocab * sizeof(uint32_t));
+    if (!t.tok_off || !t.tok_len || !t.tok_slots || !t.merge_a || !t.merge_b || !s_word_grow(&t)) goto nomem;
+
+    // Bytes first, in GPT-2's order: by the code point standing for each.
+    int32_t byte_tok[256];
+    for (uint32_t cp = 0; cp < 0x144; cp++) {
+        int b = mc_bpe_cp_byte(cp);
+        if (b < 0) continue;
+        char c = (char)b;
+        if ((byte_tok[b] = s_tok_add(&t, &c, 1)) < 0) goto nomem;
+    }
+
+    if (mc_bpe_pre_split(pre, corpus, len, s_train_word, &t, err) != MC_OK) goto fail;
+    size_t n_sym = 0;
+    for (uint32_t w = 0; w < t.n_words; w++) n_sym += t.words[w].text_len;
+    t.sym = malloc((n_sym ? n_sym : 1) * sizeof(uint32_t));
+    if (!t.sym) goto nomem;
+    n_sym = 0;
+    for (uint32_t w = 0; w < t.n_words; w++) {
+        s_tword_t *x = &t.words[w];
+        x->sym_off = (uint32_t)n_sym;
+        x->n_sym = x->text_len;
+        for (uint32_t k = 0; k < x->text_len; k++) t.sym[n_sym++] = (uint32_t)byte_tok[(uint8_t)corpus[x->text_off + k]];
+    }
+    size_t n_pair_slots = 2;
+    while (n_pair_slots < 2 * n_sym) n_pair_slots *= 2; // distinct pairs < symbols
+    pairs = malloc(n_pair_slots * sizeof(*pairs));
+    if (!pairs) goto nomem;
+
+    uint32_t min_freq = p->min_frequency ? p->min_frequency : 1;
+    while (t.n_tok + 3 < p->n_vocab) {
+        s_pair_t best = s_best_pair(&t, pairs, n_pair_slots - 1);
+        if (best.a == UINT32_MAX || best.count < min_freq) break;
+        uint32_t la = t.tok_len[best.a], lb = t.tok_len[best.b];
+        char *joined = malloc((size_t)la + lb);
+        if (!joined) goto nomem;
+        memcpy(joined, t.tok_bytes + t.tok_off[best.a], la);
+        memcpy(joined + la, t.tok_bytes + t.tok_off[best.b], lb);
+        int32_t id = s_tok_add(&t, joined, (size_t)la + lb);
+        free(joined);
+        if (id < 0) goto nomem;
+        t.merge_a[t.n_merges] = best.a;
+        t.merge_b[t.n_merges++] = best.b;
+        for (uint32_t w = 0; w < t.n_words; w++) { // left to right, as encoding would
+            s_tword_t *x = &t.words[w];
+            uint32_t *s = t.sym + x->sym_off, o = 0;
+            for (uint32_t k = 0; k < x->n_sym; k++) {
+                if (k + 1 < x->n_sym && s[k] == best.a && s[k + 1] == best.b) {
+                    s[o++] = (uint32_t)id;
+                    k++;
+                } else {
+                    s[o++] = s[k];
+                }
+            }
+            x->n_sym = o;
+        }
+        // A merge that rebuilt an existing string added no token; stop if
+        // that keeps happening (each step still shrinks the corpus).
+        if (t.n_merges == p->n_vocab) break;
+    }
+    v = s_train_result(&t, mc_bpe_pre_name(pre), err);
+    goto done;
+nomem:
+    mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory training a vocabulary");
+fail:
+    v = NULL;
+done:
+    free(pairs);
+    s_train_free(&t);
+    mc_bpe_pre_destroy(&pre);
+    return v;
+}
+
+mc_err_t mc_bpe_vocab_to_gguf(const mc_bpe_vocab_t *v, mc_gguf_writer_t *w, char *err) {
+    if (!v || !w) return mc_err_set(err, MC_ERR_ARG, "bpe: no vocabulary or writer");
+    const char *key = "tokenizer.ggml.model";
+    mc_err_t rc = mc_gguf_writer_add_str(w, key, "gpt2");
+    if (rc == MC_OK) rc = mc_gguf_writer_add_str(w, key = "tokenizer.ggml.pre", v->pre);
+    if (rc == MC_OK)
+        rc = mc_gguf_writer_add_arr_str(w, key = "tokenizer.ggml.tokens", (const char *const *)v->tokens, v->token_lens,
+                                        v->n_tokens);
+    if (rc == MC_OK) rc = mc_gguf_writer_add_arr_i32(w, key = "tokenizer.ggml.token_type", v->token_types, v->n_tokens);
+    if (rc == MC_OK)
+        rc = mc_gguf_writer_add_arr_str(w, key = "tokenizer.ggml.merges", (const char *const *)v->merges, v->merge_lens,
+                                        v->n_merges);
+    if (rc != MC_OK) return mc_err_set(err, rc, "bpe: cannot add %s to the GGUF (%s)", key, mc_err_name(rc));
+    return MC_OK;
+}
