@@ -1,5 +1,6 @@
 /*
- * chat: Mixtral Instruct's conversation format.
+ * chat: the conversation formats of the families we run: Mistral's
+ * [INST] format for Mixtral, ChatML for Qwen3-MoE and OLMoE instruct models.
  */
 #include "chat.h"
 
@@ -62,6 +63,76 @@ static char *s_join(const char *a, size_t la, const char *sep, const char *b, si
     return out;
 }
 
+mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok) {
+    const int32_t start = mc_tokenizer_find(tok, "<|im_start|>", 12), end = mc_tokenizer_find(tok, "<|im_end|>", 10);
+    return start >= 0 && end >= 0 ? MC_CHAT_STYLE_CHATML : MC_CHAT_STYLE_MISTRAL;
+}
+
+// <|im_start|> role "\n" content <|im_end|> "\n", the markers as tokens and
+// the rest tokenized on its own (as llama.cpp splits a templated prompt at
+// its special tokens); with content NULL, only the opening: the prompt for
+// the model's turn.
+static mc_err_t s_chatml_turn(s_ids_t *a, const mc_tokenizer_t *tok, const char *role, const char *content, size_t len,
+                              char *err) {
+    const int32_t start = mc_tokenizer_find(tok, "<|im_start|>", 12), end = mc_tokenizer_find(tok, "<|im_end|>", 10);
+    size_t tl;
+    char *text = s_join(role, strlen(role), "\n", content ? content : "", content ? len : 0, &tl);
+    if (!text || !s_push(a, start)) {
+        free(text);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    mc_err_t rc = s_text(a, tok, text, tl, err);
+    free(text);
+    if (rc || !content) return rc;
+    if (!s_push(a, end)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    return s_text(a, tok, "\n", 1, err);
+}
+
+// The system messages, joined, as one system turn in front; a prompt (odd
+// number of turns) ends with the opening of the model's turn.
+static mc_err_t s_chatml(s_ids_t *a, const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, size_t n,
+                         const char *system, size_t sys_len, size_t turns, char *err) {
+    mc_err_t rc = MC_OK;
+    const int32_t bos = mc_tokenizer_bos(tok);
+    if (bos >= 0 && mc_tokenizer_add_bos(tok) && !s_push(a, bos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    if (!rc && system) rc = s_chatml_turn(a, tok, "system", system, sys_len, err);
+    for (size_t i = 0; i < n && !rc; i++)
+        if (msgs[i].role != MC_CHAT_SYSTEM)
+            rc = s_chatml_turn(a, tok, msgs[i].role == MC_CHAT_USER ? "user" : "assistant", msgs[i].content,
+                               msgs[i].len, err);
+    if (!rc && turns % 2 == 1) rc = s_chatml_turn(a, tok, "assistant", NULL, 0, err);
+    return rc;
+}
+
+// BOS, then [INST] turns with the system text in front of the first user
+// message, each answer closed by EOS.
+static mc_err_t s_mistral(s_ids_t *a, const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, size_t n,
+                          const char *system, size_t sys_len, char *err) {
+    mc_err_t rc = MC_OK;
+    const int32_t bos = mc_tokenizer_bos(tok), eos = mc_tokenizer_eos(tok);
+    if (bos >= 0 && !s_push(a, bos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    bool first_user = true;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const mc_chat_msg_t *m = &msgs[i];
+        if (m->role == MC_CHAT_SYSTEM) continue;
+        if (m->role == MC_CHAT_ASSISTANT) {
+            rc = s_text(a, tok, m->content, m->len, err);
+            if (!rc && eos >= 0 && !s_push(a, eos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        size_t ul, tl;
+        char *user = first_user && system ? s_join(system, sys_len, "\n\n", m->content, m->len, &ul)
+                                          : s_join("", 0, "", m->content, m->len, &ul);
+        char *turn = user ? s_join("[INST] ", 7, "", user, ul, &tl) : NULL;
+        char *full = turn ? s_join(turn, tl, " [/INST]", "", 0, &tl) : NULL;
+        if (!full) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        else rc = s_text(a, tok, full, tl, err);
+        free(user), free(turn), free(full);
+        first_user = false;
+    }
+    return rc;
+}
+
 mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, size_t n, bool allow_assistant_last,
                         int32_t **ids, size_t *n_ids, char *err) {
     // System messages, joined, go in front of the first user message.
@@ -97,27 +168,8 @@ mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, si
         return mc_err_set(err, MC_ERR_ARG, "the last message must be the user's (the model answers it)");
     }
     s_ids_t a = {0};
-    const int32_t bos = mc_tokenizer_bos(tok), eos = mc_tokenizer_eos(tok);
-    if (bos >= 0 && !s_push(&a, bos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    bool first_user = true;
-    for (size_t i = 0; i < n && !rc; i++) {
-        const mc_chat_msg_t *m = &msgs[i];
-        if (m->role == MC_CHAT_SYSTEM) continue;
-        if (m->role == MC_CHAT_ASSISTANT) {
-            rc = s_text(&a, tok, m->content, m->len, err);
-            if (!rc && eos >= 0 && !s_push(&a, eos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-            continue;
-        }
-        size_t ul, tl;
-        char *user = first_user && system ? s_join(system, sys_len, "\n\n", m->content, m->len, &ul)
-                                          : s_join("", 0, "", m->content, m->len, &ul);
-        char *turn = user ? s_join("[INST] ", 7, "", user, ul, &tl) : NULL;
-        char *full = turn ? s_join(turn, tl, " [/INST]", "", 0, &tl) : NULL;
-        if (!full) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-        else rc = s_text(&a, tok, full, tl, err);
-        free(user), free(turn), free(full);
-        first_user = false;
-    }
+    rc = mc_chat_style_of(tok) == MC_CHAT_STYLE_CHATML ? s_chatml(&a, tok, msgs, n, system, sys_len, turns, err)
+                                                       : s_mistral(&a, tok, msgs, n, system, sys_len, err);
     free(system);
     if (rc) {
         free(a.v);

@@ -2,12 +2,22 @@
  * chat: a conversation (system, user and assistant messages) turned into
  * the prompt ids an instruct model was trained on.
  *
- * The format is Mistral's for Mixtral Instruct (v1), whatever chat template
- * the GGUF carries:
+ * Two formats, chosen by the vocabulary (mc_chat_style_of), whatever chat
+ * template the GGUF carries. ChatML, for vocabularies with <|im_start|> and
+ * <|im_end|> control tokens (Qwen3-MoE, OLMoE instruct):
+ *
+ *   <|im_start|> sp("system\n" system) <|im_end|> sp("\n")
+ *   <|im_start|> sp("user\n" user1) <|im_end|> sp("\n")
+ *   <|im_start|> sp("assistant\n" assistant1) <|im_end|> sp("\n") ...
+ *   <|im_start|> sp("assistant\n")
+ *
+ * (no thinking block is added), and otherwise Mistral's for Mixtral
+ * Instruct (v1):
  *
  *   BOS sp("[INST] " user1 " [/INST]") sp(assistant1) EOS sp("[INST] " user2 " [/INST]") ...
  *
- * where each sp() is tokenized on its own (with its own leading space).
+ * where each sp() is tokenized on its own (with its own leading space in
+ * SentencePiece vocabularies).
  * System messages are folded into the first user message (system "\n\n"
  * user), as Mistral's template does. BOS and EOS are tokens placed here,
  * never text: a message containing "[INST]" or "</s>" stays text, so a user
@@ -27,6 +37,11 @@
 #include "tokenizer.h"
 
 typedef enum { MC_CHAT_SYSTEM = 0, MC_CHAT_USER, MC_CHAT_ASSISTANT } mc_chat_role_t;
+
+typedef enum { MC_CHAT_STYLE_MISTRAL = 0, MC_CHAT_STYLE_CHATML } mc_chat_style_t;
+
+// The format mc_chat_format uses with tok's vocabulary.
+mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok);
 
 typedef struct {
     mc_chat_role_t role;

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bpe.h"
 #include "gguf_writer.h"
 #include "quant.h"
 #include "rng.h"
@@ -559,9 +560,17 @@ typedef struct {
 
 static uint32_t s_head_dim(const mc_mkmodel_params_t *p) { return p->head_dim ? p->head_dim : p->dim / p->n_head; }
 
+// The byte-level BPE pre-tokenizer of a family's vocabulary; NULL: the
+// SentencePiece one (Mixtral).
+static const char *s_bpe_pre(const mc_mkmodel_params_t *p) {
+    return p->arch == MC_ARCH_QWEN3MOE ? "qwen2" : p->arch == MC_ARCH_OLMOE ? "olmo" : NULL;
+}
+
+// Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
+// BPE) is set.
 static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
                                const s_vocab_t *v, const char *const *pieces, const size_t *lens,
-                               char *err) {
+                               const mc_bpe_vocab_t *bv, char *err) {
     const mc_arch_info_t *arch = mc_arch_get(p->arch);
     assert(arch); // mc_mkmodel_check
     const bool wide = p->head_dim != 0; // heads not dim / n_head: say so, as Qwen3 files do
@@ -585,16 +594,21 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {"general.file_type", 'u', NULL, s_file_type(p->type), 0},
         {".vocab_size", 'u', NULL, p->n_vocab, 0},
         {".rope.dimension_count", 'u', NULL, s_head_dim(p), 0},
-        {"tokenizer.ggml.model", 's', "llama", 0, 0},
-        {"tokenizer.ggml.pre", 's', "default", 0, 0},
-        {"tokenizer.ggml.tokens", 'T', NULL, 0, 0},
-        {"tokenizer.ggml.scores", 'S', NULL, 0, 0},
-        {"tokenizer.ggml.token_type", 'Y', NULL, 0, 0},
-        {"tokenizer.ggml.bos_token_id", 'u', NULL, 1, 0},
-        {"tokenizer.ggml.eos_token_id", 'u', NULL, 2, 0},
-        {"tokenizer.ggml.unknown_token_id", 'u', NULL, 0, 0},
-        {"tokenizer.ggml.add_bos_token", 'b', NULL, 1, 0},
-        {"tokenizer.ggml.add_eos_token", 'b', NULL, 0, 0},
+        {v ? "tokenizer.ggml.model" : NULL, 's', "llama", 0, 0},
+        {v ? "tokenizer.ggml.pre" : NULL, 's', "default", 0, 0},
+        {v ? "tokenizer.ggml.tokens" : NULL, 'T', NULL, 0, 0},
+        {v ? "tokenizer.ggml.scores" : NULL, 'S', NULL, 0, 0},
+        {v ? "tokenizer.ggml.token_type" : NULL, 'Y', NULL, 0, 0},
+        {v ? "tokenizer.ggml.bos_token_id" : NULL, 'u', NULL, 1, 0},
+        {v ? "tokenizer.ggml.eos_token_id" : NULL, 'u', NULL, 2, 0},
+        {v ? "tokenizer.ggml.unknown_token_id" : NULL, 'u', NULL, 0, 0},
+        {v ? "tokenizer.ggml.add_bos_token" : NULL, 'b', NULL, 1, 0},
+        {v ? "tokenizer.ggml.add_eos_token" : NULL, 'b', NULL, 0, 0},
+        // Byte-level vocabularies as Qwen's instruct files set them: BOS is
+        // <|endoftext|> but not added, a turn ends with <|im_end|>.
+        {bv ? "tokenizer.ggml.bos_token_id" : NULL, 'u', NULL, bv ? (uint32_t)bv->endoftext_id : 0, 0},
+        {bv ? "tokenizer.ggml.eos_token_id" : NULL, 'u', NULL, bv ? (uint32_t)bv->im_end_id : 0, 0},
+        {bv ? "tokenizer.ggml.add_bos_token" : NULL, 'b', NULL, 0, 0},
     };
     for (size_t i = 0; i < sizeof meta / sizeof meta[0]; i++) {
         const s_meta_t *m = &meta[i];
@@ -616,7 +630,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         if (rc != MC_OK)
             return mc_err_set(err, rc, "mkmodel: adding metadata '%s' failed: %s", key, mc_err_name(rc));
     }
-    return MC_OK;
+    return bv ? mc_bpe_vocab_to_gguf(bv, w, err) : MC_OK;
 }
 
 // Declare one tensor: its spec goes to specs[*n], its name and shape to w.
@@ -812,10 +826,21 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
     s_spec_t *specs = NULL;
     float *row = NULL;
     mc_gguf_writer_t *w = NULL;
-    rc = s_vocab_build(&v, p->n_vocab, err);
+    mc_bpe_vocab_t *bv = NULL;
+    if (s_bpe_pre(p)) {
+        mc_bpe_train_params_t tp = mc_bpe_train_params_default();
+        tp.n_vocab = p->n_vocab;
+        tp.pre = s_bpe_pre(p);
+        if (!(bv = mc_bpe_train(NULL, 0, &tp, err))) rc = MC_ERR_ARG;
+        else if (bv->n_tokens != p->n_vocab)
+            rc = mc_err_set(err, MC_ERR_ARG, "n_vocab (%u): the built-in corpus yields %u byte-level tokens", p->n_vocab,
+                            bv->n_tokens);
+    } else {
+        rc = s_vocab_build(&v, p->n_vocab, err);
+    }
     if (rc == MC_OK) {
-        pieces = malloc(v.n * sizeof *pieces);
-        lens = malloc(v.n * sizeof *lens);
+        pieces = malloc((v.n + 1) * sizeof *pieces);
+        lens = malloc((v.n + 1) * sizeof *lens);
         specs = malloc(s_tensor_count(p) * sizeof *specs);
         size_t widest = p->dim > p->ffn ? p->dim : p->ffn;
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
@@ -825,12 +850,12 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
             rc = mc_err_set(err, MC_ERR_NOMEM, "mkmodel: out of memory");
     }
     if (rc == MC_OK) {
-        assert(v.n == p->n_vocab);
+        assert(bv || v.n == p->n_vocab);
         for (uint32_t i = 0; i < v.n; i++) {
             pieces[i] = v.pool + v.off[i];
             lens[i] = v.len[i];
         }
-        rc = s_add_metadata(w, p, &v, pieces, lens, err);
+        rc = s_add_metadata(w, p, bv ? NULL : &v, pieces, lens, bv, err);
     }
     if (rc == MC_OK) rc = s_add_tensors(w, p, specs, err);
     if (rc == MC_OK) {
@@ -843,6 +868,7 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
     free(lens);
     free(pieces);
     s_vocab_free(&v);
+    mc_bpe_vocab_destroy(&bv);
     return rc;
 }
 

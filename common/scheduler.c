@@ -42,6 +42,10 @@ typedef struct {
 struct mc_sched {
     mc_engine_t *e;
     const mc_tokenizer_t *tok;
+    // Tokens that end an answer: EOS, and the turn and text ends of ChatML
+    // vocabularies (an instruct file's EOS may name either), as llama.cpp
+    // treats them; -1 where absent.
+    int32_t eog[3];
     uint32_t n_ctx, n_vocab;
     s_slot_t *slots;  // (n_seq)
     uint32_t n_slots;
@@ -82,6 +86,9 @@ mc_scheduler_t *mc_scheduler_new(mc_engine_t *e, const mc_tokenizer_t *tok, char
     if (!s) goto nomem;
     s->e = e;
     s->tok = tok;
+    s->eog[0] = mc_tokenizer_eos(tok);
+    s->eog[1] = mc_tokenizer_find(tok, "<|im_end|>", 10);
+    s->eog[2] = mc_tokenizer_find(tok, "<|endoftext|>", 13);
     s->n_ctx = mc_engine_n_ctx(e);
     s->n_vocab = mc_engine_model(e)->hp.n_vocab;
     s->n_slots = mc_engine_n_seq(e);
@@ -302,7 +309,8 @@ static void s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
     if (!g->n_gen) g->t_first = mc_clock_s();
     g->n_gen++;
     g->last = id;
-    if (id == mc_tokenizer_eos(s->tok) && !g->p.ignore_eos) {
+    const bool eog = id >= 0 && (id == s->eog[0] || id == s->eog[1] || id == s->eog[2]);
+    if (eog && !g->p.ignore_eos) {
         size_t w = mc_detok_flush(&g->dt, s->piece, s->piece_cap);
         bool stopped;
         if (s_held_add(g, s->piece, w)) s_emit(g, id, &stopped);

@@ -117,16 +117,17 @@ static void s_stop(s_nodes_t *ns) {
 static const char *const s_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_inst"};
 #define N_PROMPTS (sizeof s_prompts / sizeof s_prompts[0])
 
-static int32_t s_ids[64];
+static int32_t s_ids[256];
 static size_t s_n_ids;
 
-static void s_load_ids(const char *prompt) {
-    char name[128], path[512];
-    snprintf(name, sizeof name, "golden/tiny-f32/%s.ids.txt", prompt);
-    char *txt = (char *)mc_test_read_file(mc_test_fixture(name, path, sizeof path), NULL);
+// Ids of a prompt from dir/P.ids.txt.
+static void s_load_ids_from(const char *dir, const char *prompt) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.ids.txt", dir, prompt);
+    char *txt = (char *)mc_test_read_file(path, NULL);
     assert_non_null(txt);
     s_n_ids = 0;
-    for (char *q = txt, *end; s_n_ids < 64; q = end) {
+    for (char *q = txt, *end; s_n_ids < 256; q = end) {
         long v = strtol(q, &end, 10);
         if (end == q) break;
         s_ids[s_n_ids++] = (int32_t)v;
@@ -134,11 +135,16 @@ static void s_load_ids(const char *prompt) {
     free(txt);
 }
 
+static void s_load_ids(const char *prompt) {
+    char dir[512];
+    s_load_ids_from(mc_test_fixture("golden/tiny-f32", dir, sizeof dir), prompt);
+}
+
 // All logits of s_ids, locally (cfg NULL) or through the cluster.
 static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int32_t *greedy, size_t n_greedy) {
     char err[MC_ERR_LEN];
     mc_engine_params_t ep = mc_engine_params_default();
-    ep.n_ctx = 64;
+    ep.n_ctx = 300; // the longest fixture prompt plus the greedy steps
     ep.n_threads = 1;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     assert_non_null(e);
@@ -175,17 +181,18 @@ static mc_model_t *s_fixture(const char *name, char *path, size_t cap) {
 
 // Cluster logits of every fixture prompt against local ones: bit-identical
 // (and the same 8 greedy ids), or mean |d| within the quantized bound.
-static void s_compare(const char *fixture, const s_place_t *place, size_t n, mc_wire_enc_t wire, const char *local,
-                      bool exact) {
-    char path[512];
-    mc_model_t *m = s_fixture(fixture, path, sizeof path);
-    if (!m) skip();
+static void s_compare_at(const char *label, const char *path, const char *ids_dir, const char *const *prompts,
+                         size_t n_prompts, const s_place_t *place, size_t n, mc_wire_enc_t wire, const char *local,
+                         bool exact) {
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
     static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
     s_start(&ns, path, place, n, wire, local);
     double sum = 0;
     size_t count = 0;
-    for (size_t p = 0; p < N_PROMPTS; p++) {
-        s_load_ids(s_prompts[p]);
+    for (size_t p = 0; p < n_prompts; p++) {
+        s_load_ids_from(ids_dir, prompts[p]);
         int32_t g_local[8], g_remote[8];
         float *ref = s_logits(m, NULL, g_local, 8);
         float *got = s_logits(m, ns.cfg, g_remote, 8);
@@ -199,10 +206,45 @@ static void s_compare(const char *fixture, const s_place_t *place, size_t n, mc_
         free(ref), free(got);
     }
     s_stop(&ns);
-    printf("[cluster] %-17s %zu nodes wire %-4s mean|d| %.3g over %zu prompts\n", fixture, n, mc_wire_enc_name(wire),
-           sum / count, N_PROMPTS);
+    printf("[cluster] %-17s %zu nodes wire %-4s mean|d| %.3g over %zu prompts\n", label, n, mc_wire_enc_name(wire),
+           sum / count, n_prompts);
     if (!exact) assert_true(sum / count <= 0.06);
     mc_model_destroy(&m);
+}
+
+// A shared fixture model with the Mixtral fixture prompts.
+static void s_compare(const char *fixture, const s_place_t *place, size_t n, mc_wire_enc_t wire, const char *local,
+                      bool exact) {
+    char path[512], ids[512];
+    if (!mc_test_fixture(fixture, path, sizeof path)) skip();
+    mc_test_fixture("golden/tiny-f32", ids, sizeof ids);
+    s_compare_at(fixture, path, ids, s_prompts, N_PROMPTS, place, n, wire, local, exact);
+}
+
+// One of the project's own fixtures (tests/fixtures/arch) with its prompts.
+static void s_compare_arch(const char *model, const s_place_t *place, size_t n, mc_wire_enc_t wire,
+                           const char *local) {
+    static const char *const prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_chat"};
+    char path[512], ids[512];
+    snprintf(path, sizeof path, "%s/arch/%s.gguf", MC_REPO_FIXTURES, model);
+    snprintf(ids, sizeof ids, "%s/arch/%s", MC_REPO_FIXTURES, model);
+    s_compare_at(model, path, ids, prompts, sizeof prompts / sizeof prompts[0], place, n, wire, local, true);
+}
+
+// Fine-grained families through three nodes: a token's eight experts span
+// every node and the coordinator, still one request per node per layer,
+// and the result is bit-identical to one machine (f32 and auto wires).
+static void test_qwen3moe_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-47", NULL}, {"40-87", NULL}, {"88-119", NULL}};
+    s_compare_arch("qwen3moe-f32", p, 3, MC_WIRE_AUTO, "120-127");
+    s_compare_arch("qwen3moe-f32", p, 3, MC_WIRE_F32, "120-127");
+}
+
+static void test_olmoe_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-20", "0"}, {"21-42", NULL}, {"43-63, 0-20", NULL}};
+    s_compare_arch("olmoe-f32", p, 3, MC_WIRE_AUTO, NULL);
 }
 
 static void test_f32_two_nodes(void **state) {
@@ -803,6 +845,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
+        cmocka_unit_test_teardown(test_qwen3moe_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),
         cmocka_unit_test_teardown(test_q8_0_wire_exact, s_stop_live),
         cmocka_unit_test_teardown(test_auto_wire_exact, s_stop_live),

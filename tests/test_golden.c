@@ -1,6 +1,7 @@
 /*
  * test_golden: the engine against llama.cpp's logits, router logits and
- * greedy tokens for every fixture model and prompt.
+ * greedy tokens for every fixture model and prompt: the shared Mixtral
+ * fixtures and the project's own Qwen3-MoE and OLMoE ones (F32 bounds).
  *
  * Bounds: the F32 model must match to max |d| <= 1e-3 with identical greedy
  * continuations and router choices (fixture README section 6). We quantize
@@ -25,6 +26,7 @@
 
 #include "engine.h"
 #include "model.h"
+#include "tokenizer.h"
 #include "testutil.h"
 
 static const char *const s_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_inst"};
@@ -57,13 +59,25 @@ static int32_t s_argmax(const float *v, uint32_t n) {
     return best;
 }
 
-static void s_check_model(const char *model_name, bool exact) {
-    char path[512], dir[512];
-    snprintf(dir, sizeof dir, "%s.gguf", model_name);
-    if (!mc_test_fixture(dir, path, sizeof path)) skip();
+// One fixture model: the GGUF, the folder of its reference files, its prompts.
+typedef struct {
+    const char *label;
+    const char *gguf;       // path
+    const char *golden;     // folder of P.ids.txt, P.gen.txt, P.logits.f32 (and P.router.f32)
+    const char *const *prompts;
+    size_t n_prompts;
+    bool exact;             // F32-style bounds, free-running greedy
+    bool router;            // P.router.f32 present
+    const char *texts;      // folder of P.txt whose encoding must be P.ids.txt, or NULL
+} s_case_t;
+
+static void s_check_case(const s_case_t *c) {
+    const char *model_name = c->label;
+    const bool exact = c->exact;
+    char path[512];
     char err[MC_ERR_LEN] = "";
-    mc_model_t *m = mc_model_open(path, err);
-    assert_non_null(m);
+    mc_model_t *m = mc_model_open(c->gguf, err);
+    if (!m) fail_msg("%s: %s", c->gguf, err);
     const uint32_t nv = m->hp.n_vocab, ne = m->hp.n_expert;
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_threads = 2;
@@ -74,23 +88,41 @@ static void s_check_model(const char *model_name, bool exact) {
 
     double worst_max = 0, sum_abs = 0, worst_router = 0;
     size_t n_vals = 0, argmax_same = 0, n_pos = 0, tf_same = 0, tf_total = 0;
-    for (size_t p = 0; p < sizeof s_prompts / sizeof s_prompts[0]; p++) {
-        char name[256];
+    for (size_t p = 0; p < c->n_prompts; p++) {
         s_ids_t ids, gen;
-        snprintf(name, sizeof name, "golden/%s/%s.ids.txt", model_name, s_prompts[p]);
-        assert_true(s_read_ids(mc_test_fixture(name, path, sizeof path), &ids));
-        snprintf(name, sizeof name, "golden/%s/%s.gen.txt", model_name, s_prompts[p]);
-        assert_true(s_read_ids(mc_test_fixture(name, path, sizeof path), &gen));
+        snprintf(path, sizeof path, "%s/%s.ids.txt", c->golden, c->prompts[p]);
+        assert_true(s_read_ids(path, &ids));
+        snprintf(path, sizeof path, "%s/%s.gen.txt", c->golden, c->prompts[p]);
+        assert_true(s_read_ids(path, &gen));
         assert_int_equal(gen.n, N_GEN);
         size_t len;
-        snprintf(name, sizeof name, "golden/%s/%s.logits.f32", model_name, s_prompts[p]);
-        float *ref = (float *)mc_test_read_file(mc_test_fixture(name, path, sizeof path), &len);
+        if (c->texts) {
+            // Our tokenizer on the prompt text gives llama.cpp's ids.
+            snprintf(path, sizeof path, "%s/%s.txt", c->texts, c->prompts[p]);
+            char *text = (char *)mc_test_read_file(path, &len);
+            assert_non_null(text);
+            mc_tokenizer_t *tok = mc_tokenizer_new_from_gguf(m->gguf, err);
+            if (!tok) fail_msg("%s", err);
+            int32_t *mine = malloc(mc_tokenizer_max_tokens(len) * sizeof *mine);
+            size_t n_mine = 0;
+            assert_int_equal(mc_tokenizer_encode(tok, text, len, mc_tokenizer_add_bos(tok), mine,
+                                                 mc_tokenizer_max_tokens(len), &n_mine, err), MC_OK);
+            assert_int_equal(n_mine, ids.n);
+            assert_memory_equal(mine, ids.ids, n_mine * sizeof *mine);
+            free(mine), free(text);
+            mc_tokenizer_destroy(&tok);
+        }
+        snprintf(path, sizeof path, "%s/%s.logits.f32", c->golden, c->prompts[p]);
+        float *ref = (float *)mc_test_read_file(path, &len);
         assert_non_null(ref);
         assert_int_equal(len, ids.n * nv * sizeof(float));
-        snprintf(name, sizeof name, "golden/%s/%s.router.f32", model_name, s_prompts[p]);
-        float *ref_router = (float *)mc_test_read_file(mc_test_fixture(name, path, sizeof path), &len);
-        assert_non_null(ref_router);
-        assert_int_equal(len, (size_t)m->hp.n_layer * ids.n * ne * sizeof(float));
+        float *ref_router = NULL;
+        if (c->router) {
+            snprintf(path, sizeof path, "%s/%s.router.f32", c->golden, c->prompts[p]);
+            ref_router = (float *)mc_test_read_file(path, &len);
+            assert_non_null(ref_router);
+            assert_int_equal(len, (size_t)m->hp.n_layer * ids.n * ne * sizeof(float));
+        }
 
         // Teacher forcing: prompt plus the reference continuation in one
         // batch; row n-1+i must predict gen[i].
@@ -115,7 +147,7 @@ static void s_check_model(const char *model_name, bool exact) {
             tf_same += s_argmax(logits + (ids.n - 1 + i) * nv, nv) == gen.ids[i];
             tf_total++;
         }
-        for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        for (uint32_t l = 0; ref_router && l < m->hp.n_layer; l++) {
             uint32_t rows = 0;
             const float *r = mc_engine_router_logits(e, l, &rows);
             assert_non_null(r);
@@ -132,7 +164,7 @@ static void s_check_model(const char *model_name, bool exact) {
             assert_int_equal(mc_engine_eval(e, ids.ids, (uint32_t)ids.n, 0, MC_LOGITS_LAST, logits, err), MC_OK);
             for (size_t i = 0; i < N_GEN; i++) {
                 int32_t id = s_argmax(logits, nv);
-                if (id != gen.ids[i]) fail_msg("%s %s: greedy token %zu is %d, expected %d", model_name, s_prompts[p], i, id, gen.ids[i]);
+                if (id != gen.ids[i]) fail_msg("%s %s: greedy token %zu is %d, expected %d", model_name, c->prompts[p], i, id, gen.ids[i]);
                 assert_int_equal(mc_engine_eval(e, &id, 1, (uint32_t)(ids.n + i), MC_LOGITS_LAST, logits, err), MC_OK);
             }
         }
@@ -141,8 +173,10 @@ static void s_check_model(const char *model_name, bool exact) {
         free(ref_router);
     }
     double mean = sum_abs / (double)n_vals;
-    printf("[golden] %-14s max|d| %.3g  mean|d| %.3g  argmax %zu/%zu  teacher-forced %zu/%zu  router max|d| %.3g\n",
-           model_name, worst_max, mean, argmax_same, n_pos, tf_same, tf_total, worst_router);
+    printf("[golden] %-14s max|d| %.3g  mean|d| %.3g  argmax %zu/%zu  teacher-forced %zu/%zu", model_name, worst_max,
+           mean, argmax_same, n_pos, tf_same, tf_total);
+    if (c->router) printf("  router max|d| %.3g", worst_router);
+    printf("%s\n", c->texts ? "  prompt ids = llama.cpp's" : "");
     if (exact) {
         assert_true(worst_max <= 1e-3);
         assert_true(worst_router <= 1e-3);
@@ -155,10 +189,35 @@ static void s_check_model(const char *model_name, bool exact) {
     mc_model_destroy(&m);
 }
 
-static void test_tiny_f32(void **state) { (void)state; s_check_model("tiny-f32", true); }
-static void test_tiny_q8_0(void **state) { (void)state; s_check_model("tiny-q8_0", true); }
-static void test_tiny_q4_0(void **state) { (void)state; s_check_model("tiny-q4_0", true); }
-static void test_small_q4_k_m(void **state) { (void)state; s_check_model("small-q4_k_m", false); }
+// The shared fixtures (../shared/fixtures): Mixtral, made by llama.cpp build 4748.
+static void s_check_shared(const char *model_name, bool exact) {
+    char gguf[512], name[256], golden[512];
+    snprintf(name, sizeof name, "%s.gguf", model_name);
+    if (!mc_test_fixture(name, gguf, sizeof gguf)) skip();
+    snprintf(name, sizeof name, "golden/%s", model_name);
+    mc_test_fixture(name, golden, sizeof golden);
+    const s_case_t c = {model_name, gguf, golden, s_prompts, sizeof s_prompts / sizeof s_prompts[0], exact, true, NULL};
+    s_check_case(&c);
+}
+
+// The project's own fixtures (tests/fixtures/arch, deploy/make-arch-fixtures.sh):
+// the other families, made by a newer llama.cpp (its README says which).
+static void s_check_arch(const char *model_name) {
+    static const char *const prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_chat"};
+    char gguf[512], golden[512];
+    snprintf(gguf, sizeof gguf, "%s/arch/%s.gguf", MC_REPO_FIXTURES, model_name);
+    snprintf(golden, sizeof golden, "%s/arch/%s", MC_REPO_FIXTURES, model_name);
+    const s_case_t c = {model_name, gguf, golden, prompts, sizeof prompts / sizeof prompts[0], true, false,
+                        MC_REPO_FIXTURES "/arch/prompts"};
+    s_check_case(&c);
+}
+
+static void test_tiny_f32(void **state) { (void)state; s_check_shared("tiny-f32", true); }
+static void test_tiny_q8_0(void **state) { (void)state; s_check_shared("tiny-q8_0", true); }
+static void test_tiny_q4_0(void **state) { (void)state; s_check_shared("tiny-q4_0", true); }
+static void test_small_q4_k_m(void **state) { (void)state; s_check_shared("small-q4_k_m", false); }
+static void test_qwen3moe_f32(void **state) { (void)state; s_check_arch("qwen3moe-f32"); }
+static void test_olmoe_f32(void **state) { (void)state; s_check_arch("olmoe-f32"); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -166,6 +225,8 @@ int main(void) {
         cmocka_unit_test(test_tiny_q8_0),
         cmocka_unit_test(test_tiny_q4_0),
         cmocka_unit_test(test_small_q4_k_m),
+        cmocka_unit_test(test_qwen3moe_f32),
+        cmocka_unit_test(test_olmoe_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
