@@ -127,18 +127,21 @@ typedef struct {
     char pre[16];         // the pre-tokenizer's name (tokenizer.ggml.pre)
 } mc_bpe_vocab_t;
 
-// The built-in training text (a few KB of English, French, German, Spanish,
-// Russian, Greek, Chinese, Japanese, Korean, code, numbers and emoji).
+// The built-in training text (5 KB of English, French, German, Spanish,
+// Italian, Russian, Greek, Chinese, Japanese, Korean, Arabic, Hindi, code,
+// numbers and emoji).
 const char *mc_bpe_corpus(size_t *len);
 
 // Train on corpus[0..len) (NULL: the built-in corpus). Token ids: 0..255
 // are the single bytes in GPT-2 order (by the code point that stands for
-// them), then one token per merge in the order learnt, then the control
+// them), then one token per merge in the order learnt (a merge that
+// rebuilds an existing string adds none), then the control
 // tokens "<|endoftext|>", "<|im_start|>", "<|im_end|>". Each step merges the
 // most frequent adjacent pair within pre-tokens (ties: the lower left id,
 // then the lower right id), so the result is the same on every machine.
 // Training stops at p->n_vocab tokens or when no pair occurs min_frequency
-// times, whichever is first. NULL on failure with err.
+// times, whichever is first (the built-in corpus runs out at about 2,100
+// tokens with min_frequency 1): check n_tokens. NULL on failure with err.
 mc_bpe_vocab_t *mc_bpe_train(const char *corpus, size_t len, const mc_bpe_train_params_t *p, char *err);
 void mc_bpe_vocab_destroy(mc_bpe_vocab_t **v);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # libFuzzer runs over every parser of untrusted bytes: GGUF files (with the
-# tokenizer and model binding behind the reader), wire messages (alone, and
+# tokenizer and model binding behind the reader), text through the byte-level
+# BPE tokenizer and its trainer, wire messages (alone, and
 # handled by a live node with a small model), cluster files, moe-plan's
 # machines files and routing statistics. Builds the targets with clang, ASan and UBSan into build-fuzz/, starts
 # each corpus from valid inputs (tiny generated models, one message of each
@@ -23,7 +24,7 @@ CC=clang cmake -S . -B "$dir" -DMC_FUZZ=ON -DMC_BUILD_TESTS=OFF -DCMAKE_BUILD_TY
 cmake --build "$dir" -j2 >/dev/null
 
 corpus="$dir/corpus"
-mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config" "$corpus/fuzz_plan"
+mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_bpe" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config" "$corpus/fuzz_plan"
 # Seeds, rewritten every run (the fuzzers add their finds beside them).
 tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
@@ -90,14 +91,20 @@ printf '{"format":"moe-cluster routing statistics 1","layers":2,"experts":4,"exp
   '"rows":[[2,1,2,1],[1,2,1,2]],"pairs":[[[0,1,1],[0,2,2]],[[1,3,2],[2,3,1]]],"kept":[[1,0,1,0],[0,1,0,1]],"follow":[[2,1,2,1],[1,2,1,2]],"trace":["00020103","00020103","02000301"]}' \
   >"$corpus/fuzz_plan/seed-routing.json"
 
+# fuzz_bpe: the first byte picks qwen2 text, olmo text or a corpus to train on.
+printf '\000\000Hello, world! 12 caf\303\251 \344\270\255\346\226\207 <|im_start|>\n\n  x' >"$corpus/fuzz_bpe/seed-qwen2.txt"
+printf "\001\000It's 2025 \360\237\230\200\377 the end   " >"$corpus/fuzz_bpe/seed-olmo.txt"
+printf '\002\040abab abab, the the theta 123 123' >"$corpus/fuzz_bpe/seed-train.txt"
+
 status=0
-for t in fuzz_gguf fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan; do
+for t in fuzz_gguf fuzz_bpe fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan; do
   # Models are the biggest inputs: room for the seeds, not for 1 MB files.
   opts=(-timeout=10 -rss_limit_mb=4096 -max_len=40000 -artifact_prefix="$dir/crash-$t-" -print_final_stats=1)
   if [ "$mode" = --smoke ]; then
     # Fixed seed and count, corpus = the seeds only: the same run every time.
     runs=200000
     [ "$t" = fuzz_gguf ] && runs=60000
+    [ "$t" = fuzz_bpe ] && runs=30000
     scratch=$(mktemp -d)
     cp "$corpus/$t"/seed-* "$scratch"/
     echo "== $t: $runs fixed-seed runs" >&2

@@ -956,8 +956,10 @@ static void test_long_input(void **state) {
     double tall = now_s() - t0;
     print_message("encode: 10 KB in %.2f ms (%zu ids); %zu bytes with long runs in %.1f ms\n", 1e3 * t10k, n10, len,
                   1e3 * tall);
-    assert_true(t10k < (SLOW_BUILD ? 0.5 : 0.05));
-    assert_true(tall < (SLOW_BUILD ? 10.0 : 2.0));
+    // Loose bounds (a loaded machine, qemu) that still catch anything
+    // quadratic: that would take minutes here.
+    assert_true(t10k < (SLOW_BUILD ? 1.0 : 0.2));
+    assert_true(tall < (SLOW_BUILD ? 20.0 : 5.0));
     char *dec = mc_tokenizer_decode(t, ids, n);
     assert_non_null(dec);
     assert_string_equal(dec, text);
@@ -1038,7 +1040,7 @@ static void test_load_qwen_sized(void **state) {
     free(buf);
     print_message("%d pieces, %d merges: GGUF parse %.0f ms, parse + tokenizer %.0f ms\n", N_TOKENS, N_MERGES,
                   1e3 * t_parse, 1e3 * t_load);
-    assert_true(t_load < (SLOW_BUILD ? 5.0 : 0.5));
+    assert_true(t_load < (SLOW_BUILD ? 10.0 : 2.0)); // measured: ~20 ms (x86-64, -O2)
     assert_int_equal(mc_tokenizer_n_vocab(t), N_TOKENS);
     // "ABC": AB (the lower pair rank) first, then the triple. "ABCD": AB,
     // then CD (pairs rank below triples), and no merge joins two pairs.
