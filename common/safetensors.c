@@ -656,3 +656,16 @@ size_t mc_safetensors_dir_find(const mc_safetensors_dir_t *d, const char *name) 
 }
 
 size_t mc_safetensors_dir_shards(const mc_safetensors_dir_t *d) { return d->n_shards; }
+
+void mc_safetensors_dir_release(const mc_safetensors_dir_t *d, size_t i) {
+    if (i >= d->n) return;
+    const mc_safetensors_t *st = d->shards[s_dir_shard_of(d, i)];
+    const mc_safetensors_tensor_t *t = d->all[i];
+    if (!st->mapped || !t->size) return;
+    // Whole pages around the tensor: a page shared with a neighbour is only
+    // read again from the file when the neighbour is used.
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), base = (uintptr_t)st->base;
+    uintptr_t lo = (uintptr_t)t->data & ~(page - 1), hi = ((uintptr_t)t->data + t->size + page - 1) & ~(page - 1);
+    if (lo < base) lo = base;
+    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); // advice only: failure changes nothing
+}

@@ -94,4 +94,9 @@ size_t mc_safetensors_dir_find(const mc_safetensors_dir_t *d, const char *name);
 // Number of files the tensors came from (1 without an index).
 size_t mc_safetensors_dir_shards(const mc_safetensors_dir_t *d);
 
+// Done with tensor i for now: its mapped pages are dropped from memory (read
+// again from the file if touched later), so streaming a model through keeps
+// the resident set at about one tensor instead of growing to the model.
+void mc_safetensors_dir_release(const mc_safetensors_dir_t *d, size_t i);
+
 #endif

@@ -392,7 +392,7 @@ static void test_dir(void **state) {
     assert_int_equal(mc_safetensors_dir_count(d), 3);
     assert_int_equal(mc_safetensors_dir_shards(d), 2);
     for (int i = 0; i < 3; i++) {
-        char n[8];
+        char n[16];
         snprintf(n, sizeof n, "x.%d", i);
         size_t k = mc_safetensors_dir_find(d, n);
         assert_true(k < 3);

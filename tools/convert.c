@@ -842,6 +842,7 @@ static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *e
             mc_err_t rc = mc_quant_quantize_row(o->type, ctx->row, out, (int64_t)ne0);
             if (rc) return mc_err_set(err, rc, "%s: converting to %s failed", o->name, mc_dtype_name(o->type));
         }
+        mc_safetensors_dir_release(ctx->pl->dir, ctx->pl->srcs[o->src0 + s]);
     }
     return MC_OK;
 }
