@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "convert.h"
 #include "engine.h"
@@ -1249,6 +1250,68 @@ static void test_bpe_errors(void **state) {
     s_done(dir);
 }
 
+// The moe-convert binary: exit status 0 written, 1 failed, 2 bad command line.
+static int s_cli(const char *dir, const char *args, char **out) {
+    const char *bin = getenv("MC_BIN_DIR"), *prefix = getenv("MC_RUN_PREFIX");
+    char cmd[4096], outp[S_PATH];
+    s_path(outp, dir, "cli.out");
+    snprintf(cmd, sizeof cmd, "%s '%s/moe-convert' %s >'%s' 2>&1 </dev/null", prefix ? prefix : "", bin ? bin : ".",
+             args, outp);
+    int st = system(cmd);
+    *out = (char *)mc_test_read_file(outp, NULL);
+    assert_non_null(*out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    char dir[512], orig[S_PATH], args[2048], err[MC_ERR_LEN] = "", *out;
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(orig, dir, "orig.gguf");
+    mc_mkmodel_params_t mp = s_tiny();
+    mp.dim = 256;
+    mp.ffn = 40;
+    mp.n_layer = 1;
+    assert_int_equal(mc_mkmodel_write(&mp, orig, err), MC_OK);
+    const s_export_t x = {MC_DTYPE_BF16, 2, NULL};
+    s_export_mixtral(orig, dir, &x);
+    assert_int_equal(s_cli(dir, "--help", &out), 0);
+    assert_non_null(strstr(out, "Qwen3MoeForCausalLM"));
+    free(out);
+    assert_int_equal(s_cli(dir, "", &out), 2);
+    free(out);
+    assert_int_equal(s_cli(dir, "a b --type Q9_9", &out), 2);
+    assert_non_null(strstr(out, "'Q9_9' is not a weight type"));
+    free(out);
+    assert_int_equal(s_cli(dir, "a b --type Q8_K", &out), 2); // an activation type
+    free(out);
+    assert_int_equal(s_cli(dir, "a b c", &out), 2);
+    free(out);
+    snprintf(args, sizeof args, "'%s/nothing' '%s/x.gguf'", dir, dir);
+    assert_int_equal(s_cli(dir, args, &out), 1);
+    assert_non_null(strstr(out, "moe-convert: "));
+    assert_non_null(strstr(out, "config.json: cannot open"));
+    free(out);
+    snprintf(args, sizeof args, "'%s' '%s/q.gguf' --type q4_k --name tiny", dir, dir);
+    assert_int_equal(s_cli(dir, args, &out), 0);
+    assert_non_null(strstr(out, "MixtralForCausalLM -> llama: 1 layer, 4 experts (2 used), vocabulary 480 (llama), 2 shards, "
+                                "matrices Q4_K"));
+    assert_non_null(strstr(out, "Q4_K x2, F16 x1*"));
+    assert_non_null(strstr(out, "* rows not a whole number of Q4_K blocks"));
+    assert_non_null(strstr(out, "q.gguf: 13 tensors"));
+    free(out);
+    char q[S_PATH];
+    s_path(q, dir, "q.gguf");
+    mc_gguf_t *g = s_open(q);
+    s_expect_str(g, "general.name", "tiny");
+    mc_gguf_destroy(&g);
+    snprintf(args, sizeof args, "'%s' '%s/q.gguf' --quiet", dir, dir);
+    assert_int_equal(s_cli(dir, args, &out), 0);
+    assert_string_equal(out, "");
+    free(out);
+    s_done(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mixtral_f32_roundtrip),
@@ -1260,6 +1323,7 @@ int main(void) {
         cmocka_unit_test(test_qwen3moe),
         cmocka_unit_test(test_olmoe),
         cmocka_unit_test(test_bpe_errors),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -850,6 +850,7 @@ static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *e
 // --- summary ---------------------------------------------------------------------------------
 
 static void s_print_summary(FILE *f, const s_plan_t *pl, const char *out_path, uint64_t file_size) {
+    bool any_fallback = false;
     for (int c = 0; c < S_CLS_N; c++) {
         size_t n = 0;
         uint64_t bytes = 0;
@@ -868,14 +869,18 @@ static void s_print_summary(FILE *f, const s_plan_t *pl, const char *out_path, u
             size_t same = 0;
             for (size_t j = i; j < pl->n_outs; j++)
                 same += (int)pl->outs[j].cls == c && pl->outs[j].type == o->type && pl->outs[j].fallback == o->fallback;
+            any_fallback |= o->fallback;
             if (tl < sizeof types)
                 tl += (size_t)snprintf(types + tl, sizeof types - tl, "%s%s x%zu%s", tl ? ", " : "",
-                                       mc_dtype_name(o->type), same, o->fallback ? " (fallback: rows not whole blocks)" : "");
+                                       mc_dtype_name(o->type), same, o->fallback ? "*" : "");
         }
         if (n)
-            fprintf(f, "  %-16s %5zu tensor%s  %-40s %10.2f MiB\n", s_cls_name[c], n, n == 1 ? " " : "s", types,
+            fprintf(f, "  %-16s %5zu tensor%s  %-24s %10.2f MiB\n", s_cls_name[c], n, n == 1 ? " " : "s", types,
                     (double)bytes / (1024.0 * 1024.0));
     }
+    if (any_fallback)
+        fprintf(f, "  * rows not a whole number of %s blocks: Q8_0, or F16 when not of Q8_0 blocks either\n",
+                mc_dtype_name(pl->want));
     fprintf(f, "wrote %s: %zu tensors, %.2f MiB\n", out_path, pl->n_outs, (double)file_size / (1024.0 * 1024.0));
 }
 
@@ -918,9 +923,10 @@ mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_p
                         : s_vocab_spm(hf_dir, cfg, tcfg, hp.n_vocab, &v, err);
     }
     if (!rc && p.log)
-        fprintf(p.log, "%s -> %s: %u layers, %u experts (%u used), vocabulary %u (%s), %zu shard%s, matrices %s\n", a->hf,
-                a->gguf, hp.n_layer, hp.n_expert, hp.n_expert_used, hp.n_vocab, v.model, mc_safetensors_dir_shards(dir),
-                mc_safetensors_dir_shards(dir) == 1 ? "" : "s", mc_dtype_name(pl.want));
+        fprintf(p.log, "%s -> %s: %u layer%s, %u experts (%u used), vocabulary %u (%s), %zu shard%s, matrices %s\n",
+                a->hf, a->gguf, hp.n_layer, hp.n_layer == 1 ? "" : "s", hp.n_expert, hp.n_expert_used, hp.n_vocab,
+                v.model, mc_safetensors_dir_shards(dir), mc_safetensors_dir_shards(dir) == 1 ? "" : "s",
+                mc_dtype_name(pl.want));
     if (!rc && !(w = mc_gguf_writer_new(0))) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     if (!rc) {
         char name[256];
