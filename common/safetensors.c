@@ -23,7 +23,7 @@
 
 #define S_MAX_TENSORS (1u << 20)
 #define S_MAX_INDEX_BYTES (64u * 1024u * 1024u)
-#define S_MAX_SHARDS 4096u
+#define S_MAX_SHARDS 1024u // DeepSeek-V3 has 163
 #define S_MAX_EXACT 9007199254740992.0 // 2^53: every whole number up to it is a double
 #define S_PATH_MAX 4096
 
@@ -456,6 +456,7 @@ struct mc_safetensors_dir {
     mc_safetensors_t **shards;
     size_t n_shards;
     const mc_safetensors_tensor_t **all; // every tensor of every shard
+    size_t *shard_of;                    // the shard each came from
     size_t n;
     s_index_t index;
 };
@@ -517,10 +518,13 @@ static mc_err_t s_dir_index(mc_safetensors_dir_t *d, char *err) {
     size_t total = 0;
     for (size_t s = 0; s < d->n_shards; s++) total += mc_safetensors_count(d->shards[s]);
     d->all = malloc((total ? total : 1) * sizeof *d->all);
-    if (!d->all || !s_index_init(&d->index, total)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    d->shard_of = malloc((total ? total : 1) * sizeof *d->shard_of);
+    if (!d->all || !d->shard_of || !s_index_init(&d->index, total))
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     for (size_t s = 0; s < d->n_shards; s++) {
         for (size_t i = 0; i < mc_safetensors_count(d->shards[s]); i++) {
             d->all[d->n] = mc_safetensors_at(d->shards[s], i);
+            d->shard_of[d->n] = s;
             size_t dup;
             if (!s_index_add(&d->index, d, s_dir_name_at, d->n, &dup))
                 return mc_err_set(err, MC_ERR_FORMAT, "tensor '%.80s' is in two shard files", d->all[d->n]->name);
@@ -528,13 +532,6 @@ static mc_err_t s_dir_index(mc_safetensors_dir_t *d, char *err) {
         }
     }
     return MC_OK;
-}
-
-// Which shard holds global tensor i.
-static size_t s_dir_shard_of(const mc_safetensors_dir_t *d, size_t i) {
-    size_t s = 0;
-    while (i >= mc_safetensors_count(d->shards[s])) i -= mc_safetensors_count(d->shards[s++]);
-    return s;
 }
 
 static mc_err_t s_dir_from_index(mc_safetensors_dir_t *d, const char *dir, const char *index_path, char *err) {
@@ -549,11 +546,22 @@ static mc_err_t s_dir_from_index(mc_safetensors_dir_t *d, const char *dir, const
         cJSON_Delete(root);
         return mc_err_set(err, MC_ERR_FORMAT, "%s: not a JSON object with a \"weight_map\" object", index_path);
     }
-    // Shard files in order of first mention; each entry's shard number.
+    // Shard files in order of first mention, and each entry's shard number
+    // (entries come grouped by shard in practice: the last match is tried first).
     const char **files = NULL;
-    size_t n_files = 0, n_entries = 0;
+    size_t n_files = 0, n_entries = 0, last = 0, *entry_file = NULL, cap_entries = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, map) {
+        if (n_entries == cap_entries) {
+            size_t cap = cap_entries ? 2 * cap_entries : 1024;
+            size_t *ef = realloc(entry_file, cap * sizeof *ef);
+            if (!ef) {
+                rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+                break;
+            }
+            entry_file = ef;
+            cap_entries = cap;
+        }
         n_entries++;
         if (!cJSON_IsString(e)) {
             rc = mc_err_set(err, MC_ERR_FORMAT, "%s: weight_map entry '%.80s' is not a file name", index_path, e->string);
@@ -565,8 +573,9 @@ static mc_err_t s_dir_from_index(mc_safetensors_dir_t *d, const char *dir, const
                             e->valuestring, e->string);
             break;
         }
-        size_t f = 0;
+        size_t f = last < n_files && !strcmp(files[last], e->valuestring) ? last : 0;
         while (f < n_files && strcmp(files[f], e->valuestring) != 0) f++;
+        entry_file[n_entries - 1] = last = f;
         if (f < n_files) continue;
         if (n_files == S_MAX_SHARDS) {
             rc = mc_err_set(err, MC_ERR_FORMAT, "%s: more than %u shard files", index_path, S_MAX_SHARDS);
@@ -587,16 +596,15 @@ static mc_err_t s_dir_from_index(mc_safetensors_dir_t *d, const char *dir, const
     // with unique names that makes the index and the shards agree exactly.
     bool *listed = rc == MC_OK ? calloc(d->n ? d->n : 1, sizeof *listed) : NULL;
     if (rc == MC_OK && !listed) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    for (e = map->child; e && rc == MC_OK; e = e->next) {
-        size_t i = mc_safetensors_dir_find(d, e->string);
-        size_t f = 0;
-        while (strcmp(files[f], e->valuestring) != 0) f++;
+    size_t k = 0;
+    for (e = map->child; e && rc == MC_OK; e = e->next, k++) {
+        size_t i = mc_safetensors_dir_find(d, e->string), f = entry_file[k];
         if (i == SIZE_MAX)
             rc = mc_err_set(err, MC_ERR_FORMAT, "%s: tensor '%.80s' is not in its shard '%.80s'", index_path, e->string,
                             e->valuestring);
-        else if (s_dir_shard_of(d, i) != f)
+        else if (d->shard_of[i] != f)
             rc = mc_err_set(err, MC_ERR_FORMAT, "%s: tensor '%.80s' is listed in '%.80s' but stored in '%.80s'",
-                            index_path, e->string, e->valuestring, files[s_dir_shard_of(d, i)]);
+                            index_path, e->string, e->valuestring, files[d->shard_of[i]]);
         else if (listed[i])
             rc = mc_err_set(err, MC_ERR_FORMAT, "%s: tensor '%.80s' is listed twice", index_path, e->string);
         else
@@ -605,8 +613,9 @@ static mc_err_t s_dir_from_index(mc_safetensors_dir_t *d, const char *dir, const
     for (size_t i = 0; i < d->n && rc == MC_OK; i++)
         if (!listed[i])
             rc = mc_err_set(err, MC_ERR_FORMAT, "%s: tensor '%.80s' of shard '%.80s' is not in the weight_map",
-                            index_path, d->all[i]->name, files[s_dir_shard_of(d, i)]);
+                            index_path, d->all[i]->name, files[d->shard_of[i]]);
     free(listed);
+    free(entry_file);
     free(files);
     cJSON_Delete(root);
     return rc;
@@ -640,6 +649,7 @@ void mc_safetensors_dir_destroy(mc_safetensors_dir_t **pd) {
     for (size_t s = 0; s < d->n_shards; s++) mc_safetensors_destroy(&d->shards[s]);
     free(d->shards);
     free(d->all);
+    free(d->shard_of);
     free(d->index.slot);
     free(d);
     *pd = NULL;
@@ -659,7 +669,7 @@ size_t mc_safetensors_dir_shards(const mc_safetensors_dir_t *d) { return d->n_sh
 
 void mc_safetensors_dir_release(const mc_safetensors_dir_t *d, size_t i) {
     if (i >= d->n) return;
-    const mc_safetensors_t *st = d->shards[s_dir_shard_of(d, i)];
+    const mc_safetensors_t *st = d->shards[d->shard_of[i]];
     const mc_safetensors_tensor_t *t = d->all[i];
     if (!st->mapped || !t->size) return;
     // Whole pages around the tensor: a page shared with a neighbour is only
