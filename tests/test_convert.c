@@ -1,0 +1,1341 @@
+/*
+ * test_convert: Hugging Face folders made in the test, converted with
+ * mc_convert() and checked against what they were made from.
+ *
+ * Mixtral: a tiny random model from mc_mkmodel is exported as an HF folder
+ * (Q/K rows put back in Hugging Face's order, experts split, two shards with
+ * an index, config.json, and a tokenizer.model built from the model's own
+ * vocabulary, or the real Mixtral one from the fixtures); the conversion
+ * must give the same tensors bit for bit at F32, the same metadata and
+ * vocabulary, the same encodings and bit-identical logits through the
+ * engine. A BF16 export converts to F32 exactly; Q8_0 equals quantizing the
+ * original rows; rows that are not whole blocks fall back to Q8_0 or F16.
+ * Qwen3-MoE and OLMoE (which our engine does not run) are checked at the
+ * level of names, shapes, keys, vocabulary and merges. Misconfigured and
+ * hostile folders must fail with a message naming the problem.
+ *
+ * MC_TEST_KEEP=1 keeps the folders and converted files (for loading them
+ * in llama.cpp by hand) and prints where they are.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "convert.h"
+#include "engine.h"
+#include "gguf.h"
+#include "mkmodel.h"
+#include "model.h"
+#include "quant.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "sentencepiece_model.pb-c.h"
+#include "testutil.h"
+#include "tokenizer.h"
+
+#define S_PATH 1024
+
+static bool s_keep(void) {
+    const char *k = getenv("MC_TEST_KEEP");
+    return k && *k == '1';
+}
+
+static void s_done(const char *dir) {
+    if (s_keep()) printf("kept %s\n", dir);
+    else mc_test_rmtree(dir);
+}
+
+static void s_path(char *out, const char *dir, const char *name) { snprintf(out, S_PATH, "%s/%s", dir, name); }
+
+static void s_write_bytes(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void s_write_json(const char *dir, const char *name, const cJSON *j) {
+    char path[S_PATH];
+    s_path(path, dir, name);
+    char *text = cJSON_PrintUnformatted(j);
+    assert_non_null(text);
+    s_write_bytes(path, text, strlen(text));
+    free(text);
+}
+
+static cJSON *s_read_json(const char *dir, const char *name) {
+    char path[S_PATH];
+    s_path(path, dir, name);
+    size_t len;
+    uint8_t *b = mc_test_read_file(path, &len);
+    assert_non_null(b);
+    cJSON *j = cJSON_Parse((const char *)b);
+    free(b);
+    assert_non_null(j);
+    return j;
+}
+
+// --- an HF folder under construction ----------------------------------------------------
+
+typedef struct {
+    char name[128];
+    uint32_t n_dims;
+    uint64_t shape[2];
+    mc_dtype_t dtype;
+    void *data;
+} s_hft_t;
+
+typedef struct {
+    s_hft_t *t;
+    size_t n, cap;
+} s_hf_t;
+
+// Add a tensor from f32 values, stored as dtype (F32, F16 or BF16).
+static void s_hf_add(s_hf_t *hf, const char *name, uint64_t rows, uint64_t cols, mc_dtype_t dtype, const float *v) {
+    if (hf->n == hf->cap) {
+        hf->cap = hf->cap ? 2 * hf->cap : 64;
+        hf->t = realloc(hf->t, hf->cap * sizeof *hf->t);
+        assert_non_null(hf->t);
+    }
+    s_hft_t *t = &hf->t[hf->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->n_dims = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->dtype = dtype;
+    const uint64_t n = rows * (cols ? cols : 1);
+    t->data = malloc(n * mc_safetensors_dtype_size(dtype) + 1);
+    assert_non_null(t->data);
+    assert_int_equal(mc_quant_quantize_row(dtype, v, t->data, (int64_t)n), MC_OK);
+}
+
+static const s_hft_t *s_hf_find(const s_hf_t *hf, const char *name) {
+    for (size_t i = 0; i < hf->n; i++)
+        if (!strcmp(hf->t[i].name, name)) return &hf->t[i];
+    fail_msg("test: no HF tensor %s", name);
+    return NULL;
+}
+
+// Write the tensors: one model.safetensors, or two shards and an index.
+static void s_hf_write(const s_hf_t *hf, const char *dir, int shards) {
+    mc_safetensors_desc_t *d = calloc(hf->n, sizeof *d);
+    assert_non_null(d);
+    for (size_t i = 0; i < hf->n; i++)
+        d[i] = (mc_safetensors_desc_t){hf->t[i].name, hf->t[i].dtype, hf->t[i].n_dims, hf->t[i].shape, hf->t[i].data};
+    char path[S_PATH], err[MC_ERR_LEN] = "";
+    if (shards == 1) {
+        s_path(path, dir, "model.safetensors");
+        assert_int_equal(mc_safetensors_write(path, d, hf->n, NULL, 0, err), MC_OK);
+    } else {
+        static const char *const names[2] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+        const size_t half = hf->n / 2;
+        const char *meta[2] = {"format", "pt"};
+        s_path(path, dir, names[0]);
+        assert_int_equal(mc_safetensors_write(path, d, half, meta, 1, err), MC_OK);
+        s_path(path, dir, names[1]);
+        assert_int_equal(mc_safetensors_write(path, d + half, hf->n - half, meta, 1, err), MC_OK);
+        cJSON *idx = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(idx, "weight_map");
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(idx, "metadata"), "total_size", 0);
+        // Listed in reverse, as an index need not follow the files.
+        for (size_t i = hf->n; i-- > 0;) cJSON_AddStringToObject(map, hf->t[i].name, names[i >= half]);
+        s_write_json(dir, "model.safetensors.index.json", idx);
+        cJSON_Delete(idx);
+    }
+    free(d);
+}
+
+static void s_hf_free(s_hf_t *hf) {
+    for (size_t i = 0; i < hf->n; i++) free(hf->t[i].data);
+    free(hf->t);
+    *hf = (s_hf_t){0};
+}
+
+// --- Mixtral: GGUF -> HF export ------------------------------------------------------------
+
+static uint64_t s_u64(const mc_gguf_t *g, const char *key) {
+    uint64_t v = 0;
+    if (!mc_gguf_get_u64(g, key, &v)) fail_msg("test: %s missing", key);
+    return v;
+}
+
+static double s_f64(const mc_gguf_t *g, const char *key) {
+    double v = 0;
+    if (!mc_gguf_get_f64(g, key, &v)) fail_msg("test: %s missing", key);
+    return v;
+}
+
+// A SentencePiece model file holding the GGUF's vocabulary.
+static void s_write_spm(const mc_gguf_t *g, const char *path) {
+    const mc_gguf_value_t *toks = mc_gguf_find(g, "tokenizer.ggml.tokens");
+    const mc_gguf_value_t *scores = mc_gguf_find(g, "tokenizer.ggml.scores");
+    const mc_gguf_value_t *types = mc_gguf_find(g, "tokenizer.ggml.token_type");
+    assert_non_null(toks);
+    assert_non_null(scores);
+    assert_non_null(types);
+    const size_t n = toks->arr.count;
+    Spm__ModelProto m = SPM__MODEL_PROTO__INIT;
+    Spm__TrainerSpec ts = SPM__TRAINER_SPEC__INIT;
+    Spm__NormalizerSpec ns = SPM__NORMALIZER_SPEC__INIT;
+    Spm__ModelProto__SentencePiece *pcs = calloc(n, sizeof *pcs), **pp = calloc(n, sizeof *pp);
+    assert_non_null(pcs);
+    assert_non_null(pp);
+    for (size_t i = 0; i < n; i++) {
+        Spm__ModelProto__SentencePiece p = SPM__MODEL_PROTO__SENTENCE_PIECE__INIT;
+        double sc;
+        int64_t ty;
+        assert_true(mc_gguf_arr_f64(scores, i, &sc));
+        assert_true(mc_gguf_arr_i64(types, i, &ty));
+        p.has_piece = p.has_score = p.has_type = 1;
+        p.piece.data = (uint8_t *)toks->arr.strings[i].ptr;
+        p.piece.len = toks->arr.strings[i].len;
+        p.score = (float)sc;
+        p.type = (Spm__ModelProto__SentencePiece__Type)ty;
+        pcs[i] = p;
+        pp[i] = &pcs[i];
+    }
+    m.n_pieces = n;
+    m.pieces = pp;
+    ts.has_model_type = 1;
+    ts.model_type = SPM__TRAINER_SPEC__MODEL_TYPE__BPE;
+    ts.has_byte_fallback = ts.byte_fallback = 1;
+    ts.has_unk_id = ts.has_bos_id = ts.has_eos_id = ts.has_pad_id = 1;
+    ts.unk_id = 0, ts.bos_id = 1, ts.eos_id = 2, ts.pad_id = -1;
+    ns.has_add_dummy_prefix = ns.has_remove_extra_whitespaces = 1;
+    ns.add_dummy_prefix = 1;
+    ns.remove_extra_whitespaces = 0;
+    m.trainer_spec = &ts;
+    m.normalizer_spec = &ns;
+    size_t len = spm__model_proto__get_packed_size(&m);
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    assert_int_equal(spm__model_proto__pack(&m, buf), len);
+    s_write_bytes(path, buf, len);
+    free(buf);
+    free(pcs);
+    free(pp);
+}
+
+typedef struct {
+    mc_dtype_t dtype;            // of the safetensors: F32 or BF16
+    int shards;                  // 1 or 2
+    const char *tokenizer_model; // copied in; NULL: built from the GGUF vocabulary
+} s_export_t;
+
+// HF row of GGUF row r of a head-permuted Q/K matrix (d rows per head).
+static uint64_t s_hf_row(uint64_t r, uint64_t d) {
+    const uint64_t h = r / d, j = r % d;
+    return h * d + (j % 2) * (d / 2) + j / 2;
+}
+
+static void s_export_mixtral(const char *gguf_path, const char *dir, const s_export_t *x) {
+    char err[MC_ERR_LEN] = "";
+    mc_gguf_t *g = mc_gguf_open(gguf_path, err);
+    if (!g) fail_msg("%s", err);
+    const uint64_t n_head = s_u64(g, "llama.attention.head_count"), n_kv = s_u64(g, "llama.attention.head_count_kv");
+    const uint64_t dim = s_u64(g, "llama.embedding_length"), head_dim = dim / n_head;
+    s_hf_t hf = {0};
+    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
+        assert_int_equal(t->type, MC_DTYPE_F32);
+        const uint64_t ne0 = t->ne[0], ne1 = t->n_dims > 1 ? t->ne[1] : 1;
+        const uint64_t cols = t->n_dims > 1 ? ne0 : 0;
+        unsigned l = 0;
+        char role[64] = "", hfname[128];
+        float *v = malloc(ne0 * ne1 * sizeof *v);
+        assert_non_null(v);
+        if (sscanf(t->name, "blk.%u.%63[^.]", &l, role) != 2) role[0] = 0;
+        if (!strcmp(role, "ffn_gate_exps") || !strcmp(role, "ffn_up_exps") || !strcmp(role, "ffn_down_exps")) {
+            const char *w = role[4] == 'g' ? "w1" : role[4] == 'u' ? "w3" : "w2";
+            for (uint64_t e = 0; e < t->ne[2]; e++) {
+                memcpy(v, t->data + e * ne0 * ne1 * 4, ne0 * ne1 * 4);
+                snprintf(hfname, sizeof hfname, "model.layers.%u.block_sparse_moe.experts.%llu.%s.weight", l,
+                         (unsigned long long)e, w);
+                s_hf_add(&hf, hfname, ne1, ne0, x->dtype, v);
+            }
+            free(v);
+            continue;
+        }
+        const uint64_t heads = !strcmp(role, "attn_q") ? n_head : !strcmp(role, "attn_k") ? n_kv : 0;
+        for (uint64_t r = 0; r < ne1; r++)
+            memcpy(v + (heads ? s_hf_row(r, head_dim) : r) * ne0, t->data + r * ne0 * 4, ne0 * 4);
+        static const struct {
+            const char *gguf, *hf;
+        } map[] = {
+            {"attn_norm", "input_layernorm"},        {"attn_q", "self_attn.q_proj"},
+            {"attn_k", "self_attn.k_proj"},          {"attn_v", "self_attn.v_proj"},
+            {"attn_output", "self_attn.o_proj"},     {"ffn_norm", "post_attention_layernorm"},
+            {"ffn_gate_inp", "block_sparse_moe.gate"},
+        };
+        if (!strcmp(t->name, "token_embd.weight")) snprintf(hfname, sizeof hfname, "model.embed_tokens.weight");
+        else if (!strcmp(t->name, "output_norm.weight")) snprintf(hfname, sizeof hfname, "model.norm.weight");
+        else if (!strcmp(t->name, "output.weight")) snprintf(hfname, sizeof hfname, "lm_head.weight");
+        else {
+            size_t k = 0;
+            while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, role) != 0) k++;
+            if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
+            snprintf(hfname, sizeof hfname, "model.layers.%u.%s.weight", l, map[k].hf);
+        }
+        s_hf_add(&hf, hfname, cols ? ne1 : ne0, cols, x->dtype, v);
+        free(v);
+    }
+    s_hf_write(&hf, dir, x->shards);
+    s_hf_free(&hf);
+
+    cJSON *c = cJSON_CreateObject();
+    cJSON *archs = cJSON_AddArrayToObject(c, "architectures");
+    cJSON_AddItemToArray(archs, cJSON_CreateString("MixtralForCausalLM"));
+    cJSON_AddStringToObject(c, "model_type", "mixtral");
+    cJSON_AddNumberToObject(c, "vocab_size", (double)mc_gguf_tensor_find(g, "token_embd.weight")->ne[1]);
+    cJSON_AddNumberToObject(c, "hidden_size", (double)dim);
+    cJSON_AddNumberToObject(c, "intermediate_size", (double)s_u64(g, "llama.feed_forward_length"));
+    cJSON_AddNumberToObject(c, "num_hidden_layers", (double)s_u64(g, "llama.block_count"));
+    cJSON_AddNumberToObject(c, "num_attention_heads", (double)n_head);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", (double)n_kv);
+    cJSON_AddNumberToObject(c, "num_local_experts", (double)s_u64(g, "llama.expert_count"));
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)s_u64(g, "llama.expert_used_count"));
+    cJSON_AddNumberToObject(c, "max_position_embeddings", (double)s_u64(g, "llama.context_length"));
+    cJSON_AddNumberToObject(c, "rope_theta", s_f64(g, "llama.rope.freq_base"));
+    cJSON_AddNumberToObject(c, "rms_norm_eps", s_f64(g, "llama.attention.layer_norm_rms_epsilon"));
+    cJSON_AddNumberToObject(c, "bos_token_id", 1);
+    cJSON_AddNumberToObject(c, "eos_token_id", 2);
+    cJSON_AddFalseToObject(c, "tie_word_embeddings");
+    cJSON_AddNullToObject(c, "rope_scaling");
+    cJSON_AddNullToObject(c, "sliding_window");
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+
+    char path[S_PATH];
+    s_path(path, dir, "tokenizer.model");
+    if (x->tokenizer_model) {
+        size_t len;
+        uint8_t *b = mc_test_read_file(x->tokenizer_model, &len);
+        assert_non_null(b);
+        s_write_bytes(path, b, len);
+        free(b);
+    } else {
+        s_write_spm(g, path);
+    }
+    mc_gguf_destroy(&g);
+}
+
+// --- comparisons -----------------------------------------------------------------------------
+
+static mc_gguf_t *s_open(const char *path) {
+    char err[MC_ERR_LEN] = "";
+    mc_gguf_t *g = mc_gguf_open(path, err);
+    if (!g) fail_msg("%s: %s", path, err);
+    return g;
+}
+
+static size_t s_vtype_size(mc_gguf_vtype_t t) {
+    switch (t) {
+    case MC_GGUF_U8: case MC_GGUF_I8: case MC_GGUF_BOOL: return 1;
+    case MC_GGUF_U16: case MC_GGUF_I16: return 2;
+    case MC_GGUF_U32: case MC_GGUF_I32: case MC_GGUF_F32: return 4;
+    default: return 8;
+    }
+}
+
+static void s_same_value(const char *key, const mc_gguf_value_t *a, const mc_gguf_value_t *b) {
+    if (a->type != b->type) fail_msg("%s: type %d vs %d", key, a->type, b->type);
+    switch (a->type) {
+    case MC_GGUF_STRING:
+        if (a->str.len != b->str.len || memcmp(a->str.ptr, b->str.ptr, a->str.len))
+            fail_msg("%s: '%.*s' vs '%.*s'", key, (int)a->str.len, a->str.ptr, (int)b->str.len, b->str.ptr);
+        break;
+    case MC_GGUF_ARRAY:
+        if (a->arr.elem_type != b->arr.elem_type || a->arr.count != b->arr.count)
+            fail_msg("%s: arrays of %llu vs %llu", key, (unsigned long long)a->arr.count,
+                     (unsigned long long)b->arr.count);
+        for (uint64_t i = 0; a->arr.elem_type == MC_GGUF_STRING && i < a->arr.count; i++)
+            if (a->arr.strings[i].len != b->arr.strings[i].len ||
+                memcmp(a->arr.strings[i].ptr, b->arr.strings[i].ptr, a->arr.strings[i].len))
+                fail_msg("%s[%llu] differs", key, (unsigned long long)i);
+        if (a->arr.elem_type != MC_GGUF_STRING && a->arr.elem_type != MC_GGUF_ARRAY &&
+            memcmp(a->arr.data, b->arr.data, a->arr.count * s_vtype_size(a->arr.elem_type)))
+            fail_msg("%s: array values differ", key);
+        break;
+    case MC_GGUF_F32: case MC_GGUF_F64:
+        if (a->f != b->f) fail_msg("%s: %g vs %g", key, a->f, b->f);
+        break;
+    default:
+        if (a->u != b->u) fail_msg("%s: %llu vs %llu", key, (unsigned long long)a->u, (unsigned long long)b->u);
+    }
+}
+
+// Every key of `want` (but those in skip) has the same type and value in `got`.
+static void s_same_keys(const mc_gguf_t *want, const mc_gguf_t *got, const char *const *skip, size_t n_skip) {
+    for (size_t i = 0; i < mc_gguf_kv_count(want); i++) {
+        const mc_gguf_kv_t *kv = mc_gguf_kv_at(want, i);
+        bool skipped = false;
+        for (size_t s = 0; s < n_skip; s++) skipped |= !strcmp(kv->key, skip[s]);
+        if (skipped) continue;
+        const mc_gguf_value_t *v = mc_gguf_find(got, kv->key);
+        if (!v) fail_msg("converted file lacks key %s", kv->key);
+        s_same_value(kv->key, &kv->value, v);
+    }
+}
+
+// Same tensor names, types, shapes and bytes.
+static void s_same_tensors(const mc_gguf_t *want, const mc_gguf_t *got) {
+    assert_int_equal(mc_gguf_tensor_count(want), mc_gguf_tensor_count(got));
+    for (size_t i = 0; i < mc_gguf_tensor_count(want); i++) {
+        const mc_gguf_tensor_t *a = mc_gguf_tensor_at(want, i), *b = mc_gguf_tensor_find(got, a->name);
+        if (!b) fail_msg("converted file lacks tensor %s", a->name);
+        if (a->type != b->type || a->n_dims != b->n_dims || memcmp(a->ne, b->ne, sizeof a->ne) || a->size != b->size)
+            fail_msg("%s: type or shape differs", a->name);
+        if (memcmp(a->data, b->data, a->size)) fail_msg("%s: bytes differ", a->name);
+    }
+}
+
+static float *s_logits(const char *path, const int32_t *ids, uint32_t n, uint32_t *n_vocab) {
+    char err[MC_ERR_LEN] = "";
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s: %s", path, err);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 16;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    if (!e) fail_msg("%s", err);
+    *n_vocab = m->hp.n_vocab;
+    float *out = malloc((size_t)n * m->hp.n_vocab * sizeof *out);
+    assert_non_null(out);
+    if (mc_engine_eval(e, ids, n, 0, MC_LOGITS_ALL, out, err)) fail_msg("%s", err);
+    mc_engine_destroy(&e);
+    mc_model_destroy(&m);
+    return out;
+}
+
+static void s_same_logits(const char *a, const char *b) {
+    const int32_t ids[5] = {1, 300, 7, 415, 42};
+    uint32_t va, vb;
+    float *la = s_logits(a, ids, 5, &va), *lb = s_logits(b, ids, 5, &vb);
+    assert_int_equal(va, vb);
+    for (size_t i = 0; i < 5 * (size_t)va; i++) {
+        assert_true(isfinite(la[i]));
+        if (memcmp(&la[i], &lb[i], 4)) fail_msg("logit %zu: %a vs %a", i, (double)la[i], (double)lb[i]);
+    }
+    free(la);
+    free(lb);
+}
+
+static void s_same_encodings(const mc_gguf_t *a, const mc_gguf_t *b) {
+    char err[MC_ERR_LEN] = "";
+    mc_tokenizer_t *ta = mc_tokenizer_new_from_gguf(a, err), *tb = mc_tokenizer_new_from_gguf(b, err);
+    assert_non_null(ta);
+    assert_non_null(tb);
+    static const char *const texts[] = {"The river town woke slowly.", "  two  spaces, café, naïve",
+                                        "A mixture of experts\nrouter 12345", "\xF0\x9F\x98\x80 emoji and \xE4\xB8\xAD"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int32_t ia[256], ib[256];
+        size_t na = 0, nb = 0;
+        assert_int_equal(mc_tokenizer_encode(ta, texts[i], strlen(texts[i]), true, ia, 256, &na, err), MC_OK);
+        assert_int_equal(mc_tokenizer_encode(tb, texts[i], strlen(texts[i]), true, ib, 256, &nb, err), MC_OK);
+        assert_int_equal(na, nb);
+        assert_true(na > 2);
+        assert_memory_equal(ia, ib, na * sizeof *ia);
+    }
+    mc_tokenizer_destroy(&ta);
+    mc_tokenizer_destroy(&tb);
+}
+
+static void s_convert_ok(const char *dir, const char *out, bool type_auto, mc_dtype_t type) {
+    mc_convert_params_t p = mc_convert_params_default();
+    p.type_auto = type_auto;
+    p.type = type;
+    p.log = s_keep() ? stdout : NULL;
+    char err[MC_ERR_LEN] = "";
+    if (mc_convert(dir, out, &p, err) != MC_OK) fail_msg("convert %s: %s", dir, err);
+}
+
+static void s_convert_fail(const char *dir, const char *needle) {
+    char err[MC_ERR_LEN] = "", out[S_PATH];
+    s_path(out, dir, "out.gguf");
+    mc_convert_params_t p = mc_convert_params_default();
+    if (mc_convert(dir, out, &p, err) == MC_OK) fail_msg("convert succeeded; expected an error with '%s'", needle);
+    if (!strstr(err, needle)) fail_msg("error '%s' does not contain '%s'", err, needle);
+    FILE *f = fopen(out, "rb");
+    if (f) fail_msg("a failed conversion left %s", out);
+}
+
+static mc_mkmodel_params_t s_tiny(void) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.dim = 64;
+    p.ffn = 96;
+    p.n_layer = 2;
+    p.n_head = 4;
+    p.n_head_kv = 2;
+    p.n_expert = 4;
+    p.n_expert_used = 2;
+    p.n_vocab = 480;
+    p.seed = 11;
+    return p;
+}
+
+// --- Mixtral tests -----------------------------------------------------------------------------
+
+static void test_mixtral_f32_roundtrip(void **state) {
+    (void)state;
+    char dir[512], orig[S_PATH], out[S_PATH], err[MC_ERR_LEN] = "";
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(orig, dir, "orig.gguf");
+    s_path(out, dir, "out.gguf");
+    mc_mkmodel_params_t mp = s_tiny();
+    assert_int_equal(mc_mkmodel_write(&mp, orig, err), MC_OK);
+    const s_export_t x = {MC_DTYPE_F32, 2, NULL};
+    s_export_mixtral(orig, dir, &x);
+    s_convert_ok(dir, out, true, MC_DTYPE_F32);
+    mc_gguf_t *a = s_open(orig), *b = s_open(out);
+    s_same_tensors(a, b);
+    static const char *const skip[] = {"general.name"};
+    s_same_keys(a, b, skip, 1);
+    s_same_encodings(a, b);
+    mc_gguf_destroy(&a);
+    mc_gguf_destroy(&b);
+    s_same_logits(orig, out);
+    s_done(dir);
+}
+
+// The real Mixtral tokenizer.model gives exactly the vocabulary of the fixture model.
+static void test_mixtral_fixture(void **state) {
+    (void)state;
+    char fx[S_PATH], tok[S_PATH];
+    if (!mc_test_fixture("tiny-f32.gguf", fx, sizeof fx) || !mc_test_fixture("tokenizer.model", tok, sizeof tok))
+        skip();
+    char dir[512], out[S_PATH];
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(out, dir, "out.gguf");
+    const s_export_t x = {MC_DTYPE_F32, 1, tok};
+    s_export_mixtral(fx, dir, &x);
+    s_convert_ok(dir, out, false, MC_DTYPE_F32);
+    mc_gguf_t *a = s_open(fx), *b = s_open(out);
+    s_same_tensors(a, b);
+    static const char *const skip[] = {"general.name"};
+    s_same_keys(a, b, skip, 1);
+    s_same_encodings(a, b);
+    mc_gguf_destroy(&a);
+    mc_gguf_destroy(&b);
+    s_same_logits(fx, out);
+    s_done(dir);
+}
+
+// BF16 weights become exactly their f32 values; auto keeps BF16 bytes as they are.
+static void test_mixtral_bf16(void **state) {
+    (void)state;
+    char dir[512], orig[S_PATH], out[S_PATH], out2[S_PATH], err[MC_ERR_LEN] = "";
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(orig, dir, "orig.gguf");
+    s_path(out, dir, "out-f32.gguf");
+    s_path(out2, dir, "out-auto.gguf");
+    mc_mkmodel_params_t mp = s_tiny();
+    assert_int_equal(mc_mkmodel_write(&mp, orig, err), MC_OK);
+    const s_export_t x = {MC_DTYPE_BF16, 2, NULL};
+    s_export_mixtral(orig, dir, &x);
+    s_convert_ok(dir, out, false, MC_DTYPE_F32);
+    s_convert_ok(dir, out2, true, MC_DTYPE_F32);
+    mc_gguf_t *a = s_open(orig), *b = s_open(out), *c = s_open(out2);
+    uint64_t f32_file_type = 1;
+    assert_true(mc_gguf_get_u64(c, "general.file_type", &f32_file_type));
+    assert_int_equal(f32_file_type, 32); // MOSTLY_BF16
+    for (size_t i = 0; i < mc_gguf_tensor_count(a); i++) {
+        const mc_gguf_tensor_t *ta = mc_gguf_tensor_at(a, i), *tb = mc_gguf_tensor_find(b, ta->name),
+                               *tc = mc_gguf_tensor_find(c, ta->name);
+        assert_non_null(tb);
+        assert_non_null(tc);
+        assert_int_equal(tb->type, MC_DTYPE_F32);
+        const bool matrix = ta->n_dims > 1 && !strstr(ta->name, "ffn_gate_inp");
+        assert_int_equal(tc->type, matrix ? MC_DTYPE_BF16 : MC_DTYPE_F32);
+        for (uint64_t k = 0; k < ta->n_elems; k++) {
+            float v, w;
+            memcpy(&v, ta->data + 4 * k, 4);
+            memcpy(&w, tb->data + 4 * k, 4);
+            const uint16_t h = mc_fp32_to_bf16(v);
+            if (mc_f32_bits(w) != mc_f32_bits(mc_bf16_to_fp32(h))) fail_msg("%s[%llu]", ta->name, (unsigned long long)k);
+            if (matrix) {
+                uint16_t hc;
+                memcpy(&hc, tc->data + 2 * k, 2);
+                assert_int_equal(hc, h);
+            } else {
+                assert_memory_equal(tc->data + 4 * k, tb->data + 4 * k, 4);
+            }
+        }
+    }
+    mc_gguf_destroy(&a);
+    mc_gguf_destroy(&b);
+    mc_gguf_destroy(&c);
+    // BF16 matrices run in the engine, and BF16 and F32 files of the same weights agree to about
+    // 1% (the BF16 kernel rounds the activations to bf16 too); a wrong row order would not.
+    uint32_t nv, nv2;
+    const int32_t ids[3] = {1, 40, 300};
+    float *l16 = s_logits(out2, ids, 3, &nv), *l32 = s_logits(out, ids, 3, &nv2);
+    assert_int_equal(nv, nv2);
+    for (size_t i = 0; i < 3 * (size_t)nv; i++) {
+        assert_true(isfinite(l16[i]));
+        if (fabsf(l16[i] - l32[i]) > 0.05f * (1.0f + fabsf(l32[i]))) fail_msg("logit %zu: %g vs %g", i, l16[i], l32[i]);
+    }
+    free(l16);
+    free(l32);
+    s_done(dir);
+}
+
+// Q8_0 output equals quantizing the original f32 rows; norms and routers stay F32.
+static void test_mixtral_q8_0(void **state) {
+    (void)state;
+    char dir[512], orig[S_PATH], out[S_PATH], err[MC_ERR_LEN] = "";
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(orig, dir, "orig.gguf");
+    s_path(out, dir, "out.gguf");
+    mc_mkmodel_params_t mp = s_tiny();
+    assert_int_equal(mc_mkmodel_write(&mp, orig, err), MC_OK);
+    const s_export_t x = {MC_DTYPE_F32, 1, NULL};
+    s_export_mixtral(orig, dir, &x);
+    s_convert_ok(dir, out, false, MC_DTYPE_Q8_0);
+    mc_gguf_t *a = s_open(orig), *b = s_open(out);
+    uint64_t ft = 0, qv = 0;
+    assert_true(mc_gguf_get_u64(b, "general.file_type", &ft));
+    assert_int_equal(ft, 7);
+    assert_true(mc_gguf_get_u64(b, "general.quantization_version", &qv));
+    assert_int_equal(qv, 2);
+    size_t quantized = 0;
+    for (size_t i = 0; i < mc_gguf_tensor_count(a); i++) {
+        const mc_gguf_tensor_t *ta = mc_gguf_tensor_at(a, i), *tb = mc_gguf_tensor_find(b, ta->name);
+        assert_non_null(tb);
+        const bool matrix = ta->n_dims > 1 && !strstr(ta->name, "ffn_gate_inp");
+        if (!matrix) {
+            assert_int_equal(tb->type, MC_DTYPE_F32);
+            assert_memory_equal(ta->data, tb->data, ta->size);
+            continue;
+        }
+        assert_int_equal(tb->type, MC_DTYPE_Q8_0);
+        const uint64_t ne0 = ta->ne[0], rows = ta->n_elems / ne0;
+        const size_t rb = mc_dtype_row_bytes(MC_DTYPE_Q8_0, ne0);
+        assert_int_equal(tb->size, rb * rows);
+        float *row = malloc(ne0 * sizeof *row);
+        uint8_t *q = malloc(rb);
+        for (uint64_t r = 0; r < rows; r++) {
+            memcpy(row, ta->data + r * ne0 * 4, ne0 * 4);
+            assert_int_equal(mc_quant_quantize_row(MC_DTYPE_Q8_0, row, q, (int64_t)ne0), MC_OK);
+            if (memcmp(q, tb->data + r * rb, rb)) fail_msg("%s row %llu", ta->name, (unsigned long long)r);
+        }
+        free(row);
+        free(q);
+        quantized++;
+    }
+    assert_true(quantized >= 2 + 4 * mp.n_layer + 3 * mp.n_layer);
+    mc_gguf_destroy(&a);
+    mc_gguf_destroy(&b);
+    // The quantized file runs in the engine.
+    uint32_t nv;
+    const int32_t ids[3] = {1, 5, 9};
+    float *l = s_logits(out, ids, 3, &nv);
+    for (size_t i = 0; i < 3 * (size_t)nv; i++) assert_true(isfinite(l[i]));
+    free(l);
+    s_done(dir);
+}
+
+// Rows that are not whole Q4_K blocks (256) fall back to Q8_0, and to F16
+// when they are not whole Q8_0 blocks (32) either.
+static void test_mixtral_fallback(void **state) {
+    (void)state;
+    char dir[512], orig[S_PATH], out[S_PATH], err[MC_ERR_LEN] = "";
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(orig, dir, "orig.gguf");
+    s_path(out, dir, "out.gguf");
+    mc_mkmodel_params_t mp = s_tiny();
+    mp.dim = 256;
+    mp.ffn = 40; // down rows: 40 values
+    mp.n_layer = 1;
+    assert_int_equal(mc_mkmodel_write(&mp, orig, err), MC_OK);
+    const s_export_t x = {MC_DTYPE_F32, 1, NULL};
+    s_export_mixtral(orig, dir, &x);
+    s_convert_ok(dir, out, false, MC_DTYPE_Q4_K);
+    mc_gguf_t *b = s_open(out);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.attn_q.weight")->type, MC_DTYPE_Q4_K);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_gate_exps.weight")->type, MC_DTYPE_Q4_K);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_down_exps.weight")->type, MC_DTYPE_F16);
+    assert_int_equal(mc_gguf_tensor_find(b, "token_embd.weight")->type, MC_DTYPE_Q4_K);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_gate_inp.weight")->type, MC_DTYPE_F32);
+    mc_gguf_destroy(&b);
+    s_convert_ok(dir, out, false, MC_DTYPE_Q6_K);
+    mc_mkmodel_params_t mp2 = mp;
+    mp2.ffn = 96; // 96 = 3 Q8_0 blocks
+    assert_int_equal(mc_mkmodel_write(&mp2, orig, err), MC_OK);
+    s_export_mixtral(orig, dir, &x);
+    s_convert_ok(dir, out, false, MC_DTYPE_Q4_K);
+    b = s_open(out);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_down_exps.weight")->type, MC_DTYPE_Q8_0);
+    mc_gguf_destroy(&b);
+    uint32_t nv;
+    const int32_t ids[2] = {1, 2};
+    float *l = s_logits(out, ids, 2, &nv);
+    for (size_t i = 0; i < 2 * (size_t)nv; i++) assert_true(isfinite(l[i]));
+    free(l);
+    s_done(dir);
+}
+
+// --- broken folders ---------------------------------------------------------------------------
+
+static void s_set_num(const char *dir, const char *key, double v) {
+    cJSON *c = s_read_json(dir, "config.json");
+    cJSON_DeleteItemFromObjectCaseSensitive(c, key);
+    if (!isnan(v)) cJSON_AddNumberToObject(c, key, v);
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+}
+
+static void test_mixtral_errors(void **state) {
+    (void)state;
+    char dir[512], orig[S_PATH], path[S_PATH], err[MC_ERR_LEN] = "";
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(orig, dir, "orig.gguf");
+    mc_mkmodel_params_t mp = s_tiny();
+    mp.n_layer = 1;
+    assert_int_equal(mc_mkmodel_write(&mp, orig, err), MC_OK);
+    const s_export_t x = {MC_DTYPE_F32, 2, NULL};
+    s_export_mixtral(orig, dir, &x);
+    cJSON *good = s_read_json(dir, "config.json");
+
+    // Architectures.
+    cJSON *c = cJSON_Duplicate(good, 1);
+    cJSON_ReplaceItemInObject(c, "architectures", cJSON_CreateStringArray((const char *[]){"LlamaForCausalLM"}, 1));
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+    s_convert_fail(dir, "'LlamaForCausalLM' is not supported (supported: MixtralForCausalLM, Qwen3MoeForCausalLM");
+    c = cJSON_Duplicate(good, 1);
+    cJSON_DeleteItemFromObject(c, "architectures");
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+    s_convert_fail(dir, "'architectures' is missing");
+
+    // Missing and impossible values.
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "num_local_experts", NAN);
+    s_convert_fail(dir, "'num_local_experts' is missing");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "num_experts_per_tok", 9);
+    s_convert_fail(dir, "'num_experts_per_tok' must be a whole number in 1..4");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "hidden_size", 64.5);
+    s_convert_fail(dir, "'hidden_size' must be a whole number");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "rms_norm_eps", -1);
+    s_convert_fail(dir, "'rms_norm_eps' must be a positive number");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "num_key_value_heads", 3);
+    s_convert_fail(dir, "not a multiple of num_key_value_heads 3");
+
+    // Shapes that disagree with the config name the tensor.
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "intermediate_size", 128);
+    s_convert_fail(dir, "tensor 'model.layers.0.block_sparse_moe.experts.0.w1.weight' has shape [96, 64] but config.json "
+                        "implies [128, 64]");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "vocab_size", 500);
+    s_convert_fail(dir, "tensor 'model.embed_tokens.weight' has shape [480, 64]");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "num_local_experts", 5);
+    s_convert_fail(dir, "has shape [4, 64] but config.json implies [5, 64]");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "num_hidden_layers", 2);
+    s_convert_fail(dir, "tensor 'model.layers.1.input_layernorm.weight' is missing");
+    s_write_json(dir, "config.json", good);
+    s_set_num(dir, "head_dim", 8);
+    s_convert_fail(dir, "self_attn.q_proj.weight' has shape [64, 64] but config.json implies [32, 64]");
+    // Variants not mapped.
+    s_write_json(dir, "config.json", good);
+    c = cJSON_Duplicate(good, 1);
+    cJSON_ReplaceItemInObject(c, "rope_scaling", cJSON_Parse("{\"type\":\"yarn\",\"factor\":4}"));
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+    s_convert_fail(dir, "rope_scaling is not supported");
+    s_write_json(dir, "config.json", good);
+    s_path(path, dir, "config.json");
+    s_write_bytes(path, "{\"architectures\":", 17);
+    s_convert_fail(dir, "config.json: not a JSON object");
+    s_write_json(dir, "config.json", good);
+
+    // Tokenizer problems.
+    char tok[S_PATH], tok_save[S_PATH];
+    s_path(tok, dir, "tokenizer.model");
+    s_path(tok_save, dir, "tokenizer.model.saved");
+    assert_int_equal(rename(tok, tok_save), 0);
+    s_convert_fail(dir, "tokenizer.model: cannot open");
+    s_write_bytes(tok, "\xff\xff\xff\xff", 4);
+    s_convert_fail(dir, "not a SentencePiece model");
+    assert_int_equal(rename(tok_save, tok), 0);
+    s_set_num(dir, "vocab_size", 100);
+    s_convert_fail(dir, "embed_tokens"); // shapes are checked before the vocabulary
+
+    // A tensor no Mixtral has, and a tensor of an unsupported dtype.
+    s_write_json(dir, "config.json", good);
+    char shard[S_PATH];
+    s_path(shard, dir, "model-00002-of-00002.safetensors");
+    size_t len;
+    uint8_t *saved = mc_test_read_file(shard, &len);
+    assert_non_null(saved);
+    {
+        mc_safetensors_t *st = mc_safetensors_parse(saved, len, err);
+        assert_non_null(st);
+        size_t n = mc_safetensors_count(st);
+        mc_safetensors_desc_t *d = calloc(n + 1, sizeof *d);
+        for (size_t i = 0; i < n; i++) {
+            const mc_safetensors_tensor_t *t = mc_safetensors_at(st, i);
+            d[i] = (mc_safetensors_desc_t){t->name, t->dtype, t->n_dims, t->shape, t->data};
+        }
+        static const float bias[64] = {0};
+        static const uint64_t bshape[1] = {64};
+        d[n] = (mc_safetensors_desc_t){"model.layers.0.self_attn.q_proj.bias", MC_DTYPE_F32, 1, bshape, bias};
+        char tmp[S_PATH];
+        s_path(tmp, dir, "tmp.safetensors");
+        assert_int_equal(mc_safetensors_write(tmp, d, n + 1, NULL, 0, err), MC_OK);
+        assert_int_equal(rename(tmp, shard), 0);
+        free(d);
+        mc_safetensors_destroy(&st);
+    }
+    cJSON *idx = s_read_json(dir, "model.safetensors.index.json");
+    cJSON_AddStringToObject(cJSON_GetObjectItem(idx, "weight_map"), "model.layers.0.self_attn.q_proj.bias",
+                            "model-00002-of-00002.safetensors");
+    s_write_json(dir, "model.safetensors.index.json", idx);
+    s_convert_fail(dir, "tensor 'model.layers.0.self_attn.q_proj.bias' is not part of a MixtralForCausalLM model");
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(idx, "weight_map"), "model.layers.0.self_attn.q_proj.bias");
+    s_write_json(dir, "model.safetensors.index.json", idx);
+    s_convert_fail(dir, "is not in the weight_map");
+    cJSON_Delete(idx);
+    s_write_bytes(shard, saved, len);
+    // An I64 tensor (as position ids sometimes are) is refused by name.
+    {
+        char one[S_PATH];
+        s_path(one, dir, "model-00001-of-00002.safetensors");
+        size_t l1;
+        uint8_t *b1 = mc_test_read_file(one, &l1);
+        const char *needle = "\"dtype\":\"F32\"";
+        uint8_t *hit = NULL;
+        for (size_t i = 8; i + strlen(needle) < l1 && !hit; i++)
+            if (!memcmp(b1 + i, needle, strlen(needle))) hit = b1 + i;
+        assert_non_null(hit);
+        memcpy(hit, "\"dtype\":\"I32\"", strlen(needle)); // same length, same sizes
+        s_write_bytes(one, b1, l1);
+        s_convert_fail(dir, "has dtype I32, which is not supported");
+        free(b1);
+    }
+    free(saved);
+    cJSON_Delete(good);
+    s_done(dir);
+}
+
+// --- Qwen3-MoE and OLMoE ----------------------------------------------------------------------------
+
+typedef enum { S_QWEN, S_OLMOE } s_bpe_arch_t;
+
+typedef struct {
+    uint32_t dim, n_layer, n_head, n_kv, head_dim, ffn, ffn_exp, n_expert, n_used, n_vocab;
+    bool tied, pair_merges;
+} s_bpe_shape_t;
+
+// GPT-2's byte-to-character table: printable bytes stand for themselves,
+// the others for U+0100 onwards in byte order.
+static uint32_t s_byte_char(uint32_t b) {
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
+    uint32_t n = 0;
+    for (uint32_t x = 0; x < b; x++) n += !((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174);
+    return 256 + n;
+}
+
+static void s_utf8(uint32_t c, char *out) {
+    if (c < 0x80) out[0] = (char)c, out[1] = 0;
+    else out[0] = (char)(0xC0 | (c >> 6)), out[1] = (char)(0x80 | (c & 0x3F)), out[2] = 0;
+}
+
+static const char *const s_merges[][2] = {{"\xC4\xA0", "t"}, {"h", "e"}, {"\xC4\xA0t", "he"}, {"i", "n"}};
+static const char *const s_merged[] = {"\xC4\xA0t", "he", "\xC4\xA0the", "in"};
+
+// A byte-level BPE tokenizer.json: the 256 byte characters (ids 0..255),
+// four merges (256..259), added tokens at 260..263; tokenizer_config.json
+// names the special ones.
+static void s_write_bpe_tokenizer(const char *dir, bool pair_merges) {
+    cJSON *tj = cJSON_CreateObject();
+    cJSON_AddStringToObject(tj, "version", "1.0");
+    cJSON *added = cJSON_AddArrayToObject(tj, "added_tokens");
+    static const struct {
+        int id;
+        const char *content;
+        bool special;
+    } adds[] = {{260, "<|endoftext|>", true}, {261, "<|im_start|>", true}, {262, "<|im_end|>", true}, {263, "<think>", false}};
+    for (size_t i = 0; i < 4; i++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", adds[i].id);
+        cJSON_AddStringToObject(a, "content", adds[i].content);
+        cJSON_AddBoolToObject(a, "special", adds[i].special);
+        cJSON_AddFalseToObject(a, "normalized");
+        cJSON_AddItemToArray(added, a);
+    }
+    cJSON *pre = cJSON_AddObjectToObject(tj, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "Sequence");
+    cJSON *pts = cJSON_AddArrayToObject(pre, "pretokenizers");
+    cJSON *split = cJSON_CreateObject(), *bl = cJSON_CreateObject();
+    cJSON_AddStringToObject(split, "type", "Split");
+    cJSON_AddStringToObject(bl, "type", "ByteLevel");
+    cJSON_AddItemToArray(pts, split);
+    cJSON_AddItemToArray(pts, bl);
+    cJSON *model = cJSON_AddObjectToObject(tj, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (uint32_t b = 0; b < 256; b++) {
+        char s[4];
+        s_utf8(s_byte_char(b), s);
+        cJSON_AddNumberToObject(vocab, s, b);
+    }
+    for (int i = 0; i < 4; i++) cJSON_AddNumberToObject(vocab, s_merged[i], 256 + i);
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    for (int i = 0; i < 4; i++) {
+        if (pair_merges) {
+            cJSON_AddItemToArray(merges, cJSON_CreateStringArray(s_merges[i], 2));
+        } else {
+            char m[32];
+            snprintf(m, sizeof m, "%s %s", s_merges[i][0], s_merges[i][1]);
+            cJSON_AddItemToArray(merges, cJSON_CreateString(m));
+        }
+    }
+    // The pair form allows spaces inside a part.
+    if (pair_merges) cJSON_AddItemToArray(merges, cJSON_CreateStringArray((const char *[]){"a b", "c"}, 2));
+    s_write_json(dir, "tokenizer.json", tj);
+    cJSON_Delete(tj);
+    cJSON *tc = cJSON_CreateObject();
+    cJSON_AddNullToObject(tc, "bos_token");
+    cJSON_AddStringToObject(tc, "eos_token", "<|im_end|>");
+    cJSON *pad = cJSON_AddObjectToObject(tc, "pad_token");
+    cJSON_AddStringToObject(pad, "content", "<|endoftext|>");
+    cJSON_AddFalseToObject(tc, "add_bos_token");
+    cJSON_AddStringToObject(tc, "chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}");
+    s_write_json(dir, "tokenizer_config.json", tc);
+    cJSON_Delete(tc);
+}
+
+static void s_rand(mc_rng_t *rng, float *v, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) v[i] = (float)(mc_rng_uniform(rng) * 2 - 1) * scale;
+}
+
+static void s_build_bpe_model(const char *dir, s_bpe_arch_t arch, const s_bpe_shape_t *s, s_hf_t *hf) {
+    mc_rng_t rng;
+    mc_rng_seed(&rng, 5);
+    const uint64_t D = s->dim, Q = (uint64_t)s->n_head * s->head_dim, KV = (uint64_t)s->n_kv * s->head_dim;
+    const uint64_t F = s->ffn_exp, V = s->n_vocab, E = s->n_expert;
+    size_t max = (size_t)(V * D > F * D ? V * D : F * D);
+    if (Q * D > max) max = (size_t)(Q * D);
+    float *v = malloc(max * sizeof *v);
+    char n[160];
+    const mc_dtype_t bf = MC_DTYPE_BF16;
+#define S_T(rows, cols, scale, ...) \
+    (snprintf(n, sizeof n, __VA_ARGS__), s_rand(&rng, v, (size_t)((rows) * ((cols) ? (cols) : 1)), scale), \
+     s_hf_add(hf, n, rows, cols, bf, v))
+    S_T(V, D, 1.0f, "model.embed_tokens.weight");
+    for (uint32_t l = 0; l < s->n_layer; l++) {
+        S_T(D, 0, 1.0f, "model.layers.%u.input_layernorm.weight", l);
+        S_T(Q, D, 0.1f, "model.layers.%u.self_attn.q_proj.weight", l);
+        S_T(KV, D, 0.1f, "model.layers.%u.self_attn.k_proj.weight", l);
+        S_T(KV, D, 0.1f, "model.layers.%u.self_attn.v_proj.weight", l);
+        S_T(D, Q, 0.1f, "model.layers.%u.self_attn.o_proj.weight", l);
+        S_T(arch == S_QWEN ? s->head_dim : Q, 0, 1.0f, "model.layers.%u.self_attn.q_norm.weight", l);
+        S_T(arch == S_QWEN ? s->head_dim : KV, 0, 1.0f, "model.layers.%u.self_attn.k_norm.weight", l);
+        S_T(D, 0, 1.0f, "model.layers.%u.post_attention_layernorm.weight", l);
+        S_T(E, D, 0.1f, "model.layers.%u.mlp.gate.weight", l);
+        for (uint32_t e = 0; e < E; e++) {
+            S_T(F, D, 0.1f, "model.layers.%u.mlp.experts.%u.gate_proj.weight", l, e);
+            S_T(F, D, 0.1f, "model.layers.%u.mlp.experts.%u.up_proj.weight", l, e);
+            S_T(D, F, 0.1f, "model.layers.%u.mlp.experts.%u.down_proj.weight", l, e);
+        }
+    }
+    S_T(D, 0, 1.0f, "model.norm.weight");
+    if (!s->tied) S_T(V, D, 0.1f, "lm_head.weight");
+#undef S_T
+    free(v);
+    s_hf_write(hf, dir, 2);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToObject(c, "architectures",
+                          cJSON_CreateStringArray((const char *[]){arch == S_QWEN ? "Qwen3MoeForCausalLM" : "OlmoeForCausalLM"}, 1));
+    cJSON_AddNumberToObject(c, "vocab_size", s->n_vocab);
+    cJSON_AddNumberToObject(c, "hidden_size", s->dim);
+    cJSON_AddNumberToObject(c, "intermediate_size", s->ffn);
+    cJSON_AddNumberToObject(c, "num_hidden_layers", s->n_layer);
+    cJSON_AddNumberToObject(c, "num_attention_heads", s->n_head);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", s->n_kv);
+    cJSON_AddNumberToObject(c, "num_experts", s->n_expert);
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", s->n_used);
+    cJSON_AddNumberToObject(c, "max_position_embeddings", 4096);
+    cJSON_AddNumberToObject(c, "rope_theta", arch == S_QWEN ? 1000000.0 : 10000.0);
+    cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-6);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tied);
+    cJSON_AddNumberToObject(c, "bos_token_id", 260);
+    cJSON_AddNumberToObject(c, "eos_token_id", 262);
+    if (arch == S_QWEN) {
+        cJSON_AddNumberToObject(c, "head_dim", s->head_dim);
+        cJSON_AddNumberToObject(c, "moe_intermediate_size", s->ffn_exp);
+        cJSON_AddTrueToObject(c, "norm_topk_prob");
+        cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+        cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+        cJSON_AddFalseToObject(c, "attention_bias");
+        cJSON_AddNullToObject(c, "rope_scaling");
+    } else {
+        cJSON_AddNullToObject(c, "clip_qkv");
+        cJSON_AddFalseToObject(c, "norm_topk_prob");
+    }
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+    s_write_bpe_tokenizer(dir, s->pair_merges);
+}
+
+static void s_expect_u(const mc_gguf_t *g, const char *key, uint64_t want) {
+    uint64_t v;
+    if (!mc_gguf_get_u64(g, key, &v)) fail_msg("%s missing", key);
+    if (v != want) fail_msg("%s = %llu, want %llu", key, (unsigned long long)v, (unsigned long long)want);
+}
+
+static void s_expect_str(const mc_gguf_t *g, const char *key, const char *want) {
+    mc_gguf_str_t s;
+    if (!mc_gguf_get_str(g, key, &s)) fail_msg("%s missing", key);
+    if (s.len != strlen(want) || memcmp(s.ptr, want, s.len)) fail_msg("%s = '%.*s', want '%s'", key, (int)s.len, s.ptr, want);
+}
+
+// Output tensor `name` holds the HF tensors `parts` stacked, as f32 (or, at
+// BF16, their exact bytes), with shape ne.
+static void s_expect_tensor(const mc_gguf_t *g, const s_hf_t *hf, const char *name, mc_dtype_t type, uint32_t n_dims,
+                            const uint64_t *ne, const char *const *parts, size_t n_parts) {
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, name);
+    if (!t) fail_msg("no tensor %s", name);
+    if (t->type != type) fail_msg("%s: type %s, want %s", name, mc_dtype_name(t->type), mc_dtype_name(type));
+    assert_int_equal(t->n_dims, n_dims);
+    for (uint32_t d = 0; d < n_dims; d++)
+        if (t->ne[d] != ne[d]) fail_msg("%s: ne[%u] = %llu, want %llu", name, d, (unsigned long long)t->ne[d],
+                                        (unsigned long long)ne[d]);
+    const uint8_t *p = t->data;
+    for (size_t k = 0; k < n_parts; k++) {
+        const s_hft_t *h = s_hf_find(hf, parts[k]);
+        const uint64_t n = h->shape[0] * (h->n_dims > 1 ? h->shape[1] : 1);
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t b;
+            memcpy(&b, (const uint8_t *)h->data + 2 * i, 2);
+            if (type == MC_DTYPE_BF16) {
+                if (memcmp(p, &b, 2)) fail_msg("%s: element %llu of %s", name, (unsigned long long)i, parts[k]);
+                p += 2;
+            } else {
+                const float f = mc_bf16_to_fp32(b);
+                if (memcmp(p, &f, 4)) fail_msg("%s: element %llu of %s", name, (unsigned long long)i, parts[k]);
+                p += 4;
+            }
+        }
+    }
+    assert_ptr_equal(p, t->data + t->size);
+}
+
+static void s_check_bpe_model(const char *out, s_bpe_arch_t arch, const s_bpe_shape_t *s, const s_hf_t *hf,
+                              mc_dtype_t mt) {
+    mc_gguf_t *g = s_open(out);
+    const char *A = arch == S_QWEN ? "qwen3moe" : "olmoe";
+    char k[96];
+#define S_K(suffix) (snprintf(k, sizeof k, "%s.%s", A, suffix), k)
+    s_expect_str(g, "general.architecture", A);
+    s_expect_u(g, S_K("block_count"), s->n_layer);
+    s_expect_u(g, S_K("context_length"), 4096);
+    s_expect_u(g, S_K("embedding_length"), s->dim);
+    s_expect_u(g, S_K("feed_forward_length"), s->ffn);
+    s_expect_u(g, S_K("attention.head_count"), s->n_head);
+    s_expect_u(g, S_K("attention.head_count_kv"), s->n_kv);
+    s_expect_u(g, S_K("expert_count"), s->n_expert);
+    s_expect_u(g, S_K("expert_used_count"), s->n_used);
+    double f;
+    assert_true(mc_gguf_get_f64(g, S_K("rope.freq_base"), &f));
+    assert_true(f == (arch == S_QWEN ? 1e6 : 1e4));
+    assert_true(mc_gguf_get_f64(g, S_K("attention.layer_norm_rms_epsilon"), &f));
+    assert_true((float)f == 1e-6f);
+    bool b;
+    if (arch == S_QWEN) {
+        s_expect_u(g, S_K("attention.key_length"), s->head_dim);
+        s_expect_u(g, S_K("attention.value_length"), s->head_dim);
+        s_expect_u(g, S_K("expert_feed_forward_length"), s->ffn_exp);
+        assert_true(mc_gguf_get_bool(g, S_K("expert_weights_norm"), &b) && b);
+    } else {
+        assert_null(mc_gguf_find(g, S_K("attention.key_length")));
+        assert_null(mc_gguf_find(g, S_K("expert_weights_norm")));
+    }
+    assert_null(mc_gguf_find(g, "llama.vocab_size"));
+#undef S_K
+    // Vocabulary: bytes, merges, added tokens by kind, padding, special ids.
+    s_expect_str(g, "tokenizer.ggml.model", "gpt2");
+    s_expect_str(g, "tokenizer.ggml.pre", arch == S_QWEN ? "qwen2" : "olmo");
+    const mc_gguf_value_t *toks = mc_gguf_find(g, "tokenizer.ggml.tokens"), *ty = mc_gguf_find(g, "tokenizer.ggml.token_type");
+    assert_non_null(toks);
+    assert_non_null(ty);
+    assert_null(mc_gguf_find(g, "tokenizer.ggml.scores"));
+    assert_int_equal(toks->arr.count, s->n_vocab);
+    assert_int_equal(ty->arr.count, s->n_vocab);
+    for (uint32_t i = 0; i < s->n_vocab; i++) {
+        char want[32];
+        int64_t t;
+        assert_true(mc_gguf_arr_i64(ty, i, &t));
+        int64_t want_t = 1;
+        if (i < 256) s_utf8(s_byte_char(i), want);
+        else if (i < 260) snprintf(want, sizeof want, "%s", s_merged[i - 256]);
+        else if (i < 264) {
+            static const char *const a[4] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>"};
+            snprintf(want, sizeof want, "%s", a[i - 260]);
+            want_t = i == 263 ? 4 : 3;
+        } else {
+            snprintf(want, sizeof want, "[PAD%u]", i);
+            want_t = 5;
+        }
+        const mc_gguf_str_t *tok = &toks->arr.strings[i];
+        if (tok->len != strlen(want) || memcmp(tok->ptr, want, tok->len)) fail_msg("token %u: '%.*s' vs '%s'", i, (int)tok->len, tok->ptr, want);
+        if (t != want_t) fail_msg("token %u: type %lld, want %lld", i, (long long)t, (long long)want_t);
+    }
+    const mc_gguf_value_t *merges = mc_gguf_find(g, "tokenizer.ggml.merges");
+    assert_non_null(merges);
+    assert_int_equal(merges->arr.count, s->pair_merges ? 5 : 4);
+    for (int i = 0; i < 4; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "%s %s", s_merges[i][0], s_merges[i][1]);
+        assert_int_equal(merges->arr.strings[i].len, strlen(want));
+        assert_memory_equal(merges->arr.strings[i].ptr, want, strlen(want));
+    }
+    if (s->pair_merges) {
+        const char *want = "a\xC4\xA0" "b c";
+        assert_int_equal(merges->arr.strings[4].len, strlen(want));
+        assert_memory_equal(merges->arr.strings[4].ptr, want, strlen(want));
+    }
+    s_expect_u(g, "tokenizer.ggml.eos_token_id", 262); // tokenizer_config's eos_token
+    s_expect_u(g, "tokenizer.ggml.padding_token_id", 260);
+    s_expect_u(g, "tokenizer.ggml.bos_token_id", 260); // config.json's bos_token_id
+    assert_null(mc_gguf_find(g, "tokenizer.ggml.unknown_token_id"));
+    assert_true(mc_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b) && !b);
+    s_expect_str(g, "tokenizer.chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}");
+
+    // Tensors.
+    const uint64_t D = s->dim, Q = (uint64_t)s->n_head * s->head_dim, KV = (uint64_t)s->n_kv * s->head_dim;
+    const uint64_t F = s->ffn_exp, V = s->n_vocab, E = s->n_expert;
+    const uint64_t qn = arch == S_QWEN ? s->head_dim : Q, kn = arch == S_QWEN ? s->head_dim : KV;
+    char hn[8][160], gn[64];
+    const char *parts[64];
+#define S_ONE(gname, type, nd, ne0, ne1, ...)                                              \
+    do {                                                                                   \
+        snprintf(hn[0], sizeof hn[0], __VA_ARGS__);                                        \
+        parts[0] = hn[0];                                                                  \
+        s_expect_tensor(g, hf, gname, type, nd, (const uint64_t[]){ne0, ne1}, parts, 1);   \
+    } while (0)
+    size_t n_tensors = s->tied ? 2 : 3;
+    S_ONE("token_embd.weight", mt, 2, D, V, "model.embed_tokens.weight");
+    S_ONE("output_norm.weight", MC_DTYPE_F32, 1, D, 1, "model.norm.weight");
+    if (s->tied) assert_null(mc_gguf_tensor_find(g, "output.weight"));
+    else S_ONE("output.weight", mt, 2, D, V, "lm_head.weight");
+    for (uint32_t l = 0; l < s->n_layer; l++) {
+        const char *pre = "model.layers";
+#define S_L(suffix, type, nd, ne0, ne1, hsuffix)                        \
+    snprintf(gn, sizeof gn, "blk.%u.%s.weight", l, suffix);              \
+    S_ONE(gn, type, nd, ne0, ne1, "%s.%u.%s.weight", pre, l, hsuffix);   \
+    n_tensors++
+        S_L("attn_norm", MC_DTYPE_F32, 1, D, 1, "input_layernorm");
+        S_L("attn_q", mt, 2, D, Q, "self_attn.q_proj");
+        S_L("attn_k", mt, 2, D, KV, "self_attn.k_proj");
+        S_L("attn_v", mt, 2, D, KV, "self_attn.v_proj");
+        S_L("attn_output", mt, 2, Q, D, "self_attn.o_proj");
+        S_L("attn_q_norm", MC_DTYPE_F32, 1, qn, 1, "self_attn.q_norm");
+        S_L("attn_k_norm", MC_DTYPE_F32, 1, kn, 1, "self_attn.k_norm");
+        S_L("ffn_norm", MC_DTYPE_F32, 1, D, 1, "post_attention_layernorm");
+        S_L("ffn_gate_inp", MC_DTYPE_F32, 2, D, E, "mlp.gate");
+#undef S_L
+        static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"}, *const out[3] = {"gate", "up", "down"};
+        for (int p = 0; p < 3; p++) {
+            static char names[64][160];
+            for (uint32_t e = 0; e < E; e++) {
+                snprintf(names[e], sizeof names[e], "%s.%u.mlp.experts.%u.%s.weight", pre, l, e, proj[p]);
+                parts[e] = names[e];
+            }
+            snprintf(gn, sizeof gn, "blk.%u.ffn_%s_exps.weight", l, out[p]);
+            const uint64_t ne[3] = {p < 2 ? D : F, p < 2 ? F : D, E};
+            s_expect_tensor(g, hf, gn, mt, 3, ne, parts, E);
+            n_tensors++;
+        }
+    }
+#undef S_ONE
+    assert_int_equal(mc_gguf_tensor_count(g), n_tensors);
+    mc_gguf_destroy(&g);
+}
+
+static void s_bpe_case(s_bpe_arch_t arch, const s_bpe_shape_t *s) {
+    char dir[512], out[S_PATH];
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_hf_t hf = {0};
+    s_build_bpe_model(dir, arch, s, &hf);
+    s_path(out, dir, "out-f32.gguf");
+    s_convert_ok(dir, out, false, MC_DTYPE_F32);
+    s_check_bpe_model(out, arch, s, &hf, MC_DTYPE_F32);
+    s_path(out, dir, "out-bf16.gguf");
+    s_convert_ok(dir, out, true, MC_DTYPE_F32);
+    s_check_bpe_model(out, arch, s, &hf, MC_DTYPE_BF16);
+    s_hf_free(&hf);
+    s_done(dir);
+}
+
+static void test_qwen3moe(void **state) {
+    (void)state;
+    // head_dim 32 is not hidden_size / heads: the config's value must win.
+    s_bpe_shape_t s = {.dim = 64, .n_layer = 2, .n_head = 4, .n_kv = 2, .head_dim = 32, .ffn = 96, .ffn_exp = 32,
+                       .n_expert = 4, .n_used = 2, .n_vocab = 270, .tied = false, .pair_merges = false};
+    s_bpe_case(S_QWEN, &s);
+    s.tied = true;
+    s.pair_merges = true;
+    s_bpe_case(S_QWEN, &s);
+}
+
+static void test_olmoe(void **state) {
+    (void)state;
+    s_bpe_shape_t s = {.dim = 64, .n_layer = 1, .n_head = 4, .n_kv = 4, .head_dim = 16, .ffn = 48, .ffn_exp = 48,
+                       .n_expert = 4, .n_used = 2, .n_vocab = 264, .tied = false, .pair_merges = false};
+    s_bpe_case(S_OLMOE, &s);
+}
+
+static void test_bpe_errors(void **state) {
+    (void)state;
+    char dir[512];
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_bpe_shape_t s = {.dim = 64, .n_layer = 1, .n_head = 4, .n_kv = 2, .head_dim = 16, .ffn = 64, .ffn_exp = 32,
+                       .n_expert = 2, .n_used = 1, .n_vocab = 264, .tied = true, .pair_merges = false};
+    s_hf_t hf = {0};
+    s_build_bpe_model(dir, S_QWEN, &s, &hf);
+    s_hf_free(&hf);
+    cJSON *good = s_read_json(dir, "tokenizer.json");
+    struct {
+        const char *path, *json, *needle;
+    } cases[] = {
+        {"model.type", "\"WordPiece\"", "not BPE"},
+        {"pre_tokenizer", "{\"type\":\"Metaspace\"}", "only byte-level BPE"},
+        {"model.vocab", "[]", "malformed"},
+        {"model.merges", "[]", "no merges"},
+        {"model.merges", "[\"nospace\"]", "merge 0 is not \"left right\""},
+        {"model.merges", "[[\"a\"]]", "merge 0 is neither"},
+        {"model.merges", "[[\"a\",\"b\",\"c\"]]", "merge 0 is neither"},
+        {"model.vocab", "{\"a\":0,\"b\":0}", "id 0 is given to 'a' and 'b'"},
+        {"model.vocab", "{\"a\":264}", "token 'a' has no id in 0..263"},
+        {"model.vocab", "{\"a\":-1}", "token 'a' has no id"},
+        {"model.vocab", "{\"a\":1.5}", "token 'a' has no id"},
+        {"added_tokens", "[{\"id\":999,\"content\":\"<x>\"}]", "added token '<x>' has no id"},
+        {"added_tokens", "[{\"id\":3}]", "added token has no content"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cJSON *t = cJSON_Duplicate(good, 1), *parent = t;
+        char key[64];
+        snprintf(key, sizeof key, "%s", cases[i].path);
+        char *dot = strchr(key, '.');
+        if (dot) {
+            *dot = 0;
+            parent = cJSON_GetObjectItem(t, key);
+            memmove(key, dot + 1, strlen(dot + 1) + 1);
+        }
+        cJSON_DeleteItemFromObject(parent, key);
+        cJSON_AddItemToObject(parent, key, cJSON_Parse(cases[i].json));
+        s_write_json(dir, "tokenizer.json", t);
+        cJSON_Delete(t);
+        s_convert_fail(dir, cases[i].needle);
+    }
+    s_write_json(dir, "tokenizer.json", good);
+    cJSON_Delete(good);
+    // Dense layers and tied embeddings that are not declared.
+    cJSON *c = s_read_json(dir, "config.json");
+    cJSON_ReplaceItemInObject(c, "mlp_only_layers", cJSON_Parse("[0]"));
+    s_write_json(dir, "config.json", c);
+    s_convert_fail(dir, "dense layers");
+    cJSON_ReplaceItemInObject(c, "mlp_only_layers", cJSON_Parse("[]"));
+    cJSON_ReplaceItemInObject(c, "tie_word_embeddings", cJSON_CreateFalse());
+    s_write_json(dir, "config.json", c);
+    s_convert_fail(dir, "'lm_head.weight' is missing and tie_word_embeddings is not set");
+    cJSON_ReplaceItemInObject(c, "tie_word_embeddings", cJSON_CreateTrue());
+    cJSON_DeleteItemFromObject(c, "moe_intermediate_size");
+    s_write_json(dir, "config.json", c);
+    s_convert_fail(dir, "'moe_intermediate_size' is missing");
+    cJSON_Delete(c);
+    s_done(dir);
+}
+
+// The moe-convert binary: exit status 0 written, 1 failed, 2 bad command line.
+static int s_cli(const char *dir, const char *args, char **out) {
+    const char *bin = getenv("MC_BIN_DIR"), *prefix = getenv("MC_RUN_PREFIX");
+    char cmd[4096], outp[S_PATH];
+    s_path(outp, dir, "cli.out");
+    snprintf(cmd, sizeof cmd, "%s '%s/moe-convert' %s >'%s' 2>&1 </dev/null", prefix ? prefix : "", bin ? bin : ".",
+             args, outp);
+    int st = system(cmd);
+    *out = (char *)mc_test_read_file(outp, NULL);
+    assert_non_null(*out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    char dir[512], orig[S_PATH], args[2048], err[MC_ERR_LEN] = "", *out;
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_path(orig, dir, "orig.gguf");
+    mc_mkmodel_params_t mp = s_tiny();
+    mp.dim = 256;
+    mp.ffn = 40;
+    mp.n_layer = 1;
+    assert_int_equal(mc_mkmodel_write(&mp, orig, err), MC_OK);
+    const s_export_t x = {MC_DTYPE_BF16, 2, NULL};
+    s_export_mixtral(orig, dir, &x);
+    assert_int_equal(s_cli(dir, "--help", &out), 0);
+    assert_non_null(strstr(out, "Qwen3MoeForCausalLM"));
+    free(out);
+    assert_int_equal(s_cli(dir, "", &out), 2);
+    free(out);
+    assert_int_equal(s_cli(dir, "a b --type Q9_9", &out), 2);
+    assert_non_null(strstr(out, "'Q9_9' is not a weight type"));
+    free(out);
+    assert_int_equal(s_cli(dir, "a b --type Q8_K", &out), 2); // an activation type
+    free(out);
+    assert_int_equal(s_cli(dir, "a b c", &out), 2);
+    free(out);
+    snprintf(args, sizeof args, "'%s/nothing' '%s/x.gguf'", dir, dir);
+    assert_int_equal(s_cli(dir, args, &out), 1);
+    assert_non_null(strstr(out, "moe-convert: "));
+    assert_non_null(strstr(out, "config.json: cannot open"));
+    free(out);
+    snprintf(args, sizeof args, "'%s' '%s/q.gguf' --type q4_k --name tiny", dir, dir);
+    assert_int_equal(s_cli(dir, args, &out), 0);
+    assert_non_null(strstr(out, "MixtralForCausalLM -> llama: 1 layer, 4 experts (2 used), vocabulary 480 (llama), 2 shards, "
+                                "matrices Q4_K"));
+    assert_non_null(strstr(out, "Q4_K x2, F16 x1*"));
+    assert_non_null(strstr(out, "* rows not a whole number of Q4_K blocks"));
+    assert_non_null(strstr(out, "q.gguf: 13 tensors"));
+    free(out);
+    char q[S_PATH];
+    s_path(q, dir, "q.gguf");
+    mc_gguf_t *g = s_open(q);
+    s_expect_str(g, "general.name", "tiny");
+    mc_gguf_destroy(&g);
+    snprintf(args, sizeof args, "'%s' '%s/q.gguf' --quiet", dir, dir);
+    assert_int_equal(s_cli(dir, args, &out), 0);
+    assert_string_equal(out, "");
+    free(out);
+    s_done(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mixtral_f32_roundtrip),
+        cmocka_unit_test(test_mixtral_fixture),
+        cmocka_unit_test(test_mixtral_bf16),
+        cmocka_unit_test(test_mixtral_q8_0),
+        cmocka_unit_test(test_mixtral_fallback),
+        cmocka_unit_test(test_mixtral_errors),
+        cmocka_unit_test(test_qwen3moe),
+        cmocka_unit_test(test_olmoe),
+        cmocka_unit_test(test_bpe_errors),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,960 @@
+/*
+ * convert: the conversion is planned completely before a byte is written:
+ * config.json gives the hyperparameters, each one checked; from them every
+ * source tensor's expected shape follows, and the plan lists the output
+ * tensors, each made of one source tensor or, for merged experts, of one
+ * per expert stacked on the outer dimension. A source tensor the plan does
+ * not use is an error too (a bias, a shared expert, a dense layer: a model
+ * variant that would otherwise lose weights silently). Then the metadata
+ * and vocabulary are added and the GGUF writer calls back for each tensor's
+ * bytes, which are produced row by row: source row to f32 (exact for BF16,
+ * F16 and F32), then to the output type with mc_quant_quantize_row.
+ *
+ * llama.cpp's "llama" graph rotates adjacent pairs of each head (x0,x1),
+ * (x2,x3)... while Hugging Face's Mixtral rotates the two halves (x_i,
+ * x_{i+d/2}); so for Mixtral the rows of each Q and K head are reordered,
+ * row 2i from row i and row 2i+1 from row i+d/2. Qwen3-MoE and OLMoE use
+ * the halves convention in llama.cpp as well (NEOX) and keep their order.
+ */
+#include "convert.h"
+
+#include <assert.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "gguf_writer.h"
+#include "quant.h"
+#include "safetensors.h"
+#include "sentencepiece_model.pb-c.h"
+
+#define S_PATH_MAX 4096
+#define S_MAX_CONFIG (16u << 20)
+#define S_MAX_TOKENIZER_JSON (512u << 20)
+#define S_MAX_SPM (256u << 20)
+#define S_MAX_PIECE 65535u
+
+// --- architectures --------------------------------------------------------------
+
+typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE } s_arch_id_t;
+
+typedef struct {
+    const char *hf;      // config.json "architectures"[0]
+    const char *gguf;    // general.architecture, and the key prefix
+    s_arch_id_t id;
+    const char *bpe_pre; // tokenizer.ggml.pre of its byte-level BPE vocabulary (NULL: SentencePiece)
+} s_arch_t;
+
+static const s_arch_t s_archs[] = {
+    {"MixtralForCausalLM", "llama", S_MIXTRAL, NULL},
+    {"Qwen3MoeForCausalLM", "qwen3moe", S_QWEN3MOE, "qwen2"},
+    {"OlmoeForCausalLM", "olmoe", S_OLMOE, "olmo"},
+};
+
+const char *mc_convert_architectures(void) {
+    return "MixtralForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM";
+}
+
+mc_convert_params_t mc_convert_params_default(void) {
+    return (mc_convert_params_t){.type_auto = true, .type = MC_DTYPE_F16, .name = NULL, .log = NULL};
+}
+
+// --- files ------------------------------------------------------------------------
+
+static mc_err_t s_join(char *out, const char *dir, const char *name, char *err) {
+    int k = snprintf(out, S_PATH_MAX, "%s/%s", dir, name);
+    if (k < 0 || k >= S_PATH_MAX) return mc_err_set(err, MC_ERR_ARG, "%s/%s: path too long", dir, name);
+    return MC_OK;
+}
+
+static bool s_exists(const char *dir, const char *name) {
+    char path[S_PATH_MAX];
+    struct stat sb;
+    return s_join(path, dir, name, NULL) == MC_OK && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+// The whole of dir/name (NUL-terminated) when at most cap bytes.
+static mc_err_t s_read_file(const char *dir, const char *name, size_t cap, uint8_t **out, size_t *len, char *err) {
+    char path[S_PATH_MAX];
+    mc_err_t rc = s_join(path, dir, name, err);
+    if (rc) return rc;
+    FILE *f = fopen(path, "rb");
+    if (!f) return mc_err_set(err, MC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t n = 0, size = 1 << 16;
+    uint8_t *buf = malloc(size + 1);
+    while (buf) {
+        n += fread(buf + n, 1, size - n, f);
+        if (n < size || size > cap) break;
+        uint8_t *nb = realloc(buf, 2 * size + 1);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        size *= 2;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (!buf) return mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", path);
+    if (bad || n > cap) {
+        free(buf);
+        return bad ? mc_err_set(err, MC_ERR_IO, "%s: read failed", path)
+                   : mc_err_set(err, MC_ERR_FORMAT, "%s: larger than %zu bytes", path, cap);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return MC_OK;
+}
+
+// dir/name parsed as a JSON object; *out stays NULL when the file is absent and optional.
+static mc_err_t s_read_json(const char *dir, const char *name, size_t cap, bool required, cJSON **out, char *err) {
+    if (!required && !s_exists(dir, name)) return MC_OK;
+    uint8_t *text;
+    size_t len;
+    mc_err_t rc = s_read_file(dir, name, cap, &text, &len, err);
+    if (rc) return rc;
+    cJSON *j = cJSON_ParseWithLength((const char *)text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return mc_err_set(err, MC_ERR_FORMAT, "%s: not a JSON object", name);
+    }
+    *out = j;
+    return MC_OK;
+}
+
+// --- config.json --------------------------------------------------------------------
+
+typedef struct {
+    uint32_t n_vocab, dim, n_layer, n_head, n_head_kv, head_dim;
+    uint32_t ffn;     // intermediate_size (feed_forward_length)
+    uint32_t ffn_exp; // one expert's hidden size
+    uint32_t n_expert, n_expert_used, ctx;
+    float rope_base, rms_eps;
+    bool head_dim_given; // config.json set head_dim: written as key/value length
+    bool tied, norm_topk;
+} s_hp_t;
+
+static const cJSON *s_get(const cJSON *o, const char *key) {
+    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+// A whole number in lo..hi; absent: def, or an error when def < 0.
+static mc_err_t s_cfg_u32(const cJSON *cfg, const char *key, int64_t def, uint32_t lo, uint32_t hi, uint32_t *out,
+                          char *err) {
+    const cJSON *v = s_get(cfg, key);
+    if (!v) {
+        if (def < 0) return mc_err_set(err, MC_ERR_FORMAT, "config.json: '%s' is missing", key);
+        *out = (uint32_t)def;
+        return MC_OK;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (!(d >= lo && d <= hi) || d != floor(d))
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: '%s' must be a whole number in %u..%u", key, lo, hi);
+    *out = (uint32_t)d;
+    return MC_OK;
+}
+
+// A finite number > 0 (rope_theta, rms_norm_eps); required.
+static mc_err_t s_cfg_pos(const cJSON *cfg, const char *key, float *out, char *err) {
+    const cJSON *v = s_get(cfg, key);
+    if (!v) return mc_err_set(err, MC_ERR_FORMAT, "config.json: '%s' is missing", key);
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (!(d > 0) || !isfinite((float)d) || (float)d <= 0)
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: '%s' must be a positive number", key);
+    *out = (float)d;
+    return MC_OK;
+}
+
+static mc_err_t s_cfg_bool(const cJSON *cfg, const char *key, bool def, bool *out, char *err) {
+    const cJSON *v = s_get(cfg, key);
+    if (!v) {
+        *out = def;
+        return MC_OK;
+    }
+    if (!cJSON_IsBool(v)) return mc_err_set(err, MC_ERR_FORMAT, "config.json: '%s' must be true or false", key);
+    *out = cJSON_IsTrue(v);
+    return MC_OK;
+}
+
+static mc_err_t s_find_arch(const cJSON *cfg, const s_arch_t **out, char *err) {
+    const cJSON *archs = s_get(cfg, "architectures");
+    const cJSON *first = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
+    if (!cJSON_IsString(first))
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: 'architectures' is missing or not a list of names (supported: %s)",
+                          mc_convert_architectures());
+    for (size_t i = 0; i < sizeof s_archs / sizeof s_archs[0]; i++)
+        if (!strcmp(first->valuestring, s_archs[i].hf)) {
+            *out = &s_archs[i];
+            return MC_OK;
+        }
+    return mc_err_set(err, MC_ERR_UNSUPPORTED, "architecture '%.64s' is not supported (supported: %s)", first->valuestring,
+                      mc_convert_architectures());
+}
+
+// Switches of variants this converter does not map must be off.
+static mc_err_t s_check_variants(const cJSON *cfg, const s_arch_t *a, char *err) {
+    const cJSON *rs = s_get(cfg, "rope_scaling");
+    if (rs && !(cJSON_IsObject(rs) && !rs->child))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: rope_scaling is not supported (only plain RoPE)");
+    const cJSON *rp = s_get(cfg, "rope_parameters"), *rt = s_get(rp, "rope_type");
+    if (rt && !(cJSON_IsString(rt) && !strcmp(rt->valuestring, "default")))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: rope_parameters.rope_type is not supported (only \"default\")");
+    bool b;
+    mc_err_t rc = s_cfg_bool(cfg, "attention_bias", false, &b, err);
+    if (rc) return rc;
+    if (b) return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias is not supported");
+    if (a->id == S_QWEN3MOE) {
+        uint32_t step;
+        if ((rc = s_cfg_u32(cfg, "decoder_sparse_step", 1, 0, UINT32_MAX, &step, err))) return rc;
+        const cJSON *dense = s_get(cfg, "mlp_only_layers");
+        if (step != 1 || (dense && !(cJSON_IsArray(dense) && !dense->child)))
+            return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                              "config.json: dense layers (decoder_sparse_step != 1 or mlp_only_layers) are not supported");
+    }
+    if (a->id == S_OLMOE && s_get(cfg, "clip_qkv"))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: clip_qkv is not supported");
+    return MC_OK;
+}
+
+static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, char *err) {
+    mc_err_t rc;
+    if ((rc = s_check_variants(cfg, a, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "vocab_size", -1, 1, 1u << 23, &hp->n_vocab, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "hidden_size", -1, 1, 1u << 17, &hp->dim, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "num_hidden_layers", -1, 1, 4096, &hp->n_layer, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "num_attention_heads", -1, 1, 4096, &hp->n_head, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "num_key_value_heads", hp->n_head, 1, hp->n_head, &hp->n_head_kv, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "intermediate_size", -1, 1, 1u << 20, &hp->ffn, err))) return rc;
+    const char *ne_key = a->id == S_MIXTRAL ? "num_local_experts" : "num_experts";
+    if ((rc = s_cfg_u32(cfg, ne_key, -1, 1, 4096, &hp->n_expert, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "num_experts_per_tok", -1, 1, hp->n_expert, &hp->n_expert_used, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "max_position_embeddings", -1, 1, 1u << 26, &hp->ctx, err))) return rc;
+    if (s_get(cfg, "rope_theta") || !s_get(s_get(cfg, "rope_parameters"), "rope_theta")) {
+        if ((rc = s_cfg_pos(cfg, "rope_theta", &hp->rope_base, err))) return rc;
+    } else if ((rc = s_cfg_pos(s_get(cfg, "rope_parameters"), "rope_theta", &hp->rope_base, err))) {
+        return rc;
+    }
+    if ((rc = s_cfg_pos(cfg, "rms_norm_eps", &hp->rms_eps, err))) return rc;
+    hp->head_dim_given = s_get(cfg, "head_dim") != NULL;
+    if (!hp->head_dim_given && hp->dim % hp->n_head)
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: hidden_size %u is not a multiple of num_attention_heads %u",
+                          hp->dim, hp->n_head);
+    if ((rc = s_cfg_u32(cfg, "head_dim", hp->dim / hp->n_head, 2, 4096, &hp->head_dim, err))) return rc;
+    if (hp->head_dim % 2)
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: the head dimension %u is odd (RoPE rotates pairs)",
+                          hp->head_dim);
+    if (hp->n_head % hp->n_head_kv)
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: num_attention_heads %u is not a multiple of num_key_value_heads %u",
+                          hp->n_head, hp->n_head_kv);
+    hp->ffn_exp = hp->ffn;
+    if (a->id == S_QWEN3MOE && (rc = s_cfg_u32(cfg, "moe_intermediate_size", -1, 1, 1u << 20, &hp->ffn_exp, err)))
+        return rc;
+    if ((rc = s_cfg_bool(cfg, "tie_word_embeddings", false, &hp->tied, err))) return rc;
+    if ((rc = s_cfg_bool(cfg, "norm_topk_prob", false, &hp->norm_topk, err))) return rc;
+    return MC_OK;
+}
+
+// --- the plan ---------------------------------------------------------------------------
+
+typedef enum { S_CLS_EMBD, S_CLS_ATTN, S_CLS_NORM, S_CLS_ROUTER, S_CLS_EXPERTS, S_CLS_OUTPUT, S_CLS_N } s_cls_t;
+
+static const char *const s_cls_name[S_CLS_N] = {"token embedding", "attention", "norms", "router", "experts", "output"};
+
+typedef struct {
+    char name[64];
+    uint32_t n_dims;
+    uint64_t ne[3];         // GGUF order (ne[0] contiguous); unused dims 1
+    mc_dtype_t type;
+    bool fallback;          // rows not a whole number of blocks of the requested type
+    s_cls_t cls;
+    uint32_t permute_heads; // Q/K rows reordered within each of this many heads (0: none)
+    size_t src0, n_src;     // source tensors plan.srcs[src0 ..], stacked along ne[2]
+} s_out_t;
+
+typedef struct {
+    const mc_safetensors_dir_t *dir;
+    bool *used; // per source tensor
+    mc_dtype_t want;
+    s_out_t *outs;
+    size_t n_outs, cap_outs;
+    size_t *srcs;
+    size_t n_srcs, cap_srcs;
+} s_plan_t;
+
+static void s_plan_free(s_plan_t *pl) {
+    free(pl->used);
+    free(pl->outs);
+    free(pl->srcs);
+    *pl = (s_plan_t){0};
+}
+
+static void s_fmt_shape(char *buf, size_t cap, const uint64_t *shape, uint32_t n) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (uint32_t d = 0; d < n && k < cap; d++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%llu", d ? ", " : "", (unsigned long long)shape[d]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+// Find source tensor `name` of shape [rows] (cols 0) or [rows, cols] and take it.
+static mc_err_t s_src(s_plan_t *pl, const char *name, uint64_t rows, uint64_t cols, const char *dims, char *err) {
+    size_t i = mc_safetensors_dir_find(pl->dir, name);
+    if (i == SIZE_MAX) return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing", name);
+    const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(pl->dir, i);
+    const uint64_t want[2] = {rows, cols};
+    const uint32_t nd = cols ? 2 : 1;
+    if (t->n_dims != nd || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
+        char got[96], exp[64];
+        s_fmt_shape(got, sizeof got, t->shape, t->n_dims);
+        s_fmt_shape(exp, sizeof exp, want, nd);
+        return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s (%s)", name, got, exp,
+                          dims);
+    }
+    if (pl->used[i]) return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is used twice", name);
+    pl->used[i] = true;
+    if (pl->n_srcs == pl->cap_srcs) {
+        size_t cap = pl->cap_srcs ? 2 * pl->cap_srcs : 256;
+        size_t *s = realloc(pl->srcs, cap * sizeof *s);
+        if (!s) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        pl->srcs = s;
+        pl->cap_srcs = cap;
+    }
+    pl->srcs[pl->n_srcs++] = i;
+    return MC_OK;
+}
+
+// Matrices take the requested type when their rows split into its blocks;
+// otherwise Q8_0 (32-value blocks), else F16, as llama.cpp falls back.
+static mc_dtype_t s_matrix_type(mc_dtype_t want, uint64_t ne0, bool *fallback) {
+    const mc_dtype_traits_t *tr = mc_dtype_traits(want);
+    *fallback = false;
+    if (ne0 % tr->block_elems == 0) return want;
+    *fallback = true;
+    return ne0 % MC_QK == 0 ? MC_DTYPE_Q8_0 : MC_DTYPE_F16;
+}
+
+// Declare an output tensor made of the last n_src sources taken.
+static mc_err_t s_out(s_plan_t *pl, s_cls_t cls, const char *name, uint32_t n_dims, uint64_t ne0, uint64_t ne1,
+                      size_t n_src, uint32_t permute_heads, char *err) {
+    if (pl->n_outs == pl->cap_outs) {
+        size_t cap = pl->cap_outs ? 2 * pl->cap_outs : 64;
+        s_out_t *o = realloc(pl->outs, cap * sizeof *o);
+        if (!o) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        pl->outs = o;
+        pl->cap_outs = cap;
+    }
+    s_out_t *o = &pl->outs[pl->n_outs++];
+    *o = (s_out_t){.n_dims = n_dims, .ne = {ne0, ne1, n_src}, .cls = cls, .permute_heads = permute_heads,
+                   .src0 = pl->n_srcs - n_src, .n_src = n_src};
+    snprintf(o->name, sizeof o->name, "%s", name);
+    if (n_dims == 1 || cls == S_CLS_ROUTER || cls == S_CLS_NORM) o->type = MC_DTYPE_F32;
+    else o->type = s_matrix_type(pl->want, ne0, &o->fallback);
+    return MC_OK;
+}
+
+#define S_NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
+
+static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, uint32_t l, char *err) {
+    const uint64_t D = hp->dim, Q = (uint64_t)hp->n_head * hp->head_dim, KV = (uint64_t)hp->n_head_kv * hp->head_dim;
+    const uint64_t F = hp->ffn_exp, E = hp->n_expert;
+    char hf[160], gg[64];
+    mc_err_t rc;
+#define S_TAKE(rows, cols, dims, ...) \
+    if ((rc = s_src(pl, S_NAME(hf, __VA_ARGS__), rows, cols, dims, err))) return rc
+#define S_PUT(cls, nd, ne0, ne1, n, perm, ...) \
+    if ((rc = s_out(pl, cls, S_NAME(gg, __VA_ARGS__), nd, ne0, ne1, n, perm, err))) return rc
+    const char *pre = "model.layers";
+    S_TAKE(D, 0, "hidden_size", "%s.%u.input_layernorm.weight", pre, l);
+    S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.attn_norm.weight", l);
+    const bool rope_pairs = a->id == S_MIXTRAL;
+    S_TAKE(Q, D, "num_attention_heads x head_dim, hidden_size", "%s.%u.self_attn.q_proj.weight", pre, l);
+    S_PUT(S_CLS_ATTN, 2, D, Q, 1, rope_pairs ? hp->n_head : 0, "blk.%u.attn_q.weight", l);
+    S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.k_proj.weight", pre, l);
+    S_PUT(S_CLS_ATTN, 2, D, KV, 1, rope_pairs ? hp->n_head_kv : 0, "blk.%u.attn_k.weight", l);
+    S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.v_proj.weight", pre, l);
+    S_PUT(S_CLS_ATTN, 2, D, KV, 1, 0, "blk.%u.attn_v.weight", l);
+    S_TAKE(D, Q, "hidden_size, num_attention_heads x head_dim", "%s.%u.self_attn.o_proj.weight", pre, l);
+    S_PUT(S_CLS_ATTN, 2, Q, D, 1, 0, "blk.%u.attn_output.weight", l);
+    if (a->id != S_MIXTRAL) {
+        // Qwen3 normalizes each head (head_dim); OLMoE the whole projection.
+        const uint64_t qn = a->id == S_QWEN3MOE ? hp->head_dim : Q, kn = a->id == S_QWEN3MOE ? hp->head_dim : KV;
+        const char *dq = a->id == S_QWEN3MOE ? "head_dim" : "num_attention_heads x head_dim";
+        const char *dk = a->id == S_QWEN3MOE ? "head_dim" : "num_key_value_heads x head_dim";
+        S_TAKE(qn, 0, dq, "%s.%u.self_attn.q_norm.weight", pre, l);
+        S_PUT(S_CLS_NORM, 1, qn, 1, 1, 0, "blk.%u.attn_q_norm.weight", l);
+        S_TAKE(kn, 0, dk, "%s.%u.self_attn.k_norm.weight", pre, l);
+        S_PUT(S_CLS_NORM, 1, kn, 1, 1, 0, "blk.%u.attn_k_norm.weight", l);
+    }
+    S_TAKE(D, 0, "hidden_size", "%s.%u.post_attention_layernorm.weight", pre, l);
+    S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.ffn_norm.weight", l);
+    const char *moe = a->id == S_MIXTRAL ? "block_sparse_moe" : "mlp";
+    S_TAKE(E, D, "num_experts, hidden_size", "%s.%u.%s.gate.weight", pre, l, moe);
+    S_PUT(S_CLS_ROUTER, 2, D, E, 1, 0, "blk.%u.ffn_gate_inp.weight", l);
+    // Mixtral's w1 is the gate, w3 the up projection and w2 the down one.
+    static const char *const mixtral[3] = {"w1", "w3", "w2"}, *const named[3] = {"gate_proj", "up_proj", "down_proj"};
+    static const char *const out[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+    for (int k = 0; k < 3; k++) {
+        const uint64_t rows = k < 2 ? F : D, cols = k < 2 ? D : F;
+        const char *dims = k < 2 ? "expert hidden size, hidden_size" : "hidden_size, expert hidden size";
+        for (uint32_t e = 0; e < E; e++) {
+            S_TAKE(rows, cols, dims, "%s.%u.%s.experts.%u.%s.weight", pre, l, moe, e,
+                   a->id == S_MIXTRAL ? mixtral[k] : named[k]);
+        }
+        S_PUT(S_CLS_EXPERTS, 3, cols, rows, E, 0, "blk.%u.%s.weight", l, out[k]);
+    }
+#undef S_TAKE
+#undef S_PUT
+    return MC_OK;
+}
+
+static mc_err_t s_plan_build(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, char *err) {
+    const uint64_t D = hp->dim, V = hp->n_vocab;
+    pl->used = calloc(mc_safetensors_dir_count(pl->dir) + 1, sizeof *pl->used);
+    if (!pl->used) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    mc_err_t rc = s_src(pl, "model.embed_tokens.weight", V, D, "vocab_size, hidden_size", err);
+    if (!rc) rc = s_out(pl, S_CLS_EMBD, "token_embd.weight", 2, D, V, 1, 0, err);
+    for (uint32_t l = 0; l < hp->n_layer && !rc; l++) rc = s_plan_layer(pl, a, hp, l, err);
+    if (!rc) rc = s_src(pl, "model.norm.weight", D, 0, "hidden_size", err);
+    if (!rc) rc = s_out(pl, S_CLS_NORM, "output_norm.weight", 1, D, 1, 1, 0, err);
+    if (!rc && mc_safetensors_dir_find(pl->dir, "lm_head.weight") != SIZE_MAX) {
+        rc = s_src(pl, "lm_head.weight", V, D, "vocab_size, hidden_size", err);
+        if (!rc) rc = s_out(pl, S_CLS_OUTPUT, "output.weight", 2, D, V, 1, 0, err);
+    } else if (!rc && !hp->tied) {
+        rc = mc_err_set(err, MC_ERR_FORMAT, "tensor 'lm_head.weight' is missing and tie_word_embeddings is not set");
+    }
+    // Whatever is left would be dropped: refuse rather than write a different model.
+    for (size_t i = 0; i < mc_safetensors_dir_count(pl->dir) && !rc; i++) {
+        const char *n = mc_safetensors_dir_at(pl->dir, i)->name;
+        size_t len = strlen(n);
+        static const char inv_freq[] = ".rotary_emb.inv_freq"; // recomputed by every runtime
+        if (!pl->used[i] && !(len >= sizeof inv_freq - 1 && !strcmp(n + len - (sizeof inv_freq - 1), inv_freq)))
+            rc = mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%.100s' is not part of a %s model as converted here", n,
+                            a->hf);
+    }
+    return rc;
+}
+
+// --- vocabulary ------------------------------------------------------------------------
+
+typedef struct {
+    const char *model, *pre; // tokenizer.ggml.model / .pre
+    uint32_t n;
+    char **tok;
+    size_t *len;
+    float *score; // SentencePiece only
+    int32_t *type;
+    char **merge; // BPE only
+    size_t n_merge;
+    int32_t bos, eos, unk, pad; // -1: absent
+    bool add_bos, add_eos;
+    bool space_prefix, remove_extra_ws; // SentencePiece normalizer switches
+    const char *chat_template;          // inside the tokenizer_config JSON
+} s_vocab_t;
+
+enum { S_TOK_NORMAL = 1, S_TOK_UNKNOWN = 2, S_TOK_CONTROL = 3, S_TOK_USER = 4, S_TOK_UNUSED = 5, S_TOK_BYTE = 6 };
+
+static void s_vocab_free(s_vocab_t *v) {
+    for (uint32_t i = 0; v->tok && i < v->n; i++) free(v->tok[i]);
+    for (size_t i = 0; v->merge && i < v->n_merge; i++) free(v->merge[i]);
+    free(v->tok);
+    free(v->len);
+    free(v->score);
+    free(v->type);
+    free(v->merge);
+    *v = (s_vocab_t){0};
+}
+
+static mc_err_t s_vocab_alloc(s_vocab_t *v, uint32_t n, bool scores, char *err) {
+    v->n = n;
+    v->tok = calloc(n, sizeof *v->tok);
+    v->len = calloc(n, sizeof *v->len);
+    v->type = calloc(n, sizeof *v->type);
+    v->score = scores ? calloc(n, sizeof *v->score) : NULL;
+    v->bos = v->eos = v->unk = v->pad = -1;
+    if (!v->tok || !v->len || !v->type || (scores && !v->score)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    return MC_OK;
+}
+
+static mc_err_t s_vocab_set(s_vocab_t *v, uint32_t id, const void *s, size_t len, char *err) {
+    char *t = malloc(len + 1);
+    if (!t) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    memcpy(t, s, len);
+    t[len] = 0;
+    free(v->tok[id]);
+    v->tok[id] = t;
+    v->len[id] = len;
+    return MC_OK;
+}
+
+// Ids the model has no piece for: "[PAD<id>]", unused (as llama.cpp fills them).
+static mc_err_t s_vocab_pad(s_vocab_t *v, char *err) {
+    for (uint32_t i = 0; i < v->n; i++) {
+        if (v->tok[i]) continue;
+        char name[32];
+        int k = snprintf(name, sizeof name, "[PAD%u]", i);
+        mc_err_t rc = s_vocab_set(v, i, name, (size_t)k, err);
+        if (rc) return rc;
+        v->type[i] = S_TOK_UNUSED;
+        if (v->score) v->score[i] = -1000.0f;
+    }
+    return MC_OK;
+}
+
+// tokenizer_config.json: add_bos_token / add_eos_token switches and the chat template.
+static mc_err_t s_vocab_tcfg(s_vocab_t *v, const cJSON *tcfg, char *err) {
+    const cJSON *b = s_get(tcfg, "add_bos_token"), *e = s_get(tcfg, "add_eos_token");
+    if ((b && !cJSON_IsBool(b)) || (e && !cJSON_IsBool(e)))
+        return mc_err_set(err, MC_ERR_FORMAT, "tokenizer_config.json: add_bos_token/add_eos_token must be true or false");
+    if (b) v->add_bos = cJSON_IsTrue(b);
+    if (e) v->add_eos = cJSON_IsTrue(e);
+    const cJSON *t = s_get(tcfg, "chat_template");
+    if (cJSON_IsString(t)) v->chat_template = t->valuestring;
+    return MC_OK;
+}
+
+// config.json's <typ>_token_id when it is a valid id (lists and nulls are skipped).
+static void s_cfg_token_id(const cJSON *cfg, const char *typ, uint32_t n, int32_t *id) {
+    char key[32];
+    snprintf(key, sizeof key, "%s_token_id", typ);
+    const cJSON *v = s_get(cfg, key);
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < n && v->valuedouble == floor(v->valuedouble))
+        *id = (int32_t)v->valuedouble;
+}
+
+static mc_err_t s_vocab_spm(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, s_vocab_t *v,
+                            char *err) {
+    uint8_t *buf;
+    size_t len;
+    mc_err_t rc = s_read_file(dir, "tokenizer.model", S_MAX_SPM, &buf, &len, err);
+    if (rc) return rc;
+    Spm__ModelProto *m = spm__model_proto__unpack(NULL, len, buf);
+    free(buf);
+    if (!m) return mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: not a SentencePiece model (the protobuf does not parse)");
+    const Spm__TrainerSpec *ts = m->trainer_spec;
+    const Spm__NormalizerSpec *ns = m->normalizer_spec;
+    if (m->n_pieces == 0) rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: no pieces");
+    else if (m->n_pieces > n_vocab)
+        rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model has %zu pieces but config.json's vocab_size is %u",
+                        m->n_pieces, n_vocab);
+    else if (!ts || ts->model_type != SPM__TRAINER_SPEC__MODEL_TYPE__BPE)
+        rc = mc_err_set(err, MC_ERR_UNSUPPORTED,
+                        "tokenizer.model: only SentencePiece BPE models are supported (model type %d)",
+                        ts ? (int)ts->model_type : 1);
+    if (!rc) rc = s_vocab_alloc(v, n_vocab, true, err);
+    for (size_t i = 0; i < m->n_pieces && !rc; i++) {
+        const Spm__ModelProto__SentencePiece *p = m->pieces[i];
+        int type = (int)p->type;
+        if (!p->has_piece || p->piece.len == 0 || p->piece.len > S_MAX_PIECE)
+            rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: piece %zu is empty or too long", i);
+        else if (type < S_TOK_NORMAL || type > S_TOK_BYTE)
+            rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: piece %zu has an unknown type %d", i, type);
+        else if (!isfinite(p->score))
+            rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: piece %zu has a score that is not a number", i);
+        if (!rc) rc = s_vocab_set(v, (uint32_t)i, p->piece.data, p->piece.len, err);
+        if (!rc) {
+            v->score[i] = p->score;
+            v->type[i] = type;
+        }
+    }
+    if (!rc) {
+        const int32_t ids[4] = {ts->unk_id, ts->bos_id, ts->eos_id, ts->pad_id};
+        static const char *const names[4] = {"unk_id", "bos_id", "eos_id", "pad_id"};
+        for (int k = 0; k < 4 && !rc; k++)
+            if (ids[k] < -1 || ids[k] >= (int64_t)m->n_pieces)
+                rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: %s %d is not one of its %zu pieces", names[k], ids[k],
+                                m->n_pieces);
+        v->unk = ids[0], v->bos = ids[1], v->eos = ids[2], v->pad = ids[3];
+    }
+    v->space_prefix = ns ? ns->add_dummy_prefix : true;
+    v->remove_extra_ws = ns ? ns->remove_extra_whitespaces : true;
+    spm__model_proto__free_unpacked(m, NULL);
+    if (rc) return rc;
+    s_cfg_token_id(cfg, "bos", n_vocab, &v->bos);
+    s_cfg_token_id(cfg, "eos", n_vocab, &v->eos);
+    s_cfg_token_id(cfg, "pad", n_vocab, &v->pad);
+    v->model = "llama";
+    v->pre = "default";
+    v->add_bos = true;
+    v->add_eos = false;
+    if ((rc = s_vocab_tcfg(v, tcfg, err))) return rc;
+    return s_vocab_pad(v, err);
+}
+
+static bool s_looks_special(const char *s) {
+    size_t n = strlen(s);
+    return n >= 4 && !strncmp(s, "<|", 2) && !strcmp(s + n - 2, "|>");
+}
+
+static bool s_has_byte_level(const cJSON *pt) {
+    const cJSON *type = s_get(pt, "type");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "ByteLevel")) return true;
+    const cJSON *seq = s_get(pt, "pretokenizers"), *p;
+    if (!cJSON_IsArray(seq)) return false;
+    cJSON_ArrayForEach(p, seq) if (s_has_byte_level(p)) return true;
+    return false;
+}
+
+// One merge rule as "left right". The pair form ["a", "b"] (which allows
+// spaces inside a part) gets its spaces written as U+0120, as llama.cpp does.
+static mc_err_t s_merge_text(const cJSON *m, size_t i, char **out, char *err) {
+    if (cJSON_IsString(m)) {
+        const char *sp = strchr(m->valuestring, ' ');
+        if (!sp || sp == m->valuestring || !sp[1])
+            return mc_err_set(err, MC_ERR_FORMAT, "tokenizer.json: merge %zu is not \"left right\"", i);
+        *out = strdup(m->valuestring);
+        return *out ? MC_OK : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    const cJSON *a = cJSON_IsArray(m) ? cJSON_GetArrayItem(m, 0) : NULL, *b = a ? a->next : NULL;
+    if (!cJSON_IsString(a) || !cJSON_IsString(b) || b->next || !*a->valuestring || !*b->valuestring)
+        return mc_err_set(err, MC_ERR_FORMAT, "tokenizer.json: merge %zu is neither \"left right\" nor [left, right]", i);
+    size_t la = strlen(a->valuestring), lb = strlen(b->valuestring);
+    char *s = malloc(2 * (la + lb) + 2), *w = s;
+    if (!s) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (int part = 0; part < 2; part++) {
+        for (const char *c = part ? b->valuestring : a->valuestring; *c; c++) {
+            if (*c == ' ') *w++ = (char)0xC4, *w++ = (char)0xA0;
+            else *w++ = *c;
+        }
+        if (!part) *w++ = ' ';
+    }
+    *w = 0;
+    *out = s;
+    return MC_OK;
+}
+
+// The special token named by tokenizer_config.json's <typ>_token (a string
+// or {"content": ...}), looked up among tokenizer.json's added tokens.
+static void s_tcfg_token_id(const cJSON *tcfg, const cJSON *added, const char *typ, int32_t *id) {
+    char key[32];
+    snprintf(key, sizeof key, "%s_token", typ);
+    const cJSON *e = s_get(tcfg, key);
+    if (cJSON_IsObject(e)) e = s_get(e, "content");
+    if (!cJSON_IsString(e)) return;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, added) {
+        const cJSON *c = s_get(t, "content"), *i = s_get(t, "id");
+        if (cJSON_IsString(c) && cJSON_IsNumber(i) && !strcmp(c->valuestring, e->valuestring)) {
+            *id = (int32_t)i->valuedouble; // validated when the added tokens were read
+            return;
+        }
+    }
+}
+
+static mc_err_t s_json_id(const cJSON *v, uint32_t n, const char *what, const char *tok, uint32_t *out, char *err) {
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (!(d >= 0 && d < n) || d != floor(d))
+        return mc_err_set(err, MC_ERR_FORMAT, "tokenizer.json: %s '%.64s' has no id in 0..%u (vocab_size)", what,
+                          tok ? tok : "?", n - 1);
+    *out = (uint32_t)d;
+    return MC_OK;
+}
+
+static mc_err_t s_vocab_bpe(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, const char *pre,
+                            s_vocab_t *v, char *err) {
+    cJSON *tj = NULL;
+    mc_err_t rc = s_read_json(dir, "tokenizer.json", S_MAX_TOKENIZER_JSON, true, &tj, err);
+    if (rc) return rc;
+    const cJSON *model = s_get(tj, "model"), *type = s_get(model, "type");
+    const cJSON *vocab = s_get(model, "vocab"), *merges = s_get(model, "merges"), *added = s_get(tj, "added_tokens");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE") != 0)
+        rc = mc_err_set(err, MC_ERR_UNSUPPORTED, "tokenizer.json: the model type is not BPE");
+    else if (!s_has_byte_level(s_get(tj, "pre_tokenizer")))
+        rc = mc_err_set(err, MC_ERR_UNSUPPORTED, "tokenizer.json: only byte-level BPE (a ByteLevel pre-tokenizer) is supported");
+    else if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges) || (added && !cJSON_IsArray(added)))
+        rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.json: model.vocab, model.merges or added_tokens is malformed");
+    if (!rc) rc = s_vocab_alloc(v, n_vocab, false, err);
+    const cJSON *e;
+    for (e = vocab ? vocab->child : NULL; e && !rc; e = e->next) {
+        uint32_t id;
+        if ((rc = s_json_id(e, n_vocab, "token", e->string, &id, err))) break;
+        if (v->tok[id])
+            rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.json: id %u is given to '%.64s' and '%.64s'", id, v->tok[id],
+                            e->string);
+        else if (!(rc = s_vocab_set(v, id, e->string, strlen(e->string), err)))
+            v->type[id] = S_TOK_NORMAL;
+    }
+    // Added tokens take their id whether or not the base vocabulary has it.
+    for (e = added ? added->child : NULL; e && !rc; e = e->next) {
+        const cJSON *c = s_get(e, "content"), *special = s_get(e, "special");
+        uint32_t id;
+        if (!cJSON_IsString(c) || !*c->valuestring) {
+            rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.json: an added token has no content");
+            break;
+        }
+        if ((rc = s_json_id(s_get(e, "id"), n_vocab, "added token", c->valuestring, &id, err))) break;
+        if (!(rc = s_vocab_set(v, id, c->valuestring, strlen(c->valuestring), err)))
+            v->type[id] = cJSON_IsTrue(special) || s_looks_special(c->valuestring) ? S_TOK_CONTROL : S_TOK_USER;
+    }
+    size_t n_merges = 0;
+    cJSON_ArrayForEach(e, merges) n_merges++;
+    if (!rc && n_merges == 0) rc = mc_err_set(err, MC_ERR_FORMAT, "tokenizer.json: no merges");
+    if (!rc && !(v->merge = calloc(n_merges, sizeof *v->merge))) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (e = merges ? merges->child : NULL; e && !rc; e = e->next) {
+        rc = s_merge_text(e, v->n_merge, &v->merge[v->n_merge], err);
+        if (!rc) v->n_merge++;
+    }
+    if (!rc) {
+        static const char *const typs[4] = {"bos", "eos", "unk", "pad"};
+        int32_t *ids[4] = {&v->bos, &v->eos, &v->unk, &v->pad};
+        for (int k = 0; k < 4; k++) {
+            s_tcfg_token_id(tcfg, added, typs[k], ids[k]);
+            if (*ids[k] < 0) s_cfg_token_id(cfg, typs[k], n_vocab, ids[k]);
+        }
+        v->model = "gpt2";
+        v->pre = pre;
+        v->add_bos = v->add_eos = false;
+        rc = s_vocab_tcfg(v, tcfg, err);
+    }
+    if (!rc) rc = s_vocab_pad(v, err);
+    cJSON_Delete(tj);
+    return rc;
+}
+
+// --- metadata ---------------------------------------------------------------------------
+
+// general.file_type for a model whose matrices are `t` (llama.cpp's numbering).
+static uint32_t s_file_type(mc_dtype_t t) {
+    switch (t) {
+    case MC_DTYPE_F32: return 0;
+    case MC_DTYPE_F16: return 1;
+    case MC_DTYPE_Q4_0: return 2;
+    case MC_DTYPE_Q4_1: return 3;
+    case MC_DTYPE_Q8_0: return 7;
+    case MC_DTYPE_Q5_0: return 8;
+    case MC_DTYPE_Q5_1: return 9;
+    case MC_DTYPE_Q2_K: return 10;
+    case MC_DTYPE_Q3_K: return 11; // Q3_K_S: one type throughout
+    case MC_DTYPE_Q4_K: return 14; // Q4_K_S
+    case MC_DTYPE_Q5_K: return 16; // Q5_K_S
+    case MC_DTYPE_Q6_K: return 18;
+    case MC_DTYPE_BF16: return 32;
+    default: return 0;
+    }
+}
+
+static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t *hp, const s_vocab_t *v,
+                           mc_dtype_t type, const char *name, char *err) {
+    char k[96];
+    mc_err_t rc = MC_OK;
+    const char *A = a->gguf;
+#define S_KEY(...) (snprintf(k, sizeof k, __VA_ARGS__), k)
+#define S_ADD(call) \
+    if (!rc && (rc = (call))) return mc_err_set(err, rc, "adding metadata '%s' failed: %s", k, mc_err_name(rc))
+    S_ADD(mc_gguf_writer_add_str(w, S_KEY("general.architecture"), A));
+    S_ADD(mc_gguf_writer_add_str(w, S_KEY("general.type"), "model"));
+    S_ADD(mc_gguf_writer_add_str(w, S_KEY("general.name"), name));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.block_count", A), hp->n_layer));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.context_length", A), hp->ctx));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.embedding_length", A), hp->dim));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.feed_forward_length", A), hp->ffn));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.head_count", A), hp->n_head));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.head_count_kv", A), hp->n_head_kv));
+    S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.freq_base", A), hp->rope_base));
+    S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.attention.layer_norm_rms_epsilon", A), hp->rms_eps));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_count", A), hp->n_expert));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_used_count", A), hp->n_expert_used));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.file_type"), s_file_type(type)));
+    if (a->id == S_MIXTRAL) {
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.vocab_size", A), hp->n_vocab));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.rope.dimension_count", A), hp->head_dim));
+    }
+    if (a->id == S_QWEN3MOE || hp->head_dim_given) {
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.key_length", A), hp->head_dim));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.value_length", A), hp->head_dim));
+    }
+    if (a->id == S_QWEN3MOE) {
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_feed_forward_length", A), hp->ffn_exp));
+        S_ADD(mc_gguf_writer_add_bool(w, S_KEY("%s.expert_weights_norm", A), hp->norm_topk));
+    }
+    if (mc_dtype_traits(type)->block_elems > 1) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.quantization_version"), 2));
+    S_ADD(mc_gguf_writer_add_str(w, S_KEY("tokenizer.ggml.model"), v->model));
+    S_ADD(mc_gguf_writer_add_str(w, S_KEY("tokenizer.ggml.pre"), v->pre));
+    S_ADD(mc_gguf_writer_add_arr_str(w, S_KEY("tokenizer.ggml.tokens"), (const char *const *)v->tok, v->len, v->n));
+    if (v->score) S_ADD(mc_gguf_writer_add_arr_f32(w, S_KEY("tokenizer.ggml.scores"), v->score, v->n));
+    S_ADD(mc_gguf_writer_add_arr_i32(w, S_KEY("tokenizer.ggml.token_type"), v->type, v->n));
+    if (v->merge)
+        S_ADD(mc_gguf_writer_add_arr_str(w, S_KEY("tokenizer.ggml.merges"), (const char *const *)v->merge, NULL,
+                                         v->n_merge));
+    if (v->bos >= 0) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("tokenizer.ggml.bos_token_id"), (uint32_t)v->bos));
+    if (v->eos >= 0) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("tokenizer.ggml.eos_token_id"), (uint32_t)v->eos));
+    if (v->unk >= 0) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("tokenizer.ggml.unknown_token_id"), (uint32_t)v->unk));
+    if (v->pad >= 0) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("tokenizer.ggml.padding_token_id"), (uint32_t)v->pad));
+    S_ADD(mc_gguf_writer_add_bool(w, S_KEY("tokenizer.ggml.add_bos_token"), v->add_bos));
+    S_ADD(mc_gguf_writer_add_bool(w, S_KEY("tokenizer.ggml.add_eos_token"), v->add_eos));
+    // Written only where they differ from what llama.cpp assumes for the model.
+    if (v->score && !v->space_prefix) S_ADD(mc_gguf_writer_add_bool(w, S_KEY("tokenizer.ggml.add_space_prefix"), false));
+    if (v->score && v->remove_extra_ws)
+        S_ADD(mc_gguf_writer_add_bool(w, S_KEY("tokenizer.ggml.remove_extra_whitespaces"), true));
+    if (v->chat_template) S_ADD(mc_gguf_writer_add_str(w, S_KEY("tokenizer.chat_template"), v->chat_template));
+#undef S_ADD
+#undef S_KEY
+    return rc;
+}
+
+// --- tensor data ---------------------------------------------------------------------------
+
+typedef struct {
+    const s_plan_t *pl;
+    float *row; // one source row as f32
+} s_fill_ctx_t;
+
+static void s_load_row(const mc_safetensors_tensor_t *t, uint64_t r, uint64_t n, float *out) {
+    const size_t es = mc_safetensors_dtype_size(t->dtype);
+    const uint8_t *p = t->data + r * n * es;
+    if (t->dtype == MC_DTYPE_F32) {
+        memcpy(out, p, n * sizeof *out);
+        return;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        out[i] = t->dtype == MC_DTYPE_BF16 ? mc_bf16_to_fp32(h) : mc_fp16_to_fp32(h);
+    }
+}
+
+// Source row of output row r of a head-permuted matrix: within each head of
+// d rows, row 2i comes from row i and row 2i+1 from row i + d/2.
+static uint64_t s_permuted(uint64_t r, uint64_t rows, uint32_t heads) {
+    const uint64_t d = rows / heads, h = r / d, j = r % d;
+    return h * d + (j % 2) * (d / 2) + j / 2;
+}
+
+static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *err) {
+    const s_fill_ctx_t *ctx = vctx;
+    const s_out_t *o = &ctx->pl->outs[index];
+    const uint64_t ne0 = o->ne[0], rows = o->n_dims == 1 ? 1 : o->ne[1];
+    const size_t row_bytes = mc_dtype_row_bytes(o->type, ne0);
+    if ((uint64_t)size != row_bytes * rows * o->n_src)
+        return mc_err_set(err, MC_ERR_ARG, "%s: %zu bytes requested, %llu planned", o->name, size,
+                          (unsigned long long)(row_bytes * rows * o->n_src));
+    uint8_t *out = dst;
+    for (size_t s = 0; s < o->n_src; s++) {
+        const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0 + s]);
+        for (uint64_t r = 0; r < rows; r++, out += row_bytes) {
+            s_load_row(t, o->permute_heads ? s_permuted(r, rows, o->permute_heads) : r, ne0, ctx->row);
+            mc_err_t rc = mc_quant_quantize_row(o->type, ctx->row, out, (int64_t)ne0);
+            if (rc) return mc_err_set(err, rc, "%s: converting to %s failed", o->name, mc_dtype_name(o->type));
+        }
+        mc_safetensors_dir_release(ctx->pl->dir, ctx->pl->srcs[o->src0 + s]);
+    }
+    return MC_OK;
+}
+
+// --- summary ---------------------------------------------------------------------------------
+
+static void s_print_summary(FILE *f, const s_plan_t *pl, const char *out_path, uint64_t file_size) {
+    bool any_fallback = false;
+    for (int c = 0; c < S_CLS_N; c++) {
+        size_t n = 0;
+        uint64_t bytes = 0;
+        char types[160] = "";
+        size_t tl = 0;
+        // Distinct (type, fallback) pairs of the class in order of first use.
+        for (size_t i = 0; i < pl->n_outs; i++) {
+            const s_out_t *o = &pl->outs[i];
+            if ((int)o->cls != c) continue;
+            n++;
+            bytes += mc_dtype_row_bytes(o->type, o->ne[0]) * o->ne[1] * o->ne[2];
+            bool first = true;
+            for (size_t j = 0; j < i && first; j++)
+                first = !((int)pl->outs[j].cls == c && pl->outs[j].type == o->type && pl->outs[j].fallback == o->fallback);
+            if (!first) continue;
+            size_t same = 0;
+            for (size_t j = i; j < pl->n_outs; j++)
+                same += (int)pl->outs[j].cls == c && pl->outs[j].type == o->type && pl->outs[j].fallback == o->fallback;
+            any_fallback |= o->fallback;
+            if (tl < sizeof types)
+                tl += (size_t)snprintf(types + tl, sizeof types - tl, "%s%s x%zu%s", tl ? ", " : "",
+                                       mc_dtype_name(o->type), same, o->fallback ? "*" : "");
+        }
+        if (n)
+            fprintf(f, "  %-16s %5zu tensor%s  %-24s %10.2f MiB\n", s_cls_name[c], n, n == 1 ? " " : "s", types,
+                    (double)bytes / (1024.0 * 1024.0));
+    }
+    if (any_fallback)
+        fprintf(f, "  * rows not a whole number of %s blocks: Q8_0, or F16 when not of Q8_0 blocks either\n",
+                mc_dtype_name(pl->want));
+    fprintf(f, "wrote %s: %zu tensors, %.2f MiB\n", out_path, pl->n_outs, (double)file_size / (1024.0 * 1024.0));
+}
+
+// --- the conversion ----------------------------------------------------------------------------
+
+static void s_base_name(const char *dir, char *out, size_t cap) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    snprintf(out, cap, "%.*s", (int)(n - b), dir + b);
+}
+
+mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_params_t *params, char *err) {
+    const mc_convert_params_t p = params ? *params : mc_convert_params_default();
+    if (!hf_dir || !out_path) return mc_err_set(err, MC_ERR_ARG, "convert: no folder or output path");
+    if (!p.type_auto && (!mc_dtype_traits(p.type) || !mc_dtype_traits(p.type)->weight))
+        return mc_err_set(err, MC_ERR_ARG, "convert: %s is not a weight type", mc_dtype_name(p.type));
+    cJSON *cfg = NULL, *tcfg = NULL;
+    mc_safetensors_dir_t *dir = NULL;
+    s_plan_t pl = {0};
+    s_vocab_t v = {0};
+    mc_gguf_writer_t *w = NULL;
+    s_fill_ctx_t fill = {&pl, NULL};
+    const s_arch_t *a = NULL;
+    s_hp_t hp = {0};
+    mc_err_t rc = s_read_json(hf_dir, "config.json", S_MAX_CONFIG, true, &cfg, err);
+    if (!rc) rc = s_find_arch(cfg, &a, err);
+    if (!rc) rc = s_read_hparams(cfg, a, &hp, err);
+    if (!rc) rc = s_read_json(hf_dir, "tokenizer_config.json", S_MAX_CONFIG, false, &tcfg, err);
+    if (!rc && !(dir = mc_safetensors_dir_open(hf_dir, err))) rc = MC_ERR_FORMAT;
+    if (!rc) {
+        pl.dir = dir;
+        size_t emb = mc_safetensors_dir_find(dir, "model.embed_tokens.weight");
+        pl.want = p.type_auto ? (emb == SIZE_MAX ? MC_DTYPE_F32 : mc_safetensors_dir_at(dir, emb)->dtype) : p.type;
+        rc = s_plan_build(&pl, a, &hp, err);
+    }
+    if (!rc) {
+        rc = a->bpe_pre ? s_vocab_bpe(hf_dir, cfg, tcfg, hp.n_vocab, a->bpe_pre, &v, err)
+                        : s_vocab_spm(hf_dir, cfg, tcfg, hp.n_vocab, &v, err);
+    }
+    if (!rc && p.log)
+        fprintf(p.log, "%s -> %s: %u layer%s, %u experts (%u used), vocabulary %u (%s), %zu shard%s, matrices %s\n",
+                a->hf, a->gguf, hp.n_layer, hp.n_layer == 1 ? "" : "s", hp.n_expert, hp.n_expert_used, hp.n_vocab,
+                v.model, mc_safetensors_dir_shards(dir), mc_safetensors_dir_shards(dir) == 1 ? "" : "s",
+                mc_dtype_name(pl.want));
+    if (!rc && !(w = mc_gguf_writer_new(0))) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        char name[256];
+        if (p.name) snprintf(name, sizeof name, "%s", p.name);
+        else s_base_name(hf_dir, name, sizeof name);
+        rc = s_add_meta(w, a, &hp, &v, pl.want, name, err);
+    }
+    s_vocab_free(&v); // the writer holds its own copy now
+    uint64_t max_row = 1, total = 0;
+    for (size_t i = 0; i < pl.n_outs && !rc; i++) {
+        const s_out_t *o = &pl.outs[i];
+        rc = mc_gguf_writer_add_tensor(w, o->name, o->type, o->n_dims, o->ne);
+        if (rc) rc = mc_err_set(err, rc, "adding tensor '%s' failed: %s", o->name, mc_err_name(rc));
+        if (o->ne[0] > max_row) max_row = o->ne[0];
+        total += mc_dtype_row_bytes(o->type, o->ne[0]) * o->ne[1] * o->ne[2];
+    }
+    if (!rc && !(fill.row = malloc(max_row * sizeof *fill.row))) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    if (!rc) rc = mc_gguf_writer_write_file(w, out_path, s_fill, &fill, err);
+    if (!rc && p.log) {
+        struct stat sb;
+        s_print_summary(p.log, &pl, out_path, stat(out_path, &sb) == 0 ? (uint64_t)sb.st_size : total);
+    }
+    free(fill.row);
+    mc_gguf_writer_destroy(&w);
+    s_vocab_free(&v);
+    s_plan_free(&pl);
+    mc_safetensors_dir_destroy(&dir);
+    cJSON_Delete(tcfg);
+    cJSON_Delete(cfg);
+    return rc;
+}
