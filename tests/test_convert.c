@@ -1200,6 +1200,156 @@ static void test_olmoe(void **state) {
     s_bpe_case(S_OLMOE, &s);
 }
 
+// --- the families' fixtures (tests/fixtures/arch) through Hugging Face and back ----------------
+
+// Write the fixture GGUF at gguf_path as the Hugging Face folder its model
+// would come in: no Q/K reordering (these families rotate halves, as HF
+// does), per-expert tensors, the vocabulary as tokenizer.json.
+static void s_export_bpe_family(const char *gguf_path, const char *dir, s_bpe_arch_t arch) {
+    char err[MC_ERR_LEN] = "";
+    mc_gguf_t *g = mc_gguf_open(gguf_path, err);
+    if (!g) fail_msg("%s", err);
+    const char *a = arch == S_QWEN ? "qwen3moe" : "olmoe";
+    char key[128];
+#define K(suffix) (snprintf(key, sizeof key, "%s.%s", a, suffix), key)
+    const uint64_t dim = s_u64(g, K("embedding_length")), n_head = s_u64(g, K("attention.head_count"));
+    s_hf_t hf = {0};
+    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
+        assert_int_equal(t->type, MC_DTYPE_F32);
+        const uint64_t ne0 = t->ne[0], ne1 = t->n_dims > 1 ? t->ne[1] : 1, cols = t->n_dims > 1 ? ne0 : 0;
+        unsigned l = 0;
+        char role[64] = "", hfname[160];
+        if (sscanf(t->name, "blk.%u.%63[^.]", &l, role) != 2) role[0] = 0;
+        const float *v = (const float *)(const void *)t->data;
+        if (!strcmp(role, "ffn_gate_exps") || !strcmp(role, "ffn_up_exps") || !strcmp(role, "ffn_down_exps")) {
+            const char *w = role[4] == 'g' ? "gate_proj" : role[4] == 'u' ? "up_proj" : "down_proj";
+            for (uint64_t e = 0; e < t->ne[2]; e++) {
+                snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.%llu.%s.weight", l, (unsigned long long)e, w);
+                s_hf_add(&hf, hfname, ne1, ne0, MC_DTYPE_F32, v + e * ne0 * ne1);
+            }
+            continue;
+        }
+        static const struct {
+            const char *gguf, *hf;
+        } map[] = {
+            {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},        {"attn_k", "self_attn.k_proj"},
+            {"attn_v", "self_attn.v_proj"},      {"attn_output", "self_attn.o_proj"},   {"attn_q_norm", "self_attn.q_norm"},
+            {"attn_k_norm", "self_attn.k_norm"}, {"ffn_norm", "post_attention_layernorm"}, {"ffn_gate_inp", "mlp.gate"},
+        };
+        if (!strcmp(t->name, "token_embd.weight")) snprintf(hfname, sizeof hfname, "model.embed_tokens.weight");
+        else if (!strcmp(t->name, "output_norm.weight")) snprintf(hfname, sizeof hfname, "model.norm.weight");
+        else if (!strcmp(t->name, "output.weight")) snprintf(hfname, sizeof hfname, "lm_head.weight");
+        else {
+            size_t k = 0;
+            while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, role) != 0) k++;
+            if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
+            snprintf(hfname, sizeof hfname, "model.layers.%u.%s.weight", l, map[k].hf);
+        }
+        s_hf_add(&hf, hfname, cols ? ne1 : ne0, cols, MC_DTYPE_F32, v);
+    }
+    s_hf_write(&hf, dir, 2);
+    s_hf_free(&hf);
+
+    const mc_gguf_value_t *toks = mc_gguf_find(g, "tokenizer.ggml.tokens");
+    const mc_gguf_value_t *types = mc_gguf_find(g, "tokenizer.ggml.token_type");
+    const mc_gguf_value_t *merges = mc_gguf_find(g, "tokenizer.ggml.merges");
+    assert_non_null(toks), assert_non_null(types), assert_non_null(merges);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToObject(c, "architectures",
+                          cJSON_CreateStringArray((const char *[]){arch == S_QWEN ? "Qwen3MoeForCausalLM" : "OlmoeForCausalLM"}, 1));
+    cJSON_AddNumberToObject(c, "vocab_size", (double)toks->arr.count);
+    cJSON_AddNumberToObject(c, "hidden_size", (double)dim);
+    cJSON_AddNumberToObject(c, "intermediate_size", (double)s_u64(g, K("feed_forward_length")));
+    cJSON_AddNumberToObject(c, "num_hidden_layers", (double)s_u64(g, K("block_count")));
+    cJSON_AddNumberToObject(c, "num_attention_heads", (double)n_head);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", (double)s_u64(g, K("attention.head_count_kv")));
+    cJSON_AddNumberToObject(c, "num_experts", (double)s_u64(g, K("expert_count")));
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)s_u64(g, K("expert_used_count")));
+    cJSON_AddNumberToObject(c, "max_position_embeddings", (double)s_u64(g, K("context_length")));
+    cJSON_AddNumberToObject(c, "rope_theta", s_f64(g, K("rope.freq_base")));
+    cJSON_AddNumberToObject(c, "rms_norm_eps", s_f64(g, K("attention.layer_norm_rms_epsilon")));
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", mc_gguf_tensor_find(g, "output.weight") == NULL);
+    if (arch == S_QWEN) {
+        cJSON_AddNumberToObject(c, "head_dim", (double)s_u64(g, K("attention.key_length")));
+        cJSON_AddNumberToObject(c, "moe_intermediate_size", (double)s_u64(g, K("expert_feed_forward_length")));
+        cJSON_AddTrueToObject(c, "norm_topk_prob");
+        cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+        cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+        cJSON_AddFalseToObject(c, "attention_bias");
+        cJSON_AddNullToObject(c, "rope_scaling");
+    } else {
+        cJSON_AddNullToObject(c, "clip_qkv");
+        cJSON_AddFalseToObject(c, "norm_topk_prob");
+    }
+#undef K
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+
+    // tokenizer.json: the byte-level pieces by id, the merges, and the
+    // control tokens as special added tokens.
+    cJSON *tj = cJSON_CreateObject(), *added = cJSON_AddArrayToObject(tj, "added_tokens");
+    cJSON *model = cJSON_AddObjectToObject(tj, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab"), *ml = cJSON_AddArrayToObject(model, "merges");
+    cJSON *pre = cJSON_AddObjectToObject(tj, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    for (uint64_t i = 0; i < toks->arr.count; i++) {
+        char piece[256];
+        snprintf(piece, sizeof piece, "%.*s", (int)toks->arr.strings[i].len, toks->arr.strings[i].ptr);
+        int64_t type = 1;
+        assert_true(mc_gguf_arr_i64(types, i, &type));
+        if (type == 3) {
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddNumberToObject(t, "id", (double)i);
+            cJSON_AddStringToObject(t, "content", piece);
+            cJSON_AddTrueToObject(t, "special");
+            cJSON_AddItemToArray(added, t);
+        } else {
+            cJSON_AddNumberToObject(vocab, piece, (double)i);
+        }
+    }
+    for (uint64_t i = 0; i < merges->arr.count; i++) {
+        char m[512];
+        snprintf(m, sizeof m, "%.*s", (int)merges->arr.strings[i].len, merges->arr.strings[i].ptr);
+        cJSON_AddItemToArray(ml, cJSON_CreateString(m));
+    }
+    s_write_json(dir, "tokenizer.json", tj);
+    cJSON_Delete(tj);
+    cJSON *tc = cJSON_CreateObject();
+    cJSON_AddStringToObject(tc, "bos_token", "<|endoftext|>");
+    cJSON_AddStringToObject(tc, "eos_token", "<|im_end|>");
+    cJSON_AddFalseToObject(tc, "add_bos_token");
+    s_write_json(dir, "tokenizer_config.json", tc);
+    cJSON_Delete(tc);
+    mc_gguf_destroy(&g);
+}
+
+// The Qwen3-MoE and OLMoE fixtures (the files llama.cpp's logits belong
+// to), written as Hugging Face folders and converted back: every tensor the
+// same bytes, the same encodings, bit-identical logits.
+static void s_family_roundtrip(const char *name, s_bpe_arch_t arch) {
+    char dir[512], out[S_PATH], src[512];
+    snprintf(src, sizeof src, "%s/arch/%s.gguf", MC_REPO_FIXTURES, name);
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_bpe_family(src, dir, arch);
+    s_path(out, dir, "out.gguf");
+    s_convert_ok(dir, out, false, MC_DTYPE_F32);
+    mc_gguf_t *a = s_open(src), *b = s_open(out);
+    s_same_tensors(a, b);
+    s_same_encodings(a, b);
+    mc_gguf_destroy(&a);
+    mc_gguf_destroy(&b);
+    s_same_logits(src, out);
+    s_done(dir);
+}
+
+static void test_family_fixtures(void **state) {
+    (void)state;
+    s_family_roundtrip("qwen3moe-f32", S_QWEN);
+    s_family_roundtrip("olmoe-f32", S_OLMOE);
+}
+
 static void test_bpe_errors(void **state) {
     (void)state;
     char dir[512];
@@ -1334,6 +1484,7 @@ int main(void) {
         cmocka_unit_test(test_mixtral_errors),
         cmocka_unit_test(test_qwen3moe),
         cmocka_unit_test(test_olmoe),
+        cmocka_unit_test(test_family_fixtures),
         cmocka_unit_test(test_bpe_errors),
         cmocka_unit_test(test_cli),
     };
