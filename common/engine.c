@@ -28,8 +28,7 @@ struct mc_engine {
     mc_engine_route_fn route_fn;
     void *route_ctx;
     uint64_t rows_done; // rows evaluated before the current chunk
-    const mc_kernel_t *f32; // q.k dots: same lane order, same bits on every ISA
-    mc_axpy_fn axpy;        // value rows weighted into the output (same bits on every ISA)
+    mc_attn_fns_t attn;     // q.k dots and the value mix: same bits on every ISA
 
     float *k_cache;  // (n_seq, n_layer, n_ctx, kv_dim)
     float *v_cache;  // (n_seq, n_layer, n_ctx, kv_dim)
@@ -90,8 +89,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     size_t B = e->p.max_batch, dim = hp->dim, qd = (size_t)hp->n_head * hp->head_dim,
            kvd = (size_t)hp->n_head_kv * hp->head_dim;
     size_t cache = (size_t)p->n_seq * hp->n_layer * e->p.n_ctx * kvd;
-    e->f32 = mc_kernel_get(MC_DTYPE_F32, e->p.isa);
-    e->axpy = mc_kernel_axpy(e->p.isa);
+    e->attn = mc_kernel_attn(e->p.isa);
     e->pool = mc_pool_new(p->n_threads);
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
@@ -252,15 +250,12 @@ static void s_attn_task(void *arg, int ith, int nth) {
         const float *vc = s_cache(e, e->v_cache, j->seq[t], j->layer);
         uint32_t n_pos = j->pos[t] + 1; // causal: positions 0..pos
         const float *q = e->q + (size_t)t * qd + (size_t)h * hd;
-        for (uint32_t p = 0; p < n_pos; p++) {
-            float dot;
-            e->f32->dot(hd, &dot, kc + (size_t)p * kvd + (size_t)kvh * hd, q);
-            sc[p] = dot * scale;
-        }
+        e->attn.scores(hd, q, kc + (size_t)kvh * hd, kvd, n_pos, sc);
+        for (uint32_t p = 0; p < n_pos; p++) sc[p] = sc[p] * scale;
         s_softmax(sc, n_pos);
         float *out = e->att + (size_t)t * qd + (size_t)h * hd;
         memset(out, 0, hd * sizeof(float));
-        for (uint32_t p = 0; p < n_pos; p++) e->axpy(hd, sc[p], vc + (size_t)p * kvd + (size_t)kvh * hd, out);
+        e->attn.mix(hd, n_pos, sc, vc + (size_t)kvh * hd, kvd, out);
     }
 }
 

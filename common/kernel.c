@@ -518,6 +518,23 @@ mc_axpy_fn mc_kernel_axpy(mc_isa_t isa) {
     return f ? f : s_axpy;
 }
 
+static void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out) {
+    for (int64_t p = 0; p < n; p++) s_dot_f32(hd, &out[p], k + p * stride, q);
+}
+
+static void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y) {
+    for (int64_t p = 0; p < n; p++) s_axpy(hd, w[p], v + p * stride, y);
+}
+
+mc_attn_fns_t mc_kernel_attn(mc_isa_t isa) {
+    if (isa == MC_ISA_BEST) isa = mc_kernel_best_isa();
+    mc_attn_fns_t f = {NULL, NULL};
+    if (isa != MC_ISA_SCALAR && s_isa_runs(isa))
+        f = isa == MC_ISA_AVX2 || isa == MC_ISA_AVX_VNNI ? mc_kernel_attn_avx2() : mc_kernel_attn_neon();
+    if (!f.scores || !f.mix) f = (mc_attn_fns_t){s_scores, s_mix};
+    return f;
+}
+
 // MC_ISA=scalar|avx2|avx-vnni|neon|neon-dotprod selects a lower ISA than the best
 // (benchmarks, debugging); a value this CPU cannot run, or an unknown one, is
 // ignored.

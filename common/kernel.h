@@ -85,6 +85,20 @@ typedef void (*mc_axpy_fn)(int64_t n, float a, const float *x, float *y);
 // The axpy of `isa` (scalar where it has none or the CPU cannot run it).
 mc_axpy_fn mc_kernel_axpy(mc_isa_t isa);
 
+// Attention's two loops over n cached positions (rows stride floats apart),
+// each giving exactly the bits of its one-row kernel called in a loop, so
+// they change speed only: out[p] = the F32 dot of row p of k with q (hd
+// values); y[i] = y[i] + w[p] * v[p][i] for p = 0, 1, ... in turn (axpy).
+typedef void (*mc_scores_fn)(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out);
+typedef void (*mc_mix_fn)(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y);
+typedef struct {
+    mc_scores_fn scores;
+    mc_mix_fn mix;
+} mc_attn_fns_t;
+
+// The attention loops of `isa` (scalar where it has none or the CPU cannot run it).
+mc_attn_fns_t mc_kernel_attn(mc_isa_t isa);
+
 // Best ISA this CPU supports (checked at run time).
 mc_isa_t mc_kernel_best_isa(void);
 const char *mc_kernel_isa_name(mc_isa_t isa);

@@ -860,6 +860,69 @@ S_FN void s_axpy(int64_t n, float a, const float *x, float *y) {
 
 mc_axpy_fn mc_kernel_axpy_avx2(void) { return s_axpy; }
 
+// Four positions' F32 dots at once: each one s_dot_f32's accumulators and
+// fold (so its bits), with every load of q shared by the four.
+S_FN void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out) {
+    int64_t p = 0;
+    for (; p + 4 <= n; p += 4) {
+        const float *r[4] = {k + p * stride, k + (p + 1) * stride, k + (p + 2) * stride, k + (p + 3) * stride};
+        __m256 a0[4], a1[4];
+        for (int c = 0; c < 4; c++) a0[c] = a1[c] = _mm256_setzero_ps();
+        int64_t j = 0;
+        for (; j + 16 <= hd; j += 16) {
+            const __m256 q0 = _mm256_loadu_ps(q + j), q1 = _mm256_loadu_ps(q + j + 8);
+            for (int c = 0; c < 4; c++) {
+                a0[c] = _mm256_add_ps(a0[c], _mm256_mul_ps(_mm256_loadu_ps(r[c] + j), q0));
+                a1[c] = _mm256_add_ps(a1[c], _mm256_mul_ps(_mm256_loadu_ps(r[c] + j + 8), q1));
+            }
+        }
+        if (j < hd) {
+            for (int c = 0; c < 4; c++) out[p + c] = s_lanes_finish(a0[c], a1[c], j, hd, r[c] + j, q + j);
+            continue;
+        }
+        // The same fold for the four at once: 16 -> 8 lanes, 8 -> 4, then
+        // hadd pairs (0 + 1), (2 + 3) and again their sums: the scalar
+        // (acc[0] + acc[1]) + (acc[2] + acc[3]) of each position.
+        __m128 z[4];
+        for (int c = 0; c < 4; c++) {
+            const __m256 x = _mm256_add_ps(a0[c], a1[c]);
+            z[c] = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        }
+        _mm_storeu_ps(out + p, _mm_hadd_ps(_mm_hadd_ps(z[0], z[1]), _mm_hadd_ps(z[2], z[3])));
+    }
+    for (; p < n; p++) s_dot_f32(hd, &out[p], k + p * stride, q);
+}
+
+// y[i] + w[p] * v[p][i] for every p in turn, like s_axpy per position, but
+// 32 values of y stay in registers across all positions.
+S_FN void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y) {
+    int64_t i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        __m256 y0 = _mm256_loadu_ps(y + i), y1 = _mm256_loadu_ps(y + i + 8);
+        __m256 y2 = _mm256_loadu_ps(y + i + 16), y3 = _mm256_loadu_ps(y + i + 24);
+        for (int64_t p = 0; p < n; p++) {
+            const __m256 wp = _mm256_set1_ps(w[p]);
+            const float *x = v + p * stride + i;
+            y0 = _mm256_add_ps(y0, _mm256_mul_ps(wp, _mm256_loadu_ps(x)));
+            y1 = _mm256_add_ps(y1, _mm256_mul_ps(wp, _mm256_loadu_ps(x + 8)));
+            y2 = _mm256_add_ps(y2, _mm256_mul_ps(wp, _mm256_loadu_ps(x + 16)));
+            y3 = _mm256_add_ps(y3, _mm256_mul_ps(wp, _mm256_loadu_ps(x + 24)));
+        }
+        _mm256_storeu_ps(y + i, y0), _mm256_storeu_ps(y + i + 8, y1);
+        _mm256_storeu_ps(y + i + 16, y2), _mm256_storeu_ps(y + i + 24, y3);
+    }
+    for (; i + 8 <= hd; i += 8) {
+        __m256 y0 = _mm256_loadu_ps(y + i);
+        for (int64_t p = 0; p < n; p++)
+            y0 = _mm256_add_ps(y0, _mm256_mul_ps(_mm256_set1_ps(w[p]), _mm256_loadu_ps(v + p * stride + i)));
+        _mm256_storeu_ps(y + i, y0);
+    }
+    for (; i < hd; i++)
+        for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * v[p * stride + i];
+}
+
+mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){s_scores, s_mix}; }
+
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
     *count = sizeof s_avx2 / sizeof s_avx2[0];
     return s_avx2;
@@ -873,6 +936,7 @@ const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count) {
 #else
 
 mc_axpy_fn mc_kernel_axpy_avx2(void) { return NULL; }
+mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){NULL, NULL}; }
 
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
     *count = 0;

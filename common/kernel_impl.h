@@ -27,4 +27,8 @@ const mc_kernel_t *mc_kernel_table_neon_dotprod(size_t *count);
 mc_axpy_fn mc_kernel_axpy_avx2(void);
 mc_axpy_fn mc_kernel_axpy_neon(void);
 
+// The attention loops of AVX2 and of NEON ({NULL, NULL} where not built).
+mc_attn_fns_t mc_kernel_attn_avx2(void);
+mc_attn_fns_t mc_kernel_attn_neon(void);
+
 #endif

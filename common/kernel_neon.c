@@ -863,6 +863,31 @@ static void s_axpy(int64_t n, float a, const float *x, float *y) {
 
 mc_axpy_fn mc_kernel_axpy_neon(void) { return s_axpy; }
 
+static void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out) {
+    for (int64_t p = 0; p < n; p++) s_dot_f32(hd, &out[p], k + p * stride, q);
+}
+
+// s_axpy per position, with 16 values of y kept in registers across positions.
+static void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y) {
+    int64_t i = 0;
+    for (; i + 16 <= hd; i += 16) {
+        float32x4_t y0 = vld1q_f32(y + i), y1 = vld1q_f32(y + i + 4), y2 = vld1q_f32(y + i + 8),
+                    y3 = vld1q_f32(y + i + 12);
+        for (int64_t p = 0; p < n; p++) {
+            const float *x = v + p * stride + i;
+            y0 = vaddq_f32(y0, vmulq_n_f32(vld1q_f32(x), w[p]));
+            y1 = vaddq_f32(y1, vmulq_n_f32(vld1q_f32(x + 4), w[p]));
+            y2 = vaddq_f32(y2, vmulq_n_f32(vld1q_f32(x + 8), w[p]));
+            y3 = vaddq_f32(y3, vmulq_n_f32(vld1q_f32(x + 12), w[p]));
+        }
+        vst1q_f32(y + i, y0), vst1q_f32(y + i + 4, y1), vst1q_f32(y + i + 8, y2), vst1q_f32(y + i + 12, y3);
+    }
+    for (; i < hd; i++)
+        for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * v[p * stride + i];
+}
+
+mc_attn_fns_t mc_kernel_attn_neon(void) { return (mc_attn_fns_t){s_scores, s_mix}; }
+
 const mc_kernel_t *mc_kernel_table_neon(size_t *count) {
     *count = sizeof s_neon / sizeof s_neon[0];
     return s_neon;
@@ -876,6 +901,7 @@ const mc_kernel_t *mc_kernel_table_neon_dotprod(size_t *count) {
 #else
 
 mc_axpy_fn mc_kernel_axpy_neon(void) { return NULL; }
+mc_attn_fns_t mc_kernel_attn_neon(void) { return (mc_attn_fns_t){NULL, NULL}; }
 
 const mc_kernel_t *mc_kernel_table_neon(size_t *count) {
     *count = 0;

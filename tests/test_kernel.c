@@ -210,6 +210,44 @@ static void test_axpy_same_bits(void **state) {
     }
 }
 
+// The attention loops: every ISA's scores are the F32 dot per row and its
+// mix the axpy per row in turn, bit for bit, for head sizes around the
+// vector widths, position counts around the 4-row step, and a row stride
+// wider than the head (the KV cache's layout).
+static void test_attn_same_bits(void **state) {
+    (void)state;
+    mc_isa_t isas[MC_ISA_BEST];
+    const size_t n_isas = s_isas(isas);
+    const mc_kernel_t *dot = mc_kernel_get(MC_DTYPE_F32, MC_ISA_SCALAR);
+    const mc_axpy_fn axpy = mc_kernel_axpy(MC_ISA_SCALAR);
+    enum { MAXP = 19, STRIDE = 150 };
+    static float k[MAXP * STRIDE], q[STRIDE], w[MAXP], want[STRIDE], got[STRIDE], sw[MAXP], sg[MAXP];
+    uint64_t rng = 777;
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        rng = rng * 6364136223846793005u + 1442695040888963407u;
+        k[i] = ldexpf((float)(int32_t)(rng >> 32) / 2147483648.f, (int)(rng % 24) - 12);
+    }
+    for (int i = 0; i < STRIDE; i++) q[i] = k[(i * 7 + 3) % (MAXP * STRIDE)] * 0.75f;
+    for (int p = 0; p < MAXP; p++) w[p] = ldexpf(1.f + (float)p / 7.f, -(p % 5));
+    const int hds[] = {1, 7, 8, 15, 16, 17, 31, 32, 33, 40, 64, 100, 128};
+    for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
+        for (int n = 0; n <= MAXP; n++) {
+            const int hd = hds[h];
+            for (int p = 0; p < n; p++) dot->dot(hd, &sw[p], k + p * STRIDE, q);
+            for (int i = 0; i < STRIDE; i++) want[i] = q[i];
+            for (int p = 0; p < n; p++) axpy(hd, w[p], k + p * STRIDE, want);
+            for (size_t x = 0; x < n_isas; x++) {
+                const mc_attn_fns_t f = mc_kernel_attn(isas[x]);
+                memset(sg, 0, sizeof sg);
+                f.scores(hd, q, k, STRIDE, n, sg);
+                assert_memory_equal(sg, sw, (size_t)n * sizeof *sg);
+                for (int i = 0; i < STRIDE; i++) got[i] = q[i];
+                f.mix(hd, n, w, k, STRIDE, got);
+                assert_memory_equal(got, want, sizeof got); // past hd untouched too
+            }
+        }
+}
+
 static void test_dot_all_types(void **state) {
     (void)state;
     mc_isa_t isas[MC_ISA_BEST];
@@ -685,6 +723,7 @@ int main(void) {
         cmocka_unit_test(test_dot_q8_0_min_byte),
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_axpy_same_bits),
+        cmocka_unit_test(test_attn_same_bits),
         cmocka_unit_test(test_isa_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
