@@ -59,6 +59,13 @@ S_INLINE float s_f32(const uint8_t *p) {
 }
 
 S_INLINE __m256i s_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+// The 4 bytes at p (any alignment) in every 32-bit lane: one vpbroadcastd.
+S_INLINE __m256i s_bcast32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
 S_INLINE __m128i s_load128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
 
 // The fp16 fields at p, p + stride, ... of the first r (1..4) blocks as f32

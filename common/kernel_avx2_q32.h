@@ -165,29 +165,29 @@ S_Q32_INLINE void S_Q32_NAME(tile_q4_0)(int64_t n, float *s, size_t stride, cons
         }
 #pragma GCC unroll 4
         for (int c = 0; c < na; c++) {
+            // Broadcasts straight from the activation row (one load each).
             const uint8_t *yq = p[c].q + (size_t)i * YB + YQ;
-            int32_t nc, ya[8];
-            float dy;
-            memcpy(&nc, p[c].nc + (size_t)i * sizeof nc, sizeof nc);
-            memcpy(&dy, p[c].d + (size_t)i * sizeof dy, sizeof dy);
-            memcpy(ya, yq, sizeof ya);
+            const __m256i nc = s_bcast32(p[c].nc + (size_t)i * sizeof(int32_t));
 #if S_Q32_VNNI
-            __m256i is = _mm256_set1_epi32(nc);
+            // Two chains (low and high nibbles): vpdpbusd's latency is
+            // several times its issue interval.
+            __m256i il = nc, ih = _mm256_setzero_si256();
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
-                is = _mm256_dpbusd_avx_epi32(is, lo[k], _mm256_set1_epi32(ya[k]));
-                is = _mm256_dpbusd_avx_epi32(is, hi[k], _mm256_set1_epi32(ya[4 + k]));
+                il = _mm256_dpbusd_avx_epi32(il, lo[k], s_bcast32(yq + 4 * k));
+                ih = _mm256_dpbusd_avx_epi32(ih, hi[k], s_bcast32(yq + 16 + 4 * k));
             }
+            const __m256i is = _mm256_add_epi32(il, ih);
 #else
             __m256i s16 = _mm256_setzero_si256();
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) {
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], _mm256_set1_epi32(ya[k])));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], _mm256_set1_epi32(ya[4 + k])));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], s_bcast32(yq + 4 * k)));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], s_bcast32(yq + 16 + 4 * k)));
             }
-            const __m256i is = _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), _mm256_set1_epi32(nc));
+            const __m256i is = _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), nc);
 #endif
-            const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
+            const __m256 d = _mm256_mul_ps(dw, _mm256_castsi256_ps(s_bcast32(p[c].d + (size_t)i * sizeof(float))));
             acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(_mm256_cvtepi32_ps(is), d));
         }
     }

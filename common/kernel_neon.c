@@ -487,8 +487,6 @@ S_BODY void s_dot32_rows(int64_t n, float *s, const uint8_t *x, const uint8_t *c
     for (int c = 0; c < na; c++) s[c] = sh.has_min ? s_fold8(lo[c], hi[c]) + summ[c] : s_fold8(lo[c], hi[c]);
 }
 
-static const s_shape32_t s_shape_q4_0 = {sizeof(mc_block_q4_0_t), sizeof(mc_block_q8_0_t),
-                                         offsetof(mc_block_q8_0_t, qs), false};
 static const s_shape32_t s_shape_q4_1 = {sizeof(mc_block_q4_1_t), sizeof(mc_block_q8_1_t),
                                          offsetof(mc_block_q8_1_t, qs), true};
 static const s_shape32_t s_shape_q5_0 = {sizeof(mc_block_q5_0_t), sizeof(mc_block_q8_0_t),
@@ -915,13 +913,14 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
 // --- tables ---------------------------------------------------------------------------------
 
 #define S_K(w, at, a, d, d4, i) {.wtype = (w), .act_type = (at), .act = (a), .dot = (d), .dot4 = (d4), .isa = (i)}
+#define S_K8(w, at, a, d, d4, d8, i) \
+    {.wtype = (w), .act_type = (at), .act = (a), .dot = (d), .dot4 = (d4), .isa = (i), .dot8 = (d8)}
 #define S_TABLE(fl, isa)                                                                       \
     {                                                                                          \
         S_K(MC_DTYPE_F32, MC_DTYPE_F32, s_act_f32, s_dot_f32, NULL, isa),                      \
         S_K(MC_DTYPE_F16, MC_DTYPE_F16, s_act_f16, s_dot_f16, NULL, isa),                      \
         S_K(MC_DTYPE_BF16, MC_DTYPE_BF16, s_act_bf16, s_dot_bf16, NULL, isa),                  \
-        {.wtype = MC_DTYPE_Q4_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q4_0_##fl,  \
-         .dot4 = s_dot4_q4_0_##fl, .isa = isa, .dot8 = s_dot8_q4_0_##fl},                             \
+        S_K8(MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q4_0_##fl, s_dot4_q4_0_##fl, s_dot8_q4_0_##fl, isa), \
         S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q4_1_##fl, s_dot4_q4_1_##fl, isa),             \
         S_K(MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q5_0_##fl, s_dot4_q5_0_##fl, isa),             \
         S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q5_1_##fl, s_dot4_q5_1_##fl, isa),             \
@@ -936,6 +935,7 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
 static const mc_kernel_t s_neon[] = S_TABLE(neon, MC_ISA_NEON);
 static const mc_kernel_t s_neon_dotprod[] = S_TABLE(sdot, MC_ISA_NEON_DOTPROD);
 #undef S_TABLE
+#undef S_K8
 #undef S_K
 
 // Attention's value rows: 4 lanes, the same product and add per element.
