@@ -99,6 +99,8 @@ void mc_bench_usage(FILE *f) {
             "  --bw-mib N     bandwidth buffer in MiB (default: 4 x the last-level cache, at least\n"
             "                 1024, at most a quarter of RAM); measured in a child process so it\n"
             "                 does not count in the reported peak RSS\n"
+            "  --no-repack    multiply Q4_0 weights from the file's rows instead of repacking them at\n"
+            "                 load (the same results, for comparison)\n"
             "  --json         print one JSON line instead of the table\n"
             "  --kernels      kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
             "                 type (cycling through copies spanning twice the last-level cache),\n"
@@ -130,6 +132,10 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
         }
         if (!strcmp(a, "--kernels")) {
             r.kernels = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-repack")) {
+            r.no_repack = true;
             continue;
         }
         bool known = false;
@@ -522,7 +528,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         uint8_t *none = o->attach ? calloc((size_t)m->hp.n_layer * m->hp.n_expert + 1, 1) : NULL;
         if (o->attach && !none)
             rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-        else
+        else if (!o->no_repack)
             rc = mc_model_repack(m, mc_engine_matmul(e), true, none, err);
         free(none);
         res.repack_ms = (mc_clock_s() - t_repack) * 1e3;

@@ -55,6 +55,7 @@ typedef struct {
     size_t bw_bytes;     // bandwidth buffer; 0: mc_bench_bw_default_bytes()
     bool json;
     bool kernels;        // kernel micro-benchmark instead of the model run
+    bool no_repack;      // --no-repack: Q4_0 products read the file's rows
     bool help;
 } mc_bench_opts_t;
 
