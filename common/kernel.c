@@ -251,9 +251,17 @@ void mc_kernel_repack_q4_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, u
         }
 }
 
-// s_dot_q4_0's steps for the 8 rows of a repacked group (kernel.h layout).
-static void s_dot8_q4_0(int64_t n, float *s, size_t s_stride, const void *w8, const void *const *a, int na) {
+// s_dot_q4_0's steps for the 8 rows of a repacked group (kernel.h layout),
+// or of 8 raw rows.
+static void s_dot8_q4_0(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
     assert(n % MC_QK == 0 && na >= 1 && na <= 4);
+    if (row_bytes) {
+        for (int c = 0; c < na; c++)
+            for (int r = 0; r < MC_Q4_0X8_ROWS; r++)
+                s_dot_q4_0(n, &s[(size_t)c * s_stride + (size_t)r], (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
+        return;
+    }
     for (int c = 0; c < na; c++)
         for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
             const uint8_t *x = w8, *y = a[c];

@@ -70,10 +70,13 @@ typedef size_t (*mc_prep_bytes_fn)(int64_t n);
 // (n / 32 * MC_Q4_0X8_BYTES bytes) in the layout above.
 void mc_kernel_repack_q4_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out);
 
-// The product of one repacked group of 8 Q4_0 rows (w8, the layout above)
-// with na (1..4) activation rows a[c] as dot reads them (with prep's side
-// data): s[c * s_stride + r] = dot(row r, a[c]), the same bits as dot.
-typedef void (*mc_dot8_fn)(int64_t n, float *s, size_t s_stride, const void *w8, const void *const *a, int na);
+// The product of 8 Q4_0 rows with na (1..4) activation rows a[c] as dot
+// reads them (with prep's side data): s[c * s_stride + r] = dot(row r,
+// a[c]), the same bits as dot. row_bytes 0: w is one repacked group (the
+// layout above); else w is 8 raw rows, row r at w + r * row_bytes (a matrix
+// that was not repacked: the kernel interleaves them in registers).
+typedef void (*mc_dot8_fn)(int64_t n, float *s, size_t s_stride, const void *w, size_t row_bytes,
+                           const void *const *a, int na);
 
 typedef struct {
     mc_dtype_t wtype;    // weight type served

@@ -142,8 +142,33 @@ S_Q32_FN void S_Q32_NAME(dot4_q4_0)(int64_t n, float s[4], const void *w, const 
 // cvt, the 8 rows' scales times the activation's, one multiply, one add:
 // kernel.c's steps in 8 lanes. The unpacked weights serve up to 4
 // activation rows (the prompt tile: 8 rows x na tokens).
-S_Q32_INLINE void S_Q32_NAME(tile_q4_0)(int64_t n, float *s, size_t stride, const uint8_t *x, const void *const *a,
-                                        int na) {
+//
+// Raw rows (row_bytes != 0) give the same registers by a transpose: block
+// i's 16 quant bytes of rows r and r + 4 side by side, then 32-bit and
+// 64-bit unpacks put dword k of rows 0..7 in one register (dwords of rows
+// 0-3 in the low half, 4-7 in the high one, as the repacked record holds
+// them); the 8 scales are gathered as 16-bit values.
+S_Q32_INLINE void S_Q32_NAME(raw8)(const uint8_t *x, size_t rb, int64_t i, __m256i v[4], __m128i *d) {
+    enum { WB = sizeof(mc_block_q4_0_t) };
+    const uint8_t *b = x + (size_t)i * WB;
+    __m256i y[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        y[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(s_load128(b + (size_t)r * rb + 2)),
+                                       s_load128(b + (size_t)(r + 4) * rb + 2), 1);
+    const __m256i t01l = _mm256_unpacklo_epi32(y[0], y[1]), t01h = _mm256_unpackhi_epi32(y[0], y[1]);
+    const __m256i t23l = _mm256_unpacklo_epi32(y[2], y[3]), t23h = _mm256_unpackhi_epi32(y[2], y[3]);
+    v[0] = _mm256_unpacklo_epi64(t01l, t23l);
+    v[1] = _mm256_unpackhi_epi64(t01l, t23l);
+    v[2] = _mm256_unpacklo_epi64(t01h, t23h);
+    v[3] = _mm256_unpackhi_epi64(t01h, t23h);
+    uint16_t h[8];
+    for (int r = 0; r < 8; r++) memcpy(&h[r], b + (size_t)r * rb, sizeof h[r]);
+    *d = _mm_loadu_si128((const __m128i *)(const void *)h);
+}
+
+S_Q32_INLINE void S_Q32_NAME(tile_q4_0)(int64_t n, float *s, size_t stride, const uint8_t *x, size_t rb,
+                                        const void *const *a, int na) {
     enum { YB = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
     const int64_t nb = n / MC_QK;
     s_prow_t p[4];
@@ -153,15 +178,24 @@ S_Q32_INLINE void S_Q32_NAME(tile_q4_0)(int64_t n, float *s, size_t stride, cons
         acc[c] = _mm256_setzero_ps();
     }
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < nb; i++, x += MC_Q4_0X8_BYTES) {
-        s_prefetch(x, MC_Q4_0X8_BYTES);
-        const __m256 dw = _mm256_cvtph_ps(s_load128(x));
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i v[4];
+        __m128i dh;
+        if (rb) {
+            S_Q32_NAME(raw8)(x, rb, i, v, &dh);
+        } else {
+            const uint8_t *xr = x + (size_t)i * MC_Q4_0X8_BYTES;
+            s_prefetch(xr, MC_Q4_0X8_BYTES);
+            dh = s_load128(xr);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) v[k] = s_load(xr + 16 + 32 * k);
+        }
+        const __m256 dw = _mm256_cvtph_ps(dh);
         __m256i lo[4], hi[4];
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
-            const __m256i v = s_load(x + 16 + 32 * k);
-            lo[k] = _mm256_and_si256(v, m4);
-            hi[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            lo[k] = _mm256_and_si256(v[k], m4);
+            hi[k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4);
         }
 #pragma GCC unroll 4
         for (int c = 0; c < na; c++) {
@@ -195,12 +229,12 @@ S_Q32_INLINE void S_Q32_NAME(tile_q4_0)(int64_t n, float *s, size_t stride, cons
 }
 
 // The tile for each row count, so every loop over activation rows unrolls.
-S_Q32_FN void S_Q32_NAME(dot8_q4_0)(int64_t n, float *s, size_t stride, const void *w8, const void *const *a,
-                                    int na) {
+S_Q32_FN void S_Q32_NAME(dot8_q4_0)(int64_t n, float *s, size_t stride, const void *w8, size_t rb,
+                                    const void *const *a, int na) {
     switch (na) {
-    case 1: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, a, 1); break;
-    case 2: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, a, 2); break;
-    case 3: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, a, 3); break;
-    default: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, a, 4); break;
+    case 1: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 1); break;
+    case 2: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 2); break;
+    case 3: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 3); break;
+    default: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 4); break;
     }
 }

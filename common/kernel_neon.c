@@ -549,9 +549,18 @@ S_BODY void s_dot4_q4_0(int64_t n, float s[4], const void *w, const void *const 
 // lane) sums 4 bytes of 4 rows in 4 lanes (|w| <= 8: the small-product
 // primitive is exact). Rows 0-3 and 4-7 in two registers, kernel.c's steps
 // lane-wise.
-S_BODY void s_dot8_q4_0(int64_t n, float *s, size_t stride, const void *w8, const void *const *a, int na,
-                        s_quad_fn quad) {
+S_BODY void s_dot8_q4_0(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na, s_quad_fn quad) {
     assert(n % MC_QK == 0 && na >= 1 && na <= 4);
+    if (row_bytes) { // raw rows: one row at a time, the same steps
+        const uint8_t *y[4] = {a[0], na > 1 ? a[1] : a[0], na > 2 ? a[2] : a[0], na > 3 ? a[3] : a[0]};
+        for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
+            float t[4];
+            s_dot_q4_0_rows(n, t, (const uint8_t *)w8 + (size_t)r * row_bytes, y, na, quad);
+            for (int c = 0; c < na; c++) s[(size_t)c * stride + (size_t)r] = t[c];
+        }
+        return;
+    }
     enum { BY = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
     const uint8_t *x = w8;
     float32x4_t acc[4][2];
@@ -895,11 +904,13 @@ S_FLAVOURS(s_dot_q4_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q5_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q6_k, s_dot16_small_mull, s_dot16_sdot)
 S_FLAVOURS4(s_dot4_q4_0, s_quad_small_mull, s_quad_sdot)
-static void s_dot8_q4_0_neon(int64_t n, float *s, size_t stride, const void *w8, const void *const *a, int na) {
-    s_dot8_q4_0(n, s, stride, w8, a, na, s_quad_small_mull);
+static void s_dot8_q4_0_neon(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes,
+                             const void *const *a, int na) {
+    s_dot8_q4_0(n, s, stride, w8, row_bytes, a, na, s_quad_small_mull);
 }
-S_SDOT static void s_dot8_q4_0_sdot(int64_t n, float *s, size_t stride, const void *w8, const void *const *a, int na) {
-    s_dot8_q4_0(n, s, stride, w8, a, na, s_quad_sdot);
+S_SDOT static void s_dot8_q4_0_sdot(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes,
+                                    const void *const *a, int na) {
+    s_dot8_q4_0(n, s, stride, w8, row_bytes, a, na, s_quad_sdot);
 }
 S_FLAVOURS4(s_dot4_q4_1, s_quad_small_mull, s_quad_sdot)
 S_FLAVOURS4(s_dot4_q5_0, s_quad_small_mull, s_quad_sdot)

@@ -547,8 +547,9 @@ static void test_dot_same_bits(void **state) {
     }
 }
 
-// Q4_0's repacked product (dot8) against the scalar reference's dot on the
-// raw rows, on every ISA (the scalar dot8 included): groups of 8 wild rows
+// Q4_0's 8-row product (dot8, on a repacked group and on 8 raw rows)
+// against the scalar reference's dot on the raw rows, on every ISA (the
+// scalar dot8 included): groups of 8 wild rows
 // (zero, saturated, one-sign and subnormal-scaled blocks), 1..9 activation
 // rows in dot8 calls of 1..4 (every tile and remainder a prompt makes),
 // lengths of 1..64 blocks, outputs written with a stride. The raw dot is
@@ -610,21 +611,26 @@ static void test_dot8_q4_0_same_bits(void **state) {
                     for (int na = 1; na <= 4; na++)
                         for (int c0 = 0; c0 < N_ACT; c0 += na) {
                             const int cnt = N_ACT - c0 < na ? N_ACT - c0 : na;
-                            memset(got, 0xFF, 4 * STRIDE * sizeof *got);
-                            k->dot8(n, got, STRIDE, p, &a[c0], cnt);
-                            for (int c = 0; c < cnt; c++)
-                                for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
-                                    float want;
-                                    ref->dot(n, &want, w + (size_t)(g + (uint32_t)r) * rb, a[c0 + c]);
-                                    s_assert_same_float(got[c * STRIDE + r], want);
-                                }
-                            // Nothing outside the 8 outputs of each row is written.
-                            for (int c = 0; c < 4; c++)
-                                for (int r = c < cnt ? MC_Q4_0X8_ROWS : 0; r < STRIDE; r++) {
-                                    uint32_t bits;
-                                    memcpy(&bits, &got[c * STRIDE + r], sizeof bits);
-                                    assert_int_equal(bits, 0xFFFFFFFFu);
-                                }
+                            for (int raw = 0; raw < 2; raw++) { // the repacked group, then the raw rows
+                                memset(got, 0xFF, 4 * STRIDE * sizeof *got);
+                                if (raw)
+                                    k->dot8(n, got, STRIDE, w + (size_t)g * rb, rb, &a[c0], cnt);
+                                else
+                                    k->dot8(n, got, STRIDE, p, 0, &a[c0], cnt);
+                                for (int c = 0; c < cnt; c++)
+                                    for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
+                                        float want;
+                                        ref->dot(n, &want, w + (size_t)(g + (uint32_t)r) * rb, a[c0 + c]);
+                                        s_assert_same_float(got[c * STRIDE + r], want);
+                                    }
+                                // Nothing outside the 8 outputs of each row is written.
+                                for (int c = 0; c < 4; c++)
+                                    for (int r = c < cnt ? MC_Q4_0X8_ROWS : 0; r < STRIDE; r++) {
+                                        uint32_t bits;
+                                        memcpy(&bits, &got[c * STRIDE + r], sizeof bits);
+                                        assert_int_equal(bits, 0xFFFFFFFFu);
+                                    }
+                            }
                         }
                 }
                 free(abuf);
