@@ -97,7 +97,11 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
         goto fail;
 #endif
     }
-    if (s_repack(s, p, err) != MC_OK) goto fail;
+    // Without the memory for the repacked copy the products read the file's
+    // rows: slower, the same bits. Worth a line, not a failed start.
+    char rerr[MC_ERR_LEN];
+    if (s_repack(s, p, rerr) != MC_OK && p->log)
+        fprintf(p->log, "weights not repacked (%s): products read the file's rows\n", rerr);
     return s;
 fail:
     mc_session_destroy(&s);
