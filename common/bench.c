@@ -99,6 +99,8 @@ void mc_bench_usage(FILE *f) {
             "  --bw-mib N     bandwidth buffer in MiB (default: 4 x the last-level cache, at least\n"
             "                 1024, at most a quarter of RAM); measured in a child process so it\n"
             "                 does not count in the reported peak RSS\n"
+            "  --no-repack    multiply Q4_0 weights from the file's rows instead of repacking them at\n"
+            "                 load (the same results, for comparison)\n"
             "  --json         print one JSON line instead of the table\n"
             "  --kernels      kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
             "                 type (cycling through copies spanning twice the last-level cache),\n"
@@ -130,6 +132,10 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
         }
         if (!strcmp(a, "--kernels")) {
             r.kernels = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-repack")) {
+            r.no_repack = true;
             continue;
         }
         bool known = false;
@@ -511,7 +517,24 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_engine_t *e = NULL;
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
+    const double t_load = mc_clock_s();
     if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, res.n_batch, err))) rc = MC_ERR_NOMEM;
+    if (!rc) {
+        // Repack the Q4_0 weights as a coordinator does (coordinator/
+        // session.c): everything, or with a cluster attached only the
+        // non-expert matrices (the local experts then read the file's rows,
+        // the same bits).
+        const double t_repack = mc_clock_s();
+        uint8_t *none = o->attach ? calloc((size_t)m->hp.n_layer * m->hp.n_expert + 1, 1) : NULL;
+        if (o->attach && !none)
+            rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        else if (!o->no_repack)
+            rc = mc_model_repack(m, mc_engine_matmul(e), true, none, err);
+        free(none);
+        res.repack_ms = (mc_clock_s() - t_repack) * 1e3;
+        res.load_ms = (mc_clock_s() - t_load) * 1e3;
+        res.repacked_mb = (double)m->packed_bytes / S_MIB;
+    }
     bool attached = false;
     if (!rc && o->attach) attached = !(rc = o->attach(o->attach_ctx, e, m, err));
     if (!rc) rc = mc_bench_speed(e, o->n_prompt, o->n_gen, res.n_batch, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
@@ -578,8 +601,9 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->n_threads, r->pp_tok_s, r->tg_tok_s, r->mem_bw_gb_s, (unsigned long long)r->bytes_per_token);
     s_put(&o, "\"tg_bound_tok_s\":%.3f,\"peak_rss_mb\":%.1f,\"tg_ratio\":%.4f,\"isa\":\"%s\",", r->tg_bound_tok_s,
           r->peak_rss_mb, r->tg_tok_s / r->tg_bound_tok_s, mc_kernel_isa_name(r->isa));
-    s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"batch\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f}",
+    s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"batch\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f,",
           r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
+    s_put(&o, "\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f}", r->load_ms, r->repack_ms, r->repacked_mb);
     return s_out_done(&o, err);
 }
 
@@ -603,6 +627,8 @@ void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
             r->tg_bound_tok_s, 100.0 * r->tg_tok_s / r->tg_bound_tok_s);
     fprintf(f, "peak RSS          %10.1f MiB    (this process; the bandwidth buffer lived in a child)\n",
             r->peak_rss_mb);
+    fprintf(f, "load              %10.1f ms     (engine setup; of which %.1f ms repacking %.1f MiB of Q4_0 weights)\n",
+            r->load_ms, r->repack_ms, r->repacked_mb);
 }
 
 // --- kernel micro-benchmark ------------------------------------------------------------

@@ -55,6 +55,7 @@ typedef struct {
     size_t bw_bytes;     // bandwidth buffer; 0: mc_bench_bw_default_bytes()
     bool json;
     bool kernels;        // kernel micro-benchmark instead of the model run
+    bool no_repack;      // --no-repack: Q4_0 products read the file's rows
     bool help;
 } mc_bench_opts_t;
 
@@ -125,6 +126,9 @@ typedef struct {
     double file_mb;           // model file, MiB
     double kv_mb;             // KV cache, MiB
     mc_isa_t isa;             // kernels serving the expert weights
+    double load_ms;           // engine setup and weight repacking (mc_model_repack), ms
+    double repack_ms;         // of which repacking, ms
+    double repacked_mb;       // weights repacked, MiB
 } mc_bench_result_t;
 
 // The whole model benchmark on o->model (which must be set): open the model,
@@ -135,7 +139,8 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
 // One JSON line (no newline) with the required keys first:
 // model, threads, pp_tok_s, tg_tok_s, mem_bw_gb_s, bytes_per_token,
 // tg_bound_tok_s, peak_rss_mb; then tg_ratio, isa, pp_tokens, tg_tokens,
-// reps, bw_buffer_mb, file_mb, kv_mb. MC_ERR_ARG when cap is too small.
+// reps, bw_buffer_mb, file_mb, kv_mb, load_ms, repack_ms, repacked_mb.
+// MC_ERR_ARG when cap is too small.
 mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *err);
 
 // The readable table.

@@ -557,6 +557,10 @@ uint64_t mc_gguf_data_offset(const mc_gguf_t *g) {
     return g->data_offset;
 }
 
+bool mc_gguf_mapped(const mc_gguf_t *g) {
+    return g->mapped;
+}
+
 const uint8_t *mc_gguf_base(const mc_gguf_t *g) {
     return g->base;
 }

@@ -97,6 +97,7 @@ uint32_t mc_gguf_alignment(const mc_gguf_t *g);
 uint64_t mc_gguf_data_offset(const mc_gguf_t *g); // start of the tensor data section
 const uint8_t *mc_gguf_base(const mc_gguf_t *g);  // start of the buffer / mapping
 size_t mc_gguf_size(const mc_gguf_t *g);          // bytes of the buffer / mapping
+bool mc_gguf_mapped(const mc_gguf_t *g);          // the buffer is mc_gguf_open's read-only file mapping
 
 size_t mc_gguf_kv_count(const mc_gguf_t *g);
 const mc_gguf_kv_t *mc_gguf_kv_at(const mc_gguf_t *g, size_t i);

@@ -3,8 +3,10 @@
  *
  * The K-quant dots follow ggml's generic C code: integer multiply-accumulate
  * inside a block, one float multiply (or two, for the min terms) per block,
- * accumulated in a float, block after block. The 32-value block types (Q4_0,
- * Q4_1, Q5_0, Q5_1, Q8_0) accumulate 8 float lanes of 4-value integer sums
+ * accumulated in a float, block after block. Q4_0 does the same with whole
+ * 32-value blocks (see s_dot_q4_0: the order its 8-row interleaved repacked
+ * layout computes with rows in vector lanes). The other 32-value block types
+ * (Q4_1, Q5_0, Q5_1, Q8_0) accumulate 8 float lanes of 4-value integer sums
  * (see s_dot_lanes32), and the float-type dots (F32, F16, BF16) 16 lanes of
  * products (see s_dot_lanes): fixed orders that SIMD units reproduce at speed.
  *
@@ -117,8 +119,9 @@ static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s =
 
 // --- 32-value blocks -------------------------------------------------------------
 
-// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 follow an 8-lane order that AVX2 and NEON
-// reproduce without any horizontal sum inside the loop. With w[j] the weight's
+// Q4_1, Q5_0, Q5_1 and Q8_0 follow an 8-lane order that AVX2 and NEON
+// reproduce without any horizontal sum inside the loop (Q4_0 has its own
+// order, below). With w[j] the weight's
 // integer quant of value j (Q4_0: nibble - 8, Q4_1: nibble, Q5_0: 5-bit value
 // - 16, Q5_1: 5-bit value, Q8_0: the byte) and a[j] the activation's int8
 // quant, for every block in order:
@@ -205,9 +208,76 @@ static inline float s_dot_lanes32(int64_t n, const uint8_t *x, size_t xb, const 
     return has_min ? r + summ : r;
 }
 
+// Q4_0's order: one float accumulator per output value, block after block:
+//
+//   isum = sum over the block's 32 values of (nibble - 8) * a[j]   (exact int)
+//   acc  = acc + (float)isum * (weight d * activation d)           (acc from +0)
+//
+// the two fp16 scales as f32, their product rounded to f32 first, then the
+// multiply, then the add: never fused. With 8 weight rows interleaved (the
+// repacked layout, kernel.h) SIMD code keeps 8 rows' accumulators in 8 lanes
+// and needs no horizontal work at all, one activation row or many; rows
+// outside a full group of 8, and matrices that were not repacked, compute
+// the same steps one row at a time (s_dot_q4_0), so the bits never depend on
+// the layout, the batch or the ISA. SIMD code may add the offset as
+// -8 * sum(a[j]) (exact in int32: the same isum).
+static inline float s_step_q4_0(float acc, int isum, float dw, float da) {
+    return acc + (float)isum * (dw * da);
+}
+
 static void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
-    *s = s_dot_lanes32(n, w, sizeof(mc_block_q4_0_t), a, sizeof(mc_block_q8_0_t), offsetof(mc_block_q8_0_t, qs),
-                       s_quants_q4_0, false);
+    assert(n % MC_QK == 0);
+    const uint8_t *x = w, *y = a;
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_q4_0_t), y += sizeof(mc_block_q8_0_t)) {
+        int8_t q[MC_QK];
+        s_quants_q4_0(x, q);
+        const int8_t *qa = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
+        int isum = 0;
+        for (int j = 0; j < MC_QK; j++) isum += q[j] * qa[j];
+        acc = s_step_q4_0(acc, isum, s_half(x), s_half(y));
+    }
+    *s = acc;
+}
+
+void mc_kernel_repack_q4_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
+    assert(n % MC_QK == 0);
+    for (int64_t b = 0; b < n / MC_QK; b++, out += MC_Q4_0X8_BYTES)
+        for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
+            const uint8_t *blk = rows + (size_t)r * row_bytes + (size_t)b * sizeof(mc_block_q4_0_t);
+            memcpy(out + 2 * r, S_FIELD(blk, mc_block_q4_0_t, d), 2);
+            for (int k = 0; k < 4; k++)
+                memcpy(out + 16 + 32 * k + 4 * r, S_FIELD(blk, mc_block_q4_0_t, qs) + 4 * k, 4);
+        }
+}
+
+// s_dot_q4_0's steps for the 8 rows of a repacked group (kernel.h layout),
+// or of 8 raw rows.
+static void s_dot8_q4_0(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
+    assert(n % MC_QK == 0 && na >= 1 && na <= 4);
+    if (row_bytes) {
+        for (int c = 0; c < na; c++)
+            for (int r = 0; r < MC_Q4_0X8_ROWS; r++)
+                s_dot_q4_0(n, &s[(size_t)c * s_stride + (size_t)r], (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
+        return;
+    }
+    for (int c = 0; c < na; c++)
+        for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
+            const uint8_t *x = w8, *y = a[c];
+            float acc = 0.f;
+            for (int64_t i = 0; i < n / MC_QK; i++, x += MC_Q4_0X8_BYTES, y += sizeof(mc_block_q8_0_t)) {
+                const int8_t *qa = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
+                int isum = 0;
+                for (int k = 0; k < 4; k++)
+                    for (int j = 0; j < 4; j++) {
+                        const uint8_t byte = x[16 + 32 * k + 4 * r + j];
+                        isum += ((byte & 0xF) - 8) * qa[4 * k + j] + ((byte >> 4) - 8) * qa[16 + 4 * k + j];
+                    }
+                acc = s_step_q4_0(acc, isum, s_half(x + 2 * r), s_half(y));
+            }
+            s[(size_t)c * s_stride + (size_t)r] = acc;
+        }
 }
 
 static void s_dot_q4_1(int64_t n, float *s, const void *w, const void *a) {
@@ -410,7 +480,8 @@ static const mc_kernel_t s_scalar[] = {
     {.wtype = MC_DTYPE_F32, .act_type = MC_DTYPE_F32, .act = s_act_f32, .dot = s_dot_f32, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_F16, .act_type = MC_DTYPE_F16, .act = s_act_f16, .dot = s_dot_f16, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_BF16, .act_type = MC_DTYPE_BF16, .act = s_act_bf16, .dot = s_dot_bf16, .isa = MC_ISA_SCALAR},
-    {.wtype = MC_DTYPE_Q4_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q4_0, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q4_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q4_0, .isa = MC_ISA_SCALAR,
+     .dot8 = s_dot8_q4_0},
     {.wtype = MC_DTYPE_Q4_1, .act_type = MC_DTYPE_Q8_1, .act = s_act_q8_1, .dot = s_dot_q4_1, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_Q5_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q5_0, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_Q5_1, .act_type = MC_DTYPE_Q8_1, .act = s_act_q8_1, .dot = s_dot_q5_1, .isa = MC_ISA_SCALAR},

@@ -52,6 +52,32 @@ typedef void (*mc_dot4_fn)(int64_t n, float s[4], const void *w, const void *con
 typedef void (*mc_prep_fn)(void *a, int64_t n);
 typedef size_t (*mc_prep_bytes_fn)(int64_t n);
 
+// Q4_0 weights repacked at load time (mc_kernel_repack_q4_0x8, called by
+// mc_model_repack): 8 rows interleaved so that one 256-bit register holds 4
+// bytes of each of the 8 rows, and the integer sums of 8 rows land in 8
+// lanes without any horizontal reduction. A group of 8 rows (n values each)
+// is n / 32 records of MC_Q4_0X8_BYTES, one per block b, in block order:
+//
+//   d[8]        (8) fp16: block b's scale of row r = 0..7
+//   qs[4][8][4] (4, 8, 4): qs[k][r][j] = byte 4k + j of block b's qs of row
+//               r, i.e. values 4k + j (low nibble) and 16 + 4k + j (high)
+//
+// Same bytes as the 8 rows' blocks, so the same memory.
+#define MC_Q4_0X8_ROWS 8
+#define MC_Q4_0X8_BYTES 144 // 8 * sizeof(mc_block_q4_0_t)
+
+// Pack 8 Q4_0 rows of n values (row r at rows + r * row_bytes) into out
+// (n / 32 * MC_Q4_0X8_BYTES bytes) in the layout above.
+void mc_kernel_repack_q4_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out);
+
+// The product of 8 Q4_0 rows with na (1..4) activation rows a[c] as dot
+// reads them (with prep's side data): s[c * s_stride + r] = dot(row r,
+// a[c]), the same bits as dot. row_bytes 0: w is one repacked group (the
+// layout above); else w is 8 raw rows, row r at w + r * row_bytes (a matrix
+// that was not repacked: the kernel interleaves them in registers).
+typedef void (*mc_dot8_fn)(int64_t n, float *s, size_t s_stride, const void *w, size_t row_bytes,
+                           const void *const *a, int na);
+
 typedef struct {
     mc_dtype_t wtype;    // weight type served
     mc_dtype_t act_type; // what the activation is converted to
@@ -61,6 +87,7 @@ typedef struct {
     mc_isa_t isa;        // the implementation actually returned
     mc_prep_fn prep;     // NULL: dot reads bare act_type rows
     mc_prep_bytes_fn prep_bytes;
+    mc_dot8_fn dot8;     // Q4_0: the repacked 8-row product; NULL: this kernel reads raw rows only
 } mc_kernel_t;
 
 // Bytes of one activation row of n values as k's dot reads it.

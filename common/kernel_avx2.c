@@ -59,6 +59,13 @@ S_INLINE float s_f32(const uint8_t *p) {
 }
 
 S_INLINE __m256i s_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+// The 4 bytes at p (any alignment) in every 32-bit lane: one vpbroadcastd.
+S_INLINE __m256i s_bcast32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
 S_INLINE __m128i s_load128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
 
 // The fp16 fields at p, p + stride, ... of the first r (1..4) blocks as f32
@@ -354,7 +361,8 @@ S_FN void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s = s
 
 // --- 32-value blocks ----------------------------------------------------------------
 //
-// kernel.c's 8-lane order: with a weight block's 32 bytes in value order in a
+// kernel.c's 8-lane order (Q4_1, Q5_0, Q5_1, Q8_0; Q4_0 has its own, in
+// kernel_avx2_q32.h): with a weight block's 32 bytes in value order in a
 // ymm, byte multiply-adds give exactly the reference's lane sums p[l] (values
 // 4l..4l+3) as 8 int32; one ymm accumulator per activation row then takes
 // acc + (float)p * d, block after block, with no horizontal work until the
@@ -366,8 +374,8 @@ S_FN void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s = s
 // pairs summed in int16, exact here) then madd with ones, or on AVX-VNNI one
 // vpdpbusd (4 products summed into int32). Q4_1/Q5_1 quants are unsigned
 // already. Q4_0/Q5_0 use the stored u = q + 8 (q + 16), and the activation's
-// prepared side data holds -8 (-16) times its lane sums, which vpdpbusd takes
-// as its starting value. Q8_0 multiplies |w| by y carrying w's sign, exact
+// prepared side data holds -8 times its block sums (Q4_0) or -16 times its
+// lane sums (Q5_0), which vpdpbusd takes as its starting value. Q8_0 multiplies |w| by y carrying w's sign, exact
 // unless y holds -128 (its negation overflows); rows flagged so by the side
 // data are computed with 16-bit products instead (the activation conversion
 // never produces -128 from finite, non-tiny input, so this is a rare path
@@ -528,14 +536,15 @@ S_FN float s_dot_q8_0_wide(int64_t nb, const uint8_t *x, const uint8_t *y) {
 // --- prepared Q8_0 activations (Q4_0, Q5_0, Q8_0 weights) --------------------------
 //
 // Side data after the Q8_0 row (kernel.h): the f32 scale of each block, then
-// per block 8 int32 = -offset * the activation's lane sums (Q4_0: offset 8,
-// Q5_0: 16), or for Q8_0 one uint32 flag: some activation byte is -128.
+// Q4_0: per block one int32 = -8 * the activation's block sum; Q5_0: per
+// block 8 int32 = -16 * its lane sums; Q8_0: one uint32 flag: some
+// activation byte is -128.
 // Unaligned, like the rows it follows: read with memcpy or unaligned loads.
 
 typedef struct {
     const uint8_t *q;  // (nb) Q8_0 blocks
     const uint8_t *d;  // (nb) f32 block scales
-    const uint8_t *nc; // (nb, 8) int32 offset corrections (Q4_0, Q5_0)
+    const uint8_t *nc; // Q5_0: (nb, 8) int32 offset corrections; Q4_0: (nb) int32
     bool wide;         // Q8_0: |w| * sign(y, w) could overflow
 } s_prow_t;
 
@@ -554,7 +563,7 @@ S_INLINE s_prow_t s_prow(mc_dtype_t t, const void *a, int64_t n) {
 S_INLINE void s_prep32(mc_dtype_t t, void *a, int64_t n) {
     const size_t nb = (size_t)(n / MC_QK);
     uint8_t *q = a, *d = q + nb * sizeof(mc_block_q8_0_t), *nc = d + nb * sizeof(float);
-    const __m256i off = _mm256_set1_epi8(t == MC_DTYPE_Q5_0 ? 16 : 8);
+    const __m256i off = _mm256_set1_epi8(16); // Q5_0's offset (Q8_0 has none)
     __m256i ymin = _mm256_setzero_si256();
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *blk = q + i * sizeof(mc_block_q8_0_t);
@@ -574,7 +583,24 @@ S_INLINE void s_prep32(mc_dtype_t t, void *a, int64_t n) {
     }
 }
 
-S_FN void s_prep_q4_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q4_0, a, n); }
+// Q4_0's side data: the f32 scale of each block, then per block one int32:
+// -8 * the sum of the block's activation quants (its dot adds whole-block
+// sums, kernel.c; the repacked dot starts each block's 8 row lanes from it).
+S_FN void s_prep_q4_0(void *a, int64_t n) {
+    const size_t nb = (size_t)(n / MC_QK);
+    uint8_t *q = a, *d = q + nb * sizeof(mc_block_q8_0_t), *nc = d + nb * sizeof(float);
+    const __m256i off = _mm256_set1_epi8(8);
+    for (size_t i = 0; i < nb; i++) {
+        const uint8_t *blk = q + i * sizeof(mc_block_q8_0_t);
+        const float f = s_half(S_AT(blk, mc_block_q8_0_t, d));
+        memcpy(d + i * sizeof f, &f, sizeof f);
+        const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(off, s_load(S_AT(blk, mc_block_q8_0_t, qs))),
+                                               _mm256_set1_epi16(1));
+        const int32_t v = -_mm_cvtsi128_si32(s_hsum4(sums, sums, sums, sums));
+        memcpy(nc + i * sizeof v, &v, sizeof v);
+    }
+}
+static size_t s_prep_bytes_q4_0(int64_t n) { return (size_t)(n / MC_QK) * (sizeof(float) + sizeof(int32_t)); }
 S_FN void s_prep_q5_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q5_0, a, n); }
 S_FN void s_prep_q8_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q8_0, a, n); }
 static size_t s_prep_bytes_offset(int64_t n) { return (size_t)(n / MC_QK) * (sizeof(float) + 8 * sizeof(int32_t)); }
@@ -585,6 +611,13 @@ S_INLINE __m128 s_floats(const uint8_t *p, int r) {
     float v[4] = {0.f, 0.f, 0.f, 0.f};
     memcpy(v, p, (size_t)r * sizeof(float));
     return _mm_loadu_ps(v);
+}
+
+// The same for r int32.
+S_INLINE __m128i s_ints(const uint8_t *p, int r) {
+    int32_t v[4] = {0, 0, 0, 0};
+    memcpy(v, p, (size_t)r * sizeof(int32_t));
+    return _mm_loadu_si128((const __m128i *)(const void *)v);
 }
 
 // The dots on prepared rows, once with AVX2 byte products and once with
@@ -825,18 +858,18 @@ S_DOTK(q6_k, MC_DTYPE_Q6_K)
 // Q8_0 dots (pfx: s_avx2_ or s_vnni_).
 #define S_K(w, at, a, name, isa_) \
     {.wtype = w, .act_type = at, .act = a, .dot = s_dot_##name, .dot4 = s_dot4_##name, .isa = isa_}
-#define S_KP(w, name, isa_, pfx, pbytes)                                                     \
+#define S_KP(w, name, isa_, pfx, pbytes, dot8_)                                               \
     {.wtype = w, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = pfx##dot_##name,      \
-     .dot4 = pfx##dot4_##name, .isa = isa_, .prep = s_prep_##name, .prep_bytes = pbytes}
+     .dot4 = pfx##dot4_##name, .isa = isa_, .prep = s_prep_##name, .prep_bytes = pbytes, .dot8 = dot8_}
 #define S_TABLE(isa_, pfx)                                                                                   \
     {.wtype = MC_DTYPE_F32, .act_type = MC_DTYPE_F32, .act = s_act_f32, .dot = s_dot_f32, .isa = isa_},     \
     {.wtype = MC_DTYPE_F16, .act_type = MC_DTYPE_F16, .act = s_act_f16, .dot = s_dot_f16, .isa = isa_},     \
     {.wtype = MC_DTYPE_BF16, .act_type = MC_DTYPE_BF16, .act = s_act_bf16, .dot = s_dot_bf16, .isa = isa_}, \
-    S_KP(MC_DTYPE_Q4_0, q4_0, isa_, pfx, s_prep_bytes_offset),                                              \
+    S_KP(MC_DTYPE_Q4_0, q4_0, isa_, pfx, s_prep_bytes_q4_0, pfx##dot8_q4_0),                                              \
     S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, q4_1, isa_),                                              \
-    S_KP(MC_DTYPE_Q5_0, q5_0, isa_, pfx, s_prep_bytes_offset),                                              \
+    S_KP(MC_DTYPE_Q5_0, q5_0, isa_, pfx, s_prep_bytes_offset, NULL),                                              \
     S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, q5_1, isa_),                                              \
-    S_KP(MC_DTYPE_Q8_0, q8_0, isa_, pfx, s_prep_bytes_q8_0),                                                \
+    S_KP(MC_DTYPE_Q8_0, q8_0, isa_, pfx, s_prep_bytes_q8_0, NULL),                                                \
     S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, q2_k, isa_),                                              \
     S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, q3_k, isa_),                                              \
     S_K(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, q4_k, isa_),                                              \

@@ -69,7 +69,172 @@ S_Q32_INLINE void S_Q32_NAME(dot32)(mc_dtype_t t, int64_t n, float *s, const uin
     S_Q32_FN void S_Q32_NAME(dot4_##name)(int64_t n, float s[4], const void *w, const void *const a[4]) { \
         S_Q32_NAME(dot32)(type, n, s, w, a, 4);                                                          \
     }
-S_Q32_DOT(q4_0, MC_DTYPE_Q4_0)
 S_Q32_DOT(q5_0, MC_DTYPE_Q5_0)
 S_Q32_DOT(q8_0, MC_DTYPE_Q8_0)
 #undef S_Q32_DOT
+
+// --- Q4_0: whole-block sums (kernel.c's Q4_0 order) --------------------------------
+//
+// Raw rows: 4 blocks at a time, each block's 8 lane sums reduced to its
+// exact block sum (hsum4 gives the 4 blocks' sums in 4 lanes), the offset
+// correction added, one cvt and two multiplies for the 4 blocks, then the
+// reference's block-after-block adds. Used for rows outside a full group of
+// 8 and for matrices that were not repacked; the repacked dot8 below is the
+// fast path.
+
+// The block sum of unsigned nibbles u against activation bytes y, in lanes.
+S_Q32_INLINE __m256i S_Q32_NAME(usum)(__m256i u, __m256i y) {
+#if S_Q32_VNNI
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, y);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+#endif
+}
+
+S_Q32_INLINE void S_Q32_NAME(rows_q4_0)(int64_t n, float *s, const uint8_t *x, const void *const *a, int na) {
+    enum { WB = sizeof(mc_block_q4_0_t), YB = sizeof(mc_block_q8_0_t) };
+    const int64_t nb = n / MC_QK;
+    s_prow_t p[4];
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int c = 0; c < na; c++) p[c] = s_prow(MC_DTYPE_Q4_0, a[c], n);
+    for (int64_t i = 0; i < nb; i += 4) {
+        const int r = nb - i < 4 ? (int)(nb - i) : 4;
+        const uint8_t *xg = x + (size_t)i * WB;
+        s_prefetch(xg, 4 * WB);
+        __m256i u[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; b++)
+            u[b] = b < r ? s_nibbles(S_AT(xg + (size_t)b * WB, mc_block_q4_0_t, qs)) : _mm256_setzero_si256();
+        const __m128 dx = s_halves(xg, WB, r);
+#pragma GCC unroll 4
+        for (int c = 0; c < na; c++) {
+            __m256i ps[4];
+#pragma GCC unroll 4
+            for (int b = 0; b < 4; b++)
+                ps[b] = b < r ? S_Q32_NAME(usum)(u[b], s_load(p[c].q + (size_t)(i + b) * YB +
+                                                               offsetof(mc_block_q8_0_t, qs)))
+                              : _mm256_setzero_si256();
+            const __m128i is = _mm_add_epi32(s_hsum4(ps[0], ps[1], ps[2], ps[3]),
+                                             s_ints(p[c].nc + (size_t)i * sizeof(int32_t), r));
+            const __m128 dy = r == 4 ? _mm_loadu_ps((const float *)(const void *)(p[c].d + (size_t)i * sizeof(float)))
+                                     : s_floats(p[c].d + (size_t)i * sizeof(float), r);
+            acc[c] = s_accumulate(acc[c], _mm_mul_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(dx, dy)), r);
+        }
+    }
+    for (int c = 0; c < na; c++) s[c] = acc[c];
+}
+
+S_Q32_FN void S_Q32_NAME(dot_q4_0)(int64_t n, float *s, const void *w, const void *a) {
+    const void *y[1] = {a};
+    S_Q32_NAME(rows_q4_0)(n, s, w, y, 1);
+}
+
+S_Q32_FN void S_Q32_NAME(dot4_q4_0)(int64_t n, float s[4], const void *w, const void *const a[4]) {
+    S_Q32_NAME(rows_q4_0)(n, s, w, a, 4);
+}
+
+// Repacked groups of 8 rows (kernel.h): per block, 4 loads give the 8 rows'
+// 128 quant bytes as 4 registers of 4 bytes per row; their low nibbles meet
+// activation bytes 4k..4k+3 broadcast to every lane, the high ones bytes
+// 16+4k..16+4k+3. Lane r then sums row r's block exactly: 8 vpdpbusd from
+// the offset correction (AVX-VNNI), or 8 maddubs added in int16 (|sum| <=
+// 8 * 2 * 15 * 128 = 30720, exact) and one madd. Then per activation row one
+// cvt, the 8 rows' scales times the activation's, one multiply, one add:
+// kernel.c's steps in 8 lanes. The unpacked weights serve up to 4
+// activation rows (the prompt tile: 8 rows x na tokens).
+//
+// Raw rows (row_bytes != 0) give the same registers by a transpose: block
+// i's 16 quant bytes of rows r and r + 4 side by side, then 32-bit and
+// 64-bit unpacks put dword k of rows 0..7 in one register (dwords of rows
+// 0-3 in the low half, 4-7 in the high one, as the repacked record holds
+// them); the 8 scales are gathered as 16-bit values.
+S_Q32_INLINE void S_Q32_NAME(raw8)(const uint8_t *x, size_t rb, int64_t i, __m256i v[4], __m128i *d) {
+    enum { WB = sizeof(mc_block_q4_0_t) };
+    const uint8_t *b = x + (size_t)i * WB;
+    __m256i y[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        y[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(s_load128(b + (size_t)r * rb + 2)),
+                                       s_load128(b + (size_t)(r + 4) * rb + 2), 1);
+    const __m256i t01l = _mm256_unpacklo_epi32(y[0], y[1]), t01h = _mm256_unpackhi_epi32(y[0], y[1]);
+    const __m256i t23l = _mm256_unpacklo_epi32(y[2], y[3]), t23h = _mm256_unpackhi_epi32(y[2], y[3]);
+    v[0] = _mm256_unpacklo_epi64(t01l, t23l);
+    v[1] = _mm256_unpackhi_epi64(t01l, t23l);
+    v[2] = _mm256_unpacklo_epi64(t01h, t23h);
+    v[3] = _mm256_unpackhi_epi64(t01h, t23h);
+    uint16_t h[8];
+    for (int r = 0; r < 8; r++) memcpy(&h[r], b + (size_t)r * rb, sizeof h[r]);
+    *d = _mm_loadu_si128((const __m128i *)(const void *)h);
+}
+
+S_Q32_INLINE void S_Q32_NAME(tile_q4_0)(int64_t n, float *s, size_t stride, const uint8_t *x, size_t rb,
+                                        const void *const *a, int na) {
+    enum { YB = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
+    const int64_t nb = n / MC_QK;
+    s_prow_t p[4];
+    __m256 acc[4];
+    for (int c = 0; c < na; c++) {
+        p[c] = s_prow(MC_DTYPE_Q4_0, a[c], n);
+        acc[c] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i v[4];
+        __m128i dh;
+        if (rb) {
+            S_Q32_NAME(raw8)(x, rb, i, v, &dh);
+        } else {
+            const uint8_t *xr = x + (size_t)i * MC_Q4_0X8_BYTES;
+            s_prefetch(xr, MC_Q4_0X8_BYTES);
+            dh = s_load128(xr);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) v[k] = s_load(xr + 16 + 32 * k);
+        }
+        const __m256 dw = _mm256_cvtph_ps(dh);
+        __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            lo[k] = _mm256_and_si256(v[k], m4);
+            hi[k] = _mm256_and_si256(_mm256_srli_epi16(v[k], 4), m4);
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < na; c++) {
+            // Broadcasts straight from the activation row (one load each).
+            const uint8_t *yq = p[c].q + (size_t)i * YB + YQ;
+            const __m256i nc = s_bcast32(p[c].nc + (size_t)i * sizeof(int32_t));
+#if S_Q32_VNNI
+            // Two chains (low and high nibbles): vpdpbusd's latency is
+            // several times its issue interval.
+            __m256i il = nc, ih = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                il = _mm256_dpbusd_avx_epi32(il, lo[k], s_bcast32(yq + 4 * k));
+                ih = _mm256_dpbusd_avx_epi32(ih, hi[k], s_bcast32(yq + 16 + 4 * k));
+            }
+            const __m256i is = _mm256_add_epi32(il, ih);
+#else
+            __m256i s16 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], s_bcast32(yq + 4 * k)));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], s_bcast32(yq + 16 + 4 * k)));
+            }
+            const __m256i is = _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), nc);
+#endif
+            const __m256 d = _mm256_mul_ps(dw, _mm256_castsi256_ps(s_bcast32(p[c].d + (size_t)i * sizeof(float))));
+            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(_mm256_cvtepi32_ps(is), d));
+        }
+    }
+    for (int c = 0; c < na; c++) _mm256_storeu_ps(s + (size_t)c * stride, acc[c]);
+}
+
+// The tile for each row count, so every loop over activation rows unrolls.
+S_Q32_FN void S_Q32_NAME(dot8_q4_0)(int64_t n, float *s, size_t stride, const void *w8, size_t rb,
+                                    const void *const *a, int na) {
+    switch (na) {
+    case 1: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 1); break;
+    case 2: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 2); break;
+    case 3: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 3); break;
+    default: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 4); break;
+    }
+}

@@ -7,7 +7,9 @@
  *
  * Every kernel returns the same bits as the scalar reference. Integer sums
  * are exact in any order; every float operation that combines them is the
- * reference's, in the reference's order: the 32-value block types keep the
+ * reference's, in the reference's order: Q4_0 adds whole-block sums one
+ * block after the other (its repacked 8-row groups keep 8 rows in two 4-lane
+ * registers), the other 32-value block types keep the
  * reference's 8 lanes as two 4-lane registers per activation row, the
  * K-quants compute several blocks' products side by side in vector lanes,
  * and the float-weight dots keep the reference's 16 accumulators as four
@@ -485,8 +487,6 @@ S_BODY void s_dot32_rows(int64_t n, float *s, const uint8_t *x, const uint8_t *c
     for (int c = 0; c < na; c++) s[c] = sh.has_min ? s_fold8(lo[c], hi[c]) + summ[c] : s_fold8(lo[c], hi[c]);
 }
 
-static const s_shape32_t s_shape_q4_0 = {sizeof(mc_block_q4_0_t), sizeof(mc_block_q8_0_t),
-                                         offsetof(mc_block_q8_0_t, qs), false};
 static const s_shape32_t s_shape_q4_1 = {sizeof(mc_block_q4_1_t), sizeof(mc_block_q8_1_t),
                                          offsetof(mc_block_q8_1_t, qs), true};
 static const s_shape32_t s_shape_q5_0 = {sizeof(mc_block_q5_0_t), sizeof(mc_block_q8_0_t),
@@ -507,12 +507,96 @@ static const s_shape32_t s_shape_q8_0 = {sizeof(mc_block_q8_0_t), sizeof(mc_bloc
         const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};                                                    \
         s_dot32_rows(n, s, w, y, 4, s_shape_##name, unpack, quad);                                         \
     }
-S_DOT32(q4_0, s_unpack_q4_0)
 S_DOT32(q4_1, s_unpack_q4_1)
 S_DOT32(q5_0, s_unpack_q5_0)
 S_DOT32(q5_1, s_unpack_q5_1)
 S_DOT32(q8_0, s_unpack_q8_0)
 #undef S_DOT32
+
+// --- Q4_0: whole-block sums (kernel.c's Q4_0 order) --------------------------------------------
+
+// Raw rows: each block's exact sum (two quads, added across lanes), then
+// acc + (float)isum * (dx * dy), block after block, per activation row.
+S_BODY void s_dot_q4_0_rows(int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na, s_quad_fn quad) {
+    assert(n % MC_QK == 0);
+    enum { BX = sizeof(mc_block_q4_0_t), BY = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int64_t i = 0; i < n / MC_QK; i++, x += BX) {
+        int8x16_t q[2];
+        s_unpack_q4_0(x, q);
+        const float dx = s_half(x);
+        for (int c = 0; c < na; c++) {
+            const uint8_t *y = a[c] + i * BY;
+            const int32_t isum = vaddvq_s32(vaddq_s32(quad(q[0], s_ld_s8(y + YQ)), quad(q[1], s_ld_s8(y + YQ + 16))));
+            acc[c] = acc[c] + (float)isum * (dx * s_half(y));
+        }
+    }
+    for (int c = 0; c < na; c++) s[c] = acc[c];
+}
+
+S_BODY void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a, s_quad_fn quad) {
+    const uint8_t *y[1] = {a};
+    s_dot_q4_0_rows(n, s, w, y, 1, quad);
+}
+
+S_BODY void s_dot4_q4_0(int64_t n, float s[4], const void *w, const void *const a[4], s_quad_fn quad) {
+    const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};
+    s_dot_q4_0_rows(n, s, w, y, 4, quad);
+}
+
+// Repacked groups of 8 rows (kernel.h): a 16-byte half of each quant record
+// holds 4 bytes of 4 rows, so quad(w, the activation's 4 bytes in every
+// lane) sums 4 bytes of 4 rows in 4 lanes (|w| <= 8: the small-product
+// primitive is exact). Rows 0-3 and 4-7 in two registers, kernel.c's steps
+// lane-wise.
+S_BODY void s_dot8_q4_0(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na, s_quad_fn quad) {
+    assert(n % MC_QK == 0 && na >= 1 && na <= 4);
+    if (row_bytes) { // raw rows: one row at a time, the same steps
+        const uint8_t *y[4] = {a[0], na > 1 ? a[1] : a[0], na > 2 ? a[2] : a[0], na > 3 ? a[3] : a[0]};
+        for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
+            float t[4];
+            s_dot_q4_0_rows(n, t, (const uint8_t *)w8 + (size_t)r * row_bytes, y, na, quad);
+            for (int c = 0; c < na; c++) s[(size_t)c * stride + (size_t)r] = t[c];
+        }
+        return;
+    }
+    enum { BY = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
+    const uint8_t *x = w8;
+    float32x4_t acc[4][2];
+    for (int c = 0; c < 4; c++) acc[c][0] = acc[c][1] = vdupq_n_f32(0.f);
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    const int8x16_t eight = vdupq_n_s8(8);
+    for (int64_t i = 0; i < n / MC_QK; i++, x += MC_Q4_0X8_BYTES) {
+        int8x16_t lo[4][2], hi[4][2];
+        for (int k = 0; k < 4; k++)
+            for (int h = 0; h < 2; h++) {
+                const uint8x16_t v = vld1q_u8(x + 16 + 32 * k + 16 * h);
+                lo[k][h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, m4)), eight);
+                hi[k][h] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
+            }
+        const float32x4_t dw0 = s_half4(x, x + 2, x + 4, x + 6), dw1 = s_half4(x + 8, x + 10, x + 12, x + 14);
+        for (int c = 0; c < na; c++) {
+            const uint8_t *y = (const uint8_t *)a[c] + i * BY;
+            int32_t ya[8];
+            memcpy(ya, y + YQ, sizeof ya);
+            int32x4_t is0 = vdupq_n_s32(0), is1 = vdupq_n_s32(0);
+            for (int k = 0; k < 4; k++) {
+                const int8x16_t al = vreinterpretq_s8_s32(vdupq_n_s32(ya[k]));
+                const int8x16_t ah = vreinterpretq_s8_s32(vdupq_n_s32(ya[4 + k]));
+                is0 = vaddq_s32(is0, vaddq_s32(quad(lo[k][0], al), quad(hi[k][0], ah)));
+                is1 = vaddq_s32(is1, vaddq_s32(quad(lo[k][1], al), quad(hi[k][1], ah)));
+            }
+            const float dy = s_half(y);
+            acc[c][0] = vaddq_f32(acc[c][0], vmulq_f32(vcvtq_f32_s32(is0), vmulq_n_f32(dw0, dy)));
+            acc[c][1] = vaddq_f32(acc[c][1], vmulq_f32(vcvtq_f32_s32(is1), vmulq_n_f32(dw1, dy)));
+        }
+    }
+    for (int c = 0; c < na; c++) {
+        vst1q_f32(s + (size_t)c * stride, acc[c][0]);
+        vst1q_f32(s + (size_t)c * stride + 4, acc[c][1]);
+    }
+}
 
 // --- K-quants against Q8_K --------------------------------------------------------------------
 
@@ -820,6 +904,14 @@ S_FLAVOURS(s_dot_q4_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q5_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q6_k, s_dot16_small_mull, s_dot16_sdot)
 S_FLAVOURS4(s_dot4_q4_0, s_quad_small_mull, s_quad_sdot)
+static void s_dot8_q4_0_neon(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes,
+                             const void *const *a, int na) {
+    s_dot8_q4_0(n, s, stride, w8, row_bytes, a, na, s_quad_small_mull);
+}
+S_SDOT static void s_dot8_q4_0_sdot(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes,
+                                    const void *const *a, int na) {
+    s_dot8_q4_0(n, s, stride, w8, row_bytes, a, na, s_quad_sdot);
+}
 S_FLAVOURS4(s_dot4_q4_1, s_quad_small_mull, s_quad_sdot)
 S_FLAVOURS4(s_dot4_q5_0, s_quad_small_mull, s_quad_sdot)
 S_FLAVOURS4(s_dot4_q5_1, s_quad_small_mull, s_quad_sdot)
@@ -832,12 +924,14 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
 // --- tables ---------------------------------------------------------------------------------
 
 #define S_K(w, at, a, d, d4, i) {.wtype = (w), .act_type = (at), .act = (a), .dot = (d), .dot4 = (d4), .isa = (i)}
+#define S_K8(w, at, a, d, d4, d8, i) \
+    {.wtype = (w), .act_type = (at), .act = (a), .dot = (d), .dot4 = (d4), .isa = (i), .dot8 = (d8)}
 #define S_TABLE(fl, isa)                                                                       \
     {                                                                                          \
         S_K(MC_DTYPE_F32, MC_DTYPE_F32, s_act_f32, s_dot_f32, NULL, isa),                      \
         S_K(MC_DTYPE_F16, MC_DTYPE_F16, s_act_f16, s_dot_f16, NULL, isa),                      \
         S_K(MC_DTYPE_BF16, MC_DTYPE_BF16, s_act_bf16, s_dot_bf16, NULL, isa),                  \
-        S_K(MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q4_0_##fl, s_dot4_q4_0_##fl, isa), \
+        S_K8(MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q4_0_##fl, s_dot4_q4_0_##fl, s_dot8_q4_0_##fl, isa), \
         S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q4_1_##fl, s_dot4_q4_1_##fl, isa),             \
         S_K(MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q5_0_##fl, s_dot4_q5_0_##fl, isa),             \
         S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q5_1_##fl, s_dot4_q5_1_##fl, isa),             \
@@ -852,6 +946,7 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
 static const mc_kernel_t s_neon[] = S_TABLE(neon, MC_ISA_NEON);
 static const mc_kernel_t s_neon_dotprod[] = S_TABLE(sdot, MC_ISA_NEON_DOTPROD);
 #undef S_TABLE
+#undef S_K8
 #undef S_K
 
 // Attention's value rows: 4 lanes, the same product and add per element.

@@ -6,6 +6,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "quant.h"
+
 // Output rows per scheduling unit: a multiple of 16 floats (one 64-byte cache
 // line) so two threads never write the same line of y.
 #define MC_MM_BLOCK 16
@@ -127,11 +129,44 @@ void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, ui
     s_convert_run(mm, &c, 1);
 }
 
+// Rows r0 .. r1 (multiples of 8) of a Q4_0 matrix through the 8-row
+// kernel: one group of 8 rows at a time, against every token in tiles of up
+// to 4. The group (8 rows, at most a few tens of KB) stays in L1 while all
+// tokens pass over it. Repacked groups when the matrix has them, else the
+// raw rows (the kernel interleaves them itself: the same bits).
+static void s_run_packed(const s_part_t *p, uint32_t r0, uint32_t r1) {
+    const mc_matrix_t *w = p->w;
+    const size_t group_bytes = (size_t)(w->n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    const size_t rb = w->packed ? 0 : w->row_bytes;
+    for (uint32_t r = r0; r < r1; r += MC_Q4_0X8_ROWS) {
+        const uint8_t *w8 = w->packed ? w->packed + (size_t)(r / MC_Q4_0X8_ROWS) * group_bytes
+                                      : w->data + (size_t)r * w->row_bytes;
+        for (uint32_t t = 0; t < p->n_tok; t += 4) {
+            const int na = p->n_tok - t < 4 ? (int)(p->n_tok - t) : 4;
+            const void *xa[4];
+            for (int c = 0; c < na; c++) xa[c] = p->xa + (size_t)(t + (uint32_t)c) * p->xa_stride;
+            p->k->dot8(w->n_in, p->y + (size_t)t * w->n_out + r, w->n_out, w8, rb, xa, na);
+        }
+    }
+}
+
 static void s_run_block(const s_part_t *p, uint32_t b) {
     const mc_matrix_t *w = p->w;
     const int64_t n_in = w->n_in;
     uint32_t r0 = b * p->block_rows;
     uint32_t r1 = r0 + p->block_rows < w->n_out ? r0 + p->block_rows : w->n_out;
+    // Q4_0 by groups of 8 rows first, repacked or raw (block_rows is a
+    // multiple of 8, so a block's rows start a group; one row at a time the
+    // whole-block order's float adds form one slow chain per row), then the
+    // rows beyond the last full group by the dots below: the same bits.
+    if (p->k->dot8) {
+        const uint32_t packed_end = w->n_out / MC_Q4_0X8_ROWS * MC_Q4_0X8_ROWS;
+        const uint32_t end = r1 < packed_end ? r1 : packed_end;
+        if (r0 < end) {
+            s_run_packed(p, r0, end);
+            r0 = end;
+        }
+    }
     // Token-outer, row-inner: the block's weight rows (a few KB) stay in
     // cache while every token of a batch is multiplied with them, and dot4
     // unpacks each weight block once for four tokens.

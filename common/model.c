@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernel.h"
 #include "quant.h"
@@ -66,7 +68,7 @@ static mc_err_t s_matrix_from(const mc_gguf_tensor_t *t, uint32_t n_in, uint32_t
     if (!mc_kernel_get(t->type, MC_ISA_SCALAR))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type", t->name,
                           mc_dtype_name(t->type));
-    *out = (mc_matrix_t){t->type, n_in, n_out, mc_dtype_row_bytes(t->type, n_in), data};
+    *out = (mc_matrix_t){t->type, n_in, n_out, mc_dtype_row_bytes(t->type, n_in), data, NULL};
     return MC_OK;
 }
 
@@ -322,6 +324,7 @@ void mc_model_destroy(mc_model_t **pm) {
         }
     free(m->layers);
     free(m->output_norm);
+    if (m->packed) munmap(m->packed, m->packed_bytes);
     mc_gguf_destroy(&m->gguf);
     free(m);
     *pm = NULL;
@@ -366,4 +369,93 @@ uint64_t mc_model_fingerprint(const mc_model_t *m) {
     for (uint64_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
     for (int i = 0; i < 8; i++) h = (h ^ ((size >> (8 * i)) & 0xFF)) * 0x100000001b3ull;
     return h;
+}
+
+// --- repacking ------------------------------------------------------------------------
+
+// The matrices mc_model_repack serves, in a fixed order: calls fn(w, ctx)
+// for each (dense: the non-expert ones; held NULL: every expert).
+static void s_each_served(mc_model_t *m, bool dense, const uint8_t *held, void (*fn)(mc_matrix_t *w, void *ctx),
+                          void *ctx) {
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        mc_layer_t *L = &m->layers[l];
+        if (dense) fn(&L->wq, ctx), fn(&L->wk, ctx), fn(&L->wv, ctx), fn(&L->wo, ctx), fn(&L->router, ctx);
+        for (uint32_t e = 0; e < m->hp.n_expert; e++) {
+            if (held && !held[(size_t)l * m->hp.n_expert + e]) continue;
+            mc_expert_t *x = &L->experts[e];
+            fn(&x->gate, ctx), fn(&x->up, ctx), fn(&x->down, ctx);
+        }
+    }
+    if (dense) fn(&m->output, ctx);
+}
+
+static void s_unpack(mc_matrix_t *w, void *ctx) {
+    (void)ctx;
+    w->packed = NULL;
+}
+
+static bool s_repackable(const mc_matrix_t *w) {
+    return w->type == MC_DTYPE_Q4_0 && w->n_out >= MC_Q4_0X8_ROWS && w->n_in % MC_QK == 0;
+}
+
+// Bytes of w's packed rows, rounded to a cache line.
+static size_t s_packed_bytes(const mc_matrix_t *w) {
+    const size_t b = (size_t)(w->n_out / MC_Q4_0X8_ROWS) * (w->n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    return (b + 63) / 64 * 64;
+}
+
+typedef struct {
+    uint8_t *buf; // NULL: only count
+    size_t used;
+    bool release; // the rows are file pages that may be dropped
+    size_t page;
+} s_repack_t;
+
+static void s_repack_one(mc_matrix_t *w, void *ctx) {
+    s_repack_t *r = ctx;
+    if (!s_repackable(w)) return;
+    if (!r->buf) { // the counting pass
+        r->used += s_packed_bytes(w);
+        return;
+    }
+    uint8_t *out = r->buf + r->used;
+    const uint32_t groups = w->n_out / MC_Q4_0X8_ROWS;
+    const size_t group_bytes = (size_t)(w->n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    for (uint32_t g = 0; g < groups; g++)
+        mc_kernel_repack_q4_0x8(w->data + (size_t)g * MC_Q4_0X8_ROWS * w->row_bytes, w->row_bytes, w->n_in,
+                                out + (size_t)g * group_bytes);
+    w->packed = out;
+    r->used += s_packed_bytes(w);
+    if (r->release) {
+        // Whole pages inside the repacked rows only: a page shared with a
+        // neighbour (another expert, the tail rows) stays.
+        const uintptr_t a = (uintptr_t)w->data, z = a + (size_t)groups * MC_Q4_0X8_ROWS * w->row_bytes;
+        const uintptr_t start = (a + r->page - 1) / r->page * r->page, end = z / r->page * r->page;
+        if (end > start) (void)madvise((void *)start, end - start, MADV_DONTNEED); // advice only
+    }
+}
+
+mc_err_t mc_model_repack(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held, char *err) {
+    // Forget the previous repacking first: a new placement replaces it.
+    s_each_served(m, true, NULL, s_unpack, NULL);
+    if (m->packed) munmap(m->packed, m->packed_bytes);
+    m->packed = NULL;
+    m->packed_bytes = 0;
+    const mc_kernel_t *k = mc_matmul_kernel(mm, MC_DTYPE_Q4_0);
+    if (!k || !k->dot8) return MC_OK;
+    s_repack_t r = {NULL, 0, mc_gguf_mapped(m->gguf), (size_t)sysconf(_SC_PAGESIZE)};
+    s_each_served(m, dense, held, s_repack_one, &r);
+    if (r.used == 0) return MC_OK;
+    void *buf = mmap(NULL, r.used, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED)
+        return mc_err_set(err, MC_ERR_NOMEM, "cannot map %.1f MiB for the repacked weights", r.used / 1048576.0);
+    const size_t total = r.used;
+    r.buf = buf;
+    r.used = 0;
+    s_each_served(m, dense, held, s_repack_one, &r);
+    // Read-only from here on, like the file mapping it replaces.
+    (void)mprotect(buf, total, PROT_READ);
+    m->packed = buf;
+    m->packed_bytes = total;
+    return MC_OK;
 }

@@ -67,6 +67,8 @@ typedef struct {
     mc_matrix_t output;    // (n_vocab, dim); token_embd when the file ties them
     bool legacy_experts;   // per-expert tensors in the file
     mc_gguf_t *gguf;       // owned
+    uint8_t *packed;       // (packed_bytes) owned anonymous mapping: every matrix's repacked rows (mc_model_repack)
+    size_t packed_bytes;
 } mc_model_t;
 
 // Bind a parsed file; takes ownership of *g on success (sets *g = NULL).
@@ -76,6 +78,21 @@ mc_model_t *mc_model_new(mc_gguf_t **g, char *err);
 mc_model_t *mc_model_open(const char *path, char *err);
 
 void mc_model_destroy(mc_model_t **m);
+
+// Repack, at load time, the Q4_0 matrices this process multiplies into the
+// 8-row interleaved layout mm's Q4_0 kernel streams best (kernel.h;
+// nothing happens when that kernel has no repacked product): with dense,
+// every layer's attention and router matrices and the output head; and the
+// experts with held[layer * n_expert + e] != 0 (held NULL: every expert).
+// A node (dense false) repacks only the experts it holds, a coordinator its
+// local ones. token_embd keeps
+// its raw view for embedding lookups (an output head tied to it gets its
+// own packed copy). The file pages of repacked rows are released
+// (MADV_DONTNEED, whole pages inside a matrix only) so resident memory stays
+// about the size of the tensors served. Calling it again replaces the
+// previous repacking (a new placement). Results are the same bits repacked
+// or not. On failure nothing is repacked and the model works as before.
+mc_err_t mc_model_repack(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held, char *err);
 
 // Expert e of layer l, or MC_ERR_RANGE for an out-of-range pair.
 mc_err_t mc_model_expert(const mc_model_t *m, uint32_t layer, uint32_t e, mc_expert_t *out);

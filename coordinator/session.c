@@ -9,6 +9,7 @@
 
 #if MC_HAVE_CLUSTER
 #include "cluster.h"
+#include "cluster_config.h"
 #include "routing.h"
 #endif
 
@@ -29,6 +30,29 @@ struct mc_session {
 
 mc_session_params_t mc_session_params_default(void) {
     return (mc_session_params_t){.threads = 1, .n_seq = 1};
+}
+
+// Repack the Q4_0 weights this process multiplies for its kernels
+// (mc_model_repack): with a cluster only the file's local experts, whose
+// pages are the only expert pages a coordinator keeps (the rest stay
+// unread unless a lost node's share is computed here, from the raw rows).
+static mc_err_t s_repack(mc_session_t *s, const mc_session_params_t *p, char *err) {
+    uint8_t *held = NULL;
+#if MC_HAVE_CLUSTER
+    if (p->cluster) {
+        const mc_hparams_t *hp = &s->model->hp;
+        if (!(held = calloc((size_t)hp->n_layer * hp->n_expert + 1, 1)))
+            return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        for (uint32_t l = 0; l < hp->n_layer; l++)
+            for (uint32_t e = 0; e < hp->n_expert; e++)
+                held[(size_t)l * hp->n_expert + e] = mc_cluster_config_local_holds(p->cluster, l, e);
+    }
+#else
+    (void)p;
+#endif
+    const mc_err_t rc = mc_model_repack(s->model, mc_engine_matmul(s->engine), true, held, err);
+    free(held);
+    return rc;
 }
 
 mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
@@ -73,6 +97,11 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
         goto fail;
 #endif
     }
+    // Without the memory for the repacked copy the products read the file's
+    // rows: slower, the same bits. Worth a line, not a failed start.
+    char rerr[MC_ERR_LEN];
+    if (s_repack(s, p, rerr) != MC_OK && p->log)
+        fprintf(p->log, "weights not repacked (%s): products read the file's rows\n", rerr);
     return s;
 fail:
     mc_session_destroy(&s);

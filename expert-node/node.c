@@ -46,6 +46,7 @@ struct mc_node {
     uint64_t fingerprint;
     mc_wire_limits_t lim; // lim.held points at held
     uint8_t *held;        // (n_layer, n_expert) current placement
+    bool repacked;        // mc_model_repack ran for held
     // Owner of the placement: its session, the routing id it last spoke
     // from, when it was last heard from, and whether its lease ran out.
     uint8_t owner[MC_NODE_ID_MAX];
@@ -400,6 +401,19 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
     uint32_t layers;
     uint64_t bytes;
     uint32_t pairs = s_place(n, a->held, &layers, &bytes);
+    // The held experts' Q4_0 rows in the kernels' interleaved layout (only
+    // these: a node never multiplies anything else); their file pages are
+    // released. A placement repeated as it is keeps the repacking it has.
+    if (!same || !n->repacked) {
+        char rerr[MC_ERR_LEN];
+        const uint64_t t0 = mc_clock_us();
+        if (mc_model_repack(n->model, n->mm, false, n->held, rerr) != MC_OK)
+            mc_log_status(n->log, n->who, "weights not repacked (%s): products read the file's rows", rerr);
+        else if (n->model->packed_bytes)
+            mc_log_status(n->log, n->who, "repacked %.1f MiB of Q4_0 expert weights in %.0f ms",
+                          n->model->packed_bytes / 1048576.0, (mc_clock_us() - t0) / 1000.0);
+        n->repacked = true;
+    }
     const uint64_t resident = s_resident_bytes();
     mc_log_status(n->log, n->who,
                   "placement of session %016llx from %s accepted: %u expert%s in %u layer%s (%.1f MiB of weights), "

@@ -279,6 +279,9 @@ static void test_run(void **state) {
     s_expect_number(j, "peak_rss_mb", true);
     s_expect_number(j, "tg_ratio", true);
     s_expect_number(j, "kv_mb", true);
+    s_expect_number(j, "load_ms", false);
+    s_expect_number(j, "repack_ms", false);
+    s_expect_number(j, "repacked_mb", false);
     assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "isa")));
     cJSON_Delete(j);
 

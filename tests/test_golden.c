@@ -1,12 +1,14 @@
 /*
  * test_golden: the engine against llama.cpp's logits, router logits and
  * greedy tokens for every fixture model and prompt: the shared Mixtral
- * fixtures and the project's own Qwen3-MoE and OLMoE ones (F32 bounds).
+ * fixtures and the project's own Qwen3-MoE and OLMoE ones (F32 bounds),
+ * with the weights repacked as the coordinator runs them.
  *
  * Bounds: the F32 model must match to max |d| <= 1e-3 with identical greedy
  * continuations and router choices (fixture README section 6). We quantize
- * activations exactly as llama.cpp does, and the Q4_0/Q8_0 kernels add
- * their block products in the same lane order as its AVX2 code, so the
+ * activations exactly as llama.cpp does; the Q8_0 kernels add their block
+ * products in the same lane order as its AVX2 code, the Q4_0 ones in the
+ * order of ggml's generic code (whole-block sums, block after block), so the
  * Q8_0 and Q4_0 models are held to that same bar (measured: ~1e-6). The
  * K-quant mix differs in float summation order inside its super-blocks;
  * it gets the tighter bar the README states for an engine that quantizes
@@ -85,6 +87,10 @@ static void s_check_case(const s_case_t *c) {
     ep.keep_router = true;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     assert_non_null(e);
+    // As the coordinator runs it: Q4_0 weights repacked for the kernels
+    // (test_matmul holds the raw rows to the same bits).
+    assert_int_equal(mc_model_repack(m, mc_engine_matmul(e), true, NULL, err), MC_OK);
+    if (m->layers[0].wq.type == MC_DTYPE_Q4_0) assert_non_null(m->layers[0].wq.packed);
 
     double worst_max = 0, sum_abs = 0, worst_router = 0;
     size_t n_vals = 0, argmax_same = 0, n_pos = 0, tf_same = 0, tf_total = 0;

@@ -585,6 +585,120 @@ static void test_dot_same_bits(void **state) {
     }
 }
 
+// Q4_0's 8-row product (dot8, on a repacked group and on 8 raw rows)
+// against the scalar reference's dot on the raw rows, on every ISA (the
+// scalar dot8 included): groups of 8 wild rows
+// (zero, saturated, one-sign and subnormal-scaled blocks), 1..9 activation
+// rows in dot8 calls of 1..4 (every tile and remainder a prompt makes),
+// lengths of 1..64 blocks, outputs written with a stride. The raw dot is
+// checked on the same rows by test_dot_same_bits; here also the rows of a
+// matrix whose count is not a multiple of 8 (the tail that stays raw).
+static void test_dot8_q4_0_same_bits(void **state) {
+    (void)state;
+    mc_isa_t isas[MC_ISA_BEST];
+    const size_t n_isas = s_isas(isas);
+    size_t ti = 0;
+    while (s_types[ti].wtype != MC_DTYPE_Q4_0) ti++;
+    const mc_kernel_t *ref = mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_SCALAR);
+    assert_non_null(ref->dot8);
+    enum { MAX_ROWS = 27, N_ACT = 9, STRIDE = 37 };
+    uint64_t rng = 0x5851F42D4C957F2Dull;
+    const int64_t blocks[] = {1, 2, 3, 5, 8, 17, 64};
+    for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
+        const int64_t n = blocks[bi] * MC_QK;
+        const size_t rb = mc_dtype_row_bytes(MC_DTYPE_Q4_0, (uint64_t)n);
+        for (uint32_t n_rows = 5; n_rows <= MAX_ROWS; n_rows += 11) { // 5, 16, 27: none, 2 groups, 3 + 3 tail
+            uint8_t *wbuf = malloc(rb * n_rows + 1), *packed = malloc((size_t)blocks[bi] * MC_Q4_0X8_BYTES + 1);
+            assert_true(wbuf && packed);
+            uint8_t *w = wbuf + 1; // odd offset: a row in a file mapping
+            for (uint32_t r = 0; r < n_rows; r++) s_wild_row(ti, n, w + (size_t)r * rb, s_rng_next(&rng) & 1, &rng);
+            for (size_t ii = 0; ii < n_isas; ii++) {
+                const mc_kernel_t *k = mc_kernel_get(MC_DTYPE_Q4_0, isas[ii]);
+                assert_non_null(k->dot8);
+                const size_t ab = mc_kernel_act_bytes(k, n);
+                uint8_t *abuf = malloc(N_ACT * (ab + 1));
+                float *x = malloc((size_t)n * sizeof *x), *got = malloc(4 * STRIDE * sizeof *got);
+                assert_true(abuf && x && got);
+                const void *a[N_ACT];
+                for (int c = 0; c < N_ACT; c++) {
+                    uint8_t *ac = abuf + (size_t)c * (ab + 1) + (size_t)(c % 2);
+                    a[c] = ac;
+                    if (c % 3 == 0) {
+                        s_wild_act(MC_DTYPE_Q8_0, n, ac, &rng);
+                        mc_kernel_prep(k, ac, n);
+                    } else {
+                        // c = 5, 7: one sign, near the block maximum: block sums
+                        // of 15 bits, whose products with a scale round.
+                        for (int64_t i = 0; i < n; i++)
+                            x[i] = c == 5 || c == 7 ? (c == 5 ? 1.f : -3.f) + 0.01f * s_rng_gauss(&rng)
+                                                    : s_rng_gauss(&rng) * (c == 4 ? 1e4f : 1.f);
+                        mc_kernel_act_row(k, x, ac, n);
+                    }
+                }
+                // The raw dot of this ISA on every row (the tail rows' path).
+                for (uint32_t r = 0; r < n_rows; r++)
+                    for (int c = 0; c < N_ACT; c++) {
+                        float want, have;
+                        ref->dot(n, &want, w + (size_t)r * rb, a[c]);
+                        k->dot(n, &have, w + (size_t)r * rb, a[c]);
+                        s_assert_same_float(have, want);
+                    }
+                for (uint32_t g = 0; g + MC_Q4_0X8_ROWS <= n_rows; g += MC_Q4_0X8_ROWS) {
+                    uint8_t *p = packed + (ii % 2); // aligned and not
+                    mc_kernel_repack_q4_0x8(w + (size_t)g * rb, rb, n, p);
+                    for (int na = 1; na <= 4; na++)
+                        for (int c0 = 0; c0 < N_ACT; c0 += na) {
+                            const int cnt = N_ACT - c0 < na ? N_ACT - c0 : na;
+                            for (int raw = 0; raw < 2; raw++) { // the repacked group, then the raw rows
+                                memset(got, 0xFF, 4 * STRIDE * sizeof *got);
+                                if (raw)
+                                    k->dot8(n, got, STRIDE, w + (size_t)g * rb, rb, &a[c0], cnt);
+                                else
+                                    k->dot8(n, got, STRIDE, p, 0, &a[c0], cnt);
+                                for (int c = 0; c < cnt; c++)
+                                    for (int r = 0; r < MC_Q4_0X8_ROWS; r++) {
+                                        float want;
+                                        ref->dot(n, &want, w + (size_t)(g + (uint32_t)r) * rb, a[c0 + c]);
+                                        s_assert_same_float(got[c * STRIDE + r], want);
+                                    }
+                                // Nothing outside the 8 outputs of each row is written.
+                                for (int c = 0; c < 4; c++)
+                                    for (int r = c < cnt ? MC_Q4_0X8_ROWS : 0; r < STRIDE; r++) {
+                                        uint32_t bits;
+                                        memcpy(&bits, &got[c * STRIDE + r], sizeof bits);
+                                        assert_int_equal(bits, 0xFFFFFFFFu);
+                                    }
+                            }
+                        }
+                }
+                free(abuf);
+                free(x);
+                free(got);
+            }
+            free(wbuf);
+            free(packed);
+        }
+    }
+}
+
+// The repacked layout is the rows' bytes rearranged (kernel.h): record b of
+// a group holds block b's 8 scales, then bytes 4k..4k+3 of each row's quants.
+static void test_repack_q4_0_layout(void **state) {
+    (void)state;
+    enum { NB = 3 };
+    const size_t rb = NB * sizeof(mc_block_q4_0_t);
+    uint8_t rows[8 * NB * sizeof(mc_block_q4_0_t)], out[NB * MC_Q4_0X8_BYTES];
+    for (size_t i = 0; i < sizeof rows; i++) rows[i] = (uint8_t)(i * 7 + 3);
+    mc_kernel_repack_q4_0x8(rows, rb, NB * MC_QK, out);
+    for (int b = 0; b < NB; b++)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * sizeof(mc_block_q4_0_t);
+            const uint8_t *rec = out + (size_t)b * MC_Q4_0X8_BYTES;
+            assert_memory_equal(rec + 2 * r, blk, 2);
+            for (int k = 0; k < 4; k++) assert_memory_equal(rec + 16 + 32 * k + 4 * r, blk + 2 + 4 * k, 4);
+        }
+}
+
 // Q8_0 rows whose activation holds -128 where the weight is negative: the
 // one product a sign-flipping SIMD kernel cannot form in a byte.
 static void test_dot_q8_0_min_byte(void **state) {
@@ -652,6 +766,10 @@ static void test_table(void **state) {
         assert_int_equal(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->isa, MC_ISA_SCALAR);
         // The scalar table has no dot4: callers loop over dot.
         assert_null(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->dot4);
+        // The repacked product exists for Q4_0 on every ISA (so a repacked
+        // matrix is never read by a kernel that cannot), and for nothing else.
+        for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++)
+            assert_true(!mc_kernel_get(s_types[ti].wtype, isas[i])->dot8 == (s_types[ti].wtype != MC_DTYPE_Q4_0));
     }
     // The batched products of the benchmark types and the Q4_K_M mix have dot4 wherever SIMD runs.
     const mc_dtype_t batched[] = {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, MC_DTYPE_Q4_K, MC_DTYPE_Q6_K};
@@ -721,6 +839,8 @@ int main(void) {
         cmocka_unit_test(test_act_half_boundaries),
         cmocka_unit_test(test_dot_same_bits),
         cmocka_unit_test(test_dot_q8_0_min_byte),
+        cmocka_unit_test(test_dot8_q4_0_same_bits),
+        cmocka_unit_test(test_repack_q4_0_layout),
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_axpy_same_bits),
         cmocka_unit_test(test_attn_same_bits),

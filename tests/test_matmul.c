@@ -150,10 +150,76 @@ static void test_many_matches_single(void **state) {
     }
 }
 
+// A copy of m's Q4_0 rows in the repacked layout (what mc_model_repack
+// makes), set as m->w.packed; returns the buffer to free.
+static uint8_t *s_repack(s_mat_t *m) {
+    const uint32_t groups = m->w.n_out / MC_Q4_0X8_ROWS;
+    const size_t group_bytes = (size_t)(m->w.n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    uint8_t *p = malloc(groups * group_bytes + 1);
+    assert_non_null(p);
+    for (uint32_t g = 0; g < groups; g++)
+        mc_kernel_repack_q4_0x8(m->data + (size_t)g * MC_Q4_0X8_ROWS * m->w.row_bytes, m->w.row_bytes, m->w.n_in,
+                                p + (size_t)g * group_bytes);
+    m->w.packed = groups ? p : NULL;
+    return p;
+}
+
+// Repacked Q4_0 matrices give the bits of the raw rows, whatever the ISA,
+// thread count and batch (1..10 tokens: every tile of the 8-row kernel and
+// its remainders), with row counts that are a multiple of 8, that leave a
+// tail of raw rows, and below one group; also inside mc_matmul_many beside
+// raw matrices that share their input.
+static void test_repacked_same_bits(void **state) {
+    (void)state;
+    mc_rng_t r;
+    mc_rng_seed(&r, 13);
+    const uint32_t n_outs[] = {72, 75, 5, 133};
+    const mc_isa_t isas[] = {MC_ISA_SCALAR, MC_ISA_BEST};
+    for (size_t oi = 0; oi < sizeof n_outs / sizeof n_outs[0]; oi++) {
+        const uint32_t n_in = oi % 2 ? 320 : N_IN, n_out = n_outs[oi];
+        s_mat_t raw = s_mat(MC_DTYPE_Q4_0, n_in, n_out, &r), rp = raw;
+        uint8_t *packed = s_repack(&rp);
+        assert_true((rp.w.packed != NULL) == (n_out >= 8));
+        float *x = s_tokens(MAX_TOK, n_in, &r), *want = s_reference(&raw.w, x, MAX_TOK);
+        for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++)
+            for (int nth = 1; nth <= 3; nth++) {
+                mc_pool_t *pool = mc_pool_new(nth);
+                mc_matmul_t *mm = mc_matmul_new(pool, isas[ii]);
+                assert_non_null(mm);
+                assert_non_null(mc_matmul_kernel(mm, MC_DTYPE_Q4_0)->dot8);
+                for (uint32_t n_tok = 1; n_tok <= MAX_TOK; n_tok++) {
+                    float *y = malloc((size_t)n_tok * n_out * sizeof *y);
+                    assert_non_null(y);
+                    memset(y, 0xFF, (size_t)n_tok * n_out * sizeof *y);
+                    assert_int_equal(mc_matmul_f32(mm, &rp.w, x, n_tok, y), MC_OK);
+                    assert_memory_equal(y, want, (size_t)n_tok * n_out * sizeof *y);
+                    free(y);
+                }
+                // One pass: the repacked matrix and the raw one on the same input.
+                float *y2[2];
+                for (int i = 0; i < 2; i++) y2[i] = malloc((size_t)MAX_TOK * n_out * sizeof(float));
+                assert_true(y2[0] && y2[1]);
+                const mc_matmul_op_t ops[2] = {{&rp.w, x, MAX_TOK, y2[0], NULL}, {&raw.w, x, MAX_TOK, y2[1], NULL}};
+                assert_int_equal(mc_matmul_many(mm, ops, 2), MC_OK);
+                for (int i = 0; i < 2; i++) {
+                    assert_memory_equal(y2[i], want, (size_t)MAX_TOK * n_out * sizeof(float));
+                    free(y2[i]);
+                }
+                mc_matmul_destroy(&mm);
+                mc_pool_destroy(&pool);
+            }
+        free(want);
+        free(x);
+        free(packed);
+        free(raw.data);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_bits_as_reference),
         cmocka_unit_test(test_many_matches_single),
+        cmocka_unit_test(test_repacked_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
