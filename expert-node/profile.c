@@ -163,6 +163,9 @@ mc_err_t mc_profile_run(const char *model_path, const char *name, int threads, F
     mc_matmul_t *mm = pool ? mc_matmul_new(pool, mc_kernel_best_isa()) : NULL;
     mc_moe_t *moe = mm ? mc_moe_new(mm) : NULL;
     mc_err_t rc = moe ? MC_OK : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    // Time the layout a serving process multiplies: nodes and coordinators
+    // repack what they hold at load (raw rows would look slower).
+    if (!rc) rc = mc_model_repack(m, mm, true, NULL, err);
     const mc_hparams_t *hp = &m->hp;
     char host[128] = "?";
     gethostname(host, sizeof host);
