@@ -152,12 +152,14 @@ static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
 static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, const char *err) {
     s_job_t *j = user;
     mc_server_t *srv = j->srv;
+    // Counted before the waiting request is woken: a client that reads
+    // /metrics right after its answer must find its generation there.
+    mc_metrics_generation(srv->metrics, u->prompt_tokens, u->completion_tokens, u->prompt_s);
     pthread_mutex_lock(&j->mu);
     j->done = true, j->why = why, j->usage = *u;
     snprintf(j->err, sizeof j->err, "%s", err);
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
-    mc_metrics_generation(srv->metrics, u->prompt_tokens, u->completion_tokens, u->prompt_s);
     pthread_mutex_lock(&srv->mu);
     for (s_job_t **pp = &srv->live; *pp; pp = &(*pp)->next)
         if (*pp == j) {
