@@ -11,9 +11,9 @@
 #include <string.h>
 
 static const mc_arch_info_t s_archs[] = {
-    {"llama", MC_ARCH_LLAMA, MC_ROPE_NORM, MC_QKNORM_NONE, true, false, "Mixtral"},
-    {"qwen3moe", MC_ARCH_QWEN3MOE, MC_ROPE_NEOX, MC_QKNORM_HEAD, true, true, "Qwen3-MoE"},
-    {"olmoe", MC_ARCH_OLMOE, MC_ROPE_NEOX, MC_QKNORM_FULL, false, false, "OLMoE"},
+    {"llama", MC_ARCH_LLAMA, MC_ROPE_NORM, MC_QKNORM_NONE, true, false, "Mixtral", NULL},
+    {"qwen3moe", MC_ARCH_QWEN3MOE, MC_ROPE_NEOX, MC_QKNORM_HEAD, true, true, "Qwen3-MoE", "qwen2"},
+    {"olmoe", MC_ARCH_OLMOE, MC_ROPE_NEOX, MC_QKNORM_FULL, false, false, "OLMoE", "olmo"},
 };
 
 const mc_arch_info_t *mc_arch_find(const char *name, size_t len) {

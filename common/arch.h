@@ -43,6 +43,9 @@ typedef struct {
     // has it (feed_forward_length is then the dense FFN size, unused here).
     bool expert_ffn_key;
     const char *family;    // for messages and the README: "Mixtral", ...
+    // tokenizer.ggml.pre of the family's byte-level BPE vocabularies; NULL:
+    // SentencePiece (Mixtral). What moe-mkmodel and moe-convert write.
+    const char *bpe_pre;
 } mc_arch_info_t;
 
 // The row for an architecture name (len bytes, not NUL-terminated), or NULL.

@@ -560,12 +560,6 @@ typedef struct {
 
 static uint32_t s_head_dim(const mc_mkmodel_params_t *p) { return p->head_dim ? p->head_dim : p->dim / p->n_head; }
 
-// The byte-level BPE pre-tokenizer of a family's vocabulary; NULL: the
-// SentencePiece one (Mixtral).
-static const char *s_bpe_pre(const mc_mkmodel_params_t *p) {
-    return p->arch == MC_ARCH_QWEN3MOE ? "qwen2" : p->arch == MC_ARCH_OLMOE ? "olmo" : NULL;
-}
-
 // Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
 // BPE) is set.
 static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
@@ -827,10 +821,11 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
     float *row = NULL;
     mc_gguf_writer_t *w = NULL;
     mc_bpe_vocab_t *bv = NULL;
-    if (s_bpe_pre(p)) {
+    const char *bpe_pre = mc_arch_get(p->arch)->bpe_pre;
+    if (bpe_pre) {
         mc_bpe_train_params_t tp = mc_bpe_train_params_default();
         tp.n_vocab = p->n_vocab;
-        tp.pre = s_bpe_pre(p);
+        tp.pre = bpe_pre;
         if (!(bv = mc_bpe_train(NULL, 0, &tp, err))) rc = MC_ERR_ARG;
         else if (bv->n_tokens != p->n_vocab)
             rc = mc_err_set(err, MC_ERR_ARG, "n_vocab (%u): the built-in corpus yields %u byte-level tokens", p->n_vocab,

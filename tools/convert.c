@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "arch.h"
 #include "gguf_writer.h"
 #include "quant.h"
 #include "safetensors.h"
@@ -42,17 +43,19 @@
 
 typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE } s_arch_id_t;
 
+// The Hugging Face side of a family (config keys, tensor names) is here;
+// what its GGUF looks like (RoPE pairing, q/k norms, expert FFN key,
+// vocabulary kind) comes from the engine's own table (common/arch.h).
 typedef struct {
     const char *hf;      // config.json "architectures"[0]
-    const char *gguf;    // general.architecture, and the key prefix
+    mc_arch_t family;
     s_arch_id_t id;
-    const char *bpe_pre; // tokenizer.ggml.pre of its byte-level BPE vocabulary (NULL: SentencePiece)
 } s_arch_t;
 
 static const s_arch_t s_archs[] = {
-    {"MixtralForCausalLM", "llama", S_MIXTRAL, NULL},
-    {"Qwen3MoeForCausalLM", "qwen3moe", S_QWEN3MOE, "qwen2"},
-    {"OlmoeForCausalLM", "olmoe", S_OLMOE, "olmo"},
+    {"MixtralForCausalLM", MC_ARCH_LLAMA, S_MIXTRAL},
+    {"Qwen3MoeForCausalLM", MC_ARCH_QWEN3MOE, S_QWEN3MOE},
+    {"OlmoeForCausalLM", MC_ARCH_OLMOE, S_OLMOE},
 };
 
 const char *mc_convert_architectures(void) {
@@ -373,7 +376,10 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
     const char *pre = "model.layers";
     S_TAKE(D, 0, "hidden_size", "%s.%u.input_layernorm.weight", pre, l);
     S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.attn_norm.weight", l);
-    const bool rope_pairs = a->id == S_MIXTRAL;
+    const mc_arch_info_t *t = mc_arch_get(a->family);
+    // HF rotates halves of each head; a family whose GGUF rotates adjacent
+    // pairs gets its Q and K rows reordered.
+    const bool rope_pairs = t->rope == MC_ROPE_NORM;
     S_TAKE(Q, D, "num_attention_heads x head_dim, hidden_size", "%s.%u.self_attn.q_proj.weight", pre, l);
     S_PUT(S_CLS_ATTN, 2, D, Q, 1, rope_pairs ? hp->n_head : 0, "blk.%u.attn_q.weight", l);
     S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.k_proj.weight", pre, l);
@@ -382,11 +388,12 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
     S_PUT(S_CLS_ATTN, 2, D, KV, 1, 0, "blk.%u.attn_v.weight", l);
     S_TAKE(D, Q, "hidden_size, num_attention_heads x head_dim", "%s.%u.self_attn.o_proj.weight", pre, l);
     S_PUT(S_CLS_ATTN, 2, Q, D, 1, 0, "blk.%u.attn_output.weight", l);
-    if (a->id != S_MIXTRAL) {
-        // Qwen3 normalizes each head (head_dim); OLMoE the whole projection.
-        const uint64_t qn = a->id == S_QWEN3MOE ? hp->head_dim : Q, kn = a->id == S_QWEN3MOE ? hp->head_dim : KV;
-        const char *dq = a->id == S_QWEN3MOE ? "head_dim" : "num_attention_heads x head_dim";
-        const char *dk = a->id == S_QWEN3MOE ? "head_dim" : "num_key_value_heads x head_dim";
+    if (t->qk_norm != MC_QKNORM_NONE) {
+        // Per head (Qwen3: head_dim) or over the whole projection (OLMoE).
+        const bool head = t->qk_norm == MC_QKNORM_HEAD;
+        const uint64_t qn = head ? hp->head_dim : Q, kn = head ? hp->head_dim : KV;
+        const char *dq = head ? "head_dim" : "num_attention_heads x head_dim";
+        const char *dk = head ? "head_dim" : "num_key_value_heads x head_dim";
         S_TAKE(qn, 0, dq, "%s.%u.self_attn.q_norm.weight", pre, l);
         S_PUT(S_CLS_NORM, 1, qn, 1, 1, 0, "blk.%u.attn_q_norm.weight", l);
         S_TAKE(kn, 0, dk, "%s.%u.self_attn.k_norm.weight", pre, l);
@@ -743,7 +750,8 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
                            mc_dtype_t type, const char *name, char *err) {
     char k[96];
     mc_err_t rc = MC_OK;
-    const char *A = a->gguf;
+    const mc_arch_info_t *t = mc_arch_get(a->family);
+    const char *A = t->name;
 #define S_KEY(...) (snprintf(k, sizeof k, __VA_ARGS__), k)
 #define S_ADD(call) \
     if (!rc && (rc = (call))) return mc_err_set(err, rc, "adding metadata '%s' failed: %s", k, mc_err_name(rc))
@@ -769,7 +777,7 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.key_length", A), hp->head_dim));
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.value_length", A), hp->head_dim));
     }
-    if (a->id == S_QWEN3MOE) {
+    if (t->expert_ffn_key) {
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_feed_forward_length", A), hp->ffn_exp));
         S_ADD(mc_gguf_writer_add_bool(w, S_KEY("%s.expert_weights_norm", A), hp->norm_topk));
     }
@@ -919,12 +927,13 @@ mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_p
         rc = s_plan_build(&pl, a, &hp, err);
     }
     if (!rc) {
-        rc = a->bpe_pre ? s_vocab_bpe(hf_dir, cfg, tcfg, hp.n_vocab, a->bpe_pre, &v, err)
-                        : s_vocab_spm(hf_dir, cfg, tcfg, hp.n_vocab, &v, err);
+        const char *bpe_pre = mc_arch_get(a->family)->bpe_pre;
+        rc = bpe_pre ? s_vocab_bpe(hf_dir, cfg, tcfg, hp.n_vocab, bpe_pre, &v, err)
+                     : s_vocab_spm(hf_dir, cfg, tcfg, hp.n_vocab, &v, err);
     }
     if (!rc && p.log)
         fprintf(p.log, "%s -> %s: %u layer%s, %u experts (%u used), vocabulary %u (%s), %zu shard%s, matrices %s\n",
-                a->hf, a->gguf, hp.n_layer, hp.n_layer == 1 ? "" : "s", hp.n_expert, hp.n_expert_used, hp.n_vocab,
+                a->hf, mc_arch_get(a->family)->name, hp.n_layer, hp.n_layer == 1 ? "" : "s", hp.n_expert, hp.n_expert_used, hp.n_vocab,
                 v.model, mc_safetensors_dir_shards(dir), mc_safetensors_dir_shards(dir) == 1 ? "" : "s",
                 mc_dtype_name(pl.want));
     if (!rc && !(w = mc_gguf_writer_new(0))) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
