@@ -236,6 +236,59 @@ static uint64_t s_hf_row(uint64_t r, uint64_t d) {
     return h * d + (j % 2) * (d / 2) + j / 2;
 }
 
+// The tensors of an F32 GGUF under the Hugging Face names of its family,
+// stored as dtype: experts one tensor each (Mixtral: block_sparse_moe's
+// w1/w3/w2, and the Q and K rows back in HF's halves order, since GGUF
+// llama files rotate adjacent pairs; the others: mlp's gate_proj/up_proj/
+// down_proj, rows as they are).
+static void s_hf_from_gguf(const mc_gguf_t *g, bool mixtral, uint64_t n_head, uint64_t n_kv, uint64_t head_dim,
+                           mc_dtype_t dtype, s_hf_t *hf) {
+    const char *moe = mixtral ? "block_sparse_moe" : "mlp";
+    static const char *const w_mixtral[3] = {"w1", "w3", "w2"}, *const w_named[3] = {"gate_proj", "up_proj", "down_proj"};
+    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
+        assert_int_equal(t->type, MC_DTYPE_F32);
+        const uint64_t ne0 = t->ne[0], ne1 = t->n_dims > 1 ? t->ne[1] : 1, cols = t->n_dims > 1 ? ne0 : 0;
+        const float *src = (const float *)(const void *)t->data;
+        unsigned l = 0;
+        char role[64] = "", hfname[160];
+        if (sscanf(t->name, "blk.%u.%63[^.]", &l, role) != 2) role[0] = 0;
+        if (!strcmp(role, "ffn_gate_exps") || !strcmp(role, "ffn_up_exps") || !strcmp(role, "ffn_down_exps")) {
+            const int k = role[4] == 'g' ? 0 : role[4] == 'u' ? 1 : 2;
+            for (uint64_t e = 0; e < t->ne[2]; e++) {
+                snprintf(hfname, sizeof hfname, "model.layers.%u.%s.experts.%llu.%s.weight", l, moe,
+                         (unsigned long long)e, mixtral ? w_mixtral[k] : w_named[k]);
+                s_hf_add(hf, hfname, ne1, ne0, dtype, src + e * ne0 * ne1);
+            }
+            continue;
+        }
+        static const struct {
+            const char *gguf, *hf;
+        } map[] = {
+            {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},
+            {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
+            {"attn_output", "self_attn.o_proj"}, {"attn_q_norm", "self_attn.q_norm"},
+            {"attn_k_norm", "self_attn.k_norm"}, {"ffn_norm", "post_attention_layernorm"},
+        };
+        if (!strcmp(t->name, "token_embd.weight")) snprintf(hfname, sizeof hfname, "model.embed_tokens.weight");
+        else if (!strcmp(t->name, "output_norm.weight")) snprintf(hfname, sizeof hfname, "model.norm.weight");
+        else if (!strcmp(t->name, "output.weight")) snprintf(hfname, sizeof hfname, "lm_head.weight");
+        else if (!strcmp(role, "ffn_gate_inp")) snprintf(hfname, sizeof hfname, "model.layers.%u.%s.gate.weight", l, moe);
+        else {
+            size_t k = 0;
+            while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, role) != 0) k++;
+            if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
+            snprintf(hfname, sizeof hfname, "model.layers.%u.%s.weight", l, map[k].hf);
+        }
+        const uint64_t heads = !mixtral ? 0 : !strcmp(role, "attn_q") ? n_head : !strcmp(role, "attn_k") ? n_kv : 0;
+        float *v = malloc(ne0 * ne1 * sizeof *v);
+        assert_non_null(v);
+        for (uint64_t r = 0; r < ne1; r++) memcpy(v + (heads ? s_hf_row(r, head_dim) : r) * ne0, src + r * ne0, ne0 * 4);
+        s_hf_add(hf, hfname, cols ? ne1 : ne0, cols, dtype, v);
+        free(v);
+    }
+}
+
 static void s_export_mixtral(const char *gguf_path, const char *dir, const s_export_t *x) {
     char err[MC_ERR_LEN] = "";
     mc_gguf_t *g = mc_gguf_open(gguf_path, err);
@@ -243,50 +296,7 @@ static void s_export_mixtral(const char *gguf_path, const char *dir, const s_exp
     const uint64_t n_head = s_u64(g, "llama.attention.head_count"), n_kv = s_u64(g, "llama.attention.head_count_kv");
     const uint64_t dim = s_u64(g, "llama.embedding_length"), head_dim = dim / n_head;
     s_hf_t hf = {0};
-    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
-        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
-        assert_int_equal(t->type, MC_DTYPE_F32);
-        const uint64_t ne0 = t->ne[0], ne1 = t->n_dims > 1 ? t->ne[1] : 1;
-        const uint64_t cols = t->n_dims > 1 ? ne0 : 0;
-        unsigned l = 0;
-        char role[64] = "", hfname[128];
-        float *v = malloc(ne0 * ne1 * sizeof *v);
-        assert_non_null(v);
-        if (sscanf(t->name, "blk.%u.%63[^.]", &l, role) != 2) role[0] = 0;
-        if (!strcmp(role, "ffn_gate_exps") || !strcmp(role, "ffn_up_exps") || !strcmp(role, "ffn_down_exps")) {
-            const char *w = role[4] == 'g' ? "w1" : role[4] == 'u' ? "w3" : "w2";
-            for (uint64_t e = 0; e < t->ne[2]; e++) {
-                memcpy(v, t->data + e * ne0 * ne1 * 4, ne0 * ne1 * 4);
-                snprintf(hfname, sizeof hfname, "model.layers.%u.block_sparse_moe.experts.%llu.%s.weight", l,
-                         (unsigned long long)e, w);
-                s_hf_add(&hf, hfname, ne1, ne0, x->dtype, v);
-            }
-            free(v);
-            continue;
-        }
-        const uint64_t heads = !strcmp(role, "attn_q") ? n_head : !strcmp(role, "attn_k") ? n_kv : 0;
-        for (uint64_t r = 0; r < ne1; r++)
-            memcpy(v + (heads ? s_hf_row(r, head_dim) : r) * ne0, t->data + r * ne0 * 4, ne0 * 4);
-        static const struct {
-            const char *gguf, *hf;
-        } map[] = {
-            {"attn_norm", "input_layernorm"},        {"attn_q", "self_attn.q_proj"},
-            {"attn_k", "self_attn.k_proj"},          {"attn_v", "self_attn.v_proj"},
-            {"attn_output", "self_attn.o_proj"},     {"ffn_norm", "post_attention_layernorm"},
-            {"ffn_gate_inp", "block_sparse_moe.gate"},
-        };
-        if (!strcmp(t->name, "token_embd.weight")) snprintf(hfname, sizeof hfname, "model.embed_tokens.weight");
-        else if (!strcmp(t->name, "output_norm.weight")) snprintf(hfname, sizeof hfname, "model.norm.weight");
-        else if (!strcmp(t->name, "output.weight")) snprintf(hfname, sizeof hfname, "lm_head.weight");
-        else {
-            size_t k = 0;
-            while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, role) != 0) k++;
-            if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
-            snprintf(hfname, sizeof hfname, "model.layers.%u.%s.weight", l, map[k].hf);
-        }
-        s_hf_add(&hf, hfname, cols ? ne1 : ne0, cols, x->dtype, v);
-        free(v);
-    }
+    s_hf_from_gguf(g, true, n_head, n_kv, head_dim, x->dtype, &hf);
     s_hf_write(&hf, dir, x->shards);
     s_hf_free(&hf);
 
@@ -1214,40 +1224,7 @@ static void s_export_bpe_family(const char *gguf_path, const char *dir, s_bpe_ar
 #define K(suffix) (snprintf(key, sizeof key, "%s.%s", a, suffix), key)
     const uint64_t dim = s_u64(g, K("embedding_length")), n_head = s_u64(g, K("attention.head_count"));
     s_hf_t hf = {0};
-    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
-        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
-        assert_int_equal(t->type, MC_DTYPE_F32);
-        const uint64_t ne0 = t->ne[0], ne1 = t->n_dims > 1 ? t->ne[1] : 1, cols = t->n_dims > 1 ? ne0 : 0;
-        unsigned l = 0;
-        char role[64] = "", hfname[160];
-        if (sscanf(t->name, "blk.%u.%63[^.]", &l, role) != 2) role[0] = 0;
-        const float *v = (const float *)(const void *)t->data;
-        if (!strcmp(role, "ffn_gate_exps") || !strcmp(role, "ffn_up_exps") || !strcmp(role, "ffn_down_exps")) {
-            const char *w = role[4] == 'g' ? "gate_proj" : role[4] == 'u' ? "up_proj" : "down_proj";
-            for (uint64_t e = 0; e < t->ne[2]; e++) {
-                snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.%llu.%s.weight", l, (unsigned long long)e, w);
-                s_hf_add(&hf, hfname, ne1, ne0, MC_DTYPE_F32, v + e * ne0 * ne1);
-            }
-            continue;
-        }
-        static const struct {
-            const char *gguf, *hf;
-        } map[] = {
-            {"attn_norm", "input_layernorm"},    {"attn_q", "self_attn.q_proj"},        {"attn_k", "self_attn.k_proj"},
-            {"attn_v", "self_attn.v_proj"},      {"attn_output", "self_attn.o_proj"},   {"attn_q_norm", "self_attn.q_norm"},
-            {"attn_k_norm", "self_attn.k_norm"}, {"ffn_norm", "post_attention_layernorm"}, {"ffn_gate_inp", "mlp.gate"},
-        };
-        if (!strcmp(t->name, "token_embd.weight")) snprintf(hfname, sizeof hfname, "model.embed_tokens.weight");
-        else if (!strcmp(t->name, "output_norm.weight")) snprintf(hfname, sizeof hfname, "model.norm.weight");
-        else if (!strcmp(t->name, "output.weight")) snprintf(hfname, sizeof hfname, "lm_head.weight");
-        else {
-            size_t k = 0;
-            while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, role) != 0) k++;
-            if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
-            snprintf(hfname, sizeof hfname, "model.layers.%u.%s.weight", l, map[k].hf);
-        }
-        s_hf_add(&hf, hfname, cols ? ne1 : ne0, cols, MC_DTYPE_F32, v);
-    }
+    s_hf_from_gguf(g, false, n_head, 0, 0, MC_DTYPE_F32, &hf);
     s_hf_write(&hf, dir, 2);
     s_hf_free(&hf);
 
