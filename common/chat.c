@@ -72,9 +72,9 @@ mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok) {
 // the rest tokenized on its own (as llama.cpp splits a templated prompt at
 // its special tokens); with content NULL, only the opening: the prompt for
 // the model's turn.
-static mc_err_t s_chatml_turn(s_ids_t *a, const mc_tokenizer_t *tok, const char *role, const char *content, size_t len,
-                              char *err) {
-    const int32_t start = mc_tokenizer_find(tok, "<|im_start|>", 12), end = mc_tokenizer_find(tok, "<|im_end|>", 10);
+// start and end are the ids of <|im_start|> and <|im_end|>.
+static mc_err_t s_chatml_turn(s_ids_t *a, const mc_tokenizer_t *tok, int32_t start, int32_t end, const char *role,
+                              const char *content, size_t len, char *err) {
     size_t tl;
     char *text = s_join(role, strlen(role), "\n", content ? content : "", content ? len : 0, &tl);
     if (!text || !s_push(a, start)) {
@@ -94,13 +94,14 @@ static mc_err_t s_chatml(s_ids_t *a, const mc_tokenizer_t *tok, const mc_chat_ms
                          const char *system, size_t sys_len, size_t turns, char *err) {
     mc_err_t rc = MC_OK;
     const int32_t bos = mc_tokenizer_bos(tok);
+    const int32_t start = mc_tokenizer_find(tok, "<|im_start|>", 12), end = mc_tokenizer_find(tok, "<|im_end|>", 10);
     if (bos >= 0 && mc_tokenizer_add_bos(tok) && !s_push(a, bos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    if (!rc && system) rc = s_chatml_turn(a, tok, "system", system, sys_len, err);
+    if (!rc && system) rc = s_chatml_turn(a, tok, start, end, "system", system, sys_len, err);
     for (size_t i = 0; i < n && !rc; i++)
         if (msgs[i].role != MC_CHAT_SYSTEM)
-            rc = s_chatml_turn(a, tok, msgs[i].role == MC_CHAT_USER ? "user" : "assistant", msgs[i].content,
-                               msgs[i].len, err);
-    if (!rc && turns % 2 == 1) rc = s_chatml_turn(a, tok, "assistant", NULL, 0, err);
+            rc = s_chatml_turn(a, tok, start, end, msgs[i].role == MC_CHAT_USER ? "user" : "assistant",
+                               msgs[i].content, msgs[i].len, err);
+    if (!rc && turns % 2 == 1) rc = s_chatml_turn(a, tok, start, end, "assistant", NULL, 0, err);
     return rc;
 }
 
