@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -388,6 +389,9 @@ mc_cluster_config_t *mc_cluster_config_new(void) {
     c->timeout_ms = MC_CLUSTER_DEFAULT_TIMEOUT_MS;
     c->retry_ms = MC_CLUSTER_DEFAULT_RETRY_MS;
     c->heartbeat_ms = MC_CLUSTER_DEFAULT_HEARTBEAT_MS;
+    c->load_timeout_ms = 0;
+    c->dead_ms = MC_CLUSTER_DEFAULT_DEAD_MS;
+    c->slow_ms = MC_CLUSTER_DEFAULT_SLOW_MS;
     memset(c->local_layers.bits, 0xff, sizeof c->local_layers.bits);
     return c;
 }
@@ -498,13 +502,37 @@ enum {
     S_ROOT_TIMEOUT,
     S_ROOT_RETRY,
     S_ROOT_HEARTBEAT,
+    S_ROOT_LOAD_TIMEOUT,
+    S_ROOT_DEAD,
+    S_ROOT_SLOW,
     S_ROOT_SECRET,
     S_ROOT_NODES,
     S_ROOT_LOCAL,
     S_ROOT_N
 };
-static const char *const s_root_keys[S_ROOT_N] = {"model",        "wire",       "timeout_ms", "retry_ms",
-                                                  "heartbeat_ms", "secret_key", "nodes",      "local"};
+static const char *const s_root_keys[S_ROOT_N] = {"model",    "wire",    "timeout_ms", "retry_ms", "heartbeat_ms",
+                                                  "load_timeout_ms", "dead_ms", "slow_ms", "secret_key", "nodes",
+                                                  "local"};
+
+// The millisecond settings: key, bounds, and what 0 means where allowed
+// (NULL: 0 is below the minimum). One row each instead of a parser apiece.
+typedef struct {
+    int key;
+    uint32_t min, max;
+    const char *zero; // "never", "no bound", ...
+    size_t offset;    // of the uint32_t field in mc_cluster_config_t
+} s_ms_key_t;
+
+static const s_ms_key_t s_ms_keys[] = {
+    {S_ROOT_TIMEOUT, 1, MC_CLUSTER_MAX_TIMEOUT_MS, NULL, offsetof(mc_cluster_config_t, timeout_ms)},
+    {S_ROOT_RETRY, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, retry_ms)},
+    {S_ROOT_HEARTBEAT, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, heartbeat_ms)},
+    {S_ROOT_LOAD_TIMEOUT, 0, MC_CLUSTER_MAX_LOAD_MS, "no bound while the node reports progress",
+     offsetof(mc_cluster_config_t, load_timeout_ms)},
+    {S_ROOT_DEAD, MC_CLUSTER_MIN_DEAD_MS, MC_CLUSTER_MAX_TIMEOUT_MS, "off", offsetof(mc_cluster_config_t, dead_ms)},
+    {S_ROOT_SLOW, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, slow_ms)},
+};
+#define S_N_MS_KEYS (sizeof s_ms_keys / sizeof s_ms_keys[0])
 
 enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_KEY, S_NODE_HOLDS, S_NODE_N };
 static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers", "public_key", "holds"};
@@ -627,7 +655,7 @@ static int s_key(s_parser_t *ps, const char *const *names, int n, mc_cluster_mar
         at[i] = s_here(ps);
         return i;
     }
-    char expected[128];
+    char expected[256];
     size_t len = 0;
     for (int i = 0; i < n; i++) s_appendf(expected, sizeof expected, &len, "%s%s", i ? ", " : "", names[i]);
     s_fail(ps, s_here(ps), "unknown key '%s'%s (expected %s)", s_quote(k, q, sizeof q), in, expected);
@@ -811,6 +839,32 @@ static bool s_parse_local(s_parser_t *ps) {
 }
 
 // The current event starts the top-level mapping.
+// A millisecond setting (s_ms_keys row of key k).
+static bool s_parse_ms(s_parser_t *ps, int k) {
+    const s_ms_key_t *row = NULL;
+    for (size_t i = 0; i < S_N_MS_KEYS; i++)
+        if (s_ms_keys[i].key == k) row = &s_ms_keys[i];
+    assert(row);
+    const char *name = s_root_keys[k];
+    char q[S_QUOTE_MAX + 4];
+    uint32_t v;
+    if (!s_string(ps, name)) return false;
+    const char *t = s_text(ps);
+    const bool zero_ok = row->zero != NULL;
+    if (!s_parse_number(t, t + strlen(t), row->max, &v) || (v < row->min && !(v == 0 && zero_ok)) || v > row->max) {
+        if (zero_ok && row->min <= 1)
+            return s_fail(ps, s_here(ps), "'%s' must be a number of milliseconds from 0 (%s) to %u, found '%s'", name,
+                          row->zero, row->max, s_quote(t, q, sizeof q));
+        if (zero_ok)
+            return s_fail(ps, s_here(ps), "'%s' must be 0 (%s) or a number of milliseconds from %u to %u, found '%s'",
+                          name, row->zero, row->min, row->max, s_quote(t, q, sizeof q));
+        return s_fail(ps, s_here(ps), "'%s' must be a number of milliseconds from %u to %u, found '%s'", name, row->min,
+                      row->max, s_quote(t, q, sizeof q));
+    }
+    memcpy((char *)ps->c + row->offset, &v, sizeof v);
+    return true;
+}
+
 static bool s_parse_root(s_parser_t *ps) {
     mc_cluster_config_t *c = ps->c;
     char msg[MC_ERR_LEN], q[S_QUOTE_MAX + 4];
@@ -822,7 +876,6 @@ static bool s_parse_root(s_parser_t *ps) {
         int k = s_key(ps, s_root_keys, S_ROOT_N, at, "");
         if (k < 0 || !s_next(ps)) return false;
         bool ok = true;
-        uint32_t v;
         switch (k) {
         case S_ROOT_MODEL:
             ok = s_string(ps, "model") && (s_set_model(c, s_text(ps), msg) || s_fail(ps, s_here(ps), "%s", msg));
@@ -834,31 +887,11 @@ static bool s_parse_root(s_parser_t *ps) {
                             s_quote(s_text(ps), q, sizeof q));
             break;
         case S_ROOT_TIMEOUT:
-            ok = s_string(ps, "timeout_ms");
-            if (ok && (!s_parse_number(s_text(ps), s_text(ps) + strlen(s_text(ps)), MC_CLUSTER_MAX_TIMEOUT_MS, &v) ||
-                       v < 1 || v > MC_CLUSTER_MAX_TIMEOUT_MS))
-                ok = s_fail(ps, s_here(ps), "'timeout_ms' must be a number of milliseconds from 1 to %u, found '%s'",
-                            MC_CLUSTER_MAX_TIMEOUT_MS, s_quote(s_text(ps), q, sizeof q));
-            if (ok) c->timeout_ms = v;
-            break;
         case S_ROOT_RETRY:
-            ok = s_string(ps, "retry_ms");
-            if (ok && (!s_parse_number(s_text(ps), s_text(ps) + strlen(s_text(ps)), MC_CLUSTER_MAX_TIMEOUT_MS, &v) ||
-                       v > MC_CLUSTER_MAX_TIMEOUT_MS))
-                ok = s_fail(ps, s_here(ps),
-                            "'retry_ms' must be a number of milliseconds from 0 (never) to %u, found '%s'",
-                            MC_CLUSTER_MAX_TIMEOUT_MS, s_quote(s_text(ps), q, sizeof q));
-            if (ok) c->retry_ms = v;
-            break;
         case S_ROOT_HEARTBEAT:
-            ok = s_string(ps, "heartbeat_ms");
-            if (ok && (!s_parse_number(s_text(ps), s_text(ps) + strlen(s_text(ps)), MC_CLUSTER_MAX_TIMEOUT_MS, &v) ||
-                       v > MC_CLUSTER_MAX_TIMEOUT_MS))
-                ok = s_fail(ps, s_here(ps),
-                            "'heartbeat_ms' must be a number of milliseconds from 0 (never) to %u, found '%s'",
-                            MC_CLUSTER_MAX_TIMEOUT_MS, s_quote(s_text(ps), q, sizeof q));
-            if (ok) c->heartbeat_ms = v;
-            break;
+        case S_ROOT_LOAD_TIMEOUT:
+        case S_ROOT_DEAD:
+        case S_ROOT_SLOW: ok = s_parse_ms(ps, k); break;
         case S_ROOT_SECRET:
             ok = s_string(ps, "secret_key") &&
                  (s_set_path(c, &c->secret_key, &c->secret_key_resolved, s_text(ps), "secret key", msg) ||
@@ -880,7 +913,8 @@ static bool s_parse_stream(s_parser_t *ps) {
         return s_fail(ps, s_here(ps), "the file is empty (expected a mapping with at least 'nodes')");
     if (!s_next(ps)) return false;
     if (ps->ev.type != YAML_MAPPING_START_EVENT)
-        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, secret_key, nodes, local; "
+        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, "
+                      "slow_ms, secret_key, nodes, local; "
                       "found %s",
                       s_found(ps, f, sizeof f));
     if (!s_parse_root(ps) || !s_next(ps) || !s_next(ps)) return false; // root, document end
@@ -1159,9 +1193,13 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
     if (c->timeout_ms < 1 || c->timeout_ms > MC_CLUSTER_MAX_TIMEOUT_MS)
         return mc_err_set(err, MC_ERR_ARG, "cluster write: timeout_ms %" PRIu32 " is outside 1..%u", c->timeout_ms,
                           MC_CLUSTER_MAX_TIMEOUT_MS);
-    if (c->retry_ms > MC_CLUSTER_MAX_TIMEOUT_MS || c->heartbeat_ms > MC_CLUSTER_MAX_TIMEOUT_MS)
-        return mc_err_set(err, MC_ERR_ARG, "cluster write: retry_ms %" PRIu32 " or heartbeat_ms %" PRIu32 " is above %u",
-                          c->retry_ms, c->heartbeat_ms, MC_CLUSTER_MAX_TIMEOUT_MS);
+    for (size_t i = 0; i < S_N_MS_KEYS; i++) {
+        uint32_t v;
+        memcpy(&v, (const char *)c + s_ms_keys[i].offset, sizeof v);
+        if ((v < s_ms_keys[i].min && !(v == 0 && s_ms_keys[i].zero)) || v > s_ms_keys[i].max)
+            return mc_err_set(err, MC_ERR_ARG, "cluster write: %s %" PRIu32 " is outside %u..%u",
+                              s_root_keys[s_ms_keys[i].key], v, s_ms_keys[i].min, s_ms_keys[i].max);
+    }
     bool ok = true;
     if (c->model) {
         fputs("model: ", f);
@@ -1173,8 +1211,13 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
         s_write_quoted(f, c->secret_key);
         fputc('\n', f);
     }
-    fprintf(f, "wire: %s\ntimeout_ms: %" PRIu32 "\nretry_ms: %" PRIu32 "\nheartbeat_ms: %" PRIu32 "\nnodes:\n",
-            mc_wire_enc_name(c->wire), c->timeout_ms, c->retry_ms, c->heartbeat_ms);
+    fprintf(f, "wire: %s\n", mc_wire_enc_name(c->wire));
+    for (size_t i = 0; i < S_N_MS_KEYS; i++) {
+        uint32_t v;
+        memcpy(&v, (const char *)c + s_ms_keys[i].offset, sizeof v);
+        fprintf(f, "%s: %" PRIu32 "\n", s_root_keys[s_ms_keys[i].key], v);
+    }
+    fputs("nodes:\n", f);
     for (size_t i = 0; ok && i < c->n_nodes; i++) {
         const mc_cluster_node_t *n = &c->nodes[i];
         fputs("  - name: ", f);

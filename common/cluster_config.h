@@ -12,6 +12,14 @@
  *   heartbeat_ms: 1000        # an idle node hears from the coordinator this often
  *                             # (keeps its lease, notices a dead node); 0..600000,
  *                             # 0 = never (default 1000)
+ *   load_timeout_ms: 0        # how long a node may take to load its share; 0 (default):
+ *                             # as long as it reports progress at least every timeout_ms
+ *   dead_ms: 1500             # a connected node whose transport heartbeats (answered
+ *                             # by ZeroMQ's I/O thread even while it computes) stop for
+ *                             # this long is lost at once; 100..600000, 0 = off
+ *   slow_ms: 250              # a request unanswered for max(slow_ms, 4 x the node's usual
+ *                             # time for as many rows) has its share computed here and
+ *                             # the node sits out a while (backing off); 0 = never
  *   nodes:                    # required, at least one
  *     - name: pi-1            # required, unique, [A-Za-z0-9._-]{1,64}
  *       endpoint: tcp://10.0.0.11:5555   # required, unique; tcp://HOST:PORT, ipc://PATH, inproc://NAME
@@ -61,6 +69,10 @@
 #define MC_CLUSTER_MAX_TIMEOUT_MS 600000u
 #define MC_CLUSTER_DEFAULT_RETRY_MS 2000u
 #define MC_CLUSTER_DEFAULT_HEARTBEAT_MS 1000u
+#define MC_CLUSTER_DEFAULT_DEAD_MS 1500u
+#define MC_CLUSTER_MIN_DEAD_MS 100u
+#define MC_CLUSTER_DEFAULT_SLOW_MS 250u
+#define MC_CLUSTER_MAX_LOAD_MS 86400000u // a day
 
 // Id sets as bitsets: bit i of bits[i / 64] is id i.
 typedef struct {
@@ -123,6 +135,9 @@ typedef struct mc_cluster_config {
     uint32_t timeout_ms;
     uint32_t retry_ms;    // 0: a dead node stays dead
     uint32_t heartbeat_ms; // 0: no heartbeats
+    uint32_t load_timeout_ms; // a node's loading in all; 0: no bound while it reports progress
+    uint32_t dead_ms;         // transport silence that loses a connected node at once; 0: off
+    uint32_t slow_ms;         // floor of the wait before a slow node's share is computed here; 0: never
     mc_cluster_node_t *nodes; // n_nodes, in file order (owned)
     size_t n_nodes;
     mc_expert_set_t local_experts;

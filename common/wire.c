@@ -172,6 +172,8 @@ const char *mc_wire_kind_name(mc_wire_kind_t kind) {
     case MC_WIRE_MSG_RESULT: return "expert result";
     case MC_WIRE_MSG_STATS_REQUEST: return "stats request";
     case MC_WIRE_MSG_STATS: return "stats";
+    case MC_WIRE_MSG_PROGRESS: return "progress";
+    case MC_WIRE_MSG_RELEASE: return "release";
     }
     return "unknown";
 }
@@ -244,6 +246,8 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
     Mc__ExpertResult res = MC__EXPERT_RESULT__INIT;
     Mc__StatsRequest sreq = MC__STATS_REQUEST__INIT;
     Mc__Stats stats = MC__STATS__INIT;
+    Mc__Progress progress = MC__PROGRESS__INIT;
+    Mc__Release release = MC__RELEASE__INIT;
     void *mem = NULL;
     env.request_id = msg->request_id;
     switch (msg->kind) {
@@ -307,6 +311,15 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
         env.body_case = MC__ENVELOPE__BODY_STATS, env.stats = &stats;
         break;
     }
+    case MC_WIRE_MSG_PROGRESS:
+        progress.done_bytes = msg->u.progress.done_bytes;
+        progress.total_bytes = msg->u.progress.total_bytes;
+        env.body_case = MC__ENVELOPE__BODY_PROGRESS, env.progress = &progress;
+        break;
+    case MC_WIRE_MSG_RELEASE:
+        release.session_id = msg->u.release;
+        env.body_case = MC__ENVELOPE__BODY_RELEASE, env.release = &release;
+        break;
     default: return mc_err_set(err, MC_ERR_ARG, "unknown message kind %d", (int)msg->kind);
     }
     size_t n = mc__envelope__get_packed_size(&env);
@@ -505,6 +518,18 @@ static mc_err_t s_body(const mc_wire_limits_t *lim, const Mc__Envelope *env, mc_
         m->u.stats = (mc_wire_stats_t){s->requests, s->rows, s->bytes_in, s->bytes_out, s->compute_us, s->errors};
         return MC_OK;
     }
+    case MC__ENVELOPE__BODY_PROGRESS:
+        m->kind = MC_WIRE_MSG_PROGRESS;
+        if (env->progress->done_bytes > env->progress->total_bytes)
+            return mc_err_set(err, MC_ERR_RANGE, "progress of %llu bytes out of %llu",
+                              (unsigned long long)env->progress->done_bytes,
+                              (unsigned long long)env->progress->total_bytes);
+        m->u.progress = (mc_wire_progress_t){env->progress->done_bytes, env->progress->total_bytes};
+        return MC_OK;
+    case MC__ENVELOPE__BODY_RELEASE:
+        m->kind = MC_WIRE_MSG_RELEASE;
+        m->u.release = env->release->session_id;
+        return MC_OK;
     default: break;
     }
     return mc_err_set(err, MC_ERR_UNSUPPORTED, "message without a body this protocol version (%d) knows",

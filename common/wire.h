@@ -45,8 +45,10 @@ typedef enum {
 
 #define MC_WIRE_N_ENC 6 /* encodings that travel: 0 .. MC_WIRE_Q8_K */
 
-/* 2: Q8_1 and Q8_K rows, blocks used as they arrive. */
-#define MC_WIRE_VERSION 2
+/* 2: Q8_1 and Q8_K rows, blocks used as they arrive.
+ * 3: Progress while a node loads its placement, Release at a coordinator's
+ *    exit, transport heartbeats (ZMTP PING) from both ends. */
+#define MC_WIRE_VERSION 3
 #define MC_WIRE_MAX_ROWS 4096 /* rows per expert request (a prompt chunk) */
 #define MC_WIRE_NAME_MAX 64   /* characters of a node name */
 
@@ -60,6 +62,8 @@ typedef enum {
     MC_WIRE_MSG_RESULT,
     MC_WIRE_MSG_STATS_REQUEST,
     MC_WIRE_MSG_STATS,
+    MC_WIRE_MSG_PROGRESS,
+    MC_WIRE_MSG_RELEASE,
 } mc_wire_kind_t;
 
 typedef struct {
@@ -113,6 +117,10 @@ typedef struct {
     uint64_t requests, rows, bytes_in, bytes_out, compute_us, errors;
 } mc_wire_stats_t;
 
+typedef struct {
+    uint64_t done_bytes, total_bytes; /* done <= total */
+} mc_wire_progress_t;
+
 /* One message. Encoding reads the body selected by kind (pointers are
  * borrowed); decoding fills it with pointers owned by the message. */
 typedef struct {
@@ -127,6 +135,8 @@ typedef struct {
         mc_wire_request_t request;
         mc_wire_result_t result;
         mc_wire_stats_t stats;
+        mc_wire_progress_t progress;
+        uint64_t release; /* session_id */
     } u;
     void *owned_; /* decoder's allocations (mc_wire_msg_free) */
 } mc_wire_msg_t;
