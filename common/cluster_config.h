@@ -16,7 +16,7 @@
  *                             # as long as it reports progress at least every timeout_ms
  *   dead_ms: 1500             # a connected node whose transport heartbeats (answered
  *                             # by ZeroMQ's I/O thread even while it computes) stop for
- *                             # this long is lost at once; 100..600000, 0 = off
+ *                             # this long is lost at once; 500..600000, 0 = off
  *   slow_ms: 250              # a request unanswered for max(slow_ms, 4 x the node's usual
  *                             # time for as many rows) has its share computed here and
  *                             # the node sits out a while (backing off); 0 = never
@@ -70,7 +70,7 @@
 #define MC_CLUSTER_DEFAULT_RETRY_MS 2000u
 #define MC_CLUSTER_DEFAULT_HEARTBEAT_MS 1000u
 #define MC_CLUSTER_DEFAULT_DEAD_MS 1500u
-#define MC_CLUSTER_MIN_DEAD_MS 100u
+#define MC_CLUSTER_MIN_DEAD_MS 500u // nodes PING every 250 ms (node.c): at least two per dead_ms
 #define MC_CLUSTER_DEFAULT_SLOW_MS 250u
 #define MC_CLUSTER_MAX_LOAD_MS 86400000u // a day
 

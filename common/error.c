@@ -17,6 +17,7 @@ const char *mc_err_name(mc_err_t code) {
     case MC_ERR_NOMEM: return "out of memory";
     case MC_ERR_NET: return "network";
     case MC_ERR_TIMEOUT: return "timeout";
+    case MC_ERR_BUSY: return "busy";
     }
     return "unknown";
 }

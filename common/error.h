@@ -23,7 +23,11 @@ typedef enum {
     MC_ERR_NOMEM,       // allocation failed
     MC_ERR_NET,         // network / protocol failure
     MC_ERR_TIMEOUT,     // a peer did not answer in time
+    MC_ERR_BUSY,        // held by someone else for now (a node leased to another coordinator): try later
 } mc_err_t;
+
+// The last code, for range checks of codes that arrive from outside.
+#define MC_ERR_LAST MC_ERR_BUSY
 
 // Short static name of a code, e.g. "format".
 const char *mc_err_name(mc_err_t code);

@@ -409,6 +409,8 @@ typedef struct {
     size_t used;
     bool release; // the rows are file pages that may be dropped
     size_t page;
+    const mc_model_progress_t *progress; // NULL: none
+    uint64_t read;                       // bytes of rows read so far
 } s_repack_t;
 
 static void s_repack_one(mc_matrix_t *w, void *ctx) {
@@ -426,6 +428,8 @@ static void s_repack_one(mc_matrix_t *w, void *ctx) {
                                 out + (size_t)g * group_bytes);
     w->packed = out;
     r->used += s_packed_bytes(w);
+    r->read += (uint64_t)groups * MC_Q4_0X8_ROWS * w->row_bytes;
+    if (r->progress) r->progress->fn(r->progress->ctx, r->read);
     if (r->release) {
         // Whole pages inside the repacked rows only: a page shared with a
         // neighbour (another expert, the tail rows) stays.
@@ -436,6 +440,11 @@ static void s_repack_one(mc_matrix_t *w, void *ctx) {
 }
 
 mc_err_t mc_model_repack(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held, char *err) {
+    return mc_model_repack_progress(m, mm, dense, held, NULL, err);
+}
+
+mc_err_t mc_model_repack_progress(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held,
+                                  const mc_model_progress_t *progress, char *err) {
     // Forget the previous repacking first: a new placement replaces it.
     s_each_served(m, true, NULL, s_unpack, NULL);
     if (m->packed) munmap(m->packed, m->packed_bytes);
@@ -443,7 +452,7 @@ mc_err_t mc_model_repack(mc_model_t *m, const mc_matmul_t *mm, bool dense, const
     m->packed_bytes = 0;
     const mc_kernel_t *k = mc_matmul_kernel(mm, MC_DTYPE_Q4_0);
     if (!k || !k->dot8) return MC_OK;
-    s_repack_t r = {NULL, 0, mc_gguf_mapped(m->gguf), (size_t)sysconf(_SC_PAGESIZE)};
+    s_repack_t r = {.release = mc_gguf_mapped(m->gguf), .page = (size_t)sysconf(_SC_PAGESIZE)};
     s_each_served(m, dense, held, s_repack_one, &r);
     if (r.used == 0) return MC_OK;
     void *buf = mmap(NULL, r.used, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -452,6 +461,7 @@ mc_err_t mc_model_repack(mc_model_t *m, const mc_matmul_t *mm, bool dense, const
     const size_t total = r.used;
     r.buf = buf;
     r.used = 0;
+    r.progress = progress;
     s_each_served(m, dense, held, s_repack_one, &r);
     // Read-only from here on, like the file mapping it replaces.
     (void)mprotect(buf, total, PROT_READ);

@@ -94,6 +94,18 @@ void mc_model_destroy(mc_model_t **m);
 // or not. On failure nothing is repacked and the model works as before.
 mc_err_t mc_model_repack(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held, char *err);
 
+// Told how many bytes of the file's rows have been read so far, after each
+// matrix (loading a node's share takes seconds to minutes: its coordinator
+// hears how far it is).
+typedef struct {
+    void (*fn)(void *ctx, uint64_t done_bytes);
+    void *ctx;
+} mc_model_progress_t;
+
+// mc_model_repack, telling progress (may be NULL) about the rows it reads.
+mc_err_t mc_model_repack_progress(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held,
+                                  const mc_model_progress_t *progress, char *err);
+
 // Expert e of layer l, or MC_ERR_RANGE for an out-of-range pair.
 mc_err_t mc_model_expert(const mc_model_t *m, uint32_t layer, uint32_t e, mc_expert_t *out);
 

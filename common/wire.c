@@ -376,7 +376,7 @@ static mc_err_t s_hello(const Mc__Hello *h, mc_wire_hello_t *o, char *err) {
 }
 
 static mc_err_t s_error(const Mc__ErrorReply *e, mc_wire_error_t *o, char *err) {
-    if (e->code == MC_OK || e->code > MC_ERR_TIMEOUT)
+    if (e->code == MC_OK || e->code > MC_ERR_LAST)
         return mc_err_set(err, MC_ERR_RANGE, "error reply with unknown code %u", e->code);
     mc_err_t rc = s_text(e->message, MC_ERR_LEN - 1, "error message", err);
     if (rc) return rc;

@@ -76,8 +76,8 @@ struct mc_cluster {
     uint32_t *rr;            // (n_layer, n_expert) round-robin cursor over replicas
     mc_wire_enc_t *auto_enc; // (n_layer, n_expert) what `wire: auto` sends for each expert
     float *round;            // (cap_tok * k, dim) a lost node's result on its way through the result encoding
-    zmq_pollitem_t *items;   // (n_nodes) poll set of the pending requests
-    s_node_t **who;          // (n_nodes) node of each poll item
+    zmq_pollitem_t *items;   // (2 n_nodes) poll set of the pending requests: data sockets and monitors
+    s_node_t **who;          // (2 n_nodes) node of each poll item
     double last_tick;
     // Stats readers run on other threads: every change to links' counters,
     // liveness and placements happens under mu, as do reads.
@@ -91,6 +91,41 @@ static void s_fill_held(const mc_cluster_t *c, const mc_cluster_node_t *n, uint8
     const mc_hparams_t *hp = &c->m->hp;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t e = 0; e < hp->n_expert; e++) held[(size_t)l * hp->n_expert + e] = mc_cluster_node_holds(n, l, e);
+}
+
+// Every node's handshake at once: wait until each is ready, refused, or
+// silent for timeout_ms (a node still loading its share, reporting
+// progress, is waited for). A node that refused for good (another model,
+// protocol version or key) fails the start: that is a mistake in the
+// cluster file or on the node, better said now. A node that is down does
+// not: its share is computed here until it joins (probed every retry_ms).
+static mc_err_t s_join_all(mc_cluster_t *c, char *err) {
+    for (size_t i = 0; i < c->n_nodes; i++) mc_link_start(c->nodes[i].link);
+    for (;;) {
+        bool settled = true;
+        int n_items = 0;
+        for (size_t i = 0; i < c->n_nodes; i++) {
+            mc_link_t *l = c->nodes[i].link;
+            mc_link_tick(l, c->nodes[i].held);
+            if (mc_link_settled(l)) continue;
+            settled = false;
+            c->items[n_items++] = (zmq_pollitem_t){mc_link_socket(l), 0, ZMQ_POLLIN, 0};
+        }
+        if (settled) break;
+        // The monitors need no poll: a failed handshake shows up within the
+        // next pass, 20 ms later at most.
+        zmq_poll(c->items, n_items, 20);
+    }
+    size_t ready = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        const char *why = mc_link_refusal(c->nodes[i].link);
+        if (why) return mc_err_set(err, MC_ERR_NET, "%s", why);
+        ready += mc_link_alive(c->nodes[i].link);
+    }
+    if (ready < c->n_nodes)
+        mc_log_status(c->log, "moe-coordinator", "%zu of %zu nodes ready; the others' experts are computed here until they join",
+                      ready, c->n_nodes);
+    return MC_OK;
 }
 
 mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m, mc_matmul_t *mm, FILE *log,
@@ -119,8 +154,8 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
     c->nodes = calloc(cfg->n_nodes, sizeof *c->nodes);
     c->rr = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *c->rr);
     c->auto_enc = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *c->auto_enc);
-    c->items = calloc(cfg->n_nodes, sizeof *c->items);
-    c->who = calloc(cfg->n_nodes, sizeof *c->who);
+    c->items = calloc(2 * cfg->n_nodes, sizeof *c->items); // a data socket and a monitor each
+    c->who = calloc(2 * cfg->n_nodes, sizeof *c->who);
     if (!c->zctx || !c->moe || !c->nodes || !c->rr || !c->auto_enc || !c->items || !c->who) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto fail;
@@ -167,13 +202,15 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
                                      .timeout_ms = cfg->timeout_ms,
                                      .retry_ms = cfg->retry_ms,
                                      .heartbeat_ms = cfg->heartbeat_ms,
+                                     .load_timeout_ms = cfg->load_timeout_ms,
+                                     .dead_ms = cfg->dead_ms,
+                                     .slow_ms = cfg->slow_ms,
                                      .log = log,
                                      .server_key = nd->cfg->public_key[0] ? nd->cfg->public_key : NULL,
                                      .keys = &c->keys};
         if (!(nd->link = mc_link_new(c->zctx, &lp, err))) goto fail;
     }
-    for (size_t i = 0; i < c->n_nodes; i++)
-        if (mc_link_connect(c->nodes[i].link, c->nodes[i].held, err)) goto fail;
+    if (s_join_all(c, err)) goto fail;
     c->last_tick = mc_clock_ms();
     return c;
 fail:
@@ -357,7 +394,8 @@ static mc_err_t s_send_all(mc_cluster_t *c, uint32_t layer, char *err) {
         if (!nd->req.n_rows) continue;
         nd->wire = s_request_enc(c, nd, layer);
         mc_wire_rows_encode(nd->wire, nd->req.xg, nd->req.n_rows, dim, nd->enc);
-        if (!mc_link_alive(nd->link)) {
+        // Lost, joining, or sitting out after a slow answer: computed here.
+        if (!mc_link_alive(nd->link) || mc_link_benched(nd->link)) {
             if ((rc = s_fallback(c, nd, layer, err))) return rc;
             continue;
         }
@@ -399,37 +437,85 @@ static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, const mc_wire_msg_t
     return MC_OK;
 }
 
-// Step 4: wait for every pending answer, up to timeout_ms from now.
+// Housekeeping for every link without a request in flight.
+static void s_tick_idle(mc_cluster_t *c) {
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_nodes; i++)
+        if (!c->nodes[i].pending) mc_link_tick(c->nodes[i].link, c->nodes[i].held);
+    pthread_mutex_unlock(&c->mu);
+    c->last_tick = mc_clock_ms();
+}
+
+// A pending node passed its wait limit: slow (its share computed here,
+// the node benched for a while) or, without a usual time to judge by,
+// lost.
+static mc_err_t s_give_up(mc_cluster_t *c, s_node_t *nd, uint32_t layer, bool slow, double limit, char *err) {
+    char why[MC_ERR_LEN];
+    if (!slow) {
+        snprintf(why, sizeof why, "node %s (%s) did not answer layer %u within %.0f ms", nd->cfg->name,
+                 nd->cfg->endpoint, layer, limit);
+        return s_lose(c, nd, layer, why, err);
+    }
+    snprintf(why, sizeof why, "node %s (%s) is slow: layer %u unanswered after %.0f ms", nd->cfg->name,
+             nd->cfg->endpoint, layer, limit);
+    pthread_mutex_lock(&c->mu);
+    mc_link_abandon(nd->link);
+    mc_link_bench(nd->link, why);
+    pthread_mutex_unlock(&c->mu);
+    return s_fallback(c, nd, layer, err);
+}
+
+// Step 4: wait for every pending answer. Each node has its own limit
+// (mc_link_wait_limit_ms: its usual time, or timeout_ms); a connection
+// that drops (the monitor says so) ends that node's wait at once, so any
+// number of dead nodes cost one detection time together, not a timeout
+// each.
 static mc_err_t s_collect(mc_cluster_t *c, uint32_t layer, char *err) {
-    const double deadline = mc_clock_ms() + c->cfg->timeout_ms;
     char why[MC_ERR_LEN];
     mc_err_t rc;
     for (;;) {
         int n_items = 0;
-        for (size_t i = 0; i < c->n_nodes; i++)
-            if (c->nodes[i].pending) {
-                c->items[n_items] = (zmq_pollitem_t){mc_link_socket(c->nodes[i].link), 0, ZMQ_POLLIN, 0};
-                c->who[n_items++] = &c->nodes[i];
+        double wait = INFINITY;
+        for (size_t i = 0; i < c->n_nodes; i++) {
+            s_node_t *nd = &c->nodes[i];
+            if (!nd->pending) continue;
+            if (!mc_link_alive(nd->link)) { // lost through its monitor
+                if ((rc = s_fallback(c, nd, layer, err))) return rc;
+                continue;
             }
-        if (!n_items) return MC_OK;
-        const double left = deadline - mc_clock_ms();
-        int ready = left > 0 ? zmq_poll(c->items, n_items, (long)ceil(left)) : 0;
-        if (ready < 0 && zmq_errno() == EINTR) continue;
-        if (ready <= 0) {
-            for (int i = 0; i < n_items; i++) {
-                s_node_t *nd = c->who[i];
-                snprintf(why, sizeof why, "node %s (%s) did not answer layer %u within %u ms", nd->cfg->name,
-                         nd->cfg->endpoint, layer, c->cfg->timeout_ms);
-                if ((rc = s_lose(c, nd, layer, why, err))) return rc;
+            bool slow;
+            const double limit = mc_link_wait_limit_ms(nd->link, &slow), left = limit - mc_link_waited_ms(nd->link);
+            if (left <= 0) {
+                if ((rc = s_give_up(c, nd, layer, slow, limit, err))) return rc;
+                continue;
             }
-            return MC_OK;
+            if (left < wait) wait = left;
+            c->items[n_items] = (zmq_pollitem_t){mc_link_socket(nd->link), 0, ZMQ_POLLIN, 0};
+            c->who[n_items++] = nd;
+            c->items[n_items] = (zmq_pollitem_t){mc_link_monitor(nd->link), 0, ZMQ_POLLIN, 0};
+            c->who[n_items++] = nd;
         }
+        if (!n_items) return MC_OK;
+        // The nodes not waited for still hear from us (heartbeats keep their
+        // lease: a slow node must not make a healthy one drop us), and lost
+        // ones are probed.
+        if (mc_clock_ms() - c->last_tick >= MC_CLUSTER_TICK_MS) s_tick_idle(c);
+        if (wait > MC_CLUSTER_TICK_MS) wait = MC_CLUSTER_TICK_MS;
+        int ready = zmq_poll(c->items, n_items, (long)ceil(wait));
+        if (ready < 0 && zmq_errno() == EINTR) continue;
+        if (ready <= 0) continue; // a limit passed: the next pass gives up on it
         for (int i = 0; i < n_items; i++) {
             if (!(c->items[i].revents & ZMQ_POLLIN)) continue;
             s_node_t *nd = c->who[i];
+            if (!nd->pending) continue;
+            pthread_mutex_lock(&c->mu);
+            if (c->items[i].socket == mc_link_monitor(nd->link)) { // may lose it: the next pass computes its share
+                mc_link_events(nd->link);
+                pthread_mutex_unlock(&c->mu);
+                continue;
+            }
             mc_wire_msg_t msg;
             bool got;
-            pthread_mutex_lock(&c->mu);
             rc = mc_link_receive(nd->link, &msg, &got, why);
             if (rc == MC_OK && got) {
                 rc = s_take_result(c, nd, &msg, why);
@@ -567,6 +653,11 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
                                      .compute_ms = st->compute_us / 1e3,
                                      .deaths = st->deaths,
                                      .rejoins = st->rejoins,
+                                     .slow = st->slow,
+                                     .benched = mc_link_benched(nd->link),
+                                     .hedged = st->hedged,
+                                     .load_done = st->load_done,
+                                     .load_total = st->load_total,
                                      .rtt_count = st->rtt_count,
                                      .rtt_sum_ms = st->rtt_sum_ms};
     memcpy(out->rtt_hist, st->rtt_hist, sizeof out->rtt_hist);
@@ -583,13 +674,13 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
 }
 
 void mc_cluster_print_stats(const mc_cluster_t *c, const uint64_t *counts, FILE *f) {
-    fprintf(f, "%-16s %-28s %5s %6s %9s %9s %11s %11s %9s %9s %9s %11s\n", "node", "endpoint", "alive", "lost",
+    fprintf(f, "%-16s %-28s %5s %6s %6s %9s %9s %11s %11s %9s %9s %9s %11s\n", "node", "endpoint", "alive", "lost", "slow",
             "requests", "rows", "sent", "received", "rtt mean", "rtt p50", "rtt p99", "compute");
     for (size_t i = 0; i < c->n_nodes; i++) {
         mc_cluster_node_stats_t s;
         mc_cluster_node_stats(c, i, &s);
-        fprintf(f, "%-16s %-28s %5s %6u %9llu %9llu %9.2fMB %9.2fMB %7.2fms %7.2fms %7.2fms %9.1fms\n", s.name,
-                s.endpoint, s.alive ? "yes" : "NO", s.deaths, (unsigned long long)s.requests, (unsigned long long)s.rows,
+        fprintf(f, "%-16s %-28s %5s %6u %6u %9llu %9llu %9.2fMB %9.2fMB %7.2fms %7.2fms %7.2fms %9.1fms\n", s.name,
+                s.endpoint, s.alive ? "yes" : "NO", s.deaths, s.slow, (unsigned long long)s.requests, (unsigned long long)s.rows,
                 s.bytes_sent / 1e6, s.bytes_recv / 1e6, s.rtt_mean_ms, s.rtt_p50_ms, s.rtt_p99_ms, s.compute_ms);
     }
     const mc_hparams_t *hp = &c->m->hp;
@@ -619,6 +710,11 @@ cJSON *mc_cluster_stats_json(const mc_cluster_t *c, const uint64_t *counts) {
         cJSON_AddBoolToObject(o, "alive", s.alive);
         cJSON_AddNumberToObject(o, "times_lost", s.deaths);
         cJSON_AddNumberToObject(o, "times_back", s.rejoins);
+        cJSON_AddNumberToObject(o, "times_slow", s.slow);
+        cJSON_AddBoolToObject(o, "benched", s.benched);
+        cJSON_AddNumberToObject(o, "requests_computed_here", (double)s.hedged);
+        cJSON_AddNumberToObject(o, "loading_done_bytes", (double)s.load_done);
+        cJSON_AddNumberToObject(o, "loading_total_bytes", (double)s.load_total);
         cJSON_AddNumberToObject(o, "requests", (double)s.requests);
         cJSON_AddNumberToObject(o, "rows", (double)s.rows);
         cJSON_AddNumberToObject(o, "bytes_sent", (double)s.bytes_sent);

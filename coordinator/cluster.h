@@ -74,6 +74,10 @@ typedef struct {
     double compute_ms; // reported by the node
     uint32_t deaths;   // times it stopped answering
     uint32_t rejoins;  // times it came back (cluster file's retry_ms)
+    uint32_t slow;     // times it was benched for a slow answer (slow_ms)
+    bool benched;      // sitting out now after a slow answer
+    uint64_t hedged;   // requests whose share was computed here after a slow answer
+    uint64_t load_done, load_total; // bytes of the placement it is loading now (0, 0: none)
     uint64_t rtt_hist[MC_LINK_RTT_BUCKETS + 1]; // round trips per bucket (mc_link_rtt_bounds, then above)
     uint64_t rtt_count;
     double rtt_sum_ms;

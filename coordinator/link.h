@@ -3,21 +3,40 @@
  *
  * A DEALER socket to the node's endpoint, the handshake (Hello: protocol
  * version and model fingerprint; then the node's placement, answered by
- * Ready), request ids, and the node's liveness:
+ * Progress while the node loads and Ready when it is done), request ids,
+ * and the node's liveness:
  *
- *   alive  --(a request or heartbeat unanswered for timeout_ms, a send that
- *             fails, or a wrong answer: mc_link_lose)-->  lost
- *   lost   --(every retry_ms mc_link_tick probes on a fresh socket: Hello,
- *             placement, Ready; never blocking the caller)-->  alive
+ *   joining --(Hello answered, placement loaded: Ready)-->  alive
+ *   alive   --(connection dropped or transport silent for dead_ms, a
+ *              request or heartbeat unanswered for timeout_ms, a send that
+ *              fails, a wrong answer: mc_link_lose)-->  lost
+ *   lost    --(every retry_ms a probe on a fresh socket: Hello,
+ *              placement, Ready; never blocking the caller)-->  alive
  *
- * An idle live link sends a heartbeat every heartbeat interval: it keeps the
- * node's lease on its placement (a node frees a placement whose coordinator
- * is silent) and notices a node that died between requests. Every message
- * received counts as a sign of life.
+ * A new link starts as a probe (mc_link_start), so the coordinator can wait
+ * for all of its nodes at once and serve without the ones that are down.
+ *
+ * Three clocks watch a node, each for what it can tell:
+ * - transport heartbeats (ZeroMQ's ZMTP PING, sent and answered by the I/O
+ *   threads on both ends, so a node busy computing still answers): silence
+ *   for dead_ms, or the TCP connection closing (a killed process), loses
+ *   the node at once. The socket monitor reports it, with the cause of a
+ *   failed handshake (a key the node refuses, a mechanism mismatch), which
+ *   is named in the error rather than left to look like a dead host.
+ * - the application heartbeat every heartbeat_ms on an idle link: keeps the
+ *   node's lease on its placement (a node frees a placement whose
+ *   coordinator is silent) and notices a node that stopped answering.
+ * - per request: a node usually answers in about `overhead + rows *
+ *   per_row` (moving averages of its own round trips and reported compute
+ *   time). One that takes more than max(slow_ms, 4 x that) is slow: the
+ *   caller computes its share itself (mc_link_abandon) and the node sits
+ *   out (mc_link_bench) for a while that doubles each time it happens again
+ *   (1 s, 2 s, ... 60 s); it keeps its lease and its heartbeats and then
+ *   gets work again on probation. Without enough history (the first 8
+ *   answers) or with slow_ms 0, timeout_ms is the limit.
  *
  * With the node's public key (and ours), the socket speaks CURVE: the
- * traffic is encrypted, and only that node can answer; a node that does not
- * know our key refuses the handshake, which looks like silence here.
+ * traffic is encrypted, and only that node can answer.
  *
  * Messages go out one at a time from the caller's thread; the link is not
  * thread-safe. Counters (mc_link_stats_t) are plain fields the owner reads
@@ -45,6 +64,9 @@ extern const double mc_link_rtt_bounds[MC_LINK_RTT_BUCKETS];
 typedef struct {
     uint64_t requests, rows, bytes_sent, bytes_recv, compute_us;
     uint32_t deaths, rejoins;
+    uint32_t slow;    // times it was benched for a slow answer
+    uint64_t hedged;  // requests whose share was computed by the caller instead
+    uint64_t load_done, load_total; // bytes of the placement being loaded (both 0 when none)
     uint64_t rtt_hist[MC_LINK_RTT_BUCKETS + 1];
     double rtt_sum_ms;
     uint64_t rtt_count;
@@ -61,7 +83,10 @@ typedef struct {
     uint32_t timeout_ms;          // answer within this, or the node is lost
     uint32_t retry_ms;            // probe a lost node this often; 0: never
     uint32_t heartbeat_ms;        // an idle live node hears from us this often; 0: never
-    FILE *log;                    // "node X ... ready / is back" lines; NULL: quiet
+    uint32_t load_timeout_ms;     // loading a placement in all; 0: while progress comes every timeout_ms
+    uint32_t dead_ms;             // transport silence that loses the node; 0: no transport heartbeats
+    uint32_t slow_ms;             // floor of the slow-answer limit; 0: never benched
+    FILE *log;                    // "node X ... ready / is back / loading" lines; NULL: quiet
     const char *server_key;       // the node's CURVE public key (Z85); NULL: no encryption
     const mc_keypair_t *keys;     // ours, with server_key (borrowed)
 } mc_link_params_t;
@@ -71,28 +96,49 @@ typedef struct mc_link mc_link_t;
 // Socket set up and connecting (ZeroMQ connects in the background); not yet
 // alive. zctx and p's strings are borrowed. NULL on failure with err.
 mc_link_t *mc_link_new(void *zctx, const mc_link_params_t *p, char *err);
+
+// Release the node (when alive: it may take another coordinator at once),
+// then close. Safe twice.
 void mc_link_destroy(mc_link_t **l);
 
-// The handshake, waiting for each answer up to timeout_ms: the node's
-// placement is held, (n_layer, n_expert) bytes, borrowed until the next
-// call that takes one. The link is alive on success.
-mc_err_t mc_link_connect(mc_link_t *l, const uint8_t *held, char *err);
+// Start the handshake now (a probe: mc_link_tick moves it along); until it
+// ends the link is joining.
+void mc_link_start(mc_link_t *l);
 
-// A new placement for a live node (it answers Ready, or refuses it: a node
-// leased by another live coordinator does). Blocking, like connect; on
-// failure the link is lost.
+// Whether the handshake begun by mc_link_start (or the latest probe) is
+// over: the node is alive, or the attempt failed (mc_link_refusal says why
+// when the node refused, rather than stayed silent).
+bool mc_link_settled(const mc_link_t *l);
+
+// Why the node refused the last handshake in a way that waiting will not
+// mend (another model or protocol version, a key it does not accept, a
+// placement it cannot serve); NULL when it did not. A node leased to
+// another coordinator is not such a refusal: it is retried.
+const char *mc_link_refusal(const mc_link_t *l);
+
+// A new placement for a live node (it answers Progress while it loads, then
+// Ready, or refuses it: a node leased by another live coordinator does).
+// Blocking; on failure the link is lost.
 mc_err_t mc_link_place(mc_link_t *l, const uint8_t *held, char *err);
 
 bool mc_link_alive(const mc_link_t *l);
-const char *mc_link_name(const mc_link_t *l);
-const char *mc_link_endpoint(const mc_link_t *l);
+
+// Alive but sitting out after a slow answer (mc_link_bench): no work for now.
+bool mc_link_benched(const mc_link_t *l);
 
 // Send msg (its request_id is assigned here) as the link's one pending
 // request. MC_ERR_NET when it cannot be sent (the caller then loses it).
 mc_err_t mc_link_request(mc_link_t *l, mc_wire_msg_t *msg, uint32_t rows, char *err);
 
-// The socket to poll (ZMQ_POLLIN) while a request is pending.
+// The data socket to poll (ZMQ_POLLIN) while a request is pending, and the
+// monitor socket whose events (mc_link_events) may end the wait early.
 void *mc_link_socket(mc_link_t *l);
+void *mc_link_monitor(mc_link_t *l);
+
+// Read the monitor's events: a dropped connection of a live node loses it
+// (why: the cause, logged), a failed handshake is remembered for the probe's
+// message. Never blocks.
+void mc_link_events(mc_link_t *l);
 
 // Read what has arrived. *got is set when it holds the pending request's
 // answer (decoded into msg, to free with mc_wire_msg_free; its round trip
@@ -100,16 +146,30 @@ void *mc_link_socket(mc_link_t *l);
 // dropped. An answer the decoder refuses is an error (err says why).
 mc_err_t mc_link_receive(mc_link_t *l, mc_wire_msg_t *msg, bool *got, char *err);
 
+// Milliseconds the pending request may wait before the caller gives up on
+// it: the slow limit when the node has history, else timeout_ms. *slow is
+// set when passing it means "slow" (bench and abandon) rather than "lost".
+double mc_link_wait_limit_ms(const mc_link_t *l, bool *slow);
+
 // Milliseconds since the pending request was sent.
 double mc_link_waited_ms(const mc_link_t *l);
+
+// Forget the pending request (its answer will be dropped when it comes):
+// the caller computed its share itself.
+void mc_link_abandon(mc_link_t *l);
+
+// The node answered too slowly (why: for the log): no work for the bench
+// time, which doubles each time (reset by a run of normal answers).
+void mc_link_bench(mc_link_t *l, const char *why);
 
 // The node stopped answering or answered wrongly: log why (once per
 // loss), count it, and start probing after retry_ms.
 void mc_link_lose(mc_link_t *l, const char *why);
 
-// Housekeeping between requests, never blocking: drain replies, send a
-// heartbeat to an idle live node, lose one whose heartbeat went unanswered,
-// and move a lost node's probe along (held: its placement).
+// Housekeeping between requests, never blocking: read monitor events, drain
+// replies, send a heartbeat to an idle live node, lose one whose heartbeat
+// went unanswered, and move a joining or lost node's probe along (held: its
+// placement).
 void mc_link_tick(mc_link_t *l, const uint8_t *held);
 
 // Counters since the link was made (read by the owner; see above).

@@ -31,6 +31,7 @@ static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag must be lock-free");
 
 #define MC_NODE_POLL_MS 100
 #define MC_NODE_SEND_TIMEOUT_MS 1000
+#define MC_NODE_PING_MS 250 // transport PINGs: twice within a coordinator's smallest dead_ms (see s_bind)
 #define MC_NODE_ID_MAX 256 // ZeroMQ routing ids are at most 255 bytes
 
 struct mc_node {
@@ -194,9 +195,17 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
     // so the cap is set before the socket can receive anything.
     int64_t max = mc_wire_max_msg_bytes(&n->lim);
     int linger = 0, sndtimeo = MC_NODE_SEND_TIMEOUT_MS;
+    // Transport heartbeats: ZeroMQ's I/O thread PINGs every coordinator
+    // while this thread computes or a long request is still arriving, which
+    // is how a coordinator tells a busy node from a dead one (its dead_ms).
+    // A node never drops a coordinator for silence (timeout 0): the lease
+    // decides what silence means here.
+    int ping_ivl = MC_NODE_PING_MS, no_timeout = 0;
     size_t len = sizeof n->endpoint;
     if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &max, sizeof max) || zmq_setsockopt(n->sock, ZMQ_LINGER, &linger, sizeof linger) ||
-        zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo))
+        zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) ||
+        zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_IVL, &ping_ivl, sizeof ping_ivl) ||
+        zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_TIMEOUT, &no_timeout, sizeof no_timeout))
         return mc_err_set(err, MC_ERR_NET, "socket options: %s", zmq_strerror(zmq_errno()));
     if (zmq_bind(n->sock, endpoint) != 0)
         return mc_err_set(err, MC_ERR_NET, "cannot listen on %s: %s", endpoint, zmq_strerror(zmq_errno()));
@@ -279,7 +288,7 @@ static void s_send(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *reply)
         MC_LOGE("cannot encode a %s reply: %s", mc_wire_kind_name(reply->kind), err);
         return;
     }
-    if (n->capture) { // every message gets at most one reply
+    if (n->capture) { // the last reply is kept (a placement's Progress comes before its Ready)
         free(n->captured);
         n->captured = buf, n->captured_len = len;
         n->stats.bytes_out += len;
@@ -335,12 +344,51 @@ static uint64_t s_advise(const mc_matrix_t *w, int advice) {
     return bytes;
 }
 
+// Loading a placement: progress goes to the coordinator that sent it (a
+// Progress answer to its Assign, at most every S_PROGRESS_MS), so its wait
+// is bounded by loading that stalls, not by how long loading takes.
+#define S_PROGRESS_MS 250.0
+
+typedef struct {
+    mc_node_t *n;
+    const s_peer_t *id;
+    uint64_t request_id;
+    uint64_t base;  // bytes done before the current phase
+    uint64_t total; // bytes of the held experts
+    double sent_ms;
+} s_load_t;
+
+static void s_load_report(s_load_t *ld, uint64_t done, bool force) {
+    const double now = mc_clock_ms();
+    if (!force && now - ld->sent_ms < S_PROGRESS_MS) return;
+    if (done > ld->total) done = ld->total;
+    mc_wire_msg_t p = {.kind = MC_WIRE_MSG_PROGRESS, .request_id = ld->request_id};
+    p.u.progress = (mc_wire_progress_t){done, ld->total};
+    s_send(ld->n, ld->id, &p);
+    ld->sent_ms = now;
+}
+
+static void s_load_repacked(void *ctx, uint64_t done) {
+    s_load_t *ld = ctx;
+    s_load_report(ld, ld->base + done, false);
+}
+
+static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->n_out * w->row_bytes; }
+
 // Make `want` the held set and return its pair count (and in *layers_out
-// the layers it spans, in *bytes_out its weight bytes). Experts no longer
-// held are released first: their boundary pages may be shared with held
-// ones, which are touched afterwards.
-static uint32_t s_place(mc_node_t *n, const uint8_t *want, uint32_t *layers_out, uint64_t *bytes_out) {
+// the layers it spans, in *bytes_out its weight bytes).
+//
+// Order matters for memory: experts no longer held are released first;
+// then the held Q4_0 matrices are repacked, each read once from the file
+// and its pages released right after; only the matrices served from the
+// file's rows are touched to make them resident. Touching a repacked
+// matrix's rows would bring its file pages back beside the packed copy (a
+// node's memory doubled at every repeated placement that way). A placement
+// repeated as it is keeps the repacking it has and touches nothing new.
+static uint32_t s_place(mc_node_t *n, const uint8_t *want, s_load_t *ld, uint32_t *layers_out, uint64_t *bytes_out) {
     const mc_hparams_t *hp = &n->model->hp;
+    const size_t cells = (size_t)hp->n_layer * hp->n_expert;
+    const bool same = !memcmp(want, n->held, cells);
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t e = 0; e < hp->n_expert; e++) {
             const mc_expert_t *ex = &n->model->layers[l].experts[e];
@@ -353,14 +401,48 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want, uint32_t *layers_out,
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         uint32_t before = pairs;
         for (uint32_t e = 0; e < hp->n_expert; e++) {
-            const mc_expert_t *ex = &n->model->layers[l].experts[e];
             if (!want[(size_t)l * hp->n_expert + e]) continue;
-            bytes += s_advise(&ex->gate, MADV_WILLNEED) + s_advise(&ex->up, MADV_WILLNEED) + s_advise(&ex->down, MADV_WILLNEED);
+            const mc_expert_t *ex = &n->model->layers[l].experts[e];
+            bytes += s_matrix_bytes(&ex->gate) + s_matrix_bytes(&ex->up) + s_matrix_bytes(&ex->down);
             pairs++;
         }
         layers += pairs > before;
     }
-    memcpy(n->held, want, (size_t)hp->n_layer * hp->n_expert);
+    memcpy(n->held, want, cells);
+    ld->total = bytes;
+    s_load_report(ld, 0, true);
+    // The held experts' Q4_0 rows in the kernels' interleaved layout (only
+    // these: a node never multiplies anything else).
+    if (!same || !n->repacked) {
+        char rerr[MC_ERR_LEN];
+        const uint64_t t0 = mc_clock_us();
+        const mc_model_progress_t progress = {s_load_repacked, ld};
+        if (mc_model_repack_progress(n->model, n->mm, false, n->held, &progress, rerr) != MC_OK)
+            mc_log_status(n->log, n->who, "weights not repacked (%s): products read the file's rows", rerr);
+        else if (n->model->packed_bytes)
+            mc_log_status(n->log, n->who, "repacked %.1f MiB of Q4_0 expert weights in %.0f ms",
+                          n->model->packed_bytes / 1048576.0, (mc_clock_us() - t0) / 1000.0);
+        n->repacked = true;
+    }
+    // What repacking read: the packed matrices' rows.
+    uint64_t done = 0;
+    for (size_t i = 0; i < cells; i++) {
+        if (!n->held[i]) continue;
+        const mc_expert_t *ex = &n->model->layers[i / hp->n_expert].experts[i % hp->n_expert];
+        const mc_matrix_t *ws[3] = {&ex->gate, &ex->up, &ex->down};
+        for (int j = 0; j < 3; j++)
+            if (ws[j]->packed) done += s_matrix_bytes(ws[j]);
+    }
+    for (size_t i = 0; i < cells; i++) {
+        if (!n->held[i]) continue;
+        const mc_expert_t *ex = &n->model->layers[i / hp->n_expert].experts[i % hp->n_expert];
+        const mc_matrix_t *ws[3] = {&ex->gate, &ex->up, &ex->down};
+        for (int j = 0; j < 3; j++) {
+            if (ws[j]->packed) continue;
+            done += s_advise(ws[j], MADV_WILLNEED);
+            s_load_report(ld, done, false);
+        }
+    }
     *layers_out = layers;
     *bytes_out = bytes;
     return pairs;
@@ -389,7 +471,7 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
                  "the same placement is accepted", (unsigned long long)n->owner_session, (unsigned long long)(now_ms - n->owner_seen_ms));
         mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)a->session_id,
                       peer, msg);
-        s_send_error(n, id, m->request_id, MC_ERR_ARG, msg);
+        s_send_error(n, id, m->request_id, MC_ERR_BUSY, msg);
         return;
     }
     if (!active || mine) {
@@ -400,26 +482,15 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
     }
     uint32_t layers;
     uint64_t bytes;
-    uint32_t pairs = s_place(n, a->held, &layers, &bytes);
-    // The held experts' Q4_0 rows in the kernels' interleaved layout (only
-    // these: a node never multiplies anything else); their file pages are
-    // released. A placement repeated as it is keeps the repacking it has.
-    if (!same || !n->repacked) {
-        char rerr[MC_ERR_LEN];
-        const uint64_t t0 = mc_clock_us();
-        if (mc_model_repack(n->model, n->mm, false, n->held, rerr) != MC_OK)
-            mc_log_status(n->log, n->who, "weights not repacked (%s): products read the file's rows", rerr);
-        else if (n->model->packed_bytes)
-            mc_log_status(n->log, n->who, "repacked %.1f MiB of Q4_0 expert weights in %.0f ms",
-                          n->model->packed_bytes / 1048576.0, (mc_clock_us() - t0) / 1000.0);
-        n->repacked = true;
-    }
+    s_load_t ld = {.n = n, .id = id, .request_id = m->request_id};
+    const double t0 = mc_clock_ms();
+    uint32_t pairs = s_place(n, a->held, &ld, &layers, &bytes);
     const uint64_t resident = s_resident_bytes();
     mc_log_status(n->log, n->who,
-                  "placement of session %016llx from %s accepted: %u expert%s in %u layer%s (%.1f MiB of weights), "
-                  "resident memory %.1f MiB",
+                  "placement of session %016llx from %s accepted: %u expert%s in %u layer%s (%.1f MiB of weights, "
+                  "loaded in %.1f s), resident memory %.1f MiB",
                   (unsigned long long)a->session_id, peer, pairs, pairs == 1 ? "" : "s", layers, layers == 1 ? "" : "s",
-                  bytes / 1048576.0, resident / 1048576.0);
+                  bytes / 1048576.0, (mc_clock_ms() - t0) / 1e3, resident / 1048576.0);
     mc_wire_msg_t r = {.kind = MC_WIRE_MSG_READY, .request_id = m->request_id};
     r.u.ready = (mc_wire_ready_t){.resident_bytes = resident, .n_pairs = pairs};
     s_send(n, id, &r);
@@ -505,7 +576,7 @@ static void s_handle(mc_node_t *n, const s_peer_t *id, const void *body, size_t 
     mc_err_t rc = mc_wire_decode(&n->lim, body, len, &m, &bad_id, err);
     if (rc == MC_ERR_NET) {
         n->stats.errors++;
-        MC_LOGW("node %s: dropped a message: %s", n->name, err);
+        MC_LOGW("node %s: dropped a message from %s: %s", n->name, id->addr, err);
         return;
     }
     if (rc) {
@@ -527,9 +598,19 @@ static void s_handle(mc_node_t *n, const s_peer_t *id, const void *body, size_t 
         r.kind = MC_WIRE_MSG_STATS, r.u.stats = n->stats;
         s_send(n, id, &r);
         break;
+    case MC_WIRE_MSG_RELEASE: // no answer: the coordinator is closing its socket
+        if (n->owner_len && n->owner_session == m.u.release) {
+            mc_log_status(n->log, n->who,
+                          "coordinator %s (session %016llx) at %s released its placement on exit; another coordinator "
+                          "may now place experts here",
+                          n->owner_name, (unsigned long long)n->owner_session, id->addr);
+            n->owner_len = 0;
+            n->owner_lost = false;
+        }
+        break;
     case MC_WIRE_MSG_ERROR: // never answer an error: two peers could bounce them forever
         n->stats.errors++;
-        MC_LOGW("node %s: peer reported: %s", n->name, m.u.error.message);
+        MC_LOGW("node %s: peer at %s reported: %s", n->name, id->addr, m.u.error.message);
         break;
     default:
         snprintf(err, sizeof err, "a node does not accept %s messages", mc_wire_kind_name(m.kind));

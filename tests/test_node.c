@@ -142,11 +142,24 @@ static void s_recv(s_fix_t *f, void *sock, mc_wire_msg_t *out) {
     if (rc != MC_OK) fail_msg("bad reply: %s", err);
 }
 
-// Send m and return the reply, checking it answers m.
+// Send m and return the reply, checking it answers m. A placement's
+// Progress messages come first: checked (the first says 0 bytes done,
+// none goes backwards or past the total) and skipped.
 static void s_call(s_fix_t *f, void *sock, const mc_wire_msg_t *m, mc_wire_msg_t *out) {
     s_send(sock, m);
-    s_recv(f, sock, out);
-    assert_true(out->request_id == m->request_id);
+    uint64_t done = 0;
+    for (int n_progress = 0;; n_progress++) {
+        s_recv(f, sock, out);
+        assert_true(out->request_id == m->request_id);
+        if (out->kind != MC_WIRE_MSG_PROGRESS) break;
+        assert_int_equal(m->kind, MC_WIRE_MSG_ASSIGN);
+        const mc_wire_progress_t p = out->u.progress;
+        assert_true(p.done_bytes <= p.total_bytes);
+        assert_true(n_progress > 0 || p.done_bytes == 0);
+        assert_true(p.done_bytes >= done);
+        done = p.done_bytes;
+        mc_wire_msg_free(out);
+    }
 }
 
 // The reply must be an error naming the node and containing needle.
@@ -284,7 +297,10 @@ static void test_handshake(void **state) {
     s_expect_error(f, c, &h, want);
     s_expect_error(f, c, &h, "model fingerprint mismatch: node has ");
     h.u.hello.version = MC_WIRE_VERSION + 1;
-    s_expect_error(f, c, &h, "speaks protocol version 2, the coordinator (coord) version 3");
+    char versions[96];
+    snprintf(versions, sizeof versions, "speaks protocol version %d, the coordinator (coord) version %d", MC_WIRE_VERSION,
+             MC_WIRE_VERSION + 1);
+    s_expect_error(f, c, &h, versions);
     // Messages only a node sends are refused.
     mc_wire_msg_t ready = {.kind = MC_WIRE_MSG_READY, .request_id = 3};
     s_expect_error(f, c, &ready, "does not accept ready messages");
@@ -620,6 +636,63 @@ static void test_resident_memory_follows_share(void **state) {
     assert_true(r1b.resident_bytes + 12 * eb < r16.resident_bytes);
 }
 
+// The same placement again (a coordinator reconnecting, a new one with the
+// same cluster file) keeps one copy of the repacked Q4_0 experts: the
+// file's pages of repacked rows are not brought back (they doubled a node's
+// memory at every repeat before). A changed placement repacks, and ends
+// with one copy too.
+static void test_repeated_placement_one_copy(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    s_model("q4_0-wide", MC_DTYPE_Q4_0, 512, 1024, path, sizeof path);
+    const uint64_t eb = s_expert_bytes(path); // 864 KiB; 16 experts: 13.5 MiB
+    void *c = s_start(f, path, 60000);
+    uint8_t none[16] = {0}, all[16], most[16];
+    memset(all, 1, sizeof all);
+    memset(most, 1, sizeof most);
+    most[15] = 0;
+    mc_wire_ready_t base, r[6];
+    s_assign(f, c, 1, none, &base);
+    s_assign(f, c, 1, all, &r[0]);
+    s_assign(f, c, 1, all, &r[1]);
+    s_assign(f, c, 1, all, &r[2]);
+    mc_wire_msg_t rel = {.kind = MC_WIRE_MSG_RELEASE, .request_id = 77, .u.release = 1};
+    s_send(c, &rel);
+    s_assign(f, c, 2, all, &r[3]); // another coordinator, the same placement
+    s_assign(f, c, 2, most, &r[4]);
+    s_assign(f, c, 2, all, &r[5]);
+    // One copy: the packed experts (as many bytes as the file's rows) and
+    // at most two experts' worth of pages shared with their neighbours.
+    for (int i = 0; i < 6; i++)
+        if (r[i].resident_bytes > base.resident_bytes + 18 * eb)
+            fail_msg("placement %d: resident %.1f MiB, %.1f MiB before any (16 experts: %.1f MiB)", i,
+                     r[i].resident_bytes / 1048576.0, base.resident_bytes / 1048576.0, 16 * eb / 1048576.0);
+}
+
+// A coordinator's Release ends its lease at once: another coordinator's
+// placement is accepted without waiting for the lease (60 s here). A
+// Release naming another session changes nothing.
+static void test_release_frees_placement(void **state) {
+    s_fix_t *f = *state;
+    char path[512];
+    void *a = s_start(f, s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path), 60000);
+    void *b = s_client(f, 1);
+    uint8_t p1[16] = {1, 1}, p2[16] = {0, 0, 1, 1};
+    s_assign(f, a, 1, p1, NULL);
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 70}, r;
+    m.u.assign = (mc_wire_assign_t){2, 2, 8, p2};
+    s_call(f, b, &m, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_int_equal(r.u.error.code, MC_ERR_BUSY); // try later, not a mistake
+    mc_wire_msg_free(&r);
+    mc_wire_msg_t rel = {.kind = MC_WIRE_MSG_RELEASE, .request_id = 71, .u.release = 99};
+    s_send(b, &rel);
+    s_expect_error(f, b, &m, "different placement");
+    rel.u.release = 1;
+    s_send(a, &rel);
+    s_assign(f, b, 2, p2, NULL);
+}
+
 static void test_stops_promptly(void **state) {
     s_fix_t *f = *state;
     char path[512];
@@ -869,6 +942,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_curve_strangers_refused, s_setup, s_teardown),
         cmocka_unit_test(test_exposed_without_keys_warns),
         cmocka_unit_test(test_handle_without_socket),
+        cmocka_unit_test_setup_teardown(test_repeated_placement_one_copy, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_release_frees_placement, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_resident_memory_follows_share, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stops_promptly, s_setup, s_teardown),
         cmocka_unit_test(test_parse_args),
