@@ -195,7 +195,8 @@ static void s_handshake_failed(mc_link_t *l, uint16_t event, uint32_t value) {
         snprintf(w, MC_ERR_LEN, "node %s (%s) failed the %s handshake%s", name, ep, l->p.server_key ? "CURVE" : "ZeroMQ",
                  l->p.server_key ? ": check that its public_key in the cluster file is that node's .pub and that it "
                                    "authorizes our key"
-                                 : "");
+                                 : ": if it runs with --secret-key it requires CURVE keys: give it a public_key (its "
+                                   ".pub) in the cluster file and the coordinator a secret_key");
 }
 
 void mc_link_events(mc_link_t *l) {
@@ -540,11 +541,11 @@ static void s_probe_failed(mc_link_t *l, mc_err_t code, const char *why) {
         MC_LOGW("%s", why);
         l->warned = true;
     }
-    snprintf(l->refusal, sizeof l->refusal, "%s", why && code != MC_ERR_BUSY ? why : "");
+    snprintf(l->refusal, sizeof l->refusal, "%s", why && code != MC_ERR_BUSY && code != MC_ERR_TIMEOUT ? why : "");
     l->probe = S_PROBE_IDLE;
     l->st.load_done = l->st.load_total = 0;
     const double now = mc_clock_ms();
-    if (code == MC_ERR_BUSY && now < l->start_until) {
+    if (code == MC_ERR_BUSY && now + S_BUSY_RETRY_MS < l->start_until) {
         // Leased to a coordinator that just exited without a Release (or
         // crashed): its lease runs out within seconds; ask again soon.
         l->retry_at = now + S_BUSY_RETRY_MS;
