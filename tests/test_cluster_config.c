@@ -104,6 +104,9 @@ static void s_assert_same(const mc_cluster_config_t *a, const mc_cluster_config_
     assert_int_equal(a->timeout_ms, b->timeout_ms);
     assert_int_equal(a->retry_ms, b->retry_ms);
     assert_int_equal(a->heartbeat_ms, b->heartbeat_ms);
+    assert_int_equal(a->load_timeout_ms, b->load_timeout_ms);
+    assert_int_equal(a->dead_ms, b->dead_ms);
+    assert_int_equal(a->slow_ms, b->slow_ms);
     assert_int_equal(a->n_nodes, b->n_nodes);
     for (size_t i = 0; i < a->n_nodes; i++) {
         assert_string_equal(a->nodes[i].name, b->nodes[i].name);
@@ -253,6 +256,9 @@ static void test_defaults(void **state) {
     assert_int_equal(c->timeout_ms, MC_CLUSTER_DEFAULT_TIMEOUT_MS);
     assert_int_equal(c->retry_ms, MC_CLUSTER_DEFAULT_RETRY_MS);
     assert_int_equal(c->heartbeat_ms, MC_CLUSTER_DEFAULT_HEARTBEAT_MS);
+    assert_int_equal(c->load_timeout_ms, 0);
+    assert_int_equal(c->dead_ms, MC_CLUSTER_DEFAULT_DEAD_MS);
+    assert_int_equal(c->slow_ms, MC_CLUSTER_DEFAULT_SLOW_MS);
     assert_int_equal(c->n_nodes, 1);
     assert_true(s_all_experts(&c->nodes[0].experts));
     assert_true(s_all_layers(&c->nodes[0].layers));
@@ -263,7 +269,8 @@ static void test_defaults(void **state) {
     mc_cluster_config_destroy(&c);
 
     // Every value given; local layers narrowed; an empty 'local:' is allowed.
-    c = s_parse("wire: bf16\ntimeout_ms: 600000\nretry_ms: 0\nheartbeat_ms: 250\n"
+    c = s_parse("wire: bf16\ntimeout_ms: 600000\nretry_ms: 0\nheartbeat_ms: 250\nload_timeout_ms: 900000\n"
+                "dead_ms: 0\nslow_ms: 40\n"
                 "nodes: [{name: a, endpoint: 'inproc://a', experts: 0}]\n"
                 "local: {experts: 1-7, layers: 2-3}\n",
                 "c.yaml");
@@ -271,6 +278,9 @@ static void test_defaults(void **state) {
     assert_int_equal(c->timeout_ms, 600000);
     assert_int_equal(c->retry_ms, 0);
     assert_int_equal(c->heartbeat_ms, 250);
+    assert_int_equal(c->load_timeout_ms, 900000);
+    assert_int_equal(c->dead_ms, 0);
+    assert_int_equal(c->slow_ms, 40);
     assert_string_equal(s_fmt_layers(&c->local_layers, buf, sizeof buf), "2-3");
     assert_true(mc_cluster_config_local_holds(c, 3, 7));
     assert_false(mc_cluster_config_local_holds(c, 4, 7));
@@ -667,6 +677,14 @@ static void test_errors_values(void **state) {
                  retries[i]);
         s_expect_error(yaml, want);
     }
+    // dead_ms: off, or long enough for two of a node's transport PINGs.
+    s_expect_error("dead_ms: 499\n",
+                   "cluster.yaml:1:10: 'dead_ms' must be 0 (off) or a number of milliseconds from 500 to 600000, found '499'");
+    s_expect_error("load_timeout_ms: 86400001\n",
+                   "cluster.yaml:1:18: 'load_timeout_ms' must be a number of milliseconds from 0 (no bound while the node "
+                   "reports progress) to 86400000, found '86400001'");
+    s_expect_error("slow_ms: fast\n",
+                   "cluster.yaml:1:10: 'slow_ms' must be a number of milliseconds from 0 (never) to 600000, found 'fast'");
 }
 
 static void test_errors_nodes(void **state) {

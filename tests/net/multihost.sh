@@ -10,8 +10,8 @@
 #      rejoins;
 #   4. kill -9 of a node while the server decodes 8 concurrent streams: every
 #      stream's answer unchanged (and again after the node is restarted);
-#   5. a stranger with a key the nodes do not know: refused and logged; the
-#      cluster still serves.
+#   5. a stranger with a key the nodes do not know: refused and logged, and
+#      told so ("refused our key"); the cluster still serves.
 #
 # Links are tests/net/linkemu (delay, jitter and loss in user space between
 # TAP devices), since the kernels here have no sch_netem. Needs root (ip
@@ -235,7 +235,7 @@ if ip netns exec "$tag-s" "$bin/moe-coordinator" --cluster "$work/stranger.yaml"
   >/dev/null 2>"$work/stranger.log"; then
   fail "the stranger was served"
 fi
-grep -q 'did not answer the handshake' "$work/stranger.log" || fail "the stranger's error: $(cat "$work/stranger.log")"
+grep -q 'refused our key' "$work/stranger.log" || fail "the stranger's error: $(cat "$work/stranger.log")"
 grep -q "refused a connection from ${addr[s]}" "$work/node-b.log" || fail "node-b did not log the stranger"
 ask "$tag-c" "$port" 3 "$work/after-stranger.json"
 cmp -s "$work/want-3.json" "$work/after-stranger.json" || fail "the cluster answers differently after the stranger"
