@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "dtype.h"
 #include "log.h"
 #include "moe.h"
 #include "wire.h"
@@ -93,6 +94,32 @@ static void s_fill_held(const mc_cluster_t *c, const mc_cluster_node_t *n, uint8
         for (uint32_t e = 0; e < hp->n_expert; e++) held[(size_t)l * hp->n_expert + e] = mc_cluster_node_holds(n, l, e);
 }
 
+// A wire other than auto and f32 is exact only for the experts whose
+// kernels take its values: say so at start when the file has others (the
+// tokens may then differ from one machine's), and for f16/bf16 results.
+static void s_warn_lossy(const mc_cluster_t *c) {
+    const mc_wire_enc_t w = c->cfg->wire;
+    if (w == MC_WIRE_AUTO || w == MC_WIRE_F32) return;
+    const mc_hparams_t *hp = &c->m->hp;
+    size_t lossy = 0, first = SIZE_MAX;
+    for (size_t i = 0; i < (size_t)hp->n_layer * hp->n_expert; i++)
+        if (c->auto_enc[i] != w) lossy++, first = first == SIZE_MAX ? i : first;
+    if (lossy) {
+        const mc_expert_t *ex = &c->m->layers[first / hp->n_expert].experts[first % hp->n_expert];
+        mc_log_status(c->log, "moe-coordinator",
+                      "warning: wire %s is lossy for %zu of the file's %zu experts (for example layer %zu expert %zu: "
+                      "%s weights take %s rows): results will differ from one machine's; wire: auto is exact and "
+                      "as compact",
+                      mc_wire_enc_name(w), lossy, (size_t)hp->n_layer * hp->n_expert, first / hp->n_expert,
+                      first % hp->n_expert, mc_dtype_name(ex->gate.type), mc_wire_enc_name(c->auto_enc[first]));
+    }
+    if (w == MC_WIRE_F16 || w == MC_WIRE_BF16)
+        mc_log_status(c->log, "moe-coordinator",
+                      "warning: wire %s sends results back as %s too, which rounds them: results will differ from one "
+                      "machine's",
+                      mc_wire_enc_name(w), mc_wire_enc_name(w));
+}
+
 // Every node's handshake at once: wait until each is ready, refused, or
 // silent for timeout_ms (a node still loading its share, reporting
 // progress, is waited for). A node that refused for good (another model,
@@ -162,6 +189,7 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
     }
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t e = 0; e < hp->n_expert; e++) c->auto_enc[(size_t)l * hp->n_expert + e] = mc_wire_auto_enc(m, l, e);
+    s_warn_lossy(c);
     char host[256] = "";
     if (gethostname(host, sizeof host) != 0) host[0] = 0;
     host[sizeof host - 1] = 0;

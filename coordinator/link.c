@@ -71,6 +71,7 @@ struct mc_link {
     bool settled;        // the latest probe ended (alive or failed)
     bool warned;         // why a probe failed was logged (once per loss)
     bool absent_said;    // "did not answer: computing its experts here" was logged
+    bool name_said;      // a node answering under another name was logged
     char refusal[MC_ERR_LEN]; // "" or why the node refused (mc_link_refusal)
     char hs_why[MC_ERR_LEN];  // "" or why the transport handshake failed (monitor)
     bool hs_ok;               // the current socket completed a transport handshake
@@ -273,7 +274,18 @@ static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
     bool ok = msg->kind == MC_WIRE_MSG_HELLO;
     uint32_t version = msg->u.hello.version;
     uint64_t fp = msg->u.hello.fingerprint;
+    char name[MC_WIRE_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%s", ok ? msg->u.hello.name : "");
     mc_wire_msg_free(msg);
+    // Names are not enforced (a node without --name reports its host name),
+    // but two endpoints swapped in the cluster file show up here.
+    if (ok && strcmp(name, l->p.name) && !l->name_said) {
+        mc_log_status(l->p.log, "moe-coordinator",
+                      "warning: the cluster file's node %s at %s calls itself '%s': check the endpoint (or start the "
+                      "node with --name %s)",
+                      l->p.name, l->p.endpoint, name, l->p.name);
+        l->name_said = true;
+    }
     if (!ok) return mc_err_set(err, MC_ERR_NET, "node %s answered the handshake with something else", l->p.name);
     if (version != MC_WIRE_VERSION)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "node %s (%s) speaks protocol version %u, we speak %u", l->p.name,

@@ -1059,6 +1059,39 @@ static void test_loading_reports_progress(void **state) {
     mc_model_destroy(&m);
 }
 
+// What the operator is told at start: a lossy wire for the file's experts,
+// and a node that answers under another name than the cluster file's (two
+// endpoints swapped); neither stops the start.
+static void test_start_warnings(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_model_t *m = s_fixture("small-q4_k_m.gguf", path, sizeof path);
+    if (!m) skip();
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_place_t p[] = {{"all", NULL}};
+    s_start(&ns, path, p, 1, MC_WIRE_Q8_0, NULL);
+    free(ns.cfg->nodes[0].name);
+    ns.cfg->nodes[0].name = strdup("pi-7");
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 16;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    FILE *log = tmpfile();
+    mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), log, err);
+    if (!c) fail_msg("%s", err);
+    mc_cluster_destroy(&c);
+    char text[4096] = "";
+    rewind(log);
+    text[fread(text, 1, sizeof text - 1, log)] = 0;
+    fclose(log);
+    if (!strstr(text, "wire q8_0 is lossy for") || !strstr(text, "Q4_K weights take q8_k rows"))
+        fail_msg("no lossy-wire warning:\n%s", text);
+    if (!strstr(text, "node pi-7 at tcp://127.0.0.1:") || !strstr(text, "calls itself 'node-1'"))
+        fail_msg("no name warning:\n%s", text);
+    mc_engine_destroy(&e);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
 // CURVE between coordinator and nodes: the logits are one machine's; a
 // coordinator whose key the nodes do not know gets no answer at all, and
 // the nodes go on serving the right one.
@@ -1171,6 +1204,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_dead_nodes_at_once, s_stop_live),
         cmocka_unit_test_teardown(test_slow_node_benched, s_stop_live),
         cmocka_unit_test(test_loading_reports_progress),
+        cmocka_unit_test_teardown(test_start_warnings, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
