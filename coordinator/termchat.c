@@ -4,13 +4,35 @@
 #include "termchat.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
 
 #include "chat.h"
+#include "cluster.h"
 #include "scheduler.h"
+
+// While a person thinks at the prompt, the cluster's nodes still hear from
+// us this often (heartbeats keep their lease on our placement; probes bring
+// lost nodes back): an idle chat must not lose its nodes to the lease.
+#define S_IDLE_TICK_MS 250
+
+// Wait until a line can be read from in, ticking the cluster meanwhile.
+// Only a terminal is waited on this way: it hands over one line per read, so
+// nothing sits in in's buffer unseen by poll. False on Ctrl-C (EINTR).
+static bool s_idle_wait(mc_session_t *s, FILE *in) {
+    mc_cluster_t *c = mc_session_cluster(s);
+    if (!c || !isatty(fileno(in))) return true;
+    for (;;) {
+        struct pollfd pfd = {.fd = fileno(in), .events = POLLIN};
+        int r = poll(&pfd, 1, S_IDLE_TICK_MS);
+        if (r > 0) return true;
+        if (r < 0) return errno != EINTR;
+        mc_cluster_tick(c);
+    }
+}
 
 mc_termchat_params_t mc_termchat_params_default(void) {
     mc_termchat_params_t p = {0};
@@ -103,7 +125,7 @@ int mc_termchat_run(mc_session_t *s, const mc_termchat_params_t *p, FILE *in, FI
         fputs("\n> ", out);
         fflush(out);
         errno = 0;
-        ssize_t n = getline(&line, &line_cap, in);
+        ssize_t n = s_idle_wait(s, in) ? getline(&line, &line_cap, in) : -1;
         if (n < 0) { // end of input, or Ctrl-C at the prompt
             fputc('\n', out);
             break;
