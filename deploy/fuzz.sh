@@ -38,6 +38,9 @@ model: models/m.gguf
 wire: q8_0
 timeout_ms: 5000
 retry_ms: 2000
+load_timeout_ms: 60000
+dead_ms: 1500
+slow_ms: 250
 nodes:
   - name: pi-1
     endpoint: tcp://10.0.0.11:5555

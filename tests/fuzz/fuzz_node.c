@@ -100,6 +100,14 @@ static void s_target_init(s_target_t *t, mc_dtype_t type, uint32_t dim, mc_wire_
     msg = (mc_wire_msg_t){.kind = MC_WIRE_MSG_STATS_REQUEST, .request_id = 6};
     snprintf(seed, sizeof seed, "stats-%s", tag);
     s_feed(t, &msg, MC_WIRE_MSG_STATS, seed);
+    // A Release gets no reply: written as a seed only.
+    msg = (mc_wire_msg_t){.kind = MC_WIRE_MSG_RELEASE, .request_id = 7, .u.release = 3};
+    snprintf(seed, sizeof seed, "release-%s", tag);
+    uint8_t *buf;
+    size_t len;
+    if (mc_wire_encode(&msg, &buf, &len, NULL) != MC_OK) abort();
+    mc_fuzz_seed_write(seed, buf, len);
+    free(buf);
     mc_model_destroy(&m);
 }
 

@@ -68,6 +68,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_STATS, .request_id = 6};
     m.u.stats = (mc_wire_stats_t){1, 2, 3, 4, 5, 6};
     s_seed("stats", &m);
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_PROGRESS, .request_id = 3};
+    m.u.progress = (mc_wire_progress_t){1u << 20, 6u << 20};
+    s_seed("progress", &m);
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_RELEASE, .request_id = 7};
+    m.u.release = 9;
+    s_seed("release", &m);
     return 0;
 }
 
