@@ -83,6 +83,9 @@ mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p,
         // The node gets SIGTERM when its parent dies, however it dies, so an
         // interrupted demo or test never leaves nodes behind.
         if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
+        // Its own process group: Ctrl-C at the terminal (SIGINT to the
+        // foreground group) stops the coordinator's answer, not its nodes.
+        if (setpgid(0, 0) != 0) _exit(127);
         if (dup2(fds[1], STDOUT_FILENO) < 0) _exit(127);
         close(fds[0]);
         close(fds[1]);

@@ -437,6 +437,9 @@ static void test_starts_with_node_down(void **state) {
     s_start(&ns, path, p, 3, MC_WIRE_F32, NULL);
     ns.cfg->timeout_ms = 300;
     ns.cfg->retry_ms = 50;
+    // Started nodes sit in process groups of their own: Ctrl-C in a demo's
+    // chat (SIGINT to the terminal's foreground group) does not reach them.
+    assert_int_equal(getpgid(ns.procs[0].pid), ns.procs[0].pid);
     s_load_ids(s_prompts[0]);
     int32_t g[1];
     float *ref = s_logits(m, NULL, g, 0);
