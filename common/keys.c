@@ -14,6 +14,10 @@
 
 #define S_MAX_FILE (1u << 20)
 #define S_MAX_KEYS 4096
+// The first line moe-keygen writes into a secret key file. Any 32 bytes are
+// a Curve25519 secret key, so the text alone cannot tell a public key given
+// by mistake (NAME.pub as --secret-key) from a secret one: this line does.
+#define S_SECRET_MARK "# moe-cluster CURVE secret key"
 
 bool mc_keys_available(void) { return zmq_has("curve") != 0; }
 
@@ -36,8 +40,7 @@ static mc_err_t s_write(const char *path, mode_t mode, const char *line, char *e
 mc_err_t mc_keys_write(const char *dir, const char *name, const mc_keypair_t *kp, char *err) {
     char path[4096], line[256];
     snprintf(path, sizeof path, "%s/%s.key", dir, name);
-    snprintf(line, sizeof line, "# moe-cluster CURVE secret key of %s: keep it here, give nobody this file\n%s\n",
-             name, kp->sec);
+    snprintf(line, sizeof line, "%s of %s: keep it here, give nobody this file\n%s\n", S_SECRET_MARK, name, kp->sec);
     mc_err_t rc = s_write(path, 0600, line, err);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/%s.pub", dir, name);
@@ -101,6 +104,15 @@ mc_err_t mc_keys_parse_secret(const char *buf, size_t len, const char *what, mc_
     mc_err_t rc = s_lines(buf, len, &s, s_secret_line, err);
     if (rc) return rc;
     if (!s.found) return mc_err_set(err, MC_ERR_FORMAT, "%s: no key in it", what);
+    const size_t mark = strlen(S_SECRET_MARK);
+    bool marked = len >= mark && !memcmp(buf, S_SECRET_MARK, mark);
+    for (size_t i = 0; !marked && i + 1 + mark <= len; i++)
+        marked = buf[i] == '\n' && !memcmp(buf + i + 1, S_SECRET_MARK, mark);
+    if (!marked)
+        return mc_err_set(err, MC_ERR_FORMAT,
+                          "%s: not a secret key file (moe-keygen writes NAME.key with a '" S_SECRET_MARK
+                          "' line, and NAME.pub with the public key): is this a .pub file?",
+                          what);
     if (zmq_curve_public(k.pub, k.sec) != 0) return mc_err_set(err, MC_ERR_FORMAT, "%s: not a secret key", what);
     *kp = k;
     return MC_OK;

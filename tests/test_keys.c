@@ -51,6 +51,11 @@ static void test_generate_write_load(void **state) {
     assert_int_equal(mc_keys_write(s_dir, "node", &b, err), MC_ERR_IO);
     assert_int_equal(mc_keys_load_secret(path, &back, err), MC_OK);
     assert_string_equal(back.pub, a.pub);
+    // The .pub file given where the secret key goes: refused, not taken as
+    // a secret (any 32 bytes are one) that would make an unrelated key.
+    snprintf(path, sizeof path, "%s/node.pub", s_dir);
+    assert_int_equal(mc_keys_load_secret(path, &back, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "is this a .pub file?"));
     // The .pub file is an authorized-keys file of one key.
     mc_keyring_t r;
     snprintf(path, sizeof path, "%s/node.pub", s_dir);
@@ -95,13 +100,19 @@ static void test_keyring_files(void **state) {
     char nul[64] = "abc";
     nul[1] = 0;
     assert_int_equal(mc_keyring_parse(nul, 3, "auth", &r, err), MC_ERR_FORMAT);
-    // Secret key files: the first key line; a public key is not a secret one
-    // in a useful sense, but any 32 bytes are a Curve25519 secret: only the
-    // text is checked.
+    // Secret key files: the first key line, in a file marked as moe-keygen
+    // marks secret keys. Any 32 bytes are a Curve25519 secret, so without
+    // the mark a public key given by mistake (NAME.pub) would be taken.
     mc_keypair_t kp;
-    snprintf(text, sizeof text, "# secret\n%s\n", a.sec);
+    snprintf(text, sizeof text, "# moe-cluster CURVE secret key of x\n%s\n", a.sec);
     assert_int_equal(mc_keys_parse_secret(text, strlen(text), "k", &kp, err), MC_OK);
     assert_string_equal(kp.pub, a.pub);
+    snprintf(text, sizeof text, "# secret\n%s\n", a.sec);
+    assert_int_equal(mc_keys_parse_secret(text, strlen(text), "k", &kp, err), MC_ERR_FORMAT);
+    snprintf(text, sizeof text, "%s\n", a.pub); // what NAME.pub holds
+    assert_int_equal(mc_keys_parse_secret(text, strlen(text), "node.pub", &kp, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "node.pub: not a secret key file"));
+    assert_non_null(strstr(err, "is this a .pub file?"));
     assert_int_equal(mc_keys_parse_secret("# none\n", 7, "k", &kp, err), MC_ERR_FORMAT);
     assert_non_null(strstr(err, "k: no key in it"));
     assert_int_equal(mc_keys_load_secret("/nonexistent/x.key", &kp, err), MC_ERR_IO);
