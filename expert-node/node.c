@@ -56,6 +56,7 @@ struct mc_node {
     uint64_t owner_seen_ms;
     bool owner_lost;
     char owner_name[MC_WIRE_NAME_MAX + 1];
+    char owner_addr[64]; // where it spoke from ("10.0.0.5")
     uint32_t lease_ms;
     // The last coordinator to say hello: names the sender of a placement.
     uint8_t hello_id[MC_NODE_ID_MAX];
@@ -479,6 +480,7 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
         n->owner_len = id_len, n->owner_session = a->session_id, n->owner_seen_ms = now_ms, n->owner_lost = false;
         bool named = n->hello_id_len == id_len && !memcmp(n->hello_id, id->id, id_len);
         snprintf(n->owner_name, sizeof n->owner_name, "%s", named ? n->hello_name : "?");
+        snprintf(n->owner_addr, sizeof n->owner_addr, "%s", id->addr);
     }
     uint32_t layers;
     uint64_t bytes;
@@ -680,9 +682,9 @@ static void s_check_lease(mc_node_t *n) {
     if (silent < n->lease_ms) return;
     n->owner_lost = true;
     mc_log_status(n->log, n->who,
-                  "lost coordinator %s (session %016llx): silent for %llu ms; another coordinator may now place "
+                  "lost coordinator %s at %s (session %016llx): silent for %llu ms; another coordinator may now place "
                   "experts here",
-                  n->owner_name, (unsigned long long)n->owner_session, (unsigned long long)silent);
+                  n->owner_name, n->owner_addr, (unsigned long long)n->owner_session, (unsigned long long)silent);
 }
 
 mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err) {

@@ -592,7 +592,7 @@ static void test_status_lines(void **state) {
         "placement of session 0000000000000abc from coord-a at 127.0.0.1 accepted: 2 experts in 1 layer (",
         "resident memory ",
         "refused the placement of session 0000000000000def from 127.0.0.1: already serving a different placement",
-        "lost coordinator coord-a (session 0000000000000abc): silent for ",
+        "lost coordinator coord-a at 127.0.0.1 (session 0000000000000abc): silent for ",
         "placement of session 0000000000000def from 127.0.0.1 accepted: 1 expert in 1 layer (",
         "refused coordinator coord-a at 127.0.0.1: model fingerprint mismatch",
         "stopping on SIGTERM: served 0 requests",
