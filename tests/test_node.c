@@ -691,6 +691,7 @@ static void test_release_frees_placement(void **state) {
     s_expect_error(f, b, &m, "different placement");
     rel.u.release = 1;
     s_send(a, &rel);
+    s_heartbeat(f, a, 1); // a's messages arrive in order: the Release has been handled
     s_assign(f, b, 2, p2, NULL);
 }
 
