@@ -334,10 +334,9 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
 
 // --- decoding -----------------------------------------------------------------
 
-// protobuf-c allocator with a byte budget: a legitimate message unpacks into
-// a few times its own size, so a tiny message claiming millions of empty
-// sub-messages fails here instead of exhausting memory. Blocks come from
-// malloc, so the default allocator can free them later.
+// protobuf-c allocator with a byte budget: a tiny message claiming millions
+// of empty sub-messages fails here instead of exhausting memory. Blocks come
+// from malloc, so the default allocator can free them later.
 typedef struct {
     size_t left;
 } s_budget_t;
@@ -352,6 +351,71 @@ static void *s_budget_alloc(void *data, size_t size) {
 static void s_budget_free(void *data, void *p) {
     (void)data;
     free(p);
+}
+
+// The budget: the message's own length, plus what the largest legitimate
+// message under the decoder's limits unpacks into (not a multiple of the
+// length: an assignment's entry for a layer of 8 experts is 14 bytes on the
+// wire and about 90 unpacked, so 4x the length failed from 48 layers up).
+// Unpacking a message, protobuf-c allocates
+//  - its struct;
+//  - while scanning, a ScannedMember record per field occurrence past the
+//    first 16, in slabs of doubling size: under two records per occurrence
+//    (freed at the end, but the budget counts allocations, not what is live);
+//  - per repeated field an array: a pointer per sub-message, an element per
+//    scalar, a ProtobufCBinaryData per bytes value;
+//  - all of this again for every sub-message;
+//  - a copy of every string (and its NUL), bytes value and unknown field:
+//    disjoint spans of the input, each after a tag byte, so at most len in all;
+//  - per message with unknown fields, an array of their records.
+// The structure is counted per body kind below from the generated structs;
+// the envelope allows a few unknown fields on top. A hostile message thus
+// allocates at most what a legitimate one under the same limits could, plus
+// its own length.
+#define S_SCAN_BYTES (2 * 32) // two ScannedMember records: protobuf-c bounds one at 32 bytes
+#define S_UNKNOWN_FIELDS 16   // fields of a newer protocol (the decoder ignores or refuses them)
+
+// A message of n_fields field occurrences: its struct and their scan.
+static uint64_t s_msg_bytes(size_t struct_bytes, uint64_t n_fields) { return struct_bytes + n_fields * S_SCAN_BYTES; }
+
+static uint64_t s_hello_bytes(void) { return s_msg_bytes(sizeof(Mc__Hello), 6); }
+static uint64_t s_error_bytes(void) { return s_msg_bytes(sizeof(Mc__ErrorReply), 2); }
+static uint64_t s_heartbeat_bytes(void) { return s_msg_bytes(sizeof(Mc__Heartbeat), 1); }
+static uint64_t s_ready_bytes(void) { return s_msg_bytes(sizeof(Mc__Ready), 2); }
+static uint64_t s_result_bytes(void) { return s_msg_bytes(sizeof(Mc__ExpertResult), 5); }
+static uint64_t s_stats_request_bytes(void) { return s_msg_bytes(sizeof(Mc__StatsRequest), 0); }
+static uint64_t s_stats_bytes(void) { return s_msg_bytes(sizeof(Mc__Stats), 6); }
+
+// Every layer listed, each with every expert (packed ids: one field). Plus
+// room for a bytes value per (layer, expert) pair, in Assign or in its layer
+// entries (a slice hash per held pair is planned): its array element and
+// scan; the hash bytes themselves are in len.
+static uint64_t s_assign_bytes(const mc_wire_limits_t *lim) {
+    const uint64_t nl = lim->n_layer, pairs = nl * lim->n_expert;
+    const uint64_t layer = sizeof(Mc__LayerExperts *) + s_msg_bytes(sizeof(Mc__LayerExperts), 2);
+    return s_msg_bytes(sizeof(Mc__Assign), 1 + nl) + nl * layer + pairs * sizeof(uint32_t) +
+           pairs * (sizeof(ProtobufCBinaryData) + S_SCAN_BYTES);
+}
+
+// max_rows routes of k_max (expert, weight) pairs each (packed: two fields).
+static uint64_t s_request_bytes(const mc_wire_limits_t *lim) {
+    const uint64_t route = sizeof(Mc__RowRoute *) + s_msg_bytes(sizeof(Mc__RowRoute), 2) +
+                           (uint64_t)lim->k_max * (sizeof(uint32_t) + sizeof(float));
+    return s_msg_bytes(sizeof(Mc__ExpertRequest), 6 + (uint64_t)lim->max_rows) + lim->max_rows * route;
+}
+
+static size_t s_decode_budget(const mc_wire_limits_t *lim, size_t len) {
+    // Every body kind: a new one adds its function here.
+    const uint64_t bodies[] = {
+        s_hello_bytes(),      s_error_bytes(),  s_heartbeat_bytes(),     s_assign_bytes(lim), s_ready_bytes(),
+        s_request_bytes(lim), s_result_bytes(), s_stats_request_bytes(), s_stats_bytes(),
+    };
+    uint64_t body = 0;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
+        if (bodies[i] > body) body = bodies[i];
+    const uint64_t unknown = S_UNKNOWN_FIELDS * (sizeof(ProtobufCMessageUnknownField) + S_SCAN_BYTES);
+    const uint64_t need = s_msg_bytes(sizeof(Mc__Envelope), 2) + body + unknown;
+    return need > SIZE_MAX - len ? SIZE_MAX : (size_t)need + len;
 }
 
 // Peer text ends up in logs and terminals: printable ASCII only.
@@ -538,7 +602,7 @@ static mc_err_t s_body(const mc_wire_limits_t *lim, const Mc__Envelope *env, mc_
 
 mc_err_t mc_wire_decode(const mc_wire_limits_t *lim, const void *buf, size_t len, mc_wire_msg_t *out,
                         uint64_t *bad_id, char *err) {
-    s_budget_t budget = {len < SIZE_MAX / 8 ? 4 * len + 4096 : SIZE_MAX};
+    s_budget_t budget = {s_decode_budget(lim, len)};
     ProtobufCAllocator alloc = {s_budget_alloc, s_budget_free, &budget};
     Mc__Envelope *env = mc__envelope__unpack(&alloc, len, buf);
     if (!env) return mc_err_set(err, MC_ERR_NET, "%zu bytes that are not a message envelope", len);

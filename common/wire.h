@@ -7,8 +7,9 @@
  * every field against the model's limits before anything else sees it:
  * layer and expert ids in range (and held, for a node), weights finite, row
  * payload length exactly n_rows * row bytes, counts bounded. Unpacking
- * itself runs under a memory budget proportional to the message size, so a
- * small message cannot make the decoder allocate a lot.
+ * itself runs under a memory budget: the message's length plus what the
+ * largest valid message under the same limits unpacks into, so a small
+ * message cannot make the decoder allocate much more than a valid one could.
  *
  * Rows travel as little-endian f32, f16 or bf16 values (round to nearest
  * even: mc_fp32_to_fp16 / mc_fp32_to_bf16), or as the activation blocks

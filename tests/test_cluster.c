@@ -6,7 +6,8 @@
  * replicas, layer ranges and local experts) must equal one machine's to the
  * bit; with q8_0 on Q8_0/Q4_0 experts too (their kernels quantize the input
  * to Q8_0 anyway); f16 and bf16 must stay within the quantized-model bounds
- * of the fixture README. A node with another model is refused by name, a
+ * of the fixture README. Models generated at the largest layer and expert
+ * counts (48 layers; 94 layers of 128 experts, 8 used) are exact too. A node with another model is refused by name, a
  * missing node fails within the timeout, a node killed mid-run is
  * replaced by local computation with unchanged logits, and one started
  * again on its endpoint rejoins.
@@ -238,6 +239,38 @@ static void s_compare_arch(const char *model, const s_place_t *place, size_t n, 
     snprintf(path, sizeof path, "%s/arch/%s.gguf", MC_REPO_FIXTURES, model);
     snprintf(ids, sizeof ids, "%s/arch/%s", MC_REPO_FIXTURES, model);
     s_compare_at(model, path, ids, prompts, sizeof prompts / sizeof prompts[0], place, n, wire, local, true);
+}
+
+// A model generated into the test folder at the largest shapes the wire
+// carries, with tiny dims so that it is quick, through three nodes; a fixed
+// prompt (written as an ids file) against one machine, to the bit.
+static void s_compare_generated(const char *label, const mc_mkmodel_params_t *mp, const s_place_t *place,
+                                mc_wire_enc_t wire) {
+    char path[512], err[MC_ERR_LEN];
+    snprintf(path, sizeof path, "%s/%s.gguf", s_dir, label);
+    if (mc_mkmodel_write(mp, path, err)) fail_msg("%s", err);
+    snprintf(path, sizeof path, "%s/%s.ids.txt", s_dir, label);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("1\n300\n17\n42\n259\n100\n7\n480\n", f); // below the default vocabulary of 512
+    fclose(f);
+    snprintf(path, sizeof path, "%s/%s.gguf", s_dir, label);
+    s_compare_at(label, path, s_dir, &label, 1, place, 3, wire, NULL, true);
+}
+
+// Placements of 48 layers and more: the nodes used to drop such an Assign
+// (the decoder's memory budget was 4x the message's length).
+static void test_generated_largest_shapes(void **state) {
+    (void)state;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.ffn = 32, p.n_layer = 48; // Mixtral: 8 experts, 2 used
+    s_place_t mixtral[] = {{"0-2", NULL}, {"3-5", NULL}, {"6-7", NULL}};
+    s_compare_generated("mixtral-48", &p, mixtral, MC_WIRE_F32);
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN3MOE, p.type = MC_DTYPE_Q4_0;
+    p.dim = 32, p.ffn = 32, p.n_layer = 94, p.n_expert = 128, p.n_expert_used = 8; // Qwen3-235B-A22B's counts
+    s_place_t qwen[] = {{"0-42", NULL}, {"43-85", NULL}, {"86-127", NULL}};
+    s_compare_generated("qwen3moe-94x128", &p, qwen, MC_WIRE_AUTO);
 }
 
 // Fine-grained families through three nodes: a token's eight experts span
@@ -1190,6 +1223,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
         cmocka_unit_test_teardown(test_qwen3moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_generated_largest_shapes, s_stop_live),
         cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),
         cmocka_unit_test_teardown(test_q8_0_wire_exact, s_stop_live),
         cmocka_unit_test_teardown(test_auto_wire_exact, s_stop_live),

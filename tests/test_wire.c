@@ -537,7 +537,91 @@ static void test_decode_memory_budget(void **state) {
     mc_wire_msg_t out;
     char err[MC_ERR_LEN];
     assert_int_equal(mc_wire_decode(&s_lim, buf, len, &out, NULL, err), MC_ERR_NET);
+    // Under the limits of the largest model too (the budget allows for its
+    // biggest legitimate messages), and as an assignment: a million empty
+    // layer entries.
+    const mc_wire_limits_t big = {94, 128, 4096, MC_WIRE_MAX_ROWS, 8, NULL};
+    assert_int_equal(mc_wire_decode(&big, buf, len, &out, NULL, err), MC_ERR_NET);
+    buf[0] = 0x2a; // field 5 (assign), entries of field 2 (layers)
+    for (size_t i = 0; i < ROUTES; i++) buf[5 + 2 * i] = 0x12;
+    assert_int_equal(mc_wire_decode(&big, buf, len, &out, NULL, err), MC_ERR_NET);
     free(buf);
+}
+
+// Assignments at the largest model shapes, every pair held or one expert
+// per layer, survive the round trip: the decoder's budget is what such a
+// message needs, not a multiple of its (compact) size on the wire.
+static void test_roundtrip_assign_largest(void **state) {
+    (void)state;
+    static const struct {
+        uint32_t n_layer, n_expert, first, last; // held: experts first..last of every layer
+    } shapes[] = {
+        {48, 8, 0, 7},      // the bug report: a 48-layer model on one node
+        {48, 128, 0, 42},   // Qwen3-30B-A3B, the README's box-1
+        {48, 128, 0, 127},
+        {94, 128, 0, 127},  // Qwen3-235B-A22B
+        {94, 128, 127, 127},
+        {61, 256, 0, 255},  // DeepSeek-V3
+        {61, 256, 200, 200},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const uint32_t nl = shapes[i].n_layer, ne = shapes[i].n_expert;
+        const mc_wire_limits_t lim = {nl, ne, 4096, MC_WIRE_MAX_ROWS, 8, NULL};
+        uint8_t *held = calloc((size_t)nl * ne, 1);
+        for (uint32_t l = 0; l < nl; l++)
+            for (uint32_t e = shapes[i].first; e <= shapes[i].last; e++) held[(size_t)l * ne + e] = 1;
+        mc_wire_msg_t in = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = UINT64_MAX}, out;
+        in.u.assign = (mc_wire_assign_t){.session_id = UINT64_MAX, .n_layer = nl, .n_expert = ne, .held = held};
+        s_decode_ok(&lim, &in, &out);
+        assert_true(out.u.assign.session_id == UINT64_MAX);
+        assert_int_equal(out.u.assign.n_layer, nl);
+        assert_int_equal(out.u.assign.n_expert, ne);
+        assert_memory_equal(out.u.assign.held, held, (size_t)nl * ne);
+        mc_wire_msg_free(&out);
+        free(held);
+    }
+}
+
+// The largest requests: MC_WIRE_MAX_ROWS rows, each with all 8 slots used,
+// as f32 and as q8_0 rows of a 2048-wide model; and their results.
+static void test_roundtrip_request_largest(void **state) {
+    (void)state;
+    enum { W = 2048, KK = 8 };
+    const uint32_t n = MC_WIRE_MAX_ROWS;
+    const mc_wire_limits_t lim = {94, 128, W, MC_WIRE_MAX_ROWS, KK, NULL};
+    float *x = malloc((size_t)n * W * sizeof *x);
+    int32_t *ex = malloc((size_t)n * KK * sizeof *ex);
+    float *w = malloc((size_t)n * KK * sizeof *w);
+    uint64_t seed = 3;
+    for (size_t i = 0; i < (size_t)n * W; i++) x[i] = s_uniform(&seed);
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t j = 0; j < KK; j++) {
+            ex[t * KK + j] = (int32_t)((t * 7 + j * 16) % 128); // 8 distinct experts a row
+            w[t * KK + j] = s_uniform(&seed);
+        }
+    const mc_wire_enc_t encs[] = {MC_WIRE_F32, MC_WIRE_Q8_0};
+    uint8_t *rows = malloc((size_t)n * W * sizeof *x);
+    for (size_t i = 0; i < 2; i++) {
+        const size_t rows_len = n * mc_wire_row_bytes(encs[i], W);
+        mc_wire_rows_encode(encs[i], x, n, W, rows);
+        mc_wire_msg_t in = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 5}, out;
+        in.u.request = (mc_wire_request_t){93, encs[i], n, W, rows, rows_len, KK, ex, w, MC_WIRE_F32};
+        s_decode_ok(&lim, &in, &out);
+        const mc_wire_request_t *q = &out.u.request;
+        assert_int_equal(q->n_rows, n);
+        assert_int_equal(q->k, KK);
+        assert_int_equal(q->rows_len, rows_len);
+        assert_memory_equal(q->rows, rows, rows_len);
+        assert_memory_equal(q->experts, ex, (size_t)n * KK * sizeof *ex);
+        assert_memory_equal(q->weights, w, (size_t)n * KK * sizeof *w);
+        mc_wire_msg_free(&out);
+    }
+    mc_wire_msg_t res = {.kind = MC_WIRE_MSG_RESULT, .request_id = 6}, out;
+    res.u.result = (mc_wire_result_t){n, W, MC_WIRE_F32, (const uint8_t *)x, (size_t)n * W * sizeof *x, 1};
+    s_decode_ok(&lim, &res, &out);
+    assert_memory_equal(out.u.result.rows, x, (size_t)n * W * sizeof *x);
+    mc_wire_msg_free(&out);
+    free(x), free(ex), free(w), free(rows);
 }
 
 static void test_max_message_size_covers_largest_request(void **state) {
@@ -658,6 +742,8 @@ int main(void) {
         cmocka_unit_test(test_rejects_bad_other_messages),
         cmocka_unit_test(test_rejects_raw_envelopes),
         cmocka_unit_test(test_decode_memory_budget),
+        cmocka_unit_test(test_roundtrip_assign_largest),
+        cmocka_unit_test(test_roundtrip_request_largest),
         cmocka_unit_test(test_max_message_size_covers_largest_request),
         cmocka_unit_test(test_truncations_rejected),
         cmocka_unit_test(test_fuzz),

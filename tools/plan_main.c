@@ -45,7 +45,13 @@ static void s_usage(FILE *f) {
             "  --steps N         trace steps a prediction replays (default: all)\n"
             "  --stats FILE      take each node's latency_ms from a run's statistics\n"
             "                    (moe-coordinator --stats-json): mean round trip less its compute\n"
-            "  --help            this text\n");
+            "  --help            this text\n"
+            "\n"
+            "The report gives per machine: experts, the (layer, expert) pairs it holds; replicas,\n"
+            "those also held elsewhere; memory MiB, used/budget; slots/step, the (token, expert)\n"
+            "pairs it computes in one step of --batch tokens, summed over the layers; busy, its\n"
+            "expert compute (its measured speed, alone) as a share of the predicted step time;\n"
+            "KB/step, the bytes on its link, both ways.\n");
 }
 
 typedef struct {
