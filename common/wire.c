@@ -385,6 +385,8 @@ static uint64_t s_ready_bytes(void) { return s_msg_bytes(sizeof(Mc__Ready), 2); 
 static uint64_t s_result_bytes(void) { return s_msg_bytes(sizeof(Mc__ExpertResult), 5); }
 static uint64_t s_stats_request_bytes(void) { return s_msg_bytes(sizeof(Mc__StatsRequest), 0); }
 static uint64_t s_stats_bytes(void) { return s_msg_bytes(sizeof(Mc__Stats), 6); }
+static uint64_t s_progress_bytes(void) { return s_msg_bytes(sizeof(Mc__Progress), 2); }
+static uint64_t s_release_bytes(void) { return s_msg_bytes(sizeof(Mc__Release), 1); }
 
 // Every layer listed, each with every expert (packed ids: one field). Plus
 // room for a bytes value per (layer, expert) pair, in Assign or in its layer
@@ -408,7 +410,8 @@ static size_t s_decode_budget(const mc_wire_limits_t *lim, size_t len) {
     // Every body kind: a new one adds its function here.
     const uint64_t bodies[] = {
         s_hello_bytes(),      s_error_bytes(),  s_heartbeat_bytes(),     s_assign_bytes(lim), s_ready_bytes(),
-        s_request_bytes(lim), s_result_bytes(), s_stats_request_bytes(), s_stats_bytes(),
+        s_request_bytes(lim), s_result_bytes(), s_stats_request_bytes(), s_stats_bytes(),   s_progress_bytes(),
+        s_release_bytes(),
     };
     uint64_t body = 0;
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
