@@ -115,6 +115,11 @@ static mc_err_t s_open(mc_link_t *l, char *err) {
     zmq_setsockopt(l->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(l->sock, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
     zmq_setsockopt(l->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    // IPv6 nodes ([::1], names with IPv6 addresses) need ZMQ_IPV6; IPv4
+    // ones are reached as before (ZeroMQ falls back to IPv4 sockets on a
+    // machine without IPv6).
+    int ipv6 = 1;
+    zmq_setsockopt(l->sock, ZMQ_IPV6, &ipv6, sizeof ipv6);
     if (l->p.server_key &&
         (zmq_setsockopt(l->sock, ZMQ_CURVE_SERVERKEY, l->p.server_key, MC_KEY_TEXT) ||
          zmq_setsockopt(l->sock, ZMQ_CURVE_PUBLICKEY, l->p.keys->pub, MC_KEY_TEXT) ||
