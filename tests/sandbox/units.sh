@@ -69,7 +69,7 @@ systemd-analyze syscall-filter >"$work/groups" 2>/dev/null || fail "systemd-anal
 # the environment, /usr/local/bin and /etc/moe-cluster moved under $work.
 exec_start() { # unit file -> one word per line
   local line
-  line=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$1" | sed -n 's/^ExecStart=//p')
+  line=$(sed -e '/^[[:space:]]*[#;]/d' "$1" | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | sed -n 's/^ExecStart=//p')
   [ -n "$line" ] || { echo "FAILED: $1 has no ExecStart=" >&2; return 1; }
   line=${line//\/usr\/local\/bin\//$bin/}
   line=${line//\/etc\/moe-cluster\//$work/etc/}

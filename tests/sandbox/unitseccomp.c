@@ -314,10 +314,10 @@ static void s_read_unit(unit_t *u) {
         line_no++;
         line[strcspn(line, "\r\n")] = 0;
         char *w = line + strspn(line, " \t");
-        if (len == 0) {
-            u->line = line_no;
-            if (*w == '#' || *w == ';') continue;
-        }
+        if (len == 0) u->line = line_no;
+        // Comments are skipped, also between the lines of a continued setting
+        // (systemd.syntax(7)).
+        if (*w == '#' || *w == ';') continue;
         // A trailing backslash continues the setting on the next line.
         size_t n = strlen(w);
         bool more = n && w[n - 1] == '\\';
