@@ -211,7 +211,8 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
             goto fail;
         }
         if (!nd->cfg->public_key[0] && !strncmp(nd->cfg->endpoint, "tcp://", 6) &&
-            strncmp(nd->cfg->endpoint, "tcp://127.", 10) && strncmp(nd->cfg->endpoint, "tcp://localhost:", 16))
+            strncmp(nd->cfg->endpoint, "tcp://127.", 10) && strncmp(nd->cfg->endpoint, "tcp://localhost:", 16) &&
+            strncmp(nd->cfg->endpoint, "tcp://[::1]:", 12))
             mc_log_status(log, "moe-coordinator",
                           "warning: traffic to node %s (%s) is not encrypted and the node not authenticated (no "
                           "public_key in the cluster file)",

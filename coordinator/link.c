@@ -157,6 +157,11 @@ static mc_err_t s_open(mc_link_t *l, char *err) {
         zmq_setsockopt(l->sock, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
         zmq_setsockopt(l->sock, ZMQ_HEARTBEAT_TIMEOUT, &dead, sizeof dead);
     }
+    // IPv6 nodes ([::1], names with IPv6 addresses) need ZMQ_IPV6; IPv4
+    // ones are reached as before (ZeroMQ falls back to IPv4 sockets on a
+    // machine without IPv6).
+    int ipv6 = 1;
+    zmq_setsockopt(l->sock, ZMQ_IPV6, &ipv6, sizeof ipv6);
     if (l->p.server_key &&
         (zmq_setsockopt(l->sock, ZMQ_CURVE_SERVERKEY, l->p.server_key, MC_KEY_TEXT) ||
          zmq_setsockopt(l->sock, ZMQ_CURVE_PUBLICKEY, l->p.keys->pub, MC_KEY_TEXT) ||

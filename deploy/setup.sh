@@ -6,7 +6,10 @@
 # the arm64 builds of the test libraries through Debian multiarch. With
 # --fuzz, clang and the libFuzzer runtime (deploy/fuzz.sh). With --test,
 # what the server's real-client tests use (tests/web): Chromium, Node.js
-# when the machine has none, and the pinned npm packages (npm ci).
+# when the machine has none, and the pinned npm packages (npm ci); and what
+# the systemd units' test uses (tests/sandbox): libseccomp-dev for its filter
+# tool, and systemd for systemd-analyze's tables of system-call groups (the
+# package only; nothing here makes systemd PID 1 or starts it).
 set -euo pipefail
 
 packages=(
@@ -26,7 +29,7 @@ case "${1:-}" in
   --fuzz) packages+=(clang libclang-rt-dev) ;;
   --test)
     web=1
-    packages+=(chromium)
+    packages+=(chromium libseccomp-dev systemd)
     command -v node >/dev/null || packages+=(nodejs npm)
     ;;
   *) echo "usage: deploy/setup.sh [--aarch64 | --fuzz | --test]" >&2; exit 2 ;;

@@ -5,10 +5,11 @@
 # qemu. Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The server's real clients (the openai npm package, headless Chromium):
-# installed here, so their tests run rather than skip.
+# The server's real clients (the openai npm package, headless Chromium) and
+# the units' filter test (libseccomp, systemd-analyze): installed here, so
+# their tests run rather than skip.
 bash deploy/setup.sh --test
-export MC_REQUIRE_WEB=1
+export MC_REQUIRE_WEB=1 MC_REQUIRE_SANDBOX=1
 bash deploy/build.sh build
 (cd build && ctest --output-on-failure -j2)
 bash deploy/build.sh build-asan -DMC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g"

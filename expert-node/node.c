@@ -4,8 +4,11 @@
  */
 #include "node.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <net/if.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +179,60 @@ static bool s_exposed(const char *endpoint) {
     return strncmp(h, "127.", 4) && strncmp(h, "localhost:", 10) && strncmp(h, "[::1]:", 6);
 }
 
+// The host of a tcp:// endpoint ("*", an IPv4 address, [an IPv6 address],
+// an interface or a host name), without the port.
+static bool s_host(const char *endpoint, char *host, size_t cap) {
+    if (strncmp(endpoint, "tcp://", 6)) return false;
+    const char *h = endpoint + 6, *colon = strrchr(h, ':');
+    if (!colon || colon == h || (size_t)(colon - h) >= cap) return false;
+    memcpy(host, h, (size_t)(colon - h));
+    host[colon - h] = 0;
+    return true;
+}
+
+static bool s_ipv4(const char *host) {
+    struct in_addr a;
+    return inet_pton(AF_INET, host, &a) == 1;
+}
+
+// ZeroMQ binds addresses and interface names but looks up no host names
+// (tcp://localhost:5555 failed with "No such device"). A name is bound on
+// each address it resolves to, all on one port, so a coordinator reaches the
+// node whichever one it picks (localhost: 127.0.0.1 and ::1); addresses this
+// machine does not have are passed over. The endpoint reported keeps the name.
+static mc_err_t s_bind_name(mc_node_t *n, const char *endpoint, const char *host, char *err) {
+    char port[16];
+    snprintf(port, sizeof port, "%s", strrchr(endpoint, ':') + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai) return mc_err_set(err, MC_ERR_NET, "cannot listen on %s: %s", endpoint, gai_strerror(gai));
+    mc_err_t rc = MC_OK;
+    int bound = 0, last_errno = ENODEV;
+    for (struct addrinfo *ai = res; ai && !rc; ai = ai->ai_next) {
+        bool seen = false; // hosts files may list an address twice
+        for (struct addrinfo *b = res; b != ai && !seen; b = b->ai_next)
+            seen = b->ai_addrlen == ai->ai_addrlen && !memcmp(b->ai_addr, ai->ai_addr, ai->ai_addrlen);
+        char addr[NI_MAXHOST], one[sizeof n->endpoint];
+        if (seen || getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST)) continue;
+        snprintf(one, sizeof one, ai->ai_family == AF_INET6 ? "tcp://[%s]:%s" : "tcp://%s:%s", addr, port);
+        if (zmq_bind(n->sock, one) != 0) {
+            last_errno = zmq_errno();
+            if (last_errno != EADDRNOTAVAIL && last_errno != ENODEV && last_errno != EAFNOSUPPORT)
+                rc = mc_err_set(err, MC_ERR_NET, "cannot listen on %s (%s): %s", endpoint, one, zmq_strerror(last_errno));
+            continue;
+        }
+        // A port left to the system ("*" or 0) is the first address's for the others.
+        size_t len = sizeof one;
+        if (bound++ == 0 && zmq_getsockopt(n->sock, ZMQ_LAST_ENDPOINT, one, &len) == 0)
+            snprintf(port, sizeof port, "%s", strrchr(one, ':') + 1);
+    }
+    freeaddrinfo(res);
+    if (!rc && !bound) rc = mc_err_set(err, MC_ERR_NET, "cannot listen on %s: %s", endpoint, zmq_strerror(last_errno));
+    if (!rc && snprintf(n->endpoint, sizeof n->endpoint, "tcp://%s:%s", host, port) >= (int)sizeof n->endpoint)
+        rc = mc_err_set(err, MC_ERR_ARG, "cannot listen on %s: too long", endpoint);
+    return rc;
+}
+
 static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
     const char *endpoint = p->listen;
     if (!(n->zctx = zmq_ctx_new()) || !(n->sock = zmq_socket(n->zctx, ZMQ_ROUTER)))
@@ -208,6 +265,20 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
         zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_IVL, &ping_ivl, sizeof ping_ivl) ||
         zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_TIMEOUT, &no_timeout, sizeof no_timeout))
         return mc_err_set(err, MC_ERR_NET, "socket options: %s", zmq_strerror(zmq_errno()));
+    // IPv6 needs ZMQ_IPV6, and the socket then takes both families ("*" is
+    // [::], IPv4 clients included). An IPv4 address or an interface name
+    // keeps a plain IPv4 socket: bound and reported exactly as before (not as
+    // [::ffff:a.b.c.d], not on the interface's IPv6 address).
+    char host[256];
+    bool named = false;
+    int ipv6 = 1;
+    if (s_host(endpoint, host, sizeof host) && host[0] != '[' && strcmp(host, "*")) {
+        if (s_ipv4(host) || if_nametoindex(host)) ipv6 = 0;
+        else named = true;
+    }
+    if (zmq_setsockopt(n->sock, ZMQ_IPV6, &ipv6, sizeof ipv6))
+        return mc_err_set(err, MC_ERR_NET, "socket options: %s", zmq_strerror(zmq_errno()));
+    if (named) return s_bind_name(n, endpoint, host, err);
     if (zmq_bind(n->sock, endpoint) != 0)
         return mc_err_set(err, MC_ERR_NET, "cannot listen on %s: %s", endpoint, zmq_strerror(zmq_errno()));
     if (zmq_getsockopt(n->sock, ZMQ_LAST_ENDPOINT, n->endpoint, &len) != 0)

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 #include <math.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1217,6 +1218,88 @@ static void test_curve_cluster(void **state) {
     mc_model_destroy(&m);
 }
 
+// Whether this machine has the IPv6 loopback address (/proc/net/if_inet6
+// lists ::1 as 32 hex digits).
+static bool s_have_ipv6_loopback(void) {
+    FILE *f = fopen("/proc/net/if_inet6", "r"); // a size-0 /proc file: read by lines
+    char line[256];
+    bool have = false;
+    while (f && !have && fgets(line, sizeof line, f)) have = !strncmp(line, "00000000000000000000000000000001 ", 33);
+    if (f) fclose(f);
+    return have;
+}
+
+// IPv6 and host names: a node on tcp://[::1]:* and one on tcp://localhost:*
+// (bound on each address the name has) answer through the coordinator's
+// sockets with the logits of one machine; so does the localhost node reached
+// at each of its addresses. The [::1] node only where the machine has ::1.
+static void test_ipv6_and_host_names(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    snprintf(path, sizeof path, "%s/net.gguf", s_dir);
+    mc_mkmodel_params_t mp = mc_mkmodel_params_default();
+    assert_int_equal(mc_mkmodel_write(&mp, path, err), MC_OK);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    bool v6 = s_have_ipv6_loopback();
+    const char *listen[] = {"tcp://localhost:*", "tcp://[::1]:*"};
+    const char *announced[] = {"tcp://localhost:", "tcp://[::1]:"};
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    memset(&ns, 0, sizeof ns);
+    s_live = &ns;
+    ns.cfg = mc_cluster_config_new();
+    ns.cfg->timeout_ms = 10000;
+    for (size_t i = 0; i < (v6 ? 2u : 1u); i++) {
+        char name[32];
+        snprintf(name, sizeof name, "net-%zu", i + 1);
+        mc_nodeproc_params_t np = mc_nodeproc_params_default();
+        np.exe = s_exe, np.model = path, np.name = name, np.listen = listen[i];
+        if (mc_nodeproc_start(&np, &ns.procs[i], err)) fail_msg("%s", err);
+        ns.n = i + 1;
+        assert_memory_equal(ns.procs[i].endpoint, announced[i], strlen(announced[i]));
+        mc_expert_set_t ex;
+        assert_int_equal(mc_expert_set_parse(i ? "4-7" : v6 ? "0-3" : "0-7", &ex, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(ns.cfg, name, ns.procs[i].endpoint, &ex, NULL, err), MC_OK);
+    }
+    s_n_ids = 0;
+    for (int32_t t = 1; t <= 12; t++) s_ids[s_n_ids++] = (t * 37) % (int32_t)m->hp.n_vocab;
+    int32_t g1[4], g2[4];
+    float *ref = s_logits(m, NULL, g1, 4);
+    float *got = s_logits(m, ns.cfg, g2, 4);
+    assert_memory_equal(got, ref, s_n_ids * m->hp.n_vocab * sizeof(float));
+    assert_memory_equal(g1, g2, sizeof g1);
+    free(got);
+    // The localhost node at each address the name resolves to, one at a time.
+    const char *port = strrchr(ns.procs[0].endpoint, ':') + 1;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    assert_int_equal(getaddrinfo("localhost", NULL, &hints, &res), 0);
+    size_t addrs = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        char addr[NI_MAXHOST], ep[NI_MAXHOST + 32];
+        assert_int_equal(getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST), 0);
+        if (ai->ai_family == AF_INET6 && !v6) continue;
+        snprintf(ep, sizeof ep, ai->ai_family == AF_INET6 ? "tcp://[%s]:%s" : "tcp://%s:%s", addr, port);
+        mc_cluster_config_t *one = mc_cluster_config_new(); // net-1's placement, the rest here
+        one->timeout_ms = 10000;
+        mc_expert_set_t ex;
+        assert_int_equal(mc_expert_set_parse(v6 ? "0-3" : "0-7", &ex, err), MC_OK);
+        if (v6) assert_int_equal(mc_expert_set_parse("4-7", &one->local_experts, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(one, "net-1", ep, &ex, NULL, err), MC_OK);
+        got = s_logits(m, one, g2, 4);
+        mc_cluster_config_destroy(&one);
+        assert_memory_equal(got, ref, s_n_ids * m->hp.n_vocab * sizeof(float));
+        free(got);
+        addrs++;
+    }
+    freeaddrinfo(res);
+    assert_true(addrs >= 1);
+    printf("[cluster] %s node on localhost (also at its %zu address(es)): logits bit-identical\n",
+           v6 ? "a node on [::1] and a" : "no ::1 here: a", addrs);
+    free(ref);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
@@ -1242,6 +1325,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_slow_node_benched, s_stop_live),
         cmocka_unit_test(test_loading_reports_progress),
         cmocka_unit_test_teardown(test_start_warnings, s_stop_live),
+        cmocka_unit_test_teardown(test_ipv6_and_host_names, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
