@@ -6,7 +6,8 @@
  * place where untrusted bytes from the network are unpacked, and it checks
  * every field against the model's limits before anything else sees it:
  * layer and expert ids in range (and held, for a node), weights finite, row
- * payload length exactly n_rows * row bytes, counts bounded. Unpacking
+ * payload length exactly n_rows * row bytes, a placement's slice hashes
+ * exactly 32 bytes per pair, counts bounded. Unpacking
  * itself runs under a memory budget proportional to the message size, so a
  * small message cannot make the decoder allocate a lot.
  *
@@ -76,10 +77,16 @@ typedef struct {
     char message[MC_ERR_LEN];
 } mc_wire_error_t;
 
+#define MC_WIRE_HASH_BYTES 32 /* a slice hash (MC_SLICE_HASH_BYTES, slice_index.h) */
+
 typedef struct {
     uint64_t session_id;
     uint32_t n_layer, n_expert;
-    uint8_t *held; /* (n_layer, n_expert) 1 where the node must hold the expert */
+    uint8_t *held;   /* (n_layer, n_expert) 1 where the node must hold the expert */
+    uint8_t *hashes; /* (pairs held, MC_WIRE_HASH_BYTES) the coordinator's slice hash
+                        of each held pair, layer by layer, experts ascending (the
+                        order the encoder lists them; the decoder puts any listing
+                        order back into this one); decoded: in held's allocation */
 } mc_wire_assign_t;
 
 typedef struct {

@@ -140,10 +140,18 @@ static mc_err_t s_send_hello(mc_link_t *l, uint64_t *id, char *err) {
 }
 
 static mc_err_t s_send_assign(mc_link_t *l, const uint8_t *held, uint64_t *id, char *err) {
+    // The hashes of the held pairs, in the order the placement lists them.
+    const size_t cells = (size_t)l->p.lim->n_layer * l->p.lim->n_expert;
+    uint8_t *hashes = malloc(cells * MC_WIRE_HASH_BYTES + 1);
+    if (!hashes) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0, n = 0; i < cells; i++)
+        if (held[i]) memcpy(hashes + n++ * MC_WIRE_HASH_BYTES, l->p.hashes + i * MC_WIRE_HASH_BYTES, MC_WIRE_HASH_BYTES);
     mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = ++l->next_id};
-    as.u.assign = (mc_wire_assign_t){l->p.session, l->p.lim->n_layer, l->p.lim->n_expert, (uint8_t *)held};
+    as.u.assign = (mc_wire_assign_t){l->p.session, l->p.lim->n_layer, l->p.lim->n_expert, (uint8_t *)held, hashes};
     *id = as.request_id;
-    return s_send(l, &as, err);
+    mc_err_t rc = s_send(l, &as, err);
+    free(hashes);
+    return rc;
 }
 
 // The node's answer to our Hello (freed here): same protocol, same model.

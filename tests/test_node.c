@@ -30,11 +30,13 @@
 #include "moe.pb-c.h"
 #include "node.h"
 #include "pool.h"
+#include "slice_index.h"
 #include "testutil.h"
 #include "wire.h"
 
 #define NAME "test-node"
 #define MAX_CLIENTS 3
+#define MAX_PAIRS 16 // every model here: 2 layers x 8 experts
 
 static char s_dir[256];
 
@@ -48,7 +50,21 @@ typedef struct {
     void *zctx;
     void *clients[MAX_CLIENTS];
     mc_wire_limits_t lim; // what a coordinator accepts from this node
+    char path[512];       // the node's model
+    uint8_t hashes[MAX_PAIRS * MC_SLICE_HASH_BYTES]; // of the last placement s_assign_msg made
 } s_fix_t;
+
+// The slice hashes of the pairs in held, as a coordinator with the model
+// at path sends them (held's order).
+static void s_hashes(const char *path, const uint8_t *held, uint8_t *out) {
+    mc_model_t *m = mc_model_open(path, NULL);
+    assert_non_null(m);
+    assert_true(m->hp.n_layer * m->hp.n_expert <= MAX_PAIRS);
+    for (uint32_t l = 0, n = 0; l < m->hp.n_layer; l++)
+        for (uint32_t e = 0; e < m->hp.n_expert; e++)
+            if (held[l * m->hp.n_expert + e]) assert_int_equal(mc_slice_hash(m, l, e, out + n++ * MC_SLICE_HASH_BYTES), MC_OK);
+    mc_model_destroy(&m);
+}
 
 static const char *s_model(const char *name, mc_dtype_t type, uint32_t dim, uint32_t ffn, char *path, size_t cap) {
     char err[MC_ERR_LEN];
@@ -84,6 +100,7 @@ static void *s_start(s_fix_t *f, const char *path, uint32_t lease_ms) {
     p.model = path, p.listen = "tcp://127.0.0.1:*", p.name = NAME, p.threads = 2, p.lease_ms = lease_ms;
     f->node = mc_node_new(&p, err);
     if (!f->node) fail_msg("node: %s", err);
+    snprintf(f->path, sizeof f->path, "%s", path);
     assert_int_equal(strncmp(mc_node_endpoint(f->node), "tcp://127.0.0.1:", 16), 0);
     assert_int_equal(pthread_create(&f->thread, NULL, s_serve, f), 0);
     f->running = true;
@@ -169,9 +186,16 @@ static void s_heartbeat(s_fix_t *f, void *sock, uint64_t seq) {
     mc_wire_msg_free(&r);
 }
 
+// A placement of held for session, with the right hashes (in f->hashes).
+static mc_wire_msg_t s_assign_msg(s_fix_t *f, uint64_t id, uint64_t session, const uint8_t *held) {
+    s_hashes(f->path, held, f->hashes);
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = id};
+    m.u.assign = (mc_wire_assign_t){session, f->lim.n_layer, f->lim.n_expert, (uint8_t *)held, f->hashes};
+    return m;
+}
+
 static void s_assign(s_fix_t *f, void *sock, uint64_t session, const uint8_t *held, mc_wire_ready_t *ready) {
-    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 500 + session}, r;
-    m.u.assign = (mc_wire_assign_t){session, f->lim.n_layer, f->lim.n_expert, (uint8_t *)held};
+    mc_wire_msg_t m = s_assign_msg(f, 500 + session, session, held), r;
     s_call(f, sock, &m, &r);
     if (r.kind != MC_WIRE_MSG_READY)
         fail_msg("assignment refused: %s", r.kind == MC_WIRE_MSG_ERROR ? r.u.error.message : mc_wire_kind_name(r.kind));
@@ -391,8 +415,10 @@ static void test_auto_wire_every_weight_type(void **state) {
         const mc_wire_limits_t lim = mc_wire_limits(m);
         uint8_t held[2 * 8];
         memset(held, 1, sizeof held);
+        uint8_t hashes[MAX_PAIRS * MC_SLICE_HASH_BYTES];
+        s_hashes(path, held, hashes);
         mc_wire_msg_t a = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 1}, r;
-        a.u.assign = (mc_wire_assign_t){9, 2, 8, held};
+        a.u.assign = (mc_wire_assign_t){9, 2, 8, held, hashes};
         s_handle(n, &lim, &a, &r);
         assert_int_equal(r.kind, MC_WIRE_MSG_READY);
         mc_wire_msg_free(&r);
@@ -508,25 +534,24 @@ static void test_placement_ownership(void **state) {
     uint8_t p1[16] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0};
     uint8_t p2[16] = {0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0};
     s_assign(f, a, 1, p1, NULL);
-    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 70};
-    m.u.assign = (mc_wire_assign_t){2, 2, 8, p2};
+    mc_wire_msg_t m = s_assign_msg(f, 70, 2, p2);
     s_expect_error(f, b, &m, "already serving a different placement for coordinator session 0000000000000001");
     m.u.assign.session_id = 3; // the same socket with a new session is another coordinator too
     s_expect_error(f, a, &m, "different placement");
     s_assign(f, b, 2, p1, NULL); // the same placement: fine
     s_assign(f, a, 1, p2, NULL); // its owner may change it
-    m.u.assign = (mc_wire_assign_t){2, 2, 8, p1};
+    m = s_assign_msg(f, 70, 2, p1);
     s_expect_error(f, b, &m, "different placement");
     // Once the owner has been silent for longer than the lease, the placement is free.
     usleep(1300 * 1000);
     s_assign(f, b, 2, p1, NULL);
-    m.u.assign = (mc_wire_assign_t){1, 2, 8, p2};
+    m = s_assign_msg(f, 70, 1, p2);
     s_expect_error(f, a, &m, "coordinator session 0000000000000002");
     // A placement belongs to the session, not the socket: the owner coming
     // back on a new connection (as after losing the node) may change it.
     void *c = s_client(f, 2);
     s_assign(f, c, 2, p2, NULL);
-    m.u.assign = (mc_wire_assign_t){1, 2, 8, p1};
+    m = s_assign_msg(f, 70, 1, p1);
     s_expect_error(f, a, &m, "coordinator session 0000000000000002");
 }
 
@@ -548,6 +573,7 @@ static void test_status_lines(void **state) {
     f->running = true;
     mc_model_t *m = mc_model_open(path, err);
     f->lim = mc_wire_limits(m);
+    snprintf(f->path, sizeof f->path, "%s", path);
     void *a = s_client(f, 0), *b = s_client(f, 1);
     mc_wire_msg_t h = {.kind = MC_WIRE_MSG_HELLO, .request_id = 1}, r;
     h.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "coord-a",
@@ -557,8 +583,7 @@ static void test_status_lines(void **state) {
     mc_wire_msg_free(&r);
     uint8_t p1[16] = {1, 1}, p2[16] = {0, 0, 1};
     s_assign(f, a, 0xabc, p1, NULL);
-    mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 9};
-    as.u.assign = (mc_wire_assign_t){0xdef, 2, 8, p2};
+    mc_wire_msg_t as = s_assign_msg(f, 9, 0xdef, p2);
     s_expect_error(f, b, &as, "different placement");
     usleep(500 * 1000); // the lease (300 ms) runs out: one "lost" line
     s_assign(f, b, 0xdef, p2, NULL);
