@@ -23,6 +23,7 @@
 #include "moe.h"
 #include "parse.h"
 #include "pool.h"
+#include "slice_index.h"
 #include "wire.h"
 
 // A signal handler may only touch lock-free atomics (or volatile sig_atomic_t);
@@ -44,6 +45,7 @@ struct mc_node {
     char endpoint[256];
     int threads;
     uint64_t fingerprint;
+    mc_slice_index_t *slices; // this file's slice hashes: loaded, or hashed as placements name them
     mc_wire_limits_t lim; // lim.held points at held
     uint8_t *held;        // (n_layer, n_expert) current placement
     bool repacked;        // mc_model_repack ran for held
@@ -224,6 +226,10 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
     }
     snprintf(n->who, sizeof n->who, "moe-expert %s", n->name);
     n->fingerprint = mc_model_fingerprint(n->model);
+    if (!(n->slices = mc_slice_index_open(n->model, p->model, NULL, err))) {
+        mc_node_destroy(&n);
+        return NULL;
+    }
     n->lim = mc_wire_limits(n->model);
     n->held = calloc((size_t)n->lim.n_layer * n->lim.n_expert + 1, 1);
     n->lim.held = n->held;
@@ -243,6 +249,10 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
                   p->listen ? n->endpoint : "no socket", hp->n_layer, hp->n_expert, (unsigned long long)n->fingerprint,
                   n->threads, n->lease_ms, n->guard ? "; CURVE on, public key " : "",
                   n->guard ? mc_guard_public_key(n->guard) : "");
+    if (mc_slice_index_path(n->slices))
+        mc_log_status(n->log, n->who, "slice hashes of %zu of %u experts loaded from %s", mc_slice_index_known(n->slices),
+                      hp->n_layer * hp->n_expert, mc_slice_index_path(n->slices));
+    if (mc_slice_index_note(n->slices)[0]) mc_log_status(n->log, n->who, "slice index: %s", mc_slice_index_note(n->slices));
     return n;
 }
 
@@ -256,6 +266,7 @@ void mc_node_destroy(mc_node_t **pn) {
     mc_moe_destroy(&n->moe);
     mc_matmul_destroy(&n->mm);
     mc_pool_destroy(&n->pool);
+    mc_slice_index_destroy(&n->slices);
     mc_model_destroy(&n->model);
     free(n->held);
     free(n);
@@ -372,6 +383,51 @@ static void s_peer_text(const mc_node_t *n, const s_peer_t *id, char *buf, size_
     snprintf(buf, cap, "%s%s%s", named ? n->hello_name : "", named ? " at " : "", id->addr);
 }
 
+// The placement's hashes against this file's own slices: those not known
+// yet are hashed now (only the placed ones: a node serving a share never
+// reads the rest), on the compute threads, and the index saved for the
+// next start. MC_OK when all match, else why in msg.
+static mc_err_t s_check_slices(mc_node_t *n, const mc_wire_assign_t *a, char *msg, size_t cap) {
+    mc_slice_stats_t st;
+    char err[MC_ERR_LEN];
+    mc_err_t rc = mc_slice_index_ensure(n->slices, n->model, a->held, n->pool, false, &st, err);
+    if (rc) {
+        snprintf(msg, cap, "cannot hash its experts' weights: %.200s", err);
+        return rc;
+    }
+    if (st.slices) {
+        const double gib = st.bytes / 1073741824.0;
+        mc_log_status(n->log, n->who, "hashed the weights of %u expert%s (%.1f MiB) in %.0f ms (%.2f GiB/s)%s%s%s%s",
+                      st.slices, st.slices == 1 ? "" : "s", st.bytes / 1048576.0, st.seconds * 1e3,
+                      gib / (st.seconds > 0 ? st.seconds : 1e-9), st.saved ? "; saved to " : "", st.saved ? st.saved : "",
+                      st.note[0] ? "; " : "", st.note);
+    }
+    const uint8_t *mine = mc_slice_index_table(n->slices);
+    const size_t cells = (size_t)a->n_layer * a->n_expert;
+    size_t pairs = 0, differ = 0, cell = 0, at = 0; // the first mismatch: its cell, its place in the message
+    for (size_t i = 0; i < cells; i++) {
+        if (!a->held[i]) continue;
+        if (memcmp(mine + i * MC_SLICE_HASH_BYTES, a->hashes + pairs * MC_WIRE_HASH_BYTES, MC_SLICE_HASH_BYTES) &&
+            !differ++)
+            cell = i, at = pairs;
+        pairs++;
+    }
+    if (!differ) return MC_OK;
+    const uint32_t layer = (uint32_t)(cell / a->n_expert), e = (uint32_t)(cell % a->n_expert);
+    char here[17], there[17];
+    for (int b = 0; b < 8; b++) {
+        snprintf(here + 2 * b, 3, "%02x", mine[cell * MC_SLICE_HASH_BYTES + b]);
+        snprintf(there + 2 * b, 3, "%02x", a->hashes[at * MC_WIRE_HASH_BYTES + b]);
+    }
+    mc_log_status(n->log, n->who, "expert %u of layer %u of %s: slice hash %s... here, %s... at the coordinator", e,
+                  layer, n->model->path ? n->model->path : "the model", here, there);
+    snprintf(msg, cap,
+             "its model file differs from the coordinator's: expert %u of layer %u has other weights (%zu of the %zu "
+             "experts placed %s); start this node with the coordinator's GGUF file",
+             e, layer, differ, pairs, differ == 1 ? "differs" : "differ");
+    return MC_ERR_ARG;
+}
+
 static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_assign_t *a = &m->u.assign;
     size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = id->len;
@@ -390,6 +446,14 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
         mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)a->session_id,
                       peer, msg);
         s_send_error(n, id, m->request_id, MC_ERR_ARG, msg);
+        return;
+    }
+    char why[MC_ERR_LEN];
+    mc_err_t rc = s_check_slices(n, a, why, sizeof why);
+    if (rc) {
+        mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)a->session_id,
+                      peer, why);
+        s_send_error(n, id, m->request_id, rc, why);
         return;
     }
     if (!active || mine) {

@@ -1,9 +1,10 @@
 /*
  * test_node: an expert node served from a thread of this process on
  * tcp://127.0.0.1 (a free port), talked to through DEALER sockets as a
- * coordinator would. Checks the handshake, placements and their ownership,
- * that results are bit-identical to computing the same rows locally (f32
- * and Q8_0 wires), and that malformed messages are refused or dropped while
+ * coordinator would. Checks the handshake, placements, their ownership and
+ * the weights they name (a file with other weights is refused), that
+ * results are bit-identical to computing the same rows locally (f32 and
+ * Q8_0 wires), and that malformed messages are refused or dropped while
  * the node keeps serving. Each test's teardown stops the node and closes
  * every socket even when the test fails.
  */
@@ -617,6 +618,100 @@ static void test_status_lines(void **state) {
     free(text);
 }
 
+// A node whose file has the coordinator's header but one other weight byte
+// (in expert 5 of layer 1): a placement naming that expert is refused,
+// naming it, and the node keeps the placement it had; one without it is
+// accepted (a node multiplies nothing else). The node hashed only what
+// placements named, and a restart loads the hashes saved beside its file.
+static void test_other_weights_refused(void **state) {
+    (void)state;
+    char path[512], copy[600], logpath[600], want[700], err[MC_ERR_LEN];
+    s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path);
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    const size_t at = (size_t)(m->layers[1].experts[5].up.data - mc_gguf_base(m->gguf)) + 8;
+    const mc_wire_limits_t lim = mc_wire_limits(m);
+    mc_model_destroy(&m);
+    size_t len;
+    uint8_t *bytes = mc_test_read_file(path, &len);
+    assert_non_null(bytes);
+    bytes[at] ^= 0x01;
+    snprintf(copy, sizeof copy, "%s/other-weights.gguf", s_dir);
+    FILE *fc = fopen(copy, "wb");
+    assert_true(fc && fwrite(bytes, 1, len, fc) == len && fclose(fc) == 0);
+    free(bytes);
+    snprintf(logpath, sizeof logpath, "%s/other-weights.log", s_dir);
+    FILE *log = fopen(logpath, "w");
+    mc_node_params_t p = mc_node_params_default();
+    p.model = copy, p.name = NAME, p.threads = 2, p.log = log;
+    mc_node_t *n = mc_node_new(&p, err);
+    if (!n) fail_msg("%s", err);
+
+    uint8_t two[16] = {[0] = 1, [9] = 1}, all[16], hashes[MAX_PAIRS * MC_SLICE_HASH_BYTES];
+    memset(all, 1, sizeof all);
+    mc_wire_msg_t a = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 1}, r;
+    s_hashes(path, two, hashes);
+    a.u.assign = (mc_wire_assign_t){1, 2, 8, two, hashes};
+    s_handle(n, &lim, &a, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_READY);
+    assert_int_equal(r.u.ready.n_pairs, 2);
+    mc_wire_msg_free(&r);
+
+    s_hashes(path, all, hashes);
+    a.request_id = 2, a.u.assign.held = all;
+    s_handle(n, &lim, &a, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_int_equal(r.u.error.code, MC_ERR_ARG);
+    assert_string_equal(r.u.error.message,
+                        "node " NAME ": its model file differs from the coordinator's: expert 5 of layer 1 has other "
+                        "weights (1 of the 16 experts placed differs); start this node with the coordinator's GGUF file");
+    mc_wire_msg_free(&r);
+    // The placement it had stands: experts 0 of layer 0 and 1 of layer 1.
+    s_batch_t b = s_batch(&lim, two, 3, 5);
+    mc_wire_msg_t q = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 3};
+    q.u.request = (mc_wire_request_t){0, MC_WIRE_F32, b.n, b.dim, (uint8_t *)b.x, (size_t)b.n * b.dim * 4, b.k,
+                                      b.experts, b.weights, MC_WIRE_F32};
+    s_handle(n, &lim, &q, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_RESULT);
+    mc_wire_msg_free(&r);
+    s_batch_free(&b);
+    all[1 * 8 + 5] = 0;
+    s_hashes(path, all, hashes);
+    a.request_id = 4;
+    s_handle(n, &lim, &a, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_READY);
+    assert_int_equal(r.u.ready.n_pairs, 15);
+    mc_wire_msg_free(&r);
+    mc_node_destroy(&n);
+    fclose(log);
+
+    char *text = (char *)mc_test_read_file(logpath, NULL);
+    snprintf(want, sizeof want, "expert 5 of layer 1 of %s: slice hash ", copy);
+    const char *const lines[] = {
+        "hashed the weights of 2 experts (0.2 MiB) in ",
+        "; saved to ",
+        "hashed the weights of 14 experts (1.3 MiB) in ",
+        want,
+        "refused the placement of session 0000000000000001 from a direct caller: its model file differs from the "
+        "coordinator's: expert 5 of layer 1 has other weights",
+        "placement of session 0000000000000001 from a direct caller accepted: 15 experts in 2 layers",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        if (!strstr(text, lines[i])) fail_msg("the log lacks '%s':\n%s", lines[i], text);
+    assert_null(strstr(text, "hashed the weights of 16"));
+    free(text);
+
+    p.log = log = fopen(logpath, "w");
+    n = mc_node_new(&p, err);
+    assert_non_null(n);
+    mc_node_destroy(&n);
+    fclose(log);
+    text = (char *)mc_test_read_file(logpath, NULL);
+    snprintf(want, sizeof want, "slice hashes of 16 of 16 experts loaded from %s.mcidx", copy);
+    if (!strstr(text, want)) fail_msg("the log lacks '%s':\n%s", want, text);
+    free(text);
+}
+
 static uint64_t s_expert_bytes(const char *path) {
     mc_model_t *m = mc_model_open(path, NULL);
     assert_non_null(m);
@@ -891,6 +986,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_malformed_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_placement_ownership, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_status_lines, s_setup, s_teardown),
+        cmocka_unit_test(test_other_weights_refused),
         cmocka_unit_test_setup_teardown(test_curve_strangers_refused, s_setup, s_teardown),
         cmocka_unit_test(test_exposed_without_keys_warns),
         cmocka_unit_test(test_handle_without_socket),
