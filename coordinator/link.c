@@ -77,6 +77,15 @@ static mc_err_t s_recv(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
     return MC_OK;
 }
 
+// What a node's ErrorReply says, without the "node NAME: " it leads with
+// when NAME is ours for it: our own message names the node already.
+static const char *s_node_said(const mc_link_t *l, const char *msg) {
+    const size_t n = strlen(l->p.name);
+    if (!strncmp(msg, "node ", 5) && !strncmp(msg + 5, l->p.name, n) && !strncmp(msg + 5 + n, ": ", 2))
+        return msg + 5 + n + 2;
+    return msg;
+}
+
 // Wait up to timeout_ms for the answer to request id (what: for messages).
 // An ErrorReply is returned as an error.
 static mc_err_t s_await(mc_link_t *l, uint64_t id, const char *what, mc_wire_msg_t *msg, char *err) {
@@ -97,7 +106,7 @@ static mc_err_t s_await(mc_link_t *l, uint64_t id, const char *what, mc_wire_msg
     }
     if (msg->kind == MC_WIRE_MSG_ERROR) {
         mc_err_set(err, MC_ERR_NET, "node %s (%s) refused the %s: %s", l->p.name, l->p.endpoint, what,
-                   msg->u.error.message);
+                   s_node_said(l, msg->u.error.message));
         mc_wire_msg_free(msg);
         return MC_ERR_NET;
     }
@@ -158,7 +167,7 @@ static mc_err_t s_send_assign(mc_link_t *l, const uint8_t *held, uint64_t *id, c
 static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
     if (msg->kind == MC_WIRE_MSG_ERROR) {
         mc_err_set(err, MC_ERR_NET, "node %s (%s) refused the handshake: %s", l->p.name, l->p.endpoint,
-                   msg->u.error.message);
+                   s_node_said(l, msg->u.error.message));
         mc_wire_msg_free(msg);
         return MC_ERR_NET;
     }
@@ -182,7 +191,7 @@ static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
 static mc_err_t s_check_ready(mc_link_t *l, mc_wire_msg_t *msg, const char *how, char *err) {
     if (msg->kind == MC_WIRE_MSG_ERROR) {
         mc_err_set(err, MC_ERR_NET, "node %s (%s) refused the placement: %s", l->p.name, l->p.endpoint,
-                   msg->u.error.message);
+                   s_node_said(l, msg->u.error.message));
         mc_wire_msg_free(msg);
         return MC_ERR_NET;
     }
