@@ -307,6 +307,9 @@ mc_model_t *mc_model_open(const char *path, char *err) {
     if (!m) {
         mc_err_set(err, MC_ERR_FORMAT, "%s: %s", path, sub);
         mc_gguf_destroy(&g);
+    } else if (!(m->path = strdup(path))) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        mc_model_destroy(&m);
     }
     return m;
 }
@@ -326,6 +329,7 @@ void mc_model_destroy(mc_model_t **pm) {
     free(m->output_norm);
     if (m->packed) munmap(m->packed, m->packed_bytes);
     mc_gguf_destroy(&m->gguf);
+    free(m->path);
     free(m);
     *pm = NULL;
 }

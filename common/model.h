@@ -67,6 +67,7 @@ typedef struct {
     mc_matrix_t output;    // (n_vocab, dim); token_embd when the file ties them
     bool legacy_experts;   // per-expert tensors in the file
     mc_gguf_t *gguf;       // owned
+    char *path;            // the file mc_model_open mapped (owned); NULL from mc_model_new
     uint8_t *packed;       // (packed_bytes) owned anonymous mapping: every matrix's repacked rows (mc_model_repack)
     size_t packed_bytes;
 } mc_model_t;

@@ -11,6 +11,9 @@
 #include "kernel.h"
 #include "moe.pb-c.h"
 #include "quant.h"
+#include "slice_index.h"
+
+static_assert(MC_WIRE_HASH_BYTES == MC_SLICE_HASH_BYTES, "placements carry slice hashes");
 
 // Row payloads are the host's float and block bytes as they are.
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -180,15 +183,19 @@ const char *mc_wire_kind_name(mc_wire_kind_t kind) {
 
 // --- encoding -----------------------------------------------------------------
 
-// Layer entries of an assignment, built from its dense table. *layers and the
-// expert lists live in one allocation (*mem).
+// Layer entries of an assignment, built from its dense table, and its
+// hashes (held pairs in row-major order: the order listed here). *layers,
+// the expert lists and the hashes live in one allocation (*mem).
 static mc_err_t s_pack_assign(const mc_wire_assign_t *a, Mc__Assign *pa, void **mem) {
-    size_t nl = a->n_layer, ne = a->n_expert;
-    uint8_t *m = calloc(1, nl * (sizeof(Mc__LayerExperts *) + sizeof(Mc__LayerExperts)) + nl * ne * 4 + 1);
+    size_t nl = a->n_layer, ne = a->n_expert, pairs = 0;
+    for (size_t i = 0; i < nl * ne; i++) pairs += a->held[i] != 0;
+    const size_t hash_bytes = a->hashes ? pairs * MC_WIRE_HASH_BYTES : 0; // none: an invalid message, for tests
+    uint8_t *m = calloc(1, nl * (sizeof(Mc__LayerExperts *) + sizeof(Mc__LayerExperts)) + nl * ne * 4 + hash_bytes + 1);
     if (!m) return MC_ERR_NOMEM;
     Mc__LayerExperts **ptrs = (Mc__LayerExperts **)m;
     Mc__LayerExperts *le = (Mc__LayerExperts *)(m + nl * sizeof *ptrs);
     uint32_t *ids = (uint32_t *)(m + nl * (sizeof *ptrs + sizeof *le));
+    uint8_t *hashes = (uint8_t *)(ids + nl * ne);
     size_t n = 0;
     for (size_t l = 0; l < nl; l++) {
         uint32_t *first = ids;
@@ -202,8 +209,11 @@ static mc_err_t s_pack_assign(const mc_wire_assign_t *a, Mc__Assign *pa, void **
         ptrs[n] = &le[n];
         n++;
     }
+    if (hash_bytes) memcpy(hashes, a->hashes, hash_bytes);
     pa->layers = ptrs;
     pa->n_layers = n;
+    pa->hashes.data = hashes;
+    pa->hashes.len = hash_bytes;
     *mem = m;
     return MC_OK;
 }
@@ -453,11 +463,14 @@ static mc_err_t s_error(const Mc__ErrorReply *e, mc_wire_error_t *o, char *err) 
 }
 
 static mc_err_t s_assign(const mc_wire_limits_t *lim, const Mc__Assign *a, mc_wire_assign_t *o, char *err) {
-    size_t nl = lim->n_layer, ne = lim->n_expert;
+    size_t nl = lim->n_layer, ne = lim->n_expert, pairs = 0;
     if (a->n_layers > nl) return mc_err_set(err, MC_ERR_RANGE, "assignment lists %zu layers, the model has %zu", a->n_layers, nl);
     o->session_id = a->session_id;
     o->n_layer = lim->n_layer, o->n_expert = lim->n_expert;
-    if (!(o->held = calloc(nl * ne + 1, 1))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    // The hashes share held's allocation (mc_wire_msg_free frees held); their
+    // length is bounded by the message's.
+    if (!(o->held = calloc(nl * ne + 1 + a->hashes.len, 1))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    o->hashes = o->held + nl * ne + 1;
     for (size_t i = 0; i < a->n_layers; i++) {
         const Mc__LayerExperts *le = a->layers[i];
         if (le->layer >= nl) return mc_err_set(err, MC_ERR_RANGE, "assignment names layer %u, the model has %zu", le->layer, nl);
@@ -472,7 +485,31 @@ static mc_err_t s_assign(const mc_wire_limits_t *lim, const Mc__Assign *a, mc_wi
             if (row[e]) return mc_err_set(err, MC_ERR_FORMAT, "assignment lists expert %u of layer %u twice", e, le->layer);
             row[e] = 1;
         }
+        pairs += le->n_experts;
     }
+    if (a->hashes.len != pairs * MC_WIRE_HASH_BYTES)
+        return mc_err_set(err, MC_ERR_FORMAT, "assignment carries %zu bytes of slice hashes for %zu (layer, expert) pairs, expected %d per pair",
+                          a->hashes.len, pairs, MC_WIRE_HASH_BYTES);
+    // Listing order -> held's row-major order: a pair's place is the held
+    // pairs of the layers before its own plus those before it in its row.
+    size_t *before = malloc((nl + ne + 1) * sizeof *before);
+    if (!before) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    size_t *in_row = before + nl + 1;
+    before[0] = 0;
+    for (size_t l = 0; l < nl; l++) {
+        size_t c = 0;
+        for (size_t e = 0; e < ne; e++) c += o->held[l * ne + e];
+        before[l + 1] = before[l] + c;
+    }
+    const uint8_t *h = a->hashes.data;
+    for (size_t i = 0; i < a->n_layers; i++) {
+        const Mc__LayerExperts *le = a->layers[i];
+        const uint8_t *row = o->held + (size_t)le->layer * ne;
+        for (size_t e = 0, c = 0; e < ne; e++) in_row[e] = c, c += row[e];
+        for (size_t j = 0; j < le->n_experts; j++, h += MC_WIRE_HASH_BYTES)
+            memcpy(o->hashes + (before[le->layer] + in_row[le->experts[j]]) * MC_WIRE_HASH_BYTES, h, MC_WIRE_HASH_BYTES);
+    }
+    free(before);
     return MC_OK;
 }
 

@@ -6,10 +6,11 @@
  * place where untrusted bytes from the network are unpacked, and it checks
  * every field against the model's limits before anything else sees it:
  * layer and expert ids in range (and held, for a node), weights finite, row
- * payload length exactly n_rows * row bytes, counts bounded. Unpacking
- * itself runs under a memory budget: the message's length plus what the
- * largest valid message under the same limits unpacks into, so a small
- * message cannot make the decoder allocate much more than a valid one could.
+ * payload length exactly n_rows * row bytes, a placement's slice hashes
+ * exactly 32 bytes per pair, counts bounded. Unpacking itself runs under a
+ * memory budget: the message's length plus what the largest valid message
+ * under the same limits unpacks into, so a small message cannot make the
+ * decoder allocate much more than a valid one could.
  *
  * Rows travel as little-endian f32, f16 or bf16 values (round to nearest
  * even: mc_fp32_to_fp16 / mc_fp32_to_bf16), or as the activation blocks
@@ -81,10 +82,16 @@ typedef struct {
     char message[MC_ERR_LEN];
 } mc_wire_error_t;
 
+#define MC_WIRE_HASH_BYTES 32 /* a slice hash (MC_SLICE_HASH_BYTES, slice_index.h) */
+
 typedef struct {
     uint64_t session_id;
     uint32_t n_layer, n_expert;
-    uint8_t *held; /* (n_layer, n_expert) 1 where the node must hold the expert */
+    uint8_t *held;   /* (n_layer, n_expert) 1 where the node must hold the expert */
+    uint8_t *hashes; /* (pairs held, MC_WIRE_HASH_BYTES) the coordinator's slice hash
+                        of each held pair, layer by layer, experts ascending (the
+                        order the encoder lists them; the decoder puts any listing
+                        order back into this one); decoded: in held's allocation */
 } mc_wire_assign_t;
 
 typedef struct {

@@ -17,6 +17,7 @@
 #include "dtype.h"
 #include "log.h"
 #include "moe.h"
+#include "slice_index.h"
 #include "wire.h"
 
 // Links are ticked (heartbeats, probes) at most this often during a run.
@@ -64,6 +65,7 @@ struct mc_cluster {
     mc_moe_t *moe;      // local experts (and the share of lost nodes)
     mc_pool_t *pool;    // the engine's threads (borrowed)
     mc_wire_limits_t lim;
+    mc_slice_index_t *slices; // the model's slice hashes; known for every pair a node holds
     char self[MC_WIRE_NAME_MAX + 1]; // our name in Hello
     mc_keypair_t keys;       // CURVE, when the file names a secret key
     bool have_keys;
@@ -155,6 +157,58 @@ static mc_err_t s_join_all(mc_cluster_t *c, char *err) {
     return MC_OK;
 }
 
+// A first start's hashing, in the log every few seconds.
+typedef struct {
+    const mc_cluster_t *c;
+    uint64_t total;
+    double t0, logged;
+} s_hash_log_t;
+
+static void s_hash_progress(void *ctx, uint64_t done) {
+    s_hash_log_t *h = ctx;
+    const double now = mc_clock_ms();
+    if (now - h->logged < 5000.0 || done >= h->total) return;
+    h->logged = now;
+    const double rate = done / ((now - h->t0) / 1e3);
+    mc_log_status(h->c->log, "moe-coordinator", "hashing: %.2f of %.2f GiB (about %.0f s left)", done / 1073741824.0,
+                  h->total / 1073741824.0, rate > 0 ? (h->total - done) / rate : 0.0);
+}
+
+// The slice hashes of every pair a node is to hold (want: a table per node,
+// back to back; NULL: their current placements), from the model's index
+// (slice_index.h): loaded, or hashed here once (and saved) for the pairs
+// not known yet. Pages hashed here are dropped again: the coordinator does
+// not multiply the nodes' experts.
+static mc_err_t s_hash_slices(mc_cluster_t *c, const uint8_t *want, char *err) {
+    const size_t cells = (size_t)c->m->hp.n_layer * c->m->hp.n_expert;
+    uint8_t *any = calloc(cells + 1, 1);
+    if (!any) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        const uint8_t *held = want ? want + i * cells : c->nodes[i].held;
+        for (size_t j = 0; j < cells; j++) any[j] |= held[j];
+    }
+    mc_slice_stats_t st;
+    s_hash_log_t hl = {c, mc_slice_index_todo_bytes(c->slices, c->m, any), mc_clock_ms(), mc_clock_ms()};
+    if (hl.total) {
+        mc_log_status(c->log, "moe-coordinator",
+                      "hashing the weights placed on nodes once (%.2f GiB; kept in an index beside the model or in the "
+                      "cache folder, so later starts skip this)",
+                      hl.total / 1073741824.0);
+        const mc_model_progress_t progress = {s_hash_progress, &hl};
+        mc_slice_index_set_progress(c->slices, &progress);
+    }
+    mc_err_t rc = mc_slice_index_ensure(c->slices, c->m, any, c->pool, true, &st, err);
+    mc_slice_index_set_progress(c->slices, NULL);
+    free(any);
+    if (rc || !st.slices) return rc;
+    const double gib = st.bytes / 1073741824.0;
+    mc_log_status(c->log, "moe-coordinator",
+                  "hashed the weights of %u (layer, expert) pairs placed on nodes: %.2f GiB in %.1f s (%.2f GiB/s)%s%s%s%s",
+                  st.slices, gib, st.seconds, gib / (st.seconds > 0 ? st.seconds : 1e-9), st.saved ? "; saved to " : "",
+                  st.saved ? st.saved : "", st.note[0] ? "; " : "", st.note);
+    return MC_OK;
+}
+
 mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m, mc_matmul_t *mm, FILE *log,
                              char *err) {
     const mc_hparams_t *hp = &m->hp;
@@ -201,6 +255,13 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
         if (mc_keys_load_secret(cfg->secret_key_resolved, &c->keys, err)) goto fail;
         c->have_keys = true;
     }
+    if (m->path) c->slices = mc_slice_index_open(m, m->path, NULL, err);
+    else // a model bound from memory: its index lives in memory too
+        c->slices = mc_slice_index_new(
+            &(mc_slice_source_t){mc_model_fingerprint(m), mc_gguf_size(m->gguf), 0, hp->n_layer, hp->n_expert}, err);
+    if (!c->slices) goto fail;
+    if (mc_slice_index_note(c->slices)[0])
+        mc_log_status(log, "moe-coordinator", "slice index: %s", mc_slice_index_note(c->slices));
     c->n_nodes = cfg->n_nodes;
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
@@ -227,6 +288,7 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
                                      .self = c->self,
                                      .session = c->session,
                                      .fingerprint = mc_model_fingerprint(m),
+                                     .hashes = mc_slice_index_table(c->slices),
                                      .lim = &c->lim,
                                      .timeout_ms = cfg->timeout_ms,
                                      .retry_ms = cfg->retry_ms,
@@ -239,7 +301,7 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
                                      .keys = &c->keys};
         if (!(nd->link = mc_link_new(c->zctx, &lp, err))) goto fail;
     }
-    if (s_join_all(c, err)) goto fail;
+    if (s_hash_slices(c, NULL, err) || s_join_all(c, err)) goto fail;
     c->last_tick = mc_clock_ms();
     return c;
 fail:
@@ -275,6 +337,7 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     free(c->nodes), free(c->rr), free(c->auto_enc), free(c->round), free(c->items), free(c->who);
     s_rows_free(&c->local);
     free(c->slot_dest), free(c->slot_row), free(c->hold);
+    mc_slice_index_destroy(&c->slices);
     mc_moe_destroy(&c->moe);
     if (c->zctx) zmq_ctx_term(c->zctx);
     explicit_bzero(&c->keys, sizeof c->keys);
@@ -624,7 +687,12 @@ mc_err_t mc_cluster_place(mc_cluster_t *c, const mc_cluster_config_t *cfg, char 
     const size_t cells = (size_t)hp->n_layer * hp->n_expert;
     uint8_t *want = malloc(c->n_nodes * cells + 1);
     if (!want) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    mc_err_t rc = MC_OK;
+    for (size_t i = 0; i < c->n_nodes; i++) s_fill_held(c, &cfg->nodes[i], want + i * cells);
+    mc_err_t rc = s_hash_slices(c, want, err);
+    if (rc) {
+        free(want);
+        return rc;
+    }
     size_t done = 0;
     pthread_mutex_lock(&c->mu);
     for (; done < c->n_nodes; done++) {

@@ -135,6 +135,15 @@ static mc_err_t s_monitor(mc_link_t *l, char *err) {
     return MC_OK;
 }
 
+// What a node's ErrorReply says, without the "node NAME: " it leads with
+// when NAME is ours for it: our own message names the node already.
+static const char *s_node_said(const mc_link_t *l, const char *msg) {
+    const size_t n = strlen(l->p.name);
+    if (!strncmp(msg, "node ", 5) && !strncmp(msg + 5, l->p.name, n) && !strncmp(msg + 5 + n, ": ", 2))
+        return msg + 5 + n + 2;
+    return msg;
+}
+
 // A fresh DEALER socket, replacing any old one (and with it any reply still
 // on its way to the old one).
 static mc_err_t s_open(mc_link_t *l, char *err) {
@@ -259,11 +268,18 @@ static mc_err_t s_send_hello(mc_link_t *l, uint64_t *id, char *err) {
 }
 
 static mc_err_t s_send_assign(mc_link_t *l, const uint8_t *held, uint64_t *id, char *err) {
+    // The hashes of the held pairs, in the order the placement lists them.
+    const size_t cells = (size_t)l->p.lim->n_layer * l->p.lim->n_expert;
+    uint8_t *hashes = malloc(cells * MC_WIRE_HASH_BYTES + 1);
+    if (!hashes) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0, n = 0; i < cells; i++)
+        if (held[i]) memcpy(hashes + n++ * MC_WIRE_HASH_BYTES, l->p.hashes + i * MC_WIRE_HASH_BYTES, MC_WIRE_HASH_BYTES);
     mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = ++l->next_id};
-    as.u.assign = (mc_wire_assign_t){l->p.session, l->p.lim->n_layer, l->p.lim->n_expert, (uint8_t *)held};
+    as.u.assign = (mc_wire_assign_t){l->p.session, l->p.lim->n_layer, l->p.lim->n_expert, (uint8_t *)held, hashes};
     *id = as.request_id;
     mc_err_t rc = s_send(l, &as, err);
     if (rc == MC_OK) l->load_started = l->load_logged = mc_clock_ms();
+    free(hashes);
     return rc;
 }
 
@@ -272,7 +288,7 @@ static mc_err_t s_send_assign(mc_link_t *l, const uint8_t *held, uint64_t *id, c
 static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
     if (msg->kind == MC_WIRE_MSG_ERROR) {
         mc_err_set(err, MC_ERR_NET, "node %s (%s) refused the handshake: %s", l->p.name, l->p.endpoint,
-                   msg->u.error.message);
+                   s_node_said(l, msg->u.error.message));
         mc_wire_msg_free(msg);
         return MC_ERR_NET;
     }
@@ -308,7 +324,8 @@ static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
 static mc_err_t s_check_ready(mc_link_t *l, mc_wire_msg_t *msg, const char *how, char *err) {
     if (msg->kind == MC_WIRE_MSG_ERROR) {
         const mc_err_t code = msg->u.error.code == MC_ERR_BUSY ? MC_ERR_BUSY : MC_ERR_NET;
-        mc_err_set(err, code, "node %s (%s) refused the placement: %s", l->p.name, l->p.endpoint, msg->u.error.message);
+        mc_err_set(err, code, "node %s (%s) refused the placement: %s", l->p.name, l->p.endpoint,
+                   s_node_said(l, msg->u.error.message));
         mc_wire_msg_free(msg);
         return code;
     }

@@ -2,9 +2,9 @@
  * link: the coordinator's connection to one expert node.
  *
  * A DEALER socket to the node's endpoint, the handshake (Hello: protocol
- * version and model fingerprint; then the node's placement, answered by
- * Progress while the node loads and Ready when it is done), request ids,
- * and the node's liveness:
+ * version and model fingerprint; then the node's placement with the hashes
+ * of the weights it names, answered by Progress while the node loads and
+ * Ready when it is done), request ids, and the node's liveness:
  *
  *   joining --(Hello answered, placement loaded: Ready)-->  alive
  *   alive   --(connection dropped or transport silent for dead_ms, a
@@ -79,6 +79,8 @@ typedef struct {
     const char *self;             // the coordinator's name in Hello
     uint64_t session;             // carried by Hello and every placement
     uint64_t fingerprint;         // of the coordinator's model
+    const uint8_t *hashes;        // (n_layer, n_expert, MC_WIRE_HASH_BYTES) its slice hashes, at least of
+                                  // every pair a placement names: sent with it (borrowed)
     const mc_wire_limits_t *lim;  // what a node may answer (borrowed)
     uint32_t timeout_ms;          // answer within this, or the node is lost
     uint32_t retry_ms;            // probe a lost node this often; 0: never

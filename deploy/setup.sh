@@ -16,7 +16,7 @@ packages=(
   build-essential cmake pkg-config git
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libyaml-dev libcmocka-dev libcjson-dev libmicrohttpd-dev
-  libpcre2-dev
+  libpcre2-dev libsodium-dev
 )
 
 # --- optional groups: aarch64 cross build, tests under qemu (--aarch64);

@@ -26,6 +26,7 @@
 #include "moe.h"
 #include "parse.h"
 #include "pool.h"
+#include "slice_index.h"
 #include "wire.h"
 
 // A signal handler may only touch lock-free atomics (or volatile sig_atomic_t);
@@ -48,6 +49,7 @@ struct mc_node {
     char endpoint[256];
     int threads;
     uint64_t fingerprint;
+    mc_slice_index_t *slices; // this file's slice hashes: loaded, or hashed as placements name them
     mc_wire_limits_t lim; // lim.held points at held
     uint8_t *held;        // (n_layer, n_expert) current placement
     bool repacked;        // mc_model_repack ran for held
@@ -305,6 +307,10 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
     }
     snprintf(n->who, sizeof n->who, "moe-expert %s", n->name);
     n->fingerprint = mc_model_fingerprint(n->model);
+    if (!(n->slices = mc_slice_index_open(n->model, p->model, NULL, err))) {
+        mc_node_destroy(&n);
+        return NULL;
+    }
     n->lim = mc_wire_limits(n->model);
     n->held = calloc((size_t)n->lim.n_layer * n->lim.n_expert + 1, 1);
     n->lim.held = n->held;
@@ -324,6 +330,10 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
                   p->listen ? n->endpoint : "no socket", hp->n_layer, hp->n_expert, (unsigned long long)n->fingerprint,
                   n->threads, n->lease_ms, n->guard ? "; CURVE on, public key " : "",
                   n->guard ? mc_guard_public_key(n->guard) : "");
+    if (mc_slice_index_path(n->slices))
+        mc_log_status(n->log, n->who, "slice hashes of %zu of %u experts loaded from %s", mc_slice_index_known(n->slices),
+                      hp->n_layer * hp->n_expert, mc_slice_index_path(n->slices));
+    if (mc_slice_index_note(n->slices)[0]) mc_log_status(n->log, n->who, "slice index: %s", mc_slice_index_note(n->slices));
     return n;
 }
 
@@ -337,6 +347,7 @@ void mc_node_destroy(mc_node_t **pn) {
     mc_moe_destroy(&n->moe);
     mc_matmul_destroy(&n->mm);
     mc_pool_destroy(&n->pool);
+    mc_slice_index_destroy(&n->slices);
     mc_model_destroy(&n->model);
     free(n->held);
     free(n);
@@ -426,13 +437,15 @@ typedef struct {
     const s_peer_t *id;
     uint64_t request_id;
     uint64_t base;  // bytes done before the current phase
-    uint64_t total; // bytes of the held experts
+    uint64_t total; // bytes to hash (experts not hashed yet) and to load (the held experts)
     double sent_ms;
 } s_load_t;
 
+// done: bytes of the current phase (ld->base before it).
 static void s_load_report(s_load_t *ld, uint64_t done, bool force) {
     const double now = mc_clock_ms();
     if (!force && now - ld->sent_ms < S_PROGRESS_MS) return;
+    done += ld->base;
     if (done > ld->total) done = ld->total;
     mc_wire_msg_t p = {.kind = MC_WIRE_MSG_PROGRESS, .request_id = ld->request_id};
     p.u.progress = (mc_wire_progress_t){done, ld->total};
@@ -440,12 +453,22 @@ static void s_load_report(s_load_t *ld, uint64_t done, bool force) {
     ld->sent_ms = now;
 }
 
-static void s_load_repacked(void *ctx, uint64_t done) {
-    s_load_t *ld = ctx;
-    s_load_report(ld, ld->base + done, false);
-}
+// mc_model_progress_t of the hashing and repacking phases.
+static void s_load_step(void *ctx, uint64_t done) { s_load_report(ctx, done, false); }
 
 static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->n_out * w->row_bytes; }
+
+// Weight bytes of the experts held in want.
+static uint64_t s_held_bytes(const mc_node_t *n, const uint8_t *want) {
+    const mc_hparams_t *hp = &n->model->hp;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < (size_t)hp->n_layer * hp->n_expert; i++) {
+        if (!want[i]) continue;
+        const mc_expert_t *ex = &n->model->layers[i / hp->n_expert].experts[i % hp->n_expert];
+        bytes += s_matrix_bytes(&ex->gate) + s_matrix_bytes(&ex->up) + s_matrix_bytes(&ex->down);
+    }
+    return bytes;
+}
 
 // Make `want` the held set and return its pair count (and in *layers_out
 // the layers it spans, in *bytes_out its weight bytes).
@@ -481,14 +504,12 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want, s_load_t *ld, uint32_
         layers += pairs > before;
     }
     memcpy(n->held, want, cells);
-    ld->total = bytes;
-    s_load_report(ld, 0, true);
     // The held experts' Q4_0 rows in the kernels' interleaved layout (only
     // these: a node never multiplies anything else).
     if (!same || !n->repacked) {
         char rerr[MC_ERR_LEN];
         const uint64_t t0 = mc_clock_us();
-        const mc_model_progress_t progress = {s_load_repacked, ld};
+        const mc_model_progress_t progress = {s_load_step, ld};
         if (mc_model_repack_progress(n->model, n->mm, false, n->held, &progress, rerr) != MC_OK)
             mc_log_status(n->log, n->who, "weights not repacked (%s): products read the file's rows", rerr);
         else if (n->model->packed_bytes)
@@ -526,6 +547,54 @@ static void s_peer_text(const mc_node_t *n, const s_peer_t *id, char *buf, size_
     snprintf(buf, cap, "%s%s%s", named ? n->hello_name : "", named ? " at " : "", id->addr);
 }
 
+// The placement's hashes against this file's own slices: those not known
+// yet are hashed now (only the placed ones: a node serving a share never
+// reads the rest), on the compute threads, and the index saved for the
+// next start. MC_OK when all match, else why in msg.
+static mc_err_t s_check_slices(mc_node_t *n, const mc_wire_assign_t *a, s_load_t *ld, char *msg, size_t cap) {
+    mc_slice_stats_t st;
+    char err[MC_ERR_LEN];
+    const mc_model_progress_t progress = {s_load_step, ld};
+    mc_slice_index_set_progress(n->slices, &progress);
+    mc_err_t rc = mc_slice_index_ensure(n->slices, n->model, a->held, n->pool, false, &st, err);
+    mc_slice_index_set_progress(n->slices, NULL);
+    if (rc) {
+        snprintf(msg, cap, "cannot hash its experts' weights: %.200s", err);
+        return rc;
+    }
+    if (st.slices) {
+        const double gib = st.bytes / 1073741824.0;
+        mc_log_status(n->log, n->who, "hashed the weights of %u expert%s (%.1f MiB) in %.0f ms (%.2f GiB/s)%s%s%s%s",
+                      st.slices, st.slices == 1 ? "" : "s", st.bytes / 1048576.0, st.seconds * 1e3,
+                      gib / (st.seconds > 0 ? st.seconds : 1e-9), st.saved ? "; saved to " : "", st.saved ? st.saved : "",
+                      st.note[0] ? "; " : "", st.note);
+    }
+    const uint8_t *mine = mc_slice_index_table(n->slices);
+    const size_t cells = (size_t)a->n_layer * a->n_expert;
+    size_t pairs = 0, differ = 0, cell = 0, at = 0; // the first mismatch: its cell, its place in the message
+    for (size_t i = 0; i < cells; i++) {
+        if (!a->held[i]) continue;
+        if (memcmp(mine + i * MC_SLICE_HASH_BYTES, a->hashes + pairs * MC_WIRE_HASH_BYTES, MC_SLICE_HASH_BYTES) &&
+            !differ++)
+            cell = i, at = pairs;
+        pairs++;
+    }
+    if (!differ) return MC_OK;
+    const uint32_t layer = (uint32_t)(cell / a->n_expert), e = (uint32_t)(cell % a->n_expert);
+    char here[17], there[17];
+    for (int b = 0; b < 8; b++) {
+        snprintf(here + 2 * b, 3, "%02x", mine[cell * MC_SLICE_HASH_BYTES + b]);
+        snprintf(there + 2 * b, 3, "%02x", a->hashes[at * MC_WIRE_HASH_BYTES + b]);
+    }
+    mc_log_status(n->log, n->who, "expert %u of layer %u of %s: slice hash %s... here, %s... at the coordinator", e,
+                  layer, n->model->path ? n->model->path : "the model", here, there);
+    snprintf(msg, cap,
+             "its model file differs from the coordinator's: expert %u of layer %u has other weights (%zu of the %zu "
+             "experts placed %s); start this node with the coordinator's GGUF file",
+             e, layer, differ, pairs, differ == 1 ? "differs" : "differ");
+    return MC_ERR_ARG;
+}
+
 static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_assign_t *a = &m->u.assign;
     size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = id->len;
@@ -546,6 +615,21 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
         s_send_error(n, id, m->request_id, MC_ERR_BUSY, msg);
         return;
     }
+    // Loading, told to the coordinator as it goes: hashing the experts not
+    // hashed before, then repacking and reading in the held ones.
+    s_load_t ld = {.n = n, .id = id, .request_id = m->request_id};
+    const double t0 = mc_clock_ms();
+    const uint64_t to_hash = mc_slice_index_todo_bytes(n->slices, n->model, a->held);
+    ld.total = to_hash + s_held_bytes(n, a->held);
+    s_load_report(&ld, 0, true);
+    char why[MC_ERR_LEN];
+    mc_err_t rc = s_check_slices(n, a, &ld, why, sizeof why);
+    if (rc) {
+        mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)a->session_id,
+                      peer, why);
+        s_send_error(n, id, m->request_id, rc, why);
+        return;
+    }
     if (!active || mine) {
         memcpy(n->owner, id->id, id_len);
         n->owner_len = id_len, n->owner_session = a->session_id, n->owner_seen_ms = now_ms, n->owner_lost = false;
@@ -555,8 +639,7 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
     }
     uint32_t layers;
     uint64_t bytes;
-    s_load_t ld = {.n = n, .id = id, .request_id = m->request_id};
-    const double t0 = mc_clock_ms();
+    ld.base = to_hash;
     uint32_t pairs = s_place(n, a->held, &ld, &layers, &bytes);
     const uint64_t resident = s_resident_bytes();
     mc_log_status(n->log, n->who,

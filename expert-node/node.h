@@ -10,6 +10,14 @@
  * message that fails validation gets an ErrorReply and the node keeps
  * serving.
  *
+ * A placement carries the coordinator's hash of every expert it names
+ * (slice_index.h): the node compares them with its own file's and refuses
+ * the placement, naming the first expert that differs, when its file holds
+ * other weights. Its hashes come from the slice index beside the model (or
+ * in the cache folder), or are computed for the placed experts when a
+ * placement first names them (the time it takes to read them once) and
+ * saved there.
+ *
  * A placement belongs to the coordinator session that made it for as long
  * as that coordinator is heard from at least once per lease (any message
  * counts; coordinators send a heartbeat every second): while it lasts, a
@@ -18,9 +26,9 @@
  * coordinator's placement is accepted.
  *
  * Status lines (time stamped, one per event) go to the params' log: a
- * coordinator connecting, a placement accepted (with the resident memory
- * after it) or refused and why, the owner lost, and the counts served at
- * shutdown.
+ * coordinator connecting, experts hashed, a placement accepted (with the
+ * resident memory after it) or refused and why, the owner lost, and the
+ * counts served at shutdown.
  */
 #ifndef MC_NODE_H
 #define MC_NODE_H

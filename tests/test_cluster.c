@@ -7,8 +7,10 @@
  * bit; with q8_0 on Q8_0/Q4_0 experts too (their kernels quantize the input
  * to Q8_0 anyway); f16 and bf16 must stay within the quantized-model bounds
  * of the fixture README. Models generated at the largest layer and expert
- * counts (48 layers; 94 layers of 128 experts, 8 used) are exact too. A node with another model is refused by name, a
- * missing node fails within the timeout, a node killed mid-run is
+ * counts (48 layers; 94 layers of 128 experts, 8 used) are exact too. A
+ * node with another model, or with a copy of ours whose weights differ in
+ * one expert it is given, is refused by name, a
+ * node down at start is computed around until it joins, a node killed mid-run is
  * replaced by local computation with unchanged logits, and one started
  * again on its endpoint rejoins.
  */
@@ -453,6 +455,54 @@ static void test_other_model_refused(void **state) {
     assert_non_null(strstr(err, "node-1"));
     assert_non_null(strstr(err, "fingerprint"));
     mc_engine_destroy(&e);
+    s_stop(&ns);
+    mc_model_destroy(&m);
+}
+
+// A node serving a copy of the model with the same header and one weight
+// byte flipped (expert 5 of layer 1): the fingerprint agrees, the placement
+// is refused with a message naming that expert, and the cluster does not
+// start. With that expert computed here instead, the node's share is the
+// coordinator's weights: it serves, and the logits are one machine's.
+static void test_other_weights_refused(void **state) {
+    (void)state;
+    char path[512], copy[600], want[MC_ERR_LEN * 2], err[MC_ERR_LEN] = "";
+    mc_model_t *m = s_fixture("tiny-f32.gguf", path, sizeof path);
+    if (!m) skip();
+    size_t len;
+    uint8_t *bytes = mc_test_read_file(path, &len);
+    assert_non_null(bytes);
+    bytes[(size_t)(m->layers[1].experts[5].down.data - mc_gguf_base(m->gguf)) + 8] ^= 0x01;
+    snprintf(copy, sizeof copy, "%s/other-weights.gguf", s_dir);
+    FILE *f = fopen(copy, "wb");
+    assert_true(f && fwrite(bytes, 1, len, f) == len && fclose(f) == 0);
+    free(bytes);
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_place_t all[] = {{"all", NULL}};
+    s_start(&ns, copy, all, 1, MC_WIRE_F32, NULL);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 16;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_null(mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err));
+    snprintf(want, sizeof want,
+             "node node-1 (%s) refused the placement: its model file differs from the coordinator's: expert 5 of layer "
+             "1 has other weights (1 of the 16 experts placed differs); start this node with the coordinator's GGUF file",
+             ns.procs[0].endpoint);
+    assert_string_equal(err, want);
+    mc_engine_destroy(&e);
+    s_stop(&ns);
+
+    s_place_t but5[] = {{"0-4, 6-7", NULL}};
+    s_start(&ns, copy, but5, 1, MC_WIRE_F32, "5");
+    s_load_ids("p0_fox");
+    int32_t g_local[4], g_remote[4];
+    float *ref = s_logits(m, NULL, g_local, 4);
+    float *got = s_logits(m, ns.cfg, g_remote, 4);
+    assert_memory_equal(got, ref, s_n_ids * m->hp.n_vocab * sizeof(float));
+    assert_memory_equal(g_remote, g_local, sizeof g_local);
+    printf("[cluster] a node with other weights in expert 5 of layer 1: refused by name; without that expert, "
+           "logits bit-identical\n");
+    free(ref), free(got);
     s_stop(&ns);
     mc_model_destroy(&m);
 }
@@ -1315,6 +1365,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_kill_auto, s_stop_live),
         cmocka_unit_test_teardown(test_kill_q8_0_lossy, s_stop_live),
         cmocka_unit_test_teardown(test_other_model_refused, s_stop_live),
+        cmocka_unit_test_teardown(test_other_weights_refused, s_stop_live),
         cmocka_unit_test_teardown(test_starts_with_node_down, s_stop_live),
         cmocka_unit_test_teardown(test_node_killed_and_back, s_stop_live),
         cmocka_unit_test_teardown(test_node_restarted_quickly, s_stop_live),

@@ -1,9 +1,10 @@
 /*
  * test_node: an expert node served from a thread of this process on
  * tcp://127.0.0.1 (a free port), talked to through DEALER sockets as a
- * coordinator would. Checks the handshake, placements and their ownership,
- * that results are bit-identical to computing the same rows locally (f32
- * and Q8_0 wires), and that malformed messages are refused or dropped while
+ * coordinator would. Checks the handshake, placements, their ownership and
+ * the weights they name (a file with other weights is refused), that
+ * results are bit-identical to computing the same rows locally (f32 and
+ * Q8_0 wires), and that malformed messages are refused or dropped while
  * the node keeps serving. Each test's teardown stops the node and closes
  * every socket even when the test fails.
  */
@@ -30,11 +31,13 @@
 #include "moe.pb-c.h"
 #include "node.h"
 #include "pool.h"
+#include "slice_index.h"
 #include "testutil.h"
 #include "wire.h"
 
 #define NAME "test-node"
 #define MAX_CLIENTS 3
+#define MAX_PAIRS 16 // every model here: 2 layers x 8 experts
 
 static char s_dir[256];
 
@@ -48,7 +51,21 @@ typedef struct {
     void *zctx;
     void *clients[MAX_CLIENTS];
     mc_wire_limits_t lim; // what a coordinator accepts from this node
+    char path[512];       // the node's model
+    uint8_t hashes[MAX_PAIRS * MC_SLICE_HASH_BYTES]; // of the last placement s_assign_msg made
 } s_fix_t;
+
+// The slice hashes of the pairs in held, as a coordinator with the model
+// at path sends them (held's order).
+static void s_hashes(const char *path, const uint8_t *held, uint8_t *out) {
+    mc_model_t *m = mc_model_open(path, NULL);
+    assert_non_null(m);
+    assert_true(m->hp.n_layer * m->hp.n_expert <= MAX_PAIRS);
+    for (uint32_t l = 0, n = 0; l < m->hp.n_layer; l++)
+        for (uint32_t e = 0; e < m->hp.n_expert; e++)
+            if (held[l * m->hp.n_expert + e]) assert_int_equal(mc_slice_hash(m, l, e, out + n++ * MC_SLICE_HASH_BYTES), MC_OK);
+    mc_model_destroy(&m);
+}
 
 static const char *s_model(const char *name, mc_dtype_t type, uint32_t dim, uint32_t ffn, char *path, size_t cap) {
     char err[MC_ERR_LEN];
@@ -84,6 +101,7 @@ static void *s_start(s_fix_t *f, const char *path, uint32_t lease_ms) {
     p.model = path, p.listen = "tcp://127.0.0.1:*", p.name = NAME, p.threads = 2, p.lease_ms = lease_ms;
     f->node = mc_node_new(&p, err);
     if (!f->node) fail_msg("node: %s", err);
+    snprintf(f->path, sizeof f->path, "%s", path);
     assert_int_equal(strncmp(mc_node_endpoint(f->node), "tcp://127.0.0.1:", 16), 0);
     assert_int_equal(pthread_create(&f->thread, NULL, s_serve, f), 0);
     f->running = true;
@@ -182,9 +200,16 @@ static void s_heartbeat(s_fix_t *f, void *sock, uint64_t seq) {
     mc_wire_msg_free(&r);
 }
 
+// A placement of held for session, with the right hashes (in f->hashes).
+static mc_wire_msg_t s_assign_msg(s_fix_t *f, uint64_t id, uint64_t session, const uint8_t *held) {
+    s_hashes(f->path, held, f->hashes);
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = id};
+    m.u.assign = (mc_wire_assign_t){session, f->lim.n_layer, f->lim.n_expert, (uint8_t *)held, f->hashes};
+    return m;
+}
+
 static void s_assign(s_fix_t *f, void *sock, uint64_t session, const uint8_t *held, mc_wire_ready_t *ready) {
-    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 500 + session}, r;
-    m.u.assign = (mc_wire_assign_t){session, f->lim.n_layer, f->lim.n_expert, (uint8_t *)held};
+    mc_wire_msg_t m = s_assign_msg(f, 500 + session, session, held), r;
     s_call(f, sock, &m, &r);
     if (r.kind != MC_WIRE_MSG_READY)
         fail_msg("assignment refused: %s", r.kind == MC_WIRE_MSG_ERROR ? r.u.error.message : mc_wire_kind_name(r.kind));
@@ -407,8 +432,10 @@ static void test_auto_wire_every_weight_type(void **state) {
         const mc_wire_limits_t lim = mc_wire_limits(m);
         uint8_t held[2 * 8];
         memset(held, 1, sizeof held);
+        uint8_t hashes[MAX_PAIRS * MC_SLICE_HASH_BYTES];
+        s_hashes(path, held, hashes);
         mc_wire_msg_t a = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 1}, r;
-        a.u.assign = (mc_wire_assign_t){9, 2, 8, held};
+        a.u.assign = (mc_wire_assign_t){9, 2, 8, held, hashes};
         s_handle(n, &lim, &a, &r);
         assert_int_equal(r.kind, MC_WIRE_MSG_READY);
         mc_wire_msg_free(&r);
@@ -524,25 +551,24 @@ static void test_placement_ownership(void **state) {
     uint8_t p1[16] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0};
     uint8_t p2[16] = {0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0};
     s_assign(f, a, 1, p1, NULL);
-    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 70};
-    m.u.assign = (mc_wire_assign_t){2, 2, 8, p2};
+    mc_wire_msg_t m = s_assign_msg(f, 70, 2, p2);
     s_expect_error(f, b, &m, "already serving a different placement for coordinator session 0000000000000001");
     m.u.assign.session_id = 3; // the same socket with a new session is another coordinator too
     s_expect_error(f, a, &m, "different placement");
     s_assign(f, b, 2, p1, NULL); // the same placement: fine
     s_assign(f, a, 1, p2, NULL); // its owner may change it
-    m.u.assign = (mc_wire_assign_t){2, 2, 8, p1};
+    m = s_assign_msg(f, 70, 2, p1);
     s_expect_error(f, b, &m, "different placement");
     // Once the owner has been silent for longer than the lease, the placement is free.
     usleep(1300 * 1000);
     s_assign(f, b, 2, p1, NULL);
-    m.u.assign = (mc_wire_assign_t){1, 2, 8, p2};
+    m = s_assign_msg(f, 70, 1, p2);
     s_expect_error(f, a, &m, "coordinator session 0000000000000002");
     // A placement belongs to the session, not the socket: the owner coming
     // back on a new connection (as after losing the node) may change it.
     void *c = s_client(f, 2);
     s_assign(f, c, 2, p2, NULL);
-    m.u.assign = (mc_wire_assign_t){1, 2, 8, p1};
+    m = s_assign_msg(f, 70, 1, p1);
     s_expect_error(f, a, &m, "coordinator session 0000000000000002");
 }
 
@@ -564,6 +590,7 @@ static void test_status_lines(void **state) {
     f->running = true;
     mc_model_t *m = mc_model_open(path, err);
     f->lim = mc_wire_limits(m);
+    snprintf(f->path, sizeof f->path, "%s", path);
     void *a = s_client(f, 0), *b = s_client(f, 1);
     mc_wire_msg_t h = {.kind = MC_WIRE_MSG_HELLO, .request_id = 1}, r;
     h.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "coord-a",
@@ -573,8 +600,7 @@ static void test_status_lines(void **state) {
     mc_wire_msg_free(&r);
     uint8_t p1[16] = {1, 1}, p2[16] = {0, 0, 1};
     s_assign(f, a, 0xabc, p1, NULL);
-    mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 9};
-    as.u.assign = (mc_wire_assign_t){0xdef, 2, 8, p2};
+    mc_wire_msg_t as = s_assign_msg(f, 9, 0xdef, p2);
     s_expect_error(f, b, &as, "different placement");
     usleep(500 * 1000); // the lease (300 ms) runs out: one "lost" line
     s_assign(f, b, 0xdef, p2, NULL);
@@ -605,6 +631,100 @@ static void test_status_lines(void **state) {
         assert_true(line[4] == '-' && line[10] == ' ' && line[13] == ':');
         if (!strchr(line, '\n')) break;
     }
+    free(text);
+}
+
+// A node whose file has the coordinator's header but one other weight byte
+// (in expert 5 of layer 1): a placement naming that expert is refused,
+// naming it, and the node keeps the placement it had; one without it is
+// accepted (a node multiplies nothing else). The node hashed only what
+// placements named, and a restart loads the hashes saved beside its file.
+static void test_other_weights_refused(void **state) {
+    (void)state;
+    char path[512], copy[600], logpath[600], want[700], err[MC_ERR_LEN];
+    s_model("f32", MC_DTYPE_F32, 64, 128, path, sizeof path);
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    const size_t at = (size_t)(m->layers[1].experts[5].up.data - mc_gguf_base(m->gguf)) + 8;
+    const mc_wire_limits_t lim = mc_wire_limits(m);
+    mc_model_destroy(&m);
+    size_t len;
+    uint8_t *bytes = mc_test_read_file(path, &len);
+    assert_non_null(bytes);
+    bytes[at] ^= 0x01;
+    snprintf(copy, sizeof copy, "%s/other-weights.gguf", s_dir);
+    FILE *fc = fopen(copy, "wb");
+    assert_true(fc && fwrite(bytes, 1, len, fc) == len && fclose(fc) == 0);
+    free(bytes);
+    snprintf(logpath, sizeof logpath, "%s/other-weights.log", s_dir);
+    FILE *log = fopen(logpath, "w");
+    mc_node_params_t p = mc_node_params_default();
+    p.model = copy, p.name = NAME, p.threads = 2, p.log = log;
+    mc_node_t *n = mc_node_new(&p, err);
+    if (!n) fail_msg("%s", err);
+
+    uint8_t two[16] = {[0] = 1, [9] = 1}, all[16], hashes[MAX_PAIRS * MC_SLICE_HASH_BYTES];
+    memset(all, 1, sizeof all);
+    mc_wire_msg_t a = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 1}, r;
+    s_hashes(path, two, hashes);
+    a.u.assign = (mc_wire_assign_t){1, 2, 8, two, hashes};
+    s_handle(n, &lim, &a, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_READY);
+    assert_int_equal(r.u.ready.n_pairs, 2);
+    mc_wire_msg_free(&r);
+
+    s_hashes(path, all, hashes);
+    a.request_id = 2, a.u.assign.held = all;
+    s_handle(n, &lim, &a, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_int_equal(r.u.error.code, MC_ERR_ARG);
+    assert_string_equal(r.u.error.message,
+                        "node " NAME ": its model file differs from the coordinator's: expert 5 of layer 1 has other "
+                        "weights (1 of the 16 experts placed differs); start this node with the coordinator's GGUF file");
+    mc_wire_msg_free(&r);
+    // The placement it had stands: experts 0 of layer 0 and 1 of layer 1.
+    s_batch_t b = s_batch(&lim, two, 3, 5);
+    mc_wire_msg_t q = {.kind = MC_WIRE_MSG_REQUEST, .request_id = 3};
+    q.u.request = (mc_wire_request_t){0, MC_WIRE_F32, b.n, b.dim, (uint8_t *)b.x, (size_t)b.n * b.dim * 4, b.k,
+                                      b.experts, b.weights, MC_WIRE_F32};
+    s_handle(n, &lim, &q, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_RESULT);
+    mc_wire_msg_free(&r);
+    s_batch_free(&b);
+    all[1 * 8 + 5] = 0;
+    s_hashes(path, all, hashes);
+    a.request_id = 4;
+    s_handle(n, &lim, &a, &r);
+    assert_int_equal(r.kind, MC_WIRE_MSG_READY);
+    assert_int_equal(r.u.ready.n_pairs, 15);
+    mc_wire_msg_free(&r);
+    mc_node_destroy(&n);
+    fclose(log);
+
+    char *text = (char *)mc_test_read_file(logpath, NULL);
+    snprintf(want, sizeof want, "expert 5 of layer 1 of %s: slice hash ", copy);
+    const char *const lines[] = {
+        "hashed the weights of 2 experts (0.2 MiB) in ",
+        "; saved to ",
+        "hashed the weights of 14 experts (1.3 MiB) in ",
+        want,
+        "refused the placement of session 0000000000000001 from a direct caller: its model file differs from the "
+        "coordinator's: expert 5 of layer 1 has other weights",
+        "placement of session 0000000000000001 from a direct caller accepted: 15 experts in 2 layers",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        if (!strstr(text, lines[i])) fail_msg("the log lacks '%s':\n%s", lines[i], text);
+    assert_null(strstr(text, "hashed the weights of 16"));
+    free(text);
+
+    p.log = log = fopen(logpath, "w");
+    n = mc_node_new(&p, err);
+    assert_non_null(n);
+    mc_node_destroy(&n);
+    fclose(log);
+    text = (char *)mc_test_read_file(logpath, NULL);
+    snprintf(want, sizeof want, "slice hashes of 16 of 16 experts loaded from %s.mcidx", copy);
+    if (!strstr(text, want)) fail_msg("the log lacks '%s':\n%s", want, text);
     free(text);
 }
 
@@ -680,8 +800,7 @@ static void test_release_frees_placement(void **state) {
     void *b = s_client(f, 1);
     uint8_t p1[16] = {1, 1}, p2[16] = {0, 0, 1, 1};
     s_assign(f, a, 1, p1, NULL);
-    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 70}, r;
-    m.u.assign = (mc_wire_assign_t){2, 2, 8, p2};
+    mc_wire_msg_t m = s_assign_msg(f, 70, 2, p2), r;
     s_call(f, b, &m, &r);
     assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
     assert_int_equal(r.u.error.code, MC_ERR_BUSY); // try later, not a mistake
@@ -941,6 +1060,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_malformed_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_placement_ownership, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_status_lines, s_setup, s_teardown),
+        cmocka_unit_test(test_other_weights_refused),
         cmocka_unit_test_setup_teardown(test_curve_strangers_refused, s_setup, s_teardown),
         cmocka_unit_test(test_exposed_without_keys_warns),
         cmocka_unit_test(test_handle_without_socket),

@@ -1,8 +1,10 @@
 /*
  * test_wire: the wire codec. Every message survives an encode/decode round
- * trip; row encodings are exactly the project's conversions; the decoder
- * rejects every malformed field with a clear message, every truncation of a
- * valid message, and survives random and mutated bytes.
+ * trip; row encodings are exactly the project's conversions; a placement's
+ * slice hashes are exactly one per pair, in held's order whatever the
+ * listing order; the decoder rejects every malformed field with a clear
+ * message, every truncation of a valid message, and survives random and
+ * mutated bytes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -155,21 +157,90 @@ static void test_roundtrip_small_messages(void **state) {
     mc_wire_msg_free(&out);
 }
 
+// Made-up slice hashes: pair i's bytes are i * 32 + b.
+static void s_fake_hashes(uint8_t *h, size_t pairs) {
+    for (size_t i = 0; i < pairs * MC_WIRE_HASH_BYTES; i++) h[i] = (uint8_t)i;
+}
+
 static void test_roundtrip_assign(void **state) {
     (void)state;
-    uint8_t held[N_LAYER * N_EXPERT] = {0};
+    uint8_t held[N_LAYER * N_EXPERT] = {0}, hashes[4 * MC_WIRE_HASH_BYTES];
     held[0 * N_EXPERT + 0] = held[0 * N_EXPERT + 7] = held[2 * N_EXPERT + 3] = held[3 * N_EXPERT + 1] = 1;
+    s_fake_hashes(hashes, 4);
     mc_wire_msg_t in = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 9}, out;
-    in.u.assign = (mc_wire_assign_t){.session_id = 0xabcdef, .n_layer = N_LAYER, .n_expert = N_EXPERT, .held = held};
+    in.u.assign = (mc_wire_assign_t){.session_id = 0xabcdef, .n_layer = N_LAYER, .n_expert = N_EXPERT, .held = held,
+                                     .hashes = hashes};
     s_decode_ok(&s_lim, &in, &out);
     assert_true(out.u.assign.session_id == 0xabcdef);
     assert_memory_equal(out.u.assign.held, held, sizeof held);
+    assert_memory_equal(out.u.assign.hashes, hashes, sizeof hashes);
     mc_wire_msg_free(&out);
-    // An empty placement (release everything) is valid too.
+    // An empty placement (release everything) is valid too, without hashes.
     memset(held, 0, sizeof held);
+    in.u.assign.hashes = NULL;
     s_decode_ok(&s_lim, &in, &out);
     assert_memory_equal(out.u.assign.held, held, sizeof held);
     mc_wire_msg_free(&out);
+}
+
+// An Assign made directly as protobuf (any listing order): layer 2 with
+// experts 5 and 1, then layer 0 with expert 6; hashes in that order, with
+// `extra` bytes more (negative: fewer).
+static uint8_t *s_raw_assign(int extra, size_t *len) {
+    uint32_t e2[] = {5, 1}, e0[] = {6};
+    Mc__LayerExperts l2 = MC__LAYER_EXPERTS__INIT, l0 = MC__LAYER_EXPERTS__INIT;
+    l2.layer = 2, l2.n_experts = 2, l2.experts = e2;
+    l0.layer = 0, l0.n_experts = 1, l0.experts = e0;
+    Mc__LayerExperts *layers[] = {&l2, &l0};
+    static uint8_t hashes[4 * MC_WIRE_HASH_BYTES];
+    s_fake_hashes(hashes, 4);
+    Mc__Assign a = MC__ASSIGN__INIT;
+    a.session_id = 5, a.n_layers = 2, a.layers = layers;
+    a.hashes.data = hashes, a.hashes.len = (size_t)(3 * MC_WIRE_HASH_BYTES + extra);
+    Mc__Envelope env = MC__ENVELOPE__INIT;
+    env.request_id = 77, env.body_case = MC__ENVELOPE__BODY_ASSIGN, env.assign = &a;
+    uint8_t *buf = malloc(mc__envelope__get_packed_size(&env));
+    *len = mc__envelope__pack(&env, buf);
+    return buf;
+}
+
+// Every listed pair carries exactly one 32-byte hash; the decoder hands
+// them out in held's order (layer by layer, experts ascending) whatever the
+// listing order.
+static void test_assign_hashes(void **state) {
+    (void)state;
+    size_t len;
+    uint8_t *buf = s_raw_assign(0, &len);
+    mc_wire_msg_t out;
+    char err[MC_ERR_LEN] = "";
+    assert_int_equal(mc_wire_decode(&s_lim, buf, len, &out, NULL, err), MC_OK);
+    free(buf);
+    const uint8_t *h = out.u.assign.hashes;
+    assert_true(out.u.assign.held[0 * N_EXPERT + 6] && out.u.assign.held[2 * N_EXPERT + 1] &&
+                out.u.assign.held[2 * N_EXPERT + 5]);
+    // Listed: (2,5) (2,1) (0,6) = hashes 0, 1, 2; held order: (0,6) (2,1) (2,5).
+    assert_int_equal(h[0 * MC_WIRE_HASH_BYTES], (uint8_t)(2 * MC_WIRE_HASH_BYTES));
+    assert_int_equal(h[1 * MC_WIRE_HASH_BYTES], (uint8_t)(1 * MC_WIRE_HASH_BYTES));
+    assert_int_equal(h[2 * MC_WIRE_HASH_BYTES], 0);
+    assert_int_equal(h[2 * MC_WIRE_HASH_BYTES + 31], 31);
+    mc_wire_msg_free(&out);
+    // One byte short or over, none, a pair's worth too many.
+    const int lengths[] = {-1, 1, -3 * MC_WIRE_HASH_BYTES, MC_WIRE_HASH_BYTES};
+    const char *const said[] = {"carries 95 bytes of slice hashes for 3 (layer, expert) pairs, expected 32 per pair",
+                                "carries 97 bytes", "carries 0 bytes", "carries 128 bytes"};
+    for (int i = 0; i < 4; i++) {
+        buf = s_raw_assign(lengths[i], &len);
+        uint64_t bad = 0;
+        assert_int_equal(mc_wire_decode(&s_lim, buf, len, &out, &bad, err), MC_ERR_FORMAT);
+        if (!strstr(err, said[i])) fail_msg("'%s' lacks '%s'", err, said[i]);
+        assert_true(bad == 77);
+        free(buf);
+    }
+    // The encoder leaves the hashes out when given none: refused too.
+    uint8_t held[N_LAYER * N_EXPERT] = {[3] = 1};
+    mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 78};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT, held, NULL};
+    s_expect_reject(&s_lim, &m, MC_ERR_FORMAT, "carries 0 bytes of slice hashes for 1 (layer, expert) pairs");
 }
 
 static void test_roundtrip_request_result(void **state) {
@@ -456,11 +527,11 @@ static void test_rejects_bad_other_messages(void **state) {
     uint8_t big[(N_LAYER + 1) * N_EXPERT] = {0};
     big[N_LAYER * N_EXPERT + 2] = 1;
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 11};
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER + 1, N_EXPERT, big};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER + 1, N_EXPERT, big, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names layer 4");
     uint8_t wide[N_LAYER * (N_EXPERT + 1)] = {0};
     wide[N_EXPERT] = 1; // layer 0, expert 8
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT + 1, wide};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT + 1, wide, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names expert 8 of layer 0");
 
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_HELLO, .request_id = 12};
@@ -644,12 +715,13 @@ static void test_max_message_size_covers_largest_request(void **state) {
 static void s_all_valid(uint8_t **bufs, size_t *lens, int *n) {
     s_req_t r;
     s_req_init(&r);
-    uint8_t held[N_LAYER * N_EXPERT] = {[3] = 1, [17] = 1};
+    uint8_t held[N_LAYER * N_EXPERT] = {[3] = 1, [17] = 1}, hashes[2 * MC_WIRE_HASH_BYTES];
+    s_fake_hashes(hashes, 2);
     mc_wire_msg_t ms[9] = {
         {.kind = MC_WIRE_MSG_HELLO, .request_id = 300, .u.hello = {1, 99, "n", 2, 3}},
         {.kind = MC_WIRE_MSG_ERROR, .request_id = 301, .u.error = {MC_ERR_NET, "gone"}},
         {.kind = MC_WIRE_MSG_HEARTBEAT, .request_id = 302, .u.heartbeat = 5},
-        {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 303, .u.assign = {8, N_LAYER, N_EXPERT, held}},
+        {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 303, .u.assign = {8, N_LAYER, N_EXPERT, held, hashes}},
         {.kind = MC_WIRE_MSG_READY, .request_id = 304, .u.ready = {1, 2}},
         r.msg,
         {.kind = MC_WIRE_MSG_RESULT, .request_id = 306, .u.result = {1, DIM, MC_WIRE_BF16, (uint8_t *)r.x, DIM * 2, 9}},
@@ -734,6 +806,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_small_messages),
         cmocka_unit_test(test_roundtrip_assign),
+        cmocka_unit_test(test_assign_hashes),
         cmocka_unit_test(test_roundtrip_request_result),
         cmocka_unit_test(test_row_encodings),
         cmocka_unit_test(test_block_encodings),

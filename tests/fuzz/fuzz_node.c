@@ -16,6 +16,7 @@
 #include "mkmodel.h"
 #include "model.h"
 #include "node.h"
+#include "slice_index.h"
 #include "wire.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -70,10 +71,12 @@ static void s_target_init(s_target_t *t, mc_dtype_t type, uint32_t dim, mc_wire_
     msg.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "c"};
     snprintf(seed, sizeof seed, "hello-%s", tag);
     s_feed(t, &msg, MC_WIRE_MSG_HELLO, seed);
-    uint8_t held[2 * 4];
+    uint8_t held[2 * 4], hashes[2 * 4 * MC_SLICE_HASH_BYTES];
     memset(held, 1, sizeof held);
+    for (uint32_t i = 0; i < 2 * 4; i++)
+        if (mc_slice_hash(m, i / 4, i % 4, hashes + i * MC_SLICE_HASH_BYTES) != MC_OK) abort();
     msg = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ASSIGN, .request_id = 2};
-    msg.u.assign = (mc_wire_assign_t){.session_id = 3, .n_layer = 2, .n_expert = 4, .held = held};
+    msg.u.assign = (mc_wire_assign_t){.session_id = 3, .n_layer = 2, .n_expert = 4, .held = held, .hashes = hashes};
     snprintf(seed, sizeof seed, "assign-%s", tag);
     s_feed(t, &msg, MC_WIRE_MSG_READY, seed);
     float *x = malloc(3 * dim * sizeof(float));

@@ -36,10 +36,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_HEARTBEAT, .request_id = 2};
     m.u.heartbeat = 7;
     s_seed("heartbeat", &m);
-    uint8_t held[4 * 8];
+    uint8_t held[4 * 8], hashes[4 * 8 * MC_WIRE_HASH_BYTES];
     for (int i = 0; i < 4 * 8; i++) held[i] = (uint8_t)(i % 3 == 0);
+    for (size_t i = 0; i < sizeof hashes; i++) hashes[i] = (uint8_t)(i * 13);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ASSIGN, .request_id = 3};
-    m.u.assign = (mc_wire_assign_t){.session_id = 9, .n_layer = 4, .n_expert = 8, .held = held};
+    m.u.assign = (mc_wire_assign_t){.session_id = 9, .n_layer = 4, .n_expert = 8, .held = held, .hashes = hashes};
     s_seed("assign", &m);
     // Two q8_0 rows of 64 values (2 blocks each) for experts 0 and 2.
     uint8_t rows[2 * 2 * 34];
