@@ -32,11 +32,15 @@ mc_wire_limits_t mc_wire_limits(const mc_model_t *m) {
 }
 
 int64_t mc_wire_max_msg_bytes(const mc_wire_limits_t *lim) {
-    // The biggest message is a request of max_rows f32 rows; a row's route
+    // The biggest message is a request of max_rows f32 rows (a row's route
     // costs at most 16 bytes of framing plus a 5-byte varint and a 4-byte
-    // float per pair. 64 KiB covers the envelope and every small message.
+    // float per pair), or a placement of every pair with its 32-byte hash
+    // (a layer's entry: framing, ids of up to 5 bytes, a hash each). 64 KiB
+    // covers the envelope and every small message.
     uint64_t per_row = (uint64_t)lim->dim * 4 + 16 + (uint64_t)lim->k_max * 9;
-    uint64_t total = (uint64_t)lim->max_rows * per_row + 65536;
+    uint64_t request = (uint64_t)lim->max_rows * per_row;
+    uint64_t assign = (uint64_t)lim->n_layer * (16 + (uint64_t)lim->n_expert * (5 + MC_WIRE_HASH_BYTES + 2));
+    uint64_t total = (request > assign ? request : assign) + 65536;
     return total > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)total;
 }
 

@@ -641,15 +641,25 @@ static void test_roundtrip_assign_largest(void **state) {
         uint8_t *held = calloc((size_t)nl * ne, 1);
         for (uint32_t l = 0; l < nl; l++)
             for (uint32_t e = shapes[i].first; e <= shapes[i].last; e++) held[(size_t)l * ne + e] = 1;
+        // Every listed pair carries its 32-byte slice hash.
+        const size_t pairs = (size_t)nl * (shapes[i].last - shapes[i].first + 1);
+        uint8_t *hashes = malloc(pairs * MC_WIRE_HASH_BYTES);
+        for (size_t b = 0; b < pairs * MC_WIRE_HASH_BYTES; b++) hashes[b] = (uint8_t)(b * 131 + 7);
         mc_wire_msg_t in = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = UINT64_MAX}, out;
-        in.u.assign = (mc_wire_assign_t){.session_id = UINT64_MAX, .n_layer = nl, .n_expert = ne, .held = held};
+        in.u.assign = (mc_wire_assign_t){.session_id = UINT64_MAX, .n_layer = nl, .n_expert = ne, .held = held,
+                                         .hashes = hashes};
+        size_t len;
+        free(s_encode(&in, &len));
+        assert_true((int64_t)len <= mc_wire_max_msg_bytes(&lim)); // ZeroMQ lets it in
         s_decode_ok(&lim, &in, &out);
         assert_true(out.u.assign.session_id == UINT64_MAX);
         assert_int_equal(out.u.assign.n_layer, nl);
         assert_int_equal(out.u.assign.n_expert, ne);
         assert_memory_equal(out.u.assign.held, held, (size_t)nl * ne);
+        // Listed in held's row-major order, so here in the order sent.
+        assert_memory_equal(out.u.assign.hashes, hashes, pairs * MC_WIRE_HASH_BYTES);
         mc_wire_msg_free(&out);
-        free(held);
+        free(held), free(hashes);
     }
 }
 
