@@ -134,6 +134,16 @@ static mc_err_t s_content(const cJSON *c, size_t i, s_owned_t *own, mc_chat_msg_
     return MC_OK;
 }
 
+// How many bytes of s to quote, at most max, cut before a UTF-8 sequence
+// rather than inside one: the error body goes back as JSON, and a client
+// reading it as UTF-8 (Python's json, most) fails on half a character.
+static int s_quote_len(const char *s, size_t max) {
+    size_t n = strnlen(s, max + 1);
+    if (n > max)
+        for (n = max; n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80;) n--;
+    return (int)n;
+}
+
 static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, s_owned_t *own, mc_api_error_t *e) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs) return s_bad(e, "messages", "'messages' is required");
@@ -154,7 +164,8 @@ static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, s_owned_t *ow
         // "developer" is what newer OpenAI clients call the system role.
         const char *name = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
         if (!mc_chat_role_from_name(name, &r->msgs[i].role))
-            return s_bad(e, param, "'%s' is '%.40s': the roles are system, user and assistant", param, role->valuestring);
+            return s_bad(e, param, "'%s' is '%.*s': the roles are system, user and assistant", param,
+                         s_quote_len(role->valuestring, 40), role->valuestring);
         mc_err_t rc = s_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, own, &r->msgs[i], e);
         if (rc) return rc;
         i++;

@@ -91,6 +91,14 @@ static void test_bad_requests(void **state) {
     s_bad("{\"messages\":[{\"content\":\"x\"}]}", true, 400, "messages[0].role", "must be a string");
     s_bad("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", true, 400, "messages[0].role",
           "'messages[0].role' is 'tool': the roles are system, user and assistant");
+    // A long role is quoted in part, never cut inside a character: the
+    // body must stay UTF-8 ('x' x 39, then a 2-byte e-acute over the 40th).
+    s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
+          "messages[0].role", "is 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx': the roles");
+    s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
+          "messages[0].role", "is 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx': the roles");
+    s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
+          "messages[0].role", "is 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9': the roles");
     s_bad("{\"messages\":[{\"role\":\"user\",\"content\":5}]}", true, 400, "messages[0].content",
           "must be a string or an array of text parts");
     s_bad("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]}", true, 400,
