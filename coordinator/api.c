@@ -256,9 +256,14 @@ mc_err_t mc_api_parse(const char *body, size_t len, bool chat, const mc_sampler_
     s_owned_t *own = calloc(1, sizeof *own);
     if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     r.owned_ = own;
-    own->root = cJSON_ParseWithLength(body, len);
+    // cJSON stops after the first value: whatever follows it must be
+    // whitespace, or the body is not JSON (`{...} {...}` is refused, as
+    // strict readers do, rather than read as its first half).
+    const char *end = NULL;
+    own->root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    while (own->root && end && end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
     mc_err_t rc;
-    if (!own->root) rc = s_bad(e, NULL, "the body is not valid JSON");
+    if (!own->root || !end || end != body + len) rc = s_bad(e, NULL, "the body is not valid JSON");
     else if (!cJSON_IsObject(own->root)) rc = s_bad(e, NULL, "the body must be a JSON object");
     else rc = s_fields(own->root, chat, &r, own, e);
     if (rc) {

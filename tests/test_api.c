@@ -135,6 +135,12 @@ static void test_bad_requests(void **state) {
     s_bad(b, true, 400, "stop", "at most 256 bytes");
     s_bad("{\"messages\":[]}", false, 400, "prompt", "'prompt' is required");
     s_bad("{\"prompt\":[\"a\",\"b\"]}", false, 400, "prompt", "must be a string");
+    // Text after the object is not JSON any more (a strict reader, as
+    // OpenAI's or Python's, refuses it); whitespace is.
+    s_bad("{\"prompt\":\"ok\"} {\"prompt\":\"two\"}", false, 400, "", "not valid JSON");
+    s_bad("{\"prompt\":\"ok\"}}", false, 400, "", "not valid JSON");
+    mc_api_request_t ws = s_ok("{\"prompt\":\"ok\"}\r\n \t", false);
+    mc_api_request_free(&ws);
     // Not NUL-terminated input is read only within its length.
     const char body[] = "{\"prompt\":\"ok\"}XXXX";
     mc_api_request_t r;
