@@ -250,6 +250,20 @@ static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, s_ow
     return MC_OK;
 }
 
+// Whether the JSON text body[0..len) holds a \u0000 escape. cJSON's
+// strings are C strings and end at the NUL: the role "user\u0000x" would
+// pass as "user", and a content or a stop string lose their tail without a
+// word. In valid JSON a backslash only starts an escape, so skipping the
+// escaped character keeps "\\u0000" (a backslash, then text) apart.
+static bool s_has_nul(const char *body, size_t len) {
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (body[i] != '\\') continue;
+        if (body[i + 1] == 'u' && len - i >= 6 && !memcmp(body + i + 2, "0000", 4)) return true;
+        i++;
+    }
+    return false;
+}
+
 mc_err_t mc_api_parse(const char *body, size_t len, bool chat, const mc_sampler_params_t *defaults,
                       mc_api_request_t *out, mc_api_error_t *e) {
     mc_api_request_t r = {.chat = chat, .sampling = *defaults};
@@ -265,6 +279,7 @@ mc_err_t mc_api_parse(const char *body, size_t len, bool chat, const mc_sampler_
     mc_err_t rc;
     if (!own->root || !end || end != body + len) rc = s_bad(e, NULL, "the body is not valid JSON");
     else if (!cJSON_IsObject(own->root)) rc = s_bad(e, NULL, "the body must be a JSON object");
+    else if (s_has_nul(body, len)) rc = s_bad(e, NULL, "a string in the body holds a NUL character (\\u0000)");
     else rc = s_fields(own->root, chat, &r, own, e);
     if (rc) {
         mc_api_request_free(&r);

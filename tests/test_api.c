@@ -141,6 +141,14 @@ static void test_bad_requests(void **state) {
     s_bad("{\"prompt\":\"ok\"}}", false, 400, "", "not valid JSON");
     mc_api_request_t ws = s_ok("{\"prompt\":\"ok\"}\r\n \t", false);
     mc_api_request_free(&ws);
+    // A NUL in a string would end it early (cJSON's strings are C strings):
+    // the role "user\0x" would pass as "user", a content lose its tail.
+    s_bad("{\"messages\":[{\"role\":\"user\\u0000x\",\"content\":\"hi\"}]}", true, 400, "", "NUL character");
+    s_bad("{\"prompt\":\"before\\u0000after\"}", false, 400, "", "NUL character");
+    // An escaped backslash before u0000 is text, not a NUL.
+    mc_api_request_t lit = s_ok("{\"prompt\":\"a\\\\u0000b\\\\\"}", false);
+    assert_string_equal(lit.prompt, "a\\u0000b\\");
+    mc_api_request_free(&lit);
     // Not NUL-terminated input is read only within its length.
     const char body[] = "{\"prompt\":\"ok\"}XXXX";
     mc_api_request_t r;
