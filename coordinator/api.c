@@ -134,6 +134,16 @@ static mc_err_t s_content(const cJSON *c, size_t i, s_owned_t *own, mc_chat_msg_
     return MC_OK;
 }
 
+// How many bytes of s to quote, at most max, cut before a UTF-8 sequence
+// rather than inside one: the error body goes back as JSON, and a client
+// reading it as UTF-8 (Python's json, most) fails on half a character.
+static int s_quote_len(const char *s, size_t max) {
+    size_t n = strnlen(s, max + 1);
+    if (n > max)
+        for (n = max; n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80;) n--;
+    return (int)n;
+}
+
 static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, s_owned_t *own, mc_api_error_t *e) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs) return s_bad(e, "messages", "'messages' is required");
@@ -154,7 +164,8 @@ static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, s_owned_t *ow
         // "developer" is what newer OpenAI clients call the system role.
         const char *name = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
         if (!mc_chat_role_from_name(name, &r->msgs[i].role))
-            return s_bad(e, param, "'%s' is '%.40s': the roles are system, user and assistant", param, role->valuestring);
+            return s_bad(e, param, "'%s' is '%.*s': the roles are system, user and assistant", param,
+                         s_quote_len(role->valuestring, 40), role->valuestring);
         mc_err_t rc = s_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, own, &r->msgs[i], e);
         if (rc) return rc;
         i++;
@@ -239,16 +250,36 @@ static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, s_ow
     return MC_OK;
 }
 
+// Whether the JSON text body[0..len) holds a \u0000 escape. cJSON's
+// strings are C strings and end at the NUL: the role "user\u0000x" would
+// pass as "user", and a content or a stop string lose their tail without a
+// word. In valid JSON a backslash only starts an escape, so skipping the
+// escaped character keeps "\\u0000" (a backslash, then text) apart.
+static bool s_has_nul(const char *body, size_t len) {
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (body[i] != '\\') continue;
+        if (body[i + 1] == 'u' && len - i >= 6 && !memcmp(body + i + 2, "0000", 4)) return true;
+        i++;
+    }
+    return false;
+}
+
 mc_err_t mc_api_parse(const char *body, size_t len, bool chat, const mc_sampler_params_t *defaults,
                       mc_api_request_t *out, mc_api_error_t *e) {
     mc_api_request_t r = {.chat = chat, .sampling = *defaults};
     s_owned_t *own = calloc(1, sizeof *own);
     if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     r.owned_ = own;
-    own->root = cJSON_ParseWithLength(body, len);
+    // cJSON stops after the first value: whatever follows it must be
+    // whitespace, or the body is not JSON (`{...} {...}` is refused, as
+    // strict readers do, rather than read as its first half).
+    const char *end = NULL;
+    own->root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    while (own->root && end && end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
     mc_err_t rc;
-    if (!own->root) rc = s_bad(e, NULL, "the body is not valid JSON");
+    if (!own->root || !end || end != body + len) rc = s_bad(e, NULL, "the body is not valid JSON");
     else if (!cJSON_IsObject(own->root)) rc = s_bad(e, NULL, "the body must be a JSON object");
+    else if (s_has_nul(body, len)) rc = s_bad(e, NULL, "a string in the body holds a NUL character (\\u0000)");
     else rc = s_fields(own->root, chat, &r, own, e);
     if (rc) {
         mc_api_request_free(&r);

@@ -2,7 +2,8 @@
  * api: the OpenAI-compatible request and response bodies, as JSON text.
  *
  * mc_api_parse() reads a /v1/chat/completions or /v1/completions body from
- * a buffer (parse(buf, len): tests and the fuzzer feed it directly) and
+ * a buffer (parse(buf, len): tests/test_api.c and tests/fuzz/fuzz_api.c
+ * feed it directly) and
  * checks every field the server uses: types, ranges, roles, the number of
  * stop strings. Fields other servers accept too (top_k, min_p,
  * repeat_penalty, frequency/presence_penalty, seed, safe_prompt) work;

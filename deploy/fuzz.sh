@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # libFuzzer runs over every parser of untrusted bytes: GGUF files (with the
 # tokenizer and model binding behind the reader), text through the byte-level
-# BPE tokenizer and its trainer, wire messages (alone, and
-# handled by a live node with a small model), cluster files, moe-plan's
-# machines files and routing statistics, safetensors files (moe-convert's
-# input), slice index files (kept beside models). Builds the targets with
-# clang, ASan and UBSan into build-fuzz/, starts
-# each corpus from valid inputs (tiny generated models, one message of each
-# kind, example cluster files), then fuzzes.
+# BPE tokenizer and its trainer, wire messages (alone, and handled by a live
+# node with a small model), cluster files, moe-plan's machines files and
+# routing statistics, safetensors files (moe-convert's input), slice index
+# files (kept beside models), and OpenAI request bodies (with both chat
+# formats behind the parser). Builds the targets with clang, ASan and UBSan
+# into build-fuzz/, starts each corpus from valid inputs (tiny generated
+# models, one message of each kind, example cluster files, request bodies),
+# then fuzzes.
 #
 #   deploy/fuzz.sh            each target for 60 s (or $MC_FUZZ_SECONDS)
 #   deploy/fuzz.sh --smoke    a fixed-seed, fixed-length run of each target:
@@ -27,12 +28,12 @@ cmake --build "$dir" -j2 >/dev/null
 
 corpus="$dir/corpus"
 mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_bpe" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config" \
-  "$corpus/fuzz_plan" "$corpus/fuzz_safetensors" "$corpus/fuzz_slice_index"
+  "$corpus/fuzz_plan" "$corpus/fuzz_safetensors" "$corpus/fuzz_slice_index" "$corpus/fuzz_api"
 # Seeds, rewritten every run (the fuzzers add their finds beside them).
 tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-f16-legacy.gguf" "${tiny[@]}" --type F16 --legacy >/dev/null
-for t in fuzz_wire fuzz_node fuzz_safetensors fuzz_slice_index; do
+for t in fuzz_wire fuzz_node fuzz_safetensors fuzz_slice_index fuzz_api; do
   MC_FUZZ_SEEDS="$corpus/$t" "$dir/$t" -runs=0 "$corpus/$t" >/dev/null 2>&1
 done
 cat >"$corpus/fuzz_cluster_config/seed-full.yaml" <<'YAML'
@@ -103,7 +104,7 @@ printf "\001\000It's 2025 \360\237\230\200\377 the end   " >"$corpus/fuzz_bpe/se
 printf '\002\040abab abab, the the theta 123 123' >"$corpus/fuzz_bpe/seed-train.txt"
 
 status=0
-for t in fuzz_gguf fuzz_bpe fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan fuzz_safetensors fuzz_slice_index; do
+for t in fuzz_gguf fuzz_bpe fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan fuzz_safetensors fuzz_slice_index fuzz_api; do
   # Models are the biggest inputs: room for the seeds, not for 1 MB files.
   opts=(-timeout=10 -rss_limit_mb=4096 -max_len=40000 -artifact_prefix="$dir/crash-$t-" -print_final_stats=1)
   if [ "$mode" = --smoke ]; then

@@ -91,6 +91,14 @@ static void test_bad_requests(void **state) {
     s_bad("{\"messages\":[{\"content\":\"x\"}]}", true, 400, "messages[0].role", "must be a string");
     s_bad("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", true, 400, "messages[0].role",
           "'messages[0].role' is 'tool': the roles are system, user and assistant");
+    // A long role is quoted in part, never cut inside a character: the
+    // body must stay UTF-8 ('x' x 39, then a 2-byte e-acute over the 40th).
+    s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
+          "messages[0].role", "is 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx': the roles");
+    s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
+          "messages[0].role", "is 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx': the roles");
+    s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
+          "messages[0].role", "is 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9': the roles");
     s_bad("{\"messages\":[{\"role\":\"user\",\"content\":5}]}", true, 400, "messages[0].content",
           "must be a string or an array of text parts");
     s_bad("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]}", true, 400,
@@ -127,6 +135,20 @@ static void test_bad_requests(void **state) {
     s_bad(b, true, 400, "stop", "at most 256 bytes");
     s_bad("{\"messages\":[]}", false, 400, "prompt", "'prompt' is required");
     s_bad("{\"prompt\":[\"a\",\"b\"]}", false, 400, "prompt", "must be a string");
+    // Text after the object is not JSON any more (a strict reader, as
+    // OpenAI's or Python's, refuses it); whitespace is.
+    s_bad("{\"prompt\":\"ok\"} {\"prompt\":\"two\"}", false, 400, "", "not valid JSON");
+    s_bad("{\"prompt\":\"ok\"}}", false, 400, "", "not valid JSON");
+    mc_api_request_t ws = s_ok("{\"prompt\":\"ok\"}\r\n \t", false);
+    mc_api_request_free(&ws);
+    // A NUL in a string would end it early (cJSON's strings are C strings):
+    // the role "user\0x" would pass as "user", a content lose its tail.
+    s_bad("{\"messages\":[{\"role\":\"user\\u0000x\",\"content\":\"hi\"}]}", true, 400, "", "NUL character");
+    s_bad("{\"prompt\":\"before\\u0000after\"}", false, 400, "", "NUL character");
+    // An escaped backslash before u0000 is text, not a NUL.
+    mc_api_request_t lit = s_ok("{\"prompt\":\"a\\\\u0000b\\\\\"}", false);
+    assert_string_equal(lit.prompt, "a\\u0000b\\");
+    mc_api_request_free(&lit);
     // Not NUL-terminated input is read only within its length.
     const char body[] = "{\"prompt\":\"ok\"}XXXX";
     mc_api_request_t r;
