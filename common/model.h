@@ -5,7 +5,8 @@
  * arch table (no dimension is assumed),
  * checks every tensor's presence, type and shape, and exposes weight
  * matrices as views into the mapped file: nothing is copied except the tiny
- * norm vectors (converted to f32). Expert e of layer l is handed out as
+ * norm vectors (converted to f32), until mc_model_repack copies the Q4_0
+ * matrices a process multiplies into the kernels' layout. Expert e of layer l is handed out as
  * (gate, up, down) whatever the file's layout: merged ffn_*_exps tensors,
  * where the expert is one contiguous byte range, or legacy per-expert
  * ffn_*.E tensors.

@@ -11,15 +11,15 @@
  *      layer's rows for all of its experts), encoded as the file's `wire`
  *      says (`auto`: the activation blocks each expert's kernel makes);
  *   3. computes the local experts while those are in flight;
- *   4. collects the answers; a node that is lost (silent for timeout_ms, or
- *      answering wrongly) has its share computed here from the very bytes
- *      it was sent, as it would have computed it;
- *   5. adds the partial sums in a fixed order (local first, then nodes in
- *      file order), so the result does not depend on timing.
- * With two experts per token every row's sum is the same single addition as
- * on one machine, and with `wire: auto` or f32 every partial has one
- * machine's bits: the logits are identical to the bit, whoever computed
- * what.
+ *   4. collects the answers; a node that is lost (its connection dropped,
+ *      silent for dead_ms or timeout_ms, answering wrongly) or slow (past
+ *      max(slow_ms, 4x its usual time): it then sits out a while) has its
+ *      share computed here from the very bytes it was sent, as it would have
+ *      computed it;
+ *   5. adds each token's rows in slot order from zero, as one machine adds
+ *      its k expert outputs, so the result does not depend on timing.
+ * With `wire: auto` or f32 every partial has one machine's bits: the logits
+ * are identical to the bit, whoever computed what.
  *
  * A lost node is probed every retry_ms without blocking the run and takes
  * work again once it is back; mc_cluster_tick() keeps idle links alive

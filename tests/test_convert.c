@@ -10,8 +10,8 @@
  * vocabulary, the same encodings and bit-identical logits through the
  * engine. A BF16 export converts to F32 exactly; Q8_0 equals quantizing the
  * original rows; rows that are not whole blocks fall back to Q8_0 or F16.
- * Qwen3-MoE and OLMoE (which our engine does not run) are checked at the
- * level of names, shapes, keys, vocabulary and merges. Misconfigured and
+ * Qwen3-MoE and OLMoE are checked at the level of names, shapes, keys,
+ * vocabulary and merges too, and run through the engine. Misconfigured and
  * hostile folders must fail with a message naming the problem.
  *
  * MC_TEST_KEEP=1 keeps the folders and converted files (for loading them
