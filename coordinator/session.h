@@ -52,6 +52,10 @@ const char *mc_session_model_id(const mc_session_t *s);
 struct mc_routing;
 struct mc_routing *mc_session_routing(mc_session_t *s);
 
+// Between requests (an idle chat, a server waiting for work): the
+// cluster's heartbeats and probes (mc_cluster_tick). No-op without one.
+void mc_session_tick(mc_session_t *s);
+
 // Per-node statistics and rows routed per expert, as text on f and, when
 // json_path is given, as JSON there. No-op without a cluster.
 mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err);
