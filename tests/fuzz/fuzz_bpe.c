@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpe.h"
 #include "bpe_train.h"
 #include "tokenizer.h"
 

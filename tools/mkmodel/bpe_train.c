@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpe.h"
 #include "tokenizer.h"
 
 #define MC_BPE_MAX_TRAIN_VOCAB (1u << 20)

@@ -9,7 +9,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bpe.h"
 #include "error.h"
 #include "gguf_writer.h"
 
