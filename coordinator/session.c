@@ -131,6 +131,14 @@ struct mc_cluster *mc_session_cluster(mc_session_t *s) { return s->cluster; }
 const char *mc_session_model_id(const mc_session_t *s) { return s->id; }
 struct mc_routing *mc_session_routing(mc_session_t *s) { return s->routing; }
 
+void mc_session_tick(mc_session_t *s) {
+#if MC_HAVE_CLUSTER
+    if (s->cluster) mc_cluster_tick(s->cluster);
+#else
+    (void)s;
+#endif
+}
+
 mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err) {
 #if MC_HAVE_CLUSTER
     if (!s->cluster) return MC_OK;

@@ -52,6 +52,11 @@ const char *mc_session_model_id(const mc_session_t *s);
 struct mc_routing;
 struct mc_routing *mc_session_routing(mc_session_t *s);
 
+// Between requests (a person thinking at the chat prompt): keep the
+// cluster's idle links alive and its probes going (mc_cluster_tick). No-op
+// without a cluster.
+void mc_session_tick(mc_session_t *s);
+
 // Per-node statistics and rows routed per expert, as text on f and, when
 // json_path is given, as JSON there. No-op without a cluster.
 mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err);

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "chat.h"
-#include "cluster.h"
 #include "scheduler.h"
 
 // While a person thinks at the prompt, the cluster's nodes still hear from
@@ -23,14 +22,13 @@
 // Only a terminal is waited on this way: it hands over one line per read, so
 // nothing sits in in's buffer unseen by poll. False on Ctrl-C (EINTR).
 static bool s_idle_wait(mc_session_t *s, FILE *in) {
-    mc_cluster_t *c = mc_session_cluster(s);
-    if (!c || !isatty(fileno(in))) return true;
+    if (!mc_session_cluster(s) || !isatty(fileno(in))) return true;
     for (;;) {
         struct pollfd pfd = {.fd = fileno(in), .events = POLLIN};
         int r = poll(&pfd, 1, S_IDLE_TICK_MS);
         if (r > 0) return true;
         if (r < 0) return errno != EINTR;
-        mc_cluster_tick(c);
+        mc_session_tick(s);
     }
 }
 
