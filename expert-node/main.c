@@ -1,6 +1,7 @@
 /*
  * moe-expert: entry point. Parses the command line, serves until SIGINT or
- * SIGTERM; all the work lives in node.c and common/.
+ * SIGTERM; all the work lives in node.c and common/ (nothing of the
+ * coordinator's is linked in: see CMakeLists.txt).
  */
 #include <signal.h>
 #include <stdatomic.h>
