@@ -123,12 +123,6 @@ static void s_convert_run(mc_matmul_t *mm, const s_conv_t *convs, size_t n) {
         mc_pool_run(mm->pool, s_convert_task, &cs);
 }
 
-void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, void *xa) {
-    const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
-    const s_conv_t c = {k, x, w->n_in, xa, mc_kernel_act_bytes(k, w->n_in), n_tok};
-    s_convert_run(mm, &c, 1);
-}
-
 // Rows r0 .. r1 (multiples of 8) of a Q4_0 matrix through the 8-row
 // kernel: one group of 8 rows at a time, against every token in tiles of up
 // to 4. The group (8 rows, at most a few tens of KB) stays in L1 while all

@@ -55,10 +55,6 @@ mc_isa_t mc_matmul_isa(const mc_matmul_t *mm);
 // w (with the kernel's side data, kernel.h).
 size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n);
 
-// Convert n_tok rows of w->n_in f32 values to the activation type of w's
-// kernel, into xa (n_tok * mc_matmul_act_row_bytes bytes).
-void mc_matmul_convert(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, void *xa);
-
 // y (n_tok, w->n_out) = x (n_tok, w->n_in) times w transposed.
 mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y);
 
@@ -69,9 +65,8 @@ typedef struct {
     uint32_t n_tok;
     float *y;       // (n_tok, w->n_out)
     // Rows already converted for w's kernel, (n_tok, mc_matmul_act_row_bytes)
-    // with the kernel's side data (mc_matmul_convert, or activation blocks
-    // received from the network and completed with mc_kernel_prep); NULL:
-    // convert x.
+    // with the kernel's side data (activation blocks received from the
+    // network and completed with mc_kernel_prep); NULL: convert x.
     const void *xa;
 } mc_matmul_op_t;
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "layer_profile.h"
 #include "model.h"
 #include "parse.h"
 #include "scheduler.h"
@@ -59,6 +60,7 @@ void mc_cli_usage(FILE *f) {
             "       moe-coordinator --model FILE --token-ids 1,415,2936 [--dump-logits FILE] [-n N --temp 0]\n"
             "       moe-coordinator --demo [--chat | --serve] [options]\n"
             "       moe-coordinator --model FILE --profile-routing --prompt-file FILE --routing-stats FILE\n"
+            "       moe-coordinator --model FILE --profile [--threads N] [--name NAME]\n"
             "\n"
             "  --model FILE          GGUF model (llama/Mixtral, qwen3moe, olmoe)\n"
             "  --prompt TEXT         generate a continuation of TEXT (BOS added), streamed to stdout\n"
@@ -99,6 +101,10 @@ void mc_cli_usage(FILE *f) {
             "                        as JSON for moe-plan at the end; with --serve also live at /v1/routing\n"
             "  --profile-routing     run every passage of --prompt-file (blank lines between passages;\n"
             "                        e.g. deploy/corpus/routing.txt) just to collect --routing-stats\n"
+            "  --profile             measure this machine with the model (memory, one expert's step for\n"
+            "                        1..32 rows, the coordinator's work per layer and for the output head)\n"
+            "                        and print it as the coordinator entry for moe-plan; then exit\n"
+            "  --name NAME           with --profile: the machine's name in the entry (default: host name)\n"
             "  --help                this text\n",
             MC_CLI_DEFAULT_N, d.temp, d.top_k, d.top_p, d.min_p, d.repeat_penalty, MC_CLI_DEFAULT_PORT,
             MC_CLI_DEFAULT_PARALLEL);
@@ -155,10 +161,14 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             *sw = true;
             continue;
         }
-        if (!strcmp(a, "--chat") || !strcmp(a, "--serve") || !strcmp(a, "--profile-routing")) {
-            if (o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE || o->mode == MC_CLI_MODE_PROFILE)
-                return mc_err_set(err, MC_ERR_ARG, "--chat, --serve and --profile-routing exclude each other");
-            o->mode = a[2] == 'c' ? MC_CLI_MODE_CHAT : a[2] == 's' ? MC_CLI_MODE_SERVE : MC_CLI_MODE_PROFILE;
+        if (!strcmp(a, "--chat") || !strcmp(a, "--serve") || !strcmp(a, "--profile-routing") ||
+            !strcmp(a, "--profile")) {
+            if (o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE || o->mode == MC_CLI_MODE_PROFILE_ROUTING ||
+                o->mode == MC_CLI_MODE_PROFILE)
+                return mc_err_set(err, MC_ERR_ARG, "--chat, --serve, --profile-routing and --profile exclude each other");
+            o->mode = a[2] == 'c' ? MC_CLI_MODE_CHAT
+                      : a[2] == 's' ? MC_CLI_MODE_SERVE
+                      : a[9] ? MC_CLI_MODE_PROFILE_ROUTING : MC_CLI_MODE_PROFILE;
             continue;
         }
         // Every other flag takes a value.
@@ -166,7 +176,8 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             "--model",   "--prompt",      "-n",          "--temp",      "--top-k",     "--top-p",   "--min-p",
             "--repeat-penalty", "--seed", "--threads",   "--ctx",       "--tokenize",  "--tokenize-file",
             "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
-            "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web", "--routing-stats", "--prompt-file"};
+            "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web", "--routing-stats", "--prompt-file",
+            "--name"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
@@ -186,6 +197,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         else if (!strcmp(a, "--web")) o->web_dir = val;
         else if (!strcmp(a, "--routing-stats")) o->routing_stats = val;
         else if (!strcmp(a, "--prompt-file")) o->prompt_file = val;
+        else if (!strcmp(a, "--name")) o->name = val;
         else if (!strcmp(a, "--nodes")) {
             if (!(rc = mc_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;
         } else if (!strcmp(a, "--port")) {
@@ -215,12 +227,21 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         }
     }
     if (rc) return rc;
-    if (o->mode == MC_CLI_MODE_PROFILE && (!o->prompt_file || !o->routing_stats))
+    if (o->name && o->mode != MC_CLI_MODE_PROFILE) return mc_err_set(err, MC_ERR_ARG, "--name goes with --profile");
+    if (o->mode == MC_CLI_MODE_PROFILE) {
+        if (o->demo || o->cluster || o->prompt || o->tokenize_text || o->tokenize_file || o->ids || o->routing_stats ||
+            o->stats_json || o->prompt_file)
+            return mc_err_set(err, MC_ERR_ARG, "--profile measures this machine with --model alone: only --threads "
+                                               "and --name go with it");
+        if (!o->model) return mc_err_set(err, MC_ERR_ARG, "--model FILE is required");
+        return MC_OK;
+    }
+    if (o->mode == MC_CLI_MODE_PROFILE_ROUTING && (!o->prompt_file || !o->routing_stats))
         return mc_err_set(err, MC_ERR_ARG, "--profile-routing needs --prompt-file FILE and --routing-stats FILE");
-    if (o->prompt_file && o->mode != MC_CLI_MODE_PROFILE)
+    if (o->prompt_file && o->mode != MC_CLI_MODE_PROFILE_ROUTING)
         return mc_err_set(err, MC_ERR_ARG, "--prompt-file goes with --profile-routing");
     const bool interactive = o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE ||
-                             o->mode == MC_CLI_MODE_PROFILE;
+                             o->mode == MC_CLI_MODE_PROFILE_ROUTING;
     if (o->demo) {
         if (o->cluster || o->model || o->tokenize_text || o->tokenize_file || o->ids)
             return mc_err_set(err, MC_ERR_ARG, "--demo makes its own model and cluster: only --prompt, -n, sampling, "
@@ -505,7 +526,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
         cp.sampling = o->sampling, cp.seed_given = o->seed_given, cp.max_tokens = (uint32_t)o->n_predict;
         cp.system = o->system, cp.safe_prompt = o->safe_prompt, cp.stop = stop;
         ret = mc_termchat_run(s, &cp, stdin, stdout);
-    } else if (o->mode == MC_CLI_MODE_PROFILE) {
+    } else if (o->mode == MC_CLI_MODE_PROFILE_ROUTING) {
         ret = s_profile_routing(o, s, stop);
     } else {
 #if MC_HAVE_CLUSTER
@@ -533,6 +554,8 @@ int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop) {
         mc_cli_usage(stdout);
         return 0;
     }
+    if (o->mode == MC_CLI_MODE_PROFILE)
+        return mc_layer_profile_run(o->model, o->name, o->threads, stdout, err) ? s_fail(err) : 0;
     if (o->mode == MC_CLI_MODE_TOKENIZE && !o->cluster) return s_tokenize(o, o->model);
     if (!o->cluster && !o->demo) return s_run_session(o, o->model, NULL, stop);
 #if MC_HAVE_CLUSTER

@@ -1,7 +1,8 @@
 /*
  * cli: the moe-coordinator command line: option parsing into mc_cli_opts_t
  * and the run modes (generate, tokenize, evaluate ids and dump logits,
- * terminal chat, HTTP server, the demo cluster).
+ * terminal chat, HTTP server, the demo cluster, routing statistics, this
+ * machine's profile for moe-plan).
  *
  * Parsing is separate from running so tests can check every flag and error
  * message without starting a model.
@@ -25,7 +26,8 @@ typedef enum {
     MC_CLI_MODE_HELP,
     MC_CLI_MODE_CHAT,         // --chat: interactive terminal chat
     MC_CLI_MODE_SERVE,        // --serve: OpenAI-compatible HTTP server
-    MC_CLI_MODE_PROFILE,      // --profile-routing: run a text corpus for routing statistics
+    MC_CLI_MODE_PROFILE_ROUTING, // --profile-routing: run a text corpus for routing statistics
+    MC_CLI_MODE_PROFILE,      // --profile: measure this machine, print moe-plan's coordinator entry
 } mc_cli_mode_t;
 
 typedef struct {
@@ -57,6 +59,7 @@ typedef struct {
     const char *web_dir;       // --web DIR: serve these files at / instead of the built-in page
     const char *routing_stats; // --routing-stats FILE: routing statistics written at the end
     const char *prompt_file;   // --prompt-file FILE (with --profile-routing)
+    const char *name;          // --name NAME (with --profile): the machine's name in the entry
 } mc_cli_opts_t;
 
 void mc_cli_opts_init(mc_cli_opts_t *o);

@@ -2,7 +2,7 @@
  * session: everything a run of moe-coordinator works with, set up once:
  * the model, its tokenizer, the engine (with a KV cache per sequence slot),
  * the cluster when the experts run on nodes, and the generation loop
- * (common/scheduler.h). The command line, the demo, the terminal chat and the
+ * (gen/scheduler.h). The command line, the demo, the terminal chat and the
  * HTTP server all start here.
  */
 #ifndef MC_SESSION_H

@@ -53,7 +53,7 @@ for e in strings:
 doc = {
     "source": "llama.cpp llama-tokenize -f TEXT --ids --no-bos --no-parse-special --no-escape",
     "llama_cpp_commit": commit,
-    "vocabulary": {"trainer": "mc_bpe_train", "corpus": "built-in (common/bpe_corpus.c)",
+    "vocabulary": {"trainer": "mc_bpe_train", "corpus": "built-in (tools/mkmodel/bpe_corpus.c)",
                    "n_vocab": int(n_vocab), "min_frequency": 1,
                    "architecture": "qwen3moe", "pre": ["qwen2", "olmo"]},
     "strings": out,

@@ -3,8 +3,8 @@
 # test suite: timings). A benchmark-size model whose router favours the low
 # experts (moe-mkmodel --router-skew), a loopback cluster of unequal nodes
 # (`slow`: 1 thread, `fast`: 2 threads) sharing the machine with the
-# coordinator, profiles from moe-expert --profile, a routing trace from
-# moe-bench --routing-stats and the node latencies from a run's stats. Then,
+# coordinator, profiles from moe-coordinator/moe-expert --profile, a routing
+# trace from moe-bench --routing-stats and the node latencies from a run's stats. Then,
 # for several placements (moe-plan's, the naive equal split, ...), the
 # simulator's prediction against moe-bench --cluster --batch B, alternating,
 # medians of REPS.
@@ -44,7 +44,7 @@ cd "$work"
 rm -f ./*.measured
 
 echo "profiles and trace..." >&2
-"$b/moe-expert" --profile --model "$model" --threads 2 --name coord >coord.prof
+"$b/moe-coordinator" --profile --model "$model" --threads 2 --name coord >coord.prof
 "$b/moe-expert" --profile --model "$model" --threads 1 --name slow >slow.prof
 "$b/moe-expert" --profile --model "$model" --threads 2 --name fast >fast.prof
 "$b/moe-bench" --model "$model" --threads 2 -p 16 -n 64 --batch "$batch" --reps 1 --bw-mib 64 \

@@ -1,6 +1,7 @@
 /*
  * moe-expert: entry point. Parses the command line, serves until SIGINT or
- * SIGTERM; all the work lives in node.c and common/.
+ * SIGTERM; all the work lives in node.c and common/ (nothing of the
+ * coordinator's is linked in: see CMakeLists.txt).
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -29,7 +30,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (p.profile) {
-        if (mc_profile_run(p.model, p.name, p.threads, stdout, err) != MC_OK) {
+        const mc_profile_params_t pp = {.model = p.model, .name = p.name, .threads = p.threads};
+        if (mc_profile_run(&pp, stdout, err) != MC_OK) {
             fprintf(stderr, "moe-expert: %s\n", err);
             return 1;
         }

@@ -110,8 +110,8 @@ void mc_node_usage(FILE *f) {
                "                      who reaches the port can use the node: fine on 127.0.0.1, warned\n"
                "                      about on any other address\n"
                "  --profile           measure this machine with the model (memory, one expert's step for\n"
-               "                      1..32 rows, a coordinator's work per layer) and print it as a node\n"
-               "                      entry for moe-plan; then exit\n"
+               "                      1..32 rows) and print it as a node entry for moe-plan; then exit\n"
+               "                      (the coordinator's entry: moe-coordinator --profile)\n"
                "  --help              this text\n",
             MC_NODE_DEFAULT_LEASE_MS);
 }

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bpe.h"
+#include "bpe_train.h"
 #include "gguf_writer.h"
 #include "tokenizer.h"
 

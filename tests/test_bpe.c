@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "bpe.h"
+#include "bpe_train.h"
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "testutil.h"

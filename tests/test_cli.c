@@ -1,8 +1,9 @@
 /*
  * test_cli: the moe-coordinator binary as tools and users call it: --help,
  * --tokenize, --token-ids with --dump-logits and greedy ids against the
- * fixtures, generation on a generated model, and one clear stderr line plus
- * a non-zero exit for every kind of bad input.
+ * fixtures, generation on a generated model, --profile (moe-plan's
+ * coordinator entry), and one clear stderr line plus a non-zero exit for
+ * every kind of bad input.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -194,6 +195,29 @@ static void test_ids_dump_and_greedy(void **state) {
     s_free(&r);
 }
 
+// --profile: the machine's profile plus the coordinator's work per layer
+// and for the head, the coordinator entry of moe-plan's machines file.
+static void test_profile(void **state) {
+    (void)state;
+    char a[4096];
+    snprintf(a, sizeof a, "--model '%s' --profile --threads 1 --name desk", s_model);
+    s_result_t r = s_run(a);
+    if (r.status != 0) fail_msg("status %d: %s", r.status, r.err);
+    static const char *const want[] = {"# moe-coordinator --profile of ", "- name: desk\n", "  memory_mb: ",
+                                       "  threads: 1\n", "  experts:", "      ms: [[1, ", "  layer_ms_1: ",
+                                       "  head_ms_1: ", "  layer_ms_8: ", "  head_ms_8: ", "  local_scale: "};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(r.out, want[i])) fail_msg("no '%s' in:\n%s", want[i], r.out);
+    s_free(&r);
+    snprintf(a, sizeof a, "--model '%s' --profile --prompt hi", s_model);
+    s_expect_error(a, "only --threads and --name go with it");
+    snprintf(a, sizeof a, "--model '%s' --prompt hi --name desk", s_model);
+    s_expect_error(a, "--name goes with --profile");
+    snprintf(a, sizeof a, "--model '%s' --profile --chat", s_model);
+    s_expect_error(a, "exclude each other");
+    s_expect_error("--profile", "--model FILE is required");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),
@@ -201,6 +225,7 @@ int main(void) {
         cmocka_unit_test(test_generate),
         cmocka_unit_test(test_tokenize_fixture),
         cmocka_unit_test(test_ids_dump_and_greedy),
+        cmocka_unit_test(test_profile),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -31,6 +31,7 @@
 #include "moe.pb-c.h"
 #include "node.h"
 #include "pool.h"
+#include "profile.h"
 #include "slice_index.h"
 #include "testutil.h"
 #include "wire.h"
@@ -1039,6 +1040,27 @@ static void test_parse_args(void **state) {
     assert_non_null(strstr(err, "printable ASCII"));
 }
 
+// moe-expert --profile: memory and one expert's step for 1..32 rows, as a
+// node entry for moe-plan; the coordinator's keys are moe-coordinator's.
+static void test_profile(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN], *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    const mc_profile_params_t p = {.model = s_model("prof", MC_DTYPE_Q4_0, 64, 64, path, sizeof path), .name = "pi-1",
+                                   .threads = 1};
+    if (mc_profile_run(&p, f, err) != MC_OK) fail_msg("%s", err);
+    fclose(f);
+    static const char *const want[] = {"# moe-expert --profile of ", "- name: pi-1\n", "  memory_mb: ", "  threads: 1\n",
+                                       "    - types: [Q4_0, Q4_0, Q4_0]\n", "[1, ", "[32, "};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(text, want[i])) fail_msg("no '%s' in:\n%s", want[i], text);
+    assert_null(strstr(text, "layer_ms"));
+    assert_null(strstr(text, "head_ms"));
+    free(text);
+}
+
 static int s_group_setup(void **state) {
     (void)state;
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
@@ -1069,6 +1091,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_resident_memory_follows_share, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stops_promptly, s_setup, s_teardown),
         cmocka_unit_test(test_parse_args),
+        cmocka_unit_test(test_profile),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bpe.h"
+#include "bpe_train.h"
 #include "tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,7 +1,7 @@
 /*
- * web_assets: the files of coordinator/web (the chat page and cluster
+ * web_assets: the files of coordinator/serve/web (the chat page and cluster
  * dashboard), compiled into moe-coordinator at build time by
- * coordinator/embed.cmake, so the server needs nothing beside the binary.
+ * coordinator/serve/embed.cmake, so the server needs nothing beside the binary.
  */
 #ifndef MC_WEB_ASSETS_H
 #define MC_WEB_ASSETS_H

@@ -9,7 +9,8 @@
  * (layer_ms), each token's experts to their holders (its own first, then
  * the replicas of an expert in turn, the same round robin as the cluster),
  * one request per node, and the answers gathered. Time comes from the
- * machines' profiles (`moe-expert --profile`): one expert's step for r rows,
+ * machines' profiles (`moe-expert --profile`, and `moe-coordinator --profile`
+ * for the coordinator's layer_ms and head_ms): one expert's step for r rows,
  * interpolated between the measured row counts; a link's round trip and
  * bandwidth for the bytes of the wire encoding; the coordinator's sends
  * queued on its own link. Machines on one host share its cores: while the

@@ -520,8 +520,8 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     const double t_load = mc_clock_s();
     if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, res.n_batch, err))) rc = MC_ERR_NOMEM;
     if (!rc) {
-        // Repack the Q4_0 weights as a coordinator does (coordinator/
-        // session.c): everything, or with a cluster attached only the
+        // Repack the Q4_0 weights as a coordinator does (its session,
+        // coordinator/session.c): everything, or with a cluster attached only the
         // non-expert matrices (the local experts then read the file's rows,
         // the same bits).
         const double t_repack = mc_clock_s();

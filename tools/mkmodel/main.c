@@ -1,5 +1,5 @@
 /*
- * moe-mkmodel: command-line front end of common/mkmodel: parses flags into
+ * moe-mkmodel: command-line front end of tools/mkmodel: parses flags into
  * mc_mkmodel_params_t and writes a random-weight mixture-of-experts GGUF file.
  *
  * Exit status: 0 written, 1 the write failed, 2 bad command line.

@@ -22,7 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bpe.h"
+#include "bpe_train.h"
 #include "gguf_writer.h"
 #include "quant.h"
 #include "rng.h"

@@ -1,8 +1,8 @@
 /*
  * cluster: the coordinator's side of expert parallelism.
  *
- * mc_cluster_new() connects to every node of a cluster file (coordinator/
- * link.h: handshake, placement, liveness), and mc_cluster_moe() then replaces
+ * mc_cluster_new() connects to every node of a cluster file (link.h:
+ * handshake, placement, liveness), and mc_cluster_moe() then replaces
  * the engine's expert step. Per layer it
  *   1. routes every (row, slot) to a holder: the coordinator itself for the
  *      file's `local` experts, else one of the nodes holding the expert

@@ -6,7 +6,7 @@
  * a single byte here changes the trained vocabulary, and with it the ids in
  * tests/fixtures/bpe_tokenizer_golden.json (deploy/make-bpe-golden.sh).
  */
-#include "bpe.h"
+#include "bpe_train.h"
 
 static const char s_corpus[] =
     // English

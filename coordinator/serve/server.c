@@ -27,9 +27,7 @@
 #include "routing.h"
 #include "web_assets.h"
 
-#if MC_HAVE_CLUSTER
 #include "cluster.h"
-#endif
 
 // How long the engine thread sleeps without work before it looks again
 // (and keeps the nodes' leases with heartbeats).
@@ -221,9 +219,7 @@ static void *s_engine_main(void *arg) {
             mc_scheduler_step(sched, err); // a failure has ended its generations with the message
             continue;
         }
-#if MC_HAVE_CLUSTER
         if (mc_session_cluster(srv->s)) mc_cluster_tick(mc_session_cluster(srv->s));
-#endif
         pthread_mutex_lock(&srv->mu);
         if (!srv->queue && !srv->quit) {
             struct timespec ts;
@@ -566,9 +562,7 @@ static cJSON *s_cluster_json(mc_server_t *srv) {
     if (!counts) return NULL;
     mc_engine_expert_counts(mc_session_engine(srv->s), counts);
     cJSON *root = NULL;
-#if MC_HAVE_CLUSTER
     if (mc_session_cluster(srv->s)) root = mc_cluster_stats_json(mc_session_cluster(srv->s), counts);
-#endif
     if (!root) { // one machine: every expert is local
         root = cJSON_CreateObject();
         cJSON_AddArrayToObject(root, "nodes");
@@ -599,7 +593,6 @@ static cJSON *s_cluster_json(mc_server_t *srv) {
 static enum MHD_Result s_health(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r) {
     cJSON *root = cJSON_CreateObject();
     size_t nodes = 0, alive = 0;
-#if MC_HAVE_CLUSTER
     if (mc_session_cluster(srv->s)) {
         nodes = mc_cluster_n_nodes(mc_session_cluster(srv->s));
         for (size_t i = 0; i < nodes; i++) {
@@ -608,7 +601,6 @@ static enum MHD_Result s_health(mc_server_t *srv, struct MHD_Connection *c, s_re
             alive += st.alive;
         }
     }
-#endif
     // Lost nodes do not stop the service (their experts run here): degraded.
     cJSON_AddStringToObject(root, "status", alive == nodes ? "ok" : "degraded");
     cJSON_AddStringToObject(root, "model", mc_session_model_id(srv->s));

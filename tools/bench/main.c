@@ -1,5 +1,5 @@
 /*
- * moe-bench: command-line front end of common/bench: prompt and generation
+ * moe-bench: command-line front end of tools/bench: prompt and generation
  * speed against the memory-bandwidth bound, or (--kernels) the per-type
  * kernel micro-benchmark.
  *

@@ -1,5 +1,5 @@
 /*
- * moe-keygen: writes a CURVE key pair (common/keys.h) for a node or a
+ * moe-keygen: writes a CURVE key pair (common/net/keys.h) for a node or a
  * coordinator: DIR/NAME.key (the secret key, mode 0600) and DIR/NAME.pub.
  *
  * Exit status: 0 written, 1 it could not be, 2 bad command line.

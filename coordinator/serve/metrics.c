@@ -9,9 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if MC_HAVE_CLUSTER
 #include "cluster.h"
-#endif
 
 #define S_MAX_BUCKETS 16
 
@@ -147,7 +145,6 @@ static void s_hist_put(s_text_t *t, const char *name, const char *labels, const 
     s_put(t, "%s_count%s%s%s %llu\n", name, pl ? "{" : "", plain, pl ? "}" : "", (unsigned long long)count);
 }
 
-#if MC_HAVE_CLUSTER
 // A label value: backslash, quote and newline escaped.
 static void s_label(const char *v, char *out, size_t cap) {
     size_t o = 0;
@@ -199,7 +196,6 @@ static void s_nodes(s_text_t *t, struct mc_cluster *c) {
     }
     free(st);
 }
-#endif
 
 char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint32_t queued) {
     s_text_t t = {malloc(16384), 0, 16384, false};
@@ -232,9 +228,7 @@ char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint3
                c.ttft_s.sum, c.ttft_s.count);
     s_family(&t, "moe_token_seconds", "histogram", "Time between two tokens of one generation.");
     s_hist_put(&t, "moe_token_seconds", "", c.gap_s.counts, c.gap_s.bounds, c.gap_s.n, 1, c.gap_s.sum, c.gap_s.count);
-#if MC_HAVE_CLUSTER
     if (mc_session_cluster(s)) s_nodes(&t, mc_session_cluster(s));
-#endif
     const mc_hparams_t *hp = &mc_session_model(s)->hp;
     uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
     if (!counts) t.oom = true;

@@ -3,7 +3,7 @@
 # is part of the binary without any tool beyond CMake.
 file(GLOB files RELATIVE ${DIR} ${DIR}/*)
 list(SORT files)
-set(out "/* generated from coordinator/web by coordinator/embed.cmake: do not edit */\n#include \"web_assets.h\"\n\n")
+set(out "/* generated from coordinator/serve/web by coordinator/serve/embed.cmake: do not edit */\n#include \"web_assets.h\"\n\n")
 set(table "")
 set(i 0)
 foreach(f ${files})

@@ -1,0 +1,161 @@
+/*
+ * profile: timing loops over one expert's step, /proc/meminfo, and the
+ * YAML of one machine.
+ */
+#include "profile.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "kernel.h"
+#include "moe.h"
+#include "pool.h"
+
+#define S_SAMPLE_S 0.15 // seconds per measurement, at least
+const uint32_t mc_profile_rows[MC_PROFILE_N_ROWS] = {1, 2, 4, 8, 16, 32};
+
+static uint64_t s_meminfo(const char *key) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') {
+            sscanf(line + n + 1, "%llu", &kb);
+            break;
+        }
+    if (f) fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+// Milliseconds per call of the expert step: r rows all through one expert,
+// a different one each call, cycling through the n_pairs (layer, expert)
+// pairs of the same types (the median of three samples). Cycling matters:
+// one expert's weights can sit in a core's L2 cache, but a real step reads
+// every expert it uses from memory.
+static mc_err_t s_expert_ms(mc_moe_t *moe, const mc_model_t *m, const uint32_t (*pairs)[2], size_t n_pairs,
+                            uint32_t r, double *ms, char *err) {
+    const uint32_t dim = m->hp.dim, k = m->hp.n_expert_used;
+    float *x = malloc((size_t)r * dim * sizeof(float)), *out = malloc((size_t)r * dim * sizeof(float));
+    int32_t *ex = malloc((size_t)r * k * sizeof(int32_t));
+    float *w = malloc((size_t)r * k * sizeof(float));
+    if (!x || !out || !ex || !w) {
+        free(x), free(out), free(ex), free(w);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    uint64_t s = 12345;
+    for (size_t i = 0; i < (size_t)r * dim; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(s >> 40) / (double)(1u << 24) - 0.5);
+    }
+    for (size_t i = 0; i < (size_t)r * k; i++) w[i] = 1.0f;
+    double samples[3];
+    mc_err_t rc = MC_OK;
+    size_t next = 0;
+    for (int t = 0; t < 3 && !rc; t++) {
+        const double t0 = mc_clock_s();
+        int calls = 0;
+        do {
+            const uint32_t *pe = pairs[next++ % n_pairs];
+            for (size_t i = 0; i < (size_t)r * k; i++) ex[i] = i % k ? -1 : (int32_t)pe[1];
+            rc = mc_moe_compute(moe, m, pe[0], x, r, ex, w, k, out, err);
+            calls++;
+        } while (!rc && mc_clock_s() - t0 < S_SAMPLE_S / 3);
+        samples[t] = (mc_clock_s() - t0) * 1e3 / calls;
+    }
+    free(x), free(out), free(ex), free(w);
+    if (rc) return rc;
+    double a = samples[0], b = samples[1], c = samples[2];
+    *ms = a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
+    return MC_OK;
+}
+
+double mc_profile_curve_at(const double *curve, uint32_t r) {
+    if (r == 0) return 0;
+    if (r <= mc_profile_rows[0]) return curve[0] * r / mc_profile_rows[0];
+    size_t i = 1;
+    while (i + 1 < MC_PROFILE_N_ROWS && r > mc_profile_rows[i]) i++;
+    return curve[i - 1] + (curve[i] - curve[i - 1]) * (double)(r - mc_profile_rows[i - 1]) /
+                              (double)(mc_profile_rows[i] - mc_profile_rows[i - 1]);
+}
+
+mc_err_t mc_profile_run(const mc_profile_params_t *p, FILE *out, char *err) {
+    mc_model_t *m = mc_model_open(p->model, err);
+    if (!m) return MC_ERR_IO;
+    mc_pool_t *pool = mc_pool_new(p->threads);
+    mc_matmul_t *mm = pool ? mc_matmul_new(pool, mc_kernel_best_isa()) : NULL;
+    mc_moe_t *moe = mm ? mc_moe_new(mm) : NULL;
+    mc_err_t rc = moe ? MC_OK : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    // Time the layout a serving process multiplies: nodes and coordinators
+    // repack what they hold at load (raw rows would look slower).
+    if (!rc) rc = mc_model_repack(m, mm, true, NULL, err);
+    const mc_hparams_t *hp = &m->hp;
+    char host[128] = "?";
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = 0;
+    if (!rc) {
+        fprintf(out,
+                "# %s --profile of %s on %s, %d threads, %s kernels\n"
+                "- name: %s\n"
+                "  memory_mb: %.0f        # available now (MemAvailable): what its experts may take\n"
+                "  total_mb: %.0f\n"
+                "  threads: %d\n",
+                p->program ? p->program : "moe-expert", p->model, host, p->threads,
+                mc_kernel_isa_name(mc_matmul_isa(mm)), p->name ? p->name : host,
+                s_meminfo("MemAvailable") / 1048576.0, s_meminfo("MemTotal") / 1048576.0, p->threads);
+    }
+    // One table per distinct (gate, up, down) type combination, measured on
+    // the first layer that has it; later layers of the same kind refer to it.
+    uint32_t done[64][3], n_done = 0;
+    double curves[64][MC_PROFILE_N_ROWS];
+    mc_profile_curve_t *curve_of_layer = calloc(hp->n_layer, sizeof *curve_of_layer);
+    if (!rc && !curve_of_layer) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    if (!rc) fprintf(out, "  experts:                # one expert's step (gate, up, down), [rows, ms] pairs\n");
+    for (uint32_t l = 0; l < hp->n_layer && !rc; l++) {
+        const mc_expert_t *ex = &m->layers[l].experts[0];
+        const uint32_t t[3] = {ex->gate.type, ex->up.type, ex->down.type};
+        uint32_t seen = n_done;
+        for (uint32_t i = 0; i < n_done; i++)
+            if (!memcmp(done[i], t, sizeof t)) seen = i;
+        if (seen < n_done || n_done == 64) {
+            if (seen < n_done) memcpy(curve_of_layer[l], curves[seen], sizeof curves[seen]);
+            continue;
+        }
+        memcpy(done[n_done], t, sizeof t);
+        const uint64_t bytes = (uint64_t)ex->gate.n_out * ex->gate.row_bytes + (uint64_t)ex->up.n_out * ex->up.row_bytes +
+                               (uint64_t)ex->down.n_out * ex->down.row_bytes;
+        fprintf(out, "    - types: [%s, %s, %s]\n      bytes: %llu\n      ms: [", mc_dtype_name(t[0]),
+                mc_dtype_name(t[1]), mc_dtype_name(t[2]), (unsigned long long)bytes);
+        // Every expert of these types, in every layer.
+        uint32_t(*pairs)[2] = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *pairs);
+        size_t n_pairs = 0;
+        if (!pairs) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        for (uint32_t l2 = 0; l2 < hp->n_layer && !rc; l2++)
+            for (uint32_t e = 0; e < hp->n_expert; e++) {
+                const mc_expert_t *x2 = &m->layers[l2].experts[e];
+                if (x2->gate.type == t[0] && x2->up.type == t[1] && x2->down.type == t[2])
+                    pairs[n_pairs][0] = l2, pairs[n_pairs][1] = e, n_pairs++;
+            }
+        for (size_t i = 0; i < MC_PROFILE_N_ROWS && !rc; i++) {
+            double ms = 0;
+            if (!(rc = s_expert_ms(moe, m, (const uint32_t(*)[2])pairs, n_pairs, mc_profile_rows[i], &ms, err)))
+                fprintf(out, "%s[%u, %.4f]", i ? ", " : "", mc_profile_rows[i], ms);
+            curves[n_done][i] = ms;
+        }
+        free(pairs);
+        memcpy(curve_of_layer[l], curves[n_done], sizeof curves[n_done]);
+        n_done++;
+        fprintf(out, "]\n");
+    }
+    // What else the program measures on this machine with the same model
+    // (moe-coordinator: its per-layer work, in whole decode steps).
+    if (!rc && p->more) rc = p->more(p->more_ctx, m, mm, (const mc_profile_curve_t *)curve_of_layer, out, err);
+    free(curve_of_layer);
+    mc_moe_destroy(&moe);
+    mc_matmul_destroy(&mm);
+    mc_pool_destroy(&pool);
+    mc_model_destroy(&m);
+    return rc;
+}
