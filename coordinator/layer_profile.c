@@ -21,6 +21,7 @@
 // the curves predict for the same rows (`local_scale`): inside a step the
 // experts share the caches with attention and the head.
 typedef struct {
+    mc_experts_t base; // an expert step that times the local one
     mc_moe_t *moe;
     const mc_model_t *m;
     double ms;        // time in the expert step
@@ -29,9 +30,9 @@ typedef struct {
     uint32_t *count;  // (n_expert) scratch
 } s_step_ctx_t;
 
-static mc_err_t s_timed_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
+static mc_err_t s_timed_moe(mc_experts_t *x_, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
                             const float *weights, uint32_t k, float *out, char *err) {
-    s_step_ctx_t *c = ctx;
+    s_step_ctx_t *c = (s_step_ctx_t *)x_;
     const double t0 = mc_clock_s();
     mc_err_t rc = mc_moe_compute(c->moe, c->m, layer, x, n, experts, weights, k, out, err);
     c->ms += (mc_clock_s() - t0) * 1e3;
@@ -49,8 +50,9 @@ static mc_err_t s_step_ms(const mc_model_t *m, mc_matmul_t *mm, int threads, uin
     ep.n_threads = threads, ep.n_ctx = 64, ep.n_seq = rows;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     if (!e) return MC_ERR_NOMEM;
-    s_step_ctx_t c = {mc_moe_new(mm), m, 0, 0, curve_of_layer, calloc(m->hp.n_expert, sizeof(uint32_t))};
-    mc_engine_set_moe(e, s_timed_moe, &c);
+    static const mc_experts_ops_t ops = {s_timed_moe, NULL, NULL};
+    s_step_ctx_t c = {{&ops}, mc_moe_new(mm), m, 0, 0, curve_of_layer, calloc(m->hp.n_expert, sizeof(uint32_t))};
+    mc_engine_set_experts(e, &c.base);
     int32_t ids[64];
     uint32_t seq[64], pos[64];
     uint8_t want[64];

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experts_factory.h"
+
 #if MC_HAVE_CLUSTER
 #include "cluster.h"
 #include "cluster_config.h"
@@ -23,7 +25,8 @@ struct mc_session {
     mc_tokenizer_t *tok;
     mc_engine_t *engine;
     mc_scheduler_t *sched;
-    struct mc_cluster *cluster;
+    mc_experts_t *experts;      // the engine's expert step when there is a cluster (owned)
+    struct mc_cluster *cluster; // behind experts (borrowed), for statistics
     struct mc_routing *routing;
     char id[256];
 };
@@ -89,13 +92,11 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
 #endif
     }
     if (p->cluster) {
-#if MC_HAVE_CLUSTER
-        if (!(s->cluster = mc_cluster_new(p->cluster, s->model, mc_engine_matmul(s->engine), p->log, err))) goto fail;
-        mc_engine_set_moe(s->engine, mc_cluster_moe, s->cluster);
-#else
-        mc_err_set(err, MC_ERR_UNSUPPORTED, "this moe-coordinator was built without cluster support (MC_ENGINE_ONLY)");
-        goto fail;
-#endif
+        mc_experts_params_t xp = mc_experts_params_default();
+        xp.model = s->model, xp.mm = mc_engine_matmul(s->engine), xp.cluster = p->cluster, xp.log = p->log;
+        if (!(s->experts = mc_experts_new(&xp, err))) goto fail;
+        s->cluster = mc_experts_cluster(s->experts);
+        mc_engine_set_experts(s->engine, s->experts);
     }
     // Without the memory for the repacked copy the products read the file's
     // rows: slower, the same bits. Worth a line, not a failed start.
@@ -112,8 +113,8 @@ void mc_session_destroy(mc_session_t **ps) {
     if (!ps || !*ps) return;
     mc_session_t *s = *ps;
     mc_scheduler_destroy(&s->sched);
+    mc_experts_destroy(&s->experts); // the cluster with it
 #if MC_HAVE_CLUSTER
-    mc_cluster_destroy(&s->cluster);
     mc_routing_destroy(&s->routing);
 #endif
     mc_engine_destroy(&s->engine);
@@ -131,13 +132,7 @@ struct mc_cluster *mc_session_cluster(mc_session_t *s) { return s->cluster; }
 const char *mc_session_model_id(const mc_session_t *s) { return s->id; }
 struct mc_routing *mc_session_routing(mc_session_t *s) { return s->routing; }
 
-void mc_session_tick(mc_session_t *s) {
-#if MC_HAVE_CLUSTER
-    if (s->cluster) mc_cluster_tick(s->cluster);
-#else
-    (void)s;
-#endif
-}
+void mc_session_tick(mc_session_t *s) { mc_experts_tick(mc_engine_experts(s->engine)); }
 
 mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err) {
 #if MC_HAVE_CLUSTER

@@ -37,6 +37,7 @@
 #include "cluster.h"
 #include "cluster_config.h"
 #include "engine.h"
+#include "experts_factory.h"
 #include "keys.h"
 #include "mkmodel.h"
 #include "nodeproc.h"
@@ -148,7 +149,8 @@ static void s_load_ids(const char *prompt) {
     s_load_ids_from(mc_test_fixture("golden/tiny-f32", dir, sizeof dir), prompt);
 }
 
-// All logits of s_ids, locally (cfg NULL) or through the cluster.
+// All logits of s_ids, locally (cfg NULL) or through the cluster: the
+// expert step made by the factory a session uses.
 static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int32_t *greedy, size_t n_greedy) {
     char err[MC_ERR_LEN];
     mc_engine_params_t ep = mc_engine_params_default();
@@ -156,12 +158,12 @@ static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int3
     ep.n_threads = 1;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     assert_non_null(e);
-    mc_cluster_t *c = NULL;
-    if (cfg) {
-        c = mc_cluster_new(cfg, m, mc_engine_matmul(e), NULL, err);
-        if (!c) fail_msg("cluster: %s", err);
-        mc_engine_set_moe(e, mc_cluster_moe, c);
-    }
+    mc_experts_params_t xp = mc_experts_params_default();
+    xp.model = m, xp.mm = mc_engine_matmul(e), xp.cluster = cfg;
+    mc_experts_t *x = mc_experts_new(&xp, err);
+    if (!x) fail_msg("expert step: %s", err);
+    assert_true(!cfg == !mc_experts_cluster(x)); // a cluster exactly when a file was given
+    mc_engine_set_experts(e, x);
     const uint32_t nv = m->hp.n_vocab;
     float *out = malloc(s_n_ids * nv * sizeof(float)), *row = malloc(nv * sizeof(float));
     if (mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, out, err)) fail_msg("eval: %s", err);
@@ -174,7 +176,7 @@ static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int3
         if (mc_engine_eval(e, &best, 1, (uint32_t)(s_n_ids + i), MC_LOGITS_LAST, row, err)) fail_msg("eval: %s", err);
     }
     free(row);
-    mc_cluster_destroy(&c);
+    mc_experts_destroy(&x); // the cluster with it
     mc_engine_destroy(&e);
     return out;
 }
@@ -541,7 +543,7 @@ static void test_starts_with_node_down(void **state) {
     mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
     if (!c) fail_msg("a node down stopped the start: %s", err);
     assert_true(mc_clock_ms() - t0 < 2000);
-    mc_engine_set_moe(e, mc_cluster_moe, c);
+    mc_engine_set_experts(e, mc_cluster_experts(c));
     mc_cluster_node_stats_t st;
     mc_cluster_node_stats(c, 0, &st);
     assert_true(st.alive);
@@ -598,7 +600,7 @@ static bool s_life_start(s_life_t *l, s_nodes_t *ns, size_t prompt, uint32_t tim
     l->e = mc_engine_new(l->m, &ep, err);
     l->c = mc_cluster_new(ns->cfg, l->m, mc_engine_matmul(l->e), NULL, err);
     assert_non_null(l->c);
-    mc_engine_set_moe(l->e, mc_cluster_moe, l->c);
+    mc_engine_set_experts(l->e, mc_cluster_experts(l->c));
     l->bytes = s_n_ids * l->m->hp.n_vocab * sizeof(float);
     l->got = malloc(l->bytes);
     return true;
@@ -711,7 +713,7 @@ static float *s_generate(const mc_model_t *m, s_nodes_t *ns, int kill_at, size_t
     assert_non_null(e);
     mc_cluster_t *c = mc_cluster_new(ns->cfg, m, mc_engine_matmul(e), NULL, err);
     if (!c) fail_msg("cluster: %s", err);
-    mc_engine_set_moe(e, mc_cluster_moe, c);
+    mc_engine_set_experts(e, mc_cluster_experts(c));
     const uint32_t nv = m->hp.n_vocab;
     float *out = malloc(n * nv * sizeof(float));
     s_load_ids(s_prompts[3]);
@@ -821,7 +823,7 @@ static void test_placement_changes(void **state) {
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
     if (!c) fail_msg("%s", err);
-    mc_engine_set_moe(e, mc_cluster_moe, c);
+    mc_engine_set_experts(e, mc_cluster_experts(c));
     assert_false(mc_cluster_holds(c, 0, 1, 5));
 
     static const char *const moved[] = {"0-5", "6-7"};
@@ -842,7 +844,7 @@ static void test_placement_changes(void **state) {
     }
     mc_cluster_t *c2 = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e2), NULL, err);
     if (!c2) fail_msg("%s", err);
-    mc_engine_set_moe(e2, mc_cluster_moe, c2);
+    mc_engine_set_experts(e2, mc_cluster_experts(c2));
     mc_cluster_node_stats_t st;
     mc_cluster_node_stats(c2, 0, &st);
     assert_false(st.alive);
@@ -870,7 +872,7 @@ static void test_placement_changes(void **state) {
     mc_cluster_node_stats(c2, 0, &st);
     assert_true(st.alive);
     assert_true(mc_clock_ms() - t0 < 400);
-    mc_engine_set_moe(e2, mc_cluster_moe, c2);
+    mc_engine_set_experts(e2, mc_cluster_experts(c2));
     assert_int_equal(mc_engine_eval(e2, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
     assert_memory_equal(got, ref, bytes);
     mc_cluster_destroy(&c2);
@@ -896,7 +898,7 @@ static void test_heartbeat_notices_dead_node(void **state) {
     char err[MC_ERR_LEN];
     l.c = mc_cluster_new(ns.cfg, l.m, mc_engine_matmul(l.e), NULL, err);
     assert_non_null(l.c);
-    mc_engine_set_moe(l.e, mc_cluster_moe, l.c);
+    mc_engine_set_experts(l.e, mc_cluster_experts(l.c));
     s_life_kill(&ns, 1);
     mc_cluster_node_stats_t st;
     for (int i = 0; i < 100; i++) {
@@ -937,7 +939,7 @@ static void test_dead_nodes_at_once(void **state) {
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
     if (!c) fail_msg("%s", err);
-    mc_engine_set_moe(e, mc_cluster_moe, c);
+    mc_engine_set_experts(e, mc_cluster_experts(c));
     kill(ns.procs[0].pid, SIGKILL);
     kill(ns.procs[1].pid, SIGSTOP);
     const double t0 = mc_clock_ms();
@@ -987,7 +989,7 @@ static void test_slow_node_benched(void **state) {
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
     if (!c) fail_msg("%s", err);
-    mc_engine_set_moe(e, mc_cluster_moe, c);
+    mc_engine_set_experts(e, mc_cluster_experts(c));
     for (int i = 0; i < 4; i++) { // its usual time: a few answers per layer
         assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
         assert_memory_equal(got, ref, bytes);

@@ -122,21 +122,23 @@ static void test_threads_and_batching_identical(void **state) {
 
 // Expert step split between two holders (even / odd expert ids) whose
 // partial sums are added, as the coordinator does with two nodes.
+// It is an mc_experts_t of its own, as any expert step plugs in.
 typedef struct {
+    mc_experts_t base;
     const mc_model_t *m;
     mc_moe_t *moe;
 } s_split_t;
 
-static mc_err_t s_split_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
+static mc_err_t s_split_moe(mc_experts_t *x, uint32_t layer, const float *in, uint32_t n, const int32_t *experts,
                             const float *weights, uint32_t k, float *out, char *err) {
-    s_split_t *s = ctx;
+    s_split_t *s = (s_split_t *)x;
     uint32_t dim = s->m->hp.dim;
     int32_t *mine = malloc((size_t)n * k * sizeof(int32_t));
     float *part = malloc((size_t)n * dim * sizeof(float));
     memset(out, 0, (size_t)n * dim * sizeof(float));
     for (int parity = 0; parity < 2; parity++) {
         for (size_t i = 0; i < (size_t)n * k; i++) mine[i] = experts[i] % 2 == parity ? experts[i] : -1;
-        mc_err_t rc = mc_moe_compute(s->moe, s->m, layer, x, n, mine, weights, k, part, err);
+        mc_err_t rc = mc_moe_compute(s->moe, s->m, layer, in, n, mine, weights, k, part, err);
         if (rc) return rc;
         for (size_t i = 0; i < (size_t)n * dim; i++) out[i] += part[i];
     }
@@ -154,8 +156,9 @@ static void test_split_experts_identical(void **state) {
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     mc_pool_t *pool = mc_pool_new(1);
     mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
-    s_split_t split = {m, mc_moe_new(mm)};
-    mc_engine_set_moe(e, s_split_moe, &split);
+    static const mc_experts_ops_t ops = {s_split_moe, NULL, NULL};
+    s_split_t split = {{&ops}, m, mc_moe_new(mm)};
+    mc_engine_set_experts(e, &split.base);
     float *out = malloc(N_IDS * m->hp.n_vocab * sizeof(float));
     assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
     // With two experts per token, a + b is the same addition either way.

@@ -57,6 +57,7 @@ typedef struct {
 } s_node_t;
 
 struct mc_cluster {
+    mc_experts_t experts; // the expert step it is (mc_cluster_experts)
     const mc_cluster_config_t *cfg;
     const mc_model_t *m;
     void *zctx;
@@ -87,6 +88,8 @@ struct mc_cluster {
     pthread_mutex_t mu;
     FILE *log;
 };
+
+static const mc_experts_ops_t s_experts_ops; // the expert step's calls (defined with it below)
 
 // --- set-up ---------------------------------------------------------------------------
 
@@ -224,6 +227,7 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
         return NULL;
     }
     pthread_mutex_init(&c->mu, NULL);
+    c->experts.ops = &s_experts_ops;
     c->cfg = cfg;
     c->m = m;
     c->log = log;
@@ -632,9 +636,10 @@ static void s_tick(mc_cluster_t *c) {
 
 void mc_cluster_tick(mc_cluster_t *c) { s_tick(c); }
 
-mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
-                        const float *weights, uint32_t k, float *out, char *err) {
-    mc_cluster_t *c = ctx;
+
+static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
+                          const float *weights, uint32_t k, float *out, char *err) {
+    mc_cluster_t *c = (mc_cluster_t *)xs;
     const uint32_t dim = c->m->hp.dim;
     if (k != c->k) return mc_err_set(err, MC_ERR_ARG, "cluster: %u experts per token, expected %u", k, c->k);
     if ((uint64_t)n * k > c->lim.max_rows)
@@ -669,6 +674,21 @@ mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, c
     }
     return MC_OK;
 }
+
+// --- the expert step ----------------------------------------------------------------
+
+static void s_experts_tick(mc_experts_t *x) { s_tick((mc_cluster_t *)x); }
+
+static void s_experts_destroy(mc_experts_t *x) {
+    mc_cluster_t *c = (mc_cluster_t *)x;
+    mc_cluster_destroy(&c);
+}
+
+static const mc_experts_ops_t s_experts_ops = {s_compute, s_experts_tick, s_experts_destroy};
+
+mc_experts_t *mc_cluster_experts(mc_cluster_t *c) { return &c->experts; }
+
+mc_cluster_t *mc_cluster_of(mc_experts_t *x) { return x && x->ops == &s_experts_ops ? (mc_cluster_t *)x : NULL; }
 
 // --- placement changes ------------------------------------------------------------------
 

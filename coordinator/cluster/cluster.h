@@ -2,8 +2,8 @@
  * cluster: the coordinator's side of expert parallelism.
  *
  * mc_cluster_new() connects to every node of a cluster file (link.h:
- * handshake, placement, liveness), and mc_cluster_moe() then replaces
- * the engine's expert step. Per layer it
+ * handshake, placement, liveness), and mc_cluster_experts() is then the
+ * engine's expert step (experts.h). Per layer it
  *   1. routes every (row, slot) to a holder: the coordinator itself for the
  *      file's `local` experts, else one of the nodes holding the expert
  *      (replicas take rows in turn);
@@ -38,6 +38,7 @@
 
 #include "cluster_config.h"
 #include "error.h"
+#include "experts.h"
 #include "link.h"
 #include "matmul.h"
 #include "model.h"
@@ -50,9 +51,12 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
                              char *err);
 void mc_cluster_destroy(mc_cluster_t **c);
 
-// The engine hook (mc_engine_moe_fn); ctx is the mc_cluster_t.
-mc_err_t mc_cluster_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
-                        const float *weights, uint32_t k, float *out, char *err);
+// The cluster as the engine's expert step (experts.h): valid as long as
+// the cluster; mc_experts_destroy on it destroys the cluster.
+mc_experts_t *mc_cluster_experts(mc_cluster_t *c);
+
+// The cluster behind an expert step, NULL when x is not a cluster's.
+mc_cluster_t *mc_cluster_of(mc_experts_t *x);
 
 // Between evaluations (a server waiting for work calls it about every
 // heartbeat interval): heartbeats to idle nodes, lost nodes probed.

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe.h"
+#include "experts.h"
 #include "pool.h"
 
 struct mc_engine {
@@ -22,9 +22,8 @@ struct mc_engine {
     mc_engine_params_t p;
     mc_pool_t *pool;
     mc_matmul_t *mm;
-    mc_moe_t *moe;
-    mc_engine_moe_fn moe_fn;
-    void *moe_ctx;
+    mc_experts_t *local;   // every expert computed here (owned)
+    mc_experts_t *experts; // the expert step in use: local, or one set (borrowed)
     mc_engine_route_fn route_fn;
     void *route_ctx;
     uint64_t rows_done; // rows evaluated before the current chunk
@@ -54,12 +53,6 @@ struct mc_engine {
 
 mc_engine_params_t mc_engine_params_default(void) {
     return (mc_engine_params_t){.n_threads = 1, .n_ctx = 4096, .n_seq = 1, .max_batch = 256, .isa = MC_ISA_BEST};
-}
-
-static mc_err_t s_local_moe(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
-                            const float *weights, uint32_t k, float *out, char *err) {
-    mc_engine_t *e = ctx;
-    return mc_moe_compute(e->moe, e->m, layer, x, n, experts, weights, k, out, err);
 }
 
 mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, char *err) {
@@ -93,7 +86,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     e->pool = mc_pool_new(p->n_threads);
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
-    e->moe = e->mm ? mc_moe_new(e->mm) : NULL;
+    e->experts = e->local = e->mm ? mc_experts_local_new(m, e->mm, NULL) : NULL;
     e->k_cache = calloc(cache, sizeof(float));
     e->v_cache = calloc(cache, sizeof(float));
     e->x = malloc(B * dim * sizeof(float));
@@ -108,7 +101,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     e->selw = malloc(B * hp->n_expert_used * sizeof(float));
     e->scores = malloc((size_t)p->n_threads * e->p.n_ctx * sizeof(float));
     e->expert_counts = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *e->expert_counts);
-    if (!e->moe || !e->k_cache || !e->v_cache || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->att || !e->o ||
+    if (!e->local || !e->k_cache || !e->v_cache || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->att || !e->o ||
         !e->rl || !e->sel || !e->selw || !e->scores || !e->expert_counts)
         goto nomem;
     return e;
@@ -122,7 +115,7 @@ nomem:
 void mc_engine_destroy(mc_engine_t **pe) {
     if (!pe || !*pe) return;
     mc_engine_t *e = *pe;
-    mc_moe_destroy(&e->moe);
+    mc_experts_destroy(&e->local);
     mc_matmul_destroy(&e->mm);
     mc_pool_destroy(&e->pool);
     free(e->k_cache), free(e->v_cache), free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v);
@@ -132,10 +125,9 @@ void mc_engine_destroy(mc_engine_t **pe) {
     *pe = NULL;
 }
 
-void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx) {
-    e->moe_fn = fn;
-    e->moe_ctx = ctx;
-}
+void mc_engine_set_experts(mc_engine_t *e, mc_experts_t *x) { e->experts = x ? x : e->local; }
+
+mc_experts_t *mc_engine_experts(mc_engine_t *e) { return e->experts; }
 
 void mc_engine_set_route_hook(mc_engine_t *e, mc_engine_route_fn fn, void *ctx) {
     e->route_fn = fn;
@@ -336,8 +328,7 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
         for (uint32_t t = 0; e->route_fn && t < n; t++)
             e->route_fn(e->route_ctx, l, e->rows_done + t, seq[t], pos[t], e->sel + (size_t)t * hp->n_expert_used,
                         hp->n_expert_used);
-        rc = e->moe_fn ? e->moe_fn(e->moe_ctx, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err)
-                       : s_local_moe(e, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
+        rc = mc_experts_compute(e->experts, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
         if (rc) return rc;
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
     }

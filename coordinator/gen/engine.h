@@ -11,9 +11,8 @@
  * mc_engine_eval() is the one-sequence form (sequence 0, consecutive
  * positions).
  *
- * The expert FFN is delegated to an mc_engine_moe_fn: by default the local
- * mc_moe computation; the cluster coordinator substitutes one that ships
- * rows to expert nodes.
+ * The expert FFN of every layer goes through an mc_experts_t (experts.h): by
+ * default the engine's local one; a cluster's ships rows to expert nodes.
  *
  * The KV cache holds f32 keys and values, (n_seq, n_layer, n_ctx, n_head_kv *
  * head_dim): twice the memory of llama.cpp's f16 default, but no rounding,
@@ -27,6 +26,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "experts.h"
 #include "kernel.h"
 #include "model.h"
 
@@ -49,11 +49,6 @@ typedef enum {
     MC_LOGITS_ALL,  // every token: (n, n_vocab)
 } mc_logits_t;
 
-// Expert step hook: see mc_moe_compute for the meaning of the arguments.
-typedef mc_err_t (*mc_engine_moe_fn)(void *ctx, uint32_t layer, const float *x, uint32_t n,
-                                     const int32_t *experts, const float *weights, uint32_t k, float *out,
-                                     char *err);
-
 typedef struct mc_engine mc_engine_t;
 
 // The model is borrowed and must outlive the engine. n_ctx larger than the
@@ -61,8 +56,12 @@ typedef struct mc_engine mc_engine_t;
 mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, char *err);
 void mc_engine_destroy(mc_engine_t **e);
 
-// Replace the expert step (fn NULL: back to local computation).
-void mc_engine_set_moe(mc_engine_t *e, mc_engine_moe_fn fn, void *ctx);
+// The expert step every layer goes through (experts.h): x is borrowed and
+// must outlive its use; NULL: back to the engine's own local one.
+void mc_engine_set_experts(mc_engine_t *e, mc_experts_t *x);
+
+// The expert step in use (the engine's local one unless set).
+mc_experts_t *mc_engine_experts(mc_engine_t *e);
 
 // Observer of the router: for every row of every pass and every layer, the
 // k experts chosen. row counts rows over all passes since the engine was

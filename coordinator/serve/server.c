@@ -219,7 +219,7 @@ static void *s_engine_main(void *arg) {
             mc_scheduler_step(sched, err); // a failure has ended its generations with the message
             continue;
         }
-        if (mc_session_cluster(srv->s)) mc_cluster_tick(mc_session_cluster(srv->s));
+        mc_session_tick(srv->s);
         pthread_mutex_lock(&srv->mu);
         if (!srv->queue && !srv->quit) {
             struct timespec ts;

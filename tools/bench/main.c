@@ -14,6 +14,7 @@
 
 #if MC_HAVE_CLUSTER
 #include "cluster.h"
+#include "experts_factory.h"
 #include "cluster_config.h"
 #include "routing.h"
 
@@ -21,7 +22,8 @@
 // (--cluster) and the routing recorder (--routing-stats).
 typedef struct {
     const mc_cluster_config_t *cfg; // NULL: local experts
-    mc_cluster_t *cluster;
+    mc_experts_t *experts;          // made from cfg (owned)
+    mc_cluster_t *cluster;          // behind experts
     const char *routing_path;       // NULL: not recorded
     mc_routing_t *routing;
     const char *stats_path;         // --stats-json: the cluster's statistics after the run
@@ -35,13 +37,15 @@ static mc_err_t s_attach(void *ctx, mc_engine_t *e, const mc_model_t *m, char *e
         if (!c->routing) return mc_err_set(err, MC_ERR_NOMEM, "routing statistics: out of memory");
         mc_engine_set_route_hook(e, mc_routing_hook, c->routing);
     }
-    if (c->cfg) {
-        c->cluster = mc_cluster_new(c->cfg, m, mc_engine_matmul(e), stderr, err);
-        if (!c->cluster) {
+    if (c->cfg) { // the same factory as a session's
+        mc_experts_params_t xp = mc_experts_params_default();
+        xp.model = m, xp.mm = mc_engine_matmul(e), xp.cluster = c->cfg, xp.log = stderr;
+        if (!(c->experts = mc_experts_new(&xp, err))) {
             mc_routing_destroy(&c->routing);
             return MC_ERR_NET;
         }
-        mc_engine_set_moe(e, mc_cluster_moe, c->cluster);
+        c->cluster = mc_experts_cluster(c->experts);
+        mc_engine_set_experts(e, c->experts);
     }
     return MC_OK;
 }
@@ -54,7 +58,8 @@ static void s_detach(void *ctx) {
     mc_routing_destroy(&c->routing);
     if (c->cluster && c->stats_path && mc_cluster_write_stats_json(c->cluster, NULL, c->stats_path, err))
         fprintf(stderr, "moe-bench: %s\n", err);
-    mc_cluster_destroy(&c->cluster);
+    mc_experts_destroy(&c->experts); // the cluster with it
+    c->cluster = NULL;
 }
 #endif
 

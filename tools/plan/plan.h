@@ -5,7 +5,8 @@
  * The simulator replays a routing trace (mc_routing_*: the experts the
  * router chose, token by token) in steps of `batch` tokens, as the
  * coordinator decodes `batch` streams together. For every layer of a step
- * it does what mc_cluster_moe does: the coordinator's attention and router
+ * it does what the cluster's expert step (mc_cluster_experts) does: the
+ * coordinator's attention and router
  * (layer_ms), each token's experts to their holders (its own first, then
  * the replicas of an expert in turn, the same round robin as the cluster),
  * one request per node, and the answers gathered. Time comes from the

@@ -1,0 +1,56 @@
+/*
+ * experts: the interface's calls, and the local implementation.
+ */
+#include "experts.h"
+
+#include <stdlib.h>
+
+#include "moe.h"
+
+typedef struct {
+    mc_experts_t base;
+    const mc_model_t *m;
+    mc_moe_t *moe;
+} s_local_t;
+
+static mc_err_t s_local_compute(mc_experts_t *x, uint32_t layer, const float *in, uint32_t n, const int32_t *experts,
+                                const float *weights, uint32_t k, float *out, char *err) {
+    s_local_t *l = (s_local_t *)x;
+    return mc_moe_compute(l->moe, l->m, layer, in, n, experts, weights, k, out, err);
+}
+
+static void s_local_destroy(mc_experts_t *x) {
+    s_local_t *l = (s_local_t *)x;
+    mc_moe_destroy(&l->moe);
+    free(l);
+}
+
+static const mc_experts_ops_t s_local_ops = {s_local_compute, NULL, s_local_destroy};
+
+mc_experts_t *mc_experts_local_new(const mc_model_t *m, mc_matmul_t *mm, char *err) {
+    s_local_t *l = calloc(1, sizeof *l);
+    if (l) l->moe = mc_moe_new(mm);
+    if (!l || !l->moe) {
+        free(l);
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    l->base.ops = &s_local_ops;
+    l->m = m;
+    return &l->base;
+}
+
+mc_err_t mc_experts_compute(mc_experts_t *x, uint32_t layer, const float *in, uint32_t n, const int32_t *experts,
+                            const float *weights, uint32_t k, float *out, char *err) {
+    return x->ops->compute(x, layer, in, n, experts, weights, k, out, err);
+}
+
+void mc_experts_tick(mc_experts_t *x) {
+    if (x && x->ops->tick) x->ops->tick(x);
+}
+
+void mc_experts_destroy(mc_experts_t **x) {
+    if (!x || !*x) return;
+    if ((*x)->ops->destroy) (*x)->ops->destroy(*x);
+    *x = NULL;
+}
