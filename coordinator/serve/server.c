@@ -40,6 +40,16 @@
 
 // One completion request and its generation. The HTTP side and the engine
 // thread each hold a reference; the last one frees it.
+// A streamed answer's events, in order.
+typedef enum {
+    S_SSE_ROLE,     // the first chunk: the assistant's role
+    S_SSE_CONTENT,  // text chunks as tokens come
+    S_SSE_FINISH,   // the finish reason (or the error) as its own event
+    S_SSE_USAGE,    // the usage chunk, when the client asked for it
+    S_SSE_DONE,     // data: [DONE]
+    S_SSE_END,      // nothing more
+} s_sse_t;
+
 typedef struct s_job s_job_t;
 struct s_job {
     mc_server_t *srv;
@@ -65,7 +75,7 @@ struct s_job {
     s_job_t *next;                 // the submit queue, then the live list
     // HTTP side only (the stream reader).
     size_t sent;
-    int phase;                     // 0 role, 1 content, 2 finished, 3 usage, 4 [DONE], 5 end
+    s_sse_t phase;                 // how far the event stream is
     char *out;                     // SSE bytes not yet given to MHD
     size_t out_len, out_at;
 };
@@ -146,6 +156,20 @@ static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
     return ok && !atomic_load(&j->cancel);
 }
 
+// The jobs the scheduler is running (srv->live), under srv->mu.
+static void s_live_link(mc_server_t *srv, s_job_t *j) {
+    j->next = srv->live, srv->live = j, srv->n_running++;
+}
+
+static void s_live_unlink(mc_server_t *srv, s_job_t *j) {
+    for (s_job_t **pp = &srv->live; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            srv->n_running--;
+            return;
+        }
+}
+
 // Engine thread: the generation ended.
 static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, const char *err) {
     s_job_t *j = user;
@@ -159,12 +183,7 @@ static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, cons
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     pthread_mutex_lock(&srv->mu);
-    for (s_job_t **pp = &srv->live; *pp; pp = &(*pp)->next)
-        if (*pp == j) {
-            *pp = j->next;
-            break;
-        }
-    srv->n_running--;
+    s_live_unlink(srv, j);
     pthread_mutex_unlock(&srv->mu);
     s_job_release(j);
 }
@@ -174,7 +193,7 @@ static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, cons
 static void s_fail_job(s_job_t *j, mc_finish_t why, const char *err) {
     const mc_gen_usage_t u = {j->gp.n_prompt, 0, 0, 0};
     pthread_mutex_lock(&j->srv->mu);
-    j->next = j->srv->live, j->srv->live = j, j->srv->n_running++; // s_on_done unlinks it
+    s_live_link(j->srv, j); // s_on_done unlinks it
     pthread_mutex_unlock(&j->srv->mu);
     s_on_done(j, why, &u, err);
 }
@@ -200,16 +219,11 @@ static void *s_engine_main(void *arg) {
                 continue;
             }
             pthread_mutex_lock(&srv->mu);
-            j->next = srv->live, srv->live = j, srv->n_running++;
+            s_live_link(srv, j);
             pthread_mutex_unlock(&srv->mu);
             if (mc_scheduler_submit(sched, &j->gp, &j->sched_id, err)) {
                 pthread_mutex_lock(&srv->mu); // undo the link; s_fail_job links it again
-                for (s_job_t **pp = &srv->live; *pp; pp = &(*pp)->next)
-                    if (*pp == j) {
-                        *pp = j->next;
-                        break;
-                    }
-                srv->n_running--;
+                s_live_unlink(srv, j);
                 pthread_mutex_unlock(&srv->mu);
                 s_fail_job(j, MC_FINISH_ERROR, err);
             }
@@ -301,14 +315,14 @@ static ssize_t s_sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     s_job_t *j = cls;
     while (j->out_at == j->out_len) {
-        if (j->phase == 5) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (j->phase == 0) {
-            j->phase = 1;
+        if (j->phase == S_SSE_END) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (j->phase == S_SSE_ROLE) {
+            j->phase = S_SSE_CONTENT;
             if (j->ans.chat && !s_event(j, mc_api_chunk_json(&j->ans, true, "", 0, MC_FINISH_NONE), NULL))
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        if (j->phase == 1) {
+        if (j->phase == S_SSE_CONTENT) {
             pthread_mutex_lock(&j->mu);
             if (j->len == j->sent && !j->done) {
                 struct timespec ts;
@@ -333,14 +347,14 @@ static ssize_t s_sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 if (!j->out) return MHD_CONTENT_READER_END_WITH_ERROR;
                 j->out_len = strlen(j->out), j->out_at = 0;
             } else if (end) {
-                j->phase = 2;
+                j->phase = S_SSE_FINISH;
             } else if (!s_event(j, chunk, NULL)) {
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
             continue;
         }
-        if (j->phase == 2) { // the finish (or the error) as its own event
-            j->phase = j->include_usage ? 3 : 4;
+        if (j->phase == S_SSE_FINISH) { // the finish (or the error) as its own event
+            j->phase = j->include_usage ? S_SSE_USAGE : S_SSE_DONE;
             bool ok;
             if (j->why == MC_FINISH_ERROR) {
                 mc_api_error_t e;
@@ -352,13 +366,13 @@ static ssize_t s_sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
             if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        if (j->phase == 3) {
-            j->phase = 4;
+        if (j->phase == S_SSE_USAGE) {
+            j->phase = S_SSE_DONE;
             if (!s_event(j, mc_api_usage_chunk_json(&j->ans, j->usage.prompt_tokens, j->usage.completion_tokens), NULL))
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        j->phase = 5;
+        j->phase = S_SSE_END;
         if (!s_event(j, NULL, "[DONE]")) return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = j->out_len - j->out_at < max ? j->out_len - j->out_at : max;
@@ -376,7 +390,7 @@ static void s_sse_free(void *cls) {
         mc_log_status(j->srv->p.log, "moe-coordinator", "%s (stream) 200 in %.2f s: %u prompt + %u generated tokens, %s%s",
                       j->ans.chat ? "chat" : "completion", mc_clock_s() - j->t_start, j->usage.prompt_tokens,
                       j->usage.completion_tokens, j->done ? mc_finish_name(j->why) : "client gone",
-                      j->phase < 5 ? " (the client left)" : "");
+                      j->phase < S_SSE_END ? " (the client left)" : "");
     s_job_release(j);
 }
 
