@@ -726,26 +726,6 @@ static mc_err_t s_vocab_bpe(const char *dir, const cJSON *cfg, const cJSON *tcfg
 
 // --- metadata ---------------------------------------------------------------------------
 
-// general.file_type for a model whose matrices are `t` (llama.cpp's numbering).
-static uint32_t s_file_type(mc_dtype_t t) {
-    switch (t) {
-    case MC_DTYPE_F32: return 0;
-    case MC_DTYPE_F16: return 1;
-    case MC_DTYPE_Q4_0: return 2;
-    case MC_DTYPE_Q4_1: return 3;
-    case MC_DTYPE_Q8_0: return 7;
-    case MC_DTYPE_Q5_0: return 8;
-    case MC_DTYPE_Q5_1: return 9;
-    case MC_DTYPE_Q2_K: return 10;
-    case MC_DTYPE_Q3_K: return 11; // Q3_K_S: one type throughout
-    case MC_DTYPE_Q4_K: return 14; // Q4_K_S
-    case MC_DTYPE_Q5_K: return 16; // Q5_K_S
-    case MC_DTYPE_Q6_K: return 18;
-    case MC_DTYPE_BF16: return 32;
-    default: return 0;
-    }
-}
-
 static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t *hp, const s_vocab_t *v,
                            mc_dtype_t type, const char *name, char *err) {
     char k[96];
@@ -768,7 +748,10 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
     S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.attention.layer_norm_rms_epsilon", A), hp->rms_eps));
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_count", A), hp->n_expert));
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_used_count", A), hp->n_expert_used));
-    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.file_type"), s_file_type(type)));
+    uint32_t file_type = 0;
+    if (!mc_dtype_file_type(type, &file_type))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "no llama.cpp file type for %s weights", mc_dtype_name(type));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.file_type"), file_type));
     if (a->id == S_MIXTRAL) {
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.vocab_size", A), hp->n_vocab));
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.rope.dimension_count", A), hp->head_dim));

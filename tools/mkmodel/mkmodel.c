@@ -528,26 +528,12 @@ static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *e
 
 // ---- file layout ----
 
-// llama.cpp's LLAMA_FTYPE for a model whose matrices are all `type`.
+// llama.cpp's general.file_type for a model whose matrices are all `type` (the one
+// table is common/dtype.c's, which moe-convert writes too).
 static uint32_t s_file_type(mc_dtype_t type) {
-    switch (type) {
-    case MC_DTYPE_F32: return 0;
-    case MC_DTYPE_F16: return 1;
-    case MC_DTYPE_Q4_0: return 2;
-    case MC_DTYPE_Q4_1: return 3;
-    case MC_DTYPE_Q8_0: return 7;
-    case MC_DTYPE_Q5_0: return 8;
-    case MC_DTYPE_Q5_1: return 9;
-    case MC_DTYPE_Q2_K: return 10;
-    case MC_DTYPE_Q3_K: return 12; // Q3_K_M
-    case MC_DTYPE_Q4_K: return 15; // Q4_K_M
-    case MC_DTYPE_Q5_K: return 17; // Q5_K_M
-    case MC_DTYPE_Q6_K: return 18;
-    case MC_DTYPE_BF16: return 32;
-    default: break;
-    }
-    assert(!"type rejected by mc_mkmodel_check");
-    return 0;
+    uint32_t ft = 0;
+    if (!mc_dtype_file_type(type, &ft)) assert(!"type rejected by mc_mkmodel_check");
+    return ft;
 }
 
 typedef struct {
