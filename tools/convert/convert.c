@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 
 #include "arch.h"
+#include "file.h"
 #include "gguf_writer.h"
 #include "quant.h"
 #include "safetensors.h"
@@ -81,48 +82,20 @@ static bool s_exists(const char *dir, const char *name) {
 }
 
 // The whole of dir/name (NUL-terminated) when at most cap bytes.
-static mc_err_t s_read_file(const char *dir, const char *name, size_t cap, uint8_t **out, size_t *len, char *err) {
+static mc_err_t s_read_file(const char *dir, const char *name, size_t cap, char **out, size_t *len, char *err) {
     char path[S_PATH_MAX];
     mc_err_t rc = s_join(path, dir, name, err);
-    if (rc) return rc;
-    FILE *f = fopen(path, "rb");
-    if (!f) return mc_err_set(err, MC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t n = 0, size = 1 << 16;
-    uint8_t *buf = malloc(size + 1);
-    while (buf) {
-        n += fread(buf + n, 1, size - n, f);
-        if (n < size || size > cap) break;
-        uint8_t *nb = realloc(buf, 2 * size + 1);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        size *= 2;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (!buf) return mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", path);
-    if (bad || n > cap) {
-        free(buf);
-        return bad ? mc_err_set(err, MC_ERR_IO, "%s: read failed", path)
-                   : mc_err_set(err, MC_ERR_FORMAT, "%s: larger than %zu bytes", path, cap);
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return MC_OK;
+    return rc ? rc : mc_file_read(path, cap, out, len, err);
 }
 
 // dir/name parsed as a JSON object; *out stays NULL when the file is absent and optional.
 static mc_err_t s_read_json(const char *dir, const char *name, size_t cap, bool required, cJSON **out, char *err) {
     if (!required && !s_exists(dir, name)) return MC_OK;
-    uint8_t *text;
+    char *text;
     size_t len;
     mc_err_t rc = s_read_file(dir, name, cap, &text, &len, err);
     if (rc) return rc;
-    cJSON *j = cJSON_ParseWithLength((const char *)text, len);
+    cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -537,11 +510,11 @@ static void s_cfg_token_id(const cJSON *cfg, const char *typ, uint32_t n, int32_
 
 static mc_err_t s_vocab_spm(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, s_vocab_t *v,
                             char *err) {
-    uint8_t *buf;
+    char *buf;
     size_t len;
     mc_err_t rc = s_read_file(dir, "tokenizer.model", S_MAX_SPM, &buf, &len, err);
     if (rc) return rc;
-    Spm__ModelProto *m = spm__model_proto__unpack(NULL, len, buf);
+    Spm__ModelProto *m = spm__model_proto__unpack(NULL, len, (const uint8_t *)buf);
     free(buf);
     if (!m) return mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: not a SentencePiece model (the protobuf does not parse)");
     const Spm__TrainerSpec *ts = m->trainer_spec;
