@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include "layer_profile.h"
 #include "model.h"
 #include "parse.h"
+#include "rng.h"
 #include "scheduler.h"
 #include "session.h"
 #include "termchat.h"
@@ -315,12 +315,6 @@ out:
     return ret;
 }
 
-static uint64_t s_random_seed(void) {
-    uint64_t s = 0;
-    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    return s & (uint64_t)INT64_MAX; // printable and accepted back by --seed
-}
-
 // What a --prompt or --token-ids run collects from its one generation.
 typedef struct {
     bool print_ids; // collect ids for the last line instead of streaming text
@@ -374,7 +368,7 @@ static int s_generate(const mc_cli_opts_t *o, mc_session_t *s, const int32_t *pr
     p.prompt = prompt, p.n_prompt = (uint32_t)n_prompt;
     p.sampling = o->sampling;
     if (!o->seed_given) {
-        p.sampling.seed = s_random_seed();
+        p.sampling.seed = mc_rng_fresh_seed();
         if (p.sampling.temp > 0 && o->n_predict > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
     }
     p.max_tokens = (uint32_t)o->n_predict, p.ignore_eos = print_ids, p.prompt_logits = logits;
