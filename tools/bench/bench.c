@@ -29,6 +29,7 @@
 #include "parse.h"
 #include "pool.h"
 #include "quant.h"
+#include "rng.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -40,6 +41,9 @@
 #define S_LINE_WORDS 8        // one 64-byte cache line of per-thread sums
 #define S_HUGE_ALIGN ((size_t)2 << 20)
 #define S_KERNEL_TEMPLATES 16 // distinct random rows tiled over a kernel-bench matrix
+// Fixed seeds: every run, and every build, times the same prompts and rows.
+#define S_PROMPT_SEED 0x9E3779B97F4A7C15ull
+#define S_KERNEL_SEED 0x2545F4914F6CDD1Dull
 
 // Elapsed seconds, never 0: a clock tick coarser than the work must not
 // turn a rate into infinity (which JSON cannot carry).
@@ -48,17 +52,10 @@ static double s_since(double t0) {
     return dt > 1e-9 ? dt : 1e-9;
 }
 
-static uint64_t s_rng_next(uint64_t *s) {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-static float s_rng_gauss(uint64_t *s) {
-    const float u = ((float)(s_rng_next(s) >> 40) + 0.5f) / 16777216.0f;
-    const float v = ((float)(s_rng_next(s) >> 40) + 0.5f) / 16777216.0f;
-    return sqrtf(-2.f * logf(u)) * cosf(6.2831853f * v);
+// n values from N(0, 1).
+static void s_gauss_fill(mc_rng_t *r, float *x, uint32_t n) {
+    float spare;
+    for (uint32_t i = 0; i < n; i += 2) mc_rng_gauss2(r, &x[i], i + 1 < n ? &x[i + 1] : &spare);
 }
 
 // --- options ------------------------------------------------------------------
@@ -459,9 +456,11 @@ mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, uint3
         double t0 = mc_clock_s();
         for (uint32_t b = 0; b < B && !rc; b++) {
             // Fixed per sequence: every run evaluates the same prompts.
-            uint64_t rng = 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull * b;
+            mc_rng_t rng;
+            const uint64_t part = b;
+            mc_rng_seed(&rng, mc_rng_seed_of(S_PROMPT_SEED, &part, 1));
             for (uint32_t i = 0; i < n_prompt; i++) {
-                ids[i] = (int32_t)(s_rng_next(&rng) % nv);
+                ids[i] = (int32_t)(mc_rng_next(&rng) % nv);
                 seq[i] = b, pos[i] = i, want[i] = i + 1 == n_prompt;
             }
             const mc_engine_batch_t batch = {ids, seq, pos, want, n_prompt};
@@ -716,10 +715,11 @@ mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *ou
     // Quantizing millions of values with the reference quantizers is slow;
     // a few quantized random rows tiled over the matrix give real blocks with
     // sane scales, and the memory traffic does not care that rows repeat.
-    uint64_t rng = 0x2545F4914F6CDD1Dull;
+    mc_rng_t rng;
+    mc_rng_seed(&rng, S_KERNEL_SEED);
     const uint32_t n_tmpl = n_out < S_KERNEL_TEMPLATES ? n_out : S_KERNEL_TEMPLATES;
     for (uint32_t r = 0; r < n_tmpl && !rc; r++) {
-        for (uint32_t i = 0; i < n_in; i++) x[i] = s_rng_gauss(&rng);
+        s_gauss_fill(&rng, x, n_in);
         rc = mc_quant_quantize_row(type, x, w + (size_t)r * rb, n_in);
     }
     if (rc) {
@@ -730,7 +730,7 @@ mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *ou
     for (uint32_t c = 0; c < copies; c++)
         mats[c] = (mc_matrix_t){
             .type = type, .n_in = n_in, .n_out = n_out, .row_bytes = rb, .data = w + (size_t)c * bytes};
-    for (uint32_t i = 0; i < n_in; i++) x[i] = s_rng_gauss(&rng);
+    s_gauss_fill(&rng, x, n_in);
     mc_kernel_act_row(ks, x, as, n_in);
     mc_kernel_act_row(kb, x, ab, n_in);
 
