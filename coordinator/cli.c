@@ -17,6 +17,7 @@
 #include "layer_profile.h"
 #include "model.h"
 #include "parse.h"
+#include "pool.h"
 #include "rng.h"
 #include "scheduler.h"
 #include "session.h"
@@ -42,8 +43,7 @@ void mc_cli_opts_init(mc_cli_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = -1;
     o->sampling = mc_sampler_params_default();
-    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    o->threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
+    o->threads = mc_pool_default_threads();
     o->host = "127.0.0.1";
     o->port = MC_CLI_DEFAULT_PORT;
     o->parallel = MC_CLI_DEFAULT_PARALLEL;

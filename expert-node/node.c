@@ -84,8 +84,7 @@ typedef struct {
 } s_peer_t;
 
 mc_node_params_t mc_node_params_default(void) {
-    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    return (mc_node_params_t){.threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc, .lease_ms = MC_NODE_DEFAULT_LEASE_MS};
+    return (mc_node_params_t){.threads = mc_pool_default_threads(), .lease_ms = MC_NODE_DEFAULT_LEASE_MS};
 }
 
 void mc_node_usage(FILE *f) {

@@ -63,8 +63,7 @@ static void s_gauss_fill(mc_rng_t *r, float *x, uint32_t n) {
 void mc_bench_opts_init(mc_bench_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->type = MC_DTYPE_Q4_0;
-    const long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    o->n_threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
+    o->n_threads = mc_pool_default_threads();
     o->n_prompt = 64;
     o->n_gen = 64;
     o->n_batch = 1;
