@@ -38,6 +38,7 @@ typedef struct {
     uint32_t block_elems; // values per block (1 for float types)
     uint32_t block_bytes; // bytes per block
     bool weight;          // may appear as a weight tensor in a GGUF file
+    uint32_t file_type;   // general.file_type of a model of such weights (weight types only)
 } mc_dtype_traits_t;
 
 // Traits of a type id, or NULL when the id is not one we know.
@@ -48,6 +49,12 @@ const char *mc_dtype_name(uint32_t type);
 
 // Type id from a name (case-insensitive); returns false when unknown.
 bool mc_dtype_from_name(const char *name, mc_dtype_t *out);
+
+// general.file_type (llama.cpp's `llama_ftype`) of a model whose matrices are all
+// `type`. A K-quant maps to its _M mix, as llama.cpp's loader guesses the file type
+// from the dominant type when the key is missing: one number whichever tool wrote the
+// file. False for types no weight is stored in (Q8_1, Q8_K) and unknown ids.
+bool mc_dtype_file_type(uint32_t type, uint32_t *out);
 
 // Bytes of a row of n values; 0 when n is not a multiple of the block size
 // or the type is unknown (callers validate n first).

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -163,6 +164,11 @@ void mc_pool_destroy(mc_pool_t **pp) {
 }
 
 int mc_pool_threads(const mc_pool_t *p) { return p->nth; }
+
+int mc_pool_default_threads(void) {
+    const long nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    return nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
+}
 
 void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg) {
     if (p->nth == 1) {

@@ -25,6 +25,10 @@ void mc_pool_destroy(mc_pool_t **p);
 
 int mc_pool_threads(const mc_pool_t *p);
 
+// The --threads default of moe-coordinator, moe-expert and moe-bench, written
+// once: the online CPUs, at most 8, at least 1.
+int mc_pool_default_threads(void);
+
 // Run fn for every ith and wait. Not re-entrant: one caller at a time.
 void mc_pool_run(mc_pool_t *p, mc_pool_fn fn, void *arg);
 

@@ -12,6 +12,7 @@
 #include "kernel.h"
 #include "moe.h"
 #include "pool.h"
+#include "rng.h"
 
 #define S_SAMPLE_S 0.15 // seconds per measurement, at least
 const uint32_t mc_profile_rows[MC_PROFILE_N_ROWS] = {1, 2, 4, 8, 16, 32};
@@ -45,11 +46,9 @@ static mc_err_t s_expert_ms(mc_moe_t *moe, const mc_model_t *m, const uint32_t (
         free(x), free(out), free(ex), free(w);
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     }
-    uint64_t s = 12345;
-    for (size_t i = 0; i < (size_t)r * dim; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        x[i] = (float)((double)(s >> 40) / (double)(1u << 24) - 0.5);
-    }
+    mc_rng_t rng; // a fixed seed: every sample times the same activations
+    mc_rng_seed(&rng, 12345);
+    for (size_t i = 0; i < (size_t)r * dim; i++) x[i] = (float)(mc_rng_uniform(&rng) - 0.5);
     for (size_t i = 0; i < (size_t)r * k; i++) w[i] = 1.0f;
     double samples[3];
     mc_err_t rc = MC_OK;

@@ -9,14 +9,16 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "file.h"
 #include "layer_profile.h"
 #include "model.h"
 #include "parse.h"
+#include "pool.h"
+#include "rng.h"
 #include "scheduler.h"
 #include "session.h"
 #include "termchat.h"
@@ -32,13 +34,16 @@
 #define MC_CLI_DEFAULT_N 128
 #define MC_CLI_DEFAULT_PORT 8080
 #define MC_CLI_DEFAULT_PARALLEL 4
+// --tokenize-file and --prompt-file: far more text than a run wants, and the
+// token buffer (mc_tokenizer_max_tokens: up to three ids a byte, four bytes an
+// id) stays under 1 GiB.
+#define S_MAX_TEXT_FILE ((size_t)64 << 20)
 
 void mc_cli_opts_init(mc_cli_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = -1;
     o->sampling = mc_sampler_params_default();
-    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    o->threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
+    o->threads = mc_pool_default_threads();
     o->host = "127.0.0.1";
     o->port = MC_CLI_DEFAULT_PORT;
     o->parallel = MC_CLI_DEFAULT_PARALLEL;
@@ -286,26 +291,7 @@ static int s_tokenize(const mc_cli_opts_t *o, const char *model_path) {
     char *file_buf = NULL;
     int ret = 1;
     if (o->tokenize_file) {
-        FILE *f = fopen(o->tokenize_file, "rb");
-        if (!f) {
-            snprintf(err, sizeof err, "%s: %s", o->tokenize_file, strerror(errno));
-            s_fail(err);
-            goto out;
-        }
-        size_t cap = 1 << 16;
-        file_buf = malloc(cap);
-        for (size_t r; file_buf && (r = fread(file_buf + len, 1, cap - len, f)) > 0;) {
-            len += r;
-            if (len == cap) {
-                char *nb = realloc(file_buf, cap *= 2);
-                if (!nb) free(file_buf);
-                file_buf = nb;
-            }
-        }
-        bool bad = ferror(f);
-        fclose(f);
-        if (!file_buf || bad) {
-            snprintf(err, sizeof err, "%s: %s", o->tokenize_file, file_buf ? "read error" : "out of memory");
+        if (mc_file_read(o->tokenize_file, S_MAX_TEXT_FILE, &file_buf, &len, err)) {
             s_fail(err);
             goto out;
         }
@@ -327,12 +313,6 @@ out:
     free(file_buf);
     mc_tokenizer_destroy(&tok);
     return ret;
-}
-
-static uint64_t s_random_seed(void) {
-    uint64_t s = 0;
-    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) s = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    return s & (uint64_t)INT64_MAX; // printable and accepted back by --seed
 }
 
 // What a --prompt or --token-ids run collects from its one generation.
@@ -388,7 +368,7 @@ static int s_generate(const mc_cli_opts_t *o, mc_session_t *s, const int32_t *pr
     p.prompt = prompt, p.n_prompt = (uint32_t)n_prompt;
     p.sampling = o->sampling;
     if (!o->seed_given) {
-        p.sampling.seed = s_random_seed();
+        p.sampling.seed = mc_rng_fresh_seed();
         if (p.sampling.temp > 0 && o->n_predict > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
     }
     p.max_tokens = (uint32_t)o->n_predict, p.ignore_eos = print_ids, p.prompt_logits = logits;
@@ -450,21 +430,8 @@ out:
 static int s_profile_routing(const mc_cli_opts_t *o, mc_session_t *s, atomic_int *stop) {
     char err[MC_ERR_LEN];
     size_t len;
-    char *text = NULL;
-    FILE *f = fopen(o->prompt_file, "rb");
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        if (n >= 0 && (text = malloc((size_t)n + 1)) && fread(text, 1, (size_t)n, f) == (size_t)n) text[n] = 0;
-        else free(text), text = NULL;
-        len = n > 0 ? (size_t)n : 0;
-        fclose(f);
-    }
-    if (!text) {
-        snprintf(err, sizeof err, "%s: cannot read it", o->prompt_file);
-        return s_fail(err);
-    }
+    char *text;
+    if (mc_file_read(o->prompt_file, S_MAX_TEXT_FILE, &text, &len, err)) return s_fail(err);
     const mc_tokenizer_t *tok = mc_session_tokenizer(s);
     mc_engine_t *e = mc_session_engine(s);
     const uint32_t n_ctx = mc_engine_n_ctx(e);

@@ -7,10 +7,10 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "chat.h"
+#include "rng.h"
 #include "scheduler.h"
 
 // While a person thinks at the prompt, the cluster's nodes still hear from
@@ -154,8 +154,7 @@ int mc_termchat_run(mc_session_t *s, const mc_termchat_params_t *p, FILE *in, FI
         s_answer_t a = {.out = out, .stop = p->stop};
         mc_gen_params_t gp = mc_gen_params_default();
         gp.prompt = ids, gp.n_prompt = (uint32_t)n_ids, gp.sampling = p->sampling, gp.max_tokens = p->max_tokens;
-        if (!p->seed_given && getrandom(&gp.sampling.seed, sizeof gp.sampling.seed, 0) != sizeof gp.sampling.seed)
-            gp.sampling.seed = (uint64_t)getpid() * 2654435761u + h.n;
+        if (!p->seed_given) gp.sampling.seed = mc_rng_fresh_seed();
         gp.strip_space = true, gp.on_text = s_on_text, gp.on_done = s_on_done, gp.user = &a;
         fputc('\n', out);
         if (mc_scheduler_submit(sched, &gp, NULL, err)) {

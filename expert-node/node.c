@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "guard.h"
+#include "flags.h"
 #include "kernel.h"
 #include "log.h"
 #include "matmul.h"
@@ -83,9 +84,36 @@ typedef struct {
     const char *addr; // "10.0.0.5", or "a local peer"
 } s_peer_t;
 
+#define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_node_params_t, field)
+static const mc_flag_t s_flags[] = {
+    {S_ROW("--model", "FILE", MC_FLAG_STRING, model), .help = "GGUF model, the same file as the coordinator's (required)"},
+    {S_ROW("--listen", "ENDPOINT", MC_FLAG_STRING, listen), .help = "ZeroMQ endpoint to bind, e.g. tcp://*:5555 (required)"},
+    {S_ROW("--threads", "N", MC_FLAG_INT, threads), MC_FLAG_DEF_THREADS, 1, 512, .help = "compute threads"},
+    {S_ROW("--name", "NAME", MC_FLAG_STRING, name), .help = "name reported to coordinators (default: host name)"},
+    {S_ROW("--lease-ms", "MS", MC_FLAG_U32, lease_ms), MC_NODE_DEFAULT_LEASE_MS, 100, 3600000,
+     .help = "a placement belongs to its coordinator while it is heard from\n"
+             "at least this often (coordinators send a heartbeat every\n"
+             "second); a different placement from another coordinator is\n"
+             "refused until then, and accepted after"},
+    {S_ROW("--secret-key", "FILE", MC_FLAG_STRING, secret_key),
+     .help = "this node's CURVE secret key (moe-keygen): traffic is encrypted, and\n"
+             "with --authorized-keys only the coordinators it lists may connect"},
+    {S_ROW("--authorized-keys", "FILE", MC_FLAG_STRING, authorized_keys),
+     .help = "coordinators' public keys, one per line; others are refused and\n"
+             "logged. Without both flags anyone who reaches the port can use the\n"
+             "node: fine on 127.0.0.1, warned about on any other address"},
+    {S_ROW("--profile", NULL, MC_FLAG_SWITCH, profile),
+     .help = "measure this machine with the model (memory, one expert's step for\n"
+             "1..32 rows) and print it as a node entry for moe-plan; then exit\n"
+             "(the coordinator's entry: moe-coordinator --profile)"},
+};
+#undef S_ROW
+#define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
+
 mc_node_params_t mc_node_params_default(void) {
-    long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    return (mc_node_params_t){.threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc, .lease_ms = MC_NODE_DEFAULT_LEASE_MS};
+    mc_node_params_t p = {0};
+    mc_flags_init(s_flags, S_N_FLAGS, &p);
+    return p;
 }
 
 void mc_node_usage(FILE *f) {
@@ -95,59 +123,14 @@ void mc_node_usage(FILE *f) {
                "Serves the experts a moe-coordinator assigns to this machine. Status lines (who\n"
                "connected, what it holds, what it refused and why) go to stderr; the first stdout\n"
                "line says where it listens.\n"
-               "\n"
-               "  --model FILE        GGUF model, the same file as the coordinator's (required)\n"
-               "  --listen ENDPOINT   ZeroMQ endpoint to bind, e.g. tcp://*:5555 (required)\n"
-               "  --threads N         compute threads (default: online CPUs, at most 8)\n"
-               "  --name NAME         name reported to coordinators (default: host name)\n"
-               "  --lease-ms MS       a placement belongs to its coordinator while it is heard from\n"
-               "                      at least this often (coordinators send a heartbeat every\n"
-               "                      second); a different placement from another coordinator is\n"
-               "                      refused until then, and accepted after (default %u, 100..3600000)\n"
-               "  --secret-key FILE   this node's CURVE secret key (moe-keygen): traffic is encrypted and\n"
-               "  --authorized-keys FILE  only coordinators whose public key is in FILE (one per line)\n"
-               "                      may connect; others are refused and logged. Without them anyone\n"
-               "                      who reaches the port can use the node: fine on 127.0.0.1, warned\n"
-               "                      about on any other address\n"
-               "  --profile           measure this machine with the model (memory, one expert's step for\n"
-               "                      1..32 rows) and print it as a node entry for moe-plan; then exit\n"
-               "                      (the coordinator's entry: moe-coordinator --profile)\n"
-               "  --help              this text\n",
-            MC_NODE_DEFAULT_LEASE_MS);
+               "\n");
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 22);
 }
 
 mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *help, char *err) {
     mc_node_params_t o = *p;
-    *help = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            *help = true;
-            return MC_OK;
-        }
-        if (!strcmp(a, "--profile")) {
-            o.profile = true;
-            continue;
-        }
-        if (strcmp(a, "--model") && strcmp(a, "--listen") && strcmp(a, "--threads") && strcmp(a, "--name") &&
-            strcmp(a, "--lease-ms") && strcmp(a, "--secret-key") && strcmp(a, "--authorized-keys"))
-            return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
-        if (i + 1 >= argc) return mc_err_set(err, MC_ERR_ARG, "%s needs a value", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--model")) o.model = v;
-        else if (!strcmp(a, "--secret-key")) o.secret_key = v;
-        else if (!strcmp(a, "--authorized-keys")) o.authorized_keys = v;
-        else if (!strcmp(a, "--listen")) o.listen = v;
-        else if (!strcmp(a, "--name")) o.name = v;
-        else {
-            const bool lease = !strcmp(a, "--lease-ms");
-            int64_t t;
-            mc_err_t rc = mc_parse_i64(a, v, lease ? 100 : 1, lease ? 3600000 : 512, &t, err);
-            if (rc) return rc;
-            if (lease) o.lease_ms = (uint32_t)t;
-            else o.threads = (int)t;
-        }
-    }
+    mc_err_t rc = mc_flags_parse(s_flags, S_N_FLAGS, argc, argv, &o, help, NULL, err);
+    if (rc || *help) return rc;
     if (!o.model) return mc_err_set(err, MC_ERR_ARG, "--model is required (see --help)");
     if (!o.listen && !o.profile) return mc_err_set(err, MC_ERR_ARG, "--listen is required (see --help)");
     if (!o.secret_key != !o.authorized_keys)

@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "file.h"
+
 #ifndef MC_DEFAULT_FIXTURES
 #define MC_DEFAULT_FIXTURES "../shared/fixtures"
 #endif
@@ -33,18 +35,11 @@ const char *mc_test_fixture(const char *name, char *buf, size_t cap) {
 }
 
 uint8_t *mc_test_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return NULL; }
-    long n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return NULL; }
-    uint8_t *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    if (!b) return NULL;
-    b[n] = 0;
-    if (len) *len = (size_t)n;
-    return b;
+    char *buf;
+    size_t n;
+    if (mc_file_read(path, (size_t)1 << 30, &buf, &n, NULL)) return NULL;
+    if (len) *len = n;
+    return (uint8_t *)buf;
 }
 
 const char *mc_test_tmpdir(char *buf, size_t cap) {

@@ -12,16 +12,14 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <yaml.h>
 
+#include "file.h"
 #include "keys.h"
 
 enum {
@@ -959,37 +957,9 @@ mc_cluster_config_t *mc_cluster_config_load(const char *path, char *err) {
         mc_err_set(err, MC_ERR_ARG, "cluster file: NULL path");
         return NULL;
     }
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        mc_err_set(err, MC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    char *buf = NULL;
-    size_t len = 0;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        mc_err_set(err, MC_ERR_IO, "%s: not a readable regular file", path);
-    } else if (st.st_size > (off_t)MC_CLUSTER_MAX_FILE_BYTES) {
-        mc_err_set(err, MC_ERR_FORMAT, "%s: the file is larger than %u bytes", path, MC_CLUSTER_MAX_FILE_BYTES);
-    } else if (!(buf = malloc((size_t)st.st_size + 1))) {
-        mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", path);
-    } else {
-        // Read until EOF but never past the size seen: a file that grows
-        // meanwhile is cut, one that shrinks is read as it is now.
-        while (len < (size_t)st.st_size) {
-            ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0) {
-                mc_err_set(err, MC_ERR_IO, "%s: read failed: %s", path, strerror(errno));
-                free(buf);
-                buf = NULL;
-            }
-            if (r <= 0) break;
-            len += (size_t)r;
-        }
-    }
-    close(fd);
-    if (!buf) return NULL;
+    char *buf;
+    size_t len;
+    if (mc_file_read(path, MC_CLUSTER_MAX_FILE_BYTES, &buf, &len, err)) return NULL;
     mc_cluster_config_t *c = mc_cluster_config_parse(buf, len, path, err);
     free(buf);
     return c;

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "file.h"
+
 #define S_MAX_FILE (1u << 20)
 #define S_MAX_KEYS 4096
 // The first line moe-keygen writes into a secret key file. Any 32 bytes are
@@ -118,30 +120,12 @@ mc_err_t mc_keys_parse_secret(const char *buf, size_t len, const char *what, mc_
     return MC_OK;
 }
 
-static char *s_read(const char *path, size_t *len, char *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        mc_err_set(err, MC_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(S_MAX_FILE + 1);
-    size_t n = buf ? fread(buf, 1, S_MAX_FILE + 1, f) : 0;
-    bool bad = ferror(f);
-    fclose(f);
-    if (!buf || bad || n > S_MAX_FILE) {
-        free(buf);
-        mc_err_set(err, MC_ERR_IO, "%s: %s", path, !buf ? "out of memory" : bad ? "read error" : "larger than 1 MiB");
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 mc_err_t mc_keys_load_secret(const char *path, mc_keypair_t *kp, char *err) {
+    char *buf;
     size_t len;
-    char *buf = s_read(path, &len, err);
-    if (!buf) return MC_ERR_IO;
-    mc_err_t rc = mc_keys_parse_secret(buf, len, path, kp, err);
+    mc_err_t rc = mc_file_read(path, S_MAX_FILE, &buf, &len, err);
+    if (rc) return rc;
+    rc = mc_keys_parse_secret(buf, len, path, kp, err);
     free(buf);
     return rc;
 }
@@ -181,10 +165,11 @@ mc_err_t mc_keyring_parse(const char *buf, size_t len, const char *what, mc_keyr
 }
 
 mc_err_t mc_keyring_load(const char *path, mc_keyring_t *out, char *err) {
+    char *buf;
     size_t len;
-    char *buf = s_read(path, &len, err);
-    if (!buf) return MC_ERR_IO;
-    mc_err_t rc = mc_keyring_parse(buf, len, path, out, err);
+    mc_err_t rc = mc_file_read(path, S_MAX_FILE, &buf, &len, err);
+    if (rc) return rc;
+    rc = mc_keyring_parse(buf, len, path, out, err);
     free(buf);
     return rc;
 }

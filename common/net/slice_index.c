@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "file.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the slice index format assumes a little-endian host"
@@ -353,34 +354,13 @@ static const char *s_stale_why(const mc_slice_source_t *have, const mc_slice_sou
 }
 
 mc_err_t mc_slice_index_load(const char *path, const mc_slice_source_t *want, mc_slice_index_t **out, char *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mc_err_set(err, MC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return mc_err_set(err, MC_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > S_MAX_FILE) {
-        close(fd);
-        return mc_err_set(err, MC_ERR_FORMAT, "%s: %lld bytes, larger than any slice index", path, (long long)st.st_size);
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    uint8_t *buf = malloc(n + 1);
-    if (!buf) {
-        close(fd);
-        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
+    char *buf;
+    size_t n;
+    mc_err_t rc = mc_file_read(path, S_MAX_FILE, &buf, &n, err);
+    if (rc) return rc;
     char sub[MC_ERR_LEN];
-    mc_slice_index_t *x = got == n ? mc_slice_index_parse(buf, n, sub) : NULL;
+    mc_slice_index_t *x = mc_slice_index_parse(buf, n, sub);
     free(buf);
-    if (got != n) return mc_err_set(err, MC_ERR_IO, "%s: read failed", path);
     if (!x) return mc_err_set(err, MC_ERR_FORMAT, "%s: %s", path, sub);
     if (!mc_slice_source_equal(&x->src, want)) {
         mc_err_set(err, MC_ERR_RANGE, "%s is stale (%s)", path, s_stale_why(&x->src, want));

@@ -14,7 +14,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "rng.h"
 #include "routing.h"
 #include "web_assets.h"
 
@@ -441,12 +441,6 @@ static mc_err_t s_prompt(mc_server_t *srv, const mc_api_request_t *q, int32_t **
     return MC_OK;
 }
 
-static uint64_t s_random_u64(void) {
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) v = (uint64_t)mc_clock_us() * 0x9E3779B97F4A7C15ull;
-    return v;
-}
-
 static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, bool chat) {
     const mc_endpoint_t ep = chat ? MC_EP_CHAT : MC_EP_COMPLETIONS;
     mc_api_error_t e;
@@ -470,14 +464,14 @@ static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, 
     j->srv = srv;
     j->refs = 2; // this side and the engine's
     j->stream = q.stream, j->include_usage = q.include_usage;
-    snprintf(j->id, sizeof j->id, "%s%016llx%08x", chat ? "chatcmpl-" : "cmpl-", (unsigned long long)s_random_u64(),
-             (unsigned)(s_random_u64() & 0xffffffffu));
+    snprintf(j->id, sizeof j->id, "%s%016llx%08x", chat ? "chatcmpl-" : "cmpl-", (unsigned long long)mc_rng_fresh_u64(),
+             (unsigned)(mc_rng_fresh_u64() & 0xffffffffu));
     j->ans = (mc_api_answer_t){chat, j->id, (int64_t)time(NULL), mc_session_model_id(srv->s)};
     j->prompt = ids;
     j->gp = mc_gen_params_default();
     j->gp.prompt = ids, j->gp.n_prompt = (uint32_t)n_ids;
     j->gp.sampling = q.sampling;
-    if (!q.seed_given) j->gp.sampling.seed = s_random_u64() & (uint64_t)INT64_MAX;
+    if (!q.seed_given) j->gp.sampling.seed = mc_rng_fresh_seed();
     j->gp.max_tokens = q.max_tokens ? q.max_tokens : srv->p.max_tokens;
     j->gp.strip_space = chat;
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);

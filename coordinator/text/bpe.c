@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "heap.h"
 #include "tokenizer.h"
 
 #define MC_BPE_MAX_MERGES (1u << 24)        // far above any real vocabulary
@@ -482,53 +483,19 @@ typedef struct {
     size_t cap, n;
     int32_t *sym, *prev, *next; // per position of the current word
     size_t sym_cap;
-    s_cand_t *heap;
-    size_t heap_n, heap_cap;
+    mc_heap_t heap; // of s_cand_t
 } s_enc_t;
 
-static bool s_cand_before(const s_cand_t *a, const s_cand_t *b) {
+static bool s_cand_before(const void *pa, const void *pb) {
+    const s_cand_t *a = pa, *b = pb;
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static bool s_heap_push(s_enc_t *e, s_cand_t c) {
-    if (e->heap_n == e->heap_cap) {
-        size_t cap = e->heap_cap ? 2 * e->heap_cap : 64;
-        s_cand_t *h = realloc(e->heap, cap * sizeof(*h));
-        if (!h) return false;
-        e->heap = h;
-        e->heap_cap = cap;
-    }
-    size_t i = e->heap_n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!s_cand_before(&c, &e->heap[parent])) break;
-        e->heap[i] = e->heap[parent];
-        i = parent;
-    }
-    e->heap[i] = c;
-    return true;
-}
-
-static s_cand_t s_heap_pop(s_enc_t *e) {
-    s_cand_t top = e->heap[0], last = e->heap[--e->heap_n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= e->heap_n) break;
-        if (c + 1 < e->heap_n && s_cand_before(&e->heap[c + 1], &e->heap[c])) c++;
-        if (!s_cand_before(&e->heap[c], &last)) break;
-        e->heap[i] = e->heap[c];
-        i = c;
-    }
-    if (e->heap_n > 0) e->heap[i] = last;
-    return top;
 }
 
 static bool s_try_pair(s_enc_t *e, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return true;
     const s_merge_t *m = s_merge_find(e->b, (uint32_t)e->sym[left], (uint32_t)e->sym[right]);
     if (!m) return true;
-    return s_heap_push(e, (s_cand_t){m->rank, left, right, e->sym[left], e->sym[right], m->merged});
+    return mc_heap_push(&e->heap, &(s_cand_t){m->rank, left, right, e->sym[left], e->sym[right], m->merged});
 }
 
 static mc_err_t s_put(s_enc_t *e, int32_t id, char *err) {
@@ -560,11 +527,12 @@ static mc_err_t s_encode_word(void *ctx, const char *word, size_t len, char *err
         e->prev[i] = (int32_t)i - 1;
         e->next[i] = i + 1 < len ? (int32_t)i + 1 : -1;
     }
-    e->heap_n = 0;
+    mc_heap_clear(&e->heap);
     for (size_t i = 0; i + 1 < len; i++)
         if (!s_try_pair(e, (int32_t)i, (int32_t)i + 1)) goto nomem;
-    while (e->heap_n > 0) {
-        s_cand_t c = s_heap_pop(e);
+    while (e->heap.n > 0) {
+        s_cand_t c;
+        mc_heap_pop(&e->heap, &c);
         if (e->sym[c.left] != c.left_id || e->sym[c.right] != c.right_id || e->next[c.left] != c.right)
             continue; // stale: a neighbour merged since this was queued
         e->sym[c.left] = c.merged;
@@ -654,7 +622,7 @@ mc_err_t mc_bpe_encode(const mc_bpe_t *b, const char *text, size_t len, int32_t 
     s_frags_t frags = {0};
     if (!s_partition(b, text, len, &frags))
         return mc_err_set(err, MC_ERR_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
-    s_enc_t e = {.b = b, .ids = ids, .cap = cap};
+    s_enc_t e = {.b = b, .ids = ids, .cap = cap, .heap = mc_heap_make(sizeof(s_cand_t), s_cand_before)};
     mc_err_t rc = MC_OK;
     for (size_t i = 0; i < frags.n && rc == MC_OK; i++) {
         const s_frag_t *f = &frags.v[i];
@@ -665,6 +633,6 @@ mc_err_t mc_bpe_encode(const mc_bpe_t *b, const char *text, size_t len, int32_t 
     free(e.sym);
     free(e.prev);
     free(e.next);
-    free(e.heap);
+    mc_heap_free(&e.heap);
     return rc;
 }

@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "bpe.h"
+#include "heap.h"
 
 #define MC_TOK_MAX_VOCAB (1u << 24)           // far above any real vocabulary
 #define MC_TOK_MAX_PIECE 1024u                // bytes; real pieces are < 100
@@ -82,11 +83,6 @@ typedef struct {
     int32_t left, right;
     uint32_t len; // left.len + right.len when pushed; differs once stale
 } mc_bigram_t;
-
-typedef struct {
-    mc_bigram_t *items;
-    size_t n, cap;
-} mc_heap_t;
 
 /* ---- UTF-8 ---- */
 
@@ -471,43 +467,9 @@ size_t mc_tokenizer_max_tokens(size_t len) {
 }
 
 // Higher score first; on a tie the leftmost pair.
-static bool s_bigram_before(const mc_bigram_t *a, const mc_bigram_t *b) {
+static bool s_bigram_before(const void *pa, const void *pb) {
+    const mc_bigram_t *a = pa, *b = pb;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static bool s_heap_push(mc_heap_t *h, mc_bigram_t b) {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? 2 * h->cap : 64;
-        mc_bigram_t *items = realloc(h->items, cap * sizeof(*items));
-        if (!items) return false;
-        h->items = items;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!s_bigram_before(&b, &h->items[parent])) break;
-        h->items[i] = h->items[parent];
-        i = parent;
-    }
-    h->items[i] = b;
-    return true;
-}
-
-static mc_bigram_t s_heap_pop(mc_heap_t *h) {
-    mc_bigram_t top = h->items[0];
-    mc_bigram_t last = h->items[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && s_bigram_before(&h->items[c + 1], &h->items[c])) c++;
-        if (!s_bigram_before(&h->items[c], &last)) break;
-        h->items[i] = h->items[c];
-        i = c;
-    }
-    if (h->n > 0) h->items[i] = last;
-    return top;
 }
 
 // Queue the merge of symbols left and right if it forms a text piece.
@@ -518,7 +480,7 @@ static bool s_try_bigram(const mc_tokenizer_t *t, const char *norm, const mc_sym
     if (len > t->max_piece_len) return true;
     int32_t id = s_lookup(t, norm + sym[left].off, len);
     if (id < 0 || !s_is_text_piece(t, id)) return true;
-    return s_heap_push(h, (mc_bigram_t){t->scores[id], left, right, len});
+    return mc_heap_push(h, &(mc_bigram_t){t->scores[id], left, right, len});
 }
 
 // The dummy-prefix U+2581, then the text with each ' ' replaced by U+2581.
@@ -568,7 +530,7 @@ mc_err_t mc_tokenizer_encode(const mc_tokenizer_t *t, const char *text, size_t l
     char *norm = s_normalize(text, len, &norm_len);
     const uint8_t *u = (const uint8_t *)norm;
     mc_symbol_t *sym = NULL;
-    mc_heap_t heap = {0};
+    mc_heap_t heap = mc_heap_make(sizeof(mc_bigram_t), s_bigram_before);
     mc_err_t rc = MC_OK;
     if (!norm) goto nomem;
 
@@ -586,7 +548,8 @@ mc_err_t mc_tokenizer_encode(const mc_tokenizer_t *t, const char *text, size_t l
     for (size_t k = 0; k + 1 < n_sym; k++)
         if (!s_try_bigram(t, norm, sym, (int32_t)k, (int32_t)k + 1, &heap)) goto nomem;
     while (heap.n > 0) {
-        mc_bigram_t b = s_heap_pop(&heap);
+        mc_bigram_t b;
+        mc_heap_pop(&heap, &b);
         mc_symbol_t *l = &sym[b.left], *r = &sym[b.right];
         if (l->len == 0 || r->len == 0 || l->len + r->len != b.len) continue; // stale
         l->len += r->len;
@@ -626,7 +589,7 @@ nomem:
 done:
     free(norm);
     free(sym);
-    free(heap.items);
+    mc_heap_free(&heap);
     return rc;
 }
 

@@ -25,10 +25,12 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "flags.h"
 #include "matmul.h"
 #include "parse.h"
 #include "pool.h"
 #include "quant.h"
+#include "rng.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -40,6 +42,9 @@
 #define S_LINE_WORDS 8        // one 64-byte cache line of per-thread sums
 #define S_HUGE_ALIGN ((size_t)2 << 20)
 #define S_KERNEL_TEMPLATES 16 // distinct random rows tiled over a kernel-bench matrix
+// Fixed seeds: every run, and every build, times the same prompts and rows.
+#define S_PROMPT_SEED 0x9E3779B97F4A7C15ull
+#define S_KERNEL_SEED 0x2545F4914F6CDD1Dull
 
 // Elapsed seconds, never 0: a clock tick coarser than the work must not
 // turn a rate into infinity (which JSON cannot carry).
@@ -48,144 +53,110 @@ static double s_since(double t0) {
     return dt > 1e-9 ? dt : 1e-9;
 }
 
-static uint64_t s_rng_next(uint64_t *s) {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-static float s_rng_gauss(uint64_t *s) {
-    const float u = ((float)(s_rng_next(s) >> 40) + 0.5f) / 16777216.0f;
-    const float v = ((float)(s_rng_next(s) >> 40) + 0.5f) / 16777216.0f;
-    return sqrtf(-2.f * logf(u)) * cosf(6.2831853f * v);
+// n values from N(0, 1).
+static void s_gauss_fill(mc_rng_t *r, float *x, uint32_t n) {
+    float spare;
+    for (uint32_t i = 0; i < n; i += 2) mc_rng_gauss2(r, &x[i], i + 1 < n ? &x[i + 1] : &spare);
 }
 
 // --- options ------------------------------------------------------------------
 
-void mc_bench_opts_init(mc_bench_opts_t *o) {
-    memset(o, 0, sizeof *o);
-    o->type = MC_DTYPE_Q4_0;
-    const long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    o->n_threads = nproc < 1 ? 1 : nproc > 8 ? 8 : (int)nproc;
-    o->n_prompt = 64;
-    o->n_gen = 64;
-    o->n_batch = 1;
-    o->reps = 3;
+// --type T: a weight type, by name.
+static mc_err_t s_parse_type(const char *flag, const char *v, void *field, char *err) {
+    mc_dtype_t t;
+    const mc_dtype_traits_t *tr = mc_dtype_from_name(v, &t) ? mc_dtype_traits(t) : NULL;
+    if (!tr || !tr->weight) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not a weight type", flag, v);
+    *(mc_dtype_t *)field = t;
+    return MC_OK;
 }
 
-void mc_bench_usage(FILE *f) {
-    fprintf(f,
-            "usage: moe-bench [--model FILE | --type T] [--cluster FILE] [options]\n"
-            "       moe-bench --kernels [--threads N] [--reps N] [--json]\n"
-            "Measure prompt and generation speed, memory read bandwidth and the generation\n"
-            "speed it bounds (bandwidth / weight bytes per token).\n"
-            "\n"
-            "  --model FILE   GGUF model (default: the benchmark model, generated once into\n"
-            "                 $MC_CACHE_DIR, else $XDG_CACHE_HOME/moe-cluster, else ~/.cache/moe-cluster)\n"
-            "  --cluster FILE run the experts on the nodes of a cluster file (see moe-coordinator);\n"
-            "                 --model overrides the file's model\n"
-            "  --type T       weight type of the generated model: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1\n"
-            "                 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K (default Q4_0)\n"
-            "  --threads N    compute threads, also for the bandwidth test (default: online CPUs, at most 8)\n"
-            "  -p N           prompt tokens, evaluated as one batch (default 64)\n"
-            "  -n N           tokens generated one at a time after the prompt (default 64)\n"
-            "  --batch B      B sequences, each its own prompt, then decoded together one token\n"
-            "                 per sequence per step; speeds count every sequence's tokens (default 1)\n"
-            "  --routing-stats FILE  write what the router chose (rows per expert, pairs, locality,\n"
-            "                 a trace) as JSON for moe-plan\n"
-            "  --stats-json FILE  with --cluster: the per-node statistics after the run\n"
-            "  --reps N       timed repetitions after one warm-up; medians are reported (default 3)\n"
-            "  --bw-mib N     bandwidth buffer in MiB (default: 4 x the last-level cache, at least\n"
-            "                 1024, at most a quarter of RAM); measured in a child process so it\n"
-            "                 does not count in the reported peak RSS\n"
-            "  --no-repack    multiply Q4_0 weights from the file's rows instead of repacking them at\n"
-            "                 load (the same results, for comparison)\n"
-            "  --json         print one JSON line instead of the table\n"
-            "  --kernels      kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
-            "                 type (cycling through copies spanning twice the last-level cache),\n"
-            "                 scalar vs best instruction set (1 thread) and 1 vs N threads\n"
-            "  --help, -h     this text\n");
-}
-
-static mc_err_t s_parse_int(const char *flag, const char *s, long long lo, long long hi, long long *out, char *err) {
-    int64_t v;
-    mc_err_t rc = mc_parse_i64(flag, s, lo, hi, &v, err);
-    if (!rc) *out = v;
+// --bw-mib N: MiB into bytes, up to 1 TiB, or what a size_t holds on 32-bit machines.
+static mc_err_t s_parse_mib(const char *flag, const char *v, void *field, char *err) {
+    const int64_t hi = (int64_t)((SIZE_MAX >> 20) < (1u << 20) ? (SIZE_MAX >> 20) : (1u << 20));
+    int64_t n;
+    mc_err_t rc = mc_parse_i64(flag, v, 16, hi, &n, err);
+    if (!rc) *(size_t *)field = (size_t)n << 20;
     return rc;
 }
 
+// The rows' order is their bit in s_given (mc_flags_parse); see the checks below.
+enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
+       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS };
+#define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
+static const mc_flag_t s_flags[] = {
+    [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
+                   .help = "GGUF model (default: the benchmark model, generated once into\n"
+                           "$MC_CACHE_DIR, else $XDG_CACHE_HOME/moe-cluster, else ~/.cache/moe-cluster)"},
+    [S_F_CLUSTER] = {S_ROW("--cluster", "FILE", MC_FLAG_FILE, cluster),
+                     .help = "run the experts on the nodes of a cluster file (see moe-coordinator);\n"
+                             "--model overrides the file's model"},
+    [S_F_TYPE] = {S_ROW("--type", "T", MC_FLAG_CUSTOM, type), .parse = s_parse_type,
+                  .help = "weight type of the generated model: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1\n"
+                          "Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K (default Q4_0)"},
+    [S_F_THREADS] = {S_ROW("--threads", "N", MC_FLAG_INT, n_threads), MC_FLAG_DEF_THREADS, 1, 512,
+                     .help = "compute threads, also for the bandwidth test"},
+    [S_F_P] = {S_ROW("-p", "N", MC_FLAG_U32, n_prompt), 64, 1, 65536, .help = "prompt tokens, evaluated as one batch"},
+    [S_F_N] = {S_ROW("-n", "N", MC_FLAG_U32, n_gen), 64, 1, 65536,
+               .help = "tokens generated one at a time after the prompt"},
+    [S_F_BATCH] = {S_ROW("--batch", "B", MC_FLAG_U32, n_batch), 1, 1, 256,
+                   .help = "B sequences, each its own prompt, then decoded together one token\n"
+                           "per sequence per step; speeds count every sequence's tokens"},
+    [S_F_ROUTING] = {S_ROW("--routing-stats", "FILE", MC_FLAG_FILE, routing_stats),
+                     .help = "write what the router chose (rows per expert, pairs, locality,\n"
+                             "a trace) as JSON for moe-plan"},
+    [S_F_STATS] = {S_ROW("--stats-json", "FILE", MC_FLAG_FILE, stats_json),
+                   .help = "with --cluster: the per-node statistics after the run"},
+    [S_F_REPS] = {S_ROW("--reps", "N", MC_FLAG_INT, reps), 3, 1, 1000,
+                  .help = "timed repetitions after one warm-up; medians are reported"},
+    [S_F_BW] = {S_ROW("--bw-mib", "N", MC_FLAG_CUSTOM, bw_bytes), .parse = s_parse_mib,
+                .help = "bandwidth buffer in MiB (default: 4 x the last-level cache, at least\n"
+                        "1024, at most a quarter of RAM); measured in a child process so it\n"
+                        "does not count in the reported peak RSS"},
+    [S_F_NO_REPACK] = {S_ROW("--no-repack", NULL, MC_FLAG_SWITCH, no_repack),
+                       .help = "multiply Q4_0 weights from the file's rows instead of repacking them at\n"
+                               "load (the same results, for comparison)"},
+    [S_F_JSON] = {S_ROW("--json", NULL, MC_FLAG_SWITCH, json), .help = "print one JSON line instead of the table"},
+    [S_F_KERNELS] = {S_ROW("--kernels", NULL, MC_FLAG_SWITCH, kernels),
+                     .help = "kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
+                             "type (cycling through copies spanning twice the last-level cache),\n"
+                             "scalar vs best instruction set (1 thread) and 1 vs N threads"},
+};
+#undef S_ROW
+#define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
+#define S_BIT(f) ((uint64_t)1 << (f))
+
+void mc_bench_opts_init(mc_bench_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    o->type = MC_DTYPE_Q4_0;
+    mc_flags_init(s_flags, S_N_FLAGS, o);
+}
+
+void mc_bench_usage(FILE *f) {
+    fprintf(f, "usage: moe-bench [--model FILE | --type T] [--cluster FILE] [options]\n"
+               "       moe-bench --kernels [--threads N] [--reps N] [--json]\n"
+               "Measure prompt and generation speed, memory read bandwidth and the generation\n"
+               "speed it bounds (bandwidth / weight bytes per token).\n"
+               "\n");
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 17);
+}
+
 mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
-    static const char *const with_value[] = {"--model", "--type", "--threads", "-p", "-n", "--reps", "--bw-mib",
-                                             "--cluster", "--batch", "--routing-stats", "--stats-json"};
-    bool type_given = false, model_flags = false;
     mc_bench_opts_t r = *o;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            o->help = true;
-            return MC_OK;
-        }
-        if (!strcmp(a, "--json")) {
-            r.json = true;
-            continue;
-        }
-        if (!strcmp(a, "--kernels")) {
-            r.kernels = true;
-            continue;
-        }
-        if (!strcmp(a, "--no-repack")) {
-            r.no_repack = true;
-            continue;
-        }
-        bool known = false;
-        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
-        if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
-        if (i + 1 >= argc) return mc_err_set(err, MC_ERR_ARG, "%s needs a value", a);
-        const char *v = argv[++i];
-        long long n = 0;
-        mc_err_t rc = MC_OK;
-        if (!strcmp(a, "--threads")) {
-            if (!(rc = s_parse_int(a, v, 1, 512, &n, err))) r.n_threads = (int)n;
-        } else if (!strcmp(a, "--reps")) {
-            if (!(rc = s_parse_int(a, v, 1, 1000, &n, err))) r.reps = (int)n;
-        } else if (!strcmp(a, "--model")) {
-            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--model needs a file name");
-            r.model = v;
-        } else if (!strcmp(a, "--cluster")) {
-            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--cluster needs a file name");
-            r.cluster = v;
-        } else if (!strcmp(a, "--type")) {
-            mc_dtype_t t;
-            const mc_dtype_traits_t *tr = mc_dtype_from_name(v, &t) ? mc_dtype_traits(t) : NULL;
-            if (!tr || !tr->weight) return mc_err_set(err, MC_ERR_ARG, "--type: '%s' is not a weight type", v);
-            r.type = t;
-            type_given = true;
-        } else if (!strcmp(a, "-p")) {
-            if (!(rc = s_parse_int(a, v, 1, 65536, &n, err))) r.n_prompt = (uint32_t)n;
-        } else if (!strcmp(a, "-n")) {
-            if (!(rc = s_parse_int(a, v, 1, 65536, &n, err))) r.n_gen = (uint32_t)n;
-        } else if (!strcmp(a, "--batch")) {
-            if (!(rc = s_parse_int(a, v, 1, 256, &n, err))) r.n_batch = (uint32_t)n;
-        } else if (!strcmp(a, "--routing-stats")) {
-            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--routing-stats needs a file name");
-            r.routing_stats = v;
-        } else if (!strcmp(a, "--stats-json")) {
-            if (!*v) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs a file name");
-            r.stats_json = v;
-        } else {
-            // Up to 1 TiB, or what a size_t holds on 32-bit machines.
-            const long long hi = (long long)((SIZE_MAX >> 20) < (1u << 20) ? (SIZE_MAX >> 20) : (1u << 20));
-            if (!(rc = s_parse_int(a, v, 16, hi, &n, err))) r.bw_bytes = (size_t)n << 20;
-        }
-        // Everything but the thread and repetition counts is about the model run.
-        model_flags |= strcmp(a, "--threads") && strcmp(a, "--reps");
-        if (rc) return rc;
+    bool help;
+    uint64_t given;
+    mc_err_t rc = mc_flags_parse(s_flags, S_N_FLAGS, argc, argv, &r, &help, &given, err);
+    if (rc) return rc;
+    if (help) {
+        o->help = true;
+        return MC_OK;
     }
-    if (type_given && r.model)
+    // Everything but the thread and repetition counts and the switches is about the model run.
+    const uint64_t kernel_flags =
+        S_BIT(S_F_THREADS) | S_BIT(S_F_REPS) | S_BIT(S_F_JSON) | S_BIT(S_F_KERNELS) | S_BIT(S_F_NO_REPACK);
+    if ((given & S_BIT(S_F_TYPE)) && r.model)
         return mc_err_set(err, MC_ERR_ARG, "--type picks the generated model; it does not apply to --model");
     if (r.stats_json && !r.cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster");
-    if (r.kernels && model_flags)
+    if (r.kernels && (given & ~kernel_flags))
         return mc_err_set(err, MC_ERR_ARG, "--kernels takes only --threads, --reps and --json");
     *o = r;
     return MC_OK;
@@ -459,9 +430,11 @@ mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, uint3
         double t0 = mc_clock_s();
         for (uint32_t b = 0; b < B && !rc; b++) {
             // Fixed per sequence: every run evaluates the same prompts.
-            uint64_t rng = 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull * b;
+            mc_rng_t rng;
+            const uint64_t part = b;
+            mc_rng_seed(&rng, mc_rng_seed_of(S_PROMPT_SEED, &part, 1));
             for (uint32_t i = 0; i < n_prompt; i++) {
-                ids[i] = (int32_t)(s_rng_next(&rng) % nv);
+                ids[i] = (int32_t)(mc_rng_next(&rng) % nv);
                 seq[i] = b, pos[i] = i, want[i] = i + 1 == n_prompt;
             }
             const mc_engine_batch_t batch = {ids, seq, pos, want, n_prompt};
@@ -716,10 +689,11 @@ mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *ou
     // Quantizing millions of values with the reference quantizers is slow;
     // a few quantized random rows tiled over the matrix give real blocks with
     // sane scales, and the memory traffic does not care that rows repeat.
-    uint64_t rng = 0x2545F4914F6CDD1Dull;
+    mc_rng_t rng;
+    mc_rng_seed(&rng, S_KERNEL_SEED);
     const uint32_t n_tmpl = n_out < S_KERNEL_TEMPLATES ? n_out : S_KERNEL_TEMPLATES;
     for (uint32_t r = 0; r < n_tmpl && !rc; r++) {
-        for (uint32_t i = 0; i < n_in; i++) x[i] = s_rng_gauss(&rng);
+        s_gauss_fill(&rng, x, n_in);
         rc = mc_quant_quantize_row(type, x, w + (size_t)r * rb, n_in);
     }
     if (rc) {
@@ -730,7 +704,7 @@ mc_err_t mc_bench_kernel(const mc_bench_kernel_cfg_t *cfg, mc_bench_kernel_t *ou
     for (uint32_t c = 0; c < copies; c++)
         mats[c] = (mc_matrix_t){
             .type = type, .n_in = n_in, .n_out = n_out, .row_bytes = rb, .data = w + (size_t)c * bytes};
-    for (uint32_t i = 0; i < n_in; i++) x[i] = s_rng_gauss(&rng);
+    s_gauss_fill(&rng, x, n_in);
     mc_kernel_act_row(ks, x, as, n_in);
     mc_kernel_act_row(kb, x, ab, n_in);
 

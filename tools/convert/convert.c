@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 
 #include "arch.h"
+#include "file.h"
 #include "gguf_writer.h"
 #include "quant.h"
 #include "safetensors.h"
@@ -81,48 +82,20 @@ static bool s_exists(const char *dir, const char *name) {
 }
 
 // The whole of dir/name (NUL-terminated) when at most cap bytes.
-static mc_err_t s_read_file(const char *dir, const char *name, size_t cap, uint8_t **out, size_t *len, char *err) {
+static mc_err_t s_read_file(const char *dir, const char *name, size_t cap, char **out, size_t *len, char *err) {
     char path[S_PATH_MAX];
     mc_err_t rc = s_join(path, dir, name, err);
-    if (rc) return rc;
-    FILE *f = fopen(path, "rb");
-    if (!f) return mc_err_set(err, MC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t n = 0, size = 1 << 16;
-    uint8_t *buf = malloc(size + 1);
-    while (buf) {
-        n += fread(buf + n, 1, size - n, f);
-        if (n < size || size > cap) break;
-        uint8_t *nb = realloc(buf, 2 * size + 1);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        size *= 2;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (!buf) return mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", path);
-    if (bad || n > cap) {
-        free(buf);
-        return bad ? mc_err_set(err, MC_ERR_IO, "%s: read failed", path)
-                   : mc_err_set(err, MC_ERR_FORMAT, "%s: larger than %zu bytes", path, cap);
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return MC_OK;
+    return rc ? rc : mc_file_read(path, cap, out, len, err);
 }
 
 // dir/name parsed as a JSON object; *out stays NULL when the file is absent and optional.
 static mc_err_t s_read_json(const char *dir, const char *name, size_t cap, bool required, cJSON **out, char *err) {
     if (!required && !s_exists(dir, name)) return MC_OK;
-    uint8_t *text;
+    char *text;
     size_t len;
     mc_err_t rc = s_read_file(dir, name, cap, &text, &len, err);
     if (rc) return rc;
-    cJSON *j = cJSON_ParseWithLength((const char *)text, len);
+    cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -537,11 +510,11 @@ static void s_cfg_token_id(const cJSON *cfg, const char *typ, uint32_t n, int32_
 
 static mc_err_t s_vocab_spm(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, s_vocab_t *v,
                             char *err) {
-    uint8_t *buf;
+    char *buf;
     size_t len;
     mc_err_t rc = s_read_file(dir, "tokenizer.model", S_MAX_SPM, &buf, &len, err);
     if (rc) return rc;
-    Spm__ModelProto *m = spm__model_proto__unpack(NULL, len, buf);
+    Spm__ModelProto *m = spm__model_proto__unpack(NULL, len, (const uint8_t *)buf);
     free(buf);
     if (!m) return mc_err_set(err, MC_ERR_FORMAT, "tokenizer.model: not a SentencePiece model (the protobuf does not parse)");
     const Spm__TrainerSpec *ts = m->trainer_spec;
@@ -726,26 +699,6 @@ static mc_err_t s_vocab_bpe(const char *dir, const cJSON *cfg, const cJSON *tcfg
 
 // --- metadata ---------------------------------------------------------------------------
 
-// general.file_type for a model whose matrices are `t` (llama.cpp's numbering).
-static uint32_t s_file_type(mc_dtype_t t) {
-    switch (t) {
-    case MC_DTYPE_F32: return 0;
-    case MC_DTYPE_F16: return 1;
-    case MC_DTYPE_Q4_0: return 2;
-    case MC_DTYPE_Q4_1: return 3;
-    case MC_DTYPE_Q8_0: return 7;
-    case MC_DTYPE_Q5_0: return 8;
-    case MC_DTYPE_Q5_1: return 9;
-    case MC_DTYPE_Q2_K: return 10;
-    case MC_DTYPE_Q3_K: return 11; // Q3_K_S: one type throughout
-    case MC_DTYPE_Q4_K: return 14; // Q4_K_S
-    case MC_DTYPE_Q5_K: return 16; // Q5_K_S
-    case MC_DTYPE_Q6_K: return 18;
-    case MC_DTYPE_BF16: return 32;
-    default: return 0;
-    }
-}
-
 static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t *hp, const s_vocab_t *v,
                            mc_dtype_t type, const char *name, char *err) {
     char k[96];
@@ -768,7 +721,10 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
     S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.attention.layer_norm_rms_epsilon", A), hp->rms_eps));
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_count", A), hp->n_expert));
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_used_count", A), hp->n_expert_used));
-    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.file_type"), s_file_type(type)));
+    uint32_t file_type = 0;
+    if (!mc_dtype_file_type(type, &file_type))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "no llama.cpp file type for %s weights", mc_dtype_name(type));
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.file_type"), file_type));
     if (a->id == S_MIXTRAL) {
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.vocab_size", A), hp->n_vocab));
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.rope.dimension_count", A), hp->head_dim));

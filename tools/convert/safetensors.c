@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
+
 #define S_MAX_TENSORS (1u << 20)
 #define S_MAX_INDEX_BYTES (64u * 1024u * 1024u)
 #define S_MAX_SHARDS 1024u // DeepSeek-V3 has 163
@@ -478,28 +480,6 @@ static bool s_plain_name(const char *s) {
     return !strchr(s, '/') && !strchr(s, '\\');
 }
 
-static mc_err_t s_read_small(const char *path, size_t cap, char **out, size_t *len, char *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mc_err_set(err, MC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = malloc(cap + 1);
-    if (!buf) {
-        fclose(f);
-        return mc_err_set(err, MC_ERR_NOMEM, "out of memory reading %s", path);
-    }
-    size_t n = fread(buf, 1, cap + 1, f);
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad || n > cap) {
-        free(buf);
-        return bad ? mc_err_set(err, MC_ERR_IO, "%s: read failed", path)
-                   : mc_err_set(err, MC_ERR_FORMAT, "%s: larger than %zu bytes", path, cap);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return MC_OK;
-}
-
 static mc_err_t s_dir_add_shard(mc_safetensors_dir_t *d, const char *dir, const char *file, char *err) {
     char path[S_PATH_MAX];
     mc_err_t rc = s_join(path, dir, file, err);
@@ -537,7 +517,7 @@ static mc_err_t s_dir_index(mc_safetensors_dir_t *d, char *err) {
 static mc_err_t s_dir_from_index(mc_safetensors_dir_t *d, const char *dir, const char *index_path, char *err) {
     char *text = NULL;
     size_t len = 0;
-    mc_err_t rc = s_read_small(index_path, S_MAX_INDEX_BYTES, &text, &len, err);
+    mc_err_t rc = mc_file_read(index_path, S_MAX_INDEX_BYTES, &text, &len, err);
     if (rc) return rc;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);

@@ -456,23 +456,6 @@ static void s_rng_seed(s_rng_t *r, uint64_t seed) {
     r->has_spare = false;
 }
 
-// Two independent N(0,1) values (Marsaglia's polar form of Box-Muller: one
-// log and one sqrt per pair, no trigonometry).
-static inline void s_rng_gauss2(s_rng_t *r, float *a, float *b) {
-    for (;;) {
-        uint64_t x = mc_rng_next(&r->g);
-        // Two 24-bit uniforms in [-1, 1), exact in float.
-        float u = (float)(int32_t)((x >> 40) - (1u << 23)) * 0x1p-23f;
-        float v = (float)(int32_t)(((x >> 16) & 0xFFFFFFu) - (1u << 23)) * 0x1p-23f;
-        float s = u * u + v * v;
-        if (s >= 1.0f || s == 0.0f) continue;
-        float f = sqrtf(-2.0f * logf(s) / s);
-        *a = u * f;
-        *b = v * f;
-        return;
-    }
-}
-
 static void s_rng_fill(s_rng_t *r, float *out, uint64_t n, float mean, float std) {
     uint64_t i = 0;
     if (n && r->has_spare) {
@@ -481,13 +464,13 @@ static void s_rng_fill(s_rng_t *r, float *out, uint64_t n, float mean, float std
     }
     for (; i + 1 < n; i += 2) {
         float a, b;
-        s_rng_gauss2(r, &a, &b);
+        mc_rng_gauss2(&r->g, &a, &b);
         out[i] = mean + std * a;
         out[i + 1] = mean + std * b;
     }
     if (i < n) {
         float a;
-        s_rng_gauss2(r, &a, &r->spare);
+        mc_rng_gauss2(&r->g, &a, &r->spare);
         r->has_spare = true;
         out[i] = mean + std * a;
     }
@@ -495,11 +478,8 @@ static void s_rng_fill(s_rng_t *r, float *out, uint64_t n, float mean, float std
 
 // The generator seed of one part: a hash of (seed, role, layer, expert).
 static uint64_t s_part_seed(uint64_t seed, s_role_t role, uint32_t layer, uint32_t expert) {
-    uint64_t h = seed;
-    h = mc_rng_splitmix64(&h) + (uint64_t)role;
-    h = mc_rng_splitmix64(&h) + layer;
-    h = mc_rng_splitmix64(&h) + expert;
-    return mc_rng_splitmix64(&h);
+    const uint64_t path[] = {(uint64_t)role, layer, expert};
+    return mc_rng_seed_of(seed, path, 3);
 }
 
 static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *err) {
@@ -528,26 +508,12 @@ static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *e
 
 // ---- file layout ----
 
-// llama.cpp's LLAMA_FTYPE for a model whose matrices are all `type`.
+// llama.cpp's general.file_type for a model whose matrices are all `type` (the one
+// table is common/dtype.c's, which moe-convert writes too).
 static uint32_t s_file_type(mc_dtype_t type) {
-    switch (type) {
-    case MC_DTYPE_F32: return 0;
-    case MC_DTYPE_F16: return 1;
-    case MC_DTYPE_Q4_0: return 2;
-    case MC_DTYPE_Q4_1: return 3;
-    case MC_DTYPE_Q8_0: return 7;
-    case MC_DTYPE_Q5_0: return 8;
-    case MC_DTYPE_Q5_1: return 9;
-    case MC_DTYPE_Q2_K: return 10;
-    case MC_DTYPE_Q3_K: return 12; // Q3_K_M
-    case MC_DTYPE_Q4_K: return 15; // Q4_K_M
-    case MC_DTYPE_Q5_K: return 17; // Q5_K_M
-    case MC_DTYPE_Q6_K: return 18;
-    case MC_DTYPE_BF16: return 32;
-    default: break;
-    }
-    assert(!"type rejected by mc_mkmodel_check");
-    return 0;
+    uint32_t ft = 0;
+    if (!mc_dtype_file_type(type, &ft)) assert(!"type rejected by mc_mkmodel_check");
+    return ft;
 }
 
 typedef struct {

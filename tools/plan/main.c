@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cluster_config.h"
+#include "file.h"
 #include "model.h"
 #include "parse.h"
 #include "plan.h"
@@ -133,13 +134,11 @@ static int s_fail(const char *msg) {
 // Node latencies from `--stats-json` output: for each node that answered,
 // the mean round trip less the mean compute time of a request.
 static int s_apply_stats(const char *path, mc_plan_machines_t *ms) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return s_fail("cannot open the --stats file");
-    char *buf = malloc(MC_PLAN_MAX_FILE_BYTES * 16 + 1);
-    const size_t len = buf ? fread(buf, 1, MC_PLAN_MAX_FILE_BYTES * 16, f) : 0;
-    fclose(f);
-    if (!buf) return s_fail("out of memory");
-    buf[len] = 0;
+    // --stats-json output may outgrow a machines file, so a larger bound; a file
+    // over it is refused, not cut and parsed as far as it goes.
+    char *buf, err[MC_ERR_LEN];
+    size_t len;
+    if (mc_file_read(path, MC_PLAN_MAX_FILE_BYTES * 16, &buf, &len, err)) return s_fail(err);
     cJSON *root = cJSON_ParseWithLength(buf, len);
     free(buf);
     const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(root, "nodes");

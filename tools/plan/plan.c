@@ -11,6 +11,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "file.h"
 #include "parse.h"
 
 #define S_MIB (1024.0 * 1024.0)
@@ -367,16 +368,11 @@ mc_err_t mc_plan_machines_parse(const char *buf, size_t len, const char *name, m
 }
 
 mc_err_t mc_plan_machines_load(const char *path, mc_plan_machines_t *out, char *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mc_err_set(err, MC_ERR_IO, "%s: cannot open", path);
-    char *buf = malloc(MC_PLAN_MAX_FILE_BYTES + 1);
-    size_t len = buf ? fread(buf, 1, MC_PLAN_MAX_FILE_BYTES + 1, f) : 0;
-    const bool bad = ferror(f);
-    fclose(f);
-    mc_err_t rc;
-    if (!buf) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    else if (bad) rc = mc_err_set(err, MC_ERR_IO, "%s: read error", path);
-    else rc = mc_plan_machines_parse(buf, len, path, out, err);
+    char *buf;
+    size_t len;
+    mc_err_t rc = mc_file_read(path, MC_PLAN_MAX_FILE_BYTES, &buf, &len, err);
+    if (rc) return rc;
+    rc = mc_plan_machines_parse(buf, len, path, out, err);
     free(buf);
     return rc;
 }
