@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file.h"
+
 #define S_MAX_FILE (256u << 20)
 
 struct mc_routing {
@@ -283,18 +285,12 @@ mc_err_t mc_routing_parse(const char *buf, size_t len, mc_routing_stats_t *out, 
 }
 
 mc_err_t mc_routing_load(const char *path, mc_routing_stats_t *out, char *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mc_err_set(err, MC_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = malloc(S_MAX_FILE + 1);
-    size_t n = buf ? fread(buf, 1, S_MAX_FILE + 1, f) : 0;
-    bool bad = ferror(f);
-    fclose(f);
-    if (!buf || bad || n > S_MAX_FILE) {
-        free(buf);
-        return mc_err_set(err, MC_ERR_IO, "%s: %s", path, !buf ? "out of memory" : bad ? "read error" : "over 256 MiB");
-    }
+    char *buf;
+    size_t n;
+    mc_err_t rc = mc_file_read(path, S_MAX_FILE, &buf, &n, err);
+    if (rc) return rc;
     char sub[MC_ERR_LEN];
-    mc_err_t rc = mc_routing_parse(buf, n, out, sub);
+    rc = mc_routing_parse(buf, n, out, sub);
     free(buf);
     return rc ? mc_err_set(err, rc, "%s: %s", path, sub) : MC_OK;
 }
