@@ -85,7 +85,10 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
             mc_err_set(err, MC_ERR_NOMEM, "cannot collect routing statistics for this model");
             goto fail;
         }
-        mc_engine_set_route_hook(s->engine, mc_routing_hook, s->routing);
+        if (mc_engine_route_subscribe(s->engine, mc_routing_hook, s->routing)) {
+            mc_err_set(err, MC_ERR_RANGE, "cannot observe the router: too many observers");
+            goto fail;
+        }
 #else
         mc_err_set(err, MC_ERR_UNSUPPORTED, "this moe-coordinator was built without routing statistics (MC_ENGINE_ONLY)");
         goto fail;

@@ -171,6 +171,45 @@ static void test_split_experts_identical(void **state) {
     mc_model_destroy(&m);
 }
 
+// The router's choices have one list of observers: one subscribed after
+// the engine's own counts sees the same choices the counts add up, and the
+// list is bounded.
+typedef struct {
+    uint64_t *counts; // (n_layer, n_expert)
+    uint32_t n_expert;
+    uint64_t calls;
+} s_watch_t;
+
+static void s_watch(void *ctx, uint32_t layer, uint64_t row, uint32_t seq, uint32_t pos, const int32_t *sel, uint32_t k) {
+    (void)row, (void)seq, (void)pos;
+    s_watch_t *w = ctx;
+    w->calls++;
+    for (uint32_t j = 0; j < k; j++) w->counts[(size_t)layer * w->n_expert + (uint32_t)sel[j]]++;
+}
+
+static void test_route_observers(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_model_t *m = s_make("merged-Q4_0", MC_DTYPE_Q4_0, false, 64, 128);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    const size_t cells = (size_t)m->hp.n_layer * m->hp.n_expert;
+    s_watch_t w = {calloc(cells, sizeof(uint64_t)), m->hp.n_expert, 0};
+    uint64_t *counts = calloc(cells, sizeof(uint64_t));
+    assert_int_equal(mc_engine_route_subscribe(e, s_watch, &w), MC_OK);
+    float *out = malloc(N_IDS * m->hp.n_vocab * sizeof(float));
+    assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
+    mc_engine_expert_counts(e, counts);
+    assert_int_equal(w.calls, (uint64_t)N_IDS * m->hp.n_layer);
+    assert_memory_equal(w.counts, counts, cells * sizeof(uint64_t));
+    for (int i = 2; i < MC_ENGINE_MAX_OBSERVERS; i++) assert_int_equal(mc_engine_route_subscribe(e, s_watch, &w), MC_OK);
+    assert_int_equal(mc_engine_route_subscribe(e, s_watch, &w), MC_ERR_RANGE);
+    free(out), free(counts), free(w.counts);
+    mc_engine_destroy(&e);
+    mc_model_destroy(&m);
+}
+
 // Several sequences decoded together: a prompt chunk of one sharing a pass
 // with the generated tokens of others, in any chunking, gives each sequence
 // the bits it gets alone.
@@ -304,6 +343,7 @@ int main(void) {
         cmocka_unit_test(test_layouts_identical),
         cmocka_unit_test(test_threads_and_batching_identical),
         cmocka_unit_test(test_split_experts_identical),
+        cmocka_unit_test(test_route_observers),
         cmocka_unit_test(test_sequences_batched_identical),
         cmocka_unit_test(test_errors),
     };

@@ -6,7 +6,7 @@
  * request); how often a token keeps an expert that its sequence's previous
  * token had (locality); and a trace of the choices themselves for the first
  * max_trace tokens, which the simulator replays. The engine reports every
- * row of every pass through its route hook (mc_engine_set_route_hook, with
+ * row of every pass as a router observer (mc_engine_route_subscribe, with
  * mc_routing_hook); mc_routing_json() may be called from another thread
  * meanwhile.
  *

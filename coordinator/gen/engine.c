@@ -24,8 +24,11 @@ struct mc_engine {
     mc_matmul_t *mm;
     mc_experts_t *local;   // every expert computed here (owned)
     mc_experts_t *experts; // the expert step in use: local, or one set (borrowed)
-    mc_engine_route_fn route_fn;
-    void *route_ctx;
+    struct {
+        mc_engine_route_fn fn;
+        void *ctx;
+    } observers[MC_ENGINE_MAX_OBSERVERS]; // of the router's choices, [0]: the expert counts
+    uint32_t n_observers;
     uint64_t rows_done; // rows evaluated before the current chunk
     mc_attn_fns_t attn;     // q.k dots and the value mix: same bits on every ISA
 
@@ -50,6 +53,9 @@ struct mc_engine {
     // (n_layer, n_expert); read by other threads (mc_engine_expert_counts)
     _Atomic uint64_t *expert_counts;
 };
+
+static void s_count_route(void *ctx, uint32_t layer, uint64_t row, uint32_t seq, uint32_t pos, const int32_t *sel,
+                          uint32_t k);
 
 mc_engine_params_t mc_engine_params_default(void) {
     return (mc_engine_params_t){.n_threads = 1, .n_ctx = 4096, .n_seq = 1, .max_batch = 256, .isa = MC_ISA_BEST};
@@ -104,6 +110,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     if (!e->local || !e->k_cache || !e->v_cache || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->att || !e->o ||
         !e->rl || !e->sel || !e->selw || !e->scores || !e->expert_counts)
         goto nomem;
+    mc_engine_route_subscribe(e, s_count_route, e);
     return e;
 nomem:
     mc_err_set(err, MC_ERR_NOMEM, "out of memory allocating the engine (KV cache of %u sequences x %u positions)",
@@ -129,9 +136,23 @@ void mc_engine_set_experts(mc_engine_t *e, mc_experts_t *x) { e->experts = x ? x
 
 mc_experts_t *mc_engine_experts(mc_engine_t *e) { return e->experts; }
 
-void mc_engine_set_route_hook(mc_engine_t *e, mc_engine_route_fn fn, void *ctx) {
-    e->route_fn = fn;
-    e->route_ctx = ctx;
+mc_err_t mc_engine_route_subscribe(mc_engine_t *e, mc_engine_route_fn fn, void *ctx) {
+    if (e->n_observers == MC_ENGINE_MAX_OBSERVERS)
+        return mc_err_set(NULL, MC_ERR_RANGE, "at most %d router observers", MC_ENGINE_MAX_OBSERVERS);
+    e->observers[e->n_observers].fn = fn;
+    e->observers[e->n_observers++].ctx = ctx;
+    return MC_OK;
+}
+
+// The first observer: rows per (layer, expert), read by other threads.
+static void s_count_route(void *ctx, uint32_t layer, uint64_t row, uint32_t seq, uint32_t pos, const int32_t *sel,
+                          uint32_t k) {
+    (void)row, (void)seq, (void)pos;
+    mc_engine_t *e = ctx;
+    const uint32_t ne = e->m->hp.n_expert;
+    for (uint32_t j = 0; j < k; j++)
+        if (sel[j] >= 0)
+            atomic_fetch_add_explicit(&e->expert_counts[(size_t)layer * ne + (uint32_t)sel[j]], 1, memory_order_relaxed);
 }
 
 uint32_t mc_engine_n_ctx(const mc_engine_t *e) { return e->p.n_ctx; }
@@ -254,7 +275,7 @@ static void s_attn_task(void *arg, int ith, int nth) {
 // Router: softmax over all experts, keep the k most probable (ties: lower
 // id); their weights renormalised over the chosen k when the family does
 // (summed in double and divided, as ggml's sum_rows and div), then scaled.
-static void s_route(mc_engine_t *e, uint32_t layer, uint32_t n) {
+static void s_route(mc_engine_t *e, uint32_t n) {
     const mc_hparams_t *hp = &e->m->hp;
     const uint32_t ne = hp->n_expert, k = hp->n_expert_used;
     float p[256];
@@ -274,7 +295,6 @@ static void s_route(mc_engine_t *e, uint32_t layer, uint32_t n) {
             sel[j] = best;
             w[j] = p[best];
             sum += (double)p[best];
-            atomic_fetch_add_explicit(&e->expert_counts[(size_t)layer * ne + (uint32_t)best], 1, memory_order_relaxed);
         }
         // ggml clamps the sum to the smallest normal f16 before dividing.
         const float fsum = (float)sum < 6.103515625e-5f ? 6.103515625e-5f : (float)sum;
@@ -324,10 +344,11 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
         if (e->p.keep_router)
             memcpy(e->router_keep + ((size_t)l * e->keep_cap + keep_off) * hp->n_expert, e->rl,
                    (size_t)n * hp->n_expert * sizeof(float));
-        s_route(e, l, n);
-        for (uint32_t t = 0; e->route_fn && t < n; t++)
-            e->route_fn(e->route_ctx, l, e->rows_done + t, seq[t], pos[t], e->sel + (size_t)t * hp->n_expert_used,
-                        hp->n_expert_used);
+        s_route(e, n);
+        for (uint32_t i = 0; i < e->n_observers; i++)
+            for (uint32_t t = 0; t < n; t++)
+                e->observers[i].fn(e->observers[i].ctx, l, e->rows_done + t, seq[t], pos[t],
+                                   e->sel + (size_t)t * hp->n_expert_used, hp->n_expert_used);
         rc = mc_experts_compute(e->experts, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
         if (rc) return rc;
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];

@@ -65,10 +65,17 @@ mc_experts_t *mc_engine_experts(mc_engine_t *e);
 
 // Observer of the router: for every row of every pass and every layer, the
 // k experts chosen. row counts rows over all passes since the engine was
-// made; seq and pos are the row's sequence and position.
+// made; seq and pos are the row's sequence and position. Called on the
+// engine's thread, in subscription order, before the layer's expert step.
 typedef void (*mc_engine_route_fn)(void *ctx, uint32_t layer, uint64_t row, uint32_t seq, uint32_t pos,
                                    const int32_t *sel, uint32_t k);
-void mc_engine_set_route_hook(mc_engine_t *e, mc_engine_route_fn fn, void *ctx);
+
+// The router's choices have one list of observers: the engine's own count
+// per expert (mc_engine_expert_counts) is the first, routing statistics
+// (routing.h) and anything else subscribe after it. MC_ERR_RANGE when
+// MC_ENGINE_MAX_OBSERVERS are subscribed already.
+#define MC_ENGINE_MAX_OBSERVERS 8
+mc_err_t mc_engine_route_subscribe(mc_engine_t *e, mc_engine_route_fn fn, void *ctx);
 
 // One forward pass: row i is token ids[i] of sequence seq[i] at position
 // pos[i]. A row sees its sequence's cache at positions 0..pos[i]: earlier

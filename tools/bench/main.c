@@ -35,7 +35,10 @@ static mc_err_t s_attach(void *ctx, mc_engine_t *e, const mc_model_t *m, char *e
         const mc_hparams_t *hp = &m->hp;
         c->routing = mc_routing_new(hp->n_layer, hp->n_expert, hp->n_expert_used, mc_engine_n_seq(e), 200000);
         if (!c->routing) return mc_err_set(err, MC_ERR_NOMEM, "routing statistics: out of memory");
-        mc_engine_set_route_hook(e, mc_routing_hook, c->routing);
+        if (mc_engine_route_subscribe(e, mc_routing_hook, c->routing)) {
+            mc_routing_destroy(&c->routing);
+            return mc_err_set(err, MC_ERR_RANGE, "routing statistics: too many router observers");
+        }
     }
     if (c->cfg) { // the same factory as a session's
         mc_experts_params_t xp = mc_experts_params_default();
