@@ -38,6 +38,9 @@ typedef struct {
     const uint8_t *packed; // (n_out / 8, n_in / 32, MC_Q4_0X8_BYTES) or NULL; owned by whoever repacked
 } mc_matrix_t;
 
+// Bytes of w's rows in the file.
+static inline uint64_t mc_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->n_out * w->row_bytes; }
+
 typedef struct mc_matmul mc_matmul_t;
 
 // pool is borrowed and must outlive the result. NULL on failure.

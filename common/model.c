@@ -346,20 +346,21 @@ mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out) {
     return mc_quant_dequantize_row(e->type, e->data + (size_t)id * e->row_bytes, out, e->n_in);
 }
 
-static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->row_bytes * w->n_out; }
+
+uint64_t mc_model_expert_bytes(const mc_model_t *m, uint32_t layer, uint32_t e) {
+    const mc_expert_t *x = &m->layers[layer].experts[e];
+    return mc_matrix_bytes(&x->gate) + mc_matrix_bytes(&x->up) + mc_matrix_bytes(&x->down);
+}
 
 uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
-    uint64_t total = s_matrix_bytes(&m->output);
+    uint64_t total = mc_matrix_bytes(&m->output);
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
         const mc_layer_t *L = &m->layers[l];
-        total += s_matrix_bytes(&L->wq) + s_matrix_bytes(&L->wk) + s_matrix_bytes(&L->wv) + s_matrix_bytes(&L->wo) +
-                 s_matrix_bytes(&L->router);
+        total += mc_matrix_bytes(&L->wq) + mc_matrix_bytes(&L->wk) + mc_matrix_bytes(&L->wv) + mc_matrix_bytes(&L->wo) +
+                 mc_matrix_bytes(&L->router);
         // Experts of one layer may differ in type (quant mixes): use the mean.
         uint64_t experts = 0;
-        for (uint32_t e = 0; e < m->hp.n_expert; e++) {
-            const mc_expert_t *x = &L->experts[e];
-            experts += s_matrix_bytes(&x->gate) + s_matrix_bytes(&x->up) + s_matrix_bytes(&x->down);
-        }
+        for (uint32_t e = 0; e < m->hp.n_expert; e++) experts += mc_model_expert_bytes(m, l, e);
         total += experts * m->hp.n_expert_used / m->hp.n_expert;
     }
     return total;

@@ -120,6 +120,10 @@ mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out);
 // read the same model description; not a defence against a forger.
 uint64_t mc_model_fingerprint(const mc_model_t *m);
 
+// Bytes of expert e of layer l's rows in the file (gate, up and down);
+// layer and e must be in range.
+uint64_t mc_model_expert_bytes(const mc_model_t *m, uint32_t layer, uint32_t e);
+
 // Bytes of all weights a generated token reads: attention, router, k experts
 // per layer, output head (the memory traffic that bounds decoding speed).
 uint64_t mc_model_bytes_per_token(const mc_model_t *m);

@@ -123,8 +123,7 @@ mc_err_t mc_profile_run(const mc_profile_params_t *p, FILE *out, char *err) {
             continue;
         }
         memcpy(done[n_done], t, sizeof t);
-        const uint64_t bytes = (uint64_t)ex->gate.n_out * ex->gate.row_bytes + (uint64_t)ex->up.n_out * ex->up.row_bytes +
-                               (uint64_t)ex->down.n_out * ex->down.row_bytes;
+        const uint64_t bytes = mc_matrix_bytes(&ex->gate) + mc_matrix_bytes(&ex->up) + mc_matrix_bytes(&ex->down);
         fprintf(out, "    - types: [%s, %s, %s]\n      bytes: %llu\n      ms: [", mc_dtype_name(t[0]),
                 mc_dtype_name(t[1]), mc_dtype_name(t[2]), (unsigned long long)bytes);
         // Every expert of these types, in every layer.

@@ -397,7 +397,7 @@ static uint64_t s_resident_bytes(void) {
 // reads one byte per page so the share is resident when Ready is sent.
 static uint64_t s_advise(const mc_matrix_t *w, int advice) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t bytes = (size_t)w->n_out * w->row_bytes;
+    size_t bytes = (size_t)mc_matrix_bytes(w);
     uintptr_t start = (uintptr_t)w->data / page * page;
     uintptr_t end = ((uintptr_t)w->data + bytes + page - 1) / page * page;
     if (madvise((void *)start, end - start, advice) != 0) MC_LOGW("madvise: %s", strerror(errno));
@@ -439,17 +439,13 @@ static void s_load_report(s_load_t *ld, uint64_t done, bool force) {
 // mc_model_progress_t of the hashing and repacking phases.
 static void s_load_step(void *ctx, uint64_t done) { s_load_report(ctx, done, false); }
 
-static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->n_out * w->row_bytes; }
 
 // Weight bytes of the experts held in want.
 static uint64_t s_held_bytes(const mc_node_t *n, const uint8_t *want) {
     const mc_hparams_t *hp = &n->model->hp;
     uint64_t bytes = 0;
-    for (size_t i = 0; i < (size_t)hp->n_layer * hp->n_expert; i++) {
-        if (!want[i]) continue;
-        const mc_expert_t *ex = &n->model->layers[i / hp->n_expert].experts[i % hp->n_expert];
-        bytes += s_matrix_bytes(&ex->gate) + s_matrix_bytes(&ex->up) + s_matrix_bytes(&ex->down);
-    }
+    for (size_t i = 0; i < (size_t)hp->n_layer * hp->n_expert; i++)
+        if (want[i]) bytes += mc_model_expert_bytes(n->model, (uint32_t)(i / hp->n_expert), (uint32_t)(i % hp->n_expert));
     return bytes;
 }
 
@@ -480,8 +476,7 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want, s_load_t *ld, uint32_
         uint32_t before = pairs;
         for (uint32_t e = 0; e < hp->n_expert; e++) {
             if (!want[(size_t)l * hp->n_expert + e]) continue;
-            const mc_expert_t *ex = &n->model->layers[l].experts[e];
-            bytes += s_matrix_bytes(&ex->gate) + s_matrix_bytes(&ex->up) + s_matrix_bytes(&ex->down);
+            bytes += mc_model_expert_bytes(n->model, l, e);
             pairs++;
         }
         layers += pairs > before;
@@ -507,7 +502,7 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want, s_load_t *ld, uint32_
         const mc_expert_t *ex = &n->model->layers[i / hp->n_expert].experts[i % hp->n_expert];
         const mc_matrix_t *ws[3] = {&ex->gate, &ex->up, &ex->down};
         for (int j = 0; j < 3; j++)
-            if (ws[j]->packed) done += s_matrix_bytes(ws[j]);
+            if (ws[j]->packed) done += mc_matrix_bytes(ws[j]);
     }
     for (size_t i = 0; i < cells; i++) {
         if (!n->held[i]) continue;

@@ -63,7 +63,6 @@ static void s_put64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->n_out * w->row_bytes; }
 
 // The hash of one expert's slice (see the header: descriptor, then bytes).
 static void s_hash_expert(const mc_expert_t *x, uint8_t out[MC_SLICE_HASH_BYTES]) {
@@ -77,7 +76,7 @@ static void s_hash_expert(const mc_expert_t *x, uint8_t out[MC_SLICE_HASH_BYTES]
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, MC_SLICE_HASH_BYTES);
     crypto_generichash_update(&st, desc, sizeof desc);
-    for (int i = 0; i < 3; i++) crypto_generichash_update(&st, w[i]->data, s_matrix_bytes(w[i]));
+    for (int i = 0; i < 3; i++) crypto_generichash_update(&st, w[i]->data, mc_matrix_bytes(w[i]));
     crypto_generichash_final(&st, out, MC_SLICE_HASH_BYTES);
 }
 
@@ -181,7 +180,7 @@ typedef struct {
 
 // Whole pages inside w's bytes leave this process's memory.
 static void s_release(const mc_matrix_t *w, size_t page) {
-    const uintptr_t a = (uintptr_t)w->data, z = a + (uintptr_t)s_matrix_bytes(w);
+    const uintptr_t a = (uintptr_t)w->data, z = a + (uintptr_t)mc_matrix_bytes(w);
     const uintptr_t start = (a + page - 1) / page * page, end = z / page * page;
     if (end > start) (void)madvise((void *)start, end - start, MADV_DONTNEED); // advice only
 }
@@ -199,8 +198,7 @@ static void s_fill_share(void *arg, int ith, int nth) {
 }
 
 static uint64_t s_expert_bytes(const mc_model_t *m, size_t cell) {
-    const mc_expert_t *ex = &m->layers[cell / m->hp.n_expert].experts[cell % m->hp.n_expert];
-    return s_matrix_bytes(&ex->gate) + s_matrix_bytes(&ex->up) + s_matrix_bytes(&ex->down);
+    return mc_model_expert_bytes(m, (uint32_t)(cell / m->hp.n_expert), (uint32_t)(cell % m->hp.n_expert));
 }
 
 uint64_t mc_slice_index_todo_bytes(const mc_slice_index_t *x, const mc_model_t *m, const uint8_t *held) {
@@ -231,10 +229,7 @@ mc_err_t mc_slice_index_fill(mc_slice_index_t *x, const mc_model_t *m, const uin
         n = 0;
         for (size_t i = 0; i < x->cells; i++)
             if (!x->known[i] && (!held || held[i])) todo[n++] = (uint32_t)i;
-        for (size_t i = 0; i < n; i++) {
-            const mc_expert_t *ex = &m->layers[todo[i] / x->src.n_expert].experts[todo[i] % x->src.n_expert];
-            s.bytes += s_matrix_bytes(&ex->gate) + s_matrix_bytes(&ex->up) + s_matrix_bytes(&ex->down);
-        }
+        for (size_t i = 0; i < n; i++) s.bytes += s_expert_bytes(m, todo[i]);
         const double t0 = mc_clock_s();
         uint64_t done = 0;
         for (size_t at = 0; at < n;) { // in batches, progress told after each
