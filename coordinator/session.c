@@ -77,6 +77,7 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     ep.n_seq = p->n_seq;
     if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
         goto fail;
+    mc_scheduler_set_prefix_cache(s->sched, p->prefix_cache);
     if (p->routing) {
 #if MC_HAVE_CLUSTER
         const mc_hparams_t *hp = &s->model->hp;

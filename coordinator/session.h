@@ -28,6 +28,7 @@ typedef struct {
     uint32_t n_seq;                          // sequences decoded together
     FILE *log;                               // cluster progress lines; NULL: quiet
     bool routing;                            // collect routing statistics (mc_session_routing)
+    size_t prefix_cache;                     // bytes of saved prefixes (mc_scheduler_set_prefix_cache); 0: none
 } mc_session_params_t;
 
 // 1 thread, default context, 1 sequence, no cluster, no log.

@@ -332,6 +332,16 @@ static void test_errors(void **state) {
     assert_int_equal(mc_engine_eval(e, s_ids, 9, 0, MC_LOGITS_LAST, row, err), MC_ERR_RANGE);
     assert_non_null(strstr(err, "exceed the context"));
     assert_int_equal(mc_engine_eval(e, s_ids, 8, 0, MC_LOGITS_LAST, row, err), MC_OK);
+    // The cache moved whole: sequences and lengths checked.
+    char kv[4096];
+    assert_true(mc_engine_kv_bytes(e, 1) <= sizeof kv);
+    assert_int_equal(mc_engine_kv_copy(e, 0, 0, 1, err), MC_ERR_RANGE);
+    assert_int_equal(mc_engine_kv_copy(e, 0, 1, 1, err), MC_ERR_RANGE);
+    assert_non_null(strstr(err, "sequence 1 out of range"));
+    assert_int_equal(mc_engine_kv_save(e, 0, 9, kv, err), MC_ERR_RANGE);
+    assert_int_equal(mc_engine_kv_save(e, 0, 1, kv, err), MC_OK);
+    assert_int_equal(mc_engine_kv_load(e, 0, 2, kv, 1, err), MC_ERR_RANGE);
+    assert_int_equal(mc_engine_kv_load(e, 0, 1, kv, 1, err), MC_OK);
     free(row);
     mc_engine_destroy(&e);
     mc_engine_destroy(&e);

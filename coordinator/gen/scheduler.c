@@ -39,6 +39,22 @@ typedef struct {
     bool busy;
 } s_slot_t;
 
+// A prefix kept outside the slots: its tokens and their keys and values
+// (mc_engine_kv_save's layout), so a prompt that starts the same way later
+// loads them instead of evaluating them again.
+typedef struct s_saved s_saved_t;
+struct s_saved {
+    int32_t *tokens; // (n)
+    uint32_t n;
+    void *kv;        // mc_engine_kv_bytes(n)
+    size_t bytes;    // kv and tokens: what counts against the budget
+    uint64_t used;   // the scheduler's clock when last saved or loaded (LRU)
+    s_saved_t *next;
+};
+
+// Prefixes shorter than this are not worth a saved copy.
+#define S_SAVE_MIN_TOKENS 16
+
 struct mc_sched {
     mc_engine_t *e;
     const mc_tokenizer_t *tok;
@@ -62,6 +78,11 @@ struct mc_sched {
     uint32_t cap_rows;
     float *logits;     // (wanted rows, n_vocab)
     uint32_t cap_logits;
+    // The prefix cache beyond the slots (mc_scheduler_set_prefix_cache).
+    s_saved_t *saved;
+    size_t saved_bytes, saved_max;
+    uint64_t clock;
+    mc_prefix_stats_t stats;
 };
 
 const char *mc_finish_name(mc_finish_t f) {
@@ -117,6 +138,7 @@ void mc_scheduler_destroy(mc_scheduler_t **ps) {
     for (s_gen_t *g = s->queue, *n; g; g = n) n = g->next, s_gen_free(g);
     for (s_gen_t *g = s->running, *n; g; g = n) n = g->next, s_gen_free(g);
     for (uint32_t i = 0; s->slots && i < s->n_slots; i++) free(s->slots[i].tokens);
+    for (s_saved_t *v = s->saved, *n; v; v = n) n = v->next, free(v->tokens), free(v->kv), free(v);
     free(s->slots), free(s->piece), free(s->ids), free(s->seq), free(s->pos), free(s->want), free(s->row_gen);
     free(s->logits);
     free(s);
@@ -257,8 +279,87 @@ void mc_scheduler_cancel(mc_scheduler_t *s, uint64_t id) {
         }
 }
 
-// Free slots to queued generations, in order: the slot whose cache shares
-// the longest start with the prompt (a chat's history), else any.
+// --- the prefix cache ---------------------------------------------------------------
+
+// Drop the least recently used saved prefixes, never keep, until at most
+// bytes remain (or only keep does).
+static void s_evict(mc_scheduler_t *s, size_t bytes, const s_saved_t *keep) {
+    while (s->saved_bytes > bytes) {
+        s_saved_t **lru = NULL;
+        for (s_saved_t **pp = &s->saved; *pp; pp = &(*pp)->next)
+            if (*pp != keep && (!lru || (*pp)->used < (*lru)->used)) lru = pp;
+        if (!lru) return;
+        s_saved_t *v = *lru;
+        *lru = v->next;
+        s->saved_bytes -= v->bytes;
+        free(v->tokens), free(v->kv), free(v);
+    }
+}
+
+void mc_scheduler_set_prefix_cache(mc_scheduler_t *s, size_t max_bytes) {
+    s->saved_max = max_bytes;
+    s_evict(s, max_bytes, NULL);
+}
+
+void mc_scheduler_prefix_stats(const mc_scheduler_t *s, mc_prefix_stats_t *out) {
+    *out = s->stats;
+    out->saved = 0;
+    for (const s_saved_t *v = s->saved; v; v = v->next) out->saved++;
+    out->saved_bytes = s->saved_bytes;
+}
+
+static uint32_t s_common(const int32_t *a, uint32_t na, const int32_t *b, uint32_t nb) {
+    uint32_t c = 0;
+    while (c < na && c < nb && a[c] == b[c]) c++;
+    return c;
+}
+
+// Keep slot i's cache (about to be overwritten past its first keep tokens) as a saved
+// prefix, within the budget, least recently used ones making room. Saved
+// prefixes that are a start of it go (it covers them); if it is a start of
+// one already kept, that one is only marked used. Best effort: without the
+// memory nothing is kept, which costs time later, never results.
+static void s_save(mc_scheduler_t *s, uint32_t i, uint32_t keep, const s_saved_t *protect) {
+    const s_slot_t *sl = &s->slots[i];
+    const uint32_t n = sl->n_tokens;
+    if (!s->saved_max || n < S_SAVE_MIN_TOKENS || n <= keep) return;
+    const size_t kvb = mc_engine_kv_bytes(s->e, n), bytes = kvb + (size_t)n * sizeof(int32_t);
+    if (bytes > s->saved_max) return;
+    for (s_saved_t **pp = &s->saved; *pp;) {
+        s_saved_t *v = *pp;
+        const uint32_t c = s_common(v->tokens, v->n, sl->tokens, n);
+        if (c == n) { // already kept, whole
+            v->used = ++s->clock;
+            return;
+        }
+        if (c == v->n && v != protect) { // a start of this one
+            *pp = v->next;
+            s->saved_bytes -= v->bytes;
+            free(v->tokens), free(v->kv), free(v);
+            continue;
+        }
+        pp = &v->next;
+    }
+    s_evict(s, s->saved_max - bytes, protect);
+    if (s->saved_bytes + bytes > s->saved_max) return;
+    s_saved_t *v = calloc(1, sizeof *v);
+    if (v) v->tokens = malloc((size_t)n * sizeof(int32_t)), v->kv = malloc(kvb);
+    if (!v || !v->tokens || !v->kv || mc_engine_kv_save(s->e, i, n, v->kv, NULL)) {
+        if (v) free(v->tokens), free(v->kv), free(v);
+        return;
+    }
+    memcpy(v->tokens, sl->tokens, (size_t)n * sizeof(int32_t));
+    v->n = n, v->bytes = bytes, v->used = ++s->clock;
+    v->next = s->saved, s->saved = v;
+    s->saved_bytes += bytes;
+}
+
+// Free slots to queued generations, in order. A generation goes to the free
+// slot whose cache shares the longest start with its prompt (a chat's
+// history, evaluated in place); when another slot, busy or not, or a saved
+// prefix shares more, those positions are copied in instead. Either way
+// only what is new is evaluated, and the last prompt token always is (its
+// logits are needed).
 static void s_admit(mc_scheduler_t *s) {
     while (s->queue) {
         s_gen_t *g = s->queue;
@@ -266,8 +367,7 @@ static void s_admit(mc_scheduler_t *s) {
         uint32_t best_len = 0;
         for (uint32_t i = 0; i < s->n_slots; i++) {
             if (s->slots[i].busy) continue;
-            uint32_t c = 0;
-            while (c < s->slots[i].n_tokens && c < g->p.n_prompt && s->slots[i].tokens[c] == g->prompt[c]) c++;
+            const uint32_t c = s_common(s->slots[i].tokens, s->slots[i].n_tokens, g->prompt, g->p.n_prompt);
             if (best < 0 || c > best_len) best = (int)i, best_len = c;
         }
         if (best < 0) return;
@@ -276,8 +376,39 @@ static void s_admit(mc_scheduler_t *s) {
         g->slot = best;
         s_slot_t *sl = &s->slots[best];
         sl->busy = true;
-        // The last prompt token is always evaluated: its logits are needed.
-        g->done = g->p.prompt_logits ? 0 : best_len < g->p.n_prompt ? best_len : g->p.n_prompt - 1;
+        const uint32_t limit = g->p.prompt_logits ? 0 : g->p.n_prompt - 1;
+        // A longer start elsewhere: another slot's cache or a saved prefix.
+        int from = -1;
+        s_saved_t *from_saved = NULL;
+        uint32_t other = best_len;
+        for (uint32_t i = 0; i < s->n_slots; i++) {
+            if ((int)i == best) continue;
+            const uint32_t c = s_common(s->slots[i].tokens, s->slots[i].n_tokens, g->prompt, g->p.n_prompt);
+            if (c > other) other = c, from = (int)i;
+        }
+        for (s_saved_t *v = s->saved; v; v = v->next) {
+            const uint32_t c = s_common(v->tokens, v->n, g->prompt, g->p.n_prompt);
+            if (c > other) other = c, from_saved = v, from = -1;
+        }
+        uint32_t reuse = best_len < limit ? best_len : limit;
+        const uint32_t moved = other < limit ? other : limit;
+        if (moved > reuse) {
+            s_save(s, (uint32_t)best, best_len, from_saved);
+            const mc_err_t rc = from_saved ? mc_engine_kv_load(s->e, (uint32_t)best, moved, from_saved->kv, from_saved->n, NULL)
+                                           : mc_engine_kv_copy(s->e, (uint32_t)from, (uint32_t)best, moved, NULL);
+            if (rc == MC_OK) {
+                memcpy(sl->tokens, g->prompt, (size_t)moved * sizeof(int32_t));
+                if (from_saved) from_saved->used = ++s->clock;
+                reuse = moved;
+                s->stats.copied++;
+            }
+        } else {
+            s_save(s, (uint32_t)best, best_len, NULL);
+        }
+        s->stats.lookups++;
+        s->stats.hits += reuse > 0;
+        s->stats.tokens_reused += reuse;
+        g->done = reuse;
         sl->n_tokens = g->done;
     }
 }

@@ -13,9 +13,14 @@
  * every row of a pass is computed from its own sequence alone (engine.h), a
  * generation's tokens are the same whatever runs beside it.
  *
- * A free slot that held an earlier generation keeps its cache: a new prompt
- * that starts with that generation's tokens (the history of a chat) only
- * evaluates what is new. The result is the same bits as evaluating it all.
+ * Prefix cache: a free slot that held an earlier generation keeps its
+ * cache, and a new prompt that starts with that generation's tokens (the
+ * history of a chat) only evaluates what is new. A longer start found in
+ * another slot's cache (a request running beside it with the same system
+ * prompt) or among the saved prefixes (slots' caches kept, within a byte
+ * budget, before they were overwritten) is copied in first. The result is
+ * the same bits as evaluating it all: a position's keys and values depend
+ * only on the tokens up to it (engine.h).
  *
  * Single-threaded: one thread submits, steps and cancels.
  */
@@ -95,6 +100,21 @@ uint32_t mc_scheduler_pending(const mc_scheduler_t *s);
 // a slot), then sampling and callbacks. Does nothing without work. A failed
 // pass ends every generation in it with MC_FINISH_ERROR and is returned.
 mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err);
+
+// Bytes of saved prefixes kept beyond the slots' own caches (keys, values
+// and token ids; least recently used dropped first); 0, the default: none.
+void mc_scheduler_set_prefix_cache(mc_scheduler_t *s, size_t max_bytes);
+
+typedef struct {
+    uint64_t lookups;       // generations admitted
+    uint64_t hits;          // ... that reused at least one cached position
+    uint64_t tokens_reused; // prompt positions not evaluated again
+    uint64_t copied;        // hits served from another slot or a saved prefix
+    uint32_t saved;         // saved prefixes now
+    size_t saved_bytes;     // ... and their bytes
+} mc_prefix_stats_t;
+
+void mc_scheduler_prefix_stats(const mc_scheduler_t *s, mc_prefix_stats_t *out);
 
 // End generation id now (its done callback reports MC_FINISH_CANCELLED);
 // no-op for an unknown or finished id.

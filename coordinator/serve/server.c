@@ -231,6 +231,9 @@ static void *s_engine_main(void *arg) {
         if (quit) break;
         if (mc_scheduler_pending(sched)) {
             mc_scheduler_step(sched, err); // a failure has ended its generations with the message
+            mc_prefix_stats_t ps;
+            mc_scheduler_prefix_stats(sched, &ps);
+            mc_metrics_prefix(srv->metrics, &ps);
             continue;
         }
         mc_session_tick(srv->s);
