@@ -156,7 +156,7 @@ static void test_split_experts_identical(void **state) {
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     mc_pool_t *pool = mc_pool_new(1);
     mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
-    static const mc_experts_ops_t ops = {s_split_moe, NULL, NULL};
+    static const mc_experts_ops_t ops = {.compute = s_split_moe};
     s_split_t split = {{&ops}, m, mc_moe_new(mm)};
     mc_engine_set_experts(e, &split.base);
     float *out = malloc(N_IDS * m->hp.n_vocab * sizeof(float));

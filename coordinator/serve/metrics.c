@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cluster.h"
 
 #define S_MAX_BUCKETS 16
 
@@ -163,14 +162,14 @@ static void s_label(const char *v, char *out, size_t cap) {
     out[o] = 0;
 }
 
-static void s_nodes(s_text_t *t, struct mc_cluster *c) {
-    const size_t n = mc_cluster_n_nodes(c);
-    mc_cluster_node_stats_t *st = calloc(n ? n : 1, sizeof *st);
+static void s_nodes(s_text_t *t, const mc_experts_t *x) {
+    const size_t n = mc_experts_n_nodes(x);
+    mc_experts_node_stats_t *st = calloc(n ? n : 1, sizeof *st);
     if (!st) {
         t->oom = true;
         return;
     }
-    for (size_t i = 0; i < n; i++) mc_cluster_node_stats(c, i, &st[i]);
+    for (size_t i = 0; i < n; i++) mc_experts_node_stats(x, i, &st[i]);
     char name[160];
     struct {
         const char *metric, *type, *help;
@@ -198,7 +197,7 @@ static void s_nodes(s_text_t *t, struct mc_cluster *c) {
         char labels[200];
         s_label(st[i].name, name, sizeof name);
         snprintf(labels, sizeof labels, "node=\"%s\",", name);
-        s_hist_put(t, "moe_node_round_trip_seconds", labels, st[i].rtt_hist, mc_link_rtt_bounds, MC_LINK_RTT_BUCKETS,
+        s_hist_put(t, "moe_node_round_trip_seconds", labels, st[i].rtt_hist, st[i].rtt_bounds_ms, MC_EXPERTS_RTT_BUCKETS,
                    1e-3, st[i].rtt_sum_ms, st[i].rtt_count);
     }
     free(st);
@@ -248,7 +247,7 @@ char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint3
     s_put(&t, "moe_prefix_cache_saved %u\n", c.prefix.saved);
     s_family(&t, "moe_prefix_cache_saved_bytes", "gauge", "Bytes of those prefixes (keys, values, ids).");
     s_put(&t, "moe_prefix_cache_saved_bytes %zu\n", c.prefix.saved_bytes);
-    if (mc_session_cluster(s)) s_nodes(&t, mc_session_cluster(s));
+    if (mc_experts_n_nodes(mc_session_experts(s))) s_nodes(&t, mc_session_experts(s));
     const mc_hparams_t *hp = &mc_session_model(s)->hp;
     uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
     if (!counts) t.oom = true;
