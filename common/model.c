@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "expert_store.h"
 #include "kernel.h"
 #include "quant.h"
 
@@ -378,8 +379,11 @@ uint64_t mc_model_fingerprint(const mc_model_t *m) {
 
 // --- repacking ------------------------------------------------------------------------
 
+static void s_unpack(mc_matrix_t *w, void *ctx);
+
 // The matrices mc_model_repack serves, in a fixed order: calls fn(w, ctx)
-// for each (dense: the non-expert ones; held NULL: every expert).
+// for each (dense: the non-expert ones; held NULL: every expert; an
+// attached store's experts only to unpack them).
 static void s_each_served(mc_model_t *m, bool dense, const uint8_t *held, void (*fn)(mc_matrix_t *w, void *ctx),
                           void *ctx) {
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
@@ -387,6 +391,7 @@ static void s_each_served(mc_model_t *m, bool dense, const uint8_t *held, void (
         if (dense) fn(&L->wq, ctx), fn(&L->wk, ctx), fn(&L->wv, ctx), fn(&L->wo, ctx), fn(&L->router, ctx);
         for (uint32_t e = 0; e < m->hp.n_expert; e++) {
             if (held && !held[(size_t)l * m->hp.n_expert + e]) continue;
+            if (fn != s_unpack && m->store && mc_expert_store_manages(m->store, l, e)) continue; // the store's
             mc_expert_t *x = &L->experts[e];
             fn(&x->gate, ctx), fn(&x->up, ctx), fn(&x->down, ctx);
         }

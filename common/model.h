@@ -71,6 +71,10 @@ typedef struct {
     char *path;            // the file mc_model_open mapped (owned); NULL from mc_model_new
     uint8_t *packed;       // (packed_bytes) owned anonymous mapping: every matrix's repacked rows (mc_model_repack)
     size_t packed_bytes;
+    // Attached by the process that budgets its expert memory (borrowed; NULL:
+    // none): the experts it manages are read through it (moe.h), never
+    // through the mapping, and mc_model_repack leaves them alone.
+    struct mc_expert_store *store;
 } mc_model_t;
 
 // Bind a parsed file; takes ownership of *g on success (sets *g = NULL).
@@ -94,6 +98,7 @@ void mc_model_destroy(mc_model_t **m);
 // about the size of the tensors served. Calling it again replaces the
 // previous repacking (a new placement). Results are the same bits repacked
 // or not. On failure nothing is repacked and the model works as before.
+// Experts an attached store manages (m->store) are left to it.
 mc_err_t mc_model_repack(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held, char *err);
 
 // Told how many bytes of the file's rows have been read so far, after each

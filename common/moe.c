@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "expert_store.h"
 #include "kernel.h"
 #include "quant.h"
 
@@ -25,8 +26,16 @@ struct mc_moe {
     uint32_t *idx; // (rows) flat (t * k + j) slot of each gathered row
     size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_y, cap_idx; // bytes
     mc_matmul_op_t ops[2 * MC_MOE_MAX_EXPERTS];   // gate and up per active expert
-    const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts, in id order
+    const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts of a turn, in id order
+    mc_expert_t views[MC_MOE_MAX_EXPERTS];        // their matrices in the expert store's pool
+    uint32_t pinned[MC_MOE_MAX_EXPERTS];          // the experts of a turn pinned in the store
+    uint32_t want[MC_MOE_MAX_EXPERTS];            // the layer's experts the store keeps
 };
+
+// Unpin the n experts of a turn.
+static void s_release(mc_moe_t *moe, mc_expert_store_t *st, uint32_t layer, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) mc_expert_store_release(st, layer, moe->pinned[i]);
+}
 
 mc_moe_t *mc_moe_new(mc_matmul_t *mm) {
     mc_moe_t *moe = calloc(1, sizeof *moe);
@@ -120,60 +129,91 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
                                     dim);
         xf = moe->xf;
     }
-    // Gather each expert's rows, experts in id order, into one block each.
+    // With an expert store, the managed experts come from its pool: the
+    // misses are queued for its reader now, and when the budget cannot hold
+    // all of this layer's experts at once they are computed in turns (each
+    // expert's products are the same bits whatever else is in the pass).
+    mc_expert_store_t *st = m->store;
+    if (st) {
+        uint32_t n_want = 0;
+        for (uint32_t e = 0; e < n_expert; e++)
+            if (cnt[e] && mc_expert_store_manages(st, layer, e)) moe->want[n_want++] = e;
+        if (n_want) mc_expert_store_observe(st, layer, moe->want, n_want);
+    }
     mc_matmul_op_t *ops = moe->ops;
-    uint32_t n_ops = 0, r0 = 0;
+    uint32_t r0 = 0, e_next = 0;
     size_t f32_at = 0, blk_at = 0;
-    for (uint32_t e = 0; e < n_expert; e++) {
-        if (!cnt[e]) continue;
-        uint32_t *idx = moe->idx + r0;
-        uint32_t c = 0;
-        for (uint32_t t = 0; t < n; t++)
-            for (uint32_t j = 0; j < k; j++)
-                if (experts[(size_t)t * k + j] == (int32_t)e) idx[c++] = t * k + j;
-        const mc_expert_t *ex = &m->layers[layer].experts[e];
-        const mc_kernel_t *kg = mc_matmul_kernel(mm, ex->gate.type), *ku = mc_matmul_kernel(mm, ex->up.type);
-        const bool dg = kg->act_type == x->type, du = ku->act_type == x->type;
-        float *xe = NULL;
-        if (!dg || !du) {
-            xe = moe->xg + f32_at * dim;
-            for (uint32_t r = 0; r < c; r++)
-                memcpy(xe + (size_t)r * dim, xf + (size_t)(idx[r] / k) * dim, dim * sizeof(float));
-            f32_at += c;
+    while (e_next < n_expert) {
+        // Gather each expert's rows, experts in id order, into one block each.
+        uint32_t n_ops = 0, n_pinned = 0, e;
+        const uint32_t turn_r0 = r0;
+        for (e = e_next; e < n_expert; e++) {
+            if (!cnt[e]) continue;
+            const mc_expert_t *ex = &m->layers[layer].experts[e];
+            if (st && mc_expert_store_manages(st, layer, e)) {
+                mc_expert_t *view = &moe->views[n_ops / 2];
+                mc_err_t rc = mc_expert_store_acquire(st, layer, e, view, err);
+                if (rc == MC_ERR_BUSY && n_ops) break; // the pool is full of this turn: compute it first
+                if (rc) {
+                    s_release(moe, st, layer, n_pinned);
+                    return rc;
+                }
+                moe->pinned[n_pinned++] = e;
+                ex = view;
+            }
+            uint32_t *idx = moe->idx + r0;
+            uint32_t c = 0;
+            for (uint32_t t = 0; t < n; t++)
+                for (uint32_t j = 0; j < k; j++)
+                    if (experts[(size_t)t * k + j] == (int32_t)e) idx[c++] = t * k + j;
+            const mc_kernel_t *kg = mc_matmul_kernel(mm, ex->gate.type), *ku = mc_matmul_kernel(mm, ex->up.type);
+            const bool dg = kg->act_type == x->type, du = ku->act_type == x->type;
+            float *xe = NULL;
+            if (!dg || !du) {
+                xe = moe->xg + f32_at * dim;
+                for (uint32_t r = 0; r < c; r++)
+                    memcpy(xe + (size_t)r * dim, xf + (size_t)(idx[r] / k) * dim, dim * sizeof(float));
+                f32_at += c;
+            }
+            const void *bg = NULL, *bu = NULL;
+            if (dg) {
+                s_gather_blocks(kg, x, idx, c, k, dim, moe->xq + blk_at);
+                bg = moe->xq + blk_at;
+                blk_at += c * mc_kernel_act_bytes(kg, dim);
+            }
+            if (du && ku == kg) bu = bg;
+            else if (du) {
+                s_gather_blocks(ku, x, idx, c, k, dim, moe->xq + blk_at);
+                bu = moe->xq + blk_at;
+                blk_at += c * mc_kernel_act_bytes(ku, dim);
+            }
+            moe->sel[n_ops / 2] = ex;
+            ops[n_ops++] = (mc_matmul_op_t){&ex->gate, xe, c, moe->g + (size_t)r0 * ffn, bg};
+            ops[n_ops++] = (mc_matmul_op_t){&ex->up, xe, c, moe->u + (size_t)r0 * ffn, bu};
+            r0 += c;
         }
-        const void *bg = NULL, *bu = NULL;
-        if (dg) {
-            s_gather_blocks(kg, x, idx, c, k, dim, moe->xq + blk_at);
-            bg = moe->xq + blk_at;
-            blk_at += c * mc_kernel_act_bytes(kg, dim);
+        e_next = e;
+        // Two passes over the pool for all experts: gate and up, then down.
+        mc_err_t rc = mc_matmul_many(mm, ops, n_ops);
+        if (rc) {
+            s_release(moe, st, layer, n_pinned);
+            return mc_err_set(err, rc, "layer %u: expert gate/up products failed", layer);
         }
-        if (du && ku == kg) bu = bg;
-        else if (du) {
-            s_gather_blocks(ku, x, idx, c, k, dim, moe->xq + blk_at);
-            bu = moe->xq + blk_at;
-            blk_at += c * mc_kernel_act_bytes(ku, dim);
+        for (size_t i = (size_t)turn_r0 * ffn; i < (size_t)r0 * ffn; i++) {
+            float g = moe->g[i];
+            moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU: silu(gate) * up
         }
-        moe->sel[n_ops / 2] = ex;
-        ops[n_ops++] = (mc_matmul_op_t){&ex->gate, xe, c, moe->g + (size_t)r0 * ffn, bg};
-        ops[n_ops++] = (mc_matmul_op_t){&ex->up, xe, c, moe->u + (size_t)r0 * ffn, bu};
-        r0 += c;
+        // Reuse ops for the down products: step i writes ops[i] after reading
+        // ops[2i], and no later step reads an index below its own.
+        for (uint32_t i = 0; i < n_ops / 2; i++) {
+            const mc_matmul_op_t *gate = &ops[2 * i];
+            size_t first = (size_t)(gate->y - moe->g) / ffn;
+            ops[i] = (mc_matmul_op_t){&moe->sel[i]->down, moe->g + first * ffn, gate->n_tok, moe->d + first * dim, NULL};
+        }
+        rc = mc_matmul_many(mm, ops, n_ops / 2);
+        s_release(moe, st, layer, n_pinned);
+        if (rc) return mc_err_set(err, rc, "layer %u: expert down products failed", layer);
     }
-    // Two passes over the pool for all experts: gate and up, then down.
-    mc_err_t rc = mc_matmul_many(mm, ops, n_ops);
-    if (rc) return mc_err_set(err, rc, "layer %u: expert gate/up products failed", layer);
-    for (size_t i = 0; i < rows * ffn; i++) {
-        float g = moe->g[i];
-        moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU: silu(gate) * up
-    }
-    // Reuse ops for the down products: step i writes ops[i] after reading
-    // ops[2i], and no later step reads an index below its own.
-    for (uint32_t i = 0; i < n_ops / 2; i++) {
-        const mc_matmul_op_t *gate = &ops[2 * i];
-        size_t first = (size_t)(gate->y - moe->g) / ffn;
-        ops[i] = (mc_matmul_op_t){&moe->sel[i]->down, moe->g + first * ffn, gate->n_tok, moe->d + first * dim, NULL};
-    }
-    if ((rc = mc_matmul_many(mm, ops, n_ops / 2)))
-        return mc_err_set(err, rc, "layer %u: expert down products failed", layer);
     for (size_t r = 0; r < rows; r++)
         memcpy(moe->y + (size_t)moe->idx[r] * dim, moe->d + r * dim, dim * sizeof(float));
     for (uint32_t t = 0; t < n; t++) {
