@@ -678,7 +678,8 @@ void mc_expert_store_predict(mc_expert_store_t *st, mc_store_pred_t src, uint32_
     pthread_mutex_unlock(&st->mu);
 }
 
-mc_err_t mc_expert_store_warm(mc_expert_store_t *st, char *err) {
+mc_err_t mc_expert_store_warm(mc_expert_store_t *st, const mc_model_progress_t *progress, char *err) {
+    uint64_t read = 0;
     for (uint32_t e = 0; e < st->n_expert; e++)
         for (uint32_t l = 0; l < st->n_layer; l++) {
             const uint32_t cell = l * st->n_expert + e;
@@ -715,6 +716,8 @@ mc_err_t mc_expert_store_warm(mc_expert_store_t *st, char *err) {
             pthread_cond_broadcast(&st->cv_done);
             pthread_mutex_unlock(&st->mu);
             if (rc) return rc;
+            read += mc_model_expert_bytes(st->m, l, e);
+            if (progress) progress->fn(progress->ctx, read);
         }
     return MC_OK;
 }

@@ -113,7 +113,8 @@ void mc_expert_store_predict(mc_expert_store_t *st, mc_store_pred_t src, uint32_
 // resident: each layer's first expert, then each layer's second, ... (a
 // placement's start, so the first tokens do not read everything). MC_ERR_IO
 // on a failed read.
-mc_err_t mc_expert_store_warm(mc_expert_store_t *st, char *err);
+// progress (may be NULL) hears the file bytes read so far after each expert.
+mc_err_t mc_expert_store_warm(mc_expert_store_t *st, const mc_model_progress_t *progress, char *err);
 
 typedef struct {
     uint64_t budget_bytes, used_bytes; // the pool: its limit, the bytes it has mapped

@@ -79,6 +79,8 @@ void mc_cli_usage(FILE *f) {
             "  --seed S              random seed (default: random; printed to stderr)\n"
             "  --threads N           compute threads (default: online CPUs, at most 8)\n"
             "  --ctx N               KV-cache length per sequence (default 4096, at most the model's context length)\n"
+            "  --mem-limit MB        keep at most MB MiB of expert weights in memory, read the others from the\n"
+            "                        model file when used (and ahead, guessed from the next layer's router)\n"
             "  --tokenize TEXT       print the ids of TEXT (no BOS) as a JSON array\n"
             "  --tokenize-file PATH  same for the raw bytes of a file\n"
             "  --token-ids LIST      evaluate these ids (comma-separated, no BOS added) as one batch\n"
@@ -179,7 +181,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         // Every other flag takes a value.
         static const char *const with_value[] = {
             "--model",   "--prompt",      "-n",          "--temp",      "--top-k",     "--top-p",   "--min-p",
-            "--repeat-penalty", "--seed", "--threads",   "--ctx",       "--tokenize",  "--tokenize-file",
+            "--repeat-penalty", "--seed", "--threads",   "--ctx", "--mem-limit",       "--tokenize",  "--tokenize-file",
             "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
             "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web", "--routing-stats", "--prompt-file",
             "--name"};
@@ -229,6 +231,8 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             if (!(rc = mc_parse_i64(a, val, 1, 512, &v, err))) o->threads = (int)v;
         } else if (!strcmp(a, "--ctx")) {
             if (!(rc = mc_parse_i64(a, val, 1, 1 << 24, &v, err))) o->ctx = (uint32_t)v;
+        } else if (!strcmp(a, "--mem-limit")) {
+            if (!(rc = mc_parse_i64(a, val, 1, 1 << 24, &v, err))) o->mem_limit_mb = (uint32_t)v;
         }
     }
     if (rc) return rc;
@@ -471,6 +475,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     char err[MC_ERR_LEN];
     mc_session_params_t sp = mc_session_params_default();
     sp.model = model_path, sp.cluster = cfg, sp.threads = o->threads, sp.ctx = o->ctx, sp.log = stderr;
+    sp.mem_limit_mb = o->mem_limit_mb;
     sp.n_seq = o->mode == MC_CLI_MODE_SERVE ? o->parallel : 1;
     sp.routing = o->routing_stats != NULL;
     mc_session_t *s = mc_session_new(&sp, err);

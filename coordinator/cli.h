@@ -44,6 +44,7 @@ typedef struct {
     bool seed_given;
     int threads;               // --threads
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
+    uint32_t mem_limit_mb;     // --mem-limit (0: every expert resident)
     const char *cluster;       // --cluster FILE: experts on the nodes it lists
     const char *stats_json;    // --stats-json FILE (with --cluster or --demo)
     bool demo;                 // --demo: start local nodes first

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "experts_factory.h"
+#include "prefetch.h"
 
 #if MC_HAVE_CLUSTER
 #include "cluster_config.h"
@@ -26,11 +27,13 @@ struct mc_session {
     mc_scheduler_t *sched;
     mc_experts_t *experts;      // the engine's expert step when there is a cluster (owned)
     struct mc_routing *routing;
+    mc_expert_store_t *store;   // --mem-limit (attached to model)
+    mc_prefetch_t *prefetch;    // the router's guesses for the store
     char id[256];
 };
 
 mc_session_params_t mc_session_params_default(void) {
-    return (mc_session_params_t){.threads = 1, .n_seq = 1};
+    return (mc_session_params_t){.threads = 1, .n_seq = 1, .mem_prefetch = MC_STORE_PRED_ROUTER};
 }
 
 // Repack the Q4_0 weights this process multiplies for its kernels
@@ -99,6 +102,20 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
         if (!(s->experts = mc_experts_new(&xp, err))) goto fail;
         mc_engine_set_experts(s->engine, s->experts);
     }
+    // Under a memory limit every expert this process may compute (all of
+    // them alone; with a cluster its local ones and a lost node's share)
+    // goes through the store, before repacking so they are left to it.
+    if (p->mem_limit_mb) {
+        mc_expert_store_params_t sp = mc_expert_store_params_default();
+        sp.budget_bytes = (uint64_t)p->mem_limit_mb << 20;
+        sp.policy = p->mem_policy;
+        sp.prefetch = p->mem_prefetch >= 0;
+        sp.prefetch_from = p->mem_prefetch >= 0 ? (mc_store_pred_t)p->mem_prefetch : MC_STORE_PRED_ROUTER;
+        if (!(s->store = mc_expert_store_new(s->model, mc_engine_matmul(s->engine), &sp, err)) ||
+            !(s->prefetch = mc_prefetch_new(s->engine, s->store, err)))
+            goto fail;
+        s->model->store = s->store;
+    }
     // Without the memory for the repacked copy the products read the file's
     // rows: slower, the same bits. Worth a line, not a failed start.
     char rerr[MC_ERR_LEN];
@@ -118,7 +135,10 @@ void mc_session_destroy(mc_session_t **ps) {
 #if MC_HAVE_CLUSTER
     mc_routing_destroy(&s->routing);
 #endif
+    mc_prefetch_destroy(&s->prefetch);
     mc_engine_destroy(&s->engine);
+    if (s->model) s->model->store = NULL;
+    mc_expert_store_destroy(&s->store);
     mc_tokenizer_destroy(&s->tok);
     mc_model_destroy(&s->model);
     free(s);
@@ -132,6 +152,7 @@ mc_scheduler_t *mc_session_scheduler(mc_session_t *s) { return s->sched; }
 mc_experts_t *mc_session_experts(mc_session_t *s) { return s->experts ? s->experts : mc_engine_experts(s->engine); }
 const char *mc_session_model_id(const mc_session_t *s) { return s->id; }
 struct mc_routing *mc_session_routing(mc_session_t *s) { return s->routing; }
+mc_expert_store_t *mc_session_store(mc_session_t *s) { return s->store; }
 
 void mc_session_tick(mc_session_t *s) { mc_experts_tick(mc_engine_experts(s->engine)); }
 

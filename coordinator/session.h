@@ -2,8 +2,9 @@
  * session: everything a run of moe-coordinator works with, set up once:
  * the model, its tokenizer, the engine (with a KV cache per sequence slot),
  * the cluster when the experts run on nodes, and the generation loop
- * (gen/scheduler.h). The command line, the demo, the terminal chat and the
- * HTTP server all start here.
+ * (gen/scheduler.h), and under a memory limit the expert store with its
+ * read-ahead from the router (gen/prefetch.h). The command line, the demo,
+ * the terminal chat and the HTTP server all start here.
  */
 #ifndef MC_SESSION_H
 #define MC_SESSION_H
@@ -13,6 +14,7 @@
 
 #include "engine.h"
 #include "error.h"
+#include "expert_store.h"
 #include "model.h"
 #include "scheduler.h"
 #include "tokenizer.h"
@@ -28,6 +30,11 @@ typedef struct {
     FILE *log;                               // cluster progress lines; NULL: quiet
     bool routing;                            // collect routing statistics (mc_session_routing)
     size_t prefix_cache;                     // bytes of saved prefixes (mc_scheduler_set_prefix_cache); 0: none
+    uint32_t mem_limit_mb;                   // expert memory here (expert_store.h): the experts this process
+                                             // computes (local ones, a lost node's share) read from the file
+                                             // beyond it; 0: no limit
+    mc_store_policy_t mem_policy;            // with mem_limit_mb: eviction (LRU by default)
+    int mem_prefetch;                        // read ahead from: MC_STORE_PRED_* or -1 for none (default: router)
 } mc_session_params_t;
 
 // 1 thread, default context, 1 sequence, no cluster, no log.
@@ -52,6 +59,9 @@ const char *mc_session_model_id(const mc_session_t *s);
 // The routing statistics being collected (params.routing), else NULL.
 struct mc_routing;
 struct mc_routing *mc_session_routing(mc_session_t *s);
+
+// The expert store under --mem-limit (its statistics), NULL without one.
+mc_expert_store_t *mc_session_store(mc_session_t *s);
 
 // Between requests (an idle chat, a server waiting for work): the
 // cluster's heartbeats and probes (mc_cluster_tick). No-op without one.

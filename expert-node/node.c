@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "expert_store.h"
 #include "guard.h"
 #include "flags.h"
 #include "kernel.h"
@@ -54,6 +55,8 @@ struct mc_node {
     mc_wire_limits_t lim; // lim.held points at held
     uint8_t *held;        // (n_layer, n_expert) current placement
     bool repacked;        // mc_model_repack ran for held
+    uint64_t mem_limit;   // --mem-limit in bytes; 0: every held expert resident
+    mc_expert_store_t *store; // the held experts within mem_limit (attached to model); NULL without a limit
     // Owner of the placement: its session, the routing id it last spoke
     // from, when it was last heard from, and whether its lease ran out.
     uint8_t owner[MC_NODE_ID_MAX];
@@ -102,6 +105,10 @@ static const mc_flag_t s_flags[] = {
      .help = "coordinators' public keys, one per line; others are refused and\n"
              "logged. Without both flags anyone who reaches the port can use the\n"
              "node: fine on 127.0.0.1, warned about on any other address"},
+    {S_ROW("--mem-limit", "MB", MC_FLAG_U32, mem_limit_mb), 0, 0, 16777216,
+     .help = "keep at most MB MiB of the held experts in memory and read the\n"
+             "others from the model file when a request needs them (and ahead,\n"
+             "predicted from the layers before); 0: every held expert resident"},
     {S_ROW("--profile", NULL, MC_FLAG_SWITCH, profile),
      .help = "measure this machine with the model (memory, one expert's step for\n"
              "1..32 rows) and print it as a node entry for moe-plan; then exit\n"
@@ -118,6 +125,7 @@ mc_node_params_t mc_node_params_default(void) {
 
 void mc_node_usage(FILE *f) {
     fprintf(f, "usage: moe-expert --model FILE --listen ENDPOINT [--threads N] [--name NAME] [--lease-ms MS]\n"
+               "                  [--mem-limit MB]\n"
                "                  [--secret-key FILE --authorized-keys FILE]\n"
                "\n"
                "Serves the experts a moe-coordinator assigns to this machine. Status lines (who\n"
@@ -303,6 +311,14 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         mc_node_destroy(&n);
         return NULL;
     }
+    n->mem_limit = (uint64_t)p->mem_limit_mb << 20;
+    const uint64_t least = mc_expert_store_min_bytes(n->model, NULL);
+    if (n->mem_limit && n->mem_limit < least) {
+        mc_err_set(err, MC_ERR_ARG, "--mem-limit %u MiB is below one expert of %s (%.1f MiB): the least is %llu",
+                   p->mem_limit_mb, p->model, least / 1048576.0, (unsigned long long)((least + 1048575) >> 20));
+        mc_node_destroy(&n);
+        return NULL;
+    }
     if (p->listen && s_bind(n, p, err) != MC_OK) {
         mc_node_destroy(&n);
         return NULL;
@@ -328,6 +344,8 @@ void mc_node_destroy(mc_node_t **pn) {
     mc_guard_destroy(&n->guard);
     if (n->zctx) zmq_ctx_term(n->zctx);
     mc_moe_destroy(&n->moe);
+    if (n->model) n->model->store = NULL;
+    mc_expert_store_destroy(&n->store);
     mc_matmul_destroy(&n->mm);
     mc_pool_destroy(&n->pool);
     mc_slice_index_destroy(&n->slices);
@@ -449,6 +467,36 @@ static uint64_t s_held_bytes(const mc_node_t *n, const uint8_t *want) {
     return bytes;
 }
 
+// --memory limit: the held experts through an expert store ------------------------
+
+// A store for the new held set within --mem-limit (replacing the last
+// placement's); without one (it could not be made) every held expert stays
+// resident as without a limit.
+static void s_budget_place(mc_node_t *n) {
+    n->model->store = NULL;
+    mc_expert_store_destroy(&n->store);
+    mc_expert_store_params_t sp = mc_expert_store_params_default();
+    sp.budget_bytes = n->mem_limit;
+    sp.managed = n->held;
+    char err[MC_ERR_LEN];
+    if (!(n->store = mc_expert_store_new(n->model, n->mm, &sp, err)))
+        mc_log_status(n->log, n->who, "no memory limit for this placement (%s): every held expert stays resident", err);
+    n->model->store = n->store;
+}
+
+// Read held experts up to the limit now, so the first requests find them.
+static void s_budget_warm(mc_node_t *n, s_load_t *ld) {
+    char err[MC_ERR_LEN];
+    const uint64_t t0 = mc_clock_us();
+    const mc_model_progress_t progress = {s_load_step, ld};
+    if (mc_expert_store_warm(n->store, &progress, err) != MC_OK)
+        mc_log_status(n->log, n->who, "reading experts in: %s (requests that need them will fail)", err);
+    mc_expert_store_stats_t st;
+    mc_expert_store_stats(n->store, &st);
+    mc_log_status(n->log, n->who, "memory limit %.0f MiB: %u of %u held experts read in %.0f ms, the rest read when used",
+                  n->mem_limit / 1048576.0, st.resident, st.managed, (mc_clock_us() - t0) / 1000.0);
+}
+
 // Make `want` the held set and return its pair count (and in *layers_out
 // the layers it spans, in *bytes_out its weight bytes).
 //
@@ -482,6 +530,7 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want, s_load_t *ld, uint32_
         layers += pairs > before;
     }
     memcpy(n->held, want, cells);
+    if (n->mem_limit && (!same || !n->store)) s_budget_place(n);
     // The held experts' Q4_0 rows in the kernels' interleaved layout (only
     // these: a node never multiplies anything else).
     if (!same || !n->repacked) {
@@ -504,7 +553,10 @@ static uint32_t s_place(mc_node_t *n, const uint8_t *want, s_load_t *ld, uint32_
         for (int j = 0; j < 3; j++)
             if (ws[j]->packed) done += mc_matrix_bytes(ws[j]);
     }
-    for (size_t i = 0; i < cells; i++) {
+    for (size_t i = 0; i < cells && n->store; i++) // the store reads its experts, up to the limit
+        if (n->held[i]) done += mc_model_expert_bytes(n->model, (uint32_t)(i / hp->n_expert), (uint32_t)(i % hp->n_expert));
+    if (n->store) s_budget_warm(n, ld);
+    for (size_t i = 0; i < cells && !n->store; i++) {
         if (!n->held[i]) continue;
         const mc_expert_t *ex = &n->model->layers[i / hp->n_expert].experts[i % hp->n_expert];
         const mc_matrix_t *ws[3] = {&ex->gate, &ex->up, &ex->down};
@@ -833,6 +885,17 @@ mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err) {
         s_check_lease(n);
     }
     const mc_wire_stats_t *st = &n->stats;
+    if (n->store) {
+        mc_expert_store_stats_t ss;
+        mc_expert_store_stats(n->store, &ss);
+        mc_log_status(n->log, n->who,
+                      "memory limit %.0f MiB: %llu hits, %llu misses, %.1f MiB read in %llu reads, %.1f ms stalled, "
+                      "%llu read ahead (%llu used), %llu read errors",
+                      n->mem_limit / 1048576.0, (unsigned long long)ss.hits, (unsigned long long)ss.misses,
+                      ss.bytes_read / 1048576.0, (unsigned long long)ss.reads, ss.stall_us / 1e3,
+                      (unsigned long long)ss.prefetched, (unsigned long long)ss.prefetch_used,
+                      (unsigned long long)ss.errors);
+    }
     const int why = atomic_load(stop);
     const char *sig = why == SIGTERM ? " on SIGTERM" : why == SIGINT ? " on SIGINT" : why == SIGHUP ? " on SIGHUP" : "";
     mc_log_status(n->log, n->who,

@@ -25,6 +25,13 @@
  * is acknowledged, and the owner may change it. After the lease, the next
  * coordinator's placement is accepted.
  *
+ * With a memory limit (--mem-limit) the held experts go through an expert
+ * store (common/expert_store.h): a placement reads experts up to the limit,
+ * the others are read from the file when a request needs them (and ahead,
+ * from the transitions between the layers of its own requests); a read that
+ * fails answers that request with an ErrorReply, which makes the
+ * coordinator compute the share itself.
+ *
  * Status lines (time stamped, one per event) go to the params' log: a
  * coordinator connecting, experts hashed, a placement accepted (with the
  * resident memory after it) or refused and why, the owner lost, and the
@@ -51,6 +58,7 @@ typedef struct {
     const char *authorized_keys; // coordinators' public keys, one per line (with secret_key)
     FILE *log;          // status lines (see above); NULL: quiet
     bool profile;       // --profile: measure this machine for moe-plan and exit (profile.h)
+    uint32_t mem_limit_mb; // --mem-limit: the held experts' resident bytes at most (expert_store.h); 0: all resident
 } mc_node_params_t;
 
 // Three of the coordinators' 1 s heartbeats.

@@ -29,6 +29,7 @@ static const char s_example[] = "model: models/mixtral-8x7b-instruct-v0.1.Q4_K_M
                                 "  - name: pi-2\n"
                                 "    endpoint: tcp://10.0.0.12:5555\n"
                                 "    experts: [2, 3]\n"
+
                                 "    layers: 0-15           # 'all' by default\n"
                                 "  - name: old-pc\n"
                                 "    endpoint: tcp://10.0.0.20:5555\n"
@@ -110,6 +111,7 @@ static void s_assert_same(const mc_cluster_config_t *a, const mc_cluster_config_
     assert_int_equal(a->n_nodes, b->n_nodes);
     for (size_t i = 0; i < a->n_nodes; i++) {
         assert_string_equal(a->nodes[i].name, b->nodes[i].name);
+        assert_int_equal(a->nodes[i].mem_limit_mb, b->nodes[i].mem_limit_mb);
         assert_string_equal(a->nodes[i].endpoint, b->nodes[i].endpoint);
         assert_memory_equal(&a->nodes[i].experts, &b->nodes[i].experts, sizeof(mc_expert_set_t));
         assert_memory_equal(&a->nodes[i].layers, &b->nodes[i].layers, sizeof(mc_layer_set_t));
@@ -149,6 +151,7 @@ static void test_example(void **state) {
     assert_string_equal(s_fmt_experts(&n[0].experts, buf, sizeof buf), "0-1");
     assert_true(s_all_layers(&n[0].layers));
     assert_string_equal(n[1].name, "pi-2");
+    assert_int_equal(n[1].mem_limit_mb, 0);
     assert_string_equal(n[1].endpoint, "tcp://10.0.0.12:5555");
     assert_string_equal(s_fmt_experts(&n[1].experts, buf, sizeof buf), "2-3");
     assert_string_equal(s_fmt_layers(&n[1].layers, buf, sizeof buf), "0-15");
@@ -564,9 +567,9 @@ static void test_errors_keys(void **state) {
                    "  - name: pi-2\n"
                    "    endpoint: tcp://b:1\n"
                    "    expert: 3\n",
-                   "cluster.yaml:6:5: unknown key 'expert' in node 'pi-2' (expected name, endpoint, experts, layers, public_key, holds)");
+                   "cluster.yaml:6:5: unknown key 'expert' in node 'pi-2' (expected name, endpoint, experts, layers, public_key, holds, mem_limit_mb)");
     s_expect_error("nodes:\n  - experts: 3\n    names: a\n",
-                   "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key, holds)");
+                   "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key, holds, mem_limit_mb)");
     s_expect_error("heartbeats: 1000\n",
                    "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, "
                    "secret_key, nodes, local)");
@@ -594,7 +597,7 @@ static void test_errors_structure(void **state) {
     s_expect_error("nodes: abc\n", "cluster.yaml:1:8: 'nodes' must be a sequence of nodes, found 'abc'");
     s_expect_error("nodes: {a: 1}\n", "cluster.yaml:1:8: 'nodes' must be a sequence of nodes, found a mapping");
     s_expect_error("nodes:\n  - abc\n",
-                   "cluster.yaml:2:5: each node must be a mapping of name, endpoint, experts, layers, public_key, holds; found 'abc'");
+                   "cluster.yaml:2:5: each node must be a mapping of name, endpoint, experts, layers, public_key, holds, mem_limit_mb; found 'abc'");
     s_expect_error("nodes:\n  - name: a\n    endpoint: tcp://a:1\n  - endpoint: tcp://b:1\n    experts: 1\n",
                    "cluster.yaml:4:5: missing key 'name' in node #2");
     s_expect_error("nodes:\n- name: a\n  experts: 1\n", "cluster.yaml:2:3: missing key 'endpoint' in node 'a'");
@@ -613,6 +616,11 @@ static void test_errors_structure(void **state) {
 
 static void test_errors_values(void **state) {
     (void)state;
+    s_expect_error("nodes:\n  - name: a\n    endpoint: tcp://a:1\n    mem_limit_mb: 6GB\n",
+                   "cluster.yaml:4:19: 'mem_limit_mb' in node 'a' must be a number of MiB from 0 (no limit) to 16777216, "
+                   "found '6GB'");
+    s_expect_error_at("nodes:\n  - name: a\n    endpoint: tcp://a:1\n    mem_limit_mb: 16777217\n", "cluster.yaml:4:19: ",
+                      "'mem_limit_mb' in node 'a' must be a number of MiB");
     const char *head = "nodes:\n  - name: a\n    endpoint: tcp://a:1\n";
     static const struct {
         const char *line, *want; // the node's 4th line, and the message
@@ -820,8 +828,8 @@ static void test_hostile_sizes(void **state) {
     memcpy(deep, "nodes: ", 7);
     memset(deep + 7, '[', DEPTH);
     s_parse_fail(deep, DEPTH + 7, err);
-    assert_string_equal(err, "cluster.yaml:1:9: each node must be a mapping of name, endpoint, experts, layers, public_key, holds; "
-                             "found a sequence");
+    assert_string_equal(err, "cluster.yaml:1:9: each node must be a mapping of name, endpoint, experts, layers, public_key, holds, "
+                             "mem_limit_mb; found a sequence");
     memset(deep, '{', DEPTH);
     s_parse_fail(deep, DEPTH, err);
     assert_string_equal(err, "cluster.yaml:1:2: expected a key, found a mapping");
@@ -967,7 +975,9 @@ static void test_round_trip(void **state) {
     assert_int_equal(c->n_nodes, 2);
     assert_int_equal(mc_expert_set_parse("3", &c->local_experts, err), MC_OK);
     assert_int_equal(mc_layer_set_parse("none", &c->local_layers, err), MC_OK);
+    c->nodes[1].mem_limit_mb = 6000;
     back = s_round_trip(c, NULL);
+    assert_int_equal(back->nodes[1].mem_limit_mb, 6000);
     s_assert_same(c, back);
     mc_cluster_config_destroy(&back);
     // Through a real file.

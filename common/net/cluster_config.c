@@ -532,8 +532,9 @@ static const s_ms_key_t s_ms_keys[] = {
 };
 #define S_N_MS_KEYS (sizeof s_ms_keys / sizeof s_ms_keys[0])
 
-enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_KEY, S_NODE_HOLDS, S_NODE_N };
-static const char *const s_node_keys[S_NODE_N] = {"name", "endpoint", "experts", "layers", "public_key", "holds"};
+enum { S_NODE_NAME, S_NODE_ENDPOINT, S_NODE_EXPERTS, S_NODE_LAYERS, S_NODE_KEY, S_NODE_HOLDS, S_NODE_MEM, S_NODE_N };
+static const char *const s_node_keys[S_NODE_N] = {"name",       "endpoint", "experts",     "layers",
+                                                  "public_key", "holds",    "mem_limit_mb"};
 enum { S_HOLD_LAYERS, S_HOLD_EXPERTS, S_HOLD_N };
 static const char *const s_hold_keys[S_HOLD_N] = {"layers", "experts"};
 
@@ -771,6 +772,15 @@ static bool s_parse_node(s_parser_t *ps, size_t index) {
             ok = s_parse_set(ps, "layers", "layer", MC_CLUSTER_MAX_LAYERS, n.layers.bits, &n.layers_at);
             break;
         case S_NODE_HOLDS: ok = s_parse_holds(ps, &n.holds, &n.n_holds, in); break;
+        case S_NODE_MEM: {
+            char q[S_QUOTE_MAX + 4];
+            const char *t = s_string(ps, "mem_limit_mb") ? s_text(ps) : NULL;
+            ok = t && ((s_parse_number(t, t + strlen(t), MC_CLUSTER_MAX_MEM_MB, &n.mem_limit_mb) &&
+                        n.mem_limit_mb <= MC_CLUSTER_MAX_MEM_MB) ||
+                       s_fail(ps, s_here(ps), "'mem_limit_mb'%s must be a number of MiB from 0 (no limit) to %u, found '%s'",
+                              in, MC_CLUSTER_MAX_MEM_MB, s_quote(t, q, sizeof q)));
+            break;
+        }
         case S_NODE_KEY:
             ok = s_string(ps, "public_key") &&
                  (!mc_keys_parse(s_text(ps), strlen(s_text(ps)), n.public_key, msg) ||
@@ -802,7 +812,7 @@ static bool s_parse_nodes(s_parser_t *ps) {
         if (!s_next(ps)) return false;
         if (ps->ev.type == YAML_SEQUENCE_END_EVENT) break;
         if (ps->ev.type != YAML_MAPPING_START_EVENT)
-            return s_fail(ps, s_here(ps), "each node must be a mapping of name, endpoint, experts, layers, public_key, holds; found %s",
+            return s_fail(ps, s_here(ps), "each node must be a mapping of name, endpoint, experts, layers, public_key, holds, mem_limit_mb; found %s",
                           s_found(ps, f, sizeof f));
         if (!s_parse_node(ps, i)) return false;
     }
@@ -1195,6 +1205,7 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
         fputs("\n    endpoint: ", f);
         s_write_quoted(f, n->endpoint);
         fputc('\n', f);
+        if (n->mem_limit_mb) fprintf(f, "    mem_limit_mb: %u\n", n->mem_limit_mb);
         if (n->public_key[0]) {
             fputs("    public_key: ", f);
             s_write_quoted(f, n->public_key);

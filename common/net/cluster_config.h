@@ -61,6 +61,7 @@
 #define MC_CLUSTER_MAX_EXPERTS 256 // expert ids 0..255
 #define MC_CLUSTER_MAX_LAYERS 4096 // layer ids 0..4095
 #define MC_CLUSTER_MAX_NODES 1024
+#define MC_CLUSTER_MAX_MEM_MB 16777216u // a node's mem_limit_mb (16 TiB)
 #define MC_CLUSTER_MAX_NAME MC_WIRE_NAME_MAX // bytes of a node name (it travels in Hello)
 #define MC_CLUSTER_MAX_ENDPOINT 256          // bytes of an endpoint
 #define MC_CLUSTER_MAX_PATH 4095             // bytes of the model path
@@ -123,6 +124,10 @@ typedef struct {
     // placement that differs per layer, as moe-plan writes). Owned.
     mc_cluster_hold_t *holds;
     size_t n_holds;
+    // The memory the node's experts may take (moe-expert --mem-limit), MiB;
+    // 0: none. The node applies its own flag: the coordinator only reads
+    // this (the tools that start nodes pass it on, moe-plan models it).
+    uint32_t mem_limit_mb;
 } mc_cluster_node_t;
 
 typedef struct mc_cluster_config {

@@ -64,13 +64,15 @@ mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p,
     *p = (mc_nodeproc_t){0};
     p->out = -1;
     if (pipe(fds) != 0) return mc_err_set(err, MC_ERR_IO, "pipe: %s", strerror(errno));
-    char th[16], lease[16];
+    char th[16], lease[16], mem[16];
     snprintf(th, sizeof th, "%d", params->threads);
+    snprintf(mem, sizeof mem, "%u", params->mem_limit_mb);
     snprintf(lease, sizeof lease, "%u", params->lease_ms);
-    char *argv[16] = {(char *)exe, "--model", (char *)params->model, "--listen", (char *)listen, "--name", (char *)name,
+    char *argv[18] = {(char *)exe, "--model", (char *)params->model, "--listen", (char *)listen, "--name", (char *)name,
                       "--threads", th};
     int argc = 9;
     if (params->lease_ms) argv[argc++] = "--lease-ms", argv[argc++] = lease;
+    if (params->mem_limit_mb) argv[argc++] = "--mem-limit", argv[argc++] = mem;
     if (params->secret_key) {
         argv[argc++] = "--secret-key", argv[argc++] = (char *)params->secret_key;
         argv[argc++] = "--authorized-keys", argv[argc++] = (char *)params->authorized_keys;

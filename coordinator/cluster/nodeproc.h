@@ -32,13 +32,14 @@ typedef struct {
     int threads;        // default 1
     int timeout_ms;     // for the endpoint announcement; default 20000
     unsigned lease_ms;  // --lease-ms; 0: the node's default
+    unsigned mem_limit_mb; // --mem-limit; 0: none (every held expert resident)
     const char *secret_key, *authorized_keys; // CURVE (both or neither; NULL: none)
 } mc_nodeproc_params_t;
 
 mc_nodeproc_params_t mc_nodeproc_params_default(void);
 
 // Start `exe --model model --listen listen --name name --threads threads
-// [--lease-ms lease_ms] [--secret-key F --authorized-keys F]` and wait (up to timeout_ms) for its endpoint. On failure the process is
+// [--lease-ms lease_ms] [--mem-limit MB] [--secret-key F --authorized-keys F]` and wait (up to timeout_ms) for its endpoint. On failure the process is
 // stopped and err says why.
 mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p, char *err);
 

@@ -29,6 +29,8 @@ struct mc_engine {
         void *ctx;
     } observers[MC_ENGINE_MAX_OBSERVERS]; // of the router's choices, [0]: the expert counts
     uint32_t n_observers;
+    mc_engine_layer_fn layer_hook; // NULL: none
+    void *layer_ctx;
     uint64_t rows_done; // rows evaluated before the current chunk
     mc_attn_fns_t attn;     // q.k dots and the value mix: same bits on every ISA
 
@@ -135,6 +137,11 @@ void mc_engine_destroy(mc_engine_t **pe) {
 void mc_engine_set_experts(mc_engine_t *e, mc_experts_t *x) { e->experts = x ? x : e->local; }
 
 mc_experts_t *mc_engine_experts(mc_engine_t *e) { return e->experts; }
+
+void mc_engine_set_layer_hook(mc_engine_t *e, mc_engine_layer_fn fn, void *ctx) {
+    e->layer_hook = fn;
+    e->layer_ctx = ctx;
+}
 
 mc_err_t mc_engine_route_subscribe(mc_engine_t *e, mc_engine_route_fn fn, void *ctx) {
     if (e->n_observers == MC_ENGINE_MAX_OBSERVERS)
@@ -399,6 +406,7 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
             for (uint32_t t = 0; t < n; t++)
                 e->observers[i].fn(e->observers[i].ctx, l, e->rows_done + t, seq[t], pos[t],
                                    e->sel + (size_t)t * hp->n_expert_used, hp->n_expert_used);
+        if (e->layer_hook) e->layer_hook(e->layer_ctx, l, e->x, n, e->sel, hp->n_expert_used);
         rc = mc_experts_compute(e->experts, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
         if (rc) return rc;
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];

@@ -77,6 +77,15 @@ typedef void (*mc_engine_route_fn)(void *ctx, uint32_t layer, uint64_t row, uint
 #define MC_ENGINE_MAX_OBSERVERS 8
 mc_err_t mc_engine_route_subscribe(mc_engine_t *e, mc_engine_route_fn fn, void *ctx);
 
+// Called once per layer of every pass, on the engine's thread, after the
+// route observers and before the layer's expert step: x (n, dim) the
+// residual stream after the layer's attention, sel (n, k) the experts
+// chosen. What looks ahead from the hidden state (the coordinator's read
+// ahead of experts, prefetch.h) hooks here. One hook; fn NULL: none.
+typedef void (*mc_engine_layer_fn)(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *sel,
+                                   uint32_t k);
+void mc_engine_set_layer_hook(mc_engine_t *e, mc_engine_layer_fn fn, void *ctx);
+
 // One forward pass: row i is token ids[i] of sequence seq[i] at position
 // pos[i]. A row sees its sequence's cache at positions 0..pos[i]: earlier
 // positions must have been evaluated before (in an earlier call, or by an

@@ -29,6 +29,7 @@
 #include "matmul.h"
 #include "parse.h"
 #include "pool.h"
+#include "prefetch.h"
 #include "quant.h"
 #include "rng.h"
 
@@ -79,9 +80,24 @@ static mc_err_t s_parse_mib(const char *flag, const char *v, void *field, char *
     return rc;
 }
 
+// --mem-policy lru|lfu|hot
+static mc_err_t s_parse_policy(const char *flag, const char *v, void *field, char *err) {
+    if (mc_store_policy_parse(v, field)) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not lru, lfu or hot", flag, v);
+    return MC_OK;
+}
+
+// --mem-prefetch router|transitions|none
+static mc_err_t s_parse_prefetch(const char *flag, const char *v, void *field, char *err) {
+    mc_store_pred_t p;
+    if (!strcmp(v, "none")) *(int *)field = -1;
+    else if (!mc_store_pred_parse(v, &p)) *(int *)field = (int)p;
+    else return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not router, transitions or none", flag, v);
+    return MC_OK;
+}
+
 // The rows' order is their bit in s_given (mc_flags_parse); see the checks below.
 enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
-       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS };
+       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
     [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
@@ -120,6 +136,16 @@ static const mc_flag_t s_flags[] = {
                      .help = "kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
                              "type (cycling through copies spanning twice the last-level cache),\n"
                              "scalar vs best instruction set (1 thread) and 1 vs N threads"},
+    [S_F_MEM] = {S_ROW("--mem-limit", "MB", MC_FLAG_U32, mem_limit_mb), 0, 0, 16777216,
+                 .help = "keep at most MB MiB of expert weights in memory and read the others\n"
+                         "from the file when used (expert store; hits, misses, reads and stalls\n"
+                         "reported); 0: every expert resident"},
+    [S_F_MEM_POLICY] = {S_ROW("--mem-policy", "P", MC_FLAG_CUSTOM, mem_policy), .parse = s_parse_policy,
+                        .help = "with --mem-limit: which expert leaves, lru, lfu or hot (default lru)"},
+    [S_F_MEM_PREFETCH] = {S_ROW("--mem-prefetch", "F", MC_FLAG_CUSTOM, mem_prefetch), .parse = s_parse_prefetch,
+                          .help = "with --mem-limit: read ahead what the next layer's router (router),\n"
+                                  "the transitions seen (transitions) or nothing (none) predicts\n"
+                                  "(default router); both predictors are scored either way"},
 };
 #undef S_ROW
 #define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
@@ -128,6 +154,8 @@ static const mc_flag_t s_flags[] = {
 void mc_bench_opts_init(mc_bench_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->type = MC_DTYPE_Q4_0;
+    o->mem_policy = MC_STORE_LRU;
+    o->mem_prefetch = MC_STORE_PRED_ROUTER;
     mc_flags_init(s_flags, S_N_FLAGS, o);
 }
 
@@ -156,6 +184,8 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
     if ((given & S_BIT(S_F_TYPE)) && r.model)
         return mc_err_set(err, MC_ERR_ARG, "--type picks the generated model; it does not apply to --model");
     if (r.stats_json && !r.cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster");
+    if ((given & (S_BIT(S_F_MEM_POLICY) | S_BIT(S_F_MEM_PREFETCH))) && !r.mem_limit_mb)
+        return mc_err_set(err, MC_ERR_ARG, "--mem-policy and --mem-prefetch go with --mem-limit");
     if (r.kernels && (given & ~kernel_flags))
         return mc_err_set(err, MC_ERR_ARG, "--kernels takes only --threads, --reps and --json");
     *o = r;
@@ -488,10 +518,25 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_model_t *m = mc_model_open(o->model, err);
     if (!m) return MC_ERR_FORMAT;
     mc_engine_t *e = NULL;
+    mc_expert_store_t *store = NULL;
+    mc_prefetch_t *prefetch = NULL;
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
     const double t_load = mc_clock_s();
     if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, res.n_batch, err))) rc = MC_ERR_NOMEM;
+    if (!rc && o->mem_limit_mb) {
+        // As moe-coordinator --mem-limit does (coordinator/session.c):
+        // every expert through the store, before repacking.
+        mc_expert_store_params_t sp = mc_expert_store_params_default();
+        sp.budget_bytes = (uint64_t)o->mem_limit_mb << 20;
+        sp.policy = o->mem_policy;
+        sp.prefetch = o->mem_prefetch >= 0;
+        sp.prefetch_from = o->mem_prefetch >= 0 ? (mc_store_pred_t)o->mem_prefetch : MC_STORE_PRED_ROUTER;
+        if (!(store = mc_expert_store_new(m, mc_engine_matmul(e), &sp, err)) ||
+            !(prefetch = mc_prefetch_new(e, store, err)))
+            rc = MC_ERR_ARG;
+        else m->store = store;
+    }
     if (!rc) {
         // Repack the Q4_0 weights as a coordinator does (its session,
         // coordinator/session.c): everything, or with a cluster attached only the
@@ -523,10 +568,19 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         res.isa = mc_kernel_get(m->layers[0].experts[0].gate.type, mc_matmul_isa(mc_engine_matmul(e)))->isa;
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) == 0) res.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; // KiB on Linux
+        if (store) {
+            res.store = true;
+            res.mem_limit_mb = o->mem_limit_mb, res.mem_policy = o->mem_policy, res.mem_prefetch = o->mem_prefetch;
+            mc_expert_store_stats(store, &res.store_stats);
+            res.tokens = (uint64_t)(o->reps + 1) * res.n_batch * (o->n_prompt + o->n_gen);
+        }
         *r = res;
     }
     if (attached) o->detach(o->attach_ctx);
+    mc_prefetch_destroy(&prefetch);
     mc_engine_destroy(&e);
+    m->store = NULL;
+    mc_expert_store_destroy(&store);
     mc_model_destroy(&m);
     return rc;
 }
@@ -565,6 +619,8 @@ static mc_err_t s_out_done(const s_out_t *o, char *err) {
     return o->overflow ? mc_err_set(err, MC_ERR_ARG, "output buffer of %zu bytes too small", o->cap) : MC_OK;
 }
 
+static double s_ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
+
 mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *err) {
     if (cap == 0) return mc_err_set(err, MC_ERR_ARG, "output buffer of 0 bytes");
     s_out_t o = {buf, cap, 0, false};
@@ -576,7 +632,24 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->peak_rss_mb, r->tg_tok_s / r->tg_bound_tok_s, mc_kernel_isa_name(r->isa));
     s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"batch\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f,",
           r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
-    s_put(&o, "\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f}", r->load_ms, r->repack_ms, r->repacked_mb);
+    s_put(&o, "\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f", r->load_ms, r->repack_ms, r->repacked_mb);
+    if (r->store) {
+        const mc_expert_store_stats_t *st = &r->store_stats;
+        s_put(&o, ",\"mem_limit_mb\":%u,\"mem_policy\":\"%s\",\"mem_prefetch\":\"%s\",", r->mem_limit_mb,
+              mc_store_policy_name(r->mem_policy), r->mem_prefetch < 0 ? "none" : mc_store_pred_name(r->mem_prefetch));
+        s_put(&o, "\"hits\":%llu,\"misses\":%llu,\"hit_rate\":%.4f,\"mb_read\":%.1f,\"reads\":%llu,",
+              (unsigned long long)st->hits, (unsigned long long)st->misses, s_ratio(st->hits, st->hits + st->misses),
+              st->bytes_read / S_MIB, (unsigned long long)st->reads);
+        s_put(&o, "\"stall_ms_per_token\":%.3f,\"read_ahead\":%llu,\"read_ahead_used\":%llu,\"evictions\":%llu,"
+                  "\"read_errors\":%llu",
+              st->stall_us / 1e3 / (double)(r->tokens ? r->tokens : 1), (unsigned long long)st->prefetched,
+              (unsigned long long)st->prefetch_used, (unsigned long long)st->evictions, (unsigned long long)st->errors);
+        for (int i = 0; i < MC_STORE_N_PRED; i++)
+            s_put(&o, ",\"pred_%s_hit\":%.4f,\"pred_%s_precision\":%.4f", mc_store_pred_name((mc_store_pred_t)i),
+                  s_ratio(st->pred[i].correct, st->pred[i].actual), mc_store_pred_name((mc_store_pred_t)i),
+                  s_ratio(st->pred[i].correct, st->pred[i].predicted));
+    }
+    s_put(&o, "}");
     return s_out_done(&o, err);
 }
 
@@ -602,6 +675,22 @@ void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
             r->peak_rss_mb);
     fprintf(f, "load              %10.1f ms     (engine setup; of which %.1f ms repacking %.1f MiB of Q4_0 weights)\n",
             r->load_ms, r->repack_ms, r->repacked_mb);
+    if (!r->store) return;
+    const mc_expert_store_stats_t *st = &r->store_stats;
+    fprintf(f, "expert memory     %10u MiB    (--mem-limit; policy %s, read ahead from %s)\n", r->mem_limit_mb,
+            mc_store_policy_name(r->mem_policy), r->mem_prefetch < 0 ? "nothing" : mc_store_pred_name(r->mem_prefetch));
+    fprintf(f, "expert hits       %9.1f %%     (%llu hits, %llu misses, %llu evictions; every run)\n",
+            100 * s_ratio(st->hits, st->hits + st->misses), (unsigned long long)st->hits, (unsigned long long)st->misses,
+            (unsigned long long)st->evictions);
+    fprintf(f, "expert reads      %10.1f MiB    (%llu reads, %.1f ms stalled per token, %llu read errors)\n",
+            st->bytes_read / S_MIB, (unsigned long long)st->reads, st->stall_us / 1e3 / (double)(r->tokens ? r->tokens : 1),
+            (unsigned long long)st->errors);
+    fprintf(f, "read ahead        %10llu        (%llu used before leaving)\n", (unsigned long long)st->prefetched,
+            (unsigned long long)st->prefetch_used);
+    for (int i = 0; i < MC_STORE_N_PRED; i++)
+        fprintf(f, "predictor %-11s %5.1f %%     (of the experts used, predicted; %.1f %% of its guesses used)\n",
+                mc_store_pred_name((mc_store_pred_t)i), 100 * s_ratio(st->pred[i].correct, st->pred[i].actual),
+                100 * s_ratio(st->pred[i].correct, st->pred[i].predicted));
 }
 
 // --- kernel micro-benchmark ------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include "dtype.h"
 #include "engine.h"
 #include "error.h"
+#include "expert_store.h"
 #include "kernel.h"
 #include "mkmodel.h"
 #include "model.h"
@@ -56,6 +57,9 @@ typedef struct {
     bool json;
     bool kernels;        // kernel micro-benchmark instead of the model run
     bool no_repack;      // --no-repack: Q4_0 products read the file's rows
+    uint32_t mem_limit_mb;        // --mem-limit: expert memory (expert_store.h); 0: all resident
+    mc_store_policy_t mem_policy; // --mem-policy
+    int mem_prefetch;             // --mem-prefetch: MC_STORE_PRED_* or -1 (none)
     bool help;
 } mc_bench_opts_t;
 
@@ -129,6 +133,14 @@ typedef struct {
     double load_ms;           // engine setup and weight repacking (mc_model_repack), ms
     double repack_ms;         // of which repacking, ms
     double repacked_mb;       // weights repacked, MiB
+    // Under --mem-limit: the store's counters over every run (warm-up
+    // included) and the tokens those runs evaluated (prompt and generated).
+    bool store;
+    uint32_t mem_limit_mb;
+    mc_store_policy_t mem_policy;
+    int mem_prefetch;
+    mc_expert_store_stats_t store_stats;
+    uint64_t tokens;
 } mc_bench_result_t;
 
 // The whole model benchmark on o->model (which must be set): open the model,
@@ -139,7 +151,11 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
 // One JSON line (no newline) with the required keys first:
 // model, threads, pp_tok_s, tg_tok_s, mem_bw_gb_s, bytes_per_token,
 // tg_bound_tok_s, peak_rss_mb; then tg_ratio, isa, pp_tokens, tg_tokens,
-// reps, bw_buffer_mb, file_mb, kv_mb, load_ms, repack_ms, repacked_mb.
+// reps, bw_buffer_mb, file_mb, kv_mb, load_ms, repack_ms, repacked_mb; under
+// --mem-limit then mem_limit_mb, mem_policy, mem_prefetch, hits, misses,
+// hit_rate, mb_read, reads, stall_ms_per_token, read_ahead, read_ahead_used,
+// evictions, read_errors, and per predictor pred_<name>_hit (of the experts
+// used, the share it predicted) and pred_<name>_precision.
 // MC_ERR_ARG when cap is too small.
 mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *err);
 
