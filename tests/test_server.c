@@ -36,6 +36,7 @@
 
 static char s_dir[256];
 static char s_model[512];
+static uint32_t s_mem_limit_mb; // the sessions s_up makes: --mem-limit (0: none)
 
 // A server on a session of the fixture model (ctx and slots given).
 typedef struct {
@@ -49,6 +50,7 @@ static void s_up(s_srv_t *t, const mc_cluster_config_t *cfg, uint32_t ctx, uint3
     char err[MC_ERR_LEN];
     mc_session_params_t sp = mc_session_params_default();
     sp.model = s_model, sp.cluster = cfg, sp.ctx = ctx, sp.n_seq = slots, sp.threads = 2;
+    sp.mem_limit_mb = s_mem_limit_mb;
     t->s = mc_session_new(&sp, err);
     if (!t->s) fail_msg("%s", err);
     mc_server_params_t p = mc_server_params_default();
@@ -403,6 +405,28 @@ static void test_client_leaves_mid_stream(void **state) {
     s_down(&t);
 }
 
+// Under --mem-limit the coordinator's expert store is in /metrics: its
+// reads, hits and misses, and each predictor's guesses.
+static void test_metrics_expert_store(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_mem_limit_mb = 1;
+    s_up(&t, NULL, 64, 1, NULL, 0);
+    s_mem_limit_mb = 0;
+    cJSON_Delete(s_post(t.port, "/v1/completions", "{\"prompt\":\"Hello\",\"max_tokens\":4}", 200));
+    assert_true(s_metric(t.port, "moe_expert_memory_limit_bytes") == 1048576);
+    assert_true(s_metric(t.port, "moe_expert_reads_total") > 0);
+    assert_true(s_metric(t.port, "moe_expert_hits_total") + s_metric(t.port, "moe_expert_misses_total") > 0);
+    assert_true(s_metric(t.port, "moe_expert_read_errors_total") == 0);
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_non_null(strstr(r.body, "moe_expert_predicted_total{predictor=\"router\"}"));
+    assert_non_null(strstr(r.body, "moe_expert_predicted_used_total{predictor=\"transitions\"}"));
+    mc_test_http_free(&r);
+    s_down(&t);
+}
+
 // Every line of /metrics: a comment, or `name{labels} value`.
 static void test_metrics_format(void **state) {
     (void)state;
@@ -542,7 +566,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
-        cmocka_unit_test(test_metrics_format),         cmocka_unit_test(test_cluster_endpoint),
+        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store),         cmocka_unit_test(test_cluster_endpoint),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

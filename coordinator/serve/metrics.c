@@ -203,6 +203,47 @@ static void s_nodes(s_text_t *t, const mc_experts_t *x) {
     free(st);
 }
 
+// The expert store under --mem-limit (expert_store.h): this process's own;
+// a node's counters go to its log.
+static void s_store(s_text_t *t, const mc_expert_store_t *st) {
+    mc_expert_store_stats_t ss;
+    mc_expert_store_stats(st, &ss);
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } rows[] = {
+        {"moe_expert_memory_limit_bytes", "gauge", "Expert memory allowed (--mem-limit).", ss.budget_bytes},
+        {"moe_expert_memory_used_bytes", "gauge", "Expert memory mapped now.", ss.used_bytes},
+        {"moe_expert_resident", "gauge", "Experts resident now.", ss.resident},
+        {"moe_expert_hits_total", "counter", "Expert uses that found it resident.", ss.hits},
+        {"moe_expert_misses_total", "counter", "Expert uses that waited for a read.", ss.misses},
+        {"moe_expert_reads_total", "counter", "Experts read from the model file.", ss.reads},
+        {"moe_expert_read_bytes_total", "counter", "Bytes of experts read from the model file.", ss.bytes_read},
+        {"moe_expert_evictions_total", "counter", "Experts dropped to make room.", ss.evictions},
+        {"moe_expert_read_ahead_total", "counter", "Experts read ahead of use.", ss.prefetched},
+        {"moe_expert_read_ahead_used_total", "counter", "Experts read ahead and then used.", ss.prefetch_used},
+        {"moe_expert_read_errors_total", "counter", "Failed expert reads.", ss.errors},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        s_family(t, rows[i].name, rows[i].type, rows[i].help);
+        s_put(t, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);
+    }
+    s_family(t, "moe_expert_stall_seconds_total", "counter", "Time expert steps waited for reads.");
+    s_put(t, "moe_expert_stall_seconds_total %.6f\n", ss.stall_us / 1e6);
+    s_family(t, "moe_expert_predicted_total", "counter", "Next-layer experts predicted, by predictor.");
+    for (int i = 0; i < MC_STORE_N_PRED; i++)
+        s_put(t, "moe_expert_predicted_total{predictor=\"%s\"} %llu\n", mc_store_pred_name((mc_store_pred_t)i),
+              (unsigned long long)ss.pred[i].predicted);
+    s_family(t, "moe_expert_predicted_used_total", "counter", "Predicted experts the layer then used, by predictor.");
+    for (int i = 0; i < MC_STORE_N_PRED; i++)
+        s_put(t, "moe_expert_predicted_used_total{predictor=\"%s\"} %llu\n", mc_store_pred_name((mc_store_pred_t)i),
+              (unsigned long long)ss.pred[i].correct);
+    s_family(t, "moe_expert_used_scored_total", "counter", "Experts used in layers a predictor had guessed, by predictor.");
+    for (int i = 0; i < MC_STORE_N_PRED; i++)
+        s_put(t, "moe_expert_used_scored_total{predictor=\"%s\"} %llu\n", mc_store_pred_name((mc_store_pred_t)i),
+              (unsigned long long)ss.pred[i].actual);
+}
+
 char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint32_t queued) {
     s_text_t t = {malloc(16384), 0, 16384, false};
     if (!t.buf) return NULL;
@@ -248,6 +289,7 @@ char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint3
     s_family(&t, "moe_prefix_cache_saved_bytes", "gauge", "Bytes of those prefixes (keys, values, ids).");
     s_put(&t, "moe_prefix_cache_saved_bytes %zu\n", c.prefix.saved_bytes);
     if (mc_experts_n_nodes(mc_session_experts(s))) s_nodes(&t, mc_session_experts(s));
+    if (mc_session_store(s)) s_store(&t, mc_session_store(s));
     const mc_hparams_t *hp = &mc_session_model(s)->hp;
     uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
     if (!counts) t.oom = true;
