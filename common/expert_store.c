@@ -85,7 +85,8 @@ struct mc_expert_store {
 
 mc_expert_store_params_t mc_expert_store_params_default(void) {
     return (mc_expert_store_params_t){
-        .policy = MC_STORE_LRU, .hot_percent = 50, .prefetch = true, .prefetch_from = MC_STORE_PRED_TRANSITIONS};
+        .policy = MC_STORE_LRU, .hot_percent = 50, .repack = true, .prefetch = true,
+        .prefetch_from = MC_STORE_PRED_TRANSITIONS};
 }
 
 static uint64_t s_round(uint64_t b) { return (b + S_ALIGN - 1) / S_ALIGN * S_ALIGN; }
@@ -250,6 +251,9 @@ static mc_err_t s_read(mc_expert_store_t *st, uint32_t cell, uint8_t *buf, uint8
         mc_err_t rc = s_read_matrix(st, ws[i], buf + at, scratch, layer, e, err);
         if (rc) return rc;
         at += s_round(mc_matrix_bytes(ws[i]));
+        if (st->p.uncached) // advice only
+            (void)posix_fadvise(st->fd, (off_t)(ws[i]->data - mc_gguf_base(st->m->gguf)), (off_t)mc_matrix_bytes(ws[i]),
+                                POSIX_FADV_DONTNEED);
     }
     pthread_mutex_lock(&st->mu);
     st->st.reads++;
@@ -396,7 +400,7 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
     st->cur_layer = st->prev_layer = -1;
     for (int i = 0; i < MC_STORE_N_PRED; i++) st->pred_layer[i][0] = st->pred_layer[i][1] = -1;
     const mc_kernel_t *k = mc_matmul_kernel(mm, MC_DTYPE_Q4_0);
-    st->repack = k && k->dot8;
+    st->repack = p->repack && k && k->dot8;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv_work, NULL);
     pthread_cond_init(&st->cv_done, NULL);

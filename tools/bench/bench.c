@@ -13,6 +13,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -97,7 +98,7 @@ static mc_err_t s_parse_prefetch(const char *flag, const char *v, void *field, c
 
 // The rows' order is their bit in s_given (mc_flags_parse); see the checks below.
 enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
-       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH };
+       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
     [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
@@ -146,6 +147,9 @@ static const mc_flag_t s_flags[] = {
                           .help = "with --mem-limit: read ahead what the next layer's router (router),\n"
                                   "the transitions seen (transitions) or nothing (none) predicts\n"
                                   "(default router); both predictors are scored either way"},
+    [S_F_COLD] = {S_ROW("--cold", NULL, MC_FLAG_SWITCH, cold),
+                  .help = "drop the model file from the page cache first and, with --mem-limit,\n"
+                          "keep expert reads out of it: every miss reads the disk"},
 };
 #undef S_ROW
 #define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
@@ -515,6 +519,10 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     // Opening maps the file without reading the weights, so the bandwidth
     // child can be forked after it: a bad file or token count fails fast,
     // and the engine's threads do not exist yet.
+    if (o->cold) { // advice: clean pages of a file nobody maps leave the page cache
+        const int fd = open(o->model, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), close(fd);
+    }
     mc_model_t *m = mc_model_open(o->model, err);
     if (!m) return MC_ERR_FORMAT;
     mc_engine_t *e = NULL;
@@ -530,6 +538,8 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         mc_expert_store_params_t sp = mc_expert_store_params_default();
         sp.budget_bytes = (uint64_t)o->mem_limit_mb << 20;
         sp.policy = o->mem_policy;
+        sp.repack = !o->no_repack;
+        sp.uncached = o->cold;
         sp.prefetch = o->mem_prefetch >= 0;
         sp.prefetch_from = o->mem_prefetch >= 0 ? (mc_store_pred_t)o->mem_prefetch : MC_STORE_PRED_ROUTER;
         if (!(store = mc_expert_store_new(m, mc_engine_matmul(e), &sp, err)) ||
@@ -571,6 +581,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         if (store) {
             res.store = true;
             res.mem_limit_mb = o->mem_limit_mb, res.mem_policy = o->mem_policy, res.mem_prefetch = o->mem_prefetch;
+            res.cold = o->cold;
             mc_expert_store_stats(store, &res.store_stats);
             res.tokens = (uint64_t)(o->reps + 1) * res.n_batch * (o->n_prompt + o->n_gen);
         }
@@ -635,11 +646,13 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
     s_put(&o, "\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f", r->load_ms, r->repack_ms, r->repacked_mb);
     if (r->store) {
         const mc_expert_store_stats_t *st = &r->store_stats;
-        s_put(&o, ",\"mem_limit_mb\":%u,\"mem_policy\":\"%s\",\"mem_prefetch\":\"%s\",", r->mem_limit_mb,
-              mc_store_policy_name(r->mem_policy), r->mem_prefetch < 0 ? "none" : mc_store_pred_name(r->mem_prefetch));
+        s_put(&o, ",\"mem_limit_mb\":%u,\"mem_policy\":\"%s\",\"mem_prefetch\":\"%s\",\"cold\":%s,", r->mem_limit_mb,
+              mc_store_policy_name(r->mem_policy), r->mem_prefetch < 0 ? "none" : mc_store_pred_name(r->mem_prefetch),
+              r->cold ? "true" : "false");
         s_put(&o, "\"hits\":%llu,\"misses\":%llu,\"hit_rate\":%.4f,\"mb_read\":%.1f,\"reads\":%llu,",
               (unsigned long long)st->hits, (unsigned long long)st->misses, s_ratio(st->hits, st->hits + st->misses),
               st->bytes_read / S_MIB, (unsigned long long)st->reads);
+        s_put(&o, "\"read_ms\":%.1f,", st->read_us / 1e3);
         s_put(&o, "\"stall_ms_per_token\":%.3f,\"read_ahead\":%llu,\"read_ahead_used\":%llu,\"evictions\":%llu,"
                   "\"read_errors\":%llu",
               st->stall_us / 1e3 / (double)(r->tokens ? r->tokens : 1), (unsigned long long)st->prefetched,

@@ -58,6 +58,8 @@ typedef struct {
     bool kernels;        // kernel micro-benchmark instead of the model run
     bool no_repack;      // --no-repack: Q4_0 products read the file's rows
     uint32_t mem_limit_mb;        // --mem-limit: expert memory (expert_store.h); 0: all resident
+    bool cold;                    // --cold: the model file out of the page cache at start, and expert
+                                  // reads kept out of it (every miss reads the disk)
     mc_store_policy_t mem_policy; // --mem-policy
     int mem_prefetch;             // --mem-prefetch: MC_STORE_PRED_* or -1 (none)
     bool help;
@@ -139,6 +141,7 @@ typedef struct {
     uint32_t mem_limit_mb;
     mc_store_policy_t mem_policy;
     int mem_prefetch;
+    bool cold;
     mc_expert_store_stats_t store_stats;
     uint64_t tokens;
 } mc_bench_result_t;
@@ -152,8 +155,8 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
 // model, threads, pp_tok_s, tg_tok_s, mem_bw_gb_s, bytes_per_token,
 // tg_bound_tok_s, peak_rss_mb; then tg_ratio, isa, pp_tokens, tg_tokens,
 // reps, bw_buffer_mb, file_mb, kv_mb, load_ms, repack_ms, repacked_mb; under
-// --mem-limit then mem_limit_mb, mem_policy, mem_prefetch, hits, misses,
-// hit_rate, mb_read, reads, stall_ms_per_token, read_ahead, read_ahead_used,
+// --mem-limit then mem_limit_mb, mem_policy, mem_prefetch, cold, hits, misses,
+// hit_rate, mb_read, reads, read_ms, stall_ms_per_token, read_ahead, read_ahead_used,
 // evictions, read_errors, and per predictor pred_<name>_hit (of the experts
 // used, the share it predicted) and pred_<name>_precision.
 // MC_ERR_ARG when cap is too small.
