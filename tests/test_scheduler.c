@@ -441,6 +441,114 @@ static void test_prefix_budget(void **state) {
     mc_engine_destroy(&e);
 }
 
+// Speculative decoding gives the ids of decoding one token per pass,
+// greedy and seeded, alone and four at a time in two slots, with stop
+// strings and token limits; every kept guess saves exactly one pass.
+static uint32_t s_run_count(mc_scheduler_t *s) {
+    char err[MC_ERR_LEN];
+    uint32_t steps = 0;
+    for (; steps < 10000 && mc_scheduler_pending(s); steps++)
+        if (mc_scheduler_step(s, err)) fail_msg("%s", err);
+    assert_int_equal(mc_scheduler_pending(s), 0);
+    return steps;
+}
+
+static void test_speculative_same_tokens(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const mc_draft_params_t dp = mc_draft_params_default();
+    enum { N = 4 };
+    static s_out_t plain[N], spec[N];
+    mc_gen_params_t p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = s_params(s_prompt + i, 14, &plain[i]);
+        p[i].max_tokens = 40 + 7 * i, p[i].ignore_eos = i < 2;
+        if (i % 2) p[i].sampling.temp = 0.9f, p[i].sampling.seed = 77 + (uint64_t)i, p[i].sampling.top_k = 20;
+    }
+    static const char *const stop[] = {"zz"};
+    p[3].stop = stop, p[3].n_stop = 1;
+    uint64_t kept = 0;
+    for (int i = 0; i < N; i++) { // alone, one token per pass, then speculating
+        uint32_t steps_plain = 0, steps_spec = 0;
+        mc_spec_stats_t st = {0};
+        memset(&plain[i], 0, sizeof plain[i]), memset(&spec[i], 0, sizeof spec[i]);
+        for (int sp = 0; sp < 2; sp++) {
+            mc_engine_t *e = s_engine(1, 128);
+            mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+            mc_gen_params_t q = p[i];
+            q.user = sp ? &spec[i] : &plain[i];
+            q.speculate = sp ? &dp : NULL;
+            assert_int_equal(mc_scheduler_submit(s, &q, NULL, err), MC_OK);
+            const uint32_t steps = s_run_count(s);
+            *(sp ? &steps_spec : &steps_plain) += steps;
+            if (sp) {
+                mc_scheduler_spec_stats(s, &st);
+                printf("[scheduler] gen %d: %u tokens, %llu of %llu guesses kept, %u passes\n", i, spec[i].n,
+                       (unsigned long long)st.accepted, (unsigned long long)st.proposed, steps);
+            }
+            mc_scheduler_destroy(&s);
+            mc_engine_destroy(&e);
+        }
+        assert_int_equal(spec[i].n, plain[i].n);
+        assert_memory_equal(spec[i].ids, plain[i].ids, plain[i].n * sizeof(int32_t));
+        assert_string_equal(spec[i].text, plain[i].text);
+        assert_int_equal(spec[i].why, plain[i].why);
+        assert_int_equal(spec[i].usage.completion_tokens, plain[i].usage.completion_tokens);
+        assert_int_equal(steps_spec, steps_plain - st.accepted);
+        kept += st.accepted;
+    }
+    assert_true(kept > 0);
+    // All four together in two slots, speculating: each as alone.
+    static s_out_t together[N];
+    mc_engine_t *e = s_engine(2, 128);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+    for (int i = 0; i < N; i++) {
+        memset(&together[i], 0, sizeof together[i]);
+        mc_gen_params_t q = p[i];
+        q.user = &together[i], q.speculate = &dp;
+        assert_int_equal(mc_scheduler_submit(s, &q, NULL, err), MC_OK);
+    }
+    s_run(s);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(together[i].n, plain[i].n);
+        assert_memory_equal(together[i].ids, plain[i].ids, plain[i].n * sizeof(int32_t));
+    }
+    mc_scheduler_destroy(&s);
+    mc_engine_destroy(&e);
+}
+
+// After speculating, the slot's cache holds only kept positions: a second
+// turn that reuses it answers as from scratch.
+static void test_speculative_then_prefix(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const mc_draft_params_t dp = mc_draft_params_default();
+    static s_out_t t1, t2, fresh;
+    memset(&t1, 0, sizeof t1), memset(&t2, 0, sizeof t2), memset(&fresh, 0, sizeof fresh);
+    mc_engine_t *e = s_engine(1, 128);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+    mc_gen_params_t p = s_params(s_prompt, 12, &t1);
+    p.max_tokens = 30, p.ignore_eos = true, p.speculate = &dp;
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    int32_t turn2[64];
+    memcpy(turn2, s_prompt, 12 * sizeof(int32_t));
+    memcpy(turn2 + 12, t1.ids, 30 * sizeof(int32_t));
+    turn2[42] = 300, turn2[43] = 301;
+    p = s_params(turn2, 44, &t2);
+    p.max_tokens = 12, p.ignore_eos = true;
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    mc_prefix_stats_t st;
+    mc_scheduler_prefix_stats(s, &st);
+    assert_true(st.tokens_reused >= 41); // 12 + 29 cached positions
+    mc_scheduler_destroy(&s);
+    mc_engine_destroy(&e);
+    s_alone(&p, &fresh);
+    assert_int_equal(t2.n, fresh.n);
+    assert_memory_equal(t2.ids, fresh.ids, fresh.n * sizeof(int32_t));
+}
+
 static void test_prompt_logits(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -468,6 +576,8 @@ int main(void) {
         cmocka_unit_test(test_prefix_from_busy_slot),
         cmocka_unit_test(test_prefix_saved_and_loaded),
         cmocka_unit_test(test_prefix_budget),
+        cmocka_unit_test(test_speculative_same_tokens),
+        cmocka_unit_test(test_speculative_then_prefix),
         cmocka_unit_test(test_prompt_logits),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

@@ -27,6 +27,11 @@ struct s_gen {
     uint32_t done;     // prompt tokens in the cache
     uint32_t n_gen;    // tokens sampled
     int32_t last;      // the last sampled token (not yet in the cache)
+    mc_draft_t *draft; // speculative decoding's guesses; NULL: off
+    mc_draft_params_t draft_p;
+    int32_t *guess;    // (draft_p.k_max) this pass's guesses
+    uint32_t n_guess;
+    uint32_t row0;     // this pass: the logits row of its first generating row
     char *held;        // text not yet handed out (a stop string may begin in it)
     size_t held_len, held_cap;
     double t_submit, t_first;
@@ -83,6 +88,7 @@ struct mc_sched {
     size_t saved_bytes, saved_max;
     uint64_t clock;
     mc_prefix_stats_t stats;
+    mc_spec_stats_t spec;
 };
 
 const char *mc_finish_name(mc_finish_t f) {
@@ -128,7 +134,8 @@ nomem:
 
 static void s_gen_free(s_gen_t *g) {
     mc_sampler_destroy(&g->smp);
-    free(g->prompt), free(g->held);
+    mc_draft_destroy(&g->draft);
+    free(g->prompt), free(g->held), free(g->guess);
     free(g);
 }
 
@@ -172,6 +179,19 @@ mc_err_t mc_scheduler_submit(mc_scheduler_t *s, const mc_gen_params_t *p, uint64
     }
     memcpy(g->prompt, p->prompt, p->n_prompt * sizeof(int32_t));
     g->p.prompt = g->prompt;
+    if (p->speculate) {
+        g->draft_p = *p->speculate;
+        char derr[MC_ERR_LEN];
+        g->draft = mc_draft_new(&g->draft_p, s->n_ctx, derr);
+        g->guess = g->draft ? malloc(g->draft_p.k_max * sizeof *g->guess) : NULL;
+        if (!g->guess) {
+            const bool bad = !g->draft;
+            s_gen_free(g);
+            return bad ? mc_err_set(err, MC_ERR_ARG, "%s", derr) : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        }
+        mc_draft_push(g->draft, g->prompt, p->n_prompt);
+    }
+    g->p.speculate = NULL;
     for (uint32_t i = 0; i < p->n_stop; i++) {
         g->stop_len[i] = strlen(p->stop[i]);
         memcpy(g->stop[i], p->stop[i], g->stop_len[i] + 1);
@@ -433,10 +453,12 @@ static bool s_reserve(mc_scheduler_t *s, uint32_t rows, uint32_t wanted) {
     return true;
 }
 
-// Sample g's next token from its logits row and hand out its text.
-static void s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
+// Sample g's next token from its logits row and hand out its text. False
+// when that ended g (it is freed then).
+static bool s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
     const int32_t id = mc_sampler_sample(g->smp, logits);
     mc_sampler_accept(g->smp, id);
+    if (g->draft) mc_draft_push(g->draft, &id, 1);
     if (!g->n_gen) g->t_first = mc_clock_s();
     g->n_gen++;
     g->last = id;
@@ -446,24 +468,66 @@ static void s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
         bool stopped;
         if (s_held_add(g, s->piece, w)) s_emit(g, id, &stopped);
         s_finish(s, g, MC_FINISH_STOP, NULL);
-        return;
+        return false;
     }
     size_t w = mc_detok_push(s->tok, &g->dt, id, s->piece, s->piece_cap);
     bool stopped = false;
     if (!s_held_add(g, s->piece, w)) {
         s_finish(s, g, MC_FINISH_ERROR, "out of memory");
-        return;
+        return false;
     }
-    if (!s_emit(g, id, &stopped)) s_finish(s, g, MC_FINISH_CANCELLED, NULL);
-    else if (stopped) s_finish(s, g, MC_FINISH_STOP, NULL);
+    mc_finish_t why = MC_FINISH_NONE;
+    if (!s_emit(g, id, &stopped)) why = MC_FINISH_CANCELLED;
+    else if (stopped) why = MC_FINISH_STOP;
     else if ((g->p.max_tokens && g->n_gen >= g->p.max_tokens) || g->p.n_prompt + g->n_gen >= s->n_ctx)
-        s_finish(s, g, MC_FINISH_LENGTH, NULL);
+        why = MC_FINISH_LENGTH;
+    if (why == MC_FINISH_NONE) return true;
+    s_finish(s, g, why, NULL);
+    return false;
+}
+
+// g's first sampling row of this pass and, after it, one row per guess
+// (logits rows in that order). Positions are sampled in order and kept
+// while each equals the guess the next row was computed from; the first
+// other token ends the pass for g. Before each sample the slot's cache is
+// cut to the rows whose inputs are kept, so whatever ends g leaves only
+// true positions for the prefix cache.
+static void s_verify(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
+    s_slot_t *sl = &s->slots[g->slot];
+    const uint32_t n_guess = g->n_guess, pos = g->p.n_prompt + g->n_gen - 1;
+    for (uint32_t j = 0;; j++) {
+        sl->n_tokens = pos + j + 1;
+        const int32_t guess = j < n_guess ? g->guess[j] : -1;
+        if (!s_sample(s, g, logits + (size_t)j * s->n_vocab)) return;
+        if (j == n_guess || g->last != guess) {
+            if (n_guess) mc_draft_feedback(g->draft, n_guess, j);
+            return;
+        }
+        s->spec.accepted++;
+    }
+}
+
+void mc_scheduler_spec_stats(const mc_scheduler_t *s, mc_spec_stats_t *out) { *out = s->spec; }
+
+// Guesses for generating g's next tokens (g->guess, g->n_guess): no more
+// than its token limit and the context leave room for.
+static void s_propose(mc_scheduler_t *s, s_gen_t *g) {
+    g->n_guess = 0;
+    if (!g->draft) return;
+    const uint32_t pos = g->p.n_prompt + g->n_gen - 1;
+    uint32_t room = s->n_ctx - 1 - pos;
+    if (g->p.max_tokens && g->p.max_tokens - g->n_gen - 1 < room) room = g->p.max_tokens - g->n_gen - 1;
+    if (room > g->draft_p.k_max) room = g->draft_p.k_max;
+    g->n_guess = mc_draft_propose(g->draft, g->guess, room);
+    s->spec.drafts += g->n_guess > 0;
+    s->spec.proposed += g->n_guess;
 }
 
 mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
     s_admit(s);
     if (!s->running) return MC_OK;
-    // Rows: the last token of every generating sequence, then prompt chunks.
+    // Rows: the last token of every generating sequence (and its guesses),
+    // then prompt chunks.
     uint32_t rows = 0, wanted = 0, budget = S_PROMPT_ROWS_PER_STEP;
     for (s_gen_t *g = s->running; g; g = g->next) {
         if (g->done < g->p.n_prompt) {
@@ -471,8 +535,10 @@ mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
             budget -= c;
             rows += c;
             wanted += g->p.prompt_logits ? c : (g->done + c == g->p.n_prompt);
+            g->n_guess = 0;
         } else {
-            rows++, wanted++;
+            s_propose(s, g);
+            rows += 1 + g->n_guess, wanted += 1 + g->n_guess;
         }
     }
     if (!s_reserve(s, rows, wanted)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
@@ -483,7 +549,13 @@ mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
         if (g->done >= g->p.n_prompt) {
             const uint32_t pos = g->p.n_prompt + g->n_gen - 1;
             s->ids[n] = g->last, s->seq[n] = (uint32_t)g->slot, s->pos[n] = pos, s->want[n] = 1, s->row_gen[n++] = g;
-            sl->tokens[pos] = g->last, sl->n_tokens = pos + 1;
+            sl->tokens[pos] = g->last;
+            for (uint32_t i = 0; i < g->n_guess; i++, n++) {
+                s->ids[n] = g->guess[i], s->seq[n] = (uint32_t)g->slot, s->pos[n] = pos + 1 + i, s->want[n] = 1;
+                s->row_gen[n] = g;
+                sl->tokens[pos + 1 + i] = g->guess[i];
+            }
+            sl->n_tokens = pos + 1 + g->n_guess;
             continue;
         }
         uint32_t c = g->p.n_prompt - g->done < budget ? g->p.n_prompt - g->done : budget;
@@ -521,7 +593,8 @@ mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
         s->row_gen[r] = s->want[r] ? g : NULL;
         if (s->want[r]) s->pos[r] = k - 1; // its logits row
     }
+    // (A generation's guesses' logits rows follow its first one.)
     for (uint32_t r = 0; r < n; r++)
-        if (s->want[r] == 2) s_sample(s, s->row_gen[r], s->logits + (size_t)s->pos[r] * s->n_vocab);
+        if (s->want[r] == 2) s_verify(s, s->row_gen[r], s->logits + (size_t)s->pos[r] * s->n_vocab);
     return MC_OK;
 }

@@ -22,6 +22,17 @@
  * the same bits as evaluating it all: a position's keys and values depend
  * only on the tokens up to it (engine.h).
  *
+ * Speculative decoding (mc_gen_params_t.speculate): a generation whose
+ * history suggests its next K tokens (draft.h) gets K+1 rows in a pass: its
+ * last token and the K guesses. Each position is then sampled in order, as
+ * sequential decoding would (the same sampler, the same draws), and kept
+ * while it equals the guess that the next row was computed from; the first
+ * difference is itself the next token, and the rows after it are dropped
+ * (their cache entries are overwritten later). Since a row's logits do not
+ * depend on what shares its pass, the tokens are those of decoding one at a
+ * time, greedy or seeded; through a cluster the K+1 rows share one round
+ * trip per layer.
+ *
  * Single-threaded: one thread submits, steps and cancels.
  */
 #ifndef MC_SCHEDULER_H
@@ -31,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "draft.h"
 #include "engine.h"
 #include "error.h"
 #include "sampler.h"
@@ -73,6 +85,10 @@ typedef struct {
     bool ignore_eos;       // EOS is a token like any other (reference comparisons)
     bool strip_space;      // drop one leading space of the text (an instruct model's answer)
     float *prompt_logits;  // optional (n_prompt, n_vocab): the logits of every prompt position
+    // Speculative decoding: drafts from the generation's own history
+    // (draft.h), verified K+1 rows per pass; the same tokens as without.
+    // NULL: one token per pass. Copied.
+    const mc_draft_params_t *speculate;
     mc_gen_text_fn on_text;
     mc_gen_done_fn on_done;
     void *user;
@@ -115,6 +131,15 @@ typedef struct {
 } mc_prefix_stats_t;
 
 void mc_scheduler_prefix_stats(const mc_scheduler_t *s, mc_prefix_stats_t *out);
+
+typedef struct {
+    uint64_t drafts;   // drafts verified
+    uint64_t proposed; // tokens guessed in them
+    uint64_t accepted; // guesses kept (tokens that cost no pass of their own)
+} mc_spec_stats_t;
+
+// Speculative decoding over every generation since the scheduler was made.
+void mc_scheduler_spec_stats(const mc_scheduler_t *s, mc_spec_stats_t *out);
 
 // End generation id now (its done callback reports MC_FINISH_CANCELLED);
 // no-op for an unknown or finished id.
