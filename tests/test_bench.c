@@ -295,6 +295,52 @@ static void test_run(void **state) {
     assert_int_equal(mc_bench_json(&r, line, 40, err), MC_ERR_ARG);
 }
 
+// --mem-limit: the experts through a store, its counters in the table's
+// result and the JSON; its flags parsed and checked.
+static void test_run_mem_limit(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_bench_opts_t o;
+    mc_bench_opts_init(&o);
+    assert_int_equal(o.mem_prefetch, MC_STORE_PRED_ROUTER);
+    const char *good[] = {"--mem-limit", "1", "--mem-policy", "lfu", "--mem-prefetch", "transitions", "--cold"};
+    assert_int_equal(s_parse(&o, good, 7, err), MC_OK);
+    assert_true(o.mem_limit_mb == 1 && o.mem_policy == MC_STORE_LFU && o.mem_prefetch == MC_STORE_PRED_TRANSITIONS && o.cold);
+    const char *none[] = {"--mem-limit", "1", "--mem-prefetch", "none"};
+    assert_int_equal(s_parse(&o, none, 4, err), MC_OK);
+    assert_int_equal(o.mem_prefetch, -1);
+    mc_bench_opts_init(&o);
+    const char *alone[] = {"--mem-policy", "lru"};
+    assert_int_equal(s_parse(&o, alone, 2, err), MC_ERR_ARG);
+    assert_string_equal(err, "--mem-policy and --mem-prefetch go with --mem-limit");
+    const char *bad[] = {"--mem-limit", "1", "--mem-policy", "mru"};
+    assert_int_equal(s_parse(&o, bad, 4, err), MC_ERR_ARG);
+    assert_string_equal(err, "--mem-policy: 'mru' is not lru, lfu or hot");
+
+    mc_bench_opts_init(&o);
+    o.model = s_model, o.n_threads = 2, o.n_prompt = 6, o.n_gen = 4, o.reps = 1, o.bw_bytes = 4u << 20;
+    o.mem_limit_mb = 1;
+    mc_bench_result_t r;
+    assert_int_equal(mc_bench_run(&o, &r, err), MC_OK);
+    assert_true(r.store && r.mem_limit_mb == 1);
+    assert_true(r.store_stats.hits + r.store_stats.misses > 0);
+    assert_true(r.store_stats.reads > 0 && r.store_stats.errors == 0);
+    assert_true(r.store_stats.used_bytes <= r.store_stats.budget_bytes);
+    assert_true(r.tokens == 2u * (6 + 4));
+    char line[4096];
+    assert_int_equal(mc_bench_json(&r, line, sizeof line, err), MC_OK);
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    s_expect_number(j, "experts_mb", true);
+    s_expect_number(j, "hit_rate", false);
+    s_expect_number(j, "mb_read", true);
+    s_expect_number(j, "stall_ms_per_token", false);
+    s_expect_number(j, "pred_router_hit", false);
+    s_expect_number(j, "pred_transitions_precision", false);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "mem_prefetch")->valuestring, "router");
+    cJSON_Delete(j);
+}
+
 static void test_run_errors(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -400,7 +446,7 @@ static void test_kernel(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_median),      cmocka_unit_test(test_mem_bw),     cmocka_unit_test(test_parse_good),
-        cmocka_unit_test(test_parse_bad),   cmocka_unit_test(test_cache_path), cmocka_unit_test(test_run),
+        cmocka_unit_test(test_parse_bad),   cmocka_unit_test(test_cache_path), cmocka_unit_test(test_run), cmocka_unit_test(test_run_mem_limit),
         cmocka_unit_test(test_run_errors),  cmocka_unit_test(test_kernel),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

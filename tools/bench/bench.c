@@ -586,6 +586,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         assert(res.bytes_per_token > 0);
         res.tg_bound_tok_s = res.mem_bw_gb_s * 1e9 / (double)res.bytes_per_token;
         res.file_mb = (double)mc_gguf_size(m->gguf) / S_MIB;
+        res.experts_mb = (double)mc_expert_store_total_bytes(m, NULL) / S_MIB;
         res.kv_mb = 2.0 * res.n_batch * hp->n_layer * mc_engine_n_ctx(e) * hp->n_head_kv * hp->head_dim * sizeof(float) / S_MIB;
         // What serves the expert weights, the bulk of the traffic (types
         // without a faster version fall back to scalar).
@@ -657,6 +658,7 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->peak_rss_mb, r->tg_tok_s / r->tg_bound_tok_s, mc_kernel_isa_name(r->isa));
     s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"batch\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f,",
           r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
+    s_put(&o, "\"experts_mb\":%.1f,", r->experts_mb);
     s_put(&o, "\"verify\":%u,\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f", r->n_verify, r->load_ms,
           r->repack_ms, r->repacked_mb);
     if (r->store) {

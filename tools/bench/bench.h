@@ -141,6 +141,7 @@ typedef struct {
     double tg_bound_tok_s;    // mem_bw / bytes_per_token
     double peak_rss_mb;       // this process's peak RSS, MiB
     double file_mb;           // model file, MiB
+    double experts_mb;        // its experts (all layers), MiB as an expert store holds them
     double kv_mb;             // KV cache, MiB
     mc_isa_t isa;             // kernels serving the expert weights
     double load_ms;           // engine setup and weight repacking (mc_model_repack), ms
@@ -165,7 +166,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
 // One JSON line (no newline) with the required keys first:
 // model, threads, pp_tok_s, tg_tok_s, mem_bw_gb_s, bytes_per_token,
 // tg_bound_tok_s, peak_rss_mb; then tg_ratio, isa, pp_tokens, tg_tokens,
-// reps, bw_buffer_mb, file_mb, kv_mb, verify, load_ms, repack_ms, repacked_mb; under
+// reps, bw_buffer_mb, file_mb, kv_mb, experts_mb, verify, load_ms, repack_ms, repacked_mb; under
 // --mem-limit then mem_limit_mb, mem_policy, mem_prefetch, cold, hits, misses,
 // hit_rate, mb_read, reads, read_ms, stall_ms_per_token, read_ahead, read_ahead_used,
 // evictions, read_errors, and per predictor pred_<name>_hit (of the experts
