@@ -85,7 +85,7 @@ struct mc_expert_store {
 
 mc_expert_store_params_t mc_expert_store_params_default(void) {
     return (mc_expert_store_params_t){
-        .policy = MC_STORE_LRU, .hot_percent = 50, .repack = true, .prefetch = true,
+        .policy = MC_STORE_LFU, .hot_percent = 50, .repack = true, .prefetch = true,
         .prefetch_from = MC_STORE_PRED_TRANSITIONS};
 }
 

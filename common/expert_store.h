@@ -75,7 +75,9 @@ typedef struct {
     mc_store_pred_t prefetch_from;
 } mc_expert_store_params_t;
 
-// budget 0 (must be set), every expert, LRU, hot 50%, prefetch from transitions.
+// budget 0 (must be set), every expert, LFU (fewer reads than LRU or a hot set
+// on skewed routing: docs/PERFORMANCE.md), hot 50%, repacked, prefetch from
+// transitions.
 mc_expert_store_params_t mc_expert_store_params_default(void);
 
 // m must have been opened from a file (mc_model_open: m->path) and outlive

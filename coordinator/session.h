@@ -33,7 +33,7 @@ typedef struct {
     uint32_t mem_limit_mb;                   // expert memory here (expert_store.h): the experts this process
                                              // computes (local ones, a lost node's share) read from the file
                                              // beyond it; 0: no limit
-    mc_store_policy_t mem_policy;            // with mem_limit_mb: eviction (LRU by default)
+    mc_store_policy_t mem_policy;            // with mem_limit_mb: eviction (LFU by default)
     int mem_prefetch;                        // read ahead from: MC_STORE_PRED_* or -1 for none (default: router)
 } mc_session_params_t;
 

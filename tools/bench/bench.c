@@ -146,7 +146,7 @@ static const mc_flag_t s_flags[] = {
                          "from the file when used (expert store; hits, misses, reads and stalls\n"
                          "reported); 0: every expert resident"},
     [S_F_MEM_POLICY] = {S_ROW("--mem-policy", "P", MC_FLAG_CUSTOM, mem_policy), .parse = s_parse_policy,
-                        .help = "with --mem-limit: which expert leaves, lru, lfu or hot (default lru)"},
+                        .help = "with --mem-limit: which expert leaves, lru, lfu or hot (default lfu)"},
     [S_F_MEM_PREFETCH] = {S_ROW("--mem-prefetch", "F", MC_FLAG_CUSTOM, mem_prefetch), .parse = s_parse_prefetch,
                           .help = "with --mem-limit: read ahead what the next layer's router (router),\n"
                                   "the transitions seen (transitions) or nothing (none) predicts\n"
@@ -162,7 +162,7 @@ static const mc_flag_t s_flags[] = {
 void mc_bench_opts_init(mc_bench_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->type = MC_DTYPE_Q4_0;
-    o->mem_policy = MC_STORE_LRU;
+    o->mem_policy = MC_STORE_LFU;
     o->mem_prefetch = MC_STORE_PRED_ROUTER;
     mc_flags_init(s_flags, S_N_FLAGS, o);
 }
