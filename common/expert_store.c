@@ -29,7 +29,7 @@ enum { S_Q_NONE, S_Q_PREFETCH, S_Q_WANT };
 typedef struct {
     uint8_t *buf;    // the pool buffer while loading or resident
     uint64_t bytes;  // mc_expert_store_slot_bytes
-    uint8_t state, queued, managed, hot, prefetched;
+    uint8_t state, queued, managed, hot, prefetched, ahead;
     uint32_t pins;
     uint32_t freq;   // LFU
     uint64_t last;   // tick of the last use (or arrival)
@@ -393,6 +393,7 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
     st->m = m;
     st->p = *p;
     st->p.managed = NULL;
+    st->p.ahead = NULL;
     st->p.hot_counts = NULL;
     st->fd = -1;
     st->n_layer = m->hp.n_layer, st->n_expert = m->hp.n_expert;
@@ -422,6 +423,7 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
     for (size_t i = 0; ok && i < st->cells; i++) {
         s_entry_t *e = &st->ent[i];
         e->managed = !p->managed || p->managed[i];
+        e->ahead = !p->ahead || p->ahead[i];
         e->bytes = mc_expert_store_slot_bytes(m, (uint32_t)(i / st->n_expert), (uint32_t)(i % st->n_expert));
         if (!e->managed) continue;
         st->st.managed++;
@@ -609,7 +611,7 @@ static void s_note_pred(mc_expert_store_t *st, mc_store_pred_t src, uint32_t lay
         if (experts[i] >= st->n_expert) continue;
         const uint32_t c = layer * st->n_expert + experts[i];
         s_entry_t *x = &st->ent[c];
-        if (!x->managed || x->state != S_ABSENT || x->queued != S_Q_NONE) continue;
+        if (!x->managed || !x->ahead || x->state != S_ABSENT || x->queued != S_Q_NONE) continue;
         x->queued = S_Q_PREFETCH;
         st->pre_q[st->pre_n++] = c;
     }

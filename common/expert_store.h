@@ -64,6 +64,8 @@ typedef enum {
 typedef struct {
     uint64_t budget_bytes;     // resident expert bytes at most (>= mc_expert_store_min_bytes)
     const uint8_t *managed;    // (n_layer, n_expert) the experts read through the store; NULL: all
+    const uint8_t *ahead;      // (n_layer, n_expert) the managed experts worth reading ahead; NULL: all
+                               // (a coordinator with nodes: its local ones, not a lost node's share)
     mc_store_policy_t policy;
     uint32_t hot_percent;      // MC_STORE_HOT: the hot set's share of the budget (1..90)
     const uint64_t *hot_counts; // MC_STORE_HOT: (n_layer, n_expert) rows routed per expert (a routing

@@ -111,7 +111,23 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
         sp.policy = p->mem_policy;
         sp.prefetch = p->mem_prefetch >= 0;
         sp.prefetch_from = p->mem_prefetch >= 0 ? (mc_store_pred_t)p->mem_prefetch : MC_STORE_PRED_ROUTER;
-        if (!(s->store = mc_expert_store_new(s->model, mc_engine_matmul(s->engine), &sp, err)) ||
+        uint8_t *local = NULL; // with nodes, only the local experts are read ahead
+#if MC_HAVE_CLUSTER
+        if (p->cluster) {
+            const mc_hparams_t *hp = &s->model->hp;
+            if (!(local = calloc((size_t)hp->n_layer * hp->n_expert + 1, 1))) {
+                mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            for (uint32_t l = 0; l < hp->n_layer; l++)
+                for (uint32_t e = 0; e < hp->n_expert; e++)
+                    local[(size_t)l * hp->n_expert + e] = mc_cluster_config_local_holds(p->cluster, l, e);
+        }
+#endif
+        sp.ahead = local;
+        s->store = mc_expert_store_new(s->model, mc_engine_matmul(s->engine), &sp, err);
+        free(local);
+        if (!s->store ||
             !(s->prefetch = mc_prefetch_new(s->engine, s->store, err)))
             goto fail;
         s->model->store = s->store;
