@@ -21,7 +21,8 @@
 #define S_ALIGN 64
 #define S_SCRATCH_BYTES (1u << 20)  // a repacked matrix is read through this many bytes at a time
 #define S_AGE_EVERY 4096            // LFU: uses are halved after this many acquires
-#define S_HOT_EVERY 1024            // HOT without counts: the hot set is chosen again after this many
+#define S_HOT_EVERY 1024
+#define S_SLOTS 3                   // predictions kept per source (see pred)            // HOT without counts: the hot set is chosen again after this many
 
 enum { S_ABSENT, S_LOADING, S_READY };
 enum { S_Q_NONE, S_Q_PREFETCH, S_Q_WANT };
@@ -74,11 +75,11 @@ struct mc_expert_store {
     int64_t cur_layer, prev_layer;
     uint8_t *cur_set, *prev_set; // (n_expert)
     uint16_t *trans;             // (n_layer - 1, n_expert, n_expert): layer l's e followed by l+1's e'
-    // Each source's predictions, kept by the parity of the layer they are
-    // for: the next layer's does not replace the current one's before it
-    // is scored.
-    uint8_t *pred[MC_STORE_N_PRED][2];
-    int64_t pred_layer[MC_STORE_N_PRED][2];
+    // Each source's predictions, kept by layer mod S_SLOTS: layer l is
+    // scored when l+1 is observed, and by then the router has guessed for
+    // l+1 and l+2 (its hook runs before a layer's step).
+    uint8_t *pred[MC_STORE_N_PRED][S_SLOTS];
+    int64_t pred_layer[MC_STORE_N_PRED][S_SLOTS];
     uint32_t *order; // (cells) scratch for choosing the hot set, or (n_expert) a prediction
     mc_expert_store_stats_t st;
 };
@@ -399,7 +400,8 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
     st->n_layer = m->hp.n_layer, st->n_expert = m->hp.n_expert;
     st->cells = (size_t)st->n_layer * st->n_expert;
     st->cur_layer = st->prev_layer = -1;
-    for (int i = 0; i < MC_STORE_N_PRED; i++) st->pred_layer[i][0] = st->pred_layer[i][1] = -1;
+    for (int i = 0; i < MC_STORE_N_PRED; i++)
+        for (int j = 0; j < S_SLOTS; j++) st->pred_layer[i][j] = -1;
     const mc_kernel_t *k = mc_matmul_kernel(mm, MC_DTYPE_Q4_0);
     st->repack = p->repack && k && k->dot8;
     pthread_mutex_init(&st->mu, NULL);
@@ -413,13 +415,14 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
     st->pre_q = calloc(st->n_expert, sizeof *st->pre_q);
     st->cur_set = calloc(st->n_expert, 1);
     st->prev_set = calloc(st->n_expert, 1);
+    bool preds = true;
     for (int i = 0; i < MC_STORE_N_PRED; i++)
-        for (int j = 0; j < 2; j++) st->pred[i][j] = calloc(st->n_expert, 1);
+        for (int j = 0; j < S_SLOTS; j++) preds &= (st->pred[i][j] = calloc(st->n_expert, 1)) != NULL;
     st->order = calloc(st->n_expert, sizeof *st->order);
     if (st->n_layer > 1) st->trans = calloc((size_t)(st->n_layer - 1) * st->n_expert * st->n_expert, sizeof *st->trans);
     st->path = strdup(m->path);
     bool ok = st->ent && st->res && st->free_bufs && st->want_q && st->pre_q && st->cur_set && st->prev_set &&
-              st->pred[0][0] && st->pred[0][1] && st->pred[1][0] && st->pred[1][1] && st->order && (st->n_layer == 1 || st->trans) && st->path;
+              preds && st->order && (st->n_layer == 1 || st->trans) && st->path;
     for (size_t i = 0; ok && i < st->cells; i++) {
         s_entry_t *e = &st->ent[i];
         e->managed = !p->managed || p->managed[i];
@@ -475,8 +478,10 @@ void mc_expert_store_destroy(mc_expert_store_t **pst) {
     for (size_t i = 0; i < st->n_free; i++) munmap(st->free_bufs[i].p, st->free_bufs[i].bytes);
     if (st->fd >= 0) close(st->fd);
     free(st->ent), free(st->res), free(st->free_bufs), free(st->want_q), free(st->pre_q);
-    free(st->cur_set), free(st->prev_set), free(st->pred[0][0]), free(st->pred[0][1]), free(st->pred[1][0]), free(st->pred[1][1]), free(st->order), free(st->trans);
+    free(st->cur_set), free(st->prev_set), free(st->order), free(st->trans);
     free(st->scratch[0]), free(st->scratch[1]), free(st->path);
+    for (int i = 0; i < MC_STORE_N_PRED; i++)
+        for (int j = 0; j < S_SLOTS; j++) free(st->pred[i][j]);
     pthread_mutex_destroy(&st->mu);
     pthread_cond_destroy(&st->cv_work);
     pthread_cond_destroy(&st->cv_done);
@@ -567,7 +572,7 @@ static void s_finish_layer(mc_expert_store_t *st) {
     const uint32_t ne = st->n_expert;
     uint32_t actual = 0;
     for (uint32_t e = 0; e < ne; e++) actual += st->cur_set[e];
-    const int slot = (int)(st->cur_layer & 1);
+    const int slot = (int)(st->cur_layer % S_SLOTS);
     for (int s = 0; s < MC_STORE_N_PRED; s++) {
         if (st->pred_layer[s][slot] != st->cur_layer) continue;
         const uint8_t *p = st->pred[s][slot];
@@ -594,11 +599,11 @@ static void s_finish_layer(mc_expert_store_t *st) {
 // Record src's prediction for layer and queue its reads when src drives
 // the prefetch. Under mu.
 static void s_note_pred(mc_expert_store_t *st, mc_store_pred_t src, uint32_t layer, const uint32_t *experts, uint32_t n) {
-    uint8_t *p = st->pred[src][layer & 1];
+    uint8_t *p = st->pred[src][layer % S_SLOTS];
     memset(p, 0, st->n_expert);
     for (uint32_t i = 0; i < n; i++)
         if (experts[i] < st->n_expert) p[experts[i]] = 1;
-    st->pred_layer[src][layer & 1] = layer;
+    st->pred_layer[src][layer % S_SLOTS] = layer;
     if (!st->p.prefetch || src != st->p.prefetch_from) return;
     // A new prediction replaces the reads still queued from the last one.
     while (st->pre_n) {

@@ -7,7 +7,9 @@
  * eviction policy, with and without reading ahead, on generated models of
  * several weight types (merged and legacy layouts) and on every fixture
  * family; prompts go in as one batch (many experts per layer: turns when
- * the budget is small) and generation one token at a time. A file
+ * the budget is small) and generation one token at a time; reading ahead
+ * from the transitions or from the next layer's router (gen/prefetch.h,
+ * hooked to the engine as a coordinator does). A file
  * truncated under a running process gives MC_ERR_IO naming the file, the
  * offset and the expert, and no logits. Peak resident memory stays within
  * the budget + the non-expert weights + the KV cache + a fixed margin (and
@@ -32,6 +34,7 @@
 #include "expert_store.h"
 #include "mkmodel.h"
 #include "model.h"
+#include "prefetch.h"
 #include "testutil.h"
 
 static char s_dir[256];
@@ -76,6 +79,8 @@ static float *s_run_rc(const char *path, const s_cfg_t *cfg, mc_expert_store_sta
         if (!st) fail_msg("store: %s", err);
         m->store = st;
     }
+    mc_prefetch_t *pf = st ? mc_prefetch_new(e, st, err) : NULL; // the router's guesses, scored either way
+    if (st) assert_non_null(pf);
     assert_int_equal(mc_model_repack(m, mc_engine_matmul(e), true, NULL, err), MC_OK);
     const uint32_t nv = m->hp.n_vocab;
     float *out = malloc((N_IDS + N_GEN) * nv * sizeof(float));
@@ -88,6 +93,7 @@ static float *s_run_rc(const char *path, const s_cfg_t *cfg, mc_expert_store_sta
         rc = mc_engine_eval(e, &best, 1, N_IDS + i, MC_LOGITS_LAST, out + (N_IDS + i) * nv, err);
     }
     if (st && stats) mc_expert_store_stats(st, stats);
+    mc_prefetch_destroy(&pf);
     mc_engine_destroy(&e);
     mc_expert_store_destroy(&st);
     mc_model_destroy(&m);
@@ -118,10 +124,12 @@ static void s_check_limits(const char *label, const char *path, bool all_policie
     float *ref = s_run(path, NULL, NULL);
     const size_t bytes = (N_IDS + N_GEN) * s_vocab(path) * sizeof(float);
     const uint32_t percents[] = {100, 50, 25, 0};
+    // Read ahead: none, from the router, and (with every policy) from the transitions.
     for (int pol = 0; pol <= (all_policies ? MC_STORE_HOT : 0); pol++)
         for (size_t i = 0; i < sizeof percents / sizeof percents[0]; i++)
-            for (int pf = 0; pf < 2; pf++) {
-                const s_cfg_t cfg = {percents[i], (mc_store_policy_t)pol, pf, MC_STORE_PRED_TRANSITIONS};
+            for (int pf = 0; pf < (all_policies ? 3 : 2); pf++) {
+                const s_cfg_t cfg = {percents[i], (mc_store_policy_t)pol, pf > 0,
+                                     pf == 1 ? MC_STORE_PRED_ROUTER : MC_STORE_PRED_TRANSITIONS};
                 mc_expert_store_stats_t st;
                 float *got = s_run(path, &cfg, &st);
                 if (memcmp(ref, got, bytes))
@@ -129,6 +137,7 @@ static void s_check_limits(const char *label, const char *path, bool all_policie
                              mc_store_policy_name(cfg.policy), pf);
                 assert_true(st.used_bytes <= st.budget_bytes);
                 assert_true(st.hits + st.misses > 0);
+                assert_true(st.pred[MC_STORE_PRED_ROUTER].actual > 0); // the hook ran and was scored
                 if (percents[i] && percents[i] < 100) assert_true(st.evictions > 0);
                 if (percents[i] == 100) assert_int_equal(st.evictions, 0);
                 free(got);
@@ -398,6 +407,8 @@ static void test_predictor_learns(void **state) {
     mc_expert_store_t *st = mc_expert_store_new(m, mc_engine_matmul(e), &sp, err);
     assert_non_null(st);
     m->store = st;
+    mc_prefetch_t *pf = mc_prefetch_new(e, st, err);
+    assert_non_null(pf);
     float *logits = malloc(m->hp.n_vocab * sizeof(float));
     int32_t id = 1;
     for (uint32_t pos = 0; pos < 96; pos++) {
@@ -414,7 +425,13 @@ static void test_predictor_learns(void **state) {
                   (unsigned long long)ss.prefetch_used);
     assert_true(ss.pred[0].actual >= 95 * 3 * 2);
     assert_true(hit > 1.5 * m->hp.n_expert_used / m->hp.n_expert);
+    const double rhit = (double)ss.pred[1].correct / (double)(ss.pred[1].actual ? ss.pred[1].actual : 1);
+    print_message("router: %llu of %llu used experts predicted (%.0f%%)\n", (unsigned long long)ss.pred[1].correct,
+                  (unsigned long long)ss.pred[1].actual, 100 * rhit);
+    assert_true(ss.pred[1].actual == ss.pred[0].actual);
+    assert_true(rhit > 1.5 * m->hp.n_expert_used / m->hp.n_expert);
     free(logits);
+    mc_prefetch_destroy(&pf);
     mc_engine_destroy(&e);
     mc_expert_store_destroy(&st);
     mc_model_destroy(&m);
