@@ -8,7 +8,8 @@
  * machine's, on a generated model and on the Q4_0 and Q4_K_M fixtures. A
  * node whose model file is truncated while it serves fails the requests
  * that need a lost expert; the coordinator computes those shares itself
- * and not one logit changes.
+ * (also through its own store, under a limit of its own) and not one
+ * logit changes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,13 +78,22 @@ static void s_start(const char *const paths[N_NODES], uint32_t n_expert, unsigne
 // Logits of the prompt and N_GEN greedy steps, (N_IDS + N_GEN, n_vocab),
 // locally (cfg NULL) or through the cluster. before_step: called once
 // before the greedy steps (NULL: nothing). *deaths: the nodes' losses.
-static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, void (*before_step)(void),
-                       uint32_t *deaths) {
+static bool s_coord_store; // the coordinator under a memory limit too (two experts)
+
+static float *s_logits(mc_model_t *m, const mc_cluster_config_t *cfg, void (*before_step)(void), uint32_t *deaths) {
     char err[MC_ERR_LEN];
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 64;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     assert_non_null(e);
+    mc_expert_store_t *st = NULL;
+    if (s_coord_store) { // every expert it may compute (a lost node's share) within the limit
+        mc_expert_store_params_t sp = mc_expert_store_params_default();
+        sp.budget_bytes = 2 * mc_expert_store_min_bytes(m, NULL);
+        st = mc_expert_store_new(m, mc_engine_matmul(e), &sp, err);
+        if (!st) fail_msg("store: %s", err);
+        m->store = st;
+    }
     mc_experts_params_t xp = mc_experts_params_default();
     xp.model = m, xp.mm = mc_engine_matmul(e), xp.cluster = cfg;
     mc_experts_t *x = mc_experts_new(&xp, err);
@@ -107,8 +117,17 @@ static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, void
         mc_experts_node_stats(x, i, &st);
         *deaths += st.deaths;
     }
+    if (st) {
+        mc_expert_store_stats_t ss;
+        mc_expert_store_stats(st, &ss);
+        print_message("coordinator store: %llu reads, %llu hits, %llu misses\n", (unsigned long long)ss.reads,
+                      (unsigned long long)ss.hits, (unsigned long long)ss.misses);
+        assert_true(ss.reads > 0); // it computed the lost share through its store
+    }
     mc_experts_destroy(&x);
     mc_engine_destroy(&e);
+    m->store = NULL;
+    mc_expert_store_destroy(&st);
     return out;
 }
 
@@ -178,6 +197,17 @@ static void test_fixture_tiny_q4_0(void **state) {
     s_check_limits("tiny-q4_0", path);
 }
 
+static void s_copy(const char *from, const char *to) {
+    size_t len;
+    uint8_t *buf = mc_test_read_file(from, &len);
+    assert_non_null(buf);
+    FILE *f = fopen(to, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    fclose(f);
+    free(buf);
+}
+
 static char s_cut_path[512];
 static off_t s_cut_at;
 
@@ -195,14 +225,7 @@ static void test_truncated_under_node(void **state) {
     snprintf(src, sizeof src, "%s/cut-src.gguf", s_dir);
     if (mc_mkmodel_write(&p, src, err)) fail_msg("%s", err);
     snprintf(s_cut_path, sizeof s_cut_path, "%s/cut-node.gguf", s_dir);
-    size_t len;
-    uint8_t *buf = mc_test_read_file(src, &len);
-    assert_non_null(buf);
-    FILE *f = fopen(s_cut_path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(buf, 1, len, f), len);
-    fclose(f);
-    free(buf);
+    s_copy(src, s_cut_path);
     mc_model_t *m = mc_model_open(src, err);
     assert_non_null(m);
     // Cut inside layer 1's experts: layers 1-3 of node 2's share are gone
@@ -219,6 +242,17 @@ static void test_truncated_under_node(void **state) {
     print_message("node file cut under it: %u node losses, logits %s\n", deaths,
                   memcmp(ref, got, (N_IDS + N_GEN) * m->hp.n_vocab * sizeof(float)) ? "DIFFERENT" : "same bits");
     assert_true(deaths > 0); // its failed requests were computed here
+    assert_memory_equal(ref, got, (N_IDS + N_GEN) * m->hp.n_vocab * sizeof(float));
+    free(got);
+    // Again with the coordinator under a limit of two experts: the share it
+    // takes over is read through its own store.
+    s_copy(src, s_cut_path);
+    s_start(paths, p.n_expert, (unsigned)((2 * least + (1 << 20) - 1) >> 20));
+    s_coord_store = true;
+    got = s_logits(m, s_cfg, s_cut, &deaths);
+    s_coord_store = false;
+    s_stop();
+    assert_true(deaths > 0);
     assert_memory_equal(ref, got, (N_IDS + N_GEN) * m->hp.n_vocab * sizeof(float));
     free(ref), free(got);
     mc_model_destroy(&m);
