@@ -86,7 +86,7 @@ struct mc_expert_store {
 
 mc_expert_store_params_t mc_expert_store_params_default(void) {
     return (mc_expert_store_params_t){
-        .policy = MC_STORE_LFU, .hot_percent = 50, .repack = true, .prefetch = true,
+        .policy = MC_STORE_LFU, .hot_percent = 50, .repack = true, .prefetch = false,
         .prefetch_from = MC_STORE_PRED_TRANSITIONS};
 }
 
@@ -142,29 +142,30 @@ static void s_drop(mc_expert_store_t *st, uint32_t cell) {
     e->prefetched = 0;
 }
 
-// Which resident, unpinned expert leaves (UINT32_MAX: none). A read ahead
-// only takes what the current layer has not touched.
+// Which resident, unpinned expert leaves (UINT32_MAX: none). Experts the
+// current layer uses or has read ahead for the next (touched since the
+// layer began) go only when nothing older can, and never for a read ahead;
+// the hot set goes last. Among the rest the policy picks.
 static uint32_t s_victim(const mc_expert_store_t *st, bool ahead) {
-    uint32_t best = UINT32_MAX, hot_best = UINT32_MAX;
+    uint32_t best[3] = {UINT32_MAX, UINT32_MAX, UINT32_MAX}; // old, recent, hot
     for (size_t i = 0; i < st->n_res; i++) {
         const uint32_t c = st->res[i];
         const s_entry_t *e = &st->ent[c];
-        if (e->state != S_READY || e->pins || (ahead && e->last >= st->layer_tick)) continue;
-        if (st->p.policy == MC_STORE_HOT && e->hot) {
-            if (hot_best == UINT32_MAX || e->last < st->ent[hot_best].last) hot_best = c;
+        if (e->state != S_READY || e->pins) continue;
+        const bool recent = e->last >= st->layer_tick;
+        if (ahead && recent) continue;
+        const int k = st->p.policy == MC_STORE_HOT && e->hot ? 2 : recent ? 1 : 0;
+        if (best[k] == UINT32_MAX) {
+            best[k] = c;
             continue;
         }
-        if (best == UINT32_MAX) {
-            best = c;
-            continue;
-        }
-        const s_entry_t *b = &st->ent[best];
+        const s_entry_t *b = &st->ent[best[k]];
         const bool better = st->p.policy == MC_STORE_LFU ? e->freq < b->freq || (e->freq == b->freq && e->last < b->last)
                                                           : e->last < b->last;
-        if (better) best = c;
+        if (better) best[k] = c;
     }
-    // The hot set leaves last (a budget smaller than it and a layer's step).
-    return best != UINT32_MAX ? best : ahead ? UINT32_MAX : hot_best;
+    if (best[0] != UINT32_MAX || ahead) return best[0];
+    return best[1] != UINT32_MAX ? best[1] : best[2];
 }
 
 // A buffer of bytes within the budget, evicting as needed; NULL when

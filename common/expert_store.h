@@ -78,8 +78,10 @@ typedef struct {
 } mc_expert_store_params_t;
 
 // budget 0 (must be set), every expert, LFU (fewer reads than LRU or a hot set
-// on skewed routing: docs/PERFORMANCE.md), hot 50%, repacked, prefetch from
-// transitions.
+// on skewed routing: docs/PERFORMANCE.md), hot 50%, repacked, no read-ahead
+// (on a busy 2-core machine repacking what was read ahead cost more than it
+// hid: docs/PERFORMANCE.md; predictions are scored either way), predictor
+// transitions when it is turned on.
 mc_expert_store_params_t mc_expert_store_params_default(void);
 
 // m must have been opened from a file (mc_model_open: m->path) and outlive

@@ -47,6 +47,7 @@ void mc_cli_opts_init(mc_cli_opts_t *o) {
     o->host = "127.0.0.1";
     o->port = MC_CLI_DEFAULT_PORT;
     o->parallel = MC_CLI_DEFAULT_PARALLEL;
+    o->mem_prefetch = -1;
 }
 
 void mc_cli_opts_free(mc_cli_opts_t *o) {
@@ -80,7 +81,9 @@ void mc_cli_usage(FILE *f) {
             "  --threads N           compute threads (default: online CPUs, at most 8)\n"
             "  --ctx N               KV-cache length per sequence (default 4096, at most the model's context length)\n"
             "  --mem-limit MB        keep at most MB MiB of expert weights in memory, read the others from the\n"
-            "                        model file when used (and ahead, guessed from the next layer's router)\n"
+            "                        model file when used\n"
+            "  --mem-prefetch P      with --mem-limit: read ahead what the next layer's router (router) or\n"
+            "                        the layer-to-layer transitions seen (transitions) predict (default none)\n"
             "  --tokenize TEXT       print the ids of TEXT (no BOS) as a JSON array\n"
             "  --tokenize-file PATH  same for the raw bytes of a file\n"
             "  --token-ids LIST      evaluate these ids (comma-separated, no BOS added) as one batch\n"
@@ -181,7 +184,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         // Every other flag takes a value.
         static const char *const with_value[] = {
             "--model",   "--prompt",      "-n",          "--temp",      "--top-k",     "--top-p",   "--min-p",
-            "--repeat-penalty", "--seed", "--threads",   "--ctx", "--mem-limit",       "--tokenize",  "--tokenize-file",
+            "--repeat-penalty", "--seed", "--threads",   "--ctx", "--mem-limit", "--mem-prefetch",       "--tokenize",  "--tokenize-file",
             "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
             "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web", "--routing-stats", "--prompt-file",
             "--name"};
@@ -233,9 +236,15 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             if (!(rc = mc_parse_i64(a, val, 1, 1 << 24, &v, err))) o->ctx = (uint32_t)v;
         } else if (!strcmp(a, "--mem-limit")) {
             if (!(rc = mc_parse_i64(a, val, 1, 1 << 24, &v, err))) o->mem_limit_mb = (uint32_t)v;
+        } else if (!strcmp(a, "--mem-prefetch")) {
+            mc_store_pred_t pr;
+            if (!strcmp(val, "none")) o->mem_prefetch = -1;
+            else if (!mc_store_pred_parse(val, &pr)) o->mem_prefetch = (int)pr;
+            else rc = mc_err_set(err, MC_ERR_ARG, "--mem-prefetch: '%s' is not router, transitions or none", val);
         }
     }
     if (rc) return rc;
+    if (o->mem_prefetch >= 0 && !o->mem_limit_mb) return mc_err_set(err, MC_ERR_ARG, "--mem-prefetch goes with --mem-limit");
     if (o->name && o->mode != MC_CLI_MODE_PROFILE) return mc_err_set(err, MC_ERR_ARG, "--name goes with --profile");
     if (o->mode == MC_CLI_MODE_PROFILE) {
         if (o->demo || o->cluster || o->prompt || o->tokenize_text || o->tokenize_file || o->ids || o->routing_stats ||
@@ -476,6 +485,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     mc_session_params_t sp = mc_session_params_default();
     sp.model = model_path, sp.cluster = cfg, sp.threads = o->threads, sp.ctx = o->ctx, sp.log = stderr;
     sp.mem_limit_mb = o->mem_limit_mb;
+    sp.mem_prefetch = o->mem_prefetch;
     sp.n_seq = o->mode == MC_CLI_MODE_SERVE ? o->parallel : 1;
     sp.routing = o->routing_stats != NULL;
     mc_session_t *s = mc_session_new(&sp, err);

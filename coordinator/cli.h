@@ -45,6 +45,7 @@ typedef struct {
     int threads;               // --threads
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
     uint32_t mem_limit_mb;     // --mem-limit (0: every expert resident)
+    int mem_prefetch;          // --mem-prefetch: MC_STORE_PRED_* or -1 (none, the default)
     const char *cluster;       // --cluster FILE: experts on the nodes it lists
     const char *stats_json;    // --stats-json FILE (with --cluster or --demo)
     bool demo;                 // --demo: start local nodes first

@@ -33,7 +33,7 @@ struct mc_session {
 };
 
 mc_session_params_t mc_session_params_default(void) {
-    return (mc_session_params_t){.threads = 1, .n_seq = 1, .mem_policy = MC_STORE_LFU, .mem_prefetch = MC_STORE_PRED_ROUTER};
+    return (mc_session_params_t){.threads = 1, .n_seq = 1, .mem_policy = MC_STORE_LFU, .mem_prefetch = -1};
 }
 
 // Repack the Q4_0 weights this process multiplies for its kernels

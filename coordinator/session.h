@@ -34,7 +34,7 @@ typedef struct {
                                              // computes (local ones, a lost node's share) read from the file
                                              // beyond it; 0: no limit
     mc_store_policy_t mem_policy;            // with mem_limit_mb: eviction (LFU by default)
-    int mem_prefetch;                        // read ahead from: MC_STORE_PRED_* or -1 for none (default: router)
+    int mem_prefetch;                        // read ahead from: MC_STORE_PRED_* or -1 for none (the default)
 } mc_session_params_t;
 
 // 1 thread, default context, 1 sequence, no cluster, no log.

@@ -57,6 +57,7 @@ struct mc_node {
     bool repacked;        // mc_model_repack ran for held
     uint64_t mem_limit;   // --mem-limit in bytes; 0: every held expert resident
     mc_expert_store_t *store; // the held experts within mem_limit (attached to model); NULL without a limit
+    bool mem_prefetch;    // --mem-prefetch
     // Owner of the placement: its session, the routing id it last spoke
     // from, when it was last heard from, and whether its lease ran out.
     uint8_t owner[MC_NODE_ID_MAX];
@@ -107,8 +108,11 @@ static const mc_flag_t s_flags[] = {
              "node: fine on 127.0.0.1, warned about on any other address"},
     {S_ROW("--mem-limit", "MB", MC_FLAG_U32, mem_limit_mb), 0, 0, 16777216,
      .help = "keep at most MB MiB of the held experts in memory and read the\n"
-             "others from the model file when a request needs them (and ahead,\n"
-             "predicted from the layers before); 0: every held expert resident"},
+             "others from the model file when a request needs them; 0: every held\n"
+             "expert resident"},
+    {S_ROW("--mem-prefetch", NULL, MC_FLAG_SWITCH, mem_prefetch),
+     .help = "with --mem-limit: read ahead the experts the layer-to-layer transitions\n"
+             "of its own requests predict (off: reads only what a request needs)"},
     {S_ROW("--profile", NULL, MC_FLAG_SWITCH, profile),
      .help = "measure this machine with the model (memory, one expert's step for\n"
              "1..32 rows) and print it as a node entry for moe-plan; then exit\n"
@@ -125,7 +129,7 @@ mc_node_params_t mc_node_params_default(void) {
 
 void mc_node_usage(FILE *f) {
     fprintf(f, "usage: moe-expert --model FILE --listen ENDPOINT [--threads N] [--name NAME] [--lease-ms MS]\n"
-               "                  [--mem-limit MB]\n"
+               "                  [--mem-limit MB [--mem-prefetch]]\n"
                "                  [--secret-key FILE --authorized-keys FILE]\n"
                "\n"
                "Serves the experts a moe-coordinator assigns to this machine. Status lines (who\n"
@@ -141,6 +145,7 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
     if (rc || *help) return rc;
     if (!o.model) return mc_err_set(err, MC_ERR_ARG, "--model is required (see --help)");
     if (!o.listen && !o.profile) return mc_err_set(err, MC_ERR_ARG, "--listen is required (see --help)");
+    if (o.mem_prefetch && !o.mem_limit_mb) return mc_err_set(err, MC_ERR_ARG, "--mem-prefetch goes with --mem-limit");
     if (!o.secret_key != !o.authorized_keys)
         return mc_err_set(err, MC_ERR_ARG, "--secret-key and --authorized-keys go together");
     *p = o;
@@ -312,6 +317,7 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         return NULL;
     }
     n->mem_limit = (uint64_t)p->mem_limit_mb << 20;
+    n->mem_prefetch = p->mem_prefetch;
     const uint64_t least = mc_expert_store_min_bytes(n->model, NULL);
     if (n->mem_limit && n->mem_limit < least) {
         mc_err_set(err, MC_ERR_ARG, "--mem-limit %u MiB is below one expert of %s (%.1f MiB): the least is %llu",
@@ -478,6 +484,7 @@ static void s_budget_place(mc_node_t *n) {
     mc_expert_store_params_t sp = mc_expert_store_params_default();
     sp.budget_bytes = n->mem_limit;
     sp.managed = n->held;
+    sp.prefetch = n->mem_prefetch;
     char err[MC_ERR_LEN];
     if (!(n->store = mc_expert_store_new(n->model, n->mm, &sp, err)))
         mc_log_status(n->log, n->who, "no memory limit for this placement (%s): every held expert stays resident", err);

@@ -59,6 +59,7 @@ typedef struct {
     FILE *log;          // status lines (see above); NULL: quiet
     bool profile;       // --profile: measure this machine for moe-plan and exit (profile.h)
     uint32_t mem_limit_mb; // --mem-limit: the held experts' resident bytes at most (expert_store.h); 0: all resident
+    bool mem_prefetch;     // --mem-prefetch: read ahead what the transitions between its requests' layers predict
 } mc_node_params_t;
 
 // Three of the coordinators' 1 s heartbeats.

@@ -302,7 +302,7 @@ static void test_run_mem_limit(void **state) {
     char err[MC_ERR_LEN];
     mc_bench_opts_t o;
     mc_bench_opts_init(&o);
-    assert_int_equal(o.mem_prefetch, MC_STORE_PRED_ROUTER);
+    assert_int_equal(o.mem_prefetch, -1);
     const char *good[] = {"--mem-limit", "1", "--mem-policy", "lfu", "--mem-prefetch", "transitions", "--cold"};
     assert_int_equal(s_parse(&o, good, 7, err), MC_OK);
     assert_true(o.mem_limit_mb == 1 && o.mem_policy == MC_STORE_LFU && o.mem_prefetch == MC_STORE_PRED_TRANSITIONS && o.cold);
@@ -337,7 +337,7 @@ static void test_run_mem_limit(void **state) {
     s_expect_number(j, "stall_ms_per_token", false);
     s_expect_number(j, "pred_router_hit", false);
     s_expect_number(j, "pred_transitions_precision", false);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "mem_prefetch")->valuestring, "router");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "mem_prefetch")->valuestring, "none");
     cJSON_Delete(j);
 }
 

@@ -452,7 +452,7 @@ static void test_prefetch_reads_ahead(void **state) {
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     mc_expert_store_params_t sp = mc_expert_store_params_default();
     sp.budget_bytes = mc_expert_store_total_bytes(m, NULL) / 2;
-    sp.prefetch_from = MC_STORE_PRED_ROUTER;
+    sp.prefetch = true, sp.prefetch_from = MC_STORE_PRED_ROUTER;
     mc_expert_store_t *st = mc_expert_store_new(m, mc_engine_matmul(e), &sp, err);
     assert_non_null(st);
     const uint32_t want[] = {5, 2};

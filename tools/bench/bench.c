@@ -150,7 +150,7 @@ static const mc_flag_t s_flags[] = {
     [S_F_MEM_PREFETCH] = {S_ROW("--mem-prefetch", "F", MC_FLAG_CUSTOM, mem_prefetch), .parse = s_parse_prefetch,
                           .help = "with --mem-limit: read ahead what the next layer's router (router),\n"
                                   "the transitions seen (transitions) or nothing (none) predicts\n"
-                                  "(default router); both predictors are scored either way"},
+                                  "(default none); both predictors are scored either way"},
     [S_F_COLD] = {S_ROW("--cold", NULL, MC_FLAG_SWITCH, cold),
                   .help = "drop the model file from the page cache first and, with --mem-limit,\n"
                           "keep expert reads out of it: every miss reads the disk"},
@@ -163,7 +163,7 @@ void mc_bench_opts_init(mc_bench_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->type = MC_DTYPE_Q4_0;
     o->mem_policy = MC_STORE_LFU;
-    o->mem_prefetch = MC_STORE_PRED_ROUTER;
+    o->mem_prefetch = -1;
     mc_flags_init(s_flags, S_N_FLAGS, o);
 }
 
