@@ -7,7 +7,7 @@
 # peak RSS moe-bench had at each budget (not part of the test suite: timings).
 #
 #   deploy/bench-tiers.sh [--model FILE] [--threads 2] [-n 64] [--reps 3]
-#                         [--pcts "50 25"] [--prefetch "router transitions none"]
+#                         [--pcts "50 25"] [--prefetch "none router transitions"]
 #                         [--llamacpp DIR] [--out FILE.jsonl]
 #
 # Without --model: a generated model four times the benchmark model (16
@@ -17,7 +17,7 @@
 # (-p 1): every step is one token, as when chatting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-threads=2 ng=64 reps=3 model="" llama="" out="" pcts="50 25" prefetches="router transitions none"
+threads=2 ng=64 reps=3 model="" llama="" out="" pcts="50 25" prefetches="none router transitions"
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift 2 ;;
@@ -64,38 +64,53 @@ for pct in $pcts; do
   done
 done
 
+# cgroup CAP_BYTES cmd...: cmd in a fresh memory cgroup capped at CAP_BYTES
+# (v1 memory.limit_in_bytes, else v2 memory.max); page cache counts in it.
+cgroup() {
+  local cap=$1 cg; shift
+  if [ -d /sys/fs/cgroup/memory ]; then
+    cg=/sys/fs/cgroup/memory/mc-bench-tiers-$$; mkdir -p $cg; echo "$cap" > $cg/memory.limit_in_bytes
+  else
+    cg=/sys/fs/cgroup/mc-bench-tiers-$$; mkdir -p $cg; echo "$cap" > $cg/memory.max
+  fi
+  local rc=0
+  bash -c 'echo $$ > "$0/cgroup.procs"; shift; exec "$@"' "$cg" _ "$@" || rc=$?
+  rmdir $cg 2>/dev/null || true
+  return $rc
+}
+
 if [ -n "$llama" ]; then
   lb=$llama/build/bin/llama-bench
   [ -x "$lb" ] || { echo "no $lb" >&2; exit 2; }
   lrun() { # label, memory cap in bytes (0: none)
-    local label=$1 cap=$2 line cg=""
-    if [ "$cap" != 0 ]; then
-      if [ -d /sys/fs/cgroup/memory ]; then # cgroup v1
-        cg=/sys/fs/cgroup/memory/mc-bench-tiers
-        mkdir -p $cg
-        echo "$cap" > $cg/memory.limit_in_bytes
-      else # v2
-        cg=/sys/fs/cgroup/mc-bench-tiers
-        mkdir -p $cg
-        echo "$cap" > $cg/memory.max
-      fi
-    fi
-    line=$(bash -c "[ -n '$cg' ] && echo \$\$ > $cg/cgroup.procs; exec $lb -m '$model' -p 0 -n $ng -t $threads -r $reps -o json" 2>/dev/null |
-      python3 -c 'import json,sys; d=json.load(sys.stdin)[0]; print(json.dumps({"tg_tok_s": d["avg_ts"], "stddev": d["stddev_ts"]}))')
-    [ -n "$cg" ] && rmdir $cg 2>/dev/null || true
+    local label=$1 cap=$2 line
+    local cmd=("$lb" -m "$model" -p 0 -n "$ng" -t "$threads" -r "$reps" -o json)
+    if [ "$cap" = 0 ]; then line=$("${cmd[@]}" 2>/dev/null) || line=""
+    else line=$(cgroup "$cap" "${cmd[@]}" 2>/dev/null) || line=""; fi
+    line=$(echo "$line" | python3 -c 'import json,sys
+try:
+    d = json.load(sys.stdin)[0]; print(json.dumps({"tg_tok_s": d["avg_ts"], "stddev": d["stddev_ts"]}))
+except Exception: print(json.dumps({"tg_tok_s": 0, "failed": "killed or no output (out of memory in the cgroup?)"}))')
     echo "{\"label\":\"$label\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"llama\":$line}" >> "$out"
     echo "$label: $line" >&2
   }
   lrun llama-unlimited 0
   for pct in $pcts; do
-    # The same total memory as moe-bench had at this budget (its peak RSS).
+    # Both capped to the total memory moe-bench needed at this budget (its
+    # peak RSS and 64 MiB for the page cache's pages in flight), cold.
+    mb=$((experts_mb * pct / 100))
     cap=$(python3 -c "
 import json
 for l in open('$out'):
     d = json.loads(l)
-    if d['label'] == 'p$pct-warm-router': print(int(d['bench']['peak_rss_mb'] * 1048576))")
+    if d['label'] == 'p$pct-warm-${prefetches%% *}': print(int((d['bench']['peak_rss_mb'] + 64) * 1048576))")
     drop
-    lrun "llama-p$pct-cap" "$cap"
+    line=$(cgroup "$cap" $b/moe-bench --model "$model" --threads "$threads" -p 1 -n "$ng" --reps "$reps" --bw-mib 256 \
+      --json --mem-limit $mb)
+    echo "{\"label\":\"p$pct-capped-ours\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"bench\":$line}" >> "$out"
+    echo "p$pct-capped-ours: $line" >&2
+    drop
+    lrun "llama-p$pct-capped" "$cap"
   done
 fi
 
@@ -119,6 +134,7 @@ for r in rows:
             b["peak_rss_mb"], r["load"]))
     else:
         l = r["llama"]
-        print("| %s | %.2f | %.2f | | | | | | | %s |" % (r["label"], l["tg_tok_s"], l["tg_tok_s"] / base, r["load"]))
+        print("| %s | %.2f | %.2f | | | | | | %s | %s |" % (r["label"], l["tg_tok_s"], l["tg_tok_s"] / base,
+              l.get("failed", ""), r["load"]))
 EOF
 echo "raw results: $out" >&2

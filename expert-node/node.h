@@ -27,8 +27,9 @@
  *
  * With a memory limit (--mem-limit) the held experts go through an expert
  * store (common/expert_store.h): a placement reads experts up to the limit,
- * the others are read from the file when a request needs them (and ahead,
- * from the transitions between the layers of its own requests); a read that
+ * the others are read from the file when a request needs them (and with
+ * --mem-prefetch ahead, from the transitions between the layers of its own
+ * requests); a read that
  * fails answers that request with an ErrorReply, which makes the
  * coordinator compute the share itself.
  *
