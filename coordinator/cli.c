@@ -98,9 +98,12 @@ void mc_cli_usage(FILE *f) {
             "  --port N              with --serve: TCP port (default %d; 0: any free one, printed)\n"
             "  --parallel N          with --serve: requests decoded together, each with its own\n"
             "                        KV cache of --ctx positions (default %d)\n"
-            "  --api-key KEY         with --serve: require 'Authorization: Bearer KEY' on /v1 requests\n"
+            "  --api-key KEY         with --serve: require 'Authorization: Bearer KEY' on /v1 and /api\n"
             "  --api-key-file FILE   the same, the key read from FILE (keeps it out of the process list)\n"
             "  --web DIR             with --serve: serve the web page from DIR instead of the built-in one\n"
+            "  --cors-origin LIST    with --serve: web pages on these origins may call the API from a\n"
+            "                        browser (comma-separated, e.g. https://app.example.com, or *;\n"
+            "                        default: none)\n"
             "  --routing-stats FILE  any mode: write what the router chose (rows per expert, pairs chosen\n"
             "                        together, how often a token keeps its predecessor's expert, a trace)\n"
             "                        as JSON for moe-plan at the end; with --serve also live at /v1/routing\n"
@@ -182,7 +185,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
             "--repeat-penalty", "--seed", "--threads",   "--ctx",       "--tokenize",  "--tokenize-file",
             "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
             "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web", "--routing-stats", "--prompt-file",
-            "--name"};
+            "--name", "--cors-origin"};
         bool known = false;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
@@ -200,6 +203,7 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         else if (!strcmp(a, "--api-key")) o->api_key = val;
         else if (!strcmp(a, "--api-key-file")) rc = s_read_key(val, o, err);
         else if (!strcmp(a, "--web")) o->web_dir = val;
+        else if (!strcmp(a, "--cors-origin")) o->cors_origin = val;
         else if (!strcmp(a, "--routing-stats")) o->routing_stats = val;
         else if (!strcmp(a, "--prompt-file")) o->prompt_file = val;
         else if (!strcmp(a, "--name")) o->name = val;
@@ -499,6 +503,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
 #if MC_HAVE_CLUSTER
         mc_server_params_t hp = mc_server_params_default();
         hp.host = o->host, hp.port = (uint16_t)o->port, hp.api_key = o->api_key, hp.web_dir = o->web_dir;
+        hp.cors_origin = o->cors_origin;
         hp.sampling = o->sampling, hp.max_tokens = (uint32_t)o->n_predict, hp.safe_prompt = o->safe_prompt;
         hp.log = stderr;
         ret = mc_server_run(s, &hp, stop, err) ? s_fail(err) : 0;

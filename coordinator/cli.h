@@ -57,6 +57,7 @@ typedef struct {
     const char *api_key;       // --api-key (or --api-key-file): required bearer token (serve)
     char api_key_buf[256];     // the key read by --api-key-file
     const char *web_dir;       // --web DIR: serve these files at / instead of the built-in page
+    const char *cors_origin;  // --cors-origin: origins allowed to call from a browser
     const char *routing_stats; // --routing-stats FILE: routing statistics written at the end
     const char *prompt_file;   // --prompt-file FILE (with --profile-routing)
     const char *name;          // --name NAME (with --profile): the machine's name in the entry
