@@ -1,7 +1,8 @@
 /*
  * test_responses: Responses API bodies (a string input, message items with
  * input_text and output_text parts, instructions, the sampling fields,
- * logprobs through include) and every refusal with its param and message;
+ * logprobs through include, references to kept answers, store) and every
+ * refusal with its param and message;
  * the response object and each stream event, read back with cJSON.
  */
 #include <stdarg.h>
@@ -17,11 +18,13 @@
 
 #include "responses.h"
 
+static mc_items_t *s_items; // one kept answer: msg_kept
+
 static mc_api_request_t s_ok(const char *body) {
     mc_api_request_t r;
     mc_api_error_t e;
     const mc_sampler_params_t d = mc_sampler_params_default();
-    if (mc_responses_parse(body, strlen(body), &d, &r, &e)) fail_msg("%s: %s", body, e.message);
+    if (mc_responses_parse(body, strlen(body), &d, s_items, &r, &e)) fail_msg("%s: %s", body, e.message);
     assert_true(r.chat);
     return r;
 }
@@ -30,7 +33,7 @@ static void s_bad(const char *body, const char *param, const char *needle) {
     mc_api_request_t r = {0};
     mc_api_error_t e;
     const mc_sampler_params_t d = mc_sampler_params_default();
-    if (mc_responses_parse(body, strlen(body), &d, &r, &e) != MC_ERR_ARG) fail_msg("accepted: %s", body);
+    if (mc_responses_parse(body, strlen(body), &d, s_items, &r, &e) != MC_ERR_ARG) fail_msg("accepted: %s", body);
     if (e.status != 400 || strcmp(e.param, param) || !strstr(e.message, needle))
         fail_msg("%s: got %d '%s' '%s', wanted 400 '%s' '%s'", body, e.status, e.param, e.message, param, needle);
     assert_null(r.owned_);
@@ -76,6 +79,14 @@ static void test_requests(void **state) {
     // top_logprobs alone does not ask for logprobs (OpenAI's include does).
     r = s_ok("{\"input\":\"x\",\"top_logprobs\":2}");
     assert_false(r.logprobs);
+    assert_true(r.store); // OpenAI's default
+    mc_api_request_free(&r);
+    // An earlier answer named by its id (what the AI SDK sends by default).
+    r = s_ok("{\"input\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"type\":\"item_reference\",\"id\":\"msg_kept\"},"
+             "{\"role\":\"user\",\"content\":\"And?\"}],\"store\":false}");
+    assert_int_equal(r.n_msgs, 3);
+    s_msg(&r, 1, MC_CHAT_ASSISTANT, "An earlier answer.");
+    assert_false(r.store);
     mc_api_request_free(&r);
 }
 
@@ -92,7 +103,10 @@ static void test_refusals(void **state) {
           "input[0].content", "'input_image': this model reads text only");
     s_bad("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\"}]}]}", "input[0].content",
           "needs a string \"text\"");
-    s_bad("{\"input\":[{\"type\":\"item_reference\",\"id\":\"msg_1\"}]}", "input[0]", "stores no responses");
+    s_bad("{\"input\":[{\"type\":\"item_reference\",\"id\":\"msg_1\"}]}", "input[0]",
+          "refers to 'msg_1', an answer this server does not keep");
+    s_bad("{\"input\":[{\"type\":\"item_reference\"}]}", "input[0]", "needs a string \"id\"");
+    s_bad("{\"input\":\"x\",\"store\":\"yes\"}", "store", "true or false");
     s_bad("{\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"1\"}]}", "input[0]",
           "tools are not supported on this server yet");
     s_bad("{\"input\":[{\"type\":\"reasoning\",\"summary\":[]}]}", "input[0]", "'reasoning': this server reads message items");
@@ -148,7 +162,7 @@ static double s_num(const cJSON *o, const char *path) {
 
 static void test_answers(void **state) {
     (void)state;
-    const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 64, false, NULL};
+    const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 64, false, NULL, false};
     mc_api_result_t res = {"Hello!", 6, MC_FINISH_STOP, 5, 2, NULL, 0};
     cJSON *j = s_parse(mc_responses_json(&a, &res, NULL));
     assert_string_equal(s_str(j, "id"), "resp_1");
@@ -224,11 +238,23 @@ static void test_answers(void **state) {
     cJSON_Delete(j);
 }
 
+static int s_setup(void **state) {
+    (void)state;
+    s_items = mc_items_new(4, 1024);
+    return s_items && mc_items_put(s_items, "msg_kept", "An earlier answer.", 18) == MC_OK ? 0 : -1;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_items_destroy(&s_items);
+    return 0;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_answers),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -668,6 +668,21 @@ static void test_dialects_and_logprobs(void **state) {
     const cJSON *u = cJSON_GetObjectItem(k, "usage");
     assert_int_equal(cJSON_GetObjectItem(u, "input_tokens")->valueint, prompt);
     assert_int_equal(cJSON_GetObjectItem(u, "output_tokens")->valueint, completion);
+    // The answer is kept: a next turn may name it (the AI SDK's default)
+    // and gets the conversation with its text in it.
+    char next[1024];
+    snprintf(next, sizeof next,
+             "{\"input\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"},{\"type\":\"item_reference\","
+             "\"id\":\"%s\"},{\"role\":\"user\",\"content\":\"More.\"}],\"max_output_tokens\":4,\"store\":false}",
+             cJSON_GetObjectItem(out0, "id")->valuestring);
+    cJSON *k2 = s_post(t.port, "/v1/responses", next, 200);
+    const int turn2 = cJSON_GetObjectItem(cJSON_GetObjectItem(k2, "usage"), "input_tokens")->valueint;
+    assert_true(turn2 > prompt + completion);
+    // That one said store: false: naming it fails, plainly.
+    snprintf(next, sizeof next, "{\"input\":[{\"type\":\"item_reference\",\"id\":\"%s\"}]}",
+             cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(k2, "output"), 0), "id")->valuestring);
+    s_expect(t.port, "POST", "/v1/responses", NULL, next, 400, "invalid_request_error", "does not keep");
+    cJSON_Delete(k2);
     cJSON_Delete(k);
     assert_int_equal(mc_test_http(t.port, "POST", "/v1/responses", NULL,
                                   "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":"

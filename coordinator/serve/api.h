@@ -71,6 +71,7 @@ typedef struct {
     bool safe_prompt;
     bool logprobs;               // each token's logprob in the answer
     uint32_t top_logprobs;       // and this many alternatives (<= MC_LOGPROB_MAX_TOP)
+    bool store;                  // /v1/responses: keep the answer for later item references (items.h)
     void *owned_;                // the parsed JSON (mc_api_request_free)
 } mc_api_request_t;
 

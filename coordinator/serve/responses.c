@@ -16,6 +16,7 @@
 typedef struct {
     mc_api_request_t *r;
     size_t cap;
+    mc_items_t *items; // the answers kept (NULL: none)
 } s_input_t;
 
 static mc_err_t s_push(s_input_t *in, mc_chat_role_t role, const char *text, size_t len, mc_api_error_t *e) {
@@ -79,6 +80,24 @@ static mc_err_t s_item_message(const cJSON *item, size_t i, s_input_t *in, mc_ap
     return rc ? rc : s_push(in, rl, text, len, e);
 }
 
+// {"type": "item_reference", "id"}: an earlier answer this server keeps.
+static mc_err_t s_item_reference(const cJSON *item, const char *param, s_input_t *in, mc_api_error_t *e) {
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
+    if (!cJSON_IsString(id)) return mc_api_bad(e, param, "'%s' (an item_reference) needs a string \"id\"", param);
+    size_t len = 0;
+    char *kept = in->items ? mc_items_get(in->items, id->valuestring, &len) : NULL;
+    if (!kept)
+        return mc_api_bad(e, param,
+                          "'%s' refers to '%.*s', an answer this server does not keep (it keeps recent answers in memory "
+                          "only): send the item itself (with the AI SDK: providerOptions.openai.store = false)",
+                          param, mc_api_quote_len(id->valuestring, 64), id->valuestring);
+    char *text = mc_api_own(in->r, len);
+    if (text) memcpy(text, kept, len + 1);
+    free(kept);
+    if (!text) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    return s_push(in, MC_CHAT_ASSISTANT, text, len, e);
+}
+
 typedef mc_err_t (*s_item_fn)(const cJSON *item, size_t i, s_input_t *in, mc_api_error_t *e);
 
 // The item types read. Function calls and their outputs (function_call,
@@ -99,11 +118,7 @@ static mc_err_t s_item(const cJSON *item, size_t i, s_input_t *in, mc_api_error_
     const char *t = type ? type->valuestring : "message"; // a bare {role, content} is a message
     for (size_t k = 0; k < sizeof s_items / sizeof s_items[0]; k++)
         if (!strcmp(t, s_items[k].type)) return s_items[k].fn(item, i, in, e);
-    if (!strcmp(t, "item_reference"))
-        return mc_api_bad(e, param,
-                          "'%s' is an item_reference: this server stores no responses, so send the item itself (with "
-                          "the AI SDK: providerOptions.openai.store = false)",
-                          param);
+    if (!strcmp(t, "item_reference")) return s_item_reference(item, param, in, e);
     if (!strcmp(t, "function_call") || !strcmp(t, "function_call_output"))
         return mc_api_bad(e, param, "'%s' is a %s item: tools are not supported on this server yet", param, t);
     return mc_api_bad(e, param, "'%s' has type '%.*s': this server reads message items", param,
@@ -181,7 +196,7 @@ static mc_err_t s_refused(const cJSON *root, mc_api_error_t *e) {
     return MC_OK;
 }
 
-static mc_err_t s_fields(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
+static mc_err_t s_fields(const cJSON *root, mc_items_t *items, mc_api_request_t *r, mc_api_error_t *e) {
     mc_err_t rc;
     if ((rc = s_refused(root, e)) || (rc = s_tools(root, r, e)) || (rc = s_text_format(root, e)) ||
         (rc = s_include(root, r, e)))
@@ -198,7 +213,7 @@ static mc_err_t s_fields(const cJSON *root, mc_api_request_t *r, mc_api_error_t 
     const size_t n_items = cJSON_IsArray(input) ? (size_t)cJSON_GetArraySize(input) : 1;
     if (n_items == 0) return mc_api_bad(e, "input", "'input' must not be empty");
     if (n_items > MC_API_MAX_MESSAGES) return mc_api_bad(e, "input", "at most %d input items", MC_API_MAX_MESSAGES);
-    s_input_t in = {r, n_items + 1};
+    s_input_t in = {r, n_items + 1, items};
     if (!(r->msgs = calloc(in.cap, sizeof *r->msgs)))
         return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     if (cJSON_IsString(instr) && instr->valuestring[0] &&
@@ -217,18 +232,21 @@ static mc_err_t s_fields(const cJSON *root, mc_api_request_t *r, mc_api_error_t 
     bool given = false;
     if ((rc = mc_api_integer(root, "max_output_tokens", NULL, 1, 1e9, &v, &given, e))) return rc;
     if (given) r->max_tokens = (uint32_t)v;
-    if ((rc = mc_api_sampling(root, "", r, e)) || (rc = mc_api_bool(root, "stream", NULL, &r->stream, e))) return rc;
+    r->store = true; // OpenAI's default
+    if ((rc = mc_api_sampling(root, "", r, e)) || (rc = mc_api_bool(root, "stream", NULL, &r->stream, e)) ||
+        (rc = mc_api_bool(root, "store", NULL, &r->store, e)))
+        return rc;
     return MC_OK;
 }
 
-mc_err_t mc_responses_parse(const char *body, size_t len, const mc_sampler_params_t *defaults, mc_api_request_t *out,
-                            mc_api_error_t *e) {
+mc_err_t mc_responses_parse(const char *body, size_t len, const mc_sampler_params_t *defaults, mc_items_t *items,
+                            mc_api_request_t *out, mc_api_error_t *e) {
     mc_api_request_t r;
     const cJSON *root;
     mc_err_t rc = mc_api_begin(body, len, defaults, &r, &root, e);
     if (rc) return rc;
     r.chat = true;
-    if ((rc = s_fields(root, &r, e))) {
+    if ((rc = s_fields(root, items, &r, e))) {
         mc_api_request_free(&r);
         return rc;
     }
@@ -318,7 +336,7 @@ static cJSON *s_response(const mc_responses_answer_t *a, const mc_api_result_t *
     cJSON *reasoning = cJSON_AddObjectToObject(o, "reasoning");
     cJSON_AddNullToObject(reasoning, "effort");
     cJSON_AddNullToObject(reasoning, "summary");
-    cJSON_AddFalseToObject(o, "store");
+    cJSON_AddBoolToObject(o, "store", a->store);
     cJSON_AddNumberToObject(o, "temperature", s_round(a->temperature));
     cJSON_AddStringToObject(cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "text"), "format"), "type", "text");
     cJSON_AddStringToObject(o, "tool_choice", "auto");

@@ -13,8 +13,10 @@
  * table of item types, and tools through one function, so function calls
  * (function_call, function_call_output items; function tools) can plug in:
  * until they do, `tools` with a tool, such items, structured output
- * (text.format other than "text"), previous_response_id, conversation,
- * background and item references get a 400 that says so.
+ * (text.format other than "text"), previous_response_id, conversation and
+ * background get a 400 that says so. An item_reference to an earlier
+ * answer of this server is read from the answers it keeps (items.h; unless
+ * the request said store: false).
  *
  * The builders write the response object (non-streamed, and inside the
  * lifecycle events) and each streamed event: response.created,
@@ -24,7 +26,7 @@
  * response.output_item.done, then response.completed (or
  * response.incomplete when a token limit ended the text, with
  * incomplete_details.reason "max_output_tokens", or response.failed with
- * the error). Nothing is stored: "store" is false in every response.
+ * the error).
  */
 #ifndef MC_RESPONSES_H
 #define MC_RESPONSES_H
@@ -33,11 +35,13 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "items.h"
 
 // Parse body[0..len); sampling starts from defaults. out->chat is true
-// (the input is a conversation). *out untouched on failure.
-mc_err_t mc_responses_parse(const char *body, size_t len, const mc_sampler_params_t *defaults, mc_api_request_t *out,
-                            mc_api_error_t *e);
+// (the input is a conversation). Item references are read from items (the
+// answers kept; NULL: none). *out untouched on failure.
+mc_err_t mc_responses_parse(const char *body, size_t len, const mc_sampler_params_t *defaults, mc_items_t *items,
+                            mc_api_request_t *out, mc_api_error_t *e);
 
 // What every response object of one answer repeats.
 typedef struct {
@@ -49,6 +53,7 @@ typedef struct {
     uint32_t max_output_tokens; // 0: none given
     bool logprobs;              // the output text carries its tokens' logprobs
     const mc_tokenizer_t *tok;  // for those
+    bool store;                 // the answer is kept for item references
 } mc_responses_answer_t;
 
 // The whole response object for a finished generation (res: the whole

@@ -26,6 +26,7 @@
 #include "clock.h"
 #include "cors.h"
 #include "dtype.h"
+#include "items.h"
 #include "log.h"
 #include "metrics.h"
 #include "ollama.h"
@@ -47,6 +48,10 @@
 #define S_CLIENT_CHECK_MS 200
 // At shutdown, how long the answers still being sent get to finish.
 #define S_DRAIN_MS 2000
+// /v1/responses' answers kept for item references: the last this many, at
+// most this much text (items.h).
+#define S_ITEMS_KEPT 1024
+#define S_ITEMS_BYTES ((size_t)16 << 20)
 
 // The dialect a generation answers in.
 typedef enum {
@@ -110,6 +115,7 @@ struct mc_server {
     mc_session_t *s;
     mc_server_params_t p;
     mc_cors_t *cors;      // NULL: no cross-origin caller is allowed
+    mc_items_t *items;    // /v1/responses' answers, for item references
     struct MHD_Daemon *d;
     uint16_t port;
     mc_metrics_t *metrics;
@@ -386,6 +392,13 @@ static mc_api_result_t s_result(const s_job_t *j) {
                              j->usage.completion_tokens, j->lps, j->n_lps};
 }
 
+// A finished Responses answer is kept for later item references (unless
+// the request said store: false). Out of memory: it is not, and a request
+// naming it gets a 400 that says so.
+static void s_keep(s_job_t *j) {
+    if (j->fmt == S_FMT_RESPONSES && j->rans.store) mc_items_put(j->srv->items, j->msg_id, j->text ? j->text : "", j->len);
+}
+
 // --- streams -------------------------------------------------------------------------------
 
 // Append n bytes to what the stream sends next.
@@ -465,6 +478,7 @@ static bool s_stream_end(s_job_t *j) {
         return s_out(j, "data: [DONE]\n\n", 14);
     case S_FMT_RESPONSES:
         if (failed) return s_responses_event(j, MC_RESPONSES_END, &whole, e.message);
+        s_keep(j);
         for (mc_responses_event_t ev = MC_RESPONSES_TEXT_DONE; ev <= MC_RESPONSES_END; ev++)
             if (!s_responses_event(j, ev, &whole, NULL)) return false;
         return true;
@@ -590,7 +604,7 @@ static mc_err_t s_parse(mc_server_t *srv, s_req_t *r, s_fmt_t fmt, mc_api_reques
     switch (fmt) {
     case S_FMT_CHAT: return mc_api_parse(body, r->len, true, &srv->p.sampling, q, e);
     case S_FMT_COMPLETIONS: return mc_api_parse(body, r->len, false, &srv->p.sampling, q, e);
-    case S_FMT_RESPONSES: return mc_responses_parse(body, r->len, &srv->p.sampling, q, e);
+    case S_FMT_RESPONSES: return mc_responses_parse(body, r->len, &srv->p.sampling, srv->items, q, e);
     case S_FMT_OLLAMA_CHAT: return mc_ollama_parse(body, r->len, true, &srv->p.sampling, q, load_only, e);
     default: return mc_ollama_parse(body, r->len, false, &srv->p.sampling, q, load_only, e);
     }
@@ -667,8 +681,8 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
     if (q.logprobs) j->gp.on_logprob = s_on_logprob, j->gp.top_logprobs = q.top_logprobs;
-    j->rans = (mc_responses_answer_t){j->id,       j->msg_id,         now, model, j->gp.sampling.temp, j->gp.sampling.top_p,
-                                      q.max_tokens, q.logprobs, tok};
+    j->rans = (mc_responses_answer_t){j->id,        j->msg_id,  now, model, j->gp.sampling.temp, j->gp.sampling.top_p,
+                                      q.max_tokens, q.logprobs, tok, q.store};
     j->oans = (mc_ollama_answer_t){fmt == S_FMT_OLLAMA_CHAT, model};
     j->t_start = r->t0;
     mc_api_request_free(&q);
@@ -734,6 +748,7 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         j->status = e.status;
         rc = s_error(srv, c, r, ep, &e);
     } else {
+        s_keep(j);
         char *body = fmt == S_FMT_RESPONSES ? mc_responses_json(&j->rans, &whole, NULL)
                      : fmt == S_FMT_CHAT || fmt == S_FMT_COMPLETIONS
                          ? mc_api_completion_json(&j->ans, &whole)
@@ -1135,6 +1150,10 @@ mc_server_t *mc_server_new(mc_session_t *s, const mc_server_params_t *p, char *e
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
     if (p->cors_origin && !(srv->cors = mc_cors_new(p->cors_origin, err))) goto fail;
+    if (!(srv->items = mc_items_new(S_ITEMS_KEPT, S_ITEMS_BYTES))) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     if (!(srv->metrics = mc_metrics_new())) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto fail;
@@ -1199,6 +1218,7 @@ void mc_server_destroy(mc_server_t **psrv) {
     if (srv->d) MHD_stop_daemon(srv->d);
     mc_metrics_destroy(&srv->metrics);
     mc_cors_destroy(&srv->cors);
+    mc_items_destroy(&srv->items);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);

@@ -298,7 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         mc_api_error_t e;
         memset(&e, 0, sizeof e);
         bool load_only = false;
-        const mc_err_t rc = k == 0 ? mc_responses_parse((const char *)data, size, &s_defaults, &r, &e)
+        const mc_err_t rc = k == 0 ? mc_responses_parse((const char *)data, size, &s_defaults, NULL, &r, &e)
                                    : mc_ollama_parse((const char *)data, size, k == 1, &s_defaults, &r, &load_only, &e);
         if (rc != MC_OK) {
             s_check_error(&e, utf8);
