@@ -6,10 +6,9 @@
  * Which distribution: the model's, from the raw logits row the sampler was
  * given, before the repetition penalties, the top-k/top-p/min-p filters and
  * the temperature. That is what llama.cpp's server reports by default
- * (post_sampling_probs off) and what OpenAI documents (the likelihood of the
- * token under the model; the numbers do not change with temperature), and
- * it keeps a token's probability meaningful whatever sampling a client
- * chose. So the sampled token's logprob equals its entry in the top list
+ * (post_sampling_probs off) and what OpenAI's API reports (its numbers do
+ * not change with the temperature), and it keeps a token's probability
+ * meaningful whatever sampling a client chose. So the sampled token's logprob equals its entry in the top list
  * whenever it is among the n most likely, and greedy decoding without
  * penalties always samples top[0].
  *
