@@ -626,6 +626,22 @@ static void test_logprobs(void **state) {
         }
         if (sampled) printf("[scheduler] %u of 24 sampled tokens in their top 20\n", found), assert_true(found > 0);
         else assert_int_equal(found, 24);
+        // Speculating: each kept position is sampled from its own row, the
+        // same bits as one token a pass, so the same logprobs exactly.
+        static s_out_t spec;
+        memset(&spec, 0, sizeof spec);
+        const mc_draft_params_t dp = mc_draft_params_default();
+        p.speculate = &dp;
+        s_alone(&p, &spec);
+        assert_int_equal(spec.n, with.n);
+        assert_memory_equal(spec.ids, with.ids, with.n * sizeof(int32_t));
+        assert_int_equal(spec.n_lps, with.n_lps);
+        for (uint32_t k = 0; k < with.n_lps; k++) {
+            const mc_logprob_t *a = &spec.lps[k], *b = &with.lps[k];
+            assert_true(a->chosen.id == b->chosen.id && a->chosen.logprob == b->chosen.logprob && a->n_top == b->n_top);
+            for (uint32_t t = 0; t < a->n_top; t++)
+                assert_true(a->top[t].id == b->top[t].id && a->top[t].logprob == b->top[t].logprob);
+        }
     }
     free(rows);
 }
