@@ -124,7 +124,7 @@ void mc_node_usage(FILE *f) {
                "connected, what it holds, what it refused and why) go to stderr; the first stdout\n"
                "line says where it listens.\n"
                "\n");
-    mc_flags_usage(f, s_flags, S_N_FLAGS, 22);
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 22, NULL);
 }
 
 mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *help, char *err) {

@@ -137,7 +137,7 @@ void mc_bench_usage(FILE *f) {
                "Measure prompt and generation speed, memory read bandwidth and the generation\n"
                "speed it bounds (bandwidth / weight bytes per token).\n"
                "\n");
-    mc_flags_usage(f, s_flags, S_N_FLAGS, 17);
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 17, NULL);
 }
 
 mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
