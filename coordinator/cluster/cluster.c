@@ -634,7 +634,6 @@ static void s_tick(mc_cluster_t *c) {
     c->last_tick = mc_clock_ms();
 }
 
-void mc_cluster_tick(mc_cluster_t *c) { s_tick(c); }
 
 
 static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
