@@ -23,13 +23,10 @@
 #include "session.h"
 #include "termchat.h"
 #include "tokenizer.h"
-
-#if MC_HAVE_CLUSTER
 #include "cluster_config.h"
 #include "demo.h"
 #include "routing.h"
 #include "server.h"
-#endif
 
 #define MC_CLI_DEFAULT_N 128
 #define S_STR2(x) #x
@@ -483,20 +480,14 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     } else if (o->mode == MC_CLI_MODE_PROFILE_ROUTING) {
         ret = s_profile_routing(o, s, stop);
     } else {
-#if MC_HAVE_CLUSTER
         mc_server_params_t hp = mc_server_params_default();
         hp.host = o->host, hp.port = (uint16_t)o->port, hp.api_key = o->api_key, hp.web_dir = o->web_dir;
         hp.sampling = o->sampling, hp.max_tokens = (uint32_t)o->n_predict, hp.safe_prompt = o->safe_prompt;
         hp.log = stderr;
         ret = mc_server_run(s, &hp, stop, err) ? s_fail(err) : 0;
-#else
-        ret = s_fail("this moe-coordinator was built without the server (MC_ENGINE_ONLY)");
-#endif
     }
     if (ret == 0 && mc_session_report(s, stderr, o->stats_json, err)) ret = s_fail(err);
-#if MC_HAVE_CLUSTER
     if (o->routing_stats && mc_routing_write(mc_session_routing(s), o->routing_stats, err)) ret = s_fail(err);
-#endif
     free(prompt);
     mc_session_destroy(&s);
     return ret;
@@ -512,7 +503,6 @@ int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop) {
         return mc_layer_profile_run(o->model, o->name, o->threads, stdout, err) ? s_fail(err) : 0;
     if (o->mode == MC_CLI_MODE_TOKENIZE && !o->cluster) return s_tokenize(o, o->model);
     if (!o->cluster && !o->demo) return s_run_session(o, o->model, NULL, stop);
-#if MC_HAVE_CLUSTER
     if (o->demo) {
         mc_demo_t demo;
         if (mc_demo_start(o->demo_nodes, o->threads, &demo, err)) return s_fail(err);
@@ -534,8 +524,4 @@ int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop) {
                                                 : s_run_session(o, model, cfg, stop);
     mc_cluster_config_destroy(&cfg);
     return ret;
-#else
-    (void)err;
-    return s_fail("this moe-coordinator was built without cluster support (MC_ENGINE_ONLY)");
-#endif
 }
