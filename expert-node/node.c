@@ -225,7 +225,7 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
     // The key check runs before the socket can take a connection.
     if (p->secret_key) {
         if (!(n->guard = mc_guard_new(n->zctx, p->secret_key, p->authorized_keys, n->log, n->who, err)))
-            return MC_ERR_ARG;
+            return mc_err_code(err, MC_ERR_ARG);
         mc_err_t rc = mc_guard_protect(n->guard, n->sock, err);
         if (rc) return rc;
     } else if (s_exposed(endpoint)) {

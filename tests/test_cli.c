@@ -5,7 +5,8 @@
  * coordinator entry), and one clear stderr line plus a non-zero exit for
  * every kind of bad input; and in-process, mc_cli_parse: the flags' table's
  * defaults, the command lines of the docs and scripts, the modes they make,
- * and which flags go together.
+ * and which flags go together; and the codes a session that cannot start
+ * hands back.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 
 #include "cli.h"
 #include "mkmodel.h"
+#include "session.h"
 #include "testutil.h"
 
 static char s_dir[256];
@@ -384,8 +386,32 @@ static void test_usage(void **state) {
     free(text);
 }
 
+// A session that cannot start hands back why through err's code
+// (common/error.h): no file, not a GGUF file, a context the model refuses.
+static void test_session_codes(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN], junk[600];
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = "/nonexistent/m.gguf";
+    assert_null(mc_session_new(&sp, err));
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_IO);
+    snprintf(junk, sizeof junk, "%s/junk.gguf", s_dir);
+    FILE *f = fopen(junk, "w");
+    assert_non_null(f);
+    fputs("not a model, and long enough to have a header's worth of bytes\n", f);
+    fclose(f);
+    sp.model = junk;
+    assert_null(mc_session_new(&sp, err));
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_FORMAT);
+    sp.model = s_model, sp.ctx = 65; // the model's context is 64
+    assert_null(mc_session_new(&sp, err));
+    assert_non_null(strstr(err, "context length 65 out of range"));
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_RANGE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_session_codes),
         cmocka_unit_test(test_parse_defaults),
         cmocka_unit_test(test_parse_modes),
         cmocka_unit_test(test_parse_errors),

@@ -491,6 +491,7 @@ static void test_other_weights_refused(void **state) {
              "1 has other weights (1 of the 16 experts placed differs); start this node with the coordinator's GGUF file",
              ns.procs[0].endpoint);
     assert_string_equal(err, want);
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_ARG); // a refusal, not a network failure
     mc_engine_destroy(&e);
     s_stop(&ns);
 

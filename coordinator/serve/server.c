@@ -882,7 +882,7 @@ uint16_t mc_server_port(const mc_server_t *srv) { return srv->port; }
 
 mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int *stop, char *err) {
     mc_server_t *srv = mc_server_new(s, p, err);
-    if (!srv) return MC_ERR_NET;
+    if (!srv) return mc_err_code(err, MC_ERR_NET);
     const bool any = !strcmp(p->host, "0.0.0.0") || !strcmp(p->host, "::");
     mc_log_status(p->log, "moe-coordinator", "serving %s on http://%s%s%s:%u/ (API under /v1, %u requests decoded together)",
                   mc_session_model_id(s), strchr(p->host, ':') ? "[" : "", any ? "localhost" : p->host,

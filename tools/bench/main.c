@@ -36,7 +36,7 @@ static mc_err_t s_attach(void *ctx, mc_engine_t *e, const mc_model_t *m, char *e
         xp.model = m, xp.mm = mc_engine_matmul(e), xp.cluster = c->cfg, xp.log = stderr;
         if (!(c->experts = mc_experts_new(&xp, err))) {
             mc_routing_destroy(&c->routing);
-            return MC_ERR_NET;
+            return mc_err_code(err, MC_ERR_NET);
         }
         c->cluster = mc_experts_cluster(c->experts);
         mc_engine_set_experts(e, c->experts);
