@@ -80,10 +80,6 @@ bool mc_cluster_config_local_holds(const mc_cluster_config_t *c, uint32_t layer,
     return false;
 }
 
-void mc_cluster_print_stats(const mc_cluster_t *c, const uint64_t *expert_counts, FILE *f) {
-    (void)c, (void)expert_counts, (void)f;
-}
-
 mc_err_t mc_cluster_write_stats_json(const mc_cluster_t *c, const uint64_t *expert_counts, const char *path,
                                      char *err) {
     (void)c, (void)expert_counts, (void)path;
