@@ -64,6 +64,13 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--threads", "N", MC_FLAG_INT, threads), MC_FLAG_DEF_THREADS, 1, 512, .help = "compute threads"},
     {S_ROW("--ctx", "N", MC_FLAG_U32, ctx), MC_FLAG_DEF_TEXT, 1, 1 << 24,
      .help = "KV-cache length per sequence (default 4096, at most the model's\ncontext length)"},
+    {S_ROW("--prefix-cache-mb", "MB", MC_FLAG_U32, prefix_cache_mb), 256, 0, 1 << 20,
+     .help = "keep prompt prefixes (keys and values) of finished answers up to this\n"
+             "size, so a later prompt that starts the same way skips them (0: only\n"
+             "the sequences' own caches)"},
+    {S_ROW("--speculate", "K", MC_FLAG_U32, speculate), 0, 0, 64,
+     .help = "speculative decoding: guess up to K next tokens from the text so far\n"
+             "and verify them in one pass (the same tokens as without; 0 = off)"},
     {S_ROW("--tokenize", "TEXT", MC_FLAG_STRING, tokenize_text), .help = "print the ids of TEXT (no BOS) as a JSON array"},
     {S_ROW("--tokenize-file", "PATH", MC_FLAG_FILE, tokenize_file), .help = "same for the raw bytes of a file"},
     {S_ROW("--token-ids", "LIST", MC_FLAG_STRING, token_ids),
@@ -328,6 +335,14 @@ static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, cons
     snprintf(r->err, sizeof r->err, "%s", err);
 }
 
+// Drafts of at most --speculate tokens, starting at half that.
+static mc_draft_params_t s_draft_params(const mc_cli_opts_t *o) {
+    mc_draft_params_t dp = mc_draft_params_default();
+    dp.k_max = o->speculate ? o->speculate : 1;
+    dp.k_start = (dp.k_max + 1) / 2;
+    return dp;
+}
+
 // Evaluate a prompt then sample up to n tokens. Text mode streams decoded
 // text; ids mode collects ids, prints them as the last line and does not
 // stop at EOS, like the reference tools it is compared against.
@@ -356,6 +371,8 @@ static int s_generate(const mc_cli_opts_t *o, mc_session_t *s, const int32_t *pr
         if (p.sampling.temp > 0 && o->n_predict > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
     }
     p.max_tokens = (uint32_t)o->n_predict, p.ignore_eos = print_ids, p.prompt_logits = logits;
+    const mc_draft_params_t dp = s_draft_params(o);
+    p.speculate = o->speculate ? &dp : NULL;
     p.on_text = s_on_text, p.on_done = s_on_done, p.user = &run;
     mc_scheduler_t *sched = mc_session_scheduler(s);
     if (o->n_predict == 0) { // logits only: no generation
@@ -457,6 +474,8 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     sp.model = model_path, sp.cluster = cfg, sp.threads = o->threads, sp.ctx = o->ctx, sp.log = stderr;
     sp.n_seq = o->mode == MC_CLI_MODE_SERVE ? o->parallel : 1;
     sp.routing = o->routing_stats != NULL;
+    sp.prefix_cache = (size_t)o->prefix_cache_mb << 20;
+    const mc_draft_params_t dp = s_draft_params(o);
     mc_session_t *s = mc_session_new(&sp, err);
     if (!s) return s_fail(err);
     int ret = 1;
@@ -476,6 +495,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
         mc_termchat_params_t cp = mc_termchat_params_default();
         cp.sampling = o->sampling, cp.seed_given = o->seed_given, cp.max_tokens = (uint32_t)o->n_predict;
         cp.system = o->system, cp.safe_prompt = o->safe_prompt, cp.stop = stop;
+        cp.speculate = o->speculate ? &dp : NULL;
         ret = mc_termchat_run(s, &cp, stdin, stdout);
     } else if (o->mode == MC_CLI_MODE_PROFILE_ROUTING) {
         ret = s_profile_routing(o, s, stop);
@@ -484,6 +504,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
         hp.host = o->host, hp.port = (uint16_t)o->port, hp.api_key = o->api_key, hp.web_dir = o->web_dir;
         hp.sampling = o->sampling, hp.max_tokens = (uint32_t)o->n_predict, hp.safe_prompt = o->safe_prompt;
         hp.log = stderr;
+        hp.speculate = o->speculate ? &dp : NULL;
         ret = mc_server_run(s, &hp, stop, err) ? s_fail(err) : 0;
     }
     if (ret == 0 && mc_session_report(s, stderr, o->stats_json, err)) ret = s_fail(err);

@@ -45,6 +45,8 @@ typedef struct {
     bool seed_given;
     int threads;               // --threads
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
+    uint32_t prefix_cache_mb;  // --prefix-cache-mb: saved prefixes beyond the sequences' caches
+    uint32_t speculate;        // --speculate K: guessed tokens verified per step at most (0: off)
     const char *cluster;       // --cluster FILE: experts on the nodes it lists
     const char *stats_json;    // --stats-json FILE (with --cluster or --demo)
     bool demo;                 // --demo: start local nodes first

@@ -139,6 +139,20 @@ static void test_generate(void **state) {
     assert_non_null(strstr(r1.err, "tok/s"));
     s_free(&r1);
     s_free(&r2);
+    // Speculating: the same text, greedy and seeded.
+    const char *const modes[] = {"--temp 0", "--seed 5 --temp 0.8"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "--model '%s' --prompt 'hello there' -n 40 %s --threads 2", s_model, modes[i]);
+        r1 = s_run(a);
+        snprintf(a, sizeof a, "--model '%s' --prompt 'hello there' -n 40 %s --threads 2 --speculate 6", s_model,
+                 modes[i]);
+        r2 = s_run(a);
+        assert_int_equal(r1.status, 0);
+        assert_int_equal(r2.status, 0);
+        assert_string_equal(r1.out, r2.out);
+        s_free(&r1);
+        s_free(&r2);
+    }
 }
 
 static void test_tokenize_fixture(void **state) {

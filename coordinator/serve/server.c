@@ -476,6 +476,7 @@ static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, 
     if (!q.seed_given) j->gp.sampling.seed = mc_rng_fresh_seed();
     j->gp.max_tokens = q.max_tokens ? q.max_tokens : srv->p.max_tokens;
     j->gp.strip_space = chat;
+    j->gp.speculate = srv->p.speculate;
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
