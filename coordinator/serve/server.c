@@ -679,6 +679,7 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     if (j->gp.sampling.repeat_last_n > (int32_t)n_ctx) j->gp.sampling.repeat_last_n = (int32_t)n_ctx;
     j->gp.max_tokens = q.max_tokens ? q.max_tokens : srv->p.max_tokens;
     j->gp.strip_space = q.chat;
+    j->gp.speculate = srv->p.speculate;
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
@@ -1225,7 +1226,7 @@ uint16_t mc_server_port(const mc_server_t *srv) { return srv->port; }
 
 mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int *stop, char *err) {
     mc_server_t *srv = mc_server_new(s, p, err);
-    if (!srv) return MC_ERR_NET;
+    if (!srv) return mc_err_code(err, MC_ERR_NET);
     const bool any = !strcmp(p->host, "0.0.0.0") || !strcmp(p->host, "::");
     mc_log_status(p->log, "moe-coordinator", "serving %s on http://%s%s%s:%u/ (API under /v1, %u requests decoded together)",
                   mc_session_model_id(s), strchr(p->host, ':') ? "[" : "", any ? "localhost" : p->host,
