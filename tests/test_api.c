@@ -92,6 +92,34 @@ static void test_chat_fields(void **state) {
     mc_api_request_free(&r);
 }
 
+// "speculative": absent (the server's), true, false, {"max_draft": K}.
+static void test_speculative(void **state) {
+    (void)state;
+    static const struct {
+        const char *v;
+        int32_t want;
+    } cases[] = {{"null", 0},
+                 {"true", MC_API_SPECULATE_ON},
+                 {"false", MC_API_SPECULATE_OFF},
+                 {"{\"max_draft\":5}", 5},
+                 {"{\"max_draft\":0}", MC_API_SPECULATE_OFF},
+                 {"{}", MC_API_SPECULATE_DEFAULT}};
+    char body[256];
+    mc_api_request_t r = s_ok("{\"prompt\":\"hi\"}", false);
+    assert_int_equal(r.speculate, 0);
+    mc_api_request_free(&r);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(body, sizeof body, "{\"prompt\":\"hi\",\"speculative\":%s}", cases[i].v);
+        r = s_ok(body, false);
+        assert_int_equal(r.speculate, cases[i].want);
+        mc_api_request_free(&r);
+    }
+    s_bad("{\"prompt\":\"hi\",\"speculative\":3}", false, 400, "speculative", "must be true, false");
+    s_bad("{\"prompt\":\"hi\",\"speculative\":{\"max_draft\":65}}", false, 400, "speculative.max_draft", "");
+    s_bad("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"speculative\":{\"max_draft\":-1}}", true, 400,
+          "speculative.max_draft", "");
+}
+
 static void test_bad_requests(void **state) {
     (void)state;
     s_bad("{\"messages\": [", true, 400, "", "not valid JSON");
@@ -399,6 +427,7 @@ static void test_logprob_answers(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_fields),
+        cmocka_unit_test(test_speculative),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_answers),
         cmocka_unit_test(test_logprob_answers),

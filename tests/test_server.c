@@ -519,10 +519,26 @@ static void test_cluster_endpoint(void **state) {
     static s_srv_t one, two;
     s_up(&one, NULL, 128, 2, NULL, 0);
     cJSON *a = s_post(one.port, "/v1/chat/completions", req, 200);
+    const char *seeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say more.\"}],\"max_tokens\":16,"
+                         "\"temperature\":0.9,\"seed\":5%s}";
+    char body[512];
+    snprintf(body, sizeof body, seeded, "");
+    cJSON *a2 = s_post(one.port, "/v1/chat/completions", body, 200);
     s_down(&one);
     s_up(&two, cfg, 128, 2, NULL, 0);
     cJSON *b = s_post(two.port, "/v1/chat/completions", req, 200);
     assert_string_equal(s_get_str(a, "choices", "message", "content"), s_get_str(b, "choices", "message", "content"));
+    // Speculating through the nodes: the same answer (guesses verified K+1
+    // rows a round trip), greedy and seeded.
+    const char *spec = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,"
+                       "\"temperature\":0,\"speculative\":{\"max_draft\":6}}";
+    cJSON *b2 = s_post(two.port, "/v1/chat/completions", spec, 200);
+    assert_string_equal(s_get_str(a, "choices", "message", "content"), s_get_str(b2, "choices", "message", "content"));
+    cJSON_Delete(b2);
+    snprintf(body, sizeof body, seeded, ",\"speculative\":{\"max_draft\":6}");
+    b2 = s_post(two.port, "/v1/chat/completions", body, 200);
+    assert_string_equal(s_get_str(a2, "choices", "message", "content"), s_get_str(b2, "choices", "message", "content"));
+    cJSON_Delete(b2), cJSON_Delete(a2);
     mc_test_http_t r;
     assert_int_equal(mc_test_http(two.port, "GET", "/v1/cluster", NULL, NULL, &r), 0);
     assert_int_equal(r.status, 200);

@@ -264,6 +264,26 @@ static mc_err_t s_logprobs(const cJSON *root, bool chat, mc_api_request_t *r, mc
     return MC_OK;
 }
 
+// "speculative": true (the server's drafts, else 8 guesses a step), false,
+// or {"max_draft": K} with K in 0..64. The tokens are the same either way
+// (scheduler.h); only speed changes.
+static mc_err_t s_speculative(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "speculative");
+    if (!v || cJSON_IsNull(v)) return MC_OK;
+    if (cJSON_IsBool(v)) {
+        r->speculate = cJSON_IsTrue(v) ? MC_API_SPECULATE_ON : MC_API_SPECULATE_OFF;
+        return MC_OK;
+    }
+    if (!cJSON_IsObject(v))
+        return s_bad(e, "speculative", "'speculative' must be true, false or {\"max_draft\": K}");
+    double k = MC_API_SPECULATE_DEFAULT;
+    bool given = false;
+    mc_err_t rc = mc_api_integer(v, "max_draft", "speculative.max_draft", 0, 64, &k, &given, e);
+    if (rc) return rc;
+    r->speculate = k ? (int32_t)k : MC_API_SPECULATE_OFF;
+    return MC_OK;
+}
+
 static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, mc_api_error_t *e) {
     mc_err_t rc;
     if (chat) {
@@ -292,7 +312,8 @@ static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, mc_a
     if ((rc = mc_api_sampling(root, "", r, e))) return rc;
     if ((rc = mc_api_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), "stop", r, e)) ||
         (rc = mc_api_bool(root, "stream", NULL, &r->stream, e)) ||
-        (rc = mc_api_bool(root, "safe_prompt", NULL, &r->safe_prompt, e)) || (rc = s_logprobs(root, chat, r, e)))
+        (rc = mc_api_bool(root, "safe_prompt", NULL, &r->safe_prompt, e)) || (rc = s_logprobs(root, chat, r, e)) ||
+        (rc = s_speculative(root, r, e)))
         return rc;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {

@@ -41,6 +41,10 @@ struct cJSON;
 
 #define MC_API_MAX_MESSAGES 4096
 
+#define MC_API_SPECULATE_OFF (-1)
+#define MC_API_SPECULATE_ON (-2)
+#define MC_API_SPECULATE_DEFAULT 8
+
 typedef struct {
     int status;           // HTTP status: 400, 401, 404, 405, 413, 500, 503
     const char *type;     // "invalid_request_error", "authentication_error", "not_found_error", "server_error"
@@ -72,6 +76,10 @@ typedef struct {
     bool logprobs;               // each token's logprob in the answer
     uint32_t top_logprobs;       // and this many alternatives (<= MC_LOGPROB_MAX_TOP)
     bool store;                  // /v1/responses: keep the answer for later item references (items.h)
+    // "speculative": 0 not given (the server's setting), MC_API_SPECULATE_OFF,
+    // MC_API_SPECULATE_ON (the server's drafts, else MC_API_SPECULATE_DEFAULT
+    // guesses), or K > 0: at most K guesses a step.
+    int32_t speculate;
     void *owned_;                // the parsed JSON (mc_api_request_free)
 } mc_api_request_t;
 

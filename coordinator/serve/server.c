@@ -79,6 +79,7 @@ struct s_job {
     mc_ollama_answer_t oans;       // ollama
     char id[48], msg_id[48];
     mc_gen_params_t gp;            // prompt and stop strings are copied at submit
+    mc_draft_params_t draft;       // the request's own speculative drafts (gp.speculate may point here)
     int32_t *prompt;
     char *stops[MC_SCHEDULER_MAX_STOP];
     // Shared with the engine thread (mu).
@@ -680,6 +681,14 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     j->gp.max_tokens = q.max_tokens ? q.max_tokens : srv->p.max_tokens;
     j->gp.strip_space = q.chat;
     j->gp.speculate = srv->p.speculate;
+    if (q.speculate == MC_API_SPECULATE_OFF) {
+        j->gp.speculate = NULL;
+    } else if (q.speculate > 0 || (q.speculate == MC_API_SPECULATE_ON && !srv->p.speculate)) {
+        j->draft = mc_draft_params_default();
+        j->draft.k_max = q.speculate > 0 ? (uint32_t)q.speculate : MC_API_SPECULATE_DEFAULT;
+        j->draft.k_start = (j->draft.k_max + 1) / 2;
+        j->gp.speculate = &j->draft;
+    }
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
