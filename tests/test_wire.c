@@ -28,7 +28,7 @@
 #define N_ROWS 3
 #define K 2
 
-static const mc_wire_limits_t s_lim = {N_LAYER, N_EXPERT, DIM, 16, K, NULL};
+static const mc_wire_limits_t s_lim = {N_LAYER, N_EXPERT, DIM, 16, K, NULL, 0};
 
 static uint64_t s_rng(uint64_t *s) {
     *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
@@ -239,7 +239,7 @@ static void test_assign_hashes(void **state) {
     // The encoder leaves the hashes out when given none: refused too.
     uint8_t held[N_LAYER * N_EXPERT] = {[3] = 1};
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 78};
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT, held, NULL};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT, held, NULL, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_FORMAT, "carries 0 bytes of slice hashes for 1 (layer, expert) pairs");
 }
 
@@ -389,7 +389,7 @@ static void test_block_encodings(void **state) {
     // Float rows carry any bits.
     assert_int_equal(mc_wire_rows_check(MC_WIRE_F16, buf, N, W, err), MC_OK);
     // The decoder runs the check on requests.
-    mc_wire_limits_t lim = {1, N_EXPERT, W, 16, K, NULL};
+    mc_wire_limits_t lim = {1, N_EXPERT, W, 16, K, NULL, 0};
     int32_t ex[N * K] = {0, 1, 2, 3, 4, 5};
     float w[N * K] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
     mc_wire_rows_encode(MC_WIRE_Q8_K, x, N, W, buf);
@@ -527,11 +527,11 @@ static void test_rejects_bad_other_messages(void **state) {
     uint8_t big[(N_LAYER + 1) * N_EXPERT] = {0};
     big[N_LAYER * N_EXPERT + 2] = 1;
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 11};
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER + 1, N_EXPERT, big, NULL};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER + 1, N_EXPERT, big, NULL, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names layer 4");
     uint8_t wide[N_LAYER * (N_EXPERT + 1)] = {0};
     wide[N_EXPERT] = 1; // layer 0, expert 8
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT + 1, wide, NULL};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT + 1, wide, NULL, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names expert 8 of layer 0");
 
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_HELLO, .request_id = 12};
@@ -562,8 +562,8 @@ static void test_rejects_raw_envelopes(void **state) {
     char err[MC_ERR_LEN];
     mc_wire_msg_t out;
     uint64_t bad = 0;
-    // request_id 5, then an unknown field 15 (varint 1): a body from a future version.
-    static const uint8_t future[] = {0x08, 0x05, 0x78, 0x01};
+    // request_id 5, then an unknown field 31 (varint 1): a body from a future version.
+    static const uint8_t future[] = {0x08, 0x05, 0xF8, 0x01, 0x01};
     assert_int_equal(mc_wire_decode(&s_lim, future, sizeof future, &out, &bad, err), MC_ERR_UNSUPPORTED);
     assert_non_null(strstr(err, "without a body"));
     assert_true(bad == 5);
@@ -611,7 +611,7 @@ static void test_decode_memory_budget(void **state) {
     // Under the limits of the largest model too (the budget allows for its
     // biggest legitimate messages), and as an assignment: a million empty
     // layer entries.
-    const mc_wire_limits_t big = {94, 128, 4096, MC_WIRE_MAX_ROWS, 8, NULL};
+    const mc_wire_limits_t big = {94, 128, 4096, MC_WIRE_MAX_ROWS, 8, NULL, 0};
     assert_int_equal(mc_wire_decode(&big, buf, len, &out, NULL, err), MC_ERR_NET);
     buf[0] = 0x2a; // field 5 (assign), entries of field 2 (layers)
     for (size_t i = 0; i < ROUTES; i++) buf[5 + 2 * i] = 0x12;
@@ -637,7 +637,7 @@ static void test_roundtrip_assign_largest(void **state) {
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const uint32_t nl = shapes[i].n_layer, ne = shapes[i].n_expert;
-        const mc_wire_limits_t lim = {nl, ne, 4096, MC_WIRE_MAX_ROWS, 8, NULL};
+        const mc_wire_limits_t lim = {nl, ne, 4096, MC_WIRE_MAX_ROWS, 8, NULL, 0};
         uint8_t *held = calloc((size_t)nl * ne, 1);
         for (uint32_t l = 0; l < nl; l++)
             for (uint32_t e = shapes[i].first; e <= shapes[i].last; e++) held[(size_t)l * ne + e] = 1;
@@ -669,7 +669,7 @@ static void test_roundtrip_request_largest(void **state) {
     (void)state;
     enum { W = 2048, KK = 8 };
     const uint32_t n = MC_WIRE_MAX_ROWS;
-    const mc_wire_limits_t lim = {94, 128, W, MC_WIRE_MAX_ROWS, KK, NULL};
+    const mc_wire_limits_t lim = {94, 128, W, MC_WIRE_MAX_ROWS, KK, NULL, 0};
     float *x = malloc((size_t)n * W * sizeof *x);
     int32_t *ex = malloc((size_t)n * KK * sizeof *ex);
     float *w = malloc((size_t)n * KK * sizeof *w);
@@ -707,7 +707,7 @@ static void test_roundtrip_request_largest(void **state) {
 
 static void test_max_message_size_covers_largest_request(void **state) {
     (void)state;
-    mc_wire_limits_t lim = {32, 8, 4096, 4096, 2, NULL};
+    mc_wire_limits_t lim = {32, 8, 4096, 4096, 2, NULL, 0};
     size_t n = lim.max_rows, rows_len = n * lim.dim * 4;
     uint8_t *rows = calloc(rows_len, 1);
     int32_t *ex = malloc(n * 2 * sizeof *ex);

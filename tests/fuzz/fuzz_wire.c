@@ -82,8 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // A small model: 4 layers, 8 experts, dim 64; the node holds the even experts.
     static uint8_t held[4 * 8];
     for (int i = 0; i < 4 * 8; i++) held[i] = (uint8_t)(i % 2 == 0);
-    const mc_wire_limits_t as_node = {4, 8, 64, 16, 2, held};
-    const mc_wire_limits_t as_coord = {4, 8, 64, 16, 2, NULL};
+    const mc_wire_limits_t as_node = {4, 8, 64, 16, 2, held, 64};
+    const mc_wire_limits_t as_coord = {4, 8, 64, 16, 2, NULL, 64};
     const mc_wire_limits_t *lims[2] = {&as_node, &as_coord};
     for (int l = 0; l < 2; l++) {
         char err[256];
