@@ -815,8 +815,9 @@ static void s_fill_start(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *
     }
     uint64_t done, total, resumed;
     mc_cache_fill_progress(n->fill, &done, &total, &resumed);
-    mc_log_status(n->log, n->who, "fetching %.1f MiB of experts from coordinator %s%s%.1f%s", total / 1048576.0, peer,
-                  resumed ? " (resuming: " : "", resumed ? resumed / 1048576.0 : 0.0, resumed ? " MiB already here)" : "");
+    char res[64] = "";
+    if (resumed) snprintf(res, sizeof res, " (resuming: %.1f MiB already here)", resumed / 1048576.0);
+    mc_log_status(n->log, n->who, "fetching %.1f MiB of experts from coordinator %s%s", total / 1048576.0, peer, res);
     n->fill_min_id = n->fill_next_id + 1;
     n->fill_heard_ms = mc_clock_ms();
     s_fill_report(n, true);

@@ -17,7 +17,7 @@
 #include "log.h"
 
 #define S_OPEN_MS 1000.0   // FetchOpen this often
-#define S_POLL_MS 50
+#define S_POLL_MS 20
 #define S_LOG_MS 5000.0    // a fetching node's progress in the log this often
 #define S_IDLE_MS 3000.0   // no request for this long: not fetching
 #define S_RATE_WINDOW 2.0  // seconds the rate is measured over
@@ -30,6 +30,7 @@ typedef struct {
     uint64_t start_bytes;          // bytes when this fetch started
     double win_t;                  // the rate's window
     uint64_t win_bytes;
+    double opened;                 // FetchOpen last sent (0: never got through)
 } s_node_t;
 
 struct mc_transfer {
@@ -61,13 +62,15 @@ static void s_slice_copy(const mc_model_t *m, uint32_t layer, uint32_t e, uint64
     }
 }
 
-static void s_send(void *sock, const mc_wire_msg_t *msg) {
+// True when the message went (a node that is gone asks again).
+static bool s_send(void *sock, const mc_wire_msg_t *msg) {
     uint8_t *buf;
     size_t len;
     char err[MC_ERR_LEN];
-    if (mc_wire_encode(msg, &buf, &len, err)) return;
-    (void)zmq_send(sock, buf, len, ZMQ_DONTWAIT); // a node that is gone asks again
+    if (mc_wire_encode(msg, &buf, &len, err)) return false;
+    const bool sent = zmq_send(sock, buf, len, ZMQ_DONTWAIT) >= 0;
     free(buf);
+    return sent;
 }
 
 // The cap: wait until n more bytes may go.
@@ -96,6 +99,7 @@ static void s_serve(mc_transfer_t *t, s_node_t *nd, const mc_wire_msg_t *msg) {
         s_send(nd->sock, &r);
         return;
     }
+    const double t_req = mc_clock_ms();
     s_pace(t, q->length);
     s_slice_copy(t->p.m, q->layer, q->expert, q->offset, q->length, t->buf);
     r.kind = MC_WIRE_MSG_SLICE_DATA;
@@ -104,7 +108,7 @@ static void s_serve(mc_transfer_t *t, s_node_t *nd, const mc_wire_msg_t *msg) {
     const double now = mc_clock_ms();
     pthread_mutex_lock(&t->mu);
     if (!nd->st.active) {
-        nd->t_start = nd->logged = nd->win_t = now;
+        nd->t_start = nd->win_t = t_req, nd->logged = now;
         nd->start_bytes = nd->st.bytes;
         nd->win_bytes = 0;
         mc_log_status(t->p.log, "moe-coordinator", "node %s is fetching its experts: %.1f MiB", nd->name,
@@ -142,13 +146,17 @@ static void *s_main(void *arg) {
     mc_transfer_t *t = arg;
     zmq_pollitem_t *items = calloc(t->n + 1, sizeof *items);
     if (!items) return NULL;
-    double opened = 0;
+    double swept = 0;
     while (!atomic_load(&t->stop)) {
         const double now = mc_clock_ms();
-        if (now - opened >= S_OPEN_MS) {
-            mc_wire_msg_t o = {.kind = MC_WIRE_MSG_FETCH_OPEN, .u.fetch_open = t->p.session};
-            for (size_t i = 0; i < t->n; i++) s_send(t->nodes[i].sock, &o);
-            opened = now;
+        // Until a node's connection takes it, FetchOpen is tried at every
+        // pass; then once a second (a node that restarted hears it again).
+        mc_wire_msg_t o = {.kind = MC_WIRE_MSG_FETCH_OPEN, .u.fetch_open = t->p.session};
+        for (size_t i = 0; i < t->n; i++)
+            if (!t->nodes[i].opened || now - t->nodes[i].opened >= S_OPEN_MS)
+                t->nodes[i].opened = s_send(t->nodes[i].sock, &o) ? now : 0;
+        if (now - swept >= S_OPEN_MS) {
+            swept = now;
             pthread_mutex_lock(&t->mu);
             for (size_t i = 0; i < t->n; i++) // a fetch that stopped (the node restarted, or was placed anew)
                 if (t->nodes[i].st.active && now - t->nodes[i].last_req > S_IDLE_MS)
