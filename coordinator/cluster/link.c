@@ -75,6 +75,7 @@ struct mc_link {
     char refusal[MC_ERR_LEN]; // "" or why the node refused (mc_link_refusal)
     char hs_why[MC_ERR_LEN];  // "" or why the transport handshake failed (monitor)
     bool hs_ok;               // the current socket completed a transport handshake
+    bool dropped;             // the current socket's connection closed (a probe then ends at once)
     mc_link_stats_t st;
 };
 
@@ -149,6 +150,7 @@ static const char *s_node_said(const mc_link_t *l, const char *msg) {
 static mc_err_t s_open(mc_link_t *l, char *err) {
     s_close(l);
     l->hs_ok = false;
+    l->dropped = false;
     l->hs_why[0] = 0;
     l->sock = zmq_socket(l->zctx, ZMQ_DEALER);
     if (!l->sock) return mc_err_set(err, MC_ERR_NET, "node %s: no socket: %s", l->p.name, zmq_strerror(zmq_errno()));
@@ -242,6 +244,7 @@ void mc_link_events(mc_link_t *l) {
             if (!l->hs_ok && l->p.server_key && !l->hs_why[0])
                 s_handshake_failed(l, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0);
             l->hs_ok = false;
+            l->dropped = true;
             if (l->alive) {
                 char why[MC_ERR_LEN];
                 snprintf(why, sizeof why, "node %s (%s): connection lost (closed, or silent for %u ms)", l->p.name,
@@ -632,6 +635,10 @@ static void s_probe(mc_link_t *l, const uint8_t *held) {
     mc_link_events(l);
     if (l->probe == S_PROBE_HELLO && l->hs_why[0]) { // no answer will come: say why now
         s_probe_failed(l, MC_ERR_NET, NULL);
+        return;
+    }
+    if (l->dropped && !l->hs_why[0]) { // the node went away mid-handshake (killed while fetching, say)
+        s_probe_failed(l, MC_ERR_TIMEOUT, NULL);
         return;
     }
     for (;;) {
