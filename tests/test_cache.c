@@ -31,6 +31,9 @@
 #include "cluster.h"
 #include "cluster_config.h"
 #include "engine.h"
+#include "expert_file.h"
+#include "node.h"
+#include "wire.h"
 #include "mkmodel.h"
 #include "model.h"
 #include "nodeproc.h"
@@ -443,8 +446,90 @@ static void test_node_killed_mid_transfer(void **state) {
     mc_model_destroy(&m);
 }
 
+// A node without a model file, handed messages directly: it says it has
+// nothing (cache flag), refuses metadata that does not bind or is of
+// another model, takes the coordinator's, refuses a placement without
+// tensor types, and drops slice data nobody asked for.
+static mc_wire_msg_t s_call(mc_node_t *n, const mc_wire_limits_t *lim, const mc_wire_msg_t *in, bool *none) {
+    uint8_t *req, *rep;
+    size_t len, rlen;
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_wire_encode(in, &req, &len, err), MC_OK);
+    assert_int_equal(mc_node_handle(n, "coord", 5, req, len, &rep, &rlen, err), MC_OK);
+    free(req);
+    mc_wire_msg_t out = {0};
+    *none = rep == NULL;
+    if (rep) {
+        if (mc_wire_decode(lim, rep, rlen, &out, NULL, err)) fail_msg("reply: %s", err);
+        free(rep);
+    }
+    return out;
+}
+
+static void test_node_hostile_messages(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN], dir[600];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    s_gen("hostile", &p, path, sizeof path);
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    snprintf(dir, sizeof dir, "%s/hostile-cache", s_dir);
+    mc_node_params_t np = mc_node_params_default();
+    np.cache_dir = dir, np.name = "h", np.threads = 1;
+    mc_node_t *n = mc_node_new(&np, err);
+    if (!n) fail_msg("%s", err);
+    const mc_wire_limits_t lim = mc_wire_limits(m);
+    bool none;
+    mc_wire_msg_t hello = {.kind = MC_WIRE_MSG_HELLO, .request_id = 1};
+    hello.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = mc_model_fingerprint(m), .name = "c"};
+    mc_wire_msg_t r = s_call(n, &lim, &hello, &none);
+    assert_int_equal(r.kind, MC_WIRE_MSG_HELLO);
+    assert_true(r.u.hello.cache && r.u.hello.fingerprint == 0);
+    mc_wire_msg_free(&r);
+    // Metadata that is no GGUF; then a real one of another model.
+    uint8_t junk[64] = "GGUF not really";
+    mc_wire_msg_t info = {.kind = MC_WIRE_MSG_MODEL_INFO, .request_id = 2};
+    info.u.model_info = (mc_wire_model_info_t){mc_model_fingerprint(m), junk, sizeof junk};
+    r = s_call(n, &lim, &info, &none);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_non_null(strstr(r.u.error.message, "does not bind"));
+    mc_wire_msg_free(&r);
+    uint8_t *blob;
+    size_t blen;
+    assert_int_equal(mc_expert_file_info(m, &blob, &blen, err), MC_OK);
+    info.u.model_info = (mc_wire_model_info_t){mc_model_fingerprint(m) ^ 1, blob, blen};
+    r = s_call(n, &lim, &info, &none);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_non_null(strstr(r.u.error.message, "metadata is of model"));
+    mc_wire_msg_free(&r);
+    info.u.model_info.fingerprint ^= 1;
+    r = s_call(n, &lim, &info, &none);
+    assert_int_equal(r.kind, MC_WIRE_MSG_HELLO);
+    assert_true(r.u.hello.fingerprint == mc_model_fingerprint(m));
+    mc_wire_msg_free(&r);
+    free(blob);
+    // A placement without types (an older coordinator's).
+    uint8_t held[2 * 8] = {1}, hashes[MC_WIRE_HASH_BYTES] = {0};
+    mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 3};
+    as.u.assign = (mc_wire_assign_t){9, 2, 8, held, hashes, NULL};
+    r = s_call(n, &lim, &as, &none);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_non_null(strstr(r.u.error.message, "no tensor types"));
+    mc_wire_msg_free(&r);
+    // Slice data nobody asked for: dropped without a word.
+    uint8_t data[16] = {0};
+    mc_wire_msg_t sd = {.kind = MC_WIRE_MSG_SLICE_DATA, .request_id = 4};
+    sd.u.slice_data = (mc_wire_slice_data_t){0, 0, 0, data, sizeof data};
+    r = s_call(n, &lim, &sd, &none);
+    assert_true(none);
+    assert_true(mc_node_fetched_bytes(n) == 0);
+    mc_node_destroy(&n);
+    mc_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_node_hostile_messages),
         cmocka_unit_test_teardown(test_generated_cold_then_warm, s_stop_live),
         cmocka_unit_test_teardown(test_fixture_families, s_stop_live),
         cmocka_unit_test_teardown(test_flipped_byte_fetched_again, s_stop_live),

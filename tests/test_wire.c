@@ -557,6 +557,115 @@ static void test_rejects_bad_other_messages(void **state) {
 }
 
 // Hand-made envelopes: protobuf bytes the encoder cannot produce.
+// What nodes without a model file exchange: Hello's cache flag, ModelInfo,
+// the types in Assign, Progress of fetching, FetchOpen, SliceRequest and
+// SliceData round-trip; bad sizes, offsets, pairs, types and hashes are
+// refused by the decoder before anyone sees them.
+static void test_transfer_messages(void **state) {
+    (void)state;
+    const mc_wire_limits_t lim = {N_LAYER, N_EXPERT, DIM, 16, K, NULL, 128};
+    mc_wire_msg_t in = {.kind = MC_WIRE_MSG_HELLO, .request_id = 3}, out;
+    in.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = 0, .cache = true};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.hello.cache && out.u.hello.fingerprint == 0);
+    mc_wire_msg_free(&out);
+
+    static uint8_t blob[MC_WIRE_INFO_MAX + 1];
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_MODEL_INFO, .request_id = 4};
+    in.u.model_info = (mc_wire_model_info_t){0x1234, blob, 100};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.model_info.fingerprint == 0x1234 && out.u.model_info.len == 100);
+    mc_wire_msg_free(&out);
+    in.u.model_info.len = MC_WIRE_INFO_MAX + 1;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "model info of 1048577 bytes");
+    in.u.model_info.len = 0;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "model info of 0 bytes");
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_FETCH_OPEN, .request_id = 5, .u.fetch_open = 77};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.fetch_open == 77);
+    mc_wire_msg_free(&out);
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_SLICE_REQUEST, .request_id = 6};
+    in.u.slice_request = (mc_wire_slice_request_t){3, 7, 4096, 65536, 1000};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.slice_request.layer == 3 && out.u.slice_request.expert == 7 && out.u.slice_request.offset == 4096 &&
+                out.u.slice_request.length == 65536 && out.u.slice_request.remaining == 1000);
+    mc_wire_msg_free(&out);
+    in.u.slice_request.length = 0;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice chunk of 0 bytes");
+    in.u.slice_request.length = MC_WIRE_CHUNK_MAX + 1;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "expected 1..4194304");
+    in.u.slice_request.length = 16, in.u.slice_request.offset = UINT64_MAX - 8;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "beyond any slice");
+    in.u.slice_request.offset = 0, in.u.slice_request.layer = N_LAYER;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "the model has 4 layers of 8 experts");
+    in.u.slice_request.layer = 0, in.u.slice_request.expert = N_EXPERT;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice of expert 8 of layer 0");
+
+    uint8_t data[300];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 7);
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_SLICE_DATA, .request_id = 7};
+    in.u.slice_data = (mc_wire_slice_data_t){1, 2, 8192, data, sizeof data};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.slice_data.len == sizeof data && out.u.slice_data.offset == 8192);
+    assert_memory_equal(out.u.slice_data.data, data, sizeof data);
+    mc_wire_msg_free(&out);
+    in.u.slice_data.len = 0;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice chunk of 0 bytes");
+    in.u.slice_data.len = sizeof data, in.u.slice_data.offset = MC_WIRE_SLICE_MAX;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "beyond any slice");
+    in.u.slice_data.offset = 0, in.u.slice_data.expert = 99;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice of expert 99");
+    // Without a model (a node that has none yet) every pair is out of range.
+    const mc_wire_limits_t none = {0};
+    in.u.slice_data.expert = 0;
+    s_expect_reject(&none, &in, MC_ERR_RANGE, "the model has 0 layers");
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_PROGRESS, .request_id = 8};
+    in.u.progress = (mc_wire_progress_t){10, 20, 5, 10};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.progress.fetch_done == 5 && out.u.progress.fetch_total == 10);
+    mc_wire_msg_free(&out);
+    in.u.progress.fetch_done = 11;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "11 bytes fetched out of 10");
+
+    // Assign's types: 3 per pair, weight types whose blocks divide the rows
+    // (gate and up: DIM values, down: the lim's ffn).
+    uint8_t held[N_LAYER * N_EXPERT] = {0}, hashes[2 * MC_WIRE_HASH_BYTES];
+    held[1] = held[2 * N_EXPERT + 5] = 1;
+    s_fake_hashes(hashes, 2);
+    uint8_t types[6] = {MC_DTYPE_Q4_0, MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_Q4_K};
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ASSIGN, .request_id = 9};
+    in.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT, held, hashes, types};
+    // Q4_K's blocks of 256 do not divide down's 128 values.
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "tensor type 12 for rows of 128 values");
+    types[5] = MC_DTYPE_Q6_K - 0; // also 256
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "for rows of 128 values");
+    types[5] = MC_DTYPE_BF16;
+    s_decode_ok(&lim, &in, &out);
+    assert_memory_equal(out.u.assign.types, types, sizeof types);
+    mc_wire_msg_free(&out);
+    types[0] = MC_DTYPE_Q8_K; // not a weight type
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "tensor type");
+    types[0] = 200;
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "tensor type 200");
+    types[0] = MC_DTYPE_Q4_0;
+    // A wrong number of type bytes: made as protobuf directly.
+    size_t len;
+    uint8_t *buf = s_encode(&in, &len);
+    Mc__Envelope *env = mc__envelope__unpack(NULL, len, buf);
+    assert_non_null(env);
+    env->assign->types.len = 5;
+    uint8_t *edited = malloc(mc__envelope__get_packed_size(env));
+    len = mc__envelope__pack(env, edited);
+    mc__envelope__free_unpacked(env, NULL);
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_wire_decode(&lim, edited, len, &out, NULL, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "5 bytes of tensor types for 2 pairs"));
+    free(buf), free(edited);
+}
+
 static void test_rejects_raw_envelopes(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -823,6 +932,7 @@ int main(void) {
         cmocka_unit_test(test_auto_and_result_encodings),
         cmocka_unit_test(test_rejects_bad_requests),
         cmocka_unit_test(test_rejects_bad_other_messages),
+        cmocka_unit_test(test_transfer_messages),
         cmocka_unit_test(test_rejects_raw_envelopes),
         cmocka_unit_test(test_decode_memory_budget),
         cmocka_unit_test(test_roundtrip_assign_largest),
