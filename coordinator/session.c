@@ -10,7 +10,6 @@
 #include "experts_factory.h"
 
 #if MC_HAVE_CLUSTER
-#include "cluster.h"
 #include "cluster_config.h"
 #include "routing.h"
 #endif
@@ -26,7 +25,6 @@ struct mc_session {
     mc_engine_t *engine;
     mc_scheduler_t *sched;
     mc_experts_t *experts;      // the engine's expert step when there is a cluster (owned)
-    struct mc_cluster *cluster; // behind experts (borrowed), for statistics
     struct mc_routing *routing;
     char id[256];
 };
@@ -77,6 +75,7 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     ep.n_seq = p->n_seq;
     if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
         goto fail;
+    mc_scheduler_set_prefix_cache(s->sched, p->prefix_cache);
     if (p->routing) {
 #if MC_HAVE_CLUSTER
         const mc_hparams_t *hp = &s->model->hp;
@@ -98,7 +97,6 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
         mc_experts_params_t xp = mc_experts_params_default();
         xp.model = s->model, xp.mm = mc_engine_matmul(s->engine), xp.cluster = p->cluster, xp.log = p->log;
         if (!(s->experts = mc_experts_new(&xp, err))) goto fail;
-        s->cluster = mc_experts_cluster(s->experts);
         mc_engine_set_experts(s->engine, s->experts);
     }
     // Without the memory for the repacked copy the products read the file's
@@ -131,25 +129,27 @@ const mc_model_t *mc_session_model(const mc_session_t *s) { return s->model; }
 const mc_tokenizer_t *mc_session_tokenizer(const mc_session_t *s) { return s->tok; }
 mc_engine_t *mc_session_engine(mc_session_t *s) { return s->engine; }
 mc_scheduler_t *mc_session_scheduler(mc_session_t *s) { return s->sched; }
-struct mc_cluster *mc_session_cluster(mc_session_t *s) { return s->cluster; }
+mc_experts_t *mc_session_experts(mc_session_t *s) { return s->experts ? s->experts : mc_engine_experts(s->engine); }
 const char *mc_session_model_id(const mc_session_t *s) { return s->id; }
 struct mc_routing *mc_session_routing(mc_session_t *s) { return s->routing; }
 
 void mc_session_tick(mc_session_t *s) { mc_experts_tick(mc_engine_experts(s->engine)); }
 
 mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err) {
-#if MC_HAVE_CLUSTER
-    if (!s->cluster) return MC_OK;
+    const mc_experts_t *x = mc_session_experts(s);
+    if (!mc_experts_n_nodes(x)) return MC_OK;
     const mc_hparams_t *hp = &s->model->hp;
     uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
     if (!counts) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     mc_engine_expert_counts(s->engine, counts);
-    mc_cluster_print_stats(s->cluster, counts, f);
-    mc_err_t rc = json_path ? mc_cluster_write_stats_json(s->cluster, counts, json_path, err) : MC_OK;
+    mc_experts_print_stats(x, counts, f);
+    char *txt = json_path ? mc_experts_stats_json(x, counts) : NULL;
     free(counts);
-    return rc;
-#else
-    (void)s, (void)f, (void)json_path, (void)err;
-    return MC_OK;
-#endif
+    if (!json_path) return MC_OK;
+    if (!txt) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    FILE *o = fopen(json_path, "w");
+    bool ok = o && fputs(txt, o) >= 0 && fputc('\n', o) != EOF;
+    if (o && fclose(o) != 0) ok = false;
+    free(txt);
+    return ok ? MC_OK : mc_err_set(err, MC_ERR_IO, "%s: cannot write the stats", json_path);
 }

@@ -18,7 +18,6 @@
 #include "tokenizer.h"
 
 struct mc_cluster_config;
-struct mc_cluster;
 
 typedef struct {
     const char *model;                       // GGUF path (required)
@@ -28,6 +27,7 @@ typedef struct {
     uint32_t n_seq;                          // sequences decoded together
     FILE *log;                               // cluster progress lines; NULL: quiet
     bool routing;                            // collect routing statistics (mc_session_routing)
+    size_t prefix_cache;                     // bytes of saved prefixes (mc_scheduler_set_prefix_cache); 0: none
 } mc_session_params_t;
 
 // 1 thread, default context, 1 sequence, no cluster, no log.
@@ -43,8 +43,9 @@ const mc_model_t *mc_session_model(const mc_session_t *s);
 const mc_tokenizer_t *mc_session_tokenizer(const mc_session_t *s);
 mc_engine_t *mc_session_engine(mc_session_t *s);
 mc_scheduler_t *mc_session_scheduler(mc_session_t *s);
-// NULL without a cluster.
-struct mc_cluster *mc_session_cluster(mc_session_t *s);
+// The expert step the engine uses (its nodes, their statistics): the
+// cluster's, or the engine's local one.
+mc_experts_t *mc_session_experts(mc_session_t *s);
 // The model's file name without folder and ".gguf" (the API's model id).
 const char *mc_session_model_id(const mc_session_t *s);
 
@@ -57,7 +58,7 @@ struct mc_routing *mc_session_routing(mc_session_t *s);
 void mc_session_tick(mc_session_t *s);
 
 // Per-node statistics and rows routed per expert, as text on f and, when
-// json_path is given, as JSON there. No-op without a cluster.
+// json_path is given, as JSON there. No-op when the experts have no nodes.
 mc_err_t mc_session_report(mc_session_t *s, FILE *f, const char *json_path, char *err);
 
 #endif

@@ -22,7 +22,7 @@
 // Only a terminal is waited on this way: it hands over one line per read, so
 // nothing sits in in's buffer unseen by poll. False on Ctrl-C (EINTR).
 static bool s_idle_wait(mc_session_t *s, FILE *in) {
-    if (!mc_session_cluster(s) || !isatty(fileno(in))) return true;
+    if (!mc_experts_n_nodes(mc_session_experts(s)) || !isatty(fileno(in))) return true;
     for (;;) {
         struct pollfd pfd = {.fd = fileno(in), .events = POLLIN};
         int r = poll(&pfd, 1, S_IDLE_TICK_MS);

@@ -156,7 +156,7 @@ static void test_split_experts_identical(void **state) {
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     mc_pool_t *pool = mc_pool_new(1);
     mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
-    static const mc_experts_ops_t ops = {s_split_moe, NULL, NULL};
+    static const mc_experts_ops_t ops = {.compute = s_split_moe};
     s_split_t split = {{&ops}, m, mc_moe_new(mm)};
     mc_engine_set_experts(e, &split.base);
     float *out = malloc(N_IDS * m->hp.n_vocab * sizeof(float));
@@ -332,6 +332,16 @@ static void test_errors(void **state) {
     assert_int_equal(mc_engine_eval(e, s_ids, 9, 0, MC_LOGITS_LAST, row, err), MC_ERR_RANGE);
     assert_non_null(strstr(err, "exceed the context"));
     assert_int_equal(mc_engine_eval(e, s_ids, 8, 0, MC_LOGITS_LAST, row, err), MC_OK);
+    // The cache moved whole: sequences and lengths checked.
+    char kv[4096];
+    assert_true(mc_engine_kv_bytes(e, 1) <= sizeof kv);
+    assert_int_equal(mc_engine_kv_copy(e, 0, 0, 1, err), MC_ERR_RANGE);
+    assert_int_equal(mc_engine_kv_copy(e, 0, 1, 1, err), MC_ERR_RANGE);
+    assert_non_null(strstr(err, "sequence 1 out of range"));
+    assert_int_equal(mc_engine_kv_save(e, 0, 9, kv, err), MC_ERR_RANGE);
+    assert_int_equal(mc_engine_kv_save(e, 0, 1, kv, err), MC_OK);
+    assert_int_equal(mc_engine_kv_load(e, 0, 2, kv, 1, err), MC_ERR_RANGE);
+    assert_int_equal(mc_engine_kv_load(e, 0, 1, kv, 1, err), MC_OK);
     free(row);
     mc_engine_destroy(&e);
     mc_engine_destroy(&e);

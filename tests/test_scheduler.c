@@ -2,8 +2,10 @@
  * test_scheduler: the generation loop on a generated model. One generation
  * gives exactly the ids of a hand-written greedy loop; eight generations
  * sharing four slots give each the ids and text it gets alone; stop
- * strings, token and context limits, cancellation, prompt logits, and a
- * reused cache prefix (the same bits as evaluating it all).
+ * strings, token and context limits, cancellation, prompt logits, and the
+ * prefix cache: a reused slot, a prefix copied from a busy slot, a saved
+ * prefix loaded after its slot was overwritten, the byte budget (each the
+ * same bits as evaluating it all).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -299,6 +301,254 @@ static void test_cache_prefix_reused(void **state) {
     assert_memory_equal(t2.ids, fresh.ids, fresh.n * sizeof(int32_t));
 }
 
+// Prompt rows evaluated by the engine since `before` (every row passes
+// every layer and picks n_expert_used experts).
+static uint64_t s_rows_since(const mc_engine_t *e, uint64_t before) {
+    uint64_t after;
+    s_total_rows(e, &after);
+    return (after - before) / ((uint64_t)s_m->hp.n_layer * s_m->hp.n_expert_used);
+}
+
+// A second request with the same start as one running beside it (a shared
+// system prompt) copies that slot's cache instead of evaluating it.
+static void test_prefix_from_busy_slot(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static s_out_t a, b, fresh;
+    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b), memset(&fresh, 0, sizeof fresh);
+    mc_engine_t *e = s_engine(2, 128);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+    mc_gen_params_t pa = s_params(s_prompt, 18, &a);
+    pa.max_tokens = 12, pa.ignore_eos = true;
+    assert_int_equal(mc_scheduler_submit(s, &pa, NULL, err), MC_OK);
+    assert_int_equal(mc_scheduler_step(s, err), MC_OK); // a's prompt is in slot 0, a still runs
+    int32_t pb[20];
+    memcpy(pb, s_prompt, 16 * sizeof(int32_t));
+    pb[16] = 77, pb[17] = 78, pb[18] = 79;
+    uint64_t before;
+    s_total_rows(e, &before);
+    mc_gen_params_t q = s_params(pb, 19, &b);
+    q.max_tokens = 6, q.ignore_eos = true;
+    assert_int_equal(mc_scheduler_submit(s, &q, NULL, err), MC_OK);
+    assert_int_equal(mc_scheduler_step(s, err), MC_OK);
+    // b's first pass: its 3 new prompt tokens and a's next token.
+    assert_int_equal(s_rows_since(e, before), 3 + 1);
+    s_run(s);
+    mc_prefix_stats_t st;
+    mc_scheduler_prefix_stats(s, &st);
+    assert_int_equal(st.lookups, 2);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.copied, 1);
+    assert_int_equal(st.tokens_reused, 16);
+    mc_scheduler_destroy(&s);
+    mc_engine_destroy(&e);
+    s_alone(&q, &fresh);
+    assert_int_equal(b.n, fresh.n);
+    assert_memory_equal(b.ids, fresh.ids, fresh.n * sizeof(int32_t));
+}
+
+// One slot: a chat's first turn, then another conversation overwrites the
+// slot, then the chat's second turn. The first turn was saved before it was
+// overwritten and is loaded back.
+static void test_prefix_saved_and_loaded(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static s_out_t t1, other, t2, fresh;
+    memset(&t1, 0, sizeof t1), memset(&other, 0, sizeof other), memset(&t2, 0, sizeof t2);
+    memset(&fresh, 0, sizeof fresh);
+    mc_engine_t *e = s_engine(1, 128);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+    mc_scheduler_set_prefix_cache(s, 64u << 20);
+    mc_gen_params_t p = s_params(s_prompt, 18, &t1);
+    p.max_tokens = 10, p.ignore_eos = true;
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    const int32_t po[] = {1, 200, 201, 202, 203};
+    mc_gen_params_t q = s_params(po, 5, &other);
+    q.max_tokens = 3, q.ignore_eos = true;
+    assert_int_equal(mc_scheduler_submit(s, &q, NULL, err), MC_OK);
+    s_run(s);
+    mc_prefix_stats_t st;
+    mc_scheduler_prefix_stats(s, &st);
+    assert_int_equal(st.saved, 1); // turn 1: 18 prompt + 9 answer tokens in the cache
+    assert_int_equal(st.saved_bytes, mc_engine_kv_bytes(e, 27) + 27 * sizeof(int32_t));
+    const uint64_t reused = st.tokens_reused; // the other conversation's BOS
+    int32_t turn2[64];
+    memcpy(turn2, s_prompt, 18 * sizeof(int32_t));
+    memcpy(turn2 + 18, t1.ids, 10 * sizeof(int32_t));
+    turn2[28] = 55, turn2[29] = 56;
+    uint64_t before;
+    s_total_rows(e, &before);
+    mc_gen_params_t r = s_params(turn2, 30, &t2);
+    r.max_tokens = 8, r.ignore_eos = true;
+    assert_int_equal(mc_scheduler_submit(s, &r, NULL, err), MC_OK);
+    s_run(s);
+    // 27 positions loaded: 3 prompt rows, then 7 rows of generation.
+    assert_int_equal(s_rows_since(e, before), 3 + 7);
+    mc_scheduler_prefix_stats(s, &st);
+    assert_int_equal(st.copied, 1);
+    assert_int_equal(st.tokens_reused - reused, 27);
+    assert_int_equal(st.saved, 1); // the other conversation (7 tokens) is too short to keep
+    mc_scheduler_destroy(&s);
+    mc_engine_destroy(&e);
+    s_alone(&r, &fresh);
+    assert_int_equal(t2.n, fresh.n);
+    assert_memory_equal(t2.ids, fresh.ids, fresh.n * sizeof(int32_t));
+}
+
+// The budget holds: nothing kept without one, one prefix when it fits one,
+// the least recently used dropped first.
+static void test_prefix_budget(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_engine_t *e = s_engine(1, 128);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+    const size_t one = mc_engine_kv_bytes(e, 19) + 19 * sizeof(int32_t);
+    int32_t prompts[3][18];
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 18; i++) prompts[k][i] = i ? 100 + 50 * k + i : 1;
+    static s_out_t o[3];
+    mc_prefix_stats_t st;
+    for (int round = 0; round < 2; round++) {
+        mc_scheduler_set_prefix_cache(s, round ? one + one / 2 : 0);
+        for (int k = 0; k < 3; k++) {
+            memset(&o[k], 0, sizeof o[k]);
+            mc_gen_params_t p = s_params(prompts[k], 18, &o[k]);
+            p.max_tokens = 2, p.ignore_eos = true;
+            assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
+            s_run(s);
+        }
+        mc_scheduler_prefix_stats(s, &st);
+        assert_int_equal(st.saved, round ? 1 : 0);
+        assert_true(st.saved_bytes <= (round ? one + one / 2 : 0));
+    }
+    // The one kept is the second prompt's (the third is still in the slot).
+    static s_out_t again;
+    memset(&again, 0, sizeof again);
+    mc_gen_params_t p = s_params(prompts[1], 18, &again);
+    p.max_tokens = 2, p.ignore_eos = true;
+    const uint64_t reused = st.tokens_reused;
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    mc_scheduler_prefix_stats(s, &st);
+    assert_int_equal(st.tokens_reused - reused, 17);
+    assert_memory_equal(again.ids, o[1].ids, 2 * sizeof(int32_t));
+    mc_scheduler_set_prefix_cache(s, 0);
+    mc_scheduler_prefix_stats(s, &st);
+    assert_int_equal(st.saved, 0);
+    assert_int_equal(st.saved_bytes, 0);
+    mc_scheduler_destroy(&s);
+    mc_engine_destroy(&e);
+}
+
+// Speculative decoding gives the ids of decoding one token per pass,
+// greedy and seeded, alone and four at a time in two slots, with stop
+// strings and token limits; every kept guess saves exactly one pass.
+static uint32_t s_run_count(mc_scheduler_t *s) {
+    char err[MC_ERR_LEN];
+    uint32_t steps = 0;
+    for (; steps < 10000 && mc_scheduler_pending(s); steps++)
+        if (mc_scheduler_step(s, err)) fail_msg("%s", err);
+    assert_int_equal(mc_scheduler_pending(s), 0);
+    return steps;
+}
+
+static void test_speculative_same_tokens(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const mc_draft_params_t dp = mc_draft_params_default();
+    enum { N = 4 };
+    static s_out_t plain[N], spec[N];
+    mc_gen_params_t p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = s_params(s_prompt + i, 14, &plain[i]);
+        p[i].max_tokens = 40 + 7 * i, p[i].ignore_eos = i < 2;
+        if (i % 2) p[i].sampling.temp = 0.9f, p[i].sampling.seed = 77 + (uint64_t)i, p[i].sampling.top_k = 20;
+    }
+    static const char *const stop[] = {"zz"};
+    p[3].stop = stop, p[3].n_stop = 1;
+    uint64_t kept = 0;
+    for (int i = 0; i < N; i++) { // alone, one token per pass, then speculating
+        uint32_t steps_plain = 0, steps_spec = 0;
+        mc_spec_stats_t st = {0};
+        memset(&plain[i], 0, sizeof plain[i]), memset(&spec[i], 0, sizeof spec[i]);
+        for (int sp = 0; sp < 2; sp++) {
+            mc_engine_t *e = s_engine(1, 128);
+            mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+            mc_gen_params_t q = p[i];
+            q.user = sp ? &spec[i] : &plain[i];
+            q.speculate = sp ? &dp : NULL;
+            assert_int_equal(mc_scheduler_submit(s, &q, NULL, err), MC_OK);
+            const uint32_t steps = s_run_count(s);
+            *(sp ? &steps_spec : &steps_plain) += steps;
+            if (sp) {
+                mc_scheduler_spec_stats(s, &st);
+                printf("[scheduler] gen %d: %u tokens, %llu of %llu guesses kept, %u passes\n", i, spec[i].n,
+                       (unsigned long long)st.accepted, (unsigned long long)st.proposed, steps);
+            }
+            mc_scheduler_destroy(&s);
+            mc_engine_destroy(&e);
+        }
+        assert_int_equal(spec[i].n, plain[i].n);
+        assert_memory_equal(spec[i].ids, plain[i].ids, plain[i].n * sizeof(int32_t));
+        assert_string_equal(spec[i].text, plain[i].text);
+        assert_int_equal(spec[i].why, plain[i].why);
+        assert_int_equal(spec[i].usage.completion_tokens, plain[i].usage.completion_tokens);
+        assert_int_equal(steps_spec, steps_plain - st.accepted);
+        kept += st.accepted;
+    }
+    assert_true(kept > 0);
+    // All four together in two slots, speculating: each as alone.
+    static s_out_t together[N];
+    mc_engine_t *e = s_engine(2, 128);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+    for (int i = 0; i < N; i++) {
+        memset(&together[i], 0, sizeof together[i]);
+        mc_gen_params_t q = p[i];
+        q.user = &together[i], q.speculate = &dp;
+        assert_int_equal(mc_scheduler_submit(s, &q, NULL, err), MC_OK);
+    }
+    s_run(s);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(together[i].n, plain[i].n);
+        assert_memory_equal(together[i].ids, plain[i].ids, plain[i].n * sizeof(int32_t));
+    }
+    mc_scheduler_destroy(&s);
+    mc_engine_destroy(&e);
+}
+
+// After speculating, the slot's cache holds only kept positions: a second
+// turn that reuses it answers as from scratch.
+static void test_speculative_then_prefix(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const mc_draft_params_t dp = mc_draft_params_default();
+    static s_out_t t1, t2, fresh;
+    memset(&t1, 0, sizeof t1), memset(&t2, 0, sizeof t2), memset(&fresh, 0, sizeof fresh);
+    mc_engine_t *e = s_engine(1, 128);
+    mc_scheduler_t *s = mc_scheduler_new(e, s_tok, err);
+    mc_gen_params_t p = s_params(s_prompt, 12, &t1);
+    p.max_tokens = 30, p.ignore_eos = true, p.speculate = &dp;
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    int32_t turn2[64];
+    memcpy(turn2, s_prompt, 12 * sizeof(int32_t));
+    memcpy(turn2 + 12, t1.ids, 30 * sizeof(int32_t));
+    turn2[42] = 300, turn2[43] = 301;
+    p = s_params(turn2, 44, &t2);
+    p.max_tokens = 12, p.ignore_eos = true;
+    assert_int_equal(mc_scheduler_submit(s, &p, NULL, err), MC_OK);
+    s_run(s);
+    mc_prefix_stats_t st;
+    mc_scheduler_prefix_stats(s, &st);
+    assert_true(st.tokens_reused >= 41); // 12 + 29 cached positions
+    mc_scheduler_destroy(&s);
+    mc_engine_destroy(&e);
+    s_alone(&p, &fresh);
+    assert_int_equal(t2.n, fresh.n);
+    assert_memory_equal(t2.ids, fresh.ids, fresh.n * sizeof(int32_t));
+}
+
 static void test_prompt_logits(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -323,6 +573,11 @@ int main(void) {
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_limits_and_cancel),
         cmocka_unit_test(test_cache_prefix_reused),
+        cmocka_unit_test(test_prefix_from_busy_slot),
+        cmocka_unit_test(test_prefix_saved_and_loaded),
+        cmocka_unit_test(test_prefix_budget),
+        cmocka_unit_test(test_speculative_same_tokens),
+        cmocka_unit_test(test_speculative_then_prefix),
         cmocka_unit_test(test_prompt_logits),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

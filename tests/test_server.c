@@ -462,6 +462,18 @@ static void test_metrics_format(void **state) {
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "/v1/cluster"));
     mc_test_http_free(&r);
+    // The same prompt again: its start is reused from the cache (all but
+    // the last token, whose logits are needed), and /metrics says so.
+    assert_true(s_metric(t.port, "moe_prefix_cache_lookups_total") == 1);
+    assert_true(s_metric(t.port, "moe_prefix_cache_hits_total") == 0);
+    cJSON_Delete(s_post(t.port, "/v1/completions", "{\"prompt\":\"Hello\",\"max_tokens\":4}", 200));
+    for (int i = 0; i < 200 && s_metric(t.port, "moe_prefix_cache_hits_total") < 1; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(s_metric(t.port, "moe_prefix_cache_lookups_total") == 2);
+    assert_true(s_metric(t.port, "moe_prefix_cache_hits_total") == 1);
+    assert_true(s_metric(t.port, "moe_prefix_cache_tokens_saved_total") == 1);
     s_down(&t);
 }
 

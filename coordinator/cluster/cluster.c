@@ -4,6 +4,7 @@
  */
 #include "cluster.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -96,6 +97,7 @@ struct mc_cluster {
 };
 
 static const mc_experts_ops_t s_experts_ops; // the expert step's calls (defined with it below)
+static_assert(MC_LINK_RTT_BUCKETS == MC_EXPERTS_RTT_BUCKETS, "a node's histogram is the link's");
 
 // --- set-up ---------------------------------------------------------------------------
 
@@ -734,7 +736,30 @@ static void s_experts_destroy(mc_experts_t *x) {
     mc_cluster_destroy(&c);
 }
 
-static const mc_experts_ops_t s_experts_ops = {s_compute, s_experts_tick, s_experts_destroy};
+static size_t s_experts_n_nodes(const mc_experts_t *x) { return mc_cluster_n_nodes((const mc_cluster_t *)x); }
+
+static void s_experts_node_stats(const mc_experts_t *x, size_t i, mc_experts_node_stats_t *out) {
+    mc_cluster_node_stats((const mc_cluster_t *)x, i, out);
+}
+
+static char *s_experts_stats_json(const mc_experts_t *x, const uint64_t *counts) {
+    cJSON *root = mc_cluster_stats_json((const mc_cluster_t *)x, counts);
+    char *txt = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    return txt;
+}
+
+static void s_experts_print_stats(const mc_experts_t *x, const uint64_t *counts, FILE *f) {
+    mc_cluster_print_stats((const mc_cluster_t *)x, counts, f);
+}
+
+static const mc_experts_ops_t s_experts_ops = {.compute = s_compute,
+                                               .tick = s_experts_tick,
+                                               .destroy = s_experts_destroy,
+                                               .n_nodes = s_experts_n_nodes,
+                                               .node_stats = s_experts_node_stats,
+                                               .stats_json = s_experts_stats_json,
+                                               .print_stats = s_experts_print_stats};
 
 mc_experts_t *mc_cluster_experts(mc_cluster_t *c) { return &c->experts; }
 
@@ -825,6 +850,7 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
                                      .hedged = st->hedged,
                                      .load_done = st->load_done,
                                      .load_total = st->load_total,
+                                     .rtt_bounds_ms = mc_link_rtt_bounds,
                                      .rtt_count = st->rtt_count,
                                      .rtt_sum_ms = st->rtt_sum_ms};
     memcpy(out->rtt_hist, st->rtt_hist, sizeof out->rtt_hist);

@@ -70,28 +70,10 @@ void mc_cluster_tick(mc_cluster_t *c);
 // is borrowed and must outlive the cluster.
 mc_err_t mc_cluster_place(mc_cluster_t *c, const mc_cluster_config_t *cfg, char *err);
 
-typedef struct {
-    const char *name, *endpoint;
-    bool alive;
-    uint64_t requests, rows, bytes_sent, bytes_recv;
-    double rtt_mean_ms, rtt_p50_ms, rtt_p99_ms; // p50/p99 over the last MC_LINK_RTT_RING
-    double compute_ms; // reported by the node
-    uint32_t deaths;   // times it stopped answering
-    uint32_t rejoins;  // times it came back (cluster file's retry_ms)
-    uint32_t slow;     // times it was benched for a slow answer (slow_ms)
-    bool benched;      // sitting out now after a slow answer
-    uint64_t hedged;   // requests whose share was computed here after a slow answer
-    uint64_t load_done, load_total; // bytes of the placement it is loading now (0, 0: none)
-    uint64_t fetch_done, fetch_total; // of those, fetched from us (a node without a model file)
-    // Slices this coordinator sent it (transfer.h): in all, what it still
-    // needs, the rate (bytes/s) and time left of a fetch going on.
-    uint64_t transfer_bytes, transfer_remaining;
-    double transfer_rate, transfer_eta_s;
-    bool transfer_active;
-    uint64_t rtt_hist[MC_LINK_RTT_BUCKETS + 1]; // round trips per bucket (mc_link_rtt_bounds, then above)
-    uint64_t rtt_count;
-    double rtt_sum_ms;
-} mc_cluster_node_stats_t;
+// A node's counters: the expert step's type (gen/experts.h), whose calls
+// (mc_experts_node_stats, ...) reach these functions through the cluster's
+// mc_experts_t.
+typedef mc_experts_node_stats_t mc_cluster_node_stats_t;
 
 size_t mc_cluster_n_nodes(const mc_cluster_t *c);
 void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stats_t *out);

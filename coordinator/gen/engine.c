@@ -155,6 +155,56 @@ static void s_count_route(void *ctx, uint32_t layer, uint64_t row, uint32_t seq,
             atomic_fetch_add_explicit(&e->expert_counts[(size_t)layer * ne + (uint32_t)sel[j]], 1, memory_order_relaxed);
 }
 
+static float *s_cache(const mc_engine_t *e, float *cache, uint32_t s, uint32_t l);
+
+size_t mc_engine_kv_bytes(const mc_engine_t *e, uint32_t n) {
+    return 2 * (size_t)e->m->hp.n_layer * n * e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+}
+
+static mc_err_t s_kv_check(const mc_engine_t *e, uint32_t seq, uint32_t n, char *err) {
+    if (seq >= e->p.n_seq) return mc_err_set(err, MC_ERR_RANGE, "sequence %u out of range (0..%u)", seq, e->p.n_seq - 1);
+    if (n > e->p.n_ctx) return mc_err_set(err, MC_ERR_RANGE, "%u positions, the cache holds %u", n, e->p.n_ctx);
+    return MC_OK;
+}
+
+mc_err_t mc_engine_kv_copy(mc_engine_t *e, uint32_t src, uint32_t dst, uint32_t n, char *err) {
+    mc_err_t rc;
+    if ((rc = s_kv_check(e, src, n, err)) || (rc = s_kv_check(e, dst, n, err))) return rc;
+    if (src == dst) return mc_err_set(err, MC_ERR_RANGE, "a sequence's cache copied onto itself");
+    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+    for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
+        memcpy(s_cache(e, e->k_cache, dst, l), s_cache(e, e->k_cache, src, l), n * row);
+        memcpy(s_cache(e, e->v_cache, dst, l), s_cache(e, e->v_cache, src, l), n * row);
+    }
+    return MC_OK;
+}
+
+// Layer by layer, keys then values: the order mc_engine_kv_load reads.
+mc_err_t mc_engine_kv_save(const mc_engine_t *e, uint32_t seq, uint32_t n, void *buf, char *err) {
+    mc_err_t rc = s_kv_check(e, seq, n, err);
+    if (rc) return rc;
+    const size_t bytes = (size_t)n * e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+    char *o = buf;
+    for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
+        memcpy(o, s_cache(e, e->k_cache, seq, l), bytes), o += bytes;
+        memcpy(o, s_cache(e, e->v_cache, seq, l), bytes), o += bytes;
+    }
+    return MC_OK;
+}
+
+mc_err_t mc_engine_kv_load(mc_engine_t *e, uint32_t seq, uint32_t n, const void *buf, uint32_t n_saved, char *err) {
+    mc_err_t rc = s_kv_check(e, seq, n, err);
+    if (rc) return rc;
+    if (n > n_saved) return mc_err_set(err, MC_ERR_RANGE, "%u positions asked of %u saved", n, n_saved);
+    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+    const char *in = buf;
+    for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
+        memcpy(s_cache(e, e->k_cache, seq, l), in, n * row), in += n_saved * row;
+        memcpy(s_cache(e, e->v_cache, seq, l), in, n * row), in += n_saved * row;
+    }
+    return MC_OK;
+}
+
 uint32_t mc_engine_n_ctx(const mc_engine_t *e) { return e->p.n_ctx; }
 uint32_t mc_engine_n_seq(const mc_engine_t *e) { return e->p.n_seq; }
 uint32_t mc_engine_max_batch(const mc_engine_t *e) { return e->p.max_batch; }

@@ -100,6 +100,21 @@ mc_err_t mc_engine_decode(mc_engine_t *e, const mc_engine_batch_t *b, float *log
 mc_err_t mc_engine_eval(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t pos, mc_logits_t which,
                         float *logits, char *err);
 
+// The cache of one sequence's first n positions, moved whole: what the
+// prefix cache (scheduler.h) reuses instead of evaluating a prompt again.
+// Since a position's keys and values depend only on the tokens up to it,
+// a copy is the same bits as evaluating them in the destination.
+// MC_ERR_RANGE for a sequence out of range, src == dst or n > n_ctx.
+mc_err_t mc_engine_kv_copy(mc_engine_t *e, uint32_t src, uint32_t dst, uint32_t n, char *err);
+// Bytes that n positions of one sequence take (keys and values, every layer).
+size_t mc_engine_kv_bytes(const mc_engine_t *e, uint32_t n);
+// Positions [0, n) of sequence seq to buf (mc_engine_kv_bytes(e, n) bytes,
+// layer by layer), and back: load takes the first n positions of a buf
+// saved with n_saved >= n. MC_ERR_RANGE for a sequence out of range,
+// n > n_ctx or n > n_saved.
+mc_err_t mc_engine_kv_save(const mc_engine_t *e, uint32_t seq, uint32_t n, void *buf, char *err);
+mc_err_t mc_engine_kv_load(mc_engine_t *e, uint32_t seq, uint32_t n, const void *buf, uint32_t n_saved, char *err);
+
 uint32_t mc_engine_n_ctx(const mc_engine_t *e);
 uint32_t mc_engine_n_seq(const mc_engine_t *e);
 uint32_t mc_engine_max_batch(const mc_engine_t *e);

@@ -25,7 +25,7 @@ static void s_local_destroy(mc_experts_t *x) {
     free(l);
 }
 
-static const mc_experts_ops_t s_local_ops = {s_local_compute, NULL, s_local_destroy};
+static const mc_experts_ops_t s_local_ops = {.compute = s_local_compute, .destroy = s_local_destroy};
 
 mc_experts_t *mc_experts_local_new(const mc_model_t *m, mc_matmul_t *mm, char *err) {
     s_local_t *l = calloc(1, sizeof *l);
@@ -47,6 +47,29 @@ mc_err_t mc_experts_compute(mc_experts_t *x, uint32_t layer, const float *in, ui
 
 void mc_experts_tick(mc_experts_t *x) {
     if (x && x->ops->tick) x->ops->tick(x);
+}
+
+size_t mc_experts_n_nodes(const mc_experts_t *x) { return x && x->ops->n_nodes ? x->ops->n_nodes(x) : 0; }
+
+void mc_experts_node_stats(const mc_experts_t *x, size_t i, mc_experts_node_stats_t *out) {
+    x->ops->node_stats(x, i, out);
+}
+
+void mc_experts_health(const mc_experts_t *x, size_t *nodes, size_t *alive) {
+    *nodes = mc_experts_n_nodes(x), *alive = 0;
+    for (size_t i = 0; i < *nodes; i++) {
+        mc_experts_node_stats_t st;
+        mc_experts_node_stats(x, i, &st);
+        *alive += st.alive;
+    }
+}
+
+char *mc_experts_stats_json(const mc_experts_t *x, const uint64_t *counts) {
+    return x && x->ops->stats_json ? x->ops->stats_json(x, counts) : NULL;
+}
+
+void mc_experts_print_stats(const mc_experts_t *x, const uint64_t *counts, FILE *f) {
+    if (x && x->ops->print_stats) x->ops->print_stats(x, counts, f);
 }
 
 void mc_experts_destroy(mc_experts_t **x) {

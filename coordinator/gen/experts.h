@@ -17,18 +17,52 @@
  * in here.
  *
  * An implementation embeds struct mc_experts first and points it at its
- * ops; one thread (the engine's) calls compute and tick.
+ * ops; one thread (the engine's) calls compute and tick. The statistics
+ * calls (nodes, their counters, the JSON of /v1/cluster and --stats-json)
+ * may come from any thread: the server and /metrics ask the step, not the
+ * cluster behind it.
  */
 #ifndef MC_EXPERTS_H
 #define MC_EXPERTS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "error.h"
 #include "matmul.h"
 #include "model.h"
 
 typedef struct mc_experts mc_experts_t;
+
+// Round-trip histogram buckets of a node (upper bounds in rtt_bounds_ms).
+#define MC_EXPERTS_RTT_BUCKETS 12
+
+// One node that computes experts for this step, as its counters stand.
+typedef struct {
+    const char *name, *endpoint;
+    bool alive;
+    uint64_t requests, rows, bytes_sent, bytes_recv;
+    double rtt_mean_ms, rtt_p50_ms, rtt_p99_ms; // p50/p99 over the recent round trips
+    double compute_ms; // reported by the node
+    uint32_t deaths;   // times it stopped answering
+    uint32_t rejoins;  // times it came back (cluster file's retry_ms)
+    uint32_t slow;     // times it was benched for a slow answer (slow_ms)
+    bool benched;      // sitting out now after a slow answer
+    uint64_t hedged;   // requests whose share was computed here after a slow answer
+    uint64_t load_done, load_total; // bytes of the placement it is loading now (0, 0: none)
+    uint64_t fetch_done, fetch_total; // of those, fetched from the coordinator (a node without a model file)
+    // Slices the coordinator sent it (cluster/transfer.h): in all, what it
+    // still needs, the rate (bytes/s) and time left of a fetch going on.
+    uint64_t transfer_bytes, transfer_remaining;
+    double transfer_rate, transfer_eta_s;
+    bool transfer_active;
+    const double *rtt_bounds_ms;    // (MC_EXPERTS_RTT_BUCKETS) the buckets' upper bounds
+    uint64_t rtt_hist[MC_EXPERTS_RTT_BUCKETS + 1]; // round trips per bucket, then above the last
+    uint64_t rtt_count;
+    double rtt_sum_ms;
+} mc_experts_node_stats_t;
 
 typedef struct {
     // out (n, dim) = per row, the weighted sum of its experts' outputs;
@@ -39,6 +73,12 @@ typedef struct {
     void (*tick)(mc_experts_t *x);
     // Free x and what it owns; NULL: the caller owns x (a wrapper on its stack).
     void (*destroy)(mc_experts_t *x);
+    // Statistics, from any thread; NULL: no nodes, nothing to report.
+    size_t (*n_nodes)(const mc_experts_t *x);
+    void (*node_stats)(const mc_experts_t *x, size_t i, mc_experts_node_stats_t *out);
+    // counts (n_layer, n_expert): rows routed per expert (engine's), may be NULL.
+    char *(*stats_json)(const mc_experts_t *x, const uint64_t *counts);
+    void (*print_stats)(const mc_experts_t *x, const uint64_t *counts, FILE *f);
 } mc_experts_ops_t;
 
 struct mc_experts {
@@ -51,6 +91,18 @@ mc_experts_t *mc_experts_local_new(const mc_model_t *m, mc_matmul_t *mm, char *e
 mc_err_t mc_experts_compute(mc_experts_t *x, uint32_t layer, const float *in, uint32_t n, const int32_t *experts,
                             const float *weights, uint32_t k, float *out, char *err);
 void mc_experts_tick(mc_experts_t *x);
+
+// The nodes behind x (0 when every expert is computed here) and node i's
+// counters (i < mc_experts_n_nodes).
+size_t mc_experts_n_nodes(const mc_experts_t *x);
+void mc_experts_node_stats(const mc_experts_t *x, size_t i, mc_experts_node_stats_t *out);
+// Nodes and nodes answering now.
+void mc_experts_health(const mc_experts_t *x, size_t *nodes, size_t *alive);
+// Per node statistics, placement and rows routed per expert, as a JSON
+// object's text (malloc'd); NULL when x has no nodes (or out of memory).
+char *mc_experts_stats_json(const mc_experts_t *x, const uint64_t *counts);
+// The same for a person, on f; nothing when x has no nodes.
+void mc_experts_print_stats(const mc_experts_t *x, const uint64_t *counts, FILE *f);
 
 // Safe twice and on NULL.
 void mc_experts_destroy(mc_experts_t **x);

@@ -27,6 +27,11 @@ struct s_gen {
     uint32_t done;     // prompt tokens in the cache
     uint32_t n_gen;    // tokens sampled
     int32_t last;      // the last sampled token (not yet in the cache)
+    mc_draft_t *draft; // speculative decoding's guesses; NULL: off
+    mc_draft_params_t draft_p;
+    int32_t *guess;    // (draft_p.k_max) this pass's guesses
+    uint32_t n_guess;
+    uint32_t row0;     // this pass: the logits row of its first generating row
     char *held;        // text not yet handed out (a stop string may begin in it)
     size_t held_len, held_cap;
     double t_submit, t_first;
@@ -38,6 +43,22 @@ typedef struct {
     uint32_t n_tokens;
     bool busy;
 } s_slot_t;
+
+// A prefix kept outside the slots: its tokens and their keys and values
+// (mc_engine_kv_save's layout), so a prompt that starts the same way later
+// loads them instead of evaluating them again.
+typedef struct s_saved s_saved_t;
+struct s_saved {
+    int32_t *tokens; // (n)
+    uint32_t n;
+    void *kv;        // mc_engine_kv_bytes(n)
+    size_t bytes;    // kv and tokens: what counts against the budget
+    uint64_t used;   // the scheduler's clock when last saved or loaded (LRU)
+    s_saved_t *next;
+};
+
+// Prefixes shorter than this are not worth a saved copy.
+#define S_SAVE_MIN_TOKENS 16
 
 struct mc_sched {
     mc_engine_t *e;
@@ -62,6 +83,12 @@ struct mc_sched {
     uint32_t cap_rows;
     float *logits;     // (wanted rows, n_vocab)
     uint32_t cap_logits;
+    // The prefix cache beyond the slots (mc_scheduler_set_prefix_cache).
+    s_saved_t *saved;
+    size_t saved_bytes, saved_max;
+    uint64_t clock;
+    mc_prefix_stats_t stats;
+    mc_spec_stats_t spec;
 };
 
 const char *mc_finish_name(mc_finish_t f) {
@@ -107,7 +134,8 @@ nomem:
 
 static void s_gen_free(s_gen_t *g) {
     mc_sampler_destroy(&g->smp);
-    free(g->prompt), free(g->held);
+    mc_draft_destroy(&g->draft);
+    free(g->prompt), free(g->held), free(g->guess);
     free(g);
 }
 
@@ -117,6 +145,7 @@ void mc_scheduler_destroy(mc_scheduler_t **ps) {
     for (s_gen_t *g = s->queue, *n; g; g = n) n = g->next, s_gen_free(g);
     for (s_gen_t *g = s->running, *n; g; g = n) n = g->next, s_gen_free(g);
     for (uint32_t i = 0; s->slots && i < s->n_slots; i++) free(s->slots[i].tokens);
+    for (s_saved_t *v = s->saved, *n; v; v = n) n = v->next, free(v->tokens), free(v->kv), free(v);
     free(s->slots), free(s->piece), free(s->ids), free(s->seq), free(s->pos), free(s->want), free(s->row_gen);
     free(s->logits);
     free(s);
@@ -150,6 +179,19 @@ mc_err_t mc_scheduler_submit(mc_scheduler_t *s, const mc_gen_params_t *p, uint64
     }
     memcpy(g->prompt, p->prompt, p->n_prompt * sizeof(int32_t));
     g->p.prompt = g->prompt;
+    if (p->speculate) {
+        g->draft_p = *p->speculate;
+        char derr[MC_ERR_LEN];
+        g->draft = mc_draft_new(&g->draft_p, s->n_ctx, derr);
+        g->guess = g->draft ? malloc(g->draft_p.k_max * sizeof *g->guess) : NULL;
+        if (!g->guess) {
+            const bool bad = !g->draft;
+            s_gen_free(g);
+            return bad ? mc_err_set(err, MC_ERR_ARG, "%s", derr) : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        }
+        mc_draft_push(g->draft, g->prompt, p->n_prompt);
+    }
+    g->p.speculate = NULL;
     for (uint32_t i = 0; i < p->n_stop; i++) {
         g->stop_len[i] = strlen(p->stop[i]);
         memcpy(g->stop[i], p->stop[i], g->stop_len[i] + 1);
@@ -257,8 +299,87 @@ void mc_scheduler_cancel(mc_scheduler_t *s, uint64_t id) {
         }
 }
 
-// Free slots to queued generations, in order: the slot whose cache shares
-// the longest start with the prompt (a chat's history), else any.
+// --- the prefix cache ---------------------------------------------------------------
+
+// Drop the least recently used saved prefixes, never keep, until at most
+// bytes remain (or only keep does).
+static void s_evict(mc_scheduler_t *s, size_t bytes, const s_saved_t *keep) {
+    while (s->saved_bytes > bytes) {
+        s_saved_t **lru = NULL;
+        for (s_saved_t **pp = &s->saved; *pp; pp = &(*pp)->next)
+            if (*pp != keep && (!lru || (*pp)->used < (*lru)->used)) lru = pp;
+        if (!lru) return;
+        s_saved_t *v = *lru;
+        *lru = v->next;
+        s->saved_bytes -= v->bytes;
+        free(v->tokens), free(v->kv), free(v);
+    }
+}
+
+void mc_scheduler_set_prefix_cache(mc_scheduler_t *s, size_t max_bytes) {
+    s->saved_max = max_bytes;
+    s_evict(s, max_bytes, NULL);
+}
+
+void mc_scheduler_prefix_stats(const mc_scheduler_t *s, mc_prefix_stats_t *out) {
+    *out = s->stats;
+    out->saved = 0;
+    for (const s_saved_t *v = s->saved; v; v = v->next) out->saved++;
+    out->saved_bytes = s->saved_bytes;
+}
+
+static uint32_t s_common(const int32_t *a, uint32_t na, const int32_t *b, uint32_t nb) {
+    uint32_t c = 0;
+    while (c < na && c < nb && a[c] == b[c]) c++;
+    return c;
+}
+
+// Keep slot i's cache (about to be overwritten past its first keep tokens) as a saved
+// prefix, within the budget, least recently used ones making room. Saved
+// prefixes that are a start of it go (it covers them); if it is a start of
+// one already kept, that one is only marked used. Best effort: without the
+// memory nothing is kept, which costs time later, never results.
+static void s_save(mc_scheduler_t *s, uint32_t i, uint32_t keep, const s_saved_t *protect) {
+    const s_slot_t *sl = &s->slots[i];
+    const uint32_t n = sl->n_tokens;
+    if (!s->saved_max || n < S_SAVE_MIN_TOKENS || n <= keep) return;
+    const size_t kvb = mc_engine_kv_bytes(s->e, n), bytes = kvb + (size_t)n * sizeof(int32_t);
+    if (bytes > s->saved_max) return;
+    for (s_saved_t **pp = &s->saved; *pp;) {
+        s_saved_t *v = *pp;
+        const uint32_t c = s_common(v->tokens, v->n, sl->tokens, n);
+        if (c == n) { // already kept, whole
+            v->used = ++s->clock;
+            return;
+        }
+        if (c == v->n && v != protect) { // a start of this one
+            *pp = v->next;
+            s->saved_bytes -= v->bytes;
+            free(v->tokens), free(v->kv), free(v);
+            continue;
+        }
+        pp = &v->next;
+    }
+    s_evict(s, s->saved_max - bytes, protect);
+    if (s->saved_bytes + bytes > s->saved_max) return;
+    s_saved_t *v = calloc(1, sizeof *v);
+    if (v) v->tokens = malloc((size_t)n * sizeof(int32_t)), v->kv = malloc(kvb);
+    if (!v || !v->tokens || !v->kv || mc_engine_kv_save(s->e, i, n, v->kv, NULL)) {
+        if (v) free(v->tokens), free(v->kv), free(v);
+        return;
+    }
+    memcpy(v->tokens, sl->tokens, (size_t)n * sizeof(int32_t));
+    v->n = n, v->bytes = bytes, v->used = ++s->clock;
+    v->next = s->saved, s->saved = v;
+    s->saved_bytes += bytes;
+}
+
+// Free slots to queued generations, in order. A generation goes to the free
+// slot whose cache shares the longest start with its prompt (a chat's
+// history, evaluated in place); when another slot, busy or not, or a saved
+// prefix shares more, those positions are copied in instead. Either way
+// only what is new is evaluated, and the last prompt token always is (its
+// logits are needed).
 static void s_admit(mc_scheduler_t *s) {
     while (s->queue) {
         s_gen_t *g = s->queue;
@@ -266,8 +387,7 @@ static void s_admit(mc_scheduler_t *s) {
         uint32_t best_len = 0;
         for (uint32_t i = 0; i < s->n_slots; i++) {
             if (s->slots[i].busy) continue;
-            uint32_t c = 0;
-            while (c < s->slots[i].n_tokens && c < g->p.n_prompt && s->slots[i].tokens[c] == g->prompt[c]) c++;
+            const uint32_t c = s_common(s->slots[i].tokens, s->slots[i].n_tokens, g->prompt, g->p.n_prompt);
             if (best < 0 || c > best_len) best = (int)i, best_len = c;
         }
         if (best < 0) return;
@@ -276,8 +396,39 @@ static void s_admit(mc_scheduler_t *s) {
         g->slot = best;
         s_slot_t *sl = &s->slots[best];
         sl->busy = true;
-        // The last prompt token is always evaluated: its logits are needed.
-        g->done = g->p.prompt_logits ? 0 : best_len < g->p.n_prompt ? best_len : g->p.n_prompt - 1;
+        const uint32_t limit = g->p.prompt_logits ? 0 : g->p.n_prompt - 1;
+        // A longer start elsewhere: another slot's cache or a saved prefix.
+        int from = -1;
+        s_saved_t *from_saved = NULL;
+        uint32_t other = best_len;
+        for (uint32_t i = 0; i < s->n_slots; i++) {
+            if ((int)i == best) continue;
+            const uint32_t c = s_common(s->slots[i].tokens, s->slots[i].n_tokens, g->prompt, g->p.n_prompt);
+            if (c > other) other = c, from = (int)i;
+        }
+        for (s_saved_t *v = s->saved; v; v = v->next) {
+            const uint32_t c = s_common(v->tokens, v->n, g->prompt, g->p.n_prompt);
+            if (c > other) other = c, from_saved = v, from = -1;
+        }
+        uint32_t reuse = best_len < limit ? best_len : limit;
+        const uint32_t moved = other < limit ? other : limit;
+        if (moved > reuse) {
+            s_save(s, (uint32_t)best, best_len, from_saved);
+            const mc_err_t rc = from_saved ? mc_engine_kv_load(s->e, (uint32_t)best, moved, from_saved->kv, from_saved->n, NULL)
+                                           : mc_engine_kv_copy(s->e, (uint32_t)from, (uint32_t)best, moved, NULL);
+            if (rc == MC_OK) {
+                memcpy(sl->tokens, g->prompt, (size_t)moved * sizeof(int32_t));
+                if (from_saved) from_saved->used = ++s->clock;
+                reuse = moved;
+                s->stats.copied++;
+            }
+        } else {
+            s_save(s, (uint32_t)best, best_len, NULL);
+        }
+        s->stats.lookups++;
+        s->stats.hits += reuse > 0;
+        s->stats.tokens_reused += reuse;
+        g->done = reuse;
         sl->n_tokens = g->done;
     }
 }
@@ -302,10 +453,12 @@ static bool s_reserve(mc_scheduler_t *s, uint32_t rows, uint32_t wanted) {
     return true;
 }
 
-// Sample g's next token from its logits row and hand out its text.
-static void s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
+// Sample g's next token from its logits row and hand out its text. False
+// when that ended g (it is freed then).
+static bool s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
     const int32_t id = mc_sampler_sample(g->smp, logits);
     mc_sampler_accept(g->smp, id);
+    if (g->draft) mc_draft_push(g->draft, &id, 1);
     if (!g->n_gen) g->t_first = mc_clock_s();
     g->n_gen++;
     g->last = id;
@@ -315,24 +468,66 @@ static void s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
         bool stopped;
         if (s_held_add(g, s->piece, w)) s_emit(g, id, &stopped);
         s_finish(s, g, MC_FINISH_STOP, NULL);
-        return;
+        return false;
     }
     size_t w = mc_detok_push(s->tok, &g->dt, id, s->piece, s->piece_cap);
     bool stopped = false;
     if (!s_held_add(g, s->piece, w)) {
         s_finish(s, g, MC_FINISH_ERROR, "out of memory");
-        return;
+        return false;
     }
-    if (!s_emit(g, id, &stopped)) s_finish(s, g, MC_FINISH_CANCELLED, NULL);
-    else if (stopped) s_finish(s, g, MC_FINISH_STOP, NULL);
+    mc_finish_t why = MC_FINISH_NONE;
+    if (!s_emit(g, id, &stopped)) why = MC_FINISH_CANCELLED;
+    else if (stopped) why = MC_FINISH_STOP;
     else if ((g->p.max_tokens && g->n_gen >= g->p.max_tokens) || g->p.n_prompt + g->n_gen >= s->n_ctx)
-        s_finish(s, g, MC_FINISH_LENGTH, NULL);
+        why = MC_FINISH_LENGTH;
+    if (why == MC_FINISH_NONE) return true;
+    s_finish(s, g, why, NULL);
+    return false;
+}
+
+// g's first sampling row of this pass and, after it, one row per guess
+// (logits rows in that order). Positions are sampled in order and kept
+// while each equals the guess the next row was computed from; the first
+// other token ends the pass for g. Before each sample the slot's cache is
+// cut to the rows whose inputs are kept, so whatever ends g leaves only
+// true positions for the prefix cache.
+static void s_verify(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
+    s_slot_t *sl = &s->slots[g->slot];
+    const uint32_t n_guess = g->n_guess, pos = g->p.n_prompt + g->n_gen - 1;
+    for (uint32_t j = 0;; j++) {
+        sl->n_tokens = pos + j + 1;
+        const int32_t guess = j < n_guess ? g->guess[j] : -1;
+        if (!s_sample(s, g, logits + (size_t)j * s->n_vocab)) return;
+        if (j == n_guess || g->last != guess) {
+            if (n_guess) mc_draft_feedback(g->draft, n_guess, j);
+            return;
+        }
+        s->spec.accepted++;
+    }
+}
+
+void mc_scheduler_spec_stats(const mc_scheduler_t *s, mc_spec_stats_t *out) { *out = s->spec; }
+
+// Guesses for generating g's next tokens (g->guess, g->n_guess): no more
+// than its token limit and the context leave room for.
+static void s_propose(mc_scheduler_t *s, s_gen_t *g) {
+    g->n_guess = 0;
+    if (!g->draft) return;
+    const uint32_t pos = g->p.n_prompt + g->n_gen - 1;
+    uint32_t room = s->n_ctx - 1 - pos;
+    if (g->p.max_tokens && g->p.max_tokens - g->n_gen - 1 < room) room = g->p.max_tokens - g->n_gen - 1;
+    if (room > g->draft_p.k_max) room = g->draft_p.k_max;
+    g->n_guess = mc_draft_propose(g->draft, g->guess, room);
+    s->spec.drafts += g->n_guess > 0;
+    s->spec.proposed += g->n_guess;
 }
 
 mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
     s_admit(s);
     if (!s->running) return MC_OK;
-    // Rows: the last token of every generating sequence, then prompt chunks.
+    // Rows: the last token of every generating sequence (and its guesses),
+    // then prompt chunks.
     uint32_t rows = 0, wanted = 0, budget = S_PROMPT_ROWS_PER_STEP;
     for (s_gen_t *g = s->running; g; g = g->next) {
         if (g->done < g->p.n_prompt) {
@@ -340,8 +535,10 @@ mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
             budget -= c;
             rows += c;
             wanted += g->p.prompt_logits ? c : (g->done + c == g->p.n_prompt);
+            g->n_guess = 0;
         } else {
-            rows++, wanted++;
+            s_propose(s, g);
+            rows += 1 + g->n_guess, wanted += 1 + g->n_guess;
         }
     }
     if (!s_reserve(s, rows, wanted)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
@@ -352,7 +549,13 @@ mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
         if (g->done >= g->p.n_prompt) {
             const uint32_t pos = g->p.n_prompt + g->n_gen - 1;
             s->ids[n] = g->last, s->seq[n] = (uint32_t)g->slot, s->pos[n] = pos, s->want[n] = 1, s->row_gen[n++] = g;
-            sl->tokens[pos] = g->last, sl->n_tokens = pos + 1;
+            sl->tokens[pos] = g->last;
+            for (uint32_t i = 0; i < g->n_guess; i++, n++) {
+                s->ids[n] = g->guess[i], s->seq[n] = (uint32_t)g->slot, s->pos[n] = pos + 1 + i, s->want[n] = 1;
+                s->row_gen[n] = g;
+                sl->tokens[pos + 1 + i] = g->guess[i];
+            }
+            sl->n_tokens = pos + 1 + g->n_guess;
             continue;
         }
         uint32_t c = g->p.n_prompt - g->done < budget ? g->p.n_prompt - g->done : budget;
@@ -390,7 +593,8 @@ mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err) {
         s->row_gen[r] = s->want[r] ? g : NULL;
         if (s->want[r]) s->pos[r] = k - 1; // its logits row
     }
+    // (A generation's guesses' logits rows follow its first one.)
     for (uint32_t r = 0; r < n; r++)
-        if (s->want[r] == 2) s_sample(s, s->row_gen[r], s->logits + (size_t)s->pos[r] * s->n_vocab);
+        if (s->want[r] == 2) s_verify(s, s->row_gen[r], s->logits + (size_t)s->pos[r] * s->n_vocab);
     return MC_OK;
 }

@@ -13,9 +13,25 @@
  * every row of a pass is computed from its own sequence alone (engine.h), a
  * generation's tokens are the same whatever runs beside it.
  *
- * A free slot that held an earlier generation keeps its cache: a new prompt
- * that starts with that generation's tokens (the history of a chat) only
- * evaluates what is new. The result is the same bits as evaluating it all.
+ * Prefix cache: a free slot that held an earlier generation keeps its
+ * cache, and a new prompt that starts with that generation's tokens (the
+ * history of a chat) only evaluates what is new. A longer start found in
+ * another slot's cache (a request running beside it with the same system
+ * prompt) or among the saved prefixes (slots' caches kept, within a byte
+ * budget, before they were overwritten) is copied in first. The result is
+ * the same bits as evaluating it all: a position's keys and values depend
+ * only on the tokens up to it (engine.h).
+ *
+ * Speculative decoding (mc_gen_params_t.speculate): a generation whose
+ * history suggests its next K tokens (draft.h) gets K+1 rows in a pass: its
+ * last token and the K guesses. Each position is then sampled in order, as
+ * sequential decoding would (the same sampler, the same draws), and kept
+ * while it equals the guess that the next row was computed from; the first
+ * difference is itself the next token, and the rows after it are dropped
+ * (their cache entries are overwritten later). Since a row's logits do not
+ * depend on what shares its pass, the tokens are those of decoding one at a
+ * time, greedy or seeded; through a cluster the K+1 rows share one round
+ * trip per layer.
  *
  * Single-threaded: one thread submits, steps and cancels.
  */
@@ -26,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "draft.h"
 #include "engine.h"
 #include "error.h"
 #include "sampler.h"
@@ -68,6 +85,10 @@ typedef struct {
     bool ignore_eos;       // EOS is a token like any other (reference comparisons)
     bool strip_space;      // drop one leading space of the text (an instruct model's answer)
     float *prompt_logits;  // optional (n_prompt, n_vocab): the logits of every prompt position
+    // Speculative decoding: drafts from the generation's own history
+    // (draft.h), verified K+1 rows per pass; the same tokens as without.
+    // NULL: one token per pass. Copied.
+    const mc_draft_params_t *speculate;
     mc_gen_text_fn on_text;
     mc_gen_done_fn on_done;
     void *user;
@@ -95,6 +116,30 @@ uint32_t mc_scheduler_pending(const mc_scheduler_t *s);
 // a slot), then sampling and callbacks. Does nothing without work. A failed
 // pass ends every generation in it with MC_FINISH_ERROR and is returned.
 mc_err_t mc_scheduler_step(mc_scheduler_t *s, char *err);
+
+// Bytes of saved prefixes kept beyond the slots' own caches (keys, values
+// and token ids; least recently used dropped first); 0, the default: none.
+void mc_scheduler_set_prefix_cache(mc_scheduler_t *s, size_t max_bytes);
+
+typedef struct {
+    uint64_t lookups;       // generations admitted
+    uint64_t hits;          // ... that reused at least one cached position
+    uint64_t tokens_reused; // prompt positions not evaluated again
+    uint64_t copied;        // hits served from another slot or a saved prefix
+    uint32_t saved;         // saved prefixes now
+    size_t saved_bytes;     // ... and their bytes
+} mc_prefix_stats_t;
+
+void mc_scheduler_prefix_stats(const mc_scheduler_t *s, mc_prefix_stats_t *out);
+
+typedef struct {
+    uint64_t drafts;   // drafts verified
+    uint64_t proposed; // tokens guessed in them
+    uint64_t accepted; // guesses kept (tokens that cost no pass of their own)
+} mc_spec_stats_t;
+
+// Speculative decoding over every generation since the scheduler was made.
+void mc_scheduler_spec_stats(const mc_scheduler_t *s, mc_spec_stats_t *out);
 
 // End generation id now (its done callback reports MC_FINISH_CANCELLED);
 // no-op for an unknown or finished id.

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cluster.h"
 
 #define S_MAX_BUCKETS 16
 
@@ -36,6 +35,7 @@ struct mc_metrics {
     uint64_t requests[MC_EP_N][S_N_STATUS];
     uint64_t prompt_tokens, completion_tokens, generations;
     s_hist_t request_s, ttft_s, gap_s;
+    mc_prefix_stats_t prefix; // the scheduler's, as of its last step
 };
 
 static void s_hist_init(s_hist_t *h, const double *bounds, size_t n) {
@@ -88,6 +88,12 @@ void mc_metrics_generation(mc_metrics_t *m, uint32_t prompt_tokens, uint32_t com
 void mc_metrics_token_gap(mc_metrics_t *m, double seconds) {
     pthread_mutex_lock(&m->mu);
     s_hist_add(&m->gap_s, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mc_metrics_prefix(mc_metrics_t *m, const mc_prefix_stats_t *st) {
+    pthread_mutex_lock(&m->mu);
+    m->prefix = *st;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -156,14 +162,14 @@ static void s_label(const char *v, char *out, size_t cap) {
     out[o] = 0;
 }
 
-static void s_nodes(s_text_t *t, struct mc_cluster *c) {
-    const size_t n = mc_cluster_n_nodes(c);
-    mc_cluster_node_stats_t *st = calloc(n ? n : 1, sizeof *st);
+static void s_nodes(s_text_t *t, const mc_experts_t *x) {
+    const size_t n = mc_experts_n_nodes(x);
+    mc_experts_node_stats_t *st = calloc(n ? n : 1, sizeof *st);
     if (!st) {
         t->oom = true;
         return;
     }
-    for (size_t i = 0; i < n; i++) mc_cluster_node_stats(c, i, &st[i]);
+    for (size_t i = 0; i < n; i++) mc_experts_node_stats(x, i, &st[i]);
     char name[160];
     struct {
         const char *metric, *type, *help;
@@ -191,7 +197,7 @@ static void s_nodes(s_text_t *t, struct mc_cluster *c) {
         char labels[200];
         s_label(st[i].name, name, sizeof name);
         snprintf(labels, sizeof labels, "node=\"%s\",", name);
-        s_hist_put(t, "moe_node_round_trip_seconds", labels, st[i].rtt_hist, mc_link_rtt_bounds, MC_LINK_RTT_BUCKETS,
+        s_hist_put(t, "moe_node_round_trip_seconds", labels, st[i].rtt_hist, st[i].rtt_bounds_ms, MC_EXPERTS_RTT_BUCKETS,
                    1e-3, st[i].rtt_sum_ms, st[i].rtt_count);
     }
     free(st);
@@ -228,7 +234,20 @@ char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint3
                c.ttft_s.sum, c.ttft_s.count);
     s_family(&t, "moe_token_seconds", "histogram", "Time between two tokens of one generation.");
     s_hist_put(&t, "moe_token_seconds", "", c.gap_s.counts, c.gap_s.bounds, c.gap_s.n, 1, c.gap_s.sum, c.gap_s.count);
-    if (mc_session_cluster(s)) s_nodes(&t, mc_session_cluster(s));
+    s_family(&t, "moe_prefix_cache_lookups_total", "counter", "Generations started (each looks for a cached prefix).");
+    s_put(&t, "moe_prefix_cache_lookups_total %llu\n", (unsigned long long)c.prefix.lookups);
+    s_family(&t, "moe_prefix_cache_hits_total", "counter", "Generations that reused cached prompt positions.");
+    s_put(&t, "moe_prefix_cache_hits_total %llu\n", (unsigned long long)c.prefix.hits);
+    s_family(&t, "moe_prefix_cache_tokens_saved_total", "counter", "Prompt tokens not evaluated again.");
+    s_put(&t, "moe_prefix_cache_tokens_saved_total %llu\n", (unsigned long long)c.prefix.tokens_reused);
+    s_family(&t, "moe_prefix_cache_copies_total", "counter",
+             "Hits served from another sequence's cache or a saved prefix.");
+    s_put(&t, "moe_prefix_cache_copies_total %llu\n", (unsigned long long)c.prefix.copied);
+    s_family(&t, "moe_prefix_cache_saved", "gauge", "Prefixes kept beyond the sequences' own caches.");
+    s_put(&t, "moe_prefix_cache_saved %u\n", c.prefix.saved);
+    s_family(&t, "moe_prefix_cache_saved_bytes", "gauge", "Bytes of those prefixes (keys, values, ids).");
+    s_put(&t, "moe_prefix_cache_saved_bytes %zu\n", c.prefix.saved_bytes);
+    if (mc_experts_n_nodes(mc_session_experts(s))) s_nodes(&t, mc_session_experts(s));
     const mc_hparams_t *hp = &mc_session_model(s)->hp;
     uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
     if (!counts) t.oom = true;

@@ -6,7 +6,8 @@
  * time to first token and the gap between tokens are recorded here (any
  * thread; one mutex). At scrape time the render adds what lives elsewhere:
  * per node (alive, requests, rows, bytes, times lost, the round-trip
- * histogram) from the cluster, and rows routed per layer and expert from the
+ * histogram) from the cluster, the prefix cache's hits (given by the
+ * generation thread), and rows routed per layer and expert from the
  * engine.
  */
 #ifndef MC_METRICS_H
@@ -39,6 +40,10 @@ void mc_metrics_request(mc_metrics_t *m, mc_endpoint_t ep, int status, double se
 void mc_metrics_generation(mc_metrics_t *m, uint32_t prompt_tokens, uint32_t completion_tokens, double ttft_s);
 // Seconds between two tokens of one generation.
 void mc_metrics_token_gap(mc_metrics_t *m, double seconds);
+
+// The scheduler's prefix cache counters (mc_scheduler_prefix_stats), from
+// the thread that steps it; rendered as they were last given.
+void mc_metrics_prefix(mc_metrics_t *m, const mc_prefix_stats_t *st);
 
 // The exposition text (malloc'd; NULL when out of memory). active and
 // queued: the generations running and waiting now.

@@ -27,7 +27,6 @@
 #include "routing.h"
 #include "web_assets.h"
 
-#include "cluster.h"
 
 // How long the engine thread sleeps without work before it looks again
 // (and keeps the nodes' leases with heartbeats).
@@ -231,6 +230,9 @@ static void *s_engine_main(void *arg) {
         if (quit) break;
         if (mc_scheduler_pending(sched)) {
             mc_scheduler_step(sched, err); // a failure has ended its generations with the message
+            mc_prefix_stats_t ps;
+            mc_scheduler_prefix_stats(sched, &ps);
+            mc_metrics_prefix(srv->metrics, &ps);
             continue;
         }
         mc_session_tick(srv->s);
@@ -569,8 +571,9 @@ static cJSON *s_cluster_json(mc_server_t *srv) {
     uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
     if (!counts) return NULL;
     mc_engine_expert_counts(mc_session_engine(srv->s), counts);
-    cJSON *root = NULL;
-    if (mc_session_cluster(srv->s)) root = mc_cluster_stats_json(mc_session_cluster(srv->s), counts);
+    char *txt = mc_experts_stats_json(mc_session_experts(srv->s), counts);
+    cJSON *root = txt ? cJSON_Parse(txt) : NULL;
+    free(txt);
     if (!root) { // one machine: every expert is local
         root = cJSON_CreateObject();
         cJSON_AddArrayToObject(root, "nodes");
@@ -600,15 +603,8 @@ static cJSON *s_cluster_json(mc_server_t *srv) {
 
 static enum MHD_Result s_health(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r) {
     cJSON *root = cJSON_CreateObject();
-    size_t nodes = 0, alive = 0;
-    if (mc_session_cluster(srv->s)) {
-        nodes = mc_cluster_n_nodes(mc_session_cluster(srv->s));
-        for (size_t i = 0; i < nodes; i++) {
-            mc_cluster_node_stats_t st;
-            mc_cluster_node_stats(mc_session_cluster(srv->s), i, &st);
-            alive += st.alive;
-        }
-    }
+    size_t nodes, alive;
+    mc_experts_health(mc_session_experts(srv->s), &nodes, &alive);
     // Lost nodes do not stop the service (their experts run here): degraded.
     cJSON_AddStringToObject(root, "status", alive == nodes ? "ok" : "degraded");
     cJSON_AddStringToObject(root, "model", mc_session_model_id(srv->s));

@@ -80,7 +80,7 @@ static mc_err_t s_parse_mib(const char *flag, const char *v, void *field, char *
 }
 
 // The rows' order is their bit in s_given (mc_flags_parse); see the checks below.
-enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
+enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_VERIFY, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
        S_F_NO_REPACK, S_F_JSON, S_F_KERNELS };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
@@ -101,6 +101,10 @@ static const mc_flag_t s_flags[] = {
     [S_F_BATCH] = {S_ROW("--batch", "B", MC_FLAG_U32, n_batch), 1, 1, 256,
                    .help = "B sequences, each its own prompt, then decoded together one token\n"
                            "per sequence per step; speeds count every sequence's tokens"},
+    [S_F_VERIFY] = {S_ROW("--verify", "K", MC_FLAG_U32, n_verify), 0, 0, 64,
+                    .help = "each generation step also verifies K guessed tokens per sequence, all\n"
+                            "rejected: what a failed speculative draft costs (tokens/s still count\n"
+                            "one token per sequence a step)"},
     [S_F_ROUTING] = {S_ROW("--routing-stats", "FILE", MC_FLAG_FILE, routing_stats),
                      .help = "write what the router chose (rows per expert, pairs, locality,\n"
                              "a trace) as JSON for moe-plan"},
@@ -381,18 +385,18 @@ static mc_err_t s_check_tokens(const mc_model_t *m, uint32_t n_prompt, uint32_t 
     return MC_OK;
 }
 
-mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, uint32_t n_prompt, uint32_t n_gen,
-                                 uint32_t n_batch, char *err) {
-    if (s_check_tokens(m, n_prompt, n_gen, err)) return NULL;
-    if (n_batch == 0) {
+mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, const mc_bench_shape_t *sh, char *err) {
+    if (s_check_tokens(m, sh->n_prompt, sh->n_gen + sh->n_verify, err)) return NULL;
+    if (sh->n_batch == 0) {
         mc_err_set(err, MC_ERR_ARG, "the benchmark needs at least one sequence");
         return NULL;
     }
     mc_engine_params_t p = mc_engine_params_default();
     p.n_threads = n_threads;
-    p.n_ctx = n_prompt + n_gen;
-    p.n_seq = n_batch;
-    p.max_batch = n_prompt > n_batch ? n_prompt : n_batch; // a prompt, or a step, is one forward pass
+    p.n_ctx = sh->n_prompt + sh->n_gen + sh->n_verify;
+    p.n_seq = sh->n_batch;
+    const uint32_t step = sh->n_batch * (1 + sh->n_verify);
+    p.max_batch = sh->n_prompt > step ? sh->n_prompt : step; // a prompt, or a step, is one forward pass
     return mc_engine_new(m, &p, err);
 }
 
@@ -403,22 +407,23 @@ static int32_t s_argmax(const float *v, uint32_t n) {
     return (int32_t)best;
 }
 
-mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, uint32_t n_batch, int reps,
-                        double *pp_tok_s, double *tg_tok_s, char *err) {
-    const uint32_t nv = mc_engine_model(e)->hp.n_vocab, B = n_batch;
+mc_err_t mc_bench_speed(mc_engine_t *e, const mc_bench_shape_t *sh, int reps, double *pp_tok_s, double *tg_tok_s,
+                        char *err) {
+    const uint32_t nv = mc_engine_model(e)->hp.n_vocab, B = sh->n_batch, n_prompt = sh->n_prompt, n_gen = sh->n_gen;
+    const uint32_t R = 1 + sh->n_verify; // rows per sequence a step
     if (n_prompt == 0 || n_gen == 0 || B == 0 || reps < 1)
         return mc_err_set(err, MC_ERR_ARG, "the benchmark needs prompt and generated tokens, a sequence and a repetition");
-    if ((uint64_t)n_prompt + n_gen > mc_engine_n_ctx(e))
-        return mc_err_set(err, MC_ERR_RANGE, "%u + %u tokens do not fit the engine's context of %u", n_prompt, n_gen,
-                          mc_engine_n_ctx(e));
-    if (B > mc_engine_n_seq(e) || n_prompt > mc_engine_max_batch(e) || B > mc_engine_max_batch(e))
+    if ((uint64_t)n_prompt + n_gen + sh->n_verify > mc_engine_n_ctx(e))
+        return mc_err_set(err, MC_ERR_RANGE, "%u + %u (+ %u guessed) tokens do not fit the engine's context of %u",
+                          n_prompt, n_gen, sh->n_verify, mc_engine_n_ctx(e));
+    if (B > mc_engine_n_seq(e) || n_prompt > mc_engine_max_batch(e) || (uint64_t)B * R > mc_engine_max_batch(e))
         return mc_err_set(err, MC_ERR_RANGE, "%u sequences of %u prompt tokens do not fit the engine (%u sequences, %u rows a pass)",
                           B, n_prompt, mc_engine_n_seq(e), mc_engine_max_batch(e));
-    const uint32_t rows = n_prompt > B ? n_prompt : B;
+    const uint32_t rows = n_prompt > B * R ? n_prompt : B * R;
     int32_t *ids = malloc((size_t)rows * sizeof *ids);
     uint32_t *seq = malloc((size_t)rows * sizeof *seq), *pos = malloc((size_t)rows * sizeof *pos);
     uint8_t *want = malloc(rows);
-    float *logits = malloc((size_t)B * nv * sizeof *logits);
+    float *logits = malloc((size_t)B * R * nv * sizeof *logits);
     double *pp = malloc((size_t)reps * sizeof *pp), *tg = malloc((size_t)reps * sizeof *tg);
     mc_err_t rc = MC_OK;
     if (!ids || !seq || !pos || !want || !logits || !pp || !tg) {
@@ -443,11 +448,18 @@ mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, uint3
         const double t_pp = s_since(t0);
         t0 = mc_clock_s();
         for (uint32_t i = 0; i < n_gen && !rc; i++) {
+            // Sequence b's greedy token from its first row's logits (row b
+            // after the prompts, b * R after a step), then R - 1 guesses
+            // that differ from it.
             for (uint32_t b = 0; b < B; b++) {
-                ids[b] = s_argmax(logits + (size_t)b * nv, nv);
-                seq[b] = b, pos[b] = n_prompt + i, want[b] = 1;
+                const int32_t next = s_argmax(logits + (size_t)b * (i ? R : 1) * nv, nv);
+                for (uint32_t j = 0; j < R; j++) {
+                    const uint32_t r = b * R + j;
+                    ids[r] = j ? (int32_t)((uint32_t)(next + j) % nv) : next;
+                    seq[r] = b, pos[r] = n_prompt + i + j, want[r] = 1;
+                }
             }
-            const mc_engine_batch_t batch = {ids, seq, pos, want, B};
+            const mc_engine_batch_t batch = {ids, seq, pos, want, B * R};
             rc = mc_engine_decode(e, &batch, logits, err);
         }
         const double t_tg = s_since(t0);
@@ -479,6 +491,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         .n_prompt = o->n_prompt,
         .n_gen = o->n_gen,
         .n_batch = o->n_batch ? o->n_batch : 1,
+        .n_verify = o->n_verify,
         .reps = o->reps,
         .bw_bytes = o->bw_bytes ? o->bw_bytes : mc_bench_bw_default_bytes(),
     };
@@ -491,7 +504,8 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
     const double t_load = mc_clock_s();
-    if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, o->n_prompt, o->n_gen, res.n_batch, err))) rc = MC_ERR_NOMEM;
+    const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify};
+    if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, &shape, err))) rc = MC_ERR_NOMEM;
     if (!rc) {
         // Repack the Q4_0 weights as a coordinator does (its session,
         // coordinator/session.c): everything, or with a cluster attached only the
@@ -510,7 +524,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     }
     bool attached = false;
     if (!rc && o->attach) attached = !(rc = o->attach(o->attach_ctx, e, m, err));
-    if (!rc) rc = mc_bench_speed(e, o->n_prompt, o->n_gen, res.n_batch, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
+    if (!rc) rc = mc_bench_speed(e, &shape, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
     if (!rc) {
         const mc_hparams_t *hp = &m->hp;
         res.bytes_per_token = mc_model_bytes_per_token(m);
@@ -576,7 +590,8 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->peak_rss_mb, r->tg_tok_s / r->tg_bound_tok_s, mc_kernel_isa_name(r->isa));
     s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"batch\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f,",
           r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
-    s_put(&o, "\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f}", r->load_ms, r->repack_ms, r->repacked_mb);
+    s_put(&o, "\"verify\":%u,\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f}", r->n_verify, r->load_ms,
+          r->repack_ms, r->repacked_mb);
     return s_out_done(&o, err);
 }
 
@@ -586,7 +601,11 @@ void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
             mc_kernel_isa_name(r->isa), r->n_threads, r->kv_mb);
     fprintf(f, "prompt            %10.2f tok/s  (%u tokens in one batch, median of %d)\n", r->pp_tok_s, r->n_prompt,
             r->reps);
-    if (r->n_batch > 1)
+    if (r->n_verify)
+        fprintf(f, "generation        %10.2f tok/s  (%u sequence(s) x %u tokens, each step also verifying %u rejected\n"
+                   "                                  guesses per sequence, median of %d)\n",
+                r->tg_tok_s, r->n_batch, r->n_gen, r->n_verify, r->reps);
+    else if (r->n_batch > 1)
         fprintf(f, "generation        %10.2f tok/s  (%u sequences x %u tokens, one per sequence a step, median of %d)\n",
                 r->tg_tok_s, r->n_batch, r->n_gen, r->reps);
     else

@@ -49,6 +49,7 @@ typedef struct {
     uint32_t n_prompt;   // prompt tokens, evaluated as one batch
     uint32_t n_gen;      // tokens generated one at a time after the prompt
     uint32_t n_batch;    // sequences decoded together (each its prompt, then one token per step)
+    uint32_t n_verify;   // --verify K: each step also verifies K guessed tokens per sequence
     const char *routing_stats; // --routing-stats FILE (the front end records it)
     const char *stats_json;    // --stats-json FILE: with --cluster, its statistics after the run
     int reps;            // timed repetitions (after one warm-up)
@@ -95,26 +96,36 @@ mc_mkmodel_params_t mc_bench_model_params(mc_dtype_t type);
 // Creates the folder. The file itself may not exist yet.
 mc_err_t mc_bench_cache_path(mc_dtype_t type, char *buf, size_t cap, char *err);
 
+// What one timed run evaluates.
+typedef struct {
+    uint32_t n_prompt; // prompt tokens per sequence, one pass each
+    uint32_t n_gen;    // generation steps
+    uint32_t n_batch;  // sequences (>= 1)
+    uint32_t n_verify; // guessed tokens each sequence also verifies per step (speculative decoding's cost)
+} mc_bench_shape_t;
+
 // The engine the benchmark drives: a local one with n_batch sequences, each
-// with room for the prompt as one batch plus the generated tokens. (A
-// cluster run swaps in an expert step that goes to the nodes;
+// with room for the prompt as one batch plus the generated tokens and the
+// guesses. (A cluster run swaps in an expert step that goes to the nodes;
 // mc_bench_speed works on either.)
-mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, uint32_t n_prompt, uint32_t n_gen,
-                                 uint32_t n_batch, char *err);
+mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, const mc_bench_shape_t *sh, char *err);
 
 // Median prompt and generation speeds (tokens/s, summed over sequences) over
 // `reps` runs after a warm-up: for each of n_batch sequences, n_prompt
 // deterministic ids (different per sequence) at position 0 in one pass; then
-// n_gen steps, each one pass with the next greedy token of every sequence.
-// The engine needs n_seq >= n_batch, n_ctx >= n_prompt + n_gen and
-// max_batch >= max(n_prompt, n_batch).
-mc_err_t mc_bench_speed(mc_engine_t *e, uint32_t n_prompt, uint32_t n_gen, uint32_t n_batch, int reps,
-                        double *pp_tok_s, double *tg_tok_s, char *err);
+// n_gen steps, each one pass with the next greedy token of every sequence
+// and, with n_verify, that many guesses after it at the next positions,
+// all rejected (their logits computed, the greedy token kept: the cost of
+// verifying a draft that fails). The engine needs n_seq >= n_batch, n_ctx >=
+// n_prompt + n_gen + n_verify and max_batch >= max(n_prompt, n_batch *
+// (1 + n_verify)).
+mc_err_t mc_bench_speed(mc_engine_t *e, const mc_bench_shape_t *sh, int reps, double *pp_tok_s, double *tg_tok_s,
+                        char *err);
 
 typedef struct {
     const char *model;        // path (borrowed from the options)
     int n_threads;
-    uint32_t n_prompt, n_gen, n_batch;
+    uint32_t n_prompt, n_gen, n_batch, n_verify;
     int reps;
     double pp_tok_s;          // prompt tokens per second (median)
     double tg_tok_s;          // generated tokens per second (median)
