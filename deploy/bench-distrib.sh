@@ -9,6 +9,8 @@
 #   node      start of moe-expert to its Ready (hello, metadata, fetching,
 #             checking every slice's hash, writing the cache file, mapping
 #             and repacking it), MiB/s of the share
+#   fetch     the transfer alone as the node logs it (chunks received,
+#             hashed and written in place, the file synced), MiB/s
 #   cp        cp of the node's moe-split file (page cache warm), MiB/s
 #   tcp       cat FILE > /dev/tcp/127.0.0.1/PORT into a python3 receiver
 #             writing a file, MiB/s
@@ -88,7 +90,7 @@ with open(sys.argv[2], "wb") as f:
 PY
 }
 
-node_rates=() cp_rates=() tcp_rates=()
+node_rates=() fetch_rates=() cp_rates=() tcp_rates=()
 rate() { python3 -c "import sys; print('%.1f' % (int(sys.argv[1]) / 1048576 / (int(sys.argv[2]) / 1000)))" "$1" "$2"; }
 cat "$work/split/half.gguf" >/dev/null # the copies read from the page cache, as the coordinator does
 for r in $(seq "$reps"); do
@@ -102,6 +104,7 @@ for r in $(seq "$reps"); do
   t0=$(ms_of "$(head -n 1 "$work/node.log" | cut -c1-23)")
   t1=$(ms_of "$(grep 'placement of session .* accepted' "$work/node.log" | head -n 1 | cut -c1-23)")
   node_rates+=("$(rate "$share" $((t1 - t0)))")
+  fetch_rates+=("$(sed -n 's/.*fetched .* in .* s (\([0-9.]*\) MiB\/s).*/\1/p' "$work/node.log" | head -n 1)")
   # cp of the same bytes.
   rm -f "$work/copy.gguf"
   a=$(now_ms); cp "$work/split/half.gguf" "$work/copy.gguf"; sync -f "$work/copy.gguf" 2>/dev/null || true; z=$(now_ms)
@@ -115,11 +118,13 @@ for r in $(seq "$reps"); do
   a=$(now_ms); cat "$work/split/half.gguf" >"/dev/tcp/127.0.0.1/$tport"; wait $recv; z=$(now_ms)
   tcp_rates+=("$(rate "$share" $((z - a)))")
   cmp -s "$work/tcp.gguf" "$work/split/half.gguf" || { echo "the TCP copy differs" >&2; exit 1; }
-  echo "run $r: node ${node_rates[-1]} MiB/s, cp ${cp_rates[-1]} MiB/s, tcp ${tcp_rates[-1]} MiB/s"
+  echo "run $r: node ${node_rates[-1]} MiB/s (fetch ${fetch_rates[-1]}), cp ${cp_rates[-1]} MiB/s, tcp ${tcp_rates[-1]} MiB/s"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-mn=$(median "${node_rates[@]}") mc=$(median "${cp_rates[@]}") mt=$(median "${tcp_rates[@]}")
+mn=$(median "${node_rates[@]}") mf=$(median "${fetch_rates[@]}") mc=$(median "${cp_rates[@]}") mt=$(median "${tcp_rates[@]}")
 best=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$mc" "$mt")
 echo "share: $((share / 1048576)) MiB ($type, experts 0-3 of 8 in every layer), transfer cap ${mbps} Mbit/s (0: none)"
-echo "median of $reps: node $mn MiB/s, cp $mc MiB/s, tcp $mt MiB/s; ratio $(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$mn" "$best")"
+echo "median of $reps: node $mn MiB/s (fetch $mf), cp $mc MiB/s, tcp $mt MiB/s; ratio $(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$mn" "$best")"
+echo "fetch alone over the faster copy: $(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$mf" "$best")"
+echo "load average during the runs: $(cut -d' ' -f1-3 /proc/loadavg) (2-core machines shared with other work: see PERFORMANCE.md)"
 echo "coordinator's first start: ${hash_line:-no hashing line}"
