@@ -11,7 +11,8 @@
  * expert fetched again; a coordinator gone mid-transfer and a new one
  * resume from what the node has (fewer bytes than the share); a node killed
  * mid-transfer and started again resumes too; a cache bound smaller than
- * the share refuses the placement, saying so.
+ * the share refuses the placement, saying so; hostile messages to a node
+ * without a model are refused or dropped.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -523,6 +524,29 @@ static void test_node_hostile_messages(void **state) {
     r = s_call(n, &lim, &sd, &none);
     assert_true(none);
     assert_true(mc_node_fetched_bytes(n) == 0);
+    mc_node_destroy(&n);
+
+    // A cache bound below the placement's size: refused, saying so.
+    snprintf(dir, sizeof dir, "%s/bounded-cache", s_dir);
+    np.cache_mb = 1;
+    if (!(n = mc_node_new(&np, err))) fail_msg("%s", err);
+    mc_wire_msg_free(&r);
+    r = s_call(n, &lim, &hello, &none);
+    mc_wire_msg_free(&r);
+    assert_int_equal(mc_expert_file_info(m, &blob, &blen, err), MC_OK);
+    info.u.model_info = (mc_wire_model_info_t){mc_model_fingerprint(m), blob, blen};
+    r = s_call(n, &lim, &info, &none);
+    assert_int_equal(r.kind, MC_WIRE_MSG_HELLO);
+    mc_wire_msg_free(&r);
+    free(blob);
+    uint8_t all[2 * 8], many[16 * MC_WIRE_HASH_BYTES] = {0}, types[16 * 3];
+    memset(all, 1, sizeof all);
+    for (size_t i = 0; i < sizeof types; i++) types[i] = (uint8_t)m->layers[0].experts[0].gate.type;
+    as.u.assign = (mc_wire_assign_t){9, 2, 8, all, many, types};
+    r = s_call(n, &lim, &as, &none);
+    assert_int_equal(r.kind, MC_WIRE_MSG_ERROR);
+    assert_non_null(strstr(r.u.error.message, "more than the cache's bound of 1.0 MiB"));
+    mc_wire_msg_free(&r);
     mc_node_destroy(&n);
     mc_model_destroy(&m);
 }
