@@ -62,15 +62,28 @@ static void s_slice_copy(const mc_model_t *m, uint32_t layer, uint32_t e, uint64
     }
 }
 
-// True when the message went (a node that is gone asks again).
+static void s_free_buf(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+// True when the message went (a node that is gone asks again). The packed
+// buffer is handed to ZeroMQ as it is: a chunk is not copied once more.
 static bool s_send(void *sock, const mc_wire_msg_t *msg) {
     uint8_t *buf;
     size_t len;
     char err[MC_ERR_LEN];
     if (mc_wire_encode(msg, &buf, &len, err)) return false;
-    const bool sent = zmq_send(sock, buf, len, ZMQ_DONTWAIT) >= 0;
-    free(buf);
-    return sent;
+    zmq_msg_t zm;
+    if (zmq_msg_init_data(&zm, buf, len, s_free_buf, NULL) != 0) {
+        free(buf);
+        return false;
+    }
+    if (zmq_msg_send(&zm, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&zm); // frees buf
+        return false;
+    }
+    return true;
 }
 
 // The cap: wait until n more bytes may go.
