@@ -319,7 +319,10 @@ static size_t s_next_fetch(const mc_cache_fill_t *f, size_t i) {
     return i;
 }
 
-static mc_err_t s_layout(mc_cache_fill_t *f, char *err) {
+// Copying and checking what is already here can take a while on a slow
+// disk: the coordinator hears that it goes on (its wait is bounded by
+// progress, not by how long loading takes).
+static mc_err_t s_layout(mc_cache_fill_t *f, const mc_model_progress_t *progress, uint64_t base, char *err) {
     mc_gguf_writer_t *w = mc_gguf_writer_new(0);
     if (!w) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     mc_err_t rc = mc_expert_file_meta(f->cur->gguf, f->fp, w, err);
@@ -356,9 +359,10 @@ static mc_err_t s_layout(mc_cache_fill_t *f, char *err) {
     }
     free(head);
     if (rc) return rc;
-    uint64_t checked = 0;
+    uint64_t checked = 0, read = base;
     for (size_t i = 0; !rc && i < f->n; i++) {
         s_slice_t *s = &f->s[i];
+        if (progress && (s->local || s->done == s->bytes)) progress->fn(progress->ctx, read += s->bytes);
         if (s->local) {
             rc = s_copy_local(f, i, err);
             continue;
@@ -440,7 +444,7 @@ mc_cache_fill_t *mc_cache_fill_new(mc_cache_t *c, const mc_model_t *cur, const m
         f->in_place = true;
         return f;
     }
-    if (s_layout(f, err)) {
+    if (s_layout(f, progress, hashed, err)) {
         mc_cache_fill_destroy(&f);
         return NULL;
     }
