@@ -383,7 +383,7 @@ static mc_err_t s_layout(mc_cache_fill_t *f, const mc_model_progress_t *progress
 // --- the fill ---------------------------------------------------------------------------
 
 mc_cache_fill_t *mc_cache_fill_new(mc_cache_t *c, const mc_model_t *cur, const mc_cache_want_t *want,
-                                   uint8_t *verified, const mc_model_progress_t *progress, char *err) {
+                                   uint8_t *known, const mc_model_progress_t *progress, char *err) {
     const mc_hparams_t *hp = &cur->hp;
     const size_t cells = (size_t)hp->n_layer * hp->n_expert;
     mc_cache_fill_t *f = calloc(1, sizeof *f);
@@ -416,21 +416,21 @@ mc_cache_fill_t *mc_cache_fill_new(mc_cache_t *c, const mc_model_t *cur, const m
         mc_dtype_t have[3];
         if (mc_model_has_expert(cur, s->layer, s->expert)) {
             mc_expert_file_types(cur, s->layer, s->expert, have);
+            uint8_t *k = known + i * MC_CACHE_KNOWN_BYTES;
             if (!memcmp(have, s->types, sizeof have)) {
-                // Checked once per opened file: a flipped byte on disk is
+                // Hashed once per opened file: a flipped byte on disk is
                 // found at the first placement after a start.
-                if (!verified[i]) {
-                    uint8_t h[MC_SLICE_HASH_BYTES];
-                    verified[i] = mc_slice_hash(cur, s->layer, s->expert, h) == MC_OK && !memcmp(h, s->hash, sizeof h);
+                if (!k[0] && mc_slice_hash(cur, s->layer, s->expert, k + 1) == MC_OK) {
+                    k[0] = 1;
                     hashed += s->bytes;
                     if (progress) progress->fn(progress->ctx, hashed);
-                    if (!verified[i])
-                        mc_log_status(c->log, c->who,
-                                      "cache: expert %u of layer %u in %s does not match the coordinator's hash: "
-                                      "fetching it again",
-                                      s->expert, s->layer, cur->path ? cur->path : "the cache");
                 }
-                s->local = verified[i];
+                s->local = k[0] && !memcmp(k + 1, s->hash, MC_SLICE_HASH_BYTES);
+                if (k[0] && !s->local)
+                    mc_log_status(c->log, c->who,
+                                  "cache: expert %u of layer %u in %s does not match the coordinator's hash: "
+                                  "fetching it again",
+                                  s->expert, s->layer, cur->path ? cur->path : "the cache");
             }
         }
         all_local &= s->local;
@@ -463,6 +463,14 @@ void mc_cache_fill_destroy(mc_cache_fill_t **pf) {
 }
 
 bool mc_cache_fill_in_place(const mc_cache_fill_t *f) { return f->in_place; }
+
+void mc_cache_fill_known(const mc_cache_fill_t *f, uint8_t *known) {
+    for (size_t i = 0; i < f->n; i++) {
+        uint8_t *k = known + f->s[i].cell * MC_CACHE_KNOWN_BYTES;
+        k[0] = 1;
+        memcpy(k + 1, f->s[i].hash, MC_SLICE_HASH_BYTES);
+    }
+}
 uint32_t mc_cache_fill_outstanding(const mc_cache_fill_t *f) { return f->outstanding; }
 bool mc_cache_fill_done(const mc_cache_fill_t *f) { return f->in_place || f->at >= f->n; }
 

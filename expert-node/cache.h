@@ -76,14 +76,26 @@ typedef struct {
 
 typedef struct mc_cache_fill mc_cache_fill_t;
 
+// What is known of the slices of the file a node has open: per (layer,
+// expert), a byte 1 when the hash that follows was computed from the file
+// (or checked when it was written), 0 when not yet.
+#define MC_CACHE_KNOWN_BYTES (1 + MC_WIRE_HASH_BYTES)
+
 // Start filling the cache with the placement `want` of the model cur (the
 // node's current file, or a model without experts: the coordinator's
-// metadata). verified: (n_layer, n_expert) slices of cur already hashed
-// and found right since cur was opened; updated here. progress (may be
-// NULL) hears of the bytes hashed. NULL with err on failure (the
+// metadata). known: (n_layer, n_expert, MC_CACHE_KNOWN_BYTES) for cur,
+// completed here with the hashes of the placed slices cur has (each is
+// hashed once per file opened: a flipped byte on disk is found at the
+// first placement after a start; and weights that differ under the same
+// model header are told apart by their hash, not by the header). progress
+// (may be NULL) hears of the bytes hashed. NULL with err on failure (the
 // placement does not fit the bound, the folder cannot be written).
 mc_cache_fill_t *mc_cache_fill_new(mc_cache_t *c, const mc_model_t *cur, const mc_cache_want_t *want,
-                                   uint8_t *verified, const mc_model_progress_t *progress, char *err);
+                                   uint8_t *known, const mc_model_progress_t *progress, char *err);
+
+// After mc_cache_fill_finish: the hashes of the slices now in place, into
+// known (of the file finish opened, or of cur when in place).
+void mc_cache_fill_known(const mc_cache_fill_t *f, uint8_t *known);
 void mc_cache_fill_destroy(mc_cache_fill_t **f);
 
 // Whether cur serves the placement as it is (nothing to fetch or write).
@@ -114,7 +126,7 @@ void mc_cache_fill_progress(const mc_cache_fill_t *f, uint64_t *done, uint64_t *
 
 // A done fill: the new file synced and renamed in place, the others over
 // the bound removed, and the new file bound into *out (its placed slices
-// all checked: the caller marks them verified). With in_place, *out is
+// all checked: mc_cache_fill_known records them). With in_place, *out is
 // NULL (keep cur).
 mc_err_t mc_cache_fill_finish(mc_cache_fill_t *f, mc_model_t **out, char *err);
 

@@ -83,7 +83,7 @@ struct mc_node {
     // n->model is bound to until a cache file is.
     mc_cache_t *cache;
     uint8_t *info_buf;
-    uint8_t *verified;    // (n_layer, n_expert) slices of n->model's file hashed and right
+    uint8_t *verified;    // (n_layer, n_expert, MC_CACHE_KNOWN_BYTES) hashes of n->model's file's slices
     uint32_t chunk;
     // A placement being fetched: who sent it, which, and how far it is.
     mc_cache_fill_t *fill;
@@ -321,7 +321,7 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
 // buffer m's metadata lives in (a model learnt from a coordinator), or NULL.
 static mc_err_t s_set_model(mc_node_t *n, mc_model_t *m, uint8_t *info, char *err) {
     const size_t cells = (size_t)m->hp.n_layer * m->hp.n_expert;
-    uint8_t *held = calloc(cells + 1, 1), *verified = calloc(cells + 1, 1);
+    uint8_t *held = calloc(cells + 1, 1), *verified = calloc(cells * MC_CACHE_KNOWN_BYTES + 1, 1);
     if (!held || !verified) {
         free(held), free(verified), free(info);
         mc_model_destroy(&m);
@@ -721,15 +721,15 @@ static void s_fill_complete(mc_node_t *n) {
         s_fill_fail(n, MC_ERR_IO, err);
         return;
     }
-    mc_cache_fill_destroy(&n->fill);
-    if (nm) {
-        if (s_set_model(n, nm, NULL, err)) {
-            const s_peer_t peer = s_fill_peer(n);
-            s_send_error(n, &peer, n->fill_request_id, MC_ERR_NOMEM, err);
-            return;
-        }
-        for (size_t i = 0; i < (size_t)n->lim.n_layer * n->lim.n_expert; i++) n->verified[i] |= n->fill_held[i];
+    if (nm && s_set_model(n, nm, NULL, err)) {
+        mc_cache_fill_destroy(&n->fill);
+        const s_peer_t peer = s_fill_peer(n);
+        s_send_error(n, &peer, n->fill_request_id, MC_ERR_NOMEM, err);
+        return;
     }
+    // Every placed slice of the file now open was checked on its way in.
+    mc_cache_fill_known(n->fill, n->verified);
+    mc_cache_fill_destroy(&n->fill);
     const double secs = (mc_clock_ms() - n->fill_t0) / 1e3;
     if (total)
         mc_log_status(n->log, n->who, "fetched %.1f MiB of experts in %.1f s (%.1f MiB/s)%s; cache file %s", done / 1048576.0,

@@ -11,7 +11,10 @@
  * expert fetched again; a coordinator gone mid-transfer and a new one
  * resume from what the node has (fewer bytes than the share); a node killed
  * mid-transfer and started again resumes too; a cache bound smaller than
- * the share refuses the placement, saying so; hostile messages to a node
+ * the share refuses the placement, saying so; a model with the same header
+ * but other weights is told apart by the hashes and fetched again; another
+ * model's file evicts the first one's to stay within the bound; hostile
+ * messages to a node
  * without a model are refused or dropped.
  */
 #include <stdarg.h>
@@ -82,11 +85,14 @@ static void s_sleep_ms(long ms) {
 
 // Start node i on its cache folder (and its endpoint, once it has one: a
 // restarted node keeps its port).
+static unsigned s_cache_mb; // --cache-mb of the nodes started (0: none)
+
 static void s_node_start(s_nodes_t *ns, size_t i, unsigned chunk_kib) {
     char err[MC_ERR_LEN], name[32];
     snprintf(name, sizeof name, "node-%zu", i + 1);
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
     np.exe = s_exe, np.cache_dir = ns->cache[i], np.name = name, np.lease_ms = 400, np.fetch_chunk_kib = chunk_kib;
+    np.cache_mb = s_cache_mb;
     char listen[256];
     snprintf(listen, sizeof listen, "%s", ns->endpoint[i]);
     if (listen[0]) np.listen = listen;
@@ -551,6 +557,50 @@ static void test_node_hostile_messages(void **state) {
     mc_model_destroy(&m);
 }
 
+// A node bounded to 10 MiB serves one model (6.4 MiB of experts); then a
+// model with the same header (the same fingerprint) but other weights: the
+// hashes tell them apart and it fetches everything again; then a model
+// with another header: the first file is evicted to stay within the bound.
+static void test_cache_bound_evicts(void **state) {
+    (void)state;
+    char path[3][512], err[MC_ERR_LEN];
+    mc_model_t *m[3];
+    for (int i = 0; i < 3; i++) {
+        mc_mkmodel_params_t p = mc_mkmodel_params_default();
+        p.type = MC_DTYPE_Q8_0, p.dim = 256, p.ffn = 512, p.n_layer = 2, p.seed = 11 + (uint64_t)i;
+        if (i == 2) p.ctx_len = 1024; // another header
+        char label[16];
+        snprintf(label, sizeof label, "evict-%d", i);
+        s_gen(label, &p, path[i], sizeof path[i]);
+        assert_non_null(m[i] = mc_model_open(path[i], err));
+    }
+    assert_true(mc_model_fingerprint(m[0]) == mc_model_fingerprint(m[1]));
+    assert_true(mc_model_fingerprint(m[0]) != mc_model_fingerprint(m[2]));
+    static s_nodes_t ns;
+    const char *one[] = {"all"};
+    s_cache_mb = 10;
+    s_nodes(&ns, "evict", one, 1, 64);
+    s_cache_mb = 0;
+    mc_cluster_config_t *cfg = s_config(&ns, 0);
+    for (int i = 0; i < 3; i++) {
+        uint64_t sent[1];
+        float *ref = s_logits(m[i], NULL, s_ids, N_IDS, NULL), *got = s_logits(m[i], cfg, s_ids, N_IDS, sent);
+        assert_memory_equal(got, ref, N_IDS * m[i]->hp.n_vocab * sizeof(float));
+        assert_true(sent[0] == s_share(m[i], cfg, 0));
+        free(got), free(ref);
+        s_sleep_ms(500); // the coordinator gone, its lease ends: another model may come
+    }
+    char file[2][700];
+    struct stat st;
+    for (int i = 0; i < 2; i++)
+        snprintf(file[i], sizeof file[i], "%s/%016llx.gguf", ns.cache[0], (unsigned long long)mc_model_fingerprint(m[2 * i]));
+    assert_int_equal(stat(file[1], &st), 0);
+    assert_int_not_equal(stat(file[0], &st), 0); // evicted
+    s_nodes_stop(&ns);
+    mc_cluster_config_destroy(&cfg);
+    for (int i = 0; i < 3; i++) mc_model_destroy(&m[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_node_hostile_messages),
@@ -559,6 +609,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_flipped_byte_fetched_again, s_stop_live),
         cmocka_unit_test_teardown(test_coordinator_gone_mid_transfer, s_stop_live),
         cmocka_unit_test_teardown(test_node_killed_mid_transfer, s_stop_live),
+        cmocka_unit_test_teardown(test_cache_bound_evicts, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -29,6 +29,7 @@ typedef struct {
     const char *model;  // GGUF path
     const char *cache_dir; // instead of model: a node without a model file (--cache-dir)
     unsigned fetch_chunk_kib; // with cache_dir: --fetch-chunk-kib; 0: the node's default
+    unsigned cache_mb;        // with cache_dir: --cache-mb; 0: none
     const char *name;   // node name
     const char *listen; // endpoint to bind (default tcp://127.0.0.1:*, a free port)
     int threads;        // default 1
