@@ -163,7 +163,7 @@ void mc_node_usage(FILE *f) {
                "connected, what it holds, what it refused and why) go to stderr; the first stdout\n"
                "line says where it listens.\n"
                "\n");
-    mc_flags_usage(f, s_flags, S_N_FLAGS, 22);
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 22, NULL);
 }
 
 mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *help, char *err) {
@@ -265,7 +265,7 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
     // The key check runs before the socket can take a connection.
     if (p->secret_key) {
         if (!(n->guard = mc_guard_new(n->zctx, p->secret_key, p->authorized_keys, n->log, n->who, err)))
-            return MC_ERR_ARG;
+            return mc_err_code(err, MC_ERR_ARG);
         mc_err_t rc = mc_guard_protect(n->guard, n->sock, err);
         if (rc) return rc;
     } else if (s_exposed(endpoint)) {

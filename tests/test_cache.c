@@ -35,6 +35,7 @@
 #include "cluster.h"
 #include "cluster_config.h"
 #include "engine.h"
+#include "experts.h"
 #include "expert_file.h"
 #include "node.h"
 #include "wire.h"
@@ -146,7 +147,7 @@ static uint64_t s_share(const mc_model_t *m, const mc_cluster_config_t *cfg, siz
 static void s_wait_alive(mc_cluster_t *c, double ms) {
     const double until = mc_clock_ms() + ms;
     for (;;) {
-        mc_cluster_tick(c);
+        mc_experts_tick(mc_cluster_experts(c));
         size_t alive = 0;
         for (size_t i = 0; i < mc_cluster_n_nodes(c); i++) {
             mc_cluster_node_stats_t st;
@@ -382,7 +383,7 @@ static void test_coordinator_gone_mid_transfer(void **state) {
     if (!c) fail_msg("%s", err);
     const double until = mc_clock_ms() + 20000;
     while (s_stats(c, 0).transfer_bytes < share / 3) {
-        mc_cluster_tick(c);
+        mc_experts_tick(mc_cluster_experts(c));
         s_sleep_ms(10);
         if (mc_clock_ms() > until) fail_msg("the transfer did not start");
     }
@@ -426,7 +427,7 @@ static void test_node_killed_mid_transfer(void **state) {
     if (!c) fail_msg("%s", err);
     double until = mc_clock_ms() + 20000;
     while (s_stats(c, 0).transfer_bytes < share / 3) {
-        mc_cluster_tick(c);
+        mc_experts_tick(mc_cluster_experts(c));
         s_sleep_ms(10);
         if (mc_clock_ms() > until) fail_msg("the transfer did not start");
     }

@@ -23,6 +23,7 @@
 #include "cluster.h"
 #include "cluster_config.h"
 #include "engine.h"
+#include "experts.h"
 #include "mkmodel.h"
 #include "model.h"
 #include "nodeproc.h"
@@ -98,7 +99,7 @@ static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, uint
     if (c) {
         const double until = mc_clock_ms() + 30000;
         for (bool all = false; !all;) {
-            mc_cluster_tick(c);
+            mc_experts_tick(mc_cluster_experts(c));
             all = true;
             for (size_t i = 0; i < mc_cluster_n_nodes(c); i++) {
                 mc_cluster_node_stats_t st;

@@ -159,7 +159,7 @@ static mc_err_t s_join_all(mc_cluster_t *c, char *err) {
     size_t ready = 0;
     for (size_t i = 0; i < c->n_nodes; i++) {
         const char *why = mc_link_refusal(c->nodes[i].link);
-        if (why) return mc_err_set(err, MC_ERR_NET, "%s", why);
+        if (why) return mc_err_set(err, mc_err_code(why, MC_ERR_NET), "%s", why);
         ready += mc_link_alive(c->nodes[i].link);
         // A node fetching its experts joins when it has them all, checked.
         if (mc_link_fetching(c->nodes[i].link))
@@ -686,7 +686,6 @@ static void s_tick(mc_cluster_t *c) {
     c->last_tick = mc_clock_ms();
 }
 
-void mc_cluster_tick(mc_cluster_t *c) { s_tick(c); }
 
 
 static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,

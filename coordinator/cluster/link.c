@@ -340,10 +340,11 @@ static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, bool *needs_info
 }
 
 // The node's answer to its placement (freed here); how: "ready", "is back".
-// A node leased to another coordinator answers MC_ERR_BUSY.
+// A refusal keeps the node's code (checked by mc_wire_decode): MC_ERR_BUSY
+// when it is leased to another coordinator, else why it cannot serve it.
 static mc_err_t s_check_ready(mc_link_t *l, mc_wire_msg_t *msg, const char *how, char *err) {
     if (msg->kind == MC_WIRE_MSG_ERROR) {
-        const mc_err_t code = msg->u.error.code == MC_ERR_BUSY ? MC_ERR_BUSY : MC_ERR_NET;
+        const mc_err_t code = msg->u.error.code;
         mc_err_set(err, code, "node %s (%s) refused the placement: %s", l->p.name, l->p.endpoint,
                    s_node_said(l, msg->u.error.message));
         mc_wire_msg_free(msg);
@@ -598,7 +599,8 @@ static void s_probe_failed(mc_link_t *l, mc_err_t code, const char *why) {
         MC_LOGW("%s", why);
         l->warned = true;
     }
-    snprintf(l->refusal, sizeof l->refusal, "%s", why && code != MC_ERR_BUSY && code != MC_ERR_TIMEOUT ? why : "");
+    // The refusal keeps its code (common/error.h) for mc_cluster_new's caller.
+    mc_err_set(l->refusal, code, "%s", why && code != MC_ERR_BUSY && code != MC_ERR_TIMEOUT ? why : "");
     l->probe = S_PROBE_IDLE;
     l->st.load_done = l->st.load_total = l->st.fetch_done = l->st.fetch_total = 0;
     const double now = mc_clock_ms();

@@ -125,7 +125,8 @@ bool mc_link_settled(const mc_link_t *l);
 // Why the node refused the last handshake in a way that waiting will not
 // mend (another model or protocol version, a key it does not accept, a
 // placement it cannot serve); NULL when it did not. A node leased to
-// another coordinator is not such a refusal: it is retried.
+// another coordinator is not such a refusal: it is retried. The text is an
+// error buffer: mc_err_code gives the refusal's code.
 const char *mc_link_refusal(const mc_link_t *l);
 
 // A new placement for a live node (it answers Progress while it loads, then

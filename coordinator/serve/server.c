@@ -476,6 +476,7 @@ static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, 
     if (!q.seed_given) j->gp.sampling.seed = mc_rng_fresh_seed();
     j->gp.max_tokens = q.max_tokens ? q.max_tokens : srv->p.max_tokens;
     j->gp.strip_space = chat;
+    j->gp.speculate = srv->p.speculate;
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
@@ -878,7 +879,7 @@ uint16_t mc_server_port(const mc_server_t *srv) { return srv->port; }
 
 mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int *stop, char *err) {
     mc_server_t *srv = mc_server_new(s, p, err);
-    if (!srv) return MC_ERR_NET;
+    if (!srv) return mc_err_code(err, MC_ERR_NET);
     const bool any = !strcmp(p->host, "0.0.0.0") || !strcmp(p->host, "::");
     mc_log_status(p->log, "moe-coordinator", "serving %s on http://%s%s%s:%u/ (API under /v1, %u requests decoded together)",
                   mc_session_model_id(s), strchr(p->host, ':') ? "[" : "", any ? "localhost" : p->host,

@@ -47,6 +47,7 @@ typedef struct {
     uint32_t idle_timeout_s;   // an idle connection is closed after this (default 60)
     size_t max_body;           // bytes of a request body (default 1 MiB)
     FILE *log;                 // one line per completion request; NULL: quiet
+    const mc_draft_params_t *speculate; // requests' speculative decoding; NULL: off (borrowed)
 } mc_server_params_t;
 
 mc_server_params_t mc_server_params_default(void);
