@@ -570,7 +570,7 @@ static void test_cache_bound_evicts(void **state) {
         mc_mkmodel_params_t p = mc_mkmodel_params_default();
         p.type = MC_DTYPE_Q8_0, p.dim = 256, p.ffn = 512, p.n_layer = 2, p.seed = 11 + (uint64_t)i;
         if (i == 2) p.ctx_len = 1024; // another header
-        char label[16];
+        char label[32];
         snprintf(label, sizeof label, "evict-%d", i);
         s_gen(label, &p, path[i], sizeof path[i]);
         assert_non_null(m[i] = mc_model_open(path[i], err));
