@@ -1080,7 +1080,7 @@ static void *s_loader_run(void *arg) {
             } else if (in.kind == MC_WIRE_MSG_ASSIGN) {
                 out.kind = MC_WIRE_MSG_PROGRESS;
                 for (int t = 0; t < ld->load_ms && !atomic_load(&ld->stop); t += 100) {
-                    out.u.progress = (mc_wire_progress_t){(uint64_t)t, (uint64_t)ld->load_ms};
+                    out.u.progress = (mc_wire_progress_t){(uint64_t)t, (uint64_t)ld->load_ms, 0, 0};
                     s_loader_send(sock, &id, &out);
                     s_sleep_ms(100);
                 }
