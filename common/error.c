@@ -26,8 +26,14 @@ mc_err_t mc_err_set(char *err, mc_err_t code, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, MC_ERR_LEN, fmt, ap);
+        vsnprintf(err, MC_ERR_LEN - 1, fmt, ap);
         va_end(ap);
+        err[MC_ERR_LEN - 1] = (char)code;
     }
     return code;
+}
+
+mc_err_t mc_err_code(const char *err, mc_err_t otherwise) {
+    const unsigned c = err ? (unsigned char)err[MC_ERR_LEN - 1] : 0;
+    return c >= 1 && c <= MC_ERR_LAST ? (mc_err_t)c : otherwise;
 }

@@ -5,6 +5,14 @@
  * NULL. Human-readable details go into a caller-supplied buffer of MC_ERR_LEN
  * bytes (which may be NULL when the caller does not care), Redis-style, so a
  * library never prints on its own behalf and never exits the process.
+ *
+ * The buffer carries the code too: mc_err_set keeps it in the buffer's last
+ * byte, after the message. So a constructor that returns NULL still hands
+ * back its mc_err_t, through err: mc_err_code(err, ...) after
+ * `if (!(m = mc_model_open(path, err)))` tells MC_ERR_IO (no such file) from
+ * MC_ERR_FORMAT (not a GGUF file). Library code writes err only through
+ * mc_err_set; a caller that copies a message elsewhere copies the code with
+ * mc_err_set(dst, mc_err_code(src, ...), "%s", src).
  */
 #ifndef MC_ERROR_H
 #define MC_ERROR_H
@@ -32,9 +40,14 @@ typedef enum {
 // Short static name of a code, e.g. "format".
 const char *mc_err_name(mc_err_t code);
 
-// printf-style write into err (MC_ERR_LEN bytes); no-op when err is NULL.
-// Returns code so call sites can write `return mc_err_set(err, MC_ERR_ARG, ...)`.
+// printf-style write into err (MC_ERR_LEN bytes: a message of at most
+// MC_ERR_LEN - 2 characters, then code); no-op when err is NULL. Returns
+// code so call sites can write `return mc_err_set(err, MC_ERR_ARG, ...)`.
 mc_err_t mc_err_set(char *err, mc_err_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+// The code the last mc_err_set left in err; otherwise when err is NULL or
+// holds none (a buffer mc_err_set has not written, or MC_OK).
+mc_err_t mc_err_code(const char *err, mc_err_t otherwise);
 
 #endif

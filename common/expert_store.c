@@ -426,7 +426,9 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
               preds && st->order && (st->n_layer == 1 || st->trans) && st->path;
     for (size_t i = 0; ok && i < st->cells; i++) {
         s_entry_t *e = &st->ent[i];
-        e->managed = !p->managed || p->managed[i];
+        const mc_expert_t *xe = &m->layers[i / st->n_expert].experts[i % st->n_expert];
+        // An experts-only file lacks some experts (NULL data): never read through here.
+        e->managed = (!p->managed || p->managed[i]) && xe->gate.data && xe->up.data && xe->down.data;
         e->ahead = !p->ahead || p->ahead[i];
         e->bytes = mc_expert_store_slot_bytes(m, (uint32_t)(i / st->n_expert), (uint32_t)(i % st->n_expert));
         if (!e->managed) continue;

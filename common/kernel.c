@@ -577,16 +577,9 @@ const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa) {
     return s_find(s_scalar, S_N_SCALAR, wtype);
 }
 
+// y[i] = y[i] + a * x[i]: the product rounded, then the add (never fused).
 static void s_axpy(int64_t n, float a, const float *x, float *y) {
     for (int64_t i = 0; i < n; i++) y[i] = y[i] + a * x[i];
-}
-
-mc_axpy_fn mc_kernel_axpy(mc_isa_t isa) {
-    if (isa == MC_ISA_BEST) isa = mc_kernel_best_isa();
-    mc_axpy_fn f = NULL;
-    if (isa != MC_ISA_SCALAR && s_isa_runs(isa))
-        f = isa == MC_ISA_AVX2 || isa == MC_ISA_AVX_VNNI ? mc_kernel_axpy_avx2() : mc_kernel_axpy_neon();
-    return f ? f : s_axpy;
 }
 
 static void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out) {

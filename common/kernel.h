@@ -104,18 +104,12 @@ void mc_kernel_prep(const mc_kernel_t *k, void *a, int64_t n);
 // or ISAs without a faster version); NULL when wtype is not a weight type.
 const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa);
 
-// y[i] = y[i] + a * x[i] for i < n: the product rounded to f32, then the
-// add (never fused), element by element, so every ISA gives the scalar
-// loop's bits. Attention weights its value rows with it.
-typedef void (*mc_axpy_fn)(int64_t n, float a, const float *x, float *y);
-
-// The axpy of `isa` (scalar where it has none or the CPU cannot run it).
-mc_axpy_fn mc_kernel_axpy(mc_isa_t isa);
-
 // Attention's two loops over n cached positions (rows stride floats apart),
 // each giving exactly the bits of its one-row kernel called in a loop, so
 // they change speed only: out[p] = the F32 dot of row p of k with q (hd
-// values); y[i] = y[i] + w[p] * v[p][i] for p = 0, 1, ... in turn (axpy).
+// values); y[i] = y[i] + w[p] * v[p][i] for p = 0, 1, ... in turn, the
+// product rounded to f32, then the add (never fused), so every ISA gives the
+// scalar loop's bits.
 typedef void (*mc_scores_fn)(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out);
 typedef void (*mc_mix_fn)(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y);
 typedef struct {

@@ -882,17 +882,6 @@ static const mc_kernel_t s_vnni[] = {S_TABLE(MC_ISA_AVX_VNNI, s_vnni_)};
 #undef S_KP
 #undef S_K
 
-// Attention's value rows: 8 lanes, the same product and add per element.
-S_FN void s_axpy(int64_t n, float a, const float *x, float *y) {
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
-    for (; i < n; i++) y[i] = y[i] + a * x[i];
-}
-
-mc_axpy_fn mc_kernel_axpy_avx2(void) { return s_axpy; }
-
 // Four positions' F32 dots at once: each one s_dot_f32's accumulators and
 // fold (so its bits), with every load of q shared by the four.
 S_FN void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out) {
@@ -926,8 +915,8 @@ S_FN void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, i
     for (; p < n; p++) s_dot_f32(hd, &out[p], k + p * stride, q);
 }
 
-// y[i] + w[p] * v[p][i] for every p in turn, like s_axpy per position, but
-// 32 values of y stay in registers across all positions.
+// y[i] + w[p] * v[p][i] for every p in turn, the product rounded then the add
+// (as the scalar loop), with 32 values of y in registers across all positions.
 S_FN void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y) {
     int64_t i = 0;
     for (; i + 32 <= hd; i += 32) {
@@ -968,7 +957,6 @@ const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count) {
 
 #else
 
-mc_axpy_fn mc_kernel_axpy_avx2(void) { return NULL; }
 mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){NULL, NULL}; }
 
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {

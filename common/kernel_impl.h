@@ -23,10 +23,6 @@ const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count);
 const mc_kernel_t *mc_kernel_table_neon(size_t *count);
 const mc_kernel_t *mc_kernel_table_neon_dotprod(size_t *count);
 
-// The axpy of AVX2 and of NEON (NULL where not built).
-mc_axpy_fn mc_kernel_axpy_avx2(void);
-mc_axpy_fn mc_kernel_axpy_neon(void);
-
 // The attention loops of AVX2 and of NEON ({NULL, NULL} where not built).
 mc_attn_fns_t mc_kernel_attn_avx2(void);
 mc_attn_fns_t mc_kernel_attn_neon(void);

@@ -949,20 +949,12 @@ static const mc_kernel_t s_neon_dotprod[] = S_TABLE(sdot, MC_ISA_NEON_DOTPROD);
 #undef S_K8
 #undef S_K
 
-// Attention's value rows: 4 lanes, the same product and add per element.
-static void s_axpy(int64_t n, float a, const float *x, float *y) {
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vaddq_f32(vld1q_f32(y + i), vmulq_n_f32(vld1q_f32(x + i), a)));
-    for (; i < n; i++) y[i] = y[i] + a * x[i];
-}
-
-mc_axpy_fn mc_kernel_axpy_neon(void) { return s_axpy; }
-
 static void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out) {
     for (int64_t p = 0; p < n; p++) s_dot_f32(hd, &out[p], k + p * stride, q);
 }
 
-// s_axpy per position, with 16 values of y kept in registers across positions.
+// y[i] + w[p] * v[p][i] for every p in turn, the product rounded then the add
+// (as the scalar loop), with 16 values of y kept in registers across positions.
 static void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y) {
     int64_t i = 0;
     for (; i + 16 <= hd; i += 16) {
@@ -995,7 +987,6 @@ const mc_kernel_t *mc_kernel_table_neon_dotprod(size_t *count) {
 
 #else
 
-mc_axpy_fn mc_kernel_axpy_neon(void) { return NULL; }
 mc_attn_fns_t mc_kernel_attn_neon(void) { return (mc_attn_fns_t){NULL, NULL}; }
 
 const mc_kernel_t *mc_kernel_table_neon(size_t *count) {

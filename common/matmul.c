@@ -88,11 +88,6 @@ const mc_kernel_t *mc_matmul_kernel(const mc_matmul_t *mm, mc_dtype_t t) {
     return (uint32_t)t < MC_MM_TYPES ? mm->kernels[t] : NULL;
 }
 
-size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n) {
-    const mc_kernel_t *k = mc_matmul_kernel(mm, wtype);
-    return k ? mc_kernel_act_bytes(k, n) : 0;
-}
-
 // Row r of all the job's inputs, counted across them in order.
 static void s_convert_task(void *arg, int ith, int nth) {
     const s_convs_t *cs = arg;

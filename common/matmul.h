@@ -54,10 +54,6 @@ mc_pool_t *mc_matmul_pool(const mc_matmul_t *mm);
 const mc_kernel_t *mc_matmul_kernel(const mc_matmul_t *mm, mc_dtype_t t);
 mc_isa_t mc_matmul_isa(const mc_matmul_t *mm);
 
-// Bytes one activation row of n values takes once converted for weight type
-// w (with the kernel's side data, kernel.h).
-size_t mc_matmul_act_row_bytes(const mc_matmul_t *mm, mc_dtype_t wtype, uint32_t n);
-
 // y (n_tok, w->n_out) = x (n_tok, w->n_in) times w transposed.
 mc_err_t mc_matmul_f32(mc_matmul_t *mm, const mc_matrix_t *w, const float *x, uint32_t n_tok, float *y);
 
@@ -67,7 +63,7 @@ typedef struct {
     const float *x; // (n_tok, w->n_in); unused when xa is set
     uint32_t n_tok;
     float *y;       // (n_tok, w->n_out)
-    // Rows already converted for w's kernel, (n_tok, mc_matmul_act_row_bytes)
+    // Rows already converted for w's kernel, (n_tok, mc_kernel_act_bytes)
     // with the kernel's side data (activation blocks received from the
     // network and completed with mc_kernel_prep); NULL: convert x.
     const void *xa;

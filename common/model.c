@@ -172,7 +172,7 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     return MC_OK;
 }
 
-static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab, char *err) {
     mc_gguf_str_t arch_s;
     if (!mc_gguf_get_str(g, "general.architecture", &arch_s))
         return mc_err_set(err, MC_ERR_FORMAT, "metadata key 'general.architecture' is missing");
@@ -253,6 +253,7 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, char *err) 
     if (!(hp->rope_base > 0) || !isfinite(hp->rope_base) || !(hp->rms_eps > 0) || !isfinite(hp->rms_eps))
         return mc_err_set(err, MC_ERR_FORMAT, "rope.freq_base %g or layer_norm_rms_epsilon %g is not a positive number",
                           hp->rope_base, hp->rms_eps);
+    if (!vocab) return MC_OK; // an experts-only file has no embeddings
     const mc_gguf_tensor_t *emb = s_find(g, "token_embd.weight", err);
     if (!emb) return MC_ERR_FORMAT;
     if (emb->n_dims != 2 || emb->ne[1] == 0 || emb->ne[1] > (1u << 22))
@@ -273,7 +274,13 @@ mc_model_t *mc_model_new(mc_gguf_t **pg, char *err) {
         return NULL;
     }
     mc_hparams_t *hp = &m->hp;
-    if (s_read_hparams(g, hp, err)) goto fail;
+    if (mc_gguf_find(g, MC_MODEL_SOURCE_KEY)) {
+        mc_err_set(err, MC_ERR_ARG,
+                   "an experts-only file (moe-split's output or an expert node's cache), not a whole model: only "
+                   "moe-expert --model takes it");
+        goto fail;
+    }
+    if (s_read_hparams(g, hp, true, err)) goto fail;
     if (s_bind_matrix(g, "token_embd.weight", hp->dim, hp->n_vocab, &m->tok_embd, err)) goto fail;
     if (s_bind_vector(g, "output_norm.weight", hp->dim, &m->output_norm, err)) goto fail;
     if (mc_gguf_tensor_find(g, "output.weight")) {
@@ -300,11 +307,71 @@ fail:
     return NULL;
 }
 
-mc_model_t *mc_model_open(const char *path, char *err) {
+mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
+    const mc_gguf_t *g = *pg;
+    mc_model_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    mc_hparams_t *hp = &m->hp;
+    m->experts_only = m->legacy_experts = true;
+    if (!mc_gguf_get_u64(g, MC_MODEL_SOURCE_KEY, &m->source_fingerprint)) {
+        mc_err_set(err, MC_ERR_FORMAT, "not an experts-only file: metadata key '%s' is missing or not an integer",
+                   MC_MODEL_SOURCE_KEY);
+        goto fail;
+    }
+    if (s_read_hparams(g, hp, false, err)) goto fail;
+    if (!(m->layers = calloc(hp->n_layer, sizeof *m->layers))) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    char name[MC_NAME_MAX];
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        if (!(m->layers[l].experts = calloc(hp->n_expert, sizeof(mc_expert_t)))) {
+            mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            mc_expert_t *x = &m->layers[l].experts[e];
+            static const char *const part[3] = {"gate", "up", "down"};
+            int have = 0;
+            for (int j = 0; j < 3; j++) {
+                snprintf(name, sizeof name, "blk.%u.ffn_%s.%u.weight", l, part[j], e);
+                have += mc_gguf_tensor_find(g, name) != NULL;
+            }
+            if (have == 0) continue;
+            if (have != 3) {
+                mc_err_set(err, MC_ERR_FORMAT, "expert %u of layer %u lacks some of its gate, up and down tensors", e, l);
+                goto fail;
+            }
+            if (s_bind_matrix(g, (snprintf(name, sizeof name, "blk.%u.ffn_gate.%u.weight", l, e), name), hp->dim, hp->ffn,
+                              &x->gate, err) ||
+                s_bind_matrix(g, (snprintf(name, sizeof name, "blk.%u.ffn_up.%u.weight", l, e), name), hp->dim, hp->ffn,
+                              &x->up, err) ||
+                s_bind_matrix(g, (snprintf(name, sizeof name, "blk.%u.ffn_down.%u.weight", l, e), name), hp->ffn, hp->dim,
+                              &x->down, err))
+                goto fail;
+        }
+    }
+    m->gguf = *pg;
+    *pg = NULL;
+    return m;
+fail:
+    m->gguf = NULL;
+    mc_model_destroy(&m);
+    return NULL;
+}
+
+bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e) {
+    return layer < m->hp.n_layer && e < m->hp.n_expert && m->layers[layer].experts[e].gate.data != NULL;
+}
+
+static mc_model_t *s_open(const char *path, bool any, char *err) {
     mc_gguf_t *g = mc_gguf_open(path, err);
     if (!g) return NULL;
     char sub[MC_ERR_LEN];
-    mc_model_t *m = mc_model_new(&g, sub);
+    mc_model_t *m = any && mc_gguf_find(g, MC_MODEL_SOURCE_KEY) ? mc_model_new_experts(&g, sub) : mc_model_new(&g, sub);
     if (!m) {
         mc_err_set(err, MC_ERR_FORMAT, "%s: %s", path, sub);
         mc_gguf_destroy(&g);
@@ -314,6 +381,9 @@ mc_model_t *mc_model_open(const char *path, char *err) {
     }
     return m;
 }
+
+mc_model_t *mc_model_open(const char *path, char *err) { return s_open(path, false, err); }
+mc_model_t *mc_model_open_node(const char *path, char *err) { return s_open(path, true, err); }
 
 void mc_model_destroy(mc_model_t **pm) {
     if (!pm || !*pm) return;
@@ -368,6 +438,7 @@ uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
 }
 
 uint64_t mc_model_fingerprint(const mc_model_t *m) {
+    if (m->experts_only) return m->source_fingerprint;
     uint64_t h = 0xcbf29ce484222325ull; // FNV-1a offset basis
     const uint8_t *p = mc_gguf_base(m->gguf);
     uint64_t n = mc_gguf_data_offset(m->gguf), size = mc_gguf_size(m->gguf);

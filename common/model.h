@@ -75,13 +75,36 @@ typedef struct {
     // none): the experts it manages are read through it (moe.h), never
     // through the mapping, and mc_model_repack leaves them alone.
     struct mc_expert_store *store;
+    // An experts-only file (below): no dense tensors, n_vocab 0, and only
+    // some experts, the others with NULL data (mc_model_has_expert).
+    bool experts_only;
+    uint64_t source_fingerprint; // experts-only: mc_model_fingerprint of the model it was cut from
 } mc_model_t;
+
+// The key that makes a GGUF an experts-only file: a node's cache, or
+// moe-split's output. Such a file has the whole model's metadata (without
+// the tokenizer), this key (u64: the fingerprint of the whole model), and
+// some experts as per-expert tensors blk.L.ffn_{gate,up,down}.E.weight.
+#define MC_MODEL_SOURCE_KEY "moe_cluster.source_fingerprint"
 
 // Bind a parsed file; takes ownership of *g on success (sets *g = NULL).
 mc_model_t *mc_model_new(mc_gguf_t **g, char *err);
 
-// Open and bind a GGUF file.
+// Open and bind a GGUF file (a whole model: an experts-only file is
+// refused, saying what it is).
 mc_model_t *mc_model_open(const char *path, char *err);
+
+// Bind an experts-only file (see MC_MODEL_SOURCE_KEY): the hyperparameters
+// and whichever experts it has (each with all three matrices, shapes and
+// types checked); one without any expert binds too (a node learning a
+// model's shape). Takes ownership of *g on success.
+mc_model_t *mc_model_new_experts(mc_gguf_t **g, char *err);
+
+// A node's --model: a whole model or an experts-only file.
+mc_model_t *mc_model_open_node(const char *path, char *err);
+
+// Whether the file has expert e of layer l (always, for a whole model).
+bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e);
 
 void mc_model_destroy(mc_model_t **m);
 
@@ -122,7 +145,8 @@ mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out);
 // Identity of the model file for the cluster handshake: a 64-bit FNV-1a
 // hash of the file's header (metadata and tensor table, everything before
 // the tensor data) and of its size. Two nodes agree on it exactly when they
-// read the same model description; not a defence against a forger.
+// read the same model description; not a defence against a forger. For an
+// experts-only file, the fingerprint of the model it was cut from.
 uint64_t mc_model_fingerprint(const mc_model_t *m);
 
 // Bytes of expert e of layer l's rows in the file (gate, up and down);

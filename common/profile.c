@@ -82,7 +82,7 @@ double mc_profile_curve_at(const double *curve, uint32_t r) {
 
 mc_err_t mc_profile_run(const mc_profile_params_t *p, FILE *out, char *err) {
     mc_model_t *m = mc_model_open(p->model, err);
-    if (!m) return MC_ERR_IO;
+    if (!m) return mc_err_code(err, MC_ERR_IO);
     mc_pool_t *pool = mc_pool_new(p->threads);
     mc_matmul_t *mm = pool ? mc_matmul_new(pool, mc_kernel_best_isa()) : NULL;
     mc_moe_t *moe = mm ? mc_moe_new(mm) : NULL;

@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -14,39 +15,146 @@
 
 #include "clock.h"
 #include "file.h"
+#include "flags.h"
 #include "layer_profile.h"
 #include "model.h"
-#include "parse.h"
-#include "pool.h"
 #include "rng.h"
 #include "scheduler.h"
 #include "session.h"
 #include "termchat.h"
 #include "tokenizer.h"
-
-#if MC_HAVE_CLUSTER
 #include "cluster_config.h"
 #include "demo.h"
 #include "routing.h"
 #include "server.h"
-#endif
 
 #define MC_CLI_DEFAULT_N 128
-#define MC_CLI_DEFAULT_PORT 8080
-#define MC_CLI_DEFAULT_PARALLEL 4
+#define S_STR2(x) #x
+#define S_STR(x) S_STR2(x)
 // --tokenize-file and --prompt-file: far more text than a run wants, and the
 // token buffer (mc_tokenizer_max_tokens: up to three ids a byte, four bytes an
 // id) stays under 1 GiB.
 #define S_MAX_TEXT_FILE ((size_t)64 << 20)
 
+// --top-k is an int row (common/flags.h) over the sampler's int32_t.
+static_assert(sizeof(int) == sizeof(int32_t), "int is 32 bits");
+
+// --mem-prefetch router|transitions|none into an int (MC_STORE_PRED_*, -1).
+static mc_err_t s_parse_prefetch(const char *flag, const char *v, void *field, char *err) {
+    mc_store_pred_t p;
+    if (!strcmp(v, "none")) *(int *)field = -1;
+    else if (!mc_store_pred_parse(v, &p)) *(int *)field = (int)p;
+    else return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not router, transitions or none", flag, v);
+    return MC_OK;
+}
+
+// One row per flag, in --help's order; a new flag is a row here (and its
+// field in mc_cli_opts_t, and its check in mc_cli_parse when it goes with
+// some modes only). Defaults: the row's, or for sampling the sampler's own
+// (mc_sampler_params_default), or explained in the text.
+#define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_cli_opts_t, field)
+static const mc_flag_t s_flags[] = {
+    {S_ROW("--model", "FILE", MC_FLAG_FILE, model), .help = "GGUF model (llama/Mixtral, qwen3moe, olmoe)"},
+    {S_ROW("--prompt", "TEXT", MC_FLAG_STRING, prompt),
+     .help = "generate a continuation of TEXT (BOS added), streamed to stdout"},
+    {S_ROW("-n", "N", MC_FLAG_INT, n_predict), MC_FLAG_DEF_TEXT, 0, INT32_MAX,
+     .help = "tokens to generate: " S_STR(MC_CLI_DEFAULT_N) ", with --token-ids 0, with --chat and --serve\n"
+             "until the answer ends (a request's max_tokens wins)"},
+    {S_ROW("--temp", "T", MC_FLAG_F32, sampling.temp), .help = "temperature, 0 = greedy", .flo = 0, .fhi = 100},
+    {S_ROW("--top-k", "K", MC_FLAG_INT, sampling.top_k), MC_FLAG_DEF_OWN, 0, INT32_MAX,
+     .help = "keep the K most likely tokens, 0 = off"},
+    {S_ROW("--top-p", "P", MC_FLAG_F32, sampling.top_p), .help = "nucleus sampling, 1 = off", .flo = 0, .fhi = 1},
+    {S_ROW("--min-p", "P", MC_FLAG_F32, sampling.min_p), .help = "drop tokens below P x the best probability, 0 = off",
+     .flo = 0, .fhi = 1},
+    {S_ROW("--repeat-penalty", "R", MC_FLAG_F32, sampling.repeat_penalty),
+     .help = "penalty for the last 64 tokens, 1 = off", .flo = 0.01, .fhi = 100},
+    {S_ROW("--seed", "S", MC_FLAG_U64, sampling.seed), MC_FLAG_DEF_TEXT,
+     .help = "random seed (default: random; printed to stderr)"},
+    {S_ROW("--threads", "N", MC_FLAG_INT, threads), MC_FLAG_DEF_THREADS, 1, 512, .help = "compute threads"},
+    {S_ROW("--ctx", "N", MC_FLAG_U32, ctx), MC_FLAG_DEF_TEXT, 1, 1 << 24,
+     .help = "KV-cache length per sequence (default 4096, at most the model's\ncontext length)"},
+    {S_ROW("--prefix-cache-mb", "MB", MC_FLAG_U32, prefix_cache_mb), 256, 0, 1 << 20,
+     .help = "keep prompt prefixes (keys and values) of finished answers up to this\n"
+             "size, so a later prompt that starts the same way skips them (0: only\n"
+             "the sequences' own caches)"},
+    {S_ROW("--speculate", "K", MC_FLAG_U32, speculate), 0, 0, 64,
+     .help = "speculative decoding: guess up to K next tokens from the text so far\n"
+             "and verify them in one pass (the same tokens as without; 0 = off)"},
+    {S_ROW("--mem-limit", "MB", MC_FLAG_U32, mem_limit_mb), 0, 0, 1 << 24,
+     .help = "keep at most MB MiB of expert weights in memory and read the others\n"
+             "from the model file when used (0: every expert resident)"},
+    {S_ROW("--mem-prefetch", "P", MC_FLAG_CUSTOM, mem_prefetch), .parse = s_parse_prefetch,
+     .help = "with --mem-limit: read ahead what the next layer's router (router) or\n"
+             "the layer-to-layer transitions seen (transitions) predict, or not\n"
+             "(none, the default)"},
+    {S_ROW("--tokenize", "TEXT", MC_FLAG_STRING, tokenize_text), .help = "print the ids of TEXT (no BOS) as a JSON array"},
+    {S_ROW("--tokenize-file", "PATH", MC_FLAG_FILE, tokenize_file), .help = "same for the raw bytes of a file"},
+    {S_ROW("--token-ids", "LIST", MC_FLAG_STRING, token_ids),
+     .help = "evaluate these ids (comma-separated, no BOS added) as one batch"},
+    {S_ROW("--dump-logits", "FILE", MC_FLAG_FILE, dump_logits),
+     .help = "with --token-ids: write float32 logits [n_ids][n_vocab] to FILE\n"
+             "(with -n N: then generate N tokens, printed as ids on the last line)"},
+    {S_ROW("--cluster", "FILE", MC_FLAG_FILE, cluster),
+     .help = "run the experts on the nodes of a cluster file (YAML; see README);\n"
+             "--model overrides the file's model"},
+    {S_ROW("--stats-json", "FILE", MC_FLAG_FILE, stats_json),
+     .help = "with --cluster or --demo: write per-node and per-expert stats as JSON"},
+    {S_ROW("--demo", NULL, MC_FLAG_SWITCH, demo),
+     .help = "generate a model, start --nodes local moe-expert processes, then\n"
+             "generate (or --chat, or --serve) through them"},
+    {S_ROW("--nodes", "N", MC_FLAG_U32, demo_nodes), 2, 1, 64, .help = "with --demo: number of expert nodes"},
+    {S_ROW("--chat", NULL, MC_FLAG_SWITCH, chat),
+     .help = "interactive chat in the terminal (the model's chat format; /reset, /quit)"},
+    {S_ROW("--system", "TEXT", MC_FLAG_STRING, system), .help = "with --chat: a system message for the conversation"},
+    {S_ROW("--safe-prompt", NULL, MC_FLAG_SWITCH, safe_prompt),
+     .help = "with --chat or --serve: prepend Mistral's safety system prompt"},
+    {S_ROW("--serve", NULL, MC_FLAG_SWITCH, serve), .help = "OpenAI-compatible HTTP API, web chat and cluster dashboard"},
+    {S_ROW("--host", "H", MC_FLAG_STRING, host),
+     .help = "with --serve: address to listen on (default 127.0.0.1; 0.0.0.0: all)"},
+    {S_ROW("--port", "N", MC_FLAG_U32, port), 8080, 0, 65535, .help = "with --serve: TCP port (0: any free one, printed)"},
+    {S_ROW("--parallel", "N", MC_FLAG_U32, parallel), 4, 1, 256,
+     .help = "with --serve: requests decoded together, each with its own\nKV cache of --ctx positions"},
+    {S_ROW("--api-key", "KEY", MC_FLAG_STRING, api_key),
+     .help = "with --serve: require 'Authorization: Bearer KEY' on /v1 and /api"},
+    {S_ROW("--api-key-file", "FILE", MC_FLAG_FILE, api_key_file),
+     .help = "the same, the key read from FILE (keeps it out of the process list)"},
+    {S_ROW("--web", "DIR", MC_FLAG_FILE, web_dir),
+     .help = "with --serve: serve the web page from DIR instead of the built-in one"},
+    {S_ROW("--cors-origin", "LIST", MC_FLAG_STRING, cors_origin),
+     .help = "with --serve: web pages on these origins may call the API from a\nbrowser (comma-separated, e.g. "
+             "https://app.example.com, or *;\ndefault: none)"},
+    {S_ROW("--routing-stats", "FILE", MC_FLAG_FILE, routing_stats),
+     .help = "any mode: write what the router chose (rows per expert, pairs chosen\n"
+             "together, how often a token keeps its predecessor's expert, a trace)\n"
+             "as JSON for moe-plan at the end; with --serve also live at /v1/routing"},
+    {S_ROW("--profile-routing", NULL, MC_FLAG_SWITCH, profile_routing),
+     .help = "run every passage of --prompt-file (blank lines between passages;\n"
+             "e.g. deploy/corpus/routing.txt) just to collect --routing-stats"},
+    {S_ROW("--prompt-file", "FILE", MC_FLAG_FILE, prompt_file), .help = "with --profile-routing: the passages"},
+    {S_ROW("--profile", NULL, MC_FLAG_SWITCH, profile),
+     .help = "measure this machine with the model (memory, one expert's step for\n"
+             "1..32 rows, the coordinator's work per layer and for the output head)\n"
+             "and print it as the coordinator entry for moe-plan; then exit"},
+    {S_ROW("--name", "NAME", MC_FLAG_STRING, name),
+     .help = "with --profile: the machine's name in the entry (default: host name)"},
+};
+#undef S_ROW
+#define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
+static_assert(S_N_FLAGS <= 64, "mc_flags_parse reports at most 64 rows as given");
+
+// Whether the flag called name was on the command line (given: mc_flags_parse's).
+static bool s_given(uint64_t given, const char *name) {
+    for (size_t i = 0; i < S_N_FLAGS; i++)
+        if (!strcmp(s_flags[i].name, name)) return given >> i & 1;
+    return false;
+}
+
 void mc_cli_opts_init(mc_cli_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = -1;
     o->sampling = mc_sampler_params_default();
-    o->threads = mc_pool_default_threads();
     o->host = "127.0.0.1";
-    o->port = MC_CLI_DEFAULT_PORT;
-    o->parallel = MC_CLI_DEFAULT_PARALLEL;
+    mc_flags_init(s_flags, S_N_FLAGS, o);
     o->mem_prefetch = -1;
 }
 
@@ -57,67 +165,18 @@ void mc_cli_opts_free(mc_cli_opts_t *o) {
 }
 
 void mc_cli_usage(FILE *f) {
-    mc_sampler_params_t d = mc_sampler_params_default();
-    fprintf(f,
-            "usage: moe-coordinator --model FILE --prompt TEXT [options]\n"
-            "       moe-coordinator --model FILE --chat [options]\n"
-            "       moe-coordinator --model FILE --serve [--host H] [--port N] [options]\n"
-            "       moe-coordinator --model FILE --tokenize TEXT | --tokenize-file PATH\n"
-            "       moe-coordinator --model FILE --token-ids 1,415,2936 [--dump-logits FILE] [-n N --temp 0]\n"
-            "       moe-coordinator --demo [--chat | --serve] [options]\n"
-            "       moe-coordinator --model FILE --profile-routing --prompt-file FILE --routing-stats FILE\n"
-            "       moe-coordinator --model FILE --profile [--threads N] [--name NAME]\n"
-            "\n"
-            "  --model FILE          GGUF model (llama/Mixtral, qwen3moe, olmoe)\n"
-            "  --prompt TEXT         generate a continuation of TEXT (BOS added), streamed to stdout\n"
-            "  -n N                  tokens to generate (default %d; with --token-ids 0; with --chat and\n"
-            "                        --serve: until the answer ends, a request's max_tokens wins)\n"
-            "  --temp T              temperature, 0 = greedy (default %.2f)\n"
-            "  --top-k K             keep the K most likely tokens, 0 = off (default %d)\n"
-            "  --top-p P             nucleus sampling, 1 = off (default %.2f)\n"
-            "  --min-p P             drop tokens below P x the best probability, 0 = off (default %.2f)\n"
-            "  --repeat-penalty R    penalty for the last 64 tokens, 1 = off (default %.2f)\n"
-            "  --seed S              random seed (default: random; printed to stderr)\n"
-            "  --threads N           compute threads (default: online CPUs, at most 8)\n"
-            "  --ctx N               KV-cache length per sequence (default 4096, at most the model's context length)\n"
-            "  --mem-limit MB        keep at most MB MiB of expert weights in memory, read the others from the\n"
-            "                        model file when used\n"
-            "  --mem-prefetch P      with --mem-limit: read ahead what the next layer's router (router) or\n"
-            "                        the layer-to-layer transitions seen (transitions) predict (default none)\n"
-            "  --tokenize TEXT       print the ids of TEXT (no BOS) as a JSON array\n"
-            "  --tokenize-file PATH  same for the raw bytes of a file\n"
-            "  --token-ids LIST      evaluate these ids (comma-separated, no BOS added) as one batch\n"
-            "  --dump-logits FILE    with --token-ids: write float32 logits [n_ids][n_vocab] to FILE\n"
-            "                        (with -n N: then generate N tokens, printed as ids on the last line)\n"
-            "  --cluster FILE        run the experts on the nodes of a cluster file (YAML; see README);\n"
-            "                        --model overrides the file's model\n"
-            "  --stats-json FILE     with --cluster or --demo: write per-node and per-expert stats as JSON\n"
-            "  --demo                generate a model, start --nodes local moe-expert processes, then\n"
-            "                        generate (or --chat, or --serve) through them\n"
-            "  --nodes N             with --demo: number of expert nodes (default 2)\n"
-            "  --chat                interactive chat in the terminal (the model's chat format; /reset, /quit)\n"
-            "  --system TEXT         with --chat: a system message for the conversation\n"
-            "  --safe-prompt         with --chat or --serve: prepend Mistral's safety system prompt\n"
-            "  --serve               OpenAI-compatible HTTP API, web chat and cluster dashboard\n"
-            "  --host H              with --serve: address to listen on (default 127.0.0.1; 0.0.0.0: all)\n"
-            "  --port N              with --serve: TCP port (default %d; 0: any free one, printed)\n"
-            "  --parallel N          with --serve: requests decoded together, each with its own\n"
-            "                        KV cache of --ctx positions (default %d)\n"
-            "  --api-key KEY         with --serve: require 'Authorization: Bearer KEY' on /v1 requests\n"
-            "  --api-key-file FILE   the same, the key read from FILE (keeps it out of the process list)\n"
-            "  --web DIR             with --serve: serve the web page from DIR instead of the built-in one\n"
-            "  --routing-stats FILE  any mode: write what the router chose (rows per expert, pairs chosen\n"
-            "                        together, how often a token keeps its predecessor's expert, a trace)\n"
-            "                        as JSON for moe-plan at the end; with --serve also live at /v1/routing\n"
-            "  --profile-routing     run every passage of --prompt-file (blank lines between passages;\n"
-            "                        e.g. deploy/corpus/routing.txt) just to collect --routing-stats\n"
-            "  --profile             measure this machine with the model (memory, one expert's step for\n"
-            "                        1..32 rows, the coordinator's work per layer and for the output head)\n"
-            "                        and print it as the coordinator entry for moe-plan; then exit\n"
-            "  --name NAME           with --profile: the machine's name in the entry (default: host name)\n"
-            "  --help                this text\n",
-            MC_CLI_DEFAULT_N, d.temp, d.top_k, d.top_p, d.min_p, d.repeat_penalty, MC_CLI_DEFAULT_PORT,
-            MC_CLI_DEFAULT_PARALLEL);
+    fprintf(f, "usage: moe-coordinator --model FILE --prompt TEXT [options]\n"
+               "       moe-coordinator --model FILE --chat [options]\n"
+               "       moe-coordinator --model FILE --serve [--host H] [--port N] [options]\n"
+               "       moe-coordinator --model FILE --tokenize TEXT | --tokenize-file PATH\n"
+               "       moe-coordinator --model FILE --token-ids 1,415,2936 [--dump-logits FILE] [-n N --temp 0]\n"
+               "       moe-coordinator --demo [--chat | --serve] [options]\n"
+               "       moe-coordinator --model FILE --profile-routing --prompt-file FILE --routing-stats FILE\n"
+               "       moe-coordinator --model FILE --profile [--threads N] [--name NAME]\n"
+               "\n");
+    mc_cli_opts_t d;
+    mc_cli_opts_init(&d);
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 24, &d);
 }
 
 static mc_err_t s_parse_ids(const char *s, int32_t **out, size_t *n_out, char *err) {
@@ -144,111 +203,35 @@ static mc_err_t s_parse_ids(const char *s, int32_t **out, size_t *n_out, char *e
     return MC_OK;
 }
 
-// The first line of path, without its newline, as the API key.
-static mc_err_t s_read_key(const char *path, mc_cli_opts_t *o, char *err) {
+// The first line of path, without its newline, into buf (256 bytes).
+static mc_err_t s_read_key(const char *path, char *buf, char *err) {
     FILE *f = fopen(path, "r");
     if (!f) return mc_err_set(err, MC_ERR_ARG, "--api-key-file: %s: %s", path, strerror(errno));
-    char *line = fgets(o->api_key_buf, sizeof o->api_key_buf, f);
+    char *line = fgets(buf, 256, f);
     fclose(f);
     size_t n = line ? strcspn(line, "\r\n") : 0;
     if (!n) return mc_err_set(err, MC_ERR_ARG, "--api-key-file: %s has no key on its first line", path);
-    o->api_key_buf[n] = 0;
-    o->api_key = o->api_key_buf;
+    buf[n] = 0;
     return MC_OK;
 }
 
-mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
-    mc_err_t rc = MC_OK;
-    int64_t v;
-    for (int i = 1; i < argc && !rc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            o->mode = MC_CLI_MODE_HELP;
-            return MC_OK;
-        }
-        bool *sw = !strcmp(a, "--demo") ? &o->demo : !strcmp(a, "--safe-prompt") ? &o->safe_prompt : NULL;
-        if (sw) {
-            *sw = true;
-            continue;
-        }
-        if (!strcmp(a, "--chat") || !strcmp(a, "--serve") || !strcmp(a, "--profile-routing") ||
-            !strcmp(a, "--profile")) {
-            if (o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE || o->mode == MC_CLI_MODE_PROFILE_ROUTING ||
-                o->mode == MC_CLI_MODE_PROFILE)
-                return mc_err_set(err, MC_ERR_ARG, "--chat, --serve, --profile-routing and --profile exclude each other");
-            o->mode = a[2] == 'c' ? MC_CLI_MODE_CHAT
-                      : a[2] == 's' ? MC_CLI_MODE_SERVE
-                      : a[9] ? MC_CLI_MODE_PROFILE_ROUTING : MC_CLI_MODE_PROFILE;
-            continue;
-        }
-        // Every other flag takes a value.
-        static const char *const with_value[] = {
-            "--model",   "--prompt",      "-n",          "--temp",      "--top-k",     "--top-p",   "--min-p",
-            "--repeat-penalty", "--seed", "--threads",   "--ctx", "--mem-limit", "--mem-prefetch",       "--tokenize",  "--tokenize-file",
-            "--token-ids", "--dump-logits", "--cluster", "--stats-json", "--nodes",    "--system",  "--host",
-            "--port",    "--parallel",    "--api-key",   "--api-key-file", "--web", "--routing-stats", "--prompt-file",
-            "--name"};
-        bool known = false;
-        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
-        if (!known) return mc_err_set(err, MC_ERR_ARG, "unknown flag '%s' (see --help)", a);
-        if (i + 1 >= argc) return mc_err_set(err, MC_ERR_ARG, "%s needs a value", a);
-        const char *val = argv[++i];
-        if (!strcmp(a, "--model")) o->model = val;
-        else if (!strcmp(a, "--prompt")) o->prompt = val;
-        else if (!strcmp(a, "--tokenize")) o->tokenize_text = val;
-        else if (!strcmp(a, "--tokenize-file")) o->tokenize_file = val;
-        else if (!strcmp(a, "--dump-logits")) o->dump_logits = val;
-        else if (!strcmp(a, "--cluster")) o->cluster = val;
-        else if (!strcmp(a, "--stats-json")) o->stats_json = val;
-        else if (!strcmp(a, "--system")) o->system = val;
-        else if (!strcmp(a, "--host")) o->host = val;
-        else if (!strcmp(a, "--api-key")) o->api_key = val;
-        else if (!strcmp(a, "--api-key-file")) rc = s_read_key(val, o, err);
-        else if (!strcmp(a, "--web")) o->web_dir = val;
-        else if (!strcmp(a, "--routing-stats")) o->routing_stats = val;
-        else if (!strcmp(a, "--prompt-file")) o->prompt_file = val;
-        else if (!strcmp(a, "--name")) o->name = val;
-        else if (!strcmp(a, "--nodes")) {
-            if (!(rc = mc_parse_i64(a, val, 1, 64, &v, err))) o->demo_nodes = (uint32_t)v;
-        } else if (!strcmp(a, "--port")) {
-            if (!(rc = mc_parse_i64(a, val, 0, 65535, &v, err))) o->port = (uint32_t)v;
-        } else if (!strcmp(a, "--parallel")) {
-            if (!(rc = mc_parse_i64(a, val, 1, 256, &v, err))) o->parallel = (uint32_t)v;
-        } else if (!strcmp(a, "--token-ids")) {
-            free(o->ids);
-            o->ids = NULL;
-            rc = s_parse_ids(val, &o->ids, &o->n_ids, err);
-        } else if (!strcmp(a, "-n")) rc = mc_parse_i64(a, val, 0, INT32_MAX, &o->n_predict, err);
-        else if (!strcmp(a, "--temp")) rc = mc_parse_f32(a, val, 0.0f, 100.0f, &o->sampling.temp, err);
-        else if (!strcmp(a, "--top-k")) {
-            if (!(rc = mc_parse_i64(a, val, 0, INT32_MAX, &v, err))) o->sampling.top_k = (int32_t)v;
-        } else if (!strcmp(a, "--top-p")) rc = mc_parse_f32(a, val, 0.0f, 1.0f, &o->sampling.top_p, err);
-        else if (!strcmp(a, "--min-p")) rc = mc_parse_f32(a, val, 0.0f, 1.0f, &o->sampling.min_p, err);
-        else if (!strcmp(a, "--repeat-penalty")) rc = mc_parse_f32(a, val, 0.01f, 100.0f, &o->sampling.repeat_penalty, err);
-        else if (!strcmp(a, "--seed")) {
-            if (!(rc = mc_parse_i64(a, val, 0, INT64_MAX, &v, err))) {
-                o->sampling.seed = (uint64_t)v;
-                o->seed_given = true;
-            }
-        } else if (!strcmp(a, "--threads")) {
-            if (!(rc = mc_parse_i64(a, val, 1, 512, &v, err))) o->threads = (int)v;
-        } else if (!strcmp(a, "--ctx")) {
-            if (!(rc = mc_parse_i64(a, val, 1, 1 << 24, &v, err))) o->ctx = (uint32_t)v;
-        } else if (!strcmp(a, "--mem-limit")) {
-            if (!(rc = mc_parse_i64(a, val, 1, 1 << 24, &v, err))) o->mem_limit_mb = (uint32_t)v;
-        } else if (!strcmp(a, "--mem-prefetch")) {
-            mc_store_pred_t pr;
-            if (!strcmp(val, "none")) o->mem_prefetch = -1;
-            else if (!mc_store_pred_parse(val, &pr)) o->mem_prefetch = (int)pr;
-            else rc = mc_err_set(err, MC_ERR_ARG, "--mem-prefetch: '%s' is not router, transitions or none", val);
-        }
-    }
-    if (rc) return rc;
-    if (o->mem_prefetch >= 0 && !o->mem_limit_mb) return mc_err_set(err, MC_ERR_ARG, "--mem-prefetch goes with --mem-limit");
+// Which flags go together, and the mode they make.
+static mc_err_t s_check(mc_cli_opts_t *o, uint64_t given, char *err) {
+    if (o->chat + o->serve + o->profile_routing + o->profile > 1)
+        return mc_err_set(err, MC_ERR_ARG, "--chat, --serve, --profile-routing and --profile exclude each other");
+    o->mode = o->chat ? MC_CLI_MODE_CHAT
+              : o->serve ? MC_CLI_MODE_SERVE
+              : o->profile_routing ? MC_CLI_MODE_PROFILE_ROUTING
+              : o->profile ? MC_CLI_MODE_PROFILE
+                           : MC_CLI_MODE_GENERATE;
+    o->seed_given = s_given(given, "--seed");
+    if (o->api_key && o->api_key_file)
+        return mc_err_set(err, MC_ERR_ARG, "--api-key and --api-key-file exclude each other");
     if (o->name && o->mode != MC_CLI_MODE_PROFILE) return mc_err_set(err, MC_ERR_ARG, "--name goes with --profile");
+    if (o->mem_prefetch >= 0 && !o->mem_limit_mb) return mc_err_set(err, MC_ERR_ARG, "--mem-prefetch goes with --mem-limit");
     if (o->mode == MC_CLI_MODE_PROFILE) {
-        if (o->demo || o->cluster || o->prompt || o->tokenize_text || o->tokenize_file || o->ids || o->routing_stats ||
-            o->stats_json || o->prompt_file)
+        if (o->demo || o->cluster || o->prompt || o->tokenize_text || o->tokenize_file || o->token_ids ||
+            o->routing_stats || o->stats_json || o->prompt_file)
             return mc_err_set(err, MC_ERR_ARG, "--profile measures this machine with --model alone: only --threads "
                                                "and --name go with it");
         if (!o->model) return mc_err_set(err, MC_ERR_ARG, "--model FILE is required");
@@ -258,20 +241,17 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
         return mc_err_set(err, MC_ERR_ARG, "--profile-routing needs --prompt-file FILE and --routing-stats FILE");
     if (o->prompt_file && o->mode != MC_CLI_MODE_PROFILE_ROUTING)
         return mc_err_set(err, MC_ERR_ARG, "--prompt-file goes with --profile-routing");
-    const bool interactive = o->mode == MC_CLI_MODE_CHAT || o->mode == MC_CLI_MODE_SERVE ||
-                             o->mode == MC_CLI_MODE_PROFILE_ROUTING;
+    const bool interactive = o->mode != MC_CLI_MODE_GENERATE;
     if (o->demo) {
-        if (o->cluster || o->model || o->tokenize_text || o->tokenize_file || o->ids)
+        if (o->cluster || o->model || o->tokenize_text || o->tokenize_file || o->token_ids)
             return mc_err_set(err, MC_ERR_ARG, "--demo makes its own model and cluster: only --prompt, -n, sampling, "
                                                "--threads, --nodes, --stats-json, --chat and --serve go with it");
-        if (!o->demo_nodes) o->demo_nodes = 2;
         if (!interactive && o->n_predict < 0) o->n_predict = 32;
-        if (!interactive) o->mode = MC_CLI_MODE_GENERATE;
         return MC_OK;
     }
-    if (o->demo_nodes) return mc_err_set(err, MC_ERR_ARG, "--nodes goes with --demo");
+    if (s_given(given, "--nodes")) return mc_err_set(err, MC_ERR_ARG, "--nodes goes with --demo");
     if (o->stats_json && !o->cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster or --demo");
-    int modes = (o->prompt != NULL) + (o->tokenize_text != NULL) + (o->tokenize_file != NULL) + (o->ids != NULL);
+    int modes = (o->prompt != NULL) + (o->tokenize_text != NULL) + (o->tokenize_file != NULL) + (o->token_ids != NULL);
     if (interactive && modes)
         return mc_err_set(err, MC_ERR_ARG, "--chat, --serve and --profile-routing take their text elsewhere, not from "
                                            "--prompt, --tokenize or --token-ids");
@@ -280,11 +260,30 @@ mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
                                            "or --token-ids (see --help)");
     if (modes > 1) return mc_err_set(err, MC_ERR_ARG, "--prompt, --tokenize, --tokenize-file and --token-ids exclude each other");
     if (!o->model && !o->cluster) return mc_err_set(err, MC_ERR_ARG, "--model FILE is required");
-    if (o->dump_logits && !o->ids) return mc_err_set(err, MC_ERR_ARG, "--dump-logits needs --token-ids");
+    if (o->dump_logits && !o->token_ids) return mc_err_set(err, MC_ERR_ARG, "--dump-logits needs --token-ids");
     if (o->tokenize_text || o->tokenize_file) o->mode = MC_CLI_MODE_TOKENIZE;
-    else if (o->ids) o->mode = MC_CLI_MODE_IDS;
-    else if (!interactive) o->mode = MC_CLI_MODE_GENERATE;
-    if (o->n_predict < 0) o->n_predict = o->mode == MC_CLI_MODE_IDS ? 0 : interactive ? 0 : MC_CLI_DEFAULT_N;
+    else if (o->token_ids) o->mode = MC_CLI_MODE_IDS;
+    if (o->n_predict < 0) o->n_predict = o->mode == MC_CLI_MODE_GENERATE ? MC_CLI_DEFAULT_N : 0;
+    return MC_OK;
+}
+
+mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err) {
+    mc_cli_opts_t r = *o;
+    bool help;
+    uint64_t given;
+    mc_err_t rc = mc_flags_parse(s_flags, S_N_FLAGS, argc, argv, &r, &help, &given, err);
+    if (rc) return rc;
+    if (help) {
+        o->mode = MC_CLI_MODE_HELP;
+        return MC_OK;
+    }
+    if ((rc = s_check(&r, given, err))) return rc;
+    if (r.api_key_file && (rc = s_read_key(r.api_key_file, r.api_key_buf, err))) return rc;
+    r.ids = NULL, r.n_ids = 0;
+    if (r.token_ids && (rc = s_parse_ids(r.token_ids, &r.ids, &r.n_ids, err))) return rc;
+    free(o->ids);
+    *o = r;
+    if (o->api_key_file) o->api_key = o->api_key_buf;
     return MC_OK;
 }
 
@@ -357,6 +356,14 @@ static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, cons
     snprintf(r->err, sizeof r->err, "%s", err);
 }
 
+// Drafts of at most --speculate tokens, starting at half that.
+static mc_draft_params_t s_draft_params(const mc_cli_opts_t *o) {
+    mc_draft_params_t dp = mc_draft_params_default();
+    dp.k_max = o->speculate ? o->speculate : 1;
+    dp.k_start = (dp.k_max + 1) / 2;
+    return dp;
+}
+
 // Evaluate a prompt then sample up to n tokens. Text mode streams decoded
 // text; ids mode collects ids, prints them as the last line and does not
 // stop at EOS, like the reference tools it is compared against.
@@ -385,6 +392,8 @@ static int s_generate(const mc_cli_opts_t *o, mc_session_t *s, const int32_t *pr
         if (p.sampling.temp > 0 && o->n_predict > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
     }
     p.max_tokens = (uint32_t)o->n_predict, p.ignore_eos = print_ids, p.prompt_logits = logits;
+    const mc_draft_params_t dp = s_draft_params(o);
+    p.speculate = o->speculate ? &dp : NULL;
     p.on_text = s_on_text, p.on_done = s_on_done, p.user = &run;
     mc_scheduler_t *sched = mc_session_scheduler(s);
     if (o->n_predict == 0) { // logits only: no generation
@@ -484,10 +493,11 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     char err[MC_ERR_LEN];
     mc_session_params_t sp = mc_session_params_default();
     sp.model = model_path, sp.cluster = cfg, sp.threads = o->threads, sp.ctx = o->ctx, sp.log = stderr;
-    sp.mem_limit_mb = o->mem_limit_mb;
-    sp.mem_prefetch = o->mem_prefetch;
     sp.n_seq = o->mode == MC_CLI_MODE_SERVE ? o->parallel : 1;
     sp.routing = o->routing_stats != NULL;
+    sp.prefix_cache = (size_t)o->prefix_cache_mb << 20;
+    sp.mem_limit_mb = o->mem_limit_mb, sp.mem_prefetch = o->mem_prefetch;
+    const mc_draft_params_t dp = s_draft_params(o);
     mc_session_t *s = mc_session_new(&sp, err);
     if (!s) return s_fail(err);
     int ret = 1;
@@ -507,24 +517,21 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
         mc_termchat_params_t cp = mc_termchat_params_default();
         cp.sampling = o->sampling, cp.seed_given = o->seed_given, cp.max_tokens = (uint32_t)o->n_predict;
         cp.system = o->system, cp.safe_prompt = o->safe_prompt, cp.stop = stop;
+        cp.speculate = o->speculate ? &dp : NULL;
         ret = mc_termchat_run(s, &cp, stdin, stdout);
     } else if (o->mode == MC_CLI_MODE_PROFILE_ROUTING) {
         ret = s_profile_routing(o, s, stop);
     } else {
-#if MC_HAVE_CLUSTER
         mc_server_params_t hp = mc_server_params_default();
         hp.host = o->host, hp.port = (uint16_t)o->port, hp.api_key = o->api_key, hp.web_dir = o->web_dir;
+        hp.cors_origin = o->cors_origin;
         hp.sampling = o->sampling, hp.max_tokens = (uint32_t)o->n_predict, hp.safe_prompt = o->safe_prompt;
         hp.log = stderr;
+        hp.speculate = o->speculate ? &dp : NULL;
         ret = mc_server_run(s, &hp, stop, err) ? s_fail(err) : 0;
-#else
-        ret = s_fail("this moe-coordinator was built without the server (MC_ENGINE_ONLY)");
-#endif
     }
     if (ret == 0 && mc_session_report(s, stderr, o->stats_json, err)) ret = s_fail(err);
-#if MC_HAVE_CLUSTER
     if (o->routing_stats && mc_routing_write(mc_session_routing(s), o->routing_stats, err)) ret = s_fail(err);
-#endif
     free(prompt);
     mc_session_destroy(&s);
     return ret;
@@ -540,7 +547,6 @@ int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop) {
         return mc_layer_profile_run(o->model, o->name, o->threads, stdout, err) ? s_fail(err) : 0;
     if (o->mode == MC_CLI_MODE_TOKENIZE && !o->cluster) return s_tokenize(o, o->model);
     if (!o->cluster && !o->demo) return s_run_session(o, o->model, NULL, stop);
-#if MC_HAVE_CLUSTER
     if (o->demo) {
         mc_demo_t demo;
         if (mc_demo_start(o->demo_nodes, o->threads, &demo, err)) return s_fail(err);
@@ -562,8 +568,4 @@ int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop) {
                                                 : s_run_session(o, model, cfg, stop);
     mc_cluster_config_destroy(&cfg);
     return ret;
-#else
-    (void)err;
-    return s_fail("this moe-coordinator was built without cluster support (MC_ENGINE_ONLY)");
-#endif
 }

@@ -31,25 +31,30 @@ typedef enum {
 } mc_cli_mode_t;
 
 typedef struct {
-    mc_cli_mode_t mode;
+    mc_cli_mode_t mode;        // from the flags below, by mc_cli_parse
     const char *model;         // --model
     const char *prompt;        // --prompt
     const char *tokenize_text; // --tokenize
     const char *tokenize_file; // --tokenize-file
-    int32_t *ids;              // --token-ids (owned, n_ids entries)
+    const char *token_ids;     // --token-ids LIST, parsed into ids
+    int32_t *ids;              // the ids of --token-ids (owned, n_ids entries)
     size_t n_ids;
     const char *dump_logits;   // --dump-logits
-    int64_t n_predict;         // -n (-1: mode default)
+    int n_predict;             // -n (-1: mode default)
     mc_sampler_params_t sampling;
     bool seed_given;
     int threads;               // --threads
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
+    uint32_t prefix_cache_mb;  // --prefix-cache-mb: saved prefixes beyond the sequences' caches
+    uint32_t speculate;        // --speculate K: guessed tokens verified per step at most (0: off)
     uint32_t mem_limit_mb;     // --mem-limit (0: every expert resident)
     int mem_prefetch;          // --mem-prefetch: MC_STORE_PRED_* or -1 (none, the default)
     const char *cluster;       // --cluster FILE: experts on the nodes it lists
     const char *stats_json;    // --stats-json FILE (with --cluster or --demo)
     bool demo;                 // --demo: start local nodes first
     uint32_t demo_nodes;       // --nodes N (with --demo)
+    // The modes that take no text (mode says which was given).
+    bool chat, serve, profile_routing, profile;
     // Chat and server.
     bool safe_prompt;          // --safe-prompt: Mistral's safety system prompt
     const char *system;        // --system TEXT (chat)
@@ -57,8 +62,10 @@ typedef struct {
     uint32_t port;             // --port (serve)
     uint32_t parallel;         // --parallel: sequences decoded together (serve)
     const char *api_key;       // --api-key (or --api-key-file): required bearer token (serve)
+    const char *api_key_file;  // --api-key-file FILE, read into api_key_buf
     char api_key_buf[256];     // the key read by --api-key-file
     const char *web_dir;       // --web DIR: serve these files at / instead of the built-in page
+    const char *cors_origin;  // --cors-origin: origins allowed to call from a browser
     const char *routing_stats; // --routing-stats FILE: routing statistics written at the end
     const char *prompt_file;   // --prompt-file FILE (with --profile-routing)
     const char *name;          // --name NAME (with --profile): the machine's name in the entry
@@ -67,10 +74,12 @@ typedef struct {
 void mc_cli_opts_init(mc_cli_opts_t *o);
 void mc_cli_opts_free(mc_cli_opts_t *o);
 
-// Parse argv into o. MC_ERR_ARG with a one-line message on a bad flag/value.
+// Parse argv into o (initialised by mc_cli_opts_init) with the flags' table
+// (common/flags.h). MC_ERR_ARG with a one-line message on a bad flag or value
+// or flags that do not go together; o is unchanged then.
 mc_err_t mc_cli_parse(int argc, char **argv, mc_cli_opts_t *o, char *err);
 
-// Print --help (every flag with its default) to f.
+// Print --help (every flag with its default and bounds) to f.
 void mc_cli_usage(FILE *f);
 
 // Run the parsed command; returns the process exit code (0 ok, 1 runtime

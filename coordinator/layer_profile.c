@@ -49,7 +49,7 @@ static mc_err_t s_step_ms(const mc_model_t *m, mc_matmul_t *mm, int threads, uin
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_threads = threads, ep.n_ctx = 64, ep.n_seq = rows;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
-    if (!e) return MC_ERR_NOMEM;
+    if (!e) return mc_err_code(err, MC_ERR_NOMEM);
     static const mc_experts_ops_t ops = {.compute = s_timed_moe};
     s_step_ctx_t c = {{&ops}, mc_moe_new(mm), m, 0, 0, curve_of_layer, calloc(m->hp.n_expert, sizeof(uint32_t))};
     mc_engine_set_experts(e, &c.base);

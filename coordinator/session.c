@@ -7,13 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster_config.h"
 #include "experts_factory.h"
 #include "prefetch.h"
-
-#if MC_HAVE_CLUSTER
-#include "cluster_config.h"
 #include "routing.h"
-#endif
 
 // Tokens of routing choices kept as a trace for moe-plan's simulator.
 #define MC_SESSION_ROUTING_TRACE 8192
@@ -42,7 +39,6 @@ mc_session_params_t mc_session_params_default(void) {
 // unread unless a lost node's share is computed here, from the raw rows).
 static mc_err_t s_repack(mc_session_t *s, const mc_session_params_t *p, char *err) {
     uint8_t *held = NULL;
-#if MC_HAVE_CLUSTER
     if (p->cluster) {
         const mc_hparams_t *hp = &s->model->hp;
         if (!(held = calloc((size_t)hp->n_layer * hp->n_expert + 1, 1)))
@@ -51,9 +47,6 @@ static mc_err_t s_repack(mc_session_t *s, const mc_session_params_t *p, char *er
             for (uint32_t e = 0; e < hp->n_expert; e++)
                 held[(size_t)l * hp->n_expert + e] = mc_cluster_config_local_holds(p->cluster, l, e);
     }
-#else
-    (void)p;
-#endif
     const mc_err_t rc = mc_model_repack(s->model, mc_engine_matmul(s->engine), true, held, err);
     free(held);
     return rc;
@@ -79,23 +72,7 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
         goto fail;
     mc_scheduler_set_prefix_cache(s->sched, p->prefix_cache);
-    if (p->routing) {
-#if MC_HAVE_CLUSTER
-        const mc_hparams_t *hp = &s->model->hp;
-        if (!(s->routing = mc_routing_new(hp->n_layer, hp->n_expert, hp->n_expert_used, ep.n_seq,
-                                          MC_SESSION_ROUTING_TRACE))) {
-            mc_err_set(err, MC_ERR_NOMEM, "cannot collect routing statistics for this model");
-            goto fail;
-        }
-        if (mc_engine_route_subscribe(s->engine, mc_routing_hook, s->routing)) {
-            mc_err_set(err, MC_ERR_RANGE, "cannot observe the router: too many observers");
-            goto fail;
-        }
-#else
-        mc_err_set(err, MC_ERR_UNSUPPORTED, "this moe-coordinator was built without routing statistics (MC_ENGINE_ONLY)");
-        goto fail;
-#endif
-    }
+    if (p->routing && mc_experts_routing_new(s->engine, MC_SESSION_ROUTING_TRACE, &s->routing, err)) goto fail;
     if (p->cluster) {
         mc_experts_params_t xp = mc_experts_params_default();
         xp.model = s->model, xp.mm = mc_engine_matmul(s->engine), xp.cluster = p->cluster, xp.log = p->log;
@@ -112,7 +89,6 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
         sp.prefetch = p->mem_prefetch >= 0;
         sp.prefetch_from = p->mem_prefetch >= 0 ? (mc_store_pred_t)p->mem_prefetch : MC_STORE_PRED_ROUTER;
         uint8_t *local = NULL; // with nodes, only the local experts are read ahead
-#if MC_HAVE_CLUSTER
         if (p->cluster) {
             const mc_hparams_t *hp = &s->model->hp;
             if (!(local = calloc((size_t)hp->n_layer * hp->n_expert + 1, 1))) {
@@ -123,7 +99,6 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
                 for (uint32_t e = 0; e < hp->n_expert; e++)
                     local[(size_t)l * hp->n_expert + e] = mc_cluster_config_local_holds(p->cluster, l, e);
         }
-#endif
         sp.ahead = local;
         s->store = mc_expert_store_new(s->model, mc_engine_matmul(s->engine), &sp, err);
         free(local);
@@ -148,9 +123,7 @@ void mc_session_destroy(mc_session_t **ps) {
     mc_session_t *s = *ps;
     mc_scheduler_destroy(&s->sched);
     mc_experts_destroy(&s->experts); // the cluster with it
-#if MC_HAVE_CLUSTER
     mc_routing_destroy(&s->routing);
-#endif
     mc_prefetch_destroy(&s->prefetch);
     mc_engine_destroy(&s->engine);
     if (s->model) s->model->store = NULL;

@@ -64,7 +64,7 @@ struct mc_routing *mc_session_routing(mc_session_t *s);
 mc_expert_store_t *mc_session_store(mc_session_t *s);
 
 // Between requests (an idle chat, a server waiting for work): the
-// cluster's heartbeats and probes (mc_cluster_tick). No-op without one.
+// cluster's heartbeats and probes (mc_experts_tick). No-op without one.
 void mc_session_tick(mc_session_t *s);
 
 // Per-node statistics and rows routed per expert, as text on f and, when

@@ -156,6 +156,7 @@ int mc_termchat_run(mc_session_t *s, const mc_termchat_params_t *p, FILE *in, FI
         gp.prompt = ids, gp.n_prompt = (uint32_t)n_ids, gp.sampling = p->sampling, gp.max_tokens = p->max_tokens;
         if (!p->seed_given) gp.sampling.seed = mc_rng_fresh_seed();
         gp.strip_space = true, gp.on_text = s_on_text, gp.on_done = s_on_done, gp.user = &a;
+        gp.speculate = p->speculate;
         fputc('\n', out);
         if (mc_scheduler_submit(sched, &gp, NULL, err)) {
             fprintf(out, "(%s)\n", err);

@@ -24,6 +24,7 @@ typedef struct {
     const char *system;    // a system message, or NULL
     bool safe_prompt;      // Mistral's safety prompt as a system message
     atomic_int *stop;      // set by Ctrl-C (may be NULL); cleared after an interrupted answer
+    const mc_draft_params_t *speculate; // speculative decoding of the answers; NULL: off (borrowed)
 } mc_termchat_params_t;
 
 mc_termchat_params_t mc_termchat_params_default(void);

@@ -47,7 +47,7 @@ web_packages() {
   [ "$web" -eq 1 ] || return 0
   local dir
   dir="$(cd "$(dirname "$0")/.." && pwd)/tests/web"
-  if [ ! -d "$dir/node_modules/openai" ] || [ ! -d "$dir/node_modules/playwright-core" ]; then
+  if ! node "$dir/deps.mjs" >/dev/null 2>&1; then
     echo "deploy/setup.sh: npm ci in tests/web" >&2
     (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
   fi

@@ -17,7 +17,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "cache.h"
 #include "clock.h"
+#include "expert_file.h"
 #include "expert_store.h"
 #include "guard.h"
 #include "flags.h"
@@ -39,6 +41,12 @@ static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag must be lock-free");
 #define MC_NODE_SEND_TIMEOUT_MS 1000
 #define MC_NODE_PING_MS 250 // transport PINGs: twice within a coordinator's smallest dead_ms (see s_bind)
 #define MC_NODE_ID_MAX 256 // ZeroMQ routing ids are at most 255 bytes
+#define MC_NODE_FETCH_WINDOW 8       // slice requests in flight while fetching
+#define MC_NODE_FETCH_STALL_MS 5000  // no chunk for this long: ask again (the coordinator may have restarted)
+// A node without a model file learns the model's shape after its socket
+// is bound: its message cap is set for the largest models it takes.
+#define MC_NODE_CACHE_MAX_DIM 8192
+#define MC_NODE_CACHE_MAX_K 16
 
 struct mc_node {
     mc_model_t *model;
@@ -75,6 +83,26 @@ struct mc_node {
     mc_wire_stats_t stats;
     FILE *log;
     char who[MC_WIRE_NAME_MAX + 16]; // "moe-expert NAME", the prefix of status lines
+    // No model file (--cache-dir): the cache, and the coordinator's metadata
+    // n->model is bound to until a cache file is.
+    mc_cache_t *cache;
+    uint8_t *info_buf;
+    uint8_t *verified;    // (n_layer, n_expert, MC_CACHE_KNOWN_BYTES) hashes of n->model's file's slices
+    uint32_t chunk;
+    // A placement being fetched: who sent it, which, and how far it is.
+    mc_cache_fill_t *fill;
+    uint8_t fill_peer[MC_NODE_ID_MAX];
+    size_t fill_peer_len;
+    char fill_addr[64];
+    uint64_t fill_request_id, fill_session;
+    uint8_t *fill_held;   // (n_layer, n_expert)
+    double fill_t0, fill_sent_ms, fill_heard_ms;
+    uint64_t fill_next_id, fill_min_id; // our SliceRequest ids; answers below min are stale
+    // The coordinator's transfer socket (FetchOpen) and what came from it.
+    uint8_t fetch_peer[MC_NODE_ID_MAX];
+    size_t fetch_peer_len;
+    uint64_t fetch_session;
+    atomic_uint_least64_t fetched_bytes;
     // mc_node_handle: replies are kept here instead of sent.
     bool capture;
     uint8_t *captured;
@@ -90,7 +118,18 @@ typedef struct {
 
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_node_params_t, field)
 static const mc_flag_t s_flags[] = {
-    {S_ROW("--model", "FILE", MC_FLAG_STRING, model), .help = "GGUF model, the same file as the coordinator's (required)"},
+    {S_ROW("--model", "FILE", MC_FLAG_STRING, model),
+     .help = "GGUF model: the coordinator's file, or this node's file from\n"
+             "moe-split (this or --cache-dir)"},
+    {S_ROW("--cache-dir", "DIR", MC_FLAG_STRING, cache_dir),
+     .help = "no model file: fetch the experts a coordinator places here from\n"
+             "it and keep them in this folder (restarts fetch nothing)"},
+    {S_ROW("--cache-mb", "MIB", MC_FLAG_U32, cache_mb), 0, 0, 16777216,
+     .help = "bound of the cache folder; other models' files are evicted\n"
+             "to stay within it, a larger placement is refused (0: none)"},
+    {S_ROW("--fetch-chunk-kib", "KIB", MC_FLAG_U32, fetch_chunk_kib), 1024, 4, 4096,
+     .help = "bytes asked for per request while fetching (a restart\n"
+             "resumes from the last whole chunk)"},
     {S_ROW("--listen", "ENDPOINT", MC_FLAG_STRING, listen), .help = "ZeroMQ endpoint to bind, e.g. tcp://*:5555 (required)"},
     {S_ROW("--threads", "N", MC_FLAG_INT, threads), MC_FLAG_DEF_THREADS, 1, 512, .help = "compute threads"},
     {S_ROW("--name", "NAME", MC_FLAG_STRING, name), .help = "name reported to coordinators (default: host name)"},
@@ -128,22 +167,23 @@ mc_node_params_t mc_node_params_default(void) {
 }
 
 void mc_node_usage(FILE *f) {
-    fprintf(f, "usage: moe-expert --model FILE --listen ENDPOINT [--threads N] [--name NAME] [--lease-ms MS]\n"
-               "                  [--mem-limit MB [--mem-prefetch]]\n"
+    fprintf(f, "usage: moe-expert (--model FILE | --cache-dir DIR [--cache-mb MIB]) --listen ENDPOINT [--threads N]\n"
+               "                  [--name NAME] [--lease-ms MS] [--mem-limit MB [--mem-prefetch]]\n"
                "                  [--secret-key FILE --authorized-keys FILE]\n"
                "\n"
                "Serves the experts a moe-coordinator assigns to this machine. Status lines (who\n"
                "connected, what it holds, what it refused and why) go to stderr; the first stdout\n"
                "line says where it listens.\n"
                "\n");
-    mc_flags_usage(f, s_flags, S_N_FLAGS, 22);
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 22, NULL);
 }
 
 mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *help, char *err) {
     mc_node_params_t o = *p;
     mc_err_t rc = mc_flags_parse(s_flags, S_N_FLAGS, argc, argv, &o, help, NULL, err);
     if (rc || *help) return rc;
-    if (!o.model) return mc_err_set(err, MC_ERR_ARG, "--model is required (see --help)");
+    if (o.profile && !o.model) return mc_err_set(err, MC_ERR_ARG, "--profile needs --model");
+    if (!o.model == !o.cache_dir) return mc_err_set(err, MC_ERR_ARG, "give --model or --cache-dir, one of them (see --help)");
     if (!o.listen && !o.profile) return mc_err_set(err, MC_ERR_ARG, "--listen is required (see --help)");
     if (o.mem_prefetch && !o.mem_limit_mb) return mc_err_set(err, MC_ERR_ARG, "--mem-prefetch goes with --mem-limit");
     if (!o.secret_key != !o.authorized_keys)
@@ -238,7 +278,7 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
     // The key check runs before the socket can take a connection.
     if (p->secret_key) {
         if (!(n->guard = mc_guard_new(n->zctx, p->secret_key, p->authorized_keys, n->log, n->who, err)))
-            return MC_ERR_ARG;
+            return mc_err_code(err, MC_ERR_ARG);
         mc_err_t rc = mc_guard_protect(n->guard, n->sock, err);
         if (rc) return rc;
     } else if (s_exposed(endpoint)) {
@@ -250,6 +290,11 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
     // Oversized messages must be refused by ZeroMQ before they are buffered,
     // so the cap is set before the socket can receive anything.
     int64_t max = mc_wire_max_msg_bytes(&n->lim);
+    if (n->cache) {
+        const mc_wire_limits_t big = {MC_SLICE_INDEX_MAX_LAYERS, MC_SLICE_INDEX_MAX_EXPERTS, MC_NODE_CACHE_MAX_DIM,
+                                      MC_WIRE_MAX_ROWS, MC_NODE_CACHE_MAX_K, NULL, 0};
+        max = mc_wire_max_msg_bytes(&big);
+    }
     int linger = 0, sndtimeo = MC_NODE_SEND_TIMEOUT_MS;
     // Transport heartbeats: ZeroMQ's I/O thread PINGs every coordinator
     // while this thread computes or a long request is still arriving, which
@@ -284,9 +329,32 @@ static mc_err_t s_bind(mc_node_t *n, const mc_node_params_t *p, char *err) {
     return MC_OK;
 }
 
+// Make m (owned from now on) the node's model: its shape sets the limits
+// of what it accepts; nothing of the old one is held any more. info: the
+// buffer m's metadata lives in (a model learnt from a coordinator), or NULL.
+static mc_err_t s_set_model(mc_node_t *n, mc_model_t *m, uint8_t *info, char *err) {
+    const size_t cells = (size_t)m->hp.n_layer * m->hp.n_expert;
+    uint8_t *held = calloc(cells + 1, 1), *verified = calloc(cells * MC_CACHE_KNOWN_BYTES + 1, 1);
+    if (!held || !verified) {
+        free(held), free(verified), free(info);
+        mc_model_destroy(&m);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    if (n->model) n->model->store = NULL;
+    mc_expert_store_destroy(&n->store); // it reads the old model's file
+    mc_model_destroy(&n->model);
+    free(n->info_buf), free(n->held), free(n->verified);
+    n->model = m, n->info_buf = info, n->held = held, n->verified = verified;
+    n->repacked = false;
+    n->fingerprint = mc_model_fingerprint(m);
+    n->lim = mc_wire_limits(m);
+    n->lim.held = n->held;
+    return MC_OK;
+}
+
 mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
-    if (!p->model || p->threads < 1) {
-        mc_err_set(err, MC_ERR_ARG, "a node needs a model and at least one thread");
+    if ((!p->model && !p->cache_dir) || p->threads < 1) {
+        mc_err_set(err, MC_ERR_ARG, "a node needs a model or a cache folder, and at least one thread");
         return NULL;
     }
     mc_node_t *n = calloc(1, sizeof *n);
@@ -297,20 +365,27 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
     n->threads = p->threads;
     n->lease_ms = p->lease_ms;
     n->log = p->log;
-    if (s_set_name(n, p->name, err) != MC_OK || !(n->model = mc_model_open(p->model, err))) {
+    if (s_set_name(n, p->name, err) != MC_OK) {
         mc_node_destroy(&n);
         return NULL;
     }
     snprintf(n->who, sizeof n->who, "moe-expert %s", n->name);
-    n->fingerprint = mc_model_fingerprint(n->model);
-    if (!(n->slices = mc_slice_index_open(n->model, p->model, NULL, err))) {
-        mc_node_destroy(&n);
-        return NULL;
+    if (p->cache_dir) {
+        const mc_cache_params_t cp = {p->cache_dir, (uint64_t)p->cache_mb << 20,
+                                      (p->fetch_chunk_kib ? p->fetch_chunk_kib : 1024) * 1024u, p->log, n->who};
+        if (!(n->cache = mc_cache_new(&cp, err))) {
+            mc_node_destroy(&n);
+            return NULL;
+        }
+        n->chunk = cp.chunk_bytes;
+    } else {
+        mc_model_t *m = mc_model_open_node(p->model, err);
+        if (!m || s_set_model(n, m, NULL, err) || !(n->slices = mc_slice_index_open(n->model, p->model, NULL, err))) {
+            mc_node_destroy(&n);
+            return NULL;
+        }
     }
-    n->lim = mc_wire_limits(n->model);
-    n->held = calloc((size_t)n->lim.n_layer * n->lim.n_expert + 1, 1);
-    n->lim.held = n->held;
-    if (!n->held || !(n->pool = mc_pool_new(p->threads)) || !(n->mm = mc_matmul_new(n->pool, mc_kernel_best_isa())) ||
+    if (!(n->pool = mc_pool_new(p->threads)) || !(n->mm = mc_matmul_new(n->pool, mc_kernel_best_isa())) ||
         !(n->moe = mc_moe_new(n->mm))) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         mc_node_destroy(&n);
@@ -318,7 +393,7 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
     }
     n->mem_limit = (uint64_t)p->mem_limit_mb << 20;
     n->mem_prefetch = p->mem_prefetch;
-    const uint64_t least = mc_expert_store_min_bytes(n->model, NULL);
+    const uint64_t least = n->model ? mc_expert_store_min_bytes(n->model, NULL) : 0; // a cache's: at placement
     if (n->mem_limit && n->mem_limit < least) {
         mc_err_set(err, MC_ERR_ARG, "--mem-limit %u MiB is below one expert of %s (%.1f MiB): the least is %llu",
                    p->mem_limit_mb, p->model, least / 1048576.0, (unsigned long long)((least + 1048575) >> 20));
@@ -329,12 +404,20 @@ mc_node_t *mc_node_new(const mc_node_params_t *p, char *err) {
         mc_node_destroy(&n);
         return NULL;
     }
+    if (n->cache) {
+        mc_log_status(n->log, n->who,
+                      "serving on %s without a model file: experts fetched from the coordinator into %s%s (threads %d, "
+                      "lease %u ms)%s%s",
+                      p->listen ? n->endpoint : "no socket", p->cache_dir, p->cache_mb ? "" : ", unbounded", n->threads,
+                      n->lease_ms, n->guard ? "; CURVE on, public key " : "", n->guard ? mc_guard_public_key(n->guard) : "");
+        return n;
+    }
     const mc_hparams_t *hp = &n->model->hp;
     mc_log_status(n->log, n->who,
-                  "serving %s on %s (%u layers x %u experts, fingerprint %016llx, threads %d, lease %u ms)%s%s", p->model,
-                  p->listen ? n->endpoint : "no socket", hp->n_layer, hp->n_expert, (unsigned long long)n->fingerprint,
-                  n->threads, n->lease_ms, n->guard ? "; CURVE on, public key " : "",
-                  n->guard ? mc_guard_public_key(n->guard) : "");
+                  "serving %s%s on %s (%u layers x %u experts, fingerprint %016llx, threads %d, lease %u ms)%s%s", p->model,
+                  n->model->experts_only ? " (experts-only)" : "", p->listen ? n->endpoint : "no socket", hp->n_layer,
+                  hp->n_expert, (unsigned long long)n->fingerprint, n->threads, n->lease_ms,
+                  n->guard ? "; CURVE on, public key " : "", n->guard ? mc_guard_public_key(n->guard) : "");
     if (mc_slice_index_path(n->slices))
         mc_log_status(n->log, n->who, "slice hashes of %zu of %u experts loaded from %s", mc_slice_index_known(n->slices),
                       hp->n_layer * hp->n_expert, mc_slice_index_path(n->slices));
@@ -355,13 +438,17 @@ void mc_node_destroy(mc_node_t **pn) {
     mc_matmul_destroy(&n->mm);
     mc_pool_destroy(&n->pool);
     mc_slice_index_destroy(&n->slices);
+    mc_cache_fill_destroy(&n->fill);
+    mc_cache_destroy(&n->cache);
     mc_model_destroy(&n->model);
-    free(n->held);
+    free(n->held), free(n->verified), free(n->info_buf), free(n->fill_held);
     free(n);
     *pn = NULL;
 }
 
 const char *mc_node_endpoint(const mc_node_t *n) { return n->endpoint; }
+
+uint64_t mc_node_fetched_bytes(const mc_node_t *n) { return atomic_load(&((mc_node_t *)n)->fetched_bytes); }
 
 // --- replies ----------------------------------------------------------------------
 
@@ -455,7 +542,7 @@ static void s_load_report(s_load_t *ld, uint64_t done, bool force) {
     done += ld->base;
     if (done > ld->total) done = ld->total;
     mc_wire_msg_t p = {.kind = MC_WIRE_MSG_PROGRESS, .request_id = ld->request_id};
-    p.u.progress = (mc_wire_progress_t){done, ld->total};
+    p.u.progress = (mc_wire_progress_t){done, ld->total, 0, 0};
     s_send(ld->n, ld->id, &p);
     ld->sent_ms = now;
 }
@@ -632,6 +719,213 @@ static mc_err_t s_check_slices(mc_node_t *n, const mc_wire_assign_t *a, s_load_t
     return MC_ERR_ARG;
 }
 
+// The sender of an accepted placement owns it (unless it is the same
+// placement another live session owns: that one keeps it).
+static void s_take_owner(mc_node_t *n, const s_peer_t *id, uint64_t session, uint64_t now_ms) {
+    memcpy(n->owner, id->id, id->len);
+    n->owner_len = id->len, n->owner_session = session, n->owner_seen_ms = now_ms, n->owner_lost = false;
+    bool named = n->hello_id_len == id->len && !memcmp(n->hello_id, id->id, id->len);
+    snprintf(n->owner_name, sizeof n->owner_name, "%s", named ? n->hello_name : "?");
+    snprintf(n->owner_addr, sizeof n->owner_addr, "%s", id->addr);
+}
+
+// An experts-only --model file must hold every expert placed.
+static mc_err_t s_check_covered(mc_node_t *n, const mc_wire_assign_t *a, char *msg, size_t cap) {
+    const uint32_t ne = n->model->hp.n_expert;
+    size_t missing = 0, pairs = 0, first = 0;
+    for (size_t i = 0; i < (size_t)n->model->hp.n_layer * ne; i++) {
+        if (!a->held[i]) continue;
+        pairs++;
+        if (!mc_model_has_expert(n->model, (uint32_t)(i / ne), (uint32_t)(i % ne)) && !missing++) first = i;
+    }
+    if (!missing) return MC_OK;
+    snprintf(msg, cap,
+             "its experts-only file lacks expert %zu of layer %zu, which the placement names (%zu of %zu placed "
+             "missing): split the model for this cluster file (moe-split), or use --cache-dir",
+             first % ne, first / ne, missing, pairs);
+    return MC_ERR_ARG;
+}
+
+// The peer that sent the placement being fetched.
+static s_peer_t s_fill_peer(const mc_node_t *n) { return (s_peer_t){n->fill_peer, n->fill_peer_len, n->fill_addr}; }
+
+static void s_fill_report(mc_node_t *n, bool force) {
+    const double now = mc_clock_ms();
+    if (!n->fill || (!force && now - n->fill_sent_ms < S_PROGRESS_MS)) return;
+    uint64_t done, total;
+    mc_cache_fill_progress(n->fill, &done, &total, NULL);
+    mc_wire_msg_t p = {.kind = MC_WIRE_MSG_PROGRESS, .request_id = n->fill_request_id};
+    p.u.progress = (mc_wire_progress_t){done, total, done, total};
+    const s_peer_t peer = s_fill_peer(n);
+    s_send(n, &peer, &p);
+    n->fill_sent_ms = now;
+}
+
+static void s_fill_fail(mc_node_t *n, mc_err_t code, const char *why) {
+    const s_peer_t peer = s_fill_peer(n);
+    mc_log_status(n->log, n->who, "placement of session %016llx not served: %s", (unsigned long long)n->fill_session, why);
+    s_send_error(n, &peer, n->fill_request_id, code, why);
+    mc_cache_fill_destroy(&n->fill);
+}
+
+static void s_ready(mc_node_t *n, const s_peer_t *id, uint64_t request_id, uint64_t session, const uint8_t *held,
+                    s_load_t *ld, double t0, const char *peer);
+
+// Every slice is in place: bind the new file (its placed slices all
+// checked), load the placement and answer Ready.
+static void s_fill_complete(mc_node_t *n) {
+    char err[MC_ERR_LEN];
+    mc_model_t *nm = NULL;
+    uint64_t done, total, resumed;
+    mc_cache_fill_progress(n->fill, &done, &total, &resumed);
+    if (mc_cache_fill_finish(n->fill, &nm, err)) {
+        s_fill_fail(n, MC_ERR_IO, err);
+        return;
+    }
+    if (nm && s_set_model(n, nm, NULL, err)) {
+        mc_cache_fill_destroy(&n->fill);
+        const s_peer_t peer = s_fill_peer(n);
+        s_send_error(n, &peer, n->fill_request_id, MC_ERR_NOMEM, err);
+        return;
+    }
+    // Every placed slice of the file now open was checked on its way in.
+    mc_cache_fill_known(n->fill, n->verified);
+    mc_cache_fill_destroy(&n->fill);
+    const double secs = (mc_clock_ms() - n->fill_t0) / 1e3;
+    if (total)
+        mc_log_status(n->log, n->who, "fetched %.1f MiB of experts in %.1f s (%.1f MiB/s)%s; cache file %s", done / 1048576.0,
+                      secs, done / 1048576.0 / (secs > 0 ? secs : 1e-9), resumed ? " after resuming" : "",
+                      n->model->path ? n->model->path : "");
+    const s_peer_t peer = s_fill_peer(n);
+    s_load_t ld = {.n = n, .id = &peer, .request_id = n->fill_request_id};
+    char who[MC_WIRE_NAME_MAX + 64];
+    s_peer_text(n, &peer, who, sizeof who);
+    s_ready(n, &peer, n->fill_request_id, n->fill_session, n->fill_held, &ld, n->fill_t0, who);
+}
+
+// Ask the coordinator's transfer socket for chunks, a window at a time.
+static void s_fill_pump(mc_node_t *n) {
+    if (!n->fill || !n->fetch_peer_len || n->fetch_session != n->fill_session) return;
+    const double now = mc_clock_ms();
+    if (mc_cache_fill_outstanding(n->fill) && now - n->fill_heard_ms > MC_NODE_FETCH_STALL_MS) {
+        // Nothing for a while: the coordinator's transfer socket may be new
+        // (it restarted); what was asked is asked again.
+        mc_cache_fill_rewind(n->fill);
+        n->fill_min_id = n->fill_next_id + 1;
+    }
+    const s_peer_t fp = {n->fetch_peer, n->fetch_peer_len, "the coordinator's transfer socket"};
+    mc_wire_msg_t q = {.kind = MC_WIRE_MSG_SLICE_REQUEST};
+    while (mc_cache_fill_outstanding(n->fill) < MC_NODE_FETCH_WINDOW && mc_cache_fill_next(n->fill, &q.u.slice_request)) {
+        if (!mc_cache_fill_outstanding(n->fill) || mc_cache_fill_outstanding(n->fill) == 1) n->fill_heard_ms = now;
+        q.request_id = ++n->fill_next_id;
+        s_send(n, &fp, &q);
+    }
+}
+
+static void s_fill_start(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m, const char *peer, bool take,
+                         uint64_t now_ms) {
+    const mc_wire_assign_t *a = &m->u.assign;
+    char why[MC_ERR_LEN];
+    if (!a->types) {
+        snprintf(why, sizeof why, "the placement has no tensor types, which a node without a model file needs: the "
+                                  "coordinator is of an older release");
+        mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s",
+                      (unsigned long long)a->session_id, peer, why);
+        s_send_error(n, id, m->request_id, MC_ERR_UNSUPPORTED, why);
+        return;
+    }
+    if (n->fill) {
+        mc_log_status(n->log, n->who, "a new placement replaces the one being fetched (its bytes stay in the cache)");
+        mc_cache_fill_destroy(&n->fill);
+    }
+    const size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert;
+    uint8_t *held = malloc(cells + 1);
+    if (!held) {
+        s_send_error(n, id, m->request_id, MC_ERR_NOMEM, "out of memory");
+        return;
+    }
+    memcpy(held, a->held, cells);
+    free(n->fill_held);
+    n->fill_held = held;
+    memcpy(n->fill_peer, id->id, id->len);
+    n->fill_peer_len = id->len;
+    snprintf(n->fill_addr, sizeof n->fill_addr, "%s", id->addr);
+    n->fill_request_id = m->request_id, n->fill_session = a->session_id;
+    n->fill_t0 = mc_clock_ms();
+    // Hashing what the cache has, told as loading progress.
+    s_load_t ld = {.n = n, .id = id, .request_id = m->request_id};
+    for (size_t i = 0, p = 0; i < cells; i++)
+        if (a->held[i]) {
+            const mc_dtype_t t[3] = {a->types[3 * p], a->types[3 * p + 1], a->types[3 * p + 2]};
+            ld.total += mc_expert_file_slice_bytes(&n->model->hp, t);
+            p++;
+        }
+    s_load_report(&ld, 0, true);
+    const mc_model_progress_t progress = {s_load_step, &ld};
+    const mc_cache_want_t want = {a->held, a->hashes, a->types};
+    if (!(n->fill = mc_cache_fill_new(n->cache, n->model, &want, n->verified, &progress, why))) {
+        mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s",
+                      (unsigned long long)a->session_id, peer, why);
+        s_send_error(n, id, m->request_id, MC_ERR_ARG, why);
+        return;
+    }
+    if (take) s_take_owner(n, id, a->session_id, now_ms);
+    if (mc_cache_fill_done(n->fill)) {
+        s_fill_complete(n);
+        return;
+    }
+    uint64_t done, total, resumed;
+    mc_cache_fill_progress(n->fill, &done, &total, &resumed);
+    char res[64] = "";
+    if (resumed) snprintf(res, sizeof res, " (resuming: %.1f MiB already here)", resumed / 1048576.0);
+    mc_log_status(n->log, n->who, "fetching %.1f MiB of experts from coordinator %s%s", total / 1048576.0, peer, res);
+    n->fill_min_id = n->fill_next_id + 1;
+    n->fill_heard_ms = mc_clock_ms();
+    s_fill_report(n, true);
+    s_fill_pump(n);
+}
+
+static void s_on_fetch_open(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
+    const bool changed = n->fetch_peer_len != id->len || memcmp(n->fetch_peer, id->id, id->len) ||
+                         n->fetch_session != m->u.fetch_open;
+    memcpy(n->fetch_peer, id->id, id->len);
+    n->fetch_peer_len = id->len;
+    n->fetch_session = m->u.fetch_open;
+    // The owner's transfer socket speaks for it while the fetch keeps its
+    // data socket quiet.
+    if (n->owner_len && n->owner_session == n->fetch_session) n->owner_seen_ms = mc_clock_us() / 1000;
+    if (changed && n->fill && n->fill_session == n->fetch_session) {
+        mc_cache_fill_rewind(n->fill);
+        n->fill_min_id = n->fill_next_id + 1;
+    }
+    s_fill_pump(n);
+}
+
+static void s_on_slice_data(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
+    if (!n->fill || id->len != n->fetch_peer_len || memcmp(id->id, n->fetch_peer, id->len) || m->request_id < n->fill_min_id)
+        return; // stale: an earlier fetch's, or asked for again since
+    char err[MC_ERR_LEN];
+    mc_err_t rc = mc_cache_fill_put(n->fill, &m->u.slice_data, err);
+    n->fill_heard_ms = mc_clock_ms();
+    if (n->owner_len && n->owner_session == n->fill_session) n->owner_seen_ms = mc_clock_us() / 1000;
+    if (rc == MC_OK) {
+        atomic_fetch_add(&n->fetched_bytes, m->u.slice_data.len);
+        if (mc_cache_fill_done(n->fill)) {
+            s_fill_complete(n);
+            return;
+        }
+    } else if (rc == MC_ERR_IO) {
+        s_fill_fail(n, MC_ERR_IO, err);
+        return;
+    } else {
+        mc_log_status(n->log, n->who, "fetch: %s", err);
+        if (rc == MC_ERR_FORMAT) mc_cache_fill_rewind(n->fill);
+        n->fill_min_id = n->fill_next_id + 1;
+    }
+    s_fill_report(n, false);
+    s_fill_pump(n);
+}
+
 static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_assign_t *a = &m->u.assign;
     size_t cells = (size_t)n->lim.n_layer * n->lim.n_expert, id_len = id->len;
@@ -652,6 +946,18 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
         s_send_error(n, id, m->request_id, MC_ERR_BUSY, msg);
         return;
     }
+    if (n->cache) {
+        s_fill_start(n, id, m, peer, !active || mine, now_ms);
+        return;
+    }
+    char why[MC_ERR_LEN];
+    mc_err_t rc;
+    if (n->model->experts_only && (rc = s_check_covered(n, a, why, sizeof why))) {
+        mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)a->session_id,
+                      peer, why);
+        s_send_error(n, id, m->request_id, rc, why);
+        return;
+    }
     // Loading, told to the coordinator as it goes: hashing the experts not
     // hashed before, then repacking and reading in the held ones.
     s_load_t ld = {.n = n, .id = id, .request_id = m->request_id};
@@ -659,32 +965,32 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
     const uint64_t to_hash = mc_slice_index_todo_bytes(n->slices, n->model, a->held);
     ld.total = to_hash + s_held_bytes(n, a->held);
     s_load_report(&ld, 0, true);
-    char why[MC_ERR_LEN];
-    mc_err_t rc = s_check_slices(n, a, &ld, why, sizeof why);
+    rc = s_check_slices(n, a, &ld, why, sizeof why);
     if (rc) {
         mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)a->session_id,
                       peer, why);
         s_send_error(n, id, m->request_id, rc, why);
         return;
     }
-    if (!active || mine) {
-        memcpy(n->owner, id->id, id_len);
-        n->owner_len = id_len, n->owner_session = a->session_id, n->owner_seen_ms = now_ms, n->owner_lost = false;
-        bool named = n->hello_id_len == id_len && !memcmp(n->hello_id, id->id, id_len);
-        snprintf(n->owner_name, sizeof n->owner_name, "%s", named ? n->hello_name : "?");
-        snprintf(n->owner_addr, sizeof n->owner_addr, "%s", id->addr);
-    }
+    if (!active || mine) s_take_owner(n, id, a->session_id, now_ms);
+    (void)id_len;
+    ld.base = to_hash;
+    s_ready(n, id, m->request_id, a->session_id, a->held, &ld, t0, peer);
+}
+
+// Load the placement held (its slices checked) and answer Ready.
+static void s_ready(mc_node_t *n, const s_peer_t *id, uint64_t request_id, uint64_t session, const uint8_t *held,
+                    s_load_t *ld, double t0, const char *peer) {
     uint32_t layers;
     uint64_t bytes;
-    ld.base = to_hash;
-    uint32_t pairs = s_place(n, a->held, &ld, &layers, &bytes);
+    uint32_t pairs = s_place(n, held, ld, &layers, &bytes);
     const uint64_t resident = s_resident_bytes();
     mc_log_status(n->log, n->who,
                   "placement of session %016llx from %s accepted: %u expert%s in %u layer%s (%.1f MiB of weights, "
                   "loaded in %.1f s), resident memory %.1f MiB",
-                  (unsigned long long)a->session_id, peer, pairs, pairs == 1 ? "" : "s", layers, layers == 1 ? "" : "s",
+                  (unsigned long long)session, peer, pairs, pairs == 1 ? "" : "s", layers, layers == 1 ? "" : "s",
                   bytes / 1048576.0, (mc_clock_ms() - t0) / 1e3, resident / 1048576.0);
-    mc_wire_msg_t r = {.kind = MC_WIRE_MSG_READY, .request_id = m->request_id};
+    mc_wire_msg_t r = {.kind = MC_WIRE_MSG_READY, .request_id = request_id};
     r.u.ready = (mc_wire_ready_t){.resident_bytes = resident, .n_pairs = pairs};
     s_send(n, id, &r);
 }
@@ -730,6 +1036,25 @@ static uint64_t s_total_memory(void) {
     return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
 }
 
+static void s_hello_reply(mc_node_t *n, const s_peer_t *id, uint64_t request_id) {
+    mc_wire_msg_t r = {.kind = MC_WIRE_MSG_HELLO, .request_id = request_id};
+    r.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = n->fingerprint, .threads = (uint32_t)n->threads,
+                                  .memory_bytes = s_total_memory(), .cache = n->cache != NULL};
+    memcpy(r.u.hello.name, n->name, sizeof n->name);
+    s_send(n, id, &r);
+}
+
+// A live owner of another session holds a placement here (a node without
+// a model file then keeps its model): true with why in msg.
+static bool s_other_owner(const mc_node_t *n, uint64_t session, char *msg, size_t cap) {
+    const uint64_t now_ms = mc_clock_us() / 1000;
+    if (!n->owner_len || now_ms - n->owner_seen_ms >= n->lease_ms || n->owner_session == session) return false;
+    snprintf(msg, cap, "serving model %016llx for coordinator session %016llx (heard from %llu ms ago)",
+             (unsigned long long)n->fingerprint, (unsigned long long)n->owner_session,
+             (unsigned long long)(now_ms - n->owner_seen_ms));
+    return true;
+}
+
 static void s_on_hello(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
     const mc_wire_hello_t *h = &m->u.hello;
     char msg[MC_ERR_LEN];
@@ -740,7 +1065,28 @@ static void s_on_hello(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m)
         s_send_error(n, id, m->request_id, MC_ERR_UNSUPPORTED, msg);
         return;
     }
-    if (h->fingerprint != n->fingerprint) {
+    if (n->cache && h->fingerprint != n->fingerprint) {
+        // Another model than the one held: its file from the cache if there
+        // is one, else the coordinator is told (cache flag) and sends its
+        // metadata; either way not while another model's owner is live.
+        if (s_other_owner(n, h->session_id, msg, sizeof msg)) {
+            mc_log_status(n->log, n->who, "refused coordinator %s at %s: %s", h->name, id->addr, msg);
+            s_send_error(n, id, m->request_id, MC_ERR_BUSY, msg);
+            return;
+        }
+        mc_model_t *cm = mc_cache_find(n->cache, h->fingerprint);
+        if (cm) {
+            char err[MC_ERR_LEN];
+            mc_cache_fill_destroy(&n->fill);
+            if (s_set_model(n, cm, NULL, err)) {
+                s_send_error(n, id, m->request_id, MC_ERR_NOMEM, err);
+                return;
+            }
+            mc_log_status(n->log, n->who, "cache: model %016llx from %s", (unsigned long long)n->fingerprint,
+                          n->model->path);
+        }
+    }
+    if (h->fingerprint != n->fingerprint && !n->cache) {
         snprintf(msg, sizeof msg, "model fingerprint mismatch: node has %016llx, the coordinator (%s) has %016llx (not the same model file)",
                  (unsigned long long)n->fingerprint, h->name, (unsigned long long)h->fingerprint);
         mc_log_status(n->log, n->who, "refused coordinator %s at %s: %s", h->name, id->addr, msg);
@@ -752,11 +1098,57 @@ static void s_on_hello(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m)
     snprintf(n->hello_name, sizeof n->hello_name, "%s", h->name);
     mc_log_status(n->log, n->who, "coordinator %s at %s connected (session %016llx)", h->name, id->addr,
                   (unsigned long long)h->session_id);
-    mc_wire_msg_t r = {.kind = MC_WIRE_MSG_HELLO, .request_id = m->request_id};
-    r.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = n->fingerprint, .threads = (uint32_t)n->threads,
-                                  .memory_bytes = s_total_memory()};
-    memcpy(r.u.hello.name, n->name, sizeof n->name);
-    s_send(n, id, &r);
+    s_hello_reply(n, id, m->request_id);
+}
+
+// A coordinator's metadata for a node without its model: bound as a model
+// without experts (its shape, its fingerprint) until a placement's file is.
+static void s_on_model_info(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m) {
+    const mc_wire_model_info_t *mi = &m->u.model_info;
+    char msg[MC_ERR_LEN], sub[MC_ERR_LEN];
+    if (!n->cache) {
+        s_send_error(n, id, m->request_id, MC_ERR_UNSUPPORTED, "this node serves its own model file (--model)");
+        return;
+    }
+    if (s_other_owner(n, 0, msg, sizeof msg)) {
+        s_send_error(n, id, m->request_id, MC_ERR_BUSY, msg);
+        return;
+    }
+    uint8_t *buf = malloc(mi->len);
+    if (!buf) {
+        s_send_error(n, id, m->request_id, MC_ERR_NOMEM, "out of memory");
+        return;
+    }
+    memcpy(buf, mi->gguf, mi->len);
+    mc_gguf_t *g = mc_gguf_parse(buf, mi->len, sub);
+    mc_model_t *nm = g ? mc_model_new_experts(&g, sub) : NULL;
+    mc_gguf_destroy(&g);
+    mc_err_t rc = MC_OK;
+    if (!nm) rc = mc_err_set(msg, MC_ERR_FORMAT, "the model's metadata does not bind: %.200s", sub);
+    else if (mc_model_fingerprint(nm) != mi->fingerprint)
+        rc = mc_err_set(msg, MC_ERR_FORMAT, "the model's metadata is of model %016llx, not %016llx",
+                        (unsigned long long)mc_model_fingerprint(nm), (unsigned long long)mi->fingerprint);
+    else if (nm->hp.dim > MC_NODE_CACHE_MAX_DIM || nm->hp.n_expert_used > MC_NODE_CACHE_MAX_K)
+        rc = mc_err_set(msg, MC_ERR_UNSUPPORTED,
+                        "a model of dim %u with %u experts per token is beyond what a node without a model file takes "
+                        "(dim %d, %d): give this node the model file (--model)",
+                        nm->hp.dim, nm->hp.n_expert_used, MC_NODE_CACHE_MAX_DIM, MC_NODE_CACHE_MAX_K);
+    if (rc) {
+        mc_model_destroy(&nm);
+        free(buf);
+        mc_log_status(n->log, n->who, "refused the model of coordinator at %s: %s", id->addr, msg);
+        s_send_error(n, id, m->request_id, rc, msg);
+        return;
+    }
+    mc_cache_fill_destroy(&n->fill);
+    if (s_set_model(n, nm, buf, sub)) {
+        s_send_error(n, id, m->request_id, MC_ERR_NOMEM, sub);
+        return;
+    }
+    const mc_hparams_t *hp = &n->model->hp;
+    mc_log_status(n->log, n->who, "model %016llx (%s, %u layers x %u experts) from the coordinator at %s: nothing of it cached yet",
+                  (unsigned long long)n->fingerprint, hp->arch->name, hp->n_layer, hp->n_expert, id->addr);
+    s_hello_reply(n, id, m->request_id);
 }
 
 // --- loop -------------------------------------------------------------------------
@@ -783,6 +1175,9 @@ static void s_handle(mc_node_t *n, const s_peer_t *id, const void *body, size_t 
     case MC_WIRE_MSG_HELLO: s_on_hello(n, id, &m); break;
     case MC_WIRE_MSG_ASSIGN: s_on_assign(n, id, &m); break;
     case MC_WIRE_MSG_REQUEST: s_on_request(n, id, &m); break;
+    case MC_WIRE_MSG_MODEL_INFO: s_on_model_info(n, id, &m); break;
+    case MC_WIRE_MSG_FETCH_OPEN: s_on_fetch_open(n, id, &m); break;
+    case MC_WIRE_MSG_SLICE_DATA: s_on_slice_data(n, id, &m); break;
     case MC_WIRE_MSG_HEARTBEAT:
         r.kind = MC_WIRE_MSG_HEARTBEAT, r.u.heartbeat = m.u.heartbeat;
         s_send(n, id, &r);
@@ -890,6 +1285,8 @@ mc_err_t mc_node_run(mc_node_t *n, const atomic_int *stop, char *err) {
         }
         while (ready > 0 && !atomic_load(stop) && s_serve_one(n)) {}
         s_check_lease(n);
+        s_fill_pump(n);
+        s_fill_report(n, false);
     }
     const mc_wire_stats_t *st = &n->stats;
     if (n->store) {

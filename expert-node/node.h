@@ -18,6 +18,17 @@
  * placement first names them (the time it takes to read them once) and
  * saved there.
  *
+ * A node without a model file (cache_dir) answers a coordinator whose model
+ * it does not hold with Hello's cache flag; the coordinator then sends the
+ * model's metadata (ModelInfo). For a placement it hashes the placed
+ * slices its cache file has (once per file opened), asks the coordinator's
+ * transfer socket (FetchOpen says which peer that is) for the ones it lacks
+ * in chunks, a few in flight at a time, and answers Progress meanwhile;
+ * only when every slice is in its new cache file and checked against the
+ * placement's hash does it map the file and answer Ready (cache.h). A new
+ * placement while fetching replaces the fetch (its bytes stay on disk and
+ * are resumed when the same file is laid out again).
+ *
  * A placement belongs to the coordinator session that made it for as long
  * as that coordinator is heard from at least once per lease (any message
  * counts; coordinators send a heartbeat every second): while it lasts, a
@@ -49,7 +60,11 @@
 #include "error.h"
 
 typedef struct {
-    const char *model;  // GGUF file
+    const char *model;  // GGUF file: a whole model or an experts-only file (moe-split); or
+    const char *cache_dir; // no model file: experts fetched from the coordinator into this
+                           // folder (cache.h); exactly one of model and cache_dir
+    uint32_t cache_mb;     // bound of the cache folder in MiB; 0: none
+    uint32_t fetch_chunk_kib; // bytes asked for per request while fetching (KiB)
     const char *listen; // ZeroMQ endpoint to bind, e.g. tcp://*:5555 or tcp://127.0.0.1:*
                         // (NULL: no socket, only mc_node_handle)
     const char *name;   // reported to coordinators; NULL: the host name
@@ -85,6 +100,10 @@ void mc_node_destroy(mc_node_t **n);
 
 // The endpoint actually bound (a tcp://host:* wildcard resolved to its port).
 const char *mc_node_endpoint(const mc_node_t *n);
+
+// Bytes of slices fetched from coordinators since the node started (a node
+// without a model file); readable from any thread.
+uint64_t mc_node_fetched_bytes(const mc_node_t *n);
 
 // Handle one message as if it had come from peer (its routing id, at most
 // 256 bytes) and encode the reply, if it gets one, into *reply (malloc'd;

@@ -636,9 +636,23 @@ static void test_streaming_hold_back(void **state) {
     assert_int_equal(mc_detok_push(t, &d, ids[0], out, step), 0);
     assert_int_equal(mc_detok_flush(&d, out, step), 6);
     assert_memory_equal(out, RC RC, 6);
+    // One token's raw bytes: the first two of the fox (half a character),
+    // as logprobs report them; a control token has none.
+    char raw[MC_TOKENIZER_MAX_PIECE];
+    assert_int_equal(mc_tokenizer_token_bytes(t, ids[0], raw, sizeof raw), 2);
+    assert_memory_equal(raw, fox, 2);
+    assert_int_equal(mc_tokenizer_token_bytes(t, v->im_end_id, raw, sizeof raw), 0);
     // A leading space is kept (no SentencePiece stripping).
     free(ids);
     ids = encode(t, " the", 4, &n);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const size_t got = mc_tokenizer_token_bytes(t, ids[i], raw, sizeof raw);
+        assert_true(total + got <= 4);
+        assert_memory_equal(raw, " the" + total, got);
+        total += got;
+    }
+    assert_int_equal(total, 4);
     char *dec = mc_tokenizer_decode(t, ids, n);
     assert_string_equal(dec, " the");
     free(dec);

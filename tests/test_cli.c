@@ -3,7 +3,10 @@
  * --tokenize, --token-ids with --dump-logits and greedy ids against the
  * fixtures, generation on a generated model, --profile (moe-plan's
  * coordinator entry), and one clear stderr line plus a non-zero exit for
- * every kind of bad input.
+ * every kind of bad input; and in-process, mc_cli_parse: the flags' table's
+ * defaults, the command lines of the docs and scripts, the modes they make,
+ * and which flags go together; and the codes a session that cannot start
+ * hands back.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +20,9 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "cli.h"
 #include "mkmodel.h"
+#include "session.h"
 #include "testutil.h"
 
 static char s_dir[256];
@@ -134,6 +139,20 @@ static void test_generate(void **state) {
     assert_non_null(strstr(r1.err, "tok/s"));
     s_free(&r1);
     s_free(&r2);
+    // Speculating: the same text, greedy and seeded.
+    const char *const modes[] = {"--temp 0", "--seed 5 --temp 0.8"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "--model '%s' --prompt 'hello there' -n 40 %s --threads 2", s_model, modes[i]);
+        r1 = s_run(a);
+        snprintf(a, sizeof a, "--model '%s' --prompt 'hello there' -n 40 %s --threads 2 --speculate 6", s_model,
+                 modes[i]);
+        r2 = s_run(a);
+        assert_int_equal(r1.status, 0);
+        assert_int_equal(r2.status, 0);
+        assert_string_equal(r1.out, r2.out);
+        s_free(&r1);
+        s_free(&r2);
+    }
 }
 
 static void test_tokenize_fixture(void **state) {
@@ -218,8 +237,199 @@ static void test_profile(void **state) {
     s_expect_error("--profile", "--model FILE is required");
 }
 
+// mc_cli_parse of the words of line (split at spaces) into *o, freshly
+// initialised; its code, with the message in err.
+static mc_err_t s_parse(const char *line, mc_cli_opts_t *o, char *err) {
+    static char buf[1024];
+    char *argv[64] = {"moe-coordinator"};
+    int argc = 1;
+    snprintf(buf, sizeof buf, "%s", line);
+    for (char *w = strtok(buf, " "); w && argc < 64; w = strtok(NULL, " ")) argv[argc++] = w;
+    mc_cli_opts_init(o);
+    return mc_cli_parse(argc, argv, o, err);
+}
+
+static void s_parse_ok(const char *line, mc_cli_opts_t *o) {
+    char err[MC_ERR_LEN] = "";
+    if (s_parse(line, o, err) != MC_OK) fail_msg("[%s]: %s", line, err);
+}
+
+static void s_parse_fails(const char *line, const char *want) {
+    mc_cli_opts_t o;
+    char err[MC_ERR_LEN] = "";
+    if (s_parse(line, &o, err) != MC_ERR_ARG || !strstr(err, want) || strchr(err, '\n'))
+        fail_msg("[%s]: '%s' (wanted one line with '%s')", line, err, want);
+    // Untouched on failure: still as initialised.
+    assert_null(o.ids);
+    assert_int_equal(o.mode, MC_CLI_MODE_GENERATE);
+    assert_int_equal(o.n_predict, -1);
+    mc_cli_opts_free(&o);
+}
+
+static void test_parse_defaults(void **state) {
+    (void)state;
+    mc_cli_opts_t o;
+    mc_cli_opts_init(&o);
+    const mc_sampler_params_t d = mc_sampler_params_default();
+    assert_memory_equal(&o.sampling, &d, sizeof d);
+    assert_int_equal(o.port, 8080);
+    assert_int_equal(o.parallel, 4);
+    assert_int_equal(o.demo_nodes, 2);
+    assert_int_equal(o.n_predict, -1);
+    assert_true(o.threads >= 1 && o.threads <= 8);
+    assert_string_equal(o.host, "127.0.0.1");
+    s_parse_ok("--model m.gguf --help --frobnicate", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_HELP);
+}
+
+// Command lines as README.md, docs/, deploy/ and the tests give them.
+static void test_parse_modes(void **state) {
+    (void)state;
+    mc_cli_opts_t o;
+    s_parse_ok("--model m.gguf --prompt hi -n 12 --seed 5 --threads 2 --temp 0 --top-k 7 --top-p 0.5 --min-p 0.1 "
+               "--repeat-penalty 1.1 --ctx 64",
+               &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_GENERATE);
+    assert_string_equal(o.model, "m.gguf");
+    assert_string_equal(o.prompt, "hi");
+    assert_int_equal(o.n_predict, 12);
+    assert_true(o.seed_given);
+    assert_int_equal(o.sampling.seed, 5);
+    assert_int_equal(o.threads, 2);
+    assert_true(o.sampling.temp == 0.0f);
+    assert_int_equal(o.sampling.top_k, 7);
+    assert_true(o.sampling.top_p == 0.5f && o.sampling.min_p == 0.1f && o.sampling.repeat_penalty == 1.1f);
+    assert_int_equal(o.ctx, 64);
+    s_parse_ok("--model m.gguf --prompt hi", &o);
+    assert_int_equal(o.n_predict, 128);
+    assert_false(o.seed_given);
+
+    s_parse_ok("--model m.gguf --token-ids 1,415,2936 --dump-logits l.bin", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_IDS);
+    assert_int_equal(o.n_ids, 3);
+    assert_int_equal(o.ids[2], 2936);
+    assert_int_equal(o.n_predict, 0);
+    assert_string_equal(o.dump_logits, "l.bin");
+    // A second parse into the same options frees the first ids.
+    char err[MC_ERR_LEN];
+    char *argv[] = {"moe-coordinator", "--model", "m", "--token-ids", "9"};
+    assert_int_equal(mc_cli_parse(5, argv, &o, err), MC_OK);
+    assert_int_equal(o.n_ids, 1);
+    mc_cli_opts_free(&o);
+
+    s_parse_ok("--model m.gguf --tokenize-file t.txt", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_TOKENIZE);
+    s_parse_ok("--cluster c.yaml --serve --host 0.0.0.0 --port 0 --parallel 8 --api-key KEY --web w", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_SERVE);
+    assert_null(o.model);
+    assert_string_equal(o.host, "0.0.0.0");
+    assert_int_equal(o.port, 0);
+    assert_int_equal(o.parallel, 8);
+    assert_string_equal(o.api_key, "KEY");
+    assert_int_equal(o.n_predict, 0);
+    s_parse_ok("--model m.gguf --chat --system be-brief --safe-prompt", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_CHAT);
+    assert_true(o.safe_prompt);
+    s_parse_ok("--demo", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_GENERATE);
+    assert_int_equal(o.n_predict, 32);
+    assert_int_equal(o.demo_nodes, 2);
+    s_parse_ok("--demo --serve --nodes 3 --stats-json s.json", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_SERVE);
+    assert_int_equal(o.demo_nodes, 3);
+    s_parse_ok("--model m.gguf --profile-routing --prompt-file p.txt --routing-stats r.json", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_PROFILE_ROUTING);
+    s_parse_ok("--model m.gguf --profile --threads 1 --name desk", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_PROFILE);
+    assert_string_equal(o.name, "desk");
+
+    // --api-key-file: the first line of the file.
+    char path[600], line[700];
+    snprintf(path, sizeof path, "%s/key", s_dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("s3cret\nmore\n", f);
+    fclose(f);
+    snprintf(line, sizeof line, "--model m.gguf --serve --api-key-file %s", path);
+    s_parse_ok(line, &o);
+    assert_string_equal(o.api_key, "s3cret");
+}
+
+static void test_parse_errors(void **state) {
+    (void)state;
+    s_parse_fails("--frobnicate", "unknown flag '--frobnicate' (see --help)");
+    s_parse_fails("--model m --prompt hi stray", "unexpected argument 'stray'");
+    s_parse_fails("--model m --prompt hi -n -1", "-n: '-1' is not a whole number in 0..2147483647");
+    s_parse_fails("--model m --prompt hi --temp 101", "--temp");
+    s_parse_fails("--model m --prompt hi --seed x", "--seed");
+    s_parse_fails("--model m --prompt hi --port 65536", "--port: '65536' is not a whole number in 0..65535");
+    s_parse_fails("--model m --serve --parallel 0", "--parallel");
+    s_parse_fails("--model m --prompt", "--prompt needs a value");
+    s_parse_fails("--prompt hi", "--model FILE is required");
+    s_parse_fails("--model m", "nothing to do");
+    s_parse_fails("--model m --chat --serve", "exclude each other");
+    s_parse_fails("--model m --prompt a --tokenize b", "exclude each other");
+    s_parse_fails("--model m --chat --prompt a", "take their text elsewhere");
+    s_parse_fails("--model m --prompt a --nodes 3", "--nodes goes with --demo");
+    s_parse_fails("--demo --model m", "--demo makes its own model");
+    s_parse_fails("--model m --prompt a --stats-json s", "--stats-json needs --cluster or --demo");
+    s_parse_fails("--model m --prompt a --dump-logits l", "--dump-logits needs --token-ids");
+    s_parse_fails("--model m --token-ids 1,x", "--token-ids: '1,x' is not a comma-separated list of ids");
+    s_parse_fails("--model m --serve --api-key k --api-key-file f", "--api-key and --api-key-file exclude each other");
+    s_parse_fails("--model m --serve --api-key-file /nonexistent/key", "--api-key-file: /nonexistent/key");
+    s_parse_fails("--model m --profile-routing --prompt-file p", "--profile-routing needs");
+    s_parse_fails("--model m --prompt a --prompt-file p", "--prompt-file goes with --profile-routing");
+}
+
+// --help: every row of the table, each number with its default and bounds.
+static void test_usage(void **state) {
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    mc_cli_usage(f);
+    fclose(f);
+    static const char *const want[] = {
+        "  --port N              with --serve: TCP port (0: any free one, printed) (default 8080, 0..65535)\n",
+        "(default 0.8, 0..100)\n", "(default 40, 0..2147483647)\n", "(default 4, 1..256)\n",
+        "(default 2, 1..64)\n", "(default: online CPUs, at most 8; 1..512)\n", "  --prompt-file FILE ",
+        "  --help, -h "};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(text, want[i])) fail_msg("no '%s' in --help:\n%s", want[i], text);
+    free(text);
+}
+
+// A session that cannot start hands back why through err's code
+// (common/error.h): no file, not a GGUF file, a context the model refuses.
+static void test_session_codes(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN], junk[600];
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = "/nonexistent/m.gguf";
+    assert_null(mc_session_new(&sp, err));
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_IO);
+    snprintf(junk, sizeof junk, "%s/junk.gguf", s_dir);
+    FILE *f = fopen(junk, "w");
+    assert_non_null(f);
+    fputs("not a model, and long enough to have a header's worth of bytes\n", f);
+    fclose(f);
+    sp.model = junk;
+    assert_null(mc_session_new(&sp, err));
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_FORMAT);
+    sp.model = s_model, sp.ctx = 65; // the model's context is 64
+    assert_null(mc_session_new(&sp, err));
+    assert_non_null(strstr(err, "context length 65 out of range"));
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_RANGE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_session_codes),
+        cmocka_unit_test(test_parse_defaults),
+        cmocka_unit_test(test_parse_modes),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_usage),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_bad_usage),
         cmocka_unit_test(test_generate),

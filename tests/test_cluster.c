@@ -491,6 +491,7 @@ static void test_other_weights_refused(void **state) {
              "1 has other weights (1 of the 16 experts placed differs); start this node with the coordinator's GGUF file",
              ns.procs[0].endpoint);
     assert_string_equal(err, want);
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_ARG); // a refusal, not a network failure
     mc_engine_destroy(&e);
     s_stop(&ns);
 
@@ -557,7 +558,7 @@ static void test_starts_with_node_down(void **state) {
     if (mc_nodeproc_start(&np, &ns.procs[1], err)) fail_msg("%s", err);
     for (int k = 0; k < 300 && !st.alive; k++) {
         s_sleep_ms(10);
-        mc_cluster_tick(c);
+        mc_experts_tick(mc_cluster_experts(c));
         mc_cluster_node_stats(c, 1, &st);
     }
     assert_true(st.alive);
@@ -839,7 +840,7 @@ static void test_placement_changes(void **state) {
     // still starts, computing every expert itself (the same logits).
     mc_engine_t *e2 = mc_engine_new(m, &ep, err);
     for (int i = 0; i < 10; i++) {
-        mc_cluster_tick(c);
+        mc_experts_tick(mc_cluster_experts(c));
         s_sleep_ms(100);
     }
     mc_cluster_t *c2 = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e2), NULL, err);
@@ -902,7 +903,7 @@ static void test_heartbeat_notices_dead_node(void **state) {
     s_life_kill(&ns, 1);
     mc_cluster_node_stats_t st;
     for (int i = 0; i < 100; i++) {
-        mc_cluster_tick(l.c);
+        mc_experts_tick(mc_cluster_experts(l.c));
         mc_cluster_node_stats(l.c, 1, &st);
         if (!st.alive) break;
         s_sleep_ms(20);
@@ -1011,7 +1012,7 @@ static void test_slow_node_benched(void **state) {
     const uint64_t before = st.requests;
     kill(ns.procs[1].pid, SIGCONT);
     s_sleep_ms(1100); // the first bench: 1 s
-    mc_cluster_tick(c);
+    mc_experts_tick(mc_cluster_experts(c));
     assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
     assert_memory_equal(got, ref, bytes);
     mc_cluster_node_stats(c, 1, &st);
@@ -1079,7 +1080,7 @@ static void *s_loader_run(void *arg) {
             } else if (in.kind == MC_WIRE_MSG_ASSIGN) {
                 out.kind = MC_WIRE_MSG_PROGRESS;
                 for (int t = 0; t < ld->load_ms && !atomic_load(&ld->stop); t += 100) {
-                    out.u.progress = (mc_wire_progress_t){(uint64_t)t, (uint64_t)ld->load_ms};
+                    out.u.progress = (mc_wire_progress_t){(uint64_t)t, (uint64_t)ld->load_ms, 0, 0};
                     s_loader_send(sock, &id, &out);
                     s_sleep_ms(100);
                 }

@@ -572,7 +572,7 @@ static void test_errors_keys(void **state) {
                    "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key, holds, mem_limit_mb)");
     s_expect_error("heartbeats: 1000\n",
                    "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, "
-                   "secret_key, nodes, local)");
+                   "transfer_mbps, secret_key, nodes, local)");
     s_expect_error("local:\n  threads: 2\n",
                    "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers, holds)");
     s_expect_error("wire: f32\ntimeout_ms: 9\nwire: f16\n", "cluster.yaml:3:1: duplicate key 'wire' (first at line 1)");
@@ -583,10 +583,10 @@ static void test_errors_keys(void **state) {
     s_expect_error("? [a]\n: 1\n", "cluster.yaml:1:3: expected a key, found a sequence");
     // Keys are compared exactly; a long unknown key is cut in the message.
     s_expect_error("Nodes: []\n",
-                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, secret_key, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local)");
     s_expect_error("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: 1\n",
                    "cluster.yaml:1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' (expected model, wire, "
-                   "timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, secret_key, nodes, local)");
+                   "timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local)");
 }
 
 static void test_errors_structure(void **state) {
@@ -606,9 +606,9 @@ static void test_errors_structure(void **state) {
                    "cluster.yaml:3:1: the file is empty (expected a mapping with at least 'nodes')");
     s_expect_error(
         "- a\n",
-        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, secret_key, nodes, local; found a sequence");
+        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local; found a sequence");
     s_expect_error(
-        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, secret_key, nodes, local; found no value");
+        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local; found no value");
     s_expect_error("nodes: [{name: a, endpoint: 'inproc://a'}]\n---\nnodes: []\n",
                    "cluster.yaml:2:1: only one YAML document is allowed");
     s_expect_error("local: 3\n", "cluster.yaml:1:8: 'local' must be a mapping of experts and layers, found '3'");
@@ -796,7 +796,7 @@ static void test_errors_yaml(void **state) {
     // Without a file name, messages say <input>.
     char e2[MC_ERR_LEN];
     assert_null(mc_cluster_config_parse("x: 1", 4, NULL, e2));
-    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, secret_key, nodes, local)");
+    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local)");
     assert_null(mc_cluster_config_parse(NULL, 1, NULL, NULL));
     assert_null(mc_cluster_config_parse(NULL, 0, "c.yaml", e2));
     assert_string_equal(e2, "c.yaml:1:1: the file is empty (expected a mapping with at least 'nodes')");
@@ -810,7 +810,7 @@ static void test_aliases(void **state) {
                    "cluster.yaml:5:13: aliases are not supported");
     // The billion-laughs shape stops at its first alias.
     s_expect_error("a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n",
-                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, secret_key, nodes, local)");
+                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local)");
     s_expect_error("local:\n  experts: &a [1]\n  layers: [*a, *a]\n", "cluster.yaml:3:12: aliases are not supported");
     // An anchor alone is harmless.
     mc_cluster_config_t *c = s_parse("nodes: &n [{name: a, endpoint: 'inproc://a', experts: &e 3}]\n", "c.yaml");

@@ -265,6 +265,8 @@ static void test_missing_file(void **state) {
     char err[MC_ERR_LEN] = "";
     assert_null(mc_model_open("/nonexistent/model.gguf", err));
     assert_non_null(strstr(err, "/nonexistent/model.gguf"));
+    // The constructor's code comes back through err (common/error.h).
+    assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_IO);
 }
 
 int main(void) {

@@ -205,7 +205,7 @@ static void s_heartbeat(s_fix_t *f, void *sock, uint64_t seq) {
 static mc_wire_msg_t s_assign_msg(s_fix_t *f, uint64_t id, uint64_t session, const uint8_t *held) {
     s_hashes(f->path, held, f->hashes);
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = id};
-    m.u.assign = (mc_wire_assign_t){session, f->lim.n_layer, f->lim.n_expert, (uint8_t *)held, f->hashes};
+    m.u.assign = (mc_wire_assign_t){session, f->lim.n_layer, f->lim.n_expert, (uint8_t *)held, f->hashes, NULL};
     return m;
 }
 
@@ -436,7 +436,7 @@ static void test_auto_wire_every_weight_type(void **state) {
         uint8_t hashes[MAX_PAIRS * MC_SLICE_HASH_BYTES];
         s_hashes(path, held, hashes);
         mc_wire_msg_t a = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 1}, r;
-        a.u.assign = (mc_wire_assign_t){9, 2, 8, held, hashes};
+        a.u.assign = (mc_wire_assign_t){9, 2, 8, held, hashes, NULL};
         s_handle(n, &lim, &a, &r);
         assert_int_equal(r.kind, MC_WIRE_MSG_READY);
         mc_wire_msg_free(&r);
@@ -526,7 +526,7 @@ static void test_malformed_messages(void **state) {
     // A message beyond ZMQ_MAXMSGSIZE: ZeroMQ drops it and that peer's
     // connection; other coordinators do not notice.
     void *c2 = s_client(f, 1);
-    size_t huge = 2u << 20;
+    size_t huge = (size_t)mc_wire_max_msg_bytes(&f->lim) + 1024;
     uint8_t *zeros = calloc(huge, 1);
     s_send_raw(c2, zeros, huge);
     free(zeros);
@@ -668,7 +668,7 @@ static void test_other_weights_refused(void **state) {
     memset(all, 1, sizeof all);
     mc_wire_msg_t a = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 1}, r;
     s_hashes(path, two, hashes);
-    a.u.assign = (mc_wire_assign_t){1, 2, 8, two, hashes};
+    a.u.assign = (mc_wire_assign_t){1, 2, 8, two, hashes, NULL};
     s_handle(n, &lim, &a, &r);
     assert_int_equal(r.kind, MC_WIRE_MSG_READY);
     assert_int_equal(r.u.ready.n_pairs, 2);

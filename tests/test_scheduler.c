@@ -2,10 +2,11 @@
  * test_scheduler: the generation loop on a generated model. One generation
  * gives exactly the ids of a hand-written greedy loop; eight generations
  * sharing four slots give each the ids and text it gets alone; stop
- * strings, token and context limits, cancellation, prompt logits, and the
+ * strings, token and context limits, cancellation, prompt logits, the
  * prefix cache: a reused slot, a prefix copied from a busy slot, a saved
  * prefix loaded after its slot was overwritten, the byte budget (each the
- * same bits as evaluating it all).
+ * same bits as evaluating it all), and the logprobs handed out beside the
+ * tokens (never changing one).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <setjmp.h>
 
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +65,15 @@ typedef struct {
     mc_gen_usage_t usage;
     bool done;
     uint32_t cancel_after; // 0: never
+    mc_logprob_t lps[64];  // the logprobs of the first sampled tokens
+    uint32_t n_lps;
 } s_out_t;
+
+static void s_on_logprob(void *user, const mc_logprob_t *lp, bool eog) {
+    s_out_t *o = user;
+    (void)eog;
+    if (o->n_lps < 64) o->lps[o->n_lps++] = *lp;
+}
 
 static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
     s_out_t *o = user;
@@ -566,6 +576,76 @@ static void test_prompt_logits(void **state) {
     free(want), free(got);
 }
 
+// Logprobs are a read of the row each token was sampled from: asking for
+// them changes no id; the chosen token's value is the log-softmax of the
+// raw logits (the first one checked against the engine's own row); greedy
+// decoding picks the top entry; a sampled token (temperature, penalties)
+// shows its own value wherever it sits in the top list.
+static void test_logprobs(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const uint32_t np = 9, nv = s_m->hp.n_vocab;
+    mc_engine_t *e = s_engine(1, 64);
+    float *rows = malloc((size_t)np * nv * sizeof(float));
+    assert_int_equal(mc_engine_eval(e, s_prompt, np, 0, MC_LOGITS_ALL, rows, err), MC_OK);
+    mc_engine_destroy(&e);
+    const float *last = rows + (size_t)(np - 1) * nv;
+    double max = -INFINITY, sum = 0;
+    for (uint32_t i = 0; i < nv; i++) max = last[i] > max ? last[i] : max;
+    for (uint32_t i = 0; i < nv; i++) sum += exp(last[i] - max);
+    for (int sampled = 0; sampled < 2; sampled++) {
+        static s_out_t plain, with;
+        memset(&plain, 0, sizeof plain), memset(&with, 0, sizeof with);
+        mc_gen_params_t p = s_params(s_prompt, np, &plain);
+        p.max_tokens = 24, p.ignore_eos = true;
+        if (sampled) p.sampling.temp = 1.2f, p.sampling.top_k = 0, p.sampling.repeat_penalty = 1.3f, p.sampling.seed = 5;
+        s_alone(&p, &plain);
+        p.on_logprob = s_on_logprob, p.top_logprobs = sampled ? MC_LOGPROB_MAX_TOP : 4;
+        s_alone(&p, &with);
+        assert_int_equal(plain.n, with.n);
+        assert_memory_equal(plain.ids, with.ids, plain.n * sizeof(int32_t));
+        assert_int_equal(with.n_lps, 24);
+        const double first = (double)last[with.lps[0].chosen.id] - max - log(sum);
+        assert_true(fabs(with.lps[0].chosen.logprob - first) < 1e-9);
+        uint32_t found = 0;
+        for (uint32_t k = 0; k < with.n_lps; k++) {
+            const mc_logprob_t *lp = &with.lps[k];
+            assert_int_equal(lp->chosen.id, with.ids[k]);
+            assert_int_equal(lp->n_top, sampled ? MC_LOGPROB_MAX_TOP : 4);
+            assert_true(lp->chosen.logprob <= 0);
+            for (uint32_t t = 1; t < lp->n_top; t++) assert_true(lp->top[t].logprob <= lp->top[t - 1].logprob);
+            if (!sampled) {
+                assert_int_equal(lp->top[0].id, lp->chosen.id);
+                assert_true(lp->top[0].logprob == lp->chosen.logprob);
+            }
+            for (uint32_t t = 0; t < lp->n_top; t++)
+                if (lp->top[t].id == lp->chosen.id) {
+                    assert_true(lp->top[t].logprob == lp->chosen.logprob);
+                    found++;
+                }
+        }
+        if (sampled) printf("[scheduler] %u of 24 sampled tokens in their top 20\n", found), assert_true(found > 0);
+        else assert_int_equal(found, 24);
+        // Speculating: each kept position is sampled from its own row, the
+        // same bits as one token a pass, so the same logprobs exactly.
+        static s_out_t spec;
+        memset(&spec, 0, sizeof spec);
+        const mc_draft_params_t dp = mc_draft_params_default();
+        p.speculate = &dp;
+        s_alone(&p, &spec);
+        assert_int_equal(spec.n, with.n);
+        assert_memory_equal(spec.ids, with.ids, with.n * sizeof(int32_t));
+        assert_int_equal(spec.n_lps, with.n_lps);
+        for (uint32_t k = 0; k < with.n_lps; k++) {
+            const mc_logprob_t *a = &spec.lps[k], *b = &with.lps[k];
+            assert_true(a->chosen.id == b->chosen.id && a->chosen.logprob == b->chosen.logprob && a->n_top == b->n_top);
+            for (uint32_t t = 0; t < a->n_top; t++)
+                assert_true(a->top[t].id == b->top[t].id && a->top[t].logprob == b->top[t].logprob);
+        }
+    }
+    free(rows);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_greedy_loop),
@@ -579,6 +659,7 @@ int main(void) {
         cmocka_unit_test(test_speculative_same_tokens),
         cmocka_unit_test(test_speculative_then_prefix),
         cmocka_unit_test(test_prompt_logits),
+        cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -7,8 +7,14 @@
  * counts right, streamed and whole answers agree, stop strings cut; bad
  * requests get the right 4xx and OpenAI error object and the server keeps
  * serving; 8 concurrent clients each get what they get alone; a client that
- * leaves mid-stream stops its generation; /metrics parses as Prometheus
- * text; /v1/cluster and the answers through a 2-node cluster.
+ * leaves mid-stream stops its generation (and is logged with its true
+ * token counts); /metrics parses as Prometheus text; /v1/cluster and the
+ * answers through a 2-node cluster. The other dialects give the chat's
+ * greedy answer exactly: /v1/responses (whole and streamed events),
+ * Ollama's /api/chat and /api/generate (whole and NDJSON); logprobs agree
+ * with the text and between whole and streamed answers; CORS preflights,
+ * Allow on a 405, a lower-case "bearer"; a server stopped mid-stream ends
+ * the stream with an error event, never a finished-looking answer.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,6 +50,20 @@ typedef struct {
     mc_server_t *srv;
     uint16_t port;
 } s_srv_t;
+
+// With server parameters beyond the defaults (port 0 always).
+static void s_up_with(s_srv_t *t, const mc_cluster_config_t *cfg, uint32_t ctx, uint32_t slots, mc_server_params_t p) {
+    char err[MC_ERR_LEN];
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = s_model, sp.cluster = cfg, sp.ctx = ctx, sp.n_seq = slots, sp.threads = 2;
+    t->s = mc_session_new(&sp, err);
+    if (!t->s) fail_msg("%s", err);
+    p.port = 0;
+    t->srv = mc_server_new(t->s, &p, err);
+    if (!t->srv) fail_msg("%s", err);
+    t->port = mc_server_port(t->srv);
+    assert_true(t->port > 0);
+}
 
 static void s_up(s_srv_t *t, const mc_cluster_config_t *cfg, uint32_t ctx, uint32_t slots, const char *key,
                  size_t max_body) {
@@ -523,10 +543,26 @@ static void test_cluster_endpoint(void **state) {
     static s_srv_t one, two;
     s_up(&one, NULL, 128, 2, NULL, 0);
     cJSON *a = s_post(one.port, "/v1/chat/completions", req, 200);
+    const char *seeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say more.\"}],\"max_tokens\":16,"
+                         "\"temperature\":0.9,\"seed\":5%s}";
+    char body[512];
+    snprintf(body, sizeof body, seeded, "");
+    cJSON *a2 = s_post(one.port, "/v1/chat/completions", body, 200);
     s_down(&one);
     s_up(&two, cfg, 128, 2, NULL, 0);
     cJSON *b = s_post(two.port, "/v1/chat/completions", req, 200);
     assert_string_equal(s_get_str(a, "choices", "message", "content"), s_get_str(b, "choices", "message", "content"));
+    // Speculating through the nodes: the same answer (guesses verified K+1
+    // rows a round trip), greedy and seeded.
+    const char *spec = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,"
+                       "\"temperature\":0,\"speculative\":{\"max_draft\":6}}";
+    cJSON *b2 = s_post(two.port, "/v1/chat/completions", spec, 200);
+    assert_string_equal(s_get_str(a, "choices", "message", "content"), s_get_str(b2, "choices", "message", "content"));
+    cJSON_Delete(b2);
+    snprintf(body, sizeof body, seeded, ",\"speculative\":{\"max_draft\":6}");
+    b2 = s_post(two.port, "/v1/chat/completions", body, 200);
+    assert_string_equal(s_get_str(a2, "choices", "message", "content"), s_get_str(b2, "choices", "message", "content"));
+    cJSON_Delete(b2), cJSON_Delete(a2);
     mc_test_http_t r;
     assert_int_equal(mc_test_http(two.port, "GET", "/v1/cluster", NULL, NULL, &r), 0);
     assert_int_equal(r.status, 200);
@@ -562,11 +598,490 @@ static void test_cluster_endpoint(void **state) {
     mc_cluster_config_destroy(&cfg);
 }
 
+// --- the other dialects, logprobs -------------------------------------------------------------
+
+// A header line's value, or NULL (the test client lower-cases header lines).
+static char *s_header(const mc_test_http_t *r, const char *name, char *buf, size_t cap) {
+    char key[128];
+    snprintf(key, sizeof key, "\r\n%s: ", name);
+    const char *h = strstr(r->headers, key);
+    if (!h) return NULL;
+    h += strlen(key);
+    size_t n = strcspn(h, "\r\n");
+    snprintf(buf, cap, "%.*s", (int)n, h);
+    return buf;
+}
+
+// The bytes a logprobs content array spells, appended to out (its `bytes`).
+static size_t s_lp_bytes(const cJSON *content, char *out, size_t at, size_t cap) {
+    const cJSON *entry, *b;
+    cJSON_ArrayForEach(entry, content) {
+        cJSON_ArrayForEach(b, cJSON_GetObjectItem(entry, "bytes")) {
+            assert_true(at + 1 < cap);
+            out[at++] = (char)b->valueint;
+        }
+    }
+    out[at] = 0;
+    return at;
+}
+
+// The SSE events of a Responses stream: "event: T\ndata: {json}\n\n", the
+// name and the data's type the same.
+static cJSON *s_typed_events(const char *body) {
+    cJSON *all = cJSON_CreateArray();
+    for (const char *p = body; (p = strstr(p, "event: "));) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        char type[64];
+        snprintf(type, sizeof type, "%.*s", (int)(nl - p - 7), p + 7);
+        assert_int_equal(strncmp(nl + 1, "data: ", 6), 0);
+        const char *end = strstr(nl, "\n\n");
+        char *line = strndup(nl + 7, (size_t)(end - nl - 7));
+        cJSON *j = cJSON_Parse(line);
+        if (!j) fail_msg("bad event: %s", line);
+        assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, type);
+        cJSON_AddItemToArray(all, j);
+        free(line);
+        p = end + 2;
+    }
+    return all;
+}
+
+static void test_dialects_and_logprobs(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 256, 2, NULL, 0);
+    // The chat's greedy answer, with logprobs.
+    cJSON *j = s_post(t.port, "/v1/chat/completions",
+                      "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"}],\"max_tokens\":16,"
+                      "\"temperature\":0,\"logprobs\":true,\"top_logprobs\":3}",
+                      200);
+    char content[4096];
+    snprintf(content, sizeof content, "%s", s_get_str(j, "choices", "message", "content"));
+    const int completion = s_usage(j, "completion_tokens"), prompt = s_usage(j, "prompt_tokens");
+    const char *finish = s_get_str(j, "choices", "finish_reason", NULL);
+    const cJSON *lc = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0),
+                                                                "logprobs"),
+                                          "content");
+    // One entry per token but the end-of-answer one; their bytes spell the
+    // text (the instruct answer's one leading space dropped).
+    assert_int_equal(cJSON_GetArraySize(lc), completion - (!strcmp(finish, "stop") ? 1 : 0));
+    char spelled[4096];
+    s_lp_bytes(lc, spelled, 0, sizeof spelled);
+    assert_string_equal(spelled[0] == ' ' ? spelled + 1 : spelled, content);
+    const cJSON *entry;
+    cJSON_ArrayForEach(entry, lc) { // greedy, no penalties: each token is its top one
+        const cJSON *top0 = cJSON_GetArrayItem(cJSON_GetObjectItem(entry, "top_logprobs"), 0);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(entry, "top_logprobs")), 3);
+        assert_string_equal(cJSON_GetObjectItem(top0, "token")->valuestring, cJSON_GetObjectItem(entry, "token")->valuestring);
+        assert_true(cJSON_GetObjectItem(top0, "logprob")->valuedouble == cJSON_GetObjectItem(entry, "logprob")->valuedouble);
+        assert_true(cJSON_GetObjectItem(entry, "logprob")->valuedouble <= 0);
+    }
+    // Streamed: the same entries, spread over the chunks; every chunk but
+    // the usage one has "usage": null.
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "POST", "/v1/chat/completions", NULL,
+                                  "{\"messages\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"}],\"max_tokens\":16,"
+                                  "\"temperature\":0,\"logprobs\":true,\"top_logprobs\":3,\"stream\":true,"
+                                  "\"stream_options\":{\"include_usage\":true}}",
+                                  &r),
+                     0);
+    bool done;
+    cJSON *ev = s_events(r.body, &done);
+    assert_true(done);
+    const int n = cJSON_GetArraySize(ev);
+    char streamed[4096];
+    size_t at = 0;
+    int entries = 0;
+    for (int i = 0; i < n; i++) {
+        const cJSON *c = cJSON_GetArrayItem(ev, i);
+        if (i < n - 1) assert_true(cJSON_IsNull(cJSON_GetObjectItem(c, "usage")));
+        const cJSON *l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "choices"), 0), "logprobs");
+        if (cJSON_IsObject(l)) {
+            entries += cJSON_GetArraySize(cJSON_GetObjectItem(l, "content"));
+            at = s_lp_bytes(cJSON_GetObjectItem(l, "content"), streamed, at, sizeof streamed);
+        }
+    }
+    assert_int_equal(entries, cJSON_GetArraySize(lc));
+    assert_string_equal(streamed, spelled);
+    assert_int_equal(s_usage(cJSON_GetArrayItem(ev, n - 1), "completion_tokens"), completion);
+    cJSON_Delete(ev);
+    mc_test_http_free(&r);
+
+    // /v1/responses: the same answer, whole and as events.
+    cJSON *k = s_post(t.port, "/v1/responses",
+                      "{\"model\":\"tiny-f32\",\"input\":\"Tell me about foxes.\",\"max_output_tokens\":16,\"temperature\":0}",
+                      200);
+    const cJSON *out0 = cJSON_GetArrayItem(cJSON_GetObjectItem(k, "output"), 0);
+    const cJSON *part = cJSON_GetArrayItem(cJSON_GetObjectItem(out0, "content"), 0);
+    assert_string_equal(cJSON_GetObjectItem(part, "text")->valuestring, content);
+    assert_string_equal(cJSON_GetObjectItem(k, "status")->valuestring, completion == 16 ? "incomplete" : "completed");
+    const cJSON *u = cJSON_GetObjectItem(k, "usage");
+    assert_int_equal(cJSON_GetObjectItem(u, "input_tokens")->valueint, prompt);
+    assert_int_equal(cJSON_GetObjectItem(u, "output_tokens")->valueint, completion);
+    // The answer is kept: a next turn may name it (the AI SDK's default)
+    // and gets the conversation with its text in it.
+    char next[1024];
+    snprintf(next, sizeof next,
+             "{\"input\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"},{\"type\":\"item_reference\","
+             "\"id\":\"%s\"},{\"role\":\"user\",\"content\":\"More.\"}],\"max_output_tokens\":4,\"store\":false}",
+             cJSON_GetObjectItem(out0, "id")->valuestring);
+    cJSON *k2 = s_post(t.port, "/v1/responses", next, 200);
+    const int turn2 = cJSON_GetObjectItem(cJSON_GetObjectItem(k2, "usage"), "input_tokens")->valueint;
+    assert_true(turn2 > prompt + completion);
+    // That one said store: false: naming it fails, plainly.
+    snprintf(next, sizeof next, "{\"input\":[{\"type\":\"item_reference\",\"id\":\"%s\"}]}",
+             cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(k2, "output"), 0), "id")->valuestring);
+    s_expect(t.port, "POST", "/v1/responses", NULL, next, 400, "invalid_request_error", "does not keep");
+    cJSON_Delete(k2);
+    cJSON_Delete(k);
+    assert_int_equal(mc_test_http(t.port, "POST", "/v1/responses", NULL,
+                                  "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":"
+                                  "\"Tell me about foxes.\"}]}],\"max_output_tokens\":16,\"temperature\":0,\"stream\":true,"
+                                  "\"include\":[\"message.output_text.logprobs\"]}",
+                                  &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "content-type: text/event-stream"));
+    assert_null(strstr(r.body, "[DONE]")); // the Responses API has no [DONE]
+    ev = s_typed_events(r.body);
+    static const char *const opening[] = {"response.created", "response.in_progress", "response.output_item.added",
+                                          "response.content_part.added"};
+    static const char *const closing[] = {"response.output_text.done", "response.content_part.done",
+                                          "response.output_item.done"};
+    const int m = cJSON_GetArraySize(ev);
+    assert_true(m >= 8);
+    char deltas[4096] = "";
+    int lp_entries = 0;
+    for (int i = 0; i < m; i++) {
+        const cJSON *e = cJSON_GetArrayItem(ev, i);
+        const char *type = cJSON_GetObjectItem(e, "type")->valuestring;
+        assert_int_equal(cJSON_GetObjectItem(e, "sequence_number")->valueint, i);
+        if (i < 4) assert_string_equal(type, opening[i]);
+        else if (i >= m - 4 && i < m - 1) assert_string_equal(type, closing[i - (m - 4)]);
+        else if (i < m - 1) {
+            assert_string_equal(type, "response.output_text.delta");
+            strncat(deltas, cJSON_GetObjectItem(e, "delta")->valuestring, sizeof deltas - strlen(deltas) - 1);
+            lp_entries += cJSON_GetArraySize(cJSON_GetObjectItem(e, "logprobs"));
+        }
+    }
+    const cJSON *last = cJSON_GetArrayItem(ev, m - 1);
+    assert_string_equal(cJSON_GetObjectItem(last, "type")->valuestring,
+                        completion == 16 ? "response.incomplete" : "response.completed");
+    assert_string_equal(deltas, content);
+    assert_int_equal(lp_entries, cJSON_GetArraySize(lc));
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(ev, m - 4), "text")->valuestring, content);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(last, "response"), "usage"), "output_tokens")->valueint,
+        completion);
+    cJSON_Delete(ev);
+    mc_test_http_free(&r);
+
+    // Ollama: /api/chat whole and as lines, /api/generate as one user turn.
+    k = s_post(t.port, "/api/chat",
+               "{\"model\":\"tiny-f32\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell me about foxes.\"}],"
+               "\"stream\":false,\"options\":{\"temperature\":0,\"num_predict\":16}}",
+               200);
+    assert_string_equal(s_get_str(k, "message", "content", NULL), content);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(k, "done")));
+    assert_string_equal(s_get_str(k, "done_reason", NULL, NULL), finish);
+    assert_int_equal(cJSON_GetObjectItem(k, "eval_count")->valueint, completion);
+    assert_int_equal(cJSON_GetObjectItem(k, "prompt_eval_count")->valueint, prompt);
+    assert_true(cJSON_GetObjectItem(k, "total_duration")->valuedouble > 0);
+    cJSON_Delete(k);
+    assert_int_equal(mc_test_http(t.port, "POST", "/api/chat", NULL,
+                                  "{\"model\":\"tiny-f32\",\"messages\":[{\"role\":\"user\",\"content\":"
+                                  "\"Tell me about foxes.\"}],\"options\":{\"temperature\":0,\"num_predict\":16}}",
+                                  &r),
+                     0); // streamed by default
+    assert_non_null(strstr(r.headers, "content-type: application/x-ndjson"));
+    char lines[4096] = "";
+    int n_lines = 0;
+    bool ended = false;
+    for (char *line = r.body; *line;) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl); // every line ends
+        *nl = 0;
+        cJSON *o = cJSON_Parse(line);
+        assert_non_null(o);
+        assert_false(ended); // nothing after the last line
+        ended = cJSON_IsTrue(cJSON_GetObjectItem(o, "done"));
+        strncat(lines, s_get_str(o, "message", "content", NULL), sizeof lines - strlen(lines) - 1);
+        if (ended) assert_int_equal(cJSON_GetObjectItem(o, "eval_count")->valueint, completion);
+        cJSON_Delete(o);
+        n_lines++;
+        line = nl + 1;
+    }
+    assert_true(ended && n_lines >= 2);
+    assert_string_equal(lines, content);
+    mc_test_http_free(&r);
+    k = s_post(t.port, "/api/generate",
+               "{\"model\":\"tiny-f32\",\"prompt\":\"Tell me about foxes.\",\"stream\":false,\"options\":{\"temperature\":0,"
+               "\"num_predict\":16}}",
+               200);
+    assert_string_equal(s_get_str(k, "response", NULL, NULL), content);
+    cJSON_Delete(k);
+    // The model as Ollama lists it.
+    assert_int_equal(mc_test_http(t.port, "GET", "/api/tags", NULL, NULL, &r), 0);
+    assert_non_null(strstr(r.body, "\"name\":\"tiny-f32:latest\""));
+    mc_test_http_free(&r);
+    k = s_post(t.port, "/api/show", "{\"model\":\"tiny-f32\"}", 200);
+    assert_non_null(cJSON_GetObjectItem(k, "model_info"));
+    cJSON_Delete(k);
+    k = s_post(t.port, "/api/show", "{\"model\":\"llama3\"}", 404);
+    assert_non_null(strstr(cJSON_GetObjectItem(k, "error")->valuestring, "not found"));
+    cJSON_Delete(k);
+
+    // /v1/completions: the legacy logprobs object.
+    k = s_post(t.port, "/v1/completions", "{\"prompt\":\"The quick brown fox\",\"max_tokens\":6,\"temperature\":0,\"logprobs\":2}",
+               200);
+    const cJSON *legacy = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(k, "choices"), 0), "logprobs");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(legacy, "tokens")), s_usage(k, "completion_tokens"));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(legacy, "text_offset")), s_usage(k, "completion_tokens"));
+    cJSON_Delete(k);
+    printf("[server] one greedy answer (%d tokens) the same through chat, responses, ollama chat and generate; "
+           "%d logprob entries whole and streamed\n",
+           completion, cJSON_GetArraySize(lc));
+    cJSON_Delete(j);
+    s_down(&t);
+}
+
+// Bodies every dialect refuses: a user message without text, invalid
+// UTF-8, a raw NUL byte; n > 1 said plainly; Ollama's errors in its form.
+static void test_bad_bodies(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 64, 1, NULL, 0);
+    const char *chat = "/v1/chat/completions";
+    s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"user\",\"content\":null}]}", 400,
+             "invalid_request_error", "'messages[0].content' is null");
+    s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"caf\xe9\"}]}", 400,
+             "invalid_request_error", "not valid UTF-8");
+    s_expect(t.port, "POST", "/v1/responses", NULL, "{\"input\":\"\xc3\"}", 400, "invalid_request_error", "not valid UTF-8");
+    s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}", 400,
+             "invalid_request_error", "n > 1 is not supported");
+    // A raw NUL byte inside a string: refused, not cut.
+    static const char raw[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"before\0after\"}]}";
+    int fd = mc_test_http_connect(t.port);
+    assert_true(fd >= 0);
+    assert_int_equal(mc_test_http_send(fd, "POST", chat, NULL, raw, sizeof raw - 1), 0);
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http_read(fd, &r), 0);
+    close(fd);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "NUL byte"));
+    mc_test_http_free(&r);
+    // Ollama's routes answer in Ollama's form: {"error": "..."}.
+    assert_int_equal(mc_test_http(t.port, "POST", "/api/chat", NULL, "{\"messages\":[]}", &r), 0);
+    assert_int_equal(r.status, 400);
+    cJSON *j = cJSON_Parse(r.body);
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(j, "error")));
+    assert_non_null(strstr(cJSON_GetObjectItem(j, "error")->valuestring, "'model' is required"));
+    cJSON_Delete(j);
+    mc_test_http_free(&r);
+    s_down(&t);
+}
+
+// CORS: a listed origin gets the preflight's headers and
+// Access-Control-Allow-Origin on its answers, another origin none; a
+// server without --cors-origin allows none. Every 405 says Allow. The API
+// key: preflights need none, "bearer" in any case works.
+static void test_cors_methods_auth(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    mc_server_params_t p = mc_server_params_default();
+    p.cors_origin = "http://page.example:8000, https://other.example";
+    p.api_key = "s3cret";
+    s_up_with(&t, NULL, 64, 1, p);
+    mc_test_http_t r;
+    char v[256];
+    const char *pre = "Origin: http://page.example:8000\r\nAccess-Control-Request-Method: POST\r\n"
+                      "Access-Control-Request-Headers: authorization, content-type, x-stainless-os\r\n";
+    assert_int_equal(mc_test_http(t.port, "OPTIONS", "/v1/chat/completions", pre, NULL, &r), 0);
+    assert_int_equal(r.status, 204); // no API key on a preflight
+    assert_string_equal(s_header(&r, "access-control-allow-origin", v, sizeof v), "http://page.example:8000");
+    assert_string_equal(s_header(&r, "access-control-allow-methods", v, sizeof v), "post, options");
+    assert_non_null(strstr(s_header(&r, "access-control-allow-headers", v, sizeof v), "authorization, content-type"));
+    assert_non_null(strstr(v, "x-stainless-os"));
+    assert_string_equal(s_header(&r, "access-control-max-age", v, sizeof v), "600");
+    assert_string_equal(s_header(&r, "allow", v, sizeof v), "post, options");
+    mc_test_http_free(&r);
+    assert_int_equal(mc_test_http(t.port, "OPTIONS", "/api/tags",
+                                  "Origin: https://evil.example\r\nAccess-Control-Request-Method: GET\r\n", NULL, &r),
+                     0);
+    assert_int_equal(r.status, 204);
+    assert_null(s_header(&r, "access-control-allow-origin", v, sizeof v));
+    assert_null(s_header(&r, "access-control-allow-methods", v, sizeof v));
+    assert_string_equal(s_header(&r, "allow", v, sizeof v), "get, head, options");
+    mc_test_http_free(&r);
+    // The answer itself (and a 401) carry the origin for the listed page.
+    assert_int_equal(mc_test_http(t.port, "GET", "/v1/models", "Origin: https://other.example\r\n", NULL, &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(s_header(&r, "access-control-allow-origin", v, sizeof v), "https://other.example");
+    mc_test_http_free(&r);
+    // "bearer", "BEARER", extra spaces: the scheme is case-insensitive.
+    static const char *const ok[] = {"Authorization: Bearer s3cret\r\n", "Authorization: bearer s3cret\r\n",
+                                     "Authorization: BEARER   s3cret\r\n"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mc_test_http(t.port, "GET", "/v1/models", ok[i], NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        mc_test_http_free(&r);
+    }
+    static const char *const no[] = {"Authorization: Bearers3cret\r\n", "Authorization: Basic s3cret\r\n",
+                                     "Authorization: bearer s3cre\r\n"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mc_test_http(t.port, "GET", "/api/tags", no[i], NULL, &r), 0);
+        assert_int_equal(r.status, 401);
+        mc_test_http_free(&r);
+    }
+    // Allow on every 405.
+    assert_int_equal(mc_test_http(t.port, "GET", "/v1/responses", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(s_header(&r, "allow", v, sizeof v), "post, options");
+    mc_test_http_free(&r);
+    assert_int_equal(mc_test_http(t.port, "DELETE", "/api/tags", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(s_header(&r, "allow", v, sizeof v), "get, head, options");
+    mc_test_http_free(&r);
+    assert_int_equal(mc_test_http(t.port, "PUT", "/index.html", NULL, "{}", &r), 0);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(s_header(&r, "allow", v, sizeof v), "get, head, options");
+    mc_test_http_free(&r);
+    s_down(&t);
+    // No --cors-origin: no page elsewhere may read the answers.
+    s_up(&t, NULL, 64, 1, NULL, 0);
+    assert_int_equal(mc_test_http(t.port, "OPTIONS", "/v1/chat/completions", pre, NULL, &r), 0);
+    assert_int_equal(r.status, 204);
+    assert_null(s_header(&r, "access-control-allow-origin", v, sizeof v));
+    mc_test_http_free(&r);
+    assert_int_equal(mc_test_http(t.port, "GET", "/v1/models", "Origin: http://page.example:8000\r\n", NULL, &r), 0);
+    assert_null(s_header(&r, "access-control-allow-origin", v, sizeof v));
+    mc_test_http_free(&r);
+    s_down(&t);
+    // A malformed list stops the server from starting, with the reason.
+    char err[MC_ERR_LEN];
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = s_model, sp.ctx = 64, sp.n_seq = 1;
+    mc_session_t *s = mc_session_new(&sp, err);
+    p.cors_origin = "page.example";
+    p.port = 0;
+    assert_null(mc_server_new(s, &p, err));
+    assert_non_null(strstr(err, "--cors-origin"));
+    mc_session_destroy(&s);
+}
+
+// --- the server stops mid-stream -----------------------------------------------------------------
+
+static void *s_stopper(void *arg) {
+    s_down(arg);
+    return NULL;
+}
+
+// A stream the server has to end (it is stopping) ends with an error
+// event: never a finish_reason "stop" and [DONE], which would pass a cut
+// answer off as whole. The same for the other dialects.
+static void test_stop_mid_stream(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static const struct {
+        const char *path, *body, *error;
+    } cases[] = {
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"Go on forever.\"}],\"max_tokens\":4000,\"stream\":true,"
+         "\"temperature\":1}",
+         "\"error\":{\"message\":\"the server stopped before the answer was finished\""},
+        {"/v1/responses", "{\"input\":\"Go on forever.\",\"max_output_tokens\":4000,\"stream\":true,\"temperature\":1}",
+         "event: response.failed"},
+        {"/api/chat",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Go on forever.\"}],\"options\":"
+         "{\"num_predict\":4000,\"temperature\":1}}",
+         "{\"error\":\"the server stopped before the answer was finished\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        static s_srv_t t;
+        s_up(&t, NULL, 4096, 1, NULL, 0);
+        int fd = mc_test_http_connect(t.port);
+        assert_true(fd >= 0);
+        assert_int_equal(mc_test_http_send(fd, "POST", cases[i].path, NULL, cases[i].body, strlen(cases[i].body)), 0);
+        // Wait for the text to flow, then stop the server while reading on.
+        char peek[256];
+        assert_true(recv(fd, peek, sizeof peek, MSG_PEEK) > 0);
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, s_stopper, &t), 0);
+        mc_test_http_t r;
+        assert_int_equal(mc_test_http_read(fd, &r), 0);
+        close(fd);
+        pthread_join(th, NULL);
+        assert_int_equal(r.status, 200);
+        if (!strstr(r.body, cases[i].error)) fail_msg("%s: no error at the end: ...%s", cases[i].path,
+                                                      r.body + (r.body_len > 400 ? r.body_len - 400 : 0));
+        assert_null(strstr(r.body, "[DONE]"));
+        assert_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+        assert_null(strstr(r.body, "response.completed"));
+        assert_null(strstr(r.body, "\"done\":true"));
+        printf("[server] %s: stopped mid-stream, %zu bytes, ended with an error\n", cases[i].path, r.body_len);
+        mc_test_http_free(&r);
+    }
+}
+
+// A client that leaves mid-stream is logged when its generation has ended:
+// with the tokens generated (as /metrics counted them), not 0 and 0.
+static void test_stream_log_counts(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    char path[600];
+    snprintf(path, sizeof path, "%s/server.log", s_dir);
+    FILE *log = fopen(path, "w");
+    assert_non_null(log);
+    static s_srv_t t;
+    mc_server_params_t p = mc_server_params_default();
+    p.log = log;
+    s_up_with(&t, NULL, 4096, 1, p);
+    int fd = mc_test_http_connect(t.port);
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Go on forever.\"}],\"max_tokens\":4000,"
+                       "\"stream\":true,\"temperature\":1}";
+    assert_int_equal(mc_test_http_send(fd, "POST", "/v1/chat/completions", NULL, body, strlen(body)), 0);
+    char buf[4096];
+    size_t got = 0;
+    while (got < 2000) { // well into the text
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    close(fd);
+    for (int i = 0; i < 500 && s_metric(t.port, "moe_generations_total") < 1; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    const double prompt = s_metric(t.port, "moe_prompt_tokens_total"), gen = s_metric(t.port, "moe_completion_tokens_total");
+    s_down(&t);
+    fclose(log);
+    char *txt = (char *)mc_test_read_file(path, NULL);
+    assert_non_null(txt);
+    char want[128];
+    snprintf(want, sizeof want, "chat (stream) 200 in ");
+    const char *line = strstr(txt, want);
+    if (!line) fail_msg("no stream line in the log: %s", txt);
+    snprintf(want, sizeof want, ": %.0f prompt + %.0f generated tokens, cancelled (the client left)", prompt, gen);
+    if (!strstr(line, want)) fail_msg("log line '%.*s', wanted '%s'", (int)strcspn(line, "\n"), line, want);
+    assert_true(gen > 0);
+    printf("[server] the log says what /metrics counted: %.0f + %.0f tokens\n", prompt, gen);
+    free(txt);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
-        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store),         cmocka_unit_test(test_cluster_endpoint),
+        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store),        cmocka_unit_test(test_cluster_endpoint),
+        cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
+        cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
+        cmocka_unit_test(test_stream_log_counts),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -614,6 +614,29 @@ static void test_decode_rules(void **state) {
     mc_tokenizer_destroy(&t);
 }
 
+// One token's raw bytes (what logprobs report): a byte token its byte (even
+// half a character), U+2581 a space wherever it is, control and unknown
+// tokens nothing, a too-small buffer nothing.
+static void test_token_bytes(void **state) {
+    (void)state;
+    mc_tokenizer_t *t = small_tokenizer();
+    char b[MC_TOKENIZER_MAX_PIECE];
+    assert_int_equal(mc_tokenizer_token_bytes(t, 9, b, sizeof b), 2);
+    assert_memory_equal(b, " b", 2);
+    assert_int_equal(mc_tokenizer_token_bytes(t, 13, b, sizeof b), 2);
+    assert_memory_equal(b, "  ", 2);
+    assert_int_equal(mc_tokenizer_token_bytes(t, 11, b, sizeof b), 1);
+    assert_int_equal((unsigned char)b[0], 0xC3);
+    assert_int_equal(mc_tokenizer_token_bytes(t, 6, b, sizeof b), 2);
+    assert_memory_equal(b, "ab", 2);
+    assert_int_equal(mc_tokenizer_token_bytes(t, 1, b, sizeof b), 0); // <s>
+    assert_int_equal(mc_tokenizer_token_bytes(t, 0, b, sizeof b), 0); // <unk>
+    assert_int_equal(mc_tokenizer_token_bytes(t, -1, b, sizeof b), 0);
+    assert_int_equal(mc_tokenizer_token_bytes(t, 99999, b, sizeof b), 0);
+    assert_int_equal(mc_tokenizer_token_bytes(t, 6, b, 1), 0);
+    mc_tokenizer_destroy(&t);
+}
+
 static void test_streaming_hold_back(void **state) {
     (void)state;
     static const entry_t v[] = {
@@ -924,6 +947,7 @@ int main(void) {
         cmocka_unit_test(test_encode_arguments),
         cmocka_unit_test(test_decode_rules),
         cmocka_unit_test(test_streaming_hold_back),
+        cmocka_unit_test(test_token_bytes),
         cmocka_unit_test(test_new_validation),
         cmocka_unit_test(test_gguf_valid),
         cmocka_unit_test(test_gguf_hostile),

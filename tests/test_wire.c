@@ -28,7 +28,7 @@
 #define N_ROWS 3
 #define K 2
 
-static const mc_wire_limits_t s_lim = {N_LAYER, N_EXPERT, DIM, 16, K, NULL};
+static const mc_wire_limits_t s_lim = {N_LAYER, N_EXPERT, DIM, 16, K, NULL, 0};
 
 static uint64_t s_rng(uint64_t *s) {
     *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
@@ -239,7 +239,7 @@ static void test_assign_hashes(void **state) {
     // The encoder leaves the hashes out when given none: refused too.
     uint8_t held[N_LAYER * N_EXPERT] = {[3] = 1};
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 78};
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT, held, NULL};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT, held, NULL, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_FORMAT, "carries 0 bytes of slice hashes for 1 (layer, expert) pairs");
 }
 
@@ -389,7 +389,7 @@ static void test_block_encodings(void **state) {
     // Float rows carry any bits.
     assert_int_equal(mc_wire_rows_check(MC_WIRE_F16, buf, N, W, err), MC_OK);
     // The decoder runs the check on requests.
-    mc_wire_limits_t lim = {1, N_EXPERT, W, 16, K, NULL};
+    mc_wire_limits_t lim = {1, N_EXPERT, W, 16, K, NULL, 0};
     int32_t ex[N * K] = {0, 1, 2, 3, 4, 5};
     float w[N * K] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
     mc_wire_rows_encode(MC_WIRE_Q8_K, x, N, W, buf);
@@ -527,11 +527,11 @@ static void test_rejects_bad_other_messages(void **state) {
     uint8_t big[(N_LAYER + 1) * N_EXPERT] = {0};
     big[N_LAYER * N_EXPERT + 2] = 1;
     mc_wire_msg_t m = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = 11};
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER + 1, N_EXPERT, big, NULL};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER + 1, N_EXPERT, big, NULL, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names layer 4");
     uint8_t wide[N_LAYER * (N_EXPERT + 1)] = {0};
     wide[N_EXPERT] = 1; // layer 0, expert 8
-    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT + 1, wide, NULL};
+    m.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT + 1, wide, NULL, NULL};
     s_expect_reject(&s_lim, &m, MC_ERR_RANGE, "assignment names expert 8 of layer 0");
 
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_HELLO, .request_id = 12};
@@ -557,13 +557,122 @@ static void test_rejects_bad_other_messages(void **state) {
 }
 
 // Hand-made envelopes: protobuf bytes the encoder cannot produce.
+// What nodes without a model file exchange: Hello's cache flag, ModelInfo,
+// the types in Assign, Progress of fetching, FetchOpen, SliceRequest and
+// SliceData round-trip; bad sizes, offsets, pairs, types and hashes are
+// refused by the decoder before anyone sees them.
+static void test_transfer_messages(void **state) {
+    (void)state;
+    const mc_wire_limits_t lim = {N_LAYER, N_EXPERT, DIM, 16, K, NULL, 128};
+    mc_wire_msg_t in = {.kind = MC_WIRE_MSG_HELLO, .request_id = 3}, out;
+    in.u.hello = (mc_wire_hello_t){.version = MC_WIRE_VERSION, .fingerprint = 0, .cache = true};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.hello.cache && out.u.hello.fingerprint == 0);
+    mc_wire_msg_free(&out);
+
+    static uint8_t blob[MC_WIRE_INFO_MAX + 1];
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_MODEL_INFO, .request_id = 4};
+    in.u.model_info = (mc_wire_model_info_t){0x1234, blob, 100};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.model_info.fingerprint == 0x1234 && out.u.model_info.len == 100);
+    mc_wire_msg_free(&out);
+    in.u.model_info.len = MC_WIRE_INFO_MAX + 1;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "model info of 1048577 bytes");
+    in.u.model_info.len = 0;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "model info of 0 bytes");
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_FETCH_OPEN, .request_id = 5, .u.fetch_open = 77};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.fetch_open == 77);
+    mc_wire_msg_free(&out);
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_SLICE_REQUEST, .request_id = 6};
+    in.u.slice_request = (mc_wire_slice_request_t){3, 7, 4096, 65536, 1000};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.slice_request.layer == 3 && out.u.slice_request.expert == 7 && out.u.slice_request.offset == 4096 &&
+                out.u.slice_request.length == 65536 && out.u.slice_request.remaining == 1000);
+    mc_wire_msg_free(&out);
+    in.u.slice_request.length = 0;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice chunk of 0 bytes");
+    in.u.slice_request.length = MC_WIRE_CHUNK_MAX + 1;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "expected 1..4194304");
+    in.u.slice_request.length = 16, in.u.slice_request.offset = UINT64_MAX - 8;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "beyond any slice");
+    in.u.slice_request.offset = 0, in.u.slice_request.layer = N_LAYER;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "the model has 4 layers of 8 experts");
+    in.u.slice_request.layer = 0, in.u.slice_request.expert = N_EXPERT;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice of expert 8 of layer 0");
+
+    uint8_t data[300];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 7);
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_SLICE_DATA, .request_id = 7};
+    in.u.slice_data = (mc_wire_slice_data_t){1, 2, 8192, data, sizeof data};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.slice_data.len == sizeof data && out.u.slice_data.offset == 8192);
+    assert_memory_equal(out.u.slice_data.data, data, sizeof data);
+    mc_wire_msg_free(&out);
+    in.u.slice_data.len = 0;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice chunk of 0 bytes");
+    in.u.slice_data.len = sizeof data, in.u.slice_data.offset = MC_WIRE_SLICE_MAX;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "beyond any slice");
+    in.u.slice_data.offset = 0, in.u.slice_data.expert = 99;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "slice of expert 99");
+    // Without a model (a node that has none yet) every pair is out of range.
+    const mc_wire_limits_t none = {0};
+    in.u.slice_data.expert = 0;
+    s_expect_reject(&none, &in, MC_ERR_RANGE, "the model has 0 layers");
+
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_PROGRESS, .request_id = 8};
+    in.u.progress = (mc_wire_progress_t){10, 20, 5, 10};
+    s_decode_ok(&lim, &in, &out);
+    assert_true(out.u.progress.fetch_done == 5 && out.u.progress.fetch_total == 10);
+    mc_wire_msg_free(&out);
+    in.u.progress.fetch_done = 11;
+    s_expect_reject(&lim, &in, MC_ERR_RANGE, "11 bytes fetched out of 10");
+
+    // Assign's types: 3 per pair, weight types whose blocks divide the rows
+    // (gate and up: DIM values, down: the lim's ffn).
+    uint8_t held[N_LAYER * N_EXPERT] = {0}, hashes[2 * MC_WIRE_HASH_BYTES];
+    held[1] = held[2 * N_EXPERT + 5] = 1;
+    s_fake_hashes(hashes, 2);
+    uint8_t types[6] = {MC_DTYPE_Q4_0, MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_Q4_K};
+    in = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ASSIGN, .request_id = 9};
+    in.u.assign = (mc_wire_assign_t){1, N_LAYER, N_EXPERT, held, hashes, types};
+    // Q4_K's blocks of 256 do not divide down's 128 values.
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "tensor type 12 for rows of 128 values");
+    types[5] = MC_DTYPE_Q6_K - 0; // also 256
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "for rows of 128 values");
+    types[5] = MC_DTYPE_BF16;
+    s_decode_ok(&lim, &in, &out);
+    assert_memory_equal(out.u.assign.types, types, sizeof types);
+    mc_wire_msg_free(&out);
+    types[0] = MC_DTYPE_Q8_K; // not a weight type
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "tensor type");
+    types[0] = 200;
+    s_expect_reject(&lim, &in, MC_ERR_FORMAT, "tensor type 200");
+    types[0] = MC_DTYPE_Q4_0;
+    // A wrong number of type bytes: made as protobuf directly.
+    size_t len;
+    uint8_t *buf = s_encode(&in, &len);
+    Mc__Envelope *env = mc__envelope__unpack(NULL, len, buf);
+    assert_non_null(env);
+    env->assign->types.len = 5;
+    uint8_t *edited = malloc(mc__envelope__get_packed_size(env));
+    len = mc__envelope__pack(env, edited);
+    mc__envelope__free_unpacked(env, NULL);
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_wire_decode(&lim, edited, len, &out, NULL, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "5 bytes of tensor types for 2 pairs"));
+    free(buf), free(edited);
+}
+
 static void test_rejects_raw_envelopes(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
     mc_wire_msg_t out;
     uint64_t bad = 0;
-    // request_id 5, then an unknown field 15 (varint 1): a body from a future version.
-    static const uint8_t future[] = {0x08, 0x05, 0x78, 0x01};
+    // request_id 5, then an unknown field 31 (varint 1): a body from a future version.
+    static const uint8_t future[] = {0x08, 0x05, 0xF8, 0x01, 0x01};
     assert_int_equal(mc_wire_decode(&s_lim, future, sizeof future, &out, &bad, err), MC_ERR_UNSUPPORTED);
     assert_non_null(strstr(err, "without a body"));
     assert_true(bad == 5);
@@ -611,7 +720,7 @@ static void test_decode_memory_budget(void **state) {
     // Under the limits of the largest model too (the budget allows for its
     // biggest legitimate messages), and as an assignment: a million empty
     // layer entries.
-    const mc_wire_limits_t big = {94, 128, 4096, MC_WIRE_MAX_ROWS, 8, NULL};
+    const mc_wire_limits_t big = {94, 128, 4096, MC_WIRE_MAX_ROWS, 8, NULL, 0};
     assert_int_equal(mc_wire_decode(&big, buf, len, &out, NULL, err), MC_ERR_NET);
     buf[0] = 0x2a; // field 5 (assign), entries of field 2 (layers)
     for (size_t i = 0; i < ROUTES; i++) buf[5 + 2 * i] = 0x12;
@@ -637,7 +746,7 @@ static void test_roundtrip_assign_largest(void **state) {
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const uint32_t nl = shapes[i].n_layer, ne = shapes[i].n_expert;
-        const mc_wire_limits_t lim = {nl, ne, 4096, MC_WIRE_MAX_ROWS, 8, NULL};
+        const mc_wire_limits_t lim = {nl, ne, 4096, MC_WIRE_MAX_ROWS, 8, NULL, 0};
         uint8_t *held = calloc((size_t)nl * ne, 1);
         for (uint32_t l = 0; l < nl; l++)
             for (uint32_t e = shapes[i].first; e <= shapes[i].last; e++) held[(size_t)l * ne + e] = 1;
@@ -669,7 +778,7 @@ static void test_roundtrip_request_largest(void **state) {
     (void)state;
     enum { W = 2048, KK = 8 };
     const uint32_t n = MC_WIRE_MAX_ROWS;
-    const mc_wire_limits_t lim = {94, 128, W, MC_WIRE_MAX_ROWS, KK, NULL};
+    const mc_wire_limits_t lim = {94, 128, W, MC_WIRE_MAX_ROWS, KK, NULL, 0};
     float *x = malloc((size_t)n * W * sizeof *x);
     int32_t *ex = malloc((size_t)n * KK * sizeof *ex);
     float *w = malloc((size_t)n * KK * sizeof *w);
@@ -707,7 +816,7 @@ static void test_roundtrip_request_largest(void **state) {
 
 static void test_max_message_size_covers_largest_request(void **state) {
     (void)state;
-    mc_wire_limits_t lim = {32, 8, 4096, 4096, 2, NULL};
+    mc_wire_limits_t lim = {32, 8, 4096, 4096, 2, NULL, 0};
     size_t n = lim.max_rows, rows_len = n * lim.dim * 4;
     uint8_t *rows = calloc(rows_len, 1);
     int32_t *ex = malloc(n * 2 * sizeof *ex);
@@ -823,6 +932,7 @@ int main(void) {
         cmocka_unit_test(test_auto_and_result_encodings),
         cmocka_unit_test(test_rejects_bad_requests),
         cmocka_unit_test(test_rejects_bad_other_messages),
+        cmocka_unit_test(test_transfer_messages),
         cmocka_unit_test(test_rejects_raw_envelopes),
         cmocka_unit_test(test_decode_memory_budget),
         cmocka_unit_test(test_roundtrip_assign_largest),

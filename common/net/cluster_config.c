@@ -503,14 +503,15 @@ enum {
     S_ROOT_LOAD_TIMEOUT,
     S_ROOT_DEAD,
     S_ROOT_SLOW,
+    S_ROOT_TRANSFER,
     S_ROOT_SECRET,
     S_ROOT_NODES,
     S_ROOT_LOCAL,
     S_ROOT_N
 };
 static const char *const s_root_keys[S_ROOT_N] = {"model",    "wire",    "timeout_ms", "retry_ms", "heartbeat_ms",
-                                                  "load_timeout_ms", "dead_ms", "slow_ms", "secret_key", "nodes",
-                                                  "local"};
+                                                  "load_timeout_ms", "dead_ms", "slow_ms", "transfer_mbps", "secret_key",
+                                                  "nodes", "local"};
 
 // The millisecond settings: key, bounds, and what 0 means where allowed
 // (NULL: 0 is below the minimum). One row each instead of a parser apiece.
@@ -519,16 +520,18 @@ typedef struct {
     uint32_t min, max;
     const char *zero; // "never", "no bound", ...
     size_t offset;    // of the uint32_t field in mc_cluster_config_t
+    const char *unit; // NULL: milliseconds
 } s_ms_key_t;
 
 static const s_ms_key_t s_ms_keys[] = {
-    {S_ROOT_TIMEOUT, 1, MC_CLUSTER_MAX_TIMEOUT_MS, NULL, offsetof(mc_cluster_config_t, timeout_ms)},
-    {S_ROOT_RETRY, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, retry_ms)},
-    {S_ROOT_HEARTBEAT, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, heartbeat_ms)},
+    {S_ROOT_TIMEOUT, 1, MC_CLUSTER_MAX_TIMEOUT_MS, NULL, offsetof(mc_cluster_config_t, timeout_ms), NULL},
+    {S_ROOT_RETRY, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, retry_ms), NULL},
+    {S_ROOT_HEARTBEAT, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, heartbeat_ms), NULL},
     {S_ROOT_LOAD_TIMEOUT, 0, MC_CLUSTER_MAX_LOAD_MS, "no bound while the node reports progress",
-     offsetof(mc_cluster_config_t, load_timeout_ms)},
-    {S_ROOT_DEAD, MC_CLUSTER_MIN_DEAD_MS, MC_CLUSTER_MAX_TIMEOUT_MS, "off", offsetof(mc_cluster_config_t, dead_ms)},
-    {S_ROOT_SLOW, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, slow_ms)},
+     offsetof(mc_cluster_config_t, load_timeout_ms), NULL},
+    {S_ROOT_DEAD, MC_CLUSTER_MIN_DEAD_MS, MC_CLUSTER_MAX_TIMEOUT_MS, "off", offsetof(mc_cluster_config_t, dead_ms), NULL},
+    {S_ROOT_SLOW, 0, MC_CLUSTER_MAX_TIMEOUT_MS, "never", offsetof(mc_cluster_config_t, slow_ms), NULL},
+    {S_ROOT_TRANSFER, 0, MC_CLUSTER_MAX_TRANSFER_MBPS, "no cap", offsetof(mc_cluster_config_t, transfer_mbps), "Mbit/s"},
 };
 #define S_N_MS_KEYS (sizeof s_ms_keys / sizeof s_ms_keys[0])
 
@@ -853,7 +856,7 @@ static bool s_parse_ms(s_parser_t *ps, int k) {
     for (size_t i = 0; i < S_N_MS_KEYS; i++)
         if (s_ms_keys[i].key == k) row = &s_ms_keys[i];
     assert(row);
-    const char *name = s_root_keys[k];
+    const char *name = s_root_keys[k], *unit = row->unit ? row->unit : "milliseconds";
     char q[S_QUOTE_MAX + 4];
     uint32_t v;
     if (!s_string(ps, name)) return false;
@@ -861,12 +864,12 @@ static bool s_parse_ms(s_parser_t *ps, int k) {
     const bool zero_ok = row->zero != NULL;
     if (!s_parse_number(t, t + strlen(t), row->max, &v) || (v < row->min && !(v == 0 && zero_ok)) || v > row->max) {
         if (zero_ok && row->min <= 1)
-            return s_fail(ps, s_here(ps), "'%s' must be a number of milliseconds from 0 (%s) to %u, found '%s'", name,
+            return s_fail(ps, s_here(ps), "'%s' must be a number of %s from 0 (%s) to %u, found '%s'", name, unit,
                           row->zero, row->max, s_quote(t, q, sizeof q));
         if (zero_ok)
-            return s_fail(ps, s_here(ps), "'%s' must be 0 (%s) or a number of milliseconds from %u to %u, found '%s'",
-                          name, row->zero, row->min, row->max, s_quote(t, q, sizeof q));
-        return s_fail(ps, s_here(ps), "'%s' must be a number of milliseconds from %u to %u, found '%s'", name, row->min,
+            return s_fail(ps, s_here(ps), "'%s' must be 0 (%s) or a number of %s from %u to %u, found '%s'", name,
+                          row->zero, unit, row->min, row->max, s_quote(t, q, sizeof q));
+        return s_fail(ps, s_here(ps), "'%s' must be a number of %s from %u to %u, found '%s'", name, unit, row->min,
                       row->max, s_quote(t, q, sizeof q));
     }
     memcpy((char *)ps->c + row->offset, &v, sizeof v);
@@ -899,7 +902,8 @@ static bool s_parse_root(s_parser_t *ps) {
         case S_ROOT_HEARTBEAT:
         case S_ROOT_LOAD_TIMEOUT:
         case S_ROOT_DEAD:
-        case S_ROOT_SLOW: ok = s_parse_ms(ps, k); break;
+        case S_ROOT_SLOW:
+        case S_ROOT_TRANSFER: ok = s_parse_ms(ps, k); break;
         case S_ROOT_SECRET:
             ok = s_string(ps, "secret_key") &&
                  (s_set_path(c, &c->secret_key, &c->secret_key_resolved, s_text(ps), "secret key", msg) ||
@@ -922,7 +926,7 @@ static bool s_parse_stream(s_parser_t *ps) {
     if (!s_next(ps)) return false;
     if (ps->ev.type != YAML_MAPPING_START_EVENT)
         return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, "
-                      "slow_ms, secret_key, nodes, local; "
+                      "slow_ms, transfer_mbps, secret_key, nodes, local; "
                       "found %s",
                       s_found(ps, f, sizeof f));
     if (!s_parse_root(ps) || !s_next(ps) || !s_next(ps)) return false; // root, document end

@@ -20,6 +20,9 @@
  *   slow_ms: 250              # a request unanswered for max(slow_ms, 4 x the node's usual
  *                             # time for as many rows) has its share computed here and
  *                             # the node sits out a while (backing off); 0 = never
+ *   transfer_mbps: 0          # cap of the experts sent to nodes without a model file
+ *                             # (moe-expert --cache-dir), all together, in Mbit/s, so
+ *                             # a shared link keeps room for generation; 0 = no cap
  *   nodes:                    # required, at least one
  *     - name: pi-1            # required, unique, [A-Za-z0-9._-]{1,64}
  *       endpoint: tcp://10.0.0.11:5555   # required, unique; tcp://HOST:PORT, ipc://PATH, inproc://NAME
@@ -74,6 +77,7 @@
 #define MC_CLUSTER_MIN_DEAD_MS 500u // nodes PING every 250 ms (node.c): at least two per dead_ms
 #define MC_CLUSTER_DEFAULT_SLOW_MS 250u
 #define MC_CLUSTER_MAX_LOAD_MS 86400000u // a day
+#define MC_CLUSTER_MAX_TRANSFER_MBPS 1000000u // 1 Tbit/s
 
 // Id sets as bitsets: bit i of bits[i / 64] is id i.
 typedef struct {
@@ -143,6 +147,7 @@ typedef struct mc_cluster_config {
     uint32_t load_timeout_ms; // a node's loading in all; 0: no bound while it reports progress
     uint32_t dead_ms;         // transport silence that loses a connected node at once; 0: off
     uint32_t slow_ms;         // floor of the wait before a slow node's share is computed here; 0: never
+    uint32_t transfer_mbps;   // cap of the slices sent to nodes without a model file, Mbit/s; 0: none
     mc_cluster_node_t *nodes; // n_nodes, in file order (owned)
     size_t n_nodes;
     mc_expert_set_t local_experts;

@@ -64,18 +64,55 @@ static void s_put64(uint8_t *p, uint64_t v) {
 }
 
 
+// A slice's descriptor (see the header) starts its hash.
+static void s_hash_begin(crypto_generichash_state *st, const uint32_t type[3], const uint32_t n_in[3],
+                         const uint32_t n_out[3]) {
+    uint8_t desc[S_DESC];
+    for (int i = 0; i < 3; i++) {
+        s_put32(desc + 12 * i, type[i]);
+        s_put32(desc + 12 * i + 4, n_in[i]);
+        s_put32(desc + 12 * i + 8, n_out[i]);
+    }
+    crypto_generichash_init(st, NULL, 0, MC_SLICE_HASH_BYTES);
+    crypto_generichash_update(st, desc, sizeof desc);
+}
+
+struct mc_slice_hasher {
+    crypto_generichash_state st;
+};
+
+mc_slice_hasher_t *mc_slice_hasher_new(const mc_dtype_t types[3], uint32_t dim, uint32_t ffn) {
+    if (s_sodium(NULL)) return NULL;
+    mc_slice_hasher_t *h = NULL;
+    // libsodium's state wants 64-byte alignment.
+    if (posix_memalign((void **)&h, 64, sizeof *h)) return NULL;
+    const uint32_t t[3] = {(uint32_t)types[0], (uint32_t)types[1], (uint32_t)types[2]};
+    s_hash_begin(&h->st, t, (const uint32_t[3]){dim, dim, ffn}, (const uint32_t[3]){ffn, ffn, dim});
+    return h;
+}
+
+void mc_slice_hasher_update(mc_slice_hasher_t *h, const void *p, size_t n) {
+    crypto_generichash_update(&h->st, p, n);
+}
+
+void mc_slice_hasher_final(mc_slice_hasher_t **h, uint8_t out[MC_SLICE_HASH_BYTES]) {
+    crypto_generichash_final(&(*h)->st, out, MC_SLICE_HASH_BYTES);
+    mc_slice_hasher_destroy(h);
+}
+
+void mc_slice_hasher_destroy(mc_slice_hasher_t **h) {
+    if (!h || !*h) return;
+    free(*h);
+    *h = NULL;
+}
+
 // The hash of one expert's slice (see the header: descriptor, then bytes).
 static void s_hash_expert(const mc_expert_t *x, uint8_t out[MC_SLICE_HASH_BYTES]) {
     const mc_matrix_t *w[3] = {&x->gate, &x->up, &x->down};
-    uint8_t desc[S_DESC];
-    for (int i = 0; i < 3; i++) {
-        s_put32(desc + 12 * i, (uint32_t)w[i]->type);
-        s_put32(desc + 12 * i + 4, w[i]->n_in);
-        s_put32(desc + 12 * i + 8, w[i]->n_out);
-    }
     crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, MC_SLICE_HASH_BYTES);
-    crypto_generichash_update(&st, desc, sizeof desc);
+    s_hash_begin(&st, (const uint32_t[3]){w[0]->type, w[1]->type, w[2]->type},
+                 (const uint32_t[3]){w[0]->n_in, w[1]->n_in, w[2]->n_in},
+                 (const uint32_t[3]){w[0]->n_out, w[1]->n_out, w[2]->n_out});
     for (int i = 0; i < 3; i++) crypto_generichash_update(&st, w[i]->data, mc_matrix_bytes(w[i]));
     crypto_generichash_final(&st, out, MC_SLICE_HASH_BYTES);
 }

@@ -93,6 +93,16 @@ typedef struct mc_slice_index mc_slice_index_t;
 // the model (out untouched).
 mc_err_t mc_slice_hash(const mc_model_t *m, uint32_t layer, uint32_t e, uint8_t out[MC_SLICE_HASH_BYTES]);
 
+// Hashing a slice that arrives in pieces (a node fetching it): the same
+// hash as mc_slice_hash of the finished slice, given its matrices' types
+// (gate, up, down) and the model's dim and ffn; then its bytes in order.
+typedef struct mc_slice_hasher mc_slice_hasher_t;
+mc_slice_hasher_t *mc_slice_hasher_new(const mc_dtype_t types[3], uint32_t dim, uint32_t ffn);
+void mc_slice_hasher_update(mc_slice_hasher_t *h, const void *p, size_t n);
+// The hash into out; frees h.
+void mc_slice_hasher_final(mc_slice_hasher_t **h, uint8_t out[MC_SLICE_HASH_BYTES]);
+void mc_slice_hasher_destroy(mc_slice_hasher_t **h);
+
 // The identity of the file at path, which m maps: its size must be the
 // mapping's. MC_ERR_IO (cannot stat it, or another size) otherwise.
 mc_err_t mc_slice_source(const mc_model_t *m, const char *path, mc_slice_source_t *out, char *err);

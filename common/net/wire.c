@@ -11,9 +11,11 @@
 #include "kernel.h"
 #include "moe.pb-c.h"
 #include "quant.h"
+#include "expert_file.h"
 #include "slice_index.h"
 
 static_assert(MC_WIRE_HASH_BYTES == MC_SLICE_HASH_BYTES, "placements carry slice hashes");
+static_assert(MC_WIRE_INFO_MAX == MC_EXPERT_FILE_INFO_MAX, "model info is an experts-only file's metadata");
 
 // Row payloads are the host's float and block bytes as they are.
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -25,6 +27,7 @@ mc_wire_limits_t mc_wire_limits(const mc_model_t *m) {
         .n_layer = m->hp.n_layer,
         .n_expert = m->hp.n_expert,
         .dim = m->hp.dim,
+        .ffn = m->hp.ffn,
         .max_rows = MC_WIRE_MAX_ROWS,
         .k_max = m->hp.n_expert_used,
         .held = NULL,
@@ -39,8 +42,11 @@ int64_t mc_wire_max_msg_bytes(const mc_wire_limits_t *lim) {
     // covers the envelope and every small message.
     uint64_t per_row = (uint64_t)lim->dim * 4 + 16 + (uint64_t)lim->k_max * 9;
     uint64_t request = (uint64_t)lim->max_rows * per_row;
-    uint64_t assign = (uint64_t)lim->n_layer * (16 + (uint64_t)lim->n_expert * (5 + MC_WIRE_HASH_BYTES + 2));
-    uint64_t total = (request > assign ? request : assign) + 65536;
+    uint64_t assign = (uint64_t)lim->n_layer * (16 + (uint64_t)lim->n_expert * (5 + MC_WIRE_HASH_BYTES + 3 + 2));
+    uint64_t total = request > assign ? request : assign;
+    // A slice's chunk or a model's metadata (a node without a model file).
+    if (total < MC_WIRE_CHUNK_MAX) total = MC_WIRE_CHUNK_MAX;
+    total += 65536;
     return total > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)total;
 }
 
@@ -181,6 +187,10 @@ const char *mc_wire_kind_name(mc_wire_kind_t kind) {
     case MC_WIRE_MSG_STATS: return "stats";
     case MC_WIRE_MSG_PROGRESS: return "progress";
     case MC_WIRE_MSG_RELEASE: return "release";
+    case MC_WIRE_MSG_MODEL_INFO: return "model info";
+    case MC_WIRE_MSG_FETCH_OPEN: return "fetch open";
+    case MC_WIRE_MSG_SLICE_REQUEST: return "slice request";
+    case MC_WIRE_MSG_SLICE_DATA: return "slice data";
     }
     return "unknown";
 }
@@ -194,7 +204,9 @@ static mc_err_t s_pack_assign(const mc_wire_assign_t *a, Mc__Assign *pa, void **
     size_t nl = a->n_layer, ne = a->n_expert, pairs = 0;
     for (size_t i = 0; i < nl * ne; i++) pairs += a->held[i] != 0;
     const size_t hash_bytes = a->hashes ? pairs * MC_WIRE_HASH_BYTES : 0; // none: an invalid message, for tests
-    uint8_t *m = calloc(1, nl * (sizeof(Mc__LayerExperts *) + sizeof(Mc__LayerExperts)) + nl * ne * 4 + hash_bytes + 1);
+    const size_t type_bytes = a->types ? pairs * 3 : 0;
+    uint8_t *m = calloc(1, nl * (sizeof(Mc__LayerExperts *) + sizeof(Mc__LayerExperts)) + nl * ne * 4 + hash_bytes +
+                               type_bytes + 1);
     if (!m) return MC_ERR_NOMEM;
     Mc__LayerExperts **ptrs = (Mc__LayerExperts **)m;
     Mc__LayerExperts *le = (Mc__LayerExperts *)(m + nl * sizeof *ptrs);
@@ -214,10 +226,13 @@ static mc_err_t s_pack_assign(const mc_wire_assign_t *a, Mc__Assign *pa, void **
         n++;
     }
     if (hash_bytes) memcpy(hashes, a->hashes, hash_bytes);
+    if (type_bytes) memcpy(hashes + hash_bytes, a->types, type_bytes);
     pa->layers = ptrs;
     pa->n_layers = n;
     pa->hashes.data = hashes;
     pa->hashes.len = hash_bytes;
+    pa->types.data = hashes + hash_bytes;
+    pa->types.len = type_bytes;
     *mem = m;
     return MC_OK;
 }
@@ -262,6 +277,10 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
     Mc__Stats stats = MC__STATS__INIT;
     Mc__Progress progress = MC__PROGRESS__INIT;
     Mc__Release release = MC__RELEASE__INIT;
+    Mc__ModelInfo info = MC__MODEL_INFO__INIT;
+    Mc__FetchOpen fopen_ = MC__FETCH_OPEN__INIT;
+    Mc__SliceRequest sreq_ = MC__SLICE_REQUEST__INIT;
+    Mc__SliceData sdata = MC__SLICE_DATA__INIT;
     void *mem = NULL;
     env.request_id = msg->request_id;
     switch (msg->kind) {
@@ -272,6 +291,7 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
         hello.threads = msg->u.hello.threads;
         hello.memory_bytes = msg->u.hello.memory_bytes;
         hello.session_id = msg->u.hello.session_id;
+        hello.cache = msg->u.hello.cache;
         env.body_case = MC__ENVELOPE__BODY_HELLO, env.hello = &hello;
         break;
     case MC_WIRE_MSG_ERROR:
@@ -328,12 +348,39 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
     case MC_WIRE_MSG_PROGRESS:
         progress.done_bytes = msg->u.progress.done_bytes;
         progress.total_bytes = msg->u.progress.total_bytes;
+        progress.fetch_done = msg->u.progress.fetch_done;
+        progress.fetch_total = msg->u.progress.fetch_total;
         env.body_case = MC__ENVELOPE__BODY_PROGRESS, env.progress = &progress;
         break;
     case MC_WIRE_MSG_RELEASE:
         release.session_id = msg->u.release;
         env.body_case = MC__ENVELOPE__BODY_RELEASE, env.release = &release;
         break;
+    case MC_WIRE_MSG_MODEL_INFO:
+        info.model_fingerprint = msg->u.model_info.fingerprint;
+        info.gguf.data = (uint8_t *)msg->u.model_info.gguf;
+        info.gguf.len = msg->u.model_info.len;
+        env.body_case = MC__ENVELOPE__BODY_MODEL_INFO, env.model_info = &info;
+        break;
+    case MC_WIRE_MSG_FETCH_OPEN:
+        fopen_.session_id = msg->u.fetch_open;
+        env.body_case = MC__ENVELOPE__BODY_FETCH_OPEN, env.fetch_open = &fopen_;
+        break;
+    case MC_WIRE_MSG_SLICE_REQUEST: {
+        const mc_wire_slice_request_t *q = &msg->u.slice_request;
+        sreq_.layer = q->layer, sreq_.expert = q->expert, sreq_.offset = q->offset, sreq_.length = q->length;
+        sreq_.remaining = q->remaining;
+        env.body_case = MC__ENVELOPE__BODY_SLICE_REQUEST, env.slice_request = &sreq_;
+        break;
+    }
+    case MC_WIRE_MSG_SLICE_DATA: {
+        const mc_wire_slice_data_t *d = &msg->u.slice_data;
+        sdata.layer = d->layer, sdata.expert = d->expert, sdata.offset = d->offset;
+        sdata.data.data = (uint8_t *)d->data;
+        sdata.data.len = d->len;
+        env.body_case = MC__ENVELOPE__BODY_SLICE_DATA, env.slice_data = &sdata;
+        break;
+    }
     default: return mc_err_set(err, MC_ERR_ARG, "unknown message kind %d", (int)msg->kind);
     }
     size_t n = mc__envelope__get_packed_size(&env);
@@ -392,14 +439,18 @@ static void s_budget_free(void *data, void *p) {
 // A message of n_fields field occurrences: its struct and their scan.
 static uint64_t s_msg_bytes(size_t struct_bytes, uint64_t n_fields) { return struct_bytes + n_fields * S_SCAN_BYTES; }
 
-static uint64_t s_hello_bytes(void) { return s_msg_bytes(sizeof(Mc__Hello), 6); }
+static uint64_t s_hello_bytes(void) { return s_msg_bytes(sizeof(Mc__Hello), 7); }
 static uint64_t s_error_bytes(void) { return s_msg_bytes(sizeof(Mc__ErrorReply), 2); }
 static uint64_t s_heartbeat_bytes(void) { return s_msg_bytes(sizeof(Mc__Heartbeat), 1); }
 static uint64_t s_ready_bytes(void) { return s_msg_bytes(sizeof(Mc__Ready), 2); }
 static uint64_t s_result_bytes(void) { return s_msg_bytes(sizeof(Mc__ExpertResult), 5); }
 static uint64_t s_stats_request_bytes(void) { return s_msg_bytes(sizeof(Mc__StatsRequest), 0); }
 static uint64_t s_stats_bytes(void) { return s_msg_bytes(sizeof(Mc__Stats), 6); }
-static uint64_t s_progress_bytes(void) { return s_msg_bytes(sizeof(Mc__Progress), 2); }
+static uint64_t s_progress_bytes(void) { return s_msg_bytes(sizeof(Mc__Progress), 4); }
+static uint64_t s_model_info_bytes(void) { return s_msg_bytes(sizeof(Mc__ModelInfo), 2); }
+static uint64_t s_fetch_open_bytes(void) { return s_msg_bytes(sizeof(Mc__FetchOpen), 1); }
+static uint64_t s_slice_request_bytes(void) { return s_msg_bytes(sizeof(Mc__SliceRequest), 5); }
+static uint64_t s_slice_data_bytes(void) { return s_msg_bytes(sizeof(Mc__SliceData), 4); }
 static uint64_t s_release_bytes(void) { return s_msg_bytes(sizeof(Mc__Release), 1); }
 
 // Every layer listed, each with every expert (packed ids: one field). Plus
@@ -409,7 +460,7 @@ static uint64_t s_release_bytes(void) { return s_msg_bytes(sizeof(Mc__Release), 
 static uint64_t s_assign_bytes(const mc_wire_limits_t *lim) {
     const uint64_t nl = lim->n_layer, pairs = nl * lim->n_expert;
     const uint64_t layer = sizeof(Mc__LayerExperts *) + s_msg_bytes(sizeof(Mc__LayerExperts), 2);
-    return s_msg_bytes(sizeof(Mc__Assign), 1 + nl) + nl * layer + pairs * sizeof(uint32_t) +
+    return s_msg_bytes(sizeof(Mc__Assign), 2 + nl) + nl * layer + pairs * sizeof(uint32_t) +
            pairs * (sizeof(ProtobufCBinaryData) + S_SCAN_BYTES);
 }
 
@@ -425,7 +476,7 @@ static size_t s_decode_budget(const mc_wire_limits_t *lim, size_t len) {
     const uint64_t bodies[] = {
         s_hello_bytes(),      s_error_bytes(),  s_heartbeat_bytes(),     s_assign_bytes(lim), s_ready_bytes(),
         s_request_bytes(lim), s_result_bytes(), s_stats_request_bytes(), s_stats_bytes(),   s_progress_bytes(),
-        s_release_bytes(),
+        s_release_bytes(),    s_model_info_bytes(), s_fetch_open_bytes(), s_slice_request_bytes(), s_slice_data_bytes(),
     };
     uint64_t body = 0;
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
@@ -453,6 +504,7 @@ static mc_err_t s_hello(const Mc__Hello *h, mc_wire_hello_t *o, char *err) {
     o->threads = h->threads;
     o->memory_bytes = h->memory_bytes;
     o->session_id = h->session_id;
+    o->cache = h->cache;
     return MC_OK;
 }
 
@@ -471,10 +523,12 @@ static mc_err_t s_assign(const mc_wire_limits_t *lim, const Mc__Assign *a, mc_wi
     if (a->n_layers > nl) return mc_err_set(err, MC_ERR_RANGE, "assignment lists %zu layers, the model has %zu", a->n_layers, nl);
     o->session_id = a->session_id;
     o->n_layer = lim->n_layer, o->n_expert = lim->n_expert;
-    // The hashes share held's allocation (mc_wire_msg_free frees held); their
-    // length is bounded by the message's.
-    if (!(o->held = calloc(nl * ne + 1 + a->hashes.len, 1))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    // The hashes and types share held's allocation (mc_wire_msg_free frees
+    // held); their length is bounded by the message's.
+    if (!(o->held = calloc(nl * ne + 1 + a->hashes.len + a->types.len, 1)))
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     o->hashes = o->held + nl * ne + 1;
+    o->types = NULL;
     for (size_t i = 0; i < a->n_layers; i++) {
         const Mc__LayerExperts *le = a->layers[i];
         if (le->layer >= nl) return mc_err_set(err, MC_ERR_RANGE, "assignment names layer %u, the model has %zu", le->layer, nl);
@@ -505,13 +559,33 @@ static mc_err_t s_assign(const mc_wire_limits_t *lim, const Mc__Assign *a, mc_wi
         for (size_t e = 0; e < ne; e++) c += o->held[l * ne + e];
         before[l + 1] = before[l] + c;
     }
-    const uint8_t *h = a->hashes.data;
+    if (a->types.len && a->types.len != pairs * 3) {
+        free(before);
+        return mc_err_set(err, MC_ERR_FORMAT, "assignment carries %zu bytes of tensor types for %zu pairs, expected 3 per pair",
+                          a->types.len, pairs);
+    }
+    for (size_t i = 0; i < a->types.len; i++) {
+        const mc_dtype_t t = (mc_dtype_t)a->types.data[i];
+        const mc_dtype_traits_t *tr = mc_dtype_traits(t);
+        // gate and up take dim values per row, down ffn.
+        const uint32_t n_in = i % 3 == 2 ? lim->ffn : lim->dim;
+        if (!tr || !tr->weight || (n_in && n_in % tr->block_elems)) {
+            free(before);
+            return mc_err_set(err, MC_ERR_FORMAT, "assignment names tensor type %u for rows of %u values", a->types.data[i],
+                              n_in);
+        }
+    }
+    if (a->types.len) o->types = o->hashes + a->hashes.len;
+    const uint8_t *h = a->hashes.data, *ty = a->types.data;
     for (size_t i = 0; i < a->n_layers; i++) {
         const Mc__LayerExperts *le = a->layers[i];
         const uint8_t *row = o->held + (size_t)le->layer * ne;
         for (size_t e = 0, c = 0; e < ne; e++) in_row[e] = c, c += row[e];
-        for (size_t j = 0; j < le->n_experts; j++, h += MC_WIRE_HASH_BYTES)
-            memcpy(o->hashes + (before[le->layer] + in_row[le->experts[j]]) * MC_WIRE_HASH_BYTES, h, MC_WIRE_HASH_BYTES);
+        for (size_t j = 0; j < le->n_experts; j++, h += MC_WIRE_HASH_BYTES) {
+            const size_t at = before[le->layer] + in_row[le->experts[j]];
+            memcpy(o->hashes + at * MC_WIRE_HASH_BYTES, h, MC_WIRE_HASH_BYTES);
+            if (o->types) memcpy(o->types + at * 3, ty, 3), ty += 3;
+        }
     }
     free(before);
     return MC_OK;
@@ -596,6 +670,22 @@ static mc_err_t s_result(const mc_wire_limits_t *lim, const Mc__ExpertResult *r,
     return MC_OK;
 }
 
+// A chunk of a slice: the pair in the model, 1..MC_WIRE_CHUNK_MAX bytes
+// within MC_WIRE_SLICE_MAX (the pair's real size is checked by who serves
+// or stores it).
+static mc_err_t s_slice_at(const mc_wire_limits_t *lim, uint32_t layer, uint32_t e, uint64_t offset, uint64_t len,
+                           char *err) {
+    if (layer >= lim->n_layer || e >= lim->n_expert)
+        return mc_err_set(err, MC_ERR_RANGE, "slice of expert %u of layer %u: the model has %u layers of %u experts", e,
+                          layer, lim->n_layer, lim->n_expert);
+    if (len == 0 || len > MC_WIRE_CHUNK_MAX)
+        return mc_err_set(err, MC_ERR_RANGE, "slice chunk of %llu bytes, expected 1..%u", (unsigned long long)len,
+                          MC_WIRE_CHUNK_MAX);
+    if (offset > MC_WIRE_SLICE_MAX - len)
+        return mc_err_set(err, MC_ERR_RANGE, "slice chunk at offset %llu: beyond any slice", (unsigned long long)offset);
+    return MC_OK;
+}
+
 static mc_err_t s_body(const mc_wire_limits_t *lim, const Mc__Envelope *env, mc_wire_msg_t *m, char *err) {
     switch (env->body_case) {
     case MC__ENVELOPE__BODY_HELLO: m->kind = MC_WIRE_MSG_HELLO; return s_hello(env->hello, &m->u.hello, err);
@@ -632,8 +722,41 @@ static mc_err_t s_body(const mc_wire_limits_t *lim, const Mc__Envelope *env, mc_
             return mc_err_set(err, MC_ERR_RANGE, "progress of %llu bytes out of %llu",
                               (unsigned long long)env->progress->done_bytes,
                               (unsigned long long)env->progress->total_bytes);
-        m->u.progress = (mc_wire_progress_t){env->progress->done_bytes, env->progress->total_bytes};
+        if (env->progress->fetch_done > env->progress->fetch_total)
+            return mc_err_set(err, MC_ERR_RANGE, "progress of %llu bytes fetched out of %llu",
+                              (unsigned long long)env->progress->fetch_done,
+                              (unsigned long long)env->progress->fetch_total);
+        m->u.progress = (mc_wire_progress_t){env->progress->done_bytes, env->progress->total_bytes,
+                                             env->progress->fetch_done, env->progress->fetch_total};
         return MC_OK;
+    case MC__ENVELOPE__BODY_MODEL_INFO:
+        m->kind = MC_WIRE_MSG_MODEL_INFO;
+        if (env->model_info->gguf.len == 0 || env->model_info->gguf.len > MC_WIRE_INFO_MAX)
+            return mc_err_set(err, MC_ERR_RANGE, "model info of %zu bytes, expected 1..%u", env->model_info->gguf.len,
+                              MC_WIRE_INFO_MAX);
+        m->u.model_info = (mc_wire_model_info_t){env->model_info->model_fingerprint, env->model_info->gguf.data,
+                                                 env->model_info->gguf.len};
+        return MC_OK;
+    case MC__ENVELOPE__BODY_FETCH_OPEN:
+        m->kind = MC_WIRE_MSG_FETCH_OPEN;
+        m->u.fetch_open = env->fetch_open->session_id;
+        return MC_OK;
+    case MC__ENVELOPE__BODY_SLICE_REQUEST: {
+        const Mc__SliceRequest *q = env->slice_request;
+        m->kind = MC_WIRE_MSG_SLICE_REQUEST;
+        mc_err_t rc = s_slice_at(lim, q->layer, q->expert, q->offset, q->length, err);
+        if (rc) return rc;
+        m->u.slice_request = (mc_wire_slice_request_t){q->layer, q->expert, q->offset, q->length, q->remaining};
+        return MC_OK;
+    }
+    case MC__ENVELOPE__BODY_SLICE_DATA: {
+        const Mc__SliceData *d = env->slice_data;
+        m->kind = MC_WIRE_MSG_SLICE_DATA;
+        mc_err_t rc = s_slice_at(lim, d->layer, d->expert, d->offset, d->data.len, err);
+        if (rc) return rc;
+        m->u.slice_data = (mc_wire_slice_data_t){d->layer, d->expert, d->offset, d->data.data, d->data.len};
+        return MC_OK;
+    }
     case MC__ENVELOPE__BODY_RELEASE:
         m->kind = MC_WIRE_MSG_RELEASE;
         m->u.release = env->release->session_id;

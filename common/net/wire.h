@@ -50,9 +50,15 @@ typedef enum {
 /* 2: Q8_1 and Q8_K rows, blocks used as they arrive.
  * 3: Progress while a node loads its placement, Release at a coordinator's
  *    exit, transport heartbeats (ZMTP PING) from both ends. */
-#define MC_WIRE_VERSION 3
+/* 4: nodes without a model file: Hello's cache flag, ModelInfo, the types
+ *    in Assign, Progress of fetching, and the transfer socket's FetchOpen,
+ *    SliceRequest and SliceData. */
+#define MC_WIRE_VERSION 4
 #define MC_WIRE_MAX_ROWS 4096 /* rows per expert request (a prompt chunk) */
 #define MC_WIRE_NAME_MAX 64   /* characters of a node name */
+#define MC_WIRE_CHUNK_MAX (4u << 20)   /* bytes of one SliceData */
+#define MC_WIRE_INFO_MAX (1u << 20)    /* bytes of ModelInfo's GGUF (MC_EXPERT_FILE_INFO_MAX) */
+#define MC_WIRE_SLICE_MAX (1ull << 40) /* offset + length within a slice */
 
 typedef enum {
     MC_WIRE_MSG_HELLO = 1,
@@ -66,6 +72,10 @@ typedef enum {
     MC_WIRE_MSG_STATS,
     MC_WIRE_MSG_PROGRESS,
     MC_WIRE_MSG_RELEASE,
+    MC_WIRE_MSG_MODEL_INFO,
+    MC_WIRE_MSG_FETCH_OPEN,
+    MC_WIRE_MSG_SLICE_REQUEST,
+    MC_WIRE_MSG_SLICE_DATA,
 } mc_wire_kind_t;
 
 typedef struct {
@@ -75,6 +85,7 @@ typedef struct {
     uint32_t threads;
     uint64_t memory_bytes;
     uint64_t session_id; /* a coordinator's session (0 from a node) */
+    bool cache;          /* from a node without a model file (fingerprint: what it holds, 0: nothing) */
 } mc_wire_hello_t;
 
 typedef struct {
@@ -92,6 +103,9 @@ typedef struct {
                         of each held pair, layer by layer, experts ascending (the
                         order the encoder lists them; the decoder puts any listing
                         order back into this one); decoded: in held's allocation */
+    uint8_t *types;  /* (pairs held, 3) the types of each held pair's gate, up and down,
+                        in the order of hashes; NULL: not sent. Decoded: weight types
+                        whose blocks divide the rows */
 } mc_wire_assign_t;
 
 typedef struct {
@@ -127,7 +141,28 @@ typedef struct {
 
 typedef struct {
     uint64_t done_bytes, total_bytes; /* done <= total */
+    uint64_t fetch_done, fetch_total; /* of those, fetched from the coordinator; done <= total */
 } mc_wire_progress_t;
+
+typedef struct {
+    uint64_t fingerprint;
+    const uint8_t *gguf; /* 1..MC_WIRE_INFO_MAX bytes (an experts-only GGUF, expert_file.h) */
+    size_t len;
+} mc_wire_model_info_t;
+
+typedef struct {
+    uint32_t layer, expert; /* in range */
+    uint64_t offset;        /* offset + length <= MC_WIRE_SLICE_MAX */
+    uint32_t length;        /* 1..MC_WIRE_CHUNK_MAX */
+    uint64_t remaining;
+} mc_wire_slice_request_t;
+
+typedef struct {
+    uint32_t layer, expert; /* in range */
+    uint64_t offset;        /* offset + len <= MC_WIRE_SLICE_MAX */
+    const uint8_t *data;    /* 1..MC_WIRE_CHUNK_MAX bytes */
+    size_t len;
+} mc_wire_slice_data_t;
 
 /* One message. Encoding reads the body selected by kind (pointers are
  * borrowed); decoding fills it with pointers owned by the message. */
@@ -145,6 +180,10 @@ typedef struct {
         mc_wire_stats_t stats;
         mc_wire_progress_t progress;
         uint64_t release; /* session_id */
+        mc_wire_model_info_t model_info;
+        uint64_t fetch_open; /* session_id */
+        mc_wire_slice_request_t slice_request;
+        mc_wire_slice_data_t slice_data;
     } u;
     void *owned_; /* decoder's allocations (mc_wire_msg_free) */
 } mc_wire_msg_t;
@@ -161,6 +200,7 @@ typedef struct {
     uint32_t max_rows;    /* rows per request or result */
     uint32_t k_max;       /* (expert, weight) pairs per row */
     const uint8_t *held;  /* (n_layer, n_expert) experts a request may name; NULL: any */
+    uint32_t ffn;         /* expert hidden size (0: types in a placement not checked against it) */
 } mc_wire_limits_t;
 
 /* Limits of model m: MC_WIRE_MAX_ROWS rows, n_expert_used pairs, any expert. */

@@ -16,9 +16,11 @@
 
 #include "clock.h"
 #include "dtype.h"
+#include "expert_file.h"
 #include "log.h"
 #include "moe.h"
 #include "slice_index.h"
+#include "transfer.h"
 #include "wire.h"
 
 // Links are ticked (heartbeats, probes) at most this often during a run.
@@ -68,6 +70,10 @@ struct mc_cluster {
     mc_pool_t *pool;    // the engine's threads (borrowed)
     mc_wire_limits_t lim;
     mc_slice_index_t *slices; // the model's slice hashes; known for every pair a node holds
+    uint8_t *types;           // (n_layer, n_expert, 3) each pair's gate, up and down tensor types
+    uint8_t *info;            // the model's metadata for nodes without the file (NULL: none can join)
+    size_t info_len;
+    mc_transfer_t *transfer;  // serves those nodes their slices
     char self[MC_WIRE_NAME_MAX + 1]; // our name in Hello
     mc_keypair_t keys;       // CURVE, when the file names a secret key
     bool have_keys;
@@ -141,7 +147,7 @@ static mc_err_t s_join_all(mc_cluster_t *c, char *err) {
         for (size_t i = 0; i < c->n_nodes; i++) {
             mc_link_t *l = c->nodes[i].link;
             mc_link_tick(l, c->nodes[i].held);
-            if (mc_link_settled(l)) continue;
+            if (mc_link_settled(l) || mc_link_fetching(l)) continue;
             settled = false;
             c->items[n_items++] = (zmq_pollitem_t){mc_link_socket(l), 0, ZMQ_POLLIN, 0};
         }
@@ -153,8 +159,13 @@ static mc_err_t s_join_all(mc_cluster_t *c, char *err) {
     size_t ready = 0;
     for (size_t i = 0; i < c->n_nodes; i++) {
         const char *why = mc_link_refusal(c->nodes[i].link);
-        if (why) return mc_err_set(err, MC_ERR_NET, "%s", why);
+        if (why) return mc_err_set(err, mc_err_code(why, MC_ERR_NET), "%s", why);
         ready += mc_link_alive(c->nodes[i].link);
+        // A node fetching its experts joins when it has them all, checked.
+        if (mc_link_fetching(c->nodes[i].link))
+            mc_log_status(c->log, "moe-coordinator",
+                          "node %s is fetching its experts (%.1f MiB): they are computed here until it has them all",
+                          c->nodes[i].cfg->name, mc_link_stats(c->nodes[i].link)->fetch_total / 1048576.0);
     }
     if (ready < c->n_nodes)
         mc_log_status(c->log, "moe-coordinator", "%zu of %zu nodes ready; the others' experts are computed here until they join",
@@ -268,7 +279,41 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
     if (!c->slices) goto fail;
     if (mc_slice_index_note(c->slices)[0])
         mc_log_status(log, "moe-coordinator", "slice index: %s", mc_slice_index_note(c->slices));
+    // What a node without the model file needs: each pair's tensor types
+    // and the model's metadata; and the thread that sends them slices.
+    if (!(c->types = malloc((size_t)hp->n_layer * hp->n_expert * 3 + 1))) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            mc_dtype_t t[3];
+            mc_expert_file_types(m, l, e, t);
+            for (int j = 0; j < 3; j++) c->types[((size_t)l * hp->n_expert + e) * 3 + (size_t)j] = (uint8_t)t[j];
+        }
+    char ierr[MC_ERR_LEN];
+    if (mc_expert_file_info(m, &c->info, &c->info_len, ierr))
+        mc_log_status(log, "moe-coordinator", "nodes without a model file cannot join: %s", ierr);
     c->n_nodes = cfg->n_nodes;
+    mc_transfer_node_t *tn = calloc(c->n_nodes + 1, sizeof *tn);
+    if (!tn) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < c->n_nodes; i++)
+        tn[i] = (mc_transfer_node_t){cfg->nodes[i].name, cfg->nodes[i].endpoint,
+                                     cfg->nodes[i].public_key[0] ? cfg->nodes[i].public_key : NULL};
+    const mc_transfer_params_t tp = {.zctx = c->zctx, .m = m, .lim = &c->lim, .session = c->session,
+                                     .mbps = cfg->transfer_mbps, .keys = &c->keys, .log = log, .nodes = tn,
+                                     .n_nodes = c->n_nodes};
+    // Keys first: a node with a public_key needs ours (checked below).
+    bool keys_ok = true;
+    for (size_t i = 0; i < c->n_nodes; i++) keys_ok &= !cfg->nodes[i].public_key[0] || c->have_keys;
+    if (keys_ok && !(c->transfer = mc_transfer_new(&tp, err))) {
+        free(tn);
+        goto fail;
+    }
+    free(tn);
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
         nd->cfg = &cfg->nodes[i];
@@ -295,6 +340,9 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
                                      .session = c->session,
                                      .fingerprint = mc_model_fingerprint(m),
                                      .hashes = mc_slice_index_table(c->slices),
+                                     .types = c->types,
+                                     .model_info = c->info,
+                                     .model_info_len = c->info_len,
                                      .lim = &c->lim,
                                      .timeout_ms = cfg->timeout_ms,
                                      .retry_ms = cfg->retry_ms,
@@ -339,6 +387,8 @@ static void s_node_free(s_node_t *nd) {
 void mc_cluster_destroy(mc_cluster_t **pc) {
     if (!pc || !*pc) return;
     mc_cluster_t *c = *pc;
+    mc_transfer_destroy(&c->transfer);
+    free(c->types), free(c->info);
     for (size_t i = 0; c->nodes && i < c->n_nodes; i++) s_node_free(&c->nodes[i]);
     free(c->nodes), free(c->rr), free(c->auto_enc), free(c->round), free(c->items), free(c->who);
     s_rows_free(&c->local);
@@ -636,7 +686,6 @@ static void s_tick(mc_cluster_t *c) {
     c->last_tick = mc_clock_ms();
 }
 
-void mc_cluster_tick(mc_cluster_t *c) { s_tick(c); }
 
 
 static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
@@ -808,6 +857,13 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
     double *ring = n ? malloc(n * sizeof *ring) : NULL;
     if (ring) memcpy(ring, st->rtt_ring, n * sizeof *ring);
     pthread_mutex_unlock(&mc->mu);
+    out->fetch_done = st->fetch_done, out->fetch_total = st->fetch_total;
+    if (c->transfer) {
+        mc_transfer_stats_t ts;
+        mc_transfer_stats(c->transfer, i, &ts);
+        out->transfer_bytes = ts.bytes, out->transfer_remaining = ts.remaining;
+        out->transfer_rate = ts.rate, out->transfer_eta_s = ts.eta_s, out->transfer_active = ts.active;
+    }
     if (st->rtt_count) out->rtt_mean_ms = out->rtt_sum_ms / (double)out->rtt_count;
     if (!ring) return; // quantiles are best effort
     qsort(ring, n, sizeof *ring, s_cmp_double);
@@ -858,6 +914,15 @@ cJSON *mc_cluster_stats_json(const mc_cluster_t *c, const uint64_t *counts) {
         cJSON_AddNumberToObject(o, "requests_computed_here", (double)s.hedged);
         cJSON_AddNumberToObject(o, "loading_done_bytes", (double)s.load_done);
         cJSON_AddNumberToObject(o, "loading_total_bytes", (double)s.load_total);
+        // Slices sent to a node without a model file (moe-expert --cache-dir).
+        cJSON *tr = cJSON_AddObjectToObject(o, "transfer");
+        cJSON_AddBoolToObject(tr, "active", s.transfer_active);
+        cJSON_AddNumberToObject(tr, "sent_bytes", (double)s.transfer_bytes);
+        cJSON_AddNumberToObject(tr, "remaining_bytes", (double)s.transfer_remaining);
+        cJSON_AddNumberToObject(tr, "bytes_per_s", s.transfer_rate);
+        cJSON_AddNumberToObject(tr, "eta_s", s.transfer_eta_s);
+        cJSON_AddNumberToObject(tr, "node_fetched_bytes", (double)s.fetch_done);
+        cJSON_AddNumberToObject(tr, "node_fetch_total_bytes", (double)s.fetch_total);
         cJSON_AddNumberToObject(o, "requests", (double)s.requests);
         cJSON_AddNumberToObject(o, "rows", (double)s.rows);
         cJSON_AddNumberToObject(o, "bytes_sent", (double)s.bytes_sent);

@@ -22,8 +22,9 @@
  * are identical to the bit, whoever computed what.
  *
  * A lost node is probed every retry_ms without blocking the run and takes
- * work again once it is back; mc_cluster_tick() keeps idle links alive
- * (heartbeats) and moves probes along between requests. mc_cluster_place()
+ * work again once it is back; the expert step's tick (mc_experts_tick)
+ * keeps idle links alive (heartbeats) and moves probes along between
+ * requests. mc_cluster_place()
  * hands the nodes a new placement while the cluster runs.
  *
  * One thread drives a cluster (the engine's); the stats functions may be
@@ -57,10 +58,6 @@ mc_experts_t *mc_cluster_experts(mc_cluster_t *c);
 
 // The cluster behind an expert step, NULL when x is not a cluster's.
 mc_cluster_t *mc_cluster_of(mc_experts_t *x);
-
-// Between evaluations (a server waiting for work calls it about every
-// heartbeat interval): heartbeats to idle nodes, lost nodes probed.
-void mc_cluster_tick(mc_cluster_t *c);
 
 // Switch to the placement of cfg: the same nodes (names and endpoints, in
 // the same order) holding other experts, checked against the model. Live

@@ -33,7 +33,7 @@ const double mc_link_rtt_bounds[MC_LINK_RTT_BUCKETS] = {0.1, 0.25, 0.5, 1, 2.5, 
 #define S_RELEASE_LINGER_MS 250
 
 // How far a joining or lost node is on its way in (see mc_link_tick).
-typedef enum { S_PROBE_IDLE, S_PROBE_HELLO, S_PROBE_ASSIGN } s_probe_t;
+typedef enum { S_PROBE_IDLE, S_PROBE_HELLO, S_PROBE_INFO, S_PROBE_ASSIGN } s_probe_t;
 
 struct mc_link {
     mc_link_params_t p;
@@ -75,6 +75,7 @@ struct mc_link {
     char refusal[MC_ERR_LEN]; // "" or why the node refused (mc_link_refusal)
     char hs_why[MC_ERR_LEN];  // "" or why the transport handshake failed (monitor)
     bool hs_ok;               // the current socket completed a transport handshake
+    bool dropped;             // the current socket's connection closed (a probe then ends at once)
     mc_link_stats_t st;
 };
 
@@ -149,6 +150,7 @@ static const char *s_node_said(const mc_link_t *l, const char *msg) {
 static mc_err_t s_open(mc_link_t *l, char *err) {
     s_close(l);
     l->hs_ok = false;
+    l->dropped = false;
     l->hs_why[0] = 0;
     l->sock = zmq_socket(l->zctx, ZMQ_DEALER);
     if (!l->sock) return mc_err_set(err, MC_ERR_NET, "node %s: no socket: %s", l->p.name, zmq_strerror(zmq_errno()));
@@ -242,6 +244,7 @@ void mc_link_events(mc_link_t *l) {
             if (!l->hs_ok && l->p.server_key && !l->hs_why[0])
                 s_handshake_failed(l, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL, 0);
             l->hs_ok = false;
+            l->dropped = true;
             if (l->alive) {
                 char why[MC_ERR_LEN];
                 snprintf(why, sizeof why, "node %s (%s): connection lost (closed, or silent for %u ms)", l->p.name,
@@ -274,18 +277,30 @@ static mc_err_t s_send_assign(mc_link_t *l, const uint8_t *held, uint64_t *id, c
     if (!hashes) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     for (size_t i = 0, n = 0; i < cells; i++)
         if (held[i]) memcpy(hashes + n++ * MC_WIRE_HASH_BYTES, l->p.hashes + i * MC_WIRE_HASH_BYTES, MC_WIRE_HASH_BYTES);
+    uint8_t *types = NULL;
+    if (l->p.types && (types = malloc(cells * 3 + 1)))
+        for (size_t i = 0, n = 0; i < cells; i++)
+            if (held[i]) memcpy(types + 3 * n++, l->p.types + 3 * i, 3);
     mc_wire_msg_t as = {.kind = MC_WIRE_MSG_ASSIGN, .request_id = ++l->next_id};
-    as.u.assign = (mc_wire_assign_t){l->p.session, l->p.lim->n_layer, l->p.lim->n_expert, (uint8_t *)held, hashes};
+    as.u.assign = (mc_wire_assign_t){l->p.session, l->p.lim->n_layer, l->p.lim->n_expert, (uint8_t *)held, hashes, types};
     *id = as.request_id;
     mc_err_t rc = s_send(l, &as, err);
     if (rc == MC_OK) l->load_started = l->load_logged = mc_clock_ms();
-    free(hashes);
+    free(hashes), free(types);
     return rc;
+}
+
+static mc_err_t s_send_info(mc_link_t *l, uint64_t *id, char *err) {
+    mc_wire_msg_t msg = {.kind = MC_WIRE_MSG_MODEL_INFO, .request_id = ++l->next_id};
+    msg.u.model_info = (mc_wire_model_info_t){l->p.fingerprint, l->p.model_info, l->p.model_info_len};
+    *id = msg.request_id;
+    return s_send(l, &msg, err);
 }
 
 // The node's answer to our Hello (freed here): same protocol, same model.
 // Every failure here is a refusal waiting will not mend.
-static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
+static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, bool *needs_info, char *err) {
+    *needs_info = false;
     if (msg->kind == MC_WIRE_MSG_ERROR) {
         mc_err_set(err, MC_ERR_NET, "node %s (%s) refused the handshake: %s", l->p.name, l->p.endpoint,
                    s_node_said(l, msg->u.error.message));
@@ -295,6 +310,7 @@ static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
     bool ok = msg->kind == MC_WIRE_MSG_HELLO;
     uint32_t version = msg->u.hello.version;
     uint64_t fp = msg->u.hello.fingerprint;
+    const bool cache = ok && msg->u.hello.cache;
     char name[MC_WIRE_NAME_MAX + 1];
     snprintf(name, sizeof name, "%s", ok ? msg->u.hello.name : "");
     mc_wire_msg_free(msg);
@@ -311,6 +327,10 @@ static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
     if (version != MC_WIRE_VERSION)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "node %s (%s) speaks protocol version %u, we speak %u", l->p.name,
                           l->p.endpoint, version, MC_WIRE_VERSION);
+    if (fp != l->p.fingerprint && cache && l->p.model_info) {
+        *needs_info = true; // a node without a model file, that holds none of ours yet
+        return MC_OK;
+    }
     if (fp != l->p.fingerprint)
         return mc_err_set(err, MC_ERR_UNSUPPORTED,
                           "node %s (%s) serves another model (fingerprint %016llx, ours %016llx): start it with the "
@@ -320,10 +340,11 @@ static mc_err_t s_check_hello(mc_link_t *l, mc_wire_msg_t *msg, char *err) {
 }
 
 // The node's answer to its placement (freed here); how: "ready", "is back".
-// A node leased to another coordinator answers MC_ERR_BUSY.
+// A refusal keeps the node's code (checked by mc_wire_decode): MC_ERR_BUSY
+// when it is leased to another coordinator, else why it cannot serve it.
 static mc_err_t s_check_ready(mc_link_t *l, mc_wire_msg_t *msg, const char *how, char *err) {
     if (msg->kind == MC_WIRE_MSG_ERROR) {
-        const mc_err_t code = msg->u.error.code == MC_ERR_BUSY ? MC_ERR_BUSY : MC_ERR_NET;
+        const mc_err_t code = msg->u.error.code;
         mc_err_set(err, code, "node %s (%s) refused the placement: %s", l->p.name, l->p.endpoint,
                    s_node_said(l, msg->u.error.message));
         mc_wire_msg_free(msg);
@@ -346,12 +367,14 @@ static bool s_progress(mc_link_t *l, const mc_wire_msg_t *msg, double *until) {
     const double now = mc_clock_ms();
     l->st.load_done = msg->u.progress.done_bytes;
     l->st.load_total = msg->u.progress.total_bytes;
+    l->st.fetch_done = msg->u.progress.fetch_done;
+    l->st.fetch_total = msg->u.progress.fetch_total;
     if (now - l->load_logged >= S_PROGRESS_LOG_MS) {
         const double secs = (now - l->load_started) / 1e3, done = (double)l->st.load_done;
         const double rate = secs > 0 ? done / secs : 0, left = (double)l->st.load_total - done;
-        mc_log_status(l->p.log, "moe-coordinator", "node %s loading its experts: %.1f of %.1f MiB (%.0f MiB/s, about %.0f s left)",
-                      l->p.name, done / 1048576.0, l->st.load_total / 1048576.0, rate / 1048576.0,
-                      rate > 0 ? left / rate : 0.0);
+        mc_log_status(l->p.log, "moe-coordinator", "node %s %s its experts: %.1f of %.1f MiB (%.0f MiB/s, about %.0f s left)",
+                      l->p.name, l->st.fetch_total ? "fetching" : "loading", done / 1048576.0,
+                      l->st.load_total / 1048576.0, rate / 1048576.0, rate > 0 ? left / rate : 0.0);
         l->load_logged = now;
     }
     *until = now + l->p.timeout_ms;
@@ -369,7 +392,7 @@ static void s_set_alive(mc_link_t *l) {
     l->refusal[0] = 0;
     l->last_heard = mc_clock_ms();
     l->hb_pending = false;
-    l->st.load_done = l->st.load_total = 0;
+    l->st.load_done = l->st.load_total = l->st.fetch_done = l->st.fetch_total = 0;
     if (l->ever_alive) l->st.rejoins++;
     l->ever_alive = true;
 }
@@ -461,6 +484,7 @@ mc_err_t mc_link_place(mc_link_t *l, const uint8_t *held, char *err) {
 }
 
 bool mc_link_alive(const mc_link_t *l) { return l->alive; }
+bool mc_link_fetching(const mc_link_t *l) { return !l->alive && l->probe == S_PROBE_ASSIGN && l->st.fetch_total > 0; }
 bool mc_link_benched(const mc_link_t *l) { return l->alive && mc_clock_ms() < l->bench_until; }
 void *mc_link_socket(mc_link_t *l) { return l->sock; }
 void *mc_link_monitor(mc_link_t *l) { return l->mon; }
@@ -575,9 +599,10 @@ static void s_probe_failed(mc_link_t *l, mc_err_t code, const char *why) {
         MC_LOGW("%s", why);
         l->warned = true;
     }
-    snprintf(l->refusal, sizeof l->refusal, "%s", why && code != MC_ERR_BUSY && code != MC_ERR_TIMEOUT ? why : "");
+    // The refusal keeps its code (common/error.h) for mc_cluster_new's caller.
+    mc_err_set(l->refusal, code, "%s", why && code != MC_ERR_BUSY && code != MC_ERR_TIMEOUT ? why : "");
     l->probe = S_PROBE_IDLE;
-    l->st.load_done = l->st.load_total = 0;
+    l->st.load_done = l->st.load_total = l->st.fetch_done = l->st.fetch_total = 0;
     const double now = mc_clock_ms();
     if (code == MC_ERR_BUSY && now + S_BUSY_RETRY_MS < l->start_until) {
         // Leased to a coordinator that just exited without a Release (or
@@ -614,6 +639,10 @@ static void s_probe(mc_link_t *l, const uint8_t *held) {
         s_probe_failed(l, MC_ERR_NET, NULL);
         return;
     }
+    if (l->dropped && !l->hs_why[0]) { // the node went away mid-handshake (killed while fetching, say)
+        s_probe_failed(l, MC_ERR_TIMEOUT, NULL);
+        return;
+    }
     for (;;) {
         mc_wire_msg_t msg;
         rc = s_recv(l, &msg, err);
@@ -626,8 +655,27 @@ static void s_probe(mc_link_t *l, const uint8_t *held) {
             mc_wire_msg_free(&msg);
             continue;
         }
-        if (l->probe == S_PROBE_HELLO) {
-            if ((rc = s_check_hello(l, &msg, err)) || (rc = s_send_assign(l, held, &l->probe_id, err))) {
+        if (l->probe == S_PROBE_HELLO || l->probe == S_PROBE_INFO) {
+            bool needs_info;
+            if ((rc = s_check_hello(l, &msg, &needs_info, err))) {
+                s_probe_failed(l, rc, err);
+                return;
+            }
+            if (needs_info && l->probe == S_PROBE_INFO) { // it took our metadata and still has another model
+                snprintf(err, sizeof err, "node %s (%s) did not take the model's metadata", l->p.name, l->p.endpoint);
+                s_probe_failed(l, MC_ERR_NET, err);
+                return;
+            }
+            if (needs_info) {
+                if ((rc = s_send_info(l, &l->probe_id, err))) {
+                    s_probe_failed(l, rc, err);
+                    return;
+                }
+                l->probe = S_PROBE_INFO;
+                l->probe_until = mc_clock_ms() + l->p.timeout_ms;
+                continue;
+            }
+            if ((rc = s_send_assign(l, held, &l->probe_id, err))) {
                 s_probe_failed(l, rc, err);
                 return;
             }

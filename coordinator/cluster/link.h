@@ -7,6 +7,11 @@
  * Ready when it is done), request ids, and the node's liveness:
  *
  *   joining --(Hello answered, placement loaded: Ready)-->  alive
+ *
+ * A node without a model file answers Hello with its cache flag and
+ * another fingerprint: it is sent the model's metadata (ModelInfo) and
+ * answers Hello again; while it then fetches its slices (from the cluster's
+ * transfer socket, transfer.h) its Progress says how far it is.
  *   alive   --(connection dropped or transport silent for dead_ms, a
  *              request or heartbeat unanswered for timeout_ms, a send that
  *              fails, a wrong answer: mc_link_lose)-->  lost
@@ -67,6 +72,7 @@ typedef struct {
     uint32_t slow;    // times it was benched for a slow answer
     uint64_t hedged;  // requests whose share was computed by the caller instead
     uint64_t load_done, load_total; // bytes of the placement being loaded (both 0 when none)
+    uint64_t fetch_done, fetch_total; // of those, fetched from us by a node without a model file
     uint64_t rtt_hist[MC_LINK_RTT_BUCKETS + 1];
     double rtt_sum_ms;
     uint64_t rtt_count;
@@ -81,6 +87,10 @@ typedef struct {
     uint64_t fingerprint;         // of the coordinator's model
     const uint8_t *hashes;        // (n_layer, n_expert, MC_WIRE_HASH_BYTES) its slice hashes, at least of
                                   // every pair a placement names: sent with it (borrowed)
+    const uint8_t *types;         // (n_layer, n_expert, 3) tensor types of each pair's gate, up and down:
+                                  // sent with a placement (borrowed; NULL: not sent)
+    const uint8_t *model_info;    // the model's metadata (mc_expert_file_info) for a node without the
+    size_t model_info_len;        // model file (borrowed; NULL: such nodes are refused)
     const mc_wire_limits_t *lim;  // what a node may answer (borrowed)
     uint32_t timeout_ms;          // answer within this, or the node is lost
     uint32_t retry_ms;            // probe a lost node this often; 0: never
@@ -115,7 +125,8 @@ bool mc_link_settled(const mc_link_t *l);
 // Why the node refused the last handshake in a way that waiting will not
 // mend (another model or protocol version, a key it does not accept, a
 // placement it cannot serve); NULL when it did not. A node leased to
-// another coordinator is not such a refusal: it is retried.
+// another coordinator is not such a refusal: it is retried. The text is an
+// error buffer: mc_err_code gives the refusal's code.
 const char *mc_link_refusal(const mc_link_t *l);
 
 // A new placement for a live node (it answers Progress while it loads, then
@@ -124,6 +135,11 @@ const char *mc_link_refusal(const mc_link_t *l);
 mc_err_t mc_link_place(mc_link_t *l, const uint8_t *held, char *err);
 
 bool mc_link_alive(const mc_link_t *l);
+
+// Joining, and the node is fetching experts from us (a node without a
+// model file): its share is computed here meanwhile, and starting up need
+// not wait for it.
+bool mc_link_fetching(const mc_link_t *l);
 
 // Alive but sitting out after a slow answer (mc_link_bench): no work for now.
 bool mc_link_benched(const mc_link_t *l);

@@ -64,13 +64,24 @@ mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p,
     *p = (mc_nodeproc_t){0};
     p->out = -1;
     if (pipe(fds) != 0) return mc_err_set(err, MC_ERR_IO, "pipe: %s", strerror(errno));
-    char th[16], lease[16], mem[16];
+    char th[16], lease[16], chunk[16], cap[16], mem[16];
+    snprintf(cap, sizeof cap, "%u", params->cache_mb);
     snprintf(th, sizeof th, "%d", params->threads);
     snprintf(mem, sizeof mem, "%u", params->mem_limit_mb);
     snprintf(lease, sizeof lease, "%u", params->lease_ms);
-    char *argv[18] = {(char *)exe, "--model", (char *)params->model, "--listen", (char *)listen, "--name", (char *)name,
-                      "--threads", th};
+    snprintf(chunk, sizeof chunk, "%u", params->fetch_chunk_kib);
+    char *argv[22] = {(char *)exe,
+                      params->cache_dir ? "--cache-dir" : "--model",
+                      (char *)(params->cache_dir ? params->cache_dir : params->model),
+                      "--listen",
+                      (char *)listen,
+                      "--name",
+                      (char *)name,
+                      "--threads",
+                      th};
     int argc = 9;
+    if (params->cache_dir && params->fetch_chunk_kib) argv[argc++] = "--fetch-chunk-kib", argv[argc++] = chunk;
+    if (params->cache_dir && params->cache_mb) argv[argc++] = "--cache-mb", argv[argc++] = cap;
     if (params->lease_ms) argv[argc++] = "--lease-ms", argv[argc++] = lease;
     if (params->mem_limit_mb) argv[argc++] = "--mem-limit", argv[argc++] = mem;
     if (params->secret_key) {

@@ -27,6 +27,9 @@ void mc_nodeproc_sibling(const char *name, char *buf, size_t cap);
 typedef struct {
     const char *exe;    // moe-expert
     const char *model;  // GGUF path
+    const char *cache_dir; // instead of model: a node without a model file (--cache-dir)
+    unsigned fetch_chunk_kib; // with cache_dir: --fetch-chunk-kib; 0: the node's default
+    unsigned cache_mb;        // with cache_dir: --cache-mb; 0: none
     const char *name;   // node name
     const char *listen; // endpoint to bind (default tcp://127.0.0.1:*, a free port)
     int threads;        // default 1
@@ -38,7 +41,7 @@ typedef struct {
 
 mc_nodeproc_params_t mc_nodeproc_params_default(void);
 
-// Start `exe --model model --listen listen --name name --threads threads
+// Start `exe (--model model | --cache-dir DIR [--fetch-chunk-kib N]) --listen listen --name name --threads threads
 // [--lease-ms lease_ms] [--mem-limit MB] [--secret-key F --authorized-keys F]` and wait (up to timeout_ms) for its endpoint. On failure the process is
 // stopped and err says why.
 mc_err_t mc_nodeproc_start(const mc_nodeproc_params_t *params, mc_nodeproc_t *p, char *err);

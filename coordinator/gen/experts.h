@@ -52,6 +52,12 @@ typedef struct {
     bool benched;      // sitting out now after a slow answer
     uint64_t hedged;   // requests whose share was computed here after a slow answer
     uint64_t load_done, load_total; // bytes of the placement it is loading now (0, 0: none)
+    uint64_t fetch_done, fetch_total; // of those, fetched from the coordinator (a node without a model file)
+    // Slices the coordinator sent it (cluster/transfer.h): in all, what it
+    // still needs, the rate (bytes/s) and time left of a fetch going on.
+    uint64_t transfer_bytes, transfer_remaining;
+    double transfer_rate, transfer_eta_s;
+    bool transfer_active;
     const double *rtt_bounds_ms;    // (MC_EXPERTS_RTT_BUCKETS) the buckets' upper bounds
     uint64_t rtt_hist[MC_EXPERTS_RTT_BUCKETS + 1]; // round trips per bucket, then above the last
     uint64_t rtt_count;

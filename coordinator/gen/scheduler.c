@@ -463,6 +463,11 @@ static bool s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
     g->n_gen++;
     g->last = id;
     const bool eog = id >= 0 && (id == s->eog[0] || id == s->eog[1] || id == s->eog[2]);
+    if (g->p.on_logprob) { // a read of the row the sampler was given (unchanged by it)
+        mc_logprob_t lp;
+        mc_logprob_compute(logits, s->n_vocab, id, g->p.top_logprobs, &lp);
+        g->p.on_logprob(g->p.user, &lp, eog && !g->p.ignore_eos);
+    }
     if (eog && !g->p.ignore_eos) {
         size_t w = mc_detok_flush(&g->dt, s->piece, s->piece_cap);
         bool stopped;

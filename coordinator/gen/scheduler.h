@@ -9,7 +9,9 @@
  * seeded sampler), a token limit, stop strings and whether EOS ends it. Its
  * text arrives through a callback, piece by piece, on the thread that calls
  * mc_scheduler_step: UTF-8 completed across tokens, and text that might be the
- * start of a stop string held back until it is known not to be. Since
+ * start of a stop string held back until it is known not to be. On request
+ * each sampled token's log-probabilities (logprob.h) go to another callback
+ * just before its text; computing them never changes a token. Since
  * every row of a pass is computed from its own sequence alone (engine.h), a
  * generation's tokens are the same whatever runs beside it.
  *
@@ -45,6 +47,7 @@
 #include "draft.h"
 #include "engine.h"
 #include "error.h"
+#include "logprob.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -69,6 +72,10 @@ typedef struct {
     double generate_s; // from the first sampled token to the end
 } mc_gen_usage_t;
 
+// The log-probabilities of a sampled token (logprob.h), before its text;
+// eog: the token ends the answer (EOS or a turn end) and adds no text.
+typedef void (*mc_gen_logprob_fn)(void *user, const mc_logprob_t *lp, bool eog);
+
 // The generation ended (err: a message for MC_FINISH_ERROR, else "").
 typedef void (*mc_gen_done_fn)(void *user, mc_finish_t why, const mc_gen_usage_t *usage, const char *err);
 
@@ -91,6 +98,8 @@ typedef struct {
     const mc_draft_params_t *speculate;
     mc_gen_text_fn on_text;
     mc_gen_done_fn on_done;
+    mc_gen_logprob_fn on_logprob; // optional: every sampled token's logprob and
+    uint32_t top_logprobs;        // this many alternatives (<= MC_LOGPROB_MAX_TOP)
     void *user;
 } mc_gen_params_t;
 

@@ -47,8 +47,7 @@ char *mc_api_error_json(const mc_api_error_t *e) {
     return s_print(root);
 }
 
-static mc_err_t s_bad(mc_api_error_t *e, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static mc_err_t s_bad(mc_api_error_t *e, const char *param, const char *fmt, ...) {
+mc_err_t mc_api_bad(mc_api_error_t *e, const char *param, const char *fmt, ...) {
     char msg[MC_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
@@ -57,52 +56,74 @@ static mc_err_t s_bad(mc_api_error_t *e, const char *param, const char *fmt, ...
     return mc_api_error(e, 400, "invalid_request_error", param, NULL, "%s", msg);
 }
 
-// A number field in [lo, hi] (absent or null: *out untouched).
-static mc_err_t s_number(const cJSON *root, const char *key, double lo, double hi, double *out, bool *given,
-                         mc_api_error_t *e) {
+#define s_bad mc_api_bad
+
+mc_err_t mc_api_number(const cJSON *root, const char *key, const char *param, double lo, double hi, double *out,
+                       bool *given, mc_api_error_t *e) {
+    if (!param) param = key;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) return MC_OK;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return s_bad(e, key, "'%s' must be a number", key);
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return s_bad(e, param, "'%s' must be a number", param);
     if (v->valuedouble < lo || v->valuedouble > hi)
-        return s_bad(e, key, "'%s' must be between %g and %g, not %g", key, lo, hi, v->valuedouble);
+        return s_bad(e, param, "'%s' must be between %g and %g, not %g", param, lo, hi, v->valuedouble);
     *out = v->valuedouble;
     if (given) *given = true;
     return MC_OK;
 }
 
-static mc_err_t s_integer(const cJSON *root, const char *key, double lo, double hi, double *out, bool *given,
-                          mc_api_error_t *e) {
+mc_err_t mc_api_integer(const cJSON *root, const char *key, const char *param, double lo, double hi, double *out,
+                        bool *given, mc_api_error_t *e) {
+    if (!param) param = key;
     double v = 0;
     bool got = false;
-    mc_err_t rc = s_number(root, key, lo, hi, &v, &got, e);
+    mc_err_t rc = mc_api_number(root, key, param, lo, hi, &v, &got, e);
     if (rc || !got) return rc;
-    if (v != floor(v)) return s_bad(e, key, "'%s' must be a whole number", key);
+    if (v != floor(v)) return s_bad(e, param, "'%s' must be a whole number", param);
     *out = v;
     if (given) *given = true;
     return MC_OK;
 }
 
-static mc_err_t s_bool(const cJSON *root, const char *key, bool *out, mc_api_error_t *e) {
+mc_err_t mc_api_bool(const cJSON *root, const char *key, const char *param, bool *out, mc_api_error_t *e) {
+    if (!param) param = key;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) return MC_OK;
-    if (!cJSON_IsBool(v)) return s_bad(e, key, "'%s' must be true or false", key);
+    if (!cJSON_IsBool(v)) return s_bad(e, param, "'%s' must be true or false", param);
     *out = cJSON_IsTrue(v);
     return MC_OK;
 }
 
-// A message's content: a string, null (an empty assistant turn) or an array
-// of {"type": "text", "text": ...} parts, joined.
-static mc_err_t s_content(const cJSON *c, size_t i, s_owned_t *own, mc_chat_msg_t *m, mc_api_error_t *e) {
+char *mc_api_own(mc_api_request_t *r, size_t len) {
+    s_owned_t *own = r->owned_;
+    char *t = malloc(len + 1), **texts = own ? realloc(own->texts, (own->n_texts + 1) * sizeof *texts) : NULL;
+    if (texts) own->texts = texts;
+    if (!t || !texts) {
+        free(t);
+        return NULL;
+    }
+    own->texts[own->n_texts++] = t;
+    return t;
+}
+
+// A message's content: a string or an array of {"type": "text", "text":
+// ...} parts, joined. Null (or none) only where OpenAI allows it: an
+// assistant message that calls tools (its tool_calls are the tools work's).
+static mc_err_t s_content(const cJSON *m, size_t i, mc_api_request_t *r, mc_chat_msg_t *out, mc_api_error_t *e) {
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
     char param[64];
     snprintf(param, sizeof param, "messages[%zu].content", i);
     if (cJSON_IsString(c)) {
-        m->content = c->valuestring, m->len = strlen(c->valuestring);
+        out->content = c->valuestring, out->len = strlen(c->valuestring);
         return MC_OK;
     }
     if (!c || cJSON_IsNull(c)) {
-        m->content = "", m->len = 0;
-        return MC_OK;
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+        if (out->role == MC_CHAT_ASSISTANT && cJSON_IsArray(calls) && cJSON_GetArraySize(calls) > 0) {
+            out->content = "", out->len = 0;
+            return MC_OK;
+        }
+        return s_bad(e, param, "'%s' is %s: a message needs its text (null only for an assistant message with tool_calls)",
+                     param, c ? "null" : "missing");
     }
     if (!cJSON_IsArray(c)) return s_bad(e, param, "'%s' must be a string or an array of text parts", param);
     size_t total = 0;
@@ -114,14 +135,8 @@ static mc_err_t s_content(const cJSON *c, size_t i, s_owned_t *own, mc_chat_msg_
             return s_bad(e, param, "'%s' may only hold parts of type \"text\" with a string \"text\"", param);
         total += strlen(text->valuestring);
     }
-    char *joined = malloc(total + 1), **texts = realloc(own->texts, (own->n_texts + 1) * sizeof *texts);
-    if (!joined || !texts) {
-        free(joined);
-        if (texts) own->texts = texts;
-        return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
-    }
-    own->texts = texts;
-    own->texts[own->n_texts++] = joined;
+    char *joined = mc_api_own(r, total);
+    if (!joined) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     size_t at = 0;
     cJSON_ArrayForEach(part, c) {
         const char *t = cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring;
@@ -130,21 +145,21 @@ static mc_err_t s_content(const cJSON *c, size_t i, s_owned_t *own, mc_chat_msg_
         at += l;
     }
     joined[at] = 0;
-    m->content = joined, m->len = at;
+    out->content = joined, out->len = at;
     return MC_OK;
 }
 
 // How many bytes of s to quote, at most max, cut before a UTF-8 sequence
 // rather than inside one: the error body goes back as JSON, and a client
 // reading it as UTF-8 (Python's json, most) fails on half a character.
-static int s_quote_len(const char *s, size_t max) {
+int mc_api_quote_len(const char *s, size_t max) {
     size_t n = strnlen(s, max + 1);
     if (n > max)
         for (n = max; n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80;) n--;
     return (int)n;
 }
 
-static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, s_owned_t *own, mc_api_error_t *e) {
+static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs) return s_bad(e, "messages", "'messages' is required");
     if (!cJSON_IsArray(msgs)) return s_bad(e, "messages", "'messages' must be an array of messages");
@@ -165,8 +180,8 @@ static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, s_owned_t *ow
         const char *name = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
         if (!mc_chat_role_from_name(name, &r->msgs[i].role))
             return s_bad(e, param, "'%s' is '%.*s': the roles are system, user and assistant", param,
-                         s_quote_len(role->valuestring, 40), role->valuestring);
-        mc_err_t rc = s_content(cJSON_GetObjectItemCaseSensitive(m, "content"), i, own, &r->msgs[i], e);
+                         mc_api_quote_len(role->valuestring, 40), role->valuestring);
+        mc_err_t rc = s_content(m, i, r, &r->msgs[i], e);
         if (rc) return rc;
         i++;
     }
@@ -174,32 +189,105 @@ static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, s_owned_t *ow
     return MC_OK;
 }
 
-static mc_err_t s_stop(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "stop");
+mc_err_t mc_api_stop(const cJSON *s, const char *param, mc_api_request_t *r, mc_api_error_t *e) {
     if (!s || cJSON_IsNull(s)) return MC_OK;
     if (cJSON_IsString(s)) {
         if (!s->valuestring[0]) return MC_OK;
         if (strlen(s->valuestring) > MC_SCHEDULER_STOP_LEN)
-            return s_bad(e, "stop", "a stop string has at most %d bytes", MC_SCHEDULER_STOP_LEN);
+            return s_bad(e, param, "a stop string has at most %d bytes", MC_SCHEDULER_STOP_LEN);
         r->stop[r->n_stop++] = s->valuestring;
         return MC_OK;
     }
-    if (!cJSON_IsArray(s)) return s_bad(e, "stop", "'stop' must be a string or an array of strings");
-    if (cJSON_GetArraySize(s) > MC_SCHEDULER_MAX_STOP) return s_bad(e, "stop", "at most %d stop strings", MC_SCHEDULER_MAX_STOP);
+    if (!cJSON_IsArray(s)) return s_bad(e, param, "'%s' must be a string or an array of strings", param);
+    if (cJSON_GetArraySize(s) > MC_SCHEDULER_MAX_STOP) return s_bad(e, param, "at most %d stop strings", MC_SCHEDULER_MAX_STOP);
     const cJSON *it;
     cJSON_ArrayForEach(it, s) {
-        if (!cJSON_IsString(it)) return s_bad(e, "stop", "'stop' must be a string or an array of strings");
+        if (!cJSON_IsString(it)) return s_bad(e, param, "'%s' must be a string or an array of strings", param);
         if (strlen(it->valuestring) > MC_SCHEDULER_STOP_LEN)
-            return s_bad(e, "stop", "a stop string has at most %d bytes", MC_SCHEDULER_STOP_LEN);
+            return s_bad(e, param, "a stop string has at most %d bytes", MC_SCHEDULER_STOP_LEN);
         if (it->valuestring[0]) r->stop[r->n_stop++] = it->valuestring;
     }
     return MC_OK;
 }
 
-static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, s_owned_t *own, mc_api_error_t *e) {
+mc_err_t mc_api_sampling(const cJSON *obj, const char *prefix, mc_api_request_t *r, mc_api_error_t *e) {
+    mc_sampler_params_t *sp = &r->sampling;
+    struct {
+        const char *key;
+        double lo, hi;
+        float *dst;
+    } floats[] = {{"temperature", 0, 2, &sp->temp},
+                  {"top_p", 0, 1, &sp->top_p},
+                  {"min_p", 0, 1, &sp->min_p},
+                  {"repeat_penalty", 0.01, 100, &sp->repeat_penalty},
+                  {"frequency_penalty", -2, 2, &sp->frequency_penalty},
+                  {"presence_penalty", -2, 2, &sp->presence_penalty}};
+    char param[64];
+    double v = 0;
+    bool given;
+    mc_err_t rc;
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        given = false;
+        snprintf(param, sizeof param, "%s%s", prefix, floats[i].key);
+        if ((rc = mc_api_number(obj, floats[i].key, param, floats[i].lo, floats[i].hi, &v, &given, e))) return rc;
+        if (given) *floats[i].dst = (float)v;
+    }
+    given = false;
+    snprintf(param, sizeof param, "%stop_k", prefix);
+    if ((rc = mc_api_integer(obj, "top_k", param, 0, 1e9, &v, &given, e))) return rc;
+    if (given) sp->top_k = (int32_t)v;
+    given = false;
+    snprintf(param, sizeof param, "%sseed", prefix);
+    if ((rc = mc_api_integer(obj, "seed", param, -9007199254740992.0, 9007199254740992.0, &v, &given, e))) return rc;
+    if (given) sp->seed = (uint64_t)(int64_t)v, r->seed_given = true;
+    return MC_OK;
+}
+
+// logprobs: chat takes a boolean and top_logprobs (0..20, which needs
+// logprobs true, as OpenAI says); completions take one number, the
+// alternatives per token (OpenAI's legacy API allows 5; we allow 20).
+static mc_err_t s_logprobs(const cJSON *root, bool chat, mc_api_request_t *r, mc_api_error_t *e) {
+    double v = 0;
+    bool given = false;
+    mc_err_t rc;
+    if (!chat) {
+        if ((rc = mc_api_integer(root, "logprobs", NULL, 0, MC_LOGPROB_MAX_TOP, &v, &given, e))) return rc;
+        if (given) r->logprobs = true, r->top_logprobs = (uint32_t)v;
+        return MC_OK;
+    }
+    if ((rc = mc_api_bool(root, "logprobs", NULL, &r->logprobs, e)) ||
+        (rc = mc_api_integer(root, "top_logprobs", NULL, 0, MC_LOGPROB_MAX_TOP, &v, &given, e)))
+        return rc;
+    if (given && !r->logprobs)
+        return s_bad(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    if (given) r->top_logprobs = (uint32_t)v;
+    return MC_OK;
+}
+
+// "speculative": true (the server's drafts, else 8 guesses a step), false,
+// or {"max_draft": K} with K in 0..64. The tokens are the same either way
+// (scheduler.h); only speed changes.
+static mc_err_t s_speculative(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "speculative");
+    if (!v || cJSON_IsNull(v)) return MC_OK;
+    if (cJSON_IsBool(v)) {
+        r->speculate = cJSON_IsTrue(v) ? MC_API_SPECULATE_ON : MC_API_SPECULATE_OFF;
+        return MC_OK;
+    }
+    if (!cJSON_IsObject(v))
+        return s_bad(e, "speculative", "'speculative' must be true, false or {\"max_draft\": K}");
+    double k = MC_API_SPECULATE_DEFAULT;
+    bool given = false;
+    mc_err_t rc = mc_api_integer(v, "max_draft", "speculative.max_draft", 0, 64, &k, &given, e);
+    if (rc) return rc;
+    r->speculate = k ? (int32_t)k : MC_API_SPECULATE_OFF;
+    return MC_OK;
+}
+
+static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, mc_api_error_t *e) {
     mc_err_t rc;
     if (chat) {
-        if ((rc = s_messages(root, r, own, e))) return rc;
+        if ((rc = s_messages(root, r, e))) return rc;
     } else {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
         // A one-element array is what some clients send for one prompt.
@@ -212,40 +300,25 @@ static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, s_ow
     if (model && !cJSON_IsString(model) && !cJSON_IsNull(model)) return s_bad(e, "model", "'model' must be a string");
     double v = 0;
     bool given = false;
-    if ((rc = s_integer(root, "n", 1, 1, &v, NULL, e))) return rc; // one choice per request
-    if ((rc = s_integer(root, "max_tokens", 1, 1e9, &v, &given, e)) ||
-        (rc = s_integer(root, "max_completion_tokens", 1, 1e9, &v, &given, e)))
+    if ((rc = mc_api_integer(root, "n", NULL, 1, 1e9, &v, &given, e))) return rc;
+    if (given && v != 1)
+        return s_bad(e, "n", "'n' is %g: this server gives one choice per request (n > 1 is not supported; send the "
+                     "request again, with another seed, for another answer)", v);
+    given = false;
+    if ((rc = mc_api_integer(root, "max_tokens", NULL, 1, 1e9, &v, &given, e)) ||
+        (rc = mc_api_integer(root, "max_completion_tokens", NULL, 1, 1e9, &v, &given, e)))
         return rc;
     if (given) r->max_tokens = (uint32_t)v;
-    mc_sampler_params_t *sp = &r->sampling;
-    struct {
-        const char *key;
-        double lo, hi;
-        float *dst;
-    } floats[] = {{"temperature", 0, 2, &sp->temp},
-                  {"top_p", 0, 1, &sp->top_p},
-                  {"min_p", 0, 1, &sp->min_p},
-                  {"repeat_penalty", 0.01, 100, &sp->repeat_penalty},
-                  {"frequency_penalty", -2, 2, &sp->frequency_penalty},
-                  {"presence_penalty", -2, 2, &sp->presence_penalty}};
-    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
-        given = false;
-        if ((rc = s_number(root, floats[i].key, floats[i].lo, floats[i].hi, &v, &given, e))) return rc;
-        if (given) *floats[i].dst = (float)v;
-    }
-    given = false;
-    if ((rc = s_integer(root, "top_k", 0, 1e9, &v, &given, e))) return rc;
-    if (given) sp->top_k = (int32_t)v;
-    given = false;
-    if ((rc = s_integer(root, "seed", -9007199254740992.0, 9007199254740992.0, &v, &given, e))) return rc;
-    if (given) sp->seed = (uint64_t)(int64_t)v, r->seed_given = true;
-    if ((rc = s_stop(root, r, e)) || (rc = s_bool(root, "stream", &r->stream, e)) ||
-        (rc = s_bool(root, "safe_prompt", &r->safe_prompt, e)))
+    if ((rc = mc_api_sampling(root, "", r, e))) return rc;
+    if ((rc = mc_api_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), "stop", r, e)) ||
+        (rc = mc_api_bool(root, "stream", NULL, &r->stream, e)) ||
+        (rc = mc_api_bool(root, "safe_prompt", NULL, &r->safe_prompt, e)) || (rc = s_logprobs(root, chat, r, e)) ||
+        (rc = s_speculative(root, r, e)))
         return rc;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) return s_bad(e, "stream_options", "'stream_options' must be an object");
-        if ((rc = s_bool(so, "include_usage", &r->include_usage, e))) return rc;
+        if ((rc = mc_api_bool(so, "include_usage", NULL, &r->include_usage, e))) return rc;
     }
     return MC_OK;
 }
@@ -264,24 +337,70 @@ static bool s_has_nul(const char *body, size_t len) {
     return false;
 }
 
-mc_err_t mc_api_parse(const char *body, size_t len, bool chat, const mc_sampler_params_t *defaults,
-                      mc_api_request_t *out, mc_api_error_t *e) {
-    mc_api_request_t r = {.chat = chat, .sampling = *defaults};
+// Whether s[0..len) is UTF-8 as RFC 8259 wants JSON text: no stray or cut
+// sequence, no overlong form, no surrogate, nothing past U+10FFFF.
+static bool s_utf8(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        const unsigned c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (n == 0 || n > len - i) return false;
+        for (size_t k = 1; k < n; k++)
+            if ((p[i + k] & 0xC0) != 0x80) return false;
+        if ((c == 0xE0 && p[i + 1] < 0xA0) || (c == 0xED && p[i + 1] >= 0xA0) || (c == 0xF0 && p[i + 1] < 0x90) ||
+            (c == 0xF4 && p[i + 1] >= 0x90))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+mc_err_t mc_api_begin(const char *body, size_t len, const mc_sampler_params_t *defaults, mc_api_request_t *out,
+                      const cJSON **root, mc_api_error_t *e) {
+    mc_api_request_t r = {.sampling = *defaults};
     s_owned_t *own = calloc(1, sizeof *own);
     if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     r.owned_ = own;
-    // cJSON stops after the first value: whatever follows it must be
-    // whitespace, or the body is not JSON (`{...} {...}` is refused, as
-    // strict readers do, rather than read as its first half).
-    const char *end = NULL;
-    own->root = cJSON_ParseWithLengthOpts(body, len, &end, false);
-    while (own->root && end && end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
-    mc_err_t rc;
-    if (!own->root || !end || end != body + len) rc = s_bad(e, NULL, "the body is not valid JSON");
-    else if (!cJSON_IsObject(own->root)) rc = s_bad(e, NULL, "the body must be a JSON object");
-    else if (s_has_nul(body, len)) rc = s_bad(e, NULL, "a string in the body holds a NUL character (\\u0000)");
-    else rc = s_fields(own->root, chat, &r, own, e);
+    mc_err_t rc = MC_OK;
+    // A raw NUL byte is never JSON (control characters are escaped), and
+    // cJSON would end the string it sits in there.
+    if (memchr(body, 0, len)) rc = s_bad(e, NULL, "the body is not valid JSON: it holds a NUL byte");
+    else if (!s_utf8(body, len)) rc = s_bad(e, NULL, "the body is not valid UTF-8 (JSON text must be)");
+    if (!rc) {
+        // cJSON stops after the first value: whatever follows it must be
+        // whitespace, or the body is not JSON (`{...} {...}` is refused, as
+        // strict readers do, rather than read as its first half).
+        const char *end = NULL;
+        own->root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+        while (own->root && end && end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+            end++;
+        if (!own->root || !end || end != body + len) rc = s_bad(e, NULL, "the body is not valid JSON");
+        else if (!cJSON_IsObject(own->root)) rc = s_bad(e, NULL, "the body must be a JSON object");
+        else if (s_has_nul(body, len))
+            rc = s_bad(e, NULL, "a string in the body holds a NUL character (\\u0000): this server cannot pass one "
+                                "to the model (its strings end there); leave it out");
+    }
     if (rc) {
+        mc_api_request_free(&r);
+        return rc;
+    }
+    *out = r;
+    *root = own->root;
+    return MC_OK;
+}
+
+mc_err_t mc_api_parse(const char *body, size_t len, bool chat, const mc_sampler_params_t *defaults,
+                      mc_api_request_t *out, mc_api_error_t *e) {
+    mc_api_request_t r;
+    const cJSON *root;
+    mc_err_t rc = mc_api_begin(body, len, defaults, &r, &root, e);
+    if (rc) return rc;
+    r.chat = chat;
+    if ((rc = s_fields(root, chat, &r, e))) {
         mc_api_request_free(&r);
         return rc;
     }
@@ -323,6 +442,83 @@ static cJSON *s_text(const char *text, size_t len) {
     return s;
 }
 
+cJSON *mc_api_token_string(const char *bytes, size_t len) {
+    char *buf = malloc(3 * len + 1); // each byte at most one U+FFFD
+    if (!buf) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = 1;
+        while (n <= 4 && n <= len - i && !s_utf8(bytes + i, n)) n++;
+        if (n <= 4 && n <= len - i && bytes[i]) { // a whole character (or ASCII but NUL)
+            memcpy(buf + o, bytes + i, n), o += n, i += n;
+        } else {
+            memcpy(buf + o, "\xEF\xBF\xBD", 3), o += 3, i++;
+        }
+    }
+    buf[o] = 0;
+    cJSON *s = cJSON_CreateString(buf);
+    free(buf);
+    return s;
+}
+
+// OpenAI reports a probability that is 0 as -9999 (JSON has no -inf).
+static double s_lp(double lp) { return lp < -9999.0 || isnan(lp) ? -9999.0 : lp; }
+
+// {token, logprob, bytes} of one id.
+static cJSON *s_token_entry(const mc_tokenizer_t *tok, int32_t id, double lp) {
+    char b[MC_TOKENIZER_MAX_PIECE];
+    const size_t n = mc_tokenizer_token_bytes(tok, id, b, sizeof b);
+    cJSON *o = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
+    cJSON_AddItemToObject(o, "token", mc_api_token_string(b, n));
+    cJSON_AddNumberToObject(o, "logprob", s_lp(lp));
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)b[i]));
+    cJSON_AddItemToObject(o, "bytes", bytes);
+    return o;
+}
+
+cJSON *mc_api_logprob_content(const mc_tokenizer_t *tok, const mc_logprob_t *lps, size_t n, bool with_top) {
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        cJSON *o = s_token_entry(tok, lps[i].chosen.id, lps[i].chosen.logprob);
+        if (with_top) {
+            cJSON *top = cJSON_AddArrayToObject(o, "top_logprobs");
+            for (uint32_t k = 0; k < lps[i].n_top; k++)
+                cJSON_AddItemToArray(top, s_token_entry(tok, lps[i].top[k].id, lps[i].top[k].logprob));
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+// The legacy completions object: tokens, token_logprobs, top_logprobs (a
+// map token -> logprob per position) and text_offset (bytes into the text
+// from `offset`).
+static cJSON *s_legacy_logprobs(const mc_tokenizer_t *tok, const mc_logprob_t *lps, size_t n, size_t offset) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens"), *lp = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *top = cJSON_AddArrayToObject(o, "top_logprobs"), *off = cJSON_AddArrayToObject(o, "text_offset");
+    char b[MC_TOKENIZER_MAX_PIECE];
+    for (size_t i = 0; i < n; i++) {
+        const size_t nb = mc_tokenizer_token_bytes(tok, lps[i].chosen.id, b, sizeof b);
+        cJSON_AddItemToArray(tokens, mc_api_token_string(b, nb));
+        cJSON_AddItemToArray(lp, cJSON_CreateNumber(s_lp(lps[i].chosen.logprob)));
+        cJSON *map = cJSON_CreateObject();
+        for (uint32_t k = 0; k < lps[i].n_top; k++) {
+            char tb[MC_TOKENIZER_MAX_PIECE];
+            const size_t tn = mc_tokenizer_token_bytes(tok, lps[i].top[k].id, tb, sizeof tb);
+            cJSON *name = mc_api_token_string(tb, tn);
+            // Two ids may spell the same text: the map keeps the first (the likelier).
+            if (name && !cJSON_GetObjectItemCaseSensitive(map, name->valuestring))
+                cJSON_AddNumberToObject(map, name->valuestring, s_lp(lps[i].top[k].logprob));
+            cJSON_Delete(name);
+        }
+        cJSON_AddItemToArray(top, map);
+        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)offset));
+        offset += nb;
+    }
+    return o;
+}
+
 static cJSON *s_head(const mc_api_answer_t *a, const char *object) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "id", a->id);
@@ -339,8 +535,23 @@ static void s_usage(cJSON *root, uint32_t prompt, uint32_t completion) {
     cJSON_AddNumberToObject(u, "total_tokens", (double)prompt + completion);
 }
 
-char *mc_api_completion_json(const mc_api_answer_t *a, const char *text, size_t len, mc_finish_t why,
-                             uint32_t prompt_tokens, uint32_t completion_tokens) {
+// A choice's "logprobs": null when not asked for; chat: {content, refusal};
+// completions: the legacy object (offsets from `offset`).
+static void s_choice_logprobs(cJSON *c, const mc_api_answer_t *a, const mc_api_result_t *res, size_t offset) {
+    if (!a->logprobs || !a->tok) {
+        cJSON_AddNullToObject(c, "logprobs");
+        return;
+    }
+    if (!a->chat) {
+        cJSON_AddItemToObject(c, "logprobs", s_legacy_logprobs(a->tok, res->lps, res->n_lps, offset));
+        return;
+    }
+    cJSON *o = cJSON_AddObjectToObject(c, "logprobs");
+    cJSON_AddItemToObject(o, "content", mc_api_logprob_content(a->tok, res->lps, res->n_lps, true));
+    cJSON_AddNullToObject(o, "refusal");
+}
+
+char *mc_api_completion_json(const mc_api_answer_t *a, const mc_api_result_t *res) {
     cJSON *root = s_head(a, a->chat ? "chat.completion" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(root, "choices"), *c = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, c);
@@ -348,17 +559,17 @@ char *mc_api_completion_json(const mc_api_answer_t *a, const char *text, size_t 
     if (a->chat) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddItemToObject(m, "content", s_text(text, len));
+        cJSON_AddItemToObject(m, "content", s_text(res->text, res->len));
     } else {
-        cJSON_AddItemToObject(c, "text", s_text(text, len));
+        cJSON_AddItemToObject(c, "text", s_text(res->text, res->len));
     }
-    cJSON_AddNullToObject(c, "logprobs");
-    cJSON_AddStringToObject(c, "finish_reason", mc_api_finish_reason(why));
-    s_usage(root, prompt_tokens, completion_tokens);
+    s_choice_logprobs(c, a, res, 0);
+    cJSON_AddStringToObject(c, "finish_reason", mc_api_finish_reason(res->why));
+    s_usage(root, res->prompt_tokens, res->completion_tokens);
     return s_print(root);
 }
 
-char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const char *text, size_t len, mc_finish_t why) {
+char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const mc_api_result_t *piece) {
     cJSON *root = s_head(a, a->chat ? "chat.completion.chunk" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(root, "choices"), *c = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, c);
@@ -366,13 +577,17 @@ char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const char *text, s
     if (a->chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (role) cJSON_AddStringToObject(d, "role", "assistant");
-        if (role || len) cJSON_AddItemToObject(d, "content", s_text(text, len));
+        if (role || piece->len) cJSON_AddItemToObject(d, "content", s_text(piece->text, piece->len));
     } else {
-        cJSON_AddItemToObject(c, "text", s_text(text, len));
+        cJSON_AddItemToObject(c, "text", s_text(piece->text, piece->len));
     }
-    cJSON_AddNullToObject(c, "logprobs");
-    if (why == MC_FINISH_NONE) cJSON_AddNullToObject(c, "finish_reason");
-    else cJSON_AddStringToObject(c, "finish_reason", mc_api_finish_reason(why));
+    // Offsets of a streamed legacy answer start where the chunk does: the
+    // client adds them up (a chunk does not know what came before).
+    if (piece->n_lps || !a->logprobs) s_choice_logprobs(c, a, piece, 0);
+    else cJSON_AddNullToObject(c, "logprobs");
+    if (piece->why == MC_FINISH_NONE) cJSON_AddNullToObject(c, "finish_reason");
+    else cJSON_AddStringToObject(c, "finish_reason", mc_api_finish_reason(piece->why));
+    if (a->include_usage) cJSON_AddNullToObject(root, "usage");
     return s_print(root);
 }
 

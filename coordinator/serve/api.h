@@ -11,8 +11,17 @@
  * gets an OpenAI-style error (mc_api_error_t: status, type, param,
  * message) for the client.
  *
+ * Every body is first checked as a whole (mc_api_begin, which the other
+ * dialects' parsers, responses.h and ollama.h, share): one JSON object and
+ * nothing after it, strict UTF-8, and no NUL character. cJSON's strings end
+ * at a NUL, so a "\u0000" escape (or a raw NUL byte) would silently cut a
+ * role, a message or a stop string; the tokenizer could carry the byte,
+ * but nothing between the parser and it can, so such a body is refused
+ * with a 400 that says why rather than cut.
+ *
  * The builders write the answers: a whole completion, and the chunks of a
- * streamed one (server-sent events carry them as `data: {json}` lines).
+ * streamed one (server-sent events carry them as `data: {json}` lines),
+ * with OpenAI's logprobs objects when the request asked for them.
  */
 #ifndef MC_API_H
 #define MC_API_H
@@ -23,10 +32,18 @@
 
 #include "chat.h"
 #include "error.h"
+#include "logprob.h"
 #include "sampler.h"
 #include "scheduler.h"
+#include "tokenizer.h"
+
+struct cJSON;
 
 #define MC_API_MAX_MESSAGES 4096
+
+#define MC_API_SPECULATE_OFF (-1)
+#define MC_API_SPECULATE_ON (-2)
+#define MC_API_SPECULATE_DEFAULT 8
 
 typedef struct {
     int status;           // HTTP status: 400, 401, 404, 405, 413, 500, 503
@@ -56,6 +73,13 @@ typedef struct {
     uint32_t n_stop;
     bool stream, include_usage;
     bool safe_prompt;
+    bool logprobs;               // each token's logprob in the answer
+    uint32_t top_logprobs;       // and this many alternatives (<= MC_LOGPROB_MAX_TOP)
+    bool store;                  // /v1/responses: keep the answer for later item references (items.h)
+    // "speculative": 0 not given (the server's setting), MC_API_SPECULATE_OFF,
+    // MC_API_SPECULATE_ON (the server's drafts, else MC_API_SPECULATE_DEFAULT
+    // guesses), or K > 0: at most K guesses a step.
+    int32_t speculate;
     void *owned_;                // the parsed JSON (mc_api_request_free)
 } mc_api_request_t;
 
@@ -65,26 +89,78 @@ mc_err_t mc_api_parse(const char *body, size_t len, bool chat, const mc_sampler_
                       mc_api_request_t *out, mc_api_error_t *e);
 void mc_api_request_free(mc_api_request_t *r);
 
+// --- for the other dialects' parsers (responses.h, ollama.h) -------------------------
+
+// Check body[0..len) as a whole (above) and parse it into r, which then
+// owns the tree (*root); r->sampling starts from defaults. On failure r is
+// left empty (nothing to free).
+mc_err_t mc_api_begin(const char *body, size_t len, const mc_sampler_params_t *defaults, mc_api_request_t *r,
+                      const struct cJSON **root, mc_api_error_t *e);
+// len + 1 bytes that r owns (freed with it); NULL when out of memory.
+char *mc_api_own(mc_api_request_t *r, size_t len);
+// 400 invalid_request_error with a printf-style message.
+mc_err_t mc_api_bad(mc_api_error_t *e, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// Field `key` of obj as a number in [lo, hi], a whole number, a boolean;
+// absent or null leaves *out (and *given) untouched. param names the field
+// in errors (NULL: key).
+mc_err_t mc_api_number(const struct cJSON *obj, const char *key, const char *param, double lo, double hi, double *out,
+                       bool *given, mc_api_error_t *e);
+mc_err_t mc_api_integer(const struct cJSON *obj, const char *key, const char *param, double lo, double hi, double *out,
+                        bool *given, mc_api_error_t *e);
+mc_err_t mc_api_bool(const struct cJSON *obj, const char *key, const char *param, bool *out, mc_api_error_t *e);
+// The sampling fields of obj (temperature, top_p, min_p, top_k, seed,
+// repeat_penalty, frequency_penalty, presence_penalty) into r; errors name
+// prefix + the field ("options.").
+mc_err_t mc_api_sampling(const struct cJSON *obj, const char *prefix, mc_api_request_t *r, mc_api_error_t *e);
+// Stop strings from v (a string or an array of strings; null: none) into r.
+mc_err_t mc_api_stop(const struct cJSON *v, const char *param, mc_api_request_t *r, mc_api_error_t *e);
+// How many bytes of s to quote in a message, at most max, never cutting a
+// UTF-8 character (error bodies must stay UTF-8).
+int mc_api_quote_len(const char *s, size_t max);
+
+// --- answers -----------------------------------------------------------------------------
+
 // What the builders need to know about one answer.
 typedef struct {
     bool chat;
     const char *id;      // "chatcmpl-..." / "cmpl-..."
     int64_t created;     // unix seconds
     const char *model;
+    bool include_usage;  // a stream that asked for usage: every chunk has "usage": null, as OpenAI's do
+    bool logprobs;       // the request asked for logprobs: the answer has them, from tok
+    const mc_tokenizer_t *tok;
 } mc_api_answer_t;
 
-// A whole answer: text (len bytes), finish reason, token counts.
-char *mc_api_completion_json(const mc_api_answer_t *a, const char *text, size_t len, mc_finish_t why,
-                             uint32_t prompt_tokens, uint32_t completion_tokens);
+// What a generation gave (or a piece of it, for a chunk).
+typedef struct {
+    const char *text;          // len bytes, not NUL-terminated
+    size_t len;
+    mc_finish_t why;           // MC_FINISH_NONE for a chunk that does not end the answer
+    uint32_t prompt_tokens, completion_tokens;
+    const mc_logprob_t *lps;   // the tokens' logprobs (n_lps), when a->logprobs
+    size_t n_lps;
+} mc_api_result_t;
+
+// A whole answer.
+char *mc_api_completion_json(const mc_api_answer_t *a, const mc_api_result_t *res);
 
 // One chunk of a streamed answer: with role (the first chunk of a chat),
-// with text, or with the finish reason (text then empty).
-char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const char *text, size_t len, mc_finish_t why);
+// with text and its tokens' logprobs, or with the finish reason.
+char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const mc_api_result_t *piece);
 
 // The last chunk of a stream that asked for usage: no choices, the counts.
 char *mc_api_usage_chunk_json(const mc_api_answer_t *a, uint32_t prompt_tokens, uint32_t completion_tokens);
 
 // "stop" for EOS and stop strings, "length" for limits (what clients know).
 const char *mc_api_finish_reason(mc_finish_t why);
+
+// A token's bytes as a JSON string value: invalid UTF-8 (a token may hold
+// part of a character) as U+FFFD. NULL when out of memory.
+struct cJSON *mc_api_token_string(const char *bytes, size_t len);
+
+// OpenAI's chat logprob entries ({token, logprob, bytes, top_logprobs})
+// for lps[0..n), as a JSON array (NULL when out of memory). The Responses
+// API uses the same shape.
+struct cJSON *mc_api_logprob_content(const mc_tokenizer_t *tok, const mc_logprob_t *lps, size_t n, bool with_top);
 
 #endif

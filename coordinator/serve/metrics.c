@@ -4,6 +4,7 @@
 #include "metrics.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,10 +26,16 @@ static const double s_ttft_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 static const double s_gap_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
 
 // Statuses counted per endpoint; anything else counts as 500.
-static const int s_statuses[] = {200, 400, 401, 404, 405, 413, 500, 503};
+static const int s_statuses[] = {200, 204, 400, 401, 404, 405, 413, 500, 503};
 #define S_N_STATUS (sizeof s_statuses / sizeof s_statuses[0])
-static const char *const s_ep_names[MC_EP_N] = {"chat", "completions", "models", "cluster",
-                                                "health", "metrics", "web", "other"};
+static const char *const s_ep_names[MC_EP_N] = {"chat",    "completions", "responses", "ollama", "ollama_info",
+                                                "models",  "cluster",     "health",    "metrics", "web",
+                                                "other"};
+
+// The endpoints that generate (their durations go to the histogram).
+static bool s_generates(int ep) {
+    return ep == MC_EP_CHAT || ep == MC_EP_COMPLETIONS || ep == MC_EP_RESPONSES || ep == MC_EP_OLLAMA;
+}
 
 struct mc_metrics {
     pthread_mutex_t mu;
@@ -71,10 +78,11 @@ void mc_metrics_destroy(mc_metrics_t **pm) {
 void mc_metrics_request(mc_metrics_t *m, mc_endpoint_t ep, int status, double seconds) {
     size_t s = 0;
     while (s < S_N_STATUS && s_statuses[s] != status) s++;
-    if (s == S_N_STATUS) s = 6; // 500
+    if (s == S_N_STATUS)
+        for (s = 0; s_statuses[s] != 500;) s++;
     pthread_mutex_lock(&m->mu);
     m->requests[ep < MC_EP_N ? ep : MC_EP_OTHER][s]++;
-    if (ep == MC_EP_CHAT || ep == MC_EP_COMPLETIONS) s_hist_add(&m->request_s, seconds);
+    if (s_generates(ep)) s_hist_add(&m->request_s, seconds);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -254,7 +262,7 @@ char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint3
     s_family(&t, "moe_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
     for (int e = 0; e < MC_EP_N; e++)
         for (size_t k = 0; k < S_N_STATUS; k++)
-            if (c.requests[e][k] || (k == 0 && (e == MC_EP_CHAT || e == MC_EP_COMPLETIONS)))
+            if (c.requests[e][k] || (k == 0 && s_generates(e)))
                 s_put(&t, "moe_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", s_ep_names[e], s_statuses[k],
                       (unsigned long long)c.requests[e][k]);
     s_family(&t, "moe_prompt_tokens_total", "counter", "Prompt tokens of finished generations.");

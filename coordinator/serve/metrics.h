@@ -2,7 +2,8 @@
  * metrics: the server's counters and histograms, and their Prometheus text
  * exposition (format 0.0.4) for GET /metrics.
  *
- * Requests by endpoint and status, tokens in and out, request duration,
+ * Requests by endpoint and status (a CORS preflight counts as its
+ * endpoint's, with status 204), tokens in and out, request duration,
  * time to first token and the gap between tokens are recorded here (any
  * thread; one mutex). At scrape time the render adds what lives elsewhere:
  * per node (alive, requests, rows, bytes, times lost, the round-trip
@@ -20,6 +21,9 @@
 typedef enum {
     MC_EP_CHAT = 0,
     MC_EP_COMPLETIONS,
+    MC_EP_RESPONSES,   // /v1/responses
+    MC_EP_OLLAMA,      // /api/chat and /api/generate (Ollama's API)
+    MC_EP_OLLAMA_INFO, // Ollama's /api/version, /api/tags, /api/show
     MC_EP_MODELS,
     MC_EP_CLUSTER,
     MC_EP_HEALTH,

@@ -1,6 +1,8 @@
 /*
- * server: libmicrohttpd plumbing, routes, the engine thread and the jobs
- * that connect a request to its generation.
+ * server: libmicrohttpd plumbing, routes, CORS, the engine thread and the
+ * jobs that connect a request to its generation, and the streams that
+ * carry it back in each dialect (OpenAI's chat and completion chunks, the
+ * Responses API's events, Ollama's lines).
  */
 #include "server.h"
 
@@ -14,6 +16,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,8 +24,13 @@
 #include "api.h"
 #include "chat.h"
 #include "clock.h"
+#include "cors.h"
+#include "dtype.h"
+#include "items.h"
 #include "log.h"
 #include "metrics.h"
+#include "ollama.h"
+#include "responses.h"
 #include "rng.h"
 #include "routing.h"
 #include "web_assets.h"
@@ -32,30 +40,46 @@
 // (and keeps the nodes' leases with heartbeats).
 #define S_IDLE_MS 250
 // A stream with nothing new for this long gets an SSE comment, which keeps
-// proxies from closing it and finds out whether the client is still there.
+// proxies from closing it (an NDJSON stream cannot carry one: its client is
+// only checked), and finds out whether the client is still there.
 #define S_KEEPALIVE_MS 15000
 // A waiting non-streamed request checks its client this often.
 #define S_CLIENT_CHECK_MS 200
+// At shutdown, how long the answers still being sent get to finish.
+#define S_DRAIN_MS 2000
+// /v1/responses' answers kept for item references: the last this many, at
+// most this much text (items.h).
+#define S_ITEMS_KEPT 1024
+#define S_ITEMS_BYTES ((size_t)16 << 20)
 
-// One completion request and its generation. The HTTP side and the engine
-// thread each hold a reference; the last one frees it.
-// A streamed answer's events, in order.
+// The dialect a generation answers in.
 typedef enum {
-    S_SSE_ROLE,     // the first chunk: the assistant's role
-    S_SSE_CONTENT,  // text chunks as tokens come
-    S_SSE_FINISH,   // the finish reason (or the error) as its own event
-    S_SSE_USAGE,    // the usage chunk, when the client asked for it
-    S_SSE_DONE,     // data: [DONE]
-    S_SSE_END,      // nothing more
-} s_sse_t;
+    S_FMT_CHAT,            // /v1/chat/completions
+    S_FMT_COMPLETIONS,     // /v1/completions
+    S_FMT_RESPONSES,       // /v1/responses
+    S_FMT_OLLAMA_CHAT,     // /api/chat
+    S_FMT_OLLAMA_GENERATE, // /api/generate
+} s_fmt_t;
 
+// How far a stream is: its opening events, the text as it comes, the
+// closing events (or the error), nothing more.
+typedef enum { S_PH_START, S_PH_BODY, S_PH_END, S_PH_CLOSED } s_phase_t;
+
+// One generation request. The HTTP side and the engine thread each hold a
+// reference; the last one frees it (and writes its log line: only then are
+// both the token counts and the client's fate known).
 typedef struct s_job s_job_t;
 struct s_job {
     mc_server_t *srv;
-    bool stream, include_usage;
-    mc_api_answer_t ans;
-    char id[48];
+    s_fmt_t fmt;
+    mc_endpoint_t ep;
+    bool stream;
+    mc_api_answer_t ans;           // chat and completions
+    mc_responses_answer_t rans;    // responses
+    mc_ollama_answer_t oans;       // ollama
+    char id[48], msg_id[48];
     mc_gen_params_t gp;            // prompt and stop strings are copied at submit
+    mc_draft_params_t draft;       // the request's own speculative drafts (gp.speculate may point here)
     int32_t *prompt;
     char *stops[MC_SCHEDULER_MAX_STOP];
     // Shared with the engine thread (mu).
@@ -63,6 +87,8 @@ struct s_job {
     pthread_cond_t cv;
     char *text;                    // everything generated so far
     size_t len, cap;
+    mc_logprob_t *lps;             // each text token's logprobs, when asked (n_lps)
+    size_t n_lps, cap_lps;
     bool done;
     mc_finish_t why;
     mc_gen_usage_t usage;
@@ -72,16 +98,24 @@ struct s_job {
     double t_start, t_last;        // s; t_last: the previous token
     uint64_t sched_id;
     s_job_t *next;                 // the submit queue, then the live list
-    // HTTP side only (the stream reader).
-    size_t sent;
-    s_sse_t phase;                 // how far the event stream is
-    char *out;                     // SSE bytes not yet given to MHD
-    size_t out_len, out_at;
+    // HTTP side only.
+    struct MHD_Connection *conn;   // a stream's connection (its client is checked on keep-alive ticks)
+    size_t sent, sent_lps;         // text and logprobs already in the stream
+    s_phase_t phase;
+    uint32_t seq;                  // the Responses API's sequence numbers
+    char *out;                     // stream bytes not yet given to MHD
+    size_t out_len, out_at, out_cap;
+    // The log line (written at the last release).
+    bool log_it, client_left;
+    int status;
+    double t_end;                  // the answer was sent (or the client left)
 };
 
 struct mc_server {
     mc_session_t *s;
     mc_server_params_t p;
+    mc_cors_t *cors;      // NULL: no cross-origin caller is allowed
+    mc_items_t *items;    // /v1/responses' answers, for item references
     struct MHD_Daemon *d;
     uint16_t port;
     mc_metrics_t *metrics;
@@ -92,6 +126,7 @@ struct mc_server {
     s_job_t *queue;       // waiting for the engine thread
     s_job_t *live;        // submitted to the scheduler
     uint32_t n_running, n_queued;
+    uint32_t n_open;      // requests between their headers and their last byte sent
     bool quit;
     int64_t started;      // unix time, the model's "created"
 };
@@ -101,6 +136,9 @@ typedef struct {
     size_t len, cap;
     bool too_big;
     double t0;
+    const char *allow_origin; // Access-Control-Allow-Origin for this request (NULL: none)
+    const char *allow;        // the Allow header (a 405, a preflight)
+    bool ollama;              // errors in Ollama's form ({"error": message})
 } s_req_t;
 
 mc_server_params_t mc_server_params_default(void) {
@@ -117,21 +155,32 @@ mc_server_params_t mc_server_params_default(void) {
 
 // --- jobs ------------------------------------------------------------------------------
 
+static const char *s_fmt_name(s_fmt_t f) {
+    static const char *const names[] = {"chat", "completion", "responses", "ollama chat", "ollama generate"};
+    return names[f];
+}
+
 static void s_job_release(s_job_t *j) {
     pthread_mutex_lock(&j->mu);
     int left = --j->refs;
     pthread_mutex_unlock(&j->mu);
     if (left) return;
+    // Both sides are done: the counts are the generation's (a client that
+    // left mid-stream is logged with what was generated for it).
+    if (j->log_it && j->srv->p.log)
+        mc_log_status(j->srv->p.log, "moe-coordinator", "%s%s %d in %.2f s: %u prompt + %u generated tokens, %s%s",
+                      s_fmt_name(j->fmt), j->stream ? " (stream)" : "", j->status, j->t_end - j->t_start,
+                      j->usage.prompt_tokens, j->usage.completion_tokens, mc_finish_name(j->why),
+                      j->client_left ? " (the client left)" : "");
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     for (int i = 0; i < MC_SCHEDULER_MAX_STOP; i++) free(j->stops[i]);
-    free(j->prompt), free(j->text), free(j->out);
+    free(j->prompt), free(j->text), free(j->lps), free(j->out);
     free(j);
 }
 
 // Engine thread: a piece of text.
 static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
-    (void)id;
     s_job_t *j = user;
     const double now = mc_clock_s();
     bool ok = true;
@@ -153,6 +202,21 @@ static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
     pthread_mutex_unlock(&j->mu);
     if (gap >= 0 && id >= 0) mc_metrics_token_gap(j->srv->metrics, gap);
     return ok && !atomic_load(&j->cancel);
+}
+
+// Engine thread: a sampled token's logprobs (before its text). The token
+// that ends the answer adds no text and is left out, as OpenAI does.
+static void s_on_logprob(void *user, const mc_logprob_t *lp, bool eog) {
+    s_job_t *j = user;
+    if (eog) return;
+    pthread_mutex_lock(&j->mu);
+    if (j->n_lps == j->cap_lps) {
+        const size_t cap = j->cap_lps ? 2 * j->cap_lps : 64;
+        mc_logprob_t *l = realloc(j->lps, cap * sizeof *l);
+        if (l) j->lps = l, j->cap_lps = cap;
+    }
+    if (j->n_lps < j->cap_lps) j->lps[j->n_lps++] = *lp; // out of memory: the entry is lost, not the answer
+    pthread_mutex_unlock(&j->mu);
 }
 
 // The jobs the scheduler is running (srv->live), under srv->mu.
@@ -260,11 +324,22 @@ static void *s_engine_main(void *arg) {
 
 // --- responses ---------------------------------------------------------------------------
 
+// The headers every answer of r gets: CORS for an allowed origin, Allow.
+static void s_decorate(const s_req_t *r, struct MHD_Response *resp) {
+    if (r->allow_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->allow_origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+    if (r->allow) MHD_add_response_header(resp, "Allow", r->allow);
+}
+
 static enum MHD_Result s_send(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, mc_endpoint_t ep, int status,
                               const char *type, char *body) {
     if (!body) {
         status = 500;
-        body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+        body = strdup(r->ollama ? "{\"error\":\"out of memory\"}"
+                                : "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,"
+                                  "\"code\":null}}");
         if (!body) return MHD_NO;
     }
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
@@ -275,6 +350,7 @@ static enum MHD_Result s_send(mc_server_t *srv, struct MHD_Connection *c, s_req_
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    s_decorate(r, resp);
     // Counted before it leaves: a client may ask /metrics right after.
     mc_metrics_request(srv->metrics, ep, status, mc_clock_s() - r->t0);
     enum MHD_Result rc = MHD_queue_response(c, (unsigned)status, resp);
@@ -289,42 +365,152 @@ static enum MHD_Result s_json(mc_server_t *srv, struct MHD_Connection *c, s_req_
     return s_send(srv, c, r, ep, status, "application/json", txt);
 }
 
+// An error in the request's dialect: OpenAI's object, or Ollama's.
 static enum MHD_Result s_error(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, mc_endpoint_t ep,
                                const mc_api_error_t *e) {
-    return s_send(srv, c, r, ep, e->status, "application/json", mc_api_error_json(e));
+    return s_send(srv, c, r, ep, e->status, "application/json",
+                  r->ollama ? mc_ollama_error_json(e->message) : mc_api_error_json(e));
 }
 
-// --- the SSE stream ------------------------------------------------------------------------
+// --- what a generation gave -------------------------------------------------------------
 
-// Queue "data: {json}\n\n" (json freed) as the next bytes of j's stream.
-static bool s_event(s_job_t *j, char *json, const char *raw) {
-    const char *payload = json ? json : raw;
-    if (!payload) return false;
-    size_t n = strlen(payload);
-    free(j->out);
-    j->out = malloc(n + 9);
-    if (!j->out) {
-        free(json);
-        return false;
+// An answer that cannot be given: the generation failed, or the server
+// stopped it (cancelled while the client was still there). Never a
+// finished-looking answer: a client must not take a cut text as whole.
+static bool s_failed(const s_job_t *j, mc_api_error_t *e) {
+    if (j->why == MC_FINISH_ERROR) {
+        mc_api_error(e, 500, "server_error", NULL, NULL, "the generation failed: %s", j->err);
+        return true;
     }
-    j->out_len = (size_t)snprintf(j->out, n + 9, "data: %s\n\n", payload);
-    j->out_at = 0;
-    free(json);
+    if (j->why == MC_FINISH_CANCELLED) {
+        mc_api_error(e, 503, "server_error", NULL, NULL, "the server stopped before the answer was finished");
+        return true;
+    }
+    return false;
+}
+
+// The whole answer (after done).
+static mc_api_result_t s_result(const s_job_t *j) {
+    return (mc_api_result_t){j->text ? j->text : "", j->len, j->why, j->usage.prompt_tokens,
+                             j->usage.completion_tokens, j->lps, j->n_lps};
+}
+
+// A finished Responses answer is kept for later item references (unless
+// the request said store: false). Out of memory: it is not, and a request
+// naming it gets a 400 that says so.
+static void s_keep(s_job_t *j) {
+    if (j->fmt == S_FMT_RESPONSES && j->rans.store) mc_items_put(j->srv->items, j->msg_id, j->text ? j->text : "", j->len);
+}
+
+// --- streams -------------------------------------------------------------------------------
+
+// Append n bytes to what the stream sends next.
+static bool s_out(s_job_t *j, const char *bytes, size_t n) {
+    if (j->out_len + n > j->out_cap) {
+        size_t cap = j->out_cap ? j->out_cap : 1024;
+        while (cap < j->out_len + n) cap *= 2;
+        char *o = realloc(j->out, cap);
+        if (!o) return false;
+        j->out = o, j->out_cap = cap;
+    }
+    memcpy(j->out + j->out_len, bytes, n);
+    j->out_len += n;
     return true;
 }
 
-static ssize_t s_sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+// A server-sent event ("event: TYPE" when typed), json freed.
+static bool s_out_sse(s_job_t *j, const char *type, char *json) {
+    bool ok = json && (!type || (s_out(j, "event: ", 7) && s_out(j, type, strlen(type)) && s_out(j, "\n", 1))) &&
+              s_out(j, "data: ", 6) && s_out(j, json, strlen(json)) && s_out(j, "\n\n", 2);
+    free(json);
+    return ok;
+}
+
+// One NDJSON line, json freed.
+static bool s_out_line(s_job_t *j, char *json) {
+    bool ok = json && s_out(j, json, strlen(json)) && s_out(j, "\n", 1);
+    free(json);
+    return ok;
+}
+
+static bool s_responses_event(s_job_t *j, mc_responses_event_t ev, const mc_api_result_t *res, const char *err) {
+    const char *type;
+    char *json = mc_responses_event_json(&j->rans, ev, res, err, j->seq++, &type);
+    return s_out_sse(j, type, json);
+}
+
+static bool s_stream_start(s_job_t *j) {
+    const mc_api_result_t none = {"", 0, MC_FINISH_NONE, 0, 0, NULL, 0};
+    switch (j->fmt) {
+    case S_FMT_CHAT: return s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, true, &none));
+    case S_FMT_RESPONSES:
+        for (mc_responses_event_t ev = MC_RESPONSES_CREATED; ev <= MC_RESPONSES_PART_ADDED; ev++)
+            if (!s_responses_event(j, ev, NULL, NULL)) return false;
+        return true;
+    default: return true;
+    }
+}
+
+// New text and its tokens' logprobs (under j->mu).
+static bool s_stream_piece(s_job_t *j, const mc_api_result_t *piece) {
+    switch (j->fmt) {
+    case S_FMT_CHAT:
+    case S_FMT_COMPLETIONS: return s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, false, piece));
+    case S_FMT_RESPONSES: return s_responses_event(j, MC_RESPONSES_TEXT_DELTA, piece, NULL);
+    default: return s_out_line(j, mc_ollama_chunk_json(&j->oans, piece->text, piece->len));
+    }
+}
+
+// The end (after done): the finish, usage and [DONE]; the closing events;
+// the last line. A failure ends the stream with the error instead.
+static bool s_stream_end(s_job_t *j) {
+    mc_api_error_t e;
+    const bool failed = s_failed(j, &e);
+    const mc_api_result_t whole = s_result(j);
+    // The finish carries the logprobs of tokens whose text never came (a stop string).
+    const mc_api_result_t rest = {"", 0, j->why, whole.prompt_tokens, whole.completion_tokens, j->lps + j->sent_lps,
+                                  j->n_lps - j->sent_lps};
+    switch (j->fmt) {
+    case S_FMT_CHAT:
+    case S_FMT_COMPLETIONS:
+        if (failed) return s_out_sse(j, NULL, mc_api_error_json(&e));
+        if (!s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, false, &rest))) return false;
+        if (j->ans.include_usage &&
+            !s_out_sse(j, NULL, mc_api_usage_chunk_json(&j->ans, whole.prompt_tokens, whole.completion_tokens)))
+            return false;
+        return s_out(j, "data: [DONE]\n\n", 14);
+    case S_FMT_RESPONSES:
+        if (failed) return s_responses_event(j, MC_RESPONSES_END, &whole, e.message);
+        s_keep(j);
+        for (mc_responses_event_t ev = MC_RESPONSES_TEXT_DONE; ev <= MC_RESPONSES_END; ev++)
+            if (!s_responses_event(j, ev, &whole, NULL)) return false;
+        return true;
+    default:
+        if (failed) return s_out_line(j, mc_ollama_error_json(e.message));
+        return s_out_line(j, mc_ollama_final_json(&j->oans, &rest, &j->usage, mc_clock_s() - j->t_start));
+    }
+}
+
+static bool s_client_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    struct pollfd pf = {ci->connect_fd, POLLRDHUP, 0};
+    return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static ssize_t s_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     s_job_t *j = cls;
     while (j->out_at == j->out_len) {
-        if (j->phase == S_SSE_END) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (j->phase == S_SSE_ROLE) {
-            j->phase = S_SSE_CONTENT;
-            if (j->ans.chat && !s_event(j, mc_api_chunk_json(&j->ans, true, "", 0, MC_FINISH_NONE), NULL))
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            continue;
-        }
-        if (j->phase == S_SSE_CONTENT) {
+        j->out_at = j->out_len = 0;
+        bool ok = true;
+        switch (j->phase) {
+        case S_PH_CLOSED: return MHD_CONTENT_READER_END_OF_STREAM;
+        case S_PH_START:
+            j->phase = S_PH_BODY;
+            ok = s_stream_start(j);
+            break;
+        case S_PH_BODY: {
             pthread_mutex_lock(&j->mu);
             if (j->len == j->sent && !j->done) {
                 struct timespec ts;
@@ -332,50 +518,31 @@ static ssize_t s_sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 ts.tv_sec += S_KEEPALIVE_MS / 1000;
                 pthread_cond_timedwait(&j->cv, &j->mu, &ts);
             }
-            char *chunk = NULL;
-            bool keepalive = false, end = false;
+            bool keepalive = false;
             if (j->len > j->sent) {
-                chunk = mc_api_chunk_json(&j->ans, false, j->text + j->sent, j->len - j->sent, MC_FINISH_NONE);
-                j->sent = j->len;
+                const mc_api_result_t piece = {j->text + j->sent, j->len - j->sent, MC_FINISH_NONE, 0, 0,
+                                               j->lps + j->sent_lps, j->n_lps - j->sent_lps};
+                ok = s_stream_piece(j, &piece);
+                j->sent = j->len, j->sent_lps = j->n_lps;
             } else if (j->done) {
-                end = true;
+                j->phase = S_PH_END;
             } else {
                 keepalive = true;
             }
             pthread_mutex_unlock(&j->mu);
             if (keepalive) {
-                free(j->out);
-                j->out = strdup(": keep-alive\n\n");
-                if (!j->out) return MHD_CONTENT_READER_END_WITH_ERROR;
-                j->out_len = strlen(j->out), j->out_at = 0;
-            } else if (end) {
-                j->phase = S_SSE_FINISH;
-            } else if (!s_event(j, chunk, NULL)) {
-                return MHD_CONTENT_READER_END_WITH_ERROR;
+                if (s_client_gone(j->conn)) return MHD_CONTENT_READER_END_WITH_ERROR;
+                if (j->fmt != S_FMT_OLLAMA_CHAT && j->fmt != S_FMT_OLLAMA_GENERATE)
+                    ok = s_out(j, ": keep-alive\n\n", 14);
             }
-            continue;
+            break;
         }
-        if (j->phase == S_SSE_FINISH) { // the finish (or the error) as its own event
-            j->phase = j->include_usage ? S_SSE_USAGE : S_SSE_DONE;
-            bool ok;
-            if (j->why == MC_FINISH_ERROR) {
-                mc_api_error_t e;
-                mc_api_error(&e, 500, "server_error", NULL, NULL, "the generation failed: %s", j->err);
-                ok = s_event(j, mc_api_error_json(&e), NULL);
-            } else {
-                ok = s_event(j, mc_api_chunk_json(&j->ans, false, "", 0, j->why), NULL);
-            }
-            if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
-            continue;
+        case S_PH_END:
+            j->phase = S_PH_CLOSED;
+            ok = s_stream_end(j); // done: nothing writes the job now
+            break;
         }
-        if (j->phase == S_SSE_USAGE) {
-            j->phase = S_SSE_DONE;
-            if (!s_event(j, mc_api_usage_chunk_json(&j->ans, j->usage.prompt_tokens, j->usage.completion_tokens), NULL))
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            continue;
-        }
-        j->phase = S_SSE_END;
-        if (!s_event(j, NULL, "[DONE]")) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = j->out_len - j->out_at < max ? j->out_len - j->out_at : max;
     memcpy(buf, j->out + j->out_at, n);
@@ -384,26 +551,16 @@ static ssize_t s_sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 // The stream's response is gone: finished, or the client left.
-static void s_sse_free(void *cls) {
+static void s_stream_free(void *cls) {
     s_job_t *j = cls;
     atomic_store(&j->cancel, true); // no-op when it is done
-    mc_metrics_request(j->srv->metrics, j->ans.chat ? MC_EP_CHAT : MC_EP_COMPLETIONS, 200, mc_clock_s() - j->t_start);
-    if (j->srv->p.log)
-        mc_log_status(j->srv->p.log, "moe-coordinator", "%s (stream) 200 in %.2f s: %u prompt + %u generated tokens, %s%s",
-                      j->ans.chat ? "chat" : "completion", mc_clock_s() - j->t_start, j->usage.prompt_tokens,
-                      j->usage.completion_tokens, j->done ? mc_finish_name(j->why) : "client gone",
-                      j->phase < S_SSE_END ? " (the client left)" : "");
+    mc_metrics_request(j->srv->metrics, j->ep, 200, mc_clock_s() - j->t_start);
+    j->client_left = j->phase != S_PH_CLOSED || j->out_at < j->out_len;
+    j->t_end = mc_clock_s();
     s_job_release(j);
 }
 
-// --- completions ---------------------------------------------------------------------------
-
-static bool s_client_gone(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci) return false;
-    struct pollfd pf = {ci->connect_fd, POLLRDHUP, 0};
-    return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
+// --- generations ---------------------------------------------------------------------------
 
 // The prompt ids of a request; MC_ERR_ARG with an API error for the client.
 static mc_err_t s_prompt(mc_server_t *srv, const mc_api_request_t *q, int32_t **ids, size_t *n, mc_api_error_t *e) {
@@ -443,11 +600,51 @@ static mc_err_t s_prompt(mc_server_t *srv, const mc_api_request_t *q, int32_t **
     return MC_OK;
 }
 
-static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, bool chat) {
-    const mc_endpoint_t ep = chat ? MC_EP_CHAT : MC_EP_COMPLETIONS;
+static mc_err_t s_parse(mc_server_t *srv, s_req_t *r, s_fmt_t fmt, mc_api_request_t *q, bool *load_only,
+                        mc_api_error_t *e) {
+    const char *body = r->body ? r->body : "";
+    *load_only = false;
+    switch (fmt) {
+    case S_FMT_CHAT: return mc_api_parse(body, r->len, true, &srv->p.sampling, q, e);
+    case S_FMT_COMPLETIONS: return mc_api_parse(body, r->len, false, &srv->p.sampling, q, e);
+    case S_FMT_RESPONSES: return mc_responses_parse(body, r->len, &srv->p.sampling, srv->items, q, e);
+    case S_FMT_OLLAMA_CHAT: return mc_ollama_parse(body, r->len, true, &srv->p.sampling, q, load_only, e);
+    default: return mc_ollama_parse(body, r->len, false, &srv->p.sampling, q, load_only, e);
+    }
+}
+
+static void s_random_id(char *buf, size_t cap, const char *prefix) {
+    snprintf(buf, cap, "%s%016llx%08x", prefix, (unsigned long long)mc_rng_fresh_u64(),
+             (unsigned)(mc_rng_fresh_u64() & 0xffffffffu));
+}
+
+// The answer to a body that asks Ollama only to load the model: done.
+static enum MHD_Result s_ollama_loaded(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, s_fmt_t fmt, bool stream) {
+    const mc_ollama_answer_t a = {fmt == S_FMT_OLLAMA_CHAT, mc_session_model_id(srv->s)};
+    const mc_api_result_t none = {"", 0, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_gen_usage_t u = {0};
+    char *line = mc_ollama_final_json(&a, &none, &u, mc_clock_s() - r->t0);
+    if (line && stream) { // a stream of one line
+        char *nl = realloc(line, strlen(line) + 2);
+        if (nl) strcat(nl, "\n");
+        else free(line);
+        line = nl;
+    }
+    return s_send(srv, c, r, MC_EP_OLLAMA, 200, stream ? "application/x-ndjson" : "application/json", line);
+}
+
+static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, s_fmt_t fmt) {
+    static const mc_endpoint_t eps[] = {MC_EP_CHAT, MC_EP_COMPLETIONS, MC_EP_RESPONSES, MC_EP_OLLAMA, MC_EP_OLLAMA};
+    const mc_endpoint_t ep = eps[fmt];
     mc_api_error_t e;
     mc_api_request_t q;
-    if (mc_api_parse(r->body ? r->body : "", r->len, chat, &srv->p.sampling, &q, &e)) return s_error(srv, c, r, ep, &e);
+    bool load_only;
+    if (s_parse(srv, r, fmt, &q, &load_only, &e)) return s_error(srv, c, r, ep, &e);
+    if (load_only) {
+        const bool stream = q.stream;
+        mc_api_request_free(&q);
+        return s_ollama_loaded(srv, c, r, fmt, stream);
+    }
     int32_t *ids = NULL;
     size_t n_ids = 0;
     if (s_prompt(srv, &q, &ids, &n_ids, &e)) {
@@ -465,20 +662,40 @@ static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, 
     pthread_cond_init(&j->cv, NULL);
     j->srv = srv;
     j->refs = 2; // this side and the engine's
-    j->stream = q.stream, j->include_usage = q.include_usage;
-    snprintf(j->id, sizeof j->id, "%s%016llx%08x", chat ? "chatcmpl-" : "cmpl-", (unsigned long long)mc_rng_fresh_u64(),
-             (unsigned)(mc_rng_fresh_u64() & 0xffffffffu));
-    j->ans = (mc_api_answer_t){chat, j->id, (int64_t)time(NULL), mc_session_model_id(srv->s)};
+    j->fmt = fmt, j->ep = ep;
+    j->stream = q.stream;
+    const int64_t now = (int64_t)time(NULL);
+    const char *model = mc_session_model_id(srv->s);
+    const mc_tokenizer_t *tok = mc_session_tokenizer(srv->s);
+    s_random_id(j->id, sizeof j->id, fmt == S_FMT_CHAT ? "chatcmpl-" : fmt == S_FMT_RESPONSES ? "resp_" : "cmpl-");
+    s_random_id(j->msg_id, sizeof j->msg_id, "msg_");
+    j->ans = (mc_api_answer_t){fmt == S_FMT_CHAT, j->id, now, model, q.stream && q.include_usage, q.logprobs, tok};
     j->prompt = ids;
     j->gp = mc_gen_params_default();
     j->gp.prompt = ids, j->gp.n_prompt = (uint32_t)n_ids;
     j->gp.sampling = q.sampling;
     if (!q.seed_given) j->gp.sampling.seed = mc_rng_fresh_seed();
+    // A window longer than the context sees what the context holds (Ollama's -1).
+    const uint32_t n_ctx = mc_engine_n_ctx(mc_session_engine(srv->s));
+    if (j->gp.sampling.repeat_last_n > (int32_t)n_ctx) j->gp.sampling.repeat_last_n = (int32_t)n_ctx;
     j->gp.max_tokens = q.max_tokens ? q.max_tokens : srv->p.max_tokens;
-    j->gp.strip_space = chat;
+    j->gp.strip_space = q.chat;
+    j->gp.speculate = srv->p.speculate;
+    if (q.speculate == MC_API_SPECULATE_OFF) {
+        j->gp.speculate = NULL;
+    } else if (q.speculate > 0 || (q.speculate == MC_API_SPECULATE_ON && !srv->p.speculate)) {
+        j->draft = mc_draft_params_default();
+        j->draft.k_max = q.speculate > 0 ? (uint32_t)q.speculate : MC_API_SPECULATE_DEFAULT;
+        j->draft.k_start = (j->draft.k_max + 1) / 2;
+        j->gp.speculate = &j->draft;
+    }
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
+    if (q.logprobs) j->gp.on_logprob = s_on_logprob, j->gp.top_logprobs = q.top_logprobs;
+    j->rans = (mc_responses_answer_t){j->id,        j->msg_id,  now, model, j->gp.sampling.temp, j->gp.sampling.top_p,
+                                      q.max_tokens, q.logprobs, tok, q.store};
+    j->oans = (mc_ollama_answer_t){fmt == S_FMT_OLLAMA_CHAT, model};
     j->t_start = r->t0;
     mc_api_request_free(&q);
     for (uint32_t i = 0; i < j->gp.n_stop; i++)
@@ -504,18 +721,25 @@ static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, 
         mc_api_error(&e, 503, "server_error", NULL, NULL, "the server is shutting down");
         return s_error(srv, c, r, ep, &e);
     }
+    j->log_it = true;
+    j->status = 200;
 
     if (j->stream) {
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, s_sse_read, j, s_sse_free);
+        j->conn = c;
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, s_stream_read, j, s_stream_free);
         if (!resp) {
             atomic_store(&j->cancel, true);
+            j->client_left = true, j->t_end = mc_clock_s();
             s_job_release(j);
             return MHD_NO;
         }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        const bool ndjson = fmt == S_FMT_OLLAMA_CHAT || fmt == S_FMT_OLLAMA_GENERATE;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ndjson ? "application/x-ndjson" : "text/event-stream");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        s_decorate(r, resp);
         enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_OK, resp);
-        MHD_destroy_response(resp); // s_sse_free runs when MHD is done with it
+        MHD_destroy_response(resp); // s_stream_free runs when MHD is done with it
         return rc;
     }
     // Not streamed: wait here (this connection's own thread), watching the
@@ -527,24 +751,23 @@ static enum MHD_Result s_completion(mc_server_t *srv, struct MHD_Connection *c, 
         ts.tv_nsec += S_CLIENT_CHECK_MS * 1000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&j->cv, &j->mu, &ts);
-        if (!j->done && s_client_gone(c)) atomic_store(&j->cancel, true);
+        if (!j->done && s_client_gone(c)) atomic_store(&j->cancel, true), j->client_left = true;
     }
     pthread_mutex_unlock(&j->mu);
     enum MHD_Result rc;
-    int status = 200;
-    if (j->why == MC_FINISH_ERROR) {
-        mc_api_error(&e, 500, "server_error", NULL, NULL, "the generation failed: %s", j->err);
+    const mc_api_result_t whole = s_result(j);
+    if (s_failed(j, &e)) {
+        j->status = e.status;
         rc = s_error(srv, c, r, ep, &e);
-        status = 500;
     } else {
-        rc = s_send(srv, c, r, ep, 200, "application/json",
-                    mc_api_completion_json(&j->ans, j->text ? j->text : "", j->len, j->why, j->usage.prompt_tokens,
-                                           j->usage.completion_tokens));
+        s_keep(j);
+        char *body = fmt == S_FMT_RESPONSES ? mc_responses_json(&j->rans, &whole, NULL)
+                     : fmt == S_FMT_CHAT || fmt == S_FMT_COMPLETIONS
+                         ? mc_api_completion_json(&j->ans, &whole)
+                         : mc_ollama_final_json(&j->oans, &whole, &j->usage, mc_clock_s() - j->t_start);
+        rc = s_send(srv, c, r, ep, 200, "application/json", body);
     }
-    if (srv->p.log)
-        mc_log_status(srv->p.log, "moe-coordinator", "%s %d in %.2f s: %u prompt + %u generated tokens, %s",
-                      chat ? "chat" : "completion", status, mc_clock_s() - r->t0, j->usage.prompt_tokens,
-                      j->usage.completion_tokens, mc_finish_name(j->why));
+    j->t_end = mc_clock_s();
     s_job_release(j);
     return rc;
 }
@@ -665,40 +888,130 @@ static enum MHD_Result s_web(mc_server_t *srv, struct MHD_Connection *c, s_req_t
     return s_error(srv, c, r, MC_EP_WEB, &e);
 }
 
+// What Ollama's /api/tags and /api/show say about the model.
+static void s_ollama_model(mc_server_t *srv, mc_ollama_model_t *o) {
+    const mc_model_t *m = mc_session_model(srv->s);
+    const mc_hparams_t *hp = &m->hp;
+    struct stat st;
+    const bool have = m->path && stat(m->path, &st) == 0;
+    // Parameters from the shapes: embeddings and head, attention, router, experts.
+    const uint64_t dim = hp->dim, attn = (uint64_t)hp->n_head * hp->head_dim, kv = (uint64_t)hp->n_head_kv * hp->head_dim;
+    const uint64_t per_layer = dim * (2 * attn + 2 * kv) + (uint64_t)hp->n_expert * dim * (1 + 3 * (uint64_t)hp->ffn);
+    *o = (mc_ollama_model_t){
+        .name = mc_session_model_id(srv->s),
+        .size = have ? (uint64_t)st.st_size : 0,
+        .fingerprint = mc_model_fingerprint(m),
+        .modified = have ? (int64_t)st.st_mtime : srv->started,
+        .family = hp->arch->name,
+        .parameters = 2 * (uint64_t)hp->n_vocab * dim + (uint64_t)hp->n_layer * per_layer,
+        .quantization = mc_dtype_name(m->layers[0].wq.type),
+        .context_length = mc_engine_n_ctx(mc_session_engine(srv->s)),
+        .embedding_length = hp->dim,
+        .n_layer = hp->n_layer,
+        .n_expert = hp->n_expert,
+        .n_expert_used = hp->n_expert_used,
+    };
+}
+
+static enum MHD_Result s_ollama_show(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r) {
+    mc_api_error_t e;
+    char name[256];
+    mc_ollama_model_t m;
+    s_ollama_model(srv, &m);
+    if (mc_ollama_show_parse(r->body ? r->body : "", r->len, name, sizeof name, &e))
+        return s_error(srv, c, r, MC_EP_OLLAMA_INFO, &e);
+    if (!mc_ollama_name_is(&m, name)) {
+        mc_api_error(&e, 404, "not_found_error", "model", "model_not_found", "model '%.100s' not found (this server has '%s')",
+                     name, m.name);
+        return s_error(srv, c, r, MC_EP_OLLAMA_INFO, &e);
+    }
+    return s_send(srv, c, r, MC_EP_OLLAMA_INFO, 200, "application/json", mc_ollama_show_json(&m));
+}
+
+// "Authorization: Bearer KEY": the scheme in any case (RFC 9110 says it is
+// case-insensitive; some clients send "bearer"), then spaces, then the key.
 static bool s_authorized(mc_server_t *srv, struct MHD_Connection *c) {
     if (!srv->p.api_key) return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncmp(h, "Bearer ", 7)) return false;
+    if (!h || strncasecmp(h, "Bearer", 6) || (h[6] != ' ' && h[6] != '\t')) return false;
+    const char *got = h + 6;
+    while (*got == ' ' || *got == '\t') got++;
     // Compare in time independent of where the first difference is.
-    const char *got = h + 7, *want = srv->p.api_key;
+    const char *want = srv->p.api_key;
     size_t lg = strlen(got), lw = strlen(want);
     unsigned diff = (unsigned)(lg != lw);
     for (size_t i = 0; i < lw; i++) diff |= (unsigned char)want[i] ^ (unsigned char)(i < lg ? got[i] : 0);
     return diff == 0;
 }
 
+typedef enum {
+    S_R_CHAT, S_R_COMPLETIONS, S_R_RESPONSES, S_R_MODELS, S_R_CLUSTER, S_R_ROUTING, S_R_HEALTH, S_R_METRICS,
+    S_R_OLLAMA_CHAT, S_R_OLLAMA_GENERATE, S_R_OLLAMA_VERSION, S_R_OLLAMA_TAGS, S_R_OLLAMA_SHOW,
+} s_route_t;
+
+// A CORS preflight (OPTIONS) on a known path: 204 with Allow; for an
+// allowed origin the Access-Control-* headers the browser waits for.
+static enum MHD_Result s_preflight(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, mc_endpoint_t ep) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    s_decorate(r, resp);
+    if (r->allow_origin) {
+        char headers[512];
+        mc_cors_allow_headers(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers"), headers,
+                              sizeof headers);
+        char age[16];
+        snprintf(age, sizeof age, "%d", MC_CORS_MAX_AGE);
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", r->allow);
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers", headers);
+        MHD_add_response_header(resp, "Access-Control-Max-Age", age);
+    }
+    mc_metrics_request(srv->metrics, ep, 204, mc_clock_s() - r->t0);
+    enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_NO_CONTENT, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, const char *url,
                                const char *method) {
     const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    const bool options = !strcmp(method, "OPTIONS");
     mc_api_error_t e;
     struct {
         const char *path;
+        s_route_t route;
         mc_endpoint_t ep;
         bool post;
-    } const routes[] = {{"/v1/chat/completions", MC_EP_CHAT, true}, {"/v1/completions", MC_EP_COMPLETIONS, true},
-                        {"/v1/models", MC_EP_MODELS, false},        {"/v1/cluster", MC_EP_CLUSTER, false},
-                        {"/health", MC_EP_HEALTH, false},           {"/metrics", MC_EP_METRICS, false},
-                        {"/v1/routing", MC_EP_CLUSTER, false}};
+    } const routes[] = {
+        {"/v1/chat/completions", S_R_CHAT, MC_EP_CHAT, true},
+        {"/v1/completions", S_R_COMPLETIONS, MC_EP_COMPLETIONS, true},
+        {"/v1/responses", S_R_RESPONSES, MC_EP_RESPONSES, true},
+        {"/v1/models", S_R_MODELS, MC_EP_MODELS, false},
+        {"/v1/cluster", S_R_CLUSTER, MC_EP_CLUSTER, false},
+        {"/v1/routing", S_R_ROUTING, MC_EP_CLUSTER, false},
+        {"/health", S_R_HEALTH, MC_EP_HEALTH, false},
+        {"/metrics", S_R_METRICS, MC_EP_METRICS, false},
+        {"/api/chat", S_R_OLLAMA_CHAT, MC_EP_OLLAMA, true},
+        {"/api/generate", S_R_OLLAMA_GENERATE, MC_EP_OLLAMA, true},
+        {"/api/version", S_R_OLLAMA_VERSION, MC_EP_OLLAMA_INFO, false},
+        {"/api/tags", S_R_OLLAMA_TAGS, MC_EP_OLLAMA_INFO, false},
+        {"/api/show", S_R_OLLAMA_SHOW, MC_EP_OLLAMA_INFO, true},
+    };
+    r->allow_origin = mc_cors_allow(srv->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
+    r->ollama = !strncmp(url, "/api/", 5);
     const bool model_path = !strncmp(url, "/v1/models/", 11);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(url, routes[i].path) && !(model_path && routes[i].ep == MC_EP_MODELS)) continue;
+        if (strcmp(url, routes[i].path) && !(model_path && routes[i].route == S_R_MODELS)) continue;
         const mc_endpoint_t ep = routes[i].ep;
+        r->allow = routes[i].post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+        // Before authorization: a browser's preflight carries no credentials.
+        if (options) return s_preflight(srv, c, r, ep);
         if (routes[i].post ? !post : !get) {
             mc_api_error(&e, 405, "invalid_request_error", NULL, NULL, "%s takes %s, not %.20s", routes[i].path,
                          routes[i].post ? "POST" : "GET", method);
             return s_error(srv, c, r, ep, &e);
         }
-        if (!strncmp(url, "/v1/", 4) && !s_authorized(srv, c)) {
+        r->allow = NULL;
+        if ((!strncmp(url, "/v1/", 4) || r->ollama) && !s_authorized(srv, c)) {
             mc_api_error(&e, 401, "authentication_error", NULL, "invalid_api_key",
                          "a valid API key is required: 'Authorization: Bearer KEY' (the server's --api-key)");
             return s_error(srv, c, r, ep, &e);
@@ -708,10 +1021,20 @@ static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req
                          srv->p.max_body);
             return s_error(srv, c, r, ep, &e);
         }
-        switch (ep) {
-        case MC_EP_CHAT: return s_completion(srv, c, r, true);
-        case MC_EP_COMPLETIONS: return s_completion(srv, c, r, false);
-        case MC_EP_MODELS: {
+        switch (routes[i].route) {
+        case S_R_CHAT: return s_generation(srv, c, r, S_FMT_CHAT);
+        case S_R_COMPLETIONS: return s_generation(srv, c, r, S_FMT_COMPLETIONS);
+        case S_R_RESPONSES: return s_generation(srv, c, r, S_FMT_RESPONSES);
+        case S_R_OLLAMA_CHAT: return s_generation(srv, c, r, S_FMT_OLLAMA_CHAT);
+        case S_R_OLLAMA_GENERATE: return s_generation(srv, c, r, S_FMT_OLLAMA_GENERATE);
+        case S_R_OLLAMA_VERSION: return s_send(srv, c, r, ep, 200, "application/json", mc_ollama_version_json());
+        case S_R_OLLAMA_TAGS: {
+            mc_ollama_model_t m;
+            s_ollama_model(srv, &m);
+            return s_send(srv, c, r, ep, 200, "application/json", mc_ollama_tags_json(&m));
+        }
+        case S_R_OLLAMA_SHOW: return s_ollama_show(srv, c, r);
+        case S_R_MODELS: {
             if (model_path) {
                 if (strcmp(url + 11, mc_session_model_id(srv->s))) {
                     mc_api_error(&e, 404, "invalid_request_error", "model", "model_not_found",
@@ -726,27 +1049,34 @@ static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req
             cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), s_model_object(srv));
             return s_json(srv, c, r, ep, 200, root);
         }
-        case MC_EP_CLUSTER:
-            if (!strcmp(url, "/v1/routing")) {
-                if (!mc_session_routing(srv->s)) {
-                    mc_api_error(&e, 404, "invalid_request_error", NULL, NULL,
-                                 "routing statistics are off: start the server with --routing-stats FILE");
-                    return s_error(srv, c, r, ep, &e);
-                }
-                return s_send(srv, c, r, ep, 200, "application/json", mc_routing_json(mc_session_routing(srv->s)));
+        case S_R_ROUTING:
+            if (!mc_session_routing(srv->s)) {
+                mc_api_error(&e, 404, "invalid_request_error", NULL, NULL,
+                             "routing statistics are off: start the server with --routing-stats FILE");
+                return s_error(srv, c, r, ep, &e);
             }
-            return s_json(srv, c, r, ep, 200, s_cluster_json(srv));
-        case MC_EP_HEALTH: return s_health(srv, c, r);
-        case MC_EP_METRICS: {
+            return s_send(srv, c, r, ep, 200, "application/json", mc_routing_json(mc_session_routing(srv->s)));
+        case S_R_CLUSTER: return s_json(srv, c, r, ep, 200, s_cluster_json(srv));
+        case S_R_HEALTH: return s_health(srv, c, r);
+        case S_R_METRICS: {
             uint32_t running, queued;
             s_counts(srv, &running, &queued);
             return s_send(srv, c, r, ep, 200, "text/plain; version=0.0.4; charset=utf-8",
                           mc_metrics_render(srv->metrics, srv->s, running, queued));
         }
-        default: break;
         }
     }
-    if (get && strncmp(url, "/v1/", 4)) return s_web(srv, c, r, url);
+    const bool api = !strncmp(url, "/v1/", 4) || r->ollama;
+    if (!api && (get || options)) {
+        if (!options) return s_web(srv, c, r, url);
+        r->allow = "GET, HEAD, OPTIONS";
+        return s_preflight(srv, c, r, MC_EP_WEB);
+    }
+    if (!api) {
+        r->allow = "GET, HEAD, OPTIONS";
+        mc_api_error(&e, 405, "invalid_request_error", NULL, NULL, "%.100s takes GET, not %.20s", url, method);
+        return s_error(srv, c, r, MC_EP_WEB, &e);
+    }
     mc_api_error(&e, 404, "invalid_request_error", NULL, "unknown_url", "unknown URL: %.20s %.100s", method, url);
     return s_error(srv, c, r, MC_EP_OTHER, &e);
 }
@@ -760,6 +1090,9 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *c, const char 
         if (!(r = calloc(1, sizeof *r))) return MHD_NO;
         r->t0 = mc_clock_s();
         *con_cls = r;
+        pthread_mutex_lock(&srv->mu);
+        srv->n_open++;
+        pthread_mutex_unlock(&srv->mu);
         return MHD_YES;
     }
     if (*upload_size) { // a piece of the body
@@ -786,9 +1119,16 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *c, const char 
 }
 
 static void s_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
+    mc_server_t *srv = cls;
     s_req_t *r = *con_cls;
-    if (r) free(r->body);
+    if (r) {
+        free(r->body);
+        pthread_mutex_lock(&srv->mu);
+        srv->n_open--;
+        pthread_cond_broadcast(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+    }
     free(r);
     *con_cls = NULL;
 }
@@ -815,6 +1155,11 @@ mc_server_t *mc_server_new(mc_session_t *s, const mc_server_params_t *p, char *e
     srv->started = (int64_t)time(NULL);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
+    if (p->cors_origin && !(srv->cors = mc_cors_new(p->cors_origin, err))) goto fail;
+    if (!(srv->items = mc_items_new(S_ITEMS_KEPT, S_ITEMS_BYTES))) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     if (!(srv->metrics = mc_metrics_new())) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto fail;
@@ -865,9 +1210,21 @@ void mc_server_destroy(mc_server_t **psrv) {
         pthread_cond_signal(&srv->cv);
         pthread_mutex_unlock(&srv->mu);
         pthread_join(srv->engine, NULL); // every generation has ended: waiting requests answer
+        // Let the answers (a stream's error event) reach their clients before
+        // the daemon closes the connections; a client that does not read
+        // holds this up for S_DRAIN_MS at most.
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += S_DRAIN_MS / 1000;
+        pthread_mutex_lock(&srv->mu);
+        while (srv->n_open && pthread_cond_timedwait(&srv->cv, &srv->mu, &ts) == 0) {
+        }
+        pthread_mutex_unlock(&srv->mu);
     }
     if (srv->d) MHD_stop_daemon(srv->d);
     mc_metrics_destroy(&srv->metrics);
+    mc_cors_destroy(&srv->cors);
+    mc_items_destroy(&srv->items);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);
@@ -878,7 +1235,7 @@ uint16_t mc_server_port(const mc_server_t *srv) { return srv->port; }
 
 mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int *stop, char *err) {
     mc_server_t *srv = mc_server_new(s, p, err);
-    if (!srv) return MC_ERR_NET;
+    if (!srv) return mc_err_code(err, MC_ERR_NET);
     const bool any = !strcmp(p->host, "0.0.0.0") || !strcmp(p->host, "::");
     mc_log_status(p->log, "moe-coordinator", "serving %s on http://%s%s%s:%u/ (API under /v1, %u requests decoded together)",
                   mc_session_model_id(s), strchr(p->host, ':') ? "[" : "", any ? "localhost" : p->host,

@@ -7,10 +7,16 @@
  *   GET  /metrics               Prometheus text (metrics.h)
  *   GET  /v1/models[/ID]        the loaded model
  *   GET  /v1/cluster            nodes, placement, liveness, statistics, live
- *   POST /v1/chat/completions   Mixtral Instruct chat (chat.h), streamed as
- *                               server-sent events with "stream": true
+ *   POST /v1/chat/completions   a chat (chat.h), streamed as server-sent
+ *                               events with "stream": true; logprobs
  *   POST /v1/completions        a raw prompt, the same options
+ *   POST /v1/responses          OpenAI's Responses API (responses.h)
+ *   /api/chat, /api/generate, /api/tags, /api/show, /api/version
+ *                               Ollama's API (ollama.h), NDJSON streams
  *
+ * Every route answers OPTIONS (a CORS preflight) and names its methods in
+ * an Allow header on a 405; pages on the origins --cors-origin lists may
+ * call it from a browser (cors.h).
  * HTTP is libmicrohttpd, a thread per connection (with a connection limit,
  * a per-address limit and an idle timeout); bodies are capped before they
  * are parsed (api.h). Requests never touch the engine: they queue
@@ -18,8 +24,10 @@
  * (scheduler.h: each in its own sequence slot, one pass per token for all)
  * and hands text back through per-request buffers. A client that goes away
  * (mid-stream or while waiting) cancels its generation at the next token.
- * Bad requests get the OpenAI error object with the right 4xx status, and
- * the server keeps serving.
+ * Bad requests get the OpenAI error object (Ollama's under /api) with the
+ * right 4xx status, and the server keeps serving. A stream the server has
+ * to stop (shutting down, a failed pass) ends with an error event, never
+ * with what looks like a finished answer.
  */
 #ifndef MC_SERVER_H
 #define MC_SERVER_H
@@ -37,7 +45,8 @@
 typedef struct {
     const char *host;          // address to bind (default 127.0.0.1)
     uint16_t port;             // 0: any free port (mc_server_port says which)
-    const char *api_key;       // required as "Authorization: Bearer KEY" on /v1; NULL: none
+    const char *api_key;       // required as "Authorization: Bearer KEY" on /v1 and /api; NULL: none
+    const char *cors_origin;   // origins whose pages may call the API ("*" or a comma-separated list, cors.h); NULL: none
     const char *web_dir;       // serve the page from here; NULL: the built-in one
     mc_sampler_params_t sampling; // defaults of requests (the command line's)
     uint32_t max_tokens;       // default answer limit; 0: until the context is full
@@ -46,7 +55,8 @@ typedef struct {
     uint32_t max_per_ip;       // open connections per client address (default 128)
     uint32_t idle_timeout_s;   // an idle connection is closed after this (default 60)
     size_t max_body;           // bytes of a request body (default 1 MiB)
-    FILE *log;                 // one line per completion request; NULL: quiet
+    FILE *log;                 // one line per generation request, when it has ended; NULL: quiet
+    const mc_draft_params_t *speculate; // requests' speculative decoding; NULL: off (borrowed)
 } mc_server_params_t;
 
 mc_server_params_t mc_server_params_default(void);

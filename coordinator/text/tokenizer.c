@@ -48,6 +48,7 @@
 
 #define MC_TOK_MAX_VOCAB (1u << 24)           // far above any real vocabulary
 #define MC_TOK_MAX_PIECE 1024u                // bytes; real pieces are < 100
+_Static_assert(MC_TOK_MAX_PIECE == MC_TOKENIZER_MAX_PIECE, "the header promises this bound");
 #define MC_TOK_MAX_TEXT ((size_t)1 << 29)     // keeps symbol indices in int32
 
 static const char s_space_sym[3] = {'\xe2', '\x96', '\x81'};  // U+2581
@@ -687,6 +688,36 @@ size_t mc_detok_push(const mc_tokenizer_t *t, mc_detok_t *d, int32_t id, char *o
             i += sizeof(s_space_sym);
         } else {
             w += s_detok_byte(d, (uint8_t)p[i++], out + w);
+        }
+    }
+    return w;
+}
+
+size_t mc_tokenizer_token_bytes(const mc_tokenizer_t *t, int32_t id, char *out, size_t cap) {
+    const int type = id >= 0 && (uint32_t)id < t->n_vocab ? t->types[id] : MC_TOKEN_CONTROL;
+    if (type == MC_TOKEN_CONTROL || type == MC_TOKEN_UNKNOWN || type == MC_TOKEN_UNUSED) return 0;
+    if (type == MC_TOKEN_BYTE) {
+        if (cap < 1) return 0;
+        out[0] = (char)s_byte_piece_value(s_piece(t, id), t->piece_len[id]);
+        return 1;
+    }
+    const char *p = s_piece(t, id);
+    const size_t len = t->piece_len[id];
+    if (cap < len) return 0; // no piece grows: U+2581 (3 bytes) becomes 1, byte-level characters 1 or 2 become 1
+    if (t->kind == MC_TOKENIZER_BPE) {
+        if (type == MC_TOKEN_USER) {
+            memcpy(out, p, len);
+            return len;
+        }
+        return mc_bpe_piece_to_bytes(p, len, out);
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < len;) {
+        if (len - i >= sizeof(s_space_sym) && memcmp(p + i, s_space_sym, sizeof(s_space_sym)) == 0) {
+            out[w++] = ' ';
+            i += sizeof(s_space_sym);
+        } else {
+            out[w++] = p[i++];
         }
     }
     return w;

@@ -98,6 +98,14 @@ mc_err_t mc_tokenizer_encode(const mc_tokenizer_t *t, const char *text, size_t l
 // not mapped back), or NULL if out of range.
 const char *mc_tokenizer_piece(const mc_tokenizer_t *t, int32_t id, size_t *len);
 
+// The raw bytes of one token as the text would hold them (a byte token its
+// byte, U+2581 a space, byte-level characters the bytes they stand for; no
+// UTF-8 check: a piece may be part of a character). Control, unknown and
+// unused tokens have none. Returns the count written to out, 0 when cap is
+// below the piece's length (MC_TOKENIZER_MAX_PIECE always suffices).
+#define MC_TOKENIZER_MAX_PIECE 1024
+size_t mc_tokenizer_token_bytes(const mc_tokenizer_t *t, int32_t id, char *out, size_t cap);
+
 // Streaming decoder state.
 typedef struct {
     uint8_t pending[4];   // bytes of an incomplete UTF-8 sequence

@@ -1,6 +1,8 @@
 /*
  * fuzz_api: any bytes as the body of a /v1/chat/completions and of a
- * /v1/completions request (mc_api_parse), and what the server does next
+ * /v1/completions request (mc_api_parse), of a /v1/responses request
+ * (mc_responses_parse) and of Ollama's /api/chat and /api/generate
+ * (mc_ollama_parse), and what the server does next
  * with a body that parses: the conversation through both chat formats
  * (Mistral's [INST] on a SentencePiece vocabulary, ChatML on a byte-level
  * one with <|im_start|> and <|im_end|>, both from small generated models),
@@ -23,6 +25,8 @@
 #include "fuzz_seed.h"
 #include "gguf.h"
 #include "mkmodel.h"
+#include "ollama.h"
+#include "responses.h"
 #include "tokenizer.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -72,6 +76,9 @@ static void s_seed(const char *name, bool chat, bool ok, const char *body) {
     mc_fuzz_seed_write(name, body, strlen(body));
 }
 
+// A seed for the other dialects' parsers (every input goes to all of them).
+static void s_seed_raw(const char *name, const char *body) { mc_fuzz_seed_write(name, body, strlen(body)); }
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
@@ -91,7 +98,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
            "\"frequency_penalty\":0.5,\"presence_penalty\":-0.5,\"seed\":-42,\"n\":1,\"stop\":[\"\\n\\n\",\"User:\",\"\"],"
            "\"messages\":[{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Answer \"},"
            "{\"type\":\"text\",\"text\":\"in French.\"}]},{\"role\":\"user\",\"content\":\"Hi\"},"
-           "{\"role\":\"assistant\",\"content\":null},{\"role\":\"user\",\"content\":\"Again\"}]}");
+           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\",\"type\":\"function\"}]},"
+           "{\"role\":\"user\",\"content\":\"Again\"}],\"logprobs\":true,\"top_logprobs\":3}");
     s_seed("chat-whole.json", true, true,
            "{\"safe_prompt\":true,\"max_completion_tokens\":8,\"stop\":\"END\",\"user\":\"u1\",\"logit_bias\":{},"
            "\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":\"b\"}]}");
@@ -102,6 +110,22 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     s_seed("completion-one.json", false, true, "{\"prompt\":[\"The capital of France is\"],\"seed\":7,\"stream\":true}");
     // A prompt of token ids is OpenAI's too; this server takes text only.
     s_seed("completion-ids.json", false, false, "{\"prompt\":[1,733,16289,28793],\"max_tokens\":4}");
+    s_seed("completion-logprobs.json", false, true, "{\"prompt\":\"x\",\"logprobs\":5,\"stream\":true}");
+    // The other dialects' bodies (they are all tried on every input).
+    s_seed_raw("responses.json",
+                       "{\"model\":\"m\",\"instructions\":\"Be brief.\",\"input\":[{\"role\":\"user\",\"content\":"
+                       "[{\"type\":\"input_text\",\"text\":\"Hi\"}]},{\"type\":\"message\",\"role\":\"assistant\","
+                       "\"content\":[{\"type\":\"output_text\",\"text\":\"Hello\"}]},{\"role\":\"user\",\"content\":"
+                       "\"Again\"}],\"max_output_tokens\":16,\"temperature\":0.5,\"top_p\":0.9,\"stream\":true,"
+                       "\"include\":[\"message.output_text.logprobs\"],\"top_logprobs\":2,\"text\":{\"format\":{\"type\":"
+                       "\"text\"}},\"tools\":[],\"store\":false}");
+    s_seed_raw("ollama-chat.json",
+                       "{\"model\":\"m:latest\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                       "{\"role\":\"user\",\"content\":\"Hi\"}],\"stream\":false,\"options\":{\"temperature\":0,"
+                       "\"num_predict\":-1,\"stop\":[\"\\n\"],\"top_k\":20,\"seed\":3,\"repeat_last_n\":-1}}");
+    s_seed_raw("ollama-generate.json",
+                       "{\"model\":\"m\",\"prompt\":\"Once upon\",\"system\":\"Tell tales.\",\"raw\":false,"
+                       "\"options\":{\"num_predict\":8}}");
     return 0;
 }
 
@@ -122,7 +146,7 @@ static void s_check_request(const mc_api_request_t *r, bool chat) {
         if (!r->prompt) abort();
         for (size_t k = 0; k < r->prompt_len; k++) sum += (unsigned char)r->prompt[k];
     }
-    if (r->n_stop > MC_SCHEDULER_MAX_STOP) abort();
+    if (r->n_stop > MC_SCHEDULER_MAX_STOP || r->top_logprobs > MC_LOGPROB_MAX_TOP) abort();
     for (uint32_t i = 0; i < r->n_stop; i++) {
         const size_t l = strlen(r->stop[i]);
         if (l == 0 || l > MC_SCHEDULER_STOP_LEN) abort(); // the scheduler's limits
@@ -235,9 +259,9 @@ static void s_check_prompt(const mc_tokenizer_t *t, const mc_api_request_t *r) {
 // text[0..len) as the answer and as a stream chunk: each must read back as
 // JSON holding the same text (no NUL byte in a parsed string).
 static void s_check_answer(bool chat, const char *text, size_t len) {
-    const mc_api_answer_t a = {chat, chat ? "chatcmpl-1" : "cmpl-1", 1700000000, "fuzz"};
-    char *bodies[2] = {mc_api_completion_json(&a, text, len, MC_FINISH_STOP, 1, 2),
-                       mc_api_chunk_json(&a, true, text, len, MC_FINISH_NONE)};
+    const mc_api_answer_t a = {chat, chat ? "chatcmpl-1" : "cmpl-1", 1700000000, "fuzz", true, false, NULL};
+    const mc_api_result_t whole = {text, len, MC_FINISH_STOP, 1, 2, NULL, 0}, piece = {text, len, MC_FINISH_NONE, 0, 0, NULL, 0};
+    char *bodies[2] = {mc_api_completion_json(&a, &whole), mc_api_chunk_json(&a, true, &piece)};
     for (int i = 0; i < 2; i++) {
         cJSON *root = bodies[i] ? cJSON_Parse(bodies[i]) : NULL;
         const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
@@ -266,6 +290,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (chat) s_check_answer(true, r.msgs[r.n_msgs - 1].content, r.msgs[r.n_msgs - 1].len);
         else s_check_answer(false, r.prompt, r.prompt_len);
+        mc_api_request_free(&r);
+    }
+    // The other dialects: the same promises of what they accept.
+    for (int k = 0; k < 3; k++) {
+        mc_api_request_t r;
+        mc_api_error_t e;
+        memset(&e, 0, sizeof e);
+        bool load_only = false;
+        const mc_err_t rc = k == 0 ? mc_responses_parse((const char *)data, size, &s_defaults, NULL, &r, &e)
+                                   : mc_ollama_parse((const char *)data, size, k == 1, &s_defaults, &r, &load_only, &e);
+        if (rc != MC_OK) {
+            s_check_error(&e, utf8);
+            continue;
+        }
+        if (!load_only) {
+            s_check_request(&r, r.chat);
+            for (int i = 0; i < 2; i++) {
+                if (r.chat) s_check_chat(s_toks[i], &r);
+                else s_check_prompt(s_toks[i], &r);
+            }
+        }
         mc_api_request_free(&r);
     }
     return 0;

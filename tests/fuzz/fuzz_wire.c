@@ -70,8 +70,27 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     m.u.stats = (mc_wire_stats_t){1, 2, 3, 4, 5, 6};
     s_seed("stats", &m);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_PROGRESS, .request_id = 3};
-    m.u.progress = (mc_wire_progress_t){1u << 20, 6u << 20};
+    m.u.progress = (mc_wire_progress_t){1u << 20, 6u << 20, 1u << 19, 4u << 20};
     s_seed("progress", &m);
+    // What nodes without a model file exchange (the transfer socket's too).
+    static const uint8_t blob[] = "GGUF metadata of a model, as bytes";
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_MODEL_INFO, .request_id = 8};
+    m.u.model_info = (mc_wire_model_info_t){42, blob, sizeof blob};
+    s_seed("model-info", &m);
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_FETCH_OPEN, .request_id = 9, .u.fetch_open = 9};
+    s_seed("fetch-open", &m);
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_SLICE_REQUEST, .request_id = 10};
+    m.u.slice_request = (mc_wire_slice_request_t){1, 2, 4096, 4096, 1u << 20};
+    s_seed("slice-request", &m);
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_SLICE_DATA, .request_id = 10};
+    m.u.slice_data = (mc_wire_slice_data_t){1, 2, 4096, (const uint8_t *)x, sizeof x};
+    s_seed("slice-data", &m);
+    uint8_t types[4 * 8 * 3];
+    memset(types, 8, sizeof types); // Q8_0
+    m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_ASSIGN, .request_id = 11};
+    m.u.assign = (mc_wire_assign_t){.session_id = 9, .n_layer = 4, .n_expert = 8, .held = held, .hashes = hashes,
+                                     .types = types};
+    s_seed("assign-types", &m);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_RELEASE, .request_id = 7};
     m.u.release = 9;
     s_seed("release", &m);
@@ -82,8 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // A small model: 4 layers, 8 experts, dim 64; the node holds the even experts.
     static uint8_t held[4 * 8];
     for (int i = 0; i < 4 * 8; i++) held[i] = (uint8_t)(i % 2 == 0);
-    const mc_wire_limits_t as_node = {4, 8, 64, 16, 2, held};
-    const mc_wire_limits_t as_coord = {4, 8, 64, 16, 2, NULL};
+    const mc_wire_limits_t as_node = {4, 8, 64, 16, 2, held, 64};
+    const mc_wire_limits_t as_coord = {4, 8, 64, 16, 2, NULL, 64};
     const mc_wire_limits_t *lims[2] = {&as_node, &as_coord};
     for (int l = 0; l < 2; l++) {
         char err[256];

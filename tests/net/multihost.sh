@@ -11,7 +11,10 @@
 #   4. kill -9 of a node while the server decodes 8 concurrent streams: every
 #      stream's answer unchanged (and again after the node is restarted);
 #   5. a stranger with a key the nodes do not know: refused and logged, and
-#      told so ("refused our key"); the cluster still serves.
+#      told so ("refused our key"); the cluster still serves;
+#   6. a node restarted without a model file (--cache-dir, empty) while the
+#      links have delay and loss: it fetches its experts through them,
+#      checks them, joins, and the answers are unchanged.
 #
 # Links are tests/net/linkemu (delay, jitter and loss in user space between
 # TAP devices), since the kernels here have no sch_netem. Needs root (ip
@@ -240,3 +243,24 @@ grep -q "refused a connection from ${addr[s]}" "$work/node-b.log" || fail "node-
 ask "$tag-c" "$port" 3 "$work/after-stranger.json"
 cmp -s "$work/want-3.json" "$work/after-stranger.json" || fail "the cluster answers differently after the stranger"
 ok "a stranger's key: refused and logged by node-b; the cluster still serves the same answers"
+
+# 6. a node without a model file joins through the emulated links
+kill -9 "${node_pid[d]}"
+impair USR1
+ip netns exec "$tag-d" "$bin/moe-expert" --cache-dir "$work/cache-d" --listen "tcp://${addr[d]}:5555" --name node-d \
+  --threads 1 --fetch-chunk-kib 64 --secret-key "$keys/node-d.key" --authorized-keys "$keys/coordinator.pub" \
+  >"$work/node-d-cache.out" 2>"$work/node-d-cache.log" &
+pids+=($!)
+for _ in $(seq 1200); do
+  curl_c /v1/cluster | tr -d ' \n' | grep -q '"name":"node-d","endpoint":"tcp://10.77.0.13:5555","alive":true' && break
+  sleep 0.1
+done
+impair USR2
+curl_c /v1/cluster | tr -d ' \n' | grep -q '"name":"node-d","endpoint":"tcp://10.77.0.13:5555","alive":true' ||
+  fail "node-d without a model file did not join"
+grep -q 'placement of session .* accepted' "$work/node-d-cache.log" || fail "node-d did not load its experts"
+sent=$(curl_c /v1/cluster | tr -d ' \n' | sed -nE 's/.*"name":"node-d"[^}]*"transfer":\{[^}]*"sent_bytes":([0-9]+).*/\1/p')
+[ "${sent:-0}" -gt 0 ] || fail "node-d fetched nothing from the coordinator ($sent)"
+ask "$tag-c" "$port" 3 "$work/after-cache.json"
+cmp -s "$work/want-3.json" "$work/after-cache.json" || fail "the cluster answers differently with node-d's fetched experts"
+ok "node-d restarted without a model file through 1 ms +- 0.5 ms, 1% loss links: fetched $sent bytes, checked them, joined; the same answer"

@@ -7,7 +7,9 @@
 # RestrictRealtime=, ... with systemd's groups from `systemd-analyze
 # syscall-filter`). On a generated model, with CURVE keys as the units use:
 #
-#   1. moe-expert (its unit): starts, listens, and serves the runs below;
+#   1. moe-expert (its unit): starts without a model file, listens, fetches
+#      its experts from the coordinator into its cache folder, and serves
+#      the runs below;
 #   2. moe-coordinator (its unit's filters) --cluster --prompt through that
 #      node: the same text as the model alone;
 #   3. moe-coordinator (its unit's ExecStart=, --serve) through the node:
@@ -116,7 +118,8 @@ cp "$work/etc/keys/coordinator.pub" "$work/etc/authorized_keys"
 echo "unit-test-key" >"$work/etc/api_key"
 
 # --- 1. the node --------------------------------------------------------------------
-export MOE_MODEL="$work/model.gguf" MOE_LISTEN="tcp://127.0.0.1:*" MOE_NAME=unit-node MOE_THREADS=1
+mkdir -p "$work/cache"
+export MOE_CACHE_DIR="$work/cache" MOE_CACHE_MB=0 MOE_LISTEN="tcp://127.0.0.1:*" MOE_NAME=unit-node MOE_THREADS=1
 exec_start "$units/moe-expert.service" >"$work/expert.cmd" || exit 1
 mapfile -t cmd <"$work/expert.cmd"
 "${expert_box[@]}" "${cmd[@]}" >"$work/node.out" 2>"$work/node.log" &
@@ -179,6 +182,15 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 [ -n "$port" ] || fail "moe-coordinator --serve: no 'serving' line within 10 s"
+# The node holds no model file: it has fetched its experts into its cache
+# folder (written under its filters) before it serves.
+for _ in $(seq 200); do
+  grep -q 'placement of session .* accepted' "$work/node.log" && break
+  sleep 0.05
+done
+grep -q 'placement of session .* accepted' "$work/node.log" ||
+  fail "moe-expert did not fetch and load its experts under its filters"
+ls "$work/cache/"*.gguf >/dev/null 2>&1 || fail "moe-expert wrote no cache file"
 body='{"messages":[{"role":"user","content":"Hello"}],"max_tokens":8,"temperature":0}'
 exec 3<>"/dev/tcp/127.0.0.1/$port" || fail "cannot connect to the server on port $port"
 printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer unit-test-key\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \

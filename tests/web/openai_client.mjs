@@ -1,7 +1,9 @@
 // The official openai package as a real client of moe-coordinator --serve:
 // the model list, a whole and a streamed chat completion (the same text,
-// the same usage), a raw completion, and a bad request surfacing as the
-// client's BadRequestError.
+// the same usage), logprobs (whole and streamed, the same entries), a raw
+// completion, the Responses API (client.responses.create, whole and
+// streamed: the chat's text, the same usage), and bad requests surfacing as
+// the client's BadRequestError.
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 
@@ -37,13 +39,65 @@ assert.equal(text, whole.choices[0].message.content, "streamed text = whole answ
 assert.equal(finish, whole.choices[0].finish_reason);
 assert.deepEqual(usage, whole.usage);
 
+// Logprobs: one entry per token of the text, each (greedy) its own top
+// alternative; streamed, the same entries chunk by chunk.
+const lp = await client.chat.completions.create({ model, messages, max_tokens: 24, temperature: 0, logprobs: true, top_logprobs: 3 });
+const entries = lp.choices[0].logprobs.content;
+assert.equal(lp.choices[0].message.content, whole.choices[0].message.content);
+assert.equal(entries.length, lp.usage.completion_tokens - (lp.choices[0].finish_reason === "stop" ? 1 : 0));
+for (const e of entries) {
+  assert.equal(e.top_logprobs.length, 3);
+  assert.equal(e.top_logprobs[0].token, e.token);
+  assert.equal(e.top_logprobs[0].logprob, e.logprob);
+  assert.ok(e.logprob <= 0 && Array.isArray(e.bytes));
+}
+const spelled = Buffer.from(entries.flatMap((e) => e.bytes)).toString("utf8");
+assert.equal(spelled.replace(/^ /, ""), whole.choices[0].message.content);
+const lpStream = await client.chat.completions.create({
+  model, messages, max_tokens: 24, temperature: 0, logprobs: true, top_logprobs: 3, stream: true,
+});
+const streamedEntries = [];
+for await (const chunk of lpStream) streamedEntries.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+assert.deepEqual(streamedEntries, entries);
+
 const raw = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 10, temperature: 0 });
 assert.equal(raw.object, "text_completion");
 assert.equal(typeof raw.choices[0].text, "string");
+
+// The Responses API: the same conversation gives the chat's text.
+const input = [{ role: "user", content: "Name three rivers." }];
+const resp = await client.responses.create({
+  model, instructions: "You are terse.", input, max_output_tokens: 24, temperature: 0,
+});
+assert.equal(resp.object, "response");
+assert.equal(resp.output_text, whole.choices[0].message.content);
+assert.equal(resp.usage.input_tokens, whole.usage.prompt_tokens);
+assert.equal(resp.usage.output_tokens, whole.usage.completion_tokens);
+assert.ok(["completed", "incomplete"].includes(resp.status));
+const events = await client.responses.create({
+  model, instructions: "You are terse.", input, max_output_tokens: 24, temperature: 0, stream: true,
+});
+let deltas = "", final = null;
+const types = [];
+for await (const ev of events) {
+  types.push(ev.type);
+  if (ev.type === "response.output_text.delta") deltas += ev.delta;
+  if (ev.type === "response.completed" || ev.type === "response.incomplete") final = ev.response;
+}
+assert.deepEqual(types.slice(0, 4), ["response.created", "response.in_progress", "response.output_item.added",
+  "response.content_part.added"]);
+assert.deepEqual(types.slice(-4, -1), ["response.output_text.done", "response.content_part.done", "response.output_item.done"]);
+assert.equal(deltas, resp.output_text);
+assert.deepEqual(final.usage, resp.usage);
+await assert.rejects(
+  client.responses.create({ model, input: "hi", tools: [{ type: "function", name: "f", parameters: {} }] }),
+  (err) => err instanceof OpenAI.BadRequestError && /tools are not supported/.test(err.message),
+);
 
 await assert.rejects(
   client.chat.completions.create({ model, messages: [{ role: "robot", content: "hi" }] }),
   (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && /roles are system, user and assistant/.test(err.message),
 );
 
-console.log(`openai ${OpenAI.VERSION ?? ""}: ${chunks} chunks streamed, ${usage.completion_tokens} tokens, the same as the whole answer`);
+console.log(`openai ${OpenAI.VERSION ?? ""}: ${chunks} chunks streamed, ${usage.completion_tokens} tokens, the same as the whole ` +
+  `answer; ${entries.length} logprob entries; responses: ${types.length} events, the chat's text`);

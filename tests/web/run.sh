@@ -3,11 +3,14 @@
 # server: `moe-coordinator --demo --serve --port 0` (two moe-expert nodes on
 # loopback, a generated model in a throw-away cache), its port read from the
 # "serving ... on http://127.0.0.1:PORT/" line, MC_URL set for the script.
+# For cors.mjs a free port for the script's own page server is chosen first
+# (MC_PAGE_PORT) and the server allows only http://localhost:MC_PAGE_PORT.
 #
-#   tests/web/run.sh openai_client.mjs      (ctest runs both; MC_BIN_DIR: the build folder)
+#   tests/web/run.sh openai_client.mjs      (ctest runs each; MC_BIN_DIR: the build folder)
 #
-# Without node, chromium or the npm packages (deploy/setup.sh --test installs
-# them) the test is skipped (exit 77), or fails when MC_REQUIRE_WEB=1.
+# Without node, chromium or the npm packages at their pinned versions
+# (deploy/setup.sh --test installs them; deps.mjs checks) the test is
+# skipped (exit 77), or fails when MC_REQUIRE_WEB=1 (deploy/test.sh, CI).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${MC_BIN_DIR:?MC_BIN_DIR must name the build folder}
@@ -15,8 +18,10 @@ script=$1
 shift
 missing=""
 command -v node >/dev/null || missing="node"
-[ -d "$here/node_modules/openai" ] && [ -d "$here/node_modules/playwright-core" ] || missing="$missing npm packages (npm ci in tests/web)"
-[ "$script" != dashboard.mjs ] || [ -x /usr/bin/chromium ] || missing="$missing /usr/bin/chromium"
+if command -v node >/dev/null; then
+  stale=$(node "$here/deps.mjs") || missing="$missing npm packages: $stale (npm ci in tests/web)"
+fi
+case "$script" in dashboard.mjs | cors.mjs) [ -x /usr/bin/chromium ] || missing="$missing /usr/bin/chromium" ;; esac
 if [ -n "$missing" ]; then
   echo "tests/web/$script: missing $missing (bash deploy/setup.sh --test installs them)"
   [ "${MC_REQUIRE_WEB:-0}" = 1 ] && exit 1
@@ -24,7 +29,13 @@ if [ -n "$missing" ]; then
 fi
 work=$(mktemp -d)
 log="$work/server.log"
-MC_CACHE_DIR="$work" "$bin/moe-coordinator" --demo --serve --port 0 --threads 1 "$@" 2>"$log" &
+extra=()
+if [ "$script" = cors.mjs ]; then
+  MC_PAGE_PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+  export MC_PAGE_PORT
+  extra=(--cors-origin "http://localhost:$MC_PAGE_PORT")
+fi
+MC_CACHE_DIR="$work" "$bin/moe-coordinator" --demo --serve --port 0 --threads 1 "${extra[@]}" "$@" 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 port=""

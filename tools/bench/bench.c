@@ -173,7 +173,7 @@ void mc_bench_usage(FILE *f) {
                "Measure prompt and generation speed, memory read bandwidth and the generation\n"
                "speed it bounds (bandwidth / weight bytes per token).\n"
                "\n");
-    mc_flags_usage(f, s_flags, S_N_FLAGS, 17);
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 17, NULL);
 }
 
 mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
@@ -537,7 +537,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         if (fd >= 0) (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), close(fd);
     }
     mc_model_t *m = mc_model_open(o->model, err);
-    if (!m) return MC_ERR_FORMAT;
+    if (!m) return mc_err_code(err, MC_ERR_FORMAT);
     mc_engine_t *e = NULL;
     mc_expert_store_t *store = NULL;
     mc_prefetch_t *prefetch = NULL;
@@ -545,7 +545,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
     const double t_load = mc_clock_s();
     const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify};
-    if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, &shape, err))) rc = MC_ERR_NOMEM;
+    if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, &shape, err))) rc = mc_err_code(err, MC_ERR_NOMEM);
     if (!rc && o->mem_limit_mb) {
         // As moe-coordinator --mem-limit does (coordinator/session.c):
         // every expert through the store, before repacking.

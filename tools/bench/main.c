@@ -11,11 +11,9 @@
 #include <unistd.h>
 
 #include "bench.h"
-
-#if MC_HAVE_CLUSTER
 #include "cluster.h"
-#include "experts_factory.h"
 #include "cluster_config.h"
+#include "experts_factory.h"
 #include "routing.h"
 
 // What is attached to the benchmark's engine: the cluster's expert step
@@ -31,21 +29,14 @@ typedef struct {
 
 static mc_err_t s_attach(void *ctx, mc_engine_t *e, const mc_model_t *m, char *err) {
     s_cluster_ctx_t *c = ctx;
-    if (c->routing_path) {
-        const mc_hparams_t *hp = &m->hp;
-        c->routing = mc_routing_new(hp->n_layer, hp->n_expert, hp->n_expert_used, mc_engine_n_seq(e), 200000);
-        if (!c->routing) return mc_err_set(err, MC_ERR_NOMEM, "routing statistics: out of memory");
-        if (mc_engine_route_subscribe(e, mc_routing_hook, c->routing)) {
-            mc_routing_destroy(&c->routing);
-            return mc_err_set(err, MC_ERR_RANGE, "routing statistics: too many router observers");
-        }
-    }
+    mc_err_t rc;
+    if (c->routing_path && (rc = mc_experts_routing_new(e, 200000, &c->routing, err))) return rc;
     if (c->cfg) { // the same factory as a session's
         mc_experts_params_t xp = mc_experts_params_default();
         xp.model = m, xp.mm = mc_engine_matmul(e), xp.cluster = c->cfg, xp.log = stderr;
         if (!(c->experts = mc_experts_new(&xp, err))) {
             mc_routing_destroy(&c->routing);
-            return MC_ERR_NET;
+            return mc_err_code(err, MC_ERR_NET);
         }
         c->cluster = mc_experts_cluster(c->experts);
         mc_engine_set_experts(e, c->experts);
@@ -64,7 +55,6 @@ static void s_detach(void *ctx) {
     mc_experts_destroy(&c->experts); // the cluster with it
     c->cluster = NULL;
 }
-#endif
 
 #define S_PROG "moe-bench"
 #define S_KERNEL_DIM 4096     // matrix of the kernel benchmark: S_KERNEL_DIM x S_KERNEL_DIM
@@ -130,7 +120,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (o.kernels) return s_kernels(&o);
-#if MC_HAVE_CLUSTER
     mc_cluster_config_t *cfg = NULL;
     s_cluster_ctx_t cctx = {.routing_path = o.routing_stats, .stats_path = o.stats_json};
     if (o.cluster) {
@@ -143,11 +132,6 @@ int main(int argc, char **argv) {
         o.detach = s_detach;
         o.attach_ctx = &cctx;
     }
-#else
-    if (o.cluster) return s_fail("this moe-bench was built without cluster support (MC_ENGINE_ONLY)");
-    if (o.routing_stats) return s_fail("this moe-bench was built without routing statistics (MC_ENGINE_ONLY)");
-    if (o.stats_json) return s_fail("this moe-bench was built without cluster support (MC_ENGINE_ONLY)");
-#endif
     char path[4096];
     if (!o.model) {
         if (mc_bench_cache_path(o.type, path, sizeof path, err)) return s_fail(err);
@@ -167,8 +151,6 @@ int main(int argc, char **argv) {
         printf("%s\n", line);
     else
         mc_bench_print(&r, stdout);
-#if MC_HAVE_CLUSTER
     mc_cluster_config_destroy(&cfg);
-#endif
     return ret;
 }

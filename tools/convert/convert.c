@@ -875,7 +875,7 @@ mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_p
     if (!rc) rc = s_find_arch(cfg, &a, err);
     if (!rc) rc = s_read_hparams(cfg, a, &hp, err);
     if (!rc) rc = s_read_json(hf_dir, "tokenizer_config.json", S_MAX_CONFIG, false, &tcfg, err);
-    if (!rc && !(dir = mc_safetensors_dir_open(hf_dir, err))) rc = MC_ERR_FORMAT;
+    if (!rc && !(dir = mc_safetensors_dir_open(hf_dir, err))) rc = mc_err_code(err, MC_ERR_FORMAT);
     if (!rc) {
         pl.dir = dir;
         size_t emb = mc_safetensors_dir_find(dir, "model.embed_tokens.weight");

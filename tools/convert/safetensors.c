@@ -488,7 +488,7 @@ static mc_err_t s_dir_add_shard(mc_safetensors_dir_t *d, const char *dir, const 
     if (!sh) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     d->shards = sh;
     d->shards[d->n_shards] = mc_safetensors_open(path, err);
-    if (!d->shards[d->n_shards]) return MC_ERR_FORMAT;
+    if (!d->shards[d->n_shards]) return mc_err_code(err, MC_ERR_FORMAT);
     d->n_shards++;
     return MC_OK;
 }

@@ -4,154 +4,117 @@
  *
  * Exit status: 0 written, 1 the write failed, 2 bad command line.
  */
-#include <float.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "flags.h"
 #include "mkmodel.h"
-#include "parse.h"
 
 #define S_PROG "moe-mkmodel"
 
-// Flags followed by a value (the rest are switches).
-static const char *const s_value_flags[] = {
-    "-o",      "--dim",          "--ffn",   "--layers", "--heads",     "--kv-heads", "--experts",
-    "--experts-used", "--vocab", "--ctx",   "--rope-base", "--rms-eps", "--type",    "--seed",
-    "--router-skew", "--arch", "--head-dim",
-};
+typedef struct {
+    mc_mkmodel_params_t p;
+    const char *out; // -o
+    bool bench;      // --bench-model: the preset, under the other flags
+} s_opts_t;
 
-static bool s_takes_value(const char *flag) {
-    for (size_t i = 0; i < sizeof s_value_flags / sizeof s_value_flags[0]; i++)
-        if (!strcmp(flag, s_value_flags[i])) return true;
-    return false;
+// --type T: a weight type, by name.
+static mc_err_t s_parse_type(const char *flag, const char *v, void *field, char *err) {
+    mc_dtype_t t;
+    const mc_dtype_traits_t *tr = mc_dtype_from_name(v, &t) ? mc_dtype_traits(t) : NULL;
+    if (!tr || !tr->weight) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not a weight type", flag, v);
+    *(mc_dtype_t *)field = t;
+    return MC_OK;
 }
+
+// --arch A: a family, by its GGUF name.
+static mc_err_t s_parse_arch(const char *flag, const char *v, void *field, char *err) {
+    const mc_arch_info_t *a = mc_arch_find(v, strlen(v));
+    if (!a) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not llama, qwen3moe or olmoe", flag, v);
+    *(mc_arch_t *)field = a->id;
+    return MC_OK;
+}
+
+// Every number's default is mc_mkmodel_params_default()'s (or the preset's).
+#define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(s_opts_t, field)
+#define S_SHAPE(name, field, max, text) {S_ROW(name, "N", MC_FLAG_U32, p.field), MC_FLAG_DEF_OWN, 1, max, .help = text}
+static const mc_flag_t s_flags[] = {
+    {S_ROW("-o", "FILE", MC_FLAG_FILE, out), .help = "output path (required)"},
+    {S_ROW("--arch", "A", MC_FLAG_CUSTOM, p.arch), .parse = s_parse_arch,
+     .help = "llama (Mixtral, default), qwen3moe or olmoe"},
+    S_SHAPE("--dim", dim, MC_MK_MAX_DIM, "embedding length"),
+    S_SHAPE("--ffn", ffn, MC_MK_MAX_DIM, "expert hidden size"),
+    S_SHAPE("--layers", n_layer, MC_MK_MAX_LAYERS, "transformer blocks"),
+    S_SHAPE("--heads", n_head, MC_MK_MAX_DIM, "query heads"),
+    S_SHAPE("--kv-heads", n_head_kv, MC_MK_MAX_DIM, "key/value heads"),
+    {S_ROW("--head-dim", "N", MC_FLAG_U32, p.head_dim), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,
+     .help = "head width, written as key_length (default 0: dim/heads)"},
+    S_SHAPE("--experts", n_expert, MC_MK_MAX_EXPERTS, "experts per layer"),
+    S_SHAPE("--experts-used", n_expert_used, MC_MK_MAX_EXPERTS, "experts used per token"),
+    S_SHAPE("--vocab", n_vocab, MC_MK_MAX_VOCAB, "vocabulary size"),
+    S_SHAPE("--ctx", ctx_len, UINT32_MAX, "context length"),
+    {S_ROW("--rope-base", "F", MC_FLAG_F32, p.rope_base), .help = "RoPE frequency base", .flo = 1e-3, .fhi = 1e12},
+    {S_ROW("--rms-eps", "F", MC_FLAG_F32, p.rms_eps), .help = "RMSNorm epsilon", .flo = 1e-12, .fhi = 1},
+    {S_ROW("--type", "T", MC_FLAG_CUSTOM, p.type), .parse = s_parse_type,
+     .help = "matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K\nQ4_K Q5_K Q6_K (default F32)"},
+    {S_ROW("--legacy", NULL, MC_FLAG_SWITCH, p.legacy_layout),
+     .help = "per-expert tensors blk.N.ffn_*.E (default: merged *_exps)"},
+    {S_ROW("--tie-output", NULL, MC_FLAG_SWITCH, p.tie_output), .help = "no output.weight: the head reuses token_embd"},
+    {S_ROW("--seed", "N", MC_FLAG_U64, p.seed), .help = "random seed"},
+    {S_ROW("--router-skew", "S", MC_FLAG_F32, p.router_skew),
+     .help = "uneven routing for placement experiments: expert e's router\n"
+             "row scaled by S^(-e/(experts-1)), so expert 0 is chosen most\n"
+             "(1: no skew)",
+     .flo = 1, .fhi = 1e6},
+    {S_ROW("--bench-model", NULL, MC_FLAG_SWITCH, bench),
+     .help = "benchmark preset: dim 1024, ffn 3584, 8 layers, 16/4 heads,\n"
+             "8 experts (2 used), vocab 32000, Q4_0; other flags override it"},
+};
+#undef S_SHAPE
+#undef S_ROW
+#define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
 
 static void s_usage(FILE *f) {
-    const mc_mkmodel_params_t d = mc_mkmodel_params_default();
-    fprintf(f,
-            "usage: " S_PROG " -o FILE [options]\n"
-            "Write a random-weight mixture-of-experts GGUF model (deterministic from the seed).\n"
-            "  -o FILE            output path (required)\n"
-            "  --arch A           llama (Mixtral, default), qwen3moe or olmoe\n"
-            "  --dim N            embedding length (default %u)\n"
-            "  --ffn N            expert hidden size (default %u)\n"
-            "  --layers N         transformer blocks (default %u)\n"
-            "  --heads N          query heads (default %u)\n"
-            "  --kv-heads N       key/value heads (default %u)\n"
-            "  --head-dim N       head width when not dim/heads (written as key_length)\n"
-            "  --experts N        experts per layer (default %u)\n"
-            "  --experts-used N   experts used per token (default %u)\n"
-            "  --vocab N          vocabulary size (default %u)\n"
-            "  --ctx N            context length (default %u)\n"
-            "  --rope-base F      RoPE frequency base (default %g)\n"
-            "  --rms-eps F        RMSNorm epsilon (default %g)\n"
-            "  --type T           matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K\n"
-            "                     Q4_K Q5_K Q6_K (default %s)\n"
-            "  --legacy           per-expert tensors blk.N.ffn_*.E (default: merged *_exps)\n"
-            "  --tie-output       no output.weight: the head reuses token_embd\n"
-            "  --seed N           random seed (default %llu)\n"
-            "  --router-skew S    uneven routing for placement experiments: expert e's router\n"
-            "                     row scaled by S^(-e/(experts-1)), so expert 0 is chosen most\n"
-            "                     (default 1: no skew)\n"
-            "  --bench-model      benchmark preset: dim 1024, ffn 3584, 8 layers, 16/4 heads,\n"
-            "                     8 experts (2 used), vocab 32000, Q4_0; other flags override it\n"
-            "  --help             show this text\n",
-            d.dim, d.ffn, d.n_layer, d.n_head, d.n_head_kv, d.n_expert, d.n_expert_used, d.n_vocab,
-            d.ctx_len, (double)d.rope_base, (double)d.rms_eps, mc_dtype_name(d.type),
-            (unsigned long long)d.seed);
-}
-
-static bool s_u32(const char *flag, const char *v, uint32_t *out) {
-    uint64_t x;
-    if (mc_parse_u64(flag, v, UINT32_MAX, &x, NULL)) return false;
-    *out = (uint32_t)x;
-    return true;
-}
-
-static bool s_apply(mc_mkmodel_params_t *p, const char **out, const char *flag, const char *v) {
-    if (!strcmp(flag, "-o")) {
-        *out = v;
-        return *v != '\0';
-    }
-    if (!strcmp(flag, "--dim")) return s_u32(flag, v, &p->dim);
-    if (!strcmp(flag, "--ffn")) return s_u32(flag, v, &p->ffn);
-    if (!strcmp(flag, "--layers")) return s_u32(flag, v, &p->n_layer);
-    if (!strcmp(flag, "--heads")) return s_u32(flag, v, &p->n_head);
-    if (!strcmp(flag, "--kv-heads")) return s_u32(flag, v, &p->n_head_kv);
-    if (!strcmp(flag, "--experts")) return s_u32(flag, v, &p->n_expert);
-    if (!strcmp(flag, "--experts-used")) return s_u32(flag, v, &p->n_expert_used);
-    if (!strcmp(flag, "--vocab")) return s_u32(flag, v, &p->n_vocab);
-    if (!strcmp(flag, "--ctx")) return s_u32(flag, v, &p->ctx_len);
-    if (!strcmp(flag, "--rope-base")) return !mc_parse_f32(flag, v, -FLT_MAX, FLT_MAX, &p->rope_base, NULL);
-    if (!strcmp(flag, "--rms-eps")) return !mc_parse_f32(flag, v, -FLT_MAX, FLT_MAX, &p->rms_eps, NULL);
-    if (!strcmp(flag, "--seed")) return !mc_parse_u64(flag, v, UINT64_MAX, &p->seed, NULL);
-    if (!strcmp(flag, "--router-skew")) return !mc_parse_f32(flag, v, 1.0f, 1e6f, &p->router_skew, NULL);
-    if (!strcmp(flag, "--type")) return mc_dtype_from_name(v, &p->type);
-    if (!strcmp(flag, "--head-dim")) return s_u32(flag, v, &p->head_dim);
-    if (!strcmp(flag, "--arch")) {
-        const mc_arch_info_t *a = mc_arch_find(v, strlen(v));
-        if (a) p->arch = a->id;
-        return a != NULL;
-    }
-    return false;
+    fprintf(f, "usage: " S_PROG " -o FILE [options]\n"
+               "Write a random-weight mixture-of-experts GGUF model (deterministic from the seed).\n");
+    const s_opts_t d = {.p = mc_mkmodel_params_default()};
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 21, &d);
 }
 
 int main(int argc, char **argv) {
-    mc_mkmodel_params_t p = mc_mkmodel_params_default();
-    // The preset is applied first wherever it appears, so explicit flags win.
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--bench-model")) {
-            p = mc_mkmodel_params_bench(MC_DTYPE_Q4_0);
-        } else if (s_takes_value(argv[i])) {
-            i++;
-        }
-    }
-    const char *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            s_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--bench-model")) continue;
-        if (!strcmp(a, "--legacy")) {
-            p.legacy_layout = true;
-            continue;
-        }
-        if (!strcmp(a, "--tie-output")) {
-            p.tie_output = true;
-            continue;
-        }
-        if (!s_takes_value(a)) {
-            fprintf(stderr, S_PROG ": unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, S_PROG ": option %s needs a value (see --help)\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (!s_apply(&p, &out, a, v)) {
-            fprintf(stderr, S_PROG ": invalid value '%s' for %s (see --help)\n", v, a);
-            return 2;
-        }
-    }
-    if (!out) {
-        fprintf(stderr, S_PROG ": missing -o FILE (see --help)\n");
-        return 2;
-    }
+    s_opts_t o = {.p = mc_mkmodel_params_default()}, first = o;
+    bool help;
     char err[MC_ERR_LEN];
-    if (mc_mkmodel_check(&p, err) != MC_OK) {
+    // The preset is applied first wherever it stands, so explicit flags win:
+    // a first parse finds it, the second starts from it.
+    mc_err_t rc = mc_flags_parse(s_flags, S_N_FLAGS, argc, argv, &first, &help, NULL, err);
+    if (!rc && !help) {
+        if (first.bench) o.p = mc_mkmodel_params_bench(MC_DTYPE_Q4_0);
+        rc = mc_flags_parse(s_flags, S_N_FLAGS, argc, argv, &o, &help, NULL, err);
+    }
+    if (rc) {
         fprintf(stderr, S_PROG ": %s\n", err);
         return 2;
     }
-    if (mc_mkmodel_write(&p, out, err) != MC_OK) {
+    if (help) {
+        s_usage(stdout);
+        return 0;
+    }
+    if (!o.out) {
+        fprintf(stderr, S_PROG ": -o FILE is required (see --help)\n");
+        return 2;
+    }
+    if (mc_mkmodel_check(&o.p, err) != MC_OK) {
+        fprintf(stderr, S_PROG ": %s\n", err);
+        return 2;
+    }
+    if (mc_mkmodel_write(&o.p, o.out, err) != MC_OK) {
         fprintf(stderr, S_PROG ": %s\n", err);
         return 1;
     }
-    printf("wrote %s\n", out);
+    printf("wrote %s\n", o.out);
     return 0;
 }

@@ -28,10 +28,6 @@
 #include "rng.h"
 
 #define MC_MK_N_SPECIAL 259u        // <unk>, <s>, </s>, 256 byte tokens
-#define MC_MK_MAX_VOCAB (1u << 20)
-#define MC_MK_MAX_DIM (1u << 20)
-#define MC_MK_MAX_LAYERS 1024u
-#define MC_MK_MAX_EXPERTS 256u
 #define MC_MK_SPACE "\xE2\x96\x81" // U+2581, SentencePiece's visible space
 
 // Training text for the BPE merges: plain English so that the pieces look
@@ -736,8 +732,8 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
         return mc_err_set(err, MC_ERR_ARG, "arch (%d) is not one of the supported families", (int)p->arch);
     if (!p->head_dim && p->dim % p->n_head)
         return mc_err_set(err, MC_ERR_ARG, "n_head (%u) must divide dim (%u)", p->n_head, p->dim);
-    if (p->head_dim > 4096)
-        return mc_err_set(err, MC_ERR_ARG, "head_dim (%u) must be <= 4096", p->head_dim);
+    if (p->head_dim > MC_MK_MAX_HEAD_DIM)
+        return mc_err_set(err, MC_ERR_ARG, "head_dim (%u) must be <= %u", p->head_dim, MC_MK_MAX_HEAD_DIM);
     if (s_head_dim(p) % 2)
         return mc_err_set(err, MC_ERR_ARG, "head dimension (%u) must be even for RoPE", s_head_dim(p));
     if (p->n_head % p->n_head_kv)

@@ -18,6 +18,13 @@
 #include "dtype.h"
 #include "error.h"
 
+// The largest shapes mc_mkmodel_check accepts.
+#define MC_MK_MAX_VOCAB (1u << 20)
+#define MC_MK_MAX_DIM (1u << 20)
+#define MC_MK_MAX_LAYERS 1024u
+#define MC_MK_MAX_EXPERTS 256u
+#define MC_MK_MAX_HEAD_DIM 4096u
+
 typedef struct {
     mc_arch_t arch;         // family: metadata prefix, q/k norm tensors
     uint32_t dim;           // embedding length

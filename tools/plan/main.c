@@ -4,125 +4,118 @@
  * done, 1 the run failed, 2 bad command line.
  */
 #include <cjson/cJSON.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cluster_config.h"
 #include "file.h"
+#include "flags.h"
 #include "model.h"
-#include "parse.h"
 #include "plan.h"
 #include "routing.h"
 
 #define S_PROG "moe-plan"
 #define S_MAX_FILES 64
 
+// Files of a repeatable flag (--compare, --simulate), in order.
+typedef struct {
+    const char *file[S_MAX_FILES];
+    size_t n;
+} s_files_t;
+
+typedef struct {
+    const char *model, *routing, *machines, *out, *stats;
+    s_files_t compare, simulate;
+    bool naive, no_local, no_replicas;
+    mc_plan_params_t pp;
+} s_opts_t;
+
+static mc_err_t s_parse_file(const char *flag, const char *v, void *field, char *err) {
+    s_files_t *l = field;
+    if (!*v) return mc_err_set(err, MC_ERR_ARG, "%s needs a file name", flag);
+    if (l->n == S_MAX_FILES) return mc_err_set(err, MC_ERR_ARG, "%s: more than %d files", flag, S_MAX_FILES);
+    l->file[l->n++] = v;
+    return MC_OK;
+}
+
+static mc_err_t s_parse_wire(const char *flag, const char *v, void *field, char *err) {
+    if (!mc_wire_enc_from_name(v, field)) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not an encoding", flag, v);
+    return MC_OK;
+}
+
+#define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(s_opts_t, field)
+static const mc_flag_t s_flags[] = {
+    {S_ROW("--model", "FILE", MC_FLAG_FILE, model), .help = "the GGUF model (its experts' sizes and weight types)"},
+    {S_ROW("--routing", "FILE", MC_FLAG_FILE, routing),
+     .help = "routing statistics with a trace (moe-coordinator --routing-stats,\n"
+             "--profile-routing, or moe-bench --routing-stats)"},
+    {S_ROW("--machines", "FILE", MC_FLAG_FILE, machines),
+     .help = "YAML: the coordinator (a `moe-coordinator --profile` entry) and the\n"
+             "nodes (each a `moe-expert --profile` entry), plus endpoint,\n"
+             "latency_ms, bandwidth_mbps, host and cores"},
+    {S_ROW("-o", "FILE", MC_FLAG_FILE, out), .help = "write the planned cluster file here (default: stdout)"},
+    {S_ROW("--batch", "B", MC_FLAG_U32, pp.sim.batch), MC_FLAG_DEF_OWN, 1, 4096,
+     .help = "streams decoded together, the batch to plan for"},
+    {S_ROW("--wire", "ENC", MC_FLAG_CUSTOM, pp.sim.wire), .parse = s_parse_wire,
+     .help = "the cluster's wire encoding (default auto)"},
+    {S_ROW("--compare", "FILE", MC_FLAG_CUSTOM, compare), .parse = s_parse_file,
+     .help = "also predict FILE and print the ratio (repeatable)"},
+    {S_ROW("--simulate", "FILE", MC_FLAG_CUSTOM, simulate), .parse = s_parse_file,
+     .help = "only predict FILE, no plan (repeatable)"},
+    {S_ROW("--naive", NULL, MC_FLAG_SWITCH, naive),
+     .help = "write the equal split (experts in equal ranges over the nodes)\n"
+             "instead of a plan, e.g. to compare"},
+    {S_ROW("--no-local", NULL, MC_FLAG_SWITCH, no_local), .help = "keep every expert off the coordinator"},
+    {S_ROW("--no-replicas", NULL, MC_FLAG_SWITCH, no_replicas), .help = "hold every (layer, expert) once"},
+    {S_ROW("--steps", "N", MC_FLAG_U32, pp.sim.max_steps), MC_FLAG_DEF_TEXT, 1, 1 << 24,
+     .help = "trace steps a prediction replays (default: all)"},
+    {S_ROW("--stats", "FILE", MC_FLAG_FILE, stats),
+     .help = "take each node's latency_ms from a run's statistics\n"
+             "(moe-coordinator --stats-json): mean round trip less its compute"},
+};
+#undef S_ROW
+#define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
+
 static void s_usage(FILE *f) {
     fprintf(f,
             "usage: moe-plan --model FILE --routing FILE --machines FILE [-o CLUSTER.yaml] [options]\n"
-            "       moe-plan --model FILE --routing FILE --machines FILE --simulate CLUSTER.yaml...\n"
+            "       moe-plan --model FILE --routing FILE --machines FILE --simulate CLUSTER.yaml\n"
+            "                [--simulate CLUSTER.yaml...]\n"
             "\n"
             "Writes a cluster file that fits every machine's memory and minimises the predicted\n"
             "time per token (per-layer splits, replicas of hot experts, experts on the coordinator\n"
             "when that pays), and explains it; or predicts tokens/s and per-machine load of given\n"
             "cluster files. Predictions replay the routing trace against the machines' measured\n"
-            "profiles (see README, \"Placement\").\n"
-            "\n"
-            "  --model FILE      the GGUF model (its experts' sizes and weight types)\n"
-            "  --routing FILE    routing statistics with a trace (moe-coordinator --routing-stats,\n"
-            "                    --profile-routing, or moe-bench --routing-stats)\n"
-            "  --machines FILE   YAML: the coordinator (a `moe-coordinator --profile` entry) and the\n"
-            "                    nodes (each a `moe-expert --profile` entry), plus endpoint,\n"
-            "                    latency_ms, bandwidth_mbps, host and cores\n"
-            "  -o FILE           write the planned cluster file here (default: stdout)\n"
-            "  --batch B         streams decoded together, the batch to plan for (default 1)\n"
-            "  --wire ENC        the cluster's wire encoding (default auto)\n"
-            "  --compare FILE    also predict FILE and print the ratio (repeatable)\n"
-            "  --simulate FILE   only predict FILE, no plan (repeatable)\n"
-            "  --naive           write the equal split (experts in equal ranges over the nodes)\n"
-            "                    instead of a plan, e.g. to compare\n"
-            "  --no-local        keep every expert off the coordinator\n"
-            "  --no-replicas     hold every (layer, expert) once\n"
-            "  --steps N         trace steps a prediction replays (default: all)\n"
-            "  --stats FILE      take each node's latency_ms from a run's statistics\n"
-            "                    (moe-coordinator --stats-json): mean round trip less its compute\n"
-            "  --help            this text\n"
-            "\n"
-            "The report gives per machine: experts, the (layer, expert) pairs it holds; replicas,\n"
-            "those also held elsewhere; memory MiB, used/budget; slots/step, the (token, expert)\n"
-            "pairs it computes in one step of --batch tokens, summed over the layers; busy, its\n"
-            "expert compute (its measured speed, alone) as a share of the predicted step time;\n"
-            "KB/step, the bytes on its link, both ways.\n");
+            "profiles (see docs/PLACEMENT.md).\n"
+            "\n");
+    const s_opts_t d = {.pp = mc_plan_params_default()};
+    mc_flags_usage(f, s_flags, S_N_FLAGS, 20, &d);
+    fprintf(f, "\n"
+               "The report gives per machine: experts, the (layer, expert) pairs it holds; replicas,\n"
+               "those also held elsewhere; memory MiB, used/budget; slots/step, the (token, expert)\n"
+               "pairs it computes in one step of --batch tokens, summed over the layers; busy, its\n"
+               "expert compute (its measured speed, alone) as a share of the predicted step time;\n"
+               "KB/step, the bytes on its link, both ways.\n");
 }
 
-typedef struct {
-    const char *model, *routing, *machines, *out, *stats;
-    const char *compare[S_MAX_FILES];
-    size_t n_compare;
-    const char *simulate[S_MAX_FILES];
-    size_t n_simulate;
-    bool naive;
-    mc_plan_params_t pp;
-} s_opts_t;
-
 static int s_bad(const char *msg) {
-    fprintf(stderr, S_PROG ": %s (see --help)\n", msg);
+    fprintf(stderr, S_PROG ": %s\n", msg);
     return 2;
 }
 
+// -1: --help; 0: o is ready; 2: a bad command line (said on stderr).
 static int s_parse(int argc, char **argv, s_opts_t *o) {
     char err[MC_ERR_LEN];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return -1;
-        if (!strcmp(a, "--naive")) o->naive = true;
-        else if (!strcmp(a, "--no-local")) o->pp.local = false;
-        else if (!strcmp(a, "--no-replicas")) o->pp.replicas = false;
-        else {
-            static const char *const with_value[] = {"--model", "--routing", "--machines", "-o", "--batch",
-                                                     "--wire", "--compare", "--simulate", "--steps", "--stats"};
-            bool known = false;
-            for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) known |= !strcmp(a, with_value[k]);
-            if (!known) {
-                snprintf(err, sizeof err, "unknown flag '%s'", a);
-                return s_bad(err);
-            }
-            if (i + 1 >= argc || !argv[i + 1][0]) {
-                snprintf(err, sizeof err, "%s needs a value", a);
-                return s_bad(err);
-            }
-            const char *v = argv[++i];
-            uint64_t u = 1;
-            if (!strcmp(a, "--model")) o->model = v;
-            else if (!strcmp(a, "--routing")) o->routing = v;
-            else if (!strcmp(a, "--machines")) o->machines = v;
-            else if (!strcmp(a, "-o")) o->out = v;
-            else if (!strcmp(a, "--stats")) o->stats = v;
-            else if (!strcmp(a, "--batch")) {
-                if (mc_parse_u64(a, v, 4096, &u, err)) return s_bad(err);
-                if (u == 0) return s_bad("--batch must be 1..4096");
-                o->pp.sim.batch = (uint32_t)u;
-            } else if (!strcmp(a, "--steps")) {
-                if (mc_parse_u64(a, v, 1u << 24, &u, err)) return s_bad(err);
-                if (u == 0) return s_bad("--steps must be >= 1");
-                o->pp.sim.max_steps = (uint32_t)u;
-            } else if (!strcmp(a, "--wire")) {
-                if (!mc_wire_enc_from_name(v, &o->pp.sim.wire)) {
-                    snprintf(err, sizeof err, "--wire: '%s' is not an encoding", v);
-                    return s_bad(err);
-                }
-            } else if (!strcmp(a, "--compare")) {
-                if (o->n_compare == S_MAX_FILES) return s_bad("too many --compare files");
-                o->compare[o->n_compare++] = v;
-            } else {
-                if (o->n_simulate == S_MAX_FILES) return s_bad("too many --simulate files");
-                o->simulate[o->n_simulate++] = v;
-            }
-        }
-    }
-    if (!o->model || !o->routing || !o->machines) return s_bad("--model, --routing and --machines are required");
-    if (o->n_simulate && (o->naive || o->out || o->n_compare)) return s_bad("--simulate only predicts: no -o, --naive or --compare");
+    bool help;
+    if (mc_flags_parse(s_flags, S_N_FLAGS, argc, argv, o, &help, NULL, err)) return s_bad(err);
+    if (help) return -1;
+    o->pp.local = !o->no_local;
+    o->pp.replicas = !o->no_replicas;
+    if (!o->model || !o->routing || !o->machines) return s_bad("--model, --routing and --machines are required (see --help)");
+    if (o->simulate.n && (o->naive || o->out || o->compare.n))
+        return s_bad("--simulate only predicts: no -o, --naive or --compare (see --help)");
     return 0;
 }
 
@@ -214,10 +207,10 @@ int main(int argc, char **argv) {
     if (o.stats && (ret = s_apply_stats(o.stats, &ms))) goto done;
     printf("# moe-plan: %s, %u layers x %u experts (%u used), %zu machines, batch %u, wire %s; trace of %u tokens\n",
            o.model, s.n_layer, s.n_expert, s.k, ms.n, o.pp.sim.batch, mc_wire_enc_name(o.pp.sim.wire), st.n_trace);
-    if (o.n_simulate) {
-        for (size_t i = 0; i < o.n_simulate && !ret; i++) {
+    if (o.simulate.n) {
+        for (size_t i = 0; i < o.simulate.n && !ret; i++) {
             double t;
-            ret = s_predict(o.simulate[i], &s, &ms, &st, &o.pp.sim, &t);
+            ret = s_predict(o.simulate.file[i], &s, &ms, &st, &o.pp.sim, &t);
         }
         goto done;
     }
@@ -246,10 +239,10 @@ int main(int argc, char **argv) {
     const double planned = r.tok_s;
     mc_plan_sim_free(&r);
     mc_plan_placement_free(&p);
-    for (size_t i = 0; i < o.n_compare && !ret; i++) {
+    for (size_t i = 0; i < o.compare.n && !ret; i++) {
         double t = 0;
-        ret = s_predict(o.compare[i], &s, &ms, &st, &o.pp.sim, &t);
-        if (!ret) printf("  %s: the plan is predicted %.2fx its speed\n", o.compare[i], t > 0 ? planned / t : 0.0);
+        ret = s_predict(o.compare.file[i], &s, &ms, &st, &o.pp.sim, &t);
+        if (!ret) printf("  %s: the plan is predicted %.2fx its speed\n", o.compare.file[i], t > 0 ? planned / t : 0.0);
     }
     if (!ret) {
         FILE *f = o.out ? fopen(o.out, "w") : stdout;

@@ -49,7 +49,13 @@ function renderNodes(c) {
     tr.dataset.node = n.name;
     const name = cell(n.name);
     name.style.borderLeft = "4px solid " + palette[i % palette.length];
-    tr.append(name, cell(n.endpoint), cell(n.alive ? "alive" : "lost", n.alive ? "alive" : "dead"),
+    // A node without a model file fetching its experts: how far, how fast.
+    const t = n.transfer;
+    const state = t && t.active && !n.alive
+      ? cell("fetching " + Math.floor(100 * t.sent_bytes / Math.max(1, t.sent_bytes + t.remaining_bytes)) + "% (" +
+        fmtBytes(t.bytes_per_s) + "/s, " + Math.ceil(t.eta_s) + " s left)", "dead")
+      : cell(n.alive ? "alive" : "lost", n.alive ? "alive" : "dead");
+    tr.append(name, cell(n.endpoint), state,
       cell(n.rtt_p50_ms.toFixed(2) + " ms", "num"), cell(n.rtt_p99_ms.toFixed(2) + " ms", "num"),
       cell(String(n.requests), "num"), cell(String(n.rows), "num"), cell(fmtBytes(n.bytes_sent), "num"),
       cell(fmtBytes(n.bytes_received), "num"), cell(String(n.times_lost), "num"));

@@ -258,6 +258,67 @@ mc_err_t mc_gguf_writer_add_arr_i32(mc_gguf_writer_t *w, const char *key, const 
     return s_add_arr_num(w, key, MC_GGUF_I32, v, n);
 }
 
+mc_err_t mc_gguf_writer_add_value(mc_gguf_writer_t *w, const char *key, const mc_gguf_value_t *v) {
+    switch (v->type) {
+    case MC_GGUF_U8: case MC_GGUF_I8: case MC_GGUF_BOOL: {
+        const uint8_t b = (uint8_t)(v->type == MC_GGUF_I8 ? (uint64_t)v->i : v->u);
+        return s_add_scalar(w, key, v->type, &b, 1, false);
+    }
+    case MC_GGUF_U16: case MC_GGUF_I16: {
+        const uint16_t h = (uint16_t)(v->type == MC_GGUF_I16 ? (uint64_t)v->i : v->u);
+        return s_add_scalar(w, key, v->type, &h, 2, false);
+    }
+    case MC_GGUF_U32: case MC_GGUF_I32: {
+        const uint32_t x = (uint32_t)(v->type == MC_GGUF_I32 ? (uint64_t)v->i : v->u);
+        return s_add_scalar(w, key, v->type, &x, 4, false);
+    }
+    case MC_GGUF_U64: case MC_GGUF_I64: {
+        const uint64_t x = v->type == MC_GGUF_I64 ? (uint64_t)v->i : v->u;
+        return s_add_scalar(w, key, v->type, &x, 8, false);
+    }
+    case MC_GGUF_F32: {
+        const float f = (float)v->f;
+        return s_add_scalar(w, key, v->type, &f, 4, false);
+    }
+    case MC_GGUF_F64: return s_add_scalar(w, key, v->type, &v->f, 8, false);
+    case MC_GGUF_STRING: {
+        mc_err_t rc = s_kv_begin(w, key, MC_GGUF_STRING, 8 + (size_t)v->str.len, false);
+        if (rc == MC_OK) s_put_str(w, v->str.ptr, (size_t)v->str.len);
+        return rc;
+    }
+    case MC_GGUF_ARRAY: break;
+    default: return MC_ERR_UNSUPPORTED;
+    }
+    const uint64_t n = v->arr.count;
+    size_t payload = 4 + 8;
+    if (v->arr.elem_type == MC_GGUF_STRING) {
+        for (uint64_t i = 0; i < n; i++)
+            if (__builtin_add_overflow(payload, 8 + (size_t)v->arr.strings[i].len, &payload)) return MC_ERR_ARG;
+    } else {
+        static const uint8_t size[] = {[MC_GGUF_U8] = 1, [MC_GGUF_I8] = 1, [MC_GGUF_U16] = 2, [MC_GGUF_I16] = 2,
+                                       [MC_GGUF_U32] = 4, [MC_GGUF_I32] = 4, [MC_GGUF_F32] = 4, [MC_GGUF_BOOL] = 1,
+                                       [MC_GGUF_U64] = 8, [MC_GGUF_I64] = 8, [MC_GGUF_F64] = 8};
+        const unsigned t = v->arr.elem_type;
+        if (t >= sizeof size || !size[t]) return MC_ERR_UNSUPPORTED; // arrays of arrays
+        size_t bytes;
+        if (__builtin_mul_overflow((size_t)n, (size_t)size[t], &bytes) ||
+            __builtin_add_overflow(payload, bytes, &payload))
+            return MC_ERR_ARG;
+        mc_err_t rc = s_kv_begin(w, key, MC_GGUF_ARRAY, payload, false);
+        if (rc != MC_OK) return rc;
+        s_put_u32(w, t);
+        s_put_u64(w, n);
+        if (bytes) s_put(w, v->arr.data, bytes); // packed little-endian, as in the file read
+        return MC_OK;
+    }
+    mc_err_t rc = s_kv_begin(w, key, MC_GGUF_ARRAY, payload, false);
+    if (rc != MC_OK) return rc;
+    s_put_u32(w, MC_GGUF_STRING);
+    s_put_u64(w, n);
+    for (uint64_t i = 0; i < n; i++) s_put_str(w, v->arr.strings[i].ptr, (size_t)v->arr.strings[i].len);
+    return MC_OK;
+}
+
 mc_err_t mc_gguf_writer_add_tensor(mc_gguf_writer_t *w, const char *name, mc_dtype_t type,
                                    uint32_t n_dims, const uint64_t *ne) {
     assert(w && name && ne);
@@ -335,14 +396,13 @@ static uint64_t s_data_start(const mc_gguf_writer_t *w) {
     return n + s_pad(n, w->alignment);
 }
 
-static mc_err_t s_write(const mc_gguf_writer_t *w, s_sink_t *s, mc_gguf_fill_fn fill, void *ctx,
-                        char *err) {
+// The header, metadata, tensor table and padding (everything before the data).
+static mc_err_t s_write_head(const mc_gguf_writer_t *w, s_sink_t *s, uint64_t *max_size, char *err) {
     mc_err_t rc;
     if ((rc = s_sink_u32(s, MC_GGUF_MAGIC, err)) || (rc = s_sink_u32(s, MC_GGUF_VERSION, err)) ||
         (rc = s_sink_u64(s, w->n_tensors, err)) || (rc = s_sink_u64(s, w->n_kv, err)) ||
         (rc = s_sink_put(s, w->kv, w->kv_len, err)))
         return rc;
-    uint64_t max_size = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
         const s_tensor_t *t = &w->tensors[i];
         size_t nlen = strlen(t->name);
@@ -351,9 +411,40 @@ static mc_err_t s_write(const mc_gguf_writer_t *w, s_sink_t *s, mc_gguf_fill_fn 
             (rc = s_sink_put(s, t->ne, 8 * (size_t)t->n_dims, err)) ||
             (rc = s_sink_u32(s, t->type, err)) || (rc = s_sink_u64(s, t->offset, err)))
             return rc;
-        if (t->size > max_size) max_size = t->size;
+        if (t->size > *max_size) *max_size = t->size;
     }
-    if ((rc = s_sink_pad(s, w->alignment, err))) return rc;
+    return s_sink_pad(s, w->alignment, err);
+}
+
+uint64_t mc_gguf_writer_file_bytes(const mc_gguf_writer_t *w) { return s_data_start(w) + w->data_size; }
+
+uint64_t mc_gguf_writer_tensor_offset(const mc_gguf_writer_t *w, size_t index) {
+    assert(index < w->n_tensors);
+    return s_data_start(w) + w->tensors[index].offset;
+}
+
+mc_err_t mc_gguf_writer_header(const mc_gguf_writer_t *w, uint8_t **out, size_t *len, char *err) {
+    const uint64_t n = s_data_start(w);
+    if (n > SIZE_MAX) return mc_err_set(err, MC_ERR_NOMEM, "gguf header of %llu bytes", (unsigned long long)n);
+    s_sink_t s = {.mem = malloc(n ? (size_t)n : 1), .cap = (size_t)n};
+    if (!s.mem) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    uint64_t max_size = 0;
+    mc_err_t rc = s_write_head(w, &s, &max_size, err);
+    if (rc) {
+        free(s.mem);
+        return rc;
+    }
+    assert(s.pos == n);
+    *out = s.mem;
+    *len = (size_t)n;
+    return MC_OK;
+}
+
+static mc_err_t s_write(const mc_gguf_writer_t *w, s_sink_t *s, mc_gguf_fill_fn fill, void *ctx,
+                        char *err) {
+    uint64_t max_size = 0;
+    mc_err_t rc = s_write_head(w, s, &max_size, err);
+    if (rc) return rc;
     if (max_size > SIZE_MAX)
         return mc_err_set(err, MC_ERR_NOMEM, "gguf write: tensor of %llu bytes does not fit memory",
                           (unsigned long long)max_size);

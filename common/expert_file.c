@@ -1,0 +1,74 @@
+/*
+ * expert_file: metadata and slice tensors of experts-only GGUF files.
+ */
+#include "expert_file.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+mc_err_t mc_expert_file_meta(const mc_gguf_t *src, uint64_t fingerprint, mc_gguf_writer_t *w, char *err) {
+    for (size_t i = 0; i < mc_gguf_kv_count(src); i++) {
+        const mc_gguf_kv_t *kv = mc_gguf_kv_at(src, i);
+        if (!strncmp(kv->key, "tokenizer.", 10) || !strcmp(kv->key, "general.alignment") ||
+            !strcmp(kv->key, MC_MODEL_SOURCE_KEY))
+            continue;
+        mc_err_t rc = mc_gguf_writer_add_value(w, kv->key, &kv->value);
+        if (rc) return mc_err_set(err, rc, "cannot copy metadata key '%.100s'", kv->key);
+    }
+    mc_err_t rc = mc_gguf_writer_add_u64(w, MC_MODEL_SOURCE_KEY, fingerprint);
+    return rc ? mc_err_set(err, rc, "cannot add metadata key '%s'", MC_MODEL_SOURCE_KEY) : MC_OK;
+}
+
+uint64_t mc_expert_file_slice_bytes(const mc_hparams_t *hp, const mc_dtype_t types[3]) {
+    const uint32_t n_in[3] = {hp->dim, hp->dim, hp->ffn}, n_out[3] = {hp->ffn, hp->ffn, hp->dim};
+    uint64_t total = 0;
+    for (int j = 0; j < 3; j++) {
+        const mc_dtype_traits_t *tr = mc_dtype_traits(types[j]);
+        if (!tr || !tr->weight || n_in[j] % tr->block_elems) return 0;
+        total += (uint64_t)mc_dtype_row_bytes(types[j], n_in[j]) * n_out[j];
+    }
+    return total;
+}
+
+mc_err_t mc_expert_file_add(mc_gguf_writer_t *w, const mc_hparams_t *hp, uint32_t layer, uint32_t e,
+                            const mc_dtype_t types[3], char *err) {
+    static const char *const part[3] = {"gate", "up", "down"};
+    const uint64_t ne[3][2] = {{hp->dim, hp->ffn}, {hp->dim, hp->ffn}, {hp->ffn, hp->dim}};
+    for (int j = 0; j < 3; j++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%u.ffn_%s.%u.weight", layer, part[j], e);
+        mc_err_t rc = mc_gguf_writer_add_tensor(w, name, types[j], 2, ne[j]);
+        if (rc) return mc_err_set(err, rc, "cannot declare tensor %s of type %s", name, mc_dtype_name(types[j]));
+    }
+    return MC_OK;
+}
+
+void mc_expert_file_types(const mc_model_t *m, uint32_t layer, uint32_t e, mc_dtype_t out[3]) {
+    const mc_expert_t *x = &m->layers[layer].experts[e];
+    out[0] = x->gate.type, out[1] = x->up.type, out[2] = x->down.type;
+}
+
+static mc_err_t s_no_data(void *ctx, size_t index, void *dst, size_t size, char *err) {
+    (void)ctx, (void)index, (void)dst, (void)size;
+    return mc_err_set(err, MC_ERR_ARG, "a metadata file has no tensors");
+}
+
+mc_err_t mc_expert_file_info(const mc_model_t *m, uint8_t **out, size_t *len, char *err) {
+    mc_gguf_writer_t *w = mc_gguf_writer_new(0);
+    if (!w) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    mc_err_t rc = mc_expert_file_meta(m->gguf, mc_model_fingerprint(m), w, err);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (!rc) rc = mc_gguf_writer_write_mem(w, s_no_data, NULL, &buf, &n, err);
+    mc_gguf_writer_destroy(&w);
+    if (rc) return rc;
+    if (n > MC_EXPERT_FILE_INFO_MAX) {
+        free(buf);
+        return mc_err_set(err, MC_ERR_RANGE, "the model's metadata without the tokenizer takes %zu bytes, at most %u travel",
+                          n, MC_EXPERT_FILE_INFO_MAX);
+    }
+    *out = buf;
+    *len = n;
+    return MC_OK;
+}

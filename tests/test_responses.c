@@ -1,0 +1,260 @@
+/*
+ * test_responses: Responses API bodies (a string input, message items with
+ * input_text and output_text parts, instructions, the sampling fields,
+ * logprobs through include, references to kept answers, store) and every
+ * refusal with its param and message;
+ * the response object and each stream event, read back with cJSON.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "responses.h"
+
+static mc_items_t *s_items; // one kept answer: msg_kept
+
+static mc_api_request_t s_ok(const char *body) {
+    mc_api_request_t r;
+    mc_api_error_t e;
+    const mc_sampler_params_t d = mc_sampler_params_default();
+    if (mc_responses_parse(body, strlen(body), &d, s_items, &r, &e)) fail_msg("%s: %s", body, e.message);
+    assert_true(r.chat);
+    return r;
+}
+
+static void s_bad(const char *body, const char *param, const char *needle) {
+    mc_api_request_t r = {0};
+    mc_api_error_t e;
+    const mc_sampler_params_t d = mc_sampler_params_default();
+    if (mc_responses_parse(body, strlen(body), &d, s_items, &r, &e) != MC_ERR_ARG) fail_msg("accepted: %s", body);
+    if (e.status != 400 || strcmp(e.param, param) || !strstr(e.message, needle))
+        fail_msg("%s: got %d '%s' '%s', wanted 400 '%s' '%s'", body, e.status, e.param, e.message, param, needle);
+    assert_null(r.owned_);
+}
+
+static void s_msg(const mc_api_request_t *r, size_t i, mc_chat_role_t role, const char *text) {
+    assert_true(i < r->n_msgs);
+    assert_int_equal(r->msgs[i].role, role);
+    assert_int_equal(r->msgs[i].len, strlen(text));
+    assert_memory_equal(r->msgs[i].content, text, strlen(text));
+}
+
+static void test_requests(void **state) {
+    (void)state;
+    // What client.responses.create({model, input: "..."}) sends.
+    mc_api_request_t r = s_ok("{\"model\":\"gpt-4o\",\"input\":\"Tell me a joke\"}");
+    assert_int_equal(r.n_msgs, 1);
+    s_msg(&r, 0, MC_CHAT_USER, "Tell me a joke");
+    assert_false(r.stream || r.logprobs);
+    assert_int_equal(r.max_tokens, 0);
+    mc_api_request_free(&r);
+    // What the AI SDK sends: a system message, input_text parts, an earlier
+    // answer as output_text, the sampling fields, logprobs through include.
+    r = s_ok("{\"model\":\"m\",\"input\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":"
+             "[{\"type\":\"input_text\",\"text\":\"Hi \"},{\"type\":\"input_text\",\"text\":\"there\"}]},{\"role\":"
+             "\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Hello\"}],\"id\":\"msg_1\"},{\"type\":"
+             "\"message\",\"role\":\"developer\",\"content\":\"Again\"},{\"role\":\"user\",\"content\":\"More\"}],"
+             "\"instructions\":\"You are a pirate.\",\"temperature\":0.5,\"top_p\":0.9,\"max_output_tokens\":32,"
+             "\"stream\":true,\"include\":[\"message.output_text.logprobs\",\"reasoning.encrypted_content\"],"
+             "\"top_logprobs\":3,\"store\":false,\"metadata\":{\"a\":\"b\"},\"user\":\"u\",\"parallel_tool_calls\":true,"
+             "\"truncation\":\"disabled\",\"text\":{\"format\":{\"type\":\"text\"},\"verbosity\":\"low\"},\"tools\":[],"
+             "\"tool_choice\":\"auto\",\"seed\":7}");
+    assert_int_equal(r.n_msgs, 6);
+    s_msg(&r, 0, MC_CHAT_SYSTEM, "You are a pirate."); // instructions first
+    s_msg(&r, 1, MC_CHAT_SYSTEM, "Be brief.");
+    s_msg(&r, 2, MC_CHAT_USER, "Hi there");
+    s_msg(&r, 3, MC_CHAT_ASSISTANT, "Hello");
+    s_msg(&r, 4, MC_CHAT_SYSTEM, "Again");
+    s_msg(&r, 5, MC_CHAT_USER, "More");
+    assert_true(r.sampling.temp == 0.5f && r.sampling.top_p == 0.9f && r.max_tokens == 32 && r.stream);
+    assert_true(r.logprobs && r.top_logprobs == 3 && r.seed_given && r.sampling.seed == 7);
+    mc_api_request_free(&r);
+    // top_logprobs alone does not ask for logprobs (OpenAI's include does).
+    r = s_ok("{\"input\":\"x\",\"top_logprobs\":2}");
+    assert_false(r.logprobs);
+    assert_true(r.store); // OpenAI's default
+    mc_api_request_free(&r);
+    // An earlier answer named by its id (what the AI SDK sends by default).
+    r = s_ok("{\"input\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"type\":\"item_reference\",\"id\":\"msg_kept\"},"
+             "{\"role\":\"user\",\"content\":\"And?\"}],\"store\":false}");
+    assert_int_equal(r.n_msgs, 3);
+    s_msg(&r, 1, MC_CHAT_ASSISTANT, "An earlier answer.");
+    assert_false(r.store);
+    mc_api_request_free(&r);
+}
+
+static void test_refusals(void **state) {
+    (void)state;
+    s_bad("{\"model\":\"m\"}", "input", "'input' is required");
+    s_bad("{\"input\":5}", "input", "a string or an array");
+    s_bad("{\"input\":[]}", "input", "must not be empty");
+    s_bad("{\"input\":[1]}", "input[0]", "must be an object");
+    s_bad("{\"input\":[{\"role\":\"robot\",\"content\":\"x\"}]}", "input[0].role", "'robot': the roles are");
+    s_bad("{\"input\":[{\"content\":\"x\"}]}", "input[0].role", "must be a string");
+    s_bad("{\"input\":[{\"role\":\"user\",\"content\":null}]}", "input[0].content", "a string or an array");
+    s_bad("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\",\"image_url\":\"x\"}]}]}",
+          "input[0].content", "'input_image': this model reads text only");
+    s_bad("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\"}]}]}", "input[0].content",
+          "needs a string \"text\"");
+    s_bad("{\"input\":[{\"type\":\"item_reference\",\"id\":\"msg_1\"}]}", "input[0]",
+          "refers to 'msg_1', an answer this server does not keep");
+    s_bad("{\"input\":[{\"type\":\"item_reference\"}]}", "input[0]", "needs a string \"id\"");
+    s_bad("{\"input\":\"x\",\"store\":\"yes\"}", "store", "true or false");
+    s_bad("{\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"1\"}]}", "input[0]",
+          "tools are not supported on this server yet");
+    s_bad("{\"input\":[{\"type\":\"reasoning\",\"summary\":[]}]}", "input[0]", "'reasoning': this server reads message items");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{}}]}", "tools",
+          "tools are not supported on this server yet");
+    s_bad("{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "without tools");
+    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"schema\":{}}}}", "text.format",
+          "'json_schema': only \"text\"");
+    s_bad("{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}", "previous_response_id", "stores no responses");
+    s_bad("{\"input\":\"x\",\"conversation\":\"c\"}", "conversation", "keeps no conversations");
+    s_bad("{\"input\":\"x\",\"background\":true}", "background", "answers at once");
+    s_bad("{\"input\":\"x\",\"max_output_tokens\":0}", "max_output_tokens", "between 1 and");
+    s_bad("{\"input\":\"x\",\"temperature\":9}", "temperature", "between 0 and 2");
+    s_bad("{\"input\":\"x\",\"top_logprobs\":21}", "top_logprobs", "between 0 and 20");
+    s_bad("{\"input\":\"x\",\"include\":\"all\"}", "include", "array of strings");
+    s_bad("{\"input\":\"x\",\"instructions\":3}", "instructions", "must be a string");
+    s_bad("{\"input\":\"x\",\"stream\":1}", "stream", "true or false");
+    s_bad("{\"input\":\"\\u0000\"}", "", "NUL character");
+    s_bad("{\"input\":\"\xff\"}", "", "not valid UTF-8");
+}
+
+static cJSON *s_parse(char *txt) {
+    assert_non_null(txt);
+    cJSON *j = cJSON_Parse(txt);
+    if (!j) fail_msg("not JSON: %s", txt);
+    free(txt);
+    return j;
+}
+
+static const cJSON *s_at(const cJSON *o, const char *path) {
+    const cJSON *cur = o;
+    char key[64];
+    for (const char *p = path; *p && cur;) {
+        size_t n = strcspn(p, ".");
+        snprintf(key, sizeof key, "%.*s", (int)n, p);
+        cur = key[0] == '[' ? cJSON_GetArrayItem(cur, atoi(key + 1)) : cJSON_GetObjectItemCaseSensitive(cur, key);
+        p += n + (p[n] == '.');
+    }
+    if (!cur) fail_msg("no %s", path);
+    return cur;
+}
+
+static const char *s_str(const cJSON *o, const char *path) {
+    const cJSON *v = s_at(o, path);
+    return cJSON_IsString(v) ? v->valuestring : cJSON_IsNull(v) ? "null" : "?";
+}
+
+static double s_num(const cJSON *o, const char *path) {
+    const cJSON *v = s_at(o, path);
+    if (!cJSON_IsNumber(v)) fail_msg("%s is not a number", path);
+    return v->valuedouble;
+}
+
+static void test_answers(void **state) {
+    (void)state;
+    const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 64, false, NULL, false};
+    mc_api_result_t res = {"Hello!", 6, MC_FINISH_STOP, 5, 2, NULL, 0};
+    cJSON *j = s_parse(mc_responses_json(&a, &res, NULL));
+    assert_string_equal(s_str(j, "id"), "resp_1");
+    assert_string_equal(s_str(j, "object"), "response");
+    assert_string_equal(s_str(j, "status"), "completed");
+    assert_string_equal(s_str(j, "error"), "null");
+    assert_string_equal(s_str(j, "incomplete_details"), "null");
+    assert_string_equal(s_str(j, "output.[0].type"), "message");
+    assert_string_equal(s_str(j, "output.[0].id"), "msg_1");
+    assert_string_equal(s_str(j, "output.[0].role"), "assistant");
+    assert_string_equal(s_str(j, "output.[0].status"), "completed");
+    assert_string_equal(s_str(j, "output.[0].content.[0].type"), "output_text");
+    assert_string_equal(s_str(j, "output.[0].content.[0].text"), "Hello!");
+    assert_int_equal(cJSON_GetArraySize(s_at(j, "output.[0].content.[0].annotations")), 0);
+    assert_true(s_num(j, "usage.input_tokens") == 5 && s_num(j, "usage.output_tokens") == 2);
+    assert_true(s_num(j, "usage.total_tokens") == 7 && s_num(j, "usage.input_tokens_details.cached_tokens") == 0);
+    assert_true(s_num(j, "temperature") == 0.7 && s_num(j, "top_p") == 0.95); // as written, not 0.699999988
+    assert_true(s_num(j, "max_output_tokens") == 64 && s_num(j, "created_at") == 1700000000);
+    assert_true(cJSON_IsFalse(s_at(j, "store")));
+    cJSON_Delete(j);
+    // A token limit: incomplete, with the reason.
+    res.why = MC_FINISH_LENGTH;
+    j = s_parse(mc_responses_json(&a, &res, NULL));
+    assert_string_equal(s_str(j, "status"), "incomplete");
+    assert_string_equal(s_str(j, "incomplete_details.reason"), "max_output_tokens");
+    assert_string_equal(s_str(j, "output.[0].status"), "incomplete");
+    cJSON_Delete(j);
+    // The events of a stream, in order, numbered by the caller.
+    static const char *const types[] = {"response.created",           "response.in_progress",
+                                        "response.output_item.added", "response.content_part.added",
+                                        "response.output_text.delta", "response.output_text.done",
+                                        "response.content_part.done", "response.output_item.done",
+                                        "response.incomplete"};
+    const mc_api_result_t delta = {"Hel", 3, MC_FINISH_NONE, 0, 0, NULL, 0};
+    for (int ev = MC_RESPONSES_CREATED; ev <= MC_RESPONSES_END; ev++) {
+        const char *type = NULL;
+        j = s_parse(mc_responses_event_json(&a, (mc_responses_event_t)ev, ev == MC_RESPONSES_TEXT_DELTA ? &delta : &res,
+                                            NULL, (uint32_t)ev, &type));
+        assert_string_equal(type, types[ev]);
+        assert_string_equal(s_str(j, "type"), types[ev]);
+        assert_true(s_num(j, "sequence_number") == ev);
+        switch (ev) {
+        case MC_RESPONSES_CREATED:
+        case MC_RESPONSES_IN_PROGRESS:
+            assert_string_equal(s_str(j, "response.status"), "in_progress");
+            assert_int_equal(cJSON_GetArraySize(s_at(j, "response.output")), 0);
+            assert_string_equal(s_str(j, "response.usage"), "null");
+            break;
+        case MC_RESPONSES_ITEM_ADDED:
+            assert_string_equal(s_str(j, "item.status"), "in_progress");
+            assert_int_equal(cJSON_GetArraySize(s_at(j, "item.content")), 0);
+            break;
+        case MC_RESPONSES_PART_ADDED: assert_string_equal(s_str(j, "part.text"), ""); break;
+        case MC_RESPONSES_TEXT_DELTA:
+            assert_string_equal(s_str(j, "delta"), "Hel");
+            assert_string_equal(s_str(j, "item_id"), "msg_1");
+            assert_true(s_num(j, "output_index") == 0 && s_num(j, "content_index") == 0);
+            break;
+        case MC_RESPONSES_TEXT_DONE: assert_string_equal(s_str(j, "text"), "Hello!"); break;
+        case MC_RESPONSES_PART_DONE: assert_string_equal(s_str(j, "part.text"), "Hello!"); break;
+        case MC_RESPONSES_ITEM_DONE: assert_string_equal(s_str(j, "item.content.[0].text"), "Hello!"); break;
+        default: assert_true(s_num(j, "response.usage.output_tokens") == 2); break;
+        }
+        cJSON_Delete(j);
+    }
+    // A failure: response.failed, the error inside the response.
+    const char *type;
+    j = s_parse(mc_responses_event_json(&a, MC_RESPONSES_END, &res, "the server stopped", 9, &type));
+    assert_string_equal(type, "response.failed");
+    assert_string_equal(s_str(j, "response.status"), "failed");
+    assert_string_equal(s_str(j, "response.error.message"), "the server stopped");
+    assert_string_equal(s_str(j, "response.error.code"), "server_error");
+    cJSON_Delete(j);
+}
+
+static int s_setup(void **state) {
+    (void)state;
+    s_items = mc_items_new(4, 1024);
+    return s_items && mc_items_put(s_items, "msg_kept", "An earlier answer.", 18) == MC_OK ? 0 : -1;
+}
+
+static int s_teardown(void **state) {
+    (void)state;
+    mc_items_destroy(&s_items);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_answers),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
