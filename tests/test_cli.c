@@ -301,6 +301,12 @@ static void test_parse_modes(void **state) {
     assert_true(o.sampling.top_p == 0.5f && o.sampling.min_p == 0.1f && o.sampling.repeat_penalty == 1.1f);
     assert_int_equal(o.ctx, 64);
     s_parse_ok("--model m.gguf --prompt hi", &o);
+    assert_int_equal(o.mem_limit_mb, 0);
+    assert_int_equal(o.mem_prefetch, -1);
+    mc_cli_opts_free(&o);
+    s_parse_ok("--model m.gguf --prompt hi --mem-limit 6000 --mem-prefetch router", &o);
+    assert_int_equal(o.mem_limit_mb, 6000);
+    assert_int_equal(o.mem_prefetch, MC_STORE_PRED_ROUTER);
     assert_int_equal(o.n_predict, 128);
     assert_false(o.seed_given);
 
@@ -379,6 +385,10 @@ static void test_parse_errors(void **state) {
     s_parse_fails("--model m --serve --api-key-file /nonexistent/key", "--api-key-file: /nonexistent/key");
     s_parse_fails("--model m --profile-routing --prompt-file p", "--profile-routing needs");
     s_parse_fails("--model m --prompt a --prompt-file p", "--prompt-file goes with --profile-routing");
+    s_parse_fails("--model m --prompt a --mem-prefetch router", "--mem-prefetch goes with --mem-limit");
+    s_parse_fails("--model m --prompt a --mem-limit 100 --mem-prefetch soon",
+                  "--mem-prefetch: 'soon' is not router, transitions or none");
+    s_parse_fails("--model m --prompt a --mem-limit 16777217", "--mem-limit");
 }
 
 // --help: every row of the table, each number with its default and bounds.
