@@ -21,8 +21,8 @@ struct mc_moe {
     uint8_t *xq;   // gathered input blocks of the experts that take them as they are
     float *g, *u;  // (rows, ffn) gate and up products
     float *d;      // (rows, dim) down product
-    float *y;      // (n, k, dim) per-slot expert outputs
-    uint32_t *idx; // (rows) flat (t * k + j) slot of each gathered row
+    float *y;      // (n, k, dim) per-choice expert outputs
+    uint32_t *idx; // (rows) flat (t * k + j) choice of each gathered row
     size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_y, cap_idx; // bytes
     mc_matmul_op_t ops[2 * MC_MOE_MAX_EXPERTS];   // gate and up per active expert
     const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts, in id order
@@ -61,7 +61,7 @@ mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, cons
     return mc_moe_compute_rows(moe, m, layer, &rows, n, experts, weights, k, out, err);
 }
 
-// Copy rows idx[0..cnt) (slots t * k + j) of x into dst in the layout kc's
+// Copy rows idx[0..cnt) (choices t * k + j) of x into dst in the layout kc's
 // products read: the act_type row, then the kernel's side data.
 static void s_gather_blocks(const mc_kernel_t *kc, const mc_moe_rows_t *x, const uint32_t *idx, uint32_t cnt,
                             uint32_t k, uint32_t dim, uint8_t *dst) {

@@ -224,7 +224,7 @@ static uint64_t s_rng(uint64_t *s) {
 }
 
 // Rows and a routing like the coordinator's: k distinct experts per row,
-// slots of experts this node does not hold set to -1 (at least one held).
+// choices of experts this node does not hold set to -1 (at least one held).
 typedef struct {
     uint32_t n, dim, k;
     float *x;         // (n, dim)

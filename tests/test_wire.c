@@ -260,7 +260,7 @@ static void test_roundtrip_request_result(void **state) {
     assert_memory_equal(q->weights, r.weights, sizeof r.weights);
     mc_wire_msg_free(&out);
 
-    // Unused slots are not sent: a request where every row has one pair decodes with k = 1.
+    // Unused choices are not sent: a request where every row has one pair decodes with k = 1.
     int32_t ex1[N_ROWS * K] = {-1, 4, 6, -1, 2, -1};
     r.msg.u.request.experts = ex1;
     s_decode_ok(&s_lim, &r.msg, &out);
@@ -481,7 +481,7 @@ static void test_rejects_bad_requests(void **state) {
     // Huge or zero counts: the row count says more rows than the routes and bytes carry.
     s_expect_reject_edited(&r.msg, 1u << 30, sizeof r.x, MC_ERR_RANGE, "1073741824 rows, expected 1..16");
     s_expect_reject_edited(&r.msg, UINT32_MAX, sizeof r.x, MC_ERR_RANGE, "4294967295 rows");
-    s_expect_reject_edited(&r.msg, 2, 2 * DIM * 4, MC_ERR_FORMAT, "3 routes for 2 rows");
+    s_expect_reject_edited(&r.msg, 2, 2 * DIM * 4, MC_ERR_FORMAT, "3 rows of experts for 2 rows");
     q->n_rows = 0, q->rows_len = 0;
     s_expect_reject(&s_lim, &r.msg, MC_ERR_RANGE, "0 rows");
     *q = good;
@@ -772,7 +772,7 @@ static void test_roundtrip_assign_largest(void **state) {
     }
 }
 
-// The largest requests: MC_WIRE_MAX_ROWS rows, each with all 8 slots used,
+// The largest requests: MC_WIRE_MAX_ROWS rows, each with all 8 choices used,
 // as f32 and as q8_0 rows of a 2048-wide model; and their results.
 static void test_roundtrip_request_largest(void **state) {
     (void)state;

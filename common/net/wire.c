@@ -237,17 +237,17 @@ static mc_err_t s_pack_assign(const mc_wire_assign_t *a, Mc__Assign *pa, void **
     return MC_OK;
 }
 
-// Routes of a request: one RowRoute per row with its non-negative slots.
+// The rows' experts of a request: one RowExperts per row with its non-negative choices.
 static mc_err_t s_pack_request(const mc_wire_request_t *r, Mc__ExpertRequest *pr, void **mem) {
-    size_t n = r->n_rows, slots = (size_t)r->n_rows * r->k;
-    uint8_t *m = malloc(n * (sizeof(Mc__RowRoute *) + sizeof(Mc__RowRoute)) + slots * 8 + 1);
+    size_t n = r->n_rows, choices = (size_t)r->n_rows * r->k;
+    uint8_t *m = malloc(n * (sizeof(Mc__RowExperts *) + sizeof(Mc__RowExperts)) + choices * 8 + 1);
     if (!m) return MC_ERR_NOMEM;
-    Mc__RowRoute **ptrs = (Mc__RowRoute **)m;
-    Mc__RowRoute *rr = (Mc__RowRoute *)(m + n * sizeof *ptrs);
+    Mc__RowExperts **ptrs = (Mc__RowExperts **)m;
+    Mc__RowExperts *rr = (Mc__RowExperts *)(m + n * sizeof *ptrs);
     uint32_t *ids = (uint32_t *)(m + n * (sizeof *ptrs + sizeof *rr));
-    float *ws = (float *)(ids + slots);
+    float *ws = (float *)(ids + choices);
     for (size_t t = 0; t < n; t++) {
-        mc__row_route__init(&rr[t]);
+        mc__row_experts__init(&rr[t]);
         rr[t].experts = ids;
         rr[t].weights = ws;
         for (size_t j = 0; j < r->k; j++) {
@@ -258,8 +258,8 @@ static mc_err_t s_pack_request(const mc_wire_request_t *r, Mc__ExpertRequest *pr
         rr[t].n_experts = rr[t].n_weights = (size_t)(ids - rr[t].experts);
         ptrs[t] = &rr[t];
     }
-    pr->routes = ptrs;
-    pr->n_routes = n;
+    pr->row_experts = ptrs;
+    pr->n_row_experts = n;
     *mem = m;
     return MC_OK;
 }
@@ -464,11 +464,11 @@ static uint64_t s_assign_bytes(const mc_wire_limits_t *lim) {
            pairs * (sizeof(ProtobufCBinaryData) + S_SCAN_BYTES);
 }
 
-// max_rows routes of k_max (expert, weight) pairs each (packed: two fields).
+// max_rows rows of k_max (expert, weight) pairs each (packed: two fields).
 static uint64_t s_request_bytes(const mc_wire_limits_t *lim) {
-    const uint64_t route = sizeof(Mc__RowRoute *) + s_msg_bytes(sizeof(Mc__RowRoute), 2) +
-                           (uint64_t)lim->k_max * (sizeof(uint32_t) + sizeof(float));
-    return s_msg_bytes(sizeof(Mc__ExpertRequest), 6 + (uint64_t)lim->max_rows) + lim->max_rows * route;
+    const uint64_t row_experts = sizeof(Mc__RowExperts *) + s_msg_bytes(sizeof(Mc__RowExperts), 2) +
+                                 (uint64_t)lim->k_max * (sizeof(uint32_t) + sizeof(float));
+    return s_msg_bytes(sizeof(Mc__ExpertRequest), 6 + (uint64_t)lim->max_rows) + lim->max_rows * row_experts;
 }
 
 static size_t s_decode_budget(const mc_wire_limits_t *lim, size_t len) {
@@ -614,11 +614,11 @@ static mc_err_t s_request(const mc_wire_limits_t *lim, const Mc__ExpertRequest *
     if ((rc = mc_wire_rows_check((mc_wire_enc_t)r->encoding, r->rows.data, r->n_rows, r->dim, err))) return rc;
     if (r->result_encoding > MC_WIRE_BF16)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "result encoding %u: expected f32, f16 or bf16", r->result_encoding);
-    if (r->n_routes != r->n_rows)
-        return mc_err_set(err, MC_ERR_FORMAT, "%zu routes for %u rows", r->n_routes, r->n_rows);
+    if (r->n_row_experts != r->n_rows)
+        return mc_err_set(err, MC_ERR_FORMAT, "%zu rows of experts for %u rows", r->n_row_experts, r->n_rows);
     uint32_t k = 0;
-    for (size_t t = 0; t < r->n_routes; t++) {
-        const Mc__RowRoute *rr = r->routes[t];
+    for (size_t t = 0; t < r->n_row_experts; t++) {
+        const Mc__RowExperts *rr = r->row_experts[t];
         if (rr->n_experts != rr->n_weights)
             return mc_err_set(err, MC_ERR_FORMAT, "row %zu: %zu experts but %zu weights", t, rr->n_experts, rr->n_weights);
         if (rr->n_experts == 0 || rr->n_experts > lim->k_max)
@@ -635,13 +635,13 @@ static mc_err_t s_request(const mc_wire_limits_t *lim, const Mc__ExpertRequest *
         }
         if (rr->n_experts > k) k = (uint32_t)rr->n_experts;
     }
-    size_t slots = (size_t)r->n_rows * k;
-    o->experts = malloc(slots * sizeof *o->experts);
-    o->weights = malloc(slots * sizeof *o->weights);
+    size_t choices = (size_t)r->n_rows * k;
+    o->experts = malloc(choices * sizeof *o->experts);
+    o->weights = malloc(choices * sizeof *o->weights);
     if (!o->experts || !o->weights) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     for (size_t t = 0; t < r->n_rows; t++)
         for (size_t j = 0; j < k; j++) {
-            const Mc__RowRoute *rr = r->routes[t];
+            const Mc__RowExperts *rr = r->row_experts[t];
             bool used = j < rr->n_experts;
             o->experts[t * k + j] = used ? (int32_t)rr->experts[j] : -1;
             o->weights[t * k + j] = used ? rr->weights[j] : 0.0f;

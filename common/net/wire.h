@@ -120,8 +120,8 @@ typedef struct {
     uint32_t dim;
     const uint8_t *rows; /* (n_rows, mc_wire_row_bytes(enc, dim)) */
     size_t rows_len;
-    uint32_t k;          /* slots per row */
-    int32_t *experts;    /* (n_rows, k); negative: unused slot (not sent) */
+    uint32_t k;          /* choices per row */
+    int32_t *experts;    /* (n_rows, k); negative: unused choice (not sent) */
     float *weights;      /* (n_rows, k) */
     mc_wire_enc_t res_enc; /* how the result rows travel back: F32, F16 or BF16 */
 } mc_wire_request_t;

@@ -26,22 +26,22 @@
 // Links are ticked (heartbeats, probes) at most this often during a run.
 #define MC_CLUSTER_TICK_MS 100.0
 
-// One request row: a token and a run of its slots, all computed by one
+// One request row: a token and a run of its choices, all computed by one
 // holder (a node or the coordinator) and summed there.
 //
-// Why runs and not "every slot of the token this holder has": the result
+// Why runs and not "every choice of the token this holder has": the result
 // must be the bits one machine computes, which adds a token's k weighted
-// expert outputs in slot order, starting from zero. A holder's sum of slots
-// 0..m-1 is exactly that order's first m steps; any other set of slots
+// expert outputs in choice order, starting from zero. A holder's sum of choices
+// 0..m-1 is exactly that order's first m steps; any other set of choices
 // summed apart would regroup the additions (with k = 8 spread over nodes,
 // that changes the last bits). So a token's leading run on one holder
-// travels as one row, and every later slot as a row of its own, which the
-// coordinator adds in slot order (for Mixtral's k = 2 that is exactly one
+// travels as one row, and every later choice as a row of its own, which the
+// coordinator adds in choice order (for Mixtral's k = 2 that is exactly one
 // row per holder, as before).
 typedef struct {
     uint32_t n_rows;
     uint32_t *row_of;   // (n_rows) token of each row
-    int32_t *experts;   // (n_rows, k) the run's slots, -1 elsewhere
+    int32_t *experts;   // (n_rows, k) the run's choices, -1 elsewhere
     float *weights;     // (n_rows, k) the token's weights
     float *xg;          // (n_rows, dim) gathered inputs
     float *out;         // (n_rows, dim) the holder's weighted sums
@@ -81,9 +81,9 @@ struct mc_cluster {
     uint32_t cap_tok;   // tokens the per-batch buffers hold (rows: cap_tok * k)
     uint32_t k;
     s_rows_t local;          // the coordinator's own runs
-    int32_t *slot_dest;      // (cap_tok, k) holder whose row starts at this slot (n_nodes: local), -1: none
+    int32_t *choice_dest;      // (cap_tok, k) holder whose row starts at this choice (n_nodes: local), -1: none
     uint32_t *slot_row;      // (cap_tok, k) that row
-    int *hold;               // (k) holder of each slot of the token being routed
+    int *hold;               // (k) holder of each choice of the token being assigned
     uint32_t *rr;            // (n_layer, n_expert) round-robin cursor over replicas
     mc_wire_enc_t *auto_enc; // (n_layer, n_expert) what `wire: auto` sends for each expert
     float *round;            // (cap_tok * k, dim) a lost node's result on its way through the result encoding
@@ -392,7 +392,7 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     for (size_t i = 0; c->nodes && i < c->n_nodes; i++) s_node_free(&c->nodes[i]);
     free(c->nodes), free(c->rr), free(c->auto_enc), free(c->round), free(c->items), free(c->who);
     s_rows_free(&c->local);
-    free(c->slot_dest), free(c->slot_row), free(c->hold);
+    free(c->choice_dest), free(c->slot_row), free(c->hold);
     mc_slice_index_destroy(&c->slices);
     mc_moe_destroy(&c->moe);
     if (c->zctx) zmq_ctx_term(c->zctx);
@@ -404,16 +404,16 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
 
 static mc_err_t s_reserve(mc_cluster_t *c, uint32_t n) {
     if (n <= c->cap_tok) return MC_OK;
-    // A holder gets at most one row per slot; f32 rows are the widest
+    // A holder gets at most one row per choice; f32 rows are the widest
     // encoding (auto may pick any per request).
     const size_t dim = c->m->hp.dim, k = c->k, rows = (size_t)n * k, rb = mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim);
     c->cap_tok = 0;
-    free(c->slot_dest), free(c->slot_row), free(c->hold), free(c->round);
-    c->slot_dest = malloc(rows * sizeof(int32_t));
+    free(c->choice_dest), free(c->slot_row), free(c->hold), free(c->round);
+    c->choice_dest = malloc(rows * sizeof(int32_t));
     c->slot_row = malloc(rows * sizeof(uint32_t));
     c->hold = malloc(k * sizeof(int));
     c->round = malloc(rows * rb);
-    if (!c->slot_dest || !c->slot_row || !c->hold || !c->round || !s_rows_alloc(&c->local, rows, k, dim))
+    if (!c->choice_dest || !c->slot_row || !c->hold || !c->round || !s_rows_alloc(&c->local, rows, k, dim))
         return MC_ERR_NOMEM;
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
@@ -430,7 +430,7 @@ static mc_err_t s_reserve(mc_cluster_t *c, uint32_t n) {
 // Which holder computes expert e of layer l for the next row: -1 for the
 // coordinator's own experts, else a node index. Rows of one expert are
 // spread over its live replicas in turn; when every holder is lost, the
-// first one keeps the slot and the coordinator computes it as that node
+// first one keeps the choice and the coordinator computes it as that node
 // would have (s_fallback).
 static int s_holder(mc_cluster_t *c, uint32_t layer, uint32_t e) {
     const mc_hparams_t *hp = &c->m->hp;
@@ -449,7 +449,7 @@ static int s_holder(mc_cluster_t *c, uint32_t layer, uint32_t e) {
     return first;
 }
 
-// A new row of r: token t's slots [j0, j1) (see s_rows_t).
+// A new row of r: token t's choices [j0, j1) (see s_rows_t).
 static uint32_t s_rows_add(s_rows_t *r, uint32_t k, uint32_t dim, uint32_t t, const float *x, const int32_t *experts,
                            const float *weights, uint32_t j0, uint32_t j1) {
     const uint32_t row = r->n_rows++;
@@ -461,12 +461,12 @@ static uint32_t s_rows_add(s_rows_t *r, uint32_t k, uint32_t dim, uint32_t t, co
     return row;
 }
 
-// Step 1: every slot to its holder, in runs (s_rows_t); one request per
+// Step 1: every choice to its holder, in runs (s_rows_t); one request per
 // node, the coordinator's runs in c->local.
-static void s_route(mc_cluster_t *c, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
+static void s_assign_holders(mc_cluster_t *c, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
                     const float *weights) {
     const uint32_t dim = c->m->hp.dim, k = c->k;
-    enum { NONE = -2 }; // an empty slot; -1 is the coordinator
+    enum { NONE = -2 }; // an empty choice; -1 is the coordinator
     for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].req.n_rows = 0;
     c->local.n_rows = 0;
     int *h = c->hold;
@@ -474,9 +474,9 @@ static void s_route(mc_cluster_t *c, uint32_t layer, const float *x, uint32_t n,
         for (uint32_t j = 0; j < k; j++) {
             int32_t e = experts[(size_t)t * k + j];
             h[j] = e < 0 ? NONE : s_holder(c, layer, (uint32_t)e);
-            c->slot_dest[(size_t)t * k + j] = -1;
+            c->choice_dest[(size_t)t * k + j] = -1;
         }
-        uint32_t lead = 1; // the leading run: slots 0..lead-1 on one holder
+        uint32_t lead = 1; // the leading run: choices 0..lead-1 on one holder
         while (h[0] != NONE && lead < k && h[lead] == h[0]) lead++;
         for (uint32_t j = 0; j < k;) {
             if (h[j] == NONE) {
@@ -486,7 +486,7 @@ static void s_route(mc_cluster_t *c, uint32_t layer, const float *x, uint32_t n,
             const uint32_t end = j == 0 ? lead : j + 1;
             s_rows_t *r = h[j] < 0 ? &c->local : &c->nodes[h[j]].req;
             c->slot_row[(size_t)t * k + j] = s_rows_add(r, k, dim, t, x, experts, weights, j, end);
-            c->slot_dest[(size_t)t * k + j] = h[j] < 0 ? (int32_t)c->n_nodes : h[j];
+            c->choice_dest[(size_t)t * k + j] = h[j] < 0 ? (int32_t)c->n_nodes : h[j];
             j = end;
         }
     }
@@ -698,7 +698,7 @@ static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint
                           c->lim.max_rows);
     if (s_reserve(c, n)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     if (mc_clock_ms() - c->last_tick >= MC_CLUSTER_TICK_MS) s_tick(c);
-    s_route(c, layer, x, n, experts, weights);
+    s_assign_holders(c, layer, x, n, experts, weights);
     mc_err_t rc = s_send_all(c, layer, err);
     if (rc) return rc;
     // Step 3: the coordinator's own experts, while the nodes work.
@@ -710,13 +710,13 @@ static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint
     // nodes may share (all of them, on one machine).
     if (c->pool) mc_pool_rest(c->pool);
     if ((rc = s_collect(c, layer, err))) return rc;
-    // Step 5: each token's rows added in slot order from zero, as one
+    // Step 5: each token's rows added in choice order from zero, as one
     // machine adds its k expert outputs (s_rows_t).
     for (uint32_t t = 0; t < n; t++) {
         float *o = out + (size_t)t * dim;
         memset(o, 0, dim * sizeof(float));
         for (uint32_t j = 0; j < k; j++) {
-            const int32_t d = c->slot_dest[(size_t)t * k + j];
+            const int32_t d = c->choice_dest[(size_t)t * k + j];
             if (d < 0) continue;
             const s_rows_t *r = (size_t)d == c->n_nodes ? &c->local : &c->nodes[d].req;
             const float *p = r->out + (size_t)c->slot_row[(size_t)t * k + j] * dim;

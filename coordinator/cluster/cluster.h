@@ -4,7 +4,7 @@
  * mc_cluster_new() connects to every node of a cluster file (link.h:
  * handshake, placement, liveness), and mc_cluster_experts() is then the
  * engine's expert step (experts.h). Per layer it
- *   1. routes every (row, slot) to a holder: the coordinator itself for the
+ *   1. routes every (row, choice) to a holder: the coordinator itself for the
  *      file's `local` experts, else one of the nodes holding the expert
  *      (replicas take rows in turn);
  *   2. sends exactly one request to each node that has work (all of that
@@ -16,7 +16,7 @@
  *      max(slow_ms, 4x its usual time): it then sits out a while) has its
  *      share computed here from the very bytes it was sent, as it would have
  *      computed it;
- *   5. adds each token's rows in slot order from zero, as one machine adds
+ *   5. adds each token's rows in choice order from zero, as one machine adds
  *      its k expert outputs, so the result does not depend on timing.
  * With `wire: auto` or f32 every partial has one machine's bits: the logits
  * are identical to the bit, whoever computed what.

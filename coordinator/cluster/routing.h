@@ -29,7 +29,7 @@
 typedef struct mc_routing mc_routing_t;
 
 // A collector for a model of these dimensions and n_seq sequences (the
-// engine's slots). NULL on bad dimensions or no memory.
+// engine's choices). NULL on bad dimensions or no memory.
 mc_routing_t *mc_routing_new(uint32_t n_layer, uint32_t n_expert, uint32_t k, uint32_t n_seq, uint32_t max_trace);
 void mc_routing_destroy(mc_routing_t **r);
 

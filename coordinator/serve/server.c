@@ -1,5 +1,5 @@
 /*
- * server: libmicrohttpd plumbing, routes, CORS, the engine thread and the
+ * server: libmicrohttpd plumbing, URL dispatch, CORS, the engine thread and the
  * jobs that connect a request to its generation, and the streams that
  * carry it back in each dialect (OpenAI's chat and completion chunks, the
  * Responses API's events, Ollama's lines).
@@ -772,7 +772,7 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     return rc;
 }
 
-// --- the other routes ------------------------------------------------------------------------
+// --- the other endpoints ------------------------------------------------------------------------
 
 static cJSON *s_model_object(mc_server_t *srv) {
     cJSON *m = cJSON_CreateObject();
@@ -945,9 +945,9 @@ static bool s_authorized(mc_server_t *srv, struct MHD_Connection *c) {
 }
 
 typedef enum {
-    S_R_CHAT, S_R_COMPLETIONS, S_R_RESPONSES, S_R_MODELS, S_R_CLUSTER, S_R_ROUTING, S_R_HEALTH, S_R_METRICS,
-    S_R_OLLAMA_CHAT, S_R_OLLAMA_GENERATE, S_R_OLLAMA_VERSION, S_R_OLLAMA_TAGS, S_R_OLLAMA_SHOW,
-} s_route_t;
+    S_H_CHAT, S_H_COMPLETIONS, S_H_RESPONSES, S_H_MODELS, S_H_CLUSTER, S_H_ROUTING, S_H_HEALTH, S_H_METRICS,
+    S_H_OLLAMA_CHAT, S_H_OLLAMA_GENERATE, S_H_OLLAMA_VERSION, S_H_OLLAMA_TAGS, S_H_OLLAMA_SHOW,
+} s_handler_t;
 
 // A CORS preflight (OPTIONS) on a known path: 204 with Allow; for an
 // allowed origin the Access-Control-* headers the browser waits for.
@@ -971,43 +971,43 @@ static enum MHD_Result s_preflight(mc_server_t *srv, struct MHD_Connection *c, s
     return rc;
 }
 
-static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, const char *url,
+static enum MHD_Result s_dispatch(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, const char *url,
                                const char *method) {
     const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
     const bool options = !strcmp(method, "OPTIONS");
     mc_api_error_t e;
     struct {
         const char *path;
-        s_route_t route;
+        s_handler_t handler;
         mc_endpoint_t ep;
         bool post;
-    } const routes[] = {
-        {"/v1/chat/completions", S_R_CHAT, MC_EP_CHAT, true},
-        {"/v1/completions", S_R_COMPLETIONS, MC_EP_COMPLETIONS, true},
-        {"/v1/responses", S_R_RESPONSES, MC_EP_RESPONSES, true},
-        {"/v1/models", S_R_MODELS, MC_EP_MODELS, false},
-        {"/v1/cluster", S_R_CLUSTER, MC_EP_CLUSTER, false},
-        {"/v1/routing", S_R_ROUTING, MC_EP_CLUSTER, false},
-        {"/health", S_R_HEALTH, MC_EP_HEALTH, false},
-        {"/metrics", S_R_METRICS, MC_EP_METRICS, false},
-        {"/api/chat", S_R_OLLAMA_CHAT, MC_EP_OLLAMA, true},
-        {"/api/generate", S_R_OLLAMA_GENERATE, MC_EP_OLLAMA, true},
-        {"/api/version", S_R_OLLAMA_VERSION, MC_EP_OLLAMA_INFO, false},
-        {"/api/tags", S_R_OLLAMA_TAGS, MC_EP_OLLAMA_INFO, false},
-        {"/api/show", S_R_OLLAMA_SHOW, MC_EP_OLLAMA_INFO, true},
+    } const handlers[] = {
+        {"/v1/chat/completions", S_H_CHAT, MC_EP_CHAT, true},
+        {"/v1/completions", S_H_COMPLETIONS, MC_EP_COMPLETIONS, true},
+        {"/v1/responses", S_H_RESPONSES, MC_EP_RESPONSES, true},
+        {"/v1/models", S_H_MODELS, MC_EP_MODELS, false},
+        {"/v1/cluster", S_H_CLUSTER, MC_EP_CLUSTER, false},
+        {"/v1/routing", S_H_ROUTING, MC_EP_CLUSTER, false},
+        {"/health", S_H_HEALTH, MC_EP_HEALTH, false},
+        {"/metrics", S_H_METRICS, MC_EP_METRICS, false},
+        {"/api/chat", S_H_OLLAMA_CHAT, MC_EP_OLLAMA, true},
+        {"/api/generate", S_H_OLLAMA_GENERATE, MC_EP_OLLAMA, true},
+        {"/api/version", S_H_OLLAMA_VERSION, MC_EP_OLLAMA_INFO, false},
+        {"/api/tags", S_H_OLLAMA_TAGS, MC_EP_OLLAMA_INFO, false},
+        {"/api/show", S_H_OLLAMA_SHOW, MC_EP_OLLAMA_INFO, true},
     };
     r->allow_origin = mc_cors_allow(srv->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
     r->ollama = !strncmp(url, "/api/", 5);
     const bool model_path = !strncmp(url, "/v1/models/", 11);
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(url, routes[i].path) && !(model_path && routes[i].route == S_R_MODELS)) continue;
-        const mc_endpoint_t ep = routes[i].ep;
-        r->allow = routes[i].post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
+        if (strcmp(url, handlers[i].path) && !(model_path && handlers[i].handler == S_H_MODELS)) continue;
+        const mc_endpoint_t ep = handlers[i].ep;
+        r->allow = handlers[i].post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
         // Before authorization: a browser's preflight carries no credentials.
         if (options) return s_preflight(srv, c, r, ep);
-        if (routes[i].post ? !post : !get) {
-            mc_api_error(&e, 405, "invalid_request_error", NULL, NULL, "%s takes %s, not %.20s", routes[i].path,
-                         routes[i].post ? "POST" : "GET", method);
+        if (handlers[i].post ? !post : !get) {
+            mc_api_error(&e, 405, "invalid_request_error", NULL, NULL, "%s takes %s, not %.20s", handlers[i].path,
+                         handlers[i].post ? "POST" : "GET", method);
             return s_error(srv, c, r, ep, &e);
         }
         r->allow = NULL;
@@ -1021,20 +1021,20 @@ static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req
                          srv->p.max_body);
             return s_error(srv, c, r, ep, &e);
         }
-        switch (routes[i].route) {
-        case S_R_CHAT: return s_generation(srv, c, r, S_FMT_CHAT);
-        case S_R_COMPLETIONS: return s_generation(srv, c, r, S_FMT_COMPLETIONS);
-        case S_R_RESPONSES: return s_generation(srv, c, r, S_FMT_RESPONSES);
-        case S_R_OLLAMA_CHAT: return s_generation(srv, c, r, S_FMT_OLLAMA_CHAT);
-        case S_R_OLLAMA_GENERATE: return s_generation(srv, c, r, S_FMT_OLLAMA_GENERATE);
-        case S_R_OLLAMA_VERSION: return s_send(srv, c, r, ep, 200, "application/json", mc_ollama_version_json());
-        case S_R_OLLAMA_TAGS: {
+        switch (handlers[i].handler) {
+        case S_H_CHAT: return s_generation(srv, c, r, S_FMT_CHAT);
+        case S_H_COMPLETIONS: return s_generation(srv, c, r, S_FMT_COMPLETIONS);
+        case S_H_RESPONSES: return s_generation(srv, c, r, S_FMT_RESPONSES);
+        case S_H_OLLAMA_CHAT: return s_generation(srv, c, r, S_FMT_OLLAMA_CHAT);
+        case S_H_OLLAMA_GENERATE: return s_generation(srv, c, r, S_FMT_OLLAMA_GENERATE);
+        case S_H_OLLAMA_VERSION: return s_send(srv, c, r, ep, 200, "application/json", mc_ollama_version_json());
+        case S_H_OLLAMA_TAGS: {
             mc_ollama_model_t m;
             s_ollama_model(srv, &m);
             return s_send(srv, c, r, ep, 200, "application/json", mc_ollama_tags_json(&m));
         }
-        case S_R_OLLAMA_SHOW: return s_ollama_show(srv, c, r);
-        case S_R_MODELS: {
+        case S_H_OLLAMA_SHOW: return s_ollama_show(srv, c, r);
+        case S_H_MODELS: {
             if (model_path) {
                 if (strcmp(url + 11, mc_session_model_id(srv->s))) {
                     mc_api_error(&e, 404, "invalid_request_error", "model", "model_not_found",
@@ -1049,16 +1049,16 @@ static enum MHD_Result s_route(mc_server_t *srv, struct MHD_Connection *c, s_req
             cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), s_model_object(srv));
             return s_json(srv, c, r, ep, 200, root);
         }
-        case S_R_ROUTING:
+        case S_H_ROUTING:
             if (!mc_session_routing(srv->s)) {
                 mc_api_error(&e, 404, "invalid_request_error", NULL, NULL,
                              "routing statistics are off: start the server with --routing-stats FILE");
                 return s_error(srv, c, r, ep, &e);
             }
             return s_send(srv, c, r, ep, 200, "application/json", mc_routing_json(mc_session_routing(srv->s)));
-        case S_R_CLUSTER: return s_json(srv, c, r, ep, 200, s_cluster_json(srv));
-        case S_R_HEALTH: return s_health(srv, c, r);
-        case S_R_METRICS: {
+        case S_H_CLUSTER: return s_json(srv, c, r, ep, 200, s_cluster_json(srv));
+        case S_H_HEALTH: return s_health(srv, c, r);
+        case S_H_METRICS: {
             uint32_t running, queued;
             s_counts(srv, &running, &queued);
             return s_send(srv, c, r, ep, 200, "text/plain; version=0.0.4; charset=utf-8",
@@ -1115,7 +1115,7 @@ static enum MHD_Result s_handle(void *cls, struct MHD_Connection *c, const char 
         *upload_size = 0;
         return MHD_YES;
     }
-    return s_route(srv, c, r, url, method);
+    return s_dispatch(srv, c, r, url, method);
 }
 
 static void s_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {

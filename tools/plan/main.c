@@ -94,7 +94,7 @@ static void s_usage(FILE *f) {
     mc_flags_usage(f, s_flags, S_N_FLAGS, 20, &d);
     fprintf(f, "\n"
                "The report gives per machine: experts, the (layer, expert) pairs it holds; replicas,\n"
-               "those also held elsewhere; memory MiB, used/budget; slots/step, the (token, expert)\n"
+               "those also held elsewhere; memory MiB, used/budget; choices/step, the (token, expert)\n"
                "pairs it computes in one step of --batch tokens, summed over the layers; busy, its\n"
                "expert compute (its measured speed, alone) as a share of the predicted step time;\n"
                "KB/step, the bytes on its link, both ways.\n");

@@ -609,7 +609,7 @@ typedef struct {
     uint32_t *rr;     // (n_expert) round-robin cursor, per layer replay
     uint32_t *n_hold; // (n_expert) this layer's holders of each expert (0 when local)
     uint16_t *hold;   // (n_expert, n_machines) their machine indices, in file order
-    uint32_t *cnt;    // (n_machines, n_expert) slots per machine and expert
+    uint32_t *cnt;    // (n_machines, n_expert) choices per machine and expert
     uint32_t *rows;   // (n_machines) rows (tokens) per machine
     uint32_t *last;   // (n_machines) last token counted in rows
     size_t *enc_b;    // (n_machines) request row bytes of this step (max over its experts)
@@ -905,7 +905,7 @@ typedef struct {
     const mc_plan_params_t *pp;
     uint64_t *budget; // (n_machines)
     uint64_t *used;   // (n_machines)
-    double *load;     // (n_layer, n_expert) expected slots per step
+    double *load;     // (n_layer, n_expert) expected choices per step
     uint32_t evals, max_evals;
 } s_planner_t;
 
@@ -1208,7 +1208,7 @@ void mc_plan_report(FILE *f, const char *title, const mc_plan_placement_t *p, co
     fprintf(f, "%s: %.1f tok/s predicted, %.2f ms a step (attention %.2f, experts %.2f, head %.2f) over %u steps\n",
             title, r->tok_s, r->step_ms, r->attn_ms, r->moe_ms, r->head_ms, r->steps);
     fprintf(f, "  %-16s %-11s %7s %8s %12s %10s %9s %11s\n", "machine", "role", "experts", "replicas", "memory MiB",
-            "slots/step", "busy", "KB/step");
+            "choices/step", "busy", "KB/step");
     uint64_t *budget = malloc(ms->n * sizeof *budget);
     if (budget) mc_plan_budgets(ms, s, budget);
     for (size_t i = 0; i < ms->n; i++) {

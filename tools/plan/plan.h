@@ -149,7 +149,7 @@ typedef struct {
     double step_ms;         // mean time of one step (batch tokens)
     double attn_ms, head_ms, moe_ms; // its parts, per step
     double *busy_ms;        // (n_machines) expert compute per step, as measured alone
-    double *rows;           // (n_machines) expert slots per step
+    double *rows;           // (n_machines) expert choices per step
     double *requests;       // (n_machines) requests per step (nodes)
     double *bytes;          // (n_machines) bytes on its link per step, both ways
     double *mem_mb;         // (n_machines) expert weights held, MiB
