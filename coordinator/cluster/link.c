@@ -708,7 +708,24 @@ static void s_probe(mc_link_t *l, const uint8_t *held) {
                     l->p.endpoint, l->p.timeout_ms, l->p.retry_ms ? "" : " (never: retry_ms is 0)");
             l->absent_said = true;
         }
-        s_probe_failed(l, MC_ERR_TIMEOUT, NULL);
+        // A node that took our Hello and then fell silent is worth a line
+        // (once per loss): without it a join that keeps failing there
+        // looks like no attempt at all. The retry is a fresh connection.
+        const bool step = l->probe == S_PROBE_INFO || l->probe == S_PROBE_ASSIGN;
+        if (step) {
+            char again[64] = " (not again: retry_ms is 0)";
+            if (l->p.retry_ms) snprintf(again, sizeof again, ": asking again in %u ms", l->p.retry_ms);
+            if (l->probe == S_PROBE_INFO)
+                snprintf(err, sizeof err, "node %s (%s) answered the handshake but not the model's metadata within %u ms%s",
+                         l->p.name, l->p.endpoint, l->p.timeout_ms, again);
+            else if (l->p.load_timeout_ms && mc_clock_ms() >= l->load_started + l->p.load_timeout_ms)
+                snprintf(err, sizeof err, "node %s (%s) did not load its experts within load_timeout_ms %u%s", l->p.name,
+                         l->p.endpoint, l->p.load_timeout_ms, again);
+            else
+                snprintf(err, sizeof err, "node %s (%s) said nothing of its placement for %u ms%s", l->p.name,
+                         l->p.endpoint, l->p.timeout_ms, again);
+        }
+        s_probe_failed(l, MC_ERR_TIMEOUT, step ? err : NULL);
     }
 }
 

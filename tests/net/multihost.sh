@@ -21,6 +21,10 @@
 # netns, TAP devices) and curl; skipped with a message otherwise (exit 77).
 #
 #   tests/net/multihost.sh FIXTURES_DIR     (ctest; MC_BIN_DIR: the build folder)
+#
+# MC_MULTIHOST_STEPS="3 6" runs only those checks (the default is all six;
+# 5 and 6 start the server of 4 without its kill); MC_MULTIHOST_KEEP=1 keeps
+# the work folder (every node's and coordinator's log) and prints its path.
 set -euo pipefail
 bin=${MC_BIN_DIR:?MC_BIN_DIR must name the build folder}
 fx=${MC_FIXTURES:-${1:-}}
@@ -44,11 +48,13 @@ cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for n in "${nss[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-  rm -rf "$work"
+  if [ "${MC_MULTIHOST_KEEP:-0}" = 1 ]; then echo "work folder kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-fail() { echo "FAILED: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 20 "$f"; done; exit 1; }
+fail() { echo "FAILED ($(date +%T.%3N)): $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 20 "$f"; done; exit 1; }
 ok() { echo "ok: $*"; }
+steps=" ${MC_MULTIHOST_STEPS:-1 2 3 4 5 6} "
+step() { [[ "$steps" == *" $1 "* ]]; }
 
 # --- hosts ------------------------------------------------------------------------
 hub="$tag-hub"
@@ -134,13 +140,16 @@ stat_of() { # stats file, node, key
 run_ids ref 400 "$bin/moe-coordinator" --model "$model"
 
 # 1. clean links
+if step 1; then
 t0=$(date +%s.%N)
 run_ids clean 400 coord --cluster "$work/cluster.yaml" --stats-json "$work/clean.json" || fail "clean run"
 t1=$(date +%s.%N)
 same ref clean
 ok "clean links: logits and 400 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+fi
 
 # 2. delay, jitter, loss
+if step 2; then
 impair USR1
 t0=$(date +%s.%N)
 run_ids lossy 150 coord --cluster "$work/cluster.yaml" || fail "lossy run"
@@ -149,15 +158,33 @@ impair USR2
 run_ids ref150 150 "$bin/moe-coordinator" --model "$model"
 same ref150 lossy
 ok "1 ms +- 0.5 ms, 1% loss on every link: 150 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+fi
 
 # 3. a link cut mid-generation, then restored
+if step 3; then
 t0=$(date +%s.%N)
 run_ids cut 3000 coord --cluster "$work/cut.yaml" --stats-json "$work/cut.json" &
 gen=$!
-sleep 0.7
+# The cut comes once the run has its three nodes (its log says so), not at a
+# fixed time: a loaded machine may still be starting the run after a second.
+for _ in $(seq 1200); do
+  [ "$(grep -c ') ready: ' "$work/cut.log" 2>/dev/null)" -ge 3 ] && break
+  kill -0 $gen 2>/dev/null || break
+  sleep 0.05
+done
+grep -q 'node node-b (.*) ready: ' "$work/cut.log" || fail "node-b did not join the run with the cut link"
+sleep 0.3 # into the generation
+c0=$(date +%s.%N)
 ip -n "$tag-b" link set "t${tag}b" down
+# Down for 1.5 s, and on until the run has noticed (a slow pass of a loaded
+# machine must not end the cut before the run looked): 15 s at most.
 sleep 1.5
+for _ in $(seq 300); do
+  grep -q 'node node-b .*until it is back' "$work/cut.log" && break
+  sleep 0.05
+done
 ip -n "$tag-b" link set "t${tag}b" up
+c1=$(date +%s.%N)
 wait $gen || fail "the run with the cut link"
 t1=$(date +%s.%N)
 run_ids ref3000 3000 "$bin/moe-coordinator" --model "$model"
@@ -165,7 +192,8 @@ same ref3000 cut
 lost=$(stat_of "$work/cut.json" node-b times_lost)
 back=$(stat_of "$work/cut.json" node-b times_back)
 [ "${lost:-0}" -ge 1 ] && [ "${back:-0}" -ge 1 ] || fail "node-b: lost $lost times, back $back times"
-ok "node-b's link cut for 1.5 s: the same 3000 tokens; lost $lost time(s), rejoined $back time(s) ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+ok "node-b's link cut for $(echo "$c0 $c1" | awk '{printf "%.1f", $2 - $1}') s: the same 3000 tokens; lost $lost time(s), rejoined $back time(s) ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+fi
 
 # 4. kill -9 of a node under 8 concurrent streams
 # A server started in this shell (so cleanup finds it); port_of reads its port.
@@ -203,16 +231,19 @@ ask8() { # netns, port, prefix: 8 requests at once
   fi
   for p in "${apids[@]}"; do wait "$p" || return 1; done
 }
+curl_c() { ip netns exec "$tag-c" curl -sf "http://127.0.0.1:$port$1"; }
+if step 4 || step 5 || step 6; then
 serve "$work/refserve.log" "$bin/moe-coordinator" --model "$model"
 refport=$(port_of "$work/refserve.log") || fail "reference server"
 ask8 "" "$refport" want || fail "reference answers"
 serve "$work/serve.log" ip netns exec "$tag-c" "$bin/moe-coordinator" --cluster "$work/cluster.yaml"
 port=$(port_of "$work/serve.log") || fail "cluster server"
+fi
+if step 4; then
 ask8 "$tag-c" "$port" got kill || fail "answers with node-a killed"
 for i in $(seq 8); do
   [ -s "$work/want-$i.json" ] && cmp -s "$work/want-$i.json" "$work/got-$i.json" || fail "stream $i differs after the kill"
 done
-curl_c() { ip netns exec "$tag-c" curl -sf "http://127.0.0.1:$port$1"; }
 curl_c /v1/cluster | tr -d ' \n' | grep -qE '"name":"node-a","endpoint":"[^"]*","alive":false,"times_lost":1' ||
   fail "node-a was not seen lost"
 ok "node-a killed with kill -9 under 8 concurrent streams of 800 tokens: all 8 answers unchanged"
@@ -223,8 +254,10 @@ for i in $(seq 8); do cmp -s "$work/want-$i.json" "$work/again-$i.json" || fail 
 curl_c /v1/cluster | tr -d ' \n' | grep -q '"name":"node-a","endpoint":"tcp://10.77.0.11:5555","alive":true' ||
   fail "node-a did not rejoin"
 ok "node-a restarted: it rejoined, the 8 answers again unchanged"
+fi
 
 # 5. a stranger
+if step 5; then
 cat >"$work/stranger.yaml" <<YAML
 model: $model
 secret_key: $keys/stranger.key
@@ -243,24 +276,35 @@ grep -q "refused a connection from ${addr[s]}" "$work/node-b.log" || fail "node-
 ask "$tag-c" "$port" 3 "$work/after-stranger.json"
 cmp -s "$work/want-3.json" "$work/after-stranger.json" || fail "the cluster answers differently after the stranger"
 ok "a stranger's key: refused and logged by node-b; the cluster still serves the same answers"
+fi
 
 # 6. a node without a model file joins through the emulated links
+if step 6; then
+# Joined means back after this kill (times_back up by one), not the
+# "alive" the server reports until it notices the kill.
+curl_c /v1/cluster >"$work/before-d.json" || fail "the cluster's state before node-d's restart"
+back0=$(stat_of "$work/before-d.json" node-d times_back)
 kill -9 "${node_pid[d]}"
 impair USR1
 ip netns exec "$tag-d" "$bin/moe-expert" --cache-dir "$work/cache-d" --listen "tcp://${addr[d]}:5555" --name node-d \
   --threads 1 --fetch-chunk-kib 64 --secret-key "$keys/node-d.key" --authorized-keys "$keys/coordinator.pub" \
   >"$work/node-d-cache.out" 2>"$work/node-d-cache.log" &
 pids+=($!)
+joined() { # node-d alive and back once more than before the kill
+  curl_c /v1/cluster >"$work/now-d.json" || return 1
+  tr -d ' \t\n' <"$work/now-d.json" | grep -q '"name":"node-d","endpoint":"tcp://10.77.0.13:5555","alive":true' &&
+    [ "$(stat_of "$work/now-d.json" node-d times_back)" -gt "${back0:?no times_back for node-d}" ]
+}
 for _ in $(seq 1200); do
-  curl_c /v1/cluster | tr -d ' \n' | grep -q '"name":"node-d","endpoint":"tcp://10.77.0.13:5555","alive":true' && break
+  joined && break
   sleep 0.1
 done
 impair USR2
-curl_c /v1/cluster | tr -d ' \n' | grep -q '"name":"node-d","endpoint":"tcp://10.77.0.13:5555","alive":true' ||
-  fail "node-d without a model file did not join"
+joined || fail "node-d without a model file did not join (times_back $(stat_of "$work/now-d.json" node-d times_back), before $back0)"
 grep -q 'placement of session .* accepted' "$work/node-d-cache.log" || fail "node-d did not load its experts"
 sent=$(curl_c /v1/cluster | tr -d ' \n' | sed -nE 's/.*"name":"node-d"[^}]*"transfer":\{[^}]*"sent_bytes":([0-9]+).*/\1/p')
 [ "${sent:-0}" -gt 0 ] || fail "node-d fetched nothing from the coordinator ($sent)"
 ask "$tag-c" "$port" 3 "$work/after-cache.json"
 cmp -s "$work/want-3.json" "$work/after-cache.json" || fail "the cluster answers differently with node-d's fetched experts"
 ok "node-d restarted without a model file through 1 ms +- 0.5 ms, 1% loss links: fetched $sent bytes, checked them, joined; the same answer"
+fi
