@@ -54,9 +54,11 @@ static bool valid_utf8(const char *s, size_t n) {
     return true;
 }
 
+// This thread's CPU time: a loaded machine's waits for a core do not count,
+// so the bound below catches quadratic work, not a busy neighbour.
 static double now_s(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -351,7 +353,10 @@ static void test_long_input(void **state) {
     double t0 = now_s();
     int32_t *ids = encode(t, text, len, true, &n);
     double dt = now_s() - t0;
-    if (dt > 1.0) fail_msg("encoding %zu bytes took %.2f s", len, dt);
+    // Quadratic merging would take minutes; under an emulator (qemu: the
+    // test runner's MC_RUN_PREFIX) everything is about ten times slower.
+    const double limit = getenv("MC_RUN_PREFIX") ? 10.0 : 1.0;
+    if (dt > limit) fail_msg("encoding %zu bytes took %.2f s of CPU (limit %.0f s)", len, dt, limit);
     assert_true(n > 1000 && n < len);
     char *dec = mc_tokenizer_decode(t, ids, n);
     assert_non_null(dec);
