@@ -265,6 +265,31 @@ static mc_err_t s_read(mc_expert_store_t *st, uint32_t cell, uint8_t *buf, uint8
     return MC_OK;
 }
 
+// Read cell's expert into buf (allocated for it by the caller) with mu
+// held on entry and on return; mu is let go during the read itself, so
+// other threads see the cell LOADING meanwhile. On failure the cell is
+// dropped and counted; either way waiters on cv_done are woken.
+static mc_err_t s_load(mc_expert_store_t *st, uint32_t cell, uint8_t *buf, uint8_t *scratch, char *err) {
+    s_entry_t *x = &st->ent[cell];
+    x->buf = buf;
+    x->state = S_LOADING;
+    s_res_add(st, cell);
+    st->n_loading++;
+    pthread_mutex_unlock(&st->mu);
+    const mc_err_t rc = s_read(st, cell, buf, scratch, err);
+    pthread_mutex_lock(&st->mu);
+    st->n_loading--;
+    if (rc) {
+        st->st.errors++;
+        s_drop(st, cell);
+    } else {
+        x->state = S_READY;
+    }
+    pthread_cond_broadcast(&st->cv_done);
+    return rc;
+}
+
+
 // The matrices of a resident entry.
 static void s_view(const mc_expert_store_t *st, uint32_t cell, mc_expert_t *out) {
     const mc_expert_t *x = &st->m->layers[cell / st->n_expert].experts[cell % st->n_expert];
@@ -312,23 +337,10 @@ static void *s_reader(void *arg) {
         if (e->state != S_ABSENT) continue;
         uint8_t *buf = s_alloc(st, e->bytes, kind == S_Q_PREFETCH);
         if (!buf) continue; // no room now: the step reads it itself if it needs it
-        e->buf = buf;
-        e->state = S_LOADING;
-        s_res_add(st, cell);
-        st->n_loading++;
-        pthread_mutex_unlock(&st->mu);
-        const mc_err_t rc = s_read(st, cell, buf, st->scratch[1], err);
-        pthread_mutex_lock(&st->mu);
-        st->n_loading--;
-        if (rc) {
-            st->st.errors++;
-            s_drop(st, cell);
-        } else {
-            e->state = S_READY;
+        if (s_load(st, cell, buf, st->scratch[1], err) == MC_OK) {
             e->last = ++st->tick;
             if (kind == S_Q_PREFETCH) e->prefetched = 1, st->st.prefetched++;
         }
-        pthread_cond_broadcast(&st->cv_done);
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
@@ -523,24 +535,12 @@ mc_err_t mc_expert_store_acquire(mc_expert_store_t *st, uint32_t layer, uint32_t
             return mc_err_set(err, MC_ERR_BUSY, "no room for expert %u of layer %u: every resident expert is in use",
                               e, layer);
         }
-        x->buf = buf;
-        x->state = S_LOADING;
-        s_res_add(st, cell);
-        st->n_loading++;
-        pthread_mutex_unlock(&st->mu);
-        const mc_err_t rc = s_read(st, cell, buf, st->scratch[0], err);
-        pthread_mutex_lock(&st->mu);
-        st->n_loading--;
+        const mc_err_t rc = s_load(st, cell, buf, st->scratch[0], err);
         if (rc) {
-            st->st.errors++;
-            s_drop(st, cell);
             st->st.stall_us += mc_clock_us() - t0;
-            pthread_cond_broadcast(&st->cv_done);
             pthread_mutex_unlock(&st->mu);
             return rc;
         }
-        x->state = S_READY;
-        pthread_cond_broadcast(&st->cv_done);
     }
     if (t0) st->st.misses++, st->st.stall_us += mc_clock_us() - t0;
     else st->st.hits++;
@@ -712,22 +712,8 @@ mc_err_t mc_expert_store_warm(mc_expert_store_t *st, const mc_model_progress_t *
                 pthread_mutex_unlock(&st->mu);
                 return mc_err_set(err, MC_ERR_NOMEM, "out of memory for the expert pool");
             }
-            x->buf = buf;
-            x->state = S_LOADING;
-            s_res_add(st, cell);
-            st->n_loading++;
-            pthread_mutex_unlock(&st->mu);
-            const mc_err_t rc = s_read(st, cell, buf, st->scratch[0], err);
-            pthread_mutex_lock(&st->mu);
-            st->n_loading--;
-            if (rc) {
-                st->st.errors++;
-                s_drop(st, cell);
-            } else {
-                x->state = S_READY;
-                x->last = ++st->tick;
-            }
-            pthread_cond_broadcast(&st->cv_done);
+            const mc_err_t rc = s_load(st, cell, buf, st->scratch[0], err);
+            if (rc == MC_OK) x->last = ++st->tick;
             pthread_mutex_unlock(&st->mu);
             if (rc) return rc;
             read += mc_model_expert_bytes(st->m, l, e);
