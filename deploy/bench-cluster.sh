@@ -25,23 +25,9 @@ while [ $# -gt 0 ]; do
 done
 [ ${#wires[@]} -gt 0 ] || wires=(f32 auto q8_0)
 b=build
-lower=$(echo "$type" | tr 'A-Z' 'a-z')
-model=${MC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moe-cluster}/bench-1024x3584x8-$lower.gguf
-[ -f "$model" ] || "$b/moe-bench" --type "$type" -p 4 -n 4 --reps 1 >/dev/null
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-endpoints=()
-for i in 1 2; do
-  "$b/moe-expert" --model "$model" --listen 'tcp://127.0.0.1:*' --name "bench-$i" --threads "$node_threads" \
-    >"$work/node$i.out" 2>"$work/node$i.log" &
-  pids+=($!)
-done
-for i in 1 2; do
-  for _ in $(seq 200); do grep -q 'listening on' "$work/node$i.out" 2>/dev/null && break; sleep 0.1; done
-  endpoints+=("$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/node$i.out")")
-done
+. deploy/bench-lib.sh
+bench_model "$type"
+bench_nodes bench "$node_threads"
 for w in "${wires[@]}"; do
   cat >"$work/$w.yaml" <<YAML
 model: $model
@@ -55,8 +41,6 @@ nodes:
     experts: 4-7
 YAML
 done
-field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 for r in $(seq "$reps"); do
   "$b/moe-bench" --model "$model" --threads "$threads" -p 64 -n 64 --reps 1 --json 2>/dev/null >>"$work/single.json"
   for w in "${wires[@]}"; do
