@@ -1119,6 +1119,29 @@ static void *s_loader_run(void *arg) {
     return NULL;
 }
 
+// A scripted loader node on its own thread, and a cluster file that places
+// expert 0 on it (1-7 local) with these timeouts.
+static mc_cluster_config_t *s_loader_start(s_loader_t *ld, uint32_t timeout_ms, uint32_t retry_ms) {
+    char err[MC_ERR_LEN];
+    ld->zctx = zmq_ctx_new();
+    assert_int_equal(pthread_create(&ld->thread, NULL, s_loader_run, ld), 0);
+    while (!ld->endpoint[0]) s_sleep_ms(5);
+    mc_cluster_config_t *cfg = mc_cluster_config_new();
+    cfg->timeout_ms = timeout_ms;
+    cfg->retry_ms = retry_ms;
+    mc_expert_set_t one;
+    assert_int_equal(mc_expert_set_parse("0", &one, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(cfg, "loader", ld->endpoint, &one, NULL, err), MC_OK);
+    assert_int_equal(mc_expert_set_parse("1-7", &cfg->local_experts, err), MC_OK);
+    return cfg;
+}
+
+static void s_loader_stop(s_loader_t *ld) {
+    atomic_store(&ld->stop, 1);
+    pthread_join(ld->thread, NULL);
+    zmq_ctx_term(ld->zctx);
+}
+
 static void test_loading_reports_progress(void **state) {
     (void)state;
     char path[512], err[MC_ERR_LEN];
@@ -1126,18 +1149,9 @@ static void test_loading_reports_progress(void **state) {
     if (!m) skip();
     static s_loader_t ld;
     memset(&ld, 0, sizeof ld);
-    ld.zctx = zmq_ctx_new();
     ld.m = m;
     ld.load_ms = 1200;
-    assert_int_equal(pthread_create(&ld.thread, NULL, s_loader_run, &ld), 0);
-    while (!ld.endpoint[0]) s_sleep_ms(5);
-    mc_cluster_config_t *cfg = mc_cluster_config_new();
-    cfg->timeout_ms = 400;
-    cfg->retry_ms = 0;
-    mc_expert_set_t one;
-    assert_int_equal(mc_expert_set_parse("0", &one, err), MC_OK);
-    assert_int_equal(mc_cluster_config_add_node(cfg, "loader", ld.endpoint, &one, NULL, err), MC_OK);
-    assert_int_equal(mc_expert_set_parse("1-7", &cfg->local_experts, err), MC_OK);
+    mc_cluster_config_t *cfg = s_loader_start(&ld, 400, 0);
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 16;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
@@ -1157,9 +1171,7 @@ static void test_loading_reports_progress(void **state) {
     assert_false(st.alive); // given up at load_timeout_ms
     assert_true(mc_clock_ms() - t0 < 1000);
     mc_cluster_destroy(&c);
-    atomic_store(&ld.stop, 1);
-    pthread_join(ld.thread, NULL);
-    zmq_ctx_term(ld.zctx);
+    s_loader_stop(&ld);
     mc_engine_destroy(&e);
     mc_cluster_config_destroy(&cfg);
     mc_model_destroy(&m);
@@ -1177,19 +1189,10 @@ static void test_unanswered_model_info_retried(void **state) {
     if (!m) skip();
     static s_loader_t ld;
     memset(&ld, 0, sizeof ld);
-    ld.zctx = zmq_ctx_new();
     ld.m = m;
     ld.cache = true;
     ld.info_drops = 1;
-    assert_int_equal(pthread_create(&ld.thread, NULL, s_loader_run, &ld), 0);
-    while (!ld.endpoint[0]) s_sleep_ms(5);
-    mc_cluster_config_t *cfg = mc_cluster_config_new();
-    cfg->timeout_ms = 300;
-    cfg->retry_ms = 100;
-    mc_expert_set_t one;
-    assert_int_equal(mc_expert_set_parse("0", &one, err), MC_OK);
-    assert_int_equal(mc_cluster_config_add_node(cfg, "loader", ld.endpoint, &one, NULL, err), MC_OK);
-    assert_int_equal(mc_expert_set_parse("1-7", &cfg->local_experts, err), MC_OK);
+    mc_cluster_config_t *cfg = s_loader_start(&ld, 300, 100);
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 16;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
@@ -1208,9 +1211,7 @@ static void test_unanswered_model_info_retried(void **state) {
     assert_int_equal(atomic_load(&ld.infos), 2);  // the metadata sent again
     assert_true(atomic_load(&ld.hellos) >= 2);    // on a fresh handshake
     mc_cluster_destroy(&c);
-    atomic_store(&ld.stop, 1);
-    pthread_join(ld.thread, NULL);
-    zmq_ctx_term(ld.zctx);
+    s_loader_stop(&ld);
     mc_engine_destroy(&e);
     mc_cluster_config_destroy(&cfg);
     mc_model_destroy(&m);
