@@ -191,6 +191,19 @@ done
 grep -q 'placement of session .* accepted' "$work/node.log" ||
   fail "moe-expert did not fetch and load its experts under its filters"
 ls "$work/cache/"*.gguf >/dev/null 2>&1 || fail "moe-expert wrote no cache file"
+# Accepted is not yet in: the coordinator takes the node when its Ready
+# arrives; until then it computes the node's experts itself, and the answer
+# below would not go through the node. Wait for /health to count it.
+alive=
+for _ in $(seq 200); do
+  exec 4<>"/dev/tcp/127.0.0.1/$port" || break
+  printf 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&4
+  alive=$(timeout 5 cat <&4 | tr -d ' \r\n' | grep -o '"nodes_alive":1' || true)
+  exec 4<&-
+  [ -n "$alive" ] && break
+  sleep 0.05
+done
+[ -n "$alive" ] || fail "the coordinator (--serve) did not take the node in within 10 s"
 body='{"messages":[{"role":"user","content":"Hello"}],"max_tokens":8,"temperature":0}'
 exec 3<>"/dev/tcp/127.0.0.1/$port" || fail "cannot connect to the server on port $port"
 printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer unit-test-key\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
