@@ -809,7 +809,7 @@ static void s_feed(const mc_jsm_t *m, mc_jsm_stack_t *s, uint8_t c, mc_jsm_state
                 else return;
                 break;
             case U_EXP:
-                if (digit && f->count < 3) f->count++;
+                if (digit && f->count < 2) f->count++;
                 else end = true;
                 break;
             default: return;

@@ -20,7 +20,7 @@
  *   above U+10FFFF), the escapes \" \\ \/ \b \f \n \r \t and \uXXXX outside
  *   the surrogate range; minLength/maxLength count code points;
  * - numbers: at most MC_JS_MAX_DIGITS digits before the point and as many
- *   after it, at most 3 exponent digits; integers have neither point nor
+ *   after it, at most 2 exponent digits (so every number fits a double); integers have neither point nor
  *   exponent;
  * - enum and const values are written exactly as cJSON prints them compactly;
  * - object keys are the properties' names, once each, in any order
