@@ -148,6 +148,8 @@ static uint32_t s_mask_walk(mc_constraint_t *c, uint64_t *mask) {
     uint32_t n = 0;
     uint64_t visited = 0;
     mc_jsm_copy(&c->walk[0], &c->st);
+    // Inside an unbounded string, plain subtrees leave the state as it is:
+    // all their tokens are allowed without a step.
     int d = 0;
     c->node_at[0] = 0, c->child_at[0] = 0;
     while (d >= 0) {
@@ -158,6 +160,12 @@ static uint32_t s_mask_walk(mc_constraint_t *c, uint64_t *mask) {
         }
         const uint32_t ch = nd->child0 + c->child_at[d]++;
         visited++;
+        if (nodes[ch].plain && mc_jsm_plain_invariant(&c->m, &c->walk[d])) {
+            const mc_tokentrie_node_t *cn = &nodes[ch];
+            for (uint32_t i = cn->tok0; i < cn->tok_end; i++) s_set(mask, t->ids[i]);
+            n += cn->tok_end - cn->tok0;
+            continue;
+        }
         if (!mc_jsm_step(&c->m, &c->walk[d], nodes[ch].byte, &c->walk[d + 1])) continue;
         const mc_tokentrie_node_t *cn = &nodes[ch];
         for (uint32_t i = 0; i < cn->n_tok; i++) s_set(mask, t->ids[cn->tok0 + i]);

@@ -50,6 +50,11 @@ static void s_build(mc_tokentrie_t *t, const int32_t *order, uint32_t node, uint
         child++;
         i = j;
     }
+    nd = &t->nodes[node];
+    nd->tok_end = *n_ids;
+    bool plain = node == 0 || (nd->byte >= 0x20 && nd->byte < 0x7F && nd->byte != '"' && nd->byte != '\\');
+    for (uint32_t c = 0; c < nd->n_child && plain; c++) plain = t->nodes[nd->child0 + c].plain;
+    nd->plain = plain;
 }
 
 mc_tokentrie_t *mc_tokentrie_new(const mc_tokenizer_t *tok, uint32_t n_vocab, const int32_t *end, uint32_t n_end,

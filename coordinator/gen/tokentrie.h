@@ -11,7 +11,10 @@
  *
  * Layout: nodes in one array, each node's children contiguous and sorted by
  * byte; node 0 is the root (the empty string); each node lists the ids
- * spelled exactly by the path to it (ids[tok0 .. tok0 + n_tok)).
+ * spelled exactly by the path to it (ids[tok0 .. tok0 + n_tok)), and the ids
+ * of its whole subtree follow (ids[tok0 .. tok_end)). `plain` marks
+ * subtrees of plain string text: inside a JSON string without a length
+ * bound every one of their tokens is allowed, without a step.
  */
 #ifndef MC_TOKENTRIE_H
 #define MC_TOKENTRIE_H
@@ -26,9 +29,10 @@ typedef struct {
     uint32_t child0;  // first child
     uint32_t tok0;    // first id in ids
     uint32_t n_tok;   // ids ending here
+    uint32_t tok_end; // ids[tok0 .. tok_end): the ids of the whole subtree (ids are in depth-first order)
     uint16_t n_child; // children (<= 256)
     uint8_t byte;     // the byte on the edge into this node
-    uint8_t pad_;
+    uint8_t plain;    // this edge and every edge below it are printable ASCII other than '"' and '\\'
 } mc_tokentrie_node_t;
 
 #define MC_TOKENTRIE_MAX_END 4

@@ -894,6 +894,14 @@ bool mc_jsm_done(const mc_jsm_state_t *st) {
     return st->n > 0;
 }
 
+bool mc_jsm_plain_invariant(const mc_jsm_t *m, const mc_jsm_state_t *st) {
+    if (st->n != 1) return false;
+    const mc_jsm_frame_t *f = &st->a[0].f[st->a[0].depth - 1];
+    if (f->kind != F_STR || f->phase != S_BODY || f->u8left) return false;
+    const s_node_t *n = &m->schema->nodes[f->node];
+    return n->max == S_NONE && f->count >= n->sat;
+}
+
 void mc_jsm_copy(mc_jsm_state_t *out, const mc_jsm_state_t *in) {
     out->n = in->n;
     for (uint32_t i = 0; i < in->n; i++) s_stack_copy(&out->a[i], &in->a[i]);
