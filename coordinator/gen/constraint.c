@@ -30,6 +30,7 @@ struct mc_constraint {
     uint32_t n_forced, i_forced;
     bool strip; // the first token's leading space is still to be dropped
     bool ended; // an end id was taken
+    bool no_cache;
     mc_jsm_state_t st;
     mc_jsm_state_t *walk; // (t->max_len + 2) one state per depth of the walk
     uint32_t *node_at, *child_at; // (t->max_len + 1) the walk's path
@@ -70,8 +71,8 @@ mc_constraint_t *mc_constraint_new(const mc_tokentrie_t *trie, const mc_constrai
     c->m = (mc_jsm_t){c->schema, c->prefix, np, c->suffix, ns};
     c->forced = malloc((p->n_prefix_ids ? p->n_prefix_ids : 1) * sizeof *c->forced);
     c->walk = malloc(((size_t)trie->max_len + 2) * sizeof *c->walk);
-    c->node_at = malloc(((size_t)trie->max_len + 1) * sizeof *c->node_at);
-    c->child_at = malloc(((size_t)trie->max_len + 1) * sizeof *c->child_at);
+    c->node_at = malloc(2 * ((size_t)trie->max_len + 1) * sizeof *c->node_at); // the walk's, then s_plain_upto's
+    c->child_at = malloc(2 * ((size_t)trie->max_len + 1) * sizeof *c->child_at);
     c->words = (trie->n_vocab + 63) / 64;
     c->mask = malloc(((size_t)c->words + 1) * sizeof *c->mask);
     c->key = malloc(sizeof(mc_jsm_state_t) + 8);
@@ -85,6 +86,7 @@ mc_constraint_t *mc_constraint_new(const mc_tokentrie_t *trie, const mc_constrai
     if (p->n_prefix_ids) memcpy(c->forced, p->prefix_ids, p->n_prefix_ids * sizeof *c->forced);
     c->n_forced = p->n_prefix_ids;
     c->strip = p->strip_space;
+    c->no_cache = p->no_cache;
     mc_jsm_start(&c->m, &c->st);
     return c;
 nomem:
@@ -141,6 +143,29 @@ static uint32_t s_mask_each(mc_constraint_t *c, uint64_t *mask) {
     return n;
 }
 
+// The tokens of a plain subtree (rooted at node, one byte below the walk's
+// state) with at most room bytes from there: a walk by depth alone.
+static uint32_t s_plain_upto(mc_constraint_t *c, uint64_t *mask, uint32_t node, uint32_t room) {
+    if (room == 0) return 0;
+    const mc_tokentrie_node_t *nodes = c->t->nodes;
+    uint32_t n = 0, *at = c->node_at + c->t->max_len + 1, *ci = c->child_at + c->t->max_len + 1;
+    int d = 0;
+    at[0] = node, ci[0] = 0;
+    for (uint32_t i = 0; i < nodes[node].n_tok; i++) s_set(mask, c->t->ids[nodes[node].tok0 + i]), n++;
+    while (d >= 0) {
+        const mc_tokentrie_node_t *nd = &nodes[at[d]];
+        if (ci[d] == nd->n_child || (uint32_t)d + 1 >= room) {
+            d--;
+            continue;
+        }
+        const uint32_t ch = nd->child0 + ci[d]++;
+        for (uint32_t i = 0; i < nodes[ch].n_tok; i++) s_set(mask, c->t->ids[nodes[ch].tok0 + i]), n++;
+        d++;
+        at[d] = ch, ci[d] = 0;
+    }
+    return n;
+}
+
 // The trie walked depth first with the state after each path's bytes.
 static uint32_t s_mask_walk(mc_constraint_t *c, uint64_t *mask) {
     const mc_tokentrie_t *t = c->t;
@@ -160,11 +185,18 @@ static uint32_t s_mask_walk(mc_constraint_t *c, uint64_t *mask) {
         }
         const uint32_t ch = nd->child0 + c->child_at[d]++;
         visited++;
-        if (nodes[ch].plain && mc_jsm_plain_invariant(&c->m, &c->walk[d])) {
-            const mc_tokentrie_node_t *cn = &nodes[ch];
-            for (uint32_t i = cn->tok0; i < cn->tok_end; i++) s_set(mask, t->ids[i]);
-            n += cn->tok_end - cn->tok0;
-            continue;
+        if (nodes[ch].plain) {
+            const int64_t room = mc_jsm_plain_room(&c->m, &c->walk[d]);
+            if (room == UINT32_MAX) { // every token of the subtree
+                const mc_tokentrie_node_t *cn = &nodes[ch];
+                for (uint32_t i = cn->tok0; i < cn->tok_end; i++) s_set(mask, t->ids[i]);
+                n += cn->tok_end - cn->tok0;
+                continue;
+            }
+            if (room >= 0) { // those with at most room bytes
+                n += s_plain_upto(c, mask, ch, (uint32_t)room);
+                continue;
+            }
         }
         if (!mc_jsm_step(&c->m, &c->walk[d], nodes[ch].byte, &c->walk[d + 1])) continue;
         const mc_tokentrie_node_t *cn = &nodes[ch];
@@ -210,7 +242,7 @@ const uint64_t *mc_constraint_mask(mc_constraint_t *c, uint32_t *n_allowed) {
     s_entry_t *slot = &c->cache[0];
     for (int i = 0; i < S_CACHE; i++) {
         s_entry_t *e = &c->cache[i];
-        if (e->valid && e->hash == h && e->klen == klen && !memcmp(e->key, c->key, klen)) {
+        if (!c->no_cache && e->valid && e->hash == h && e->klen == klen && !memcmp(e->key, c->key, klen)) {
             e->used = ++c->clock;
             c->stats.hits++;
             *n_allowed = e->n_allowed;

@@ -36,6 +36,7 @@ typedef struct {
     size_t schema_len;
     const char *suffix;        // literal text after the value (NULL: none); copied
     bool strip_space;
+    bool no_cache;             // every mask walks the trie (benchmarks: the cost without kept masks)
 } mc_constraint_params_t;
 
 mc_constraint_params_t mc_constraint_params_default(void);

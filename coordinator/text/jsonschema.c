@@ -894,12 +894,12 @@ bool mc_jsm_done(const mc_jsm_state_t *st) {
     return st->n > 0;
 }
 
-bool mc_jsm_plain_invariant(const mc_jsm_t *m, const mc_jsm_state_t *st) {
-    if (st->n != 1) return false;
+int64_t mc_jsm_plain_room(const mc_jsm_t *m, const mc_jsm_state_t *st) {
+    if (st->n != 1) return -1;
     const mc_jsm_frame_t *f = &st->a[0].f[st->a[0].depth - 1];
-    if (f->kind != F_STR || f->phase != S_BODY || f->u8left) return false;
+    if (f->kind != F_STR || f->phase != S_BODY || f->u8left) return -1;
     const s_node_t *n = &m->schema->nodes[f->node];
-    return n->max == S_NONE && f->count >= n->sat;
+    return n->max == S_NONE ? UINT32_MAX : (int64_t)n->max - f->count;
 }
 
 void mc_jsm_copy(mc_jsm_state_t *out, const mc_jsm_state_t *in) {

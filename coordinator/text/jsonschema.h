@@ -112,9 +112,10 @@ bool mc_jsm_accepting(const mc_jsm_t *m, const mc_jsm_state_t *st);
 // The document has ended: no byte may follow (every alternative is past its suffix).
 bool mc_jsm_done(const mc_jsm_state_t *st);
 
-// Inside a string with no length bound still to count: every printable
-// ASCII byte but '"' and '\\' leaves st as it is.
-bool mc_jsm_plain_invariant(const mc_jsm_t *m, const mc_jsm_state_t *st);
+// Inside a string (one alternative, not in an escape or a character):
+// how many printable ASCII bytes other than '"' and '\\' may follow, each
+// one character (UINT32_MAX: no bound); -1 when st is not there.
+int64_t mc_jsm_plain_room(const mc_jsm_t *m, const mc_jsm_state_t *st);
 
 // Copy in to out (only the live part).
 void mc_jsm_copy(mc_jsm_state_t *out, const mc_jsm_state_t *in);
