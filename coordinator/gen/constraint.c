@@ -185,16 +185,17 @@ static uint32_t s_mask_walk(mc_constraint_t *c, uint64_t *mask) {
         }
         const uint32_t ch = nd->child0 + c->child_at[d]++;
         visited++;
-        if (nodes[ch].plain) {
-            const int64_t room = mc_jsm_plain_room(&c->m, &c->walk[d]);
-            if (room == UINT32_MAX) { // every token of the subtree
+        if (nodes[ch].strok) { // inside a string: whole subtrees of string text need no steps
+            uint32_t room;
+            const int u8 = mc_jsm_string_state(&c->m, &c->walk[d], &room);
+            if (u8 >= 0 && room == UINT32_MAX && (nodes[ch].strok >> u8 & 1)) { // every token of the subtree
                 const mc_tokentrie_node_t *cn = &nodes[ch];
                 for (uint32_t i = cn->tok0; i < cn->tok_end; i++) s_set(mask, t->ids[i]);
                 n += cn->tok_end - cn->tok0;
                 continue;
             }
-            if (room >= 0) { // those with at most room bytes
-                n += s_plain_upto(c, mask, ch, (uint32_t)room);
+            if (u8 == 0 && nodes[ch].plain) { // one character a byte: those with at most room bytes
+                n += s_plain_upto(c, mask, ch, room);
                 continue;
             }
         }

@@ -55,6 +55,38 @@ static void s_build(mc_tokentrie_t *t, const int32_t *order, uint32_t node, uint
     bool plain = node == 0 || (nd->byte >= 0x20 && nd->byte < 0x7F && nd->byte != '"' && nd->byte != '\\');
     for (uint32_t c = 0; c < nd->n_child && plain; c++) plain = t->nodes[nd->child0 + c].plain;
     nd->plain = plain;
+    uint8_t strok = 0;
+    for (int st = 0; st < 8 && node; st++) {
+        const int nx = mc_tokentrie_utf8_next(st, nd->byte);
+        bool ok = nx >= 0;
+        for (uint32_t c = 0; c < nd->n_child && ok; c++) ok = t->nodes[nd->child0 + c].strok >> nx & 1;
+        if (ok) strok |= (uint8_t)(1u << st);
+    }
+    nd->strok = strok;
+}
+
+int mc_tokentrie_utf8_next(int state, uint8_t b) {
+    const bool cont = b >= 0x80 && b <= 0xBF;
+    switch (state) {
+    case 0:
+        if (b >= 0x20 && b < 0x80) return b == '"' || b == '\\' ? -1 : 0;
+        if (b >= 0xC2 && b <= 0xDF) return 1;
+        if (b == 0xE0) return 3;
+        if (b == 0xED) return 4;
+        if (b >= 0xE1 && b <= 0xEF) return 2;
+        if (b == 0xF0) return 6;
+        if (b >= 0xF1 && b <= 0xF3) return 5;
+        if (b == 0xF4) return 7;
+        return -1;
+    case 1: return cont ? 0 : -1;
+    case 2: return cont ? 1 : -1;
+    case 3: return b >= 0xA0 && b <= 0xBF ? 1 : -1;
+    case 4: return b >= 0x80 && b <= 0x9F ? 1 : -1;
+    case 5: return cont ? 2 : -1;
+    case 6: return b >= 0x90 && b <= 0xBF ? 2 : -1;
+    case 7: return b >= 0x80 && b <= 0x8F ? 2 : -1;
+    default: return -1;
+    }
 }
 
 mc_tokentrie_t *mc_tokentrie_new(const mc_tokenizer_t *tok, uint32_t n_vocab, const int32_t *end, uint32_t n_end,

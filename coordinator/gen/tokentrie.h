@@ -33,6 +33,8 @@ typedef struct {
     uint16_t n_child; // children (<= 256)
     uint8_t byte;     // the byte on the edge into this node
     uint8_t plain;    // this edge and every edge below it are printable ASCII other than '"' and '\\'
+    uint8_t strok;    // bit s: entered in UTF-8 state s (mc_tokentrie_utf8_next), every path of the subtree is
+                      // string text: valid UTF-8 (possibly cut), no control byte, '"' or '\\'
 } mc_tokentrie_node_t;
 
 #define MC_TOKENTRIE_MAX_END 4
@@ -57,5 +59,12 @@ mc_tokentrie_t *mc_tokentrie_new(const mc_tokenizer_t *tok, uint32_t n_vocab, co
 void mc_tokentrie_destroy(mc_tokentrie_t **t);
 
 bool mc_tokentrie_is_end(const mc_tokentrie_t *t, int32_t id);
+
+// UTF-8 states between bytes of JSON string text: 0 at a character
+// boundary; 1 one continuation byte due; 2, 3 (after E0: A0..BF first), 4
+// (after ED: 80..9F first) two due; 5, 6 (after F0: 90..BF first), 7 (after
+// F4: 80..8F first) three due. The state after byte b, or -1 when b cannot
+// come there (or is '"', '\\' or a control byte at a boundary).
+int mc_tokentrie_utf8_next(int state, uint8_t b);
 
 #endif

@@ -894,12 +894,18 @@ bool mc_jsm_done(const mc_jsm_state_t *st) {
     return st->n > 0;
 }
 
-int64_t mc_jsm_plain_room(const mc_jsm_t *m, const mc_jsm_state_t *st) {
+int mc_jsm_string_state(const mc_jsm_t *m, const mc_jsm_state_t *st, uint32_t *room) {
     if (st->n != 1) return -1;
     const mc_jsm_frame_t *f = &st->a[0].f[st->a[0].depth - 1];
-    if (f->kind != F_STR || f->phase != S_BODY || f->u8left) return -1;
+    if (f->kind != F_STR || f->phase != S_BODY) return -1;
     const s_node_t *n = &m->schema->nodes[f->node];
-    return n->max == S_NONE ? UINT32_MAX : (int64_t)n->max - f->count;
+    *room = n->max == S_NONE ? UINT32_MAX : n->max - f->count;
+    switch (f->u8left) {
+    case 0: return 0;
+    case 1: return 1;
+    case 2: return f->u8lo == 0xA0 ? 3 : f->u8hi == 0x9F ? 4 : 2;
+    default: return f->u8lo == 0x90 ? 6 : f->u8hi == 0x8F ? 7 : 5;
+    }
 }
 
 void mc_jsm_copy(mc_jsm_state_t *out, const mc_jsm_state_t *in) {

@@ -112,10 +112,13 @@ bool mc_jsm_accepting(const mc_jsm_t *m, const mc_jsm_state_t *st);
 // The document has ended: no byte may follow (every alternative is past its suffix).
 bool mc_jsm_done(const mc_jsm_state_t *st);
 
-// Inside a string (one alternative, not in an escape or a character):
-// how many printable ASCII bytes other than '"' and '\\' may follow, each
-// one character (UINT32_MAX: no bound); -1 when st is not there.
-int64_t mc_jsm_plain_room(const mc_jsm_t *m, const mc_jsm_state_t *st);
+// Inside a string's text (one alternative, not in an escape): the UTF-8
+// state (tokentrie.h's numbering: 0 at a character boundary, 1..7 inside a
+// character) and in *room how many more characters it may take (UINT32_MAX:
+// no bound); -1 when st is not there. From there, text without '"', '\\'
+// or control bytes leaves the state as it is, but for the UTF-8 state and,
+// under a bound, the count.
+int mc_jsm_string_state(const mc_jsm_t *m, const mc_jsm_state_t *st, uint32_t *room);
 
 // Copy in to out (only the live part).
 void mc_jsm_copy(mc_jsm_state_t *out, const mc_jsm_state_t *in);

@@ -49,7 +49,10 @@ static mc_err_t s_generate(mc_engine_t *e, const mc_tokenizer_t *tok, uint32_t n
                            double *tok_s, double *mask_s, uint64_t *masks, char *err) {
     mc_scheduler_t *s = mc_scheduler_new(e, tok, err);
     if (!s) return mc_err_code(err, MC_ERR_NOMEM);
-    static const int32_t prompt[] = {1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723};
+    static const int32_t words[] = {1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723};
+    int32_t prompt[sizeof words / sizeof *words];
+    const uint32_t nv = mc_tokenizer_n_vocab(tok);
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++) prompt[i] = (int32_t)((uint32_t)words[i] % nv);
     mc_gen_params_t p = mc_gen_params_default();
     p.prompt = prompt, p.n_prompt = sizeof prompt / sizeof *prompt;
     p.max_tokens = n, p.ignore_eos = !con;
@@ -94,17 +97,29 @@ static mc_err_t s_replay(const mc_tokenizer_t *tok, uint32_t n_vocab, const int3
             rc = mc_err_code(err, MC_ERR_ARG);
             break;
         }
-        double sum = 0, worst = 0;
+        uint64_t visited = 0;
+        double sum = 0, worst = 0, *each = malloc((n ? n : 1) * sizeof *each);
+        if (!each) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         for (uint32_t i = 0; i < n && !rc; i++) {
             uint32_t allowed;
             t0 = mc_clock_s();
             (void)mc_constraint_mask(c, &allowed);
             const double dt = mc_clock_s() - t0;
-            sum += dt, worst = dt > worst ? dt : worst;
+            sum += dt, worst = dt > worst ? dt : worst, each[i] = dt;
+            if (pass == 1) { // the work of the walk, which the machine's load does not change
+                mc_constraint_stats_t st;
+                mc_constraint_stats(c, &st);
+                if (st.visited - visited > v->walk_max_nodes) v->walk_max_nodes = st.visited - visited;
+                visited = st.visited;
+            }
             rc = mc_constraint_advance(c, ids[i], err);
         }
         if (pass == 0) v->mask_us = n ? sum / n * 1e6 : 0;
-        else v->walk_us = n ? sum / n * 1e6 : 0, v->walk_max_us = worst * 1e6;
+        else {
+            v->walk_us = n ? sum / n * 1e6 : 0, v->walk_max_us = worst * 1e6;
+            if (!rc) v->walk_median_us = mc_bench_median(each, n) * 1e6;
+        }
+        free(each);
         mc_constraint_destroy(&c);
     }
     mc_tokentrie_destroy(&t);
@@ -272,8 +287,8 @@ void mc_bench_constrain_print(const mc_bench_constrain_t *r, FILE *f) {
     for (int i = 0; i < 2; i++)
         fprintf(f,
                 "  %-20s %6u tokens: trie %u nodes in %.0f ms; mask per token %.1f us (kept masks), "
-                "full walk %.1f us mean, %.1f us worst (%.2f%% of a step); %u tokens replayed\n",
-                name[i], v[i]->n_vocab, v[i]->trie_nodes, v[i]->trie_ms, v[i]->mask_us, v[i]->walk_us, v[i]->walk_max_us,
+                "full walk %.1f us mean, %.1f us median, %.1f us worst, at most %llu trie nodes stepped (mean %.2f%% of a step); %u tokens replayed\n",
+                name[i], v[i]->n_vocab, v[i]->trie_nodes, v[i]->trie_ms, v[i]->mask_us, v[i]->walk_us, v[i]->walk_median_us, v[i]->walk_max_us, (unsigned long long)v[i]->walk_max_nodes,
                 r->step_ms > 0 ? v[i]->walk_us / 10.0 / r->step_ms : 0, v[i]->tokens);
 }
 
@@ -281,12 +296,13 @@ mc_err_t mc_bench_constrain_json(const mc_bench_constrain_t *r, char *buf, size_
     const int n = snprintf(
         buf, cap,
         "{\"model\":\"%s\",\"threads\":%d,\"tokens\":%u,\"reps\":%d,\"free_tok_s\":%.2f,\"constrained_tok_s\":%.2f,"
-        "\"step_ms\":%.3f,\"vocab\":%u,\"mask_us\":%.2f,\"walk_us\":%.2f,\"walk_max_us\":%.2f,\"trie_ms\":%.1f,"
-        "\"qwen_vocab\":%u,\"qwen_mask_us\":%.2f,\"qwen_walk_us\":%.2f,\"qwen_walk_max_us\":%.2f,\"qwen_trie_ms\":%.1f}",
+        "\"step_ms\":%.3f,\"vocab\":%u,\"mask_us\":%.2f,\"walk_us\":%.2f,\"walk_median_us\":%.2f,\"walk_max_us\":%.2f,\"walk_max_nodes\":%llu,\"trie_ms\":%.1f,"
+        "\"qwen_vocab\":%u,\"qwen_mask_us\":%.2f,\"qwen_walk_us\":%.2f,\"qwen_walk_median_us\":%.2f,\"qwen_walk_max_us\":%.2f,\"qwen_walk_max_nodes\":%llu,\"qwen_trie_ms\":%.1f}",
         r->model, r->n_threads, r->n_gen, r->reps, r->free_tok_s, r->con_tok_s, r->step_ms, r->model_vocab.n_vocab,
-        r->model_vocab.mask_us, r->model_vocab.walk_us, r->model_vocab.walk_max_us, r->model_vocab.trie_ms,
-        r->qwen_vocab.n_vocab, r->qwen_vocab.mask_us, r->qwen_vocab.walk_us, r->qwen_vocab.walk_max_us,
-        r->qwen_vocab.trie_ms);
+        r->model_vocab.mask_us, r->model_vocab.walk_us, r->model_vocab.walk_median_us, r->model_vocab.walk_max_us,
+        (unsigned long long)r->model_vocab.walk_max_nodes, r->model_vocab.trie_ms,
+        r->qwen_vocab.n_vocab, r->qwen_vocab.mask_us, r->qwen_vocab.walk_us, r->qwen_vocab.walk_median_us, r->qwen_vocab.walk_max_us,
+        (unsigned long long)r->qwen_vocab.walk_max_nodes, r->qwen_vocab.trie_ms);
     if (n < 0 || (size_t)n >= cap) return mc_err_set(err, MC_ERR_ARG, "buffer too small");
     return MC_OK;
 }

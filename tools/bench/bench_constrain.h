@@ -31,7 +31,8 @@ typedef struct {
     double trie_ms;         // building the trie
     uint32_t trie_nodes;
     double mask_us;         // mean per token as generation uses them (kept masks)
-    double walk_us, walk_max_us; // every mask a full walk: mean and worst
+    double walk_us, walk_median_us, walk_max_us; // every mask a full walk: mean, median and worst
+    uint64_t walk_max_nodes; // the most trie nodes one walk stepped through (the load does not move it)
 } mc_bench_vocab_t;
 
 typedef struct {
