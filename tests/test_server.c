@@ -634,10 +634,14 @@ static void test_cluster_endpoint(void **state) {
     snprintf(body, sizeof body, seeded, "");
     cJSON *a2 = s_post(one.port, "/v1/chat/completions", body, 200);
     // Structured output, seeded: the same document through the nodes.
-    const char *con = "{\"messages\":[{\"role\":\"user\",\"content\":\"A person?\"}],\"max_tokens\":100,"
-                      "\"temperature\":0.9,\"seed\":9,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
-                      "{\"name\":\"p\",\"strict\":true,\"schema\":" S_PERSON "}}}";
+    const char *con_fmt = "{\"messages\":[{\"role\":\"user\",\"content\":\"A person?\"}],\"max_tokens\":100,"
+                          "\"temperature\":0.9,\"seed\":%d,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                          "{\"name\":\"p\",\"strict\":true,\"schema\":" S_PERSON "}}}";
+    static s_client_t cc[2];
+    for (int i = 0; i < 2; i++) snprintf(cc[i].body, sizeof cc[i].body, con_fmt, 9 + i);
+    const char *con = cc[0].body;
     cJSON *a3 = s_post(one.port, "/v1/chat/completions", con, 200);
+    cJSON *a4 = s_post(one.port, "/v1/chat/completions", cc[1].body, 200);
     s_down(&one);
     s_up(&two, cfg, 128, 2, NULL, 0);
     cJSON *b = s_post(two.port, "/v1/chat/completions", req, 200);
@@ -645,7 +649,20 @@ static void test_cluster_endpoint(void **state) {
     cJSON *b3 = s_post(two.port, "/v1/chat/completions", con, 200);
     assert_string_equal(s_get_str(a3, "choices", "message", "content"), s_get_str(b3, "choices", "message", "content"));
     printf("[server] structured output through the cluster: %s\n", s_get_str(b3, "choices", "message", "content"));
-    cJSON_Delete(a3), cJSON_Delete(b3);
+    // ... and two at once through the nodes (batched): each the one machine's answer alone.
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        cc[i].port = two.port, cc[i].answer = NULL;
+        assert_int_equal(pthread_create(&th[i], NULL, s_client, &cc[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(cc[i].answer);
+        char *got = s_content(cc[i].answer);
+        assert_string_equal(got, s_get_str(i ? a4 : a3, "choices", "message", "content"));
+        free(got), free(cc[i].answer);
+    }
+    cJSON_Delete(a3), cJSON_Delete(b3), cJSON_Delete(a4);
     // Speculating through the nodes: the same answer (guesses verified K+1
     // rows a round trip), greedy and seeded.
     const char *spec = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,"
