@@ -3,8 +3,8 @@
  * weights). The trie walk's mask equals trying every token on its own,
  * step after step; forced ids, prefix and suffix text; generations with
  * random weights always give a document that parses and validates against
- * the schema and end with "stop"; the same tokens twice, and batched as
- * alone; the strip-space first token; bad schemas refused at submission.
+ * the schema and end with "stop"; the same tokens twice, batched as
+ * alone, and with speculative decoding; the strip-space first token; bad schemas refused at submission.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -280,6 +280,16 @@ static void test_generations_validate(void **state) {
         assert_int_equal(alone[i].n, again[i].n);
         assert_memory_equal(alone[i].ids, again[i].ids, alone[i].n * sizeof(int32_t));
         assert_string_equal(batched[i].text, alone[i].text);
+    }
+    // Speculative decoding (guesses verified against the masked rows): the same tokens.
+    const mc_draft_params_t dp = mc_draft_params_default();
+    for (uint32_t i = 0; i < 2; i++) {
+        static s_out_t spec;
+        mc_gen_params_t q = ps[i];
+        q.speculate = &dp;
+        s_batch(&q, &spec, 1);
+        assert_int_equal(spec.n, alone[i].n);
+        assert_memory_equal(spec.ids, alone[i].ids, spec.n * sizeof(int32_t));
     }
     // Different seeds, different documents (the mask leaves the model a choice).
     assert_true(strcmp(batched[1].text, batched[2].text) != 0);
