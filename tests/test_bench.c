@@ -317,6 +317,30 @@ static void test_run_mem_limit(void **state) {
     assert_int_equal(s_parse(&o, bad, 4, err), MC_ERR_ARG);
     assert_string_equal(err, "--mem-policy: 'mru' is not lru, lfu or hot");
 
+    // --kv-type: parsed, and half the KV memory in the result and the JSON.
+    mc_bench_opts_init(&o);
+    assert_int_equal(o.kv_type, MC_DTYPE_F32);
+    const char *kvf[] = {"--kv-type", "f16"};
+    assert_int_equal(s_parse(&o, kvf, 2, err), MC_OK);
+    assert_int_equal(o.kv_type, MC_DTYPE_F16);
+    const char *kvbad[] = {"--kv-type", "bf16"};
+    assert_int_equal(s_parse(&o, kvbad, 2, err), MC_ERR_ARG);
+    assert_string_equal(err, "--kv-type: 'bf16' is not f32 or f16");
+    double kv_mb[2];
+    for (int k = 0; k < 2; k++) {
+        mc_bench_opts_init(&o);
+        o.model = s_model, o.n_threads = 2, o.n_prompt = 6, o.n_gen = 4, o.reps = 1, o.bw_bytes = 4u << 20;
+        o.kv_type = k ? MC_DTYPE_F16 : MC_DTYPE_F32;
+        mc_bench_result_t r;
+        assert_int_equal(mc_bench_run(&o, &r, err), MC_OK);
+        assert_int_equal(r.kv_type, o.kv_type);
+        kv_mb[k] = r.kv_mb;
+        char line[4096];
+        assert_int_equal(mc_bench_json(&r, line, sizeof line, err), MC_OK);
+        assert_non_null(strstr(line, k ? "\"kv_type\":\"f16\"" : "\"kv_type\":\"f32\""));
+    }
+    assert_true(kv_mb[0] > 0 && kv_mb[1] * 2 == kv_mb[0]);
+
     mc_bench_opts_init(&o);
     o.model = s_model, o.n_threads = 2, o.n_prompt = 6, o.n_gen = 4, o.reps = 1, o.bw_bytes = 4u << 20;
     o.mem_limit_mb = 1;
