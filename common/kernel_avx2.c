@@ -947,26 +947,36 @@ S_FN void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t s
 S_INLINE __m256 s_kv8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)); }
 
 // s_scores on an F16 cache: each key value widened exactly, then the same
-// lanes and fold as the F32 dot.
+// lanes and fold as the F32 dot (four positions at a time, as s_scores).
 S_FN void s_scores_f16(int64_t hd, const float *q, const uint16_t *k, int64_t stride, int64_t n, float *out) {
     for (int64_t p0 = 0; p0 < n; p0 += 4) {
         const int rows = n - p0 < 4 ? (int)(n - p0) : 4;
         const uint16_t *r[4];
         __m256 a0[4], a1[4];
-        for (int c = 0; c < rows; c++) r[c] = k + (p0 + c) * stride, a0[c] = a1[c] = _mm256_setzero_ps();
+        for (int c = 0; c < 4; c++) r[c] = k + (p0 + (c < rows ? c : 0)) * stride, a0[c] = a1[c] = _mm256_setzero_ps();
         int64_t j = 0;
         for (; j + 16 <= hd; j += 16) {
             const __m256 q0 = _mm256_loadu_ps(q + j), q1 = _mm256_loadu_ps(q + j + 8);
-            for (int c = 0; c < rows; c++) {
+            for (int c = 0; c < 4; c++) {
                 a0[c] = _mm256_add_ps(a0[c], _mm256_mul_ps(s_kv8(r[c] + j), q0));
                 a1[c] = _mm256_add_ps(a1[c], _mm256_mul_ps(s_kv8(r[c] + j + 8), q1));
             }
         }
-        for (int c = 0; c < rows; c++) {
-            float tx[16];
-            for (int64_t t = j; t < hd; t++) tx[t - j] = _cvtsh_ss(r[c][t]);
-            out[p0 + c] = s_lanes_finish(a0[c], a1[c], j, hd, tx, q + j);
+        if (j < hd || rows < 4) {
+            for (int c = 0; c < rows; c++) {
+                float tx[16];
+                for (int64_t t = j; t < hd; t++) tx[t - j] = _cvtsh_ss(r[c][t]);
+                out[p0 + c] = s_lanes_finish(a0[c], a1[c], j, hd, tx, q + j);
+            }
+            continue;
         }
+        // s_scores' fold of the four at once: (acc[0] + acc[1]) + (acc[2] + acc[3]) each.
+        __m128 z[4];
+        for (int c = 0; c < 4; c++) {
+            const __m256 x = _mm256_add_ps(a0[c], a1[c]);
+            z[c] = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        }
+        _mm_storeu_ps(out + p0, _mm_hadd_ps(_mm_hadd_ps(z[0], z[1]), _mm_hadd_ps(z[2], z[3])));
     }
 }
 
