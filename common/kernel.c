@@ -73,7 +73,7 @@ S_ACT(s_act_q8_k, MC_DTYPE_Q8_K)
 // --- float weights -------------------------------------------------------------
 
 // The float-weight dots (and the engine's attention dots, which use the F32
-// kernel) sum in 16 float lanes, an order every SIMD unit can follow:
+// kernel; over an F16 KV cache the keys widened first) sum in 16 float lanes, an order every SIMD unit can follow:
 //
 //   acc[0..15] = +0;  for each j: acc[j % 16] += w[j] * x[j]
 //       (the product rounded to f32, then added: never fused into an fma)
