@@ -974,6 +974,20 @@ void mc_plan_sim_free(mc_plan_sim_t *r) {
     memset(r, 0, sizeof *r);
 }
 
+mc_err_t mc_plan_resident(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
+                          const mc_plan_placement_t *p, uint8_t *res, char *err) {
+    if (p->n_machines != ms->n || p->n_layer != s->n_layer || p->n_expert != s->n_expert)
+        return mc_err_set(err, MC_ERR_ARG, "the placement is not of these machines and this model");
+    s_sim_t x;
+    const mc_plan_sim_params_t sp = mc_plan_sim_params_default();
+    mc_err_t rc = s_sim_init(&x, s, ms, st, &sp, err);
+    if (rc) return rc;
+    s_resident_all(&x, p);
+    memcpy(res, x.res, ms->n * s->n_layer * s->n_expert);
+    s_sim_free(&x);
+    return MC_OK;
+}
+
 static double s_attn_ms(const mc_plan_machine_t *c, uint32_t B) { return s_line(c->layer_ms_1, c->layer_ms_8, B); }
 static double s_head_ms(const mc_plan_machine_t *c, uint32_t B) { return s_line(c->head_ms_1, c->head_ms_8, B); }
 

@@ -199,6 +199,12 @@ mc_err_t mc_plan_simulate(const mc_plan_shape_t *s, const mc_plan_machines_t *ms
                           const mc_plan_placement_t *p, const mc_plan_sim_params_t *sp, mc_plan_sim_t *out,
                           char *err);
 
+// Which held experts are resident: res[(i * n_layer + l) * n_expert + e]
+// (n_machines x n_layer x n_expert bytes), as the simulator decides them
+// (see the disk tier above; the trace of st gives the hot order).
+mc_err_t mc_plan_resident(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
+                          const mc_plan_placement_t *p, uint8_t *res, char *err);
+
 // Expert weights each machine may hold (bytes): memory_mb less a reserve
 // (5%, at least 64 MiB) for the process, and for the coordinator less the
 // model's other weights. budget[i], i over machines.
