@@ -161,10 +161,11 @@ mc_err_t mc_profile_disk(const mc_model_t *m, const mc_profile_disk_params_t *dp
         const uint32_t c = order[k];
         const mc_expert_t *x = &m->layers[c / hp->n_expert].experts[c % hp->n_expert];
         const mc_matrix_t *ws[3] = {&x->gate, &x->up, &x->down};
-        // Cold: the expert's pages out of the page cache before each read.
+        // Cold: the file's pages out of the page cache before each read (the
+        // whole file: a range drops only the pages entirely inside it, and
+        // the page cache keeps a file in folios of up to megabytes).
         for (int i = 0; i < 3; i++) s_unmap_pages(ws[i]->data, (size_t)mc_matrix_bytes(ws[i]));
-        for (int i = 0; i < 3; i++)
-            (void)posix_fadvise(fw, (off_t)(ws[i]->data - base), (off_t)mc_matrix_bytes(ws[i]), POSIX_FADV_DONTNEED);
+        (void)posix_fadvise(fw, 0, 0, POSIX_FADV_DONTNEED);
         const uint64_t off0 = (uint64_t)(ws[0]->data - base);
         const size_t first = mc_matrix_bytes(ws[0]) < 4096 ? (size_t)mc_matrix_bytes(ws[0]) : 4096;
         double t0 = mc_clock_s();
@@ -174,18 +175,15 @@ mc_err_t mc_profile_disk(const mc_model_t *m, const mc_profile_disk_params_t *dp
             break;
         }
         small[r.reads] = (mc_clock_s() - t0) * 1e3;
-        for (int i = 0; i < 3; i++) {
-            (void)posix_fadvise(fw, (off_t)(ws[i]->data - base), (off_t)mc_matrix_bytes(ws[i]), POSIX_FADV_DONTNEED);
-            s_cached(ws[i]->data, (size_t)mc_matrix_bytes(ws[i]), &in, &all);
-        }
+        (void)posix_fadvise(fw, 0, 0, POSIX_FADV_DONTNEED);
+        for (int i = 0; i < 3; i++) s_cached(ws[i]->data, (size_t)mc_matrix_bytes(ws[i]), &in, &all);
         t0 = mc_clock_s();
         for (int i = 0; i < 3 && !rc; i++)
             if (!s_read_all(fw, buf, (size_t)mc_matrix_bytes(ws[i]), (uint64_t)(ws[i]->data - base)))
                 rc = mc_err_set(err, MC_ERR_IO, "%s: cannot read expert %u of layer %u", m->path, c % hp->n_expert,
                                 c / hp->n_expert);
         full_s += mc_clock_s() - t0;
-        for (int i = 0; i < 3; i++) // leave the cache as it was found, or colder
-            (void)posix_fadvise(fw, (off_t)(ws[i]->data - base), (off_t)mc_matrix_bytes(ws[i]), POSIX_FADV_DONTNEED);
+        (void)posix_fadvise(fw, 0, 0, POSIX_FADV_DONTNEED); // what was read leaves too
         r.bytes += mc_matrix_bytes(ws[0]) + mc_matrix_bytes(ws[1]) + mc_matrix_bytes(ws[2]);
         r.reads++;
     }

@@ -9,8 +9,10 @@
  *
  * It also times the disk that holds the model file, for a process whose
  * experts outgrow its memory (--mem-limit, expert_store.h): expert slices
- * read with pread in a random order, each dropped from the page cache
- * (POSIX_FADV_DONTNEED) just before, so that they come from the disk. A
+ * read with pread in a random order, the file's pages dropped from the
+ * page cache (POSIX_FADV_DONTNEED) before each, so that they come from the
+ * disk (and out of it again after: other users of the file read it
+ * again from the disk). A
  * warm page cache would make the figures optimistic; pages another process
  * keeps mapped cannot be dropped, and the share of those is reported.
  */
