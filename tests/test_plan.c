@@ -520,10 +520,17 @@ static void test_simulator_tier(void **state) {
     assert_true(fabs(r.misses[1] - 26) < 1e-9 && fabs(r.uses[1] - 32) < 1e-9);
     assert_true(fabs(r.read_ms[1] - 26 * 1.5) < 1e-9);
     mc_plan_sim_free(&r);
+    // Under a --mem-limit of 4 MiB (a cluster file's mem_limit_mb): (0..3, 0)
+    // resident; every token reads its second expert in every layer: 56.
+    ms.m[1].mem_limit_mb = 4;
+    sp.batch = 1;
+    assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &sp, &r, err), MC_OK);
+    assert_true(fabs(r.misses[1] * 14 - 56) < 1e-9 && fabs(r.resident_mb[1] - 4) < 1e-12);
+    mc_plan_sim_free(&r);
+    ms.m[1].mem_limit_mb = 0;
     // Without the tier the same placement is over memory, simulated resident.
     ms.m[1].disk_tier = false;
     assert_int_equal(mc_plan_check_memory(&p, &ms, &s, err), MC_ERR_RANGE);
-    sp.batch = 1;
     assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &sp, &r, err), MC_OK);
     assert_true(r.misses[1] == 0 && r.read_ms[1] == 0 && fabs(r.moe_ms - L * layer) < 1e-9);
     mc_plan_sim_free(&r);

@@ -175,6 +175,26 @@ static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_m
     mc_plan_sim_params_t own = *sp;
     own.wire = c->wire; // the file's encoding
     int ret = 0;
+    // The nodes' mem_limit_mb: what they run under, so what bounds their
+    // resident experts (on a copy of the machines).
+    mc_plan_machines_t lim = *ms;
+    lim.m = malloc(ms->n * sizeof *lim.m);
+    if (!lim.m) {
+        mc_cluster_config_destroy(&c);
+        return s_fail("out of memory");
+    }
+    memcpy(lim.m, ms->m, ms->n * sizeof *lim.m);
+    for (size_t i = 0; i < c->n_nodes; i++)
+        for (size_t j = 1; j < lim.n; j++)
+            if (!strcmp(lim.m[j].name, c->nodes[i].name) && c->nodes[i].mem_limit_mb) {
+                lim.m[j].mem_limit_mb = c->nodes[i].mem_limit_mb;
+                if (!lim.m[j].disk_tier)
+                    fprintf(stderr,
+                            S_PROG ": warning: %s: %s runs under mem_limit_mb %u but its machine entry has no disk "
+                            "figures (disk_read_mb_s, disk_latency_ms): its reads are not predicted\n",
+                            path, lim.m[j].name, c->nodes[i].mem_limit_mb);
+            }
+    ms = &lim;
     if (mc_plan_placement_from_config(c, ms, s, &p, err)) ret = s_fail(err);
     else {
         if (mc_plan_check_memory(&p, ms, s, err)) fprintf(stderr, S_PROG ": warning: %s: %s\n", path, err);
@@ -186,6 +206,7 @@ static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_m
         }
         mc_plan_placement_free(&p);
     }
+    free(lim.m);
     mc_cluster_config_destroy(&c);
     return ret;
 }

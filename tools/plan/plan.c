@@ -597,10 +597,11 @@ mc_err_t mc_plan_check_memory(const mc_plan_placement_t *p, const mc_plan_machin
             for (uint32_t e = 0; e < p->n_expert; e++)
                 if (*s_held(p, i, l, e) && s->bytes[(size_t)l * s->n_expert + e] > most)
                     most = s->bytes[(size_t)l * s->n_expert + e];
-        if (most > (budget[i] >> 20 << 20))
+        const uint64_t room = ms->m[i].mem_limit_mb ? (uint64_t)ms->m[i].mem_limit_mb << 20 : budget[i] >> 20 << 20;
+        if (most > room)
             rc = mc_err_set(err, MC_ERR_RANGE,
                             "%s would read experts of %.1f MiB from its disk but its memory budget is %.0f MiB",
-                            ms->m[i].name, most / S_MIB, (double)(budget[i] >> 20));
+                            ms->m[i].name, most / S_MIB, (double)(room >> 20));
     }
     free(budget);
     return rc;
@@ -755,8 +756,9 @@ static mc_err_t s_sim_init(s_sim_t *x, const mc_plan_shape_t *s, const mc_plan_m
 }
 
 // Machine i's resident experts under placement p: all it holds, unless it
-// has the disk tier and holds more than its budget; then the store's pinned
-// hot set in its budget's whole MiB (what --mem-limit gets): the held
+// has the disk tier and holds more than its budget (or its mem_limit_mb);
+// then the store's pinned hot set in its budget's whole MiB (what
+// --mem-limit gets; or in mem_limit_mb): the held
 // experts in the hot order until one does not fit, never one the trace does
 // not use. Layers whose residency changed are flagged in changed (may be
 // NULL).
@@ -767,8 +769,10 @@ static void s_resident(s_sim_t *x, const mc_plan_placement_t *p, size_t i, uint8
     const uint8_t *held = p->held + i * cells;
     uint64_t used = 0;
     for (size_t c = 0; c < cells; c++) used += held[c] ? s->bytes[c] : 0;
-    x->over[i] = x->ms->m[i].disk_tier && used > x->budget[i];
-    const uint64_t room = x->budget[i] >> 20 << 20;
+    // Its resident bytes: the --mem-limit it runs under, else its budget's whole MiB.
+    const uint64_t limit = (uint64_t)x->ms->m[i].mem_limit_mb << 20;
+    x->over[i] = x->ms->m[i].disk_tier && used > (limit ? limit : x->budget[i]);
+    const uint64_t room = limit ? limit : x->budget[i] >> 20 << 20;
     uint64_t taken = 0;
     bool full = !x->over[i];
     for (size_t o = 0; o < cells; o++) {

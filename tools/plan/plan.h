@@ -99,6 +99,9 @@ typedef struct {
     double disk_latency_ms;        // ... and a cold read's latency
     bool disk_tier;                // may hold more experts than memory_mb, reading the rest from disk
                                    // (default: when the disk keys are there; `disk_tier: false` forbids)
+    uint32_t mem_limit_mb;         // not from the file: the --mem-limit it runs under (a cluster file's
+                                   // mem_limit_mb, set by moe-plan --simulate), which then bounds its
+                                   // resident experts instead of its budget (0: none)
 } mc_plan_machine_t;
 
 // The machines file: the coordinator first, then the nodes in file order.
