@@ -741,7 +741,7 @@ static mc_err_t s_sim_init(s_sim_t *x, const mc_plan_shape_t *s, const mc_plan_m
                 if (e < s->n_expert) x->count[(size_t)l * s->n_expert + e]++;
             }
     double *key = calloc(cells ? cells : 1, sizeof *key);
-    size_t *order = malloc(cells * sizeof *order);
+    size_t *order = malloc((cells ? cells : 1) * sizeof *order);
     bool ok = key && order;
     for (size_t c = 0; ok && c < cells; c++) key[c] = (double)x->count[c];
     ok = ok && s_rank(key, NULL, cells, order);
