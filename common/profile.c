@@ -162,8 +162,8 @@ mc_err_t mc_profile_disk(const mc_model_t *m, const mc_profile_disk_params_t *dp
         const mc_expert_t *x = &m->layers[c / hp->n_expert].experts[c % hp->n_expert];
         const mc_matrix_t *ws[3] = {&x->gate, &x->up, &x->down};
         // Cold: the file's pages out of the page cache before each read (the
-        // whole file: a range drops only the pages entirely inside it, and
-        // the page cache keeps a file in folios of up to megabytes).
+        // whole file: dropping each expert's range left most of its pages
+        // cached, measured; likely large folios straddling the ranges).
         for (int i = 0; i < 3; i++) s_unmap_pages(ws[i]->data, (size_t)mc_matrix_bytes(ws[i]));
         (void)posix_fadvise(fw, 0, 0, POSIX_FADV_DONTNEED);
         const uint64_t off0 = (uint64_t)(ws[0]->data - base);
