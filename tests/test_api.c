@@ -130,8 +130,10 @@ static void test_bad_requests(void **state) {
     s_bad("{\"messages\":[]}", true, 400, "messages", "must not be empty");
     s_bad("{\"messages\":[1]}", true, 400, "messages[0]", "must be an object");
     s_bad("{\"messages\":[{\"content\":\"x\"}]}", true, 400, "messages[0].role", "must be a string");
-    s_bad("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", true, 400, "messages[0].role",
-          "'messages[0].role' is 'tool': the roles are system, user and assistant");
+    s_bad("{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", true, 400, "messages[0].role",
+          "'messages[0].role' is 'robot': the roles are system, user, assistant and tool");
+    s_bad("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", true, 400, "messages[0].tool_call_id",
+          "must be the id (a string) of the call this tool message answers");
     // A long role is quoted in part, never cut inside a character: the
     // body must stay UTF-8 ('x' x 39, then a 2-byte e-acute over the 40th).
     s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
@@ -262,7 +264,7 @@ static const char *s_str(const cJSON *o, const char *path) {
 }
 
 static mc_api_result_t s_res(const char *text, size_t len, mc_finish_t why, uint32_t p, uint32_t c) {
-    return (mc_api_result_t){text, len, why, p, c, NULL, 0};
+    return (mc_api_result_t){.text = text, .len = len, .why = why, .prompt_tokens = p, .completion_tokens = c};
 }
 
 static void test_answers(void **state) {
@@ -384,7 +386,7 @@ static void test_logprob_answers(void **state) {
     lps[1].chosen = (mc_logprob_entry_t){5, -INFINITY};
     lps[1].n_top = 1;
     lps[1].top[0] = (mc_logprob_entry_t){4, -0.01};
-    mc_api_result_t res = {" b\xc3", 3, MC_FINISH_STOP, 4, 2, lps, 2};
+    mc_api_result_t res = {.text = " b\xc3", .len = 3, .why = MC_FINISH_STOP, .prompt_tokens = 4, .completion_tokens = 2, .lps = lps, .n_lps = 2};
     cJSON *j = s_parse(mc_api_completion_json(&chat, &res));
     assert_string_equal(s_str(j, "choices.[0].logprobs.content.[0].token"), " b");
     assert_true(s_num(j, "choices.[0].logprobs.content.[0].logprob") == -0.25);
@@ -398,7 +400,7 @@ static void test_logprob_answers(void **state) {
     assert_string_equal(s_str(j, "choices.[0].logprobs.refusal"), "null");
     cJSON_Delete(j);
     // A chunk carries its own tokens' entries.
-    mc_api_result_t piece = {" b", 2, MC_FINISH_NONE, 0, 0, lps, 1};
+    mc_api_result_t piece = {.text = " b", .len = 2, .why = MC_FINISH_NONE, .lps = lps, .n_lps = 1};
     j = s_parse(mc_api_chunk_json(&chat, false, &piece));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(
                                                                                  cJSON_GetObjectItem(j, "choices"), 0),

@@ -145,7 +145,7 @@ static int s_prompt_tokens(const char *user) {
     sp.model = s_model;
     mc_session_t *s = mc_session_new(&sp, err);
     assert_non_null(s);
-    const mc_chat_msg_t m = {MC_CHAT_USER, user, strlen(user)};
+    const mc_chat_msg_t m = {.role = MC_CHAT_USER, .content = user, .len = strlen(user)};
     int32_t *ids;
     size_t n;
     assert_int_equal(mc_chat_format(mc_session_tokenizer(s), &m, 1, false, &ids, &n, err), MC_OK);
@@ -277,7 +277,7 @@ static void test_bad_requests(void **state) {
     s_expect(t.port, "POST", chat, NULL, "{\"messages\": [", 400, "invalid_request_error", "not valid JSON");
     s_expect(t.port, "POST", chat, NULL, "{\"messages\":\"hi\"}", 400, "invalid_request_error", "must be an array");
     s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400,
-             "invalid_request_error", "the roles are system, user and assistant");
+             "invalid_request_error", "the roles are system, user, assistant and tool");
     s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"warm\"}",
              400, "invalid_request_error", "'temperature' must be a number");
     s_expect(t.port, "POST", chat, NULL,
