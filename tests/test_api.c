@@ -470,7 +470,13 @@ static void test_logprob_answers(void **state) {
     lps[1].chosen = (mc_logprob_entry_t){5, -INFINITY};
     lps[1].n_top = 1;
     lps[1].top[0] = (mc_logprob_entry_t){4, -0.01};
-    mc_api_result_t res = {.text = " b\xc3", .len = 3, .why = MC_FINISH_STOP, .prompt_tokens = 4, .completion_tokens = 2, .lps = lps, .n_lps = 2};
+    mc_api_result_t res = {.text = " b\xc3",
+                           .len = 3,
+                           .why = MC_FINISH_STOP,
+                           .prompt_tokens = 4,
+                           .completion_tokens = 2,
+                           .lps = lps,
+                           .n_lps = 2};
     cJSON *j = s_parse(mc_api_completion_json(&chat, &res));
     assert_string_equal(s_str(j, "choices.[0].logprobs.content.[0].token"), " b");
     assert_true(s_num(j, "choices.[0].logprobs.content.[0].logprob") == -0.25);

@@ -35,7 +35,9 @@ static mc_tokenizer_t *s_tok(void) {
     return t;
 }
 
-static mc_chat_msg_t s_msg(mc_chat_role_t role, const char *text) { return (mc_chat_msg_t){.role = role, .content = text, .len = strlen(text)}; }
+static mc_chat_msg_t s_msg(mc_chat_role_t role, const char *text) {
+    return (mc_chat_msg_t){.role = role, .content = text, .len = strlen(text)};
+}
 
 static void s_expect_ids(const mc_tokenizer_t *t, const mc_chat_msg_t *m, size_t n, bool whole, const int32_t *want,
                          size_t n_want) {

@@ -1227,12 +1227,19 @@ static void test_tools_and_formats(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
-        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store),        cmocka_unit_test(test_cluster_endpoint),
-        cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
-        cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
-        cmocka_unit_test(test_stream_log_counts),      cmocka_unit_test(test_tools_and_formats),
+        cmocka_unit_test(test_chat_greedy_and_stream),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_concurrent_clients),
+        cmocka_unit_test(test_client_leaves_mid_stream),
+        cmocka_unit_test(test_metrics_format),
+        cmocka_unit_test(test_metrics_expert_store),
+        cmocka_unit_test(test_cluster_endpoint),
+        cmocka_unit_test(test_dialects_and_logprobs),
+        cmocka_unit_test(test_bad_bodies),
+        cmocka_unit_test(test_cors_methods_auth),
+        cmocka_unit_test(test_stop_mid_stream),
+        cmocka_unit_test(test_stream_log_counts),
+        cmocka_unit_test(test_tools_and_formats),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

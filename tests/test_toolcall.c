@@ -261,7 +261,8 @@ static void test_reply(void **state) {
     s_stream_check(&both, "<think>\nweather?\n</think>\n\nChecking.\n<tool_call>\n{}\n</tool_call>", "weather?",
                    "Checking.", "<tool_call>\n{}\n</tool_call>");
     s_stream_check(&tools, "Plain answer with <tool but no call", "", "Plain answer with <tool but no call", "");
-    s_stream_check(&tools, "<tool_call>\n{\"name\": \"f\"}\n</tool_call>", "", "", "<tool_call>\n{\"name\": \"f\"}\n</tool_call>");
+    s_stream_check(&tools, "<tool_call>\n{\"name\": \"f\"}\n</tool_call>", "", "",
+                   "<tool_call>\n{\"name\": \"f\"}\n</tool_call>");
     s_stream_check(&v3, "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}]", "", "",
                    "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}]");
     s_stream_check(&none, "<think>\nx\n</think>\ny", "", "<think>\nx\n</think>\ny", "");

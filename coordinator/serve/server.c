@@ -411,7 +411,13 @@ static bool s_failed(const s_job_t *j, mc_api_error_t *e) {
 
 // The whole answer (after done).
 static mc_api_result_t s_result(const s_job_t *j) {
-    return (mc_api_result_t){.text = j->text ? j->text : "", .len = j->len, .why = j->why, .prompt_tokens = j->usage.prompt_tokens, .completion_tokens = j->usage.completion_tokens, .lps = j->lps, .n_lps = j->n_lps};
+    return (mc_api_result_t){.text = j->text ? j->text : "",
+                             .len = j->len,
+                             .why = j->why,
+                             .prompt_tokens = j->usage.prompt_tokens,
+                             .completion_tokens = j->usage.completion_tokens,
+                             .lps = j->lps,
+                             .n_lps = j->n_lps};
 }
 
 // Whether a chat answer is split (reply.h) rather than all content.
@@ -561,7 +567,12 @@ static bool s_stream_end(s_job_t *j) {
     const bool failed = s_failed(j, &e);
     const mc_api_result_t whole = s_result(j);
     // The finish carries the logprobs of tokens whose text never came (a stop string).
-    const mc_api_result_t rest = {.text = "", .why = j->why, .prompt_tokens = whole.prompt_tokens, .completion_tokens = whole.completion_tokens, .lps = j->lps + j->sent_lps, .n_lps = j->n_lps - j->sent_lps};
+    const mc_api_result_t rest = {.text = "",
+                                  .why = j->why,
+                                  .prompt_tokens = whole.prompt_tokens,
+                                  .completion_tokens = whole.completion_tokens,
+                                  .lps = j->lps + j->sent_lps,
+                                  .n_lps = j->n_lps - j->sent_lps};
     mc_api_result_t last = rest;
     if (!failed && s_splits(j) && !s_stream_split_end(j, &last.tool_calls)) return false;
     switch (j->fmt) {
@@ -617,7 +628,11 @@ static ssize_t s_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 ok = s_stream_split(j, false);
                 j->sent = j->len;
             } else if (j->len > j->sent) {
-                const mc_api_result_t piece = {.text = j->text + j->sent, .len = j->len - j->sent, .why = MC_FINISH_NONE, .lps = j->lps + j->sent_lps, .n_lps = j->n_lps - j->sent_lps};
+                const mc_api_result_t piece = {.text = j->text + j->sent,
+                                               .len = j->len - j->sent,
+                                               .why = MC_FINISH_NONE,
+                                               .lps = j->lps + j->sent_lps,
+                                               .n_lps = j->n_lps - j->sent_lps};
                 ok = s_stream_piece(j, &piece);
                 j->sent = j->len, j->sent_lps = j->n_lps;
             } else if (j->done) {

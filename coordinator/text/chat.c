@@ -528,7 +528,8 @@ static mc_err_t s_rewrite(const mc_chat_msg_t *msgs, size_t n, s_rewrite_t *w, c
             free(tb.buf);
             return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         }
-        w->m[w->n++] = (mc_chat_msg_t){.role = m->role == MC_CHAT_TOOL ? MC_CHAT_USER : MC_CHAT_ASSISTANT, .content = t, .len = strlen(t)};
+        w->m[w->n++] = (mc_chat_msg_t){
+            .role = m->role == MC_CHAT_TOOL ? MC_CHAT_USER : MC_CHAT_ASSISTANT, .content = t, .len = strlen(t)};
     }
     free(tb.buf);
     return MC_OK;

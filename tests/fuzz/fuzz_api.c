@@ -209,7 +209,9 @@ static void s_check_chat(const mc_tokenizer_t *t, const mc_api_request_t *r) {
     mc_chat_msg_t *msgs = malloc((r->n_msgs + 1) * sizeof *msgs);
     if (!msgs) abort();
     size_t n = 0, sys = 0, turns = 0, answers = 0;
-    if (r->safe_prompt) msgs[n++] = (mc_chat_msg_t){.role = MC_CHAT_SYSTEM, .content = mc_chat_safe_prompt, .len = strlen(mc_chat_safe_prompt)};
+    if (r->safe_prompt)
+        msgs[n++] =
+            (mc_chat_msg_t){.role = MC_CHAT_SYSTEM, .content = mc_chat_safe_prompt, .len = strlen(mc_chat_safe_prompt)};
     memcpy(msgs + n, r->msgs, r->n_msgs * sizeof *msgs);
     n += r->n_msgs;
     for (size_t i = 0; i < n; i++) {
@@ -260,7 +262,12 @@ static void s_check_prompt(const mc_tokenizer_t *t, const mc_api_request_t *r) {
 // JSON holding the same text (no NUL byte in a parsed string).
 static void s_check_answer(bool chat, const char *text, size_t len) {
     const mc_api_answer_t a = {chat, chat ? "chatcmpl-1" : "cmpl-1", 1700000000, "fuzz", true, false, NULL};
-    const mc_api_result_t whole = {.text = text, .len = len, .why = MC_FINISH_STOP, .prompt_tokens = 1, .completion_tokens = 2}, piece = {.text = text, .len = len, .why = MC_FINISH_NONE};
+    const mc_api_result_t whole = {.text = text,
+                                   .len = len,
+                                   .why = MC_FINISH_STOP,
+                                   .prompt_tokens = 1,
+                                   .completion_tokens = 2},
+                          piece = {.text = text, .len = len, .why = MC_FINISH_NONE};
     char *bodies[2] = {mc_api_completion_json(&a, &whole), mc_api_chunk_json(&a, true, &piece)};
     for (int i = 0; i < 2; i++) {
         cJSON *root = bodies[i] ? cJSON_Parse(bodies[i]) : NULL;
