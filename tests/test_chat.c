@@ -21,6 +21,7 @@
 
 #include "chat.h"
 #include "gguf.h"
+#include "gguf_writer.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -456,6 +457,27 @@ static void test_templates(void **state) {
     for (int i = 0; i < MC_CHAT_STYLE_COUNT; i++) {
         assert_true(mc_chat_style_from_name(mc_chat_style_name((mc_chat_style_t)i), &st));
         assert_int_equal(st, i);
+    }
+    // From a file: its template, or without one its vocabulary; a name overrides an unknown template.
+    for (int k = 0; k < 3; k++) {
+        mc_gguf_writer_t *w = mc_gguf_writer_new(0);
+        assert_non_null(w);
+        assert_int_equal(mc_gguf_writer_add_str(w, "general.architecture", "llama"), MC_OK);
+        if (k < 2)
+            assert_int_equal(mc_gguf_writer_add_str(w, "tokenizer.chat_template", k ? other : cases[5].tmpl), MC_OK);
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(mc_gguf_writer_header(w, &buf, &len, err), MC_OK); // no tensors: the header is the file
+        mc_gguf_t *g = mc_gguf_parse(buf, len, err);
+        assert_non_null(g);
+        const mc_err_t rc = mc_chat_style_choose(g, v3, NULL, &st, err);
+        if (k == 0) assert_true(rc == MC_OK && st == MC_CHAT_STYLE_TULU);
+        if (k == 1) assert_true(rc == MC_ERR_UNSUPPORTED && strstr(err, "--chat-format"));
+        if (k == 2) assert_true(rc == MC_OK && st == MC_CHAT_STYLE_MISTRAL_V3);
+        if (k == 1) assert_true(mc_chat_style_choose(g, v3, "chatml", &st, err) == MC_OK && st == MC_CHAT_STYLE_CHATML);
+        mc_gguf_destroy(&g);
+        free(buf);
+        mc_gguf_writer_destroy(&w);
     }
     mc_tokenizer_destroy(&v1), mc_tokenizer_destroy(&v3);
 }
