@@ -566,20 +566,22 @@ static bool s_stream_end(s_job_t *j) {
     mc_api_error_t e;
     const bool failed = s_failed(j, &e);
     const mc_api_result_t whole = s_result(j);
+    // A split chat sends what it held back (and its calls) first.
+    bool tool_calls = false;
+    if (!failed && s_splits(j) && !s_stream_split_end(j, &tool_calls)) return false;
     // The finish carries the logprobs of tokens whose text never came (a stop string).
     const mc_api_result_t rest = {.text = "",
                                   .why = j->why,
                                   .prompt_tokens = whole.prompt_tokens,
                                   .completion_tokens = whole.completion_tokens,
                                   .lps = j->lps + j->sent_lps,
-                                  .n_lps = j->n_lps - j->sent_lps};
-    mc_api_result_t last = rest;
-    if (!failed && s_splits(j) && !s_stream_split_end(j, &last.tool_calls)) return false;
+                                  .n_lps = j->n_lps - j->sent_lps,
+                                  .tool_calls = tool_calls};
     switch (j->fmt) {
     case S_FMT_CHAT:
     case S_FMT_COMPLETIONS:
         if (failed) return s_out_sse(j, NULL, mc_api_error_json(&e));
-        if (!s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, false, &last))) return false;
+        if (!s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, false, &rest))) return false;
         if (j->ans.include_usage &&
             !s_out_sse(j, NULL, mc_api_usage_chunk_json(&j->ans, whole.prompt_tokens, whole.completion_tokens)))
             return false;
