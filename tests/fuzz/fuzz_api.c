@@ -100,7 +100,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
            "\"frequency_penalty\":0.5,\"presence_penalty\":-0.5,\"seed\":-42,\"n\":1,\"stop\":[\"\\n\\n\",\"User:\",\"\"],"
            "\"messages\":[{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Answer \"},"
            "{\"type\":\"text\",\"text\":\"in French.\"}]},{\"role\":\"user\",\"content\":\"Hi\"},"
-           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\",\"type\":\"function\"}]},"
+           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\",\"type\":\"function\","
+           "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"1\","
+           "\"content\":\"ok\"},"
            "{\"role\":\"user\",\"content\":\"Again\"}],\"logprobs\":true,\"top_logprobs\":3}");
     s_seed("chat-whole.json", true, true,
            "{\"safe_prompt\":true,\"max_completion_tokens\":8,\"stop\":\"END\",\"user\":\"u1\",\"logit_bias\":{},"
