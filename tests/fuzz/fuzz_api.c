@@ -150,8 +150,12 @@ static void s_check_request(const mc_api_request_t *r, bool chat) {
         if (r->n_msgs == 0 || r->n_msgs > MC_API_MAX_MESSAGES || !r->msgs) abort();
         for (size_t i = 0; i < r->n_msgs; i++) {
             const mc_chat_msg_t *m = &r->msgs[i];
-            if ((unsigned)m->role > MC_CHAT_ASSISTANT || !m->content) abort();
+            if ((unsigned)m->role > MC_CHAT_TOOL || !m->content) abort();
+            if (m->role == MC_CHAT_TOOL && !m->tool_call_id) abort();
             for (size_t k = 0; k < m->len; k++) sum += (unsigned char)m->content[k];
+            for (size_t k = 0; k < m->n_calls; k++)
+                if (!m->calls[k].name || !m->calls[k].arguments || !m->calls[k].id) abort();
+            for (size_t k = 0; k < m->reasoning_len; k++) sum += (unsigned char)m->reasoning[k];
         }
     } else {
         if (!r->prompt) abort();
