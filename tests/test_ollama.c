@@ -186,7 +186,7 @@ static void test_answers(void **state) {
     assert_int_equal(strlen(at), 30);
     assert_true(at[4] == '-' && at[10] == 'T' && at[19] == '.' && at[29] == 'Z');
     cJSON_Delete(j);
-    const mc_api_result_t res = {"", 0, MC_FINISH_LENGTH, 9, 5, NULL, 0};
+    const mc_api_result_t res = {.text = "", .why = MC_FINISH_LENGTH, .prompt_tokens = 9, .completion_tokens = 5};
     const mc_gen_usage_t u = {9, 5, 0.25, 1.5};
     j = s_parse(mc_ollama_final_json(&gen, &res, &u, 2.0));
     assert_string_equal(s_get(j, "response", NULL)->valuestring, "");
@@ -198,7 +198,7 @@ static void test_answers(void **state) {
     assert_true(s_get(j, "prompt_eval_duration", NULL)->valuedouble == 2.5e8);
     assert_true(s_get(j, "eval_duration", NULL)->valuedouble == 1.5e9);
     cJSON_Delete(j);
-    const mc_api_result_t load = {"", 0, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_api_result_t load = {.text = "", .why = MC_FINISH_NONE};
     j = s_parse(mc_ollama_final_json(&chat, &load, &u, 0.001));
     assert_string_equal(s_get(j, "done_reason", NULL)->valuestring, "load");
     assert_null(cJSON_GetObjectItem(j, "eval_count"));

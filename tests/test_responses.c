@@ -184,7 +184,7 @@ static double s_num(const cJSON *o, const char *path) {
 static void test_answers(void **state) {
     (void)state;
     const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 64, false, NULL, false};
-    mc_api_result_t res = {"Hello!", 6, MC_FINISH_STOP, 5, 2, NULL, 0};
+    mc_api_result_t res = {.text = "Hello!", .len = 6, .why = MC_FINISH_STOP, .prompt_tokens = 5, .completion_tokens = 2};
     cJSON *j = s_parse(mc_responses_json(&a, &res, NULL));
     assert_string_equal(s_str(j, "id"), "resp_1");
     assert_string_equal(s_str(j, "object"), "response");
@@ -217,7 +217,7 @@ static void test_answers(void **state) {
                                         "response.output_text.delta", "response.output_text.done",
                                         "response.content_part.done", "response.output_item.done",
                                         "response.incomplete"};
-    const mc_api_result_t delta = {"Hel", 3, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_api_result_t delta = {.text = "Hel", .len = 3, .why = MC_FINISH_NONE};
     for (int ev = MC_RESPONSES_CREATED; ev <= MC_RESPONSES_END; ev++) {
         const char *type = NULL;
         j = s_parse(mc_responses_event_json(&a, (mc_responses_event_t)ev, ev == MC_RESPONSES_TEXT_DELTA ? &delta : &res,

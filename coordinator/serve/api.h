@@ -5,7 +5,9 @@
  * a buffer (parse(buf, len): tests/test_api.c and tests/fuzz/fuzz_api.c
  * feed it directly) and
  * checks every field the server uses: types, ranges, roles, the number of
- * stop strings. Fields other servers accept too (top_k, min_p,
+ * stop strings; tools (toolcall.h), tool messages (role "tool" with
+ * tool_call_id) and assistant messages' tool_calls and reasoning_content;
+ * enable_thinking. Fields other servers accept too (top_k, min_p,
  * repeat_penalty, frequency/presence_penalty, seed, safe_prompt) work;
  * fields it does not use (user, logit_bias, ...) are ignored. A bad body
  * gets an OpenAI-style error (mc_api_error_t: status, type, param,
@@ -36,6 +38,7 @@
 #include "sampler.h"
 #include "scheduler.h"
 #include "tokenizer.h"
+#include "toolcall.h"
 
 struct cJSON;
 
@@ -76,6 +79,8 @@ typedef struct {
     bool logprobs;               // each token's logprob in the answer
     uint32_t top_logprobs;       // and this many alternatives (<= MC_LOGPROB_MAX_TOP)
     bool store;                  // /v1/responses: keep the answer for later item references (items.h)
+    mc_toolcall_req_t tools;     // chat: tools, tool_choice, parallel_tool_calls (toolcall.h)
+    bool thinking;               // chat: enable_thinking (or chat_template_kwargs.enable_thinking); default true
     // "speculative": 0 not given (the server's setting), MC_API_SPECULATE_OFF,
     // MC_API_SPECULATE_ON (the server's drafts, else MC_API_SPECULATE_DEFAULT
     // guesses), or K > 0: at most K guesses a step.
@@ -157,6 +162,12 @@ typedef struct {
     uint32_t prompt_tokens, completion_tokens;
     const mc_logprob_t *lps;   // the tokens' logprobs (n_lps), when a->logprobs
     size_t n_lps;
+    // chat: what reply.h split off the text
+    const char *reasoning;     // reasoning_content (reasoning_len bytes); NULL: none
+    size_t reasoning_len;
+    const mc_toolcall_t *calls; // the tool calls (n_calls): content null when there is no text, finish "tool_calls"
+    size_t n_calls;
+    bool tool_calls;           // a chunk: the finish reason is "tool_calls"
 } mc_api_result_t;
 
 // A whole answer.
@@ -166,10 +177,20 @@ char *mc_api_completion_json(const mc_api_answer_t *a, const mc_api_result_t *re
 // with text and its tokens' logprobs, or with the finish reason.
 char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const mc_api_result_t *piece);
 
+// A chunk of a streamed tool call, as OpenAI sends them: head, the call's
+// index, id, type and name with empty arguments; else a piece of its
+// arguments (args[0..len)) under its index.
+char *mc_api_call_chunk_json(const mc_api_answer_t *a, uint32_t index, const mc_toolcall_t *call, bool head,
+                             const char *args, size_t len);
+
+// A chunk with a piece of reasoning_content.
+char *mc_api_reasoning_chunk_json(const mc_api_answer_t *a, const char *text, size_t len);
+
 // The last chunk of a stream that asked for usage: no choices, the counts.
 char *mc_api_usage_chunk_json(const mc_api_answer_t *a, uint32_t prompt_tokens, uint32_t completion_tokens);
 
-// "stop" for EOS and stop strings, "length" for limits (what clients know).
+// "stop" for EOS and stop strings, "length" for limits (what clients know);
+// "tool_calls" for an answer that is calls (result.n_calls or .tool_calls).
 const char *mc_api_finish_reason(mc_finish_t why);
 
 // A token's bytes as a JSON string value: invalid UTF-8 (a token may hold

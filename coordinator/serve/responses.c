@@ -21,7 +21,7 @@ typedef struct {
 
 static mc_err_t s_push(s_input_t *in, mc_chat_role_t role, const char *text, size_t len, mc_api_error_t *e) {
     if (in->r->n_msgs == in->cap) return mc_api_bad(e, "input", "at most %d input items", MC_API_MAX_MESSAGES);
-    in->r->msgs[in->r->n_msgs++] = (mc_chat_msg_t){role, text, len};
+    in->r->msgs[in->r->n_msgs++] = (mc_chat_msg_t){.role = role, .content = text, .len = len};
     return MC_OK;
 }
 
@@ -70,7 +70,7 @@ static mc_err_t s_item_message(const cJSON *item, size_t i, s_input_t *in, mc_ap
     // "developer" is what newer OpenAI clients call the system role.
     const char *name = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
     mc_chat_role_t rl;
-    if (!mc_chat_role_from_name(name, &rl))
+    if (!mc_chat_role_from_name(name, &rl) || rl == MC_CHAT_TOOL) // results come as function_call_output items
         return mc_api_bad(e, param, "'%s' is '%.*s': the roles are system, developer, user and assistant", param,
                           mc_api_quote_len(role->valuestring, 40), role->valuestring);
     snprintf(param, sizeof param, "input[%zu].content", i);

@@ -125,10 +125,40 @@ await assert.rejects(
   }),
   (err) => err instanceof OpenAI.BadRequestError && /'pattern' is not supported/.test(err.message),
 );
+// Tools: a conversation with a call and its result, as the client builds
+// them, is taken; the answer (random weights, tools offered, nothing
+// forced) is either calls in OpenAI's shape or text. A forced call whose
+// arguments always parse needs constrained decoding (tool_choice then
+// constrains the output): not yet part of this test.
+const tools = [{ type: "function", function: { name: "get_weather", description: "Weather in a city",
+  parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
+const toolConv = [
+  { role: "user", content: "Weather in Paris?" },
+  { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function",
+    function: { name: "get_weather", arguments: JSON.stringify({ city: "Paris" }) } }] },
+  { role: "tool", tool_call_id: "call_1", content: JSON.stringify({ temp_c: 20 }) },
+];
+const toolAnswer = await client.chat.completions.create({ model, messages: toolConv, tools, max_tokens: 16, temperature: 0 });
+const tmsg = toolAnswer.choices[0].message;
+if (tmsg.tool_calls) {
+  assert.equal(toolAnswer.choices[0].finish_reason, "tool_calls");
+  for (const c of tmsg.tool_calls) {
+    assert.match(c.id, /^call_/);
+    assert.equal(c.function.name, "get_weather");
+    assert.equal(typeof JSON.parse(c.function.arguments), "object");
+  }
+} else {
+  assert.equal(typeof tmsg.content, "string");
+}
+const toolStream = await client.chat.completions.create({ model, messages: toolConv, tools, max_tokens: 16,
+  temperature: 0, stream: true });
+let toolText = "";
+for await (const chunk of toolStream) toolText += chunk.choices[0]?.delta?.content ?? "";
+if (!tmsg.tool_calls) assert.equal(toolText, tmsg.content);
 
 await assert.rejects(
   client.chat.completions.create({ model, messages: [{ role: "robot", content: "hi" }] }),
-  (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && /roles are system, user and assistant/.test(err.message),
+  (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && /roles are system, user, assistant and tool/.test(err.message),
 );
 
 console.log(`openai ${OpenAI.VERSION ?? ""}: ${chunks} chunks streamed, ${usage.completion_tokens} tokens, the same as the whole ` +
