@@ -106,10 +106,13 @@ S_K8_INLINE void S_K8_NAME(tile_q4_k)(int64_t n, float *s, size_t stride, const 
 
 S_K8_FN void S_K8_NAME(dot8_q4_k)(int64_t n, float *s, size_t stride, const void *w8, size_t rb, const void *const *a,
                                   int na) {
-    if (rb) { // raw rows: one row at a time, the same bits
-        for (int r = 0; r < 8; r++)
-            for (int c = 0; c < na; c++)
-                s_dot_q4_k(n, &s[(size_t)c * stride + (size_t)r], (const uint8_t *)w8 + (size_t)r * rb, a[c]);
+    if (rb) { // raw rows: one row at a time against the na tokens, the same bits
+        const uint8_t *y[4] = {a[0], na > 1 ? a[1] : a[0], na > 2 ? a[2] : a[0], na > 3 ? a[3] : a[0]};
+        for (int r = 0; r < 8; r++) {
+            float t[4];
+            s_dotk(MC_DTYPE_Q4_K, n, t, (const uint8_t *)w8 + (size_t)r * rb, y, na);
+            for (int c = 0; c < na; c++) s[(size_t)c * stride + (size_t)r] = t[c];
+        }
         return;
     }
     switch (na) {

@@ -290,15 +290,17 @@ S_Q32_INLINE void S_Q32_NAME(tile_q8_0)(int64_t n, float *s, const uint8_t *x, c
 
 S_Q32_FN void S_Q32_NAME(dot8_q8_0)(int64_t n, float *s, size_t stride, const void *w8, size_t rb,
                                     const void *const *a, int na) {
-    for (int c = 0; c < na; c++) {
-        if (!rb) {
-            S_Q32_NAME(tile_q8_0)(n, s + (size_t)c * stride, w8, a[c]);
-            continue;
+    if (rb) { // raw rows: one row at a time against the na tokens, the same bits
+        for (int r = 0; r < 8; r++) {
+            float t[4];
+            const uint8_t *x = (const uint8_t *)w8 + (size_t)r * rb;
+            if (na == 4) // whole tiles: the 4-row body, as dot4
+                S_Q32_NAME(dot32)(MC_DTYPE_Q8_0, n, t, x, a, 4);
+            else
+                for (int c = 0; c < na; c++) S_Q32_NAME(dot32)(MC_DTYPE_Q8_0, n, &t[c], x, &a[c], 1);
+            for (int c = 0; c < na; c++) s[(size_t)c * stride + (size_t)r] = t[c];
         }
-        for (int r = 0; r < 8; r++) { // raw rows: one row at a time, the same bits
-            const void *y[1] = {a[c]};
-            S_Q32_NAME(dot32)(MC_DTYPE_Q8_0, n, &s[(size_t)c * stride + (size_t)r], (const uint8_t *)w8 + (size_t)r * rb,
-                              y, 1);
-        }
+        return;
     }
+    for (int c = 0; c < na; c++) S_Q32_NAME(tile_q8_0)(n, s + (size_t)c * stride, w8, a[c]);
 }
