@@ -541,8 +541,10 @@ static void s_dot8_q4_k(int64_t n, float *s, size_t s_stride, const void *w8, si
         }
 }
 
+static void s_repack_q6_kx8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out);
+
 bool mc_kernel_repacks(mc_dtype_t t) {
-    return t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K;
+    return t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K || t == MC_DTYPE_Q6_K;
 }
 
 void mc_kernel_repack8(mc_dtype_t t, const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
@@ -550,6 +552,7 @@ void mc_kernel_repack8(mc_dtype_t t, const uint8_t *rows, size_t row_bytes, int6
     case MC_DTYPE_Q4_0: mc_kernel_repack_q4_0x8(rows, row_bytes, n, out); break;
     case MC_DTYPE_Q8_0: s_repack_q8_0x8(rows, row_bytes, n, out); break;
     case MC_DTYPE_Q4_K: s_repack_q4_kx8(rows, row_bytes, n, out); break;
+    case MC_DTYPE_Q6_K: s_repack_q6_kx8(rows, row_bytes, n, out); break;
     default: assert(!"type without an 8-row layout"); break;
     }
 }
@@ -599,6 +602,64 @@ static void s_dot_q6_k(int64_t n, float *s, const void *w, const void *a) {
     *s = sumf;
 }
 
+
+static void s_repack_q6_kx8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
+    assert(n % MC_QK_K == 0);
+    for (int64_t b = 0; b < n / MC_QK_K; b++, out += MC_Q6_KX8_BYTES)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * row_bytes + (size_t)b * sizeof(mc_block_q6_k_t);
+            memcpy(out + 2 * r, S_FIELD(blk, mc_block_q6_k_t, d), 2);
+            for (int g = 0; g < 16; g++) out[16 + 8 * g + r] = S_FIELD(blk, mc_block_q6_k_t, scales)[g];
+            for (int h = 0; h < 2; h++) {
+                for (int k = 0; k < 16; k++)
+                    memcpy(out + 144 + 32 * (16 * h + k) + 4 * r, S_FIELD(blk, mc_block_q6_k_t, ql) + 64 * h + 4 * k, 4);
+                for (int k = 0; k < 8; k++)
+                    memcpy(out + 1168 + 32 * (8 * h + k) + 4 * r, S_FIELD(blk, mc_block_q6_k_t, qh) + 32 * h + 4 * k, 4);
+            }
+        }
+}
+
+// s_dot_q6_k's steps for the 8 rows of a repacked group, or of 8 raw rows.
+static void s_dot8_q6_k(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
+    assert(n % MC_QK_K == 0 && na >= 1 && na <= 4);
+    for (int c = 0; c < na; c++)
+        for (int r = 0; r < 8; r++) {
+            float *out = &s[(size_t)c * s_stride + (size_t)r];
+            if (row_bytes) {
+                s_dot_q6_k(n, out, (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
+                continue;
+            }
+            const uint8_t *x = w8, *y = a[c];
+            float sumf = 0.f;
+            for (int64_t i = 0; i < n / MC_QK_K; i++, x += MC_Q6_KX8_BYTES, y += sizeof(mc_block_q8_k_t)) {
+                const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+                int16_t bsums[MC_QK_K / 16];
+                s_bsums(y, bsums);
+                int isum = 0;
+                // Group G = 8h + 2q + g: quarter q of half h, values 4k + j
+                // (k = 4g .. 4g + 3) of the quarter.
+                for (int h = 0; h < 2; h++)
+                    for (int q = 0; q < 4; q++)
+                        for (int g = 0; g < 2; g++) {
+                            int sg = 0;
+                            for (int k = 4 * g; k < 4 * g + 4; k++)
+                                for (int j = 0; j < 4; j++) {
+                                    const uint8_t l = x[144 + 32 * (16 * h + k + 8 * (q % 2)) + 4 * r + j];
+                                    const uint8_t hb = x[1168 + 32 * (8 * h + k) + 4 * r + j];
+                                    const int v = (q < 2 ? l & 0xF : l >> 4) | ((hb >> (2 * q)) & 3) << 4;
+                                    sg += v * q8[128 * h + 32 * q + 4 * k + j];
+                                }
+                            const int G = 8 * h + 2 * q + g;
+                            isum += (int8_t)x[16 + 8 * G + r] * (sg - 32 * bsums[G]);
+                        }
+                const float d = s_half(x + 2 * r) * s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+                sumf += d * isum;
+            }
+            *out = sumf;
+        }
+}
+
 // --- tables ------------------------------------------------------------------------
 
 static const mc_kernel_t s_scalar[] = {
@@ -617,7 +678,8 @@ static const mc_kernel_t s_scalar[] = {
     {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .isa = MC_ISA_SCALAR,
      .dot8 = s_dot8_q4_k},
     {.wtype = MC_DTYPE_Q5_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q5_k, .isa = MC_ISA_SCALAR},
-    {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .isa = MC_ISA_SCALAR,
+     .dot8 = s_dot8_q6_k},
 };
 
 #define S_N_SCALAR (sizeof s_scalar / sizeof s_scalar[0])

@@ -873,7 +873,7 @@ S_DOTK(q5_k, MC_DTYPE_Q5_K)
 S_DOTK(q6_k, MC_DTYPE_Q6_K)
 #undef S_DOTK
 
-// Q4_K's repacked product, with AVX2 byte products and with AVX-VNNI.
+// Q4_K's and Q6_K's repacked products, with AVX2 byte products and with AVX-VNNI.
 #define S_K8_VNNI 0
 #define S_K8_FN S_FN
 #define S_K8_INLINE S_INLINE
@@ -917,7 +917,8 @@ S_DOTK(q6_k, MC_DTYPE_Q6_K)
     {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .dot4 = s_dot4_q4_k, \
      .isa = isa_, .dot8 = pfx##dot8_q4_k},                                              \
     S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, q5_k, isa_),                                              \
-    S_K(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, q6_k, isa_)
+    {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .dot4 = s_dot4_q6_k, \
+     .isa = isa_, .dot8 = pfx##dot8_q6_k}
 
 static const mc_kernel_t s_avx2[] = {S_TABLE(MC_ISA_AVX2, s_avx2_)};
 static const mc_kernel_t s_vnni[] = {S_TABLE(MC_ISA_AVX_VNNI, s_vnni_)};

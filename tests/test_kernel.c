@@ -664,6 +664,11 @@ static void test_dot8_q4_k_same_bits(void **state) {
     s_check_dot8(MC_DTYPE_Q4_K);
 }
 
+static void test_dot8_q6_k_same_bits(void **state) {
+    (void)state;
+    s_check_dot8(MC_DTYPE_Q6_K);
+}
+
 // The repacked layout is the rows' bytes rearranged (kernel.h): record b of
 // a group holds block b's 8 scales, then bytes 4k..4k+3 of each row's quants.
 static void test_repack_q4_0_layout(void **state) {
@@ -682,12 +687,12 @@ static void test_repack_q4_0_layout(void **state) {
         }
 }
 
-// Q8_0's and Q4_K's layouts (kernel.h): the rows' bytes rearranged, Q4_K's
-// 12 scale bytes per row re-encoded as 8 (scale, min) pairs of 6 bits.
-static void test_repack_q8_0_q4_k_layout(void **state) {
+// Q8_0's, Q4_K's and Q6_K's layouts (kernel.h): the rows' bytes rearranged,
+// Q4_K's 12 scale bytes per row re-encoded as 8 (scale, min) pairs of 6 bits.
+static void test_repack_k_layouts(void **state) {
     (void)state;
     enum { NB = 2 };
-    uint8_t rows[8 * NB * sizeof(mc_block_q4_k_t)], out[8 * NB * sizeof(mc_block_q4_k_t)];
+    uint8_t rows[8 * NB * sizeof(mc_block_q6_k_t)], out[8 * NB * sizeof(mc_block_q6_k_t)];
     for (size_t i = 0; i < sizeof rows; i++) rows[i] = (uint8_t)(i * 13 + 5);
     size_t rb = NB * sizeof(mc_block_q8_0_t);
     mc_kernel_repack8(MC_DTYPE_Q8_0, rows, rb, NB * MC_QK, out);
@@ -718,6 +723,23 @@ static void test_repack_q8_0_q4_k_layout(void **state) {
                 for (int k = 0; k < 8; k++)
                     assert_memory_equal(rec + 128 + 32 * (8 * c + k) + 4 * r,
                                         blk + offsetof(mc_block_q4_k_t, qs) + 32 * c + 4 * k, 4);
+        }
+    rb = NB * sizeof(mc_block_q6_k_t);
+    mc_kernel_repack8(MC_DTYPE_Q6_K, rows, rb, NB * MC_QK_K, out);
+    for (int b = 0; b < NB; b++)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * sizeof(mc_block_q6_k_t);
+            const uint8_t *rec = out + (size_t)b * MC_Q6_KX8_BYTES;
+            assert_memory_equal(rec + 2 * r, blk + offsetof(mc_block_q6_k_t, d), 2);
+            for (int g = 0; g < 16; g++) assert_int_equal(rec[16 + 8 * g + r], blk[offsetof(mc_block_q6_k_t, scales) + g]);
+            for (int h = 0; h < 2; h++) {
+                for (int k = 0; k < 16; k++)
+                    assert_memory_equal(rec + 144 + 32 * (16 * h + k) + 4 * r,
+                                        blk + offsetof(mc_block_q6_k_t, ql) + 64 * h + 4 * k, 4);
+                for (int k = 0; k < 8; k++)
+                    assert_memory_equal(rec + 1168 + 32 * (8 * h + k) + 4 * r,
+                                        blk + offsetof(mc_block_q6_k_t, qh) + 32 * h + 4 * k, 4);
+            }
         }
 }
 
@@ -799,14 +821,15 @@ static void test_table(void **state) {
         assert_int_equal(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->isa, MC_ISA_SCALAR);
         // The scalar table has no dot4: callers loop over dot.
         assert_null(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->dot4);
-        // The repacked product exists for Q4_0 on every ISA, for Q8_0 and
-        // Q4_K on scalar, AVX2 and AVX-VNNI (NEON does not repack them: a
+        // The repacked product exists for Q4_0 on every ISA, for Q8_0, Q4_K
+        // and Q6_K on scalar, AVX2 and AVX-VNNI (NEON does not repack them: a
         // matrix is repacked only where its kernel has dot8), and only for
         // the types with a layout.
         for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
             const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isas[i]);
             const mc_dtype_t t = s_types[ti].wtype;
-            assert_true(mc_kernel_repacks(t) == (t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K));
+            assert_true(mc_kernel_repacks(t) == (t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K ||
+                                                 t == MC_DTYPE_Q6_K));
             if (!mc_kernel_repacks(t)) assert_null(k->dot8);
             if (t == MC_DTYPE_Q4_0 || k->isa == MC_ISA_SCALAR || k->isa == MC_ISA_AVX2 || k->isa == MC_ISA_AVX_VNNI)
                 assert_true(!k->dot8 == !mc_kernel_repacks(t));
@@ -883,8 +906,9 @@ int main(void) {
         cmocka_unit_test(test_dot8_q4_0_same_bits),
         cmocka_unit_test(test_dot8_q8_0_same_bits),
         cmocka_unit_test(test_dot8_q4_k_same_bits),
+        cmocka_unit_test(test_dot8_q6_k_same_bits),
         cmocka_unit_test(test_repack_q4_0_layout),
-        cmocka_unit_test(test_repack_q8_0_q4_k_layout),
+        cmocka_unit_test(test_repack_k_layouts),
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_attn_same_bits),
         cmocka_unit_test(test_isa_env),
