@@ -48,7 +48,7 @@ struct mc_expert_store {
     mc_expert_store_params_t p;
     char *path;
     int fd;
-    bool repack; // Q4_0 kernel with a repacked product
+    bool repack[32]; // by dtype id: repacked on arrival (the type has an 8-row layout that mm's kernel reads)
     bool hot_fixed; // the hot set came from counts given at creation
     uint32_t n_layer, n_expert;
     size_t cells;
@@ -116,7 +116,8 @@ uint64_t mc_expert_store_total_bytes(const mc_model_t *m, const uint8_t *managed
 }
 
 static bool s_repackable(const mc_expert_store_t *st, const mc_matrix_t *w) {
-    return st->repack && w->type == MC_DTYPE_Q4_0 && w->n_out >= MC_Q4_0X8_ROWS && w->n_in % MC_QK == 0;
+    return (uint32_t)w->type < 32 && st->repack[w->type] && w->n_out >= MC_Q4_0X8_ROWS &&
+           w->n_in % mc_dtype_traits(w->type)->block_elems == 0;
 }
 
 // --- the pool -------------------------------------------------------------------------
@@ -236,7 +237,7 @@ static mc_err_t s_read_matrix(const mc_expert_store_t *st, const mc_matrix_t *w,
         mc_err_t rc = s_pread(st, scratch, cnt * group_raw, off + (uint64_t)g * group_raw, layer, e, err);
         if (rc) return rc;
         for (uint32_t i = 0; i < cnt; i++)
-            mc_kernel_repack_q4_0x8(scratch + i * group_raw, w->row_bytes, w->n_in, dst + (size_t)(g + i) * group_raw);
+            mc_kernel_repack8(w->type, scratch + i * group_raw, w->row_bytes, w->n_in, dst + (size_t)(g + i) * group_raw);
         g += cnt;
     }
     const size_t tail = (size_t)(w->n_out - groups * MC_Q4_0X8_ROWS) * w->row_bytes;
@@ -415,8 +416,10 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
     st->cur_layer = st->prev_layer = -1;
     for (int i = 0; i < MC_STORE_N_PRED; i++)
         for (int j = 0; j < S_SLOTS; j++) st->pred_layer[i][j] = -1;
-    const mc_kernel_t *k = mc_matmul_kernel(mm, MC_DTYPE_Q4_0);
-    st->repack = p->repack && k && k->dot8;
+    for (uint32_t t = 0; t < 32; t++) {
+        const mc_kernel_t *k = mc_matmul_kernel(mm, (mc_dtype_t)t);
+        st->repack[t] = p->repack && mc_kernel_repacks((mc_dtype_t)t) && k && k->dot8;
+    }
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv_work, NULL);
     pthread_cond_init(&st->cv_done, NULL);

@@ -70,7 +70,7 @@ typedef struct {
     uint32_t hot_percent;      // MC_STORE_HOT: the hot set's share of the budget (1..90)
     const uint64_t *hot_counts; // MC_STORE_HOT: (n_layer, n_expert) rows routed per expert (a routing
                                 // statistics file); NULL: the store's own counts, refreshed as it runs
-    bool repack;               // Q4_0 repacked on arrival (when mm's kernel has a repacked product)
+    bool repack;               // Q4_0, Q8_0, Q4_K repacked on arrival (when mm's kernel has a repacked product)
     bool uncached;             // drop what was read from the page cache (POSIX_FADV_DONTNEED): the pool
                                // is the only copy, and every miss reads the disk (benchmarks' cold runs)
     bool prefetch;             // read ahead what prefetch_from predicts for the next layer
@@ -85,7 +85,7 @@ typedef struct {
 mc_expert_store_params_t mc_expert_store_params_default(void);
 
 // m must have been opened from a file (mc_model_open: m->path) and outlive
-// the store; mm decides the layout (its Q4_0 kernel's repacked groups or
+// the store; mm decides the layout (its kernels' repacked groups or
 // the file's rows) and is not kept. NULL on failure with err (a budget below
 // one expert, a file that cannot be opened or is not the one mapped).
 mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *mm,

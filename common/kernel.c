@@ -125,7 +125,7 @@ static void s_dot_bf16(int64_t n, float *s, const void *w, const void *a) { *s =
 
 // Q4_1, Q5_0, Q5_1 and Q8_0 follow an 8-lane order that AVX2 and NEON
 // reproduce without any horizontal sum inside the loop (Q4_0 has its own
-// order, below). With w[j] the weight's
+// order, below). Q8_0 keeps it in its repacked layout too (s_dot8_q8_0). With w[j] the weight's
 // integer quant of value j (Q4_0: nibble - 8, Q4_1: nibble, Q5_0: 5-bit value
 // - 16, Q5_1: 5-bit value, Q8_0: the byte) and a[j] the activation's int8
 // quant, for every block in order:
@@ -304,6 +304,46 @@ static void s_dot_q8_0(int64_t n, float *s, const void *w, const void *a) {
                        s_quants_q8_0, false);
 }
 
+static void s_repack_q8_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
+    assert(n % MC_QK == 0);
+    for (int64_t b = 0; b < n / MC_QK; b++, out += MC_Q8_0X8_BYTES)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * row_bytes + (size_t)b * sizeof(mc_block_q8_0_t);
+            memcpy(out + 2 * r, S_FIELD(blk, mc_block_q8_0_t, d), 2);
+            for (int k = 0; k < 8; k++) memcpy(out + 16 + 32 * k + 4 * r, S_FIELD(blk, mc_block_q8_0_t, qs) + 4 * k, 4);
+        }
+}
+
+// s_dot_q8_0's steps (the 8-lane order) for the 8 rows of a repacked group,
+// or of 8 raw rows: lane l of row r is register l of the repacked record
+// (kernel.h), so SIMD code keeps 8 accumulators, one per lane, each holding
+// the 8 rows.
+static void s_dot8_q8_0(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
+    assert(n % MC_QK == 0 && na >= 1 && na <= 4);
+    for (int c = 0; c < na; c++)
+        for (int r = 0; r < 8; r++) {
+            float *out = &s[(size_t)c * s_stride + (size_t)r];
+            if (row_bytes) {
+                s_dot_q8_0(n, out, (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
+                continue;
+            }
+            const uint8_t *x = w8, *y = a[c];
+            float acc[S_LANES32] = {0};
+            for (int64_t i = 0; i < n / MC_QK; i++, x += MC_Q8_0X8_BYTES, y += sizeof(mc_block_q8_0_t)) {
+                const int8_t *qa = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
+                const float d = s_half(x + 2 * r) * s_half(y);
+                for (int l = 0; l < S_LANES32; l++) {
+                    int p = 0;
+                    for (int j = 0; j < 4; j++) p += (int8_t)x[16 + 32 * l + 4 * r + j] * qa[4 * l + j];
+                    acc[l] = acc[l] + (float)p * d;
+                }
+            }
+            const float x0 = acc[0] + acc[4], x1 = acc[1] + acc[5], x2 = acc[2] + acc[6], x3 = acc[3] + acc[7];
+            *out = (x0 + x2) + (x1 + x3);
+        }
+}
+
 // --- K-quants against Q8_K ----------------------------------------------------------
 
 // Per-16 sums of the activation quants, used for the weights' min offsets.
@@ -392,6 +432,12 @@ static inline void s_scale_min_k4(int j, const uint8_t *s, int *sc, int *m) {
     }
 }
 
+// The float steps of one Q4_K/Q5_K super-block (added to the running sum
+// block after block): the products rounded, the subtraction, never fused.
+static inline float s_step_k4(float d, float dmin, float yd, int isum, int summs) {
+    return (d * yd) * (float)isum - (dmin * yd) * (float)summs;
+}
+
 // Q4_K and Q5_K differ only in the fifth bit (qh == NULL for Q4_K).
 static inline float s_dot_k4_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
                                    float d, float dmin, const uint8_t *y) {
@@ -419,8 +465,7 @@ static inline float s_dot_k4_block(const uint8_t *scales, const uint8_t *qs, con
         isum += sc1 * lo + sc2 * hi;
         summs += m1 * (bsums[4 * c] + bsums[4 * c + 1]) + m2 * (bsums[4 * c + 2] + bsums[4 * c + 3]);
     }
-    const float yd = s_f32(S_FIELD(y, mc_block_q8_k_t, d));
-    return (d * yd) * isum - (dmin * yd) * summs;
+    return s_step_k4(d, dmin, s_f32(S_FIELD(y, mc_block_q8_k_t, d)), isum, summs);
 }
 
 static void s_dot_q4_k(int64_t n, float *s, const void *w, const void *a) {
@@ -431,6 +476,89 @@ static void s_dot_q4_k(int64_t n, float *s, const void *w, const void *a) {
         sumf += s_dot_k4_block(S_FIELD(x, mc_block_q4_k_t, scales), S_FIELD(x, mc_block_q4_k_t, qs), NULL,
                                s_half(S_FIELD(x, mc_block_q4_k_t, d)), s_half(S_FIELD(x, mc_block_q4_k_t, dmin)), y);
     *s = sumf;
+}
+
+static void s_repack_q4_kx8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
+    assert(n % MC_QK_K == 0);
+    for (int64_t b = 0; b < n / MC_QK_K; b++, out += MC_Q4_KX8_BYTES) {
+        memset(out + 96, 0, 32);
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * row_bytes + (size_t)b * sizeof(mc_block_q4_k_t);
+            memcpy(out + 2 * r, S_FIELD(blk, mc_block_q4_k_t, d), 2);
+            memcpy(out + 16 + 2 * r, S_FIELD(blk, mc_block_q4_k_t, dmin), 2);
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                s_scale_min_k4(j, S_FIELD(blk, mc_block_q4_k_t, scales), &sc, &m);
+                const int i = 8 * j + r;
+                out[32 + i] = (uint8_t)((sc & 0xF) | (m & 0xF) << 4);
+                out[96 + i % 32] |= (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (i < 32 ? 0 : 4));
+            }
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 8; k++)
+                    memcpy(out + 128 + 32 * (8 * c + k) + 4 * r, S_FIELD(blk, mc_block_q4_k_t, qs) + 32 * c + 4 * k, 4);
+        }
+    }
+}
+
+// (scale, min) of sub-block j of row r in a repacked Q4_K record.
+static inline void s_scale_min_k4x8(const uint8_t *rec, int j, int r, int *sc, int *m) {
+    const int i = 8 * j + r, hi = rec[96 + i % 32] >> (i < 32 ? 0 : 4);
+    *sc = (rec[32 + i] & 0xF) | (hi & 3) << 4;
+    *m = (rec[32 + i] >> 4) | ((hi >> 2) & 3) << 4;
+}
+
+// s_dot_q4_k's steps for the 8 rows of a repacked group, or of 8 raw rows.
+static void s_dot8_q4_k(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
+    assert(n % MC_QK_K == 0 && na >= 1 && na <= 4);
+    for (int c = 0; c < na; c++)
+        for (int r = 0; r < 8; r++) {
+            float *out = &s[(size_t)c * s_stride + (size_t)r];
+            if (row_bytes) {
+                s_dot_q4_k(n, out, (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
+                continue;
+            }
+            const uint8_t *x = w8, *y = a[c];
+            float sumf = 0.f;
+            for (int64_t i = 0; i < n / MC_QK_K; i++, x += MC_Q4_KX8_BYTES, y += sizeof(mc_block_q8_k_t)) {
+                const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+                int16_t bsums[MC_QK_K / 16];
+                s_bsums(y, bsums);
+                int isum = 0, summs = 0;
+                for (int cc = 0; cc < 4; cc++) {
+                    int sc1, m1, sc2, m2, lo = 0, hi = 0;
+                    s_scale_min_k4x8(x, 2 * cc, r, &sc1, &m1);
+                    s_scale_min_k4x8(x, 2 * cc + 1, r, &sc2, &m2);
+                    for (int k = 0; k < 8; k++)
+                        for (int j = 0; j < 4; j++) {
+                            const uint8_t q = x[128 + 32 * (8 * cc + k) + 4 * r + j];
+                            lo += (q & 0xF) * q8[64 * cc + 4 * k + j];
+                            hi += (q >> 4) * q8[64 * cc + 32 + 4 * k + j];
+                        }
+                    isum += sc1 * lo + sc2 * hi;
+                    summs += m1 * (bsums[4 * cc] + bsums[4 * cc + 1]) + m2 * (bsums[4 * cc + 2] + bsums[4 * cc + 3]);
+                }
+                sumf += s_step_k4(s_half(x + 2 * r), s_half(x + 16 + 2 * r), s_f32(S_FIELD(y, mc_block_q8_k_t, d)),
+                                  isum, summs);
+            }
+            *out = sumf;
+        }
+}
+
+static void s_repack_q6_kx8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out);
+
+bool mc_kernel_repacks(mc_dtype_t t) {
+    return t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K || t == MC_DTYPE_Q6_K;
+}
+
+void mc_kernel_repack8(mc_dtype_t t, const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
+    switch (t) {
+    case MC_DTYPE_Q4_0: mc_kernel_repack_q4_0x8(rows, row_bytes, n, out); break;
+    case MC_DTYPE_Q8_0: s_repack_q8_0x8(rows, row_bytes, n, out); break;
+    case MC_DTYPE_Q4_K: s_repack_q4_kx8(rows, row_bytes, n, out); break;
+    case MC_DTYPE_Q6_K: s_repack_q6_kx8(rows, row_bytes, n, out); break;
+    default: assert(!"type without an 8-row layout"); break;
+    }
 }
 
 static void s_dot_q5_k(int64_t n, float *s, const void *w, const void *a) {
@@ -478,6 +606,64 @@ static void s_dot_q6_k(int64_t n, float *s, const void *w, const void *a) {
     *s = sumf;
 }
 
+
+static void s_repack_q6_kx8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
+    assert(n % MC_QK_K == 0);
+    for (int64_t b = 0; b < n / MC_QK_K; b++, out += MC_Q6_KX8_BYTES)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * row_bytes + (size_t)b * sizeof(mc_block_q6_k_t);
+            memcpy(out + 2 * r, S_FIELD(blk, mc_block_q6_k_t, d), 2);
+            for (int g = 0; g < 16; g++) out[16 + 8 * g + r] = S_FIELD(blk, mc_block_q6_k_t, scales)[g];
+            for (int h = 0; h < 2; h++) {
+                for (int k = 0; k < 16; k++)
+                    memcpy(out + 144 + 32 * (16 * h + k) + 4 * r, S_FIELD(blk, mc_block_q6_k_t, ql) + 64 * h + 4 * k, 4);
+                for (int k = 0; k < 8; k++)
+                    memcpy(out + 1168 + 32 * (8 * h + k) + 4 * r, S_FIELD(blk, mc_block_q6_k_t, qh) + 32 * h + 4 * k, 4);
+            }
+        }
+}
+
+// s_dot_q6_k's steps for the 8 rows of a repacked group, or of 8 raw rows.
+static void s_dot8_q6_k(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
+    assert(n % MC_QK_K == 0 && na >= 1 && na <= 4);
+    for (int c = 0; c < na; c++)
+        for (int r = 0; r < 8; r++) {
+            float *out = &s[(size_t)c * s_stride + (size_t)r];
+            if (row_bytes) {
+                s_dot_q6_k(n, out, (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
+                continue;
+            }
+            const uint8_t *x = w8, *y = a[c];
+            float sumf = 0.f;
+            for (int64_t i = 0; i < n / MC_QK_K; i++, x += MC_Q6_KX8_BYTES, y += sizeof(mc_block_q8_k_t)) {
+                const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
+                int16_t bsums[MC_QK_K / 16];
+                s_bsums(y, bsums);
+                int isum = 0;
+                // Group G = 8h + 2q + g: quarter q of half h, values 4k + j
+                // (k = 4g .. 4g + 3) of the quarter.
+                for (int h = 0; h < 2; h++)
+                    for (int q = 0; q < 4; q++)
+                        for (int g = 0; g < 2; g++) {
+                            int sg = 0;
+                            for (int k = 4 * g; k < 4 * g + 4; k++)
+                                for (int j = 0; j < 4; j++) {
+                                    const uint8_t l = x[144 + 32 * (16 * h + k + 8 * (q % 2)) + 4 * r + j];
+                                    const uint8_t hb = x[1168 + 32 * (8 * h + k) + 4 * r + j];
+                                    const int v = (q < 2 ? l & 0xF : l >> 4) | ((hb >> (2 * q)) & 3) << 4;
+                                    sg += v * q8[128 * h + 32 * q + 4 * k + j];
+                                }
+                            const int G = 8 * h + 2 * q + g;
+                            isum += (int8_t)x[16 + 8 * G + r] * (sg - 32 * bsums[G]);
+                        }
+                const float d = s_half(x + 2 * r) * s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+                sumf += d * isum;
+            }
+            *out = sumf;
+        }
+}
+
 // --- tables ------------------------------------------------------------------------
 
 static const mc_kernel_t s_scalar[] = {
@@ -489,12 +675,15 @@ static const mc_kernel_t s_scalar[] = {
     {.wtype = MC_DTYPE_Q4_1, .act_type = MC_DTYPE_Q8_1, .act = s_act_q8_1, .dot = s_dot_q4_1, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_Q5_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q5_0, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_Q5_1, .act_type = MC_DTYPE_Q8_1, .act = s_act_q8_1, .dot = s_dot_q5_1, .isa = MC_ISA_SCALAR},
-    {.wtype = MC_DTYPE_Q8_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q8_0, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q8_0, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_q8_0, .isa = MC_ISA_SCALAR,
+     .dot8 = s_dot8_q8_0},
     {.wtype = MC_DTYPE_Q2_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q2_k, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_Q3_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q3_k, .isa = MC_ISA_SCALAR},
-    {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .isa = MC_ISA_SCALAR,
+     .dot8 = s_dot8_q4_k},
     {.wtype = MC_DTYPE_Q5_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q5_k, .isa = MC_ISA_SCALAR},
-    {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .isa = MC_ISA_SCALAR,
+     .dot8 = s_dot8_q6_k},
 };
 
 #define S_N_SCALAR (sizeof s_scalar / sizeof s_scalar[0])

@@ -533,18 +533,39 @@ S_FN float s_dot_q8_0_wide(int64_t nb, const uint8_t *x, const uint8_t *y) {
     return s_fold8(acc);
 }
 
+// A repacked Q8_0 group against an activation row holding -128 (AVX2 byte
+// products would overflow): kernel.c's steps one row at a time, in plain C.
+S_FN void s_dot8_q8_0_exact(int64_t n, float *s, const uint8_t *x8, const uint8_t *y) {
+    for (int r = 0; r < 8; r++) {
+        const uint8_t *x = x8, *yb = y;
+        float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        for (int64_t i = 0; i < n / MC_QK; i++, x += MC_Q8_0X8_BYTES, yb += sizeof(mc_block_q8_0_t)) {
+            const int8_t *qa = (const int8_t *)S_AT(yb, mc_block_q8_0_t, qs);
+            const float d = s_half(x + 2 * r) * s_half(yb);
+            for (int l = 0; l < 8; l++) {
+                int p = 0;
+                for (int j = 0; j < 4; j++) p += (int8_t)x[16 + 32 * l + 4 * r + j] * qa[4 * l + j];
+                acc[l] = acc[l] + (float)p * d;
+            }
+        }
+        const float x0 = acc[0] + acc[4], x1 = acc[1] + acc[5], x2 = acc[2] + acc[6], x3 = acc[3] + acc[7];
+        s[r] = (x0 + x2) + (x1 + x3);
+    }
+}
+
 // --- prepared Q8_0 activations (Q4_0, Q5_0, Q8_0 weights) --------------------------
 //
 // Side data after the Q8_0 row (kernel.h): the f32 scale of each block, then
 // Q4_0: per block one int32 = -8 * the activation's block sum; Q5_0: per
-// block 8 int32 = -16 * its lane sums; Q8_0: one uint32 flag: some
-// activation byte is -128.
+// block 8 int32 = -16 * its lane sums; Q8_0: per block 8 int32 = -128 *
+// its lane sums (AVX-VNNI's repacked product multiplies w + 128 by y), then
+// one uint32 flag: some activation byte is -128.
 // Unaligned, like the rows it follows: read with memcpy or unaligned loads.
 
 typedef struct {
     const uint8_t *q;  // (nb) Q8_0 blocks
     const uint8_t *d;  // (nb) f32 block scales
-    const uint8_t *nc; // Q5_0: (nb, 8) int32 offset corrections; Q4_0: (nb) int32
+    const uint8_t *nc; // Q5_0, Q8_0: (nb, 8) int32 offset corrections; Q4_0: (nb) int32
     bool wide;         // Q8_0: |w| * sign(y, w) could overflow
 } s_prow_t;
 
@@ -554,7 +575,7 @@ S_INLINE s_prow_t s_prow(mc_dtype_t t, const void *a, int64_t n) {
     p.nc = p.d + nb * sizeof(float);
     if (t == MC_DTYPE_Q8_0) {
         uint32_t flag;
-        memcpy(&flag, p.nc, sizeof flag);
+        memcpy(&flag, p.nc + nb * 8 * sizeof(int32_t), sizeof flag);
         p.wide = flag != 0;
     }
     return p;
@@ -563,23 +584,23 @@ S_INLINE s_prow_t s_prow(mc_dtype_t t, const void *a, int64_t n) {
 S_INLINE void s_prep32(mc_dtype_t t, void *a, int64_t n) {
     const size_t nb = (size_t)(n / MC_QK);
     uint8_t *q = a, *d = q + nb * sizeof(mc_block_q8_0_t), *nc = d + nb * sizeof(float);
-    const __m256i off = _mm256_set1_epi8(16); // Q5_0's offset (Q8_0 has none)
+    // The offset the weight bytes carry: Q5_0's 16, or the 128 that AVX-VNNI
+    // adds to Q8_0's signed bytes in the repacked product.
+    const __m256i off = _mm256_set1_epi8(t == MC_DTYPE_Q8_0 ? (char)0x80 : 16);
     __m256i ymin = _mm256_setzero_si256();
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *blk = q + i * sizeof(mc_block_q8_0_t);
         const float f = s_half(S_AT(blk, mc_block_q8_0_t, d));
         memcpy(d + i * sizeof f, &f, sizeof f);
         const __m256i y = s_load(S_AT(blk, mc_block_q8_0_t, qs));
-        if (t == MC_DTYPE_Q8_0) {
-            ymin = _mm256_min_epi8(ymin, y);
-        } else {
-            const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(off, y), _mm256_set1_epi16(1));
-            _mm256_storeu_si256((__m256i *)(nc + i * 32), _mm256_sub_epi32(_mm256_setzero_si256(), sums));
-        }
+        if (t == MC_DTYPE_Q8_0) ymin = _mm256_min_epi8(ymin, y);
+        // Q8_0: 128 * y pairs lie in [-32768, 32512]: maddubs is exact.
+        const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(off, y), _mm256_set1_epi16(1));
+        _mm256_storeu_si256((__m256i *)(nc + i * 32), _mm256_sub_epi32(_mm256_setzero_si256(), sums));
     }
     if (t == MC_DTYPE_Q8_0) {
         const uint32_t flag = _mm256_movemask_epi8(_mm256_cmpeq_epi8(ymin, _mm256_set1_epi8(-128))) != 0;
-        memcpy(nc, &flag, sizeof flag);
+        memcpy(nc + nb * 8 * sizeof(int32_t), &flag, sizeof flag);
     }
 }
 
@@ -604,7 +625,7 @@ static size_t s_prep_bytes_q4_0(int64_t n) { return (size_t)(n / MC_QK) * (sizeo
 S_FN void s_prep_q5_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q5_0, a, n); }
 S_FN void s_prep_q8_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q8_0, a, n); }
 static size_t s_prep_bytes_offset(int64_t n) { return (size_t)(n / MC_QK) * (sizeof(float) + 8 * sizeof(int32_t)); }
-static size_t s_prep_bytes_q8_0(int64_t n) { return (size_t)(n / MC_QK) * sizeof(float) + sizeof(uint32_t); }
+static size_t s_prep_bytes_q8_0(int64_t n) { return s_prep_bytes_offset(n) + sizeof(uint32_t); }
 
 // r (1..4) f32 at p (unaligned) as lanes, 0 beyond r: never reads past them.
 S_INLINE __m128 s_floats(const uint8_t *p, int r) {
@@ -852,6 +873,27 @@ S_DOTK(q5_k, MC_DTYPE_Q5_K)
 S_DOTK(q6_k, MC_DTYPE_Q6_K)
 #undef S_DOTK
 
+// Q4_K's and Q6_K's repacked products, with AVX2 byte products and with AVX-VNNI.
+#define S_K8_VNNI 0
+#define S_K8_FN S_FN
+#define S_K8_INLINE S_INLINE
+#define S_K8_NAME(x) s_avx2_##x
+#include "kernel_avx2_k8.h"
+#undef S_K8_VNNI
+#undef S_K8_FN
+#undef S_K8_INLINE
+#undef S_K8_NAME
+
+#define S_K8_VNNI 1
+#define S_K8_FN static __attribute__((target("avx2,f16c,avxvnni")))
+#define S_K8_INLINE static inline __attribute__((always_inline, target("avx2,f16c,avxvnni")))
+#define S_K8_NAME(x) s_vnni_##x
+#include "kernel_avx2_k8.h"
+#undef S_K8_VNNI
+#undef S_K8_FN
+#undef S_K8_INLINE
+#undef S_K8_NAME
+
 // --- table --------------------------------------------------------------------------
 
 // The two tables differ only in their ISA and the prepared Q4_0, Q5_0 and
@@ -869,12 +911,14 @@ S_DOTK(q6_k, MC_DTYPE_Q6_K)
     S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, q4_1, isa_),                                              \
     S_KP(MC_DTYPE_Q5_0, q5_0, isa_, pfx, s_prep_bytes_offset, NULL),                                              \
     S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, q5_1, isa_),                                              \
-    S_KP(MC_DTYPE_Q8_0, q8_0, isa_, pfx, s_prep_bytes_q8_0, NULL),                                                \
+    S_KP(MC_DTYPE_Q8_0, q8_0, isa_, pfx, s_prep_bytes_q8_0, pfx##dot8_q8_0),                                                \
     S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, q2_k, isa_),                                              \
     S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, q3_k, isa_),                                              \
-    S_K(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, q4_k, isa_),                                              \
+    {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .dot4 = s_dot4_q4_k, \
+     .isa = isa_, .dot8 = pfx##dot8_q4_k},                                              \
     S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, q5_k, isa_),                                              \
-    S_K(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, q6_k, isa_)
+    {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .dot4 = s_dot4_q6_k, \
+     .isa = isa_, .dot8 = pfx##dot8_q6_k}
 
 static const mc_kernel_t s_avx2[] = {S_TABLE(MC_ISA_AVX2, s_avx2_)};
 static const mc_kernel_t s_vnni[] = {S_TABLE(MC_ISA_AVX_VNNI, s_vnni_)};

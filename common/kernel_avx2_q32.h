@@ -1,6 +1,6 @@
 /*
- * kernel_avx2_q32: the Q4_0, Q5_0 and Q8_0 dots on prepared Q8_0 activation
- * rows, a template that kernel_avx2.c includes twice: with S_Q32_VNNI 0
+ * kernel_avx2_q32: the Q4_0, Q5_0 and Q8_0 dots (and Q4_0's and Q8_0's
+ * repacked 8-row products) on prepared Q8_0 activation rows, a template that kernel_avx2.c includes twice: with S_Q32_VNNI 0
  * (byte products by maddubs and madd) and with S_Q32_VNNI 1 (one AVX-VNNI
  * vpdpbusd per block, which also starts from the Q4_0/Q5_0 offset
  * correction, so that costs nothing). S_Q32_FN, S_Q32_INLINE (function
@@ -237,4 +237,70 @@ S_Q32_FN void S_Q32_NAME(dot8_q4_0)(int64_t n, float *s, size_t stride, const vo
     case 3: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 3); break;
     default: S_Q32_NAME(tile_q4_0)(n, s, stride, w8, rb, a, 4); break;
     }
+}
+
+// --- Q8_0: the repacked 8-row product (kernel.c's 8-lane order) ---------------------
+//
+// Register l of a record (kernel.h) holds bytes 4l..4l+3 of the 8 rows:
+// against activation bytes 4l..4l+3 broadcast, lane r gets row r's lane sum
+// p[l]. Eight accumulators, one per reference lane l, hold the 8 rows in
+// their vector lanes: acc[l] + (float)p[l] * d, block after block, then
+// kernel.c's fold across the eight, lane-wise. AVX-VNNI multiplies w + 128
+// (w xor 0x80) by y from the prepared -128 * (lane sum of y): exact for
+// every byte. AVX2 multiplies |w| by y carrying w's sign, exact unless y
+// holds -128 (such rows take s_dot8_q8_0_exact). One activation row at a
+// time: the group (8 rows) stays in cache for the next.
+S_Q32_INLINE void S_Q32_NAME(tile_q8_0)(int64_t n, float *s, const uint8_t *x, const void *a) {
+    enum { YB = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
+    const int64_t nb = n / MC_QK;
+    const s_prow_t p = s_prow(MC_DTYPE_Q8_0, a, n);
+#if !S_Q32_VNNI
+    if (p.wide) {
+        s_dot8_q8_0_exact(n, s, x, a);
+        return;
+    }
+#endif
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) acc[l] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *xr = x + (size_t)i * MC_Q8_0X8_BYTES, *yq = p.q + (size_t)i * YB + YQ;
+        s_prefetch(xr, MC_Q8_0X8_BYTES);
+        const __m256 d =
+            _mm256_mul_ps(_mm256_cvtph_ps(s_load128(xr)), _mm256_castsi256_ps(s_bcast32(p.d + (size_t)i * sizeof(float))));
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) {
+            const __m256i w = s_load(xr + 16 + 32 * l);
+#if S_Q32_VNNI
+            const __m256i pl = _mm256_dpbusd_avx_epi32(s_bcast32(p.nc + (size_t)i * 32 + 4 * (size_t)l),
+                                                       _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80)),
+                                                       s_bcast32(yq + 4 * l));
+#else
+            const __m256i pl = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(s_bcast32(yq + 4 * l), w)),
+                _mm256_set1_epi16(1));
+#endif
+            acc[l] = _mm256_add_ps(acc[l], _mm256_mul_ps(_mm256_cvtepi32_ps(pl), d));
+        }
+    }
+    const __m256 x0 = _mm256_add_ps(acc[0], acc[4]), x1 = _mm256_add_ps(acc[1], acc[5]);
+    const __m256 x2 = _mm256_add_ps(acc[2], acc[6]), x3 = _mm256_add_ps(acc[3], acc[7]);
+    _mm256_storeu_ps(s, _mm256_add_ps(_mm256_add_ps(x0, x2), _mm256_add_ps(x1, x3)));
+}
+
+S_Q32_FN void S_Q32_NAME(dot8_q8_0)(int64_t n, float *s, size_t stride, const void *w8, size_t rb,
+                                    const void *const *a, int na) {
+    if (rb) { // raw rows: one row at a time against the na tokens, the same bits
+        for (int r = 0; r < 8; r++) {
+            float t[4];
+            const uint8_t *x = (const uint8_t *)w8 + (size_t)r * rb;
+            if (na == 4) // whole tiles: the 4-row body, as dot4
+                S_Q32_NAME(dot32)(MC_DTYPE_Q8_0, n, t, x, a, 4);
+            else
+                for (int c = 0; c < na; c++) S_Q32_NAME(dot32)(MC_DTYPE_Q8_0, n, &t[c], x, &a[c], 1);
+            for (int c = 0; c < na; c++) s[(size_t)c * stride + (size_t)r] = t[c];
+        }
+        return;
+    }
+    for (int c = 0; c < na; c++) S_Q32_NAME(tile_q8_0)(n, s + (size_t)c * stride, w8, a[c]);
 }

@@ -118,14 +118,15 @@ static void s_convert_run(mc_matmul_t *mm, const s_conv_t *convs, size_t n) {
         mc_pool_run(mm->pool, s_convert_task, &cs);
 }
 
-// Rows r0 .. r1 (multiples of 8) of a Q4_0 matrix through the 8-row
-// kernel: one group of 8 rows at a time, against every token in tiles of up
-// to 4. The group (8 rows, at most a few tens of KB) stays in L1 while all
-// tokens pass over it. Repacked groups when the matrix has them, else the
-// raw rows (the kernel interleaves them itself: the same bits).
+// Rows r0 .. r1 (multiples of 8) of a matrix with an 8-row kernel (Q4_0,
+// Q8_0, Q4_K): one group of 8 rows at a time, against every token in tiles
+// of up to 4. The group (8 rows, at most a few tens of KB) stays in L1 while
+// all tokens pass over it. Repacked groups when the matrix has them (a group
+// is the 8 rows' bytes rearranged: 8 * row_bytes), else the raw rows (the
+// kernel reads them itself: the same bits).
 static void s_run_packed(const s_part_t *p, uint32_t r0, uint32_t r1) {
     const mc_matrix_t *w = p->w;
-    const size_t group_bytes = (size_t)(w->n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    const size_t group_bytes = (size_t)MC_Q4_0X8_ROWS * w->row_bytes;
     const size_t rb = w->packed ? 0 : w->row_bytes;
     for (uint32_t r = r0; r < r1; r += MC_Q4_0X8_ROWS) {
         const uint8_t *w8 = w->packed ? w->packed + (size_t)(r / MC_Q4_0X8_ROWS) * group_bytes
@@ -144,7 +145,7 @@ static void s_run_block(const s_part_t *p, uint32_t b) {
     const int64_t n_in = w->n_in;
     uint32_t r0 = b * p->block_rows;
     uint32_t r1 = r0 + p->block_rows < w->n_out ? r0 + p->block_rows : w->n_out;
-    // Q4_0 by groups of 8 rows first, repacked or raw (block_rows is a
+    // Types with an 8-row kernel by groups of 8 rows first, repacked or raw (block_rows is a
     // multiple of 8, so a block's rows start a group; one row at a time the
     // whole-block order's float adds form one slow chain per row), then the
     // rows beyond the last full group by the dots below: the same bits.

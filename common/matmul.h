@@ -22,9 +22,9 @@
 
 // A read-only view of a row-major weight matrix inside a model file.
 //
-// packed, when set (mc_model_repack; Q4_0 only), holds the first
-// n_out / 8 * 8 rows again in the kernels' 8-row interleaved layout
-// (kernel.h: MC_Q4_0X8_BYTES per block of a group of 8 rows); products then
+// packed, when set (mc_model_repack; Q4_0, Q8_0, Q4_K: mc_kernel_repacks),
+// holds the first n_out / 8 * 8 rows again in the kernels' 8-row interleaved
+// layout (kernel.h: 8 * row_bytes per group of 8 rows); products then
 // read it instead of those rows, and the rows beyond (n_out % 8) from data.
 // data stays a valid view of every row (its file pages may have been
 // released: reading them faults them back in), and results are the same
@@ -35,7 +35,7 @@ typedef struct {
     uint32_t n_out;       // rows
     size_t row_bytes;     // bytes per row
     const uint8_t *data;  // (n_out, n_in) in `type`
-    const uint8_t *packed; // (n_out / 8, n_in / 32, MC_Q4_0X8_BYTES) or NULL; owned by whoever repacked
+    const uint8_t *packed; // (n_out / 8, 8 * row_bytes) or NULL; owned by whoever repacked
 } mc_matrix_t;
 
 // Bytes of w's rows in the file.

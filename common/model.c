@@ -475,17 +475,21 @@ static void s_unpack(mc_matrix_t *w, void *ctx) {
     w->packed = NULL;
 }
 
-static bool s_repackable(const mc_matrix_t *w) {
-    return w->type == MC_DTYPE_Q4_0 && w->n_out >= MC_Q4_0X8_ROWS && w->n_in % MC_QK == 0;
+// A matrix of a type with an 8-row layout whose kernel (on mm's ISA) reads it.
+static bool s_repackable(const mc_matmul_t *mm, const mc_matrix_t *w) {
+    if (!mc_kernel_repacks(w->type) || w->n_out < MC_Q4_0X8_ROWS) return false;
+    const mc_kernel_t *k = mc_matmul_kernel(mm, w->type);
+    return k && k->dot8 && w->n_in % mc_dtype_traits(w->type)->block_elems == 0;
 }
 
 // Bytes of w's packed rows, rounded to a cache line.
 static size_t s_packed_bytes(const mc_matrix_t *w) {
-    const size_t b = (size_t)(w->n_out / MC_Q4_0X8_ROWS) * (w->n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    const size_t b = (size_t)(w->n_out / MC_Q4_0X8_ROWS) * MC_Q4_0X8_ROWS * w->row_bytes;
     return (b + 63) / 64 * 64;
 }
 
 typedef struct {
+    const mc_matmul_t *mm;
     uint8_t *buf; // NULL: only count
     size_t used;
     bool release; // the rows are file pages that may be dropped
@@ -496,17 +500,17 @@ typedef struct {
 
 static void s_repack_one(mc_matrix_t *w, void *ctx) {
     s_repack_t *r = ctx;
-    if (!s_repackable(w)) return;
+    if (!s_repackable(r->mm, w)) return;
     if (!r->buf) { // the counting pass
         r->used += s_packed_bytes(w);
         return;
     }
     uint8_t *out = r->buf + r->used;
     const uint32_t groups = w->n_out / MC_Q4_0X8_ROWS;
-    const size_t group_bytes = (size_t)(w->n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    const size_t group_bytes = (size_t)MC_Q4_0X8_ROWS * w->row_bytes;
     for (uint32_t g = 0; g < groups; g++)
-        mc_kernel_repack_q4_0x8(w->data + (size_t)g * MC_Q4_0X8_ROWS * w->row_bytes, w->row_bytes, w->n_in,
-                                out + (size_t)g * group_bytes);
+        mc_kernel_repack8(w->type, w->data + (size_t)g * group_bytes, w->row_bytes, w->n_in,
+                          out + (size_t)g * group_bytes);
     w->packed = out;
     r->used += s_packed_bytes(w);
     r->read += (uint64_t)groups * MC_Q4_0X8_ROWS * w->row_bytes;
@@ -531,9 +535,7 @@ mc_err_t mc_model_repack_progress(mc_model_t *m, const mc_matmul_t *mm, bool den
     if (m->packed) munmap(m->packed, m->packed_bytes);
     m->packed = NULL;
     m->packed_bytes = 0;
-    const mc_kernel_t *k = mc_matmul_kernel(mm, MC_DTYPE_Q4_0);
-    if (!k || !k->dot8) return MC_OK;
-    s_repack_t r = {.release = mc_gguf_mapped(m->gguf), .page = (size_t)sysconf(_SC_PAGESIZE)};
+    s_repack_t r = {.mm = mm, .release = mc_gguf_mapped(m->gguf), .page = (size_t)sysconf(_SC_PAGESIZE)};
     s_each_served(m, dense, held, s_repack_one, &r);
     if (r.used == 0) return MC_OK;
     void *buf = mmap(NULL, r.used, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

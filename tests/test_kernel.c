@@ -668,36 +668,39 @@ static void test_dot_same_bits(void **state) {
     }
 }
 
-// Q4_0's 8-row product (dot8, on a repacked group and on 8 raw rows)
-// against the scalar reference's dot on the raw rows, on every ISA (the
-// scalar dot8 included): groups of 8 wild rows
+// The 8-row product of a type with a repacked layout (Q4_0, Q8_0, Q4_K:
+// dot8, on a repacked group and on 8 raw rows) against the scalar
+// reference's dot on the raw rows, on every ISA that has it (the scalar dot8
+// included): groups of 8 wild rows
 // (zero, saturated, one-sign and subnormal-scaled blocks), 1..9 activation
 // rows in dot8 calls of 1..4 (every tile and remainder a prompt makes),
 // lengths of 1..64 blocks, outputs written with a stride. The raw dot is
 // checked on the same rows by test_dot_same_bits; here also the rows of a
 // matrix whose count is not a multiple of 8 (the tail that stays raw).
-static void test_dot8_q4_0_same_bits(void **state) {
-    (void)state;
+static void s_check_dot8(mc_dtype_t t) {
     mc_isa_t isas[MC_ISA_BEST];
     const size_t n_isas = s_isas(isas);
     size_t ti = 0;
-    while (s_types[ti].wtype != MC_DTYPE_Q4_0) ti++;
-    const mc_kernel_t *ref = mc_kernel_get(MC_DTYPE_Q4_0, MC_ISA_SCALAR);
+    while (s_types[ti].wtype != t) ti++;
+    const mc_kernel_t *ref = mc_kernel_get(t, MC_ISA_SCALAR);
     assert_non_null(ref->dot8);
+    assert_true(mc_kernel_repacks(t));
     enum { MAX_ROWS = 27, N_ACT = 9, STRIDE = 37 };
-    uint64_t rng = 0x5851F42D4C957F2Dull;
+    uint64_t rng = 0x5851F42D4C957F2Dull ^ (uint64_t)t;
+    const int64_t unit = mc_dtype_traits(t)->block_elems;
     const int64_t blocks[] = {1, 2, 3, 5, 8, 17, 64};
     for (size_t bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
-        const int64_t n = blocks[bi] * MC_QK;
-        const size_t rb = mc_dtype_row_bytes(MC_DTYPE_Q4_0, (uint64_t)n);
+        if (unit > MC_QK && blocks[bi] > 17) continue; // K-quants: up to 4352 values
+        const int64_t n = blocks[bi] * unit;
+        const size_t rb = mc_dtype_row_bytes(t, (uint64_t)n);
         for (uint32_t n_rows = 5; n_rows <= MAX_ROWS; n_rows += 11) { // 5, 16, 27: none, 2 groups, 3 + 3 tail
-            uint8_t *wbuf = malloc(rb * n_rows + 1), *packed = malloc((size_t)blocks[bi] * MC_Q4_0X8_BYTES + 1);
+            uint8_t *wbuf = malloc(rb * n_rows + 1), *packed = malloc(8 * rb + 1);
             assert_true(wbuf && packed);
             uint8_t *w = wbuf + 1; // odd offset: a row in a file mapping
             for (uint32_t r = 0; r < n_rows; r++) s_wild_row(ti, n, w + (size_t)r * rb, s_rng_next(&rng) & 1, &rng);
             for (size_t ii = 0; ii < n_isas; ii++) {
-                const mc_kernel_t *k = mc_kernel_get(MC_DTYPE_Q4_0, isas[ii]);
-                assert_non_null(k->dot8);
+                const mc_kernel_t *k = mc_kernel_get(t, isas[ii]);
+                if (!k->dot8) continue; // NEON: Q4_0 only (the others stay unpacked there)
                 const size_t ab = mc_kernel_act_bytes(k, n);
                 uint8_t *abuf = malloc(N_ACT * (ab + 1));
                 float *x = malloc((size_t)n * sizeof *x), *got = malloc(4 * STRIDE * sizeof *got);
@@ -707,7 +710,7 @@ static void test_dot8_q4_0_same_bits(void **state) {
                     uint8_t *ac = abuf + (size_t)c * (ab + 1) + (size_t)(c % 2);
                     a[c] = ac;
                     if (c % 3 == 0) {
-                        s_wild_act(MC_DTYPE_Q8_0, n, ac, &rng);
+                        s_wild_act(s_types[ti].act_type, n, ac, &rng);
                         mc_kernel_prep(k, ac, n);
                     } else {
                         // c = 5, 7: one sign, near the block maximum: block sums
@@ -728,7 +731,7 @@ static void test_dot8_q4_0_same_bits(void **state) {
                     }
                 for (uint32_t g = 0; g + MC_Q4_0X8_ROWS <= n_rows; g += MC_Q4_0X8_ROWS) {
                     uint8_t *p = packed + (ii % 2); // aligned and not
-                    mc_kernel_repack_q4_0x8(w + (size_t)g * rb, rb, n, p);
+                    mc_kernel_repack8(t, w + (size_t)g * rb, rb, n, p);
                     for (int na = 1; na <= 4; na++)
                         for (int c0 = 0; c0 < N_ACT; c0 += na) {
                             const int cnt = N_ACT - c0 < na ? N_ACT - c0 : na;
@@ -764,6 +767,26 @@ static void test_dot8_q4_0_same_bits(void **state) {
     }
 }
 
+static void test_dot8_q4_0_same_bits(void **state) {
+    (void)state;
+    s_check_dot8(MC_DTYPE_Q4_0);
+}
+
+static void test_dot8_q8_0_same_bits(void **state) {
+    (void)state;
+    s_check_dot8(MC_DTYPE_Q8_0);
+}
+
+static void test_dot8_q4_k_same_bits(void **state) {
+    (void)state;
+    s_check_dot8(MC_DTYPE_Q4_K);
+}
+
+static void test_dot8_q6_k_same_bits(void **state) {
+    (void)state;
+    s_check_dot8(MC_DTYPE_Q6_K);
+}
+
 // The repacked layout is the rows' bytes rearranged (kernel.h): record b of
 // a group holds block b's 8 scales, then bytes 4k..4k+3 of each row's quants.
 static void test_repack_q4_0_layout(void **state) {
@@ -779,6 +802,62 @@ static void test_repack_q4_0_layout(void **state) {
             const uint8_t *rec = out + (size_t)b * MC_Q4_0X8_BYTES;
             assert_memory_equal(rec + 2 * r, blk, 2);
             for (int k = 0; k < 4; k++) assert_memory_equal(rec + 16 + 32 * k + 4 * r, blk + 2 + 4 * k, 4);
+        }
+}
+
+// Q8_0's, Q4_K's and Q6_K's layouts (kernel.h): the rows' bytes rearranged,
+// Q4_K's 12 scale bytes per row re-encoded as 8 (scale, min) pairs of 6 bits.
+static void test_repack_k_layouts(void **state) {
+    (void)state;
+    enum { NB = 2 };
+    uint8_t rows[8 * NB * sizeof(mc_block_q6_k_t)], out[8 * NB * sizeof(mc_block_q6_k_t)];
+    for (size_t i = 0; i < sizeof rows; i++) rows[i] = (uint8_t)(i * 13 + 5);
+    size_t rb = NB * sizeof(mc_block_q8_0_t);
+    mc_kernel_repack8(MC_DTYPE_Q8_0, rows, rb, NB * MC_QK, out);
+    for (int b = 0; b < NB; b++)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * sizeof(mc_block_q8_0_t);
+            const uint8_t *rec = out + (size_t)b * MC_Q8_0X8_BYTES;
+            assert_memory_equal(rec + 2 * r, blk, 2);
+            for (int k = 0; k < 8; k++) assert_memory_equal(rec + 16 + 32 * k + 4 * r, blk + 2 + 4 * k, 4);
+        }
+    rb = NB * sizeof(mc_block_q4_k_t);
+    mc_kernel_repack8(MC_DTYPE_Q4_K, rows, rb, NB * MC_QK_K, out);
+    for (int b = 0; b < NB; b++)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * sizeof(mc_block_q4_k_t);
+            const uint8_t *rec = out + (size_t)b * MC_Q4_KX8_BYTES, *sc = blk + offsetof(mc_block_q4_k_t, scales);
+            assert_memory_equal(rec + 2 * r, blk + offsetof(mc_block_q4_k_t, d), 2);
+            assert_memory_equal(rec + 16 + 2 * r, blk + offsetof(mc_block_q4_k_t, dmin), 2);
+            for (int j = 0; j < 8; j++) {
+                // quant.c's 6-bit packing, decoded independently of kernel.c.
+                const int want_sc = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | (sc[j - 4] >> 6) << 4;
+                const int want_m = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | (sc[j] >> 6) << 4;
+                const int i = 8 * j + r, hi = rec[96 + i % 32] >> (i < 32 ? 0 : 4);
+                assert_int_equal((rec[32 + i] & 0xF) | (hi & 3) << 4, want_sc);
+                assert_int_equal((rec[32 + i] >> 4) | ((hi >> 2) & 3) << 4, want_m);
+            }
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 8; k++)
+                    assert_memory_equal(rec + 128 + 32 * (8 * c + k) + 4 * r,
+                                        blk + offsetof(mc_block_q4_k_t, qs) + 32 * c + 4 * k, 4);
+        }
+    rb = NB * sizeof(mc_block_q6_k_t);
+    mc_kernel_repack8(MC_DTYPE_Q6_K, rows, rb, NB * MC_QK_K, out);
+    for (int b = 0; b < NB; b++)
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * sizeof(mc_block_q6_k_t);
+            const uint8_t *rec = out + (size_t)b * MC_Q6_KX8_BYTES;
+            assert_memory_equal(rec + 2 * r, blk + offsetof(mc_block_q6_k_t, d), 2);
+            for (int g = 0; g < 16; g++) assert_int_equal(rec[16 + 8 * g + r], blk[offsetof(mc_block_q6_k_t, scales) + g]);
+            for (int h = 0; h < 2; h++) {
+                for (int k = 0; k < 16; k++)
+                    assert_memory_equal(rec + 144 + 32 * (16 * h + k) + 4 * r,
+                                        blk + offsetof(mc_block_q6_k_t, ql) + 64 * h + 4 * k, 4);
+                for (int k = 0; k < 8; k++)
+                    assert_memory_equal(rec + 1168 + 32 * (8 * h + k) + 4 * r,
+                                        blk + offsetof(mc_block_q6_k_t, qh) + 32 * h + 4 * k, 4);
+            }
         }
 }
 
@@ -825,6 +904,17 @@ static void test_dot_q8_0_min_byte(void **state) {
             k->dot4(n, got, w, a);
             for (int c = 0; c < 4; c++) s_assert_same_float(got[c], want[c]);
         }
+        if (k->dot8) { // 8 copies of the row, repacked: every lane meets the -128s
+            uint8_t rows8[8 * sizeof w], packed[8 * sizeof w];
+            for (int r = 0; r < 8; r++) memcpy(rows8 + (size_t)r * sizeof w, w, sizeof w);
+            mc_kernel_repack8(MC_DTYPE_Q8_0, rows8, sizeof w, n, packed);
+            float got8[4 * 8];
+            for (int na = 1; na <= 4; na++) {
+                k->dot8(n, got8, 8, packed, 0, a, na);
+                for (int c = 0; c < na; c++)
+                    for (int r = 0; r < 8; r++) s_assert_same_float(got8[c * 8 + r], want[c]);
+            }
+        }
         free(abuf);
     }
 }
@@ -849,10 +939,19 @@ static void test_table(void **state) {
         assert_int_equal(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->isa, MC_ISA_SCALAR);
         // The scalar table has no dot4: callers loop over dot.
         assert_null(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->dot4);
-        // The repacked product exists for Q4_0 on every ISA (so a repacked
-        // matrix is never read by a kernel that cannot), and for nothing else.
-        for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++)
-            assert_true(!mc_kernel_get(s_types[ti].wtype, isas[i])->dot8 == (s_types[ti].wtype != MC_DTYPE_Q4_0));
+        // The repacked product exists for Q4_0 on every ISA, for Q8_0, Q4_K
+        // and Q6_K on scalar, AVX2 and AVX-VNNI (NEON does not repack them: a
+        // matrix is repacked only where its kernel has dot8), and only for
+        // the types with a layout.
+        for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+            const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isas[i]);
+            const mc_dtype_t t = s_types[ti].wtype;
+            assert_true(mc_kernel_repacks(t) == (t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K ||
+                                                 t == MC_DTYPE_Q6_K));
+            if (!mc_kernel_repacks(t)) assert_null(k->dot8);
+            if (t == MC_DTYPE_Q4_0 || k->isa == MC_ISA_SCALAR || k->isa == MC_ISA_AVX2 || k->isa == MC_ISA_AVX_VNNI)
+                assert_true(!k->dot8 == !mc_kernel_repacks(t));
+        }
     }
     // The batched products of the benchmark types and the Q4_K_M mix have dot4 wherever SIMD runs.
     const mc_dtype_t batched[] = {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, MC_DTYPE_Q4_K, MC_DTYPE_Q6_K};
@@ -923,7 +1022,11 @@ int main(void) {
         cmocka_unit_test(test_dot_same_bits),
         cmocka_unit_test(test_dot_q8_0_min_byte),
         cmocka_unit_test(test_dot8_q4_0_same_bits),
+        cmocka_unit_test(test_dot8_q8_0_same_bits),
+        cmocka_unit_test(test_dot8_q4_k_same_bits),
+        cmocka_unit_test(test_dot8_q6_k_same_bits),
         cmocka_unit_test(test_repack_q4_0_layout),
+        cmocka_unit_test(test_repack_k_layouts),
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_attn_same_bits),
         cmocka_unit_test(test_attn_f16_same_bits),

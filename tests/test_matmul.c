@@ -148,34 +148,33 @@ static void test_many_matches_single(void **state) {
     }
 }
 
-// A copy of m's Q4_0 rows in the repacked layout (what mc_model_repack
+// A copy of m's rows in its type's repacked layout (what mc_model_repack
 // makes), set as m->w.packed; returns the buffer to free.
 static uint8_t *s_repack(s_mat_t *m) {
     const uint32_t groups = m->w.n_out / MC_Q4_0X8_ROWS;
-    const size_t group_bytes = (size_t)(m->w.n_in / MC_QK) * MC_Q4_0X8_BYTES;
+    const size_t group_bytes = (size_t)MC_Q4_0X8_ROWS * m->w.row_bytes;
     uint8_t *p = malloc(groups * group_bytes + 1);
     assert_non_null(p);
     for (uint32_t g = 0; g < groups; g++)
-        mc_kernel_repack_q4_0x8(m->data + (size_t)g * MC_Q4_0X8_ROWS * m->w.row_bytes, m->w.row_bytes, m->w.n_in,
-                                p + (size_t)g * group_bytes);
+        mc_kernel_repack8(m->w.type, m->data + (size_t)g * group_bytes, m->w.row_bytes, m->w.n_in,
+                          p + (size_t)g * group_bytes);
     m->w.packed = groups ? p : NULL;
     return p;
 }
 
-// Repacked Q4_0 matrices give the bits of the raw rows, whatever the ISA,
+// Repacked matrices (Q4_0, Q8_0, Q4_K, Q6_K) give the bits of the raw rows, whatever the ISA,
 // thread count and batch (1..10 tokens: every tile of the 8-row kernel and
 // its remainders), with row counts that are a multiple of 8, that leave a
 // tail of raw rows, and below one group; also inside mc_matmul_many beside
 // raw matrices that share their input.
-static void test_repacked_same_bits(void **state) {
-    (void)state;
+static void s_check_repacked(mc_dtype_t t) {
     mc_rng_t r;
-    mc_rng_seed(&r, 13);
+    mc_rng_seed(&r, 13 + (uint64_t)t);
     const uint32_t n_outs[] = {72, 75, 5, 133};
     const mc_isa_t isas[] = {MC_ISA_SCALAR, MC_ISA_BEST};
     for (size_t oi = 0; oi < sizeof n_outs / sizeof n_outs[0]; oi++) {
-        const uint32_t n_in = oi % 2 ? 320 : N_IN, n_out = n_outs[oi];
-        s_mat_t raw = s_mat(MC_DTYPE_Q4_0, n_in, n_out, &r), rp = raw;
+        const uint32_t n_in = oi % 2 ? (t == MC_DTYPE_Q4_K || t == MC_DTYPE_Q6_K ? 768 : 320) : N_IN, n_out = n_outs[oi];
+        s_mat_t raw = s_mat(t, n_in, n_out, &r), rp = raw;
         uint8_t *packed = s_repack(&rp);
         assert_true((rp.w.packed != NULL) == (n_out >= 8));
         float *x = s_tokens(MAX_TOK, n_in, &r), *want = s_reference(&raw.w, x, MAX_TOK);
@@ -184,7 +183,9 @@ static void test_repacked_same_bits(void **state) {
                 mc_pool_t *pool = mc_pool_new(nth);
                 mc_matmul_t *mm = mc_matmul_new(pool, isas[ii]);
                 assert_non_null(mm);
-                assert_non_null(mc_matmul_kernel(mm, MC_DTYPE_Q4_0)->dot8);
+                // Q4_0 has the repacked product on every ISA, the others not
+                // on NEON: there the products read the raw rows (the same bits).
+                if (t == MC_DTYPE_Q4_0 || isas[ii] == MC_ISA_SCALAR) assert_non_null(mc_matmul_kernel(mm, t)->dot8);
                 for (uint32_t n_tok = 1; n_tok <= MAX_TOK; n_tok++) {
                     float *y = malloc((size_t)n_tok * n_out * sizeof *y);
                     assert_non_null(y);
@@ -213,11 +214,34 @@ static void test_repacked_same_bits(void **state) {
     }
 }
 
+static void test_repacked_same_bits(void **state) {
+    (void)state;
+    s_check_repacked(MC_DTYPE_Q4_0);
+}
+
+static void test_repacked_q8_0_same_bits(void **state) {
+    (void)state;
+    s_check_repacked(MC_DTYPE_Q8_0);
+}
+
+static void test_repacked_q4_k_same_bits(void **state) {
+    (void)state;
+    s_check_repacked(MC_DTYPE_Q4_K);
+}
+
+static void test_repacked_q6_k_same_bits(void **state) {
+    (void)state;
+    s_check_repacked(MC_DTYPE_Q6_K);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_bits_as_reference),
         cmocka_unit_test(test_many_matches_single),
         cmocka_unit_test(test_repacked_same_bits),
+        cmocka_unit_test(test_repacked_q8_0_same_bits),
+        cmocka_unit_test(test_repacked_q4_k_same_bits),
+        cmocka_unit_test(test_repacked_q6_k_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

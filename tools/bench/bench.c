@@ -141,8 +141,8 @@ static const mc_flag_t s_flags[] = {
                         "1024, at most a quarter of RAM); measured in a child process so it\n"
                         "does not count in the reported peak RSS"},
     [S_F_NO_REPACK] = {S_ROW("--no-repack", NULL, MC_FLAG_SWITCH, no_repack),
-                       .help = "multiply Q4_0 weights from the file's rows instead of repacking them at\n"
-                               "load (the same results, for comparison)"},
+                       .help = "multiply Q4_0, Q8_0, Q4_K and Q6_K weights from the file's rows instead of\n"
+                               "repacking them at load (the same results, for comparison)"},
     [S_F_JSON] = {S_ROW("--json", NULL, MC_FLAG_SWITCH, json), .help = "print one JSON line instead of the table"},
     [S_F_KERNELS] = {S_ROW("--kernels", NULL, MC_FLAG_SWITCH, kernels),
                      .help = "kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
