@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "clock.h"
 #include "file.h"
 #include "flags.h"
@@ -45,6 +46,15 @@ static mc_err_t s_parse_prefetch(const char *flag, const char *v, void *field, c
     if (!strcmp(v, "none")) *(int *)field = -1;
     else if (!mc_store_pred_parse(v, &p)) *(int *)field = (int)p;
     else return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not router, transitions or none", flag, v);
+    return MC_OK;
+}
+
+// --chat-format NAME: one of chat.h's formats, kept as the name.
+static mc_err_t s_parse_chat_format(const char *flag, const char *v, void *field, char *err) {
+    mc_chat_style_t st;
+    if (!mc_chat_style_from_name(v, &st))
+        return mc_err_set(err, MC_ERR_ARG, "%s: '%.40s' is not a chat format (%s)", flag, v, mc_chat_style_names);
+    *(const char **)field = v;
     return MC_OK;
 }
 
@@ -117,6 +127,9 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--system", "TEXT", MC_FLAG_STRING, system), .help = "with --chat: a system message for the conversation"},
     {S_ROW("--safe-prompt", NULL, MC_FLAG_SWITCH, safe_prompt),
      .help = "with --chat or --serve: prepend Mistral's safety system prompt"},
+    {S_ROW("--chat-format", "NAME", MC_FLAG_CUSTOM, chat_format), .parse = s_parse_chat_format,
+     .help = "with --chat or --serve: the model's chat format, instead of the one its\n"
+             "chat template (or vocabulary) names: mistral-v1, mistral-v3, chatml,\nqwen3 or tulu"},
     {S_ROW("--serve", NULL, MC_FLAG_SWITCH, serve), .help = "OpenAI-compatible HTTP API, web chat and cluster dashboard"},
     {S_ROW("--host", "H", MC_FLAG_STRING, host),
      .help = "with --serve: address to listen on (default 127.0.0.1; 0.0.0.0: all)"},
@@ -507,6 +520,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     sp.prefix_cache = (size_t)o->prefix_cache_mb << 20;
     sp.kv_type = o->kv_type;
     sp.mem_limit_mb = o->mem_limit_mb, sp.mem_prefetch = o->mem_prefetch;
+    sp.chat_format = o->chat_format;
     const mc_draft_params_t dp = s_draft_params(o);
     mc_session_t *s = mc_session_new(&sp, err);
     if (!s) return s_fail(err);

@@ -59,6 +59,7 @@ typedef struct {
     bool chat, serve, profile_routing, profile;
     // Chat and server.
     bool safe_prompt;          // --safe-prompt: Mistral's safety system prompt
+    const char *chat_format;   // --chat-format: the chat format (chat.h) instead of the file's template
     const char *system;        // --system TEXT (chat)
     const char *host;          // --host (serve)
     uint32_t port;             // --port (serve)

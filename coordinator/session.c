@@ -27,6 +27,8 @@ struct mc_session {
     mc_expert_store_t *store;   // --mem-limit (attached to model)
     mc_prefetch_t *prefetch;    // the router's guesses for the store
     char id[256];
+    mc_chat_style_t chat_style; // the chat format (chat.h), when chat_err is ""
+    char chat_err[MC_ERR_LEN];  // why there is none: an unknown template, a bad --chat-format
 };
 
 mc_session_params_t mc_session_params_default(void) {
@@ -64,6 +66,9 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     if (len > 5 && !strcmp(s->id + len - 5, ".gguf")) s->id[len - 5] = 0;
     if (!(s->model = mc_model_open(p->model, err)) || !(s->tok = mc_tokenizer_new_from_gguf(s->model->gguf, err)))
         goto fail;
+    // The chat format: only the chat modes need one (they refuse to start without it).
+    if (mc_chat_style_choose(s->model->gguf, s->tok, p->chat_format, &s->chat_style, s->chat_err) == MC_OK)
+        s->chat_err[0] = 0;
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_threads = p->threads;
     const uint32_t train = s->model->hp.n_ctx_train;
@@ -141,6 +146,12 @@ mc_engine_t *mc_session_engine(mc_session_t *s) { return s->engine; }
 mc_scheduler_t *mc_session_scheduler(mc_session_t *s) { return s->sched; }
 mc_experts_t *mc_session_experts(mc_session_t *s) { return s->experts ? s->experts : mc_engine_experts(s->engine); }
 const char *mc_session_model_id(const mc_session_t *s) { return s->id; }
+
+mc_err_t mc_session_chat_style(const mc_session_t *s, mc_chat_style_t *out, char *err) {
+    if (s->chat_err[0]) return mc_err_set(err, MC_ERR_UNSUPPORTED, "%s", s->chat_err);
+    *out = s->chat_style;
+    return MC_OK;
+}
 struct mc_routing *mc_session_routing(mc_session_t *s) { return s->routing; }
 mc_expert_store_t *mc_session_store(mc_session_t *s) { return s->store; }
 

@@ -17,6 +17,7 @@
 #include "expert_store.h"
 #include "model.h"
 #include "scheduler.h"
+#include "chat.h"
 #include "tokenizer.h"
 
 struct mc_cluster_config;
@@ -36,6 +37,8 @@ typedef struct {
                                              // beyond it; 0: no limit
     mc_store_policy_t mem_policy;            // with mem_limit_mb: eviction (LFU by default)
     int mem_prefetch;                        // read ahead from: MC_STORE_PRED_* or -1 for none (the default)
+    const char *chat_format;                 // --chat-format: a chat.h format name; NULL: the file's template,
+                                             // else the vocabulary's (mc_chat_style_choose)
 } mc_session_params_t;
 
 // 1 thread, default context, 1 sequence, no cluster, no log.
@@ -56,6 +59,12 @@ mc_scheduler_t *mc_session_scheduler(mc_session_t *s);
 mc_experts_t *mc_session_experts(mc_session_t *s);
 // The model's file name without folder and ".gguf" (the API's model id).
 const char *mc_session_model_id(const mc_session_t *s);
+
+// The chat format of the model (chat.h: --chat-format, the file's template
+// or the vocabulary). MC_ERR_UNSUPPORTED with the reason (an unknown
+// template: name the format with --chat-format) when there is none; the
+// chat modes (--chat, --serve) refuse to start then.
+mc_err_t mc_session_chat_style(const mc_session_t *s, mc_chat_style_t *out, char *err);
 
 // The routing statistics being collected (params.routing), else NULL.
 struct mc_routing;

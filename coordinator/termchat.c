@@ -60,7 +60,7 @@ static bool s_add(s_history_t *h, mc_chat_role_t role, const char *text, size_t 
     memcpy(copy, text, len);
     copy[len] = 0;
     h->texts[h->n] = copy;
-    h->msgs[h->n++] = (mc_chat_msg_t){role, copy, len};
+    h->msgs[h->n++] = (mc_chat_msg_t){.role = role, .content = copy, .len = len};
     return true;
 }
 
@@ -110,6 +110,12 @@ int mc_termchat_run(mc_session_t *s, const mc_termchat_params_t *p, FILE *in, FI
     const mc_tokenizer_t *tok = mc_session_tokenizer(s);
     mc_scheduler_t *sched = mc_session_scheduler(s);
     const uint32_t n_ctx = mc_engine_n_ctx(mc_session_engine(s));
+    char err[MC_ERR_LEN];
+    mc_chat_opts_t co = mc_chat_opts_default();
+    if (mc_session_chat_style(s, &co.style, err)) { // an unknown template: --chat-format
+        fprintf(stderr, "moe-coordinator: %s\n", err);
+        return 1;
+    }
     s_history_t h = {0};
     size_t n_system = 0;
     int ret = 0;
@@ -139,8 +145,8 @@ int mc_termchat_run(mc_session_t *s, const mc_termchat_params_t *p, FILE *in, FI
         const size_t before = h.n;
         int32_t *ids = NULL;
         size_t n_ids = 0;
-        char err[MC_ERR_LEN];
-        if (!s_add(&h, MC_CHAT_USER, line, (size_t)n) || mc_chat_format(tok, h.msgs, h.n, false, &ids, &n_ids, err)) {
+        if (!s_add(&h, MC_CHAT_USER, line, (size_t)n) ||
+            mc_chat_render(tok, &co, h.msgs, h.n, false, &ids, &n_ids, err)) {
             fprintf(out, "(cannot format the conversation: %s)\n", h.n == before ? "out of memory" : err);
             s_truncate(&h, before);
             continue;

@@ -120,6 +120,58 @@ static void test_speculative(void **state) {
           "speculative.max_draft", "");
 }
 
+// response_format: json_object, json_schema (strict or not), text; unsupported schemas refused naming the keyword.
+static void test_response_format(void **state) {
+    (void)state;
+    const char *m = "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]";
+    char b[1024];
+    snprintf(b, sizeof b, "{%s,\"response_format\":{\"type\":\"json_object\"}}", m);
+    mc_api_request_t r = s_ok(b, true);
+    assert_true(r.json);
+    assert_null(r.schema);
+    mc_api_request_free(&r);
+    snprintf(b, sizeof b,
+             "{%s,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"person\",\"strict\":true,"
+             "\"schema\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":[\"name\"],"
+             "\"additionalProperties\":false}}}}",
+             m);
+    r = s_ok(b, true);
+    assert_true(r.json);
+    assert_string_equal(r.schema, "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":"
+                                  "[\"name\"],\"additionalProperties\":false}");
+    assert_int_equal(r.schema_len, strlen(r.schema));
+    mc_api_request_free(&r);
+    snprintf(b, sizeof b, "{%s,\"response_format\":{\"type\":\"text\"}}", m);
+    r = s_ok(b, true);
+    assert_false(r.json);
+    mc_api_request_free(&r);
+    r = s_ok("{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", false);
+    assert_true(r.json);
+    mc_api_request_free(&r);
+    static const struct {
+        const char *rf, *param, *needle;
+    } bad[] = {
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"string\",\"pattern\":\"a\"}}}",
+         "response_format.json_schema.schema", "keyword 'pattern' is not supported"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"$ref\":\"#/$defs/a\"}}}",
+         "response_format.json_schema.schema", "'$ref'"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"array\",\"minItems\":2,"
+         "\"maxItems\":1}}}",
+         "response_format.json_schema.schema", "no value satisfies"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\"}}", "response_format.json_schema.schema",
+         "is required"},
+        {"{\"type\":\"json_schema\"}", "response_format.json_schema", "must be an object"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{},\"strict\":\"yes\"}}", "response_format",
+         "'strict'"},
+        {"{\"type\":\"xml\"}", "response_format", "'xml'"},
+        {"\"json\"", "response_format", "must be an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(b, sizeof b, "{%s,\"response_format\":%s}", m, bad[i].rf);
+        s_bad(b, true, 400, bad[i].param, bad[i].needle);
+    }
+}
+
 static void test_bad_requests(void **state) {
     (void)state;
     s_bad("{\"messages\": [", true, 400, "", "not valid JSON");
@@ -130,8 +182,10 @@ static void test_bad_requests(void **state) {
     s_bad("{\"messages\":[]}", true, 400, "messages", "must not be empty");
     s_bad("{\"messages\":[1]}", true, 400, "messages[0]", "must be an object");
     s_bad("{\"messages\":[{\"content\":\"x\"}]}", true, 400, "messages[0].role", "must be a string");
-    s_bad("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", true, 400, "messages[0].role",
-          "'messages[0].role' is 'tool': the roles are system, user and assistant");
+    s_bad("{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", true, 400, "messages[0].role",
+          "'messages[0].role' is 'robot': the roles are system, user, assistant and tool");
+    s_bad("{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", true, 400, "messages[0].tool_call_id",
+          "must be the id (a string) of the call this tool message answers");
     // A long role is quoted in part, never cut inside a character: the
     // body must stay UTF-8 ('x' x 39, then a 2-byte e-acute over the 40th).
     s_bad("{\"messages\":[{\"role\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\",\"content\":\"x\"}]}", true, 400,
@@ -262,7 +316,7 @@ static const char *s_str(const cJSON *o, const char *path) {
 }
 
 static mc_api_result_t s_res(const char *text, size_t len, mc_finish_t why, uint32_t p, uint32_t c) {
-    return (mc_api_result_t){text, len, why, p, c, NULL, 0};
+    return (mc_api_result_t){.text = text, .len = len, .why = why, .prompt_tokens = p, .completion_tokens = c};
 }
 
 static void test_answers(void **state) {
@@ -371,6 +425,90 @@ static double s_num(const cJSON *o, const char *path) {
 // logprobs: chat's {content: [{token, logprob, bytes, top_logprobs}],
 // refusal}, the legacy completions object, a token that is half a
 // character (its bytes exact, its text U+FFFD), a probability of 0 as -9999.
+// Tools, tool messages, assistant calls and reasoning, enable_thinking;
+// the answers with calls and reasoning, whole and in chunks.
+static void test_tools(void **state) {
+    (void)state;
+    mc_api_request_t r = s_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"w?\"},{\"role\":\"assistant\","
+                              "\"content\":null,\"reasoning_content\":\"hm\",\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+                              "\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\","
+                              "\\\"n\\\":[1,2]}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"20\"}],"
+                              "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get\"}}],\"tool_choice\":"
+                              "\"required\",\"chat_template_kwargs\":{\"enable_thinking\":false}}",
+                              true);
+    assert_int_equal(r.n_msgs, 3);
+    assert_int_equal(r.msgs[1].n_calls, 1);
+    assert_string_equal(r.msgs[1].calls[0].id, "c1");
+    assert_string_equal(r.msgs[1].calls[0].name, "get");
+    assert_string_equal(r.msgs[1].calls[0].arguments, "{\"city\": \"Paris\", \"n\": [1, 2]}"); // as templates print
+    assert_int_equal(r.msgs[1].reasoning_len, 2);
+    assert_int_equal(r.msgs[2].role, MC_CHAT_TOOL);
+    assert_string_equal(r.msgs[2].tool_call_id, "c1");
+    assert_int_equal(r.tools.n_tools, 1);
+    assert_int_equal(r.tools.choice, MC_TOOL_CHOICE_REQUIRED);
+    assert_false(r.thinking);
+    mc_api_request_free(&r);
+    r = s_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"enable_thinking\":false}", true);
+    assert_false(r.thinking);
+    mc_api_request_free(&r);
+    r = s_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", true);
+    assert_true(r.thinking);
+    assert_false(mc_toolcall_active(&r.tools));
+    mc_api_request_free(&r);
+    s_bad("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", true, 400,
+          "tools[0]", "only function tools");
+    s_bad("{\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"function\":{}}]}]}", true, 400,
+          "messages[0].tool_calls[0]", "must be {\"id\"");
+    s_bad("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"enable_thinking\":1}}",
+          true, 400, "chat_template_kwargs.enable_thinking", "true or false");
+    // A whole answer with a call: content null, tool_calls, finish "tool_calls".
+    const mc_api_answer_t chat = {true, "chatcmpl-1", 1700000000, "tiny", false, false, NULL};
+    const mc_toolcall_t call = {"call_abc", "get", "{\"city\":\"Paris\"}"};
+    mc_api_result_t res = {.text = "", .why = MC_FINISH_STOP, .reasoning = "hm", .reasoning_len = 2, .calls = &call,
+                           .n_calls = 1};
+    cJSON *j = s_parse(mc_api_completion_json(&chat, &res));
+    assert_string_equal(s_str(j, "choices.[0].message.content"), "null");
+    assert_string_equal(s_str(j, "choices.[0].message.reasoning_content"), "hm");
+    assert_string_equal(s_str(j, "choices.[0].message.tool_calls.[0].id"), "call_abc");
+    assert_string_equal(s_str(j, "choices.[0].message.tool_calls.[0].type"), "function");
+    assert_string_equal(s_str(j, "choices.[0].message.tool_calls.[0].function.name"), "get");
+    assert_string_equal(s_str(j, "choices.[0].message.tool_calls.[0].function.arguments"), "{\"city\":\"Paris\"}");
+    assert_string_equal(s_str(j, "choices.[0].finish_reason"), "tool_calls");
+    cJSON_Delete(j);
+    // Streamed: the head (index, id, type, name, empty arguments), then pieces of the arguments.
+    j = s_parse(mc_api_call_chunk_json(&chat, 1, &call, true, NULL, 0));
+    assert_string_equal(s_str(j, "choices.[0].delta.tool_calls.[0].id"), "call_abc");
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(
+                                                                                     cJSON_GetObjectItem(j, "choices"), 0),
+                                                                                 "delta"),
+                                                             "tool_calls"),
+                                                         0),
+                                         "index")
+                         ->valueint,
+                     1);
+    assert_string_equal(s_str(j, "choices.[0].delta.tool_calls.[0].type"), "function");
+    assert_string_equal(s_str(j, "choices.[0].delta.tool_calls.[0].function.name"), "get");
+    assert_string_equal(s_str(j, "choices.[0].delta.tool_calls.[0].function.arguments"), "");
+    assert_string_equal(s_str(j, "choices.[0].finish_reason"), "null");
+    cJSON_Delete(j);
+    j = s_parse(mc_api_call_chunk_json(&chat, 1, &call, false, call.arguments, 6));
+    assert_string_equal(s_str(j, "choices.[0].delta.tool_calls.[0].function.arguments"), "{\"city");
+    assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(
+                                                                               cJSON_GetObjectItem(j, "choices"), 0),
+                                                                           "delta"),
+                                                       "tool_calls"),
+                                                   0),
+                                    "id"));
+    cJSON_Delete(j);
+    j = s_parse(mc_api_reasoning_chunk_json(&chat, "hm", 2));
+    assert_string_equal(s_str(j, "choices.[0].delta.reasoning_content"), "hm");
+    cJSON_Delete(j);
+    res = (mc_api_result_t){.text = "", .why = MC_FINISH_STOP, .tool_calls = true};
+    j = s_parse(mc_api_chunk_json(&chat, false, &res));
+    assert_string_equal(s_str(j, "choices.[0].finish_reason"), "tool_calls");
+    cJSON_Delete(j);
+}
+
 static void test_logprob_answers(void **state) {
     (void)state;
     mc_tokenizer_t *tok = s_tokenizer();
@@ -384,7 +522,13 @@ static void test_logprob_answers(void **state) {
     lps[1].chosen = (mc_logprob_entry_t){5, -INFINITY};
     lps[1].n_top = 1;
     lps[1].top[0] = (mc_logprob_entry_t){4, -0.01};
-    mc_api_result_t res = {" b\xc3", 3, MC_FINISH_STOP, 4, 2, lps, 2};
+    mc_api_result_t res = {.text = " b\xc3",
+                           .len = 3,
+                           .why = MC_FINISH_STOP,
+                           .prompt_tokens = 4,
+                           .completion_tokens = 2,
+                           .lps = lps,
+                           .n_lps = 2};
     cJSON *j = s_parse(mc_api_completion_json(&chat, &res));
     assert_string_equal(s_str(j, "choices.[0].logprobs.content.[0].token"), " b");
     assert_true(s_num(j, "choices.[0].logprobs.content.[0].logprob") == -0.25);
@@ -398,7 +542,7 @@ static void test_logprob_answers(void **state) {
     assert_string_equal(s_str(j, "choices.[0].logprobs.refusal"), "null");
     cJSON_Delete(j);
     // A chunk carries its own tokens' entries.
-    mc_api_result_t piece = {" b", 2, MC_FINISH_NONE, 0, 0, lps, 1};
+    mc_api_result_t piece = {.text = " b", .len = 2, .why = MC_FINISH_NONE, .lps = lps, .n_lps = 1};
     j = s_parse(mc_api_chunk_json(&chat, false, &piece));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(
                                                                                  cJSON_GetObjectItem(j, "choices"), 0),
@@ -428,9 +572,11 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_fields),
         cmocka_unit_test(test_speculative),
+        cmocka_unit_test(test_response_format),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_answers),
         cmocka_unit_test(test_logprob_answers),
+        cmocka_unit_test(test_tools),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

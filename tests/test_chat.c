@@ -3,7 +3,11 @@
  * FORMATS.md (real Mixtral tokenizer from the fixtures), ChatML against
  * llama.cpp's tokenization of the templated text (the byte-level vocabulary
  * of tests/fixtures/arch), role rules, and that text can never become a
- * control token.
+ * control token. Then each format's exact text, written out here from the
+ * families' published templates (Qwen3's with tools, tool results and
+ * thinking on and off; Mistral v0.3's control tokens; Tulu's; the text
+ * convention for tools without tool tokens), chat templates recognised
+ * and an unknown one refused, --chat-format names.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +21,7 @@
 
 #include "chat.h"
 #include "gguf.h"
+#include "gguf_writer.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -31,7 +36,9 @@ static mc_tokenizer_t *s_tok(void) {
     return t;
 }
 
-static mc_chat_msg_t s_msg(mc_chat_role_t role, const char *text) { return (mc_chat_msg_t){role, text, strlen(text)}; }
+static mc_chat_msg_t s_msg(mc_chat_role_t role, const char *text) {
+    return (mc_chat_msg_t){.role = role, .content = text, .len = strlen(text)};
+}
 
 static void s_expect_ids(const mc_tokenizer_t *t, const mc_chat_msg_t *m, size_t n, bool whole, const int32_t *want,
                          size_t n_want) {
@@ -150,7 +157,8 @@ static void test_roles(void **state) {
     size_t n;
     mc_chat_role_t r;
     assert_true(mc_chat_role_from_name("assistant", &r) && r == MC_CHAT_ASSISTANT);
-    assert_false(mc_chat_role_from_name("tool", &r));
+    assert_true(mc_chat_role_from_name("tool", &r) && r == MC_CHAT_TOOL);
+    assert_false(mc_chat_role_from_name("robot", &r));
     assert_false(mc_chat_role_from_name(NULL, &r));
     const mc_chat_msg_t two_users[] = {s_msg(MC_CHAT_USER, "a"), s_msg(MC_CHAT_USER, "b")};
     assert_int_equal(mc_chat_format(t, two_users, 2, false, &ids, &n, err), MC_ERR_ARG);
@@ -178,6 +186,302 @@ static void test_roles(void **state) {
     mc_tokenizer_destroy(&t);
 }
 
+// --- formats, by their exact text -------------------------------------------------------
+
+// A SentencePiece vocabulary of control tokens (marks), "▁" and the 256
+// byte tokens: any text encodes (byte by byte), and the marks are tokens.
+static mc_tokenizer_t *s_tok_spm(const char *const *marks, size_t n_marks) {
+    const size_t n = 3 + n_marks + 1 + 256;
+    mc_gguf_str_t *pieces = calloc(n, sizeof *pieces);
+    float *scores = calloc(n, sizeof *scores);
+    int32_t *types = calloc(n, sizeof *types);
+    char(*bytes)[8] = calloc(256, sizeof *bytes);
+    assert_true(pieces && scores && types && bytes);
+    static const char *const base[] = {"<unk>", "<s>", "</s>"};
+    size_t k = 0;
+    for (int i = 0; i < 3; i++, k++) pieces[k] = (mc_gguf_str_t){base[i], strlen(base[i])}, types[k] = i ? 3 : 2;
+    for (size_t i = 0; i < n_marks; i++, k++) pieces[k] = (mc_gguf_str_t){marks[i], strlen(marks[i])}, types[k] = 3;
+    pieces[k] = (mc_gguf_str_t){"\xe2\x96\x81", 3}, types[k++] = 1;
+    for (int b = 0; b < 256; b++, k++) {
+        snprintf(bytes[b], 8, "<0x%02X>", b);
+        pieces[k] = (mc_gguf_str_t){bytes[b], strlen(bytes[b])}, types[k] = 6;
+    }
+    mc_tokenizer_params_t p = mc_tokenizer_params_default();
+    p.n_vocab = (uint32_t)n, p.pieces = pieces, p.scores = scores, p.types = types;
+    p.unk_id = 0, p.bos_id = 1, p.eos_id = 2, p.add_bos = true;
+    char err[MC_ERR_LEN];
+    mc_tokenizer_t *t = mc_tokenizer_new(&p, err);
+    if (!t) fail_msg("%s", err);
+    free(pieces), free(scores), free(types), free(bytes);
+    return t;
+}
+
+// The ids of want: "@NAME" is the token NAME, anything else a piece of
+// text tokenized on its own; NULL ends the list.
+static void s_expect_render(const mc_tokenizer_t *t, const mc_chat_opts_t *o, const mc_chat_msg_t *m, size_t n,
+                            const char *const *want) {
+    int32_t *ids, exp[8192];
+    size_t n_ids, n_exp = 0;
+    char err[MC_ERR_LEN];
+    if (mc_chat_render(t, o, m, n, false, &ids, &n_ids, err)) fail_msg("%s", err);
+    for (size_t i = 0; want[i]; i++) {
+        if (want[i][0] == '@') {
+            const int32_t id = mc_tokenizer_find(t, want[i] + 1, strlen(want[i] + 1));
+            if (id < 0) fail_msg("no token %s", want[i]);
+            exp[n_exp++] = id;
+            continue;
+        }
+        size_t k;
+        assert_int_equal(mc_tokenizer_encode(t, want[i], strlen(want[i]), false, exp + n_exp, 8192 - n_exp, &k, err),
+                         MC_OK);
+        n_exp += k;
+    }
+    if (n_ids != n_exp || memcmp(ids, exp, n_exp * sizeof *ids)) {
+        char *got = mc_tokenizer_decode(t, ids, n_ids), *w = mc_tokenizer_decode(t, exp, n_exp);
+        printf("got  %s\nwant %s\n", got, w);
+        free(got), free(w);
+        fail_msg("ids differ (%zu, want %zu)", n_ids, n_exp);
+    }
+    free(ids);
+}
+
+#define TOOL "{\"type\": \"function\", \"function\": {\"name\": \"get\", \"parameters\": {\"type\": \"object\"}}}"
+#define CALL "{\"name\": \"get\", \"arguments\": {\"city\": \"Paris\"}}"
+// Qwen3's tools section, as its template writes it.
+#define QWEN_TOOLS                                                                                                     \
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function " \
+    "signatures within <tools></tools> XML tags:\n<tools>\n" TOOL "\n</tools>\n\nFor each function call, return a "  \
+    "json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": " \
+    "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>"
+
+static const char *const s_tools[] = {TOOL};
+
+static mc_chat_msg_t s_call_msg(const char *content, const mc_chat_call_t *call) {
+    return (mc_chat_msg_t){.role = MC_CHAT_ASSISTANT, .content = content, .len = strlen(content), .calls = call,
+                           .n_calls = 1};
+}
+
+static mc_chat_msg_t s_result_msg(const char *id, const char *content) {
+    return (mc_chat_msg_t){.role = MC_CHAT_TOOL, .content = content, .len = strlen(content), .tool_call_id = id};
+}
+
+static void test_qwen3_tools_thinking(void **state) {
+    (void)state;
+    mc_tokenizer_t *t = s_tok_chatml();
+    const mc_chat_call_t call = {"call_1", "get", "{\"city\": \"Paris\"}"};
+    const mc_chat_msg_t conv[] = {s_msg(MC_CHAT_SYSTEM, "S"), s_msg(MC_CHAT_USER, "U"), s_call_msg("", &call),
+                                  s_result_msg("call_1", "{\"t\": 20}")};
+    mc_chat_opts_t o = mc_chat_opts_default();
+    o.style = MC_CHAT_STYLE_QWEN3, o.tools = s_tools, o.n_tools = 1, o.thinking = false;
+    const char *const off[] = {"@<|im_start|>", "system\nS\n\n" QWEN_TOOLS, "@<|im_end|>", "\n",
+                               "@<|im_start|>", "user\nU", "@<|im_end|>", "\n",
+                               "@<|im_start|>", "assistant\n<tool_call>\n" CALL "\n</tool_call>", "@<|im_end|>", "\n",
+                               "@<|im_start|>", "user\n<tool_response>\n{\"t\": 20}\n</tool_response>", "@<|im_end|>",
+                               "\n", "@<|im_start|>", "assistant\n<think>\n\n</think>\n\n", NULL};
+    s_expect_render(t, &o, conv, 4, off);
+    // Thinking on: the model's turn is only opened.
+    o.thinking = true;
+    const char *const on[] = {"@<|im_start|>", "system\nS\n\n" QWEN_TOOLS, "@<|im_end|>", "\n",
+                              "@<|im_start|>", "user\nU", "@<|im_end|>", "\n",
+                              "@<|im_start|>", "assistant\n<tool_call>\n" CALL "\n</tool_call>", "@<|im_end|>", "\n",
+                              "@<|im_start|>", "user\n<tool_response>\n{\"t\": 20}\n</tool_response>", "@<|im_end|>",
+                              "\n", "@<|im_start|>", "assistant\n", NULL};
+    s_expect_render(t, &o, conv, 4, on);
+    // Two results in a row share one user turn; text before a call is kept, a newline between.
+    const mc_chat_msg_t two[] = {s_msg(MC_CHAT_USER, "U"), s_call_msg("Let me see.", &call), s_result_msg("a", "1"),
+                                 s_result_msg("b", "2")};
+    o.n_tools = 0;
+    const char *const two_want[] = {
+        "@<|im_start|>", "user\nU", "@<|im_end|>", "\n", "@<|im_start|>",
+        "assistant\nLet me see.\n<tool_call>\n" CALL "\n</tool_call>", "@<|im_end|>", "\n", "@<|im_start|>",
+        "user\n<tool_response>\n1\n</tool_response>\n<tool_response>\n2\n</tool_response>", "@<|im_end|>", "\n",
+        "@<|im_start|>", "assistant\n", NULL};
+    s_expect_render(t, &o, two, 4, two_want);
+    // Reasoning before the last user message is dropped (in the content's
+    // <think> block or given as reasoning_content); after it, in the
+    // current tool loop, kept.
+    mc_chat_msg_t given = s_msg(MC_CHAT_ASSISTANT, "b");
+    given.reasoning = "r", given.reasoning_len = 1;
+    const mc_chat_msg_t past[] = {s_msg(MC_CHAT_USER, "a"), s_msg(MC_CHAT_ASSISTANT, "<think>\nr\n</think>\n\nb"),
+                                  s_msg(MC_CHAT_USER, "c")};
+    const mc_chat_msg_t past2[] = {s_msg(MC_CHAT_USER, "a"), given, s_msg(MC_CHAT_USER, "c")};
+    const char *const past_want[] = {"@<|im_start|>", "user\na", "@<|im_end|>", "\n", "@<|im_start|>", "assistant\nb",
+                                     "@<|im_end|>", "\n", "@<|im_start|>", "user\nc", "@<|im_end|>", "\n",
+                                     "@<|im_start|>", "assistant\n", NULL};
+    s_expect_render(t, &o, past, 3, past_want);
+    s_expect_render(t, &o, past2, 3, past_want);
+    mc_chat_msg_t thought = s_call_msg("", &call);
+    thought.reasoning = "\nr\n", thought.reasoning_len = 3;
+    const mc_chat_msg_t loop[] = {s_msg(MC_CHAT_USER, "a"), thought, s_result_msg("x", "1")};
+    const char *const loop_want[] = {"@<|im_start|>", "user\na", "@<|im_end|>", "\n", "@<|im_start|>",
+                                     "assistant\n<think>\nr\n</think>\n\n<tool_call>\n" CALL "\n</tool_call>",
+                                     "@<|im_end|>", "\n", "@<|im_start|>", "user\n<tool_response>\n1\n</tool_response>",
+                                     "@<|im_end|>", "\n", "@<|im_start|>", "assistant\n", NULL};
+    s_expect_render(t, &o, loop, 3, loop_want);
+    // chatml: no thinking switch, reasoning not read.
+    o.style = MC_CHAT_STYLE_CHATML, o.thinking = false;
+    const char *const chatml_want[] = {"@<|im_start|>", "user\na", "@<|im_end|>", "\n", "@<|im_start|>",
+                                       "assistant\n<think>\nr\n</think>\n\nb", "@<|im_end|>", "\n", "@<|im_start|>",
+                                       "user\nc", "@<|im_end|>", "\n", "@<|im_start|>", "assistant\n", NULL};
+    s_expect_render(t, &o, past, 3, chatml_want);
+    mc_tokenizer_destroy(&t);
+}
+
+static const char *const s_v3_marks[] = {"[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]",
+                                         "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"};
+
+static void test_mistral_v3(void **state) {
+    (void)state;
+    mc_tokenizer_t *t = s_tok_spm(s_v3_marks, 7);
+    assert_int_equal(mc_chat_style_of(t), MC_CHAT_STYLE_MISTRAL_V3);
+    const mc_chat_call_t call = {"abcDEF123", "get", "{\"city\": \"Paris\"}"};
+    const mc_chat_msg_t conv[] = {s_msg(MC_CHAT_SYSTEM, "S"), s_msg(MC_CHAT_USER, "U1"),
+                                  s_msg(MC_CHAT_ASSISTANT, " A1 "), s_msg(MC_CHAT_USER, "U2"),
+                                  s_call_msg("", &call),        s_result_msg("abcDEF123", "20")};
+    mc_chat_opts_t o = mc_chat_opts_default();
+    o.style = MC_CHAT_STYLE_MISTRAL_V3, o.tools = s_tools, o.n_tools = 1;
+    const char *const want[] = {"@<s>", "@[INST]", "U1", "@[/INST]", "A1", "@</s>",
+                                "@[AVAILABLE_TOOLS]", "[" TOOL "]", "@[/AVAILABLE_TOOLS]",
+                                "@[INST]", "S\n\nU2", "@[/INST]",
+                                "@[TOOL_CALLS]", "[{\"name\": \"get\", \"arguments\": {\"city\": \"Paris\"}, \"id\": "
+                                                 "\"abcDEF123\"}]", "@</s>",
+                                "@[TOOL_RESULTS]", "{\"content\": 20, \"call_id\": \"abcDEF123\"}",
+                                "@[/TOOL_RESULTS]", NULL};
+    s_expect_render(t, &o, conv, 6, want);
+    // An id that is not 9 letters and digits becomes one, the same for the call and its result.
+    const mc_chat_call_t long_id = {"call_0123456789abcdef", "get", "{}"};
+    const mc_chat_msg_t c2[] = {s_msg(MC_CHAT_USER, "U"), s_call_msg("", &long_id),
+                                s_result_msg("call_0123456789abcdef", "1")};
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(mc_chat_render(t, &o, c2, 3, false, &ids, &n, NULL), MC_OK);
+    char *text = mc_tokenizer_decode(t, ids, n);
+    const char *id1 = strstr(text, "\"id\": \""), *id2 = strstr(text, "\"call_id\": \"");
+    assert_non_null(id1), assert_non_null(id2);
+    id1 += 7, id2 += 12;
+    assert_memory_equal(id1, id2, 9);
+    assert_int_equal(id1[9], '"');
+    free(text), free(ids);
+    mc_tokenizer_destroy(&t);
+}
+
+static void test_tulu_and_text_tools(void **state) {
+    (void)state;
+    static const char *const marks[] = {"<|system|>", "<|user|>", "<|assistant|>"};
+    mc_tokenizer_t *t = s_tok_spm(marks, 3);
+    assert_int_equal(mc_chat_style_of(t), MC_CHAT_STYLE_TULU);
+    const mc_chat_msg_t conv[] = {s_msg(MC_CHAT_SYSTEM, "S"), s_msg(MC_CHAT_USER, "U"), s_msg(MC_CHAT_ASSISTANT, "A"),
+                                  s_msg(MC_CHAT_USER, "V")};
+    mc_chat_opts_t o = mc_chat_opts_default();
+    o.style = MC_CHAT_STYLE_TULU;
+    const char *const want[] = {"@<s>", "@<|system|>", "\nS\n", "@<|user|>", "\nU\n", "@<|assistant|>", "\nA", "@</s>",
+                                "\n", "@<|user|>", "\nV\n", "@<|assistant|>", "\n", NULL};
+    s_expect_render(t, &o, conv, 4, want);
+    // Tools without tool tokens: the section in the system text, calls and
+    // results as text.
+    const mc_chat_call_t call = {"c", "get", "{\"city\": \"Paris\"}"};
+    const mc_chat_msg_t tc[] = {s_msg(MC_CHAT_USER, "U"), s_call_msg("", &call), s_result_msg("c", "20")};
+    o.tools = s_tools, o.n_tools = 1;
+    const char *const tools_want[] = {"@<s>", "@<|system|>", "\n" QWEN_TOOLS "\n", "@<|user|>", "\nU\n", "@<|assistant|>",
+                                      "\n<tool_call>\n" CALL "\n</tool_call>", "@</s>", "\n", "@<|user|>",
+                                      "\n<tool_response>\n20\n</tool_response>\n", "@<|assistant|>", "\n", NULL};
+    s_expect_render(t, &o, tc, 3, tools_want);
+    mc_tokenizer_destroy(&t);
+    // mistral-v1 the same way ("[INST]" is text there).
+    t = s_tok_spm(NULL, 0);
+    assert_int_equal(mc_chat_style_of(t), MC_CHAT_STYLE_MISTRAL);
+    o.style = MC_CHAT_STYLE_MISTRAL;
+    const char *const v1_want[] = {"@<s>", "[INST] " QWEN_TOOLS "\n\nU [/INST]", "<tool_call>\n" CALL "\n</tool_call>",
+                                   "@</s>", "[INST] <tool_response>\n20\n</tool_response> [/INST]", NULL};
+    s_expect_render(t, &o, tc, 3, v1_want);
+    // Tool messages only after an assistant message with calls.
+    const mc_chat_msg_t stray[] = {s_msg(MC_CHAT_USER, "U"), s_msg(MC_CHAT_ASSISTANT, "A"), s_result_msg("c", "1")};
+    int32_t *ids;
+    size_t n;
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_chat_render(t, &o, stray, 3, false, &ids, &n, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "message 2"));
+    mc_tokenizer_destroy(&t);
+}
+
+static void test_templates(void **state) {
+    (void)state;
+    mc_tokenizer_t *v1 = s_tok_spm(NULL, 0), *v3 = s_tok_spm(s_v3_marks, 7);
+    char err[MC_ERR_LEN];
+    mc_chat_style_t st;
+    const struct {
+        const char *tmpl;
+        const mc_tokenizer_t **tok;
+        mc_chat_style_t want;
+    } cases[] = {
+        // Mixtral-8x7B-Instruct-v0.1's (in part)
+        {"{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+         "message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+         "{% endif %}{% endfor %}",
+         (const mc_tokenizer_t **)&v1, MC_CHAT_STYLE_MISTRAL},
+        {"{{ bos_token }}{% for message in messages %}{{ '[INST] ' + message['content'] + '[/INST]' }}{% endfor %}",
+         (const mc_tokenizer_t **)&v3, MC_CHAT_STYLE_MISTRAL_V3},
+        {"{%- if tools is not none %}{{- \"[AVAILABLE_TOOLS] [\" }}{%- endif %}{{- \"[INST] \" }}",
+         (const mc_tokenizer_t **)&v1, MC_CHAT_STYLE_MISTRAL_V3},
+        {"{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and "
+         "enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}",
+         (const mc_tokenizer_t **)&v1, MC_CHAT_STYLE_QWEN3},
+        {"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+         "'<|im_end|>' + '\\n'}}{% endfor %}",
+         (const mc_tokenizer_t **)&v1, MC_CHAT_STYLE_CHATML},
+        // OLMoE-1B-7B-0924-Instruct's (Tulu)
+        {"{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\\n' + "
+         "message['content'] + '\\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + "
+         "'\\n' }}{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n'  + message['content'] + eos_token }}"
+         "{% endif %}{% endfor %}",
+         (const mc_tokenizer_t **)&v1, MC_CHAT_STYLE_TULU},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (mc_chat_style_from_template(cases[i].tmpl, strlen(cases[i].tmpl), *cases[i].tok, &st, err))
+            fail_msg("case %zu: %s", i, err);
+        if (st != cases[i].want) fail_msg("case %zu: %s", i, mc_chat_style_name(st));
+    }
+    // Unknown: refused, naming --chat-format.
+    const char *other = "{% for m in messages %}<start_of_turn>{{ m['content'] }}<end_of_turn>{% endfor %}";
+    assert_int_equal(mc_chat_style_from_template(other, strlen(other), v1, &st, err), MC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "--chat-format"));
+    // --chat-format names win over everything; no file: the vocabulary.
+    assert_int_equal(mc_chat_style_choose(NULL, v3, "qwen3", &st, err), MC_OK);
+    assert_int_equal(st, MC_CHAT_STYLE_QWEN3);
+    assert_int_equal(mc_chat_style_choose(NULL, v3, "mistral", &st, err), MC_OK);
+    assert_int_equal(st, MC_CHAT_STYLE_MISTRAL);
+    assert_int_equal(mc_chat_style_choose(NULL, v3, "llama3", &st, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--chat-format 'llama3' is not a format"));
+    assert_int_equal(mc_chat_style_choose(NULL, v3, NULL, &st, err), MC_OK);
+    assert_int_equal(st, MC_CHAT_STYLE_MISTRAL_V3);
+    for (int i = 0; i < MC_CHAT_STYLE_COUNT; i++) {
+        assert_true(mc_chat_style_from_name(mc_chat_style_name((mc_chat_style_t)i), &st));
+        assert_int_equal(st, i);
+    }
+    // From a file: its template, or without one its vocabulary; a name overrides an unknown template.
+    for (int k = 0; k < 3; k++) {
+        mc_gguf_writer_t *w = mc_gguf_writer_new(0);
+        assert_non_null(w);
+        assert_int_equal(mc_gguf_writer_add_str(w, "general.architecture", "llama"), MC_OK);
+        if (k < 2)
+            assert_int_equal(mc_gguf_writer_add_str(w, "tokenizer.chat_template", k ? other : cases[5].tmpl), MC_OK);
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(mc_gguf_writer_header(w, &buf, &len, err), MC_OK); // no tensors: the header is the file
+        mc_gguf_t *g = mc_gguf_parse(buf, len, err);
+        assert_non_null(g);
+        const mc_err_t rc = mc_chat_style_choose(g, v3, NULL, &st, err);
+        if (k == 0) assert_true(rc == MC_OK && st == MC_CHAT_STYLE_TULU);
+        if (k == 1) assert_true(rc == MC_ERR_UNSUPPORTED && strstr(err, "--chat-format"));
+        if (k == 2) assert_true(rc == MC_OK && st == MC_CHAT_STYLE_MISTRAL_V3);
+        if (k == 1) assert_true(mc_chat_style_choose(g, v3, "chatml", &st, err) == MC_OK && st == MC_CHAT_STYLE_CHATML);
+        mc_gguf_destroy(&g);
+        free(buf);
+        mc_gguf_writer_destroy(&w);
+    }
+    mc_tokenizer_destroy(&v1), mc_tokenizer_destroy(&v3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_vectors),
@@ -185,6 +489,10 @@ int main(void) {
         cmocka_unit_test(test_no_injection),
         cmocka_unit_test(test_roles),
         cmocka_unit_test(test_chatml_vectors),
+        cmocka_unit_test(test_qwen3_tools_thinking),
+        cmocka_unit_test(test_mistral_v3),
+        cmocka_unit_test(test_tulu_and_text_tools),
+        cmocka_unit_test(test_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

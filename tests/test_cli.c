@@ -321,6 +321,11 @@ static void test_parse_modes(void **state) {
     assert_int_equal(o.mem_limit_mb, 0);
     assert_int_equal(o.mem_prefetch, -1);
     mc_cli_opts_free(&o);
+    assert_null(o.chat_format);
+    mc_cli_opts_t cf;
+    s_parse_ok("--model m.gguf --serve --chat-format tulu", &cf);
+    assert_non_null(cf.chat_format);
+    mc_cli_opts_free(&cf);
     s_parse_ok("--model m.gguf --prompt hi --kv-type f16", &o);
     assert_int_equal(o.kv_type, MC_DTYPE_F16);
     mc_cli_opts_free(&o);
@@ -407,6 +412,8 @@ static void test_parse_errors(void **state) {
     s_parse_fails("--model m --prompt a --prompt-file p", "--prompt-file goes with --profile-routing");
     s_parse_fails("--model m --prompt a --kv-type q8_0", "--kv-type: 'q8_0' is not f32 or f16");
     s_parse_fails("--model m --prompt a --mem-prefetch router", "--mem-prefetch goes with --mem-limit");
+    s_parse_fails("--model m --serve --chat-format llama3",
+                  "--chat-format: 'llama3' is not a chat format (mistral-v1, mistral-v3, chatml, qwen3, tulu)");
     s_parse_fails("--model m --prompt a --mem-limit 100 --mem-prefetch soon",
                   "--mem-prefetch: 'soon' is not router, transitions or none");
     s_parse_fails("--model m --prompt a --mem-limit 16777217", "--mem-limit");

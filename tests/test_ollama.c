@@ -96,6 +96,22 @@ static void test_requests(void **state) {
     mc_api_request_free(&r);
 }
 
+// format: "json" (any object) or a JSON Schema.
+static void test_format(void **state) {
+    (void)state;
+    mc_api_request_t r = s_ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":\"json\"}",
+                              true, NULL);
+    assert_true(r.json);
+    assert_null(r.schema);
+    mc_api_request_free(&r);
+    r = s_ok("{\"model\":\"m\",\"prompt\":\"x\",\"format\":{\"type\":\"object\",\"properties\":{\"age\":"
+             "{\"type\":\"integer\"}},\"required\":[\"age\"]}}",
+             false, NULL);
+    assert_true(r.json);
+    assert_non_null(strstr(r.schema, "\"age\""));
+    mc_api_request_free(&r);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     const char *m = "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]";
@@ -111,7 +127,8 @@ static void test_refusals(void **state) {
         const char *field, *param, *needle;
     } cases[] = {
         {"\"tools\":[{\"type\":\"function\"}]", "tools", "not supported on this server yet"},
-        {"\"format\":\"json\"", "format", "structured output"},
+        {"\"format\":{\"type\":\"string\",\"format\":\"date\"}", "format", "keyword 'format' is not supported"},
+        {"\"format\":5", "format", "JSON Schema object"},
         {"\"think\":true", "think", "does not think"},
         {"\"stream\":\"yes\"", "stream", "true or false"},
         {"\"options\":[]", "options", "must be an object"},
@@ -169,7 +186,7 @@ static void test_answers(void **state) {
     assert_int_equal(strlen(at), 30);
     assert_true(at[4] == '-' && at[10] == 'T' && at[19] == '.' && at[29] == 'Z');
     cJSON_Delete(j);
-    const mc_api_result_t res = {"", 0, MC_FINISH_LENGTH, 9, 5, NULL, 0};
+    const mc_api_result_t res = {.text = "", .why = MC_FINISH_LENGTH, .prompt_tokens = 9, .completion_tokens = 5};
     const mc_gen_usage_t u = {9, 5, 0.25, 1.5};
     j = s_parse(mc_ollama_final_json(&gen, &res, &u, 2.0));
     assert_string_equal(s_get(j, "response", NULL)->valuestring, "");
@@ -181,7 +198,7 @@ static void test_answers(void **state) {
     assert_true(s_get(j, "prompt_eval_duration", NULL)->valuedouble == 2.5e8);
     assert_true(s_get(j, "eval_duration", NULL)->valuedouble == 1.5e9);
     cJSON_Delete(j);
-    const mc_api_result_t load = {"", 0, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_api_result_t load = {.text = "", .why = MC_FINISH_NONE};
     j = s_parse(mc_ollama_final_json(&chat, &load, &u, 0.001));
     assert_string_equal(s_get(j, "done_reason", NULL)->valuestring, "load");
     assert_null(cJSON_GetObjectItem(j, "eval_count"));
@@ -217,6 +234,7 @@ static void test_answers(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_format),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_answers),
     };

@@ -90,6 +90,25 @@ static void test_requests(void **state) {
     mc_api_request_free(&r);
 }
 
+// Structured output: text.format json_object and json_schema (the flat form).
+static void test_text_format(void **state) {
+    (void)state;
+    mc_api_request_t r = s_ok("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_object\"}}}");
+    assert_true(r.json);
+    assert_null(r.schema);
+    mc_api_request_free(&r);
+    r = s_ok("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"p\",\"strict\":true,"
+             "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"],"
+             "\"additionalProperties\":false}}}}");
+    assert_true(r.json);
+    assert_non_null(strstr(r.schema, "\"required\":[\"a\"]"));
+    assert_int_equal(r.schema_len, strlen(r.schema));
+    mc_api_request_free(&r);
+    r = s_ok("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"text\"}}}");
+    assert_false(r.json);
+    mc_api_request_free(&r);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     s_bad("{\"model\":\"m\"}", "input", "'input' is required");
@@ -113,8 +132,10 @@ static void test_refusals(void **state) {
     s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{}}]}", "tools",
           "tools are not supported on this server yet");
     s_bad("{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "without tools");
-    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"schema\":{}}}}", "text.format",
-          "'json_schema': only \"text\"");
+    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"schema\":{\"pattern\":\"a\"}}}}",
+          "text.format.schema", "keyword 'pattern' is not supported");
+    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}", "text.format.schema", "is required");
+    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"yaml\"}}}", "text.format", "'yaml'");
     s_bad("{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}", "previous_response_id", "stores no responses");
     s_bad("{\"input\":\"x\",\"conversation\":\"c\"}", "conversation", "keeps no conversations");
     s_bad("{\"input\":\"x\",\"background\":true}", "background", "answers at once");
@@ -163,7 +184,7 @@ static double s_num(const cJSON *o, const char *path) {
 static void test_answers(void **state) {
     (void)state;
     const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 64, false, NULL, false};
-    mc_api_result_t res = {"Hello!", 6, MC_FINISH_STOP, 5, 2, NULL, 0};
+    mc_api_result_t res = {.text = "Hello!", .len = 6, .why = MC_FINISH_STOP, .prompt_tokens = 5, .completion_tokens = 2};
     cJSON *j = s_parse(mc_responses_json(&a, &res, NULL));
     assert_string_equal(s_str(j, "id"), "resp_1");
     assert_string_equal(s_str(j, "object"), "response");
@@ -196,7 +217,7 @@ static void test_answers(void **state) {
                                         "response.output_text.delta", "response.output_text.done",
                                         "response.content_part.done", "response.output_item.done",
                                         "response.incomplete"};
-    const mc_api_result_t delta = {"Hel", 3, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_api_result_t delta = {.text = "Hel", .len = 3, .why = MC_FINISH_NONE};
     for (int ev = MC_RESPONSES_CREATED; ev <= MC_RESPONSES_END; ev++) {
         const char *type = NULL;
         j = s_parse(mc_responses_event_json(&a, (mc_responses_event_t)ev, ev == MC_RESPONSES_TEXT_DELTA ? &delta : &res,
@@ -253,6 +274,7 @@ static int s_teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_text_format),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_answers),
     };

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 #include <ctype.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,7 +147,7 @@ static int s_prompt_tokens(const char *user) {
     sp.model = s_model;
     mc_session_t *s = mc_session_new(&sp, err);
     assert_non_null(s);
-    const mc_chat_msg_t m = {MC_CHAT_USER, user, strlen(user)};
+    const mc_chat_msg_t m = {.role = MC_CHAT_USER, .content = user, .len = strlen(user)};
     int32_t *ids;
     size_t n;
     assert_int_equal(mc_chat_format(mc_session_tokenizer(s), &m, 1, false, &ids, &n, err), MC_OK);
@@ -278,7 +279,7 @@ static void test_bad_requests(void **state) {
     s_expect(t.port, "POST", chat, NULL, "{\"messages\": [", 400, "invalid_request_error", "not valid JSON");
     s_expect(t.port, "POST", chat, NULL, "{\"messages\":\"hi\"}", 400, "invalid_request_error", "must be an array");
     s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400,
-             "invalid_request_error", "the roles are system, user and assistant");
+             "invalid_request_error", "the roles are system, user, assistant and tool");
     s_expect(t.port, "POST", chat, NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"warm\"}",
              400, "invalid_request_error", "'temperature' must be a number");
     s_expect(t.port, "POST", chat, NULL,
@@ -546,6 +547,90 @@ static void test_metrics_format(void **state) {
     s_down(&t);
 }
 
+// Does text hold exactly one JSON object with name (a string of at most 6
+// characters), age (an integer) and pets (at most 2 of "cat", "dog"), nothing else?
+static bool s_person(const char *text) {
+    const char *end = NULL;
+    cJSON *j = text ? cJSON_ParseWithOpts(text, &end, false) : NULL;
+    bool ok = j && !*end && cJSON_IsObject(j) && cJSON_GetArraySize(j) == 3;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name"), *age = cJSON_GetObjectItemCaseSensitive(j, "age");
+    const cJSON *pets = cJSON_GetObjectItemCaseSensitive(j, "pets"), *p;
+    size_t chars = 0;
+    for (const char *c = cJSON_IsString(name) ? name->valuestring : ""; *c; c++) chars += ((unsigned char)*c & 0xC0) != 0x80;
+    ok = ok && cJSON_IsString(name) && chars <= 6 && cJSON_IsNumber(age) && floor(age->valuedouble) == age->valuedouble &&
+         cJSON_IsArray(pets) && cJSON_GetArraySize(pets) <= 2;
+    const cJSON *list = ok ? pets : NULL;
+    cJSON_ArrayForEach(p, list) ok = ok && cJSON_IsString(p) && (!strcmp(p->valuestring, "cat") || !strcmp(p->valuestring, "dog"));
+    cJSON_Delete(j);
+    return ok;
+}
+
+#define S_PERSON                                                                                                        \
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":6},\"age\":{\"type\":\"integer\"},"     \
+    "\"pets\":{\"type\":\"array\",\"items\":{\"enum\":[\"cat\",\"dog\"]},\"maxItems\":2}},"                                \
+    "\"required\":[\"name\",\"age\",\"pets\"],\"additionalProperties\":false}"
+
+// Structured output on every dialect: the answer is a document the schema
+// accepts, even from random weights, and ends with "stop".
+static void test_structured_output(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 1024, 2, NULL, 0);
+    const char *msgs = "\"messages\":[{\"role\":\"user\",\"content\":\"Describe a person.\"}]";
+    char body[2048];
+    for (int seeded = 0; seeded < 2; seeded++) {
+        snprintf(body, sizeof body,
+                 "{%s,\"max_tokens\":900,\"temperature\":%s,\"response_format\":{\"type\":\"json_schema\","
+                 "\"json_schema\":{\"name\":\"person\",\"strict\":true,\"schema\":" S_PERSON "}}}",
+                 msgs, seeded ? "1.0,\"seed\":3" : "0");
+        cJSON *j = s_post(t.port, "/v1/chat/completions", body, 200);
+        const char *content = s_get_str(j, "choices", "message", "content");
+        if (!s_person(content)) fail_msg("not a person: %s", content ? content : "(none)");
+        assert_string_equal(s_get_str(j, "choices", "finish_reason", NULL), "stop");
+        printf("[server] json_schema answer: %s\n", content);
+        cJSON_Delete(j);
+    }
+    // json_object: any object; streamed, the deltas join into it.
+    snprintf(body, sizeof body, "{%s,\"max_tokens\":40,\"temperature\":0,\"stream\":true,"
+             "\"response_format\":{\"type\":\"json_object\"}}", msgs);
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "POST", "/v1/chat/completions", NULL, body, &r), 0);
+    assert_int_equal(r.status, 200);
+    bool done;
+    cJSON *ev = s_events(r.body, &done), *e;
+    assert_true(done);
+    char text[4096] = "";
+    cJSON_ArrayForEach(e, ev) {
+        const char *d = s_get_str(e, "choices", "delta", "content");
+        if (d) strncat(text, d, sizeof text - strlen(text) - 1);
+    }
+    assert_true(text[0] == '{');
+    cJSON_Delete(ev);
+    mc_test_http_free(&r);
+    // Ollama's format (a schema) and the Responses API's text.format.
+    snprintf(body, sizeof body, "{\"model\":\"m\",%s,\"stream\":false,\"options\":{\"temperature\":0,\"num_predict\":900},"
+             "\"format\":" S_PERSON "}", msgs);
+    cJSON *o = s_post(t.port, "/api/chat", body, 200);
+    const char *oc = s_get_str(o, "message", "content", NULL);
+    if (!s_person(oc)) fail_msg("ollama: not a person: %s", oc ? oc : "(none)");
+    cJSON_Delete(o);
+    snprintf(body, sizeof body, "{\"input\":\"Describe a person.\",\"max_output_tokens\":900,\"temperature\":0,"
+             "\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"person\",\"strict\":true,\"schema\":" S_PERSON "}}}");
+    cJSON *rs = s_post(t.port, "/v1/responses", body, 200);
+    const cJSON *out = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(rs, "output"), 0);
+    const char *rt = s_get_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(out, "content"), 0), "text", NULL, NULL);
+    if (!s_person(rt)) fail_msg("responses: not a person: %s", rt ? rt : "(none)");
+    cJSON_Delete(rs);
+    // An unsupported schema: 400 naming the keyword.
+    snprintf(body, sizeof body, "{%s,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+             "\"schema\":{\"type\":\"string\",\"pattern\":\"^a\"}}}}", msgs);
+    cJSON *bad = s_post(t.port, "/v1/chat/completions", body, 400);
+    assert_non_null(strstr(s_get_str(bad, "error", "message", NULL), "'pattern'"));
+    cJSON_Delete(bad);
+    s_down(&t);
+}
+
 // Through two real moe-expert processes: /v1/cluster shows them, their
 // placement and the routing; answers are the single machine's.
 static void test_cluster_endpoint(void **state) {
@@ -573,10 +658,36 @@ static void test_cluster_endpoint(void **state) {
     char body[512];
     snprintf(body, sizeof body, seeded, "");
     cJSON *a2 = s_post(one.port, "/v1/chat/completions", body, 200);
+    // Structured output, seeded: the same document through the nodes.
+    const char *con_fmt = "{\"messages\":[{\"role\":\"user\",\"content\":\"A person?\"}],\"max_tokens\":100,"
+                          "\"temperature\":0.9,\"seed\":%d,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                          "{\"name\":\"p\",\"strict\":true,\"schema\":" S_PERSON "}}}";
+    static s_client_t cc[2];
+    for (int i = 0; i < 2; i++) snprintf(cc[i].body, sizeof cc[i].body, con_fmt, 9 + i);
+    const char *con = cc[0].body;
+    cJSON *a3 = s_post(one.port, "/v1/chat/completions", con, 200);
+    cJSON *a4 = s_post(one.port, "/v1/chat/completions", cc[1].body, 200);
     s_down(&one);
     s_up(&two, cfg, 128, 2, NULL, 0);
     cJSON *b = s_post(two.port, "/v1/chat/completions", req, 200);
     assert_string_equal(s_get_str(a, "choices", "message", "content"), s_get_str(b, "choices", "message", "content"));
+    cJSON *b3 = s_post(two.port, "/v1/chat/completions", con, 200);
+    assert_string_equal(s_get_str(a3, "choices", "message", "content"), s_get_str(b3, "choices", "message", "content"));
+    printf("[server] structured output through the cluster: %s\n", s_get_str(b3, "choices", "message", "content"));
+    // ... and two at once through the nodes (batched): each the one machine's answer alone.
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        cc[i].port = two.port, cc[i].answer = NULL;
+        assert_int_equal(pthread_create(&th[i], NULL, s_client, &cc[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(cc[i].answer);
+        char *got = s_content(cc[i].answer);
+        assert_string_equal(got, s_get_str(i ? a4 : a3, "choices", "message", "content"));
+        free(got), free(cc[i].answer);
+    }
+    cJSON_Delete(a3), cJSON_Delete(b3), cJSON_Delete(a4);
     // Speculating through the nodes: the same answer (guesses verified K+1
     // rows a round trip), greedy and seeded.
     const char *spec = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,"
@@ -1099,6 +1210,157 @@ static void test_stream_log_counts(void **state) {
     free(txt);
 }
 
+// The prompt length of msgs in a format with tools (as the server renders them).
+static int s_render_count(mc_chat_style_t st, const char *tool, const mc_chat_msg_t *m, size_t n, bool thinking) {
+    char err[MC_ERR_LEN];
+    mc_session_params_t sp = mc_session_params_default();
+    sp.model = s_model;
+    mc_session_t *s = mc_session_new(&sp, err);
+    assert_non_null(s);
+    mc_chat_opts_t o = mc_chat_opts_default();
+    o.style = st, o.tools = tool ? &tool : NULL, o.n_tools = tool ? 1 : 0, o.thinking = thinking;
+    int32_t *ids;
+    size_t k;
+    if (mc_chat_render(mc_session_tokenizer(s), &o, m, n, false, &ids, &k, err)) fail_msg("%s", err);
+    free(ids);
+    mc_session_destroy(&s);
+    return (int)k;
+}
+
+// Tools through the chat API: the tools and a conversation with a call and
+// its result reach the prompt in the model's format (its length says so);
+// a forced call (unconstrained here, random weights) comes back as a call
+// that parses, or as text with finish "stop"/"length", never as a call it
+// is not; streamed, the same answer in OpenAI's deltas. --chat-format and
+// enable_thinking change the prompt as their formats say.
+static void test_tools_and_formats(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 512, 2, NULL, 0);
+    static const char tools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get\",\"parameters\":{"
+                                "\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}}]";
+    const char *tool_py = "{\"type\": \"function\", \"function\": {\"name\": \"get\", \"parameters\": {\"type\": "
+                          "\"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}}";
+    char body[2048];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\",\"content\":null,"
+             "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":"
+             "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"20C\"}],"
+             "%s,\"max_tokens\":4,\"temperature\":0}",
+             tools);
+    cJSON *j = s_post(t.port, "/v1/chat/completions", body, 200);
+    const mc_chat_call_t call = {"c1", "get", "{\"city\": \"Paris\"}"};
+    const mc_chat_msg_t conv[] = {{.role = MC_CHAT_USER, .content = "Weather?", .len = 8},
+                                  {.role = MC_CHAT_ASSISTANT, .content = "", .calls = &call, .n_calls = 1},
+                                  {.role = MC_CHAT_TOOL, .content = "20C", .len = 3, .tool_call_id = "c1"}};
+    assert_int_equal(s_usage(j, "prompt_tokens"), s_render_count(MC_CHAT_STYLE_MISTRAL, tool_py, conv, 3, true));
+    cJSON_Delete(j);
+    // Forced.
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,\"tool_choice\":\"required\","
+             "\"max_tokens\":24,\"temperature\":0%s}",
+             tools, "");
+    j = s_post(t.port, "/v1/chat/completions", body, 200);
+    const cJSON *msg = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+    char finish[16];
+    snprintf(finish, sizeof finish, "%s", s_get_str(j, "choices", "finish_reason", NULL));
+    const cJSON *calls = cJSON_GetObjectItem(msg, "tool_calls");
+    char *content = cJSON_IsString(cJSON_GetObjectItem(msg, "content"))
+                        ? strdup(cJSON_GetObjectItem(msg, "content")->valuestring)
+                        : NULL;
+    if (calls) {
+        assert_string_equal(finish, "tool_calls");
+        const cJSON *f = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "function");
+        assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get");
+        cJSON *args = cJSON_Parse(cJSON_GetObjectItem(f, "arguments")->valuestring);
+        assert_true(cJSON_IsObject(args));
+        cJSON_Delete(args);
+    } else {
+        assert_non_null(content);
+        assert_true(!strcmp(finish, "stop") || !strcmp(finish, "length"));
+    }
+    printf("[server] forced call, unconstrained: %s (%s)\n", calls ? "a call" : content, finish);
+    const bool called = calls != NULL;
+    cJSON_Delete(j);
+    // Streamed: the same answer.
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,\"tool_choice\":\"required\","
+             "\"max_tokens\":24,\"temperature\":0,\"stream\":true}",
+             tools);
+    mc_test_http_t r;
+    if (mc_test_http(t.port, "POST", "/v1/chat/completions", NULL, body, &r)) fail_msg("no answer");
+    assert_int_equal(r.status, 200);
+    bool done;
+    cJSON *ev = s_events(r.body, &done);
+    assert_true(done);
+    char streamed[4096] = "", args[4096] = "";
+    const char *last_finish = NULL;
+    int heads = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ev) {
+        const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(e, "choices"), 0);
+        const cJSON *d = cJSON_GetObjectItem(c, "delta");
+        const cJSON *txt = cJSON_GetObjectItem(d, "content");
+        if (cJSON_IsString(txt)) strncat(streamed, txt->valuestring, sizeof streamed - strlen(streamed) - 1);
+        const cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
+        if (tc) {
+            assert_int_equal(cJSON_GetObjectItem(tc, "index")->valueint, 0);
+            const cJSON *f = cJSON_GetObjectItem(tc, "function");
+            if (cJSON_GetObjectItem(tc, "id")) {
+                heads++;
+                assert_string_equal(cJSON_GetObjectItem(tc, "type")->valuestring, "function");
+                assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get");
+            }
+            strncat(args, cJSON_GetObjectItem(f, "arguments")->valuestring, sizeof args - strlen(args) - 1);
+        }
+        const cJSON *fr = cJSON_GetObjectItem(c, "finish_reason");
+        if (cJSON_IsString(fr)) last_finish = fr->valuestring;
+    }
+    assert_non_null(last_finish);
+    assert_string_equal(last_finish, finish);
+    if (called) {
+        assert_true(heads >= 1);
+        cJSON *a = cJSON_Parse(args);
+        assert_true(cJSON_IsObject(a));
+        cJSON_Delete(a);
+    } else {
+        assert_int_equal(heads, 0);
+        assert_string_equal(streamed, content);
+    }
+    cJSON_Delete(ev);
+    mc_test_http_free(&r);
+    free(content);
+    s_down(&t);
+    // --chat-format: chatml, then qwen3 with and without thinking.
+    const mc_chat_msg_t one = {.role = MC_CHAT_USER, .content = "Hi", .len = 2};
+    const char *formats[] = {"chatml", "qwen3"};
+    for (int f = 0; f < 2; f++) {
+        char err[MC_ERR_LEN];
+        mc_session_params_t sp = mc_session_params_default();
+        sp.model = s_model, sp.ctx = 256, sp.chat_format = formats[f];
+        t.s = mc_session_new(&sp, err);
+        if (!t.s) fail_msg("%s", err);
+        mc_server_params_t p = mc_server_params_default();
+        p.port = 0;
+        if (!(t.srv = mc_server_new(t.s, &p, err))) fail_msg("%s", err);
+        t.port = mc_server_port(t.srv);
+        for (int think = 0; think < 2; think++) {
+            snprintf(body, sizeof body,
+                     "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":1,"
+                     "\"chat_template_kwargs\":{\"enable_thinking\":%s}}",
+                     think ? "true" : "false");
+            j = s_post(t.port, "/v1/chat/completions", body, 200);
+            assert_int_equal(s_usage(j, "prompt_tokens"),
+                             s_render_count(f ? MC_CHAT_STYLE_QWEN3 : MC_CHAT_STYLE_CHATML, NULL, &one, 1, think));
+            cJSON_Delete(j);
+        }
+        s_down(&t);
+    }
+    assert_true(s_render_count(MC_CHAT_STYLE_QWEN3, NULL, &one, 1, false) >
+                s_render_count(MC_CHAT_STYLE_QWEN3, NULL, &one, 1, true));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
@@ -1106,7 +1368,8 @@ int main(void) {
         cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store), cmocka_unit_test(test_metrics_kv_cache),        cmocka_unit_test(test_cluster_endpoint),
         cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
-        cmocka_unit_test(test_stream_log_counts),
+        cmocka_unit_test(test_stream_log_counts),      cmocka_unit_test(test_structured_output),
+        cmocka_unit_test(test_tools_and_formats),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonschema.h"
+
 // The parsed body and what the request owns beside it.
 typedef struct {
     cJSON *root;
@@ -159,6 +161,82 @@ int mc_api_quote_len(const char *s, size_t max) {
     return (int)n;
 }
 
+// A string field of obj (NULL when absent or null); *bad when it is
+// something else.
+static const char *s_opt_string(const cJSON *obj, const char *key, bool *bad) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *bad = v && !cJSON_IsNull(v) && !cJSON_IsString(v);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+// The tool side of a message: a tool message's tool_call_id, an assistant
+// message's tool_calls ({id, type "function", function {name, arguments}},
+// the arguments JSON text written again as the templates print JSON) and
+// reasoning_content.
+static mc_err_t s_tool_fields(const cJSON *m, size_t i, mc_api_request_t *r, mc_chat_msg_t *out, mc_api_error_t *e) {
+    char param[64];
+    bool bad;
+    if (out->role == MC_CHAT_TOOL) {
+        snprintf(param, sizeof param, "messages[%zu].tool_call_id", i);
+        out->tool_call_id = s_opt_string(m, "tool_call_id", &bad);
+        if (bad || !out->tool_call_id)
+            return s_bad(e, param, "'%s' must be the id (a string) of the call this tool message answers", param);
+        return MC_OK;
+    }
+    if (out->role != MC_CHAT_ASSISTANT) return MC_OK;
+    snprintf(param, sizeof param, "messages[%zu].reasoning_content", i);
+    const char *reasoning = s_opt_string(m, "reasoning_content", &bad);
+    if (bad) return s_bad(e, param, "'%s' must be a string", param);
+    if (reasoning) out->reasoning = reasoning, out->reasoning_len = strlen(reasoning);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+    if (!calls || cJSON_IsNull(calls)) return MC_OK;
+    if (!cJSON_IsArray(calls)) return s_bad(e, param, "'%s' must be an array of calls", param);
+    const size_t n = (size_t)cJSON_GetArraySize(calls);
+    if (n > MC_TOOLCALL_MAX_TOOLS) return s_bad(e, param, "'%s' has more than %d calls", param, MC_TOOLCALL_MAX_TOOLS);
+    mc_chat_call_t *cs = n ? (mc_chat_call_t *)(void *)mc_api_own(r, n * sizeof *cs) : NULL;
+    if (n && !cs) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    size_t k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, k);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        bool bad_id;
+        const char *id = s_opt_string(c, "id", &bad_id);
+        if (!cJSON_IsObject(c) || bad_id || !cJSON_IsString(name) || (args && !cJSON_IsString(args) && !cJSON_IsObject(args)))
+            return s_bad(e, param, "'%s' must be {\"id\": ..., \"type\": \"function\", \"function\": {\"name\": ..., "
+                                   "\"arguments\": \"{...}\"}}", param);
+        // The arguments as the templates print JSON (kept as they are when they are not JSON).
+        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+        const cJSON *obj = parsed ? parsed : cJSON_IsObject(args) ? args : NULL;
+        char *printed = obj ? mc_toolcall_print(obj) : NULL;
+        cJSON_Delete(parsed);
+        const char *text = printed ? printed : cJSON_IsString(args) ? args->valuestring : "{}";
+        char *own = mc_api_own(r, strlen(text));
+        if (own) memcpy(own, text, strlen(text) + 1);
+        free(printed);
+        if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+        cs[k++] = (mc_chat_call_t){id ? id : "", name->valuestring, own};
+    }
+    out->calls = cs, out->n_calls = n;
+    return MC_OK;
+}
+
+// enable_thinking, at the top or in chat_template_kwargs (as vLLM and
+// llama.cpp take it).
+static mc_err_t s_thinking(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
+    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs");
+    mc_err_t rc = MC_OK;
+    if (kw && !cJSON_IsNull(kw)) {
+        if (!cJSON_IsObject(kw)) return s_bad(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+        if ((rc = mc_api_bool(kw, "enable_thinking", "chat_template_kwargs.enable_thinking", &r->thinking, e)))
+            return rc;
+    }
+    return mc_api_bool(root, "enable_thinking", NULL, &r->thinking, e);
+}
+
 static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs) return s_bad(e, "messages", "'messages' is required");
@@ -179,9 +257,10 @@ static mc_err_t s_messages(const cJSON *root, mc_api_request_t *r, mc_api_error_
         // "developer" is what newer OpenAI clients call the system role.
         const char *name = !strcmp(role->valuestring, "developer") ? "system" : role->valuestring;
         if (!mc_chat_role_from_name(name, &r->msgs[i].role))
-            return s_bad(e, param, "'%s' is '%.*s': the roles are system, user and assistant", param,
+            return s_bad(e, param, "'%s' is '%.*s': the roles are system, user, assistant and tool", param,
                          mc_api_quote_len(role->valuestring, 40), role->valuestring);
         mc_err_t rc = s_content(m, i, r, &r->msgs[i], e);
+        if (!rc) rc = s_tool_fields(m, i, r, &r->msgs[i], e);
         if (rc) return rc;
         i++;
     }
@@ -284,10 +363,70 @@ static mc_err_t s_speculative(const cJSON *root, mc_api_request_t *r, mc_api_err
     return MC_OK;
 }
 
+mc_err_t mc_api_schema(const cJSON *schema, const char *param, mc_api_request_t *r, mc_api_error_t *e) {
+    if (!cJSON_IsObject(schema) && !cJSON_IsTrue(schema))
+        return mc_api_bad(e, param, "'%s' must be a JSON Schema object", param);
+    char *txt = cJSON_PrintUnformatted(schema);
+    if (!txt) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    const size_t len = strlen(txt);
+    char err[MC_ERR_LEN];
+    mc_jschema_t *js = mc_jschema_compile(txt, len, err);
+    if (!js) {
+        free(txt);
+        if (mc_err_code(err, MC_ERR_ARG) == MC_ERR_NOMEM) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+        return mc_api_bad(e, param, "'%s' cannot be used for structured output: %s", param, err);
+    }
+    mc_jschema_destroy(&js);
+    char *own = mc_api_own(r, len);
+    if (!own) {
+        free(txt);
+        return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    memcpy(own, txt, len + 1);
+    free(txt);
+    r->json = true, r->schema = own, r->schema_len = len;
+    return MC_OK;
+}
+
+mc_err_t mc_api_response_format(const cJSON *v, const char *param, bool flat, mc_api_request_t *r, mc_api_error_t *e) {
+    if (!v || cJSON_IsNull(v)) return MC_OK;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(v, "type");
+    if (!cJSON_IsObject(v) || !cJSON_IsString(type))
+        return mc_api_bad(e, param, "'%s' must be an object with a \"type\"", param);
+    if (!strcmp(type->valuestring, "text")) return MC_OK;
+    if (!strcmp(type->valuestring, "json_object")) {
+        r->json = true, r->schema = NULL, r->schema_len = 0;
+        return MC_OK;
+    }
+    if (strcmp(type->valuestring, "json_schema"))
+        return mc_api_bad(e, param, "'%s.type' is '%.*s': \"text\", \"json_object\" or \"json_schema\"", param,
+                          mc_api_quote_len(type->valuestring, 40), type->valuestring);
+    char sub[96];
+    const cJSON *js = v;
+    if (!flat) {
+        snprintf(sub, sizeof sub, "%s.json_schema", param);
+        js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+        if (!cJSON_IsObject(js)) return mc_api_bad(e, sub, "'%s' must be an object with a \"schema\"", sub);
+    }
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(js, "name"), *strict = cJSON_GetObjectItemCaseSensitive(js, "strict");
+    if (name && !cJSON_IsString(name)) return mc_api_bad(e, param, "'%s' needs a string \"name\"", param);
+    if (strict && !cJSON_IsBool(strict) && !cJSON_IsNull(strict))
+        return mc_api_bad(e, param, "'strict' in '%s' must be a boolean", param);
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+    snprintf(sub, sizeof sub, flat ? "%s.schema" : "%s.json_schema.schema", param);
+    if (!schema || cJSON_IsNull(schema)) return mc_api_bad(e, sub, "'%s' is required", sub);
+    // strict or not, the output follows the schema: decoding is always constrained.
+    return mc_api_schema(schema, sub, r, e);
+}
+
 static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, mc_api_error_t *e) {
     mc_err_t rc;
     if (chat) {
-        if ((rc = s_messages(root, r, e))) return rc;
+        if ((rc = s_messages(root, r, e)) || (rc = s_thinking(root, r, e))) return rc;
+        char param[64] = "", err[MC_ERR_LEN];
+        rc = mc_toolcall_req_parse(root, &r->tools, param, err);
+        if (rc == MC_ERR_ARG) return s_bad(e, param, "%s", err);
+        if (rc) return mc_api_error(e, 500, "server_error", NULL, NULL, "%s", err);
     } else {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
         // A one-element array is what some clients send for one prompt.
@@ -313,7 +452,9 @@ static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, mc_a
     if ((rc = mc_api_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), "stop", r, e)) ||
         (rc = mc_api_bool(root, "stream", NULL, &r->stream, e)) ||
         (rc = mc_api_bool(root, "safe_prompt", NULL, &r->safe_prompt, e)) || (rc = s_logprobs(root, chat, r, e)) ||
-        (rc = s_speculative(root, r, e)))
+        (rc = s_speculative(root, r, e)) ||
+        (rc = mc_api_response_format(cJSON_GetObjectItemCaseSensitive(root, "response_format"), "response_format", false,
+                                     r, e)))
         return rc;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
@@ -361,7 +502,8 @@ static bool s_utf8(const char *s, size_t len) {
 
 mc_err_t mc_api_begin(const char *body, size_t len, const mc_sampler_params_t *defaults, mc_api_request_t *out,
                       const cJSON **root, mc_api_error_t *e) {
-    mc_api_request_t r = {.sampling = *defaults};
+    mc_api_request_t r = {.sampling = *defaults, .thinking = true};
+    r.tools.parallel = true;
     s_owned_t *own = calloc(1, sizeof *own);
     if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     r.owned_ = own;
@@ -417,12 +559,32 @@ void mc_api_request_free(mc_api_request_t *r) {
         free(own);
     }
     free(r->msgs);
+    mc_toolcall_req_free(&r->tools);
     memset(r, 0, sizeof *r);
 }
 
 // --- answers -------------------------------------------------------------------------
 
 const char *mc_api_finish_reason(mc_finish_t why) { return why == MC_FINISH_LENGTH ? "length" : "stop"; }
+
+static const char *s_finish(const mc_api_result_t *res) {
+    return res->n_calls || res->tool_calls ? "tool_calls" : mc_api_finish_reason(res->why);
+}
+
+// OpenAI's tool_calls entries: {id, type, function {name, arguments}}.
+static cJSON *s_calls(const mc_toolcall_t *calls, size_t n) {
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "id", calls[i].id);
+        cJSON_AddStringToObject(c, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(c, "function");
+        cJSON_AddStringToObject(f, "name", calls[i].name);
+        cJSON_AddStringToObject(f, "arguments", calls[i].arguments);
+        cJSON_AddItemToArray(arr, c);
+    }
+    return arr;
+}
 
 // text[0..len) as a JSON string value: cJSON wants NUL-terminated text, and
 // a generated NUL byte (token <0x00>) becomes U+FFFD rather than an end.
@@ -559,12 +721,15 @@ char *mc_api_completion_json(const mc_api_answer_t *a, const mc_api_result_t *re
     if (a->chat) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddItemToObject(m, "content", s_text(res->text, res->len));
+        if (res->n_calls && !res->len) cJSON_AddNullToObject(m, "content");
+        else cJSON_AddItemToObject(m, "content", s_text(res->text, res->len));
+        if (res->reasoning) cJSON_AddItemToObject(m, "reasoning_content", s_text(res->reasoning, res->reasoning_len));
+        if (res->n_calls) cJSON_AddItemToObject(m, "tool_calls", s_calls(res->calls, res->n_calls));
     } else {
         cJSON_AddItemToObject(c, "text", s_text(res->text, res->len));
     }
     s_choice_logprobs(c, a, res, 0);
-    cJSON_AddStringToObject(c, "finish_reason", mc_api_finish_reason(res->why));
+    cJSON_AddStringToObject(c, "finish_reason", a->chat ? s_finish(res) : mc_api_finish_reason(res->why));
     s_usage(root, res->prompt_tokens, res->completion_tokens);
     return s_print(root);
 }
@@ -586,8 +751,43 @@ char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const mc_api_result
     if (piece->n_lps || !a->logprobs) s_choice_logprobs(c, a, piece, 0);
     else cJSON_AddNullToObject(c, "logprobs");
     if (piece->why == MC_FINISH_NONE) cJSON_AddNullToObject(c, "finish_reason");
-    else cJSON_AddStringToObject(c, "finish_reason", mc_api_finish_reason(piece->why));
+    else cJSON_AddStringToObject(c, "finish_reason", a->chat ? s_finish(piece) : mc_api_finish_reason(piece->why));
     if (a->include_usage) cJSON_AddNullToObject(root, "usage");
+    return s_print(root);
+}
+
+// A chat chunk whose delta the caller fills.
+static cJSON *s_delta_chunk(const mc_api_answer_t *a, cJSON **root) {
+    *root = s_head(a, "chat.completion.chunk");
+    cJSON *choices = cJSON_AddArrayToObject(*root, "choices"), *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON *d = cJSON_AddObjectToObject(c, "delta");
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddNullToObject(c, "finish_reason");
+    if (a->include_usage) cJSON_AddNullToObject(*root, "usage");
+    return d;
+}
+
+char *mc_api_call_chunk_json(const mc_api_answer_t *a, uint32_t index, const mc_toolcall_t *call, bool head,
+                             const char *args, size_t len) {
+    cJSON *root, *d = s_delta_chunk(a, &root);
+    cJSON *arr = cJSON_AddArrayToObject(d, "tool_calls"), *tc = cJSON_CreateObject();
+    cJSON_AddItemToArray(arr, tc);
+    cJSON_AddNumberToObject(tc, "index", index);
+    if (head) {
+        cJSON_AddStringToObject(tc, "id", call->id);
+        cJSON_AddStringToObject(tc, "type", "function");
+    }
+    cJSON *f = cJSON_AddObjectToObject(tc, "function");
+    if (head) cJSON_AddStringToObject(f, "name", call->name);
+    cJSON_AddItemToObject(f, "arguments", s_text(head ? "" : args, head ? 0 : len));
+    return s_print(root);
+}
+
+char *mc_api_reasoning_chunk_json(const mc_api_answer_t *a, const char *text, size_t len) {
+    cJSON *root, *d = s_delta_chunk(a, &root);
+    cJSON_AddItemToObject(d, "reasoning_content", s_text(text, len));
     return s_print(root);
 }
 

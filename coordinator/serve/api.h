@@ -5,7 +5,9 @@
  * a buffer (parse(buf, len): tests/test_api.c and tests/fuzz/fuzz_api.c
  * feed it directly) and
  * checks every field the server uses: types, ranges, roles, the number of
- * stop strings. Fields other servers accept too (top_k, min_p,
+ * stop strings; tools (toolcall.h), tool messages (role "tool" with
+ * tool_call_id) and assistant messages' tool_calls and reasoning_content;
+ * enable_thinking. Fields other servers accept too (top_k, min_p,
  * repeat_penalty, frequency/presence_penalty, seed, safe_prompt) work;
  * fields it does not use (user, logit_bias, ...) are ignored. A bad body
  * gets an OpenAI-style error (mc_api_error_t: status, type, param,
@@ -36,6 +38,7 @@
 #include "sampler.h"
 #include "scheduler.h"
 #include "tokenizer.h"
+#include "toolcall.h"
 
 struct cJSON;
 
@@ -76,10 +79,20 @@ typedef struct {
     bool logprobs;               // each token's logprob in the answer
     uint32_t top_logprobs;       // and this many alternatives (<= MC_LOGPROB_MAX_TOP)
     bool store;                  // /v1/responses: keep the answer for later item references (items.h)
+    mc_toolcall_req_t tools;     // chat: tools, tool_choice, parallel_tool_calls (toolcall.h)
+    bool thinking;               // chat: enable_thinking (or chat_template_kwargs.enable_thinking); default true
     // "speculative": 0 not given (the server's setting), MC_API_SPECULATE_OFF,
     // MC_API_SPECULATE_ON (the server's drafts, else MC_API_SPECULATE_DEFAULT
     // guesses), or K > 0: at most K guesses a step.
     int32_t speculate;
+    // Structured output (response_format json_object / json_schema, the
+    // Responses API's text.format, Ollama's format): the answer is one JSON
+    // value, constrained while it is generated (constraint.h). schema: its
+    // JSON Schema text, checked by the compiler (owned by the request);
+    // NULL with json: any JSON object.
+    bool json;
+    const char *schema;
+    size_t schema_len;
     void *owned_;                // the parsed JSON (mc_api_request_free)
 } mc_api_request_t;
 
@@ -114,6 +127,16 @@ mc_err_t mc_api_bool(const struct cJSON *obj, const char *key, const char *param
 mc_err_t mc_api_sampling(const struct cJSON *obj, const char *prefix, mc_api_request_t *r, mc_api_error_t *e);
 // Stop strings from v (a string or an array of strings; null: none) into r.
 mc_err_t mc_api_stop(const struct cJSON *v, const char *param, mc_api_request_t *r, mc_api_error_t *e);
+// Structured output from a response_format-shaped object v: {"type":
+// "text" | "json_object" | "json_schema"}, the schema taken from
+// v.json_schema.schema (chat completions) or v.schema (the Responses API's
+// flat text.format, flat true). The schema is compiled to check it: an
+// unsupported keyword is a 400 naming it.
+mc_err_t mc_api_response_format(const struct cJSON *v, const char *param, bool flat, mc_api_request_t *r,
+                                mc_api_error_t *e);
+// A schema (a JSON object, or true) for r: printed, owned by r, compiled to check it.
+mc_err_t mc_api_schema(const struct cJSON *schema, const char *param, mc_api_request_t *r, mc_api_error_t *e);
+
 // How many bytes of s to quote in a message, at most max, never cutting a
 // UTF-8 character (error bodies must stay UTF-8).
 int mc_api_quote_len(const char *s, size_t max);
@@ -139,6 +162,12 @@ typedef struct {
     uint32_t prompt_tokens, completion_tokens;
     const mc_logprob_t *lps;   // the tokens' logprobs (n_lps), when a->logprobs
     size_t n_lps;
+    // chat: what reply.h split off the text
+    const char *reasoning;     // reasoning_content (reasoning_len bytes); NULL: none
+    size_t reasoning_len;
+    const mc_toolcall_t *calls; // the tool calls (n_calls): content null when there is no text, finish "tool_calls"
+    size_t n_calls;
+    bool tool_calls;           // a chunk: the finish reason is "tool_calls"
 } mc_api_result_t;
 
 // A whole answer.
@@ -148,10 +177,20 @@ char *mc_api_completion_json(const mc_api_answer_t *a, const mc_api_result_t *re
 // with text and its tokens' logprobs, or with the finish reason.
 char *mc_api_chunk_json(const mc_api_answer_t *a, bool role, const mc_api_result_t *piece);
 
+// A chunk of a streamed tool call, as OpenAI sends them: head, the call's
+// index, id, type and name with empty arguments; else a piece of its
+// arguments (args[0..len)) under its index.
+char *mc_api_call_chunk_json(const mc_api_answer_t *a, uint32_t index, const mc_toolcall_t *call, bool head,
+                             const char *args, size_t len);
+
+// A chunk with a piece of reasoning_content.
+char *mc_api_reasoning_chunk_json(const mc_api_answer_t *a, const char *text, size_t len);
+
 // The last chunk of a stream that asked for usage: no choices, the counts.
 char *mc_api_usage_chunk_json(const mc_api_answer_t *a, uint32_t prompt_tokens, uint32_t completion_tokens);
 
-// "stop" for EOS and stop strings, "length" for limits (what clients know).
+// "stop" for EOS and stop strings, "length" for limits (what clients know);
+// "tool_calls" for an answer that is calls (result.n_calls or .tool_calls).
 const char *mc_api_finish_reason(mc_finish_t why);
 
 // A token's bytes as a JSON string value: invalid UTF-8 (a token may hold

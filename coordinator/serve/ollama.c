@@ -52,9 +52,13 @@ static mc_err_t s_common(const cJSON *root, mc_api_request_t *r, mc_api_error_t 
     mc_err_t rc;
     if ((rc = s_unsupported(root, "images", "this model reads text only", e)) ||
         (rc = s_unsupported(root, "tools", "tools are not supported on this server yet", e)) ||
-        (rc = s_unsupported(root, "format", "structured output is not supported on this server yet", e)) ||
         (rc = s_unsupported(root, "think", "this model does not think", e)))
         return rc;
+    // format: "json" (any JSON object here) or a JSON Schema: constrained decoding.
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
+    if (cJSON_IsString(format) && !strcmp(format->valuestring, "json")) r->json = true;
+    else if (cJSON_IsString(format) && !format->valuestring[0]) r->json = false;
+    else if (format && !cJSON_IsNull(format) && (rc = mc_api_schema(format, "format", r, e))) return rc;
     r->stream = true; // Ollama streams unless told not to
     if ((rc = mc_api_bool(root, "stream", NULL, &r->stream, e))) return rc;
     return s_options(root, r, e);
@@ -82,7 +86,7 @@ static mc_err_t s_chat(const cJSON *root, mc_api_request_t *r, bool *load_only, 
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%zu].role", i);
         if (!cJSON_IsString(role)) return mc_api_bad(e, param, "'%s' must be a string", param);
-        if (!mc_chat_role_from_name(role->valuestring, &r->msgs[i].role))
+        if (!mc_chat_role_from_name(role->valuestring, &r->msgs[i].role) || r->msgs[i].role == MC_CHAT_TOOL)
             return mc_api_bad(e, param, "'%s' is '%.*s': the roles are system, user and assistant", param,
                               mc_api_quote_len(role->valuestring, 40), role->valuestring);
         // Ollama reads a missing content as empty.
@@ -120,8 +124,8 @@ static mc_err_t s_generate(const cJSON *root, mc_api_request_t *r, bool *load_on
     }
     if (!(r->msgs = calloc(2, sizeof *r->msgs))) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     if (cJSON_IsString(sys) && sys->valuestring[0])
-        r->msgs[r->n_msgs++] = (mc_chat_msg_t){MC_CHAT_SYSTEM, sys->valuestring, strlen(sys->valuestring)};
-    r->msgs[r->n_msgs++] = (mc_chat_msg_t){MC_CHAT_USER, prompt, strlen(prompt)};
+        r->msgs[r->n_msgs++] = (mc_chat_msg_t){.role = MC_CHAT_SYSTEM, .content = sys->valuestring, .len = strlen(sys->valuestring)};
+    r->msgs[r->n_msgs++] = (mc_chat_msg_t){.role = MC_CHAT_USER, .content = prompt, .len = strlen(prompt)};
     r->chat = true;
     return MC_OK;
 }

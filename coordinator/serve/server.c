@@ -30,9 +30,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "ollama.h"
+#include "reply.h"
 #include "responses.h"
 #include "rng.h"
 #include "routing.h"
+#include "toolcall.h"
 #include "web_assets.h"
 
 
@@ -82,6 +84,11 @@ struct s_job {
     mc_draft_params_t draft;       // the request's own speculative drafts (gp.speculate may point here)
     int32_t *prompt;
     char *stops[MC_SCHEDULER_MAX_STOP];
+    mc_constraint_params_t con;    // structured output (gp.constrain points here)
+    char *schema;
+    mc_reply_params_t rp;          // chat: reasoning and tool calls split off the text (reply.h)
+    mc_toolcall_req_t tools;       // chat: the request's tools (moved from it)
+    int32_t calls_tok;             // mistral-v3 with tools: the [TOOL_CALLS] control token (-1: none)
     // Shared with the engine thread (mu).
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -101,6 +108,7 @@ struct s_job {
     // HTTP side only.
     struct MHD_Connection *conn;   // a stream's connection (its client is checked on keep-alive ticks)
     size_t sent, sent_lps;         // text and logprobs already in the stream
+    size_t sent_r, sent_c;         // a split chat stream: reasoning and content sent up to here (of text)
     s_phase_t phase;
     uint32_t seq;                  // the Responses API's sequence numbers
     char *out;                     // stream bytes not yet given to MHD
@@ -116,6 +124,7 @@ struct mc_server {
     mc_server_params_t p;
     mc_cors_t *cors;      // NULL: no cross-origin caller is allowed
     mc_items_t *items;    // /v1/responses' answers, for item references
+    mc_chat_style_t style; // the model's chat format
     struct MHD_Daemon *d;
     uint16_t port;
     mc_metrics_t *metrics;
@@ -175,7 +184,8 @@ static void s_job_release(s_job_t *j) {
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     for (int i = 0; i < MC_SCHEDULER_MAX_STOP; i++) free(j->stops[i]);
-    free(j->prompt), free(j->text), free(j->lps), free(j->out);
+    mc_toolcall_req_free(&j->tools);
+    free(j->prompt), free(j->text), free(j->lps), free(j->out), free(j->schema);
     free(j);
 }
 
@@ -195,6 +205,18 @@ static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
     if (ok) {
         memcpy(j->text + j->len, text, len);
         j->len += len;
+    }
+    // mistral-v3's calls open with a control token, which has no text: it
+    // is written as its name, where the reply looks for it.
+    static const char calls_mark[] = MC_CHAT_V3_CALLS;
+    if (ok && id >= 0 && id == j->calls_tok) {
+        const size_t ml = sizeof calls_mark - 1;
+        if (j->len + ml + 1 > j->cap) {
+            char *t = realloc(j->text, j->len + ml + 1);
+            if (t) j->text = t, j->cap = j->len + ml + 1;
+            else ok = false;
+        }
+        if (ok) memcpy(j->text + j->len, calls_mark, ml), j->len += ml;
     }
     const double gap = j->t_last ? now - j->t_last : -1;
     j->t_last = now;
@@ -391,8 +413,37 @@ static bool s_failed(const s_job_t *j, mc_api_error_t *e) {
 
 // The whole answer (after done).
 static mc_api_result_t s_result(const s_job_t *j) {
-    return (mc_api_result_t){j->text ? j->text : "", j->len, j->why, j->usage.prompt_tokens,
-                             j->usage.completion_tokens, j->lps, j->n_lps};
+    return (mc_api_result_t){.text = j->text ? j->text : "",
+                             .len = j->len,
+                             .why = j->why,
+                             .prompt_tokens = j->usage.prompt_tokens,
+                             .completion_tokens = j->usage.completion_tokens,
+                             .lps = j->lps,
+                             .n_lps = j->n_lps};
+}
+
+// Whether a chat answer is split (reply.h) rather than all content.
+static bool s_splits(const s_job_t *j) { return j->fmt == S_FMT_CHAT && mc_reply_active(&j->rp); }
+
+// The split of a finished chat answer: reasoning, content and the calls
+// (none when the text after the marker is not calls: it stays content).
+static void s_split(const s_job_t *j, mc_reply_view_t *v, mc_toolcall_list_t *calls) {
+    const char *text = j->text ? j->text : "";
+    mc_reply_view(&j->rp, text, j->len, true, v);
+    *calls = (mc_toolcall_list_t){0};
+    char err[MC_ERR_LEN];
+    if (j->rp.tools && v->calls < j->len &&
+        mc_toolcall_parse(j->rp.style, text + v->calls, j->len - v->calls, &j->tools, j->id, calls, err))
+        v->c1 = j->len;
+}
+
+// The whole answer as the chat API gives it: the content, the reasoning, the calls.
+static mc_api_result_t s_split_result(const s_job_t *j, const mc_reply_view_t *v, const mc_toolcall_list_t *calls) {
+    mc_api_result_t r = s_result(j);
+    r.text += v->c0, r.len = v->c1 - v->c0;
+    if (v->r1 > v->r0) r.reasoning = j->text + v->r0, r.reasoning_len = v->r1 - v->r0;
+    r.calls = calls->calls, r.n_calls = calls->n;
+    return r;
 }
 
 // A finished Responses answer is kept for later item references (unless
@@ -440,7 +491,7 @@ static bool s_responses_event(s_job_t *j, mc_responses_event_t ev, const mc_api_
 }
 
 static bool s_stream_start(s_job_t *j) {
-    const mc_api_result_t none = {"", 0, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_api_result_t none = {.text = "", .why = MC_FINISH_NONE};
     switch (j->fmt) {
     case S_FMT_CHAT: return s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, true, &none));
     case S_FMT_RESPONSES:
@@ -461,15 +512,73 @@ static bool s_stream_piece(s_job_t *j, const mc_api_result_t *piece) {
     }
 }
 
+// A split chat stream's new reasoning and content in text[0..len) (under
+// j->mu, or after done); done: nothing is held back.
+static bool s_stream_split(s_job_t *j, bool done) {
+    mc_reply_view_t v;
+    mc_toolcall_list_t none = {0};
+    if (done) s_split(j, &v, &none);
+    else mc_reply_view(&j->rp, j->text ? j->text : "", j->len, false, &v);
+    mc_toolcall_list_free(&none);
+    bool ok = true;
+    const size_t r = j->sent_r > v.r0 ? j->sent_r : v.r0, c = j->sent_c > v.c0 ? j->sent_c : v.c0;
+    if (v.r1 > r) {
+        ok = s_out_sse(j, NULL, mc_api_reasoning_chunk_json(&j->ans, j->text + r, v.r1 - r));
+        j->sent_r = v.r1;
+    }
+    if (ok && v.c1 > c) {
+        const mc_api_result_t piece = {.text = j->text + c, .len = v.c1 - c, .why = MC_FINISH_NONE,
+                                       .lps = j->lps + j->sent_lps, .n_lps = j->n_lps - j->sent_lps};
+        ok = s_stream_piece(j, &piece);
+        j->sent_c = v.c1, j->sent_lps = j->n_lps;
+    }
+    return ok;
+}
+
+// Argument pieces of a streamed call: at most this many bytes, cut between characters.
+#define S_ARGS_PIECE 32
+
+// The end of a split chat stream: what was held back, then each call as
+// OpenAI streams them (its head, then its arguments in pieces).
+static bool s_stream_split_end(s_job_t *j, bool *tool_calls) {
+    if (!s_stream_split(j, true)) return false;
+    mc_reply_view_t v;
+    mc_toolcall_list_t calls;
+    s_split(j, &v, &calls);
+    bool ok = true;
+    for (size_t i = 0; ok && i < calls.n; i++) {
+        const mc_toolcall_t *c = &calls.calls[i];
+        ok = s_out_sse(j, NULL, mc_api_call_chunk_json(&j->ans, (uint32_t)i, c, true, NULL, 0));
+        const size_t n = strlen(c->arguments);
+        for (size_t at = 0; ok && at < n;) {
+            size_t k = n - at < S_ARGS_PIECE ? n - at : S_ARGS_PIECE;
+            while (at + k < n && k > 1 && ((unsigned char)c->arguments[at + k] & 0xC0) == 0x80) k--;
+            ok = s_out_sse(j, NULL, mc_api_call_chunk_json(&j->ans, (uint32_t)i, c, false, c->arguments + at, k));
+            at += k;
+        }
+    }
+    *tool_calls = calls.n > 0;
+    mc_toolcall_list_free(&calls);
+    return ok;
+}
+
 // The end (after done): the finish, usage and [DONE]; the closing events;
 // the last line. A failure ends the stream with the error instead.
 static bool s_stream_end(s_job_t *j) {
     mc_api_error_t e;
     const bool failed = s_failed(j, &e);
     const mc_api_result_t whole = s_result(j);
+    // A split chat sends what it held back (and its calls) first.
+    bool tool_calls = false;
+    if (!failed && s_splits(j) && !s_stream_split_end(j, &tool_calls)) return false;
     // The finish carries the logprobs of tokens whose text never came (a stop string).
-    const mc_api_result_t rest = {"", 0, j->why, whole.prompt_tokens, whole.completion_tokens, j->lps + j->sent_lps,
-                                  j->n_lps - j->sent_lps};
+    const mc_api_result_t rest = {.text = "",
+                                  .why = j->why,
+                                  .prompt_tokens = whole.prompt_tokens,
+                                  .completion_tokens = whole.completion_tokens,
+                                  .lps = j->lps + j->sent_lps,
+                                  .n_lps = j->n_lps - j->sent_lps,
+                                  .tool_calls = tool_calls};
     switch (j->fmt) {
     case S_FMT_CHAT:
     case S_FMT_COMPLETIONS:
@@ -519,9 +628,15 @@ static ssize_t s_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 pthread_cond_timedwait(&j->cv, &j->mu, &ts);
             }
             bool keepalive = false;
-            if (j->len > j->sent) {
-                const mc_api_result_t piece = {j->text + j->sent, j->len - j->sent, MC_FINISH_NONE, 0, 0,
-                                               j->lps + j->sent_lps, j->n_lps - j->sent_lps};
+            if (j->len > j->sent && s_splits(j)) {
+                ok = s_stream_split(j, false);
+                j->sent = j->len;
+            } else if (j->len > j->sent) {
+                const mc_api_result_t piece = {.text = j->text + j->sent,
+                                               .len = j->len - j->sent,
+                                               .why = MC_FINISH_NONE,
+                                               .lps = j->lps + j->sent_lps,
+                                               .n_lps = j->n_lps - j->sent_lps};
                 ok = s_stream_piece(j, &piece);
                 j->sent = j->len, j->sent_lps = j->n_lps;
             } else if (j->done) {
@@ -571,10 +686,21 @@ static mc_err_t s_prompt(mc_server_t *srv, const mc_api_request_t *q, int32_t **
         if (!msgs) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
         size_t k = 0;
         if (q->safe_prompt || srv->p.safe_prompt)
-            msgs[k++] = (mc_chat_msg_t){MC_CHAT_SYSTEM, mc_chat_safe_prompt, strlen(mc_chat_safe_prompt)};
+            msgs[k++] = (mc_chat_msg_t){.role = MC_CHAT_SYSTEM, .content = mc_chat_safe_prompt, .len = strlen(mc_chat_safe_prompt)};
         memcpy(msgs + k, q->msgs, q->n_msgs * sizeof *msgs);
-        mc_err_t rc = mc_chat_format(tok, msgs, q->n_msgs + k, false, ids, n, err);
-        free(msgs);
+        mc_chat_opts_t o = mc_chat_opts_default();
+        o.style = srv->style, o.thinking = q->thinking;
+        const char **tools = NULL;
+        if (mc_toolcall_active(&q->tools)) {
+            if (!(tools = malloc(q->tools.n_tools * sizeof *tools))) {
+                free(msgs);
+                return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+            }
+            for (size_t i = 0; i < q->tools.n_tools; i++) tools[i] = q->tools.tools[i].json;
+            o.tools = tools, o.n_tools = q->tools.n_tools;
+        }
+        mc_err_t rc = mc_chat_render(tok, &o, msgs, q->n_msgs + k, false, ids, n, err);
+        free(msgs), free(tools);
         if (rc == MC_ERR_ARG) return mc_api_error(e, 400, "invalid_request_error", "messages", NULL, "%s", err);
         if (rc) return mc_api_error(e, 500, "server_error", NULL, NULL, "%s", err);
     } else {
@@ -621,7 +747,7 @@ static void s_random_id(char *buf, size_t cap, const char *prefix) {
 // The answer to a body that asks Ollama only to load the model: done.
 static enum MHD_Result s_ollama_loaded(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, s_fmt_t fmt, bool stream) {
     const mc_ollama_answer_t a = {fmt == S_FMT_OLLAMA_CHAT, mc_session_model_id(srv->s)};
-    const mc_api_result_t none = {"", 0, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_api_result_t none = {.text = "", .why = MC_FINISH_NONE};
     const mc_gen_usage_t u = {0};
     char *line = mc_ollama_final_json(&a, &none, &u, mc_clock_s() - r->t0);
     if (line && stream) { // a stream of one line
@@ -689,6 +815,16 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         j->draft.k_start = (j->draft.k_max + 1) / 2;
         j->gp.speculate = &j->draft;
     }
+    bool schema_ok = true;
+    if (q.json) { // structured output: the answer is constrained to the schema (or to any object)
+        j->con = mc_constraint_params_default();
+        if (q.schema) {
+            schema_ok = (j->schema = malloc(q.schema_len + 1)) != NULL;
+            if (schema_ok) memcpy(j->schema, q.schema, q.schema_len + 1);
+            j->con.schema = j->schema, j->con.schema_len = q.schema_len;
+        }
+        j->gp.constrain = &j->con;
+    }
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
@@ -696,10 +832,22 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     j->rans = (mc_responses_answer_t){j->id,        j->msg_id,  now, model, j->gp.sampling.temp, j->gp.sampling.top_p,
                                       q.max_tokens, q.logprobs, tok, q.store};
     j->oans = (mc_ollama_answer_t){fmt == S_FMT_OLLAMA_CHAT, model};
+    j->calls_tok = -1;
+    if (fmt == S_FMT_CHAT) {
+        j->rp = (mc_reply_params_t){srv->style, srv->style == MC_CHAT_STYLE_QWEN3 && q.thinking,
+                                    mc_toolcall_active(&q.tools)};
+        j->tools = q.tools; // the job's now
+        memset(&q.tools, 0, sizeof q.tools);
+        char piece[MC_TOKENIZER_MAX_PIECE];
+        const int32_t ct = mc_tokenizer_find(tok, MC_CHAT_V3_CALLS, strlen(MC_CHAT_V3_CALLS));
+        if (j->rp.tools && srv->style == MC_CHAT_STYLE_MISTRAL_V3 && ct >= 0 &&
+            mc_tokenizer_token_bytes(tok, ct, piece, sizeof piece) == 0)
+            j->calls_tok = ct;
+    }
     j->t_start = r->t0;
     mc_api_request_free(&q);
-    for (uint32_t i = 0; i < j->gp.n_stop; i++)
-        if (!j->stops[i]) {
+    for (uint32_t i = 0; i <= j->gp.n_stop; i++)
+        if (i == j->gp.n_stop ? !schema_ok : !j->stops[i]) {
             j->refs = 1;
             s_job_release(j);
             mc_api_error(&e, 500, "server_error", NULL, NULL, "out of memory");
@@ -755,7 +903,13 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     }
     pthread_mutex_unlock(&j->mu);
     enum MHD_Result rc;
-    const mc_api_result_t whole = s_result(j);
+    mc_api_result_t whole = s_result(j);
+    mc_reply_view_t view;
+    mc_toolcall_list_t calls = {0};
+    if (s_splits(j) && j->done) {
+        s_split(j, &view, &calls);
+        whole = s_split_result(j, &view, &calls);
+    }
     if (s_failed(j, &e)) {
         j->status = e.status;
         rc = s_error(srv, c, r, ep, &e);
@@ -767,6 +921,7 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
                          : mc_ollama_final_json(&j->oans, &whole, &j->usage, mc_clock_s() - j->t_start);
         rc = s_send(srv, c, r, ep, 200, "application/json", body);
     }
+    mc_toolcall_list_free(&calls);
     j->t_end = mc_clock_s();
     s_job_release(j);
     return rc;
@@ -1158,6 +1313,7 @@ mc_server_t *mc_server_new(mc_session_t *s, const mc_server_params_t *p, char *e
     srv->started = (int64_t)time(NULL);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
+    if (mc_session_chat_style(s, &srv->style, err)) goto fail; // an unknown template: --chat-format
     if (p->cors_origin && !(srv->cors = mc_cors_new(p->cors_origin, err))) goto fail;
     if (!(srv->items = mc_items_new(S_ITEMS_KEPT, S_ITEMS_BYTES))) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");

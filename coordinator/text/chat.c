@@ -1,9 +1,11 @@
 /*
- * chat: the conversation formats of the families we run: Mistral's
- * [INST] format for Mixtral, ChatML for Qwen3-MoE and OLMoE instruct models.
+ * chat: the conversation formats of the families we run: Mistral's [INST]
+ * format (v1 as text, v3 with control tokens and tools) for Mixtral, ChatML
+ * and Qwen3's (tools, thinking) for Qwen3-MoE, Tulu for OLMoE instruct.
  */
 #include "chat.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,9 +13,31 @@ const char mc_chat_safe_prompt[] =
     "Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid harmful, unethical, "
     "prejudiced, or negative content. Ensure replies promote fairness and positivity.";
 
+const char mc_chat_style_names[] = "mistral-v1, mistral-v3, chatml, qwen3, tulu";
+
+static const char *const s_style_names[MC_CHAT_STYLE_COUNT] = {"mistral-v1", "chatml", "mistral-v3", "qwen3", "tulu"};
+
+const char *mc_chat_style_name(mc_chat_style_t s) { return s < MC_CHAT_STYLE_COUNT ? s_style_names[s] : "?"; }
+
+bool mc_chat_style_from_name(const char *name, mc_chat_style_t *out) {
+    if (!name) return false;
+    if (!strcmp(name, "mistral")) {
+        *out = MC_CHAT_STYLE_MISTRAL;
+        return true;
+    }
+    for (int i = 0; i < MC_CHAT_STYLE_COUNT; i++)
+        if (!strcmp(name, s_style_names[i])) {
+            *out = (mc_chat_style_t)i;
+            return true;
+        }
+    return false;
+}
+
+mc_chat_opts_t mc_chat_opts_default(void) { return (mc_chat_opts_t){MC_CHAT_STYLE_MISTRAL, NULL, 0, true}; }
+
 bool mc_chat_role_from_name(const char *name, mc_chat_role_t *out) {
-    static const char *const names[] = {"system", "user", "assistant"};
-    for (int i = 0; name && i < 3; i++)
+    static const char *const names[] = {"system", "user", "assistant", "tool"};
+    for (int i = 0; name && i < 4; i++)
         if (!strcmp(name, names[i])) {
             *out = (mc_chat_role_t)i;
             return true;
@@ -21,162 +45,596 @@ bool mc_chat_role_from_name(const char *name, mc_chat_role_t *out) {
     return false;
 }
 
-// A growing id array.
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} s_ids_t;
-
-static bool s_push(s_ids_t *a, int32_t id) {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? 2 * a->cap : 256;
-        int32_t *v = realloc(a->v, cap * sizeof *v);
-        if (!v) return false;
-        a->v = v, a->cap = cap;
-    }
-    a->v[a->n++] = id;
-    return true;
-}
-
-// Append sp(text): the text tokenized on its own, with its leading space.
-static mc_err_t s_text(s_ids_t *a, const mc_tokenizer_t *tok, const char *text, size_t len, char *err) {
-    size_t cap = mc_tokenizer_max_tokens(len), n;
-    int32_t *tmp = malloc(cap * sizeof *tmp);
-    if (!tmp) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    mc_err_t rc = mc_tokenizer_encode(tok, text, len, false, tmp, cap, &n, err);
-    for (size_t i = 0; !rc && i < n; i++)
-        if (!s_push(a, tmp[i])) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    free(tmp);
-    return rc;
-}
-
-// dst = a + sep + b (NUL-terminated, malloc'd; lengths explicit).
-static char *s_join(const char *a, size_t la, const char *sep, const char *b, size_t lb, size_t *len) {
-    size_t ls = strlen(sep);
-    char *out = malloc(la + ls + lb + 1);
-    if (!out) return NULL;
-    memcpy(out, a, la);
-    memcpy(out + la, sep, ls);
-    memcpy(out + la + ls, b, lb);
-    out[la + ls + lb] = 0;
-    *len = la + ls + lb;
-    return out;
+static bool s_has(const mc_tokenizer_t *tok, const char *piece) {
+    return tok && mc_tokenizer_find(tok, piece, strlen(piece)) >= 0;
 }
 
 mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok) {
-    const int32_t start = mc_tokenizer_find(tok, "<|im_start|>", 12), end = mc_tokenizer_find(tok, "<|im_end|>", 10);
-    return start >= 0 && end >= 0 ? MC_CHAT_STYLE_CHATML : MC_CHAT_STYLE_MISTRAL;
+    if (s_has(tok, "<|im_start|>") && s_has(tok, "<|im_end|>")) return MC_CHAT_STYLE_CHATML;
+    if (s_has(tok, "<|user|>") && s_has(tok, "<|assistant|>")) return MC_CHAT_STYLE_TULU;
+    if (s_has(tok, "[AVAILABLE_TOOLS]")) return MC_CHAT_STYLE_MISTRAL_V3;
+    return MC_CHAT_STYLE_MISTRAL;
 }
 
-// <|im_start|> role "\n" content <|im_end|> "\n", the markers as tokens and
-// the rest tokenized on its own (as llama.cpp splits a templated prompt at
-// its special tokens); with content NULL, only the opening: the prompt for
-// the model's turn.
-// start and end are the ids of <|im_start|> and <|im_end|>.
-static mc_err_t s_chatml_turn(s_ids_t *a, const mc_tokenizer_t *tok, int32_t start, int32_t end, const char *role,
-                              const char *content, size_t len, char *err) {
-    size_t tl;
-    char *text = s_join(role, strlen(role), "\n", content ? content : "", content ? len : 0, &tl);
-    if (!text || !s_push(a, start)) {
-        free(text);
-        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+// Whether t[0..len) contains the text s.
+static bool s_in(const char *t, size_t len, const char *s) {
+    const size_t n = strlen(s);
+    for (size_t i = 0; i + n <= len; i++)
+        if (t[i] == s[0] && !memcmp(t + i, s, n)) return true;
+    return false;
+}
+
+mc_err_t mc_chat_style_from_template(const char *tmpl, size_t len, const mc_tokenizer_t *tok, mc_chat_style_t *out,
+                                     char *err) {
+    mc_chat_style_t s;
+    if (s_in(tmpl, len, "[AVAILABLE_TOOLS]") || s_in(tmpl, len, "[TOOL_CALLS]")) s = MC_CHAT_STYLE_MISTRAL_V3;
+    else if (s_in(tmpl, len, "<|im_start|>"))
+        s = s_in(tmpl, len, "<think>") || s_in(tmpl, len, "enable_thinking") ? MC_CHAT_STYLE_QWEN3 : MC_CHAT_STYLE_CHATML;
+    else if (s_in(tmpl, len, "<|user|>") && s_in(tmpl, len, "<|assistant|>")) s = MC_CHAT_STYLE_TULU;
+    else if (s_in(tmpl, len, "[INST]")) s = s_has(tok, "[INST]") ? MC_CHAT_STYLE_MISTRAL_V3 : MC_CHAT_STYLE_MISTRAL;
+    else
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "the model's chat template (tokenizer.chat_template) is none this server knows; "
+                          "name its format with --chat-format (%s)",
+                          mc_chat_style_names);
+    *out = s;
+    return MC_OK;
+}
+
+mc_err_t mc_chat_style_choose(const mc_gguf_t *g, const mc_tokenizer_t *tok, const char *name, mc_chat_style_t *out,
+                              char *err) {
+    if (name) {
+        if (!mc_chat_style_from_name(name, out))
+            return mc_err_set(err, MC_ERR_ARG, "--chat-format '%.40s' is not a format: %s", name, mc_chat_style_names);
+        return MC_OK;
     }
-    mc_err_t rc = s_text(a, tok, text, tl, err);
-    free(text);
-    if (rc || !content) return rc;
-    if (!s_push(a, end)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    return s_text(a, tok, "\n", 1, err);
+    mc_gguf_str_t t;
+    if (g && mc_gguf_get_str(g, "tokenizer.chat_template", &t) && t.len)
+        return mc_chat_style_from_template(t.ptr, (size_t)t.len, tok, out, err);
+    *out = mc_chat_style_of(tok);
+    return MC_OK;
 }
 
-// The system messages, joined, as one system turn in front; a prompt (odd
-// number of turns) ends with the opening of the model's turn.
-static mc_err_t s_chatml(s_ids_t *a, const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, size_t n,
-                         const char *system, size_t sys_len, size_t turns, char *err) {
-    mc_err_t rc = MC_OK;
-    const int32_t bos = mc_tokenizer_bos(tok);
-    const int32_t start = mc_tokenizer_find(tok, "<|im_start|>", 12), end = mc_tokenizer_find(tok, "<|im_end|>", 10);
-    if (bos >= 0 && mc_tokenizer_add_bos(tok) && !s_push(a, bos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    if (!rc && system) rc = s_chatml_turn(a, tok, start, end, "system", system, sys_len, err);
-    for (size_t i = 0; i < n && !rc; i++)
-        if (msgs[i].role != MC_CHAT_SYSTEM)
-            rc = s_chatml_turn(a, tok, start, end, msgs[i].role == MC_CHAT_USER ? "user" : "assistant",
-                               msgs[i].content, msgs[i].len, err);
-    if (!rc && turns % 2 == 1) rc = s_chatml_turn(a, tok, start, end, "assistant", NULL, 0, err);
-    return rc;
+// --- the prompt: text pieces and tokens -------------------------------------------------
+
+// Ids so far, the text piece being written, the first failure.
+typedef struct {
+    const mc_tokenizer_t *tok;
+    int32_t *v;
+    size_t n, cap;
+    char *buf;
+    size_t len, bcap;
+    mc_err_t rc;
+    char *err;
+} s_b_t;
+
+static void s_nomem(s_b_t *b) {
+    if (!b->rc) b->rc = mc_err_set(b->err, MC_ERR_NOMEM, "out of memory");
 }
+
+static void s_push(s_b_t *b, int32_t id) {
+    if (b->rc) return;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 256;
+        int32_t *v = realloc(b->v, cap * sizeof *v);
+        if (!v) return s_nomem(b);
+        b->v = v, b->cap = cap;
+    }
+    b->v[b->n++] = id;
+}
+
+// Append text to the piece being written.
+static void s_lit(s_b_t *b, const char *s, size_t n) {
+    if (b->rc || !n) return;
+    if (b->len + n + 1 > b->bcap) {
+        size_t cap = b->bcap ? b->bcap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *t = realloc(b->buf, cap);
+        if (!t) return s_nomem(b);
+        b->buf = t, b->bcap = cap;
+    }
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+}
+
+static void s_str(s_b_t *b, const char *s) { s_lit(b, s, strlen(s)); }
+
+// The piece written so far, tokenized on its own.
+static void s_flush(s_b_t *b) {
+    if (b->rc || !b->len) return;
+    size_t cap = mc_tokenizer_max_tokens(b->len), n;
+    int32_t *tmp = malloc(cap * sizeof *tmp);
+    if (!tmp) return s_nomem(b);
+    mc_err_t rc = mc_tokenizer_encode(b->tok, b->buf, b->len, false, tmp, cap, &n, b->err);
+    if (rc) b->rc = rc;
+    for (size_t i = 0; !rc && i < n; i++) s_push(b, tmp[i]);
+    free(tmp);
+    b->len = 0;
+}
+
+static void s_id(s_b_t *b, int32_t id) {
+    s_flush(b);
+    s_push(b, id);
+}
+
+// A marker: its token when the vocabulary has one, else its text (joined
+// to the piece around it, as a templated string would be tokenized).
+// Returns whether it was a token.
+static bool s_mark(s_b_t *b, const char *piece) {
+    const int32_t id = mc_tokenizer_find(b->tok, piece, strlen(piece));
+    if (id >= 0) s_id(b, id);
+    else s_str(b, piece);
+    return id >= 0;
+}
+
+// A v3 marker the template follows with a space: as a token the space is
+// the next piece's own (SentencePiece's), as text it is written.
+static void s_mark_sp(s_b_t *b, const char *piece) {
+    if (!s_mark(b, piece)) s_str(b, " ");
+}
+
+static void s_bos(s_b_t *b) {
+    const int32_t bos = mc_tokenizer_bos(b->tok);
+    if (bos >= 0) s_id(b, bos);
+}
+
+static void s_eos(s_b_t *b) {
+    const int32_t eos = mc_tokenizer_eos(b->tok);
+    if (eos >= 0) s_id(b, eos);
+}
+
+// --- the shared pieces --------------------------------------------------------------------
+
+static const char s_tools_head[] = "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                                   "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+static const char s_tools_tail[] = "\n</tools>\n\nFor each function call, return a json object with function name and "
+                                   "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+                                   "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
+
+// Qwen3's tools section (the "# Tools" text, one tool per line).
+static void s_tools_text(s_b_t *b, const mc_chat_opts_t *o) {
+    s_str(b, s_tools_head);
+    for (size_t i = 0; i < o->n_tools; i++) {
+        s_str(b, "\n");
+        s_str(b, o->tools[i]);
+    }
+    s_str(b, s_tools_tail);
+}
+
+// <tool_call> blocks of an assistant message (the first after a newline
+// when there is text before it).
+static void s_calls_text(s_b_t *b, const mc_chat_msg_t *m, bool after_text) {
+    for (size_t k = 0; k < m->n_calls; k++) {
+        if (k || after_text) s_str(b, "\n");
+        s_str(b, "<tool_call>\n{\"name\": \"");
+        s_str(b, m->calls[k].name ? m->calls[k].name : "");
+        s_str(b, "\", \"arguments\": ");
+        s_str(b, m->calls[k].arguments && m->calls[k].arguments[0] ? m->calls[k].arguments : "{}");
+        s_str(b, "}\n</tool_call>");
+    }
+}
+
+// A call id as the 9 letters and digits Mistral's v3 format wants: itself
+// when it is one, else 9 characters of a hash of it (FNV-1a), so a call and
+// the result naming it agree.
+static void s_v3_id(const char *id, char out[10]) {
+    static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    if (!id) id = "";
+    size_t n = strlen(id);
+    bool ok = n == 9;
+    for (size_t i = 0; ok && i < 9; i++)
+        ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') || (id[i] >= '0' && id[i] <= '9');
+    if (ok) {
+        memcpy(out, id, 10);
+        return;
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
+    for (int i = 0; i < 9; i++) {
+        out[i] = al[h % 62];
+        h = h / 62 ^ (h << 29);
+    }
+    out[9] = 0;
+}
+
+// --- the formats ----------------------------------------------------------------------------
+
+// A view of the conversation every format reads: the system text, joined.
+typedef struct {
+    const mc_chat_msg_t *m;
+    size_t n;
+    const char *system;
+    size_t sys_len;
+    size_t prompt; // 1: the conversation ends with the user's side (the model's turn is opened)
+} s_conv_t;
+
+static bool s_ws(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
 
 // BOS, then [INST] turns with the system text in front of the first user
 // message, each answer closed by EOS.
-static mc_err_t s_mistral(s_ids_t *a, const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, size_t n,
-                          const char *system, size_t sys_len, char *err) {
-    mc_err_t rc = MC_OK;
-    const int32_t bos = mc_tokenizer_bos(tok), eos = mc_tokenizer_eos(tok);
-    if (bos >= 0 && !s_push(a, bos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+static void s_mistral(s_b_t *b, const s_conv_t *c) {
+    s_bos(b);
     bool first_user = true;
-    for (size_t i = 0; i < n && !rc; i++) {
-        const mc_chat_msg_t *m = &msgs[i];
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
         if (m->role == MC_CHAT_SYSTEM) continue;
         if (m->role == MC_CHAT_ASSISTANT) {
-            rc = s_text(a, tok, m->content, m->len, err);
-            if (!rc && eos >= 0 && !s_push(a, eos)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+            s_lit(b, m->content, m->len);
+            s_flush(b);
+            s_eos(b);
             continue;
         }
-        size_t ul, tl;
-        char *user = first_user && system ? s_join(system, sys_len, "\n\n", m->content, m->len, &ul)
-                                          : s_join("", 0, "", m->content, m->len, &ul);
-        char *turn = user ? s_join("[INST] ", 7, "", user, ul, &tl) : NULL;
-        char *full = turn ? s_join(turn, tl, " [/INST]", "", 0, &tl) : NULL;
-        if (!full) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-        else rc = s_text(a, tok, full, tl, err);
-        free(user), free(turn), free(full);
+        s_flush(b);
+        s_str(b, "[INST] ");
+        if (first_user && c->system) s_lit(b, c->system, c->sys_len), s_str(b, "\n\n");
+        s_lit(b, m->content, m->len);
+        s_str(b, " [/INST]");
+        s_flush(b);
         first_user = false;
     }
-    return rc;
+}
+
+// Mistral v3: control tokens, the tools before the last user message, the
+// system text in it, calls and results in their JSON.
+static void s_mistral_v3(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
+    size_t last_user = c->n;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->m[i].role == MC_CHAT_USER) last_user = i;
+    s_bos(b);
+    char id9[10];
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
+        switch (m->role) {
+        case MC_CHAT_SYSTEM: break;
+        case MC_CHAT_USER:
+            if (o->n_tools && i == last_user) {
+                s_mark_sp(b, "[AVAILABLE_TOOLS]");
+                s_str(b, "[");
+                for (size_t k = 0; k < o->n_tools; k++) {
+                    if (k) s_str(b, ", ");
+                    s_str(b, o->tools[k]);
+                }
+                s_str(b, "]");
+                s_mark(b, "[/AVAILABLE_TOOLS]");
+            }
+            s_mark_sp(b, "[INST]");
+            if (i == last_user && c->system) s_lit(b, c->system, c->sys_len), s_str(b, "\n\n");
+            s_lit(b, m->content, m->len);
+            s_mark(b, "[/INST]");
+            break;
+        case MC_CHAT_ASSISTANT:
+            if (m->n_calls) {
+                s_mark_sp(b, "[TOOL_CALLS]");
+                s_str(b, "[");
+                for (size_t k = 0; k < m->n_calls; k++) {
+                    s_v3_id(m->calls[k].id, id9);
+                    s_str(b, k ? ", {\"name\": \"" : "{\"name\": \"");
+                    s_str(b, m->calls[k].name ? m->calls[k].name : "");
+                    s_str(b, "\", \"arguments\": ");
+                    s_str(b, m->calls[k].arguments && m->calls[k].arguments[0] ? m->calls[k].arguments : "{}");
+                    s_str(b, ", \"id\": \"");
+                    s_str(b, id9);
+                    s_str(b, "\"}");
+                }
+                s_str(b, "]");
+            } else { // the text, trimmed
+                size_t a = 0, z = m->len;
+                while (a < z && s_ws(m->content[a])) a++;
+                while (z > a && s_ws(m->content[z - 1])) z--;
+                s_lit(b, m->content + a, z - a);
+            }
+            s_flush(b);
+            s_eos(b);
+            break;
+        case MC_CHAT_TOOL:
+            s_v3_id(m->tool_call_id, id9);
+            s_mark_sp(b, "[TOOL_RESULTS]");
+            s_str(b, "{\"content\": ");
+            s_lit(b, m->content, m->len);
+            s_str(b, ", \"call_id\": \"");
+            s_str(b, id9);
+            s_str(b, "\"}");
+            s_mark(b, "[/TOOL_RESULTS]");
+            break;
+        }
+    }
+    s_flush(b);
+}
+
+// qwen3's view of an assistant message: its reasoning and its text (the
+// reasoning given, else a <think> block split off the content).
+static void s_qwen3_split(const mc_chat_msg_t *m, const char **r, size_t *rl, const char **t, size_t *tl) {
+    *t = m->content, *tl = m->len, *r = "", *rl = 0;
+    if (m->reasoning) {
+        *r = m->reasoning, *rl = m->reasoning_len;
+        return;
+    }
+    static const char close[] = "</think>";
+    const size_t cl = sizeof close - 1;
+    size_t first = m->len, last = m->len;
+    for (size_t i = 0; i + cl <= m->len; i++)
+        if (!memcmp(m->content + i, close, cl)) {
+            if (first == m->len) first = i;
+            last = i;
+        }
+    if (first == m->len) return;
+    // content: after the last </think>, without leading newlines
+    size_t a = last + cl;
+    while (a < m->len && m->content[a] == '\n') a++;
+    *t = m->content + a, *tl = m->len - a;
+    // reasoning: before the first </think>, after the last <think> in it, newlines trimmed
+    size_t s = 0, e = first;
+    for (size_t i = 0; i + 7 <= first; i++)
+        if (!memcmp(m->content + i, "<think>", 7)) s = i + 7;
+    while (e > s && m->content[e - 1] == '\n') e--;
+    while (s < e && m->content[s] == '\n') s++;
+    *r = m->content + s, *rl = e - s;
+}
+
+// ChatML and Qwen3: the system turn (with the tools section), the turns,
+// tool results in user turns, and the model's opened turn.
+static void s_chatml(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
+    const bool qwen3 = o->style == MC_CHAT_STYLE_QWEN3;
+    if (mc_tokenizer_add_bos(b->tok)) s_bos(b);
+    if (o->n_tools || c->system) {
+        s_mark(b, "<|im_start|>");
+        s_str(b, "system\n");
+        if (c->system) s_lit(b, c->system, c->sys_len);
+        if (o->n_tools) {
+            if (c->system) s_str(b, "\n\n");
+            s_tools_text(b, o);
+        }
+        s_mark(b, "<|im_end|>");
+        s_str(b, "\n");
+    }
+    size_t last_query = c->n;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->m[i].role == MC_CHAT_USER) last_query = i;
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
+        switch (m->role) {
+        case MC_CHAT_SYSTEM: break;
+        case MC_CHAT_USER:
+            s_mark(b, "<|im_start|>");
+            s_str(b, "user\n");
+            s_lit(b, m->content, m->len);
+            s_mark(b, "<|im_end|>");
+            s_str(b, "\n");
+            break;
+        case MC_CHAT_ASSISTANT: {
+            const char *r = "", *t = m->content;
+            size_t rl = 0, tl = m->len;
+            if (qwen3) s_qwen3_split(m, &r, &rl, &t, &tl);
+            s_mark(b, "<|im_start|>");
+            s_str(b, "assistant\n");
+            if (qwen3 && i > last_query && (i + 1 == c->n || rl)) {
+                while (rl && r[0] == '\n') r++, rl--;
+                while (rl && r[rl - 1] == '\n') rl--;
+                while (tl && t[0] == '\n') t++, tl--;
+                s_str(b, "<think>\n");
+                s_lit(b, r, rl);
+                s_str(b, "\n</think>\n\n");
+            }
+            s_lit(b, t, tl);
+            s_calls_text(b, m, tl > 0);
+            s_mark(b, "<|im_end|>");
+            s_str(b, "\n");
+            break;
+        }
+        case MC_CHAT_TOOL:
+            if (i == 0 || c->m[i - 1].role != MC_CHAT_TOOL) {
+                s_mark(b, "<|im_start|>");
+                s_str(b, "user");
+            }
+            s_str(b, "\n<tool_response>\n");
+            s_lit(b, m->content, m->len);
+            s_str(b, "\n</tool_response>");
+            if (i + 1 == c->n || c->m[i + 1].role != MC_CHAT_TOOL) {
+                s_mark(b, "<|im_end|>");
+                s_str(b, "\n");
+            }
+            break;
+        }
+    }
+    if (c->prompt) {
+        s_mark(b, "<|im_start|>");
+        s_str(b, "assistant\n");
+        if (qwen3 && !o->thinking) s_str(b, "<think>\n\n</think>\n\n");
+    }
+    s_flush(b);
+}
+
+// Tulu (OLMoE instruct): <|system|>, <|user|>, <|assistant|> turns.
+static void s_tulu(s_b_t *b, const s_conv_t *c) {
+    s_bos(b);
+    if (c->system) {
+        s_mark(b, "<|system|>");
+        s_str(b, "\n");
+        s_lit(b, c->system, c->sys_len);
+        s_str(b, "\n");
+    }
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
+        if (m->role == MC_CHAT_SYSTEM) continue;
+        if (m->role == MC_CHAT_USER) {
+            s_mark(b, "<|user|>");
+            s_str(b, "\n");
+            s_lit(b, m->content, m->len);
+            s_str(b, "\n");
+            continue;
+        }
+        s_mark(b, "<|assistant|>");
+        s_str(b, "\n");
+        s_lit(b, m->content, m->len);
+        s_eos(b);
+        if (i + 1 < c->n) s_str(b, "\n");
+    }
+    if (c->prompt) {
+        s_mark(b, "<|assistant|>");
+        s_str(b, "\n");
+    }
+    s_flush(b);
+}
+
+// --- tools as text (formats without tool tokens) ----------------------------------------
+
+// Owned strings of a rewritten conversation.
+typedef struct {
+    mc_chat_msg_t *m;
+    size_t n;
+    char **own;
+    size_t n_own;
+} s_rewrite_t;
+
+static char *s_keep(s_rewrite_t *w, s_b_t *tb) {
+    char **own = realloc(w->own, (w->n_own + 1) * sizeof *own);
+    if (!own) return NULL;
+    w->own = own;
+    char *t = malloc(tb->len + 1);
+    if (!t) return NULL;
+    memcpy(t, tb->buf ? tb->buf : "", tb->len);
+    t[tb->len] = 0;
+    w->own[w->n_own++] = t;
+    return t;
+}
+
+// The conversation with calls as <tool_call> text in the assistant's
+// message and each run of tool results as one user message; the tools
+// section goes into *system.
+static mc_err_t s_rewrite(const mc_chat_msg_t *msgs, size_t n, s_rewrite_t *w, char *err) {
+    if (!(w->m = calloc(n ? n : 1, sizeof *w->m))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    s_b_t tb = {0};
+    for (size_t i = 0; i < n; i++) {
+        const mc_chat_msg_t *m = &msgs[i];
+        if (m->role == MC_CHAT_ASSISTANT && m->n_calls) {
+            tb.len = 0;
+            s_lit(&tb, m->content, m->len);
+            s_calls_text(&tb, m, m->len > 0);
+        } else if (m->role == MC_CHAT_TOOL) {
+            tb.len = 0;
+            for (; i < n && msgs[i].role == MC_CHAT_TOOL; i++) {
+                if (tb.len) s_str(&tb, "\n");
+                s_str(&tb, "<tool_response>\n");
+                s_lit(&tb, msgs[i].content, msgs[i].len);
+                s_str(&tb, "\n</tool_response>");
+            }
+            i--;
+        } else {
+            w->m[w->n++] = *m;
+            continue;
+        }
+        char *t = tb.rc ? NULL : s_keep(w, &tb);
+        if (!t) {
+            free(tb.buf);
+            return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        }
+        w->m[w->n++] = (mc_chat_msg_t){
+            .role = m->role == MC_CHAT_TOOL ? MC_CHAT_USER : MC_CHAT_ASSISTANT, .content = t, .len = strlen(t)};
+    }
+    free(tb.buf);
+    return MC_OK;
+}
+
+static void s_rewrite_free(s_rewrite_t *w) {
+    for (size_t i = 0; i < w->n_own; i++) free(w->own[i]);
+    free(w->own), free(w->m);
+}
+
+// --- checks and the entry points ------------------------------------------------------------
+
+static const char *s_role_name(mc_chat_role_t r) {
+    static const char *const names[] = {"system", "user", "assistant", "tool"};
+    return names[r];
+}
+
+// Roles in order: user first; assistant after the user's side; tool
+// messages after an assistant message with calls (or another tool
+// message); user after an answer or tool results.
+static mc_err_t s_check(const mc_chat_msg_t *msgs, size_t n, bool allow_assistant_last, size_t *prompt, char *err) {
+    int prev = -1; // the previous non-system role
+    bool prev_calls = false;
+    for (size_t i = 0; i < n; i++) {
+        const mc_chat_role_t r = msgs[i].role;
+        if (r == MC_CHAT_SYSTEM) continue;
+        const char *want = NULL;
+        if (r == MC_CHAT_USER && prev == MC_CHAT_USER) want = "assistant";
+        else if (r == MC_CHAT_ASSISTANT && prev != MC_CHAT_USER && prev != MC_CHAT_TOOL) want = "user";
+        else if (r == MC_CHAT_TOOL && !(prev == MC_CHAT_TOOL || (prev == MC_CHAT_ASSISTANT && prev_calls)))
+            want = prev == MC_CHAT_ASSISTANT || prev == -1 ? "user" : "assistant";
+        if (want)
+            return mc_err_set(err, MC_ERR_ARG,
+                              "message %zu: after the system messages, roles must alternate user, assistant, "
+                              "user, ... (tool results after an assistant message with tool_calls; found %s where "
+                              "%s belongs)",
+                              i, s_role_name(r), want);
+        prev = (int)r;
+        prev_calls = r == MC_CHAT_ASSISTANT && msgs[i].n_calls > 0;
+    }
+    if (prev == -1) return mc_err_set(err, MC_ERR_ARG, "the conversation has no user message");
+    if (prev == MC_CHAT_ASSISTANT && !allow_assistant_last)
+        return mc_err_set(err, MC_ERR_ARG, "the last message must be the user's (the model answers it)");
+    *prompt = prev != MC_CHAT_ASSISTANT;
+    return MC_OK;
+}
+
+mc_err_t mc_chat_render(const mc_tokenizer_t *tok, const mc_chat_opts_t *o, const mc_chat_msg_t *msgs, size_t n,
+                        bool allow_assistant_last, int32_t **ids, size_t *n_ids, char *err) {
+    s_conv_t c = {msgs, n, NULL, 0, 0};
+    mc_err_t rc = s_check(msgs, n, allow_assistant_last, &c.prompt, err);
+    if (rc) return rc;
+    if (o->style >= MC_CHAT_STYLE_COUNT) return mc_err_set(err, MC_ERR_ARG, "unknown chat format");
+    // Formats without tool tokens: tools as text.
+    const bool as_text = o->style == MC_CHAT_STYLE_MISTRAL || o->style == MC_CHAT_STYLE_TULU;
+    s_rewrite_t w = {0};
+    if (as_text) {
+        if ((rc = s_rewrite(msgs, n, &w, err))) {
+            s_rewrite_free(&w);
+            return rc;
+        }
+        c.m = w.m, c.n = w.n;
+    }
+    // System messages, joined (and the tools section, as text).
+    s_b_t sys = {0};
+    bool have_sys = false;
+    for (size_t i = 0; i < c.n; i++)
+        if (c.m[i].role == MC_CHAT_SYSTEM) {
+            if (have_sys) s_str(&sys, "\n\n");
+            s_lit(&sys, c.m[i].content, c.m[i].len);
+            have_sys = true;
+        }
+    if (as_text && o->n_tools) {
+        if (have_sys) s_str(&sys, "\n\n");
+        s_tools_text(&sys, o);
+        have_sys = true;
+    }
+    if (sys.rc) {
+        free(sys.buf);
+        s_rewrite_free(&w);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    if (have_sys) c.system = sys.buf ? sys.buf : "", c.sys_len = sys.len;
+    s_b_t b = {.tok = tok, .err = err};
+    switch (o->style) {
+    case MC_CHAT_STYLE_MISTRAL: s_mistral(&b, &c); break;
+    case MC_CHAT_STYLE_MISTRAL_V3: s_mistral_v3(&b, o, &c); break;
+    case MC_CHAT_STYLE_TULU: s_tulu(&b, &c); break;
+    default: s_chatml(&b, o, &c); break;
+    }
+    s_flush(&b);
+    free(sys.buf), free(b.buf);
+    s_rewrite_free(&w);
+    if (b.rc) {
+        free(b.v);
+        return b.rc;
+    }
+    *ids = b.v;
+    *n_ids = b.n;
+    return MC_OK;
 }
 
 mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, size_t n, bool allow_assistant_last,
                         int32_t **ids, size_t *n_ids, char *err) {
-    // System messages, joined, go in front of the first user message.
-    char *system = NULL;
-    size_t sys_len = 0;
-    size_t turns = 0;
-    mc_err_t rc = MC_OK;
-    for (size_t i = 0; i < n; i++) {
-        if (msgs[i].role != MC_CHAT_SYSTEM) {
-            const mc_chat_role_t want = turns % 2 == 0 ? MC_CHAT_USER : MC_CHAT_ASSISTANT;
-            if (msgs[i].role != want) {
-                free(system);
-                return mc_err_set(err, MC_ERR_ARG,
-                                  "message %zu: after the system messages, roles must alternate user, assistant, "
-                                  "user, ... (found %s where %s belongs)",
-                                  i, msgs[i].role == MC_CHAT_USER ? "user" : "assistant",
-                                  want == MC_CHAT_USER ? "user" : "assistant");
-            }
-            turns++;
-            continue;
-        }
-        char *joined = system ? s_join(system, sys_len, "\n\n", msgs[i].content, msgs[i].len, &sys_len)
-                              : s_join("", 0, "", msgs[i].content, msgs[i].len, &sys_len);
-        free(system);
-        if (!(system = joined)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    }
-    if (turns == 0) {
-        free(system);
-        return mc_err_set(err, MC_ERR_ARG, "the conversation has no user message");
-    }
-    if (turns % 2 == 0 && !allow_assistant_last) {
-        free(system);
-        return mc_err_set(err, MC_ERR_ARG, "the last message must be the user's (the model answers it)");
-    }
-    s_ids_t a = {0};
-    rc = mc_chat_style_of(tok) == MC_CHAT_STYLE_CHATML ? s_chatml(&a, tok, msgs, n, system, sys_len, turns, err)
-                                                       : s_mistral(&a, tok, msgs, n, system, sys_len, err);
-    free(system);
-    if (rc) {
-        free(a.v);
-        return rc;
-    }
-    *ids = a.v;
-    *n_ids = a.n;
-    return MC_OK;
+    mc_chat_opts_t o = mc_chat_opts_default();
+    o.style = mc_chat_style_of(tok);
+    return mc_chat_render(tok, &o, msgs, n, allow_assistant_last, ids, n_ids, err);
 }

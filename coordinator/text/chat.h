@@ -1,27 +1,59 @@
 /*
- * chat: a conversation (system, user and assistant messages) turned into
- * the prompt ids an instruct model was trained on.
+ * chat: a conversation (system, user, assistant and tool messages) turned
+ * into the prompt ids an instruct model was trained on.
  *
- * Two formats, chosen by the vocabulary (mc_chat_style_of), whatever chat
- * template the GGUF carries. ChatML, for vocabularies with <|im_start|> and
- * <|im_end|> control tokens (Qwen3-MoE, OLMoE instruct):
+ * Five formats (mc_chat_style_t). Which one a model gets: --chat-format
+ * NAME when given, else the GGUF's tokenizer.chat_template recognised by
+ * distinctive text (mc_chat_style_from_template; never executed: an
+ * unknown template is refused, naming --chat-format, rather than guessed),
+ * else the vocabulary (mc_chat_style_of). Each renders what the model's own
+ * template renders, with markers that are tokens in the vocabulary placed
+ * by id and the text between two of them tokenized on its own (as
+ * llama.cpp splits a templated prompt at its special tokens; SentencePiece
+ * vocabularies then put their leading space on each piece, as
+ * mistral_common does). sp() below is such a piece.
  *
+ * mistral-v1 (Mixtral Instruct v0.1, "[INST]" is text):
+ *   BOS sp("[INST] " user1 " [/INST]") sp(assistant1) EOS sp("[INST] " user2 " [/INST]") ...
+ * system messages folded into the first user message (system "\n\n" user).
+ *
+ * mistral-v3 (Mistral v0.3 / Mixtral v0.3 tokenizer, control tokens):
+ *   BOS [INST] sp(user1) [/INST] sp(assistant1) EOS ...
+ *   [AVAILABLE_TOOLS] sp("[" tool ", " tool "]") [/AVAILABLE_TOOLS]   before the last user message
+ *   [INST] sp(system "\n\n" last user) [/INST]                       (system with the last user message)
+ *   [TOOL_CALLS] sp("[{\"name\": \"f\", \"arguments\": {...}, \"id\": \"abcDEF123\"}]") EOS
+ *   [TOOL_RESULTS] sp("{\"content\": " result ", \"call_id\": \"abcDEF123\"}") [/TOOL_RESULTS]
+ * (call ids are the 9 letters and digits the format wants: an id of
+ * another shape is mapped to 9 by a hash, the same for the call and its
+ * result).
+ *
+ * chatml and qwen3 (Qwen3-MoE; qwen3 adds thinking):
  *   <|im_start|> sp("system\n" system) <|im_end|> sp("\n")
  *   <|im_start|> sp("user\n" user1) <|im_end|> sp("\n")
  *   <|im_start|> sp("assistant\n" assistant1) <|im_end|> sp("\n") ...
- *   <|im_start|> sp("assistant\n")
+ *   <|im_start|> sp("assistant\n")                 qwen3 without thinking: + "<think>\n\n</think>\n\n"
+ * with tools, Qwen3's system section ("# Tools ... <tools>\n" one tool per
+ * line "\n</tools> ... </tool_call>", after the system text), calls as
+ * "<tool_call>\n{\"name\": \"f\", \"arguments\": {...}}\n</tool_call>" in the
+ * assistant turn and results as "\n<tool_response>\n" result
+ * "\n</tool_response>" in one user turn per run of tool messages. qwen3
+ * drops the reasoning of assistant messages before the last user message
+ * and keeps it (as "<think>\n" reasoning "\n</think>\n\n") after it, as
+ * Qwen3's template does.
  *
- * (no thinking block is added), and otherwise Mistral's for Mixtral
- * Instruct (v1):
+ * tulu (OLMoE-1B-7B-0924-Instruct):
+ *   BOS <|system|> sp("\n" system "\n") <|user|> sp("\n" user1 "\n")
+ *   <|assistant|> sp("\n" assistant1) EOS sp("\n") ... <|assistant|> sp("\n")
  *
- *   BOS sp("[INST] " user1 " [/INST]") sp(assistant1) EOS sp("[INST] " user2 " [/INST]") ...
+ * Formats without tool tokens (mistral-v1, tulu) get tools as text, the
+ * same convention as Qwen3's: the "# Tools" section appended to the system
+ * text, calls as <tool_call> blocks in the assistant's text, results as a
+ * user message of <tool_response> blocks.
  *
- * where each sp() is tokenized on its own (with its own leading space in
- * SentencePiece vocabularies).
- * System messages are folded into the first user message (system "\n\n"
- * user), as Mistral's template does. BOS and EOS are tokens placed here,
- * never text: a message containing "[INST]" or "</s>" stays text, so a user
- * cannot forge the structure.
+ * Other system messages than the first are joined with it ("\n\n"), in
+ * front. BOS, EOS and markers are tokens placed here, never text: a
+ * message containing "[INST]" or "</s>" stays text, so a user cannot forge
+ * the structure.
  *
  * Parsing is separate from the tokenizer so the HTTP layer can validate a
  * request's roles (mc_chat_role_from_name) before anything runs.
@@ -36,33 +68,100 @@
 #include "error.h"
 #include "tokenizer.h"
 
-typedef enum { MC_CHAT_SYSTEM = 0, MC_CHAT_USER, MC_CHAT_ASSISTANT } mc_chat_role_t;
+typedef enum { MC_CHAT_SYSTEM = 0, MC_CHAT_USER, MC_CHAT_ASSISTANT, MC_CHAT_TOOL } mc_chat_role_t;
 
-typedef enum { MC_CHAT_STYLE_MISTRAL = 0, MC_CHAT_STYLE_CHATML } mc_chat_style_t;
+typedef enum {
+    MC_CHAT_STYLE_MISTRAL = 0, // "mistral-v1"
+    MC_CHAT_STYLE_CHATML,      // "chatml"
+    MC_CHAT_STYLE_MISTRAL_V3,  // "mistral-v3"
+    MC_CHAT_STYLE_QWEN3,       // "qwen3"
+    MC_CHAT_STYLE_TULU,        // "tulu"
+    MC_CHAT_STYLE_COUNT
+} mc_chat_style_t;
 
-// The format mc_chat_format uses with tok's vocabulary.
+// The format a vocabulary suggests when the file has no template:
+// <|im_start|> and <|im_end|> tokens: chatml; <|user|> and <|assistant|>
+// (and no <|im_start|>): tulu; [AVAILABLE_TOOLS]: mistral-v3; else mistral-v1.
 mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok);
+
+// "mistral-v1", "mistral-v3", "chatml", "qwen3", "tulu".
+const char *mc_chat_style_name(mc_chat_style_t s);
+// A name above (also "mistral" for mistral-v1) -> style; false otherwise.
+bool mc_chat_style_from_name(const char *name, mc_chat_style_t *out);
+// The names, for messages and --help: "mistral-v1, mistral-v3, chatml, qwen3, tulu".
+extern const char mc_chat_style_names[];
+
+// The format of a chat template text (a GGUF's tokenizer.chat_template),
+// by the markers it writes: [AVAILABLE_TOOLS] mistral-v3; <|im_start|>
+// with <think> or enable_thinking qwen3, without chatml; <|user|> and
+// <|assistant|> tulu; [INST] mistral-v3 when tok has [INST] as one token,
+// else mistral-v1. Anything else: MC_ERR_UNSUPPORTED with a message that
+// names --chat-format.
+mc_err_t mc_chat_style_from_template(const char *tmpl, size_t len, const mc_tokenizer_t *tok, mc_chat_style_t *out,
+                                     char *err);
+
+// The format for a model: name (--chat-format) when not NULL (an unknown
+// name is MC_ERR_ARG), else g's template when it has one, else tok's vocabulary.
+mc_err_t mc_chat_style_choose(const mc_gguf_t *g, const mc_tokenizer_t *tok, const char *name, mc_chat_style_t *out,
+                              char *err);
+
+// A call an assistant message made (OpenAI's tool_calls[i]).
+typedef struct {
+    const char *id;        // the call's id ("" or NULL: none)
+    const char *name;      // the function
+    const char *arguments; // its arguments as JSON text, written as the formats print JSON (tools.h)
+} mc_chat_call_t;
 
 typedef struct {
     mc_chat_role_t role;
     const char *content; // len bytes of UTF-8 (not necessarily NUL-terminated)
     size_t len;
+    const mc_chat_call_t *calls; // assistant: the tool calls it made (n_calls)
+    size_t n_calls;
+    const char *tool_call_id;    // tool: the call it answers (NULL: none)
+    const char *reasoning;       // assistant: its reasoning_content (NULL: none given; qwen3 then
+    size_t reasoning_len;        // looks for a <think> block in the content)
 } mc_chat_msg_t;
+
+// What a rendering needs besides the messages.
+typedef struct {
+    mc_chat_style_t style;
+    const char *const *tools; // n_tools function tools, each as its JSON object ({"type": "function",
+    size_t n_tools;           // "function": {...}}) printed as the templates print JSON; 0: no tools
+    bool thinking;            // qwen3: let the model think (false: the empty think block); default true
+} mc_chat_opts_t;
+
+// mistral-v1 (reset by callers to a chosen style), no tools, thinking on.
+mc_chat_opts_t mc_chat_opts_default(void);
 
 // Mistral's published safety prompt (FORMATS.md): prepended as a system
 // message when a request or --safe-prompt asks for it.
 extern const char mc_chat_safe_prompt[];
 
-// "system", "user", "assistant" -> role; false for anything else.
+// "system", "user", "assistant", "tool" -> role; false for anything else.
 bool mc_chat_role_from_name(const char *name, mc_chat_role_t *out);
 
-// Prompt ids of msgs into *ids (malloc'd, *n_ids entries). After the
-// system messages, roles must alternate user, assistant, user, ... A
-// conversation ending with a user message is a prompt for the next answer;
+// Prompt ids of msgs in o's format into *ids (malloc'd, *n_ids entries).
+// After the system messages, roles must alternate user, assistant, user,
+// ..., where tool messages may follow an assistant message with calls (or
+// another tool message) and stand for the user's turn. A conversation
+// ending with a user or tool message is a prompt for the next answer;
 // unless allow_assistant_last, that is required (a whole conversation, its
 // last answer closed by EOS, is allowed otherwise). MC_ERR_ARG with a
 // message for the client when the roles do not fit.
+mc_err_t mc_chat_render(const mc_tokenizer_t *tok, const mc_chat_opts_t *o, const mc_chat_msg_t *msgs, size_t n,
+                        bool allow_assistant_last, int32_t **ids, size_t *n_ids, char *err);
+
+// mc_chat_render in the vocabulary's format (mc_chat_style_of), no tools.
 mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, size_t n, bool allow_assistant_last,
                         int32_t **ids, size_t *n_ids, char *err);
+
+// Qwen3's tools section after "# Tools" (the text convention of chatml,
+// qwen3 and the formats without tool tokens) is written by the renderer;
+// the model's calls come back as "<tool_call>\n{json}\n</tool_call>" blocks
+// (mistral-v3: the [TOOL_CALLS] token, then a JSON array).
+#define MC_CHAT_CALL_OPEN "<tool_call>"
+#define MC_CHAT_CALL_CLOSE "</tool_call>"
+#define MC_CHAT_V3_CALLS "[TOOL_CALLS]"
 
 #endif

@@ -26,8 +26,10 @@
 #include "gguf.h"
 #include "mkmodel.h"
 #include "ollama.h"
+#include "reply.h"
 #include "responses.h"
 #include "tokenizer.h"
+#include "toolcall.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -98,11 +100,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
            "\"frequency_penalty\":0.5,\"presence_penalty\":-0.5,\"seed\":-42,\"n\":1,\"stop\":[\"\\n\\n\",\"User:\",\"\"],"
            "\"messages\":[{\"role\":\"developer\",\"content\":[{\"type\":\"text\",\"text\":\"Answer \"},"
            "{\"type\":\"text\",\"text\":\"in French.\"}]},{\"role\":\"user\",\"content\":\"Hi\"},"
-           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\",\"type\":\"function\"}]},"
+           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"1\",\"type\":\"function\","
+           "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"1\","
+           "\"content\":\"ok\"},"
            "{\"role\":\"user\",\"content\":\"Again\"}],\"logprobs\":true,\"top_logprobs\":3}");
     s_seed("chat-whole.json", true, true,
            "{\"safe_prompt\":true,\"max_completion_tokens\":8,\"stop\":\"END\",\"user\":\"u1\",\"logit_bias\":{},"
            "\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":\"b\"}]}");
+    s_seed("chat-tools.json", true, true,
+           "{\"messages\":[{\"role\":\"user\",\"content\":\"w?\"},{\"role\":\"assistant\",\"content\":"
+           "\"<think>\\nhm\\n</think>\\n\\n<tool_call>\\n{\\\"name\\\": \\\"get\\\", \\\"arguments\\\": {}}"
+           "\\n</tool_call>\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":"
+           "\"get\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"20\"},"
+           "{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":\"21\"}],\"tools\":[{\"type\":\"function\","
+           "\"function\":{\"name\":\"get\",\"parameters\":{\"type\":\"object\"}}}],\"tool_choice\":\"auto\"}");
     s_seed("chat-bad-role.json", true, false, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}");
     s_seed("completion.json", false, true,
            "{\"model\":\"m\",\"prompt\":\"Once upon a time\",\"max_tokens\":16,\"temperature\":0,\"stop\":[\".\"],"
@@ -139,8 +150,12 @@ static void s_check_request(const mc_api_request_t *r, bool chat) {
         if (r->n_msgs == 0 || r->n_msgs > MC_API_MAX_MESSAGES || !r->msgs) abort();
         for (size_t i = 0; i < r->n_msgs; i++) {
             const mc_chat_msg_t *m = &r->msgs[i];
-            if ((unsigned)m->role > MC_CHAT_ASSISTANT || !m->content) abort();
+            if ((unsigned)m->role > MC_CHAT_TOOL || !m->content) abort();
+            if (m->role == MC_CHAT_TOOL && !m->tool_call_id) abort();
             for (size_t k = 0; k < m->len; k++) sum += (unsigned char)m->content[k];
+            for (size_t k = 0; k < m->n_calls; k++)
+                if (!m->calls[k].name || !m->calls[k].arguments || !m->calls[k].id) abort();
+            for (size_t k = 0; k < m->reasoning_len; k++) sum += (unsigned char)m->reasoning[k];
         }
     } else {
         if (!r->prompt) abort();
@@ -208,15 +223,40 @@ static size_t s_count(const int32_t *ids, size_t n, int32_t id) {
 static void s_check_chat(const mc_tokenizer_t *t, const mc_api_request_t *r) {
     mc_chat_msg_t *msgs = malloc((r->n_msgs + 1) * sizeof *msgs);
     if (!msgs) abort();
-    size_t n = 0, sys = 0, turns = 0, answers = 0;
-    if (r->safe_prompt) msgs[n++] = (mc_chat_msg_t){MC_CHAT_SYSTEM, mc_chat_safe_prompt, strlen(mc_chat_safe_prompt)};
+    size_t n = 0, sys = 0, turns = 0, answers = 0, prompt = 0;
+    if (r->safe_prompt)
+        msgs[n++] =
+            (mc_chat_msg_t){.role = MC_CHAT_SYSTEM, .content = mc_chat_safe_prompt, .len = strlen(mc_chat_safe_prompt)};
     memcpy(msgs + n, r->msgs, r->n_msgs * sizeof *msgs);
     n += r->n_msgs;
+    // A run of tool messages is one turn (the user's side); the model's
+    // turn is opened after the user's side.
+    int prev = -1;
     for (size_t i = 0; i < n; i++) {
-        sys += msgs[i].role == MC_CHAT_SYSTEM;
-        turns += msgs[i].role != MC_CHAT_SYSTEM;
-        answers += msgs[i].role == MC_CHAT_ASSISTANT;
+        const mc_chat_role_t role = msgs[i].role;
+        sys += role == MC_CHAT_SYSTEM;
+        if (role == MC_CHAT_SYSTEM) continue;
+        turns += !(role == MC_CHAT_TOOL && prev == MC_CHAT_TOOL);
+        answers += role == MC_CHAT_ASSISTANT;
+        prompt = role != MC_CHAT_ASSISTANT;
+        prev = (int)role;
     }
+    // With the request's tools, in every format: ids in the vocabulary.
+    const char **tools = r->tools.n_tools ? malloc(r->tools.n_tools * sizeof *tools) : NULL;
+    for (size_t i = 0; i < r->tools.n_tools; i++) tools[i] = r->tools.tools[i].json;
+    for (int st = 0; st < MC_CHAT_STYLE_COUNT; st++) {
+        mc_chat_opts_t o = mc_chat_opts_default();
+        o.style = (mc_chat_style_t)st, o.tools = tools, o.n_tools = r->tools.n_tools, o.thinking = r->thinking;
+        int32_t *tids = NULL;
+        size_t tn = 0;
+        char terr[MC_ERR_LEN];
+        const mc_err_t trc = mc_chat_render(t, &o, msgs, n, true, &tids, &tn, terr);
+        if (trc != MC_OK && trc != MC_ERR_ARG) abort();
+        for (size_t i = 0; trc == MC_OK && i < tn; i++)
+            if (tids[i] < 0 || (uint32_t)tids[i] >= mc_tokenizer_n_vocab(t)) abort();
+        free(tids);
+    }
+    free(tools);
     char err[MC_ERR_LEN];
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -231,7 +271,7 @@ static void s_check_chat(const mc_tokenizer_t *t, const mc_api_request_t *r) {
     if (mc_chat_style_of(t) == MC_CHAT_STYLE_CHATML) {
         // One turn per message (the system ones joined), and the opening of
         // the model's turn after a user message.
-        const size_t opened = (sys > 0) + turns + (turns % 2), closed = (sys > 0) + turns;
+        const size_t opened = (sys > 0) + turns + prompt, closed = (sys > 0) + turns;
         if (s_count(ids, n_ids, mc_tokenizer_find(t, "<|im_start|>", 12)) != opened ||
             s_count(ids, n_ids, mc_tokenizer_find(t, "<|im_end|>", 10)) != closed)
             abort();
@@ -242,6 +282,29 @@ static void s_check_chat(const mc_tokenizer_t *t, const mc_api_request_t *r) {
             abort();
     }
     free(ids);
+}
+
+// The body read as a model's answer: calls parsed (or refused) in each
+// format, the reply split within the text.
+static void s_check_calls(const mc_api_request_t *r, const char *text, size_t len) {
+    for (int st = 0; st < MC_CHAT_STYLE_COUNT; st++) {
+        const mc_reply_params_t p = {(mc_chat_style_t)st, true, true};
+        mc_reply_view_t v;
+        for (int done = 0; done < 2; done++) {
+            mc_reply_view(&p, text, len, done, &v);
+            if (v.r0 > v.r1 || v.r1 > len || v.c0 > v.c1 || v.c1 > len || v.calls > len) abort();
+        }
+        if (v.calls == len) continue;
+        mc_toolcall_list_t l;
+        char err[MC_ERR_LEN];
+        const mc_err_t rc = mc_toolcall_parse((mc_chat_style_t)st, text + v.calls, len - v.calls, &r->tools, "id", &l, err);
+        if (rc == MC_OK) {
+            if (l.n == 0) abort();
+            mc_toolcall_list_free(&l);
+        } else if (rc != MC_ERR_FORMAT && rc != MC_ERR_NOMEM) {
+            abort();
+        }
+    }
 }
 
 // The prompt as the server tokenizes it.
@@ -260,7 +323,12 @@ static void s_check_prompt(const mc_tokenizer_t *t, const mc_api_request_t *r) {
 // JSON holding the same text (no NUL byte in a parsed string).
 static void s_check_answer(bool chat, const char *text, size_t len) {
     const mc_api_answer_t a = {chat, chat ? "chatcmpl-1" : "cmpl-1", 1700000000, "fuzz", true, false, NULL};
-    const mc_api_result_t whole = {text, len, MC_FINISH_STOP, 1, 2, NULL, 0}, piece = {text, len, MC_FINISH_NONE, 0, 0, NULL, 0};
+    const mc_api_result_t whole = {.text = text,
+                                   .len = len,
+                                   .why = MC_FINISH_STOP,
+                                   .prompt_tokens = 1,
+                                   .completion_tokens = 2},
+                          piece = {.text = text, .len = len, .why = MC_FINISH_NONE};
     char *bodies[2] = {mc_api_completion_json(&a, &whole), mc_api_chunk_json(&a, true, &piece)};
     for (int i = 0; i < 2; i++) {
         cJSON *root = bodies[i] ? cJSON_Parse(bodies[i]) : NULL;
@@ -289,6 +357,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             else s_check_prompt(s_toks[i], &r);
         }
         if (chat) s_check_answer(true, r.msgs[r.n_msgs - 1].content, r.msgs[r.n_msgs - 1].len);
+        if (chat) s_check_calls(&r, (const char *)data, size);
         else s_check_answer(false, r.prompt, r.prompt_len);
         mc_api_request_free(&r);
     }

@@ -94,10 +94,73 @@ await assert.rejects(
   (err) => err instanceof OpenAI.BadRequestError && /tools are not supported/.test(err.message),
 );
 
+// Structured output: a strict json_schema answer parses and validates, even
+// from the demo's random weights (decoding is constrained to the schema);
+// an unsupported keyword is the client's BadRequestError naming it.
+const person = {
+  type: "object",
+  properties: {
+    name: { type: "string", maxLength: 10 },
+    age: { type: "integer" },
+    pets: { type: "array", items: { enum: ["cat", "dog"] }, maxItems: 3 },
+    city: { anyOf: [{ type: "string", maxLength: 10 }, { type: "null" }] },
+  },
+  required: ["name", "age", "pets", "city"],
+  additionalProperties: false,
+};
+const structured = await client.chat.completions.create({
+  model, messages: [{ role: "user", content: "Describe a person as JSON." }], max_tokens: 600, temperature: 0.8, seed: 4,
+  response_format: { type: "json_schema", json_schema: { name: "person", strict: true, schema: person } },
+});
+assert.equal(structured.choices[0].finish_reason, "stop");
+const doc = JSON.parse(structured.choices[0].message.content);
+assert.deepEqual(Object.keys(doc).sort(), ["age", "city", "name", "pets"]);
+assert.ok(typeof doc.name === "string" && [...doc.name].length <= 10);
+assert.ok(Number.isInteger(doc.age));
+assert.ok(Array.isArray(doc.pets) && doc.pets.length <= 3 && doc.pets.every((p) => p === "cat" || p === "dog"));
+assert.ok(doc.city === null || (typeof doc.city === "string" && [...doc.city].length <= 10));
+await assert.rejects(
+  client.chat.completions.create({
+    model, messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "string", pattern: "^a" } } },
+  }),
+  (err) => err instanceof OpenAI.BadRequestError && /'pattern' is not supported/.test(err.message),
+);
+// Tools: a conversation with a call and its result, as the client builds
+// them, is taken; the answer (random weights, tools offered, nothing
+// forced) is either calls in OpenAI's shape or text. A forced call whose
+// arguments always parse needs constrained decoding (tool_choice then
+// constrains the output): not yet part of this test.
+const tools = [{ type: "function", function: { name: "get_weather", description: "Weather in a city",
+  parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
+const toolConv = [
+  { role: "user", content: "Weather in Paris?" },
+  { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function",
+    function: { name: "get_weather", arguments: JSON.stringify({ city: "Paris" }) } }] },
+  { role: "tool", tool_call_id: "call_1", content: JSON.stringify({ temp_c: 20 }) },
+];
+const toolAnswer = await client.chat.completions.create({ model, messages: toolConv, tools, max_tokens: 16, temperature: 0 });
+const tmsg = toolAnswer.choices[0].message;
+if (tmsg.tool_calls) {
+  assert.equal(toolAnswer.choices[0].finish_reason, "tool_calls");
+  for (const c of tmsg.tool_calls) {
+    assert.match(c.id, /^call_/);
+    assert.equal(c.function.name, "get_weather");
+    assert.equal(typeof JSON.parse(c.function.arguments), "object");
+  }
+} else {
+  assert.equal(typeof tmsg.content, "string");
+}
+const toolStream = await client.chat.completions.create({ model, messages: toolConv, tools, max_tokens: 16,
+  temperature: 0, stream: true });
+let toolText = "";
+for await (const chunk of toolStream) toolText += chunk.choices[0]?.delta?.content ?? "";
+if (!tmsg.tool_calls) assert.equal(toolText, tmsg.content);
+
 await assert.rejects(
   client.chat.completions.create({ model, messages: [{ role: "robot", content: "hi" }] }),
-  (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && /roles are system, user and assistant/.test(err.message),
+  (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && /roles are system, user, assistant and tool/.test(err.message),
 );
 
 console.log(`openai ${OpenAI.VERSION ?? ""}: ${chunks} chunks streamed, ${usage.completion_tokens} tokens, the same as the whole ` +
-  `answer; ${entries.length} logprob entries; responses: ${types.length} events, the chat's text`);
+  `answer; ${entries.length} logprob entries; responses: ${types.length} events, the chat's text; ` +
+  `json_schema: ${structured.choices[0].message.content.length} bytes, valid`);
