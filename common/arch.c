@@ -5,15 +5,20 @@
  * engine GGUF files are made for: Qwen3-MoE always renormalises its top-k
  * weights (Qwen3-30B-A3B ships norm_topk_prob = true), OLMoE never does, and
  * both rotate halves of a head as their Hugging Face originals do.
+ * Qwen2-MoE (llama.cpp's qwen2moe graph) leaves its top-k softmax weights as
+ * they are (build_moe_ffn with norm_w false; Qwen1.5-MoE-A2.7B and
+ * Qwen2-57B-A14B ship norm_topk_prob = false), adds q/k/v biases and a
+ * shared expert with a sigmoid gate.
  */
 #include "arch.h"
 
 #include <string.h>
 
 static const mc_arch_info_t s_archs[] = {
-    {"llama", MC_ARCH_LLAMA, MC_ROPE_NORM, MC_QKNORM_NONE, true, false, "Mixtral", NULL},
-    {"qwen3moe", MC_ARCH_QWEN3MOE, MC_ROPE_NEOX, MC_QKNORM_HEAD, true, true, "Qwen3-MoE", "qwen2"},
-    {"olmoe", MC_ARCH_OLMOE, MC_ROPE_NEOX, MC_QKNORM_FULL, false, false, "OLMoE", "olmo"},
+    {"llama", MC_ARCH_LLAMA, MC_ROPE_NORM, MC_QKNORM_NONE, true, false, "Mixtral", NULL, false, false},
+    {"qwen3moe", MC_ARCH_QWEN3MOE, MC_ROPE_NEOX, MC_QKNORM_HEAD, true, true, "Qwen3-MoE", "qwen2", false, false},
+    {"olmoe", MC_ARCH_OLMOE, MC_ROPE_NEOX, MC_QKNORM_FULL, false, false, "OLMoE", "olmo", false, false},
+    {"qwen2moe", MC_ARCH_QWEN2MOE, MC_ROPE_NEOX, MC_QKNORM_NONE, false, true, "Qwen2-MoE", "qwen2", true, true},
 };
 
 const mc_arch_info_t *mc_arch_find(const char *name, size_t len) {
@@ -28,4 +33,4 @@ const mc_arch_info_t *mc_arch_get(mc_arch_t id) {
     return NULL;
 }
 
-const char *mc_arch_supported(void) { return "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE)"; }
+const char *mc_arch_supported(void) { return "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE)"; }

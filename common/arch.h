@@ -16,6 +16,7 @@ typedef enum {
     MC_ARCH_LLAMA = 0, // Mixtral: llama with experts
     MC_ARCH_QWEN3MOE,  // Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B)
     MC_ARCH_OLMOE,     // OLMoE
+    MC_ARCH_QWEN2MOE,  // Qwen1.5-MoE / Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B)
 } mc_arch_t;
 
 // Which values of a head RoPE rotates together.
@@ -46,6 +47,15 @@ typedef struct {
     // tokenizer.ggml.pre of the family's byte-level BPE vocabularies; NULL:
     // SentencePiece (Mixtral). What moe-mkmodel and moe-convert write.
     const char *bpe_pre;
+    // The q/k/v projections may carry biases blk.N.attn_{q,k,v}.bias, added
+    // before RoPE (optional in a file, as llama.cpp has them).
+    bool qkv_bias;
+    // Every layer has a shared expert: a SwiGLU FFN every row passes through
+    // (blk.N.ffn_{gate,up,down}_shexp, hidden size
+    // <arch>.expert_shared_feed_forward_length, else feed_forward_length),
+    // scaled by sigmoid(blk.N.ffn_gate_inp_shexp . x) and added after the
+    // routed experts (moe.h: mc_moe_shared). Required when set.
+    bool shared_expert;
 } mc_arch_info_t;
 
 // The row for an architecture name (len bytes, not NUL-terminated), or NULL.
@@ -54,7 +64,7 @@ const mc_arch_info_t *mc_arch_find(const char *name, size_t len);
 // The row of a family, or NULL for a value outside mc_arch_t.
 const mc_arch_info_t *mc_arch_get(mc_arch_t id);
 
-// "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE)" for error messages.
+// "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE)" for error messages.
 const char *mc_arch_supported(void);
 
 #endif

@@ -120,6 +120,31 @@ static mc_err_t s_bind_merged(const mc_gguf_t *g, const char *name, const mc_hpa
     return MC_OK;
 }
 
+// The shared expert of layer l and its gate; a missing tensor says the
+// family needs it.
+static mc_err_t s_bind_shexp(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t l, mc_layer_t *L, char *err) {
+    const struct {
+        const char *part;
+        uint32_t n_in, n_out;
+        mc_matrix_t *w;
+    } parts[] = {
+        {"ffn_gate_inp_shexp", hp->dim, 1, &L->shexp_gate},
+        {"ffn_gate_shexp", hp->dim, hp->ffn_shexp, &L->shexp.gate},
+        {"ffn_up_shexp", hp->dim, hp->ffn_shexp, &L->shexp.up},
+        {"ffn_down_shexp", hp->ffn_shexp, hp->dim, &L->shexp.down},
+    };
+    char name[MC_NAME_MAX];
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        snprintf(name, sizeof name, "blk.%u.%s.weight", l, parts[i].part);
+        if (!mc_gguf_tensor_find(g, name))
+            return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing: every %s layer has a shared expert", name,
+                              hp->arch->family);
+        mc_err_t rc = s_bind_matrix(g, name, parts[i].n_in, parts[i].n_out, parts[i].w, err);
+        if (rc) return rc;
+    }
+    return MC_OK;
+}
+
 static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t l, mc_layer_t *L, bool *legacy,
                              char *err) {
     char name[MC_NAME_MAX];
@@ -138,6 +163,13 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
         if ((rc = s_bind_vector(g, NAME("blk.%u.attn_k_norm.weight", l), head ? hp->head_dim : kv_dim, &L->k_norm, err)))
             return rc;
     }
+    if (hp->arch->qkv_bias && mc_gguf_tensor_find(g, NAME("blk.%u.attn_q.bias", l))) {
+        // Optional, as llama.cpp has them; all three or none.
+        if ((rc = s_bind_vector(g, NAME("blk.%u.attn_q.bias", l), q_dim, &L->bq, err))) return rc;
+        if ((rc = s_bind_vector(g, NAME("blk.%u.attn_k.bias", l), kv_dim, &L->bk, err))) return rc;
+        if ((rc = s_bind_vector(g, NAME("blk.%u.attn_v.bias", l), kv_dim, &L->bv, err))) return rc;
+    }
+    if (hp->arch->shared_expert && (rc = s_bind_shexp(g, hp, l, L, err))) return rc;
     if ((rc = s_bind_vector(g, NAME("blk.%u.ffn_norm.weight", l), hp->dim, &L->ffn_norm, err))) return rc;
     if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate_inp.weight", l), hp->dim, hp->n_expert, &L->router, err)))
         return rc;
@@ -207,6 +239,15 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
             if ((rc = s_get_dim(g, arch, "expert_feed_forward_length", 1u << 18, &hp->ffn, err))) return rc;
         } else if ((hp->ffn /= hp->n_expert_used) == 0) {
             return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' is missing and feed_forward_length is below k", key);
+        }
+    }
+    if (hp->arch->shared_expert) {
+        // llama.cpp's rule: the dense length when the key is absent.
+        snprintf(key, sizeof key, "%s.expert_shared_feed_forward_length", arch);
+        if (!mc_gguf_find(g, key)) {
+            if ((rc = s_get_dim(g, arch, "feed_forward_length", 1u << 18, &hp->ffn_shexp, err))) return rc;
+        } else if ((rc = s_get_dim(g, arch, "expert_shared_feed_forward_length", 1u << 18, &hp->ffn_shexp, err))) {
+            return rc;
         }
     }
     snprintf(key, sizeof key, "%s.attention.head_count_kv", arch);
@@ -394,6 +435,7 @@ void mc_model_destroy(mc_model_t **pm) {
             free(m->layers[l].ffn_norm);
             free(m->layers[l].q_norm);
             free(m->layers[l].k_norm);
+            free(m->layers[l].bq), free(m->layers[l].bk), free(m->layers[l].bv);
             free(m->layers[l].experts);
         }
     free(m->layers);
@@ -433,6 +475,9 @@ uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
         uint64_t experts = 0;
         for (uint32_t e = 0; e < m->hp.n_expert; e++) experts += mc_model_expert_bytes(m, l, e);
         total += experts * m->hp.n_expert_used / m->hp.n_expert;
+        if (L->shexp.gate.data)
+            total += mc_matrix_bytes(&L->shexp_gate) + mc_matrix_bytes(&L->shexp.gate) +
+                     mc_matrix_bytes(&L->shexp.up) + mc_matrix_bytes(&L->shexp.down);
     }
     return total;
 }
@@ -460,6 +505,8 @@ static void s_each_served(mc_model_t *m, bool dense, const uint8_t *held, void (
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
         mc_layer_t *L = &m->layers[l];
         if (dense) fn(&L->wq, ctx), fn(&L->wk, ctx), fn(&L->wv, ctx), fn(&L->wo, ctx), fn(&L->router, ctx);
+        if (dense && L->shexp.gate.data) // the shared expert is dense: the coordinator's
+            fn(&L->shexp_gate, ctx), fn(&L->shexp.gate, ctx), fn(&L->shexp.up, ctx), fn(&L->shexp.down, ctx);
         for (uint32_t e = 0; e < m->hp.n_expert; e++) {
             if (held && !held[(size_t)l * m->hp.n_expert + e]) continue;
             if (fn != s_unpack && m->store && mc_expert_store_manages(m->store, l, e)) continue; // the store's

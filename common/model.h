@@ -9,7 +9,8 @@
  * Q8_0 and Q4_K matrices a process multiplies into the kernels' layout. Expert e of layer l is handed out as
  * (gate, up, down) whatever the file's layout: merged ffn_*_exps tensors,
  * where the expert is one contiguous byte range, or legacy per-expert
- * ffn_*.E tensors.
+ * ffn_*.E tensors. A family with a shared expert (arch.h) has it bound per
+ * layer as one more (gate, up, down) with its sigmoid gate's weights.
  */
 #ifndef MC_MODEL_H
 #define MC_MODEL_H
@@ -32,6 +33,7 @@ typedef struct {
     uint32_t head_dim;      // attention.key_length, else dim / n_head
     uint32_t rope_dim;      // rotated dims per head (<= head_dim)
     uint32_t ffn;           // expert hidden size
+    uint32_t ffn_shexp;     // shared expert hidden size; 0: the family has none
     uint32_t n_expert;
     uint32_t n_expert_used; // experts per token (k)
     uint32_t n_ctx_train;   // llama.context_length
@@ -58,6 +60,12 @@ typedef struct {
     float *ffn_norm;      // (dim)
     mc_matrix_t router;   // (n_expert, dim)
     mc_expert_t *experts; // (n_expert)
+    // q/k/v biases (q_dim, kv_dim, kv_dim), NULL when the file has none.
+    float *bq, *bk, *bv;
+    // The shared expert (hp.ffn_shexp wide; all NULL data without) and its
+    // gate's weights (1, dim): sigmoid(shexp_gate . x) scales its output.
+    mc_expert_t shexp;
+    mc_matrix_t shexp_gate;
 } mc_layer_t;
 
 typedef struct {

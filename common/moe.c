@@ -23,8 +23,9 @@ struct mc_moe {
     float *g, *u;  // (rows, ffn) gate and up products
     float *d;      // (rows, dim) down product
     float *y;      // (n, k, dim) per-choice expert outputs
+    float *sg;     // (n) shared expert gate logits
     uint32_t *idx; // (rows) flat (t * k + j) choice of each gathered row
-    size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_y, cap_idx; // bytes
+    size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_y, cap_idx, cap_sg; // bytes
     mc_matmul_op_t ops[2 * MC_MOE_MAX_EXPERTS];   // gate and up per active expert
     const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts of a turn, in id order
     mc_expert_t views[MC_MOE_MAX_EXPERTS];        // their matrices in the expert store's pool
@@ -46,7 +47,7 @@ mc_moe_t *mc_moe_new(mc_matmul_t *mm) {
 void mc_moe_destroy(mc_moe_t **pm) {
     if (!pm || !*pm) return;
     mc_moe_t *m = *pm;
-    free(m->xf), free(m->xg), free(m->xq), free(m->g), free(m->u), free(m->d), free(m->y), free(m->idx);
+    free(m->xf), free(m->xg), free(m->xq), free(m->g), free(m->u), free(m->d), free(m->y), free(m->idx), free(m->sg);
     free(m);
     *pm = NULL;
 }
@@ -226,6 +227,38 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
             float w = weights[s];
             for (uint32_t i = 0; i < dim; i++) o[i] += w * y[i];
         }
+    }
+    return MC_OK;
+}
+
+mc_err_t mc_moe_shared(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n, float *out,
+                       char *err) {
+    if (layer >= m->hp.n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range", layer);
+    const mc_layer_t *L = &m->layers[layer];
+    if (!L->shexp.gate.data || !L->shexp_gate.data)
+        return mc_err_set(err, MC_ERR_ARG, "layer %u has no shared expert", layer);
+    const uint32_t dim = m->hp.dim, ffn = m->hp.ffn_shexp;
+    if (!s_grow(&moe->g, &moe->cap_g, (size_t)n * ffn * sizeof(float) + 1) ||
+        !s_grow(&moe->u, &moe->cap_u, (size_t)n * ffn * sizeof(float) + 1) ||
+        !s_grow(&moe->d, &moe->cap_d, (size_t)n * dim * sizeof(float) + 1) ||
+        !s_grow(&moe->sg, &moe->cap_sg, (size_t)n * sizeof(float) + 1))
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    const mc_matmul_op_t ops[3] = {{&L->shexp.gate, x, n, moe->g, NULL},
+                                   {&L->shexp.up, x, n, moe->u, NULL},
+                                   {&L->shexp_gate, x, n, moe->sg, NULL}};
+    mc_err_t rc = mc_matmul_many(moe->mm, ops, 3);
+    if (rc) return mc_err_set(err, rc, "layer %u: shared expert gate/up products failed", layer);
+    for (size_t i = 0; i < (size_t)n * ffn; i++) {
+        float g = moe->g[i];
+        moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU, as the routed experts
+    }
+    if ((rc = mc_matmul_f32(moe->mm, &L->shexp.down, moe->g, n, moe->d)))
+        return mc_err_set(err, rc, "layer %u: shared expert down product failed", layer);
+    for (uint32_t t = 0; t < n; t++) {
+        const float gate = 1.0f / (1.0f + expf(-moe->sg[t]));
+        float *o = out + (size_t)t * dim;
+        const float *d = moe->d + (size_t)t * dim;
+        for (uint32_t i = 0; i < dim; i++) o[i] += d[i] * gate;
     }
     return MC_OK;
 }

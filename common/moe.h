@@ -16,6 +16,10 @@
  * type are decoded to f32 and converted as usual. The expert nodes and the
  * coordinator's fallback for a lost node both compute through here, so the
  * same bytes give the same result wherever they are computed.
+ *
+ * Shared experts (Qwen2-MoE's: one dense SwiGLU FFN per layer that every row
+ * passes through, scaled by a sigmoid gate) are a second call,
+ * mc_moe_shared, made by whoever holds the rows after the routed sum.
  */
 #ifndef MC_MOE_H
 #define MC_MOE_H
@@ -50,5 +54,15 @@ mc_err_t mc_moe_compute(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, cons
 // is not the size of a row of that type.
 mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const mc_moe_rows_t *x, uint32_t n,
                              const int32_t *experts, const float *weights, uint32_t k, float *out, char *err);
+
+// The shared expert of a layer (a family with one, arch.h), added to out:
+//   out[t] = out[t] + sigmoid(shexp_gate . x[t]) * down_s( silu(gate_s x[t]) * up_s x[t] )
+// per value, as llama.cpp's graph adds its ffn_shexp_out to the routed sum.
+// out holds the routed experts' sum (mc_moe_compute, or the cluster's, the
+// same bits), so the shared term is always added last, once, on the machine
+// that holds the rows: a single machine and a cluster give the same bits.
+// x (n, dim) f32 normed rows. MC_ERR_ARG for a layer without a shared expert.
+mc_err_t mc_moe_shared(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n, float *out,
+                       char *err);
 
 #endif

@@ -33,6 +33,7 @@ mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_bpe" "$corpus/fuzz_wire" "$corpus/fuz
 tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-f16-legacy.gguf" "${tiny[@]}" --type F16 --legacy >/dev/null
+"$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-qwen2moe.gguf" "${tiny[@]}" --arch qwen2moe --ffn-shexp 32 --type Q4_0 >/dev/null
 for t in fuzz_wire fuzz_node fuzz_safetensors fuzz_slice_index fuzz_api; do
   MC_FUZZ_SEEDS="$corpus/$t" "$dir/$t" -runs=0 "$corpus/$t" >/dev/null 2>&1
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates tests/fixtures/arch: small random-weight Qwen3-MoE and OLMoE
-# models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
+# Regenerates tests/fixtures/arch: small random-weight Qwen3-MoE, OLMoE and
+# Qwen2-MoE models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
 # continuations for them (deploy/llamacpp/ref.c). Not run by CI; needs a
 # llama.cpp build: LLAMA_CPP_DIR (default ../llama.cpp-new) with build/bin
 # holding libllama. tests/fixtures/README.md says which commit made the files
@@ -23,9 +23,12 @@ gcc -O2 -o "$tmp/llama-ref" deploy/llamacpp/ref.c -I"$llama/include" -I"$llama/g
 # name: mkmodel flags. Qwen3-MoE: 128 experts, 8 used, heads wider than
 # dim/heads (32 vs 16), per-head q/k norms. OLMoE: 64 experts, 8 used, q/k
 # norms over the whole projection, no renormalisation of the top-8 weights.
+# Qwen2-MoE: 60 experts, 4 used (Qwen1.5-MoE-A2.7B's counts), not
+# renormalised, a shared expert 4x as wide with its sigmoid gate, q/k/v biases.
 declare -A models=(
   [qwen3moe-f32]="--arch qwen3moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 128 --experts-used 8 --ffn 16 --layers 2 --vocab 1024 --seed 3001"
   [olmoe-f32]="--arch olmoe --dim 64 --heads 4 --kv-heads 4 --experts 64 --experts-used 8 --ffn 32 --layers 2 --vocab 1024 --seed 3002"
+  [qwen2moe-f32]="--arch qwen2moe --dim 64 --heads 4 --kv-heads 2 --experts 60 --experts-used 4 --ffn 16 --ffn-shexp 64 --layers 2 --vocab 1024 --seed 3003"
 )
 prompts=(p0_fox p1_fr p2_code p3_chat)
 mkdir -p "$out"

@@ -298,6 +298,27 @@ static void test_olmoe_three_nodes(void **state) {
     s_compare_arch("olmoe-f32", p, 3, MC_WIRE_AUTO, NULL);
 }
 
+// Qwen2-MoE: the shared expert (and its gate) computed on the coordinator
+// after the routed sum, which three nodes and the coordinator's own experts
+// share: the same bits as one machine.
+static void test_qwen2moe_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-19", NULL}, {"20-39", NULL}, {"40-55, 0-9", NULL}};
+    s_compare_arch("qwen2moe-f32", p, 3, MC_WIRE_AUTO, "56-59");
+    s_compare_arch("qwen2moe-f32", p, 3, MC_WIRE_F32, "56-59");
+}
+
+// A generated Q4_0 Qwen2-MoE (its shared expert repacked on the coordinator,
+// the routed experts on the nodes) through three nodes, to the bit.
+static void test_qwen2moe_generated_q4_0(void **state) {
+    (void)state;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE, p.type = MC_DTYPE_Q4_0;
+    p.ffn = 32, p.ffn_shexp = 128, p.n_expert = 16, p.n_expert_used = 4;
+    s_place_t place[] = {{"0-5", NULL}, {"6-10", NULL}, {"11-15", NULL}};
+    s_compare_generated("qwen2moe-q4_0", &p, place, MC_WIRE_AUTO);
+}
+
 // --kv-type f16: the cache is the coordinator's alone, so the cluster still
 // gives one machine's bits (each side with an F16 cache), greedy ids too.
 static void test_kv_f16_cluster(void **state) {
@@ -1448,6 +1469,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
         cmocka_unit_test_teardown(test_qwen3moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_qwen2moe_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_qwen2moe_generated_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),
         cmocka_unit_test_teardown(test_generated_largest_shapes, s_stop_live),
         cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),

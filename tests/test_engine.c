@@ -184,6 +184,112 @@ static void test_split_experts_identical(void **state) {
     mc_model_destroy(&m);
 }
 
+// A Qwen2-MoE model (shared expert, q/k/v biases) of the given type.
+static mc_model_t *s_make_qwen2moe(const char *name, mc_dtype_t type) {
+    char path[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE, p.type = type;
+    p.ffn = 32, p.ffn_shexp = 64, p.n_expert = 12, p.n_expert_used = 4, p.seed = 78;
+    snprintf(path, sizeof path, "%s/%s.gguf", s_dir, name);
+    if (access(path, R_OK) != 0 && mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("open: %s", err);
+    return m;
+}
+
+// mc_moe_shared against the formula in double precision, for every layer:
+// out + sigmoid(g . x) * down(silu(gate x) * up x), added to what out held.
+static void test_shared_expert_formula(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_model_t *m = s_make_qwen2moe("qwen2moe-F32", MC_DTYPE_F32);
+    const uint32_t dim = m->hp.dim, fs = m->hp.ffn_shexp, n = 5;
+    mc_pool_t *pool = mc_pool_new(2);
+    mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+    mc_moe_t *moe = mc_moe_new(mm);
+    float *x = malloc((size_t)n * dim * sizeof(float)), *out = malloc((size_t)n * dim * sizeof(float));
+    double *h = malloc(fs * sizeof(double));
+    for (uint32_t i = 0; i < n * dim; i++) x[i] = sinf(0.37f * (float)i) * 1.5f;
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        const mc_layer_t *L = &m->layers[l];
+        for (uint32_t i = 0; i < n * dim; i++) out[i] = 0.25f * (float)(i % 7);
+        assert_int_equal(mc_moe_shared(moe, m, l, x, n, out, err), MC_OK);
+        const float *wg = (const float *)L->shexp.gate.data, *wu = (const float *)L->shexp.up.data;
+        const float *wd = (const float *)L->shexp.down.data, *wi = (const float *)L->shexp_gate.data;
+        for (uint32_t t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * dim;
+            double gl = 0;
+            for (uint32_t i = 0; i < dim; i++) gl += (double)wi[i] * xt[i];
+            const double gate = 1.0 / (1.0 + exp(-gl));
+            assert_true(gate > 0.01 && gate < 0.99); // a gate that matters
+            for (uint32_t r = 0; r < fs; r++) {
+                double a = 0, b = 0;
+                for (uint32_t i = 0; i < dim; i++) a += (double)wg[(size_t)r * dim + i] * xt[i], b += (double)wu[(size_t)r * dim + i] * xt[i];
+                h[r] = a / (1.0 + exp(-a)) * b;
+            }
+            for (uint32_t o = 0; o < dim; o++) {
+                double y = 0;
+                for (uint32_t r = 0; r < fs; r++) y += (double)wd[(size_t)o * fs + r] * h[r];
+                const double want = 0.25 * (double)((t * dim + o) % 7) + gate * y;
+                assert_true(fabs(out[(size_t)t * dim + o] - want) <= 1e-5 * (1.0 + fabs(want)));
+            }
+        }
+    }
+    // A family without one: a clear error, out untouched.
+    mc_model_t *plain = s_make("merged-F32", MC_DTYPE_F32, false, 64, 128);
+    out[0] = 7.0f;
+    assert_int_equal(mc_moe_shared(moe, plain, 0, x, n, out, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "no shared expert"));
+    assert_true(out[0] == 7.0f);
+    mc_model_destroy(&plain);
+    free(x), free(out), free(h);
+    mc_moe_destroy(&moe);
+    mc_matmul_destroy(&mm);
+    mc_pool_destroy(&pool);
+    mc_model_destroy(&m);
+}
+
+// Qwen2-MoE's logits are the same bits whatever the threads, the chunking
+// and the expert step (the split one: the engine still adds the shared
+// expert after it), for F32 and a repacked Q4_0.
+static void test_qwen2moe_identical(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static const mc_dtype_t types[] = {MC_DTYPE_F32, MC_DTYPE_Q4_0};
+    for (size_t i = 0; i < 2; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "qwen2moe-%s", mc_dtype_name(types[i]));
+        mc_model_t *m = s_make_qwen2moe(name, types[i]);
+        const size_t bytes = N_IDS * m->hp.n_vocab * sizeof(float);
+        mc_pool_t *pool = mc_pool_new(1);
+        mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+        assert_int_equal(mc_model_repack(m, mm, true, NULL, err), MC_OK);
+        float *base = s_logits_all(m, 1, 256), *t3 = s_logits_all(m, 3, 256), *chunked = s_logits_all(m, 2, 5);
+        assert_memory_equal(base, t3, bytes);
+        assert_memory_equal(base, chunked, bytes);
+        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) assert_true(isfinite(base[k]));
+        mc_engine_params_t ep = mc_engine_params_default();
+        ep.n_ctx = 64;
+        mc_engine_t *e = mc_engine_new(m, &ep, err);
+        static const mc_experts_ops_t ops = {.compute = s_split_moe};
+        s_split_t split = {{&ops}, m, mc_moe_new(mm)};
+        mc_engine_set_experts(e, &split.base);
+        float *out = malloc(bytes);
+        assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
+        // Four experts per token: the split adds (a + c) + (b + d) where one
+        // machine adds ((a + b) + c) + d, so within rounding, not to the bit.
+        double worst = 0;
+        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) worst = fmax(worst, fabs((double)out[k] - base[k]));
+        assert_true(worst < 1e-4);
+        free(out), free(base), free(t3), free(chunked);
+        mc_moe_destroy(&split.moe);
+        mc_engine_destroy(&e);
+        mc_matmul_destroy(&mm);
+        mc_pool_destroy(&pool);
+        mc_model_destroy(&m);
+    }
+}
+
 // The router's choices have one list of observers: one subscribed after
 // the engine's own counts sees the same choices the counts add up, and the
 // list is bounded.
@@ -453,6 +559,8 @@ int main(void) {
         cmocka_unit_test(test_layouts_identical),
         cmocka_unit_test(test_threads_and_batching_identical),
         cmocka_unit_test(test_split_experts_identical),
+        cmocka_unit_test(test_shared_expert_formula),
+        cmocka_unit_test(test_qwen2moe_identical),
         cmocka_unit_test(test_route_observers),
         cmocka_unit_test(test_sequences_batched_identical),
         cmocka_unit_test(test_kv_f16),

@@ -160,7 +160,7 @@ static void test_generated_types(void **state) {
 }
 
 // Legacy per-expert tensors, Qwen3-MoE's 8-of-16 routing (more experts per
-// layer than a small budget holds at once: turns).
+// layer than a small budget holds at once: turns), Qwen2-MoE's shared expert.
 static void test_generated_layouts(void **state) {
     (void)state;
     char path[512];
@@ -172,6 +172,12 @@ static void test_generated_layouts(void **state) {
     p.arch = MC_ARCH_QWEN3MOE, p.type = MC_DTYPE_Q8_0, p.n_expert = 16, p.n_expert_used = 8, p.n_layer = 3;
     s_make("qwen", &p, path, sizeof path);
     s_check_limits("qwen", path, true);
+    // Qwen2-MoE: the shared expert is dense (never the store's), the routed
+    // ones are; 4 of 16 not renormalised.
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE, p.type = MC_DTYPE_Q4_0, p.ffn = 64, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3;
+    s_make("qwen2moe", &p, path, sizeof path);
+    s_check_limits("qwen2moe", path, false);
 }
 
 static void s_check_fixture(const char *path) {

@@ -508,11 +508,61 @@ static void test_router_skew(void **state) {
     assert_non_null(strstr(err, "router_skew"));
 }
 
+// Qwen2-MoE: the shared expert's four tensors per layer (its gate's weights
+// one F32 vector), q/k/v biases, its width in the metadata (default 4 x ffn);
+// the same file for the same seed.
+static void test_qwen2moe(void **state) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE, p.type = MC_DTYPE_Q8_0, p.ffn = 32;
+    const char *a, *b;
+    mc_gguf_t *g = s_make(*state, &p, &a);
+    uint64_t v = 0;
+    assert_true(mc_gguf_get_u64(g, "qwen2moe.expert_shared_feed_forward_length", &v));
+    assert_int_equal(v, 128);
+    assert_true(mc_gguf_get_u64(g, "qwen2moe.expert_feed_forward_length", &v));
+    assert_int_equal(v, 32);
+    static const struct {
+        const char *name;
+        uint32_t n_dims;
+        uint64_t ne0, ne1;
+        mc_dtype_t type;
+    } want[] = {
+        {"blk.1.ffn_gate_inp_shexp.weight", 1, 64, 1, MC_DTYPE_F32}, {"blk.1.ffn_gate_shexp.weight", 2, 64, 128, MC_DTYPE_Q8_0},
+        {"blk.1.ffn_up_shexp.weight", 2, 64, 128, MC_DTYPE_Q8_0},    {"blk.1.ffn_down_shexp.weight", 2, 128, 64, MC_DTYPE_Q8_0},
+        {"blk.1.attn_q.bias", 1, 64, 1, MC_DTYPE_F32},               {"blk.1.attn_k.bias", 1, 32, 1, MC_DTYPE_F32},
+        {"blk.1.attn_v.bias", 1, 32, 1, MC_DTYPE_F32},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, want[i].name);
+        if (!t) fail_msg("%s is missing", want[i].name);
+        assert_int_equal(t->n_dims, want[i].n_dims);
+        assert_int_equal(t->ne[0], want[i].ne0);
+        if (want[i].n_dims == 2) assert_int_equal(t->ne[1], want[i].ne1);
+        assert_int_equal(t->type, want[i].type);
+    }
+    assert_null(mc_gguf_tensor_find(g, "blk.0.attn_q_norm.weight"));
+    mc_gguf_t *g2 = s_make(*state, &p, &b);
+    size_t la, lb;
+    uint8_t *fa = mc_test_read_file(a, &la), *fb = mc_test_read_file(b, &lb);
+    assert_true(fa && fb && la == lb);
+    assert_memory_equal(fa, fb, la);
+    free(fa), free(fb);
+    mc_gguf_destroy(&g2);
+    mc_gguf_destroy(&g);
+    // The other families have none of it.
+    p.arch = MC_ARCH_QWEN3MOE;
+    g = s_make(*state, &p, &a);
+    assert_null(mc_gguf_tensor_find(g, "blk.0.ffn_gate_shexp.weight"));
+    assert_null(mc_gguf_tensor_find(g, "blk.0.attn_q.bias"));
+    assert_false(mc_gguf_get_u64(g, "qwen3moe.expert_shared_feed_forward_length", &v));
+    mc_gguf_destroy(&g);
+}
+
 static void test_bad_params(void **state) {
     struct {
         const char *field; // must appear in the message
         mc_mkmodel_params_t p;
-    } bad[24];
+    } bad[28];
     size_t n = 0;
     const mc_mkmodel_params_t d = mc_mkmodel_params_default();
 #define S_BAD(name, stmt)                                                                          \
@@ -546,6 +596,8 @@ static void test_bad_params(void **state) {
     S_BAD("rope_base", p_.rope_base = NAN);
     S_BAD("rms_eps", p_.rms_eps = -1e-5f);
     S_BAD("rms_eps", p_.rms_eps = INFINITY);
+    S_BAD("ffn_shexp", (p_.arch = MC_ARCH_QWEN2MOE, p_.type = MC_DTYPE_Q8_0, p_.ffn_shexp = 48));
+    S_BAD("ffn_shexp", (p_.arch = MC_ARCH_QWEN2MOE, p_.ffn_shexp = MC_MK_MAX_DIM + 1));
 #undef S_BAD
     s_tmp_t *t = *state;
     char path[400];
@@ -575,6 +627,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_deterministic, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_merged_equals_legacy, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_router_skew, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_qwen2moe, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_params, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

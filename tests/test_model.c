@@ -129,6 +129,10 @@ typedef struct {
     bool with_experts_key;
     bool with_expert_tensors;
     bool bad_q_shape;
+    // Shared-expert tensors written, in the order gate_inp, gate, up, down
+    // (0: none); shexp_bad_gate: the gate input as a (dim, 2) matrix.
+    int shexp;
+    bool shexp_bad_gate;
 } s_variant_t;
 
 static mc_err_t s_fill_zero(void *ctx, size_t index, void *dst, size_t size, char *err) {
@@ -148,6 +152,7 @@ static bool s_loads(const s_variant_t *v, char *err) {
     mc_gguf_writer_add_u32(w, K("context_length"), 128);
     mc_gguf_writer_add_u32(w, K("embedding_length"), dim);
     mc_gguf_writer_add_u32(w, K("feed_forward_length"), ffn);
+    mc_gguf_writer_add_u32(w, K("expert_feed_forward_length"), ffn); // read by the families that have it
     mc_gguf_writer_add_u32(w, K("attention.head_count"), 4);
     mc_gguf_writer_add_u32(w, K("attention.head_count_kv"), 2);
     if (v->with_experts_key) {
@@ -165,6 +170,12 @@ static bool s_loads(const s_variant_t *v, char *err) {
     mc_gguf_writer_add_tensor(w, "blk.0.attn_output.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, dim});
     mc_gguf_writer_add_tensor(w, "blk.0.ffn_norm.weight", MC_DTYPE_F32, 1, (uint64_t[]){dim});
     mc_gguf_writer_add_tensor(w, "blk.0.ffn_gate_inp.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, ne});
+    if (v->shexp > 0)
+        mc_gguf_writer_add_tensor(w, "blk.0.ffn_gate_inp_shexp.weight", MC_DTYPE_F32, v->shexp_bad_gate ? 2 : 1,
+                                  (uint64_t[]){dim, 2});
+    if (v->shexp > 1) mc_gguf_writer_add_tensor(w, "blk.0.ffn_gate_shexp.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, ffn});
+    if (v->shexp > 2) mc_gguf_writer_add_tensor(w, "blk.0.ffn_up_shexp.weight", MC_DTYPE_F32, 2, (uint64_t[]){dim, ffn});
+    if (v->shexp > 3) mc_gguf_writer_add_tensor(w, "blk.0.ffn_down_shexp.weight", MC_DTYPE_F32, 2, (uint64_t[]){ffn, dim});
     if (v->with_expert_tensors) {
         mc_gguf_writer_add_tensor(w, "blk.0.ffn_gate_exps.weight", MC_DTYPE_F32, 3, (uint64_t[]){dim, ffn, ne});
         mc_gguf_writer_add_tensor(w, "blk.0.ffn_up_exps.weight", MC_DTYPE_F32, 3, (uint64_t[]){dim, ffn, ne});
@@ -188,28 +199,45 @@ static bool s_loads(const s_variant_t *v, char *err) {
 static void test_not_moe_errors(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
-    s_variant_t ok = {"llama", true, true, false};
+    s_variant_t ok = {"llama", true, true, false, 0, false};
     assert_true(s_loads(&ok, err));
 
-    s_variant_t dense = {"llama", false, false, false};
+    s_variant_t dense = {"llama", false, false, false, 0, false};
     assert_false(s_loads(&dense, err));
     assert_non_null(strstr(err, "llama.expert_count"));
 
-    s_variant_t other = {"qwen2moe", true, true, false};
+    s_variant_t other = {"deepseek2", true, true, false, 0, false};
     assert_false(s_loads(&other, err));
-    assert_non_null(strstr(err, "qwen2moe"));
-    assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE)"));
+    assert_non_null(strstr(err, "deepseek2"));
+    assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE)"));
+
+    // Qwen2-MoE: each missing shared-expert tensor is named, and says why;
+    // with all four (and no q/k/v biases, optional as in llama.cpp) it binds.
+    static const char *const shexp_names[] = {"blk.0.ffn_gate_inp_shexp.weight", "blk.0.ffn_gate_shexp.weight",
+                                              "blk.0.ffn_up_shexp.weight", "blk.0.ffn_down_shexp.weight"};
+    for (int i = 0; i < 4; i++) {
+        s_variant_t no_shexp = {"qwen2moe", true, true, false, i, false};
+        assert_false(s_loads(&no_shexp, err));
+        assert_non_null(strstr(err, shexp_names[i]));
+        assert_non_null(strstr(err, "every Qwen2-MoE layer has a shared expert"));
+    }
+    s_variant_t bad_gate = {"qwen2moe", true, true, false, 4, true};
+    assert_false(s_loads(&bad_gate, err));
+    assert_non_null(strstr(err, "blk.0.ffn_gate_inp_shexp.weight"));
+    assert_non_null(strstr(err, "expected {32, 1}"));
+    s_variant_t full = {"qwen2moe", true, true, false, 4, false};
+    if (!s_loads(&full, err)) fail_msg("%s", err);
 
     // A Qwen3-MoE file without its q/k norm tensors names the first missing one.
-    s_variant_t no_norms = {"qwen3moe", true, true, false};
+    s_variant_t no_norms = {"qwen3moe", true, true, false, 0, false};
     assert_false(s_loads(&no_norms, err));
     assert_non_null(strstr(err, "blk.0.attn_q_norm.weight"));
 
-    s_variant_t no_tensors = {"llama", true, false, false};
+    s_variant_t no_tensors = {"llama", true, false, false, 0, false};
     assert_false(s_loads(&no_tensors, err));
     assert_non_null(strstr(err, "ffn_gate_exps"));
 
-    s_variant_t bad_shape = {"llama", true, true, true};
+    s_variant_t bad_shape = {"llama", true, true, true, 0, false};
     assert_false(s_loads(&bad_shape, err));
     assert_non_null(strstr(err, "blk.0.attn_q.weight"));
     assert_non_null(strstr(err, "expected {32, 32}"));
@@ -253,6 +281,37 @@ static void test_arch_hparams(void **state) {
     assert_int_equal(m->hp.arch->qk_norm, MC_QKNORM_FULL);
     assert_non_null(m->layers[0].k_norm);
     assert_true(m->output.data != m->tok_embd.data);
+    mc_model_destroy(&m);
+
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE;
+    p.ffn = 32, p.ffn_shexp = 96;
+    snprintf(path, sizeof path, "%s/qwen2moe.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    assert_int_equal(m->hp.arch->id, MC_ARCH_QWEN2MOE);
+    assert_false(m->hp.norm_topk); // llama.cpp's qwen2moe graph never renormalises
+    assert_int_equal(m->hp.arch->rope, MC_ROPE_NEOX);
+    assert_int_equal(m->hp.ffn, 32);
+    assert_int_equal(m->hp.ffn_shexp, 96);
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        const mc_layer_t *L = &m->layers[l];
+        assert_non_null(L->bq), assert_non_null(L->bk), assert_non_null(L->bv);
+        assert_null(L->q_norm);
+        assert_int_equal(L->shexp.gate.n_out, 96), assert_int_equal(L->shexp.up.n_in, 64);
+        assert_int_equal(L->shexp.down.n_in, 96), assert_int_equal(L->shexp.down.n_out, 64);
+        assert_int_equal(L->shexp_gate.n_in, 64), assert_int_equal(L->shexp_gate.n_out, 1);
+        assert_int_equal(L->shexp_gate.type, MC_DTYPE_F32);
+    }
+    mc_model_destroy(&m);
+    // The other families have no shared expert.
+    p.arch = MC_ARCH_QWEN3MOE;
+    snprintf(path, sizeof path, "%s/qwen3moe-noshexp.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    if (!(m = mc_model_open(path, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.ffn_shexp, 0);
+    assert_null(m->layers[0].shexp.gate.data), assert_null(m->layers[0].bq);
     mc_model_destroy(&m);
 
     assert_null(mc_arch_find("llama4", 6));

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "experts.h"
+#include "moe.h"
 #include "pool.h"
 
 struct mc_engine {
@@ -24,6 +25,7 @@ struct mc_engine {
     mc_matmul_t *mm;
     mc_experts_t *local;   // every expert computed here (owned)
     mc_experts_t *experts; // the expert step in use: local, or one set (borrowed)
+    mc_moe_t *shared;      // shared experts, always computed here (owned; NULL: the model has none)
     struct {
         mc_engine_route_fn fn;
         void *ctx;
@@ -104,6 +106,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
     e->experts = e->local = e->mm ? mc_experts_local_new(m, e->mm, NULL) : NULL;
+    if (hp->ffn_shexp && e->mm && !(e->shared = mc_moe_new(e->mm))) goto nomem;
     e->k_cache = calloc(cache, e->kv_elem);
     e->v_cache = calloc(cache, e->kv_elem);
     e->x = malloc(B * dim * sizeof(float));
@@ -134,6 +137,7 @@ void mc_engine_destroy(mc_engine_t **pe) {
     if (!pe || !*pe) return;
     mc_engine_t *e = *pe;
     mc_experts_destroy(&e->local);
+    mc_moe_destroy(&e->shared);
     mc_matmul_destroy(&e->mm);
     mc_pool_destroy(&e->pool);
     free(e->k_cache), free(e->v_cache), free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v);
@@ -262,6 +266,12 @@ static void s_rmsnorm(float *y, const float *x, const float *w, uint32_t n, uint
         float scale = 1.0f / sqrtf(mean + eps);
         for (uint32_t i = 0; i < dim; i++) yt[i] = (xt[i] * scale) * w[i];
     }
+}
+
+// y[t] += b for n rows of len values (q/k/v biases).
+static void s_add_bias(float *y, const float *b, uint32_t n, uint32_t len) {
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t i = 0; i < len; i++) y[(size_t)t * len + i] += b[i];
 }
 
 // In-place softmax of n values; returns nothing, sums in double as ggml does.
@@ -411,6 +421,7 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
             {&L->wq, e->xn, n, e->q, NULL}, {&L->wk, e->xn, n, e->k, NULL}, {&L->wv, e->xn, n, e->v, NULL}};
         if ((rc = mc_matmul_many(e->mm, qkv, 3)))
             return mc_err_set(err, rc, "layer %u: attention projection failed", l);
+        if (L->bq) s_add_bias(e->q, L->bq, n, qd), s_add_bias(e->k, L->bk, n, kvd), s_add_bias(e->v, L->bv, n, kvd);
         // Every row's key and value go to the cache before any attention, so
         // a row sees the rows of its sequence before it in this chunk.
         s_qk_norm(hp, L, e->q, e->k, n);
@@ -440,6 +451,8 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
                                    e->sel + (size_t)t * hp->n_expert_used, hp->n_expert_used);
         if (e->layer_hook) e->layer_hook(e->layer_ctx, l, e->x, n, e->sel, hp->n_expert_used);
         rc = mc_experts_compute(e->experts, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
+        // The shared expert, here whoever computed the routed sum, added last.
+        if (!rc && e->shared) rc = mc_moe_shared(e->shared, m, l, e->xn, n, e->o, err);
         if (rc) return rc;
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
     }

@@ -13,8 +13,15 @@
  *   - wrappers: --profile's timing one, the tests' splitting one.
  * mc_experts_new (coordinator/experts_factory.h) makes local or cluster
  * from a cluster file or none, for a session, moe-bench and the tests
- * alike. Placement changes, experts read from disk and shared experts plug
- * in here.
+ * alike. Placement changes and experts read from disk plug in here.
+ *
+ * Shared experts (a family's dense FFN every row passes through, arch.h)
+ * are the other half of a layer's expert step: the engine adds them on this
+ * machine right after compute returns, with mc_moe_shared (moe.h), so
+ *   out[t] = (sum_j weight_j * expert_j(row), in choice order)
+ *            + sigmoid(gate_s . row) * shared(row)
+ * whichever implementation computed the routed sum: one machine and the
+ * cluster give the same bits. Nodes never see shared experts.
  *
  * An implementation embeds struct mc_experts first and points it at its
  * ops; one thread (the engine's) calls compute and tick. The statistics

@@ -33,7 +33,7 @@ static mc_err_t s_parse_type(const char *flag, const char *v, void *field, char 
 // --arch A: a family, by its GGUF name.
 static mc_err_t s_parse_arch(const char *flag, const char *v, void *field, char *err) {
     const mc_arch_info_t *a = mc_arch_find(v, strlen(v));
-    if (!a) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not llama, qwen3moe or olmoe", flag, v);
+    if (!a) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not llama, qwen3moe, olmoe or qwen2moe", flag, v);
     *(mc_arch_t *)field = a->id;
     return MC_OK;
 }
@@ -44,9 +44,11 @@ static mc_err_t s_parse_arch(const char *flag, const char *v, void *field, char 
 static const mc_flag_t s_flags[] = {
     {S_ROW("-o", "FILE", MC_FLAG_FILE, out), .help = "output path (required)"},
     {S_ROW("--arch", "A", MC_FLAG_CUSTOM, p.arch), .parse = s_parse_arch,
-     .help = "llama (Mixtral, default), qwen3moe or olmoe"},
+     .help = "llama (Mixtral, default), qwen3moe, olmoe or qwen2moe"},
     S_SHAPE("--dim", dim, MC_MK_MAX_DIM, "embedding length"),
     S_SHAPE("--ffn", ffn, MC_MK_MAX_DIM, "expert hidden size"),
+    {S_ROW("--ffn-shexp", "N", MC_FLAG_U32, p.ffn_shexp), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
+     .help = "shared expert hidden size, qwen2moe (default 0: 4 x ffn)"},
     S_SHAPE("--layers", n_layer, MC_MK_MAX_LAYERS, "transformer blocks"),
     S_SHAPE("--heads", n_head, MC_MK_MAX_DIM, "query heads"),
     S_SHAPE("--kv-heads", n_head_kv, MC_MK_MAX_DIM, "key/value heads"),

@@ -1,5 +1,6 @@
 /*
- * mkmodel: random mixture-of-experts GGUF files (Mixtral, Qwen3-MoE, OLMoE).
+ * mkmodel: random mixture-of-experts GGUF files (Mixtral, Qwen3-MoE, OLMoE,
+ * Qwen2-MoE).
  *
  * The vocabulary imitates a SentencePiece BPE model with byte fallback:
  * control and byte tokens, single characters, then pieces learned by BPE
@@ -419,6 +420,13 @@ typedef enum {
     // Appended: a role's number seeds its generator, so older roles keep their bits.
     S_ROLE_Q_NORM,
     S_ROLE_K_NORM,
+    S_ROLE_Q_BIAS,
+    S_ROLE_K_BIAS,
+    S_ROLE_V_BIAS,
+    S_ROLE_SHEXP_GATE_INP,
+    S_ROLE_SHEXP_GATE,
+    S_ROLE_SHEXP_UP,
+    S_ROLE_SHEXP_DOWN,
 } s_role_t;
 
 // One tensor of the file: n_part parts (experts, stacked along ne[2] in the
@@ -522,6 +530,12 @@ typedef struct {
 
 static uint32_t s_head_dim(const mc_mkmodel_params_t *p) { return p->head_dim ? p->head_dim : p->dim / p->n_head; }
 
+// The shared expert's width; 0 when the family has none.
+static uint32_t s_ffn_shexp(const mc_mkmodel_params_t *p) {
+    if (!mc_arch_get(p->arch)->shared_expert) return 0;
+    return p->ffn_shexp ? p->ffn_shexp : 4 * p->ffn;
+}
+
 // Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
 // BPE) is set.
 static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
@@ -539,6 +553,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {".embedding_length", 'u', NULL, p->dim, 0},
         {".feed_forward_length", 'u', NULL, p->ffn, 0},
         {arch->expert_ffn_key ? ".expert_feed_forward_length" : NULL, 'u', NULL, p->ffn, 0},
+        {arch->shared_expert ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL, s_ffn_shexp(p), 0},
         {".attention.head_count", 'u', NULL, p->n_head, 0},
         {".attention.head_count_kv", 'u', NULL, p->n_head_kv, 0},
         {wide ? ".attention.key_length" : NULL, 'u', NULL, s_head_dim(p), 0},
@@ -607,12 +622,15 @@ static mc_qknorm_t s_qk_norm(const mc_mkmodel_params_t *p) {
 static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     size_t per_layer = 7 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
     if (s_qk_norm(p) != MC_QKNORM_NONE) per_layer += 2;
+    if (mc_arch_get(p->arch)->qkv_bias) per_layer += 3;
+    if (mc_arch_get(p->arch)->shared_expert) per_layer += 4;
     return 3 - (p->tie_output ? 1 : 0) + (size_t)p->n_layer * per_layer;
 }
 
 // Declare every tensor in file order: token_embd, per layer attn_norm,
-// attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate_inp and the
-// experts, then output_norm and output.
+// attn_q, attn_k, attn_v, (their biases,) attn_output, (q/k norms,)
+// ffn_norm, ffn_gate_inp, (the shared expert's gate input, gate, up and
+// down,) and the experts, then output_norm and output.
 static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p, s_spec_t *specs,
                               char *err) {
     const mc_dtype_t t = p->type;
@@ -622,6 +640,9 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const float s_q = q_dim == p->dim ? s_dim : 1.0f / sqrtf((float)q_dim);
     const mc_qknorm_t qk = s_qk_norm(p);
     const uint32_t qn = qk == MC_QKNORM_HEAD ? head_dim : q_dim, kn = qk == MC_QKNORM_HEAD ? head_dim : kv_dim;
+    const bool bias = mc_arch_get(p->arch)->qkv_bias;
+    const uint32_t fs = s_ffn_shexp(p);
+    const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
     size_t n = 0;
     char name[64];
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
@@ -636,15 +657,27 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             {"attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
             {"attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
             {"attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            // Biases of 0.5 sigma: large enough that a forgotten one shows.
+            {bias ? "attn_q.bias" : NULL, 1, {S_ROLE_Q_BIAS, l, 0, 1, MC_DTYPE_F32, q_dim, 1, 0, 0.5f}},
+            {bias ? "attn_k.bias" : NULL, 1, {S_ROLE_K_BIAS, l, 0, 1, MC_DTYPE_F32, kv_dim, 1, 0, 0.5f}},
+            {bias ? "attn_v.bias" : NULL, 1, {S_ROLE_V_BIAS, l, 0, 1, MC_DTYPE_F32, kv_dim, 1, 0, 0.5f}},
             {"attn_output", 2, {S_ROLE_ATTN_OUT, l, 0, 1, t, q_dim, p->dim, 0, s_q}},
             {qk ? "attn_q_norm" : NULL, 1, {S_ROLE_Q_NORM, l, 0, 1, MC_DTYPE_F32, qn, 1, 1, 0.1f}},
             {qk ? "attn_k_norm" : NULL, 1, {S_ROLE_K_NORM, l, 0, 1, MC_DTYPE_F32, kn, 1, 1, 0.1f}},
             {"ffn_norm", 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
             {"ffn_gate_inp", 2, {S_ROLE_ROUTER, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, s_dim}},
+            // The shared expert: its gate's weights are one F32 vector (dim),
+            // as converted files keep them.
+            {fs ? "ffn_gate_inp_shexp" : NULL, 1, {S_ROLE_SHEXP_GATE_INP, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, s_dim}},
+            {fs ? "ffn_gate_shexp" : NULL, 2, {S_ROLE_SHEXP_GATE, l, 0, 1, t, p->dim, fs, 0, s_dim}},
+            {fs ? "ffn_up_shexp" : NULL, 2, {S_ROLE_SHEXP_UP, l, 0, 1, t, p->dim, fs, 0, s_dim}},
+            {fs ? "ffn_down_shexp" : NULL, 2, {S_ROLE_SHEXP_DOWN, l, 0, 1, t, fs, p->dim, 0, s_fs}},
         };
         for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && rc == MC_OK; i++) {
             if (!fixed[i].name) continue; // not in this family
-            snprintf(name, sizeof name, "blk.%u.%s.weight", l, fixed[i].name);
+            // "attn_q.bias" names its own suffix; the rest are weights.
+            if (strchr(fixed[i].name, '.')) snprintf(name, sizeof name, "blk.%u.%s", l, fixed[i].name);
+            else snprintf(name, sizeof name, "blk.%u.%s.weight", l, fixed[i].name);
             rc = s_add_tensor(w, specs, &n, name, fixed[i].n_dims, fixed[i].sp, err);
         }
         const struct {
@@ -769,6 +802,11 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (p->ffn % tr->block_elems)
         return mc_err_set(err, MC_ERR_ARG, "ffn (%u) must be a multiple of %u for type %s", p->ffn,
                           tr->block_elems, tr->name);
+    if (s_ffn_shexp(p) > MC_MK_MAX_DIM)
+        return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be <= %u", s_ffn_shexp(p), MC_MK_MAX_DIM);
+    if (s_ffn_shexp(p) % tr->block_elems)
+        return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of %u for type %s", s_ffn_shexp(p),
+                          tr->block_elems, tr->name);
     return MC_OK;
 }
 
@@ -800,6 +838,7 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         lens = malloc((v.n + 1) * sizeof *lens);
         specs = malloc(s_tensor_count(p) * sizeof *specs);
         size_t widest = p->dim > p->ffn ? p->dim : p->ffn;
+        if (s_ffn_shexp(p) > widest) widest = s_ffn_shexp(p);
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
         row = malloc(widest * sizeof *row);
         w = mc_gguf_writer_new(0);

@@ -1,6 +1,6 @@
 /*
  * mkmodel: writes random-weight mixture-of-experts GGUF files (Mixtral,
- * Qwen3-MoE and OLMoE architectures).
+ * Qwen3-MoE, OLMoE and Qwen2-MoE architectures).
  *
  * Tests, the demo and the benchmark need models of chosen shapes without
  * downloading anything. Everything is deterministic from the seed: the same
@@ -29,6 +29,7 @@ typedef struct {
     mc_arch_t arch;         // family: metadata prefix, q/k norm tensors
     uint32_t dim;           // embedding length
     uint32_t ffn;           // expert hidden size
+    uint32_t ffn_shexp;     // shared expert hidden size (families with one); 0: 4 * ffn
     uint32_t n_layer;
     uint32_t n_head;
     uint32_t n_head_kv;
