@@ -1020,7 +1020,15 @@ static void s_on_request(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *
         if (enc != MC_WIRE_F32) mc_wire_rows_encode(enc, out, r->n_rows, r->dim, packed);
         uint64_t us = mc_clock_us() - t0;
         mc_wire_msg_t res = {.kind = MC_WIRE_MSG_RESULT, .request_id = m->request_id};
-        res.u.result = (mc_wire_result_t){r->n_rows, r->dim, enc, packed, rb * r->n_rows, us};
+        res.u.result = (mc_wire_result_t){r->n_rows, r->dim, enc, packed, rb * r->n_rows, us, {0}};
+        if (n->store) {
+            mc_expert_store_stats_t ss;
+            mc_expert_store_stats(n->store, &ss);
+            res.u.result.store = (mc_wire_store_stats_t){true,          ss.budget_bytes, ss.used_bytes,
+                                                         ss.hits,       ss.misses,       ss.bytes_read,
+                                                         ss.stall_us,   ss.prefetched,   ss.prefetch_used,
+                                                         ss.errors};
+        }
         n->stats.requests++, n->stats.rows += r->n_rows, n->stats.compute_us += us;
         s_send(n, id, &res);
     }

@@ -116,6 +116,12 @@ static float *s_logits(mc_model_t *m, const mc_cluster_config_t *cfg, void (*bef
         mc_experts_node_stats_t st;
         mc_experts_node_stats(x, i, &st);
         *deaths += st.deaths;
+        // Every node here runs under a limit and served requests: its store's
+        // counters came back on its answers (what /metrics and /v1/cluster show).
+        assert_true(st.requests > 0);
+        assert_true(st.has_store);
+        assert_true(st.store.budget_bytes > 0 && st.store.used_bytes <= st.store.budget_bytes);
+        assert_true(st.store.hits + st.store.misses > 0);
     }
     if (st) {
         mc_expert_store_stats_t ss;

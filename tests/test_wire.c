@@ -271,11 +271,22 @@ static void test_roundtrip_request_result(void **state) {
     mc_wire_msg_free(&out);
 
     mc_wire_msg_t res = {.kind = MC_WIRE_MSG_RESULT, .request_id = 77};
-    res.u.result = (mc_wire_result_t){N_ROWS, DIM, MC_WIRE_F32, (const uint8_t *)r.x, sizeof r.x, 1234};
+    res.u.result = (mc_wire_result_t){N_ROWS, DIM, MC_WIRE_F32, (const uint8_t *)r.x, sizeof r.x, 1234, {0}};
     s_decode_ok(&s_lim, &res, &out);
     assert_int_equal(out.u.result.n_rows, N_ROWS);
     assert_true(out.u.result.compute_us == 1234);
     assert_memory_equal(out.u.result.rows, r.x, sizeof r.x);
+    assert_false(out.u.result.store.has); // a node without a memory limit sends none
+    mc_wire_msg_free(&out);
+    // A node under --mem-limit: its store's counters ride on the result.
+    res.u.result.store = (mc_wire_store_stats_t){true, 1 << 20, 3 << 18, 11, 5, 123456789012ull, 42, 7, 6, 1};
+    s_decode_ok(&s_lim, &res, &out);
+    assert_true(out.u.result.store.has);
+    assert_true(out.u.result.store.budget_bytes == 1 << 20 && out.u.result.store.used_bytes == 3 << 18);
+    assert_true(out.u.result.store.hits == 11 && out.u.result.store.misses == 5);
+    assert_true(out.u.result.store.bytes_read == 123456789012ull && out.u.result.store.stall_us == 42);
+    assert_true(out.u.result.store.prefetched == 7 && out.u.result.store.prefetch_used == 6);
+    assert_true(out.u.result.store.errors == 1);
     mc_wire_msg_free(&out);
 }
 
@@ -547,9 +558,9 @@ static void test_rejects_bad_other_messages(void **state) {
     float rows[DIM];
     memset(rows, 0, sizeof rows);
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_RESULT, .request_id = 14};
-    m.u.result = (mc_wire_result_t){1, DIM, MC_WIRE_Q8_0, (const uint8_t *)rows, 68, 0};
+    m.u.result = (mc_wire_result_t){1, DIM, MC_WIRE_Q8_0, (const uint8_t *)rows, 68, 0, {0}};
     s_expect_reject(&s_lim, &m, MC_ERR_UNSUPPORTED, "result rows in unknown encoding 3");
-    m.u.result = (mc_wire_result_t){2, DIM, MC_WIRE_F32, (const uint8_t *)rows, sizeof rows, 0};
+    m.u.result = (mc_wire_result_t){2, DIM, MC_WIRE_F32, (const uint8_t *)rows, sizeof rows, 0, {0}};
     s_expect_reject(&s_lim, &m, MC_ERR_FORMAT, "rows payload of 256 bytes, expected 2 rows");
 
     m = (mc_wire_msg_t){.kind = MC_WIRE_MSG_READY, .request_id = 15, .u.ready = {0, N_LAYER * N_EXPERT + 1}};
@@ -807,7 +818,7 @@ static void test_roundtrip_request_largest(void **state) {
         mc_wire_msg_free(&out);
     }
     mc_wire_msg_t res = {.kind = MC_WIRE_MSG_RESULT, .request_id = 6}, out;
-    res.u.result = (mc_wire_result_t){n, W, MC_WIRE_F32, (const uint8_t *)x, (size_t)n * W * sizeof *x, 1};
+    res.u.result = (mc_wire_result_t){n, W, MC_WIRE_F32, (const uint8_t *)x, (size_t)n * W * sizeof *x, 1, {0}};
     s_decode_ok(&lim, &res, &out);
     assert_memory_equal(out.u.result.rows, x, (size_t)n * W * sizeof *x);
     mc_wire_msg_free(&out);

@@ -281,6 +281,7 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
     Mc__FetchOpen fopen_ = MC__FETCH_OPEN__INIT;
     Mc__SliceRequest sreq_ = MC__SLICE_REQUEST__INIT;
     Mc__SliceData sdata = MC__SLICE_DATA__INIT;
+    Mc__StoreStats store = MC__STORE_STATS__INIT;
     void *mem = NULL;
     env.request_id = msg->request_id;
     switch (msg->kind) {
@@ -333,6 +334,14 @@ mc_err_t mc_wire_encode(const mc_wire_msg_t *msg, uint8_t **out, size_t *len, ch
         res.rows.data = (uint8_t *)msg->u.result.rows;
         res.rows.len = msg->u.result.rows_len;
         res.compute_us = msg->u.result.compute_us;
+        if (msg->u.result.store.has) {
+            const mc_wire_store_stats_t *ss = &msg->u.result.store;
+            store.budget_bytes = ss->budget_bytes, store.used_bytes = ss->used_bytes;
+            store.hits = ss->hits, store.misses = ss->misses, store.bytes_read = ss->bytes_read;
+            store.stall_us = ss->stall_us, store.prefetched = ss->prefetched;
+            store.prefetch_used = ss->prefetch_used, store.errors = ss->errors;
+            res.store = &store;
+        }
         env.body_case = MC__ENVELOPE__BODY_EXPERT_RESULT, env.expert_result = &res;
         break;
     case MC_WIRE_MSG_STATS_REQUEST:
@@ -667,6 +676,12 @@ static mc_err_t s_result(const mc_wire_limits_t *lim, const Mc__ExpertResult *r,
     o->rows = r->rows.data;
     o->rows_len = r->rows.len;
     o->compute_us = r->compute_us;
+    o->store = (mc_wire_store_stats_t){0};
+    if (r->store) {
+        const Mc__StoreStats *ss = r->store;
+        o->store = (mc_wire_store_stats_t){true,      ss->budget_bytes, ss->used_bytes,    ss->hits,  ss->misses,
+                                           ss->bytes_read, ss->stall_us, ss->prefetched, ss->prefetch_used, ss->errors};
+    }
     return MC_OK;
 }
 

@@ -126,6 +126,12 @@ typedef struct {
     mc_wire_enc_t res_enc; /* how the result rows travel back: F32, F16 or BF16 */
 } mc_wire_request_t;
 
+// A node's expert store counters (moe-expert --mem-limit); has: sent at all.
+typedef struct {
+    bool has;
+    uint64_t budget_bytes, used_bytes, hits, misses, bytes_read, stall_us, prefetched, prefetch_used, errors;
+} mc_wire_store_stats_t;
+
 typedef struct {
     uint32_t n_rows;
     uint32_t dim;
@@ -133,6 +139,7 @@ typedef struct {
     const uint8_t *rows; /* (n_rows, mc_wire_row_bytes(enc, dim)) */
     size_t rows_len;
     uint64_t compute_us;
+    mc_wire_store_stats_t store;
 } mc_wire_result_t;
 
 typedef struct {

@@ -610,6 +610,7 @@ static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, const mc_wire_msg_t
                           mc_wire_enc_name(mc_wire_result_enc(c->cfg->wire)));
     mc_wire_rows_decode(msg->u.result.enc, msg->u.result.rows, nd->req.n_rows, dim, nd->req.out);
     mc_link_add_compute(nd->link, msg->u.result.compute_us);
+    mc_link_set_store(nd->link, &msg->u.result.store);
     nd->pending = false;
     return MC_OK;
 }
@@ -1218,6 +1219,14 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
                                      .rtt_count = st->rtt_count,
                                      .rtt_sum_ms = st->rtt_sum_ms};
     memcpy(out->rtt_hist, st->rtt_hist, sizeof out->rtt_hist);
+    if (st->store.has) {
+        const mc_wire_store_stats_t *ws = &st->store;
+        out->has_store = true;
+        out->store.budget_bytes = ws->budget_bytes, out->store.used_bytes = ws->used_bytes;
+        out->store.hits = ws->hits, out->store.misses = ws->misses, out->store.bytes_read = ws->bytes_read;
+        out->store.stall_us = ws->stall_us, out->store.prefetched = ws->prefetched;
+        out->store.prefetch_used = ws->prefetch_used, out->store.errors = ws->errors;
+    }
     const size_t n = st->rtt_count < MC_LINK_RTT_RING ? st->rtt_count : MC_LINK_RTT_RING;
     double *ring = n ? malloc(n * sizeof *ring) : NULL;
     if (ring) memcpy(ring, st->rtt_ring, n * sizeof *ring);
@@ -1345,6 +1354,18 @@ cJSON *mc_cluster_stats_json(const mc_cluster_t *c, const uint64_t *counts) {
         cJSON_AddNumberToObject(o, "rtt_p50_ms", s.rtt_p50_ms);
         cJSON_AddNumberToObject(o, "rtt_p99_ms", s.rtt_p99_ms);
         cJSON_AddNumberToObject(o, "compute_ms", s.compute_ms);
+        if (s.has_store) { // the node's expert store (moe-expert --mem-limit)
+            cJSON *so = cJSON_AddObjectToObject(o, "expert_store");
+            cJSON_AddNumberToObject(so, "budget_bytes", (double)s.store.budget_bytes);
+            cJSON_AddNumberToObject(so, "used_bytes", (double)s.store.used_bytes);
+            cJSON_AddNumberToObject(so, "hits", (double)s.store.hits);
+            cJSON_AddNumberToObject(so, "misses", (double)s.store.misses);
+            cJSON_AddNumberToObject(so, "read_bytes", (double)s.store.bytes_read);
+            cJSON_AddNumberToObject(so, "stall_ms", s.store.stall_us / 1e3);
+            cJSON_AddNumberToObject(so, "prefetched", (double)s.store.prefetched);
+            cJSON_AddNumberToObject(so, "prefetch_used", (double)s.store.prefetch_used);
+            cJSON_AddNumberToObject(so, "read_errors", (double)s.store.errors);
+        }
         cJSON *held = cJSON_AddArrayToObject(o, "experts");
         for (uint32_t l = 0; l < hp->n_layer; l++) {
             cJSON *row = cJSON_CreateArray();

@@ -602,6 +602,10 @@ mc_err_t mc_link_receive(mc_link_t *l, mc_wire_msg_t *msg, bool *got, char *err)
     }
 }
 
+void mc_link_set_store(mc_link_t *l, const mc_wire_store_stats_t *store) {
+    if (store->has) l->st.store = *store;
+}
+
 void mc_link_add_compute(mc_link_t *l, uint64_t us) {
     l->st.compute_us += us;
     // The node's usual time: the first answers averaged, then a moving

@@ -77,6 +77,7 @@ typedef struct {
     double rtt_sum_ms;
     uint64_t rtt_count;
     double rtt_ring[MC_LINK_RTT_RING]; // the last min(rtt_count, RING) round trips
+    mc_wire_store_stats_t store;        // the node's expert store, as its last result told (has: under a limit)
 } mc_link_stats_t;
 
 typedef struct {
@@ -208,5 +209,7 @@ const mc_link_stats_t *mc_link_stats(const mc_link_t *l);
 
 // The node's own compute time for the answer just taken (ExpertResult).
 void mc_link_add_compute(mc_link_t *l, uint64_t us);
+// The expert store counters an answer carried (kept as the latest).
+void mc_link_set_store(mc_link_t *l, const mc_wire_store_stats_t *store);
 
 #endif

@@ -31,6 +31,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "expert_store.h"
 #include "matmul.h"
 #include "model.h"
 
@@ -62,6 +63,10 @@ typedef struct {
     uint64_t rtt_hist[MC_EXPERTS_RTT_BUCKETS + 1]; // round trips per bucket, then above the last
     uint64_t rtt_count;
     double rtt_sum_ms;
+    // The node's expert store, as its last answer told (has_store: it runs
+    // under --mem-limit; the counters moe-expert sends, the rest zero).
+    bool has_store;
+    mc_expert_store_stats_t store;
 } mc_experts_node_stats_t;
 
 typedef struct {

@@ -208,6 +208,34 @@ static void s_nodes(s_text_t *t, const mc_experts_t *x) {
         s_hist_put(t, "moe_node_round_trip_seconds", labels, st[i].rtt_hist, st[i].rtt_bounds_ms, MC_EXPERTS_RTT_BUCKETS,
                    1e-3, st[i].rtt_sum_ms, st[i].rtt_count);
     }
+    // Nodes under --mem-limit: their expert stores, from the counters each
+    // answer carries (nodes without a limit have no series).
+    struct {
+        const char *metric, *type, *help;
+    } srows[] = {
+        {"moe_node_expert_store_budget_bytes", "gauge", "The node's expert memory limit."},
+        {"moe_node_expert_store_used_bytes", "gauge", "Bytes of experts resident on the node."},
+        {"moe_node_expert_store_hits_total", "counter", "Expert uses on the node that found it resident."},
+        {"moe_node_expert_store_misses_total", "counter", "Expert uses on the node that waited for a read."},
+        {"moe_node_expert_store_read_bytes_total", "counter", "Expert bytes the node read from its disk."},
+        {"moe_node_expert_store_stall_seconds_total", "counter", "Time the node's steps waited for reads."},
+        {"moe_node_expert_store_read_errors_total", "counter", "Failed expert reads on the node."},
+    };
+    for (size_t r = 0; r < sizeof srows / sizeof srows[0]; r++) {
+        bool any = false;
+        for (size_t i = 0; i < n; i++) any |= st[i].has_store;
+        if (!any) break;
+        s_family(t, srows[r].metric, srows[r].type, srows[r].help);
+        for (size_t i = 0; i < n; i++) {
+            if (!st[i].has_store) continue;
+            const mc_expert_store_stats_t *ss = &st[i].store;
+            const double v[] = {(double)ss->budget_bytes, (double)ss->used_bytes, (double)ss->hits,
+                                (double)ss->misses,       (double)ss->bytes_read, ss->stall_us / 1e6,
+                                (double)ss->errors};
+            s_label(st[i].name, name, sizeof name);
+            s_put(t, "%s{node=\"%s\"} %.9g\n", srows[r].metric, name, v[r]);
+        }
+    }
     free(st);
 }
 

@@ -34,13 +34,23 @@ function cell(text, cls) {
   return td;
 }
 
+// A node under --mem-limit: the share of its expert uses found resident,
+// and how long its steps waited for the disk.
+function storeCell(s) {
+  if (!s) return cell("all in RAM");
+  const uses = s.hits + s.misses;
+  const pct = uses ? Math.round(100 * s.hits / uses) + "% hits" : "no uses yet";
+  return cell(pct + ", " + fmtBytes(s.used_bytes) + " of " + fmtBytes(s.budget_bytes) + ", " +
+    (s.stall_ms / 1000).toFixed(1) + " s stalled", "num");
+}
+
 function renderNodes(c) {
   const body = $("nodes").querySelector("tbody");
   body.replaceChildren();
   if (!c.nodes.length) {
     const tr = document.createElement("tr");
     const td = cell("no expert nodes: every expert runs on this machine");
-    td.colSpan = 10;
+    td.colSpan = 11;
     tr.appendChild(td);
     body.appendChild(tr);
   }
@@ -58,7 +68,7 @@ function renderNodes(c) {
     tr.append(name, cell(n.endpoint), state,
       cell(n.rtt_p50_ms.toFixed(2) + " ms", "num"), cell(n.rtt_p99_ms.toFixed(2) + " ms", "num"),
       cell(String(n.requests), "num"), cell(String(n.rows), "num"), cell(fmtBytes(n.bytes_sent), "num"),
-      cell(fmtBytes(n.bytes_received), "num"), cell(String(n.times_lost), "num"));
+      cell(fmtBytes(n.bytes_received), "num"), cell(String(n.times_lost), "num"), storeCell(n.expert_store));
     body.appendChild(tr);
   });
 }
