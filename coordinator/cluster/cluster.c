@@ -792,7 +792,10 @@ static void s_stage_send(mc_cluster_t *c, s_node_t *nd) {
     const uint8_t *target = s_probe_held(nd), *placed = mc_link_placed(nd->link);
     if (!mc_link_alive(nd->link) || (placed && !memcmp(placed, target, cells))) return;
     char why[MC_ERR_LEN];
-    if (mc_link_stage(nd->link, target, why)) MC_LOGW("%s", why);
+    pthread_mutex_lock(&c->mu); // it may lose the link, which the stats readers see
+    const mc_err_t rc = mc_link_stage(nd->link, target, why);
+    pthread_mutex_unlock(&c->mu);
+    if (rc) MC_LOGW("%s", why);
 }
 
 // Take up the posted config: the staged pairs of every node, new nodes'
@@ -819,9 +822,9 @@ static void s_stage_begin(mc_cluster_t *c, mc_cluster_config_t *cfg) {
         const size_t row = nd ? (size_t)(nd - c->nodes) : c->n_nodes + a++;
         s_fill_held(c, &cfg->nodes[j], want + row * cells);
     }
-    // s_hash_slices reads one table per current node: the new ones' pairs
-    // are folded into the first row's copy.
-    uint8_t *any = calloc((c->n_nodes ? c->n_nodes : 1) * cells + 1, 1);
+    // s_hash_slices reads one table per current node (a cluster always has
+    // one): the new ones' pairs are folded into the first row's copy.
+    uint8_t *any = calloc(c->n_nodes * cells + 1, 1);
     if (!any) {
         free(want);
         snprintf(c->note, sizeof c->note, "out of memory");
@@ -830,10 +833,7 @@ static void s_stage_begin(mc_cluster_t *c, mc_cluster_config_t *cfg) {
     memcpy(any, want, c->n_nodes * cells);
     for (size_t r = c->n_nodes; r < c->n_nodes + n_new; r++)
         for (size_t x = 0; x < cells; x++) any[x] |= want[r * cells + x];
-    const size_t saved = c->n_nodes;
-    if (!c->n_nodes) c->n_nodes = 1; // (never: a cluster has a node)
     mc_err_t rc = s_hash_slices(c, any, err);
-    c->n_nodes = saved;
     free(any);
     if (rc) {
         free(want);
