@@ -10,7 +10,8 @@
  * that cannot follow the running cluster are refused naming the problem,
  * and nothing changes. A coordinator that exits while a node fetches from
  * it releases the node (with a lease of a minute, the next coordinator's
- * placement would otherwise wait that long).
+ * placement would otherwise wait that long). SIGHUP makes a running
+ * `moe-coordinator --serve` read its cluster file again and switch.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "cluster.h"
@@ -393,11 +396,83 @@ static void test_exit_mid_fetch_releases(void **state) {
     mc_model_destroy(&m);
 }
 
+// SIGHUP to a real `moe-coordinator --serve`: the cluster file is read
+// again and its placement switched while the server runs.
+static void test_sighup_rereads(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN], file[600], log[600], exe[1024];
+    mc_model_t *m = s_fixture(path, sizeof path);
+    if (!m) skip();
+    mc_model_destroy(&m);
+    s_node(0, path, false, 0);
+    s_node(1, path, false, 0);
+    const size_t two[] = {0, 1};
+    static const char *const start[] = {"0-3", "4-7"}, *const moved[] = {"0-7", "4-7"};
+    snprintf(file, sizeof file, "%s/hup.yaml", s_dir);
+    snprintf(log, sizeof log, "%s/hup.log", s_dir);
+    mc_cluster_config_t *cfg = s_config(two, start, 2);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    assert_int_equal(mc_cluster_config_write(cfg, f, err), MC_OK);
+    fclose(f);
+    mc_cluster_config_destroy(&cfg);
+    const char *bin = getenv("MC_BIN_DIR");
+    snprintf(exe, sizeof exe, "%s/moe-coordinator", bin ? bin : ".");
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *o = freopen(log, "w", stderr);
+        (void)o;
+        execl(exe, exe, "--model", path, "--cluster", file, "--serve", "--port", "0", "--threads", "1", (char *)NULL);
+        _exit(127);
+    }
+    // The port it chose, from its log.
+    unsigned port = 0;
+    for (int i = 0; i < 3000 && !port; i++) {
+        char *txt = (char *)mc_test_read_file(log, NULL);
+        const char *at = txt ? strstr(txt, "on http://") : NULL;
+        const char *colon = at ? strchr(at + 10, ':') : NULL;
+        if (colon) port = (unsigned)strtoul(colon + 1, NULL, 10);
+        free(txt);
+        if (!port) s_sleep_ms(10);
+    }
+    if (!port) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("the server did not start");
+    }
+    cfg = s_config(two, moved, 2);
+    f = fopen(file, "w");
+    assert_non_null(f);
+    assert_int_equal(mc_cluster_config_write(cfg, f, err), MC_OK);
+    fclose(f);
+    mc_cluster_config_destroy(&cfg);
+    kill(pid, SIGHUP);
+    bool switched = false;
+    for (int i = 0; i < 3000 && !switched; i++) {
+        mc_test_http_t r;
+        if (mc_test_http((uint16_t)port, "GET", "/v1/cluster", NULL, NULL, &r) == 0) {
+            switched = strstr(r.body, "\"switches\":1") && strstr(r.body, "\"steady\"");
+            mc_test_http_free(&r);
+        }
+        if (!switched) s_sleep_ms(10);
+    }
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    char *txt = (char *)mc_test_read_file(log, NULL);
+    if (!switched) fail_msg("SIGHUP did not switch the placement; the log:\n%s", txt ? txt : "");
+    assert_non_null(strstr(txt, "SIGHUP"));
+    free(txt);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0); // SIGHUP did not end it; SIGTERM did, cleanly
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_changes_under_streams, s_stop_procs),
         cmocka_unit_test_teardown(test_bad_changes_refused, s_stop_procs),
         cmocka_unit_test_teardown(test_exit_mid_fetch_releases, s_stop_procs),
+        cmocka_unit_test_teardown(test_sighup_rereads, s_stop_procs),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
