@@ -73,7 +73,7 @@ S_ACT(s_act_q8_k, MC_DTYPE_Q8_K)
 // --- float weights -------------------------------------------------------------
 
 // The float-weight dots (and the engine's attention dots, which use the F32
-// kernel) sum in 16 float lanes, an order every SIMD unit can follow:
+// kernel; over an F16 KV cache the keys widened first) sum in 16 float lanes, an order every SIMD unit can follow:
 //
 //   acc[0..15] = +0;  for each j: acc[j % 16] += w[j] * x[j]
 //       (the product rounded to f32, then added: never fused into an fma)
@@ -105,12 +105,16 @@ static inline float s_load_bf16(const uint8_t *p, int64_t i) {
     return mc_bf16_to_fp32(h);
 }
 
-static inline float s_dot_lanes(int64_t n, const uint8_t *x, const uint8_t *y, s_load_fn load) {
+static inline float s_dot_lanes2(int64_t n, const uint8_t *x, const uint8_t *y, s_load_fn load_x, s_load_fn load_y) {
     float acc[S_LANES] = {0};
-    for (int64_t j = 0; j < n; j++) acc[j % S_LANES] += load(x, j) * load(y, j);
+    for (int64_t j = 0; j < n; j++) acc[j % S_LANES] += load_x(x, j) * load_y(y, j);
     for (int h = S_LANES / 2; h >= 4; h /= 2)
         for (int i = 0; i < h; i++) acc[i] += acc[i + h];
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+static inline float s_dot_lanes(int64_t n, const uint8_t *x, const uint8_t *y, s_load_fn load) {
+    return s_dot_lanes2(n, x, y, load, load);
 }
 
 static void s_dot_f32(int64_t n, float *s, const void *w, const void *a) { *s = s_dot_lanes(n, w, a, s_load_f32); }
@@ -590,12 +594,24 @@ static void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t
     for (int64_t p = 0; p < n; p++) s_axpy(hd, w[p], v + p * stride, y);
 }
 
+// An F16 cache row (fp16 bits) against f32 q: the F32 dot's lanes and fold.
+static void s_scores_f16(int64_t hd, const float *q, const uint16_t *k, int64_t stride, int64_t n, float *out) {
+    for (int64_t p = 0; p < n; p++)
+        out[p] = s_dot_lanes2(hd, (const uint8_t *)(k + p * stride), (const uint8_t *)q, s_load_f16, s_load_f32);
+}
+
+static void s_mix_f16(int64_t hd, int64_t n, const float *w, const uint16_t *v, int64_t stride, float *y) {
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t i = 0; i < hd; i++) y[i] = y[i] + w[p] * mc_fp16_to_fp32(v[p * stride + i]);
+}
+
 mc_attn_fns_t mc_kernel_attn(mc_isa_t isa) {
     if (isa == MC_ISA_BEST) isa = mc_kernel_best_isa();
-    mc_attn_fns_t f = {NULL, NULL};
+    mc_attn_fns_t f = {NULL, NULL, NULL, NULL};
     if (isa != MC_ISA_SCALAR && s_isa_runs(isa))
         f = isa == MC_ISA_AVX2 || isa == MC_ISA_AVX_VNNI ? mc_kernel_attn_avx2() : mc_kernel_attn_neon();
-    if (!f.scores || !f.mix) f = (mc_attn_fns_t){s_scores, s_mix};
+    if (!f.scores || !f.mix) f.scores = s_scores, f.mix = s_mix;
+    if (!f.scores_f16 || !f.mix_f16) f.scores_f16 = s_scores_f16, f.mix_f16 = s_mix_f16;
     return f;
 }
 

@@ -112,12 +112,22 @@ const mc_kernel_t *mc_kernel_get(mc_dtype_t wtype, mc_isa_t isa);
 // scalar loop's bits.
 typedef void (*mc_scores_fn)(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out);
 typedef void (*mc_mix_fn)(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y);
+// The same two loops over an F16 cache (--kv-type f16: each cached value the
+// fp16 bits mc_fp32_to_fp16 gives): every value is widened to f32 exactly,
+// then summed in the F32 loops' order, so each ISA gives the bits of the
+// scalar F32 loops run on the widened rows. q, w and y stay f32.
+typedef void (*mc_scores_f16_fn)(int64_t hd, const float *q, const uint16_t *k, int64_t stride, int64_t n,
+                                 float *out);
+typedef void (*mc_mix_f16_fn)(int64_t hd, int64_t n, const float *w, const uint16_t *v, int64_t stride, float *y);
 typedef struct {
     mc_scores_fn scores;
     mc_mix_fn mix;
+    mc_scores_f16_fn scores_f16;
+    mc_mix_f16_fn mix_f16;
 } mc_attn_fns_t;
 
-// The attention loops of `isa` (scalar where it has none or the CPU cannot run it).
+// The attention loops of `isa` (scalar where it has none or the CPU cannot run
+// it). Each of the four is set.
 mc_attn_fns_t mc_kernel_attn(mc_isa_t isa);
 
 // Best ISA this CPU supports (checked at run time).

@@ -943,7 +943,71 @@ S_FN void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t s
         for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * v[p * stride + i];
 }
 
-mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){s_scores, s_mix}; }
+// 8 cached fp16 values widened to f32 (exact).
+S_INLINE __m256 s_kv8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)); }
+
+// s_scores on an F16 cache: each key value widened exactly, then the same
+// lanes and fold as the F32 dot (four positions at a time, as s_scores).
+S_FN void s_scores_f16(int64_t hd, const float *q, const uint16_t *k, int64_t stride, int64_t n, float *out) {
+    for (int64_t p0 = 0; p0 < n; p0 += 4) {
+        const int rows = n - p0 < 4 ? (int)(n - p0) : 4;
+        const uint16_t *r[4];
+        __m256 a0[4], a1[4];
+        for (int c = 0; c < 4; c++) r[c] = k + (p0 + (c < rows ? c : 0)) * stride, a0[c] = a1[c] = _mm256_setzero_ps();
+        int64_t j = 0;
+        for (; j + 16 <= hd; j += 16) {
+            const __m256 q0 = _mm256_loadu_ps(q + j), q1 = _mm256_loadu_ps(q + j + 8);
+            for (int c = 0; c < 4; c++) {
+                a0[c] = _mm256_add_ps(a0[c], _mm256_mul_ps(s_kv8(r[c] + j), q0));
+                a1[c] = _mm256_add_ps(a1[c], _mm256_mul_ps(s_kv8(r[c] + j + 8), q1));
+            }
+        }
+        if (j < hd || rows < 4) {
+            for (int c = 0; c < rows; c++) {
+                float tx[16];
+                for (int64_t t = j; t < hd; t++) tx[t - j] = _cvtsh_ss(r[c][t]);
+                out[p0 + c] = s_lanes_finish(a0[c], a1[c], j, hd, tx, q + j);
+            }
+            continue;
+        }
+        // s_scores' fold of the four at once: (acc[0] + acc[1]) + (acc[2] + acc[3]) each.
+        __m128 z[4];
+        for (int c = 0; c < 4; c++) {
+            const __m256 x = _mm256_add_ps(a0[c], a1[c]);
+            z[c] = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+        }
+        _mm_storeu_ps(out + p0, _mm_hadd_ps(_mm_hadd_ps(z[0], z[1]), _mm_hadd_ps(z[2], z[3])));
+    }
+}
+
+// s_mix on an F16 cache: y[i] + w[p] * widen(v[p][i]), product rounded then
+// the add, position by position.
+S_FN void s_mix_f16(int64_t hd, int64_t n, const float *w, const uint16_t *v, int64_t stride, float *y) {
+    int64_t i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        __m256 y0 = _mm256_loadu_ps(y + i), y1 = _mm256_loadu_ps(y + i + 8);
+        __m256 y2 = _mm256_loadu_ps(y + i + 16), y3 = _mm256_loadu_ps(y + i + 24);
+        for (int64_t p = 0; p < n; p++) {
+            const __m256 wp = _mm256_set1_ps(w[p]);
+            const uint16_t *x = v + p * stride + i;
+            y0 = _mm256_add_ps(y0, _mm256_mul_ps(wp, s_kv8(x)));
+            y1 = _mm256_add_ps(y1, _mm256_mul_ps(wp, s_kv8(x + 8)));
+            y2 = _mm256_add_ps(y2, _mm256_mul_ps(wp, s_kv8(x + 16)));
+            y3 = _mm256_add_ps(y3, _mm256_mul_ps(wp, s_kv8(x + 24)));
+        }
+        _mm256_storeu_ps(y + i, y0), _mm256_storeu_ps(y + i + 8, y1);
+        _mm256_storeu_ps(y + i + 16, y2), _mm256_storeu_ps(y + i + 24, y3);
+    }
+    for (; i + 8 <= hd; i += 8) {
+        __m256 y0 = _mm256_loadu_ps(y + i);
+        for (int64_t p = 0; p < n; p++) y0 = _mm256_add_ps(y0, _mm256_mul_ps(_mm256_set1_ps(w[p]), s_kv8(v + p * stride + i)));
+        _mm256_storeu_ps(y + i, y0);
+    }
+    for (; i < hd; i++)
+        for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * _cvtsh_ss(v[p * stride + i]);
+}
+
+mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){s_scores, s_mix, s_scores_f16, s_mix_f16}; }
 
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
     *count = sizeof s_avx2 / sizeof s_avx2[0];
@@ -957,7 +1021,7 @@ const mc_kernel_t *mc_kernel_table_avx_vnni(size_t *count) {
 
 #else
 
-mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){NULL, NULL}; }
+mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){NULL, NULL, NULL, NULL}; }
 
 const mc_kernel_t *mc_kernel_table_avx2(size_t *count) {
     *count = 0;

@@ -973,7 +973,50 @@ static void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t
         for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * v[p * stride + i];
 }
 
-mc_attn_fns_t mc_kernel_attn_neon(void) { return (mc_attn_fns_t){s_scores, s_mix}; }
+// 4 cached fp16 values widened to f32 (exact).
+static inline float32x4_t s_kv4(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+// s_scores on an F16 cache: each key value widened exactly, then the F32
+// dot's four accumulators and fold.
+static void s_scores_f16(int64_t hd, const float *q, const uint16_t *k, int64_t stride, int64_t n, float *out) {
+    for (int64_t p = 0; p < n; p++) {
+        const uint16_t *x = k + p * stride;
+        float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+        int64_t j = 0;
+        for (; j + 16 <= hd; j += 16)
+            for (int r = 0; r < 4; r++)
+                acc[r] = vaddq_f32(acc[r], vmulq_f32(s_kv4(x + j + 4 * r), vld1q_f32(q + j + 4 * r)));
+        if (j < hd) {
+            float lanes[16];
+            s_store16(acc, lanes);
+            for (; j < hd; j++) lanes[j % 16] += mc_fp16_to_fp32(x[j]) * q[j];
+            s_load16(lanes, acc);
+        }
+        out[p] = s_fold16(acc);
+    }
+}
+
+// s_mix on an F16 cache: y[i] + w[p] * widen(v[p][i]), product rounded then
+// the add, position by position.
+static void s_mix_f16(int64_t hd, int64_t n, const float *w, const uint16_t *v, int64_t stride, float *y) {
+    int64_t i = 0;
+    for (; i + 16 <= hd; i += 16) {
+        float32x4_t y0 = vld1q_f32(y + i), y1 = vld1q_f32(y + i + 4), y2 = vld1q_f32(y + i + 8),
+                    y3 = vld1q_f32(y + i + 12);
+        for (int64_t p = 0; p < n; p++) {
+            const uint16_t *x = v + p * stride + i;
+            y0 = vaddq_f32(y0, vmulq_n_f32(s_kv4(x), w[p]));
+            y1 = vaddq_f32(y1, vmulq_n_f32(s_kv4(x + 4), w[p]));
+            y2 = vaddq_f32(y2, vmulq_n_f32(s_kv4(x + 8), w[p]));
+            y3 = vaddq_f32(y3, vmulq_n_f32(s_kv4(x + 12), w[p]));
+        }
+        vst1q_f32(y + i, y0), vst1q_f32(y + i + 4, y1), vst1q_f32(y + i + 8, y2), vst1q_f32(y + i + 12, y3);
+    }
+    for (; i < hd; i++)
+        for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * mc_fp16_to_fp32(v[p * stride + i]);
+}
+
+mc_attn_fns_t mc_kernel_attn_neon(void) { return (mc_attn_fns_t){s_scores, s_mix, s_scores_f16, s_mix_f16}; }
 
 const mc_kernel_t *mc_kernel_table_neon(size_t *count) {
     *count = sizeof s_neon / sizeof s_neon[0];
@@ -987,7 +1030,7 @@ const mc_kernel_t *mc_kernel_table_neon_dotprod(size_t *count) {
 
 #else
 
-mc_attn_fns_t mc_kernel_attn_neon(void) { return (mc_attn_fns_t){NULL, NULL}; }
+mc_attn_fns_t mc_kernel_attn_neon(void) { return (mc_attn_fns_t){NULL, NULL, NULL, NULL}; }
 
 const mc_kernel_t *mc_kernel_table_neon(size_t *count) {
     *count = 0;

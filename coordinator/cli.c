@@ -48,6 +48,12 @@ static mc_err_t s_parse_prefetch(const char *flag, const char *v, void *field, c
     return MC_OK;
 }
 
+// --kv-type f32|f16 into an mc_dtype_t.
+static mc_err_t s_parse_kv_type(const char *flag, const char *v, void *field, char *err) {
+    if (mc_engine_kv_type_parse(v, field)) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not f32 or f16", flag, v);
+    return MC_OK;
+}
+
 // One row per flag, in --help's order; a new flag is a row here (and its
 // field in mc_cli_opts_t, and its check in mc_cli_parse when it goes with
 // some modes only). Defaults: the row's, or for sampling the sampler's own
@@ -73,6 +79,9 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--threads", "N", MC_FLAG_INT, threads), MC_FLAG_DEF_THREADS, 1, 512, .help = "compute threads"},
     {S_ROW("--ctx", "N", MC_FLAG_U32, ctx), MC_FLAG_DEF_TEXT, 1, 1 << 24,
      .help = "KV-cache length per sequence (default 4096, at most the model's\ncontext length)"},
+    {S_ROW("--kv-type", "T", MC_FLAG_CUSTOM, kv_type), .parse = s_parse_kv_type,
+     .help = "KV-cache values: f32 (the default: no rounding) or f16 (half the\n"
+             "memory; keys and values rounded to the nearest half)"},
     {S_ROW("--prefix-cache-mb", "MB", MC_FLAG_U32, prefix_cache_mb), 256, 0, 1 << 20,
      .help = "keep prompt prefixes (keys and values) of finished answers up to this\n"
              "size, so a later prompt that starts the same way skips them (0: only\n"
@@ -496,6 +505,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     sp.n_seq = o->mode == MC_CLI_MODE_SERVE ? o->parallel : 1;
     sp.routing = o->routing_stats != NULL;
     sp.prefix_cache = (size_t)o->prefix_cache_mb << 20;
+    sp.kv_type = o->kv_type;
     sp.mem_limit_mb = o->mem_limit_mb, sp.mem_prefetch = o->mem_prefetch;
     const mc_draft_params_t dp = s_draft_params(o);
     mc_session_t *s = mc_session_new(&sp, err);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "dtype.h"
 #include "error.h"
 #include "sampler.h"
 
@@ -47,6 +48,7 @@ typedef struct {
     int threads;               // --threads
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
     uint32_t prefix_cache_mb;  // --prefix-cache-mb: saved prefixes beyond the sequences' caches
+    mc_dtype_t kv_type;        // --kv-type: the KV cache's values, MC_DTYPE_F32 (default) or MC_DTYPE_F16
     uint32_t speculate;        // --speculate K: guessed tokens verified per step at most (0: off)
     uint32_t mem_limit_mb;     // --mem-limit (0: every expert resident)
     int mem_prefetch;          // --mem-prefetch: MC_STORE_PRED_* or -1 (none, the default)

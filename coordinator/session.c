@@ -30,7 +30,7 @@ struct mc_session {
 };
 
 mc_session_params_t mc_session_params_default(void) {
-    return (mc_session_params_t){.threads = 1, .n_seq = 1, .mem_policy = MC_STORE_LFU, .mem_prefetch = -1};
+    return (mc_session_params_t){.threads = 1, .n_seq = 1, .kv_type = MC_DTYPE_F32, .mem_policy = MC_STORE_LFU, .mem_prefetch = -1};
 }
 
 // Repack the Q4_0 weights this process multiplies for its kernels
@@ -69,6 +69,7 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     const uint32_t train = s->model->hp.n_ctx_train;
     ep.n_ctx = p->ctx ? p->ctx : MC_SESSION_DEFAULT_CTX < train ? MC_SESSION_DEFAULT_CTX : train;
     ep.n_seq = p->n_seq;
+    ep.kv_type = p->kv_type;
     if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
         goto fail;
     mc_scheduler_set_prefix_cache(s->sched, p->prefix_cache);

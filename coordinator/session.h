@@ -26,6 +26,7 @@ typedef struct {
     const struct mc_cluster_config *cluster; // experts on these nodes; NULL: all here (borrowed)
     int threads;                             // compute threads
     uint32_t ctx;                            // KV cache per sequence; 0: 4096, at most the model's
+    mc_dtype_t kv_type;                      // KV cache values: MC_DTYPE_F32 (default) or MC_DTYPE_F16
     uint32_t n_seq;                          // sequences decoded together
     FILE *log;                               // cluster progress lines; NULL: quiet
     bool routing;                            // collect routing statistics (mc_session_routing)

@@ -317,6 +317,30 @@ static void test_run_mem_limit(void **state) {
     assert_int_equal(s_parse(&o, bad, 4, err), MC_ERR_ARG);
     assert_string_equal(err, "--mem-policy: 'mru' is not lru, lfu or hot");
 
+    // --kv-type: parsed, and half the KV memory in the result and the JSON.
+    mc_bench_opts_init(&o);
+    assert_int_equal(o.kv_type, MC_DTYPE_F32);
+    const char *kvf[] = {"--kv-type", "f16"};
+    assert_int_equal(s_parse(&o, kvf, 2, err), MC_OK);
+    assert_int_equal(o.kv_type, MC_DTYPE_F16);
+    const char *kvbad[] = {"--kv-type", "bf16"};
+    assert_int_equal(s_parse(&o, kvbad, 2, err), MC_ERR_ARG);
+    assert_string_equal(err, "--kv-type: 'bf16' is not f32 or f16");
+    double kv_mb[2];
+    for (int k = 0; k < 2; k++) {
+        mc_bench_opts_init(&o);
+        o.model = s_model, o.n_threads = 2, o.n_prompt = 6, o.n_gen = 4, o.reps = 1, o.bw_bytes = 4u << 20;
+        o.kv_type = k ? MC_DTYPE_F16 : MC_DTYPE_F32;
+        mc_bench_result_t r;
+        assert_int_equal(mc_bench_run(&o, &r, err), MC_OK);
+        assert_int_equal(r.kv_type, o.kv_type);
+        kv_mb[k] = r.kv_mb;
+        char line[4096];
+        assert_int_equal(mc_bench_json(&r, line, sizeof line, err), MC_OK);
+        assert_non_null(strstr(line, k ? "\"kv_type\":\"f16\"" : "\"kv_type\":\"f32\""));
+    }
+    assert_true(kv_mb[0] > 0 && kv_mb[1] * 2 == kv_mb[0]);
+
     mc_bench_opts_init(&o);
     o.model = s_model, o.n_threads = 2, o.n_prompt = 6, o.n_gen = 4, o.reps = 1, o.bw_bytes = 4u << 20;
     o.mem_limit_mb = 1;
@@ -347,29 +371,29 @@ static void test_run_errors(void **state) {
     mc_model_t *m = mc_model_open(s_model, err);
     assert_non_null(m);
     // The tiny model's context is 2048 positions.
-    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){2000, 100, 1, 0}, err));
+    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){2000, 100, 1, 0, MC_DTYPE_F32}, err));
     assert_non_null(strstr(err, "context"));
-    mc_engine_t *e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 1, 0}, err);
+    mc_engine_t *e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 1, 0, MC_DTYPE_F32}, err);
     assert_non_null(e);
     double pp = -1.0, tg = -1.0;
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 3, 1, 0}, 1, &pp, &tg, err), MC_ERR_RANGE);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 3, 1, 0, MC_DTYPE_F32}, 1, &pp, &tg, err), MC_ERR_RANGE);
     assert_true(pp == -1.0 && tg == -1.0);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 0}, 1, &pp, &tg, err), MC_OK);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 0, MC_DTYPE_F32}, 1, &pp, &tg, err), MC_OK);
     assert_true(pp > 0.0 && tg > 0.0);
     // one sequence only; no room for guesses
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 2, 0}, 1, &pp, &tg, err), MC_ERR_RANGE);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 1}, 1, &pp, &tg, err), MC_ERR_RANGE);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 2, 0, MC_DTYPE_F32}, 1, &pp, &tg, err), MC_ERR_RANGE);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 1, MC_DTYPE_F32}, 1, &pp, &tg, err), MC_ERR_RANGE);
     mc_engine_destroy(&e);
     // Three sequences decoded together; then each verifying 3 guesses a step.
-    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 0, 0}, err));
-    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 0}, err);
+    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 0, 0, MC_DTYPE_F32}, err));
+    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32}, err);
     assert_non_null(e);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 0}, 1, &pp, &tg, err), MC_OK);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32}, 1, &pp, &tg, err), MC_OK);
     assert_true(pp > 0.0 && tg > 0.0);
     mc_engine_destroy(&e);
-    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 3}, err);
+    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 3, MC_DTYPE_F32}, err);
     assert_non_null(e);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 3}, 1, &pp, &tg, err), MC_OK);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 3, MC_DTYPE_F32}, 1, &pp, &tg, err), MC_OK);
     assert_true(pp > 0.0 && tg > 0.0);
     mc_engine_destroy(&e);
     mc_model_destroy(&m);

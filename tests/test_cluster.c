@@ -149,6 +149,9 @@ static void s_load_ids(const char *prompt) {
     s_load_ids_from(mc_test_fixture("golden/tiny-f32", dir, sizeof dir), prompt);
 }
 
+// The KV cache type of the engines s_logits makes (f16: test_kv_f16_cluster).
+static mc_dtype_t s_kv = MC_DTYPE_F32;
+
 // All logits of s_ids, locally (cfg NULL) or through the cluster: the
 // expert step made by the factory a session uses.
 static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int32_t *greedy, size_t n_greedy) {
@@ -156,6 +159,7 @@ static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int3
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 300; // the longest fixture prompt plus the greedy steps
     ep.n_threads = 1;
+    ep.kv_type = s_kv;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     assert_non_null(e);
     mc_experts_params_t xp = mc_experts_params_default();
@@ -292,6 +296,23 @@ static void test_olmoe_three_nodes(void **state) {
     (void)state;
     s_place_t p[] = {{"0-20", "0"}, {"21-42", NULL}, {"43-63, 0-20", NULL}};
     s_compare_arch("olmoe-f32", p, 3, MC_WIRE_AUTO, NULL);
+}
+
+// --kv-type f16: the cache is the coordinator's alone, so the cluster still
+// gives one machine's bits (each side with an F16 cache), greedy ids too.
+static void test_kv_f16_cluster(void **state) {
+    (void)state;
+    s_kv = MC_DTYPE_F16;
+    s_place_t p[] = {{"0-20", "0"}, {"21-42", NULL}, {"43-63, 0-20", NULL}};
+    s_compare_arch("olmoe-f32", p, 3, MC_WIRE_AUTO, NULL);
+    s_place_t q[] = {{"0-3", NULL}, {"4-7", NULL}};
+    s_compare("tiny-q8_0.gguf", q, 2, MC_WIRE_AUTO, NULL, true);
+}
+
+// Its teardown: the nodes stopped and the F32 cache back for the tests after, pass or fail.
+static int s_stop_live_f32(void **state) {
+    s_kv = MC_DTYPE_F32;
+    return s_stop_live(state);
 }
 
 static void test_f32_two_nodes(void **state) {
@@ -1427,6 +1448,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
         cmocka_unit_test_teardown(test_qwen3moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),
         cmocka_unit_test_teardown(test_generated_largest_shapes, s_stop_live),
         cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),
         cmocka_unit_test_teardown(test_q8_0_wire_exact, s_stop_live),

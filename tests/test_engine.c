@@ -4,7 +4,9 @@
  * The same logits, to the bit, whether the experts come from merged or
  * legacy tensors, whatever the thread count, whether a prompt is evaluated
  * as one batch, in chunks or one token at a time, and when the expert step
- * is split between two "holders" the way the cluster splits it.
+ * is split between two "holders" the way the cluster splits it. With an F16
+ * KV cache too (--kv-type f16): the same invariances, the scalar kernels'
+ * bits, half the bytes, and logits near the F32 cache's (bound measured).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,10 +46,12 @@ static mc_model_t *s_make(const char *name, mc_dtype_t type, bool legacy, uint32
     return m;
 }
 
-static float *s_logits_all(const mc_model_t *m, int threads, uint32_t max_batch) {
+static float *s_logits_kv(const mc_model_t *m, int threads, uint32_t max_batch, mc_dtype_t kv, mc_isa_t isa) {
     char err[MC_ERR_LEN];
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_threads = threads;
+    ep.kv_type = kv;
+    ep.isa = isa;
     ep.n_ctx = 64;
     ep.max_batch = max_batch;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
@@ -56,6 +60,10 @@ static float *s_logits_all(const mc_model_t *m, int threads, uint32_t max_batch)
     assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
     mc_engine_destroy(&e);
     return out;
+}
+
+static float *s_logits_all(const mc_model_t *m, int threads, uint32_t max_batch) {
+    return s_logits_kv(m, threads, max_batch, MC_DTYPE_F32, MC_ISA_BEST);
 }
 
 static int s_setup(void **state) {
@@ -90,14 +98,17 @@ static void test_layouts_identical(void **state) {
     }
 }
 
+// With either KV cache type (f32, f16).
 static void test_threads_and_batching_identical(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
     mc_model_t *m = s_make("merged-Q8_0", MC_DTYPE_Q8_0, false, 64, 128);
     const size_t nv = m->hp.n_vocab;
-    float *base = s_logits_all(m, 1, 256);
-    float *t3 = s_logits_all(m, 3, 256);
-    float *chunked = s_logits_all(m, 2, 5);
+    for (int kvi = 0; kvi < 2; kvi++) {
+    const mc_dtype_t kv = kvi ? MC_DTYPE_F16 : MC_DTYPE_F32;
+    float *base = s_logits_kv(m, 1, 256, kv, MC_ISA_BEST);
+    float *t3 = s_logits_kv(m, 3, 256, kv, MC_ISA_BEST);
+    float *chunked = s_logits_kv(m, 2, 5, kv, MC_ISA_BEST);
     assert_memory_equal(base, t3, N_IDS * nv * sizeof(float));
     assert_memory_equal(base, chunked, N_IDS * nv * sizeof(float));
 
@@ -105,6 +116,7 @@ static void test_threads_and_batching_identical(void **state) {
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 64;
     ep.n_threads = 2;
+    ep.kv_type = kv;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
     float *row = malloc(nv * sizeof(float));
     for (uint32_t t = 0; t < N_IDS; t++) {
@@ -117,6 +129,7 @@ static void test_threads_and_batching_identical(void **state) {
     assert_memory_equal(row, base + (N_IDS - 1) * nv, nv * sizeof(float));
     free(row), free(base), free(t3), free(chunked);
     mc_engine_destroy(&e);
+    }
     mc_model_destroy(&m);
 }
 
@@ -216,8 +229,9 @@ static void test_route_observers(void **state) {
 static void test_sequences_batched_identical(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
-    static const mc_dtype_t types[] = {MC_DTYPE_F32, MC_DTYPE_Q4_K};
-    for (size_t ti = 0; ti < 2; ti++) {
+    static const mc_dtype_t types[] = {MC_DTYPE_F32, MC_DTYPE_Q4_K, MC_DTYPE_Q4_K};
+    for (size_t ti = 0; ti < 3; ti++) {
+        const mc_dtype_t kv = ti == 2 ? MC_DTYPE_F16 : MC_DTYPE_F32; // Q4_K once more with an F16 cache
         const uint32_t dim = types[ti] == MC_DTYPE_Q4_K ? 256 : 64;
         char name[32];
         snprintf(name, sizeof name, "merged-%s", mc_dtype_name(types[ti]));
@@ -232,6 +246,7 @@ static void test_sequences_batched_identical(void **state) {
         mc_engine_params_t ep = mc_engine_params_default();
         ep.n_ctx = 32;
         ep.n_threads = 2;
+        ep.kv_type = kv;
         for (uint32_t q = 0; q < S; q++) {
             mc_engine_t *e = mc_engine_new(m, &ep, err);
             assert_non_null(e);
@@ -309,6 +324,91 @@ static void test_sequences_batched_identical(void **state) {
     }
 }
 
+
+// argmax of n values (lowest index on ties).
+static uint32_t s_argmax(const float *v, uint32_t n) {
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+// --kv-type f16: half the cache bytes; the scalar kernels' bits on the best
+// ISA; logits close to the f32 cache's (each key and value rounded to 11
+// significant bits: relative error <= 2^-11 per value) and the same greedy
+// token at most positions; and the cache moved whole (copy, save, load)
+// gives the bits of evaluating in place.
+static void test_kv_f16(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static const mc_dtype_t types[] = {MC_DTYPE_F32, MC_DTYPE_Q8_0, MC_DTYPE_Q4_K};
+    uint32_t rows = 0, same_argmax = 0;
+    double worst = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t dim = types[ti] == MC_DTYPE_Q4_K ? 256 : 64;
+        char name[32];
+        snprintf(name, sizeof name, "merged-%s", mc_dtype_name(types[ti]));
+        mc_model_t *m = s_make(name, types[ti], false, dim, dim == 256 ? 256 : 128);
+        const uint32_t nv = m->hp.n_vocab;
+        float *f32 = s_logits_kv(m, 1, 256, MC_DTYPE_F32, MC_ISA_BEST);
+        float *f16 = s_logits_kv(m, 2, 256, MC_DTYPE_F16, MC_ISA_BEST);
+        float *f16s = s_logits_kv(m, 1, 3, MC_DTYPE_F16, MC_ISA_SCALAR);
+        assert_memory_equal(f16, f16s, N_IDS * nv * sizeof(float));
+        bool differs = false;
+        for (uint32_t t = 0; t < N_IDS; t++) {
+            const float *a = f32 + (size_t)t * nv, *b = f16 + (size_t)t * nv;
+            double spread = 0, dmax = 0;
+            for (uint32_t v = 0; v < nv; v++) {
+                assert_true(isfinite(b[v]));
+                spread = fmax(spread, fabs((double)a[v]));
+                dmax = fmax(dmax, fabs((double)a[v] - (double)b[v]));
+                differs |= a[v] != b[v];
+            }
+            worst = fmax(worst, dmax / spread);
+            rows++;
+            same_argmax += s_argmax(a, nv) == s_argmax(b, nv);
+        }
+        assert_true(differs); // the cache really rounds
+        free(f32), free(f16), free(f16s);
+
+        // Bytes halve; moved caches are the same bits as evaluated ones.
+        mc_engine_params_t ep = mc_engine_params_default();
+        ep.n_ctx = 32, ep.n_seq = 3, ep.kv_type = MC_DTYPE_F16, ep.n_threads = 2;
+        mc_engine_t *e = mc_engine_new(m, &ep, err);
+        ep.kv_type = MC_DTYPE_F32;
+        mc_engine_t *e32 = mc_engine_new(m, &ep, err);
+        assert_non_null(e), assert_non_null(e32);
+        assert_int_equal(mc_engine_kv_type(e), MC_DTYPE_F16);
+        assert_int_equal(2 * mc_engine_kv_bytes(e, 7), mc_engine_kv_bytes(e32, 7));
+        mc_engine_destroy(&e32);
+        float *want = malloc(nv * sizeof(float)), *got = malloc(nv * sizeof(float));
+        void *buf = malloc(mc_engine_kv_bytes(e, 12));
+        const uint32_t n = 12;
+        assert_int_equal(mc_engine_eval(e, s_ids, n, 0, MC_LOGITS_NONE, NULL, err), MC_OK);
+        assert_int_equal(mc_engine_eval(e, s_ids + n, 1, n, MC_LOGITS_LAST, want, err), MC_OK);
+        assert_int_equal(mc_engine_kv_copy(e, 0, 1, n, err), MC_OK);
+        assert_int_equal(mc_engine_kv_save(e, 0, n, buf, err), MC_OK);
+        assert_int_equal(mc_engine_kv_load(e, 2, n - 2, buf, n, err), MC_OK); // a shorter prefix of a save
+        for (uint32_t sq = 1; sq < 3; sq++) {
+            const uint32_t from = sq == 1 ? n : n - 2;
+            for (uint32_t p = from; p <= n; p++) {
+                const uint32_t seq = sq;
+                const uint8_t w = 1;
+                const mc_engine_batch_t b = {s_ids + p, &seq, &p, &w, 1};
+                assert_int_equal(mc_engine_decode(e, &b, got, err), MC_OK);
+            }
+            assert_memory_equal(got, want, nv * sizeof(float));
+        }
+        free(want), free(got), free(buf);
+        mc_engine_destroy(&e);
+        mc_model_destroy(&m);
+    }
+    print_message("f16 KV vs f32: max |logit diff| / max |logit| %.3g over %u rows, argmax same on %u\n", worst, rows,
+                  same_argmax);
+    assert_true(worst < 0.05);
+    assert_true(same_argmax * 10 >= rows * 9);
+}
+
 static void test_errors(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -355,6 +455,7 @@ int main(void) {
         cmocka_unit_test(test_split_experts_identical),
         cmocka_unit_test(test_route_observers),
         cmocka_unit_test(test_sequences_batched_identical),
+        cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

@@ -213,6 +213,124 @@ static void test_attn_same_bits(void **state) {
         }
 }
 
+// The F16 cache's loops (--kv-type f16): on every ISA, the bits of the scalar
+// F32 loops run on the keys and values widened from fp16 (the widening is
+// exact, so the order of the sums is the F32 one), for the same head sizes,
+// position counts and stride; values include fp16 subnormals, infinity-free
+// extremes and both zeros.
+static void test_attn_f16_same_bits(void **state) {
+    (void)state;
+    mc_isa_t isas[MC_ISA_BEST];
+    const size_t n_isas = s_isas(isas);
+    const mc_kernel_t *dot = mc_kernel_get(MC_DTYPE_F32, MC_ISA_SCALAR);
+    enum { MAXP = 19, STRIDE = 150 };
+    static uint16_t kh[MAXP * STRIDE];
+    static float kw[MAXP * STRIDE], q[STRIDE], w[MAXP], want[STRIDE], got[STRIDE], sw[MAXP], sg[MAXP];
+    uint64_t rng = 4242;
+    for (size_t i = 0; i < sizeof kh / sizeof kh[0]; i++) {
+        rng = rng * 6364136223846793005u + 1442695040888963407u;
+        const float v = ldexpf((float)(int32_t)(rng >> 32) / 2147483648.f, (int)(rng % 40) - 28); // to subnormal
+        kh[i] = i % 37 == 5 ? (uint16_t)(0x8000u * (i & 1)) : i % 41 == 7 ? 0x7BFFu : mc_fp32_to_fp16(v);
+        kw[i] = mc_fp16_to_fp32(kh[i]);
+    }
+    for (int i = 0; i < STRIDE; i++) q[i] = ldexpf(kw[(i * 7 + 3) % (MAXP * STRIDE)], i % 9);
+    for (int p = 0; p < MAXP; p++) w[p] = ldexpf(1.f + (float)p / 7.f, -(p % 5));
+    const int hds[] = {1, 7, 8, 15, 16, 17, 31, 32, 33, 40, 64, 100, 128};
+    for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
+        for (int n = 0; n <= MAXP; n++) {
+            const int hd = hds[h];
+            for (int p = 0; p < n; p++) dot->dot(hd, &sw[p], kw + p * STRIDE, q);
+            for (int i = 0; i < STRIDE; i++) want[i] = q[i];
+            for (int p = 0; p < n; p++)
+                for (int i = 0; i < hd; i++) want[i] = want[i] + w[p] * kw[p * STRIDE + i];
+            for (size_t x = 0; x < n_isas; x++) {
+                const mc_attn_fns_t f = mc_kernel_attn(isas[x]);
+                memset(sg, 0, sizeof sg);
+                f.scores_f16(hd, q, kh, STRIDE, n, sg);
+                assert_memory_equal(sg, sw, (size_t)n * sizeof *sg);
+                for (int i = 0; i < STRIDE; i++) got[i] = q[i];
+                f.mix_f16(hd, n, w, kh, STRIDE, got);
+                assert_memory_equal(got, want, sizeof got);
+            }
+        }
+}
+
+// IEEE binary16 rounding of f written independently of mc_fp32_to_fp16: the
+// nearest of the two neighbouring halves found by exact double arithmetic,
+// ties to the even one; NaN -> the reference's quiet NaN of its sign.
+static uint16_t s_half_ref(float f) {
+    const uint32_t u = mc_f32_bits(f), sign = (u >> 16) & 0x8000u;
+    if (isnan(f)) return (uint16_t)(sign | 0x7E00u);
+    const double a = fabs((double)f);
+    if (a >= 65520.0) return (uint16_t)(sign | 0x7C00u); // 65504 + half its ulp (32) and up: infinity
+    int e;
+    frexp(a, &e);                           // a = m * 2^e, m in [0.5, 1)
+    const int ulp_e = e - 11 < -24 ? -24 : e - 11; // 11 significant bits; subnormals' ulp 2^-24
+    const double ulp = ldexp(1.0, ulp_e), lo = floor(a / ulp) * ulp, rem = a - lo;
+    uint64_t m = (uint64_t)(lo / ulp);
+    if (rem > ulp / 2 || (rem == ulp / 2 && (m & 1))) m++;
+    const double r = (double)m * ulp; // exact
+    if (r == 0) return (uint16_t)sign;
+    if (r < ldexp(1.0, -14)) return (uint16_t)(sign | (uint32_t)m); // subnormal: m * 2^-24
+    int re;
+    const double rm = frexp(r, &re); // r = rm * 2^re, rm in [0.5, 1): exponent field re + 14
+    return (uint16_t)(sign | (uint32_t)(re + 14) << 10 | ((uint32_t)ldexp(rm, 11) & 0x3FFu));
+}
+
+// The conversion the F16 KV cache stores with (each ISA's F16 activation
+// conversion) against mc_fp32_to_fp16 and both against s_half_ref, over
+// every 61st bit pattern of the 2^32 floats (MC_TEST_ALL_FLOATS=1: all of
+// them), offset so each run covers other patterns, plus every half's
+// neighbourhood (test_act_half_boundaries). And every f16 -> f32 value: the
+// reference's widening is exact, and each ISA's F16 mix widens the same way.
+static void test_kv_f16_conversion(void **state) {
+    (void)state;
+    mc_isa_t isas[MC_ISA_BEST];
+    const size_t n_isas = s_isas(isas);
+    const char *all = getenv("MC_TEST_ALL_FLOATS");
+    const uint64_t step = all && strcmp(all, "1") == 0 ? 1 : 61;
+    enum { CHUNK = 1 << 16 };
+    static float x[CHUNK];
+    static uint16_t want[CHUNK], got[CHUNK + 1];
+    uint64_t checked = 0;
+    for (uint64_t u = 0; u < (1ull << 32);) {
+        int c = 0;
+        for (; c < CHUNK && u < (1ull << 32); c++, u += step) x[c] = mc_f32_from_bits((uint32_t)u);
+        for (int i = 0; i < c; i++) {
+            want[i] = mc_fp32_to_fp16(x[i]);
+            if (want[i] != s_half_ref(x[i])) fail_msg("fp32 %08x -> %04x, want %04x", mc_f32_bits(x[i]), want[i], s_half_ref(x[i]));
+        }
+        for (size_t ii = 1; ii < n_isas; ii++) {
+            mc_kernel_get(MC_DTYPE_F16, isas[ii])->act(x, got + 1, c); // odd output address
+            assert_memory_equal(got + 1, want, (size_t)c * 2);
+        }
+        checked += (uint64_t)c;
+    }
+    assert_true(checked >= (1ull << 32) / 61);
+    // Every half widened: exact (its value by arithmetic), and each ISA's mix
+    // of one position with weight 1 onto -0 gives it back (-0 + v = v, both zeros).
+    static uint16_t h[65536];
+    static float wide[65536], y[65536];
+    for (uint32_t i = 0; i < 65536; i++) {
+        h[i] = (uint16_t)i;
+        wide[i] = mc_fp16_to_fp32(h[i]);
+        const uint32_t e = (i >> 10) & 0x1F, m = i & 0x3FF;
+        const double v = e == 0 ? ldexp((double)m, -24) : e < 31 ? ldexp(1024.0 + m, (int)e - 25) : m ? NAN : INFINITY;
+        if (e == 31 && m) assert_true(isnan(wide[i]) && (mc_f32_bits(wide[i]) & 0x7FFFFFu) == m << 13);
+        else assert_true((double)fabsf(wide[i]) == v && (signbit(wide[i]) != 0) == (i >> 15 != 0));
+        if (!(e == 31 && m)) assert_int_equal(mc_fp32_to_fp16(wide[i]), h[i]); // and back
+    }
+    const float one = 1.f;
+    for (size_t ii = 0; ii < n_isas; ii++) {
+        for (int i = 0; i < 65536; i++) y[i] = -0.f;
+        mc_kernel_attn(isas[ii]).mix_f16(65536, 1, &one, h, 65536, y);
+        for (int i = 0; i < 65536; i++) {
+            if (isnan(wide[i])) assert_true(isnan(y[i]));
+            else assert_int_equal(mc_f32_bits(y[i]), mc_f32_bits(wide[i]));
+        }
+    }
+}
+
 static void test_dot_all_types(void **state) {
     (void)state;
     mc_isa_t isas[MC_ISA_BEST];
@@ -808,6 +926,8 @@ int main(void) {
         cmocka_unit_test(test_repack_q4_0_layout),
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_attn_same_bits),
+        cmocka_unit_test(test_attn_f16_same_bits),
+        cmocka_unit_test(test_kv_f16_conversion),
         cmocka_unit_test(test_isa_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

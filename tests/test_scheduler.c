@@ -6,7 +6,9 @@
  * prefix cache: a reused slot, a prefix copied from a busy slot, a saved
  * prefix loaded after its slot was overwritten, the byte budget (each the
  * same bits as evaluating it all), and the logprobs handed out beside the
- * tokens (never changing one).
+ * tokens (never changing one). The prefix cache, batching and speculation
+ * tests run twice: with an F32 and with an F16 KV cache (--kv-type f16),
+ * each compared with generations on a cache of the same type.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +33,19 @@
 static char s_dir[256];
 static mc_model_t *s_m;
 static mc_tokenizer_t *s_tok;
+static mc_dtype_t s_kv = MC_DTYPE_F32; // the KV cache type of every engine s_engine makes
+
+static int s_use_f16(void **state) {
+    (void)state;
+    s_kv = MC_DTYPE_F16;
+    return 0;
+}
+
+static int s_use_f32(void **state) {
+    (void)state;
+    s_kv = MC_DTYPE_F32;
+    return 0;
+}
 
 static int s_setup(void **state) {
     (void)state;
@@ -95,9 +110,10 @@ static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, cons
 static mc_engine_t *s_engine(uint32_t n_seq, uint32_t n_ctx) {
     char err[MC_ERR_LEN];
     mc_engine_params_t ep = mc_engine_params_default();
-    ep.n_seq = n_seq, ep.n_ctx = n_ctx, ep.n_threads = 2;
+    ep.n_seq = n_seq, ep.n_ctx = n_ctx, ep.n_threads = 2, ep.kv_type = s_kv;
     mc_engine_t *e = mc_engine_new(s_m, &ep, err);
     if (!e) fail_msg("%s", err);
+    assert_int_equal(mc_engine_kv_type(e), s_kv);
     return e;
 }
 
@@ -660,6 +676,17 @@ int main(void) {
         cmocka_unit_test(test_speculative_then_prefix),
         cmocka_unit_test(test_prompt_logits),
         cmocka_unit_test(test_logprobs),
+#define S_F16(t) cmocka_unit_test_setup_teardown(t, s_use_f16, s_use_f32)
+        S_F16(test_matches_greedy_loop),
+        S_F16(test_concurrent_same_as_alone),
+        S_F16(test_cache_prefix_reused),
+        S_F16(test_prefix_from_busy_slot),
+        S_F16(test_prefix_saved_and_loaded),
+        S_F16(test_prefix_budget),
+        S_F16(test_speculative_same_tokens),
+        S_F16(test_speculative_then_prefix),
+        S_F16(test_logprobs),
+#undef S_F16
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -43,6 +43,7 @@
 static char s_dir[256];
 static char s_model[512];
 static uint32_t s_mem_limit_mb; // the sessions s_up makes: --mem-limit (0: none)
+static mc_dtype_t s_kv_type;    // and --kv-type (MC_DTYPE_F32 = 0 by default)
 
 // A server on a session of the fixture model (ctx and slots given).
 typedef struct {
@@ -70,7 +71,7 @@ static void s_up(s_srv_t *t, const mc_cluster_config_t *cfg, uint32_t ctx, uint3
     char err[MC_ERR_LEN];
     mc_session_params_t sp = mc_session_params_default();
     sp.model = s_model, sp.cluster = cfg, sp.ctx = ctx, sp.n_seq = slots, sp.threads = 2;
-    sp.mem_limit_mb = s_mem_limit_mb;
+    sp.mem_limit_mb = s_mem_limit_mb, sp.kv_type = s_kv_type;
     t->s = mc_session_new(&sp, err);
     if (!t->s) fail_msg("%s", err);
     mc_server_params_t p = mc_server_params_default();
@@ -445,6 +446,30 @@ static void test_metrics_expert_store(void **state) {
     assert_non_null(strstr(r.body, "moe_expert_predicted_used_total{predictor=\"transitions\"}"));
     mc_test_http_free(&r);
     s_down(&t);
+}
+
+// The sequences' KV caches in /metrics and /v1/cluster, by type: --kv-type
+// f16 reports half the bytes of f32 and still answers.
+static void test_metrics_kv_cache(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    double bytes[2];
+    for (int k = 0; k < 2; k++) {
+        s_kv_type = k ? MC_DTYPE_F16 : MC_DTYPE_F32;
+        s_up(&t, NULL, 64, 2, NULL, 0);
+        s_kv_type = MC_DTYPE_F32;
+        cJSON_Delete(s_post(t.port, "/v1/completions", "{\"prompt\":\"Hello\",\"max_tokens\":4}", 200));
+        bytes[k] = s_metric(t.port, k ? "moe_kv_cache_bytes{type=\"f16\"}" : "moe_kv_cache_bytes{type=\"f32\"}");
+        const mc_engine_t *e = mc_session_engine(t.s);
+        assert_true(bytes[k] == (double)(2 * mc_engine_kv_bytes(e, 64)));
+        mc_test_http_t r;
+        assert_int_equal(mc_test_http(t.port, "GET", "/v1/cluster", NULL, NULL, &r), 0);
+        assert_non_null(strstr(r.body, k ? "\"kv_type\":\"f16\"" : "\"kv_type\":\"f32\""));
+        mc_test_http_free(&r);
+        s_down(&t);
+    }
+    assert_true(bytes[0] > 0 && bytes[1] * 2 == bytes[0]);
 }
 
 // Every line of /metrics: a comment, or `name{labels} value`.
@@ -1218,7 +1243,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
-        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store),        cmocka_unit_test(test_cluster_endpoint), cmocka_unit_test(test_cluster_changes),
+        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store), cmocka_unit_test(test_metrics_kv_cache),
+        cmocka_unit_test(test_cluster_endpoint), cmocka_unit_test(test_cluster_changes),
         cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
         cmocka_unit_test(test_stream_log_counts),

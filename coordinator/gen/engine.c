@@ -34,8 +34,10 @@ struct mc_engine {
     uint64_t rows_done; // rows evaluated before the current chunk
     mc_attn_fns_t attn;     // q.k dots and the value mix: same bits on every ISA
 
-    float *k_cache;  // (n_seq, n_layer, n_ctx, kv_dim)
-    float *v_cache;  // (n_seq, n_layer, n_ctx, kv_dim)
+    uint8_t *k_cache; // (n_seq, n_layer, n_ctx, kv_dim) of kv_type
+    uint8_t *v_cache; // (n_seq, n_layer, n_ctx, kv_dim) of kv_type
+    size_t kv_elem;   // bytes per cached value: 4 (f32) or 2 (f16)
+    mc_act_fn to_f16; // f32 -> fp16 with mc_fp32_to_fp16's bits (this ISA's)
 
     // Scratch for one chunk of up to max_batch rows.
     float *x;        // (B, dim) residual stream
@@ -60,7 +62,8 @@ static void s_count_route(void *ctx, uint32_t layer, uint64_t row, uint32_t seq,
                           uint32_t k);
 
 mc_engine_params_t mc_engine_params_default(void) {
-    return (mc_engine_params_t){.n_threads = 1, .n_ctx = 4096, .n_seq = 1, .max_batch = 256, .isa = MC_ISA_BEST};
+    return (mc_engine_params_t){
+        .n_threads = 1, .n_ctx = 4096, .n_seq = 1, .max_batch = 256, .isa = MC_ISA_BEST, .kv_type = MC_DTYPE_F32};
 }
 
 mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, char *err) {
@@ -82,6 +85,10 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
         mc_err_set(err, MC_ERR_ARG, "sequence count %u out of range (1..4096)", p->n_seq);
         return NULL;
     }
+    if (p->kv_type != MC_DTYPE_F32 && p->kv_type != MC_DTYPE_F16) {
+        mc_err_set(err, MC_ERR_ARG, "KV cache type %s not supported (f32, f16)", mc_dtype_name(p->kv_type));
+        return NULL;
+    }
     mc_engine_t *e = calloc(1, sizeof *e);
     if (!e) goto nomem;
     e->m = m;
@@ -91,12 +98,14 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
            kvd = (size_t)hp->n_head_kv * hp->head_dim;
     size_t cache = (size_t)p->n_seq * hp->n_layer * e->p.n_ctx * kvd;
     e->attn = mc_kernel_attn(e->p.isa);
+    e->kv_elem = p->kv_type == MC_DTYPE_F16 ? 2 : 4;
+    e->to_f16 = mc_kernel_get(MC_DTYPE_F16, e->p.isa)->act;
     e->pool = mc_pool_new(p->n_threads);
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
     e->experts = e->local = e->mm ? mc_experts_local_new(m, e->mm, NULL) : NULL;
-    e->k_cache = calloc(cache, sizeof(float));
-    e->v_cache = calloc(cache, sizeof(float));
+    e->k_cache = calloc(cache, e->kv_elem);
+    e->v_cache = calloc(cache, e->kv_elem);
     e->x = malloc(B * dim * sizeof(float));
     e->xn = malloc(B * (dim > qd ? dim : qd) * sizeof(float));
     e->q = malloc(B * qd * sizeof(float));
@@ -162,10 +171,23 @@ static void s_count_route(void *ctx, uint32_t layer, uint64_t row, uint32_t seq,
             atomic_fetch_add_explicit(&e->expert_counts[(size_t)layer * ne + (uint32_t)sel[j]], 1, memory_order_relaxed);
 }
 
-static float *s_cache(const mc_engine_t *e, float *cache, uint32_t s, uint32_t l);
+static uint8_t *s_cache(const mc_engine_t *e, uint8_t *cache, uint32_t s, uint32_t l);
+
+mc_dtype_t mc_engine_kv_type(const mc_engine_t *e) { return e->p.kv_type; }
+
+mc_err_t mc_engine_kv_type_parse(const char *s, mc_dtype_t *out) {
+    if (strcmp(s, "f32") == 0) *out = MC_DTYPE_F32;
+    else if (strcmp(s, "f16") == 0) *out = MC_DTYPE_F16;
+    else return mc_err_set(NULL, MC_ERR_ARG, "KV cache type '%s' (f32, f16)", s);
+    return MC_OK;
+}
+
+const char *mc_engine_kv_type_name(mc_dtype_t t) {
+    return t == MC_DTYPE_F16 ? "f16" : t == MC_DTYPE_F32 ? "f32" : "?";
+}
 
 size_t mc_engine_kv_bytes(const mc_engine_t *e, uint32_t n) {
-    return 2 * (size_t)e->m->hp.n_layer * n * e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+    return 2 * (size_t)e->m->hp.n_layer * n * e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
 }
 
 static mc_err_t s_kv_check(const mc_engine_t *e, uint32_t seq, uint32_t n, char *err) {
@@ -178,7 +200,7 @@ mc_err_t mc_engine_kv_copy(mc_engine_t *e, uint32_t src, uint32_t dst, uint32_t 
     mc_err_t rc;
     if ((rc = s_kv_check(e, src, n, err)) || (rc = s_kv_check(e, dst, n, err))) return rc;
     if (src == dst) return mc_err_set(err, MC_ERR_RANGE, "a sequence's cache copied onto itself");
-    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
     for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
         memcpy(s_cache(e, e->k_cache, dst, l), s_cache(e, e->k_cache, src, l), n * row);
         memcpy(s_cache(e, e->v_cache, dst, l), s_cache(e, e->v_cache, src, l), n * row);
@@ -190,7 +212,7 @@ mc_err_t mc_engine_kv_copy(mc_engine_t *e, uint32_t src, uint32_t dst, uint32_t 
 mc_err_t mc_engine_kv_save(const mc_engine_t *e, uint32_t seq, uint32_t n, void *buf, char *err) {
     mc_err_t rc = s_kv_check(e, seq, n, err);
     if (rc) return rc;
-    const size_t bytes = (size_t)n * e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+    const size_t bytes = (size_t)n * e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
     char *o = buf;
     for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
         memcpy(o, s_cache(e, e->k_cache, seq, l), bytes), o += bytes;
@@ -203,7 +225,7 @@ mc_err_t mc_engine_kv_load(mc_engine_t *e, uint32_t seq, uint32_t n, const void 
     mc_err_t rc = s_kv_check(e, seq, n, err);
     if (rc) return rc;
     if (n > n_saved) return mc_err_set(err, MC_ERR_RANGE, "%u positions asked of %u saved", n, n_saved);
-    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * sizeof(float);
+    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
     const char *in = buf;
     for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
         memcpy(s_cache(e, e->k_cache, seq, l), in, n * row), in += n_saved * row;
@@ -299,10 +321,17 @@ typedef struct {
     const uint32_t *seq, *pos; // (n) of each row
 } s_attn_job_t;
 
-// Keys (or values) of sequence s in layer l: (n_ctx, kv_dim).
-static float *s_cache(const mc_engine_t *e, float *cache, uint32_t s, uint32_t l) {
+// Keys (or values) of sequence s in layer l: (n_ctx, kv_dim) of kv_type.
+static uint8_t *s_cache(const mc_engine_t *e, uint8_t *cache, uint32_t s, uint32_t l) {
     const size_t kvd = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim;
-    return cache + ((size_t)s * e->m->hp.n_layer + l) * e->p.n_ctx * kvd;
+    return cache + ((size_t)s * e->m->hp.n_layer + l) * e->p.n_ctx * kvd * e->kv_elem;
+}
+
+// One row's kv_dim values x into position pos of a sequence's layer cache.
+static void s_cache_put(const mc_engine_t *e, uint8_t *layer_cache, uint32_t pos, const float *x, size_t kvd) {
+    uint8_t *dst = layer_cache + (size_t)pos * kvd * e->kv_elem;
+    if (e->p.kv_type == MC_DTYPE_F16) e->to_f16(x, dst, (int64_t)kvd);
+    else memcpy(dst, x, kvd * sizeof(float));
 }
 
 // Causal attention for (token, head) pairs dealt round-robin to threads.
@@ -316,16 +345,19 @@ static void s_attn_task(void *arg, int ith, int nth) {
     float *sc = e->scores + (size_t)ith * e->p.n_ctx;
     for (uint32_t task = (uint32_t)ith; task < j->n * hp->n_head; task += (uint32_t)nth) {
         uint32_t t = task / hp->n_head, h = task % hp->n_head, kvh = h / group;
-        const float *kc = s_cache(e, e->k_cache, j->seq[t], j->layer);
-        const float *vc = s_cache(e, e->v_cache, j->seq[t], j->layer);
+        const uint8_t *kc = s_cache(e, e->k_cache, j->seq[t], j->layer);
+        const uint8_t *vc = s_cache(e, e->v_cache, j->seq[t], j->layer);
+        const bool f16 = e->p.kv_type == MC_DTYPE_F16;
         uint32_t n_pos = j->pos[t] + 1; // causal: positions 0..pos
         const float *q = e->q + (size_t)t * qd + (size_t)h * hd;
-        e->attn.scores(hd, q, kc + (size_t)kvh * hd, kvd, n_pos, sc);
+        if (f16) e->attn.scores_f16(hd, q, (const uint16_t *)(const void *)kc + (size_t)kvh * hd, kvd, n_pos, sc);
+        else e->attn.scores(hd, q, (const float *)(const void *)kc + (size_t)kvh * hd, kvd, n_pos, sc);
         for (uint32_t p = 0; p < n_pos; p++) sc[p] = sc[p] * scale;
         s_softmax(sc, n_pos);
         float *out = e->att + (size_t)t * qd + (size_t)h * hd;
         memset(out, 0, hd * sizeof(float));
-        e->attn.mix(hd, n_pos, sc, vc + (size_t)kvh * hd, kvd, out);
+        if (f16) e->attn.mix_f16(hd, n_pos, sc, (const uint16_t *)(const void *)vc + (size_t)kvh * hd, kvd, out);
+        else e->attn.mix(hd, n_pos, sc, (const float *)(const void *)vc + (size_t)kvh * hd, kvd, out);
     }
 }
 
@@ -386,8 +418,8 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
             s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base, hp->arch->rope);
             s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base,
                    hp->arch->rope);
-            memcpy(s_cache(e, e->k_cache, seq[t], l) + (size_t)pos[t] * kvd, e->k + (size_t)t * kvd, kvd * sizeof(float));
-            memcpy(s_cache(e, e->v_cache, seq[t], l) + (size_t)pos[t] * kvd, e->v + (size_t)t * kvd, kvd * sizeof(float));
+            s_cache_put(e, s_cache(e, e->k_cache, seq[t], l), pos[t], e->k + (size_t)t * kvd, kvd);
+            s_cache_put(e, s_cache(e, e->v_cache, seq[t], l), pos[t], e->v + (size_t)t * kvd, kvd);
         }
         s_attn_job_t aj = {e, l, n, seq, pos};
         mc_pool_run(e->pool, s_attn_task, &aj);

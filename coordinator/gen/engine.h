@@ -14,10 +14,15 @@
  * The expert FFN of every layer goes through an mc_experts_t (experts.h): by
  * default the engine's local one; a cluster's ships rows to expert nodes.
  *
- * The KV cache holds f32 keys and values, (n_seq, n_layer, n_ctx, n_head_kv *
- * head_dim): twice the memory of llama.cpp's f16 default, but no rounding,
- * so logits follow the model exactly. It is allocated untouched, so memory
- * is only used for the positions sequences have reached.
+ * The KV cache holds keys and values, (n_seq, n_layer, n_ctx, n_head_kv *
+ * head_dim), as f32 by default: twice the memory of llama.cpp's f16 default,
+ * but no rounding, so logits follow the model exactly. kv_type MC_DTYPE_F16
+ * halves it: each value rounded to the nearest fp16 (ties to even,
+ * mc_fp32_to_fp16's bits on every ISA) when it is stored, widened exactly
+ * when attention reads it; the logits move by that rounding only and stay
+ * the same bits across threads, batches and ISAs. It is allocated
+ * untouched, so memory is only used for the positions sequences have
+ * reached.
  */
 #ifndef MC_ENGINE_H
 #define MC_ENGINE_H
@@ -37,10 +42,11 @@ typedef struct {
     uint32_t max_batch; // rows per forward chunk (bounds scratch memory)
     mc_isa_t isa;       // kernel implementation (MC_ISA_BEST: fastest available)
     bool keep_router;   // keep each layer's router logits of the last eval
+    mc_dtype_t kv_type; // KV cache values: MC_DTYPE_F32 or MC_DTYPE_F16
 } mc_engine_params_t;
 
 // 1 thread, n_ctx 4096, 1 sequence, max_batch 256, MC_ISA_BEST, no router
-// capture.
+// capture, f32 KV cache.
 mc_engine_params_t mc_engine_params_default(void);
 
 typedef enum {
@@ -115,7 +121,13 @@ mc_err_t mc_engine_eval(mc_engine_t *e, const int32_t *ids, uint32_t n, uint32_t
 // a copy is the same bits as evaluating them in the destination.
 // MC_ERR_RANGE for a sequence out of range, src == dst or n > n_ctx.
 mc_err_t mc_engine_kv_copy(mc_engine_t *e, uint32_t src, uint32_t dst, uint32_t n, char *err);
-// Bytes that n positions of one sequence take (keys and values, every layer).
+// The KV cache's value type (MC_DTYPE_F32 or MC_DTYPE_F16).
+mc_dtype_t mc_engine_kv_type(const mc_engine_t *e);
+// "f32" / "f16" -> *out; MC_ERR_ARG for anything else. And back.
+mc_err_t mc_engine_kv_type_parse(const char *s, mc_dtype_t *out);
+const char *mc_engine_kv_type_name(mc_dtype_t t);
+// Bytes that n positions of one sequence take (keys and values, every layer,
+// in the cache's type).
 size_t mc_engine_kv_bytes(const mc_engine_t *e, uint32_t n);
 // Positions [0, n) of sequence seq to buf (mc_engine_kv_bytes(e, n) bytes,
 // layer by layer), and back: load takes the first n positions of a buf

@@ -324,6 +324,11 @@ char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint3
     s_put(&t, "moe_prefix_cache_saved %u\n", c.prefix.saved);
     s_family(&t, "moe_prefix_cache_saved_bytes", "gauge", "Bytes of those prefixes (keys, values, ids).");
     s_put(&t, "moe_prefix_cache_saved_bytes %zu\n", c.prefix.saved_bytes);
+    const mc_engine_t *e = mc_session_engine(s);
+    s_family(&t, "moe_kv_cache_bytes", "gauge",
+             "The sequences' KV caches at full context (--parallel x --ctx), by value type (--kv-type).");
+    s_put(&t, "moe_kv_cache_bytes{type=\"%s\"} %zu\n", mc_engine_kv_type_name(mc_engine_kv_type(e)),
+          (size_t)mc_engine_n_seq(e) * mc_engine_kv_bytes(e, mc_engine_n_ctx(e)));
     if (mc_experts_n_nodes(mc_session_experts(s))) s_nodes(&t, mc_session_experts(s));
     if (mc_session_store(s)) s_store(&t, mc_session_store(s));
     const mc_hparams_t *hp = &mc_session_model(s)->hp;

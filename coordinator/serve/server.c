@@ -822,6 +822,9 @@ static cJSON *s_cluster_json(mc_server_t *srv) {
     cJSON_AddNumberToObject(root, "generations_queued", queued);
     cJSON_AddNumberToObject(root, "parallel", mc_engine_n_seq(mc_session_engine(srv->s)));
     cJSON_AddNumberToObject(root, "context", mc_engine_n_ctx(mc_session_engine(srv->s)));
+    const mc_engine_t *e = mc_session_engine(srv->s);
+    cJSON_AddStringToObject(root, "kv_type", mc_engine_kv_type_name(mc_engine_kv_type(e)));
+    cJSON_AddNumberToObject(root, "kv_cache_bytes", (double)mc_engine_n_seq(e) * (double)mc_engine_kv_bytes(e, mc_engine_n_ctx(e)));
     return root;
 }
 

@@ -97,8 +97,14 @@ static mc_err_t s_parse_prefetch(const char *flag, const char *v, void *field, c
 }
 
 // The rows' order is their bit in s_given (mc_flags_parse); see the checks below.
+// --kv-type f32|f16 into an mc_dtype_t.
+static mc_err_t s_parse_kv_type(const char *flag, const char *v, void *field, char *err) {
+    if (mc_engine_kv_type_parse(v, field)) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not f32 or f16", flag, v);
+    return MC_OK;
+}
+
 enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_VERIFY, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
-       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD };
+       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD, S_F_KV_TYPE };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
     [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
@@ -154,6 +160,8 @@ static const mc_flag_t s_flags[] = {
     [S_F_COLD] = {S_ROW("--cold", NULL, MC_FLAG_SWITCH, cold),
                   .help = "drop the model file from the page cache first and, with --mem-limit,\n"
                           "keep expert reads out of it: every miss reads the disk"},
+    [S_F_KV_TYPE] = {S_ROW("--kv-type", "T", MC_FLAG_CUSTOM, kv_type), .parse = s_parse_kv_type,
+                     .help = "KV-cache values: f32 (default) or f16 (half the memory)"},
 };
 #undef S_ROW
 #define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
@@ -429,6 +437,7 @@ mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, const mc_be
     p.n_threads = n_threads;
     p.n_ctx = sh->n_prompt + sh->n_gen + sh->n_verify;
     p.n_seq = sh->n_batch;
+    p.kv_type = sh->kv_type;
     const uint32_t step = sh->n_batch * (1 + sh->n_verify);
     p.max_batch = sh->n_prompt > step ? sh->n_prompt : step; // a prompt, or a step, is one forward pass
     return mc_engine_new(m, &p, err);
@@ -544,7 +553,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
     const double t_load = mc_clock_s();
-    const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify};
+    const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify, o->kv_type};
     if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, &shape, err))) rc = mc_err_code(err, MC_ERR_NOMEM);
     if (!rc && o->mem_limit_mb) {
         // As moe-coordinator --mem-limit does (coordinator/session.c):
@@ -581,13 +590,13 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     if (!rc && o->attach) attached = !(rc = o->attach(o->attach_ctx, e, m, err));
     if (!rc) rc = mc_bench_speed(e, &shape, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
     if (!rc) {
-        const mc_hparams_t *hp = &m->hp;
         res.bytes_per_token = mc_model_bytes_per_token(m);
         assert(res.bytes_per_token > 0);
         res.tg_bound_tok_s = res.mem_bw_gb_s * 1e9 / (double)res.bytes_per_token;
         res.file_mb = (double)mc_gguf_size(m->gguf) / S_MIB;
         res.experts_mb = (double)mc_expert_store_total_bytes(m, NULL) / S_MIB;
-        res.kv_mb = 2.0 * res.n_batch * hp->n_layer * mc_engine_n_ctx(e) * hp->n_head_kv * hp->head_dim * sizeof(float) / S_MIB;
+        res.kv_mb = (double)res.n_batch * (double)mc_engine_kv_bytes(e, mc_engine_n_ctx(e)) / S_MIB;
+        res.kv_type = mc_engine_kv_type(e);
         // What serves the expert weights, the bulk of the traffic (types
         // without a faster version fall back to scalar).
         res.isa = mc_kernel_get(m->layers[0].experts[0].gate.type, mc_matmul_isa(mc_engine_matmul(e)))->isa;
@@ -658,6 +667,7 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->peak_rss_mb, r->tg_tok_s / r->tg_bound_tok_s, mc_kernel_isa_name(r->isa));
     s_put(&o, "\"pp_tokens\":%u,\"tg_tokens\":%u,\"batch\":%u,\"reps\":%d,\"bw_buffer_mb\":%.1f,\"file_mb\":%.3f,\"kv_mb\":%.3f,",
           r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
+    s_put(&o, "\"kv_type\":\"%s\",", mc_engine_kv_type_name(r->kv_type));
     s_put(&o, "\"experts_mb\":%.1f,", r->experts_mb);
     s_put(&o, "\"verify\":%u,\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f", r->n_verify, r->load_ms,
           r->repack_ms, r->repacked_mb);
@@ -685,8 +695,8 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
 
 void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
     fprintf(f, "model             %s\n", r->model);
-    fprintf(f, "                  %.1f MiB file, %s kernels, %d threads, KV cache %.2f MiB\n", r->file_mb,
-            mc_kernel_isa_name(r->isa), r->n_threads, r->kv_mb);
+    fprintf(f, "                  %.1f MiB file, %s kernels, %d threads, KV cache %.2f MiB (%s)\n", r->file_mb,
+            mc_kernel_isa_name(r->isa), r->n_threads, r->kv_mb, mc_engine_kv_type_name(r->kv_type));
     fprintf(f, "prompt            %10.2f tok/s  (%u tokens in one batch, median of %d)\n", r->pp_tok_s, r->n_prompt,
             r->reps);
     if (r->n_verify)

@@ -51,6 +51,7 @@ typedef struct {
     uint32_t n_gen;      // tokens generated one at a time after the prompt
     uint32_t n_batch;    // sequences decoded together (each its prompt, then one token per step)
     uint32_t n_verify;   // --verify K: each step also verifies K guessed tokens per sequence
+    mc_dtype_t kv_type;  // --kv-type: the KV cache's values (MC_DTYPE_F32 by default, or MC_DTYPE_F16)
     const char *routing_stats; // --routing-stats FILE (the front end records it)
     const char *stats_json;    // --stats-json FILE: with --cluster, its statistics after the run
     int reps;            // timed repetitions (after one warm-up)
@@ -108,6 +109,7 @@ typedef struct {
     uint32_t n_gen;    // generation steps
     uint32_t n_batch;  // sequences (>= 1)
     uint32_t n_verify; // guessed tokens each sequence also verifies per step (speculative decoding's cost)
+    mc_dtype_t kv_type; // KV cache values (MC_DTYPE_F32 = 0, the default, or MC_DTYPE_F16)
 } mc_bench_shape_t;
 
 // The engine the benchmark drives: a local one with n_batch sequences, each
@@ -143,6 +145,7 @@ typedef struct {
     double file_mb;           // model file, MiB
     double experts_mb;        // its experts (all layers), MiB as an expert store holds them
     double kv_mb;             // KV cache, MiB
+    mc_dtype_t kv_type;       // its values
     mc_isa_t isa;             // kernels serving the expert weights
     double load_ms;           // engine setup and weight repacking (mc_model_repack), ms
     double repack_ms;         // of which repacking, ms
@@ -166,7 +169,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
 // One JSON line (no newline) with the required keys first:
 // model, threads, pp_tok_s, tg_tok_s, mem_bw_gb_s, bytes_per_token,
 // tg_bound_tok_s, peak_rss_mb; then tg_ratio, isa, pp_tokens, tg_tokens,
-// reps, bw_buffer_mb, file_mb, kv_mb, experts_mb, verify, load_ms, repack_ms, repacked_mb; under
+// reps, bw_buffer_mb, file_mb, kv_mb, kv_type, experts_mb, verify, load_ms, repack_ms, repacked_mb; under
 // --mem-limit then mem_limit_mb, mem_policy, mem_prefetch, cold, hits, misses,
 // hit_rate, mb_read, reads, read_ms, stall_ms_per_token, read_ahead, read_ahead_used,
 // evictions, read_errors, and per predictor pred_<name>_hit (of the experts
