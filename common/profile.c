@@ -1,11 +1,14 @@
 /*
- * profile: timing loops over one expert's step, /proc/meminfo, and the
- * YAML of one machine.
+ * profile: timing loops over one expert's step, /proc/meminfo, cold reads
+ * of expert slices from the model file, and the YAML of one machine.
  */
 #include "profile.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -71,6 +74,136 @@ static mc_err_t s_expert_ms(mc_moe_t *moe, const mc_model_t *m, const uint32_t (
     return MC_OK;
 }
 
+// --- the disk ---------------------------------------------------------------------------
+
+static int s_cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// A read of n bytes at off, all of it (EINTR and short reads retried).
+static bool s_read_all(int fd, uint8_t *buf, size_t n, uint64_t off) {
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pread(fd, buf + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        done += (size_t)r;
+    }
+    return true;
+}
+
+// Out of this process's page tables: a page the model's mapping has
+// touched cannot leave the page cache. The mapping is read-only, so the
+// pages come back from the file if used again (advice only).
+static void s_unmap_pages(const uint8_t *p, size_t n) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = (uintptr_t)p / page * page, b = ((uintptr_t)p + n + page - 1) / page * page;
+    (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+// Pages of [p, p + n) in the page cache, of those there are (mincore on
+// the model's mapping), to say when dropping them did not work.
+static void s_cached(const uint8_t *p, size_t n, size_t *in, size_t *all) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = (uintptr_t)p / page * page, b = ((uintptr_t)p + n + page - 1) / page * page;
+    const size_t pages = (b - a) / page;
+    unsigned char *v = malloc(pages ? pages : 1);
+    if (v && mincore((void *)a, b - a, v) == 0)
+        for (size_t i = 0; i < pages; i++) *in += v[i] & 1, *all += 1;
+    free(v);
+}
+
+mc_err_t mc_profile_disk(const mc_model_t *m, const mc_profile_disk_params_t *dp, mc_profile_disk_t *out, char *err) {
+    const mc_hparams_t *hp = &m->hp;
+    if (!m->path || !mc_gguf_mapped(m->gguf))
+        return mc_err_set(err, MC_ERR_ARG, "the model was not opened from a file");
+    const size_t cells = (size_t)hp->n_layer * hp->n_expert;
+    uint32_t *order = malloc((cells ? cells : 1) * sizeof *order);
+    size_t n = 0, most = 0;
+    for (size_t c = 0; order && c < cells; c++) {
+        const mc_expert_t *x = &m->layers[c / hp->n_expert].experts[c % hp->n_expert];
+        if (!x->gate.data || !x->up.data || !x->down.data) continue; // not in this file
+        order[n++] = (uint32_t)c;
+        const mc_matrix_t *ws[3] = {&x->gate, &x->up, &x->down};
+        for (int i = 0; i < 3; i++)
+            if (mc_matrix_bytes(ws[i]) > most) most = (size_t)mc_matrix_bytes(ws[i]);
+    }
+    if (!order) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    if (n == 0) {
+        free(order);
+        return mc_err_set(err, MC_ERR_ARG, "the file holds no experts");
+    }
+    mc_rng_t g; // a random order: no read follows its neighbour on the disk
+    mc_rng_seed(&g, dp->seed);
+    for (size_t i = n - 1; i > 0; i--) {
+        const size_t j = (size_t)(mc_rng_next(&g) % (i + 1));
+        const uint32_t t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+    const size_t max = dp->max_reads < n ? dp->max_reads : n;
+    uint8_t *buf = malloc(most > 4096 ? most : 4096);
+    double *small = malloc((max ? max : 1) * sizeof *small);
+    // Two descriptors on the file: one told the reads are random (no read
+    // ahead around the small reads that time the latency), one as the
+    // expert store reads whole matrices.
+    const int fr = open(m->path, O_RDONLY | O_CLOEXEC), fw = open(m->path, O_RDONLY | O_CLOEXEC);
+    mc_err_t rc = MC_OK;
+    if (!buf || !small) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    else if (fr < 0 || fw < 0) rc = mc_err_set(err, MC_ERR_IO, "%s: %s", m->path, strerror(errno));
+    if (!rc) (void)posix_fadvise(fr, 0, 0, POSIX_FADV_RANDOM);
+    const uint8_t *base = mc_gguf_base(m->gguf);
+    mc_profile_disk_t r = {0};
+    double full_s = 0;
+    size_t in = 0, all = 0;
+    const double t_start = mc_clock_s();
+    for (size_t k = 0; k < max && !rc && (k == 0 || mc_clock_s() - t_start < dp->max_seconds); k++) {
+        const uint32_t c = order[k];
+        const mc_expert_t *x = &m->layers[c / hp->n_expert].experts[c % hp->n_expert];
+        const mc_matrix_t *ws[3] = {&x->gate, &x->up, &x->down};
+        // Cold: the file's pages out of the page cache before each read (the
+        // whole file: dropping each expert's range left most of its pages
+        // cached, measured; likely large folios straddling the ranges).
+        for (int i = 0; i < 3; i++) s_unmap_pages(ws[i]->data, (size_t)mc_matrix_bytes(ws[i]));
+        (void)posix_fadvise(fw, 0, 0, POSIX_FADV_DONTNEED);
+        const uint64_t off0 = (uint64_t)(ws[0]->data - base);
+        const size_t first = mc_matrix_bytes(ws[0]) < 4096 ? (size_t)mc_matrix_bytes(ws[0]) : 4096;
+        double t0 = mc_clock_s();
+        if (!s_read_all(fr, buf, first, off0)) {
+            rc = mc_err_set(err, MC_ERR_IO, "%s: cannot read %zu bytes at offset %llu", m->path, first,
+                            (unsigned long long)off0);
+            break;
+        }
+        small[r.reads] = (mc_clock_s() - t0) * 1e3;
+        (void)posix_fadvise(fw, 0, 0, POSIX_FADV_DONTNEED);
+        for (int i = 0; i < 3; i++) s_cached(ws[i]->data, (size_t)mc_matrix_bytes(ws[i]), &in, &all);
+        t0 = mc_clock_s();
+        for (int i = 0; i < 3 && !rc; i++)
+            if (!s_read_all(fw, buf, (size_t)mc_matrix_bytes(ws[i]), (uint64_t)(ws[i]->data - base)))
+                rc = mc_err_set(err, MC_ERR_IO, "%s: cannot read expert %u of layer %u", m->path, c % hp->n_expert,
+                                c / hp->n_expert);
+        full_s += mc_clock_s() - t0;
+        (void)posix_fadvise(fw, 0, 0, POSIX_FADV_DONTNEED); // what was read leaves too
+        r.bytes += mc_matrix_bytes(ws[0]) + mc_matrix_bytes(ws[1]) + mc_matrix_bytes(ws[2]);
+        r.reads++;
+    }
+    if (!rc) {
+        qsort(small, r.reads, sizeof *small, s_cmp_double);
+        r.latency_ms = r.reads % 2 ? small[r.reads / 2] : (small[r.reads / 2 - 1] + small[r.reads / 2]) / 2;
+        // latency + bytes / bandwidth gives back the reads' total time.
+        double transfer_s = full_s - r.reads * r.latency_ms / 1e3;
+        if (transfer_s < full_s / 10) transfer_s = full_s / 10;
+        r.mb_s = transfer_s > 0 ? (double)r.bytes / 1e6 / transfer_s : 1e6;
+        if (r.mb_s > 1e6) r.mb_s = 1e6;
+        r.cached = all ? (double)in / (double)all : 0;
+        *out = r;
+    }
+    if (fr >= 0) close(fr);
+    if (fw >= 0) close(fw);
+    free(buf), free(small), free(order);
+    return rc;
+}
+
 double mc_profile_curve_at(const double *curve, uint32_t r) {
     if (r == 0) return 0;
     if (r <= mc_profile_rows[0]) return curve[0] * r / mc_profile_rows[0];
@@ -83,6 +216,12 @@ double mc_profile_curve_at(const double *curve, uint32_t r) {
 mc_err_t mc_profile_run(const mc_profile_params_t *p, FILE *out, char *err) {
     mc_model_t *m = mc_model_open(p->model, err);
     if (!m) return mc_err_code(err, MC_ERR_IO);
+    // The disk first, before the repack and the timing loops touch the
+    // experts' pages through the mapping (mapped pages stay cached).
+    mc_profile_disk_t disk = {0};
+    char disk_err[MC_ERR_LEN] = "";
+    const mc_profile_disk_params_t dparams = mc_profile_disk_params_default();
+    const bool disk_ok = mc_profile_disk(m, &dparams, &disk, disk_err) == MC_OK;
     mc_pool_t *pool = mc_pool_new(p->threads);
     mc_matmul_t *mm = pool ? mc_matmul_new(pool, mc_kernel_best_isa()) : NULL;
     mc_moe_t *moe = mm ? mc_moe_new(mm) : NULL;
@@ -104,6 +243,17 @@ mc_err_t mc_profile_run(const mc_profile_params_t *p, FILE *out, char *err) {
                 p->program ? p->program : "moe-expert", p->model, host, p->threads,
                 mc_kernel_isa_name(mc_matmul_isa(mm)), p->name ? p->name : host,
                 s_meminfo("MemAvailable") / 1048576.0, s_meminfo("MemTotal") / 1048576.0, p->threads);
+        if (disk_ok)
+            fprintf(out,
+                    "  disk_read_mb_s: %.1f     # the model file's disk: %u expert slices read cold, in a random order\n"
+                    "  disk_latency_ms: %.3f    # (MB/s of 10^6 bytes; a read costs latency + bytes / rate)\n",
+                    disk.mb_s, disk.reads, disk.latency_ms);
+        if (disk_ok && disk.cached > 0.05)
+            fprintf(out,
+                    "  # %.0f%% of those pages stayed in the page cache (another process maps the file?): the disk "
+                    "figures are optimistic\n",
+                    100 * disk.cached);
+        if (!disk_ok) fprintf(out, "  # the disk was not measured: %s\n", disk_err);
     }
     // One table per distinct (gate, up, down) type combination, measured on
     // the first layer that has it; later layers of the same kind refer to it.

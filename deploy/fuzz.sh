@@ -28,7 +28,7 @@ cmake --build "$dir" -j2 >/dev/null
 
 corpus="$dir/corpus"
 mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_bpe" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config" \
-  "$corpus/fuzz_plan" "$corpus/fuzz_safetensors" "$corpus/fuzz_slice_index" "$corpus/fuzz_api"
+  "$corpus/fuzz_plan" "$corpus/fuzz_safetensors" "$corpus/fuzz_slice_index" "$corpus/fuzz_api" "$corpus/fuzz_schema"
 # Seeds, rewritten every run (the fuzzers add their finds beside them).
 tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
@@ -103,8 +103,13 @@ printf '\000\000Hello, world! 12 caf\303\251 \344\270\255\346\226\207 <|im_start
 printf "\001\000It's 2025 \360\237\230\200\377 the end   " >"$corpus/fuzz_bpe/seed-olmo.txt"
 printf '\002\040abab abab, the the theta 123 123' >"$corpus/fuzz_bpe/seed-train.txt"
 
+# fuzz_schema: a JSON Schema, a NUL byte, a document for its automaton.
+printf '{"type":"object","properties":{"a":{"type":"array","items":{"enum":["x",1,null]},"maxItems":3},"b":{"anyOf":[{"type":"integer"},{"type":"string","maxLength":4}]}},"required":["a"],"additionalProperties":false}\000{"a": ["x",1], "b":"caf\303\251"}' \
+  >"$corpus/fuzz_schema/seed-object.txt"
+printf '{}\000[1,{"k":-2.5e3,"s":"\\u00e9\\n"},true,null]' >"$corpus/fuzz_schema/seed-any.txt"
+
 status=0
-for t in fuzz_gguf fuzz_bpe fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan fuzz_safetensors fuzz_slice_index fuzz_api; do
+for t in fuzz_gguf fuzz_bpe fuzz_schema fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan fuzz_safetensors fuzz_slice_index fuzz_api; do
   # Models are the biggest inputs: room for the seeds, not for 1 MB files.
   opts=(-timeout=10 -rss_limit_mb=4096 -max_len=40000 -artifact_prefix="$dir/crash-$t-" -print_final_stats=1)
   if [ "$mode" = --smoke ]; then

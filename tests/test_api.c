@@ -120,6 +120,58 @@ static void test_speculative(void **state) {
           "speculative.max_draft", "");
 }
 
+// response_format: json_object, json_schema (strict or not), text; unsupported schemas refused naming the keyword.
+static void test_response_format(void **state) {
+    (void)state;
+    const char *m = "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]";
+    char b[1024];
+    snprintf(b, sizeof b, "{%s,\"response_format\":{\"type\":\"json_object\"}}", m);
+    mc_api_request_t r = s_ok(b, true);
+    assert_true(r.json);
+    assert_null(r.schema);
+    mc_api_request_free(&r);
+    snprintf(b, sizeof b,
+             "{%s,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"person\",\"strict\":true,"
+             "\"schema\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":[\"name\"],"
+             "\"additionalProperties\":false}}}}",
+             m);
+    r = s_ok(b, true);
+    assert_true(r.json);
+    assert_string_equal(r.schema, "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":"
+                                  "[\"name\"],\"additionalProperties\":false}");
+    assert_int_equal(r.schema_len, strlen(r.schema));
+    mc_api_request_free(&r);
+    snprintf(b, sizeof b, "{%s,\"response_format\":{\"type\":\"text\"}}", m);
+    r = s_ok(b, true);
+    assert_false(r.json);
+    mc_api_request_free(&r);
+    r = s_ok("{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", false);
+    assert_true(r.json);
+    mc_api_request_free(&r);
+    static const struct {
+        const char *rf, *param, *needle;
+    } bad[] = {
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"string\",\"pattern\":\"a\"}}}",
+         "response_format.json_schema.schema", "keyword 'pattern' is not supported"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"$ref\":\"#/$defs/a\"}}}",
+         "response_format.json_schema.schema", "'$ref'"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"array\",\"minItems\":2,"
+         "\"maxItems\":1}}}",
+         "response_format.json_schema.schema", "no value satisfies"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\"}}", "response_format.json_schema.schema",
+         "is required"},
+        {"{\"type\":\"json_schema\"}", "response_format.json_schema", "must be an object"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{},\"strict\":\"yes\"}}", "response_format",
+         "'strict'"},
+        {"{\"type\":\"xml\"}", "response_format", "'xml'"},
+        {"\"json\"", "response_format", "must be an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(b, sizeof b, "{%s,\"response_format\":%s}", m, bad[i].rf);
+        s_bad(b, true, 400, bad[i].param, bad[i].needle);
+    }
+}
+
 static void test_bad_requests(void **state) {
     (void)state;
     s_bad("{\"messages\": [", true, 400, "", "not valid JSON");
@@ -428,6 +480,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_fields),
         cmocka_unit_test(test_speculative),
+        cmocka_unit_test(test_response_format),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_answers),
         cmocka_unit_test(test_logprob_answers),

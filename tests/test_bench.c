@@ -2,7 +2,8 @@
  * test_bench: the measuring pieces of moe-bench on tiny inputs: median,
  * bandwidth probe (in and out of a child process), flag parsing, the cache
  * path, the model run on a small generated model with its JSON line, and
- * the kernel micro-benchmark.
+ * the kernel micro-benchmark, and --constrain (free vs constrained
+ * generation, masks on the model's and the synthetic 151936-token vocabulary).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "bench.h"
+#include "bench_constrain.h"
 #include "mkmodel.h"
 #include "model.h"
 #include "testutil.h"
@@ -417,6 +419,33 @@ static void test_run_errors(void **state) {
     assert_int_equal(r.reps, 0x5A5A5A5A);
 }
 
+static void test_constrain(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN], line[4096];
+    mc_bench_opts_t o;
+    mc_bench_opts_init(&o);
+    const char *argv[] = {"moe-bench", "--constrain", "--model", s_model, "-n", "24", "--reps", "1", "--threads", "1"};
+    assert_int_equal(mc_bench_parse(10, (char **)argv, &o, err), MC_OK);
+    assert_true(o.constrain);
+    const char *mixed[] = {"moe-bench", "--constrain", "--batch", "2"};
+    assert_int_equal(mc_bench_parse(4, (char **)mixed, &o, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--constrain takes only"));
+    mc_bench_constrain_t r;
+    if (mc_bench_constrain(&o, &r, err)) fail_msg("%s", err);
+    assert_true(r.free_tok_s > 0 && r.con_tok_s > 0 && r.step_ms > 0);
+    assert_true(r.con_tokens > 0 && r.con_tokens <= 24);
+    assert_int_equal(r.model_vocab.n_vocab, 512);
+    assert_int_equal(r.qwen_vocab.n_vocab, 151936);
+    assert_true(r.qwen_vocab.trie_nodes > 151936 && r.qwen_vocab.tokens > 0 && r.qwen_vocab.walk_max_nodes > 0);
+    assert_true(r.model_vocab.walk_us > 0 && r.qwen_vocab.walk_median_us > 0);
+    assert_int_equal(mc_bench_constrain_json(&r, line, sizeof line, err), MC_OK);
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetObjectItem(j, "qwen_vocab")->valueint, 151936);
+    cJSON_Delete(j);
+    assert_int_equal(mc_bench_constrain_json(&r, line, 16, err), MC_ERR_ARG);
+}
+
 static void test_kernel(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -471,7 +500,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_median),      cmocka_unit_test(test_mem_bw),     cmocka_unit_test(test_parse_good),
         cmocka_unit_test(test_parse_bad),   cmocka_unit_test(test_cache_path), cmocka_unit_test(test_run), cmocka_unit_test(test_run_mem_limit),
-        cmocka_unit_test(test_run_errors),  cmocka_unit_test(test_kernel),
+        cmocka_unit_test(test_run_errors),  cmocka_unit_test(test_kernel),     cmocka_unit_test(test_constrain),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

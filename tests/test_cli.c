@@ -239,7 +239,8 @@ static void test_profile(void **state) {
     if (r.status != 0) fail_msg("status %d: %s", r.status, r.err);
     static const char *const want[] = {"# moe-coordinator --profile of ", "- name: desk\n", "  memory_mb: ",
                                        "  threads: 1\n", "  experts:", "      ms: [[1, ", "  layer_ms_1: ",
-                                       "  head_ms_1: ", "  layer_ms_8: ", "  head_ms_8: ", "  local_scale: "};
+                                       "  head_ms_1: ", "  layer_ms_8: ", "  head_ms_8: ", "  local_scale: ",
+                                       "  disk_read_mb_s: ", "  disk_latency_ms: "};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(r.out, want[i])) fail_msg("no '%s' in:\n%s", want[i], r.out);
     s_free(&r);

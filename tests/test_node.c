@@ -1040,8 +1040,9 @@ static void test_parse_args(void **state) {
     assert_non_null(strstr(err, "printable ASCII"));
 }
 
-// moe-expert --profile: memory and one expert's step for 1..32 rows, as a
-// node entry for moe-plan; the coordinator's keys are moe-coordinator's.
+// moe-expert --profile: memory, the model file's disk and one expert's
+// step for 1..32 rows, as a node entry for moe-plan; the coordinator's keys
+// are moe-coordinator's.
 static void test_profile(void **state) {
     (void)state;
     char path[512], err[MC_ERR_LEN], *text = NULL;
@@ -1053,12 +1054,28 @@ static void test_profile(void **state) {
     if (mc_profile_run(&p, f, err) != MC_OK) fail_msg("%s", err);
     fclose(f);
     static const char *const want[] = {"# moe-expert --profile of ", "- name: pi-1\n", "  memory_mb: ", "  threads: 1\n",
-                                       "    - types: [Q4_0, Q4_0, Q4_0]\n", "[1, ", "[32, "};
+                                       "    - types: [Q4_0, Q4_0, Q4_0]\n", "[1, ", "[32, ", "  disk_read_mb_s: ",
+                                       "  disk_latency_ms: "};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(text, want[i])) fail_msg("no '%s' in:\n%s", want[i], text);
     assert_null(strstr(text, "layer_ms"));
     assert_null(strstr(text, "head_ms"));
     free(text);
+    // The disk alone: as many cold reads as asked (each a whole expert),
+    // at most every expert once; a model without a file is refused.
+    mc_model_t *m = mc_model_open(path, err);
+    assert_non_null(m);
+    mc_profile_disk_params_t dp = mc_profile_disk_params_default();
+    dp.max_reads = 3, dp.max_seconds = 60;
+    mc_profile_disk_t d;
+    assert_int_equal(mc_profile_disk(m, &dp, &d, err), MC_OK);
+    assert_int_equal(d.reads, 3);
+    assert_int_equal(d.bytes, 3 * mc_model_expert_bytes(m, 0, 0));
+    assert_true(d.mb_s > 0 && d.mb_s <= 1e6 && d.latency_ms >= 0 && d.cached >= 0 && d.cached <= 1);
+    dp.max_reads = 100000;
+    assert_int_equal(mc_profile_disk(m, &dp, &d, err), MC_OK);
+    assert_true(d.reads >= 1 && d.reads <= m->hp.n_layer * m->hp.n_expert);
+    mc_model_destroy(&m);
 }
 
 static int s_group_setup(void **state) {

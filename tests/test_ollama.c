@@ -96,6 +96,22 @@ static void test_requests(void **state) {
     mc_api_request_free(&r);
 }
 
+// format: "json" (any object) or a JSON Schema.
+static void test_format(void **state) {
+    (void)state;
+    mc_api_request_t r = s_ok("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":\"json\"}",
+                              true, NULL);
+    assert_true(r.json);
+    assert_null(r.schema);
+    mc_api_request_free(&r);
+    r = s_ok("{\"model\":\"m\",\"prompt\":\"x\",\"format\":{\"type\":\"object\",\"properties\":{\"age\":"
+             "{\"type\":\"integer\"}},\"required\":[\"age\"]}}",
+             false, NULL);
+    assert_true(r.json);
+    assert_non_null(strstr(r.schema, "\"age\""));
+    mc_api_request_free(&r);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     const char *m = "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]";
@@ -111,7 +127,8 @@ static void test_refusals(void **state) {
         const char *field, *param, *needle;
     } cases[] = {
         {"\"tools\":[{\"type\":\"function\"}]", "tools", "not supported on this server yet"},
-        {"\"format\":\"json\"", "format", "structured output"},
+        {"\"format\":{\"type\":\"string\",\"format\":\"date\"}", "format", "keyword 'format' is not supported"},
+        {"\"format\":5", "format", "JSON Schema object"},
         {"\"think\":true", "think", "does not think"},
         {"\"stream\":\"yes\"", "stream", "true or false"},
         {"\"options\":[]", "options", "must be an object"},
@@ -217,6 +234,7 @@ static void test_answers(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_format),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_answers),
     };

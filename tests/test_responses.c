@@ -90,6 +90,25 @@ static void test_requests(void **state) {
     mc_api_request_free(&r);
 }
 
+// Structured output: text.format json_object and json_schema (the flat form).
+static void test_text_format(void **state) {
+    (void)state;
+    mc_api_request_t r = s_ok("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_object\"}}}");
+    assert_true(r.json);
+    assert_null(r.schema);
+    mc_api_request_free(&r);
+    r = s_ok("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"p\",\"strict\":true,"
+             "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"],"
+             "\"additionalProperties\":false}}}}");
+    assert_true(r.json);
+    assert_non_null(strstr(r.schema, "\"required\":[\"a\"]"));
+    assert_int_equal(r.schema_len, strlen(r.schema));
+    mc_api_request_free(&r);
+    r = s_ok("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"text\"}}}");
+    assert_false(r.json);
+    mc_api_request_free(&r);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     s_bad("{\"model\":\"m\"}", "input", "'input' is required");
@@ -113,8 +132,10 @@ static void test_refusals(void **state) {
     s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{}}]}", "tools",
           "tools are not supported on this server yet");
     s_bad("{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "without tools");
-    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"schema\":{}}}}", "text.format",
-          "'json_schema': only \"text\"");
+    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"schema\":{\"pattern\":\"a\"}}}}",
+          "text.format.schema", "keyword 'pattern' is not supported");
+    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}", "text.format.schema", "is required");
+    s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"yaml\"}}}", "text.format", "'yaml'");
     s_bad("{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}", "previous_response_id", "stores no responses");
     s_bad("{\"input\":\"x\",\"conversation\":\"c\"}", "conversation", "keeps no conversations");
     s_bad("{\"input\":\"x\",\"background\":true}", "background", "answers at once");
@@ -253,6 +274,7 @@ static int s_teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_text_format),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_answers),
     };

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 #include <ctype.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -546,6 +547,90 @@ static void test_metrics_format(void **state) {
     s_down(&t);
 }
 
+// Does text hold exactly one JSON object with name (a string of at most 6
+// characters), age (an integer) and pets (at most 2 of "cat", "dog"), nothing else?
+static bool s_person(const char *text) {
+    const char *end = NULL;
+    cJSON *j = text ? cJSON_ParseWithOpts(text, &end, false) : NULL;
+    bool ok = j && !*end && cJSON_IsObject(j) && cJSON_GetArraySize(j) == 3;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name"), *age = cJSON_GetObjectItemCaseSensitive(j, "age");
+    const cJSON *pets = cJSON_GetObjectItemCaseSensitive(j, "pets"), *p;
+    size_t chars = 0;
+    for (const char *c = cJSON_IsString(name) ? name->valuestring : ""; *c; c++) chars += ((unsigned char)*c & 0xC0) != 0x80;
+    ok = ok && cJSON_IsString(name) && chars <= 6 && cJSON_IsNumber(age) && floor(age->valuedouble) == age->valuedouble &&
+         cJSON_IsArray(pets) && cJSON_GetArraySize(pets) <= 2;
+    const cJSON *list = ok ? pets : NULL;
+    cJSON_ArrayForEach(p, list) ok = ok && cJSON_IsString(p) && (!strcmp(p->valuestring, "cat") || !strcmp(p->valuestring, "dog"));
+    cJSON_Delete(j);
+    return ok;
+}
+
+#define S_PERSON                                                                                                        \
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":6},\"age\":{\"type\":\"integer\"},"     \
+    "\"pets\":{\"type\":\"array\",\"items\":{\"enum\":[\"cat\",\"dog\"]},\"maxItems\":2}},"                                \
+    "\"required\":[\"name\",\"age\",\"pets\"],\"additionalProperties\":false}"
+
+// Structured output on every dialect: the answer is a document the schema
+// accepts, even from random weights, and ends with "stop".
+static void test_structured_output(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    static s_srv_t t;
+    s_up(&t, NULL, 1024, 2, NULL, 0);
+    const char *msgs = "\"messages\":[{\"role\":\"user\",\"content\":\"Describe a person.\"}]";
+    char body[2048];
+    for (int seeded = 0; seeded < 2; seeded++) {
+        snprintf(body, sizeof body,
+                 "{%s,\"max_tokens\":900,\"temperature\":%s,\"response_format\":{\"type\":\"json_schema\","
+                 "\"json_schema\":{\"name\":\"person\",\"strict\":true,\"schema\":" S_PERSON "}}}",
+                 msgs, seeded ? "1.0,\"seed\":3" : "0");
+        cJSON *j = s_post(t.port, "/v1/chat/completions", body, 200);
+        const char *content = s_get_str(j, "choices", "message", "content");
+        if (!s_person(content)) fail_msg("not a person: %s", content ? content : "(none)");
+        assert_string_equal(s_get_str(j, "choices", "finish_reason", NULL), "stop");
+        printf("[server] json_schema answer: %s\n", content);
+        cJSON_Delete(j);
+    }
+    // json_object: any object; streamed, the deltas join into it.
+    snprintf(body, sizeof body, "{%s,\"max_tokens\":40,\"temperature\":0,\"stream\":true,"
+             "\"response_format\":{\"type\":\"json_object\"}}", msgs);
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "POST", "/v1/chat/completions", NULL, body, &r), 0);
+    assert_int_equal(r.status, 200);
+    bool done;
+    cJSON *ev = s_events(r.body, &done), *e;
+    assert_true(done);
+    char text[4096] = "";
+    cJSON_ArrayForEach(e, ev) {
+        const char *d = s_get_str(e, "choices", "delta", "content");
+        if (d) strncat(text, d, sizeof text - strlen(text) - 1);
+    }
+    assert_true(text[0] == '{');
+    cJSON_Delete(ev);
+    mc_test_http_free(&r);
+    // Ollama's format (a schema) and the Responses API's text.format.
+    snprintf(body, sizeof body, "{\"model\":\"m\",%s,\"stream\":false,\"options\":{\"temperature\":0,\"num_predict\":900},"
+             "\"format\":" S_PERSON "}", msgs);
+    cJSON *o = s_post(t.port, "/api/chat", body, 200);
+    const char *oc = s_get_str(o, "message", "content", NULL);
+    if (!s_person(oc)) fail_msg("ollama: not a person: %s", oc ? oc : "(none)");
+    cJSON_Delete(o);
+    snprintf(body, sizeof body, "{\"input\":\"Describe a person.\",\"max_output_tokens\":900,\"temperature\":0,"
+             "\"text\":{\"format\":{\"type\":\"json_schema\",\"name\":\"person\",\"strict\":true,\"schema\":" S_PERSON "}}}");
+    cJSON *rs = s_post(t.port, "/v1/responses", body, 200);
+    const cJSON *out = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(rs, "output"), 0);
+    const char *rt = s_get_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(out, "content"), 0), "text", NULL, NULL);
+    if (!s_person(rt)) fail_msg("responses: not a person: %s", rt ? rt : "(none)");
+    cJSON_Delete(rs);
+    // An unsupported schema: 400 naming the keyword.
+    snprintf(body, sizeof body, "{%s,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+             "\"schema\":{\"type\":\"string\",\"pattern\":\"^a\"}}}}", msgs);
+    cJSON *bad = s_post(t.port, "/v1/chat/completions", body, 400);
+    assert_non_null(strstr(s_get_str(bad, "error", "message", NULL), "'pattern'"));
+    cJSON_Delete(bad);
+    s_down(&t);
+}
+
 // Through two real moe-expert processes: /v1/cluster shows them, their
 // placement and the routing; answers are the single machine's.
 static void test_cluster_endpoint(void **state) {
@@ -573,10 +658,36 @@ static void test_cluster_endpoint(void **state) {
     char body[512];
     snprintf(body, sizeof body, seeded, "");
     cJSON *a2 = s_post(one.port, "/v1/chat/completions", body, 200);
+    // Structured output, seeded: the same document through the nodes.
+    const char *con_fmt = "{\"messages\":[{\"role\":\"user\",\"content\":\"A person?\"}],\"max_tokens\":100,"
+                          "\"temperature\":0.9,\"seed\":%d,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                          "{\"name\":\"p\",\"strict\":true,\"schema\":" S_PERSON "}}}";
+    static s_client_t cc[2];
+    for (int i = 0; i < 2; i++) snprintf(cc[i].body, sizeof cc[i].body, con_fmt, 9 + i);
+    const char *con = cc[0].body;
+    cJSON *a3 = s_post(one.port, "/v1/chat/completions", con, 200);
+    cJSON *a4 = s_post(one.port, "/v1/chat/completions", cc[1].body, 200);
     s_down(&one);
     s_up(&two, cfg, 128, 2, NULL, 0);
     cJSON *b = s_post(two.port, "/v1/chat/completions", req, 200);
     assert_string_equal(s_get_str(a, "choices", "message", "content"), s_get_str(b, "choices", "message", "content"));
+    cJSON *b3 = s_post(two.port, "/v1/chat/completions", con, 200);
+    assert_string_equal(s_get_str(a3, "choices", "message", "content"), s_get_str(b3, "choices", "message", "content"));
+    printf("[server] structured output through the cluster: %s\n", s_get_str(b3, "choices", "message", "content"));
+    // ... and two at once through the nodes (batched): each the one machine's answer alone.
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        cc[i].port = two.port, cc[i].answer = NULL;
+        assert_int_equal(pthread_create(&th[i], NULL, s_client, &cc[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(cc[i].answer);
+        char *got = s_content(cc[i].answer);
+        assert_string_equal(got, s_get_str(i ? a4 : a3, "choices", "message", "content"));
+        free(got), free(cc[i].answer);
+    }
+    cJSON_Delete(a3), cJSON_Delete(b3), cJSON_Delete(a4);
     // Speculating through the nodes: the same answer (guesses verified K+1
     // rows a round trip), greedy and seeded.
     const char *spec = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,"
@@ -1247,7 +1358,7 @@ int main(void) {
         cmocka_unit_test(test_cluster_endpoint), cmocka_unit_test(test_cluster_changes),
         cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
-        cmocka_unit_test(test_stream_log_counts),
+        cmocka_unit_test(test_stream_log_counts),      cmocka_unit_test(test_structured_output),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -12,6 +12,10 @@
  * whenever it is among the n most likely, and greedy decoding without
  * penalties always samples top[0].
  *
+ * Under constrained decoding (constraint.h) the row the sampler is given
+ * is the masked one: tokens the document cannot take are at -inf, so the
+ * numbers are those of the masked distribution.
+ *
  * The sum is taken in double over the whole row; NaN logits count as -inf
  * and +inf as FLT_MAX, as in the sampler. This is a read of the row: it
  * never changes which token is sampled.

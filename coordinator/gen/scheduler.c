@@ -27,6 +27,7 @@ struct s_gen {
     uint32_t done;     // prompt tokens in the cache
     uint32_t n_gen;    // tokens sampled
     int32_t last;      // the last sampled token (not yet in the cache)
+    mc_constraint_t *con; // constrained decoding; NULL: free text
     mc_draft_t *draft; // speculative decoding's guesses; NULL: off
     mc_draft_params_t draft_p;
     int32_t *guess;    // (draft_p.k_max) this pass's guesses
@@ -89,6 +90,9 @@ struct mc_sched {
     uint64_t clock;
     mc_prefix_stats_t stats;
     mc_spec_stats_t spec;
+    mc_tokentrie_t *trie;  // built on the first constrained generation
+    float *masked;         // (n_vocab) a constrained row
+    mc_constrain_stats_t con;
 };
 
 const char *mc_finish_name(mc_finish_t f) {
@@ -135,6 +139,7 @@ nomem:
 static void s_gen_free(s_gen_t *g) {
     mc_sampler_destroy(&g->smp);
     mc_draft_destroy(&g->draft);
+    mc_constraint_destroy(&g->con);
     free(g->prompt), free(g->held), free(g->guess);
     free(g);
 }
@@ -147,7 +152,8 @@ void mc_scheduler_destroy(mc_scheduler_t **ps) {
     for (uint32_t i = 0; s->slots && i < s->n_slots; i++) free(s->slots[i].tokens);
     for (s_saved_t *v = s->saved, *n; v; v = n) n = v->next, free(v->tokens), free(v->kv), free(v);
     free(s->slots), free(s->piece), free(s->ids), free(s->seq), free(s->pos), free(s->want), free(s->row_gen);
-    free(s->logits);
+    free(s->logits), free(s->masked);
+    mc_tokentrie_destroy(&s->trie);
     free(s);
     *ps = NULL;
 }
@@ -192,6 +198,24 @@ mc_err_t mc_scheduler_submit(mc_scheduler_t *s, const mc_gen_params_t *p, uint64
         mc_draft_push(g->draft, g->prompt, p->n_prompt);
     }
     g->p.speculate = NULL;
+    if (p->constrain) {
+        char cerr[MC_ERR_LEN];
+        if (!s->trie && !(s->trie = mc_tokentrie_new(s->tok, s->n_vocab, s->eog, 3, cerr))) {
+            s_gen_free(g);
+            return mc_err_set(err, mc_err_code(cerr, MC_ERR_NOMEM), "%s", cerr);
+        }
+        if (!s->masked && !(s->masked = malloc(s->n_vocab * sizeof *s->masked))) {
+            s_gen_free(g);
+            return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        }
+        mc_constraint_params_t cp = *p->constrain;
+        cp.strip_space = p->strip_space && mc_tokenizer_kind(s->tok) == MC_TOKENIZER_SPM;
+        if (!(g->con = mc_constraint_new(s->trie, &cp, cerr))) {
+            s_gen_free(g);
+            return mc_err_set(err, mc_err_code(cerr, MC_ERR_ARG), "%s", cerr);
+        }
+    }
+    g->p.constrain = NULL;
     for (uint32_t i = 0; i < p->n_stop; i++) {
         g->stop_len[i] = strlen(p->stop[i]);
         memcpy(g->stop[i], p->stop[i], g->stop_len[i] + 1);
@@ -456,19 +480,35 @@ static bool s_reserve(mc_scheduler_t *s, uint32_t rows, uint32_t wanted) {
 // Sample g's next token from its logits row and hand out its text. False
 // when that ended g (it is freed then).
 static bool s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
+    if (g->con) { // the row with what the constraint refuses at -inf
+        const double t0 = mc_clock_s();
+        memcpy(s->masked, logits, s->n_vocab * sizeof *s->masked);
+        const uint32_t allowed = mc_constraint_apply(g->con, s->masked);
+        s->con.mask_s += mc_clock_s() - t0;
+        s->con.masks++;
+        logits = s->masked;
+        if (!allowed) {
+            s_finish(s, g, MC_FINISH_ERROR, "constrained decoding: no token of the vocabulary can continue the document");
+            return false;
+        }
+    }
     const int32_t id = mc_sampler_sample(g->smp, logits);
+    if (g->con && mc_constraint_advance(g->con, id, NULL)) { // cannot happen: the sampler picks an allowed id
+        s_finish(s, g, MC_FINISH_ERROR, "constrained decoding: the sampled token does not fit");
+        return false;
+    }
     mc_sampler_accept(g->smp, id);
     if (g->draft) mc_draft_push(g->draft, &id, 1);
     if (!g->n_gen) g->t_first = mc_clock_s();
     g->n_gen++;
     g->last = id;
-    const bool eog = id >= 0 && (id == s->eog[0] || id == s->eog[1] || id == s->eog[2]);
+    const bool eog = id >= 0 && (id == s->eog[0] || id == s->eog[1] || id == s->eog[2]) && (!g->p.ignore_eos || g->con);
     if (g->p.on_logprob) { // a read of the row the sampler was given (unchanged by it)
         mc_logprob_t lp;
         mc_logprob_compute(logits, s->n_vocab, id, g->p.top_logprobs, &lp);
-        g->p.on_logprob(g->p.user, &lp, eog && !g->p.ignore_eos);
+        g->p.on_logprob(g->p.user, &lp, eog);
     }
-    if (eog && !g->p.ignore_eos) {
+    if (eog) {
         size_t w = mc_detok_flush(&g->dt, s->piece, s->piece_cap);
         bool stopped;
         if (s_held_add(g, s->piece, w)) s_emit(g, id, &stopped);
@@ -484,7 +524,12 @@ static bool s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
     mc_finish_t why = MC_FINISH_NONE;
     if (!s_emit(g, id, &stopped)) why = MC_FINISH_CANCELLED;
     else if (stopped) why = MC_FINISH_STOP;
-    else if ((g->p.max_tokens && g->n_gen >= g->p.max_tokens) || g->p.n_prompt + g->n_gen >= s->n_ctx)
+    else if (g->con && mc_constraint_complete(g->con)) { // the document is whole: hand out what is held back
+        const size_t fw = mc_detok_flush(&g->dt, s->piece, s->piece_cap);
+        if (s_held_add(g, s->piece, fw) && g->held_len && g->p.on_text) g->p.on_text(g->p.user, -1, g->held, g->held_len);
+        g->held_len = 0;
+        why = MC_FINISH_STOP;
+    } else if ((g->p.max_tokens && g->n_gen >= g->p.max_tokens) || g->p.n_prompt + g->n_gen >= s->n_ctx)
         why = MC_FINISH_LENGTH;
     if (why == MC_FINISH_NONE) return true;
     s_finish(s, g, why, NULL);
@@ -513,6 +558,8 @@ static void s_verify(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
 }
 
 void mc_scheduler_spec_stats(const mc_scheduler_t *s, mc_spec_stats_t *out) { *out = s->spec; }
+
+void mc_scheduler_constrain_stats(const mc_scheduler_t *s, mc_constrain_stats_t *out) { *out = s->con; }
 
 // Guesses for generating g's next tokens (g->guess, g->n_guess): no more
 // than its token limit and the context leave room for.

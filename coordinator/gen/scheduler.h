@@ -35,6 +35,12 @@
  * time, greedy or seeded; through a cluster the K+1 rows share one round
  * trip per layer.
  *
+ * Constrained decoding (mc_gen_params_t.constrain): each generation carries
+ * its own constraint; before its row is sampled, the tokens the constraint
+ * refuses get -inf (greedy, seeded and speculative decoding alike, and the
+ * logprobs are those of the masked row). The vocabulary's token trie is
+ * built once, on the first constrained generation.
+ *
  * Single-threaded: one thread submits, steps and cancels.
  */
 #ifndef MC_SCHEDULER_H
@@ -44,6 +50,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "constraint.h"
 #include "draft.h"
 #include "engine.h"
 #include "error.h"
@@ -100,6 +107,12 @@ typedef struct {
     mc_gen_done_fn on_done;
     mc_gen_logprob_fn on_logprob; // optional: every sampled token's logprob and
     uint32_t top_logprobs;        // this many alternatives (<= MC_LOGPROB_MAX_TOP)
+    // Constrained decoding (constraint.h): NULL, or what the answer must be
+    // (forced ids, prefix text, a JSON value of a schema, suffix text; copied).
+    // Tokens that cannot continue it get -inf before sampling (the sampler
+    // and the logprobs see the masked row); the answer ends ("stop") when it
+    // is whole.
+    const mc_constraint_params_t *constrain;
     void *user;
 } mc_gen_params_t;
 
@@ -149,6 +162,14 @@ typedef struct {
 
 // Speculative decoding over every generation since the scheduler was made.
 void mc_scheduler_spec_stats(const mc_scheduler_t *s, mc_spec_stats_t *out);
+
+// Constrained decoding since the scheduler was made: masks computed (and
+// how many came from a constraint's kept masks) and their time.
+typedef struct {
+    uint64_t masks, hits;
+    double mask_s;
+} mc_constrain_stats_t;
+void mc_scheduler_constrain_stats(const mc_scheduler_t *s, mc_constrain_stats_t *out);
 
 // End generation id now (its done callback reports MC_FINISH_CANCELLED);
 // no-op for an unknown or finished id.

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonschema.h"
+
 // The parsed body and what the request owns beside it.
 typedef struct {
     cJSON *root;
@@ -284,6 +286,62 @@ static mc_err_t s_speculative(const cJSON *root, mc_api_request_t *r, mc_api_err
     return MC_OK;
 }
 
+mc_err_t mc_api_schema(const cJSON *schema, const char *param, mc_api_request_t *r, mc_api_error_t *e) {
+    if (!cJSON_IsObject(schema) && !cJSON_IsTrue(schema))
+        return mc_api_bad(e, param, "'%s' must be a JSON Schema object", param);
+    char *txt = cJSON_PrintUnformatted(schema);
+    if (!txt) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    const size_t len = strlen(txt);
+    char err[MC_ERR_LEN];
+    mc_jschema_t *js = mc_jschema_compile(txt, len, err);
+    if (!js) {
+        free(txt);
+        if (mc_err_code(err, MC_ERR_ARG) == MC_ERR_NOMEM) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+        return mc_api_bad(e, param, "'%s' cannot be used for structured output: %s", param, err);
+    }
+    mc_jschema_destroy(&js);
+    char *own = mc_api_own(r, len);
+    if (!own) {
+        free(txt);
+        return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    memcpy(own, txt, len + 1);
+    free(txt);
+    r->json = true, r->schema = own, r->schema_len = len;
+    return MC_OK;
+}
+
+mc_err_t mc_api_response_format(const cJSON *v, const char *param, bool flat, mc_api_request_t *r, mc_api_error_t *e) {
+    if (!v || cJSON_IsNull(v)) return MC_OK;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(v, "type");
+    if (!cJSON_IsObject(v) || !cJSON_IsString(type))
+        return mc_api_bad(e, param, "'%s' must be an object with a \"type\"", param);
+    if (!strcmp(type->valuestring, "text")) return MC_OK;
+    if (!strcmp(type->valuestring, "json_object")) {
+        r->json = true, r->schema = NULL, r->schema_len = 0;
+        return MC_OK;
+    }
+    if (strcmp(type->valuestring, "json_schema"))
+        return mc_api_bad(e, param, "'%s.type' is '%.*s': \"text\", \"json_object\" or \"json_schema\"", param,
+                          mc_api_quote_len(type->valuestring, 40), type->valuestring);
+    char sub[96];
+    const cJSON *js = v;
+    if (!flat) {
+        snprintf(sub, sizeof sub, "%s.json_schema", param);
+        js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+        if (!cJSON_IsObject(js)) return mc_api_bad(e, sub, "'%s' must be an object with a \"schema\"", sub);
+    }
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(js, "name"), *strict = cJSON_GetObjectItemCaseSensitive(js, "strict");
+    if (name && !cJSON_IsString(name)) return mc_api_bad(e, param, "'%s' needs a string \"name\"", param);
+    if (strict && !cJSON_IsBool(strict) && !cJSON_IsNull(strict))
+        return mc_api_bad(e, param, "'strict' in '%s' must be a boolean", param);
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+    snprintf(sub, sizeof sub, flat ? "%s.schema" : "%s.json_schema.schema", param);
+    if (!schema || cJSON_IsNull(schema)) return mc_api_bad(e, sub, "'%s' is required", sub);
+    // strict or not, the output follows the schema: decoding is always constrained.
+    return mc_api_schema(schema, sub, r, e);
+}
+
 static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, mc_api_error_t *e) {
     mc_err_t rc;
     if (chat) {
@@ -313,7 +371,9 @@ static mc_err_t s_fields(const cJSON *root, bool chat, mc_api_request_t *r, mc_a
     if ((rc = mc_api_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), "stop", r, e)) ||
         (rc = mc_api_bool(root, "stream", NULL, &r->stream, e)) ||
         (rc = mc_api_bool(root, "safe_prompt", NULL, &r->safe_prompt, e)) || (rc = s_logprobs(root, chat, r, e)) ||
-        (rc = s_speculative(root, r, e)))
+        (rc = s_speculative(root, r, e)) ||
+        (rc = mc_api_response_format(cJSON_GetObjectItemCaseSensitive(root, "response_format"), "response_format", false,
+                                     r, e)))
         return rc;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {

@@ -80,6 +80,14 @@ typedef struct {
     // MC_API_SPECULATE_ON (the server's drafts, else MC_API_SPECULATE_DEFAULT
     // guesses), or K > 0: at most K guesses a step.
     int32_t speculate;
+    // Structured output (response_format json_object / json_schema, the
+    // Responses API's text.format, Ollama's format): the answer is one JSON
+    // value, constrained while it is generated (constraint.h). schema: its
+    // JSON Schema text, checked by the compiler (owned by the request);
+    // NULL with json: any JSON object.
+    bool json;
+    const char *schema;
+    size_t schema_len;
     void *owned_;                // the parsed JSON (mc_api_request_free)
 } mc_api_request_t;
 
@@ -114,6 +122,16 @@ mc_err_t mc_api_bool(const struct cJSON *obj, const char *key, const char *param
 mc_err_t mc_api_sampling(const struct cJSON *obj, const char *prefix, mc_api_request_t *r, mc_api_error_t *e);
 // Stop strings from v (a string or an array of strings; null: none) into r.
 mc_err_t mc_api_stop(const struct cJSON *v, const char *param, mc_api_request_t *r, mc_api_error_t *e);
+// Structured output from a response_format-shaped object v: {"type":
+// "text" | "json_object" | "json_schema"}, the schema taken from
+// v.json_schema.schema (chat completions) or v.schema (the Responses API's
+// flat text.format, flat true). The schema is compiled to check it: an
+// unsupported keyword is a 400 naming it.
+mc_err_t mc_api_response_format(const struct cJSON *v, const char *param, bool flat, mc_api_request_t *r,
+                                mc_api_error_t *e);
+// A schema (a JSON object, or true) for r: printed, owned by r, compiled to check it.
+mc_err_t mc_api_schema(const struct cJSON *schema, const char *param, mc_api_request_t *r, mc_api_error_t *e);
+
 // How many bytes of s to quote in a message, at most max, never cutting a
 // UTF-8 character (error bodies must stay UTF-8).
 int mc_api_quote_len(const char *s, size_t max);

@@ -52,9 +52,13 @@ static mc_err_t s_common(const cJSON *root, mc_api_request_t *r, mc_api_error_t 
     mc_err_t rc;
     if ((rc = s_unsupported(root, "images", "this model reads text only", e)) ||
         (rc = s_unsupported(root, "tools", "tools are not supported on this server yet", e)) ||
-        (rc = s_unsupported(root, "format", "structured output is not supported on this server yet", e)) ||
         (rc = s_unsupported(root, "think", "this model does not think", e)))
         return rc;
+    // format: "json" (any JSON object here) or a JSON Schema: constrained decoding.
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
+    if (cJSON_IsString(format) && !strcmp(format->valuestring, "json")) r->json = true;
+    else if (cJSON_IsString(format) && !format->valuestring[0]) r->json = false;
+    else if (format && !cJSON_IsNull(format) && (rc = mc_api_schema(format, "format", r, e))) return rc;
     r->stream = true; // Ollama streams unless told not to
     if ((rc = mc_api_bool(root, "stream", NULL, &r->stream, e))) return rc;
     return s_options(root, r, e);

@@ -142,21 +142,14 @@ static mc_err_t s_tools(const cJSON *root, mc_api_request_t *r, mc_api_error_t *
     return MC_OK;
 }
 
-// text: {"format": {"type": "text"}} (what clients send by default);
-// structured output is the constrained-decoding work's.
-static mc_err_t s_text_format(const cJSON *root, mc_api_error_t *e) {
+// text: {"format": {"type": "text"}} (what clients send by default), or
+// structured output: {"type": "json_object"} or {"type": "json_schema",
+// "name", "schema", "strict"} (the flat form of chat's response_format).
+static mc_err_t s_text_format(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
     if (!text || cJSON_IsNull(text)) return MC_OK;
     if (!cJSON_IsObject(text)) return mc_api_bad(e, "text", "'text' must be an object");
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(text, "format");
-    if (!f || cJSON_IsNull(f)) return MC_OK;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(f, "type");
-    if (!cJSON_IsObject(f) || !cJSON_IsString(type))
-        return mc_api_bad(e, "text.format", "'text.format' must be an object with a \"type\"");
-    if (strcmp(type->valuestring, "text"))
-        return mc_api_bad(e, "text.format", "'text.format.type' is '%.*s': only \"text\" is supported on this server yet",
-                          mc_api_quote_len(type->valuestring, 40), type->valuestring);
-    return MC_OK;
+    return mc_api_response_format(cJSON_GetObjectItemCaseSensitive(text, "format"), "text.format", true, r, e);
 }
 
 // include: the strings OpenAI knows; only the output text's logprobs mean
@@ -198,7 +191,7 @@ static mc_err_t s_refused(const cJSON *root, mc_api_error_t *e) {
 
 static mc_err_t s_fields(const cJSON *root, mc_items_t *items, mc_api_request_t *r, mc_api_error_t *e) {
     mc_err_t rc;
-    if ((rc = s_refused(root, e)) || (rc = s_tools(root, r, e)) || (rc = s_text_format(root, e)) ||
+    if ((rc = s_refused(root, e)) || (rc = s_tools(root, r, e)) || (rc = s_text_format(root, r, e)) ||
         (rc = s_include(root, r, e)))
         return rc;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");

@@ -83,6 +83,8 @@ struct s_job {
     mc_draft_params_t draft;       // the request's own speculative drafts (gp.speculate may point here)
     int32_t *prompt;
     char *stops[MC_SCHEDULER_MAX_STOP];
+    mc_constraint_params_t con;    // structured output (gp.constrain points here)
+    char *schema;
     // Shared with the engine thread (mu).
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -176,7 +178,7 @@ static void s_job_release(s_job_t *j) {
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     for (int i = 0; i < MC_SCHEDULER_MAX_STOP; i++) free(j->stops[i]);
-    free(j->prompt), free(j->text), free(j->lps), free(j->out);
+    free(j->prompt), free(j->text), free(j->lps), free(j->out), free(j->schema);
     free(j);
 }
 
@@ -690,6 +692,16 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         j->draft.k_start = (j->draft.k_max + 1) / 2;
         j->gp.speculate = &j->draft;
     }
+    bool schema_ok = true;
+    if (q.json) { // structured output: the answer is constrained to the schema (or to any object)
+        j->con = mc_constraint_params_default();
+        if (q.schema) {
+            schema_ok = (j->schema = malloc(q.schema_len + 1)) != NULL;
+            if (schema_ok) memcpy(j->schema, q.schema, q.schema_len + 1);
+            j->con.schema = j->schema, j->con.schema_len = q.schema_len;
+        }
+        j->gp.constrain = &j->con;
+    }
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
     j->gp.stop = (const char *const *)j->stops, j->gp.n_stop = q.n_stop;
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
@@ -699,8 +711,8 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     j->oans = (mc_ollama_answer_t){fmt == S_FMT_OLLAMA_CHAT, model};
     j->t_start = r->t0;
     mc_api_request_free(&q);
-    for (uint32_t i = 0; i < j->gp.n_stop; i++)
-        if (!j->stops[i]) {
+    for (uint32_t i = 0; i <= j->gp.n_stop; i++)
+        if (i == j->gp.n_stop ? !schema_ok : !j->stops[i]) {
             j->refs = 1;
             s_job_release(j);
             mc_api_error(&e, 500, "server_error", NULL, NULL, "out of memory");

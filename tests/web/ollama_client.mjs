@@ -49,7 +49,18 @@ for await (const part of await ollama.generate({ model, prompt: "Name three rive
   stream: true })) streamed += part.response;
 assert.equal(streamed, want);
 
-await assert.rejects(ollama.chat({ model, messages, format: "json" }), /structured output is not supported/);
+// Structured output: format "json" gives a JSON object, a schema a document it accepts.
+const js = await ollama.chat({ model, messages, format: "json", options: { ...options, num_predict: 400 } });
+if (js.done_reason === "stop") assert.equal(typeof JSON.parse(js.message.content), "object");
+else assert.ok(js.message.content.startsWith("{"));
+const schema = { type: "object", properties: { ok: { type: "boolean" }, n: { type: "integer" } }, required: ["ok", "n"],
+  additionalProperties: false };
+const sj = await ollama.chat({ model, messages, format: schema, options: { ...options, num_predict: 400 } });
+assert.equal(sj.done_reason, "stop");
+const parsed = JSON.parse(sj.message.content);
+assert.deepEqual(Object.keys(parsed).sort(), ["n", "ok"]);
+assert.ok(typeof parsed.ok === "boolean" && Number.isInteger(parsed.n));
+await assert.rejects(ollama.chat({ model, messages, format: { type: "string", pattern: "a" } }), /'pattern' is not supported/);
 
 console.log(`ollama ${version}: ${model}; chat whole and in ${parts} lines, generate whole and streamed: the same ` +
   `${whole.eval_count} tokens as /v1/chat/completions`);

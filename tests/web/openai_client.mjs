@@ -94,10 +94,43 @@ await assert.rejects(
   (err) => err instanceof OpenAI.BadRequestError && /tools are not supported/.test(err.message),
 );
 
+// Structured output: a strict json_schema answer parses and validates, even
+// from the demo's random weights (decoding is constrained to the schema);
+// an unsupported keyword is the client's BadRequestError naming it.
+const person = {
+  type: "object",
+  properties: {
+    name: { type: "string", maxLength: 10 },
+    age: { type: "integer" },
+    pets: { type: "array", items: { enum: ["cat", "dog"] }, maxItems: 3 },
+    city: { anyOf: [{ type: "string", maxLength: 10 }, { type: "null" }] },
+  },
+  required: ["name", "age", "pets", "city"],
+  additionalProperties: false,
+};
+const structured = await client.chat.completions.create({
+  model, messages: [{ role: "user", content: "Describe a person as JSON." }], max_tokens: 600, temperature: 0.8, seed: 4,
+  response_format: { type: "json_schema", json_schema: { name: "person", strict: true, schema: person } },
+});
+assert.equal(structured.choices[0].finish_reason, "stop");
+const doc = JSON.parse(structured.choices[0].message.content);
+assert.deepEqual(Object.keys(doc).sort(), ["age", "city", "name", "pets"]);
+assert.ok(typeof doc.name === "string" && [...doc.name].length <= 10);
+assert.ok(Number.isInteger(doc.age));
+assert.ok(Array.isArray(doc.pets) && doc.pets.length <= 3 && doc.pets.every((p) => p === "cat" || p === "dog"));
+assert.ok(doc.city === null || (typeof doc.city === "string" && [...doc.city].length <= 10));
+await assert.rejects(
+  client.chat.completions.create({
+    model, messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "string", pattern: "^a" } } },
+  }),
+  (err) => err instanceof OpenAI.BadRequestError && /'pattern' is not supported/.test(err.message),
+);
+
 await assert.rejects(
   client.chat.completions.create({ model, messages: [{ role: "robot", content: "hi" }] }),
   (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && /roles are system, user and assistant/.test(err.message),
 );
 
 console.log(`openai ${OpenAI.VERSION ?? ""}: ${chunks} chunks streamed, ${usage.completion_tokens} tokens, the same as the whole ` +
-  `answer; ${entries.length} logprob entries; responses: ${types.length} events, the chat's text`);
+  `answer; ${entries.length} logprob entries; responses: ${types.length} events, the chat's text; ` +
+  `json_schema: ${structured.choices[0].message.content.length} bytes, valid`);

@@ -104,7 +104,8 @@ static mc_err_t s_parse_kv_type(const char *flag, const char *v, void *field, ch
 }
 
 enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_VERIFY, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
-       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD, S_F_KV_TYPE };
+       S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_CONSTRAIN, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD,
+       S_F_KV_TYPE };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
     [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
@@ -147,6 +148,10 @@ static const mc_flag_t s_flags[] = {
                      .help = "kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
                              "type (cycling through copies spanning twice the last-level cache),\n"
                              "scalar vs best instruction set (1 thread) and 1 vs N threads"},
+    [S_F_CONSTRAIN] = {S_ROW("--constrain", NULL, MC_FLAG_SWITCH, constrain),
+                       .help = "constrained decoding: free vs JSON-Schema-constrained generation speed,\n"
+                               "and the token masks' time per token on the model's vocabulary and on\n"
+                               "a synthetic 151936-token one, against the step time (-n tokens)"},
     [S_F_MEM] = {S_ROW("--mem-limit", "MB", MC_FLAG_U32, mem_limit_mb), 0, 0, 16777216,
                  .help = "keep at most MB MiB of expert weights in memory and read the others\n"
                          "from the file when used (expert store; hits, misses, reads and stalls\n"
@@ -178,6 +183,7 @@ void mc_bench_opts_init(mc_bench_opts_t *o) {
 void mc_bench_usage(FILE *f) {
     fprintf(f, "usage: moe-bench [--model FILE | --type T] [--cluster FILE] [options]\n"
                "       moe-bench --kernels [--threads N] [--reps N] [--json]\n"
+               "       moe-bench --constrain [--model FILE | --type T] [--threads N] [-n N] [--reps N] [--json]\n"
                "Measure prompt and generation speed, memory read bandwidth and the generation\n"
                "speed it bounds (bandwidth / weight bytes per token).\n"
                "\n");
@@ -202,6 +208,11 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
     if (r.stats_json && !r.cluster) return mc_err_set(err, MC_ERR_ARG, "--stats-json needs --cluster");
     if ((given & (S_BIT(S_F_MEM_POLICY) | S_BIT(S_F_MEM_PREFETCH))) && !r.mem_limit_mb)
         return mc_err_set(err, MC_ERR_ARG, "--mem-policy and --mem-prefetch go with --mem-limit");
+    const uint64_t constrain_flags = S_BIT(S_F_MODEL) | S_BIT(S_F_TYPE) | S_BIT(S_F_THREADS) | S_BIT(S_F_N) |
+                                     S_BIT(S_F_REPS) | S_BIT(S_F_JSON) | S_BIT(S_F_CONSTRAIN) | S_BIT(S_F_NO_REPACK);
+    if (r.constrain && (given & ~constrain_flags))
+        return mc_err_set(err, MC_ERR_ARG, "--constrain takes only --model, --type, --threads, -n, --reps and --json");
+    if (r.constrain && r.kernels) return mc_err_set(err, MC_ERR_ARG, "--constrain and --kernels are separate runs");
     if (r.kernels && (given & ~kernel_flags))
         return mc_err_set(err, MC_ERR_ARG, "--kernels takes only --threads, --reps and --json");
     *o = r;

@@ -58,6 +58,7 @@ typedef struct {
     size_t bw_bytes;     // bandwidth buffer; 0: mc_bench_bw_default_bytes()
     bool json;
     bool kernels;        // kernel micro-benchmark instead of the model run
+    bool constrain;      // constrained decoding's cost instead (bench_constrain.h)
     bool no_repack;      // --no-repack: Q4_0 products read the file's rows
     uint32_t mem_limit_mb;        // --mem-limit: expert memory (expert_store.h); 0: all resident
     bool cold;                    // --cold: the model file out of the page cache at start, and expert

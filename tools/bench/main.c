@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "bench_constrain.h"
 #include "cluster.h"
 #include "cluster_config.h"
 #include "experts_factory.h"
@@ -142,9 +143,20 @@ int main(int argc, char **argv) {
         }
         o.model = path;
     }
-    mc_bench_result_t r;
     int ret = 0;
     char line[32768];
+    if (o.constrain) {
+        mc_bench_constrain_t cr;
+        if (mc_bench_constrain(&o, &cr, err) || (o.json && mc_bench_constrain_json(&cr, line, sizeof line, err)))
+            ret = s_fail(err);
+        else if (o.json)
+            printf("%s\n", line);
+        else
+            mc_bench_constrain_print(&cr, stdout);
+        mc_cluster_config_destroy(&cfg);
+        return ret;
+    }
+    mc_bench_result_t r;
     if (mc_bench_run(&o, &r, err) || (o.json && mc_bench_json(&r, line, sizeof line, err)))
         ret = s_fail(err);
     else if (o.json)

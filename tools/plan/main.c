@@ -84,7 +84,9 @@ static void s_usage(FILE *f) {
             "       moe-plan --model FILE --routing FILE --machines FILE --simulate CLUSTER.yaml\n"
             "                [--simulate CLUSTER.yaml...]\n"
             "\n"
-            "Writes a cluster file that fits every machine's memory and minimises the predicted\n"
+            "Writes a cluster file that fits every machine's memory (or, when the model does not\n"
+            "fit, reads the coldest experts from the disks of machines with the disk tier) and\n"
+            "minimises the predicted\n"
             "time per token (per-layer splits, replicas of hot experts, experts on the coordinator\n"
             "when that pays), and explains it; or predicts tokens/s and per-machine load of given\n"
             "cluster files. Predictions replay the routing trace against the machines' measured\n"
@@ -97,7 +99,10 @@ static void s_usage(FILE *f) {
                "those also held elsewhere; memory MiB, used/budget; choices/step, the (token, expert)\n"
                "pairs it computes in one step of --batch tokens, summed over the layers; busy, its\n"
                "expert compute (its measured speed, alone) as a share of the predicted step time;\n"
-               "KB/step, the bytes on its link, both ways.\n");
+               "KB/step, the bytes on its link, both ways. When machines with the disk tier (disk_read_mb_s\n"
+               "and disk_latency_ms in their entry) hold more than their memory: resident MiB, the\n"
+               "experts kept in memory; hits, the share of its experts' uses that find them there;\n"
+               "read ms/step, the time its reads of the others take (latency + bytes / rate).\n");
 }
 
 static int s_bad(const char *msg) {
@@ -170,6 +175,26 @@ static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_m
     mc_plan_sim_params_t own = *sp;
     own.wire = c->wire; // the file's encoding
     int ret = 0;
+    // The nodes' mem_limit_mb: what they run under, so what bounds their
+    // resident experts (on a copy of the machines).
+    mc_plan_machines_t lim = *ms;
+    lim.m = malloc(ms->n * sizeof *lim.m);
+    if (!lim.m) {
+        mc_cluster_config_destroy(&c);
+        return s_fail("out of memory");
+    }
+    memcpy(lim.m, ms->m, ms->n * sizeof *lim.m);
+    for (size_t i = 0; i < c->n_nodes; i++)
+        for (size_t j = 1; j < lim.n; j++)
+            if (!strcmp(lim.m[j].name, c->nodes[i].name) && c->nodes[i].mem_limit_mb) {
+                lim.m[j].mem_limit_mb = c->nodes[i].mem_limit_mb;
+                if (!lim.m[j].disk_tier)
+                    fprintf(stderr,
+                            S_PROG ": warning: %s: %s runs under mem_limit_mb %u but its machine entry has no disk "
+                            "figures (disk_read_mb_s, disk_latency_ms): its reads are not predicted\n",
+                            path, lim.m[j].name, c->nodes[i].mem_limit_mb);
+            }
+    ms = &lim;
     if (mc_plan_placement_from_config(c, ms, s, &p, err)) ret = s_fail(err);
     else {
         if (mc_plan_check_memory(&p, ms, s, err)) fprintf(stderr, S_PROG ": warning: %s: %s\n", path, err);
@@ -181,6 +206,7 @@ static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_m
         }
         mc_plan_placement_free(&p);
     }
+    free(lim.m);
     mc_cluster_config_destroy(&c);
     return ret;
 }
@@ -235,7 +261,11 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (mc_plan_check_memory(&p, &ms, &s, err)) fprintf(stderr, S_PROG ": warning: %s\n", err);
+    // Machines holding more than their memory run under a limit: the nodes'
+    // in the cluster file, the coordinator's on its command line.
+    const uint32_t coord_limit = mc_plan_mem_limits(&p, &ms, &s, c);
     mc_plan_report(stdout, o.naive ? "equal split" : "plan", &p, &ms, &s, &r);
+    if (coord_limit) printf("  run the coordinator with --mem-limit %u (its experts outgrow its memory)\n", coord_limit);
     const double planned = r.tok_s;
     mc_plan_sim_free(&r);
     mc_plan_placement_free(&p);
@@ -250,6 +280,7 @@ int main(int argc, char **argv) {
         else {
             if (!o.out) printf("---\n");
             fprintf(f, "# written by moe-plan for batch %u (%.1f tok/s predicted)\n", o.pp.sim.batch, planned);
+            if (coord_limit) fprintf(f, "# run the coordinator with --mem-limit %u\n", coord_limit);
             if (mc_cluster_config_write(c, f, err)) ret = s_fail(err);
             if (o.out && fclose(f)) ret = s_fail("writing the output file failed");
             if (!ret && o.out) printf("wrote %s\n", o.out);

@@ -19,6 +19,8 @@
 #define S_MAX_MEMORY_MB 1e9    // a petabyte
 #define S_MAX_BANDWIDTH 1e7    // megabits per second
 #define S_MAX_THREADS 4096u
+#define S_MAX_DISK_MB_S 1e6    // 10^6 bytes per second: a terabyte a second
+#define S_MAX_DISK_MS 1e4      // a cold read's latency
 #define S_REQ_HEADER 64        // bytes of a request or result besides its rows
 #define S_DEFAULT_EVALS 20000u
 #define S_DEFAULT_SEARCH_STEPS 256u
@@ -179,7 +181,8 @@ static mc_err_t s_machine(const s_file_t *f, const yaml_node_t *n, bool coordina
     m->coordinator = coordinator;
     m->latency_ms = coordinator ? 0 : net->latency_ms;
     m->bandwidth_mbps = net->bandwidth_mbps;
-    bool have[6] = {false};
+    bool have[6] = {false}, have_rate = false, have_lat = false, have_tier = false;
+    const yaml_node_t *tier_at = NULL;
     mc_err_t rc = MC_OK;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top && !rc; p++) {
         const yaml_node_t *k = s_node(f, p->key), *v = s_node(f, p->value);
@@ -209,7 +212,19 @@ static mc_err_t s_machine(const s_file_t *f, const yaml_node_t *n, bool coordina
         else if (!strcmp(key, "head_ms_1")) rc = s_number(f, v, key, 0, S_MAX_MS, &m->head_ms_1), have[5] |= coordinator;
         else if (!strcmp(key, "head_ms_8")) rc = s_number(f, v, key, 0, S_MAX_MS, &m->head_ms_8);
         else if (!strcmp(key, "local_scale")) rc = s_number(f, v, key, 0.1, 10, &m->local_scale);
-        else if (!strcmp(key, "experts")) {
+        else if (!strcmp(key, "disk_read_mb_s"))
+            rc = s_number(f, v, key, 1e-3, S_MAX_DISK_MB_S, &m->disk_mb_s), have_rate = true;
+        else if (!strcmp(key, "disk_latency_ms"))
+            rc = s_number(f, v, key, 0, S_MAX_DISK_MS, &m->disk_latency_ms), have_lat = true;
+        else if (!strcmp(key, "disk_tier")) {
+            const char *t = "";
+            if (!(rc = s_text(f, v, key, &t))) {
+                if (!strcmp(t, "true")) m->disk_tier = true;
+                else if (!strcmp(t, "false")) m->disk_tier = false;
+                else rc = s_fail(f, v, "'disk_tier' must be true or false, found '%s'", t);
+            }
+            have_tier = true, tier_at = v;
+        } else if (!strcmp(key, "experts")) {
             if (!v || v->type != YAML_SEQUENCE_NODE) rc = s_fail(f, v, "'experts' must be a list of measured curves");
             for (yaml_node_item_t *it = !rc ? v->data.sequence.items.start : NULL;
                  !rc && it && it < v->data.sequence.items.top; it++) {
@@ -219,7 +234,7 @@ static mc_err_t s_machine(const s_file_t *f, const yaml_node_t *n, bool coordina
             }
         } else {
             rc = s_fail(f, k, "unknown key '%s' in %s (expected name, %smemory_mb, threads, experts, host, cores, "
-                              "%sbandwidth_mbps%s)",
+                              "%sbandwidth_mbps, disk_read_mb_s, disk_latency_ms, disk_tier%s)",
                         key, coordinator ? "the coordinator" : "a node", coordinator ? "" : "endpoint, public_key, ",
                         coordinator ? "" : "latency_ms, ", coordinator ? ", layer_ms_1, layer_ms_8, head_ms_1, head_ms_8, local_scale" : "");
         }
@@ -232,6 +247,13 @@ static mc_err_t s_machine(const s_file_t *f, const yaml_node_t *n, bool coordina
         if (!have[i]) return s_fail(f, n, "%s %s needs '%s'", coordinator ? "the coordinator" : "node", m->name[0] ? m->name : "", need[i]);
     }
     if (m->n_curves == 0) return s_fail(f, n, "machine %s has no 'experts' curves (run moe-expert --profile on it)", m->name);
+    // The disk: both figures or neither; the tier needs them.
+    if (have_rate != have_lat)
+        return s_fail(f, n, "machine %s gives '%s' without '%s' (moe-expert --profile prints both)", m->name,
+                      have_rate ? "disk_read_mb_s" : "disk_latency_ms", have_rate ? "disk_latency_ms" : "disk_read_mb_s");
+    if (have_tier && m->disk_tier && !have_rate)
+        return s_fail(f, tier_at, "machine %s: 'disk_tier: true' needs disk_read_mb_s and disk_latency_ms", m->name);
+    if (!have_tier) m->disk_tier = have_rate;
     if (!m->host[0]) memcpy(m->host, m->name, sizeof m->host);
     if (!m->cores) m->cores = m->threads;
     if (!coordinator || m->local_scale <= 0) m->local_scale = 1;
@@ -562,9 +584,24 @@ mc_err_t mc_plan_check_memory(const mc_plan_placement_t *p, const mc_plan_machin
     mc_err_t rc = MC_OK;
     for (size_t i = 0; i < ms->n && !rc; i++) {
         const uint64_t used = s_used(p, s, i);
-        if (used > budget[i])
+        if (used <= budget[i]) continue;
+        if (!ms->m[i].disk_tier) {
             rc = mc_err_set(err, MC_ERR_RANGE, "%s would hold %.1f MiB of experts but has room for %.1f MiB",
                             ms->m[i].name, used / S_MIB, budget[i] / S_MIB);
+            continue;
+        }
+        // The disk tier: the rest is read from its disk, but its --mem-limit
+        // (the budget's whole MiB) must hold the largest of them.
+        uint64_t most = 0;
+        for (uint32_t l = 0; l < p->n_layer; l++)
+            for (uint32_t e = 0; e < p->n_expert; e++)
+                if (*s_held(p, i, l, e) && s->bytes[(size_t)l * s->n_expert + e] > most)
+                    most = s->bytes[(size_t)l * s->n_expert + e];
+        const uint64_t room = ms->m[i].mem_limit_mb ? (uint64_t)ms->m[i].mem_limit_mb << 20 : budget[i] >> 20 << 20;
+        if (most > room)
+            rc = mc_err_set(err, MC_ERR_RANGE,
+                            "%s would read experts of %.1f MiB from its disk but its memory budget is %.0f MiB",
+                            ms->m[i].name, most / S_MIB, (double)(room >> 20));
     }
     free(budget);
     return rc;
@@ -594,6 +631,8 @@ static double s_line(double at1, double at8, double rows) {
     return v > 0 ? v : 0;
 }
 
+static bool s_rank(const double *k1, const uint64_t *k2, size_t n, size_t *order);
+
 // Everything the replay needs, resolved once.
 typedef struct {
     const mc_plan_shape_t *s;
@@ -605,6 +644,14 @@ typedef struct {
     size_t *host;                  // (n_machines) index of the first machine on its host
     size_t *out_bytes;             // (n_layer, n_expert) request bytes per row for that expert's encoding
     size_t back_bytes;             // result bytes per row
+    // The disk tier: which held experts are resident (s_resident).
+    uint64_t *count;  // (n_layer, n_expert) uses in the whole trace
+    uint32_t *hot;    // (cells) the cells by count, most first, then by index: the store's hot order
+    uint64_t *budget; // (n_machines) mc_plan_budgets
+    uint8_t *res;     // (n_machines, n_layer, n_expert) resident when held (read from disk when not)
+    uint8_t *over;    // (n_machines) a disk-tier machine holding more than its budget: reads happen
+    double *read_ms;  // (n_machines) this step's reads
+    uint32_t *uses, *misses; // (n_machines) this step's distinct experts, and those read
     // scratch
     uint32_t *rr;     // (n_expert) round-robin cursor, per layer replay
     uint32_t *n_hold; // (n_expert) this layer's holders of each expert (0 when local)
@@ -617,6 +664,8 @@ typedef struct {
 } s_sim_t;
 
 static void s_sim_free(s_sim_t *x) {
+    free(x->count), free(x->hot), free(x->budget), free(x->res), free(x->over), free(x->read_ms), free(x->uses);
+    free(x->misses);
     free(x->curve), free(x->host), free(x->out_bytes), free(x->rr), free(x->n_hold), free(x->hold), free(x->cnt);
     free(x->rows), free(x->last);
     free(x->enc_b), free(x->work), free(x->start), free(x->end), free(x->rate);
@@ -652,6 +701,14 @@ static mc_err_t s_sim_init(s_sim_t *x, const mc_plan_shape_t *s, const mc_plan_m
     x->enc_b = calloc(n, sizeof *x->enc_b);
     x->work = calloc(n, sizeof(double)), x->start = calloc(n, sizeof(double));
     x->end = calloc(n, sizeof(double)), x->rate = calloc(n, sizeof(double));
+    x->count = calloc(cells, sizeof *x->count), x->hot = calloc(cells, sizeof *x->hot);
+    x->budget = calloc(n, sizeof *x->budget), x->res = calloc(n * cells, 1), x->over = calloc(n, 1);
+    x->read_ms = calloc(n, sizeof *x->read_ms), x->uses = calloc(n, sizeof *x->uses);
+    x->misses = calloc(n, sizeof *x->misses);
+    if (!x->count || !x->hot || !x->budget || !x->res || !x->over || !x->read_ms || !x->uses || !x->misses) {
+        s_sim_free(x);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
     if (!x->curve || !x->host || !x->out_bytes || !x->rr || !x->n_hold || !x->hold || !x->cnt || !x->rows || !x->last || !x->enc_b || !x->work ||
         !x->start || !x->end || !x->rate) {
         s_sim_free(x);
@@ -675,7 +732,69 @@ static mc_err_t s_sim_init(s_sim_t *x, const mc_plan_shape_t *s, const mc_plan_m
         x->out_bytes[c] = mc_wire_row_bytes(enc, s->dim) + meta;
     }
     x->back_bytes = mc_wire_row_bytes(mc_wire_result_enc(sp->wire), s->dim);
+    // The store's hot order: uses in the whole trace, most first, ties to
+    // the lower cell (expert_store.c, s_choose_hot).
+    for (size_t t = 0; t < st->n_trace; t++)
+        for (uint32_t l = 0; l < s->n_layer; l++)
+            for (uint32_t j = 0; j < s->k; j++) {
+                const uint32_t e = st->trace[(t * s->n_layer + l) * s->k + j];
+                if (e < s->n_expert) x->count[(size_t)l * s->n_expert + e]++;
+            }
+    double *key = calloc(cells ? cells : 1, sizeof *key);
+    size_t *order = malloc((cells ? cells : 1) * sizeof *order);
+    bool ok = key && order;
+    for (size_t c = 0; ok && c < cells; c++) key[c] = (double)x->count[c];
+    ok = ok && s_rank(key, NULL, cells, order);
+    for (size_t c = 0; ok && c < cells; c++) x->hot[c] = (uint32_t)order[c];
+    free(key), free(order);
+    if (!ok) {
+        s_sim_free(x);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    mc_plan_budgets(ms, s, x->budget);
     return MC_OK;
+}
+
+// Machine i's resident experts under placement p: all it holds, unless it
+// has the disk tier and holds more than its budget (or its mem_limit_mb);
+// then the store's pinned hot set in its budget's whole MiB (what
+// --mem-limit gets; or in mem_limit_mb): the held
+// experts in the hot order until one does not fit, never one the trace does
+// not use. Layers whose residency changed are flagged in changed (may be
+// NULL).
+static void s_resident(s_sim_t *x, const mc_plan_placement_t *p, size_t i, uint8_t *changed) {
+    const mc_plan_shape_t *s = x->s;
+    const size_t cells = (size_t)s->n_layer * s->n_expert;
+    uint8_t *res = x->res + i * cells;
+    const uint8_t *held = p->held + i * cells;
+    uint64_t used = 0;
+    for (size_t c = 0; c < cells; c++) used += held[c] ? s->bytes[c] : 0;
+    // Its resident bytes: the --mem-limit it runs under, else its budget's whole MiB.
+    const uint64_t limit = (uint64_t)x->ms->m[i].mem_limit_mb << 20;
+    x->over[i] = x->ms->m[i].disk_tier && used > (limit ? limit : x->budget[i]);
+    const uint64_t room = limit ? limit : x->budget[i] >> 20 << 20;
+    uint64_t taken = 0;
+    bool full = !x->over[i];
+    for (size_t o = 0; o < cells; o++) {
+        const uint32_t c = x->hot[o];
+        uint8_t r = held[c];
+        if (r && !full) {
+            if (x->count[c] == 0 || taken + s->bytes[c] > room) full = true;
+            else taken += s->bytes[c];
+        }
+        if (r && x->over[i] && full) r = 0;
+        if (changed && r != res[c]) changed[c / s->n_expert] = 1;
+        res[c] = r;
+    }
+}
+
+static void s_resident_all(s_sim_t *x, const mc_plan_placement_t *p) {
+    for (size_t i = 0; i < p->n_machines; i++) s_resident(x, p, i, NULL);
+}
+
+// A read of b bytes from machine m's disk, ms.
+static double s_read_ms(const mc_plan_machine_t *m, uint64_t b) {
+    return m->disk_latency_ms + (m->disk_mb_s > 0 ? (double)b / (m->disk_mb_s * 1e3) : 0);
 }
 
 // Every pair held by someone, every held pair profiled on its machine.
@@ -805,19 +924,28 @@ static double s_sim_layer(s_sim_t *x, const mc_plan_placement_t *p, uint32_t l, 
             }
         }
         // Jobs: the coordinator's share from 0; each node's after its request
-        // is through the coordinator's link (sent in file order).
+        // is through the coordinator's link (sent in file order). A machine
+        // reading from its disk computes once its reads are in.
         double link_free = 0;
         for (size_t i = 0; i < n; i++) {
             double w = 0;
-            for (uint32_t e = 0; e < E; e++)
-                if (x->cnt[i * E + e]) w += s_curve_ms(x->curve[i * cells + (size_t)l * E + e], x->cnt[i * E + e]);
+            x->read_ms[i] = 0, x->uses[i] = 0, x->misses[i] = 0;
+            for (uint32_t e = 0; e < E; e++) {
+                if (!x->cnt[i * E + e]) continue;
+                w += s_curve_ms(x->curve[i * cells + (size_t)l * E + e], x->cnt[i * E + e]);
+                x->uses[i]++;
+                if (x->over[i] && !x->res[i * cells + (size_t)l * E + e])
+                    x->misses[i]++, x->read_ms[i] += s_read_ms(&ms->m[i], s->bytes[(size_t)l * E + e]);
+            }
             x->work[i] = w * ms->m[i].local_scale;
             x->start[i] = 0;
+            if (x->over[i]) x->start[i] = x->read_ms[i];
             if (i == 0 || x->rows[i] == 0) continue;
             const double bw = fmin(ms->m[i].bandwidth_mbps, ms->m[0].bandwidth_mbps) * 1e3; // bits per ms
             const double out_b = (double)x->rows[i] * x->enc_b[i] + S_REQ_HEADER;
             link_free += out_b * 8 / bw + ms->request_ms / 2;
             x->start[i] = link_free + ms->m[i].latency_ms / 2;
+            if (x->over[i]) x->start[i] += x->read_ms[i];
         }
         s_share(x);
         double t_layer = x->rows[0] ? x->end[0] : 0;
@@ -835,6 +963,7 @@ static double s_sim_layer(s_sim_t *x, const mc_plan_placement_t *p, uint32_t l, 
         if (r)
             for (size_t i = 0; i < n; i++) {
                 r->busy_ms[i] += x->work[i];
+                r->uses[i] += x->uses[i], r->misses[i] += x->misses[i], r->read_ms[i] += x->read_ms[i];
                 for (uint32_t e = 0; e < E; e++) r->rows[i] += x->cnt[i * E + e];
             }
         total += t_layer;
@@ -845,7 +974,22 @@ static double s_sim_layer(s_sim_t *x, const mc_plan_placement_t *p, uint32_t l, 
 void mc_plan_sim_free(mc_plan_sim_t *r) {
     if (!r) return;
     free(r->busy_ms), free(r->rows), free(r->requests), free(r->bytes), free(r->mem_mb), free(r->layer_ms);
+    free(r->resident_mb), free(r->uses), free(r->misses), free(r->read_ms);
     memset(r, 0, sizeof *r);
+}
+
+mc_err_t mc_plan_resident(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
+                          const mc_plan_placement_t *p, uint8_t *res, char *err) {
+    if (p->n_machines != ms->n || p->n_layer != s->n_layer || p->n_expert != s->n_expert)
+        return mc_err_set(err, MC_ERR_ARG, "the placement is not of these machines and this model");
+    s_sim_t x;
+    const mc_plan_sim_params_t sp = mc_plan_sim_params_default();
+    mc_err_t rc = s_sim_init(&x, s, ms, st, &sp, err);
+    if (rc) return rc;
+    s_resident_all(&x, p);
+    memcpy(res, x.res, ms->n * s->n_layer * s->n_expert);
+    s_sim_free(&x);
+    return MC_OK;
 }
 
 static double s_attn_ms(const mc_plan_machine_t *c, uint32_t B) { return s_line(c->layer_ms_1, c->layer_ms_8, B); }
@@ -868,11 +1012,15 @@ mc_err_t mc_plan_simulate(const mc_plan_shape_t *s, const mc_plan_machines_t *ms
     r.busy_ms = calloc(n, sizeof(double)), r.rows = calloc(n, sizeof(double));
     r.requests = calloc(n, sizeof(double)), r.bytes = calloc(n, sizeof(double));
     r.mem_mb = calloc(n, sizeof(double)), r.layer_ms = calloc(s->n_layer, sizeof(double));
-    if (!r.busy_ms || !r.rows || !r.requests || !r.bytes || !r.mem_mb || !r.layer_ms) {
+    r.resident_mb = calloc(n, sizeof(double)), r.uses = calloc(n, sizeof(double));
+    r.misses = calloc(n, sizeof(double)), r.read_ms = calloc(n, sizeof(double));
+    if (!r.busy_ms || !r.rows || !r.requests || !r.bytes || !r.mem_mb || !r.layer_ms || !r.resident_mb || !r.uses ||
+        !r.misses || !r.read_ms) {
         mc_plan_sim_free(&r);
         s_sim_free(&x);
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     }
+    s_resident_all(&x, p);
     double moe = 0;
     for (uint32_t l = 0; l < s->n_layer; l++) {
         r.layer_ms[l] = s_sim_layer(&x, p, l, &r) / x.steps;
@@ -881,7 +1029,12 @@ mc_err_t mc_plan_simulate(const mc_plan_shape_t *s, const mc_plan_machines_t *ms
     const double steps = x.steps;
     for (size_t i = 0; i < n; i++) {
         r.busy_ms[i] /= steps, r.rows[i] /= steps, r.requests[i] /= steps, r.bytes[i] /= steps;
+        r.uses[i] /= steps, r.misses[i] /= steps, r.read_ms[i] /= steps;
         r.mem_mb[i] = s_used(p, s, i) / S_MIB;
+        uint64_t res = 0;
+        for (size_t c = 0; c < (size_t)s->n_layer * s->n_expert; c++)
+            res += x.res[i * s->n_layer * s->n_expert + c] ? s->bytes[c] : 0;
+        r.resident_mb[i] = res / S_MIB;
     }
     r.steps = x.steps;
     r.moe_ms = moe;
@@ -907,12 +1060,28 @@ typedef struct {
     uint64_t *used;   // (n_machines)
     double *load;     // (n_layer, n_expert) expected choices per step
     uint32_t evals, max_evals;
+    // The disk tier (the second try, when nothing fits the memory): machines
+    // with it hold more than their budget. For the estimates, which of a
+    // machine's experts are cold, as the store's hot set would leave them
+    // when they arrive in the hot order (the greedy's order).
+    bool tier;
+    uint8_t *cold;      // (n_machines, n_layer, n_expert)
+    uint64_t *res_used; // (n_machines) bytes of its resident ones
+    uint8_t *full;      // (n_machines) one did not fit: the later ones are cold
+    double *lt;         // (n_layer) each layer's simulated time (the search's)
+    double *nt;         // (n_layer) scratch
+    uint8_t *touched;   // (n_layer) layers whose residency a move changed
 } s_planner_t;
+
+static bool s_tier(const s_planner_t *pl, size_t i) { return pl->tier && pl->x.ms->m[i].disk_tier; }
 
 static bool s_may_hold(const s_planner_t *pl, size_t i, uint32_t l, uint32_t e) {
     const mc_plan_shape_t *s = pl->x.s;
     if (i == 0 && !pl->pp->local) return false;
     if (!pl->x.curve[(i * s->n_layer + l) * s->n_expert + e]) return false;
+    // The disk tier: any number, but its budget must hold the expert (the
+    // least a --mem-limit can be).
+    if (s_tier(pl, i)) return s->bytes[(size_t)l * s->n_expert + e] <= (pl->budget[i] >> 20 << 20);
     return pl->used[i] + s->bytes[(size_t)l * s->n_expert + e] <= pl->budget[i];
 }
 
@@ -920,8 +1089,19 @@ static void s_set(s_planner_t *pl, mc_plan_placement_t *p, size_t i, uint32_t l,
     uint8_t *h = s_held(p, i, l, e);
     if (*h == on) return;
     *h = on;
-    const uint64_t b = pl->x.s->bytes[(size_t)l * pl->x.s->n_expert + e];
+    const size_t c = (size_t)l * pl->x.s->n_expert + e;
+    const uint64_t b = pl->x.s->bytes[c];
     pl->used[i] = on ? pl->used[i] + b : pl->used[i] - b;
+    if (!s_tier(pl, i)) return;
+    uint8_t *cold = &pl->cold[i * p->n_layer * p->n_expert + c];
+    if (!on) {
+        if (!*cold) pl->res_used[i] -= b;
+        *cold = 0;
+    } else if (!pl->full[i] && pl->x.count[c] && pl->res_used[i] + b <= (pl->budget[i] >> 20 << 20)) {
+        pl->res_used[i] += b;
+    } else {
+        *cold = 1, pl->full[i] = 1;
+    }
 }
 
 static uint32_t s_holders(const mc_plan_placement_t *p, uint32_t l, uint32_t e) {
@@ -949,6 +1129,10 @@ static double s_estimate(const s_planner_t *pl, const mc_plan_placement_t *p, si
         }
         t += s_curve_ms(pl->x.curve[i * cells + (size_t)l * s->n_expert + e], share);
         rows += share;
+        // A cold expert: read when a step uses it (at least once among
+        // `share` expected uses, as a Poisson count).
+        if (pl->tier && pl->cold[i * cells + (size_t)l * s->n_expert + e])
+            t += (1 - exp(-share)) * s_read_ms(m, s->bytes[(size_t)l * s->n_expert + e]);
     }
     if (i && rows > 0) {
         const double B = pl->pp->sim.batch;
@@ -998,8 +1182,11 @@ static mc_err_t s_greedy(s_planner_t *pl, mc_plan_placement_t *p, char *err) {
     const mc_plan_shape_t *s = pl->x.s;
     const size_t cells = (size_t)s->n_layer * s->n_expert;
     // Heavier first; among equals, bigger first (they are the hard ones to fit).
+    // With the disk tier, the store's hot order instead: a machine's first
+    // experts are its resident ones.
     size_t *order = malloc(cells * sizeof *order);
-    if (!order || !s_rank(pl->load, s->bytes, cells, order)) {
+    for (size_t c = 0; order && pl->tier && c < cells; c++) order[c] = pl->x.hot[c];
+    if (!order || (!pl->tier && !s_rank(pl->load, s->bytes, cells, order))) {
         free(order);
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     }
@@ -1071,11 +1258,40 @@ static double s_eval(s_planner_t *pl, const mc_plan_placement_t *p, uint32_t l) 
     return s_sim_layer(&pl->x, p, l, NULL);
 }
 
+// A move with the disk tier: the machines it touches have their resident
+// sets chosen again, and every layer whose residency changed is replayed
+// with l. Kept when their sum wins S_MIN_GAIN of l's time, else undone.
+static bool s_try_tier(s_planner_t *pl, mc_plan_placement_t *p, uint32_t l, uint32_t e, size_t from, size_t to,
+                       double *cur) {
+    const uint32_t L = p->n_layer;
+    if (from != SIZE_MAX) s_set(pl, p, from, l, e, false);
+    if (to != SIZE_MAX) s_set(pl, p, to, l, e, true);
+    memset(pl->touched, 0, L);
+    pl->touched[l] = 1;
+    if (from != SIZE_MAX) s_resident(&pl->x, p, from, pl->touched);
+    if (to != SIZE_MAX) s_resident(&pl->x, p, to, pl->touched);
+    double before = 0, after = 0;
+    for (uint32_t t = 0; t < L; t++)
+        if (pl->touched[t]) before += pl->lt[t], after += (pl->nt[t] = s_eval(pl, p, t));
+    if (after < before - S_MIN_GAIN * pl->lt[l]) {
+        for (uint32_t t = 0; t < L; t++)
+            if (pl->touched[t]) pl->lt[t] = pl->nt[t];
+        *cur = pl->lt[l];
+        return true;
+    }
+    if (to != SIZE_MAX) s_set(pl, p, to, l, e, false);
+    if (from != SIZE_MAX) s_set(pl, p, from, l, e, true);
+    if (from != SIZE_MAX) s_resident(&pl->x, p, from, NULL);
+    if (to != SIZE_MAX) s_resident(&pl->x, p, to, NULL);
+    return false;
+}
+
 // Expert e of layer l leaves machine from and goes to machine to (SIZE_MAX:
 // neither; a drop or a new replica). Kept when the simulator says it wins,
 // else undone.
 static bool s_try(s_planner_t *pl, mc_plan_placement_t *p, uint32_t l, uint32_t e, size_t from, size_t to,
                   double *cur) {
+    if (pl->tier) return s_try_tier(pl, p, l, e, from, to, cur);
     if (from != SIZE_MAX) s_set(pl, p, from, l, e, false);
     if (to != SIZE_MAX) s_set(pl, p, to, l, e, true);
     const double t = s_eval(pl, p, l);
@@ -1094,6 +1310,7 @@ static void s_search_layer(s_planner_t *pl, mc_plan_placement_t *p, uint32_t l) 
     const mc_plan_shape_t *s = pl->x.s;
     const size_t n = p->n_machines;
     double cur = s_eval(pl, p, l);
+    if (pl->tier) pl->lt[l] = cur;
     for (bool improved = true; improved && pl->evals < pl->max_evals;) {
         improved = false;
         for (uint32_t e = 0; e < s->n_expert && pl->evals < pl->max_evals; e++) {
@@ -1129,7 +1346,9 @@ static void s_search(s_planner_t *pl, mc_plan_placement_t *p) {
     double *t = calloc(L ? L : 1, sizeof *t);
     size_t *order = calloc(L ? L : 1, sizeof *order);
     if (t && order) {
+        if (pl->tier) s_resident_all(&pl->x, p);
         for (uint32_t l = 0; l < L; l++) t[l] = s_eval(pl, p, l);
+        if (pl->tier) memcpy(pl->lt, t, L * sizeof *t);
         if (s_rank(t, NULL, L, order))
             for (uint32_t i = 0; i < L && pl->evals < pl->max_evals; i++) s_search_layer(pl, p, (uint32_t)order[i]);
     }
@@ -1137,9 +1356,64 @@ static void s_search(s_planner_t *pl, mc_plan_placement_t *p) {
 }
 
 static double s_total(s_planner_t *pl, const mc_plan_placement_t *p) {
+    if (pl->tier) s_resident_all(&pl->x, p);
     double sum = 0;
     for (uint32_t l = 0; l < p->n_layer; l++) sum += s_sim_layer(&pl->x, p, l, NULL);
     return sum;
+}
+
+// Does placement p fit: every machine within its budget, or with the disk
+// tier (when planning with it) every expert it holds within its budget.
+static bool s_fits(const s_planner_t *pl, const mc_plan_placement_t *p) {
+    const mc_plan_shape_t *s = pl->x.s;
+    for (size_t i = 0; i < p->n_machines; i++) {
+        if (!s_tier(pl, i)) {
+            if (pl->used[i] > pl->budget[i]) return false;
+            continue;
+        }
+        for (uint32_t l = 0; l < s->n_layer; l++)
+            for (uint32_t e = 0; e < s->n_expert; e++)
+                if (*s_held(p, i, l, e) && !s_may_hold(pl, i, l, e)) return false;
+    }
+    return true;
+}
+
+// Both starts, searched: the greedy one into a (cleared), the naive split
+// into b when it fits; *ta, *tb their totals (INFINITY: none). Returns the
+// greedy start's error (MC_ERR_RANGE: it did not fit).
+static mc_err_t s_starts(s_planner_t *pl, mc_plan_placement_t *a, mc_plan_placement_t *b, double *ta, double *tb,
+                         char *err) {
+    const mc_plan_shape_t *s = pl->x.s;
+    const mc_plan_machines_t *ms = pl->x.ms;
+    const size_t cells = (size_t)s->n_layer * s->n_expert;
+    memset(a->held, 0, ms->n * cells);
+    memset(pl->used, 0, ms->n * sizeof *pl->used);
+    if (pl->tier) {
+        memset(pl->cold, 0, ms->n * cells);
+        memset(pl->res_used, 0, ms->n * sizeof *pl->res_used);
+        memset(pl->full, 0, ms->n);
+    }
+    pl->evals = 0;
+    // The greedy start; when it cannot place everything (it goes by load, so
+    // unequal expert sizes can leave memory in pieces) the naive start may.
+    mc_err_t greedy_rc = s_greedy(pl, a, err);
+    if (!greedy_rc && pl->pp->replicas) s_replicate(pl, a);
+    if (!greedy_rc) s_search(pl, a);
+    *ta = greedy_rc ? INFINITY : s_total(pl, a), *tb = INFINITY;
+    // From the naive split too, when it fits and is profiled: the plan is
+    // never predicted slower than it.
+    char ignore[MC_ERR_LEN];
+    mc_plan_placement_free(b);
+    if (!mc_plan_naive(ms, s, b, ignore)) {
+        memset(pl->used, 0, ms->n * sizeof *pl->used);
+        for (size_t i = 0; i < ms->n; i++) pl->used[i] = s_used(b, s, i);
+        if (!s_sim_check(&pl->x, b, ignore) && s_fits(pl, b)) {
+            pl->evals = 0;
+            s_search(pl, b);
+            *tb = s_total(pl, b);
+        }
+    }
+    return greedy_rc;
 }
 
 mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
@@ -1163,25 +1437,22 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
         for (size_t c = 0; c < cells; c++) pl.load[c] = (double)st->rows[c] / tokens * sp.batch;
         rc = mc_plan_placement_new(&a, ms->n, s->n_layer, s->n_expert, err);
     }
-    // The greedy start; when it cannot place everything (it goes by load, so
-    // unequal expert sizes can leave memory in pieces) the naive start may.
-    mc_err_t greedy_rc = rc ? rc : s_greedy(&pl, &a, err);
-    if (!greedy_rc && pp->replicas) s_replicate(&pl, &a);
-    if (!greedy_rc) s_search(&pl, &a);
-    double ta = greedy_rc ? INFINITY : s_total(&pl, &a), tb = INFINITY;
-    // From the naive split too, when it fits and is profiled: the plan is
-    // never predicted slower than it.
-    char ignore[MC_ERR_LEN];
-    if (!rc && !mc_plan_naive(ms, s, &b, ignore)) {
-        memset(pl.used, 0, ms->n * sizeof *pl.used);
-        for (size_t i = 0; i < ms->n; i++) pl.used[i] = s_used(&b, s, i);
-        bool fits = !s_sim_check(&pl.x, &b, ignore);
-        for (size_t i = 0; i < ms->n; i++) fits &= pl.used[i] <= pl.budget[i];
-        if (fits) {
-            pl.evals = 0;
-            s_search(&pl, &b);
-            tb = s_total(&pl, &b);
-        }
+    double ta = INFINITY, tb = INFINITY;
+    mc_err_t greedy_rc = rc ? rc : s_starts(&pl, &a, &b, &ta, &tb, err);
+    // Nothing fits the memory: again with the disk tier, when some machine
+    // that may hold experts has it.
+    bool tier_ok = false;
+    for (size_t i = 0; i < ms->n; i++) tier_ok |= ms->m[i].disk_tier && (i || pp->local);
+    if (!rc && greedy_rc == MC_ERR_RANGE && tb == INFINITY && tier_ok) {
+        pl.tier = true;
+        pl.cold = calloc(ms->n * cells, 1);
+        pl.res_used = calloc(ms->n, sizeof *pl.res_used);
+        pl.full = calloc(ms->n, 1);
+        pl.lt = calloc(s->n_layer, sizeof *pl.lt), pl.nt = calloc(s->n_layer, sizeof *pl.nt);
+        pl.touched = calloc(s->n_layer, 1);
+        if (!pl.cold || !pl.res_used || !pl.full || !pl.lt || !pl.nt || !pl.touched)
+            rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        else greedy_rc = s_starts(&pl, &a, &b, &ta, &tb, err);
     }
     if (!rc && greedy_rc && tb == INFINITY) rc = greedy_rc; // neither start fits: greedy's message
     if (!rc) {
@@ -1196,6 +1467,7 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
     mc_plan_placement_free(&a);
     mc_plan_placement_free(&b);
     free(pl.budget), free(pl.used), free(pl.load);
+    free(pl.cold), free(pl.res_used), free(pl.full), free(pl.lt), free(pl.nt), free(pl.touched);
     s_sim_free(&pl.x);
     return rc;
 }
@@ -1207,8 +1479,12 @@ void mc_plan_report(FILE *f, const char *title, const mc_plan_placement_t *p, co
     assert(p->n_machines == ms->n); // a programmer's mistake: the report of another cluster
     fprintf(f, "%s: %.1f tok/s predicted, %.2f ms a step (attention %.2f, experts %.2f, head %.2f) over %u steps\n",
             title, r->tok_s, r->step_ms, r->attn_ms, r->moe_ms, r->head_ms, r->steps);
-    fprintf(f, "  %-16s %-11s %7s %8s %12s %10s %9s %11s\n", "machine", "role", "experts", "replicas", "memory MiB",
+    bool tier = false;
+    for (size_t i = 0; i < ms->n; i++) tier |= r->misses[i] > 0 || r->resident_mb[i] < r->mem_mb[i];
+    fprintf(f, "  %-16s %-11s %7s %8s %12s %10s %9s %11s", "machine", "role", "experts", "replicas", "memory MiB",
             "choices/step", "busy", "KB/step");
+    if (tier) fprintf(f, " %12s %6s %12s", "resident MiB", "hits", "read ms/step");
+    fprintf(f, "\n");
     uint64_t *budget = malloc(ms->n * sizeof *budget);
     if (budget) mc_plan_budgets(ms, s, budget);
     for (size_t i = 0; i < ms->n; i++) {
@@ -1218,9 +1494,30 @@ void mc_plan_report(FILE *f, const char *title, const mc_plan_placement_t *p, co
                 if (*s_held(p, i, l, e)) held++, shared += s_holders(p, l, e) > 1;
         char mem[48];
         snprintf(mem, sizeof mem, "%.0f/%.0f", r->mem_mb[i], budget ? budget[i] / S_MIB : 0.0);
-        fprintf(f, "  %-16s %-11s %7u %8u %12s %10.1f %8.0f%% %11.1f\n", ms->m[i].name,
+        fprintf(f, "  %-16s %-11s %7u %8u %12s %10.1f %8.0f%% %11.1f", ms->m[i].name,
                 i ? "node" : "coordinator", held, shared, mem, r->rows[i],
                 r->step_ms > 0 ? 100 * r->busy_ms[i] / r->step_ms : 0.0, r->bytes[i] / 1e3);
+        if (tier)
+            fprintf(f, " %12.0f %5.1f%% %12.2f", r->resident_mb[i],
+                    r->uses[i] > 0 ? 100 * (1 - r->misses[i] / r->uses[i]) : 100.0, r->read_ms[i]);
+        fprintf(f, "\n");
     }
     free(budget);
+}
+
+uint32_t mc_plan_mem_limits(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const mc_plan_shape_t *s,
+                            mc_cluster_config_t *c) {
+    uint64_t budget[MC_PLAN_MAX_MACHINES];
+    if (p->n_machines != ms->n || ms->n > MC_PLAN_MAX_MACHINES) return 0;
+    mc_plan_budgets(ms, s, budget);
+    uint32_t coord = 0;
+    for (size_t i = 0; i < ms->n; i++) {
+        if (!ms->m[i].disk_tier || s_used(p, s, i) <= budget[i]) continue;
+        const uint32_t mb = (uint32_t)(budget[i] >> 20 < MC_CLUSTER_MAX_MEM_MB ? budget[i] >> 20 : MC_CLUSTER_MAX_MEM_MB);
+        if (i == 0) coord = mb;
+        else if (c)
+            for (size_t j = 0; j < c->n_nodes; j++)
+                if (!strcmp(c->nodes[j].name, ms->m[i].name)) c->nodes[j].mem_limit_mb = mb;
+    }
+    return coord;
 }

@@ -20,6 +20,17 @@
  * event), except that the coordinator's own experts keep its cores (its
  * pool spins through a burst of products; nodes beside it wait).
  *
+ * The disk tier: a machine whose entry has the disk keys of its profile
+ * (disk_read_mb_s, disk_latency_ms) may hold more experts than its memory,
+ * as a process under --mem-limit does (expert_store.h): memory_mb stays
+ * its resident budget and the rest is read from its disk when used. The
+ * simulator decides which of a machine's experts are resident as the
+ * store's pinned hot set does (the experts the trace uses most, ties to the
+ * lower (layer, expert) index, until one does not fit; an expert the trace
+ * never uses is never resident), and charges every step's request that
+ * uses a non-resident expert its read, latency + bytes / rate, once per
+ * step and layer, before that machine computes.
+ *
  * The planner fits every machine's memory and minimises that simulated
  * time: a greedy start that gives each (layer, expert), heaviest first, to
  * the machine where it least raises its layer's estimated time; replicas
@@ -28,6 +39,14 @@
  * the simulator, layer by layer (layers add up, so each is searched on its
  * own). The naive equal split is searched from as well, and the better of
  * the two kept, so a plan never predicts slower than the naive split.
+ * When neither start fits the machines' memory and some may use the disk
+ * tier, it plans again with them holding more than their memory: the
+ * experts in the trace's order of use, hottest first (so they are the
+ * resident ones where they land), each where it least raises its layer's
+ * estimate (a cold expert's expected reads included), then the same
+ * search, every move judged by the simulator over each layer whose
+ * residency it changes; the naive split, using the tier where it must, is
+ * again the floor. When everything fits the tier changes nothing.
  *
  * Machines and placements are inputs from files, checked like any: every
  * id, count, size and time bounded.
@@ -76,6 +95,13 @@ typedef struct {
     double layer_ms_1, layer_ms_8; // coordinator: norms, attention, router per layer, 1 and 8 rows
     double head_ms_1, head_ms_8;   // coordinator: output head, 1 and 8 rows
     double local_scale;            // coordinator: its expert step inside whole decode steps over its curves (1: none)
+    double disk_mb_s;              // the model file's disk: transfer rate, 10^6 bytes/s (0: not measured)
+    double disk_latency_ms;        // ... and a cold read's latency
+    bool disk_tier;                // may hold more experts than memory_mb, reading the rest from disk
+                                   // (default: when the disk keys are there; `disk_tier: false` forbids)
+    uint32_t mem_limit_mb;         // not from the file: the --mem-limit it runs under (a cluster file's
+                                   // mem_limit_mb, set by moe-plan --simulate), which then bounds its
+                                   // resident experts instead of its budget (0: none)
 } mc_plan_machine_t;
 
 // The machines file: the coordinator first, then the nodes in file order.
@@ -130,6 +156,13 @@ mc_err_t mc_plan_placement_from_config(const mc_cluster_config_t *c, const mc_pl
 mc_err_t mc_plan_placement_to_config(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const char *model,
                                      mc_wire_enc_t wire, mc_cluster_config_t **out, char *err);
 
+// The limits a placement's disk-tier machines run under: each node of c
+// (may be NULL) that holds more than its budget gets mem_limit_mb (the
+// budget's whole MiB, what the simulator's resident set fills); returns the
+// coordinator's --mem-limit the same way (0: none needed).
+uint32_t mc_plan_mem_limits(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const mc_plan_shape_t *s,
+                            mc_cluster_config_t *c);
+
 // The naive equal split: the experts cut into equal contiguous ranges, one
 // per node in file order, the same in every layer; nothing local.
 mc_err_t mc_plan_naive(const mc_plan_machines_t *ms, const mc_plan_shape_t *s, mc_plan_placement_t *out, char *err);
@@ -153,6 +186,10 @@ typedef struct {
     double *requests;       // (n_machines) requests per step (nodes)
     double *bytes;          // (n_machines) bytes on its link per step, both ways
     double *mem_mb;         // (n_machines) expert weights held, MiB
+    double *resident_mb;    // (n_machines) of those, resident (the rest read from its disk)
+    double *uses;           // (n_machines) experts it computes per step (each layer's distinct ones)
+    double *misses;         // (n_machines) of those, read from its disk per step
+    double *read_ms;        // (n_machines) its reads per step, ms
     double *layer_ms;       // (n_layer) mean time of each layer's expert step
 } mc_plan_sim_t;
 
@@ -165,12 +202,20 @@ mc_err_t mc_plan_simulate(const mc_plan_shape_t *s, const mc_plan_machines_t *ms
                           const mc_plan_placement_t *p, const mc_plan_sim_params_t *sp, mc_plan_sim_t *out,
                           char *err);
 
+// Which held experts are resident: res[(i * n_layer + l) * n_expert + e]
+// (n_machines x n_layer x n_expert bytes), as the simulator decides them
+// (see the disk tier above; the trace of st gives the hot order).
+mc_err_t mc_plan_resident(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
+                          const mc_plan_placement_t *p, uint8_t *res, char *err);
+
 // Expert weights each machine may hold (bytes): memory_mb less a reserve
 // (5%, at least 64 MiB) for the process, and for the coordinator less the
 // model's other weights. budget[i], i over machines.
 void mc_plan_budgets(const mc_plan_machines_t *ms, const mc_plan_shape_t *s, uint64_t *budget);
 
-// MC_ERR_RANGE naming the first machine whose experts exceed its budget.
+// MC_ERR_RANGE naming the first machine whose experts exceed its budget
+// (a machine with the disk tier: whose budget is below its largest expert,
+// the least a --mem-limit can be).
 mc_err_t mc_plan_check_memory(const mc_plan_placement_t *p, const mc_plan_machines_t *ms, const mc_plan_shape_t *s,
                               char *err);
 
@@ -186,12 +231,13 @@ typedef struct {
 mc_plan_params_t mc_plan_params_default(void);
 
 // Plan a placement. MC_ERR_RANGE when the experts do not fit the machines'
-// memory (with the totals in err).
+// memory and none has the disk tier (with the totals in err).
 mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
                       const mc_plan_params_t *pp, mc_plan_placement_t *out, char *err);
 
 // The human summary of a simulation: predicted speed and, per machine,
-// experts, replicas, memory, rows and busy share.
+// experts, replicas, memory, rows, busy share and, with the disk tier,
+// resident share, predicted hit rate and read time per step.
 void mc_plan_report(FILE *f, const char *title, const mc_plan_placement_t *p, const mc_plan_machines_t *ms,
                     const mc_plan_shape_t *s, const mc_plan_sim_t *r);
 
