@@ -552,6 +552,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
         hp.sampling = o->sampling, hp.max_tokens = (uint32_t)o->n_predict, hp.safe_prompt = o->safe_prompt;
         hp.log = stderr;
         hp.speculate = o->speculate ? &dp : NULL;
+        hp.reload = o->reload;
         ret = mc_server_run(s, &hp, stop, err) ? s_fail(err) : 0;
     }
     if (ret == 0 && mc_session_report(s, stderr, o->stats_json, err)) ret = s_fail(err);

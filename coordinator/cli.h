@@ -32,6 +32,7 @@ typedef enum {
 } mc_cli_mode_t;
 
 typedef struct {
+    atomic_int *reload; // set non-zero by SIGHUP under --serve (main.c): the cluster file is read again; NULL: never
     mc_cli_mode_t mode;        // from the flags below, by mc_cli_parse
     const char *model;         // --model
     const char *prompt;        // --prompt

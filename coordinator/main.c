@@ -14,6 +14,11 @@ static atomic_int s_stop;
 
 static void s_on_signal(int sig) { atomic_store(&s_stop, sig); }
 
+// And SIGHUP's under --serve: read the cluster file again (the server polls it).
+static atomic_int s_reload;
+
+static void s_on_hangup(int sig) { atomic_store(&s_reload, sig); }
+
 int main(int argc, char **argv) {
     mc_cli_opts_t o;
     mc_cli_opts_init(&o);
@@ -28,6 +33,12 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (o.mode == MC_CLI_MODE_SERVE) {
+        struct sigaction hup = {.sa_handler = s_on_hangup, .sa_flags = SA_RESTART};
+        sigemptyset(&hup.sa_mask);
+        sigaction(SIGHUP, &hup, NULL);
+        o.reload = &s_reload;
+    }
     int rc = mc_cli_run(&o, &s_stop);
     mc_cli_opts_free(&o);
     return rc;

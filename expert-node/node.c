@@ -1203,6 +1203,16 @@ static void s_handle(mc_node_t *n, const s_peer_t *id, const void *body, size_t 
             n->owner_len = 0;
             n->owner_lost = false;
         }
+        // A coordinator that exits while this node fetches from it: the
+        // fetch ends here (its bytes stay in the cache, so the next
+        // coordinator's placement resumes from them) and its transfer
+        // socket is forgotten.
+        if (n->fill && n->fill_session == m.u.release) {
+            mc_log_status(n->log, n->who, "the fetch for session %016llx stopped: its coordinator exited (the bytes "
+                          "fetched stay in the cache)", (unsigned long long)m.u.release);
+            mc_cache_fill_destroy(&n->fill);
+        }
+        if (n->fetch_session == m.u.release) n->fetch_peer_len = 0, n->fetch_session = 0;
         break;
     case MC_WIRE_MSG_ERROR: // never answer an error: two peers could bounce them forever
         n->stats.errors++;

@@ -1361,11 +1361,152 @@ static void test_tools_and_formats(void **state) {
                 s_render_count(MC_CHAT_STYLE_QWEN3, NULL, &one, 1, true));
 }
 
+static int s_write(const char *path, const char *txt, size_t len) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    const bool ok = fwrite(txt, 1, len, f) == len;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+// An HTTP call expected to answer with status (and, when says is given,
+// a body that says it); the body's JSON when it is JSON.
+static cJSON *s_call(uint16_t port, const char *method, const char *path, const char *headers, const char *body,
+                     int status, const char *says) {
+    mc_test_http_t r;
+    if (mc_test_http(port, method, path, headers, body, &r)) fail_msg("no answer from the server");
+    if (r.status != status) fail_msg("%s %s: status %d, wanted %d: %s", method, path, r.status, status, r.body);
+    if (says && !strstr(r.body, says)) fail_msg("%s %s: '%s' does not say '%s'", method, path, r.body, says);
+    cJSON *j = cJSON_Parse(r.body);
+    mc_test_http_free(&r);
+    return j;
+}
+
+// GET /v1/cluster until the placement has switched `want` times and no
+// change is staged; the answer then.
+static cJSON *s_switched(uint16_t port, const char *key, double want) {
+    for (int i = 0; i < 3000; i++) {
+        cJSON *c = s_call(port, "GET", "/v1/cluster", key, NULL, 200, NULL);
+        const cJSON *p = cJSON_GetObjectItem(c, "placement");
+        assert_non_null(p);
+        if (cJSON_GetObjectItem(p, "switches")->valuedouble >= want &&
+            !strcmp(cJSON_GetObjectItem(p, "state")->valuestring, "steady"))
+            return c;
+        cJSON_Delete(c);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    fail_msg("the placement did not switch within 30 s");
+    return NULL;
+}
+
+static int s_count_nodes(const cJSON *c) { return cJSON_GetArraySize(cJSON_GetObjectItem(c, "nodes")); }
+
+// The live-change endpoints: the API key, every refusal named with a 4xx
+// and nothing changed, then a node added, a placement put and the cluster
+// file read again (SIGHUP), each switched while the server serves the
+// same answers.
+static void test_cluster_changes(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    char err[MC_ERR_LEN], exe[1024], path[600];
+    const char *bin = getenv("MC_BIN_DIR");
+    snprintf(exe, sizeof exe, "%s/moe-expert", bin ? bin : ".");
+    static mc_nodeproc_t procs[3];
+    const char *names[] = {"box-a", "box-b", "box-c"};
+    for (int i = 0; i < 3; i++) {
+        mc_nodeproc_params_t np = mc_nodeproc_params_default();
+        np.exe = exe, np.model = s_model, np.name = names[i];
+        if (mc_nodeproc_start(&np, &procs[i], err)) fail_msg("%s", err);
+    }
+    // The cluster file: box-a and box-b; box-c is up but not in it.
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-3}\n"
+                                "  - {name: box-b, endpoint: \"%s\", experts: 4-7}\n", procs[0].endpoint, procs[1].endpoint);
+    snprintf(path, sizeof path, "%s/cluster.yaml", s_dir);
+    assert_int_equal(s_write(path, yaml, strlen(yaml)), 0);
+    mc_cluster_config_t *cfg = mc_cluster_config_load(path, err);
+    if (!cfg) fail_msg("%s", err);
+    static s_srv_t t;
+    s_up(&t, cfg, 128, 2, "k3y", 0);
+    const char *key = "Authorization: Bearer k3y\r\n";
+    const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,\"temperature\":0}";
+    cJSON *before = s_call(t.port, "POST", "/v1/chat/completions", key, req, 200, NULL);
+    char add[1024];
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-7\"}", procs[2].endpoint);
+
+    // Who may: the API key.
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", NULL, add, 401, "invalid_api_key"));
+    cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", "Authorization: Bearer nope\r\n", yaml, 401, NULL));
+    cJSON_Delete(s_call(t.port, "DELETE", "/v1/cluster/nodes/box-b", NULL, NULL, 401, NULL));
+    // Methods and paths.
+    cJSON_Delete(s_call(t.port, "GET", "/v1/cluster/nodes", key, NULL, 405, "takes POST"));
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/placement", key, yaml, 405, "takes PUT"));
+    cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/other", key, yaml, 404, NULL));
+    // Bad bodies and changes, each named.
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, "not json", 400, "JSON object"));
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, "{\"name\":\"box-c\"}", 400, "endpoint"));
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-9\"}", procs[2].endpoint);
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 400, "9"));
+    snprintf(add, sizeof add, "{\"name\":\"box-a\",\"endpoint\":\"%s\"}", procs[2].endpoint);
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 400, "already"));
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":[0,\"x\"]}", procs[2].endpoint);
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 400, NULL));
+    cJSON_Delete(s_call(t.port, "DELETE", "/v1/cluster/nodes/nobody", key, NULL, 404, "nobody"));
+    cJSON_Delete(s_call(t.port, "DELETE", "/v1/cluster/nodes/box-b", key, NULL, 400, "expert")); // 4-7 held by no one
+    cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, "nodes: [", 400, "placement:"));
+    snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-7, layers: 0-5}\n",
+             procs[0].endpoint);
+    cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, yaml, 400, "layer"));
+    snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-7}\n", procs[1].endpoint);
+    cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, yaml, 400, "remove it first"));
+    cJSON *c = s_call(t.port, "GET", "/v1/cluster", key, NULL, 200, "\"steady\"");
+    assert_int_equal(s_count_nodes(c), 2);
+    cJSON_Delete(c);
+
+    // box-c joins holding every expert; then box-b leaves.
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-7\"}", procs[2].endpoint);
+    cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 202, "staged"));
+    c = s_switched(t.port, key, 1);
+    assert_int_equal(s_count_nodes(c), 3);
+    cJSON_Delete(c);
+    cJSON_Delete(s_call(t.port, "DELETE", "/v1/cluster/nodes/box-b", key, NULL, 202, "staged"));
+    c = s_switched(t.port, key, 2);
+    assert_int_equal(s_count_nodes(c), 2);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "nodes"), 1), "name")->valuestring,
+                        "box-c");
+    cJSON_Delete(c);
+    cJSON *after = s_call(t.port, "POST", "/v1/chat/completions", key, req, 200, NULL);
+    assert_string_equal(s_get_str(before, "choices", "message", "content"), s_get_str(after, "choices", "message", "content"));
+    cJSON_Delete(after);
+    // A placement put as a cluster file (moe-plan's output has this form).
+    snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-5}\n"
+                                "  - {name: box-c, endpoint: \"%s\", experts: 6-7}\n", procs[0].endpoint, procs[2].endpoint);
+    cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, yaml, 202, "staged"));
+    cJSON_Delete(s_switched(t.port, key, 3));
+    // SIGHUP: the cluster file (box-a and box-b) read again.
+    assert_int_equal(mc_server_reload(t.srv, err), MC_OK);
+    c = s_switched(t.port, key, 4);
+    assert_int_equal(s_count_nodes(c), 2);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "nodes"), 1), "name")->valuestring,
+                        "box-b");
+    cJSON_Delete(c);
+    after = s_call(t.port, "POST", "/v1/chat/completions", key, req, 200, NULL);
+    assert_string_equal(s_get_str(before, "choices", "message", "content"), s_get_str(after, "choices", "message", "content"));
+    cJSON_Delete(after), cJSON_Delete(before);
+    // A damaged file is refused and changes nothing.
+    assert_int_equal(s_write(path, "nodes: [", 8), 0);
+    assert_true(mc_server_reload(t.srv, err) != MC_OK);
+    s_down(&t);
+    mc_nodeproc_stop(procs, 3);
+    mc_cluster_config_destroy(&cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
-        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store), cmocka_unit_test(test_metrics_kv_cache),        cmocka_unit_test(test_cluster_endpoint),
+        cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store), cmocka_unit_test(test_metrics_kv_cache),
+        cmocka_unit_test(test_cluster_endpoint), cmocka_unit_test(test_cluster_changes),
         cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
         cmocka_unit_test(test_stream_log_counts),      cmocka_unit_test(test_structured_output),

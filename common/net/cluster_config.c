@@ -413,6 +413,31 @@ void mc_cluster_config_destroy(mc_cluster_config_t **pc) {
     *pc = NULL;
 }
 
+mc_err_t mc_cluster_config_remove_node(mc_cluster_config_t *c, size_t i, char *err) {
+    if (i >= c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "no node %zu (the config has %zu)", i, c->n_nodes);
+    free(c->nodes[i].name);
+    free(c->nodes[i].endpoint);
+    free(c->nodes[i].holds);
+    memmove(c->nodes + i, c->nodes + i + 1, (c->n_nodes - i - 1) * sizeof *c->nodes);
+    c->n_nodes--;
+    return MC_OK;
+}
+
+mc_cluster_config_t *mc_cluster_config_clone(const mc_cluster_config_t *c, char *err) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    mc_err_t rc = mc_cluster_config_write(c, f, err);
+    if (fclose(f) != 0 && !rc) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    mc_cluster_config_t *copy = rc ? NULL : mc_cluster_config_parse(buf, len, c->path, err);
+    free(buf);
+    return copy;
+}
+
 mc_err_t mc_cluster_config_add_node(mc_cluster_config_t *c, const char *name, const char *endpoint,
                                     const mc_expert_set_t *experts, const mc_layer_set_t *layers, char *err) {
     char msg[MC_ERR_LEN];

@@ -187,6 +187,11 @@ bool mc_cluster_config_local_holds(const mc_cluster_config_t *c, uint32_t layer,
 mc_cluster_config_t *mc_cluster_config_new(void);
 mc_err_t mc_cluster_config_add_node(mc_cluster_config_t *c, const char *name, const char *endpoint,
                                     const mc_expert_set_t *experts, const mc_layer_set_t *layers, char *err);
+// Take node i out (its placement with it).
+mc_err_t mc_cluster_config_remove_node(mc_cluster_config_t *c, size_t i, char *err);
+// A copy of c (written as a file and parsed back; relative paths resolve
+// as c's did). NULL with err on failure (a config the parser refuses).
+mc_cluster_config_t *mc_cluster_config_clone(const mc_cluster_config_t *c, char *err);
 mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err);
 mc_err_t mc_cluster_config_set_secret_key(mc_cluster_config_t *c, const char *path, char *err);
 mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const char *public_key, char *err);

@@ -57,6 +57,13 @@ typedef struct {
     mc_wire_enc_t wire; // encoding of enc
     uint8_t *enc;       // (n_rows, row bytes) encoded inputs, as sent
     bool pending;       // its answer is awaited
+
+    // A staged placement change (mc_cluster_request): the node's entry in
+    // the staged config (NULL: it leaves at the switch), its staged pairs,
+    // and held | want, which it is given to hold until the switch.
+    const mc_cluster_node_t *scfg;
+    uint8_t *want, *uni;
+    bool added;         // joins with the change: holds nothing until the switch
 } s_node_t;
 
 struct mc_cluster {
@@ -94,8 +101,21 @@ struct mc_cluster {
     // liveness and placements happens under mu, as do reads.
     pthread_mutex_t mu;
     FILE *log;
+    // Live changes: a config posted by any thread (request, under mu), taken
+    // up by the engine's thread between passes as the staged one; every
+    // config ever taken (the nodes' names point into them) until destroy.
+    mc_cluster_config_t *request;
+    const mc_cluster_config_t *staged;
+    double staged_at;
+    uint64_t switches;
+    char note[MC_ERR_LEN + 64]; // the last change's outcome, for /v1/cluster
+    mc_cluster_config_t **owned;
+    size_t n_owned;
 };
 
+static void s_stage_abort(mc_cluster_t *c, const char *why);
+static bool s_rows_alloc(s_rows_t *r, size_t rows, size_t k, size_t dim);
+static void s_node_free(s_node_t *nd);
 static const mc_experts_ops_t s_experts_ops; // the expert step's calls (defined with it below)
 static_assert(MC_LINK_RTT_BUCKETS == MC_EXPERTS_RTT_BUCKETS, "a node's histogram is the link's");
 
@@ -106,6 +126,10 @@ static void s_fill_held(const mc_cluster_t *c, const mc_cluster_node_t *n, uint8
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t e = 0; e < hp->n_expert; e++) held[(size_t)l * hp->n_expert + e] = mc_cluster_node_holds(n, l, e);
 }
+
+// What node nd is to hold now: its placement, or while a change is staged,
+// that and its staged pairs together.
+static const uint8_t *s_probe_held(const s_node_t *nd) { return nd->uni ? nd->uni : nd->held; }
 
 // A wire other than auto and f32 is exact only for the experts whose
 // kernels take its values: say so at start when the file has others (the
@@ -146,7 +170,7 @@ static mc_err_t s_join_all(mc_cluster_t *c, char *err) {
         int n_items = 0;
         for (size_t i = 0; i < c->n_nodes; i++) {
             mc_link_t *l = c->nodes[i].link;
-            mc_link_tick(l, c->nodes[i].held);
+            mc_link_tick(l, s_probe_held(&c->nodes[i]));
             if (mc_link_settled(l) || mc_link_fetching(l)) continue;
             settled = false;
             c->items[n_items++] = (zmq_pollitem_t){mc_link_socket(l), 0, ZMQ_POLLIN, 0};
@@ -222,6 +246,47 @@ static mc_err_t s_hash_slices(mc_cluster_t *c, const uint8_t *want, char *err) {
                   "hashed the weights of %u (layer, expert) pairs placed on nodes: %.2f GiB in %.1f s (%.2f GiB/s)%s%s%s%s",
                   st.slices, gib, st.seconds, gib / (st.seconds > 0 ? st.seconds : 1e-9), st.saved ? "; saved to " : "",
                   st.saved ? st.saved : "", st.note[0] ? "; " : "", st.note);
+    return MC_OK;
+}
+
+// Node nd of cfg (ncfg, one of cfg's nodes): its placement table and its
+// link (not started).
+static mc_err_t s_node_init(mc_cluster_t *c, s_node_t *nd, const mc_cluster_config_t *cfg, const mc_cluster_node_t *ncfg,
+                            char *err) {
+    const mc_hparams_t *hp = &c->m->hp;
+    nd->cfg = ncfg;
+    if (nd->cfg->public_key[0] && !c->have_keys)
+        return mc_err_set(err, MC_ERR_ARG, "%s: node %s has a public_key: the file needs the coordinator's secret_key too",
+                          cfg->path ? cfg->path : "cluster", nd->cfg->name);
+    if (!nd->cfg->public_key[0] && !strncmp(nd->cfg->endpoint, "tcp://", 6) &&
+        strncmp(nd->cfg->endpoint, "tcp://127.", 10) && strncmp(nd->cfg->endpoint, "tcp://localhost:", 16) &&
+        strncmp(nd->cfg->endpoint, "tcp://[::1]:", 12))
+        mc_log_status(c->log, "moe-coordinator",
+                      "warning: traffic to node %s (%s) is not encrypted and the node not authenticated (no "
+                      "public_key in the cluster file)",
+                      nd->cfg->name, nd->cfg->endpoint);
+    if (!(nd->held = calloc((size_t)hp->n_layer * hp->n_expert, 1))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    s_fill_held(c, nd->cfg, nd->held);
+    const mc_link_params_t lp = {.name = nd->cfg->name,
+                                 .endpoint = nd->cfg->endpoint,
+                                 .self = c->self,
+                                 .session = c->session,
+                                 .fingerprint = mc_model_fingerprint(c->m),
+                                 .hashes = mc_slice_index_table(c->slices),
+                                 .types = c->types,
+                                 .model_info = c->info,
+                                 .model_info_len = c->info_len,
+                                 .lim = &c->lim,
+                                 .timeout_ms = cfg->timeout_ms,
+                                 .retry_ms = cfg->retry_ms,
+                                 .heartbeat_ms = cfg->heartbeat_ms,
+                                 .load_timeout_ms = cfg->load_timeout_ms,
+                                 .dead_ms = cfg->dead_ms,
+                                 .slow_ms = cfg->slow_ms,
+                                 .log = c->log,
+                                 .server_key = nd->cfg->public_key[0] ? nd->cfg->public_key : NULL,
+                                 .keys = &c->keys};
+    if (!(nd->link = mc_link_new(c->zctx, &lp, err))) return mc_err_code(err, MC_ERR_NET);
     return MC_OK;
 }
 
@@ -314,47 +379,8 @@ mc_cluster_t *mc_cluster_new(const mc_cluster_config_t *cfg, const mc_model_t *m
         goto fail;
     }
     free(tn);
-    for (size_t i = 0; i < c->n_nodes; i++) {
-        s_node_t *nd = &c->nodes[i];
-        nd->cfg = &cfg->nodes[i];
-        if (nd->cfg->public_key[0] && !c->have_keys) {
-            mc_err_set(err, MC_ERR_ARG, "%s: node %s has a public_key: the file needs the coordinator's secret_key too",
-                       cfg->path ? cfg->path : "cluster", nd->cfg->name);
-            goto fail;
-        }
-        if (!nd->cfg->public_key[0] && !strncmp(nd->cfg->endpoint, "tcp://", 6) &&
-            strncmp(nd->cfg->endpoint, "tcp://127.", 10) && strncmp(nd->cfg->endpoint, "tcp://localhost:", 16) &&
-            strncmp(nd->cfg->endpoint, "tcp://[::1]:", 12))
-            mc_log_status(log, "moe-coordinator",
-                          "warning: traffic to node %s (%s) is not encrypted and the node not authenticated (no "
-                          "public_key in the cluster file)",
-                          nd->cfg->name, nd->cfg->endpoint);
-        if (!(nd->held = calloc((size_t)hp->n_layer * hp->n_expert, 1))) {
-            mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
-        s_fill_held(c, nd->cfg, nd->held);
-        const mc_link_params_t lp = {.name = nd->cfg->name,
-                                     .endpoint = nd->cfg->endpoint,
-                                     .self = c->self,
-                                     .session = c->session,
-                                     .fingerprint = mc_model_fingerprint(m),
-                                     .hashes = mc_slice_index_table(c->slices),
-                                     .types = c->types,
-                                     .model_info = c->info,
-                                     .model_info_len = c->info_len,
-                                     .lim = &c->lim,
-                                     .timeout_ms = cfg->timeout_ms,
-                                     .retry_ms = cfg->retry_ms,
-                                     .heartbeat_ms = cfg->heartbeat_ms,
-                                     .load_timeout_ms = cfg->load_timeout_ms,
-                                     .dead_ms = cfg->dead_ms,
-                                     .slow_ms = cfg->slow_ms,
-                                     .log = log,
-                                     .server_key = nd->cfg->public_key[0] ? nd->cfg->public_key : NULL,
-                                     .keys = &c->keys};
-        if (!(nd->link = mc_link_new(c->zctx, &lp, err))) goto fail;
-    }
+    for (size_t i = 0; i < c->n_nodes; i++)
+        if (s_node_init(c, &c->nodes[i], cfg, &cfg->nodes[i], err)) goto fail;
     if (s_hash_slices(c, NULL, err) || s_join_all(c, err)) goto fail;
     c->last_tick = mc_clock_ms();
     return c;
@@ -380,7 +406,7 @@ static bool s_rows_alloc(s_rows_t *r, size_t rows, size_t k, size_t dim) {
 
 static void s_node_free(s_node_t *nd) {
     mc_link_destroy(&nd->link);
-    free(nd->held), free(nd->enc);
+    free(nd->held), free(nd->enc), free(nd->want), free(nd->uni);
     s_rows_free(&nd->req);
 }
 
@@ -395,6 +421,9 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     free(c->choice_dest), free(c->slot_row), free(c->hold);
     mc_slice_index_destroy(&c->slices);
     mc_moe_destroy(&c->moe);
+    mc_cluster_config_destroy(&c->request);
+    for (size_t i = 0; i < c->n_owned; i++) mc_cluster_config_destroy(&c->owned[i]);
+    free(c->owned);
     if (c->zctx) zmq_ctx_term(c->zctx);
     explicit_bzero(&c->keys, sizeof c->keys);
     pthread_mutex_destroy(&c->mu);
@@ -590,7 +619,7 @@ static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, const mc_wire_msg_t
 static void s_tick_idle(mc_cluster_t *c) {
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < c->n_nodes; i++)
-        if (!c->nodes[i].pending) mc_link_tick(c->nodes[i].link, c->nodes[i].held);
+        if (!c->nodes[i].pending) mc_link_tick(c->nodes[i].link, s_probe_held(&c->nodes[i]));
     pthread_mutex_unlock(&c->mu);
     c->last_tick = mc_clock_ms();
 }
@@ -682,12 +711,320 @@ static mc_err_t s_collect(mc_cluster_t *c, uint32_t layer, char *err) {
 
 static void s_tick(mc_cluster_t *c) {
     pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n_nodes; i++) mc_link_tick(c->nodes[i].link, c->nodes[i].held);
+    for (size_t i = 0; i < c->n_nodes; i++) mc_link_tick(c->nodes[i].link, s_probe_held(&c->nodes[i]));
     pthread_mutex_unlock(&c->mu);
     c->last_tick = mc_clock_ms();
 }
 
 
+// --- live changes: staging and the switch ----------------------------------------------
+
+static s_node_t *s_find(mc_cluster_t *c, const char *name) {
+    for (size_t i = 0; i < c->n_nodes; i++)
+        if (!strcmp(c->nodes[i].cfg->name, name)) return &c->nodes[i];
+    return NULL;
+}
+
+static bool s_keep(mc_cluster_t *c, mc_cluster_config_t *cfg) {
+    mc_cluster_config_t **grown = realloc(c->owned, (c->n_owned + 1) * sizeof *grown);
+    if (!grown) return false;
+    c->owned = grown;
+    c->owned[c->n_owned++] = cfg;
+    return true;
+}
+
+// Why cfg cannot follow the running one (NULL: it can), checked under mu.
+static mc_err_t s_check_change(mc_cluster_t *c, const mc_cluster_config_t *cfg, char *err) {
+    const mc_hparams_t *hp = &c->m->hp;
+    mc_err_t rc = mc_cluster_config_check(cfg, hp->n_layer, hp->n_expert, err);
+    if (rc) return rc;
+    if (cfg->wire != c->cfg->wire)
+        return mc_err_set(err, MC_ERR_ARG, "the wire is %s, not %s: changing it takes a restart",
+                          mc_wire_enc_name(c->cfg->wire), mc_wire_enc_name(cfg->wire));
+    const char *ka = c->cfg->secret_key_resolved, *kb = cfg->secret_key_resolved;
+    const char *wa = c->cfg->secret_key, *wb = cfg->secret_key; // as written: a body has no folder of its own
+    if (((ka == NULL) != (kb == NULL) || (ka && strcmp(ka, kb))) && !(wa && wb && !strcmp(wa, wb)))
+        return mc_err_set(err, MC_ERR_ARG, "the coordinator's secret_key differs: changing it takes a restart");
+    for (size_t j = 0; j < cfg->n_nodes; j++) {
+        const mc_cluster_node_t *n = &cfg->nodes[j];
+        if (n->public_key[0] && !c->have_keys)
+            return mc_err_set(err, MC_ERR_ARG, "node %s has a public_key, but the coordinator runs without a secret_key",
+                              n->name);
+        for (size_t i = 0; i < c->n_nodes; i++) {
+            const mc_cluster_node_t *o = c->nodes[i].cfg;
+            const bool same_name = !strcmp(o->name, n->name), same_ep = !strcmp(o->endpoint, n->endpoint);
+            if (same_name && (!same_ep || strcmp(o->public_key, n->public_key)))
+                return mc_err_set(err, MC_ERR_ARG, "node %s is at %s%s: remove it first to add it at %s", n->name,
+                                  o->endpoint, strcmp(o->public_key, n->public_key) ? " with another public_key" : "",
+                                  n->endpoint);
+            if (!same_name && same_ep)
+                return mc_err_set(err, MC_ERR_ARG, "%s is node %s's endpoint, not %s's", n->endpoint, o->name, n->name);
+        }
+    }
+    return MC_OK;
+}
+
+mc_err_t mc_cluster_request(mc_cluster_t *c, mc_cluster_config_t **pcfg, char *err) {
+    mc_cluster_config_t *cfg = *pcfg;
+    pthread_mutex_lock(&c->mu);
+    mc_err_t rc = MC_OK;
+    if (c->request || c->staged)
+        rc = mc_err_set(err, MC_ERR_BUSY, "a placement change is already staged: wait until it is switched (GET /v1/cluster)");
+    else if (!(rc = s_check_change(c, cfg, err))) {
+        c->request = cfg;
+        *pcfg = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+const mc_cluster_config_t *mc_cluster_config_latest(mc_cluster_t *c, bool *staging) {
+    pthread_mutex_lock(&c->mu);
+    const mc_cluster_config_t *cfg = c->request ? c->request : c->staged ? c->staged : c->cfg;
+    if (staging) *staging = c->request || c->staged;
+    pthread_mutex_unlock(&c->mu);
+    return cfg;
+}
+
+// Ask alive node nd for what it is to hold (s_probe_held) unless it holds it.
+static void s_stage_send(mc_cluster_t *c, s_node_t *nd) {
+    const size_t cells = (size_t)c->m->hp.n_layer * c->m->hp.n_expert;
+    const uint8_t *target = s_probe_held(nd), *placed = mc_link_placed(nd->link);
+    if (!mc_link_alive(nd->link) || (placed && !memcmp(placed, target, cells))) return;
+    char why[MC_ERR_LEN];
+    pthread_mutex_lock(&c->mu); // it may lose the link, which the stats readers see
+    const mc_err_t rc = mc_link_stage(nd->link, target, why);
+    pthread_mutex_unlock(&c->mu);
+    if (rc) MC_LOGW("%s", why);
+}
+
+// Take up the posted config: the staged pairs of every node, new nodes'
+// links started, the holders that gain pairs sent held | staged (they keep
+// serving meanwhile). On failure the config is dropped, note says why.
+static void s_stage_begin(mc_cluster_t *c, mc_cluster_config_t *cfg) {
+    const size_t cells = (size_t)c->m->hp.n_layer * c->m->hp.n_expert;
+    char err[MC_ERR_LEN];
+    if (!s_keep(c, cfg)) {
+        mc_cluster_config_destroy(&cfg);
+        snprintf(c->note, sizeof c->note, "out of memory");
+        return;
+    }
+    // Every pair any node of cfg will hold is hashed first (once per model).
+    size_t n_new = 0;
+    for (size_t j = 0; j < cfg->n_nodes; j++) n_new += !s_find(c, cfg->nodes[j].name);
+    uint8_t *want = calloc((c->n_nodes + n_new) * cells + 1, 1);
+    if (!want) {
+        snprintf(c->note, sizeof c->note, "out of memory");
+        return;
+    }
+    for (size_t j = 0, a = 0; j < cfg->n_nodes; j++) {
+        s_node_t *nd = s_find(c, cfg->nodes[j].name);
+        const size_t row = nd ? (size_t)(nd - c->nodes) : c->n_nodes + a++;
+        s_fill_held(c, &cfg->nodes[j], want + row * cells);
+    }
+    // s_hash_slices reads one table per current node (a cluster always has
+    // one): the new ones' pairs are folded into the first row's copy.
+    uint8_t *any = calloc(c->n_nodes * cells + 1, 1);
+    if (!any) {
+        free(want);
+        snprintf(c->note, sizeof c->note, "out of memory");
+        return;
+    }
+    memcpy(any, want, c->n_nodes * cells);
+    for (size_t r = c->n_nodes; r < c->n_nodes + n_new; r++)
+        for (size_t x = 0; x < cells; x++) any[x] |= want[r * cells + x];
+    mc_err_t rc = s_hash_slices(c, any, err);
+    free(any);
+    if (rc) {
+        free(want);
+        snprintf(c->note, sizeof c->note, "the change was dropped: %s", err);
+        mc_log_status(c->log, "moe-coordinator", "placement change dropped: %s", err);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    const size_t n_old = c->n_nodes, total = n_old + n_new;
+    s_node_t *grown = realloc(c->nodes, total * sizeof *grown);
+    zmq_pollitem_t *items = grown ? realloc(c->items, 2 * total * sizeof *items) : NULL;
+    if (items) c->items = items;
+    s_node_t **who = items ? realloc(c->who, 2 * total * sizeof *who) : NULL;
+    if (who) c->who = who;
+    if (grown) c->nodes = grown;
+    bool ok = grown && items && who;
+    for (size_t i = 0; ok && i < n_old; i++) {
+        s_node_t *nd = &c->nodes[i];
+        nd->scfg = NULL;
+        for (size_t j = 0; j < cfg->n_nodes; j++)
+            if (!strcmp(cfg->nodes[j].name, nd->cfg->name)) nd->scfg = &cfg->nodes[j];
+        ok = (nd->want = malloc(cells + 1)) && (nd->uni = malloc(cells + 1));
+        if (!ok) break;
+        memcpy(nd->want, want + i * cells, cells);
+        for (size_t x = 0; x < cells; x++) nd->uni[x] = nd->held[x] | nd->want[x];
+    }
+    // The new nodes: holding nothing until the switch, joining now.
+    for (size_t j = 0, a = 0; ok && j < cfg->n_nodes; j++) {
+        if (s_find(c, cfg->nodes[j].name)) continue;
+        s_node_t *nd = &c->nodes[n_old + a];
+        memset(nd, 0, sizeof *nd);
+        nd->added = true;
+        ok = !s_node_init(c, nd, cfg, &cfg->nodes[j], err) && (nd->want = malloc(cells + 1)) &&
+             (nd->uni = malloc(cells + 1)) && (!c->cap_tok || (nd->enc = malloc((size_t)c->cap_tok * c->k *
+                                                                               mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim))));
+        ok = ok && (!c->cap_tok || s_rows_alloc(&nd->req, (size_t)c->cap_tok * c->k, c->k, c->m->hp.dim));
+        c->n_nodes = n_old + ++a; // from here it is freed with the others
+        if (!ok) break;
+        memset(nd->held, 0, cells);
+        memcpy(nd->want, want + (n_old + a - 1) * cells, cells);
+        memcpy(nd->uni, nd->want, cells);
+        nd->scfg = nd->cfg;
+        const mc_transfer_node_t tn = {nd->cfg->name, nd->cfg->endpoint, nd->cfg->public_key[0] ? nd->cfg->public_key : NULL};
+        if (c->transfer && mc_transfer_add(c->transfer, &tn, err)) ok = false;
+        else mc_link_start(nd->link);
+    }
+    free(want);
+    if (ok) {
+        c->staged = cfg;
+        c->staged_at = mc_clock_ms();
+        snprintf(c->note, sizeof c->note, "staged");
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!ok) {
+        c->staged = cfg; // what s_stage_abort undoes
+        s_stage_abort(c, err[0] ? err : "out of memory");
+        return;
+    }
+    size_t gain = 0, join = 0, leave = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        s_node_t *nd = &c->nodes[i];
+        join += nd->added, leave += !nd->scfg;
+        if (!nd->added && memcmp(nd->uni, nd->held, cells)) gain++;
+        if (!nd->added) s_stage_send(c, nd);
+    }
+    mc_log_status(c->log, "moe-coordinator",
+                  "placement change staged (%s): %zu node%s joining, %zu leaving, %zu taking more experts; the current "
+                  "placement serves until they have them",
+                  cfg->path ? cfg->path : "in code", join, join == 1 ? "" : "s", leave, gain);
+}
+
+// Undo a staged change (why: for the log and /v1/cluster): new nodes
+// released, the others asked to hold their current placement again.
+static void s_stage_abort(mc_cluster_t *c, const char *why) {
+    pthread_mutex_lock(&c->mu);
+    size_t kept = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        s_node_t *nd = &c->nodes[i];
+        if (nd->added) {
+            if (c->transfer) mc_transfer_remove(c->transfer, nd->cfg->name);
+            s_node_free(nd);
+            continue;
+        }
+        free(nd->want), free(nd->uni);
+        nd->want = nd->uni = NULL, nd->scfg = NULL;
+        c->nodes[kept++] = *nd;
+    }
+    c->n_nodes = kept;
+    c->staged = NULL;
+    snprintf(c->note, sizeof c->note, "the change was dropped: %s", why);
+    pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < c->n_nodes; i++) s_stage_send(c, &c->nodes[i]);
+    mc_log_status(c->log, "moe-coordinator", "placement change dropped, the current one stays: %s", why);
+}
+
+// Whether every holder that gains pairs has them: alive nodes have answered
+// Ready to held | staged, new nodes are in (or their first attempt failed:
+// a node that is down is not waited for, its share is computed here). A
+// refusal drops the change (why).
+static bool s_stage_ready(mc_cluster_t *c, const char **why) {
+    const size_t cells = (size_t)c->m->hp.n_layer * c->m->hp.n_expert;
+    bool ready = true;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        s_node_t *nd = &c->nodes[i];
+        if (!nd->scfg) continue; // leaving: serves until the switch
+        const char *refusal;
+        if (mc_link_alive(nd->link)) {
+            const uint8_t *placed = mc_link_placed(nd->link);
+            if (placed && !memcmp(placed, nd->uni, cells)) continue;
+            if (mc_link_stage_state(nd->link, &refusal) == MC_LINK_STAGE_FAILED) {
+                *why = refusal;
+                return false;
+            }
+            if (mc_link_stage_state(nd->link, NULL) != MC_LINK_STAGE_SENT) s_stage_send(c, nd);
+            ready = false;
+        } else if (mc_link_fetching(nd->link) || (nd->added && !mc_link_settled(nd->link))) {
+            ready = false;
+        } else if (nd->added && mc_link_refusal(nd->link)) {
+            *why = mc_link_refusal(nd->link);
+            return false;
+        }
+    }
+    return ready;
+}
+
+// Between two passes: the staged placement becomes the current one for
+// every sequence at once; leaving nodes are released, and the holders that
+// lose pairs are asked to drop them (they hold what they keep meanwhile).
+static void s_stage_switch(mc_cluster_t *c) {
+    const size_t cells = (size_t)c->m->hp.n_layer * c->m->hp.n_expert;
+    const mc_cluster_config_t *cfg = c->staged;
+    pthread_mutex_lock(&c->mu);
+    // In the staged file's order, the leaving ones freed.
+    s_node_t *order = calloc(cfg->n_nodes + 1, sizeof *order);
+    if (!order) { // keep staging; the next pass tries again
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        s_node_t *nd = &c->nodes[i];
+        if (!nd->scfg) {
+            mc_log_status(c->log, "moe-coordinator", "node %s (%s) leaves the cluster", nd->cfg->name, nd->cfg->endpoint);
+            if (c->transfer) mc_transfer_remove(c->transfer, nd->cfg->name);
+            s_node_free(nd);
+            continue;
+        }
+        memcpy(nd->held, nd->want, cells);
+        nd->cfg = nd->scfg;
+        nd->scfg = NULL, nd->added = false;
+        order[nd->cfg - cfg->nodes] = *nd;
+    }
+    memcpy(c->nodes, order, cfg->n_nodes * sizeof *order);
+    free(order);
+    c->n_nodes = cfg->n_nodes;
+    c->cfg = cfg;
+    c->staged = NULL;
+    c->switches++;
+    const double secs = (mc_clock_ms() - c->staged_at) / 1e3;
+    snprintf(c->note, sizeof c->note, "switched after %.1f s of staging", secs);
+    pthread_mutex_unlock(&c->mu);
+    // uni is what each holds until it has dropped the rest (s_probe_held
+    // then gives held).
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        s_node_t *nd = &c->nodes[i];
+        free(nd->want), free(nd->uni);
+        nd->want = nd->uni = NULL;
+        s_stage_send(c, nd);
+    }
+    mc_log_status(c->log, "moe-coordinator", "placement switched between two steps (%s, staged for %.1f s), %zu nodes",
+                  cfg->path ? cfg->path : "in code", secs, c->n_nodes);
+}
+
+// Move a change along (the engine's thread, between two passes only).
+static void s_stage_pump(mc_cluster_t *c) {
+    if (!c->staged) {
+        pthread_mutex_lock(&c->mu);
+        mc_cluster_config_t *cfg = c->request;
+        c->request = NULL;
+        pthread_mutex_unlock(&c->mu);
+        if (!cfg) return;
+        s_stage_begin(c, cfg);
+        if (!c->staged) return;
+    }
+    const char *why = NULL;
+    if (s_stage_ready(c, &why)) s_stage_switch(c);
+    else if (why) {
+        char buf[MC_ERR_LEN];
+        snprintf(buf, sizeof buf, "%s", why);
+        s_stage_abort(c, buf);
+    }
+}
 
 static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
                           const float *weights, uint32_t k, float *out, char *err) {
@@ -697,6 +1034,9 @@ static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint
     if ((uint64_t)n * k > c->lim.max_rows)
         return mc_err_set(err, MC_ERR_RANGE, "cluster: %u tokens x %u experts exceed %u rows per request", n, k,
                           c->lim.max_rows);
+    // A pass starts at layer 0: the one place a staged placement switches,
+    // so no pass sees half of one.
+    if (layer == 0) s_stage_pump(c);
     if (s_reserve(c, n)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     if (mc_clock_ms() - c->last_tick >= MC_CLUSTER_TICK_MS) s_tick(c);
     s_assign_holders(c, layer, x, n, experts, weights);
@@ -729,7 +1069,10 @@ static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint
 
 // --- the expert step ----------------------------------------------------------------
 
-static void s_experts_tick(mc_experts_t *x) { s_tick((mc_cluster_t *)x); }
+static void s_experts_tick(mc_experts_t *x) {
+    s_tick((mc_cluster_t *)x);
+    s_stage_pump((mc_cluster_t *)x);
+}
 
 static void s_experts_destroy(mc_experts_t *x) {
     mc_cluster_t *c = (mc_cluster_t *)x;
@@ -783,7 +1126,11 @@ mc_err_t mc_cluster_place(mc_cluster_t *c, const mc_cluster_config_t *cfg, char 
     uint8_t *want = malloc(c->n_nodes * cells + 1);
     if (!want) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < c->n_nodes; i++) s_fill_held(c, &cfg->nodes[i], want + i * cells);
-    mc_err_t rc = s_hash_slices(c, want, err);
+    bool staging = c->staged != NULL;
+    pthread_mutex_lock(&c->mu);
+    staging |= c->request != NULL;
+    pthread_mutex_unlock(&c->mu);
+    mc_err_t rc = staging ? mc_err_set(err, MC_ERR_BUSY, "a placement change is staged") : s_hash_slices(c, want, err);
     if (rc) {
         free(want);
         return rc;
@@ -814,13 +1161,26 @@ mc_err_t mc_cluster_place(mc_cluster_t *c, const mc_cluster_config_t *cfg, char 
 
 // --- statistics -------------------------------------------------------------------------
 
-size_t mc_cluster_n_nodes(const mc_cluster_t *c) { return c->n_nodes; }
-const mc_cluster_config_t *mc_cluster_config(const mc_cluster_t *c) { return c->cfg; }
+size_t mc_cluster_n_nodes(const mc_cluster_t *c) {
+    mc_cluster_t *mc = (mc_cluster_t *)c;
+    pthread_mutex_lock(&mc->mu);
+    const size_t n = c->n_nodes;
+    pthread_mutex_unlock(&mc->mu);
+    return n;
+}
+
+const mc_cluster_config_t *mc_cluster_config(const mc_cluster_t *c) {
+    mc_cluster_t *mc = (mc_cluster_t *)c;
+    pthread_mutex_lock(&mc->mu);
+    const mc_cluster_config_t *cfg = c->cfg;
+    pthread_mutex_unlock(&mc->mu);
+    return cfg;
+}
 
 bool mc_cluster_holds(const mc_cluster_t *c, size_t i, uint32_t layer, uint32_t e) {
     mc_cluster_t *mc = (mc_cluster_t *)c; // the lock, not the placement, changes
     pthread_mutex_lock(&mc->mu);
-    bool h = c->nodes[i].held[(size_t)layer * c->m->hp.n_expert + e];
+    bool h = i < c->n_nodes && c->nodes[i].held[(size_t)layer * c->m->hp.n_expert + e];
     pthread_mutex_unlock(&mc->mu);
     return h;
 }
@@ -832,8 +1192,13 @@ static int s_cmp_double(const void *a, const void *b) {
 
 void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stats_t *out) {
     mc_cluster_t *mc = (mc_cluster_t *)c;
-    const s_node_t *nd = &c->nodes[i];
     pthread_mutex_lock(&mc->mu);
+    if (i >= c->n_nodes) { // it left since the caller counted
+        pthread_mutex_unlock(&mc->mu);
+        *out = (mc_cluster_node_stats_t){.name = "", .endpoint = "", .rtt_bounds_ms = mc_link_rtt_bounds};
+        return;
+    }
+    const s_node_t *nd = &c->nodes[i];
     const mc_link_stats_t *st = mc_link_stats(nd->link);
     *out = (mc_cluster_node_stats_t){.name = nd->cfg->name,
                                      .endpoint = nd->cfg->endpoint,
@@ -869,7 +1234,7 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
     out->fetch_done = st->fetch_done, out->fetch_total = st->fetch_total;
     if (c->transfer) {
         mc_transfer_stats_t ts;
-        mc_transfer_stats(c->transfer, i, &ts);
+        mc_transfer_stats(c->transfer, out->name, &ts);
         out->transfer_bytes = ts.bytes, out->transfer_remaining = ts.remaining;
         out->transfer_rate = ts.rate, out->transfer_eta_s = ts.eta_s, out->transfer_active = ts.active;
     }
@@ -884,7 +1249,7 @@ void mc_cluster_node_stats(const mc_cluster_t *c, size_t i, mc_cluster_node_stat
 void mc_cluster_print_stats(const mc_cluster_t *c, const uint64_t *counts, FILE *f) {
     fprintf(f, "%-16s %-28s %5s %6s %6s %9s %9s %11s %11s %9s %9s %9s %11s\n", "node", "endpoint", "alive", "lost", "slow",
             "requests", "rows", "sent", "received", "rtt mean", "rtt p50", "rtt p99", "compute");
-    for (size_t i = 0; i < c->n_nodes; i++) {
+    for (size_t i = 0, nn = mc_cluster_n_nodes(c); i < nn; i++) {
         mc_cluster_node_stats_t s;
         mc_cluster_node_stats(c, i, &s);
         fprintf(f, "%-16s %-28s %5s %6u %6u %9llu %9llu %9.2fMB %9.2fMB %7.2fms %7.2fms %7.2fms %9.1fms\n", s.name,
@@ -901,15 +1266,64 @@ void mc_cluster_print_stats(const mc_cluster_t *c, const uint64_t *counts, FILE 
     }
 }
 
+// Node i's part in a staged change: "stage" (none, joining, loading,
+// ready, leaving) and its staged pairs (staged_experts, per layer).
+static void s_stage_json(const mc_cluster_t *c, size_t i, cJSON *o) {
+    mc_cluster_t *mc = (mc_cluster_t *)c;
+    const mc_hparams_t *hp = &c->m->hp;
+    const size_t cells = (size_t)hp->n_layer * hp->n_expert;
+    pthread_mutex_lock(&mc->mu);
+    const char *stage = "none";
+    if (i < c->n_nodes && c->staged) {
+        const s_node_t *nd = &c->nodes[i];
+        const uint8_t *placed = mc_link_placed(nd->link);
+        if (!nd->scfg) stage = "leaving";
+        else if (!mc_link_alive(nd->link)) stage = nd->added ? "joining" : "down";
+        else if (placed && nd->uni && !memcmp(placed, nd->uni, cells)) stage = "ready";
+        else stage = "loading";
+        if (nd->want) {
+            cJSON *sw = cJSON_AddArrayToObject(o, "staged_experts");
+            for (uint32_t l = 0; l < hp->n_layer; l++) {
+                cJSON *row = cJSON_CreateArray();
+                for (uint32_t e = 0; e < hp->n_expert; e++)
+                    if (nd->want[(size_t)l * hp->n_expert + e]) cJSON_AddItemToArray(row, cJSON_CreateNumber(e));
+                cJSON_AddItemToArray(sw, row);
+            }
+        }
+    }
+    cJSON_AddStringToObject(o, "stage", stage);
+    pthread_mutex_unlock(&mc->mu);
+}
+
+// The placement's state: a change staged (since when, its source), the
+// switches so far, the last change's outcome.
+static void s_placement_json(const mc_cluster_t *c, cJSON *root) {
+    mc_cluster_t *mc = (mc_cluster_t *)c;
+    pthread_mutex_lock(&mc->mu);
+    cJSON *p = cJSON_AddObjectToObject(root, "placement");
+    const mc_cluster_config_t *sc = c->staged ? c->staged : c->request;
+    cJSON_AddStringToObject(p, "state", c->staged ? "staging" : c->request ? "requested" : "steady");
+    cJSON_AddStringToObject(p, "source", c->cfg->path ? c->cfg->path : "");
+    if (sc) {
+        cJSON_AddStringToObject(p, "staged_source", sc->path ? sc->path : "");
+        cJSON_AddNumberToObject(p, "staged_for_s", c->staged ? (mc_clock_ms() - c->staged_at) / 1e3 : 0.0);
+        cJSON *names = cJSON_AddArrayToObject(p, "staged_nodes");
+        for (size_t j = 0; j < sc->n_nodes; j++) cJSON_AddItemToArray(names, cJSON_CreateString(sc->nodes[j].name));
+    }
+    cJSON_AddNumberToObject(p, "switches", (double)c->switches);
+    cJSON_AddStringToObject(p, "last_change", c->note);
+    pthread_mutex_unlock(&mc->mu);
+}
+
 cJSON *mc_cluster_stats_json(const mc_cluster_t *c, const uint64_t *counts) {
     const mc_hparams_t *hp = &c->m->hp;
     cJSON *root = cJSON_CreateObject();
     if (!root) return NULL;
     cJSON *nodes = cJSON_AddArrayToObject(root, "nodes");
-    cJSON_AddStringToObject(root, "wire", mc_wire_enc_name(c->cfg->wire));
+    cJSON_AddStringToObject(root, "wire", mc_wire_enc_name(mc_cluster_config(c)->wire));
     cJSON_AddNumberToObject(root, "layers", hp->n_layer);
     cJSON_AddNumberToObject(root, "experts", hp->n_expert);
-    for (size_t i = 0; i < c->n_nodes; i++) {
+    for (size_t i = 0, nn = mc_cluster_n_nodes(c); i < nn; i++) {
         mc_cluster_node_stats_t s;
         mc_cluster_node_stats(c, i, &s);
         cJSON *o = cJSON_CreateObject();
@@ -959,13 +1373,15 @@ cJSON *mc_cluster_stats_json(const mc_cluster_t *c, const uint64_t *counts) {
                 if (mc_cluster_holds(c, i, l, e)) cJSON_AddItemToArray(row, cJSON_CreateNumber(e));
             cJSON_AddItemToArray(held, row);
         }
+        s_stage_json(c, i, o);
         cJSON_AddItemToArray(nodes, o);
     }
+    s_placement_json(c, root);
     cJSON *local = cJSON_AddArrayToObject(root, "local_experts");
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         cJSON *row = cJSON_CreateArray();
         for (uint32_t e = 0; e < hp->n_expert; e++)
-            if (mc_cluster_config_local_holds(c->cfg, l, e)) cJSON_AddItemToArray(row, cJSON_CreateNumber(e));
+            if (mc_cluster_config_local_holds(mc_cluster_config(c), l, e)) cJSON_AddItemToArray(row, cJSON_CreateNumber(e));
         cJSON_AddItemToArray(local, row);
     }
     if (counts) {

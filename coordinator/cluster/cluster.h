@@ -24,8 +24,10 @@
  * A lost node is probed every retry_ms without blocking the run and takes
  * work again once it is back; the expert step's tick (mc_experts_tick)
  * keeps idle links alive (heartbeats) and moves probes along between
- * requests. mc_cluster_place()
- * hands the nodes a new placement while the cluster runs.
+ * requests. mc_cluster_request() stages a new membership and placement
+ * while the cluster serves and switches to it between two passes;
+ * mc_cluster_place() hands the same nodes a new placement at once
+ * (blocking).
  *
  * One thread drives a cluster (the engine's); the stats functions may be
  * called from any thread.
@@ -59,13 +61,38 @@ mc_experts_t *mc_cluster_experts(mc_cluster_t *c);
 // The cluster behind an expert step, NULL when x is not a cluster's.
 mc_cluster_t *mc_cluster_of(mc_experts_t *x);
 
-// Switch to the placement of cfg: the same nodes (names and endpoints, in
+// Switch at once (blocking) to the placement of cfg: the same nodes (names and endpoints, in
 // the same order) holding other experts, checked against the model. Live
 // nodes whose share changes get it now (a node refuses a placement while
 // another coordinator's lease on it lasts); on failure the old placement
-// stays (nodes already switched are switched back) and err says why. cfg
-// is borrowed and must outlive the cluster.
+// stays (nodes already switched are switched back) and err says why
+// (MC_ERR_BUSY while mc_cluster_request's change is staged). cfg is
+// borrowed and must outlive the cluster.
 mc_err_t mc_cluster_place(mc_cluster_t *c, const mc_cluster_config_t *cfg, char *err);
+
+// Live membership and placement: ask for cfg (the whole cluster file:
+// nodes to keep, to add and to drop, and what each holds) to become the
+// placement, from any thread. Checked at once against the model and the
+// running cluster (ids, every pair held, the same wire and coordinator key,
+// a known node at the same endpoint with the same key): MC_ERR_ARG,
+// _RANGE, _FORMAT or _UNSUPPORTED with err naming the problem, nothing
+// changed. MC_ERR_BUSY while another change is staged. On success the
+// cluster takes cfg (*cfg set to NULL) and the engine's thread stages it
+// between two passes: new nodes are connected (a node without a model file
+// fetches its slices), the holders that gain pairs are given the old and new
+// ones together and load (or fetch and check) them while the current
+// placement keeps serving; once they have (a node that is down is not waited
+// for: its share is computed here), the switch happens at the start of a
+// pass, for every sequence at once, then leaving nodes are released and the
+// others drop what they no longer hold. A node refusing its share drops the
+// change (the current placement stays; /v1/cluster says why). Tokens never
+// change: every holder computes the same bits.
+mc_err_t mc_cluster_request(mc_cluster_t *c, mc_cluster_config_t **cfg, char *err);
+
+// The config the next change should start from: the one requested or
+// staged, else the current one (*staging says which). Valid as long as the
+// cluster.
+const mc_cluster_config_t *mc_cluster_config_latest(mc_cluster_t *c, bool *staging);
 
 // A node's counters: the expert step's type (gen/experts.h), whose calls
 // (mc_experts_node_stats, ...) reach these functions through the cluster's

@@ -76,6 +76,13 @@ struct mc_link {
     char hs_why[MC_ERR_LEN];  // "" or why the transport handshake failed (monitor)
     bool hs_ok;               // the current socket completed a transport handshake
     bool dropped;             // the current socket's connection closed (a probe then ends at once)
+    // Placements: the last one sent, the last one the node answered Ready
+    // to (placed_ok: there is one), and a staged one in flight (mc_link_stage).
+    uint8_t *sent, *placed;
+    bool placed_ok;
+    uint64_t stage_id;
+    mc_link_stage_t stage;
+    char stage_why[MC_ERR_LEN];
     mc_link_stats_t st;
 };
 
@@ -285,7 +292,10 @@ static mc_err_t s_send_assign(mc_link_t *l, const uint8_t *held, uint64_t *id, c
     as.u.assign = (mc_wire_assign_t){l->p.session, l->p.lim->n_layer, l->p.lim->n_expert, (uint8_t *)held, hashes, types};
     *id = as.request_id;
     mc_err_t rc = s_send(l, &as, err);
-    if (rc == MC_OK) l->load_started = l->load_logged = mc_clock_ms();
+    if (rc == MC_OK) {
+        l->load_started = l->load_logged = mc_clock_ms();
+        memcpy(l->sent, held, cells);
+    }
     free(hashes), free(types);
     return rc;
 }
@@ -386,6 +396,9 @@ static bool s_progress(mc_link_t *l, const mc_wire_msg_t *msg, double *until) {
 }
 
 static void s_set_alive(mc_link_t *l) {
+    memcpy(l->placed, l->sent, (size_t)l->p.lim->n_layer * l->p.lim->n_expert);
+    l->placed_ok = true;
+    l->stage = MC_LINK_STAGE_NONE;
     l->alive = true;
     l->probe = S_PROBE_IDLE;
     l->settled = true;
@@ -408,6 +421,12 @@ mc_link_t *mc_link_new(void *zctx, const mc_link_params_t *p, char *err) {
     l->p = *p;
     l->zctx = zctx;
     l->bench_ms = S_BENCH_FIRST_MS;
+    const size_t cells = (size_t)p->lim->n_layer * p->lim->n_expert;
+    if (!(l->sent = calloc(cells + 1, 1)) || !(l->placed = calloc(cells + 1, 1))) {
+        free(l->sent), free(l->placed), free(l);
+        mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
     l->retry_at = INFINITY; // probes start with mc_link_start
     if (s_open(l, err)) mc_link_destroy(&l);
     return l;
@@ -416,7 +435,10 @@ mc_link_t *mc_link_new(void *zctx, const mc_link_params_t *p, char *err) {
 void mc_link_destroy(mc_link_t **pl) {
     if (!pl || !*pl) return;
     mc_link_t *l = *pl;
-    if (l->alive && l->sock) {
+    // Alive, or given its placement and still loading or fetching it (the
+    // node took the lease with the placement): either way it is ours to
+    // release.
+    if (l->sock && (l->alive || l->probe == S_PROBE_ASSIGN)) {
         // Best effort: the node's lease ends now instead of a lease later.
         int linger = S_RELEASE_LINGER_MS;
         zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
@@ -426,6 +448,7 @@ void mc_link_destroy(mc_link_t **pl) {
         (void)s_send(l, &rel, err);
     }
     s_close(l);
+    free(l->sent), free(l->placed);
     free(l);
     *pl = NULL;
 }
@@ -479,8 +502,53 @@ mc_err_t mc_link_place(mc_link_t *l, const uint8_t *held, char *err) {
         mc_link_lose(l, err);
         return rc;
     }
+    memcpy(l->placed, held, (size_t)l->p.lim->n_layer * l->p.lim->n_expert);
+    l->placed_ok = true;
     l->st.load_done = l->st.load_total = 0;
     return MC_OK;
+}
+
+mc_err_t mc_link_stage(mc_link_t *l, const uint8_t *held, char *err) {
+    if (!l->alive) return mc_err_set(err, MC_ERR_NET, "node %s is not connected", l->p.name);
+    mc_err_t rc = s_send_assign(l, held, &l->stage_id, err);
+    if (rc) {
+        mc_link_lose(l, err);
+        return rc;
+    }
+    l->stage = MC_LINK_STAGE_SENT;
+    l->stage_why[0] = 0;
+    return MC_OK;
+}
+
+mc_link_stage_t mc_link_stage_state(const mc_link_t *l, const char **why) {
+    if (why) *why = l->stage_why;
+    return l->stage;
+}
+
+const uint8_t *mc_link_placed(const mc_link_t *l) { return l->placed_ok ? l->placed : NULL; }
+
+// An answer to the staged placement in flight (consumed here: true):
+// Progress counts, Ready makes it the node's placement, a refusal is kept
+// for mc_link_stage_state (the node keeps serving the one it had).
+static bool s_stage_answer(mc_link_t *l, mc_wire_msg_t *msg) {
+    if (l->stage != MC_LINK_STAGE_SENT || msg->request_id != l->stage_id) return false;
+    if (msg->kind == MC_WIRE_MSG_PROGRESS) {
+        double until;
+        (void)s_progress(l, msg, &until);
+        mc_wire_msg_free(msg);
+        return true;
+    }
+    char err[MC_ERR_LEN];
+    if (s_check_ready(l, msg, "placed anew", err)) {
+        snprintf(l->stage_why, sizeof l->stage_why, "%s", err);
+        l->stage = MC_LINK_STAGE_FAILED;
+    } else {
+        memcpy(l->placed, l->sent, (size_t)l->p.lim->n_layer * l->p.lim->n_expert);
+        l->placed_ok = true;
+        l->stage = MC_LINK_STAGE_DONE;
+    }
+    l->st.load_done = l->st.load_total = l->st.fetch_done = l->st.fetch_total = 0;
+    return true;
 }
 
 bool mc_link_alive(const mc_link_t *l) { return l->alive; }
@@ -529,6 +597,7 @@ mc_err_t mc_link_receive(mc_link_t *l, mc_wire_msg_t *msg, bool *got, char *err)
             *got = true;
             return MC_OK;
         }
+        if (s_stage_answer(l, msg)) continue;
         mc_wire_msg_free(msg);
     }
 }
@@ -578,6 +647,7 @@ void mc_link_lose(mc_link_t *l, const char *why) {
     if (!l->alive) return;
     l->alive = false;
     l->pending = l->hb_pending = false;
+    l->stage = MC_LINK_STAGE_NONE; // the probe hands it the caller's placement
     l->st.deaths++;
     l->probe = S_PROBE_IDLE;
     l->warned = false;
@@ -749,7 +819,7 @@ void mc_link_tick(mc_link_t *l, const uint8_t *held) {
             mc_link_lose(l, err);
             return;
         }
-        mc_wire_msg_free(&msg);
+        if (!s_stage_answer(l, &msg)) mc_wire_msg_free(&msg);
     }
     const double now = mc_clock_ms();
     if (l->hb_pending && l->last_heard >= l->hb_sent) l->hb_pending = false;

@@ -110,8 +110,9 @@ typedef struct mc_link mc_link_t;
 // alive. zctx and p's strings are borrowed. NULL on failure with err.
 mc_link_t *mc_link_new(void *zctx, const mc_link_params_t *p, char *err);
 
-// Release the node (when alive: it may take another coordinator at once),
-// then close. Safe twice.
+// Release the node (when alive, or given its placement and still loading or
+// fetching it: it may take another coordinator at once), then close. Safe
+// twice.
 void mc_link_destroy(mc_link_t **l);
 
 // Start the handshake now (a probe: mc_link_tick moves it along); until it
@@ -135,6 +136,18 @@ const char *mc_link_refusal(const mc_link_t *l);
 // Blocking; on failure the link is lost.
 mc_err_t mc_link_place(mc_link_t *l, const uint8_t *held, char *err);
 
+// A staged placement (cluster.h: mc_cluster_request): sent to a live node
+// without waiting, while it keeps serving the one it has. Its Progress and
+// Ready (or refusal) are read along with everything else (mc_link_receive,
+// mc_link_tick); mc_link_stage_state says how far it is. On a send failure
+// the link is lost (the probe then hands the node the caller's placement).
+typedef enum { MC_LINK_STAGE_NONE, MC_LINK_STAGE_SENT, MC_LINK_STAGE_DONE, MC_LINK_STAGE_FAILED } mc_link_stage_t;
+mc_err_t mc_link_stage(mc_link_t *l, const uint8_t *held, char *err);
+// why: the node's refusal when FAILED ("" otherwise).
+mc_link_stage_t mc_link_stage_state(const mc_link_t *l, const char **why);
+// The placement the node last answered Ready to (through a probe,
+// mc_link_place or mc_link_stage): (n_layer, n_expert) flags; NULL: none yet.
+const uint8_t *mc_link_placed(const mc_link_t *l);
 bool mc_link_alive(const mc_link_t *l);
 
 // Joining, and the node is fetching experts from us (a node without a

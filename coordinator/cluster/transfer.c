@@ -23,7 +23,7 @@
 #define S_RATE_WINDOW 2.0  // seconds the rate is measured over
 
 typedef struct {
-    const char *name;
+    char *name;         // owned
     void *sock;
     mc_transfer_stats_t st;
     double last_req, logged, t_start;
@@ -33,10 +33,18 @@ typedef struct {
     double opened;                 // FetchOpen last sent (0: never got through)
 } s_node_t;
 
+// A node to add (its strings owned) or, with remove, to take away.
+typedef struct {
+    char *name, *endpoint, *server_key;
+    bool remove;
+} s_op_t;
+
 struct mc_transfer {
     mc_transfer_params_t p;
-    s_node_t *nodes;
+    s_node_t *nodes;    // changed by the thread only, under mu (readers of the counters look them up)
     size_t n;
+    s_op_t *ops;        // queued by mc_transfer_add/remove (under mu), applied by the thread
+    size_t n_ops;
     pthread_t thread;
     bool started;
     atomic_int stop;
@@ -155,12 +163,81 @@ static void s_serve(mc_transfer_t *t, s_node_t *nd, const mc_wire_msg_t *msg) {
     pthread_mutex_unlock(&t->mu);
 }
 
+// A DEALER to the node's endpoint: only whole connections take messages
+// (no FetchOpen piled up for a node that is down); answers are small.
+static void *s_socket(const mc_transfer_t *t, const mc_transfer_node_t *nd, char *err) {
+    void *s = zmq_socket(t->p.zctx, ZMQ_DEALER);
+    int zero = 0, one = 1, ipv6 = 1, timeout = 1000;
+    int64_t max_msg = 65536;
+    if (!s || zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) || zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one) ||
+        zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof timeout) || zmq_setsockopt(s, ZMQ_IPV6, &ipv6, sizeof ipv6) ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg) ||
+        (nd->server_key && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, nd->server_key, MC_KEY_TEXT) ||
+                            zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, t->p.keys->pub, MC_KEY_TEXT) ||
+                            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, t->p.keys->sec, MC_KEY_TEXT))) ||
+        zmq_connect(s, nd->endpoint)) {
+        mc_err_set(err, MC_ERR_NET, "node %s: transfer socket to %s: %s", nd->name, nd->endpoint,
+                   zmq_strerror(zmq_errno()));
+        if (s) zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void s_op_free(s_op_t *op) { free(op->name), free(op->endpoint), free(op->server_key); }
+
+// The nodes added and removed since the last pass (on the thread: it owns
+// the sockets).
+static void s_apply_ops(mc_transfer_t *t) {
+    pthread_mutex_lock(&t->mu);
+    s_op_t *ops = t->ops;
+    size_t n_ops = t->n_ops;
+    t->ops = NULL, t->n_ops = 0;
+    pthread_mutex_unlock(&t->mu);
+    for (size_t k = 0; k < n_ops; k++) {
+        s_op_t *op = &ops[k];
+        pthread_mutex_lock(&t->mu);
+        for (size_t i = 0; i < t->n; i++) {
+            if (strcmp(t->nodes[i].name, op->name)) continue;
+            zmq_close(t->nodes[i].sock);
+            free(t->nodes[i].name);
+            t->nodes[i] = t->nodes[--t->n];
+            break;
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (!op->remove) {
+            char err[MC_ERR_LEN];
+            const mc_transfer_node_t nd = {op->name, op->endpoint, op->server_key};
+            void *sock = s_socket(t, &nd, err);
+            if (!sock) MC_LOGW("%s", err);
+            pthread_mutex_lock(&t->mu);
+            s_node_t *grown = sock ? realloc(t->nodes, (t->n + 1) * sizeof *grown) : NULL;
+            if (grown) {
+                t->nodes = grown;
+                t->nodes[t->n++] = (s_node_t){.name = op->name, .sock = sock};
+                op->name = NULL;
+            } else if (sock) {
+                zmq_close(sock);
+            }
+            pthread_mutex_unlock(&t->mu);
+        }
+        s_op_free(op);
+    }
+    free(ops);
+}
+
 static void *s_main(void *arg) {
     mc_transfer_t *t = arg;
-    zmq_pollitem_t *items = calloc(t->n + 1, sizeof *items);
-    if (!items) return NULL;
+    zmq_pollitem_t *items = NULL;
+    size_t n_items = 0;
     double swept = 0;
     while (!atomic_load(&t->stop)) {
+        s_apply_ops(t);
+        if (n_items < t->n + 1) {
+            zmq_pollitem_t *grown = realloc(items, (t->n + 1) * sizeof *items);
+            if (!grown) break;
+            items = grown, n_items = t->n + 1;
+        }
         const double now = mc_clock_ms();
         // Until a node's connection takes it, FetchOpen is tried at every
         // pass; then once a second (a node that restarted hears it again).
@@ -223,21 +300,9 @@ mc_transfer_t *mc_transfer_new(const mc_transfer_params_t *p, char *err) {
     }
     for (size_t i = 0; i < t->n; i++) {
         const mc_transfer_node_t *nd = &p->nodes[i];
-        void *s = t->nodes[i].sock = zmq_socket(p->zctx, ZMQ_DEALER);
-        t->nodes[i].name = nd->name;
-        // Only whole connections take messages (no FetchOpen piled up for a
-        // node that is down); answers are small.
-        int zero = 0, one = 1, ipv6 = 1, timeout = 1000;
-        int64_t max_msg = 65536;
-        if (!s || zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) || zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one) ||
-            zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof timeout) || zmq_setsockopt(s, ZMQ_IPV6, &ipv6, sizeof ipv6) ||
-            zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg) ||
-            (nd->server_key && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, nd->server_key, MC_KEY_TEXT) ||
-                                zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, p->keys->pub, MC_KEY_TEXT) ||
-                                zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, p->keys->sec, MC_KEY_TEXT))) ||
-            zmq_connect(s, nd->endpoint)) {
-            mc_err_set(err, MC_ERR_NET, "node %s: transfer socket to %s: %s", nd->name, nd->endpoint,
-                       zmq_strerror(zmq_errno()));
+        t->nodes[i].name = strdup(nd->name);
+        if (!t->nodes[i].name || !(t->nodes[i].sock = s_socket(t, nd, err))) {
+            if (!t->nodes[i].name) mc_err_set(err, MC_ERR_NOMEM, "out of memory");
             mc_transfer_destroy(&t);
             return NULL;
         }
@@ -256,16 +321,45 @@ void mc_transfer_destroy(mc_transfer_t **pt) {
     mc_transfer_t *t = *pt;
     atomic_store(&t->stop, 1);
     if (t->started) pthread_join(t->thread, NULL);
-    for (size_t i = 0; t->nodes && i < t->n; i++)
+    for (size_t i = 0; t->nodes && i < t->n; i++) {
         if (t->nodes[i].sock) zmq_close(t->nodes[i].sock);
+        free(t->nodes[i].name);
+    }
+    for (size_t k = 0; k < t->n_ops; k++) s_op_free(&t->ops[k]);
+    free(t->ops);
     free(t->nodes), free(t->buf);
     pthread_mutex_destroy(&t->mu);
     free(t);
     *pt = NULL;
 }
 
-void mc_transfer_stats(mc_transfer_t *t, size_t i, mc_transfer_stats_t *out) {
+bool mc_transfer_stats(mc_transfer_t *t, const char *name, mc_transfer_stats_t *out) {
+    bool found = false;
     pthread_mutex_lock(&t->mu);
-    *out = t->nodes[i].st;
+    for (size_t i = 0; i < t->n && !found; i++)
+        if (!strcmp(t->nodes[i].name, name)) *out = t->nodes[i].st, found = true;
     pthread_mutex_unlock(&t->mu);
+    if (!found) memset(out, 0, sizeof *out);
+    return found;
+}
+
+static mc_err_t s_queue(mc_transfer_t *t, const mc_transfer_node_t *nd, bool remove, char *err) {
+    s_op_t op = {strdup(nd->name), nd->endpoint ? strdup(nd->endpoint) : NULL,
+                 nd->server_key ? strdup(nd->server_key) : NULL, remove};
+    pthread_mutex_lock(&t->mu);
+    s_op_t *grown = op.name && (remove || op.endpoint) && (!nd->server_key || op.server_key)
+                        ? realloc(t->ops, (t->n_ops + 1) * sizeof *grown)
+                        : NULL;
+    if (grown) t->ops = grown, t->ops[t->n_ops++] = op;
+    pthread_mutex_unlock(&t->mu);
+    if (grown) return MC_OK;
+    s_op_free(&op);
+    return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+}
+
+mc_err_t mc_transfer_add(mc_transfer_t *t, const mc_transfer_node_t *nd, char *err) { return s_queue(t, nd, false, err); }
+
+void mc_transfer_remove(mc_transfer_t *t, const char *name) {
+    const mc_transfer_node_t nd = {name, NULL, NULL};
+    (void)s_queue(t, &nd, true, NULL);
 }

@@ -15,7 +15,8 @@
  * generation keeps room for it. Per node it counts bytes sent, the rate
  * over the last seconds and what the node said it still needs, for the
  * coordinator's log (every few seconds while a node fetches, and when it is
- * done), /v1/cluster and the dashboard.
+ * done), /v1/cluster and the dashboard. Nodes may be added and removed
+ * while it runs (mc_transfer_add, mc_transfer_remove).
  */
 #ifndef MC_TRANSFER_H
 #define MC_TRANSFER_H
@@ -64,7 +65,15 @@ mc_transfer_t *mc_transfer_new(const mc_transfer_params_t *p, char *err);
 // Stop the thread, close the sockets; safe twice.
 void mc_transfer_destroy(mc_transfer_t **t);
 
-// Node i's counters (any thread).
-void mc_transfer_stats(mc_transfer_t *t, size_t i, mc_transfer_stats_t *out);
+// The counters of the node of that name (any thread); false (and zeros)
+// when there is none.
+bool mc_transfer_stats(mc_transfer_t *t, const char *name, mc_transfer_stats_t *out);
+
+// Nodes that join or leave while the cluster runs (cluster.h:
+// mc_cluster_request): queued here (any thread, nd's strings copied) and
+// taken up by the thread at its next pass, within a few milliseconds. A
+// node added twice under one name replaces the first.
+mc_err_t mc_transfer_add(mc_transfer_t *t, const mc_transfer_node_t *nd, char *err);
+void mc_transfer_remove(mc_transfer_t *t, const char *name);
 
 #endif

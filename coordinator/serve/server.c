@@ -28,6 +28,7 @@
 #include "dtype.h"
 #include "items.h"
 #include "log.h"
+#include "membership.h"
 #include "metrics.h"
 #include "ollama.h"
 #include "reply.h"
@@ -1129,6 +1130,42 @@ static enum MHD_Result s_preflight(mc_server_t *srv, struct MHD_Connection *c, s
     return rc;
 }
 
+// The cluster's live changes (membership.h): the API key as for every
+// /v1 route, then the body (capped like every body) to the module.
+static enum MHD_Result s_membership(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, const char *url,
+                                    const char *method) {
+    mc_api_error_t e;
+    r->allow = mc_membership_allow(url);
+    if (r->allow && !strcmp(method, "OPTIONS")) return s_preflight(srv, c, r, MC_EP_CLUSTER);
+    if (!s_authorized(srv, c)) {
+        r->allow = NULL;
+        mc_api_error(&e, 401, "authentication_error", NULL, "invalid_api_key",
+                     "a valid API key is required: 'Authorization: Bearer KEY' (the server's --api-key)");
+        return s_error(srv, c, r, MC_EP_CLUSTER, &e);
+    }
+    if (r->too_big) {
+        r->allow = NULL;
+        mc_api_error(&e, 413, "invalid_request_error", NULL, NULL, "the body is larger than %zu bytes", srv->p.max_body);
+        return s_error(srv, c, r, MC_EP_CLUSTER, &e);
+    }
+    int status = 200;
+    cJSON *root = mc_membership_handle(mc_session_experts(srv->s), method, url, r->body, r->len, &status, &e);
+    if (!root) {
+        if (e.status != 405) r->allow = NULL; // a 405 names the methods in Allow
+        return s_error(srv, c, r, MC_EP_CLUSTER, &e);
+    }
+    r->allow = NULL;
+    mc_log_status(srv->p.log, "moe-coordinator", "%s %s: placement change staged", method, url);
+    return s_json(srv, c, r, MC_EP_CLUSTER, status, root);
+}
+
+mc_err_t mc_server_reload(mc_server_t *srv, char *err) {
+    mc_err_t rc = mc_membership_reload(mc_session_experts(srv->s), srv->p.cluster_path, err);
+    if (rc) mc_log_status(srv->p.log, "moe-coordinator", "SIGHUP: the cluster file was not taken: %s", err);
+    else mc_log_status(srv->p.log, "moe-coordinator", "SIGHUP: %s read again, its placement staged", srv->p.cluster_path);
+    return rc;
+}
+
 static enum MHD_Result s_dispatch(mc_server_t *srv, struct MHD_Connection *c, s_req_t *r, const char *url,
                                const char *method) {
     const bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
@@ -1156,6 +1193,7 @@ static enum MHD_Result s_dispatch(mc_server_t *srv, struct MHD_Connection *c, s_
     };
     r->allow_origin = mc_cors_allow(srv->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
     r->ollama = !strncmp(url, "/api/", 5);
+    if (mc_membership_path(url)) return s_membership(srv, c, r, url, method);
     const bool model_path = !strncmp(url, "/v1/models/", 11);
     for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
         if (strcmp(url, handlers[i].path) && !(model_path && handlers[i].handler == S_H_MODELS)) continue;
@@ -1310,6 +1348,7 @@ mc_server_t *mc_server_new(mc_session_t *s, const mc_server_params_t *p, char *e
     }
     srv->s = s;
     srv->p = *p;
+    if (!srv->p.cluster_path) srv->p.cluster_path = mc_membership_file(mc_session_experts(s));
     srv->started = (int64_t)time(NULL);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
@@ -1406,6 +1445,8 @@ mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int 
     while (!stop || !atomic_load(stop)) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
+        char rerr[MC_ERR_LEN];
+        if (p->reload && atomic_exchange(p->reload, 0)) (void)mc_server_reload(srv, rerr);
     }
     mc_log_status(p->log, "moe-coordinator", "stopping the server");
     mc_server_destroy(&srv);

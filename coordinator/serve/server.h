@@ -6,7 +6,10 @@
  *   GET  /health                liveness, nodes alive
  *   GET  /metrics               Prometheus text (metrics.h)
  *   GET  /v1/models[/ID]        the loaded model
- *   GET  /v1/cluster            nodes, placement, liveness, statistics, live
+ *   GET  /v1/cluster            nodes, placement (and a staged one), liveness, statistics, live
+ *   POST /v1/cluster/nodes, DELETE /v1/cluster/nodes/NAME, PUT /v1/cluster/placement
+ *                               live membership and placement (membership.h); SIGHUP
+ *                               re-reads the cluster file (mc_server_reload)
  *   POST /v1/chat/completions   a chat (chat.h), streamed as server-sent
  *                               events with "stream": true; logprobs
  *   POST /v1/completions        a raw prompt, the same options
@@ -57,6 +60,8 @@ typedef struct {
     size_t max_body;           // bytes of a request body (default 1 MiB)
     FILE *log;                 // one line per generation request, when it has ended; NULL: quiet
     const mc_draft_params_t *speculate; // requests' speculative decoding; NULL: off (borrowed)
+    const char *cluster_path;  // the cluster file SIGHUP reads again; NULL: the one the cluster started from
+    atomic_int *reload;        // set non-zero (SIGHUP) to read it again and stage it (mc_server_run); NULL: never
 } mc_server_params_t;
 
 mc_server_params_t mc_server_params_default(void);
@@ -71,6 +76,10 @@ mc_server_t *mc_server_new(mc_session_t *s, const mc_server_params_t *p, char *e
 void mc_server_destroy(mc_server_t **srv);
 
 uint16_t mc_server_port(const mc_server_t *srv);
+
+// Read the cluster file again (cluster_path) and stage its placement
+// (membership.h); what SIGHUP does. Logged either way.
+mc_err_t mc_server_reload(mc_server_t *srv, char *err);
 
 // New, then serve until *stop becomes non-zero, then destroy.
 mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int *stop, char *err);

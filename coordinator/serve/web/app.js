@@ -65,6 +65,8 @@ function renderNodes(c) {
       ? cell("fetching " + Math.floor(100 * t.sent_bytes / Math.max(1, t.sent_bytes + t.remaining_bytes)) + "% (" +
         fmtBytes(t.bytes_per_s) + "/s, " + Math.ceil(t.eta_s) + " s left)", "dead")
       : cell(n.alive ? "alive" : "lost", n.alive ? "alive" : "dead");
+    // Its part in a staged placement change (joining, loading, ready, leaving).
+    if (n.stage && n.stage !== "none") state.textContent += ", change: " + n.stage;
     tr.append(name, cell(n.endpoint), state,
       cell(n.rtt_p50_ms.toFixed(2) + " ms", "num"), cell(n.rtt_p99_ms.toFixed(2) + " ms", "num"),
       cell(String(n.requests), "num"), cell(String(n.rows), "num"), cell(fmtBytes(n.bytes_sent), "num"),
@@ -165,6 +167,9 @@ async function refresh() {
     const lost = c.nodes.filter((n) => !n.alive).length;
     $("status").textContent = c.nodes.length ? (lost ? lost + " node(s) lost" : c.nodes.length + " nodes alive") : "one machine";
     $("status").className = "tag " + (lost ? "bad" : "ok");
+    const p = c.placement;
+    if (p && p.state !== "steady")
+      $("status").textContent += ", placement change " + p.state + " (" + Math.floor(p.staged_for_s || 0) + " s)";
     $("load").textContent = c.generations_active + " generating, " + c.generations_queued + " waiting, " +
       c.parallel + " at once";
     $("wire").textContent = c.wire ? "wire: " + c.wire : "";
