@@ -1256,11 +1256,16 @@ static void test_tools_and_formats(void **state) {
                                   {.role = MC_CHAT_TOOL, .content = "20C", .len = 3, .tool_call_id = "c1"}};
     assert_int_equal(s_usage(j, "prompt_tokens"), s_render_count(MC_CHAT_STYLE_MISTRAL, tool_py, conv, 3, true));
     cJSON_Delete(j);
-    // Forced.
+    // Forced: decoded under the call's constraint, so with random weights
+    // too the answer is a call of "get" whose arguments follow its schema.
+    static const char ftools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get\",\"parameters\":{"
+                                 "\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
+                                 "\"days\":{\"type\":\"integer\"}},\"required\":[\"city\"],"
+                                 "\"additionalProperties\":false}}}]";
     snprintf(body, sizeof body,
              "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,\"tool_choice\":\"required\","
-             "\"max_tokens\":24,\"temperature\":0%s}",
-             tools, "");
+             "\"max_tokens\":200,\"temperature\":0%s}",
+             ftools, "");
     j = s_post(t.port, "/v1/chat/completions", body, 200);
     const cJSON *msg = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
     char finish[16];
@@ -1269,25 +1274,33 @@ static void test_tools_and_formats(void **state) {
     char *content = cJSON_IsString(cJSON_GetObjectItem(msg, "content"))
                         ? strdup(cJSON_GetObjectItem(msg, "content")->valuestring)
                         : NULL;
-    if (calls) {
-        assert_string_equal(finish, "tool_calls");
+    if (!calls) fail_msg("a forced call came back as text: '%s' (%s)", content ? content : "(null)", finish);
+    assert_string_equal(finish, "tool_calls");
+    assert_int_equal(cJSON_GetArraySize(calls), 1);
+    {
         const cJSON *f = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "function");
         assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get");
         cJSON *args = cJSON_Parse(cJSON_GetObjectItem(f, "arguments")->valuestring);
         assert_true(cJSON_IsObject(args));
+        const cJSON *city = cJSON_GetObjectItem(args, "city");
+        assert_true(cJSON_IsString(city) && strlen(city->valuestring) <= 8 * 4);
+        const cJSON *a;
+        cJSON_ArrayForEach(a, args) { // nothing beyond the schema's properties
+            assert_true(!strcmp(a->string, "city") || (!strcmp(a->string, "days") && cJSON_IsNumber(a)));
+        }
         cJSON_Delete(args);
-    } else {
-        assert_non_null(content);
-        assert_true(!strcmp(finish, "stop") || !strcmp(finish, "length"));
     }
-    printf("[server] forced call, unconstrained: %s (%s)\n", calls ? "a call" : content, finish);
+    char whole_args[1024];
+    snprintf(whole_args, sizeof whole_args, "%s",
+             cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "function"), "arguments")->valuestring);
+    printf("[server] forced call: get(%s)\n", whole_args);
     const bool called = calls != NULL;
     cJSON_Delete(j);
     // Streamed: the same answer.
     snprintf(body, sizeof body,
              "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,\"tool_choice\":\"required\","
-             "\"max_tokens\":24,\"temperature\":0,\"stream\":true}",
-             tools);
+             "\"max_tokens\":200,\"temperature\":0,\"stream\":true}",
+             ftools);
     mc_test_http_t r;
     if (mc_test_http(t.port, "POST", "/v1/chat/completions", NULL, body, &r)) fail_msg("no answer");
     assert_int_equal(r.status, 200);
@@ -1320,10 +1333,8 @@ static void test_tools_and_formats(void **state) {
     assert_non_null(last_finish);
     assert_string_equal(last_finish, finish);
     if (called) {
-        assert_true(heads >= 1);
-        cJSON *a = cJSON_Parse(args);
-        assert_true(cJSON_IsObject(a));
-        cJSON_Delete(a);
+        assert_int_equal(heads, 1);
+        assert_string_equal(args, whole_args); // the same call, streamed
     } else {
         assert_int_equal(heads, 0);
         assert_string_equal(streamed, content);
@@ -1331,6 +1342,36 @@ static void test_tools_and_formats(void **state) {
     cJSON_Delete(ev);
     mc_test_http_free(&r);
     free(content);
+    // A named function among two: that one is called, seeded sampling too.
+    static const char two[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get\",\"parameters\":{"
+                              "\"type\":\"object\",\"properties\":{}}}},{\"type\":\"function\",\"function\":{\"name\":"
+                              "\"put\",\"parameters\":{\"type\":\"object\",\"properties\":{\"n\":{\"enum\":[1,2,3]}},"
+                              "\"required\":[\"n\"],\"additionalProperties\":false}}}]";
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Put it\"}],%s,\"tool_choice\":{\"type\":\"function\","
+             "\"function\":{\"name\":\"put\"}},\"max_tokens\":100,\"temperature\":0.9,\"seed\":5}",
+             two);
+    j = s_post(t.port, "/v1/chat/completions", body, 200);
+    assert_string_equal(s_get_str(j, "choices", "finish_reason", NULL), "tool_calls");
+    {
+        const cJSON *m2 = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+        const cJSON *f = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(m2, "tool_calls"), 0), "function");
+        assert_non_null(f);
+        assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "put");
+        cJSON *args = cJSON_Parse(cJSON_GetObjectItem(f, "arguments")->valuestring);
+        const cJSON *n = cJSON_GetObjectItem(args, "n");
+        assert_true(cJSON_IsNumber(n) && n->valueint >= 1 && n->valueint <= 3 && cJSON_GetArraySize(args) == 1);
+        cJSON_Delete(args);
+    }
+    cJSON_Delete(j);
+    // A forced call whose schema cannot be enforced: the client's 400, naming the keyword.
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"When?\"}],\"tools\":[{\"type\":\"function\",\"function\":"
+             "{\"name\":\"at\",\"parameters\":{\"type\":\"object\",\"properties\":{\"t\":{\"type\":\"string\","
+             "\"format\":\"date-time\"}}}}}],\"tool_choice\":\"required\"}");
+    j = s_post(t.port, "/v1/chat/completions", body, 400);
+    assert_non_null(strstr(s_get_str(j, "error", "message", NULL), "'format' is not supported"));
+    cJSON_Delete(j);
     s_down(&t);
     // --chat-format: chatml, then qwen3 with and without thinking.
     const mc_chat_msg_t one = {.role = MC_CHAT_USER, .content = "Hi", .len = 2};

@@ -35,6 +35,7 @@
 #include "responses.h"
 #include "rng.h"
 #include "routing.h"
+#include "jsonschema.h"
 #include "toolcall.h"
 #include "web_assets.h"
 
@@ -90,6 +91,7 @@ struct s_job {
     mc_reply_params_t rp;          // chat: reasoning and tool calls split off the text (reply.h)
     mc_toolcall_req_t tools;       // chat: the request's tools (moved from it)
     int32_t calls_tok;             // mistral-v3 with tools: the [TOOL_CALLS] control token (-1: none)
+    mc_toolcall_constraint_t tcon; // a forced call: what the answer must be (gp.constrain then points at con)
     // Shared with the engine thread (mu).
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -186,6 +188,7 @@ static void s_job_release(s_job_t *j) {
     pthread_cond_destroy(&j->cv);
     for (int i = 0; i < MC_SCHEDULER_MAX_STOP; i++) free(j->stops[i]);
     mc_toolcall_req_free(&j->tools);
+    mc_toolcall_constraint_free(&j->tcon);
     free(j->prompt), free(j->text), free(j->lps), free(j->out), free(j->schema);
     free(j);
 }
@@ -844,6 +847,41 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         if (j->rp.tools && srv->style == MC_CHAT_STYLE_MISTRAL_V3 && ct >= 0 &&
             mc_tokenizer_token_bytes(tok, ct, piece, sizeof piece) == 0)
             j->calls_tok = ct;
+        // A forced call (tool_choice "required" or a named function) is
+        // decoded under its constraint: the format's call opening, the call
+        // object whose arguments follow the tool's parameters schema, the
+        // closing. So the answer is a call that parses, whatever the weights;
+        // it takes the place of any response_format (a call has no text).
+        bool forced = false;
+        char terr[MC_ERR_LEN];
+        if (j->rp.tools && mc_toolcall_constraint(&j->tools, srv->style, &forced, &j->tcon, terr) != MC_OK) {
+            j->refs = 1;
+            s_job_release(j);
+            mc_api_request_free(&q);
+            mc_api_error(&e, 400, "invalid_request_error", "tools", NULL, "%s", terr);
+            return s_error(srv, c, r, ep, &e);
+        }
+        if (forced) { // checked here, so a schema we cannot enforce is the client's 400
+            mc_jschema_t *js = mc_jschema_compile(j->tcon.schema, strlen(j->tcon.schema), terr);
+            if (!js) {
+                j->refs = 1;
+                s_job_release(j);
+                mc_api_request_free(&q);
+                mc_api_error(&e, 400, "invalid_request_error", "tools", NULL,
+                             "a forced tool call is decoded under its parameters' JSON Schema: %s", terr);
+                return s_error(srv, c, r, ep, &e);
+            }
+            mc_jschema_destroy(&js);
+            j->con = mc_constraint_params_default();
+            if (j->tcon.prefix_token && j->calls_tok >= 0) {
+                j->con.prefix_ids = &j->calls_tok, j->con.n_prefix_ids = 1;
+            } else if (j->tcon.prefix && *j->tcon.prefix) {
+                j->con.prefix = j->tcon.prefix; // spelled out (a vocabulary without the control token)
+            }
+            j->con.schema = j->tcon.schema, j->con.schema_len = strlen(j->tcon.schema);
+            if (j->tcon.suffix && *j->tcon.suffix) j->con.suffix = j->tcon.suffix;
+            j->gp.constrain = &j->con;
+        }
     }
     j->t_start = r->t0;
     mc_api_request_free(&q);

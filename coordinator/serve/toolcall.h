@@ -22,9 +22,9 @@
  * Forced calls (tool_choice "required" or a named function): the
  * constraint that makes the output a call, as literal prefix text, the
  * JSON schema of what follows and literal suffix text
- * (mc_toolcall_constraint), for constrained decoding to enforce. Until it
- * does, a forced call the model did not write comes back as text (finish
- * "stop"), never as a call.
+ * (mc_toolcall_constraint), which the server hands to constrained
+ * decoding (gen/constraint.h), so the answer is a call whose arguments
+ * follow the tool's parameters schema.
  */
 #ifndef MC_TOOLCALL_H
 #define MC_TOOLCALL_H

@@ -127,9 +127,7 @@ await assert.rejects(
 );
 // Tools: a conversation with a call and its result, as the client builds
 // them, is taken; the answer (random weights, tools offered, nothing
-// forced) is either calls in OpenAI's shape or text. A forced call whose
-// arguments always parse needs constrained decoding (tool_choice then
-// constrains the output): not yet part of this test.
+// forced) is either calls in OpenAI's shape or text (a forced call below).
 const tools = [{ type: "function", function: { name: "get_weather", description: "Weather in a city",
   parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
 const toolConv = [
@@ -156,6 +154,40 @@ let toolText = "";
 for await (const chunk of toolStream) toolText += chunk.choices[0]?.delta?.content ?? "";
 if (!tmsg.tool_calls) assert.equal(toolText, tmsg.content);
 
+// A forced call (tool_choice naming the function): decoded under the tool's
+// parameters schema, so even the demo's random weights give a call whose
+// arguments parse and validate; streamed, the same call in deltas.
+const bookTools = [{ type: "function", function: { name: "book_table", description: "Book a table",
+  parameters: { type: "object", additionalProperties: false, required: ["guests", "time"],
+    properties: { guests: { type: "integer" }, time: { enum: ["18:00", "19:00", "20:00"] },
+      name: { type: "string", maxLength: 12 } } } } }];
+const forcedReq = { model, messages: [{ role: "user", content: "A table for two at seven." }], tools: bookTools,
+  tool_choice: { type: "function", function: { name: "book_table" } }, max_tokens: 200, temperature: 0 };
+const forced = await client.chat.completions.create(forcedReq);
+assert.equal(forced.choices[0].finish_reason, "tool_calls");
+const fcalls = forced.choices[0].message.tool_calls;
+assert.equal(fcalls.length, 1);
+assert.equal(fcalls[0].type, "function");
+assert.equal(fcalls[0].function.name, "book_table");
+const bargs = JSON.parse(fcalls[0].function.arguments);
+assert.ok(Number.isInteger(bargs.guests));
+assert.ok(["18:00", "19:00", "20:00"].includes(bargs.time));
+assert.ok(bargs.name === undefined || (typeof bargs.name === "string" && [...bargs.name].length <= 12));
+assert.ok(Object.keys(bargs).every((k) => ["guests", "time", "name"].includes(k)));
+const forcedStream = await client.chat.completions.create({ ...forcedReq, stream: true });
+let sargs = "", sname = "", sfinish = null;
+for await (const chunk of forcedStream) {
+  const ch = chunk.choices[0];
+  for (const tc of ch?.delta?.tool_calls ?? []) {
+    if (tc.function?.name) sname = tc.function.name;
+    sargs += tc.function?.arguments ?? "";
+  }
+  if (ch?.finish_reason) sfinish = ch.finish_reason;
+}
+assert.equal(sname, "book_table");
+assert.equal(sfinish, "tool_calls");
+assert.equal(sargs, fcalls[0].function.arguments);
+
 await assert.rejects(
   client.chat.completions.create({ model, messages: [{ role: "robot", content: "hi" }] }),
   (err) => err instanceof OpenAI.BadRequestError && err.status === 400 && /roles are system, user, assistant and tool/.test(err.message),
@@ -163,4 +195,4 @@ await assert.rejects(
 
 console.log(`openai ${OpenAI.VERSION ?? ""}: ${chunks} chunks streamed, ${usage.completion_tokens} tokens, the same as the whole ` +
   `answer; ${entries.length} logprob entries; responses: ${types.length} events, the chat's text; ` +
-  `json_schema: ${structured.choices[0].message.content.length} bytes, valid`);
+  `json_schema: ${structured.choices[0].message.content.length} bytes, valid; forced call: book_table(${fcalls[0].function.arguments})`);
