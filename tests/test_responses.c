@@ -1,9 +1,10 @@
 /*
  * test_responses: Responses API bodies (a string input, message items with
  * input_text and output_text parts, instructions, the sampling fields,
- * logprobs through include, references to kept answers, store) and every
- * refusal with its param and message;
- * the response object and each stream event, read back with cJSON.
+ * logprobs through include, references to kept answers, store; function
+ * tools, tool_choice, function_call and function_call_output items, kept
+ * calls) and every refusal with its param and message; the response object
+ * and each stream event, with and without calls, read back with cJSON.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -90,6 +91,74 @@ static void test_requests(void **state) {
     mc_api_request_free(&r);
 }
 
+// Function tools in the flat shape, tool_choice, calls and their outputs
+// as the chat's assistant tool_calls and tool messages (what the AI SDK
+// sends for a second step: the text, the calls, their outputs).
+static void test_tools(void **state) {
+    (void)state;
+    mc_api_request_t r = s_ok(
+        "{\"input\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\",\"content\":[{\"type\":"
+        "\"output_text\",\"text\":\"Looking.\"}]},{\"type\":\"function_call\",\"call_id\":\"call_1\",\"name\":\"weather\","
+        "\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\",\\\"days\\\":2}\"},{\"type\":\"function_call\",\"call_id\":\"call_2\",\"name\":"
+        "\"weather\",\"arguments\":\"{}\",\"id\":\"fc_x\",\"status\":\"completed\"},{\"type\":\"function_call_output\","
+        "\"call_id\":\"call_1\",\"output\":\"rain\"},{\"type\":\"function_call_output\",\"call_id\":\"call_2\",\"output\":"
+        "[{\"type\":\"input_text\",\"text\":\"sun\"}]},{\"type\":\"function_call\",\"call_id\":\"call_3\",\"name\":\"weather\","
+        "\"arguments\":\"not json\"}],\"tools\":[{\"type\":\"function\",\"name\":\"weather\",\"description\":\"Forecast\","
+        "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]},"
+        "\"strict\":true},{\"type\":\"function\",\"name\":\"time\"}],\"tool_choice\":{\"type\":\"function\",\"name\":"
+        "\"weather\"},\"parallel_tool_calls\":false}");
+    assert_int_equal(r.n_msgs, 5);
+    s_msg(&r, 0, MC_CHAT_USER, "Weather?");
+    s_msg(&r, 1, MC_CHAT_ASSISTANT, "Looking."); // the text and the calls that follow it: one message
+    assert_int_equal(r.msgs[1].n_calls, 2);
+    assert_string_equal(r.msgs[1].calls[0].id, "call_1");
+    assert_string_equal(r.msgs[1].calls[0].name, "weather");
+    assert_string_equal(r.msgs[1].calls[0].arguments, "{\"city\": \"Oslo\", \"days\": 2}"); // as the templates print
+    assert_string_equal(r.msgs[1].calls[1].arguments, "{}");
+    s_msg(&r, 2, MC_CHAT_TOOL, "rain");
+    assert_string_equal(r.msgs[2].tool_call_id, "call_1");
+    s_msg(&r, 3, MC_CHAT_TOOL, "sun");
+    assert_string_equal(r.msgs[3].tool_call_id, "call_2");
+    s_msg(&r, 4, MC_CHAT_ASSISTANT, ""); // a call alone: an assistant message without text
+    assert_int_equal(r.msgs[4].n_calls, 1);
+    assert_string_equal(r.msgs[4].calls[0].arguments, "not json"); // kept as it is
+    assert_int_equal(r.tools.n_tools, 2);
+    assert_string_equal(r.tools.tools[0].name, "weather");
+    // The nested form the chat templates print.
+    assert_string_equal(r.tools.tools[0].json,
+                        "{\"type\": \"function\", \"function\": {\"name\": \"weather\", \"description\": \"Forecast\", "
+                        "\"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, "
+                        "\"required\": [\"city\"]}, \"strict\": true}}");
+    assert_string_equal(r.tools.tools[0].params,
+                        "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}");
+    assert_null(r.tools.tools[1].params);
+    assert_int_equal(r.tools.choice, MC_TOOL_CHOICE_NAMED);
+    assert_string_equal(r.tools.forced, "weather");
+    assert_false(r.tools.parallel);
+    mc_api_request_free(&r);
+    r = s_ok("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":\"required\"}");
+    assert_int_equal(r.tools.choice, MC_TOOL_CHOICE_REQUIRED);
+    assert_true(r.tools.parallel);
+    mc_api_request_free(&r);
+    r = s_ok("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":\"none\"}");
+    assert_false(mc_toolcall_active(&r.tools));
+    mc_api_request_free(&r);
+    // Kept calls named by their item ids (the AI SDK with store on): one
+    // assistant message with both, after the kept text.
+    r = s_ok("{\"input\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"type\":\"item_reference\",\"id\":\"msg_kept\"},"
+             "{\"type\":\"item_reference\",\"id\":\"fc_kept1\"},{\"type\":\"item_reference\",\"id\":\"fc_kept2\"},"
+             "{\"type\":\"function_call_output\",\"call_id\":\"call_kept1\",\"output\":\"1\"}]}");
+    assert_int_equal(r.n_msgs, 3);
+    s_msg(&r, 1, MC_CHAT_ASSISTANT, "An earlier answer.");
+    assert_int_equal(r.msgs[1].n_calls, 2);
+    assert_string_equal(r.msgs[1].calls[0].id, "call_kept1");
+    assert_string_equal(r.msgs[1].calls[0].name, "f");
+    assert_string_equal(r.msgs[1].calls[0].arguments, "{\"a\": 1}");
+    assert_string_equal(r.msgs[1].calls[1].id, "call_kept2");
+    s_msg(&r, 2, MC_CHAT_TOOL, "1");
+    mc_api_request_free(&r);
+}
+
 // Structured output: text.format json_object and json_schema (the flat form).
 static void test_text_format(void **state) {
     (void)state;
@@ -126,12 +195,30 @@ static void test_refusals(void **state) {
           "refers to 'msg_1', an answer this server does not keep");
     s_bad("{\"input\":[{\"type\":\"item_reference\"}]}", "input[0]", "needs a string \"id\"");
     s_bad("{\"input\":\"x\",\"store\":\"yes\"}", "store", "true or false");
-    s_bad("{\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"1\"}]}", "input[0]",
-          "tools are not supported on this server yet");
-    s_bad("{\"input\":[{\"type\":\"reasoning\",\"summary\":[]}]}", "input[0]", "'reasoning': this server reads message items");
-    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{}}]}", "tools",
-          "tools are not supported on this server yet");
-    s_bad("{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "without tools");
+    s_bad("{\"input\":[{\"type\":\"function_call_output\",\"output\":\"1\"}]}", "input[0].call_id",
+          "must be the call_id");
+    s_bad("{\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":5}]}", "input[0].output",
+          "a string or an array");
+    s_bad("{\"input\":[{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"f\",\"arguments\":{}}]}", "input[0]",
+          "needs strings \"call_id\", \"name\" and \"arguments\"");
+    s_bad("{\"input\":[{\"type\":\"item_reference\",\"id\":\"fc_gone\"}]}", "input[0]", "does not keep");
+    s_bad("{\"input\":[{\"type\":\"reasoning\",\"summary\":[]}]}", "input[0]", "'reasoning': this server reads message,");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"web_search\"}]}", "tools[0]", "only function tools");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", "tools[0].name",
+          "1 to 64 letters"); // the chat shape is not this API's
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":3}]}",
+          "tools[0].parameters", "a JSON schema");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"strict\":\"y\"}]}", "tools[0].strict",
+          "true or false");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"},{\"type\":\"function\",\"name\":\"f\"}]}",
+          "tools", "the same name");
+    s_bad("{\"input\":\"x\",\"tool_choice\":\"required\"}", "tool_choice", "there are no 'tools'");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":{\"type\":"
+          "\"function\",\"name\":\"g\"}}", "tool_choice.name", "not in 'tools'");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"tool_choice\":{\"type\":"
+          "\"allowed_tools\",\"tools\":[]}}", "tool_choice", "{\"type\": \"function\", \"name\": ...}");
+    s_bad("{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"parallel_tool_calls\":1}",
+          "parallel_tool_calls", "true or false");
     s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\",\"schema\":{\"pattern\":\"a\"}}}}",
           "text.format.schema", "keyword 'pattern' is not supported");
     s_bad("{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}", "text.format.schema", "is required");
@@ -183,7 +270,7 @@ static double s_num(const cJSON *o, const char *path) {
 
 static void test_answers(void **state) {
     (void)state;
-    const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 64, false, NULL, false};
+    const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 64, false, NULL, false, NULL};
     mc_api_result_t res = {.text = "Hello!", .len = 6, .why = MC_FINISH_STOP, .prompt_tokens = 5, .completion_tokens = 2};
     cJSON *j = s_parse(mc_responses_json(&a, &res, NULL));
     assert_string_equal(s_str(j, "id"), "resp_1");
@@ -259,10 +346,103 @@ static void test_answers(void **state) {
     cJSON_Delete(j);
 }
 
+// An answer that is calls: function_call items (after the message when
+// there is text), the tools and tool_choice echoed; a call's stream events.
+static void test_call_answers(void **state) {
+    (void)state;
+    mc_toolcall_req_t t = {0};
+    char param[64], err[MC_ERR_LEN];
+    cJSON *body = cJSON_Parse("{\"tools\":[{\"type\":\"function\",\"name\":\"weather\",\"parameters\":{\"type\":"
+                              "\"object\"},\"strict\":true}],\"tool_choice\":{\"type\":\"function\",\"name\":\"weather\"},"
+                              "\"parallel_tool_calls\":false}");
+    assert_int_equal(mc_toolcall_req_parse_flat(body, &t, param, err), MC_OK);
+    cJSON_Delete(body);
+    const mc_responses_answer_t a = {"resp_1", "msg_1", 1700000000, "tiny", 0.7f, 0.95f, 0, false, NULL, true, &t};
+    const mc_toolcall_t calls[2] = {{"call_0123456789abcdef01234567", "weather", "{\"city\":\"Oslo\"}"},
+                                    {"call_fedcba9876543210fedcba98", "weather", "{}"}};
+    mc_api_result_t res = {.text = "", .len = 0, .why = MC_FINISH_STOP, .calls = calls, .n_calls = 2};
+    cJSON *j = s_parse(mc_responses_json(&a, &res, NULL));
+    assert_string_equal(s_str(j, "status"), "completed");
+    assert_int_equal(cJSON_GetArraySize(s_at(j, "output")), 2); // no message: no text
+    assert_string_equal(s_str(j, "output.[0].type"), "function_call");
+    assert_string_equal(s_str(j, "output.[0].id"), "fc_0123456789abcdef01234567");
+    assert_string_equal(s_str(j, "output.[0].call_id"), "call_0123456789abcdef01234567");
+    assert_string_equal(s_str(j, "output.[0].name"), "weather");
+    assert_string_equal(s_str(j, "output.[0].arguments"), "{\"city\":\"Oslo\"}");
+    assert_string_equal(s_str(j, "output.[0].status"), "completed");
+    assert_string_equal(s_str(j, "output.[1].call_id"), "call_fedcba9876543210fedcba98");
+    assert_string_equal(s_str(j, "tool_choice.type"), "function");
+    assert_string_equal(s_str(j, "tool_choice.name"), "weather");
+    assert_string_equal(s_str(j, "tools.[0].type"), "function");
+    assert_string_equal(s_str(j, "tools.[0].name"), "weather");
+    assert_string_equal(s_str(j, "tools.[0].parameters.type"), "object");
+    assert_true(cJSON_IsTrue(s_at(j, "tools.[0].strict")));
+    assert_true(cJSON_IsFalse(s_at(j, "parallel_tool_calls")));
+    cJSON_Delete(j);
+    // Text before the call: the message first.
+    res.text = "Let me look.", res.len = 12, res.n_calls = 1;
+    j = s_parse(mc_responses_json(&a, &res, NULL));
+    assert_int_equal(cJSON_GetArraySize(s_at(j, "output")), 2);
+    assert_string_equal(s_str(j, "output.[0].type"), "message");
+    assert_string_equal(s_str(j, "output.[0].content.[0].text"), "Let me look.");
+    assert_string_equal(s_str(j, "output.[1].type"), "function_call");
+    cJSON_Delete(j);
+    // The call's events.
+    static const char *const types[] = {"response.output_item.added", "response.function_call_arguments.delta",
+                                        "response.function_call_arguments.done", "response.output_item.done"};
+    for (int ev = MC_RESPONSES_CALL_ADDED; ev <= MC_RESPONSES_CALL_DONE; ev++) {
+        const char *type = NULL;
+        j = s_parse(mc_responses_call_event_json(&a, (mc_responses_event_t)ev, 1, &calls[0], "{\"ci", 4, 7, &type));
+        const char *want = types[ev - MC_RESPONSES_CALL_ADDED];
+        assert_string_equal(type, want);
+        assert_string_equal(s_str(j, "type"), want);
+        assert_true(s_num(j, "sequence_number") == 7 && s_num(j, "output_index") == 1);
+        switch (ev) {
+        case MC_RESPONSES_CALL_ADDED:
+            assert_string_equal(s_str(j, "item.type"), "function_call");
+            assert_string_equal(s_str(j, "item.status"), "in_progress");
+            assert_string_equal(s_str(j, "item.arguments"), "");
+            assert_string_equal(s_str(j, "item.name"), "weather");
+            assert_string_equal(s_str(j, "item.call_id"), "call_0123456789abcdef01234567");
+            assert_string_equal(s_str(j, "item.id"), "fc_0123456789abcdef01234567");
+            break;
+        case MC_RESPONSES_CALL_ARGS_DELTA:
+            assert_string_equal(s_str(j, "item_id"), "fc_0123456789abcdef01234567");
+            assert_string_equal(s_str(j, "delta"), "{\"ci");
+            break;
+        case MC_RESPONSES_CALL_ARGS_DONE:
+            assert_string_equal(s_str(j, "item_id"), "fc_0123456789abcdef01234567");
+            assert_string_equal(s_str(j, "arguments"), "{\"city\":\"Oslo\"}");
+            break;
+        default:
+            assert_string_equal(s_str(j, "item.status"), "completed");
+            assert_string_equal(s_str(j, "item.arguments"), "{\"city\":\"Oslo\"}");
+            break;
+        }
+        cJSON_Delete(j);
+    }
+    // A kept call reads back as its item.
+    cJSON *kept = s_parse(mc_responses_call_json(&calls[1]));
+    assert_string_equal(s_str(kept, "type"), "function_call");
+    assert_string_equal(s_str(kept, "call_id"), "call_fedcba9876543210fedcba98");
+    assert_string_equal(s_str(kept, "arguments"), "{}");
+    cJSON_Delete(kept);
+    mc_toolcall_req_free(&t);
+}
+
 static int s_setup(void **state) {
     (void)state;
     s_items = mc_items_new(4, 1024);
-    return s_items && mc_items_put(s_items, "msg_kept", "An earlier answer.", 18) == MC_OK ? 0 : -1;
+    if (!s_items || mc_items_put(s_items, "msg_kept", "An earlier answer.", 18)) return -1;
+    // Calls kept as their items, as the server keeps them.
+    mc_toolcall_t c1 = {"call_kept1", "f", "{\"a\":1}"}, c2 = {"call_kept2", "f", "{}"};
+    char *t1 = mc_responses_call_json(&c1), *t2 = mc_responses_call_json(&c2);
+    char id1[MC_RESPONSES_ID_LEN], id2[MC_RESPONSES_ID_LEN];
+    mc_responses_call_item_id(&c1, id1), mc_responses_call_item_id(&c2, id2);
+    const bool ok = t1 && t2 && !strcmp(id1, "fc_kept1") && !mc_items_put(s_items, id1, t1, strlen(t1)) &&
+                    !mc_items_put(s_items, id2, t2, strlen(t2));
+    free(t1), free(t2);
+    return ok ? 0 : -1;
 }
 
 static int s_teardown(void **state) {
@@ -274,9 +454,11 @@ static int s_teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_tools),
         cmocka_unit_test(test_text_format),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_answers),
+        cmocka_unit_test(test_call_answers),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -16,12 +16,15 @@
 typedef struct {
     mc_api_request_t *r;
     size_t cap;
-    mc_items_t *items; // the answers kept (NULL: none)
+    mc_items_t *items;    // the answers kept (NULL: none)
+    mc_chat_call_t *calls; // the last message's calls, while function_call items add to it
+    size_t calls_cap;     // their room (0: the last message takes no more)
 } s_input_t;
 
 static mc_err_t s_push(s_input_t *in, mc_chat_role_t role, const char *text, size_t len, mc_api_error_t *e) {
     if (in->r->n_msgs == in->cap) return mc_api_bad(e, "input", "at most %d input items", MC_API_MAX_MESSAGES);
     in->r->msgs[in->r->n_msgs++] = (mc_chat_msg_t){.role = role, .content = text, .len = len};
+    in->calls = NULL, in->calls_cap = 0;
     return MC_OK;
 }
 
@@ -80,6 +83,84 @@ static mc_err_t s_item_message(const cJSON *item, size_t i, s_input_t *in, mc_ap
     return rc ? rc : s_push(in, rl, text, len, e);
 }
 
+// A copy of s that the request owns (NULL: no memory).
+static const char *s_own(s_input_t *in, const char *s) {
+    const size_t n = strlen(s);
+    char *t = mc_api_own(in->r, n);
+    if (t) memcpy(t, s, n + 1);
+    return t;
+}
+
+static bool s_is_call(const cJSON *item) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(item, "type"), *id = cJSON_GetObjectItemCaseSensitive(item, "id");
+    if (!cJSON_IsString(type)) return false;
+    if (!strcmp(type->valuestring, "function_call")) return true;
+    return !strcmp(type->valuestring, "item_reference") && cJSON_IsString(id) && !strncmp(id->valuestring, "fc_", 3);
+}
+
+// {"type": "function_call", "call_id", "name", "arguments"}: a call the
+// assistant made, as a chat assistant message's tool_calls. A run of them
+// (and the assistant's text just before) is one assistant message. run: the
+// item in the request, whose following items are looked at for the run's
+// length (NULL: a kept item, counted with the items that follow ref).
+static mc_err_t s_call(const cJSON *item, const cJSON *run, const char *param, s_input_t *in, mc_api_error_t *e) {
+    const cJSON *call_id = cJSON_GetObjectItemCaseSensitive(item, "call_id");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(item, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(item, "arguments");
+    if (!cJSON_IsString(call_id) || !cJSON_IsString(name) || !cJSON_IsString(args))
+        return mc_api_bad(e, param, "'%s' (a function_call) needs strings \"call_id\", \"name\" and \"arguments\"", param);
+    mc_api_request_t *r = in->r;
+    mc_chat_msg_t *last = r->n_msgs ? &r->msgs[r->n_msgs - 1] : NULL;
+    const bool extend = last && last->role == MC_CHAT_ASSISTANT && (in->calls_cap > last->n_calls || !last->n_calls);
+    if (!extend || in->calls_cap <= last->n_calls) { // a new array: room for the whole run
+        size_t n = 0;
+        for (const cJSON *it = run; it && s_is_call(it); it = it->next) n++;
+        if (n == 0) n = 1;
+        mc_chat_call_t *cs = (mc_chat_call_t *)(void *)mc_api_own(r, n * sizeof *cs);
+        if (!cs) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+        if (!extend) {
+            mc_err_t rc = s_push(in, MC_CHAT_ASSISTANT, "", 0, e);
+            if (rc) return rc;
+            last = &r->msgs[r->n_msgs - 1];
+        }
+        in->calls = cs, in->calls_cap = n;
+        last->calls = cs;
+    }
+    // The arguments as the templates print JSON (kept as they are when they are not JSON).
+    cJSON *parsed = cJSON_Parse(args->valuestring);
+    char *printed = cJSON_IsObject(parsed) ? mc_toolcall_print(parsed) : NULL;
+    cJSON_Delete(parsed);
+    const char *a = s_own(in, printed ? printed : args->valuestring);
+    free(printed);
+    const char *id = s_own(in, call_id->valuestring), *nm = s_own(in, name->valuestring);
+    if (!a || !id || !nm) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    in->calls[last->n_calls++] = (mc_chat_call_t){id, nm, a};
+    return MC_OK;
+}
+
+static mc_err_t s_item_call(const cJSON *item, size_t i, s_input_t *in, mc_api_error_t *e) {
+    char param[64];
+    snprintf(param, sizeof param, "input[%zu]", i);
+    return s_call(item, item, param, in, e);
+}
+
+// {"type": "function_call_output", "call_id", "output"}: a call's result,
+// as a chat tool message.
+static mc_err_t s_item_output(const cJSON *item, size_t i, s_input_t *in, mc_api_error_t *e) {
+    char param[64];
+    snprintf(param, sizeof param, "input[%zu].call_id", i);
+    const cJSON *call_id = cJSON_GetObjectItemCaseSensitive(item, "call_id");
+    if (!cJSON_IsString(call_id))
+        return mc_api_bad(e, param, "'%s' must be the call_id (a string) of the call this output answers", param);
+    snprintf(param, sizeof param, "input[%zu].output", i);
+    const char *text = "";
+    size_t len = 0;
+    mc_err_t rc = s_content(cJSON_GetObjectItemCaseSensitive(item, "output"), param, in, &text, &len, e);
+    if (!rc) rc = s_push(in, MC_CHAT_TOOL, text, len, e);
+    if (!rc) in->r->msgs[in->r->n_msgs - 1].tool_call_id = call_id->valuestring;
+    return rc;
+}
+
 // {"type": "item_reference", "id"}: an earlier answer this server keeps.
 static mc_err_t s_item_reference(const cJSON *item, const char *param, s_input_t *in, mc_api_error_t *e) {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
@@ -91,6 +172,14 @@ static mc_err_t s_item_reference(const cJSON *item, const char *param, s_input_t
                           "'%s' refers to '%.*s', an answer this server does not keep (it keeps recent answers in memory "
                           "only): send the item itself (with the AI SDK: providerOptions.openai.store = false)",
                           param, mc_api_quote_len(id->valuestring, 64), id->valuestring);
+    if (!strncmp(id->valuestring, "fc_", 3)) { // a call: kept as its function_call item
+        cJSON *call = cJSON_Parse(kept);
+        free(kept);
+        if (!call) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+        mc_err_t rc = s_call(call, item, param, in, e);
+        cJSON_Delete(call);
+        return rc;
+    }
     char *text = mc_api_own(in->r, len);
     if (text) memcpy(text, kept, len + 1);
     free(kept);
@@ -100,13 +189,14 @@ static mc_err_t s_item_reference(const cJSON *item, const char *param, s_input_t
 
 typedef mc_err_t (*s_item_fn)(const cJSON *item, size_t i, s_input_t *in, mc_api_error_t *e);
 
-// The item types read. Function calls and their outputs (function_call,
-// function_call_output) belong here once the chat format carries tools.
+// The item types read.
 static const struct {
     const char *type;
     s_item_fn fn;
 } s_items[] = {
     {"message", s_item_message},
+    {"function_call", s_item_call},
+    {"function_call_output", s_item_output},
 };
 
 static mc_err_t s_item(const cJSON *item, size_t i, s_input_t *in, mc_api_error_t *e) {
@@ -119,26 +209,18 @@ static mc_err_t s_item(const cJSON *item, size_t i, s_input_t *in, mc_api_error_
     for (size_t k = 0; k < sizeof s_items / sizeof s_items[0]; k++)
         if (!strcmp(t, s_items[k].type)) return s_items[k].fn(item, i, in, e);
     if (!strcmp(t, "item_reference")) return s_item_reference(item, param, in, e);
-    if (!strcmp(t, "function_call") || !strcmp(t, "function_call_output"))
-        return mc_api_bad(e, param, "'%s' is a %s item: tools are not supported on this server yet", param, t);
-    return mc_api_bad(e, param, "'%s' has type '%.*s': this server reads message items", param,
+    return mc_api_bad(e, param,
+                      "'%s' has type '%.*s': this server reads message, function_call, function_call_output and "
+                      "item_reference items", param,
                       mc_api_quote_len(t, 40), t);
 }
 
-// Tools: none yet. An empty list and a tool_choice that asks for none are
-// what clients send without tools.
+// Function tools, tool_choice, parallel_tool_calls in the flat shapes (toolcall.h).
 static mc_err_t s_tools(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
-    (void)r;
-    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    if (tools && !cJSON_IsNull(tools)) {
-        if (!cJSON_IsArray(tools)) return mc_api_bad(e, "tools", "'tools' must be an array");
-        if (cJSON_GetArraySize(tools) > 0)
-            return mc_api_bad(e, "tools", "tools are not supported on this server yet: send the request without 'tools'");
-    }
-    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
-    if (choice && !cJSON_IsNull(choice) &&
-        !(cJSON_IsString(choice) && (!strcmp(choice->valuestring, "none") || !strcmp(choice->valuestring, "auto"))))
-        return mc_api_bad(e, "tool_choice", "'tool_choice' can only be \"auto\" or \"none\" without tools");
+    char param[64] = "", err[MC_ERR_LEN];
+    mc_err_t rc = mc_toolcall_req_parse_flat(root, &r->tools, param, err);
+    if (rc == MC_ERR_ARG) return mc_api_bad(e, param, "%s", err);
+    if (rc) return mc_api_error(e, 500, "server_error", NULL, NULL, "%s", err);
     return MC_OK;
 }
 
@@ -206,7 +288,7 @@ static mc_err_t s_fields(const cJSON *root, mc_items_t *items, mc_api_request_t 
     const size_t n_items = cJSON_IsArray(input) ? (size_t)cJSON_GetArraySize(input) : 1;
     if (n_items == 0) return mc_api_bad(e, "input", "'input' must not be empty");
     if (n_items > MC_API_MAX_MESSAGES) return mc_api_bad(e, "input", "at most %d input items", MC_API_MAX_MESSAGES);
-    s_input_t in = {r, n_items + 1, items};
+    s_input_t in = {r, n_items + 1, items, NULL, 0};
     if (!(r->msgs = calloc(in.cap, sizeof *r->msgs)))
         return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     if (cJSON_IsString(instr) && instr->valuestring[0] &&
@@ -300,6 +382,62 @@ static cJSON *s_message(const mc_responses_answer_t *a, const mc_api_result_t *r
     return m;
 }
 
+// The id of the function_call item of call c: "fc_" and the call id's digits.
+void mc_responses_call_item_id(const mc_toolcall_t *c, char out[MC_RESPONSES_ID_LEN]) {
+    const char *digits = strncmp(c->id, "call_", 5) ? c->id : c->id + 5;
+    snprintf(out, MC_RESPONSES_ID_LEN, "fc_%s", digits);
+}
+
+// A function_call item: done, or in progress with empty arguments.
+static cJSON *s_call_item(const mc_toolcall_t *c, bool done) {
+    char id[MC_RESPONSES_ID_LEN];
+    mc_responses_call_item_id(c, id);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "type", "function_call");
+    cJSON_AddStringToObject(o, "status", done ? "completed" : "in_progress");
+    cJSON_AddStringToObject(o, "arguments", done ? c->arguments : "");
+    cJSON_AddStringToObject(o, "call_id", c->id);
+    cJSON_AddStringToObject(o, "name", c->name);
+    return o;
+}
+
+char *mc_responses_call_json(const mc_toolcall_t *c) { return s_print(s_call_item(c, true)); }
+
+bool mc_responses_has_message(const mc_api_result_t *res) { return res->len > 0 || res->n_calls == 0; }
+
+// The request's tools as the response object repeats them (flat), and its tool_choice.
+static void s_echo_tools(const mc_responses_answer_t *a, cJSON *o) {
+    const mc_toolcall_req_t *t = a->tools;
+    cJSON *tools = cJSON_CreateArray();
+    for (size_t i = 0; t && i < t->n_tools; i++) {
+        cJSON *nested = cJSON_Parse(t->tools[i].json);
+        cJSON *fn = cJSON_DetachItemFromObjectCaseSensitive(nested, "function");
+        cJSON_Delete(nested);
+        if (!fn) continue;
+        cJSON *flat = cJSON_CreateObject();
+        cJSON_AddStringToObject(flat, "type", "function");
+        cJSON *f = fn->child;
+        while (f) {
+            cJSON *next = f->next;
+            cJSON_AddItemToObject(flat, f->string, cJSON_DetachItemViaPointer(fn, f));
+            f = next;
+        }
+        cJSON_Delete(fn);
+        cJSON_AddItemToArray(tools, flat);
+    }
+    if (t && t->choice == MC_TOOL_CHOICE_NAMED) {
+        cJSON *c = cJSON_AddObjectToObject(o, "tool_choice");
+        cJSON_AddStringToObject(c, "type", "function");
+        cJSON_AddStringToObject(c, "name", t->forced);
+    } else {
+        cJSON_AddStringToObject(o, "tool_choice", !t || t->choice == MC_TOOL_CHOICE_AUTO ? "auto"
+                                                  : t->choice == MC_TOOL_CHOICE_NONE    ? "none"
+                                                                                        : "required");
+    }
+    cJSON_AddItemToObject(o, "tools", tools);
+}
+
 // The response object: in progress (res NULL), finished, or failed (err).
 static cJSON *s_response(const mc_responses_answer_t *a, const mc_api_result_t *res, const char *err) {
     cJSON *o = cJSON_CreateObject();
@@ -323,8 +461,11 @@ static cJSON *s_response(const mc_responses_answer_t *a, const mc_api_result_t *
     else cJSON_AddNullToObject(o, "max_output_tokens");
     cJSON_AddStringToObject(o, "model", a->model);
     cJSON *output = cJSON_AddArrayToObject(o, "output");
-    if (res && !err) cJSON_AddItemToArray(output, s_message(a, res));
-    cJSON_AddTrueToObject(o, "parallel_tool_calls");
+    if (res && !err) {
+        if (mc_responses_has_message(res)) cJSON_AddItemToArray(output, s_message(a, res));
+        for (size_t i = 0; i < res->n_calls; i++) cJSON_AddItemToArray(output, s_call_item(&res->calls[i], true));
+    }
+    cJSON_AddBoolToObject(o, "parallel_tool_calls", !a->tools || a->tools->parallel);
     cJSON_AddNullToObject(o, "previous_response_id");
     cJSON *reasoning = cJSON_AddObjectToObject(o, "reasoning");
     cJSON_AddNullToObject(reasoning, "effort");
@@ -332,8 +473,7 @@ static cJSON *s_response(const mc_responses_answer_t *a, const mc_api_result_t *
     cJSON_AddBoolToObject(o, "store", a->store);
     cJSON_AddNumberToObject(o, "temperature", s_round(a->temperature));
     cJSON_AddStringToObject(cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "text"), "format"), "type", "text");
-    cJSON_AddStringToObject(o, "tool_choice", "auto");
-    cJSON_AddArrayToObject(o, "tools");
+    s_echo_tools(a, o);
     cJSON_AddNumberToObject(o, "top_p", s_round(a->top_p));
     cJSON_AddStringToObject(o, "truncation", "disabled");
     if (res) {
@@ -393,7 +533,38 @@ char *mc_responses_event_json(const mc_responses_answer_t *a, mc_responses_event
         if (a->logprobs) cJSON_AddItemToObject(o, "logprobs", mc_api_logprob_content(a->tok, res->lps, res->n_lps, true));
         else cJSON_AddArrayToObject(o, "logprobs");
         break;
-    case MC_RESPONSES_END: cJSON_AddItemToObject(o, "response", s_response(a, res, err)); break;
+    default: cJSON_AddItemToObject(o, "response", s_response(a, res, err)); break; // MC_RESPONSES_END
+    }
+    return s_print(o);
+}
+
+char *mc_responses_call_event_json(const mc_responses_answer_t *a, mc_responses_event_t ev, uint32_t output_index,
+                                   const mc_toolcall_t *call, const char *delta, size_t len, uint32_t seq,
+                                   const char **type) {
+    (void)a;
+    const char *t = ev == MC_RESPONSES_CALL_ADDED       ? "response.output_item.added"
+                    : ev == MC_RESPONSES_CALL_ARGS_DELTA ? "response.function_call_arguments.delta"
+                    : ev == MC_RESPONSES_CALL_ARGS_DONE  ? "response.function_call_arguments.done"
+                                                         : "response.output_item.done";
+    *type = t;
+    char id[MC_RESPONSES_ID_LEN];
+    mc_responses_call_item_id(call, id);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", t);
+    cJSON_AddNumberToObject(o, "sequence_number", seq);
+    cJSON_AddNumberToObject(o, "output_index", output_index);
+    switch (ev) {
+    case MC_RESPONSES_CALL_ADDED:
+    case MC_RESPONSES_CALL_DONE: cJSON_AddItemToObject(o, "item", s_call_item(call, ev == MC_RESPONSES_CALL_DONE)); break;
+    case MC_RESPONSES_CALL_ARGS_DELTA:
+        cJSON_AddStringToObject(o, "item_id", id);
+        cJSON_AddItemToObject(o, "delta", s_text(delta, len));
+        break;
+    default:
+        cJSON_AddStringToObject(o, "item_id", id);
+        cJSON_AddStringToObject(o, "name", call->name);
+        cJSON_AddStringToObject(o, "arguments", call->arguments);
+        break;
     }
     return s_print(o);
 }

@@ -54,6 +54,7 @@ typedef struct {
     bool logprobs;              // the output text carries its tokens' logprobs
     const mc_tokenizer_t *tok;  // for those
     bool store;                 // the answer is kept for item references
+    const mc_toolcall_req_t *tools; // the request's tools (echoed in the response object); NULL: none
 } mc_responses_answer_t;
 
 // The whole response object for a finished generation (res: the whole
@@ -70,11 +71,34 @@ typedef enum {
     MC_RESPONSES_PART_DONE,
     MC_RESPONSES_ITEM_DONE,
     MC_RESPONSES_END,        // response.completed, .incomplete, or .failed (err non-NULL)
+    // A function call's events (mc_responses_call_event_json):
+    MC_RESPONSES_CALL_ADDED,      // response.output_item.added: the item with empty arguments
+    MC_RESPONSES_CALL_ARGS_DELTA, // response.function_call_arguments.delta: a piece of them
+    MC_RESPONSES_CALL_ARGS_DONE,  // response.function_call_arguments.done: all of them
+    MC_RESPONSES_CALL_DONE,       // response.output_item.done: the completed item
 } mc_responses_event_t;
 
 // One event's JSON with sequence number seq; *type: its "type" (the SSE
 // event name). NULL when out of memory.
 char *mc_responses_event_json(const mc_responses_answer_t *a, mc_responses_event_t ev, const mc_api_result_t *res,
                               const char *err, uint32_t seq, const char **type);
+
+// A function call's event (ev: MC_RESPONSES_CALL_*) for call at output
+// index output_index; delta[0..len): the piece of its arguments
+// (MC_RESPONSES_CALL_ARGS_DELTA). NULL when out of memory.
+char *mc_responses_call_event_json(const mc_responses_answer_t *a, mc_responses_event_t ev, uint32_t output_index,
+                                   const mc_toolcall_t *call, const char *delta, size_t len, uint32_t seq,
+                                   const char **type);
+
+// Whether an answer's output has a message item: it has text, or no calls.
+// The message is output 0, the calls follow it.
+bool mc_responses_has_message(const mc_api_result_t *res);
+
+#define MC_RESPONSES_ID_LEN 40
+// The id of call c's function_call item: "fc_" and the call id's digits.
+void mc_responses_call_item_id(const mc_toolcall_t *c, char out[MC_RESPONSES_ID_LEN]);
+// Call c's completed function_call item as JSON text (what items.h keeps
+// under its id). NULL when out of memory.
+char *mc_responses_call_json(const mc_toolcall_t *c);
 
 #endif

@@ -114,6 +114,7 @@ struct s_job {
     size_t sent_r, sent_c;         // a split chat stream: reasoning and content sent up to here (of text)
     s_phase_t phase;
     uint32_t seq;                  // the Responses API's sequence numbers
+    bool msg_open;                 // the Responses API: the message item's opening events are sent
     char *out;                     // stream bytes not yet given to MHD
     size_t out_len, out_at, out_cap;
     // The log line (written at the last release).
@@ -426,8 +427,10 @@ static mc_api_result_t s_result(const s_job_t *j) {
                              .n_lps = j->n_lps};
 }
 
-// Whether a chat answer is split (reply.h) rather than all content.
-static bool s_splits(const s_job_t *j) { return j->fmt == S_FMT_CHAT && mc_reply_active(&j->rp); }
+// Whether a chat (or Responses) answer is split (reply.h) rather than all content.
+static bool s_splits(const s_job_t *j) {
+    return (j->fmt == S_FMT_CHAT || j->fmt == S_FMT_RESPONSES) && mc_reply_active(&j->rp);
+}
 
 // The split of a finished chat answer: reasoning, content and the calls
 // (none when the text after the marker is not calls: it stays content).
@@ -450,11 +453,19 @@ static mc_api_result_t s_split_result(const s_job_t *j, const mc_reply_view_t *v
     return r;
 }
 
-// A finished Responses answer is kept for later item references (unless
-// the request said store: false). Out of memory: it is not, and a request
-// naming it gets a 400 that says so.
-static void s_keep(s_job_t *j) {
-    if (j->fmt == S_FMT_RESPONSES && j->rans.store) mc_items_put(j->srv->items, j->msg_id, j->text ? j->text : "", j->len);
+// A finished Responses answer (res: its text and calls) is kept for later
+// item references (unless the request said store: false): the message's
+// text under its id, each call as its function_call item under its own.
+// Out of memory: it is not, and a request naming it gets a 400 that says so.
+static void s_keep(s_job_t *j, const mc_api_result_t *res) {
+    if (j->fmt != S_FMT_RESPONSES || !j->rans.store) return;
+    if (mc_responses_has_message(res)) mc_items_put(j->srv->items, j->msg_id, res->text, res->len);
+    for (size_t i = 0; i < res->n_calls; i++) {
+        char id[MC_RESPONSES_ID_LEN], *item = mc_responses_call_json(&res->calls[i]);
+        mc_responses_call_item_id(&res->calls[i], id);
+        if (item) mc_items_put(j->srv->items, id, item, strlen(item));
+        free(item);
+    }
 }
 
 // --- streams -------------------------------------------------------------------------------
@@ -498,12 +509,20 @@ static bool s_stream_start(s_job_t *j) {
     const mc_api_result_t none = {.text = "", .why = MC_FINISH_NONE};
     switch (j->fmt) {
     case S_FMT_CHAT: return s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, true, &none));
-    case S_FMT_RESPONSES:
-        for (mc_responses_event_t ev = MC_RESPONSES_CREATED; ev <= MC_RESPONSES_PART_ADDED; ev++)
+    case S_FMT_RESPONSES: // the message item opens with its first text (there may be none: a call)
+        for (mc_responses_event_t ev = MC_RESPONSES_CREATED; ev <= MC_RESPONSES_IN_PROGRESS; ev++)
             if (!s_responses_event(j, ev, NULL, NULL)) return false;
         return true;
     default: return true;
     }
+}
+
+// The Responses API's message item opens: output_item.added, content_part.added.
+static bool s_responses_open(s_job_t *j) {
+    if (j->msg_open) return true;
+    j->msg_open = true;
+    return s_responses_event(j, MC_RESPONSES_ITEM_ADDED, NULL, NULL) &&
+           s_responses_event(j, MC_RESPONSES_PART_ADDED, NULL, NULL);
 }
 
 // New text and its tokens' logprobs (under j->mu).
@@ -511,7 +530,7 @@ static bool s_stream_piece(s_job_t *j, const mc_api_result_t *piece) {
     switch (j->fmt) {
     case S_FMT_CHAT:
     case S_FMT_COMPLETIONS: return s_out_sse(j, NULL, mc_api_chunk_json(&j->ans, false, piece));
-    case S_FMT_RESPONSES: return s_responses_event(j, MC_RESPONSES_TEXT_DELTA, piece, NULL);
+    case S_FMT_RESPONSES: return s_responses_open(j) && s_responses_event(j, MC_RESPONSES_TEXT_DELTA, piece, NULL);
     default: return s_out_line(j, mc_ollama_chunk_json(&j->oans, piece->text, piece->len));
     }
 }
@@ -542,6 +561,14 @@ static bool s_stream_split(s_job_t *j, bool done) {
 // Argument pieces of a streamed call: at most this many bytes, cut between characters.
 #define S_ARGS_PIECE 32
 
+// The length of the next piece of a call's arguments a[at..n): at most
+// S_ARGS_PIECE bytes, cut between characters.
+static size_t s_args_piece(const char *a, size_t n, size_t at) {
+    size_t k = n - at < S_ARGS_PIECE ? n - at : S_ARGS_PIECE;
+    while (at + k < n && k > 1 && ((unsigned char)a[at + k] & 0xC0) == 0x80) k--;
+    return k;
+}
+
 // The end of a split chat stream: what was held back, then each call as
 // OpenAI streams them (its head, then its arguments in pieces).
 static bool s_stream_split_end(s_job_t *j, bool *tool_calls) {
@@ -554,14 +581,59 @@ static bool s_stream_split_end(s_job_t *j, bool *tool_calls) {
         const mc_toolcall_t *c = &calls.calls[i];
         ok = s_out_sse(j, NULL, mc_api_call_chunk_json(&j->ans, (uint32_t)i, c, true, NULL, 0));
         const size_t n = strlen(c->arguments);
-        for (size_t at = 0; ok && at < n;) {
-            size_t k = n - at < S_ARGS_PIECE ? n - at : S_ARGS_PIECE;
-            while (at + k < n && k > 1 && ((unsigned char)c->arguments[at + k] & 0xC0) == 0x80) k--;
+        for (size_t at = 0, k; ok && at < n; at += k) {
+            k = s_args_piece(c->arguments, n, at);
             ok = s_out_sse(j, NULL, mc_api_call_chunk_json(&j->ans, (uint32_t)i, c, false, c->arguments + at, k));
-            at += k;
         }
     }
     *tool_calls = calls.n > 0;
+    mc_toolcall_list_free(&calls);
+    return ok;
+}
+
+static bool s_call_event(s_job_t *j, mc_responses_event_t ev, uint32_t index, const mc_toolcall_t *c, const char *delta,
+                         size_t len) {
+    const char *type;
+    char *json = mc_responses_call_event_json(&j->rans, ev, index, c, delta, len, j->seq++, &type);
+    return s_out_sse(j, type, json);
+}
+
+// The end of a Responses stream: what was held back, the message item's
+// closing events (the whole item when no text came and there is no call),
+// each call's item (added, its arguments in pieces, done), then
+// response.completed (or .incomplete) with all of them.
+static bool s_responses_end(s_job_t *j) {
+    mc_reply_view_t v;
+    mc_toolcall_list_t calls = {0};
+    mc_api_result_t whole = s_result(j);
+    if (s_splits(j)) {
+        if (!s_stream_split(j, true)) return false;
+        s_split(j, &v, &calls);
+        whole = s_split_result(j, &v, &calls);
+    }
+    bool ok = true;
+    const bool msg = mc_responses_has_message(&whole);
+    if (msg) {
+        ok = s_responses_open(j);
+        for (mc_responses_event_t ev = MC_RESPONSES_TEXT_DONE; ok && ev <= MC_RESPONSES_ITEM_DONE; ev++)
+            ok = s_responses_event(j, ev, &whole, NULL);
+    }
+    for (size_t i = 0; ok && i < calls.n; i++) {
+        const mc_toolcall_t *c = &calls.calls[i];
+        const uint32_t index = (uint32_t)(i + msg);
+        ok = s_call_event(j, MC_RESPONSES_CALL_ADDED, index, c, NULL, 0);
+        const size_t n = strlen(c->arguments);
+        for (size_t at = 0, k; ok && at < n; at += k) {
+            k = s_args_piece(c->arguments, n, at);
+            ok = s_call_event(j, MC_RESPONSES_CALL_ARGS_DELTA, index, c, c->arguments + at, k);
+        }
+        ok = ok && s_call_event(j, MC_RESPONSES_CALL_ARGS_DONE, index, c, NULL, 0) &&
+             s_call_event(j, MC_RESPONSES_CALL_DONE, index, c, NULL, 0);
+    }
+    if (ok) {
+        s_keep(j, &whole);
+        ok = s_responses_event(j, MC_RESPONSES_END, &whole, NULL);
+    }
     mc_toolcall_list_free(&calls);
     return ok;
 }
@@ -574,7 +646,7 @@ static bool s_stream_end(s_job_t *j) {
     const mc_api_result_t whole = s_result(j);
     // A split chat sends what it held back (and its calls) first.
     bool tool_calls = false;
-    if (!failed && s_splits(j) && !s_stream_split_end(j, &tool_calls)) return false;
+    if (!failed && j->fmt == S_FMT_CHAT && s_splits(j) && !s_stream_split_end(j, &tool_calls)) return false;
     // The finish carries the logprobs of tokens whose text never came (a stop string).
     const mc_api_result_t rest = {.text = "",
                                   .why = j->why,
@@ -594,10 +666,7 @@ static bool s_stream_end(s_job_t *j) {
         return s_out(j, "data: [DONE]\n\n", 14);
     case S_FMT_RESPONSES:
         if (failed) return s_responses_event(j, MC_RESPONSES_END, &whole, e.message);
-        s_keep(j);
-        for (mc_responses_event_t ev = MC_RESPONSES_TEXT_DONE; ev <= MC_RESPONSES_END; ev++)
-            if (!s_responses_event(j, ev, &whole, NULL)) return false;
-        return true;
+        return s_responses_end(j);
     default:
         if (failed) return s_out_line(j, mc_ollama_error_json(e.message));
         return s_out_line(j, mc_ollama_final_json(&j->oans, &rest, &j->usage, mc_clock_s() - j->t_start));
@@ -834,11 +903,11 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     j->gp.on_text = s_on_text, j->gp.on_done = s_on_done, j->gp.user = j;
     if (q.logprobs) j->gp.on_logprob = s_on_logprob, j->gp.top_logprobs = q.top_logprobs;
     j->rans = (mc_responses_answer_t){j->id,        j->msg_id,  now, model, j->gp.sampling.temp, j->gp.sampling.top_p,
-                                      q.max_tokens, q.logprobs, tok, q.store};
+                                      q.max_tokens, q.logprobs, tok, q.store, &j->tools};
     j->oans = (mc_ollama_answer_t){fmt == S_FMT_OLLAMA_CHAT, model};
     j->calls_tok = -1;
-    if (fmt == S_FMT_CHAT) {
-        j->rp = (mc_reply_params_t){srv->style, srv->style == MC_CHAT_STYLE_QWEN3 && q.thinking,
+    if (fmt == S_FMT_CHAT || fmt == S_FMT_RESPONSES) { // (the Responses API keeps a think block as text)
+        j->rp = (mc_reply_params_t){srv->style, fmt == S_FMT_CHAT && srv->style == MC_CHAT_STYLE_QWEN3 && q.thinking,
                                     mc_toolcall_active(&q.tools)};
         j->tools = q.tools; // the job's now
         memset(&q.tools, 0, sizeof q.tools);
@@ -953,7 +1022,7 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         j->status = e.status;
         rc = s_error(srv, c, r, ep, &e);
     } else {
-        s_keep(j);
+        s_keep(j, &whole);
         char *body = fmt == S_FMT_RESPONSES ? mc_responses_json(&j->rans, &whole, NULL)
                      : fmt == S_FMT_CHAT || fmt == S_FMT_COMPLETIONS
                          ? mc_api_completion_json(&j->ans, &whole)

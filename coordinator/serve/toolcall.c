@@ -147,60 +147,95 @@ static mc_err_t s_bad(char *param, const char *p, char *err, const char *msg) {
     return mc_err_set(err, MC_ERR_ARG, "%s", msg);
 }
 
-static mc_err_t s_tool(const cJSON *it, size_t i, mc_toolcall_tool_t *out, char *param, char *err) {
+// The nested form of a flat tool: {"type": "function", "function": {the
+// tool's other fields}}, as the chat templates print tools.
+static cJSON *s_nest(const cJSON *it) {
+    cJSON *o = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+    if (!o || !fn || !cJSON_AddStringToObject(o, "type", "function")) {
+        cJSON_Delete(o), cJSON_Delete(fn);
+        return NULL;
+    }
+    cJSON_AddItemToObject(o, "function", fn);
+    const cJSON *f;
+    cJSON_ArrayForEach(f, it) {
+        if (!f->string || !strcmp(f->string, "type")) continue;
+        cJSON *d = cJSON_Duplicate(f, true);
+        if (!d) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        cJSON_AddItemToObject(fn, f->string, d);
+    }
+    return o;
+}
+
+static mc_err_t s_tool(const cJSON *it, size_t i, bool flat, mc_toolcall_tool_t *out, char *param, char *err) {
     char p[64];
     snprintf(p, sizeof p, "tools[%zu]", i);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "type");
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(it, "function");
+    const cJSON *fn = flat ? it : cJSON_GetObjectItemCaseSensitive(it, "function");
+    const char *in = flat ? "" : "function.";
     if (!cJSON_IsObject(it) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsObject(fn))
-        return s_bad(param, p, err, "a tool must be {\"type\": \"function\", \"function\": {\"name\": ...}} (only "
-                                    "function tools are supported)");
+        return s_bad(param, p, err,
+                     flat ? "a tool must be {\"type\": \"function\", \"name\": ..., \"parameters\": {...}} (only "
+                            "function tools are supported)"
+                          : "a tool must be {\"type\": \"function\", \"function\": {\"name\": ...}} (only "
+                            "function tools are supported)");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-    snprintf(p, sizeof p, "tools[%zu].function.name", i);
+    snprintf(p, sizeof p, "tools[%zu].%sname", i, in);
     if (!cJSON_IsString(name) || !s_name_ok(name->valuestring))
         return s_bad(param, p, err, "a function's name must be 1 to 64 letters, digits, '_' or '-'");
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
-    snprintf(p, sizeof p, "tools[%zu].function.parameters", i);
+    snprintf(p, sizeof p, "tools[%zu].%sparameters", i, in);
     if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
         return s_bad(param, p, err, "a function's parameters must be a JSON schema (an object)");
     const cJSON *desc = cJSON_GetObjectItemCaseSensitive(fn, "description");
-    snprintf(p, sizeof p, "tools[%zu].function.description", i);
+    snprintf(p, sizeof p, "tools[%zu].%sdescription", i, in);
     if (desc && !cJSON_IsNull(desc) && !cJSON_IsString(desc))
         return s_bad(param, p, err, "a function's description must be a string");
+    const cJSON *strict = cJSON_GetObjectItemCaseSensitive(fn, "strict");
+    snprintf(p, sizeof p, "tools[%zu].%sstrict", i, in);
+    if (strict && !cJSON_IsNull(strict) && !cJSON_IsBool(strict))
+        return s_bad(param, p, err, "a function's strict must be true or false");
     out->name = strdup(name->valuestring);
     out->params = cJSON_IsObject(params) ? mc_toolcall_print(params) : NULL;
-    out->json = mc_toolcall_print(it);
+    cJSON *nested = flat ? s_nest(it) : NULL;
+    out->json = flat ? (nested ? mc_toolcall_print(nested) : NULL) : mc_toolcall_print(it);
+    cJSON_Delete(nested);
     if (!out->name || !out->json || (cJSON_IsObject(params) && !out->params))
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     return MC_OK;
 }
 
-static mc_err_t s_choice(const cJSON *c, mc_toolcall_req_t *t, char *param, char *err) {
+static mc_err_t s_choice(const cJSON *c, bool flat, mc_toolcall_req_t *t, char *param, char *err) {
+    const char *shape = flat ? "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", "
+                               "\"name\": ...}"
+                             : "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", "
+                               "\"function\": {\"name\": ...}}";
     if (!c || cJSON_IsNull(c)) return MC_OK;
     if (cJSON_IsString(c)) {
         if (!strcmp(c->valuestring, "auto")) t->choice = MC_TOOL_CHOICE_AUTO;
         else if (!strcmp(c->valuestring, "none")) t->choice = MC_TOOL_CHOICE_NONE;
         else if (!strcmp(c->valuestring, "required")) t->choice = MC_TOOL_CHOICE_REQUIRED;
-        else return s_bad(param, "tool_choice", err, "'tool_choice' must be \"auto\", \"none\", \"required\" or "
-                                                     "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        else return s_bad(param, "tool_choice", err, shape);
         return MC_OK;
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(c, "type");
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+    const cJSON *fn = flat ? c : cJSON_GetObjectItemCaseSensitive(c, "function");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
     if (!cJSON_IsObject(c) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsString(name))
-        return s_bad(param, "tool_choice", err, "'tool_choice' must be \"auto\", \"none\", \"required\" or "
-                                                "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        return s_bad(param, "tool_choice", err, shape);
     for (size_t i = 0; i < t->n_tools; i++)
         if (!strcmp(t->tools[i].name, name->valuestring)) {
             t->choice = MC_TOOL_CHOICE_NAMED;
             if (!(t->forced = strdup(name->valuestring))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
             return MC_OK;
         }
-    return s_bad(param, "tool_choice.function.name", err, "'tool_choice' names a function that is not in 'tools'");
+    return s_bad(param, flat ? "tool_choice.name" : "tool_choice.function.name", err,
+                 "'tool_choice' names a function that is not in 'tools'");
 }
 
-mc_err_t mc_toolcall_req_parse(const cJSON *root, mc_toolcall_req_t *out, char *param, char *err) {
+static mc_err_t s_req_parse(const cJSON *root, bool flat, mc_toolcall_req_t *out, char *param, char *err) {
     mc_toolcall_req_t t = {.parallel = true};
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
     mc_err_t rc = MC_OK;
@@ -211,7 +246,7 @@ mc_err_t mc_toolcall_req_parse(const cJSON *root, mc_toolcall_req_t *out, char *
         if (n && !(t.tools = calloc(n, sizeof *t.tools))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         const cJSON *it;
         cJSON_ArrayForEach(it, tools) {
-            rc = s_tool(it, t.n_tools, &t.tools[t.n_tools], param, err);
+            rc = s_tool(it, t.n_tools, flat, &t.tools[t.n_tools], param, err);
             t.n_tools++;
             if (rc) break;
             for (size_t k = 0; k + 1 < t.n_tools; k++)
@@ -223,7 +258,7 @@ mc_err_t mc_toolcall_req_parse(const cJSON *root, mc_toolcall_req_t *out, char *
         }
     }
     const cJSON *choice = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
-    if (!rc) rc = s_choice(choice, &t, param, err);
+    if (!rc) rc = s_choice(choice, flat, &t, param, err);
     if (!rc && (t.choice == MC_TOOL_CHOICE_REQUIRED) && !t.n_tools)
         rc = s_bad(param, "tool_choice", err, "'tool_choice' asks for a call but there are no 'tools'");
     const cJSON *par = cJSON_GetObjectItemCaseSensitive(root, "parallel_tool_calls");
@@ -237,6 +272,14 @@ mc_err_t mc_toolcall_req_parse(const cJSON *root, mc_toolcall_req_t *out, char *
     }
     *out = t;
     return MC_OK;
+}
+
+mc_err_t mc_toolcall_req_parse(const cJSON *root, mc_toolcall_req_t *out, char *param, char *err) {
+    return s_req_parse(root, false, out, param, err);
+}
+
+mc_err_t mc_toolcall_req_parse_flat(const cJSON *root, mc_toolcall_req_t *out, char *param, char *err) {
+    return s_req_parse(root, true, out, param, err);
 }
 
 bool mc_toolcall_active(const mc_toolcall_req_t *t) { return t->n_tools > 0 && t->choice != MC_TOOL_CHOICE_NONE; }

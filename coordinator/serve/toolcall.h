@@ -66,6 +66,10 @@ typedef struct {
 // failure MC_ERR_ARG, the message in err and the field at fault in param
 // (64 bytes), *out empty.
 mc_err_t mc_toolcall_req_parse(const struct cJSON *root, mc_toolcall_req_t *out, char *param, char *err);
+// The same in the Responses API's flat shapes: tools {"type": "function",
+// "name", "description", "parameters", "strict"} (json: the nested form
+// the templates print) and tool_choice {"type": "function", "name"}.
+mc_err_t mc_toolcall_req_parse_flat(const struct cJSON *root, mc_toolcall_req_t *out, char *param, char *err);
 void mc_toolcall_req_free(mc_toolcall_req_t *t);
 
 // Whether calls are looked for: tools given and tool_choice not "none".
