@@ -1227,6 +1227,130 @@ static int s_render_count(mc_chat_style_t st, const char *tool, const mc_chat_ms
     return (int)k;
 }
 
+// A forced call's arguments: an object with a string city of at most 8
+// characters and perhaps an integer days, nothing else (ftools' schema).
+static void s_check_args(const char *text) {
+    cJSON *args = cJSON_Parse(text);
+    if (!cJSON_IsObject(args)) fail_msg("arguments are not an object: %s", text);
+    const cJSON *city = cJSON_GetObjectItem(args, "city");
+    assert_true(cJSON_IsString(city) && strlen(city->valuestring) <= 8 * 4);
+    const cJSON *a;
+    cJSON_ArrayForEach(a, args) {
+        assert_true(!strcmp(a->string, "city") || (!strcmp(a->string, "days") && cJSON_IsNumber(a) &&
+                                                   a->valuedouble == (double)(int64_t)a->valuedouble));
+    }
+    cJSON_Delete(args);
+}
+
+// Tools through /v1/responses: a conversation with a function_call and its
+// function_call_output reaches the prompt as chat's call and tool message
+// do (the same prompt length); a forced call (random weights, constrained)
+// is always one function_call item whose arguments follow the schema,
+// whole and streamed the same (output_item.added with empty arguments, the
+// deltas, arguments.done, output_item.done, response.completed); the kept
+// call is named by its item id in a next turn with its output.
+static void s_responses_tools(uint16_t port) {
+    static const char flat[] = "\"tools\":[{\"type\":\"function\",\"name\":\"get\",\"parameters\":{"
+                               "\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}]";
+    static const char nested[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get\",\"parameters\":{"
+                                 "\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}}]";
+    char body[2048];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\",\"content\":null,"
+             "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":"
+             "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"20C\"}],"
+             "%s,\"max_tokens\":1}",
+             nested);
+    cJSON *j = s_post(port, "/v1/chat/completions", body, 200);
+    const int chat_prompt = s_usage(j, "prompt_tokens");
+    cJSON_Delete(j);
+    snprintf(body, sizeof body,
+             "{\"input\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"type\":\"function_call\",\"call_id\":\"c1\","
+             "\"name\":\"get\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"},{\"type\":\"function_call_output\","
+             "\"call_id\":\"c1\",\"output\":\"20C\"}],%s,\"max_output_tokens\":1}",
+             flat);
+    j = s_post(port, "/v1/responses", body, 200);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "input_tokens")->valueint, chat_prompt);
+    cJSON_Delete(j);
+    // Forced (a named function), whole.
+    static const char ftools[] = "\"tools\":[{\"type\":\"function\",\"name\":\"get\",\"strict\":true,\"parameters\":{"
+                                 "\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
+                                 "\"days\":{\"type\":\"integer\"}},\"required\":[\"city\"],"
+                                 "\"additionalProperties\":false}}]";
+    char whole_body[2048], stream_body[2048];
+    for (int st = 0; st < 2; st++)
+        snprintf(st ? stream_body : whole_body, sizeof whole_body,
+                 "{\"input\":\"Weather in Paris?\",%s,\"tool_choice\":{\"type\":\"function\",\"name\":\"get\"},"
+                 "\"max_output_tokens\":200,\"temperature\":0%s}",
+                 ftools, st ? ",\"stream\":true" : "");
+    j = s_post(port, "/v1/responses", whole_body, 200);
+    assert_string_equal(cJSON_GetObjectItem(j, "status")->valuestring, "completed");
+    const cJSON *out = cJSON_GetObjectItem(j, "output");
+    assert_int_equal(cJSON_GetArraySize(out), 1); // the call alone: no text, no message
+    const cJSON *item = cJSON_GetArrayItem(out, 0);
+    assert_string_equal(cJSON_GetObjectItem(item, "type")->valuestring, "function_call");
+    assert_string_equal(cJSON_GetObjectItem(item, "name")->valuestring, "get");
+    assert_string_equal(cJSON_GetObjectItem(item, "status")->valuestring, "completed");
+    char call_id[64], item_id[64], args[1024];
+    snprintf(call_id, sizeof call_id, "%s", cJSON_GetObjectItem(item, "call_id")->valuestring);
+    snprintf(item_id, sizeof item_id, "%s", cJSON_GetObjectItem(item, "id")->valuestring);
+    snprintf(args, sizeof args, "%s", cJSON_GetObjectItem(item, "arguments")->valuestring);
+    assert_true(!strncmp(call_id, "call_", 5) && !strncmp(item_id, "fc_", 3));
+    s_check_args(args);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "tool_choice"), "name")->valuestring, "get");
+    printf("[server] forced call through /v1/responses: get(%s)\n", args);
+    const int whole_tokens = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "output_tokens")->valueint;
+    cJSON_Delete(j);
+    // Streamed: the same call, as the Responses API streams one.
+    mc_test_http_t r;
+    if (mc_test_http(port, "POST", "/v1/responses", NULL, stream_body, &r)) fail_msg("no answer");
+    assert_int_equal(r.status, 200);
+    cJSON *ev = s_typed_events(r.body);
+    static const char *const want[] = {"response.created", "response.in_progress", "response.output_item.added"};
+    const int m = cJSON_GetArraySize(ev);
+    assert_true(m >= 7);
+    char deltas[1024] = "";
+    for (int i = 0; i < m; i++) {
+        const cJSON *e = cJSON_GetArrayItem(ev, i);
+        const char *type = cJSON_GetObjectItem(e, "type")->valuestring;
+        assert_int_equal(cJSON_GetObjectItem(e, "sequence_number")->valueint, i);
+        if (i < 3) assert_string_equal(type, want[i]);
+        if (i == 2) {
+            const cJSON *it = cJSON_GetObjectItem(e, "item");
+            assert_string_equal(cJSON_GetObjectItem(it, "type")->valuestring, "function_call");
+            assert_string_equal(cJSON_GetObjectItem(it, "arguments")->valuestring, "");
+            assert_string_equal(cJSON_GetObjectItem(it, "name")->valuestring, "get");
+            assert_true(!strncmp(cJSON_GetObjectItem(it, "call_id")->valuestring, "call_", 5)); // ids: per request
+        } else if (i > 2 && i < m - 3) {
+            assert_string_equal(type, "response.function_call_arguments.delta");
+            strncat(deltas, cJSON_GetObjectItem(e, "delta")->valuestring, sizeof deltas - strlen(deltas) - 1);
+        }
+    }
+    assert_string_equal(deltas, args);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(ev, m - 3), "type")->valuestring,
+                        "response.function_call_arguments.done");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(ev, m - 3), "arguments")->valuestring, args);
+    const cJSON *done = cJSON_GetArrayItem(ev, m - 2);
+    assert_string_equal(cJSON_GetObjectItem(done, "type")->valuestring, "response.output_item.done");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(done, "item"), "arguments")->valuestring, args);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(done, "item"), "status")->valuestring, "completed");
+    const cJSON *last = cJSON_GetObjectItem(cJSON_GetArrayItem(ev, m - 1), "response");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(ev, m - 1), "type")->valuestring, "response.completed");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(last, "output")), 1);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(last, "usage"), "output_tokens")->valueint, whole_tokens);
+    cJSON_Delete(ev);
+    mc_test_http_free(&r);
+    // The kept call by its item id, with its output: the conversation goes on.
+    snprintf(body, sizeof body,
+             "{\"input\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"},{\"type\":\"item_reference\",\"id\":"
+             "\"%s\"},{\"type\":\"function_call_output\",\"call_id\":\"%s\",\"output\":\"20C\"}],%s,"
+             "\"max_output_tokens\":2}",
+             item_id, call_id, ftools);
+    j = s_post(port, "/v1/responses", body, 200);
+    assert_true(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "input_tokens")->valueint > 10);
+    cJSON_Delete(j);
+}
+
 // Tools through the chat API: the tools and a conversation with a call and
 // its result reach the prompt in the model's format (its length says so);
 // a forced call (unconstrained here, random weights) comes back as a call
@@ -1372,6 +1496,7 @@ static void test_tools_and_formats(void **state) {
     j = s_post(t.port, "/v1/chat/completions", body, 400);
     assert_non_null(strstr(s_get_str(j, "error", "message", NULL), "'format' is not supported"));
     cJSON_Delete(j);
+    s_responses_tools(t.port);
     s_down(&t);
     // --chat-format: chatml, then qwen3 with and without thinking.
     const mc_chat_msg_t one = {.role = MC_CHAT_USER, .content = "Hi", .len = 2};
