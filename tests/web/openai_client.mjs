@@ -90,8 +90,8 @@ assert.deepEqual(types.slice(-4, -1), ["response.output_text.done", "response.co
 assert.equal(deltas, resp.output_text);
 assert.deepEqual(final.usage, resp.usage);
 await assert.rejects(
-  client.responses.create({ model, input: "hi", tools: [{ type: "function", name: "f", parameters: {} }] }),
-  (err) => err instanceof OpenAI.BadRequestError && /tools are not supported/.test(err.message),
+  client.responses.create({ model, input: "hi", tools: [{ type: "web_search" }] }),
+  (err) => err instanceof OpenAI.BadRequestError && /only function tools/.test(err.message),
 );
 
 // Structured output: a strict json_schema answer parses and validates, even
