@@ -1,7 +1,8 @@
 /*
  * test_ollama: Ollama's /api/chat and /api/generate bodies (stream by
- * default, options, raw prompts, a system prompt, the "load" requests) and
- * their refusals; the answer lines, errors, and the model descriptions of
+ * default, options, raw prompts, a system prompt, the "load" requests,
+ * tools with assistant tool_calls and tool messages) and their refusals;
+ * the answer lines (with calls), errors, and the model descriptions of
  * /api/tags and /api/show, read back with cJSON.
  */
 #include <stdarg.h>
@@ -112,13 +113,44 @@ static void test_format(void **state) {
     mc_api_request_free(&r);
 }
 
+// Tools as Ollama takes them (OpenAI's function tools), an assistant's
+// tool_calls with object arguments, a tool message.
+static void test_tools(void **state) {
+    (void)state;
+    mc_api_request_t r = s_ok(
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\","
+        "\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get\",\"arguments\":{\"city\":\"Oslo\",\"n\":2}}},"
+        "{\"function\":{\"index\":1,\"name\":\"get\",\"arguments\":\"{\\\"city\\\":\\\"Rome\\\"}\"}}]},{\"role\":"
+        "\"tool\",\"content\":\"rain\",\"tool_name\":\"get\"}],\"tools\":[{\"type\":\"function\",\"function\":{"
+        "\"name\":\"get\",\"description\":\"Weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":"
+        "{\"type\":\"string\"}}}}}]}",
+        true, NULL);
+    assert_int_equal(r.n_msgs, 3);
+    assert_int_equal(r.msgs[1].role, MC_CHAT_ASSISTANT);
+    assert_int_equal(r.msgs[1].n_calls, 2);
+    assert_string_equal(r.msgs[1].calls[0].name, "get");
+    assert_string_equal(r.msgs[1].calls[0].arguments, "{\"city\": \"Oslo\", \"n\": 2}");
+    assert_string_equal(r.msgs[1].calls[1].arguments, "{\"city\": \"Rome\"}");
+    assert_int_equal(r.msgs[2].role, MC_CHAT_TOOL);
+    assert_int_equal(r.msgs[2].len, 4);
+    assert_int_equal(r.tools.n_tools, 1);
+    assert_true(mc_toolcall_active(&r.tools));
+    assert_string_equal(r.tools.tools[0].name, "get");
+    mc_api_request_free(&r);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     const char *m = "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]";
     char b[512];
     s_bad("{\"messages\":[]}", true, "model", "'model' is required");
     s_bad("{\"model\":\"m\",\"messages\":{}}", true, "messages", "must be an array");
-    s_bad("{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", true, "messages[0].role", "'tool'");
+    s_bad("{\"model\":\"m\",\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", true, "messages[0].role",
+          "system, user, assistant and tool");
+    s_bad("{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"arguments\":{}}}]}]}",
+          true, "messages[0].tool_calls[0]", "{\"function\": {\"name\"");
+    s_bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", true,
+          "messages[0].tool_calls", "in an assistant message");
     s_bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}", true, "messages[0].content",
           "must be a string");
     s_bad("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"images\":[\"aGk=\"]}]}", true, "images",
@@ -126,7 +158,8 @@ static void test_refusals(void **state) {
     struct {
         const char *field, *param, *needle;
     } cases[] = {
-        {"\"tools\":[{\"type\":\"function\"}]", "tools", "not supported on this server yet"},
+        {"\"tools\":[{\"type\":\"function\"}]", "tools[0]", "only function tools"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]", "tools[0].function.name", "1 to 64"},
         {"\"format\":{\"type\":\"string\",\"format\":\"date\"}", "format", "keyword 'format' is not supported"},
         {"\"format\":5", "format", "JSON Schema object"},
         {"\"think\":true", "think", "does not think"},
@@ -198,6 +231,25 @@ static void test_answers(void **state) {
     assert_true(s_get(j, "prompt_eval_duration", NULL)->valuedouble == 2.5e8);
     assert_true(s_get(j, "eval_duration", NULL)->valuedouble == 1.5e9);
     cJSON_Delete(j);
+    // An answer with calls: message.tool_calls, arguments as objects.
+    const mc_toolcall_t calls[2] = {{"call_1", "get", "{\"city\":\"Oslo\"}"}, {"call_2", "put", "{}"}};
+    const mc_api_result_t called = {.text = "Sure.", .len = 5, .why = MC_FINISH_STOP, .calls = calls, .n_calls = 2};
+    j = s_parse(mc_ollama_final_json(&chat, &called, &u, 1.0));
+    assert_string_equal(s_get(j, "message", "content")->valuestring, "Sure.");
+    const cJSON *tc = s_get(j, "message", "tool_calls");
+    assert_int_equal(cJSON_GetArraySize(tc), 2);
+    assert_string_equal(s_get(cJSON_GetArrayItem(tc, 0), "function", "name")->valuestring, "get");
+    assert_string_equal(cJSON_GetObjectItem(s_get(cJSON_GetArrayItem(tc, 0), "function", "arguments"), "city")->valuestring,
+                        "Oslo");
+    assert_true(s_get(cJSON_GetArrayItem(tc, 1), "function", "index")->valuedouble == 1);
+    assert_true(cJSON_IsObject(s_get(cJSON_GetArrayItem(tc, 1), "function", "arguments")));
+    assert_string_equal(s_get(j, "done_reason", NULL)->valuestring, "stop");
+    cJSON_Delete(j);
+    j = s_parse(mc_ollama_calls_json(&chat, calls, 1)); // a stream's line of calls
+    assert_true(cJSON_IsFalse(s_get(j, "done", NULL)));
+    assert_string_equal(s_get(j, "message", "content")->valuestring, "");
+    assert_int_equal(cJSON_GetArraySize(s_get(j, "message", "tool_calls")), 1);
+    cJSON_Delete(j);
     const mc_api_result_t load = {.text = "", .why = MC_FINISH_NONE};
     j = s_parse(mc_ollama_final_json(&chat, &load, &u, 0.001));
     assert_string_equal(s_get(j, "done_reason", NULL)->valuestring, "load");
@@ -223,6 +275,7 @@ static void test_answers(void **state) {
     assert_true(s_get(j, "model_info", "qwen3moe.context_length")->valuedouble == 4096);
     assert_true(s_get(j, "model_info", "qwen3moe.expert_count")->valuedouble == 128);
     assert_string_equal(cJSON_GetArrayItem(s_get(j, "capabilities", NULL), 0)->valuestring, "completion");
+    assert_string_equal(cJSON_GetArrayItem(s_get(j, "capabilities", NULL), 1)->valuestring, "tools");
     cJSON_Delete(j);
     j = s_parse(mc_ollama_version_json());
     assert_non_null(strchr(s_get(j, "version", NULL)->valuestring, '.'));
@@ -235,6 +288,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_tools),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_answers),
     };

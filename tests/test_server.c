@@ -1351,6 +1351,78 @@ static void s_responses_tools(uint16_t port) {
     cJSON_Delete(j);
 }
 
+// Tools through Ollama's /api/chat: a conversation with a call (object
+// arguments) and a tool message reaches the prompt as chat's does (the
+// same length, no call ids: none in the chat body either); a forced call
+// (tool_choice, which this server also reads here) is message.tool_calls
+// with arguments that follow the schema, whole and as NDJSON lines.
+static void s_ollama_tools(uint16_t port) {
+    static const char tools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get\",\"parameters\":{"
+                                "\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
+                                "\"days\":{\"type\":\"integer\"}},\"required\":[\"city\"],\"additionalProperties\":false}}}]";
+    char body[2048];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\",\"content\":null,"
+             "\"tool_calls\":[{\"id\":\"\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":"
+             "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"\",\"content\":\"20C\"}],"
+             "%s,\"max_tokens\":1}",
+             tools);
+    cJSON *j = s_post(port, "/v1/chat/completions", body, 200);
+    const int chat_prompt = s_usage(j, "prompt_tokens");
+    cJSON_Delete(j);
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny-f32\",\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":"
+             "\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get\",\"arguments\":{\"city\":"
+             "\"Paris\"}}}]},{\"role\":\"tool\",\"content\":\"20C\"}],%s,\"stream\":false,\"options\":{\"num_predict\":1}}",
+             tools);
+    j = s_post(port, "/api/chat", body, 200);
+    assert_int_equal(cJSON_GetObjectItem(j, "prompt_eval_count")->valueint, chat_prompt);
+    cJSON_Delete(j);
+    char args[1024] = "";
+    for (int st = 0; st < 2; st++) {
+        snprintf(body, sizeof body,
+                 "{\"model\":\"tiny-f32\",\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,"
+                 "\"tool_choice\":\"required\",\"stream\":%s,\"options\":{\"temperature\":0,\"num_predict\":200}}",
+                 tools, st ? "true" : "false");
+        mc_test_http_t r;
+        if (mc_test_http(port, "POST", "/api/chat", NULL, body, &r)) fail_msg("no answer");
+        assert_int_equal(r.status, 200);
+        const cJSON *tc = NULL;
+        cJSON *keep = NULL;
+        int with_calls = 0;
+        for (char *line = r.body, *nl; line && *line; line = nl ? nl + 1 : NULL) { // whole: one line
+            nl = strchr(line, '\n');
+            if (nl) *nl = 0;
+            cJSON *o = cJSON_Parse(line);
+            if (!o) fail_msg("bad line: %s", line);
+            const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "message"), "tool_calls");
+            if (c) {
+                with_calls++;
+                cJSON_Delete(keep);
+                keep = o, tc = c;
+            } else {
+                if (cJSON_IsTrue(cJSON_GetObjectItem(o, "done")))
+                    assert_string_equal(cJSON_GetObjectItem(o, "done_reason")->valuestring, "stop");
+                cJSON_Delete(o);
+            }
+        }
+        assert_int_equal(with_calls, 1);
+        assert_int_equal(cJSON_GetArraySize(tc), 1);
+        const cJSON *f = cJSON_GetObjectItem(cJSON_GetArrayItem(tc, 0), "function");
+        assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get");
+        const cJSON *a = cJSON_GetObjectItem(f, "arguments");
+        assert_true(cJSON_IsObject(a));
+        char *printed = cJSON_PrintUnformatted(a);
+        s_check_args(printed);
+        if (st) assert_string_equal(printed, args); // streamed: the same call
+        else snprintf(args, sizeof args, "%s", printed);
+        free(printed);
+        cJSON_Delete(keep);
+        mc_test_http_free(&r);
+    }
+    printf("[server] forced call through /api/chat: get(%s)\n", args);
+}
+
 // Tools through the chat API: the tools and a conversation with a call and
 // its result reach the prompt in the model's format (its length says so);
 // a forced call (unconstrained here, random weights) comes back as a call
@@ -1497,6 +1569,7 @@ static void test_tools_and_formats(void **state) {
     assert_non_null(strstr(s_get_str(j, "error", "message", NULL), "'format' is not supported"));
     cJSON_Delete(j);
     s_responses_tools(t.port);
+    s_ollama_tools(t.port);
     s_down(&t);
     // --chat-format: chatml, then qwen3 with and without thinking.
     const mc_chat_msg_t one = {.role = MC_CHAT_USER, .content = "Hi", .len = 2};

@@ -51,7 +51,6 @@ static mc_err_t s_common(const cJSON *root, mc_api_request_t *r, mc_api_error_t 
     if (!cJSON_IsString(model)) return mc_api_bad(e, "model", "'model' is required (a string)");
     mc_err_t rc;
     if ((rc = s_unsupported(root, "images", "this model reads text only", e)) ||
-        (rc = s_unsupported(root, "tools", "tools are not supported on this server yet", e)) ||
         (rc = s_unsupported(root, "think", "this model does not think", e)))
         return rc;
     // format: "json" (any JSON object here) or a JSON Schema: constrained decoding.
@@ -64,7 +63,49 @@ static mc_err_t s_common(const cJSON *root, mc_api_request_t *r, mc_api_error_t 
     return s_options(root, r, e);
 }
 
+// An assistant message's tool_calls: [{"function": {"name", "arguments":
+// {...}}}] (arguments an object, or JSON text), printed as the templates print JSON.
+static mc_err_t s_calls(const cJSON *m, size_t i, mc_api_request_t *r, mc_chat_msg_t *out, mc_api_error_t *e) {
+    char param[64];
+    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (!calls || cJSON_IsNull(calls)) return MC_OK;
+    if (out->role != MC_CHAT_ASSISTANT || !cJSON_IsArray(calls))
+        return mc_api_bad(e, param, "'%s' must be an array of calls, in an assistant message", param);
+    const size_t n = (size_t)cJSON_GetArraySize(calls);
+    if (n > MC_TOOLCALL_MAX_TOOLS) return mc_api_bad(e, param, "'%s' has more than %d calls", param, MC_TOOLCALL_MAX_TOOLS);
+    mc_chat_call_t *cs = n ? (mc_chat_call_t *)(void *)mc_api_own(r, n * sizeof *cs) : NULL;
+    if (n && !cs) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    size_t k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, k);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
+        if (!cJSON_IsString(name) || (args && !cJSON_IsObject(args) && !cJSON_IsString(args) && !cJSON_IsNull(args)))
+            return mc_api_bad(e, param, "'%s' must be {\"function\": {\"name\": ..., \"arguments\": {...}}}", param);
+        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+        const cJSON *obj = parsed ? parsed : cJSON_IsObject(args) ? args : NULL;
+        char *printed = obj ? mc_toolcall_print(obj) : NULL;
+        cJSON_Delete(parsed);
+        const char *text = printed ? printed : cJSON_IsString(args) ? args->valuestring : "{}";
+        char *own = mc_api_own(r, strlen(text));
+        if (own) memcpy(own, text, strlen(text) + 1);
+        free(printed);
+        if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+        cs[k++] = (mc_chat_call_t){cJSON_IsString(id) ? id->valuestring : "", name->valuestring, own};
+    }
+    out->calls = cs, out->n_calls = n;
+    return MC_OK;
+}
+
 static mc_err_t s_chat(const cJSON *root, mc_api_request_t *r, bool *load_only, mc_api_error_t *e) {
+    char tparam[64] = "", terr[MC_ERR_LEN];
+    mc_err_t trc = mc_toolcall_req_parse(root, &r->tools, tparam, terr); // OpenAI's shape, as Ollama takes it
+    if (trc == MC_ERR_ARG) return mc_api_bad(e, tparam, "%s", terr);
+    if (trc) return mc_api_error(e, 500, "server_error", NULL, NULL, "%s", terr);
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (msgs && !cJSON_IsNull(msgs) && !cJSON_IsArray(msgs))
         return mc_api_bad(e, "messages", "'messages' must be an array of messages");
@@ -86,8 +127,8 @@ static mc_err_t s_chat(const cJSON *root, mc_api_request_t *r, bool *load_only, 
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%zu].role", i);
         if (!cJSON_IsString(role)) return mc_api_bad(e, param, "'%s' must be a string", param);
-        if (!mc_chat_role_from_name(role->valuestring, &r->msgs[i].role) || r->msgs[i].role == MC_CHAT_TOOL)
-            return mc_api_bad(e, param, "'%s' is '%.*s': the roles are system, user and assistant", param,
+        if (!mc_chat_role_from_name(role->valuestring, &r->msgs[i].role))
+            return mc_api_bad(e, param, "'%s' is '%.*s': the roles are system, user, assistant and tool", param,
                               mc_api_quote_len(role->valuestring, 40), role->valuestring);
         // Ollama reads a missing content as empty.
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
@@ -95,6 +136,7 @@ static mc_err_t s_chat(const cJSON *root, mc_api_request_t *r, bool *load_only, 
         if (c && !cJSON_IsString(c) && !cJSON_IsNull(c)) return mc_api_bad(e, param, "'%s' must be a string", param);
         r->msgs[i].content = cJSON_IsString(c) ? c->valuestring : "";
         r->msgs[i].len = strlen(r->msgs[i].content);
+        if ((rc = s_calls(m, i, r, &r->msgs[i], e))) return rc;
         r->n_msgs++;
     }
     r->chat = true;
@@ -202,6 +244,20 @@ static cJSON *s_text(const char *text, size_t len) {
     return s;
 }
 
+// Ollama's tool_calls: [{"function": {"index", "name", "arguments": {...}}}].
+static cJSON *s_tool_calls(const mc_toolcall_t *calls, size_t n) {
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        cJSON *c = cJSON_CreateObject(), *fn = cJSON_AddObjectToObject(c, "function");
+        cJSON_AddNumberToObject(fn, "index", (double)i);
+        cJSON_AddStringToObject(fn, "name", calls[i].name);
+        cJSON *args = cJSON_Parse(calls[i].arguments);
+        cJSON_AddItemToObject(fn, "arguments", args ? args : cJSON_CreateObject());
+        cJSON_AddItemToArray(arr, c);
+    }
+    return arr;
+}
+
 static cJSON *s_line(const mc_ollama_answer_t *a, const char *text, size_t len, bool done) {
     cJSON *o = cJSON_CreateObject();
     char now[64];
@@ -223,11 +279,20 @@ char *mc_ollama_chunk_json(const mc_ollama_answer_t *a, const char *text, size_t
     return s_print(s_line(a, text, len, false));
 }
 
+char *mc_ollama_calls_json(const mc_ollama_answer_t *a, const mc_toolcall_t *calls, size_t n) {
+    cJSON *o = s_line(a, "", 0, false);
+    cJSON_AddItemToObject(cJSON_GetObjectItemCaseSensitive(o, "message"), "tool_calls", s_tool_calls(calls, n));
+    return s_print(o);
+}
+
 static double s_ns(double s) { return s > 0 ? floor(s * 1e9) : 0; }
 
 char *mc_ollama_final_json(const mc_ollama_answer_t *a, const mc_api_result_t *res, const mc_gen_usage_t *u,
                            double total_s) {
     cJSON *o = s_line(a, res->text, res->len, true);
+    if (a->chat && res->n_calls)
+        cJSON_AddItemToObject(cJSON_GetObjectItemCaseSensitive(o, "message"), "tool_calls",
+                              s_tool_calls(res->calls, res->n_calls));
     cJSON_AddStringToObject(o, "done_reason", res->why == MC_FINISH_NONE ? "load" : mc_api_finish_reason(res->why));
     cJSON_AddNumberToObject(o, "total_duration", s_ns(total_s));
     cJSON_AddNumberToObject(o, "load_duration", 0); // the model is loaded once, at start
@@ -318,7 +383,9 @@ char *mc_ollama_show_json(const mc_ollama_model_t *m) {
         snprintf(key, sizeof key, "%s.%s", m->family, kv[i].suffix);
         cJSON_AddNumberToObject(info, key, kv[i].v);
     }
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "capabilities"), cJSON_CreateString("completion"));
+    cJSON *caps = cJSON_AddArrayToObject(root, "capabilities");
+    cJSON_AddItemToArray(caps, cJSON_CreateString("completion"));
+    cJSON_AddItemToArray(caps, cJSON_CreateString("tools"));
     cJSON_AddStringToObject(root, "modified_at", when);
     return s_print(root);
 }

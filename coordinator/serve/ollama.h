@@ -16,12 +16,17 @@
  * repeat_last_n, frequency_penalty and presence_penalty, and ignores the
  * rest (num_ctx, num_gpu, ...: the server's command line decides those).
  * An empty conversation (or prompt) only "loads" the model: the answer is
- * done at once with done_reason "load". Images, tools, format (structured
- * output), think, suffix and context get a 400 that says they are not
- * supported.
+ * done at once with done_reason "load". format is structured output
+ * ("json" or a JSON Schema, constrained). /api/chat takes tools (OpenAI's
+ * function tools, as Ollama does; toolcall.h), assistant messages'
+ * tool_calls ({"function": {"name", "arguments": {...}}}) and tool
+ * messages ({"role": "tool", "content"}); the model's calls come back as
+ * message.tool_calls with their arguments as objects. Images, think,
+ * suffix and context get a 400 that says they are not supported.
  *
  * The builders write the lines: each streamed piece ({model, created_at,
- * message | response, done: false}), the last one (done: true, done_reason,
+ * message | response, done: false}), a streamed answer's calls (a line of
+ * their own before the last, as Ollama sends them), the last one (done: true, done_reason,
  * prompt_eval_count, eval_count and the durations in nanoseconds) and
  * errors ({"error": message}), which Ollama sends with the HTTP status, or
  * as a line of its own when a stream has begun.
@@ -48,7 +53,11 @@ typedef struct {
 // One streamed piece of text (done: false).
 char *mc_ollama_chunk_json(const mc_ollama_answer_t *a, const char *text, size_t len);
 
-// The last line of a stream (res->len 0) or the whole answer: done: true,
+// A streamed answer's calls: a line whose message has empty content and tool_calls.
+char *mc_ollama_calls_json(const mc_ollama_answer_t *a, const mc_toolcall_t *calls, size_t n);
+
+// The last line of a stream (res->len 0) or the whole answer (its calls in
+// message.tool_calls, when res has any): done: true,
 // done_reason ("stop", "length"; "load" for MC_FINISH_NONE), the counts and
 // durations (u: the generation's times; total_s: the request's).
 char *mc_ollama_final_json(const mc_ollama_answer_t *a, const mc_api_result_t *res, const mc_gen_usage_t *u,

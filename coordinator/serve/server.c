@@ -429,7 +429,8 @@ static mc_api_result_t s_result(const s_job_t *j) {
 
 // Whether a chat (or Responses) answer is split (reply.h) rather than all content.
 static bool s_splits(const s_job_t *j) {
-    return (j->fmt == S_FMT_CHAT || j->fmt == S_FMT_RESPONSES) && mc_reply_active(&j->rp);
+    return (j->fmt == S_FMT_CHAT || j->fmt == S_FMT_RESPONSES || j->fmt == S_FMT_OLLAMA_CHAT) &&
+           mc_reply_active(&j->rp);
 }
 
 // The split of a finished chat answer: reasoning, content and the calls
@@ -669,6 +670,15 @@ static bool s_stream_end(s_job_t *j) {
         return s_responses_end(j);
     default:
         if (failed) return s_out_line(j, mc_ollama_error_json(e.message));
+        if (s_splits(j)) { // what was held back, then the calls' line
+            if (!s_stream_split(j, true)) return false;
+            mc_reply_view_t v;
+            mc_toolcall_list_t calls;
+            s_split(j, &v, &calls);
+            const bool ok = !calls.n || s_out_line(j, mc_ollama_calls_json(&j->oans, calls.calls, calls.n));
+            mc_toolcall_list_free(&calls);
+            if (!ok) return false;
+        }
         return s_out_line(j, mc_ollama_final_json(&j->oans, &rest, &j->usage, mc_clock_s() - j->t_start));
     }
 }
@@ -906,7 +916,7 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
                                       q.max_tokens, q.logprobs, tok, q.store, &j->tools};
     j->oans = (mc_ollama_answer_t){fmt == S_FMT_OLLAMA_CHAT, model};
     j->calls_tok = -1;
-    if (fmt == S_FMT_CHAT || fmt == S_FMT_RESPONSES) { // (the Responses API keeps a think block as text)
+    if (fmt == S_FMT_CHAT || fmt == S_FMT_RESPONSES || fmt == S_FMT_OLLAMA_CHAT) { // (only chat splits off thinking)
         j->rp = (mc_reply_params_t){srv->style, fmt == S_FMT_CHAT && srv->style == MC_CHAT_STYLE_QWEN3 && q.thinking,
                                     mc_toolcall_active(&q.tools)};
         j->tools = q.tools; // the job's now
