@@ -5,8 +5,9 @@
  * default for every earlier answer of a conversation (store is true unless
  * a request says false), so without this its second turn would fail.
  *
- * Only the text of each output message is kept, under its message id, in
- * memory: at most max_items answers and max_bytes of text, the oldest
+ * The text of each output message is kept under its message id, and each
+ * call as its function_call item's JSON under its "fc_" id (the caller
+ * decides what a text means), in memory: at most max_items answers and max_bytes of text, the oldest
  * dropped first (a reference to a dropped one gets a 400 that says to send
  * the text). Nothing survives a restart. Any thread (one mutex).
  */

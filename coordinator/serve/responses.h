@@ -10,13 +10,17 @@
  * extras the chat endpoint takes), stream, and logprobs through
  * include: ["message.output_text.logprobs"] with top_logprobs. Message items
  * hold a string or input_text / output_text parts. Items are read through a
- * table of item types, and tools through one function, so function calls
- * (function_call, function_call_output items; function tools) can plug in:
- * until they do, `tools` with a tool, such items, structured output
- * (text.format other than "text"), previous_response_id, conversation and
- * background get a 400 that says so. An item_reference to an earlier
- * answer of this server is read from the answers it keeps (items.h; unless
- * the request said store: false).
+ * table of item types: function_call items are the assistant's calls (a run
+ * of them, with the assistant's text just before, one chat assistant
+ * message with tool_calls), function_call_output items their results (chat
+ * tool messages). Function tools come flat ({"type": "function", "name",
+ * "description", "parameters", "strict"}), with tool_choice ({"type":
+ * "function", "name"} for a named one) and parallel_tool_calls
+ * (toolcall.h: mc_toolcall_req_parse_flat). Structured output is
+ * text.format. An item_reference to an earlier answer of this server (a
+ * message's text, or a call by its "fc_" id) is read from the answers it
+ * keeps (items.h; unless the request said store: false). previous_response_id,
+ * conversation, background and other tool types get a 400 that says so.
  *
  * The builders write the response object (non-streamed, and inside the
  * lifecycle events) and each streamed event: response.created,
@@ -26,7 +30,10 @@
  * response.output_item.done, then response.completed (or
  * response.incomplete when a token limit ended the text, with
  * incomplete_details.reason "max_output_tokens", or response.failed with
- * the error).
+ * the error). The model's calls are function_call output items ("fc_" ids,
+ * after the message, which is left out when there is no text and there are
+ * calls); streamed, each is response.output_item.added (empty arguments),
+ * response.function_call_arguments.delta, .done, response.output_item.done.
  */
 #ifndef MC_RESPONSES_H
 #define MC_RESPONSES_H
