@@ -133,6 +133,7 @@ static void test_tools(void **state) {
     assert_string_equal(r.msgs[1].calls[1].arguments, "{\"city\": \"Rome\"}");
     assert_int_equal(r.msgs[2].role, MC_CHAT_TOOL);
     assert_int_equal(r.msgs[2].len, 4);
+    assert_string_equal(r.msgs[2].tool_call_id, ""); // none named
     assert_int_equal(r.tools.n_tools, 1);
     assert_true(mc_toolcall_active(&r.tools));
     assert_string_equal(r.tools.tools[0].name, "get");

@@ -137,6 +137,10 @@ static mc_err_t s_chat(const cJSON *root, mc_api_request_t *r, bool *load_only, 
         r->msgs[i].content = cJSON_IsString(c) ? c->valuestring : "";
         r->msgs[i].len = strlen(r->msgs[i].content);
         if ((rc = s_calls(m, i, r, &r->msgs[i], e))) return rc;
+        if (r->msgs[i].role == MC_CHAT_TOOL) { // Ollama names no call (newer clients may send its id)
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
+            r->msgs[i].tool_call_id = cJSON_IsString(id) ? id->valuestring : "";
+        }
         r->n_msgs++;
     }
     r->chat = true;

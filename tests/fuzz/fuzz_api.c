@@ -130,6 +130,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                        "\"Again\"}],\"max_output_tokens\":16,\"temperature\":0.5,\"top_p\":0.9,\"stream\":true,"
                        "\"include\":[\"message.output_text.logprobs\"],\"top_logprobs\":2,\"text\":{\"format\":{\"type\":"
                        "\"text\"}},\"tools\":[],\"store\":false}");
+    s_seed_raw("responses-tools.json",
+                       "{\"input\":[{\"role\":\"user\",\"content\":\"w?\"},{\"role\":\"assistant\",\"content\":\"Hm.\"},"
+                       "{\"type\":\"function_call\",\"call_id\":\"c1\",\"name\":\"get\",\"arguments\":\"{\\\"a\\\":1}\"},"
+                       "{\"type\":\"item_reference\",\"id\":\"fc_1\"},{\"type\":\"function_call_output\",\"call_id\":\"c1\","
+                       "\"output\":\"20\"}],\"tools\":[{\"type\":\"function\",\"name\":\"get\",\"strict\":true,"
+                       "\"parameters\":{\"type\":\"object\"}}],\"tool_choice\":{\"type\":\"function\",\"name\":\"get\"},"
+                       "\"parallel_tool_calls\":false}");
+    s_seed_raw("ollama-tools.json",
+                       "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"w?\"},{\"role\":\"assistant\","
+                       "\"tool_calls\":[{\"function\":{\"name\":\"get\",\"arguments\":{\"a\":1}}}]},{\"role\":\"tool\","
+                       "\"content\":\"20\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get\"}}]}");
     s_seed_raw("ollama-chat.json",
                        "{\"model\":\"m:latest\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
                        "{\"role\":\"user\",\"content\":\"Hi\"}],\"stream\":false,\"options\":{\"temperature\":0,"
