@@ -700,7 +700,7 @@ static void s_check_dot8(mc_dtype_t t) {
             for (uint32_t r = 0; r < n_rows; r++) s_wild_row(ti, n, w + (size_t)r * rb, s_rng_next(&rng) & 1, &rng);
             for (size_t ii = 0; ii < n_isas; ii++) {
                 const mc_kernel_t *k = mc_kernel_get(t, isas[ii]);
-                if (!k->dot8) continue; // NEON: Q4_0 only (the others stay unpacked there)
+                assert_non_null(k->dot8); // every ISA repacks the types with a layout
                 const size_t ab = mc_kernel_act_bytes(k, n);
                 uint8_t *abuf = malloc(N_ACT * (ab + 1));
                 float *x = malloc((size_t)n * sizeof *x), *got = malloc(4 * STRIDE * sizeof *got);
@@ -939,18 +939,16 @@ static void test_table(void **state) {
         assert_int_equal(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->isa, MC_ISA_SCALAR);
         // The scalar table has no dot4: callers loop over dot.
         assert_null(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->dot4);
-        // The repacked product exists for Q4_0 on every ISA, for Q8_0, Q4_K
-        // and Q6_K on scalar, AVX2 and AVX-VNNI (NEON does not repack them: a
-        // matrix is repacked only where its kernel has dot8), and only for
-        // the types with a layout.
+        // The repacked product exists on every ISA (scalar, AVX2, AVX-VNNI,
+        // NEON, NEON dotprod) for exactly the types with a layout: a matrix is
+        // repacked only where its kernel has dot8.
         for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
             const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isas[i]);
             const mc_dtype_t t = s_types[ti].wtype;
             assert_true(mc_kernel_repacks(t) == (t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K ||
                                                  t == MC_DTYPE_Q6_K));
             if (!mc_kernel_repacks(t)) assert_null(k->dot8);
-            if (t == MC_DTYPE_Q4_0 || k->isa == MC_ISA_SCALAR || k->isa == MC_ISA_AVX2 || k->isa == MC_ISA_AVX_VNNI)
-                assert_true(!k->dot8 == !mc_kernel_repacks(t));
+            assert_true(!k->dot8 == !mc_kernel_repacks(t));
         }
     }
     // The batched products of the benchmark types and the Q4_K_M mix have dot4 wherever SIMD runs.
