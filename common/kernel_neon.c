@@ -962,22 +962,25 @@ S_BODY void s_scales_k4x8(const uint8_t *rec, uint8_t sc[64], uint8_t m[64]) {
     }
 }
 
-S_BODY void s_dot8_q4_k(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes, const void *const *a,
-                        int na, s_dot32_fn dot32, s_quad_fn quad) {
+// Q4_K and (five) Q5_K, whose fifth bits come from the qh registers after
+// Q4_K's record (at most 31: the small-product primitive stays exact).
+S_BODY void s_dot8_k4(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes, const void *const *a,
+                      int na, s_dot32_fn dot32, s_quad_fn quad, bool five) {
     assert(n % MC_QK_K == 0 && na >= 1 && na <= 4);
     if (row_bytes) {
         for (int c = 0; c < na; c++)
             for (int r = 0; r < 8; r++)
                 s_dot_k4(n, &s[(size_t)c * stride + (size_t)r], (const uint8_t *)w8 + (size_t)r * row_bytes, a[c],
-                         dot32, false);
+                         dot32, five);
         return;
     }
     enum { BY = sizeof(mc_block_q8_k_t) };
-    const uint8x16_t m4 = vdupq_n_u8(0xF);
+    const uint8x16_t m4 = vdupq_n_u8(0xF), b5 = vdupq_n_u8(0x10);
+    const size_t rec = five ? MC_Q5_KX8_BYTES : MC_Q4_KX8_BYTES;
     for (int c = 0; c < na; c++) {
         const uint8_t *x = w8, *y = a[c];
         float32x4_t sumf[2] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
-        for (int64_t i = 0; i < n / MC_QK_K; i++, x += MC_Q4_KX8_BYTES, y += BY) {
+        for (int64_t i = 0; i < n / MC_QK_K; i++, x += rec, y += BY) {
             const uint8_t *q8 = S_FIELD(y, mc_block_q8_k_t, qs);
             int16_t bs[MC_QK_K / 16];
             memcpy(bs, S_FIELD(y, mc_block_q8_k_t, bsums), sizeof bs);
@@ -990,8 +993,15 @@ S_BODY void s_dot8_q4_k(int64_t n, float *s, size_t stride, const void *w8, size
                     int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
                     for (int k = 0; k < 8; k++) {
                         const uint8x16_t v = vld1q_u8(x + 128 + 32 * (8 * cc + k) + 16 * h);
-                        lo = vaddq_s32(lo, quad(vreinterpretq_s8_u8(vandq_u8(v, m4)), s_dup4(q8 + 64 * cc + 4 * k)));
-                        hi = vaddq_s32(hi, quad(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), s_dup4(q8 + 64 * cc + 32 + 4 * k)));
+                        uint8x16_t vl = vandq_u8(v, m4), vh = vshrq_n_u8(v, 4);
+                        if (five) { // bits 2cc, 2cc + 1 of the qh bytes as 0x10
+                            const uint8x16_t hb = vld1q_u8(x + MC_Q4_KX8_BYTES + 32 * k + 16 * h);
+                            const uint8x16_t t = vshlq_u8(hb, vdupq_n_s8((int8_t)(4 - 2 * cc)));
+                            vl = vorrq_u8(vl, vandq_u8(t, b5));
+                            vh = vorrq_u8(vh, vandq_u8(vshrq_n_u8(t, 1), b5));
+                        }
+                        lo = vaddq_s32(lo, quad(vreinterpretq_s8_u8(vl), s_dup4(q8 + 64 * cc + 4 * k)));
+                        hi = vaddq_s32(hi, quad(vreinterpretq_s8_u8(vh), s_dup4(q8 + 64 * cc + 32 + 4 * k)));
                     }
                     const int j1 = 8 * (2 * cc) + 4 * h, j2 = 8 * (2 * cc + 1) + 4 * h;
                     isum = vmlaq_s32(vmlaq_s32(isum, s_u8x4(sc + j1), lo), s_u8x4(sc + j2), hi);
@@ -1109,8 +1119,10 @@ S_SDOT static void s_dot8_q4_0_sdot(int64_t n, float *s, size_t stride, const vo
     }
 S_FLAVOURS8(s_dot8_q8_0_neon, s_dot8_q8_0, , s_quad_mull)
 S_FLAVOURS8(s_dot8_q8_0_sdot, s_dot8_q8_0, S_SDOT, s_quad_sdot)
-S_FLAVOURS8(s_dot8_q4_k_neon, s_dot8_q4_k, , s_dot32_small_mull, s_quad_small_mull)
-S_FLAVOURS8(s_dot8_q4_k_sdot, s_dot8_q4_k, S_SDOT, s_dot32_sdot, s_quad_sdot)
+S_FLAVOURS8(s_dot8_q4_k_neon, s_dot8_k4, , s_dot32_small_mull, s_quad_small_mull, false)
+S_FLAVOURS8(s_dot8_q4_k_sdot, s_dot8_k4, S_SDOT, s_dot32_sdot, s_quad_sdot, false)
+S_FLAVOURS8(s_dot8_q5_k_neon, s_dot8_k4, , s_dot32_small_mull, s_quad_small_mull, true)
+S_FLAVOURS8(s_dot8_q5_k_sdot, s_dot8_k4, S_SDOT, s_dot32_sdot, s_quad_sdot, true)
 S_FLAVOURS8(s_dot8_q6_k_neon, s_dot8_q6_k, , s_dot16_small_mull, s_quad_small_mull)
 S_FLAVOURS8(s_dot8_q6_k_sdot, s_dot8_q6_k, S_SDOT, s_dot16_sdot, s_quad_sdot)
 #undef S_FLAVOURS8
@@ -1141,7 +1153,7 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
         S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q2_k_##fl, NULL, isa),             \
         S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q3_k_##fl, NULL, isa),             \
         S_K8(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q4_k_##fl, s_dot4_q4_k_##fl, s_dot8_q4_k_##fl, isa), \
-        S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q5_k_##fl, NULL, isa),             \
+        S_K8(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q5_k_##fl, NULL, s_dot8_q5_k_##fl, isa),             \
         S_K8(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q6_k_##fl, s_dot4_q6_k_##fl, s_dot8_q6_k_##fl, isa), \
     }
 

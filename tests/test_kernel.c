@@ -782,6 +782,11 @@ static void test_dot8_q4_k_same_bits(void **state) {
     s_check_dot8(MC_DTYPE_Q4_K);
 }
 
+static void test_dot8_q5_k_same_bits(void **state) {
+    (void)state;
+    s_check_dot8(MC_DTYPE_Q5_K);
+}
+
 static void test_dot8_q6_k_same_bits(void **state) {
     (void)state;
     s_check_dot8(MC_DTYPE_Q6_K);
@@ -946,7 +951,7 @@ static void test_table(void **state) {
             const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isas[i]);
             const mc_dtype_t t = s_types[ti].wtype;
             assert_true(mc_kernel_repacks(t) == (t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K ||
-                                                 t == MC_DTYPE_Q6_K));
+                                                 t == MC_DTYPE_Q5_K || t == MC_DTYPE_Q6_K));
             if (!mc_kernel_repacks(t)) assert_null(k->dot8);
             assert_true(!k->dot8 == !mc_kernel_repacks(t));
         }
@@ -1022,6 +1027,7 @@ int main(void) {
         cmocka_unit_test(test_dot8_q4_0_same_bits),
         cmocka_unit_test(test_dot8_q8_0_same_bits),
         cmocka_unit_test(test_dot8_q4_k_same_bits),
+        cmocka_unit_test(test_dot8_q5_k_same_bits),
         cmocka_unit_test(test_dot8_q6_k_same_bits),
         cmocka_unit_test(test_repack_q4_0_layout),
         cmocka_unit_test(test_repack_k_layouts),
