@@ -826,27 +826,39 @@ static void test_repack_k_layouts(void **state) {
             assert_memory_equal(rec + 2 * r, blk, 2);
             for (int k = 0; k < 8; k++) assert_memory_equal(rec + 16 + 32 * k + 4 * r, blk + 2 + 4 * k, 4);
         }
-    rb = NB * sizeof(mc_block_q4_k_t);
-    mc_kernel_repack8(MC_DTYPE_Q4_K, rows, rb, NB * MC_QK_K, out);
-    for (int b = 0; b < NB; b++)
-        for (int r = 0; r < 8; r++) {
-            const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * sizeof(mc_block_q4_k_t);
-            const uint8_t *rec = out + (size_t)b * MC_Q4_KX8_BYTES, *sc = blk + offsetof(mc_block_q4_k_t, scales);
-            assert_memory_equal(rec + 2 * r, blk + offsetof(mc_block_q4_k_t, d), 2);
-            assert_memory_equal(rec + 16 + 2 * r, blk + offsetof(mc_block_q4_k_t, dmin), 2);
-            for (int j = 0; j < 8; j++) {
-                // quant.c's 6-bit packing, decoded independently of kernel.c.
-                const int want_sc = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | (sc[j - 4] >> 6) << 4;
-                const int want_m = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | (sc[j] >> 6) << 4;
-                const int i = 8 * j + r, hi = rec[96 + i % 32] >> (i < 32 ? 0 : 4);
-                assert_int_equal((rec[32 + i] & 0xF) | (hi & 3) << 4, want_sc);
-                assert_int_equal((rec[32 + i] >> 4) | ((hi >> 2) & 3) << 4, want_m);
+    // Q4_K, then Q5_K: Q4_K's record from the same fields, then the qh bytes.
+    _Static_assert(offsetof(mc_block_q4_k_t, d) == offsetof(mc_block_q5_k_t, d) &&
+                       offsetof(mc_block_q4_k_t, dmin) == offsetof(mc_block_q5_k_t, dmin) &&
+                       offsetof(mc_block_q4_k_t, scales) == offsetof(mc_block_q5_k_t, scales),
+                   "K4 block heads");
+    for (int five = 0; five <= 1; five++) {
+        const size_t bx = five ? sizeof(mc_block_q5_k_t) : sizeof(mc_block_q4_k_t);
+        const size_t qs_off = five ? offsetof(mc_block_q5_k_t, qs) : offsetof(mc_block_q4_k_t, qs);
+        rb = NB * bx;
+        mc_kernel_repack8(five ? MC_DTYPE_Q5_K : MC_DTYPE_Q4_K, rows, rb, NB * MC_QK_K, out);
+        for (int b = 0; b < NB; b++)
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * bx;
+                const uint8_t *rec = out + (size_t)b * (five ? MC_Q5_KX8_BYTES : MC_Q4_KX8_BYTES),
+                              *sc = blk + offsetof(mc_block_q4_k_t, scales);
+                if (five)
+                    for (int k = 0; k < 8; k++)
+                        assert_memory_equal(rec + 1152 + 32 * k + 4 * r, blk + offsetof(mc_block_q5_k_t, qh) + 4 * k, 4);
+                assert_memory_equal(rec + 2 * r, blk + offsetof(mc_block_q4_k_t, d), 2);
+                assert_memory_equal(rec + 16 + 2 * r, blk + offsetof(mc_block_q4_k_t, dmin), 2);
+                for (int j = 0; j < 8; j++) {
+                    // quant.c's 6-bit packing, decoded independently of kernel.c.
+                    const int want_sc = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | (sc[j - 4] >> 6) << 4;
+                    const int want_m = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | (sc[j] >> 6) << 4;
+                    const int i = 8 * j + r, hi = rec[96 + i % 32] >> (i < 32 ? 0 : 4);
+                    assert_int_equal((rec[32 + i] & 0xF) | (hi & 3) << 4, want_sc);
+                    assert_int_equal((rec[32 + i] >> 4) | ((hi >> 2) & 3) << 4, want_m);
+                }
+                for (int c = 0; c < 4; c++)
+                    for (int k = 0; k < 8; k++)
+                        assert_memory_equal(rec + 128 + 32 * (8 * c + k) + 4 * r, blk + qs_off + 32 * c + 4 * k, 4);
             }
-            for (int c = 0; c < 4; c++)
-                for (int k = 0; k < 8; k++)
-                    assert_memory_equal(rec + 128 + 32 * (8 * c + k) + 4 * r,
-                                        blk + offsetof(mc_block_q4_k_t, qs) + 32 * c + 4 * k, 4);
-        }
+    }
     rb = NB * sizeof(mc_block_q6_k_t);
     mc_kernel_repack8(MC_DTYPE_Q6_K, rows, rb, NB * MC_QK_K, out);
     for (int b = 0; b < NB; b++)
