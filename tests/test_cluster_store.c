@@ -203,6 +203,17 @@ static void test_fixture_tiny_q4_0(void **state) {
     s_check_limits("tiny-q4_0", path);
 }
 
+// The other families, from the repository's fixtures (F32, llama.cpp-checked).
+static void test_fixture_families(void **state) {
+    (void)state;
+    static const char *const files[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/arch/%s.gguf", MC_REPO_FIXTURES, files[i]);
+        s_check_limits(files[i], path);
+    }
+}
+
 static void s_copy(const char *from, const char *to) {
     size_t len;
     uint8_t *buf = mc_test_read_file(from, &len);
@@ -282,6 +293,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_generated, s_stop_live),
         cmocka_unit_test_teardown(test_fixture_tiny_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_fixture_small_q4_k_m, s_stop_live),
+        cmocka_unit_test_teardown(test_fixture_families, s_stop_live),
         cmocka_unit_test_teardown(test_truncated_under_node, s_stop_live),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
