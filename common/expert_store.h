@@ -70,7 +70,7 @@ typedef struct {
     uint32_t hot_percent;      // MC_STORE_HOT: the hot set's share of the budget (1..90)
     const uint64_t *hot_counts; // MC_STORE_HOT: (n_layer, n_expert) rows routed per expert (a routing
                                 // statistics file); NULL: the store's own counts, refreshed as it runs
-    bool repack;               // Q4_0, Q8_0, Q4_K repacked on arrival (when mm's kernel has a repacked product)
+    bool repack;               // Q4_0, Q8_0, Q4_K, Q5_K, Q6_K repacked on arrival (when mm's kernel has a repacked product)
     bool uncached;             // drop what was read from the page cache (POSIX_FADV_DONTNEED): the pool
                                // is the only copy, and every miss reads the disk (benchmarks' cold runs)
     bool prefetch;             // read ahead what prefetch_from predicts for the next layer

@@ -478,27 +478,42 @@ static void s_dot_q4_k(int64_t n, float *s, const void *w, const void *a) {
     *s = sumf;
 }
 
-static void s_repack_q4_kx8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
+// Q4_K and Q5_K share the first MC_Q4_KX8_BYTES of their records; Q5_K's
+// fifth bits follow (kernel.h). five: Q5_K (the fields have the same names).
+#define S_REPACK_K4(type, blk, out, r)                                                                          \
+    do {                                                                                                       \
+        memcpy((out) + 2 * (r), S_FIELD(blk, type, d), 2);                                                      \
+        memcpy((out) + 16 + 2 * (r), S_FIELD(blk, type, dmin), 2);                                              \
+        for (int j = 0; j < 8; j++) {                                                                          \
+            int sc, m;                                                                                         \
+            s_scale_min_k4(j, S_FIELD(blk, type, scales), &sc, &m);                                             \
+            const int i = 8 * j + (r);                                                                         \
+            (out)[32 + i] = (uint8_t)((sc & 0xF) | (m & 0xF) << 4);                                             \
+            (out)[96 + i % 32] |= (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (i < 32 ? 0 : 4));                   \
+        }                                                                                                      \
+        for (int c = 0; c < 4; c++)                                                                            \
+            for (int k = 0; k < 8; k++)                                                                        \
+                memcpy((out) + 128 + 32 * (8 * c + k) + 4 * (r), S_FIELD(blk, type, qs) + 32 * c + 4 * k, 4);  \
+    } while (0)
+
+static void s_repack_k4x8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out, bool five) {
     assert(n % MC_QK_K == 0);
-    for (int64_t b = 0; b < n / MC_QK_K; b++, out += MC_Q4_KX8_BYTES) {
+    const size_t bx = five ? sizeof(mc_block_q5_k_t) : sizeof(mc_block_q4_k_t);
+    for (int64_t b = 0; b < n / MC_QK_K; b++, out += 8 * bx) {
         memset(out + 96, 0, 32);
         for (int r = 0; r < 8; r++) {
-            const uint8_t *blk = rows + (size_t)r * row_bytes + (size_t)b * sizeof(mc_block_q4_k_t);
-            memcpy(out + 2 * r, S_FIELD(blk, mc_block_q4_k_t, d), 2);
-            memcpy(out + 16 + 2 * r, S_FIELD(blk, mc_block_q4_k_t, dmin), 2);
-            for (int j = 0; j < 8; j++) {
-                int sc, m;
-                s_scale_min_k4(j, S_FIELD(blk, mc_block_q4_k_t, scales), &sc, &m);
-                const int i = 8 * j + r;
-                out[32 + i] = (uint8_t)((sc & 0xF) | (m & 0xF) << 4);
-                out[96 + i % 32] |= (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (i < 32 ? 0 : 4));
+            const uint8_t *blk = rows + (size_t)r * row_bytes + (size_t)b * bx;
+            if (!five) {
+                S_REPACK_K4(mc_block_q4_k_t, blk, out, r);
+                continue;
             }
-            for (int c = 0; c < 4; c++)
-                for (int k = 0; k < 8; k++)
-                    memcpy(out + 128 + 32 * (8 * c + k) + 4 * r, S_FIELD(blk, mc_block_q4_k_t, qs) + 32 * c + 4 * k, 4);
+            S_REPACK_K4(mc_block_q5_k_t, blk, out, r);
+            for (int k = 0; k < 8; k++)
+                memcpy(out + MC_Q4_KX8_BYTES + 32 * k + 4 * r, S_FIELD(blk, mc_block_q5_k_t, qh) + 4 * k, 4);
         }
     }
 }
+#undef S_REPACK_K4
 
 // (scale, min) of sub-block j of row r in a repacked Q4_K record.
 static inline void s_scale_min_k4x8(const uint8_t *rec, int j, int r, int *sc, int *m) {
@@ -507,20 +522,24 @@ static inline void s_scale_min_k4x8(const uint8_t *rec, int j, int r, int *sc, i
     *m = (rec[32 + i] >> 4) | ((hi >> 2) & 3) << 4;
 }
 
-// s_dot_q4_k's steps for the 8 rows of a repacked group, or of 8 raw rows.
-static void s_dot8_q4_k(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
-                        int na) {
+static void s_dot_q5_k(int64_t n, float *s, const void *w, const void *a);
+
+// s_dot_q4_k's (five: s_dot_q5_k's) steps for the 8 rows of a repacked
+// group, or of 8 raw rows.
+static inline void s_dot8_k4(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes,
+                             const void *const *a, int na, bool five) {
     assert(n % MC_QK_K == 0 && na >= 1 && na <= 4);
+    const size_t rec = five ? MC_Q5_KX8_BYTES : MC_Q4_KX8_BYTES;
     for (int c = 0; c < na; c++)
         for (int r = 0; r < 8; r++) {
             float *out = &s[(size_t)c * s_stride + (size_t)r];
             if (row_bytes) {
-                s_dot_q4_k(n, out, (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
+                (five ? s_dot_q5_k : s_dot_q4_k)(n, out, (const uint8_t *)w8 + (size_t)r * row_bytes, a[c]);
                 continue;
             }
             const uint8_t *x = w8, *y = a[c];
             float sumf = 0.f;
-            for (int64_t i = 0; i < n / MC_QK_K; i++, x += MC_Q4_KX8_BYTES, y += sizeof(mc_block_q8_k_t)) {
+            for (int64_t i = 0; i < n / MC_QK_K; i++, x += rec, y += sizeof(mc_block_q8_k_t)) {
                 const int8_t *q8 = (const int8_t *)S_FIELD(y, mc_block_q8_k_t, qs);
                 int16_t bsums[MC_QK_K / 16];
                 s_bsums(y, bsums);
@@ -532,8 +551,10 @@ static void s_dot8_q4_k(int64_t n, float *s, size_t s_stride, const void *w8, si
                     for (int k = 0; k < 8; k++)
                         for (int j = 0; j < 4; j++) {
                             const uint8_t q = x[128 + 32 * (8 * cc + k) + 4 * r + j];
-                            lo += (q & 0xF) * q8[64 * cc + 4 * k + j];
-                            hi += (q >> 4) * q8[64 * cc + 32 + 4 * k + j];
+                            // Q5_K: bits 2cc, 2cc + 1 of qh byte 4k + j.
+                            const int hb = five ? x[MC_Q4_KX8_BYTES + 32 * k + 4 * r + j] >> (2 * cc) : 0;
+                            lo += ((q & 0xF) | (hb & 1) << 4) * q8[64 * cc + 4 * k + j];
+                            hi += ((q >> 4) | (hb & 2) << 3) * q8[64 * cc + 32 + 4 * k + j];
                         }
                     isum += sc1 * lo + sc2 * hi;
                     summs += m1 * (bsums[4 * cc] + bsums[4 * cc + 1]) + m2 * (bsums[4 * cc + 2] + bsums[4 * cc + 3]);
@@ -545,17 +566,28 @@ static void s_dot8_q4_k(int64_t n, float *s, size_t s_stride, const void *w8, si
         }
 }
 
+static void s_dot8_q4_k(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
+    s_dot8_k4(n, s, s_stride, w8, row_bytes, a, na, false);
+}
+
+static void s_dot8_q5_k(int64_t n, float *s, size_t s_stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na) {
+    s_dot8_k4(n, s, s_stride, w8, row_bytes, a, na, true);
+}
+
 static void s_repack_q6_kx8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out);
 
 bool mc_kernel_repacks(mc_dtype_t t) {
-    return t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K || t == MC_DTYPE_Q6_K;
+    return t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K || t == MC_DTYPE_Q5_K || t == MC_DTYPE_Q6_K;
 }
 
 void mc_kernel_repack8(mc_dtype_t t, const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out) {
     switch (t) {
     case MC_DTYPE_Q4_0: mc_kernel_repack_q4_0x8(rows, row_bytes, n, out); break;
     case MC_DTYPE_Q8_0: s_repack_q8_0x8(rows, row_bytes, n, out); break;
-    case MC_DTYPE_Q4_K: s_repack_q4_kx8(rows, row_bytes, n, out); break;
+    case MC_DTYPE_Q4_K: s_repack_k4x8(rows, row_bytes, n, out, false); break;
+    case MC_DTYPE_Q5_K: s_repack_k4x8(rows, row_bytes, n, out, true); break;
     case MC_DTYPE_Q6_K: s_repack_q6_kx8(rows, row_bytes, n, out); break;
     default: assert(!"type without an 8-row layout"); break;
     }
@@ -681,7 +713,8 @@ static const mc_kernel_t s_scalar[] = {
     {.wtype = MC_DTYPE_Q3_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q3_k, .isa = MC_ISA_SCALAR},
     {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .isa = MC_ISA_SCALAR,
      .dot8 = s_dot8_q4_k},
-    {.wtype = MC_DTYPE_Q5_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q5_k, .isa = MC_ISA_SCALAR},
+    {.wtype = MC_DTYPE_Q5_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q5_k, .isa = MC_ISA_SCALAR,
+     .dot8 = s_dot8_q5_k},
     {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .isa = MC_ISA_SCALAR,
      .dot8 = s_dot8_q6_k},
 };

@@ -72,7 +72,7 @@ typedef size_t (*mc_prep_bytes_fn)(int64_t n);
 // (n / 32 * MC_Q4_0X8_BYTES bytes) in the layout above.
 void mc_kernel_repack_q4_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out);
 
-// Q8_0, Q4_K and Q6_K have 8-row layouts too (mc_kernel_repack8), again the
+// Q8_0, Q4_K, Q5_K and Q6_K have 8-row layouts too (mc_kernel_repack8), again the
 // same bytes as the 8 rows (a group is 8 * row_bytes), rows in 32-bit lanes:
 //
 // Q8_0, per block b, MC_Q8_0X8_BYTES:
@@ -88,6 +88,11 @@ void mc_kernel_repack_q4_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, u
 //   qs[4][8][8][4] qs[c][k][r][j] = byte 32c + 4k + j of row r's qs: low
 //               nibble value 64c + 4k + j, high nibble value 64c + 32 + 4k + j
 //
+// Q5_K, per super-block b, MC_Q5_KX8_BYTES: Q4_K's record (the same
+// fields from the Q5_K blocks), then
+//   qh[8][8][4] qh[k][r][j] = byte 4k + j of row r's qh: bits 2c and 2c + 1
+//               are the fifth bits of the nibbles in qs[c][k][r][j]
+//
 // Q6_K, per super-block b, MC_Q6_KX8_BYTES:
 //   d[8]        (16) fp16
 //   scales[16][8] (128) scales[G][r] = row r's int8 scale of values 16G..16G+15
@@ -95,16 +100,17 @@ void mc_kernel_repack_q4_0x8(const uint8_t *rows, size_t row_bytes, int64_t n, u
 //   qh[2][8][8][4]  qh[h][k][r][j] = byte 32h + 4k + j of row r's qh
 #define MC_Q8_0X8_BYTES 272  // 8 * sizeof(mc_block_q8_0_t)
 #define MC_Q4_KX8_BYTES 1152 // 8 * sizeof(mc_block_q4_k_t)
+#define MC_Q5_KX8_BYTES 1408 // 8 * sizeof(mc_block_q5_k_t)
 #define MC_Q6_KX8_BYTES 1680 // 8 * sizeof(mc_block_q6_k_t)
 
-// Whether t has an 8-row layout (Q4_0, Q8_0, Q4_K, Q6_K).
+// Whether t has an 8-row layout (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K).
 bool mc_kernel_repacks(mc_dtype_t t);
 
 // Pack 8 rows of type t (mc_kernel_repacks) of n values each (row r at rows
 // + r * row_bytes) into out (8 * row_bytes bytes) in t's layout.
 void mc_kernel_repack8(mc_dtype_t t, const uint8_t *rows, size_t row_bytes, int64_t n, uint8_t *out);
 
-// The product of 8 rows (Q4_0, Q8_0, Q4_K, Q6_K) with na (1..4) activation rows a[c] as dot
+// The product of 8 rows (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) with na (1..4) activation rows a[c] as dot
 // reads them (with prep's side data): s[c * s_stride + r] = dot(row r,
 // a[c]), the same bits as dot. row_bytes 0: w is one repacked group (the
 // type's layout above); else w is 8 raw rows, row r at w + r * row_bytes (a matrix
@@ -121,7 +127,7 @@ typedef struct {
     mc_isa_t isa;        // the implementation actually returned
     mc_prep_fn prep;     // NULL: dot reads bare act_type rows
     mc_prep_bytes_fn prep_bytes;
-    mc_dot8_fn dot8;     // the repacked 8-row product (Q4_0, Q8_0, Q4_K, Q6_K); NULL: this kernel reads raw rows only
+    mc_dot8_fn dot8;     // the repacked 8-row product (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K); NULL: this kernel reads raw rows only
 } mc_kernel_t;
 
 // Bytes of one activation row of n values as k's dot reads it.

@@ -916,7 +916,8 @@ S_DOTK(q6_k, MC_DTYPE_Q6_K)
     S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, q3_k, isa_),                                              \
     {.wtype = MC_DTYPE_Q4_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q4_k, .dot4 = s_dot4_q4_k, \
      .isa = isa_, .dot8 = pfx##dot8_q4_k},                                              \
-    S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, q5_k, isa_),                                              \
+    {.wtype = MC_DTYPE_Q5_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q5_k, .dot4 = s_dot4_q5_k, \
+     .isa = isa_, .dot8 = pfx##dot8_q5_k},                                              \
     {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .dot4 = s_dot4_q6_k, \
      .isa = isa_, .dot8 = pfx##dot8_q6_k}
 

@@ -1,5 +1,5 @@
 /*
- * kernel_avx2_k8: Q4_K's and Q6_K's repacked 8-row products (kernel.h layouts), a
+ * kernel_avx2_k8: Q4_K's, Q5_K's and Q6_K's repacked 8-row products (kernel.h layouts), a
  * template that kernel_avx2.c includes twice like kernel_avx2_q32.h: with
  * S_K8_VNNI 0 (maddubs, then madd by the sub-block scales) and 1 (AVX-VNNI
  * vpdpbusd, then a 32-bit multiply by the scales). S_K8_FN, S_K8_INLINE and
@@ -7,22 +7,24 @@
  *
  * Register (c, k) holds bytes 32c + 4k .. + 3 of the 8 rows' quants: its low
  * nibbles meet activation bytes 64c + 4k.. broadcast, its high ones 64c +
- * 32 + 4k..; lane r then sums row r's sub-blocks 2c and 2c + 1 exactly. The
+ * 32 + 4k..; lane r then sums row r's sub-blocks 2c and 2c + 1 exactly
+ * (Q5_K: the fifth bits from its qh registers or'ed in as 0x10 first). The
  * scales times those sums, the mins times the activation's bsums (madd: the
  * same integers as kernel.c's), then kernel.c's float steps in 8 lanes:
  * (d * yd) * isum - (dmin * yd) * summs added to the running sum.
  */
 
-S_K8_INLINE void S_K8_NAME(tile_q4_k)(int64_t n, float *s, size_t stride, const uint8_t *x, const void *const *a,
-                                      int na) {
+S_K8_INLINE void S_K8_NAME(tile_k4)(int64_t n, float *s, size_t stride, const uint8_t *x, const void *const *a,
+                                    int na, bool five) {
     enum { YB = sizeof(mc_block_q8_k_t), YQ = offsetof(mc_block_q8_k_t, qs), YS = offsetof(mc_block_q8_k_t, bsums) };
     const int64_t nb = n / MC_QK_K;
     __m256 acc[4];
     for (int c = 0; c < na; c++) acc[c] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *xr = x + (size_t)i * MC_Q4_KX8_BYTES;
-        s_prefetch(xr, MC_Q4_KX8_BYTES);
+        const size_t rec = five ? MC_Q5_KX8_BYTES : MC_Q4_KX8_BYTES;
+        const uint8_t *xr = x + (size_t)i * rec;
+        s_prefetch(xr, rec);
         // The 6-bit scales and mins, index 8j + r (kernel.h), as bytes.
         const __m256i lo0 = s_load(xr + 32), lo1 = s_load(xr + 64), hb = s_load(xr + 96);
         uint8_t scb[64], mnb[64];
@@ -62,6 +64,12 @@ S_K8_INLINE void S_K8_NAME(tile_q4_k)(int64_t n, float *s, size_t stride, const 
                 const __m256i v = s_load(xr + 128 + 32 * (8 * cc + k));
                 ql[k] = _mm256_and_si256(v, m4);
                 qh[k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (five) { // bits 2cc, 2cc + 1 of the qh register as 0x10
+                    const __m256i hb = _mm256_srli_epi16(s_load(xr + MC_Q4_KX8_BYTES + 32 * k), 2 * cc);
+                    const __m256i one = _mm256_set1_epi8(1);
+                    ql[k] = _mm256_or_si256(ql[k], _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                    qh[k] = _mm256_or_si256(qh[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+                }
             }
 #pragma GCC unroll 4
             for (int c = 0; c < na; c++) {
@@ -76,15 +84,20 @@ S_K8_INLINE void S_K8_NAME(tile_q4_k)(int64_t n, float *s, size_t stride, const 
                 isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_mullo_epi32(lo, sc[2 * cc]),
                                                                      _mm256_mullo_epi32(hi, sc[2 * cc + 1])));
 #else
-                // int16 pair sums: |8 * 2 * 15 * 128| = 30720, exact.
-                __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+                // int16 pair sums: |8 * 2 * 15 * 128| = 30720, exact; with
+                // Q5_K's 5-bit quants 4 at a time, |4 * 2 * 31 * 128| = 31744.
+                const int per = five ? 4 : 8;
+#pragma GCC unroll 2
+                for (int k0 = 0; k0 < 8; k0 += per) {
+                    __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
 #pragma GCC unroll 8
-                for (int k = 0; k < 8; k++) {
-                    lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(ql[k], s_bcast32(yq + 4 * k)));
-                    hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(qh[k], s_bcast32(yq + 32 + 4 * k)));
+                    for (int k = k0; k < k0 + per; k++) {
+                        lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(ql[k], s_bcast32(yq + 4 * k)));
+                        hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(qh[k], s_bcast32(yq + 32 + 4 * k)));
+                    }
+                    isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_madd_epi16(lo, sc[2 * cc]),
+                                                                         _mm256_madd_epi16(hi, sc[2 * cc + 1])));
                 }
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_madd_epi16(lo, sc[2 * cc]),
-                                                                     _mm256_madd_epi16(hi, sc[2 * cc + 1])));
 #endif
             }
         }
@@ -104,23 +117,33 @@ S_K8_INLINE void S_K8_NAME(tile_q4_k)(int64_t n, float *s, size_t stride, const 
     for (int c = 0; c < na; c++) _mm256_storeu_ps(s + (size_t)c * stride, acc[c]);
 }
 
-S_K8_FN void S_K8_NAME(dot8_q4_k)(int64_t n, float *s, size_t stride, const void *w8, size_t rb, const void *const *a,
-                                  int na) {
+S_K8_INLINE void S_K8_NAME(dot8_k4)(int64_t n, float *s, size_t stride, const void *w8, size_t rb,
+                                    const void *const *a, int na, bool five) {
     if (rb) { // raw rows: one row at a time against the na tokens, the same bits
         const uint8_t *y[4] = {a[0], na > 1 ? a[1] : a[0], na > 2 ? a[2] : a[0], na > 3 ? a[3] : a[0]};
         for (int r = 0; r < 8; r++) {
             float t[4];
-            s_dotk(MC_DTYPE_Q4_K, n, t, (const uint8_t *)w8 + (size_t)r * rb, y, na);
+            s_dotk(five ? MC_DTYPE_Q5_K : MC_DTYPE_Q4_K, n, t, (const uint8_t *)w8 + (size_t)r * rb, y, na);
             for (int c = 0; c < na; c++) s[(size_t)c * stride + (size_t)r] = t[c];
         }
         return;
     }
     switch (na) {
-    case 1: S_K8_NAME(tile_q4_k)(n, s, stride, w8, a, 1); break;
-    case 2: S_K8_NAME(tile_q4_k)(n, s, stride, w8, a, 2); break;
-    case 3: S_K8_NAME(tile_q4_k)(n, s, stride, w8, a, 3); break;
-    default: S_K8_NAME(tile_q4_k)(n, s, stride, w8, a, 4); break;
+    case 1: S_K8_NAME(tile_k4)(n, s, stride, w8, a, 1, five); break;
+    case 2: S_K8_NAME(tile_k4)(n, s, stride, w8, a, 2, five); break;
+    case 3: S_K8_NAME(tile_k4)(n, s, stride, w8, a, 3, five); break;
+    default: S_K8_NAME(tile_k4)(n, s, stride, w8, a, 4, five); break;
     }
+}
+
+S_K8_FN void S_K8_NAME(dot8_q4_k)(int64_t n, float *s, size_t stride, const void *w8, size_t rb, const void *const *a,
+                                  int na) {
+    S_K8_NAME(dot8_k4)(n, s, stride, w8, rb, a, na, false);
+}
+
+S_K8_FN void S_K8_NAME(dot8_q5_k)(int64_t n, float *s, size_t stride, const void *w8, size_t rb, const void *const *a,
+                                  int na) {
+    S_K8_NAME(dot8_k4)(n, s, stride, w8, rb, a, na, true);
 }
 
 // Q6_K's repacked product. Per half h, quarter q and k (0..7), the 8 rows'

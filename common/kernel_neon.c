@@ -598,6 +598,51 @@ S_BODY void s_dot8_q4_0(int64_t n, float *s, size_t stride, const void *w8, size
     }
 }
 
+// Q8_0's 8-lane order on a repacked group (kernel.h): register l of a record
+// holds lane l (values 4l..4l+3) of the 8 rows, 4 bytes a row, so quad(one
+// 16-byte half, the activation's bytes 4l..4l+3 in every lane) is p[l] of 4
+// rows. acc[l][h] keeps lane l of rows 4h..4h+3, each taking acc + (float)p
+// * d block after block, and kernel.c's fold runs lane-wise at the end.
+// Activation rows go one after the other (16 accumulators each).
+S_BODY void s_dot8_q8_0(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na, s_quad_fn quad) {
+    assert(n % MC_QK == 0 && na >= 1 && na <= 4);
+    if (row_bytes) { // raw rows: one row at a time, the same steps
+        const uint8_t *y[4] = {a[0], na > 1 ? a[1] : a[0], na > 2 ? a[2] : a[0], na > 3 ? a[3] : a[0]};
+        for (int r = 0; r < 8; r++) {
+            float t[4];
+            s_dot32_rows(n, t, (const uint8_t *)w8 + (size_t)r * row_bytes, y, na, s_shape_q8_0, s_unpack_q8_0, quad);
+            for (int c = 0; c < na; c++) s[(size_t)c * stride + (size_t)r] = t[c];
+        }
+        return;
+    }
+    enum { BY = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
+    for (int c = 0; c < na; c++) {
+        const uint8_t *x = w8, *y = a[c];
+        float32x4_t acc[8][2];
+        for (int l = 0; l < 8; l++) acc[l][0] = acc[l][1] = vdupq_n_f32(0.f);
+        for (int64_t i = 0; i < n / MC_QK; i++, x += MC_Q8_0X8_BYTES, y += BY) {
+            const float dy = s_half(y);
+            const float32x4_t d[2] = {vmulq_n_f32(s_half4(x, x + 2, x + 4, x + 6), dy),
+                                      vmulq_n_f32(s_half4(x + 8, x + 10, x + 12, x + 14), dy)};
+            int32_t ya[8];
+            memcpy(ya, y + YQ, sizeof ya);
+            for (int l = 0; l < 8; l++) {
+                const int8x16_t al = vreinterpretq_s8_s32(vdupq_n_s32(ya[l]));
+                for (int h = 0; h < 2; h++) {
+                    const int32x4_t p = quad(s_ld_s8(x + 16 + 32 * l + 16 * h), al);
+                    acc[l][h] = vaddq_f32(acc[l][h], vmulq_f32(vcvtq_f32_s32(p), d[h]));
+                }
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            const float32x4_t x0 = vaddq_f32(acc[0][h], acc[4][h]), x1 = vaddq_f32(acc[1][h], acc[5][h]);
+            const float32x4_t x2 = vaddq_f32(acc[2][h], acc[6][h]), x3 = vaddq_f32(acc[3][h], acc[7][h]);
+            vst1q_f32(s + (size_t)c * stride + 4 * h, vaddq_f32(vaddq_f32(x0, x2), vaddq_f32(x1, x3)));
+        }
+    }
+}
+
 // --- K-quants against Q8_K --------------------------------------------------------------------
 
 // The 16 bsums of a Q8_K block.
@@ -876,6 +921,161 @@ S_BODY void s_dot4_q4_k(int64_t n, float s[4], const void *w, const void *const 
     vst1q_f32(s, sumf);
 }
 
+// --- K-quants on repacked 8-row groups (kernel.h layouts) ----------------------------------
+//
+// As for Q4_0 and Q8_0, a 16-byte half of a quant register holds 4 bytes of
+// 4 rows, so quad(that half, 4 activation bytes in every lane) gives 4 rows'
+// byte-quad sums in 4 lanes; rows 4h..4h+3 live in registers [h]. The
+// integer sums per sub-block are exact in any order; the float steps are
+// the reference's per row, lane-wise. Activation rows go one after the
+// other. Raw rows take the plain dot per row.
+
+// 4 unsigned (u8) or signed (s8) bytes as 4 int32 lanes.
+static inline int32x4_t s_u8x4(const uint8_t *p) {
+    const int32_t v[4] = {p[0], p[1], p[2], p[3]};
+    return vld1q_s32(v);
+}
+
+static inline int32x4_t s_s8x4(const uint8_t *p) {
+    const int32_t v[4] = {(int8_t)p[0], (int8_t)p[1], (int8_t)p[2], (int8_t)p[3]};
+    return vld1q_s32(v);
+}
+
+// The 4 activation bytes at p in every lane.
+static inline int8x16_t s_dup4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return vreinterpretq_s8_s32(vdupq_n_s32(v));
+}
+
+// The 6-bit scales and mins of a repacked Q4_K record: sc[8j + r], m[8j + r]
+// for sub-block j of row r (index i = 8j + r: low nibbles at 32 + i, top
+// bits in byte 96 + i % 32, the high nibble for i >= 32).
+S_BODY void s_scales_k4x8(const uint8_t *rec, uint8_t sc[64], uint8_t m[64]) {
+    const uint8x16_t f = vdupq_n_u8(0xF), t = vdupq_n_u8(3);
+    for (int q = 0; q < 4; q++) {
+        const uint8x16_t lo = vld1q_u8(rec + 32 + 16 * q);
+        const uint8x16_t hb = vld1q_u8(rec + 96 + 16 * (q % 2));
+        const uint8x16_t hi = q < 2 ? hb : vshrq_n_u8(hb, 4);
+        vst1q_u8(sc + 16 * q, vorrq_u8(vandq_u8(lo, f), vshlq_n_u8(vandq_u8(hi, t), 4)));
+        vst1q_u8(m + 16 * q, vorrq_u8(vshrq_n_u8(lo, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hi, 2), t), 4)));
+    }
+}
+
+// Q4_K and (five) Q5_K, whose fifth bits come from the qh registers after
+// Q4_K's record (at most 31: the small-product primitive stays exact).
+S_BODY void s_dot8_k4(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes, const void *const *a,
+                      int na, s_dot32_fn dot32, s_quad_fn quad, bool five) {
+    assert(n % MC_QK_K == 0 && na >= 1 && na <= 4);
+    if (row_bytes) {
+        for (int c = 0; c < na; c++)
+            for (int r = 0; r < 8; r++)
+                s_dot_k4(n, &s[(size_t)c * stride + (size_t)r], (const uint8_t *)w8 + (size_t)r * row_bytes, a[c],
+                         dot32, five);
+        return;
+    }
+    enum { BY = sizeof(mc_block_q8_k_t) };
+    const uint8x16_t m4 = vdupq_n_u8(0xF), b5 = vdupq_n_u8(0x10);
+    const size_t rec = five ? MC_Q5_KX8_BYTES : MC_Q4_KX8_BYTES;
+    for (int c = 0; c < na; c++) {
+        const uint8_t *x = w8, *y = a[c];
+        float32x4_t sumf[2] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+        for (int64_t i = 0; i < n / MC_QK_K; i++, x += rec, y += BY) {
+            const uint8_t *q8 = S_FIELD(y, mc_block_q8_k_t, qs);
+            int16_t bs[MC_QK_K / 16];
+            memcpy(bs, S_FIELD(y, mc_block_q8_k_t, bsums), sizeof bs);
+            uint8_t sc[64], mn[64];
+            s_scales_k4x8(x, sc, mn);
+            const float yd = s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+            for (int h = 0; h < 2; h++) {
+                int32x4_t isum = vdupq_n_s32(0), summs = vdupq_n_s32(0);
+                for (int cc = 0; cc < 4; cc++) {
+                    int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+                    for (int k = 0; k < 8; k++) {
+                        const uint8x16_t v = vld1q_u8(x + 128 + 32 * (8 * cc + k) + 16 * h);
+                        uint8x16_t vl = vandq_u8(v, m4), vh = vshrq_n_u8(v, 4);
+                        if (five) { // bits 2cc, 2cc + 1 of the qh bytes as 0x10
+                            const uint8x16_t hb = vld1q_u8(x + MC_Q4_KX8_BYTES + 32 * k + 16 * h);
+                            const uint8x16_t t = vshlq_u8(hb, vdupq_n_s8((int8_t)(4 - 2 * cc)));
+                            vl = vorrq_u8(vl, vandq_u8(t, b5));
+                            vh = vorrq_u8(vh, vandq_u8(vshrq_n_u8(t, 1), b5));
+                        }
+                        lo = vaddq_s32(lo, quad(vreinterpretq_s8_u8(vl), s_dup4(q8 + 64 * cc + 4 * k)));
+                        hi = vaddq_s32(hi, quad(vreinterpretq_s8_u8(vh), s_dup4(q8 + 64 * cc + 32 + 4 * k)));
+                    }
+                    const int j1 = 8 * (2 * cc) + 4 * h, j2 = 8 * (2 * cc + 1) + 4 * h;
+                    isum = vmlaq_s32(vmlaq_s32(isum, s_u8x4(sc + j1), lo), s_u8x4(sc + j2), hi);
+                    const int b1 = bs[4 * cc] + bs[4 * cc + 1], b2 = bs[4 * cc + 2] + bs[4 * cc + 3];
+                    summs = vmlaq_n_s32(vmlaq_n_s32(summs, s_u8x4(mn + j1), b1), s_u8x4(mn + j2), b2);
+                }
+                const float32x4_t d = s_half4(x + 8 * h, x + 8 * h + 2, x + 8 * h + 4, x + 8 * h + 6);
+                const float32x4_t dmin = s_half4(x + 16 + 8 * h, x + 18 + 8 * h, x + 20 + 8 * h, x + 22 + 8 * h);
+                const float32x4_t t = vmulq_f32(vmulq_n_f32(d, yd), vcvtq_f32_s32(isum));
+                const float32x4_t u = vmulq_f32(vmulq_n_f32(dmin, yd), vcvtq_f32_s32(summs));
+                sumf[h] = vaddq_f32(sumf[h], vsubq_f32(t, u));
+            }
+        }
+        vst1q_f32(s + (size_t)c * stride, sumf[0]);
+        vst1q_f32(s + (size_t)c * stride + 4, sumf[1]);
+    }
+}
+
+// Q6_K: group G = 8h + 2q + g (half h, quarter q, k = 4g..4g+3 of its 16
+// byte quads); the 6-bit quant u = nibble of ql | 2 bits of qh << 4 (at most
+// 63: the small-product primitive is exact), and the reference's integer
+// sc * (sum(u * y) - 32 * bsums[G]).
+S_BODY void s_dot8_q6_k(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes, const void *const *a,
+                        int na, s_dot16_fn dot16, s_quad_fn quad) {
+    assert(n % MC_QK_K == 0 && na >= 1 && na <= 4);
+    if (row_bytes) {
+        for (int c = 0; c < na; c++)
+            for (int r = 0; r < 8; r++)
+                s_dot_q6_k(n, &s[(size_t)c * stride + (size_t)r], (const uint8_t *)w8 + (size_t)r * row_bytes, a[c],
+                           dot16);
+        return;
+    }
+    enum { BY = sizeof(mc_block_q8_k_t) };
+    const uint8x16_t m4 = vdupq_n_u8(0xF), m2 = vdupq_n_u8(0x30);
+    for (int c = 0; c < na; c++) {
+        const uint8_t *x = w8, *y = a[c];
+        float32x4_t sumf[2] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+        for (int64_t i = 0; i < n / MC_QK_K; i++, x += MC_Q6_KX8_BYTES, y += BY) {
+            const uint8_t *q8 = S_FIELD(y, mc_block_q8_k_t, qs);
+            int16_t bs[MC_QK_K / 16];
+            memcpy(bs, S_FIELD(y, mc_block_q8_k_t, bsums), sizeof bs);
+            const float yd = s_f32(S_FIELD(y, mc_block_q8_k_t, d));
+            for (int rh = 0; rh < 2; rh++) { // rows 4rh..4rh+3
+                int32x4_t isum = vdupq_n_s32(0);
+                for (int h = 0; h < 2; h++)
+                    for (int q = 0; q < 4; q++)
+                        for (int g = 0; g < 2; g++) {
+                            int32x4_t sg = vdupq_n_s32(0);
+                            for (int k = 4 * g; k < 4 * g + 4; k++) {
+                                const uint8x16_t l = vld1q_u8(x + 144 + 32 * (16 * h + k + 8 * (q % 2)) + 16 * rh);
+                                const uint8x16_t hb = vld1q_u8(x + 1168 + 32 * (8 * h + k) + 16 * rh);
+                                const uint8x16_t nib = q < 2 ? vandq_u8(l, m4) : vshrq_n_u8(l, 4);
+                                // bits 2q..2q+1 of hb moved to bits 4..5
+                                const uint8x16_t top = q == 0   ? vshlq_n_u8(hb, 4)
+                                                       : q == 1 ? vshlq_n_u8(hb, 2)
+                                                       : q == 2 ? hb
+                                                                : vshrq_n_u8(hb, 2);
+                                const int8x16_t u = vreinterpretq_s8_u8(vorrq_u8(nib, vandq_u8(top, m2)));
+                                sg = vaddq_s32(sg, quad(u, s_dup4(q8 + 128 * h + 32 * q + 4 * k)));
+                            }
+                            const int G = 8 * h + 2 * q + g;
+                            isum = vmlaq_s32(isum, s_s8x4(x + 16 + 8 * G + 4 * rh),
+                                             vsubq_s32(sg, vdupq_n_s32(32 * bs[G])));
+                        }
+                const float32x4_t d =
+                    vmulq_n_f32(s_half4(x + 8 * rh, x + 8 * rh + 2, x + 8 * rh + 4, x + 8 * rh + 6), yd);
+                sumf[rh] = vaddq_f32(sumf[rh], vmulq_f32(d, vcvtq_f32_s32(isum)));
+            }
+        }
+        vst1q_f32(s + (size_t)c * stride, sumf[0]);
+        vst1q_f32(s + (size_t)c * stride + 4, sumf[1]);
+    }
+}
+
 // --- the two flavours ---------------------------------------------------------------------
 
 #define S_FLAVOURS(body, prim_neon, prim_sdot)                                              \
@@ -912,6 +1112,20 @@ S_SDOT static void s_dot8_q4_0_sdot(int64_t n, float *s, size_t stride, const vo
                                     const void *const *a, int na) {
     s_dot8_q4_0(n, s, stride, w8, row_bytes, a, na, s_quad_sdot);
 }
+#define S_FLAVOURS8(name, body, attr, ...)                                                            \
+    attr static void name(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes,            \
+                          const void *const *a, int na) {                                                  \
+        body(n, s, stride, w8, row_bytes, a, na, __VA_ARGS__);                                             \
+    }
+S_FLAVOURS8(s_dot8_q8_0_neon, s_dot8_q8_0, , s_quad_mull)
+S_FLAVOURS8(s_dot8_q8_0_sdot, s_dot8_q8_0, S_SDOT, s_quad_sdot)
+S_FLAVOURS8(s_dot8_q4_k_neon, s_dot8_k4, , s_dot32_small_mull, s_quad_small_mull, false)
+S_FLAVOURS8(s_dot8_q4_k_sdot, s_dot8_k4, S_SDOT, s_dot32_sdot, s_quad_sdot, false)
+S_FLAVOURS8(s_dot8_q5_k_neon, s_dot8_k4, , s_dot32_small_mull, s_quad_small_mull, true)
+S_FLAVOURS8(s_dot8_q5_k_sdot, s_dot8_k4, S_SDOT, s_dot32_sdot, s_quad_sdot, true)
+S_FLAVOURS8(s_dot8_q6_k_neon, s_dot8_q6_k, , s_dot16_small_mull, s_quad_small_mull)
+S_FLAVOURS8(s_dot8_q6_k_sdot, s_dot8_q6_k, S_SDOT, s_dot16_sdot, s_quad_sdot)
+#undef S_FLAVOURS8
 S_FLAVOURS4(s_dot4_q4_1, s_quad_small_mull, s_quad_sdot)
 S_FLAVOURS4(s_dot4_q5_0, s_quad_small_mull, s_quad_sdot)
 S_FLAVOURS4(s_dot4_q5_1, s_quad_small_mull, s_quad_sdot)
@@ -935,12 +1149,12 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
         S_K(MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q4_1_##fl, s_dot4_q4_1_##fl, isa),             \
         S_K(MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q5_0_##fl, s_dot4_q5_0_##fl, isa),             \
         S_K(MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, s_act_q8_1, s_dot_q5_1_##fl, s_dot4_q5_1_##fl, isa),             \
-        S_K(MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q8_0_##fl, s_dot4_q8_0_##fl, isa), \
+        S_K8(MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_q8_0_##fl, s_dot4_q8_0_##fl, s_dot8_q8_0_##fl, isa), \
         S_K(MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q2_k_##fl, NULL, isa),             \
         S_K(MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q3_k_##fl, NULL, isa),             \
-        S_K(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q4_k_##fl, s_dot4_q4_k_##fl, isa), \
-        S_K(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q5_k_##fl, NULL, isa),             \
-        S_K(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q6_k_##fl, s_dot4_q6_k_##fl, isa), \
+        S_K8(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q4_k_##fl, s_dot4_q4_k_##fl, s_dot8_q4_k_##fl, isa), \
+        S_K8(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q5_k_##fl, NULL, s_dot8_q5_k_##fl, isa),             \
+        S_K8(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q6_k_##fl, s_dot4_q6_k_##fl, s_dot8_q6_k_##fl, isa), \
     }
 
 static const mc_kernel_t s_neon[] = S_TABLE(neon, MC_ISA_NEON);

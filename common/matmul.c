@@ -119,7 +119,7 @@ static void s_convert_run(mc_matmul_t *mm, const s_conv_t *convs, size_t n) {
 }
 
 // Rows r0 .. r1 (multiples of 8) of a matrix with an 8-row kernel (Q4_0,
-// Q8_0, Q4_K): one group of 8 rows at a time, against every token in tiles
+// Q8_0, Q4_K, Q5_K, Q6_K): one group of 8 rows at a time, against every token in tiles
 // of up to 4. The group (8 rows, at most a few tens of KB) stays in L1 while
 // all tokens pass over it. Repacked groups when the matrix has them (a group
 // is the 8 rows' bytes rearranged: 8 * row_bytes), else the raw rows (the

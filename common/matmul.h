@@ -22,7 +22,7 @@
 
 // A read-only view of a row-major weight matrix inside a model file.
 //
-// packed, when set (mc_model_repack; Q4_0, Q8_0, Q4_K: mc_kernel_repacks),
+// packed, when set (mc_model_repack; Q4_0, Q8_0, Q4_K, Q5_K, Q6_K: mc_kernel_repacks),
 // holds the first n_out / 8 * 8 rows again in the kernels' 8-row interleaved
 // layout (kernel.h: 8 * row_bytes per group of 8 rows); products then
 // read it instead of those rows, and the rows beyond (n_out % 8) from data.

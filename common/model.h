@@ -5,8 +5,8 @@
  * arch table (no dimension is assumed),
  * checks every tensor's presence, type and shape, and exposes weight
  * matrices as views into the mapped file: nothing is copied except the tiny
- * norm vectors (converted to f32), until mc_model_repack copies the Q4_0,
- * Q8_0 and Q4_K matrices a process multiplies into the kernels' layout. Expert e of layer l is handed out as
+ * norm vectors (converted to f32), until mc_model_repack copies the Q4_0, Q8_0,
+ * Q4_K, Q5_K and Q6_K matrices a process multiplies into the kernels' layout. Expert e of layer l is handed out as
  * (gate, up, down) whatever the file's layout: merged ffn_*_exps tensors,
  * where the expert is one contiguous byte range, or legacy per-expert
  * ffn_*.E tensors. A family with a shared expert (arch.h) has it bound per
@@ -117,7 +117,7 @@ bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e);
 void mc_model_destroy(mc_model_t **m);
 
 // Repack, at load time, the matrices this process multiplies whose type has
-// an 8-row interleaved layout (Q4_0, Q8_0, Q4_K: kernel.h) into it, where
+// an 8-row interleaved layout (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K: kernel.h) into it, where
 // mm's kernel for the type has the repacked product (else they stay): with dense,
 // every layer's attention and router matrices and the output head; and the
 // experts with held[layer * n_expert + e] != 0 (held NULL: every expert).

@@ -700,7 +700,7 @@ static void s_check_dot8(mc_dtype_t t) {
             for (uint32_t r = 0; r < n_rows; r++) s_wild_row(ti, n, w + (size_t)r * rb, s_rng_next(&rng) & 1, &rng);
             for (size_t ii = 0; ii < n_isas; ii++) {
                 const mc_kernel_t *k = mc_kernel_get(t, isas[ii]);
-                if (!k->dot8) continue; // NEON: Q4_0 only (the others stay unpacked there)
+                assert_non_null(k->dot8); // every ISA repacks the types with a layout
                 const size_t ab = mc_kernel_act_bytes(k, n);
                 uint8_t *abuf = malloc(N_ACT * (ab + 1));
                 float *x = malloc((size_t)n * sizeof *x), *got = malloc(4 * STRIDE * sizeof *got);
@@ -782,6 +782,11 @@ static void test_dot8_q4_k_same_bits(void **state) {
     s_check_dot8(MC_DTYPE_Q4_K);
 }
 
+static void test_dot8_q5_k_same_bits(void **state) {
+    (void)state;
+    s_check_dot8(MC_DTYPE_Q5_K);
+}
+
 static void test_dot8_q6_k_same_bits(void **state) {
     (void)state;
     s_check_dot8(MC_DTYPE_Q6_K);
@@ -821,27 +826,39 @@ static void test_repack_k_layouts(void **state) {
             assert_memory_equal(rec + 2 * r, blk, 2);
             for (int k = 0; k < 8; k++) assert_memory_equal(rec + 16 + 32 * k + 4 * r, blk + 2 + 4 * k, 4);
         }
-    rb = NB * sizeof(mc_block_q4_k_t);
-    mc_kernel_repack8(MC_DTYPE_Q4_K, rows, rb, NB * MC_QK_K, out);
-    for (int b = 0; b < NB; b++)
-        for (int r = 0; r < 8; r++) {
-            const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * sizeof(mc_block_q4_k_t);
-            const uint8_t *rec = out + (size_t)b * MC_Q4_KX8_BYTES, *sc = blk + offsetof(mc_block_q4_k_t, scales);
-            assert_memory_equal(rec + 2 * r, blk + offsetof(mc_block_q4_k_t, d), 2);
-            assert_memory_equal(rec + 16 + 2 * r, blk + offsetof(mc_block_q4_k_t, dmin), 2);
-            for (int j = 0; j < 8; j++) {
-                // quant.c's 6-bit packing, decoded independently of kernel.c.
-                const int want_sc = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | (sc[j - 4] >> 6) << 4;
-                const int want_m = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | (sc[j] >> 6) << 4;
-                const int i = 8 * j + r, hi = rec[96 + i % 32] >> (i < 32 ? 0 : 4);
-                assert_int_equal((rec[32 + i] & 0xF) | (hi & 3) << 4, want_sc);
-                assert_int_equal((rec[32 + i] >> 4) | ((hi >> 2) & 3) << 4, want_m);
+    // Q4_K, then Q5_K: Q4_K's record from the same fields, then the qh bytes.
+    _Static_assert(offsetof(mc_block_q4_k_t, d) == offsetof(mc_block_q5_k_t, d) &&
+                       offsetof(mc_block_q4_k_t, dmin) == offsetof(mc_block_q5_k_t, dmin) &&
+                       offsetof(mc_block_q4_k_t, scales) == offsetof(mc_block_q5_k_t, scales),
+                   "K4 block heads");
+    for (int five = 0; five <= 1; five++) {
+        const size_t bx = five ? sizeof(mc_block_q5_k_t) : sizeof(mc_block_q4_k_t);
+        const size_t qs_off = five ? offsetof(mc_block_q5_k_t, qs) : offsetof(mc_block_q4_k_t, qs);
+        rb = NB * bx;
+        mc_kernel_repack8(five ? MC_DTYPE_Q5_K : MC_DTYPE_Q4_K, rows, rb, NB * MC_QK_K, out);
+        for (int b = 0; b < NB; b++)
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *blk = rows + (size_t)r * rb + (size_t)b * bx;
+                const uint8_t *rec = out + (size_t)b * (five ? MC_Q5_KX8_BYTES : MC_Q4_KX8_BYTES),
+                              *sc = blk + offsetof(mc_block_q4_k_t, scales);
+                if (five)
+                    for (int k = 0; k < 8; k++)
+                        assert_memory_equal(rec + 1152 + 32 * k + 4 * r, blk + offsetof(mc_block_q5_k_t, qh) + 4 * k, 4);
+                assert_memory_equal(rec + 2 * r, blk + offsetof(mc_block_q4_k_t, d), 2);
+                assert_memory_equal(rec + 16 + 2 * r, blk + offsetof(mc_block_q4_k_t, dmin), 2);
+                for (int j = 0; j < 8; j++) {
+                    // quant.c's 6-bit packing, decoded independently of kernel.c.
+                    const int want_sc = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | (sc[j - 4] >> 6) << 4;
+                    const int want_m = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | (sc[j] >> 6) << 4;
+                    const int i = 8 * j + r, hi = rec[96 + i % 32] >> (i < 32 ? 0 : 4);
+                    assert_int_equal((rec[32 + i] & 0xF) | (hi & 3) << 4, want_sc);
+                    assert_int_equal((rec[32 + i] >> 4) | ((hi >> 2) & 3) << 4, want_m);
+                }
+                for (int c = 0; c < 4; c++)
+                    for (int k = 0; k < 8; k++)
+                        assert_memory_equal(rec + 128 + 32 * (8 * c + k) + 4 * r, blk + qs_off + 32 * c + 4 * k, 4);
             }
-            for (int c = 0; c < 4; c++)
-                for (int k = 0; k < 8; k++)
-                    assert_memory_equal(rec + 128 + 32 * (8 * c + k) + 4 * r,
-                                        blk + offsetof(mc_block_q4_k_t, qs) + 32 * c + 4 * k, 4);
-        }
+    }
     rb = NB * sizeof(mc_block_q6_k_t);
     mc_kernel_repack8(MC_DTYPE_Q6_K, rows, rb, NB * MC_QK_K, out);
     for (int b = 0; b < NB; b++)
@@ -939,18 +956,16 @@ static void test_table(void **state) {
         assert_int_equal(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->isa, MC_ISA_SCALAR);
         // The scalar table has no dot4: callers loop over dot.
         assert_null(mc_kernel_get(s_types[ti].wtype, MC_ISA_SCALAR)->dot4);
-        // The repacked product exists for Q4_0 on every ISA, for Q8_0, Q4_K
-        // and Q6_K on scalar, AVX2 and AVX-VNNI (NEON does not repack them: a
-        // matrix is repacked only where its kernel has dot8), and only for
-        // the types with a layout.
+        // The repacked product exists on every ISA (scalar, AVX2, AVX-VNNI,
+        // NEON, NEON dotprod) for exactly the types with a layout: a matrix is
+        // repacked only where its kernel has dot8.
         for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
             const mc_kernel_t *k = mc_kernel_get(s_types[ti].wtype, isas[i]);
             const mc_dtype_t t = s_types[ti].wtype;
             assert_true(mc_kernel_repacks(t) == (t == MC_DTYPE_Q4_0 || t == MC_DTYPE_Q8_0 || t == MC_DTYPE_Q4_K ||
-                                                 t == MC_DTYPE_Q6_K));
+                                                 t == MC_DTYPE_Q5_K || t == MC_DTYPE_Q6_K));
             if (!mc_kernel_repacks(t)) assert_null(k->dot8);
-            if (t == MC_DTYPE_Q4_0 || k->isa == MC_ISA_SCALAR || k->isa == MC_ISA_AVX2 || k->isa == MC_ISA_AVX_VNNI)
-                assert_true(!k->dot8 == !mc_kernel_repacks(t));
+            assert_true(!k->dot8 == !mc_kernel_repacks(t));
         }
     }
     // The batched products of the benchmark types and the Q4_K_M mix have dot4 wherever SIMD runs.
@@ -1024,6 +1039,7 @@ int main(void) {
         cmocka_unit_test(test_dot8_q4_0_same_bits),
         cmocka_unit_test(test_dot8_q8_0_same_bits),
         cmocka_unit_test(test_dot8_q4_k_same_bits),
+        cmocka_unit_test(test_dot8_q5_k_same_bits),
         cmocka_unit_test(test_dot8_q6_k_same_bits),
         cmocka_unit_test(test_repack_q4_0_layout),
         cmocka_unit_test(test_repack_k_layouts),

@@ -162,7 +162,7 @@ static uint8_t *s_repack(s_mat_t *m) {
     return p;
 }
 
-// Repacked matrices (Q4_0, Q8_0, Q4_K, Q6_K) give the bits of the raw rows, whatever the ISA,
+// Repacked matrices (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) give the bits of the raw rows, whatever the ISA,
 // thread count and batch (1..10 tokens: every tile of the 8-row kernel and
 // its remainders), with row counts that are a multiple of 8, that leave a
 // tail of raw rows, and below one group; also inside mc_matmul_many beside
@@ -173,7 +173,7 @@ static void s_check_repacked(mc_dtype_t t) {
     const uint32_t n_outs[] = {72, 75, 5, 133};
     const mc_isa_t isas[] = {MC_ISA_SCALAR, MC_ISA_BEST};
     for (size_t oi = 0; oi < sizeof n_outs / sizeof n_outs[0]; oi++) {
-        const uint32_t n_in = oi % 2 ? (t == MC_DTYPE_Q4_K || t == MC_DTYPE_Q6_K ? 768 : 320) : N_IN, n_out = n_outs[oi];
+        const uint32_t n_in = oi % 2 ? (t == MC_DTYPE_Q4_K || t == MC_DTYPE_Q5_K || t == MC_DTYPE_Q6_K ? 768 : 320) : N_IN, n_out = n_outs[oi];
         s_mat_t raw = s_mat(t, n_in, n_out, &r), rp = raw;
         uint8_t *packed = s_repack(&rp);
         assert_true((rp.w.packed != NULL) == (n_out >= 8));
@@ -183,9 +183,8 @@ static void s_check_repacked(mc_dtype_t t) {
                 mc_pool_t *pool = mc_pool_new(nth);
                 mc_matmul_t *mm = mc_matmul_new(pool, isas[ii]);
                 assert_non_null(mm);
-                // Q4_0 has the repacked product on every ISA, the others not
-                // on NEON: there the products read the raw rows (the same bits).
-                if (t == MC_DTYPE_Q4_0 || isas[ii] == MC_ISA_SCALAR) assert_non_null(mc_matmul_kernel(mm, t)->dot8);
+                // Every ISA has the repacked product of the types with a layout.
+                assert_non_null(mc_matmul_kernel(mm, t)->dot8);
                 for (uint32_t n_tok = 1; n_tok <= MAX_TOK; n_tok++) {
                     float *y = malloc((size_t)n_tok * n_out * sizeof *y);
                     assert_non_null(y);
@@ -229,6 +228,11 @@ static void test_repacked_q4_k_same_bits(void **state) {
     s_check_repacked(MC_DTYPE_Q4_K);
 }
 
+static void test_repacked_q5_k_same_bits(void **state) {
+    (void)state;
+    s_check_repacked(MC_DTYPE_Q5_K);
+}
+
 static void test_repacked_q6_k_same_bits(void **state) {
     (void)state;
     s_check_repacked(MC_DTYPE_Q6_K);
@@ -241,6 +245,7 @@ int main(void) {
         cmocka_unit_test(test_repacked_same_bits),
         cmocka_unit_test(test_repacked_q8_0_same_bits),
         cmocka_unit_test(test_repacked_q4_k_same_bits),
+        cmocka_unit_test(test_repacked_q5_k_same_bits),
         cmocka_unit_test(test_repacked_q6_k_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
