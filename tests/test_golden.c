@@ -1,7 +1,7 @@
 /*
  * test_golden: the engine against llama.cpp's logits, router logits and
  * greedy tokens for every fixture model and prompt: the shared Mixtral
- * fixtures and the project's own Qwen3-MoE, OLMoE and Qwen2-MoE ones (F32 bounds),
+ * fixtures and the project's own Qwen3-MoE, OLMoE, Qwen2-MoE and DeepSeek-V2 ones (F32 bounds),
  * with the weights repacked as the coordinator runs them.
  *
  * Bounds: the F32 model must match to max |d| <= 1e-3 with identical greedy
@@ -226,6 +226,9 @@ static void test_qwen3moe_f32(void **state) { (void)state; s_check_arch("qwen3mo
 static void test_olmoe_f32(void **state) { (void)state; s_check_arch("olmoe-f32"); }
 // Shared expert with its sigmoid gate, q/k/v biases, top-4 of 60 not renormalised.
 static void test_qwen2moe_f32(void **state) { (void)state; s_check_arch("qwen2moe-f32"); }
+// Multi-head latent attention (absorbed, the latent cached), YaRN, two
+// ungated shared experts, top-4 of 16 scaled by 1.5.
+static void test_deepseek2_f32(void **state) { (void)state; s_check_arch("deepseek2-f32"); }
 
 // --kv-type f16 on a fixture: the teacher-forced logits (prompt and
 // reference continuation) with an F16 cache against the F32 cache's, and
@@ -297,7 +300,7 @@ static void s_check_kv_f16(const char *label, const char *gguf, const char *gold
 static void test_kv_f16_fixtures(void **state) {
     (void)state;
     static const char *const shared[] = {"tiny-f32", "tiny-q8_0", "tiny-q4_0", "small-q4_k_m"};
-    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32"};
+    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "deepseek2-f32"};
     static const char *const arch_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_chat"};
     char gguf[512], golden[512], name[256];
     for (size_t i = 0; i < sizeof arch / sizeof arch[0]; i++) {
@@ -323,6 +326,7 @@ int main(void) {
         cmocka_unit_test(test_qwen3moe_f32),
         cmocka_unit_test(test_olmoe_f32),
         cmocka_unit_test(test_qwen2moe_f32),
+        cmocka_unit_test(test_deepseek2_f32),
         cmocka_unit_test(test_kv_f16_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
