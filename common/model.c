@@ -183,7 +183,15 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     uint32_t q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
 #define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
     if ((rc = s_bind_vector(g, NAME("blk.%u.attn_norm.weight", l), hp->dim, &L->attn_norm, err))) return rc;
-    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q.weight", l), hp->dim, q_dim, &L->wq, err))) return rc;
+    if (hp->q_lora_rank) { // compressed query: attn_q_b (attn_q_a_norm (attn_q_a x))
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q_a.weight", l), hp->dim, hp->q_lora_rank, &L->wq_a, err)))
+            return rc;
+        if ((rc = s_bind_vector(g, NAME("blk.%u.attn_q_a_norm.weight", l), hp->q_lora_rank, &L->q_a_norm, err)))
+            return rc;
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q_b.weight", l), hp->q_lora_rank, q_dim, &L->wq, err))) return rc;
+    } else if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q.weight", l), hp->dim, q_dim, &L->wq, err))) {
+        return rc;
+    }
     if (hp->arch->mla) {
         if ((rc = s_bind_mla(g, hp, l, L, err))) return rc;
     } else {
@@ -282,12 +290,12 @@ static mc_err_t s_read_mla(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
     char key[MC_NAME_MAX];
     mc_err_t rc;
     uint64_t v;
+    // llama.cpp requires the key except on V2-Lite's layer counts; 0 (or
+    // absent): attn_q directly.
     snprintf(key, sizeof key, "%s.attention.q_lora_rank", arch);
-    if (mc_gguf_get_u64(g, key, &v) && v != 0)
-        return mc_err_set(err, MC_ERR_UNSUPPORTED,
-                          "metadata '%s' = %llu: a compressed query (DeepSeek-V2/V3's attn_q_a, attn_q_b) is not "
-                          "supported yet, only V2-Lite's direct attn_q",
-                          key, (unsigned long long)v);
+    if (mc_gguf_get_u64(g, key, &v) && v != 0 &&
+        (rc = s_get_dim(g, arch, "attention.q_lora_rank", 1u << 14, &hp->q_lora_rank, err)))
+        return rc;
     snprintf(key, sizeof key, "%s.leading_dense_block_count", arch);
     if (mc_gguf_get_u64(g, key, &v) && v != 0)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "metadata '%s' = %llu: dense leading layers are not supported yet",
@@ -613,7 +621,7 @@ void mc_model_destroy(mc_model_t **pm) {
             free(m->layers[l].q_norm);
             free(m->layers[l].k_norm);
             free(m->layers[l].bq), free(m->layers[l].bk), free(m->layers[l].bv);
-            free(m->layers[l].kv_a_norm), free(m->layers[l].wk_b), free(m->layers[l].wv_b);
+            free(m->layers[l].kv_a_norm), free(m->layers[l].wk_b), free(m->layers[l].wv_b), free(m->layers[l].q_a_norm);
             free(m->layers[l].experts);
         }
     free(m->layers);
@@ -648,7 +656,7 @@ uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
         const mc_layer_t *L = &m->layers[l];
         total += mc_matrix_bytes(&L->wq) + mc_matrix_bytes(&L->wk) + mc_matrix_bytes(&L->wv) + mc_matrix_bytes(&L->wo) +
-                 mc_matrix_bytes(&L->router) + mc_matrix_bytes(&L->wkv_a);
+                 mc_matrix_bytes(&L->router) + mc_matrix_bytes(&L->wkv_a) + mc_matrix_bytes(&L->wq_a);
         for (uint32_t h = 0; L->wk_b && h < m->hp.n_head; h++)
             total += mc_matrix_bytes(&L->wk_b[h]) + mc_matrix_bytes(&L->wv_b[h]);
         // Experts of one layer may differ in type (quant mixes): use the mean.
@@ -687,6 +695,7 @@ static void s_each_served(mc_model_t *m, bool dense, const uint8_t *held, void (
         if (dense && !L->wkv_a.data) fn(&L->wk, ctx), fn(&L->wv, ctx);
         if (dense && L->wkv_a.data) { // latent attention
             fn(&L->wkv_a, ctx);
+            if (L->wq_a.data) fn(&L->wq_a, ctx);
             for (uint32_t h = 0; h < m->hp.n_head; h++) fn(&L->wk_b[h], ctx), fn(&L->wv_b[h], ctx);
         }
         if (dense) fn(&L->wq, ctx), fn(&L->wo, ctx), fn(&L->router, ctx);

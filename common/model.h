@@ -34,6 +34,7 @@ typedef struct {
     uint32_t head_dim_v;    // value head size: head_dim, except MLA's value_length_mla
     uint32_t rope_dim;      // rotated dims per head (<= head_dim); MLA: the last rope_dim of a q head
     uint32_t kv_lora_rank;  // MLA (arch.h): the cached latent's width; 0 otherwise
+    uint32_t q_lora_rank;   // MLA: the compressed query's width (V2, V3); 0: attn_q directly (V2-Lite)
     uint32_t ffn;           // expert hidden size
     uint32_t ffn_shexp;     // shared expert hidden size; 0: the family has none
     uint32_t n_expert;
@@ -62,7 +63,9 @@ typedef struct {
 
 typedef struct {
     float *attn_norm;     // (dim)
-    mc_matrix_t wq;       // (n_head * head_dim, dim)
+    mc_matrix_t wq;       // (n_head * head_dim, dim); MLA with q_lora_rank: attn_q_b (.., q_lora_rank)
+    mc_matrix_t wq_a;     // MLA with q_lora_rank: (q_lora_rank, dim), NULL data otherwise
+    float *q_a_norm;      // (q_lora_rank), its RMS norm before wq
     mc_matrix_t wk;       // (n_head_kv * head_dim, dim)
     mc_matrix_t wv;       // (n_head_kv * head_dim, dim)
     mc_matrix_t wo;       // (dim, n_head * head_dim_v)

@@ -31,10 +31,13 @@ gcc -O2 -o "$tmp/llama-ref" deploy/llamacpp/ref.c -I"$llama/include" -I"$llama/g
 # 64-wide latent, query heads of 32 + 16 RoPE dims, value heads of 32, YaRN
 # (factor 4 from 512, mscale_all_dim 0.707), 16 experts, 4 used, not
 # renormalised but scaled by 1.5, 2 shared experts (ungated), 3 layers.
+# deepseek2-qlora: V2's compressed query (attn_q_a, its norm, attn_q_b),
+# a 32-wide latent, plain RoPE (no scaling), 2 layers.
 declare -A models=(
   [qwen3moe-f32]="--arch qwen3moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 128 --experts-used 8 --ffn 16 --layers 2 --vocab 1024 --seed 3001"
   [olmoe-f32]="--arch olmoe --dim 64 --heads 4 --kv-heads 4 --experts 64 --experts-used 8 --ffn 32 --layers 2 --vocab 1024 --seed 3002"
   [qwen2moe-f32]="--arch qwen2moe --dim 64 --heads 4 --kv-heads 2 --experts 60 --experts-used 4 --ffn 16 --ffn-shexp 64 --layers 2 --vocab 1024 --seed 3003"
+  [deepseek2-qlora-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 32 --q-lora-rank 32 --experts 16 --experts-used 4 --ffn 16 --layers 2 --vocab 1024 --seed 3005"
   [deepseek2-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 64 --experts 16 --experts-used 4 --ffn 16 --ffn-shexp 32 --layers 3 --vocab 1024 --yarn-factor 4 --yarn-orig-ctx 512 --yarn-mscale-all-dim 0.707 --weights-scale 1.5 --seed 3004"
 )
 names=("$@")

@@ -229,6 +229,8 @@ static void test_qwen2moe_f32(void **state) { (void)state; s_check_arch("qwen2mo
 // Multi-head latent attention (absorbed, the latent cached), YaRN, two
 // ungated shared experts, top-4 of 16 scaled by 1.5.
 static void test_deepseek2_f32(void **state) { (void)state; s_check_arch("deepseek2-f32"); }
+// V2's compressed query, plain RoPE.
+static void test_deepseek2_qlora_f32(void **state) { (void)state; s_check_arch("deepseek2-qlora-f32"); }
 
 // --kv-type f16 on a fixture: the teacher-forced logits (prompt and
 // reference continuation) with an F16 cache against the F32 cache's, and
@@ -327,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_olmoe_f32),
         cmocka_unit_test(test_qwen2moe_f32),
         cmocka_unit_test(test_deepseek2_f32),
+        cmocka_unit_test(test_deepseek2_qlora_f32),
         cmocka_unit_test(test_kv_f16_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -441,7 +441,7 @@ static void test_deepseek2(void **state) {
         {{NULL, NULL, "deepseek2.attention.head_count_kv", 4, false}, "head_count_kv' = 4", "needs 1"},
         {{NULL, NULL, "deepseek2.rope.dimension_count", 48, false}, "rope dimension 48", "below key_length_mla 48"},
         {{NULL, NULL, "deepseek2.attention.key_length_mla", 0, true}, "split attn_kv_b", "reconvert"},
-        {{NULL, NULL, "deepseek2.attention.q_lora_rank", 32, false}, "q_lora_rank' = 32", "not supported yet"},
+        {{NULL, NULL, "deepseek2.attention.q_lora_rank", 32, false}, "'blk.0.attn_q_a.weight' is missing", ""},
         {{NULL, NULL, "deepseek2.leading_dense_block_count", 1, false}, "dense leading layers", "not supported yet"},
         {{NULL, NULL, "deepseek2.expert_shared_count", 0, false}, "expert_shared_count' = 0", "out of range"},
         {{NULL, NULL, "deepseek2.rope.scaling.original_context_length", 0, false}, "original_context_length' = 0",
@@ -460,6 +460,19 @@ static void test_deepseek2(void **state) {
     s_rewrite(path, bad, &none);
     if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
     mc_model_destroy(&m);
+    // V2's compressed query: attn_q_b (norm (attn_q_a x)) in place of attn_q.
+    p.q_lora_rank = 32;
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    if (!(m = mc_model_open(path, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.q_lora_rank, 32);
+    assert_int_equal(m->layers[1].wq_a.n_in, 64), assert_int_equal(m->layers[1].wq_a.n_out, 32);
+    assert_int_equal(m->layers[1].wq.n_in, 32), assert_int_equal(m->layers[1].wq.n_out, 4 * 48);
+    assert_non_null(m->layers[1].q_a_norm);
+    mc_model_destroy(&m);
+    const s_edit_t no_qa_norm = {"blk.1.attn_q_a_norm.weight", NULL, NULL, 0, false};
+    s_rewrite(path, bad, &no_qa_norm);
+    assert_null(mc_model_open(bad, err));
+    assert_non_null(strstr(err, "'blk.1.attn_q_a_norm.weight' is missing"));
 }
 
 static void test_missing_file(void **state) {

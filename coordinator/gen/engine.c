@@ -69,6 +69,7 @@ struct mc_engine {
     float *selw;     // (B, k) their weights
     float *scores;   // (n_threads, n_ctx) attention scores per thread
     // MLA only (NULL otherwise):
+    float *qa;              // (B, q_lora_rank) compressed queries (NULL without)
     float *qm;              // (B, n_head, kv_lora_rank + rope_dim) absorbed queries
     float *lat;             // (B, n_head, kv_lora_rank) attended latents
     float *hin, *hout;      // (n_head, B, widest) per-head gathered inputs and products
@@ -158,6 +159,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
         e->hin = malloc(H * B * widest * sizeof(float));
         e->hout = malloc(H * B * widest * sizeof(float));
         e->hops = malloc(H * sizeof *e->hops);
+        if (hp->q_lora_rank && !(e->qa = malloc(B * hp->q_lora_rank * sizeof(float)))) goto nomem;
         if (!e->qm || !e->lat || !e->hin || !e->hout || !e->hops) goto nomem;
     }
     mc_engine_route_subscribe(e, s_count_route, e);
@@ -178,7 +180,7 @@ void mc_engine_destroy(mc_engine_t **pe) {
     mc_pool_destroy(&e->pool);
     free(e->k_cache), free(e->v_cache), free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v);
     free(e->att), free(e->o), free(e->rl), free(e->sel), free(e->selw), free(e->scores);
-    free(e->qm), free(e->lat), free(e->hin), free(e->hout), free(e->hops);
+    free(e->qa), free(e->qm), free(e->lat), free(e->hin), free(e->hout), free(e->hops);
     free(e->router_keep), free(e->expert_counts);
     free(e);
     *pe = NULL;
@@ -456,9 +458,16 @@ static mc_err_t s_attn_mla(mc_engine_t *e, uint32_t l, const uint32_t *seq, cons
     const mc_layer_t *L = &e->m->layers[l];
     const uint32_t H = hp->n_head, hk = hp->head_dim, rope = hp->rope_dim, nope = hk - rope, r = hp->kv_lora_rank,
                    kr = r + rope, hv = hp->head_dim_v;
-    // q (n, H, nope + rope) and [c, k_pe] (n, kr) of every row.
-    const mc_matmul_op_t proj[] = {{&L->wq, e->xn, n, e->q, NULL}, {&L->wkv_a, e->xn, n, e->k, NULL}};
+    // q (n, H, nope + rope) and [c, k_pe] (n, kr) of every row; a
+    // compressed query is normed and expanded first.
+    const bool qa = hp->q_lora_rank != 0;
+    const mc_matmul_op_t proj[] = {{qa ? &L->wq_a : &L->wq, e->xn, n, qa ? e->qa : e->q, NULL},
+                                   {&L->wkv_a, e->xn, n, e->k, NULL}};
     mc_err_t rc = mc_matmul_many(e->mm, proj, 2);
+    if (!rc && qa) {
+        s_rmsnorm(e->qa, e->qa, L->q_a_norm, n, hp->q_lora_rank, hp->rms_eps);
+        rc = mc_matmul_f32(e->mm, &L->wq, e->qa, n, e->q);
+    }
     if (rc) return mc_err_set(err, rc, "layer %u: attention projection failed", l);
     for (uint32_t t = 0; t < n; t++) {
         float *q = e->q + (size_t)t * H * hk, *k = e->k + (size_t)t * kr;

@@ -56,6 +56,8 @@ static const mc_flag_t s_flags[] = {
      .help = "head width, written as key_length (default 0: dim/heads);\ndeepseek2: a query head, nope + rope"},
     {S_ROW("--kv-lora-rank", "N", MC_FLAG_U32, p.kv_lora_rank), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
      .help = "deepseek2: the cached latent's width (default 0: dim)"},
+    {S_ROW("--q-lora-rank", "N", MC_FLAG_U32, p.q_lora_rank), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
+     .help = "deepseek2: a compressed query of N (attn_q_a, attn_q_b;\ndefault 0: attn_q directly, V2-Lite's)"},
     {S_ROW("--rope-dim", "N", MC_FLAG_U32, p.rope_dim), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,
      .help = "deepseek2: rotated dims of a head (default 0: head_dim/4)"},
     {S_ROW("--head-dim-v", "N", MC_FLAG_U32, p.head_dim_v), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,

@@ -431,6 +431,8 @@ typedef enum {
     S_ROLE_KV_A_NORM,
     S_ROLE_K_B,
     S_ROLE_V_B,
+    S_ROLE_Q_A,
+    S_ROLE_Q_A_NORM,
 } s_role_t;
 
 // One tensor of the file: n_part parts (experts, stacked along ne[2] in the
@@ -588,7 +590,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {mla ? ".attention.key_length_mla" : NULL, 'u', NULL, s_head_dim(p), 0},
         {mla ? ".attention.value_length_mla" : NULL, 'u', NULL, s_head_dim_v(p), 0},
         {mla ? ".attention.kv_lora_rank" : NULL, 'u', NULL, r, 0},
-        {mla ? ".attention.q_lora_rank" : NULL, 'u', NULL, 0, 0},
+        {mla ? ".attention.q_lora_rank" : NULL, 'u', NULL, p->q_lora_rank, 0},
         {mla ? ".leading_dense_block_count" : NULL, 'u', NULL, 0, 0},
         {yarn ? ".rope.scaling.type" : NULL, 's', "yarn", 0, 0},
         {yarn ? ".rope.scaling.factor" : NULL, 'f', NULL, 0, p->yarn_factor},
@@ -664,6 +666,7 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     if (mc_arch_get(p->arch)->qkv_bias) per_layer += 3;
     if (mc_arch_get(p->arch)->shared_expert) per_layer += mc_arch_get(p->arch)->shexp_gated ? 4 : 3;
     if (s_mla(p)) per_layer += 2; // kv_a_mqa, kv_a_norm, k_b, v_b for k, v
+    if (s_mla(p) && p->q_lora_rank) per_layer += 2; // q_a, q_a_norm, q_b for q
     return 3 - (p->tie_output ? 1 : 0) + (size_t)p->n_layer * per_layer;
 }
 
@@ -685,7 +688,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
     const bool gated = fs && mc_arch_get(p->arch)->shexp_gated, mla = s_mla(p);
     const uint32_t r = s_kv_lora_rank(p), rope = s_rope_dim(p), hv = p->n_head * s_head_dim_v(p);
-    const uint32_t nope = head_dim - rope;
+    const uint32_t nope = head_dim - rope, qr = mla ? p->q_lora_rank : 0;
     size_t n = 0;
     char name[64];
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
@@ -697,7 +700,10 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             s_spec_t sp;
         } fixed[] = {
             {"attn_norm", 1, {S_ROLE_ATTN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
-            {"attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
+            {qr ? NULL : "attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
+            {qr ? "attn_q_a" : NULL, 2, {S_ROLE_Q_A, l, 0, 1, t, p->dim, qr, 0, s_dim}},
+            {qr ? "attn_q_a_norm" : NULL, 1, {S_ROLE_Q_A_NORM, l, 0, 1, MC_DTYPE_F32, qr, 1, 1, 0.1f}},
+            {qr ? "attn_q_b" : NULL, 2, {S_ROLE_ATTN_Q, l, 0, 1, t, qr, q_dim, 0, qr ? 1.0f / sqrtf((float)qr) : 0}},
             {mla ? NULL : "attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
             {mla ? NULL : "attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
             // Latent attention: k_b and v_b are per head, {.., .., n_head}.
@@ -868,6 +874,9 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
             return mc_err_set(err, MC_ERR_ARG, "rope_dim (%u) must be even, > 0 and below head_dim (%u)", rope, hd);
         if (r > MC_MK_MAX_DIM || hv == 0 || hv > MC_MK_MAX_HEAD_DIM)
             return mc_err_set(err, MC_ERR_ARG, "kv_lora_rank (%u) or head_dim_v (%u) out of range", r, hv);
+        if (p->q_lora_rank > MC_MK_MAX_DIM || p->q_lora_rank % tr->block_elems)
+            return mc_err_set(err, MC_ERR_ARG, "q_lora_rank (%u) must be <= %u and a multiple of %u for type %s",
+                              p->q_lora_rank, MC_MK_MAX_DIM, tr->block_elems, tr->name);
         if ((hd - rope) % tr->block_elems || r % tr->block_elems || p->n_head * hv % tr->block_elems)
             return mc_err_set(err, MC_ERR_ARG,
                               "head_dim - rope_dim (%u), kv_lora_rank (%u) and heads x head_dim_v (%u) must be "
@@ -909,6 +918,7 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
         if (s_mla(p) && (size_t)p->n_head * s_head_dim_v(p) > widest) widest = (size_t)p->n_head * s_head_dim_v(p);
         if (s_mla(p) && s_kv_lora_rank(p) > widest) widest = s_kv_lora_rank(p);
+        if (s_mla(p) && p->q_lora_rank > widest) widest = p->q_lora_rank;
         row = malloc(widest * sizeof *row);
         w = mc_gguf_writer_new(0);
         if (!pieces || !lens || !specs || !row || !w)

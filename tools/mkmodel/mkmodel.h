@@ -54,6 +54,7 @@ typedef struct {
     // (0: dim), the rotated dims of a head (0: head_dim / 4, even) and a
     // value head's width (0: head_dim - rope_dim).
     uint32_t kv_lora_rank;
+    uint32_t q_lora_rank; // the compressed query's width (V2, V3); 0: attn_q directly (V2-Lite)
     uint32_t rope_dim;
     uint32_t head_dim_v;
     // YaRN RoPE scaling by yarn_factor (0: none) from a context of
