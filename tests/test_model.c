@@ -444,6 +444,9 @@ static void test_deepseek2(void **state) {
         {{NULL, NULL, "deepseek2.attention.q_lora_rank", 32, false}, "'blk.0.attn_q_a.weight' is missing", ""},
         {{NULL, NULL, "deepseek2.leading_dense_block_count", 1, false}, "dense leading layers", "not supported yet"},
         {{NULL, NULL, "deepseek2.expert_shared_count", 0, false}, "expert_shared_count' = 0", "out of range"},
+        {{NULL, NULL, "deepseek2.expert_gating_func", 2, false}, "expert_gating_func' = 2", "not supported yet"},
+        {{NULL, NULL, "deepseek2.nextn_predict_layers", 1, false}, "nextn_predict_layers' = 1", "not supported yet"},
+        {{NULL, NULL, "deepseek2.expert_group_count", 8, false}, "expert_group_count' = 8", "not supported yet"},
         {{NULL, NULL, "deepseek2.rope.scaling.original_context_length", 0, false}, "original_context_length' = 0",
          "out of range"},
     };
