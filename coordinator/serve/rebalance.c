@@ -351,6 +351,15 @@ void mc_rebalance_poll(mc_rebalance_t *rb, double now_ms) {
         return;
     case S_MEASURE: {
         const uint32_t w = rb->cfg.window;
+        if (s_steady(rb) != rb->want) { // another change (PUT, SIGHUP) came after ours: not ours to judge or undo
+            pthread_mutex_lock(&rb->mu);
+            rb->timing_after = false;
+            pthread_mutex_unlock(&rb->mu);
+            s_set_state(rb, S_IDLE);
+            s_outcome(rb, MC_REBALANCE_APPLIED, "switched, then another placement change followed before %u steps were "
+                                                "timed: not judged", w);
+            return;
+        }
         pthread_mutex_lock(&rb->mu);
         double mb, ma;
         const mc_rebalance_verdict_t v =
