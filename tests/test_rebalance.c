@@ -11,9 +11,10 @@
  * The loop with real moe-expert processes on 127.0.0.1: four streams
  * decode while node-1 holds every expert and node-2 none; the loop plans
  * on the recent routing, stages the plan, the switch happens mid-stream,
- * the steps after are timed and the change kept; every stream's tokens
- * equal the same prompt decoded alone. With the steps after the switch
- * reported ten times slower (the params' test seam) the change is rolled
+ * the steps after are timed and the change kept (the params' test seam
+ * reports every step as 1 ms, so a loaded machine's noise cannot decide);
+ * every stream's tokens equal the same prompt decoded alone. With the
+ * steps after the switch reported ten times slower the change is rolled
  * back through the same staging, node-2 holds nothing again, and the
  * tokens are still one machine's.
  */
@@ -286,10 +287,18 @@ static void s_reference(const mc_model_t *m, mc_tokenizer_t *tok, s_stream_t *re
     }
 }
 
-// The step-time seam: steps after a switch reported ten times slower.
+// The step-time seam: steps after a switch reported ten times slower
+// (1 ms before, 10 after, whatever the machine's load).
 static double s_slower_after(void *user, mc_rebalance_phase_t phase, double ms) {
-    (void)user;
-    return phase == MC_REBALANCE_PHASE_AFTER ? 10 * ms + 1 : ms;
+    (void)user, (void)ms;
+    return phase == MC_REBALANCE_PHASE_AFTER ? 10 : 1;
+}
+
+// The seam for the kept switch: every step 1 ms, so a loaded machine's
+// noise (sanitizers, other tests) cannot roll it back.
+static double s_steady_ms(void *user, mc_rebalance_phase_t phase, double ms) {
+    (void)user, (void)phase, (void)ms;
+    return 1;
 }
 
 // Whether node i holds any pair.
@@ -344,9 +353,8 @@ static void s_run(bool rollback) {
     assert_int_equal(mc_expert_set_parse("all", &all, err), MC_OK);
     assert_int_equal(mc_cluster_config_add_node(cfg, "node-1", s_procs[0].endpoint, &all, NULL, err), MC_OK);
     assert_int_equal(mc_cluster_config_add_node(cfg, "node-2", s_procs[1].endpoint, &none, NULL, err), MC_OK);
-    // every_s 1, min_gain 10%, a window of 4 steps; a tolerance of 100% so
-    // that only the seam's slowdown rolls back, never a noisy machine.
-    assert_int_equal(mc_cluster_config_set_rebalance(cfg, 1, 0.1, mpath, 4, 1.0, err), MC_OK);
+    // every_s 1, min_gain 10%, a window of 4 steps, a tolerance of 5%.
+    assert_int_equal(mc_cluster_config_set_rebalance(cfg, 1, 0.1, mpath, 4, 0.05, err), MC_OK);
 
     mc_engine_t *e = s_engine(m, N_STREAMS);
     mc_cluster_t *c = mc_cluster_new(cfg, m, mc_engine_matmul(e), NULL, err);
@@ -356,7 +364,7 @@ static void s_run(bool rollback) {
     assert_int_equal(mc_experts_routing_new(e, 0, &routing, err), MC_OK);
     mc_rebalance_params_t rp = mc_rebalance_params_default();
     rp.batch = N_STREAMS, rp.min_tokens = 16, rp.log = stdout;
-    if (rollback) rp.step_ms = s_slower_after;
+    rp.step_ms = rollback ? s_slower_after : s_steady_ms;
     mc_rebalance_t *rb = mc_rebalance_new(c, m, routing, &rp, err);
     if (!rb) fail_msg("%s", err);
     assert_false(s_holds_any(c, m, 1));

@@ -37,6 +37,7 @@
 #include "chat.h"
 #include "cluster_config.h"
 #include "nodeproc.h"
+#include "rebalance.h"
 #include "server.h"
 #include "session.h"
 #include "testutil.h"
@@ -1740,6 +1741,11 @@ static void test_cluster_changes(void **state) {
     mc_cluster_config_destroy(&cfg);
 }
 
+static double s_one_ms(void *user, mc_rebalance_phase_t phase, double ms) {
+    (void)user, (void)phase, (void)ms;
+    return 1;
+}
+
 // Live rebalancing served: a cluster file with a rebalance block (every
 // second; node-1 holds every expert, node-2 none): the server's rebalance
 // thread plans on the routing of the first answers, stages the plan, times
@@ -1778,7 +1784,13 @@ static void test_rebalance_served(void **state) {
     mc_cluster_config_t *cfg = mc_cluster_config_load(path, err);
     if (!cfg) fail_msg("%s", err);
     static s_srv_t t;
-    s_up(&t, cfg, 256, 2, NULL, 0);
+    // Every step timed as 1 ms (the loop's test seam): the switch is kept
+    // whatever the machine's load.
+    mc_rebalance_params_t rp = mc_rebalance_params_default();
+    rp.step_ms = s_one_ms;
+    mc_server_params_t sp = mc_server_params_default();
+    sp.rebalance = &rp;
+    s_up_with(&t, cfg, 256, 2, sp);
     mc_test_http_t r;
     assert_int_equal(mc_test_http(t.port, "GET", "/metrics", NULL, NULL, &r), 0);
     assert_non_null(strstr(r.body, "# TYPE moe_rebalance_total counter\n"));
