@@ -1196,7 +1196,15 @@ static void s_ollama_model(mc_server_t *srv, mc_ollama_model_t *o) {
     const bool have = m->path && stat(m->path, &st) == 0;
     // Parameters from the shapes: embeddings and head, attention, router, experts.
     const uint64_t dim = hp->dim, attn = (uint64_t)hp->n_head * hp->head_dim, kv = (uint64_t)hp->n_head_kv * hp->head_dim;
-    const uint64_t per_layer = dim * (2 * attn + 2 * kv) + (uint64_t)hp->n_expert * dim * (1 + 3 * (uint64_t)hp->ffn);
+    uint64_t attn_params = dim * (2 * attn + 2 * kv);
+    if (hp->arch->mla) { // q (or its compressed form), the latent, k_b and v_b per head, the output
+        const uint64_t r = hp->kv_lora_rank, v = (uint64_t)hp->n_head * hp->head_dim_v;
+        const uint64_t q = hp->q_lora_rank ? (dim + attn) * hp->q_lora_rank : dim * attn;
+        attn_params = q + dim * (r + hp->rope_dim) + hp->n_head * (uint64_t)(hp->head_dim - hp->rope_dim) * r + r * v +
+                      v * dim;
+    }
+    const uint64_t per_layer = attn_params + (uint64_t)hp->n_expert * dim * (1 + 3 * (uint64_t)hp->ffn) +
+                               3 * dim * (uint64_t)hp->ffn_shexp;
     *o = (mc_ollama_model_t){
         .name = mc_session_model_id(srv->s),
         .size = have ? (uint64_t)st.st_size : 0,
