@@ -17,6 +17,7 @@ typedef enum {
     MC_ARCH_QWEN3MOE,  // Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B)
     MC_ARCH_OLMOE,     // OLMoE
     MC_ARCH_QWEN2MOE,  // Qwen1.5-MoE / Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B)
+    MC_ARCH_DEEPSEEK2, // DeepSeek-V2 / V2-Lite (and the V3/R1 attention)
 } mc_arch_t;
 
 // Which values of a head RoPE rotates together.
@@ -31,6 +32,13 @@ typedef enum {
     MC_QKNORM_HEAD, // per head, weights (head_dim): Qwen3
     MC_QKNORM_FULL, // over the whole projection, weights (n_head * head_dim): OLMoE
 } mc_qknorm_t;
+
+// How a family's shared expert hidden size is found.
+typedef enum {
+    MC_SHEXP_NONE = 0, // no shared expert
+    MC_SHEXP_FFN_KEY,  // <arch>.expert_shared_feed_forward_length, else feed_forward_length (Qwen2-MoE)
+    MC_SHEXP_COUNT,    // expert width x <arch>.expert_shared_count (DeepSeek)
+} mc_shexp_t;
 
 typedef struct {
     const char *name;      // general.architecture, also the metadata key prefix
@@ -51,11 +59,20 @@ typedef struct {
     // before RoPE (optional in a file, as llama.cpp has them).
     bool qkv_bias;
     // Every layer has a shared expert: a SwiGLU FFN every row passes through
-    // (blk.N.ffn_{gate,up,down}_shexp, hidden size
-    // <arch>.expert_shared_feed_forward_length, else feed_forward_length),
-    // scaled by sigmoid(blk.N.ffn_gate_inp_shexp . x) and added after the
-    // routed experts (moe.h: mc_moe_shared). Required when set.
-    bool shared_expert;
+    // (blk.N.ffn_{gate,up,down}_shexp, its width found as shared_expert
+    // says), added after the routed experts (moe.h: mc_moe_shared).
+    // Required when set.
+    mc_shexp_t shared_expert;
+    // The shared expert's output is scaled by sigmoid(blk.N.ffn_gate_inp_shexp . x)
+    // (Qwen2-MoE); without, it is added as it is (DeepSeek).
+    bool shexp_gated;
+    // Multi-head latent attention (DeepSeek-V2): keys and values come from
+    // one compressed latent per token (blk.N.attn_kv_a_mqa, attn_kv_a_norm)
+    // plus one shared RoPE key part; the KV cache holds only those
+    // (<arch>.attention.kv_lora_rank + rope dims per token and layer), and
+    // the per-head up-projections (attn_k_b, attn_v_b) are absorbed into the
+    // query and the attention output (engine.c). Replaces attn_k/attn_v.
+    bool mla;
 } mc_arch_info_t;
 
 // The row for an architecture name (len bytes, not NUL-terminated), or NULL.
@@ -64,7 +81,7 @@ const mc_arch_info_t *mc_arch_find(const char *name, size_t len);
 // The row of a family, or NULL for a value outside mc_arch_t.
 const mc_arch_info_t *mc_arch_get(mc_arch_t id);
 
-// "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE)" for error messages.
+// "llama (Mixtral), qwen3moe (Qwen3-MoE), ..." for error messages.
 const char *mc_arch_supported(void);
 
 #endif

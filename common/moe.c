@@ -279,8 +279,8 @@ mc_err_t mc_moe_shared(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const
                        char *err) {
     if (layer >= m->hp.n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range", layer);
     const mc_layer_t *L = &m->layers[layer];
-    if (!L->shexp.gate.data || !L->shexp_gate.data)
-        return mc_err_set(err, MC_ERR_ARG, "layer %u has no shared expert", layer);
+    if (!L->shexp.gate.data) return mc_err_set(err, MC_ERR_ARG, "layer %u has no shared expert", layer);
+    const bool gated = L->shexp_gate.data != NULL;
     const uint32_t dim = m->hp.dim, ffn = m->hp.ffn_shexp;
     if (!s_grow(&moe->g, &moe->cap_g, (size_t)n * ffn * sizeof(float) + 1) ||
         !s_grow(&moe->u, &moe->cap_u, (size_t)n * ffn * sizeof(float) + 1) ||
@@ -290,15 +290,19 @@ mc_err_t mc_moe_shared(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const
     const mc_matmul_op_t ops[3] = {{&L->shexp.gate, x, n, moe->g, NULL},
                                    {&L->shexp.up, x, n, moe->u, NULL},
                                    {&L->shexp_gate, x, n, moe->sg, NULL}};
-    mc_err_t rc = mc_matmul_many(moe->mm, ops, 3);
+    mc_err_t rc = mc_matmul_many(moe->mm, ops, gated ? 3 : 2);
     if (rc) return mc_err_set(err, rc, "layer %u: shared expert gate/up products failed", layer);
     s_swiglu_run(moe->mm, moe->g, moe->u, (size_t)n * ffn); // SwiGLU, as the routed experts
     if ((rc = mc_matmul_f32(moe->mm, &L->shexp.down, moe->g, n, moe->d)))
         return mc_err_set(err, rc, "layer %u: shared expert down product failed", layer);
     for (uint32_t t = 0; t < n; t++) {
-        const float gate = 1.0f / (1.0f + expf(-moe->sg[t]));
         float *o = out + (size_t)t * dim;
         const float *d = moe->d + (size_t)t * dim;
+        if (!gated) { // DeepSeek's: added as it is
+            for (uint32_t i = 0; i < dim; i++) o[i] += d[i];
+            continue;
+        }
+        const float gate = 1.0f / (1.0f + expf(-moe->sg[t]));
         for (uint32_t i = 0; i < dim; i++) o[i] += d[i] * gate;
     }
     return MC_OK;

@@ -18,7 +18,7 @@
  * same bytes give the same result wherever they are computed.
  *
  * Shared experts (Qwen2-MoE's: one dense SwiGLU FFN per layer that every row
- * passes through, scaled by a sigmoid gate) are a second call,
+ * passes through, scaled by a sigmoid gate; DeepSeek's, ungated) are a second call,
  * mc_moe_shared, made by whoever holds the rows after the routed sum.
  */
 #ifndef MC_MOE_H
@@ -57,7 +57,8 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
 
 // The shared expert of a layer (a family with one, arch.h), added to out:
 //   out[t] = out[t] + sigmoid(shexp_gate . x[t]) * down_s( silu(gate_s x[t]) * up_s x[t] )
-// per value, as llama.cpp's graph adds its ffn_shexp_out to the routed sum.
+// per value, as llama.cpp's graph adds its ffn_shexp_out to the routed sum;
+// an ungated family's (DeepSeek: no shexp_gate) is added unscaled.
 // out holds the routed experts' sum (mc_moe_compute, or the cluster's, the
 // same bits), so the shared term is always added last, once, on the machine
 // that holds the rows: a single machine and a cluster give the same bits.

@@ -319,6 +319,28 @@ static void test_qwen2moe_generated_q4_0(void **state) {
     s_compare_generated("qwen2moe-q4_0", &p, place, MC_WIRE_AUTO);
 }
 
+// DeepSeek-V2: latent attention on the coordinator, its two shared experts
+// there too after the routed sum, the routed experts spread over three
+// nodes and the coordinator: the same bits as one machine.
+static void test_deepseek2_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-4", NULL}, {"5-9", NULL}, {"10-13, 0-2", NULL}};
+    s_compare_arch("deepseek2-f32", p, 3, MC_WIRE_AUTO, "14-15");
+    s_compare_arch("deepseek2-f32", p, 3, MC_WIRE_F32, "14-15");
+}
+
+// A generated Q4_0 DeepSeek-V2 (its latent attention and shared experts
+// repacked on the coordinator) through three nodes, to the bit.
+static void test_deepseek2_generated_q4_0(void **state) {
+    (void)state;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2, p.type = MC_DTYPE_Q4_0;
+    p.ffn = 32, p.ffn_shexp = 64, p.n_expert = 16, p.n_expert_used = 4;
+    p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 64, p.yarn_factor = 4;
+    s_place_t place[] = {{"0-5", NULL}, {"6-10", NULL}, {"11-15", NULL}};
+    s_compare_generated("deepseek2-q4_0", &p, place, MC_WIRE_AUTO);
+}
+
 // --kv-type f16: the cache is the coordinator's alone, so the cluster still
 // gives one machine's bits (each side with an F16 cache), greedy ids too.
 static void test_kv_f16_cluster(void **state) {
@@ -1471,6 +1493,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_qwen2moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_qwen2moe_generated_q4_0, s_stop_live),
+        cmocka_unit_test_teardown(test_deepseek2_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_deepseek2_generated_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),
         cmocka_unit_test_teardown(test_generated_largest_shapes, s_stop_live),
         cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),

@@ -427,6 +427,12 @@ typedef enum {
     S_ROLE_SHEXP_GATE,
     S_ROLE_SHEXP_UP,
     S_ROLE_SHEXP_DOWN,
+    S_ROLE_KV_A,
+    S_ROLE_KV_A_NORM,
+    S_ROLE_K_B,
+    S_ROLE_V_B,
+    S_ROLE_Q_A,
+    S_ROLE_Q_A_NORM,
 } s_role_t;
 
 // One tensor of the file: n_part parts (experts, stacked along ne[2] in the
@@ -530,10 +536,25 @@ typedef struct {
 
 static uint32_t s_head_dim(const mc_mkmodel_params_t *p) { return p->head_dim ? p->head_dim : p->dim / p->n_head; }
 
-// The shared expert's width; 0 when the family has none.
+// The shared expert's width; 0 when the family has none (a count of expert
+// widths for DeepSeek: default 2, V2-Lite's).
 static uint32_t s_ffn_shexp(const mc_mkmodel_params_t *p) {
-    if (!mc_arch_get(p->arch)->shared_expert) return 0;
-    return p->ffn_shexp ? p->ffn_shexp : 4 * p->ffn;
+    const mc_shexp_t kind = mc_arch_get(p->arch)->shared_expert;
+    if (!kind) return 0;
+    return p->ffn_shexp ? p->ffn_shexp : (kind == MC_SHEXP_COUNT ? 2 : 4) * p->ffn;
+}
+
+static bool s_mla(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->mla; }
+
+// Latent attention's widths (see mc_mkmodel_params_t).
+static uint32_t s_kv_lora_rank(const mc_mkmodel_params_t *p) { return p->kv_lora_rank ? p->kv_lora_rank : p->dim; }
+static uint32_t s_rope_dim(const mc_mkmodel_params_t *p) {
+    if (!s_mla(p)) return s_head_dim(p);
+    return p->rope_dim ? p->rope_dim : s_head_dim(p) / 8 * 2;
+}
+static uint32_t s_head_dim_v(const mc_mkmodel_params_t *p) {
+    if (!s_mla(p)) return s_head_dim(p);
+    return p->head_dim_v ? p->head_dim_v : s_head_dim(p) - s_rope_dim(p);
 }
 
 // Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
@@ -543,7 +564,9 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
                                const mc_bpe_vocab_t *bv, char *err) {
     const mc_arch_info_t *arch = mc_arch_get(p->arch);
     assert(arch); // mc_mkmodel_check
-    const bool wide = p->head_dim != 0; // heads not dim / n_head: say so, as Qwen3 files do
+    const bool mla = s_mla(p), wide = p->head_dim != 0 && !mla; // heads not dim / n_head: say so, as Qwen3 files do
+    const bool yarn = p->yarn_factor > 0;
+    const uint32_t r = s_kv_lora_rank(p), rope = s_rope_dim(p);
     const s_meta_t meta[] = {
         {"general.architecture", 's', arch->name, 0, 0},
         {"general.type", 's', "model", 0, 0},
@@ -553,18 +576,36 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {".embedding_length", 'u', NULL, p->dim, 0},
         {".feed_forward_length", 'u', NULL, p->ffn, 0},
         {arch->expert_ffn_key ? ".expert_feed_forward_length" : NULL, 'u', NULL, p->ffn, 0},
-        {arch->shared_expert ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL, s_ffn_shexp(p), 0},
+        {arch->shared_expert == MC_SHEXP_FFN_KEY ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL,
+         s_ffn_shexp(p), 0},
+        {arch->shared_expert == MC_SHEXP_COUNT ? ".expert_shared_count" : NULL, 'u', NULL, s_ffn_shexp(p) / p->ffn, 0},
         {".attention.head_count", 'u', NULL, p->n_head, 0},
-        {".attention.head_count_kv", 'u', NULL, p->n_head_kv, 0},
+        {".attention.head_count_kv", 'u', NULL, mla ? 1 : p->n_head_kv, 0},
         {wide ? ".attention.key_length" : NULL, 'u', NULL, s_head_dim(p), 0},
         {wide ? ".attention.value_length" : NULL, 'u', NULL, s_head_dim(p), 0},
+        // Latent attention as llama.cpp's converter writes it: the cached
+        // row seen as one shared head, and the real head sizes.
+        {mla ? ".attention.key_length" : NULL, 'u', NULL, r + rope, 0},
+        {mla ? ".attention.value_length" : NULL, 'u', NULL, r, 0},
+        {mla ? ".attention.key_length_mla" : NULL, 'u', NULL, s_head_dim(p), 0},
+        {mla ? ".attention.value_length_mla" : NULL, 'u', NULL, s_head_dim_v(p), 0},
+        {mla ? ".attention.kv_lora_rank" : NULL, 'u', NULL, r, 0},
+        {mla ? ".attention.q_lora_rank" : NULL, 'u', NULL, p->q_lora_rank, 0},
+        {mla ? ".leading_dense_block_count" : NULL, 'u', NULL, 0, 0},
+        {yarn ? ".rope.scaling.type" : NULL, 's', "yarn", 0, 0},
+        {yarn ? ".rope.scaling.factor" : NULL, 'f', NULL, 0, p->yarn_factor},
+        {yarn ? ".rope.scaling.original_context_length" : NULL, 'u', NULL,
+         p->yarn_orig_ctx ? p->yarn_orig_ctx : (uint32_t)(p->ctx_len / p->yarn_factor), 0},
+        {yarn && p->yarn_mscale_all_dim != 0 ? ".rope.scaling.yarn_log_multiplier" : NULL, 'f', NULL, 0,
+         0.1f * p->yarn_mscale_all_dim},
+        {p->expert_weights_scale != 0 ? ".expert_weights_scale" : NULL, 'f', NULL, 0, p->expert_weights_scale},
         {".rope.freq_base", 'f', NULL, 0, p->rope_base},
         {".attention.layer_norm_rms_epsilon", 'f', NULL, 0, p->rms_eps},
         {".expert_count", 'u', NULL, p->n_expert, 0},
         {".expert_used_count", 'u', NULL, p->n_expert_used, 0},
         {"general.file_type", 'u', NULL, s_file_type(p->type), 0},
         {".vocab_size", 'u', NULL, p->n_vocab, 0},
-        {".rope.dimension_count", 'u', NULL, s_head_dim(p), 0},
+        {".rope.dimension_count", 'u', NULL, s_rope_dim(p), 0},
         {v ? "tokenizer.ggml.model" : NULL, 's', "llama", 0, 0},
         {v ? "tokenizer.ggml.pre" : NULL, 's', "default", 0, 0},
         {v ? "tokenizer.ggml.tokens" : NULL, 'T', NULL, 0, 0},
@@ -623,7 +664,9 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     size_t per_layer = 7 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
     if (s_qk_norm(p) != MC_QKNORM_NONE) per_layer += 2;
     if (mc_arch_get(p->arch)->qkv_bias) per_layer += 3;
-    if (mc_arch_get(p->arch)->shared_expert) per_layer += 4;
+    if (mc_arch_get(p->arch)->shared_expert) per_layer += mc_arch_get(p->arch)->shexp_gated ? 4 : 3;
+    if (s_mla(p)) per_layer += 2; // kv_a_mqa, kv_a_norm, k_b, v_b for k, v
+    if (s_mla(p) && p->q_lora_rank) per_layer += 2; // q_a, q_a_norm, q_b for q
     return 3 - (p->tie_output ? 1 : 0) + (size_t)p->n_layer * per_layer;
 }
 
@@ -643,6 +686,9 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const bool bias = mc_arch_get(p->arch)->qkv_bias;
     const uint32_t fs = s_ffn_shexp(p);
     const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
+    const bool gated = fs && mc_arch_get(p->arch)->shexp_gated, mla = s_mla(p);
+    const uint32_t r = s_kv_lora_rank(p), rope = s_rope_dim(p), hv = p->n_head * s_head_dim_v(p);
+    const uint32_t nope = head_dim - rope, qr = mla ? p->q_lora_rank : 0;
     size_t n = 0;
     char name[64];
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
@@ -654,21 +700,30 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             s_spec_t sp;
         } fixed[] = {
             {"attn_norm", 1, {S_ROLE_ATTN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
-            {"attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
-            {"attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
-            {"attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            {qr ? NULL : "attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
+            {qr ? "attn_q_a" : NULL, 2, {S_ROLE_Q_A, l, 0, 1, t, p->dim, qr, 0, s_dim}},
+            {qr ? "attn_q_a_norm" : NULL, 1, {S_ROLE_Q_A_NORM, l, 0, 1, MC_DTYPE_F32, qr, 1, 1, 0.1f}},
+            {qr ? "attn_q_b" : NULL, 2, {S_ROLE_ATTN_Q, l, 0, 1, t, qr, q_dim, 0, qr ? 1.0f / sqrtf((float)qr) : 0}},
+            {mla ? NULL : "attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            {mla ? NULL : "attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            // Latent attention: k_b and v_b are per head, {.., .., n_head}.
+            {mla ? "attn_kv_a_mqa" : NULL, 2, {S_ROLE_KV_A, l, 0, 1, t, p->dim, r + rope, 0, s_dim}},
+            {mla ? "attn_kv_a_norm" : NULL, 1, {S_ROLE_KV_A_NORM, l, 0, 1, MC_DTYPE_F32, r, 1, 1, 0.1f}},
+            {mla ? "attn_k_b" : NULL, 3, {S_ROLE_K_B, l, 0, p->n_head, t, nope, r, 0, 1.0f / sqrtf((float)nope)}},
+            {mla ? "attn_v_b" : NULL, 3, {S_ROLE_V_B, l, 0, p->n_head, t, r, s_head_dim_v(p), 0, 1.0f / sqrtf((float)r)}},
             // Biases of 0.5 sigma: large enough that a forgotten one shows.
             {bias ? "attn_q.bias" : NULL, 1, {S_ROLE_Q_BIAS, l, 0, 1, MC_DTYPE_F32, q_dim, 1, 0, 0.5f}},
             {bias ? "attn_k.bias" : NULL, 1, {S_ROLE_K_BIAS, l, 0, 1, MC_DTYPE_F32, kv_dim, 1, 0, 0.5f}},
             {bias ? "attn_v.bias" : NULL, 1, {S_ROLE_V_BIAS, l, 0, 1, MC_DTYPE_F32, kv_dim, 1, 0, 0.5f}},
-            {"attn_output", 2, {S_ROLE_ATTN_OUT, l, 0, 1, t, q_dim, p->dim, 0, s_q}},
+            {"attn_output", 2,
+             {S_ROLE_ATTN_OUT, l, 0, 1, t, mla ? hv : q_dim, p->dim, 0, mla ? 1.0f / sqrtf((float)hv) : s_q}},
             {qk ? "attn_q_norm" : NULL, 1, {S_ROLE_Q_NORM, l, 0, 1, MC_DTYPE_F32, qn, 1, 1, 0.1f}},
             {qk ? "attn_k_norm" : NULL, 1, {S_ROLE_K_NORM, l, 0, 1, MC_DTYPE_F32, kn, 1, 1, 0.1f}},
             {"ffn_norm", 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
             {"ffn_gate_inp", 2, {S_ROLE_ROUTER, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, s_dim}},
             // The shared expert: its gate's weights are one F32 vector (dim),
             // as converted files keep them.
-            {fs ? "ffn_gate_inp_shexp" : NULL, 1, {S_ROLE_SHEXP_GATE_INP, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, s_dim}},
+            {gated ? "ffn_gate_inp_shexp" : NULL, 1, {S_ROLE_SHEXP_GATE_INP, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, s_dim}},
             {fs ? "ffn_gate_shexp" : NULL, 2, {S_ROLE_SHEXP_GATE, l, 0, 1, t, p->dim, fs, 0, s_dim}},
             {fs ? "ffn_up_shexp" : NULL, 2, {S_ROLE_SHEXP_UP, l, 0, 1, t, p->dim, fs, 0, s_dim}},
             {fs ? "ffn_down_shexp" : NULL, 2, {S_ROLE_SHEXP_DOWN, l, 0, 1, t, fs, p->dim, 0, s_fs}},
@@ -807,6 +862,27 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (s_ffn_shexp(p) % tr->block_elems)
         return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of %u for type %s", s_ffn_shexp(p),
                           tr->block_elems, tr->name);
+    if (mc_arch_get(p->arch)->shared_expert == MC_SHEXP_COUNT && s_ffn_shexp(p) % p->ffn)
+        return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of ffn (%u): %s counts shared experts",
+                          s_ffn_shexp(p), p->ffn, mc_arch_get(p->arch)->name);
+    if (!(p->yarn_factor == 0 || (p->yarn_factor >= 1 && p->yarn_factor <= 1e4f)) || p->yarn_mscale_all_dim < 0 ||
+        p->yarn_mscale_all_dim > 100 || p->expert_weights_scale < 0 || p->expert_weights_scale > 1e4f)
+        return mc_err_set(err, MC_ERR_ARG, "yarn_factor (1..1e4 or 0), yarn_mscale_all_dim or expert_weights_scale out of range");
+    if (s_mla(p)) {
+        const uint32_t hd = s_head_dim(p), rope = s_rope_dim(p), r = s_kv_lora_rank(p), hv = s_head_dim_v(p);
+        if (rope == 0 || rope % 2 || rope >= hd)
+            return mc_err_set(err, MC_ERR_ARG, "rope_dim (%u) must be even, > 0 and below head_dim (%u)", rope, hd);
+        if (r > MC_MK_MAX_DIM || hv == 0 || hv > MC_MK_MAX_HEAD_DIM)
+            return mc_err_set(err, MC_ERR_ARG, "kv_lora_rank (%u) or head_dim_v (%u) out of range", r, hv);
+        if (p->q_lora_rank > MC_MK_MAX_DIM || p->q_lora_rank % tr->block_elems)
+            return mc_err_set(err, MC_ERR_ARG, "q_lora_rank (%u) must be <= %u and a multiple of %u for type %s",
+                              p->q_lora_rank, MC_MK_MAX_DIM, tr->block_elems, tr->name);
+        if ((hd - rope) % tr->block_elems || r % tr->block_elems || p->n_head * hv % tr->block_elems)
+            return mc_err_set(err, MC_ERR_ARG,
+                              "head_dim - rope_dim (%u), kv_lora_rank (%u) and heads x head_dim_v (%u) must be "
+                              "multiples of %u for type %s",
+                              hd - rope, r, p->n_head * hv, tr->block_elems, tr->name);
+    }
     return MC_OK;
 }
 
@@ -840,6 +916,9 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         size_t widest = p->dim > p->ffn ? p->dim : p->ffn;
         if (s_ffn_shexp(p) > widest) widest = s_ffn_shexp(p);
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
+        if (s_mla(p) && (size_t)p->n_head * s_head_dim_v(p) > widest) widest = (size_t)p->n_head * s_head_dim_v(p);
+        if (s_mla(p) && s_kv_lora_rank(p) > widest) widest = s_kv_lora_rank(p);
+        if (s_mla(p) && p->q_lora_rank > widest) widest = p->q_lora_rank;
         row = malloc(widest * sizeof *row);
         w = mc_gguf_writer_new(0);
         if (!pieces || !lens || !specs || !row || !w)

@@ -1,6 +1,6 @@
 /*
  * mkmodel: writes random-weight mixture-of-experts GGUF files (Mixtral,
- * Qwen3-MoE, OLMoE and Qwen2-MoE architectures).
+ * Qwen3-MoE, OLMoE, Qwen2-MoE and DeepSeek-V2 architectures).
  *
  * Tests, the demo and the benchmark need models of chosen shapes without
  * downloading anything. Everything is deterministic from the seed: the same
@@ -49,6 +49,20 @@ typedef struct {
     // and wins most often, in every layer. 1 (the default): no skew. The
     // other tensors are the same bits whatever the skew.
     float router_skew;
+    // Multi-head latent attention (deepseek2; head_dim is then a query
+    // head's nope + rope width, key_length_mla): the cached latent's width
+    // (0: dim), the rotated dims of a head (0: head_dim / 4, even) and a
+    // value head's width (0: head_dim - rope_dim).
+    uint32_t kv_lora_rank;
+    uint32_t q_lora_rank; // the compressed query's width (V2, V3); 0: attn_q directly (V2-Lite)
+    uint32_t rope_dim;
+    uint32_t head_dim_v;
+    // YaRN RoPE scaling by yarn_factor (0: none) from a context of
+    // yarn_orig_ctx (0: ctx_len / factor), with DeepSeek's mscale_all_dim.
+    float yarn_factor;
+    uint32_t yarn_orig_ctx;
+    float yarn_mscale_all_dim;
+    float expert_weights_scale; // written as <arch>.expert_weights_scale unless 0
 } mc_mkmodel_params_t;
 
 // Small defaults: Mixtral (llama), dim 64, ffn 128, 2 layers, 4/2 heads, 8
