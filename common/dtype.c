@@ -7,7 +7,7 @@
 
 // The last column is llama.cpp's llama_ftype numbering (llama.h): ALL_F32 0, MOSTLY_F16 1,
 // Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, Q2_K 10, Q3_K_M 12, Q4_K_M 15, Q5_K_M 17, Q6_K 18,
-// BF16 32; not the ggml type ids of the first.
+// BF16 32, MOSTLY_MXFP4_MOE 38 (experts MXFP4, the rest another type); not the ggml type ids of the first.
 static const struct {
     uint32_t id;
     mc_dtype_traits_t t;
@@ -19,7 +19,7 @@ static const struct {
     {MC_DTYPE_Q2_K, {"Q2_K", 256, 84, true, 10}}, {MC_DTYPE_Q3_K, {"Q3_K", 256, 110, true, 12}},
     {MC_DTYPE_Q4_K, {"Q4_K", 256, 144, true, 15}}, {MC_DTYPE_Q5_K, {"Q5_K", 256, 176, true, 17}},
     {MC_DTYPE_Q6_K, {"Q6_K", 256, 210, true, 18}}, {MC_DTYPE_Q8_K, {"Q8_K", 256, 292, false, 0}},
-    {MC_DTYPE_BF16, {"BF16", 1, 2, true, 32}},
+    {MC_DTYPE_BF16, {"BF16", 1, 2, true, 32}},    {MC_DTYPE_MXFP4, {"MXFP4", 32, 17, true, 38}},
 };
 
 const mc_dtype_traits_t *mc_dtype_traits(uint32_t type) {

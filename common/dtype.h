@@ -31,7 +31,11 @@ typedef enum {
     MC_DTYPE_Q6_K = 14,
     MC_DTYPE_Q8_K = 15, // activations only
     MC_DTYPE_BF16 = 30,
+    MC_DTYPE_MXFP4 = 39, // OCP microscaling FP4 (GPT-OSS experts): E2M1 values, one E8M0 scale per 32
 } mc_dtype_t;
+
+// Every type id is below this: tables indexed by type id have this many entries.
+#define MC_DTYPE_ID_LIMIT 40
 
 typedef struct {
     const char *name;     // "Q4_K", as llama.cpp spells it
@@ -109,6 +113,17 @@ static inline uint16_t mc_fp32_to_fp16(float f) {
     uint32_t r = ax + 0xFFFu + ((ax >> 13) & 1u); // round mantissa to 10 bits, ties to even
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
+
+// An E8M0 scale byte x (2^(x - 127)) halved, as f32: 2^(x - 128), which multiplies
+// MXFP4's doubled E2M1 values (quant.h). Exact for every byte: x = 0 and 1 give the
+// subnormals 2^-128 and 2^-127; 0xFF (E8M0's NaN) gives 2^127 here, and the model
+// loader refuses blocks holding it (ggml's ggml_e8m0_to_fp32_half computes the same).
+static inline float mc_e8m0_to_fp32_half(uint8_t x) {
+    return mc_f32_from_bits(x < 2 ? 0x00200000u << x : (uint32_t)(x - 1) << 23);
+}
+
+// The E8M0 byte that means NaN: no finite scale, refused in a weight.
+#define MC_E8M0_NAN 0xFFu
 
 static inline float mc_bf16_to_fp32(uint16_t h) {
     return mc_f32_from_bits((uint32_t)h << 16);

@@ -48,7 +48,7 @@ struct mc_expert_store {
     mc_expert_store_params_t p;
     char *path;
     int fd;
-    bool repack[32]; // by dtype id: repacked on arrival (the type has an 8-row layout that mm's kernel reads)
+    bool repack[MC_DTYPE_ID_LIMIT]; // by dtype id: repacked on arrival (the type has an 8-row layout that mm's kernel reads)
     bool hot_fixed; // the hot set came from counts given at creation
     uint32_t n_layer, n_expert;
     size_t cells;
@@ -116,7 +116,7 @@ uint64_t mc_expert_store_total_bytes(const mc_model_t *m, const uint8_t *managed
 }
 
 static bool s_repackable(const mc_expert_store_t *st, const mc_matrix_t *w) {
-    return (uint32_t)w->type < 32 && st->repack[w->type] && w->n_out >= MC_Q4_0X8_ROWS &&
+    return (uint32_t)w->type < MC_DTYPE_ID_LIMIT && st->repack[w->type] && w->n_out >= MC_Q4_0X8_ROWS &&
            w->n_in % mc_dtype_traits(w->type)->block_elems == 0;
 }
 
@@ -416,7 +416,7 @@ mc_expert_store_t *mc_expert_store_new(const mc_model_t *m, const mc_matmul_t *m
     st->cur_layer = st->prev_layer = -1;
     for (int i = 0; i < MC_STORE_N_PRED; i++)
         for (int j = 0; j < S_SLOTS; j++) st->pred_layer[i][j] = -1;
-    for (uint32_t t = 0; t < 32; t++) {
+    for (uint32_t t = 0; t < MC_DTYPE_ID_LIMIT; t++) {
         const mc_kernel_t *k = mc_matmul_kernel(mm, (mc_dtype_t)t);
         st->repack[t] = p->repack && mc_kernel_repacks((mc_dtype_t)t) && k && k->dot8;
     }

@@ -5,7 +5,8 @@
  * inside a block, one float multiply (or two, for the min terms) per block,
  * accumulated in a float, block after block. Q4_0 does the same with whole
  * 32-value blocks (see s_dot_q4_0: the order its 8-row interleaved repacked
- * layout computes with rows in vector lanes). The other 32-value block types
+ * layout computes with rows in vector lanes), and MXFP4 the same with its
+ * E2M1 table and power-of-two scales (s_dot_mxfp4). The other 32-value block types
  * (Q4_1, Q5_0, Q5_1, Q8_0) accumulate 8 float lanes of 4-value integer sums
  * (see s_dot_lanes32), and the float-type dots (F32, F16, BF16) 16 lanes of
  * products (see s_dot_lanes): fixed orders that SIMD units reproduce at speed.
@@ -282,6 +283,39 @@ static void s_dot8_q4_0(int64_t n, float *s, size_t s_stride, const void *w8, si
             }
             s[(size_t)c * s_stride + (size_t)r] = acc;
         }
+}
+
+// MXFP4 follows Q4_0's order with its own integers and scale: per block,
+//
+//   isum = sum over the 32 values of mc_mxfp4_values[code] * a[j]   (exact int)
+//   acc  = acc + (float)isum * (e8m0_half(weight e) * activation d)
+//
+// the table holding the E2M1 values doubled (|v| <= 12) and the scale halved
+// (mc_e8m0_to_fp32_half, exact). Both factors as f32, their product rounded
+// to f32 first, then the multiply, then the add: never fused. That is ggml's
+// generic ggml_vec_dot_mxfp4_q8_0 (which multiplies the two scales the other
+// way round: the same product).
+static void s_quants_mxfp4(const uint8_t *blk, int8_t q[MC_QK]) {
+    const uint8_t *qs = S_FIELD(blk, mc_block_mxfp4_t, qs);
+    for (int j = 0; j < MC_QK / 2; j++) {
+        q[j] = mc_mxfp4_values[qs[j] & 0xF];
+        q[j + MC_QK / 2] = mc_mxfp4_values[qs[j] >> 4];
+    }
+}
+
+static void s_dot_mxfp4(int64_t n, float *s, const void *w, const void *a) {
+    assert(n % MC_QK == 0);
+    const uint8_t *x = w, *y = a;
+    float acc = 0.f;
+    for (int64_t i = 0; i < n / MC_QK; i++, x += sizeof(mc_block_mxfp4_t), y += sizeof(mc_block_q8_0_t)) {
+        int8_t q[MC_QK];
+        s_quants_mxfp4(x, q);
+        const int8_t *qa = (const int8_t *)S_FIELD(y, mc_block_q8_0_t, qs);
+        int isum = 0;
+        for (int j = 0; j < MC_QK; j++) isum += q[j] * qa[j];
+        acc = acc + (float)isum * (mc_e8m0_to_fp32_half(*S_FIELD(x, mc_block_mxfp4_t, e)) * s_half(y));
+    }
+    *s = acc;
 }
 
 static void s_dot_q4_1(int64_t n, float *s, const void *w, const void *a) {
@@ -717,6 +751,7 @@ static const mc_kernel_t s_scalar[] = {
      .dot8 = s_dot8_q5_k},
     {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .isa = MC_ISA_SCALAR,
      .dot8 = s_dot8_q6_k},
+    {.wtype = MC_DTYPE_MXFP4, .act_type = MC_DTYPE_Q8_0, .act = s_act_q8_0, .dot = s_dot_mxfp4, .isa = MC_ISA_SCALAR},
 };
 
 #define S_N_SCALAR (sizeof s_scalar / sizeof s_scalar[0])

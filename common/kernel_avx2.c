@@ -607,10 +607,11 @@ S_INLINE void s_prep32(mc_dtype_t t, void *a, int64_t n) {
 // Q4_0's side data: the f32 scale of each block, then per block one int32:
 // -8 * the sum of the block's activation quants (its dot adds whole-block
 // sums, kernel.c; the repacked dot starts each block's 8 row lanes from it).
-S_FN void s_prep_q4_0(void *a, int64_t n) {
+// MXFP4's: the same with -12 (its table's offset, s_mxfp4_u).
+S_INLINE void s_prep_blocksum(void *a, int64_t n, char offset) {
     const size_t nb = (size_t)(n / MC_QK);
     uint8_t *q = a, *d = q + nb * sizeof(mc_block_q8_0_t), *nc = d + nb * sizeof(float);
-    const __m256i off = _mm256_set1_epi8(8);
+    const __m256i off = _mm256_set1_epi8(offset);
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *blk = q + i * sizeof(mc_block_q8_0_t);
         const float f = s_half(S_AT(blk, mc_block_q8_0_t, d));
@@ -621,6 +622,12 @@ S_FN void s_prep_q4_0(void *a, int64_t n) {
         memcpy(nc + i * sizeof v, &v, sizeof v);
     }
 }
+S_FN void s_prep_q4_0(void *a, int64_t n) { s_prep_blocksum(a, n, 8); }
+S_FN void s_prep_mxfp4(void *a, int64_t n) { s_prep_blocksum(a, n, 12); }
+
+// MXFP4's codes 0..15 -> their doubled E2M1 value + 12 (mc_mxfp4_values[c] + 12,
+// unsigned for the byte products; the side data's -12 * sum(y) takes the 12 back).
+static const uint8_t s_mxfp4_u[16] = {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0};
 static size_t s_prep_bytes_q4_0(int64_t n) { return (size_t)(n / MC_QK) * (sizeof(float) + sizeof(int32_t)); }
 S_FN void s_prep_q5_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q5_0, a, n); }
 S_FN void s_prep_q8_0(void *a, int64_t n) { s_prep32(MC_DTYPE_Q8_0, a, n); }
@@ -896,8 +903,8 @@ S_DOTK(q6_k, MC_DTYPE_Q6_K)
 
 // --- table --------------------------------------------------------------------------
 
-// The two tables differ only in their ISA and the prepared Q4_0, Q5_0 and
-// Q8_0 dots (pfx: s_avx2_ or s_vnni_).
+// The two tables differ only in their ISA and the prepared Q4_0, Q5_0, Q8_0
+// and MXFP4 dots (pfx: s_avx2_ or s_vnni_).
 #define S_K(w, at, a, name, isa_) \
     {.wtype = w, .act_type = at, .act = a, .dot = s_dot_##name, .dot4 = s_dot4_##name, .isa = isa_}
 #define S_KP(w, name, isa_, pfx, pbytes, dot8_)                                               \
@@ -919,7 +926,8 @@ S_DOTK(q6_k, MC_DTYPE_Q6_K)
     {.wtype = MC_DTYPE_Q5_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q5_k, .dot4 = s_dot4_q5_k, \
      .isa = isa_, .dot8 = pfx##dot8_q5_k},                                              \
     {.wtype = MC_DTYPE_Q6_K, .act_type = MC_DTYPE_Q8_K, .act = s_act_q8_k, .dot = s_dot_q6_k, .dot4 = s_dot4_q6_k, \
-     .isa = isa_, .dot8 = pfx##dot8_q6_k}
+     .isa = isa_, .dot8 = pfx##dot8_q6_k},                                              \
+    S_KP(MC_DTYPE_MXFP4, mxfp4, isa_, pfx, s_prep_bytes_q4_0, NULL)
 
 static const mc_kernel_t s_avx2[] = {S_TABLE(MC_ISA_AVX2, s_avx2_)};
 static const mc_kernel_t s_vnni[] = {S_TABLE(MC_ISA_AVX_VNNI, s_vnni_)};

@@ -1,5 +1,5 @@
 /*
- * kernel_avx2_q32: the Q4_0, Q5_0 and Q8_0 dots (and Q4_0's and Q8_0's
+ * kernel_avx2_q32: the Q4_0, Q5_0, Q8_0 and MXFP4 dots (and Q4_0's and Q8_0's
  * repacked 8-row products) on prepared Q8_0 activation rows, a template that kernel_avx2.c includes twice: with S_Q32_VNNI 0
  * (byte products by maddubs and madd) and with S_Q32_VNNI 1 (one AVX-VNNI
  * vpdpbusd per block, which also starts from the Q4_0/Q5_0 offset
@@ -131,6 +131,62 @@ S_Q32_FN void S_Q32_NAME(dot_q4_0)(int64_t n, float *s, const void *w, const voi
 
 S_Q32_FN void S_Q32_NAME(dot4_q4_0)(int64_t n, float s[4], const void *w, const void *const a[4]) {
     S_Q32_NAME(rows_q4_0)(n, s, w, a, 4);
+}
+
+// --- MXFP4: Q4_0's whole-block order with a table and power-of-two scales ----------
+//
+// The same steps as rows_q4_0: each nibble looks up its E2M1 value doubled,
+// plus 12 (pshufb on a 16-entry table: unsigned 0..24, which maddubs and
+// vpdpbusd take), the prepared side data holds -12 times the activation's
+// block sums, so lane sums plus it are the reference's exact isum; the
+// scales 2^(e - 128) as f32 times the activation's, then kernel.c's adds.
+S_Q32_INLINE void S_Q32_NAME(rows_mxfp4)(int64_t n, float *s, const uint8_t *x, const void *const *a, int na) {
+    enum { WB = sizeof(mc_block_mxfp4_t), YB = sizeof(mc_block_q8_0_t) };
+    const int64_t nb = n / MC_QK;
+    s_prow_t p[4];
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int c = 0; c < na; c++) p[c] = s_prow(MC_DTYPE_MXFP4, a[c], n);
+    const __m256i table = _mm256_broadcastsi128_si256(s_load128(s_mxfp4_u));
+    for (int64_t i = 0; i < nb; i += 4) {
+        const int r = nb - i < 4 ? (int)(nb - i) : 4;
+        const uint8_t *xg = x + (size_t)i * WB;
+        s_prefetch(xg, 4 * WB);
+        __m256i u[4];
+        float e[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; b++)
+            if (b < r) {
+                u[b] = _mm256_shuffle_epi8(table, s_nibbles(S_AT(xg + (size_t)b * WB, mc_block_mxfp4_t, qs)));
+                e[b] = mc_e8m0_to_fp32_half(xg[(size_t)b * WB + offsetof(mc_block_mxfp4_t, e)]);
+            } else {
+                u[b] = _mm256_setzero_si256();
+            }
+        const __m128 dx = _mm_loadu_ps(e);
+#pragma GCC unroll 4
+        for (int c = 0; c < na; c++) {
+            __m256i ps[4];
+#pragma GCC unroll 4
+            for (int b = 0; b < 4; b++)
+                ps[b] = b < r ? S_Q32_NAME(usum)(u[b], s_load(p[c].q + (size_t)(i + b) * YB +
+                                                               offsetof(mc_block_q8_0_t, qs)))
+                              : _mm256_setzero_si256();
+            const __m128i is = _mm_add_epi32(s_hsum4(ps[0], ps[1], ps[2], ps[3]),
+                                             s_ints(p[c].nc + (size_t)i * sizeof(int32_t), r));
+            const __m128 dy = r == 4 ? _mm_loadu_ps((const float *)(const void *)(p[c].d + (size_t)i * sizeof(float)))
+                                     : s_floats(p[c].d + (size_t)i * sizeof(float), r);
+            acc[c] = s_accumulate(acc[c], _mm_mul_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(dx, dy)), r);
+        }
+    }
+    for (int c = 0; c < na; c++) s[c] = acc[c];
+}
+
+S_Q32_FN void S_Q32_NAME(dot_mxfp4)(int64_t n, float *s, const void *w, const void *a) {
+    const void *y[1] = {a};
+    S_Q32_NAME(rows_mxfp4)(n, s, w, y, 1);
+}
+
+S_Q32_FN void S_Q32_NAME(dot4_mxfp4)(int64_t n, float s[4], const void *w, const void *const a[4]) {
+    S_Q32_NAME(rows_mxfp4)(n, s, w, a, 4);
 }
 
 // Repacked groups of 8 rows (kernel.h): per block, 4 loads give the 8 rows'

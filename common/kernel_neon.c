@@ -7,7 +7,7 @@
  *
  * Every kernel returns the same bits as the scalar reference. Integer sums
  * are exact in any order; every float operation that combines them is the
- * reference's, in the reference's order: Q4_0 adds whole-block sums one
+ * reference's, in the reference's order: Q4_0 and MXFP4 add whole-block sums one
  * block after the other (its repacked 8-row groups keep 8 rows in two 4-lane
  * registers), the other 32-value block types keep the
  * reference's 8 lanes as two 4-lane registers per activation row, the
@@ -542,6 +542,40 @@ S_BODY void s_dot_q4_0(int64_t n, float *s, const void *w, const void *a, s_quad
 S_BODY void s_dot4_q4_0(int64_t n, float s[4], const void *w, const void *const a[4], s_quad_fn quad) {
     const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};
     s_dot_q4_0_rows(n, s, w, y, 4, quad);
+}
+
+// --- MXFP4: Q4_0's order with the E2M1 table (kernel.c's s_dot_mxfp4) -------------------------
+
+// Each nibble looks up its doubled E2M1 value (tbl): signed bytes, |w| <= 12,
+// so the small-product primitive is exact. Then Q4_0's steps with the scale
+// 2^(e - 128).
+S_BODY void s_dot_mxfp4_rows(int64_t n, float *s, const uint8_t *x, const uint8_t *const *a, int na, s_quad_fn quad) {
+    assert(n % MC_QK == 0);
+    enum { BX = sizeof(mc_block_mxfp4_t), BY = sizeof(mc_block_q8_0_t), YQ = offsetof(mc_block_q8_0_t, qs) };
+    const int8x16_t table = vld1q_s8(mc_mxfp4_values);
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int64_t i = 0; i < n / MC_QK; i++, x += BX) {
+        int8x16_t q[2];
+        s_nibbles(S_FIELD(x, mc_block_mxfp4_t, qs), q);
+        for (int k = 0; k < 2; k++) q[k] = vqtbl1q_s8(table, vreinterpretq_u8_s8(q[k]));
+        const float dx = mc_e8m0_to_fp32_half(*S_FIELD(x, mc_block_mxfp4_t, e));
+        for (int c = 0; c < na; c++) {
+            const uint8_t *y = a[c] + i * BY;
+            const int32_t isum = vaddvq_s32(vaddq_s32(quad(q[0], s_ld_s8(y + YQ)), quad(q[1], s_ld_s8(y + YQ + 16))));
+            acc[c] = acc[c] + (float)isum * (dx * s_half(y));
+        }
+    }
+    for (int c = 0; c < na; c++) s[c] = acc[c];
+}
+
+S_BODY void s_dot_mxfp4(int64_t n, float *s, const void *w, const void *a, s_quad_fn quad) {
+    const uint8_t *y[1] = {a};
+    s_dot_mxfp4_rows(n, s, w, y, 1, quad);
+}
+
+S_BODY void s_dot4_mxfp4(int64_t n, float s[4], const void *w, const void *const a[4], s_quad_fn quad) {
+    const uint8_t *y[4] = {a[0], a[1], a[2], a[3]};
+    s_dot_mxfp4_rows(n, s, w, y, 4, quad);
 }
 
 // Repacked groups of 8 rows (kernel.h): a 16-byte half of each quant record
@@ -1103,6 +1137,8 @@ S_FLAVOURS(s_dot_q3_k, s_dot16_small_mull, s_dot16_sdot)
 S_FLAVOURS(s_dot_q4_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q5_k, s_dot32_small_mull, s_dot32_sdot)
 S_FLAVOURS(s_dot_q6_k, s_dot16_small_mull, s_dot16_sdot)
+S_FLAVOURS(s_dot_mxfp4, s_quad_small_mull, s_quad_sdot)
+S_FLAVOURS4(s_dot4_mxfp4, s_quad_small_mull, s_quad_sdot)
 S_FLAVOURS4(s_dot4_q4_0, s_quad_small_mull, s_quad_sdot)
 static void s_dot8_q4_0_neon(int64_t n, float *s, size_t stride, const void *w8, size_t row_bytes,
                              const void *const *a, int na) {
@@ -1155,6 +1191,7 @@ S_FLAVOURS4(s_dot4_q6_k, s_dot16_small_mull, s_dot16_sdot)
         S_K8(MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q4_k_##fl, s_dot4_q4_k_##fl, s_dot8_q4_k_##fl, isa), \
         S_K8(MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q5_k_##fl, NULL, s_dot8_q5_k_##fl, isa),             \
         S_K8(MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, s_act_q8_k, s_dot_q6_k_##fl, s_dot4_q6_k_##fl, s_dot8_q6_k_##fl, isa), \
+        S_K(MC_DTYPE_MXFP4, MC_DTYPE_Q8_0, s_act_q8_0, s_dot_mxfp4_##fl, s_dot4_mxfp4_##fl, isa),          \
     }
 
 static const mc_kernel_t s_neon[] = S_TABLE(neon, MC_ISA_NEON);

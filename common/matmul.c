@@ -15,7 +15,7 @@
 // Kernels resolved once per matmul object: mc_kernel_get checks the CPU,
 // and on a virtual machine cpuid traps to the hypervisor (it cost 13% of a
 // decode step when looked up per product).
-#define MC_MM_TYPES 32 // dtype ids are < 32
+#define MC_MM_TYPES MC_DTYPE_ID_LIMIT
 
 struct mc_matmul {
     mc_pool_t *pool;

@@ -69,6 +69,24 @@ static mc_err_t s_matrix_from(const mc_gguf_tensor_t *t, uint32_t n_in, uint32_t
     if (!mc_kernel_get(t->type, MC_ISA_SCALAR))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type", t->name,
                           mc_dtype_name(t->type));
+    if (t->type == MC_DTYPE_MXFP4) {
+        // A scale byte 0xFF is E8M0's NaN: no number, refused here once rather
+        // than multiplied as 2^127 into every product. (Reading every scale
+        // touches the matrix's pages once at load.)
+        const int64_t b = mc_quant_mxfp4_bad_block(data, (int64_t)n_in * n_out);
+        if (b >= 0) {
+            const uint64_t bpr = n_in / MC_QK, first = (uint64_t)(data - t->data) / sizeof(mc_block_mxfp4_t);
+            const uint64_t blk = first + (uint64_t)b, row = blk / bpr;
+            char where[64] = "";
+            if (t->n_dims == 3 && t->ne[1])
+                snprintf(where, sizeof where, ", expert %llu", (unsigned long long)(row / t->ne[1]));
+            return mc_err_set(err, MC_ERR_FORMAT,
+                              "tensor '%s': MXFP4 block %llu (row %llu%s, values %llu..%llu) has the scale byte 0xFF, "
+                              "which is NaN in E8M0: the file is damaged",
+                              t->name, (unsigned long long)blk, (unsigned long long)row, where,
+                              (unsigned long long)(blk % bpr * MC_QK), (unsigned long long)(blk % bpr * MC_QK + MC_QK - 1));
+        }
+    }
     *out = (mc_matrix_t){t->type, n_in, n_out, mc_dtype_row_bytes(t->type, n_in), data, NULL};
     return MC_OK;
 }

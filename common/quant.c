@@ -8,7 +8,9 @@
  * but GNU mode and clang fuse when the target has FMA).
  * The Q4_0..Q5_1 weight quantizers are ggml's reference ones too; the K-quant
  * weight quantizers use a plain min/max fit per sub-block instead of ggml's
- * search, which is good enough for test and benchmark models.
+ * search, which is good enough for test and benchmark models. MXFP4's is
+ * ggml's reference quantizer (quantize_row_mxfp4_ref) step for step, so a
+ * file we write holds the bytes llama.cpp's would.
  *
  * Blocks are read and written with memcpy through a local copy because a row
  * inside a file mapping can start at any offset.
@@ -254,6 +256,18 @@ static void s_deq_q6_k(const uint8_t *src, float *y, int64_t nb) {
     }
 }
 
+static void s_deq_mxfp4(const uint8_t *src, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, src += sizeof(mc_block_mxfp4_t), y += MC_QK) {
+        mc_block_mxfp4_t b;
+        memcpy(&b, src, sizeof b);
+        const float d = mc_e8m0_to_fp32_half(b.e);
+        for (int j = 0; j < MC_QK / 2; j++) {
+            y[j] = mc_mxfp4_values[b.qs[j] & 0xF] * d;
+            y[j + MC_QK / 2] = mc_mxfp4_values[b.qs[j] >> 4] * d;
+        }
+    }
+}
+
 static void s_deq_q8_k(const uint8_t *src, float *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, src += sizeof(mc_block_q8_k_t), y += MC_QK_K) {
         mc_block_q8_k_t b;
@@ -357,6 +371,42 @@ static void s_quant_q5_1(const float *x, uint8_t *dst, int64_t nb) {
         int q[MC_QK];
         for (int j = 0; j < MC_QK; j++) q[j] = s_to_int((x[j] - mn) * id + 0.5f, 0, 31);
         s_pack_q5(q, b.qs, b.qh);
+        memcpy(dst, &b, sizeof b);
+    }
+}
+
+// The code whose value times d is nearest x: the first on ties (so 0, never
+// -0, for x = 0), as ggml's best_index_mxfp4.
+static int s_mxfp4_nearest(float x, float d) {
+    int best = 0;
+    float best_err = fabsf(mc_mxfp4_values[0] * d - x);
+    for (int i = 1; i < 16; i++) {
+        const float err = fabsf(mc_mxfp4_values[i] * d - x);
+        if (err < best_err) {
+            best = i;
+            best_err = err;
+        }
+    }
+    return best;
+}
+
+// ggml's quantize_row_mxfp4_ref: the scale 2^(floor(log2(amax)) - 2) puts the
+// largest magnitude in [4, 8) scale units, where E2M1's top values (4, 6) sit;
+// values above 6 units clip to 6. log2f as ggml calls it, so the exponent is
+// the same even where log2f rounds up to an integer just below a power of two.
+// Where ggml's cast to uint8_t would be undefined (amax below 2^-125, or
+// infinite) the exponent is clamped to 0 .. 254 instead: never the NaN byte.
+static void s_quant_mxfp4(const float *x, uint8_t *dst, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += MC_QK, dst += sizeof(mc_block_mxfp4_t)) {
+        mc_block_mxfp4_t b;
+        float amax = 0.f;
+        for (int j = 0; j < MC_QK; j++)
+            if (amax < fabsf(x[j])) amax = fabsf(x[j]);
+        float e = amax > 0.f ? floorf(log2f(amax)) - 2 + 127 : 0.f;
+        b.e = (uint8_t)(e > 254.f ? 254 : e > 0.f ? (int)e : 0);
+        const float d = mc_e8m0_to_fp32_half(b.e);
+        for (int j = 0; j < MC_QK / 2; j++)
+            b.qs[j] = (uint8_t)(s_mxfp4_nearest(x[j], d) | s_mxfp4_nearest(x[j + MC_QK / 2], d) << 4);
         memcpy(dst, &b, sizeof b);
     }
 }
@@ -642,6 +692,7 @@ mc_err_t mc_quant_dequantize_row(mc_dtype_t type, const void *src, float *dst, i
     case MC_DTYPE_Q5_K: s_deq_q5_k(p, dst, nb); break;
     case MC_DTYPE_Q6_K: s_deq_q6_k(p, dst, nb); break;
     case MC_DTYPE_Q8_K: s_deq_q8_k(p, dst, nb); break;
+    case MC_DTYPE_MXFP4: s_deq_mxfp4(p, dst, nb); break;
     default: return MC_ERR_UNSUPPORTED;
     }
     return MC_OK;
@@ -679,7 +730,15 @@ mc_err_t mc_quant_quantize_row(mc_dtype_t type, const float *src, void *dst, int
     case MC_DTYPE_Q5_K: s_quant_q5_k(src, p, nb); break;
     case MC_DTYPE_Q6_K: s_quant_q6_k(src, p, nb); break;
     case MC_DTYPE_Q8_K: s_quant_q8_k(src, p, nb); break;
+    case MC_DTYPE_MXFP4: s_quant_mxfp4(src, p, nb); break;
     default: return MC_ERR_UNSUPPORTED;
     }
     return MC_OK;
+}
+
+int64_t mc_quant_mxfp4_bad_block(const void *src, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n / MC_QK; i++)
+        if (p[(size_t)i * sizeof(mc_block_mxfp4_t) + offsetof(mc_block_mxfp4_t, e)] == MC_E8M0_NAN) return i;
+    return -1;
 }

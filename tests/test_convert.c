@@ -681,6 +681,19 @@ static void test_mixtral_fallback(void **state) {
     assert_int_equal(mc_gguf_tensor_find(b, "token_embd.weight")->type, MC_DTYPE_Q4_K);
     assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_gate_inp.weight")->type, MC_DTYPE_F32);
     mc_gguf_destroy(&b);
+    // MXFP4: the experts only, the other matrices F32; the file loads.
+    s_convert_ok(dir, out, false, MC_DTYPE_MXFP4);
+    b = s_open(out);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_gate_exps.weight")->type, MC_DTYPE_MXFP4);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_up_exps.weight")->type, MC_DTYPE_MXFP4);
+    // ffn is not whole 32-value blocks: the fallback, as for Q4_K.
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.ffn_down_exps.weight")->type, MC_DTYPE_F16);
+    assert_int_equal(mc_gguf_tensor_find(b, "blk.0.attn_q.weight")->type, MC_DTYPE_F32);
+    assert_int_equal(mc_gguf_tensor_find(b, "token_embd.weight")->type, MC_DTYPE_F32);
+    mc_gguf_destroy(&b);
+    mc_model_t *mx = mc_model_open(out, err);
+    if (!mx) fail_msg("%s", err);
+    mc_model_destroy(&mx);
     s_convert_ok(dir, out, false, MC_DTYPE_Q6_K);
     mc_mkmodel_params_t mp2 = mp;
     mp2.ffn = 96; // 96 = 3 Q8_0 blocks

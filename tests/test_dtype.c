@@ -33,6 +33,7 @@ static void test_file_type(void **state) {
         {MC_DTYPE_Q5_K, 17}, // MOSTLY_Q5_K_M
         {MC_DTYPE_Q6_K, 18}, // MOSTLY_Q6_K
         {MC_DTYPE_BF16, 32}, // MOSTLY_BF16
+        {MC_DTYPE_MXFP4, 38}, // MOSTLY_MXFP4_MOE
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         uint32_t ft = 99;
@@ -59,6 +60,20 @@ static void test_names_and_rows(void **state) {
     assert_int_equal(mc_dtype_row_bytes(MC_DTYPE_Q4_K, 512), 288);
     assert_int_equal(mc_dtype_row_bytes(MC_DTYPE_Q4_K, 100), 0);
     assert_int_equal(mc_dtype_row_bytes(MC_DTYPE_F16, 3), 6);
+    // MXFP4: ggml type 39, 32 values in 16 bytes of 4-bit codes plus one scale byte.
+    assert_true(mc_dtype_from_name("mxfp4", &t));
+    assert_int_equal(t, 39);
+    assert_string_equal(mc_dtype_name(39), "MXFP4");
+    const mc_dtype_traits_t *tr = mc_dtype_traits(MC_DTYPE_MXFP4);
+    assert_non_null(tr);
+    assert_int_equal(tr->block_elems, 32);
+    assert_int_equal(tr->block_bytes, 17);
+    assert_true(tr->weight);
+    assert_int_equal(mc_dtype_row_bytes(MC_DTYPE_MXFP4, 2880), 90 * 17); // a GPT-OSS row
+    assert_int_equal(mc_dtype_row_bytes(MC_DTYPE_MXFP4, 48), 0);
+    assert_null(mc_dtype_traits(38));
+    assert_null(mc_dtype_traits(40));
+    assert_true(MC_DTYPE_MXFP4 < MC_DTYPE_ID_LIMIT);
 }
 
 int main(void) {

@@ -51,20 +51,22 @@ static const struct {
     mc_dtype_t wtype, act_type;
     int off_d, off_m;
     bool signed_m; // Q4_1/Q5_1 add m, the K-quants subtract a non-negative dmin
+    bool e8m0;     // MXFP4: the scale at off_d is one E8M0 byte, not an fp16
 } s_types[] = {
-    {MC_DTYPE_F32, MC_DTYPE_F32, -1, -1, false},
-    {MC_DTYPE_F16, MC_DTYPE_F16, -1, -1, false},
-    {MC_DTYPE_BF16, MC_DTYPE_BF16, -1, -1, false},
-    {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, offsetof(mc_block_q4_0_t, d), -1, false},
-    {MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, offsetof(mc_block_q4_1_t, d), offsetof(mc_block_q4_1_t, m), true},
-    {MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, offsetof(mc_block_q5_0_t, d), -1, false},
-    {MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, offsetof(mc_block_q5_1_t, d), offsetof(mc_block_q5_1_t, m), true},
-    {MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, offsetof(mc_block_q8_0_t, d), -1, false},
-    {MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, offsetof(mc_block_q2_k_t, d), offsetof(mc_block_q2_k_t, dmin), false},
-    {MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, offsetof(mc_block_q3_k_t, d), -1, false},
-    {MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, offsetof(mc_block_q4_k_t, d), offsetof(mc_block_q4_k_t, dmin), false},
-    {MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, offsetof(mc_block_q5_k_t, d), offsetof(mc_block_q5_k_t, dmin), false},
-    {MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, offsetof(mc_block_q6_k_t, d), -1, false},
+    {MC_DTYPE_F32, MC_DTYPE_F32, -1, -1, false, false},
+    {MC_DTYPE_F16, MC_DTYPE_F16, -1, -1, false, false},
+    {MC_DTYPE_BF16, MC_DTYPE_BF16, -1, -1, false, false},
+    {MC_DTYPE_Q4_0, MC_DTYPE_Q8_0, offsetof(mc_block_q4_0_t, d), -1, false, false},
+    {MC_DTYPE_Q4_1, MC_DTYPE_Q8_1, offsetof(mc_block_q4_1_t, d), offsetof(mc_block_q4_1_t, m), true, false},
+    {MC_DTYPE_Q5_0, MC_DTYPE_Q8_0, offsetof(mc_block_q5_0_t, d), -1, false, false},
+    {MC_DTYPE_Q5_1, MC_DTYPE_Q8_1, offsetof(mc_block_q5_1_t, d), offsetof(mc_block_q5_1_t, m), true, false},
+    {MC_DTYPE_Q8_0, MC_DTYPE_Q8_0, offsetof(mc_block_q8_0_t, d), -1, false, false},
+    {MC_DTYPE_Q2_K, MC_DTYPE_Q8_K, offsetof(mc_block_q2_k_t, d), offsetof(mc_block_q2_k_t, dmin), false, false},
+    {MC_DTYPE_Q3_K, MC_DTYPE_Q8_K, offsetof(mc_block_q3_k_t, d), -1, false, false},
+    {MC_DTYPE_Q4_K, MC_DTYPE_Q8_K, offsetof(mc_block_q4_k_t, d), offsetof(mc_block_q4_k_t, dmin), false, false},
+    {MC_DTYPE_Q5_K, MC_DTYPE_Q8_K, offsetof(mc_block_q5_k_t, d), offsetof(mc_block_q5_k_t, dmin), false, false},
+    {MC_DTYPE_Q6_K, MC_DTYPE_Q8_K, offsetof(mc_block_q6_k_t, d), -1, false, false},
+    {MC_DTYPE_MXFP4, MC_DTYPE_Q8_0, offsetof(mc_block_mxfp4_t, e), -1, false, true},
 };
 
 // A random weight row of n values at w: random bits for the quants and
@@ -84,6 +86,10 @@ static void s_random_row(size_t ti, int64_t n, uint8_t *w, uint64_t *rng) {
     for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)s_rng_next(rng);
     for (int64_t b = 0; b < n / tr->block_elems; b++) {
         uint8_t *blk = w + (size_t)b * tr->block_bytes;
+        if (s_types[ti].e8m0) { // 2^-10 .. 2^-4: values up to 12 times that
+            blk[s_types[ti].off_d] = (uint8_t)(118 + s_rng_next(rng) % 7);
+            continue;
+        }
         s_put_half(blk + s_types[ti].off_d, 0.001f + 0.099f * s_rng_uniform(rng));
         if (s_types[ti].off_m >= 0) {
             const float m = 0.001f + 0.099f * s_rng_uniform(rng);
@@ -360,6 +366,10 @@ static void s_check_extremes(size_t ti, mc_isa_t isa) {
     assert_true(w && a && x);
     memset(w, 0xFF, wbytes);
     for (int64_t b = 0; b < n / tr->block_elems; b++) {
+        if (s_types[ti].e8m0) { // 2^-7; codes 0xF: -12 each
+            w[(size_t)b * tr->block_bytes + (size_t)s_types[ti].off_d] = 121;
+            continue;
+        }
         s_put_half(w + (size_t)b * tr->block_bytes + s_types[ti].off_d, 0.01f);
         if (s_types[ti].off_m >= 0) s_put_half(w + (size_t)b * tr->block_bytes + s_types[ti].off_m, 0.01f);
     }
@@ -548,6 +558,15 @@ static void s_wild_row(size_t ti, int64_t n, uint8_t *w, bool wild, uint64_t *rn
             for (size_t i = 0; i < tr->block_bytes; i++) blk[i] |= 0x88;
             break;
         default: break;
+        }
+        if (s_types[ti].e8m0) {
+            // Any scale but NaN (the loader refuses 0xFF): the subnormal 0 and 1,
+            // 2^-128 .. 2^72 (products with any fp16 activation scale and block
+            // sum stay finite), or near 2^-7.
+            const uint8_t e = (uint8_t)(s_rng_next(rng) % 201);
+            blk[s_types[ti].off_d] = wild ? (s_rng_next(rng) % 4 == 0 ? (uint8_t)(s_rng_next(rng) % 2) : e)
+                                          : (uint8_t)(118 + s_rng_next(rng) % 7);
+            continue;
         }
         const int offs[2] = {s_types[ti].off_d, s_types[ti].off_m};
         for (int f = 0; f < 2; f++) {

@@ -17,6 +17,7 @@
 #include "gguf_writer.h"
 #include "mkmodel.h"
 #include "model.h"
+#include "quant.h"
 #include "testutil.h"
 
 static char s_dir[256];
@@ -89,6 +90,72 @@ static void test_quant_fixture_types(void **state) {
     assert_int_equal(m->layers[0].wk.type, MC_DTYPE_Q8_0);
     assert_int_equal(m->output.type, MC_DTYPE_Q6_K);
     mc_model_destroy(&m);
+}
+
+// Writes src's bytes to dst with byte `value` at the scale of MXFP4 block
+// `block` of tensor `name`; returns that byte's file offset.
+static long s_patch_scale(const char *src, const char *dst, const char *name, uint64_t block, uint8_t value) {
+    char err[MC_ERR_LEN];
+    mc_gguf_t *g = mc_gguf_open(src, err);
+    assert_non_null(g);
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, name);
+    assert_non_null(t);
+    assert_int_equal(t->type, MC_DTYPE_MXFP4);
+    assert_true((block + 1) * sizeof(mc_block_mxfp4_t) <= t->size);
+    const long off = (long)(t->data - mc_gguf_base(g)) + (long)(block * sizeof(mc_block_mxfp4_t));
+    mc_gguf_destroy(&g);
+    size_t len;
+    uint8_t *buf = mc_test_read_file(src, &len);
+    assert_non_null(buf);
+    assert_true(buf[off] != 0xFF); // the quantizer never writes the NaN byte
+    buf[off] = value;
+    FILE *f = fopen(dst, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    fclose(f);
+    free(buf);
+    return off;
+}
+
+// An MXFP4 block whose E8M0 scale is 0xFF (NaN) is refused at load, the
+// error naming the tensor, the block, its row (and expert) and its values;
+// 0xFE, the largest number, loads. Merged and per-expert tensors, through
+// mc_model_open and mc_model_open_node.
+static void test_mxfp4_bad_scale(void **state) {
+    (void)state;
+    char good[512], bad[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default(); // dim 64, ffn 128: 2 blocks per gate/up row
+    p.type = MC_DTYPE_MXFP4;
+    snprintf(good, sizeof good, "%s/mxfp4.gguf", s_dir);
+    snprintf(bad, sizeof bad, "%s/mxfp4-bad.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, good, err), MC_OK);
+    mc_model_t *m = mc_model_open(good, err);
+    assert_non_null(m);
+    mc_model_destroy(&m);
+    // Expert 5, row 17, second block: block (5 * 128 + 17) * 2 + 1 = 1315 of the tensor.
+    s_patch_scale(good, bad, "blk.1.ffn_up_exps.weight", 1315, 0xFF);
+    assert_null(mc_model_open(bad, err));
+    if (!strstr(err, "tensor 'blk.1.ffn_up_exps.weight': MXFP4 block 1315 (row 657, expert 5, values 32..63) "
+                     "has the scale byte 0xFF"))
+        fail_msg("%s", err);
+    s_patch_scale(good, bad, "blk.1.ffn_up_exps.weight", 1315, 0xFE);
+    m = mc_model_open(bad, err);
+    if (!m) fail_msg("%s", err);
+    mc_model_destroy(&m);
+    // The first block of the first tensor and the last of the last.
+    s_patch_scale(good, bad, "blk.0.ffn_gate_exps.weight", 0, 0xFF);
+    assert_null(mc_model_open(bad, err));
+    assert_non_null(strstr(err, "'blk.0.ffn_gate_exps.weight': MXFP4 block 0 (row 0, expert 0, values 0..31)"));
+    s_patch_scale(good, bad, "blk.1.ffn_down_exps.weight", 8 * 64 * 4 - 1, 0xFF); // 8 experts x 64 rows x 4 blocks
+    assert_null(mc_model_open(bad, err));
+    assert_non_null(strstr(err, "MXFP4 block 2047 (row 511, expert 7, values 96..127)"));
+    // Per-expert tensors (as experts-only files hold them), by either open.
+    p.legacy_layout = true;
+    assert_int_equal(mc_mkmodel_write(&p, good, err), MC_OK);
+    s_patch_scale(good, bad, "blk.0.ffn_down.2.weight", 9, 0xFF); // row 2, block 1 of 4
+    assert_null(mc_model_open(bad, err));
+    if (!strstr(err, "tensor 'blk.0.ffn_down.2.weight': MXFP4 block 9 (row 2, values 32..63)")) fail_msg("%s", err);
+    assert_null(mc_model_open_node(bad, err));
 }
 
 static void test_legacy_views(void **state) {
@@ -492,6 +559,7 @@ int main(void) {
         cmocka_unit_test(test_fixture_hparams),
         cmocka_unit_test(test_quant_fixture_types),
         cmocka_unit_test(test_legacy_views),
+        cmocka_unit_test(test_mxfp4_bad_scale),
         cmocka_unit_test(test_not_moe_errors),
         cmocka_unit_test(test_arch_hparams),
         cmocka_unit_test(test_deepseek2),

@@ -420,7 +420,7 @@ static void test_auto_wire_every_weight_type(void **state) {
     (void)state;
     static const mc_dtype_t types[] = {MC_DTYPE_F32,  MC_DTYPE_F16,  MC_DTYPE_BF16, MC_DTYPE_Q4_0, MC_DTYPE_Q4_1,
                                        MC_DTYPE_Q5_0, MC_DTYPE_Q5_1, MC_DTYPE_Q8_0, MC_DTYPE_Q2_K, MC_DTYPE_Q3_K,
-                                       MC_DTYPE_Q4_K, MC_DTYPE_Q5_K, MC_DTYPE_Q6_K};
+                                       MC_DTYPE_Q4_K, MC_DTYPE_Q5_K, MC_DTYPE_Q6_K, MC_DTYPE_MXFP4};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         char path[512], name[32], err[MC_ERR_LEN];
         snprintf(name, sizeof name, "auto-%s", mc_dtype_name(types[i]));

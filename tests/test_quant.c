@@ -173,6 +173,46 @@ static void test_dequant_q4_0(void **state) {
     free(y);
 }
 
+// E8M0 scale 127 is 2^0; halved it meets the doubled table: values are the
+// E2M1 grid itself. 0 and 1 are subnormal scales, 0xFE the largest.
+static void test_dequant_mxfp4(void **state) {
+    (void)state;
+    assert_true(mc_e8m0_to_fp32_half(127) == 0.5f);
+    assert_true(mc_e8m0_to_fp32_half(128) == 1.0f);
+    assert_true(mc_e8m0_to_fp32_half(2) == ldexpf(1.f, -126));     // the smallest normal
+    assert_true(mc_e8m0_to_fp32_half(1) == ldexpf(1.f, -127));     // subnormal
+    assert_true(mc_e8m0_to_fp32_half(0) == ldexpf(1.f, -128));     // subnormal
+    assert_true(mc_e8m0_to_fp32_half(0xFE) == ldexpf(1.f, 126));
+    assert_true(mc_e8m0_to_fp32_half(0xFF) == ldexpf(1.f, 127));   // ggml's value for the NaN byte
+    mc_block_mxfp4_t b;
+    memset(&b, 0, sizeof b);
+    b.e = 127;
+    b.qs[0] = 0xF7; // value 0: code 7 = +6, value 16: code 15 = -6
+    b.qs[1] = 0x91; // +0.5, -0.5
+    b.qs[2] = 0x3A; // code 10 = -1, code 3 = +1.5
+    b.qs[3] = 0x8C; // code 12 = -2, code 8 = (-)0
+    b.qs[15] = 0xD5; // code 5 = +3 (value 15), code 13 = -3 (value 31)
+    float *y = s_dequant(MC_DTYPE_MXFP4, &b, 32);
+    assert_true(y[0] == 6.f && y[16] == -6.f);
+    assert_true(y[1] == 0.5f && y[17] == -0.5f);
+    assert_true(y[2] == -1.f && y[18] == 1.5f);
+    assert_true(y[3] == -2.f && y[19] == 0.f && !signbit(y[19])); // the table's -0 is the integer 0
+    assert_true(y[15] == 3.f && y[31] == -3.f);
+    assert_true(y[4] == 0.f && y[30] == 0.f);
+    free(y);
+    // Two blocks at an odd address: the second scales by 2^-128 (subnormal).
+    uint8_t two[1 + 2 * sizeof b];
+    b.e = 0;
+    memcpy(two + 1 + sizeof b, &b, sizeof b);
+    b.e = 129; // 2^2 / 2 = 2: values twice the doubled table
+    memcpy(two + 1, &b, sizeof b);
+    y = s_dequant(MC_DTYPE_MXFP4, two + 1, 64);
+    assert_true(y[0] == 24.f && y[16] == -24.f && y[17] == -2.f);
+    assert_true(y[32] == 12.f * ldexpf(1.f, -128) && y[48] == -12.f * ldexpf(1.f, -128));
+    assert_true(y[33] == ldexpf(1.f, -128)); // code 1 at the smallest scale: 2^-128
+    free(y);
+}
+
 static void test_dequant_q4_1(void **state) {
     (void)state;
     mc_block_q4_1_t b;
@@ -494,6 +534,108 @@ static void test_quant_q4_0_reference(void **state) {
     assert_int_equal(b.qs[2], 0x86);
 }
 
+// ggml's quantize_row_mxfp4_ref: e = floor(log2(amax)) - 2 + 127, then per
+// value the code nearest x / scale, the first on ties.
+static void test_quant_mxfp4_reference(void **state) {
+    (void)state;
+    float x[32] = {0};
+    x[0] = 6.f;    // amax 6: floor(log2 6) = 2 -> e = 127, unit 0.5: code 7 (+6)
+    x[1] = -6.f;   // code 15
+    x[2] = 5.f;    // 4 (code 6) and 6 (code 7) both 1 away: the first, 6
+    x[3] = 0.25f;  // +0 and +0.5 tie: code 0
+    x[4] = -0.25f; // +0 (code 0) and -0.5 (code 9) tie: code 0
+    x[16] = -2.5f; // -2 (code 12) and -3 (code 13) tie: code 12
+    x[17] = 1.25f; // 1 (code 2) and 1.5 (code 3) tie: code 2
+    x[18] = 0.7f;  // nearest 0.5: code 1
+    mc_block_mxfp4_t b;
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_MXFP4, x, &b, 32), MC_OK);
+    assert_int_equal(b.e, 127);
+    assert_int_equal(b.qs[0], 0xC7);
+    assert_int_equal(b.qs[1], 0x2F);
+    assert_int_equal(b.qs[2], 0x16);
+    assert_int_equal(b.qs[3], 0x00);
+    assert_int_equal(b.qs[4], 0x00);
+    // Above 6 units clips to the largest code: amax 7.9 still has e = 127.
+    x[0] = 7.9f;
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_MXFP4, x, &b, 32), MC_OK);
+    assert_int_equal(b.e, 127);
+    assert_int_equal(b.qs[0] & 0xF, 7);
+    // amax 8: the next exponent, unit 1.
+    x[0] = 8.f;
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_MXFP4, x, &b, 32), MC_OK);
+    assert_int_equal(b.e, 128);
+    // All zero: scale byte 0, codes 0.
+    memset(x, 0, sizeof x);
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_MXFP4, x, &b, 32), MC_OK);
+    assert_int_equal(b.e, 0);
+    for (int j = 0; j < 16; j++) assert_int_equal(b.qs[j], 0);
+    // Where ggml's cast would be undefined: below 2^-125 the exponent clamps
+    // to 0, an infinite amax to 254; never the NaN byte.
+    x[3] = ldexpf(1.f, -140);
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_MXFP4, x, &b, 32), MC_OK);
+    assert_int_equal(b.e, 0);
+    x[3] = INFINITY;
+    assert_int_equal(mc_quant_quantize_row(MC_DTYPE_MXFP4, x, &b, 32), MC_OK);
+    assert_int_equal(b.e, 254);
+}
+
+// tests/fixtures/mxfp4_golden.txt (llama.cpp's bytes and values, see the
+// README there): our quantizer writes ggml's block bytes for every "q" line's
+// inputs, and our dequantizer gives ggml's value bits for every line.
+static void s_hex_words(const char **p, uint32_t *out, int n, int width) {
+    for (int i = 0; i < n; i++) {
+        char *end;
+        while (**p == ' ') (*p)++;
+        const unsigned long v = strtoul(*p, &end, 16);
+        assert_int_equal(end - *p, width);
+        out[i] = (uint32_t)v;
+        *p = end;
+    }
+}
+
+static void s_bar(const char **p) {
+    while (**p == ' ') (*p)++;
+    assert_int_equal(**p, '|');
+    (*p)++;
+}
+
+static void test_fixture_mxfp4_golden(void **state) {
+    (void)state;
+    FILE *f = fopen(MC_REPO_FIXTURES "/mxfp4_golden.txt", "r");
+    assert_non_null(f);
+    char line[1024];
+    int nq = 0, nd = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        assert_true(line[0] == 'q' || line[0] == 'd');
+        const char *p = line + 1;
+        uint32_t xb[32], qb[17], yb[32];
+        float x[32], y[32];
+        uint8_t q[17], ours[17];
+        if (line[0] == 'q') {
+            s_hex_words(&p, xb, 32, 8);
+            for (int j = 0; j < 32; j++) x[j] = mc_f32_from_bits(xb[j]);
+        }
+        s_bar(&p);
+        s_hex_words(&p, qb, 17, 2);
+        s_bar(&p);
+        s_hex_words(&p, yb, 32, 8);
+        for (int j = 0; j < 17; j++) q[j] = (uint8_t)qb[j];
+        if (line[0] == 'q') {
+            assert_int_equal(mc_quant_quantize_row(MC_DTYPE_MXFP4, x, ours, 32), MC_OK);
+            assert_memory_equal(ours, q, 17);
+            nq++;
+        } else {
+            nd++;
+        }
+        assert_int_equal(mc_quant_dequantize_row(MC_DTYPE_MXFP4, q, y, 32), MC_OK);
+        for (int j = 0; j < 32; j++) assert_int_equal(mc_f32_bits(y[j]), yb[j]);
+    }
+    fclose(f);
+    assert_int_equal(nq, 64);
+    assert_int_equal(nd, 16);
+}
+
 static double s_rel_rms(mc_dtype_t type, const float *x, int64_t n) {
     const size_t bytes = mc_dtype_row_bytes(type, (uint64_t)n);
     assert_true(bytes > 0);
@@ -529,7 +671,7 @@ static void test_roundtrip_error(void **state) {
         {MC_DTYPE_Q5_0, 0.01, 0.06}, {MC_DTYPE_Q5_1, 0.01, 0.06},
         {MC_DTYPE_Q4_0, 0.03, 0.12}, {MC_DTYPE_Q4_1, 0.03, 0.12},
         {MC_DTYPE_Q6_K, 0.005, 0.03}, {MC_DTYPE_Q5_K, 0.01, 0.06}, {MC_DTYPE_Q4_K, 0.03, 0.12},
-        {MC_DTYPE_Q3_K, 0.05, 0.25}, {MC_DTYPE_Q2_K, 0.1, 0.45},
+        {MC_DTYPE_Q3_K, 0.05, 0.25}, {MC_DTYPE_Q2_K, 0.1, 0.45}, {MC_DTYPE_MXFP4, 0.05, 0.2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const double e = s_rel_rms(cases[i].t, x, n);
@@ -803,6 +945,7 @@ int main(void) {
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_dequant_float_types),
         cmocka_unit_test(test_dequant_q4_0),
+        cmocka_unit_test(test_dequant_mxfp4),
         cmocka_unit_test(test_dequant_q4_1),
         cmocka_unit_test(test_dequant_q5_0),
         cmocka_unit_test(test_dequant_q5_1),
@@ -815,6 +958,8 @@ int main(void) {
         cmocka_unit_test(test_quant_q8_0_q8_1),
         cmocka_unit_test(test_quant_q8_k),
         cmocka_unit_test(test_quant_q4_0_reference),
+        cmocka_unit_test(test_quant_mxfp4_reference),
+        cmocka_unit_test(test_fixture_mxfp4_golden),
         cmocka_unit_test(test_roundtrip_error),
         cmocka_unit_test(test_quant_special_blocks),
         cmocka_unit_test(test_errors),

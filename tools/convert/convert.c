@@ -345,7 +345,10 @@ static mc_err_t s_out(s_plan_t *pl, s_cls_t cls, const char *name, uint32_t n_di
                    .src0 = pl->n_srcs - n_src, .n_src = n_src};
     snprintf(o->name, sizeof o->name, "%s", name);
     if (n_dims == 1 || cls == S_CLS_ROUTER || cls == S_CLS_NORM) o->type = MC_DTYPE_F32;
-    else o->type = s_matrix_type(pl->want, ne0, &o->fallback);
+    // MXFP4 is for the routed experts (as GPT-OSS files and llama-quantize's
+    // MXFP4_MOE keep it); the other matrices stay F32.
+    else o->type = s_matrix_type(pl->want == MC_DTYPE_MXFP4 && cls != S_CLS_EXPERTS ? MC_DTYPE_F32 : pl->want, ne0,
+                                 &o->fallback);
     return MC_OK;
 }
 

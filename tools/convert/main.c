@@ -41,7 +41,8 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("OUT.gguf", NULL, MC_FLAG_ARG, out), .help = "the file to write"},
     {S_ROW("--type", "T", MC_FLAG_CUSTOM, p), .parse = s_parse_type,
      .help = "weight matrices: auto (the source's F32/F16/BF16, the default), F32, F16,\n"
-             "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; a matrix\n"
+             "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4\n"
+             "(the experts; the other matrices F32); a matrix\n"
              "whose rows are not whole blocks falls back to Q8_0, else F16; norms and\n"
              "routers stay F32"},
     {S_ROW("--name", "NAME", MC_FLAG_STRING, p.name), .help = "general.name (default: the folder's name)"},

@@ -77,7 +77,7 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--rope-base", "F", MC_FLAG_F32, p.rope_base), .help = "RoPE frequency base", .flo = 1e-3, .fhi = 1e12},
     {S_ROW("--rms-eps", "F", MC_FLAG_F32, p.rms_eps), .help = "RMSNorm epsilon", .flo = 1e-12, .fhi = 1},
     {S_ROW("--type", "T", MC_FLAG_CUSTOM, p.type), .parse = s_parse_type,
-     .help = "matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K\nQ4_K Q5_K Q6_K (default F32)"},
+     .help = "matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K\nQ4_K Q5_K Q6_K, or MXFP4 (the experts; the rest F32)\n(default F32)"},
     {S_ROW("--legacy", NULL, MC_FLAG_SWITCH, p.legacy_layout),
      .help = "per-expert tensors blk.N.ffn_*.E (default: merged *_exps)"},
     {S_ROW("--tie-output", NULL, MC_FLAG_SWITCH, p.tie_output), .help = "no output.weight: the head reuses token_embd"},

@@ -676,7 +676,9 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
 // down,) and the experts, then output_norm and output.
 static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p, s_spec_t *specs,
                               char *err) {
-    const mc_dtype_t t = p->type;
+    // MXFP4 is for the routed experts only (as GPT-OSS files and llama-quantize's
+    // MXFP4_MOE keep it): the other matrices are F32 then.
+    const mc_dtype_t te = p->type, t = te == MC_DTYPE_MXFP4 ? MC_DTYPE_F32 : te;
     const uint32_t head_dim = s_head_dim(p), q_dim = p->n_head * head_dim, kv_dim = p->n_head_kv * head_dim;
     // Matrices have std 1/sqrt(fan_in), fan_in = ne0.
     const float s_dim = 1.0f / sqrtf((float)p->dim), s_ffn = 1.0f / sqrtf((float)p->ffn);
@@ -748,7 +750,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
         if (!p->legacy_layout) {
             for (size_t i = 0; i < 3 && rc == MC_OK; i++) {
                 snprintf(name, sizeof name, "blk.%u.%s_exps.weight", l, experts[i].name);
-                s_spec_t sp = {experts[i].role, l, 0, p->n_expert, t, experts[i].ne0, experts[i].ne1,
+                s_spec_t sp = {experts[i].role, l, 0, p->n_expert, te, experts[i].ne0, experts[i].ne1,
                                0, experts[i].std};
                 rc = s_add_tensor(w, specs, &n, name, 3, sp, err);
             }
@@ -756,7 +758,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
         for (uint32_t e = 0; p->legacy_layout && e < p->n_expert && rc == MC_OK; e++) {
             for (size_t i = 0; i < 3 && rc == MC_OK; i++) {
                 snprintf(name, sizeof name, "blk.%u.%s.%u.weight", l, experts[i].name, e);
-                s_spec_t sp = {experts[i].role, l, e, 1, t, experts[i].ne0, experts[i].ne1, 0,
+                s_spec_t sp = {experts[i].role, l, e, 1, te, experts[i].ne0, experts[i].ne1, 0,
                                experts[i].std};
                 rc = s_add_tensor(w, specs, &n, name, 2, sp, err);
             }

@@ -40,7 +40,7 @@ typedef struct {
     uint32_t ctx_len;       // llama.context_length
     float rope_base;
     float rms_eps;
-    mc_dtype_t type;        // matrices: experts, attention, embedding, output
+    mc_dtype_t type;        // matrices: experts, attention, embedding, output (MXFP4: the experts, the rest F32)
     bool legacy_layout;     // per-expert blk.N.ffn_*.E tensors instead of merged *_exps
     bool tie_output;        // no output.weight: the head reuses token_embd
     uint64_t seed;
