@@ -209,7 +209,7 @@ static void test_not_moe_errors(void **state) {
     s_variant_t other = {"deepseek2", true, true, false, 0, false};
     assert_false(s_loads(&other, err));
     assert_non_null(strstr(err, "deepseek2"));
-    assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE)"));
+    assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), glm4moe (GLM-4.5)"));
 
     // Qwen2-MoE: each missing shared-expert tensor is named, and says why;
     // with all four (and no q/k/v biases, optional as in llama.cpp) it binds.
@@ -262,7 +262,7 @@ static void test_arch_hparams(void **state) {
     assert_int_equal(m->hp.arch->id, MC_ARCH_QWEN3MOE);
     assert_int_equal(m->hp.head_dim, 32);
     assert_int_equal(m->hp.ffn, 32);
-    assert_true(m->hp.norm_topk);
+    assert_true(m->hp.route.norm_topk);
     assert_int_equal(m->hp.arch->rope, MC_ROPE_NEOX);
     assert_int_equal(m->layers[1].wq.n_out, 4 * 32);
     assert_int_equal(m->layers[1].wo.n_in, 4 * 32);
@@ -277,7 +277,7 @@ static void test_arch_hparams(void **state) {
     m = mc_model_open(path, err);
     if (!m) fail_msg("%s", err);
     assert_int_equal(m->hp.arch->id, MC_ARCH_OLMOE);
-    assert_false(m->hp.norm_topk);
+    assert_false(m->hp.route.norm_topk);
     assert_int_equal(m->hp.arch->qk_norm, MC_QKNORM_FULL);
     assert_non_null(m->layers[0].k_norm);
     assert_true(m->output.data != m->tok_embd.data);
@@ -291,7 +291,7 @@ static void test_arch_hparams(void **state) {
     m = mc_model_open(path, err);
     if (!m) fail_msg("%s", err);
     assert_int_equal(m->hp.arch->id, MC_ARCH_QWEN2MOE);
-    assert_false(m->hp.norm_topk); // llama.cpp's qwen2moe graph never renormalises
+    assert_false(m->hp.route.norm_topk); // llama.cpp's qwen2moe graph never renormalises
     assert_int_equal(m->hp.arch->rope, MC_ROPE_NEOX);
     assert_int_equal(m->hp.ffn, 32);
     assert_int_equal(m->hp.ffn_shexp, 96);

@@ -427,6 +427,13 @@ typedef enum {
     S_ROLE_SHEXP_GATE,
     S_ROLE_SHEXP_UP,
     S_ROLE_SHEXP_DOWN,
+    S_ROLE_EXP_PROBS_B,
+    S_ROLE_DENSE_GATE,
+    S_ROLE_DENSE_UP,
+    S_ROLE_DENSE_DOWN,
+    S_ROLE_NEXTN_EH_PROJ,
+    S_ROLE_NEXTN_ENORM,
+    S_ROLE_NEXTN_HNORM,
 } s_role_t;
 
 // One tensor of the file: n_part parts (experts, stacked along ne[2] in the
@@ -530,11 +537,22 @@ typedef struct {
 
 static uint32_t s_head_dim(const mc_mkmodel_params_t *p) { return p->head_dim ? p->head_dim : p->dim / p->n_head; }
 
-// The shared expert's width; 0 when the family has none.
+// The shared expert's width; 0 when the family has none. A family that
+// counts shared experts gets one (expert_shared_count 1: ffn wide).
 static uint32_t s_ffn_shexp(const mc_mkmodel_params_t *p) {
-    if (!mc_arch_get(p->arch)->shared_expert) return 0;
+    const mc_shexp_t k = mc_arch_get(p->arch)->shared_expert;
+    if (k == MC_SHEXP_NONE) return 0;
+    if (k == MC_SHEXP_COUNT) return p->ffn;
     return p->ffn_shexp ? p->ffn_shexp : 4 * p->ffn;
 }
+
+// The leading dense layers (families with them) and their width.
+static uint32_t s_dense_lead(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->dense_lead ? p->n_dense_lead : 0; }
+static uint32_t s_ffn_dense(const mc_mkmodel_params_t *p) {
+    return s_dense_lead(p) ? (p->ffn_dense ? p->ffn_dense : 4 * p->ffn) : 0;
+}
+static uint32_t s_nextn(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->nextn ? p->n_nextn : 0; }
+static uint32_t s_rope_dim(const mc_mkmodel_params_t *p) { return p->rope_dim ? p->rope_dim : s_head_dim(p); }
 
 // Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
 // BPE) is set.
@@ -548,12 +566,22 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {"general.architecture", 's', arch->name, 0, 0},
         {"general.type", 's', "model", 0, 0},
         {"general.name", 's', "moe-mkmodel random", 0, 0},
-        {".block_count", 'u', NULL, p->n_layer, 0},
+        {".block_count", 'u', NULL, p->n_layer + s_nextn(p), 0},
         {".context_length", 'u', NULL, p->ctx_len, 0},
         {".embedding_length", 'u', NULL, p->dim, 0},
-        {".feed_forward_length", 'u', NULL, p->ffn, 0},
+        {".feed_forward_length", 'u', NULL, s_dense_lead(p) ? s_ffn_dense(p) : p->ffn, 0},
         {arch->expert_ffn_key ? ".expert_feed_forward_length" : NULL, 'u', NULL, p->ffn, 0},
-        {arch->shared_expert ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL, s_ffn_shexp(p), 0},
+        {arch->shared_expert == MC_SHEXP_FFN_KEY ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL,
+         s_ffn_shexp(p), 0},
+        {arch->shared_expert == MC_SHEXP_COUNT ? ".expert_shared_count" : NULL, 'u', NULL, 1, 0},
+        {arch->dense_lead ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
+        {arch->nextn ? ".nextn_predict_layers" : NULL, 'u', NULL, s_nextn(p), 0},
+        // The family's routing, said as its converted files say it.
+        {arch->route_keys ? ".expert_gating_func" : NULL, 'u', NULL, (uint32_t)arch->route.gating, 0},
+        {arch->route_keys ? ".expert_weights_norm" : NULL, 'b', NULL, 1, 0},
+        {p->n_group ? ".expert_group_count" : NULL, 'u', NULL, p->n_group, 0},
+        {p->n_group ? ".expert_group_used_count" : NULL, 'u', NULL, p->n_group_used, 0},
+        {p->weights_scale != 0.0f ? ".expert_weights_scale" : NULL, 'f', NULL, 0, p->weights_scale},
         {".attention.head_count", 'u', NULL, p->n_head, 0},
         {".attention.head_count_kv", 'u', NULL, p->n_head_kv, 0},
         {wide ? ".attention.key_length" : NULL, 'u', NULL, s_head_dim(p), 0},
@@ -564,7 +592,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {".expert_used_count", 'u', NULL, p->n_expert_used, 0},
         {"general.file_type", 'u', NULL, s_file_type(p->type), 0},
         {".vocab_size", 'u', NULL, p->n_vocab, 0},
-        {".rope.dimension_count", 'u', NULL, s_head_dim(p), 0},
+        {".rope.dimension_count", 'u', NULL, s_rope_dim(p), 0},
         {v ? "tokenizer.ggml.model" : NULL, 's', "llama", 0, 0},
         {v ? "tokenizer.ggml.pre" : NULL, 's', "default", 0, 0},
         {v ? "tokenizer.ggml.tokens" : NULL, 'T', NULL, 0, 0},
@@ -615,16 +643,22 @@ static mc_err_t s_add_tensor(mc_gguf_writer_t *w, s_spec_t *specs, size_t *n, co
     return MC_OK;
 }
 
+// The q/k norms written: none for a family where they are optional.
 static mc_qknorm_t s_qk_norm(const mc_mkmodel_params_t *p) {
-    return mc_arch_get(p->arch)->qk_norm;
+    const mc_arch_info_t *a = mc_arch_get(p->arch);
+    return a->qk_norm_optional ? MC_QKNORM_NONE : a->qk_norm;
 }
 
 static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
-    size_t per_layer = 7 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
-    if (s_qk_norm(p) != MC_QKNORM_NONE) per_layer += 2;
-    if (mc_arch_get(p->arch)->qkv_bias) per_layer += 3;
-    if (mc_arch_get(p->arch)->shared_expert) per_layer += 4;
-    return 3 - (p->tie_output ? 1 : 0) + (size_t)p->n_layer * per_layer;
+    const mc_arch_info_t *a = mc_arch_get(p->arch);
+    size_t common = 6; // attn_norm, q, k, v, output, ffn norm
+    if (s_qk_norm(p) != MC_QKNORM_NONE) common += 2;
+    if (a->qkv_bias) common += 3;
+    size_t moe = 1 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
+    if (a->shared_expert) moe += a->shexp_gated ? 4 : 3;
+    if (a->expert_bias) moe += 1;
+    const size_t n_dense = s_dense_lead(p), n_moe = p->n_layer + s_nextn(p) - n_dense;
+    return 3 - (p->tie_output ? 1 : 0) + n_dense * (common + 3) + n_moe * (common + moe) + 3 * (size_t)s_nextn(p);
 }
 
 // Declare every tensor in file order: token_embd, per layer attn_norm,
@@ -640,14 +674,18 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const float s_q = q_dim == p->dim ? s_dim : 1.0f / sqrtf((float)q_dim);
     const mc_qknorm_t qk = s_qk_norm(p);
     const uint32_t qn = qk == MC_QKNORM_HEAD ? head_dim : q_dim, kn = qk == MC_QKNORM_HEAD ? head_dim : kv_dim;
-    const bool bias = mc_arch_get(p->arch)->qkv_bias;
-    const uint32_t fs = s_ffn_shexp(p);
+    const mc_arch_info_t *a = mc_arch_get(p->arch);
+    const bool bias = a->qkv_bias, gated = a->shexp_gated, ebias = a->expert_bias != MC_NEED_NONE;
+    const uint32_t fs = s_ffn_shexp(p), fd = s_ffn_dense(p), n_dense = s_dense_lead(p);
+    const float s_fd = fd ? 1.0f / sqrtf((float)fd) : 0.0f;
     const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
     size_t n = 0;
     char name[64];
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
                                (s_spec_t){S_ROLE_TOKEN_EMBD, 0, 0, 1, t, p->dim, p->n_vocab, 0, 1}, err);
-    for (uint32_t l = 0; l < p->n_layer && rc == MC_OK; l++) {
+    for (uint32_t l = 0; l < p->n_layer + s_nextn(p) && rc == MC_OK; l++) {
+        const bool moe = l >= n_dense, nextn = l >= p->n_layer;
+        const uint32_t fsl = moe ? fs : 0;
         const struct {
             const char *name;
             uint32_t n_dims;
@@ -664,19 +702,32 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             {"attn_output", 2, {S_ROLE_ATTN_OUT, l, 0, 1, t, q_dim, p->dim, 0, s_q}},
             {qk ? "attn_q_norm" : NULL, 1, {S_ROLE_Q_NORM, l, 0, 1, MC_DTYPE_F32, qn, 1, 1, 0.1f}},
             {qk ? "attn_k_norm" : NULL, 1, {S_ROLE_K_NORM, l, 0, 1, MC_DTYPE_F32, kn, 1, 1, 0.1f}},
-            {"ffn_norm", 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
-            {"ffn_gate_inp", 2, {S_ROLE_ROUTER, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, s_dim}},
+            {a->ffn_norm_name, 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
+            // A dense layer: one FFN, no router or experts.
+            {moe ? NULL : "ffn_gate", 2, {S_ROLE_DENSE_GATE, l, 0, 1, t, p->dim, fd, 0, s_dim}},
+            {moe ? NULL : "ffn_up", 2, {S_ROLE_DENSE_UP, l, 0, 1, t, p->dim, fd, 0, s_dim}},
+            {moe ? NULL : "ffn_down", 2, {S_ROLE_DENSE_DOWN, l, 0, 1, t, fd, p->dim, 0, s_fd}},
+            {moe ? "ffn_gate_inp" : NULL, 2, {S_ROLE_ROUTER, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, s_dim}},
+            // The selection bias, about a fifth of the sigmoid scores' spread:
+            // it changes some choices, so using it for the weights shows.
+            {moe && ebias ? "exp_probs_b.bias" : NULL, 1,
+             {S_ROLE_EXP_PROBS_B, l, 0, 1, MC_DTYPE_F32, p->n_expert, 1, 0, 0.05f}},
             // The shared expert: its gate's weights are one F32 vector (dim),
             // as converted files keep them.
-            {fs ? "ffn_gate_inp_shexp" : NULL, 1, {S_ROLE_SHEXP_GATE_INP, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, s_dim}},
-            {fs ? "ffn_gate_shexp" : NULL, 2, {S_ROLE_SHEXP_GATE, l, 0, 1, t, p->dim, fs, 0, s_dim}},
-            {fs ? "ffn_up_shexp" : NULL, 2, {S_ROLE_SHEXP_UP, l, 0, 1, t, p->dim, fs, 0, s_dim}},
-            {fs ? "ffn_down_shexp" : NULL, 2, {S_ROLE_SHEXP_DOWN, l, 0, 1, t, fs, p->dim, 0, s_fs}},
+            {fsl && gated ? "ffn_gate_inp_shexp" : NULL, 1,
+             {S_ROLE_SHEXP_GATE_INP, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, s_dim}},
+            {fsl ? "ffn_gate_shexp" : NULL, 2, {S_ROLE_SHEXP_GATE, l, 0, 1, t, p->dim, fs, 0, s_dim}},
+            {fsl ? "ffn_up_shexp" : NULL, 2, {S_ROLE_SHEXP_UP, l, 0, 1, t, p->dim, fs, 0, s_dim}},
+            {fsl ? "ffn_down_shexp" : NULL, 2, {S_ROLE_SHEXP_DOWN, l, 0, 1, t, fs, p->dim, 0, s_fs}},
+            // A next-token-prediction layer's own tensors (never evaluated).
+            {nextn ? "nextn.eh_proj" : NULL, 2, {S_ROLE_NEXTN_EH_PROJ, l, 0, 1, t, 2 * p->dim, p->dim, 0, s_dim}},
+            {nextn ? "nextn.enorm" : NULL, 1, {S_ROLE_NEXTN_ENORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
+            {nextn ? "nextn.hnorm" : NULL, 1, {S_ROLE_NEXTN_HNORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
         };
         for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && rc == MC_OK; i++) {
             if (!fixed[i].name) continue; // not in this family
             // "attn_q.bias" names its own suffix; the rest are weights.
-            if (strchr(fixed[i].name, '.')) snprintf(name, sizeof name, "blk.%u.%s", l, fixed[i].name);
+            if (strstr(fixed[i].name, ".bias")) snprintf(name, sizeof name, "blk.%u.%s", l, fixed[i].name);
             else snprintf(name, sizeof name, "blk.%u.%s.weight", l, fixed[i].name);
             rc = s_add_tensor(w, specs, &n, name, fixed[i].n_dims, fixed[i].sp, err);
         }
@@ -690,6 +741,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             {"ffn_up", S_ROLE_UP, p->dim, p->ffn, s_dim},
             {"ffn_down", S_ROLE_DOWN, p->ffn, p->dim, s_ffn},
         };
+        if (!moe) continue;
         if (!p->legacy_layout) {
             for (size_t i = 0; i < 3 && rc == MC_OK; i++) {
                 snprintf(name, sizeof name, "blk.%u.%s_exps.weight", l, experts[i].name);
@@ -807,6 +859,21 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (s_ffn_shexp(p) % tr->block_elems)
         return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of %u for type %s", s_ffn_shexp(p),
                           tr->block_elems, tr->name);
+    if (s_ffn_dense(p) > MC_MK_MAX_DIM || s_ffn_dense(p) % tr->block_elems)
+        return mc_err_set(err, MC_ERR_ARG, "ffn_dense (%u) must be <= %u and a multiple of %u for type %s", s_ffn_dense(p),
+                          MC_MK_MAX_DIM, tr->block_elems, tr->name);
+    if (s_dense_lead(p) >= p->n_layer)
+        return mc_err_set(err, MC_ERR_ARG, "n_dense_lead (%u) must leave a MoE layer among the %u", s_dense_lead(p),
+                          p->n_layer);
+    if (s_nextn(p) > 16) return mc_err_set(err, MC_ERR_ARG, "n_nextn (%u) must be <= 16", s_nextn(p));
+    if (p->rope_dim > s_head_dim(p) || p->rope_dim % 2)
+        return mc_err_set(err, MC_ERR_ARG, "rope_dim (%u) must be even and <= the head dimension (%u)", p->rope_dim,
+                          s_head_dim(p));
+    if (p->n_group && (p->n_group > p->n_expert || p->n_group_used > p->n_group))
+        return mc_err_set(err, MC_ERR_ARG, "n_group (%u) / n_group_used (%u) must fit the %u experts", p->n_group,
+                          p->n_group_used, p->n_expert);
+    if (!isfinite(p->weights_scale))
+        return mc_err_set(err, MC_ERR_ARG, "weights_scale (%g) must be finite", (double)p->weights_scale);
     return MC_OK;
 }
 
@@ -839,6 +906,8 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         specs = malloc(s_tensor_count(p) * sizeof *specs);
         size_t widest = p->dim > p->ffn ? p->dim : p->ffn;
         if (s_ffn_shexp(p) > widest) widest = s_ffn_shexp(p);
+        if (s_ffn_dense(p) > widest) widest = s_ffn_dense(p);
+        if (2 * (size_t)p->dim > widest) widest = 2 * (size_t)p->dim;
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
         row = malloc(widest * sizeof *row);
         w = mc_gguf_writer_new(0);

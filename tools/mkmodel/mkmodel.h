@@ -1,6 +1,6 @@
 /*
  * mkmodel: writes random-weight mixture-of-experts GGUF files (Mixtral,
- * Qwen3-MoE, OLMoE and Qwen2-MoE architectures).
+ * Qwen3-MoE, OLMoE, Qwen2-MoE and GLM-4.5 architectures).
  *
  * Tests, the demo and the benchmark need models of chosen shapes without
  * downloading anything. Everything is deterministic from the seed: the same
@@ -49,6 +49,14 @@ typedef struct {
     // and wins most often, in every layer. 1 (the default): no skew. The
     // other tensors are the same bits whatever the skew.
     float router_skew;
+    // Families that read them (arch.h), else ignored:
+    uint32_t n_dense_lead; // leading_dense_block_count: dense layers (ffn_dense wide) before the MoE ones
+    uint32_t ffn_dense;    // their width, written as feed_forward_length; 0: 4 * ffn
+    uint32_t rope_dim;     // rope.dimension_count: rotated dims per head; 0: the whole head
+    uint32_t n_nextn;      // nextn_predict_layers: trailing next-token-prediction layers after n_layer
+    uint32_t n_group;      // expert_group_count (0: not written)
+    uint32_t n_group_used; // expert_group_used_count
+    float weights_scale;   // expert_weights_scale (0: not written)
 } mc_mkmodel_params_t;
 
 // Small defaults: Mixtral (llama), dim 64, ffn 128, 2 layers, 4/2 heads, 8
