@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Regenerates tests/fixtures/arch: small random-weight Qwen3-MoE, OLMoE and
-# Qwen2-MoE models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
+# Regenerates tests/fixtures/arch: small random-weight Qwen3-MoE, OLMoE,
+# Qwen2-MoE and GLM-4.5 models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
 # continuations for them (deploy/llamacpp/ref.c). Not run by CI; needs a
 # llama.cpp build: LLAMA_CPP_DIR (default ../llama.cpp-new) with build/bin
 # holding libllama. tests/fixtures/README.md says which commit made the files
 # in the repository.
-#   usage: LLAMA_CPP_DIR=/path/to/llama.cpp deploy/make-arch-fixtures.sh [BUILD_DIR]
+#   usage: LLAMA_CPP_DIR=/path/to/llama.cpp [ONLY=name] deploy/make-arch-fixtures.sh [BUILD_DIR]
+# (ONLY: regenerate that one model, e.g. ONLY=glm4moe-f32.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -25,14 +26,20 @@ gcc -O2 -o "$tmp/llama-ref" deploy/llamacpp/ref.c -I"$llama/include" -I"$llama/g
 # norms over the whole projection, no renormalisation of the top-8 weights.
 # Qwen2-MoE: 60 experts, 4 used (Qwen1.5-MoE-A2.7B's counts), not
 # renormalised, a shared expert 4x as wide with its sigmoid gate, q/k/v biases.
+# GLM-4.5: a leading dense layer (FFN 64), sigmoid scores with a selection
+# bias, 16 experts in 4 groups (2 kept), top-4 renormalised and scaled by
+# 2.5, one ungated shared expert, heads of 32 with RoPE on the first 16
+# values, q/k/v biases, a trailing next-token-prediction layer (skipped).
 declare -A models=(
   [qwen3moe-f32]="--arch qwen3moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 128 --experts-used 8 --ffn 16 --layers 2 --vocab 1024 --seed 3001"
   [olmoe-f32]="--arch olmoe --dim 64 --heads 4 --kv-heads 4 --experts 64 --experts-used 8 --ffn 32 --layers 2 --vocab 1024 --seed 3002"
   [qwen2moe-f32]="--arch qwen2moe --dim 64 --heads 4 --kv-heads 2 --experts 60 --experts-used 4 --ffn 16 --ffn-shexp 64 --layers 2 --vocab 1024 --seed 3003"
+  [glm4moe-f32]="--arch glm4moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --rope-dim 16 --experts 16 --experts-used 4 --groups 4 --groups-used 2 --weights-scale 2.5 --ffn 16 --dense-layers 1 --ffn-dense 64 --nextn 1 --layers 3 --vocab 1024 --seed 3004"
 )
 prompts=(p0_fox p1_fr p2_code p3_chat)
 mkdir -p "$out"
 for name in "${!models[@]}"; do
+  [ -z "${ONLY:-}" ] || [ "$name" = "$ONLY" ] || continue
   # shellcheck disable=SC2086
   "$mk" -o "$out/$name.gguf" ${models[$name]} >/dev/null
   mkdir -p "$out/$name"

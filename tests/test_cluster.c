@@ -319,6 +319,15 @@ static void test_qwen2moe_generated_q4_0(void **state) {
     s_compare_generated("qwen2moe-q4_0", &p, place, MC_WIRE_AUTO);
 }
 
+// GLM-4.5's fixture through three nodes and the coordinator's own experts
+// (its dense layer and shared experts computed there too), f32 and auto wires.
+static void test_glm4moe_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-4", NULL}, {"5-9", NULL}, {"10-13, 0-3", NULL}};
+    s_compare_arch("glm4moe-f32", p, 3, MC_WIRE_AUTO, "14-15");
+    s_compare_arch("glm4moe-f32", p, 3, MC_WIRE_F32, "14-15");
+}
+
 // A generated GLM-4.5 (a leading dense layer, sigmoid routing with a
 // selection bias in 4 groups, an ungated shared expert, a skipped
 // next-token-prediction layer) through three nodes, Q4_0 and F32: the dense
@@ -1488,6 +1497,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_qwen2moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_qwen2moe_generated_q4_0, s_stop_live),
+        cmocka_unit_test_teardown(test_glm4moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_glm4moe_generated, s_stop_live),
         cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),
         cmocka_unit_test_teardown(test_generated_largest_shapes, s_stop_live),

@@ -226,6 +226,10 @@ static void test_qwen3moe_f32(void **state) { (void)state; s_check_arch("qwen3mo
 static void test_olmoe_f32(void **state) { (void)state; s_check_arch("olmoe-f32"); }
 // Shared expert with its sigmoid gate, q/k/v biases, top-4 of 60 not renormalised.
 static void test_qwen2moe_f32(void **state) { (void)state; s_check_arch("qwen2moe-f32"); }
+// A leading dense layer, sigmoid routing with a selection bias in 4 groups,
+// top-4 renormalised and scaled by 2.5, an ungated shared expert, partial
+// RoPE, q/k/v biases, a skipped next-token-prediction layer.
+static void test_glm4moe_f32(void **state) { (void)state; s_check_arch("glm4moe-f32"); }
 
 // --kv-type f16 on a fixture: the teacher-forced logits (prompt and
 // reference continuation) with an F16 cache against the F32 cache's, and
@@ -297,7 +301,7 @@ static void s_check_kv_f16(const char *label, const char *gguf, const char *gold
 static void test_kv_f16_fixtures(void **state) {
     (void)state;
     static const char *const shared[] = {"tiny-f32", "tiny-q8_0", "tiny-q4_0", "small-q4_k_m"};
-    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32"};
+    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "glm4moe-f32"};
     static const char *const arch_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_chat"};
     char gguf[512], golden[512], name[256];
     for (size_t i = 0; i < sizeof arch / sizeof arch[0]; i++) {
@@ -323,6 +327,7 @@ int main(void) {
         cmocka_unit_test(test_qwen3moe_f32),
         cmocka_unit_test(test_olmoe_f32),
         cmocka_unit_test(test_qwen2moe_f32),
+        cmocka_unit_test(test_glm4moe_f32),
         cmocka_unit_test(test_kv_f16_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
