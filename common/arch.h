@@ -19,6 +19,7 @@ typedef enum {
     MC_ARCH_OLMOE,     // OLMoE
     MC_ARCH_QWEN2MOE,  // Qwen1.5-MoE / Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B)
     MC_ARCH_GLM4MOE,   // GLM-4.5, GLM-4.5-Air
+    MC_ARCH_DEEPSEEK2, // DeepSeek-V2 / V2-Lite (and the V3/R1 attention)
 } mc_arch_t;
 
 // Which values of a head RoPE rotates together.
@@ -97,8 +98,15 @@ typedef struct {
     // mc_moe_shared). Required when set.
     mc_shexp_t shared_expert;
     // The shared expert's output is scaled by sigmoid(blk.N.ffn_gate_inp_shexp . x)
-    // (Qwen2-MoE); without, it is added as it is (GLM-4.5).
+    // (Qwen2-MoE); without, it is added as it is (GLM-4.5, DeepSeek).
     bool shexp_gated;
+    // Multi-head latent attention (DeepSeek-V2): keys and values come from
+    // one compressed latent per token (blk.N.attn_kv_a_mqa, attn_kv_a_norm)
+    // plus one shared RoPE key part; the KV cache holds only those
+    // (<arch>.attention.kv_lora_rank + rope dims per token and layer), and
+    // the per-head up-projections (attn_k_b, attn_v_b) are absorbed into the
+    // query and the attention output (engine.c). Replaces attn_k/attn_v.
+    bool mla;
     // A per-expert bias blk.N.exp_probs_b.bias (n_expert) added to the
     // scores for choosing the experts only: the weights are the unbiased
     // scores (DeepSeek-V3's auxiliary-loss-free balancing).

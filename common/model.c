@@ -192,7 +192,7 @@ static mc_err_t s_bind_shexp(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
         uint32_t n_in, n_out;
         mc_matrix_t *w;
     } parts[] = {
-        {"ffn_gate_inp_shexp", hp->dim, 1, &L->shexp_gate},
+        {hp->arch->shexp_gated ? "ffn_gate_inp_shexp" : NULL, hp->dim, 1, &L->shexp_gate},
         {"ffn_gate_shexp", hp->dim, hp->ffn_shexp, &L->shexp.gate},
         {"ffn_up_shexp", hp->dim, hp->ffn_shexp, &L->shexp.up},
         {"ffn_down_shexp", hp->ffn_shexp, hp->dim, &L->shexp.down},
@@ -209,6 +209,39 @@ static mc_err_t s_bind_shexp(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     return MC_OK;
 }
 
+// A per-head stack {n_in, n_out, n_head} as n_head matrices (*out, owned).
+static mc_err_t s_bind_heads(const mc_gguf_t *g, const char *name, uint32_t n_in, uint32_t n_out, uint32_t n_head,
+                             mc_matrix_t **out, char *err) {
+    const mc_gguf_tensor_t *t = s_find(g, name, err);
+    if (!t) return MC_ERR_FORMAT;
+    mc_err_t rc = s_check_shape(t, 3, (uint64_t[]){n_in, n_out, n_head}, err);
+    if (rc) return rc;
+    if (!(*out = calloc(n_head, sizeof **out))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    const size_t head_bytes = mc_dtype_row_bytes(t->type, n_in) * n_out;
+    for (uint32_t h = 0; h < n_head && !rc; h++)
+        rc = s_matrix_from(t, n_in, n_out, t->data + (size_t)h * head_bytes, &(*out)[h], err);
+    return rc;
+}
+
+// Multi-head latent attention's tensors in place of attn_k / attn_v. Files
+// from before llama.cpp split attn_kv_b into attn_k_b and attn_v_b are
+// refused (s_read_hparams: they lack key_length_mla).
+static mc_err_t s_bind_mla(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t l, mc_layer_t *L, char *err) {
+    char name[MC_NAME_MAX];
+    mc_err_t rc;
+    const uint32_t nope = hp->head_dim - hp->rope_dim, r = hp->kv_lora_rank;
+#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_kv_a_mqa.weight", l), hp->dim, r + hp->rope_dim, &L->wkv_a, err)))
+        return rc;
+    if ((rc = s_bind_vector(g, NAME("blk.%u.attn_kv_a_norm.weight", l), r, &L->kv_a_norm, err))) return rc;
+    if (mc_gguf_tensor_find(g, NAME("blk.%u.exp_probs_b.bias", l)))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%s': a selection bias (DeepSeek-V3) is not supported yet",
+                          name);
+    if ((rc = s_bind_heads(g, NAME("blk.%u.attn_k_b.weight", l), nope, r, hp->n_head, &L->wk_b, err))) return rc;
+    return s_bind_heads(g, NAME("blk.%u.attn_v_b.weight", l), r, hp->head_dim_v, hp->n_head, &L->wv_b, err);
+#undef NAME
+}
+
 static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t l, mc_layer_t *L, bool *legacy,
                              char *err) {
     char name[MC_NAME_MAX];
@@ -216,10 +249,24 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     uint32_t q_dim = hp->n_head * hp->head_dim, kv_dim = hp->n_head_kv * hp->head_dim;
 #define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
     if ((rc = s_bind_vector(g, NAME("blk.%u.attn_norm.weight", l), hp->dim, &L->attn_norm, err))) return rc;
-    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q.weight", l), hp->dim, q_dim, &L->wq, err))) return rc;
-    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_k.weight", l), hp->dim, kv_dim, &L->wk, err))) return rc;
-    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_v.weight", l), hp->dim, kv_dim, &L->wv, err))) return rc;
-    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_output.weight", l), q_dim, hp->dim, &L->wo, err))) return rc;
+    if (hp->q_lora_rank) { // compressed query: attn_q_b (attn_q_a_norm (attn_q_a x))
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q_a.weight", l), hp->dim, hp->q_lora_rank, &L->wq_a, err)))
+            return rc;
+        if ((rc = s_bind_vector(g, NAME("blk.%u.attn_q_a_norm.weight", l), hp->q_lora_rank, &L->q_a_norm, err)))
+            return rc;
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q_b.weight", l), hp->q_lora_rank, q_dim, &L->wq, err))) return rc;
+    } else if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_q.weight", l), hp->dim, q_dim, &L->wq, err))) {
+        return rc;
+    }
+    if (hp->arch->mla) {
+        if ((rc = s_bind_mla(g, hp, l, L, err))) return rc;
+    } else {
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_k.weight", l), hp->dim, kv_dim, &L->wk, err))) return rc;
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_v.weight", l), hp->dim, kv_dim, &L->wv, err))) return rc;
+    }
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_output.weight", l), hp->n_head * hp->head_dim_v, hp->dim, &L->wo,
+                            err)))
+        return rc;
     // An optional pair (GLM-4.5-Air has none) is read when the q norm is there.
     if (hp->arch->qk_norm != MC_QKNORM_NONE &&
         (!hp->arch->qk_norm_optional || mc_gguf_tensor_find(g, NAME("blk.%u.attn_q_norm.weight", l)))) {
@@ -285,6 +332,174 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
             return rc;
     }
 #undef NAME
+    return MC_OK;
+}
+
+// Head sizes of ordinary attention: key_length (Qwen3's heads are wider than
+// dim / n_head: the file then says so), equal value heads, RoPE dims.
+static mc_err_t s_read_heads(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+    const char *arch = hp->arch->name;
+    char key[MC_NAME_MAX];
+    mc_err_t rc;
+    snprintf(key, sizeof key, "%s.attention.key_length", arch);
+    if (mc_gguf_find(g, key)) {
+        if ((rc = s_get_dim(g, arch, "attention.key_length", 1u << 12, &hp->head_dim, err))) return rc;
+    } else if (hp->dim % hp->n_head) {
+        return mc_err_set(err, MC_ERR_FORMAT, "embedding_length %u is not a multiple of head_count %u", hp->dim,
+                          hp->n_head);
+    } else {
+        hp->head_dim = hp->dim / hp->n_head;
+    }
+    snprintf(key, sizeof key, "%s.attention.value_length", arch);
+    uint32_t v_dim = hp->head_dim;
+    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "attention.value_length", 1u << 12, &v_dim, err))) return rc;
+    if (v_dim != hp->head_dim)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "value heads of %u differ from key heads of %u", v_dim,
+                          hp->head_dim);
+    hp->head_dim_v = hp->head_dim;
+    hp->rope_dim = hp->head_dim;
+    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
+    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "rope.dimension_count", hp->head_dim, &hp->rope_dim, err)))
+        return rc;
+    if (hp->rope_dim % 2 || hp->head_dim % 2)
+        return mc_err_set(err, MC_ERR_FORMAT, "rope dimension %u / head dimension %u must be even", hp->rope_dim,
+                          hp->head_dim);
+    return MC_OK;
+}
+
+// Multi-head latent attention's sizes, as llama.cpp's converter writes them:
+// key_length_mla / value_length_mla are a head's query-key and value sizes,
+// key_length / value_length the cached row (kv_lora_rank + rope dims, and
+// the latent) seen as one shared head (head_count_kv 1).
+static mc_err_t s_read_mla(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+    const char *arch = hp->arch->name;
+    char key[MC_NAME_MAX];
+    mc_err_t rc;
+    uint64_t v;
+    // llama.cpp requires the key except on V2-Lite's layer counts; 0 (or
+    // absent): attn_q directly.
+    snprintf(key, sizeof key, "%s.attention.q_lora_rank", arch);
+    if (mc_gguf_get_u64(g, key, &v) && v != 0 &&
+        (rc = s_get_dim(g, arch, "attention.q_lora_rank", 1u << 14, &hp->q_lora_rank, err)))
+        return rc;
+    // What DeepSeek-V3/R1 files add and this binder does not compute yet:
+    // refused rather than run wrongly.
+    static const struct {
+        const char *suffix, *what;
+        uint64_t ok; // the one value computed as the file means it
+    } later[] = {
+        {"leading_dense_block_count", "dense leading layers", 0},
+        {"expert_gating_func", "routing functions other than softmax (1)", 1},
+        {"nextn_predict_layers", "next-token-prediction layers", 0},
+        {"expert_group_count", "expert groups", 1},
+    };
+    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++) {
+        snprintf(key, sizeof key, "%s.%s", arch, later[i].suffix);
+        if (mc_gguf_get_u64(g, key, &v) && v != later[i].ok && !(later[i].ok == 1 && v == 0))
+            return mc_err_set(err, MC_ERR_UNSUPPORTED, "metadata '%s' = %llu: %s are not supported yet", key,
+                              (unsigned long long)v, later[i].what);
+    }
+    snprintf(key, sizeof key, "%s.attention.key_length_mla", arch);
+    if (!mc_gguf_find(g, key))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "metadata '%s' is missing: a file from before llama.cpp split attn_kv_b into attn_k_b and "
+                          "attn_v_b (reconvert it)",
+                          key);
+    if ((rc = s_get_dim(g, arch, "attention.key_length_mla", 1u << 12, &hp->head_dim, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "attention.value_length_mla", 1u << 12, &hp->head_dim_v, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "attention.kv_lora_rank", 1u << 14, &hp->kv_lora_rank, err))) return rc;
+    if ((rc = s_get_dim(g, arch, "rope.dimension_count", 1u << 12, &hp->rope_dim, err))) return rc;
+    if (hp->rope_dim % 2 || hp->rope_dim >= hp->head_dim)
+        return mc_err_set(err, MC_ERR_FORMAT, "rope dimension %u must be even and below key_length_mla %u",
+                          hp->rope_dim, hp->head_dim);
+    const struct {
+        const char *suffix;
+        uint32_t want;
+    } views[] = {{"attention.key_length", hp->kv_lora_rank + hp->rope_dim},
+                 {"attention.value_length", hp->kv_lora_rank},
+                 {"attention.head_count_kv", 1}};
+    for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
+        snprintf(key, sizeof key, "%s.%s", arch, views[i].suffix);
+        if (mc_gguf_get_u64(g, key, &v) && v != views[i].want)
+            return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' = %llu, latent attention needs %u", key,
+                              (unsigned long long)v, views[i].want);
+    }
+    hp->n_head_kv = 1;
+    return MC_OK;
+}
+
+// ggml's mscale of a YaRN factor (llama-context.cpp's get_mscale).
+static float s_yarn_get_mscale(float scale, float mscale) {
+    return scale <= 1.0f ? 1.0f : (0.1f * mscale * logf(scale) + 1.0f);
+}
+
+// RoPE base and scaling, and the attention scale, computed as llama.cpp's
+// context and graphs do (the same float operations, for the same bits).
+static mc_err_t s_read_rope(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+    const char *arch = hp->arch->name;
+    const bool deepseek = hp->arch->id == MC_ARCH_DEEPSEEK2;
+    char key[MC_NAME_MAX];
+    hp->rope_base = s_get_float(g, arch, "rope.freq_base", 10000.0f);
+    if (!(hp->rope_base > 0) || !isfinite(hp->rope_base))
+        return mc_err_set(err, MC_ERR_FORMAT, "rope.freq_base %g is not a positive number", hp->rope_base);
+    // No type: llama.cpp's "linear", a no-op without a factor.
+    bool yarn = false, none = false;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    mc_gguf_str_t type;
+    if (mc_gguf_find(g, key)) {
+        if (!mc_gguf_get_str(g, key, &type)) return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' is not a string", key);
+        yarn = type.len == 4 && memcmp(type.ptr, "yarn", 4) == 0;
+        none = type.len == 4 && memcmp(type.ptr, "none", 4) == 0;
+        if (!yarn && !none && !(type.len == 6 && memcmp(type.ptr, "linear", 6) == 0))
+            return mc_err_set(err, MC_ERR_UNSUPPORTED, "metadata '%s' = '%.*s': RoPE scaling none, linear or yarn only",
+                              key, (int)(type.len < 32 ? type.len : 32), type.ptr);
+    }
+    const float factor = s_get_float(g, arch, "rope.scaling.factor", 0.0f);
+    if (!isfinite(factor) || factor < 0.0f || (factor > 0.0f && factor < 1e-3f) || factor > 1e6f)
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s.rope.scaling.factor' = %g is out of range", arch, factor);
+    hp->rope_freq_scale = factor == 0.0f || none ? 1.0f : 1.0f / factor;
+    hp->rope_ext_factor = yarn ? 1.0f : 0.0f;
+    uint32_t n_ctx_orig = hp->n_ctx_train;
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", arch);
+    mc_err_t rc;
+    if (mc_gguf_find(g, key) &&
+        (rc = s_get_dim(g, arch, "rope.scaling.original_context_length", 1u << 24, &n_ctx_orig, err)))
+        return rc;
+    float log_mul = s_get_float(g, arch, "rope.scaling.yarn_log_multiplier", 0.0f);
+    const float rope_attn = s_get_float(g, arch, "rope.scaling.attn_factor", 1.0f);
+    if (!isfinite(log_mul) || fabsf(log_mul) > 1e3f || !isfinite(rope_attn) || !(rope_attn > 0))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s.rope.scaling.yarn_log_multiplier' %g or attn_factor %g is "
+                          "out of range", arch, log_mul, rope_attn);
+    // DeepSeek-V2's converter writes 0.1 x mscale_all_dim.
+    if (deepseek && mc_gguf_find(g, (snprintf(key, sizeof key, "%s.rope.scaling.yarn_log_multiplier", arch), key)))
+        log_mul /= 0.1f;
+    float attn_factor = 1.0f;
+    if (yarn) {
+        const float fac = 1.0f / hp->rope_freq_scale;
+        if (log_mul != 0.0f) {
+            const float mscale = deepseek && log_mul != 1.0f ? log_mul : 1.0f;
+            attn_factor = s_yarn_get_mscale(fac, mscale) / s_yarn_get_mscale(fac, log_mul);
+        } else {
+            attn_factor = s_yarn_get_mscale(fac, 1.0f);
+        }
+        attn_factor *= 1.0f / (1.0f + 0.1f * logf(fac)); // ggml's rope multiplies it back
+    }
+    attn_factor *= rope_attn;
+    // What ggml's rope_yarn multiplies cos and sin by.
+    hp->rope_mscale = attn_factor;
+    if (yarn) hp->rope_mscale *= 1.0f + 0.1f * logf(1.0f / hp->rope_freq_scale);
+    // ggml_rope_yarn_corr_dims with llama.cpp's beta_fast 32, beta_slow 1.
+    const float n_dims = (float)hp->rope_dim, base2 = 2 * logf(hp->rope_base);
+    const float lo = floorf(n_dims * logf((float)n_ctx_orig / (32.0f * 2 * (float)M_PI)) / base2);
+    const float hi = ceilf(n_dims * logf((float)n_ctx_orig / (1.0f * 2 * (float)M_PI)) / base2);
+    hp->yarn_corr[0] = lo > 0 ? lo : 0;
+    hp->yarn_corr[1] = hi < n_dims - 1 ? hi : n_dims - 1;
+    hp->kq_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (deepseek) { // its graph folds YaRN's mscale into the attention scale
+        const float org = attn_factor * (1.0f + 0.1f * logf(1.0f / hp->rope_freq_scale));
+        const float mscale = org * (1.0f + 0.1f * log_mul * logf(1.0f / hp->rope_freq_scale));
+        hp->kq_scale = 1.0f * mscale * mscale / sqrtf((float)hp->head_dim);
+    }
     return MC_OK;
 }
 
@@ -367,35 +582,16 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
     if (hp->n_head % hp->n_head_kv)
         return mc_err_set(err, MC_ERR_FORMAT, "head_count %u is not a multiple of head_count_kv %u", hp->n_head,
                           hp->n_head_kv);
-    // Qwen3 heads are wider than dim / n_head: the file then says so.
-    snprintf(key, sizeof key, "%s.attention.key_length", arch);
-    if (mc_gguf_find(g, key)) {
-        if ((rc = s_get_dim(g, arch, "attention.key_length", 1u << 12, &hp->head_dim, err))) return rc;
-    } else if (hp->dim % hp->n_head) {
-        return mc_err_set(err, MC_ERR_FORMAT, "embedding_length %u is not a multiple of head_count %u", hp->dim,
-                          hp->n_head);
-    } else {
-        hp->head_dim = hp->dim / hp->n_head;
-    }
-    snprintf(key, sizeof key, "%s.attention.value_length", arch);
-    uint32_t v_dim = hp->head_dim;
-    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "attention.value_length", 1u << 12, &v_dim, err))) return rc;
-    if (v_dim != hp->head_dim)
-        return mc_err_set(err, MC_ERR_UNSUPPORTED, "value heads of %u differ from key heads of %u", v_dim,
-                          hp->head_dim);
-    hp->rope_dim = hp->head_dim;
-    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
-    if (mc_gguf_find(g, key) && (rc = s_get_dim(g, arch, "rope.dimension_count", hp->head_dim, &hp->rope_dim, err)))
+    if (hp->arch->mla) {
+        if ((rc = s_read_mla(g, hp, err))) return rc;
+    } else if ((rc = s_read_heads(g, hp, err))) {
         return rc;
-    if (hp->rope_dim % 2 || hp->head_dim % 2)
-        return mc_err_set(err, MC_ERR_FORMAT, "rope dimension %u / head dimension %u must be even", hp->rope_dim,
-                          hp->head_dim);
-    hp->rope_base = s_get_float(g, arch, "rope.freq_base", 10000.0f);
+    }
+    if ((rc = s_read_rope(g, hp, err))) return rc;
     hp->rms_eps = s_get_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f);
     if ((rc = s_read_route(g, hp, err))) return rc;
-    if (!(hp->rope_base > 0) || !isfinite(hp->rope_base) || !(hp->rms_eps > 0) || !isfinite(hp->rms_eps))
-        return mc_err_set(err, MC_ERR_FORMAT, "rope.freq_base %g or layer_norm_rms_epsilon %g is not a positive number",
-                          hp->rope_base, hp->rms_eps);
+    if (!(hp->rms_eps > 0) || !isfinite(hp->rms_eps))
+        return mc_err_set(err, MC_ERR_FORMAT, "layer_norm_rms_epsilon %g is not a positive number", hp->rms_eps);
     if (!vocab) return MC_OK; // an experts-only file has no embeddings
     const mc_gguf_tensor_t *emb = s_find(g, "token_embd.weight", err);
     if (!emb) return MC_ERR_FORMAT;
@@ -542,6 +738,7 @@ void mc_model_destroy(mc_model_t **pm) {
             free(m->layers[l].q_norm);
             free(m->layers[l].k_norm);
             free(m->layers[l].bq), free(m->layers[l].bk), free(m->layers[l].bv);
+            free(m->layers[l].kv_a_norm), free(m->layers[l].wk_b), free(m->layers[l].wv_b), free(m->layers[l].q_a_norm);
             free(m->layers[l].experts);
             free(m->layers[l].exp_probs_b);
         }
@@ -576,7 +773,10 @@ uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
     uint64_t total = mc_matrix_bytes(&m->output);
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
         const mc_layer_t *L = &m->layers[l];
-        total += mc_matrix_bytes(&L->wq) + mc_matrix_bytes(&L->wk) + mc_matrix_bytes(&L->wv) + mc_matrix_bytes(&L->wo);
+        total += mc_matrix_bytes(&L->wq) + mc_matrix_bytes(&L->wk) + mc_matrix_bytes(&L->wv) + mc_matrix_bytes(&L->wo) +
+                 mc_matrix_bytes(&L->wkv_a) + mc_matrix_bytes(&L->wq_a);
+        for (uint32_t h = 0; L->wk_b && h < m->hp.n_head; h++)
+            total += mc_matrix_bytes(&L->wk_b[h]) + mc_matrix_bytes(&L->wv_b[h]);
         if (!mc_model_layer_moe(m, l)) {
             total += mc_matrix_bytes(&L->dense.gate) + mc_matrix_bytes(&L->dense.up) + mc_matrix_bytes(&L->dense.down);
             continue;
@@ -615,12 +815,17 @@ static void s_each_served(mc_model_t *m, bool dense, const uint8_t *held, void (
                           void *ctx) {
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
         mc_layer_t *L = &m->layers[l];
-        if (dense) fn(&L->wq, ctx), fn(&L->wk, ctx), fn(&L->wv, ctx), fn(&L->wo, ctx);
-        if (dense && L->router.data) fn(&L->router, ctx);
-        if (dense && L->shexp.gate.data) { // the shared expert is dense: the coordinator's
-            if (L->shexp_gate.data) fn(&L->shexp_gate, ctx);
-            fn(&L->shexp.gate, ctx), fn(&L->shexp.up, ctx), fn(&L->shexp.down, ctx);
+        if (dense && !L->wkv_a.data) fn(&L->wk, ctx), fn(&L->wv, ctx);
+        if (dense && L->wkv_a.data) { // latent attention
+            fn(&L->wkv_a, ctx);
+            if (L->wq_a.data) fn(&L->wq_a, ctx);
+            for (uint32_t h = 0; h < m->hp.n_head; h++) fn(&L->wk_b[h], ctx), fn(&L->wv_b[h], ctx);
         }
+        if (dense) fn(&L->wq, ctx), fn(&L->wo, ctx);
+        if (dense && L->router.data) fn(&L->router, ctx);
+        if (dense && L->shexp_gate.data) fn(&L->shexp_gate, ctx);
+        if (dense && L->shexp.gate.data) // the shared expert is dense: the coordinator's
+            fn(&L->shexp.gate, ctx), fn(&L->shexp.up, ctx), fn(&L->shexp.down, ctx);
         if (dense && L->dense.gate.data) fn(&L->dense.gate, ctx), fn(&L->dense.up, ctx), fn(&L->dense.down, ctx);
         if (!mc_model_layer_moe(m, l)) continue; // no router, no experts
         for (uint32_t e = 0; e < m->hp.n_expert; e++) {

@@ -32,14 +32,26 @@ typedef struct {
     uint32_t ffn_dense;     // their FFN hidden size (feed_forward_length); 0 without
     uint32_t n_head;
     uint32_t n_head_kv;
-    uint32_t head_dim;      // attention.key_length, else dim / n_head
-    uint32_t rope_dim;      // rotated dims per head (<= head_dim)
+    uint32_t head_dim;      // attention.key_length, else dim / n_head; MLA: key_length_mla (nope + rope)
+    uint32_t head_dim_v;    // value head size: head_dim, except MLA's value_length_mla
+    uint32_t rope_dim;      // rotated dims per head (<= head_dim); MLA: the last rope_dim of a q head
+    uint32_t kv_lora_rank;  // MLA (arch.h): the cached latent's width; 0 otherwise
+    uint32_t q_lora_rank;   // MLA: the compressed query's width (V2, V3); 0: attn_q directly (V2-Lite)
     uint32_t ffn;           // expert hidden size
     uint32_t ffn_shexp;     // shared expert hidden size; 0: the family has none
     uint32_t n_expert;
     uint32_t n_expert_used; // experts per token (k)
     uint32_t n_ctx_train;   // llama.context_length
     float rope_base;
+    // RoPE scaling from rope.scaling.* as llama.cpp applies it: frequencies
+    // times rope_freq_scale (1 / factor), blended with the unscaled ones by
+    // YaRN's ramp between dims yarn_corr[0..1] when rope_ext_factor is 1;
+    // cos and sin times rope_mscale. None: 1, 0, 1.
+    float rope_freq_scale;
+    float rope_ext_factor;
+    float rope_mscale;
+    float yarn_corr[2];
+    float kq_scale;         // attention logits scale: 1/sqrt(head_dim) (DeepSeek-V2: times YaRN's mscale^2)
     float rms_eps;
     mc_route_t route;       // the routing variant (arch.h): the family's, with the file's keys
 } mc_hparams_t;
@@ -52,10 +64,12 @@ typedef struct {
 
 typedef struct {
     float *attn_norm;     // (dim)
-    mc_matrix_t wq;       // (n_head * head_dim, dim)
+    mc_matrix_t wq;       // (n_head * head_dim, dim); MLA with q_lora_rank: attn_q_b (.., q_lora_rank)
+    mc_matrix_t wq_a;     // MLA with q_lora_rank: (q_lora_rank, dim), NULL data otherwise
+    float *q_a_norm;      // (q_lora_rank), its RMS norm before wq
     mc_matrix_t wk;       // (n_head_kv * head_dim, dim)
     mc_matrix_t wv;       // (n_head_kv * head_dim, dim)
-    mc_matrix_t wo;       // (dim, n_head * head_dim)
+    mc_matrix_t wo;       // (dim, n_head * head_dim_v)
     float *q_norm;        // (head_dim) per head or (n_head * head_dim); NULL without q/k norms
     float *k_norm;        // (head_dim) per head or (n_head_kv * head_dim); NULL without
     float *ffn_norm;      // (dim)
@@ -72,6 +86,13 @@ typedef struct {
     // A dense layer's FFN (hp.ffn_dense wide): blk.N.ffn_{gate,up,down}.
     // NULL data in a MoE layer.
     mc_expert_t dense;
+    // Multi-head latent attention (arch.h; wk and wv are then unused, NULL
+    // data): the latent and the shared RoPE key in one product, the latent's
+    // norm, and per head the key and value up-projections.
+    mc_matrix_t wkv_a;    // (kv_lora_rank + rope_dim, dim)
+    float *kv_a_norm;     // (kv_lora_rank)
+    mc_matrix_t *wk_b;    // (n_head) of (kv_lora_rank, head_dim - rope_dim): absorbed into the query
+    mc_matrix_t *wv_b;    // (n_head) of (head_dim_v, kv_lora_rank): applied to the attended latent
 } mc_layer_t;
 
 typedef struct {

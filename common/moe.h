@@ -17,11 +17,12 @@
  * coordinator's fallback for a lost node both compute through here, so the
  * same bytes give the same result wherever they are computed.
  *
- * Shared experts (Qwen2-MoE's and GLM-4.5's: one dense SwiGLU FFN per layer
- * that every row passes through, scaled by a sigmoid gate in Qwen2-MoE) are
- * a second call, mc_moe_shared, made by whoever holds the rows after the
- * routed sum; a dense layer's FFN is mc_moe_dense. The router's choice of
- * experts and weights for every routing variant is mc_moe_route.
+ * Shared experts (Qwen2-MoE's, GLM-4.5's and DeepSeek's: one dense SwiGLU FFN
+ * per layer that every row passes through, scaled by a sigmoid gate in
+ * Qwen2-MoE) are a second call, mc_moe_shared, made by whoever holds the
+ * rows after the routed sum; a dense layer's FFN is mc_moe_dense. The
+ * router's choice of experts and weights for every routing variant is
+ * mc_moe_route.
  */
 #ifndef MC_MOE_H
 #define MC_MOE_H

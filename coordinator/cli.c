@@ -70,7 +70,7 @@ static mc_err_t s_parse_kv_type(const char *flag, const char *v, void *field, ch
 // (mc_sampler_params_default), or explained in the text.
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_cli_opts_t, field)
 static const mc_flag_t s_flags[] = {
-    {S_ROW("--model", "FILE", MC_FLAG_FILE, model), .help = "GGUF model (llama/Mixtral, qwen3moe, olmoe)"},
+    {S_ROW("--model", "FILE", MC_FLAG_FILE, model), .help = "GGUF model (llama/Mixtral, qwen3moe, olmoe, qwen2moe,\ndeepseek2)"},
     {S_ROW("--prompt", "TEXT", MC_FLAG_STRING, prompt),
      .help = "generate a continuation of TEXT (BOS added), streamed to stdout"},
     {S_ROW("-n", "N", MC_FLAG_INT, n_predict), MC_FLAG_DEF_TEXT, 0, INT32_MAX,

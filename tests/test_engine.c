@@ -257,8 +257,8 @@ static mc_model_t *s_make_glm4moe(const char *name, mc_dtype_t type) {
     char path[512], err[MC_ERR_LEN];
     mc_mkmodel_params_t p = mc_mkmodel_params_default();
     p.arch = MC_ARCH_GLM4MOE, p.type = type;
-    p.ffn = 32, p.n_expert = 8, p.n_expert_used = 2, p.n_layer = 3, p.n_dense_lead = 1, p.ffn_dense = 64;
-    p.rope_dim = 8, p.n_nextn = 1, p.n_group = 4, p.n_group_used = 2, p.weights_scale = 2.5f, p.seed = 79;
+    p.ffn = 32, p.ffn_shexp = 32, p.n_expert = 8, p.n_expert_used = 2, p.n_layer = 3, p.n_dense_lead = 1, p.ffn_dense = 64;
+    p.rope_dim = 8, p.n_nextn = 1, p.n_group = 4, p.n_group_used = 2, p.expert_weights_scale = 2.5f, p.seed = 79;
     snprintf(path, sizeof path, "%s/%s.gguf", s_dir, name);
     if (access(path, R_OK) != 0 && mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
     mc_model_t *m = mc_model_open(path, err);
@@ -704,6 +704,76 @@ static void test_kv_f16(void **state) {
     assert_true(same_argmax * 10 >= rows * 9);
 }
 
+// DeepSeek-V2's latent attention: the logits are the same bits whatever the
+// threads, the chunking and the ISA (scalar against the best), with either
+// cache type, F32 and a repacked Q4_0 with a compressed query; the cache
+// holds kv_lora_rank + rope values per position and layer, no separate
+// values; and a cache moved whole (copy, save, load) gives the bits of
+// evaluating in place.
+static void test_deepseek2_identical(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN], path[512];
+    static const mc_dtype_t types[] = {MC_DTYPE_F32, MC_DTYPE_Q4_0};
+    for (size_t i = 0; i < 2; i++) {
+        mc_mkmodel_params_t p = mc_mkmodel_params_default();
+        p.arch = MC_ARCH_DEEPSEEK2, p.type = types[i], p.seed = 79;
+        p.ffn = 32, p.ffn_shexp = 64, p.n_expert = 12, p.n_expert_used = 4, p.expert_weights_scale = 2;
+        p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 64, p.yarn_factor = 8;
+        p.q_lora_rank = i ? 32 : 0;
+        snprintf(path, sizeof path, "%s/deepseek2-%s.gguf", s_dir, mc_dtype_name(types[i]));
+        assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+        mc_model_t *m = mc_model_open(path, err);
+        if (!m) fail_msg("%s", err);
+        const uint32_t nv = m->hp.n_vocab;
+        const size_t bytes = N_IDS * nv * sizeof(float);
+        mc_pool_t *pool = mc_pool_new(1);
+        mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+        assert_int_equal(mc_model_repack(m, mm, true, NULL, err), MC_OK);
+        float *base = s_logits_all(m, 1, 256), *t3 = s_logits_all(m, 3, 256), *chunked = s_logits_all(m, 2, 5);
+        float *scalar = s_logits_kv(m, 2, 3, MC_DTYPE_F32, MC_ISA_SCALAR);
+        assert_memory_equal(base, t3, bytes);
+        assert_memory_equal(base, chunked, bytes);
+        assert_memory_equal(base, scalar, bytes);
+        for (size_t k = 0; k < N_IDS * nv; k++) assert_true(isfinite(base[k]));
+        float *f16 = s_logits_kv(m, 2, 256, MC_DTYPE_F16, MC_ISA_BEST), *f16s = s_logits_kv(m, 1, 3, MC_DTYPE_F16, MC_ISA_SCALAR);
+        assert_memory_equal(f16, f16s, bytes);
+        double worst = 0, spread = 0;
+        for (size_t k = 0; k < N_IDS * nv; k++)
+            worst = fmax(worst, fabs((double)f16[k] - base[k])), spread = fmax(spread, fabs((double)base[k]));
+        assert_true(worst > 0 && worst < 0.05 * spread);
+
+        mc_engine_params_t ep = mc_engine_params_default();
+        ep.n_ctx = 32, ep.n_seq = 3, ep.n_threads = 2;
+        mc_engine_t *e = mc_engine_new(m, &ep, err);
+        assert_non_null(e);
+        assert_int_equal(mc_engine_kv_bytes(e, 7), (size_t)m->hp.n_layer * 7 * (64 + 16) * sizeof(float));
+        float *want = malloc(nv * sizeof(float)), *got = malloc(nv * sizeof(float));
+        void *buf = malloc(mc_engine_kv_bytes(e, 12));
+        const uint32_t n = 12;
+        assert_int_equal(mc_engine_eval(e, s_ids, n, 0, MC_LOGITS_NONE, NULL, err), MC_OK);
+        assert_int_equal(mc_engine_eval(e, s_ids + n, 1, n, MC_LOGITS_LAST, want, err), MC_OK);
+        assert_memory_equal(want, base + (size_t)n * nv, nv * sizeof(float));
+        assert_int_equal(mc_engine_kv_copy(e, 0, 1, n, err), MC_OK);
+        assert_int_equal(mc_engine_kv_save(e, 0, n, buf, err), MC_OK);
+        assert_int_equal(mc_engine_kv_load(e, 2, n - 2, buf, n, err), MC_OK);
+        for (uint32_t sq = 1; sq < 3; sq++) {
+            for (uint32_t q = sq == 1 ? n : n - 2; q <= n; q++) {
+                const uint32_t seq = sq;
+                const uint8_t w = 1;
+                const mc_engine_batch_t b = {s_ids + q, &seq, &q, &w, 1};
+                assert_int_equal(mc_engine_decode(e, &b, got, err), MC_OK);
+            }
+            assert_memory_equal(got, want, nv * sizeof(float));
+        }
+        free(want), free(got), free(buf);
+        mc_engine_destroy(&e);
+        free(base), free(t3), free(chunked), free(scalar), free(f16), free(f16s);
+        mc_matmul_destroy(&mm);
+        mc_pool_destroy(&pool);
+        mc_model_destroy(&m);
+    }
+}
+
 static void test_errors(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -750,6 +820,7 @@ int main(void) {
         cmocka_unit_test(test_split_experts_identical),
         cmocka_unit_test(test_shared_expert_formula),
         cmocka_unit_test(test_qwen2moe_identical),
+        cmocka_unit_test(test_deepseek2_identical),
         cmocka_unit_test(test_dense_layer_formula),
         cmocka_unit_test(test_route_variants),
         cmocka_unit_test(test_glm4moe_identical),

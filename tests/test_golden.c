@@ -1,7 +1,7 @@
 /*
  * test_golden: the engine against llama.cpp's logits, router logits and
  * greedy tokens for every fixture model and prompt: the shared Mixtral
- * fixtures and the project's own Qwen3-MoE, OLMoE and Qwen2-MoE ones (F32 bounds),
+ * fixtures and the project's own Qwen3-MoE, OLMoE, Qwen2-MoE and DeepSeek-V2 ones (F32 bounds),
  * with the weights repacked as the coordinator runs them.
  *
  * Bounds: the F32 model must match to max |d| <= 1e-3 with identical greedy
@@ -226,6 +226,11 @@ static void test_qwen3moe_f32(void **state) { (void)state; s_check_arch("qwen3mo
 static void test_olmoe_f32(void **state) { (void)state; s_check_arch("olmoe-f32"); }
 // Shared expert with its sigmoid gate, q/k/v biases, top-4 of 60 not renormalised.
 static void test_qwen2moe_f32(void **state) { (void)state; s_check_arch("qwen2moe-f32"); }
+// Multi-head latent attention (absorbed, the latent cached), YaRN, two
+// ungated shared experts, top-4 of 16 scaled by 1.5.
+static void test_deepseek2_f32(void **state) { (void)state; s_check_arch("deepseek2-f32"); }
+// V2's compressed query, plain RoPE.
+static void test_deepseek2_qlora_f32(void **state) { (void)state; s_check_arch("deepseek2-qlora-f32"); }
 // A leading dense layer, sigmoid routing with a selection bias in 4 groups,
 // top-4 renormalised and scaled by 2.5, an ungated shared expert, partial
 // RoPE, q/k/v biases, a skipped next-token-prediction layer.
@@ -235,7 +240,10 @@ static void test_glm4moe_f32(void **state) { (void)state; s_check_arch("glm4moe-
 // reference continuation) with an F16 cache against the F32 cache's, and
 // its greedy tokens against the reference continuation. Bounds from the
 // measured figures (printed) with room. F32 weights: mean |d| <= 1e-3 and
-// every argmax the same (measured ~1e-4). Quantized weights: each activation
+// every argmax the same (measured ~1e-4) except near ties, at most 1% of
+// positions, where the f32 run's two best logits were closer than the f16
+// cache moved any logit there (deepseek2-f32 has one, a gap of less than
+// its 2e-3 max |d|). Quantized weights: each activation
 // is rounded to a Q8 grid, so a key nudged by its fp16 rounding can move a
 // value by a whole quant step, and these generated models' logits are
 // nearly flat: mean |d| <= 0.03, argmax the same at >= 88% of positions
@@ -256,7 +264,7 @@ static void s_check_kv_f16(const char *label, const char *gguf, const char *gold
     }
     assert_int_equal(mc_model_repack(m, mc_engine_matmul(e[0]), true, NULL, err), MC_OK);
     double worst = 0, sum = 0;
-    size_t n_vals = 0, same = 0, n_pos = 0, tf_same = 0, tf_total = 0;
+    size_t n_vals = 0, same = 0, n_pos = 0, tf_same = 0, tf_total = 0, near_ties = 0;
     for (size_t p = 0; p < n_prompts; p++) {
         s_ids_t all, gen;
         snprintf(path, sizeof path, "%s/%s.ids.txt", golden, prompts[p]);
@@ -273,23 +281,31 @@ static void s_check_kv_f16(const char *label, const char *gguf, const char *gold
         }
         for (size_t t = 0; t < all.n; t++) {
             const float *a = lg[0] + t * nv, *b = lg[1] + t * nv;
+            double here = 0;
             for (uint32_t i = 0; i < nv; i++) {
                 const double d = fabs((double)a[i] - b[i]);
-                worst = d > worst ? d : worst;
+                here = d > here ? d : here;
                 sum += d;
             }
+            worst = here > worst ? here : worst;
             n_vals += nv;
-            same += s_argmax(a, nv) == s_argmax(b, nv);
+            const int32_t ia = s_argmax(a, nv), ib = s_argmax(b, nv);
+            same += ia == ib;
+            // A different argmax whose two logits were closer in the f32
+            // run than the f16 rounding moved any logit there: a near tie.
+            near_ties += ia != ib && (double)a[ia] - a[ib] <= here;
             n_pos++;
         }
         for (size_t i = 0; i < N_GEN; i++, tf_total++) tf_same += s_argmax(lg[1] + (n_prompt - 1 + i) * nv, nv) == gen.ids[i];
         free(lg[0]), free(lg[1]);
     }
-    printf("[kv f16] %-14s vs f32 cache: max|d| %.3g  mean|d| %.3g  argmax %zu/%zu;  teacher-forced = reference %zu/%zu\n",
-           label, worst, sum / (double)n_vals, same, n_pos, tf_same, tf_total);
+    printf("[kv f16] %-14s vs f32 cache: max|d| %.3g  mean|d| %.3g  argmax %zu/%zu (near ties %zu);  teacher-forced = "
+           "reference %zu/%zu\n",
+           label, worst, sum / (double)n_vals, same, n_pos, near_ties, tf_same, tf_total);
     if (f32) {
         assert_true(sum / (double)n_vals <= 1e-3);
-        assert_int_equal(same, n_pos);
+        assert_int_equal(same + near_ties, n_pos);
+        assert_true(near_ties * 100 <= n_pos); // at most 1%
     } else {
         assert_true(sum / (double)n_vals <= 0.03);
         assert_true(same * 100 >= n_pos * 88);
@@ -301,7 +317,8 @@ static void s_check_kv_f16(const char *label, const char *gguf, const char *gold
 static void test_kv_f16_fixtures(void **state) {
     (void)state;
     static const char *const shared[] = {"tiny-f32", "tiny-q8_0", "tiny-q4_0", "small-q4_k_m"};
-    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "glm4moe-f32"};
+    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "deepseek2-f32",
+                                       "deepseek2-qlora-f32", "glm4moe-f32"};
     static const char *const arch_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_chat"};
     char gguf[512], golden[512], name[256];
     for (size_t i = 0; i < sizeof arch / sizeof arch[0]; i++) {
@@ -327,6 +344,8 @@ int main(void) {
         cmocka_unit_test(test_qwen3moe_f32),
         cmocka_unit_test(test_olmoe_f32),
         cmocka_unit_test(test_qwen2moe_f32),
+        cmocka_unit_test(test_deepseek2_f32),
+        cmocka_unit_test(test_deepseek2_qlora_f32),
         cmocka_unit_test(test_glm4moe_f32),
         cmocka_unit_test(test_kv_f16_fixtures),
     };

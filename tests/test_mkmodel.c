@@ -516,8 +516,8 @@ static void test_router_skew(void **state) {
 // next-token-prediction layer after the evaluated ones.
 static void test_glm4moe(void **state) {
     mc_mkmodel_params_t p = mc_mkmodel_params_default();
-    p.arch = MC_ARCH_GLM4MOE, p.ffn = 32, p.n_layer = 3, p.n_dense_lead = 1, p.n_nextn = 1, p.rope_dim = 8;
-    p.n_group = 4, p.n_group_used = 2, p.weights_scale = 2.5f;
+    p.arch = MC_ARCH_GLM4MOE, p.ffn = 32, p.ffn_shexp = 32, p.n_layer = 3, p.n_dense_lead = 1, p.n_nextn = 1, p.rope_dim = 8;
+    p.n_group = 4, p.n_group_used = 2, p.expert_weights_scale = 2.5f;
     const char *a;
     mc_gguf_t *g = s_make(*state, &p, &a);
     static const struct {
@@ -600,6 +600,65 @@ static void test_qwen2moe(void **state) {
     mc_gguf_destroy(&g);
 }
 
+// DeepSeek-V2: latent attention's tensors and keys as llama.cpp's converter
+// writes them (per-head k_b / v_b stacks, the cached row as one shared
+// head), shared experts counted in expert widths without a gate, YaRN keys;
+// shapes the latent cannot take are refused.
+static void test_deepseek2(void **state) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2, p.type = MC_DTYPE_Q8_0, p.ffn = 32;
+    p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 64;
+    p.yarn_factor = 4, p.yarn_mscale_all_dim = 0.5f;
+    const char *a;
+    mc_gguf_t *g = s_make(*state, &p, &a);
+    static const struct {
+        const char *key;
+        uint64_t v;
+    } keys[] = {
+        {"deepseek2.attention.head_count_kv", 1},     {"deepseek2.attention.key_length", 80},
+        {"deepseek2.attention.value_length", 64},     {"deepseek2.attention.key_length_mla", 48},
+        {"deepseek2.attention.value_length_mla", 32}, {"deepseek2.attention.kv_lora_rank", 64},
+        {"deepseek2.attention.q_lora_rank", 0},       {"deepseek2.rope.dimension_count", 16},
+        {"deepseek2.expert_shared_count", 2},         {"deepseek2.leading_dense_block_count", 0},
+        {"deepseek2.rope.scaling.original_context_length", 512},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        uint64_t v = 99;
+        if (!mc_gguf_get_u64(g, keys[i].key, &v) || v != keys[i].v) fail_msg("%s = %llu", keys[i].key, (unsigned long long)v);
+    }
+    double f = 0;
+    assert_true(mc_gguf_get_f64(g, "deepseek2.rope.scaling.factor", &f) && f == 4.0);
+    assert_true(mc_gguf_get_f64(g, "deepseek2.rope.scaling.yarn_log_multiplier", &f) && fabs(f - 0.05) < 1e-7);
+    static const struct {
+        const char *name;
+        uint64_t ne0, ne1, ne2;
+    } want[] = {
+        {"blk.1.attn_q.weight", 64, 192, 1},  {"blk.1.attn_kv_a_mqa.weight", 64, 80, 1},
+        {"blk.1.attn_kv_a_norm.weight", 64, 1, 1}, {"blk.1.attn_k_b.weight", 32, 64, 4},
+        {"blk.1.attn_v_b.weight", 64, 32, 4}, {"blk.1.attn_output.weight", 128, 64, 1},
+        {"blk.1.ffn_gate_shexp.weight", 64, 64, 1},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, want[i].name);
+        if (!t) fail_msg("%s is missing", want[i].name);
+        assert_int_equal(t->ne[0], want[i].ne0), assert_int_equal(t->ne[1], want[i].ne1);
+        assert_int_equal(t->ne[2], want[i].ne2);
+    }
+    assert_null(mc_gguf_tensor_find(g, "blk.0.attn_k.weight"));
+    assert_null(mc_gguf_tensor_find(g, "blk.0.ffn_gate_inp_shexp.weight"));
+    mc_gguf_destroy(&g);
+    char err[MC_ERR_LEN];
+    p.rope_dim = 48;
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "rope_dim (48)"));
+    p.rope_dim = 16, p.kv_lora_rank = 48; // not a whole number of Q8_0 blocks
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "kv_lora_rank (48)"));
+    p.kv_lora_rank = 64, p.ffn = 64, p.ffn_shexp = 96; // Q8_0 blocks, but one and a half experts
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "multiple of ffn"));
+}
+
 static void test_bad_params(void **state) {
     struct {
         const char *field; // must appear in the message
@@ -670,6 +729,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_merged_equals_legacy, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_router_skew, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_qwen2moe, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_deepseek2, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_glm4moe, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_params, s_setup, s_teardown),
     };

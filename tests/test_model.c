@@ -9,6 +9,7 @@
 #include <setjmp.h>
 
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,10 +207,11 @@ static void test_not_moe_errors(void **state) {
     assert_false(s_loads(&dense, err));
     assert_non_null(strstr(err, "llama.expert_count"));
 
-    s_variant_t other = {"deepseek2", true, true, false, 0, false};
+    s_variant_t other = {"llama4", true, true, false, 0, false};
     assert_false(s_loads(&other, err));
-    assert_non_null(strstr(err, "deepseek2"));
-    assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), glm4moe (GLM-4.5)"));
+    assert_non_null(strstr(err, "llama4"));
+    assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), "
+                                "deepseek2 (DeepSeek-V2), glm4moe (GLM-4.5)"));
 
     // Qwen2-MoE: each missing shared-expert tensor is named, and says why;
     // with all four (and no q/k/v biases, optional as in llama.cpp) it binds.
@@ -450,6 +452,163 @@ static void test_arch_hparams(void **state) {
     assert_null(mc_arch_find("olmo", 4)); // prefixes are not names
 }
 
+// A copy of a GGUF file with one change: tensor `drop` left out, tensor
+// `reshape` declared with its first two dims swapped (same bytes), metadata
+// `key` set to the u32 `value` or removed (`remove`). NULLs: no such change.
+typedef struct {
+    const char *drop, *reshape, *key;
+    uint32_t value;
+    bool remove;
+} s_edit_t;
+
+typedef struct {
+    const mc_gguf_t *g;
+    size_t map[512]; // declared tensor -> source tensor
+} s_copy_t;
+
+static mc_err_t s_copy_fill(void *ctx, size_t index, void *dst, size_t size, char *err) {
+    (void)err;
+    const s_copy_t *c = ctx;
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_at(c->g, c->map[index]);
+    memcpy(dst, t->data, size < t->size ? size : t->size);
+    return MC_OK;
+}
+
+static void s_rewrite(const char *src, const char *dst, const s_edit_t *ed) {
+    char err[MC_ERR_LEN];
+    mc_gguf_t *g = mc_gguf_open(src, err);
+    if (!g) fail_msg("%s", err);
+    mc_gguf_writer_t *w = mc_gguf_writer_new(0);
+    assert_non_null(w);
+    bool set = false;
+    for (size_t i = 0; i < mc_gguf_kv_count(g); i++) {
+        const mc_gguf_kv_t *kv = mc_gguf_kv_at(g, i);
+        if (ed->key && strcmp(kv->key, ed->key) == 0) {
+            if (!ed->remove) assert_int_equal(mc_gguf_writer_add_u32(w, kv->key, ed->value), MC_OK);
+            set = true;
+        } else {
+            assert_int_equal(mc_gguf_writer_add_value(w, kv->key, &kv->value), MC_OK);
+        }
+    }
+    if (ed->key && !set && !ed->remove) assert_int_equal(mc_gguf_writer_add_u32(w, ed->key, ed->value), MC_OK);
+    static s_copy_t c;
+    c.g = g;
+    size_t n = 0;
+    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
+        if (ed->drop && strcmp(t->name, ed->drop) == 0) continue;
+        uint64_t ne[MC_GGUF_MAX_DIMS];
+        memcpy(ne, t->ne, sizeof ne);
+        if (ed->reshape && strcmp(t->name, ed->reshape) == 0) ne[0] = t->ne[1], ne[1] = t->ne[0];
+        assert_true(n < sizeof c.map / sizeof c.map[0]);
+        c.map[n++] = i;
+        assert_int_equal(mc_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, ne), MC_OK);
+    }
+    if (mc_gguf_writer_write_file(w, dst, s_copy_fill, &c, err)) fail_msg("%s", err);
+    mc_gguf_writer_destroy(&w);
+    mc_gguf_destroy(&g);
+}
+
+// DeepSeek-V2: latent attention's shapes and its YaRN numbers reach the
+// hyperparameters; hostile variants (a tensor missing, a dimension wrong,
+// the older unsplit attn_kv_b form, shapes not yet supported) fail naming
+// what is wrong.
+static void test_deepseek2(void **state) {
+    (void)state;
+    char path[512], bad[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2;
+    p.ffn = 32, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 2;
+    p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 64;
+    p.yarn_factor = 4, p.yarn_orig_ctx = 512, p.yarn_mscale_all_dim = 0.707f, p.expert_weights_scale = 2.5f;
+    snprintf(path, sizeof path, "%s/deepseek2.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    const mc_hparams_t *hp = &m->hp;
+    assert_int_equal(hp->arch->id, MC_ARCH_DEEPSEEK2);
+    assert_int_equal(hp->head_dim, 48), assert_int_equal(hp->head_dim_v, 32), assert_int_equal(hp->rope_dim, 16);
+    assert_int_equal(hp->kv_lora_rank, 64), assert_int_equal(hp->n_head_kv, 1);
+    assert_int_equal(hp->ffn_shexp, 2 * 32); // two shared experts of the expert width
+    assert_false(hp->route.norm_topk);
+    assert_true(hp->route.scale == 2.5f);
+    assert_int_equal(hp->arch->rope, MC_ROPE_NORM);
+    // YaRN: factor 4, so frequencies x 1/4 blended between the correction
+    // dims; mscale_all_dim = mscale cancels in the rope's magnitude (1 up to
+    // rounding) and the attention scale is (1 + 0.1 x 0.707 x ln 4)^2 / sqrt(48).
+    assert_true(hp->rope_freq_scale == 0.25f && hp->rope_ext_factor == 1.0f);
+    assert_true(fabsf(hp->rope_mscale - 1.0f) < 1e-6f);
+    assert_true(hp->yarn_corr[0] == 0.0f && hp->yarn_corr[1] == 3.0f); // base 1e6, 16 dims, 512 positions
+    const float ms = 1.0f + 0.1f * 0.707f * logf(4.0f);
+    assert_true(fabsf(hp->kq_scale - ms * ms / sqrtf(48.0f)) < 1e-6f);
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        const mc_layer_t *L = &m->layers[l];
+        assert_null(L->wk.data), assert_null(L->wv.data), assert_null(L->shexp_gate.data);
+        assert_int_equal(L->wq.n_out, 4 * 48), assert_int_equal(L->wo.n_in, 4 * 32);
+        assert_int_equal(L->wkv_a.n_out, 64 + 16), assert_non_null(L->kv_a_norm);
+        for (uint32_t h = 0; h < 4; h++) {
+            assert_int_equal(L->wk_b[h].n_in, 32), assert_int_equal(L->wk_b[h].n_out, 64);
+            assert_int_equal(L->wv_b[h].n_in, 64), assert_int_equal(L->wv_b[h].n_out, 32);
+            if (h) assert_ptr_equal(L->wv_b[h].data, L->wv_b[h - 1].data + 32 * 64 * 4);
+        }
+        assert_int_equal(L->shexp.gate.n_out, 64);
+    }
+    mc_model_destroy(&m);
+
+    snprintf(bad, sizeof bad, "%s/deepseek2-bad.gguf", s_dir);
+    const struct {
+        s_edit_t ed;
+        const char *want1, *want2;
+    } cases[] = {
+        {{"blk.1.attn_kv_a_mqa.weight", NULL, NULL, 0, false}, "'blk.1.attn_kv_a_mqa.weight' is missing", ""},
+        {{"blk.0.attn_kv_a_norm.weight", NULL, NULL, 0, false}, "'blk.0.attn_kv_a_norm.weight' is missing", ""},
+        {{"blk.0.attn_v_b.weight", NULL, NULL, 0, false}, "'blk.0.attn_v_b.weight' is missing", ""},
+        {{"blk.1.ffn_up_shexp.weight", NULL, NULL, 0, false}, "blk.1.ffn_up_shexp.weight", "shared expert"},
+        {{NULL, "blk.0.attn_k_b.weight", NULL, 0, false}, "'blk.0.attn_k_b.weight' has shape {64, 32, 4}",
+         "expected {32, 64, 4}"},
+        {{NULL, "blk.1.attn_output.weight", NULL, 0, false}, "blk.1.attn_output.weight", "expected {128, 64}"},
+        {{NULL, NULL, "deepseek2.attention.kv_lora_rank", 48, false}, "key_length' = 80", "needs 64"},
+        {{NULL, NULL, "deepseek2.attention.key_length", 48, false}, "key_length' = 48", "needs 80"},
+        {{NULL, NULL, "deepseek2.attention.head_count_kv", 4, false}, "head_count_kv' = 4", "needs 1"},
+        {{NULL, NULL, "deepseek2.rope.dimension_count", 48, false}, "rope dimension 48", "below key_length_mla 48"},
+        {{NULL, NULL, "deepseek2.attention.key_length_mla", 0, true}, "split attn_kv_b", "reconvert"},
+        {{NULL, NULL, "deepseek2.attention.q_lora_rank", 32, false}, "'blk.0.attn_q_a.weight' is missing", ""},
+        {{NULL, NULL, "deepseek2.leading_dense_block_count", 1, false}, "dense leading layers", "not supported yet"},
+        {{NULL, NULL, "deepseek2.expert_shared_count", 0, false}, "expert_shared_count' = 0", "out of range"},
+        {{NULL, NULL, "deepseek2.expert_gating_func", 2, false}, "expert_gating_func' = 2", "not supported yet"},
+        {{NULL, NULL, "deepseek2.nextn_predict_layers", 1, false}, "nextn_predict_layers' = 1", "not supported yet"},
+        {{NULL, NULL, "deepseek2.expert_group_count", 8, false}, "expert_group_count' = 8", "not supported yet"},
+        {{NULL, NULL, "deepseek2.rope.scaling.original_context_length", 0, false}, "original_context_length' = 0",
+         "out of range"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_rewrite(path, bad, &cases[i].ed);
+        err[0] = 0;
+        m = mc_model_open(bad, err);
+        if (m) fail_msg("case %zu loaded", i);
+        if (!strstr(err, cases[i].want1) || !strstr(err, cases[i].want2))
+            fail_msg("case %zu: '%s' lacks '%s' / '%s'", i, err, cases[i].want1, cases[i].want2);
+    }
+    // An unchanged copy loads (the rewriting itself is sound).
+    const s_edit_t none = {NULL, NULL, NULL, 0, false};
+    s_rewrite(path, bad, &none);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    mc_model_destroy(&m);
+    // V2's compressed query: attn_q_b (norm (attn_q_a x)) in place of attn_q.
+    p.q_lora_rank = 32;
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    if (!(m = mc_model_open(path, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.q_lora_rank, 32);
+    assert_int_equal(m->layers[1].wq_a.n_in, 64), assert_int_equal(m->layers[1].wq_a.n_out, 32);
+    assert_int_equal(m->layers[1].wq.n_in, 32), assert_int_equal(m->layers[1].wq.n_out, 4 * 48);
+    assert_non_null(m->layers[1].q_a_norm);
+    mc_model_destroy(&m);
+    const s_edit_t no_qa_norm = {"blk.1.attn_q_a_norm.weight", NULL, NULL, 0, false};
+    s_rewrite(path, bad, &no_qa_norm);
+    assert_null(mc_model_open(bad, err));
+    assert_non_null(strstr(err, "'blk.1.attn_q_a_norm.weight' is missing"));
+}
+
 static void test_missing_file(void **state) {
     (void)state;
     char err[MC_ERR_LEN] = "";
@@ -467,6 +626,7 @@ int main(void) {
         cmocka_unit_test(test_not_moe_errors),
         cmocka_unit_test(test_glm4moe_files),
         cmocka_unit_test(test_arch_hparams),
+        cmocka_unit_test(test_deepseek2),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

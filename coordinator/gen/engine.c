@@ -5,7 +5,17 @@
  * Float operations follow llama.cpp's CPU graph where it matters for
  * matching its numbers: rmsnorm sums squares in double, softmax sums
  * exponentials in double and scales by the reciprocal, RoPE angles advance
- * by repeated multiplication with base^(-2/rope_dim).
+ * by repeated multiplication with base^(-2/rope_dim) (YaRN scaled as ggml's
+ * rope_yarn does).
+ *
+ * Multi-head latent attention (DeepSeek-V2, arch.h) caches per position
+ * only the normed latent c (kv_lora_rank) and the rotated shared key part
+ * k_pe (rope_dim), one row every head reads, and works as llama.cpp's
+ * deepseek2 graph does with split attn_k_b / attn_v_b: each head's query
+ * no-RoPE part is multiplied by its k_b into latent space (absorbed), so a
+ * score is one dot of [q_abs, q_pe] with the cached [c, k_pe]; the softmax
+ * mixes the cached latents, and the head's v_b turns the mix into its
+ * value. The key and value heads are never expanded.
  */
 #include "engine.h"
 
@@ -36,8 +46,13 @@ struct mc_engine {
     uint64_t rows_done; // rows evaluated before the current chunk
     mc_attn_fns_t attn;     // q.k dots and the value mix: same bits on every ISA
 
-    uint8_t *k_cache; // (n_seq, n_layer, n_ctx, kv_dim) of kv_type
-    uint8_t *v_cache; // (n_seq, n_layer, n_ctx, kv_dim) of kv_type
+    uint8_t *k_cache; // (n_seq, n_layer, n_ctx, k_row) of kv_type
+    uint8_t *v_cache; // (n_seq, n_layer, n_ctx, v_row) of kv_type; NULL for MLA
+    // Attention geometry: cached values per position and layer (MLA: k_row
+    // = kv_lora_rank + rope_dim, the latent read as values too, v_row 0),
+    // and per head the query-key dot length and the attended value length.
+    size_t k_row, v_row;
+    uint32_t qk_len, v_len;
     size_t kv_elem;   // bytes per cached value: 4 (f32) or 2 (f16)
     mc_act_fn to_f16; // f32 -> fp16 with mc_fp32_to_fp16's bits (this ISA's)
 
@@ -53,6 +68,12 @@ struct mc_engine {
     int32_t *sel;    // (B, k) chosen experts
     float *selw;     // (B, k) their weights
     float *scores;   // (n_threads, n_ctx) attention scores per thread
+    // MLA only (NULL otherwise):
+    float *qa;              // (B, q_lora_rank) compressed queries (NULL without)
+    float *qm;              // (B, n_head, kv_lora_rank + rope_dim) absorbed queries
+    float *lat;             // (B, n_head, kv_lora_rank) attended latents
+    float *hin, *hout;      // (n_head, B, widest) per-head gathered inputs and products
+    mc_matmul_op_t *hops;   // (n_head) per-head products
 
     float *router_keep; // (n_layer, keep_rows, n_expert) when keep_router
     uint32_t keep_rows, keep_cap;
@@ -96,9 +117,14 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     e->m = m;
     e->p = *p;
     e->p.isa = p->isa == MC_ISA_BEST ? mc_kernel_best_isa() : p->isa;
+    const bool mla = hp->arch->mla;
     size_t B = e->p.max_batch, dim = hp->dim, qd = (size_t)hp->n_head * hp->head_dim,
-           kvd = (size_t)hp->n_head_kv * hp->head_dim;
-    size_t cache = (size_t)p->n_seq * hp->n_layer * e->p.n_ctx * kvd;
+           kvd = (size_t)hp->n_head_kv * hp->head_dim, vd = (size_t)hp->n_head * hp->head_dim_v;
+    e->k_row = mla ? (size_t)hp->kv_lora_rank + hp->rope_dim : kvd;
+    e->v_row = mla ? 0 : kvd;
+    e->qk_len = mla ? hp->kv_lora_rank + hp->rope_dim : hp->head_dim;
+    e->v_len = mla ? hp->kv_lora_rank : hp->head_dim;
+    const size_t cells = (size_t)p->n_seq * hp->n_layer * e->p.n_ctx;
     e->attn = mc_kernel_attn(e->p.isa);
     e->kv_elem = p->kv_type == MC_DTYPE_F16 ? 2 : 4;
     e->to_f16 = mc_kernel_get(MC_DTYPE_F16, e->p.isa)->act;
@@ -107,23 +133,35 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     e->mm = mc_matmul_new(e->pool, e->p.isa);
     e->experts = e->local = e->mm ? mc_experts_local_new(m, e->mm, NULL) : NULL;
     if ((hp->ffn_shexp || hp->n_dense_lead) && e->mm && !(e->shared = mc_moe_new(e->mm))) goto nomem;
-    e->k_cache = calloc(cache, e->kv_elem);
-    e->v_cache = calloc(cache, e->kv_elem);
+    e->k_cache = calloc(cells * e->k_row, e->kv_elem);
+    e->v_cache = mla ? NULL : calloc(cells * e->v_row, e->kv_elem);
     e->x = malloc(B * dim * sizeof(float));
     e->xn = malloc(B * (dim > qd ? dim : qd) * sizeof(float));
     e->q = malloc(B * qd * sizeof(float));
-    e->k = malloc(B * kvd * sizeof(float));
+    e->k = malloc(B * (mla ? e->k_row : kvd) * sizeof(float));
     e->v = malloc(B * kvd * sizeof(float));
-    e->att = malloc(B * qd * sizeof(float));
+    e->att = malloc(B * (qd > vd ? qd : vd) * sizeof(float));
     e->o = malloc(B * dim * sizeof(float));
     e->rl = malloc(B * hp->n_expert * sizeof(float));
     e->sel = malloc(B * hp->n_expert_used * sizeof(int32_t));
     e->selw = malloc(B * hp->n_expert_used * sizeof(float));
     e->scores = malloc((size_t)p->n_threads * e->p.n_ctx * sizeof(float));
     e->expert_counts = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *e->expert_counts);
-    if (!e->local || !e->k_cache || !e->v_cache || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->att || !e->o ||
-        !e->rl || !e->sel || !e->selw || !e->scores || !e->expert_counts)
+    if (!e->local || !e->k_cache || (!mla && !e->v_cache) || !e->x || !e->xn || !e->q || !e->k || !e->v || !e->att ||
+        !e->o || !e->rl || !e->sel || !e->selw || !e->scores || !e->expert_counts)
         goto nomem;
+    if (mla) {
+        const size_t H = hp->n_head, r = hp->kv_lora_rank, nope = hp->head_dim - hp->rope_dim;
+        size_t widest = r > nope ? r : nope;
+        if (hp->head_dim_v > widest) widest = hp->head_dim_v;
+        e->qm = malloc(B * H * e->k_row * sizeof(float));
+        e->lat = malloc(B * H * r * sizeof(float));
+        e->hin = malloc(H * B * widest * sizeof(float));
+        e->hout = malloc(H * B * widest * sizeof(float));
+        e->hops = malloc(H * sizeof *e->hops);
+        if (hp->q_lora_rank && !(e->qa = malloc(B * hp->q_lora_rank * sizeof(float)))) goto nomem;
+        if (!e->qm || !e->lat || !e->hin || !e->hout || !e->hops) goto nomem;
+    }
     mc_engine_route_subscribe(e, s_count_route, e);
     return e;
 nomem:
@@ -142,6 +180,7 @@ void mc_engine_destroy(mc_engine_t **pe) {
     mc_pool_destroy(&e->pool);
     free(e->k_cache), free(e->v_cache), free(e->x), free(e->xn), free(e->q), free(e->k), free(e->v);
     free(e->att), free(e->o), free(e->rl), free(e->sel), free(e->selw), free(e->scores);
+    free(e->qa), free(e->qm), free(e->lat), free(e->hin), free(e->hout), free(e->hops);
     free(e->router_keep), free(e->expert_counts);
     free(e);
     *pe = NULL;
@@ -175,7 +214,7 @@ static void s_count_route(void *ctx, uint32_t layer, uint64_t row, uint32_t seq,
             atomic_fetch_add_explicit(&e->expert_counts[(size_t)layer * ne + (uint32_t)sel[j]], 1, memory_order_relaxed);
 }
 
-static uint8_t *s_cache(const mc_engine_t *e, uint8_t *cache, uint32_t s, uint32_t l);
+static uint8_t *s_cache(const mc_engine_t *e, uint8_t *cache, size_t row, uint32_t s, uint32_t l);
 
 mc_dtype_t mc_engine_kv_type(const mc_engine_t *e) { return e->p.kv_type; }
 
@@ -191,7 +230,7 @@ const char *mc_engine_kv_type_name(mc_dtype_t t) {
 }
 
 size_t mc_engine_kv_bytes(const mc_engine_t *e, uint32_t n) {
-    return 2 * (size_t)e->m->hp.n_layer * n * e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
+    return (size_t)e->m->hp.n_layer * n * (e->k_row + e->v_row) * e->kv_elem;
 }
 
 static mc_err_t s_kv_check(const mc_engine_t *e, uint32_t seq, uint32_t n, char *err) {
@@ -204,23 +243,24 @@ mc_err_t mc_engine_kv_copy(mc_engine_t *e, uint32_t src, uint32_t dst, uint32_t 
     mc_err_t rc;
     if ((rc = s_kv_check(e, src, n, err)) || (rc = s_kv_check(e, dst, n, err))) return rc;
     if (src == dst) return mc_err_set(err, MC_ERR_RANGE, "a sequence's cache copied onto itself");
-    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
+    const size_t kb = e->k_row * e->kv_elem, vb = e->v_row * e->kv_elem;
     for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
-        memcpy(s_cache(e, e->k_cache, dst, l), s_cache(e, e->k_cache, src, l), n * row);
-        memcpy(s_cache(e, e->v_cache, dst, l), s_cache(e, e->v_cache, src, l), n * row);
+        memcpy(s_cache(e, e->k_cache, e->k_row, dst, l), s_cache(e, e->k_cache, e->k_row, src, l), n * kb);
+        if (vb) memcpy(s_cache(e, e->v_cache, e->v_row, dst, l), s_cache(e, e->v_cache, e->v_row, src, l), n * vb);
     }
     return MC_OK;
 }
 
-// Layer by layer, keys then values: the order mc_engine_kv_load reads.
+// Layer by layer, keys then values (MLA: the latent rows only): the order
+// mc_engine_kv_load reads.
 mc_err_t mc_engine_kv_save(const mc_engine_t *e, uint32_t seq, uint32_t n, void *buf, char *err) {
     mc_err_t rc = s_kv_check(e, seq, n, err);
     if (rc) return rc;
-    const size_t bytes = (size_t)n * e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
+    const size_t kb = (size_t)n * e->k_row * e->kv_elem, vb = (size_t)n * e->v_row * e->kv_elem;
     char *o = buf;
     for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
-        memcpy(o, s_cache(e, e->k_cache, seq, l), bytes), o += bytes;
-        memcpy(o, s_cache(e, e->v_cache, seq, l), bytes), o += bytes;
+        memcpy(o, s_cache(e, e->k_cache, e->k_row, seq, l), kb), o += kb;
+        if (vb) memcpy(o, s_cache(e, e->v_cache, e->v_row, seq, l), vb), o += vb;
     }
     return MC_OK;
 }
@@ -229,11 +269,11 @@ mc_err_t mc_engine_kv_load(mc_engine_t *e, uint32_t seq, uint32_t n, const void 
     mc_err_t rc = s_kv_check(e, seq, n, err);
     if (rc) return rc;
     if (n > n_saved) return mc_err_set(err, MC_ERR_RANGE, "%u positions asked of %u saved", n, n_saved);
-    const size_t row = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim * e->kv_elem;
+    const size_t kb = e->k_row * e->kv_elem, vb = e->v_row * e->kv_elem;
     const char *in = buf;
     for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
-        memcpy(s_cache(e, e->k_cache, seq, l), in, n * row), in += n_saved * row;
-        memcpy(s_cache(e, e->v_cache, seq, l), in, n * row), in += n_saved * row;
+        memcpy(s_cache(e, e->k_cache, e->k_row, seq, l), in, n * kb), in += n_saved * kb;
+        if (vb) memcpy(s_cache(e, e->v_cache, e->v_row, seq, l), in, n * vb), in += n_saved * vb;
     }
     return MC_OK;
 }
@@ -288,18 +328,27 @@ static void s_softmax(float *v, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) v[i] *= inv;
 }
 
-// Rotate pairs of the first rope_dim values of each head: adjacent pairs
-// (2i, 2i+1) for MC_ROPE_NORM, (i, i + rope_dim/2) for MC_ROPE_NEOX; pair i
-// turns by pos * base^(-2i/rope_dim) either way.
-static void s_rope(float *v, uint32_t n_heads, uint32_t head_dim, uint32_t rope_dim, uint32_t pos, float base,
-                   mc_rope_t kind) {
-    const float theta_scale = powf(base, -2.0f / (float)rope_dim);
-    const uint32_t stride = kind == MC_ROPE_NEOX ? 1 : 2, other = kind == MC_ROPE_NEOX ? rope_dim / 2 : 1;
+// Rotate pairs of the first rope_dim values of each head (heads head_stride
+// apart): adjacent pairs (2i, 2i+1) for MC_ROPE_NORM, (i, i + rope_dim/2) for
+// MC_ROPE_NEOX; pair i turns by pos * base^(-2i/rope_dim) either way, scaled
+// as the file's RoPE scaling says (ggml's rope_yarn; none: unchanged bits).
+static void s_rope(float *v, uint32_t n_heads, uint32_t head_stride, uint32_t pos, const mc_hparams_t *hp) {
+    const uint32_t rope_dim = hp->rope_dim;
+    const float theta_scale = powf(hp->rope_base, -2.0f / (float)rope_dim);
+    const bool neox = hp->arch->rope == MC_ROPE_NEOX, yarn = hp->rope_ext_factor != 0.0f;
+    const uint32_t stride = neox ? 1 : 2, other = neox ? rope_dim / 2 : 1;
+    const float lo = hp->yarn_corr[0], span = hp->yarn_corr[1] - lo > 0.001f ? hp->yarn_corr[1] - lo : 0.001f;
     for (uint32_t h = 0; h < n_heads; h++) {
-        float *x = v + (size_t)h * head_dim;
+        float *x = v + (size_t)h * head_stride;
         float theta = (float)pos;
         for (uint32_t i = 0; i < rope_dim / 2; i++) {
-            float c = cosf(theta), s = sinf(theta);
+            float th = hp->rope_freq_scale * theta; // interpolated
+            if (yarn) { // blended with the extrapolated angle by the ramp
+                const float y = ((float)i - lo) / span;
+                const float mix = (1 - (y < 0 ? 0 : y > 1 ? 1 : y)) * hp->rope_ext_factor;
+                th = th * (1 - mix) + theta * mix;
+            }
+            float c = cosf(th) * hp->rope_mscale, s = sinf(th) * hp->rope_mscale;
             float *a = x + i * stride, *b = a + other;
             float x0 = *a, x1 = *b;
             *a = x0 * c - x1 * s;
@@ -330,12 +379,13 @@ typedef struct {
     mc_engine_t *e;
     uint32_t layer, n;
     const uint32_t *seq, *pos; // (n) of each row
+    const float *q;            // (n, n_head, qk_len)
+    float *out;                // (n, n_head, v_len)
 } s_attn_job_t;
 
-// Keys (or values) of sequence s in layer l: (n_ctx, kv_dim) of kv_type.
-static uint8_t *s_cache(const mc_engine_t *e, uint8_t *cache, uint32_t s, uint32_t l) {
-    const size_t kvd = (size_t)e->m->hp.n_head_kv * e->m->hp.head_dim;
-    return cache + ((size_t)s * e->m->hp.n_layer + l) * e->p.n_ctx * kvd * e->kv_elem;
+// Keys (or values) of sequence s in layer l: (n_ctx, row) of kv_type.
+static uint8_t *s_cache(const mc_engine_t *e, uint8_t *cache, size_t row, uint32_t s, uint32_t l) {
+    return cache + ((size_t)s * e->m->hp.n_layer + l) * e->p.n_ctx * row * e->kv_elem;
 }
 
 // One row's kv_dim values x into position pos of a sequence's layer cache.
@@ -350,26 +400,108 @@ static void s_attn_task(void *arg, int ith, int nth) {
     s_attn_job_t *j = arg;
     mc_engine_t *e = j->e;
     const mc_hparams_t *hp = &e->m->hp;
-    const uint32_t hd = hp->head_dim, kvd = hp->n_head_kv * hd, qd = hp->n_head * hd;
+    const uint32_t qk = e->qk_len, vl = e->v_len;
     const uint32_t group = hp->n_head / hp->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
+    // MLA's values are the first kv_lora_rank of its cached key rows.
+    const size_t ks = e->k_row, vs = e->v_row ? e->v_row : e->k_row;
+    const float scale = hp->kq_scale;
     float *sc = e->scores + (size_t)ith * e->p.n_ctx;
     for (uint32_t task = (uint32_t)ith; task < j->n * hp->n_head; task += (uint32_t)nth) {
         uint32_t t = task / hp->n_head, h = task % hp->n_head, kvh = h / group;
-        const uint8_t *kc = s_cache(e, e->k_cache, j->seq[t], j->layer);
-        const uint8_t *vc = s_cache(e, e->v_cache, j->seq[t], j->layer);
+        const uint8_t *kc = s_cache(e, e->k_cache, ks, j->seq[t], j->layer);
+        const uint8_t *vc = e->v_row ? s_cache(e, e->v_cache, vs, j->seq[t], j->layer) : kc;
         const bool f16 = e->p.kv_type == MC_DTYPE_F16;
         uint32_t n_pos = j->pos[t] + 1; // causal: positions 0..pos
-        const float *q = e->q + (size_t)t * qd + (size_t)h * hd;
-        if (f16) e->attn.scores_f16(hd, q, (const uint16_t *)(const void *)kc + (size_t)kvh * hd, kvd, n_pos, sc);
-        else e->attn.scores(hd, q, (const float *)(const void *)kc + (size_t)kvh * hd, kvd, n_pos, sc);
+        const float *q = j->q + ((size_t)t * hp->n_head + h) * qk;
+        if (f16) e->attn.scores_f16(qk, q, (const uint16_t *)(const void *)kc + (size_t)kvh * qk, ks, n_pos, sc);
+        else e->attn.scores(qk, q, (const float *)(const void *)kc + (size_t)kvh * qk, ks, n_pos, sc);
         for (uint32_t p = 0; p < n_pos; p++) sc[p] = sc[p] * scale;
         s_softmax(sc, n_pos);
-        float *out = e->att + (size_t)t * qd + (size_t)h * hd;
-        memset(out, 0, hd * sizeof(float));
-        if (f16) e->attn.mix_f16(hd, n_pos, sc, (const uint16_t *)(const void *)vc + (size_t)kvh * hd, kvd, out);
-        else e->attn.mix(hd, n_pos, sc, (const float *)(const void *)vc + (size_t)kvh * hd, kvd, out);
+        float *out = j->out + ((size_t)t * hp->n_head + h) * vl;
+        memset(out, 0, vl * sizeof(float));
+        if (f16) e->attn.mix_f16(vl, n_pos, sc, (const uint16_t *)(const void *)vc + (size_t)kvh * vl, vs, out);
+        else e->attn.mix(vl, n_pos, sc, (const float *)(const void *)vc + (size_t)kvh * vl, vs, out);
     }
+}
+
+// Ordinary attention of layer l for rows [0, n) from their normed inputs
+// e->xn into e->att (n, n_head * head_dim). Every row's key and value go to
+// the cache before any attention, so a row sees the rows of its sequence
+// before it in this chunk.
+static mc_err_t s_attn_mha(mc_engine_t *e, uint32_t l, const uint32_t *seq, const uint32_t *pos, uint32_t n,
+                           char *err) {
+    const mc_hparams_t *hp = &e->m->hp;
+    const mc_layer_t *L = &e->m->layers[l];
+    const uint32_t qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    const mc_matmul_op_t qkv[] = {
+        {&L->wq, e->xn, n, e->q, NULL}, {&L->wk, e->xn, n, e->k, NULL}, {&L->wv, e->xn, n, e->v, NULL}};
+    mc_err_t rc = mc_matmul_many(e->mm, qkv, 3);
+    if (rc) return mc_err_set(err, rc, "layer %u: attention projection failed", l);
+    if (L->bq) s_add_bias(e->q, L->bq, n, qd), s_add_bias(e->k, L->bk, n, kvd), s_add_bias(e->v, L->bv, n, kvd);
+    s_qk_norm(hp, L, e->q, e->k, n);
+    for (uint32_t t = 0; t < n; t++) {
+        s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, pos[t], hp);
+        s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, pos[t], hp);
+        s_cache_put(e, s_cache(e, e->k_cache, e->k_row, seq[t], l), pos[t], e->k + (size_t)t * kvd, kvd);
+        s_cache_put(e, s_cache(e, e->v_cache, e->v_row, seq[t], l), pos[t], e->v + (size_t)t * kvd, kvd);
+    }
+    s_attn_job_t aj = {e, l, n, seq, pos, e->q, e->att};
+    mc_pool_run(e->pool, s_attn_task, &aj);
+    return MC_OK;
+}
+
+// Multi-head latent attention (see the top): the same contract as
+// s_attn_mha, e->att (n, n_head * head_dim_v). Per head, products of all
+// rows at once: its rows' parts are gathered into e->hin, one op per head.
+static mc_err_t s_attn_mla(mc_engine_t *e, uint32_t l, const uint32_t *seq, const uint32_t *pos, uint32_t n,
+                           char *err) {
+    const mc_hparams_t *hp = &e->m->hp;
+    const mc_layer_t *L = &e->m->layers[l];
+    const uint32_t H = hp->n_head, hk = hp->head_dim, rope = hp->rope_dim, nope = hk - rope, r = hp->kv_lora_rank,
+                   kr = r + rope, hv = hp->head_dim_v;
+    // q (n, H, nope + rope) and [c, k_pe] (n, kr) of every row; a
+    // compressed query is normed and expanded first.
+    const bool qa = hp->q_lora_rank != 0;
+    const mc_matmul_op_t proj[] = {{qa ? &L->wq_a : &L->wq, e->xn, n, qa ? e->qa : e->q, NULL},
+                                   {&L->wkv_a, e->xn, n, e->k, NULL}};
+    mc_err_t rc = mc_matmul_many(e->mm, proj, 2);
+    if (!rc && qa) {
+        s_rmsnorm(e->qa, e->qa, L->q_a_norm, n, hp->q_lora_rank, hp->rms_eps);
+        rc = mc_matmul_f32(e->mm, &L->wq, e->qa, n, e->q);
+    }
+    if (rc) return mc_err_set(err, rc, "layer %u: attention projection failed", l);
+    for (uint32_t t = 0; t < n; t++) {
+        float *q = e->q + (size_t)t * H * hk, *k = e->k + (size_t)t * kr;
+        s_rmsnorm(k, k, L->kv_a_norm, 1, r, hp->rms_eps);
+        s_rope(q + nope, H, hk, pos[t], hp); // each head's last rope values
+        s_rope(k + r, 1, kr, pos[t], hp);
+        s_cache_put(e, s_cache(e, e->k_cache, e->k_row, seq[t], l), pos[t], k, kr);
+        for (uint32_t h = 0; h < H; h++)
+            memcpy(e->hin + ((size_t)h * n + t) * nope, q + (size_t)h * hk, nope * sizeof(float));
+    }
+    // q_abs = k_b q_nope per head; the query is [q_abs, q_pe].
+    for (uint32_t h = 0; h < H; h++)
+        e->hops[h] = (mc_matmul_op_t){&L->wk_b[h], e->hin + (size_t)h * n * nope, n, e->hout + (size_t)h * n * r, NULL};
+    if ((rc = mc_matmul_many(e->mm, e->hops, H))) return mc_err_set(err, rc, "layer %u: query absorption failed", l);
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t h = 0; h < H; h++) {
+            float *qm = e->qm + ((size_t)t * H + h) * kr;
+            memcpy(qm, e->hout + ((size_t)h * n + t) * r, r * sizeof(float));
+            memcpy(qm + r, e->q + (size_t)t * H * hk + (size_t)h * hk + nope, rope * sizeof(float));
+        }
+    s_attn_job_t aj = {e, l, n, seq, pos, e->qm, e->lat};
+    mc_pool_run(e->pool, s_attn_task, &aj);
+    // Each head's value: v_b times its attended latent.
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t h = 0; h < H; h++)
+            memcpy(e->hin + ((size_t)h * n + t) * r, e->lat + ((size_t)t * H + h) * r, r * sizeof(float));
+    for (uint32_t h = 0; h < H; h++)
+        e->hops[h] = (mc_matmul_op_t){&L->wv_b[h], e->hin + (size_t)h * n * r, n, e->hout + (size_t)h * n * hv, NULL};
+    if ((rc = mc_matmul_many(e->mm, e->hops, H))) return mc_err_set(err, rc, "layer %u: value projection failed", l);
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t h = 0; h < H; h++)
+            memcpy(e->att + ((size_t)t * H + h) * hv, e->hout + ((size_t)h * n + t) * hv, hv * sizeof(float));
+    return MC_OK;
 }
 
 // Rows [0, n) of one chunk; logits of the rows whose want is set go to
@@ -378,7 +510,7 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
                              const uint8_t *want, uint32_t n, float *logits, uint32_t keep_off, char *err) {
     const mc_model_t *m = e->m;
     const mc_hparams_t *hp = &m->hp;
-    const uint32_t dim = hp->dim, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    const uint32_t dim = hp->dim;
     mc_err_t rc;
     for (uint32_t t = 0; t < n; t++)
         if ((rc = mc_model_embed(m, ids[t], e->x + (size_t)t * dim)))
@@ -387,23 +519,8 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const mc_layer_t *L = &m->layers[l];
         s_rmsnorm(e->xn, e->x, L->attn_norm, n, dim, hp->rms_eps);
-        const mc_matmul_op_t qkv[] = {
-            {&L->wq, e->xn, n, e->q, NULL}, {&L->wk, e->xn, n, e->k, NULL}, {&L->wv, e->xn, n, e->v, NULL}};
-        if ((rc = mc_matmul_many(e->mm, qkv, 3)))
-            return mc_err_set(err, rc, "layer %u: attention projection failed", l);
-        if (L->bq) s_add_bias(e->q, L->bq, n, qd), s_add_bias(e->k, L->bk, n, kvd), s_add_bias(e->v, L->bv, n, kvd);
-        // Every row's key and value go to the cache before any attention, so
-        // a row sees the rows of its sequence before it in this chunk.
-        s_qk_norm(hp, L, e->q, e->k, n);
-        for (uint32_t t = 0; t < n; t++) {
-            s_rope(e->q + (size_t)t * qd, hp->n_head, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base, hp->arch->rope);
-            s_rope(e->k + (size_t)t * kvd, hp->n_head_kv, hp->head_dim, hp->rope_dim, pos[t], hp->rope_base,
-                   hp->arch->rope);
-            s_cache_put(e, s_cache(e, e->k_cache, seq[t], l), pos[t], e->k + (size_t)t * kvd, kvd);
-            s_cache_put(e, s_cache(e, e->v_cache, seq[t], l), pos[t], e->v + (size_t)t * kvd, kvd);
-        }
-        s_attn_job_t aj = {e, l, n, seq, pos};
-        mc_pool_run(e->pool, s_attn_task, &aj);
+        rc = hp->arch->mla ? s_attn_mla(e, l, seq, pos, n, err) : s_attn_mha(e, l, seq, pos, n, err);
+        if (rc) return rc;
         if ((rc = mc_matmul_f32(e->mm, &L->wo, e->att, n, e->o)))
             return mc_err_set(err, rc, "layer %u: attention output failed", l);
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];

@@ -15,7 +15,8 @@
  * default the engine's local one; a cluster's ships rows to expert nodes.
  *
  * The KV cache holds keys and values, (n_seq, n_layer, n_ctx, n_head_kv *
- * head_dim), as f32 by default: twice the memory of llama.cpp's f16 default,
+ * head_dim) each (multi-head latent attention: one row of kv_lora_rank +
+ * rope_dim per position, engine.c), as f32 by default: twice the memory of llama.cpp's f16 default,
  * but no rounding, so logits follow the model exactly. kv_type MC_DTYPE_F16
  * halves it: each value rounded to the nearest fp16 (ties to even,
  * mc_fp32_to_fp16's bits on every ISA) when it is stored, widened exactly

@@ -427,6 +427,12 @@ typedef enum {
     S_ROLE_SHEXP_GATE,
     S_ROLE_SHEXP_UP,
     S_ROLE_SHEXP_DOWN,
+    S_ROLE_KV_A,
+    S_ROLE_KV_A_NORM,
+    S_ROLE_K_B,
+    S_ROLE_V_B,
+    S_ROLE_Q_A,
+    S_ROLE_Q_A_NORM,
     S_ROLE_EXP_PROBS_B,
     S_ROLE_DENSE_GATE,
     S_ROLE_DENSE_UP,
@@ -537,13 +543,25 @@ typedef struct {
 
 static uint32_t s_head_dim(const mc_mkmodel_params_t *p) { return p->head_dim ? p->head_dim : p->dim / p->n_head; }
 
-// The shared expert's width; 0 when the family has none. A family that
-// counts shared experts gets one (expert_shared_count 1: ffn wide).
+// The shared expert's width; 0 when the family has none (a count of expert
+// widths for DeepSeek: default 2, V2-Lite's).
 static uint32_t s_ffn_shexp(const mc_mkmodel_params_t *p) {
-    const mc_shexp_t k = mc_arch_get(p->arch)->shared_expert;
-    if (k == MC_SHEXP_NONE) return 0;
-    if (k == MC_SHEXP_COUNT) return p->ffn;
-    return p->ffn_shexp ? p->ffn_shexp : 4 * p->ffn;
+    const mc_shexp_t kind = mc_arch_get(p->arch)->shared_expert;
+    if (!kind) return 0;
+    return p->ffn_shexp ? p->ffn_shexp : (kind == MC_SHEXP_COUNT ? 2 : 4) * p->ffn;
+}
+
+static bool s_mla(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->mla; }
+
+// Latent attention's widths (see mc_mkmodel_params_t).
+static uint32_t s_kv_lora_rank(const mc_mkmodel_params_t *p) { return p->kv_lora_rank ? p->kv_lora_rank : p->dim; }
+static uint32_t s_rope_dim(const mc_mkmodel_params_t *p) {
+    if (!s_mla(p)) return p->rope_dim ? p->rope_dim : s_head_dim(p);
+    return p->rope_dim ? p->rope_dim : s_head_dim(p) / 8 * 2;
+}
+static uint32_t s_head_dim_v(const mc_mkmodel_params_t *p) {
+    if (!s_mla(p)) return s_head_dim(p);
+    return p->head_dim_v ? p->head_dim_v : s_head_dim(p) - s_rope_dim(p);
 }
 
 // The leading dense layers (families with them) and their width.
@@ -552,7 +570,6 @@ static uint32_t s_ffn_dense(const mc_mkmodel_params_t *p) {
     return s_dense_lead(p) ? (p->ffn_dense ? p->ffn_dense : 4 * p->ffn) : 0;
 }
 static uint32_t s_nextn(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->nextn ? p->n_nextn : 0; }
-static uint32_t s_rope_dim(const mc_mkmodel_params_t *p) { return p->rope_dim ? p->rope_dim : s_head_dim(p); }
 
 // Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
 // BPE) is set.
@@ -561,7 +578,9 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
                                const mc_bpe_vocab_t *bv, char *err) {
     const mc_arch_info_t *arch = mc_arch_get(p->arch);
     assert(arch); // mc_mkmodel_check
-    const bool wide = p->head_dim != 0; // heads not dim / n_head: say so, as Qwen3 files do
+    const bool mla = s_mla(p), wide = p->head_dim != 0 && !mla; // heads not dim / n_head: say so, as Qwen3 files do
+    const bool yarn = p->yarn_factor > 0;
+    const uint32_t r = s_kv_lora_rank(p), rope = s_rope_dim(p);
     const s_meta_t meta[] = {
         {"general.architecture", 's', arch->name, 0, 0},
         {"general.type", 's', "model", 0, 0},
@@ -573,7 +592,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {arch->expert_ffn_key ? ".expert_feed_forward_length" : NULL, 'u', NULL, p->ffn, 0},
         {arch->shared_expert == MC_SHEXP_FFN_KEY ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL,
          s_ffn_shexp(p), 0},
-        {arch->shared_expert == MC_SHEXP_COUNT ? ".expert_shared_count" : NULL, 'u', NULL, 1, 0},
+        {arch->shared_expert == MC_SHEXP_COUNT ? ".expert_shared_count" : NULL, 'u', NULL, s_ffn_shexp(p) / p->ffn, 0},
         {arch->dense_lead ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
         {arch->nextn ? ".nextn_predict_layers" : NULL, 'u', NULL, s_nextn(p), 0},
         // The family's routing, said as its converted files say it.
@@ -581,11 +600,26 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {arch->route_keys ? ".expert_weights_norm" : NULL, 'b', NULL, 1, 0},
         {p->n_group ? ".expert_group_count" : NULL, 'u', NULL, p->n_group, 0},
         {p->n_group ? ".expert_group_used_count" : NULL, 'u', NULL, p->n_group_used, 0},
-        {p->weights_scale != 0.0f ? ".expert_weights_scale" : NULL, 'f', NULL, 0, p->weights_scale},
         {".attention.head_count", 'u', NULL, p->n_head, 0},
-        {".attention.head_count_kv", 'u', NULL, p->n_head_kv, 0},
+        {".attention.head_count_kv", 'u', NULL, mla ? 1 : p->n_head_kv, 0},
         {wide ? ".attention.key_length" : NULL, 'u', NULL, s_head_dim(p), 0},
         {wide ? ".attention.value_length" : NULL, 'u', NULL, s_head_dim(p), 0},
+        // Latent attention as llama.cpp's converter writes it: the cached
+        // row seen as one shared head, and the real head sizes.
+        {mla ? ".attention.key_length" : NULL, 'u', NULL, r + rope, 0},
+        {mla ? ".attention.value_length" : NULL, 'u', NULL, r, 0},
+        {mla ? ".attention.key_length_mla" : NULL, 'u', NULL, s_head_dim(p), 0},
+        {mla ? ".attention.value_length_mla" : NULL, 'u', NULL, s_head_dim_v(p), 0},
+        {mla ? ".attention.kv_lora_rank" : NULL, 'u', NULL, r, 0},
+        {mla ? ".attention.q_lora_rank" : NULL, 'u', NULL, p->q_lora_rank, 0},
+        {mla ? ".leading_dense_block_count" : NULL, 'u', NULL, 0, 0},
+        {yarn ? ".rope.scaling.type" : NULL, 's', "yarn", 0, 0},
+        {yarn ? ".rope.scaling.factor" : NULL, 'f', NULL, 0, p->yarn_factor},
+        {yarn ? ".rope.scaling.original_context_length" : NULL, 'u', NULL,
+         p->yarn_orig_ctx ? p->yarn_orig_ctx : (uint32_t)(p->ctx_len / p->yarn_factor), 0},
+        {yarn && p->yarn_mscale_all_dim != 0 ? ".rope.scaling.yarn_log_multiplier" : NULL, 'f', NULL, 0,
+         0.1f * p->yarn_mscale_all_dim},
+        {p->expert_weights_scale != 0 ? ".expert_weights_scale" : NULL, 'f', NULL, 0, p->expert_weights_scale},
         {".rope.freq_base", 'f', NULL, 0, p->rope_base},
         {".attention.layer_norm_rms_epsilon", 'f', NULL, 0, p->rms_eps},
         {".expert_count", 'u', NULL, p->n_expert, 0},
@@ -654,6 +688,8 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     size_t common = 6; // attn_norm, q, k, v, output, ffn norm
     if (s_qk_norm(p) != MC_QKNORM_NONE) common += 2;
     if (a->qkv_bias) common += 3;
+    if (s_mla(p)) common += 2; // kv_a_mqa, kv_a_norm, k_b, v_b for k, v
+    if (s_mla(p) && p->q_lora_rank) common += 2; // q_a, q_a_norm, q_b for q
     size_t moe = 1 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
     if (a->shared_expert) moe += a->shexp_gated ? 4 : 3;
     if (a->expert_bias) moe += 1;
@@ -675,10 +711,13 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const mc_qknorm_t qk = s_qk_norm(p);
     const uint32_t qn = qk == MC_QKNORM_HEAD ? head_dim : q_dim, kn = qk == MC_QKNORM_HEAD ? head_dim : kv_dim;
     const mc_arch_info_t *a = mc_arch_get(p->arch);
-    const bool bias = a->qkv_bias, gated = a->shexp_gated, ebias = a->expert_bias != MC_NEED_NONE;
+    const bool bias = a->qkv_bias, ebias = a->expert_bias != MC_NEED_NONE;
     const uint32_t fs = s_ffn_shexp(p), fd = s_ffn_dense(p), n_dense = s_dense_lead(p);
     const float s_fd = fd ? 1.0f / sqrtf((float)fd) : 0.0f;
     const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
+    const bool gated = fs && mc_arch_get(p->arch)->shexp_gated, mla = s_mla(p);
+    const uint32_t r = s_kv_lora_rank(p), rope = s_rope_dim(p), hv = p->n_head * s_head_dim_v(p);
+    const uint32_t nope = head_dim - rope, qr = mla ? p->q_lora_rank : 0;
     size_t n = 0;
     char name[64];
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
@@ -692,14 +731,23 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             s_spec_t sp;
         } fixed[] = {
             {"attn_norm", 1, {S_ROLE_ATTN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
-            {"attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
-            {"attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
-            {"attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            {qr ? NULL : "attn_q", 2, {S_ROLE_ATTN_Q, l, 0, 1, t, p->dim, q_dim, 0, s_dim}},
+            {qr ? "attn_q_a" : NULL, 2, {S_ROLE_Q_A, l, 0, 1, t, p->dim, qr, 0, s_dim}},
+            {qr ? "attn_q_a_norm" : NULL, 1, {S_ROLE_Q_A_NORM, l, 0, 1, MC_DTYPE_F32, qr, 1, 1, 0.1f}},
+            {qr ? "attn_q_b" : NULL, 2, {S_ROLE_ATTN_Q, l, 0, 1, t, qr, q_dim, 0, qr ? 1.0f / sqrtf((float)qr) : 0}},
+            {mla ? NULL : "attn_k", 2, {S_ROLE_ATTN_K, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            {mla ? NULL : "attn_v", 2, {S_ROLE_ATTN_V, l, 0, 1, t, p->dim, kv_dim, 0, s_dim}},
+            // Latent attention: k_b and v_b are per head, {.., .., n_head}.
+            {mla ? "attn_kv_a_mqa" : NULL, 2, {S_ROLE_KV_A, l, 0, 1, t, p->dim, r + rope, 0, s_dim}},
+            {mla ? "attn_kv_a_norm" : NULL, 1, {S_ROLE_KV_A_NORM, l, 0, 1, MC_DTYPE_F32, r, 1, 1, 0.1f}},
+            {mla ? "attn_k_b" : NULL, 3, {S_ROLE_K_B, l, 0, p->n_head, t, nope, r, 0, 1.0f / sqrtf((float)nope)}},
+            {mla ? "attn_v_b" : NULL, 3, {S_ROLE_V_B, l, 0, p->n_head, t, r, s_head_dim_v(p), 0, 1.0f / sqrtf((float)r)}},
             // Biases of 0.5 sigma: large enough that a forgotten one shows.
             {bias ? "attn_q.bias" : NULL, 1, {S_ROLE_Q_BIAS, l, 0, 1, MC_DTYPE_F32, q_dim, 1, 0, 0.5f}},
             {bias ? "attn_k.bias" : NULL, 1, {S_ROLE_K_BIAS, l, 0, 1, MC_DTYPE_F32, kv_dim, 1, 0, 0.5f}},
             {bias ? "attn_v.bias" : NULL, 1, {S_ROLE_V_BIAS, l, 0, 1, MC_DTYPE_F32, kv_dim, 1, 0, 0.5f}},
-            {"attn_output", 2, {S_ROLE_ATTN_OUT, l, 0, 1, t, q_dim, p->dim, 0, s_q}},
+            {"attn_output", 2,
+             {S_ROLE_ATTN_OUT, l, 0, 1, t, mla ? hv : q_dim, p->dim, 0, mla ? 1.0f / sqrtf((float)hv) : s_q}},
             {qk ? "attn_q_norm" : NULL, 1, {S_ROLE_Q_NORM, l, 0, 1, MC_DTYPE_F32, qn, 1, 1, 0.1f}},
             {qk ? "attn_k_norm" : NULL, 1, {S_ROLE_K_NORM, l, 0, 1, MC_DTYPE_F32, kn, 1, 1, 0.1f}},
             {a->ffn_norm_name, 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
@@ -866,14 +914,33 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
         return mc_err_set(err, MC_ERR_ARG, "n_dense_lead (%u) must leave a MoE layer among the %u", s_dense_lead(p),
                           p->n_layer);
     if (s_nextn(p) > 16) return mc_err_set(err, MC_ERR_ARG, "n_nextn (%u) must be <= 16", s_nextn(p));
-    if (p->rope_dim > s_head_dim(p) || p->rope_dim % 2)
+    if (!s_mla(p) && (p->rope_dim > s_head_dim(p) || p->rope_dim % 2))
         return mc_err_set(err, MC_ERR_ARG, "rope_dim (%u) must be even and <= the head dimension (%u)", p->rope_dim,
                           s_head_dim(p));
     if (p->n_group && (p->n_group > p->n_expert || p->n_group_used > p->n_group))
         return mc_err_set(err, MC_ERR_ARG, "n_group (%u) / n_group_used (%u) must fit the %u experts", p->n_group,
                           p->n_group_used, p->n_expert);
-    if (!isfinite(p->weights_scale))
-        return mc_err_set(err, MC_ERR_ARG, "weights_scale (%g) must be finite", (double)p->weights_scale);
+    if (mc_arch_get(p->arch)->shared_expert == MC_SHEXP_COUNT && s_ffn_shexp(p) % p->ffn)
+        return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of ffn (%u): %s counts shared experts",
+                          s_ffn_shexp(p), p->ffn, mc_arch_get(p->arch)->name);
+    if (!(p->yarn_factor == 0 || (p->yarn_factor >= 1 && p->yarn_factor <= 1e4f)) || p->yarn_mscale_all_dim < 0 ||
+        p->yarn_mscale_all_dim > 100 || p->expert_weights_scale < 0 || p->expert_weights_scale > 1e4f)
+        return mc_err_set(err, MC_ERR_ARG, "yarn_factor (1..1e4 or 0), yarn_mscale_all_dim or expert_weights_scale out of range");
+    if (s_mla(p)) {
+        const uint32_t hd = s_head_dim(p), rope = s_rope_dim(p), r = s_kv_lora_rank(p), hv = s_head_dim_v(p);
+        if (rope == 0 || rope % 2 || rope >= hd)
+            return mc_err_set(err, MC_ERR_ARG, "rope_dim (%u) must be even, > 0 and below head_dim (%u)", rope, hd);
+        if (r > MC_MK_MAX_DIM || hv == 0 || hv > MC_MK_MAX_HEAD_DIM)
+            return mc_err_set(err, MC_ERR_ARG, "kv_lora_rank (%u) or head_dim_v (%u) out of range", r, hv);
+        if (p->q_lora_rank > MC_MK_MAX_DIM || p->q_lora_rank % tr->block_elems)
+            return mc_err_set(err, MC_ERR_ARG, "q_lora_rank (%u) must be <= %u and a multiple of %u for type %s",
+                              p->q_lora_rank, MC_MK_MAX_DIM, tr->block_elems, tr->name);
+        if ((hd - rope) % tr->block_elems || r % tr->block_elems || p->n_head * hv % tr->block_elems)
+            return mc_err_set(err, MC_ERR_ARG,
+                              "head_dim - rope_dim (%u), kv_lora_rank (%u) and heads x head_dim_v (%u) must be "
+                              "multiples of %u for type %s",
+                              hd - rope, r, p->n_head * hv, tr->block_elems, tr->name);
+    }
     return MC_OK;
 }
 
@@ -909,6 +976,9 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         if (s_ffn_dense(p) > widest) widest = s_ffn_dense(p);
         if (2 * (size_t)p->dim > widest) widest = 2 * (size_t)p->dim;
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
+        if (s_mla(p) && (size_t)p->n_head * s_head_dim_v(p) > widest) widest = (size_t)p->n_head * s_head_dim_v(p);
+        if (s_mla(p) && s_kv_lora_rank(p) > widest) widest = s_kv_lora_rank(p);
+        if (s_mla(p) && p->q_lora_rank > widest) widest = p->q_lora_rank;
         row = malloc(widest * sizeof *row);
         w = mc_gguf_writer_new(0);
         if (!pieces || !lens || !specs || !row || !w)
