@@ -556,13 +556,10 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
         }
     }
     if (hp->arch->shared_expert == MC_SHEXP_COUNT) {
-        // llama.cpp's rule: expert_shared_count experts' width (0: none).
+        // llama.cpp's rule: expert_shared_count experts' width (at least one:
+        // its graphs compute the shared expert unconditionally).
         uint32_t count;
-        snprintf(key, sizeof key, "%s.expert_shared_count", arch);
-        if (!mc_gguf_find(g, key))
-            return mc_err_set(err, MC_ERR_FORMAT, "metadata key '%s' is missing (%s files say how many shared experts)",
-                              key, hp->arch->family);
-        if ((rc = s_get_opt(g, arch, "expert_shared_count", 0, 64, &count, err))) return rc;
+        if ((rc = s_get_dim(g, arch, "expert_shared_count", 64, &count, err))) return rc;
         if ((uint64_t)count * hp->ffn > (1u << 18))
             return mc_err_set(err, MC_ERR_FORMAT, "%u shared experts of width %u are too wide", count, hp->ffn);
         hp->ffn_shexp = count * hp->ffn;
