@@ -22,10 +22,10 @@ struct mc_moe {
     uint8_t *xq;   // gathered input blocks of the experts that take them as they are
     float *g, *u;  // (rows, ffn) gate and up products
     float *d;      // (rows, dim) down product
-    float *y;      // (n, k, dim) per-choice expert outputs
+    uint32_t *at;  // (n * k) the gathered (down product) row of each computed choice
     float *sg;     // (n) shared expert gate logits
     uint32_t *idx; // (rows) flat (t * k + j) choice of each gathered row
-    size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_y, cap_idx, cap_sg; // bytes
+    size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_at, cap_idx, cap_sg; // bytes
     mc_matmul_op_t ops[2 * MC_MOE_MAX_EXPERTS];   // gate and up per active expert
     const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts of a turn, in id order
     mc_expert_t views[MC_MOE_MAX_EXPERTS];        // their matrices in the expert store's pool
@@ -47,7 +47,7 @@ mc_moe_t *mc_moe_new(mc_matmul_t *mm) {
 void mc_moe_destroy(mc_moe_t **pm) {
     if (!pm || !*pm) return;
     mc_moe_t *m = *pm;
-    free(m->xf), free(m->xg), free(m->xq), free(m->g), free(m->u), free(m->d), free(m->y), free(m->idx), free(m->sg);
+    free(m->xf), free(m->xg), free(m->xq), free(m->g), free(m->u), free(m->d), free(m->at), free(m->idx), free(m->sg);
     free(m);
     *pm = NULL;
 }
@@ -80,6 +80,61 @@ static void s_gather_blocks(const mc_kernel_t *kc, const mc_moe_rows_t *x, const
         uint8_t *a = dst + (size_t)r * stride;
         memcpy(a, (const uint8_t *)x->data + (size_t)(idx[r] / k) * x->row_bytes, x->row_bytes);
         mc_kernel_prep(kc, a, dim);
+    }
+}
+
+// Below this many values, the element-wise steps after the products
+// (SwiGLU, the weighted sum) run on the caller: a pool pass costs more.
+#define MC_MOE_SERIAL 8192
+
+typedef struct {
+    float *g;
+    const float *u;
+    size_t n;
+} s_swiglu_t;
+
+// g[i] = silu(g[i]) * u[i] over a contiguous share of the n values: each
+// value alone, so any split gives the same bits.
+static void s_swiglu_task(void *arg, int ith, int nth) {
+    const s_swiglu_t *j = arg;
+    const size_t i0 = j->n * (size_t)ith / (size_t)nth, i1 = j->n * (size_t)(ith + 1) / (size_t)nth;
+    for (size_t i = i0; i < i1; i++) {
+        const float g = j->g[i];
+        j->g[i] = g / (1.0f + expf(-g)) * j->u[i]; // SwiGLU: silu(gate) * up
+    }
+}
+
+static void s_swiglu_run(mc_matmul_t *mm, float *g, const float *u, size_t n) {
+    s_swiglu_t j = {g, u, n};
+    if (n < MC_MOE_SERIAL) s_swiglu_task(&j, 0, 1);
+    else mc_pool_run(mc_matmul_pool(mm), s_swiglu_task, &j);
+}
+
+typedef struct {
+    const float *d;       // (rows, dim) down products in gathered order
+    const uint32_t *at;   // (n * k) gathered row of each computed choice
+    const int32_t *experts;
+    const float *weights; // (n, k)
+    uint32_t k, dim, n;
+    float *out;           // (n, dim)
+} s_sum_t;
+
+// out[t] = sum over j in choice order of w[t][j] * d[at[t * k + j]], for a
+// contiguous share of the rows: every row alone, in a fixed order.
+static void s_sum_task(void *arg, int ith, int nth) {
+    const s_sum_t *j = arg;
+    const uint32_t t0 = (uint32_t)((uint64_t)j->n * (uint64_t)ith / (uint64_t)nth);
+    const uint32_t t1 = (uint32_t)((uint64_t)j->n * (uint64_t)(ith + 1) / (uint64_t)nth);
+    for (uint32_t t = t0; t < t1; t++) {
+        float *o = j->out + (size_t)t * j->dim;
+        memset(o, 0, j->dim * sizeof(float));
+        for (uint32_t c = 0; c < j->k; c++) {
+            const size_t s = (size_t)t * j->k + c;
+            if (j->experts[s] < 0) continue;
+            const float *y = j->d + (size_t)j->at[s] * j->dim;
+            const float w = j->weights[s];
+            for (uint32_t i = 0; i < j->dim; i++) o[i] += w * y[i];
+        }
     }
 }
 
@@ -118,7 +173,7 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
         !s_grow(&moe->g, &moe->cap_g, rows * ffn * sizeof(float) + 1) ||
         !s_grow(&moe->u, &moe->cap_u, rows * ffn * sizeof(float) + 1) ||
         !s_grow(&moe->d, &moe->cap_d, rows * dim * sizeof(float) + 1) ||
-        !s_grow(&moe->y, &moe->cap_y, (size_t)n * k * dim * sizeof(float) + 1) ||
+        !s_grow(&moe->at, &moe->cap_at, (size_t)n * k * sizeof(uint32_t) + 1) ||
         !s_grow(&moe->xg, &moe->cap_xg, f32_rows * dim * sizeof(float) + 1) ||
         !s_grow(&moe->xq, &moe->cap_xq, blk_bytes + 1) ||
         (decode && !s_grow(&moe->xf, &moe->cap_xf, (size_t)n * dim * sizeof(float))))
@@ -200,10 +255,7 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
             s_release(moe, st, layer, n_pinned);
             return mc_err_set(err, rc, "layer %u: expert gate/up products failed", layer);
         }
-        for (size_t i = (size_t)turn_r0 * ffn; i < (size_t)r0 * ffn; i++) {
-            float g = moe->g[i];
-            moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU: silu(gate) * up
-        }
+        s_swiglu_run(mm, moe->g + (size_t)turn_r0 * ffn, moe->u + (size_t)turn_r0 * ffn, (size_t)(r0 - turn_r0) * ffn);
         // Reuse ops for the down products: step i writes ops[i] after reading
         // ops[2i], and no later step reads an index below its own.
         for (uint32_t i = 0; i < n_ops / 2; i++) {
@@ -215,19 +267,11 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
         s_release(moe, st, layer, n_pinned);
         if (rc) return mc_err_set(err, rc, "layer %u: expert down products failed", layer);
     }
-    for (size_t r = 0; r < rows; r++)
-        memcpy(moe->y + (size_t)moe->idx[r] * dim, moe->d + r * dim, dim * sizeof(float));
-    for (uint32_t t = 0; t < n; t++) {
-        float *o = out + (size_t)t * dim;
-        memset(o, 0, dim * sizeof(float));
-        for (uint32_t j = 0; j < k; j++) {
-            size_t s = (size_t)t * k + j;
-            if (experts[s] < 0) continue;
-            const float *y = moe->y + s * dim;
-            float w = weights[s];
-            for (uint32_t i = 0; i < dim; i++) o[i] += w * y[i];
-        }
-    }
+    // at[s]: the down product row of choice s (its gathered row).
+    for (size_t r = 0; r < rows; r++) moe->at[moe->idx[r]] = (uint32_t)r;
+    s_sum_t sum = {moe->d, moe->at, experts, weights, k, dim, n, out};
+    if ((size_t)n * k * dim < MC_MOE_SERIAL) s_sum_task(&sum, 0, 1);
+    else mc_pool_run(mc_matmul_pool(mm), s_sum_task, &sum);
     return MC_OK;
 }
 
@@ -244,10 +288,7 @@ static mc_err_t s_ffn(mc_moe_t *moe, const mc_expert_t *f, const mc_matrix_t *ga
     const mc_matmul_op_t ops[3] = {{&f->gate, x, n, moe->g, NULL}, {&f->up, x, n, moe->u, NULL}, {gate_w, x, n, moe->sg, NULL}};
     mc_err_t rc = mc_matmul_many(moe->mm, ops, gate_w ? 3 : 2);
     if (rc) return mc_err_set(err, rc, "layer %u: FFN gate/up products failed", layer);
-    for (size_t i = 0; i < (size_t)n * ffn; i++) {
-        float g = moe->g[i];
-        moe->g[i] = g / (1.0f + expf(-g)) * moe->u[i]; // SwiGLU, as the routed experts
-    }
+    s_swiglu_run(moe->mm, moe->g, moe->u, (size_t)n * ffn); // SwiGLU, as the routed experts
     if ((rc = mc_matmul_f32(moe->mm, &f->down, moe->g, n, add ? moe->d : out)))
         return mc_err_set(err, rc, "layer %u: FFN down product failed", layer);
     if (!add) return MC_OK;

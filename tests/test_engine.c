@@ -184,6 +184,58 @@ static void test_split_experts_identical(void **state) {
     mc_model_destroy(&m);
 }
 
+// A batch large enough for the element-wise steps after the products
+// (SwiGLU, the weighted sum; shared expert's SwiGLU too) to be split over
+// the pool: the same bits as every row computed alone, where they run on
+// the caller, with 1 thread and with 3.
+static void s_moe_rows_alone(const mc_model_t *m, bool shared) {
+    char err[MC_ERR_LEN];
+    enum { N = 160, K = 2 };
+    const uint32_t dim = m->hp.dim, ne = m->hp.n_expert;
+    float *x = malloc((size_t)N * dim * sizeof(float)), *w = malloc(N * K * sizeof(float));
+    int32_t *sel = malloc(N * K * sizeof(int32_t));
+    uint64_t r = 12345;
+    for (size_t i = 0; i < (size_t)N * dim; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((int32_t)(r >> 40) % 2000) / 1000.0f;
+    }
+    for (uint32_t t = 0; t < N; t++) {
+        sel[t * K] = (int32_t)(t % ne), sel[t * K + 1] = t % 7 == 3 ? -1 : (int32_t)((t / ne + t + 1) % ne);
+        if (sel[t * K + 1] == sel[t * K]) sel[t * K + 1] = (sel[t * K + 1] + 1) % (int32_t)ne;
+        w[t * K] = 0.25f + (float)(t % 5) * 0.1f, w[t * K + 1] = 1.0f - w[t * K];
+    }
+    float *alone = malloc((size_t)N * dim * sizeof(float)), *batch = malloc((size_t)N * dim * sizeof(float));
+    for (int threads = 1; threads <= 3; threads += 2) {
+        mc_pool_t *pool = mc_pool_new(threads);
+        mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+        mc_moe_t *moe = mc_moe_new(mm);
+        for (uint32_t t = 0; t < N; t++) {
+            float *o = alone + (size_t)t * dim;
+            assert_int_equal(mc_moe_compute(moe, m, 0, x + (size_t)t * dim, 1, sel + t * K, w + t * K, K, o, err), MC_OK);
+            if (shared) assert_int_equal(mc_moe_shared(moe, m, 0, x + (size_t)t * dim, 1, o, err), MC_OK);
+        }
+        assert_int_equal(mc_moe_compute(moe, m, 0, x, N, sel, w, K, batch, err), MC_OK);
+        if (shared) assert_int_equal(mc_moe_shared(moe, m, 0, x, N, batch, err), MC_OK);
+        assert_memory_equal(alone, batch, (size_t)N * dim * sizeof(float));
+        mc_moe_destroy(&moe);
+        mc_matmul_destroy(&mm);
+        mc_pool_destroy(&pool);
+    }
+    free(x), free(w), free(sel), free(alone), free(batch);
+}
+
+static mc_model_t *s_make_qwen2moe(const char *name, mc_dtype_t type);
+
+static void test_moe_split_steps_identical(void **state) {
+    (void)state;
+    mc_model_t *m = s_make("merged-Q4_0", MC_DTYPE_Q4_0, false, 64, 128);
+    s_moe_rows_alone(m, false);
+    mc_model_destroy(&m);
+    m = s_make_qwen2moe("qwen2moe-Q8_0", MC_DTYPE_Q8_0);
+    s_moe_rows_alone(m, true);
+    mc_model_destroy(&m);
+}
+
 // A Qwen2-MoE model (shared expert, q/k/v biases) of the given type.
 static mc_model_t *s_make_qwen2moe(const char *name, mc_dtype_t type) {
     char path[512], err[MC_ERR_LEN];
@@ -818,6 +870,7 @@ int main(void) {
         cmocka_unit_test(test_layouts_identical),
         cmocka_unit_test(test_threads_and_batching_identical),
         cmocka_unit_test(test_split_experts_identical),
+        cmocka_unit_test(test_moe_split_steps_identical),
         cmocka_unit_test(test_shared_expert_formula),
         cmocka_unit_test(test_qwen2moe_identical),
         cmocka_unit_test(test_deepseek2_identical),

@@ -247,6 +247,7 @@ done
 curl_c /v1/cluster | tr -d ' \n' | grep -qE '"name":"node-a","endpoint":"[^"]*","alive":false,"times_lost":1' ||
   fail "node-a was not seen lost"
 ok "node-a killed with kill -9 under 8 concurrent streams of 800 tokens: all 8 answers unchanged"
+wait "${node_pid[a]}" 2>/dev/null || true # gone, its port free
 start_node a node-a
 sleep 1
 ask8 "$tag-c" "$port" again || fail "answers after the restart"
@@ -285,6 +286,9 @@ if step 6; then
 curl_c /v1/cluster >"$work/before-d.json" || fail "the cluster's state before node-d's restart"
 back0=$(stat_of "$work/before-d.json" node-d times_back)
 kill -9 "${node_pid[d]}"
+# SIGKILL is delivered asynchronously: until the process is gone its port is
+# taken, and the restarted node would fail to listen on a loaded machine.
+wait "${node_pid[d]}" 2>/dev/null || true
 impair USR1
 ip netns exec "$tag-d" "$bin/moe-expert" --cache-dir "$work/cache-d" --listen "tcp://${addr[d]}:5555" --name node-d \
   --threads 1 --fetch-chunk-kib 64 --secret-key "$keys/node-d.key" --authorized-keys "$keys/coordinator.pub" \

@@ -105,7 +105,7 @@ static mc_err_t s_parse_kv_type(const char *flag, const char *v, void *field, ch
 
 enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_VERIFY, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
        S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_CONSTRAIN, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD,
-       S_F_KV_TYPE };
+       S_F_KV_TYPE, S_F_NO_HEAD };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
     [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
@@ -143,6 +143,10 @@ static const mc_flag_t s_flags[] = {
     [S_F_NO_REPACK] = {S_ROW("--no-repack", NULL, MC_FLAG_SWITCH, no_repack),
                        .help = "multiply Q4_0, Q8_0, Q4_K and Q6_K weights from the file's rows instead of\n"
                                "repacking them at load (the same results, for comparison)"},
+    [S_F_NO_HEAD] = {S_ROW("--no-head", NULL, MC_FLAG_SWITCH, no_head),
+                     .help = "generation steps compute no logits (no output head, no argmax; each\n"
+                             "sequence's next id a fixed function of its last): the head's share of\n"
+                             "a step, against the same run without this"},
     [S_F_JSON] = {S_ROW("--json", NULL, MC_FLAG_SWITCH, json), .help = "print one JSON line instead of the table"},
     [S_F_KERNELS] = {S_ROW("--kernels", NULL, MC_FLAG_SWITCH, kernels),
                      .help = "kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
@@ -461,8 +465,15 @@ static int32_t s_argmax(const float *v, uint32_t n) {
     return (int32_t)best;
 }
 
+// Process CPU time in seconds: all threads' work, whatever else the machine runs.
+static double s_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 mc_err_t mc_bench_speed(mc_engine_t *e, const mc_bench_shape_t *sh, int reps, double *pp_tok_s, double *tg_tok_s,
-                        char *err) {
+                        double *pp_cpu_ms, double *tg_cpu_ms, char *err) {
     const uint32_t nv = mc_engine_model(e)->hp.n_vocab, B = sh->n_batch, n_prompt = sh->n_prompt, n_gen = sh->n_gen;
     const uint32_t R = 1 + sh->n_verify; // rows per sequence a step
     if (n_prompt == 0 || n_gen == 0 || B == 0 || reps < 1)
@@ -478,15 +489,16 @@ mc_err_t mc_bench_speed(mc_engine_t *e, const mc_bench_shape_t *sh, int reps, do
     uint32_t *seq = malloc((size_t)rows * sizeof *seq), *pos = malloc((size_t)rows * sizeof *pos);
     uint8_t *want = malloc(rows);
     float *logits = malloc((size_t)B * R * nv * sizeof *logits);
-    double *pp = malloc((size_t)reps * sizeof *pp), *tg = malloc((size_t)reps * sizeof *tg);
+    double *pp = malloc((size_t)reps * 4 * sizeof *pp), *tg = pp ? pp + reps : NULL;
+    double *ppc = pp ? pp + 2 * reps : NULL, *tgc = pp ? pp + 3 * reps : NULL;
     mc_err_t rc = MC_OK;
-    if (!ids || !seq || !pos || !want || !logits || !pp || !tg) {
+    if (!ids || !seq || !pos || !want || !logits || !pp) {
         rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto done;
     }
     // Run -1 is the warm-up: it faults in the weights and the KV cache.
     for (int r = -1; r < reps && !rc; r++) {
-        double t0 = mc_clock_s();
+        double t0 = mc_clock_s(), c0 = s_cpu_s();
         for (uint32_t b = 0; b < B && !rc; b++) {
             // Fixed per sequence: every run evaluates the same prompts.
             mc_rng_t rng;
@@ -499,32 +511,39 @@ mc_err_t mc_bench_speed(mc_engine_t *e, const mc_bench_shape_t *sh, int reps, do
             const mc_engine_batch_t batch = {ids, seq, pos, want, n_prompt};
             rc = mc_engine_decode(e, &batch, logits + (size_t)b * nv, err);
         }
-        const double t_pp = s_since(t0);
-        t0 = mc_clock_s();
+        const double t_pp = s_since(t0), c_pp = s_cpu_s() - c0;
+        t0 = mc_clock_s(), c0 = s_cpu_s();
         for (uint32_t i = 0; i < n_gen && !rc; i++) {
             // Sequence b's greedy token from its first row's logits (row b
             // after the prompts, b * R after a step), then R - 1 guesses
             // that differ from it.
             for (uint32_t b = 0; b < B; b++) {
-                const int32_t next = s_argmax(logits + (size_t)b * (i ? R : 1) * nv, nv);
+                // Without the head, the next id comes from the last one (a
+                // fixed walk over the vocabulary) instead of the logits.
+                const int32_t next = !sh->no_head || i == 0 ? s_argmax(logits + (size_t)b * (i ? R : 1) * nv, nv)
+                                                            : (int32_t)(((uint64_t)ids[b * R] * 7919u + 1u) % nv);
                 for (uint32_t j = 0; j < R; j++) {
                     const uint32_t r = b * R + j;
                     ids[r] = j ? (int32_t)((uint32_t)(next + j) % nv) : next;
-                    seq[r] = b, pos[r] = n_prompt + i + j, want[r] = 1;
+                    seq[r] = b, pos[r] = n_prompt + i + j, want[r] = !sh->no_head;
                 }
             }
             const mc_engine_batch_t batch = {ids, seq, pos, want, B * R};
             rc = mc_engine_decode(e, &batch, logits, err);
         }
-        const double t_tg = s_since(t0);
+        const double t_tg = s_since(t0), c_tg = s_cpu_s() - c0;
         if (r >= 0) {
             pp[r] = (double)B * n_prompt / t_pp;
             tg[r] = (double)B * n_gen / t_tg;
+            ppc[r] = 1e3 * c_pp / ((double)B * n_prompt);
+            tgc[r] = 1e3 * c_tg / ((double)B * n_gen);
         }
     }
     if (!rc) {
         *pp_tok_s = mc_bench_median(pp, (size_t)reps);
         *tg_tok_s = mc_bench_median(tg, (size_t)reps);
+        if (pp_cpu_ms) *pp_cpu_ms = mc_bench_median(ppc, (size_t)reps);
+        if (tg_cpu_ms) *tg_cpu_ms = mc_bench_median(tgc, (size_t)reps);
     }
 done:
     free(ids);
@@ -533,7 +552,6 @@ done:
     free(want);
     free(logits);
     free(pp);
-    free(tg);
     return rc;
 }
 
@@ -546,6 +564,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         .n_gen = o->n_gen,
         .n_batch = o->n_batch ? o->n_batch : 1,
         .n_verify = o->n_verify,
+        .no_head = o->no_head,
         .reps = o->reps,
         .bw_bytes = o->bw_bytes ? o->bw_bytes : mc_bench_bw_default_bytes(),
     };
@@ -564,7 +583,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
     const double t_load = mc_clock_s();
-    const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify, o->kv_type};
+    const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify, o->kv_type, o->no_head};
     if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, &shape, err))) rc = mc_err_code(err, MC_ERR_NOMEM);
     if (!rc && o->mem_limit_mb) {
         // As moe-coordinator --mem-limit does (coordinator/session.c):
@@ -599,7 +618,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     }
     bool attached = false;
     if (!rc && o->attach) attached = !(rc = o->attach(o->attach_ctx, e, m, err));
-    if (!rc) rc = mc_bench_speed(e, &shape, o->reps, &res.pp_tok_s, &res.tg_tok_s, err);
+    if (!rc) rc = mc_bench_speed(e, &shape, o->reps, &res.pp_tok_s, &res.tg_tok_s, &res.pp_cpu_ms, &res.tg_cpu_ms, err);
     if (!rc) {
         res.bytes_per_token = mc_model_bytes_per_token(m);
         assert(res.bytes_per_token > 0);
@@ -680,6 +699,8 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
     s_put(&o, "\"kv_type\":\"%s\",", mc_engine_kv_type_name(r->kv_type));
     s_put(&o, "\"experts_mb\":%.1f,", r->experts_mb);
+    s_put(&o, "\"no_head\":%s,\"pp_cpu_ms\":%.3f,\"tg_cpu_ms\":%.3f,", r->no_head ? "true" : "false", r->pp_cpu_ms,
+          r->tg_cpu_ms);
     s_put(&o, "\"verify\":%u,\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f", r->n_verify, r->load_ms,
           r->repack_ms, r->repacked_mb);
     if (r->store) {
@@ -720,6 +741,7 @@ void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
     else
         fprintf(f, "generation        %10.2f tok/s  (%u tokens one at a time, median of %d)\n", r->tg_tok_s, r->n_gen,
                 r->reps);
+    if (r->no_head) fprintf(f, "                  (generation without the output head: --no-head)\n");
     fprintf(f, "memory bandwidth  %10.2f GB/s   (read, %d threads, %.0f MiB buffer, best of %d)\n", r->mem_bw_gb_s,
             r->n_threads, (double)r->bw_bytes / S_MIB, MC_BENCH_BW_PASSES);
     fprintf(f, "weights per token %10.2f MiB    (attention, router, used experts, output head)\n",

@@ -60,6 +60,7 @@ typedef struct {
     bool kernels;        // kernel micro-benchmark instead of the model run
     bool constrain;      // constrained decoding's cost instead (bench_constrain.h)
     bool no_repack;      // --no-repack: Q4_0 products read the file's rows
+    bool no_head;        // --no-head: generation steps compute no logits (the head's share of a step)
     uint32_t mem_limit_mb;        // --mem-limit: expert memory (expert_store.h); 0: all resident
     bool cold;                    // --cold: the model file out of the page cache at start, and expert
                                   // reads kept out of it (every miss reads the disk)
@@ -111,6 +112,8 @@ typedef struct {
     uint32_t n_batch;  // sequences (>= 1)
     uint32_t n_verify; // guessed tokens each sequence also verifies per step (speculative decoding's cost)
     mc_dtype_t kv_type; // KV cache values (MC_DTYPE_F32 = 0, the default, or MC_DTYPE_F16)
+    bool no_head;       // generation steps want no logits: no output head (and no sampling); each
+                        // sequence's next id is then a fixed function of the previous one
 } mc_bench_shape_t;
 
 // The engine the benchmark drives: a local one with n_batch sequences, each
@@ -128,16 +131,21 @@ mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, const mc_be
 // verifying a draft that fails). The engine needs n_seq >= n_batch, n_ctx >=
 // n_prompt + n_gen + n_verify and max_batch >= max(n_prompt, n_batch *
 // (1 + n_verify)).
+// pp_cpu_ms and tg_cpu_ms (NULL: not wanted) receive the median process CPU
+// time per token of each phase, every thread's: on a machine shared with
+// other work it moves far less than the wall-clock speeds.
 mc_err_t mc_bench_speed(mc_engine_t *e, const mc_bench_shape_t *sh, int reps, double *pp_tok_s, double *tg_tok_s,
-                        char *err);
+                        double *pp_cpu_ms, double *tg_cpu_ms, char *err);
 
 typedef struct {
     const char *model;        // path (borrowed from the options)
     int n_threads;
     uint32_t n_prompt, n_gen, n_batch, n_verify;
+    bool no_head;             // --no-head: the generation figure leaves the output head out
     int reps;
     double pp_tok_s;          // prompt tokens per second (median)
     double tg_tok_s;          // generated tokens per second (median)
+    double pp_cpu_ms, tg_cpu_ms; // process CPU ms per prompt / generated token (medians)
     double mem_bw_gb_s;       // measured read bandwidth, 1e9 bytes/s
     size_t bw_bytes;          // bandwidth buffer used
     uint64_t bytes_per_token; // weight bytes one generated token reads
