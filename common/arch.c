@@ -17,13 +17,35 @@
 
 #include <string.h>
 
+#define S_SOFTMAX(norm) {MC_GATING_SOFTMAX, (norm), 1.0f, 0, 0}
+
 static const mc_arch_info_t s_archs[] = {
-    {"llama", MC_ARCH_LLAMA, MC_ROPE_NORM, MC_QKNORM_NONE, true, false, "Mixtral", NULL, false, MC_SHEXP_NONE, false, false},
-    {"qwen3moe", MC_ARCH_QWEN3MOE, MC_ROPE_NEOX, MC_QKNORM_HEAD, true, true, "Qwen3-MoE", "qwen2", false, MC_SHEXP_NONE, false, false},
-    {"olmoe", MC_ARCH_OLMOE, MC_ROPE_NEOX, MC_QKNORM_FULL, false, false, "OLMoE", "olmo", false, MC_SHEXP_NONE, false, false},
-    {"qwen2moe", MC_ARCH_QWEN2MOE, MC_ROPE_NEOX, MC_QKNORM_NONE, false, true, "Qwen2-MoE", "qwen2", true, MC_SHEXP_FFN_KEY, true, false},
-    {"deepseek2", MC_ARCH_DEEPSEEK2, MC_ROPE_NORM, MC_QKNORM_NONE, false, true, "DeepSeek-V2", "gpt-2", false,
-     MC_SHEXP_COUNT, false, true},
+    {.name = "llama", .id = MC_ARCH_LLAMA, .rope = MC_ROPE_NORM, .qk_norm = MC_QKNORM_NONE, .route = S_SOFTMAX(true),
+     .family = "Mixtral", .ffn_norm_name = "ffn_norm"},
+    {.name = "qwen3moe", .id = MC_ARCH_QWEN3MOE, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_HEAD,
+     .route = S_SOFTMAX(true), .expert_ffn_key = true, .family = "Qwen3-MoE", .bpe_pre = "qwen2",
+     .ffn_norm_name = "ffn_norm"},
+    {.name = "olmoe", .id = MC_ARCH_OLMOE, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_FULL, .route = S_SOFTMAX(false),
+     .family = "OLMoE", .bpe_pre = "olmo", .ffn_norm_name = "ffn_norm"},
+    {.name = "qwen2moe", .id = MC_ARCH_QWEN2MOE, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_NONE,
+     .route = S_SOFTMAX(false), .expert_ffn_key = true, .family = "Qwen2-MoE", .bpe_pre = "qwen2", .qkv_bias = true,
+     .shared_expert = MC_SHEXP_FFN_KEY, .shexp_gated = true, .ffn_norm_name = "ffn_norm"},
+    // GLM-4.5 (llama.cpp's glm4moe graph): sigmoid scores, a selection bias,
+    // weights renormalised (the file's expert_weights_norm, true in
+    // converted GLM-4.5 files) and scaled; one ungated shared expert; dense
+    // leading layers; per-head q/k norms in GLM-4.5 only; partial RoPE on
+    // halves (rope.dimension_count); a trailing next-token-prediction layer.
+    // moe-mkmodel writes its test files with Qwen2's pre-tokenizer: GLM's
+    // own ("glm4", digits in runs of 1-3) is not one the tokenizer has.
+    {.name = "glm4moe", .id = MC_ARCH_GLM4MOE, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_HEAD,
+     .route = {MC_GATING_SIGMOID, false, 1.0f, 0, 0}, .route_keys = true, .expert_ffn_key = true,
+     .family = "GLM-4.5", .bpe_pre = "qwen2", .qkv_bias = true, .shared_expert = MC_SHEXP_COUNT,
+     .expert_bias = MC_NEED_REQUIRED, .qk_norm_optional = true, .ffn_norm_name = "post_attention_norm",
+     .dense_lead = true, .nextn = true},
+    // DeepSeek-V2 (its own refusals of V3's additions: model.c s_read_mla).
+    {.name = "deepseek2", .id = MC_ARCH_DEEPSEEK2, .rope = MC_ROPE_NORM, .qk_norm = MC_QKNORM_NONE,
+     .route = S_SOFTMAX(false), .expert_ffn_key = true, .family = "DeepSeek-V2", .bpe_pre = "gpt-2",
+     .shared_expert = MC_SHEXP_COUNT, .mla = true, .ffn_norm_name = "ffn_norm"},
 };
 
 const mc_arch_info_t *mc_arch_find(const char *name, size_t len) {
@@ -38,5 +60,7 @@ const mc_arch_info_t *mc_arch_get(mc_arch_t id) {
     return NULL;
 }
 
-const char *mc_arch_supported(void) { return "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), deepseek2 (DeepSeek-V2)";
+const char *mc_arch_supported(void) {
+    return "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), deepseek2 (DeepSeek-V2), "
+           "glm4moe (GLM-4.5)";
 }

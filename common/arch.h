@@ -11,12 +11,14 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum {
     MC_ARCH_LLAMA = 0, // Mixtral: llama with experts
     MC_ARCH_QWEN3MOE,  // Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B)
     MC_ARCH_OLMOE,     // OLMoE
     MC_ARCH_QWEN2MOE,  // Qwen1.5-MoE / Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B)
+    MC_ARCH_GLM4MOE,   // GLM-4.5, GLM-4.5-Air
     MC_ARCH_DEEPSEEK2, // DeepSeek-V2 / V2-Lite (and the V3/R1 attention)
 } mc_arch_t;
 
@@ -33,11 +35,40 @@ typedef enum {
     MC_QKNORM_FULL, // over the whole projection, weights (n_head * head_dim): OLMoE
 } mc_qknorm_t;
 
+// How the router turns a row's logits into expert scores: the values of
+// llama.cpp's <arch>.expert_gating_func key.
+typedef enum {
+    MC_GATING_SOFTMAX = 1,        // softmax over all experts
+    MC_GATING_SIGMOID = 2,        // sigmoid of each logit (DeepSeek-V3, GLM-4.5)
+    MC_GATING_SOFTMAX_WEIGHT = 3, // the logits choose; softmax over the chosen logits weighs (GPT-OSS)
+} mc_gating_t;
+
+// The routing variant: how k experts and their weights come from a row's
+// router logits (moe.h: mc_moe_route). An architecture's row holds its
+// defaults; the model binder applies a file's keys over them.
+typedef struct {
+    mc_gating_t gating;    // <arch>.expert_gating_func
+    bool norm_topk;        // renormalise the chosen weights to sum to 1 (<arch>.expert_weights_norm)
+    float scale;           // then multiply them by this, 1: none (<arch>.expert_weights_scale)
+    // Grouped top-k (<arch>.expert_group_count, expert_group_used_count):
+    // the experts fall into n_group equal groups of consecutive ids; a row
+    // keeps the n_group_used groups whose two best selection scores sum
+    // highest and picks its k experts inside them. n_group <= 1: no groups.
+    uint32_t n_group, n_group_used;
+} mc_route_t;
+
+// Whether a family's files carry an optional tensor.
+typedef enum {
+    MC_NEED_NONE = 0, // never: not read
+    MC_NEED_OPTIONAL, // used when present
+    MC_NEED_REQUIRED, // the file is refused without it
+} mc_need_t;
+
 // How a family's shared expert hidden size is found.
 typedef enum {
-    MC_SHEXP_NONE = 0, // no shared expert
-    MC_SHEXP_FFN_KEY,  // <arch>.expert_shared_feed_forward_length, else feed_forward_length (Qwen2-MoE)
-    MC_SHEXP_COUNT,    // expert width x <arch>.expert_shared_count (DeepSeek)
+    MC_SHEXP_NONE = 0,  // no shared expert
+    MC_SHEXP_FFN_KEY,   // <arch>.expert_shared_feed_forward_length, else feed_forward_length (Qwen2-MoE)
+    MC_SHEXP_COUNT,     // expert width x <arch>.expert_shared_count (GLM-4.5, DeepSeek)
 } mc_shexp_t;
 
 typedef struct {
@@ -45,9 +76,12 @@ typedef struct {
     mc_arch_t id;
     mc_rope_t rope;
     mc_qknorm_t qk_norm;
-    // Renormalise the chosen experts' softmax weights to sum to 1; a file's
-    // <arch>.expert_weights_norm overrides this default.
-    bool norm_topk;
+    // Routing defaults. A file's expert_weights_norm, expert_weights_scale
+    // and group counts override them in every family; its expert_gating_func
+    // only where route_keys is set (the families whose llama.cpp graph reads
+    // it; the others' graphs fix the softmax).
+    mc_route_t route;
+    bool route_keys;
     // Expert hidden size from <arch>.expert_feed_forward_length when the file
     // has it (feed_forward_length is then the dense FFN size, unused here).
     bool expert_ffn_key;
@@ -58,13 +92,13 @@ typedef struct {
     // The q/k/v projections may carry biases blk.N.attn_{q,k,v}.bias, added
     // before RoPE (optional in a file, as llama.cpp has them).
     bool qkv_bias;
-    // Every layer has a shared expert: a SwiGLU FFN every row passes through
-    // (blk.N.ffn_{gate,up,down}_shexp, its width found as shared_expert
-    // says), added after the routed experts (moe.h: mc_moe_shared).
-    // Required when set.
+    // Every MoE layer has a shared expert: a SwiGLU FFN every row passes
+    // through (blk.N.ffn_{gate,up,down}_shexp, its width found as
+    // shared_expert says), added after the routed experts (moe.h:
+    // mc_moe_shared). Required when set.
     mc_shexp_t shared_expert;
     // The shared expert's output is scaled by sigmoid(blk.N.ffn_gate_inp_shexp . x)
-    // (Qwen2-MoE); without, it is added as it is (DeepSeek).
+    // (Qwen2-MoE); without, it is added as it is (GLM-4.5, DeepSeek).
     bool shexp_gated;
     // Multi-head latent attention (DeepSeek-V2): keys and values come from
     // one compressed latent per token (blk.N.attn_kv_a_mqa, attn_kv_a_norm)
@@ -73,6 +107,23 @@ typedef struct {
     // the per-head up-projections (attn_k_b, attn_v_b) are absorbed into the
     // query and the attention output (engine.c). Replaces attn_k/attn_v.
     bool mla;
+    // A per-expert bias blk.N.exp_probs_b.bias (n_expert) added to the
+    // scores for choosing the experts only: the weights are the unbiased
+    // scores (DeepSeek-V3's auxiliary-loss-free balancing).
+    mc_need_t expert_bias;
+    // Whether the q/k norms (qk_norm) may be absent (GLM-4.5-Air has none,
+    // GLM-4.5 has per-head ones).
+    bool qk_norm_optional;
+    // The FFN input norm's tensor: "ffn_norm" (blk.N.ffn_norm.weight), or
+    // GLM's "post_attention_norm".
+    const char *ffn_norm_name;
+    // <arch>.leading_dense_block_count is read: layers below it are one dense
+    // SwiGLU FFN (blk.N.ffn_{gate,up,down}, feed_forward_length wide) on the
+    // coordinator, with no router or experts.
+    bool dense_lead;
+    // <arch>.nextn_predict_layers is read: block_count counts that many
+    // trailing next-token-prediction layers, whose tensors are skipped.
+    bool nextn;
 } mc_arch_info_t;
 
 // The row for an architecture name (len bytes, not NUL-terminated), or NULL.

@@ -33,6 +33,70 @@ static mc_err_t s_get_dim(const mc_gguf_t *g, const char *arch, const char *suff
     return MC_OK;
 }
 
+static float s_get_float(const mc_gguf_t *g, const char *arch, const char *suffix, float def);
+
+// Optional unsigned key "<arch>.<suffix>": def when absent, else 0 .. limit.
+static mc_err_t s_get_opt(const mc_gguf_t *g, const char *arch, const char *suffix, uint32_t def, uint64_t limit,
+                          uint32_t *out, char *err) {
+    char key[MC_NAME_MAX];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint64_t v = def;
+    if (mc_gguf_find(g, key) && !mc_gguf_get_u64(g, key, &v))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata key '%s' is not an unsigned integer", key);
+    if (v > limit)
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' = %llu is out of range (0..%llu)", key,
+                          (unsigned long long)v, (unsigned long long)limit);
+    *out = (uint32_t)v;
+    return MC_OK;
+}
+
+// The routing variant: the family's defaults with the file's keys (arch.h).
+static mc_err_t s_read_route(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+    const char *arch = hp->arch->name;
+    char key[MC_NAME_MAX];
+    mc_err_t rc;
+    mc_route_t *r = &hp->route;
+    *r = hp->arch->route;
+    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+    if (mc_gguf_find(g, key) && !mc_gguf_get_bool(g, key, &r->norm_topk))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' is not a boolean", key);
+    // 0 in a file means "not set" for llama.cpp, as does 1.
+    r->scale = s_get_float(g, arch, "expert_weights_scale", 1.0f);
+    if (r->scale == 0.0f) r->scale = 1.0f;
+    if (!isfinite(r->scale)) return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s.expert_weights_scale' is not finite", arch);
+    uint32_t gating = 0;
+    if (hp->arch->route_keys && (rc = s_get_opt(g, arch, "expert_gating_func", 0, UINT32_MAX, &gating, err))) return rc;
+    if (gating == MC_GATING_SOFTMAX || gating == MC_GATING_SIGMOID || gating == MC_GATING_SOFTMAX_WEIGHT)
+        r->gating = (mc_gating_t)gating;
+    else if (gating != 0) // 0: none set, the family's default
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "metadata '%s.expert_gating_func' = %u is not a supported gating function (1 softmax, 2 "
+                          "sigmoid, 3 softmax over the chosen logits)",
+                          arch, gating);
+    // Groups apply in every family, as llama.cpp reads them for all.
+    if ((rc = s_get_opt(g, arch, "expert_group_count", 0, hp->n_expert, &r->n_group, err)) ||
+        (rc = s_get_opt(g, arch, "expert_group_used_count", 0, hp->n_expert, &r->n_group_used, err)))
+        return rc;
+    if (r->n_group <= 1) {
+        r->n_group = r->n_group_used = 0;
+        return MC_OK;
+    }
+    const uint32_t per = hp->n_expert / r->n_group;
+    if (hp->n_expert % r->n_group)
+        return mc_err_set(err, MC_ERR_FORMAT, "expert_group_count %u does not divide the %u experts into equal groups",
+                          r->n_group, hp->n_expert);
+    if (per < 2)
+        return mc_err_set(err, MC_ERR_FORMAT, "expert_group_count %u leaves fewer than 2 of the %u experts per group",
+                          r->n_group, hp->n_expert);
+    if (r->n_group_used == 0 || r->n_group_used >= r->n_group)
+        return mc_err_set(err, MC_ERR_FORMAT, "expert_group_used_count %u is out of range (1..%u, below the %u groups)",
+                          r->n_group_used, r->n_group - 1, r->n_group);
+    if ((uint64_t)r->n_group_used * per < hp->n_expert_used)
+        return mc_err_set(err, MC_ERR_FORMAT, "%u groups of %u experts cannot hold the %u experts each row uses",
+                          r->n_group_used, per, hp->n_expert_used);
+    return MC_OK;
+}
+
 static float s_get_float(const mc_gguf_t *g, const char *arch, const char *suffix, float def) {
     char key[MC_NAME_MAX];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
@@ -138,8 +202,8 @@ static mc_err_t s_bind_merged(const mc_gguf_t *g, const char *name, const mc_hpa
     return MC_OK;
 }
 
-// The shared expert of layer l and its gate (gated families); a missing
-// tensor says the family needs it.
+// The shared expert of layer l and its gate (a family whose shared expert
+// has one); a missing tensor says the family needs it.
 static mc_err_t s_bind_shexp(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t l, mc_layer_t *L, char *err) {
     const struct {
         const char *part;
@@ -152,8 +216,7 @@ static mc_err_t s_bind_shexp(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
         {"ffn_down_shexp", hp->ffn_shexp, hp->dim, &L->shexp.down},
     };
     char name[MC_NAME_MAX];
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        if (!parts[i].part) continue;
+    for (size_t i = hp->arch->shexp_gated ? 0 : 1; i < sizeof parts / sizeof parts[0]; i++) {
         snprintf(name, sizeof name, "blk.%u.%s.weight", l, parts[i].part);
         if (!mc_gguf_tensor_find(g, name))
             return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing: every %s layer has a shared expert", name,
@@ -222,7 +285,9 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_output.weight", l), hp->n_head * hp->head_dim_v, hp->dim, &L->wo,
                             err)))
         return rc;
-    if (hp->arch->qk_norm != MC_QKNORM_NONE) {
+    // An optional pair (GLM-4.5-Air has none) is read when the q norm is there.
+    if (hp->arch->qk_norm != MC_QKNORM_NONE &&
+        (!hp->arch->qk_norm_optional || mc_gguf_tensor_find(g, NAME("blk.%u.attn_q_norm.weight", l)))) {
         const bool head = hp->arch->qk_norm == MC_QKNORM_HEAD;
         if ((rc = s_bind_vector(g, NAME("blk.%u.attn_q_norm.weight", l), head ? hp->head_dim : q_dim, &L->q_norm, err)))
             return rc;
@@ -235,12 +300,30 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
         if ((rc = s_bind_vector(g, NAME("blk.%u.attn_k.bias", l), kv_dim, &L->bk, err))) return rc;
         if ((rc = s_bind_vector(g, NAME("blk.%u.attn_v.bias", l), kv_dim, &L->bv, err))) return rc;
     }
-    if (hp->arch->shared_expert && (rc = s_bind_shexp(g, hp, l, L, err))) return rc;
-    if ((rc = s_bind_vector(g, NAME("blk.%u.ffn_norm.weight", l), hp->dim, &L->ffn_norm, err))) return rc;
-    if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate_inp.weight", l), hp->dim, hp->n_expert, &L->router, err)))
+    if ((rc = s_bind_vector(g, NAME("blk.%u.%s.weight", l, hp->arch->ffn_norm_name), hp->dim, &L->ffn_norm, err)))
         return rc;
+    // A dense layer's experts stay without data, so every (layer, expert)
+    // index is valid; mc_model_has_expert says there is none.
     L->experts = calloc(hp->n_expert, sizeof *L->experts);
     if (!L->experts) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    if (l < hp->n_dense_lead) {
+        if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate.weight", l), hp->dim, hp->ffn_dense, &L->dense.gate, err)) ||
+            (rc = s_bind_matrix(g, NAME("blk.%u.ffn_up.weight", l), hp->dim, hp->ffn_dense, &L->dense.up, err)) ||
+            (rc = s_bind_matrix(g, NAME("blk.%u.ffn_down.weight", l), hp->ffn_dense, hp->dim, &L->dense.down, err)))
+            return rc;
+        *legacy = false;
+        return MC_OK;
+    }
+    if (hp->ffn_shexp && (rc = s_bind_shexp(g, hp, l, L, err))) return rc;
+    if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate_inp.weight", l), hp->dim, hp->n_expert, &L->router, err)))
+        return rc;
+    if (hp->arch->expert_bias == MC_NEED_REQUIRED ||
+        (hp->arch->expert_bias == MC_NEED_OPTIONAL && mc_gguf_tensor_find(g, NAME("blk.%u.exp_probs_b.bias", l)))) {
+        if (!mc_gguf_tensor_find(g, NAME("blk.%u.exp_probs_b.bias", l)))
+            return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing: every %s MoE layer has an expert selection bias",
+                              name, hp->arch->family);
+        if ((rc = s_bind_vector(g, name, hp->n_expert, &L->exp_probs_b, err))) return rc;
+    }
 
     *legacy = !mc_gguf_tensor_find(g, NAME("blk.%u.ffn_gate_exps.weight", l));
     if (!*legacy) {
@@ -461,7 +544,22 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
     // Limits keep every derived size comfortably inside 64-bit arithmetic.
     if ((rc = s_get_dim(g, arch, "embedding_length", 1u << 16, &hp->dim, err))) return rc;
     if ((rc = s_get_dim(g, arch, "block_count", 1024, &hp->n_layer, err))) return rc;
+    if (hp->arch->nextn) {
+        // llama.cpp evaluates block_count - nextn_predict_layers layers; the
+        // trailing ones are next-token-prediction layers we skip.
+        uint32_t nextn;
+        if ((rc = s_get_opt(g, arch, "nextn_predict_layers", 0, hp->n_layer - 1, &nextn, err))) return rc;
+        hp->n_layer -= nextn;
+    }
     if ((rc = s_get_dim(g, arch, "feed_forward_length", 1u << 18, &hp->ffn, err))) return rc;
+    if (hp->arch->dense_lead) {
+        if ((rc = s_get_opt(g, arch, "leading_dense_block_count", 0, hp->n_layer, &hp->n_dense_lead, err))) return rc;
+        if (hp->n_dense_lead == hp->n_layer)
+            return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                              "leading_dense_block_count %u: every layer is dense, not a mixture-of-experts model",
+                              hp->n_dense_lead);
+        if (hp->n_dense_lead) hp->ffn_dense = hp->ffn;
+    }
     if ((rc = s_get_dim(g, arch, "attention.head_count", 1024, &hp->n_head, err))) return rc;
     if ((rc = s_get_dim(g, arch, "expert_count", 256, &hp->n_expert, err))) return rc;
     if ((rc = s_get_dim(g, arch, "expert_used_count", hp->n_expert, &hp->n_expert_used, err))) return rc;
@@ -476,9 +574,13 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
         }
     }
     if (hp->arch->shared_expert == MC_SHEXP_COUNT) {
-        uint32_t n_shared;
-        if ((rc = s_get_dim(g, arch, "expert_shared_count", 64, &n_shared, err))) return rc;
-        hp->ffn_shexp = hp->ffn * n_shared;
+        // llama.cpp's rule: expert_shared_count experts' width (at least one:
+        // its graphs compute the shared expert unconditionally).
+        uint32_t count;
+        if ((rc = s_get_dim(g, arch, "expert_shared_count", 64, &count, err))) return rc;
+        if ((uint64_t)count * hp->ffn > (1u << 18))
+            return mc_err_set(err, MC_ERR_FORMAT, "%u shared experts of width %u are too wide", count, hp->ffn);
+        hp->ffn_shexp = count * hp->ffn;
     } else if (hp->arch->shared_expert == MC_SHEXP_FFN_KEY) {
         // llama.cpp's rule: the dense length when the key is absent.
         snprintf(key, sizeof key, "%s.expert_shared_feed_forward_length", arch);
@@ -502,15 +604,7 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
     }
     if ((rc = s_read_rope(g, hp, err))) return rc;
     hp->rms_eps = s_get_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f);
-    hp->norm_topk = hp->arch->norm_topk;
-    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
-    if (mc_gguf_find(g, key) && !mc_gguf_get_bool(g, key, &hp->norm_topk))
-        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s' is not a boolean", key);
-    // 0 in a file means "not set" for llama.cpp, as does 1.
-    hp->expert_weights_scale = s_get_float(g, arch, "expert_weights_scale", 1.0f);
-    if (hp->expert_weights_scale == 0.0f) hp->expert_weights_scale = 1.0f;
-    if (!isfinite(hp->expert_weights_scale))
-        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s.expert_weights_scale' is not finite", arch);
+    if ((rc = s_read_route(g, hp, err))) return rc;
     if (!(hp->rms_eps > 0) || !isfinite(hp->rms_eps))
         return mc_err_set(err, MC_ERR_FORMAT, "layer_norm_rms_epsilon %g is not a positive number", hp->rms_eps);
     if (!vocab) return MC_OK; // an experts-only file has no embeddings
@@ -627,6 +721,10 @@ bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e) {
     return layer < m->hp.n_layer && e < m->hp.n_expert && m->layers[layer].experts[e].gate.data != NULL;
 }
 
+bool mc_model_layer_moe(const mc_model_t *m, uint32_t layer) {
+    return layer < m->hp.n_layer && layer >= m->hp.n_dense_lead;
+}
+
 static mc_model_t *s_open(const char *path, bool any, char *err) {
     mc_gguf_t *g = mc_gguf_open(path, err);
     if (!g) return NULL;
@@ -657,6 +755,7 @@ void mc_model_destroy(mc_model_t **pm) {
             free(m->layers[l].bq), free(m->layers[l].bk), free(m->layers[l].bv);
             free(m->layers[l].kv_a_norm), free(m->layers[l].wk_b), free(m->layers[l].wv_b), free(m->layers[l].q_a_norm);
             free(m->layers[l].experts);
+            free(m->layers[l].exp_probs_b);
         }
     free(m->layers);
     free(m->output_norm);
@@ -690,9 +789,14 @@ uint64_t mc_model_bytes_per_token(const mc_model_t *m) {
     for (uint32_t l = 0; l < m->hp.n_layer; l++) {
         const mc_layer_t *L = &m->layers[l];
         total += mc_matrix_bytes(&L->wq) + mc_matrix_bytes(&L->wk) + mc_matrix_bytes(&L->wv) + mc_matrix_bytes(&L->wo) +
-                 mc_matrix_bytes(&L->router) + mc_matrix_bytes(&L->wkv_a) + mc_matrix_bytes(&L->wq_a);
+                 mc_matrix_bytes(&L->wkv_a) + mc_matrix_bytes(&L->wq_a);
         for (uint32_t h = 0; L->wk_b && h < m->hp.n_head; h++)
             total += mc_matrix_bytes(&L->wk_b[h]) + mc_matrix_bytes(&L->wv_b[h]);
+        if (!mc_model_layer_moe(m, l)) {
+            total += mc_matrix_bytes(&L->dense.gate) + mc_matrix_bytes(&L->dense.up) + mc_matrix_bytes(&L->dense.down);
+            continue;
+        }
+        total += mc_matrix_bytes(&L->router);
         // Experts of one layer may differ in type (quant mixes): use the mean.
         uint64_t experts = 0;
         for (uint32_t e = 0; e < m->hp.n_expert; e++) experts += mc_model_expert_bytes(m, l, e);
@@ -732,10 +836,13 @@ static void s_each_served(mc_model_t *m, bool dense, const uint8_t *held, void (
             if (L->wq_a.data) fn(&L->wq_a, ctx);
             for (uint32_t h = 0; h < m->hp.n_head; h++) fn(&L->wk_b[h], ctx), fn(&L->wv_b[h], ctx);
         }
-        if (dense) fn(&L->wq, ctx), fn(&L->wo, ctx), fn(&L->router, ctx);
+        if (dense) fn(&L->wq, ctx), fn(&L->wo, ctx);
+        if (dense && L->router.data) fn(&L->router, ctx);
         if (dense && L->shexp_gate.data) fn(&L->shexp_gate, ctx);
         if (dense && L->shexp.gate.data) // the shared expert is dense: the coordinator's
             fn(&L->shexp.gate, ctx), fn(&L->shexp.up, ctx), fn(&L->shexp.down, ctx);
+        if (dense && L->dense.gate.data) fn(&L->dense.gate, ctx), fn(&L->dense.up, ctx), fn(&L->dense.down, ctx);
+        if (!mc_model_layer_moe(m, l)) continue; // no router, no experts
         for (uint32_t e = 0; e < m->hp.n_expert; e++) {
             if (held && !held[(size_t)l * m->hp.n_expert + e]) continue;
             if (fn != s_unpack && m->store && mc_expert_store_manages(m->store, l, e)) continue; // the store's

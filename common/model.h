@@ -27,7 +27,9 @@ typedef struct {
     const mc_arch_info_t *arch; // family traits (rope, q/k norms, routing)
     uint32_t n_vocab;
     uint32_t dim;           // embedding length
-    uint32_t n_layer;
+    uint32_t n_layer;       // evaluated layers: block_count less any next-token-prediction ones
+    uint32_t n_dense_lead;  // layers [0, n_dense_lead) are dense (no router or experts)
+    uint32_t ffn_dense;     // their FFN hidden size (feed_forward_length); 0 without
     uint32_t n_head;
     uint32_t n_head_kv;
     uint32_t head_dim;      // attention.key_length, else dim / n_head; MLA: key_length_mla (nope + rope)
@@ -51,8 +53,7 @@ typedef struct {
     float yarn_corr[2];
     float kq_scale;         // attention logits scale: 1/sqrt(head_dim) (DeepSeek-V2: times YaRN's mscale^2)
     float rms_eps;
-    bool norm_topk;             // renormalise the chosen experts' weights
-    float expert_weights_scale; // then multiply them by this (1: none)
+    mc_route_t route;       // the routing variant (arch.h): the family's, with the file's keys
 } mc_hparams_t;
 
 typedef struct {
@@ -72,15 +73,19 @@ typedef struct {
     float *q_norm;        // (head_dim) per head or (n_head * head_dim); NULL without q/k norms
     float *k_norm;        // (head_dim) per head or (n_head_kv * head_dim); NULL without
     float *ffn_norm;      // (dim)
-    mc_matrix_t router;   // (n_expert, dim)
-    mc_expert_t *experts; // (n_expert)
+    mc_matrix_t router;   // (n_expert, dim); no data in a dense layer
+    mc_expert_t *experts; // (n_expert); no data in a dense layer
+    float *exp_probs_b;   // (n_expert) selection bias (arch.h: expert_bias); NULL without
     // q/k/v biases (q_dim, kv_dim, kv_dim), NULL when the file has none.
     float *bq, *bk, *bv;
     // The shared expert (hp.ffn_shexp wide; all NULL data without) and its
     // gate's weights (1, dim): sigmoid(shexp_gate . x) scales its output
-    // (NULL data for an ungated family, arch.h).
+    // (NULL data: an ungated shared expert, arch.h shexp_gated).
     mc_expert_t shexp;
     mc_matrix_t shexp_gate;
+    // A dense layer's FFN (hp.ffn_dense wide): blk.N.ffn_{gate,up,down}.
+    // NULL data in a MoE layer.
+    mc_expert_t dense;
     // Multi-head latent attention (arch.h; wk and wv are then unused, NULL
     // data): the latent and the shared RoPE key in one product, the latent's
     // norm, and per head the key and value up-projections.
@@ -133,8 +138,12 @@ mc_model_t *mc_model_new_experts(mc_gguf_t **g, char *err);
 // A node's --model: a whole model or an experts-only file.
 mc_model_t *mc_model_open_node(const char *path, char *err);
 
-// Whether the file has expert e of layer l (always, for a whole model).
+// Whether the file has expert e of layer l (always for a MoE layer of a
+// whole model; never in a dense layer).
 bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e);
+
+// Whether layer l is a MoE layer (router and experts), not a dense one.
+bool mc_model_layer_moe(const mc_model_t *m, uint32_t layer);
 
 void mc_model_destroy(mc_model_t **m);
 

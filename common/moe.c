@@ -275,35 +275,137 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
     return MC_OK;
 }
 
-mc_err_t mc_moe_shared(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n, float *out,
-                       char *err) {
-    if (layer >= m->hp.n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range", layer);
-    const mc_layer_t *L = &m->layers[layer];
-    if (!L->shexp.gate.data) return mc_err_set(err, MC_ERR_ARG, "layer %u has no shared expert", layer);
-    const bool gated = L->shexp_gate.data != NULL;
-    const uint32_t dim = m->hp.dim, ffn = m->hp.ffn_shexp;
+// out = down(silu(gate x) * up x) for n rows, one dense SwiGLU FFN of
+// width ffn (a shared expert, a dense layer's FFN); with gate_w (1, dim),
+// each row's result is scaled by sigmoid(gate_w . x); added to out when add.
+static mc_err_t s_ffn(mc_moe_t *moe, const mc_expert_t *f, const mc_matrix_t *gate_w, uint32_t dim, uint32_t ffn,
+                      uint32_t layer, const float *x, uint32_t n, float *out, bool add, char *err) {
     if (!s_grow(&moe->g, &moe->cap_g, (size_t)n * ffn * sizeof(float) + 1) ||
         !s_grow(&moe->u, &moe->cap_u, (size_t)n * ffn * sizeof(float) + 1) ||
         !s_grow(&moe->d, &moe->cap_d, (size_t)n * dim * sizeof(float) + 1) ||
         !s_grow(&moe->sg, &moe->cap_sg, (size_t)n * sizeof(float) + 1))
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    const mc_matmul_op_t ops[3] = {{&L->shexp.gate, x, n, moe->g, NULL},
-                                   {&L->shexp.up, x, n, moe->u, NULL},
-                                   {&L->shexp_gate, x, n, moe->sg, NULL}};
-    mc_err_t rc = mc_matmul_many(moe->mm, ops, gated ? 3 : 2);
-    if (rc) return mc_err_set(err, rc, "layer %u: shared expert gate/up products failed", layer);
+    const mc_matmul_op_t ops[3] = {{&f->gate, x, n, moe->g, NULL}, {&f->up, x, n, moe->u, NULL}, {gate_w, x, n, moe->sg, NULL}};
+    mc_err_t rc = mc_matmul_many(moe->mm, ops, gate_w ? 3 : 2);
+    if (rc) return mc_err_set(err, rc, "layer %u: FFN gate/up products failed", layer);
     s_swiglu_run(moe->mm, moe->g, moe->u, (size_t)n * ffn); // SwiGLU, as the routed experts
-    if ((rc = mc_matmul_f32(moe->mm, &L->shexp.down, moe->g, n, moe->d)))
-        return mc_err_set(err, rc, "layer %u: shared expert down product failed", layer);
+    if ((rc = mc_matmul_f32(moe->mm, &f->down, moe->g, n, add ? moe->d : out)))
+        return mc_err_set(err, rc, "layer %u: FFN down product failed", layer);
+    if (!add) return MC_OK;
     for (uint32_t t = 0; t < n; t++) {
         float *o = out + (size_t)t * dim;
         const float *d = moe->d + (size_t)t * dim;
-        if (!gated) { // DeepSeek's: added as it is
+        if (gate_w) {
+            const float gate = 1.0f / (1.0f + expf(-moe->sg[t]));
+            for (uint32_t i = 0; i < dim; i++) o[i] += d[i] * gate;
+        } else {
             for (uint32_t i = 0; i < dim; i++) o[i] += d[i];
-            continue;
         }
-        const float gate = 1.0f / (1.0f + expf(-moe->sg[t]));
-        for (uint32_t i = 0; i < dim; i++) o[i] += d[i] * gate;
+    }
+    return MC_OK;
+}
+
+mc_err_t mc_moe_shared(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n, float *out,
+                       char *err) {
+    if (layer >= m->hp.n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range", layer);
+    const mc_layer_t *L = &m->layers[layer];
+    if (!L->shexp.gate.data || (m->hp.arch->shexp_gated && !L->shexp_gate.data))
+        return mc_err_set(err, MC_ERR_ARG, "layer %u has no shared expert", layer);
+    return s_ffn(moe, &L->shexp, L->shexp_gate.data ? &L->shexp_gate : NULL, m->hp.dim, m->hp.ffn_shexp, layer, x, n,
+                 out, true, err);
+}
+
+mc_err_t mc_moe_dense(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n, float *out,
+                      char *err) {
+    if (layer >= m->hp.n_layer) return mc_err_set(err, MC_ERR_RANGE, "layer %u out of range", layer);
+    const mc_layer_t *L = &m->layers[layer];
+    if (!L->dense.gate.data) return mc_err_set(err, MC_ERR_ARG, "layer %u is not a dense layer", layer);
+    return s_ffn(moe, &L->dense, NULL, m->hp.dim, m->hp.ffn_dense, layer, x, n, out, false, err);
+}
+
+// --- routing --------------------------------------------------------------------------
+
+// In-place softmax of n values as ggml's: max subtracted, exponentials
+// summed in double, scaled by the reciprocal.
+static void s_softmax(float *v, uint32_t n) {
+    float max = -INFINITY;
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i] > max) max = v[i];
+    double sum = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        v[i] = expf(v[i] - max);
+        sum += (double)v[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (uint32_t i = 0; i < n; i++) v[i] *= inv;
+}
+
+// Indices of the k largest of v[0..n) not masked (mask NULL: none), best
+// first, ties to the lower index.
+static void s_top_k(const float *v, const bool *mask, uint32_t n, uint32_t k, int32_t *out) {
+    for (uint32_t j = 0; j < k; j++) {
+        int32_t best = -1;
+        for (uint32_t x = 0; x < n; x++) {
+            if (mask && mask[x]) continue;
+            bool taken = false;
+            for (uint32_t q = 0; q < j; q++) taken |= out[q] == (int32_t)x;
+            if (!taken && (best < 0 || v[x] > v[best])) best = (int32_t)x;
+        }
+        out[j] = best;
+    }
+}
+
+mc_err_t mc_moe_route(const mc_route_t *r, const float *logits, const float *bias, uint32_t n, uint32_t n_expert,
+                      uint32_t k, int32_t *sel, float *w, char *err) {
+    if (n_expert == 0 || n_expert > MC_MOE_MAX_EXPERTS || k == 0 || k > n_expert)
+        return mc_err_set(err, MC_ERR_ARG, "routing %u of %u experts", k, n_expert);
+    const bool grouped = r->n_group > 1;
+    if (grouped && (n_expert % r->n_group || n_expert / r->n_group < 2 || r->n_group_used == 0 ||
+                    r->n_group_used >= r->n_group || r->n_group_used * (n_expert / r->n_group) < k))
+        return mc_err_set(err, MC_ERR_ARG, "%u groups (%u used) do not fit %u experts, %u chosen", r->n_group,
+                          r->n_group_used, n_expert, k);
+    if (r->gating != MC_GATING_SOFTMAX && r->gating != MC_GATING_SIGMOID && r->gating != MC_GATING_SOFTMAX_WEIGHT)
+        return mc_err_set(err, MC_ERR_ARG, "gating function %d unknown", (int)r->gating);
+    float p[MC_MOE_MAX_EXPERTS], s[MC_MOE_MAX_EXPERTS], gs[MC_MOE_MAX_EXPERTS];
+    bool mask[MC_MOE_MAX_EXPERTS];
+    int32_t best[MC_MOE_MAX_EXPERTS];
+    for (uint32_t t = 0; t < n; t++) {
+        const float *lt = logits + (size_t)t * n_expert;
+        int32_t *st = sel + (size_t)t * k;
+        float *wt = w + (size_t)t * k;
+        // Scores: the weights come from them; the choice from them plus the bias.
+        memcpy(p, lt, n_expert * sizeof(float));
+        if (r->gating == MC_GATING_SOFTMAX) s_softmax(p, n_expert);
+        else if (r->gating == MC_GATING_SIGMOID)
+            for (uint32_t x = 0; x < n_expert; x++) p[x] = 1.0f / (1.0f + expf(-p[x]));
+        for (uint32_t x = 0; x < n_expert; x++) s[x] = bias ? p[x] + bias[x] : p[x];
+        const bool *mk = NULL;
+        if (grouped) {
+            // A group's score: the sum of its two best selection scores;
+            // the experts of the groups not kept cannot be chosen.
+            const uint32_t per = n_expert / r->n_group;
+            for (uint32_t gi = 0; gi < r->n_group; gi++) {
+                s_top_k(s + (size_t)gi * per, NULL, per, 2, best);
+                gs[gi] = (float)((double)s[gi * per + (uint32_t)best[0]] + (double)s[gi * per + (uint32_t)best[1]]);
+            }
+            s_top_k(gs, NULL, r->n_group, r->n_group_used, best);
+            for (uint32_t x = 0; x < n_expert; x++) mask[x] = true;
+            for (uint32_t j = 0; j < r->n_group_used; j++)
+                for (uint32_t x = 0; x < per; x++) mask[(uint32_t)best[j] * per + x] = false;
+            mk = mask;
+        }
+        s_top_k(s, mk, n_expert, k, st);
+        for (uint32_t j = 0; j < k; j++) wt[j] = p[st[j]];
+        if (r->gating == MC_GATING_SOFTMAX_WEIGHT) s_softmax(wt, k);
+        if (r->norm_topk) {
+            double sum = 0.0;
+            for (uint32_t j = 0; j < k; j++) sum += (double)wt[j];
+            // ggml clamps the sum to the smallest normal f16 before dividing.
+            const float fsum = (float)sum < 6.103515625e-5f ? 6.103515625e-5f : (float)sum;
+            for (uint32_t j = 0; j < k; j++) wt[j] /= fsum;
+        }
+        if (r->scale != 1.0f)
+            for (uint32_t j = 0; j < k; j++) wt[j] *= r->scale;
     }
     return MC_OK;
 }

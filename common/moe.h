@@ -17,9 +17,12 @@
  * coordinator's fallback for a lost node both compute through here, so the
  * same bytes give the same result wherever they are computed.
  *
- * Shared experts (Qwen2-MoE's: one dense SwiGLU FFN per layer that every row
- * passes through, scaled by a sigmoid gate; DeepSeek's, ungated) are a second call,
- * mc_moe_shared, made by whoever holds the rows after the routed sum.
+ * Shared experts (Qwen2-MoE's, GLM-4.5's and DeepSeek's: one dense SwiGLU FFN
+ * per layer that every row passes through, scaled by a sigmoid gate in
+ * Qwen2-MoE) are a second call, mc_moe_shared, made by whoever holds the
+ * rows after the routed sum; a dense layer's FFN is mc_moe_dense. The
+ * router's choice of experts and weights for every routing variant is
+ * mc_moe_route.
  */
 #ifndef MC_MOE_H
 #define MC_MOE_H
@@ -57,13 +60,31 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
 
 // The shared expert of a layer (a family with one, arch.h), added to out:
 //   out[t] = out[t] + sigmoid(shexp_gate . x[t]) * down_s( silu(gate_s x[t]) * up_s x[t] )
-// per value, as llama.cpp's graph adds its ffn_shexp_out to the routed sum;
-// an ungated family's (DeepSeek: no shexp_gate) is added unscaled.
+// per value, as llama.cpp's graph adds its ffn_shexp_out to the routed sum
+// (without the sigmoid factor for a family whose shared expert has no gate).
 // out holds the routed experts' sum (mc_moe_compute, or the cluster's, the
 // same bits), so the shared term is always added last, once, on the machine
 // that holds the rows: a single machine and a cluster give the same bits.
 // x (n, dim) f32 normed rows. MC_ERR_ARG for a layer without a shared expert.
 mc_err_t mc_moe_shared(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n, float *out,
                        char *err);
+
+// A dense layer's FFN (model.h: hp.n_dense_lead): out[t] = down(silu(gate
+// x[t]) * up x[t]), written over out. MC_ERR_ARG for a MoE layer.
+mc_err_t mc_moe_dense(mc_moe_t *moe, const mc_model_t *m, uint32_t layer, const float *x, uint32_t n, float *out,
+                      char *err);
+
+// The router's choice for n rows of logits (n, n_expert) under the routing
+// variant r (arch.h), as llama.cpp's build_moe_ffn computes it:
+//   scores p = softmax(logits) | sigmoid(logits) | logits (SOFTMAX_WEIGHT)
+//   selection s = p + bias (bias (n_expert) or NULL): for choosing only
+//   grouped: keep the n_group_used groups with the largest sum of their two
+//     best s, the others' experts cannot be chosen
+//   sel = the k largest s, best first (ties: lower id); w = p[sel], or
+//     softmax over them for SOFTMAX_WEIGHT; renormalised to sum 1 when
+//     norm_topk (the sum summed in double, clamped to 2^-14); times scale.
+// sel and w (n, k). MC_ERR_ARG for counts that do not fit (n_expert up to 256).
+mc_err_t mc_moe_route(const mc_route_t *r, const float *logits, const float *bias, uint32_t n, uint32_t n_expert,
+                      uint32_t k, int32_t *sel, float *w, char *err);
 
 #endif

@@ -36,6 +36,8 @@ tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-qwen2moe.gguf" "${tiny[@]}" --arch qwen2moe --ffn-shexp 32 --type Q4_0 >/dev/null
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-deepseek2.gguf" "${tiny[@]}" --arch deepseek2 --head-dim 48 --rope-dim 16 \
   --kv-lora-rank 32 --q-lora-rank 32 --yarn-factor 4 --type Q4_0 >/dev/null
+"$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-glm4moe.gguf" "${tiny[@]}" --arch glm4moe --layers 2 --dense-layers 1 --nextn 1 \
+  --experts 4 --groups 2 --groups-used 1 --rope-dim 8 --type Q4_0 >/dev/null
 for t in fuzz_wire fuzz_node fuzz_safetensors fuzz_slice_index fuzz_api; do
   MC_FUZZ_SEEDS="$corpus/$t" "$dir/$t" -runs=0 "$corpus/$t" >/dev/null 2>&1
 done

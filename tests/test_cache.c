@@ -269,9 +269,9 @@ static void test_fixture_families(void **state) {
     int32_t ids[64];
     size_t n;
     char path[512], dir[512];
-    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32"};
-    static const char *const halves[][2] = {{"0-63", "64-127"}, {"0-31", "32-63"}, {"0-29", "30-59"}};
-    for (size_t a = 0; a < 3; a++) {
+    static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "glm4moe-f32"};
+    static const char *const halves[][2] = {{"0-63", "64-127"}, {"0-31", "32-63"}, {"0-29", "30-59"}, {"0-7", "8-15"}};
+    for (size_t a = 0; a < 4; a++) {
         snprintf(path, sizeof path, "%s/arch/%s.gguf", MC_REPO_FIXTURES, arch[a]);
         snprintf(dir, sizeof dir, "%s/arch/%s", MC_REPO_FIXTURES, arch[a]);
         s_ids_file(dir, "p0_fox", ids, &n);

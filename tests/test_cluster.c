@@ -341,6 +341,32 @@ static void test_deepseek2_generated_q4_0(void **state) {
     s_compare_generated("deepseek2-q4_0", &p, place, MC_WIRE_AUTO);
 }
 
+// GLM-4.5's fixture through three nodes and the coordinator's own experts
+// (its dense layer and shared experts computed there too), f32 and auto wires.
+static void test_glm4moe_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-4", NULL}, {"5-9", NULL}, {"10-13, 0-3", NULL}};
+    s_compare_arch("glm4moe-f32", p, 3, MC_WIRE_AUTO, "14-15");
+    s_compare_arch("glm4moe-f32", p, 3, MC_WIRE_F32, "14-15");
+}
+
+// A generated GLM-4.5 (a leading dense layer, sigmoid routing with a
+// selection bias in 4 groups, an ungated shared expert, a skipped
+// next-token-prediction layer) through three nodes, Q4_0 and F32: the dense
+// layer and the shared experts stay on the coordinator, the routed experts
+// of the MoE layers go to the nodes, the same bits as one machine.
+static void test_glm4moe_generated(void **state) {
+    (void)state;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GLM4MOE, p.type = MC_DTYPE_Q4_0;
+    p.ffn = 32, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3, p.n_dense_lead = 1, p.ffn_dense = 128;
+    p.rope_dim = 8, p.n_nextn = 1, p.n_group = 4, p.n_group_used = 2, p.expert_weights_scale = 2.5f;
+    s_place_t place[] = {{"0-5", NULL}, {"6-10", NULL}, {"11-15", NULL}};
+    s_compare_generated("glm4moe-q4_0", &p, place, MC_WIRE_AUTO);
+    p.type = MC_DTYPE_F32;
+    s_compare_generated("glm4moe-f32", &p, place, MC_WIRE_F32);
+}
+
 // --kv-type f16: the cache is the coordinator's alone, so the cluster still
 // gives one machine's bits (each side with an F16 cache), greedy ids too.
 static void test_kv_f16_cluster(void **state) {
@@ -1495,6 +1521,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_qwen2moe_generated_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_deepseek2_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_deepseek2_generated_q4_0, s_stop_live),
+        cmocka_unit_test_teardown(test_glm4moe_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_glm4moe_generated, s_stop_live),
         cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),
         cmocka_unit_test_teardown(test_generated_largest_shapes, s_stop_live),
         cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),

@@ -206,7 +206,7 @@ static void test_fixture_tiny_q4_0(void **state) {
 // The other families, from the repository's fixtures (F32, llama.cpp-checked).
 static void test_fixture_families(void **state) {
     (void)state;
-    static const char *const files[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32"};
+    static const char *const files[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "glm4moe-f32"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/arch/%s.gguf", MC_REPO_FIXTURES, files[i]);

@@ -339,6 +339,195 @@ static void test_shared_expert_formula(void **state) {
     mc_model_destroy(&m);
 }
 
+// A GLM-4.5 model: one leading dense layer, sigmoid routing with a
+// selection bias, grouped top-k, renormalised and scaled weights, an
+// ungated shared expert, partial RoPE, q/k/v biases, a skipped
+// next-token-prediction layer.
+static mc_model_t *s_make_glm4moe(const char *name, mc_dtype_t type) {
+    char path[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GLM4MOE, p.type = type;
+    p.ffn = 32, p.ffn_shexp = 32, p.n_expert = 8, p.n_expert_used = 2, p.n_layer = 3, p.n_dense_lead = 1, p.ffn_dense = 64;
+    p.rope_dim = 8, p.n_nextn = 1, p.n_group = 4, p.n_group_used = 2, p.expert_weights_scale = 2.5f, p.seed = 79;
+    snprintf(path, sizeof path, "%s/%s.gguf", s_dir, name);
+    if (access(path, R_OK) != 0 && mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("open: %s", err);
+    return m;
+}
+
+// mc_moe_dense against down(silu(gate x) * up x) in double precision, written
+// over out; a MoE layer is refused.
+static void test_dense_layer_formula(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_model_t *m = s_make_glm4moe("glm4moe-F32", MC_DTYPE_F32);
+    assert_int_equal(m->hp.n_dense_lead, 1);
+    assert_int_equal(m->hp.n_layer, 3); // block_count 4 less the next-token-prediction layer
+    assert_false(mc_model_layer_moe(m, 0));
+    assert_true(mc_model_layer_moe(m, 1));
+    assert_false(mc_model_has_expert(m, 0, 0));
+    assert_true(mc_model_has_expert(m, 1, 0));
+    const uint32_t dim = m->hp.dim, fd = m->hp.ffn_dense, n = 3;
+    assert_int_equal(fd, 64);
+    mc_pool_t *pool = mc_pool_new(2);
+    mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+    mc_moe_t *moe = mc_moe_new(mm);
+    float *x = malloc((size_t)n * dim * sizeof(float)), *out = malloc((size_t)n * dim * sizeof(float));
+    double *h = malloc(fd * sizeof(double));
+    for (uint32_t i = 0; i < n * dim; i++) x[i] = cosf(0.29f * (float)i) * 1.5f, out[i] = 99.0f;
+    assert_int_equal(mc_moe_dense(moe, m, 0, x, n, out, err), MC_OK);
+    const mc_layer_t *L = &m->layers[0];
+    const float *wg = (const float *)L->dense.gate.data, *wu = (const float *)L->dense.up.data;
+    const float *wd = (const float *)L->dense.down.data;
+    for (uint32_t t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        for (uint32_t r = 0; r < fd; r++) {
+            double a = 0, b = 0;
+            for (uint32_t i = 0; i < dim; i++) a += (double)wg[(size_t)r * dim + i] * xt[i], b += (double)wu[(size_t)r * dim + i] * xt[i];
+            h[r] = a / (1.0 + exp(-a)) * b;
+        }
+        for (uint32_t o = 0; o < dim; o++) {
+            double want = 0;
+            for (uint32_t r = 0; r < fd; r++) want += (double)wd[(size_t)o * fd + r] * h[r];
+            assert_true(fabs(out[(size_t)t * dim + o] - want) <= 1e-5 * (1.0 + fabs(want)));
+        }
+    }
+    out[0] = 7.0f;
+    assert_int_equal(mc_moe_dense(moe, m, 1, x, n, out, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "not a dense layer"));
+    assert_true(out[0] == 7.0f);
+    // GLM's shared expert has no gate: out + down(silu(gate x) * up x).
+    const mc_layer_t *L1 = &m->layers[1];
+    assert_null(L1->shexp_gate.data);
+    assert_int_equal(m->hp.ffn_shexp, m->hp.ffn);
+    for (uint32_t i = 0; i < n * dim; i++) out[i] = 0.5f;
+    assert_int_equal(mc_moe_shared(moe, m, 1, x, n, out, err), MC_OK);
+    const uint32_t fs = m->hp.ffn_shexp;
+    wg = (const float *)L1->shexp.gate.data, wu = (const float *)L1->shexp.up.data, wd = (const float *)L1->shexp.down.data;
+    for (uint32_t t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        for (uint32_t r = 0; r < fs; r++) {
+            double a = 0, b = 0;
+            for (uint32_t i = 0; i < dim; i++) a += (double)wg[(size_t)r * dim + i] * xt[i], b += (double)wu[(size_t)r * dim + i] * xt[i];
+            h[r] = a / (1.0 + exp(-a)) * b;
+        }
+        for (uint32_t o = 0; o < dim; o++) {
+            double want = 0.5;
+            for (uint32_t r = 0; r < fs; r++) want += (double)wd[(size_t)o * fs + r] * h[r];
+            assert_true(fabs(out[(size_t)t * dim + o] - want) <= 1e-5 * (1.0 + fabs(want)));
+        }
+    }
+    free(x), free(out), free(h);
+    mc_moe_destroy(&moe);
+    mc_matmul_destroy(&mm);
+    mc_pool_destroy(&pool);
+    mc_model_destroy(&m);
+}
+
+static void s_expect_route(const mc_route_t *r, const float *logits, const float *bias, uint32_t ne, uint32_t k,
+                           const int32_t *want_sel, const float *want_w) {
+    int32_t sel[8];
+    float w[8];
+    char err[MC_ERR_LEN];
+    assert_int_equal(mc_moe_route(r, logits, bias, 1, ne, k, sel, w, err), MC_OK);
+    for (uint32_t j = 0; j < k; j++) {
+        if (sel[j] != want_sel[j] || fabsf(w[j] - want_w[j]) > 1e-6f)
+            fail_msg("choice %u: expert %d weight %.8f, expected expert %d weight %.8f", j, sel[j], (double)w[j],
+                     want_sel[j], (double)want_w[j]);
+    }
+}
+
+// The routing variants on hand-computed rows (exp(1) = 2.7182818,
+// sigmoid(1) = 0.7310586, sigmoid(-1) = 0.2689414).
+static void test_route_variants(void **state) {
+    (void)state;
+    // Softmax over {1, 2, 3, 0}: p = e^x / 31.192875 = {0.0871443, 0.2368828,
+    // 0.6439143, 0.0320586}; the top 2 are experts 2 and 1.
+    const float lg[4] = {1, 2, 3, 0};
+    mc_route_t r = {MC_GATING_SOFTMAX, false, 1.0f, 0, 0};
+    s_expect_route(&r, lg, NULL, 4, 2, (const int32_t[]){2, 1}, (const float[]){0.6439143f, 0.2368828f});
+    // Renormalised (/ 0.8807971), then scaled by 2.
+    r.norm_topk = true, r.scale = 2.0f;
+    s_expect_route(&r, lg, NULL, 4, 2, (const int32_t[]){2, 1}, (const float[]){1.4621172f, 0.5378828f});
+
+    // Sigmoid over {0, 1, -1, 2} = {0.5, 0.7310586, 0.2689414, 0.8807971};
+    // the bias {0, 0, 0.9, -0.5} makes the selection scores {0.5, 0.7310586,
+    // 1.1689414, 0.3807971}: experts 2 and 1 chosen, weighed by their
+    // unbiased scores, scaled by 2.5 (their sum is 1: the norm keeps them).
+    const float lg2[4] = {0, 1, -1, 2}, bias[4] = {0, 0, 0.9f, -0.5f};
+    r = (mc_route_t){MC_GATING_SIGMOID, true, 2.5f, 0, 0};
+    s_expect_route(&r, lg2, bias, 4, 2, (const int32_t[]){2, 1}, (const float[]){0.6723536f, 1.8276464f});
+    // Without the bias: experts 3 and 1, (0.8807971, 0.7310586) / 1.6118557 * 2.5.
+    s_expect_route(&r, lg2, NULL, 4, 2, (const int32_t[]){3, 1}, (const float[]){1.3661228f, 1.1338772f});
+
+    // Grouped top-k with GPT-OSS's weights (softmax over the chosen logits):
+    // 8 experts in 4 groups of 2, scores = logits. Group sums of the two best:
+    // {0, 1.8, 1.6, 0.5}: groups 1 and 2 are kept, so expert 0 (5.0, the
+    // best alone) cannot be chosen; experts 2 (1.0) and 3 (0.8, before 4 and
+    // 5 at the same score) are, weighed softmax{1.0, 0.8} = {0.5498340, 0.4501660}.
+    const float lg3[8] = {5.0f, -5.0f, 1.0f, 0.8f, 0.8f, 0.8f, 0.0f, 0.5f};
+    r = (mc_route_t){MC_GATING_SOFTMAX_WEIGHT, false, 1.0f, 4, 2};
+    s_expect_route(&r, lg3, NULL, 8, 2, (const int32_t[]){2, 3}, (const float[]){0.5498340f, 0.4501660f});
+    // Without groups: experts 0 and 2, softmax{5, 1} = {0.9820138, 0.0179862}.
+    r.n_group = r.n_group_used = 0;
+    s_expect_route(&r, lg3, NULL, 8, 2, (const int32_t[]){0, 2}, (const float[]){0.9820138f, 0.0179862f});
+    // The groups choose by the biased scores: a bias of +3 on expert 7 lifts
+    // group 3 to 3.5 (and expert 7 to the top), group 1 (1.8) stays.
+    const float bias3[8] = {0, 0, 0, 0, 0, 0, 0, 3.0f};
+    r = (mc_route_t){MC_GATING_SOFTMAX_WEIGHT, false, 1.0f, 4, 2};
+    s_expect_route(&r, lg3, bias3, 8, 2, (const int32_t[]){7, 2}, (const float[]){0.3775407f, 0.6224593f});
+
+    // Counts that do not fit: a clear error, outputs untouched.
+    int32_t sel[2] = {-7, -7};
+    float w[2] = {9, 9};
+    char err[MC_ERR_LEN];
+    r.n_group = 3; // does not divide 8
+    assert_int_equal(mc_moe_route(&r, lg3, NULL, 1, 8, 2, sel, w, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "groups"));
+    r.n_group = 4, r.n_group_used = 1; // one group of 2 cannot hold 3 choices
+    assert_int_equal(mc_moe_route(&r, lg3, NULL, 1, 8, 3, sel, w, err), MC_ERR_ARG);
+    assert_true(sel[0] == -7 && w[0] == 9);
+}
+
+// GLM-4.5's logits are the same bits whatever the threads and the
+// chunking, and within rounding when the expert step is split.
+static void test_glm4moe_identical(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    static const mc_dtype_t types[] = {MC_DTYPE_F32, MC_DTYPE_Q4_0};
+    for (size_t i = 0; i < 2; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "glm4moe-%s", mc_dtype_name(types[i]));
+        mc_model_t *m = s_make_glm4moe(name, types[i]);
+        const size_t bytes = N_IDS * m->hp.n_vocab * sizeof(float);
+        mc_pool_t *pool = mc_pool_new(1);
+        mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+        assert_int_equal(mc_model_repack(m, mm, true, NULL, err), MC_OK);
+        float *base = s_logits_all(m, 1, 256), *t3 = s_logits_all(m, 3, 256), *chunked = s_logits_all(m, 2, 5);
+        assert_memory_equal(base, t3, bytes);
+        assert_memory_equal(base, chunked, bytes);
+        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) assert_true(isfinite(base[k]));
+        mc_engine_params_t ep = mc_engine_params_default();
+        ep.n_ctx = 64;
+        mc_engine_t *e = mc_engine_new(m, &ep, err);
+        static const mc_experts_ops_t ops = {.compute = s_split_moe};
+        s_split_t split = {{&ops}, m, mc_moe_new(mm)};
+        mc_engine_set_experts(e, &split.base);
+        float *out = malloc(bytes);
+        assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
+        double worst = 0;
+        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) worst = fmax(worst, fabs((double)out[k] - base[k]));
+        assert_true(worst < 1e-4);
+        free(out), free(base), free(t3), free(chunked);
+        mc_moe_destroy(&split.moe);
+        mc_engine_destroy(&e);
+        mc_matmul_destroy(&mm);
+        mc_pool_destroy(&pool);
+        mc_model_destroy(&m);
+    }
+}
+
 // Qwen2-MoE's logits are the same bits whatever the threads, the chunking
 // and the expert step (the split one: the engine still adds the shared
 // expert after it), for F32 and a repacked Q4_0.
@@ -724,6 +913,9 @@ int main(void) {
         cmocka_unit_test(test_shared_expert_formula),
         cmocka_unit_test(test_qwen2moe_identical),
         cmocka_unit_test(test_deepseek2_identical),
+        cmocka_unit_test(test_dense_layer_formula),
+        cmocka_unit_test(test_route_variants),
+        cmocka_unit_test(test_glm4moe_identical),
         cmocka_unit_test(test_route_observers),
         cmocka_unit_test(test_sequences_batched_identical),
         cmocka_unit_test(test_kv_f16),

@@ -160,7 +160,8 @@ static void test_generated_types(void **state) {
 }
 
 // Legacy per-expert tensors, Qwen3-MoE's 8-of-16 routing (more experts per
-// layer than a small budget holds at once: turns), Qwen2-MoE's shared expert.
+// layer than a small budget holds at once: turns), Qwen2-MoE's shared expert,
+// GLM-4.5's dense first layer.
 static void test_generated_layouts(void **state) {
     (void)state;
     char path[512];
@@ -178,6 +179,14 @@ static void test_generated_layouts(void **state) {
     p.arch = MC_ARCH_QWEN2MOE, p.type = MC_DTYPE_Q4_0, p.ffn = 64, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3;
     s_make("qwen2moe", &p, path, sizeof path);
     s_check_limits("qwen2moe", path, false);
+    // GLM-4.5: a dense first layer (no experts for the store), sigmoid
+    // routing with a bias in groups, an ungated shared expert; read-ahead
+    // from the next layer's router starts at the first MoE layer.
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GLM4MOE, p.type = MC_DTYPE_Q4_0, p.ffn = 64, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3;
+    p.n_dense_lead = 1, p.n_group = 4, p.n_group_used = 2, p.rope_dim = 8, p.n_nextn = 1;
+    s_make("glm4moe", &p, path, sizeof path);
+    s_check_limits("glm4moe", path, true);
 }
 
 static void s_check_fixture(const char *path) {

@@ -511,6 +511,48 @@ static void test_router_skew(void **state) {
 // Qwen2-MoE: the shared expert's four tensors per layer (its gate's weights
 // one F32 vector), q/k/v biases, its width in the metadata (default 4 x ffn);
 // the same file for the same seed.
+// GLM-4.5: the keys llama.cpp's glm4moe loader reads, a dense first layer,
+// the MoE layers' selection bias and ungated shared expert, and the
+// next-token-prediction layer after the evaluated ones.
+static void test_glm4moe(void **state) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GLM4MOE, p.ffn = 32, p.ffn_shexp = 32, p.n_layer = 3, p.n_dense_lead = 1, p.n_nextn = 1, p.rope_dim = 8;
+    p.n_group = 4, p.n_group_used = 2, p.expert_weights_scale = 2.5f;
+    const char *a;
+    mc_gguf_t *g = s_make(*state, &p, &a);
+    static const struct {
+        const char *key;
+        uint64_t v;
+    } keys[] = {
+        {"glm4moe.block_count", 4}, {"glm4moe.nextn_predict_layers", 1}, {"glm4moe.leading_dense_block_count", 1},
+        {"glm4moe.feed_forward_length", 128}, {"glm4moe.expert_feed_forward_length", 32},
+        {"glm4moe.expert_shared_count", 1}, {"glm4moe.expert_gating_func", 2}, {"glm4moe.expert_group_count", 4},
+        {"glm4moe.expert_group_used_count", 2}, {"glm4moe.rope.dimension_count", 8},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        uint64_t v = 0;
+        if (!mc_gguf_get_u64(g, keys[i].key, &v) || v != keys[i].v)
+            fail_msg("%s = %llu, expected %llu", keys[i].key, (unsigned long long)v, (unsigned long long)keys[i].v);
+    }
+    double f = 0;
+    bool norm = false;
+    assert_true(mc_gguf_get_f64(g, "glm4moe.expert_weights_scale", &f) && f == 2.5);
+    assert_true(mc_gguf_get_bool(g, "glm4moe.expert_weights_norm", &norm) && norm);
+    static const char *const present[] = {"blk.0.ffn_gate.weight", "blk.0.ffn_down.weight", "blk.0.post_attention_norm.weight",
+                                          "blk.1.exp_probs_b.bias", "blk.1.ffn_gate_shexp.weight", "blk.2.ffn_gate_exps.weight",
+                                          "blk.3.ffn_gate_exps.weight", "blk.3.nextn.eh_proj.weight", "blk.3.nextn.enorm.weight",
+                                          "blk.3.nextn.hnorm.weight", "blk.1.attn_q.bias"};
+    static const char *const absent[] = {"blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_exps.weight", "blk.0.ffn_norm.weight",
+                                         "blk.1.ffn_gate_inp_shexp.weight", "blk.1.attn_q_norm.weight", "blk.4.attn_q.weight"};
+    for (size_t i = 0; i < sizeof present / sizeof present[0]; i++)
+        if (!mc_gguf_tensor_find(g, present[i])) fail_msg("%s is missing", present[i]);
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++)
+        if (mc_gguf_tensor_find(g, absent[i])) fail_msg("%s is there", absent[i]);
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, "blk.3.nextn.eh_proj.weight");
+    assert_true(t->ne[0] == 128 && t->ne[1] == 64);
+    mc_gguf_destroy(&g);
+}
+
 static void test_qwen2moe(void **state) {
     mc_mkmodel_params_t p = mc_mkmodel_params_default();
     p.arch = MC_ARCH_QWEN2MOE, p.type = MC_DTYPE_Q8_0, p.ffn = 32;
@@ -688,6 +730,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_router_skew, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_qwen2moe, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_deepseek2, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_glm4moe, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_params, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -278,7 +278,7 @@ static void test_not_moe_errors(void **state) {
     assert_false(s_loads(&other, err));
     assert_non_null(strstr(err, "llama4"));
     assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), "
-                                "deepseek2 (DeepSeek-V2)"));
+                                "deepseek2 (DeepSeek-V2), glm4moe (GLM-4.5)"));
 
     // Qwen2-MoE: each missing shared-expert tensor is named, and says why;
     // with all four (and no q/k/v biases, optional as in llama.cpp) it binds.
@@ -312,6 +312,137 @@ static void test_not_moe_errors(void **state) {
     assert_non_null(strstr(err, "expected {32, 32}"));
 }
 
+// A GLM-4.5 file in memory: layer 0 dense, layer 1 MoE (4 experts, 2 used,
+// one shared expert), with the tensor `drop` left out and the given group
+// counts and gating function (0: key not written). True when it binds.
+static bool s_glm_loads(const char *drop, uint32_t groups, uint32_t groups_used, uint32_t gating, bool shared_count,
+                        char *err, mc_hparams_t *hp) {
+    mc_gguf_writer_t *w = mc_gguf_writer_new(0);
+    const uint32_t dim = 32, ffn = 16, dense = 64, vocab = 16, ne = 4;
+    mc_gguf_writer_add_str(w, "general.architecture", "glm4moe");
+    mc_gguf_writer_add_u32(w, "glm4moe.block_count", 3); // the last: next-token prediction
+    mc_gguf_writer_add_u32(w, "glm4moe.nextn_predict_layers", 1);
+    mc_gguf_writer_add_u32(w, "glm4moe.leading_dense_block_count", 1);
+    mc_gguf_writer_add_u32(w, "glm4moe.context_length", 128);
+    mc_gguf_writer_add_u32(w, "glm4moe.embedding_length", dim);
+    mc_gguf_writer_add_u32(w, "glm4moe.feed_forward_length", dense);
+    mc_gguf_writer_add_u32(w, "glm4moe.expert_feed_forward_length", ffn);
+    mc_gguf_writer_add_u32(w, "glm4moe.attention.head_count", 4);
+    mc_gguf_writer_add_u32(w, "glm4moe.attention.head_count_kv", 2);
+    mc_gguf_writer_add_u32(w, "glm4moe.rope.dimension_count", 4);
+    mc_gguf_writer_add_u32(w, "glm4moe.expert_count", ne);
+    mc_gguf_writer_add_u32(w, "glm4moe.expert_used_count", 2);
+    if (shared_count) mc_gguf_writer_add_u32(w, "glm4moe.expert_shared_count", 1);
+    mc_gguf_writer_add_f32(w, "glm4moe.expert_weights_scale", 2.5f);
+    mc_gguf_writer_add_bool(w, "glm4moe.expert_weights_norm", true);
+    if (gating) mc_gguf_writer_add_u32(w, "glm4moe.expert_gating_func", gating);
+    if (groups) {
+        mc_gguf_writer_add_u32(w, "glm4moe.expert_group_count", groups);
+        mc_gguf_writer_add_u32(w, "glm4moe.expert_group_used_count", groups_used);
+    }
+    const struct {
+        const char *name;
+        uint32_t nd;
+        uint64_t ne[3];
+    } t[] = {
+        {"token_embd.weight", 2, {dim, vocab}},
+        {"output_norm.weight", 1, {dim}},
+        {"blk.0.attn_norm.weight", 1, {dim}},
+        {"blk.0.attn_q.weight", 2, {dim, dim}},
+        {"blk.0.attn_k.weight", 2, {dim, dim / 2}},
+        {"blk.0.attn_v.weight", 2, {dim, dim / 2}},
+        {"blk.0.attn_output.weight", 2, {dim, dim}},
+        {"blk.0.post_attention_norm.weight", 1, {dim}},
+        {"blk.0.ffn_gate.weight", 2, {dim, dense}},
+        {"blk.0.ffn_up.weight", 2, {dim, dense}},
+        {"blk.0.ffn_down.weight", 2, {dense, dim}},
+        {"blk.1.attn_norm.weight", 1, {dim}},
+        {"blk.1.attn_q.weight", 2, {dim, dim}},
+        {"blk.1.attn_k.weight", 2, {dim, dim / 2}},
+        {"blk.1.attn_v.weight", 2, {dim, dim / 2}},
+        {"blk.1.attn_output.weight", 2, {dim, dim}},
+        {"blk.1.post_attention_norm.weight", 1, {dim}},
+        {"blk.1.ffn_gate_inp.weight", 2, {dim, ne}},
+        {"blk.1.exp_probs_b.bias", 1, {ne}},
+        {"blk.1.ffn_gate_shexp.weight", 2, {dim, ffn}},
+        {"blk.1.ffn_up_shexp.weight", 2, {dim, ffn}},
+        {"blk.1.ffn_down_shexp.weight", 2, {ffn, dim}},
+        {"blk.1.ffn_gate_exps.weight", 3, {dim, ffn, ne}},
+        {"blk.1.ffn_up_exps.weight", 3, {dim, ffn, ne}},
+        {"blk.1.ffn_down_exps.weight", 3, {ffn, dim, ne}},
+        // Layer 2, next-token prediction: only some of its tensors, never read.
+        {"blk.2.nextn.eh_proj.weight", 2, {2 * dim, dim}},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!drop || strcmp(drop, t[i].name) != 0) mc_gguf_writer_add_tensor(w, t[i].name, MC_DTYPE_F32, t[i].nd, t[i].ne);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(mc_gguf_writer_write_mem(w, s_fill_zero, NULL, &buf, &len, err), MC_OK);
+    mc_gguf_writer_destroy(&w);
+    mc_gguf_t *g = mc_gguf_parse(buf, len, err);
+    assert_non_null(g);
+    mc_model_t *m = mc_model_new(&g, err);
+    const bool ok = m != NULL;
+    if (ok && hp) *hp = m->hp;
+    mc_model_destroy(&m);
+    mc_gguf_destroy(&g);
+    free(buf);
+    return ok;
+}
+
+// GLM-4.5's metadata reaches the routing variant and the layer layout, and
+// hostile files (a missing shared-expert or selection-bias tensor, groups
+// that do not divide the experts, an unknown gating function) are refused
+// with a message that names the problem.
+static void test_glm4moe_files(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_hparams_t hp;
+    if (!s_glm_loads(NULL, 0, 0, 0, true, err, &hp)) fail_msg("%s", err);
+    assert_int_equal(hp.n_layer, 2); // block_count 3 less the next-token-prediction layer
+    assert_int_equal(hp.n_dense_lead, 1);
+    assert_int_equal(hp.ffn_dense, 64);
+    assert_int_equal(hp.ffn, 16);
+    assert_int_equal(hp.ffn_shexp, 16);
+    assert_int_equal(hp.rope_dim, 4);
+    assert_int_equal(hp.head_dim, 8);
+    assert_int_equal(hp.route.gating, MC_GATING_SIGMOID); // the family's default without the key
+    assert_true(hp.route.norm_topk);
+    assert_true(hp.route.scale == 2.5f);
+    assert_int_equal(hp.route.n_group, 0);
+    assert_true(s_glm_loads(NULL, 2, 1, 1, true, err, &hp));
+    assert_int_equal(hp.route.gating, MC_GATING_SOFTMAX);
+    assert_int_equal(hp.route.n_group, 2);
+    assert_int_equal(hp.route.n_group_used, 1);
+    assert_true(s_glm_loads(NULL, 1, 1, 3, true, err, &hp)); // one group: none
+    assert_int_equal(hp.route.gating, MC_GATING_SOFTMAX_WEIGHT);
+    assert_int_equal(hp.route.n_group, 0);
+
+    static const char *const shexp[] = {"blk.1.ffn_gate_shexp.weight", "blk.1.ffn_up_shexp.weight",
+                                         "blk.1.ffn_down_shexp.weight"};
+    for (int i = 0; i < 3; i++) {
+        assert_false(s_glm_loads(shexp[i], 0, 0, 0, true, err, NULL));
+        assert_non_null(strstr(err, shexp[i]));
+        assert_non_null(strstr(err, "every GLM-4.5 layer has a shared expert"));
+    }
+    assert_false(s_glm_loads(NULL, 0, 0, 0, false, err, NULL));
+    assert_non_null(strstr(err, "glm4moe.expert_shared_count"));
+    assert_false(s_glm_loads("blk.1.exp_probs_b.bias", 0, 0, 0, true, err, NULL));
+    assert_non_null(strstr(err, "expert selection bias"));
+    assert_false(s_glm_loads("blk.0.ffn_up.weight", 0, 0, 0, true, err, NULL));
+    assert_non_null(strstr(err, "blk.0.ffn_up.weight"));
+    assert_false(s_glm_loads("blk.1.post_attention_norm.weight", 0, 0, 0, true, err, NULL));
+    assert_non_null(strstr(err, "blk.1.post_attention_norm.weight"));
+    assert_false(s_glm_loads(NULL, 3, 1, 0, true, err, NULL));
+    assert_non_null(strstr(err, "expert_group_count 3 does not divide the 4 experts"));
+    assert_false(s_glm_loads(NULL, 2, 2, 0, true, err, NULL));
+    assert_non_null(strstr(err, "expert_group_used_count 2"));
+    assert_false(s_glm_loads(NULL, 4, 1, 0, true, err, NULL));
+    assert_non_null(strstr(err, "fewer than 2"));
+    assert_false(s_glm_loads(NULL, 0, 0, 4, true, err, NULL));
+    assert_non_null(strstr(err, "expert_gating_func' = 4"));
+}
+
 // Each family's traits reach the hyperparameters, and the file's metadata
 // overrides the defaults where llama.cpp lets it.
 static void test_arch_hparams(void **state) {
@@ -331,7 +462,7 @@ static void test_arch_hparams(void **state) {
     assert_int_equal(m->hp.arch->id, MC_ARCH_QWEN3MOE);
     assert_int_equal(m->hp.head_dim, 32);
     assert_int_equal(m->hp.ffn, 32);
-    assert_true(m->hp.norm_topk);
+    assert_true(m->hp.route.norm_topk);
     assert_int_equal(m->hp.arch->rope, MC_ROPE_NEOX);
     assert_int_equal(m->layers[1].wq.n_out, 4 * 32);
     assert_int_equal(m->layers[1].wo.n_in, 4 * 32);
@@ -346,7 +477,7 @@ static void test_arch_hparams(void **state) {
     m = mc_model_open(path, err);
     if (!m) fail_msg("%s", err);
     assert_int_equal(m->hp.arch->id, MC_ARCH_OLMOE);
-    assert_false(m->hp.norm_topk);
+    assert_false(m->hp.route.norm_topk);
     assert_int_equal(m->hp.arch->qk_norm, MC_QKNORM_FULL);
     assert_non_null(m->layers[0].k_norm);
     assert_true(m->output.data != m->tok_embd.data);
@@ -360,7 +491,7 @@ static void test_arch_hparams(void **state) {
     m = mc_model_open(path, err);
     if (!m) fail_msg("%s", err);
     assert_int_equal(m->hp.arch->id, MC_ARCH_QWEN2MOE);
-    assert_false(m->hp.norm_topk); // llama.cpp's qwen2moe graph never renormalises
+    assert_false(m->hp.route.norm_topk); // llama.cpp's qwen2moe graph never renormalises
     assert_int_equal(m->hp.arch->rope, MC_ROPE_NEOX);
     assert_int_equal(m->hp.ffn, 32);
     assert_int_equal(m->hp.ffn_shexp, 96);
@@ -466,8 +597,8 @@ static void test_deepseek2(void **state) {
     assert_int_equal(hp->head_dim, 48), assert_int_equal(hp->head_dim_v, 32), assert_int_equal(hp->rope_dim, 16);
     assert_int_equal(hp->kv_lora_rank, 64), assert_int_equal(hp->n_head_kv, 1);
     assert_int_equal(hp->ffn_shexp, 2 * 32); // two shared experts of the expert width
-    assert_false(hp->norm_topk);
-    assert_true(hp->expert_weights_scale == 2.5f);
+    assert_false(hp->route.norm_topk);
+    assert_true(hp->route.scale == 2.5f);
     assert_int_equal(hp->arch->rope, MC_ROPE_NORM);
     // YaRN: factor 4, so frequencies x 1/4 blended between the correction
     // dims; mscale_all_dim = mscale cancels in the rope's magnitude (1 up to
@@ -561,6 +692,7 @@ int main(void) {
         cmocka_unit_test(test_legacy_views),
         cmocka_unit_test(test_mxfp4_bad_scale),
         cmocka_unit_test(test_not_moe_errors),
+        cmocka_unit_test(test_glm4moe_files),
         cmocka_unit_test(test_arch_hparams),
         cmocka_unit_test(test_deepseek2),
         cmocka_unit_test(test_missing_file),

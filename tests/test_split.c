@@ -210,9 +210,51 @@ static void test_split_files(void **state) {
     mc_model_destroy(&m);
 }
 
+// A GLM-4.5 model with a dense first layer: the files hold no expert of
+// that layer (it has none), the nodes serve from them, one machine's bits.
+static void test_split_dense_layer(void **state) {
+    (void)state;
+    char model[512], yaml[512], out[512], f1[600], f2[600], err[MC_ERR_LEN];
+    mc_mkmodel_params_t mp = mc_mkmodel_params_default();
+    mp.arch = MC_ARCH_GLM4MOE, mp.type = MC_DTYPE_Q4_0, mp.ffn = 64, mp.n_layer = 3, mp.n_dense_lead = 1;
+    mp.n_nextn = 1, mp.rope_dim = 8;
+    snprintf(model, sizeof model, "%s/glm.gguf", s_dir);
+    if (mc_mkmodel_write(&mp, model, err)) fail_msg("%s", err);
+    mc_model_t *m = mc_model_open(model, err);
+    assert_non_null(m);
+    mc_cluster_config_t *cfg = s_config();
+    snprintf(yaml, sizeof yaml, "%s/glm.yaml", s_dir);
+    FILE *f = fopen(yaml, "w");
+    assert_int_equal(mc_cluster_config_write(cfg, f, err), MC_OK);
+    fclose(f);
+    mc_cluster_config_destroy(&cfg);
+    snprintf(out, sizeof out, "%s/split-glm", s_dir);
+    mc_split_params_t sp = mc_split_params_default();
+    sp.model = model, sp.cluster = yaml, sp.outdir = out;
+    if (mc_split_run(&sp, err)) fail_msg("%s", err);
+    snprintf(f1, sizeof f1, "%s/node-1.gguf", out);
+    snprintf(f2, sizeof f2, "%s/node-2.gguf", out);
+    mc_model_t *part = mc_model_open_node(f1, err);
+    assert_non_null(part);
+    assert_int_equal(part->hp.n_layer, 3);
+    for (uint32_t l = 0; l < 3; l++)
+        for (uint32_t e = 0; e < 8; e++) assert_true(mc_model_has_expert(part, l, e) == (l > 0 && e <= 4));
+    mc_model_destroy(&part);
+    float *ref = s_logits(m, NULL, NULL, NULL);
+    s_start(0, f1, NULL), s_start(1, f2, NULL);
+    cfg = s_config();
+    float *got = s_logits(m, cfg, NULL, NULL);
+    assert_memory_equal(got, ref, N_IDS * m->hp.n_vocab * sizeof(float));
+    free(got), free(ref);
+    mc_cluster_config_destroy(&cfg);
+    s_stop_nodes(NULL);
+    mc_model_destroy(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_split_files, s_stop_nodes),
+        cmocka_unit_test_teardown(test_split_dense_layer, s_stop_nodes),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -121,10 +121,13 @@ static_assert(MC_LINK_RTT_BUCKETS == MC_EXPERTS_RTT_BUCKETS, "a node's histogram
 
 // --- set-up ---------------------------------------------------------------------------
 
+// A dense layer has no experts: its cells are held by no node, whatever
+// the placement says.
 static void s_fill_held(const mc_cluster_t *c, const mc_cluster_node_t *n, uint8_t *held) {
     const mc_hparams_t *hp = &c->m->hp;
     for (uint32_t l = 0; l < hp->n_layer; l++)
-        for (uint32_t e = 0; e < hp->n_expert; e++) held[(size_t)l * hp->n_expert + e] = mc_cluster_node_holds(n, l, e);
+        for (uint32_t e = 0; e < hp->n_expert; e++)
+            held[(size_t)l * hp->n_expert + e] = mc_model_layer_moe(c->m, l) && mc_cluster_node_holds(n, l, e);
 }
 
 // What node nd is to hold now: its placement, or while a change is staged,

@@ -35,7 +35,7 @@ struct mc_engine {
     mc_matmul_t *mm;
     mc_experts_t *local;   // every expert computed here (owned)
     mc_experts_t *experts; // the expert step in use: local, or one set (borrowed)
-    mc_moe_t *shared;      // shared experts, always computed here (owned; NULL: the model has none)
+    mc_moe_t *shared;      // shared experts and dense layers' FFNs, always computed here (owned; NULL: none)
     struct {
         mc_engine_route_fn fn;
         void *ctx;
@@ -132,7 +132,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
     e->experts = e->local = e->mm ? mc_experts_local_new(m, e->mm, NULL) : NULL;
-    if (hp->ffn_shexp && e->mm && !(e->shared = mc_moe_new(e->mm))) goto nomem;
+    if ((hp->ffn_shexp || hp->n_dense_lead) && e->mm && !(e->shared = mc_moe_new(e->mm))) goto nomem;
     e->k_cache = calloc(cells * e->k_row, e->kv_elem);
     e->v_cache = mla ? NULL : calloc(cells * e->v_row, e->kv_elem);
     e->x = malloc(B * dim * sizeof(float));
@@ -361,6 +361,7 @@ static void s_rope(float *v, uint32_t n_heads, uint32_t head_stride, uint32_t po
 // The family's q/k norms on n rows of q (n_head heads) and k (n_head_kv).
 static void s_qk_norm(const mc_hparams_t *hp, const mc_layer_t *L, float *q, float *k, uint32_t n) {
     const uint32_t hd = hp->head_dim;
+    if (!L->q_norm) return; // none, or an optional pair the file lacks (GLM-4.5-Air)
     switch (hp->arch->qk_norm) {
     case MC_QKNORM_NONE: break;
     case MC_QKNORM_HEAD: // each head is one row of head_dim
@@ -503,37 +504,6 @@ static mc_err_t s_attn_mla(mc_engine_t *e, uint32_t l, const uint32_t *seq, cons
     return MC_OK;
 }
 
-// Router: softmax over all experts, keep the k most probable (ties: lower
-// id); their weights renormalised over the chosen k when the family does
-// (summed in double and divided, as ggml's sum_rows and div), then scaled.
-static void s_route(mc_engine_t *e, uint32_t n) {
-    const mc_hparams_t *hp = &e->m->hp;
-    const uint32_t ne = hp->n_expert, k = hp->n_expert_used;
-    float p[256];
-    for (uint32_t t = 0; t < n; t++) {
-        memcpy(p, e->rl + (size_t)t * ne, ne * sizeof(float));
-        s_softmax(p, ne);
-        int32_t *sel = e->sel + (size_t)t * k;
-        float *w = e->selw + (size_t)t * k;
-        double sum = 0.0;
-        for (uint32_t j = 0; j < k; j++) {
-            int32_t best = -1;
-            for (uint32_t x = 0; x < ne; x++) {
-                bool taken = false;
-                for (uint32_t q = 0; q < j; q++) taken |= sel[q] == (int32_t)x;
-                if (!taken && (best < 0 || p[x] > p[best])) best = (int32_t)x;
-            }
-            sel[j] = best;
-            w[j] = p[best];
-            sum += (double)p[best];
-        }
-        // ggml clamps the sum to the smallest normal f16 before dividing.
-        const float fsum = (float)sum < 6.103515625e-5f ? 6.103515625e-5f : (float)sum;
-        for (uint32_t j = 0; hp->norm_topk && j < k; j++) w[j] /= fsum;
-        for (uint32_t j = 0; hp->expert_weights_scale != 1.0f && j < k; j++) w[j] *= hp->expert_weights_scale;
-    }
-}
-
 // Rows [0, n) of one chunk; logits of the rows whose want is set go to
 // logits in row order; router logits are kept at row keep_off onwards.
 static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t *seq, const uint32_t *pos,
@@ -556,12 +526,23 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
         for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
 
         s_rmsnorm(e->xn, e->x, L->ffn_norm, n, dim, hp->rms_eps);
+        if (!mc_model_layer_moe(m, l)) {
+            // A dense layer: its FFN here, no router (kept logits are zeros).
+            if (e->p.keep_router)
+                memset(e->router_keep + ((size_t)l * e->keep_cap + keep_off) * hp->n_expert, 0,
+                       (size_t)n * hp->n_expert * sizeof(float));
+            if ((rc = mc_moe_dense(e->shared, m, l, e->xn, n, e->o, err))) return rc;
+            for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
+            continue;
+        }
         if ((rc = mc_matmul_f32(e->mm, &L->router, e->xn, n, e->rl)))
             return mc_err_set(err, rc, "layer %u: router failed", l);
         if (e->p.keep_router)
             memcpy(e->router_keep + ((size_t)l * e->keep_cap + keep_off) * hp->n_expert, e->rl,
                    (size_t)n * hp->n_expert * sizeof(float));
-        s_route(e, n);
+        if ((rc = mc_moe_route(&hp->route, e->rl, L->exp_probs_b, n, hp->n_expert, hp->n_expert_used, e->sel, e->selw,
+                               err)))
+            return rc;
         for (uint32_t i = 0; i < e->n_observers; i++)
             for (uint32_t t = 0; t < n; t++)
                 e->observers[i].fn(e->observers[i].ctx, l, e->rows_done + t, seq[t], pos[t],

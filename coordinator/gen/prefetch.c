@@ -21,7 +21,7 @@ static void s_hook(void *ctx, uint32_t layer, const float *x, uint32_t n, const 
     (void)sel;
     mc_prefetch_t *p = ctx;
     const mc_hparams_t *hp = &p->m->hp;
-    if (layer + 1 >= hp->n_layer || n == 0) return;
+    if (layer + 1 >= hp->n_layer || n == 0 || !mc_model_layer_moe(p->m, layer + 1)) return; // a dense layer has no router
     const uint32_t dim = hp->dim, ne = hp->n_expert;
     if (n > p->cap) {
         float *xn = realloc(p->xn, (size_t)n * dim * sizeof(float));

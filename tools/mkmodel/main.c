@@ -33,7 +33,7 @@ static mc_err_t s_parse_type(const char *flag, const char *v, void *field, char 
 // --arch A: a family, by its GGUF name.
 static mc_err_t s_parse_arch(const char *flag, const char *v, void *field, char *err) {
     const mc_arch_info_t *a = mc_arch_find(v, strlen(v));
-    if (!a) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not llama, qwen3moe, olmoe, qwen2moe or deepseek2", flag, v);
+    if (!a) return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not llama, qwen3moe, olmoe, qwen2moe, deepseek2 or glm4moe", flag, v);
     *(mc_arch_t *)field = a->id;
     return MC_OK;
 }
@@ -44,12 +44,22 @@ static mc_err_t s_parse_arch(const char *flag, const char *v, void *field, char 
 static const mc_flag_t s_flags[] = {
     {S_ROW("-o", "FILE", MC_FLAG_FILE, out), .help = "output path (required)"},
     {S_ROW("--arch", "A", MC_FLAG_CUSTOM, p.arch), .parse = s_parse_arch,
-     .help = "llama (Mixtral, default), qwen3moe, olmoe, qwen2moe or\ndeepseek2"},
+     .help = "llama (Mixtral, default), qwen3moe, olmoe, qwen2moe,\ndeepseek2 or glm4moe"},
     S_SHAPE("--dim", dim, MC_MK_MAX_DIM, "embedding length"),
     S_SHAPE("--ffn", ffn, MC_MK_MAX_DIM, "expert hidden size"),
     {S_ROW("--ffn-shexp", "N", MC_FLAG_U32, p.ffn_shexp), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
-     .help = "shared expert hidden size, qwen2moe (default 0: 4 x ffn)\nor deepseek2 (a multiple of ffn; 0: 2 x ffn)"},
-    S_SHAPE("--layers", n_layer, MC_MK_MAX_LAYERS, "transformer blocks"),
+     .help = "shared expert hidden size, qwen2moe (default 0: 4 x ffn)\nor deepseek2 and glm4moe (a multiple of ffn; 0: 2 x ffn)"},
+    S_SHAPE("--layers", n_layer, MC_MK_MAX_LAYERS, "transformer blocks (evaluated ones)"),
+    {S_ROW("--dense-layers", "N", MC_FLAG_U32, p.n_dense_lead), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_LAYERS,
+     .help = "glm4moe: leading dense layers (default 0)"},
+    {S_ROW("--ffn-dense", "N", MC_FLAG_U32, p.ffn_dense), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
+     .help = "glm4moe: dense layers' hidden size (default 0: 4 x ffn)"},
+    {S_ROW("--nextn", "N", MC_FLAG_U32, p.n_nextn), MC_FLAG_DEF_TEXT, 0, 16,
+     .help = "glm4moe: trailing next-token-prediction layers (default 0)"},
+    {S_ROW("--groups", "N", MC_FLAG_U32, p.n_group), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_EXPERTS,
+     .help = "expert_group_count (default 0: not written)"},
+    {S_ROW("--groups-used", "N", MC_FLAG_U32, p.n_group_used), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_EXPERTS,
+     .help = "expert_group_used_count: groups kept per token"},
     S_SHAPE("--heads", n_head, MC_MK_MAX_DIM, "query heads"),
     S_SHAPE("--kv-heads", n_head_kv, MC_MK_MAX_DIM, "key/value heads"),
     {S_ROW("--head-dim", "N", MC_FLAG_U32, p.head_dim), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,
@@ -59,7 +69,7 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--q-lora-rank", "N", MC_FLAG_U32, p.q_lora_rank), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
      .help = "deepseek2: a compressed query of N (attn_q_a, attn_q_b;\ndefault 0: attn_q directly, V2-Lite's)"},
     {S_ROW("--rope-dim", "N", MC_FLAG_U32, p.rope_dim), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,
-     .help = "deepseek2: rotated dims of a head (default 0: head_dim/4)"},
+     .help = "rotated dims of a head (default 0: deepseek2 head_dim/4,\nthe others the whole head)"},
     {S_ROW("--head-dim-v", "N", MC_FLAG_U32, p.head_dim_v), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,
      .help = "deepseek2: value head width (default 0: head_dim - rope)"},
     {S_ROW("--yarn-factor", "F", MC_FLAG_F32, p.yarn_factor), MC_FLAG_DEF_TEXT, .flo = 0, .fhi = 1e4,

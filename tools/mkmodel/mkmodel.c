@@ -433,6 +433,13 @@ typedef enum {
     S_ROLE_V_B,
     S_ROLE_Q_A,
     S_ROLE_Q_A_NORM,
+    S_ROLE_EXP_PROBS_B,
+    S_ROLE_DENSE_GATE,
+    S_ROLE_DENSE_UP,
+    S_ROLE_DENSE_DOWN,
+    S_ROLE_NEXTN_EH_PROJ,
+    S_ROLE_NEXTN_ENORM,
+    S_ROLE_NEXTN_HNORM,
 } s_role_t;
 
 // One tensor of the file: n_part parts (experts, stacked along ne[2] in the
@@ -549,13 +556,20 @@ static bool s_mla(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->m
 // Latent attention's widths (see mc_mkmodel_params_t).
 static uint32_t s_kv_lora_rank(const mc_mkmodel_params_t *p) { return p->kv_lora_rank ? p->kv_lora_rank : p->dim; }
 static uint32_t s_rope_dim(const mc_mkmodel_params_t *p) {
-    if (!s_mla(p)) return s_head_dim(p);
+    if (!s_mla(p)) return p->rope_dim ? p->rope_dim : s_head_dim(p);
     return p->rope_dim ? p->rope_dim : s_head_dim(p) / 8 * 2;
 }
 static uint32_t s_head_dim_v(const mc_mkmodel_params_t *p) {
     if (!s_mla(p)) return s_head_dim(p);
     return p->head_dim_v ? p->head_dim_v : s_head_dim(p) - s_rope_dim(p);
 }
+
+// The leading dense layers (families with them) and their width.
+static uint32_t s_dense_lead(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->dense_lead ? p->n_dense_lead : 0; }
+static uint32_t s_ffn_dense(const mc_mkmodel_params_t *p) {
+    return s_dense_lead(p) ? (p->ffn_dense ? p->ffn_dense : 4 * p->ffn) : 0;
+}
+static uint32_t s_nextn(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->nextn ? p->n_nextn : 0; }
 
 // Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
 // BPE) is set.
@@ -571,14 +585,21 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {"general.architecture", 's', arch->name, 0, 0},
         {"general.type", 's', "model", 0, 0},
         {"general.name", 's', "moe-mkmodel random", 0, 0},
-        {".block_count", 'u', NULL, p->n_layer, 0},
+        {".block_count", 'u', NULL, p->n_layer + s_nextn(p), 0},
         {".context_length", 'u', NULL, p->ctx_len, 0},
         {".embedding_length", 'u', NULL, p->dim, 0},
-        {".feed_forward_length", 'u', NULL, p->ffn, 0},
+        {".feed_forward_length", 'u', NULL, s_dense_lead(p) ? s_ffn_dense(p) : p->ffn, 0},
         {arch->expert_ffn_key ? ".expert_feed_forward_length" : NULL, 'u', NULL, p->ffn, 0},
         {arch->shared_expert == MC_SHEXP_FFN_KEY ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL,
          s_ffn_shexp(p), 0},
         {arch->shared_expert == MC_SHEXP_COUNT ? ".expert_shared_count" : NULL, 'u', NULL, s_ffn_shexp(p) / p->ffn, 0},
+        {arch->dense_lead ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
+        {arch->nextn ? ".nextn_predict_layers" : NULL, 'u', NULL, s_nextn(p), 0},
+        // The family's routing, said as its converted files say it.
+        {arch->route_keys ? ".expert_gating_func" : NULL, 'u', NULL, (uint32_t)arch->route.gating, 0},
+        {arch->route_keys ? ".expert_weights_norm" : NULL, 'b', NULL, 1, 0},
+        {p->n_group ? ".expert_group_count" : NULL, 'u', NULL, p->n_group, 0},
+        {p->n_group ? ".expert_group_used_count" : NULL, 'u', NULL, p->n_group_used, 0},
         {".attention.head_count", 'u', NULL, p->n_head, 0},
         {".attention.head_count_kv", 'u', NULL, mla ? 1 : p->n_head_kv, 0},
         {wide ? ".attention.key_length" : NULL, 'u', NULL, s_head_dim(p), 0},
@@ -656,18 +677,24 @@ static mc_err_t s_add_tensor(mc_gguf_writer_t *w, s_spec_t *specs, size_t *n, co
     return MC_OK;
 }
 
+// The q/k norms written: none for a family where they are optional.
 static mc_qknorm_t s_qk_norm(const mc_mkmodel_params_t *p) {
-    return mc_arch_get(p->arch)->qk_norm;
+    const mc_arch_info_t *a = mc_arch_get(p->arch);
+    return a->qk_norm_optional ? MC_QKNORM_NONE : a->qk_norm;
 }
 
 static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
-    size_t per_layer = 7 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
-    if (s_qk_norm(p) != MC_QKNORM_NONE) per_layer += 2;
-    if (mc_arch_get(p->arch)->qkv_bias) per_layer += 3;
-    if (mc_arch_get(p->arch)->shared_expert) per_layer += mc_arch_get(p->arch)->shexp_gated ? 4 : 3;
-    if (s_mla(p)) per_layer += 2; // kv_a_mqa, kv_a_norm, k_b, v_b for k, v
-    if (s_mla(p) && p->q_lora_rank) per_layer += 2; // q_a, q_a_norm, q_b for q
-    return 3 - (p->tie_output ? 1 : 0) + (size_t)p->n_layer * per_layer;
+    const mc_arch_info_t *a = mc_arch_get(p->arch);
+    size_t common = 6; // attn_norm, q, k, v, output, ffn norm
+    if (s_qk_norm(p) != MC_QKNORM_NONE) common += 2;
+    if (a->qkv_bias) common += 3;
+    if (s_mla(p)) common += 2; // kv_a_mqa, kv_a_norm, k_b, v_b for k, v
+    if (s_mla(p) && p->q_lora_rank) common += 2; // q_a, q_a_norm, q_b for q
+    size_t moe = 1 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
+    if (a->shared_expert) moe += a->shexp_gated ? 4 : 3;
+    if (a->expert_bias) moe += 1;
+    const size_t n_dense = s_dense_lead(p), n_moe = p->n_layer + s_nextn(p) - n_dense;
+    return 3 - (p->tie_output ? 1 : 0) + n_dense * (common + 3) + n_moe * (common + moe) + 3 * (size_t)s_nextn(p);
 }
 
 // Declare every tensor in file order: token_embd, per layer attn_norm,
@@ -685,8 +712,10 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const float s_q = q_dim == p->dim ? s_dim : 1.0f / sqrtf((float)q_dim);
     const mc_qknorm_t qk = s_qk_norm(p);
     const uint32_t qn = qk == MC_QKNORM_HEAD ? head_dim : q_dim, kn = qk == MC_QKNORM_HEAD ? head_dim : kv_dim;
-    const bool bias = mc_arch_get(p->arch)->qkv_bias;
-    const uint32_t fs = s_ffn_shexp(p);
+    const mc_arch_info_t *a = mc_arch_get(p->arch);
+    const bool bias = a->qkv_bias, ebias = a->expert_bias != MC_NEED_NONE;
+    const uint32_t fs = s_ffn_shexp(p), fd = s_ffn_dense(p), n_dense = s_dense_lead(p);
+    const float s_fd = fd ? 1.0f / sqrtf((float)fd) : 0.0f;
     const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
     const bool gated = fs && mc_arch_get(p->arch)->shexp_gated, mla = s_mla(p);
     const uint32_t r = s_kv_lora_rank(p), rope = s_rope_dim(p), hv = p->n_head * s_head_dim_v(p);
@@ -695,7 +724,9 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     char name[64];
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
                                (s_spec_t){S_ROLE_TOKEN_EMBD, 0, 0, 1, t, p->dim, p->n_vocab, 0, 1}, err);
-    for (uint32_t l = 0; l < p->n_layer && rc == MC_OK; l++) {
+    for (uint32_t l = 0; l < p->n_layer + s_nextn(p) && rc == MC_OK; l++) {
+        const bool moe = l >= n_dense, nextn = l >= p->n_layer;
+        const uint32_t fsl = moe ? fs : 0;
         const struct {
             const char *name;
             uint32_t n_dims;
@@ -721,19 +752,32 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
              {S_ROLE_ATTN_OUT, l, 0, 1, t, mla ? hv : q_dim, p->dim, 0, mla ? 1.0f / sqrtf((float)hv) : s_q}},
             {qk ? "attn_q_norm" : NULL, 1, {S_ROLE_Q_NORM, l, 0, 1, MC_DTYPE_F32, qn, 1, 1, 0.1f}},
             {qk ? "attn_k_norm" : NULL, 1, {S_ROLE_K_NORM, l, 0, 1, MC_DTYPE_F32, kn, 1, 1, 0.1f}},
-            {"ffn_norm", 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
-            {"ffn_gate_inp", 2, {S_ROLE_ROUTER, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, s_dim}},
+            {a->ffn_norm_name, 1, {S_ROLE_FFN_NORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
+            // A dense layer: one FFN, no router or experts.
+            {moe ? NULL : "ffn_gate", 2, {S_ROLE_DENSE_GATE, l, 0, 1, t, p->dim, fd, 0, s_dim}},
+            {moe ? NULL : "ffn_up", 2, {S_ROLE_DENSE_UP, l, 0, 1, t, p->dim, fd, 0, s_dim}},
+            {moe ? NULL : "ffn_down", 2, {S_ROLE_DENSE_DOWN, l, 0, 1, t, fd, p->dim, 0, s_fd}},
+            {moe ? "ffn_gate_inp" : NULL, 2, {S_ROLE_ROUTER, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, s_dim}},
+            // The selection bias, about a fifth of the sigmoid scores' spread:
+            // it changes some choices, so using it for the weights shows.
+            {moe && ebias ? "exp_probs_b.bias" : NULL, 1,
+             {S_ROLE_EXP_PROBS_B, l, 0, 1, MC_DTYPE_F32, p->n_expert, 1, 0, 0.05f}},
             // The shared expert: its gate's weights are one F32 vector (dim),
             // as converted files keep them.
-            {gated ? "ffn_gate_inp_shexp" : NULL, 1, {S_ROLE_SHEXP_GATE_INP, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, s_dim}},
-            {fs ? "ffn_gate_shexp" : NULL, 2, {S_ROLE_SHEXP_GATE, l, 0, 1, t, p->dim, fs, 0, s_dim}},
-            {fs ? "ffn_up_shexp" : NULL, 2, {S_ROLE_SHEXP_UP, l, 0, 1, t, p->dim, fs, 0, s_dim}},
-            {fs ? "ffn_down_shexp" : NULL, 2, {S_ROLE_SHEXP_DOWN, l, 0, 1, t, fs, p->dim, 0, s_fs}},
+            {fsl && gated ? "ffn_gate_inp_shexp" : NULL, 1,
+             {S_ROLE_SHEXP_GATE_INP, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, s_dim}},
+            {fsl ? "ffn_gate_shexp" : NULL, 2, {S_ROLE_SHEXP_GATE, l, 0, 1, t, p->dim, fs, 0, s_dim}},
+            {fsl ? "ffn_up_shexp" : NULL, 2, {S_ROLE_SHEXP_UP, l, 0, 1, t, p->dim, fs, 0, s_dim}},
+            {fsl ? "ffn_down_shexp" : NULL, 2, {S_ROLE_SHEXP_DOWN, l, 0, 1, t, fs, p->dim, 0, s_fs}},
+            // A next-token-prediction layer's own tensors (never evaluated).
+            {nextn ? "nextn.eh_proj" : NULL, 2, {S_ROLE_NEXTN_EH_PROJ, l, 0, 1, t, 2 * p->dim, p->dim, 0, s_dim}},
+            {nextn ? "nextn.enorm" : NULL, 1, {S_ROLE_NEXTN_ENORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
+            {nextn ? "nextn.hnorm" : NULL, 1, {S_ROLE_NEXTN_HNORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
         };
         for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && rc == MC_OK; i++) {
             if (!fixed[i].name) continue; // not in this family
             // "attn_q.bias" names its own suffix; the rest are weights.
-            if (strchr(fixed[i].name, '.')) snprintf(name, sizeof name, "blk.%u.%s", l, fixed[i].name);
+            if (strstr(fixed[i].name, ".bias")) snprintf(name, sizeof name, "blk.%u.%s", l, fixed[i].name);
             else snprintf(name, sizeof name, "blk.%u.%s.weight", l, fixed[i].name);
             rc = s_add_tensor(w, specs, &n, name, fixed[i].n_dims, fixed[i].sp, err);
         }
@@ -747,6 +791,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             {"ffn_up", S_ROLE_UP, p->dim, p->ffn, s_dim},
             {"ffn_down", S_ROLE_DOWN, p->ffn, p->dim, s_ffn},
         };
+        if (!moe) continue;
         if (!p->legacy_layout) {
             for (size_t i = 0; i < 3 && rc == MC_OK; i++) {
                 snprintf(name, sizeof name, "blk.%u.%s_exps.weight", l, experts[i].name);
@@ -864,6 +909,19 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (s_ffn_shexp(p) % tr->block_elems)
         return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of %u for type %s", s_ffn_shexp(p),
                           tr->block_elems, tr->name);
+    if (s_ffn_dense(p) > MC_MK_MAX_DIM || s_ffn_dense(p) % tr->block_elems)
+        return mc_err_set(err, MC_ERR_ARG, "ffn_dense (%u) must be <= %u and a multiple of %u for type %s", s_ffn_dense(p),
+                          MC_MK_MAX_DIM, tr->block_elems, tr->name);
+    if (s_dense_lead(p) >= p->n_layer)
+        return mc_err_set(err, MC_ERR_ARG, "n_dense_lead (%u) must leave a MoE layer among the %u", s_dense_lead(p),
+                          p->n_layer);
+    if (s_nextn(p) > 16) return mc_err_set(err, MC_ERR_ARG, "n_nextn (%u) must be <= 16", s_nextn(p));
+    if (!s_mla(p) && (p->rope_dim > s_head_dim(p) || p->rope_dim % 2))
+        return mc_err_set(err, MC_ERR_ARG, "rope_dim (%u) must be even and <= the head dimension (%u)", p->rope_dim,
+                          s_head_dim(p));
+    if (p->n_group && (p->n_group > p->n_expert || p->n_group_used > p->n_group))
+        return mc_err_set(err, MC_ERR_ARG, "n_group (%u) / n_group_used (%u) must fit the %u experts", p->n_group,
+                          p->n_group_used, p->n_expert);
     if (mc_arch_get(p->arch)->shared_expert == MC_SHEXP_COUNT && s_ffn_shexp(p) % p->ffn)
         return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of ffn (%u): %s counts shared experts",
                           s_ffn_shexp(p), p->ffn, mc_arch_get(p->arch)->name);
@@ -917,6 +975,8 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         specs = malloc(s_tensor_count(p) * sizeof *specs);
         size_t widest = p->dim > p->ffn ? p->dim : p->ffn;
         if (s_ffn_shexp(p) > widest) widest = s_ffn_shexp(p);
+        if (s_ffn_dense(p) > widest) widest = s_ffn_dense(p);
+        if (2 * (size_t)p->dim > widest) widest = 2 * (size_t)p->dim;
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
         if (s_mla(p) && (size_t)p->n_head * s_head_dim_v(p) > widest) widest = (size_t)p->n_head * s_head_dim_v(p);
         if (s_mla(p) && s_kv_lora_rank(p) > widest) widest = s_kv_lora_rank(p);

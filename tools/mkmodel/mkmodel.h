@@ -1,6 +1,6 @@
 /*
  * mkmodel: writes random-weight mixture-of-experts GGUF files (Mixtral,
- * Qwen3-MoE, OLMoE, Qwen2-MoE and DeepSeek-V2 architectures).
+ * Qwen3-MoE, OLMoE, Qwen2-MoE, DeepSeek-V2 and GLM-4.5 architectures).
  *
  * Tests, the demo and the benchmark need models of chosen shapes without
  * downloading anything. Everything is deterministic from the seed: the same
@@ -51,8 +51,8 @@ typedef struct {
     float router_skew;
     // Multi-head latent attention (deepseek2; head_dim is then a query
     // head's nope + rope width, key_length_mla): the cached latent's width
-    // (0: dim), the rotated dims of a head (0: head_dim / 4, even) and a
-    // value head's width (0: head_dim - rope_dim).
+    // (0: dim), the rotated dims of a head (0: head_dim / 4, even; other
+    // families: the whole head) and a value head's width (0: head_dim - rope_dim).
     uint32_t kv_lora_rank;
     uint32_t q_lora_rank; // the compressed query's width (V2, V3); 0: attn_q directly (V2-Lite)
     uint32_t rope_dim;
@@ -63,6 +63,12 @@ typedef struct {
     uint32_t yarn_orig_ctx;
     float yarn_mscale_all_dim;
     float expert_weights_scale; // written as <arch>.expert_weights_scale unless 0
+    // Families that read them (arch.h), else ignored:
+    uint32_t n_dense_lead; // leading_dense_block_count: dense layers (ffn_dense wide) before the MoE ones
+    uint32_t ffn_dense;    // their width, written as feed_forward_length; 0: 4 * ffn
+    uint32_t n_nextn;      // nextn_predict_layers: trailing next-token-prediction layers after n_layer
+    uint32_t n_group;      // expert_group_count (0: not written)
+    uint32_t n_group_used; // expert_group_used_count
 } mc_mkmodel_params_t;
 
 // Small defaults: Mixtral (llama), dim 64, ffn 128, 2 layers, 4/2 heads, 8

@@ -43,8 +43,8 @@ mc_err_t mc_split_write(const mc_model_t *m, const uint8_t *held, const char *pa
     if (!rc) rc = mc_expert_file_meta(m->gguf, mc_model_fingerprint(m), w, err);
     size_t n = 0;
     for (size_t i = 0; !rc && i < cells; i++) {
-        if (!held[i]) continue;
         const uint32_t l = (uint32_t)(i / hp->n_expert), e = (uint32_t)(i % hp->n_expert);
+        if (!held[i] || !mc_model_has_expert(m, l, e)) continue; // a dense layer's cells have no tensors
         mc_dtype_t t[3];
         mc_expert_file_types(m, l, e, t);
         rc = mc_expert_file_add(w, hp, l, e, t, err);
@@ -90,7 +90,7 @@ mc_err_t mc_split_run(const mc_split_params_t *p, char *err) {
         size_t count = 0;
         for (size_t c = 0; c < cells; c++) {
             const uint32_t l = (uint32_t)(c / m->hp.n_expert), e = (uint32_t)(c % m->hp.n_expert);
-            held[c] = mc_cluster_node_holds(nd, l, e);
+            held[c] = mc_model_has_expert(m, l, e) && mc_cluster_node_holds(nd, l, e); // a dense layer has none
             if (held[c]) bytes += mc_model_expert_bytes(m, l, e), count++;
         }
         char path[4096];
