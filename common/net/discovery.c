@@ -208,7 +208,8 @@ mc_announce_t *mc_announce_new(const mc_announce_params_t *p, char *err) {
         !(a->client = avahi_client_new(avahi_threaded_poll_get(a->poll), AVAHI_CLIENT_NO_FAIL, s_announce_client_cb, a,
                                        &aerr)) ||
         avahi_threaded_poll_start(a->poll) < 0) {
-        mc_err_set(err, MC_ERR_NET, "announce: %s", aerr ? avahi_strerror(aerr) : "cannot start the Avahi client");
+        mc_err_set(err, MC_ERR_NET, "--announce: cannot reach the Avahi daemon (mDNS) over the D-Bus system bus: %s",
+                   aerr ? avahi_strerror(aerr) : "cannot start the client");
         mc_announce_destroy(&a);
         return NULL;
     }
@@ -347,7 +348,7 @@ mc_browse_t *mc_browse_new(FILE *log, bool wait, char *err) {
     b->client = avahi_client_new(avahi_threaded_poll_get(b->poll), wait ? AVAHI_CLIENT_NO_FAIL : 0, s_browse_client_cb, b,
                                  &aerr);
     if (!b->client || b->failed[0]) {
-        mc_err_set(err, MC_ERR_NET, "cannot reach the Avahi daemon (mDNS): %s",
+        mc_err_set(err, MC_ERR_NET, "cannot reach the Avahi daemon (mDNS) over the D-Bus system bus: %s",
                    b->failed[0] ? b->failed : avahi_strerror(aerr));
         mc_browse_destroy(&b);
         return NULL;

@@ -81,9 +81,9 @@ typedef struct {
 
 typedef struct mc_announce mc_announce_t;
 
-// Start announcing. Waits for the Avahi daemon if it is not there yet
-// (and announces again after it restarts); NULL only when the client
-// cannot be made at all or the params are bad.
+// Start announcing. Waits for the Avahi daemon if the system bus is there
+// but the daemon is not yet (and announces again after it restarts); NULL
+// when there is no system bus to reach it by, or the params are bad.
 mc_announce_t *mc_announce_new(const mc_announce_params_t *p, char *err);
 void mc_announce_destroy(mc_announce_t **a);
 
@@ -93,7 +93,7 @@ typedef struct mc_browse mc_browse_t;
 
 // Start browsing. wait: keep waiting for the daemon when it is not running
 // (and browse again after it restarts); otherwise no daemon is an error
-// (MC_ERR_NET).
+// (MC_ERR_NET). No system bus at all is an error either way.
 mc_browse_t *mc_browse_new(FILE *log, bool wait, char *err);
 void mc_browse_destroy(mc_browse_t **b);
 
