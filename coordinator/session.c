@@ -78,7 +78,9 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
         goto fail;
     mc_scheduler_set_prefix_cache(s->sched, p->prefix_cache);
-    if (p->routing && mc_experts_routing_new(s->engine, MC_SESSION_ROUTING_TRACE, &s->routing, err)) goto fail;
+    // A cluster that rebalances itself plans on the live routing (rebalance.h).
+    const bool rebalance = p->cluster && p->cluster->rebalance.on;
+    if ((p->routing || rebalance) && mc_experts_routing_new(s->engine, MC_SESSION_ROUTING_TRACE, &s->routing, err)) goto fail;
     if (p->cluster) {
         mc_experts_params_t xp = mc_experts_params_default();
         xp.model = s->model, xp.mm = mc_engine_matmul(s->engine), xp.cluster = p->cluster, xp.log = p->log;

@@ -640,7 +640,7 @@ static void test_errors_keys(void **state) {
                    "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key, holds, mem_limit_mb)");
     s_expect_error("heartbeats: 1000\n",
                    "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, "
-                   "transfer_mbps, secret_key, nodes, local, discover, discover_keys, discover_experts, discover_layers)");
+                   "transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
     s_expect_error("local:\n  threads: 2\n",
                    "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers, holds)");
     s_expect_error("wire: f32\ntimeout_ms: 9\nwire: f16\n", "cluster.yaml:3:1: duplicate key 'wire' (first at line 1)");
@@ -651,11 +651,11 @@ static void test_errors_keys(void **state) {
     s_expect_error("? [a]\n: 1\n", "cluster.yaml:1:3: expected a key, found a sequence");
     // Keys are compared exactly; a long unknown key is cut in the message.
     s_expect_error("Nodes: []\n",
-                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, discover, discover_keys, discover_experts, discover_layers)");
+                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
     // (Cut again at the error buffer's MC_ERR_LEN - 1 bytes.)
     s_expect_error("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: 1\n",
                    "cluster.yaml:1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' (expected model, wire, "
-                   "timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, discover, discover_keys, discover_experts, ");
+                   "timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discove");
 }
 
 static void test_errors_structure(void **state) {
@@ -675,9 +675,9 @@ static void test_errors_structure(void **state) {
                    "cluster.yaml:3:1: the file is empty (expected a mapping with at least 'nodes')");
     s_expect_error(
         "- a\n",
-        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, discover, discover_keys, discover_experts, discover_layers; found a sequence");
+        "cluster.yaml:1:1: the file must be a mapping of model, nodes, local and the other keys docs/CLUSTER.md lists; found a sequence");
     s_expect_error(
-        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, discover, discover_keys, discover_experts, discover_layers; found no value");
+        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, nodes, local and the other keys docs/CLUSTER.md lists; found no value");
     s_expect_error("nodes: [{name: a, endpoint: 'inproc://a'}]\n---\nnodes: []\n",
                    "cluster.yaml:2:1: only one YAML document is allowed");
     s_expect_error("local: 3\n", "cluster.yaml:1:8: 'local' must be a mapping of experts and layers, found '3'");
@@ -865,7 +865,7 @@ static void test_errors_yaml(void **state) {
     // Without a file name, messages say <input>.
     char e2[MC_ERR_LEN];
     assert_null(mc_cluster_config_parse("x: 1", 4, NULL, e2));
-    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, discover, discover_keys, discover_experts, discover_layers)");
+    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
     assert_null(mc_cluster_config_parse(NULL, 1, NULL, NULL));
     assert_null(mc_cluster_config_parse(NULL, 0, "c.yaml", e2));
     assert_string_equal(e2, "c.yaml:1:1: the file is empty (expected a mapping with at least 'nodes')");
@@ -879,7 +879,7 @@ static void test_aliases(void **state) {
                    "cluster.yaml:5:13: aliases are not supported");
     // The billion-laughs shape stops at its first alias.
     s_expect_error("a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n",
-                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, discover, discover_keys, discover_experts, discover_layers)");
+                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
     s_expect_error("local:\n  experts: &a [1]\n  layers: [*a, *a]\n", "cluster.yaml:3:12: aliases are not supported");
     // An anchor alone is harmless.
     mc_cluster_config_t *c = s_parse("nodes: &n [{name: a, endpoint: 'inproc://a', experts: &e 3}]\n", "c.yaml");
@@ -1068,6 +1068,83 @@ static void test_round_trip(void **state) {
     mc_test_rmtree(dir);
 }
 
+// `rebalance:`: parsed with its defaults, resolved against the file,
+// written back and parsed again to the same values; every bound and
+// unknown key refused naming the place.
+static void test_rebalance(void **state) {
+    (void)state;
+    const char *node = "nodes:\n  - name: a\n    endpoint: tcp://h:1\n";
+    char yaml[512];
+    snprintf(yaml, sizeof yaml, "rebalance:\n  every_s: 300\n  min_gain: 0.10\n  machines: m.yaml\n%s", node);
+    mc_cluster_config_t *c = s_parse(yaml, "conf/cluster.yaml");
+    assert_true(c->rebalance.on);
+    assert_int_equal(c->rebalance.every_s, 300);
+    assert_true(c->rebalance.min_gain == 0.10);
+    assert_string_equal(c->rebalance.machines, "m.yaml");
+    assert_string_equal(c->rebalance.machines_resolved, "conf/m.yaml");
+    assert_int_equal(c->rebalance.window, MC_CLUSTER_DEFAULT_REBALANCE_WINDOW);
+    assert_true(c->rebalance.tolerance == 0.05);
+    char err[MC_ERR_LEN];
+    mc_cluster_config_t *copy = mc_cluster_config_clone(c, err);
+    if (!copy) fail_msg("%s", err);
+    assert_true(copy->rebalance.on);
+    assert_int_equal(copy->rebalance.every_s, 300);
+    assert_true(copy->rebalance.min_gain == 0.10);
+    assert_string_equal(copy->rebalance.machines_resolved, "conf/m.yaml");
+    // copy_settings carries the block to a config built in code.
+    mc_cluster_config_t *built = mc_cluster_config_new();
+    assert_int_equal(mc_cluster_config_copy_settings(built, c, err), MC_OK);
+    assert_true(built->rebalance.on);
+    assert_string_equal(built->rebalance.machines_resolved, "conf/m.yaml");
+    mc_cluster_config_destroy(&built);
+    mc_cluster_config_destroy(&copy);
+    mc_cluster_config_destroy(&c);
+    snprintf(yaml, sizeof yaml,
+             "rebalance: {every_s: 1, min_gain: 0, machines: /m.yaml, window: 4, tolerance: 1}\n%s", node);
+    c = s_parse(yaml, "cluster.yaml");
+    assert_int_equal(c->rebalance.every_s, 1);
+    assert_int_equal(c->rebalance.window, 4);
+    assert_true(c->rebalance.tolerance == 1);
+    assert_string_equal(c->rebalance.machines_resolved, "/m.yaml");
+    mc_cluster_config_destroy(&c);
+    // A config without the block has it off.
+    c = s_parse(node, "cluster.yaml");
+    assert_false(c->rebalance.on);
+    mc_cluster_config_destroy(&c);
+    static const struct {
+        const char *block, *want;
+    } bad[] = {
+        {"{every_s: 0, min_gain: 0.1, machines: m}", "'every_s' in 'rebalance' must be a number of seconds from 1 to 86400"},
+        {"{every_s: 86401, min_gain: 0.1, machines: m}", "'every_s' in 'rebalance'"},
+        {"{every_s: 5, min_gain: 10, machines: m}", "'min_gain' in 'rebalance' must be a number at least 0 and below 10"},
+        {"{every_s: 5, min_gain: -0.1, machines: m}", "'min_gain' in 'rebalance'"},
+        {"{every_s: 5, min_gain: nan, machines: m}", "'min_gain' in 'rebalance'"},
+        {"{every_s: 5, min_gain: 0x1, machines: m}", "'min_gain' in 'rebalance'"},
+        {"{every_s: 5, min_gain: 0.1, machines: m, window: 3}", "'window' in 'rebalance' must be a number of decode steps"},
+        {"{every_s: 5, min_gain: 0.1, machines: m, tolerance: 1.5}", "'tolerance' in 'rebalance' must be a share from 0 to 1"},
+        {"{every_s: 5, min_gain: 0.1, machines: m, speed: 1}", "unknown key 'speed' in 'rebalance' (expected every_s, min_gain, "
+                                                              "machines, window, tolerance)"},
+        {"{every_s: 5, min_gain: 0.1, machines: m, every_s: 6}", "duplicate key 'every_s' in 'rebalance'"},
+        {"{min_gain: 0.1, machines: m}", "missing key 'every_s' in 'rebalance'"},
+        {"{every_s: 5, machines: m}", "missing key 'min_gain' in 'rebalance'"},
+        {"{every_s: 5, min_gain: 0.1}", "missing key 'machines' in 'rebalance'"},
+        {"{every_s: [5], min_gain: 0.1, machines: m}", "'every_s' must be a single value"},
+        {"300", "'rebalance' must be a mapping of every_s, min_gain, machines, window, tolerance"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(yaml, sizeof yaml, "rebalance: %s\n%s", bad[i].block, node);
+        s_expect_error_at(yaml, "cluster.yaml:1:", bad[i].want);
+    }
+    // The setter checks as the parser does.
+    c = mc_cluster_config_new();
+    assert_int_equal(mc_cluster_config_set_rebalance(c, 0, 0.1, "m", 32, 0.05, err), MC_ERR_ARG);
+    assert_int_equal(mc_cluster_config_set_rebalance(c, 5, 10, "m", 32, 0.05, err), MC_ERR_ARG);
+    assert_false(c->rebalance.on);
+    assert_int_equal(mc_cluster_config_set_rebalance(c, 5, 0.2, "m", 32, 0.05, err), MC_OK);
+    assert_true(c->rebalance.on);
+    mc_cluster_config_destroy(&c);
+}
+
 static void test_load(void **state) {
     (void)state;
     char dir[256], path[300], err[MC_ERR_LEN];
@@ -1120,7 +1197,7 @@ int main(void) {
         cmocka_unit_test(test_errors_values),  cmocka_unit_test(test_errors_nodes),
         cmocka_unit_test(test_errors_yaml),    cmocka_unit_test(test_aliases),
         cmocka_unit_test(test_hostile_sizes),  cmocka_unit_test(test_hostile_random),
-        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_load),
+        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_load), cmocka_unit_test(test_rebalance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -269,16 +269,23 @@ static void s_hf_from_gguf(const mc_gguf_t *g, bool mixtral, uint64_t n_head, ui
             {"attn_k", "self_attn.k_proj"},      {"attn_v", "self_attn.v_proj"},
             {"attn_output", "self_attn.o_proj"}, {"attn_q_norm", "self_attn.q_norm"},
             {"attn_k_norm", "self_attn.k_norm"}, {"ffn_norm", "post_attention_layernorm"},
+            {"ffn_gate_shexp", "mlp.shared_expert.gate_proj"}, {"ffn_up_shexp", "mlp.shared_expert.up_proj"},
+            {"ffn_down_shexp", "mlp.shared_expert.down_proj"},
         };
+        const char *kind = strstr(t->name, ".bias") ? "bias" : "weight";
         if (!strcmp(t->name, "token_embd.weight")) snprintf(hfname, sizeof hfname, "model.embed_tokens.weight");
         else if (!strcmp(t->name, "output_norm.weight")) snprintf(hfname, sizeof hfname, "model.norm.weight");
         else if (!strcmp(t->name, "output.weight")) snprintf(hfname, sizeof hfname, "lm_head.weight");
         else if (!strcmp(role, "ffn_gate_inp")) snprintf(hfname, sizeof hfname, "model.layers.%u.%s.gate.weight", l, moe);
-        else {
+        else if (!strcmp(role, "ffn_gate_inp_shexp")) { // HF: a (1, hidden_size) matrix
+            snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.shared_expert_gate.weight", l);
+            s_hf_add(hf, hfname, 1, ne0 * ne1, dtype, src);
+            continue;
+        } else {
             size_t k = 0;
             while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, role) != 0) k++;
             if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
-            snprintf(hfname, sizeof hfname, "model.layers.%u.%s.weight", l, map[k].hf);
+            snprintf(hfname, sizeof hfname, "model.layers.%u.%s.%s", l, map[k].hf, kind);
         }
         const uint64_t heads = !mixtral ? 0 : !strcmp(role, "attn_q") ? n_head : !strcmp(role, "attn_k") ? n_kv : 0;
         float *v = malloc(ne0 * ne1 * sizeof *v);
@@ -843,7 +850,7 @@ static void test_mixtral_errors(void **state) {
 
 // --- Qwen3-MoE and OLMoE ----------------------------------------------------------------------------
 
-typedef enum { S_QWEN, S_OLMOE } s_bpe_arch_t;
+typedef enum { S_QWEN, S_OLMOE, S_QWEN2 } s_bpe_arch_t;
 
 typedef struct {
     uint32_t dim, n_layer, n_head, n_kv, head_dim, ffn, ffn_exp, n_expert, n_used, n_vocab;
@@ -1219,7 +1226,8 @@ static void s_export_bpe_family(const char *gguf_path, const char *dir, s_bpe_ar
     char err[MC_ERR_LEN] = "";
     mc_gguf_t *g = mc_gguf_open(gguf_path, err);
     if (!g) fail_msg("%s", err);
-    const char *a = arch == S_QWEN ? "qwen3moe" : "olmoe";
+    const char *a = arch == S_QWEN ? "qwen3moe" : arch == S_QWEN2 ? "qwen2moe" : "olmoe";
+    static const char *const hf_arch[] = {"Qwen3MoeForCausalLM", "OlmoeForCausalLM", "Qwen2MoeForCausalLM"};
     char key[128];
 #define K(suffix) (snprintf(key, sizeof key, "%s.%s", a, suffix), key)
     const uint64_t dim = s_u64(g, K("embedding_length")), n_head = s_u64(g, K("attention.head_count"));
@@ -1234,7 +1242,7 @@ static void s_export_bpe_family(const char *gguf_path, const char *dir, s_bpe_ar
     assert_non_null(toks), assert_non_null(types), assert_non_null(merges);
     cJSON *c = cJSON_CreateObject();
     cJSON_AddItemToObject(c, "architectures",
-                          cJSON_CreateStringArray((const char *[]){arch == S_QWEN ? "Qwen3MoeForCausalLM" : "OlmoeForCausalLM"}, 1));
+                          cJSON_CreateStringArray((const char *[]){hf_arch[arch]}, 1));
     cJSON_AddNumberToObject(c, "vocab_size", (double)toks->arr.count);
     cJSON_AddNumberToObject(c, "hidden_size", (double)dim);
     cJSON_AddNumberToObject(c, "intermediate_size", (double)s_u64(g, K("feed_forward_length")));
@@ -1255,6 +1263,14 @@ static void s_export_bpe_family(const char *gguf_path, const char *dir, s_bpe_ar
         cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
         cJSON_AddFalseToObject(c, "attention_bias");
         cJSON_AddNullToObject(c, "rope_scaling");
+    } else if (arch == S_QWEN2) { // Qwen1.5-MoE-A2.7B's config.json keys (q/k/v biases have no switch)
+        cJSON_AddNumberToObject(c, "moe_intermediate_size", (double)s_u64(g, K("expert_feed_forward_length")));
+        cJSON_AddNumberToObject(c, "shared_expert_intermediate_size",
+                                (double)s_u64(g, K("expert_shared_feed_forward_length")));
+        cJSON_AddFalseToObject(c, "norm_topk_prob");
+        cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
+        cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+        cJSON_AddFalseToObject(c, "use_sliding_window");
     } else {
         cJSON_AddNullToObject(c, "clip_qkv");
         cJSON_AddFalseToObject(c, "norm_topk_prob");
@@ -1325,6 +1341,49 @@ static void test_family_fixtures(void **state) {
     (void)state;
     s_family_roundtrip("qwen3moe-f32", S_QWEN);
     s_family_roundtrip("olmoe-f32", S_OLMOE);
+    s_family_roundtrip("qwen2moe-f32", S_QWEN2);
+}
+
+// A Qwen2-MoE folder that lacks part of its shared expert, or asks for what
+// is not converted, is refused by name.
+static void test_qwen2moe_errors(void **state) {
+    (void)state;
+    char dir[512], src[512], path[S_PATH];
+    snprintf(src, sizeof src, "%s/arch/qwen2moe-f32.gguf", MC_REPO_FIXTURES);
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_bpe_family(src, dir, S_QWEN2);
+    cJSON *c = s_read_json(dir, "config.json");
+    cJSON_ReplaceItemInObject(c, "use_sliding_window", cJSON_CreateTrue());
+    s_write_json(dir, "config.json", c);
+    s_convert_fail(dir, "use_sliding_window is not supported");
+    cJSON_ReplaceItemInObject(c, "use_sliding_window", cJSON_CreateFalse());
+    cJSON_DeleteItemFromObject(c, "shared_expert_intermediate_size");
+    s_write_json(dir, "config.json", c);
+    s_convert_fail(dir, "'shared_expert_intermediate_size' is missing");
+    cJSON_Delete(c);
+    s_done(dir);
+
+    // The tensors without layer 1's shared-expert gate.
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    char err[MC_ERR_LEN] = "";
+    mc_gguf_t *g = mc_gguf_open(src, err);
+    assert_non_null(g);
+    s_hf_t hf = {0};
+    s_hf_from_gguf(g, false, 0, 0, 0, MC_DTYPE_F32, &hf);
+    mc_gguf_destroy(&g);
+    s_export_bpe_family(src, dir, S_QWEN2); // config and vocabulary
+    for (size_t i = 0; i < hf.n; i++)
+        if (!strcmp(hf.t[i].name, "model.layers.1.mlp.shared_expert_gate.weight")) snprintf(hf.t[i].name, sizeof hf.t[i].name, "unused.tensor");
+    s_path(path, dir, "model.safetensors.index.json");
+    remove(path);
+    for (int k = 1; k <= 2; k++) {
+        snprintf(path, sizeof path, "%s/model-%05d-of-00002.safetensors", dir, k);
+        remove(path);
+    }
+    s_hf_write(&hf, dir, 1);
+    s_hf_free(&hf);
+    s_convert_fail(dir, "tensor 'model.layers.1.mlp.shared_expert_gate.weight' is missing");
+    s_done(dir);
 }
 
 static void test_bpe_errors(void **state) {
@@ -1462,6 +1521,7 @@ int main(void) {
         cmocka_unit_test(test_qwen3moe),
         cmocka_unit_test(test_olmoe),
         cmocka_unit_test(test_family_fixtures),
+        cmocka_unit_test(test_qwen2moe_errors),
         cmocka_unit_test(test_bpe_errors),
         cmocka_unit_test(test_cli),
     };

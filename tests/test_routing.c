@@ -116,10 +116,73 @@ static void test_refused(void **state) {
     assert_int_equal(mc_routing_load("/nonexistent/r.json", &st, err), MC_ERR_IO);
 }
 
+// The recent window: the last n complete tokens only, oldest first; a
+// token still missing layers (a pass under way) is left out; older tokens
+// leave as new ones come (the window slides), whatever the total.
+static void test_recent_window(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_routing_t *r = mc_routing_new(2, 4, 2, 1, 0);
+    assert_non_null(r);
+    mc_routing_stats_t st;
+    assert_int_equal(mc_routing_recent(r, 100, &st, err), MC_ERR_ARG); // no window asked for
+    assert_int_equal(mc_routing_keep_recent(r, 0, err), MC_ERR_ARG);
+    assert_int_equal(mc_routing_keep_recent(r, 8, err), MC_OK);
+    assert_int_equal(mc_routing_recent(r, 100, &st, err), MC_OK);
+    assert_int_equal(st.tokens, 0);
+    assert_int_equal(st.n_trace, 0);
+    mc_routing_stats_free(&st);
+    // 100 tokens choosing experts 0 and 1 at both layers ...
+    uint64_t row = 0;
+    for (; row < 100; row++) s_hook(r, 0, row, 0, (uint32_t)row, 0, 1), s_hook(r, 1, row, 0, (uint32_t)row, 1, 0);
+    // ... then 6 choosing 2 and 3, and a 7th with only layer 0 in.
+    for (; row < 106; row++) s_hook(r, 0, row, 0, (uint32_t)row, 2, 3), s_hook(r, 1, row, 0, (uint32_t)row, 3, 2);
+    s_hook(r, 0, row, 0, (uint32_t)row, 3, 1);
+    assert_int_equal(mc_routing_recent(r, 100, &st, err), MC_OK);
+    // The window holds 8 rows: 99..106; 106 is incomplete, so 7 tokens: one of the old, six of the new.
+    assert_int_equal(st.n_trace, 7);
+    assert_int_equal(st.tokens, 7);
+    assert_int_equal(st.rows[0], 1);     // layer 0, expert 0
+    assert_int_equal(st.rows[2], 6);     // layer 0, expert 2
+    assert_int_equal(st.rows[4 + 3], 6); // layer 1, expert 3
+    assert_int_equal(st.pairs[(0 * 4 + 2) * 4 + 3], 6);
+    assert_int_equal(st.pairs[(0 * 4 + 3) * 4 + 2], 6); // symmetric, as a parsed file's
+    assert_int_equal(st.pairs[(0 * 4 + 0) * 4 + 1], 1);
+    // Oldest first: token 99 (0, 1 | 1, 0), then 100 (2, 3 | 3, 2).
+    static const uint8_t first[8] = {0, 1, 1, 0, 2, 3, 3, 2};
+    assert_memory_equal(st.trace, first, sizeof first);
+    mc_routing_stats_free(&st);
+    // At most max_tokens: the newest ones.
+    assert_int_equal(mc_routing_recent(r, 3, &st, err), MC_OK);
+    assert_int_equal(st.n_trace, 3);
+    assert_int_equal(st.rows[2], 3);
+    assert_int_equal(st.rows[0], 0);
+    mc_routing_stats_free(&st);
+    // The pass completes and 8 more come: the old tokens are gone entirely.
+    s_hook(r, 1, row, 0, (uint32_t)row, 1, 3), row++;
+    for (int i = 0; i < 8; i++, row++) s_hook(r, 0, row, 0, (uint32_t)row, 2, 3), s_hook(r, 1, row, 0, (uint32_t)row, 3, 2);
+    assert_int_equal(mc_routing_recent(r, 100, &st, err), MC_OK);
+    assert_int_equal(st.n_trace, 8);
+    assert_int_equal(st.rows[0], 0);
+    assert_int_equal(st.rows[1], 0);
+    assert_int_equal(st.rows[2], 8);
+    mc_routing_stats_free(&st);
+    // The counts over everything are untouched by the window.
+    char *json = mc_routing_json(r);
+    assert_non_null(json);
+    assert_int_equal(mc_routing_parse(json, strlen(json), &st, err), MC_OK);
+    assert_int_equal(st.tokens, 115);
+    assert_int_equal(st.rows[0], 100);
+    mc_routing_stats_free(&st);
+    free(json);
+    mc_routing_destroy(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_and_read),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_recent_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

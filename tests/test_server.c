@@ -37,6 +37,7 @@
 #include "chat.h"
 #include "cluster_config.h"
 #include "nodeproc.h"
+#include "rebalance.h"
 #include "server.h"
 #include "session.h"
 #include "testutil.h"
@@ -1740,12 +1741,117 @@ static void test_cluster_changes(void **state) {
     mc_cluster_config_destroy(&cfg);
 }
 
+static double s_one_ms(void *user, mc_rebalance_phase_t phase, double ms) {
+    (void)user, (void)phase, (void)ms;
+    return 1;
+}
+
+// Live rebalancing served: a cluster file with a rebalance block (every
+// second; node-1 holds every expert, node-2 none): the server's rebalance
+// thread plans on the routing of the first answers, stages the plan, times
+// the next answer's steps and keeps it; /v1/cluster shows the last
+// rebalance, /metrics counts it, and the answers stay the same.
+static void test_rebalance_served(void **state) {
+    (void)state;
+    if (!s_fixture()) skip();
+    char err[MC_ERR_LEN], exe[1024], path[600], mpath[600];
+    const char *bin = getenv("MC_BIN_DIR");
+    snprintf(exe, sizeof exe, "%s/moe-expert", bin ? bin : ".");
+    static mc_nodeproc_t procs[2];
+    const char *names[] = {"reb-1", "reb-2"};
+    for (int i = 0; i < 2; i++) {
+        mc_nodeproc_params_t np = mc_nodeproc_params_default();
+        np.exe = exe, np.model = s_model, np.name = names[i];
+        if (mc_nodeproc_start(&np, &procs[i], err)) fail_msg("%s", err);
+    }
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "network: {latency_ms: 0.2, bandwidth_mbps: 1000, request_ms: 0}\n"
+             "coordinator: {name: coord, memory_mb: 4000, threads: 2, layer_ms_1: 0.05, layer_ms_8: 0.2, head_ms_1: 0.5,"
+             " head_ms_8: 1, experts: [{types: [F32, F32, F32], ms: [[1, 50.0], [32, 1600.0]]}]}\n"
+             "nodes:\n"
+             "  - {name: reb-1, endpoint: \"%s\", memory_mb: 4000, threads: 1, experts: [{types: [F32, F32, F32], ms: [[1, 1.0], [32, 32.0]]}]}\n"
+             "  - {name: reb-2, endpoint: \"%s\", memory_mb: 4000, threads: 1, experts: [{types: [F32, F32, F32], ms: [[1, 1.0], [32, 32.0]]}]}\n",
+             procs[0].endpoint, procs[1].endpoint);
+    snprintf(mpath, sizeof mpath, "%s/machines.yaml", s_dir);
+    assert_int_equal(s_write(mpath, yaml, strlen(yaml)), 0);
+    snprintf(yaml, sizeof yaml,
+             "rebalance: {every_s: 1, min_gain: 0.1, machines: machines.yaml, window: 4, tolerance: 1}\n"
+             "nodes:\n  - {name: reb-1, endpoint: \"%s\", experts: all}\n"
+             "  - {name: reb-2, endpoint: \"%s\", experts: none}\n", procs[0].endpoint, procs[1].endpoint);
+    snprintf(path, sizeof path, "%s/cluster.yaml", s_dir);
+    assert_int_equal(s_write(path, yaml, strlen(yaml)), 0);
+    mc_cluster_config_t *cfg = mc_cluster_config_load(path, err);
+    if (!cfg) fail_msg("%s", err);
+    static s_srv_t t;
+    // Every step timed as 1 ms (the loop's test seam): the switch is kept
+    // whatever the machine's load.
+    mc_rebalance_params_t rp = mc_rebalance_params_default();
+    rp.step_ms = s_one_ms;
+    mc_server_params_t sp = mc_server_params_default();
+    sp.rebalance = &rp;
+    s_up_with(&t, cfg, 256, 2, sp);
+    mc_test_http_t r;
+    assert_int_equal(mc_test_http(t.port, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_non_null(strstr(r.body, "# TYPE moe_rebalance_total counter\n"));
+    assert_non_null(strstr(r.body, "moe_rebalance_total{outcome=\"applied\"} 0\n"));
+    mc_test_http_free(&r);
+    const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":40,\"temperature\":0}";
+    cJSON *first = s_post(t.port, "/v1/chat/completions", req, 200);
+    char *want = strdup(s_get_str(first, "choices", "message", "content"));
+    cJSON_Delete(first);
+    // Answers until the rebalance is judged (a switch needs a pass to
+    // happen in, and the window's steps after it).
+    double applied = 0;
+    for (int i = 0; i < 40 && !applied; i++) {
+        cJSON *a = s_post(t.port, "/v1/chat/completions", req, 200);
+        assert_string_equal(s_get_str(a, "choices", "message", "content"), want);
+        cJSON_Delete(a);
+        cJSON *c = s_call(t.port, "GET", "/v1/cluster", NULL, NULL, 200, NULL);
+        const cJSON *rb = cJSON_GetObjectItem(c, "rebalance");
+        assert_non_null(rb);
+        assert_int_equal(cJSON_GetObjectItem(rb, "every_s")->valuedouble, 1);
+        applied = cJSON_GetObjectItem(cJSON_GetObjectItem(rb, "counts"), "applied")->valuedouble;
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(rb, "counts"), "failed")->valuedouble, 0);
+        if (applied) {
+            const cJSON *last = cJSON_GetObjectItem(rb, "last");
+            assert_string_equal(cJSON_GetObjectItem(last, "outcome")->valuestring, "applied");
+            assert_true(cJSON_GetObjectItem(last, "predicted_gain")->valuedouble >= 0.1);
+        }
+        cJSON_Delete(c);
+        struct timespec ts = {0, 300 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(applied >= 1);
+    // node-2 holds experts now.
+    cJSON *c = s_call(t.port, "GET", "/v1/cluster", NULL, NULL, 200, NULL);
+    int held = 0;
+    const cJSON *nd, *layer;
+    cJSON_ArrayForEach(nd, cJSON_GetObjectItem(c, "nodes"))
+        if (!strcmp(cJSON_GetObjectItem(nd, "name")->valuestring, "reb-2"))
+            cJSON_ArrayForEach(layer, cJSON_GetObjectItem(nd, "experts")) held += cJSON_GetArraySize(layer);
+    cJSON_Delete(c);
+    assert_true(held > 0);
+    assert_int_equal(mc_test_http(t.port, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_non_null(strstr(r.body, "moe_rebalance_total{outcome=\"applied\"} 1\n"));
+    assert_non_null(strstr(r.body, "moe_rebalance_total{outcome=\"rolled_back\"} 0\n"));
+    mc_test_http_free(&r);
+    cJSON *after = s_post(t.port, "/v1/chat/completions", req, 200);
+    assert_string_equal(s_get_str(after, "choices", "message", "content"), want);
+    cJSON_Delete(after);
+    printf("[server] rebalanced live: node-2 took experts, the answers unchanged\n");
+    free(want);
+    s_down(&t);
+    mc_cluster_config_destroy(&cfg);
+    mc_nodeproc_stop(procs, 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
         cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store), cmocka_unit_test(test_metrics_kv_cache),
-        cmocka_unit_test(test_cluster_endpoint), cmocka_unit_test(test_cluster_changes),
+        cmocka_unit_test(test_cluster_endpoint), cmocka_unit_test(test_cluster_changes), cmocka_unit_test(test_rebalance_served),
         cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
         cmocka_unit_test(test_stream_log_counts),      cmocka_unit_test(test_structured_output),

@@ -411,6 +411,8 @@ void mc_cluster_config_destroy(mc_cluster_config_t **pc) {
     free(c->model_resolved);
     free(c->secret_key);
     free(c->secret_key_resolved);
+    free(c->rebalance.machines);
+    free(c->rebalance.machines_resolved);
     free(c);
     *pc = NULL;
 }
@@ -465,6 +467,35 @@ mc_err_t mc_cluster_config_set_secret_key(mc_cluster_config_t *c, const char *pa
     char msg[MC_ERR_LEN];
     if (!s_set_path(c, &c->secret_key, &c->secret_key_resolved, path, "secret key", msg))
         return mc_err_set(err, MC_ERR_ARG, "%s", msg);
+    return MC_OK;
+}
+
+// The rebalance block's values, checked (msg says what is wrong).
+static bool s_check_rebalance(uint32_t every_s, double min_gain, uint32_t window, double tolerance, char *msg) {
+    if (every_s < MC_CLUSTER_MIN_REBALANCE_S || every_s > MC_CLUSTER_MAX_REBALANCE_S)
+        return mc_err_set(msg, MC_ERR_FORMAT, "'every_s' in 'rebalance' must be a number of seconds from %u to %u",
+                          MC_CLUSTER_MIN_REBALANCE_S, MC_CLUSTER_MAX_REBALANCE_S), false;
+    if (!(min_gain >= 0 && min_gain < 10))
+        return mc_err_set(msg, MC_ERR_FORMAT, "'min_gain' in 'rebalance' must be at least 0 and below 10 (0.10: 10%% faster)"),
+               false;
+    if (window < MC_CLUSTER_MIN_REBALANCE_WINDOW || window > MC_CLUSTER_MAX_REBALANCE_WINDOW)
+        return mc_err_set(msg, MC_ERR_FORMAT, "'window' in 'rebalance' must be a number of decode steps from %u to %u",
+                          MC_CLUSTER_MIN_REBALANCE_WINDOW, MC_CLUSTER_MAX_REBALANCE_WINDOW), false;
+    if (!(tolerance >= 0 && tolerance <= 1))
+        return mc_err_set(msg, MC_ERR_FORMAT, "'tolerance' in 'rebalance' must be a share from 0 to 1 (0.05: 5%%)"), false;
+    return true;
+}
+
+mc_err_t mc_cluster_config_set_rebalance(mc_cluster_config_t *c, uint32_t every_s, double min_gain,
+                                         const char *machines, uint32_t window, double tolerance, char *err) {
+    char msg[MC_ERR_LEN];
+    if (!c || !machines) return mc_err_set(err, MC_ERR_ARG, "set rebalance: NULL argument");
+    if (!s_check_rebalance(every_s, min_gain, window, tolerance, msg) ||
+        !s_set_path(c, &c->rebalance.machines, &c->rebalance.machines_resolved, machines, "machines", msg))
+        return mc_err_set(err, MC_ERR_ARG, "%s", msg);
+    c->rebalance.on = true;
+    c->rebalance.every_s = every_s, c->rebalance.min_gain = min_gain;
+    c->rebalance.window = window, c->rebalance.tolerance = tolerance;
     return MC_OK;
 }
 
@@ -534,6 +565,7 @@ enum {
     S_ROOT_SECRET,
     S_ROOT_NODES,
     S_ROOT_LOCAL,
+    S_ROOT_REBALANCE,
     S_ROOT_DISCOVER,
     S_ROOT_DISCOVER_KEYS,
     S_ROOT_DISCOVER_EXPERTS,
@@ -542,8 +574,8 @@ enum {
 };
 static const char *const s_root_keys[S_ROOT_N] = {"model",    "wire",    "timeout_ms", "retry_ms", "heartbeat_ms",
                                                   "load_timeout_ms", "dead_ms", "slow_ms", "transfer_mbps", "secret_key",
-                                                  "nodes", "local", "discover", "discover_keys",
-                                                  "discover_experts", "discover_layers"};
+                                                  "nodes", "local", "rebalance", "discover",
+                                                  "discover_keys", "discover_experts", "discover_layers"};
 
 // The millisecond settings: key, bounds, and what 0 means where allowed
 // (NULL: 0 is below the minimum). One row each instead of a parser apiece.
@@ -573,6 +605,9 @@ static const char *const s_node_keys[S_NODE_N] = {"name",       "endpoint", "exp
 enum { S_HOLD_LAYERS, S_HOLD_EXPERTS, S_HOLD_N };
 static const char *const s_hold_keys[S_HOLD_N] = {"layers", "experts"};
 
+
+enum { S_REB_EVERY, S_REB_GAIN, S_REB_MACHINES, S_REB_WINDOW, S_REB_TOLERANCE, S_REB_N };
+static const char *const s_reb_keys[S_REB_N] = {"every_s", "min_gain", "machines", "window", "tolerance"};
 
 enum { S_LOCAL_EXPERTS, S_LOCAL_LAYERS, S_LOCAL_HOLDS, S_LOCAL_N };
 static const char *const s_local_keys[S_LOCAL_N] = {"experts", "layers", "holds"};
@@ -881,6 +916,75 @@ static bool s_parse_local(s_parser_t *ps) {
     }
 }
 
+// A real number in [lo, hi] (hi itself refused when !hi_ok), strictly
+// decimal: no hex, inf or nan.
+static bool s_parse_real(const char *t, double lo, double hi, bool hi_ok, double *out) {
+    if (!*t || strspn(t, "0123456789.eE+-") != strlen(t) || strlen(t) > 32) return false;
+    char *end;
+    errno = 0;
+    const double v = strtod(t, &end);
+    if (*end || errno || !(v >= lo) || v > hi || (!hi_ok && v == hi)) return false;
+    *out = v;
+    return true;
+}
+
+// `rebalance:` {every_s, min_gain, machines, window?, tolerance?}.
+static bool s_parse_rebalance(s_parser_t *ps) {
+    mc_cluster_config_t *c = ps->c;
+    mc_cluster_rebalance_t *r = &c->rebalance;
+    char f[S_QUOTE_MAX + 8], q[S_QUOTE_MAX + 4], msg[MC_ERR_LEN];
+    const mc_cluster_mark_t start = s_here(ps);
+    if (ps->ev.type != YAML_MAPPING_START_EVENT)
+        return s_fail(ps, start, "'rebalance' must be a mapping of every_s, min_gain, machines, window, tolerance; found %s",
+                      s_found(ps, f, sizeof f));
+    mc_cluster_mark_t at[S_REB_N] = {{0, 0}};
+    r->window = MC_CLUSTER_DEFAULT_REBALANCE_WINDOW, r->tolerance = 0.05;
+    for (;;) {
+        if (!s_next(ps)) return false;
+        if (ps->ev.type == YAML_MAPPING_END_EVENT) break;
+        const int k = s_key(ps, s_reb_keys, S_REB_N, at, " in 'rebalance'");
+        if (k < 0 || !s_next(ps) || !s_string(ps, s_reb_keys[k])) return false;
+        const char *t = s_text(ps);
+        bool ok = true;
+        switch (k) {
+        case S_REB_EVERY:
+            ok = s_parse_number(t, t + strlen(t), MC_CLUSTER_MAX_REBALANCE_S, &r->every_s) &&
+                 r->every_s >= MC_CLUSTER_MIN_REBALANCE_S && r->every_s <= MC_CLUSTER_MAX_REBALANCE_S;
+            if (!ok)
+                return s_fail(ps, s_here(ps), "'every_s' in 'rebalance' must be a number of seconds from %u to %u, found '%s'",
+                              MC_CLUSTER_MIN_REBALANCE_S, MC_CLUSTER_MAX_REBALANCE_S, s_quote(t, q, sizeof q));
+            break;
+        case S_REB_GAIN:
+            if (!s_parse_real(t, 0, 10, false, &r->min_gain))
+                return s_fail(ps, s_here(ps), "'min_gain' in 'rebalance' must be a number at least 0 and below 10 (0.10: "
+                                              "a plan predicted 10%% faster), found '%s'", s_quote(t, q, sizeof q));
+            break;
+        case S_REB_MACHINES:
+            if (!s_set_path(c, &r->machines, &r->machines_resolved, t, "machines", msg))
+                return s_fail(ps, s_here(ps), "%s", msg);
+            break;
+        case S_REB_WINDOW:
+            ok = s_parse_number(t, t + strlen(t), MC_CLUSTER_MAX_REBALANCE_WINDOW, &r->window) &&
+                 r->window >= MC_CLUSTER_MIN_REBALANCE_WINDOW && r->window <= MC_CLUSTER_MAX_REBALANCE_WINDOW;
+            if (!ok)
+                return s_fail(ps, s_here(ps), "'window' in 'rebalance' must be a number of decode steps from %u to %u, found '%s'",
+                              MC_CLUSTER_MIN_REBALANCE_WINDOW, MC_CLUSTER_MAX_REBALANCE_WINDOW, s_quote(t, q, sizeof q));
+            break;
+        case S_REB_TOLERANCE:
+            if (!s_parse_real(t, 0, 1, true, &r->tolerance))
+                return s_fail(ps, s_here(ps), "'tolerance' in 'rebalance' must be a share from 0 to 1 (0.05: 5%%), found '%s'",
+                              s_quote(t, q, sizeof q));
+            break;
+        }
+    }
+    if (!at[S_REB_EVERY].line) return s_fail(ps, start, "missing key 'every_s' in 'rebalance'");
+    if (!at[S_REB_GAIN].line) return s_fail(ps, start, "missing key 'min_gain' in 'rebalance'");
+    if (!at[S_REB_MACHINES].line)
+        return s_fail(ps, start, "missing key 'machines' in 'rebalance' (the planner's machines file, as moe-plan --machines takes)");
+    r->on = true;
+    return true;
+}
+
 // `discover_keys:`: a sequence of Z85 public keys (or one key alone).
 static bool s_parse_discover_keys(s_parser_t *ps) {
     mc_cluster_config_t *c = ps->c;
@@ -976,6 +1080,7 @@ static bool s_parse_root(s_parser_t *ps) {
             break;
         case S_ROOT_NODES: ok = s_parse_nodes(ps); break;
         case S_ROOT_LOCAL: ok = s_parse_local(ps); break;
+        case S_ROOT_REBALANCE: ok = s_parse_rebalance(ps); break;
         case S_ROOT_DISCOVER:
             ok = s_string(ps, "discover");
             if (ok && strcmp(s_text(ps), "true") && strcmp(s_text(ps), "false"))
@@ -1015,9 +1120,9 @@ static bool s_parse_stream(s_parser_t *ps) {
         return s_fail(ps, s_here(ps), "the file is empty (expected a mapping with at least 'nodes')");
     if (!s_next(ps)) return false;
     if (ps->ev.type != YAML_MAPPING_START_EVENT)
-        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, "
-                      "slow_ms, transfer_mbps, secret_key, nodes, local, "
-                      "discover, discover_keys, discover_experts, discover_layers; found %s",
+        // Not every key: the list outgrew an error message.
+        return s_fail(ps, s_here(ps), "the file must be a mapping of model, nodes, local and the other keys "
+                      "docs/CLUSTER.md lists; found %s",
                       s_found(ps, f, sizeof f));
     if (!s_parse_root(ps) || !s_next(ps) || !s_next(ps)) return false; // root, document end
     if (ps->ev.type != YAML_STREAM_END_EVENT) return s_fail(ps, s_here(ps), "only one YAML document is allowed");
@@ -1259,6 +1364,29 @@ static bool s_write_set(FILE *f, const char *key, const uint64_t *bits, uint32_t
     return true;
 }
 
+static bool s_dup2(char **as, char **resolved, const char *a, const char *r) {
+    free(*as), free(*resolved);
+    *as = a ? strdup(a) : NULL, *resolved = r ? strdup(r) : NULL;
+    return (!a || *as) && (!r || *resolved);
+}
+
+mc_err_t mc_cluster_config_copy_settings(mc_cluster_config_t *dst, const mc_cluster_config_t *src, char *err) {
+    if (!dst || !src) return mc_err_set(err, MC_ERR_ARG, "copy settings: NULL argument");
+    dst->wire = src->wire;
+    for (size_t i = 0; i < S_N_MS_KEYS; i++)
+        memcpy((char *)dst + s_ms_keys[i].offset, (const char *)src + s_ms_keys[i].offset, sizeof(uint32_t));
+    mc_cluster_rebalance_t r = dst->rebalance;
+    const mc_cluster_rebalance_t *sr = &src->rebalance;
+    const bool ok = s_dup2(&dst->model, &dst->model_resolved, src->model, src->model_resolved) &&
+                    s_dup2(&dst->secret_key, &dst->secret_key_resolved, src->secret_key, src->secret_key_resolved) &&
+                    s_dup2(&r.machines, &r.machines_resolved, sr->machines, sr->machines_resolved);
+    r.on = sr->on, r.every_s = sr->every_s, r.min_gain = sr->min_gain, r.window = sr->window, r.tolerance = sr->tolerance;
+    dst->rebalance = r;
+    if (!ok || (src->path && !dst->path && !(dst->path = strdup(src->path))))
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    return MC_OK;
+}
+
 mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *err) {
     if (!c || !f) return mc_err_set(err, MC_ERR_ARG, "cluster write: NULL argument");
     if (!c->n_nodes) return mc_err_set(err, MC_ERR_ARG, "cluster write: a cluster needs at least one node");
@@ -1290,6 +1418,17 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
         uint32_t v;
         memcpy(&v, (const char *)c + s_ms_keys[i].offset, sizeof v);
         fprintf(f, "%s: %" PRIu32 "\n", s_root_keys[s_ms_keys[i].key], v);
+    }
+    if (c->rebalance.on) {
+        const mc_cluster_rebalance_t *r = &c->rebalance;
+        char msg[MC_ERR_LEN];
+        if (!r->machines || !s_check_rebalance(r->every_s, r->min_gain, r->window, r->tolerance, msg))
+            return mc_err_set(err, MC_ERR_ARG, "cluster write: %s", r->machines ? msg : "rebalance without machines");
+        // %.17g: the value parses back to the same double.
+        fprintf(f, "rebalance:\n  every_s: %" PRIu32 "\n  min_gain: %.17g\n  window: %" PRIu32 "\n  tolerance: %.17g\n"
+                   "  machines: ", r->every_s, r->min_gain, r->window, r->tolerance);
+        s_write_quoted(f, r->machines);
+        fputc('\n', f);
     }
     fputs("nodes:\n", f);
     for (size_t i = 0; ok && i < c->n_nodes; i++) {

@@ -23,6 +23,15 @@
  *   transfer_mbps: 0          # cap of the experts sent to nodes without a model file
  *                             # (moe-expert --cache-dir), all together, in Mbit/s, so
  *                             # a shared link keeps room for generation; 0 = no cap
+ *   rebalance:                # optional: live rebalancing (moe-coordinator --serve)
+ *     every_s: 300            # look at the recent routing this often; 1..86400
+ *     min_gain: 0.10          # stage a plan predicted at least this much faster
+ *                             # (old step time / new - 1); 0 <= min_gain < 10
+ *     machines: machines.yaml # the planner's machines file (moe-plan --machines),
+ *                             # relative to this file; required
+ *     window: 32              # decode steps timed before and after a switch; 4..100000
+ *     tolerance: 0.05         # a switch measured slower by more than this share
+ *                             # is rolled back; 0..1
  *   nodes:                    # required, at least one
  *     - name: pi-1            # required, unique, [A-Za-z0-9._-]{1,64}
  *       endpoint: tcp://10.0.0.11:5555   # required, unique; tcp://HOST:PORT, ipc://PATH, inproc://NAME
@@ -85,6 +94,11 @@
 #define MC_CLUSTER_DEFAULT_SLOW_MS 250u
 #define MC_CLUSTER_MAX_LOAD_MS 86400000u // a day
 #define MC_CLUSTER_MAX_TRANSFER_MBPS 1000000u // 1 Tbit/s
+#define MC_CLUSTER_MIN_REBALANCE_S 1u        // rebalance every_s bounds
+#define MC_CLUSTER_MAX_REBALANCE_S 86400u
+#define MC_CLUSTER_DEFAULT_REBALANCE_WINDOW 32u
+#define MC_CLUSTER_MIN_REBALANCE_WINDOW 4u
+#define MC_CLUSTER_MAX_REBALANCE_WINDOW 100000u
 
 // Id sets as bitsets: bit i of bits[i / 64] is id i.
 typedef struct {
@@ -141,6 +155,17 @@ typedef struct {
     uint32_t mem_limit_mb;
 } mc_cluster_node_t;
 
+// The `rebalance:` block (live rebalancing, coordinator/serve/rebalance.h).
+typedef struct {
+    bool on;                  // the block is there
+    uint32_t every_s;         // MC_CLUSTER_MIN_REBALANCE_S..MC_CLUSTER_MAX_REBALANCE_S
+    double min_gain;          // 0 <= min_gain < 10
+    char *machines;           // as written (owned)
+    char *machines_resolved;  // relative to the file's folder (owned)
+    uint32_t window;          // decode steps timed on each side of a switch
+    double tolerance;         // 0..1
+} mc_cluster_rebalance_t;
+
 typedef struct mc_cluster_config {
     char *path;           // file name as given to parse/load (owned; NULL if none)
     char *model;          // as written (owned; NULL when absent)
@@ -163,6 +188,7 @@ typedef struct mc_cluster_config {
     mc_cluster_hold_t *local_holds; // `holds:` under local, as for a node (owned)
     size_t n_local_holds;
     mc_cluster_mark_t local_holds_at;
+    mc_cluster_rebalance_t rebalance;
     // Discovery: announced nodes whose key is in discover_keys join holding
     // discover_experts x discover_layers (the server, membership.h).
     bool discover;
@@ -208,6 +234,15 @@ mc_err_t mc_cluster_config_remove_node(mc_cluster_config_t *c, size_t i, char *e
 mc_cluster_config_t *mc_cluster_config_clone(const mc_cluster_config_t *c, char *err);
 mc_err_t mc_cluster_config_set_model(mc_cluster_config_t *c, const char *model, char *err);
 mc_err_t mc_cluster_config_set_secret_key(mc_cluster_config_t *c, const char *path, char *err);
+// dst takes src's settings: wire, the millisecond keys, model, secret key,
+// rebalance (paths as src resolved them) and, when dst has none, src's path.
+// Nodes and local holds are not touched.
+mc_err_t mc_cluster_config_copy_settings(mc_cluster_config_t *dst, const mc_cluster_config_t *src, char *err);
+
+// Turn the rebalance block on with these values (checked as the parser
+// checks them; machines resolved against c's file as the parser would).
+mc_err_t mc_cluster_config_set_rebalance(mc_cluster_config_t *c, uint32_t every_s, double min_gain,
+                                         const char *machines, uint32_t window, double tolerance, char *err);
 mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const char *public_key, char *err);
 // Add a (layers, experts) block to node i's `holds` (its experts/layers sets
 // no longer count once it has one).

@@ -27,6 +27,13 @@ struct mc_routing {
     uint32_t *last_pos; // (n_seq, L) its position + 1 (0: none)
     uint8_t *trace;    // (max_trace, L, k)
     uint64_t n_trace;  // highest recorded row + 1, capped at max_trace
+    // The recent window (mc_routing_keep_recent): row r's choices in slot
+    // r % n_recent, while recent_row[slot] == r + 1.
+    uint32_t n_recent;
+    uint8_t *recent;        // (n_recent, L, k)
+    uint64_t *recent_row;   // (n_recent) row + 1 in the slot (0: none)
+    uint32_t *recent_fill;  // (n_recent) layers recorded of that row
+    uint64_t recent_hi;     // highest row + 1 seen
 };
 
 mc_routing_t *mc_routing_new(uint32_t n_layer, uint32_t n_expert, uint32_t k, uint32_t n_seq, uint32_t max_trace) {
@@ -55,6 +62,7 @@ void mc_routing_destroy(mc_routing_t **pr) {
     mc_routing_t *r = *pr;
     pthread_mutex_destroy(&r->mu);
     free(r->rows), free(r->pairs), free(r->kept), free(r->follow), free(r->last), free(r->last_pos), free(r->trace);
+    free(r->recent), free(r->recent_row), free(r->recent_fill);
     free(r);
     *pr = NULL;
 }
@@ -86,10 +94,92 @@ void mc_routing_hook(void *ctx, uint32_t layer, uint64_t row, uint32_t seq, uint
         }
         if (row < r->max_trace) r->trace[((size_t)row * r->n_layer + layer) * k + j] = (uint8_t)e;
     }
+    if (r->n_recent) {
+        const size_t slot = row % r->n_recent;
+        if (r->recent_row[slot] != row + 1) { // a newer row takes the slot over
+            if (r->recent_row[slot] > row + 1) goto done; // an older row than the slot's: out of the window
+            r->recent_row[slot] = row + 1, r->recent_fill[slot] = 0;
+        }
+        uint8_t *dst = r->recent + ((size_t)slot * r->n_layer + layer) * k;
+        for (uint32_t j = 0; j < k; j++) dst[j] = sel[j] >= 0 && (uint32_t)sel[j] < E ? (uint8_t)sel[j] : 0;
+        r->recent_fill[slot]++;
+        if (row + 1 > r->recent_hi) r->recent_hi = row + 1;
+    }
+done:
     memcpy(last, sel, k * sizeof *last);
     *lp = pos + 1;
     if (row < r->max_trace && row + 1 > r->n_trace) r->n_trace = row + 1;
     pthread_mutex_unlock(&r->mu);
+}
+
+mc_err_t mc_routing_keep_recent(mc_routing_t *r, uint32_t n, char *err) {
+    if (!n || n > MC_ROUTING_MAX_TRACE)
+        return mc_err_set(err, MC_ERR_ARG, "a recent window of %u tokens (1..%d)", n, MC_ROUTING_MAX_TRACE);
+    uint8_t *ring = calloc((size_t)n * r->n_layer * r->k, 1);
+    uint64_t *rows = calloc(n, sizeof *rows);
+    uint32_t *fill = calloc(n, sizeof *fill);
+    if (!ring || !rows || !fill) {
+        free(ring), free(rows), free(fill);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_lock(&r->mu);
+    free(r->recent), free(r->recent_row), free(r->recent_fill);
+    r->recent = ring, r->recent_row = rows, r->recent_fill = fill, r->n_recent = n, r->recent_hi = 0;
+    pthread_mutex_unlock(&r->mu);
+    return MC_OK;
+}
+
+mc_err_t mc_routing_recent(mc_routing_t *r, uint32_t max_tokens, mc_routing_stats_t *out, char *err) {
+    const uint32_t L = r->n_layer, E = r->n_expert, k = r->k;
+    const size_t le = (size_t)L * E, tok = (size_t)L * k;
+    mc_routing_stats_t s = {.n_layer = L, .n_expert = E, .k = k};
+    pthread_mutex_lock(&r->mu);
+    if (!r->n_recent) {
+        pthread_mutex_unlock(&r->mu);
+        return mc_err_set(err, MC_ERR_ARG, "routing: no recent window (mc_routing_keep_recent)");
+    }
+    const uint32_t cap = max_tokens < r->n_recent ? max_tokens : r->n_recent;
+    s.rows = calloc(le, sizeof *s.rows);
+    s.pairs = calloc(le * E, sizeof *s.pairs);
+    s.kept = calloc(le, sizeof *s.kept);
+    s.follow = calloc(le, sizeof *s.follow);
+    s.trace = malloc((size_t)cap * tok + 1);
+    if (!s.rows || !s.pairs || !s.kept || !s.follow || !s.trace) {
+        pthread_mutex_unlock(&r->mu);
+        mc_routing_stats_free(&s);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    // The newest complete rows, at most cap of them, oldest first: walk
+    // back from the highest row over the ring's span.
+    const uint64_t hi = r->recent_hi, lo = hi > r->n_recent ? hi - r->n_recent : 0;
+    uint64_t first = hi;
+    uint32_t n = 0;
+    for (uint64_t row = hi; row > lo && n < cap; row--) {
+        const size_t slot = (row - 1) % r->n_recent;
+        if (r->recent_row[slot] == row && r->recent_fill[slot] >= L) first = row - 1, n++;
+    }
+    for (uint64_t row = first; row < hi && s.n_trace < n; row++) {
+        const size_t slot = row % r->n_recent;
+        if (r->recent_row[slot] != row + 1 || r->recent_fill[slot] < L) continue;
+        const uint8_t *src = r->recent + slot * tok;
+        memcpy(s.trace + (size_t)s.n_trace * tok, src, tok);
+        s.n_trace++;
+        for (uint32_t l = 0; l < L; l++)
+            for (uint32_t j = 0; j < k; j++) {
+                const uint8_t e = src[(size_t)l * k + j];
+                s.rows[(size_t)l * E + e]++;
+                for (uint32_t q = j + 1; q < k; q++) {
+                    const uint8_t f = src[(size_t)l * k + q];
+                    if (f == e) continue;
+                    s.pairs[((size_t)l * E + e) * E + f]++;
+                    s.pairs[((size_t)l * E + f) * E + e]++;
+                }
+            }
+    }
+    pthread_mutex_unlock(&r->mu);
+    s.tokens = s.n_trace;
+    *out = s;
+    return MC_OK;
 }
 
 static cJSON *s_array_u64(const uint64_t *v, size_t n) {

@@ -10,6 +10,12 @@
  * mc_routing_hook); mc_routing_json() may be called from another thread
  * meanwhile.
  *
+ * The trace covers the first tokens only; a live planner (the server's
+ * rebalancing, rebalance.h) wants the recent ones: mc_routing_keep_recent
+ * adds a ring of the last n tokens' choices, a sliding window that
+ * mc_routing_recent turns into statistics (counts, pairs and a trace of
+ * those tokens alone, older ones forgotten as new ones come).
+ *
  * The file (JSON) is read back by mc_routing_parse(buf, len), which checks
  * every count and id against the shape it declares: it comes from disk.
  */
@@ -44,7 +50,7 @@ void mc_routing_hook(void *ctx, uint32_t layer, uint64_t row, uint32_t seq, uint
 char *mc_routing_json(mc_routing_t *r);
 mc_err_t mc_routing_write(mc_routing_t *r, const char *path, char *err);
 
-// Statistics read back from a file.
+// Statistics read back from a file (or a recent window's).
 typedef struct {
     uint32_t n_layer, n_expert, k;
     uint64_t tokens;     // rows recorded per layer
@@ -55,6 +61,16 @@ typedef struct {
     uint32_t n_trace;    // tokens in the trace
     uint8_t *trace;      // (n_trace, n_layer, k) expert ids
 } mc_routing_stats_t;
+
+// Keep the choices of the last n tokens (1..MC_ROUTING_MAX_TRACE) from now
+// on, beside the rest (again: a new, empty ring of n).
+mc_err_t mc_routing_keep_recent(mc_routing_t *r, uint32_t n, char *err);
+
+// The window of the last recorded tokens (at most max_tokens, those whose
+// every layer is in): rows, pairs and the trace, oldest token first; kept
+// and follow are 0 (the ring does not know sequences). MC_ERR_ARG without
+// a ring (mc_routing_keep_recent); an empty window has tokens 0.
+mc_err_t mc_routing_recent(mc_routing_t *r, uint32_t max_tokens, mc_routing_stats_t *out, char *err);
 
 mc_err_t mc_routing_parse(const char *buf, size_t len, mc_routing_stats_t *out, char *err);
 mc_err_t mc_routing_load(const char *path, mc_routing_stats_t *out, char *err);

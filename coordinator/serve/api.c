@@ -169,6 +169,53 @@ static const char *s_opt_string(const cJSON *obj, const char *key, bool *bad) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+mc_err_t mc_api_msg_calls(const cJSON *m, size_t i, mc_api_dialect_t dialect, mc_api_request_t *r, mc_chat_msg_t *out,
+                          mc_api_error_t *e) {
+    const bool openai = dialect == MC_API_DIALECT_OPENAI;
+    char param[64];
+    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+    if (!calls || cJSON_IsNull(calls)) return MC_OK;
+    if (out->role != MC_CHAT_ASSISTANT || !cJSON_IsArray(calls))
+        return mc_api_bad(e, param, "'%s' must be an array of calls, in an assistant message", param);
+    const size_t n = (size_t)cJSON_GetArraySize(calls);
+    if (n > MC_TOOLCALL_MAX_TOOLS) return mc_api_bad(e, param, "'%s' has more than %d calls", param, MC_TOOLCALL_MAX_TOOLS);
+    mc_chat_call_t *cs = n ? (mc_chat_call_t *)(void *)mc_api_own(r, n * sizeof *cs) : NULL;
+    if (n && !cs) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+    size_t k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, k);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        // OpenAI's calls carry the id a tool message answers: a wrong one is
+        // the client's mistake. Ollama's carry none (newer clients may send
+        // one, which is kept when it is a string).
+        bool bad_id;
+        const char *id = s_opt_string(c, "id", &bad_id);
+        if (!cJSON_IsObject(c) || (openai && bad_id) || !cJSON_IsString(name) ||
+            (args && !cJSON_IsString(args) && !cJSON_IsObject(args) && !cJSON_IsNull(args)))
+            return mc_api_bad(e, param, "'%s' must be %s", param,
+                              openai ? "{\"id\": ..., \"type\": \"function\", \"function\": {\"name\": ..., "
+                                       "\"arguments\": \"{...}\"}}"
+                                     : "{\"function\": {\"name\": ..., \"arguments\": {...}}}");
+        // The arguments as the templates print JSON (kept as they are when they are not JSON).
+        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+        const cJSON *obj = parsed ? parsed : cJSON_IsObject(args) ? args : NULL;
+        char *printed = obj ? mc_toolcall_print(obj) : NULL;
+        cJSON_Delete(parsed);
+        const char *text = printed ? printed : cJSON_IsString(args) ? args->valuestring : "{}";
+        char *own = mc_api_own(r, strlen(text));
+        if (own) memcpy(own, text, strlen(text) + 1);
+        free(printed);
+        if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
+        cs[k++] = (mc_chat_call_t){id ? id : "", name->valuestring, own};
+    }
+    out->calls = cs, out->n_calls = n;
+    return MC_OK;
+}
+
 // The tool side of a message: a tool message's tool_call_id, an assistant
 // message's tool_calls ({id, type "function", function {name, arguments}},
 // the arguments JSON text written again as the templates print JSON) and
@@ -188,40 +235,7 @@ static mc_err_t s_tool_fields(const cJSON *m, size_t i, mc_api_request_t *r, mc_
     const char *reasoning = s_opt_string(m, "reasoning_content", &bad);
     if (bad) return s_bad(e, param, "'%s' must be a string", param);
     if (reasoning) out->reasoning = reasoning, out->reasoning_len = strlen(reasoning);
-    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
-    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
-    if (!calls || cJSON_IsNull(calls)) return MC_OK;
-    if (!cJSON_IsArray(calls)) return s_bad(e, param, "'%s' must be an array of calls", param);
-    const size_t n = (size_t)cJSON_GetArraySize(calls);
-    if (n > MC_TOOLCALL_MAX_TOOLS) return s_bad(e, param, "'%s' has more than %d calls", param, MC_TOOLCALL_MAX_TOOLS);
-    mc_chat_call_t *cs = n ? (mc_chat_call_t *)(void *)mc_api_own(r, n * sizeof *cs) : NULL;
-    if (n && !cs) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
-    size_t k = 0;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, calls) {
-        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, k);
-        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
-        bool bad_id;
-        const char *id = s_opt_string(c, "id", &bad_id);
-        if (!cJSON_IsObject(c) || bad_id || !cJSON_IsString(name) || (args && !cJSON_IsString(args) && !cJSON_IsObject(args)))
-            return s_bad(e, param, "'%s' must be {\"id\": ..., \"type\": \"function\", \"function\": {\"name\": ..., "
-                                   "\"arguments\": \"{...}\"}}", param);
-        // The arguments as the templates print JSON (kept as they are when they are not JSON).
-        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
-        const cJSON *obj = parsed ? parsed : cJSON_IsObject(args) ? args : NULL;
-        char *printed = obj ? mc_toolcall_print(obj) : NULL;
-        cJSON_Delete(parsed);
-        const char *text = printed ? printed : cJSON_IsString(args) ? args->valuestring : "{}";
-        char *own = mc_api_own(r, strlen(text));
-        if (own) memcpy(own, text, strlen(text) + 1);
-        free(printed);
-        if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
-        cs[k++] = (mc_chat_call_t){id ? id : "", name->valuestring, own};
-    }
-    out->calls = cs, out->n_calls = n;
-    return MC_OK;
+    return mc_api_msg_calls(m, i, MC_API_DIALECT_OPENAI, r, out, e);
 }
 
 // enable_thinking, at the top or in chat_template_kwargs (as vLLM and

@@ -137,6 +137,21 @@ mc_err_t mc_api_response_format(const struct cJSON *v, const char *param, bool f
 // A schema (a JSON object, or true) for r: printed, owned by r, compiled to check it.
 mc_err_t mc_api_schema(const struct cJSON *schema, const char *param, mc_api_request_t *r, mc_api_error_t *e);
 
+// Which API a request came through, where their shapes differ.
+typedef enum {
+    MC_API_DIALECT_OPENAI, // chat completions
+    MC_API_DIALECT_OLLAMA, // /api/chat
+} mc_api_dialect_t;
+
+// Message i's (m's) tool_calls into out->calls (out->role already set; only
+// an assistant message may carry them), the arguments printed again as the
+// templates print JSON, or kept as they are when they are not JSON. OpenAI
+// sends {"id", "type": "function", "function": {"name", "arguments": "{...}"}}
+// (a non-string id is refused); Ollama {"function": {"name", "arguments":
+// {...}}} (arguments an object, text or null; an id kept when a string).
+mc_err_t mc_api_msg_calls(const struct cJSON *m, size_t i, mc_api_dialect_t dialect, mc_api_request_t *r,
+                          mc_chat_msg_t *out, mc_api_error_t *e);
+
 // How many bytes of s to quote in a message, at most max, never cutting a
 // UTF-8 character (error bodies must stay UTF-8).
 int mc_api_quote_len(const char *s, size_t max);

@@ -2,6 +2,7 @@
  * metrics: fixed-bucket histograms, labelled counters, Prometheus text.
  */
 #include "metrics.h"
+#include "rebalance.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -43,6 +44,8 @@ struct mc_metrics {
     uint64_t prompt_tokens, completion_tokens, generations;
     s_hist_t request_s, ttft_s, gap_s;
     mc_prefix_stats_t prefix; // the scheduler's, as of its last step
+    bool rebalance;           // rebalancing is on: its counts are rendered
+    uint64_t rebalance_counts[MC_REBALANCE_N_OUTCOMES];
 };
 
 static void s_hist_init(s_hist_t *h, const double *bounds, size_t n) {
@@ -96,6 +99,13 @@ void mc_metrics_generation(mc_metrics_t *m, uint32_t prompt_tokens, uint32_t com
 void mc_metrics_token_gap(mc_metrics_t *m, double seconds) {
     pthread_mutex_lock(&m->mu);
     s_hist_add(&m->gap_s, seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void mc_metrics_rebalance(mc_metrics_t *m, const uint64_t *counts) {
+    pthread_mutex_lock(&m->mu);
+    m->rebalance = true;
+    memcpy(m->rebalance_counts, counts, sizeof m->rebalance_counts);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -324,6 +334,13 @@ char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint3
     s_put(&t, "moe_prefix_cache_saved %u\n", c.prefix.saved);
     s_family(&t, "moe_prefix_cache_saved_bytes", "gauge", "Bytes of those prefixes (keys, values, ids).");
     s_put(&t, "moe_prefix_cache_saved_bytes %zu\n", c.prefix.saved_bytes);
+    if (c.rebalance) {
+        s_family(&t, "moe_rebalance_total", "counter",
+                 "Live rebalancing rounds, by outcome (the cluster file's rebalance block).");
+        for (int o = 0; o < MC_REBALANCE_N_OUTCOMES; o++)
+            s_put(&t, "moe_rebalance_total{outcome=\"%s\"} %llu\n", mc_rebalance_outcome_name((mc_rebalance_outcome_t)o),
+                  (unsigned long long)c.rebalance_counts[o]);
+    }
     const mc_engine_t *e = mc_session_engine(s);
     s_family(&t, "moe_kv_cache_bytes", "gauge",
              "The sequences' KV caches at full context (--parallel x --ctx), by value type (--kv-type).");

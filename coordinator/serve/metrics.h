@@ -49,6 +49,11 @@ void mc_metrics_token_gap(mc_metrics_t *m, double seconds);
 // the thread that steps it; rendered as they were last given.
 void mc_metrics_prefix(mc_metrics_t *m, const mc_prefix_stats_t *st);
 
+// Live rebalancing's outcomes so far (mc_rebalance_counts, by
+// mc_rebalance_outcome_t), from the thread that drives it; rendered as
+// moe_rebalance_total{outcome} once given.
+void mc_metrics_rebalance(mc_metrics_t *m, const uint64_t *counts);
+
 // The exposition text (malloc'd; NULL when out of memory). active and
 // queued: the generations running and waiting now.
 char *mc_metrics_render(mc_metrics_t *m, mc_session_t *s, uint32_t active, uint32_t queued);

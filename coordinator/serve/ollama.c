@@ -63,44 +63,6 @@ static mc_err_t s_common(const cJSON *root, mc_api_request_t *r, mc_api_error_t 
     return s_options(root, r, e);
 }
 
-// An assistant message's tool_calls: [{"function": {"name", "arguments":
-// {...}}}] (arguments an object, or JSON text), printed as the templates print JSON.
-static mc_err_t s_calls(const cJSON *m, size_t i, mc_api_request_t *r, mc_chat_msg_t *out, mc_api_error_t *e) {
-    char param[64];
-    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
-    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
-    if (!calls || cJSON_IsNull(calls)) return MC_OK;
-    if (out->role != MC_CHAT_ASSISTANT || !cJSON_IsArray(calls))
-        return mc_api_bad(e, param, "'%s' must be an array of calls, in an assistant message", param);
-    const size_t n = (size_t)cJSON_GetArraySize(calls);
-    if (n > MC_TOOLCALL_MAX_TOOLS) return mc_api_bad(e, param, "'%s' has more than %d calls", param, MC_TOOLCALL_MAX_TOOLS);
-    mc_chat_call_t *cs = n ? (mc_chat_call_t *)(void *)mc_api_own(r, n * sizeof *cs) : NULL;
-    if (n && !cs) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
-    size_t k = 0;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, calls) {
-        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, k);
-        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
-        if (!cJSON_IsString(name) || (args && !cJSON_IsObject(args) && !cJSON_IsString(args) && !cJSON_IsNull(args)))
-            return mc_api_bad(e, param, "'%s' must be {\"function\": {\"name\": ..., \"arguments\": {...}}}", param);
-        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
-        const cJSON *obj = parsed ? parsed : cJSON_IsObject(args) ? args : NULL;
-        char *printed = obj ? mc_toolcall_print(obj) : NULL;
-        cJSON_Delete(parsed);
-        const char *text = printed ? printed : cJSON_IsString(args) ? args->valuestring : "{}";
-        char *own = mc_api_own(r, strlen(text));
-        if (own) memcpy(own, text, strlen(text) + 1);
-        free(printed);
-        if (!own) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
-        cs[k++] = (mc_chat_call_t){cJSON_IsString(id) ? id->valuestring : "", name->valuestring, own};
-    }
-    out->calls = cs, out->n_calls = n;
-    return MC_OK;
-}
-
 static mc_err_t s_chat(const cJSON *root, mc_api_request_t *r, bool *load_only, mc_api_error_t *e) {
     char tparam[64] = "", terr[MC_ERR_LEN];
     mc_err_t trc = mc_toolcall_req_parse(root, &r->tools, tparam, terr); // OpenAI's shape, as Ollama takes it
@@ -136,7 +98,7 @@ static mc_err_t s_chat(const cJSON *root, mc_api_request_t *r, bool *load_only, 
         if (c && !cJSON_IsString(c) && !cJSON_IsNull(c)) return mc_api_bad(e, param, "'%s' must be a string", param);
         r->msgs[i].content = cJSON_IsString(c) ? c->valuestring : "";
         r->msgs[i].len = strlen(r->msgs[i].content);
-        if ((rc = s_calls(m, i, r, &r->msgs[i], e))) return rc;
+        if ((rc = mc_api_msg_calls(m, i, MC_API_DIALECT_OLLAMA, r, &r->msgs[i], e))) return rc;
         if (r->msgs[i].role == MC_CHAT_TOOL) { // Ollama names no call (newer clients may send its id)
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
             r->msgs[i].tool_call_id = cJSON_IsString(id) ? id->valuestring : "";

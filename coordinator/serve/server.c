@@ -33,6 +33,7 @@
 #include "membership.h"
 #include "metrics.h"
 #include "ollama.h"
+#include "rebalance.h"
 #include "reply.h"
 #include "responses.h"
 #include "rng.h"
@@ -144,6 +145,12 @@ struct mc_server {
     uint32_t n_open;      // requests between their headers and their last byte sent
     bool quit;
     int64_t started;      // unix time, the model's "created"
+    // Live rebalancing (the cluster file's rebalance block; NULL: off),
+    // driven by its own thread so that planning never holds up decoding.
+    mc_rebalance_t *rebalance;
+    pthread_t rebalancer;
+    bool rebalancer_started;
+    atomic_bool rebalance_quit;
 };
 
 typedef struct {
@@ -322,7 +329,9 @@ static void *s_engine_main(void *arg) {
         }
         if (quit) break;
         if (mc_scheduler_pending(sched)) {
+            const double t0 = mc_clock_ms();
             mc_scheduler_step(sched, err); // a failure has ended its generations with the message
+            if (srv->rebalance) mc_rebalance_step(srv->rebalance, mc_clock_ms() - t0);
             mc_prefix_stats_t ps;
             mc_scheduler_prefix_stats(sched, &ps);
             mc_metrics_prefix(srv->metrics, &ps);
@@ -1064,6 +1073,20 @@ static void s_counts(mc_server_t *srv, uint32_t *running, uint32_t *queued) {
     pthread_mutex_unlock(&srv->mu);
 }
 
+// The rebalance thread: the loop's timer and watch, ten times a second.
+static void *s_rebalance_main(void *arg) {
+    mc_server_t *srv = arg;
+    uint64_t counts[MC_REBALANCE_N_OUTCOMES];
+    while (!atomic_load(&srv->rebalance_quit)) {
+        mc_rebalance_poll(srv->rebalance, mc_clock_ms());
+        mc_rebalance_counts(srv->rebalance, counts);
+        mc_metrics_rebalance(srv->metrics, counts);
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 static cJSON *s_cluster_json(mc_server_t *srv) {
     const mc_hparams_t *hp = &mc_session_model(srv->s)->hp;
     uint64_t *counts = malloc((size_t)hp->n_layer * hp->n_expert * sizeof *counts);
@@ -1099,6 +1122,7 @@ static cJSON *s_cluster_json(mc_server_t *srv) {
     const mc_engine_t *e = mc_session_engine(srv->s);
     cJSON_AddStringToObject(root, "kv_type", mc_engine_kv_type_name(mc_engine_kv_type(e)));
     cJSON_AddNumberToObject(root, "kv_cache_bytes", (double)mc_engine_n_seq(e) * (double)mc_engine_kv_bytes(e, mc_engine_n_ctx(e)));
+    if (srv->rebalance) cJSON_AddItemToObject(root, "rebalance", mc_rebalance_json(srv->rebalance));
     return root;
 }
 
@@ -1481,6 +1505,20 @@ mc_server_t *mc_server_new(mc_session_t *s, const mc_server_params_t *p, char *e
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    mc_cluster_t *cl = mc_cluster_of(mc_session_experts(s));
+    if (cl && mc_cluster_config(cl)->rebalance.on) {
+        mc_rebalance_params_t rp = p->rebalance ? *p->rebalance : mc_rebalance_params_default();
+        rp.batch = mc_engine_n_seq(mc_session_engine(s));
+        if (!rp.log) rp.log = p->log;
+        if (!mc_session_routing(s)) {
+            mc_err_set(err, MC_ERR_ARG, "rebalancing needs the routing statistics (the session collects them for a "
+                                        "cluster file with a rebalance block)");
+            goto fail;
+        }
+        if (!(srv->rebalance = mc_rebalance_new(cl, mc_session_model(s), mc_session_routing(s), &rp, err))) goto fail;
+        uint64_t zero[MC_REBALANCE_N_OUTCOMES] = {0};
+        mc_metrics_rebalance(srv->metrics, zero);
+    }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[8];
@@ -1496,6 +1534,14 @@ mc_server_t *mc_server_new(mc_session_t *s, const mc_server_params_t *p, char *e
         goto fail;
     }
     srv->engine_started = true;
+    if (srv->rebalance) {
+        if (pthread_create(&srv->rebalancer, NULL, s_rebalance_main, srv)) {
+            freeaddrinfo(ai);
+            mc_err_set(err, MC_ERR_NOMEM, "cannot start the rebalance thread");
+            goto fail;
+        }
+        srv->rebalancer_started = true;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     srv->d = MHD_start_daemon(flags, p->port, NULL, NULL, s_handle, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
@@ -1521,6 +1567,10 @@ fail:
 void mc_server_destroy(mc_server_t **psrv) {
     if (!psrv || !*psrv) return;
     mc_server_t *srv = *psrv;
+    if (srv->rebalancer_started) {
+        atomic_store(&srv->rebalance_quit, true);
+        pthread_join(srv->rebalancer, NULL);
+    }
     if (srv->engine_started) {
         pthread_mutex_lock(&srv->mu);
         srv->quit = true;
@@ -1539,6 +1589,7 @@ void mc_server_destroy(mc_server_t **psrv) {
         pthread_mutex_unlock(&srv->mu);
     }
     if (srv->d) MHD_stop_daemon(srv->d);
+    mc_rebalance_destroy(&srv->rebalance); // the engine's thread, which reports to it, has ended
     mc_metrics_destroy(&srv->metrics);
     mc_cors_destroy(&srv->cors);
     mc_items_destroy(&srv->items);

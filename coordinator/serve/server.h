@@ -7,6 +7,7 @@
  *   GET  /metrics               Prometheus text (metrics.h)
  *   GET  /v1/models[/ID]        the loaded model
  *   GET  /v1/cluster            nodes, placement (and a staged one), liveness, statistics, live
+ *                               rebalancing's state and last outcome (rebalance.h)
  *   POST /v1/cluster/nodes, DELETE /v1/cluster/nodes/NAME, PUT /v1/cluster/placement
  *                               live membership and placement (membership.h); SIGHUP
  *                               re-reads the cluster file (mc_server_reload)
@@ -62,6 +63,8 @@ typedef struct {
     const mc_draft_params_t *speculate; // requests' speculative decoding; NULL: off (borrowed)
     const char *cluster_path;  // the cluster file SIGHUP reads again; NULL: the one the cluster started from
     atomic_int *reload;        // set non-zero (SIGHUP) to read it again and stage it (mc_server_run); NULL: never
+    const struct mc_rebalance_params *rebalance; // the rebalance loop's (rebalance.h; batch is the engine's n_seq);
+                                                 // NULL: its defaults. Used when the cluster file has the block.
 } mc_server_params_t;
 
 mc_server_params_t mc_server_params_default(void);

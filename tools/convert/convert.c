@@ -4,8 +4,9 @@
  * source tensor's expected shape follows, and the plan lists the output
  * tensors, each made of one source tensor or, for merged experts, of one
  * per expert stacked on the outer dimension. A source tensor the plan does
- * not use is an error too (a bias, a shared expert, a dense layer: a model
- * variant that would otherwise lose weights silently). Then the metadata
+ * not use is an error too (a bias or a shared expert where the family has
+ * none, a dense layer: a model variant that would otherwise lose weights
+ * silently). Then the metadata
  * and vocabulary are added and the GGUF writer calls back for each tensor's
  * bytes, which are produced row by row: source row to f32 (exact for BF16,
  * F16 and F32), then to the output type with mc_quant_quantize_row.
@@ -42,7 +43,7 @@
 
 // --- architectures --------------------------------------------------------------
 
-typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE } s_arch_id_t;
+typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE, S_QWEN2MOE } s_arch_id_t;
 
 // The Hugging Face side of a family (config keys, tensor names) is here;
 // what its GGUF looks like (RoPE pairing, q/k norms, expert FFN key,
@@ -57,10 +58,11 @@ static const s_arch_t s_archs[] = {
     {"MixtralForCausalLM", MC_ARCH_LLAMA, S_MIXTRAL},
     {"Qwen3MoeForCausalLM", MC_ARCH_QWEN3MOE, S_QWEN3MOE},
     {"OlmoeForCausalLM", MC_ARCH_OLMOE, S_OLMOE},
+    {"Qwen2MoeForCausalLM", MC_ARCH_QWEN2MOE, S_QWEN2MOE},
 };
 
 const char *mc_convert_architectures(void) {
-    return "MixtralForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM";
+    return "MixtralForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, Qwen2MoeForCausalLM";
 }
 
 mc_convert_params_t mc_convert_params_default(void) {
@@ -111,6 +113,7 @@ typedef struct {
     uint32_t n_vocab, dim, n_layer, n_head, n_head_kv, head_dim;
     uint32_t ffn;     // intermediate_size (feed_forward_length)
     uint32_t ffn_exp; // one expert's hidden size
+    uint32_t ffn_shexp; // the shared expert's hidden size (families with one)
     uint32_t n_expert, n_expert_used, ctx;
     float rope_base, rms_eps;
     bool head_dim_given; // config.json set head_dim: written as key/value length
@@ -186,14 +189,20 @@ static mc_err_t s_check_variants(const cJSON *cfg, const s_arch_t *a, char *err)
     bool b;
     mc_err_t rc = s_cfg_bool(cfg, "attention_bias", false, &b, err);
     if (rc) return rc;
-    if (b) return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias is not supported");
-    if (a->id == S_QWEN3MOE) {
+    // Qwen2-MoE always has q/k/v biases (its config has no switch for them).
+    if (b && !mc_arch_get(a->family)->qkv_bias)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias is not supported");
+    if (a->id == S_QWEN3MOE || a->id == S_QWEN2MOE) {
         uint32_t step;
         if ((rc = s_cfg_u32(cfg, "decoder_sparse_step", 1, 0, UINT32_MAX, &step, err))) return rc;
         const cJSON *dense = s_get(cfg, "mlp_only_layers");
         if (step != 1 || (dense && !(cJSON_IsArray(dense) && !dense->child)))
             return mc_err_set(err, MC_ERR_UNSUPPORTED,
                               "config.json: dense layers (decoder_sparse_step != 1 or mlp_only_layers) are not supported");
+    }
+    if (a->id == S_QWEN2MOE) {
+        if ((rc = s_cfg_bool(cfg, "use_sliding_window", false, &b, err))) return rc;
+        if (b) return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: use_sliding_window is not supported");
     }
     if (a->id == S_OLMOE && s_get(cfg, "clip_qkv"))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: clip_qkv is not supported");
@@ -231,7 +240,11 @@ static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, 
         return mc_err_set(err, MC_ERR_FORMAT, "config.json: num_attention_heads %u is not a multiple of num_key_value_heads %u",
                           hp->n_head, hp->n_head_kv);
     hp->ffn_exp = hp->ffn;
-    if (a->id == S_QWEN3MOE && (rc = s_cfg_u32(cfg, "moe_intermediate_size", -1, 1, 1u << 20, &hp->ffn_exp, err)))
+    if ((a->id == S_QWEN3MOE || a->id == S_QWEN2MOE) &&
+        (rc = s_cfg_u32(cfg, "moe_intermediate_size", -1, 1, 1u << 20, &hp->ffn_exp, err)))
+        return rc;
+    if (mc_arch_get(a->family)->shared_expert &&
+        (rc = s_cfg_u32(cfg, "shared_expert_intermediate_size", -1, 1, 1u << 20, &hp->ffn_shexp, err)))
         return rc;
     if ((rc = s_cfg_bool(cfg, "tie_word_embeddings", false, &hp->tied, err))) return rc;
     if ((rc = s_cfg_bool(cfg, "norm_topk_prob", false, &hp->norm_topk, err))) return rc;
@@ -240,9 +253,10 @@ static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, 
 
 // --- the plan ---------------------------------------------------------------------------
 
-typedef enum { S_CLS_EMBD, S_CLS_ATTN, S_CLS_NORM, S_CLS_ROUTER, S_CLS_EXPERTS, S_CLS_OUTPUT, S_CLS_N } s_cls_t;
+typedef enum { S_CLS_EMBD, S_CLS_ATTN, S_CLS_NORM, S_CLS_ROUTER, S_CLS_EXPERTS, S_CLS_SHARED, S_CLS_OUTPUT, S_CLS_N } s_cls_t;
 
-static const char *const s_cls_name[S_CLS_N] = {"token embedding", "attention", "norms", "router", "experts", "output"};
+static const char *const s_cls_name[S_CLS_N] = {"token embedding", "attention", "norms",
+                                                "router",          "experts",   "shared expert", "output"};
 
 typedef struct {
     char name[64];
@@ -359,6 +373,15 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
     S_PUT(S_CLS_ATTN, 2, D, KV, 1, rope_pairs ? hp->n_head_kv : 0, "blk.%u.attn_k.weight", l);
     S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.v_proj.weight", pre, l);
     S_PUT(S_CLS_ATTN, 2, D, KV, 1, 0, "blk.%u.attn_v.weight", l);
+    if (t->qkv_bias) { // vectors, so F32 whatever the matrices become (as llama.cpp writes them)
+        assert(!rope_pairs); // a bias of a reordered projection would need the same order
+        S_TAKE(Q, 0, "num_attention_heads x head_dim", "%s.%u.self_attn.q_proj.bias", pre, l);
+        S_PUT(S_CLS_ATTN, 1, Q, 1, 1, 0, "blk.%u.attn_q.bias", l);
+        S_TAKE(KV, 0, "num_key_value_heads x head_dim", "%s.%u.self_attn.k_proj.bias", pre, l);
+        S_PUT(S_CLS_ATTN, 1, KV, 1, 1, 0, "blk.%u.attn_k.bias", l);
+        S_TAKE(KV, 0, "num_key_value_heads x head_dim", "%s.%u.self_attn.v_proj.bias", pre, l);
+        S_PUT(S_CLS_ATTN, 1, KV, 1, 1, 0, "blk.%u.attn_v.bias", l);
+    }
     S_TAKE(D, Q, "hidden_size, num_attention_heads x head_dim", "%s.%u.self_attn.o_proj.weight", pre, l);
     S_PUT(S_CLS_ATTN, 2, Q, D, 1, 0, "blk.%u.attn_output.weight", l);
     if (t->qk_norm != MC_QKNORM_NONE) {
@@ -388,6 +411,22 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
                    a->id == S_MIXTRAL ? mixtral[k] : named[k]);
         }
         S_PUT(S_CLS_EXPERTS, 3, cols, rows, E, 0, "blk.%u.%s.weight", l, out[k]);
+    }
+    if (t->shared_expert) {
+        // The shared expert and its gate, a (1, hidden_size) matrix in HF,
+        // written as the vector of hidden_size llama.cpp's loader declares
+        // (and F32, as llama.cpp keeps every router input).
+        const uint64_t FS = hp->ffn_shexp;
+        static const char *const shexp[3] = {"ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"};
+        for (int k = 0; k < 3; k++) {
+            const uint64_t rows = k < 2 ? FS : D, cols = k < 2 ? D : FS;
+            S_TAKE(rows, cols,
+                   k < 2 ? "shared_expert_intermediate_size, hidden_size" : "hidden_size, shared_expert_intermediate_size",
+                   "%s.%u.mlp.shared_expert.%s.weight", pre, l, named[k]);
+            S_PUT(S_CLS_SHARED, 2, cols, rows, 1, 0, "blk.%u.%s.weight", l, shexp[k]);
+        }
+        S_TAKE(1, D, "1, hidden_size", "%s.%u.mlp.shared_expert_gate.weight", pre, l);
+        S_PUT(S_CLS_ROUTER, 1, D, 1, 1, 0, "blk.%u.ffn_gate_inp_shexp.weight", l);
     }
 #undef S_TAKE
 #undef S_PUT
@@ -737,6 +776,8 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_feed_forward_length", A), hp->ffn_exp));
         S_ADD(mc_gguf_writer_add_bool(w, S_KEY("%s.expert_weights_norm", A), hp->norm_topk));
     }
+    if (t->shared_expert)
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_shared_feed_forward_length", A), hp->ffn_shexp));
     if (mc_dtype_traits(type)->block_elems > 1) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.quantization_version"), 2));
     S_ADD(mc_gguf_writer_add_str(w, S_KEY("tokenizer.ggml.model"), v->model));
     S_ADD(mc_gguf_writer_add_str(w, S_KEY("tokenizer.ggml.pre"), v->pre));
