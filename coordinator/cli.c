@@ -26,6 +26,7 @@
 #include "tokenizer.h"
 #include "cluster_config.h"
 #include "demo.h"
+#include "discovery.h"
 #include "routing.h"
 #include "server.h"
 
@@ -159,6 +160,12 @@ static const mc_flag_t s_flags[] = {
              "and print it as the coordinator entry for moe-plan; then exit"},
     {S_ROW("--name", "NAME", MC_FLAG_STRING, name),
      .help = "with --profile: the machine's name in the entry (default: host name)"},
+    {S_ROW("--discover", NULL, MC_FLAG_SWITCH, discover),
+     .help = "list the expert nodes announced on the local network (moe-expert\n"
+             "--announce, over mDNS through the Avahi daemon): name, endpoint,\n"
+             "public key; then exit"},
+    {S_ROW("--discover-timeout", "S", MC_FLAG_U32, discover_timeout), 3, 1, 600,
+     .help = "with --discover: seconds to listen for announcements"},
 };
 #undef S_ROW
 #define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
@@ -195,6 +202,7 @@ void mc_cli_usage(FILE *f) {
                "       moe-coordinator --demo [--chat | --serve] [options]\n"
                "       moe-coordinator --model FILE --profile-routing --prompt-file FILE --routing-stats FILE\n"
                "       moe-coordinator --model FILE --profile [--threads N] [--name NAME]\n"
+               "       moe-coordinator --discover [--discover-timeout S]\n"
                "\n");
     mc_cli_opts_t d;
     mc_cli_opts_init(&d);
@@ -239,6 +247,15 @@ static mc_err_t s_read_key(const char *path, char *buf, char *err) {
 
 // Which flags go together, and the mode they make.
 static mc_err_t s_check(mc_cli_opts_t *o, uint64_t given, char *err) {
+    if (o->discover) {
+        for (size_t i = 0; i < S_N_FLAGS; i++)
+            if ((given >> i & 1) && strcmp(s_flags[i].name, "--discover") && strcmp(s_flags[i].name, "--discover-timeout"))
+                return mc_err_set(err, MC_ERR_ARG, "--discover lists the announced nodes and exits: only "
+                                                   "--discover-timeout goes with it, not %s", s_flags[i].name);
+        o->mode = MC_CLI_MODE_DISCOVER;
+        return MC_OK;
+    }
+    if (s_given(given, "--discover-timeout")) return mc_err_set(err, MC_ERR_ARG, "--discover-timeout goes with --discover");
     if (o->chat + o->serve + o->profile_routing + o->profile > 1)
         return mc_err_set(err, MC_ERR_ARG, "--chat, --serve, --profile-routing and --profile exclude each other");
     o->mode = o->chat ? MC_CLI_MODE_CHAT
@@ -568,6 +585,8 @@ int mc_cli_run(const mc_cli_opts_t *o, atomic_int *stop) {
         mc_cli_usage(stdout);
         return 0;
     }
+    if (o->mode == MC_CLI_MODE_DISCOVER)
+        return mc_discovery_list(o->discover_timeout * 1000u, stdout, stderr, err) ? s_fail(err) : 0;
     if (o->mode == MC_CLI_MODE_PROFILE)
         return mc_layer_profile_run(o->model, o->name, o->threads, stdout, err) ? s_fail(err) : 0;
     if (o->mode == MC_CLI_MODE_TOKENIZE && !o->cluster) return s_tokenize(o, o->model);

@@ -29,6 +29,7 @@ typedef enum {
     MC_CLI_MODE_SERVE,        // --serve: OpenAI-compatible HTTP server
     MC_CLI_MODE_PROFILE_ROUTING, // --profile-routing: run a text corpus for routing statistics
     MC_CLI_MODE_PROFILE,      // --profile: measure this machine, print moe-plan's coordinator entry
+    MC_CLI_MODE_DISCOVER,     // --discover: list the nodes announced on the network
 } mc_cli_mode_t;
 
 typedef struct {
@@ -73,6 +74,8 @@ typedef struct {
     const char *routing_stats; // --routing-stats FILE: routing statistics written at the end
     const char *prompt_file;   // --prompt-file FILE (with --profile-routing)
     const char *name;          // --name NAME (with --profile): the machine's name in the entry
+    bool discover;             // --discover
+    uint32_t discover_timeout; // --discover-timeout S: how long --discover browses
 } mc_cli_opts_t;
 
 void mc_cli_opts_init(mc_cli_opts_t *o);

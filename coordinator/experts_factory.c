@@ -38,6 +38,7 @@ mc_err_t mc_experts_routing_new(mc_engine_t *e, uint32_t max_trace, struct mc_ro
 
 #else // MC_ENGINE_ONLY: the network side's entry points, refusing
 
+#include "discovery.h"
 #include "demo.h"
 #include "server.h"
 
@@ -107,6 +108,11 @@ mc_server_params_t mc_server_params_default(void) { return (mc_server_params_t){
 mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int *stop, char *err) {
     (void)s, (void)p, (void)stop;
     return mc_err_set(err, MC_ERR_UNSUPPORTED, S_NO("HTTP server"));
+}
+
+mc_err_t mc_discovery_list(uint32_t timeout_ms, FILE *out, FILE *log, char *err) {
+    (void)timeout_ms, (void)out, (void)log;
+    return mc_err_set(err, MC_ERR_UNSUPPORTED, S_NO("discovery"));
 }
 
 #endif

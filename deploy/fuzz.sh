@@ -28,7 +28,8 @@ cmake --build "$dir" -j2 >/dev/null
 
 corpus="$dir/corpus"
 mkdir -p "$corpus/fuzz_gguf" "$corpus/fuzz_bpe" "$corpus/fuzz_wire" "$corpus/fuzz_node" "$corpus/fuzz_cluster_config" \
-  "$corpus/fuzz_plan" "$corpus/fuzz_safetensors" "$corpus/fuzz_slice_index" "$corpus/fuzz_api" "$corpus/fuzz_schema"
+  "$corpus/fuzz_plan" "$corpus/fuzz_safetensors" "$corpus/fuzz_slice_index" "$corpus/fuzz_api" "$corpus/fuzz_schema" \
+  "$corpus/fuzz_discovery"
 # Seeds, rewritten every run (the fuzzers add their finds beside them).
 tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-used 1 --vocab 416)
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-q4_0.gguf" "${tiny[@]}" --type Q4_0 >/dev/null
@@ -38,11 +39,12 @@ tiny=(--dim 32 --ffn 32 --layers 1 --heads 2 --kv-heads 1 --experts 2 --experts-
   --kv-lora-rank 32 --q-lora-rank 32 --yarn-factor 4 --type Q4_0 >/dev/null
 "$dir/moe-mkmodel" -o "$corpus/fuzz_gguf/seed-glm4moe.gguf" "${tiny[@]}" --arch glm4moe --layers 2 --dense-layers 1 --nextn 1 \
   --experts 4 --groups 2 --groups-used 1 --rope-dim 8 --type Q4_0 >/dev/null
-for t in fuzz_wire fuzz_node fuzz_safetensors fuzz_slice_index fuzz_api; do
+for t in fuzz_wire fuzz_node fuzz_safetensors fuzz_slice_index fuzz_api fuzz_discovery; do
   MC_FUZZ_SEEDS="$corpus/$t" "$dir/$t" -runs=0 "$corpus/$t" >/dev/null 2>&1
 done
 cat >"$corpus/fuzz_cluster_config/seed-full.yaml" <<'YAML'
 model: models/m.gguf
+secret_key: keys/desk.key
 wire: q8_0
 timeout_ms: 5000
 retry_ms: 2000
@@ -69,6 +71,11 @@ nodes:
         experts: 5-7
 local:
   experts: none
+discover: true
+discover_keys:
+  - "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+discover_experts: 0-3
+discover_layers: all
 YAML
 printf 'model: m.gguf\nnodes:\n  - name: a\n    endpoint: tcp://127.0.0.1:1\nlocal:\n  experts: all\n  layers: 0-3\n' \
   >"$corpus/fuzz_cluster_config/seed-min.yaml"
@@ -114,7 +121,7 @@ printf '{"type":"object","properties":{"a":{"type":"array","items":{"enum":["x",
 printf '{}\000[1,{"k":-2.5e3,"s":"\\u00e9\\n"},true,null]' >"$corpus/fuzz_schema/seed-any.txt"
 
 status=0
-for t in fuzz_gguf fuzz_bpe fuzz_schema fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan fuzz_safetensors fuzz_slice_index fuzz_api; do
+for t in fuzz_gguf fuzz_bpe fuzz_schema fuzz_wire fuzz_node fuzz_cluster_config fuzz_plan fuzz_safetensors fuzz_slice_index fuzz_api fuzz_discovery; do
   # Models are the biggest inputs: room for the seeds, not for 1 MB files.
   opts=(-timeout=10 -rss_limit_mb=4096 -max_len=40000 -artifact_prefix="$dir/crash-$t-" -print_final_stats=1)
   if [ "$mode" = --smoke ]; then

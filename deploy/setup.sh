@@ -9,14 +9,19 @@
 # when the machine has none, and the pinned npm packages (npm ci); and what
 # the systemd units' test uses (tests/sandbox): libseccomp-dev for its filter
 # tool, and systemd for systemd-analyze's tables of system-call groups (the
-# package only; nothing here makes systemd PID 1 or starts it).
+# package only; nothing here makes systemd PID 1 or starts it); and what
+# the discovery test uses (tests/net/discover.sh): avahi-daemon and
+# dbus-daemon, which it runs privately in network namespaces (on a machine
+# with an init system, installing avahi-daemon also starts it, as on any
+# Debian desktop: moe-expert --announce and moe-coordinator --discover need
+# it running).
 set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libyaml-dev libcmocka-dev libcjson-dev libmicrohttpd-dev
-  libpcre2-dev libsodium-dev
+  libpcre2-dev libsodium-dev libavahi-client-dev
 )
 
 # --- optional groups: aarch64 cross build, tests under qemu (--aarch64);
@@ -29,7 +34,7 @@ case "${1:-}" in
   --fuzz) packages+=(clang libclang-rt-dev) ;;
   --test)
     web=1
-    packages+=(chromium libseccomp-dev systemd)
+    packages+=(chromium libseccomp-dev systemd avahi-daemon dbus-daemon)
     command -v node >/dev/null || packages+=(nodejs npm)
     ;;
   *) echo "usage: deploy/setup.sh [--aarch64 | --fuzz | --test]" >&2; exit 2 ;;

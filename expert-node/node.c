@@ -152,6 +152,11 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--mem-prefetch", NULL, MC_FLAG_SWITCH, mem_prefetch),
      .help = "with --mem-limit: read ahead the experts the layer-to-layer transitions\n"
              "of its own requests predict (off: reads only what a request needs)"},
+    {S_ROW("--announce", NULL, MC_FLAG_SWITCH, announce),
+     .help = "announce this node on the local network (mDNS/DNS-SD service\n"
+             "_moe-expert._tcp through the Avahi daemon) with its name, port and\n"
+             "public key, for moe-coordinator --discover and cluster files with\n"
+             "discover: true; needs a tcp:// --listen that is not loopback"},
     {S_ROW("--profile", NULL, MC_FLAG_SWITCH, profile),
      .help = "measure this machine with the model (memory, one expert's step for\n"
              "1..32 rows) and print it as a node entry for moe-plan; then exit\n"
@@ -169,7 +174,7 @@ mc_node_params_t mc_node_params_default(void) {
 void mc_node_usage(FILE *f) {
     fprintf(f, "usage: moe-expert (--model FILE | --cache-dir DIR [--cache-mb MIB]) --listen ENDPOINT [--threads N]\n"
                "                  [--name NAME] [--lease-ms MS] [--mem-limit MB [--mem-prefetch]]\n"
-               "                  [--secret-key FILE --authorized-keys FILE]\n"
+               "                  [--secret-key FILE --authorized-keys FILE] [--announce]\n"
                "\n"
                "Serves the experts a moe-coordinator assigns to this machine. Status lines (who\n"
                "connected, what it holds, what it refused and why) go to stderr; the first stdout\n"
@@ -188,6 +193,12 @@ mc_err_t mc_node_parse_args(int argc, char **argv, mc_node_params_t *p, bool *he
     if (o.mem_prefetch && !o.mem_limit_mb) return mc_err_set(err, MC_ERR_ARG, "--mem-prefetch goes with --mem-limit");
     if (!o.secret_key != !o.authorized_keys)
         return mc_err_set(err, MC_ERR_ARG, "--secret-key and --authorized-keys go together");
+    if (o.announce && o.listen) {
+        const char *h = strncmp(o.listen, "tcp://", 6) ? NULL : o.listen + 6;
+        if (!h || !strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]:", 6))
+            return mc_err_set(err, MC_ERR_ARG, "--announce needs a tcp:// --listen other machines can reach (not %s)",
+                              o.listen);
+    }
     *p = o;
     return MC_OK;
 }
@@ -447,6 +458,8 @@ void mc_node_destroy(mc_node_t **pn) {
 }
 
 const char *mc_node_endpoint(const mc_node_t *n) { return n->endpoint; }
+
+const char *mc_node_name(const mc_node_t *n) { return n->name; }
 
 uint64_t mc_node_fetched_bytes(const mc_node_t *n) { return atomic_load(&((mc_node_t *)n)->fetched_bytes); }
 

@@ -76,6 +76,7 @@ typedef struct {
     bool profile;       // --profile: measure this machine for moe-plan and exit (profile.h)
     uint32_t mem_limit_mb; // --mem-limit: the held experts' resident bytes at most (expert_store.h); 0: all resident
     bool mem_prefetch;     // --mem-prefetch: read ahead what the transitions between its requests' layers predict
+    bool announce;         // --announce: publish _moe-expert._tcp over mDNS (main.c, discovery.h)
 } mc_node_params_t;
 
 // Three of the coordinators' 1 s heartbeats.
@@ -100,6 +101,9 @@ void mc_node_destroy(mc_node_t **n);
 
 // The endpoint actually bound (a tcp://host:* wildcard resolved to its port).
 const char *mc_node_endpoint(const mc_node_t *n);
+
+// The name it reports to coordinators (--name, or the host name).
+const char *mc_node_name(const mc_node_t *n);
 
 // Bytes of slices fetched from coordinators since the node started (a node
 // without a model file); readable from any thread.

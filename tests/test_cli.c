@@ -373,6 +373,12 @@ static void test_parse_modes(void **state) {
     s_parse_ok("--model m.gguf --profile --threads 1 --name desk", &o);
     assert_int_equal(o.mode, MC_CLI_MODE_PROFILE);
     assert_string_equal(o.name, "desk");
+    s_parse_ok("--discover", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_DISCOVER);
+    assert_int_equal(o.discover_timeout, 3);
+    s_parse_ok("--discover --discover-timeout 10", &o);
+    assert_int_equal(o.mode, MC_CLI_MODE_DISCOVER);
+    assert_int_equal(o.discover_timeout, 10);
 
     // --api-key-file: the first line of the file.
     char path[600], line[700];
@@ -417,6 +423,12 @@ static void test_parse_errors(void **state) {
     s_parse_fails("--model m --prompt a --mem-limit 100 --mem-prefetch soon",
                   "--mem-prefetch: 'soon' is not router, transitions or none");
     s_parse_fails("--model m --prompt a --mem-limit 16777217", "--mem-limit");
+    s_parse_fails("--discover --model m", "--discover lists the announced nodes and exits: only --discover-timeout goes "
+                                          "with it, not --model");
+    s_parse_fails("--discover --serve", "not --serve");
+    s_parse_fails("--model m --serve --discover-timeout 5", "--discover-timeout goes with --discover");
+    s_parse_fails("--discover --discover-timeout 0", "--discover-timeout");
+    s_parse_fails("--discover --discover-timeout 601", "--discover-timeout");
 }
 
 // --help: every row of the table, each number with its default and bounds.

@@ -559,6 +559,74 @@ static void test_check_beyond(void **state) {
     mc_cluster_config_destroy(&c);
 }
 
+// discover, discover_keys, discover_experts, discover_layers: parsed,
+// written back, and discover without what keeps strangers out refused.
+static void test_discover(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    const char *k1 = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", *k2 = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             "secret_key: c.key\nnodes: [{name: a, endpoint: 'tcp://10.0.0.1:5555'}]\ndiscover: true\n"
+             "discover_keys:\n  - \"%s\"\n  - '%s'\ndiscover_experts: 0-3\ndiscover_layers: 1\n",
+             k1, k2);
+    mc_cluster_config_t *c = mc_cluster_config_parse(yaml, strlen(yaml), "cluster.yaml", err);
+    if (!c) fail_msg("%s", err);
+    assert_true(c->discover);
+    assert_int_equal(c->n_discover_keys, 2);
+    assert_true(mc_cluster_config_discover_allows(c, k1));
+    assert_true(mc_cluster_config_discover_allows(c, k2));
+    assert_false(mc_cluster_config_discover_allows(c, "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf8"));
+    assert_false(mc_cluster_config_discover_allows(c, ""));
+    assert_true(mc_expert_set_has(&c->discover_experts, 3));
+    assert_false(mc_expert_set_has(&c->discover_experts, 4));
+    assert_true(mc_layer_set_has(&c->discover_layers, 1));
+    assert_false(mc_layer_set_has(&c->discover_layers, 0));
+    // A clone (what a live change starts from) keeps them.
+    mc_cluster_config_t *back = mc_cluster_config_clone(c, err);
+    if (!back) fail_msg("%s", err);
+    assert_true(back->discover);
+    assert_int_equal(back->n_discover_keys, 2);
+    assert_string_equal(back->discover_keys[1], k2);
+    assert_memory_equal(back->discover_experts.bits, c->discover_experts.bits, sizeof c->discover_experts.bits);
+    assert_memory_equal(back->discover_layers.bits, c->discover_layers.bits, sizeof c->discover_layers.bits);
+    mc_cluster_config_destroy(&back);
+    mc_cluster_config_destroy(&c);
+    // Defaults: off, no keys, experts none, layers all.
+    c = s_parse("nodes: [{name: a, endpoint: 'inproc://a'}]\n", NULL);
+    assert_false(c->discover);
+    assert_int_equal(c->n_discover_keys, 0);
+    assert_false(mc_expert_set_has(&c->discover_experts, 0));
+    assert_true(mc_layer_set_has(&c->discover_layers, 4095));
+    mc_cluster_config_destroy(&c);
+    // One key alone, not in a list.
+    snprintf(yaml, sizeof yaml, "secret_key: c.key\nnodes: [{name: a, endpoint: 'inproc://a'}]\ndiscover: true\n"
+                                "discover_keys: \"%s\"\n", k1);
+    c = mc_cluster_config_parse(yaml, strlen(yaml), "cluster.yaml", err);
+    if (!c) fail_msg("%s", err);
+    assert_int_equal(c->n_discover_keys, 1);
+    mc_cluster_config_destroy(&c);
+    // No secret key, or no keys: a stranger could join by announcing.
+    snprintf(yaml, sizeof yaml, "nodes: [{name: a, endpoint: 'inproc://a'}]\ndiscover: true\ndiscover_keys: [\"%s\"]\n",
+             k1);
+    s_expect_error(yaml, "cluster.yaml:2:1: 'discover: true' needs 'secret_key' and 'discover_keys': only announced "
+                         "nodes whose key is listed may join, and CURVE makes them prove they hold it");
+    s_expect_error("secret_key: c.key\nnodes: [{name: a, endpoint: 'inproc://a'}]\ndiscover: true\n",
+                   "cluster.yaml:3:1: 'discover: true' needs 'secret_key' and 'discover_keys': only announced "
+                   "nodes whose key is listed may join, and CURVE makes them prove they hold it");
+    s_expect_error("discover: yes\nnodes: [{name: a, endpoint: 'inproc://a'}]\n",
+                   "cluster.yaml:1:11: 'discover' must be true or false, found 'yes'");
+    s_expect_error("discover_keys: [short]\nnodes: [{name: a, endpoint: 'inproc://a'}]\n",
+                   "cluster.yaml:1:17: 'discover_keys': a key is 40 characters of Z85 text, not 5 (the nodes' .pub files from "
+                   "moe-keygen)");
+    s_expect_error("discover_keys: {a: 1}\nnodes: [{name: a, endpoint: 'inproc://a'}]\n",
+                   "cluster.yaml:1:16: 'discover_keys' must be a list of public keys (the nodes' .pub), found a mapping");
+    s_expect_error("discover_keys: [[1]]\nnodes: [{name: a, endpoint: 'inproc://a'}]\n",
+                   "cluster.yaml:1:17: items of 'discover_keys' must be public keys, found a sequence");
+    s_expect_error("discover_experts: 300\nnodes: [{name: a, endpoint: 'inproc://a'}]\n",
+                   "cluster.yaml:1:19: expert id '300' is too large (cluster files support expert ids up to 255)");
+}
+
 static void test_errors_keys(void **state) {
     (void)state;
     s_expect_error("nodes:\n"
@@ -572,7 +640,7 @@ static void test_errors_keys(void **state) {
                    "cluster.yaml:3:5: unknown key 'names' in node #1 (expected name, endpoint, experts, layers, public_key, holds, mem_limit_mb)");
     s_expect_error("heartbeats: 1000\n",
                    "cluster.yaml:1:1: unknown key 'heartbeats' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, "
-                   "transfer_mbps, secret_key, nodes, local, rebalance)");
+                   "transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
     s_expect_error("local:\n  threads: 2\n",
                    "cluster.yaml:2:3: unknown key 'threads' in 'local' (expected experts, layers, holds)");
     s_expect_error("wire: f32\ntimeout_ms: 9\nwire: f16\n", "cluster.yaml:3:1: duplicate key 'wire' (first at line 1)");
@@ -583,10 +651,11 @@ static void test_errors_keys(void **state) {
     s_expect_error("? [a]\n: 1\n", "cluster.yaml:1:3: expected a key, found a sequence");
     // Keys are compared exactly; a long unknown key is cut in the message.
     s_expect_error("Nodes: []\n",
-                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance)");
+                   "cluster.yaml:1:1: unknown key 'Nodes' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
+    // (Cut again at the error buffer's MC_ERR_LEN - 1 bytes.)
     s_expect_error("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: 1\n",
                    "cluster.yaml:1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' (expected model, wire, "
-                   "timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance)");
+                   "timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discove");
 }
 
 static void test_errors_structure(void **state) {
@@ -606,9 +675,9 @@ static void test_errors_structure(void **state) {
                    "cluster.yaml:3:1: the file is empty (expected a mapping with at least 'nodes')");
     s_expect_error(
         "- a\n",
-        "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance; found a sequence");
+        "cluster.yaml:1:1: the file must be a mapping of model, nodes, local and the other keys docs/CLUSTER.md lists; found a sequence");
     s_expect_error(
-        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance; found no value");
+        "~\n", "cluster.yaml:1:1: the file must be a mapping of model, nodes, local and the other keys docs/CLUSTER.md lists; found no value");
     s_expect_error("nodes: [{name: a, endpoint: 'inproc://a'}]\n---\nnodes: []\n",
                    "cluster.yaml:2:1: only one YAML document is allowed");
     s_expect_error("local: 3\n", "cluster.yaml:1:8: 'local' must be a mapping of experts and layers, found '3'");
@@ -796,7 +865,7 @@ static void test_errors_yaml(void **state) {
     // Without a file name, messages say <input>.
     char e2[MC_ERR_LEN];
     assert_null(mc_cluster_config_parse("x: 1", 4, NULL, e2));
-    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance)");
+    assert_string_equal(e2, "<input>:1:1: unknown key 'x' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
     assert_null(mc_cluster_config_parse(NULL, 1, NULL, NULL));
     assert_null(mc_cluster_config_parse(NULL, 0, "c.yaml", e2));
     assert_string_equal(e2, "c.yaml:1:1: the file is empty (expected a mapping with at least 'nodes')");
@@ -810,7 +879,7 @@ static void test_aliases(void **state) {
                    "cluster.yaml:5:13: aliases are not supported");
     // The billion-laughs shape stops at its first alias.
     s_expect_error("a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n",
-                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance)");
+                   "cluster.yaml:1:1: unknown key 'a' (expected model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, slow_ms, transfer_mbps, secret_key, nodes, local, rebalance, discover, discover_keys, discover_experts, discover_layers)");
     s_expect_error("local:\n  experts: &a [1]\n  layers: [*a, *a]\n", "cluster.yaml:3:12: aliases are not supported");
     // An anchor alone is harmless.
     mc_cluster_config_t *c = s_parse("nodes: &n [{name: a, endpoint: 'inproc://a', experts: &e 3}]\n", "c.yaml");
@@ -1123,6 +1192,7 @@ int main(void) {
         cmocka_unit_test(test_set_format),     cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_wire_names),     cmocka_unit_test(test_model_path), cmocka_unit_test(test_keys), cmocka_unit_test(test_holds),
         cmocka_unit_test(test_check_coverage), cmocka_unit_test(test_check_beyond),
+        cmocka_unit_test(test_discover),
         cmocka_unit_test(test_errors_keys),    cmocka_unit_test(test_errors_structure),
         cmocka_unit_test(test_errors_values),  cmocka_unit_test(test_errors_nodes),
         cmocka_unit_test(test_errors_yaml),    cmocka_unit_test(test_aliases),

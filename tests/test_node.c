@@ -1028,6 +1028,17 @@ static void test_parse_args(void **state) {
     char *half[] = {"moe-expert", "--model", "m", "--listen", "x", "--secret-key", "k"};
     assert_int_equal(mc_node_parse_args(7, half, &p, &help, err), MC_ERR_ARG);
     assert_non_null(strstr(err, "--secret-key and --authorized-keys go together"));
+    // --announce: only a listener other machines can reach.
+    char *announce[] = {"moe-expert", "--model", "m", "--listen", "tcp://10.0.0.11:5555", "--announce"};
+    p = mc_node_params_default();
+    assert_int_equal(mc_node_parse_args(6, announce, &p, &help, err), MC_OK);
+    assert_true(p.announce);
+    const char *local[] = {"tcp://127.0.0.1:5555", "tcp://localhost:5555", "tcp://[::1]:5555", "ipc:///tmp/n", "inproc://n"};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++) {
+        announce[4] = (char *)local[i];
+        assert_int_equal(mc_node_parse_args(6, announce, &p, &help, err), MC_ERR_ARG);
+        assert_non_null(strstr(err, "--announce needs a tcp:// --listen other machines can reach"));
+    }
     char *missing[] = {"moe-expert", "--model"};
     assert_int_equal(mc_node_parse_args(2, missing, &p, &help, err), MC_ERR_ARG);
     assert_non_null(strstr(err, "--model needs a value"));

@@ -391,6 +391,7 @@ mc_cluster_config_t *mc_cluster_config_new(void) {
     c->dead_ms = MC_CLUSTER_DEFAULT_DEAD_MS;
     c->slow_ms = MC_CLUSTER_DEFAULT_SLOW_MS;
     memset(c->local_layers.bits, 0xff, sizeof c->local_layers.bits);
+    memset(c->discover_layers.bits, 0xff, sizeof c->discover_layers.bits);
     return c;
 }
 
@@ -404,6 +405,7 @@ void mc_cluster_config_destroy(mc_cluster_config_t **pc) {
     }
     free(c->nodes);
     free(c->local_holds);
+    free(c->discover_keys);
     free(c->path);
     free(c->model);
     free(c->model_resolved);
@@ -564,11 +566,16 @@ enum {
     S_ROOT_NODES,
     S_ROOT_LOCAL,
     S_ROOT_REBALANCE,
+    S_ROOT_DISCOVER,
+    S_ROOT_DISCOVER_KEYS,
+    S_ROOT_DISCOVER_EXPERTS,
+    S_ROOT_DISCOVER_LAYERS,
     S_ROOT_N
 };
 static const char *const s_root_keys[S_ROOT_N] = {"model",    "wire",    "timeout_ms", "retry_ms", "heartbeat_ms",
                                                   "load_timeout_ms", "dead_ms", "slow_ms", "transfer_mbps", "secret_key",
-                                                  "nodes", "local", "rebalance"};
+                                                  "nodes", "local", "rebalance", "discover",
+                                                  "discover_keys", "discover_experts", "discover_layers"};
 
 // The millisecond settings: key, bounds, and what 0 means where allowed
 // (NULL: 0 is below the minimum). One row each instead of a parser apiece.
@@ -978,6 +985,39 @@ static bool s_parse_rebalance(s_parser_t *ps) {
     return true;
 }
 
+// `discover_keys:`: a sequence of Z85 public keys (or one key alone).
+static bool s_parse_discover_keys(s_parser_t *ps) {
+    mc_cluster_config_t *c = ps->c;
+    char msg[MC_ERR_LEN], f[S_QUOTE_MAX + 8];
+    const bool one = ps->ev.type == YAML_SCALAR_EVENT && !s_is_null(ps);
+    if (!one && ps->ev.type != YAML_SEQUENCE_START_EVENT)
+        return s_fail(ps, s_here(ps), "'discover_keys' must be a list of public keys (the nodes' .pub), found %s",
+                      s_found(ps, f, sizeof f));
+    for (;;) {
+        if (!one && !s_next(ps)) return false;
+        if (!one && ps->ev.type == YAML_SEQUENCE_END_EVENT) return true;
+        if (ps->ev.type != YAML_SCALAR_EVENT || s_is_null(ps))
+            return s_fail(ps, s_here(ps), "items of 'discover_keys' must be public keys, found %s", s_found(ps, f, sizeof f));
+        if (c->n_discover_keys == MC_CLUSTER_MAX_NODES)
+            return s_fail(ps, s_here(ps), "'discover_keys' lists more than %d keys", MC_CLUSTER_MAX_NODES);
+        char key[MC_KEY_TEXT + 1];
+        if (mc_keys_parse(s_text(ps), strlen(s_text(ps)), key, msg))
+            return s_fail(ps, s_here(ps), "'discover_keys': %s (the nodes' .pub files from moe-keygen)", msg);
+        char(*grown)[41] = realloc(c->discover_keys, (c->n_discover_keys + 1) * sizeof *grown);
+        if (!grown) return s_fail(ps, s_here(ps), "out of memory");
+        c->discover_keys = grown;
+        memcpy(c->discover_keys[c->n_discover_keys++], key, sizeof key);
+        if (one) return true;
+    }
+}
+
+bool mc_cluster_config_discover_allows(const mc_cluster_config_t *c, const char *key) {
+    if (!key || !key[0]) return false;
+    for (size_t i = 0; i < c->n_discover_keys; i++)
+        if (!strcmp(c->discover_keys[i], key)) return true;
+    return false;
+}
+
 // The current event starts the top-level mapping.
 // A millisecond setting (s_ms_keys row of key k).
 static bool s_parse_ms(s_parser_t *ps, int k) {
@@ -1041,10 +1081,35 @@ static bool s_parse_root(s_parser_t *ps) {
         case S_ROOT_NODES: ok = s_parse_nodes(ps); break;
         case S_ROOT_LOCAL: ok = s_parse_local(ps); break;
         case S_ROOT_REBALANCE: ok = s_parse_rebalance(ps); break;
+        case S_ROOT_DISCOVER:
+            ok = s_string(ps, "discover");
+            if (ok && strcmp(s_text(ps), "true") && strcmp(s_text(ps), "false"))
+                ok = s_fail(ps, s_here(ps), "'discover' must be true or false, found '%s'", s_quote(s_text(ps), q, sizeof q));
+            c->discover = ok && !strcmp(s_text(ps), "true");
+            break;
+        case S_ROOT_DISCOVER_KEYS: ok = s_parse_discover_keys(ps); break;
+        case S_ROOT_DISCOVER_EXPERTS: {
+            mc_cluster_mark_t m;
+            ok = s_parse_set(ps, "discover_experts", "expert", MC_CLUSTER_MAX_EXPERTS, c->discover_experts.bits, &m);
+            break;
+        }
+        case S_ROOT_DISCOVER_LAYERS: {
+            mc_cluster_mark_t m;
+            ok = s_parse_set(ps, "discover_layers", "layer", MC_CLUSTER_MAX_LAYERS, c->discover_layers.bits, &m);
+            break;
+        }
         }
         if (!ok) return false;
     }
     if (!at[S_ROOT_NODES].line) return s_fail(ps, start, "missing key 'nodes' (the list of expert nodes)");
+    // An announcement is only a claim: anyone on the network can make one.
+    // What keeps a stranger out is CURVE: the coordinator talks to an
+    // announced node only as the key it announced, which only the holder
+    // of the matching secret key can answer to.
+    if (c->discover && (!c->secret_key || !c->n_discover_keys))
+        return s_fail(ps, at[S_ROOT_DISCOVER],
+                      "'discover: true' needs 'secret_key' and 'discover_keys': only announced nodes whose key is "
+                      "listed may join, and CURVE makes them prove they hold it");
     return true;
 }
 
@@ -1055,9 +1120,9 @@ static bool s_parse_stream(s_parser_t *ps) {
         return s_fail(ps, s_here(ps), "the file is empty (expected a mapping with at least 'nodes')");
     if (!s_next(ps)) return false;
     if (ps->ev.type != YAML_MAPPING_START_EVENT)
-        return s_fail(ps, s_here(ps), "the file must be a mapping of model, wire, timeout_ms, retry_ms, heartbeat_ms, load_timeout_ms, dead_ms, "
-                      "slow_ms, transfer_mbps, secret_key, nodes, local, rebalance; "
-                      "found %s",
+        // Not every key: the list outgrew an error message.
+        return s_fail(ps, s_here(ps), "the file must be a mapping of model, nodes, local and the other keys "
+                      "docs/CLUSTER.md lists; found %s",
                       s_found(ps, f, sizeof f));
     if (!s_parse_root(ps) || !s_next(ps) || !s_next(ps)) return false; // root, document end
     if (ps->ev.type != YAML_STREAM_END_EVENT) return s_fail(ps, s_here(ps), "only one YAML document is allowed");
@@ -1398,6 +1463,17 @@ mc_err_t mc_cluster_config_write(const mc_cluster_config_t *c, FILE *f, char *er
     } else {
         ok = ok && s_write_set(f, "experts", c->local_experts.bits, MC_CLUSTER_MAX_EXPERTS, "  ") &&
              s_write_set(f, "layers", c->local_layers.bits, MC_CLUSTER_MAX_LAYERS, "  ");
+    }
+    if (c->discover || c->n_discover_keys) {
+        fprintf(f, "discover: %s\n", c->discover ? "true" : "false");
+        if (c->n_discover_keys) fputs("discover_keys:\n", f);
+        for (size_t i = 0; i < c->n_discover_keys; i++) {
+            fputs("  - ", f);
+            s_write_quoted(f, c->discover_keys[i]);
+            fputc('\n', f);
+        }
+        ok = ok && s_write_set(f, "discover_experts", c->discover_experts.bits, MC_CLUSTER_MAX_EXPERTS, "") &&
+             s_write_set(f, "discover_layers", c->discover_layers.bits, MC_CLUSTER_MAX_LAYERS, "");
     }
     if (!ok) return mc_err_set(err, MC_ERR_NOMEM, "cluster write: out of memory");
     if (fflush(f) != 0 || ferror(f)) return mc_err_set(err, MC_ERR_IO, "cluster write: %s", strerror(errno));

@@ -44,6 +44,13 @@
  *       holds:
  *         - {layers: 0-15, experts: [0, 3]}
  *         - {layers: 16-31, experts: 5-7}
+ *   discover: true            # nodes announced on the network (mDNS/DNS-SD, moe-expert
+ *                             # --announce) join while serving when their key is listed
+ *                             # below; needs secret_key (default false; discovery.h)
+ *   discover_keys:            # the announced public keys that may join (Z85, the nodes' .pub)
+ *     - "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+ *   discover_experts: 0-7     # what an announced node holds when it joins (default none)
+ *   discover_layers: all      # (default all)
  *   local:                    # what the coordinator computes itself
  *     experts: 6-7            # default none
  *     layers: all             # default all
@@ -182,6 +189,13 @@ typedef struct mc_cluster_config {
     size_t n_local_holds;
     mc_cluster_mark_t local_holds_at;
     mc_cluster_rebalance_t rebalance;
+    // Discovery: announced nodes whose key is in discover_keys join holding
+    // discover_experts x discover_layers (the server, membership.h).
+    bool discover;
+    char (*discover_keys)[41]; // Z85 public keys (owned)
+    size_t n_discover_keys;
+    mc_expert_set_t discover_experts; // default none
+    mc_layer_set_t discover_layers;   // default all
 } mc_cluster_config_t;
 
 // Parse buf[0..len) (need not be NUL-terminated). filename is used in
@@ -234,6 +248,9 @@ mc_err_t mc_cluster_config_set_node_key(mc_cluster_config_t *c, size_t i, const 
 // no longer count once it has one).
 mc_err_t mc_cluster_config_add_hold(mc_cluster_config_t *c, size_t i, const mc_layer_set_t *layers,
                                     const mc_expert_set_t *experts, char *err);
+
+// Whether key (Z85) is one of discover_keys.
+bool mc_cluster_config_discover_allows(const mc_cluster_config_t *c, const char *key);
 
 // The same for the coordinator's own experts (`local: holds:`).
 mc_err_t mc_cluster_config_add_local_hold(mc_cluster_config_t *c, const mc_layer_set_t *layers,

@@ -170,6 +170,36 @@ struct cJSON *mc_membership_handle(mc_experts_t *x, const char *method, const ch
     return s_place(c, body, len, status, e);
 }
 
+mc_err_t mc_membership_discovered(mc_experts_t *x, const mc_discovery_node_t *d, bool *added, char *err) {
+    *added = false;
+    mc_cluster_t *c = mc_cluster_of(x);
+    if (!c) return mc_err_set(err, MC_ERR_ARG, "no cluster to join");
+    const mc_cluster_config_t *now = mc_cluster_config_latest(c, NULL);
+    if (!now->discover) return mc_err_set(err, MC_ERR_ARG, "the cluster file does not say 'discover: true'");
+    // A member already (announcements repeat, and a node the file names may
+    // announce itself too): nothing to do.
+    for (size_t i = 0; i < now->n_nodes; i++)
+        if ((d->public_key[0] && !strcmp(now->nodes[i].public_key, d->public_key)) ||
+            (!strcmp(now->nodes[i].name, d->name) && !strcmp(now->nodes[i].endpoint, d->endpoint)))
+            return MC_OK;
+    if (!d->public_key[0])
+        return mc_err_set(err, MC_ERR_ARG, "it announced no public key (moe-expert --secret-key): not added");
+    if (!mc_cluster_config_discover_allows(now, d->public_key))
+        return mc_err_set(err, MC_ERR_ARG, "its key %s is not in discover_keys: not added", d->public_key);
+    for (size_t i = 0; i < now->n_nodes; i++)
+        if (!strcmp(now->nodes[i].name, d->name))
+            return mc_err_set(err, MC_ERR_ARG, "a node named %s is in the cluster already (at %s): not added", d->name,
+                              now->nodes[i].endpoint);
+    mc_cluster_config_t *cfg = mc_cluster_config_clone(now, err);
+    if (!cfg) return mc_err_code(err, MC_ERR_NOMEM);
+    mc_err_t rc = mc_cluster_config_add_node(cfg, d->name, d->endpoint, &now->discover_experts, &now->discover_layers, err);
+    if (!rc) rc = mc_cluster_config_set_node_key(cfg, cfg->n_nodes - 1, d->public_key, err);
+    if (!rc) rc = mc_cluster_request(c, &cfg, err);
+    mc_cluster_config_destroy(&cfg);
+    *added = rc == MC_OK;
+    return rc;
+}
+
 const char *mc_membership_file(mc_experts_t *x) {
     mc_cluster_t *c = mc_cluster_of(x);
     return c ? mc_cluster_config(c)->path : NULL;

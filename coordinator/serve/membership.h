@@ -23,6 +23,7 @@
 #include <stddef.h>
 
 #include "api.h"
+#include "discovery.h"
 #include "error.h"
 #include "experts.h"
 
@@ -38,6 +39,17 @@ const char *mc_membership_allow(const char *url);
 // deletes it) and *status, or NULL with e filled.
 struct cJSON *mc_membership_handle(mc_experts_t *x, const char *method, const char *url, const char *body, size_t len,
                                    int *status, mc_api_error_t *e);
+
+// A node announced on the network (discovery.h), under a cluster file with
+// `discover: true`: added (holding discover_experts x discover_layers) when
+// its announced key is one of discover_keys, through the same staged change
+// as POST /v1/cluster/nodes. MC_OK with *added false when it is a member
+// already (its key, or its name and endpoint); MC_ERR_BUSY while another
+// change is staged (offer it again later); MC_ERR_ARG naming why it is not
+// added (no key, a key not listed, a name taken); a change the cluster
+// refuses as for the endpoint. The coordinator's connection then demands
+// the announced key (CURVE), so only its holder can serve as this node.
+mc_err_t mc_membership_discovered(mc_experts_t *x, const mc_discovery_node_t *d, bool *added, char *err);
 
 // The cluster file x's cluster runs from now (NULL: no cluster, or none).
 const char *mc_membership_file(mc_experts_t *x);

@@ -28,6 +28,8 @@
 #include "dtype.h"
 #include "items.h"
 #include "log.h"
+#include "cluster.h"
+#include "discovery.h"
 #include "membership.h"
 #include "metrics.h"
 #include "ollama.h"
@@ -1607,6 +1609,35 @@ void mc_server_destroy(mc_server_t **psrv) {
 
 uint16_t mc_server_port(const mc_server_t *srv) { return srv->port; }
 
+// Wait up to 100 ms for announced nodes and offer each to the cluster
+// (membership.h); one that meets a staged change waits in *pending and is
+// offered again on the next call.
+static void s_discover_take(mc_server_t *srv, mc_browse_t *b, mc_discovery_node_t *pending, bool *have_pending) {
+    char err[MC_ERR_LEN];
+    mc_discovery_node_t d;
+    bool got = false;
+    if (*have_pending) {
+        d = *pending, got = true, *have_pending = false;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    } else if (mc_browse_next(b, 100, &d, &got, err)) {
+        mc_log_status(srv->p.log, "moe-coordinator", "discover: %s", err);
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        return;
+    }
+    if (!got) return;
+    bool added;
+    mc_err_t rc = mc_membership_discovered(mc_session_experts(srv->s), &d, &added, err);
+    if (rc == MC_ERR_BUSY) *pending = d, *have_pending = true;
+    else if (rc)
+        mc_log_status(srv->p.log, "moe-coordinator", "discover: node %s at %s announced itself: %s", d.name, d.endpoint,
+                      err);
+    else if (added)
+        mc_log_status(srv->p.log, "moe-coordinator", "discover: node %s at %s (key %s) joins: placement change staged",
+                      d.name, d.endpoint, d.public_key);
+}
+
 mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int *stop, char *err) {
     mc_server_t *srv = mc_server_new(s, p, err);
     if (!srv) return mc_err_code(err, MC_ERR_NET);
@@ -1618,12 +1649,31 @@ mc_err_t mc_server_run(mc_session_t *s, const mc_server_params_t *p, atomic_int 
         mc_log_status(p->log, "moe-coordinator",
                       "warning: listening on every address without --api-key: anyone who can reach this port can use "
                       "the model");
+    // discover: true: nodes announced on the network are found by Avahi's
+    // thread and taken from its queue here, between the 100 ms naps, by the
+    // same thread that stages SIGHUP's changes.
+    mc_browse_t *browse = NULL;
+    mc_cluster_t *cl = mc_cluster_of(mc_session_experts(s));
+    if (cl && mc_cluster_config_latest(cl, NULL)->discover) {
+        if (!(browse = mc_browse_new(p->log, true, err))) {
+            mc_server_destroy(&srv);
+            return mc_err_code(err, MC_ERR_NET);
+        }
+        mc_log_status(p->log, "moe-coordinator", "discover: nodes announcing %s with a key in discover_keys join",
+                      MC_DISCOVERY_TYPE);
+    }
+    mc_discovery_node_t pending;
+    bool have_pending = false;
     while (!stop || !atomic_load(stop)) {
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        if (browse) s_discover_take(srv, browse, &pending, &have_pending);
+        else {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
         char rerr[MC_ERR_LEN];
         if (p->reload && atomic_exchange(p->reload, 0)) (void)mc_server_reload(srv, rerr);
     }
+    mc_browse_destroy(&browse);
     mc_log_status(p->log, "moe-coordinator", "stopping the server");
     mc_server_destroy(&srv);
     return MC_OK;
