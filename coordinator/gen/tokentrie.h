@@ -37,7 +37,7 @@ typedef struct {
                       // string text: valid UTF-8 (possibly cut), no control byte, '"' or '\\'
 } mc_tokentrie_node_t;
 
-#define MC_TOKENTRIE_MAX_END 4
+#define MC_TOKENTRIE_MAX_END 8
 
 typedef struct {
     mc_tokentrie_node_t *nodes;

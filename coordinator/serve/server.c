@@ -928,7 +928,9 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
     j->oans = (mc_ollama_answer_t){fmt == S_FMT_OLLAMA_CHAT, model};
     j->calls_tok = -1;
     if (fmt == S_FMT_CHAT || fmt == S_FMT_RESPONSES || fmt == S_FMT_OLLAMA_CHAT) { // (only chat splits off thinking)
-        j->rp = (mc_reply_params_t){srv->style, fmt == S_FMT_CHAT && srv->style == MC_CHAT_STYLE_QWEN3 && q.thinking,
+        const bool thinks = srv->style == MC_CHAT_STYLE_QWEN3 || srv->style == MC_CHAT_STYLE_DEEPSEEK_V3 ||
+                            srv->style == MC_CHAT_STYLE_GLM4; // answers open with a <think> block
+        j->rp = (mc_reply_params_t){srv->style, fmt == S_FMT_CHAT && thinks && q.thinking,
                                     mc_toolcall_active(&q.tools)};
         j->tools = q.tools; // the job's now
         memset(&q.tools, 0, sizeof q.tools);

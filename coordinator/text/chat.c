@@ -1,7 +1,8 @@
 /*
  * chat: the conversation formats of the families we run: Mistral's [INST]
  * format (v1 as text, v3 with control tokens and tools) for Mixtral, ChatML
- * and Qwen3's (tools, thinking) for Qwen3-MoE, Tulu for OLMoE instruct.
+ * and Qwen3's (tools, thinking) for Qwen3-MoE, Tulu for OLMoE instruct,
+ * DeepSeek's V2 and V3/R1 formats, GLM-4.5's (thinking).
  */
 #include "chat.h"
 
@@ -13,9 +14,15 @@ const char mc_chat_safe_prompt[] =
     "Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid harmful, unethical, "
     "prejudiced, or negative content. Ensure replies promote fairness and positivity.";
 
-const char mc_chat_style_names[] = "mistral-v1, mistral-v3, chatml, qwen3, tulu";
+const char mc_chat_style_names[] = "mistral-v1, mistral-v3, chatml, qwen3, tulu, deepseek-v2, deepseek-v3, glm4";
 
-static const char *const s_style_names[MC_CHAT_STYLE_COUNT] = {"mistral-v1", "chatml", "mistral-v3", "qwen3", "tulu"};
+static const char *const s_style_names[MC_CHAT_STYLE_COUNT] = {
+    "mistral-v1", "chatml", "mistral-v3", "qwen3", "tulu", "deepseek-v2", "deepseek-v3", "glm4"};
+
+// DeepSeek's markers (fullwidth bars, "▁" for spaces).
+#define S_DS_USER "<｜User｜>"
+#define S_DS_ASSISTANT "<｜Assistant｜>"
+#define S_DS_EOS "<｜end▁of▁sentence｜>"
 
 const char *mc_chat_style_name(mc_chat_style_t s) { return s < MC_CHAT_STYLE_COUNT ? s_style_names[s] : "?"; }
 
@@ -51,7 +58,10 @@ static bool s_has(const mc_tokenizer_t *tok, const char *piece) {
 
 mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok) {
     if (s_has(tok, "<|im_start|>") && s_has(tok, "<|im_end|>")) return MC_CHAT_STYLE_CHATML;
+    if (s_has(tok, "[gMASK]") && s_has(tok, "<|user|>")) return MC_CHAT_STYLE_GLM4;
     if (s_has(tok, "<|user|>") && s_has(tok, "<|assistant|>")) return MC_CHAT_STYLE_TULU;
+    if (s_has(tok, S_DS_USER) && s_has(tok, S_DS_ASSISTANT)) return MC_CHAT_STYLE_DEEPSEEK_V3;
+    if (s_has(tok, S_DS_EOS)) return MC_CHAT_STYLE_DEEPSEEK_V2;
     if (s_has(tok, "[AVAILABLE_TOOLS]")) return MC_CHAT_STYLE_MISTRAL_V3;
     return MC_CHAT_STYLE_MISTRAL;
 }
@@ -67,10 +77,20 @@ static bool s_in(const char *t, size_t len, const char *s) {
 mc_err_t mc_chat_style_from_template(const char *tmpl, size_t len, const mc_tokenizer_t *tok, mc_chat_style_t *out,
                                      char *err) {
     mc_chat_style_t s;
+    // GLM's "[gMASK]<sop>" first: its templates also write <|user|> and <|assistant|> (tulu's markers).
+    const bool glm = s_in(tmpl, len, "[gMASK]<sop>");
     if (s_in(tmpl, len, "[AVAILABLE_TOOLS]") || s_in(tmpl, len, "[TOOL_CALLS]")) s = MC_CHAT_STYLE_MISTRAL_V3;
+    else if (glm && s_in(tmpl, len, "<think>")) s = MC_CHAT_STYLE_GLM4;
+    else if (glm) // ChatGLM4 / GLM-4-0414: another turn layout
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "the model's chat template is an older GLM's, not GLM-4.5's; name a format with "
+                          "--chat-format (%s)",
+                          mc_chat_style_names);
     else if (s_in(tmpl, len, "<|im_start|>"))
         s = s_in(tmpl, len, "<think>") || s_in(tmpl, len, "enable_thinking") ? MC_CHAT_STYLE_QWEN3 : MC_CHAT_STYLE_CHATML;
     else if (s_in(tmpl, len, "<|user|>") && s_in(tmpl, len, "<|assistant|>")) s = MC_CHAT_STYLE_TULU;
+    else if (s_in(tmpl, len, S_DS_USER) && s_in(tmpl, len, S_DS_ASSISTANT)) s = MC_CHAT_STYLE_DEEPSEEK_V3;
+    else if (s_in(tmpl, len, "Assistant: ' + message['content'] + eos_token")) s = MC_CHAT_STYLE_DEEPSEEK_V2;
     else if (s_in(tmpl, len, "[INST]")) s = s_has(tok, "[INST]") ? MC_CHAT_STYLE_MISTRAL_V3 : MC_CHAT_STYLE_MISTRAL;
     else
         return mc_err_set(err, MC_ERR_UNSUPPORTED,
@@ -476,6 +496,115 @@ static void s_tulu(s_b_t *b, const s_conv_t *c) {
     s_flush(b);
 }
 
+// DeepSeek-V2 Chat: "User: " and "Assistant: " are text; each answer
+// closed by EOS; the model's turn opened with "Assistant:" (no space).
+static void s_deepseek_v2(s_b_t *b, const s_conv_t *c) {
+    s_bos(b);
+    if (c->system) s_lit(b, c->system, c->sys_len), s_str(b, "\n\n");
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
+        if (m->role == MC_CHAT_SYSTEM) continue;
+        if (m->role == MC_CHAT_USER) {
+            s_str(b, "User: ");
+            s_lit(b, m->content, m->len);
+            s_str(b, "\n\n");
+            continue;
+        }
+        s_str(b, "Assistant: ");
+        s_lit(b, m->content, m->len);
+        s_eos(b);
+    }
+    if (c->prompt) s_str(b, "Assistant:");
+    s_flush(b);
+}
+
+// The text of an answer after its last "</think>" (all of it without one).
+static void s_after_think(const mc_chat_msg_t *m, const char **t, size_t *tl) {
+    static const char close[] = "</think>";
+    const size_t cl = sizeof close - 1;
+    *t = m->content, *tl = m->len;
+    for (size_t i = 0; i + cl <= m->len; i++)
+        if (!memcmp(m->content + i, close, cl)) *t = m->content + i + cl, *tl = m->len - i - cl;
+}
+
+// DeepSeek-V3 / R1: BOS, the system text, <｜User｜> and <｜Assistant｜>
+// turns, each answer (past reasoning dropped) closed by <｜end▁of▁sentence｜>.
+static void s_deepseek_v3(s_b_t *b, const s_conv_t *c) {
+    s_bos(b);
+    if (c->system) s_lit(b, c->system, c->sys_len);
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
+        if (m->role == MC_CHAT_SYSTEM) continue;
+        if (m->role == MC_CHAT_USER) {
+            s_mark(b, S_DS_USER);
+            s_lit(b, m->content, m->len);
+            continue;
+        }
+        const char *t;
+        size_t tl;
+        s_after_think(m, &t, &tl);
+        s_mark(b, S_DS_ASSISTANT);
+        s_lit(b, t, tl);
+        s_mark(b, S_DS_EOS);
+    }
+    if (c->prompt) s_mark(b, S_DS_ASSISTANT);
+    s_flush(b);
+}
+
+// Python's str.strip() set (ASCII).
+static bool s_space(char c) { return s_ws(c) || c == '\v' || c == '\f'; }
+
+static void s_strip(const char **t, size_t *tl) {
+    while (*tl && s_space((*t)[0])) (*t)++, (*tl)--;
+    while (*tl && s_space((*t)[*tl - 1])) (*tl)--;
+}
+
+// GLM-4.5: "[gMASK]<sop>", then <|system|>, <|user|> and <|assistant|>
+// turns, each marker followed by "\n" and the next marker ending the turn.
+static void s_glm4(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
+    static const char nothink[] = "/nothink";
+    s_mark(b, "[gMASK]");
+    s_mark(b, "<sop>");
+    if (c->system) {
+        s_mark(b, "<|system|>");
+        s_str(b, "\n");
+        s_lit(b, c->system, c->sys_len);
+    }
+    size_t last_user = c->n;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->m[i].role == MC_CHAT_USER) last_user = i;
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
+        if (m->role == MC_CHAT_SYSTEM) continue;
+        if (m->role == MC_CHAT_USER) {
+            s_mark(b, "<|user|>");
+            s_str(b, "\n");
+            s_lit(b, m->content, m->len);
+            const size_t nl = sizeof nothink - 1;
+            if (!o->thinking && !(m->len >= nl && !memcmp(m->content + m->len - nl, nothink, nl))) s_str(b, nothink);
+            continue;
+        }
+        const char *r, *t;
+        size_t rl, tl;
+        s_qwen3_split(m, &r, &rl, &t, &tl);
+        s_mark(b, "<|assistant|>");
+        if (i > last_user && rl) {
+            s_strip(&r, &rl);
+            s_str(b, "\n<think>");
+            s_lit(b, r, rl);
+            s_str(b, "</think>");
+        } else
+            s_str(b, "\n<think></think>");
+        s_strip(&t, &tl);
+        if (tl) s_str(b, "\n"), s_lit(b, t, tl);
+    }
+    if (c->prompt) {
+        s_mark(b, "<|assistant|>");
+        if (!o->thinking) s_str(b, "\n<think></think>");
+    }
+    s_flush(b);
+}
+
 // --- tools as text (formats without tool tokens) ----------------------------------------
 
 // Owned strings of a rewritten conversation.
@@ -584,7 +713,16 @@ mc_err_t mc_chat_render(const mc_tokenizer_t *tok, const mc_chat_opts_t *o, cons
     if (rc) return rc;
     if (o->style >= MC_CHAT_STYLE_COUNT) return mc_err_set(err, MC_ERR_ARG, "unknown chat format");
     // Formats without tool tokens: tools as text.
-    const bool as_text = o->style == MC_CHAT_STYLE_MISTRAL || o->style == MC_CHAT_STYLE_TULU;
+    const bool as_text =
+        o->style == MC_CHAT_STYLE_MISTRAL || o->style == MC_CHAT_STYLE_TULU || o->style == MC_CHAT_STYLE_DEEPSEEK_V2;
+    // Formats whose own tool syntax is not written here: tools refused.
+    if (o->style == MC_CHAT_STYLE_DEEPSEEK_V3 || o->style == MC_CHAT_STYLE_GLM4) {
+        bool tools = o->n_tools > 0;
+        for (size_t i = 0; i < n && !tools; i++) tools = msgs[i].n_calls || msgs[i].role == MC_CHAT_TOOL;
+        if (tools)
+            return mc_err_set(err, MC_ERR_ARG, "tools, tool calls and tool results are not supported in the %s chat format",
+                              mc_chat_style_name(o->style));
+    }
     s_rewrite_t w = {0};
     if (as_text) {
         if ((rc = s_rewrite(msgs, n, &w, err))) {
@@ -618,6 +756,9 @@ mc_err_t mc_chat_render(const mc_tokenizer_t *tok, const mc_chat_opts_t *o, cons
     case MC_CHAT_STYLE_MISTRAL: s_mistral(&b, &c); break;
     case MC_CHAT_STYLE_MISTRAL_V3: s_mistral_v3(&b, o, &c); break;
     case MC_CHAT_STYLE_TULU: s_tulu(&b, &c); break;
+    case MC_CHAT_STYLE_DEEPSEEK_V2: s_deepseek_v2(&b, &c); break;
+    case MC_CHAT_STYLE_DEEPSEEK_V3: s_deepseek_v3(&b, &c); break;
+    case MC_CHAT_STYLE_GLM4: s_glm4(&b, o, &c); break;
     default: s_chatml(&b, o, &c); break;
     }
     s_flush(&b);

@@ -2,7 +2,7 @@
  * chat: a conversation (system, user, assistant and tool messages) turned
  * into the prompt ids an instruct model was trained on.
  *
- * Five formats (mc_chat_style_t). Which one a model gets: --chat-format
+ * Eight formats (mc_chat_style_t). Which one a model gets: --chat-format
  * NAME when given, else the GGUF's tokenizer.chat_template recognised by
  * distinctive text (mc_chat_style_from_template; never executed: an
  * unknown template is refused, naming --chat-format, rather than guessed),
@@ -45,13 +45,37 @@
  *   BOS <|system|> sp("\n" system "\n") <|user|> sp("\n" user1 "\n")
  *   <|assistant|> sp("\n" assistant1) EOS sp("\n") ... <|assistant|> sp("\n")
  *
- * Formats without tool tokens (mistral-v1, tulu) get tools as text, the
+ * deepseek-v2 (DeepSeek-V2 / V2-Lite Chat; "User:" is text):
+ *   BOS sp(system "\n\n" "User: " user1 "\n\n" "Assistant: " assistant1) EOS
+ *   sp("User: " user2 "\n\n" "Assistant:")
+ *
+ * deepseek-v3 (DeepSeek-V3 / R1 and their "V3 shape"):
+ *   BOS sp(system) <｜User｜> sp(user1) <｜Assistant｜> sp(assistant1) <｜end▁of▁sentence｜>
+ *   <｜User｜> sp(user2) <｜Assistant｜>
+ * an answer's text after its last "</think>" only (R1's template drops
+ * past reasoning; V3's answers have none). No separator after the system
+ * text, as the templates write it (llama.cpp's built-in adds "\n\n").
+ *
+ * glm4 (GLM-4.5 / 4.6, glm4moe; no end-of-turn token: the next turn's
+ * marker ends one, and the model's turn ends on <|user|>, <|observation|>
+ * or <|endoftext|>):
+ *   [gMASK] <sop> <|system|> sp("\n" system) <|user|> sp("\n" user1)
+ *   <|assistant|> sp("\n<think></think>\n" assistant1) ... <|assistant|>
+ * reasoning kept ("\n<think>" r "</think>") only for answers after the last
+ * user message; thinking off appends "/nothink" to each user message and
+ * opens the model's turn with "\n<think></think>", as GLM's template does.
+ *
+ * Formats without tool tokens (mistral-v1, tulu, deepseek-v2) get tools as text, the
  * same convention as Qwen3's: the "# Tools" section appended to the system
  * text, calls as <tool_call> blocks in the assistant's text, results as a
  * user message of <tool_response> blocks.
  *
  * Other system messages than the first are joined with it ("\n\n"), in
- * front. BOS, EOS and markers are tokens placed here, never text: a
+ * front (the DeepSeek and GLM templates write a system message where it
+ * stands; the same text when it comes first, as it almost always does).
+ * deepseek-v3 and glm4 have tool formats of their own that are not written
+ * here: a request with tools, tool calls or tool results is refused
+ * (MC_ERR_ARG) in those formats. BOS, EOS and markers are tokens placed here, never text: a
  * message containing "[INST]" or "</s>" stays text, so a user cannot forge
  * the structure.
  *
@@ -76,26 +100,33 @@ typedef enum {
     MC_CHAT_STYLE_MISTRAL_V3,  // "mistral-v3"
     MC_CHAT_STYLE_QWEN3,       // "qwen3"
     MC_CHAT_STYLE_TULU,        // "tulu"
+    MC_CHAT_STYLE_DEEPSEEK_V2, // "deepseek-v2"
+    MC_CHAT_STYLE_DEEPSEEK_V3, // "deepseek-v3"
+    MC_CHAT_STYLE_GLM4,        // "glm4"
     MC_CHAT_STYLE_COUNT
 } mc_chat_style_t;
 
 // The format a vocabulary suggests when the file has no template:
-// <|im_start|> and <|im_end|> tokens: chatml; <|user|> and <|assistant|>
-// (and no <|im_start|>): tulu; [AVAILABLE_TOOLS]: mistral-v3; else mistral-v1.
+// <|im_start|> and <|im_end|> tokens: chatml; [gMASK] and <|user|>: glm4;
+// <|user|> and <|assistant|> (and no <|im_start|>): tulu; <｜User｜> and
+// <｜Assistant｜>: deepseek-v3; <｜end▁of▁sentence｜> (without those):
+// deepseek-v2; [AVAILABLE_TOOLS]: mistral-v3; else mistral-v1.
 mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok);
 
-// "mistral-v1", "mistral-v3", "chatml", "qwen3", "tulu".
+// "mistral-v1", "mistral-v3", "chatml", "qwen3", "tulu", "deepseek-v2", "deepseek-v3", "glm4".
 const char *mc_chat_style_name(mc_chat_style_t s);
 // A name above (also "mistral" for mistral-v1) -> style; false otherwise.
 bool mc_chat_style_from_name(const char *name, mc_chat_style_t *out);
-// The names, for messages and --help: "mistral-v1, mistral-v3, chatml, qwen3, tulu".
+// The names, for messages and --help: "mistral-v1, mistral-v3, chatml, qwen3, tulu, deepseek-v2, ...".
 extern const char mc_chat_style_names[];
 
 // The format of a chat template text (a GGUF's tokenizer.chat_template),
-// by the markers it writes: [AVAILABLE_TOOLS] mistral-v3; <|im_start|>
+// by the markers it writes: [AVAILABLE_TOOLS] mistral-v3; "[gMASK]<sop>"
+// with <think> glm4 (GLM-4.5; without: an older GLM, refused); <|im_start|>
 // with <think> or enable_thinking qwen3, without chatml; <|user|> and
-// <|assistant|> tulu; [INST] mistral-v3 when tok has [INST] as one token,
-// else mistral-v1. Anything else: MC_ERR_UNSUPPORTED with a message that
+// <|assistant|> tulu; <｜User｜> and <｜Assistant｜> deepseek-v3;
+// "Assistant: ' + message['content'] + eos_token" deepseek-v2; [INST]
+// mistral-v3 when tok has [INST] as one token, else mistral-v1. Anything else: MC_ERR_UNSUPPORTED with a message that
 // names --chat-format.
 mc_err_t mc_chat_style_from_template(const char *tmpl, size_t len, const mc_tokenizer_t *tok, mc_chat_style_t *out,
                                      char *err);
@@ -128,7 +159,8 @@ typedef struct {
     mc_chat_style_t style;
     const char *const *tools; // n_tools function tools, each as its JSON object ({"type": "function",
     size_t n_tools;           // "function": {...}}) printed as the templates print JSON; 0: no tools
-    bool thinking;            // qwen3: let the model think (false: the empty think block); default true
+    bool thinking;            // qwen3, glm4: let the model think (false: the empty think block, glm4
+                              // also "/nothink"); default true
 } mc_chat_opts_t;
 
 // mistral-v1 (reset by callers to a chosen style), no tools, thinking on.
