@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "clock.h"
 
 // Prompt rows one step takes at most (beyond one row per generating
@@ -59,20 +60,16 @@ struct s_saved {
     s_saved_t *next;
 };
 
-#define S_N_EOG 5
-
 // Prefixes shorter than this are not worth a saved copy.
 #define S_SAVE_MIN_TOKENS 16
 
 struct mc_sched {
     mc_engine_t *e;
     const mc_tokenizer_t *tok;
-    // Tokens that end an answer: EOS, and the turn and text ends of ChatML
-    // vocabularies (an instruct file's EOS may name either), as llama.cpp
-    // treats them; in GLM vocabularies (with [gMASK]) also <|user|> and
-    // <|observation|>, the markers that follow an answer or a tool call
-    // (GLM-4.5 has no end-of-turn token); -1 where absent.
-    int32_t eog[S_N_EOG];
+    // Tokens that end an answer (mc_chat_end_ids: EOS, ChatML's and GLM's
+    // turn ends), n_eog of them.
+    int32_t eog[MC_CHAT_MAX_END];
+    uint32_t n_eog;
     uint32_t n_ctx, n_vocab;
     s_slot_t *slots;  // (n_seq)
     uint32_t n_slots;
@@ -122,12 +119,7 @@ mc_scheduler_t *mc_scheduler_new(mc_engine_t *e, const mc_tokenizer_t *tok, char
     if (!s) goto nomem;
     s->e = e;
     s->tok = tok;
-    s->eog[0] = mc_tokenizer_eos(tok);
-    s->eog[1] = mc_tokenizer_find(tok, "<|im_end|>", 10);
-    s->eog[2] = mc_tokenizer_find(tok, "<|endoftext|>", 13);
-    const bool glm = mc_tokenizer_find(tok, "[gMASK]", 7) >= 0;
-    s->eog[3] = glm ? mc_tokenizer_find(tok, "<|user|>", 8) : -1;
-    s->eog[4] = glm ? mc_tokenizer_find(tok, "<|observation|>", 15) : -1;
+    s->n_eog = (uint32_t)mc_chat_end_ids(tok, s->eog);
     s->n_ctx = mc_engine_n_ctx(e);
     s->n_vocab = mc_engine_model(e)->hp.n_vocab;
     s->n_slots = mc_engine_n_seq(e);
@@ -209,7 +201,7 @@ mc_err_t mc_scheduler_submit(mc_scheduler_t *s, const mc_gen_params_t *p, uint64
     g->p.speculate = NULL;
     if (p->constrain) {
         char cerr[MC_ERR_LEN];
-        if (!s->trie && !(s->trie = mc_tokentrie_new(s->tok, s->n_vocab, s->eog, S_N_EOG, cerr))) {
+        if (!s->trie && !(s->trie = mc_tokentrie_new(s->tok, s->n_vocab, s->eog, s->n_eog, cerr))) {
             s_gen_free(g);
             return mc_err_set(err, mc_err_code(cerr, MC_ERR_NOMEM), "%s", cerr);
         }
@@ -515,7 +507,7 @@ static bool s_sample(mc_scheduler_t *s, s_gen_t *g, const float *logits) {
     g->n_gen++;
     g->last = id;
     bool eog = false;
-    for (int k = 0; id >= 0 && k < S_N_EOG; k++) eog |= id == s->eog[k];
+    for (uint32_t k = 0; id >= 0 && k < s->n_eog; k++) eog |= id == s->eog[k];
     eog = eog && (!g->p.ignore_eos || g->con);
     if (g->p.on_logprob) { // a read of the row the sampler was given (unchanged by it)
         mc_logprob_t lp;

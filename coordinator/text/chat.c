@@ -66,6 +66,20 @@ mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok) {
     return MC_CHAT_STYLE_MISTRAL;
 }
 
+size_t mc_chat_end_ids(const mc_tokenizer_t *tok, int32_t out[MC_CHAT_MAX_END]) {
+    const bool glm = s_has(tok, "[gMASK]");
+    const int32_t ids[MC_CHAT_MAX_END] = {
+        mc_tokenizer_eos(tok), mc_tokenizer_find(tok, "<|im_end|>", 10), mc_tokenizer_find(tok, "<|endoftext|>", 13),
+        glm ? mc_tokenizer_find(tok, "<|user|>", 8) : -1, glm ? mc_tokenizer_find(tok, "<|observation|>", 15) : -1};
+    size_t n = 0;
+    for (size_t i = 0; i < MC_CHAT_MAX_END; i++) {
+        bool seen = ids[i] < 0;
+        for (size_t k = 0; k < n && !seen; k++) seen = out[k] == ids[i];
+        if (!seen) out[n++] = ids[i];
+    }
+    return n;
+}
+
 // Whether t[0..len) contains the text s.
 static bool s_in(const char *t, size_t len, const char *s) {
     const size_t n = strlen(s);

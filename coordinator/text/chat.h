@@ -136,6 +136,16 @@ mc_err_t mc_chat_style_from_template(const char *tmpl, size_t len, const mc_toke
 mc_err_t mc_chat_style_choose(const mc_gguf_t *g, const mc_tokenizer_t *tok, const char *name, mc_chat_style_t *out,
                               char *err);
 
+// The tokens that end a model's answer, found in tok's vocabulary (as
+// llama.cpp treats them): EOS; ChatML's <|im_end|> and <|endoftext|> (an
+// instruct file's EOS may name either); in GLM vocabularies (with [gMASK])
+// <|user|> and <|observation|>, the markers that follow an answer or a
+// tool call (GLM-4.5 has no end-of-turn token). DeepSeek's
+// <｜end▁of▁sentence｜> is its files' EOS. Writes up to MC_CHAT_MAX_END
+// distinct ids to out; returns how many.
+#define MC_CHAT_MAX_END 5
+size_t mc_chat_end_ids(const mc_tokenizer_t *tok, int32_t out[MC_CHAT_MAX_END]);
+
 // A call an assistant message made (OpenAI's tool_calls[i]).
 typedef struct {
     const char *id;        // the call's id ("" or NULL: none)
