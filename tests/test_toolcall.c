@@ -266,6 +266,11 @@ static void test_reply(void **state) {
     s_stream_check(&v3, "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}]", "", "",
                    "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}]");
     s_stream_check(&none, "<think>\nx\n</think>\ny", "", "<think>\nx\n</think>\ny", "");
+    // GLM-4.5 answers after "<|assistant|>" with "\n<think>...</think>\n"; R1 opens with "<think>\n".
+    const mc_reply_params_t glm = {MC_CHAT_STYLE_GLM4, true, false}, r1 = {MC_CHAT_STYLE_DEEPSEEK_V3, true, false};
+    s_stream_check(&glm, "\n<think>Let me think.</think>\nIt is 4.", "Let me think.", "It is 4.", "");
+    s_stream_check(&glm, "\n<think></think>\nIt is 4.", "", "It is 4.", "");
+    s_stream_check(&r1, "<think>\nadd 2 and 2\n</think>\n\n4", "add 2 and 2", "4", "");
 }
 
 int main(void) {
