@@ -492,6 +492,23 @@ static void test_deepseek_v3(void **state) {
 static void test_glm4(void **state) {
     (void)state;
     mc_tokenizer_t *t = s_tok_spm(s_glm_marks, 6);
+    // <think> and </think> are tokens too in GLM's vocabulary: placed by id.
+    static const char *const with_think[] = {"[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<think>", "</think>"};
+    mc_tokenizer_t *tt = s_tok_spm(with_think, 6);
+    mc_chat_opts_t oo = mc_chat_opts_default();
+    oo.style = MC_CHAT_STYLE_GLM4, oo.thinking = false;
+    mc_chat_msg_t answered = s_msg(MC_CHAT_ASSISTANT, "A");
+    answered.reasoning = "r", answered.reasoning_len = 1;
+    const mc_chat_msg_t tconv[] = {s_msg(MC_CHAT_USER, "U"), s_msg(MC_CHAT_ASSISTANT, "A"), s_msg(MC_CHAT_USER, "V"),
+                                   answered};
+    const char *const twant[] = {"@[gMASK]", "@<sop>", "@<|user|>", "\nU/nothink", "@<|assistant|>", "\n", "@<think>",
+                                 "@</think>", "\nA", "@<|user|>", "\nV/nothink", "@<|assistant|>", "\n",
+                                 "@<think>", "r", "@</think>", "\nA", NULL};
+    s_expect_render_as(tt, &oo, tconv, 4, true, twant);
+    const char *const topen[] = {"@[gMASK]", "@<sop>", "@<|user|>", "\nU/nothink", "@<|assistant|>", "\n",
+                                 "@<think>", "@</think>", NULL};
+    s_expect_render(tt, &oo, tconv, 1, topen);
+    mc_tokenizer_destroy(&tt);
     assert_int_equal(mc_chat_style_of(t), MC_CHAT_STYLE_GLM4);
     mc_chat_opts_t o = mc_chat_opts_default();
     o.style = MC_CHAT_STYLE_GLM4;

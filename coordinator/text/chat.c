@@ -602,19 +602,16 @@ static void s_glm4(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
         size_t rl, tl;
         s_qwen3_split(m, &r, &rl, &t, &tl);
         s_mark(b, "<|assistant|>");
-        if (i > last_user && rl) {
-            s_strip(&r, &rl);
-            s_str(b, "\n<think>");
-            s_lit(b, r, rl);
-            s_str(b, "</think>");
-        } else
-            s_str(b, "\n<think></think>");
+        s_str(b, "\n");
+        s_mark(b, "<think>"); // tokens in GLM's vocabulary, placed as llama.cpp's template path parses them
+        if (i > last_user && rl) s_strip(&r, &rl), s_lit(b, r, rl);
+        s_mark(b, "</think>");
         s_strip(&t, &tl);
         if (tl) s_str(b, "\n"), s_lit(b, t, tl);
     }
     if (c->prompt) {
         s_mark(b, "<|assistant|>");
-        if (!o->thinking) s_str(b, "\n<think></think>");
+        if (!o->thinking) s_str(b, "\n"), s_mark(b, "<think>"), s_mark(b, "</think>");
     }
     s_flush(b);
 }

@@ -63,7 +63,8 @@
  *   <|assistant|> sp("\n<think></think>\n" assistant1) ... <|assistant|>
  * reasoning kept ("\n<think>" r "</think>") only for answers after the last
  * user message; thinking off appends "/nothink" to each user message and
- * opens the model's turn with "\n<think></think>", as GLM's template does.
+ * opens the model's turn with "\n<think></think>", as GLM's template does
+ * (<think> and </think> by id when the vocabulary has them as tokens).
  *
  * Formats without tool tokens (mistral-v1, tulu, deepseek-v2) get tools as text, the
  * same convention as Qwen3's: the "# Tools" section appended to the system
