@@ -130,7 +130,8 @@ static const mc_flag_t s_flags[] = {
      .help = "with --chat or --serve: prepend Mistral's safety system prompt"},
     {S_ROW("--chat-format", "NAME", MC_FLAG_CUSTOM, chat_format), .parse = s_parse_chat_format,
      .help = "with --chat or --serve: the model's chat format, instead of the one its\n"
-             "chat template (or vocabulary) names: mistral-v1, mistral-v3, chatml,\nqwen3 or tulu"},
+             "chat template (or vocabulary) names: mistral-v1, mistral-v3, chatml,\nqwen3, tulu, "
+             "deepseek-v2, deepseek-v3 or glm4"},
     {S_ROW("--serve", NULL, MC_FLAG_SWITCH, serve), .help = "OpenAI-compatible HTTP API, web chat and cluster dashboard"},
     {S_ROW("--host", "H", MC_FLAG_STRING, host),
      .help = "with --serve: address to listen on (default 127.0.0.1; 0.0.0.0: all)"},
