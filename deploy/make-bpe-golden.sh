@@ -9,7 +9,7 @@
 #    "deepseek-v3", the same strings and the EXTRA ones below, which hit
 #    where those pre-tokenizers differ (digit runs, CJK, kana, Hangul,
 #    punctuation runs, '~', full-width forms, newlines, contractions, emoji,
-#    white space before the end).
+#    white space before the end, CJK next to Latin).
 #
 #   LLAMA_CPP_DIR=/path/to/llama.cpp deploy/make-bpe-golden.sh
 #
@@ -65,6 +65,8 @@ EXTRA = [
     ("trailing_newline_space", "line\n  "),
     ("unicode_spaces", "a\u00a0b\u2003c\u3000d\u1680e\u2028f\u0085g"),
     ("code", "def f(x):\n    return x**2  # sq\n\tif x>=10: pass"),
+    ("emoji_trailing_space", "ok \U0001f600  "),
+    ("cjk_latin_mixed", "x\u4e2d\u6587 \u65e5\u672cabc \u3072\u3089AI"),
 ]
 strings = shared + EXTRA
 

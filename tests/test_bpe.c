@@ -4,7 +4,7 @@
  * The vocabularies are trained here from the built-in corpus (hermetic), and
  * must give exactly the ids llama.cpp gave for the same vocabularies in
  * tests/fixtures/bpe_tokenizer_golden.json (47 strings x the "qwen2" and
- * "olmo" pre-tokenizers) and bpe_pretok_golden.json (67 strings x "glm4",
+ * "olmo" pre-tokenizers) and bpe_pretok_golden.json (69 strings x "glm4",
  * "deepseek-llm" and "deepseek-v3"); deploy/make-bpe-golden.sh made both.
  * Around that:
  * the byte mapping, pre-token splits that pin down the regex choices,
@@ -324,6 +324,7 @@ static void test_pre_deepseek(void **state) {
     SPLIT(p, "I'M here, it's", "I", "'", "M", " here", ",", " it", "'", "s");  // no contractions
     SPLIT(p, "x\n\ny", "x", "\n", "\n", "y");                                  // [\r\n] first, one by one
     SPLIT(p, "a  \n  ", "a", "  ", "\n", "  ");                                // \s+$ within a piece
+    SPLIT(p, "ok \xf0\x9f\x98\x80  ", "ok", " \xf0\x9f\x98\x80", "  "); // \s+$ parts an emoji from its spaces
     SPLIT(p, "(x)", "(", "x", ")");
     // U+3000 is white space, never part of the punctuation or CJK ranges.
     SPLIT(p, "\xe4\xb8\xad\xe3\x80\x80\xe6\x96\x87", "\xe4\xb8\xad", "\xe3\x80\x80", "\xe6\x96\x87");
@@ -335,6 +336,7 @@ static void test_pre_deepseek(void **state) {
     p = pre_new("deepseek-v3");
     assert_string_equal(mc_bpe_pre_name(p), "deepseek-v3");
     SPLIT(p, "12345 67", "123", "45", " ", "67"); // \p{N}{1,3} first
+    SPLIT(p, "x\xe4\xb8\xad\xe6\x96\x87" "abc", "x", "\xe4\xb8\xad\xe6\x96\x87", "abc"); // Han before letters
     SPLIT(p, "I'M here, it's", "I", "'M", " here", ",", " it", "'s");
     SPLIT(p, "x\n\ny", "x", "\n\n", "y");
     SPLIT(p, "(x)", "(x", ")");
@@ -557,11 +559,11 @@ static void test_golden(void **state) {
 }
 
 // The pre types made of several patterns (DeepSeek) or with digit runs
-// (GLM-4.5), on the shared strings and 20 more aimed at their differences.
+// (GLM-4.5), on the shared strings and 22 more aimed at their differences.
 static void test_golden_pretok(void **state) {
     (void)state;
     const char *pres[] = {"glm4", "deepseek-llm", "deepseek-v3"};
-    check_golden(MC_BPE_PRETOK_GOLDEN, 67, pres, N_OF(pres));
+    check_golden(MC_BPE_PRETOK_GOLDEN, 69, pres, N_OF(pres));
 }
 
 /* ---- encoding and decoding ---- */
