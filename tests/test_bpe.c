@@ -376,7 +376,7 @@ static mc_err_t tile(void *ctx, const char *word, size_t len, char *err) {
 
 static void test_pre_tiles_random_bytes(void **state) {
     (void)state;
-    const char *names[] = {"qwen2", "olmo"};
+    const char *names[] = {"qwen2", "olmo", "glm4", "deepseek-llm", "deepseek-v3"};
     static const char alphabet[] = "ab Z9'\n\r\t.,\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xff\x80\xc2\x85";
     uint64_t seed = 42;
     char text[256];

@@ -3,9 +3,10 @@
  * is bpe_train.c).
  *
  * Behaviour is that of llama.cpp's "gpt2" tokenizer (checked id for id by
- * tests/fixtures/bpe_tokenizer_golden.json); where it differs or llama.cpp
- * leaves something undefined:
- *  - The regexes are llama.cpp's for the pre type, with \s spelled
+ * tests/fixtures/bpe_tokenizer_golden.json and bpe_pretok_golden.json);
+ * where it differs or llama.cpp leaves something undefined:
+ *  - The regexes are llama.cpp's for the pre type (for DeepSeek a sequence,
+ *    each splitting the pieces of the one before), with \s spelled
  *    \p{White_Space}: llama.cpp (like Hugging Face's Rust regex) means the
  *    Unicode White_Space property, while PCRE2's UCP \s also matches U+180E.
  *    Letters and numbers come from PCRE2's Unicode tables, which may be an
