@@ -36,8 +36,9 @@ static const mc_arch_info_t s_archs[] = {
     // converted GLM-4.5 files) and scaled; one ungated shared expert; dense
     // leading layers; per-head q/k norms in GLM-4.5 only; partial RoPE on
     // halves (rope.dimension_count); a trailing next-token-prediction layer.
-    // moe-mkmodel writes its test files with Qwen2's pre-tokenizer: GLM's
-    // own ("glm4", digits in runs of 1-3) is not one the tokenizer has.
+    // moe-mkmodel writes its test files with Qwen2's pre-tokenizer (their
+    // llama.cpp fixtures were made so); real files say "glm4" (digits in
+    // runs of 1-3), which the tokenizer has too.
     {.name = "glm4moe", .id = MC_ARCH_GLM4MOE, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_HEAD,
      .route = {MC_GATING_SIGMOID, false, 1.0f, 0, 0}, .route_keys = true, .expert_ffn_key = true,
      .family = "GLM-4.5", .bpe_pre = "qwen2", .qkv_bias = true, .shared_expert = MC_SHEXP_COUNT,

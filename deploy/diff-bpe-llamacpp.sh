@@ -3,9 +3,10 @@
 # random strings (beyond the fixed golden file): words in many scripts,
 # contractions in both cases, digits, every kind of whitespace, emoji with
 # ZWJ and modifiers, combining marks, control characters and literal special
-# tokens, strung together at random. For the "qwen2" and "olmo" vocabularies
-# of deploy/make-bpe-golden.sh, each also with user-defined pieces (matched
-# in text before pre-tokenization, as Qwen3's "<think>").
+# tokens, tildes, punctuation runs, full-width forms, strung together at
+# random. For the vocabularies of deploy/make-bpe-golden.sh (every pre type,
+# or those in $PRES), each also with user-defined pieces (matched in text
+# before pre-tokenization, as Qwen3's "<think>").
 #
 #   LLAMA_CPP_DIR=/path/to/llama.cpp deploy/diff-bpe-llamacpp.sh [N [SEED [MAX_PARTS]]]
 #
@@ -75,7 +76,9 @@ bits = ["the", " the", "The", "experts", " experts", "'s", "'S", "'t", "'RE", "'
         "\U0001f600", "\U0001f680", "\U0001f44d\U0001f3fd", "\U0001f468\u200d\U0001f469\u200d\U0001f467",
         "\u2764\ufe0f", "\U0001f98a", "\u0301", "e\u0301", "\ufb01", "\uff46\uff55\uff4c\uff4c",
         "\U0001d518\U0001d52b", "\x00", "\x07", "\x1f", "\x7f", "$", "\u20ac", "#include", "def ", "return",
-        "0x1F", "1e-5", "a", "b", "x", "Z"]
+        "0x1F", "1e-5", "a", "b", "x", "Z", "~", "~~", "~a", "12345678", "3.14159", "\u2003", "\u3001",
+        "\uff01\uff1f", "\u2018", "\u201c", "\u212a", "\u01c5", "\u0800", "\u1680", "\u05d0", "\u0e01",
+        "\u3042\u30a2", "\u9fa6", "\uac00", "`", "^", "|", "@", "\\", ".\n", "!!!", "\u00b5"]
 with open(path, "wb") as out:
     for _ in range(n):
         b = "".join(random.choice(bits) for _ in range(random.randint(0, parts))).encode("utf-8")
@@ -83,7 +86,7 @@ with open(path, "wb") as out:
 PY
 
 status=0
-for pre in qwen2 olmo; do
+for pre in ${PRES:-qwen2 olmo glm4 deepseek-llm deepseek-v3}; do
   for user in none pieces; do
     extra=()
     [ "$user" = pieces ] && extra=("<think>" "</think>" "<tool_call>" "<thi" $'nk>\n' "the experts")

@@ -4,7 +4,9 @@
  * The vocabularies are trained here from the built-in corpus (hermetic), and
  * must give exactly the ids llama.cpp gave for the same vocabularies in
  * tests/fixtures/bpe_tokenizer_golden.json (47 strings x the "qwen2" and
- * "olmo" pre-tokenizers; deploy/make-bpe-golden.sh made it). Around that:
+ * "olmo" pre-tokenizers) and bpe_pretok_golden.json (69 strings x "glm4",
+ * "deepseek-llm" and "deepseek-v3"); deploy/make-bpe-golden.sh made both.
+ * Around that:
  * the byte mapping, pre-token splits that pin down the regex choices,
  * trainer determinism, control and user-defined pieces, invalid UTF-8,
  * streaming decode, long inputs, hostile GGUF metadata, and the load time of
@@ -304,6 +306,47 @@ static void test_pre_gpt2(void **state) {
     }
 }
 
+static void test_pre_glm4(void **state) {
+    (void)state;
+    mc_bpe_pre_t *p = pre_new("glm4");
+    assert_string_equal(mc_bpe_pre_name(p), "glm4");
+    SPLIT(p, "12345 67", "123", "45", " ", "67"); // Qwen2's pattern with digits in threes
+    SPLIT(p, "I'M here, it's", "I", "'M", " here", ",", " it", "'s");
+    SPLIT(p, "(x)", "(x", ")");
+    mc_bpe_pre_destroy(&p);
+}
+
+static void test_pre_deepseek(void **state) {
+    (void)state;
+    mc_bpe_pre_t *p = pre_new("deepseek-llm");
+    assert_string_equal(mc_bpe_pre_name(p), "deepseek-llm");
+    SPLIT(p, "12345 67", "12345", " ", "67");                                  // \p{N}+, last
+    SPLIT(p, "I'M here, it's", "I", "'", "M", " here", ",", " it", "'", "s");  // no contractions
+    SPLIT(p, "x\n\ny", "x", "\n", "\n", "y");                                  // [\r\n] first, one by one
+    SPLIT(p, "a  \n  ", "a", "  ", "\n", "  ");                                // \s+$ within a piece
+    SPLIT(p, "ok \xf0\x9f\x98\x80  ", "ok", " \xf0\x9f\x98\x80", "  "); // \s+$ parts an emoji from its spaces
+    SPLIT(p, "(x)", "(", "x", ")");
+    // U+3000 is white space, never part of the punctuation or CJK ranges.
+    SPLIT(p, "\xe4\xb8\xad\xe3\x80\x80\xe6\x96\x87", "\xe4\xb8\xad", "\xe3\x80\x80", "\xe6\x96\x87");
+    // Han, then the ideographic full stop, then kana (in the U+0800.. range).
+    SPLIT(p, "\xe6\xb7\xb1\xe5\xba\xa6\xe3\x80\x82\xe3\x81\xb2\xe3\x82\xab", "\xe6\xb7\xb1\xe5\xba\xa6", "\xe3\x80\x82",
+          "\xe3\x81\xb2\xe3\x82\xab");
+    mc_bpe_pre_destroy(&p);
+
+    p = pre_new("deepseek-v3");
+    assert_string_equal(mc_bpe_pre_name(p), "deepseek-v3");
+    SPLIT(p, "12345 67", "123", "45", " ", "67"); // \p{N}{1,3} first
+    SPLIT(p, "x\xe4\xb8\xad\xe6\x96\x87" "abc", "x", "\xe4\xb8\xad\xe6\x96\x87", "abc"); // Han before letters
+    SPLIT(p, "I'M here, it's", "I", "'M", " here", ",", " it", "'s");
+    SPLIT(p, "x\n\ny", "x", "\n\n", "y");
+    SPLIT(p, "(x)", "(x", ")");
+    // llama.cpp's \p{S} leaves out '~': "~~" is no match, "~" may lead a word.
+    SPLIT(p, "a~~~b ~\xc3\xa9", "a", "~~", "~b", " ", "~\xc3\xa9");
+    SPLIT(p, "\xe6\xb7\xb1\xe5\xba\xa6\xe3\x80\x82\xe3\x81\xb2\xe3\x82\xab", "\xe6\xb7\xb1\xe5\xba\xa6", "\xe3\x80\x82",
+          "\xe3\x81\xb2\xe3\x82\xab");
+    mc_bpe_pre_destroy(&p);
+}
+
 static void test_pre_unknown(void **state) {
     (void)state;
     char err[MC_ERR_LEN] = "";
@@ -333,7 +376,7 @@ static mc_err_t tile(void *ctx, const char *word, size_t len, char *err) {
 
 static void test_pre_tiles_random_bytes(void **state) {
     (void)state;
-    const char *names[] = {"qwen2", "olmo"};
+    const char *names[] = {"qwen2", "olmo", "glm4", "deepseek-llm", "deepseek-v3"};
     static const char alphabet[] = "ab Z9'\n\r\t.,\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xff\x80\xc2\x85";
     uint64_t seed = 42;
     char text[256];
@@ -450,27 +493,27 @@ static void test_train_limits(void **state) {
 
 /* ---- exactness against llama.cpp ---- */
 
-static cJSON *golden(void) {
+static cJSON *golden(const char *path, int n_strings) {
     size_t len;
-    uint8_t *text = mc_test_read_file(MC_BPE_GOLDEN, &len);
-    if (!text) fail_msg("cannot read %s", MC_BPE_GOLDEN);
+    uint8_t *text = mc_test_read_file(path, &len);
+    if (!text) fail_msg("cannot read %s", path);
     cJSON *root = cJSON_ParseWithLength((const char *)text, len);
     free(text);
-    if (!cJSON_IsObject(root)) fail_msg("%s is not a JSON object", MC_BPE_GOLDEN);
+    if (!cJSON_IsObject(root)) fail_msg("%s is not a JSON object", path);
     const cJSON *voc = cJSON_GetObjectItem(root, "vocabulary");
     assert_int_equal(cJSON_GetObjectItem(voc, "n_vocab")->valueint, GOLDEN_N_VOCAB);
     assert_int_equal(cJSON_GetObjectItem(voc, "min_frequency")->valueint, 1);
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(root, "strings")), 47);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(root, "strings")), n_strings);
     return root;
 }
 
-static void test_golden(void **state) {
-    (void)state;
-    cJSON *root = golden();
+// Train each pre type's vocabulary and check every string of the golden
+// file path (n_strings of them) id for id, and its decoding.
+static void check_golden(const char *path, int n_strings, const char *const *pres, size_t n_pres) {
+    cJSON *root = golden(path, n_strings);
     const cJSON *strings = cJSON_GetObjectItem(root, "strings");
-    const char *pres[] = {"qwen2", "olmo"};
     int matched = 0;
-    for (size_t k = 0; k < N_OF(pres); k++) {
+    for (size_t k = 0; k < n_pres; k++) {
         mc_bpe_vocab_t *v = train(pres[k], GOLDEN_N_VOCAB);
         mc_tokenizer_t *t = tok_from_vocab(v);
         assert_int_equal(mc_tokenizer_kind(t), MC_TOKENIZER_BPE);
@@ -504,9 +547,23 @@ static void test_golden(void **state) {
         mc_tokenizer_destroy(&t);
         mc_bpe_vocab_destroy(&v);
     }
-    print_message("llama.cpp ids matched for %d strings (47 x %zu pre-tokenizers)\n", matched, N_OF(pres));
-    assert_int_equal(matched, 94);
+    print_message("llama.cpp ids matched for %d strings (%d x %zu pre-tokenizers)\n", matched, n_strings, n_pres);
+    assert_int_equal(matched, n_strings * (int)n_pres);
     cJSON_Delete(root);
+}
+
+static void test_golden(void **state) {
+    (void)state;
+    const char *pres[] = {"qwen2", "olmo"};
+    check_golden(MC_BPE_GOLDEN, 47, pres, N_OF(pres));
+}
+
+// The pre types made of several patterns (DeepSeek) or with digit runs
+// (GLM-4.5), on the shared strings and 22 more aimed at their differences.
+static void test_golden_pretok(void **state) {
+    (void)state;
+    const char *pres[] = {"glm4", "deepseek-llm", "deepseek-v3"};
+    check_golden(MC_BPE_PRETOK_GOLDEN, 69, pres, N_OF(pres));
 }
 
 /* ---- encoding and decoding ---- */
@@ -1072,12 +1129,15 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_byte_map),
         cmocka_unit_test(test_pre_qwen2),
+        cmocka_unit_test(test_pre_glm4),
+        cmocka_unit_test(test_pre_deepseek),
         cmocka_unit_test(test_pre_gpt2),
         cmocka_unit_test(test_pre_unknown),
         cmocka_unit_test(test_pre_tiles_random_bytes),
         cmocka_unit_test(test_train_layout),
         cmocka_unit_test(test_train_limits),
         cmocka_unit_test(test_golden),
+        cmocka_unit_test(test_golden_pretok),
         cmocka_unit_test(test_control_tokens_stay_text),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_streaming_hold_back),

@@ -3,9 +3,10 @@
  * is bpe_train.c).
  *
  * Behaviour is that of llama.cpp's "gpt2" tokenizer (checked id for id by
- * tests/fixtures/bpe_tokenizer_golden.json); where it differs or llama.cpp
- * leaves something undefined:
- *  - The regexes are llama.cpp's for the pre type, with \s spelled
+ * tests/fixtures/bpe_tokenizer_golden.json and bpe_pretok_golden.json);
+ * where it differs or llama.cpp leaves something undefined:
+ *  - The regexes are llama.cpp's for the pre type (for DeepSeek a sequence,
+ *    each splitting the pieces of the one before), with \s spelled
  *    \p{White_Space}: llama.cpp (like Hugging Face's Rust regex) means the
  *    Unicode White_Space property, while PCRE2's UCP \s also matches U+180E.
  *    Letters and numbers come from PCRE2's Unicode tables, which may be an
@@ -148,21 +149,82 @@ static const char s_re_gpt2[] =
     "| ?[^" WS "\\p{L}\\p{N}]+"
     "|" WS "+(?!\\P{White_Space})"
     "|" WS "+";
+
+// GLM-4.5 ("glm4") is Llama 3's pattern: Qwen2's with digits in runs of up
+// to three.
+static const char s_re_glm4[] =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+    "|\\p{N}{1,3}"
+    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*"
+    "|" WS "*[\\r\\n]+"
+    "|" WS "+(?!\\P{White_Space})"
+    "|" WS "+";
+
+// DeepSeek's patterns form a sequence (see mc_bpe_pre_split). llama.cpp runs
+// them with std::regex, which needs two adjustments to be reproduced here:
+//  - A pattern without \p{..} runs on the code points with every non-ASCII
+//    white space replaced by U+000B, so literal ranges never match white
+//    space: U+3000 is dropped from deepseek-llm's punctuation range, and its
+//    CJK range U+0800..U+4E00, which spans several spaces, is guarded by a
+//    look-ahead.
+//  - A pattern with \p{..} runs on a "collapsed" text where each ASCII
+//    category is spelled out by hand, and that spelling leaves '~' out of
+//    \p{S}: '~' counts as neither punctuation nor symbol.
+static const char s_re_dsllm_1[] = "[\\r\\n]";
+static const char s_re_dsllm_2[] =
+    WS "?[A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}\\x{1C4}-\\x{293}"
+    "\\x{295}-\\x{2AF}\\x{370}-\\x{373}\\x{376}\\x{377}\\x{37B}-\\x{37D}\\x{37F}\\x{386}\\x{388}-\\x{38A}\\x{38C}"
+    "\\x{38E}-\\x{3A1}\\x{3A3}-\\x{3F5}\\x{3F7}-\\x{481}\\x{48A}-\\x{52F}\\x{531}-\\x{556}\\x{10A0}-\\x{10C5}"
+    "\\x{13A0}-\\x{13F5}\\x{13F8}-\\x{13FD}\\x{1C90}-\\x{1CBA}\\x{1CBD}-\\x{1CBF}\\x{1D00}-\\x{1D2B}"
+    "\\x{1D6B}-\\x{1D77}\\x{1D79}-\\x{1D9A}\\x{1E00}-\\x{1F15}\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}"
+    "\\x{1F48}-\\x{1F4D}\\x{1F50}-\\x{1F57}\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}"
+    "\\x{1FB6}-\\x{1FBC}\\x{1FBE}\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}"
+    "\\x{1FE0}-\\x{1FEC}\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}"
+    "\\x{2119}-\\x{211D}\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}"
+    "\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}\\x{214E}\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}\\x{2C7E}-\\x{2CE4}"
+    "\\x{2CEB}-\\x{2CEE}\\x{2CF2}\\x{2CF3}\\x{A640}-\\x{A66D}\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}"
+    "\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}\\x{AB70}-\\x{ABBF}\\x{FB00}-\\x{FB06}\\x{FB13}-\\x{FB17}"
+    "\\x{FF21}-\\x{FF3A}\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}"
+    "\\x{10C80}-\\x{10CB2}\\x{10CC0}-\\x{10CF2}\\x{118A0}-\\x{118DF}\\x{1E900}-\\x{1E943}]+";
+static const char s_re_dsllm_3[] = WS "?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3001}-\\x{3002}]+";
+static const char s_re_dsllm_4[] = WS "+$";
+static const char s_re_dsllm_5[] = "(?:(?!" WS ")[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{4E00}\\x{AC00}-\\x{D7FF}])+";
+static const char s_re_dsllm_6[] = "\\p{N}+";
+
+#define PS_ "(?:(?!~)[\\p{P}\\p{S}])" // llama.cpp's [\p{P}\p{S}], without '~'
+static const char s_re_dsv3_1[] = "\\p{N}{1,3}";
+static const char s_re_dsv3_2[] = "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+";
+static const char s_re_dsv3_3[] =
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+"
+    "|(?:~|[^\\r\\n\\p{L}\\p{P}\\p{S}])?[\\p{L}\\p{M}]+"
+    "| ?" PS_ "+[\\r\\n]*"
+    "|" WS "*[\\r\\n]+"
+    "|" WS "+(?!\\P{White_Space})"
+    "|" WS "+";
+#undef PS_
 #undef WS
+
+#define MC_BPE_MAX_REGEX 6
 
 static const struct {
     const char *name;   // tokenizer.ggml.pre
     const char *canon;  // what mc_bpe_pre_name reports
-    const char *regex;
+    const char *regex[MC_BPE_MAX_REGEX + 1]; // applied in turn, NULL-terminated
 } s_pre_kinds[] = {
-    {"qwen2", "qwen2", s_re_qwen2},
-    {"olmo", "olmo", s_re_gpt2},
-    {"gpt-2", "gpt-2", s_re_gpt2},
+    {"qwen2", "qwen2", {s_re_qwen2, NULL}},
+    {"olmo", "olmo", {s_re_gpt2, NULL}},
+    {"gpt-2", "gpt-2", {s_re_gpt2, NULL}},
+    {"glm4", "glm4", {s_re_glm4, NULL}},
+    {"deepseek-llm", "deepseek-llm",
+     {s_re_dsllm_1, s_re_dsllm_2, s_re_dsllm_3, s_re_dsllm_4, s_re_dsllm_5, s_re_dsllm_6, NULL}},
+    {"deepseek-v3", "deepseek-v3", {s_re_dsv3_1, s_re_dsv3_2, s_re_dsv3_3, NULL}},
 };
 
 struct mc_bpe_pre {
     const char *name;
-    pcre2_code *code;
+    size_t n_code;
+    pcre2_code *code[MC_BPE_MAX_REGEX];
 };
 
 mc_bpe_pre_t *mc_bpe_pre_new(const char *name, size_t len, char *err) {
@@ -183,27 +245,32 @@ mc_bpe_pre_t *mc_bpe_pre_new(const char *name, size_t len, char *err) {
         return NULL;
     }
     p->name = s_pre_kinds[k].canon;
-    int code;
-    PCRE2_SIZE at;
-    p->code = pcre2_compile((PCRE2_SPTR)s_pre_kinds[k].regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &code,
-                            &at, NULL);
-    if (!p->code) {
-        PCRE2_UCHAR msg[120];
-        pcre2_get_error_message(code, msg, sizeof(msg));
-        mc_err_set(err, MC_ERR_UNSUPPORTED, "bpe: PCRE2 cannot compile the %s pattern at %zu: %s", p->name,
-                   (size_t)at, (const char *)msg);
-        free(p);
-        return NULL;
+    for (const char *const *re = s_pre_kinds[k].regex; *re; re++) {
+        int code;
+        PCRE2_SIZE at;
+        // DOLLAR_ENDONLY: '$' means the end of the piece, as in std::regex,
+        // not also "before a final newline".
+        pcre2_code *c = pcre2_compile((PCRE2_SPTR)*re, PCRE2_ZERO_TERMINATED,
+                                      PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &code, &at, NULL);
+        if (!c) {
+            PCRE2_UCHAR msg[120];
+            pcre2_get_error_message(code, msg, sizeof(msg));
+            mc_err_set(err, MC_ERR_UNSUPPORTED, "bpe: PCRE2 cannot compile the %s pattern %zu at %zu: %s", p->name,
+                       p->n_code + 1, (size_t)at, (const char *)msg);
+            mc_bpe_pre_destroy(&p);
+            return NULL;
+        }
+        // Without JIT (not built in, or no executable memory) matching still
+        // works through the interpreter, only slower.
+        (void)pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);
+        p->code[p->n_code++] = c;
     }
-    // Without JIT (not built in, or no executable memory) matching still
-    // works through the interpreter, only slower.
-    (void)pcre2_jit_compile(p->code, PCRE2_JIT_COMPLETE);
     return p;
 }
 
 void mc_bpe_pre_destroy(mc_bpe_pre_t **p) {
     if (!p || !*p) return;
-    pcre2_code_free((*p)->code);
+    for (size_t i = 0; i < (*p)->n_code; i++) pcre2_code_free((*p)->code[i]);
     free(*p);
     *p = NULL;
 }
@@ -233,37 +300,54 @@ static mc_err_t s_pcre2_error(int rc, char *err) {
     return mc_err_set(err, code, "bpe: pre-tokenizer match failed: %s", (const char *)msg);
 }
 
-static mc_err_t s_split_subject(const mc_bpe_pre_t *p, const s_subject_t *s, mc_bpe_word_fn fn, void *ctx, char *err) {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(p->code, NULL);
-    if (!md) return mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+// Split subject bytes [from, to) with pattern `level` and hand each piece to
+// the next pattern, the last one's pieces to fn. This is llama.cpp's
+// sequence: every pattern searches each piece of the previous one on its
+// own (the piece end is the subject end, so '$' and look-aheads stop there),
+// and both its matches and the stretches between them are pieces.
+static mc_err_t s_split_range(const mc_bpe_pre_t *p, pcre2_match_data *const *md, size_t level, const s_subject_t *s,
+                              size_t from, size_t to, mc_bpe_word_fn fn, void *ctx, char *err) {
+    if (level == p->n_code) return s_emit(s, from, to, fn, ctx, err);
     const PCRE2_SPTR subj = (PCRE2_SPTR)s->subj;
-    size_t done = 0; // subject bytes already handed out
+    pcre2_code *code = p->code[level];
+    size_t done = from; // subject bytes already handed out
     mc_err_t rc = MC_OK;
-    while (done < s->subj_len && rc == MC_OK) {
+    while (done < to && rc == MC_OK) {
         // The subject was validated once; letting PCRE2 re-check it on every
         // call would make the split quadratic.
-        int m = pcre2_match(p->code, subj, s->subj_len, done, PCRE2_NO_UTF_CHECK, md, NULL);
+        int m = pcre2_match(code, subj, to, done, PCRE2_NO_UTF_CHECK, md[level], NULL);
         if (m == PCRE2_ERROR_JIT_STACKLIMIT) // the interpreter keeps its backtracking on the heap
-            m = pcre2_match(p->code, subj, s->subj_len, done, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
+            m = pcre2_match(code, subj, to, done, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md[level], NULL);
         if (m == PCRE2_ERROR_NOMATCH) break;
         if (m < 0) {
             rc = s_pcre2_error(m, err);
             break;
         }
-        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md[level]);
         size_t start = ov[0], end = ov[1];
         if (end <= start) { // no pattern here matches empty; be safe and step one character
-            if (start >= s->subj_len) break;
-            uint32_t cp, n = s_utf8_decode((const uint8_t *)s->subj + start, s->subj_len - start, &cp);
+            if (start >= to) break;
+            uint32_t cp, n = s_utf8_decode((const uint8_t *)s->subj + start, to - start, &cp);
             end = start + (n ? n : 1);
         }
-        // Text no alternative matched becomes a word of its own, as in llama.cpp.
-        rc = s_emit(s, done, start, fn, ctx, err);
-        if (rc == MC_OK) rc = s_emit(s, start, end, fn, ctx, err);
+        // Text no alternative matched becomes a piece of its own, as in llama.cpp.
+        if (start > done) rc = s_split_range(p, md, level + 1, s, done, start, fn, ctx, err);
+        if (rc == MC_OK) rc = s_split_range(p, md, level + 1, s, start, end, fn, ctx, err);
         done = end;
     }
-    if (rc == MC_OK) rc = s_emit(s, done, s->subj_len, fn, ctx, err);
-    pcre2_match_data_free(md);
+    if (rc == MC_OK && done < to) rc = s_split_range(p, md, level + 1, s, done, to, fn, ctx, err);
+    return rc;
+}
+
+static mc_err_t s_split_subject(const mc_bpe_pre_t *p, const s_subject_t *s, mc_bpe_word_fn fn, void *ctx, char *err) {
+    pcre2_match_data *md[MC_BPE_MAX_REGEX] = {NULL};
+    mc_err_t rc = MC_OK;
+    for (size_t i = 0; i < p->n_code && rc == MC_OK; i++) {
+        md[i] = pcre2_match_data_create_from_pattern(p->code[i], NULL);
+        if (!md[i]) rc = mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory");
+    }
+    if (rc == MC_OK) rc = s_split_range(p, md, 0, s, 0, s->subj_len, fn, ctx, err);
+    for (size_t i = 0; i < p->n_code; i++) pcre2_match_data_free(md[i]);
     return rc;
 }
 

@@ -1,5 +1,6 @@
 /*
- * bpe: byte-level BPE as GPT-2, Qwen2/Qwen3(-MoE) and OLMoE use it: the
+ * bpe: byte-level BPE as GPT-2, Qwen2/Qwen3(-MoE), OLMoE, DeepSeek and GLM-4.5
+ * use it: the
  * regex pre-tokenizer, the GPT-2 byte-to-unicode mapping, merges applied by
  * rank. The vocabulary trainer for tiny test models is bpe_train.h.
  *
@@ -8,8 +9,9 @@
  * pieces here are public so that the trainer (bpe_train.h) can split its
  * corpus, and so that the tests can check each stage on its own.
  *
- * Pre-tokenization runs PCRE2 (UTF + UCP) with the regex llama.cpp uses for
- * the pre type, compiled once per mc_bpe_pre_t. Merging follows llama.cpp and
+ * Pre-tokenization runs PCRE2 (UTF + UCP) with the regexes llama.cpp uses
+ * for the pre type (one, or for DeepSeek a sequence, each splitting the
+ * previous one's pieces), compiled once per mc_bpe_pre_t. Merging follows llama.cpp and
  * Hugging Face: within one pre-token, the adjacent pair with the lowest merge
  * rank is merged first (ties: the leftmost pair) until no pair has a rank.
  */
@@ -45,7 +47,9 @@ size_t mc_bpe_piece_to_bytes(const char *piece, size_t len, char *out);
 /* ---- pre-tokenizer ---- */
 
 // The tokenizer.ggml.pre values understood, for error messages.
-#define MC_BPE_PRE_NAMES "\"qwen2\" (Qwen2, Qwen3, Qwen3-MoE), \"olmo\" (OLMoE) and \"gpt-2\""
+#define MC_BPE_PRE_NAMES                                                                                      \
+    "\"qwen2\" (Qwen2, Qwen3, Qwen3-MoE), \"olmo\" (OLMoE), \"gpt-2\", \"deepseek-llm\" (DeepSeek-V2), "  \
+    "\"deepseek-v3\" (DeepSeek-V3, R1) and \"glm4\" (GLM-4.5)"
 
 typedef struct mc_bpe_pre mc_bpe_pre_t;
 
