@@ -8,10 +8,11 @@
  * Qwen2-MoE (llama.cpp's qwen2moe graph) leaves its top-k softmax weights as
  * they are (build_moe_ffn with norm_w false; Qwen1.5-MoE-A2.7B and
  * Qwen2-57B-A14B ship norm_topk_prob = false), adds q/k/v biases and a
- * shared expert with a sigmoid gate. DeepSeek-V2 (llama.cpp's deepseek2
- * graph) rotates adjacent pairs of its RoPE parts, takes its softmax
- * routing's renormalisation and scale from the file (V2-Lite: neither), and
- * adds its shared experts ungated.
+ * shared expert with a sigmoid gate. DeepSeek-V2 and V3 (llama.cpp's
+ * deepseek2 graph) rotate adjacent pairs of their RoPE parts, take their
+ * routing from the file (V2: softmax, V2-Lite without renormalisation or
+ * scale; V3: sigmoid, a selection bias, groups, renormalised and scaled),
+ * and add their shared experts ungated.
  */
 #include "arch.h"
 
@@ -43,10 +44,15 @@ static const mc_arch_info_t s_archs[] = {
      .family = "GLM-4.5", .bpe_pre = "qwen2", .qkv_bias = true, .shared_expert = MC_SHEXP_COUNT,
      .expert_bias = MC_NEED_REQUIRED, .qk_norm_optional = true, .ffn_norm_name = "post_attention_norm",
      .dense_lead = true, .nextn = true},
-    // DeepSeek-V2 (its own refusals of V3's additions: model.c s_read_mla).
+    // DeepSeek-V2 and V3/R1 (llama.cpp's deepseek2 graph): softmax unless
+    // the file says otherwise (V3: sigmoid, model.c s_read_route), a
+    // selection bias when the layer has one, expert groups, leading dense
+    // layers and trailing next-token-prediction layers (skipped) as the
+    // file's keys say.
     {.name = "deepseek2", .id = MC_ARCH_DEEPSEEK2, .rope = MC_ROPE_NORM, .qk_norm = MC_QKNORM_NONE,
-     .route = S_SOFTMAX(false), .expert_ffn_key = true, .family = "DeepSeek-V2", .bpe_pre = "gpt-2",
-     .shared_expert = MC_SHEXP_COUNT, .mla = true, .ffn_norm_name = "ffn_norm"},
+     .route = S_SOFTMAX(false), .route_keys = true, .expert_ffn_key = true, .family = "DeepSeek-V2/V3",
+     .bpe_pre = "gpt-2", .shared_expert = MC_SHEXP_COUNT, .mla = true, .expert_bias = MC_NEED_OPTIONAL,
+     .ffn_norm_name = "ffn_norm", .dense_lead = true, .nextn = true},
 };
 
 const mc_arch_info_t *mc_arch_find(const char *name, size_t len) {
@@ -62,6 +68,6 @@ const mc_arch_info_t *mc_arch_get(mc_arch_t id) {
 }
 
 const char *mc_arch_supported(void) {
-    return "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), deepseek2 (DeepSeek-V2), "
+    return "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), deepseek2 (DeepSeek-V2/V3), "
            "glm4moe (GLM-4.5)";
 }

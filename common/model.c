@@ -50,6 +50,22 @@ static mc_err_t s_get_opt(const mc_gguf_t *g, const char *arch, const char *suff
     return MC_OK;
 }
 
+// llama.cpp's deepseek2 loader, for a file without expert_gating_func: V2
+// and V2.5 files are softmax, but GLM-4.7-Lite's shape (47 or 48 blocks,
+// next-token-prediction ones included, and 154880 tokens) is sigmoid.
+static bool s_deepseek2_sigmoid_default(const mc_gguf_t *g, const char *arch) {
+    char key[MC_NAME_MAX];
+    uint64_t blocks = 0, vocab = 0;
+    snprintf(key, sizeof key, "%s.block_count", arch);
+    if (!mc_gguf_get_u64(g, key, &blocks) || (blocks != 47 && blocks != 48)) return false;
+    snprintf(key, sizeof key, "%s.vocab_size", arch);
+    if (!mc_gguf_get_u64(g, key, &vocab)) { // as llama.cpp: else the tokenizer's list
+        const mc_gguf_value_t *tokens = mc_gguf_find(g, "tokenizer.ggml.tokens");
+        if (tokens && tokens->type == MC_GGUF_ARRAY) vocab = tokens->arr.count;
+    }
+    return vocab == 154880;
+}
+
 // The routing variant: the family's defaults with the file's keys (arch.h).
 static mc_err_t s_read_route(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
     const char *arch = hp->arch->name;
@@ -66,6 +82,7 @@ static mc_err_t s_read_route(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
     if (!isfinite(r->scale)) return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s.expert_weights_scale' is not finite", arch);
     uint32_t gating = 0;
     if (hp->arch->route_keys && (rc = s_get_opt(g, arch, "expert_gating_func", 0, UINT32_MAX, &gating, err))) return rc;
+    if (gating == 0 && hp->arch->id == MC_ARCH_DEEPSEEK2 && s_deepseek2_sigmoid_default(g, arch)) gating = MC_GATING_SIGMOID;
     if (gating == MC_GATING_SOFTMAX || gating == MC_GATING_SIGMOID || gating == MC_GATING_SOFTMAX_WEIGHT)
         r->gating = (mc_gating_t)gating;
     else if (gating != 0) // 0: none set, the family's default
@@ -252,9 +269,6 @@ static mc_err_t s_bind_mla(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t 
     if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_kv_a_mqa.weight", l), hp->dim, r + hp->rope_dim, &L->wkv_a, err)))
         return rc;
     if ((rc = s_bind_vector(g, NAME("blk.%u.attn_kv_a_norm.weight", l), r, &L->kv_a_norm, err))) return rc;
-    if (mc_gguf_tensor_find(g, NAME("blk.%u.exp_probs_b.bias", l)))
-        return mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%s': a selection bias (DeepSeek-V3) is not supported yet",
-                          name);
     if ((rc = s_bind_heads(g, NAME("blk.%u.attn_k_b.weight", l), nope, r, hp->n_head, &L->wk_b, err))) return rc;
     return s_bind_heads(g, NAME("blk.%u.attn_v_b.weight", l), r, hp->head_dim_v, hp->n_head, &L->wv_b, err);
 #undef NAME
@@ -400,23 +414,6 @@ static mc_err_t s_read_mla(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
     if (mc_gguf_get_u64(g, key, &v) && v != 0 &&
         (rc = s_get_dim(g, arch, "attention.q_lora_rank", 1u << 14, &hp->q_lora_rank, err)))
         return rc;
-    // What DeepSeek-V3/R1 files add and this binder does not compute yet:
-    // refused rather than run wrongly.
-    static const struct {
-        const char *suffix, *what;
-        uint64_t ok; // the one value computed as the file means it
-    } later[] = {
-        {"leading_dense_block_count", "dense leading layers", 0},
-        {"expert_gating_func", "routing functions other than softmax (1)", 1},
-        {"nextn_predict_layers", "next-token-prediction layers", 0},
-        {"expert_group_count", "expert groups", 1},
-    };
-    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++) {
-        snprintf(key, sizeof key, "%s.%s", arch, later[i].suffix);
-        if (mc_gguf_get_u64(g, key, &v) && v != later[i].ok && !(later[i].ok == 1 && v == 0))
-            return mc_err_set(err, MC_ERR_UNSUPPORTED, "metadata '%s' = %llu: %s are not supported yet", key,
-                              (unsigned long long)v, later[i].what);
-    }
     snprintf(key, sizeof key, "%s.attention.key_length_mla", arch);
     if (!mc_gguf_find(g, key))
         return mc_err_set(err, MC_ERR_UNSUPPORTED,

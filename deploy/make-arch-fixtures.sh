@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates tests/fixtures/arch: small random-weight Qwen3-MoE, OLMoE,
-# Qwen2-MoE, DeepSeek-V2 and GLM-4.5 models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
+# Qwen2-MoE, DeepSeek-V2/V3 and GLM-4.5 models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
 # continuations for them (deploy/llamacpp/ref.c). Not run by CI; needs a
 # llama.cpp build: LLAMA_CPP_DIR (default ../llama.cpp-new) with build/bin
 # holding libllama. tests/fixtures/README.md says which commit made the files
@@ -37,12 +37,18 @@ gcc -O2 -o "$tmp/llama-ref" deploy/llamacpp/ref.c -I"$llama/include" -I"$llama/g
 # bias, 16 experts in 4 groups (2 kept), top-4 renormalised and scaled by
 # 2.5, one ungated shared expert, heads of 32 with RoPE on the first 16
 # values, q/k/v biases, a trailing next-token-prediction layer (skipped).
+# deepseek2v3 (DeepSeek-V3/R1's shape, small): latent attention with V3's
+# compressed query (32) and a 32-wide latent, YaRN (factor 4 from 512,
+# mscale_all_dim 1), a leading dense layer (FFN 64), sigmoid scores with a
+# selection bias, 16 experts in 4 groups (2 kept), top-4 renormalised and
+# scaled by 2.5, one shared expert, a trailing next-token-prediction layer.
 declare -A models=(
   [qwen3moe-f32]="--arch qwen3moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 128 --experts-used 8 --ffn 16 --layers 2 --vocab 1024 --seed 3001"
   [olmoe-f32]="--arch olmoe --dim 64 --heads 4 --kv-heads 4 --experts 64 --experts-used 8 --ffn 32 --layers 2 --vocab 1024 --seed 3002"
   [qwen2moe-f32]="--arch qwen2moe --dim 64 --heads 4 --kv-heads 2 --experts 60 --experts-used 4 --ffn 16 --ffn-shexp 64 --layers 2 --vocab 1024 --seed 3003"
   [deepseek2-qlora-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 32 --q-lora-rank 32 --experts 16 --experts-used 4 --ffn 16 --layers 2 --vocab 1024 --seed 3005"
   [deepseek2-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 64 --experts 16 --experts-used 4 --ffn 16 --ffn-shexp 32 --layers 3 --vocab 1024 --yarn-factor 4 --yarn-orig-ctx 512 --yarn-mscale-all-dim 0.707 --weights-scale 1.5 --seed 3004"
+  [deepseek2v3-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 32 --q-lora-rank 32 --experts 16 --experts-used 4 --groups 4 --groups-used 2 --gating sigmoid --selection-bias --weights-scale 2.5 --ffn 16 --ffn-shexp 16 --dense-layers 1 --ffn-dense 64 --nextn 1 --layers 3 --vocab 1024 --yarn-factor 4 --yarn-orig-ctx 512 --yarn-mscale-all-dim 1 --seed 3006"
   [glm4moe-f32]="--arch glm4moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --rope-dim 16 --experts 16 --experts-used 4 --groups 4 --groups-used 2 --weights-scale 2.5 --ffn 16 --ffn-shexp 16 --dense-layers 1 --ffn-dense 64 --nextn 1 --layers 3 --vocab 1024 --seed 3004"
 )
 names=("$@")

@@ -341,6 +341,32 @@ static void test_deepseek2_generated_q4_0(void **state) {
     s_compare_generated("deepseek2-q4_0", &p, place, MC_WIRE_AUTO);
 }
 
+// DeepSeek-V3's shape: the leading dense layer, latent attention and the
+// shared expert on the coordinator; sigmoid routing with its selection bias
+// in groups there too, the routed experts of the MoE layers on three nodes
+// and the coordinator: the same bits as one machine.
+static void test_deepseek2v3_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-4", NULL}, {"5-9", NULL}, {"10-13, 0-3", NULL}};
+    s_compare_arch("deepseek2v3-f32", p, 3, MC_WIRE_AUTO, "14-15");
+    s_compare_arch("deepseek2v3-f32", p, 3, MC_WIRE_F32, "14-15");
+}
+
+// A generated Q4_0 DeepSeek-V3 shape (compressed query, a dense layer,
+// sigmoid routing with a bias in 4 groups, scaled, a skipped
+// next-token-prediction layer) through three nodes, to the bit.
+static void test_deepseek2v3_generated_q4_0(void **state) {
+    (void)state;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2, p.type = MC_DTYPE_Q4_0;
+    p.ffn = 32, p.ffn_shexp = 32, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3;
+    p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 64, p.q_lora_rank = 32, p.yarn_factor = 4;
+    p.n_dense_lead = 1, p.ffn_dense = 64, p.n_nextn = 1, p.n_group = 4, p.n_group_used = 2;
+    p.gating = MC_GATING_SIGMOID, p.expert_bias = true, p.expert_weights_scale = 2.5f;
+    s_place_t place[] = {{"0-5", NULL}, {"6-10", NULL}, {"11-15", NULL}};
+    s_compare_generated("deepseek2v3-q4_0", &p, place, MC_WIRE_AUTO);
+}
+
 // GLM-4.5's fixture through three nodes and the coordinator's own experts
 // (its dense layer and shared experts computed there too), f32 and auto wires.
 static void test_glm4moe_three_nodes(void **state) {
@@ -1521,6 +1547,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_qwen2moe_generated_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_deepseek2_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_deepseek2_generated_q4_0, s_stop_live),
+        cmocka_unit_test_teardown(test_deepseek2v3_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_deepseek2v3_generated_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_glm4moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_glm4moe_generated, s_stop_live),
         cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),

@@ -231,6 +231,10 @@ static void test_qwen2moe_f32(void **state) { (void)state; s_check_arch("qwen2mo
 static void test_deepseek2_f32(void **state) { (void)state; s_check_arch("deepseek2-f32"); }
 // V2's compressed query, plain RoPE.
 static void test_deepseek2_qlora_f32(void **state) { (void)state; s_check_arch("deepseek2-qlora-f32"); }
+// DeepSeek-V3/R1's shape: V3's compressed query and YaRN, a leading dense
+// layer, sigmoid routing with a selection bias in 4 groups (2 kept), top-4
+// renormalised and scaled by 2.5, a skipped next-token-prediction layer.
+static void test_deepseek2v3_f32(void **state) { (void)state; s_check_arch("deepseek2v3-f32"); }
 // A leading dense layer, sigmoid routing with a selection bias in 4 groups,
 // top-4 renormalised and scaled by 2.5, an ungated shared expert, partial
 // RoPE, q/k/v biases, a skipped next-token-prediction layer.
@@ -318,7 +322,7 @@ static void test_kv_f16_fixtures(void **state) {
     (void)state;
     static const char *const shared[] = {"tiny-f32", "tiny-q8_0", "tiny-q4_0", "small-q4_k_m"};
     static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "deepseek2-f32",
-                                       "deepseek2-qlora-f32", "glm4moe-f32"};
+                                       "deepseek2-qlora-f32", "deepseek2v3-f32", "glm4moe-f32"};
     static const char *const arch_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_chat"};
     char gguf[512], golden[512], name[256];
     for (size_t i = 0; i < sizeof arch / sizeof arch[0]; i++) {
@@ -346,6 +350,7 @@ int main(void) {
         cmocka_unit_test(test_qwen2moe_f32),
         cmocka_unit_test(test_deepseek2_f32),
         cmocka_unit_test(test_deepseek2_qlora_f32),
+        cmocka_unit_test(test_deepseek2v3_f32),
         cmocka_unit_test(test_glm4moe_f32),
         cmocka_unit_test(test_kv_f16_fixtures),
     };

@@ -659,6 +659,56 @@ static void test_deepseek2(void **state) {
     assert_non_null(strstr(err, "multiple of ffn"));
 }
 
+// DeepSeek-V3's shape: V2's files say none of V3's keys (their bytes stay
+// as they were); with gating, the bias, dense and next-token-prediction
+// layers, the keys and tensors llama.cpp's deepseek2 loader reads.
+static void test_deepseek2v3(void **state) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2, p.ffn = 32, p.head_dim = 48, p.rope_dim = 16, p.kv_lora_rank = 64;
+    const char *a;
+    mc_gguf_t *g = s_make(*state, &p, &a);
+    assert_null(mc_gguf_find(g, "deepseek2.expert_gating_func"));
+    assert_null(mc_gguf_find(g, "deepseek2.expert_weights_norm"));
+    assert_null(mc_gguf_find(g, "deepseek2.nextn_predict_layers"));
+    assert_null(mc_gguf_tensor_find(g, "blk.1.exp_probs_b.bias"));
+    mc_gguf_destroy(&g);
+    p.n_layer = 3, p.n_dense_lead = 1, p.ffn_dense = 64, p.n_nextn = 1, p.n_group = 4, p.n_group_used = 2;
+    p.gating = MC_GATING_SIGMOID, p.expert_bias = true;
+    g = s_make(*state, &p, &a);
+    static const struct {
+        const char *key;
+        uint64_t v;
+    } keys[] = {
+        {"deepseek2.block_count", 4},        {"deepseek2.nextn_predict_layers", 1},
+        {"deepseek2.leading_dense_block_count", 1}, {"deepseek2.feed_forward_length", 64},
+        {"deepseek2.expert_gating_func", 2}, {"deepseek2.expert_group_count", 4},
+        {"deepseek2.expert_group_used_count", 2},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        uint64_t v = 99;
+        if (!mc_gguf_get_u64(g, keys[i].key, &v) || v != keys[i].v) fail_msg("%s = %llu", keys[i].key, (unsigned long long)v);
+    }
+    bool norm = false;
+    assert_true(mc_gguf_get_bool(g, "deepseek2.expert_weights_norm", &norm) && norm);
+    assert_non_null(mc_gguf_tensor_find(g, "blk.0.ffn_gate.weight"));
+    assert_null(mc_gguf_tensor_find(g, "blk.0.exp_probs_b.bias"));
+    assert_null(mc_gguf_tensor_find(g, "blk.0.ffn_gate_shexp.weight"));
+    for (int l = 1; l < 4; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.exp_probs_b.bias", l);
+        assert_non_null(mc_gguf_tensor_find(g, name));
+    }
+    assert_non_null(mc_gguf_tensor_find(g, "blk.3.nextn.eh_proj.weight"));
+    mc_gguf_destroy(&g);
+    char err[MC_ERR_LEN];
+    p.arch = MC_ARCH_LLAMA; // Mixtral's graph fixes the softmax and has no bias
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "gating"));
+    p.gating = 0;
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "no selection bias"));
+}
+
 static void test_bad_params(void **state) {
     struct {
         const char *field; // must appear in the message
@@ -730,6 +780,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_router_skew, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_qwen2moe, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_deepseek2, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_deepseek2v3, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_glm4moe, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_params, s_setup, s_teardown),
     };

@@ -278,7 +278,7 @@ static void test_not_moe_errors(void **state) {
     assert_false(s_loads(&other, err));
     assert_non_null(strstr(err, "llama4"));
     assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), "
-                                "deepseek2 (DeepSeek-V2), glm4moe (GLM-4.5)"));
+                                "deepseek2 (DeepSeek-V2/V3), glm4moe (GLM-4.5)"));
 
     // Qwen2-MoE: each missing shared-expert tensor is named, and says why;
     // with all four (and no q/k/v biases, optional as in llama.cpp) it binds.
@@ -530,7 +530,7 @@ typedef struct {
 
 typedef struct {
     const mc_gguf_t *g;
-    size_t map[512]; // declared tensor -> source tensor
+    size_t map[1024]; // declared tensor -> source tensor
 } s_copy_t;
 
 static mc_err_t s_copy_fill(void *ctx, size_t index, void *dst, size_t size, char *err) {
@@ -578,8 +578,8 @@ static void s_rewrite(const char *src, const char *dst, const s_edit_t *ed) {
 
 // DeepSeek-V2: latent attention's shapes and its YaRN numbers reach the
 // hyperparameters; hostile variants (a tensor missing, a dimension wrong,
-// the older unsplit attn_kv_b form, shapes not yet supported) fail naming
-// what is wrong.
+// the older unsplit attn_kv_b form, V3's keys without what they need) fail
+// naming what is wrong.
 static void test_deepseek2(void **state) {
     (void)state;
     char path[512], bad[512], err[MC_ERR_LEN];
@@ -640,11 +640,14 @@ static void test_deepseek2(void **state) {
         {{NULL, NULL, "deepseek2.rope.dimension_count", 48, false}, "rope dimension 48", "below key_length_mla 48"},
         {{NULL, NULL, "deepseek2.attention.key_length_mla", 0, true}, "split attn_kv_b", "reconvert"},
         {{NULL, NULL, "deepseek2.attention.q_lora_rank", 32, false}, "'blk.0.attn_q_a.weight' is missing", ""},
-        {{NULL, NULL, "deepseek2.leading_dense_block_count", 1, false}, "dense leading layers", "not supported yet"},
+        // V3's keys on a V2 file: read, so what they need is missing.
+        {{NULL, NULL, "deepseek2.leading_dense_block_count", 1, false}, "'blk.0.ffn_gate.weight' is missing", ""},
+        {{NULL, NULL, "deepseek2.leading_dense_block_count", 2, false}, "every layer is dense", ""},
         {{NULL, NULL, "deepseek2.expert_shared_count", 0, false}, "expert_shared_count' = 0", "out of range"},
-        {{NULL, NULL, "deepseek2.expert_gating_func", 2, false}, "expert_gating_func' = 2", "not supported yet"},
-        {{NULL, NULL, "deepseek2.nextn_predict_layers", 1, false}, "nextn_predict_layers' = 1", "not supported yet"},
-        {{NULL, NULL, "deepseek2.expert_group_count", 8, false}, "expert_group_count' = 8", "not supported yet"},
+        {{NULL, NULL, "deepseek2.expert_gating_func", 4, false}, "expert_gating_func' = 4", "not a supported"},
+        {{NULL, NULL, "deepseek2.nextn_predict_layers", 2, false}, "nextn_predict_layers' = 2", "out of range"},
+        {{NULL, NULL, "deepseek2.expert_group_count", 8, false}, "expert_group_used_count 0", "out of range"},
+        {{NULL, NULL, "deepseek2.expert_group_count", 3, false}, "expert_group_count 3 does not divide", ""},
         {{NULL, NULL, "deepseek2.rope.scaling.original_context_length", 0, false}, "original_context_length' = 0",
          "out of range"},
     };
@@ -676,6 +679,108 @@ static void test_deepseek2(void **state) {
     assert_non_null(strstr(err, "'blk.1.attn_q_a_norm.weight' is missing"));
 }
 
+// DeepSeek-V3/R1's additions on deepseek2 (llama.cpp's loader and graph):
+// leading dense layers, the file's gating function (softmax when absent, as
+// V2's files are), expert groups, renormalisation and scale, a selection
+// bias where a layer has one (optional in every layer, as llama.cpp has
+// it), trailing next-token-prediction layers skipped.
+static void test_deepseek2v3(void **state) {
+    (void)state;
+    char path[512], bad[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2;
+    p.ffn = 16, p.ffn_shexp = 16, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3;
+    p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 32, p.q_lora_rank = 32;
+    p.n_dense_lead = 1, p.ffn_dense = 64, p.n_nextn = 1, p.n_group = 4, p.n_group_used = 2;
+    p.gating = MC_GATING_SIGMOID, p.expert_bias = true, p.expert_weights_scale = 2.5f;
+    snprintf(path, sizeof path, "%s/deepseek2v3.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    const mc_hparams_t *hp = &m->hp;
+    assert_int_equal(hp->n_layer, 3); // block_count 4 less the next-token-prediction layer
+    assert_int_equal(hp->n_dense_lead, 1), assert_int_equal(hp->ffn_dense, 64);
+    assert_int_equal(hp->ffn, 16), assert_int_equal(hp->ffn_shexp, 16);
+    assert_int_equal(hp->route.gating, MC_GATING_SIGMOID);
+    assert_true(hp->route.norm_topk);
+    assert_true(hp->route.scale == 2.5f);
+    assert_int_equal(hp->route.n_group, 4), assert_int_equal(hp->route.n_group_used, 2);
+    assert_null(m->layers[0].router.data), assert_null(m->layers[0].exp_probs_b);
+    assert_non_null(m->layers[0].dense.gate.data);
+    assert_false(mc_model_has_expert(m, 0, 0));
+    for (uint32_t l = 1; l < 3; l++) {
+        assert_non_null(m->layers[l].exp_probs_b), assert_non_null(m->layers[l].router.data);
+        assert_true(mc_model_has_expert(m, l, 15));
+    }
+    mc_model_destroy(&m);
+
+    snprintf(bad, sizeof bad, "%s/deepseek2v3-bad.gguf", s_dir);
+    // Without a layer's bias (llama.cpp: not required), that layer chooses by
+    // the scores alone.
+    const s_edit_t no_bias = {"blk.2.exp_probs_b.bias", NULL, NULL, 0, false};
+    s_rewrite(path, bad, &no_bias);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    assert_non_null(m->layers[1].exp_probs_b), assert_null(m->layers[2].exp_probs_b);
+    mc_model_destroy(&m);
+    // Without expert_gating_func: V2's softmax (llama.cpp's default for
+    // files that predate the key).
+    const s_edit_t no_gating = {NULL, NULL, "deepseek2.expert_gating_func", 0, true};
+    s_rewrite(path, bad, &no_gating);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.route.gating, MC_GATING_SOFTMAX);
+    mc_model_destroy(&m);
+    // Without nextn_predict_layers the trailing layer is an ordinary one.
+    const s_edit_t no_nextn = {NULL, NULL, "deepseek2.nextn_predict_layers", 0, true};
+    s_rewrite(path, bad, &no_nextn);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.n_layer, 4);
+    mc_model_destroy(&m);
+    const struct {
+        s_edit_t ed;
+        const char *want1, *want2;
+    } cases[] = {
+        {{NULL, "blk.1.exp_probs_b.bias", NULL, 0, false}, "'blk.1.exp_probs_b.bias' has shape", ""},
+        {{"blk.0.ffn_down.weight", NULL, NULL, 0, false}, "'blk.0.ffn_down.weight' is missing", ""},
+        {{NULL, NULL, "deepseek2.leading_dense_block_count", 0, false}, "blk.0.ffn_gate_shexp.weight' is missing", ""},
+        {{NULL, NULL, "deepseek2.leading_dense_block_count", 3, false}, "every layer is dense", ""},
+        {{NULL, NULL, "deepseek2.nextn_predict_layers", 4, false}, "nextn_predict_layers' = 4", "out of range"},
+        {{NULL, NULL, "deepseek2.expert_group_count", 5, false}, "expert_group_count 5 does not divide", ""},
+        {{NULL, NULL, "deepseek2.expert_group_used_count", 4, false}, "expert_group_used_count 4", "out of range"},
+        {{NULL, NULL, "deepseek2.expert_used_count", 9, false}, "2 groups of 4 experts", "the 9 experts"},
+        {{NULL, NULL, "deepseek2.expert_gating_func", 7, false}, "expert_gating_func' = 7", "not a supported"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_rewrite(path, bad, &cases[i].ed);
+        err[0] = 0;
+        m = mc_model_open(bad, err);
+        if (m) fail_msg("case %zu loaded", i);
+        if (!strstr(err, cases[i].want1) || !strstr(err, cases[i].want2))
+            fail_msg("case %zu: '%s' lacks '%s' / '%s'", i, err, cases[i].want1, cases[i].want2);
+    }
+
+    // GLM-4.7-Lite's shape without the key (47 blocks, 154880 tokens):
+    // llama.cpp's deepseek2 loader makes it sigmoid; 46 blocks stay softmax.
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2;
+    p.dim = 32, p.ffn = 32, p.n_expert = 4, p.n_expert_used = 2, p.n_layer = 47, p.head_dim = 32, p.rope_dim = 8;
+    p.kv_lora_rank = 32;
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    const s_edit_t lite = {NULL, NULL, "deepseek2.vocab_size", 154880, false};
+    s_rewrite(path, bad, &lite);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.route.gating, MC_GATING_SIGMOID);
+    mc_model_destroy(&m);
+    if (!(m = mc_model_open(path, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.route.gating, MC_GATING_SOFTMAX);
+    mc_model_destroy(&m);
+    p.n_layer = 46;
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    s_rewrite(path, bad, &lite);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    assert_int_equal(m->hp.route.gating, MC_GATING_SOFTMAX);
+    mc_model_destroy(&m);
+}
+
 static void test_missing_file(void **state) {
     (void)state;
     char err[MC_ERR_LEN] = "";
@@ -695,6 +800,7 @@ int main(void) {
         cmocka_unit_test(test_glm4moe_files),
         cmocka_unit_test(test_arch_hparams),
         cmocka_unit_test(test_deepseek2),
+        cmocka_unit_test(test_deepseek2v3),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

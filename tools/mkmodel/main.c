@@ -38,6 +38,14 @@ static mc_err_t s_parse_arch(const char *flag, const char *v, void *field, char 
     return MC_OK;
 }
 
+// --gating G: the routing's scoring function, by name.
+static mc_err_t s_parse_gating(const char *flag, const char *v, void *field, char *err) {
+    if (strcmp(v, "softmax") == 0) *(mc_gating_t *)field = MC_GATING_SOFTMAX;
+    else if (strcmp(v, "sigmoid") == 0) *(mc_gating_t *)field = MC_GATING_SIGMOID;
+    else return mc_err_set(err, MC_ERR_ARG, "%s: '%s' is not softmax or sigmoid", flag, v);
+    return MC_OK;
+}
+
 // Every number's default is mc_mkmodel_params_default()'s (or the preset's).
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(s_opts_t, field)
 #define S_SHAPE(name, field, max, text) {S_ROW(name, "N", MC_FLAG_U32, p.field), MC_FLAG_DEF_OWN, 1, max, .help = text}
@@ -51,15 +59,19 @@ static const mc_flag_t s_flags[] = {
      .help = "shared expert hidden size, qwen2moe (default 0: 4 x ffn)\nor deepseek2 and glm4moe (a multiple of ffn; 0: 2 x ffn)"},
     S_SHAPE("--layers", n_layer, MC_MK_MAX_LAYERS, "transformer blocks (evaluated ones)"),
     {S_ROW("--dense-layers", "N", MC_FLAG_U32, p.n_dense_lead), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_LAYERS,
-     .help = "glm4moe: leading dense layers (default 0)"},
+     .help = "glm4moe, deepseek2: leading dense layers (default 0)"},
     {S_ROW("--ffn-dense", "N", MC_FLAG_U32, p.ffn_dense), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
-     .help = "glm4moe: dense layers' hidden size (default 0: 4 x ffn)"},
+     .help = "glm4moe, deepseek2: dense layers' hidden size (default 0:\n4 x ffn)"},
     {S_ROW("--nextn", "N", MC_FLAG_U32, p.n_nextn), MC_FLAG_DEF_TEXT, 0, 16,
-     .help = "glm4moe: trailing next-token-prediction layers (default 0)"},
+     .help = "glm4moe, deepseek2: trailing next-token-prediction layers\n(default 0)"},
     {S_ROW("--groups", "N", MC_FLAG_U32, p.n_group), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_EXPERTS,
      .help = "expert_group_count (default 0: not written)"},
     {S_ROW("--groups-used", "N", MC_FLAG_U32, p.n_group_used), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_EXPERTS,
      .help = "expert_group_used_count: groups kept per token"},
+    {S_ROW("--gating", "G", MC_FLAG_CUSTOM, p.gating), .parse = s_parse_gating,
+     .help = "deepseek2, glm4moe: softmax or sigmoid, written with\nexpert_weights_norm true (default: the family's; deepseek2\nwrites neither, V2's softmax)"},
+    {S_ROW("--selection-bias", NULL, MC_FLAG_SWITCH, p.expert_bias),
+     .help = "deepseek2: a selection bias exp_probs_b per MoE layer\n(DeepSeek-V3's; glm4moe always has one)"},
     S_SHAPE("--heads", n_head, MC_MK_MAX_DIM, "query heads"),
     S_SHAPE("--kv-heads", n_head_kv, MC_MK_MAX_DIM, "key/value heads"),
     {S_ROW("--head-dim", "N", MC_FLAG_U32, p.head_dim), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,

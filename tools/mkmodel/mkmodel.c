@@ -570,6 +570,11 @@ static uint32_t s_ffn_dense(const mc_mkmodel_params_t *p) {
     return s_dense_lead(p) ? (p->ffn_dense ? p->ffn_dense : 4 * p->ffn) : 0;
 }
 static uint32_t s_nextn(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->nextn ? p->n_nextn : 0; }
+// Whether MoE layers carry the selection bias exp_probs_b.
+static bool s_expert_bias(const mc_mkmodel_params_t *p) {
+    const mc_need_t need = mc_arch_get(p->arch)->expert_bias;
+    return need == MC_NEED_REQUIRED || (need == MC_NEED_OPTIONAL && p->expert_bias);
+}
 
 // Exactly one of v (SentencePiece, with pieces and lens) and bv (byte-level
 // BPE) is set.
@@ -579,7 +584,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
     const mc_arch_info_t *arch = mc_arch_get(p->arch);
     assert(arch); // mc_mkmodel_check
     const bool mla = s_mla(p), wide = p->head_dim != 0 && !mla; // heads not dim / n_head: say so, as Qwen3 files do
-    const bool yarn = p->yarn_factor > 0;
+    const bool yarn = p->yarn_factor > 0, route_said = arch->route_keys && (!mla || p->gating);
     const uint32_t r = s_kv_lora_rank(p), rope = s_rope_dim(p);
     const s_meta_t meta[] = {
         {"general.architecture", 's', arch->name, 0, 0},
@@ -593,11 +598,14 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {arch->shared_expert == MC_SHEXP_FFN_KEY ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL,
          s_ffn_shexp(p), 0},
         {arch->shared_expert == MC_SHEXP_COUNT ? ".expert_shared_count" : NULL, 'u', NULL, s_ffn_shexp(p) / p->ffn, 0},
-        {arch->dense_lead ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
-        {arch->nextn ? ".nextn_predict_layers" : NULL, 'u', NULL, s_nextn(p), 0},
-        // The family's routing, said as its converted files say it.
-        {arch->route_keys ? ".expert_gating_func" : NULL, 'u', NULL, (uint32_t)arch->route.gating, 0},
-        {arch->route_keys ? ".expert_weights_norm" : NULL, 'b', NULL, 1, 0},
+        // deepseek2 says its dense layers below, with latent attention's
+        // keys, and its next-token-prediction layers only when it has some.
+        {arch->dense_lead && !mla ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
+        {arch->nextn && (!mla || s_nextn(p)) ? ".nextn_predict_layers" : NULL, 'u', NULL, s_nextn(p), 0},
+        // The family's routing, said as its converted files say it (V2's
+        // deepseek2 files: not at all, softmax by default).
+        {route_said ? ".expert_gating_func" : NULL, 'u', NULL, (uint32_t)(p->gating ? p->gating : arch->route.gating), 0},
+        {route_said ? ".expert_weights_norm" : NULL, 'b', NULL, 1, 0},
         {p->n_group ? ".expert_group_count" : NULL, 'u', NULL, p->n_group, 0},
         {p->n_group ? ".expert_group_used_count" : NULL, 'u', NULL, p->n_group_used, 0},
         {".attention.head_count", 'u', NULL, p->n_head, 0},
@@ -612,7 +620,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {mla ? ".attention.value_length_mla" : NULL, 'u', NULL, s_head_dim_v(p), 0},
         {mla ? ".attention.kv_lora_rank" : NULL, 'u', NULL, r, 0},
         {mla ? ".attention.q_lora_rank" : NULL, 'u', NULL, p->q_lora_rank, 0},
-        {mla ? ".leading_dense_block_count" : NULL, 'u', NULL, 0, 0},
+        {mla ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
         {yarn ? ".rope.scaling.type" : NULL, 's', "yarn", 0, 0},
         {yarn ? ".rope.scaling.factor" : NULL, 'f', NULL, 0, p->yarn_factor},
         {yarn ? ".rope.scaling.original_context_length" : NULL, 'u', NULL,
@@ -692,7 +700,7 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     if (s_mla(p) && p->q_lora_rank) common += 2; // q_a, q_a_norm, q_b for q
     size_t moe = 1 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
     if (a->shared_expert) moe += a->shexp_gated ? 4 : 3;
-    if (a->expert_bias) moe += 1;
+    if (s_expert_bias(p)) moe += 1;
     const size_t n_dense = s_dense_lead(p), n_moe = p->n_layer + s_nextn(p) - n_dense;
     return 3 - (p->tie_output ? 1 : 0) + n_dense * (common + 3) + n_moe * (common + moe) + 3 * (size_t)s_nextn(p);
 }
@@ -713,7 +721,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const mc_qknorm_t qk = s_qk_norm(p);
     const uint32_t qn = qk == MC_QKNORM_HEAD ? head_dim : q_dim, kn = qk == MC_QKNORM_HEAD ? head_dim : kv_dim;
     const mc_arch_info_t *a = mc_arch_get(p->arch);
-    const bool bias = a->qkv_bias, ebias = a->expert_bias != MC_NEED_NONE;
+    const bool bias = a->qkv_bias, ebias = s_expert_bias(p);
     const uint32_t fs = s_ffn_shexp(p), fd = s_ffn_dense(p), n_dense = s_dense_lead(p);
     const float s_fd = fd ? 1.0f / sqrtf((float)fd) : 0.0f;
     const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
@@ -922,6 +930,13 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (p->n_group && (p->n_group > p->n_expert || p->n_group_used > p->n_group))
         return mc_err_set(err, MC_ERR_ARG, "n_group (%u) / n_group_used (%u) must fit the %u experts", p->n_group,
                           p->n_group_used, p->n_expert);
+    if (p->gating && (!mc_arch_get(p->arch)->route_keys ||
+                      (p->gating != MC_GATING_SOFTMAX && p->gating != MC_GATING_SIGMOID &&
+                       p->gating != MC_GATING_SOFTMAX_WEIGHT)))
+        return mc_err_set(err, MC_ERR_ARG, "gating (%d) must be 1..3 and for a family that reads it (deepseek2, glm4moe)",
+                          (int)p->gating);
+    if (p->expert_bias && mc_arch_get(p->arch)->expert_bias == MC_NEED_NONE)
+        return mc_err_set(err, MC_ERR_ARG, "expert_bias: %s has no selection bias", mc_arch_get(p->arch)->name);
     if (mc_arch_get(p->arch)->shared_expert == MC_SHEXP_COUNT && s_ffn_shexp(p) % p->ffn)
         return mc_err_set(err, MC_ERR_ARG, "ffn_shexp (%u) must be a multiple of ffn (%u): %s counts shared experts",
                           s_ffn_shexp(p), p->ffn, mc_arch_get(p->arch)->name);

@@ -1,6 +1,6 @@
 /*
  * mkmodel: writes random-weight mixture-of-experts GGUF files (Mixtral,
- * Qwen3-MoE, OLMoE, Qwen2-MoE, DeepSeek-V2 and GLM-4.5 architectures).
+ * Qwen3-MoE, OLMoE, Qwen2-MoE, DeepSeek-V2/V3 and GLM-4.5 architectures).
  *
  * Tests, the demo and the benchmark need models of chosen shapes without
  * downloading anything. Everything is deterministic from the seed: the same
@@ -69,6 +69,12 @@ typedef struct {
     uint32_t n_nextn;      // nextn_predict_layers: trailing next-token-prediction layers after n_layer
     uint32_t n_group;      // expert_group_count (0: not written)
     uint32_t n_group_used; // expert_group_used_count
+    // Routing said by the file where the family reads it (arch.h route_keys):
+    // 0, the family's (deepseek2: no key, V2's softmax; glm4moe: its sigmoid
+    // written), else written as expert_gating_func, with expert_weights_norm
+    // true (DeepSeek-V3's converted files: sigmoid, renormalised).
+    mc_gating_t gating;
+    bool expert_bias; // blk.N.exp_probs_b.bias where the family has it optional (DeepSeek-V3)
 } mc_mkmodel_params_t;
 
 // Small defaults: Mixtral (llama), dim 64, ffn 128, 2 layers, 4/2 heads, 8
