@@ -624,7 +624,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {yarn ? ".rope.scaling.type" : NULL, 's', "yarn", 0, 0},
         {yarn ? ".rope.scaling.factor" : NULL, 'f', NULL, 0, p->yarn_factor},
         {yarn ? ".rope.scaling.original_context_length" : NULL, 'u', NULL,
-         p->yarn_orig_ctx ? p->yarn_orig_ctx : (uint32_t)(p->ctx_len / p->yarn_factor), 0},
+         p->yarn_orig_ctx ? p->yarn_orig_ctx : yarn ? (uint32_t)(p->ctx_len / p->yarn_factor) : 0, 0},
         {yarn && p->yarn_mscale_all_dim != 0 ? ".rope.scaling.yarn_log_multiplier" : NULL, 'f', NULL, 0,
          0.1f * p->yarn_mscale_all_dim},
         {p->expert_weights_scale != 0 ? ".expert_weights_scale" : NULL, 'f', NULL, 0, p->expert_weights_scale},
