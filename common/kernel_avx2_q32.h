@@ -91,8 +91,30 @@ S_Q32_INLINE __m256i S_Q32_NAME(usum)(__m256i u, __m256i y) {
 #endif
 }
 
+// Blocks i..i+r of one weight row (u: its unsigned values, dx: its scales)
+// against each activation row: the exact integer block sums plus the side
+// data, one cvt and two multiplies, then the reference's adds into acc.
+// Shared by Q4_0 and MXFP4, which differ only in how u and dx are made.
+S_Q32_INLINE void S_Q32_NAME(cols)(const __m256i u[4], __m128 dx, int r, int64_t i, const s_prow_t *p, int na,
+                                   float *acc) {
+    enum { YB = sizeof(mc_block_q8_0_t) };
+#pragma GCC unroll 4
+    for (int c = 0; c < na; c++) {
+        __m256i ps[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < 4; b++)
+            ps[b] = b < r ? S_Q32_NAME(usum)(u[b], s_load(p[c].q + (size_t)(i + b) * YB + offsetof(mc_block_q8_0_t, qs)))
+                          : _mm256_setzero_si256();
+        const __m128i is =
+            _mm_add_epi32(s_hsum4(ps[0], ps[1], ps[2], ps[3]), s_ints(p[c].nc + (size_t)i * sizeof(int32_t), r));
+        const __m128 dy = r == 4 ? _mm_loadu_ps((const float *)(const void *)(p[c].d + (size_t)i * sizeof(float)))
+                                 : s_floats(p[c].d + (size_t)i * sizeof(float), r);
+        acc[c] = s_accumulate(acc[c], _mm_mul_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(dx, dy)), r);
+    }
+}
+
 S_Q32_INLINE void S_Q32_NAME(rows_q4_0)(int64_t n, float *s, const uint8_t *x, const void *const *a, int na) {
-    enum { WB = sizeof(mc_block_q4_0_t), YB = sizeof(mc_block_q8_0_t) };
+    enum { WB = sizeof(mc_block_q4_0_t) };
     const int64_t nb = n / MC_QK;
     s_prow_t p[4];
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -106,20 +128,7 @@ S_Q32_INLINE void S_Q32_NAME(rows_q4_0)(int64_t n, float *s, const uint8_t *x, c
         for (int b = 0; b < 4; b++)
             u[b] = b < r ? s_nibbles(S_AT(xg + (size_t)b * WB, mc_block_q4_0_t, qs)) : _mm256_setzero_si256();
         const __m128 dx = s_halves(xg, WB, r);
-#pragma GCC unroll 4
-        for (int c = 0; c < na; c++) {
-            __m256i ps[4];
-#pragma GCC unroll 4
-            for (int b = 0; b < 4; b++)
-                ps[b] = b < r ? S_Q32_NAME(usum)(u[b], s_load(p[c].q + (size_t)(i + b) * YB +
-                                                               offsetof(mc_block_q8_0_t, qs)))
-                              : _mm256_setzero_si256();
-            const __m128i is = _mm_add_epi32(s_hsum4(ps[0], ps[1], ps[2], ps[3]),
-                                             s_ints(p[c].nc + (size_t)i * sizeof(int32_t), r));
-            const __m128 dy = r == 4 ? _mm_loadu_ps((const float *)(const void *)(p[c].d + (size_t)i * sizeof(float)))
-                                     : s_floats(p[c].d + (size_t)i * sizeof(float), r);
-            acc[c] = s_accumulate(acc[c], _mm_mul_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(dx, dy)), r);
-        }
+        S_Q32_NAME(cols)(u, dx, r, i, p, na, acc);
     }
     for (int c = 0; c < na; c++) s[c] = acc[c];
 }
@@ -141,7 +150,7 @@ S_Q32_FN void S_Q32_NAME(dot4_q4_0)(int64_t n, float s[4], const void *w, const 
 // block sums, so lane sums plus it are the reference's exact isum; the
 // scales 2^(e - 128) as f32 times the activation's, then kernel.c's adds.
 S_Q32_INLINE void S_Q32_NAME(rows_mxfp4)(int64_t n, float *s, const uint8_t *x, const void *const *a, int na) {
-    enum { WB = sizeof(mc_block_mxfp4_t), YB = sizeof(mc_block_q8_0_t) };
+    enum { WB = sizeof(mc_block_mxfp4_t) };
     const int64_t nb = n / MC_QK;
     s_prow_t p[4];
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -162,20 +171,7 @@ S_Q32_INLINE void S_Q32_NAME(rows_mxfp4)(int64_t n, float *s, const uint8_t *x, 
                 u[b] = _mm256_setzero_si256();
             }
         const __m128 dx = _mm_loadu_ps(e);
-#pragma GCC unroll 4
-        for (int c = 0; c < na; c++) {
-            __m256i ps[4];
-#pragma GCC unroll 4
-            for (int b = 0; b < 4; b++)
-                ps[b] = b < r ? S_Q32_NAME(usum)(u[b], s_load(p[c].q + (size_t)(i + b) * YB +
-                                                               offsetof(mc_block_q8_0_t, qs)))
-                              : _mm256_setzero_si256();
-            const __m128i is = _mm_add_epi32(s_hsum4(ps[0], ps[1], ps[2], ps[3]),
-                                             s_ints(p[c].nc + (size_t)i * sizeof(int32_t), r));
-            const __m128 dy = r == 4 ? _mm_loadu_ps((const float *)(const void *)(p[c].d + (size_t)i * sizeof(float)))
-                                     : s_floats(p[c].d + (size_t)i * sizeof(float), r);
-            acc[c] = s_accumulate(acc[c], _mm_mul_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(dx, dy)), r);
-        }
+        S_Q32_NAME(cols)(u, dx, r, i, p, na, acc);
     }
     for (int c = 0; c < na; c++) s[c] = acc[c];
 }
