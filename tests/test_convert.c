@@ -1695,7 +1695,7 @@ static void s_export_v3_family(const char *gguf_path, const char *dir, s_v3_arch
         cJSON_AddStringToObject(c, "scoring_func", gating == 2 ? "sigmoid" : "softmax");
         cJSON_AddFalseToObject(c, "attention_bias");
         cJSON_AddNumberToObject(c, "moe_layer_freq", 1);
-        if (mc_gguf_get_u64(g, K("attention.q_lora_rank"), &u)) cJSON_AddNumberToObject(c, "q_lora_rank", (double)u);
+        if (mc_gguf_get_u64(g, K("attention.q_lora_rank"), &u) && u) cJSON_AddNumberToObject(c, "q_lora_rank", (double)u);
         else cJSON_AddNullToObject(c, "q_lora_rank");
         cJSON_AddNumberToObject(c, "kv_lora_rank", (double)s_u64(g, K("attention.kv_lora_rank")));
         cJSON_AddNumberToObject(c, "qk_nope_head_dim", (double)(s_u64(g, K("attention.key_length_mla")) - rope));
@@ -1769,15 +1769,23 @@ static void s_v3_roundtrip(const char *name, s_v3_arch_t arch) {
     // Every key of the fixture but those, the name and (GLM: llama.cpp's
     // converter writes none) vocab_size; and none the fixture lacks but
     // YaRN's betas, which config.json gives and llama.cpp's converter copies.
-    const char *const skip[] = {"general.name", k_blocks, k_nextn, arch == S_GLM ? k_vocab : "general.name"};
-    s_same_keys(a, b, skip, 4);
+    // moe-mkmodel writes q_lora_rank 0 for a query without compression,
+    // where config.json has null and llama.cpp's converter nothing.
+    char k_qlora[64];
+    snprintf(k_qlora, sizeof k_qlora, "%s.attention.q_lora_rank", A);
+    uint64_t qlora = 0;
+    mc_gguf_get_u64(a, k_qlora, &qlora);
+    const char *const skip[] = {"general.name", k_blocks, k_nextn, arch == S_GLM ? k_vocab : "general.name",
+                                qlora ? "general.name" : k_qlora};
+    s_same_keys(a, b, skip, 5);
     // A V2 fixture says nothing of its scores (softmax by default); its
     // config.json says softmax, which llama.cpp's converter writes as 1.
     char k_gating[64];
     snprintf(k_gating, sizeof k_gating, "%s.expert_gating_func", A);
     if (!s_has_key(a, k_gating)) s_expect_u(b, k_gating, 1);
-    const char *const skip2[] = {"general.name", k_blocks, k_bf, k_bs, k_gating};
-    s_same_keys(b, a, skip2, s_has_key(a, k_gating) ? 4 : 5);
+    // add_eos_token: written for every byte-level vocabulary (false, llama.cpp's default).
+    const char *const skip2[] = {"general.name", k_blocks, k_bf, k_bs, "tokenizer.ggml.add_eos_token", k_gating};
+    s_same_keys(b, a, skip2, s_has_key(a, k_gating) ? 5 : 6);
     s_same_encodings(a, b);
     mc_gguf_destroy(&a);
     mc_gguf_destroy(&b);

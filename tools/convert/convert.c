@@ -363,8 +363,8 @@ static mc_err_t s_read_v3_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *h
     }
     // DeepSeek's latent attention: a query head is nope + rope values, a
     // value head v; keys and values come from one latent of kv_lora_rank.
-    const cJSON *ql = s_get(cfg, "q_lora_rank");
-    if (ql && (rc = s_cfg_u32(cfg, "q_lora_rank", -1, 1, 1u << 14, &hp->q_lora, err))) return rc;
+    // null (V2-Lite) or 0: the query directly.
+    if ((rc = s_cfg_u32(cfg, "q_lora_rank", 0, 0, 1u << 14, &hp->q_lora, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "kv_lora_rank", -1, 1, 1u << 14, &hp->kv_lora, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "qk_nope_head_dim", -1, 1, 2048, &hp->nope, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "qk_rope_head_dim", -1, 2, 2048, &hp->rope_dim, err))) return rc;
