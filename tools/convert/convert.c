@@ -3,10 +3,12 @@
  * config.json gives the hyperparameters, each one checked; from them every
  * source tensor's expected shape follows, and the plan lists the output
  * tensors, each made of one source tensor or, for merged experts, of one
- * per expert stacked on the outer dimension. A source tensor the plan does
- * not use is an error too (a bias or a shared expert where the family has
- * none, a dense layer: a model variant that would otherwise lose weights
- * silently). Then the metadata
+ * per expert stacked on the outer dimension, or, for DeepSeek's kv_b_proj,
+ * one per-head part of it (attn_k_b transposed, attn_v_b). A source tensor
+ * the plan does not use is an error too (a bias or a shared expert where
+ * the family has none, a dense layer: a model variant that would otherwise
+ * lose weights silently), but for the next-token-prediction layers, which
+ * no runtime evaluates and which are left out whole. Then the metadata
  * and vocabulary are added and the GGUF writer calls back for each tensor's
  * bytes, which are produced row by row: source row to f32 (exact for BF16,
  * F16 and F32), then to the output type with mc_quant_quantize_row.
@@ -14,8 +16,11 @@
  * llama.cpp's "llama" graph rotates adjacent pairs of each head (x0,x1),
  * (x2,x3)... while Hugging Face's Mixtral rotates the two halves (x_i,
  * x_{i+d/2}); so for Mixtral the rows of each Q and K head are reordered,
- * row 2i from row i and row 2i+1 from row i+d/2. Qwen3-MoE and OLMoE use
- * the halves convention in llama.cpp as well (NEOX) and keep their order.
+ * row 2i from row i and row 2i+1 from row i+d/2. Qwen3-MoE, OLMoE,
+ * Qwen2-MoE and GLM-4.5 use the halves convention in llama.cpp as well
+ * (NEOX) and keep their order; DeepSeek's graph rotates adjacent pairs and
+ * its Hugging Face code does too (it reorders q_pe and k_pe on the fly), so
+ * its rows stay as they are.
  */
 #include "convert.h"
 
