@@ -59,7 +59,11 @@ mc_err_t mc_rebalance_propose(const mc_plan_shape_t *s, const mc_plan_machines_t
     mc_cluster_config_t *cand = NULL;
     mc_err_t rc = s_machines_of(ms, cur, &mine, err);
     if (!rc) rc = mc_plan_placement_from_config(cur, &mine, s, &now, err);
-    if (!rc) rc = mc_plan_make(s, &mine, st, pp, &next, err);
+    // The proposal is judged against the current placement (min_gain of the
+    // rebalance block), not against the naive split.
+    mc_plan_params_t own = *pp;
+    own.min_gain = 0;
+    if (!rc) rc = mc_plan_make(s, &mine, st, &own, &next, err);
     if (!rc) rc = mc_plan_simulate(s, &mine, st, &now, &pp->sim, &sim_now, err);
     if (!rc) rc = mc_plan_simulate(s, &mine, st, &next, &pp->sim, &sim_next, err);
     if (!rc) rc = mc_plan_placement_to_config(&next, &mine, NULL, cur->wire, &cand, err);
