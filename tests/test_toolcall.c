@@ -250,6 +250,7 @@ static void test_parse_ds_glm(void **state) {
         DSB DCB "function" DSEP "time\n```json\n{\"a\": ",                          // cut off
         DSB DCB "function" DSEP "time\n```json\n{}\n```",                            // call not closed
         DSB DCB "function" DSEP "time\n```json\n{}\n" DCE DSE,                       // fence not closed
+        DSB DCB "function" DSEP "time\n```json\n{}\n---" DCE DSE,                    // ... nor by something else
         DSB DCB "function" DSEP "rm_rf\n```json\n{}\n```" DCE DSE,                   // not offered
         DSB DCB "function" DSEP "time\n```json\n[1]\n```" DCE DSE,                   // not an object
         DSB DCB "retrieval" DSEP "time\n```json\n{}\n```" DCE DSE,                   // another type
