@@ -227,7 +227,12 @@ static mc_err_t s_pread(const mc_expert_store_t *st, uint8_t *dst, size_t n, uin
 static mc_err_t s_read_matrix(const mc_expert_store_t *st, const mc_matrix_t *w, uint8_t *dst, uint8_t *scratch,
                               uint32_t layer, uint32_t e, char *err) {
     const uint64_t off = (uint64_t)(w->data - mc_gguf_base(st->m->gguf));
-    if (!s_repackable(st, w)) return s_pread(st, dst, (size_t)mc_matrix_bytes(w), off, layer, e, err);
+    if (!s_repackable(st, w)) {
+        // The copy is what gets multiplied: its MXFP4 scales are checked
+        // here, on every read (the file may change under a running process).
+        const mc_err_t rc = s_pread(st, dst, (size_t)mc_matrix_bytes(w), off, layer, e, err);
+        return rc ? rc : mc_model_matrix_check(st->m, w, dst, err);
+    }
     const uint32_t groups = w->n_out / MC_Q4_0X8_ROWS;
     const size_t group_raw = (size_t)MC_Q4_0X8_ROWS * w->row_bytes;
     size_t per = st->scratch_bytes / group_raw;

@@ -29,7 +29,10 @@
  * then used, whichever drives the reads. A read that fails or comes back
  * short (the file truncated under a running process) is MC_ERR_IO for the
  * step that needed it, naming the file, the offset and the expert, never
- * wrong numbers; a failed read ahead is only counted.
+ * wrong numbers; a failed read ahead is only counted. An MXFP4 matrix read
+ * with a NaN scale (E8M0 0xFF) is MC_ERR_FORMAT the same way, naming the
+ * tensor and block (mc_model_matrix_check): nothing else reads experts the
+ * store manages, so this is where their scales are checked.
  *
  * Every call is thread-safe; acquire and release come from the thread
  * computing a layer (one at a time per store).
@@ -102,7 +105,8 @@ uint64_t mc_expert_store_total_bytes(const mc_model_t *m, const uint8_t *managed
 bool mc_expert_store_manages(const mc_expert_store_t *st, uint32_t layer, uint32_t e);
 
 // Expert e of layer l resident and pinned; *out its matrices in the pool
-// (valid until the release). MC_ERR_IO when its read fails; MC_ERR_BUSY
+// (valid until the release). MC_ERR_IO when its read fails, MC_ERR_FORMAT
+// when it holds an MXFP4 NaN scale; MC_ERR_BUSY
 // when every resident expert is pinned and there is no room (release some
 // and call again); MC_ERR_RANGE for an expert the store does not manage.
 mc_err_t mc_expert_store_acquire(mc_expert_store_t *st, uint32_t layer, uint32_t e, mc_expert_t *out, char *err);
@@ -121,7 +125,7 @@ void mc_expert_store_predict(mc_expert_store_t *st, mc_store_pred_t src, uint32_
 // Read experts now until the budget is full or every managed one is
 // resident: each layer's first expert, then each layer's second, ... (a
 // placement's start, so the first tokens do not read everything). MC_ERR_IO
-// on a failed read.
+// on a failed read, MC_ERR_FORMAT on an MXFP4 NaN scale.
 // progress (may be NULL) hears the file bytes read so far after each expert.
 mc_err_t mc_expert_store_warm(mc_expert_store_t *st, const mc_model_progress_t *progress, char *err);
 

@@ -145,40 +145,67 @@ static const mc_gguf_tensor_t *s_find(const mc_gguf_t *g, const char *name, char
     return t;
 }
 
-static mc_err_t s_matrix_from(const mc_gguf_tensor_t *t, uint32_t n_in, uint32_t n_out, const uint8_t *data,
-                              mc_matrix_t *out, char *err) {
+// The block of w whose E8M0 scale is 0xFF, scanning bytes (w's rows as
+// read: the mapping's or a copy), as an error naming its tensor (found by
+// w->data's place in the file), block, row, expert and values.
+static mc_err_t s_mxfp4_scan(const mc_gguf_t *g, const mc_matrix_t *w, const uint8_t *bytes, char *err) {
+    if (w->type != MC_DTYPE_MXFP4 || !w->data) return MC_OK;
+    const int64_t b = mc_quant_mxfp4_bad_block(bytes, (int64_t)w->n_in * w->n_out);
+    if (b < 0) return MC_OK;
+    const mc_gguf_tensor_t *t = NULL;
+    for (size_t i = 0; i < mc_gguf_tensor_count(g) && !t; i++) {
+        const mc_gguf_tensor_t *c = mc_gguf_tensor_at(g, i);
+        if (w->data >= c->data && w->data < c->data + c->size) t = c;
+    }
+    if (!t) // a matrix outside the file's tensors is a caller's bug, not a damaged file
+        return mc_err_set(err, MC_ERR_FORMAT, "MXFP4 block %lld of a matrix has the scale byte 0xFF", (long long)b);
+    const uint64_t bpr = w->n_in / MC_QK, first = (uint64_t)(w->data - t->data) / sizeof(mc_block_mxfp4_t);
+    const uint64_t blk = first + (uint64_t)b, row = blk / bpr;
+    char where[64] = "";
+    if (t->n_dims == 3 && t->ne[1])
+        snprintf(where, sizeof where, ", expert %llu", (unsigned long long)(row / t->ne[1]));
+    return mc_err_set(err, MC_ERR_FORMAT,
+                      "tensor '%s': MXFP4 block %llu (row %llu%s, values %llu..%llu) has the scale byte 0xFF, "
+                      "which is NaN in E8M0: the file is damaged",
+                      t->name, (unsigned long long)blk, (unsigned long long)row, where,
+                      (unsigned long long)(blk % bpr * MC_QK), (unsigned long long)(blk % bpr * MC_QK + MC_QK - 1));
+}
+
+// A matrix view of n_out rows from data. check: its MXFP4 scales are read
+// now (the dense matrices, which every token multiplies anyway); experts'
+// are read when first used (mc_model_expert_check, the expert store), so
+// opening a model never reads its experts' pages.
+static mc_err_t s_matrix_from(const mc_gguf_t *g, const mc_gguf_tensor_t *t, uint32_t n_in, uint32_t n_out,
+                              const uint8_t *data, bool check, mc_matrix_t *out, char *err) {
     if (!mc_kernel_get(t->type, MC_ISA_SCALAR))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type", t->name,
                           mc_dtype_name(t->type));
-    if (t->type == MC_DTYPE_MXFP4) {
-        // A scale byte 0xFF is E8M0's NaN: no number, refused here once rather
-        // than multiplied as 2^127 into every product. (Reading every scale
-        // touches the matrix's pages once at load.)
-        const int64_t b = mc_quant_mxfp4_bad_block(data, (int64_t)n_in * n_out);
-        if (b >= 0) {
-            const uint64_t bpr = n_in / MC_QK, first = (uint64_t)(data - t->data) / sizeof(mc_block_mxfp4_t);
-            const uint64_t blk = first + (uint64_t)b, row = blk / bpr;
-            char where[64] = "";
-            if (t->n_dims == 3 && t->ne[1])
-                snprintf(where, sizeof where, ", expert %llu", (unsigned long long)(row / t->ne[1]));
-            return mc_err_set(err, MC_ERR_FORMAT,
-                              "tensor '%s': MXFP4 block %llu (row %llu%s, values %llu..%llu) has the scale byte 0xFF, "
-                              "which is NaN in E8M0: the file is damaged",
-                              t->name, (unsigned long long)blk, (unsigned long long)row, where,
-                              (unsigned long long)(blk % bpr * MC_QK), (unsigned long long)(blk % bpr * MC_QK + MC_QK - 1));
-        }
-    }
-    *out = (mc_matrix_t){t->type, n_in, n_out, mc_dtype_row_bytes(t->type, n_in), data, NULL};
+    const mc_matrix_t w = {t->type, n_in, n_out, mc_dtype_row_bytes(t->type, n_in), data, NULL};
+    mc_err_t rc;
+    if (check && (rc = s_mxfp4_scan(g, &w, data, err))) return rc;
+    *out = w;
     return MC_OK;
 }
 
-static mc_err_t s_bind_matrix(const mc_gguf_t *g, const char *name, uint32_t n_in, uint32_t n_out,
-                              mc_matrix_t *out, char *err) {
+static mc_err_t s_bind_rows(const mc_gguf_t *g, const char *name, uint32_t n_in, uint32_t n_out, bool check,
+                            mc_matrix_t *out, char *err) {
     const mc_gguf_tensor_t *t = s_find(g, name, err);
     if (!t) return MC_ERR_FORMAT;
     mc_err_t rc = s_check_shape(t, 2, (uint64_t[]){n_in, n_out}, err);
     if (rc) return rc;
-    return s_matrix_from(t, n_in, n_out, t->data, out, err);
+    return s_matrix_from(g, t, n_in, n_out, t->data, check, out, err);
+}
+
+// A dense matrix (checked now).
+static mc_err_t s_bind_matrix(const mc_gguf_t *g, const char *name, uint32_t n_in, uint32_t n_out,
+                              mc_matrix_t *out, char *err) {
+    return s_bind_rows(g, name, n_in, n_out, true, out, err);
+}
+
+// One expert's matrix of a per-expert tensor (checked when first used).
+static mc_err_t s_bind_expert(const mc_gguf_t *g, const char *name, uint32_t n_in, uint32_t n_out, mc_matrix_t *out,
+                              char *err) {
+    return s_bind_rows(g, name, n_in, n_out, false, out, err);
 }
 
 // Norm weights are tiny: keep an f32 copy whatever their stored type.
@@ -213,7 +240,7 @@ static mc_err_t s_bind_merged(const mc_gguf_t *g, const char *name, const mc_hpa
     size_t expert_bytes = mc_dtype_row_bytes(t->type, n_in) * n_out;
     for (uint32_t e = 0; e < hp->n_expert; e++) {
         mc_matrix_t *m = (mc_matrix_t *)((char *)&experts[e] + field);
-        rc = s_matrix_from(t, n_in, n_out, t->data + (size_t)e * expert_bytes, m, err);
+        rc = s_matrix_from(g, t, n_in, n_out, t->data + (size_t)e * expert_bytes, false, m, err);
         if (rc) return rc;
     }
     return MC_OK;
@@ -254,7 +281,7 @@ static mc_err_t s_bind_heads(const mc_gguf_t *g, const char *name, uint32_t n_in
     if (!(*out = calloc(n_head, sizeof **out))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     const size_t head_bytes = mc_dtype_row_bytes(t->type, n_in) * n_out;
     for (uint32_t h = 0; h < n_head && !rc; h++)
-        rc = s_matrix_from(t, n_in, n_out, t->data + (size_t)h * head_bytes, &(*out)[h], err);
+        rc = s_matrix_from(g, t, n_in, n_out, t->data + (size_t)h * head_bytes, true, &(*out)[h], err);
     return rc;
 }
 
@@ -357,10 +384,10 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
                           l, l, l);
     for (uint32_t e = 0; e < hp->n_expert; e++) {
         mc_expert_t *x = &L->experts[e];
-        if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate.%u.weight", l, e), hp->dim, hp->ffn, &x->gate, err)))
+        if ((rc = s_bind_expert(g, NAME("blk.%u.ffn_gate.%u.weight", l, e), hp->dim, hp->ffn, &x->gate, err)))
             return rc;
-        if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_up.%u.weight", l, e), hp->dim, hp->ffn, &x->up, err))) return rc;
-        if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_down.%u.weight", l, e), hp->ffn, hp->dim, &x->down, err)))
+        if ((rc = s_bind_expert(g, NAME("blk.%u.ffn_up.%u.weight", l, e), hp->dim, hp->ffn, &x->up, err))) return rc;
+        if ((rc = s_bind_expert(g, NAME("blk.%u.ffn_down.%u.weight", l, e), hp->ffn, hp->dim, &x->down, err)))
             return rc;
     }
 #undef NAME
@@ -617,6 +644,22 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
     return MC_OK;
 }
 
+// The checked flags when some expert is MXFP4 (mc_model_expert_check).
+static mc_err_t s_checked_new(mc_model_t *m, char *err) {
+    const mc_hparams_t *hp = &m->hp;
+    bool any = false;
+    for (uint32_t l = 0; l < hp->n_layer && !any; l++)
+        for (uint32_t e = 0; e < hp->n_expert && !any; e++) {
+            const mc_expert_t *x = &m->layers[l].experts[e];
+            any = x->gate.type == MC_DTYPE_MXFP4 || x->up.type == MC_DTYPE_MXFP4 || x->down.type == MC_DTYPE_MXFP4;
+        }
+    if (!any) return MC_OK;
+    if (!(m->expert_checked = calloc((size_t)hp->n_layer * hp->n_expert, sizeof *m->expert_checked)))
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < (size_t)hp->n_layer * hp->n_expert; i++) atomic_init(&m->expert_checked[i], 0);
+    return MC_OK;
+}
+
 mc_model_t *mc_model_new(mc_gguf_t **pg, char *err) {
     const mc_gguf_t *g = *pg;
     mc_model_t *m = calloc(1, sizeof *m);
@@ -649,6 +692,7 @@ mc_model_t *mc_model_new(mc_gguf_t **pg, char *err) {
         if (s_bind_layer(g, hp, l, &m->layers[l], &legacy, err)) goto fail;
         m->legacy_experts |= legacy;
     }
+    if (s_checked_new(m, err)) goto fail;
     m->gguf = *pg;
     *pg = NULL;
     return m;
@@ -696,15 +740,16 @@ mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
                 mc_err_set(err, MC_ERR_FORMAT, "expert %u of layer %u lacks some of its gate, up and down tensors", e, l);
                 goto fail;
             }
-            if (s_bind_matrix(g, (snprintf(name, sizeof name, "blk.%u.ffn_gate.%u.weight", l, e), name), hp->dim, hp->ffn,
+            if (s_bind_expert(g, (snprintf(name, sizeof name, "blk.%u.ffn_gate.%u.weight", l, e), name), hp->dim, hp->ffn,
                               &x->gate, err) ||
-                s_bind_matrix(g, (snprintf(name, sizeof name, "blk.%u.ffn_up.%u.weight", l, e), name), hp->dim, hp->ffn,
+                s_bind_expert(g, (snprintf(name, sizeof name, "blk.%u.ffn_up.%u.weight", l, e), name), hp->dim, hp->ffn,
                               &x->up, err) ||
-                s_bind_matrix(g, (snprintf(name, sizeof name, "blk.%u.ffn_down.%u.weight", l, e), name), hp->ffn, hp->dim,
+                s_bind_expert(g, (snprintf(name, sizeof name, "blk.%u.ffn_down.%u.weight", l, e), name), hp->ffn, hp->dim,
                               &x->down, err))
                 goto fail;
         }
     }
+    if (s_checked_new(m, err)) goto fail;
     m->gguf = *pg;
     *pg = NULL;
     return m;
@@ -755,12 +800,31 @@ void mc_model_destroy(mc_model_t **pm) {
             free(m->layers[l].exp_probs_b);
         }
     free(m->layers);
+    free(m->expert_checked);
     free(m->output_norm);
     if (m->packed) munmap(m->packed, m->packed_bytes);
     mc_gguf_destroy(&m->gguf);
     free(m->path);
     free(m);
     *pm = NULL;
+}
+
+mc_err_t mc_model_matrix_check(const mc_model_t *m, const mc_matrix_t *w, const uint8_t *bytes, char *err) {
+    return s_mxfp4_scan(m->gguf, w, bytes, err);
+}
+
+mc_err_t mc_model_expert_check(const mc_model_t *m, uint32_t layer, uint32_t e, char *err) {
+    if (!m->expert_checked || layer >= m->hp.n_layer || e >= m->hp.n_expert) return MC_OK;
+    atomic_uchar *done = &m->expert_checked[(size_t)layer * m->hp.n_expert + e];
+    // Two threads may both scan an expert the first time: the same answer.
+    if (atomic_load_explicit(done, memory_order_acquire)) return MC_OK;
+    const mc_expert_t *x = &m->layers[layer].experts[e];
+    mc_err_t rc;
+    if ((rc = s_mxfp4_scan(m->gguf, &x->gate, x->gate.data, err)) || (rc = s_mxfp4_scan(m->gguf, &x->up, x->up.data, err)) ||
+        (rc = s_mxfp4_scan(m->gguf, &x->down, x->down.data, err)))
+        return rc;
+    atomic_store_explicit(done, 1, memory_order_release);
+    return MC_OK;
 }
 
 mc_err_t mc_model_expert(const mc_model_t *m, uint32_t layer, uint32_t e, mc_expert_t *out) {

@@ -15,6 +15,7 @@
 #ifndef MC_MODEL_H
 #define MC_MODEL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -114,6 +115,10 @@ typedef struct {
     // some experts, the others with NULL data (mc_model_has_expert).
     bool experts_only;
     uint64_t source_fingerprint; // experts-only: mc_model_fingerprint of the model it was cut from
+    // (n_layer, n_expert) 1 once an expert's MXFP4 rows in the mapping were
+    // found free of NaN scales (mc_model_expert_check); NULL when no expert
+    // is MXFP4 (nothing to check).
+    atomic_uchar *expert_checked;
 } mc_model_t;
 
 // The key that makes a GGUF an experts-only file: a node's cache, or
@@ -174,6 +179,25 @@ typedef struct {
 // mc_model_repack, telling progress (may be NULL) about the rows it reads.
 mc_err_t mc_model_repack_progress(mc_model_t *m, const mc_matmul_t *mm, bool dense, const uint8_t *held,
                                   const mc_model_progress_t *progress, char *err);
+
+// MXFP4's E8M0 scale 0xFF is NaN, no number: a file holding one is
+// damaged. Dense matrices are checked when the model is opened (every
+// token multiplies them anyway); experts only when first used, so that
+// opening a model never reads its expert pages (a node serves a share, an
+// expert store reads experts on demand). mc_moe_compute_rows checks each
+// expert it multiplies from the mapping with mc_model_expert_check, an
+// expert store each expert it reads with mc_model_matrix_check, an expert
+// node its share when it loads it.
+//
+// w's rows as read into bytes (w->data itself, or a copy of its rows):
+// MC_ERR_FORMAT naming the tensor, block, row (and expert) and values of
+// the first NaN scale; MC_OK for any other type.
+mc_err_t mc_model_matrix_check(const mc_model_t *m, const mc_matrix_t *w, const uint8_t *bytes, char *err);
+
+// Expert e of layer l's matrices in the mapping, checked as above the first
+// time (remembered: later calls cost one atomic load). Thread-safe; MC_OK
+// for a pair out of range or absent (nothing to multiply).
+mc_err_t mc_model_expert_check(const mc_model_t *m, uint32_t layer, uint32_t e, char *err);
 
 // Expert e of layer l, or MC_ERR_RANGE for an out-of-range pair.
 mc_err_t mc_model_expert(const mc_model_t *m, uint32_t layer, uint32_t e, mc_expert_t *out);

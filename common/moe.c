@@ -156,10 +156,17 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
     // Plan: which experts take the rows as they are (their kernel's
     // activation type is the input's), which convert gathered f32 rows.
     mc_matmul_t *mm = moe->mm;
+    mc_expert_store_t *st = m->store;
     size_t rows = 0, f32_rows = 0, blk_bytes = 0;
     for (uint32_t e = 0; e < n_expert; e++) {
         if (!cnt[e]) continue;
         const mc_expert_t *ex = &m->layers[layer].experts[e];
+        // An expert multiplied from the mapping has its MXFP4 scales read
+        // the first time (model.h); a store checks what it reads itself.
+        if (!(st && mc_expert_store_manages(st, layer, e))) {
+            const mc_err_t rc = mc_model_expert_check(m, layer, e, err);
+            if (rc) return rc;
+        }
         const mc_kernel_t *kg = mc_matmul_kernel(mm, ex->gate.type), *ku = mc_matmul_kernel(mm, ex->up.type);
         if (!kg || !ku) return mc_err_set(err, MC_ERR_UNSUPPORTED, "layer %u expert %u: no kernel for its weights", layer, e);
         const bool dg = kg->act_type == x->type, du = ku->act_type == x->type;
@@ -189,7 +196,6 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
     // misses are queued for its reader now, and when the budget cannot hold
     // all of this layer's experts at once they are computed in turns (each
     // expert's products are the same bits whatever else is in the pass).
-    mc_expert_store_t *st = m->store;
     if (st) {
         uint32_t n_want = 0;
         for (uint32_t e = 0; e < n_expert; e++)

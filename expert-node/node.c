@@ -991,9 +991,32 @@ static void s_on_assign(mc_node_t *n, const s_peer_t *id, const mc_wire_msg_t *m
     s_ready(n, id, m->request_id, a->session_id, a->held, &ld, t0, peer);
 }
 
-// Load the placement held (its slices checked) and answer Ready.
+// The MXFP4 scales of the held experts a node multiplies from the mapping
+// (no --mem-limit: loading reads them all in anyway); a store checks the
+// experts it reads itself (expert_store.h).
+static mc_err_t s_check_share(const mc_node_t *n, const uint8_t *held, char *why) {
+    const mc_hparams_t *hp = &n->model->hp;
+    for (uint32_t l = 0; l < hp->n_layer && !n->mem_limit; l++)
+        for (uint32_t e = 0; e < hp->n_expert; e++) {
+            if (!held[(size_t)l * hp->n_expert + e]) continue;
+            const mc_err_t rc = mc_model_expert_check(n->model, l, e, why);
+            if (rc) return rc;
+        }
+    return MC_OK;
+}
+
+// Load the placement held (its slices checked) and answer Ready; refuse
+// it when a held expert is damaged.
 static void s_ready(mc_node_t *n, const s_peer_t *id, uint64_t request_id, uint64_t session, const uint8_t *held,
                     s_load_t *ld, double t0, const char *peer) {
+    char why[MC_ERR_LEN];
+    const mc_err_t rc = s_check_share(n, held, why);
+    if (rc) {
+        mc_log_status(n->log, n->who, "refused the placement of session %016llx from %s: %s", (unsigned long long)session,
+                      peer, why);
+        s_send_error(n, id, request_id, rc, why);
+        return;
+    }
     uint32_t layers;
     uint64_t bytes;
     uint32_t pairs = s_place(n, held, ld, &layers, &bytes);

@@ -7,9 +7,11 @@
  * bit; with q8_0 on Q8_0/Q4_0 experts too (their kernels quantize the input
  * to Q8_0 anyway); f16 and bf16 must stay within the quantized-model bounds
  * of the fixture README. Models generated at the largest layer and expert
- * counts (48 layers; 94 layers of 128 experts, 8 used) are exact too. A
+ * counts (48 layers; 94 layers of 128 experts, 8 used) are exact too, and
+ * MXFP4 experts through two nodes on the f32, q8_0 and auto wires. A
  * node with another model, or with a copy of ours whose weights differ in
- * one expert it is given, is refused by name, a
+ * one expert it is given, or with an MXFP4 NaN scale in its share, is
+ * refused by name, a
  * node down at start is computed around until it joins, a node killed mid-run is
  * replaced by local computation with unchanged logits, and one started
  * again on its endpoint rejoins.
@@ -29,6 +31,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <zmq.h>
@@ -253,18 +256,150 @@ static void s_compare_arch(const char *model, const s_place_t *place, size_t n, 
 // A model generated into the test folder at the largest shapes the wire
 // carries, with tiny dims so that it is quick, through three nodes; a fixed
 // prompt (written as an ids file) against one machine, to the bit.
-static void s_compare_generated(const char *label, const mc_mkmodel_params_t *mp, const s_place_t *place,
-                                mc_wire_enc_t wire) {
-    char path[512], err[MC_ERR_LEN];
-    snprintf(path, sizeof path, "%s/%s.gguf", s_dir, label);
-    if (mc_mkmodel_write(mp, path, err)) fail_msg("%s", err);
-    snprintf(path, sizeof path, "%s/%s.ids.txt", s_dir, label);
+static void s_write_generated(const char *label, const mc_mkmodel_params_t *mp, char *path, size_t cap) {
+    char err[MC_ERR_LEN];
+    snprintf(path, cap, "%s/%s.ids.txt", s_dir, label);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fputs("1\n300\n17\n42\n259\n100\n7\n480\n", f); // below the default vocabulary of 512
     fclose(f);
-    snprintf(path, sizeof path, "%s/%s.gguf", s_dir, label);
+    snprintf(path, cap, "%s/%s.gguf", s_dir, label);
+    if (mc_mkmodel_write(mp, path, err)) fail_msg("%s", err);
+}
+
+static void s_compare_generated(const char *label, const mc_mkmodel_params_t *mp, const s_place_t *place,
+                                mc_wire_enc_t wire) {
+    char path[512];
+    s_write_generated(label, mp, path, sizeof path);
     s_compare_at(label, path, s_dir, &label, 1, place, 3, wire, NULL, true);
+}
+
+// MXFP4 experts (GPT-OSS's type; moe-mkmodel --type mxfp4, the rest F32)
+// through two nodes: the f32 wire, the q8_0 wire (MXFP4's kernel takes
+// Q8_0 blocks: the node multiplies the coordinator's own blocks) and auto
+// to the bit, with replicas and local experts too, in two families; f16
+// and bf16 within the quantized bound.
+static void test_mxfp4_two_nodes(void **state) {
+    (void)state;
+    char path[512];
+    const s_place_t halves[] = {{"0-3", NULL}, {"4-7", NULL}}, shared[] = {{"0-5", NULL}, {"2-5", NULL}};
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.type = MC_DTYPE_MXFP4;
+    for (int fam = 0; fam < 2; fam++) {
+        p.arch = fam ? MC_ARCH_QWEN3MOE : MC_ARCH_LLAMA;
+        const char *label = fam ? "qwen3moe-mxfp4" : "mixtral-mxfp4";
+        s_write_generated(label, &p, path, sizeof path);
+        char err[MC_ERR_LEN];
+        mc_model_t *m = mc_model_open(path, err);
+        if (!m) fail_msg("%s", err);
+        assert_int_equal(m->layers[1].experts[7].down.type, MC_DTYPE_MXFP4);
+        mc_model_destroy(&m);
+        const mc_wire_enc_t exact[] = {MC_WIRE_F32, MC_WIRE_Q8_0, MC_WIRE_AUTO};
+        for (size_t w = 0; w < sizeof exact / sizeof exact[0]; w++)
+            s_compare_at(label, path, s_dir, &label, 1, halves, 2, exact[w], NULL, true);
+        s_compare_at(label, path, s_dir, &label, 1, shared, 2, MC_WIRE_AUTO, "6-7", true);
+        s_compare_at(label, path, s_dir, &label, 1, halves, 2, MC_WIRE_F16, NULL, false);
+        s_compare_at(label, path, s_dir, &label, 1, halves, 2, MC_WIRE_BF16, NULL, false);
+    }
+}
+
+// Copies src to dst with the E8M0 scale of block 0 of every expert of
+// layer 1's up tensor 0xFF (NaN): whichever expert a token picks there.
+static void s_poison_mxfp4(const char *src, const char *dst) {
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(src, err);
+    if (!m) fail_msg("%s", err);
+    size_t len;
+    uint8_t *buf = mc_test_read_file(src, &len);
+    assert_non_null(buf);
+    for (uint32_t e = 0; e < m->hp.n_expert; e++) {
+        const mc_matrix_t *w = &m->layers[1].experts[e].up;
+        assert_int_equal(w->type, MC_DTYPE_MXFP4);
+        buf[(size_t)(w->data - mc_gguf_base(m->gguf))] = 0xFF; // a block's first byte is its scale
+    }
+    mc_model_destroy(&m);
+    FILE *f = fopen(dst, "wb");
+    assert_true(f && fwrite(buf, 1, len, f) == len && fclose(f) == 0);
+    free(buf);
+}
+
+// A node whose share holds an MXFP4 NaN scale refuses the placement when it
+// loads the share, naming tensor and block (the coordinator, reading the
+// same file, opened it: opening reads no expert), and the cluster does not
+// start. A node under --mem-limit reads its experts through a store: the
+// step that needs a damaged one fails with the tensor named, no logits.
+static void test_mxfp4_bad_scale_node(void **state) {
+    (void)state;
+    char good[512], bad[600], err[MC_ERR_LEN] = "";
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.type = MC_DTYPE_MXFP4;
+    s_write_generated("mxfp4-src", &p, good, sizeof good);
+    snprintf(bad, sizeof bad, "%s/mxfp4-nan.gguf", s_dir);
+    s_poison_mxfp4(good, bad);
+    mc_model_t *m = mc_model_open(bad, err);
+    if (!m) fail_msg("%s", err);
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_place_t upper[] = {{"4-7", NULL}};
+    s_start(&ns, bad, upper, 1, MC_WIRE_AUTO, "0-3");
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 16;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_non_null(e);
+    assert_null(mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err));
+    if (!strstr(err, "node-1") || !strstr(err, "refused the placement") ||
+        !strstr(err, "tensor 'blk.1.ffn_up_exps.weight': MXFP4 block 1024 (row 512, expert 4, values 0..31) has the "
+                     "scale byte 0xFF"))
+        fail_msg("%s", err);
+    s_stop(&ns);
+    // Every expert on a node under a memory limit: the placement is
+    // accepted (nothing read but what the store warms), the step that
+    // needs a damaged expert fails with the node's message.
+    memset(&ns, 0, sizeof ns);
+    for (size_t i = 0; i < MAX_NODES; i++) ns.procs[i].out = -1;
+    s_live = &ns;
+    ns.cfg = mc_cluster_config_new();
+    ns.cfg->timeout_ms = 10000;
+    mc_nodeproc_params_t np = mc_nodeproc_params_default();
+    np.exe = s_exe, np.model = bad, np.name = "node-1", np.mem_limit_mb = 1;
+    if (mc_nodeproc_start(&np, &ns.procs[0], err)) fail_msg("%s", err);
+    ns.n = 1;
+    mc_expert_set_t ex;
+    assert_int_equal(mc_expert_set_parse("all", &ex, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(ns.cfg, "node-1", ns.procs[0].endpoint, &ex, NULL, err), MC_OK);
+    mc_experts_params_t xp = mc_experts_params_default();
+    xp.model = m, xp.mm = mc_engine_matmul(e), xp.cluster = ns.cfg;
+    mc_experts_t *x = mc_experts_new(&xp, err);
+    if (!x) fail_msg("expert step: %s", err);
+    mc_engine_set_experts(e, x);
+    static const int32_t ids[] = {1, 300, 17, 42, 259, 100, 7, 480};
+    float *logits = malloc(m->hp.n_vocab * sizeof(float));
+    err[0] = 0;
+    FILE *log = tmpfile(); // stderr meanwhile: the coordinator's warnings tell the node's answer
+    assert_non_null(log);
+    fflush(stderr);
+    const int saved = dup(2);
+    assert_true(saved >= 0 && dup2(fileno(log), 2) == 2);
+    const mc_err_t rc = mc_engine_eval(e, ids, 8, 0, MC_LOGITS_LAST, logits, err);
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+    assert_int_not_equal(rc, MC_OK);
+    // The node's store refused the expert, then the coordinator's own
+    // check, computing the share itself from the same file.
+    if (!strstr(err, "tensor 'blk.1.ffn_up_exps.weight': MXFP4 block ") || !strstr(err, "has the scale byte 0xFF"))
+        fail_msg("%s", err);
+    char said[4096] = "";
+    rewind(log);
+    said[fread(said, 1, sizeof said - 1, log)] = 0;
+    fclose(log);
+    if (!strstr(said, "node node-1 failed a request: node node-1: tensor 'blk.1.ffn_up_exps.weight': MXFP4 block "))
+        fail_msg("%s", said);
+    printf("[cluster] MXFP4 NaN scale: placement refused by the node; under --mem-limit the step fails: %s\n", err);
+    free(logits);
+    mc_experts_destroy(&x);
+    mc_engine_destroy(&e);
+    s_stop(&ns);
+    mc_model_destroy(&m);
 }
 
 // Placements of 48 layers and more: the nodes used to drop such an Assign
@@ -1540,6 +1675,8 @@ static void test_ipv6_and_host_names(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_mxfp4_two_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_mxfp4_bad_scale_node, s_stop_live),
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
         cmocka_unit_test_teardown(test_qwen3moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),

@@ -11,7 +11,8 @@
  * from the transitions or from the next layer's router (gen/prefetch.h,
  * hooked to the engine as a coordinator does). A file
  * truncated under a running process gives MC_ERR_IO naming the file, the
- * offset and the expert, and no logits. Peak resident memory stays within
+ * offset and the expert, and no logits; an MXFP4 expert with a NaN scale
+ * gives MC_ERR_FORMAT naming tensor and block, with a store or without. Peak resident memory stays within
  * the budget + the non-expert weights + the KV cache + a fixed margin (and
  * the same run without a store breaks that bound, so the check can fail).
  * The transition predictor learns a skewed model's routing.
@@ -35,6 +36,7 @@
 #include "mkmodel.h"
 #include "model.h"
 #include "prefetch.h"
+#include "quant.h"
 #include "testutil.h"
 
 static char s_dir[256];
@@ -526,6 +528,64 @@ static void test_prefetch_reads_ahead(void **state) {
     mc_model_destroy(&m);
 }
 
+// A copy of src with the E8M0 scale of block 0 of every expert of layer
+// 1's up tensor set to 0xFF (NaN): whichever expert a token picks there.
+static void s_poison_mxfp4(const char *src, const char *dst) {
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(src, err);
+    if (!m) fail_msg("%s", err);
+    size_t len;
+    uint8_t *buf = mc_test_read_file(src, &len);
+    assert_non_null(buf);
+    for (uint32_t e = 0; e < m->hp.n_expert; e++) {
+        const mc_matrix_t *w = &m->layers[1].experts[e].up;
+        assert_int_equal(w->type, MC_DTYPE_MXFP4);
+        buf[(size_t)(w->data - mc_gguf_base(m->gguf)) + offsetof(mc_block_mxfp4_t, e)] = 0xFF;
+    }
+    mc_model_destroy(&m);
+    FILE *f = fopen(dst, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    fclose(f);
+    free(buf);
+}
+
+// An MXFP4 expert block with the NaN scale: the file opens (its experts
+// are not read), and the first step that multiplies a damaged expert fails
+// with MC_ERR_FORMAT naming the tensor and block, no logits, whether the
+// expert is multiplied from the mapping or read by a store (with and
+// without reading ahead); the clean file gives the same bits both ways.
+static void test_mxfp4_bad_scale(void **state) {
+    (void)state;
+    char good[512], bad[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.type = MC_DTYPE_MXFP4;
+    s_make("mxfp4", &p, good, sizeof good);
+    snprintf(bad, sizeof bad, "%s/mxfp4-nan.gguf", s_dir);
+    s_poison_mxfp4(good, bad);
+    const s_cfg_t cfgs[] = {{50, MC_STORE_LFU, false, MC_STORE_PRED_TRANSITIONS},
+                            {0, MC_STORE_LRU, true, MC_STORE_PRED_TRANSITIONS},
+                            {25, MC_STORE_LFU, true, MC_STORE_PRED_ROUTER}};
+    float *ref = s_run(good, NULL, NULL);
+    const size_t bytes = (N_IDS + N_GEN) * s_vocab(good) * sizeof(float);
+    for (size_t i = 0; i <= sizeof cfgs / sizeof cfgs[0]; i++) {
+        const s_cfg_t *cfg = i ? &cfgs[i - 1] : NULL;
+        float *got = s_run(good, cfg, NULL);
+        assert_memory_equal(got, ref, bytes);
+        free(got);
+        mc_err_t rc;
+        mc_expert_store_stats_t ss = {0};
+        err[0] = 0;
+        assert_null(s_run_rc(bad, cfg, &ss, &rc, err));
+        assert_int_equal(rc, MC_ERR_FORMAT);
+        if (!strstr(err, "tensor 'blk.1.ffn_up_exps.weight': MXFP4 block ") || !strstr(err, ", expert ") ||
+            !strstr(err, "values 0..31) has the scale byte 0xFF, which is NaN in E8M0"))
+            fail_msg("%s", err);
+        if (cfg) assert_true(ss.errors > 0);
+    }
+    free(ref);
+}
+
 static int s_setup(void **state) {
     (void)state;
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
@@ -549,6 +609,7 @@ int main(void) {
         cmocka_unit_test(test_fixture_olmoe),
         cmocka_unit_test(test_budget_too_small),
         cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_mxfp4_bad_scale),
         cmocka_unit_test(test_peak_rss),
         cmocka_unit_test(test_predictor_learns),
         cmocka_unit_test(test_prefetch_reads_ahead),

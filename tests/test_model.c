@@ -117,10 +117,30 @@ static long s_patch_scale(const char *src, const char *dst, const char *name, ui
     return off;
 }
 
-// An MXFP4 block whose E8M0 scale is 0xFF (NaN) is refused at load, the
-// error naming the tensor, the block, its row (and expert) and its values;
-// 0xFE, the largest number, loads. Merged and per-expert tensors, through
-// mc_model_open and mc_model_open_node.
+// An MXFP4 expert block whose E8M0 scale is 0xFF (NaN) is refused when the
+// expert is first checked (mc_model_expert_check, what a product from the
+// mapping calls), the error naming the tensor, the block, its row (and
+// expert) and its values; opening the file reads no expert (it opens), the
+// other experts check clean, and 0xFE, the largest number, passes. Merged
+// and per-expert tensors, through mc_model_open and mc_model_open_node.
+static void s_expect_bad(const char *path, bool node, uint32_t layer, uint32_t bad_e, const char *want) {
+    char err[MC_ERR_LEN];
+    mc_model_t *m = node ? mc_model_open_node(path, err) : mc_model_open(path, err);
+    if (!m) fail_msg("the open read an expert's scales: %s", err);
+    assert_non_null(m->expert_checked);
+    for (uint32_t e = 0; e < m->hp.n_expert; e++) {
+        if (e == bad_e) continue;
+        if (mc_model_expert_check(m, layer, e, err)) fail_msg("expert %u: %s", e, err);
+    }
+    for (int i = 0; i < 2; i++) { // refused again: a failed check is not remembered as done
+        err[0] = 0;
+        assert_int_equal(mc_model_expert_check(m, layer, bad_e, err), MC_ERR_FORMAT);
+        if (!strstr(err, want)) fail_msg("%s", err);
+    }
+    assert_int_equal(mc_model_expert_check(m, layer, m->hp.n_expert, err), MC_OK); // out of range: nothing to multiply
+    mc_model_destroy(&m);
+}
+
 static void test_mxfp4_bad_scale(void **state) {
     (void)state;
     char good[512], bad[512], err[MC_ERR_LEN];
@@ -131,31 +151,37 @@ static void test_mxfp4_bad_scale(void **state) {
     assert_int_equal(mc_mkmodel_write(&p, good, err), MC_OK);
     mc_model_t *m = mc_model_open(good, err);
     assert_non_null(m);
+    for (uint32_t l = 0; l < m->hp.n_layer; l++)
+        for (uint32_t e = 0; e < m->hp.n_expert; e++) assert_int_equal(mc_model_expert_check(m, l, e, err), MC_OK);
     mc_model_destroy(&m);
     // Expert 5, row 17, second block: block (5 * 128 + 17) * 2 + 1 = 1315 of the tensor.
     s_patch_scale(good, bad, "blk.1.ffn_up_exps.weight", 1315, 0xFF);
-    assert_null(mc_model_open(bad, err));
-    if (!strstr(err, "tensor 'blk.1.ffn_up_exps.weight': MXFP4 block 1315 (row 657, expert 5, values 32..63) "
-                     "has the scale byte 0xFF"))
-        fail_msg("%s", err);
+    s_expect_bad(bad, false, 1, 5,
+                 "tensor 'blk.1.ffn_up_exps.weight': MXFP4 block 1315 (row 657, expert 5, values 32..63) has the scale "
+                 "byte 0xFF");
     s_patch_scale(good, bad, "blk.1.ffn_up_exps.weight", 1315, 0xFE);
     m = mc_model_open(bad, err);
     if (!m) fail_msg("%s", err);
+    assert_int_equal(mc_model_expert_check(m, 1, 5, err), MC_OK);
     mc_model_destroy(&m);
     // The first block of the first tensor and the last of the last.
     s_patch_scale(good, bad, "blk.0.ffn_gate_exps.weight", 0, 0xFF);
-    assert_null(mc_model_open(bad, err));
-    assert_non_null(strstr(err, "'blk.0.ffn_gate_exps.weight': MXFP4 block 0 (row 0, expert 0, values 0..31)"));
+    s_expect_bad(bad, false, 0, 0, "'blk.0.ffn_gate_exps.weight': MXFP4 block 0 (row 0, expert 0, values 0..31)");
     s_patch_scale(good, bad, "blk.1.ffn_down_exps.weight", 8 * 64 * 4 - 1, 0xFF); // 8 experts x 64 rows x 4 blocks
-    assert_null(mc_model_open(bad, err));
-    assert_non_null(strstr(err, "MXFP4 block 2047 (row 511, expert 7, values 96..127)"));
+    s_expect_bad(bad, false, 1, 7, "MXFP4 block 2047 (row 511, expert 7, values 96..127)");
     // Per-expert tensors (as experts-only files hold them), by either open.
     p.legacy_layout = true;
     assert_int_equal(mc_mkmodel_write(&p, good, err), MC_OK);
     s_patch_scale(good, bad, "blk.0.ffn_down.2.weight", 9, 0xFF); // row 2, block 1 of 4
-    assert_null(mc_model_open(bad, err));
-    if (!strstr(err, "tensor 'blk.0.ffn_down.2.weight': MXFP4 block 9 (row 2, values 32..63)")) fail_msg("%s", err);
-    assert_null(mc_model_open_node(bad, err));
+    s_expect_bad(bad, false, 0, 2, "tensor 'blk.0.ffn_down.2.weight': MXFP4 block 9 (row 2, values 32..63)");
+    s_expect_bad(bad, true, 0, 2, "tensor 'blk.0.ffn_down.2.weight': MXFP4 block 9 (row 2, values 32..63)");
+    // A model without MXFP4 experts has nothing to check.
+    p.type = MC_DTYPE_Q8_0, p.legacy_layout = false;
+    assert_int_equal(mc_mkmodel_write(&p, good, err), MC_OK);
+    assert_non_null(m = mc_model_open(good, err));
+    assert_null(m->expert_checked);
+    assert_int_equal(mc_model_expert_check(m, 0, 0, err), MC_OK);
+    mc_model_destroy(&m);
 }
 
 static void test_legacy_views(void **state) {
