@@ -93,6 +93,10 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--kv-type", "T", MC_FLAG_CUSTOM, kv_type), .parse = s_parse_kv_type,
      .help = "KV-cache values: f32 (the default: no rounding) or f16 (half the\n"
              "memory; keys and values rounded to the nearest half)"},
+    {S_ROW("--pipeline", NULL, MC_FLAG_SWITCH, pipeline),
+     .help = "with --cluster: cut each pass over several sequences in two groups of\n"
+             "rows and compute one group's attention while the other's experts are\n"
+             "on the wire (the same tokens; see docs/PERFORMANCE.md)"},
     {S_ROW("--prefix-cache-mb", "MB", MC_FLAG_U32, prefix_cache_mb), 256, 0, 1 << 20,
      .help = "keep prompt prefixes (keys and values) of finished answers up to this\n"
              "size, so a later prompt that starts the same way skips them (0: only\n"
@@ -537,6 +541,7 @@ static int s_run_session(const mc_cli_opts_t *o, const char *model_path, const s
     sp.routing = o->routing_stats != NULL;
     sp.prefix_cache = (size_t)o->prefix_cache_mb << 20;
     sp.kv_type = o->kv_type;
+    sp.pipeline = o->pipeline;
     sp.mem_limit_mb = o->mem_limit_mb, sp.mem_prefetch = o->mem_prefetch;
     sp.chat_format = o->chat_format;
     const mc_draft_params_t dp = s_draft_params(o);

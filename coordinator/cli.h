@@ -49,6 +49,7 @@ typedef struct {
     int threads;               // --threads
     uint32_t ctx;              // --ctx (0: default 4096 clipped to the model)
     uint32_t prefix_cache_mb;  // --prefix-cache-mb: saved prefixes beyond the sequences' caches
+    bool pipeline;             // --pipeline: passes through a cluster in two groups of rows (engine.h)
     mc_dtype_t kv_type;        // --kv-type: the KV cache's values, MC_DTYPE_F32 (default) or MC_DTYPE_F16
     uint32_t speculate;        // --speculate K: guessed tokens verified per step at most (0: off)
     uint32_t mem_limit_mb;     // --mem-limit (0: every expert resident)

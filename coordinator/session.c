@@ -75,6 +75,7 @@ mc_session_t *mc_session_new(const mc_session_params_t *p, char *err) {
     ep.n_ctx = p->ctx ? p->ctx : MC_SESSION_DEFAULT_CTX < train ? MC_SESSION_DEFAULT_CTX : train;
     ep.n_seq = p->n_seq;
     ep.kv_type = p->kv_type;
+    ep.pipeline = p->pipeline;
     if (!(s->engine = mc_engine_new(s->model, &ep, err)) || !(s->sched = mc_scheduler_new(s->engine, s->tok, err)))
         goto fail;
     mc_scheduler_set_prefix_cache(s->sched, p->prefix_cache);

@@ -28,6 +28,7 @@ typedef struct {
     int threads;                             // compute threads
     uint32_t ctx;                            // KV cache per sequence; 0: 4096, at most the model's
     mc_dtype_t kv_type;                      // KV cache values: MC_DTYPE_F32 (default) or MC_DTYPE_F16
+    bool pipeline;                           // pipelined passes through a cluster (engine.h)
     uint32_t n_seq;                          // sequences decoded together
     FILE *log;                               // cluster progress lines; NULL: quiet
     bool routing;                            // collect routing statistics (mc_session_routing)

@@ -415,34 +415,34 @@ static void test_run_errors(void **state) {
     mc_model_t *m = mc_model_open(s_model, err);
     assert_non_null(m);
     // The tiny model's context is 2048 positions.
-    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){2000, 100, 1, 0, MC_DTYPE_F32, false}, err));
+    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){2000, 100, 1, 0, MC_DTYPE_F32, false, false}, err));
     assert_non_null(strstr(err, "context"));
-    mc_engine_t *e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 1, 0, MC_DTYPE_F32, false}, err);
+    mc_engine_t *e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 1, 0, MC_DTYPE_F32, false, false}, err);
     assert_non_null(e);
     double pp = -1.0, tg = -1.0;
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 3, 1, 0, MC_DTYPE_F32, false}, 1, &pp, &tg, NULL, NULL, err), MC_ERR_RANGE);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 3, 1, 0, MC_DTYPE_F32, false, false}, 1, &pp, &tg, NULL, NULL, err), MC_ERR_RANGE);
     assert_true(pp == -1.0 && tg == -1.0);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 0, MC_DTYPE_F32, false}, 1, &pp, &tg, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 0, MC_DTYPE_F32, false, false}, 1, &pp, &tg, NULL, NULL, err), MC_OK);
     assert_true(pp > 0.0 && tg > 0.0);
     // one sequence only; no room for guesses
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 2, 0, MC_DTYPE_F32, false}, 1, &pp, &tg, NULL, NULL, err), MC_ERR_RANGE);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 1, MC_DTYPE_F32, false}, 1, &pp, &tg, NULL, NULL, err), MC_ERR_RANGE);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 2, 0, MC_DTYPE_F32, false, false}, 1, &pp, &tg, NULL, NULL, err), MC_ERR_RANGE);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 1, 1, MC_DTYPE_F32, false, false}, 1, &pp, &tg, NULL, NULL, err), MC_ERR_RANGE);
     mc_engine_destroy(&e);
     // Three sequences decoded together; then each verifying 3 guesses a step.
-    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 0, 0, MC_DTYPE_F32, false}, err));
-    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32, false}, err);
+    assert_null(mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 0, 0, MC_DTYPE_F32, false, false}, err));
+    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32, false, false}, err);
     assert_non_null(e);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32, false}, 1, &pp, &tg, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32, false, false}, 1, &pp, &tg, NULL, NULL, err), MC_OK);
     assert_true(pp > 0.0 && tg > 0.0);
     // Without the head (--no-head), with the CPU time per token of each phase.
     double ppc = -1.0, tgc = -1.0;
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32, true}, 2, &pp, &tg, &ppc, &tgc, err),
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 0, MC_DTYPE_F32, true, false}, 2, &pp, &tg, &ppc, &tgc, err),
                      MC_OK);
     assert_true(pp > 0.0 && tg > 0.0 && ppc > 0.0 && tgc > 0.0);
     mc_engine_destroy(&e);
-    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 3, MC_DTYPE_F32, false}, err);
+    e = mc_bench_engine_new(m, 1, &(mc_bench_shape_t){4, 2, 3, 3, MC_DTYPE_F32, false, false}, err);
     assert_non_null(e);
-    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 3, MC_DTYPE_F32, false}, 1, &pp, &tg, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_bench_speed(e, &(mc_bench_shape_t){4, 2, 3, 3, MC_DTYPE_F32, false, false}, 1, &pp, &tg, NULL, NULL, err), MC_OK);
     assert_true(pp > 0.0 && tg > 0.0);
     mc_engine_destroy(&e);
     mc_model_destroy(&m);

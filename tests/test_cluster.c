@@ -1033,6 +1033,137 @@ static void test_kill_q8_0_lossy(void **state) {
     s_kill_same("tiny-f32.gguf", MC_WIRE_F16);
 }
 
+// --- pipelined passes ---------------------------------------------------------------
+
+// Kills node 1 from the engine's layer hook: at layer 1 of the armed pass,
+// on the hook's `want`-th call there (pipelined: the second group's, while
+// the first group's request of that layer is on the wire).
+typedef struct {
+    s_nodes_t *ns;
+    bool armed;
+    int seen, want;
+} s_killer_t;
+
+static void s_kill_hook(void *ctx, uint32_t layer, const float *x, uint32_t n, const int32_t *sel, uint32_t k) {
+    (void)x, (void)n, (void)sel, (void)k;
+    s_killer_t *kl = ctx;
+    if (!kl->armed || layer != 1 || ++kl->seen != kl->want) return;
+    kill(kl->ns->procs[1].pid, SIGKILL);
+    waitpid(kl->ns->procs[1].pid, NULL, 0);
+    kl->ns->procs[1].pid = 0;
+    kl->armed = false;
+}
+
+// Batched greedy decoding of n_seq streams through the cluster of ns (NULL:
+// one machine), pipelined or not: every prompt in one pass (a sequence's
+// rows after one another, so the cut between the two groups may fall inside
+// one), then `steps` passes of one row per stream. When kill_at >= 0, node
+// 1 is killed in the middle of that step (s_killer_t). All logits in order
+// (*n_rows rows); the requests node 0 was sent in *requests.
+static float *s_streams(const mc_model_t *m, s_nodes_t *ns, bool pipeline, uint32_t n_seq, int kill_at,
+                        size_t *n_rows, uint64_t *requests) {
+    char err[MC_ERR_LEN];
+    enum { PROMPT = 6, STEPS = 8, MAXS = 8 };
+    assert_true(n_seq <= MAXS);
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 32, ep.n_seq = n_seq, ep.n_threads = 2, ep.pipeline = pipeline;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_non_null(e);
+    mc_cluster_t *c = NULL;
+    if (ns) {
+        if (!(c = mc_cluster_new(ns->cfg, m, mc_engine_matmul(e), NULL, err))) fail_msg("cluster: %s", err);
+        mc_engine_set_experts(e, mc_cluster_experts(c));
+    }
+    s_killer_t killer = {ns, false, 0, pipeline && n_seq > 1 ? 2 : 1};
+    mc_engine_set_layer_hook(e, s_kill_hook, &killer);
+    const uint32_t nv = m->hp.n_vocab;
+    float *out = malloc((size_t)n_seq * (PROMPT + STEPS) * nv * sizeof(float));
+    int32_t ids[MAXS * PROMPT];
+    uint32_t seq[MAXS * PROMPT], pos[MAXS * PROMPT];
+    uint8_t want[MAXS * PROMPT];
+    size_t done = 0;
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < n_seq; s++)
+        for (uint32_t p = 0; p < PROMPT; p++, n++)
+            ids[n] = (int32_t)(1 + (s * 37 + p * 11) % (nv - 1)), seq[n] = s, pos[n] = p;
+    for (int step = 0;; step++) {
+        killer.armed = step == kill_at;
+        memset(want, 1, n);
+        const mc_engine_batch_t b = {ids, seq, pos, want, n};
+        if (mc_engine_decode(e, &b, out + done * nv, err)) fail_msg("decode: %s", err);
+        assert_false(killer.armed); // the kill happened when it was armed
+        const float *last = out + done * nv;
+        done += n;
+        if (step == STEPS) break;
+        // Each stream's greedy token after its last row.
+        int32_t next[MAXS];
+        for (uint32_t r = 0; r < n; r++) {
+            int32_t best = 0;
+            for (uint32_t v = 1; v < nv; v++)
+                if (last[(size_t)r * nv + v] > last[(size_t)r * nv + best]) best = (int32_t)v;
+            next[seq[r]] = best;
+        }
+        for (uint32_t s = 0; s < n_seq; s++) ids[s] = next[s], seq[s] = s, pos[s] = (uint32_t)(PROMPT + step);
+        n = n_seq;
+    }
+    *n_rows = done;
+    if (c) {
+        mc_cluster_node_stats_t st;
+        mc_cluster_node_stats(c, 0, &st);
+        *requests = st.requests;
+        mc_cluster_node_stats(c, 1, &st);
+        assert_int_equal(st.deaths, kill_at >= 0 ? 1 : 0);
+    }
+    mc_cluster_destroy(&c);
+    mc_engine_destroy(&e);
+    return out;
+}
+
+// Pipelined passes through two nodes (and experts of the coordinator's
+// own) give one machine's bits for 1, 3 and 8 streams; with more than one
+// row a pass, each group is its own request (more requests: the pipeline
+// did run). A node killed in the middle of a pass (pipelined: while the
+// first group's request to it is on the wire) falls back as without the
+// pipeline: the same tokens and logits.
+static void test_pipeline_streams_exact(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t mp = mc_mkmodel_params_default();
+    mp.n_layer = 3, mp.seed = 23; // Mixtral: 8 experts, 2 used
+    snprintf(path, sizeof path, "%s/pipeline.gguf", s_dir);
+    if (mc_mkmodel_write(&mp, path, err)) fail_msg("%s", err);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
+    s_place_t p[] = {{"0-2", NULL}, {"3-5", NULL}};
+    static const uint32_t streams[] = {1, 3, 8};
+    for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++) {
+        const uint32_t n_seq = streams[i];
+        s_start(&ns, path, p, 2, MC_WIRE_F32, "6-7");
+        ns.cfg->timeout_ms = 300, ns.cfg->retry_ms = 0;
+        size_t n_ref, n_plain, n_pipe, n_kill;
+        uint64_t req_plain = 0, req_pipe = 0, req_kill = 0;
+        float *ref = s_streams(m, NULL, false, n_seq, -1, &n_ref, &req_plain);
+        float *plain = s_streams(m, &ns, false, n_seq, -1, &n_plain, &req_plain);
+        float *pipe = s_streams(m, &ns, true, n_seq, -1, &n_pipe, &req_pipe);
+        float *killed = s_streams(m, &ns, true, n_seq, 3, &n_kill, &req_kill);
+        assert_true(n_plain == n_ref && n_pipe == n_ref && n_kill == n_ref);
+        const size_t bytes = n_ref * m->hp.n_vocab * sizeof(float);
+        assert_memory_equal(plain, ref, bytes);
+        assert_memory_equal(pipe, ref, bytes);
+        assert_memory_equal(killed, ref, bytes);
+        // Each group of a cut pass is a request of its own (one stream: only
+        // the prompt pass is cut, single-row steps are not).
+        assert_true(req_pipe > req_plain);
+        printf("[cluster] pipeline %u streams: node 0 sent %llu requests (%llu unpipelined), same bits, "
+               "node killed within step 3: same bits\n",
+               n_seq, (unsigned long long)req_pipe, (unsigned long long)req_plain);
+        free(ref), free(plain), free(pipe), free(killed);
+        s_stop(&ns);
+    }
+    mc_model_destroy(&m);
+}
+
 
 // A placement built in code: the nodes of ns with other experts.
 static mc_cluster_config_t *s_replace(const s_nodes_t *ns, const char *const *experts) {
@@ -1677,6 +1808,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_f32_two_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_mxfp4_two_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_mxfp4_bad_scale_node, s_stop_live),
+        cmocka_unit_test_teardown(test_pipeline_streams_exact, s_stop_live),
         cmocka_unit_test_teardown(test_f32_replicas_layers_local, s_stop_live),
         cmocka_unit_test_teardown(test_qwen3moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_olmoe_three_nodes, s_stop_live),

@@ -222,6 +222,154 @@ static void test_split_experts_identical(void **state) {
     mc_model_destroy(&m);
 }
 
+// A split expert step that defers all work to finish, as a cluster's rows
+// are on the wire between begin and finish: begin keeps a copy of the rows
+// and poisons out (the engine must not read it before finish), finish
+// computes. It counts the most groups open at once.
+typedef struct {
+    mc_experts_t base;
+    const mc_model_t *m;
+    mc_moe_t *moe;
+    struct {
+        bool open;
+        uint32_t layer, n, k;
+        float *in, *w, *out;
+        int32_t *sel;
+    } g[MC_EXPERTS_GROUPS];
+    int open_now, open_max;
+} s_defer_t;
+
+static mc_err_t s_defer_begin(mc_experts_t *x, uint32_t g, uint32_t layer, const float *in, uint32_t n,
+                              const int32_t *experts, const float *weights, uint32_t k, float *out, char *err) {
+    (void)err;
+    s_defer_t *d = (s_defer_t *)x;
+    const size_t dim = d->m->hp.dim;
+    assert_false(d->g[g].open);
+    d->g[g].open = true, d->g[g].layer = layer, d->g[g].n = n, d->g[g].k = k, d->g[g].out = out;
+    d->g[g].in = malloc(n * dim * sizeof(float));
+    d->g[g].w = malloc((size_t)n * k * sizeof(float));
+    d->g[g].sel = malloc((size_t)n * k * sizeof(int32_t));
+    memcpy(d->g[g].in, in, n * dim * sizeof(float));
+    memcpy(d->g[g].w, weights, (size_t)n * k * sizeof(float));
+    memcpy(d->g[g].sel, experts, (size_t)n * k * sizeof(int32_t));
+    for (size_t i = 0; i < n * dim; i++) out[i] = NAN;
+    if (++d->open_now > d->open_max) d->open_max = d->open_now;
+    return MC_OK;
+}
+
+static mc_err_t s_defer_finish(mc_experts_t *x, uint32_t g, char *err) {
+    s_defer_t *d = (s_defer_t *)x;
+    assert_true(d->g[g].open);
+    d->g[g].open = false;
+    d->open_now--;
+    mc_err_t rc = mc_moe_compute(d->moe, d->m, d->g[g].layer, d->g[g].in, d->g[g].n, d->g[g].sel, d->g[g].w,
+                                 d->g[g].k, d->g[g].out, err);
+    free(d->g[g].in), free(d->g[g].w), free(d->g[g].sel);
+    return rc;
+}
+
+static mc_err_t s_defer_compute(mc_experts_t *x, uint32_t layer, const float *in, uint32_t n, const int32_t *experts,
+                                const float *weights, uint32_t k, float *out, char *err) {
+    mc_err_t rc = s_defer_begin(x, 0, layer, in, n, experts, weights, k, out, err);
+    return rc ? rc : s_defer_finish(x, 0, err);
+}
+
+// Three sequences decoded together: their prompts in one pass (a sequence's
+// rows after one another, so the cut between the groups falls inside one),
+// then `steps` passes of one row per sequence, with n_seq sequences taking
+// part (1, 3, or 3 with one of them twice: a guessed token after its own).
+// All logits in order.
+static float *s_decode_streams(const mc_model_t *m, mc_experts_t *x, bool pipeline, uint32_t n_seq, size_t *n_out) {
+    char err[MC_ERR_LEN];
+    enum { PROMPT = 5, STEPS = 4, MAXR = 3 * PROMPT + 8 };
+    mc_engine_params_t ep = mc_engine_params_default();
+    ep.n_ctx = 64, ep.n_seq = 3, ep.n_threads = 2, ep.pipeline = pipeline;
+    mc_engine_t *e = mc_engine_new(m, &ep, err);
+    assert_non_null(e);
+    if (x) mc_engine_set_experts(e, x);
+    const uint32_t nv = m->hp.n_vocab;
+    float *out = malloc((size_t)(MAXR * (STEPS + 1)) * nv * sizeof(float));
+    int32_t ids[MAXR];
+    uint32_t seq[MAXR], pos[MAXR], len[3] = {0};
+    uint8_t want[MAXR];
+    size_t done = 0;
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < n_seq; s++)
+        for (uint32_t p = 0; p < PROMPT - s; p++, n++)
+            ids[n] = s_ids[(s * 5 + p) % N_IDS], seq[n] = s, pos[n] = len[s]++, want[n] = 1;
+    for (uint32_t step = 0;; step++) {
+        const mc_engine_batch_t b = {ids, seq, pos, want, n};
+        assert_int_equal(mc_engine_decode(e, &b, out + done * nv, err), MC_OK);
+        const float *last = out + done * nv;
+        done += n;
+        if (step == STEPS) break;
+        // Next: each sequence's greedy token after its last row; on odd
+        // steps sequence 0 also gets a second row (a guess) after it.
+        int32_t next[3] = {0};
+        for (uint32_t r = 0; r < n; r++) {
+            int32_t best = 0;
+            for (uint32_t v = 1; v < nv; v++)
+                if (last[(size_t)r * nv + v] > last[(size_t)r * nv + best]) best = (int32_t)v;
+            next[seq[r]] = best;
+        }
+        n = 0;
+        for (uint32_t s = 0; s < n_seq; s++) {
+            ids[n] = next[s], seq[n] = s, pos[n] = len[s]++, want[n++] = 1;
+            if (s == 0 && step % 2) ids[n] = (next[s] + 7) % (int32_t)nv, seq[n] = s, pos[n] = len[s]++, want[n++] = 1;
+        }
+    }
+    mc_engine_destroy(&e);
+    *n_out = done;
+    return out;
+}
+
+// Pipelined passes (two groups of rows, one group's expert step open while
+// the other's attention runs) give the bits of unpipelined ones, for odd
+// and even batches, a cut inside a sequence, MLA with a dense lead layer
+// and a shared expert; and they do keep two groups open at once.
+static void test_pipeline_identical(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN], path[512];
+    for (int arch = 0; arch < 2; arch++) {
+        mc_model_t *m;
+        if (arch == 0) m = s_make("merged-Q4_0", MC_DTYPE_Q4_0, false, 64, 128);
+        else {
+            mc_mkmodel_params_t p = mc_mkmodel_params_default();
+            p.arch = MC_ARCH_DEEPSEEK2, p.seed = 81, p.n_layer = 3, p.n_dense_lead = 1;
+            p.ffn = 32, p.ffn_shexp = 64, p.n_expert = 12, p.n_expert_used = 4;
+            p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 64;
+            snprintf(path, sizeof path, "%s/deepseek2-pipe.gguf", s_dir);
+            assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+            if (!(m = mc_model_open(path, err))) fail_msg("%s", err);
+        }
+        mc_pool_t *pool = mc_pool_new(1);
+        mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+        static const mc_experts_ops_t ops = {.compute = s_defer_compute, .begin = s_defer_begin,
+                                             .finish = s_defer_finish};
+        for (uint32_t n_seq = 1; n_seq <= 3; n_seq += 2) {
+            size_t n_ref, n_plain, n_pipe;
+            float *ref = s_decode_streams(m, NULL, false, n_seq, &n_ref); // the engine's own experts
+            s_defer_t plain = {{&ops}, m, mc_moe_new(mm), {{0}}, 0, 0}, pipe = plain;
+            pipe.moe = mc_moe_new(mm);
+            float *got_plain = s_decode_streams(m, &plain.base, false, n_seq, &n_plain);
+            float *got_pipe = s_decode_streams(m, &pipe.base, true, n_seq, &n_pipe);
+            assert_int_equal(n_plain, n_ref);
+            assert_int_equal(n_pipe, n_ref);
+            const size_t bytes = n_ref * m->hp.n_vocab * sizeof(float);
+            assert_memory_equal(got_plain, ref, bytes);
+            assert_memory_equal(got_pipe, ref, bytes);
+            assert_int_equal(plain.open_max, 1);
+            assert_int_equal(pipe.open_max, 2); // the first pass has 5 rows or more: always two groups
+            assert_int_equal(pipe.open_now, 0);
+            free(ref), free(got_plain), free(got_pipe);
+            mc_moe_destroy(&plain.moe), mc_moe_destroy(&pipe.moe);
+        }
+        mc_matmul_destroy(&mm);
+        mc_pool_destroy(&pool);
+        mc_model_destroy(&m);
+    }
+}
+
 // A batch large enough for the element-wise steps after the products
 // (SwiGLU, the weighted sum; shared expert's SwiGLU too) to be split over
 // the pool: the same bits as every row computed alone, where they run on
@@ -909,6 +1057,7 @@ int main(void) {
         cmocka_unit_test(test_threads_and_batching_identical),
         cmocka_unit_test(test_mxfp4_model),
         cmocka_unit_test(test_split_experts_identical),
+        cmocka_unit_test(test_pipeline_identical),
         cmocka_unit_test(test_moe_split_steps_identical),
         cmocka_unit_test(test_shared_expert_formula),
         cmocka_unit_test(test_qwen2moe_identical),

@@ -47,16 +47,22 @@ typedef struct {
     float *out;         // (n_rows, dim) the holder's weighted sums
 } s_rows_t;
 
-// One node: its connection, its placement and the current layer's request.
+// A node's request for one group of rows (mc_experts_begin's g).
+typedef struct {
+    s_rows_t req;       // the group's current layer's rows for this node
+    mc_wire_enc_t wire; // encoding of enc
+    uint8_t *enc;       // (n_rows, row bytes) encoded inputs, as sent
+    bool pending;       // its answer is awaited
+    uint64_t id;        // the link's id of that request
+} s_slot_t;
+
+// One node: its connection, its placement and each group's request.
 typedef struct {
     const mc_cluster_node_t *cfg;
     mc_link_t *link;
     uint8_t *held;      // (n_layer, n_expert) pairs placed on this node
 
-    s_rows_t req;       // this layer's request
-    mc_wire_enc_t wire; // encoding of enc
-    uint8_t *enc;       // (n_rows, row bytes) encoded inputs, as sent
-    bool pending;       // its answer is awaited
+    s_slot_t slot[MC_EXPERTS_GROUPS];
 
     // A staged placement change (mc_cluster_request): the node's entry in
     // the staged config (NULL: it leaves at the switch), its staged pairs,
@@ -65,6 +71,20 @@ typedef struct {
     uint8_t *want, *uni;
     bool added;         // joins with the change: holds nothing until the switch
 } s_node_t;
+
+// One group of rows between begin and finish (experts.h: the split form);
+// a plain compute is group 0 begun and finished at once. Its buffers grow
+// on first use, so a cluster never pipelined holds one group's.
+typedef struct {
+    uint32_t cap_tok;        // tokens the buffers hold (rows: cap_tok * k); nodes' slots as many
+    s_rows_t local;          // the coordinator's own runs
+    int32_t *choice_dest;    // (cap_tok, k) holder whose row starts at this choice (n_nodes: local), -1: none
+    uint32_t *slot_row;      // (cap_tok, k) that row
+    float *round;            // (cap_tok * k, dim) a lost node's result on its way through the result encoding
+    bool open;               // begun, not finished
+    uint32_t layer, n;       // of the open step
+    float *out;              // (n, dim) where finish writes (the caller's)
+} s_group_t;
 
 struct mc_cluster {
     mc_experts_t experts; // the expert step it is (mc_cluster_experts)
@@ -85,15 +105,11 @@ struct mc_cluster {
     mc_keypair_t keys;       // CURVE, when the file names a secret key
     bool have_keys;
     uint64_t session;   // carried by every placement
-    uint32_t cap_tok;   // tokens the per-batch buffers hold (rows: cap_tok * k)
     uint32_t k;
-    s_rows_t local;          // the coordinator's own runs
-    int32_t *choice_dest;      // (cap_tok, k) holder whose row starts at this choice (n_nodes: local), -1: none
-    uint32_t *slot_row;      // (cap_tok, k) that row
+    s_group_t grp[MC_EXPERTS_GROUPS]; // the groups of rows (one unless the engine pipelines)
     int *hold;               // (k) holder of each choice of the token being assigned
     uint32_t *rr;            // (n_layer, n_expert) round-robin cursor over replicas
     mc_wire_enc_t *auto_enc; // (n_layer, n_expert) what `wire: auto` sends for each expert
-    float *round;            // (cap_tok * k, dim) a lost node's result on its way through the result encoding
     zmq_pollitem_t *items;   // (2 n_nodes) poll set of the pending requests: data sockets and monitors
     s_node_t **who;          // (2 n_nodes) node of each poll item
     double last_tick;
@@ -409,8 +425,14 @@ static bool s_rows_alloc(s_rows_t *r, size_t rows, size_t k, size_t dim) {
 
 static void s_node_free(s_node_t *nd) {
     mc_link_destroy(&nd->link);
-    free(nd->held), free(nd->enc), free(nd->want), free(nd->uni);
-    s_rows_free(&nd->req);
+    free(nd->held), free(nd->want), free(nd->uni);
+    for (size_t g = 0; g < MC_EXPERTS_GROUPS; g++) free(nd->slot[g].enc), s_rows_free(&nd->slot[g].req);
+}
+
+static void s_group_free(s_group_t *gr) {
+    s_rows_free(&gr->local);
+    free(gr->choice_dest), free(gr->slot_row), free(gr->round);
+    memset(gr, 0, sizeof *gr);
 }
 
 void mc_cluster_destroy(mc_cluster_t **pc) {
@@ -419,9 +441,9 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     mc_transfer_destroy(&c->transfer);
     free(c->types), free(c->info);
     for (size_t i = 0; c->nodes && i < c->n_nodes; i++) s_node_free(&c->nodes[i]);
-    free(c->nodes), free(c->rr), free(c->auto_enc), free(c->round), free(c->items), free(c->who);
-    s_rows_free(&c->local);
-    free(c->choice_dest), free(c->slot_row), free(c->hold);
+    free(c->nodes), free(c->rr), free(c->auto_enc), free(c->items), free(c->who);
+    for (size_t g = 0; g < MC_EXPERTS_GROUPS; g++) s_group_free(&c->grp[g]);
+    free(c->hold);
     mc_slice_index_destroy(&c->slices);
     mc_moe_destroy(&c->moe);
     mc_cluster_config_destroy(&c->request);
@@ -434,27 +456,48 @@ void mc_cluster_destroy(mc_cluster_t **pc) {
     *pc = NULL;
 }
 
-static mc_err_t s_reserve(mc_cluster_t *c, uint32_t n) {
-    if (n <= c->cap_tok) return MC_OK;
+// Node nd's slot for group g, sized for cap_tok tokens (a node added by a
+// live change gets the groups' current sizes).
+static bool s_slot_alloc(const mc_cluster_t *c, s_slot_t *sl, uint32_t cap_tok) {
+    const size_t rows = (size_t)cap_tok * c->k, rb = mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim);
+    free(sl->enc);
+    sl->enc = malloc(rows * rb);
+    return sl->enc && s_rows_alloc(&sl->req, rows, c->k, c->m->hp.dim);
+}
+
+static mc_err_t s_reserve(mc_cluster_t *c, s_group_t *gr, uint32_t n) {
+    if (!c->hold && !(c->hold = malloc(c->k * sizeof(int)))) return MC_ERR_NOMEM;
+    if (n <= gr->cap_tok) return MC_OK;
     // A holder gets at most one row per choice; f32 rows are the widest
     // encoding (auto may pick any per request).
     const size_t dim = c->m->hp.dim, k = c->k, rows = (size_t)n * k, rb = mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim);
-    c->cap_tok = 0;
-    free(c->choice_dest), free(c->slot_row), free(c->hold), free(c->round);
-    c->choice_dest = malloc(rows * sizeof(int32_t));
-    c->slot_row = malloc(rows * sizeof(uint32_t));
-    c->hold = malloc(k * sizeof(int));
-    c->round = malloc(rows * rb);
-    if (!c->choice_dest || !c->slot_row || !c->hold || !c->round || !s_rows_alloc(&c->local, rows, k, dim))
+    const size_t g = (size_t)(gr - c->grp);
+    gr->cap_tok = 0;
+    free(gr->choice_dest), free(gr->slot_row), free(gr->round);
+    gr->choice_dest = malloc(rows * sizeof(int32_t));
+    gr->slot_row = malloc(rows * sizeof(uint32_t));
+    gr->round = malloc(rows * rb);
+    if (!gr->choice_dest || !gr->slot_row || !gr->round || !s_rows_alloc(&gr->local, rows, k, dim))
         return MC_ERR_NOMEM;
-    for (size_t i = 0; i < c->n_nodes; i++) {
-        s_node_t *nd = &c->nodes[i];
-        free(nd->enc);
-        nd->enc = malloc(rows * rb);
-        if (!nd->enc || !s_rows_alloc(&nd->req, rows, k, dim)) return MC_ERR_NOMEM;
-    }
-    c->cap_tok = n;
+    for (size_t i = 0; i < c->n_nodes; i++)
+        if (!s_slot_alloc(c, &c->nodes[i].slot[g], n)) return MC_ERR_NOMEM;
+    gr->cap_tok = n;
     return MC_OK;
+}
+
+// Whether any group is between begin and finish (a placement then must not
+// switch under it).
+static bool s_any_open(const mc_cluster_t *c) {
+    for (size_t g = 0; g < MC_EXPERTS_GROUPS; g++)
+        if (c->grp[g].open) return true;
+    return false;
+}
+
+// Whether any group's request to nd is in flight.
+static bool s_node_busy(const s_node_t *nd) {
+    for (size_t g = 0; g < MC_EXPERTS_GROUPS; g++)
+        if (nd->slot[g].pending) return true;
+    return false;
 }
 
 // --- one layer ---------------------------------------------------------------------
@@ -493,20 +536,21 @@ static uint32_t s_rows_add(s_rows_t *r, uint32_t k, uint32_t dim, uint32_t t, co
     return row;
 }
 
-// Step 1: every choice to its holder, in runs (s_rows_t); one request per
-// node, the coordinator's runs in c->local.
-static void s_assign_holders(mc_cluster_t *c, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
-                    const float *weights) {
+// Step 1: every choice of group g to its holder, in runs (s_rows_t); one
+// request per node, the coordinator's runs in the group's local rows.
+static void s_assign_holders(mc_cluster_t *c, size_t g, uint32_t layer, const float *x, uint32_t n,
+                             const int32_t *experts, const float *weights) {
     const uint32_t dim = c->m->hp.dim, k = c->k;
+    s_group_t *gr = &c->grp[g];
     enum { NONE = -2 }; // an empty choice; -1 is the coordinator
-    for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].req.n_rows = 0;
-    c->local.n_rows = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].slot[g].req.n_rows = 0;
+    gr->local.n_rows = 0;
     int *h = c->hold;
     for (uint32_t t = 0; t < n; t++) {
         for (uint32_t j = 0; j < k; j++) {
             int32_t e = experts[(size_t)t * k + j];
             h[j] = e < 0 ? NONE : s_holder(c, layer, (uint32_t)e);
-            c->choice_dest[(size_t)t * k + j] = -1;
+            gr->choice_dest[(size_t)t * k + j] = -1;
         }
         uint32_t lead = 1; // the leading run: choices 0..lead-1 on one holder
         while (h[0] != NONE && lead < k && h[lead] == h[0]) lead++;
@@ -516,22 +560,22 @@ static void s_assign_holders(mc_cluster_t *c, uint32_t layer, const float *x, ui
                 continue;
             }
             const uint32_t end = j == 0 ? lead : j + 1;
-            s_rows_t *r = h[j] < 0 ? &c->local : &c->nodes[h[j]].req;
-            c->slot_row[(size_t)t * k + j] = s_rows_add(r, k, dim, t, x, experts, weights, j, end);
-            c->choice_dest[(size_t)t * k + j] = h[j] < 0 ? (int32_t)c->n_nodes : h[j];
+            s_rows_t *r = h[j] < 0 ? &gr->local : &c->nodes[h[j]].slot[g].req;
+            gr->slot_row[(size_t)t * k + j] = s_rows_add(r, k, dim, t, x, experts, weights, j, end);
+            gr->choice_dest[(size_t)t * k + j] = h[j] < 0 ? (int32_t)c->n_nodes : h[j];
             j = end;
         }
     }
 }
 
-// The encoding of nd's request: the configured one, or under `wire: auto`
+// The encoding of a request: the configured one, or under `wire: auto`
 // the blocks its experts' kernels take (f32 if they disagree).
-static mc_wire_enc_t s_request_enc(const mc_cluster_t *c, const s_node_t *nd, uint32_t layer) {
+static mc_wire_enc_t s_request_enc(const mc_cluster_t *c, const s_rows_t *req, uint32_t layer) {
     if (c->cfg->wire != MC_WIRE_AUTO) return c->cfg->wire;
     const mc_wire_enc_t *ae = c->auto_enc + (size_t)layer * c->m->hp.n_expert;
     int found = -1;
-    for (size_t s = 0; s < (size_t)nd->req.n_rows * c->k; s++) {
-        int32_t e = nd->req.experts[s];
+    for (size_t s = 0; s < (size_t)req->n_rows * c->k; s++) {
+        int32_t e = req->experts[s];
         if (e < 0) continue;
         if (found < 0) found = (int)ae[e];
         else if (found != (int)ae[e]) return MC_WIRE_F32;
@@ -539,82 +583,87 @@ static mc_wire_enc_t s_request_enc(const mc_cluster_t *c, const s_node_t *nd, ui
     return found < 0 ? MC_WIRE_F32 : (mc_wire_enc_t)found;
 }
 
-// Compute a lost node's share here as the node would have: from the bytes
-// sent to it (a lossy wire loses the same bits either way), through the same
-// expert step, and its result through the result encoding.
-static mc_err_t s_fallback(mc_cluster_t *c, s_node_t *nd, uint32_t layer, char *err) {
-    const uint32_t dim = c->m->hp.dim;
-    nd->pending = false;
-    const mc_moe_rows_t rows = {mc_wire_enc_dtype(nd->wire), nd->enc, mc_wire_row_bytes(nd->wire, dim)};
-    mc_err_t rc = mc_moe_compute_rows(c->moe, c->m, layer, &rows, nd->req.n_rows, nd->req.experts, nd->req.weights,
-                                      c->k, nd->req.out, err);
+// Compute a lost node's share of group g here as the node would have: from
+// the bytes sent to it (a lossy wire loses the same bits either way),
+// through the same expert step, and its result through the result
+// encoding.
+static mc_err_t s_fallback(mc_cluster_t *c, s_node_t *nd, size_t g, char *err) {
+    const uint32_t dim = c->m->hp.dim, layer = c->grp[g].layer;
+    s_slot_t *sl = &nd->slot[g];
+    sl->pending = false;
+    const mc_moe_rows_t rows = {mc_wire_enc_dtype(sl->wire), sl->enc, mc_wire_row_bytes(sl->wire, dim)};
+    mc_err_t rc = mc_moe_compute_rows(c->moe, c->m, layer, &rows, sl->req.n_rows, sl->req.experts, sl->req.weights,
+                                      c->k, sl->req.out, err);
     const mc_wire_enc_t renc = mc_wire_result_enc(c->cfg->wire);
     if (rc || renc == MC_WIRE_F32) return rc;
-    mc_wire_rows_encode(renc, nd->req.out, nd->req.n_rows, dim, c->round);
-    mc_wire_rows_decode(renc, c->round, nd->req.n_rows, dim, nd->req.out);
+    mc_wire_rows_encode(renc, sl->req.out, sl->req.n_rows, dim, c->grp[g].round);
+    mc_wire_rows_decode(renc, c->grp[g].round, sl->req.n_rows, dim, sl->req.out);
     return MC_OK;
 }
 
-// nd is lost (why: a full sentence for the log): its share is computed here.
-static mc_err_t s_lose(mc_cluster_t *c, s_node_t *nd, uint32_t layer, const char *why, char *err) {
+// nd is lost (why: a full sentence for the log): its share of group g is
+// computed here (another group's pending share, when its turn comes:
+// s_collect finds the link no longer alive).
+static mc_err_t s_lose(mc_cluster_t *c, s_node_t *nd, size_t g, const char *why, char *err) {
     pthread_mutex_lock(&c->mu);
     mc_link_lose(nd->link, why);
     pthread_mutex_unlock(&c->mu);
-    return s_fallback(c, nd, layer, err);
+    return s_fallback(c, nd, g, err);
 }
 
-// Step 2: encode and send every node's request; a lost node's share is
-// computed here at once.
-static mc_err_t s_send_all(mc_cluster_t *c, uint32_t layer, char *err) {
-    const uint32_t dim = c->m->hp.dim;
+// Step 2: encode and send every node's request of group g; a lost node's
+// share is computed here at once.
+static mc_err_t s_send_all(mc_cluster_t *c, size_t g, char *err) {
+    const uint32_t dim = c->m->hp.dim, layer = c->grp[g].layer;
     mc_err_t rc;
     for (size_t i = 0; i < c->n_nodes; i++) {
         s_node_t *nd = &c->nodes[i];
-        nd->pending = false;
-        if (!nd->req.n_rows) continue;
-        nd->wire = s_request_enc(c, nd, layer);
-        mc_wire_rows_encode(nd->wire, nd->req.xg, nd->req.n_rows, dim, nd->enc);
+        s_slot_t *sl = &nd->slot[g];
+        sl->pending = false;
+        if (!sl->req.n_rows) continue;
+        sl->wire = s_request_enc(c, &sl->req, layer);
+        mc_wire_rows_encode(sl->wire, sl->req.xg, sl->req.n_rows, dim, sl->enc);
         // Lost, joining, or sitting out after a slow answer: computed here.
         if (!mc_link_alive(nd->link) || mc_link_benched(nd->link)) {
-            if ((rc = s_fallback(c, nd, layer, err))) return rc;
+            if ((rc = s_fallback(c, nd, g, err))) return rc;
             continue;
         }
         mc_wire_msg_t msg = {.kind = MC_WIRE_MSG_REQUEST};
         msg.u.request = (mc_wire_request_t){.layer = layer,
-                                            .enc = nd->wire,
-                                            .n_rows = nd->req.n_rows,
+                                            .enc = sl->wire,
+                                            .n_rows = sl->req.n_rows,
                                             .dim = dim,
-                                            .rows = nd->enc,
-                                            .rows_len = nd->req.n_rows * mc_wire_row_bytes(nd->wire, dim),
+                                            .rows = sl->enc,
+                                            .rows_len = sl->req.n_rows * mc_wire_row_bytes(sl->wire, dim),
                                             .k = c->k,
-                                            .experts = nd->req.experts,
-                                            .weights = nd->req.weights,
+                                            .experts = sl->req.experts,
+                                            .weights = sl->req.weights,
                                             .res_enc = mc_wire_result_enc(c->cfg->wire)};
         char why[MC_ERR_LEN];
         pthread_mutex_lock(&c->mu);
-        rc = mc_link_request(nd->link, &msg, nd->req.n_rows, why);
+        rc = mc_link_request(nd->link, &msg, sl->req.n_rows, why);
         pthread_mutex_unlock(&c->mu);
-        if (rc == MC_OK) nd->pending = true;
-        else if ((rc = s_lose(c, nd, layer, why, err))) return rc;
+        if (rc == MC_OK) sl->pending = true, sl->id = msg.request_id;
+        else if ((rc = s_lose(c, nd, g, why, err))) return rc;
     }
     return MC_OK;
 }
 
-// nd's answer to its pending request, into nd->req.out.
-static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, const mc_wire_msg_t *msg, char *err) {
+// nd's answer to its pending request of group g, into that slot's out.
+static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, s_slot_t *sl, const mc_wire_msg_t *msg, char *err) {
     const uint32_t dim = c->m->hp.dim;
     const char *name = nd->cfg->name;
+    sl->pending = false; // answered: wrongly or not, the link waits no more
     if (msg->kind == MC_WIRE_MSG_ERROR)
         return mc_err_set(err, MC_ERR_NET, "node %s failed a request: %s", name, msg->u.error.message);
-    if (msg->kind != MC_WIRE_MSG_RESULT || msg->u.result.n_rows != nd->req.n_rows || msg->u.result.dim != dim)
+    if (msg->kind != MC_WIRE_MSG_RESULT || msg->u.result.n_rows != sl->req.n_rows || msg->u.result.dim != dim)
         return mc_err_set(err, MC_ERR_NET, "node %s answered with a result of the wrong shape", name);
     if (msg->u.result.enc != mc_wire_result_enc(c->cfg->wire))
         return mc_err_set(err, MC_ERR_NET, "node %s answered in %s, not %s", name, mc_wire_enc_name(msg->u.result.enc),
                           mc_wire_enc_name(mc_wire_result_enc(c->cfg->wire)));
-    mc_wire_rows_decode(msg->u.result.enc, msg->u.result.rows, nd->req.n_rows, dim, nd->req.out);
+    mc_wire_rows_decode(msg->u.result.enc, msg->u.result.rows, sl->req.n_rows, dim, sl->req.out);
     mc_link_add_compute(nd->link, msg->u.result.compute_us);
     mc_link_set_store(nd->link, &msg->u.result.store);
-    nd->pending = false;
     return MC_OK;
 }
 
@@ -622,36 +671,39 @@ static mc_err_t s_take_result(mc_cluster_t *c, s_node_t *nd, const mc_wire_msg_t
 static void s_tick_idle(mc_cluster_t *c) {
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < c->n_nodes; i++)
-        if (!c->nodes[i].pending) mc_link_tick(c->nodes[i].link, s_probe_held(&c->nodes[i]));
+        if (!s_node_busy(&c->nodes[i])) mc_link_tick(c->nodes[i].link, s_probe_held(&c->nodes[i]));
     pthread_mutex_unlock(&c->mu);
     c->last_tick = mc_clock_ms();
 }
 
-// A pending node passed its wait limit: slow (its share computed here,
-// the node benched for a while) or, without a usual time to judge by,
-// lost.
-static mc_err_t s_give_up(mc_cluster_t *c, s_node_t *nd, uint32_t layer, bool slow, double limit, char *err) {
+// nd's request of group g passed its wait limit: slow (its share computed
+// here, the node benched for a while) or, without a usual time to judge
+// by, lost.
+static mc_err_t s_give_up(mc_cluster_t *c, s_node_t *nd, size_t g, bool slow, double limit, char *err) {
     char why[MC_ERR_LEN];
+    const uint32_t layer = c->grp[g].layer;
     if (!slow) {
         snprintf(why, sizeof why, "node %s (%s) did not answer layer %u within %.0f ms", nd->cfg->name,
                  nd->cfg->endpoint, layer, limit);
-        return s_lose(c, nd, layer, why, err);
+        return s_lose(c, nd, g, why, err);
     }
     snprintf(why, sizeof why, "node %s (%s) is slow: layer %u unanswered after %.0f ms", nd->cfg->name,
              nd->cfg->endpoint, layer, limit);
     pthread_mutex_lock(&c->mu);
-    mc_link_abandon(nd->link);
+    mc_link_abandon(nd->link, nd->slot[g].id);
     mc_link_bench(nd->link, why);
     pthread_mutex_unlock(&c->mu);
-    return s_fallback(c, nd, layer, err);
+    return s_fallback(c, nd, g, err);
 }
 
-// Step 4: wait for every pending answer. Each node has its own limit
-// (mc_link_wait_limit_ms: its usual time, or timeout_ms); a connection
-// that drops (the monitor says so) ends that node's wait at once, so any
-// number of dead nodes cost one detection time together, not a timeout
-// each.
-static mc_err_t s_collect(mc_cluster_t *c, uint32_t layer, char *err) {
+// Step 4: wait for every pending answer of group g. Each request has its
+// own limit (mc_link_wait_limit_ms: the node's usual time, or
+// timeout_ms); a connection that drops (the monitor says so) ends that
+// node's wait at once, so any number of dead nodes cost one detection time
+// together, not a timeout each. Another group's answers arriving meanwhile
+// are taken into their slots, and its requests' limits are watched too: a
+// node answers in the order sent, so ours may wait behind one of theirs.
+static mc_err_t s_collect(mc_cluster_t *c, size_t g, char *err) {
     char why[MC_ERR_LEN];
     mc_err_t rc;
     for (;;) {
@@ -659,18 +711,25 @@ static mc_err_t s_collect(mc_cluster_t *c, uint32_t layer, char *err) {
         double wait = INFINITY;
         for (size_t i = 0; i < c->n_nodes; i++) {
             s_node_t *nd = &c->nodes[i];
-            if (!nd->pending) continue;
-            if (!mc_link_alive(nd->link)) { // lost through its monitor
-                if ((rc = s_fallback(c, nd, layer, err))) return rc;
-                continue;
+            for (size_t h = 0; h < MC_EXPERTS_GROUPS; h++) {
+                s_slot_t *sl = &nd->slot[h];
+                if (!sl->pending) continue;
+                // Lost through its monitor (or lost and back since: the
+                // request died with the old connection).
+                if (!mc_link_alive(nd->link) || !mc_link_pending(nd->link, sl->id)) {
+                    if ((rc = s_fallback(c, nd, h, err))) return rc;
+                    continue;
+                }
+                bool slow;
+                const double limit = mc_link_wait_limit_ms(nd->link, sl->id, &slow),
+                             left = limit - mc_link_waited_ms(nd->link, sl->id);
+                if (left <= 0) {
+                    if ((rc = s_give_up(c, nd, h, slow, limit, err))) return rc;
+                    continue;
+                }
+                if (left < wait) wait = left;
             }
-            bool slow;
-            const double limit = mc_link_wait_limit_ms(nd->link, &slow), left = limit - mc_link_waited_ms(nd->link);
-            if (left <= 0) {
-                if ((rc = s_give_up(c, nd, layer, slow, limit, err))) return rc;
-                continue;
-            }
-            if (left < wait) wait = left;
+            if (!nd->slot[g].pending) continue;
             c->items[n_items] = (zmq_pollitem_t){mc_link_socket(nd->link), 0, ZMQ_POLLIN, 0};
             c->who[n_items++] = nd;
             c->items[n_items] = (zmq_pollitem_t){mc_link_monitor(nd->link), 0, ZMQ_POLLIN, 0};
@@ -688,26 +747,35 @@ static mc_err_t s_collect(mc_cluster_t *c, uint32_t layer, char *err) {
         for (int i = 0; i < n_items; i++) {
             if (!(c->items[i].revents & ZMQ_POLLIN)) continue;
             s_node_t *nd = c->who[i];
-            if (!nd->pending) continue;
+            if (!nd->slot[g].pending) continue;
             pthread_mutex_lock(&c->mu);
             if (c->items[i].socket == mc_link_monitor(nd->link)) { // may lose it: the next pass computes its share
                 mc_link_events(nd->link);
                 pthread_mutex_unlock(&c->mu);
                 continue;
             }
-            mc_wire_msg_t msg;
-            bool got;
-            rc = mc_link_receive(nd->link, &msg, &got, why);
-            if (rc == MC_OK && got) {
-                rc = s_take_result(c, nd, &msg, why);
+            // Every answer that has arrived, into the slot it answers.
+            size_t bad = MC_EXPERTS_GROUPS;
+            for (;;) {
+                mc_wire_msg_t msg;
+                bool got;
+                if ((rc = mc_link_receive(nd->link, &msg, &got, why))) {
+                    bad = g; // unreadable: the node is lost with the group waited for
+                    break;
+                }
+                if (!got) break;
+                size_t h = 0;
+                while (h < MC_EXPERTS_GROUPS && !(nd->slot[h].pending && nd->slot[h].id == msg.request_id)) h++;
+                if (h < MC_EXPERTS_GROUPS && (rc = s_take_result(c, nd, &nd->slot[h], &msg, why))) bad = h;
                 mc_wire_msg_free(&msg);
+                if (bad < MC_EXPERTS_GROUPS) break;
             }
             pthread_mutex_unlock(&c->mu);
             // A wrong answer is treated like silence: a node restarted within
             // the timeout has lost its placement and refuses the request, and
             // the run must not end for that. The probe hands it its
             // placement again.
-            if (rc && (rc = s_lose(c, nd, layer, why, err))) return rc;
+            if (bad < MC_EXPERTS_GROUPS && (rc = s_lose(c, nd, bad, why, err))) return rc;
         }
     }
 }
@@ -870,9 +938,9 @@ static void s_stage_begin(mc_cluster_t *c, mc_cluster_config_t *cfg) {
         memset(nd, 0, sizeof *nd);
         nd->added = true;
         ok = !s_node_init(c, nd, cfg, &cfg->nodes[j], err) && (nd->want = malloc(cells + 1)) &&
-             (nd->uni = malloc(cells + 1)) && (!c->cap_tok || (nd->enc = malloc((size_t)c->cap_tok * c->k *
-                                                                               mc_wire_row_bytes(MC_WIRE_F32, c->m->hp.dim))));
-        ok = ok && (!c->cap_tok || s_rows_alloc(&nd->req, (size_t)c->cap_tok * c->k, c->k, c->m->hp.dim));
+             (nd->uni = malloc(cells + 1));
+        for (size_t g = 0; ok && g < MC_EXPERTS_GROUPS; g++)
+            ok = !c->grp[g].cap_tok || s_slot_alloc(c, &nd->slot[g], c->grp[g].cap_tok);
         c->n_nodes = n_old + ++a; // from here it is freed with the others
         if (!ok) break;
         memset(nd->held, 0, cells);
@@ -1029,45 +1097,85 @@ static void s_stage_pump(mc_cluster_t *c) {
     }
 }
 
-static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
-                          const float *weights, uint32_t k, float *out, char *err) {
+// Steps 1-3 for group g (experts.h: begin): the rows assigned, the nodes'
+// requests sent, the coordinator's own experts computed while they work.
+static mc_err_t s_begin(mc_experts_t *xs, uint32_t g, uint32_t layer, const float *x, uint32_t n,
+                        const int32_t *experts, const float *weights, uint32_t k, float *out, char *err) {
     mc_cluster_t *c = (mc_cluster_t *)xs;
-    const uint32_t dim = c->m->hp.dim;
+    if (g >= MC_EXPERTS_GROUPS || c->grp[g].open)
+        return mc_err_set(err, MC_ERR_ARG, "cluster: expert step group %u out of range or open already", g);
     if (k != c->k) return mc_err_set(err, MC_ERR_ARG, "cluster: %u experts per token, expected %u", k, c->k);
     if ((uint64_t)n * k > c->lim.max_rows)
         return mc_err_set(err, MC_ERR_RANGE, "cluster: %u tokens x %u experts exceed %u rows per request", n, k,
                           c->lim.max_rows);
     // A pass starts at layer 0: the one place a staged placement switches,
-    // so no pass sees half of one.
-    if (layer == 0) s_stage_pump(c);
-    if (s_reserve(c, n)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    if (mc_clock_ms() - c->last_tick >= MC_CLUSTER_TICK_MS) s_tick(c);
-    s_assign_holders(c, layer, x, n, experts, weights);
-    mc_err_t rc = s_send_all(c, layer, err);
-    if (rc) return rc;
+    // so no pass sees half of one (nor a group still out under the old one).
+    if (layer == 0 && !s_any_open(c)) s_stage_pump(c);
+    s_group_t *gr = &c->grp[g];
+    if (s_reserve(c, gr, n)) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    // (A link with another group's request out waits on that, not on a tick.)
+    if (mc_clock_ms() - c->last_tick >= MC_CLUSTER_TICK_MS) s_tick_idle(c);
+    gr->layer = layer, gr->n = n, gr->out = out;
+    s_assign_holders(c, g, layer, x, n, experts, weights);
+    mc_err_t rc = s_send_all(c, g, err);
     // Step 3: the coordinator's own experts, while the nodes work.
-    const s_rows_t *lr = &c->local;
-    if (lr->n_rows && (rc = mc_moe_compute(c->moe, c->m, layer, lr->xg, lr->n_rows, lr->experts, lr->weights, k,
-                                           c->local.out, err)))
+    const s_rows_t *lr = &gr->local;
+    if (!rc && lr->n_rows)
+        rc = mc_moe_compute(c->moe, c->m, layer, lr->xg, lr->n_rows, lr->experts, lr->weights, k, gr->local.out, err);
+    if (rc) { // what was sent is forgotten: its answers are dropped when they come
+        pthread_mutex_lock(&c->mu);
+        for (size_t i = 0; i < c->n_nodes; i++)
+            if (c->nodes[i].slot[g].pending) mc_link_abandon(c->nodes[i].link, c->nodes[i].slot[g].id);
+        pthread_mutex_unlock(&c->mu);
+        for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].slot[g].pending = false;
         return rc;
+    }
+    gr->open = true;
+    return MC_OK;
+}
+
+// Steps 4-5 for group g (experts.h: finish).
+static mc_err_t s_finish(mc_experts_t *xs, uint32_t g, char *err) {
+    mc_cluster_t *c = (mc_cluster_t *)xs;
+    if (g >= MC_EXPERTS_GROUPS || !c->grp[g].open)
+        return mc_err_set(err, MC_ERR_ARG, "cluster: expert step group %u is not open", g);
+    s_group_t *gr = &c->grp[g];
+    gr->open = false;
+    const uint32_t dim = c->m->hp.dim, k = c->k;
     // Waiting on the network: our idle threads must not spin on cores the
     // nodes may share (all of them, on one machine).
     if (c->pool) mc_pool_rest(c->pool);
-    if ((rc = s_collect(c, layer, err))) return rc;
+    mc_err_t rc = s_collect(c, g, err);
+    if (rc) { // the other slots of this group are forgotten as in s_begin
+        pthread_mutex_lock(&c->mu);
+        for (size_t i = 0; i < c->n_nodes; i++)
+            if (c->nodes[i].slot[g].pending) mc_link_abandon(c->nodes[i].link, c->nodes[i].slot[g].id);
+        pthread_mutex_unlock(&c->mu);
+        for (size_t i = 0; i < c->n_nodes; i++) c->nodes[i].slot[g].pending = false;
+        return rc;
+    }
     // Step 5: each token's rows added in choice order from zero, as one
-    // machine adds its k expert outputs (s_rows_t).
-    for (uint32_t t = 0; t < n; t++) {
-        float *o = out + (size_t)t * dim;
+    // machine adds its k expert outputs (s_rows_t): a row's sum does not
+    // depend on which group it was in or what else the group held.
+    for (uint32_t t = 0; t < gr->n; t++) {
+        float *o = gr->out + (size_t)t * dim;
         memset(o, 0, dim * sizeof(float));
         for (uint32_t j = 0; j < k; j++) {
-            const int32_t d = c->choice_dest[(size_t)t * k + j];
+            const int32_t d = gr->choice_dest[(size_t)t * k + j];
             if (d < 0) continue;
-            const s_rows_t *r = (size_t)d == c->n_nodes ? &c->local : &c->nodes[d].req;
-            const float *p = r->out + (size_t)c->slot_row[(size_t)t * k + j] * dim;
+            const s_rows_t *r = (size_t)d == c->n_nodes ? &gr->local : &c->nodes[d].slot[g].req;
+            const float *p = r->out + (size_t)gr->slot_row[(size_t)t * k + j] * dim;
             for (uint32_t i = 0; i < dim; i++) o[i] += p[i];
         }
     }
     return MC_OK;
+}
+
+// The one-shot form: group 0 begun and finished at once.
+static mc_err_t s_compute(mc_experts_t *xs, uint32_t layer, const float *x, uint32_t n, const int32_t *experts,
+                          const float *weights, uint32_t k, float *out, char *err) {
+    mc_err_t rc = s_begin(xs, 0, layer, x, n, experts, weights, k, out, err);
+    return rc ? rc : s_finish(xs, 0, err);
 }
 
 // --- the expert step ----------------------------------------------------------------
@@ -1100,6 +1208,8 @@ static void s_experts_print_stats(const mc_experts_t *x, const uint64_t *counts,
 }
 
 static const mc_experts_ops_t s_experts_ops = {.compute = s_compute,
+                                               .begin = s_begin,
+                                               .finish = s_finish,
                                                .tick = s_experts_tick,
                                                .destroy = s_experts_destroy,
                                                .n_nodes = s_experts_n_nodes,

@@ -35,6 +35,13 @@ const double mc_link_rtt_bounds[MC_LINK_RTT_BUCKETS] = {0.1, 0.25, 0.5, 1, 2.5, 
 // How far a joining or lost node is on its way in (see mc_link_tick).
 typedef enum { S_PROBE_IDLE, S_PROBE_HELLO, S_PROBE_INFO, S_PROBE_ASSIGN } s_probe_t;
 
+// A request in flight.
+typedef struct {
+    uint64_t id;
+    uint32_t rows;
+    double t_sent; // when its clock started (s_pending_drop)
+} s_pend_t;
+
 struct mc_link {
     mc_link_params_t p;
     void *zctx, *sock, *mon;
@@ -42,11 +49,10 @@ struct mc_link {
     bool alive;
     bool ever_alive; // "ready" the first time, "is back" after
     uint64_t next_id;
-    // The one request in flight.
-    bool pending;
-    uint64_t pending_id;
-    uint32_t pending_rows;
-    double t_sent;
+    // The requests in flight, in the order sent (the node answers in it):
+    // id, rows and when its clock started (s_pending_drop).
+    s_pend_t pend[MC_LINK_MAX_PENDING];
+    uint32_t n_pending;
     double last_rtt_ms; // of the answer just taken, for mc_link_add_compute
     uint32_t last_rows;
     // The node's usual time: moving averages over its answers.
@@ -190,7 +196,7 @@ static mc_err_t s_open(mc_link_t *l, char *err) {
     if (zmq_connect(l->sock, l->p.endpoint) != 0)
         return mc_err_set(err, MC_ERR_NET, "node %s: cannot connect to %s: %s", l->p.name, l->p.endpoint,
                           zmq_strerror(zmq_errno()));
-    l->pending = l->hb_pending = false;
+    l->n_pending = 0, l->hb_pending = false;
     return MC_OK;
 }
 
@@ -557,20 +563,46 @@ bool mc_link_benched(const mc_link_t *l) { return l->alive && mc_clock_ms() < l-
 void *mc_link_socket(mc_link_t *l) { return l->sock; }
 void *mc_link_monitor(mc_link_t *l) { return l->mon; }
 const mc_link_stats_t *mc_link_stats(const mc_link_t *l) { return &l->st; }
-double mc_link_waited_ms(const mc_link_t *l) { return mc_clock_ms() - l->t_sent; }
+
+// Index of pending request id in l->pend, -1: none.
+static int s_pending_find(const mc_link_t *l, uint64_t id) {
+    for (uint32_t i = 0; i < l->n_pending; i++)
+        if (l->pend[i].id == id) return (int)i;
+    return -1;
+}
+
+// Request i is answered or abandoned. A request queued behind it starts its
+// clock now at the latest: the node takes one at a time, and counting the
+// wait behind the earlier one would make it look slow (and skew the usual
+// time the slow limit is judged by).
+static void s_pending_drop(mc_link_t *l, int i) {
+    const double now = mc_clock_ms();
+    for (uint32_t j = (uint32_t)i; j + 1 < l->n_pending; j++) l->pend[j] = l->pend[j + 1];
+    l->n_pending--;
+    if (i == 0 && l->n_pending && l->pend[0].t_sent < now) l->pend[0].t_sent = now;
+}
+
+bool mc_link_pending(const mc_link_t *l, uint64_t id) { return s_pending_find(l, id) >= 0; }
+
+double mc_link_waited_ms(const mc_link_t *l, uint64_t id) {
+    const int i = s_pending_find(l, id);
+    if (i < 0) return 0;
+    // Behind an earlier request its own time has not started.
+    return i == 0 ? mc_clock_ms() - l->pend[0].t_sent : 0;
+}
 
 // --- requests -------------------------------------------------------------------------
 
 mc_err_t mc_link_request(mc_link_t *l, mc_wire_msg_t *msg, uint32_t rows, char *err) {
+    if (l->n_pending == MC_LINK_MAX_PENDING)
+        return mc_err_set(err, MC_ERR_BUSY, "node %s has %d requests in flight already", l->p.name,
+                          MC_LINK_MAX_PENDING);
     msg->request_id = ++l->next_id;
     l->st.requests++;
     l->st.rows += rows;
     mc_err_t rc = s_send(l, msg, err);
     if (rc) return rc;
-    l->pending = true;
-    l->pending_id = msg->request_id;
-    l->pending_rows = rows;
-    l->t_sent = l->last_sent;
+    l->pend[l->n_pending++] = (s_pend_t){msg->request_id, rows, l->last_sent};
     return MC_OK;
 }
 
@@ -589,10 +621,11 @@ mc_err_t mc_link_receive(mc_link_t *l, mc_wire_msg_t *msg, bool *got, char *err)
         mc_err_t rc = s_recv(l, msg, err);
         if (rc == MC_ERR_TIMEOUT) return MC_OK;
         if (rc) return rc;
-        if (l->pending && msg->request_id == l->pending_id) {
-            l->pending = false;
-            l->last_rtt_ms = mc_clock_ms() - l->t_sent;
-            l->last_rows = l->pending_rows;
+        const int i = s_pending_find(l, msg->request_id);
+        if (i >= 0) {
+            l->last_rtt_ms = mc_clock_ms() - l->pend[i].t_sent;
+            l->last_rows = l->pend[i].rows;
+            s_pending_drop(l, i);
             s_rtt_add(l, l->last_rtt_ms);
             *got = true;
             return MC_OK;
@@ -619,9 +652,10 @@ void mc_link_add_compute(mc_link_t *l, uint64_t us) {
     if (++l->good_run >= S_BENCH_RESET) l->bench_ms = S_BENCH_FIRST_MS;
 }
 
-double mc_link_wait_limit_ms(const mc_link_t *l, bool *slow) {
+double mc_link_wait_limit_ms(const mc_link_t *l, uint64_t id, bool *slow) {
+    const int i = s_pending_find(l, id);
     if (l->p.slow_ms && l->n_answers >= S_HISTORY) {
-        const double usual = l->over_ms + l->row_ms * l->pending_rows, limit = S_SLOW_FACTOR * usual;
+        const double usual = l->over_ms + l->row_ms * (i >= 0 ? l->pend[i].rows : 0), limit = S_SLOW_FACTOR * usual;
         *slow = true;
         return limit > l->p.slow_ms ? limit : l->p.slow_ms;
     }
@@ -629,9 +663,10 @@ double mc_link_wait_limit_ms(const mc_link_t *l, bool *slow) {
     return l->p.timeout_ms;
 }
 
-void mc_link_abandon(mc_link_t *l) {
-    if (!l->pending) return;
-    l->pending = false;
+void mc_link_abandon(mc_link_t *l, uint64_t id) {
+    const int i = s_pending_find(l, id);
+    if (i < 0) return;
+    s_pending_drop(l, i);
     l->st.hedged++;
 }
 
@@ -646,7 +681,7 @@ void mc_link_bench(mc_link_t *l, const char *why) {
 void mc_link_lose(mc_link_t *l, const char *why) {
     if (!l->alive) return;
     l->alive = false;
-    l->pending = l->hb_pending = false;
+    l->n_pending = 0, l->hb_pending = false;
     l->stage = MC_LINK_STAGE_NONE; // the probe hands it the caller's placement
     l->st.deaths++;
     l->probe = S_PROBE_IDLE;
@@ -809,7 +844,7 @@ void mc_link_tick(mc_link_t *l, const uint8_t *held) {
         return;
     }
     mc_link_events(l);
-    if (!l->alive || l->pending) return; // the request's own wait covers it
+    if (!l->alive || l->n_pending) return; // the requests' own waits cover it
     char err[MC_ERR_LEN];
     for (;;) { // drain: heartbeat answers, stale replies
         mc_wire_msg_t msg;

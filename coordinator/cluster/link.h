@@ -158,9 +158,19 @@ bool mc_link_fetching(const mc_link_t *l);
 // Alive but sitting out after a slow answer (mc_link_bench): no work for now.
 bool mc_link_benched(const mc_link_t *l);
 
-// Send msg (its request_id is assigned here) as the link's one pending
-// request. MC_ERR_NET when it cannot be sent (the caller then loses it).
+// Requests a link holds in flight at once: one per group of rows of a
+// pipelined pass (cluster.h), answered by the node in the order sent.
+#define MC_LINK_MAX_PENDING 2
+
+// Send msg (its request_id is assigned here, the caller keeps it to tell
+// the answers apart) as one of the link's pending requests. MC_ERR_NET when
+// it cannot be sent (the caller then loses it), MC_ERR_BUSY when
+// MC_LINK_MAX_PENDING are in flight already (nothing sent).
 mc_err_t mc_link_request(mc_link_t *l, mc_wire_msg_t *msg, uint32_t rows, char *err);
+
+// Whether request id is still awaited (false once answered, abandoned or
+// the node lost).
+bool mc_link_pending(const mc_link_t *l, uint64_t id);
 
 // The data socket to poll (ZMQ_POLLIN) while a request is pending, and the
 // monitor socket whose events (mc_link_events) may end the wait early.
@@ -172,23 +182,26 @@ void *mc_link_monitor(mc_link_t *l);
 // message. Never blocks.
 void mc_link_events(mc_link_t *l);
 
-// Read what has arrived. *got is set when it holds the pending request's
-// answer (decoded into msg, to free with mc_wire_msg_free; its round trip
-// counted); anything else (a heartbeat's answer, a stale reply) is
-// dropped. An answer the decoder refuses is an error (err says why).
+// Read what has arrived. *got is set when it holds the answer of one of the
+// pending requests (msg->request_id says which; decoded into msg, to free
+// with mc_wire_msg_free; its round trip counted); anything else (a
+// heartbeat's answer, a stale reply) is dropped. An answer the decoder
+// refuses is an error (err says why).
 mc_err_t mc_link_receive(mc_link_t *l, mc_wire_msg_t *msg, bool *got, char *err);
 
-// Milliseconds the pending request may wait before the caller gives up on
+// Milliseconds pending request id may wait before the caller gives up on
 // it: the slow limit when the node has history, else timeout_ms. *slow is
 // set when passing it means "slow" (bench and abandon) rather than "lost".
-double mc_link_wait_limit_ms(const mc_link_t *l, bool *slow);
+double mc_link_wait_limit_ms(const mc_link_t *l, uint64_t id, bool *slow);
 
-// Milliseconds since the pending request was sent.
-double mc_link_waited_ms(const mc_link_t *l);
+// Milliseconds pending request id has waited: since it was sent, or, queued
+// behind an earlier request, since that one was answered (the node works
+// on one at a time, so its own time starts then). 0 when not pending.
+double mc_link_waited_ms(const mc_link_t *l, uint64_t id);
 
-// Forget the pending request (its answer will be dropped when it comes):
+// Forget pending request id (its answer will be dropped when it comes):
 // the caller computed its share itself.
-void mc_link_abandon(mc_link_t *l);
+void mc_link_abandon(mc_link_t *l, uint64_t id);
 
 // The node answered too slowly (why: for the log): no work for the bench
 // time, which doubles each time (reset by a run of normal answers).

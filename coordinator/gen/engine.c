@@ -425,16 +425,16 @@ static void s_attn_task(void *arg, int ith, int nth) {
 }
 
 // Ordinary attention of layer l for rows [0, n) from their normed inputs
-// e->xn into e->att (n, n_head * head_dim). Every row's key and value go to
+// xn into e->att (n, n_head * head_dim). Every row's key and value go to
 // the cache before any attention, so a row sees the rows of its sequence
 // before it in this chunk.
-static mc_err_t s_attn_mha(mc_engine_t *e, uint32_t l, const uint32_t *seq, const uint32_t *pos, uint32_t n,
-                           char *err) {
+static mc_err_t s_attn_mha(mc_engine_t *e, uint32_t l, const float *xn, const uint32_t *seq, const uint32_t *pos,
+                           uint32_t n, char *err) {
     const mc_hparams_t *hp = &e->m->hp;
     const mc_layer_t *L = &e->m->layers[l];
     const uint32_t qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
     const mc_matmul_op_t qkv[] = {
-        {&L->wq, e->xn, n, e->q, NULL}, {&L->wk, e->xn, n, e->k, NULL}, {&L->wv, e->xn, n, e->v, NULL}};
+        {&L->wq, xn, n, e->q, NULL}, {&L->wk, xn, n, e->k, NULL}, {&L->wv, xn, n, e->v, NULL}};
     mc_err_t rc = mc_matmul_many(e->mm, qkv, 3);
     if (rc) return mc_err_set(err, rc, "layer %u: attention projection failed", l);
     if (L->bq) s_add_bias(e->q, L->bq, n, qd), s_add_bias(e->k, L->bk, n, kvd), s_add_bias(e->v, L->bv, n, kvd);
@@ -453,8 +453,8 @@ static mc_err_t s_attn_mha(mc_engine_t *e, uint32_t l, const uint32_t *seq, cons
 // Multi-head latent attention (see the top): the same contract as
 // s_attn_mha, e->att (n, n_head * head_dim_v). Per head, products of all
 // rows at once: its rows' parts are gathered into e->hin, one op per head.
-static mc_err_t s_attn_mla(mc_engine_t *e, uint32_t l, const uint32_t *seq, const uint32_t *pos, uint32_t n,
-                           char *err) {
+static mc_err_t s_attn_mla(mc_engine_t *e, uint32_t l, const float *xn, const uint32_t *seq, const uint32_t *pos,
+                           uint32_t n, char *err) {
     const mc_hparams_t *hp = &e->m->hp;
     const mc_layer_t *L = &e->m->layers[l];
     const uint32_t H = hp->n_head, hk = hp->head_dim, rope = hp->rope_dim, nope = hk - rope, r = hp->kv_lora_rank,
@@ -462,8 +462,8 @@ static mc_err_t s_attn_mla(mc_engine_t *e, uint32_t l, const uint32_t *seq, cons
     // q (n, H, nope + rope) and [c, k_pe] (n, kr) of every row; a
     // compressed query is normed and expanded first.
     const bool qa = hp->q_lora_rank != 0;
-    const mc_matmul_op_t proj[] = {{qa ? &L->wq_a : &L->wq, e->xn, n, qa ? e->qa : e->q, NULL},
-                                   {&L->wkv_a, e->xn, n, e->k, NULL}};
+    const mc_matmul_op_t proj[] = {{qa ? &L->wq_a : &L->wq, xn, n, qa ? e->qa : e->q, NULL},
+                                   {&L->wkv_a, xn, n, e->k, NULL}};
     mc_err_t rc = mc_matmul_many(e->mm, proj, 2);
     if (!rc && qa) {
         s_rmsnorm(e->qa, e->qa, L->q_a_norm, n, hp->q_lora_rank, hp->rms_eps);
@@ -504,8 +504,86 @@ static mc_err_t s_attn_mla(mc_engine_t *e, uint32_t l, const uint32_t *seq, cons
     return MC_OK;
 }
 
+// A group of a chunk's rows, [off, off + n): the whole chunk, or under
+// pipeline one of two halves whose expert steps alternate with the other's
+// attention. Its residual stream, normed inputs, sublayer outputs and
+// choices live at its rows of e->x, xn, o, sel and selw, so the expert step
+// of one group can be out (experts.h: begin) while the other computes; the
+// rest of the scratch is used within one sublayer only.
+typedef struct {
+    uint32_t off, n;
+    bool open; // its layer's expert step is begun, not finished
+} s_group_t;
+
+// The first half of layer l for group g: attention, then the FFN's normed
+// input and either a dense layer's FFN (done) or the router and the expert
+// step begun (finished by s_layer_back).
+static mc_err_t s_layer_front(mc_engine_t *e, uint32_t l, s_group_t *g, uint32_t gi, const uint32_t *seq,
+                              const uint32_t *pos, uint32_t keep_off, char *err) {
+    const mc_model_t *m = e->m;
+    const mc_hparams_t *hp = &m->hp;
+    const mc_layer_t *L = &m->layers[l];
+    const uint32_t dim = hp->dim, n = g->n, kk = hp->n_expert_used;
+    float *x = e->x + (size_t)g->off * dim, *xn = e->xn + (size_t)g->off * dim, *o = e->o + (size_t)g->off * dim;
+    int32_t *sel = e->sel + (size_t)g->off * kk;
+    float *selw = e->selw + (size_t)g->off * kk;
+    seq += g->off, pos += g->off;
+    mc_err_t rc;
+    s_rmsnorm(xn, x, L->attn_norm, n, dim, hp->rms_eps);
+    rc = hp->arch->mla ? s_attn_mla(e, l, xn, seq, pos, n, err) : s_attn_mha(e, l, xn, seq, pos, n, err);
+    if (rc) return rc;
+    if ((rc = mc_matmul_f32(e->mm, &L->wo, e->att, n, o)))
+        return mc_err_set(err, rc, "layer %u: attention output failed", l);
+    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += o[i];
+
+    s_rmsnorm(xn, x, L->ffn_norm, n, dim, hp->rms_eps);
+    float *keep = e->p.keep_router ? e->router_keep + ((size_t)l * e->keep_cap + keep_off + g->off) * hp->n_expert : NULL;
+    if (!mc_model_layer_moe(m, l)) {
+        // A dense layer: its FFN here, no router (kept logits are zeros).
+        if (keep) memset(keep, 0, (size_t)n * hp->n_expert * sizeof(float));
+        if ((rc = mc_moe_dense(e->shared, m, l, xn, n, o, err))) return rc;
+        for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += o[i];
+        return MC_OK;
+    }
+    if ((rc = mc_matmul_f32(e->mm, &L->router, xn, n, e->rl)))
+        return mc_err_set(err, rc, "layer %u: router failed", l);
+    if (keep) memcpy(keep, e->rl, (size_t)n * hp->n_expert * sizeof(float));
+    if ((rc = mc_moe_route(&hp->route, e->rl, L->exp_probs_b, n, hp->n_expert, kk, sel, selw, err))) return rc;
+    for (uint32_t i = 0; i < e->n_observers; i++)
+        for (uint32_t t = 0; t < n; t++)
+            e->observers[i].fn(e->observers[i].ctx, l, e->rows_done + g->off + t, seq[t], pos[t],
+                               sel + (size_t)t * kk, kk);
+    if (e->layer_hook) e->layer_hook(e->layer_ctx, l, x, n, sel, kk);
+    if ((rc = mc_experts_begin(e->experts, gi, l, xn, n, sel, selw, kk, o, err))) return rc;
+    g->open = true;
+    return MC_OK;
+}
+
+// The second half of layer l for group g: the expert step finished, the
+// shared expert (here whoever computed the routed sum) added last.
+static mc_err_t s_layer_back(mc_engine_t *e, uint32_t l, s_group_t *g, uint32_t gi, char *err) {
+    if (!g->open) return MC_OK; // a dense layer: done in front
+    const uint32_t dim = e->m->hp.dim;
+    float *x = e->x + (size_t)g->off * dim, *xn = e->xn + (size_t)g->off * dim, *o = e->o + (size_t)g->off * dim;
+    g->open = false;
+    mc_err_t rc = mc_experts_finish(e->experts, gi, err);
+    if (!rc && e->shared) rc = mc_moe_shared(e->shared, e->m, l, xn, g->n, o, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < (size_t)g->n * dim; i++) x[i] += o[i];
+    return MC_OK;
+}
+
 // Rows [0, n) of one chunk; logits of the rows whose want is set go to
 // logits in row order; router logits are kept at row keep_off onwards.
+//
+// Pipelined (p.pipeline, an expert step that splits, n >= 2), the chunk is
+// two groups, rows [0, h) and [h, n), and per layer
+//   A's experts out | B's attention ... ; B's experts out | A's next attention
+// so the coordinator computes while the other group is on the wire. Every
+// row's arithmetic is its own (the engine's contract), the expert step sums
+// a row's choices in choice order whoever computes them, and A's attention
+// of a layer always runs before B's: a row still sees the rows of its
+// sequence before it, as in one group. The logits are the same bits.
 static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t *seq, const uint32_t *pos,
                              const uint8_t *want, uint32_t n, float *logits, uint32_t keep_off, char *err) {
     const mc_model_t *m = e->m;
@@ -516,43 +594,27 @@ static mc_err_t s_eval_chunk(mc_engine_t *e, const int32_t *ids, const uint32_t 
         if ((rc = mc_model_embed(m, ids[t], e->x + (size_t)t * dim)))
             return mc_err_set(err, rc, "cannot embed token %d", ids[t]);
 
-    for (uint32_t l = 0; l < hp->n_layer; l++) {
-        const mc_layer_t *L = &m->layers[l];
-        s_rmsnorm(e->xn, e->x, L->attn_norm, n, dim, hp->rms_eps);
-        rc = hp->arch->mla ? s_attn_mla(e, l, seq, pos, n, err) : s_attn_mha(e, l, seq, pos, n, err);
-        if (rc) return rc;
-        if ((rc = mc_matmul_f32(e->mm, &L->wo, e->att, n, e->o)))
-            return mc_err_set(err, rc, "layer %u: attention output failed", l);
-        for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
-
-        s_rmsnorm(e->xn, e->x, L->ffn_norm, n, dim, hp->rms_eps);
-        if (!mc_model_layer_moe(m, l)) {
-            // A dense layer: its FFN here, no router (kept logits are zeros).
-            if (e->p.keep_router)
-                memset(e->router_keep + ((size_t)l * e->keep_cap + keep_off) * hp->n_expert, 0,
-                       (size_t)n * hp->n_expert * sizeof(float));
-            if ((rc = mc_moe_dense(e->shared, m, l, e->xn, n, e->o, err))) return rc;
-            for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
-            continue;
+    s_group_t grp[MC_EXPERTS_GROUPS] = {{0, n, false}};
+    uint32_t n_grp = 1;
+    if (e->p.pipeline && n >= 2 && mc_experts_splits(e->experts)) {
+        const uint32_t h = (n + 1) / 2;
+        grp[0].n = h, grp[1] = (s_group_t){h, n - h, false};
+        n_grp = 2;
+    }
+    // Each group one layer apart from the next at most: front(l) of a group
+    // follows its back(l - 1), and the groups take turns.
+    rc = MC_OK;
+    for (uint32_t g = 0; !rc && g < n_grp; g++) rc = s_layer_front(e, 0, &grp[g], g, seq, pos, keep_off, err);
+    for (uint32_t l = 0; !rc && l < hp->n_layer; l++)
+        for (uint32_t g = 0; !rc && g < n_grp; g++) {
+            rc = s_layer_back(e, l, &grp[g], g, err);
+            if (!rc && l + 1 < hp->n_layer) rc = s_layer_front(e, l + 1, &grp[g], g, seq, pos, keep_off, err);
         }
-        if ((rc = mc_matmul_f32(e->mm, &L->router, e->xn, n, e->rl)))
-            return mc_err_set(err, rc, "layer %u: router failed", l);
-        if (e->p.keep_router)
-            memcpy(e->router_keep + ((size_t)l * e->keep_cap + keep_off) * hp->n_expert, e->rl,
-                   (size_t)n * hp->n_expert * sizeof(float));
-        if ((rc = mc_moe_route(&hp->route, e->rl, L->exp_probs_b, n, hp->n_expert, hp->n_expert_used, e->sel, e->selw,
-                               err)))
-            return rc;
-        for (uint32_t i = 0; i < e->n_observers; i++)
-            for (uint32_t t = 0; t < n; t++)
-                e->observers[i].fn(e->observers[i].ctx, l, e->rows_done + t, seq[t], pos[t],
-                                   e->sel + (size_t)t * hp->n_expert_used, hp->n_expert_used);
-        if (e->layer_hook) e->layer_hook(e->layer_ctx, l, e->x, n, e->sel, hp->n_expert_used);
-        rc = mc_experts_compute(e->experts, l, e->xn, n, e->sel, e->selw, hp->n_expert_used, e->o, err);
-        // The shared expert, here whoever computed the routed sum, added last.
-        if (!rc && e->shared) rc = mc_moe_shared(e->shared, m, l, e->xn, n, e->o, err);
-        if (rc) return rc;
-        for (size_t i = 0; i < (size_t)n * dim; i++) e->x[i] += e->o[i];
+    if (rc) { // a group left out is finished (its answers taken or forgotten) for the next pass
+        char ignored[MC_ERR_LEN];
+        for (uint32_t g = 0; g < n_grp; g++)
+            if (grp[g].open) mc_experts_finish(e->experts, g, ignored);
+        return rc;
     }
 
     e->rows_done += n;

@@ -44,10 +44,15 @@ typedef struct {
     mc_isa_t isa;       // kernel implementation (MC_ISA_BEST: fastest available)
     bool keep_router;   // keep each layer's router logits of the last eval
     mc_dtype_t kv_type; // KV cache values: MC_DTYPE_F32 or MC_DTYPE_F16
+    // Pipelined micro-batches: a chunk of 2 rows or more is cut in two
+    // groups, and one group's expert step is on the wire while the other's
+    // attention is computed (engine.c: s_eval_chunk). Only an expert step
+    // that splits (the cluster's) is pipelined; the same bits either way.
+    bool pipeline;
 } mc_engine_params_t;
 
 // 1 thread, n_ctx 4096, 1 sequence, max_batch 256, MC_ISA_BEST, no router
-// capture, f32 KV cache.
+// capture, f32 KV cache, not pipelined.
 mc_engine_params_t mc_engine_params_default(void);
 
 typedef enum {

@@ -45,6 +45,20 @@ mc_err_t mc_experts_compute(mc_experts_t *x, uint32_t layer, const float *in, ui
     return x->ops->compute(x, layer, in, n, experts, weights, k, out, err);
 }
 
+mc_err_t mc_experts_begin(mc_experts_t *x, uint32_t g, uint32_t layer, const float *in, uint32_t n,
+                          const int32_t *experts, const float *weights, uint32_t k, float *out, char *err) {
+    if (g >= MC_EXPERTS_GROUPS) return mc_err_set(err, MC_ERR_ARG, "expert step group %u out of range", g);
+    if (!x->ops->begin) return x->ops->compute(x, layer, in, n, experts, weights, k, out, err);
+    return x->ops->begin(x, g, layer, in, n, experts, weights, k, out, err);
+}
+
+mc_err_t mc_experts_finish(mc_experts_t *x, uint32_t g, char *err) {
+    if (g >= MC_EXPERTS_GROUPS) return mc_err_set(err, MC_ERR_ARG, "expert step group %u out of range", g);
+    return x->ops->finish ? x->ops->finish(x, g, err) : MC_OK;
+}
+
+bool mc_experts_splits(const mc_experts_t *x) { return x && x->ops->begin && x->ops->finish; }
+
 void mc_experts_tick(mc_experts_t *x) {
     if (x && x->ops->tick) x->ops->tick(x);
 }

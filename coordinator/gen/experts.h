@@ -23,6 +23,13 @@
  * whichever implementation computed the routed sum: one machine and the
  * cluster give the same bits. Nodes never see shared experts.
  *
+ * Pipelining (engine.h: pipeline): the split form mc_experts_begin /
+ * mc_experts_finish lets the engine put one group of rows' expert step on
+ * the wire and compute another group's attention meanwhile. An
+ * implementation with begin and finish keeps up to MC_EXPERTS_GROUPS
+ * groups open at once; without them begin computes at once (compute) and
+ * finish has nothing left to do. A group's out is the same bits either way.
+ *
  * An implementation embeds struct mc_experts first and points it at its
  * ops; one thread (the engine's) calls compute and tick. The statistics
  * calls (nodes, their counters, the JSON of /v1/cluster and --stats-json)
@@ -43,6 +50,9 @@
 #include "model.h"
 
 typedef struct mc_experts mc_experts_t;
+
+// Groups of rows a split expert step keeps open at once (begin/finish).
+#define MC_EXPERTS_GROUPS 2
 
 // Round-trip histogram buckets of a node (upper bounds in rtt_bounds_ms).
 #define MC_EXPERTS_RTT_BUCKETS 12
@@ -81,6 +91,14 @@ typedef struct {
     // in (n, dim) normed rows; experts/weights (n, k), a negative id: unused.
     mc_err_t (*compute)(mc_experts_t *x, uint32_t layer, const float *in, uint32_t n, const int32_t *experts,
                         const float *weights, uint32_t k, float *out, char *err);
+    // The split form of compute, for group g (< MC_EXPERTS_GROUPS; one open
+    // per group): begin takes the rows (copied: in, experts and weights may
+    // change before finish) and returns once they are under way; finish
+    // waits and writes out (given to begin; untouched in between). Both
+    // NULL: not split (mc_experts_begin computes at once).
+    mc_err_t (*begin)(mc_experts_t *x, uint32_t g, uint32_t layer, const float *in, uint32_t n,
+                      const int32_t *experts, const float *weights, uint32_t k, float *out, char *err);
+    mc_err_t (*finish)(mc_experts_t *x, uint32_t g, char *err);
     // Between evaluations (heartbeats, probes of lost nodes); NULL: nothing.
     void (*tick)(mc_experts_t *x);
     // Free x and what it owns; NULL: the caller owns x (a wrapper on its stack).
@@ -102,6 +120,13 @@ mc_experts_t *mc_experts_local_new(const mc_model_t *m, mc_matmul_t *mm, char *e
 
 mc_err_t mc_experts_compute(mc_experts_t *x, uint32_t layer, const float *in, uint32_t n, const int32_t *experts,
                             const float *weights, uint32_t k, float *out, char *err);
+// The split form (see the top): begin group g's rows, finish them into
+// out. After a failed begin the group is not open; a failed finish closes
+// it. Whether x splits at all (else begin computes at once):
+mc_err_t mc_experts_begin(mc_experts_t *x, uint32_t g, uint32_t layer, const float *in, uint32_t n,
+                          const int32_t *experts, const float *weights, uint32_t k, float *out, char *err);
+mc_err_t mc_experts_finish(mc_experts_t *x, uint32_t g, char *err);
+bool mc_experts_splits(const mc_experts_t *x);
 void mc_experts_tick(mc_experts_t *x);
 
 // The nodes behind x (0 when every expert is computed here) and node i's

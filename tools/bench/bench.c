@@ -105,7 +105,7 @@ static mc_err_t s_parse_kv_type(const char *flag, const char *v, void *field, ch
 
 enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_VERIFY, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
        S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_CONSTRAIN, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD,
-       S_F_KV_TYPE, S_F_NO_HEAD };
+       S_F_KV_TYPE, S_F_NO_HEAD, S_F_PIPELINE };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
     [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
@@ -147,6 +147,10 @@ static const mc_flag_t s_flags[] = {
                      .help = "generation steps compute no logits (no output head, no argmax; each\n"
                              "sequence's next id a fixed function of its last): the head's share of\n"
                              "a step, against the same run without this"},
+    [S_F_PIPELINE] = {S_ROW("--pipeline", NULL, MC_FLAG_SWITCH, pipeline),
+                      .help = "with --cluster: cut each pass in two groups of rows and compute one\n"
+                              "group's attention while the other's experts are on the wire (the same\n"
+                              "tokens)"},
     [S_F_JSON] = {S_ROW("--json", NULL, MC_FLAG_SWITCH, json), .help = "print one JSON line instead of the table"},
     [S_F_KERNELS] = {S_ROW("--kernels", NULL, MC_FLAG_SWITCH, kernels),
                      .help = "kernel micro-benchmark: a 4096 x 4096 matrix-vector product per weight\n"
@@ -453,6 +457,7 @@ mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, const mc_be
     p.n_ctx = sh->n_prompt + sh->n_gen + sh->n_verify;
     p.n_seq = sh->n_batch;
     p.kv_type = sh->kv_type;
+    p.pipeline = sh->pipeline;
     const uint32_t step = sh->n_batch * (1 + sh->n_verify);
     p.max_batch = sh->n_prompt > step ? sh->n_prompt : step; // a prompt, or a step, is one forward pass
     return mc_engine_new(m, &p, err);
@@ -565,6 +570,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         .n_batch = o->n_batch ? o->n_batch : 1,
         .n_verify = o->n_verify,
         .no_head = o->no_head,
+        .pipeline = o->pipeline,
         .reps = o->reps,
         .bw_bytes = o->bw_bytes ? o->bw_bytes : mc_bench_bw_default_bytes(),
     };
@@ -583,7 +589,7 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     mc_err_t rc = s_check_tokens(m, o->n_prompt, o->n_gen, err);
     if (!rc) rc = mc_bench_mem_bw_child(o->n_threads, res.bw_bytes, MC_BENCH_BW_PASSES, &res.mem_bw_gb_s, err);
     const double t_load = mc_clock_s();
-    const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify, o->kv_type, o->no_head};
+    const mc_bench_shape_t shape = {o->n_prompt, o->n_gen, res.n_batch, o->n_verify, o->kv_type, o->no_head, o->pipeline};
     if (!rc && !(e = mc_bench_engine_new(m, o->n_threads, &shape, err))) rc = mc_err_code(err, MC_ERR_NOMEM);
     if (!rc && o->mem_limit_mb) {
         // As moe-coordinator --mem-limit does (coordinator/session.c):
@@ -702,6 +708,7 @@ mc_err_t mc_bench_json(const mc_bench_result_t *r, char *buf, size_t cap, char *
           r->n_prompt, r->n_gen, r->n_batch ? r->n_batch : 1, r->reps, (double)r->bw_bytes / S_MIB, r->file_mb, r->kv_mb);
     s_put(&o, "\"kv_type\":\"%s\",", mc_engine_kv_type_name(r->kv_type));
     s_put(&o, "\"experts_mb\":%.1f,", r->experts_mb);
+    s_put(&o, "\"pipeline\":%s,", r->pipeline ? "true" : "false");
     s_put(&o, "\"no_head\":%s,\"pp_cpu_ms\":%.3f,\"tg_cpu_ms\":%.3f,", r->no_head ? "true" : "false", r->pp_cpu_ms,
           r->tg_cpu_ms);
     s_put(&o, "\"verify\":%u,\"load_ms\":%.1f,\"repack_ms\":%.1f,\"repacked_mb\":%.1f", r->n_verify, r->load_ms,
@@ -745,6 +752,7 @@ void mc_bench_print(const mc_bench_result_t *r, FILE *f) {
         fprintf(f, "generation        %10.2f tok/s  (%u tokens one at a time, median of %d)\n", r->tg_tok_s, r->n_gen,
                 r->reps);
     if (r->no_head) fprintf(f, "                  (generation without the output head: --no-head)\n");
+    if (r->pipeline) fprintf(f, "                  (passes pipelined in two groups of rows: --pipeline)\n");
     fprintf(f, "memory bandwidth  %10.2f GB/s   (read, %d threads, %.0f MiB buffer, best of %d)\n", r->mem_bw_gb_s,
             r->n_threads, (double)r->bw_bytes / S_MIB, MC_BENCH_BW_PASSES);
     fprintf(f, "weights per token %10.2f MiB    (attention, router, used experts, output head)\n",

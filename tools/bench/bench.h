@@ -66,6 +66,7 @@ typedef struct {
     bool constrain;      // constrained decoding's cost instead (bench_constrain.h)
     bool no_repack;      // --no-repack: Q4_0 products read the file's rows
     bool no_head;        // --no-head: generation steps compute no logits (the head's share of a step)
+    bool pipeline;       // --pipeline: with --cluster, two groups of rows per pass (engine.h: pipeline)
     uint32_t mem_limit_mb;        // --mem-limit: expert memory (expert_store.h); 0: all resident
     bool cold;                    // --cold: the model file out of the page cache at start, and expert
                                   // reads kept out of it (every miss reads the disk)
@@ -119,6 +120,7 @@ typedef struct {
     mc_dtype_t kv_type; // KV cache values (MC_DTYPE_F32 = 0, the default, or MC_DTYPE_F16)
     bool no_head;       // generation steps want no logits: no output head (and no sampling); each
                         // sequence's next id is then a fixed function of the previous one
+    bool pipeline;      // the engine's pipeline (two groups of rows, through a cluster)
 } mc_bench_shape_t;
 
 // The engine the benchmark drives: a local one with n_batch sequences, each
@@ -147,6 +149,7 @@ typedef struct {
     int n_threads;
     uint32_t n_prompt, n_gen, n_batch, n_verify;
     bool no_head;             // --no-head: the generation figure leaves the output head out
+    bool pipeline;            // --pipeline: the engine pipelined its passes
     int reps;
     double pp_tok_s;          // prompt tokens per second (median)
     double tg_tok_s;          // generated tokens per second (median)
