@@ -733,7 +733,6 @@ static void s_life_kill(s_nodes_t *ns, size_t i) {
 }
 
 static void s_life_restart(s_life_t *l, s_nodes_t *ns, size_t i) {
-    char err[MC_ERR_LEN];
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
     np.model = l->path, np.name = ns->cfg->nodes[i].name, np.listen = ns->cfg->nodes[i].endpoint;
     mc_test_nodes_start(&ns->nodes, i, &np);
