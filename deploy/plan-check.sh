@@ -2,31 +2,57 @@
 # The placement tools against measurement, on this machine (not part of the
 # test suite: timings). A benchmark-size model whose router favours the low
 # experts (moe-mkmodel --router-skew), a loopback cluster of unequal nodes
-# (`slow`: 1 thread, `fast`: 2 threads) sharing the machine with the
-# coordinator, profiles from moe-coordinator/moe-expert --profile, a routing
-# trace from moe-bench --routing-stats and the node latencies from a run's stats. Then,
-# for several placements (moe-plan's, the naive equal split, ...), the
+# sharing the machine with the coordinator, profiles from
+# moe-coordinator/moe-expert --profile, a routing trace from moe-bench
+# --routing-stats and the node latencies from a run's stats. Then, for
+# several placements (moe-plan's, the naive equal split, ...), the
 # simulator's prediction against moe-bench --cluster --batch B, alternating,
 # medians of REPS.
 #
-#   deploy/plan-check.sh [--batch 8] [--reps 3] [--skew 12] [--node-mb 400] [--coord-mb 300] [--keep DIR]
+#   deploy/plan-check.sh [--shape shared|pinned] [--isa ISA] [--batch 8] [--reps 3] [--skew 12]
+#                        [--node-mb 400] [--coord-mb 300] [--keep DIR]
+#
+# Shapes (the machines the processes stand for):
+#   shared  one host: the coordinator (2 threads), `slow` (1 thread) and
+#           `fast` (2 threads) all share the machine's cores (default);
+#   pinned  two hosts of one core each, pinned with taskset: the coordinator
+#           (1 thread) alone on core 0; `slow` (1 thread, scalar kernels: a
+#           small board) and `fast` (1 thread) sharing core 1. Needs 2 cores.
+# --isa runs every process with MC_ISA=ISA (e.g. avx2 on a CPU that has
+# AVX-VNNI or AVX-512: the kernels of an AVX2-only host).
 #
 # `local` and `fastonly` ignore the coordinator's memory cap: they are there
 # to check the simulator on placements of another shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-batch=8 reps=3 skew=12 node_mb=400 coord_mb=300 keep=
+batch=8 reps=3 skew=12 node_mb=400 coord_mb=300 keep= shape=shared isa=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --shape) shape=$2; shift 2 ;;
+    --isa) isa=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --skew) skew=$2; shift 2 ;;
     --node-mb) node_mb=$2; shift 2 ;;
     --coord-mb) coord_mb=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    *) sed -n '2,26p' "$0"; exit 2 ;;
   esac
 done
+[ -n "$isa" ] && export MC_ISA=$isa
+# Per process: its cores (taskset), threads, host and the host's cores.
+case "$shape" in
+  shared)
+    on_coord=() coord_thr=2 coord_host=local coord_cores=$(nproc)
+    on_slow=() slow_thr=1 slow_env=() node_host=local node_cores=$(nproc)
+    on_fast=() fast_thr=2 ;;
+  pinned)
+    [ "$(nproc)" -ge 2 ] || { echo "plan-check: --shape pinned needs 2 cores" >&2; exit 2; }
+    on_coord=(taskset -c 0) coord_thr=1 coord_host=a coord_cores=1
+    on_slow=(taskset -c 1) slow_thr=1 slow_env=(env MC_ISA=scalar) node_host=b node_cores=1
+    on_fast=(taskset -c 1) fast_thr=1 ;;
+  *) echo "plan-check: unknown shape $shape" >&2; exit 2 ;;
+esac
 b=$PWD/build
 if [ -n "$keep" ]; then mkdir -p "$keep"; work=$(cd "$keep" && pwd); else work=$(mktemp -d); fi
 pids=()
@@ -44,44 +70,45 @@ cd "$work"
 rm -f ./*.measured
 
 echo "profiles and trace..." >&2
-"$b/moe-coordinator" --profile --model "$model" --threads 2 --name coord >coord.prof
-"$b/moe-expert" --profile --model "$model" --threads 1 --name slow >slow.prof
-"$b/moe-expert" --profile --model "$model" --threads 2 --name fast >fast.prof
-"$b/moe-bench" --model "$model" --threads 2 -p 16 -n 64 --batch "$batch" --reps 1 --bw-mib 64 \
+"${on_coord[@]}" "$b/moe-coordinator" --profile --model "$model" --threads $coord_thr --name coord >coord.prof
+"${on_slow[@]}" "${slow_env[@]}" "$b/moe-expert" --profile --model "$model" --threads $slow_thr --name slow >slow.prof
+"${on_fast[@]}" "$b/moe-expert" --profile --model "$model" --threads $fast_thr --name fast >fast.prof
+"${on_coord[@]}" "$b/moe-bench" --model "$model" --threads $coord_thr -p 16 -n 64 --batch "$batch" --reps 1 --bw-mib 64 \
   --routing-stats trace.json >/dev/null
 
-for n in slow:1 fast:2; do
-  "$b/moe-expert" --model "$model" --listen 'tcp://127.0.0.1:*' --name "${n%:*}" --threads "${n#*:}" --lease-ms 200 \
-    >"${n%:*}.out" 2>"${n%:*}.log" &
-  pids+=($!)
-done
+"${on_slow[@]}" "${slow_env[@]}" "$b/moe-expert" --model "$model" --listen 'tcp://127.0.0.1:*' --name slow \
+  --threads $slow_thr --lease-ms 200 >slow.out 2>slow.log &
+pids+=($!)
+"${on_fast[@]}" "$b/moe-expert" --model "$model" --listen 'tcp://127.0.0.1:*' --name fast \
+  --threads $fast_thr --lease-ms 200 >fast.out 2>fast.log &
+pids+=($!)
 for n in slow fast; do
   for _ in $(seq 200); do grep -q 'listening on' "$n.out" 2>/dev/null && break; sleep 0.1; done
   declare "ep_$n=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$n.out")"
 done
 
-# The machines file: the profiles as written, the nodes' endpoints, one host
-# of 2 cores, and memory caps so that no machine holds everything.
+# The machines file: the profiles as written, the nodes' endpoints, the
+# hosts of the shape, and memory caps so that no machine holds everything.
 {
   echo "network: {latency_ms: 0.3, bandwidth_mbps: 20000}"
   echo "coordinator:"
   sed -e 's/^/  /' -e "s/^\(    memory_mb:\).*/\1 $coord_mb/" coord.prof
-  echo "    host: local"
-  echo "    cores: 2"
+  echo "    host: $coord_host"
+  echo "    cores: $coord_cores"
   echo "nodes:"
   for n in slow fast; do
     ep=ep_$n
     sed -e 's/^/  /' -e "s/^\(    memory_mb:\).*/\1 $node_mb/" $n.prof
     echo "    endpoint: ${!ep}"
-    echo "    host: local"
-    echo "    cores: 2"
+    echo "    host: $node_host"
+    echo "    cores: $node_cores"
   done
 } >machines.yaml
 
 plan() { "$b/moe-plan" --model "$model" --routing trace.json --machines machines.yaml --batch "$batch" "$@"; }
 plan --naive -o naive.yaml >/dev/null
 # Node latencies (round trip less compute, at this batch) from a short run.
-"$b/moe-bench" --cluster naive.yaml --threads 2 -p 16 -n 64 --batch "$batch" --reps 1 --bw-mib 64 \
+"${on_coord[@]}" "$b/moe-bench" --cluster naive.yaml --threads $coord_thr -p 16 -n 64 --batch "$batch" --reps 1 --bw-mib 64 \
   --stats-json stats.json >/dev/null 2>&1
 sleep 0.3
 plan --stats stats.json -o plan.yaml >/dev/null
@@ -116,7 +143,7 @@ for r in $(seq "$reps"); do
   for p in $placements; do
     sleep 0.3 # the previous run's lease runs out
     : >>$p.measured
-    "$b/moe-bench" --cluster $p.yaml --threads 2 -p 16 -n 64 --batch "$batch" --reps 1 --bw-mib 64 --json 2>/dev/null |
+    "${on_coord[@]}" "$b/moe-bench" --cluster $p.yaml --threads $coord_thr -p 16 -n 64 --batch "$batch" --reps 1 --bw-mib 64 --json 2>/dev/null |
       field tg_tok_s >>$p.measured
   done
   echo "round $r of $reps done" >&2
@@ -130,6 +157,6 @@ done
 plan_m=$(median <plan.measured)
 naive_m=$(median <naive.measured)
 echo "plan / naive measured: $(echo "$plan_m $naive_m" | awk '{printf "%.2f", $1 / $2}')x" \
-  "(batch $batch, skew $skew, nodes: slow 1 thread, fast 2 threads, coordinator 2 threads, all on one $(nproc)-core machine)"
+  "(batch $batch, skew $skew, shape $shape${isa:+, MC_ISA=$isa}, on $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores)"
 echo "the plan:"
 plan --stats stats.json --compare naive.yaml -o /dev/null | sed 's/^/  /'

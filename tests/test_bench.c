@@ -21,6 +21,7 @@
 #include "bench.h"
 #include "bench_constrain.h"
 #include "mkmodel.h"
+#include <unistd.h>
 #include "model.h"
 #include "testutil.h"
 
@@ -297,6 +298,47 @@ static void test_run(void **state) {
     assert_int_equal(mc_bench_json(&r, line, 40, err), MC_ERR_ARG);
 }
 
+// An attached backend (a cluster file) leaves some experts to this process:
+// those are repacked like the other matrices, as a coordinator's session
+// repacks its local experts; the rest (the nodes') are not.
+static mc_err_t s_attach_none(void *ctx, mc_engine_t *e, const mc_model_t *m, char *err) {
+    (void)ctx, (void)e, (void)m, (void)err;
+    return MC_OK;
+}
+static void s_detach_none(void *ctx) { (void)ctx; }
+static bool s_local_first(void *ctx, uint32_t layer, uint32_t expert) {
+    (void)ctx, (void)layer;
+    return expert == 0;
+}
+static bool s_local_none(void *ctx, uint32_t layer, uint32_t expert) {
+    (void)ctx, (void)layer, (void)expert;
+    return false;
+}
+
+static void test_run_attached_repack(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN], path[600];
+    snprintf(path, sizeof path, "%s/tiny-q4_0.gguf", s_dir);
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.type = MC_DTYPE_Q4_0;
+    assert_int_equal(mc_mkmodel_write(&p, path, NULL), MC_OK);
+    mc_bench_opts_t o;
+    mc_bench_opts_init(&o);
+    o.model = path, o.n_threads = 1, o.n_prompt = 2, o.n_gen = 2, o.reps = 1, o.bw_bytes = 1u << 20;
+    mc_bench_result_t all, first, none;
+    assert_int_equal(mc_bench_run(&o, &all, err), MC_OK);
+    o.attach = s_attach_none, o.detach = s_detach_none, o.local = s_local_first;
+    assert_int_equal(mc_bench_run(&o, &first, err), MC_OK);
+    o.local = s_local_none;
+    assert_int_equal(mc_bench_run(&o, &none, err), MC_OK);
+    // One expert of each layer: (gate, up, down) of ffn x dim Q4_0 each.
+    const double expert_mb = 3.0 * p.ffn * (p.dim / 32 * 18) / (1024.0 * 1024.0);
+    assert_true(none.repacked_mb > 0); // attention and the head
+    assert_true(fabs(first.repacked_mb - none.repacked_mb - p.n_layer * expert_mb) < 1e-9);
+    assert_true(fabs(all.repacked_mb - none.repacked_mb - p.n_layer * p.n_expert * expert_mb) < 1e-9);
+    unlink(path);
+}
+
 // --mem-limit: the experts through a store, its counters in the table's
 // result and the JSON; its flags parsed and checked.
 static void test_run_mem_limit(void **state) {
@@ -505,6 +547,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_median),      cmocka_unit_test(test_mem_bw),     cmocka_unit_test(test_parse_good),
         cmocka_unit_test(test_parse_bad),   cmocka_unit_test(test_cache_path), cmocka_unit_test(test_run), cmocka_unit_test(test_run_mem_limit),
+        cmocka_unit_test(test_run_attached_repack),
         cmocka_unit_test(test_run_errors),  cmocka_unit_test(test_kernel),     cmocka_unit_test(test_constrain),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

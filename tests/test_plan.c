@@ -385,6 +385,7 @@ static void test_planner(void **state) {
         s_parse_ok(s_machines_yaml(cases[i].nodes, cases[i].coord_mb, cases[i].node_mb, cases[i].extra), &ms);
         mc_plan_params_t pp = mc_plan_params_default();
         pp.local = cases[i].local, pp.replicas = cases[i].replicas, pp.sim.batch = cases[i].batch;
+        pp.min_gain = 0; // the search itself, every gain kept (test_min_gain has the floor)
         mc_plan_placement_t p;
         if (mc_plan_make(&s, &ms, &st, &pp, &p, err)) fail_msg("case %zu: %s", i, err);
         s_check_plan(&ms, &s, &st, &pp, &p);
@@ -451,6 +452,107 @@ static void test_planner(void **state) {
     mc_plan_shape_free(&s);
 }
 
+
+// min_gain: the plan only where it is predicted at least that much faster
+// than the naive split; below, the naive split itself.
+static void test_min_gain(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_plan_shape_t s;
+    s_shape(&s);
+    mc_routing_stats_t st;
+    s_stats(&st, 256, true);
+    mc_plan_machines_t ms;
+    s_parse_ok(s_machines_yaml(2, 80, 90, NULL), &ms);
+    mc_plan_params_t pp = mc_plan_params_default();
+    assert_true(pp.min_gain == MC_PLAN_MIN_GAIN);
+    pp.sim.batch = 8, pp.min_gain = 0;
+    mc_plan_placement_t p, naive, q;
+    if (mc_plan_make(&s, &ms, &st, &pp, &p, err)) fail_msg("%s", err);
+    assert_int_equal(mc_plan_naive(&ms, &s, &naive, err), MC_OK);
+    mc_plan_sim_t a, b;
+    assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &pp.sim, &a, err), MC_OK);
+    assert_int_equal(mc_plan_simulate(&s, &ms, &st, &naive, &pp.sim, &b, err), MC_OK);
+    const double gain = b.step_ms / a.step_ms - 1;
+    assert_true(gain > 0.05); // a skewed trace: the plan is predicted faster
+    mc_plan_sim_free(&a), mc_plan_sim_free(&b);
+    // Just below its gain: the plan; just above: the naive split.
+    pp.min_gain = gain - 0.01;
+    if (mc_plan_make(&s, &ms, &st, &pp, &q, err)) fail_msg("%s", err);
+    assert_memory_equal(q.held, p.held, ms.n * L * E);
+    mc_plan_placement_free(&q);
+    pp.min_gain = gain + 0.01;
+    if (mc_plan_make(&s, &ms, &st, &pp, &q, err)) fail_msg("%s", err);
+    assert_memory_equal(q.held, naive.held, ms.n * L * E);
+    mc_plan_placement_free(&q);
+    // Without a naive split that fits (no nodes' memory for it) a plan is
+    // made whatever min_gain says.
+    mc_plan_machines_t big;
+    s_parse_ok(s_machines_yaml(2, 1000, 70, NULL), &big);
+    pp.min_gain = 10;
+    if (mc_plan_make(&s, &big, &st, &pp, &q, err)) fail_msg("%s", err);
+    assert_int_equal(mc_plan_check_memory(&q, &big, &s, err), MC_OK);
+    mc_plan_placement_free(&q);
+    mc_plan_machines_free(&big);
+    mc_plan_placement_free(&naive);
+    mc_plan_placement_free(&p);
+    mc_plan_machines_free(&ms);
+    mc_routing_stats_free(&st);
+    mc_plan_shape_free(&s);
+}
+
+// A cluster file's machines as it runs them: limits from the file (nodes)
+// and the command line (the coordinator); without one, no disk tier.
+static void test_machines_as_run(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN];
+    mc_plan_machines_t ms, run;
+    s_parse_ok(s_machines_yaml(2, 80, 90, "    disk_read_mb_s: 50\n    disk_latency_ms: 4\n"), &ms);
+    ms.m[0].disk_tier = true, ms.m[0].disk_mb_s = 50, ms.m[0].disk_latency_ms = 4;
+    for (size_t i = 0; i < ms.n; i++) assert_true(ms.m[i].disk_tier);
+    const char *yaml = "nodes:\n  - {name: n1, endpoint: tcp://a:1, mem_limit_mb: 20}\n"
+                       "  - {name: n2, endpoint: tcp://b:1}\n";
+    mc_cluster_config_t *c = mc_cluster_config_parse(yaml, strlen(yaml), "c.yaml", err);
+    if (!c) fail_msg("%s", err);
+    assert_int_equal(mc_plan_machines_as_run(&ms, c, 0, &run, err), MC_OK);
+    assert_int_equal(run.n, 3);
+    assert_false(run.m[0].disk_tier), assert_int_equal(run.m[0].mem_limit_mb, 0);
+    assert_true(run.m[1].disk_tier), assert_int_equal(run.m[1].mem_limit_mb, 20);
+    assert_false(run.m[2].disk_tier), assert_int_equal(run.m[2].mem_limit_mb, 0);
+    mc_plan_machines_free(&run);
+    assert_int_equal(mc_plan_machines_as_run(&ms, c, 50, &run, err), MC_OK);
+    assert_true(run.m[0].disk_tier), assert_int_equal(run.m[0].mem_limit_mb, 50);
+    mc_plan_machines_free(&run);
+    for (size_t i = 0; i < ms.n; i++) assert_true(ms.m[i].disk_tier); // the input untouched
+    // A node holding everything without a limit: all resident, no reads,
+    // though its budget is smaller than what it holds.
+    mc_plan_shape_t s;
+    s_shape(&s);
+    mc_routing_stats_t st;
+    s_stats(&st, 64, true);
+    const char *all = "nodes:\n  - {name: n1, endpoint: tcp://a:1}\n  - {name: n2, endpoint: tcp://b:1, holds: [{layers: none, experts: none}]}\n";
+    mc_cluster_config_t *c2 = mc_cluster_config_parse(all, strlen(all), "all.yaml", err);
+    if (!c2) fail_msg("%s", err);
+    ms.m[1].memory_mb = 70; // a budget of 6 MiB for 32 MiB of experts
+    mc_plan_placement_t p;
+    assert_int_equal(mc_plan_machines_as_run(&ms, c2, 0, &run, err), MC_OK);
+    assert_int_equal(mc_plan_placement_from_config(c2, &run, &s, &p, err), MC_OK);
+    mc_plan_sim_t r, t;
+    const mc_plan_sim_params_t sp = mc_plan_sim_params_default();
+    assert_int_equal(mc_plan_simulate(&s, &run, &st, &p, &sp, &r, err), MC_OK);
+    assert_true(r.misses[1] == 0 && r.read_ms[1] == 0);
+    // The same machines with the entry's tier: reads (what --simulate used to predict).
+    assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &sp, &t, err), MC_OK);
+    assert_true(t.misses[1] > 0 && t.tok_s < r.tok_s);
+    mc_plan_sim_free(&r), mc_plan_sim_free(&t);
+    mc_plan_placement_free(&p);
+    mc_plan_machines_free(&run);
+    mc_cluster_config_destroy(&c2);
+    mc_cluster_config_destroy(&c);
+    mc_routing_stats_free(&st);
+    mc_plan_shape_free(&s);
+    mc_plan_machines_free(&ms);
+}
 
 // A hand-built trace of n tokens: in every layer token t chooses expert 0
 // and expert 1 + t % 7. Counts per layer: expert 0 n, the others ~n / 7.
@@ -578,6 +680,7 @@ static void test_planner_tier(void **state) {
         ms.m[2].disk_tier = true, ms.m[2].disk_mb_s = 1000, ms.m[2].disk_latency_ms = 0.2;
         mc_plan_params_t pp = mc_plan_params_default();
         pp.sim.batch = batch;
+        pp.min_gain = 0; // the search itself, every gain kept (test_min_gain has the floor)
         mc_plan_placement_t p;
         if (mc_plan_make(&s, &ms, &st, &pp, &p, err)) fail_msg("batch %u: %s", batch, err);
         assert_int_equal(mc_plan_check_memory(&p, &ms, &s, err), MC_OK);
@@ -771,6 +874,8 @@ int main(void) {
         cmocka_unit_test(test_machines_errors),
         cmocka_unit_test(test_simulator_times),
         cmocka_unit_test(test_planner),
+        cmocka_unit_test(test_min_gain),
+        cmocka_unit_test(test_machines_as_run),
         cmocka_unit_test(test_simulator_tier),
         cmocka_unit_test(test_planner_tier),
         cmocka_unit_test(test_tier_against_store),

@@ -303,6 +303,63 @@ static bool s_holds_any(mc_cluster_t *c, const mc_model_t *m, size_t i) {
     return false;
 }
 
+// Request f (a copy of the current file, changed by the caller) and step
+// until it is the current one; then let the loop see it.
+static void s_switch_to(mc_cluster_t *c, mc_scheduler_t *s, mc_rebalance_t *rb, mc_cluster_config_t *f, double *now) {
+    char err[MC_ERR_LEN];
+    const mc_cluster_config_t *want = f;
+    assert_int_equal(mc_cluster_request(c, &f, err), MC_OK);
+    const double t0 = mc_clock_ms();
+    for (;;) {
+        bool staging;
+        const mc_cluster_config_t *cur = mc_cluster_config_latest(c, &staging);
+        if (!staging && cur == want) break;
+        if (!staging) fail_msg("the change was dropped");
+        if (mc_clock_ms() - t0 > 30000) fail_msg("no switch within 30 s");
+        if (mc_scheduler_pending(s)) {
+            if (mc_scheduler_step(s, err)) fail_msg("%s", err);
+        } else {
+            mc_experts_tick(mc_cluster_experts(c));
+            s_sleep_ms(2);
+        }
+    }
+    *now += 250;
+    mc_rebalance_poll(rb, *now);
+}
+
+// The loop follows the current file's block: one without it rests the loop
+// (no rounds however long), one with other numbers takes them.
+static void s_follow_files(mc_cluster_t *c, mc_scheduler_t *s, mc_rebalance_t *rb, const char *machines, double *now) {
+    char err[MC_ERR_LEN];
+    uint64_t before[MC_REBALANCE_N_OUTCOMES], after[MC_REBALANCE_N_OUTCOMES];
+    bool staging;
+    mc_cluster_config_t *f = mc_cluster_config_clone(mc_cluster_config_latest(c, &staging), err);
+    if (!f) fail_msg("%s", err);
+    f->rebalance.on = false;
+    s_switch_to(c, s, rb, f, now);
+    mc_rebalance_counts(rb, before);
+    for (int i = 0; i < 40; i++) mc_rebalance_poll(rb, *now += 250); // 10 s: ten rounds were it on
+    mc_rebalance_counts(rb, after);
+    assert_memory_equal(before, after, sizeof before);
+    cJSON *js = mc_rebalance_json(rb);
+    assert_string_equal(cJSON_GetObjectItem(js, "state")->valuestring, "off");
+    cJSON_Delete(js);
+    // Back on, every 7 s and min_gain 50%.
+    if (!(f = mc_cluster_config_clone(mc_cluster_config_latest(c, &staging), err))) fail_msg("%s", err);
+    assert_int_equal(mc_cluster_config_set_rebalance(f, 7, 0.5, machines, 4, 0.05, err), MC_OK);
+    s_switch_to(c, s, rb, f, now);
+    js = mc_rebalance_json(rb);
+    assert_string_equal(cJSON_GetObjectItem(js, "state")->valuestring, "idle");
+    assert_true(cJSON_GetObjectItem(js, "every_s")->valuedouble == 7);
+    assert_true(cJSON_GetObjectItem(js, "min_gain")->valuedouble == 0.5);
+    cJSON_Delete(js);
+    mc_rebalance_counts(rb, before);
+    for (int i = 0; i < 24; i++) mc_rebalance_poll(rb, *now += 250); // 6 s: no round yet
+    mc_rebalance_counts(rb, after);
+    assert_memory_equal(before, after, sizeof before);
+    printf("[rebalance] a file without the block rested the loop; one with every_s 7 restarted it\n");
+}
+
 // The loop on the cluster under four streams until `want` has happened
 // once; returns the pass at which each switch was seen (switch_step[0..2)).
 static void s_run(bool rollback) {
@@ -415,6 +472,7 @@ static void s_run(bool rollback) {
                     2 * cJSON_GetObjectItem(last, "measured_ms_before")->valuedouble);
     assert_string_equal(cJSON_GetObjectItem(js, "state")->valuestring, "idle");
     cJSON_Delete(js);
+    if (!rollback) s_follow_files(c, s, rb, mpath, &now);
     while (mc_scheduler_pending(s))
         if (mc_scheduler_step(s, err)) fail_msg("%s", err);
     for (size_t i = 0; i < N_STREAMS; i++) {

@@ -59,7 +59,11 @@ mc_err_t mc_rebalance_propose(const mc_plan_shape_t *s, const mc_plan_machines_t
     mc_cluster_config_t *cand = NULL;
     mc_err_t rc = s_machines_of(ms, cur, &mine, err);
     if (!rc) rc = mc_plan_placement_from_config(cur, &mine, s, &now, err);
-    if (!rc) rc = mc_plan_make(s, &mine, st, pp, &next, err);
+    // The proposal is judged against the current placement (min_gain of the
+    // rebalance block), not against the naive split.
+    mc_plan_params_t own = *pp;
+    own.min_gain = 0;
+    if (!rc) rc = mc_plan_make(s, &mine, st, &own, &next, err);
     if (!rc) rc = mc_plan_simulate(s, &mine, st, &now, &pp->sim, &sim_now, err);
     if (!rc) rc = mc_plan_simulate(s, &mine, st, &next, &pp->sim, &sim_next, err);
     if (!rc) rc = mc_plan_placement_to_config(&next, &mine, NULL, cur->wire, &cand, err);
@@ -122,7 +126,10 @@ struct mc_rebalance {
     mc_cluster_t *c;
     mc_routing_t *routing;
     mc_rebalance_params_t p;
-    mc_cluster_rebalance_t cfg; // the block's numbers (its strings not kept)
+    mc_cluster_rebalance_t cfg; // the block's numbers (its strings not kept), under mu
+    char *machines_path;        // the machines file loaded (resolved; owned)
+    const mc_cluster_config_t *seen; // the current file last followed (s_follow)
+    bool off;                   // the current file has no block (SIGHUP, PUT): resting, under mu
     mc_plan_shape_t shape;
     mc_plan_machines_t machines;
     s_state_t state;
@@ -172,6 +179,8 @@ mc_rebalance_t *mc_rebalance_new(mc_cluster_t *c, const mc_model_t *m, mc_routin
         !(rb->after = calloc(w, sizeof *rb->after)))
         rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     if (!rc && (rc = mc_plan_shape_from_model(m, &rb->shape, err))) {
+    } else if (!rc && !(rb->machines_path = strdup(cfg->rebalance.machines_resolved))) {
+        rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     } else if (!rc && (rc = mc_plan_machines_load(cfg->rebalance.machines_resolved, &rb->machines, sub))) {
         mc_err_set(err, rc, "rebalance: %s", sub);
     } else if (!rc) {
@@ -192,6 +201,7 @@ void mc_rebalance_destroy(mc_rebalance_t **prb) {
     mc_plan_shape_free(&rb->shape);
     mc_plan_machines_free(&rb->machines);
     mc_cluster_config_destroy(&rb->previous);
+    free(rb->machines_path);
     free(rb->ring), free(rb->frozen), free(rb->after);
     pthread_mutex_destroy(&rb->mu);
     free(rb);
@@ -199,8 +209,8 @@ void mc_rebalance_destroy(mc_rebalance_t **prb) {
 }
 
 void mc_rebalance_step(mc_rebalance_t *rb, double ms) {
-    const uint32_t w = rb->cfg.window;
     pthread_mutex_lock(&rb->mu);
+    const uint32_t w = rb->cfg.window;
     const mc_rebalance_phase_t ph = rb->timing_after ? MC_REBALANCE_PHASE_AFTER : MC_REBALANCE_PHASE_BEFORE;
     if (rb->p.step_ms) ms = rb->p.step_ms(rb->p.user, ph, ms);
     if (rb->timing_after) {
@@ -326,11 +336,69 @@ static bool s_switched(mc_rebalance_t *rb, bool *done) {
     return now == rb->want;
 }
 
+// Between rounds: the current file's block is the one followed, so a
+// SIGHUP or a PUT of a file with other numbers (or none: the loop rests)
+// takes effect once its placement has switched; its machines file is read
+// again then (a file that cannot be read keeps the machines loaded).
+static void s_follow(mc_rebalance_t *rb, double now_ms) {
+    const mc_cluster_config_t *cur = s_steady(rb);
+    if (!cur || cur == rb->seen) return;
+    rb->seen = cur;
+    const mc_cluster_rebalance_t *b = &cur->rebalance;
+    if (!b->on || !b->machines_resolved) {
+        if (!rb->off) mc_log_status(rb->p.log, "moe-coordinator", "rebalance: off (the current cluster file has no "
+                                                                 "rebalance block)");
+        pthread_mutex_lock(&rb->mu);
+        rb->off = true;
+        pthread_mutex_unlock(&rb->mu);
+        return;
+    }
+    char err[MC_ERR_LEN], *path = strdup(b->machines_resolved);
+    mc_plan_machines_t ms = {0};
+    if (!path) return; // out of memory: tried again with the next file
+    if (mc_plan_machines_load(path, &ms, err)) {
+        mc_log_status(rb->p.log, "moe-coordinator", "rebalance: %s not taken, the machines of %s kept: %s", path,
+                      rb->machines_path, err);
+        free(path);
+    } else {
+        mc_plan_machines_free(&rb->machines);
+        rb->machines = ms;
+        free(rb->machines_path);
+        rb->machines_path = path;
+    }
+    double *ring = NULL, *frozen = NULL, *after = NULL;
+    if (b->window != rb->cfg.window &&
+        (!(ring = calloc(b->window, sizeof *ring)) || !(frozen = calloc(b->window, sizeof *frozen)) ||
+         !(after = calloc(b->window, sizeof *after)))) {
+        free(ring), free(frozen), free(after);
+        rb->seen = NULL; // out of memory: the old numbers stay, tried again at the next poll
+        return;
+    }
+    pthread_mutex_lock(&rb->mu);
+    const bool changed = rb->off || b->every_s != rb->cfg.every_s || b->min_gain != rb->cfg.min_gain ||
+                         b->window != rb->cfg.window || b->tolerance != rb->cfg.tolerance;
+    if (ring) { // steps are timed afresh into the new window
+        free(rb->ring), free(rb->frozen), free(rb->after);
+        rb->ring = ring, rb->frozen = frozen, rb->after = after;
+        rb->n_ring = rb->n_frozen = rb->n_after = 0;
+    }
+    if (b->every_s != rb->cfg.every_s) rb->next_at = now_ms + b->every_s * 1e3;
+    rb->cfg.on = true, rb->cfg.every_s = b->every_s, rb->cfg.min_gain = b->min_gain;
+    rb->cfg.window = b->window, rb->cfg.tolerance = b->tolerance;
+    rb->off = false;
+    pthread_mutex_unlock(&rb->mu);
+    if (changed)
+        mc_log_status(rb->p.log, "moe-coordinator", "rebalance: every %u s, min_gain %.1f%%, window %u, tolerance %.0f%%",
+                      b->every_s, 100 * b->min_gain, b->window, 100 * b->tolerance);
+}
+
 void mc_rebalance_poll(mc_rebalance_t *rb, double now_ms) {
     char err[MC_ERR_LEN];
     bool done;
     switch (rb->state) {
     case S_IDLE:
+        s_follow(rb, now_ms);
+        if (rb->off) return;
         if (!rb->next_at) rb->next_at = now_ms + rb->cfg.every_s * 1e3;
         if (now_ms < rb->next_at) return;
         rb->next_at = now_ms + rb->cfg.every_s * 1e3;
@@ -426,7 +494,7 @@ struct cJSON *mc_rebalance_json(mc_rebalance_t *rb) {
     cJSON_AddNumberToObject(o, "min_gain", rb->cfg.min_gain);
     cJSON_AddNumberToObject(o, "window", rb->cfg.window);
     cJSON_AddNumberToObject(o, "tolerance", rb->cfg.tolerance);
-    cJSON_AddStringToObject(o, "state", s_state_names[rb->state]);
+    cJSON_AddStringToObject(o, "state", rb->off ? "off" : s_state_names[rb->state]);
     cJSON *counts = cJSON_AddObjectToObject(o, "counts");
     for (int i = 0; i < MC_REBALANCE_N_OUTCOMES; i++)
         cJSON_AddNumberToObject(counts, s_outcome_names[i], (double)rb->counts[i]);

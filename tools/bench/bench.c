@@ -602,16 +602,19 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
     }
     if (!rc) {
         // Repack the Q4_0 weights as a coordinator does (its session,
-        // coordinator/session.c): everything, or with a cluster attached only the
-        // non-expert matrices (the local experts then read the file's rows,
-        // the same bits).
+        // coordinator/session.c): everything, or with a cluster attached the
+        // non-expert matrices and the experts computed here (the cluster
+        // file's local ones). The others are the nodes': a lost node's share
+        // computed here reads the file's rows, the same bits.
         const double t_repack = mc_clock_s();
-        uint8_t *none = o->attach ? calloc((size_t)m->hp.n_layer * m->hp.n_expert + 1, 1) : NULL;
-        if (o->attach && !none)
+        const size_t cells = (size_t)m->hp.n_layer * m->hp.n_expert;
+        uint8_t *held = o->attach ? calloc(cells + 1, 1) : NULL;
+        if (o->attach && !held)
             rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-        else if (!o->no_repack)
-            rc = mc_model_repack(m, mc_engine_matmul(e), true, none, err);
-        free(none);
+        for (size_t c = 0; held && c < cells; c++)
+            held[c] = !o->local || o->local(o->attach_ctx, (uint32_t)(c / m->hp.n_expert), (uint32_t)(c % m->hp.n_expert));
+        if (!rc && !o->no_repack) rc = mc_model_repack(m, mc_engine_matmul(e), true, held, err);
+        free(held);
         res.repack_ms = (mc_clock_s() - t_repack) * 1e3;
         res.load_ms = (mc_clock_s() - t_load) * 1e3;
         res.repacked_mb = (double)m->packed_bytes / S_MIB;

@@ -38,12 +38,17 @@
 // needs no network code.
 typedef mc_err_t (*mc_bench_attach_fn)(void *ctx, mc_engine_t *e, const mc_model_t *m, char *err);
 typedef void (*mc_bench_detach_fn)(void *ctx);
+// Whether the attached backend leaves (layer, expert) to this process (a
+// cluster file's local experts): those are repacked at load like every
+// other matrix, as a coordinator's session repacks them.
+typedef bool (*mc_bench_local_fn)(void *ctx, uint32_t layer, uint32_t expert);
 
 typedef struct {
     const char *model;   // GGUF file; NULL: the cached benchmark model of `type`
     const char *cluster; // --cluster FILE (the front end attaches it)
     mc_bench_attach_fn attach; // optional
     mc_bench_detach_fn detach; // with attach
+    mc_bench_local_fn local;   // with attach: the experts computed here (NULL: all of them)
     void *attach_ctx;
     mc_dtype_t type;     // weight type of the generated benchmark model
     int n_threads;

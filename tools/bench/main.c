@@ -45,6 +45,11 @@ static mc_err_t s_attach(void *ctx, mc_engine_t *e, const mc_model_t *m, char *e
     return MC_OK;
 }
 
+static bool s_local(void *ctx, uint32_t layer, uint32_t expert) {
+    const s_cluster_ctx_t *c = ctx;
+    return !c->cfg || mc_cluster_config_local_holds(c->cfg, layer, expert);
+}
+
 static void s_detach(void *ctx) {
     s_cluster_ctx_t *c = ctx;
     char err[MC_ERR_LEN];
@@ -131,6 +136,7 @@ int main(int argc, char **argv) {
     if (o.cluster || o.routing_stats) {
         o.attach = s_attach;
         o.detach = s_detach;
+        o.local = s_local;
         o.attach_ctx = &cctx;
     }
     char path[4096];

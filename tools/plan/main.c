@@ -13,6 +13,7 @@
 #include "file.h"
 #include "flags.h"
 #include "model.h"
+#include "parse.h"
 #include "plan.h"
 #include "routing.h"
 
@@ -29,6 +30,7 @@ typedef struct {
     const char *model, *routing, *machines, *out, *stats;
     s_files_t compare, simulate;
     bool naive, no_local, no_replicas;
+    uint32_t coord_mem_limit; // --coord-mem-limit: the coordinator's --mem-limit, for predictions
     mc_plan_params_t pp;
 } s_opts_t;
 
@@ -38,6 +40,10 @@ static mc_err_t s_parse_file(const char *flag, const char *v, void *field, char 
     if (l->n == S_MAX_FILES) return mc_err_set(err, MC_ERR_ARG, "%s: more than %d files", flag, S_MAX_FILES);
     l->file[l->n++] = v;
     return MC_OK;
+}
+
+static mc_err_t s_parse_gain(const char *flag, const char *v, void *field, char *err) {
+    return mc_parse_f64(flag, v, 0, 10, field, err);
 }
 
 static mc_err_t s_parse_wire(const char *flag, const char *v, void *field, char *err) {
@@ -71,6 +77,12 @@ static const mc_flag_t s_flags[] = {
     {S_ROW("--no-replicas", NULL, MC_FLAG_SWITCH, no_replicas), .help = "hold every (layer, expert) once"},
     {S_ROW("--steps", "N", MC_FLAG_U32, pp.sim.max_steps), MC_FLAG_DEF_TEXT, 1, 1 << 24,
      .help = "trace steps a prediction replays (default: all)"},
+    {S_ROW("--min-gain", "F", MC_FLAG_CUSTOM, pp.min_gain), .parse = s_parse_gain,
+     .help = "keep the naive split unless the plan is predicted at least this\n"
+             "much faster (default 0.25: the simulator's measured error; 0: any gain)"},
+    {S_ROW("--coord-mem-limit", "MB", MC_FLAG_U32, coord_mem_limit), MC_FLAG_DEF_TEXT, 1, 1 << 24,
+     .help = "predictions: the coordinator runs with --mem-limit MB (default: none,\n"
+             "every local expert resident)"},
     {S_ROW("--stats", "FILE", MC_FLAG_FILE, stats),
      .help = "take each node's latency_ms from a run's statistics\n"
              "(moe-coordinator --stats-json): mean round trip less its compute"},
@@ -166,7 +178,8 @@ static int s_apply_stats(const char *path, mc_plan_machines_t *ms) {
 
 // Predict the cluster file at path; *tok_s receives its speed.
 static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_machines_t *ms,
-                     const mc_routing_stats_t *st, const mc_plan_sim_params_t *sp, double *tok_s) {
+                     const mc_routing_stats_t *st, const mc_plan_sim_params_t *sp, uint32_t coord_limit_mb,
+                     double *tok_s) {
     char err[MC_ERR_LEN];
     mc_cluster_config_t *c = mc_cluster_config_load(path, err);
     if (!c) return s_fail(err);
@@ -175,25 +188,19 @@ static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_m
     mc_plan_sim_params_t own = *sp;
     own.wire = c->wire; // the file's encoding
     int ret = 0;
-    // The nodes' mem_limit_mb: what they run under, so what bounds their
-    // resident experts (on a copy of the machines).
-    mc_plan_machines_t lim = *ms;
-    lim.m = malloc(ms->n * sizeof *lim.m);
-    if (!lim.m) {
+    // The machines as this file runs them: what bounds each one's resident
+    // experts is its limit (mc_plan_machines_as_run).
+    mc_plan_machines_t lim;
+    if (mc_plan_machines_as_run(ms, c, coord_limit_mb, &lim, err)) {
         mc_cluster_config_destroy(&c);
-        return s_fail("out of memory");
+        return s_fail(err);
     }
-    memcpy(lim.m, ms->m, ms->n * sizeof *lim.m);
-    for (size_t i = 0; i < c->n_nodes; i++)
-        for (size_t j = 1; j < lim.n; j++)
-            if (!strcmp(lim.m[j].name, c->nodes[i].name) && c->nodes[i].mem_limit_mb) {
-                lim.m[j].mem_limit_mb = c->nodes[i].mem_limit_mb;
-                if (!lim.m[j].disk_tier)
-                    fprintf(stderr,
-                            S_PROG ": warning: %s: %s runs under mem_limit_mb %u but its machine entry has no disk "
-                            "figures (disk_read_mb_s, disk_latency_ms): its reads are not predicted\n",
-                            path, lim.m[j].name, c->nodes[i].mem_limit_mb);
-            }
+    for (size_t j = 0; j < lim.n; j++)
+        if (lim.m[j].mem_limit_mb && !lim.m[j].disk_tier)
+            fprintf(stderr,
+                    S_PROG ": warning: %s: %s runs under a memory limit of %u MiB but its machine entry has no disk "
+                    "figures (disk_read_mb_s, disk_latency_ms): its reads are not predicted\n",
+                    path, lim.m[j].name, lim.m[j].mem_limit_mb);
     ms = &lim;
     if (mc_plan_placement_from_config(c, ms, s, &p, err)) ret = s_fail(err);
     else {
@@ -206,7 +213,7 @@ static int s_predict(const char *path, const mc_plan_shape_t *s, const mc_plan_m
         }
         mc_plan_placement_free(&p);
     }
-    free(lim.m);
+    mc_plan_machines_free(&lim);
     mc_cluster_config_destroy(&c);
     return ret;
 }
@@ -236,7 +243,7 @@ int main(int argc, char **argv) {
     if (o.simulate.n) {
         for (size_t i = 0; i < o.simulate.n && !ret; i++) {
             double t;
-            ret = s_predict(o.simulate.file[i], &s, &ms, &st, &o.pp.sim, &t);
+            ret = s_predict(o.simulate.file[i], &s, &ms, &st, &o.pp.sim, o.coord_mem_limit, &t);
         }
         goto done;
     }
@@ -264,14 +271,25 @@ int main(int argc, char **argv) {
     // Machines holding more than their memory run under a limit: the nodes'
     // in the cluster file, the coordinator's on its command line.
     const uint32_t coord_limit = mc_plan_mem_limits(&p, &ms, &s, c);
-    mc_plan_report(stdout, o.naive ? "equal split" : "plan", &p, &ms, &s, &r);
+    bool kept_naive = false; // the plan's predicted gain was below --min-gain
+    if (!o.naive) {
+        mc_plan_placement_t q = {0};
+        kept_naive = !mc_plan_naive(&ms, &s, &q, err) &&
+                     !memcmp(q.held, p.held, ms.n * (size_t)s.n_layer * s.n_expert);
+        mc_plan_placement_free(&q);
+    }
+    mc_plan_report(stdout, o.naive || kept_naive ? "equal split" : "plan", &p, &ms, &s, &r);
+    if (kept_naive)
+        printf("  the equal split is kept: no placement was predicted at least %.0f%% faster (--min-gain; a\n"
+               "  smaller gain is within the simulator's measured error)\n",
+               100 * o.pp.min_gain);
     if (coord_limit) printf("  run the coordinator with --mem-limit %u (its experts outgrow its memory)\n", coord_limit);
     const double planned = r.tok_s;
     mc_plan_sim_free(&r);
     mc_plan_placement_free(&p);
     for (size_t i = 0; i < o.compare.n && !ret; i++) {
         double t = 0;
-        ret = s_predict(o.compare.file[i], &s, &ms, &st, &o.pp.sim, &t);
+        ret = s_predict(o.compare.file[i], &s, &ms, &st, &o.pp.sim, o.coord_mem_limit, &t);
         if (!ret) printf("  %s: the plan is predicted %.2fx its speed\n", o.compare.file[i], t > 0 ? planned / t : 0.0);
     }
     if (!ret) {

@@ -406,6 +406,21 @@ void mc_plan_machines_free(mc_plan_machines_t *ms) {
     ms->n = 0;
 }
 
+mc_err_t mc_plan_machines_as_run(const mc_plan_machines_t *ms, const mc_cluster_config_t *c, uint32_t coord_limit_mb,
+                                 mc_plan_machines_t *out, char *err) {
+    mc_plan_machines_t r = *ms;
+    if (!(r.m = malloc((ms->n ? ms->n : 1) * sizeof *r.m))) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    memcpy(r.m, ms->m, ms->n * sizeof *r.m);
+    for (size_t j = 0; j < r.n; j++) r.m[j].disk_tier = false, r.m[j].mem_limit_mb = 0;
+    if (coord_limit_mb && r.n) r.m[0].mem_limit_mb = coord_limit_mb, r.m[0].disk_tier = ms->m[0].disk_tier;
+    for (size_t i = 0; i < c->n_nodes; i++)
+        for (size_t j = 1; j < r.n; j++)
+            if (!strcmp(r.m[j].name, c->nodes[i].name) && c->nodes[i].mem_limit_mb)
+                r.m[j].mem_limit_mb = c->nodes[i].mem_limit_mb, r.m[j].disk_tier = ms->m[j].disk_tier;
+    *out = r;
+    return MC_OK;
+}
+
 // --- the model --------------------------------------------------------------------------
 
 static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->n_out * w->row_bytes; }
@@ -1050,7 +1065,8 @@ mc_err_t mc_plan_simulate(const mc_plan_shape_t *s, const mc_plan_machines_t *ms
 // --- the planner -------------------------------------------------------------------------
 
 mc_plan_params_t mc_plan_params_default(void) {
-    return (mc_plan_params_t){.sim = mc_plan_sim_params_default(), .local = true, .replicas = true};
+    return (mc_plan_params_t){
+        .sim = mc_plan_sim_params_default(), .local = true, .replicas = true, .min_gain = MC_PLAN_MIN_GAIN};
 }
 
 typedef struct {
@@ -1381,8 +1397,11 @@ static bool s_fits(const s_planner_t *pl, const mc_plan_placement_t *p) {
 // Both starts, searched: the greedy one into a (cleared), the naive split
 // into b when it fits; *ta, *tb their totals (INFINITY: none). Returns the
 // greedy start's error (MC_ERR_RANGE: it did not fit).
+// The two starts, each searched: the greedy one into a (time ta), the naive
+// split into b (tb; INFINITY when it does not fit or is not profiled, and
+// then also *tn, the naive split's own time before the search).
 static mc_err_t s_starts(s_planner_t *pl, mc_plan_placement_t *a, mc_plan_placement_t *b, double *ta, double *tb,
-                         char *err) {
+                         double *tn, char *err) {
     const mc_plan_shape_t *s = pl->x.s;
     const mc_plan_machines_t *ms = pl->x.ms;
     const size_t cells = (size_t)s->n_layer * s->n_expert;
@@ -1399,7 +1418,7 @@ static mc_err_t s_starts(s_planner_t *pl, mc_plan_placement_t *a, mc_plan_placem
     mc_err_t greedy_rc = s_greedy(pl, a, err);
     if (!greedy_rc && pl->pp->replicas) s_replicate(pl, a);
     if (!greedy_rc) s_search(pl, a);
-    *ta = greedy_rc ? INFINITY : s_total(pl, a), *tb = INFINITY;
+    *ta = greedy_rc ? INFINITY : s_total(pl, a), *tb = *tn = INFINITY;
     // From the naive split too, when it fits and is profiled: the plan is
     // never predicted slower than it.
     char ignore[MC_ERR_LEN];
@@ -1409,6 +1428,7 @@ static mc_err_t s_starts(s_planner_t *pl, mc_plan_placement_t *a, mc_plan_placem
         for (size_t i = 0; i < ms->n; i++) pl->used[i] = s_used(b, s, i);
         if (!s_sim_check(&pl->x, b, ignore) && s_fits(pl, b)) {
             pl->evals = 0;
+            *tn = s_total(pl, b);
             s_search(pl, b);
             *tb = s_total(pl, b);
         }
@@ -1437,8 +1457,8 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
         for (size_t c = 0; c < cells; c++) pl.load[c] = (double)st->rows[c] / tokens * sp.batch;
         rc = mc_plan_placement_new(&a, ms->n, s->n_layer, s->n_expert, err);
     }
-    double ta = INFINITY, tb = INFINITY;
-    mc_err_t greedy_rc = rc ? rc : s_starts(&pl, &a, &b, &ta, &tb, err);
+    double ta = INFINITY, tb = INFINITY, tn = INFINITY;
+    mc_err_t greedy_rc = rc ? rc : s_starts(&pl, &a, &b, &ta, &tb, &tn, err);
     // Nothing fits the memory: again with the disk tier, when some machine
     // that may hold experts has it.
     bool tier_ok = false;
@@ -1452,7 +1472,7 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
         pl.touched = calloc(s->n_layer, 1);
         if (!pl.cold || !pl.res_used || !pl.full || !pl.lt || !pl.nt || !pl.touched)
             rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-        else greedy_rc = s_starts(&pl, &a, &b, &ta, &tb, err);
+        else greedy_rc = s_starts(&pl, &a, &b, &ta, &tb, &tn, err);
     }
     if (!rc && greedy_rc && tb == INFINITY) rc = greedy_rc; // neither start fits: greedy's message
     if (!rc) {
@@ -1461,6 +1481,17 @@ mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, co
             a = b;
             b.held = NULL;
         }
+        // A gain the simulator cannot tell from its error: the naive split.
+        // Gains are of whole steps (the coordinator's attention and head
+        // included), as tokens per second see them.
+        const double fixed = pl.x.steps * (s->n_layer * s_attn_ms(&ms->m[0], sp.batch) + s_head_ms(&ms->m[0], sp.batch));
+        const double best = ta < tb ? ta : tb;
+        if (tn < INFINITY && (best + fixed) * (1 + pp->min_gain) > tn + fixed) {
+            mc_plan_placement_free(&a);
+            rc = mc_plan_naive(ms, s, &a, err);
+        }
+    }
+    if (!rc) {
         *out = a;
         a.held = NULL;
     }

@@ -70,6 +70,10 @@
 #define MC_PLAN_MAX_CURVES 16   // weight-type combinations one machine profiles
 #define MC_PLAN_MAX_POINTS 64   // measured row counts of one curve
 #define MC_PLAN_MAX_FILE_BYTES (1u << 20)
+// The default min_gain: the largest error of the simulator's predictions
+// measured by deploy/plan-check.sh over the machine shapes in
+// docs/PLACEMENT.md, rounded up.
+#define MC_PLAN_MIN_GAIN 0.25
 
 // One expert's step on one machine: ms for rows[i] rows at once.
 typedef struct {
@@ -119,6 +123,16 @@ typedef struct {
 mc_err_t mc_plan_machines_parse(const char *buf, size_t len, const char *name, mc_plan_machines_t *out, char *err);
 mc_err_t mc_plan_machines_load(const char *path, mc_plan_machines_t *out, char *err);
 void mc_plan_machines_free(mc_plan_machines_t *ms);
+
+// The machines as cluster file c runs them, into out (a copy; free it with
+// mc_plan_machines_free): each node under its mem_limit_mb, the coordinator
+// under coord_limit_mb (its --mem-limit; 0: none). A machine without a
+// limit keeps everything it holds resident, whatever its memory_mb, so its
+// disk tier is off; one with a limit keeps its entry's tier (without disk
+// figures its reads are not predicted). Nodes of c the machines lack are
+// left to mc_plan_placement_from_config to refuse.
+mc_err_t mc_plan_machines_as_run(const mc_plan_machines_t *ms, const mc_cluster_config_t *c, uint32_t coord_limit_mb,
+                                 mc_plan_machines_t *out, char *err);
 
 // What the planner needs of a model.
 typedef struct {
@@ -225,13 +239,20 @@ typedef struct {
     bool replicas;        // may a pair be held twice
     uint32_t max_evals;   // simulator runs of the local search, per start (0: default 20000)
     uint32_t search_steps; // trace steps each search evaluation replays (0: default 256)
+    // The naive split is kept unless the plan is predicted at least this
+    // much faster (0.25: 25%): a smaller predicted gain is within the
+    // simulator's measured error (docs/PLACEMENT.md), so it may be a loss.
+    // Only when the naive split fits and is profiled; 0: any gain.
+    double min_gain;
 } mc_plan_params_t;
 
-// batch 1, auto wire, local and replicas allowed, default budgets.
+// batch 1, auto wire, local and replicas allowed, default budgets,
+// min_gain MC_PLAN_MIN_GAIN.
 mc_plan_params_t mc_plan_params_default(void);
 
 // Plan a placement. MC_ERR_RANGE when the experts do not fit the machines'
-// memory and none has the disk tier (with the totals in err).
+// memory and none has the disk tier (with the totals in err). The naive
+// split itself when the plan's predicted gain over it is below min_gain.
 mc_err_t mc_plan_make(const mc_plan_shape_t *s, const mc_plan_machines_t *ms, const mc_routing_stats_t *st,
                       const mc_plan_params_t *pp, mc_plan_placement_t *out, char *err);
 
