@@ -178,7 +178,7 @@ ask8() { # host, port, prefix
   local apids=()
   for i in $(seq 8); do
     ask "$1" "$2" "$i" "$work/$3-$i.json" &
-    anet_pids+=($!)
+    apids+=($!)
   done
   for p in "${apids[@]}"; do wait "$p" || return 1; done
 }

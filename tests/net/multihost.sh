@@ -185,7 +185,7 @@ ask8() { # netns, port, prefix: 8 requests at once
   local apids=()
   for i in $(seq 8); do
     ask "$1" "$2" "$i" "$work/$3-$i.json" &
-    anet_pids+=($!)
+    apids+=($!)
   done
   if [ "${4:-}" = kill ]; then
     sleep 0.5
