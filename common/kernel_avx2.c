@@ -935,6 +935,51 @@ static const mc_kernel_t s_vnni[] = {S_TABLE(MC_ISA_AVX_VNNI, s_vnni_)};
 #undef S_KP
 #undef S_K
 
+// The attention loops read the KV cache as F32 or F16 rows: the F16 ones
+// widened exactly, and then the very same arithmetic, so one inline body
+// serves both (f16 is a constant at every call: each use is its own loop).
+
+// 8 cached fp16 values widened to f32 (exact).
+S_INLINE __m256 s_kv8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)); }
+
+// 8 values of a cache row from value i on (f16: F16 values, else F32), as f32.
+S_INLINE __m256 s_row8(const void *row, int64_t i, bool f16) {
+    return f16 ? s_kv8((const uint16_t *)row + i) : _mm256_loadu_ps((const float *)row + i);
+}
+
+// Value i of a cache row, as f32.
+S_INLINE float s_row1(const void *row, int64_t i, bool f16) {
+    return f16 ? _cvtsh_ss(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+// The 16-lane accumulators (a0: lanes 0-7, a1: 8-15) of four rows' dots
+// with q over every whole 16 values (s_dot_f32's), each load of q shared by
+// the four. Returns where the whole ones end.
+S_INLINE int64_t s_acc4(int64_t hd, const float *q, const void *const r[4], bool f16, __m256 a0[4], __m256 a1[4]) {
+    for (int c = 0; c < 4; c++) a0[c] = a1[c] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= hd; j += 16) {
+        const __m256 q0 = _mm256_loadu_ps(q + j), q1 = _mm256_loadu_ps(q + j + 8);
+        for (int c = 0; c < 4; c++) {
+            a0[c] = _mm256_add_ps(a0[c], _mm256_mul_ps(s_row8(r[c], j, f16), q0));
+            a1[c] = _mm256_add_ps(a1[c], _mm256_mul_ps(s_row8(r[c], j + 8, f16), q1));
+        }
+    }
+    return j;
+}
+
+// s_lanes_finish for the four at once (no values left over): 16 -> 8
+// lanes, 8 -> 4, then hadd pairs (0 + 1), (2 + 3) and again their sums: the
+// scalar (acc[0] + acc[1]) + (acc[2] + acc[3]) of each position.
+S_INLINE void s_fold4(const __m256 a0[4], const __m256 a1[4], float *out) {
+    __m128 z[4];
+    for (int c = 0; c < 4; c++) {
+        const __m256 x = _mm256_add_ps(a0[c], a1[c]);
+        z[c] = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    }
+    _mm_storeu_ps(out, _mm_hadd_ps(_mm_hadd_ps(z[0], z[1]), _mm_hadd_ps(z[2], z[3])));
+}
+
 // Four positions' F32 dots at once: each one s_dot_f32's accumulators and
 // fold (so its bits), with every load of q shared by the four.
 S_FN void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, int64_t n, float *out) {
@@ -942,62 +987,15 @@ S_FN void s_scores(int64_t hd, const float *q, const float *k, int64_t stride, i
     for (; p + 4 <= n; p += 4) {
         const float *r[4] = {k + p * stride, k + (p + 1) * stride, k + (p + 2) * stride, k + (p + 3) * stride};
         __m256 a0[4], a1[4];
-        for (int c = 0; c < 4; c++) a0[c] = a1[c] = _mm256_setzero_ps();
-        int64_t j = 0;
-        for (; j + 16 <= hd; j += 16) {
-            const __m256 q0 = _mm256_loadu_ps(q + j), q1 = _mm256_loadu_ps(q + j + 8);
-            for (int c = 0; c < 4; c++) {
-                a0[c] = _mm256_add_ps(a0[c], _mm256_mul_ps(_mm256_loadu_ps(r[c] + j), q0));
-                a1[c] = _mm256_add_ps(a1[c], _mm256_mul_ps(_mm256_loadu_ps(r[c] + j + 8), q1));
-            }
-        }
+        const int64_t j = s_acc4(hd, q, (const void *const *)r, false, a0, a1);
         if (j < hd) {
             for (int c = 0; c < 4; c++) out[p + c] = s_lanes_finish(a0[c], a1[c], j, hd, r[c] + j, q + j);
             continue;
         }
-        // The same fold for the four at once: 16 -> 8 lanes, 8 -> 4, then
-        // hadd pairs (0 + 1), (2 + 3) and again their sums: the scalar
-        // (acc[0] + acc[1]) + (acc[2] + acc[3]) of each position.
-        __m128 z[4];
-        for (int c = 0; c < 4; c++) {
-            const __m256 x = _mm256_add_ps(a0[c], a1[c]);
-            z[c] = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-        }
-        _mm_storeu_ps(out + p, _mm_hadd_ps(_mm_hadd_ps(z[0], z[1]), _mm_hadd_ps(z[2], z[3])));
+        s_fold4(a0, a1, out + p);
     }
     for (; p < n; p++) s_dot_f32(hd, &out[p], k + p * stride, q);
 }
-
-// y[i] + w[p] * v[p][i] for every p in turn, the product rounded then the add
-// (as the scalar loop), with 32 values of y in registers across all positions.
-S_FN void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y) {
-    int64_t i = 0;
-    for (; i + 32 <= hd; i += 32) {
-        __m256 y0 = _mm256_loadu_ps(y + i), y1 = _mm256_loadu_ps(y + i + 8);
-        __m256 y2 = _mm256_loadu_ps(y + i + 16), y3 = _mm256_loadu_ps(y + i + 24);
-        for (int64_t p = 0; p < n; p++) {
-            const __m256 wp = _mm256_set1_ps(w[p]);
-            const float *x = v + p * stride + i;
-            y0 = _mm256_add_ps(y0, _mm256_mul_ps(wp, _mm256_loadu_ps(x)));
-            y1 = _mm256_add_ps(y1, _mm256_mul_ps(wp, _mm256_loadu_ps(x + 8)));
-            y2 = _mm256_add_ps(y2, _mm256_mul_ps(wp, _mm256_loadu_ps(x + 16)));
-            y3 = _mm256_add_ps(y3, _mm256_mul_ps(wp, _mm256_loadu_ps(x + 24)));
-        }
-        _mm256_storeu_ps(y + i, y0), _mm256_storeu_ps(y + i + 8, y1);
-        _mm256_storeu_ps(y + i + 16, y2), _mm256_storeu_ps(y + i + 24, y3);
-    }
-    for (; i + 8 <= hd; i += 8) {
-        __m256 y0 = _mm256_loadu_ps(y + i);
-        for (int64_t p = 0; p < n; p++)
-            y0 = _mm256_add_ps(y0, _mm256_mul_ps(_mm256_set1_ps(w[p]), _mm256_loadu_ps(v + p * stride + i)));
-        _mm256_storeu_ps(y + i, y0);
-    }
-    for (; i < hd; i++)
-        for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * v[p * stride + i];
-}
-
-// 8 cached fp16 values widened to f32 (exact).
-S_INLINE __m256 s_kv8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)); }
 
 // s_scores on an F16 cache: each key value widened exactly, then the same
 // lanes and fold as the F32 dot (four positions at a time, as s_scores).
@@ -1006,15 +1004,8 @@ S_FN void s_scores_f16(int64_t hd, const float *q, const uint16_t *k, int64_t st
         const int rows = n - p0 < 4 ? (int)(n - p0) : 4;
         const uint16_t *r[4];
         __m256 a0[4], a1[4];
-        for (int c = 0; c < 4; c++) r[c] = k + (p0 + (c < rows ? c : 0)) * stride, a0[c] = a1[c] = _mm256_setzero_ps();
-        int64_t j = 0;
-        for (; j + 16 <= hd; j += 16) {
-            const __m256 q0 = _mm256_loadu_ps(q + j), q1 = _mm256_loadu_ps(q + j + 8);
-            for (int c = 0; c < 4; c++) {
-                a0[c] = _mm256_add_ps(a0[c], _mm256_mul_ps(s_kv8(r[c] + j), q0));
-                a1[c] = _mm256_add_ps(a1[c], _mm256_mul_ps(s_kv8(r[c] + j + 8), q1));
-            }
-        }
+        for (int c = 0; c < 4; c++) r[c] = k + (p0 + (c < rows ? c : 0)) * stride;
+        const int64_t j = s_acc4(hd, q, (const void *const *)r, true, a0, a1);
         if (j < hd || rows < 4) {
             for (int c = 0; c < rows; c++) {
                 float tx[16];
@@ -1023,41 +1014,46 @@ S_FN void s_scores_f16(int64_t hd, const float *q, const uint16_t *k, int64_t st
             }
             continue;
         }
-        // s_scores' fold of the four at once: (acc[0] + acc[1]) + (acc[2] + acc[3]) each.
-        __m128 z[4];
-        for (int c = 0; c < 4; c++) {
-            const __m256 x = _mm256_add_ps(a0[c], a1[c]);
-            z[c] = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-        }
-        _mm_storeu_ps(out + p0, _mm_hadd_ps(_mm_hadd_ps(z[0], z[1]), _mm_hadd_ps(z[2], z[3])));
+        s_fold4(a0, a1, out + p0);
     }
 }
 
-// s_mix on an F16 cache: y[i] + w[p] * widen(v[p][i]), product rounded then
-// the add, position by position.
-S_FN void s_mix_f16(int64_t hd, int64_t n, const float *w, const uint16_t *v, int64_t stride, float *y) {
+// y[i] + w[p] * v[p][i] for every p in turn, the product rounded then the add
+// (as the scalar loop), with 32 values of y in registers across all positions.
+S_INLINE void s_mix_rows(int64_t hd, int64_t n, const float *w, const void *v, int64_t stride, float *y, bool f16) {
     int64_t i = 0;
     for (; i + 32 <= hd; i += 32) {
         __m256 y0 = _mm256_loadu_ps(y + i), y1 = _mm256_loadu_ps(y + i + 8);
         __m256 y2 = _mm256_loadu_ps(y + i + 16), y3 = _mm256_loadu_ps(y + i + 24);
         for (int64_t p = 0; p < n; p++) {
             const __m256 wp = _mm256_set1_ps(w[p]);
-            const uint16_t *x = v + p * stride + i;
-            y0 = _mm256_add_ps(y0, _mm256_mul_ps(wp, s_kv8(x)));
-            y1 = _mm256_add_ps(y1, _mm256_mul_ps(wp, s_kv8(x + 8)));
-            y2 = _mm256_add_ps(y2, _mm256_mul_ps(wp, s_kv8(x + 16)));
-            y3 = _mm256_add_ps(y3, _mm256_mul_ps(wp, s_kv8(x + 24)));
+            const int64_t x = p * stride + i;
+            y0 = _mm256_add_ps(y0, _mm256_mul_ps(wp, s_row8(v, x, f16)));
+            y1 = _mm256_add_ps(y1, _mm256_mul_ps(wp, s_row8(v, x + 8, f16)));
+            y2 = _mm256_add_ps(y2, _mm256_mul_ps(wp, s_row8(v, x + 16, f16)));
+            y3 = _mm256_add_ps(y3, _mm256_mul_ps(wp, s_row8(v, x + 24, f16)));
         }
         _mm256_storeu_ps(y + i, y0), _mm256_storeu_ps(y + i + 8, y1);
         _mm256_storeu_ps(y + i + 16, y2), _mm256_storeu_ps(y + i + 24, y3);
     }
     for (; i + 8 <= hd; i += 8) {
         __m256 y0 = _mm256_loadu_ps(y + i);
-        for (int64_t p = 0; p < n; p++) y0 = _mm256_add_ps(y0, _mm256_mul_ps(_mm256_set1_ps(w[p]), s_kv8(v + p * stride + i)));
+        for (int64_t p = 0; p < n; p++)
+            y0 = _mm256_add_ps(y0, _mm256_mul_ps(_mm256_set1_ps(w[p]), s_row8(v, p * stride + i, f16)));
         _mm256_storeu_ps(y + i, y0);
     }
     for (; i < hd; i++)
-        for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * _cvtsh_ss(v[p * stride + i]);
+        for (int64_t p = 0; p < n; p++) y[i] = y[i] + w[p] * s_row1(v, p * stride + i, f16);
+}
+
+S_FN void s_mix(int64_t hd, int64_t n, const float *w, const float *v, int64_t stride, float *y) {
+    s_mix_rows(hd, n, w, v, stride, y, false);
+}
+
+// s_mix on an F16 cache: y[i] + w[p] * widen(v[p][i]), product rounded then
+// the add, position by position.
+S_FN void s_mix_f16(int64_t hd, int64_t n, const float *w, const uint16_t *v, int64_t stride, float *y) {
+    s_mix_rows(hd, n, w, v, stride, y, true);
 }
 
 mc_attn_fns_t mc_kernel_attn_avx2(void) { return (mc_attn_fns_t){s_scores, s_mix, s_scores_f16, s_mix_f16}; }

@@ -72,7 +72,9 @@ typedef struct {
     uint32_t lease_ms;  // how long a silent coordinator keeps its placement
     const char *secret_key;      // CURVE secret key file (guard.h); NULL: no encryption
     const char *authorized_keys; // coordinators' public keys, one per line (with secret_key)
-    FILE *log;          // status lines (see above); NULL: quiet
+    FILE *log;          // status lines (see above); NULL: quiet. Open until mc_node_destroy: with
+                        // CURVE the key check thread logs refusals as long as the socket is bound,
+                        // after mc_node_run has returned too
     bool profile;       // --profile: measure this machine for moe-plan and exit (profile.h)
     uint32_t mem_limit_mb; // --mem-limit: the held experts' resident bytes at most (expert_store.h); 0: all resident
     bool mem_prefetch;     // --mem-prefetch: read ahead what the transitions between its requests' layers predict

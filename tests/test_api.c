@@ -129,6 +129,7 @@ static void test_response_format(void **state) {
     mc_api_request_t r = s_ok(b, true);
     assert_true(r.json);
     assert_null(r.schema);
+    assert_null(r.compiled);
     mc_api_request_free(&r);
     snprintf(b, sizeof b,
              "{%s,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"person\",\"strict\":true,"
@@ -140,6 +141,7 @@ static void test_response_format(void **state) {
     assert_string_equal(r.schema, "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":"
                                   "[\"name\"],\"additionalProperties\":false}");
     assert_int_equal(r.schema_len, strlen(r.schema));
+    assert_non_null(r.compiled); // kept for the generation: compiled once
     mc_api_request_free(&r);
     snprintf(b, sizeof b, "{%s,\"response_format\":{\"type\":\"text\"}}", m);
     r = s_ok(b, true);

@@ -42,17 +42,15 @@
 #include "mkmodel.h"
 #include "model.h"
 #include "nodeproc.h"
+#include "testnodes.h"
 #include "testutil.h"
 
 #define MAX_NODES 3
 
 static char s_dir[256];
-static char s_exe[1024];
 
 static int s_setup(void **state) {
     (void)state;
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(s_exe, sizeof s_exe, "%s/moe-expert", bin ? bin : ".");
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
 }
 
@@ -63,8 +61,7 @@ static int s_teardown(void **state) {
 }
 
 typedef struct {
-    mc_nodeproc_t procs[MAX_NODES];
-    size_t n;
+    mc_test_nodes_t nodes;
     char cache[MAX_NODES][512];
     char endpoint[MAX_NODES][256];
     const char *experts[MAX_NODES];
@@ -74,7 +71,7 @@ static s_nodes_t *s_live; // stopped by the per-test teardown after a failed ass
 
 static int s_stop_live(void **state) {
     (void)state;
-    if (s_live) mc_nodeproc_stop(s_live->procs, s_live->n);
+    if (s_live) mc_test_nodes_stop(&s_live->nodes);
     s_live = NULL;
     return 0;
 }
@@ -89,33 +86,30 @@ static void s_sleep_ms(long ms) {
 static unsigned s_cache_mb; // --cache-mb of the nodes started (0: none)
 
 static void s_node_start(s_nodes_t *ns, size_t i, unsigned chunk_kib) {
-    char err[MC_ERR_LEN], name[32];
-    snprintf(name, sizeof name, "node-%zu", i + 1);
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.cache_dir = ns->cache[i], np.name = name, np.lease_ms = 400, np.fetch_chunk_kib = chunk_kib;
+    np.cache_dir = ns->cache[i], np.lease_ms = 400, np.fetch_chunk_kib = chunk_kib;
     np.cache_mb = s_cache_mb;
     char listen[256];
     snprintf(listen, sizeof listen, "%s", ns->endpoint[i]);
     if (listen[0]) np.listen = listen;
-    if (mc_nodeproc_start(&np, &ns->procs[i], err)) fail_msg("%s", err);
-    memcpy(ns->endpoint[i], ns->procs[i].endpoint, sizeof ns->endpoint[i]);
+    mc_test_nodes_start(&ns->nodes, i, &np);
+    memcpy(ns->endpoint[i], ns->nodes.procs[i].endpoint, sizeof ns->endpoint[i]);
 }
 
 // n nodes with empty cache folders tag-0 .. tag-(n-1).
 static void s_nodes(s_nodes_t *ns, const char *tag, const char *const *experts, size_t n, unsigned chunk_kib) {
     memset(ns, 0, sizeof *ns);
-    for (size_t i = 0; i < MAX_NODES; i++) ns->procs[i].out = -1;
+    mc_test_nodes_init(&ns->nodes);
     s_live = ns;
     for (size_t i = 0; i < n; i++) {
         snprintf(ns->cache[i], sizeof ns->cache[i], "%s/%s-%zu", s_dir, tag, i);
         ns->experts[i] = experts[i];
         s_node_start(ns, i, chunk_kib);
-        ns->n = i + 1;
     }
 }
 
 static void s_nodes_stop(s_nodes_t *ns) {
-    mc_nodeproc_stop(ns->procs, ns->n);
+    mc_test_nodes_stop(&ns->nodes);
     s_live = NULL;
 }
 
@@ -125,7 +119,7 @@ static mc_cluster_config_t *s_config(const s_nodes_t *ns, uint32_t mbps) {
     cfg->timeout_ms = 10000;
     cfg->retry_ms = 200;
     cfg->transfer_mbps = mbps;
-    for (size_t i = 0; i < ns->n; i++) {
+    for (size_t i = 0; i < ns->nodes.n; i++) {
         snprintf(name, sizeof name, "node-%zu", i + 1);
         mc_expert_set_t ex;
         assert_int_equal(mc_expert_set_parse(ns->experts[i], &ex, err), MC_OK);
@@ -432,9 +426,9 @@ static void test_node_killed_mid_transfer(void **state) {
         s_sleep_ms(10);
         if (mc_clock_ms() > until) fail_msg("the transfer did not start");
     }
-    kill(ns.procs[0].pid, SIGKILL);
-    waitpid(ns.procs[0].pid, NULL, 0);
-    ns.procs[0].pid = 0;
+    kill(ns.nodes.procs[0].pid, SIGKILL);
+    waitpid(ns.nodes.procs[0].pid, NULL, 0);
+    ns.nodes.procs[0].pid = 0;
     const uint64_t before = s_stats(c, 0).transfer_bytes;
     s_node_start(&ns, 0, 16);
     s_wait_alive(c, 30000);

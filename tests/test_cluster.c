@@ -46,18 +46,15 @@
 #include "nodeproc.h"
 #include "plan.h"
 #include "rng.h"
+#include "testnodes.h"
 #include "testutil.h"
 
-#define MAX_NODES 3
 
 static char s_dir[256];
-static char s_exe[1024];
 static unsigned s_lease_ms; // --lease-ms of the nodes s_start starts (0: their default)
 
 static int s_setup(void **state) {
     (void)state;
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(s_exe, sizeof s_exe, "%s/moe-expert", bin ? bin : ".");
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
 }
 
@@ -73,8 +70,7 @@ typedef struct {
 } s_place_t;
 
 typedef struct {
-    mc_nodeproc_t procs[MAX_NODES];
-    size_t n;
+    mc_test_nodes_t nodes;
     mc_cluster_config_t *cfg;
 } s_nodes_t;
 
@@ -85,7 +81,7 @@ static s_nodes_t *s_live;
 static int s_stop_live(void **state) {
     (void)state;
     if (s_live) {
-        mc_nodeproc_stop(s_live->procs, s_live->n);
+        mc_test_nodes_stop(&s_live->nodes);
         mc_cluster_config_destroy(&s_live->cfg);
         s_live = NULL;
     }
@@ -96,7 +92,7 @@ static void s_start(s_nodes_t *ns, const char *model, const s_place_t *place, si
                     const char *local_experts) {
     char err[MC_ERR_LEN], name[32];
     memset(ns, 0, sizeof *ns);
-    for (size_t i = 0; i < MAX_NODES; i++) ns->procs[i].out = -1;
+    mc_test_nodes_init(&ns->nodes);
     s_live = ns;
     ns->cfg = mc_cluster_config_new();
     ns->cfg->wire = wire;
@@ -105,9 +101,8 @@ static void s_start(s_nodes_t *ns, const char *model, const s_place_t *place, si
     for (size_t i = 0; i < n; i++) {
         snprintf(name, sizeof name, "node-%zu", i + 1);
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = s_exe, np.model = model, np.name = name, np.lease_ms = s_lease_ms;
-        if (mc_nodeproc_start(&np, &ns->procs[i], err)) fail_msg("%s", err);
-        ns->n = i + 1;
+        np.model = model, np.name = name, np.lease_ms = s_lease_ms;
+        mc_test_nodes_start(&ns->nodes, i, &np);
         mc_expert_set_t ex;
         mc_layer_set_t ly, *lp = NULL;
         assert_int_equal(mc_expert_set_parse(place[i].experts, &ex, err), MC_OK);
@@ -115,12 +110,12 @@ static void s_start(s_nodes_t *ns, const char *model, const s_place_t *place, si
             assert_int_equal(mc_layer_set_parse(place[i].layers, &ly, err), MC_OK);
             lp = &ly;
         }
-        assert_int_equal(mc_cluster_config_add_node(ns->cfg, name, ns->procs[i].endpoint, &ex, lp, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(ns->cfg, name, ns->nodes.procs[i].endpoint, &ex, lp, err), MC_OK);
     }
 }
 
 static void s_stop(s_nodes_t *ns) {
-    mc_nodeproc_stop(ns->procs, ns->n);
+    mc_test_nodes_stop(&ns->nodes);
     mc_cluster_config_destroy(&ns->cfg);
     s_live = NULL;
 }
@@ -580,7 +575,7 @@ static void test_planned_placement_exact(void **state) {
     for (size_t i = 0; i < 4; i++) {
         mc_plan_machine_t *mc = &ms.m[i];
         snprintf(mc->name, sizeof mc->name, i ? "node-%zu" : "coord", i);
-        if (i) snprintf(mc->endpoint, sizeof mc->endpoint, "%s", ns.procs[i - 1].endpoint);
+        if (i) snprintf(mc->endpoint, sizeof mc->endpoint, "%s", ns.nodes.procs[i - 1].endpoint);
         snprintf(mc->host, sizeof mc->host, "%s", mc->name);
         mc->coordinator = i == 0, mc->threads = mc->cores = 1, mc->memory_mb = 1000, mc->local_scale = 1;
         mc->latency_ms = i ? 0.2 : 0, mc->bandwidth_mbps = 1000;
@@ -628,7 +623,7 @@ static void test_planned_placement_exact(void **state) {
              "  - {name: node-2, endpoint: \"%s\", holds: [{layers: all, experts: [0, 1, 4, 5]}]}\n"
              "  - {name: node-3, endpoint: \"%s\", holds: [{layers: 0, experts: 0-1}, {layers: 1-3, experts: 0-3}]}\n"
              "local:\n  holds: [{layers: 0, experts: 6-7}, {layers: 1-3, experts: [6, 7]}, {layers: 0, experts: 4-5}]\n",
-             ns.procs[0].endpoint, ns.procs[1].endpoint, ns.procs[2].endpoint);
+             ns.nodes.procs[0].endpoint, ns.nodes.procs[1].endpoint, ns.nodes.procs[2].endpoint);
     mc_cluster_config_t *hand = mc_cluster_config_parse(yaml, strlen(yaml), "hand.yaml", err);
     if (!hand) fail_msg("%s", err);
     if (mc_cluster_config_check(hand, L, E, err)) fail_msg("%s", err);
@@ -740,7 +735,7 @@ static void test_other_weights_refused(void **state) {
     snprintf(want, sizeof want,
              "node node-1 (%s) refused the placement: its model file differs from the coordinator's: expert 5 of layer "
              "1 has other weights (1 of the 16 experts placed differs); start this node with the coordinator's GGUF file",
-             ns.procs[0].endpoint);
+             ns.nodes.procs[0].endpoint);
     assert_string_equal(err, want);
     assert_int_equal(mc_err_code(err, MC_OK), MC_ERR_ARG); // a refusal, not a network failure
     mc_engine_destroy(&e);
@@ -777,16 +772,16 @@ static void test_starts_with_node_down(void **state) {
     ns.cfg->retry_ms = 50;
     // Started nodes sit in process groups of their own: Ctrl-C in a demo's
     // chat (SIGINT to the terminal's foreground group) does not reach them.
-    assert_int_equal(getpgid(ns.procs[0].pid), ns.procs[0].pid);
+    assert_int_equal(getpgid(ns.nodes.procs[0].pid), ns.nodes.procs[0].pid);
     s_load_ids(s_prompts[0]);
     int32_t g[1];
     float *ref = s_logits(m, NULL, g, 0);
     const size_t bytes = s_n_ids * m->hp.n_vocab * sizeof(float);
     float *got = malloc(bytes);
     for (size_t i = 1; i < 3; i++) { // down before the coordinator starts
-        kill(ns.procs[i].pid, SIGKILL);
-        waitpid(ns.procs[i].pid, NULL, 0);
-        ns.procs[i].pid = 0;
+        kill(ns.nodes.procs[i].pid, SIGKILL);
+        waitpid(ns.nodes.procs[i].pid, NULL, 0);
+        ns.nodes.procs[i].pid = 0;
     }
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 64;
@@ -805,8 +800,8 @@ static void test_starts_with_node_down(void **state) {
     assert_memory_equal(got, ref, bytes);
     // node-2 comes up on its endpoint: it joins between evaluations.
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.model = path, np.name = ns.cfg->nodes[1].name, np.listen = ns.cfg->nodes[1].endpoint;
-    if (mc_nodeproc_start(&np, &ns.procs[1], err)) fail_msg("%s", err);
+    np.model = path, np.name = ns.cfg->nodes[1].name, np.listen = ns.cfg->nodes[1].endpoint;
+    mc_test_nodes_start(&ns.nodes, 1, &np);
     for (int k = 0; k < 300 && !st.alive; k++) {
         s_sleep_ms(10);
         mc_experts_tick(mc_cluster_experts(c));
@@ -867,16 +862,15 @@ static void s_life_eval_same(s_life_t *l) {
 
 // Node i killed, or killed and started again on its endpoint at once.
 static void s_life_kill(s_nodes_t *ns, size_t i) {
-    kill(ns->procs[i].pid, SIGKILL);
-    waitpid(ns->procs[i].pid, NULL, 0);
-    ns->procs[i].pid = 0;
+    kill(ns->nodes.procs[i].pid, SIGKILL);
+    waitpid(ns->nodes.procs[i].pid, NULL, 0);
+    ns->nodes.procs[i].pid = 0;
 }
 
 static void s_life_restart(s_life_t *l, s_nodes_t *ns, size_t i) {
-    char err[MC_ERR_LEN];
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.model = l->path, np.name = ns->cfg->nodes[i].name, np.listen = ns->cfg->nodes[i].endpoint;
-    if (mc_nodeproc_start(&np, &ns->procs[i], err)) fail_msg("%s", err);
+    np.model = l->path, np.name = ns->cfg->nodes[i].name, np.listen = ns->cfg->nodes[i].endpoint;
+    mc_test_nodes_start(&ns->nodes, i, &np);
 }
 
 // One-token evaluations until node i is back (the probe runs between them).
@@ -977,9 +971,9 @@ static float *s_generate(const mc_model_t *m, s_nodes_t *ns, int kill_at, size_t
             if (row[v] > row[best]) best = (int32_t)v;
         ids[i] = best;
         if ((int)i == kill_at) {
-            kill(ns->procs[1].pid, SIGKILL);
-            waitpid(ns->procs[1].pid, NULL, 0);
-            ns->procs[1].pid = 0;
+            kill(ns->nodes.procs[1].pid, SIGKILL);
+            waitpid(ns->nodes.procs[1].pid, NULL, 0);
+            ns->nodes.procs[1].pid = 0;
         }
         if (i + 1 < n && mc_engine_eval(e, &best, 1, (uint32_t)(s_n_ids + i), MC_LOGITS_LAST, out + (i + 1) * nv, err))
             fail_msg("eval: %s", err);
@@ -1170,7 +1164,7 @@ static mc_cluster_config_t *s_replace(const s_nodes_t *ns, const char *const *ex
     char err[MC_ERR_LEN];
     mc_cluster_config_t *cfg = mc_cluster_config_new();
     cfg->wire = ns->cfg->wire;
-    for (size_t i = 0; i < ns->n; i++) {
+    for (size_t i = 0; i < ns->nodes.n; i++) {
         mc_expert_set_t ex;
         assert_int_equal(mc_expert_set_parse(experts[i], &ex, err), MC_OK);
         assert_int_equal(mc_cluster_config_add_node(cfg, ns->cfg->nodes[i].name, ns->cfg->nodes[i].endpoint, &ex, NULL, err),
@@ -1323,12 +1317,12 @@ static void test_dead_nodes_at_once(void **state) {
     mc_cluster_t *c = mc_cluster_new(ns.cfg, m, mc_engine_matmul(e), NULL, err);
     if (!c) fail_msg("%s", err);
     mc_engine_set_experts(e, mc_cluster_experts(c));
-    kill(ns.procs[0].pid, SIGKILL);
-    kill(ns.procs[1].pid, SIGSTOP);
+    kill(ns.nodes.procs[0].pid, SIGKILL);
+    kill(ns.nodes.procs[1].pid, SIGSTOP);
     const double t0 = mc_clock_ms();
     assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
     const double took = mc_clock_ms() - t0;
-    kill(ns.procs[1].pid, SIGCONT);
+    kill(ns.nodes.procs[1].pid, SIGCONT);
     assert_memory_equal(got, ref, bytes);
     printf("[cluster] one node killed, one stopped: noticed in %.0f ms (dead_ms 600, timeout_ms 8000)\n", took);
     assert_true(took < 2500);
@@ -1377,7 +1371,7 @@ static void test_slow_node_benched(void **state) {
         assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
         assert_memory_equal(got, ref, bytes);
     }
-    kill(ns.procs[1].pid, SIGSTOP);
+    kill(ns.nodes.procs[1].pid, SIGSTOP);
     double t0 = mc_clock_ms();
     assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
     const double took = mc_clock_ms() - t0;
@@ -1392,7 +1386,7 @@ static void test_slow_node_benched(void **state) {
     assert_int_equal(st.hedged, 1);
     assert_int_equal(st.deaths, 0);
     const uint64_t before = st.requests;
-    kill(ns.procs[1].pid, SIGCONT);
+    kill(ns.nodes.procs[1].pid, SIGCONT);
     s_sleep_ms(1100); // the first bench: 1 s
     mc_experts_tick(mc_cluster_experts(c));
     assert_int_equal(mc_engine_eval(e, s_ids, s_n_ids, 0, MC_LOGITS_ALL, got, err), MC_OK);
@@ -1650,6 +1644,7 @@ static void test_curve_cluster(void **state) {
     snprintf(auth, sizeof auth, "%s/coordinator.pub", keydir); // one authorized key
     static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
     memset(&ns, 0, sizeof ns);
+    mc_test_nodes_init(&ns.nodes);
     s_live = &ns;
     ns.cfg = mc_cluster_config_new();
     snprintf(ckey, sizeof ckey, "%s/coordinator.key", keydir);
@@ -1661,12 +1656,11 @@ static void test_curve_cluster(void **state) {
         assert_int_equal(mc_keys_write(keydir, name, &nk[i], err), MC_OK);
         snprintf(nkey, sizeof nkey, "%s/%s.key", keydir, name);
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = s_exe, np.model = path, np.name = name, np.secret_key = nkey, np.authorized_keys = auth;
-        if (mc_nodeproc_start(&np, &ns.procs[i], err)) fail_msg("%s", err);
-        ns.n = i + 1;
+        np.model = path, np.name = name, np.secret_key = nkey, np.authorized_keys = auth;
+        mc_test_nodes_start(&ns.nodes, i, &np);
         mc_expert_set_t ex;
         assert_int_equal(mc_expert_set_parse(i ? "4-7" : "0-3", &ex, err), MC_OK);
-        assert_int_equal(mc_cluster_config_add_node(ns.cfg, name, ns.procs[i].endpoint, &ex, NULL, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(ns.cfg, name, ns.nodes.procs[i].endpoint, &ex, NULL, err), MC_OK);
         assert_int_equal(mc_cluster_config_set_node_key(ns.cfg, i, nk[i].pub, err), MC_OK);
     }
     s_load_ids(s_prompts[2]);
@@ -1681,7 +1675,7 @@ static void test_curve_cluster(void **state) {
     snprintf(ckey, sizeof ckey, "%s/stranger.key", keydir);
     assert_int_equal(mc_cluster_config_set_secret_key(bad, ckey, err), MC_OK);
     bad->timeout_ms = 500;
-    assert_int_equal(mc_cluster_config_add_node(bad, "secure-1", ns.procs[0].endpoint, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(bad, "secure-1", ns.nodes.procs[0].endpoint, NULL, NULL, err), MC_OK);
     assert_int_equal(mc_cluster_config_set_node_key(bad, 0, nk[0].pub, err), MC_OK);
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 64;
@@ -1700,13 +1694,13 @@ static void test_curve_cluster(void **state) {
     // ...and no keys at all for a node that requires them.
     mc_cluster_config_t *plain = mc_cluster_config_new();
     plain->timeout_ms = 500;
-    assert_int_equal(mc_cluster_config_add_node(plain, "secure-1", ns.procs[0].endpoint, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(plain, "secure-1", ns.nodes.procs[0].endpoint, NULL, NULL, err), MC_OK);
     assert_null(mc_cluster_new(plain, m, mc_engine_matmul(e), NULL, err));
     if (!strstr(err, "secure-1") || !strstr(err, "CURVE keys")) fail_msg("%s", err);
     mc_cluster_config_destroy(&plain);
     // A key given to a node without the coordinator's own is refused up front.
     mc_cluster_config_t *half = mc_cluster_config_new();
-    assert_int_equal(mc_cluster_config_add_node(half, "secure-1", ns.procs[0].endpoint, NULL, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(half, "secure-1", ns.nodes.procs[0].endpoint, NULL, NULL, err), MC_OK);
     assert_int_equal(mc_cluster_config_set_node_key(half, 0, nk[0].pub, err), MC_OK);
     assert_null(mc_cluster_new(half, m, mc_engine_matmul(e), NULL, err));
     assert_non_null(strstr(err, "needs the coordinator's secret_key too"));
@@ -1749,6 +1743,7 @@ static void test_ipv6_and_host_names(void **state) {
     const char *announced[] = {"tcp://localhost:", "tcp://[::1]:"};
     static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame
     memset(&ns, 0, sizeof ns);
+    mc_test_nodes_init(&ns.nodes);
     s_live = &ns;
     ns.cfg = mc_cluster_config_new();
     ns.cfg->timeout_ms = 10000;
@@ -1756,13 +1751,12 @@ static void test_ipv6_and_host_names(void **state) {
         char name[32];
         snprintf(name, sizeof name, "net-%zu", i + 1);
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = s_exe, np.model = path, np.name = name, np.listen = listen[i];
-        if (mc_nodeproc_start(&np, &ns.procs[i], err)) fail_msg("%s", err);
-        ns.n = i + 1;
-        assert_memory_equal(ns.procs[i].endpoint, announced[i], strlen(announced[i]));
+        np.model = path, np.name = name, np.listen = listen[i];
+        mc_test_nodes_start(&ns.nodes, i, &np);
+        assert_memory_equal(ns.nodes.procs[i].endpoint, announced[i], strlen(announced[i]));
         mc_expert_set_t ex;
         assert_int_equal(mc_expert_set_parse(i ? "4-7" : v6 ? "0-3" : "0-7", &ex, err), MC_OK);
-        assert_int_equal(mc_cluster_config_add_node(ns.cfg, name, ns.procs[i].endpoint, &ex, NULL, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(ns.cfg, name, ns.nodes.procs[i].endpoint, &ex, NULL, err), MC_OK);
     }
     s_n_ids = 0;
     for (int32_t t = 1; t <= 12; t++) s_ids[s_n_ids++] = (t * 37) % (int32_t)m->hp.n_vocab;
@@ -1773,7 +1767,7 @@ static void test_ipv6_and_host_names(void **state) {
     assert_memory_equal(g1, g2, sizeof g1);
     free(got);
     // The localhost node at each address the name resolves to, one at a time.
-    const char *port = strrchr(ns.procs[0].endpoint, ':') + 1;
+    const char *port = strrchr(ns.nodes.procs[0].endpoint, ':') + 1;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     assert_int_equal(getaddrinfo("localhost", NULL, &hints, &res), 0);
     size_t addrs = 0;

@@ -29,21 +29,21 @@
 #include "experts_factory.h"
 #include "mkmodel.h"
 #include "nodeproc.h"
+#include "testnodes.h"
 #include "testutil.h"
 
 #define N_NODES 2
 #define N_GEN 6
 
 static char s_dir[256];
-static char s_exe[1024];
-static mc_nodeproc_t s_procs[N_NODES];
+static mc_test_nodes_t s_nodes;
 static mc_cluster_config_t *s_cfg;
 
 static const int32_t s_ids[] = {1, 300, 301, 302, 260, 270, 280, 290, 3, 4, 5, 400, 410, 420, 430, 2, 500};
 #define N_IDS (sizeof s_ids / sizeof s_ids[0])
 
 static void s_stop(void) {
-    mc_nodeproc_stop(s_procs, N_NODES);
+    mc_test_nodes_stop(&s_nodes);
     mc_cluster_config_destroy(&s_cfg);
 }
 
@@ -57,8 +57,7 @@ static int s_stop_live(void **state) {
 // rest, each with --mem-limit mb (0: none).
 static void s_start(const char *const paths[N_NODES], uint32_t n_expert, unsigned mb) {
     char err[MC_ERR_LEN], name[32], set[32];
-    memset(s_procs, 0, sizeof s_procs);
-    for (size_t i = 0; i < N_NODES; i++) s_procs[i].out = -1;
+    mc_test_nodes_init(&s_nodes);
     s_cfg = mc_cluster_config_new();
     s_cfg->wire = MC_WIRE_AUTO;
     s_cfg->timeout_ms = 10000;
@@ -66,12 +65,12 @@ static void s_start(const char *const paths[N_NODES], uint32_t n_expert, unsigne
     for (size_t i = 0; i < N_NODES; i++) {
         snprintf(name, sizeof name, "tier-%zu", i + 1);
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = s_exe, np.model = paths[i], np.name = name, np.mem_limit_mb = mb;
-        if (mc_nodeproc_start(&np, &s_procs[i], err)) fail_msg("%s", err);
+        np.model = paths[i], np.name = name, np.mem_limit_mb = mb;
+        mc_test_nodes_start(&s_nodes, i, &np);
         snprintf(set, sizeof set, "%u-%u", i ? n_expert / 2 : 0, i ? n_expert - 1 : n_expert / 2 - 1);
         mc_expert_set_t ex;
         assert_int_equal(mc_expert_set_parse(set, &ex, err), MC_OK);
-        assert_int_equal(mc_cluster_config_add_node(s_cfg, name, s_procs[i].endpoint, &ex, NULL, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(s_cfg, name, s_nodes.procs[i].endpoint, &ex, NULL, err), MC_OK);
     }
 }
 
@@ -277,8 +276,7 @@ static void test_truncated_under_node(void **state) {
 
 static int s_setup(void **state) {
     (void)state;
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(s_exe, sizeof s_exe, "%s/moe-expert", bin ? bin : ".");
+    mc_test_nodes_init(&s_nodes);
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
 }
 

@@ -66,6 +66,27 @@ static float *s_logits_all(const mc_model_t *m, int threads, uint32_t max_batch)
     return s_logits_kv(m, threads, max_batch, MC_DTYPE_F32, MC_ISA_BEST);
 }
 
+// The logits of s_ids (kv: the cache type) with one thread in one pass,
+// checked to be finite and the same bits with 3 threads, and with 2
+// threads in passes of 5 tokens. The caller frees them.
+static float *s_logits_invariant(const mc_model_t *m, mc_dtype_t kv) {
+    const size_t n = N_IDS * m->hp.n_vocab;
+    float *base = s_logits_kv(m, 1, 256, kv, MC_ISA_BEST);
+    float *t3 = s_logits_kv(m, 3, 256, kv, MC_ISA_BEST), *chunked = s_logits_kv(m, 2, 5, kv, MC_ISA_BEST);
+    assert_memory_equal(base, t3, n * sizeof(float));
+    assert_memory_equal(base, chunked, n * sizeof(float));
+    for (size_t k = 0; k < n; k++) assert_true(isfinite(base[k]));
+    free(t3), free(chunked);
+    return base;
+}
+
+// The largest difference between a[0..n) and b[0..n).
+static double s_worst(const float *a, const float *b, size_t n) {
+    double worst = 0;
+    for (size_t k = 0; k < n; k++) worst = fmax(worst, fabs((double)a[k] - b[k]));
+    return worst;
+}
+
 static int s_setup(void **state) {
     (void)state;
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
@@ -144,11 +165,7 @@ static void test_threads_and_batching_identical(void **state) {
     const size_t nv = m->hp.n_vocab;
     for (int kvi = 0; kvi < 2; kvi++) {
     const mc_dtype_t kv = kvi ? MC_DTYPE_F16 : MC_DTYPE_F32;
-    float *base = s_logits_kv(m, 1, 256, kv, MC_ISA_BEST);
-    float *t3 = s_logits_kv(m, 3, 256, kv, MC_ISA_BEST);
-    float *chunked = s_logits_kv(m, 2, 5, kv, MC_ISA_BEST);
-    assert_memory_equal(base, t3, N_IDS * nv * sizeof(float));
-    assert_memory_equal(base, chunked, N_IDS * nv * sizeof(float));
+    float *base = s_logits_invariant(m, kv);
 
     // One token at a time through the cache gives each row exactly.
     mc_engine_params_t ep = mc_engine_params_default();
@@ -165,7 +182,7 @@ static void test_threads_and_batching_identical(void **state) {
     assert_int_equal(mc_engine_eval(e, s_ids, 7, 0, MC_LOGITS_NONE, NULL, err), MC_OK);
     assert_int_equal(mc_engine_eval(e, s_ids + 7, N_IDS - 7, 7, MC_LOGITS_LAST, row, err), MC_OK);
     assert_memory_equal(row, base + (N_IDS - 1) * nv, nv * sizeof(float));
-    free(row), free(base), free(t3), free(chunked);
+    free(row), free(base);
     mc_engine_destroy(&e);
     }
     mc_model_destroy(&m);
@@ -197,28 +214,36 @@ static mc_err_t s_split_moe(mc_experts_t *x, uint32_t layer, const float *in, ui
     return MC_OK;
 }
 
-static void test_split_experts_identical(void **state) {
-    (void)state;
+// The logits of s_ids with the expert step split between two holders
+// (s_split_moe, products on mm). The caller frees them.
+static float *s_logits_split(const mc_model_t *m, mc_matmul_t *mm) {
     char err[MC_ERR_LEN];
-    mc_model_t *m = s_make("merged-Q4_0", MC_DTYPE_Q4_0, false, 64, 128);
-    float *base = s_logits_all(m, 1, 256);
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 64;
     mc_engine_t *e = mc_engine_new(m, &ep, err);
-    mc_pool_t *pool = mc_pool_new(1);
-    mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+    assert_non_null(e);
     static const mc_experts_ops_t ops = {.compute = s_split_moe};
     s_split_t split = {{&ops}, m, mc_moe_new(mm)};
     mc_engine_set_experts(e, &split.base);
     float *out = malloc(N_IDS * m->hp.n_vocab * sizeof(float));
     assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
+    mc_moe_destroy(&split.moe);
+    mc_engine_destroy(&e);
+    return out;
+}
+
+static void test_split_experts_identical(void **state) {
+    (void)state;
+    mc_model_t *m = s_make("merged-Q4_0", MC_DTYPE_Q4_0, false, 64, 128);
+    float *base = s_logits_all(m, 1, 256);
+    mc_pool_t *pool = mc_pool_new(1);
+    mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+    float *out = s_logits_split(m, mm);
     // With two experts per token, a + b is the same addition either way.
     assert_memory_equal(out, base, N_IDS * m->hp.n_vocab * sizeof(float));
-    mc_moe_destroy(&split.moe);
     mc_matmul_destroy(&mm);
     mc_pool_destroy(&pool);
     free(out), free(base);
-    mc_engine_destroy(&e);
     mc_model_destroy(&m);
 }
 
@@ -648,28 +673,12 @@ static void test_glm4moe_identical(void **state) {
         char name[64];
         snprintf(name, sizeof name, "glm4moe-%s", mc_dtype_name(types[i]));
         mc_model_t *m = s_make_glm4moe(name, types[i]);
-        const size_t bytes = N_IDS * m->hp.n_vocab * sizeof(float);
         mc_pool_t *pool = mc_pool_new(1);
         mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
         assert_int_equal(mc_model_repack(m, mm, true, NULL, err), MC_OK);
-        float *base = s_logits_all(m, 1, 256), *t3 = s_logits_all(m, 3, 256), *chunked = s_logits_all(m, 2, 5);
-        assert_memory_equal(base, t3, bytes);
-        assert_memory_equal(base, chunked, bytes);
-        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) assert_true(isfinite(base[k]));
-        mc_engine_params_t ep = mc_engine_params_default();
-        ep.n_ctx = 64;
-        mc_engine_t *e = mc_engine_new(m, &ep, err);
-        static const mc_experts_ops_t ops = {.compute = s_split_moe};
-        s_split_t split = {{&ops}, m, mc_moe_new(mm)};
-        mc_engine_set_experts(e, &split.base);
-        float *out = malloc(bytes);
-        assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
-        double worst = 0;
-        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) worst = fmax(worst, fabs((double)out[k] - base[k]));
-        assert_true(worst < 1e-4);
-        free(out), free(base), free(t3), free(chunked);
-        mc_moe_destroy(&split.moe);
-        mc_engine_destroy(&e);
+        float *base = s_logits_invariant(m, MC_DTYPE_F32), *out = s_logits_split(m, mm);
+        assert_true(s_worst(out, base, N_IDS * m->hp.n_vocab) < 1e-4);
+        free(out), free(base);
         mc_matmul_destroy(&mm);
         mc_pool_destroy(&pool);
         mc_model_destroy(&m);
@@ -687,30 +696,14 @@ static void test_qwen2moe_identical(void **state) {
         char name[64];
         snprintf(name, sizeof name, "qwen2moe-%s", mc_dtype_name(types[i]));
         mc_model_t *m = s_make_qwen2moe(name, types[i]);
-        const size_t bytes = N_IDS * m->hp.n_vocab * sizeof(float);
         mc_pool_t *pool = mc_pool_new(1);
         mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
         assert_int_equal(mc_model_repack(m, mm, true, NULL, err), MC_OK);
-        float *base = s_logits_all(m, 1, 256), *t3 = s_logits_all(m, 3, 256), *chunked = s_logits_all(m, 2, 5);
-        assert_memory_equal(base, t3, bytes);
-        assert_memory_equal(base, chunked, bytes);
-        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) assert_true(isfinite(base[k]));
-        mc_engine_params_t ep = mc_engine_params_default();
-        ep.n_ctx = 64;
-        mc_engine_t *e = mc_engine_new(m, &ep, err);
-        static const mc_experts_ops_t ops = {.compute = s_split_moe};
-        s_split_t split = {{&ops}, m, mc_moe_new(mm)};
-        mc_engine_set_experts(e, &split.base);
-        float *out = malloc(bytes);
-        assert_int_equal(mc_engine_eval(e, s_ids, N_IDS, 0, MC_LOGITS_ALL, out, err), MC_OK);
+        float *base = s_logits_invariant(m, MC_DTYPE_F32), *out = s_logits_split(m, mm);
         // Four experts per token: the split adds (a + c) + (b + d) where one
         // machine adds ((a + b) + c) + d, so within rounding, not to the bit.
-        double worst = 0;
-        for (size_t k = 0; k < N_IDS * m->hp.n_vocab; k++) worst = fmax(worst, fabs((double)out[k] - base[k]));
-        assert_true(worst < 1e-4);
-        free(out), free(base), free(t3), free(chunked);
-        mc_moe_destroy(&split.moe);
-        mc_engine_destroy(&e);
+        assert_true(s_worst(out, base, N_IDS * m->hp.n_vocab) < 1e-4);
+        free(out), free(base);
         mc_matmul_destroy(&mm);
         mc_pool_destroy(&pool);
         mc_model_destroy(&m);
@@ -967,12 +960,8 @@ static void test_deepseek2_identical(void **state) {
         mc_pool_t *pool = mc_pool_new(1);
         mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
         assert_int_equal(mc_model_repack(m, mm, true, NULL, err), MC_OK);
-        float *base = s_logits_all(m, 1, 256), *t3 = s_logits_all(m, 3, 256), *chunked = s_logits_all(m, 2, 5);
-        float *scalar = s_logits_kv(m, 2, 3, MC_DTYPE_F32, MC_ISA_SCALAR);
-        assert_memory_equal(base, t3, bytes);
-        assert_memory_equal(base, chunked, bytes);
+        float *base = s_logits_invariant(m, MC_DTYPE_F32), *scalar = s_logits_kv(m, 2, 3, MC_DTYPE_F32, MC_ISA_SCALAR);
         assert_memory_equal(base, scalar, bytes);
-        for (size_t k = 0; k < N_IDS * nv; k++) assert_true(isfinite(base[k]));
         float *f16 = s_logits_kv(m, 2, 256, MC_DTYPE_F16, MC_ISA_BEST), *f16s = s_logits_kv(m, 1, 3, MC_DTYPE_F16, MC_ISA_SCALAR);
         assert_memory_equal(f16, f16s, bytes);
         double worst = 0, spread = 0;
@@ -1005,7 +994,7 @@ static void test_deepseek2_identical(void **state) {
         }
         free(want), free(got), free(buf);
         mc_engine_destroy(&e);
-        free(base), free(t3), free(chunked), free(scalar), free(f16), free(f16s);
+        free(base), free(scalar), free(f16), free(f16s);
         mc_matmul_destroy(&mm);
         mc_pool_destroy(&pool);
         mc_model_destroy(&m);

@@ -34,22 +34,19 @@
 #include "engine.h"
 #include "nodeproc.h"
 #include "scheduler.h"
+#include "testnodes.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
-#define N_PROCS 3
 #define N_STREAMS 4
 #define N_TOKENS 48
 
 static char s_dir[256];
-static char s_exe[1024];
-static mc_nodeproc_t s_procs[N_PROCS];
+static mc_test_nodes_t s_nodes;
 
 static int s_setup(void **state) {
     (void)state;
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(s_exe, sizeof s_exe, "%s/moe-expert", bin ? bin : ".");
-    for (size_t i = 0; i < N_PROCS; i++) s_procs[i].out = -1;
+    mc_test_nodes_init(&s_nodes);
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
 }
 
@@ -63,7 +60,7 @@ static int s_teardown(void **state) {
 // failed assertion.
 static int s_stop_procs(void **state) {
     (void)state;
-    mc_nodeproc_stop(s_procs, N_PROCS);
+    mc_test_nodes_stop(&s_nodes);
     return 0;
 }
 
@@ -75,17 +72,16 @@ static void s_sleep_ms(long ms) {
 // Node i: on the model file, or (cache) without one, fetching into a
 // folder of its own.
 static void s_node(size_t i, const char *model, bool cache, unsigned lease_ms) {
-    char err[MC_ERR_LEN], name[32], dir[512];
-    snprintf(name, sizeof name, "node-%zu", i + 1);
+    char dir[512];
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.name = name, np.lease_ms = lease_ms;
+    np.lease_ms = lease_ms;
     if (cache) {
         snprintf(dir, sizeof dir, "%s/cache-%zu", s_dir, i + 1);
         np.cache_dir = dir;
     } else {
         np.model = model;
     }
-    if (mc_nodeproc_start(&np, &s_procs[i], err)) fail_msg("%s", err);
+    mc_test_nodes_start(&s_nodes, i, &np);
 }
 
 // A cluster file of nodes (i, experts), in code.
@@ -97,7 +93,7 @@ static mc_cluster_config_t *s_config(const size_t *nodes, const char *const *exp
         mc_expert_set_t ex;
         assert_int_equal(mc_expert_set_parse(experts[j], &ex, err), MC_OK);
         snprintf(name, sizeof name, "node-%zu", nodes[j] + 1);
-        assert_int_equal(mc_cluster_config_add_node(cfg, name, s_procs[nodes[j]].endpoint, &ex, NULL, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(cfg, name, s_nodes.procs[nodes[j]].endpoint, &ex, NULL, err), MC_OK);
     }
     return cfg;
 }
@@ -416,8 +412,7 @@ static void test_sighup_rereads(void **state) {
     assert_int_equal(mc_cluster_config_write(cfg, f, err), MC_OK);
     fclose(f);
     mc_cluster_config_destroy(&cfg);
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(exe, sizeof exe, "%s/moe-coordinator", bin ? bin : ".");
+    mc_test_bin("moe-coordinator", exe, sizeof exe);
     const pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {

@@ -903,6 +903,19 @@ static void test_curve_strangers_refused(void **state) {
     atomic_store(&f->stop, SIGTERM);
     pthread_join(f->thread, NULL);
     f->running = false;
+    // The run is over but the socket is still bound: the refused clients
+    // keep reconnecting and the key check thread keeps logging them. So the
+    // log must stay open until the node is destroyed (closing it first let
+    // that thread write into a freed FILE: the heap corruption that once
+    // aborted the next test with "free(): invalid size").
+    const long before = ftell(log);
+    bool more = false;
+    for (int i = 0; i < 100 && !more; i++) {
+        usleep(20 * 1000);
+        more = ftell(log) > before;
+    }
+    assert_true(more);
+    mc_node_destroy(&f->node);
     fclose(log);
     char *text = (char *)mc_test_read_file(logpath, NULL);
     char want[200];
@@ -913,6 +926,7 @@ static void test_curve_strangers_refused(void **state) {
     assert_non_null(strstr(text, node.pub)); // the start line gives the node's public key
     free(text);
     // Keys go together; a bad file is a clear error.
+    p.log = NULL; // closed
     p.authorized_keys = "/nonexistent/auth";
     mc_node_t *n2 = mc_node_new(&p, err);
     assert_null(n2);

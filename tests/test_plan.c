@@ -26,32 +26,28 @@
 #include "plan.h"
 #include "pool.h"
 #include "rng.h"
+#include "testmachines.h"
 #include "testutil.h"
 
 #define L 4
 #define E 8
 #define K 2
 
-// A machine entry: curve of 1 ms per row (rows 1 and 32), Q4_0 experts.
-static const char *s_curve = "    experts:\n      - types: [Q4_0, Q4_0, Q4_0]\n        bytes: 1048576\n"
-                             "        ms: [[1, 1.0], [32, 32.0]]\n";
-
-// Machines: a coordinator and n nodes, every one with mem MiB.
+// Machines: a coordinator and n nodes n1, n2, ... at tcp://10.0.0.i:5555,
+// every one with mem MiB; experts of 1 MiB, Q4_0, 1 ms per row everywhere.
 static char *s_machines_yaml(int n, double coord_mb, double node_mb, const char *node_extra) {
-    static char buf[16384];
-    int o;
-    // s_curve is indented for a node; the coordinator's keys sit 2 less deep.
-    o = snprintf(buf, sizeof buf,
-                 "network: {latency_ms: 0.5, bandwidth_mbps: 1000, request_ms: 0}\n"
-                 "coordinator:\n  name: coord\n  memory_mb: %g\n  threads: 2\n  layer_ms_1: 0.25\n"
-                 "  layer_ms_8: 1.0\n  head_ms_1: 2\n  head_ms_8: 4\n"
-                 "  experts:\n    - types: [Q4_0, Q4_0, Q4_0]\n      ms: [[1, 1.0], [32, 32.0]]\nnodes:\n",
-                 coord_mb);
-    for (int i = 0; i < n; i++)
-        o += snprintf(buf + o, sizeof buf - (size_t)o,
-                      "  - name: n%d\n    endpoint: tcp://10.0.0.%d:5555\n    memory_mb: %g\n    threads: 1\n%s%s", i + 1,
-                      i + 1, node_mb, s_curve, node_extra ? node_extra : "");
-    return buf;
+    static char buf[16384], names[8][8], endpoints[8][32];
+    mc_test_machine_t nodes[8];
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "n%d", i + 1);
+        snprintf(endpoints[i], sizeof endpoints[i], "tcp://10.0.0.%d:5555", i + 1);
+        nodes[i] = (mc_test_machine_t){names[i], endpoints[i], node_mb, node_extra};
+    }
+    const mc_test_machines_t m = {.latency_ms = 0.5, .bandwidth_mbps = 1000, .coord_mb = coord_mb, .layer_ms_1 = 0.25,
+                                  .layer_ms_8 = 1.0, .head_ms_1 = 2, .head_ms_8 = 4, .coord_ms_1 = 1, .coord_ms_32 = 32,
+                                  .type = "Q4_0", .node_ms_1 = 1, .node_ms_32 = 32, .node_bytes = 1u << 20};
+    return mc_test_machines_yaml(&m, nodes, (size_t)n, buf, sizeof buf);
 }
 
 static void s_parse_ok(const char *yaml, mc_plan_machines_t *ms) {
@@ -323,8 +319,8 @@ static void test_simulator_times(void **state) {
         static const char *const far[] = {"    latency_ms: 300\n", "    latency_ms: 10000\n", "    latency_ms: 100000\n"};
         char *yaml = s_machines_yaml(1, 1000, 1000, far[v]);
         char *m = strstr(yaml, "  - name: n1");
-        char *c = strstr(m, "ms: [[1, 1.0], [32, 32.0]]");
-        memcpy(c, "ms: [[1, 0.003]]          ", 26); // same length: the rest of the text stays put
+        char *c = strstr(m, "ms: [[1, 1], [32, 32]]");
+        memcpy(c, "ms: [[1, 0.003]]      ", 22); // same length: the rest of the text stays put
         s_parse_ok(yaml, &ms);
         s.types[0] = MC_DTYPE_Q4_0;
         assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &sp, &r, err), MC_OK);

@@ -40,6 +40,8 @@
 #include "rng.h"
 #include "routing.h"
 #include "scheduler.h"
+#include "testmachines.h"
+#include "testnodes.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -84,16 +86,8 @@ static void s_stats(mc_routing_stats_t *st, uint32_t n, bool skew) {
 }
 
 // A coordinator (too slow at experts to hold any) and two equal nodes.
-static const char *s_machines =
-    "network: {latency_ms: 0.2, bandwidth_mbps: 1000, request_ms: 0}\n"
-    "coordinator:\n  name: coord\n  memory_mb: 4000\n  threads: 2\n  layer_ms_1: 0.05\n"
-    "  layer_ms_8: 0.2\n  head_ms_1: 0.5\n  head_ms_8: 1\n"
-    "  experts:\n    - types: [Q4_0, Q4_0, Q4_0]\n      ms: [[1, 50.0], [32, 1600.0]]\n"
-    "nodes:\n"
-    "  - name: n1\n    endpoint: tcp://ignored:1\n    memory_mb: 4000\n    threads: 1\n"
-    "    experts:\n      - types: [Q4_0, Q4_0, Q4_0]\n        ms: [[1, 1.0], [32, 32.0]]\n"
-    "  - name: n2\n    endpoint: tcp://ignored:2\n    memory_mb: 4000\n    threads: 1\n"
-    "    experts:\n      - types: [Q4_0, Q4_0, Q4_0]\n        ms: [[1, 1.0], [32, 32.0]]\n";
+static const mc_test_machine_t s_two_machines[] = {{"n1", "tcp://ignored:1", 4000, NULL},
+                                                   {"n2", "tcp://ignored:2", 4000, NULL}};
 
 static mc_cluster_config_t *s_two_nodes(const char *a, const char *b) {
     char err[MC_ERR_LEN];
@@ -113,8 +107,11 @@ static void test_propose_and_decide(void **state) {
     char err[MC_ERR_LEN];
     mc_plan_shape_t s;
     s_shape(&s);
+    char machines[2048];
+    const mc_test_machines_t mt = mc_test_machines_split("Q4_0");
+    mc_test_machines_yaml(&mt, s_two_machines, 2, machines, sizeof machines);
     mc_plan_machines_t ms;
-    if (mc_plan_machines_parse(s_machines, strlen(s_machines), "m.yaml", &ms, err)) fail_msg("%s", err);
+    if (mc_plan_machines_parse(machines, strlen(machines), "m.yaml", &ms, err)) fail_msg("%s", err);
     mc_plan_params_t pp = mc_plan_params_default();
     pp.sim.batch = 4, pp.local = false;
     mc_routing_stats_t skewed, even;
@@ -206,14 +203,11 @@ static void test_judge(void **state) {
 #define N_TOKENS 48
 
 static char s_dir[256];
-static char s_exe[1024];
-static mc_nodeproc_t s_procs[2];
+static mc_test_nodes_t s_nodes;
 
 static int s_setup(void **state) {
     (void)state;
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(s_exe, sizeof s_exe, "%s/moe-expert", bin ? bin : ".");
-    for (size_t i = 0; i < 2; i++) s_procs[i].out = -1;
+    mc_test_nodes_init(&s_nodes);
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
 }
 
@@ -225,7 +219,7 @@ static int s_teardown(void **state) {
 
 static int s_stop_procs(void **state) {
     (void)state;
-    mc_nodeproc_stop(s_procs, 2);
+    mc_test_nodes_stop(&s_nodes);
     return 0;
 }
 
@@ -379,25 +373,17 @@ static void s_run(bool rollback) {
     s_reference(m, tok, ref);
 
     for (size_t i = 0; i < 2; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "node-%zu", i + 1);
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = s_exe, np.name = name, np.model = path;
-        if (mc_nodeproc_start(&np, &s_procs[i], err)) fail_msg("%s", err);
+        np.model = path;
+        mc_test_nodes_start(&s_nodes, i, &np);
     }
     // The machines: two equal nodes whose expert steps dominate, so that
     // splitting the experts between them is predicted far faster.
     char machines[2048], mpath[512];
-    snprintf(machines, sizeof machines,
-             "network: {latency_ms: 0.2, bandwidth_mbps: 1000, request_ms: 0}\n"
-             "coordinator: {name: coord, memory_mb: 4000, threads: 2, layer_ms_1: 0.05, layer_ms_8: 0.2, head_ms_1: 0.5,"
-             " head_ms_8: 1,\n              experts: [{types: [F32, F32, F32], ms: [[1, 50.0], [32, 1600.0]]}]}\n"
-             "nodes:\n"
-             "  - {name: node-1, endpoint: '%s', memory_mb: 4000, threads: 1,\n"
-             "     experts: [{types: [F32, F32, F32], ms: [[1, 1.0], [32, 32.0]]}]}\n"
-             "  - {name: node-2, endpoint: '%s', memory_mb: 4000, threads: 1,\n"
-             "     experts: [{types: [F32, F32, F32], ms: [[1, 1.0], [32, 32.0]]}]}\n",
-             s_procs[0].endpoint, s_procs[1].endpoint);
+    const mc_test_machine_t two[] = {{"node-1", s_nodes.procs[0].endpoint, 4000, NULL},
+                                     {"node-2", s_nodes.procs[1].endpoint, 4000, NULL}};
+    const mc_test_machines_t mt = mc_test_machines_split("F32");
+    mc_test_machines_yaml(&mt, two, 2, machines, sizeof machines);
     snprintf(mpath, sizeof mpath, "%s/machines.yaml", s_dir);
     FILE *f = fopen(mpath, "w");
     assert_non_null(f);
@@ -408,8 +394,8 @@ static void s_run(bool rollback) {
     cfg->timeout_ms = 5000, cfg->retry_ms = 200;
     mc_expert_set_t all, none = {{0}};
     assert_int_equal(mc_expert_set_parse("all", &all, err), MC_OK);
-    assert_int_equal(mc_cluster_config_add_node(cfg, "node-1", s_procs[0].endpoint, &all, NULL, err), MC_OK);
-    assert_int_equal(mc_cluster_config_add_node(cfg, "node-2", s_procs[1].endpoint, &none, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(cfg, "node-1", s_nodes.procs[0].endpoint, &all, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(cfg, "node-2", s_nodes.procs[1].endpoint, &none, NULL, err), MC_OK);
     // every_s 1, min_gain 10%, a window of 4 steps, a tolerance of 5%.
     assert_int_equal(mc_cluster_config_set_rebalance(cfg, 1, 0.1, mpath, 4, 0.05, err), MC_OK);
 

@@ -40,6 +40,8 @@
 #include "rebalance.h"
 #include "server.h"
 #include "session.h"
+#include "testmachines.h"
+#include "testnodes.h"
 #include "testutil.h"
 
 static char s_dir[256];
@@ -90,9 +92,20 @@ static void s_down(s_srv_t *t) {
     mc_session_destroy(&t->s);
 }
 
+// The nodes of the cluster tests: stopped by their teardown even after a
+// failed assertion.
+static mc_test_nodes_t s_nodes;
+
 static int s_setup(void **state) {
     (void)state;
+    mc_test_nodes_init(&s_nodes);
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
+}
+
+static int s_stop_nodes(void **state) {
+    (void)state;
+    mc_test_nodes_stop(&s_nodes);
+    return 0;
 }
 
 static int s_teardown(void **state) {
@@ -637,18 +650,15 @@ static void test_structured_output(void **state) {
 static void test_cluster_endpoint(void **state) {
     (void)state;
     if (!s_fixture()) skip();
-    char err[MC_ERR_LEN], exe[1024];
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(exe, sizeof exe, "%s/moe-expert", bin ? bin : ".");
-    static mc_nodeproc_t procs[2];
+    char err[MC_ERR_LEN];
     mc_cluster_config_t *cfg = mc_cluster_config_new();
     for (int i = 0; i < 2; i++) {
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = exe, np.model = s_model, np.name = i ? "box-b" : "box-a";
-        if (mc_nodeproc_start(&np, &procs[i], err)) fail_msg("%s", err);
+        np.model = s_model, np.name = i ? "box-b" : "box-a";
+        mc_test_nodes_start(&s_nodes, (size_t)i, &np);
         mc_expert_set_t ex;
         assert_int_equal(mc_expert_set_parse(i ? "4-7" : "0-3", &ex, err), MC_OK);
-        assert_int_equal(mc_cluster_config_add_node(cfg, np.name, procs[i].endpoint, &ex, NULL, err), MC_OK);
+        assert_int_equal(mc_cluster_config_add_node(cfg, np.name, s_nodes.procs[i].endpoint, &ex, NULL, err), MC_OK);
     }
     const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,\"temperature\":0}";
     static s_srv_t one, two;
@@ -731,7 +741,7 @@ static void test_cluster_endpoint(void **state) {
     assert_true(s_metric(two.port, "moe_node_alive{node=\"box-a\"}") == 1);
     cJSON_Delete(a), cJSON_Delete(b);
     s_down(&two);
-    mc_nodeproc_stop(procs, 2);
+    mc_test_nodes_stop(&s_nodes);
     mc_cluster_config_destroy(&cfg);
 }
 
@@ -1723,20 +1733,17 @@ static int s_count_nodes(const cJSON *c) { return cJSON_GetArraySize(cJSON_GetOb
 static void test_cluster_changes(void **state) {
     (void)state;
     if (!s_fixture()) skip();
-    char err[MC_ERR_LEN], exe[1024], path[600];
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(exe, sizeof exe, "%s/moe-expert", bin ? bin : ".");
-    static mc_nodeproc_t procs[3];
+    char err[MC_ERR_LEN], path[600];
     const char *names[] = {"box-a", "box-b", "box-c"};
     for (int i = 0; i < 3; i++) {
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = exe, np.model = s_model, np.name = names[i];
-        if (mc_nodeproc_start(&np, &procs[i], err)) fail_msg("%s", err);
+        np.model = s_model, np.name = names[i];
+        mc_test_nodes_start(&s_nodes, (size_t)i, &np);
     }
     // The cluster file: box-a and box-b; box-c is up but not in it.
     char yaml[2048];
     snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-3}\n"
-                                "  - {name: box-b, endpoint: \"%s\", experts: 4-7}\n", procs[0].endpoint, procs[1].endpoint);
+                                "  - {name: box-b, endpoint: \"%s\", experts: 4-7}\n", s_nodes.procs[0].endpoint, s_nodes.procs[1].endpoint);
     snprintf(path, sizeof path, "%s/cluster.yaml", s_dir);
     assert_int_equal(s_write(path, yaml, strlen(yaml)), 0);
     mc_cluster_config_t *cfg = mc_cluster_config_load(path, err);
@@ -1747,7 +1754,7 @@ static void test_cluster_changes(void **state) {
     const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"Say something.\"}],\"max_tokens\":12,\"temperature\":0}";
     cJSON *before = s_call(t.port, "POST", "/v1/chat/completions", key, req, 200, NULL);
     char add[1024];
-    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-7\"}", procs[2].endpoint);
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-7\"}", s_nodes.procs[2].endpoint);
 
     // Who may: the API key.
     cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", NULL, add, 401, "invalid_api_key"));
@@ -1760,26 +1767,26 @@ static void test_cluster_changes(void **state) {
     // Bad bodies and changes, each named.
     cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, "not json", 400, "JSON object"));
     cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, "{\"name\":\"box-c\"}", 400, "endpoint"));
-    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-9\"}", procs[2].endpoint);
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-9\"}", s_nodes.procs[2].endpoint);
     cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 400, "9"));
-    snprintf(add, sizeof add, "{\"name\":\"box-a\",\"endpoint\":\"%s\"}", procs[2].endpoint);
+    snprintf(add, sizeof add, "{\"name\":\"box-a\",\"endpoint\":\"%s\"}", s_nodes.procs[2].endpoint);
     cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 400, "already"));
-    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":[0,\"x\"]}", procs[2].endpoint);
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":[0,\"x\"]}", s_nodes.procs[2].endpoint);
     cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 400, NULL));
     cJSON_Delete(s_call(t.port, "DELETE", "/v1/cluster/nodes/nobody", key, NULL, 404, "nobody"));
     cJSON_Delete(s_call(t.port, "DELETE", "/v1/cluster/nodes/box-b", key, NULL, 400, "expert")); // 4-7 held by no one
     cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, "nodes: [", 400, "placement:"));
     snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-7, layers: 0-5}\n",
-             procs[0].endpoint);
+             s_nodes.procs[0].endpoint);
     cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, yaml, 400, "layer"));
-    snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-7}\n", procs[1].endpoint);
+    snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-7}\n", s_nodes.procs[1].endpoint);
     cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, yaml, 400, "remove it first"));
     cJSON *c = s_call(t.port, "GET", "/v1/cluster", key, NULL, 200, "\"steady\"");
     assert_int_equal(s_count_nodes(c), 2);
     cJSON_Delete(c);
 
     // box-c joins holding every expert; then box-b leaves.
-    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-7\"}", procs[2].endpoint);
+    snprintf(add, sizeof add, "{\"name\":\"box-c\",\"endpoint\":\"%s\",\"experts\":\"0-7\"}", s_nodes.procs[2].endpoint);
     cJSON_Delete(s_call(t.port, "POST", "/v1/cluster/nodes", key, add, 202, "staged"));
     c = s_switched(t.port, key, 1);
     assert_int_equal(s_count_nodes(c), 3);
@@ -1795,7 +1802,7 @@ static void test_cluster_changes(void **state) {
     cJSON_Delete(after);
     // A placement put as a cluster file (moe-plan's output has this form).
     snprintf(yaml, sizeof yaml, "nodes:\n  - {name: box-a, endpoint: \"%s\", experts: 0-5}\n"
-                                "  - {name: box-c, endpoint: \"%s\", experts: 6-7}\n", procs[0].endpoint, procs[2].endpoint);
+                                "  - {name: box-c, endpoint: \"%s\", experts: 6-7}\n", s_nodes.procs[0].endpoint, s_nodes.procs[2].endpoint);
     cJSON_Delete(s_call(t.port, "PUT", "/v1/cluster/placement", key, yaml, 202, "staged"));
     cJSON_Delete(s_switched(t.port, key, 3));
     // SIGHUP: the cluster file (box-a and box-b) read again.
@@ -1812,7 +1819,7 @@ static void test_cluster_changes(void **state) {
     assert_int_equal(s_write(path, "nodes: [", 8), 0);
     assert_true(mc_server_reload(t.srv, err) != MC_OK);
     s_down(&t);
-    mc_nodeproc_stop(procs, 3);
+    mc_test_nodes_stop(&s_nodes);
     mc_cluster_config_destroy(&cfg);
 }
 
@@ -1829,31 +1836,24 @@ static double s_one_ms(void *user, mc_rebalance_phase_t phase, double ms) {
 static void test_rebalance_served(void **state) {
     (void)state;
     if (!s_fixture()) skip();
-    char err[MC_ERR_LEN], exe[1024], path[600], mpath[600];
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(exe, sizeof exe, "%s/moe-expert", bin ? bin : ".");
-    static mc_nodeproc_t procs[2];
+    char err[MC_ERR_LEN], path[600], mpath[600];
     const char *names[] = {"reb-1", "reb-2"};
     for (int i = 0; i < 2; i++) {
         mc_nodeproc_params_t np = mc_nodeproc_params_default();
-        np.exe = exe, np.model = s_model, np.name = names[i];
-        if (mc_nodeproc_start(&np, &procs[i], err)) fail_msg("%s", err);
+        np.model = s_model, np.name = names[i];
+        mc_test_nodes_start(&s_nodes, (size_t)i, &np);
     }
     char yaml[2048];
-    snprintf(yaml, sizeof yaml,
-             "network: {latency_ms: 0.2, bandwidth_mbps: 1000, request_ms: 0}\n"
-             "coordinator: {name: coord, memory_mb: 4000, threads: 2, layer_ms_1: 0.05, layer_ms_8: 0.2, head_ms_1: 0.5,"
-             " head_ms_8: 1, experts: [{types: [F32, F32, F32], ms: [[1, 50.0], [32, 1600.0]]}]}\n"
-             "nodes:\n"
-             "  - {name: reb-1, endpoint: \"%s\", memory_mb: 4000, threads: 1, experts: [{types: [F32, F32, F32], ms: [[1, 1.0], [32, 32.0]]}]}\n"
-             "  - {name: reb-2, endpoint: \"%s\", memory_mb: 4000, threads: 1, experts: [{types: [F32, F32, F32], ms: [[1, 1.0], [32, 32.0]]}]}\n",
-             procs[0].endpoint, procs[1].endpoint);
+    const mc_test_machine_t two[] = {{"reb-1", s_nodes.procs[0].endpoint, 4000, NULL},
+                                     {"reb-2", s_nodes.procs[1].endpoint, 4000, NULL}};
+    const mc_test_machines_t mt = mc_test_machines_split("F32");
+    mc_test_machines_yaml(&mt, two, 2, yaml, sizeof yaml);
     snprintf(mpath, sizeof mpath, "%s/machines.yaml", s_dir);
     assert_int_equal(s_write(mpath, yaml, strlen(yaml)), 0);
     snprintf(yaml, sizeof yaml,
              "rebalance: {every_s: 1, min_gain: 0.1, machines: machines.yaml, window: 4, tolerance: 1}\n"
              "nodes:\n  - {name: reb-1, endpoint: \"%s\", experts: all}\n"
-             "  - {name: reb-2, endpoint: \"%s\", experts: none}\n", procs[0].endpoint, procs[1].endpoint);
+             "  - {name: reb-2, endpoint: \"%s\", experts: none}\n", s_nodes.procs[0].endpoint, s_nodes.procs[1].endpoint);
     snprintf(path, sizeof path, "%s/cluster.yaml", s_dir);
     assert_int_equal(s_write(path, yaml, strlen(yaml)), 0);
     mc_cluster_config_t *cfg = mc_cluster_config_load(path, err);
@@ -1929,7 +1929,7 @@ static void test_rebalance_served(void **state) {
     free(want);
     s_down(&t);
     mc_cluster_config_destroy(&cfg);
-    mc_nodeproc_stop(procs, 2);
+    mc_test_nodes_stop(&s_nodes);
 }
 
 int main(void) {
@@ -1937,7 +1937,9 @@ int main(void) {
         cmocka_unit_test(test_chat_greedy_and_stream), cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_concurrent_clients),     cmocka_unit_test(test_client_leaves_mid_stream),
         cmocka_unit_test(test_metrics_format), cmocka_unit_test(test_metrics_expert_store), cmocka_unit_test(test_metrics_kv_cache),
-        cmocka_unit_test(test_cluster_endpoint), cmocka_unit_test(test_cluster_changes), cmocka_unit_test(test_rebalance_served),
+        cmocka_unit_test_teardown(test_cluster_endpoint, s_stop_nodes),
+        cmocka_unit_test_teardown(test_cluster_changes, s_stop_nodes),
+        cmocka_unit_test_teardown(test_rebalance_served, s_stop_nodes),
         cmocka_unit_test(test_dialects_and_logprobs),  cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_cors_methods_auth),      cmocka_unit_test(test_stop_mid_stream),
         cmocka_unit_test(test_stream_log_counts),      cmocka_unit_test(test_structured_output),

@@ -28,17 +28,15 @@
 #include "model.h"
 #include "nodeproc.h"
 #include "split.h"
+#include "testnodes.h"
 #include "testutil.h"
 
 static char s_dir[256];
-static char s_exe[1024];
-static mc_nodeproc_t s_procs[2];
-static size_t s_n;
+static mc_test_nodes_t s_nodes;
 
 static int s_setup(void **state) {
     (void)state;
-    const char *bin = getenv("MC_BIN_DIR");
-    snprintf(s_exe, sizeof s_exe, "%s/moe-expert", bin ? bin : ".");
+    mc_test_nodes_init(&s_nodes);
     return mc_test_tmpdir(s_dir, sizeof s_dir) ? 0 : -1;
 }
 
@@ -50,19 +48,15 @@ static int s_teardown(void **state) {
 
 static int s_stop_nodes(void **state) {
     (void)state;
-    mc_nodeproc_stop(s_procs, s_n);
-    s_n = 0;
+    mc_test_nodes_stop(&s_nodes);
     return 0;
 }
 
 // Node i from a --model file (cache NULL) or an --cache-dir.
 static void s_start(size_t i, const char *model, const char *cache) {
-    char err[MC_ERR_LEN], name[32];
-    snprintf(name, sizeof name, "node-%zu", i + 1);
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.model = model, np.cache_dir = cache, np.name = name, np.lease_ms = 300;
-    if (mc_nodeproc_start(&np, &s_procs[i], err)) fail_msg("%s", err);
-    s_n = i + 1;
+    np.model = model, np.cache_dir = cache, np.lease_ms = 300;
+    mc_test_nodes_start(&s_nodes, i, &np);
 }
 
 static mc_cluster_config_t *s_config(void) {
@@ -72,8 +66,8 @@ static mc_cluster_config_t *s_config(void) {
     mc_expert_set_t a, b;
     assert_int_equal(mc_expert_set_parse("0-4", &a, err), MC_OK);
     assert_int_equal(mc_expert_set_parse("3-7", &b, err), MC_OK);
-    const char *ep0 = s_n > 0 ? s_procs[0].endpoint : "tcp://127.0.0.1:1";
-    const char *ep1 = s_n > 1 ? s_procs[1].endpoint : "tcp://127.0.0.1:2";
+    const char *ep0 = s_nodes.n > 0 ? s_nodes.procs[0].endpoint : "tcp://127.0.0.1:1";
+    const char *ep1 = s_nodes.n > 1 ? s_nodes.procs[1].endpoint : "tcp://127.0.0.1:2";
     assert_int_equal(mc_cluster_config_add_node(cfg, "node-1", ep0, &a, NULL, err), MC_OK);
     assert_int_equal(mc_cluster_config_add_node(cfg, "node-2", ep1, &b, NULL, err), MC_OK);
     return cfg;

@@ -58,6 +58,12 @@ void mc_test_rmtree(const char *path) {
     if (path && *path) nftw(path, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+const char *mc_test_bin(const char *name, char *buf, size_t cap) {
+    const char *bin = getenv("MC_BIN_DIR");
+    snprintf(buf, cap, "%s/%s", bin && *bin ? bin : ".", name);
+    return buf;
+}
+
 // --- a minimal HTTP/1.1 client (one request per connection) ---------------------
 
 #include <arpa/inet.h>

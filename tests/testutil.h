@@ -27,6 +27,10 @@ const char *mc_test_tmpdir(char *buf, size_t cap);
 // Remove a directory tree made by mc_test_tmpdir (best effort).
 void mc_test_rmtree(const char *path);
 
+// Path of one of this build's programs ("moe-expert") into buf: in
+// $MC_BIN_DIR (ctest sets it to the build folder), else the current folder.
+const char *mc_test_bin(const char *name, char *buf, size_t cap);
+
 // A minimal HTTP/1.1 client for the server tests: one request per
 // connection (Connection: close), chunked bodies decoded. Header names in
 // `headers` are lower-cased.

@@ -23,7 +23,8 @@ typedef struct {
 
 struct mc_constraint {
     const mc_tokentrie_t *t;
-    mc_jschema_t *schema;
+    const mc_jschema_t *schema; // compiled, or borrowed (p->compiled)
+    mc_jschema_t *own;          // what it compiled itself (NULL: borrowed)
     uint8_t *prefix, *suffix;
     mc_jsm_t m;
     int32_t *forced;
@@ -60,7 +61,10 @@ mc_constraint_t *mc_constraint_new(const mc_tokentrie_t *trie, const mc_constrai
     mc_constraint_t *c = calloc(1, sizeof *c);
     if (!c) goto nomem;
     c->t = trie;
-    c->schema = p->schema ? mc_jschema_compile(p->schema, p->schema_len, err) : mc_jschema_any_object(err);
+    if (p->compiled)
+        c->schema = p->compiled;
+    else
+        c->schema = c->own = p->schema ? mc_jschema_compile(p->schema, p->schema_len, err) : mc_jschema_any_object(err);
     if (!c->schema) {
         mc_constraint_destroy(&c);
         return NULL;
@@ -98,7 +102,7 @@ nomem:
 void mc_constraint_destroy(mc_constraint_t **pc) {
     if (!pc || !*pc) return;
     mc_constraint_t *c = *pc;
-    mc_jschema_destroy(&c->schema);
+    mc_jschema_destroy(&c->own);
     free(c->prefix), free(c->suffix), free(c->forced), free(c->walk), free(c->node_at), free(c->child_at);
     free(c->mask), free(c->key);
     for (int i = 0; i < S_CACHE; i++) free(c->cache[i].key), free(c->cache[i].mask);

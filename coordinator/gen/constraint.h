@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "jsonschema.h"
 #include "tokentrie.h"
 
 typedef struct {
@@ -34,6 +35,10 @@ typedef struct {
     const char *prefix;        // literal text before the value (NUL-terminated; NULL: none); copied
     const char *schema;        // JSON Schema text (NULL: any JSON object); compiled
     size_t schema_len;
+    // The schema compiled already (the server checks it when it parses the
+    // request): used instead of schema, so a request compiles it once.
+    // Borrowed: it must outlive the constraint.
+    const mc_jschema_t *compiled;
     const char *suffix;        // literal text after the value (NULL: none); copied
     bool strip_space;
     bool no_cache;             // every mask walks the trie (benchmarks: the cost without kept masks)

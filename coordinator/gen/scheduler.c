@@ -297,6 +297,10 @@ static void s_finish(mc_scheduler_t *s, s_gen_t *g, mc_finish_t why, const char 
     const double now = mc_clock_s();
     mc_gen_usage_t u = {g->p.n_prompt, g->n_gen, (g->t_first ? g->t_first : now) - g->t_submit,
                         g->t_first ? now - g->t_first : 0.0};
+    // The constraint goes before on_done: it may borrow a compiled schema
+    // from the caller (mc_constraint_params_t.compiled), who may free it
+    // as soon as it hears the generation is done.
+    mc_constraint_destroy(&g->con);
     if (g->p.on_done) g->p.on_done(g->p.user, why, &u, err ? err : "");
     // Unlink it and free its slot (the cache stays for a later prompt).
     for (s_gen_t **pp = &s->running; *pp; pp = &(*pp)->next)

@@ -108,7 +108,8 @@ typedef struct {
     mc_gen_logprob_fn on_logprob; // optional: every sampled token's logprob and
     uint32_t top_logprobs;        // this many alternatives (<= MC_LOGPROB_MAX_TOP)
     // Constrained decoding (constraint.h): NULL, or what the answer must be
-    // (forced ids, prefix text, a JSON value of a schema, suffix text; copied).
+    // (forced ids, prefix text, a JSON value of a schema, suffix text;
+    // copied, but a compiled schema it names is borrowed until on_done).
     // Tokens that cannot continue it get -inf before sampling (the sampler
     // and the logprobs see the masked row); the answer ends ("stop") when it
     // is whole.

@@ -390,15 +390,16 @@ mc_err_t mc_api_schema(const cJSON *schema, const char *param, mc_api_request_t 
         if (mc_err_code(err, MC_ERR_ARG) == MC_ERR_NOMEM) return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
         return mc_api_bad(e, param, "'%s' cannot be used for structured output: %s", param, err);
     }
-    mc_jschema_destroy(&js);
     char *own = mc_api_own(r, len);
     if (!own) {
+        mc_jschema_destroy(&js);
         free(txt);
         return mc_api_error(e, 500, "server_error", NULL, NULL, "out of memory");
     }
     memcpy(own, txt, len + 1);
     free(txt);
-    r->json = true, r->schema = own, r->schema_len = len;
+    mc_jschema_destroy(&r->compiled); // a schema given before this one
+    r->json = true, r->schema = own, r->schema_len = len, r->compiled = js;
     return MC_OK;
 }
 
@@ -409,6 +410,7 @@ mc_err_t mc_api_response_format(const cJSON *v, const char *param, bool flat, mc
         return mc_api_bad(e, param, "'%s' must be an object with a \"type\"", param);
     if (!strcmp(type->valuestring, "text")) return MC_OK;
     if (!strcmp(type->valuestring, "json_object")) {
+        mc_jschema_destroy(&r->compiled);
         r->json = true, r->schema = NULL, r->schema_len = 0;
         return MC_OK;
     }
@@ -574,6 +576,7 @@ void mc_api_request_free(mc_api_request_t *r) {
     }
     free(r->msgs);
     mc_toolcall_req_free(&r->tools);
+    mc_jschema_destroy(&r->compiled);
     memset(r, 0, sizeof *r);
 }
 

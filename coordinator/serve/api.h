@@ -34,6 +34,7 @@
 
 #include "chat.h"
 #include "error.h"
+#include "jsonschema.h"
 #include "logprob.h"
 #include "sampler.h"
 #include "scheduler.h"
@@ -89,10 +90,13 @@ typedef struct {
     // Responses API's text.format, Ollama's format): the answer is one JSON
     // value, constrained while it is generated (constraint.h). schema: its
     // JSON Schema text, checked by the compiler (owned by the request);
-    // NULL with json: any JSON object.
+    // NULL with json: any JSON object. compiled: what the compiler made of
+    // it, kept for the generation (mc_constraint_params_t.compiled); owned
+    // by the request (mc_api_request_free), NULL when schema is.
     bool json;
     const char *schema;
     size_t schema_len;
+    mc_jschema_t *compiled;
     void *owned_;                // the parsed JSON (mc_api_request_free)
 } mc_api_request_t;
 
@@ -134,7 +138,7 @@ mc_err_t mc_api_stop(const struct cJSON *v, const char *param, mc_api_request_t 
 // unsupported keyword is a 400 naming it.
 mc_err_t mc_api_response_format(const struct cJSON *v, const char *param, bool flat, mc_api_request_t *r,
                                 mc_api_error_t *e);
-// A schema (a JSON object, or true) for r: printed, owned by r, compiled to check it.
+// A schema (a JSON object, or true) for r: printed and compiled (both owned by r).
 mc_err_t mc_api_schema(const struct cJSON *schema, const char *param, mc_api_request_t *r, mc_api_error_t *e);
 
 // Which API a request came through, where their shapes differ.

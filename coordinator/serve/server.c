@@ -90,7 +90,7 @@ struct s_job {
     int32_t *prompt;
     char *stops[MC_SCHEDULER_MAX_STOP];
     mc_constraint_params_t con;    // structured output (gp.constrain points here)
-    char *schema;
+    mc_jschema_t *schema;          // its schema, compiled when the request was parsed (con.compiled points here)
     mc_reply_params_t rp;          // chat: reasoning and tool calls split off the text (reply.h)
     mc_toolcall_req_t tools;       // chat: the request's tools (moved from it)
     int32_t calls_tok;             // mistral-v3 with tools: the [TOOL_CALLS] control token (-1: none)
@@ -202,7 +202,8 @@ static void s_job_release(s_job_t *j) {
     for (int i = 0; i < MC_SCHEDULER_MAX_STOP; i++) free(j->stops[i]);
     mc_toolcall_req_free(&j->tools);
     mc_toolcall_constraint_free(&j->tcon);
-    free(j->prompt), free(j->text), free(j->lps), free(j->out), free(j->schema);
+    free(j->prompt), free(j->text), free(j->lps), free(j->out);
+    mc_jschema_destroy(&j->schema);
     free(j);
 }
 
@@ -912,14 +913,10 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         j->draft.k_start = (j->draft.k_max + 1) / 2;
         j->gp.speculate = &j->draft;
     }
-    bool schema_ok = true;
     if (q.json) { // structured output: the answer is constrained to the schema (or to any object)
         j->con = mc_constraint_params_default();
-        if (q.schema) {
-            schema_ok = (j->schema = malloc(q.schema_len + 1)) != NULL;
-            if (schema_ok) memcpy(j->schema, q.schema, q.schema_len + 1);
-            j->con.schema = j->schema, j->con.schema_len = q.schema_len;
-        }
+        j->schema = q.compiled, q.compiled = NULL; // the job's now
+        j->con.compiled = j->schema;
         j->gp.constrain = &j->con;
     }
     for (uint32_t i = 0; i < q.n_stop; i++) j->stops[i] = strdup(q.stop[i]);
@@ -964,8 +961,8 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
             return s_error(srv, c, r, ep, &e);
         }
         if (forced) { // checked here, so a schema we cannot enforce is the client's 400
-            mc_jschema_t *js = mc_jschema_compile(j->tcon.schema, strlen(j->tcon.schema), terr);
-            if (!js) {
+            mc_jschema_destroy(&j->schema); // a response_format's
+            if (!(j->schema = mc_jschema_compile(j->tcon.schema, strlen(j->tcon.schema), terr))) {
                 j->refs = 1;
                 s_job_release(j);
                 mc_api_request_free(&q);
@@ -973,22 +970,21 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
                              "a forced tool call is decoded under its parameters' JSON Schema: %s", terr);
                 return s_error(srv, c, r, ep, &e);
             }
-            mc_jschema_destroy(&js);
             j->con = mc_constraint_params_default();
             if (j->tcon.prefix_token && j->calls_tok >= 0) {
                 j->con.prefix_ids = &j->calls_tok, j->con.n_prefix_ids = 1;
             } else if (j->tcon.prefix && *j->tcon.prefix) {
                 j->con.prefix = j->tcon.prefix; // spelled out (a vocabulary without the control token)
             }
-            j->con.schema = j->tcon.schema, j->con.schema_len = strlen(j->tcon.schema);
+            j->con.compiled = j->schema;
             if (j->tcon.suffix && *j->tcon.suffix) j->con.suffix = j->tcon.suffix;
             j->gp.constrain = &j->con;
         }
     }
     j->t_start = r->t0;
     mc_api_request_free(&q);
-    for (uint32_t i = 0; i <= j->gp.n_stop; i++)
-        if (i == j->gp.n_stop ? !schema_ok : !j->stops[i]) {
+    for (uint32_t i = 0; i < j->gp.n_stop; i++)
+        if (!j->stops[i]) {
             j->refs = 1;
             s_job_release(j);
             mc_api_error(&e, 500, "server_error", NULL, NULL, "out of memory");

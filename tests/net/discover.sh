@@ -25,59 +25,35 @@
 #
 # MC_DISCOVER_KEEP=1 keeps the work folder (every log) and prints its path.
 set -euo pipefail
+net_name=tests/net/discover.sh net_keep_var=MC_DISCOVER_KEEP
+. "$(dirname "$0")/lib.sh"
 bin=${MC_BIN_DIR:?MC_BIN_DIR must name the build folder}
 fx=${MC_FIXTURES:-${1:-}}
-skip() { echo "tests/net/discover.sh: skipped: $*"; exit 77; }
-need() { # what is missing: a failure where the sandbox is required
-  if [ "${MC_REQUIRE_SANDBOX:-0}" = 1 ]; then echo "tests/net/discover.sh: FAILED: $* (MC_REQUIRE_SANDBOX=1)"; exit 1; fi
-  skip "$*"
-}
 if [ "$(id -u)" != 0 ]; then
   [ "${CI:-}" = true ] && { echo "tests/net/discover.sh: FAILED: CI runs as root, this is not"; exit 1; }
-  skip "needs root for ip netns and mounts (CI runs as root)"
+  net_skip "needs root for ip netns and mounts (CI runs as root)"
 fi
-command -v ip >/dev/null || need "needs ip (iproute2)"
-command -v curl >/dev/null || need "needs curl"
-command -v unshare >/dev/null || need "needs unshare (util-linux)"
-command -v dbus-daemon >/dev/null || need "needs dbus-daemon (deploy/setup.sh --test installs it)"
+command -v ip >/dev/null || net_need "needs ip (iproute2)"
+command -v curl >/dev/null || net_need "needs curl"
+command -v unshare >/dev/null || net_need "needs unshare (util-linux)"
+command -v dbus-daemon >/dev/null || net_need "needs dbus-daemon (deploy/setup.sh --test installs it)"
 avahi=$(command -v avahi-daemon || echo /usr/sbin/avahi-daemon)
-[ -x "$avahi" ] || need "needs avahi-daemon (deploy/setup.sh --test installs it)"
-model="$fx/tiny-f32.gguf"
-[ -f "$model" ] && model="$(cd "$fx" && pwd)/tiny-f32.gguf"
-if [ ! -f "$model" ]; then
-  [ "${MC_REQUIRE_FIXTURES:-0}" = 1 ] && { echo "fixtures missing: $model"; exit 1; }
-  skip "no fixtures at $fx"
-fi
+[ -x "$avahi" ] || net_need "needs avahi-daemon (deploy/setup.sh --test installs it)"
+net_model "$fx"
 
 tag="d$$"
-work=$(mktemp -d)
-pids=()
-nss=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for n in "${nss[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-  if [ "${MC_DISCOVER_KEEP:-0}" = 1 ]; then echo "work folder kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() { echo "FAILED ($(date +%T.%3N)): $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 20 "$f"; done; exit 1; }
-ok() { echo "ok: $*"; }
+net_begin
+work=$net_work
 
 # --- hosts: a bridge, and per host a bus and an Avahi daemon -------------------------
 hub="$tag-hub"
-ip netns add "$hub"; nss+=("$hub")
-ip -n "$hub" link add br0 type bridge
-ip -n "$hub" link set br0 up
+net_hub "$hub"
 declare -A addr=([c]=10.79.0.1 [a]=10.79.0.11 [s]=10.79.0.50)
 for h in c a s; do
   ns="$tag-$h"
-  ip netns add "$ns"; nss+=("$ns")
-  ip -n "$ns" link set lo up
+  net_host "$ns"
   ip link add "v$tag$h" netns "$ns" type veth peer name "p$tag$h" netns "$hub"
-  ip -n "$ns" addr add "${addr[$h]}/24" dev "v$tag$h"
-  ip -n "$ns" link set "v$tag$h" up
-  ip -n "$hub" link set "p$tag$h" master br0
-  ip -n "$hub" link set "p$tag$h" up
+  net_plug "$ns" "v$tag$h" "${addr[$h]}" "$hub" "p$tag$h"
 
   d="$work/host-$h"
   mkdir -p "$d"
@@ -106,9 +82,9 @@ for h in c a s; do
 XML
   # Not --fork: a child of this shell, killed and reaped by cleanup.
   dbus-daemon --config-file="$d/bus.conf" --nofork >"$work/bus-$h.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do [ -S "$d/bus" ] && break; sleep 0.05; done
-  [ -S "$d/bus" ] || fail "dbus-daemon on $h did not start"
+  net_pids+=($!)
+  for _ in $(seq 100); do [ -S "$d/bus" ] && break; sleep 0.05; done # a socket: not net_wait_for
+  [ -S "$d/bus" ] || net_fail "dbus-daemon on $h did not start"
   cat >"$d/avahi.conf" <<INI
 [server]
 host-name=$tag-$h
@@ -131,17 +107,16 @@ INI
   DBUS_SYSTEM_BUS_ADDRESS="unix:path=$d/bus" ip netns exec "$ns" unshare -m --propagation private sh -c \
     "mount -t tmpfs tmpfs /run && mkdir /run/avahi-daemon && exec '$avahi' -f '$d/avahi.conf' --no-drop-root --no-chroot --no-rlimits" \
     >"$work/avahi-$h.log" 2>&1 &
-  pids+=($!)
+  net_pids+=($!)
 done
 for h in c a s; do
-  for _ in $(seq 100); do grep -q 'Server startup complete' "$work/avahi-$h.log" && break; sleep 0.05; done
-  grep -q 'Server startup complete' "$work/avahi-$h.log" || fail "avahi-daemon on $h did not start"
+  net_wait_for 'Server startup complete' "$work/avahi-$h.log" || net_fail "avahi-daemon on $h did not start"
 done
 # A command in host h's namespace, on its bus: env and ip exec it, so the
 # pid of a `... &` is the program's own (cleanup kills it).
 declare -A on
 for h in c a s; do on[$h]="env DBUS_SYSTEM_BUS_ADDRESS=unix:path=$work/host-$h/bus ip netns exec $tag-$h"; done
-[[ "$work" != *" "* ]] || fail "the work folder's path has a space: $work"
+[[ "$work" != *" "* ]] || net_fail "the work folder's path has a space: $work"
 
 # --- keys and nodes -----------------------------------------------------------------
 keys="$work/keys"
@@ -152,31 +127,30 @@ start_node() { # host, name, listen, extra args...
   ${on[$h]} "$bin/moe-expert" --model "$model" --listen "$listen" --name "$name" --threads 1 \
     --secret-key "$keys/$name.key" --authorized-keys "$keys/coordinator.pub" "$@" \
     >"$work/$name.out" 2>>"$work/$name.log" &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q 'listening on' "$work/$name.out" && return 0; sleep 0.05; done
-  fail "node $name did not start"
+  net_pids+=($!)
+  net_wait_for 'listening on' "$work/$name.out" || net_fail "node $name did not start"
 }
 start_node a node-a "tcp://${addr[a]}:5555" --announce
 start_node s stranger "tcp://${addr[s]}:5555" --announce
 start_node c node-b "tcp://127.0.0.1:5556"
 for n in node-a stranger; do
   for _ in $(seq 200); do grep -q "announce: _moe-expert._tcp '$n'" "$work/$n.log" && break; sleep 0.05; done
-  grep -q "announce: _moe-expert._tcp '$n'" "$work/$n.log" || fail "$n did not announce"
+  grep -q "announce: _moe-expert._tcp '$n'" "$work/$n.log" || net_fail "$n did not announce"
 done
 
 # 1. --discover lists both, with their keys
 ${on[c]} "$bin/moe-coordinator" --discover --discover-timeout 3 >"$work/discover.txt" 2>"$work/discover.log" ||
-  fail "--discover: $(cat "$work/discover.log")"
+  net_fail "--discover: $(cat "$work/discover.log")"
 for n in node-a stranger; do
   h=${n#node-}
   [ "$n" = stranger ] && h=s
-  grep -qF "$n" "$work/discover.txt" || fail "--discover did not list $n: $(cat "$work/discover.txt")"
+  grep -qF "$n" "$work/discover.txt" || net_fail "--discover did not list $n: $(cat "$work/discover.txt")"
   line=$(grep -F "$n " "$work/discover.txt")
-  [[ "$line" == *"tcp://${addr[$h]}:5555"* ]] || fail "--discover: $n's endpoint: $line"
-  [[ "$line" == *"$(cat "$keys/$n.pub")"* ]] || fail "--discover: $n's key: $line"
+  [[ "$line" == *"tcp://${addr[$h]}:5555"* ]] || net_fail "--discover: $n's endpoint: $line"
+  [[ "$line" == *"$(cat "$keys/$n.pub")"* ]] || net_fail "--discover: $n's key: $line"
 done
-grep -q '^2 nodes announced' "$work/discover.txt" || fail "--discover: $(cat "$work/discover.txt")"
-ok "--discover lists node-a and the stranger with their endpoints and public keys"
+grep -q '^2 nodes announced' "$work/discover.txt" || net_fail "--discover: $(cat "$work/discover.txt")"
+net_ok "--discover lists node-a and the stranger with their endpoints and public keys"
 
 # 2. a server with discover: true adds node-a while serving
 cat >"$work/cluster.yaml" <<YAML
@@ -194,20 +168,6 @@ discover_keys:
   - "$(cat "$keys/node-a.pub")"
 discover_experts: all
 YAML
-serve() { # log, command...
-  local log=$1
-  shift
-  "$@" --serve --port 0 --parallel 8 --threads 2 2>"$log" &
-  pids+=($!)
-}
-port_of() {
-  for _ in $(seq 200); do
-    p=$(grep -o 'http://127\.0\.0\.1:[0-9]*/' "$1" | head -n 1 | sed 's/.*:\([0-9]*\)\//\1/' || true)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.05
-  done
-  return 1
-}
 ask() { # host or "", port, i, out
   local body
   body="{\"messages\":[{\"role\":\"user\",\"content\":\"Story number $3, please.\"}],\"max_tokens\":200,\"temperature\":0.8,\"seed\":$((900 + $3))}"
@@ -222,30 +182,30 @@ ask8() { # host, port, prefix
   done
   for p in "${apids[@]}"; do wait "$p" || return 1; done
 }
-serve "$work/refserve.log" "$bin/moe-coordinator" --model "$model"
-refport=$(port_of "$work/refserve.log") || fail "reference server"
-ask8 "" "$refport" want || fail "reference answers"
-serve "$work/serve.log" ${on[c]} "$bin/moe-coordinator" --cluster "$work/cluster.yaml"
-port=$(port_of "$work/serve.log") || fail "cluster server"
+net_serve "$work/refserve.log" "$bin/moe-coordinator" --model "$model"
+refport=$(net_port_of "$work/refserve.log") || net_fail "reference server"
+ask8 "" "$refport" want || net_fail "reference answers"
+net_serve "$work/serve.log" ${on[c]} "$bin/moe-coordinator" --cluster "$work/cluster.yaml"
+port=$(net_port_of "$work/serve.log") || net_fail "cluster server"
 cluster() { ${on[c]} curl -sf "http://127.0.0.1:$port/v1/cluster" | tr -d ' \n'; }
 for _ in $(seq 300); do
   cluster | grep -q "\"name\":\"node-a\",\"endpoint\":\"tcp://${addr[a]}:5555\",\"alive\":true" && break
   sleep 0.1
 done
 cluster | grep -q "\"name\":\"node-a\",\"endpoint\":\"tcp://${addr[a]}:5555\",\"alive\":true" ||
-  fail "node-a did not join: $(cluster)"
-grep -q "discover: node node-a at tcp://${addr[a]}:5555 (key .*) joins" "$work/serve.log" || fail "no log line for node-a's joining"
-ask8 c "$port" got || fail "answers with node-a"
+  net_fail "node-a did not join: $(cluster)"
+grep -q "discover: node node-a at tcp://${addr[a]}:5555 (key .*) joins" "$work/serve.log" || net_fail "no log line for node-a's joining"
+ask8 c "$port" got || net_fail "answers with node-a"
 for i in $(seq 8); do
-  [ -s "$work/want-$i.json" ] && cmp -s "$work/want-$i.json" "$work/got-$i.json" || fail "answer $i differs from one machine's"
+  [ -s "$work/want-$i.json" ] && cmp -s "$work/want-$i.json" "$work/got-$i.json" || net_fail "answer $i differs from one machine's"
 done
 req=$(cluster | sed -nE 's/.*"name":"node-a","endpoint":[^}]*"transfer":\{[^}]*\},"requests":([0-9]+).*/\1/p')
-[ "${req:-0}" -gt 0 ] || fail "node-a served no requests ($req): $(cluster)"
-ok "discover: true: node-a joined while serving, served $req requests; 8 seeded answers identical to one machine's"
+[ "${req:-0}" -gt 0 ] || net_fail "node-a served no requests ($req): $(cluster)"
+net_ok "discover: true: node-a joined while serving, served $req requests; 8 seeded answers identical to one machine's"
 
 # 3. the stranger: logged, not added
 for _ in $(seq 100); do grep -q 'discover: node stranger' "$work/serve.log" && break; sleep 0.1; done
 grep -q "discover: node stranger at tcp://${addr[s]}:5555 announced itself: its key .* is not in discover_keys: not added" \
-  "$work/serve.log" || fail "the stranger was not logged as refused"
-cluster | grep -q '"name":"stranger"' && fail "the stranger was added: $(cluster)"
-ok "the stranger's announcement: logged, not added"
+  "$work/serve.log" || net_fail "the stranger was not logged as refused"
+cluster | grep -q '"name":"stranger"' && net_fail "the stranger was added: $(cluster)"
+net_ok "the stranger's announcement: logged, not added"

@@ -26,58 +26,38 @@
 # 5 and 6 start the server of 4 without its kill); MC_MULTIHOST_KEEP=1 keeps
 # the work folder (every node's and coordinator's log) and prints its path.
 set -euo pipefail
+net_name=tests/net/multihost.sh net_keep_var=MC_MULTIHOST_KEEP
+. "$(dirname "$0")/lib.sh"
 bin=${MC_BIN_DIR:?MC_BIN_DIR must name the build folder}
 fx=${MC_FIXTURES:-${1:-}}
-skip() { echo "tests/net/multihost.sh: skipped: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root for ip netns and TAP devices (CI runs as root)"
-command -v ip >/dev/null || skip "needs ip (iproute2)"
-command -v curl >/dev/null || skip "needs curl"
-[ -c /dev/net/tun ] || skip "needs /dev/net/tun"
-model="$fx/tiny-f32.gguf"
-[ -f "$model" ] && model="$(cd "$fx" && pwd)/tiny-f32.gguf" # cluster files resolve relative paths from their folder
-if [ ! -f "$model" ]; then
-  [ "${MC_REQUIRE_FIXTURES:-0}" = 1 ] && { echo "fixtures missing: $model"; exit 1; }
-  skip "no fixtures at $fx"
-fi
+[ "$(id -u)" = 0 ] || net_skip "needs root for ip netns and TAP devices (CI runs as root)"
+command -v ip >/dev/null || net_skip "needs ip (iproute2)"
+command -v curl >/dev/null || net_skip "needs curl"
+[ -c /dev/net/tun ] || net_skip "needs /dev/net/tun"
+net_model "$fx"
 
 tag="m$$"
-work=$(mktemp -d)
-pids=()
-nss=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for n in "${nss[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-  if [ "${MC_MULTIHOST_KEEP:-0}" = 1 ]; then echo "work folder kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() { echo "FAILED ($(date +%T.%3N)): $*"; for f in "$work"/*.log; do echo "--- $f"; tail -n 20 "$f"; done; exit 1; }
-ok() { echo "ok: $*"; }
+net_begin
+work=$net_work
 steps=" ${MC_MULTIHOST_STEPS:-1 2 3 4 5 6} "
 step() { [[ "$steps" == *" $1 "* ]]; }
 
 # --- hosts ------------------------------------------------------------------------
 hub="$tag-hub"
-ip netns add "$hub"; nss+=("$hub")
-ip -n "$hub" link add br0 type bridge
-ip -n "$hub" link set br0 up
+net_hub "$hub"
 declare -A addr=([c]=10.77.0.1 [a]=10.77.0.11 [b]=10.77.0.12 [d]=10.77.0.13 [s]=10.77.0.50)
 declare -A emu
 for h in c a b d s; do
   ns="$tag-$h"
-  ip netns add "$ns"; nss+=("$ns")
-  ip -n "$ns" link set lo up
+  net_host "$ns"
   # linkemu makes both ends here; they move to the host and to the hub.
   "$bin/linkemu" "t$tag$h" "u$tag$h" 0,0,0 1,0.5,0.01 >"$work/emu-$h.out" 2>"$work/emu-$h.log" &
   emu[$h]=$!
-  pids+=($!)
-  for _ in $(seq 100); do grep -q ready "$work/emu-$h.out" && break; sleep 0.05; done
+  net_pids+=($!)
+  net_wait_for ready "$work/emu-$h.out" || true
   ip link set "t$tag$h" netns "$ns"
   ip link set "u$tag$h" netns "$hub"
-  ip -n "$ns" addr add "${addr[$h]}/24" dev "t$tag$h"
-  ip -n "$ns" link set "t$tag$h" up
-  ip -n "$hub" link set "u$tag$h" master br0
-  ip -n "$hub" link set "u$tag$h" up
+  net_plug "$ns" "t$tag$h" "${addr[$h]}" "$hub" "u$tag$h"
 done
 impair() { for h in "${!emu[@]}"; do kill "-$1" "${emu[$h]}"; done; }
 
@@ -91,9 +71,8 @@ start_node() { # host, name
     --threads 1 --secret-key "$keys/$2.key" --authorized-keys "$keys/coordinator.pub" \
     >"$work/$2.out" 2>>"$work/$2.log" &
   node_pid[$1]=$!
-  pids+=($!)
-  for _ in $(seq 100); do grep -q 'listening on' "$work/$2.out" && return 0; sleep 0.05; done
-  fail "node $2 did not start"
+  net_pids+=($!)
+  net_wait_for 'listening on' "$work/$2.out" || net_fail "node $2 did not start"
 }
 declare -A name=([a]=node-a [b]=node-b [d]=node-d)
 for h in a b d; do
@@ -130,8 +109,8 @@ run_ids() { # out prefix, n, extra args...: logits dump, ids, stats
 }
 coord() { ip netns exec "$tag-c" "$bin/moe-coordinator" "$@"; }
 same() { # prefix a, prefix b
-  cmp -s "$work/$1.f32" "$work/$2.f32" || fail "$2: logits differ from $1"
-  [ "$(tail -n 1 "$work/$1.ids")" = "$(tail -n 1 "$work/$2.ids")" ] || fail "$2: tokens differ from $1"
+  cmp -s "$work/$1.f32" "$work/$2.f32" || net_fail "$2: logits differ from $1"
+  [ "$(tail -n 1 "$work/$1.ids")" = "$(tail -n 1 "$work/$2.ids")" ] || net_fail "$2: tokens differ from $1"
 }
 stat_of() { # stats file, node, key
   tr -d ' \t\n' <"$1" | sed -nE "s/.*\"name\":\"$2\"[^}]*\"$3\":([0-9]+).*/\1/p"
@@ -142,22 +121,22 @@ run_ids ref 400 "$bin/moe-coordinator" --model "$model"
 # 1. clean links
 if step 1; then
 t0=$(date +%s.%N)
-run_ids clean 400 coord --cluster "$work/cluster.yaml" --stats-json "$work/clean.json" || fail "clean run"
+run_ids clean 400 coord --cluster "$work/cluster.yaml" --stats-json "$work/clean.json" || net_fail "clean run"
 t1=$(date +%s.%N)
 same ref clean
-ok "clean links: logits and 400 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+net_ok "clean links: logits and 400 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
 fi
 
 # 2. delay, jitter, loss
 if step 2; then
 impair USR1
 t0=$(date +%s.%N)
-run_ids lossy 150 coord --cluster "$work/cluster.yaml" || fail "lossy run"
+run_ids lossy 150 coord --cluster "$work/cluster.yaml" || net_fail "lossy run"
 t1=$(date +%s.%N)
 impair USR2
 run_ids ref150 150 "$bin/moe-coordinator" --model "$model"
 same ref150 lossy
-ok "1 ms +- 0.5 ms, 1% loss on every link: 150 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+net_ok "1 ms +- 0.5 ms, 1% loss on every link: 150 tokens bit-identical ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
 fi
 
 # 3. a link cut mid-generation, then restored
@@ -172,7 +151,7 @@ for _ in $(seq 1200); do
   kill -0 $gen 2>/dev/null || break
   sleep 0.05
 done
-grep -q 'node node-b (.*) ready: ' "$work/cut.log" || fail "node-b did not join the run with the cut link"
+grep -q 'node node-b (.*) ready: ' "$work/cut.log" || net_fail "node-b did not join the run with the cut link"
 sleep 0.3 # into the generation
 c0=$(date +%s.%N)
 ip -n "$tag-b" link set "t${tag}b" down
@@ -185,32 +164,17 @@ for _ in $(seq 300); do
 done
 ip -n "$tag-b" link set "t${tag}b" up
 c1=$(date +%s.%N)
-wait $gen || fail "the run with the cut link"
+wait $gen || net_fail "the run with the cut link"
 t1=$(date +%s.%N)
 run_ids ref3000 3000 "$bin/moe-coordinator" --model "$model"
 same ref3000 cut
 lost=$(stat_of "$work/cut.json" node-b times_lost)
 back=$(stat_of "$work/cut.json" node-b times_back)
-[ "${lost:-0}" -ge 1 ] && [ "${back:-0}" -ge 1 ] || fail "node-b: lost $lost times, back $back times"
-ok "node-b's link cut for $(echo "$c0 $c1" | awk '{printf "%.1f", $2 - $1}') s: the same 3000 tokens; lost $lost time(s), rejoined $back time(s) ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
+[ "${lost:-0}" -ge 1 ] && [ "${back:-0}" -ge 1 ] || net_fail "node-b: lost $lost times, back $back times"
+net_ok "node-b's link cut for $(echo "$c0 $c1" | awk '{printf "%.1f", $2 - $1}') s: the same 3000 tokens; lost $lost time(s), rejoined $back time(s) ($(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}') s)"
 fi
 
 # 4. kill -9 of a node under 8 concurrent streams
-# A server started in this shell (so cleanup finds it); port_of reads its port.
-serve() { # log, command...
-  local log=$1
-  shift
-  "$@" --serve --port 0 --parallel 8 --threads 2 2>"$log" &
-  pids+=($!)
-}
-port_of() {
-  for _ in $(seq 200); do
-    p=$(grep -o 'http://127\.0\.0\.1:[0-9]*/' "$1" | head -n 1 | sed 's/.*:\([0-9]*\)\//\1/' || true)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.05
-  done
-  return 1
-}
 ask() { # netns or "", port, i, out
   local body
   body="{\"messages\":[{\"role\":\"user\",\"content\":\"Story number $3, please.\"}],\"max_tokens\":800,\"temperature\":0.8,\"seed\":$((700 + $3))}"
@@ -233,28 +197,28 @@ ask8() { # netns, port, prefix: 8 requests at once
 }
 curl_c() { ip netns exec "$tag-c" curl -sf "http://127.0.0.1:$port$1"; }
 if step 4 || step 5 || step 6; then
-serve "$work/refserve.log" "$bin/moe-coordinator" --model "$model"
-refport=$(port_of "$work/refserve.log") || fail "reference server"
-ask8 "" "$refport" want || fail "reference answers"
-serve "$work/serve.log" ip netns exec "$tag-c" "$bin/moe-coordinator" --cluster "$work/cluster.yaml"
-port=$(port_of "$work/serve.log") || fail "cluster server"
+net_serve "$work/refserve.log" "$bin/moe-coordinator" --model "$model"
+refport=$(net_port_of "$work/refserve.log") || net_fail "reference server"
+ask8 "" "$refport" want || net_fail "reference answers"
+net_serve "$work/serve.log" ip netns exec "$tag-c" "$bin/moe-coordinator" --cluster "$work/cluster.yaml"
+port=$(net_port_of "$work/serve.log") || net_fail "cluster server"
 fi
 if step 4; then
-ask8 "$tag-c" "$port" got kill || fail "answers with node-a killed"
+ask8 "$tag-c" "$port" got kill || net_fail "answers with node-a killed"
 for i in $(seq 8); do
-  [ -s "$work/want-$i.json" ] && cmp -s "$work/want-$i.json" "$work/got-$i.json" || fail "stream $i differs after the kill"
+  [ -s "$work/want-$i.json" ] && cmp -s "$work/want-$i.json" "$work/got-$i.json" || net_fail "stream $i differs after the kill"
 done
 curl_c /v1/cluster | tr -d ' \n' | grep -qE '"name":"node-a","endpoint":"[^"]*","alive":false,"times_lost":1' ||
-  fail "node-a was not seen lost"
-ok "node-a killed with kill -9 under 8 concurrent streams of 800 tokens: all 8 answers unchanged"
+  net_fail "node-a was not seen lost"
+net_ok "node-a killed with kill -9 under 8 concurrent streams of 800 tokens: all 8 answers unchanged"
 wait "${node_pid[a]}" 2>/dev/null || true # gone, its port free
 start_node a node-a
 sleep 1
-ask8 "$tag-c" "$port" again || fail "answers after the restart"
-for i in $(seq 8); do cmp -s "$work/want-$i.json" "$work/again-$i.json" || fail "stream $i differs after the restart"; done
+ask8 "$tag-c" "$port" again || net_fail "answers after the restart"
+for i in $(seq 8); do cmp -s "$work/want-$i.json" "$work/again-$i.json" || net_fail "stream $i differs after the restart"; done
 curl_c /v1/cluster | tr -d ' \n' | grep -q '"name":"node-a","endpoint":"tcp://10.77.0.11:5555","alive":true' ||
-  fail "node-a did not rejoin"
-ok "node-a restarted: it rejoined, the 8 answers again unchanged"
+  net_fail "node-a did not rejoin"
+net_ok "node-a restarted: it rejoined, the 8 answers again unchanged"
 fi
 
 # 5. a stranger
@@ -270,20 +234,20 @@ nodes:
 YAML
 if ip netns exec "$tag-s" "$bin/moe-coordinator" --cluster "$work/stranger.yaml" --token-ids 1,2 -n 1 \
   >/dev/null 2>"$work/stranger.log"; then
-  fail "the stranger was served"
+  net_fail "the stranger was served"
 fi
-grep -q 'refused our key' "$work/stranger.log" || fail "the stranger's error: $(cat "$work/stranger.log")"
-grep -q "refused a connection from ${addr[s]}" "$work/node-b.log" || fail "node-b did not log the stranger"
+grep -q 'refused our key' "$work/stranger.log" || net_fail "the stranger's error: $(cat "$work/stranger.log")"
+grep -q "refused a connection from ${addr[s]}" "$work/node-b.log" || net_fail "node-b did not log the stranger"
 ask "$tag-c" "$port" 3 "$work/after-stranger.json"
-cmp -s "$work/want-3.json" "$work/after-stranger.json" || fail "the cluster answers differently after the stranger"
-ok "a stranger's key: refused and logged by node-b; the cluster still serves the same answers"
+cmp -s "$work/want-3.json" "$work/after-stranger.json" || net_fail "the cluster answers differently after the stranger"
+net_ok "a stranger's key: refused and logged by node-b; the cluster still serves the same answers"
 fi
 
 # 6. a node without a model file joins through the emulated links
 if step 6; then
 # Joined means back after this kill (times_back up by one), not the
 # "alive" the server reports until it notices the kill.
-curl_c /v1/cluster >"$work/before-d.json" || fail "the cluster's state before node-d's restart"
+curl_c /v1/cluster >"$work/before-d.json" || net_fail "the cluster's state before node-d's restart"
 back0=$(stat_of "$work/before-d.json" node-d times_back)
 kill -9 "${node_pid[d]}"
 # SIGKILL is delivered asynchronously: until the process is gone its port is
@@ -293,7 +257,7 @@ impair USR1
 ip netns exec "$tag-d" "$bin/moe-expert" --cache-dir "$work/cache-d" --listen "tcp://${addr[d]}:5555" --name node-d \
   --threads 1 --fetch-chunk-kib 64 --secret-key "$keys/node-d.key" --authorized-keys "$keys/coordinator.pub" \
   >"$work/node-d-cache.out" 2>"$work/node-d-cache.log" &
-pids+=($!)
+net_pids+=($!)
 joined() { # node-d alive and back once more than before the kill
   curl_c /v1/cluster >"$work/now-d.json" || return 1
   tr -d ' \t\n' <"$work/now-d.json" | grep -q '"name":"node-d","endpoint":"tcp://10.77.0.13:5555","alive":true' &&
@@ -304,11 +268,11 @@ for _ in $(seq 1200); do
   sleep 0.1
 done
 impair USR2
-joined || fail "node-d without a model file did not join (times_back $(stat_of "$work/now-d.json" node-d times_back), before $back0)"
-grep -q 'placement of session .* accepted' "$work/node-d-cache.log" || fail "node-d did not load its experts"
+joined || net_fail "node-d without a model file did not join (times_back $(stat_of "$work/now-d.json" node-d times_back), before $back0)"
+grep -q 'placement of session .* accepted' "$work/node-d-cache.log" || net_fail "node-d did not load its experts"
 sent=$(curl_c /v1/cluster | tr -d ' \n' | sed -nE 's/.*"name":"node-d"[^}]*"transfer":\{[^}]*"sent_bytes":([0-9]+).*/\1/p')
-[ "${sent:-0}" -gt 0 ] || fail "node-d fetched nothing from the coordinator ($sent)"
+[ "${sent:-0}" -gt 0 ] || net_fail "node-d fetched nothing from the coordinator ($sent)"
 ask "$tag-c" "$port" 3 "$work/after-cache.json"
-cmp -s "$work/want-3.json" "$work/after-cache.json" || fail "the cluster answers differently with node-d's fetched experts"
-ok "node-d restarted without a model file through 1 ms +- 0.5 ms, 1% loss links: fetched $sent bytes, checked them, joined; the same answer"
+cmp -s "$work/want-3.json" "$work/after-cache.json" || net_fail "the cluster answers differently with node-d's fetched experts"
+net_ok "node-d restarted without a model file through 1 ms +- 0.5 ms, 1% loss links: fetched $sent bytes, checked them, joined; the same answer"
 fi
