@@ -350,17 +350,16 @@ static void test_mxfp4_bad_scale_node(void **state) {
     // accepted (nothing read but what the store warms), the step that
     // needs a damaged expert fails with the node's message.
     memset(&ns, 0, sizeof ns);
-    for (size_t i = 0; i < MAX_NODES; i++) ns.procs[i].out = -1;
+    mc_test_nodes_init(&ns.nodes);
     s_live = &ns;
     ns.cfg = mc_cluster_config_new();
     ns.cfg->timeout_ms = 10000;
     mc_nodeproc_params_t np = mc_nodeproc_params_default();
-    np.exe = s_exe, np.model = bad, np.name = "node-1", np.mem_limit_mb = 1;
-    if (mc_nodeproc_start(&np, &ns.procs[0], err)) fail_msg("%s", err);
-    ns.n = 1;
+    np.model = bad, np.name = "node-1", np.mem_limit_mb = 1;
+    mc_test_nodes_start(&ns.nodes, 0, &np);
     mc_expert_set_t ex;
     assert_int_equal(mc_expert_set_parse("all", &ex, err), MC_OK);
-    assert_int_equal(mc_cluster_config_add_node(ns.cfg, "node-1", ns.procs[0].endpoint, &ex, NULL, err), MC_OK);
+    assert_int_equal(mc_cluster_config_add_node(ns.cfg, "node-1", ns.nodes.procs[0].endpoint, &ex, NULL, err), MC_OK);
     mc_experts_params_t xp = mc_experts_params_default();
     xp.model = m, xp.mm = mc_engine_matmul(e), xp.cluster = ns.cfg;
     mc_experts_t *x = mc_experts_new(&xp, err);
@@ -1042,9 +1041,9 @@ static void s_kill_hook(void *ctx, uint32_t layer, const float *x, uint32_t n, c
     (void)x, (void)n, (void)sel, (void)k;
     s_killer_t *kl = ctx;
     if (!kl->armed || layer != 1 || ++kl->seen != kl->want) return;
-    kill(kl->ns->procs[1].pid, SIGKILL);
-    waitpid(kl->ns->procs[1].pid, NULL, 0);
-    kl->ns->procs[1].pid = 0;
+    kill(kl->ns->nodes.procs[1].pid, SIGKILL);
+    waitpid(kl->ns->nodes.procs[1].pid, NULL, 0);
+    kl->ns->nodes.procs[1].pid = 0;
     kl->armed = false;
 }
 

