@@ -279,6 +279,30 @@ static void test_simulator_times(void **state) {
     assert_true(r.busy_ms[0] > 0 && r.busy_ms[1] > 0);
     assert_true(r.moe_ms >= r.busy_ms[0] + r.busy_ms[1] - 1e-9);
     mc_plan_sim_free(&r);
+    {
+        // By hand: every token chooses experts 0 (the coordinator's) and 4
+        // (the node's), batch 1. The coordinator computes 1 ms; the node's
+        // request, sent at once, is only received after that burst: half the
+        // round trip (0.25 ms) from 1 ms, its 1 ms of compute, the other half
+        // and the result's 320 bytes at 1000 Mbit/s.
+        mc_routing_stats_t two = {.n_layer = L, .n_expert = E, .k = K, .tokens = 8, .n_trace = 8};
+        two.trace = calloc((size_t)8 * L * K, 1);
+        for (size_t i = 0; i < (size_t)8 * L; i++) two.trace[i * K] = 0, two.trace[i * K + 1] = 4;
+        assert_int_equal(mc_plan_simulate(&s, &ms, &two, &half, &sp, &r, err), MC_OK);
+        const double want = 1.0 + 0.25 + 1.0 + 0.25 + 320 * 8 / 1e6;
+        if (fabs(r.moe_ms - L * want) > 1e-9) fail_msg("moe %.6f ms a step, want %.6f", r.moe_ms, L * want);
+        mc_plan_sim_free(&r);
+        // The node on a host of its own: received while the coordinator
+        // computes, so it waits only for its own half of the round trip.
+        mc_plan_machines_t apart;
+        s_parse_ok(s_machines_yaml(1, 1000, 1000, "    host: elsewhere\n"), &apart);
+        assert_int_equal(mc_plan_simulate(&s, &apart, &two, &half, &sp, &r, err), MC_OK);
+        const double out = (64 * 4 + 24 + 64) * 8 / 1e6, apart_want = out + 0.25 + 1.0 + 0.25 + 320 * 8 / 1e6;
+        if (fabs(r.moe_ms - L * apart_want) > 1e-9) fail_msg("moe %.6f ms a step, want %.6f", r.moe_ms, L * apart_want);
+        mc_plan_sim_free(&r);
+        mc_plan_machines_free(&apart);
+        free(two.trace);
+    }
     // Errors: a pair held by nobody, a trace shorter than a batch, another shape.
     half.held[0] = 0;
     assert_int_equal(mc_plan_simulate(&s, &ms, &st, &half, &sp, &r, err), MC_ERR_ARG);

@@ -79,7 +79,7 @@ static const mc_flag_t s_flags[] = {
      .help = "trace steps a prediction replays (default: all)"},
     {S_ROW("--min-gain", "F", MC_FLAG_CUSTOM, pp.min_gain), .parse = s_parse_gain,
      .help = "keep the naive split unless the plan is predicted at least this\n"
-             "much faster (default 0.25: the simulator's measured error; 0: any gain)"},
+             "much faster (default 0.15: the simulator's measured error; 0: any gain)"},
     {S_ROW("--coord-mem-limit", "MB", MC_FLAG_U32, coord_mem_limit), MC_FLAG_DEF_TEXT, 1, 1 << 24,
      .help = "predictions: the coordinator runs with --mem-limit MB (default: none,\n"
              "every local expert resident)"},

@@ -18,7 +18,9 @@
  * threads of the jobs running there outnumber the cores, each job advances
  * at cores / threads of its speed (processor sharing, simulated event by
  * event), except that the coordinator's own experts keep its cores (its
- * pool spins through a burst of products; nodes beside it wait).
+ * pool spins through a burst of products; nodes beside it wait, and when
+ * its threads hold every core there, a node's request is only received
+ * after the burst: its inbound half of the round trip starts then).
  *
  * The disk tier: a machine whose entry has the disk keys of its profile
  * (disk_read_mb_s, disk_latency_ms) may hold more experts than its memory,
@@ -73,7 +75,7 @@
 // The default min_gain: the largest error of the simulator's predictions
 // measured by deploy/plan-check.sh over the machine shapes in
 // docs/PLACEMENT.md, rounded up.
-#define MC_PLAN_MIN_GAIN 0.25
+#define MC_PLAN_MIN_GAIN 0.15
 
 // One expert's step on one machine: ms for rows[i] rows at once.
 typedef struct {
@@ -240,7 +242,7 @@ typedef struct {
     uint32_t max_evals;   // simulator runs of the local search, per start (0: default 20000)
     uint32_t search_steps; // trace steps each search evaluation replays (0: default 256)
     // The naive split is kept unless the plan is predicted at least this
-    // much faster (0.25: 25%): a smaller predicted gain is within the
+    // much faster (0.15: 15%): a smaller predicted gain is within the
     // simulator's measured error (docs/PLACEMENT.md), so it may be a loss.
     // Only when the naive split fits and is profiled; 0: any gain.
     double min_gain;
