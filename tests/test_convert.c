@@ -1461,6 +1461,567 @@ static void test_bpe_errors(void **state) {
     s_done(dir);
 }
 
+// --- GLM-4.5 and DeepSeek: the fixtures through Hugging Face and back ------------------------
+
+typedef enum { S_GLM, S_DS } s_v3_arch_t;
+
+static bool s_has_key(const mc_gguf_t *g, const char *key) { return mc_gguf_find(g, key) != NULL; }
+
+// The layer of a "blk.N." tensor name, or -1.
+static int s_layer_of(const char *name) {
+    unsigned l;
+    int end = 0;
+    return sscanf(name, "blk.%u.%n", &l, &end) == 1 && end > 0 ? (int)l : -1;
+}
+
+// A GLM-4.5 or DeepSeek GGUF's tensors under their Hugging Face names:
+// experts one tensor each, attn_k_b and attn_v_b joined back into
+// kv_b_proj (per head the key rows, transposed back, then the value rows),
+// and the next-token-prediction layers as model.layers.N with their own
+// eh_proj, enorm, hnorm and a shared_head.norm the GGUF has no place for.
+static void s_hf_from_gguf_v3(const mc_gguf_t *g, uint32_t n_main, mc_dtype_t dtype, s_hf_t *hf) {
+    static const struct {
+        const char *gguf, *hf;
+    } map[] = {
+        {"attn_norm.weight", "input_layernorm.weight"},
+        {"attn_q.weight", "self_attn.q_proj.weight"},
+        {"attn_k.weight", "self_attn.k_proj.weight"},
+        {"attn_v.weight", "self_attn.v_proj.weight"},
+        {"attn_q.bias", "self_attn.q_proj.bias"},
+        {"attn_k.bias", "self_attn.k_proj.bias"},
+        {"attn_v.bias", "self_attn.v_proj.bias"},
+        {"attn_output.weight", "self_attn.o_proj.weight"},
+        {"attn_q_norm.weight", "self_attn.q_norm.weight"},
+        {"attn_k_norm.weight", "self_attn.k_norm.weight"},
+        {"attn_q_a.weight", "self_attn.q_a_proj.weight"},
+        {"attn_q_a_norm.weight", "self_attn.q_a_layernorm.weight"},
+        {"attn_q_b.weight", "self_attn.q_b_proj.weight"},
+        {"attn_kv_a_mqa.weight", "self_attn.kv_a_proj_with_mqa.weight"},
+        {"attn_kv_a_norm.weight", "self_attn.kv_a_layernorm.weight"},
+        {"ffn_norm.weight", "post_attention_layernorm.weight"},
+        {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+        {"ffn_gate.weight", "mlp.gate_proj.weight"},
+        {"ffn_up.weight", "mlp.up_proj.weight"},
+        {"ffn_down.weight", "mlp.down_proj.weight"},
+        {"ffn_gate_inp.weight", "mlp.gate.weight"},
+        {"exp_probs_b.bias", "mlp.gate.e_score_correction_bias"},
+        {"ffn_gate_shexp.weight", "mlp.shared_experts.gate_proj.weight"},
+        {"ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight"},
+        {"ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight"},
+        {"nextn.eh_proj.weight", "eh_proj.weight"},
+        {"nextn.enorm.weight", "enorm.weight"},
+        {"nextn.hnorm.weight", "hnorm.weight"},
+    };
+    char hfname[160], other[96];
+    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
+        assert_int_equal(t->type, MC_DTYPE_F32);
+        const uint64_t ne0 = t->ne[0], ne1 = t->n_dims > 1 ? t->ne[1] : 1, cols = t->n_dims > 1 ? ne0 : 0;
+        const float *src = (const float *)(const void *)t->data;
+        if (!strcmp(t->name, "token_embd.weight")) s_hf_add(hf, "model.embed_tokens.weight", ne1, ne0, dtype, src);
+        else if (!strcmp(t->name, "output_norm.weight")) s_hf_add(hf, "model.norm.weight", ne0, 0, dtype, src);
+        else if (!strcmp(t->name, "output.weight")) s_hf_add(hf, "lm_head.weight", ne1, ne0, dtype, src);
+        if (s_layer_of(t->name) < 0) continue;
+        const unsigned l = (unsigned)s_layer_of(t->name);
+        const char *rest = strchr(t->name + 4, '.') + 1;
+        if (!strcmp(rest, "ffn_gate_exps.weight") || !strcmp(rest, "ffn_up_exps.weight") ||
+            !strcmp(rest, "ffn_down_exps.weight")) {
+            static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
+            const int k = rest[4] == 'g' ? 0 : rest[4] == 'u' ? 1 : 2;
+            for (uint64_t e = 0; e < t->ne[2]; e++) {
+                snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.%llu.%s.weight", l, (unsigned long long)e,
+                         proj[k]);
+                s_hf_add(hf, hfname, ne1, ne0, dtype, src + e * ne0 * ne1);
+            }
+            continue;
+        }
+        if (!strcmp(rest, "attn_v_b.weight")) continue; // joined with attn_k_b
+        if (!strcmp(rest, "attn_k_b.weight")) {
+            snprintf(other, sizeof other, "blk.%u.attn_v_b.weight", l);
+            const mc_gguf_tensor_t *vb = mc_gguf_tensor_find(g, other);
+            assert_non_null(vb);
+            const uint64_t nope = t->ne[0], r = t->ne[1], H = t->ne[2], v = vb->ne[1], per = nope + v;
+            assert_int_equal(vb->ne[0], r);
+            const float *kd = src, *vd = (const float *)(const void *)vb->data;
+            float *kv = malloc(H * per * r * sizeof *kv);
+            assert_non_null(kv);
+            for (uint64_t h = 0; h < H; h++) {
+                for (uint64_t i = 0; i < nope; i++)
+                    for (uint64_t j = 0; j < r; j++) kv[(h * per + i) * r + j] = kd[(h * r + j) * nope + i];
+                memcpy(kv + (h * per + nope) * r, vd + h * v * r, v * r * sizeof *kv);
+            }
+            snprintf(hfname, sizeof hfname, "model.layers.%u.self_attn.kv_b_proj.weight", l);
+            s_hf_add(hf, hfname, H * per, r, dtype, kv);
+            free(kv);
+            continue;
+        }
+        size_t k = 0;
+        while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, rest) != 0) k++;
+        if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
+        snprintf(hfname, sizeof hfname, "model.layers.%u.%s", l, map[k].hf);
+        s_hf_add(hf, hfname, cols ? ne1 : ne0, cols, dtype, src);
+        if (l >= n_main && !strcmp(rest, "attn_norm.weight")) { // the MTP head's norm HF files carry too
+            snprintf(hfname, sizeof hfname, "model.layers.%u.shared_head.norm.weight", l);
+            s_hf_add(hf, hfname, ne0, 0, dtype, src);
+        }
+    }
+}
+
+// A double m with (float)(0.1 * m) == f: DeepSeek's yarn_log_multiplier is
+// 0.1 x mscale_all_dim, computed in double and rounded, as llama.cpp does.
+static double s_mscale_for(float f) {
+    double m = (double)f / 0.1;
+    for (int i = 0; i < 64 && (float)(0.1 * m) != f; i++) m = nextafter(m, (float)(0.1 * m) < f ? INFINITY : -INFINITY);
+    if ((float)(0.1 * m) != f) fail_msg("test: no mscale_all_dim for %a", (double)f);
+    return m;
+}
+
+// The byte-level vocabulary of g as tokenizer.json (control tokens as
+// special added tokens) with a Split step of regex (NULL: none) before the
+// ByteLevel one, and a tokenizer_config.json.
+static void s_write_tokenizer_of(const mc_gguf_t *g, const char *dir, const char *regex) {
+    const mc_gguf_value_t *toks = mc_gguf_find(g, "tokenizer.ggml.tokens");
+    const mc_gguf_value_t *types = mc_gguf_find(g, "tokenizer.ggml.token_type");
+    const mc_gguf_value_t *merges = mc_gguf_find(g, "tokenizer.ggml.merges");
+    assert_non_null(toks), assert_non_null(types), assert_non_null(merges);
+    cJSON *tj = cJSON_CreateObject(), *added = cJSON_AddArrayToObject(tj, "added_tokens");
+    cJSON *model = cJSON_AddObjectToObject(tj, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab"), *ml = cJSON_AddArrayToObject(model, "merges");
+    cJSON *pre = cJSON_AddObjectToObject(tj, "pre_tokenizer");
+    if (regex) {
+        cJSON_AddStringToObject(pre, "type", "Sequence");
+        cJSON *pts = cJSON_AddArrayToObject(pre, "pretokenizers"), *split = cJSON_CreateObject(), *bl = cJSON_CreateObject();
+        cJSON_AddStringToObject(split, "type", "Split");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(split, "pattern"), "Regex", regex);
+        cJSON_AddStringToObject(bl, "type", "ByteLevel");
+        cJSON_AddItemToArray(pts, split);
+        cJSON_AddItemToArray(pts, bl);
+    } else {
+        cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    }
+    for (uint64_t i = 0; i < toks->arr.count; i++) {
+        char piece[256];
+        snprintf(piece, sizeof piece, "%.*s", (int)toks->arr.strings[i].len, toks->arr.strings[i].ptr);
+        int64_t type = 1;
+        assert_true(mc_gguf_arr_i64(types, i, &type));
+        if (type == 3) {
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddNumberToObject(t, "id", (double)i);
+            cJSON_AddStringToObject(t, "content", piece);
+            cJSON_AddTrueToObject(t, "special");
+            cJSON_AddItemToArray(added, t);
+        } else {
+            cJSON_AddNumberToObject(vocab, piece, (double)i);
+        }
+    }
+    for (uint64_t i = 0; i < merges->arr.count; i++) {
+        char m[512];
+        snprintf(m, sizeof m, "%.*s", (int)merges->arr.strings[i].len, merges->arr.strings[i].ptr);
+        cJSON_AddItemToArray(ml, cJSON_CreateString(m));
+    }
+    s_write_json(dir, "tokenizer.json", tj);
+    cJSON_Delete(tj);
+    cJSON *tc = cJSON_CreateObject();
+    cJSON_AddStringToObject(tc, "bos_token", "<|endoftext|>");
+    cJSON_AddStringToObject(tc, "eos_token", "<|im_end|>");
+    cJSON_AddFalseToObject(tc, "add_bos_token");
+    s_write_json(dir, "tokenizer_config.json", tc);
+    cJSON_Delete(tc);
+}
+
+// Qwen2's pre-tokenizer regex as its tokenizer.json has it (moe-mkmodel's
+// GLM-4.5 files use Qwen2's pre type).
+static const char s_qwen2_regex[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
+                                    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+// Write the GLM-4.5 or DeepSeek GGUF at gguf_path as the Hugging Face
+// folder its model would come in, with config.json keys as GLM-4.5-Air's,
+// DeepSeek-V2-Lite's and V3's configs name them.
+static void s_export_v3_family(const char *gguf_path, const char *dir, s_v3_arch_t arch, mc_dtype_t dtype) {
+    char err[MC_ERR_LEN] = "";
+    mc_gguf_t *g = mc_gguf_open(gguf_path, err);
+    if (!g) fail_msg("%s", err);
+    const char *a = arch == S_GLM ? "glm4moe" : "deepseek2";
+    char key[128];
+#define K(suffix) (snprintf(key, sizeof key, "%s.%s", a, suffix), key)
+    uint64_t nextn = 0;
+    mc_gguf_get_u64(g, K("nextn_predict_layers"), &nextn);
+    const uint64_t n_main = s_u64(g, K("block_count")) - nextn;
+    s_hf_t hf = {0};
+    s_hf_from_gguf_v3(g, (uint32_t)n_main, dtype, &hf);
+    s_hf_write(&hf, dir, 2);
+    s_hf_free(&hf);
+
+    cJSON *c = cJSON_CreateObject();
+    uint64_t gating = 1;
+    mc_gguf_get_u64(g, K("expert_gating_func"), &gating);
+    const char *hf_arch = arch == S_GLM ? "Glm4MoeForCausalLM" : gating == 2 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM";
+    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(&hf_arch, 1));
+    cJSON_AddNumberToObject(c, "vocab_size", (double)mc_gguf_tensor_find(g, "token_embd.weight")->ne[1]);
+    cJSON_AddNumberToObject(c, "hidden_size", (double)s_u64(g, K("embedding_length")));
+    cJSON_AddNumberToObject(c, "intermediate_size", (double)s_u64(g, K("feed_forward_length")));
+    cJSON_AddNumberToObject(c, "moe_intermediate_size", (double)s_u64(g, K("expert_feed_forward_length")));
+    cJSON_AddNumberToObject(c, "num_hidden_layers", (double)n_main);
+    if (nextn) cJSON_AddNumberToObject(c, "num_nextn_predict_layers", (double)nextn);
+    const uint64_t n_head = s_u64(g, K("attention.head_count"));
+    cJSON_AddNumberToObject(c, "num_attention_heads", (double)n_head);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", arch == S_GLM ? (double)s_u64(g, K("attention.head_count_kv")) : (double)n_head);
+    cJSON_AddNumberToObject(c, "n_routed_experts", (double)s_u64(g, K("expert_count")));
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)s_u64(g, K("expert_used_count")));
+    cJSON_AddNumberToObject(c, "n_shared_experts", (double)s_u64(g, K("expert_shared_count")));
+    uint64_t u;
+    cJSON_AddNumberToObject(c, "first_k_dense_replace", mc_gguf_get_u64(g, K("leading_dense_block_count"), &u) ? (double)u : 0);
+    if (mc_gguf_get_u64(g, K("expert_group_count"), &u)) cJSON_AddNumberToObject(c, "n_group", (double)u);
+    if (mc_gguf_get_u64(g, K("expert_group_used_count"), &u)) cJSON_AddNumberToObject(c, "topk_group", (double)u);
+    double f;
+    if (mc_gguf_get_f64(g, K("expert_weights_scale"), &f)) cJSON_AddNumberToObject(c, "routed_scaling_factor", f);
+    bool norm = false;
+    mc_gguf_get_bool(g, K("expert_weights_norm"), &norm);
+    cJSON_AddBoolToObject(c, "norm_topk_prob", norm);
+    cJSON_AddNumberToObject(c, "max_position_embeddings", (double)s_u64(g, K("context_length")));
+    cJSON_AddNumberToObject(c, "rope_theta", s_f64(g, K("rope.freq_base")));
+    cJSON_AddNumberToObject(c, "rms_norm_eps", s_f64(g, K("attention.layer_norm_rms_epsilon")));
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", mc_gguf_tensor_find(g, "output.weight") == NULL);
+    const uint64_t rope = s_u64(g, K("rope.dimension_count"));
+    if (arch == S_GLM) {
+        const uint64_t hd = s_u64(g, K("attention.key_length"));
+        cJSON_AddNumberToObject(c, "head_dim", (double)hd);
+        cJSON_AddNumberToObject(c, "partial_rotary_factor", (double)rope / (double)hd);
+        cJSON_AddBoolToObject(c, "attention_bias", mc_gguf_tensor_find(g, "blk.0.attn_q.bias") != NULL);
+        cJSON_AddBoolToObject(c, "use_qk_norm", mc_gguf_tensor_find(g, "blk.0.attn_q_norm.weight") != NULL);
+        cJSON_AddNullToObject(c, "rope_scaling");
+    } else {
+        cJSON_AddStringToObject(c, "scoring_func", gating == 2 ? "sigmoid" : "softmax");
+        cJSON_AddFalseToObject(c, "attention_bias");
+        cJSON_AddNumberToObject(c, "moe_layer_freq", 1);
+        if (mc_gguf_get_u64(g, K("attention.q_lora_rank"), &u) && u) cJSON_AddNumberToObject(c, "q_lora_rank", (double)u);
+        else cJSON_AddNullToObject(c, "q_lora_rank");
+        cJSON_AddNumberToObject(c, "kv_lora_rank", (double)s_u64(g, K("attention.kv_lora_rank")));
+        cJSON_AddNumberToObject(c, "qk_nope_head_dim", (double)(s_u64(g, K("attention.key_length_mla")) - rope));
+        cJSON_AddNumberToObject(c, "qk_rope_head_dim", (double)rope);
+        cJSON_AddNumberToObject(c, "v_head_dim", (double)s_u64(g, K("attention.value_length_mla")));
+        mc_gguf_str_t type;
+        if (mc_gguf_get_str(g, K("rope.scaling.type"), &type)) {
+            assert_true(type.len == 4 && !memcmp(type.ptr, "yarn", 4));
+            cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+            cJSON_AddStringToObject(rs, "type", "yarn");
+            cJSON_AddNumberToObject(rs, "factor", s_f64(g, K("rope.scaling.factor")));
+            cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
+                                    (double)s_u64(g, K("rope.scaling.original_context_length")));
+            cJSON_AddNumberToObject(rs, "beta_fast", 32);
+            cJSON_AddNumberToObject(rs, "beta_slow", 1);
+            if (mc_gguf_get_f64(g, K("rope.scaling.yarn_log_multiplier"), &f)) {
+                cJSON_AddNumberToObject(rs, "mscale", s_mscale_for((float)f));
+                cJSON_AddNumberToObject(rs, "mscale_all_dim", s_mscale_for((float)f));
+            }
+        } else {
+            cJSON_AddNullToObject(c, "rope_scaling");
+        }
+    }
+#undef K
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+    s_write_tokenizer_of(g, dir, arch == S_GLM ? s_qwen2_regex : NULL);
+    mc_gguf_destroy(&g);
+}
+
+// Every tensor of want outside its next-token-prediction layers (n_main
+// on) is in got with the same type, shape and bytes, and got has no other.
+static void s_same_tensors_main(const mc_gguf_t *want, const mc_gguf_t *got, int n_main) {
+    size_t n = 0;
+    for (size_t i = 0; i < mc_gguf_tensor_count(want); i++) {
+        const mc_gguf_tensor_t *a = mc_gguf_tensor_at(want, i), *b = mc_gguf_tensor_find(got, a->name);
+        if (s_layer_of(a->name) >= n_main) {
+            if (b) fail_msg("next-token-prediction tensor %s was converted", a->name);
+            continue;
+        }
+        n++;
+        if (!b) fail_msg("converted file lacks tensor %s", a->name);
+        if (a->type != b->type || a->n_dims != b->n_dims || memcmp(a->ne, b->ne, sizeof a->ne) || a->size != b->size)
+            fail_msg("%s: type or shape differs", a->name);
+        if (memcmp(a->data, b->data, a->size)) fail_msg("%s: bytes differ", a->name);
+    }
+    assert_int_equal(mc_gguf_tensor_count(got), n);
+}
+
+static void s_v3_roundtrip(const char *name, s_v3_arch_t arch) {
+    char dir[512], out[S_PATH], src[512];
+    snprintf(src, sizeof src, "%s/arch/%s.gguf", MC_REPO_FIXTURES, name);
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_v3_family(src, dir, arch, MC_DTYPE_F32);
+    s_path(out, dir, "out.gguf");
+    s_convert_ok(dir, out, false, MC_DTYPE_F32);
+    mc_gguf_t *a = s_open(src), *b = s_open(out);
+    const char *A = arch == S_GLM ? "glm4moe" : "deepseek2";
+    char k_blocks[64], k_nextn[64], k_vocab[64], k_bf[64], k_bs[64];
+    snprintf(k_blocks, sizeof k_blocks, "%s.block_count", A);
+    snprintf(k_nextn, sizeof k_nextn, "%s.nextn_predict_layers", A);
+    snprintf(k_vocab, sizeof k_vocab, "%s.vocab_size", A);
+    snprintf(k_bf, sizeof k_bf, "%s.rope.scaling.yarn_beta_fast", A);
+    snprintf(k_bs, sizeof k_bs, "%s.rope.scaling.yarn_beta_slow", A);
+    uint64_t blocks = s_u64(a, k_blocks), nextn = 0;
+    mc_gguf_get_u64(a, k_nextn, &nextn);
+    // The next-token-prediction layers are left out: fewer blocks, no nextn key.
+    s_expect_u(b, k_blocks, blocks - nextn);
+    assert_false(s_has_key(b, k_nextn));
+    s_same_tensors_main(a, b, (int)(blocks - nextn));
+    // Every key of the fixture but those, the name and (GLM: llama.cpp's
+    // converter writes none) vocab_size; and none the fixture lacks but
+    // YaRN's betas, which config.json gives and llama.cpp's converter copies.
+    // moe-mkmodel writes q_lora_rank 0 for a query without compression,
+    // where config.json has null and llama.cpp's converter nothing.
+    char k_qlora[64];
+    snprintf(k_qlora, sizeof k_qlora, "%s.attention.q_lora_rank", A);
+    uint64_t qlora = 0;
+    mc_gguf_get_u64(a, k_qlora, &qlora);
+    const char *const skip[] = {"general.name", k_blocks, k_nextn, arch == S_GLM ? k_vocab : "general.name",
+                                qlora ? "general.name" : k_qlora};
+    s_same_keys(a, b, skip, 5);
+    // A V2 fixture says nothing of its scores (softmax by default); its
+    // config.json says softmax, which llama.cpp's converter writes as 1.
+    char k_gating[64];
+    snprintf(k_gating, sizeof k_gating, "%s.expert_gating_func", A);
+    if (!s_has_key(a, k_gating)) s_expect_u(b, k_gating, 1);
+    // add_eos_token: written for every byte-level vocabulary (false, llama.cpp's default).
+    const char *const skip2[] = {"general.name", k_blocks, k_bf, k_bs, "tokenizer.ggml.add_eos_token", k_gating};
+    s_same_keys(b, a, skip2, s_has_key(a, k_gating) ? 5 : 6);
+    s_same_encodings(a, b);
+    mc_gguf_destroy(&a);
+    mc_gguf_destroy(&b);
+    s_same_logits(src, out);
+    s_done(dir);
+}
+
+// The GLM-4.5 and DeepSeek fixtures (the files llama.cpp's logits belong
+// to; V2-Lite's layout with YaRN, V2's compressed query, V3/R1's shape),
+// written as Hugging Face folders with their next-token-prediction layers
+// and converted back: every other tensor the same bytes (attn_k_b and
+// attn_v_b split from kv_b_proj), the same keys, bit-identical logits.
+static void test_v3_fixtures(void **state) {
+    (void)state;
+    s_v3_roundtrip("glm4moe-f32", S_GLM);
+    s_v3_roundtrip("deepseek2-f32", S_DS);
+    s_v3_roundtrip("deepseek2-qlora-f32", S_DS);
+    s_v3_roundtrip("deepseek2v3-f32", S_DS);
+}
+
+// BF16 folders: auto keeps every matrix (kv_b_proj's parts too) as the
+// bf16 of the fixture's value, vectors become F32, and the file runs.
+static void test_v3_bf16(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        s_v3_arch_t arch;
+    } cases[] = {{"glm4moe-f32", S_GLM}, {"deepseek2v3-f32", S_DS}};
+    for (size_t c = 0; c < 2; c++) {
+        char dir[512], out[S_PATH], src[512];
+        snprintf(src, sizeof src, "%s/arch/%s.gguf", MC_REPO_FIXTURES, cases[c].name);
+        assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+        s_export_v3_family(src, dir, cases[c].arch, MC_DTYPE_BF16);
+        s_path(out, dir, "out.gguf");
+        s_convert_ok(dir, out, true, MC_DTYPE_F32);
+        mc_gguf_t *a = s_open(src), *b = s_open(out);
+        size_t checked = 0;
+        for (size_t i = 0; i < mc_gguf_tensor_count(b); i++) {
+            const mc_gguf_tensor_t *tb = mc_gguf_tensor_at(b, i), *ta = mc_gguf_tensor_find(a, tb->name);
+            assert_non_null(ta);
+            const bool matrix = ta->n_dims > 1 && !strstr(ta->name, "ffn_gate_inp");
+            assert_int_equal(tb->type, matrix ? MC_DTYPE_BF16 : MC_DTYPE_F32);
+            for (uint64_t k = 0; k < ta->n_elems; k++) {
+                float v;
+                memcpy(&v, ta->data + 4 * k, 4);
+                const uint16_t h = mc_fp32_to_bf16(v);
+                if (matrix) {
+                    uint16_t hb;
+                    memcpy(&hb, tb->data + 2 * k, 2);
+                    if (hb != h) fail_msg("%s[%llu]", tb->name, (unsigned long long)k);
+                } else {
+                    float w;
+                    memcpy(&w, tb->data + 4 * k, 4);
+                    if (mc_f32_bits(w) != mc_f32_bits(mc_bf16_to_fp32(h))) fail_msg("%s[%llu]", tb->name, (unsigned long long)k);
+                }
+            }
+            checked++;
+        }
+        assert_true(checked > 20);
+        mc_gguf_destroy(&a);
+        mc_gguf_destroy(&b);
+        uint32_t nv;
+        const int32_t ids[3] = {1, 40, 300};
+        float *l = s_logits(out, ids, 3, &nv);
+        for (size_t i = 0; i < 3 * (size_t)nv; i++) assert_true(isfinite(l[i]));
+        free(l);
+        s_done(dir);
+    }
+}
+
+// config.json with key set to the JSON text json (NULL: removed).
+static void s_cfg_set(const char *dir, const cJSON *good, const char *key, const char *json) {
+    cJSON *c = cJSON_Duplicate(good, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(c, key);
+    if (json) {
+        cJSON *v = cJSON_Parse(json);
+        assert_non_null(v);
+        cJSON_AddItemToObject(c, key, v);
+    }
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+}
+
+// The folder's tensors (re-read from its two shards) written again as one
+// file, without the tensor named drop (NULL: none) and with extra_name, a
+// copy of the tensor extra_from, when given.
+static void s_rewrite_tensors(const char *dir, const char *drop, const char *extra_name, const char *extra_from) {
+    char err[MC_ERR_LEN] = "", path[S_PATH];
+    mc_safetensors_dir_t *d = mc_safetensors_dir_open(dir, err);
+    if (!d) fail_msg("%s", err);
+    const size_t n = mc_safetensors_dir_count(d);
+    mc_safetensors_desc_t *desc = calloc(n + 1, sizeof *desc);
+    assert_non_null(desc);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(d, i);
+        if (drop && !strcmp(t->name, drop)) continue;
+        desc[k++] = (mc_safetensors_desc_t){t->name, t->dtype, t->n_dims, t->shape, t->data};
+        if (extra_name && !strcmp(t->name, extra_from))
+            desc[k++] = (mc_safetensors_desc_t){extra_name, t->dtype, t->n_dims, t->shape, t->data};
+    }
+    assert_int_equal(k, n - (drop ? 1 : 0) + (extra_name ? 1 : 0));
+    s_path(path, dir, "tmp.safetensors");
+    assert_int_equal(mc_safetensors_write(path, desc, k, NULL, 0, err), MC_OK);
+    free(desc);
+    mc_safetensors_dir_destroy(&d);
+    s_path(path, dir, "model.safetensors.index.json");
+    remove(path);
+    for (int s = 1; s <= 2; s++) {
+        snprintf(path, sizeof path, "%s/model-%05d-of-00002.safetensors", dir, s);
+        remove(path);
+    }
+    char to[S_PATH];
+    s_path(path, dir, "tmp.safetensors");
+    s_path(to, dir, "model.safetensors");
+    assert_int_equal(rename(path, to), 0);
+}
+
+// Misconfigured and incomplete GLM-4.5 and DeepSeek folders are refused by name.
+static void test_v3_errors(void **state) {
+    (void)state;
+    char dir[512], src[512];
+    snprintf(src, sizeof src, "%s/arch/deepseek2v3-f32.gguf", MC_REPO_FIXTURES);
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_v3_family(src, dir, S_DS, MC_DTYPE_F32);
+    cJSON *good = s_read_json(dir, "config.json");
+    static const struct {
+        const char *key, *json, *needle;
+    } cases[] = {
+        {"n_group", "3", "n_group 3 does not divide the 16 experts into equal groups"},
+        {"n_group", "16", "n_group 16 leaves fewer than 2 of the 16 experts per group"},
+        {"topk_group", "4", "topk_group 4 must be in 1..3 (below n_group 4)"},
+        {"topk_group", NULL, "topk_group 0 must be in 1..3"},
+        {"num_experts_per_tok", "9", "topk_group 2 groups of 4 experts cannot hold the 9 experts each token uses"},
+        {"n_shared_experts", NULL, "'n_shared_experts' is missing"},
+        {"n_shared_experts", "0", "'n_shared_experts' must be a whole number in 1..64"},
+        {"n_shared_experts", "2", "has shape [16, 64] but config.json implies [32, 64] (n_shared_experts x moe_intermediate_size"},
+        {"scoring_func", "\"softplus\"", "scoring_func 'softplus' is not supported"},
+        {"first_k_dense_replace", "3", "'first_k_dense_replace' must be a whole number in 0..2"},
+        {"first_k_dense_replace", "0", "tensor 'model.layers.0.mlp.gate.weight' is missing"},
+        {"kv_lora_rank", "16", "self_attn.kv_a_proj_with_mqa.weight' has shape [48, 64] but config.json implies [32, 64]"},
+        {"v_head_dim", "16", "kv_b_proj.weight' has shape [256, 32] but config.json implies [192, 32]"},
+        {"qk_rope_head_dim", "15", "qk_rope_head_dim 15 is odd"},
+        {"q_lora_rank", "null", "tensor 'model.layers.0.self_attn.q_proj.weight' is missing"},
+        {"num_nextn_predict_layers", NULL, "tensor 'model.layers.3."},
+        {"moe_layer_freq", "2", "moe_layer_freq 2 (interleaved dense layers) is not supported"},
+        {"attention_bias", "true", "attention_bias is not supported"},
+        {"quantization_config", "{\"quant_method\":\"fp8\"}", "quantization_config is set"},
+        {"rope_scaling", "{\"type\":\"linear\",\"factor\":2}", "rope_scaling type 'linear' is not supported (only yarn)"},
+        {"rope_scaling", "{\"type\":\"yarn\",\"factor\":4,\"original_max_position_embeddings\":512,\"beta_fast\":16}",
+         "beta_fast 16, beta_slow 1 is not supported"},
+        {"rope_scaling", "{\"type\":\"yarn\",\"original_max_position_embeddings\":512}", "rope_scaling is yarn but has no factor"},
+        {"rope_scaling", "{\"type\":\"yarn\",\"factor\":0.5,\"original_max_position_embeddings\":512}",
+         "'rope_scaling.factor' must be a number in 1..1e+06"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_cfg_set(dir, good, cases[i].key, cases[i].json);
+        s_convert_fail(dir, cases[i].needle);
+    }
+    s_write_json(dir, "config.json", good);
+    // A pre-tokenizer that is none of DeepSeek's.
+    char err[MC_ERR_LEN] = "";
+    mc_gguf_t *g = mc_gguf_open(src, err);
+    assert_non_null(g);
+    s_write_tokenizer_of(g, dir, "\\p{L}+");
+    s_convert_fail(dir, "the pre-tokenizer's Split patterns are not a DeepSeek-V2/V3 one we know");
+    mc_gguf_destroy(&g);
+    // A layer without its shared expert; a next-token-prediction layer too many.
+    s_rewrite_tensors(dir, "model.layers.2.mlp.shared_experts.up_proj.weight", NULL, NULL);
+    s_convert_fail(dir, "tensor 'model.layers.2.mlp.shared_experts.up_proj.weight' is missing");
+    cJSON_Delete(good);
+    s_done(dir);
+
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_v3_family(src, dir, S_DS, MC_DTYPE_F32);
+    s_rewrite_tensors(dir, NULL, "model.layers.4.enorm.weight", "model.layers.3.enorm.weight");
+    s_convert_fail(dir, "tensor 'model.layers.4.enorm.weight' is not part of a DeepseekV3ForCausalLM model");
+    s_done(dir);
+
+    // GLM-4.5: the selection bias is required, the RoPE share must give even dims.
+    snprintf(src, sizeof src, "%s/arch/glm4moe-f32.gguf", MC_REPO_FIXTURES);
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_v3_family(src, dir, S_GLM, MC_DTYPE_F32);
+    good = s_read_json(dir, "config.json");
+    s_cfg_set(dir, good, "partial_rotary_factor", "0.3");
+    s_convert_fail(dir, "head_dim 32 x partial_rotary_factor 0.3 gives 9 RoPE dims");
+    s_cfg_set(dir, good, "attention_bias", "false");
+    s_convert_fail(dir, "_proj.bias' is not part of a Glm4MoeForCausalLM model");
+    s_cfg_set(dir, good, "use_qk_norm", "true");
+    s_convert_fail(dir, "tensor 'model.layers.0.self_attn.q_norm.weight' is missing");
+    s_cfg_set(dir, good, "n_group", "5");
+    s_convert_fail(dir, "n_group 5 does not divide the 16 experts");
+    s_write_json(dir, "config.json", good);
+    g = mc_gguf_open(src, err);
+    assert_non_null(g);
+    s_write_tokenizer_of(g, dir, NULL);
+    s_convert_fail(dir, "not a GLM-4.5 one we know");
+    s_write_tokenizer_of(g, dir, s_qwen2_regex);
+    mc_gguf_destroy(&g);
+    s_rewrite_tensors(dir, "model.layers.1.mlp.gate.e_score_correction_bias", NULL, NULL);
+    s_convert_fail(dir, "tensor 'model.layers.1.mlp.gate.e_score_correction_bias' is missing");
+    cJSON_Delete(good);
+    s_done(dir);
+}
+
+// GLM-4.5's pre-tokenizer: Llama 3's digit runs give "glm4"; DeepSeek-V3's
+// and V2's Split steps give theirs.
+static void test_v3_pre(void **state) {
+    (void)state;
+    static const struct {
+        const char *fixture, *regex, *pre;
+        s_v3_arch_t arch;
+    } cases[] = {
+        {"glm4moe-f32", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                        "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", "glm4", S_GLM},
+        {"deepseek2v3-f32", "\\p{N}{1,3}", "deepseek-v3", S_DS},
+        {"deepseek2-f32", "\\s+$", "deepseek-llm", S_DS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[512], out[S_PATH], src[512], err[MC_ERR_LEN] = "";
+        snprintf(src, sizeof src, "%s/arch/%s.gguf", MC_REPO_FIXTURES, cases[i].fixture);
+        assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+        s_export_v3_family(src, dir, cases[i].arch, MC_DTYPE_F32);
+        mc_gguf_t *g = mc_gguf_open(src, err);
+        assert_non_null(g);
+        s_write_tokenizer_of(g, dir, cases[i].regex);
+        mc_gguf_destroy(&g);
+        s_path(out, dir, "out.gguf");
+        s_convert_ok(dir, out, false, MC_DTYPE_F32);
+        g = s_open(out);
+        s_expect_str(g, "tokenizer.ggml.pre", cases[i].pre);
+        mc_gguf_destroy(&g);
+        s_done(dir);
+    }
+}
+
 // The moe-convert binary: exit status 0 written, 1 failed, 2 bad command line.
 static int s_cli(const char *dir, const char *args, char **out) {
     const char *bin = getenv("MC_BIN_DIR"), *prefix = getenv("MC_RUN_PREFIX");
@@ -1536,6 +2097,10 @@ int main(void) {
         cmocka_unit_test(test_family_fixtures),
         cmocka_unit_test(test_qwen2moe_errors),
         cmocka_unit_test(test_bpe_errors),
+        cmocka_unit_test(test_v3_fixtures),
+        cmocka_unit_test(test_v3_bf16),
+        cmocka_unit_test(test_v3_errors),
+        cmocka_unit_test(test_v3_pre),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

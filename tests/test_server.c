@@ -1599,6 +1599,81 @@ static void test_tools_and_formats(void **state) {
     }
     assert_true(s_render_count(MC_CHAT_STYLE_QWEN3, NULL, &one, 1, false) >
                 s_render_count(MC_CHAT_STYLE_QWEN3, NULL, &one, 1, true));
+    // deepseek-v3 and glm4 (their markers as text in this vocabulary): the
+    // tools, a call and its result reach the prompt in their own syntax; a
+    // named call is forced in deepseek-v3 (and comes back as that call, whole
+    // and streamed); glm4 cannot force one (a 400 that says so).
+    const char *own[] = {"deepseek-v3", "glm4"};
+    for (int f = 0; f < 2; f++) {
+        char err[MC_ERR_LEN];
+        mc_session_params_t sp = mc_session_params_default();
+        sp.model = s_model, sp.ctx = 512, sp.chat_format = own[f];
+        t.s = mc_session_new(&sp, err);
+        if (!t.s) fail_msg("%s", err);
+        mc_server_params_t p = mc_server_params_default();
+        p.port = 0;
+        if (!(t.srv = mc_server_new(t.s, &p, err))) fail_msg("%s", err);
+        t.port = mc_server_port(t.srv);
+        const mc_chat_style_t st = f ? MC_CHAT_STYLE_GLM4 : MC_CHAT_STYLE_DEEPSEEK_V3;
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\",\"content\":null,"
+                 "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":"
+                 "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"20C\"}],"
+                 "%s,\"max_tokens\":2,\"temperature\":0}",
+                 tools);
+        j = s_post(t.port, "/v1/chat/completions", body, 200);
+        assert_int_equal(s_usage(j, "prompt_tokens"), s_render_count(st, tool_py, conv, 3, true));
+        assert_true(s_render_count(st, tool_py, conv, 3, true) > s_render_count(st, NULL, conv, 3, true));
+        cJSON_Delete(j);
+        for (int stream = 0; stream < 2 && !f; stream++) {
+            snprintf(body, sizeof body,
+                     "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,\"tool_choice\":"
+                     "{\"type\":\"function\",\"function\":{\"name\":\"get\"}},\"max_tokens\":200,\"temperature\":0%s}",
+                     ftools, stream ? ",\"stream\":true" : "");
+            if (!stream) {
+                j = s_post(t.port, "/v1/chat/completions", body, 200);
+                assert_string_equal(s_get_str(j, "choices", "finish_reason", NULL), "tool_calls");
+                const cJSON *m2 = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+                const cJSON *fn =
+                    cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(m2, "tool_calls"), 0), "function");
+                assert_non_null(fn);
+                assert_string_equal(cJSON_GetObjectItem(fn, "name")->valuestring, "get");
+                snprintf(whole_args, sizeof whole_args, "%s", cJSON_GetObjectItem(fn, "arguments")->valuestring);
+                cJSON *a = cJSON_Parse(whole_args);
+                assert_true(cJSON_IsString(cJSON_GetObjectItem(a, "city")));
+                cJSON_Delete(a), cJSON_Delete(j);
+                printf("[server] %s forced call: get(%s)\n", own[f], whole_args);
+                continue;
+            }
+            if (mc_test_http(t.port, "POST", "/v1/chat/completions", NULL, body, &r)) fail_msg("no answer");
+            assert_int_equal(r.status, 200);
+            ev = s_events(r.body, &done);
+            assert_true(done);
+            args[0] = 0, heads = 0;
+            cJSON_ArrayForEach(e, ev) {
+                const cJSON *d = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(e, "choices"), 0), "delta");
+                assert_false(cJSON_IsString(cJSON_GetObjectItem(d, "content")) &&
+                             strstr(cJSON_GetObjectItem(d, "content")->valuestring, "tool")); // no marker as content
+                const cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
+                if (!tc) continue;
+                if (cJSON_GetObjectItem(tc, "id")) heads++;
+                strncat(args, cJSON_GetObjectItem(cJSON_GetObjectItem(tc, "function"), "arguments")->valuestring,
+                        sizeof args - strlen(args) - 1);
+            }
+            assert_int_equal(heads, 1);
+            assert_string_equal(args, whole_args);
+            cJSON_Delete(ev);
+            mc_test_http_free(&r);
+        }
+        if (f) {
+            snprintf(body, sizeof body,
+                     "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"}],%s,\"tool_choice\":\"required\"}", tools);
+            j = s_post(t.port, "/v1/chat/completions", body, 400);
+            assert_non_null(strstr(s_get_str(j, "error", "message", NULL), "glm4"));
+            cJSON_Delete(j);
+        }
+        s_down(&t);
+    }
 }
 
 static int s_write(const char *path, const char *txt, size_t len) {
@@ -1819,9 +1894,12 @@ static void test_rebalance_served(void **state) {
         if (last && !strcmp(cJSON_GetObjectItem(last, "outcome")->valuestring, "failed"))
             printf("[server] a rebalance round failed: %s\n", cJSON_GetObjectItem(last, "message")->valuestring);
         if (applied) {
-            const cJSON *last = cJSON_GetObjectItem(rb, "last");
-            assert_string_equal(cJSON_GetObjectItem(last, "outcome")->valuestring, "applied");
-            assert_true(cJSON_GetObjectItem(last, "predicted_gain")->valuedouble >= 0.1);
+            // The round after the applied one (every_s is 1) may have come
+            // already (planned on the new placement it finds nothing better
+            // to do, or the window not timed yet): its figures are its own.
+            const char *o = cJSON_GetObjectItem(last, "outcome")->valuestring;
+            if (!strcmp(o, "applied")) assert_true(cJSON_GetObjectItem(last, "predicted_gain")->valuedouble >= 0.1);
+            else printf("[server] the round after the applied one: %s\n", o);
         }
         cJSON_Delete(c);
         struct timespec ts = {0, 300 * 1000 * 1000};

@@ -3,8 +3,10 @@
  * print JSON), the model's calls parsed from its text (whole, several,
  * malformed, cut off, mistral-v3's array, names not offered, one call
  * without parallel_tool_calls, ids the same for the same request), the
- * constraint of a forced call, and reply.h's split of reasoning, content
- * and calls, streamed byte by byte against the whole.
+ * constraint of a forced call, deepseek-v3's and glm4's own call syntax
+ * (well formed, malformed, every cut of an answer) and forced calls, and
+ * reply.h's split of reasoning, content and calls, streamed byte by byte
+ * against the whole.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -217,6 +219,153 @@ static void test_constraint(void **state) {
     mc_toolcall_req_free(&r);
 }
 
+#define DSB "<｜tool▁calls▁begin｜>"
+#define DSE "<｜tool▁calls▁end｜>"
+#define DCB "<｜tool▁call▁begin｜>"
+#define DCE "<｜tool▁call▁end｜>"
+#define DSEP "<｜tool▁sep｜>"
+
+// deepseek-v3 and glm4: their own call syntax, well formed and not.
+static void test_parse_ds_glm(void **state) {
+    (void)state;
+    mc_toolcall_req_t r = s_req(s_two_tools);
+    mc_toolcall_list_t l;
+    // DeepSeek: two calls a line apart (as the template writes them), the fence, the closing marker.
+    const char *ds = DSB DCB "function" DSEP "get_weather\n```json\n{\"city\": \"Paris\", \"days\": 2}\n```" DCE "\n" DCB
+                             "function" DSEP "time\n```json\n{}\n```" DCE DSE;
+    assert_int_equal(s_parse(MC_CHAT_STYLE_DEEPSEEK_V3, ds, &r, &l), MC_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.calls[0].name, "get_weather");
+    assert_string_equal(l.calls[0].arguments, "{\"city\":\"Paris\",\"days\":2}");
+    assert_string_equal(l.calls[1].name, "time");
+    assert_string_equal(l.calls[1].arguments, "{}");
+    mc_toolcall_list_free(&l);
+    // The end of the answer stands for the closing marker; no fence; whitespace around.
+    assert_int_equal(s_parse(MC_CHAT_STYLE_DEEPSEEK_V3, DSB " " DCB "function" DSEP " time \n{} " DCE "\n", &r, &l),
+                     MC_OK);
+    assert_int_equal(l.n, 1);
+    mc_toolcall_list_free(&l);
+    assert_string_equal(mc_toolcall_marker(MC_CHAT_STYLE_DEEPSEEK_V3), DSB);
+    static const char *const ds_bad[] = {
+        DSB DCB "function" DSEP "time\n```json\n{\"a\": ",                          // cut off
+        DSB DCB "function" DSEP "time\n```json\n{}\n```",                            // call not closed
+        DSB DCB "function" DSEP "time\n```json\n{}\n" DCE DSE,                       // fence not closed
+        DSB DCB "function" DSEP "time\n```json\n{}\n---" DCE DSE,                    // ... nor by something else
+        DSB DCB "function" DSEP "rm_rf\n```json\n{}\n```" DCE DSE,                   // not offered
+        DSB DCB "function" DSEP "time\n```json\n[1]\n```" DCE DSE,                   // not an object
+        DSB DCB "retrieval" DSEP "time\n```json\n{}\n```" DCE DSE,                   // another type
+        DSB DCB "function" DSEP "time\n```json\n{}\n```" DCE DSE " and then some",  // text after
+        DSB DCB "function time\n```json\n{}\n```" DCE DSE,                           // no separator
+        DSB "get_weather(city=Paris)",                                               // not a call
+        "<tool_call>\n{\"name\": \"time\", \"arguments\": {}}\n</tool_call>",        // another format's
+        "",
+    };
+    for (size_t i = 0; i < sizeof ds_bad / sizeof ds_bad[0]; i++)
+        if (s_parse(MC_CHAT_STYLE_DEEPSEEK_V3, ds_bad[i], &r, &l) != MC_ERR_FORMAT) fail_msg("accepted: %s", ds_bad[i]);
+    // GLM: a string parameter stays text (even when it looks like JSON), the
+    // others are read as JSON; a key the schema does not type: JSON when it is.
+    const char *glm = "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>42</arg_value>\n<arg_key>days"
+                      "</arg_key>\n<arg_value>3</arg_value>\n<arg_key>note</arg_key>\n<arg_value>a \"b\"\nc"
+                      "</arg_value>\n<arg_key>opts</arg_key>\n<arg_value>{\"x\": [1, null]}</arg_value>\n</tool_call>\n"
+                      "<tool_call>time\n</tool_call>";
+    assert_int_equal(s_parse(MC_CHAT_STYLE_GLM4, glm, &r, &l), MC_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.calls[0].name, "get_weather");
+    assert_string_equal(l.calls[0].arguments, "{\"city\":\"42\",\"days\":3,\"note\":\"a \\\"b\\\"\\nc\",\"opts\":{\"x\":[1,null]}}");
+    assert_string_equal(l.calls[1].name, "time");
+    assert_string_equal(l.calls[1].arguments, "{}");
+    mc_toolcall_list_free(&l);
+    // GLM-4.7's one-line form (no newlines) parses the same.
+    assert_int_equal(s_parse(MC_CHAT_STYLE_GLM4,
+                             "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Oslo</arg_value></tool_call>",
+                             &r, &l),
+                     MC_OK);
+    assert_string_equal(l.calls[0].arguments, "{\"city\":\"Oslo\"}");
+    mc_toolcall_list_free(&l);
+    static const char *const glm_bad[] = {
+        "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Oslo",                                 // cut off
+        "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Oslo</arg_value>\n",                   // not closed
+        "<tool_call>get_weather\n<arg_key>city</arg_key>\n</tool_call>",                                    // no value
+        "<tool_call>get_weather\n<arg_key>city\n<arg_value>Oslo</arg_value></tool_call>",                   // key open
+        "<tool_call>get_weather\n<arg_key>c</arg_key><arg_value>1</arg_value><arg_key>c</arg_key><arg_value>2"
+        "</arg_value></tool_call>",                                                                         // twice
+        "<tool_call>get_weather\n<arg_key></arg_key><arg_value>1</arg_value></tool_call>",                  // empty key
+        "<tool_call>rm_rf\n</tool_call>",                                                                   // not offered
+        "<tool_call>time\n</tool_call> and then some",                                                      // text after
+        "<tool_call>time\nstray<arg_key>a</arg_key><arg_value>1</arg_value></tool_call>",                   // stray text
+        "<tool_call>\n{\"name\": \"time\", \"arguments\": {}}\n</tool_call>",                               // qwen's JSON
+        "",
+    };
+    for (size_t i = 0; i < sizeof glm_bad / sizeof glm_bad[0]; i++)
+        if (s_parse(MC_CHAT_STYLE_GLM4, glm_bad[i], &r, &l) != MC_ERR_FORMAT) fail_msg("accepted: %s", glm_bad[i]);
+    // Every cut of a well-formed answer is malformed or parses: never a crash (ASan watches).
+    for (size_t n = 0; n < strlen(glm); n++) {
+        char *cut = strndup(glm, n);
+        if (s_parse(MC_CHAT_STYLE_GLM4, cut, &r, &l) == MC_OK) mc_toolcall_list_free(&l);
+        free(cut);
+    }
+    for (size_t n = 0; n < strlen(ds); n++) {
+        char *cut = strndup(ds, n);
+        if (s_parse(MC_CHAT_STYLE_DEEPSEEK_V3, cut, &r, &l) == MC_OK) mc_toolcall_list_free(&l);
+        free(cut);
+    }
+    mc_toolcall_req_free(&r);
+    // The marker tokens the server writes for control tokens.
+    const char *const *names;
+    assert_int_equal(mc_toolcall_marker_tokens(MC_CHAT_STYLE_DEEPSEEK_V3, &names), 5);
+    assert_string_equal(names[0], DSB);
+    assert_int_equal(mc_toolcall_marker_tokens(MC_CHAT_STYLE_GLM4, &names), 6);
+    assert_string_equal(names[2], "<arg_key>");
+    assert_int_equal(mc_toolcall_marker_tokens(MC_CHAT_STYLE_MISTRAL_V3, &names), 1);
+    assert_int_equal(mc_toolcall_marker_tokens(MC_CHAT_STYLE_QWEN3, &names), 0);
+}
+
+// Forced calls: deepseek-v3 only for a known function; glm4 not at all.
+static void test_constraint_ds_glm(void **state) {
+    (void)state;
+    mc_toolcall_req_t r = s_req(s_two_tools);
+    mc_toolcall_constraint_t c;
+    bool forced;
+    char err[MC_ERR_LEN];
+    r.choice = MC_TOOL_CHOICE_NAMED, r.forced = strdup("get_weather");
+    assert_int_equal(mc_toolcall_constraint(&r, MC_CHAT_STYLE_DEEPSEEK_V3, &forced, &c, err), MC_OK);
+    assert_true(forced);
+    assert_false(c.prefix_token);
+    assert_string_equal(c.prefix, DSB DCB "function" DSEP "get_weather\n```json\n");
+    assert_string_equal(c.suffix, "\n```" DCE DSE);
+    assert_string_equal(c.schema, r.tools[0].params);
+    // What the constraint produces parses as the call.
+    char text[1024];
+    snprintf(text, sizeof text, "%s{\"city\": \"Oslo\"}%s", c.prefix, c.suffix);
+    mc_toolcall_list_t l;
+    assert_int_equal(s_parse(MC_CHAT_STYLE_DEEPSEEK_V3, text, &r, &l), MC_OK);
+    assert_string_equal(l.calls[0].arguments, "{\"city\":\"Oslo\"}");
+    mc_toolcall_list_free(&l);
+    mc_toolcall_constraint_free(&c);
+    // "time" has no parameters: any object.
+    free(r.forced), r.forced = strdup("time");
+    assert_int_equal(mc_toolcall_constraint(&r, MC_CHAT_STYLE_DEEPSEEK_V3, &forced, &c, err), MC_OK);
+    assert_string_equal(c.schema, "{\"type\": \"object\"}");
+    mc_toolcall_constraint_free(&c);
+    // required with two tools: the name cannot be constrained.
+    r.choice = MC_TOOL_CHOICE_REQUIRED;
+    assert_int_equal(mc_toolcall_constraint(&r, MC_CHAT_STYLE_DEEPSEEK_V3, &forced, &c, err), MC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "name one function"));
+    assert_null(c.prefix);
+    assert_int_equal(mc_toolcall_constraint(&r, MC_CHAT_STYLE_GLM4, &forced, &c, err), MC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "glm4"));
+    r.choice = MC_TOOL_CHOICE_AUTO;
+    assert_int_equal(mc_toolcall_constraint(&r, MC_CHAT_STYLE_GLM4, &forced, &c, err), MC_OK);
+    assert_false(forced);
+    mc_toolcall_req_free(&r);
+    // required with one tool: that one.
+    r = s_req("{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": \"required\"}");
+    assert_int_equal(mc_toolcall_constraint(&r, MC_CHAT_STYLE_DEEPSEEK_V3, &forced, &c, err), MC_OK);
+    assert_string_equal(c.prefix, DSB DCB "function" DSEP "f\n```json\n");
+    mc_toolcall_constraint_free(&c);
+    mc_toolcall_req_free(&r);
+}
+
 // The view of every prefix of text (as a stream sees it) never takes back
 // what it gave, and ends with the whole answer's view.
 static void s_stream_check(const mc_reply_params_t *p, const char *text, const char *reasoning, const char *content,
@@ -271,6 +420,13 @@ static void test_reply(void **state) {
     s_stream_check(&glm, "\n<think>Let me think.</think>\nIt is 4.", "Let me think.", "It is 4.", "");
     s_stream_check(&glm, "\n<think></think>\nIt is 4.", "", "It is 4.", "");
     s_stream_check(&r1, "<think>\nadd 2 and 2\n</think>\n\n4", "add 2 and 2", "4", "");
+    // Their calls: the content ends at the format's marker, streamed or whole.
+    const mc_reply_params_t glm_t = {MC_CHAT_STYLE_GLM4, true, true}, ds_t = {MC_CHAT_STYLE_DEEPSEEK_V3, false, true};
+    s_stream_check(&glm_t, "\n<think>weather?</think>\nChecking.\n<tool_call>f\n</tool_call>", "weather?",
+                   "Checking.", "<tool_call>f\n</tool_call>");
+    s_stream_check(&ds_t, "Checking." DSB DCB "function" DSEP "f\n```json\n{}\n```" DCE DSE, "", "Checking.",
+                   DSB DCB "function" DSEP "f\n```json\n{}\n```" DCE DSE);
+    s_stream_check(&ds_t, "A <｜tool but no call", "", "A <｜tool but no call", "");
 }
 
 int main(void) {
@@ -278,6 +434,8 @@ int main(void) {
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_constraint),
+        cmocka_unit_test(test_parse_ds_glm),
+        cmocka_unit_test(test_constraint_ds_glm),
         cmocka_unit_test(test_reply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

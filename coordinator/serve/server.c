@@ -94,6 +94,9 @@ struct s_job {
     mc_reply_params_t rp;          // chat: reasoning and tool calls split off the text (reply.h)
     mc_toolcall_req_t tools;       // chat: the request's tools (moved from it)
     int32_t calls_tok;             // mistral-v3 with tools: the [TOOL_CALLS] control token (-1: none)
+    int32_t mark_ids[8];           // with tools: the format's call markers that are control tokens
+    const char *mark_names[8];     // ... and the names written for them (toolcall.h)
+    size_t n_marks;
     mc_toolcall_constraint_t tcon; // a forced call: what the answer must be (gp.constrain then points at con)
     // Shared with the engine thread (mu).
     pthread_mutex_t mu;
@@ -220,17 +223,17 @@ static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
         memcpy(j->text + j->len, text, len);
         j->len += len;
     }
-    // mistral-v3's calls open with a control token, which has no text: it
-    // is written as its name, where the reply looks for it.
-    static const char calls_mark[] = MC_CHAT_V3_CALLS;
-    if (ok && id >= 0 && id == j->calls_tok) {
-        const size_t ml = sizeof calls_mark - 1;
+    // A format's call markers may be control tokens, which have no text:
+    // each is written as its name, where the reply looks for it.
+    for (size_t i = 0; ok && id >= 0 && i < j->n_marks; i++) {
+        if (id != j->mark_ids[i]) continue;
+        const size_t ml = strlen(j->mark_names[i]);
         if (j->len + ml + 1 > j->cap) {
             char *t = realloc(j->text, j->len + ml + 1);
             if (t) j->text = t, j->cap = j->len + ml + 1;
             else ok = false;
         }
-        if (ok) memcpy(j->text + j->len, calls_mark, ml), j->len += ml;
+        if (ok) memcpy(j->text + j->len, j->mark_names[i], ml), j->len += ml;
     }
     const double gap = j->t_last ? now - j->t_last : -1;
     j->t_last = now;
@@ -935,6 +938,13 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         j->tools = q.tools; // the job's now
         memset(&q.tools, 0, sizeof q.tools);
         char piece[MC_TOKENIZER_MAX_PIECE];
+        const char *const *names;
+        const size_t n_names = j->rp.tools ? mc_toolcall_marker_tokens(srv->style, &names) : 0;
+        for (size_t i = 0; i < n_names && j->n_marks < sizeof j->mark_ids / sizeof *j->mark_ids; i++) {
+            const int32_t id = mc_tokenizer_find(tok, names[i], strlen(names[i]));
+            if (id >= 0 && mc_tokenizer_token_bytes(tok, id, piece, sizeof piece) == 0) // a control token
+                j->mark_ids[j->n_marks] = id, j->mark_names[j->n_marks++] = names[i];
+        }
         const int32_t ct = mc_tokenizer_find(tok, MC_CHAT_V3_CALLS, strlen(MC_CHAT_V3_CALLS));
         if (j->rp.tools && srv->style == MC_CHAT_STYLE_MISTRAL_V3 && ct >= 0 &&
             mc_tokenizer_token_bytes(tok, ct, piece, sizeof piece) == 0)

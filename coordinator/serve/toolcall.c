@@ -287,7 +287,23 @@ bool mc_toolcall_active(const mc_toolcall_req_t *t) { return t->n_tools > 0 && t
 // --- the model's calls --------------------------------------------------------------------
 
 const char *mc_toolcall_marker(mc_chat_style_t style) {
-    return style == MC_CHAT_STYLE_MISTRAL_V3 ? MC_CHAT_V3_CALLS : MC_CHAT_CALL_OPEN;
+    if (style == MC_CHAT_STYLE_MISTRAL_V3) return MC_CHAT_V3_CALLS;
+    if (style == MC_CHAT_STYLE_DEEPSEEK_V3) return MC_CHAT_DS_CALLS_BEGIN;
+    return MC_CHAT_CALL_OPEN;
+}
+
+size_t mc_toolcall_marker_tokens(mc_chat_style_t style, const char *const **names) {
+    static const char *const v3[] = {MC_CHAT_V3_CALLS};
+    static const char *const ds[] = {MC_CHAT_DS_CALLS_BEGIN, MC_CHAT_DS_CALLS_END, MC_CHAT_DS_CALL_BEGIN,
+                                     MC_CHAT_DS_CALL_END, MC_CHAT_DS_SEP};
+    static const char *const glm[] = {MC_CHAT_CALL_OPEN,      MC_CHAT_CALL_CLOSE,      MC_CHAT_GLM_KEY_OPEN,
+                                      MC_CHAT_GLM_KEY_CLOSE,  MC_CHAT_GLM_VALUE_OPEN, MC_CHAT_GLM_VALUE_CLOSE};
+    switch (style) {
+    case MC_CHAT_STYLE_MISTRAL_V3: *names = v3; return 1;
+    case MC_CHAT_STYLE_DEEPSEEK_V3: *names = ds; return sizeof ds / sizeof *ds;
+    case MC_CHAT_STYLE_GLM4: *names = glm; return sizeof glm / sizeof *glm;
+    default: *names = NULL; return 0;
+    }
 }
 
 void mc_toolcall_list_free(mc_toolcall_list_t *l) {
@@ -314,16 +330,14 @@ static cJSON *s_json(const char *t, size_t len, size_t *at) {
     return v;
 }
 
-// A call object {"name", "arguments"} into the list, checked against req.
-static mc_err_t s_add(const cJSON *o, const mc_toolcall_req_t *req, const char *seed, mc_toolcall_list_t *l, char *err) {
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
-    const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "arguments");
-    if (!args) args = cJSON_GetObjectItemCaseSensitive(o, "parameters");
-    if (!cJSON_IsObject(o) || !cJSON_IsString(name))
-        return mc_err_set(err, MC_ERR_FORMAT, "a call is not {\"name\": ..., \"arguments\": {...}}");
+// A call of the function name with args into the list, checked against
+// req: a function offered (the forced one when tool_choice names one), an
+// object of arguments (or JSON text of one).
+static mc_err_t s_add_named(const char *name, const cJSON *args, const mc_toolcall_req_t *req, const char *seed,
+                            mc_toolcall_list_t *l, char *err) {
     bool known = false;
-    for (size_t i = 0; i < req->n_tools && !known; i++) known = !strcmp(req->tools[i].name, name->valuestring);
-    if (!known || (req->choice == MC_TOOL_CHOICE_NAMED && strcmp(name->valuestring, req->forced)))
+    for (size_t i = 0; i < req->n_tools && !known; i++) known = !strcmp(req->tools[i].name, name);
+    if (!known || (req->choice == MC_TOOL_CHOICE_NAMED && strcmp(name, req->forced)))
         return mc_err_set(err, MC_ERR_FORMAT, "the call names a function that was not offered");
     cJSON *parsed = NULL;
     if (cJSON_IsString(args)) args = parsed = cJSON_Parse(args->valuestring); // arguments given as JSON text
@@ -332,7 +346,7 @@ static mc_err_t s_add(const cJSON *o, const mc_toolcall_req_t *req, const char *
     cJSON_Delete(parsed);
     if (!a) return mc_err_set(err, MC_ERR_FORMAT, "a call's arguments are not a JSON object");
     mc_toolcall_t *calls = realloc(l->calls, (l->n + 1) * sizeof *calls);
-    char *nm = strdup(name->valuestring);
+    char *nm = strdup(name);
     if (!calls || !nm) {
         if (calls) l->calls = calls;
         free(a), free(nm);
@@ -351,12 +365,176 @@ static mc_err_t s_add(const cJSON *o, const mc_toolcall_req_t *req, const char *
     return MC_OK;
 }
 
+// A call object {"name", "arguments"} into the list.
+static mc_err_t s_add(const cJSON *o, const mc_toolcall_req_t *req, const char *seed, mc_toolcall_list_t *l, char *err) {
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "arguments");
+    if (!args) args = cJSON_GetObjectItemCaseSensitive(o, "parameters");
+    if (!cJSON_IsObject(o) || !cJSON_IsString(name))
+        return mc_err_set(err, MC_ERR_FORMAT, "a call is not {\"name\": ..., \"arguments\": {...}}");
+    return s_add_named(name->valuestring, args, req, seed, l, err);
+}
+
+// The first s in t[at..len), or len.
+static size_t s_find(const char *t, size_t len, size_t at, const char *s) {
+    const size_t n = strlen(s);
+    for (size_t i = at; i + n <= len; i++)
+        if (t[i] == s[0] && !memcmp(t + i, s, n)) return i;
+    return len;
+}
+
+// t[a..b) without the whitespace around it, as a string (malloc'd).
+static char *s_trimmed(const char *t, size_t a, size_t b) {
+    a = s_skip_ws(t, b, a);
+    while (b > a && (t[b - 1] == ' ' || t[b - 1] == '\n' || t[b - 1] == '\t' || t[b - 1] == '\r')) b--;
+    char *s = malloc(b - a + 1);
+    if (s) memcpy(s, t + a, b - a), s[b - a] = 0;
+    return s;
+}
+
+// deepseek-v3's calls, from <｜tool▁calls▁begin｜>: each
+// <｜tool▁call▁begin｜> "function" <｜tool▁sep｜> name "\n```json\n" arguments
+// "\n```" <｜tool▁call▁end｜> (whitespace between them allowed, the fence
+// optional), then <｜tool▁calls▁end｜> (which the end of the answer may stand for).
+static mc_err_t s_parse_ds(const char *text, size_t len, const mc_toolcall_req_t *req, const char *seed,
+                           mc_toolcall_list_t *l, char *err) {
+    if (!s_starts(text, len, 0, MC_CHAT_DS_CALLS_BEGIN)) return mc_err_set(err, MC_ERR_FORMAT, "no calls marker");
+    size_t at = strlen(MC_CHAT_DS_CALLS_BEGIN);
+    for (;;) {
+        at = s_skip_ws(text, len, at);
+        if (at == len) break;
+        if (s_starts(text, len, at, MC_CHAT_DS_CALLS_END)) {
+            at += strlen(MC_CHAT_DS_CALLS_END);
+            break;
+        }
+        if (!s_starts(text, len, at, MC_CHAT_DS_CALL_BEGIN)) return mc_err_set(err, MC_ERR_FORMAT, "not a call");
+        at = s_skip_ws(text, len, at + strlen(MC_CHAT_DS_CALL_BEGIN));
+        if (!s_starts(text, len, at, "function")) return mc_err_set(err, MC_ERR_FORMAT, "a call of another type");
+        at = s_skip_ws(text, len, at + 8);
+        if (!s_starts(text, len, at, MC_CHAT_DS_SEP)) return mc_err_set(err, MC_ERR_FORMAT, "no separator");
+        at += strlen(MC_CHAT_DS_SEP);
+        size_t eol = at;
+        while (eol < len && text[eol] != '\n' && text[eol] != '`' && text[eol] != '{') eol++;
+        char *name = s_trimmed(text, at, eol);
+        if (!name) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        at = s_skip_ws(text, len, eol);
+        const bool fence = s_starts(text, len, at, "```");
+        if (fence) {
+            at += 3;
+            if (s_starts(text, len, at, "json")) at += 4;
+            at = s_skip_ws(text, len, at);
+        }
+        cJSON *v = s_json(text, len, &at);
+        mc_err_t rc = MC_OK;
+        if (!v) rc = mc_err_set(err, MC_ERR_FORMAT, "a call's arguments are not JSON");
+        else rc = s_add_named(name, v, req, seed, l, err);
+        cJSON_Delete(v), free(name);
+        if (rc) return rc;
+        at = s_skip_ws(text, len, at);
+        if (fence) {
+            if (!s_starts(text, len, at, "```")) return mc_err_set(err, MC_ERR_FORMAT, "an open fence");
+            at = s_skip_ws(text, len, at + 3);
+        }
+        if (!s_starts(text, len, at, MC_CHAT_DS_CALL_END)) return mc_err_set(err, MC_ERR_FORMAT, "a call not closed");
+        at += strlen(MC_CHAT_DS_CALL_END);
+    }
+    if (s_skip_ws(text, len, at) != len) return mc_err_set(err, MC_ERR_FORMAT, "text after the calls");
+    return MC_OK;
+}
+
+// Whether the parameters schema (printed JSON; NULL: none) gives key the type "string".
+static bool s_string_param(const char *params, const char *key) {
+    cJSON *p = params ? cJSON_Parse(params) : NULL;
+    const cJSON *prop = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "properties"), key);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(prop, "type");
+    const bool str = cJSON_IsString(type) && !strcmp(type->valuestring, "string");
+    cJSON_Delete(p);
+    return str;
+}
+
+// A GLM argument value t[a..b): its text for a parameter the schema types
+// as a string (the template writes strings as they are), else the JSON it
+// is when it is JSON, else its text.
+static cJSON *s_glm_value(const char *params, const char *key, const char *t, size_t a, size_t b) {
+    if (!s_string_param(params, key)) {
+        const size_t s0 = s_skip_ws(t, b, a);
+        size_t s1 = b;
+        while (s1 > s0 && (t[s1 - 1] == ' ' || t[s1 - 1] == '\n' || t[s1 - 1] == '\t' || t[s1 - 1] == '\r')) s1--;
+        size_t at = s0;
+        cJSON *v = s1 > s0 ? s_json(t, s1, &at) : NULL;
+        if (v && at == s1) return v;
+        cJSON_Delete(v);
+    }
+    char *s = malloc(b - a + 1);
+    if (!s) return NULL;
+    memcpy(s, t + a, b - a), s[b - a] = 0;
+    cJSON *v = cJSON_CreateString(s);
+    free(s);
+    return v;
+}
+
+// glm4's calls: each "<tool_call>" name, then <arg_key> key </arg_key>
+// <arg_value> value </arg_value> pairs, "</tool_call>"; whitespace around
+// them allowed. A key given twice, a pair not closed or text between: malformed.
+static mc_err_t s_parse_glm(const char *text, size_t len, const mc_toolcall_req_t *req, const char *seed,
+                            mc_toolcall_list_t *l, char *err) {
+    size_t at = s_skip_ws(text, len, 0);
+    while (at < len) {
+        if (!s_starts(text, len, at, MC_CHAT_CALL_OPEN)) return mc_err_set(err, MC_ERR_FORMAT, "text between the calls");
+        at += strlen(MC_CHAT_CALL_OPEN);
+        size_t end = at;
+        while (end < len && text[end] != '\n' && text[end] != '<') end++;
+        char *name = s_trimmed(text, at, end);
+        cJSON *args = cJSON_CreateObject();
+        mc_err_t rc = name && args ? MC_OK : mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        const char *params = NULL;
+        for (size_t i = 0; !rc && i < req->n_tools; i++)
+            if (!strcmp(req->tools[i].name, name)) params = req->tools[i].params;
+        at = end;
+        while (!rc) {
+            at = s_skip_ws(text, len, at);
+            if (!s_starts(text, len, at, MC_CHAT_GLM_KEY_OPEN)) break;
+            const size_t k0 = at + strlen(MC_CHAT_GLM_KEY_OPEN), k1 = s_find(text, len, k0, MC_CHAT_GLM_KEY_CLOSE);
+            at = s_skip_ws(text, len, k1 + strlen(MC_CHAT_GLM_KEY_CLOSE));
+            if (k1 == len || !s_starts(text, len, at, MC_CHAT_GLM_VALUE_OPEN)) {
+                rc = mc_err_set(err, MC_ERR_FORMAT, "an argument without its value");
+                break;
+            }
+            const size_t v0 = at + strlen(MC_CHAT_GLM_VALUE_OPEN), v1 = s_find(text, len, v0, MC_CHAT_GLM_VALUE_CLOSE);
+            if (v1 == len) {
+                rc = mc_err_set(err, MC_ERR_FORMAT, "a value not closed");
+                break;
+            }
+            at = v1 + strlen(MC_CHAT_GLM_VALUE_CLOSE);
+            char *key = s_trimmed(text, k0, k1);
+            cJSON *v = key ? s_glm_value(params, key, text, v0, v1) : NULL;
+            if (!key || !v) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+            else if (!*key || cJSON_GetObjectItemCaseSensitive(args, key))
+                rc = mc_err_set(err, MC_ERR_FORMAT, "an argument's key empty or given twice");
+            else if (cJSON_AddItemToObject(args, key, v)) v = NULL;
+            else rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+            cJSON_Delete(v), free(key);
+        }
+        if (!rc && !s_starts(text, len, at, MC_CHAT_CALL_CLOSE))
+            rc = mc_err_set(err, MC_ERR_FORMAT, "a call is not closed by </tool_call>");
+        if (!rc) rc = s_add_named(name, args, req, seed, l, err);
+        cJSON_Delete(args), free(name);
+        if (rc) return rc;
+        at = s_skip_ws(text, len, at + strlen(MC_CHAT_CALL_CLOSE));
+    }
+    return MC_OK;
+}
+
 mc_err_t mc_toolcall_parse(mc_chat_style_t style, const char *text, size_t len, const mc_toolcall_req_t *req,
                            const char *id_seed, mc_toolcall_list_t *out, char *err) {
     mc_toolcall_list_t l = {0};
     mc_err_t rc = MC_OK;
     size_t at = 0;
-    if (style == MC_CHAT_STYLE_MISTRAL_V3) {
+    if (style == MC_CHAT_STYLE_DEEPSEEK_V3) {
+        rc = s_parse_ds(text, len, req, id_seed, &l, err);
+    } else if (style == MC_CHAT_STYLE_GLM4) {
+        rc = s_parse_glm(text, len, req, id_seed, &l, err);
+    } else if (style == MC_CHAT_STYLE_MISTRAL_V3) {
         if (!s_starts(text, len, 0, MC_CHAT_V3_CALLS)) return mc_err_set(err, MC_ERR_FORMAT, "no [TOOL_CALLS]");
         at = s_skip_ws(text, len, strlen(MC_CHAT_V3_CALLS));
         cJSON *v = s_json(text, len, &at);
@@ -411,11 +589,42 @@ static void s_call_schema(s_buf_t *b, const mc_toolcall_tool_t *t) {
     s_puts(b, "}, \"required\": [\"name\", \"arguments\"], \"additionalProperties\": false}");
 }
 
+// deepseek-v3's forced call: the name stands outside the JSON, so the
+// function must be known: the named one, or the only tool.
+static mc_err_t s_constraint_ds(const mc_toolcall_req_t *t, mc_toolcall_constraint_t *out, char *err) {
+    const mc_toolcall_tool_t *tool = NULL;
+    for (size_t i = 0; i < t->n_tools; i++)
+        if (t->choice == MC_TOOL_CHOICE_REQUIRED ? t->n_tools == 1 : !strcmp(t->tools[i].name, t->forced))
+            tool = &t->tools[i];
+    if (!tool)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "tool_choice \"required\" with several tools cannot be enforced in the deepseek-v3 chat "
+                          "format (the function's name is not part of the JSON); name one function");
+    s_buf_t p = {0};
+    s_puts(&p, MC_CHAT_DS_CALLS_BEGIN MC_CHAT_DS_CALL_BEGIN "function" MC_CHAT_DS_SEP);
+    s_puts(&p, tool->name);
+    s_puts(&p, "\n```json\n");
+    out->prefix = s_done(&p);
+    out->schema = strdup(tool->params ? tool->params : "{\"type\": \"object\"}");
+    out->suffix = strdup("\n```" MC_CHAT_DS_CALL_END MC_CHAT_DS_CALLS_END);
+    if (!out->schema || !out->prefix || !out->suffix) {
+        mc_toolcall_constraint_free(out);
+        return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    }
+    return MC_OK;
+}
+
 mc_err_t mc_toolcall_constraint(const mc_toolcall_req_t *t, mc_chat_style_t style, bool *forced,
                                 mc_toolcall_constraint_t *out, char *err) {
     memset(out, 0, sizeof *out);
     *forced = t->n_tools && (t->choice == MC_TOOL_CHOICE_REQUIRED || t->choice == MC_TOOL_CHOICE_NAMED);
     if (!*forced) return MC_OK;
+    if (style == MC_CHAT_STYLE_GLM4)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "a forced tool call (tool_choice \"required\" or a named function) cannot be enforced in "
+                          "the glm4 chat format: its arguments are <arg_key>/<arg_value> pairs, not one JSON value; "
+                          "use \"auto\"");
+    if (style == MC_CHAT_STYLE_DEEPSEEK_V3) return s_constraint_ds(t, out, err);
     s_buf_t call = {0}, s = {0};
     size_t n = 0;
     for (size_t i = 0; i < t->n_tools; i++)

@@ -11,7 +11,13 @@
  * Out: the calls the model wrote (mc_toolcall_parse), from its format's
  * marker on: "<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>"
  * blocks (qwen3, chatml and the text convention of formats without tool
- * tokens) or mistral-v3's [TOOL_CALLS] and a JSON array. A call must name
+ * tokens), mistral-v3's [TOOL_CALLS] and a JSON array, deepseek-v3's
+ * <｜tool▁calls▁begin｜> (<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
+ * "\n```json\n" {...} "\n```" <｜tool▁call▁end｜>)... <｜tool▁calls▁end｜>, or
+ * glm4's "<tool_call>NAME" (<arg_key>K</arg_key> <arg_value>V</arg_value>)...
+ * "</tool_call>" blocks, a value read as its text when the tool's schema
+ * types the parameter as a string, else as the JSON it is (its text when it
+ * is not JSON). A call must name
  * one of the request's tools (the named one when tool_choice names one)
  * and carry an object of arguments; anything else, or text that is not
  * whole JSON, is malformed and the caller keeps the text as content: an
@@ -24,7 +30,10 @@
  * JSON schema of what follows and literal suffix text
  * (mc_toolcall_constraint), which the server hands to constrained
  * decoding (gen/constraint.h), so the answer is a call whose arguments
- * follow the tool's parameters schema.
+ * follow the tool's parameters schema. deepseek-v3 writes the name outside
+ * the JSON, so only a known function can be forced (a named one, or
+ * "required" with one tool); glm4's arguments are not one JSON value, so
+ * its calls cannot be forced (MC_ERR_UNSUPPORTED, a 400 for the client).
  */
 #ifndef MC_TOOLCALL_H
 #define MC_TOOLCALL_H
@@ -93,8 +102,16 @@ typedef struct {
 } mc_toolcall_list_t;
 
 // The marker that opens the calls of a format: "[TOOL_CALLS]" (mistral-v3,
-// whose control token the server writes into the text as this) or "<tool_call>".
+// whose control token the server writes into the text as this),
+// "<｜tool▁calls▁begin｜>" (deepseek-v3) or "<tool_call>".
 const char *mc_toolcall_marker(mc_chat_style_t style);
+
+// The names of the tokens a format's calls are written with ([TOOL_CALLS];
+// DeepSeek's five call markers; GLM's <tool_call>, </tool_call>, <arg_key>,
+// </arg_key>, <arg_value>, </arg_value>): a vocabulary may have them as
+// control tokens, which decode to no text, so the server writes their names
+// where the model generates them. *names: static; returns how many (0: none).
+size_t mc_toolcall_marker_tokens(mc_chat_style_t style, const char *const **names);
 
 // The calls in text[0..len), which starts at the marker: MC_OK with the
 // calls in *out (at least one; only the first unless req->parallel), or
@@ -121,7 +138,11 @@ typedef struct {
 // "arguments"], "additionalProperties": false} (an anyOf of those for
 // "required" with several tools), "\n</tool_call>"; mistral-v3:
 // [TOOL_CALLS], an array of those (minItems 1; maxItems 1 without
-// parallel calls), "". *forced false (out zeroed) when t forces nothing.
+// parallel calls), "". deepseek-v3: "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>
+// function<｜tool▁sep｜>NAME\n```json\n", the parameters schema,
+// "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>" (MC_ERR_UNSUPPORTED for
+// "required" with several tools); glm4: MC_ERR_UNSUPPORTED. *forced false
+// (out zeroed) when t forces nothing.
 mc_err_t mc_toolcall_constraint(const mc_toolcall_req_t *t, mc_chat_style_t style, bool *forced,
                                 mc_toolcall_constraint_t *out, char *err);
 void mc_toolcall_constraint_free(mc_toolcall_constraint_t *c);

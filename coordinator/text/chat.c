@@ -6,6 +6,7 @@
  */
 #include "chat.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,15 @@ static const char *const s_style_names[MC_CHAT_STYLE_COUNT] = {
 #define S_DS_USER "<｜User｜>"
 #define S_DS_ASSISTANT "<｜Assistant｜>"
 #define S_DS_EOS "<｜end▁of▁sentence｜>"
+#define S_DS_CALLS_BEGIN "<｜tool▁calls▁begin｜>"
+#define S_DS_CALLS_END "<｜tool▁calls▁end｜>"
+#define S_DS_CALL_BEGIN "<｜tool▁call▁begin｜>"
+#define S_DS_CALL_END "<｜tool▁call▁end｜>"
+#define S_DS_SEP "<｜tool▁sep｜>"
+#define S_DS_OUTPUTS_BEGIN "<｜tool▁outputs▁begin｜>"
+#define S_DS_OUTPUTS_END "<｜tool▁outputs▁end｜>"
+#define S_DS_OUTPUT_BEGIN "<｜tool▁output▁begin｜>"
+#define S_DS_OUTPUT_END "<｜tool▁output▁end｜>"
 
 const char *mc_chat_style_name(mc_chat_style_t s) { return s < MC_CHAT_STYLE_COUNT ? s_style_names[s] : "?"; }
 
@@ -541,27 +551,106 @@ static void s_after_think(const mc_chat_msg_t *m, const char **t, size_t *tl) {
         if (!memcmp(m->content + i, close, cl)) *t = m->content + i + cl, *tl = m->len - i - cl;
 }
 
+// One call as DeepSeek-V3's template writes it: the call's markers around
+// "function", its name, and its arguments in a ```json fence.
+static void s_ds_call(s_b_t *b, const mc_chat_call_t *call) {
+    s_mark(b, S_DS_CALL_BEGIN);
+    s_str(b, "function");
+    s_mark(b, S_DS_SEP);
+    s_str(b, call->name ? call->name : "");
+    s_str(b, "\n```json\n");
+    s_str(b, call->arguments && call->arguments[0] ? call->arguments : "{}");
+    s_str(b, "\n```");
+    s_mark(b, S_DS_CALL_END);
+}
+
+// The tools after DeepSeek-V3's system text. Its templates (V3, R1) never
+// write the request's tools, so this is our convention: each tool's JSON
+// on a line, then the call syntax the model was trained to write.
+static void s_ds_tools(s_b_t *b, const mc_chat_opts_t *o) {
+    s_str(b, "## Tools\nYou have access to the following tools:\n");
+    for (size_t i = 0; i < o->n_tools; i++) {
+        s_str(b, "\n");
+        s_str(b, o->tools[i]);
+    }
+    s_str(b, "\n\nTo call tools, answer with:\n");
+    s_mark(b, S_DS_CALLS_BEGIN);
+    s_mark(b, S_DS_CALL_BEGIN);
+    s_str(b, "function");
+    s_mark(b, S_DS_SEP);
+    s_str(b, "tool_name\n```json\narguments\n```");
+    s_mark(b, S_DS_CALL_END);
+    s_mark(b, S_DS_CALLS_END);
+    s_str(b, "\nwhere tool_name is one of the tools above and arguments a JSON object that follows its parameters; "
+             "more calls follow the first, each on a new line, before the closing marker.");
+}
+
 // DeepSeek-V3 / R1: BOS, the system text, <｜User｜> and <｜Assistant｜>
 // turns, each answer (past reasoning dropped) closed by <｜end▁of▁sentence｜>.
-static void s_deepseek_v3(s_b_t *b, const s_conv_t *c) {
+// A message with calls: <｜Assistant｜> its text, the calls between
+// <｜tool▁calls▁begin｜> and <｜tool▁calls▁end｜> (one per line), EOS. A run
+// of tool results: each between <｜tool▁output▁begin｜> and
+// <｜tool▁output▁end｜>, the run between <｜tool▁outputs▁begin｜> and
+// <｜tool▁outputs▁end｜>; the answer after them follows the run's end with
+// no <｜Assistant｜>, and a prompt ending with results is not given one
+// either (R1's template). Its template starts the outputs only once per
+// conversation and numbers calls across messages; here each message's
+// calls and each run of results is whole (as V3-0324's template fixes).
+static void s_deepseek_v3(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
     s_bos(b);
     if (c->system) s_lit(b, c->system, c->sys_len);
+    if (o->n_tools) {
+        if (c->system) s_str(b, "\n\n");
+        s_ds_tools(b, o);
+    }
+    bool in_tool = false; // after tool results, before what follows them
     for (size_t i = 0; i < c->n && !b->rc; i++) {
         const mc_chat_msg_t *m = &c->m[i];
-        if (m->role == MC_CHAT_SYSTEM) continue;
-        if (m->role == MC_CHAT_USER) {
+        switch (m->role) {
+        case MC_CHAT_SYSTEM: break;
+        case MC_CHAT_USER:
+            in_tool = false;
             s_mark(b, S_DS_USER);
             s_lit(b, m->content, m->len);
-            continue;
+            break;
+        case MC_CHAT_TOOL:
+            if (!in_tool) s_mark(b, S_DS_OUTPUTS_BEGIN);
+            in_tool = true;
+            s_mark(b, S_DS_OUTPUT_BEGIN);
+            s_lit(b, m->content, m->len);
+            s_mark(b, S_DS_OUTPUT_END);
+            break;
+        case MC_CHAT_ASSISTANT:
+            if (m->n_calls) {
+                if (in_tool) s_mark(b, S_DS_OUTPUTS_END);
+                in_tool = false;
+                s_mark(b, S_DS_ASSISTANT);
+                s_lit(b, m->content, m->len);
+                s_mark(b, S_DS_CALLS_BEGIN);
+                for (size_t k = 0; k < m->n_calls; k++) {
+                    if (k) s_str(b, "\n");
+                    s_ds_call(b, &m->calls[k]);
+                }
+                s_mark(b, S_DS_CALLS_END);
+                s_mark(b, S_DS_EOS);
+            } else if (in_tool) { // the answer to the results: their end, the text as it is
+                s_mark(b, S_DS_OUTPUTS_END);
+                s_lit(b, m->content, m->len);
+                s_mark(b, S_DS_EOS);
+                in_tool = false;
+            } else {
+                const char *t;
+                size_t tl;
+                s_after_think(m, &t, &tl);
+                s_mark(b, S_DS_ASSISTANT);
+                s_lit(b, t, tl);
+                s_mark(b, S_DS_EOS);
+            }
+            break;
         }
-        const char *t;
-        size_t tl;
-        s_after_think(m, &t, &tl);
-        s_mark(b, S_DS_ASSISTANT);
-        s_lit(b, t, tl);
-        s_mark(b, S_DS_EOS);
     }
-    if (c->prompt) s_mark(b, S_DS_ASSISTANT);
+    if (in_tool) s_mark(b, S_DS_OUTPUTS_END);
+    else if (c->prompt) s_mark(b, S_DS_ASSISTANT);
     s_flush(b);
 }
 
@@ -573,12 +662,126 @@ static void s_strip(const char **t, size_t *tl) {
     while (*tl && s_space((*t)[*tl - 1])) (*tl)--;
 }
 
+// GLM-4.5's tools section: its system turn before any other.
+static void s_glm_tools(s_b_t *b, const mc_chat_opts_t *o) {
+    s_mark(b, "<|system|>");
+    s_str(b, "\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+             "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n");
+    for (size_t i = 0; i < o->n_tools; i++) {
+        s_str(b, o->tools[i]);
+        s_str(b, "\n");
+    }
+    s_str(b, "</tools>\n\nFor each function call, output the function name and arguments within the following XML "
+             "format:\n");
+    s_mark(b, "<tool_call>");
+    s_str(b, "{function-name}\n");
+    for (int k = 1; k <= 2; k++) {
+        char key[24], val[24];
+        snprintf(key, sizeof key, "{arg-key-%d}", k);
+        snprintf(val, sizeof val, "{arg-value-%d}", k);
+        s_mark(b, "<arg_key>");
+        s_str(b, key);
+        s_mark(b, "</arg_key>");
+        s_str(b, "\n");
+        s_mark(b, "<arg_value>");
+        s_str(b, val);
+        s_mark(b, "</arg_value>");
+        s_str(b, "\n");
+    }
+    s_str(b, "...\n");
+    s_mark(b, "</tool_call>");
+}
+
+// Where the JSON value starting at t[at] (valid JSON) ends: after its
+// closing quote or bracket, or at the ',' or '}' after a scalar.
+static size_t s_json_end(const char *t, size_t n, size_t at) {
+    int depth = 0;
+    bool str = false;
+    for (size_t i = at; i < n; i++) {
+        const char ch = t[i];
+        if (str) {
+            if (ch == '\\') i++;
+            else if (ch == '"' && (str = false, depth == 0)) return i + 1;
+            continue;
+        }
+        if (ch == '"') str = true;
+        else if (ch == '{' || ch == '[') depth++;
+        else if (ch == '}' || ch == ']') {
+            if (depth == 0) return i;
+            if (--depth == 0) return i + 1;
+        } else if (ch == ',' && depth == 0) return i;
+    }
+    return n;
+}
+
+// A JSON string's text (unescaped) written to the piece.
+static void s_json_str(s_b_t *b, const char *t, size_t n) {
+    cJSON *v = cJSON_ParseWithLength(t, n);
+    if (!cJSON_IsString(v)) {
+        if (!b->rc) b->rc = mc_err_set(b->err, MC_ERR_NOMEM, "out of memory");
+    } else {
+        s_str(b, v->valuestring);
+    }
+    cJSON_Delete(v);
+}
+
+// A call's arguments as GLM's template writes them: for each member,
+// <arg_key> its key </arg_key> "\n" <arg_value> its value </arg_value> "\n",
+// a string value as its text, any other as JSON (as printed: json.dumps,
+// what the template's tojson writes). Arguments that are not a JSON object
+// have no such form: MC_ERR_ARG.
+static void s_glm_args(s_b_t *b, const char *args) {
+    const char *t = args && args[0] ? args : "{}";
+    const size_t n = strlen(t);
+    cJSON *v = cJSON_ParseWithLength(t, n);
+    const bool obj = cJSON_IsObject(v);
+    cJSON_Delete(v);
+    if (!obj) {
+        if (!b->rc) b->rc = mc_err_set(b->err, MC_ERR_ARG, "a tool call's arguments must be a JSON object in the glm4 chat format");
+        return;
+    }
+    size_t at = 0;
+    while (at < n && t[at] != '{') at++;
+    at++;
+    while (at < n && !b->rc) {
+        while (at < n && (s_ws(t[at]) || t[at] == ',')) at++;
+        if (at >= n || t[at] != '"') break; // the closing '}'
+        const size_t k0 = at, k1 = s_json_end(t, n, at);
+        at = k1;
+        while (at < n && (s_ws(t[at]) || t[at] == ':')) at++;
+        const size_t v0 = at;
+        size_t v1 = s_json_end(t, n, at);
+        at = v1;
+        while (v1 > v0 && s_ws(t[v1 - 1])) v1--;
+        s_mark(b, "<arg_key>");
+        s_json_str(b, t + k0, k1 - k0);
+        s_mark(b, "</arg_key>");
+        s_str(b, "\n");
+        s_mark(b, "<arg_value>");
+        if (t[v0] == '"') s_json_str(b, t + v0, v1 - v0);
+        else s_lit(b, t + v0, v1 - v0);
+        s_mark(b, "</arg_value>");
+        s_str(b, "\n");
+    }
+}
+
 // GLM-4.5: "[gMASK]<sop>", then <|system|>, <|user|> and <|assistant|>
 // turns, each marker followed by "\n" and the next marker ending the turn.
+// With tools, the tools section's system turn first; an answer's calls
+// after its text, each "\n<tool_call>" name "\n" and its arguments
+// (s_glm_args) "</tool_call>"; a run of tool results after one
+// <|observation|>, each "\n<tool_response>\n" result "\n</tool_response>".
+// No BOS of ours unless the file asks for one (tokenizer.ggml.add_bos_token)
+// and it is not the template's own [gMASK]: llama.cpp renders the template
+// (which writes [gMASK]) and tokenizes it with the file's add_bos, dropping
+// a leading BOS text the template wrote only when add_bos is set.
 static void s_glm4(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
     static const char nothink[] = "/nothink";
+    const int32_t bos = mc_tokenizer_bos(b->tok);
+    if (mc_tokenizer_add_bos(b->tok) && bos >= 0 && bos != mc_tokenizer_find(b->tok, "[gMASK]", 7)) s_bos(b);
     s_mark(b, "[gMASK]");
     s_mark(b, "<sop>");
+    if (o->n_tools) s_glm_tools(b, o);
     if (c->system) {
         s_mark(b, "<|system|>");
         s_str(b, "\n");
@@ -598,6 +801,16 @@ static void s_glm4(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
             if (!o->thinking && !(m->len >= nl && !memcmp(m->content + m->len - nl, nothink, nl))) s_str(b, nothink);
             continue;
         }
+        if (m->role == MC_CHAT_TOOL) {
+            if (i == 0 || c->m[i - 1].role != MC_CHAT_TOOL) s_mark(b, "<|observation|>");
+            s_str(b, "\n");
+            s_mark(b, "<tool_response>");
+            s_str(b, "\n");
+            s_lit(b, m->content, m->len);
+            s_str(b, "\n");
+            s_mark(b, "</tool_response>");
+            continue;
+        }
         const char *r, *t;
         size_t rl, tl;
         s_qwen3_split(m, &r, &rl, &t, &tl);
@@ -608,6 +821,14 @@ static void s_glm4(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
         s_mark(b, "</think>");
         s_strip(&t, &tl);
         if (tl) s_str(b, "\n"), s_lit(b, t, tl);
+        for (size_t k = 0; k < m->n_calls; k++) {
+            s_str(b, "\n");
+            s_mark(b, "<tool_call>");
+            s_str(b, m->calls[k].name ? m->calls[k].name : "");
+            s_str(b, "\n");
+            s_glm_args(b, m->calls[k].arguments);
+            s_mark(b, "</tool_call>");
+        }
     }
     if (c->prompt) {
         s_mark(b, "<|assistant|>");
@@ -726,14 +947,6 @@ mc_err_t mc_chat_render(const mc_tokenizer_t *tok, const mc_chat_opts_t *o, cons
     // Formats without tool tokens: tools as text.
     const bool as_text =
         o->style == MC_CHAT_STYLE_MISTRAL || o->style == MC_CHAT_STYLE_TULU || o->style == MC_CHAT_STYLE_DEEPSEEK_V2;
-    // Formats whose own tool syntax is not written here: tools refused.
-    if (o->style == MC_CHAT_STYLE_DEEPSEEK_V3 || o->style == MC_CHAT_STYLE_GLM4) {
-        bool tools = o->n_tools > 0;
-        for (size_t i = 0; i < n && !tools; i++) tools = msgs[i].n_calls || msgs[i].role == MC_CHAT_TOOL;
-        if (tools)
-            return mc_err_set(err, MC_ERR_ARG, "tools, tool calls and tool results are not supported in the %s chat format",
-                              mc_chat_style_name(o->style));
-    }
     s_rewrite_t w = {0};
     if (as_text) {
         if ((rc = s_rewrite(msgs, n, &w, err))) {
@@ -768,7 +981,7 @@ mc_err_t mc_chat_render(const mc_tokenizer_t *tok, const mc_chat_opts_t *o, cons
     case MC_CHAT_STYLE_MISTRAL_V3: s_mistral_v3(&b, o, &c); break;
     case MC_CHAT_STYLE_TULU: s_tulu(&b, &c); break;
     case MC_CHAT_STYLE_DEEPSEEK_V2: s_deepseek_v2(&b, &c); break;
-    case MC_CHAT_STYLE_DEEPSEEK_V3: s_deepseek_v3(&b, &c); break;
+    case MC_CHAT_STYLE_DEEPSEEK_V3: s_deepseek_v3(&b, o, &c); break;
     case MC_CHAT_STYLE_GLM4: s_glm4(&b, o, &c); break;
     default: s_chatml(&b, o, &c); break;
     }

@@ -55,6 +55,15 @@
  * an answer's text after its last "</think>" only (R1's template drops
  * past reasoning; V3's answers have none). No separator after the system
  * text, as the templates write it (llama.cpp's built-in adds "\n\n").
+ * Calls and results as R1's template writes them:
+ *   <｜Assistant｜> sp(text) <｜tool▁calls▁begin｜> <｜tool▁call▁begin｜> sp("function") <｜tool▁sep｜>
+ *   sp(name "\n```json\n" arguments "\n```") <｜tool▁call▁end｜> (sp("\n") <｜tool▁call▁begin｜> ...)
+ *   <｜tool▁calls▁end｜> <｜end▁of▁sentence｜>
+ *   <｜tool▁outputs▁begin｜> <｜tool▁output▁begin｜> sp(result) <｜tool▁output▁end｜> ... <｜tool▁outputs▁end｜>
+ * the answer to the results right after <｜tool▁outputs▁end｜> (no
+ * <｜Assistant｜>; a prompt ending with results is not given one). The
+ * templates never write the request's tools: ours follow the system text
+ * ("## Tools", one tool's JSON a line, the call syntax), our convention.
  *
  * glm4 (GLM-4.5 / 4.6, glm4moe; no end-of-turn token: the next turn's
  * marker ends one, and the model's turn ends on <|user|>, <|observation|>
@@ -65,7 +74,16 @@
  * user message; thinking off appends "/nothink" to each user message and
  * opens the model's turn with "\n<think></think>", as GLM's template does
  * (<think> and </think> by id when the vocabulary has them as tokens).
- *
+ * With tools, GLM's "# Tools" system turn right after <sop> (one tool's
+ * JSON a line, the <tool_call> syntax); calls after an answer's text:
+ *   sp("\n") <tool_call> sp(name "\n") (<arg_key> sp(key) </arg_key> sp("\n")
+ *   <arg_value> sp(value) </arg_value> sp("\n"))... </tool_call>
+ * a string value as its text, any other as JSON; a run of results:
+ *   <|observation|> (sp("\n") <tool_response> sp("\n" result "\n") </tool_response>)...
+ * No BOS unless the file sets add_bos_token and its BOS is not [gMASK]
+ * (llama.cpp's rule: the template writes [gMASK], the tokenizer adds the
+ * file's BOS only with add_bos, and drops a doubled one).
+
  * Formats without tool tokens (mistral-v1, tulu, deepseek-v2) get tools as text, the
  * same convention as Qwen3's: the "# Tools" section appended to the system
  * text, calls as <tool_call> blocks in the assistant's text, results as a
@@ -74,9 +92,7 @@
  * Other system messages than the first are joined with it ("\n\n"), in
  * front (the DeepSeek and GLM templates write a system message where it
  * stands; the same text when it comes first, as it almost always does).
- * deepseek-v3 and glm4 have tool formats of their own that are not written
- * here: a request with tools, tool calls or tool results is refused
- * (MC_ERR_ARG) in those formats. BOS, EOS and markers are tokens placed here, never text: a
+ * BOS, EOS and markers are tokens placed here, never text: a
  * message containing "[INST]" or "</s>" stays text, so a user cannot forge
  * the structure.
  *
@@ -202,9 +218,21 @@ mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, si
 // Qwen3's tools section after "# Tools" (the text convention of chatml,
 // qwen3 and the formats without tool tokens) is written by the renderer;
 // the model's calls come back as "<tool_call>\n{json}\n</tool_call>" blocks
-// (mistral-v3: the [TOOL_CALLS] token, then a JSON array).
+// (mistral-v3: the [TOOL_CALLS] token, then a JSON array; deepseek-v3 and
+// glm4: their own syntax above).
 #define MC_CHAT_CALL_OPEN "<tool_call>"
 #define MC_CHAT_CALL_CLOSE "</tool_call>"
 #define MC_CHAT_V3_CALLS "[TOOL_CALLS]"
+// deepseek-v3's call markers (tokens in its vocabulary).
+#define MC_CHAT_DS_CALLS_BEGIN "<｜tool▁calls▁begin｜>"
+#define MC_CHAT_DS_CALLS_END "<｜tool▁calls▁end｜>"
+#define MC_CHAT_DS_CALL_BEGIN "<｜tool▁call▁begin｜>"
+#define MC_CHAT_DS_CALL_END "<｜tool▁call▁end｜>"
+#define MC_CHAT_DS_SEP "<｜tool▁sep｜>"
+// glm4's (<tool_call> and </tool_call> as above).
+#define MC_CHAT_GLM_KEY_OPEN "<arg_key>"
+#define MC_CHAT_GLM_KEY_CLOSE "</arg_key>"
+#define MC_CHAT_GLM_VALUE_OPEN "<arg_value>"
+#define MC_CHAT_GLM_VALUE_CLOSE "</arg_value>"
 
 #endif

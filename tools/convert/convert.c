@@ -3,10 +3,12 @@
  * config.json gives the hyperparameters, each one checked; from them every
  * source tensor's expected shape follows, and the plan lists the output
  * tensors, each made of one source tensor or, for merged experts, of one
- * per expert stacked on the outer dimension. A source tensor the plan does
- * not use is an error too (a bias or a shared expert where the family has
- * none, a dense layer: a model variant that would otherwise lose weights
- * silently). Then the metadata
+ * per expert stacked on the outer dimension, or, for DeepSeek's kv_b_proj,
+ * one per-head part of it (attn_k_b transposed, attn_v_b). A source tensor
+ * the plan does not use is an error too (a bias or a shared expert where
+ * the family has none, a dense layer: a model variant that would otherwise
+ * lose weights silently), but for the next-token-prediction layers, which
+ * no runtime evaluates and which are left out whole. Then the metadata
  * and vocabulary are added and the GGUF writer calls back for each tensor's
  * bytes, which are produced row by row: source row to f32 (exact for BF16,
  * F16 and F32), then to the output type with mc_quant_quantize_row.
@@ -14,8 +16,11 @@
  * llama.cpp's "llama" graph rotates adjacent pairs of each head (x0,x1),
  * (x2,x3)... while Hugging Face's Mixtral rotates the two halves (x_i,
  * x_{i+d/2}); so for Mixtral the rows of each Q and K head are reordered,
- * row 2i from row i and row 2i+1 from row i+d/2. Qwen3-MoE and OLMoE use
- * the halves convention in llama.cpp as well (NEOX) and keep their order.
+ * row 2i from row i and row 2i+1 from row i+d/2. Qwen3-MoE, OLMoE,
+ * Qwen2-MoE and GLM-4.5 use the halves convention in llama.cpp as well
+ * (NEOX) and keep their order; DeepSeek's graph rotates adjacent pairs and
+ * its Hugging Face code does too (it reorders q_pe and k_pe on the fly), so
+ * its rows stay as they are.
  */
 #include "convert.h"
 
@@ -43,7 +48,7 @@
 
 // --- architectures --------------------------------------------------------------
 
-typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE, S_QWEN2MOE } s_arch_id_t;
+typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE, S_QWEN2MOE, S_GLM4MOE, S_DEEPSEEK } s_arch_id_t;
 
 // The Hugging Face side of a family (config keys, tensor names) is here;
 // what its GGUF looks like (RoPE pairing, q/k norms, expert FFN key,
@@ -59,10 +64,16 @@ static const s_arch_t s_archs[] = {
     {"Qwen3MoeForCausalLM", MC_ARCH_QWEN3MOE, S_QWEN3MOE},
     {"OlmoeForCausalLM", MC_ARCH_OLMOE, S_OLMOE},
     {"Qwen2MoeForCausalLM", MC_ARCH_QWEN2MOE, S_QWEN2MOE},
+    {"Glm4MoeForCausalLM", MC_ARCH_GLM4MOE, S_GLM4MOE},
+    // V3 (and R1) differ from V2 only in config values: sigmoid scores, a
+    // selection bias, groups, a compressed query.
+    {"DeepseekV2ForCausalLM", MC_ARCH_DEEPSEEK2, S_DEEPSEEK},
+    {"DeepseekV3ForCausalLM", MC_ARCH_DEEPSEEK2, S_DEEPSEEK},
 };
 
 const char *mc_convert_architectures(void) {
-    return "MixtralForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, Qwen2MoeForCausalLM";
+    return "MixtralForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, Qwen2MoeForCausalLM, Glm4MoeForCausalLM, "
+           "DeepseekV2ForCausalLM, DeepseekV3ForCausalLM";
 }
 
 mc_convert_params_t mc_convert_params_default(void) {
@@ -118,6 +129,24 @@ typedef struct {
     float rope_base, rms_eps;
     bool head_dim_given; // config.json set head_dim: written as key/value length
     bool tied, norm_topk;
+    bool norm_topk_given; // norm_topk_prob is in config.json
+    bool qkv_bias;        // q/k/v projections carry biases
+    bool qk_norm;         // per-head q/k norms (GLM-4.5's use_qk_norm)
+    // GLM-4.5 and DeepSeek (s_read_v3_hparams).
+    uint32_t n_dense;     // first_k_dense_replace: leading dense layers, ffn wide
+    uint32_t n_nextn;     // num_nextn_predict_layers: trailing MTP layers, skipped
+    uint32_t n_shared;    // n_shared_experts: ffn_shexp = n_shared x ffn_exp
+    uint32_t n_group, n_group_used; // n_group, topk_group; 0: not in config.json
+    uint32_t gating;      // <arch>.expert_gating_func; 0: not written
+    bool has_scale;
+    float scale;          // routed_scaling_factor
+    uint32_t rope_dim;    // rope.dimension_count; 0: not written
+    // Multi-head latent attention (DeepSeek): head_dim = nope + rope_dim.
+    uint32_t q_lora, kv_lora, nope, head_dim_v; // q_lora 0: attn_q directly
+    // YaRN (rope_scaling type "yarn").
+    bool yarn, has_attn_factor, has_log_mul, has_beta_fast, has_beta_slow;
+    float yarn_factor, attn_factor, log_mul, beta_fast, beta_slow;
+    uint32_t yarn_orig_ctx;
 } s_hp_t;
 
 static const cJSON *s_get(const cJSON *o, const char *key) {
@@ -152,6 +181,19 @@ static mc_err_t s_cfg_pos(const cJSON *cfg, const char *key, float *out, char *e
     return MC_OK;
 }
 
+// A finite number in lo..hi; *has false (and *out untouched) when absent.
+static mc_err_t s_cfg_f32(const cJSON *o, const char *where, const char *key, double lo, double hi, bool *has,
+                          float *out, char *err) {
+    const cJSON *v = s_get(o, key);
+    *has = v != NULL;
+    if (!v) return MC_OK;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(d >= lo && d <= hi))
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: '%s%s' must be a number in %g..%g", where, key, lo, hi);
+    *out = (float)d;
+    return MC_OK;
+}
+
 static mc_err_t s_cfg_bool(const cJSON *cfg, const char *key, bool def, bool *out, char *err) {
     const cJSON *v = s_get(cfg, key);
     if (!v) {
@@ -178,18 +220,23 @@ static mc_err_t s_find_arch(const cJSON *cfg, const s_arch_t **out, char *err) {
                       mc_convert_architectures());
 }
 
+static bool s_v3_family(const s_arch_t *a) { return a->id == S_GLM4MOE || a->id == S_DEEPSEEK; }
+
 // Switches of variants this converter does not map must be off.
 static mc_err_t s_check_variants(const cJSON *cfg, const s_arch_t *a, char *err) {
-    const cJSON *rs = s_get(cfg, "rope_scaling");
+    if (s_get(cfg, "quantization_config"))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "config.json: quantization_config is set (FP8 or other quantized checkpoints are not "
+                          "converted: dequantize to BF16 first)");
+    const cJSON *rs = s_v3_family(a) ? NULL : s_get(cfg, "rope_scaling"); // GLM, DeepSeek: s_read_yarn
     if (rs && !(cJSON_IsObject(rs) && !rs->child))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: rope_scaling is not supported (only plain RoPE)");
-    const cJSON *rp = s_get(cfg, "rope_parameters"), *rt = s_get(rp, "rope_type");
+    const cJSON *rp = s_get(cfg, "rope_parameters"), *rt = s_v3_family(a) ? NULL : s_get(rp, "rope_type");
     if (rt && !(cJSON_IsString(rt) && !strcmp(rt->valuestring, "default")))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: rope_parameters.rope_type is not supported (only \"default\")");
     bool b;
     mc_err_t rc = s_cfg_bool(cfg, "attention_bias", false, &b, err);
     if (rc) return rc;
-    // Qwen2-MoE always has q/k/v biases (its config has no switch for them).
     if (b && !mc_arch_get(a->family)->qkv_bias)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias is not supported");
     if (a->id == S_QWEN3MOE || a->id == S_QWEN2MOE) {
@@ -204,8 +251,132 @@ static mc_err_t s_check_variants(const cJSON *cfg, const s_arch_t *a, char *err)
         if ((rc = s_cfg_bool(cfg, "use_sliding_window", false, &b, err))) return rc;
         if (b) return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: use_sliding_window is not supported");
     }
+    if (a->id == S_DEEPSEEK) {
+        uint32_t freq;
+        if ((rc = s_cfg_u32(cfg, "moe_layer_freq", 1, 0, UINT32_MAX, &freq, err))) return rc;
+        if (freq != 1)
+            return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: moe_layer_freq %u (interleaved dense layers) is not "
+                              "supported", freq);
+    }
     if (a->id == S_OLMOE && s_get(cfg, "clip_qkv"))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: clip_qkv is not supported");
+    return MC_OK;
+}
+
+// RoPE scaling of GLM-4.5 and DeepSeek: none, or YaRN, written as
+// llama.cpp's converter writes it. The engine (model.c) uses YaRN's ramp
+// with beta_fast 32 and beta_slow 1 and full extrapolation, so other values
+// are refused rather than written and then ignored.
+static mc_err_t s_read_yarn(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, char *err) {
+    const cJSON *rs = s_get(cfg, "rope_parameters");
+    if (!rs) rs = s_get(cfg, "rope_scaling");
+    if (rs && !cJSON_IsObject(rs)) return mc_err_set(err, MC_ERR_FORMAT, "config.json: rope_scaling is not an object");
+    const cJSON *type = s_get(rs, "rope_type");
+    if (!type) type = s_get(rs, "type");
+    if (!type || (cJSON_IsString(type) && !strcmp(type->valuestring, "default"))) return MC_OK;
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "yarn") != 0)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: rope_scaling type '%.32s' is not supported (only yarn)",
+                          cJSON_IsString(type) ? type->valuestring : "?");
+    const char *w = "rope_scaling.";
+    bool has;
+    mc_err_t rc;
+    if ((rc = s_cfg_f32(rs, w, "factor", 1.0, 1e6, &has, &hp->yarn_factor, err))) return rc;
+    if (!has) return mc_err_set(err, MC_ERR_FORMAT, "config.json: rope_scaling is yarn but has no factor");
+    hp->yarn = true;
+    const cJSON *orig = s_get(rs, "original_max_position_embeddings") ? rs : cfg;
+    if ((rc = s_cfg_u32(orig, "original_max_position_embeddings", -1, 1, 1u << 24, &hp->yarn_orig_ctx, err))) return rc;
+    if ((rc = s_cfg_f32(rs, w, "attention_factor", 1e-6, 1e3, &hp->has_attn_factor, &hp->attn_factor, err))) return rc;
+    if (!hp->has_attn_factor &&
+        (rc = s_cfg_f32(rs, w, "attn_factor", 1e-6, 1e3, &hp->has_attn_factor, &hp->attn_factor, err)))
+        return rc;
+    float ext = 1.0f;
+    if ((rc = s_cfg_f32(rs, w, "extrapolation_factor", -1e3, 1e3, &has, &ext, err))) return rc;
+    if ((rc = s_cfg_f32(rs, w, "beta_fast", -1e6, 1e6, &hp->has_beta_fast, &hp->beta_fast, err))) return rc;
+    if ((rc = s_cfg_f32(rs, w, "beta_slow", -1e6, 1e6, &hp->has_beta_slow, &hp->beta_slow, err))) return rc;
+    if (ext != 1.0f || (hp->has_beta_fast && hp->beta_fast != 32.0f) || (hp->has_beta_slow && hp->beta_slow != 1.0f))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "config.json: rope_scaling with extrapolation_factor %g, beta_fast %g, beta_slow %g is not "
+                          "supported (the engine's YaRN uses 1, 32 and 1)",
+                          ext, hp->has_beta_fast ? hp->beta_fast : 32.0f, hp->has_beta_slow ? hp->beta_slow : 1.0f);
+    // DeepSeek's attention scale: llama.cpp's converter writes 0.1 x mscale_all_dim.
+    if (a->id == S_DEEPSEEK && (rc = s_cfg_f32(rs, w, "mscale_all_dim", 0, 1e3, &hp->has_log_mul, &hp->log_mul, err)))
+        return rc;
+    // In double, then rounded, as llama.cpp's Python computes it.
+    if (hp->has_log_mul) hp->log_mul = (float)(0.1 * s_get(rs, "mscale_all_dim")->valuedouble);
+    return MC_OK;
+}
+
+// What GLM-4.5 and DeepSeek add: dense leading layers, next-token-prediction
+// layers (skipped), shared experts, the routing's keys, RoPE dims and
+// scaling, and DeepSeek's latent attention. Checked as model.c checks the
+// GGUF keys, so a folder that converts also loads.
+static mc_err_t s_read_v3_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, char *err) {
+    mc_err_t rc;
+    if ((rc = s_cfg_u32(cfg, "first_k_dense_replace", 0, 0, hp->n_layer - 1, &hp->n_dense, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "num_nextn_predict_layers", 0, 0, 16, &hp->n_nextn, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "n_shared_experts", -1, 1, 64, &hp->n_shared, err))) return rc;
+    if ((uint64_t)hp->n_shared * hp->ffn_exp > (1u << 18))
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: %u shared experts of width %u are too wide", hp->n_shared,
+                          hp->ffn_exp);
+    hp->ffn_shexp = hp->n_shared * hp->ffn_exp;
+    // Groups: consecutive experts in n_group equal groups, topk_group kept.
+    if ((rc = s_cfg_u32(cfg, "n_group", 0, 1, hp->n_expert, &hp->n_group, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "topk_group", 0, 1, hp->n_expert, &hp->n_group_used, err))) return rc;
+    if (hp->n_group > 1) {
+        const uint32_t per = hp->n_expert / hp->n_group;
+        if (hp->n_expert % hp->n_group)
+            return mc_err_set(err, MC_ERR_FORMAT, "config.json: n_group %u does not divide the %u experts into equal groups",
+                              hp->n_group, hp->n_expert);
+        if (per < 2)
+            return mc_err_set(err, MC_ERR_FORMAT, "config.json: n_group %u leaves fewer than 2 of the %u experts per group",
+                              hp->n_group, hp->n_expert);
+        if (hp->n_group_used == 0 || hp->n_group_used >= hp->n_group)
+            return mc_err_set(err, MC_ERR_FORMAT, "config.json: topk_group %u must be in 1..%u (below n_group %u)",
+                              hp->n_group_used, hp->n_group - 1, hp->n_group);
+        if ((uint64_t)hp->n_group_used * per < hp->n_expert_used)
+            return mc_err_set(err, MC_ERR_FORMAT, "config.json: topk_group %u groups of %u experts cannot hold the %u "
+                              "experts each token uses", hp->n_group_used, per, hp->n_expert_used);
+    }
+    // Scores: GLM-4.5 is always sigmoid; DeepSeek says so (V2: softmax, V3: sigmoid).
+    hp->gating = a->id == S_GLM4MOE ? MC_GATING_SIGMOID : 0;
+    const cJSON *sf = s_get(cfg, "scoring_func");
+    if (a->id == S_DEEPSEEK && sf) {
+        if (cJSON_IsString(sf) && !strcmp(sf->valuestring, "softmax")) hp->gating = MC_GATING_SOFTMAX;
+        else if (cJSON_IsString(sf) && !strcmp(sf->valuestring, "sigmoid")) hp->gating = MC_GATING_SIGMOID;
+        else
+            return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: scoring_func '%.32s' is not supported (softmax or "
+                              "sigmoid)", cJSON_IsString(sf) ? sf->valuestring : "?");
+    }
+    if ((rc = s_cfg_f32(cfg, "", "routed_scaling_factor", 1e-6, 1e4, &hp->has_scale, &hp->scale, err))) return rc;
+    if ((rc = s_read_yarn(cfg, a, hp, err))) return rc;
+    if (a->id == S_GLM4MOE) {
+        // Partial RoPE: the first head_dim x partial_rotary_factor values of
+        // each head (halves), 0.5 when unset, as llama.cpp converts it.
+        const cJSON *rp = s_get(cfg, "rope_parameters");
+        const cJSON *o = s_get(cfg, "partial_rotary_factor") || !s_get(rp, "partial_rotary_factor") ? cfg : rp;
+        float prf = 0.5f;
+        bool has;
+        if ((rc = s_cfg_f32(o, "", "partial_rotary_factor", 1e-6, 1.0, &has, &prf, err))) return rc;
+        hp->rope_dim = (uint32_t)((double)hp->head_dim * prf);
+        if (hp->rope_dim < 2 || hp->rope_dim % 2)
+            return mc_err_set(err, MC_ERR_FORMAT, "config.json: head_dim %u x partial_rotary_factor %g gives %u RoPE "
+                              "dims (must be even and at least 2)", hp->head_dim, prf, hp->rope_dim);
+        bool qk;
+        if ((rc = s_cfg_bool(cfg, "use_qk_norm", false, &qk, err))) return rc;
+        hp->qk_norm = qk;
+        return MC_OK;
+    }
+    // DeepSeek's latent attention: a query head is nope + rope values, a
+    // value head v; keys and values come from one latent of kv_lora_rank.
+    // null (V2-Lite) or 0: the query directly.
+    if ((rc = s_cfg_u32(cfg, "q_lora_rank", 0, 0, 1u << 14, &hp->q_lora, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "kv_lora_rank", -1, 1, 1u << 14, &hp->kv_lora, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "qk_nope_head_dim", -1, 1, 2048, &hp->nope, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "qk_rope_head_dim", -1, 2, 2048, &hp->rope_dim, err))) return rc;
+    if ((rc = s_cfg_u32(cfg, "v_head_dim", -1, 1, 4096, &hp->head_dim_v, err))) return rc;
+    if (hp->rope_dim % 2)
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: qk_rope_head_dim %u is odd (RoPE rotates pairs)", hp->rope_dim);
+    hp->head_dim = hp->nope + hp->rope_dim;
     return MC_OK;
 }
 
@@ -218,7 +389,7 @@ static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, 
     if ((rc = s_cfg_u32(cfg, "num_attention_heads", -1, 1, 4096, &hp->n_head, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "num_key_value_heads", hp->n_head, 1, hp->n_head, &hp->n_head_kv, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "intermediate_size", -1, 1, 1u << 20, &hp->ffn, err))) return rc;
-    const char *ne_key = a->id == S_MIXTRAL ? "num_local_experts" : "num_experts";
+    const char *ne_key = a->id == S_MIXTRAL ? "num_local_experts" : s_v3_family(a) ? "n_routed_experts" : "num_experts";
     if ((rc = s_cfg_u32(cfg, ne_key, -1, 1, 4096, &hp->n_expert, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "num_experts_per_tok", -1, 1, hp->n_expert, &hp->n_expert_used, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "max_position_embeddings", -1, 1, 1u << 26, &hp->ctx, err))) return rc;
@@ -229,34 +400,54 @@ static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, 
     }
     if ((rc = s_cfg_pos(cfg, "rms_norm_eps", &hp->rms_eps, err))) return rc;
     hp->head_dim_given = s_get(cfg, "head_dim") != NULL;
-    if (!hp->head_dim_given && hp->dim % hp->n_head)
+    if (a->id == S_DEEPSEEK) {
+        // Latent attention's heads come from their own keys (s_read_v3_hparams).
+        hp->head_dim_given = false;
+    } else if (!hp->head_dim_given && hp->dim % hp->n_head)
         return mc_err_set(err, MC_ERR_FORMAT, "config.json: hidden_size %u is not a multiple of num_attention_heads %u",
                           hp->dim, hp->n_head);
-    if ((rc = s_cfg_u32(cfg, "head_dim", hp->dim / hp->n_head, 2, 4096, &hp->head_dim, err))) return rc;
-    if (hp->head_dim % 2)
+    if (a->id != S_DEEPSEEK && (rc = s_cfg_u32(cfg, "head_dim", hp->dim / hp->n_head, 2, 4096, &hp->head_dim, err)))
+        return rc;
+    if (a->id != S_DEEPSEEK && hp->head_dim % 2)
         return mc_err_set(err, MC_ERR_FORMAT, "config.json: the head dimension %u is odd (RoPE rotates pairs)",
                           hp->head_dim);
     if (hp->n_head % hp->n_head_kv)
         return mc_err_set(err, MC_ERR_FORMAT, "config.json: num_attention_heads %u is not a multiple of num_key_value_heads %u",
                           hp->n_head, hp->n_head_kv);
     hp->ffn_exp = hp->ffn;
-    if ((a->id == S_QWEN3MOE || a->id == S_QWEN2MOE) &&
+    if ((a->id == S_QWEN3MOE || a->id == S_QWEN2MOE || s_v3_family(a)) &&
         (rc = s_cfg_u32(cfg, "moe_intermediate_size", -1, 1, 1u << 20, &hp->ffn_exp, err)))
         return rc;
-    if (mc_arch_get(a->family)->shared_expert &&
+    if (mc_arch_get(a->family)->shared_expert == MC_SHEXP_FFN_KEY &&
         (rc = s_cfg_u32(cfg, "shared_expert_intermediate_size", -1, 1, 1u << 20, &hp->ffn_shexp, err)))
         return rc;
     if ((rc = s_cfg_bool(cfg, "tie_word_embeddings", false, &hp->tied, err))) return rc;
+    hp->norm_topk_given = s_get(cfg, "norm_topk_prob") != NULL;
     if ((rc = s_cfg_bool(cfg, "norm_topk_prob", false, &hp->norm_topk, err))) return rc;
-    return MC_OK;
+    // Qwen2-MoE always has q/k/v biases (its config has no switch for them).
+    bool bias;
+    if ((rc = s_cfg_bool(cfg, "attention_bias", false, &bias, err))) return rc;
+    hp->qkv_bias = mc_arch_get(a->family)->qkv_bias && (a->id == S_QWEN2MOE || bias);
+    hp->qk_norm = mc_arch_get(a->family)->qk_norm != MC_QKNORM_NONE;
+    return s_v3_family(a) ? s_read_v3_hparams(cfg, a, hp, err) : MC_OK;
 }
 
 // --- the plan ---------------------------------------------------------------------------
 
-typedef enum { S_CLS_EMBD, S_CLS_ATTN, S_CLS_NORM, S_CLS_ROUTER, S_CLS_EXPERTS, S_CLS_SHARED, S_CLS_OUTPUT, S_CLS_N } s_cls_t;
+typedef enum {
+    S_CLS_EMBD, S_CLS_ATTN, S_CLS_NORM, S_CLS_ROUTER, S_CLS_EXPERTS, S_CLS_SHARED, S_CLS_DENSE, S_CLS_OUTPUT, S_CLS_N
+} s_cls_t;
 
-static const char *const s_cls_name[S_CLS_N] = {"token embedding", "attention", "norms",
-                                                "router",          "experts",   "shared expert", "output"};
+static const char *const s_cls_name[S_CLS_N] = {"token embedding", "attention",     "norms",     "router",
+                                                "experts",         "shared expert", "dense FFN", "output"};
+
+// A part of DeepSeek's kv_b_proj, whose rows are per head nope key rows
+// then v value rows, each of kv_lora_rank values.
+typedef enum {
+    S_KVB_NONE = 0,
+    S_KVB_K, // attn_k_b {nope, kv_lora, n_head}: each head's key rows transposed
+    S_KVB_V, // attn_v_b {kv_lora, v, n_head}: each head's value rows as they are
+} s_kvb_t;
 
 typedef struct {
     char name[64];
@@ -267,6 +458,8 @@ typedef struct {
     s_cls_t cls;
     uint32_t permute_heads; // Q/K rows reordered within each of this many heads (0: none)
     size_t src0, n_src;     // source tensors plan.srcs[src0 ..], stacked along ne[2]
+    s_kvb_t kvb;            // a part of one kv_b_proj source (n_src 1, ne[2] heads)
+    uint32_t nope, vdim;    // kv_b_proj's per-head key and value rows
 } s_out_t;
 
 typedef struct {
@@ -354,6 +547,53 @@ static mc_err_t s_out(s_plan_t *pl, s_cls_t cls, const char *name, uint32_t n_di
 
 #define S_NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 
+// DeepSeek's latent attention as llama.cpp's converter writes it: the
+// query directly (V2-Lite) or compressed (attn_q_a, its norm, attn_q_b), the
+// latent with the shared RoPE key part (attn_kv_a_mqa) and its norm, and
+// kv_b_proj split per head into attn_k_b (transposed, so the key part can
+// be absorbed into the query) and attn_v_b.
+static mc_err_t s_plan_mla(s_plan_t *pl, const s_hp_t *hp, uint32_t l, char *err) {
+    const uint64_t D = hp->dim, H = hp->n_head, QH = H * hp->head_dim, R = hp->kv_lora, rope = hp->rope_dim;
+    const uint64_t KVB = H * ((uint64_t)hp->nope + hp->head_dim_v), VO = H * hp->head_dim_v;
+    char hf[160], gg[64];
+    mc_err_t rc;
+#define S_TAKE(rows, cols, dims, suffix) \
+    if ((rc = s_src(pl, S_NAME(hf, "model.layers.%u.self_attn.%s", l, suffix), rows, cols, dims, err))) return rc
+#define S_PUT(cls, nd, ne0, ne1, suffix) \
+    if ((rc = s_out(pl, cls, S_NAME(gg, "blk.%u.%s", l, suffix), nd, ne0, ne1, 1, 0, err))) return rc
+    if (hp->q_lora) {
+        S_TAKE(hp->q_lora, D, "q_lora_rank, hidden_size", "q_a_proj.weight");
+        S_PUT(S_CLS_ATTN, 2, D, hp->q_lora, "attn_q_a.weight");
+        S_TAKE(hp->q_lora, 0, "q_lora_rank", "q_a_layernorm.weight");
+        S_PUT(S_CLS_NORM, 1, hp->q_lora, 1, "attn_q_a_norm.weight");
+        S_TAKE(QH, hp->q_lora, "num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank",
+               "q_b_proj.weight");
+        S_PUT(S_CLS_ATTN, 2, hp->q_lora, QH, "attn_q_b.weight");
+    } else {
+        S_TAKE(QH, D, "num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim), hidden_size", "q_proj.weight");
+        S_PUT(S_CLS_ATTN, 2, D, QH, "attn_q.weight");
+    }
+    S_TAKE(R + rope, D, "kv_lora_rank + qk_rope_head_dim, hidden_size", "kv_a_proj_with_mqa.weight");
+    S_PUT(S_CLS_ATTN, 2, D, R + rope, "attn_kv_a_mqa.weight");
+    S_TAKE(R, 0, "kv_lora_rank", "kv_a_layernorm.weight");
+    S_PUT(S_CLS_NORM, 1, R, 1, "attn_kv_a_norm.weight");
+    S_TAKE(KVB, R, "num_attention_heads x (qk_nope_head_dim + v_head_dim), kv_lora_rank", "kv_b_proj.weight");
+    for (int part = 0; part < 2; part++) { // both outputs read the one source just taken
+        const bool k = part == 0;
+        S_PUT(S_CLS_ATTN, 3, k ? hp->nope : R, k ? R : hp->head_dim_v, k ? "attn_k_b.weight" : "attn_v_b.weight");
+        s_out_t *o = &pl->outs[pl->n_outs - 1];
+        o->ne[2] = H;
+        o->kvb = k ? S_KVB_K : S_KVB_V;
+        o->nope = hp->nope;
+        o->vdim = hp->head_dim_v;
+    }
+    S_TAKE(D, VO, "hidden_size, num_attention_heads x v_head_dim", "o_proj.weight");
+    S_PUT(S_CLS_ATTN, 2, VO, D, "attn_output.weight");
+#undef S_TAKE
+#undef S_PUT
+    return MC_OK;
+}
+
 static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, uint32_t l, char *err) {
     const uint64_t D = hp->dim, Q = (uint64_t)hp->n_head * hp->head_dim, KV = (uint64_t)hp->n_head_kv * hp->head_dim;
     const uint64_t F = hp->ffn_exp, E = hp->n_expert;
@@ -368,15 +608,22 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
     S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.attn_norm.weight", l);
     const mc_arch_info_t *t = mc_arch_get(a->family);
     // HF rotates halves of each head; a family whose GGUF rotates adjacent
-    // pairs gets its Q and K rows reordered.
-    const bool rope_pairs = t->rope == MC_ROPE_NORM;
-    S_TAKE(Q, D, "num_attention_heads x head_dim, hidden_size", "%s.%u.self_attn.q_proj.weight", pre, l);
-    S_PUT(S_CLS_ATTN, 2, D, Q, 1, rope_pairs ? hp->n_head : 0, "blk.%u.attn_q.weight", l);
-    S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.k_proj.weight", pre, l);
-    S_PUT(S_CLS_ATTN, 2, D, KV, 1, rope_pairs ? hp->n_head_kv : 0, "blk.%u.attn_k.weight", l);
-    S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.v_proj.weight", pre, l);
-    S_PUT(S_CLS_ATTN, 2, D, KV, 1, 0, "blk.%u.attn_v.weight", l);
-    if (t->qkv_bias) { // vectors, so F32 whatever the matrices become (as llama.cpp writes them)
+    // pairs gets its Q and K rows reordered. DeepSeek's HF code rotates
+    // adjacent pairs itself (its weights are in that order), so not there.
+    const bool rope_pairs = t->rope == MC_ROPE_NORM && !t->mla;
+    if (t->mla) {
+        if ((rc = s_plan_mla(pl, hp, l, err))) return rc;
+    } else {
+        S_TAKE(Q, D, "num_attention_heads x head_dim, hidden_size", "%s.%u.self_attn.q_proj.weight", pre, l);
+        S_PUT(S_CLS_ATTN, 2, D, Q, 1, rope_pairs ? hp->n_head : 0, "blk.%u.attn_q.weight", l);
+        S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.k_proj.weight", pre, l);
+        S_PUT(S_CLS_ATTN, 2, D, KV, 1, rope_pairs ? hp->n_head_kv : 0, "blk.%u.attn_k.weight", l);
+        S_TAKE(KV, D, "num_key_value_heads x head_dim, hidden_size", "%s.%u.self_attn.v_proj.weight", pre, l);
+        S_PUT(S_CLS_ATTN, 2, D, KV, 1, 0, "blk.%u.attn_v.weight", l);
+        S_TAKE(D, Q, "hidden_size, num_attention_heads x head_dim", "%s.%u.self_attn.o_proj.weight", pre, l);
+        S_PUT(S_CLS_ATTN, 2, Q, D, 1, 0, "blk.%u.attn_output.weight", l);
+    }
+    if (hp->qkv_bias) { // vectors, so F32 whatever the matrices become (as llama.cpp writes them)
         assert(!rope_pairs); // a bias of a reordered projection would need the same order
         S_TAKE(Q, 0, "num_attention_heads x head_dim", "%s.%u.self_attn.q_proj.bias", pre, l);
         S_PUT(S_CLS_ATTN, 1, Q, 1, 1, 0, "blk.%u.attn_q.bias", l);
@@ -385,10 +632,8 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
         S_TAKE(KV, 0, "num_key_value_heads x head_dim", "%s.%u.self_attn.v_proj.bias", pre, l);
         S_PUT(S_CLS_ATTN, 1, KV, 1, 1, 0, "blk.%u.attn_v.bias", l);
     }
-    S_TAKE(D, Q, "hidden_size, num_attention_heads x head_dim", "%s.%u.self_attn.o_proj.weight", pre, l);
-    S_PUT(S_CLS_ATTN, 2, Q, D, 1, 0, "blk.%u.attn_output.weight", l);
-    if (t->qk_norm != MC_QKNORM_NONE) {
-        // Per head (Qwen3: head_dim) or over the whole projection (OLMoE).
+    if (hp->qk_norm) {
+        // Per head (Qwen3, GLM-4.5): head_dim, or over the whole projection (OLMoE).
         const bool head = t->qk_norm == MC_QKNORM_HEAD;
         const uint64_t qn = head ? hp->head_dim : Q, kn = head ? hp->head_dim : KV;
         const char *dq = head ? "head_dim" : "num_attention_heads x head_dim";
@@ -399,12 +644,30 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
         S_PUT(S_CLS_NORM, 1, kn, 1, 1, 0, "blk.%u.attn_k_norm.weight", l);
     }
     S_TAKE(D, 0, "hidden_size", "%s.%u.post_attention_layernorm.weight", pre, l);
-    S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.ffn_norm.weight", l);
+    S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.%s.weight", l, t->ffn_norm_name);
+    static const char *const mixtral[3] = {"w1", "w3", "w2"}, *const named[3] = {"gate_proj", "up_proj", "down_proj"};
+    if (l < hp->n_dense) { // a dense leading layer: one FFN of intermediate_size, no router
+        static const char *const dense[3] = {"ffn_gate", "ffn_up", "ffn_down"};
+        for (int k = 0; k < 3; k++) {
+            const uint64_t rows = k < 2 ? hp->ffn : D, cols = k < 2 ? D : hp->ffn;
+            S_TAKE(rows, cols, k < 2 ? "intermediate_size, hidden_size" : "hidden_size, intermediate_size",
+                   "%s.%u.mlp.%s.weight", pre, l, named[k]);
+            S_PUT(S_CLS_DENSE, 2, cols, rows, 1, 0, "blk.%u.%s.weight", l, dense[k]);
+        }
+        return MC_OK;
+    }
     const char *moe = a->id == S_MIXTRAL ? "block_sparse_moe" : "mlp";
     S_TAKE(E, D, "num_experts, hidden_size", "%s.%u.%s.gate.weight", pre, l, moe);
     S_PUT(S_CLS_ROUTER, 2, D, E, 1, 0, "blk.%u.ffn_gate_inp.weight", l);
+    // The selection bias: every GLM-4.5 MoE layer has one; DeepSeek-V3's
+    // have, V2's have not (the same family), so it is taken when present.
+    if (t->expert_bias == MC_NEED_REQUIRED ||
+        (t->expert_bias == MC_NEED_OPTIONAL &&
+         mc_safetensors_dir_find(pl->dir, S_NAME(hf, "%s.%u.mlp.gate.e_score_correction_bias", pre, l)) != SIZE_MAX)) {
+        S_TAKE(E, 0, "n_routed_experts", "%s.%u.mlp.gate.e_score_correction_bias", pre, l);
+        S_PUT(S_CLS_ROUTER, 1, E, 1, 1, 0, "blk.%u.exp_probs_b.bias", l);
+    }
     // Mixtral's w1 is the gate, w3 the up projection and w2 the down one.
-    static const char *const mixtral[3] = {"w1", "w3", "w2"}, *const named[3] = {"gate_proj", "up_proj", "down_proj"};
     static const char *const out[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
     for (int k = 0; k < 3; k++) {
         const uint64_t rows = k < 2 ? F : D, cols = k < 2 ? D : F;
@@ -416,20 +679,28 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
         S_PUT(S_CLS_EXPERTS, 3, cols, rows, E, 0, "blk.%u.%s.weight", l, out[k]);
     }
     if (t->shared_expert) {
-        // The shared expert and its gate, a (1, hidden_size) matrix in HF,
-        // written as the vector of hidden_size llama.cpp's loader declares
-        // (and F32, as llama.cpp keeps every router input).
+        // Qwen2-MoE: "shared_expert" and its gate, a (1, hidden_size) matrix
+        // in HF, written as the vector of hidden_size llama.cpp's loader
+        // declares (and F32, as llama.cpp keeps every router input).
+        // GLM-4.5 and DeepSeek: "shared_experts", n_shared_experts experts
+        // fused into one FFN, ungated.
         const uint64_t FS = hp->ffn_shexp;
+        const bool qwen = t->shared_expert == MC_SHEXP_FFN_KEY;
+        const char *dims[2] = {qwen ? "shared_expert_intermediate_size, hidden_size"
+                                    : "n_shared_experts x moe_intermediate_size, hidden_size",
+                               qwen ? "hidden_size, shared_expert_intermediate_size"
+                                    : "hidden_size, n_shared_experts x moe_intermediate_size"};
         static const char *const shexp[3] = {"ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"};
         for (int k = 0; k < 3; k++) {
             const uint64_t rows = k < 2 ? FS : D, cols = k < 2 ? D : FS;
-            S_TAKE(rows, cols,
-                   k < 2 ? "shared_expert_intermediate_size, hidden_size" : "hidden_size, shared_expert_intermediate_size",
-                   "%s.%u.mlp.shared_expert.%s.weight", pre, l, named[k]);
+            S_TAKE(rows, cols, dims[k / 2], "%s.%u.mlp.%s.%s.weight", pre, l, qwen ? "shared_expert" : "shared_experts",
+                   named[k]);
             S_PUT(S_CLS_SHARED, 2, cols, rows, 1, 0, "blk.%u.%s.weight", l, shexp[k]);
         }
-        S_TAKE(1, D, "1, hidden_size", "%s.%u.mlp.shared_expert_gate.weight", pre, l);
-        S_PUT(S_CLS_ROUTER, 1, D, 1, 1, 0, "blk.%u.ffn_gate_inp_shexp.weight", l);
+        if (t->shexp_gated) {
+            S_TAKE(1, D, "1, hidden_size", "%s.%u.mlp.shared_expert_gate.weight", pre, l);
+            S_PUT(S_CLS_ROUTER, 1, D, 1, 1, 0, "blk.%u.ffn_gate_inp_shexp.weight", l);
+        }
     }
 #undef S_TAKE
 #undef S_PUT
@@ -443,6 +714,16 @@ static mc_err_t s_plan_build(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
     mc_err_t rc = s_src(pl, "model.embed_tokens.weight", V, D, "vocab_size, hidden_size", err);
     if (!rc) rc = s_out(pl, S_CLS_EMBD, "token_embd.weight", 2, D, V, 1, 0, err);
     for (uint32_t l = 0; l < hp->n_layer && !rc; l++) rc = s_plan_layer(pl, a, hp, l, err);
+    // Next-token-prediction layers (GLM-4.5, DeepSeek-V3: model.layers.N for
+    // N from num_hidden_layers on) are not evaluated by llama.cpp's graphs
+    // or ours: skipped whole, so the file is as if the model had none.
+    for (size_t i = 0; i < mc_safetensors_dir_count(pl->dir) && !rc && hp->n_nextn; i++) {
+        unsigned layer;
+        int end = 0;
+        if (sscanf(mc_safetensors_dir_at(pl->dir, i)->name, "model.layers.%u.%n", &layer, &end) == 1 && end > 0 &&
+            layer >= hp->n_layer && layer - hp->n_layer < hp->n_nextn)
+            pl->used[i] = true;
+    }
     if (!rc) rc = s_src(pl, "model.norm.weight", D, 0, "hidden_size", err);
     if (!rc) rc = s_out(pl, S_CLS_NORM, "output_norm.weight", 1, D, 1, 1, 0, err);
     if (!rc && mc_safetensors_dir_find(pl->dir, "lm_head.weight") != SIZE_MAX) {
@@ -678,11 +959,52 @@ static mc_err_t s_json_id(const cJSON *v, uint32_t n, const char *what, const ch
     return MC_OK;
 }
 
-static mc_err_t s_vocab_bpe(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, const char *pre,
+// Whether one of the Split patterns of a pre_tokenizer (a Sequence or a
+// single one) contains needle.
+static bool s_split_has(const cJSON *pt, const char *needle) {
+    const cJSON *type = s_get(pt, "type"), *re = s_get(s_get(pt, "pattern"), "Regex");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "Split") && cJSON_IsString(re) &&
+        strstr(re->valuestring, needle))
+        return true;
+    const cJSON *seq = s_get(pt, "pretokenizers"), *p;
+    if (!cJSON_IsArray(seq)) return false;
+    cJSON_ArrayForEach(p, seq) if (s_split_has(p, needle)) return true;
+    return false;
+}
+
+// GLM-4.5 and DeepSeek checkpoints come with different pre-tokenizers
+// (llama.cpp tells them apart by hashing the tokenizer's output; we cannot
+// run it): told apart here by the regexes of tokenizer.json's Split steps.
+// GLM-4.5 is Llama 3's pattern (digits in runs of up to 3: "glm4"), the
+// files moe-mkmodel writes Qwen2's (single digits); DeepSeek-V3/R1 start
+// with digit runs of up to 3 ("deepseek-v3"), V2 and V2-Lite have a step of
+// trailing spaces ("deepseek-llm"); with no Split step, GPT-2's regex.
+static mc_err_t s_pick_pre(const cJSON *tj, const s_arch_t *a, const char **pre, char *err) {
+    const cJSON *pt = s_get(tj, "pre_tokenizer");
+    const bool digits3 = s_split_has(pt, "\\p{N}{1,3}"), any = s_split_has(pt, "");
+    if (a->id == S_GLM4MOE) {
+        *pre = digits3 ? "glm4" : s_split_has(pt, "\\p{N}|") ? "qwen2" : NULL;
+    } else if (a->id == S_DEEPSEEK) {
+        *pre = !any ? "gpt-2" : digits3 ? "deepseek-v3" : s_split_has(pt, "\\s+$") ? "deepseek-llm" : NULL;
+    } else {
+        *pre = mc_arch_get(a->family)->bpe_pre;
+    }
+    if (!*pre)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "tokenizer.json: the pre-tokenizer's Split patterns are not a %s one "
+                          "we know", mc_arch_get(a->family)->family);
+    return MC_OK;
+}
+
+static mc_err_t s_vocab_bpe(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, const s_arch_t *a,
                             s_vocab_t *v, char *err) {
     cJSON *tj = NULL;
     mc_err_t rc = s_read_json(dir, "tokenizer.json", S_MAX_TOKENIZER_JSON, true, &tj, err);
     if (rc) return rc;
+    const char *pre = NULL;
+    if ((rc = s_pick_pre(tj, a, &pre, err))) {
+        cJSON_Delete(tj);
+        return rc;
+    }
     const cJSON *model = s_get(tj, "model"), *type = s_get(model, "type");
     const cJSON *vocab = s_get(model, "vocab"), *merges = s_get(model, "merges"), *added = s_get(tj, "added_tokens");
     if (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE") != 0)
@@ -758,7 +1080,8 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.embedding_length", A), hp->dim));
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.feed_forward_length", A), hp->ffn));
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.head_count", A), hp->n_head));
-    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.head_count_kv", A), hp->n_head_kv));
+    // Latent attention's cache row is one shared head (llama.cpp's converter).
+    S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.head_count_kv", A), t->mla ? 1 : hp->n_head_kv));
     S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.freq_base", A), hp->rope_base));
     S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.attention.layer_norm_rms_epsilon", A), hp->rms_eps));
     S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_count", A), hp->n_expert));
@@ -777,10 +1100,44 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
     }
     if (t->expert_ffn_key) {
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_feed_forward_length", A), hp->ffn_exp));
-        S_ADD(mc_gguf_writer_add_bool(w, S_KEY("%s.expert_weights_norm", A), hp->norm_topk));
+        // GLM-4.5: as config.json says; DeepSeek: only when true (its default).
+        if (!s_v3_family(a) || (a->id == S_GLM4MOE && hp->norm_topk_given) || hp->norm_topk)
+            S_ADD(mc_gguf_writer_add_bool(w, S_KEY("%s.expert_weights_norm", A), hp->norm_topk));
     }
-    if (t->shared_expert)
+    if (t->shared_expert == MC_SHEXP_FFN_KEY)
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_shared_feed_forward_length", A), hp->ffn_shexp));
+    if (s_v3_family(a)) {
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_shared_count", A), hp->n_shared));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.leading_dense_block_count", A), hp->n_dense));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.rope.dimension_count", A), hp->rope_dim));
+        if (hp->gating) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_gating_func", A), hp->gating));
+        if (hp->n_group) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_group_count", A), hp->n_group));
+        if (hp->n_group_used) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_group_used_count", A), hp->n_group_used));
+        if (hp->has_scale) S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.expert_weights_scale", A), hp->scale));
+        if (hp->yarn) {
+            S_ADD(mc_gguf_writer_add_str(w, S_KEY("%s.rope.scaling.type", A), "yarn"));
+            S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.scaling.factor", A), hp->yarn_factor));
+            S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.rope.scaling.original_context_length", A), hp->yarn_orig_ctx));
+            if (hp->has_attn_factor)
+                S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.scaling.attn_factor", A), hp->attn_factor));
+            if (hp->has_beta_fast)
+                S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.scaling.yarn_beta_fast", A), hp->beta_fast));
+            if (hp->has_beta_slow)
+                S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.scaling.yarn_beta_slow", A), hp->beta_slow));
+        }
+        // DeepSeek writes it from rope_scaling's mscale_all_dim, YaRN or not.
+        if (hp->has_log_mul)
+            S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.scaling.yarn_log_multiplier", A), hp->log_mul));
+    }
+    if (t->mla) {
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.vocab_size", A), hp->n_vocab));
+        if (hp->q_lora) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.q_lora_rank", A), hp->q_lora));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.kv_lora_rank", A), hp->kv_lora));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.key_length", A), hp->kv_lora + hp->rope_dim));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.value_length", A), hp->kv_lora));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.key_length_mla", A), hp->head_dim));
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.value_length_mla", A), hp->head_dim_v));
+    }
     if (mc_dtype_traits(type)->block_elems > 1) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("general.quantization_version"), 2));
     S_ADD(mc_gguf_writer_add_str(w, S_KEY("tokenizer.ggml.model"), v->model));
     S_ADD(mc_gguf_writer_add_str(w, S_KEY("tokenizer.ggml.pre"), v->pre));
@@ -834,15 +1191,40 @@ static uint64_t s_permuted(uint64_t r, uint64_t rows, uint32_t heads) {
     return h * d + (j % 2) * (d / 2) + j / 2;
 }
 
+// attn_k_b or attn_v_b from kv_b_proj (R = kv_lora_rank values a row):
+// head h's rows are h x (nope + v) onwards, keys first. attn_k_b's row
+// (h, j) is column j of the head's key rows; attn_v_b's row (h, j) is the
+// head's value row j.
+static mc_err_t s_fill_kvb(const s_fill_ctx_t *ctx, const s_out_t *o, uint8_t *out, char *err) {
+    const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0]);
+    const uint64_t ne0 = o->ne[0], rows = o->ne[1], heads = o->ne[2], per = (uint64_t)o->nope + o->vdim;
+    const uint64_t R = t->shape[1];
+    const size_t row_bytes = mc_dtype_row_bytes(o->type, ne0);
+    for (uint64_t h = 0; h < heads; h++) {
+        for (uint64_t j = 0; j < rows; j++, out += row_bytes) {
+            if (o->kvb == S_KVB_V) {
+                s_load_row(t, h * per + o->nope + j, ne0, ctx->row);
+            } else {
+                for (uint64_t i = 0; i < ne0; i++) s_load_row(t, (h * per + i) * R + j, 1, &ctx->row[i]);
+            }
+            mc_err_t rc = mc_quant_quantize_row(o->type, ctx->row, out, (int64_t)ne0);
+            if (rc) return mc_err_set(err, rc, "%s: converting to %s failed", o->name, mc_dtype_name(o->type));
+        }
+    }
+    if (o->kvb == S_KVB_V) mc_safetensors_dir_release(ctx->pl->dir, ctx->pl->srcs[o->src0]); // planned after k_b
+    return MC_OK;
+}
+
 static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *err) {
     const s_fill_ctx_t *ctx = vctx;
     const s_out_t *o = &ctx->pl->outs[index];
     const uint64_t ne0 = o->ne[0], rows = o->n_dims == 1 ? 1 : o->ne[1];
     const size_t row_bytes = mc_dtype_row_bytes(o->type, ne0);
-    if ((uint64_t)size != row_bytes * rows * o->n_src)
+    if ((uint64_t)size != row_bytes * rows * o->ne[2])
         return mc_err_set(err, MC_ERR_ARG, "%s: %zu bytes requested, %llu planned", o->name, size,
-                          (unsigned long long)(row_bytes * rows * o->n_src));
+                          (unsigned long long)(row_bytes * rows * o->ne[2]));
     uint8_t *out = dst;
+    if (o->kvb) return s_fill_kvb(ctx, o, out, err);
     for (size_t s = 0; s < o->n_src; s++) {
         const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0 + s]);
         for (uint64_t r = 0; r < rows; r++, out += row_bytes) {
@@ -928,7 +1310,7 @@ mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_p
     }
     if (!rc) {
         const char *bpe_pre = mc_arch_get(a->family)->bpe_pre;
-        rc = bpe_pre ? s_vocab_bpe(hf_dir, cfg, tcfg, hp.n_vocab, bpe_pre, &v, err)
+        rc = bpe_pre ? s_vocab_bpe(hf_dir, cfg, tcfg, hp.n_vocab, a, &v, err)
                      : s_vocab_spm(hf_dir, cfg, tcfg, hp.n_vocab, &v, err);
     }
     if (!rc && p.log)

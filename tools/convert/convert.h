@@ -3,8 +3,11 @@
  * tokenizer) to a GGUF file that moe-cluster and llama.cpp both load.
  *
  * Mixtral (-> "llama", Q and K rows reordered for llama.cpp's rotation of
- * adjacent pairs), Qwen3-MoE (-> "qwen3moe") and OLMoE (-> "olmoe") are
- * mapped; per-expert weights are stacked into merged ffn_*_exps tensors.
+ * adjacent pairs), Qwen3-MoE (-> "qwen3moe"), OLMoE (-> "olmoe"),
+ * Qwen2-MoE (-> "qwen2moe"), GLM-4.5 (-> "glm4moe") and DeepSeek-V2/V3
+ * (-> "deepseek2", kv_b_proj split into attn_k_b and attn_v_b) are mapped;
+ * per-expert weights are stacked into merged ffn_*_exps tensors, and
+ * next-token-prediction layers are left out.
  * The vocabulary comes from tokenizer.model (SentencePiece, "llama") or
  * tokenizer.json (byte-level BPE, "gpt2"). Weights stream from the mapped
  * shards one output tensor at a time through the GGUF writer, so memory is
