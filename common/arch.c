@@ -53,6 +53,18 @@ static const mc_arch_info_t s_archs[] = {
      .route = S_SOFTMAX(false), .route_keys = true, .expert_ffn_key = true, .family = "DeepSeek-V2/V3",
      .bpe_pre = "gpt-2", .shared_expert = MC_SHEXP_COUNT, .mla = true, .expert_bias = MC_NEED_OPTIONAL,
      .ffn_norm_name = "ffn_norm", .dense_lead = true, .nextn = true},
+    // GPT-OSS (llama.cpp's openai-moe graph): RoPE on halves, YaRN from the
+    // file, q/k/v biases (optional in llama.cpp's loader) and an output
+    // bias, attention sinks, sliding-window attention on every other layer,
+    // a router bias, the logits choosing and a softmax over the chosen ones
+    // weighing (not renormalised after it), biased experts with the clamped
+    // SwiGLU, post_attention_norm as the FFN norm. moe-mkmodel writes its
+    // test files with Qwen2's pre-tokenizer (real files say "gpt-4o": the
+    // o200k pre-tokenizer, not implemented yet).
+    {.name = "gpt-oss", .id = MC_ARCH_GPTOSS, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_NONE,
+     .route = {MC_GATING_SOFTMAX_WEIGHT, false, 1.0f, 0, 0}, .expert_ffn_key = true, .family = "GPT-OSS",
+     .bpe_pre = "qwen2", .qkv_bias = true, .ffn_norm_name = "post_attention_norm", .attn_sinks = true,
+     .attn_out_bias = true, .swa = true, .router_bias = true, .expert_ffn_bias = true, .act = MC_ACT_SWIGLU_OAI},
 };
 
 const mc_arch_info_t *mc_arch_find(const char *name, size_t len) {
@@ -69,5 +81,5 @@ const mc_arch_info_t *mc_arch_get(mc_arch_t id) {
 
 const char *mc_arch_supported(void) {
     return "llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), deepseek2 (DeepSeek-V2/V3), "
-           "glm4moe (GLM-4.5)";
+           "glm4moe (GLM-4.5), gpt-oss (GPT-OSS)";
 }

@@ -20,6 +20,7 @@ typedef enum {
     MC_ARCH_QWEN2MOE,  // Qwen1.5-MoE / Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B)
     MC_ARCH_GLM4MOE,   // GLM-4.5, GLM-4.5-Air
     MC_ARCH_DEEPSEEK2, // DeepSeek-V2 / V2-Lite (and the V3/R1 attention)
+    MC_ARCH_GPTOSS,    // GPT-OSS-20B / 120B (llama.cpp's LLM_ARCH_OPENAI_MOE, "gpt-oss")
 } mc_arch_t;
 
 // Which values of a head RoPE rotates together.
@@ -56,6 +57,14 @@ typedef struct {
     // highest and picks its k experts inside them. n_group <= 1: no groups.
     uint32_t n_group, n_group_used;
 } mc_route_t;
+
+// The expert FFN's activation of (gate g, up u) before the down product.
+typedef enum {
+    MC_ACT_SWIGLU = 0, // silu(g) * u
+    // GPT-OSS (llama.cpp's swiglu_oai, alpha 1.702, limit 7): with
+    // g' = min(g, 7) and u' = clamp(u, -7, 7), g' * sigmoid(1.702 g') * (u' + 1).
+    MC_ACT_SWIGLU_OAI,
+} mc_act_t;
 
 // Whether a family's files carry an optional tensor.
 typedef enum {
@@ -124,6 +133,25 @@ typedef struct {
     // <arch>.nextn_predict_layers is read: block_count counts that many
     // trailing next-token-prediction layers, whose tensors are skipped.
     bool nextn;
+    // GPT-OSS's traits:
+    // attention sinks: a learned logit per head (blk.N.attn_sinks.weight,
+    // n_head) that joins every softmax's denominator without a value;
+    bool attn_sinks;
+    // a bias on the attention output (blk.N.attn_output.bias, dim);
+    bool attn_out_bias;
+    // sliding-window attention on some layers: <arch>.attention.sliding_window
+    // (required) positions, on the layers l with l % P < P - 1 where P is
+    // <arch>.attention.sliding_window_pattern (default 2: the even layers),
+    // full attention on the others;
+    bool swa;
+    // a bias on the router logits (blk.N.ffn_gate_inp.bias, n_expert), added
+    // before the scores;
+    bool router_bias;
+    // biases on each expert's gate, up and down products
+    // (blk.N.ffn_{gate,up,down}_exps.bias: {ffn, n_expert} and {dim, n_expert});
+    bool expert_ffn_bias;
+    // the expert FFN's activation.
+    mc_act_t act;
 } mc_arch_info_t;
 
 // The row for an architecture name (len bytes, not NUL-terminated), or NULL.

@@ -208,12 +208,15 @@ static mc_err_t s_bind_expert(const mc_gguf_t *g, const char *name, uint32_t n_i
     return s_bind_rows(g, name, n_in, n_out, false, out, err);
 }
 
-// Norm weights are tiny: keep an f32 copy whatever their stored type.
-static mc_err_t s_bind_vector(const mc_gguf_t *g, const char *name, uint32_t n, float **out, char *err) {
+// Norm weights and biases are tiny: keep an f32 copy whatever their stored
+// type. n values in rows of n0 (a per-expert bias: {n0, n_expert}).
+static mc_err_t s_bind_f32_rows(const mc_gguf_t *g, const char *name, uint32_t n0, uint32_t rows, float **out,
+                                char *err) {
     const mc_gguf_tensor_t *t = s_find(g, name, err);
     if (!t) return MC_ERR_FORMAT;
-    mc_err_t rc = s_check_shape(t, 1, (uint64_t[]){n}, err);
+    mc_err_t rc = s_check_shape(t, rows > 1 ? 2 : 1, (uint64_t[]){n0, rows}, err);
     if (rc) return rc;
+    const uint32_t n = n0 * rows;
     float *v = malloc((size_t)n * sizeof *v);
     if (!v) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     if (mc_quant_dequantize_row(t->type, t->data, v, n) != MC_OK) {
@@ -227,6 +230,19 @@ static mc_err_t s_bind_vector(const mc_gguf_t *g, const char *name, uint32_t n, 
         }
     *out = v;
     return MC_OK;
+}
+
+static mc_err_t s_bind_vector(const mc_gguf_t *g, const char *name, uint32_t n, float **out, char *err) {
+    return s_bind_f32_rows(g, name, n, 1, out, err);
+}
+
+// A tensor the family requires: a missing one is named with the family.
+static mc_err_t s_bind_required(const mc_gguf_t *g, const mc_hparams_t *hp, const char *name, uint32_t n0,
+                                uint32_t rows, const char *what, float **out, char *err) {
+    if (!mc_gguf_tensor_find(g, name))
+        return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing: every %s layer has %s", name, hp->arch->family,
+                          what);
+    return s_bind_f32_rows(g, name, n0, rows, out, err);
 }
 
 // One of gate/up/down for all experts of a layer from a merged tensor
@@ -326,6 +342,14 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     if ((rc = s_bind_matrix(g, NAME("blk.%u.attn_output.weight", l), hp->n_head * hp->head_dim_v, hp->dim, &L->wo,
                             err)))
         return rc;
+    if (hp->arch->attn_out_bias &&
+        (rc = s_bind_required(g, hp, NAME("blk.%u.attn_output.bias", l), hp->dim, 1, "an attention output bias",
+                              &L->bo, err)))
+        return rc;
+    if (hp->arch->attn_sinks &&
+        (rc = s_bind_required(g, hp, NAME("blk.%u.attn_sinks.weight", l), hp->n_head, 1, "attention sinks (one per head)",
+                              &L->sinks, err)))
+        return rc;
     // An optional pair (GLM-4.5-Air has none) is read when the q norm is there.
     if (hp->arch->qk_norm != MC_QKNORM_NONE &&
         (!hp->arch->qk_norm_optional || mc_gguf_tensor_find(g, NAME("blk.%u.attn_q_norm.weight", l)))) {
@@ -358,6 +382,20 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     if (hp->ffn_shexp && (rc = s_bind_shexp(g, hp, l, L, err))) return rc;
     if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate_inp.weight", l), hp->dim, hp->n_expert, &L->router, err)))
         return rc;
+    if (hp->arch->router_bias &&
+        (rc = s_bind_required(g, hp, NAME("blk.%u.ffn_gate_inp.bias", l), hp->n_expert, 1, "a router bias",
+                              &L->router_b, err)))
+        return rc;
+    if (hp->arch->expert_ffn_bias) {
+        // Biases of the merged experts, one row per expert.
+        if ((rc = s_bind_required(g, hp, NAME("blk.%u.ffn_gate_exps.bias", l), hp->ffn, hp->n_expert,
+                                  "expert gate biases", &L->exp_b_gate, err)) ||
+            (rc = s_bind_required(g, hp, NAME("blk.%u.ffn_up_exps.bias", l), hp->ffn, hp->n_expert, "expert up biases",
+                                  &L->exp_b_up, err)) ||
+            (rc = s_bind_required(g, hp, NAME("blk.%u.ffn_down_exps.bias", l), hp->dim, hp->n_expert,
+                                  "expert down biases", &L->exp_b_down, err)))
+            return rc;
+    }
     if (hp->arch->expert_bias == MC_NEED_REQUIRED ||
         (hp->arch->expert_bias == MC_NEED_OPTIONAL && mc_gguf_tensor_find(g, NAME("blk.%u.exp_probs_b.bias", l)))) {
         if (!mc_gguf_tensor_find(g, NAME("blk.%u.exp_probs_b.bias", l)))
@@ -545,6 +583,33 @@ static mc_err_t s_read_rope(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
     return MC_OK;
 }
 
+// Sliding-window attention as llama.cpp's openai-moe loader reads it: the
+// window (required), the layer pattern (optional, 2: every other layer from
+// layer 0), and no separate RoPE base for the sliding layers.
+static mc_err_t s_read_swa(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+    const char *arch = hp->arch->name;
+    char key[MC_NAME_MAX];
+    mc_err_t rc;
+    snprintf(key, sizeof key, "%s.attention.sliding_window", arch);
+    if (!mc_gguf_find(g, key))
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata key '%s' is missing: %s attends through a sliding window on "
+                          "every other layer", key, hp->arch->family);
+    if ((rc = s_get_dim(g, arch, "attention.sliding_window", 1u << 24, &hp->n_swa, err))) return rc;
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+    const mc_gguf_value_t *pat = mc_gguf_find(g, key);
+    if (pat && pat->type == MC_GGUF_ARRAY)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "metadata '%s' is a per-layer array: only one period is supported",
+                          key);
+    if ((rc = s_get_opt(g, arch, "attention.sliding_window_pattern", 2, hp->n_layer, &hp->swa_pattern, err))) return rc;
+    if (hp->swa_pattern == 0) // llama.cpp: 0 makes every layer slide
+        hp->swa_pattern = 1u << 31;
+    snprintf(key, sizeof key, "%s.rope.freq_base_swa", arch);
+    if (mc_gguf_find(g, key) && s_get_float(g, arch, "rope.freq_base_swa", 0.0f) != hp->rope_base)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "metadata '%s': a RoPE base of its own for the sliding layers is not "
+                          "supported", key);
+    return MC_OK;
+}
+
 static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab, char *err) {
     mc_gguf_str_t arch_s;
     if (!mc_gguf_get_str(g, "general.architecture", &arch_s))
@@ -629,6 +694,7 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
     if ((rc = s_read_rope(g, hp, err))) return rc;
     hp->rms_eps = s_get_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f);
     if ((rc = s_read_route(g, hp, err))) return rc;
+    if (hp->arch->swa && (rc = s_read_swa(g, hp, err))) return rc;
     if (!(hp->rms_eps > 0) || !isfinite(hp->rms_eps))
         return mc_err_set(err, MC_ERR_FORMAT, "layer_norm_rms_epsilon %g is not a positive number", hp->rms_eps);
     if (!vocab) return MC_OK; // an experts-only file has no embeddings
@@ -717,6 +783,14 @@ mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
         goto fail;
     }
     if (s_read_hparams(g, hp, false, err)) goto fail;
+    if (hp->arch->expert_ffn_bias) {
+        // Its experts are more than the three matrices such a file holds.
+        mc_err_set(err, MC_ERR_UNSUPPORTED,
+                   "%s experts carry biases, which experts-only files do not hold yet: give the node the whole model "
+                   "file (moe-expert --model)",
+                   hp->arch->family);
+        goto fail;
+    }
     if (!(m->layers = calloc(hp->n_layer, sizeof *m->layers))) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto fail;
@@ -759,6 +833,11 @@ fail:
     return NULL;
 }
 
+bool mc_model_layer_swa(const mc_model_t *m, uint32_t layer) {
+    const mc_hparams_t *hp = &m->hp;
+    return hp->n_swa && layer % hp->swa_pattern < hp->swa_pattern - 1;
+}
+
 bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e) {
     return layer < m->hp.n_layer && e < m->hp.n_expert && m->layers[layer].experts[e].gate.data != NULL;
 }
@@ -798,6 +877,8 @@ void mc_model_destroy(mc_model_t **pm) {
             free(m->layers[l].kv_a_norm), free(m->layers[l].wk_b), free(m->layers[l].wv_b), free(m->layers[l].q_a_norm);
             free(m->layers[l].experts);
             free(m->layers[l].exp_probs_b);
+            free(m->layers[l].sinks), free(m->layers[l].bo), free(m->layers[l].router_b);
+            free(m->layers[l].exp_b_gate), free(m->layers[l].exp_b_up), free(m->layers[l].exp_b_down);
         }
     free(m->layers);
     free(m->expert_checked);

@@ -55,6 +55,10 @@ typedef struct {
     float kq_scale;         // attention logits scale: 1/sqrt(head_dim) (DeepSeek-V2: times YaRN's mscale^2)
     float rms_eps;
     mc_route_t route;       // the routing variant (arch.h): the family's, with the file's keys
+    // Sliding-window attention (arch.h swa): a position sees the n_swa
+    // positions up to itself on the layers mc_model_layer_swa names; 0: none.
+    uint32_t n_swa;
+    uint32_t swa_pattern;   // period P: layers l with l % P < P - 1 slide
 } mc_hparams_t;
 
 typedef struct {
@@ -94,6 +98,13 @@ typedef struct {
     float *kv_a_norm;     // (kv_lora_rank)
     mc_matrix_t *wk_b;    // (n_head) of (kv_lora_rank, head_dim - rope_dim): absorbed into the query
     mc_matrix_t *wv_b;    // (n_head) of (head_dim_v, kv_lora_rank): applied to the attended latent
+    // GPT-OSS (arch.h), NULL otherwise:
+    float *sinks;         // (n_head) attention sink logits
+    float *bo;            // (dim) attention output bias
+    float *router_b;      // (n_expert) router logit bias
+    float *exp_b_gate;    // (n_expert, ffn) each expert's gate bias
+    float *exp_b_up;      // (n_expert, ffn) up bias
+    float *exp_b_down;    // (n_expert, dim) down bias
 } mc_layer_t;
 
 typedef struct {
@@ -146,6 +157,10 @@ mc_model_t *mc_model_open_node(const char *path, char *err);
 // Whether the file has expert e of layer l (always for a MoE layer of a
 // whole model; never in a dense layer).
 bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e);
+
+// Whether layer l attends through a sliding window (hp.n_swa), not to its
+// whole past.
+bool mc_model_layer_swa(const mc_model_t *m, uint32_t layer);
 
 // Whether layer l is a MoE layer (router and experts), not a dense one.
 bool mc_model_layer_moe(const mc_model_t *m, uint32_t layer);

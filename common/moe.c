@@ -28,6 +28,7 @@ struct mc_moe {
     size_t cap_xf, cap_xg, cap_xq, cap_g, cap_u, cap_d, cap_at, cap_idx, cap_sg; // bytes
     mc_matmul_op_t ops[2 * MC_MOE_MAX_EXPERTS];   // gate and up per active expert
     const mc_expert_t *sel[MC_MOE_MAX_EXPERTS];   // the active experts of a turn, in id order
+    uint32_t eid[MC_MOE_MAX_EXPERTS];             // their ids
     mc_expert_t views[MC_MOE_MAX_EXPERTS];        // their matrices in the expert store's pool
     uint32_t pinned[MC_MOE_MAX_EXPERTS];          // the experts of a turn pinned in the store
     uint32_t want[MC_MOE_MAX_EXPERTS];            // the layer's experts the store keeps
@@ -91,21 +92,35 @@ typedef struct {
     float *g;
     const float *u;
     size_t n;
+    mc_act_t act;
 } s_swiglu_t;
 
-// g[i] = silu(g[i]) * u[i] over a contiguous share of the n values: each
-// value alone, so any split gives the same bits.
+// GPT-OSS's clamped SwiGLU constants (llama.cpp's swiglu_oai).
+#define MC_OAI_ALPHA 1.702f
+#define MC_OAI_LIMIT 7.0f
+
+// g[i] = silu(g[i]) * u[i] (or the family's variant, arch.h mc_act_t) over
+// a contiguous share of the n values: each value alone, so any split gives
+// the same bits.
 static void s_swiglu_task(void *arg, int ith, int nth) {
     const s_swiglu_t *j = arg;
     const size_t i0 = j->n * (size_t)ith / (size_t)nth, i1 = j->n * (size_t)(ith + 1) / (size_t)nth;
+    if (j->act == MC_ACT_SWIGLU_OAI) {
+        for (size_t i = i0; i < i1; i++) {
+            const float g = j->g[i] > MC_OAI_LIMIT ? MC_OAI_LIMIT : j->g[i];
+            const float u = j->u[i] < -MC_OAI_LIMIT ? -MC_OAI_LIMIT : j->u[i] > MC_OAI_LIMIT ? MC_OAI_LIMIT : j->u[i];
+            j->g[i] = g / (1.0f + expf(MC_OAI_ALPHA * -g)) * (u + 1.0f);
+        }
+        return;
+    }
     for (size_t i = i0; i < i1; i++) {
         const float g = j->g[i];
         j->g[i] = g / (1.0f + expf(-g)) * j->u[i]; // SwiGLU: silu(gate) * up
     }
 }
 
-static void s_swiglu_run(mc_matmul_t *mm, float *g, const float *u, size_t n) {
-    s_swiglu_t j = {g, u, n};
+static void s_swiglu_run(mc_matmul_t *mm, float *g, const float *u, size_t n, mc_act_t act) {
+    s_swiglu_t j = {g, u, n, act};
     if (n < MC_MOE_SERIAL) s_swiglu_task(&j, 0, 1);
     else mc_pool_run(mc_matmul_pool(mm), s_swiglu_task, &j);
 }
@@ -249,6 +264,7 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
                 bu = moe->xq + blk_at;
                 blk_at += c * mc_kernel_act_bytes(ku, dim);
             }
+            moe->eid[n_ops / 2] = e;
             moe->sel[n_ops / 2] = ex;
             ops[n_ops++] = (mc_matmul_op_t){&ex->gate, xe, c, moe->g + (size_t)r0 * ffn, bg};
             ops[n_ops++] = (mc_matmul_op_t){&ex->up, xe, c, moe->u + (size_t)r0 * ffn, bu};
@@ -261,7 +277,16 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
             s_release(moe, st, layer, n_pinned);
             return mc_err_set(err, rc, "layer %u: expert gate/up products failed", layer);
         }
-        s_swiglu_run(mm, moe->g + (size_t)turn_r0 * ffn, moe->u + (size_t)turn_r0 * ffn, (size_t)(r0 - turn_r0) * ffn);
+        const mc_layer_t *L = &m->layers[layer];
+        if (L->exp_b_gate) // GPT-OSS: each expert's gate and up biases, then its clamped SwiGLU
+            for (uint32_t i = 0; i < n_ops / 2; i++) {
+                const float *bg = L->exp_b_gate + (size_t)moe->eid[i] * ffn, *bu = L->exp_b_up + (size_t)moe->eid[i] * ffn;
+                for (uint32_t r = 0; r < ops[2 * i].n_tok; r++)
+                    for (uint32_t f = 0; f < ffn; f++)
+                        ops[2 * i].y[(size_t)r * ffn + f] += bg[f], ops[2 * i + 1].y[(size_t)r * ffn + f] += bu[f];
+            }
+        s_swiglu_run(mm, moe->g + (size_t)turn_r0 * ffn, moe->u + (size_t)turn_r0 * ffn, (size_t)(r0 - turn_r0) * ffn,
+                     m->hp.arch->act);
         // Reuse ops for the down products: step i writes ops[i] after reading
         // ops[2i], and no later step reads an index below its own.
         for (uint32_t i = 0; i < n_ops / 2; i++) {
@@ -272,6 +297,11 @@ mc_err_t mc_moe_compute_rows(mc_moe_t *moe, const mc_model_t *m, uint32_t layer,
         rc = mc_matmul_many(mm, ops, n_ops / 2);
         s_release(moe, st, layer, n_pinned);
         if (rc) return mc_err_set(err, rc, "layer %u: expert down products failed", layer);
+        for (uint32_t i = 0; L->exp_b_down && i < n_ops / 2; i++) { // and its down bias, before the weight
+            const float *bd = L->exp_b_down + (size_t)moe->eid[i] * dim;
+            for (uint32_t r = 0; r < ops[i].n_tok; r++)
+                for (uint32_t d = 0; d < dim; d++) ops[i].y[(size_t)r * dim + d] += bd[d];
+        }
     }
     // at[s]: the down product row of choice s (its gathered row).
     for (size_t r = 0; r < rows; r++) moe->at[moe->idx[r]] = (uint32_t)r;
@@ -294,7 +324,7 @@ static mc_err_t s_ffn(mc_moe_t *moe, const mc_expert_t *f, const mc_matrix_t *ga
     const mc_matmul_op_t ops[3] = {{&f->gate, x, n, moe->g, NULL}, {&f->up, x, n, moe->u, NULL}, {gate_w, x, n, moe->sg, NULL}};
     mc_err_t rc = mc_matmul_many(moe->mm, ops, gate_w ? 3 : 2);
     if (rc) return mc_err_set(err, rc, "layer %u: FFN gate/up products failed", layer);
-    s_swiglu_run(moe->mm, moe->g, moe->u, (size_t)n * ffn); // SwiGLU, as the routed experts
+    s_swiglu_run(moe->mm, moe->g, moe->u, (size_t)n * ffn, MC_ACT_SWIGLU); // SwiGLU, as the routed experts
     if ((rc = mc_matmul_f32(moe->mm, &f->down, moe->g, n, add ? moe->d : out)))
         return mc_err_set(err, rc, "layer %u: FFN down product failed", layer);
     if (!add) return MC_OK;

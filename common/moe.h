@@ -17,6 +17,12 @@
  * coordinator's fallback for a lost node both compute through here, so the
  * same bytes give the same result wherever they are computed.
  *
+ * GPT-OSS's experts add their biases (model.h exp_b_*) to the gate and up
+ * products, use the clamped SwiGLU (arch.h MC_ACT_SWIGLU_OAI) and add their
+ * down bias before the router weight multiplies the result, as llama.cpp's
+ * build_moe_ffn does; the biases come from the model, wherever the matrices
+ * come from (an expert store's pool).
+ *
  * Shared experts (Qwen2-MoE's, GLM-4.5's and DeepSeek's: one dense SwiGLU FFN
  * per layer that every row passes through, scaled by a sigmoid gate in
  * Qwen2-MoE) are a second call, mc_moe_shared, made by whoever holds the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates tests/fixtures/arch: small random-weight Qwen3-MoE, OLMoE,
-# Qwen2-MoE, DeepSeek-V2/V3 and GLM-4.5 models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
+# Qwen2-MoE, DeepSeek-V2/V3, GLM-4.5 and GPT-OSS models written by moe-mkmodel, and llama.cpp's logits, token ids and greedy
 # continuations for them (deploy/llamacpp/ref.c). Not run by CI; needs a
 # llama.cpp build: LLAMA_CPP_DIR (default ../llama.cpp-new) with build/bin
 # holding libllama. tests/fixtures/README.md says which commit made the files
@@ -42,6 +42,12 @@ gcc -O2 -o "$tmp/llama-ref" deploy/llamacpp/ref.c -I"$llama/include" -I"$llama/g
 # mscale_all_dim 1), a leading dense layer (FFN 64), sigmoid scores with a
 # selection bias, 16 experts in 4 groups (2 kept), top-4 renormalised and
 # scaled by 2.5, one shared expert, a trailing next-token-prediction layer.
+# gptoss-f32 (GPT-OSS's shape, small): heads of 32 (4 query, 2 key/value)
+# wider than dim/heads, attention sinks, a sliding window of 8 on layers 0
+# and 2 and full attention on layer 1, q/k/v and output biases, a router
+# bias, 16 experts, 4 used, weighed by a softmax over the chosen logits,
+# expert biases with the clamped SwiGLU, YaRN (factor 4 from 512).
+# gptoss-mxfp4: the same with MXFP4 experts (the other matrices F32).
 declare -A models=(
   [qwen3moe-f32]="--arch qwen3moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 128 --experts-used 8 --ffn 16 --layers 2 --vocab 1024 --seed 3001"
   [olmoe-f32]="--arch olmoe --dim 64 --heads 4 --kv-heads 4 --experts 64 --experts-used 8 --ffn 32 --layers 2 --vocab 1024 --seed 3002"
@@ -49,6 +55,8 @@ declare -A models=(
   [deepseek2-qlora-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 32 --q-lora-rank 32 --experts 16 --experts-used 4 --ffn 16 --layers 2 --vocab 1024 --seed 3005"
   [deepseek2-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 64 --experts 16 --experts-used 4 --ffn 16 --ffn-shexp 32 --layers 3 --vocab 1024 --yarn-factor 4 --yarn-orig-ctx 512 --yarn-mscale-all-dim 0.707 --weights-scale 1.5 --seed 3004"
   [deepseek2v3-f32]="--arch deepseek2 --dim 64 --heads 4 --head-dim 48 --rope-dim 16 --head-dim-v 32 --kv-lora-rank 32 --q-lora-rank 32 --experts 16 --experts-used 4 --groups 4 --groups-used 2 --gating sigmoid --selection-bias --weights-scale 2.5 --ffn 16 --ffn-shexp 16 --dense-layers 1 --ffn-dense 64 --nextn 1 --layers 3 --vocab 1024 --yarn-factor 4 --yarn-orig-ctx 512 --yarn-mscale-all-dim 1 --seed 3006"
+  [gptoss-f32]="--arch gpt-oss --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 16 --experts-used 4 --ffn 32 --layers 3 --vocab 1024 --swa 8 --yarn-factor 4 --yarn-orig-ctx 512 --seed 3007"
+  [gptoss-mxfp4]="--arch gpt-oss --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --experts 16 --experts-used 4 --ffn 32 --layers 3 --vocab 1024 --swa 8 --yarn-factor 4 --yarn-orig-ctx 512 --type MXFP4 --seed 3007"
   [glm4moe-f32]="--arch glm4moe --dim 64 --heads 4 --kv-heads 2 --head-dim 32 --rope-dim 16 --experts 16 --experts-used 4 --groups 4 --groups-used 2 --weights-scale 2.5 --ffn 16 --ffn-shexp 16 --dense-layers 1 --ffn-dense 64 --nextn 1 --layers 3 --vocab 1024 --seed 3004"
 )
 names=("$@")

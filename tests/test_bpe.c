@@ -316,6 +316,23 @@ static void test_pre_glm4(void **state) {
     mc_bpe_pre_destroy(&p);
 }
 
+// GPT-OSS's o200k pattern as llama.cpp rewrites it (not yet checked id for
+// id against llama.cpp: these splits follow from the pattern by hand).
+static void test_pre_gpt4o(void **state) {
+    (void)state;
+    mc_bpe_pre_t *p = pre_new("gpt-4o");
+    assert_string_equal(mc_bpe_pre_name(p), "gpt-4o");
+    SPLIT(p, "Hello World", "Hello", " World");
+    SPLIT(p, "helloWorld HELLOworld", "hello", "World", " HELLOworld"); // a case change up to low starts a word
+    SPLIT(p, "I'M here, it's", "I'M", " here", ",", " it's");          // contractions in either case
+    SPLIT(p, "12345 67", "123", "45", " ", "67");                       // digits in threes
+    SPLIT(p, "a/b;\n\ny", "a", "/b", ";\n\n", "y");                    // symbols take trailing newlines
+    SPLIT(p, "x //\n", "x", " //\n");
+    SPLIT(p, "\xc3\x89" "clair", "\xc3\x89" "clair"); // a non-ASCII letter is both cases
+    SPLIT(p, "a   b", "a", "  ", " b");
+    mc_bpe_pre_destroy(&p);
+}
+
 static void test_pre_deepseek(void **state) {
     (void)state;
     mc_bpe_pre_t *p = pre_new("deepseek-llm");
@@ -376,7 +393,7 @@ static mc_err_t tile(void *ctx, const char *word, size_t len, char *err) {
 
 static void test_pre_tiles_random_bytes(void **state) {
     (void)state;
-    const char *names[] = {"qwen2", "olmo", "glm4", "deepseek-llm", "deepseek-v3"};
+    const char *names[] = {"qwen2", "olmo", "glm4", "deepseek-llm", "deepseek-v3", "gpt-4o"};
     static const char alphabet[] = "ab Z9'\n\r\t.,\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xff\x80\xc2\x85";
     uint64_t seed = 42;
     char text[256];
@@ -1130,6 +1147,7 @@ int main(void) {
         cmocka_unit_test(test_byte_map),
         cmocka_unit_test(test_pre_qwen2),
         cmocka_unit_test(test_pre_glm4),
+        cmocka_unit_test(test_pre_gpt4o),
         cmocka_unit_test(test_pre_deepseek),
         cmocka_unit_test(test_pre_gpt2),
         cmocka_unit_test(test_pre_unknown),

@@ -505,6 +505,29 @@ static void test_glm4moe_three_nodes(void **state) {
     s_compare_arch("glm4moe-f32", p, 3, MC_WIRE_F32, "14-15");
 }
 
+// GPT-OSS's fixture through three nodes and the coordinator's own experts:
+// the biased experts with their clamped SwiGLU on the nodes (which hold the
+// whole file: their experts' biases are not in experts-only files), the
+// sinks, sliding windows and router bias on the coordinator; f32 and auto
+// wires, the same bits as one machine.
+static void test_gptoss_three_nodes(void **state) {
+    (void)state;
+    s_place_t p[] = {{"0-4", NULL}, {"5-9", NULL}, {"10-13, 0-3", NULL}};
+    s_compare_arch("gptoss-f32", p, 3, MC_WIRE_AUTO, "14-15");
+    s_compare_arch("gptoss-f32", p, 3, MC_WIRE_F32, "14-15");
+}
+
+// A generated GPT-OSS with MXFP4 experts (as its files ship them) through
+// three nodes, to the bit.
+static void test_gptoss_generated_mxfp4(void **state) {
+    (void)state;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GPTOSS, p.type = MC_DTYPE_MXFP4;
+    p.ffn = 32, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3, p.head_dim = 32, p.n_swa = 4, p.yarn_factor = 4;
+    s_place_t place[] = {{"0-5", NULL}, {"6-10", NULL}, {"11-15", NULL}};
+    s_compare_generated("gptoss-mxfp4", &p, place, MC_WIRE_AUTO);
+}
+
 // A generated GLM-4.5 (a leading dense layer, sigmoid routing with a
 // selection bias in 4 groups, an ungated shared expert, a skipped
 // next-token-prediction layer) through three nodes, Q4_0 and F32: the dense
@@ -1813,6 +1836,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_deepseek2v3_generated_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_glm4moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_glm4moe_generated, s_stop_live),
+        cmocka_unit_test_teardown(test_gptoss_three_nodes, s_stop_live),
+        cmocka_unit_test_teardown(test_gptoss_generated_mxfp4, s_stop_live),
         cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),
         cmocka_unit_test_teardown(test_generated_largest_shapes, s_stop_live),
         cmocka_unit_test_teardown(test_planned_placement_exact, s_stop_live),

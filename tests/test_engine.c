@@ -512,6 +512,68 @@ static void test_shared_expert_formula(void **state) {
     mc_model_destroy(&m);
 }
 
+// GPT-OSS's expert step against its formula in double precision: per
+// choice w * (down(swiglu_oai(gate x + bg, up x + bu)) + bd), with
+// swiglu_oai(g, u) = g' sigmoid(1.702 g') (u' + 1), g' = min(g, 7),
+// u' = clamp(u, -7, 7); rows scaled so that the clamps take some values.
+static void test_gptoss_expert_formula(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GPTOSS, p.ffn = 32, p.n_expert = 8, p.n_expert_used = 2, p.head_dim = 32, p.seed = 81;
+    snprintf(path, sizeof path, "%s/gptoss-formula.gguf", s_dir);
+    if (mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("open: %s", err);
+    const uint32_t dim = m->hp.dim, ffn = m->hp.ffn, n = 4, k = 2;
+    mc_pool_t *pool = mc_pool_new(2);
+    mc_matmul_t *mm = mc_matmul_new(pool, MC_ISA_BEST);
+    mc_moe_t *moe = mc_moe_new(mm);
+    float *x = malloc((size_t)n * dim * sizeof(float)), *out = malloc((size_t)n * dim * sizeof(float));
+    double *h = malloc(ffn * sizeof(double));
+    for (uint32_t i = 0; i < n * dim; i++) x[i] = cosf(0.37f * (float)i) * 2.5f;
+    const int32_t sel[] = {0, 3, 5, 0, 7, 1, 2, 6};
+    const float w[] = {0.75f, 0.25f, 0.5f, 0.5f, 0.9f, 0.1f, 0.3f, 0.7f};
+    assert_int_equal(mc_moe_compute(moe, m, 1, x, n, sel, w, k, out, err), MC_OK);
+    const mc_layer_t *L = &m->layers[1];
+    size_t clamped_g = 0, clamped_u = 0;
+    for (uint32_t t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        double want[64] = {0};
+        assert_true(dim <= 64);
+        for (uint32_t j = 0; j < k; j++) {
+            const uint32_t e = (uint32_t)sel[t * k + j];
+            const mc_expert_t *ex = &L->experts[e];
+            const float *wg = (const float *)ex->gate.data, *wu = (const float *)ex->up.data,
+                        *wd = (const float *)ex->down.data;
+            for (uint32_t r = 0; r < ffn; r++) {
+                double a = L->exp_b_gate[(size_t)e * ffn + r], b = L->exp_b_up[(size_t)e * ffn + r];
+                for (uint32_t i = 0; i < dim; i++)
+                    a += (double)wg[(size_t)r * dim + i] * xt[i], b += (double)wu[(size_t)r * dim + i] * xt[i];
+                clamped_g += a > 7.0, clamped_u += fabs(b) > 7.0;
+                a = a > 7.0 ? 7.0 : a;
+                b = b < -7.0 ? -7.0 : b > 7.0 ? 7.0 : b;
+                h[r] = a / (1.0 + exp(-1.702 * a)) * (b + 1.0);
+            }
+            for (uint32_t o = 0; o < dim; o++) {
+                double d = L->exp_b_down[(size_t)e * dim + o];
+                for (uint32_t r = 0; r < ffn; r++) d += (double)wd[(size_t)o * ffn + r] * h[r];
+                want[o] += w[t * k + j] * d;
+            }
+        }
+        for (uint32_t o = 0; o < dim; o++)
+            if (fabs(out[(size_t)t * dim + o] - want[o]) > 1e-4 * (1.0 + fabs(want[o])))
+                fail_msg("row %u value %u: %g, formula %g", t, o, (double)out[(size_t)t * dim + o], want[o]);
+    }
+    printf("[gpt-oss] clamped gate values %zu, up values %zu of %u\n", clamped_g, clamped_u, n * k * ffn);
+    assert_true(clamped_g > 0 && clamped_u > 0); // the clamps are exercised
+    free(x), free(out), free(h);
+    mc_moe_destroy(&moe);
+    mc_matmul_destroy(&mm);
+    mc_pool_destroy(&pool);
+    mc_model_destroy(&m);
+}
+
 // A GLM-4.5 model: one leading dense layer, sigmoid routing with a
 // selection bias, grouped top-k, renormalised and scaled weights, an
 // ungated shared expert, partial RoPE, q/k/v biases, a skipped
@@ -1052,6 +1114,7 @@ int main(void) {
         cmocka_unit_test(test_qwen2moe_identical),
         cmocka_unit_test(test_deepseek2_identical),
         cmocka_unit_test(test_dense_layer_formula),
+        cmocka_unit_test(test_gptoss_expert_formula),
         cmocka_unit_test(test_route_variants),
         cmocka_unit_test(test_glm4moe_identical),
         cmocka_unit_test(test_route_observers),

@@ -239,6 +239,13 @@ static void test_deepseek2v3_f32(void **state) { (void)state; s_check_arch("deep
 // top-4 renormalised and scaled by 2.5, an ungated shared expert, partial
 // RoPE, q/k/v biases, a skipped next-token-prediction layer.
 static void test_glm4moe_f32(void **state) { (void)state; s_check_arch("glm4moe-f32"); }
+// GPT-OSS: attention sinks, sliding-window attention (a window of 8) on
+// every other layer, q/k/v and output biases, a router bias with a softmax
+// over the chosen logits, biased experts with the clamped SwiGLU, YaRN.
+static void test_gptoss_f32(void **state) { (void)state; s_check_arch("gptoss-f32"); }
+// The same with MXFP4 experts, as GPT-OSS files ship them (the rest F32),
+// held to the F32 bounds (measured within them, ACCURACY.md).
+static void test_gptoss_mxfp4(void **state) { (void)state; s_check_arch("gptoss-mxfp4"); }
 
 // --kv-type f16 on a fixture: the teacher-forced logits (prompt and
 // reference continuation) with an F16 cache against the F32 cache's, and
@@ -322,7 +329,7 @@ static void test_kv_f16_fixtures(void **state) {
     (void)state;
     static const char *const shared[] = {"tiny-f32", "tiny-q8_0", "tiny-q4_0", "small-q4_k_m"};
     static const char *const arch[] = {"qwen3moe-f32", "olmoe-f32", "qwen2moe-f32", "deepseek2-f32",
-                                       "deepseek2-qlora-f32", "deepseek2v3-f32", "glm4moe-f32"};
+                                       "deepseek2-qlora-f32", "deepseek2v3-f32", "glm4moe-f32", "gptoss-f32"};
     static const char *const arch_prompts[] = {"p0_fox", "p1_fr", "p2_code", "p3_chat"};
     char gguf[512], golden[512], name[256];
     for (size_t i = 0; i < sizeof arch / sizeof arch[0]; i++) {
@@ -352,6 +359,8 @@ int main(void) {
         cmocka_unit_test(test_deepseek2_qlora_f32),
         cmocka_unit_test(test_deepseek2v3_f32),
         cmocka_unit_test(test_glm4moe_f32),
+        cmocka_unit_test(test_gptoss_f32),
+        cmocka_unit_test(test_gptoss_mxfp4),
         cmocka_unit_test(test_kv_f16_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -304,7 +304,7 @@ static void test_not_moe_errors(void **state) {
     assert_false(s_loads(&other, err));
     assert_non_null(strstr(err, "llama4"));
     assert_non_null(strstr(err, "supported: llama (Mixtral), qwen3moe (Qwen3-MoE), olmoe (OLMoE), qwen2moe (Qwen2-MoE), "
-                                "deepseek2 (DeepSeek-V2/V3), glm4moe (GLM-4.5)"));
+                                "deepseek2 (DeepSeek-V2/V3), glm4moe (GLM-4.5), gpt-oss (GPT-OSS)"));
 
     // Qwen2-MoE: each missing shared-expert tensor is named, and says why;
     // with all four (and no q/k/v biases, optional as in llama.cpp) it binds.
@@ -807,6 +807,86 @@ static void test_deepseek2v3(void **state) {
     mc_model_destroy(&m);
 }
 
+// GPT-OSS: its tensors and keys reach the model (sinks, biases, the
+// sliding window on every other layer, the routing and activation);
+// hostile variants (a sink, bias or window missing, a bad window, a
+// per-layer pattern, a RoPE base of the sliding layers' own) say what is
+// wrong; an experts-only file is refused (its experts lack their biases).
+static void test_gptoss(void **state) {
+    (void)state;
+    char path[512], bad[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GPTOSS;
+    p.ffn = 32, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 3, p.head_dim = 32, p.n_swa = 8;
+    snprintf(path, sizeof path, "%s/gptoss.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    const mc_hparams_t *hp = &m->hp;
+    assert_int_equal(hp->n_swa, 8), assert_int_equal(hp->swa_pattern, 2);
+    assert_true(mc_model_layer_swa(m, 0)), assert_false(mc_model_layer_swa(m, 1)), assert_true(mc_model_layer_swa(m, 2));
+    assert_int_equal(hp->route.gating, MC_GATING_SOFTMAX_WEIGHT);
+    assert_false(hp->route.norm_topk);
+    assert_int_equal(hp->arch->act, MC_ACT_SWIGLU_OAI);
+    assert_int_equal(hp->head_dim, 32), assert_int_equal(hp->ffn, 32);
+    for (uint32_t l = 0; l < 3; l++) {
+        const mc_layer_t *L = &m->layers[l];
+        assert_non_null(L->sinks), assert_non_null(L->bo), assert_non_null(L->router_b);
+        assert_non_null(L->exp_b_gate), assert_non_null(L->exp_b_up), assert_non_null(L->exp_b_down);
+        assert_non_null(L->bq);
+    }
+    mc_model_destroy(&m);
+
+    snprintf(bad, sizeof bad, "%s/gptoss-bad.gguf", s_dir);
+    // No sliding_window_pattern: 2, as llama.cpp; 3 makes layers 0 and 1 slide.
+    const s_edit_t pat3 = {NULL, NULL, "gpt-oss.attention.sliding_window_pattern", 3, false};
+    s_rewrite(path, bad, &pat3);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    assert_true(mc_model_layer_swa(m, 0)), assert_true(mc_model_layer_swa(m, 1)), assert_false(mc_model_layer_swa(m, 2));
+    mc_model_destroy(&m);
+    // q/k/v biases are optional (llama.cpp's loader), the rest required.
+    const s_edit_t no_bq = {"blk.1.attn_q.bias", NULL, NULL, 0, false};
+    s_rewrite(path, bad, &no_bq);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err);
+    assert_null(m->layers[1].bq), assert_non_null(m->layers[0].bq);
+    mc_model_destroy(&m);
+    const struct {
+        s_edit_t ed;
+        const char *want1, *want2;
+    } cases[] = {
+        {{"blk.1.attn_sinks.weight", NULL, NULL, 0, false}, "'blk.1.attn_sinks.weight' is missing", "attention sinks"},
+        {{"blk.0.attn_output.bias", NULL, NULL, 0, false}, "'blk.0.attn_output.bias' is missing", "GPT-OSS"},
+        {{"blk.2.ffn_gate_inp.bias", NULL, NULL, 0, false}, "'blk.2.ffn_gate_inp.bias' is missing", "router bias"},
+        {{"blk.0.ffn_gate_exps.bias", NULL, NULL, 0, false}, "'blk.0.ffn_gate_exps.bias' is missing", "expert gate"},
+        {{"blk.0.ffn_up_exps.bias", NULL, NULL, 0, false}, "'blk.0.ffn_up_exps.bias' is missing", "expert up"},
+        {{"blk.1.ffn_down_exps.bias", NULL, NULL, 0, false}, "'blk.1.ffn_down_exps.bias' is missing", "expert down"},
+        {{NULL, "blk.0.ffn_gate_exps.bias", NULL, 0, false}, "'blk.0.ffn_gate_exps.bias' has shape", ""},
+        {{NULL, NULL, "gpt-oss.attention.sliding_window", 0, true}, "sliding_window' is missing", "sliding window"},
+        {{NULL, NULL, "gpt-oss.attention.sliding_window", 0, false}, "sliding_window' = 0", "out of range"},
+        {{NULL, NULL, "gpt-oss.attention.sliding_window_pattern", 4, false}, "sliding_window_pattern' = 4",
+         "out of range"},
+        {{NULL, NULL, "gpt-oss.rope.freq_base_swa", 500, false}, "freq_base_swa", "not supported"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_rewrite(path, bad, &cases[i].ed);
+        err[0] = 0;
+        m = mc_model_open(bad, err);
+        if (m) fail_msg("case %zu loaded", i);
+        if (!strstr(err, cases[i].want1) || !strstr(err, cases[i].want2))
+            fail_msg("case %zu: '%s' lacks '%s' / '%s'", i, err, cases[i].want1, cases[i].want2);
+    }
+    // An experts-only file of it (a node's cache, moe-split's output).
+    const s_edit_t split = {NULL, NULL, MC_MODEL_SOURCE_KEY, 7, false};
+    s_rewrite(path, bad, &split);
+    err[0] = 0;
+    assert_null(m = mc_model_open_node(bad, err));
+    assert_non_null(strstr(err, "experts carry biases"));
+    // moe-mkmodel keeps its experts merged: per-expert tensors cannot carry them.
+    p.legacy_layout = true;
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "merged layout"));
+}
+
 static void test_missing_file(void **state) {
     (void)state;
     char err[MC_ERR_LEN] = "";
@@ -827,6 +907,7 @@ int main(void) {
         cmocka_unit_test(test_arch_hparams),
         cmocka_unit_test(test_deepseek2),
         cmocka_unit_test(test_deepseek2v3),
+        cmocka_unit_test(test_gptoss),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

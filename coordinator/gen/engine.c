@@ -315,15 +315,20 @@ static void s_add_bias(float *y, const float *b, uint32_t n, uint32_t len) {
 }
 
 // In-place softmax of n values; returns nothing, sums in double as ggml does.
-static void s_softmax(float *v, uint32_t n) {
+// With a sink (GPT-OSS's attention, NULL: none), its logit joins the max
+// and the denominator but has no value of its own, as ggml's soft_max with
+// sinks computes it: exp(sink - max) added after the values' sum.
+static void s_softmax(float *v, uint32_t n, const float *sink) {
     float max = -INFINITY;
     for (uint32_t i = 0; i < n; i++)
         if (v[i] > max) max = v[i];
+    if (sink && *sink > max) max = *sink;
     double sum = 0.0;
     for (uint32_t i = 0; i < n; i++) {
         v[i] = expf(v[i] - max);
         sum += (double)v[i];
     }
+    if (sink) sum += (double)expf(*sink - max);
     float inv = (float)(1.0 / sum);
     for (uint32_t i = 0; i < n; i++) v[i] *= inv;
 }
@@ -405,18 +410,24 @@ static void s_attn_task(void *arg, int ith, int nth) {
     // MLA's values are the first kv_lora_rank of its cached key rows.
     const size_t ks = e->k_row, vs = e->v_row ? e->v_row : e->k_row;
     const float scale = hp->kq_scale;
+    const float *sinks = e->m->layers[j->layer].sinks;
+    // A sliding layer sees the n_swa positions up to a row's own (llama.cpp
+    // masks the older ones to -inf: their weights are exactly 0).
+    const uint32_t window = mc_model_layer_swa(e->m, j->layer) ? hp->n_swa : 0;
     float *sc = e->scores + (size_t)ith * e->p.n_ctx;
     for (uint32_t task = (uint32_t)ith; task < j->n * hp->n_head; task += (uint32_t)nth) {
         uint32_t t = task / hp->n_head, h = task % hp->n_head, kvh = h / group;
-        const uint8_t *kc = s_cache(e, e->k_cache, ks, j->seq[t], j->layer);
-        const uint8_t *vc = e->v_row ? s_cache(e, e->v_cache, vs, j->seq[t], j->layer) : kc;
+        const uint32_t first = window && j->pos[t] + 1 > window ? j->pos[t] + 1 - window : 0;
         const bool f16 = e->p.kv_type == MC_DTYPE_F16;
-        uint32_t n_pos = j->pos[t] + 1; // causal: positions 0..pos
+        const uint8_t *kc = s_cache(e, e->k_cache, ks, j->seq[t], j->layer) + (size_t)first * ks * e->kv_elem;
+        const uint8_t *vc =
+            e->v_row ? s_cache(e, e->v_cache, vs, j->seq[t], j->layer) + (size_t)first * vs * e->kv_elem : kc;
+        uint32_t n_pos = j->pos[t] + 1 - first; // causal: positions first..pos
         const float *q = j->q + ((size_t)t * hp->n_head + h) * qk;
         if (f16) e->attn.scores_f16(qk, q, (const uint16_t *)(const void *)kc + (size_t)kvh * qk, ks, n_pos, sc);
         else e->attn.scores(qk, q, (const float *)(const void *)kc + (size_t)kvh * qk, ks, n_pos, sc);
         for (uint32_t p = 0; p < n_pos; p++) sc[p] = sc[p] * scale;
-        s_softmax(sc, n_pos);
+        s_softmax(sc, n_pos, sinks ? &sinks[h] : NULL);
         float *out = j->out + ((size_t)t * hp->n_head + h) * vl;
         memset(out, 0, vl * sizeof(float));
         if (f16) e->attn.mix_f16(vl, n_pos, sc, (const uint16_t *)(const void *)vc + (size_t)kvh * vl, vs, out);
@@ -534,6 +545,7 @@ static mc_err_t s_layer_front(mc_engine_t *e, uint32_t l, s_group_t *g, uint32_t
     if (rc) return rc;
     if ((rc = mc_matmul_f32(e->mm, &L->wo, e->att, n, o)))
         return mc_err_set(err, rc, "layer %u: attention output failed", l);
+    if (L->bo) s_add_bias(o, L->bo, n, dim);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += o[i];
 
     s_rmsnorm(xn, x, L->ffn_norm, n, dim, hp->rms_eps);
@@ -547,6 +559,7 @@ static mc_err_t s_layer_front(mc_engine_t *e, uint32_t l, s_group_t *g, uint32_t
     }
     if ((rc = mc_matmul_f32(e->mm, &L->router, xn, n, e->rl)))
         return mc_err_set(err, rc, "layer %u: router failed", l);
+    if (L->router_b) s_add_bias(e->rl, L->router_b, n, hp->n_expert);
     if (keep) memcpy(keep, e->rl, (size_t)n * hp->n_expert * sizeof(float));
     if ((rc = mc_moe_route(&hp->route, e->rl, L->exp_probs_b, n, hp->n_expert, kk, sel, selw, err))) return rc;
     for (uint32_t i = 0; i < e->n_observers; i++)

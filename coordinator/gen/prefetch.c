@@ -40,6 +40,8 @@ static void s_hook(void *ctx, uint32_t layer, const float *x, uint32_t n, const 
         for (uint32_t i = 0; i < dim; i++) p->xn[(size_t)t * dim + i] = r[i] * scale * next->ffn_norm[i];
     }
     if (mc_matmul_f32(mc_engine_matmul(p->e), &next->router, p->xn, n, p->logits)) return;
+    for (uint32_t t = 0; next->router_b && t < n; t++) // GPT-OSS's router bias, as the router adds it
+        for (uint32_t e = 0; e < ne; e++) p->logits[(size_t)t * ne + e] += next->router_b[e];
     memset(p->votes, 0, sizeof p->votes);
     for (uint32_t t = 0; t < n; t++) {
         const float *lg = p->logits + (size_t)t * ne;

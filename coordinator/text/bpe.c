@@ -192,6 +192,28 @@ static const char s_re_dsllm_4[] = WS "+$";
 static const char s_re_dsllm_5[] = "(?:(?!" WS ")[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{4E00}\\x{AC00}-\\x{D7FF}])+";
 static const char s_re_dsllm_6[] = "\\p{N}+";
 
+// GPT-OSS's o200k ("gpt-4o"), as llama.cpp runs it: its rewriting of the
+// tokenizer.json pattern, where a word is a run of letters other than a-z
+// followed by a run of letters other than A-Z (or the other way round),
+// with an optional contraction (either case), one leading non-letter,
+// digits in runs of up to three, and symbol runs that may end in newlines
+// or slashes. Combining marks are not letters here (llama.cpp's rewriting
+// drops the original's \p{M}).
+#define UP_ "(?:(?=\\p{L})[^a-z])"
+#define LO_ "(?:(?=\\p{L})[^A-Z])"
+#define CONTR_ "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+static const char s_re_gpt4o[] =
+    "[^\\r\\n\\p{L}\\p{N}]?" UP_ "*" LO_ "+" CONTR_
+    "|[^\\r\\n\\p{L}\\p{N}]?" UP_ "+" LO_ "*" CONTR_
+    "|\\p{N}{1,3}"
+    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n/]*"
+    "|" WS "*[\\r\\n]+"
+    "|" WS "+(?!\\P{White_Space})"
+    "|" WS "+";
+#undef UP_
+#undef LO_
+#undef CONTR_
+
 #define PS_ "(?:(?!~)[\\p{P}\\p{S}])" // llama.cpp's [\p{P}\p{S}], without '~'
 static const char s_re_dsv3_1[] = "\\p{N}{1,3}";
 static const char s_re_dsv3_2[] = "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+";
@@ -219,6 +241,7 @@ static const struct {
     {"deepseek-llm", "deepseek-llm",
      {s_re_dsllm_1, s_re_dsllm_2, s_re_dsllm_3, s_re_dsllm_4, s_re_dsllm_5, s_re_dsllm_6, NULL}},
     {"deepseek-v3", "deepseek-v3", {s_re_dsv3_1, s_re_dsv3_2, s_re_dsv3_3, NULL}},
+    {"gpt-4o", "gpt-4o", {s_re_gpt4o, NULL}},
 };
 
 struct mc_bpe_pre {

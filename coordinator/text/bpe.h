@@ -49,7 +49,7 @@ size_t mc_bpe_piece_to_bytes(const char *piece, size_t len, char *out);
 // The tokenizer.ggml.pre values understood, for error messages.
 #define MC_BPE_PRE_NAMES                                                                                      \
     "\"qwen2\" (Qwen2, Qwen3, Qwen3-MoE), \"olmo\" (OLMoE), \"gpt-2\", \"deepseek-llm\" (DeepSeek-V2), "  \
-    "\"deepseek-v3\" (DeepSeek-V3, R1) and \"glm4\" (GLM-4.5)"
+    "\"deepseek-v3\" (DeepSeek-V3, R1), \"glm4\" (GLM-4.5) and \"gpt-4o\" (GPT-OSS)"
 
 typedef struct mc_bpe_pre mc_bpe_pre_t;
 

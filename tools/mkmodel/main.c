@@ -52,7 +52,7 @@ static mc_err_t s_parse_gating(const char *flag, const char *v, void *field, cha
 static const mc_flag_t s_flags[] = {
     {S_ROW("-o", "FILE", MC_FLAG_FILE, out), .help = "output path (required)"},
     {S_ROW("--arch", "A", MC_FLAG_CUSTOM, p.arch), .parse = s_parse_arch,
-     .help = "llama (Mixtral, default), qwen3moe, olmoe, qwen2moe,\ndeepseek2 or glm4moe"},
+     .help = "llama (Mixtral, default), qwen3moe, olmoe, qwen2moe,\ndeepseek2, glm4moe or gpt-oss"},
     S_SHAPE("--dim", dim, MC_MK_MAX_DIM, "embedding length"),
     S_SHAPE("--ffn", ffn, MC_MK_MAX_DIM, "expert hidden size"),
     {S_ROW("--ffn-shexp", "N", MC_FLAG_U32, p.ffn_shexp), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_DIM,
@@ -72,6 +72,8 @@ static const mc_flag_t s_flags[] = {
      .help = "deepseek2, glm4moe: softmax or sigmoid, written with\nexpert_weights_norm true (default: the family's; deepseek2\nwrites neither, V2's softmax)"},
     {S_ROW("--selection-bias", NULL, MC_FLAG_SWITCH, p.expert_bias),
      .help = "deepseek2: a selection bias exp_probs_b per MoE layer\n(DeepSeek-V3's; glm4moe always has one)"},
+    {S_ROW("--swa", "N", MC_FLAG_U32, p.n_swa), MC_FLAG_DEF_TEXT, 0, 1u << 24,
+     .help = "gpt-oss: attention.sliding_window, the window of every other\nlayer (default 0: 128)"},
     S_SHAPE("--heads", n_head, MC_MK_MAX_DIM, "query heads"),
     S_SHAPE("--kv-heads", n_head_kv, MC_MK_MAX_DIM, "key/value heads"),
     {S_ROW("--head-dim", "N", MC_FLAG_U32, p.head_dim), MC_FLAG_DEF_TEXT, 0, MC_MK_MAX_HEAD_DIM,

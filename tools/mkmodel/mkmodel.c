@@ -440,6 +440,12 @@ typedef enum {
     S_ROLE_NEXTN_EH_PROJ,
     S_ROLE_NEXTN_ENORM,
     S_ROLE_NEXTN_HNORM,
+    S_ROLE_SINKS,
+    S_ROLE_ATTN_OUT_BIAS,
+    S_ROLE_ROUTER_BIAS,
+    S_ROLE_EXP_GATE_BIAS,
+    S_ROLE_EXP_UP_BIAS,
+    S_ROLE_EXP_DOWN_BIAS,
 } s_role_t;
 
 // One tensor of the file: n_part parts (experts, stacked along ne[2] in the
@@ -628,6 +634,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {yarn && p->yarn_mscale_all_dim != 0 ? ".rope.scaling.yarn_log_multiplier" : NULL, 'f', NULL, 0,
          0.1f * p->yarn_mscale_all_dim},
         {p->expert_weights_scale != 0 ? ".expert_weights_scale" : NULL, 'f', NULL, 0, p->expert_weights_scale},
+        {arch->swa ? ".attention.sliding_window" : NULL, 'u', NULL, p->n_swa ? p->n_swa : 128, 0},
         {".rope.freq_base", 'f', NULL, 0, p->rope_base},
         {".attention.layer_norm_rms_epsilon", 'f', NULL, 0, p->rms_eps},
         {".expert_count", 'u', NULL, p->n_expert, 0},
@@ -701,6 +708,10 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     size_t moe = 1 + 3 * (size_t)(p->legacy_layout ? p->n_expert : 1);
     if (a->shared_expert) moe += a->shexp_gated ? 4 : 3;
     if (s_expert_bias(p)) moe += 1;
+    if (a->attn_sinks) common += 1;
+    if (a->attn_out_bias) common += 1;
+    if (a->router_bias) moe += 1;
+    if (a->expert_ffn_bias) moe += 3;
     const size_t n_dense = s_dense_lead(p), n_moe = p->n_layer + s_nextn(p) - n_dense;
     return 3 - (p->tie_output ? 1 : 0) + n_dense * (common + 3) + n_moe * (common + moe) + 3 * (size_t)s_nextn(p);
 }
@@ -777,6 +788,22 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
             {fsl ? "ffn_gate_shexp" : NULL, 2, {S_ROLE_SHEXP_GATE, l, 0, 1, t, p->dim, fs, 0, s_dim}},
             {fsl ? "ffn_up_shexp" : NULL, 2, {S_ROLE_SHEXP_UP, l, 0, 1, t, p->dim, fs, 0, s_dim}},
             {fsl ? "ffn_down_shexp" : NULL, 2, {S_ROLE_SHEXP_DOWN, l, 0, 1, t, fs, p->dim, 0, s_fs}},
+            // GPT-OSS: sinks about as wide as the scores, so they take a
+            // visible share of each softmax; an output bias; a router bias
+            // that changes some choices; expert gate and up biases wide
+            // enough (3 sigma against the products' 1) that the clamp at 7
+            // takes some values, and down biases.
+            {a->attn_sinks ? "attn_sinks" : NULL, 1, {S_ROLE_SINKS, l, 0, 1, MC_DTYPE_F32, p->n_head, 1, 0, 1.0f}},
+            {a->attn_out_bias ? "attn_output.bias" : NULL, 1,
+             {S_ROLE_ATTN_OUT_BIAS, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 0, 0.5f}},
+            {moe && a->router_bias ? "ffn_gate_inp.bias" : NULL, 1,
+             {S_ROLE_ROUTER_BIAS, l, 0, 1, MC_DTYPE_F32, p->n_expert, 1, 0, 0.5f}},
+            {moe && a->expert_ffn_bias ? "ffn_gate_exps.bias" : NULL, 2,
+             {S_ROLE_EXP_GATE_BIAS, l, 0, 1, MC_DTYPE_F32, p->ffn, p->n_expert, 0, 3.0f}},
+            {moe && a->expert_ffn_bias ? "ffn_up_exps.bias" : NULL, 2,
+             {S_ROLE_EXP_UP_BIAS, l, 0, 1, MC_DTYPE_F32, p->ffn, p->n_expert, 0, 3.0f}},
+            {moe && a->expert_ffn_bias ? "ffn_down_exps.bias" : NULL, 2,
+             {S_ROLE_EXP_DOWN_BIAS, l, 0, 1, MC_DTYPE_F32, p->dim, p->n_expert, 0, 0.5f}},
             // A next-token-prediction layer's own tensors (never evaluated).
             {nextn ? "nextn.eh_proj" : NULL, 2, {S_ROLE_NEXTN_EH_PROJ, l, 0, 1, t, 2 * p->dim, p->dim, 0, s_dim}},
             {nextn ? "nextn.enorm" : NULL, 1, {S_ROLE_NEXTN_ENORM, l, 0, 1, MC_DTYPE_F32, p->dim, 1, 1, 0.1f}},
@@ -935,6 +962,9 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
                        p->gating != MC_GATING_SOFTMAX_WEIGHT)))
         return mc_err_set(err, MC_ERR_ARG, "gating (%d) must be 1..3 and for a family that reads it (deepseek2, glm4moe)",
                           (int)p->gating);
+    if (p->legacy_layout && mc_arch_get(p->arch)->expert_ffn_bias)
+        return mc_err_set(err, MC_ERR_ARG, "legacy_layout: %s's expert biases need the merged layout",
+                          mc_arch_get(p->arch)->name);
     if (p->expert_bias && mc_arch_get(p->arch)->expert_bias == MC_NEED_NONE)
         return mc_err_set(err, MC_ERR_ARG, "expert_bias: %s has no selection bias", mc_arch_get(p->arch)->name);
     if (mc_arch_get(p->arch)->shared_expert == MC_SHEXP_COUNT && s_ffn_shexp(p) % p->ffn)
@@ -992,6 +1022,7 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         if (s_ffn_shexp(p) > widest) widest = s_ffn_shexp(p);
         if (s_ffn_dense(p) > widest) widest = s_ffn_dense(p);
         if (2 * (size_t)p->dim > widest) widest = 2 * (size_t)p->dim;
+        if (p->n_expert > widest) widest = p->n_expert; // a router or selection bias
         if ((size_t)p->n_head * s_head_dim(p) > widest) widest = (size_t)p->n_head * s_head_dim(p);
         if (s_mla(p) && (size_t)p->n_head * s_head_dim_v(p) > widest) widest = (size_t)p->n_head * s_head_dim_v(p);
         if (s_mla(p) && s_kv_lora_rank(p) > widest) widest = s_kv_lora_rank(p);

@@ -1,6 +1,6 @@
 /*
  * mkmodel: writes random-weight mixture-of-experts GGUF files (Mixtral,
- * Qwen3-MoE, OLMoE, Qwen2-MoE, DeepSeek-V2/V3 and GLM-4.5 architectures).
+ * Qwen3-MoE, OLMoE, Qwen2-MoE, DeepSeek-V2/V3, GLM-4.5 and GPT-OSS architectures).
  *
  * Tests, the demo and the benchmark need models of chosen shapes without
  * downloading anything. Everything is deterministic from the seed: the same
@@ -75,6 +75,9 @@ typedef struct {
     // true (DeepSeek-V3's converted files: sigmoid, renormalised).
     mc_gating_t gating;
     bool expert_bias; // blk.N.exp_probs_b.bias where the family has it optional (DeepSeek-V3)
+    // gpt-oss: attention.sliding_window (0: 128), written for the families
+    // with sliding-window layers (arch.h swa).
+    uint32_t n_swa;
 } mc_mkmodel_params_t;
 
 // Small defaults: Mixtral (llama), dim 64, ffn 128, 2 layers, 4/2 heads, 8

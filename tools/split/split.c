@@ -77,6 +77,14 @@ mc_err_t mc_split_run(const mc_split_params_t *p, char *err) {
     char sub[MC_ERR_LEN];
     mc_model_t *m = mc_model_open(p->model, err);
     if (!m) return MC_ERR_FORMAT;
+    if (m->hp.arch->expert_ffn_bias) { // model.c: mc_model_new_experts refuses such files
+        mc_err_set(err, MC_ERR_UNSUPPORTED,
+                   "%s experts carry biases, which experts-only files do not hold yet: give each node the whole model "
+                   "file (moe-expert --model)",
+                   m->hp.arch->family);
+        mc_model_destroy(&m);
+        return MC_ERR_UNSUPPORTED;
+    }
     mc_cluster_config_t *cfg = mc_cluster_config_load(p->cluster, err);
     mc_err_t rc = cfg ? mc_cluster_config_check(cfg, m->hp.n_layer, m->hp.n_expert, err) : MC_ERR_FORMAT;
     if (!rc && mkdir(p->outdir, 0755) != 0 && errno != EEXIST)
