@@ -36,7 +36,7 @@
 // Machines: a coordinator and n nodes n1, n2, ... at tcp://10.0.0.i:5555,
 // every one with mem MiB; experts of 1 MiB, Q4_0, 1 ms per row everywhere.
 static char *s_machines_yaml(int n, double coord_mb, double node_mb, const char *node_extra) {
-    static char buf[16384], names[8][8], endpoints[8][32];
+    static char buf[16384], names[8][16], endpoints[8][40];
     mc_test_machine_t nodes[8];
     assert_true(n <= 8);
     for (int i = 0; i < n; i++) {
