@@ -298,25 +298,6 @@ static void test_mxfp4_two_nodes(void **state) {
     }
 }
 
-// Copies src to dst with the E8M0 scale of block 0 of every expert of
-// layer 1's up tensor 0xFF (NaN): whichever expert a token picks there.
-static void s_poison_mxfp4(const char *src, const char *dst) {
-    char err[MC_ERR_LEN];
-    mc_model_t *m = mc_model_open(src, err);
-    if (!m) fail_msg("%s", err);
-    size_t len;
-    uint8_t *buf = mc_test_read_file(src, &len);
-    assert_non_null(buf);
-    for (uint32_t e = 0; e < m->hp.n_expert; e++) {
-        const mc_matrix_t *w = &m->layers[1].experts[e].up;
-        assert_int_equal(w->type, MC_DTYPE_MXFP4);
-        buf[(size_t)(w->data - mc_gguf_base(m->gguf))] = 0xFF; // a block's first byte is its scale
-    }
-    mc_model_destroy(&m);
-    FILE *f = fopen(dst, "wb");
-    assert_true(f && fwrite(buf, 1, len, f) == len && fclose(f) == 0);
-    free(buf);
-}
 
 // A node whose share holds an MXFP4 NaN scale refuses the placement when it
 // loads the share, naming tensor and block (the coordinator, reading the
@@ -330,7 +311,7 @@ static void test_mxfp4_bad_scale_node(void **state) {
     p.type = MC_DTYPE_MXFP4;
     s_write_generated("mxfp4-src", &p, good, sizeof good);
     snprintf(bad, sizeof bad, "%s/mxfp4-nan.gguf", s_dir);
-    s_poison_mxfp4(good, bad);
+    mc_test_poison_mxfp4(good, bad);
     mc_model_t *m = mc_model_open(bad, err);
     if (!m) fail_msg("%s", err);
     static s_nodes_t ns; // static: the teardown reads it after a failed assertion left this frame

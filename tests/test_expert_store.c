@@ -528,27 +528,6 @@ static void test_prefetch_reads_ahead(void **state) {
     mc_model_destroy(&m);
 }
 
-// A copy of src with the E8M0 scale of block 0 of every expert of layer
-// 1's up tensor set to 0xFF (NaN): whichever expert a token picks there.
-static void s_poison_mxfp4(const char *src, const char *dst) {
-    char err[MC_ERR_LEN];
-    mc_model_t *m = mc_model_open(src, err);
-    if (!m) fail_msg("%s", err);
-    size_t len;
-    uint8_t *buf = mc_test_read_file(src, &len);
-    assert_non_null(buf);
-    for (uint32_t e = 0; e < m->hp.n_expert; e++) {
-        const mc_matrix_t *w = &m->layers[1].experts[e].up;
-        assert_int_equal(w->type, MC_DTYPE_MXFP4);
-        buf[(size_t)(w->data - mc_gguf_base(m->gguf)) + offsetof(mc_block_mxfp4_t, e)] = 0xFF;
-    }
-    mc_model_destroy(&m);
-    FILE *f = fopen(dst, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(buf, 1, len, f), len);
-    fclose(f);
-    free(buf);
-}
 
 // An MXFP4 expert block with the NaN scale: the file opens (its experts
 // are not read), and the first step that multiplies a damaged expert fails
@@ -562,7 +541,7 @@ static void test_mxfp4_bad_scale(void **state) {
     p.type = MC_DTYPE_MXFP4;
     s_make("mxfp4", &p, good, sizeof good);
     snprintf(bad, sizeof bad, "%s/mxfp4-nan.gguf", s_dir);
-    s_poison_mxfp4(good, bad);
+    mc_test_poison_mxfp4(good, bad);
     const s_cfg_t cfgs[] = {{50, MC_STORE_LFU, false, MC_STORE_PRED_TRANSITIONS},
                             {0, MC_STORE_LRU, true, MC_STORE_PRED_TRANSITIONS},
                             {25, MC_STORE_LFU, true, MC_STORE_PRED_ROUTER}};

@@ -16,6 +16,8 @@
 #include <cmocka.h>
 
 #include "file.h"
+#include "model.h"
+#include "quant.h"
 
 #ifndef MC_DEFAULT_FIXTURES
 #define MC_DEFAULT_FIXTURES "../shared/fixtures"
@@ -162,4 +164,22 @@ int mc_test_http(uint16_t port, const char *method, const char *path, const char
 void mc_test_http_free(mc_test_http_t *r) {
     free(r->headers);
     memset(r, 0, sizeof *r);
+}
+
+void mc_test_poison_mxfp4(const char *src, const char *dst) {
+    char err[MC_ERR_LEN];
+    mc_model_t *m = mc_model_open(src, err);
+    if (!m) fail_msg("%s", err);
+    size_t len = 0;
+    uint8_t *buf = mc_test_read_file(src, &len);
+    assert_non_null(buf);
+    for (uint32_t e = 0; e < m->hp.n_expert; e++) {
+        const mc_matrix_t *w = &m->layers[1].experts[e].up;
+        assert_int_equal(w->type, MC_DTYPE_MXFP4);
+        buf[(size_t)(w->data - mc_gguf_base(m->gguf)) + offsetof(mc_block_mxfp4_t, e)] = 0xFF;
+    }
+    mc_model_destroy(&m);
+    FILE *f = fopen(dst, "wb");
+    assert_true(f && fwrite(buf, 1, len, f) == len && fclose(f) == 0);
+    free(buf);
 }

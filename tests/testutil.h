@@ -21,6 +21,11 @@ const char *mc_test_fixture(const char *name, char *buf, size_t cap);
 // NUL). NULL when it cannot be read.
 uint8_t *mc_test_read_file(const char *path, size_t *len);
 
+// A copy of the MXFP4 model src at dst with the E8M0 scale of block 0 of
+// every expert of layer 1's up tensor set to 0xFF (NaN): whichever expert a
+// token picks there is damaged. Fails the test on any error.
+void mc_test_poison_mxfp4(const char *src, const char *dst);
+
 // A fresh temporary directory for this test process (created once per call).
 const char *mc_test_tmpdir(char *buf, size_t cap);
 
