@@ -30,7 +30,7 @@ static const mc_arch_info_t s_archs[] = {
      .family = "OLMoE", .bpe_pre = "olmo", .ffn_norm_name = "ffn_norm"},
     {.name = "qwen2moe", .id = MC_ARCH_QWEN2MOE, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_NONE,
      .route = S_SOFTMAX(false), .expert_ffn_key = true, .family = "Qwen2-MoE", .bpe_pre = "qwen2", .qkv_bias = true,
-     .shared_expert = MC_SHEXP_FFN_KEY, .shexp_gated = true, .ffn_norm_name = "ffn_norm"},
+     .shared_expert = MC_SHEXP_FFN_KEY, .shexp_gated = true, .ffn_norm_name = "ffn_norm", .dense_lead = true},
     // GLM-4.5 (llama.cpp's glm4moe graph): sigmoid scores, a selection bias,
     // weights renormalised (the file's expert_weights_norm, true in
     // converted GLM-4.5 files) and scaled; one ungated shared expert; dense
