@@ -2457,7 +2457,7 @@ static void test_gptoss_errors(void **state) {
 }
 
 // tokenizer.json with o200k's pattern (as gpt-oss's) gives pre "gpt-4o";
-// another pattern is refused.
+// another pattern is refused; chat_template.jinja gives the chat template.
 static void test_gptoss_pre(void **state) {
     (void)state;
     static const char o200k[] =
@@ -2473,9 +2473,23 @@ static void test_gptoss_pre(void **state) {
     s_convert_ok(dir, out, true, MC_DTYPE_F32);
     mc_gguf_t *b = s_open(out);
     s_expect_str(b, "tokenizer.ggml.pre", "gpt-4o");
+    assert_null(mc_gguf_find(b, "tokenizer.chat_template"));
     mc_gguf_destroy(&b);
-    s_write_tokenizer_of(g, dir, "\\p{N}{1,3}");
+    // The chat template from chat_template.jinja when tokenizer_config.json has none.
+    static const char tmpl[] = "{% for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}";
+    char path[S_PATH];
+    s_path(path, dir, "chat_template.jinja");
+    s_write_bytes(path, tmpl, strlen(tmpl));
     assert_int_equal(remove(out), 0);
+    s_convert_ok(dir, out, true, MC_DTYPE_F32);
+    b = s_open(out);
+    s_expect_str(b, "tokenizer.chat_template", tmpl);
+    mc_gguf_destroy(&b);
+    s_write_bytes(path, "a\0b", 3);
+    assert_int_equal(remove(out), 0);
+    s_convert_fail(dir, "chat_template.jinja: holds a NUL byte");
+    remove(path);
+    s_write_tokenizer_of(g, dir, "\\p{N}{1,3}");
     s_convert_fail(dir, "not a GPT-OSS one we know");
     mc_gguf_destroy(&g);
     s_done(dir);

@@ -963,7 +963,8 @@ typedef struct {
     int32_t bos, eos, unk, pad; // -1: absent
     bool add_bos, add_eos;
     bool space_prefix, remove_extra_ws; // SentencePiece normalizer switches
-    const char *chat_template;          // inside the tokenizer_config JSON
+    const char *chat_template;          // inside the tokenizer_config JSON, or template_file
+    char *template_file;                // chat_template.jinja's text (owned)
 } s_vocab_t;
 
 enum { S_TOK_NORMAL = 1, S_TOK_UNKNOWN = 2, S_TOK_CONTROL = 3, S_TOK_USER = 4, S_TOK_UNUSED = 5, S_TOK_BYTE = 6 };
@@ -976,6 +977,7 @@ static void s_vocab_free(s_vocab_t *v) {
     free(v->score);
     free(v->type);
     free(v->merge);
+    free(v->template_file);
     *v = (s_vocab_t){0};
 }
 
@@ -1034,6 +1036,20 @@ static void s_cfg_token_id(const cJSON *cfg, const char *typ, uint32_t n, int32_
     const cJSON *v = s_get(cfg, key);
     if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < n && v->valuedouble == floor(v->valuedouble))
         *id = (int32_t)v->valuedouble;
+}
+
+// Newer checkpoints (GPT-OSS's among them) keep the chat template in its
+// own chat_template.jinja rather than in tokenizer_config.json: read it
+// when tokenizer_config.json has none.
+static mc_err_t s_vocab_template_file(const char *dir, s_vocab_t *v, char *err) {
+    if (v->chat_template || !s_exists(dir, "chat_template.jinja")) return MC_OK;
+    size_t len;
+    mc_err_t rc = s_read_file(dir, "chat_template.jinja", S_MAX_CONFIG, &v->template_file, &len, err);
+    if (rc) return rc;
+    if (strlen(v->template_file) != len)
+        return mc_err_set(err, MC_ERR_FORMAT, "chat_template.jinja: holds a NUL byte");
+    v->chat_template = v->template_file;
+    return MC_OK;
 }
 
 static mc_err_t s_vocab_spm(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, s_vocab_t *v,
@@ -1607,6 +1623,7 @@ mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_p
         rc = bpe_pre ? s_vocab_bpe(hf_dir, cfg, tcfg, hp.n_vocab, a, &v, err)
                      : s_vocab_spm(hf_dir, cfg, tcfg, hp.n_vocab, &v, err);
     }
+    if (!rc) rc = s_vocab_template_file(hf_dir, &v, err);
     if (!rc && p.log)
         fprintf(p.log, "%s -> %s: %u layer%s, %u experts (%u used), vocabulary %u (%s), %zu shard%s, matrices %s\n",
                 a->hf, mc_arch_get(a->family)->name, hp.n_layer, hp.n_layer == 1 ? "" : "s", hp.n_expert, hp.n_expert_used, hp.n_vocab,
