@@ -90,7 +90,7 @@ static const int32_t s_ids[] = {1, 300, 17, 42, 259, 100, 7, 480};
 // Logits locally (cfg NULL) or with every node serving; *refusal gets the
 // cluster's error instead when it cannot start (then NULL is returned).
 static float *s_logits_store(const mc_model_t *m, const mc_cluster_config_t *cfg, uint64_t *sent, char *refusal,
-                             uint64_t *store_read) {
+                             uint64_t *store_read, uint64_t *store_misses) {
     char err[MC_ERR_LEN];
     mc_engine_params_t ep = mc_engine_params_default();
     ep.n_ctx = 64, ep.n_threads = 1;
@@ -126,6 +126,7 @@ static float *s_logits_store(const mc_model_t *m, const mc_cluster_config_t *cfg
         assert_true(st.requests > 0);
         if (sent) sent[i] = st.transfer_bytes;
         if (store_read) store_read[i] = st.has_store ? st.store.bytes_read : 0;
+        if (store_misses) store_misses[i] = st.has_store ? st.store.misses : 0;
     }
     mc_cluster_destroy(&c);
     mc_engine_destroy(&e);
@@ -133,7 +134,7 @@ static float *s_logits_store(const mc_model_t *m, const mc_cluster_config_t *cfg
 }
 
 static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, uint64_t *sent, char *refusal) {
-    return s_logits_store(m, cfg, sent, refusal, NULL);
+    return s_logits_store(m, cfg, sent, refusal, NULL, NULL);
 }
 
 static void s_copy(const char *from, const char *to) {
@@ -314,9 +315,10 @@ static void s_check_part(const mc_model_t *m, const char *path, const char *set)
 // A GPT-OSS model through two nodes: from moe-split's files, then from
 // empty caches (every expert, weights and biases, fetched from the
 // coordinator), then from empty caches under a 1 MB --mem-limit (the
-// store reads the fetched experts from the cache file): one machine's
+// store reads the fetched experts from the cache file; with evicts, the
+// held experts do not all fit and some are read when used): one machine's
 // logits to the bit each time.
-static void s_gptoss_through(const char *label, const char *model) {
+static void s_gptoss_through(const char *label, const char *model, bool evicts) {
     char f1[600], f2[600], err[MC_ERR_LEN];
     const char *set1 = "0-8", *set2 = "7-15";
     mc_model_t *m = mc_model_open(model, err);
@@ -342,8 +344,8 @@ static void s_gptoss_through(const char *label, const char *model) {
         snprintf(c2, sizeof c2, "%s/%s-cache-2-%u", s_dir, label, limit);
         s_start_limit(0, NULL, c1, limit), s_start_limit(1, NULL, c2, limit);
         cfg = s_config_sets(set1, set2);
-        uint64_t sent[2], store_read[2];
-        got = s_logits_store(m, cfg, sent, NULL, store_read);
+        uint64_t sent[2], store_read[2], misses[2];
+        got = s_logits_store(m, cfg, sent, NULL, store_read, misses);
         assert_memory_equal(got, ref, n_logits * sizeof(float));
         free(got);
         // Every held expert's slice, biases included, came from the coordinator.
@@ -351,12 +353,17 @@ static void s_gptoss_through(const char *label, const char *model) {
         for (int i = 0; i < 2; i++) {
             mc_expert_set_t es;
             assert_int_equal(mc_expert_set_parse(sets[i], &es, err), MC_OK);
-            uint64_t want = 0;
+            uint64_t want = 0, weights = 0;
             for (uint32_t l = 0; l < m->hp.n_layer; l++)
-                for (uint32_t e = 0; e < m->hp.n_expert; e++)
-                    if (mc_expert_set_has(&es, e)) want += mc_model_expert_bytes(m, l, e);
-            assert_true(sent[i] == want);
+                for (uint32_t e = 0; e < m->hp.n_expert; e++) {
+                    if (!mc_expert_set_has(&es, e)) continue;
+                    const mc_expert_t *x = &m->layers[l].experts[e];
+                    want += mc_model_expert_bytes(m, l, e);
+                    weights += mc_matrix_bytes(&x->gate) + mc_matrix_bytes(&x->up) + mc_matrix_bytes(&x->down);
+                }
+            assert_true(sent[i] == want && want > weights);
             if (limit) assert_true(store_read[i] > 0);
+            if (limit && evicts) assert_true(misses[i] > 0);
         }
         mc_cluster_config_destroy(&cfg);
         s_stop_nodes(NULL);
@@ -378,7 +385,12 @@ static void test_split_gptoss_generated(void **state) {
     mp.yarn_factor = 4;
     snprintf(model, sizeof model, "%s/gptoss-mxfp4.gguf", s_dir);
     if (mc_mkmodel_write(&mp, model, err)) fail_msg("%s", err);
-    s_gptoss_through("gen", model);
+    s_gptoss_through("gen", model, false);
+    // Wider: a node's 27 experts (about 3 MB) do not fit its 1 MB.
+    mp.dim = 256, mp.ffn = 256;
+    snprintf(model, sizeof model, "%s/gptoss-mxfp4-256.gguf", s_dir);
+    if (mc_mkmodel_write(&mp, model, err)) fail_msg("%s", err);
+    s_gptoss_through("gen-256", model, true);
 }
 
 static void test_split_gptoss_fixtures(void **state) {
@@ -387,7 +399,7 @@ static void test_split_gptoss_fixtures(void **state) {
     for (size_t i = 0; i < 2; i++) {
         char model[512];
         snprintf(model, sizeof model, "%s/arch/%s.gguf", MC_REPO_FIXTURES, names[i]);
-        s_gptoss_through(names[i], model);
+        s_gptoss_through(names[i], model, false);
     }
 }
 
