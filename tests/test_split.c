@@ -98,6 +98,7 @@ static float *s_logits_store(const mc_model_t *m, const mc_cluster_config_t *cfg
     assert_non_null(e);
     mc_cluster_t *c = NULL;
     if (cfg && !(c = mc_cluster_new(cfg, m, mc_engine_matmul(e), NULL, err))) {
+        if (!refusal) fail_msg("the cluster did not start: %s", err);
         snprintf(refusal, MC_ERR_LEN, "%s", err);
         mc_engine_destroy(&e);
         return NULL;
