@@ -33,6 +33,7 @@
 #include "mkmodel.h"
 #include "model.h"
 #include "nodeproc.h"
+#include "slice_index.h"
 #include "split.h"
 #include "testnodes.h"
 #include "testutil.h"
@@ -484,6 +485,21 @@ static void test_split_gptoss_hostile(void **state) {
     assert_true(mc_model_has_expert(part, 0, 0) && !mc_model_has_expert(part, 0, 1));
     assert_memory_equal(part->layers[0].exp_b_down, m->layers[0].exp_b_down, dim * sizeof(float));
     mc_model_destroy(&part);
+    // A slice's hash covers each of its biases (the node's check that it
+    // serves the coordinator's experts).
+    uint8_t h0[MC_SLICE_HASH_BYTES], h1[MC_SLICE_HASH_BYTES];
+    assert_int_equal(mc_slice_hash(m, 1, 3, h0), MC_OK);
+    float *b_parts[3] = {m->layers[1].exp_b_gate + 3 * ffn, m->layers[1].exp_b_up + 3 * ffn,
+                         m->layers[1].exp_b_down + 3 * dim};
+    for (int j = 0; j < 3; j++) {
+        const float keep = b_parts[j][0];
+        b_parts[j][0] = nextafterf(keep, INFINITY);
+        assert_int_equal(mc_slice_hash(m, 1, 3, h1), MC_OK);
+        b_parts[j][0] = keep;
+        assert_memory_not_equal(h0, h1, sizeof h0);
+    }
+    assert_int_equal(mc_slice_hash(m, 1, 3, h1), MC_OK);
+    assert_memory_equal(h0, h1, sizeof h0);
 
     struct {
         int which;
