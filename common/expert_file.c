@@ -51,6 +51,7 @@ const uint8_t *mc_expert_file_part(const mc_model_t *m, uint32_t layer, uint32_t
     const mc_expert_t *x = &m->layers[layer].experts[e];
     const mc_layer_t *L = &m->layers[layer];
     const uint32_t ffn = m->hp.ffn, dim = m->hp.dim;
+    if (j >= 3 && !L->exp_b_gate) return *len = 0, NULL; // no biases bound (an expert the file lacks)
     switch (j) {
     case 0: return *len = mc_matrix_bytes(&x->gate), x->gate.data;
     case 1: return *len = mc_matrix_bytes(&x->up), x->up.data;

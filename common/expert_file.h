@@ -60,7 +60,7 @@ uint64_t mc_expert_file_part_bytes(const mc_hparams_t *hp, const mc_dtype_t type
 uint64_t mc_expert_file_slice_bytes(const mc_hparams_t *hp, const mc_dtype_t types[3]);
 
 // Part j of expert e of layer l in m (which has that expert): its bytes as
-// they travel, *len of them.
+// they travel, *len of them (NULL and 0 for a bias the layer lacks).
 const uint8_t *mc_expert_file_part(const mc_model_t *m, uint32_t layer, uint32_t e, uint32_t j, uint64_t *len);
 
 // Declare expert e of layer l's tensors, one per part (gate, up, down
