@@ -42,6 +42,7 @@ WEATHER = {"type": "function", "function": {
         "mode": {"type": ["string", "null"]},
         "note": {"type": "string", "nullable": True},
         "any": {},
+        "label": {"type": "string", "default": "x \u00e9"},
     }, "required": ["city"]}}}
 NOW = {"type": "function", "function": {"name": "now", "description": "The time", "parameters": {}}}
 

@@ -923,7 +923,8 @@ static void s_expect_golden(const mc_tokenizer_t *t, const mc_chat_opts_t *o, co
     "\"number\"}, \"lon\": {\"type\": \"number\"}}, \"required\": [\"lat\"]}, \"points\": {\"type\": \"array\", "     \
     "\"items\": {\"type\": \"object\", \"properties\": {\"x\": {\"type\": \"number\"}}}}, \"exact\": {\"type\": "     \
     "\"boolean\", \"nullable\": true}, \"mode\": {\"type\": [\"string\", \"null\"]}, \"note\": {\"type\": "           \
-    "\"string\", \"nullable\": true}, \"any\": {}}, \"required\": [\"city\"]}}}"
+    "\"string\", \"nullable\": true}, \"any\": {}, \"label\": {\"type\": \"string\", \"default\": "  \
+    "\"x \xc3\xa9\"}}, \"required\": [\"city\"]}}}"
 #define NOW_TOOL                                                                                                       \
     "{\"type\": \"function\", \"function\": {\"name\": \"now\", \"description\": \"The time\", \"parameters\": {}}}"
 

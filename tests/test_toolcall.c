@@ -448,7 +448,13 @@ static void test_harmony(void **state) {
     assert_int_equal(l.n, 1);
     assert_string_equal(l.calls[0].name, "time");
     mc_toolcall_list_free(&l);
+    // The content type after the recipient, as text.
+    assert_int_equal(s_parse(MC_CHAT_STYLE_HARMONY, "<|channel|>commentary to=functions.time json<|message|>{}", &r, &l),
+                     MC_OK);
+    assert_string_equal(l.calls[0].name, "time");
+    mc_toolcall_list_free(&l);
     static const char *const bad[] = {
+        H_CALL "{}<|channel|>commentary to=functions.time<|message|>{}",             // a second header not opened
         H_CALL "{\"city\": ",                                                        // cut off
         H_CALL "[1]",                                                                // not an object
         H_CALL "{} and more",                                                        // text after
@@ -483,6 +489,7 @@ static void test_harmony(void **state) {
     s_stream_check(&h, "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>It is 4.",
                    "Let me think.", "It is 4.", "");
     s_stream_check(&h, "<|channel|>final<|message|>4", "", "4", "");
+    s_stream_check(&h, "<|channel|>final<|message|>4<|return|><|start|>assistant<|channel|>final<|message|>5", "", "4", "");
     s_stream_check(&h, "<|channel|>analysis<|message|>cut while thinking <|", "cut while thinking <|", "", "");
     s_stream_check(&h, "Off the format <|channel|>", "", "Off the format <|channel|>", "");
     s_stream_check(&h, "<|channel|>commentary<|message|>preamble<|end|><|start|>assistant<|channel|>final<|message|>A",
