@@ -2,7 +2,7 @@
  * chat: the conversation formats of the families we run: Mistral's [INST]
  * format (v1 as text, v3 with control tokens and tools) for Mixtral, ChatML
  * and Qwen3's (tools, thinking) for Qwen3-MoE, Tulu for OLMoE instruct,
- * DeepSeek's V2 and V3/R1 formats, GLM-4.5's (thinking).
+ * DeepSeek's V2 and V3/R1 formats, GLM-4.5's (thinking), GPT-OSS's harmony format.
  */
 #include "chat.h"
 

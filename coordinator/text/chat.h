@@ -2,7 +2,7 @@
  * chat: a conversation (system, user, assistant and tool messages) turned
  * into the prompt ids an instruct model was trained on.
  *
- * Eight formats (mc_chat_style_t). Which one a model gets: --chat-format
+ * Nine formats (mc_chat_style_t). Which one a model gets: --chat-format
  * NAME when given, else the GGUF's tokenizer.chat_template recognised by
  * distinctive text (mc_chat_style_from_template; never executed: an
  * unknown template is refused, naming --chat-format, rather than guessed),
@@ -84,6 +84,24 @@
  * (llama.cpp's rule: the template writes [gMASK], the tokenizer adds the
  * file's BOS only with add_bos, and drops a doubled one).
 
+ * gpt-oss (GPT-OSS, OpenAI's harmony format; every marker a token), as
+ * its published template renders it (golden strings in tests/harmony_golden.h):
+ *   <|start|> "system" <|message|> sp("You are ChatGPT, ...\nKnowledge cutoff: 2024-06\n"
+ *   ["Current date: " date "\n"] "\nReasoning: " effort "\n\n# Valid channels: ...") <|end|>
+ *   <|start|> "developer" <|message|> sp("# Instructions\n\n" system "\n\n" "# Tools\n\n## functions ...") <|end|>
+ *   <|start|> "user" <|message|> sp(user1) <|end|>
+ *   <|start|> "assistant" <|channel|> "final" <|message|> sp(answer1) <|end|> ... <|start|> "assistant"
+ * (each quoted text a piece of its own). The developer message only with
+ * system text or tools; tools as the template's TypeScript types in
+ * "namespace functions". Past reasoning dropped; a call as
+ *   <|start|> "assistant to=functions.NAME" <|channel|> "commentary json" <|message|> args <|call|>
+ * after its message's reasoning (or text) as an analysis message while no
+ * answer follows; a result as
+ *   <|start|> "functions.NAME to=assistant" <|channel|> "commentary" <|message|> json_string(result) <|end|>
+ * A whole conversation's last answer: its analysis, then the final message
+ * closed by <|return|>. The date comes from the caller (the server: today,
+ * UTC); without one the line is left out, so tests are deterministic.
+ *
  * Formats without tool tokens (mistral-v1, tulu, deepseek-v2) get tools as text, the
  * same convention as Qwen3's: the "# Tools" section appended to the system
  * text, calls as <tool_call> blocks in the assistant's text, results as a
