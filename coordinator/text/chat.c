@@ -881,7 +881,7 @@ static void s_json_value(s_b_t *b, const cJSON *v) {
         s_json_quote(b, v->valuestring, strlen(v->valuestring));
     } else if (cJSON_IsNumber(v)) {
         const double d = v->valuedouble;
-        if (d == (double)(long long)d && d > -1e15 && d < 1e15) {
+        if (d > -1e15 && d < 1e15 && d == (double)(long long)d) { // (the range first: the cast is defined)
             snprintf(t, sizeof t, "%lld", (long long)d);
         } else {
             for (int p = 15; p <= 17; p++)
