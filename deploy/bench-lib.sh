@@ -59,7 +59,7 @@ bench_link_up() {
   ip -n "$nsc" link set lo up; ip -n "$nsn" link set lo up
   "$b/linkemu" "a$tag" "b$tag" "$1,0,0" "$1,0,0" >"$work/emu.out" 2>"$work/emu.log" &
   link_emu=$!
-  pids+=($link_emu)
+  pids+=("$link_emu")
   for _ in $(seq 100); do grep -q ready "$work/emu.out" && break; sleep 0.05; done
   ip link set "a$tag" netns "$nsc"; ip link set "b$tag" netns "$nsn"
   ip -n "$nsc" addr add 10.78.0.1/24 dev "a$tag"; ip -n "$nsc" link set "a$tag" up
@@ -68,8 +68,8 @@ bench_link_up() {
   for i in 1 2; do
     ip netns exec "$nsn" "$b/moe-expert" --model "$model" --listen "tcp://10.78.0.2:555$i" --name "$2-$i" \
       --threads "$3" >"$work/node$i.out" 2>"$work/node$i.log" &
-    link_nodes+=($!)
-    pids+=($!)
+    link_nodes+=("$!")
+    pids+=("$!")
   done
   for i in 1 2; do
     for _ in $(seq 300); do grep -q 'listening on' "$work/node$i.out" 2>/dev/null && break; sleep 0.1; done

@@ -615,8 +615,10 @@ static void test_speculate(void **state) {
     o.reps = 1;
     s_tamper_t t = {.prompt = 1, .at = 5, .seeded = false, .speculative = true, .skip = 0};
     o.on_ids = s_tamper, o.on_ids_ctx = &t;
+    memset(&r, 0x5A, sizeof r);
     assert_int_equal(mc_bench_speculate(&o, &r, err), MC_ERR_RANGE);
     assert_non_null(strstr(err, "tokens differ: prompt 2, greedy, with speculation: token 5"));
+    assert_int_equal(r.reps, 0x5A5A5A5A); // untouched on failure
     t = (s_tamper_t){.prompt = 0, .at = 23, .seeded = true, .speculative = false, .skip = 1}; // not the reference
     assert_int_equal(mc_bench_speculate(&o, &r, err), MC_ERR_RANGE);
     assert_non_null(strstr(err, "tokens differ: prompt 1, seeded sampling, without speculation: token 23"));

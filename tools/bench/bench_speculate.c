@@ -88,6 +88,8 @@ static mc_err_t s_corpus(const char *path, const mc_tokenizer_t *tok, int32_t **
     size_t len;
     mc_err_t rc = mc_file_read(path, S_MAX_CORPUS, &text, &len, err);
     if (rc) return rc;
+    // Room for every passage's bound: the blank lines between them leave
+    // more than the BOS and dummy prefix each adds.
     int32_t *ids = malloc((mc_tokenizer_max_tokens(len) + 1) * sizeof *ids);
     if (!ids) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     uint32_t c = 0;
@@ -119,7 +121,8 @@ static mc_err_t s_corpus(const char *path, const mc_tokenizer_t *tok, int32_t **
     return MC_OK;
 }
 
-mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *r, char *err) {
+mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *out, char *err) {
+    mc_bench_spec_t res, *r = &res; // into *out when all went well
     memset(r, 0, sizeof *r);
     r->model = o->model, r->corpus = o->corpus, r->cluster = o->cluster;
     r->n_threads = o->n_threads, r->reps = o->reps > 0 ? o->reps : 3, r->k = o->speculate, r->n_gen = o->n_gen;
@@ -229,6 +232,7 @@ mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *r, char *
             w->ratio = mc_bench_median(v + (size_t)(way * 3 + 2) * r->reps, (size_t)r->reps);
         }
     if (attached) o->detach(o->attach_ctx);
+    if (!rc) *out = res;
     free(v), free(ref), free(run[0].ids), free(run[1].ids), free(ids);
     mc_engine_destroy(&e);
     mc_tokenizer_destroy(&tok);

@@ -66,7 +66,8 @@ typedef struct {
 // first prompt both ways), through o->attach when set. MC_ERR_FORMAT for a
 // corpus without passages or with more than MC_BENCH_SPEC_MAX_PROMPTS;
 // MC_ERR_RANGE when a run with speculation gave other ids than without it
-// (err names the prompt, the way and the first differing token).
+// (err names the prompt, the way and the first differing token). *r is
+// written only on success.
 mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *r, char *err);
 
 // The readable table: both ways, then every prompt.
