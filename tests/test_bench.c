@@ -566,6 +566,7 @@ static void test_speculate(void **state) {
     for (int w = 0; w < 2; w++) {
         const mc_bench_spec_way_t *x = ways[w];
         assert_true(x->off_tok_s > 0 && x->on_tok_s > 0 && x->ratio > 0);
+        assert_true(x->off_cpu_ms > 0 && x->on_cpu_ms > 0);
         assert_int_equal(x->tokens, 3 * 24);
         assert_int_equal(x->steps_off, 3 * 23); // one step per token after the first
         uint64_t steps = 0, kept = 0;
@@ -594,6 +595,7 @@ static void test_speculate(void **state) {
     assert_true(cJSON_GetObjectItem(j, "repeat_penalty")->valuedouble == 1.0);
     assert_int_equal(cJSON_GetObjectItem(j, "greedy_accepted")->valueint, (int)r.greedy.spec.accepted);
     assert_true(cJSON_GetObjectItem(j, "seeded_ratio")->valuedouble > 0);
+    assert_true(cJSON_GetObjectItem(j, "greedy_on_cpu_ms")->valuedouble > 0);
     assert_string_equal(cJSON_GetObjectItem(j, "corpus")->valuestring, corpus);
     cJSON_Delete(j);
     assert_int_equal(mc_bench_speculate_json(&r, line, 64, err), MC_ERR_ARG);

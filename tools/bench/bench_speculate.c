@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "clock.h"
 #include "file.h"
@@ -37,9 +38,18 @@ static void s_on_done(void *user, mc_finish_t why, const mc_gen_usage_t *u, cons
     snprintf(r->err, sizeof r->err, "%s", err ? err : "");
 }
 
+// Process CPU time in seconds, every thread's: what a process stopped or
+// crowded out by others did not spend.
+static double s_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 // What one run measured.
 typedef struct {
     double gen_s;     // from the first sampled token to the end
+    double cpu_s;     // this process's CPU time in the passes after the first sampled token
     uint32_t steps;   // passes after the first sampled token
     mc_spec_stats_t spec;
 } s_meas_t;
@@ -63,16 +73,19 @@ static mc_err_t s_generate(mc_engine_t *e, const mc_tokenizer_t *tok, const int3
     run->n = 0, run->done = false, run->why = MC_FINISH_NONE;
     mc_err_t rc = mc_scheduler_submit(s, &p, NULL, err);
     uint32_t steps = 0;
+    double cpu = 0;
     while (!rc && !run->done) {
         const bool generating = run->n > 0; // the first token is out: this pass is generation
+        const double c0 = generating ? s_cpu_s() : 0;
         rc = mc_scheduler_step(s, err);
+        if (generating) cpu += s_cpu_s() - c0;
         steps += generating;
     }
     if (!rc && run->why != MC_FINISH_LENGTH)
         rc = mc_err_set(err, MC_ERR_ARG, "prompt %u: the generation ended early (%s%s%s)", index + 1,
                         mc_finish_name(run->why), run->err[0] ? ": " : "", run->err);
     if (!rc) {
-        ms->gen_s = run->usage.generate_s, ms->steps = steps;
+        ms->gen_s = run->usage.generate_s, ms->cpu_s = cpu, ms->steps = steps;
         mc_scheduler_spec_stats(s, &ms->spec);
     }
     mc_scheduler_destroy(&s);
@@ -161,14 +174,14 @@ mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *out, char
     s_run_t run[2] = {{.cap = o->n_gen}, {.cap = o->n_gen}};
     for (int j = 0; j < 2; j++) run[j].ids = malloc((size_t)o->n_gen * sizeof *run[j].ids);
     ref = malloc((size_t)2 * count * o->n_gen * sizeof *ref);
-    v = malloc((size_t)r->reps * 6 * sizeof *v);
+    v = malloc((size_t)r->reps * 10 * sizeof *v);
     if (!rc && (!run[0].ids || !run[1].ids || !ref || !v)) rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     mc_draft_params_t dp = mc_draft_params_default(); // as moe-coordinator --speculate K
     dp.k_max = o->speculate, dp.k_start = (o->speculate + 1) / 2;
     // v: per repetition and way, tokens/s off and on and their ratio.
     bool have_ref[2][MC_BENCH_SPEC_MAX_PROMPTS] = {{false}};
     for (int rep = -1; rep < r->reps && !rc; rep++) {
-        double gen[2][2] = {{0}}, secs[2][2] = {{0}}; // tokens and seconds [way][speculative]
+        double gen[2][2] = {{0}}, secs[2][2] = {{0}}, cpu[2][2] = {{0}}; // tokens, seconds, CPU s [way][speculative]
         // The warm-up (rep -1) faults in the weights and the nodes' pages: the first prompt both ways.
         const uint32_t prompts = rep < 0 ? 1 : count;
         for (uint32_t i = 0; i < prompts && !rc; i++)
@@ -207,7 +220,7 @@ mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *out, char
                 if (rc || rep < 0) continue;
                 for (int spec = 0; spec < 2; spec++) { // the tokens after the first one
                     gen[way][spec] += run[spec].n > 0 ? run[spec].n - 1 : 0;
-                    secs[way][spec] += ms[spec].gen_s;
+                    secs[way][spec] += ms[spec].gen_s, cpu[way][spec] += ms[spec].cpu_s;
                 }
                 if (rep > 0) continue; // the counts below are the same every repetition
                 pr->steps_off = ms[0].steps, pr->steps_on = ms[1].steps, pr->spec = ms[1].spec;
@@ -222,6 +235,10 @@ mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *out, char
             v[(size_t)(way * 3 + 0) * r->reps + rep] = off;
             v[(size_t)(way * 3 + 1) * r->reps + rep] = on;
             v[(size_t)(way * 3 + 2) * r->reps + rep] = off > 0 ? on / off : 0;
+            const double c_off = gen[way][0] > 0 ? 1e3 * cpu[way][0] / gen[way][0] : 0;
+            const double c_on = gen[way][1] > 0 ? 1e3 * cpu[way][1] / gen[way][1] : 0;
+            v[(size_t)(6 + way * 2 + 0) * r->reps + rep] = c_off;
+            v[(size_t)(6 + way * 2 + 1) * r->reps + rep] = c_on;
         }
     }
     if (!rc)
@@ -230,6 +247,8 @@ mc_err_t mc_bench_speculate(const mc_bench_opts_t *o, mc_bench_spec_t *out, char
             w->off_tok_s = mc_bench_median(v + (size_t)(way * 3 + 0) * r->reps, (size_t)r->reps);
             w->on_tok_s = mc_bench_median(v + (size_t)(way * 3 + 1) * r->reps, (size_t)r->reps);
             w->ratio = mc_bench_median(v + (size_t)(way * 3 + 2) * r->reps, (size_t)r->reps);
+            w->off_cpu_ms = mc_bench_median(v + (size_t)(6 + way * 2 + 0) * r->reps, (size_t)r->reps);
+            w->on_cpu_ms = mc_bench_median(v + (size_t)(6 + way * 2 + 1) * r->reps, (size_t)r->reps);
         }
     if (attached) o->detach(o->attach_ctx);
     if (!rc) *out = res;
@@ -250,18 +269,19 @@ void mc_bench_speculate_print(const mc_bench_spec_t *r, FILE *f) {
     fprintf(f, "corpus %s: %u prompts, %llu prompt tokens, %u generated each (EOS ignored); %d threads, %s%s\n",
             r->corpus, r->n_prompts, (unsigned long long)r->prompt_tokens, r->n_gen, r->n_threads,
             r->cluster ? "experts on the nodes of " : "experts local", r->cluster ? r->cluster : "");
-    fprintf(f, "%-8s %10s %10s %7s %9s %9s %8s %10s %10s\n", "way", "off tok/s", "on tok/s", "on/off", "proposed",
-            "kept", "kept %", "kept/step", "tok/step");
+    fprintf(f, "%-8s %10s %10s %7s %9s %9s %8s %10s %10s %12s\n", "way", "off tok/s", "on tok/s", "on/off", "proposed",
+            "kept", "kept %", "kept/step", "tok/step", "cpu ms/tok");
     const mc_bench_spec_way_t *w[2] = {&r->greedy, &r->seeded};
     const char *name[2] = {"greedy", "seeded"};
     for (int i = 0; i < 2; i++) {
         const mc_bench_spec_way_t *x = w[i];
         // Tokens a step: the ones after the first, over the passes that made them.
         const double gen = (double)(x->tokens - r->n_prompts);
-        fprintf(f, "%-8s %10.2f %10.2f %6.3fx %9llu %9llu %7.1f%% %10.2f %10.2f\n", name[i], x->off_tok_s,
-                x->on_tok_s, x->ratio, (unsigned long long)x->spec.proposed, (unsigned long long)x->spec.accepted,
-                100 * s_div((double)x->spec.accepted, (double)x->spec.proposed),
-                s_div((double)x->spec.accepted, (double)x->steps_on), s_div(gen, (double)x->steps_on));
+        fprintf(f, "%-8s %10.2f %10.2f %6.3fx %9llu %9llu %7.1f%% %10.2f %10.2f %5.2f %5.2f\n", name[i],
+                x->off_tok_s, x->on_tok_s, x->ratio, (unsigned long long)x->spec.proposed,
+                (unsigned long long)x->spec.accepted, 100 * s_div((double)x->spec.accepted, (double)x->spec.proposed),
+                s_div((double)x->spec.accepted, (double)x->steps_on), s_div(gen, (double)x->steps_on), x->off_cpu_ms,
+                x->on_cpu_ms);
     }
     fprintf(f, "per prompt (with speculation: generation steps for the %u tokens after the first; guesses kept of proposed)\n",
             r->n_gen - 1);
@@ -276,7 +296,9 @@ void mc_bench_speculate_print(const mc_bench_spec_t *r, FILE *f) {
             (unsigned long long)r->compared);
     fprintf(f, "(tok/s: generated tokens after the first one over their time, the corpus summed; medians of %d\n"
                " repetitions, off and on alternating per prompt; on/off: median of each repetition's ratio;\n"
-               " kept/step: guesses kept per generation step; tok/step: tokens per step, 1 without speculation)\n",
+               " kept/step: guesses kept per generation step; tok/step: tokens per step, 1 without speculation;\n"
+               " cpu ms/tok: this process's CPU time per generated token off and on, medians: time a stopped or\n"
+               " crowded-out process did not spend; with a cluster the nodes' work is not in it)\n",
             r->reps);
 }
 
@@ -317,13 +339,15 @@ mc_err_t mc_bench_speculate_json(const mc_bench_spec_t *r, char *buf, size_t cap
         n = snprintf(buf + len, cap - len,
                      ",\"%s_off_tok_s\":%.3f,\"%s_on_tok_s\":%.3f,\"%s_ratio\":%.4f,\"%s_tokens\":%llu,"
                      "\"%s_steps_off\":%llu,\"%s_steps_on\":%llu,\"%s_drafts\":%llu,\"%s_proposed\":%llu,"
-                     "\"%s_accepted\":%llu,\"%s_accept_rate\":%.4f,\"%s_kept_per_step\":%.4f,\"%s_tokens_per_step\":%.4f",
+                     "\"%s_accepted\":%llu,\"%s_accept_rate\":%.4f,\"%s_kept_per_step\":%.4f,\"%s_tokens_per_step\":%.4f,"
+                     "\"%s_off_cpu_ms\":%.3f,\"%s_on_cpu_ms\":%.3f",
                      name[i], x->off_tok_s, name[i], x->on_tok_s, name[i], x->ratio, name[i],
                      (unsigned long long)x->tokens, name[i], (unsigned long long)x->steps_off, name[i],
                      (unsigned long long)x->steps_on, name[i], (unsigned long long)x->spec.drafts, name[i],
                      (unsigned long long)x->spec.proposed, name[i], (unsigned long long)x->spec.accepted, name[i],
                      s_div((double)x->spec.accepted, (double)x->spec.proposed), name[i],
-                     s_div((double)x->spec.accepted, (double)x->steps_on), name[i], s_div(gen, (double)x->steps_on));
+                     s_div((double)x->spec.accepted, (double)x->steps_on), name[i], s_div(gen, (double)x->steps_on),
+                     name[i], x->off_cpu_ms, name[i], x->on_cpu_ms);
     }
     if (n >= 0 && (size_t)n < cap - len) len += (size_t)n, n = snprintf(buf + len, cap - len, "}");
     if (n < 0 || (size_t)n >= cap - len) return mc_err_set(err, MC_ERR_ARG, "buffer of %zu bytes too small", cap);

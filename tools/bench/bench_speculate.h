@@ -43,6 +43,8 @@ typedef struct {
 typedef struct {
     double off_tok_s, on_tok_s; // medians over repetitions (the corpus's tokens after each first one / time)
     double ratio;               // median of each repetition's on / off
+    double off_cpu_ms, on_cpu_ms; // this process's CPU time per generated token (medians): what a stopped or
+                                  // crowded-out process did not spend (the nodes' work not included)
     uint64_t tokens;            // generated per corpus pass, each way
     uint64_t steps_off, steps_on; // generation passes per corpus pass
     mc_spec_stats_t spec;       // drafts per corpus pass with speculation
@@ -77,7 +79,7 @@ void mc_bench_speculate_print(const mc_bench_spec_t *r, FILE *f);
 // repeat_penalty, tokens_per_prompt, prompts, prompt_tokens, compared, identical (true), then
 // for greedy_ and seeded_: off_tok_s, on_tok_s, ratio, tokens, steps_off,
 // steps_on, drafts, proposed, accepted, accept_rate, kept_per_step,
-// tokens_per_step. MC_ERR_ARG when cap is too small.
+// tokens_per_step, off_cpu_ms, on_cpu_ms. MC_ERR_ARG when cap is too small.
 mc_err_t mc_bench_speculate_json(const mc_bench_spec_t *r, char *buf, size_t cap, char *err);
 
 #endif
