@@ -2,23 +2,30 @@
 # moe-bench against llama.cpp's llama-bench on the same GGUF files, same
 # thread count, runs alternating (not part of the test suite: timings).
 #
-#   LLAMA_CPP_DIR=../llama.cpp deploy/bench-vs-llamacpp.sh [--reps 5] [--threads 2] [-p 64] [-n 64] [TYPE...]
+#   LLAMA_CPP_DIR=../llama.cpp deploy/bench-vs-llamacpp.sh [--reps 5] [--threads 2] [-p 64[,512...]] [-n 64] [--isa avx2] [TYPE...]
 #
 # LLAMA_CPP_DIR is a llama.cpp checkout built with cmake (build/bin/llama-bench
-# and build/bin/llama-quantize). TYPE: Q4_0 Q8_0 (generated directly by
+# and build/bin/llama-quantize). -p takes a comma-separated list of prompt
+# lengths (generation is timed with the first). --isa avx2 runs both engines
+# on AVX2 only: MC_ISA=avx2 for moe-bench, and for llama-bench the CPU backend
+# of a second build, $LLAMA_CPP_DIR/build-avx2/bin/libggml-cpu.so (configured
+# with -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
+# -DGGML_F16C=ON -DBUILD_SHARED_LIBS=ON, target ggml-cpu), put first on
+# LD_LIBRARY_PATH (llama-bench's RUNPATH yields to it). TYPE: Q4_0 Q8_0 (generated directly by
 # moe-mkmodel --bench-model) and K-quant mixes Q4_K_M Q5_K_M Q6_K (made by
 # llama-quantize from an F16 benchmark model); default: Q4_0 Q8_0 Q4_K_M Q6_K.
 # Prints per type the medians and the median of the per-pair ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-reps=5 threads=2 np=64 ng=64 types=()
+reps=5 threads=2 nps=64 ng=64 isa= types=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) reps=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
-    -p) np=$2; shift 2 ;;
+    -p) nps=$2; shift 2 ;;
+    --isa) isa=$2; shift 2 ;;
     -n) ng=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) types+=("$1"); shift ;;
   esac
 done
@@ -27,6 +34,15 @@ done
 lb=$LLAMA_CPP_DIR/build/bin/llama-bench
 lq=$LLAMA_CPP_DIR/build/bin/llama-quantize
 [ -x "$lb" ] || { echo "no $lb" >&2; exit 2; }
+IFS=, read -r -a plist <<<"$nps"
+moe_env=() ll_env=()
+case "$isa" in
+  "") ;;
+  avx2)
+    [ -f "$LLAMA_CPP_DIR/build-avx2/bin/libggml-cpu.so" ] || { echo "no $LLAMA_CPP_DIR/build-avx2/bin/libggml-cpu.so (see --help)" >&2; exit 2; }
+    moe_env=(MC_ISA=avx2) ll_env=(LD_LIBRARY_PATH="$LLAMA_CPP_DIR/build-avx2/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}") ;;
+  *) echo "--isa: only avx2 (default: each engine's best)" >&2; exit 2 ;;
+esac
 b=build
 cache=${MC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moe-cluster}
 mkdir -p "$cache"
@@ -53,21 +69,32 @@ for t in "${types[@]}"; do model_of "$t" >/dev/null; done
 for r in $(seq "$reps"); do
   for t in "${types[@]}"; do
     f=$(model_of "$t")
-    j=$("$b/moe-bench" --model "$f" --threads "$threads" -p "$np" -n "$ng" --reps 1 --bw-mib 256 --json 2>/dev/null)
-    echo "$j" | field pp_tok_s >>"$work/$t.moe.pp"
-    echo "$j" | field tg_tok_s >>"$work/$t.moe.tg"
-    "$lb" -m "$f" -p "$np" -n "$ng" -t "$threads" -r 1 -o jsonl 2>/dev/null >"$work/l.jsonl"
-    grep "\"n_prompt\": *$np, *\"n_gen\": *0" "$work/l.jsonl" | sed -n 's/.*"avg_ts": *\([0-9.]*\).*/\1/p' >>"$work/$t.ll.pp"
+    for i in "${!plist[@]}"; do
+      np=${plist[$i]} n=1
+      [ "$i" = 0 ] && n=$ng
+      j=$(env "${moe_env[@]}" "$b/moe-bench" --model "$f" --threads "$threads" -p "$np" -n "$n" --reps 1 --bw-mib 256 --json 2>/dev/null)
+      echo "$j" | field pp_tok_s >>"$work/$t.moe.pp$np"
+      [ "$i" = 0 ] && echo "$j" | field tg_tok_s >>"$work/$t.moe.tg"
+    done
+    env "${ll_env[@]}" "$lb" -m "$f" -p "$nps" -n "$ng" -t "$threads" -r 1 -o jsonl 2>/dev/null >"$work/l.jsonl"
+    for np in "${plist[@]}"; do
+      grep "\"n_prompt\": *$np, *\"n_gen\": *0" "$work/l.jsonl" | sed -n 's/.*"avg_ts": *\([0-9.]*\).*/\1/p' >>"$work/$t.ll.pp$np"
+    done
     grep "\"n_prompt\": *0, *\"n_gen\": *$ng" "$work/l.jsonl" | sed -n 's/.*"avg_ts": *\([0-9.]*\).*/\1/p' >>"$work/$t.ll.tg"
   done
   echo "run $r of $reps done" >&2
 done
-printf '%-8s %10s %10s %7s %10s %10s %7s\n' type "moe pp$np" "llama pp" ratio "moe tg$ng" "llama tg" ratio
+ratio() { paste "$1" "$2" | awk '{print $1 / $2}' | median; }
+printf '%-8s' type
+for np in "${plist[@]}"; do printf ' %10s %10s %7s' "moe pp$np" "llama pp" ratio; done
+printf ' %10s %10s %7s\n' "moe tg$ng" "llama tg" ratio
 for t in "${types[@]}"; do
-  rp=$(paste "$work/$t.moe.pp" "$work/$t.ll.pp" | awk '{print $1 / $2}' | median)
-  rg=$(paste "$work/$t.moe.tg" "$work/$t.ll.tg" | awk '{print $1 / $2}' | median)
-  printf '%-8s %10.1f %10.1f %7.2f %10.1f %10.1f %7.2f\n' "$t" "$(median <"$work/$t.moe.pp")" \
-    "$(median <"$work/$t.ll.pp")" "$rp" "$(median <"$work/$t.moe.tg")" "$(median <"$work/$t.ll.tg")" "$rg"
+  printf '%-8s' "$t"
+  for np in "${plist[@]}"; do
+    printf ' %10.1f %10.1f %7.2f' "$(median <"$work/$t.moe.pp$np")" "$(median <"$work/$t.ll.pp$np")" \
+      "$(ratio "$work/$t.moe.pp$np" "$work/$t.ll.pp$np")"
+  done
+  printf ' %10.1f %10.1f %7.2f\n' "$(median <"$work/$t.moe.tg")" "$(median <"$work/$t.ll.tg")" "$(ratio "$work/$t.moe.tg" "$work/$t.ll.tg")"
 done
-echo "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $threads threads, benchmark model," \
-  "medians of $reps alternating runs; ratio = median of per-pair moe/llama.cpp)"
+echo "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), ${isa:-best ISA of each engine}, $threads threads," \
+  "benchmark model, medians of $reps alternating runs; ratio = median of per-pair moe/llama.cpp)"

@@ -453,8 +453,22 @@ static void test_tools(void **state) {
     r = s_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"enable_thinking\":false}", true);
     assert_false(r.thinking);
     mc_api_request_free(&r);
+    // reasoning_effort (gpt-oss's "Reasoning:"), at the top or in chat_template_kwargs; a "developer" message.
+    r = s_ok("{\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},{\"role\":\"user\",\"content\":\"x\"}],"
+             "\"reasoning_effort\":\"high\"}",
+             true);
+    assert_string_equal(r.effort, "high");
+    assert_int_equal(r.msgs[0].role, MC_CHAT_SYSTEM);
+    mc_api_request_free(&r);
+    r = s_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"reasoning_effort\":\"low\"}}",
+             true);
+    assert_string_equal(r.effort, "low");
+    mc_api_request_free(&r);
+    s_bad("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_effort\":\"max\"}", true, 400,
+          "reasoning_effort", "\"low\", \"medium\" or \"high\"");
     r = s_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", true);
     assert_true(r.thinking);
+    assert_string_equal(r.effort, "");
     assert_false(mc_toolcall_active(&r.tools));
     mc_api_request_free(&r);
     s_bad("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", true, 400,

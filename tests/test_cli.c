@@ -420,7 +420,7 @@ static void test_parse_errors(void **state) {
     s_parse_fails("--model m --prompt a --mem-prefetch router", "--mem-prefetch goes with --mem-limit");
     s_parse_fails("--model m --serve --chat-format llama3",
                   "--chat-format: 'llama3' is not a chat format (mistral-v1, mistral-v3, chatml, qwen3, tulu, "
-                  "deepseek-v2, deepseek-v3, glm4)");
+                  "deepseek-v2, deepseek-v3, glm4, gpt-oss)");
     s_parse_fails("--model m --prompt a --mem-limit 100 --mem-prefetch soon",
                   "--mem-prefetch: 'soon' is not router, transitions or none");
     s_parse_fails("--model m --prompt a --mem-limit 16777217", "--mem-limit");

@@ -11,7 +11,10 @@
  * engine. A BF16 export converts to F32 exactly; Q8_0 equals quantizing the
  * original rows; rows that are not whole blocks fall back to Q8_0 or F16.
  * Qwen3-MoE and OLMoE are checked at the level of names, shapes, keys,
- * vocabulary and merges too, and run through the engine. Misconfigured and
+ * vocabulary and merges too, and run through the engine. The GLM-4.5,
+ * DeepSeek and GPT-OSS fixtures go out in their checkpoints' layouts (GPT-OSS:
+ * fused, interleaved gate_up; MXFP4 blocks and scales as U8) and come back
+ * bit for bit. Misconfigured and
  * hostile folders must fail with a message naming the problem.
  *
  * MC_TEST_KEEP=1 keeps the folders and converted files (for loading them
@@ -89,7 +92,7 @@ static cJSON *s_read_json(const char *dir, const char *name) {
 typedef struct {
     char name[128];
     uint32_t n_dims;
-    uint64_t shape[2];
+    uint64_t shape[4];
     mc_dtype_t dtype;
     void *data;
 } s_hft_t;
@@ -99,14 +102,35 @@ typedef struct {
     size_t n, cap;
 } s_hf_t;
 
-// Add a tensor from f32 values, stored as dtype (F32, F16 or BF16).
-static void s_hf_add(s_hf_t *hf, const char *name, uint64_t rows, uint64_t cols, mc_dtype_t dtype, const float *v) {
+static s_hft_t *s_hf_new(s_hf_t *hf) {
     if (hf->n == hf->cap) {
         hf->cap = hf->cap ? 2 * hf->cap : 64;
         hf->t = realloc(hf->t, hf->cap * sizeof *hf->t);
         assert_non_null(hf->t);
     }
     s_hft_t *t = &hf->t[hf->n++];
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+// Add a tensor of n_dims dims holding the bytes at data (copied).
+static void s_hf_add_raw(s_hf_t *hf, const char *name, uint32_t n_dims, const uint64_t *shape, mc_dtype_t dtype,
+                         const void *data) {
+    s_hft_t *t = s_hf_new(hf);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->n_dims = n_dims;
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < n_dims; d++) n *= t->shape[d] = shape[d];
+    t->dtype = dtype;
+    const size_t bytes = n * mc_safetensors_dtype_size(dtype);
+    t->data = malloc(bytes + 1);
+    assert_non_null(t->data);
+    memcpy(t->data, data, bytes);
+}
+
+// Add a tensor from f32 values, stored as dtype (F32, F16 or BF16).
+static void s_hf_add(s_hf_t *hf, const char *name, uint64_t rows, uint64_t cols, mc_dtype_t dtype, const float *v) {
+    s_hft_t *t = s_hf_new(hf);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->n_dims = cols ? 2 : 1;
     t->shape[0] = rows;
@@ -2022,6 +2046,455 @@ static void test_v3_pre(void **state) {
     }
 }
 
+// --- GPT-OSS: the fixtures through Hugging Face and back -----------------------------------------
+
+// A value of a Hugging Face MXFP4 block as transformers decodes it: byte
+// i holds values 2i (low nibble) and 2i+1 (high), E2M1 codes, times
+// 2^(scale - 127). Written from the format's description, not from the
+// converter's or the engine's tables, so a re-lay both got wrong shows.
+static float s_hf_mxfp4_value(const uint8_t *blk16, uint8_t scale, int j) {
+    static const float e2m1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                   -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+    const int code = j % 2 ? blk16[j / 2] >> 4 : blk16[j / 2] & 0xF;
+    return ldexpf(e2m1[code], (int)scale - 127);
+}
+
+// GGUF MXFP4 rows {n, rows} of expert e (of a {n, rows, E} tensor) as
+// Hugging Face blocks [rows, n/32, 16] and scales [rows, n/32] at row
+// stride step from row off (step 2: interleaved into a fused gate_up).
+static void s_mxfp4_to_hf(const mc_gguf_tensor_t *t, uint64_t e, uint8_t *blocks, uint8_t *scales, uint64_t step,
+                          uint64_t off) {
+    const uint64_t n = t->ne[0], rows = t->ne[1], nb = n / MC_QK;
+    const size_t rb = nb * sizeof(mc_block_mxfp4_t);
+    for (uint64_t r = 0; r < rows; r++) {
+        const uint8_t *src = t->data + (e * rows + r) * rb;
+        const uint64_t hr = r * step + off;
+        float want[MC_QK * 64];
+        assert_true(nb <= 64);
+        assert_int_equal(mc_quant_dequantize_row(MC_DTYPE_MXFP4, src, want, (int64_t)n), MC_OK);
+        for (uint64_t b = 0; b < nb; b++) {
+            mc_block_mxfp4_t blk;
+            memcpy(&blk, src + b * sizeof blk, sizeof blk);
+            uint8_t *q = blocks + (hr * nb + b) * 16;
+            scales[hr * nb + b] = blk.e;
+            for (int j = 0; j < MC_QK; j++) {
+                const uint8_t v = (uint8_t)(j < 16 ? blk.qs[j] & 0xF : blk.qs[j - 16] >> 4);
+                if (j % 2) q[j / 2] = (uint8_t)(q[j / 2] | v << 4);
+                else q[j / 2] = v;
+            }
+            for (int j = 0; j < MC_QK; j++) // the export means what the fixture means
+                if (s_hf_mxfp4_value(q, blk.e, j) != want[b * MC_QK + (uint64_t)j])
+                    fail_msg("test: %s expert %llu row %llu value %llu: HF %g, GGUF %g", t->name, (unsigned long long)e,
+                             (unsigned long long)r, (unsigned long long)(b * MC_QK + (uint64_t)j),
+                             (double)s_hf_mxfp4_value(q, blk.e, j), (double)want[b * MC_QK + (uint64_t)j]);
+        }
+    }
+}
+
+static const mc_gguf_tensor_t *s_blk(const mc_gguf_t *g, unsigned l, const char *rest) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%u.%s", l, rest);
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, name);
+    if (!t) fail_msg("test: fixture lacks %s", name);
+    return t;
+}
+
+// A GPT-OSS GGUF's tensors under Hugging Face's names and layout: all
+// experts of a layer in one tensor, gate and up fused with their rows
+// (MXFP4) or columns (floats, stored as x @ W) interleaved, biases
+// likewise, sinks without ".weight". Floats as dtype.
+static void s_hf_from_gguf_oss(const mc_gguf_t *g, mc_dtype_t dtype, s_hf_t *hf) {
+    static const struct {
+        const char *gguf, *hf;
+    } map[] = {
+        {"attn_norm.weight", "input_layernorm.weight"},
+        {"attn_q.weight", "self_attn.q_proj.weight"},
+        {"attn_k.weight", "self_attn.k_proj.weight"},
+        {"attn_v.weight", "self_attn.v_proj.weight"},
+        {"attn_q.bias", "self_attn.q_proj.bias"},
+        {"attn_k.bias", "self_attn.k_proj.bias"},
+        {"attn_v.bias", "self_attn.v_proj.bias"},
+        {"attn_output.weight", "self_attn.o_proj.weight"},
+        {"attn_output.bias", "self_attn.o_proj.bias"},
+        {"attn_sinks.weight", "self_attn.sinks"},
+        {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+        {"ffn_gate_inp.weight", "mlp.router.weight"},
+        {"ffn_gate_inp.bias", "mlp.router.bias"},
+    };
+    char hfname[160];
+    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
+        const uint64_t ne0 = t->ne[0], ne1 = t->n_dims > 1 ? t->ne[1] : 1, cols = t->n_dims > 1 ? ne0 : 0;
+        const float *src = (const float *)(const void *)t->data;
+        if (!strcmp(t->name, "token_embd.weight")) s_hf_add(hf, "model.embed_tokens.weight", ne1, ne0, dtype, src);
+        else if (!strcmp(t->name, "output_norm.weight")) s_hf_add(hf, "model.norm.weight", ne0, 0, dtype, src);
+        else if (!strcmp(t->name, "output.weight")) s_hf_add(hf, "lm_head.weight", ne1, ne0, dtype, src);
+        if (s_layer_of(t->name) < 0) continue;
+        const unsigned l = (unsigned)s_layer_of(t->name);
+        const char *rest = strchr(t->name + 4, '.') + 1;
+        if (strstr(rest, "_exps.")) continue; // below, per layer
+        size_t k = 0;
+        while (k < sizeof map / sizeof map[0] && strcmp(map[k].gguf, rest) != 0) k++;
+        if (k == sizeof map / sizeof map[0]) fail_msg("test: unexpected tensor %s", t->name);
+        assert_int_equal(t->type, MC_DTYPE_F32);
+        snprintf(hfname, sizeof hfname, "model.layers.%u.%s", l, map[k].hf);
+        s_hf_add(hf, hfname, cols ? ne1 : ne0, cols, dtype, src);
+        if (strcmp(rest, "attn_norm.weight") != 0) continue;
+        // The experts and their biases of layer l.
+        const mc_gguf_tensor_t *gate = s_blk(g, l, "ffn_gate_exps.weight"), *up = s_blk(g, l, "ffn_up_exps.weight");
+        const mc_gguf_tensor_t *down = s_blk(g, l, "ffn_down_exps.weight");
+        const uint64_t D = gate->ne[0], F = gate->ne[1], E = gate->ne[2];
+        if (gate->type == MC_DTYPE_MXFP4) {
+            assert_int_equal(down->type, MC_DTYPE_MXFP4);
+            uint8_t *gb = calloc(E * 2 * F * D / 2, 1), *gs = calloc(E * 2 * F * D / MC_QK, 1);
+            uint8_t *db = calloc(E * D * F / 2, 1), *ds = calloc(E * D * F / MC_QK, 1);
+            assert_true(gb && gs && db && ds);
+            for (uint64_t e = 0; e < E; e++) {
+                const uint64_t go = e * 2 * F * D / MC_QK, dofs = e * D * F / MC_QK;
+                s_mxfp4_to_hf(gate, e, gb + go * 16, gs + go, 2, 0);
+                s_mxfp4_to_hf(up, e, gb + go * 16, gs + go, 2, 1);
+                s_mxfp4_to_hf(down, e, db + dofs * 16, ds + dofs, 1, 0);
+            }
+            const uint64_t sgb[4] = {E, 2 * F, D / MC_QK, 16}, sdb[4] = {E, D, F / MC_QK, 16};
+#define S_OSS_RAW(suffix, nd, shape, data)                                                        \
+    snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.%s", l, suffix);                \
+    s_hf_add_raw(hf, hfname, nd, shape, MC_SAFETENSORS_U8, data)
+            S_OSS_RAW("gate_up_proj_blocks", 4, sgb, gb);
+            S_OSS_RAW("gate_up_proj_scales", 3, sgb, gs);
+            S_OSS_RAW("down_proj_blocks", 4, sdb, db);
+            S_OSS_RAW("down_proj_scales", 3, sdb, ds);
+#undef S_OSS_RAW
+            free(gb), free(gs), free(db), free(ds);
+        } else {
+            assert_int_equal(gate->type, MC_DTYPE_F32);
+            const float *gd = (const float *)(const void *)gate->data, *ud = (const float *)(const void *)up->data;
+            const float *dd = (const float *)(const void *)down->data;
+            float *gu = malloc(E * D * 2 * F * sizeof *gu), *dn = malloc(E * F * D * sizeof *dn);
+            assert_true(gu && dn);
+            for (uint64_t e = 0; e < E; e++)
+                for (uint64_t d = 0; d < D; d++)
+                    for (uint64_t f = 0; f < F; f++) {
+                        gu[(e * D + d) * 2 * F + 2 * f] = gd[(e * F + f) * D + d];
+                        gu[(e * D + d) * 2 * F + 2 * f + 1] = ud[(e * F + f) * D + d];
+                        dn[(e * F + f) * D + d] = dd[(e * D + d) * F + f];
+                    }
+            snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.gate_up_proj", l);
+            s_hf_add(hf, hfname, E * D, 2 * F, dtype, gu); // then made 3-D
+            hf->t[hf->n - 1].n_dims = 3, hf->t[hf->n - 1].shape[0] = E, hf->t[hf->n - 1].shape[1] = D,
+            hf->t[hf->n - 1].shape[2] = 2 * F;
+            snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.down_proj", l);
+            s_hf_add(hf, hfname, E * F, D, dtype, dn);
+            hf->t[hf->n - 1].n_dims = 3, hf->t[hf->n - 1].shape[0] = E, hf->t[hf->n - 1].shape[1] = F,
+            hf->t[hf->n - 1].shape[2] = D;
+            free(gu), free(dn);
+        }
+        const mc_gguf_tensor_t *gbias = s_blk(g, l, "ffn_gate_exps.bias"), *ubias = s_blk(g, l, "ffn_up_exps.bias");
+        const mc_gguf_tensor_t *dbias = s_blk(g, l, "ffn_down_exps.bias");
+        const float *gbd = (const float *)(const void *)gbias->data, *ubd = (const float *)(const void *)ubias->data;
+        float *gub = malloc(E * 2 * F * sizeof *gub);
+        assert_non_null(gub);
+        for (uint64_t e = 0; e < E; e++)
+            for (uint64_t f = 0; f < F; f++) {
+                gub[e * 2 * F + 2 * f] = gbd[e * F + f];
+                gub[e * 2 * F + 2 * f + 1] = ubd[e * F + f];
+            }
+        snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.gate_up_proj_bias", l);
+        s_hf_add(hf, hfname, E, 2 * F, dtype, gub);
+        free(gub);
+        snprintf(hfname, sizeof hfname, "model.layers.%u.mlp.experts.down_proj_bias", l);
+        s_hf_add(hf, hfname, E, D, dtype, (const float *)(const void *)dbias->data);
+    }
+}
+
+// config.json of a GPT-OSS GGUF as gpt-oss-20b's names it (both names of
+// the experts per token, layer_types, YaRN with its betas and truncate,
+// quantization_config for MXFP4 experts).
+static cJSON *s_oss_config(const mc_gguf_t *g) {
+    cJSON *c = cJSON_CreateObject();
+    const char *arch = "GptOssForCausalLM";
+    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(&arch, 1));
+    cJSON_AddStringToObject(c, "model_type", "gpt_oss");
+    cJSON_AddNumberToObject(c, "vocab_size", (double)mc_gguf_tensor_find(g, "token_embd.weight")->ne[1]);
+    cJSON_AddNumberToObject(c, "hidden_size", (double)s_u64(g, "gpt-oss.embedding_length"));
+    cJSON_AddNumberToObject(c, "intermediate_size", (double)s_u64(g, "gpt-oss.expert_feed_forward_length"));
+    const uint64_t n_layer = s_u64(g, "gpt-oss.block_count");
+    cJSON_AddNumberToObject(c, "num_hidden_layers", (double)n_layer);
+    cJSON_AddNumberToObject(c, "num_attention_heads", (double)s_u64(g, "gpt-oss.attention.head_count"));
+    cJSON_AddNumberToObject(c, "num_key_value_heads", (double)s_u64(g, "gpt-oss.attention.head_count_kv"));
+    cJSON_AddNumberToObject(c, "head_dim", (double)s_u64(g, "gpt-oss.attention.key_length"));
+    cJSON_AddNumberToObject(c, "num_local_experts", (double)s_u64(g, "gpt-oss.expert_count"));
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", (double)s_u64(g, "gpt-oss.expert_used_count"));
+    cJSON_AddNumberToObject(c, "experts_per_token", (double)s_u64(g, "gpt-oss.expert_used_count"));
+    cJSON_AddNumberToObject(c, "max_position_embeddings", (double)s_u64(g, "gpt-oss.context_length"));
+    cJSON_AddNumberToObject(c, "rope_theta", s_f64(g, "gpt-oss.rope.freq_base"));
+    cJSON_AddNumberToObject(c, "rms_norm_eps", s_f64(g, "gpt-oss.attention.layer_norm_rms_epsilon"));
+    cJSON_AddNumberToObject(c, "sliding_window", (double)s_u64(g, "gpt-oss.attention.sliding_window"));
+    cJSON *lt = cJSON_AddArrayToObject(c, "layer_types");
+    for (uint64_t l = 0; l < n_layer; l++)
+        cJSON_AddItemToArray(lt, cJSON_CreateString(l % 2 ? "full_attention" : "sliding_attention"));
+    cJSON_AddTrueToObject(c, "attention_bias");
+    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    cJSON_AddNumberToObject(c, "swiglu_limit", 7.0);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", mc_gguf_tensor_find(g, "output.weight") == NULL);
+    mc_gguf_str_t type;
+    if (mc_gguf_get_str(g, "gpt-oss.rope.scaling.type", &type)) {
+        assert_true(type.len == 4 && !memcmp(type.ptr, "yarn", 4));
+        cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "yarn");
+        cJSON_AddNumberToObject(rs, "factor", s_f64(g, "gpt-oss.rope.scaling.factor"));
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
+                                (double)s_u64(g, "gpt-oss.rope.scaling.original_context_length"));
+        cJSON_AddNumberToObject(rs, "beta_fast", 32.0);
+        cJSON_AddNumberToObject(rs, "beta_slow", 1.0);
+        cJSON_AddFalseToObject(rs, "truncate");
+    }
+    if (mc_gguf_tensor_find(g, "blk.0.ffn_gate_exps.weight")->type == MC_DTYPE_MXFP4) {
+        cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
+        cJSON_AddStringToObject(q, "quant_method", "mxfp4");
+        const char *keep[2] = {"model.layers.*.self_attn", "model.layers.*.mlp.router"};
+        cJSON_AddItemToObject(q, "modules_to_not_convert", cJSON_CreateStringArray(keep, 2));
+    }
+    return c;
+}
+
+static mc_gguf_t *s_open_fixture(const char *name, char *path) {
+    snprintf(path, 512, "%s/arch/%s.gguf", MC_REPO_FIXTURES, name);
+    return s_open(path);
+}
+
+// The GPT-OSS fixture `name` written as the Hugging Face folder dir
+// (floats as dtype; two shards), with Qwen2's pre-tokenizer regex as
+// moe-mkmodel's vocabulary has it.
+static void s_export_oss(const char *name, const char *dir, mc_dtype_t dtype) {
+    char src[512];
+    mc_gguf_t *g = s_open_fixture(name, src);
+    s_hf_t hf = {0};
+    s_hf_from_gguf_oss(g, dtype, &hf);
+    s_hf_write(&hf, dir, 2);
+    s_hf_free(&hf);
+    cJSON *c = s_oss_config(g);
+    s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+    s_write_tokenizer_of(g, dir, s_qwen2_regex);
+    mc_gguf_destroy(&g);
+}
+
+// The fixture and its conversion: the same tensors (bytes, types, shapes),
+// every key of the fixture but its name, vocab_size and rope.dimension_count
+// (moe-mkmodel writes them, llama.cpp's converter does not), and nothing
+// more but YaRN's betas (from config.json), add_eos_token and the
+// quantization version; the same encodings and bit-identical logits.
+static void s_oss_check(const char *src, const char *out) {
+    mc_gguf_t *a = s_open(src), *b = s_open(out);
+    s_same_tensors(a, b);
+    const char *const skip[] = {"general.name", "gpt-oss.vocab_size", "gpt-oss.rope.dimension_count"};
+    s_same_keys(a, b, skip, 3);
+    const char *const skip2[] = {"general.name", "gpt-oss.rope.scaling.yarn_beta_fast",
+                                 "gpt-oss.rope.scaling.yarn_beta_slow", "tokenizer.ggml.add_eos_token",
+                                 "general.quantization_version"};
+    s_same_keys(b, a, skip2, 5);
+    s_same_encodings(a, b);
+    mc_gguf_destroy(&a);
+    mc_gguf_destroy(&b);
+    s_same_logits(src, out);
+}
+
+// The GPT-OSS fixtures (the files llama.cpp's logits belong to) as Hugging
+// Face folders and back: F32 experts from the unquantized layout
+// (gate_up [E, in, 2F] with interleaved columns, down [E, F, in]), MXFP4
+// experts from blocks and scales (interleaved rows) copied bit for bit.
+static void test_gptoss_fixtures(void **state) {
+    (void)state;
+    static const char *const names[2] = {"gptoss-f32", "gptoss-mxfp4"};
+    for (int i = 0; i < 2; i++) {
+        char dir[512], out[S_PATH], src[512];
+        snprintf(src, sizeof src, "%s/arch/%s.gguf", MC_REPO_FIXTURES, names[i]);
+        assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+        s_export_oss(names[i], dir, MC_DTYPE_F32);
+        s_path(out, dir, "out.gguf");
+        s_convert_ok(dir, out, true, MC_DTYPE_F32);
+        s_oss_check(src, out);
+        s_done(dir);
+    }
+}
+
+// A BF16 folder (the unquantized checkpoints): auto keeps the matrices,
+// the experts too, as the bf16 of the fixture's values; Q8_0 quantizes
+// the experts' rows as gathered from the interleaved columns; the biases
+// and routers are F32 whatever the type; and the file runs.
+static void test_gptoss_bf16(void **state) {
+    (void)state;
+    char dir[512], out[S_PATH], src[512];
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_oss("gptoss-f32", dir, MC_DTYPE_BF16);
+    mc_gguf_t *a = s_open_fixture("gptoss-f32", src);
+    for (int pass = 0; pass < 2; pass++) {
+        const mc_dtype_t want = pass ? MC_DTYPE_Q8_0 : MC_DTYPE_BF16;
+        s_path(out, dir, pass ? "q8.gguf" : "bf16.gguf");
+        s_convert_ok(dir, out, pass == 0, want);
+        mc_gguf_t *b = s_open(out);
+        for (size_t i = 0; i < mc_gguf_tensor_count(a); i++) {
+            const mc_gguf_tensor_t *ta = mc_gguf_tensor_at(a, i), *tb = mc_gguf_tensor_find(b, ta->name);
+            if (!tb) fail_msg("%s missing", ta->name);
+            // Routers stay F32, as every family's.
+            const bool matrix = ta->n_dims >= 2 && !strstr(ta->name, ".bias") && !strstr(ta->name, "ffn_gate_inp");
+            const mc_dtype_t type = matrix ? want : MC_DTYPE_F32;
+            if (tb->type != type) fail_msg("%s: %s, want %s", ta->name, mc_dtype_name(tb->type), mc_dtype_name(type));
+            assert_memory_equal(ta->ne, tb->ne, sizeof ta->ne);
+            const uint64_t n = ta->ne[0], rows = ta->size / (n * sizeof(float));
+            float *bf = malloc(n * sizeof *bf);
+            uint8_t *row = malloc(mc_dtype_row_bytes(type, n));
+            assert_true(bf && row);
+            for (uint64_t r = 0; r < rows; r++) {
+                const float *x = (const float *)(const void *)(ta->data + r * n * sizeof(float));
+                // What the BF16 folder holds, then what the type makes of it.
+                for (uint64_t j = 0; j < n; j++) bf[j] = mc_bf16_to_fp32(mc_fp32_to_bf16(x[j]));
+                assert_int_equal(mc_quant_quantize_row(type, bf, row, (int64_t)n), MC_OK);
+                const size_t rb = mc_dtype_row_bytes(type, n);
+                if (memcmp(row, tb->data + r * rb, rb)) fail_msg("%s row %llu differs", ta->name, (unsigned long long)r);
+            }
+            free(bf);
+            free(row);
+        }
+        mc_gguf_destroy(&b);
+        uint32_t nv;
+        const int32_t ids[3] = {1, 300, 7};
+        float *l = s_logits(out, ids, 3, &nv);
+        for (size_t i = 0; i < 3 * (size_t)nv; i++) assert_true(isfinite(l[i]));
+        free(l);
+    }
+    mc_gguf_destroy(&a);
+    s_done(dir);
+}
+
+// One hostile GPT-OSS folder: the MXFP4 fixture's tensors with `edit`
+// applied (on the tensor named like `which`), the good config.json with key
+// set to json (NULL key: as it is); the conversion must fail naming needle.
+typedef enum { S_EDIT_NONE, S_EDIT_DROP, S_EDIT_SHAPE, S_EDIT_SCALE_NAN, S_EDIT_DTYPE } s_edit_t;
+
+static void s_oss_fail(const char *fixture, s_edit_t edit, const char *which, const char *key, const char *json,
+                       const char *needle) {
+    char dir[512], src[512];
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    mc_gguf_t *g = s_open_fixture(fixture, src);
+    s_hf_t hf = {0};
+    s_hf_from_gguf_oss(g, MC_DTYPE_F32, &hf);
+    bool found = edit == S_EDIT_NONE;
+    for (size_t i = 0; i < hf.n && !found; i++) {
+        s_hft_t *t = &hf.t[i];
+        if (!strstr(t->name, which)) continue;
+        found = true;
+        if (edit == S_EDIT_DROP) {
+            free(t->data);
+            hf.t[i] = hf.t[--hf.n];
+        } else if (edit == S_EDIT_SHAPE) { // one row fewer: an odd gate_up, or blocks that do not match
+            assert_true(t->shape[1] > 1);
+            t->shape[1]--;
+        } else if (edit == S_EDIT_SCALE_NAN) {
+            ((uint8_t *)t->data)[5] = 0xFF;
+        } else if (edit == S_EDIT_DTYPE) { // U8 bytes said to be BF16 (half as many values)
+            assert_int_equal(t->dtype, MC_SAFETENSORS_U8);
+            assert_int_equal(t->shape[t->n_dims - 1] % 2, 0);
+            t->shape[t->n_dims - 1] /= 2;
+            t->dtype = MC_DTYPE_BF16;
+        }
+    }
+    if (!found) fail_msg("test: no tensor like %s", which);
+    s_hf_write(&hf, dir, 1);
+    s_hf_free(&hf);
+    cJSON *c = s_oss_config(g);
+    s_write_tokenizer_of(g, dir, s_qwen2_regex);
+    mc_gguf_destroy(&g);
+    if (key) s_cfg_set(dir, c, key, json);
+    else s_write_json(dir, "config.json", c);
+    cJSON_Delete(c);
+    s_convert_fail(dir, needle);
+    s_done(dir);
+}
+
+// Misconfigured, incomplete and damaged GPT-OSS folders are refused by name.
+static void test_gptoss_errors(void **state) {
+    (void)state;
+    const char *mx = "gptoss-mxfp4", *f32 = "gptoss-f32";
+    // Tensors: missing, of the wrong shape or type, with a NaN scale.
+    s_oss_fail(mx, S_EDIT_DROP, "layers.1.self_attn.sinks", NULL, NULL, "tensor 'model.layers.1.self_attn.sinks' is missing");
+    s_oss_fail(mx, S_EDIT_DROP, "layers.0.mlp.experts.gate_up_proj_scales", NULL, NULL,
+               "tensor 'model.layers.0.mlp.experts.gate_up_proj_scales' is missing");
+    s_oss_fail(mx, S_EDIT_SHAPE, "layers.0.mlp.experts.gate_up_proj_blocks", NULL, NULL,
+               "tensor 'model.layers.0.mlp.experts.gate_up_proj_blocks' has shape [16, 63, 2, 16] but config.json "
+               "implies [16, 64, 2, 16]");
+    s_oss_fail(mx, S_EDIT_SHAPE, "layers.2.mlp.experts.down_proj_scales", NULL, NULL,
+               "'model.layers.2.mlp.experts.down_proj_scales' has shape [16, 63, 1]");
+    s_oss_fail(mx, S_EDIT_SHAPE, "layers.0.mlp.experts.gate_up_proj_bias", NULL, NULL,
+               "'model.layers.0.mlp.experts.gate_up_proj_bias' has shape [16, 63] but config.json implies [16, 64]");
+    s_oss_fail(f32, S_EDIT_SHAPE, "layers.1.mlp.experts.gate_up_proj", NULL, NULL,
+               "'model.layers.1.mlp.experts.gate_up_proj' has shape [16, 63, 64] but config.json implies [16, 64, 64]");
+    s_oss_fail(mx, S_EDIT_DTYPE, "layers.0.mlp.experts.down_proj_blocks", NULL, NULL,
+               "'model.layers.0.mlp.experts.down_proj_blocks' has shape [16, 64, 1, 8]");
+    s_oss_fail(mx, S_EDIT_SCALE_NAN, "layers.2.mlp.experts.gate_up_proj_scales", NULL, NULL,
+               "'model.layers.2.mlp.experts.gate_up_proj_scales': expert 0 row 2 block 1 has scale 0xFF");
+    s_oss_fail(mx, S_EDIT_DROP, "layers.0.mlp.router.bias", NULL, NULL, "tensor 'model.layers.0.mlp.router.bias' is missing");
+    s_oss_fail(mx, S_EDIT_DROP, "layers.0.self_attn.o_proj.bias", NULL, NULL, "'model.layers.0.self_attn.o_proj.bias' is missing");
+    // The layouts and quantization_config disagreeing.
+    s_oss_fail(mx, S_EDIT_NONE, "", "quantization_config", NULL,
+               "'model.layers.0.mlp.experts.gate_up_proj_blocks' is there but config.json has no quantization_config");
+    s_oss_fail(f32, S_EDIT_NONE, "", "quantization_config", "{\"quant_method\":\"mxfp4\"}",
+               "'model.layers.0.mlp.experts.gate_up_proj' is there but config.json says quantization_config mxfp4");
+    s_oss_fail(mx, S_EDIT_NONE, "", "quantization_config", "{\"quant_method\":\"fp8\"}", "quant_method 'fp8' is not supported");
+    // Variants the engine does not run.
+    s_oss_fail(mx, S_EDIT_NONE, "", "swiglu_limit", "5", "swiglu_limit 5 is not supported");
+    s_oss_fail(mx, S_EDIT_NONE, "", "layer_types", "[\"full_attention\",\"full_attention\",\"sliding_attention\"]",
+               "layer_types[0] is 'full_attention'");
+    s_oss_fail(mx, S_EDIT_NONE, "", "layer_types", "[\"sliding_attention\"]", "'layer_types' is not a list of");
+    s_oss_fail(mx, S_EDIT_NONE, "", "sliding_window", NULL, "'sliding_window' is missing");
+    s_oss_fail(mx, S_EDIT_NONE, "", "attention_bias", "false", "attention_bias false is not supported");
+    s_oss_fail(mx, S_EDIT_NONE, "", "experts_per_token", "3", "experts_per_token 3 and num_experts_per_tok 4 differ");
+    s_oss_fail(mx, S_EDIT_NONE, "", "rope_scaling",
+               "{\"rope_type\":\"yarn\",\"factor\":4,\"original_max_position_embeddings\":512,\"beta_fast\":16}",
+               "beta_fast 16");
+    s_oss_fail(mx, S_EDIT_NONE, "", "hidden_act", "\"gelu\"", "hidden_act 'gelu' is not supported");
+    s_oss_fail(mx, S_EDIT_NONE, "", "intermediate_size", "48", "must be multiples of 32");
+}
+
+// tokenizer.json with o200k's pattern (as gpt-oss's) gives pre "gpt-4o";
+// another pattern is refused; chat_template.jinja gives the chat template.
+static void test_gptoss_pre(void **state) {
+    (void)state;
+    static const char o200k[] =
+        "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+        "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+        "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    char dir[512], out[S_PATH], src[512];
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    s_export_oss("gptoss-mxfp4", dir, MC_DTYPE_F32);
+    mc_gguf_t *g = s_open_fixture("gptoss-mxfp4", src);
+    s_write_tokenizer_of(g, dir, o200k);
+    s_path(out, dir, "out.gguf");
+    s_convert_ok(dir, out, true, MC_DTYPE_F32);
+    mc_gguf_t *b = s_open(out);
+    s_expect_str(b, "tokenizer.ggml.pre", "gpt-4o");
+    assert_null(mc_gguf_find(b, "tokenizer.chat_template"));
+    mc_gguf_destroy(&b);
+    // The chat template from chat_template.jinja when tokenizer_config.json has none.
+    static const char tmpl[] = "{% for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}";
+    char path[S_PATH];
+    s_path(path, dir, "chat_template.jinja");
+    s_write_bytes(path, tmpl, strlen(tmpl));
+    assert_int_equal(remove(out), 0);
+    s_convert_ok(dir, out, true, MC_DTYPE_F32);
+    b = s_open(out);
+    s_expect_str(b, "tokenizer.chat_template", tmpl);
+    mc_gguf_destroy(&b);
+    s_write_bytes(path, "a\0b", 3);
+    assert_int_equal(remove(out), 0);
+    s_convert_fail(dir, "chat_template.jinja: holds a NUL byte");
+    remove(path);
+    s_write_tokenizer_of(g, dir, "\\p{N}{1,3}");
+    s_convert_fail(dir, "not a GPT-OSS one we know");
+    mc_gguf_destroy(&g);
+    s_done(dir);
+}
+
 // The moe-convert binary: exit status 0 written, 1 failed, 2 bad command line.
 static int s_cli(const char *dir, const char *args, char **out) {
     const char *bin = getenv("MC_BIN_DIR"), *prefix = getenv("MC_RUN_PREFIX");
@@ -2101,6 +2574,10 @@ int main(void) {
         cmocka_unit_test(test_v3_bf16),
         cmocka_unit_test(test_v3_errors),
         cmocka_unit_test(test_v3_pre),
+        cmocka_unit_test(test_gptoss_fixtures),
+        cmocka_unit_test(test_gptoss_bf16),
+        cmocka_unit_test(test_gptoss_errors),
+        cmocka_unit_test(test_gptoss_pre),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,10 +16,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "gguf.h"
 #include "mkmodel.h"
 #include "quant.h"
 #include "testutil.h"
+#include "tokenizer.h"
 
 #define S_BASE_PIECES 416 // 3 control + 256 bytes + 157 single characters
 
@@ -553,6 +555,44 @@ static void test_glm4moe(void **state) {
     mc_gguf_destroy(&g);
 }
 
+// gpt-oss files carry the harmony tokens as control tokens, so chat picks
+// its format and stops at <|return|> and <|call|>; other families do not.
+static void test_gptoss_harmony_tokens(void **state) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_GPTOSS;
+    p.ffn = 32, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 2, p.head_dim = 32, p.n_swa = 8;
+    char err[MC_ERR_LEN];
+    for (int k = 0; k < 2; k++) {
+        if (k) p.arch = MC_ARCH_QWEN3MOE, p.n_swa = 0;
+        mc_gguf_t *g = s_make(*state, &p, NULL);
+        mc_tokenizer_t *t = mc_tokenizer_new_from_gguf(g, err);
+        if (!t) fail_msg("%s", err);
+        assert_int_equal(mc_tokenizer_n_vocab(t), p.n_vocab);
+        static const char *const marks[] = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>",
+                                            "<|return|>", "<|call|>", "<|constrain|>"};
+        char piece[64];
+        for (size_t i = 0; i < sizeof marks / sizeof *marks; i++) {
+            const int32_t id = mc_tokenizer_find(t, marks[i], strlen(marks[i]));
+            if (k) { // qwen3moe: none
+                assert_true(id < 0);
+                continue;
+            }
+            if (id < 0) fail_msg("%s is not a token", marks[i]);
+            assert_int_equal(mc_tokenizer_token_bytes(t, id, piece, sizeof piece), 0); // a control token
+        }
+        mc_chat_style_t st;
+        assert_int_equal(mc_chat_style_choose(g, t, NULL, &st, err), MC_OK);
+        assert_int_equal(st, k ? MC_CHAT_STYLE_CHATML : MC_CHAT_STYLE_HARMONY);
+        int32_t end[MC_CHAT_MAX_END];
+        const size_t n_end = mc_chat_end_ids(t, end);
+        bool ret = false;
+        for (size_t i = 0; i < n_end; i++) ret |= end[i] == mc_tokenizer_find(t, "<|return|>", 10);
+        assert_true(ret == (k == 0));
+        mc_tokenizer_destroy(&t);
+        mc_gguf_destroy(&g);
+    }
+}
+
 static void test_qwen2moe(void **state) {
     mc_mkmodel_params_t p = mc_mkmodel_params_default();
     p.arch = MC_ARCH_QWEN2MOE, p.type = MC_DTYPE_Q8_0, p.ffn = 32;
@@ -782,6 +822,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_deepseek2, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_deepseek2v3, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_glm4moe, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_gptoss_harmony_tokens, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_params, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /*
  * test_safetensors: the safetensors reader on files assembled in the test
- * (one and several tensors, the three float types, metadata, padding, empty
+ * (one and several tensors, the three float types and U8, metadata, padding, empty
  * and scalar tensors, the writer's output), on hostile headers (short files,
  * header lengths past the end, truncated and non-object JSON, missing and
  * malformed fields, negative, fractional, huge and overflowing shapes, data
@@ -124,16 +124,21 @@ static void test_write_read(void **state) {
     snprintf(path, sizeof path, "%s/w.safetensors", dir);
     const float f[6] = {1, -2, 3.5f, 0, 1e-3f, -7};
     const uint16_t h[3] = {0x3C00, 0xC000, 0x7BFF}, bf[2] = {0x3F80, 0x4049};
-    const uint64_t s0[2] = {2, 3}, s1[1] = {3}, s2[2] = {1, 2};
-    const mc_safetensors_desc_t d[3] = {
-        {"model.f", MC_DTYPE_F32, 2, s0, f}, {"h \"quoted\"", MC_DTYPE_F16, 1, s1, h}, {"bf", MC_DTYPE_BF16, 2, s2, bf}};
+    // U8: GPT-OSS's MXFP4 blocks (4 dims) and scales, one byte an element.
+    const uint8_t u8[2 * 1 * 1 * 3] = {0x10, 0x32, 0x54, 0xFF, 0x00, 0x7F};
+    const uint64_t s0[2] = {2, 3}, s1[1] = {3}, s2[2] = {1, 2}, s3[4] = {2, 1, 1, 3};
+    const mc_safetensors_desc_t d[4] = {{"model.f", MC_DTYPE_F32, 2, s0, f},
+                                        {"h \"quoted\"", MC_DTYPE_F16, 1, s1, h},
+                                        {"bf", MC_DTYPE_BF16, 2, s2, bf},
+                                        {"experts.gate_up_proj_blocks", MC_SAFETENSORS_U8, 4, s3, u8}};
     const char *meta[2] = {"format", "pt"};
     char err[MC_ERR_LEN] = "";
-    assert_int_equal(mc_safetensors_write(path, d, 3, meta, 1, err), MC_OK);
+    assert_int_equal(mc_safetensors_write(path, d, 4, meta, 1, err), MC_OK);
     mc_safetensors_t *st = mc_safetensors_open(path, err);
     if (!st) fail_msg("%s", err);
-    assert_int_equal(mc_safetensors_count(st), 3);
-    for (int i = 0; i < 3; i++) {
+    assert_int_equal(mc_safetensors_count(st), 4);
+    assert_int_equal(mc_safetensors_find(st, "experts.gate_up_proj_blocks")->size, 6);
+    for (int i = 0; i < 4; i++) {
         const mc_safetensors_tensor_t *t = mc_safetensors_find(st, d[i].name);
         assert_non_null(t);
         assert_int_equal(t->dtype, d[i].dtype);
@@ -286,6 +291,8 @@ static void test_bad_names_types(void **state) {
                   8, "'w' appears twice");
     s_expect_fail("{\"tok\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8,
                   "tensor 'tok' has dtype I64, which is not supported");
+    s_expect_fail("{\"q\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "dtype I8, which is not supported");
+    s_expect_fail("{\"u\":{\"dtype\":\"U8\",\"shape\":[3,2],\"data_offsets\":[0,5]}}", 5, "need 6");
     s_expect_fail("{\"q\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "F8_E4M3");
     s_expect_fail("{\"q\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "unknown dtype 'Q4'");
     s_expect_fail("{\"q\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "unknown dtype");

@@ -1222,20 +1222,35 @@ static void test_stream_log_counts(void **state) {
 }
 
 // The prompt length of msgs in a format with tools (as the server renders them).
-static int s_render_count(mc_chat_style_t st, const char *tool, const mc_chat_msg_t *m, size_t n, bool thinking) {
+// date, effort: gpt-oss's "Current date" and "Reasoning" (NULL: none, the default).
+static int s_render_count_on(mc_chat_style_t st, const char *tool, const mc_chat_msg_t *m, size_t n, bool thinking,
+                             const char *date, const char *effort) {
     char err[MC_ERR_LEN];
     mc_session_params_t sp = mc_session_params_default();
     sp.model = s_model;
     mc_session_t *s = mc_session_new(&sp, err);
     assert_non_null(s);
     mc_chat_opts_t o = mc_chat_opts_default();
-    o.style = st, o.tools = tool ? &tool : NULL, o.n_tools = tool ? 1 : 0, o.thinking = thinking;
+    o.style = st, o.tools = tool ? &tool : NULL, o.n_tools = tool ? 1 : 0, o.thinking = thinking, o.date = date;
+    o.reasoning_effort = effort;
     int32_t *ids;
     size_t k;
     if (mc_chat_render(mc_session_tokenizer(s), &o, m, n, false, &ids, &k, err)) fail_msg("%s", err);
     free(ids);
     mc_session_destroy(&s);
     return (int)k;
+}
+
+static int s_render_count(mc_chat_style_t st, const char *tool, const mc_chat_msg_t *m, size_t n, bool thinking) {
+    return s_render_count_on(st, tool, m, n, thinking, NULL, NULL);
+}
+
+// Today (UTC) as the server writes it into gpt-oss's system message.
+static void s_today(char out[16]) {
+    const time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, 16, "%Y-%m-%d", &tm);
 }
 
 // A forced call's arguments: an object with a string city of at most 8
@@ -1609,12 +1624,14 @@ static void test_tools_and_formats(void **state) {
     }
     assert_true(s_render_count(MC_CHAT_STYLE_QWEN3, NULL, &one, 1, false) >
                 s_render_count(MC_CHAT_STYLE_QWEN3, NULL, &one, 1, true));
-    // deepseek-v3 and glm4 (their markers as text in this vocabulary): the
-    // tools, a call and its result reach the prompt in their own syntax; a
-    // named call is forced in deepseek-v3 (and comes back as that call, whole
-    // and streamed); glm4 cannot force one (a 400 that says so).
-    const char *own[] = {"deepseek-v3", "glm4"};
-    for (int f = 0; f < 2; f++) {
+    // deepseek-v3, glm4 and gpt-oss (their markers as text in this
+    // vocabulary): the tools, a call and its result reach the prompt in their
+    // own syntax (gpt-oss's with today's date and the request's reasoning
+    // effort); a named call is forced in deepseek-v3 (and comes back as that
+    // call, whole and streamed); glm4 and gpt-oss cannot force one (a 400
+    // that says so).
+    const char *own[] = {"deepseek-v3", "glm4", "gpt-oss"};
+    for (int f = 0; f < 3; f++) {
         char err[MC_ERR_LEN];
         mc_session_params_t sp = mc_session_params_default();
         sp.model = s_model, sp.ctx = 512, sp.chat_format = own[f];
@@ -1624,17 +1641,49 @@ static void test_tools_and_formats(void **state) {
         p.port = 0;
         if (!(t.srv = mc_server_new(t.s, &p, err))) fail_msg("%s", err);
         t.port = mc_server_port(t.srv);
-        const mc_chat_style_t st = f ? MC_CHAT_STYLE_GLM4 : MC_CHAT_STYLE_DEEPSEEK_V3;
+        const mc_chat_style_t st = f == 2 ? MC_CHAT_STYLE_HARMONY : f ? MC_CHAT_STYLE_GLM4 : MC_CHAT_STYLE_DEEPSEEK_V3;
         snprintf(body, sizeof body,
                  "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\",\"content\":null,"
                  "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":"
                  "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"20C\"}],"
                  "%s,\"max_tokens\":2,\"temperature\":0}",
                  tools);
+        char day0[16], day1[16];
+        s_today(day0);
         j = s_post(t.port, "/v1/chat/completions", body, 200);
-        assert_int_equal(s_usage(j, "prompt_tokens"), s_render_count(st, tool_py, conv, 3, true));
+        s_today(day1);
+        if (f == 2) { // the date of the request (either side of a midnight)
+            const int n = s_usage(j, "prompt_tokens");
+            assert_true(n == s_render_count_on(st, tool_py, conv, 3, true, day0, NULL) ||
+                        n == s_render_count_on(st, tool_py, conv, 3, true, day1, NULL));
+            assert_true(s_render_count_on(st, tool_py, conv, 3, true, day0, NULL) > s_render_count(st, tool_py, conv, 3, true));
+        } else {
+            assert_int_equal(s_usage(j, "prompt_tokens"), s_render_count(st, tool_py, conv, 3, true));
+        }
         assert_true(s_render_count(st, tool_py, conv, 3, true) > s_render_count(st, NULL, conv, 3, true));
         cJSON_Delete(j);
+        if (f == 2) { // reasoning_effort reaches the "Reasoning:" line: the same length here, other logits
+            double lp[2];
+            for (int k = 0; k < 2; k++) {
+                const char *eff = k ? "high" : "low";
+                snprintf(body, sizeof body,
+                         "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":1,\"temperature\":0,"
+                         "\"logprobs\":true,\"reasoning_effort\":\"%s\"}",
+                         eff);
+                s_today(day0);
+                j = s_post(t.port, "/v1/chat/completions", body, 200);
+                s_today(day1);
+                const int n = s_usage(j, "prompt_tokens");
+                assert_true(n == s_render_count_on(st, NULL, &one, 1, true, day0, eff) ||
+                            n == s_render_count_on(st, NULL, &one, 1, true, day1, eff));
+                const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+                const cJSON *l0 = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "logprobs"), "content"), 0);
+                assert_true(cJSON_IsNumber(cJSON_GetObjectItem(l0, "logprob")));
+                lp[k] = cJSON_GetObjectItem(l0, "logprob")->valuedouble;
+                cJSON_Delete(j);
+            }
+            assert_true(lp[0] != lp[1]);
+        }
         for (int stream = 0; stream < 2 && !f; stream++) {
             snprintf(body, sizeof body,
                      "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,\"tool_choice\":"
@@ -1679,7 +1728,7 @@ static void test_tools_and_formats(void **state) {
             snprintf(body, sizeof body,
                      "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"}],%s,\"tool_choice\":\"required\"}", tools);
             j = s_post(t.port, "/v1/chat/completions", body, 400);
-            assert_non_null(strstr(s_get_str(j, "error", "message", NULL), "glm4"));
+            assert_non_null(strstr(s_get_str(j, "error", "message", NULL), f == 2 ? "gpt-oss" : "glm4"));
             cJSON_Delete(j);
         }
         s_down(&t);

@@ -429,6 +429,79 @@ static void test_reply(void **state) {
     s_stream_check(&ds_t, "A <｜tool but no call", "", "A <｜tool but no call", "");
 }
 
+// gpt-oss (harmony): calls are messages to functions.NAME; the answer's
+// analysis is the reasoning and its final message the content.
+#define H_CALL "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
+static void test_harmony(void **state) {
+    (void)state;
+    mc_toolcall_req_t r = s_req(s_two_tools);
+    mc_toolcall_list_t l;
+    assert_int_equal(s_parse(MC_CHAT_STYLE_HARMONY, H_CALL "{\"city\": \"Paris\", \"days\": 2}", &r, &l), MC_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.calls[0].name, "get_weather");
+    assert_string_equal(l.calls[0].arguments, "{\"city\":\"Paris\",\"days\":2}");
+    mc_toolcall_list_free(&l);
+    // The recipient before the channel (as the template writes calls), the closing <|call|>.
+    assert_int_equal(s_parse(MC_CHAT_STYLE_HARMONY, " to=functions.time<|channel|>commentary json<|message|>{}<|call|>",
+                             &r, &l),
+                     MC_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.calls[0].name, "time");
+    mc_toolcall_list_free(&l);
+    // The content type after the recipient, as text.
+    assert_int_equal(s_parse(MC_CHAT_STYLE_HARMONY, "<|channel|>commentary to=functions.time json<|message|>{}", &r, &l),
+                     MC_OK);
+    assert_string_equal(l.calls[0].name, "time");
+    mc_toolcall_list_free(&l);
+    static const char *const bad[] = {
+        H_CALL "{}<|channel|>commentary to=functions.time<|message|>{}",             // a second header not opened
+        H_CALL "{\"city\": ",                                                        // cut off
+        H_CALL "[1]",                                                                // not an object
+        H_CALL "{} and more",                                                        // text after
+        "<|channel|>commentary<|message|>{}",                                       // to no one
+        "<|channel|>commentary to=browser.search<|message|>{}",                     // another namespace
+        "<|channel|>commentary to=functions.rm_rf<|message|>{}",                    // not offered
+        "<|channel|>commentary to=functions.time json",                             // header not whole
+        "<tool_call>\n{\"name\": \"time\", \"arguments\": {}}\n</tool_call>",        // another format's
+    };
+    char err[MC_ERR_LEN];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        if (mc_toolcall_parse(MC_CHAT_STYLE_HARMONY, bad[i], strlen(bad[i]), &r, "req", &l, err) != MC_ERR_FORMAT)
+            fail_msg("case %zu parsed", i);
+        assert_null(l.calls);
+    }
+    // The header's control tokens are written into the text by name.
+    const char *const *names;
+    const size_t n = mc_toolcall_marker_tokens(MC_CHAT_STYLE_HARMONY, &names);
+    bool chan = false, msg = false;
+    for (size_t i = 0; i < n; i++) chan |= !strcmp(names[i], "<|channel|>"), msg |= !strcmp(names[i], "<|message|>");
+    assert_true(chan && msg);
+    // Forced calls: refused (the header mixes tokens and text).
+    mc_toolcall_constraint_t c;
+    bool forced;
+    r.choice = MC_TOOL_CHOICE_REQUIRED;
+    assert_int_equal(mc_toolcall_constraint(&r, MC_CHAT_STYLE_HARMONY, &forced, &c, err), MC_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "gpt-oss"));
+    mc_toolcall_req_free(&r);
+    // Replies: always split (the headers are never content), streamed or whole.
+    const mc_reply_params_t h = {MC_CHAT_STYLE_HARMONY, false, false}, ht = {MC_CHAT_STYLE_HARMONY, false, true};
+    assert_true(mc_reply_active(&h));
+    s_stream_check(&h, "<|channel|>analysis<|message|>Let me think.<|end|><|start|>assistant<|channel|>final<|message|>It is 4.",
+                   "Let me think.", "It is 4.", "");
+    s_stream_check(&h, "<|channel|>final<|message|>4", "", "4", "");
+    s_stream_check(&h, "<|channel|>final<|message|>4<|return|><|start|>assistant<|channel|>final<|message|>5", "", "4", "");
+    s_stream_check(&h, "<|channel|>analysis<|message|>cut while thinking <|", "cut while thinking <|", "", "");
+    s_stream_check(&h, "Off the format <|channel|>", "", "Off the format <|channel|>", "");
+    s_stream_check(&h, "<|channel|>commentary<|message|>preamble<|end|><|start|>assistant<|channel|>final<|message|>A",
+                   "", "A", "");
+    s_stream_check(&ht, "<|channel|>analysis<|message|>weather?<|end|>" H_CALL "{\"city\": \"Paris\"}", "weather?", "",
+                   H_CALL "{\"city\": \"Paris\"}");
+    s_stream_check(&ht, " to=functions.time<|channel|>commentary json<|message|>{}", "", "",
+                   " to=functions.time<|channel|>commentary json<|message|>{}");
+    // Without tools a call is not content either.
+    s_stream_check(&h, "<|channel|>commentary to=functions.time json<|message|>{}", "", "", "");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
@@ -437,6 +510,7 @@ int main(void) {
         cmocka_unit_test(test_parse_ds_glm),
         cmocka_unit_test(test_constraint_ds_glm),
         cmocka_unit_test(test_reply),
+        cmocka_unit_test(test_harmony),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -238,16 +238,29 @@ static mc_err_t s_tool_fields(const cJSON *m, size_t i, mc_api_request_t *r, mc_
     return mc_api_msg_calls(m, i, MC_API_DIALECT_OPENAI, r, out, e);
 }
 
-// enable_thinking, at the top or in chat_template_kwargs (as vLLM and
-// llama.cpp take it).
+// reasoning_effort in o (under the name param): "low", "medium" or "high".
+static mc_err_t s_effort(const cJSON *o, const char *param, mc_api_request_t *r, mc_api_error_t *e) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "reasoning_effort");
+    if (!v || cJSON_IsNull(v)) return MC_OK;
+    if (!cJSON_IsString(v) ||
+        (strcmp(v->valuestring, "low") && strcmp(v->valuestring, "medium") && strcmp(v->valuestring, "high")))
+        return s_bad(e, param, "'%s' must be \"low\", \"medium\" or \"high\"", param);
+    snprintf(r->effort, sizeof r->effort, "%s", v->valuestring);
+    return MC_OK;
+}
+
+// enable_thinking and reasoning_effort, at the top or in
+// chat_template_kwargs (as vLLM and llama.cpp take them).
 static mc_err_t s_thinking(const cJSON *root, mc_api_request_t *r, mc_api_error_t *e) {
     const cJSON *kw = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs");
     mc_err_t rc = MC_OK;
     if (kw && !cJSON_IsNull(kw)) {
         if (!cJSON_IsObject(kw)) return s_bad(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
-        if ((rc = mc_api_bool(kw, "enable_thinking", "chat_template_kwargs.enable_thinking", &r->thinking, e)))
+        if ((rc = mc_api_bool(kw, "enable_thinking", "chat_template_kwargs.enable_thinking", &r->thinking, e)) ||
+            (rc = s_effort(kw, "chat_template_kwargs.reasoning_effort", r, e)))
             return rc;
     }
+    if ((rc = s_effort(root, "reasoning_effort", r, e))) return rc;
     return mc_api_bool(root, "enable_thinking", NULL, &r->thinking, e);
 }
 

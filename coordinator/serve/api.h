@@ -82,6 +82,8 @@ typedef struct {
     bool store;                  // /v1/responses: keep the answer for later item references (items.h)
     mc_toolcall_req_t tools;     // chat: tools, tool_choice, parallel_tool_calls (toolcall.h)
     bool thinking;               // chat: enable_thinking (or chat_template_kwargs.enable_thinking); default true
+    char effort[8];              // chat: reasoning_effort (or chat_template_kwargs.reasoning_effort): "low",
+                                 // "medium" or "high" (gpt-oss's "Reasoning:"); "": not given
     // "speculative": 0 not given (the server's setting), MC_API_SPECULATE_OFF,
     // MC_API_SPECULATE_ON (the server's drafts, else MC_API_SPECULATE_DEFAULT
     // guesses), or K > 0: at most K guesses a step.

@@ -561,7 +561,7 @@ static bool s_stream_split(s_job_t *j, bool done) {
     mc_toolcall_list_free(&none);
     bool ok = true;
     const size_t r = j->sent_r > v.r0 ? j->sent_r : v.r0, c = j->sent_c > v.c0 ? j->sent_c : v.c0;
-    if (v.r1 > r) {
+    if (v.r1 > r && j->fmt == S_FMT_CHAT) { // (gpt-oss reasons in every format; only chat shows it)
         ok = s_out_sse(j, NULL, mc_api_reasoning_chunk_json(&j->ans, j->text + r, v.r1 - r));
         j->sent_r = v.r1;
     }
@@ -788,6 +788,13 @@ static mc_err_t s_prompt(mc_server_t *srv, const mc_api_request_t *q, int32_t **
         memcpy(msgs + k, q->msgs, q->n_msgs * sizeof *msgs);
         mc_chat_opts_t o = mc_chat_opts_default();
         o.style = srv->style, o.thinking = q->thinking;
+        // gpt-oss's system message names the effort and today's date (UTC), as its template does.
+        char date[16] = "";
+        const time_t now = time(NULL);
+        struct tm tm;
+        if (gmtime_r(&now, &tm)) strftime(date, sizeof date, "%Y-%m-%d", &tm);
+        if (date[0]) o.date = date;
+        if (q->effort[0]) o.reasoning_effort = q->effort;
         const char **tools = NULL;
         if (mc_toolcall_active(&q->tools)) {
             if (!(tools = malloc(q->tools.n_tools * sizeof *tools))) {
@@ -936,7 +943,8 @@ static enum MHD_Result s_generation(mc_server_t *srv, struct MHD_Connection *c, 
         memset(&q.tools, 0, sizeof q.tools);
         char piece[MC_TOKENIZER_MAX_PIECE];
         const char *const *names;
-        const size_t n_names = j->rp.tools ? mc_toolcall_marker_tokens(srv->style, &names) : 0;
+        const size_t n_names =
+            j->rp.tools || srv->style == MC_CHAT_STYLE_HARMONY ? mc_toolcall_marker_tokens(srv->style, &names) : 0;
         for (size_t i = 0; i < n_names && j->n_marks < sizeof j->mark_ids / sizeof *j->mark_ids; i++) {
             const int32_t id = mc_tokenizer_find(tok, names[i], strlen(names[i]));
             if (id >= 0 && mc_tokenizer_token_bytes(tok, id, piece, sizeof piece) == 0) // a control token

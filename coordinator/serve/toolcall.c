@@ -289,6 +289,7 @@ bool mc_toolcall_active(const mc_toolcall_req_t *t) { return t->n_tools > 0 && t
 const char *mc_toolcall_marker(mc_chat_style_t style) {
     if (style == MC_CHAT_STYLE_MISTRAL_V3) return MC_CHAT_V3_CALLS;
     if (style == MC_CHAT_STYLE_DEEPSEEK_V3) return MC_CHAT_DS_CALLS_BEGIN;
+    if (style == MC_CHAT_STYLE_HARMONY) return MC_CHAT_HARMONY_TO;
     return MC_CHAT_CALL_OPEN;
 }
 
@@ -298,7 +299,10 @@ size_t mc_toolcall_marker_tokens(mc_chat_style_t style, const char *const **name
                                      MC_CHAT_DS_CALL_END, MC_CHAT_DS_SEP};
     static const char *const glm[] = {MC_CHAT_CALL_OPEN,      MC_CHAT_CALL_CLOSE,      MC_CHAT_GLM_KEY_OPEN,
                                       MC_CHAT_GLM_KEY_CLOSE,  MC_CHAT_GLM_VALUE_OPEN, MC_CHAT_GLM_VALUE_CLOSE};
+    // gpt-oss's structure is control tokens throughout: every answer needs them (reply.h).
+    static const char *const harmony[] = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|constrain|>"};
     switch (style) {
+    case MC_CHAT_STYLE_HARMONY: *names = harmony; return sizeof harmony / sizeof *harmony;
     case MC_CHAT_STYLE_MISTRAL_V3: *names = v3; return 1;
     case MC_CHAT_STYLE_DEEPSEEK_V3: *names = ds; return sizeof ds / sizeof *ds;
     case MC_CHAT_STYLE_GLM4: *names = glm; return sizeof glm / sizeof *glm;
@@ -525,6 +529,40 @@ static mc_err_t s_parse_glm(const char *text, size_t len, const mc_toolcall_req_
     return MC_OK;
 }
 
+// gpt-oss's calls: each a message whose header names its recipient
+// " to=functions.NAME" (before or after "<|channel|>commentary", the
+// message after "<|start|>assistant" for any but the first), " json" or
+// " <|constrain|>json" in it, then "<|message|>" and the arguments, one
+// JSON object, ended by "<|call|>" (the end token: not in the text) or
+// "<|end|>". A header without a recipient, or one naming another
+// namespace, is not a call.
+static mc_err_t s_parse_harmony(const char *text, size_t len, const mc_toolcall_req_t *req, const char *seed,
+                                mc_toolcall_list_t *l, char *err) {
+    static const char start[] = "<|start|>assistant", msg[] = "<|message|>", to[] = MC_CHAT_HARMONY_TO "functions.";
+    size_t at = 0;
+    while (at < len) {
+        if (s_starts(text, len, at, start)) at += sizeof start - 1;
+        else if (l->n) return mc_err_set(err, MC_ERR_FORMAT, "text after a call");
+        const size_t m = s_find(text, len, at, msg), r = s_find(text, m, at, to);
+        if (m == len) return mc_err_set(err, MC_ERR_FORMAT, "a call's header is not whole");
+        if (r == m) return mc_err_set(err, MC_ERR_FORMAT, "a message to no function");
+        size_t e = r + sizeof to - 1;
+        while (e < m && text[e] != ' ' && text[e] != '<') e++;
+        char *name = s_trimmed(text, r + sizeof to - 1, e);
+        at = s_skip_ws(text, len, m + sizeof msg - 1);
+        cJSON *v = name ? s_json(text, len, &at) : NULL;
+        mc_err_t rc = !name ? mc_err_set(err, MC_ERR_NOMEM, "out of memory")
+                      : !v  ? mc_err_set(err, MC_ERR_FORMAT, "a call's arguments are not JSON")
+                            : s_add_named(name, v, req, seed, l, err);
+        cJSON_Delete(v), free(name);
+        if (rc) return rc;
+        at = s_skip_ws(text, len, at);
+        if (s_starts(text, len, at, "<|end|>")) at += 7;
+        else if (s_starts(text, len, at, "<|call|>")) at += 8;
+    }
+    return MC_OK;
+}
+
 mc_err_t mc_toolcall_parse(mc_chat_style_t style, const char *text, size_t len, const mc_toolcall_req_t *req,
                            const char *id_seed, mc_toolcall_list_t *out, char *err) {
     mc_toolcall_list_t l = {0};
@@ -532,6 +570,8 @@ mc_err_t mc_toolcall_parse(mc_chat_style_t style, const char *text, size_t len, 
     size_t at = 0;
     if (style == MC_CHAT_STYLE_DEEPSEEK_V3) {
         rc = s_parse_ds(text, len, req, id_seed, &l, err);
+    } else if (style == MC_CHAT_STYLE_HARMONY) {
+        rc = s_parse_harmony(text, len, req, id_seed, &l, err);
     } else if (style == MC_CHAT_STYLE_GLM4) {
         rc = s_parse_glm(text, len, req, id_seed, &l, err);
     } else if (style == MC_CHAT_STYLE_MISTRAL_V3) {
@@ -624,6 +664,12 @@ mc_err_t mc_toolcall_constraint(const mc_toolcall_req_t *t, mc_chat_style_t styl
                           "a forced tool call (tool_choice \"required\" or a named function) cannot be enforced in "
                           "the glm4 chat format: its arguments are <arg_key>/<arg_value> pairs, not one JSON value; "
                           "use \"auto\"");
+    if (style == MC_CHAT_STYLE_HARMONY)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "a forced tool call (tool_choice \"required\" or a named function) cannot be enforced in "
+                          "the gpt-oss chat format yet: the header naming the function interleaves control tokens "
+                          "(<|channel|>, <|constrain|>, <|message|>) with text, which constrained decoding (forced "
+                          "tokens, then text) cannot spell; use \"auto\"");
     if (style == MC_CHAT_STYLE_DEEPSEEK_V3) return s_constraint_ds(t, out, err);
     s_buf_t call = {0}, s = {0};
     size_t n = 0;

@@ -2,7 +2,7 @@
  * chat: the conversation formats of the families we run: Mistral's [INST]
  * format (v1 as text, v3 with control tokens and tools) for Mixtral, ChatML
  * and Qwen3's (tools, thinking) for Qwen3-MoE, Tulu for OLMoE instruct,
- * DeepSeek's V2 and V3/R1 formats, GLM-4.5's (thinking).
+ * DeepSeek's V2 and V3/R1 formats, GLM-4.5's (thinking), GPT-OSS's harmony format.
  */
 #include "chat.h"
 
@@ -15,10 +15,11 @@ const char mc_chat_safe_prompt[] =
     "Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid harmful, unethical, "
     "prejudiced, or negative content. Ensure replies promote fairness and positivity.";
 
-const char mc_chat_style_names[] = "mistral-v1, mistral-v3, chatml, qwen3, tulu, deepseek-v2, deepseek-v3, glm4";
+const char mc_chat_style_names[] =
+    "mistral-v1, mistral-v3, chatml, qwen3, tulu, deepseek-v2, deepseek-v3, glm4, gpt-oss";
 
 static const char *const s_style_names[MC_CHAT_STYLE_COUNT] = {
-    "mistral-v1", "chatml", "mistral-v3", "qwen3", "tulu", "deepseek-v2", "deepseek-v3", "glm4"};
+    "mistral-v1", "chatml", "mistral-v3", "qwen3", "tulu", "deepseek-v2", "deepseek-v3", "glm4", "gpt-oss"};
 
 // DeepSeek's markers (fullwidth bars, "▁" for spaces).
 #define S_DS_USER "<｜User｜>"
@@ -38,8 +39,8 @@ const char *mc_chat_style_name(mc_chat_style_t s) { return s < MC_CHAT_STYLE_COU
 
 bool mc_chat_style_from_name(const char *name, mc_chat_style_t *out) {
     if (!name) return false;
-    if (!strcmp(name, "mistral")) {
-        *out = MC_CHAT_STYLE_MISTRAL;
+    if (!strcmp(name, "mistral") || !strcmp(name, "harmony")) {
+        *out = name[0] == 'm' ? MC_CHAT_STYLE_MISTRAL : MC_CHAT_STYLE_HARMONY;
         return true;
     }
     for (int i = 0; i < MC_CHAT_STYLE_COUNT; i++)
@@ -50,10 +51,14 @@ bool mc_chat_style_from_name(const char *name, mc_chat_style_t *out) {
     return false;
 }
 
-mc_chat_opts_t mc_chat_opts_default(void) { return (mc_chat_opts_t){MC_CHAT_STYLE_MISTRAL, NULL, 0, true}; }
+mc_chat_opts_t mc_chat_opts_default(void) { return (mc_chat_opts_t){MC_CHAT_STYLE_MISTRAL, NULL, 0, true, NULL, NULL}; }
 
 bool mc_chat_role_from_name(const char *name, mc_chat_role_t *out) {
     static const char *const names[] = {"system", "user", "assistant", "tool"};
+    if (name && !strcmp(name, "developer")) { // OpenAI's newer name for the instructions a system message gives
+        *out = MC_CHAT_SYSTEM;
+        return true;
+    }
     for (int i = 0; name && i < 4; i++)
         if (!strcmp(name, names[i])) {
             *out = (mc_chat_role_t)i;
@@ -67,6 +72,7 @@ static bool s_has(const mc_tokenizer_t *tok, const char *piece) {
 }
 
 mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok) {
+    if (s_has(tok, "<|start|>") && s_has(tok, "<|channel|>") && s_has(tok, "<|message|>")) return MC_CHAT_STYLE_HARMONY;
     if (s_has(tok, "<|im_start|>") && s_has(tok, "<|im_end|>")) return MC_CHAT_STYLE_CHATML;
     if (s_has(tok, "[gMASK]") && s_has(tok, "<|user|>")) return MC_CHAT_STYLE_GLM4;
     if (s_has(tok, "<|user|>") && s_has(tok, "<|assistant|>")) return MC_CHAT_STYLE_TULU;
@@ -77,10 +83,11 @@ mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok) {
 }
 
 size_t mc_chat_end_ids(const mc_tokenizer_t *tok, int32_t out[MC_CHAT_MAX_END]) {
-    const bool glm = s_has(tok, "[gMASK]");
+    const bool glm = s_has(tok, "[gMASK]"), harmony = s_has(tok, "<|channel|>");
     const int32_t ids[MC_CHAT_MAX_END] = {
         mc_tokenizer_eos(tok), mc_tokenizer_find(tok, "<|im_end|>", 10), mc_tokenizer_find(tok, "<|endoftext|>", 13),
-        glm ? mc_tokenizer_find(tok, "<|user|>", 8) : -1, glm ? mc_tokenizer_find(tok, "<|observation|>", 15) : -1};
+        glm ? mc_tokenizer_find(tok, "<|user|>", 8) : -1, glm ? mc_tokenizer_find(tok, "<|observation|>", 15) : -1,
+        harmony ? mc_tokenizer_find(tok, "<|return|>", 10) : -1, harmony ? mc_tokenizer_find(tok, "<|call|>", 8) : -1};
     size_t n = 0;
     for (size_t i = 0; i < MC_CHAT_MAX_END; i++) {
         bool seen = ids[i] < 0;
@@ -103,7 +110,8 @@ mc_err_t mc_chat_style_from_template(const char *tmpl, size_t len, const mc_toke
     mc_chat_style_t s;
     // GLM's "[gMASK]<sop>" first: its templates also write <|user|> and <|assistant|> (tulu's markers).
     const bool glm = s_in(tmpl, len, "[gMASK]<sop>");
-    if (s_in(tmpl, len, "[AVAILABLE_TOOLS]") || s_in(tmpl, len, "[TOOL_CALLS]")) s = MC_CHAT_STYLE_MISTRAL_V3;
+    if (s_in(tmpl, len, "<|start|>") && s_in(tmpl, len, "<|channel|>")) s = MC_CHAT_STYLE_HARMONY;
+    else if (s_in(tmpl, len, "[AVAILABLE_TOOLS]") || s_in(tmpl, len, "[TOOL_CALLS]")) s = MC_CHAT_STYLE_MISTRAL_V3;
     else if (glm && s_in(tmpl, len, "<think>")) s = MC_CHAT_STYLE_GLM4;
     else if (glm) // ChatGLM4 / GLM-4-0414: another turn layout
         return mc_err_set(err, MC_ERR_UNSUPPORTED,
@@ -837,6 +845,341 @@ static void s_glm4(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
     s_flush(b);
 }
 
+// --- gpt-oss (harmony) ------------------------------------------------------------------------
+
+// t[0..n) as a JSON string, as the template's tojson (json.dumps, non-ASCII as is) writes it.
+static void s_json_quote(s_b_t *b, const char *t, size_t n) {
+    s_str(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)t[i];
+        char esc[8];
+        switch (c) {
+        case '"': s_str(b, "\\\""); break;
+        case '\\': s_str(b, "\\\\"); break;
+        case '\n': s_str(b, "\\n"); break;
+        case '\r': s_str(b, "\\r"); break;
+        case '\t': s_str(b, "\\t"); break;
+        case '\b': s_str(b, "\\b"); break;
+        case '\f': s_str(b, "\\f"); break;
+        default:
+            if (c < 0x20) {
+                snprintf(esc, sizeof esc, "\\u%04x", c);
+                s_str(b, esc);
+            } else {
+                s_lit(b, t + i, 1);
+            }
+        }
+    }
+    s_str(b, "\"");
+}
+
+// A JSON value as json.dumps prints it (", " and ": "; integers without a
+// fraction, other numbers in the shortest form that reads back).
+static void s_json_value(s_b_t *b, const cJSON *v) {
+    char t[40];
+    if (cJSON_IsString(v)) {
+        s_json_quote(b, v->valuestring, strlen(v->valuestring));
+    } else if (cJSON_IsNumber(v)) {
+        const double d = v->valuedouble;
+        if (d > -1e15 && d < 1e15 && d == (double)(long long)d) { // (the range first: the cast is defined)
+            snprintf(t, sizeof t, "%lld", (long long)d);
+        } else {
+            for (int p = 15; p <= 17; p++)
+                if (snprintf(t, sizeof t, "%.*g", p, d), strtod(t, NULL) == d) break;
+            if (!strpbrk(t, ".en")) strcat(t, ".0");
+        }
+        s_str(b, t);
+    } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        const bool obj = cJSON_IsObject(v);
+        s_str(b, obj ? "{" : "[");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, v) {
+            if (it != v->child) s_str(b, ", ");
+            if (obj) s_json_quote(b, it->string ? it->string : "", it->string ? strlen(it->string) : 0), s_str(b, ": ");
+            s_json_value(b, it);
+        }
+        s_str(b, obj ? "}" : "]");
+    } else {
+        s_str(b, cJSON_IsTrue(v) ? "true" : cJSON_IsFalse(v) ? "false" : "null");
+    }
+}
+
+// Jinja's truth of a JSON value (absent, null, false, 0, "", [] and {} are false).
+static bool s_truthy(const cJSON *v) {
+    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return false;
+    if (cJSON_IsNumber(v)) return v->valuedouble != 0;
+    if (cJSON_IsString(v)) return v->valuestring[0] != 0;
+    if (cJSON_IsArray(v) || cJSON_IsObject(v)) return v->child != NULL;
+    return true;
+}
+
+static const cJSON *s_get(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
+
+static bool s_str_is(const cJSON *v, const char *s) { return cJSON_IsString(v) && !strcmp(v->valuestring, s); }
+
+// Whether the string name is in the array req.
+static bool s_listed(const cJSON *req, const char *name) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, req) if (s_str_is(it, name)) return true;
+    return false;
+}
+
+// A string value as the template concatenates it (its text), anything else as JSON.
+static void s_json_text(s_b_t *b, const cJSON *v) {
+    if (cJSON_IsString(v)) s_str(b, v->valuestring);
+    else s_json_value(b, v);
+}
+
+// A parameter's schema as the gpt-oss template's TypeScript type (its
+// render_typescript_type macro, whitespace included): string (or an enum's
+// "a" | "b"), number, boolean, X[] (any[] for an item type longer than 50
+// characters or "object | object"), a type list joined by " | ", oneOf
+// variants, an object's properties ("{\n" name?: type, ... "}"), else any.
+static void s_ts_type(s_b_t *b, const cJSON *spec, int depth) {
+    const cJSON *type = s_get(spec, "type"), *one = s_get(spec, "oneOf");
+    const bool nullable = s_truthy(s_get(spec, "nullable"));
+    if (depth > 32) { // a schema nested this deep is hostile, not a tool
+        s_str(b, "any");
+        return;
+    }
+    if (s_str_is(type, "array")) {
+        const cJSON *items = s_get(spec, "items");
+        if (!items) {
+            s_str(b, "any[]");
+        } else {
+            const cJSON *it = s_get(items, "type");
+            if (s_str_is(it, "string")) s_str(b, "string[]");
+            else if (s_str_is(it, "number") || s_str_is(it, "integer")) s_str(b, "number[]");
+            else if (s_str_is(it, "boolean")) s_str(b, "boolean[]");
+            else {
+                s_b_t in = {.err = b->err};
+                s_ts_type(&in, items, depth + 1);
+                if (in.rc && !b->rc) b->rc = in.rc;
+                if ((in.len == 15 && !memcmp(in.buf, "object | object", 15)) || in.len > 50) s_str(b, "any[]");
+                else s_lit(b, in.buf, in.len), s_str(b, "[]");
+                free(in.buf);
+            }
+        }
+        if (nullable) s_str(b, " | null");
+    } else if (cJSON_IsArray(type) && type->child) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, type) {
+            if (it != type->child) s_str(b, " | ");
+            s_json_text(b, it);
+        }
+    } else if (s_truthy(one)) {
+        // The template's "any" for object variants never fires: its flag is
+        // set inside a loop, which Jinja scopes, so every variant is written.
+        const cJSON *v;
+        cJSON_ArrayForEach(v, one) {
+            s_ts_type(b, v, depth + 1);
+            const cJSON *desc = s_get(v, "description"), *def = s_get(v, "default");
+            if (s_truthy(desc)) s_str(b, "// "), s_json_text(b, desc);
+            if (def) s_str(b, "                    // default: "), s_json_value(b, def);
+            if (v->next) s_str(b, " | \n");
+        }
+    } else if (s_str_is(type, "string")) {
+        const cJSON *en = s_get(spec, "enum");
+        if (s_truthy(en)) {
+            const cJSON *it;
+            s_str(b, "\"");
+            cJSON_ArrayForEach(it, en) {
+                if (it != en->child) s_str(b, "\" | \"");
+                s_json_text(b, it);
+            }
+            s_str(b, "\"");
+        } else {
+            s_str(b, "string");
+            if (nullable) s_str(b, " | null");
+        }
+    } else if (s_str_is(type, "number") || s_str_is(type, "integer")) {
+        s_str(b, "number");
+    } else if (s_str_is(type, "boolean")) {
+        s_str(b, "boolean");
+    } else if (s_str_is(type, "object")) {
+        const cJSON *props = s_get(spec, "properties"), *req = s_get(spec, "required");
+        if (!s_truthy(props)) {
+            s_str(b, "object");
+            return;
+        }
+        s_str(b, "{\n");
+        const cJSON *p;
+        cJSON_ArrayForEach(p, props) {
+            s_str(b, p->string ? p->string : "");
+            if (!s_listed(req, p->string ? p->string : "")) s_str(b, "?");
+            s_str(b, ": \n                "); // the template's own indentation, kept by its {{ }}
+            s_ts_type(b, p, depth + 1);
+            if (p->next) s_str(b, ", ");
+        }
+        s_str(b, "}");
+    } else {
+        s_str(b, "any");
+    }
+}
+
+// One tool of the request ({"type": "function", "function": {...}}) in the
+// functions namespace: "// " description, "type NAME = (_: {" its
+// parameters, one a line (a description as a comment above, "?" when not
+// required, a default after it) "}) => any;" or "() => any;". A tool
+// without a description gets no comment line (the template would fail on
+// it).
+static void s_harmony_tool(s_b_t *b, const char *json) {
+    cJSON *root = cJSON_Parse(json);
+    const cJSON *fn = s_get(root, "function");
+    if (!fn) fn = root;
+    const cJSON *name = s_get(fn, "name"), *desc = s_get(fn, "description"), *params = s_get(fn, "parameters");
+    if (cJSON_IsString(desc)) s_str(b, "// "), s_str(b, desc->valuestring), s_str(b, "\n");
+    s_str(b, "type ");
+    s_str(b, cJSON_IsString(name) ? name->valuestring : "");
+    s_str(b, " = ");
+    const cJSON *props = s_get(params, "properties"), *req = s_get(params, "required");
+    if (s_truthy(params) && s_truthy(props)) {
+        s_str(b, "(_: {\n");
+        const cJSON *p;
+        cJSON_ArrayForEach(p, props) {
+            const char *pn = p->string ? p->string : "";
+            const cJSON *pd = s_get(p, "description"), *def = s_get(p, "default");
+            if (s_truthy(pd)) s_str(b, "// "), s_json_text(b, pd), s_str(b, "\n");
+            s_str(b, pn);
+            if (!s_listed(req, pn)) s_str(b, "?");
+            s_str(b, ": ");
+            s_ts_type(b, p, 0);
+            if (def) {
+                if (s_truthy(s_get(p, "enum"))) s_str(b, ", // default: "), s_json_text(b, def);
+                else if (s_truthy(s_get(p, "oneOf"))) s_str(b, "// default: "), s_json_text(b, def);
+                else s_str(b, ", // default: "), s_json_value(b, def);
+            }
+            s_str(b, ",\n");
+        }
+        s_str(b, "}) => any;\n\n");
+    } else {
+        s_str(b, "() => any;\n\n");
+    }
+    cJSON_Delete(root);
+}
+
+// The system message of gpt-oss's template: the model's identity, its
+// knowledge cutoff, the date (o->date; the line left out without one), the
+// reasoning effort and the channels.
+static void s_harmony_system(s_b_t *b, const mc_chat_opts_t *o) {
+    s_mark(b, "<|start|>");
+    s_str(b, "system");
+    s_mark(b, "<|message|>");
+    s_str(b, "You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n");
+    if (o->date) s_str(b, "Current date: "), s_str(b, o->date), s_str(b, "\n");
+    s_str(b, "\nReasoning: ");
+    s_str(b, o->reasoning_effort ? o->reasoning_effort : "medium");
+    s_str(b, "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.");
+    if (o->n_tools) s_str(b, "\nCalls to these tools must go to the commentary channel: 'functions'.");
+    s_mark(b, "<|end|>");
+}
+
+// A message "<|start|>" head "<|message|>" (channel: "<|channel|>" channel
+// between them) body and its end marker.
+static void s_harmony_msg(s_b_t *b, const char *head, const char *channel, const char *body, size_t len,
+                          const char *end) {
+    s_mark(b, "<|start|>");
+    s_str(b, head);
+    if (channel) s_mark(b, "<|channel|>"), s_str(b, channel);
+    s_mark(b, "<|message|>");
+    s_lit(b, body, len);
+    s_mark(b, end);
+}
+
+// The name of the call a tool result answers: the call of the latest
+// assistant message with calls whose id it names, else that message's
+// first call (the template's rule: it assumes one call a message).
+static const char *s_harmony_call_name(const s_conv_t *c, size_t i) {
+    size_t a = i;
+    while (a > 0 && !(c->m[a - 1].role == MC_CHAT_ASSISTANT && c->m[a - 1].n_calls)) a--;
+    if (a == 0) return NULL;
+    const mc_chat_msg_t *m = &c->m[a - 1];
+    for (size_t k = 0; c->m[i].tool_call_id && k < m->n_calls; k++)
+        if (m->calls[k].id && !strcmp(m->calls[k].id, c->m[i].tool_call_id)) return m->calls[k].name;
+    return m->calls[0].name;
+}
+
+// GPT-OSS's harmony format as its published template renders it: the
+// system message, a developer message with the instructions (the system
+// text) and the tools, then the turns; see chat.h.
+static void s_harmony(s_b_t *b, const mc_chat_opts_t *o, const s_conv_t *c) {
+    if (mc_tokenizer_add_bos(b->tok)) s_bos(b);
+    s_harmony_system(b, o);
+    if ((c->system && c->sys_len) || o->n_tools) {
+        s_mark(b, "<|start|>");
+        s_str(b, "developer");
+        s_mark(b, "<|message|>");
+        if (c->system && c->sys_len) s_str(b, "# Instructions\n\n"), s_lit(b, c->system, c->sys_len), s_str(b, "\n\n");
+        if (o->n_tools) {
+            s_str(b, "# Tools\n\n## functions\n\nnamespace functions {\n\n");
+            for (size_t k = 0; k < o->n_tools; k++) s_harmony_tool(b, o->tools[k]);
+            s_str(b, "} // namespace functions");
+        }
+        s_mark(b, "<|end|>");
+    }
+    for (size_t i = 0; i < c->n && !b->rc; i++) {
+        const mc_chat_msg_t *m = &c->m[i];
+        switch (m->role) {
+        case MC_CHAT_SYSTEM: break;
+        case MC_CHAT_USER: s_harmony_msg(b, "user", NULL, m->content, m->len, "<|end|>"); break;
+        case MC_CHAT_TOOL: {
+            const char *name = s_harmony_call_name(c, i);
+            s_mark(b, "<|start|>");
+            s_str(b, "functions.");
+            s_str(b, name ? name : "");
+            s_str(b, " to=assistant");
+            s_mark(b, "<|channel|>");
+            s_str(b, "commentary");
+            s_mark(b, "<|message|>");
+            s_json_quote(b, m->content, m->len);
+            s_mark(b, "<|end|>");
+            break;
+        }
+        case MC_CHAT_ASSISTANT:
+            if (m->n_calls) {
+                // The reasoning (or text) before a call is kept only while no
+                // answer without calls follows: the template's one case of
+                // analysis in a prompt.
+                bool later_answer = false;
+                for (size_t k = i + 1; k < c->n; k++)
+                    later_answer |= c->m[k].role == MC_CHAT_ASSISTANT && !c->m[k].n_calls;
+                if (m->len && m->reasoning_len) {
+                    b->rc = mc_err_set(b->err, MC_ERR_ARG,
+                                       "message %zu: an assistant message with tool_calls has both content and "
+                                       "reasoning_content; the gpt-oss format keeps one (its analysis)",
+                                       i);
+                    break;
+                }
+                if (!later_answer && (m->len || m->reasoning_len))
+                    s_harmony_msg(b, "assistant", "analysis", m->len ? m->content : m->reasoning,
+                                  m->len ? m->len : m->reasoning_len, "<|end|>");
+                for (size_t k = 0; k < m->n_calls; k++) {
+                    const char *args = m->calls[k].arguments && m->calls[k].arguments[0] ? m->calls[k].arguments : "{}";
+                    s_mark(b, "<|start|>");
+                    s_str(b, "assistant to=functions.");
+                    s_str(b, m->calls[k].name ? m->calls[k].name : "");
+                    s_mark(b, "<|channel|>");
+                    s_str(b, "commentary json");
+                    s_mark(b, "<|message|>");
+                    s_str(b, args);
+                    s_mark(b, "<|call|>");
+                }
+            } else if (i + 1 == c->n && !c->prompt) { // a whole conversation: its last answer as trained
+                if (m->reasoning) s_harmony_msg(b, "assistant", "analysis", m->reasoning, m->reasoning_len, "<|end|>");
+                s_harmony_msg(b, "assistant", "final", m->content, m->len, "<|return|>");
+            } else { // past reasoning dropped
+                s_harmony_msg(b, "assistant", "final", m->content, m->len, "<|end|>");
+            }
+            break;
+        }
+    }
+    if (c->prompt) {
+        s_mark(b, "<|start|>");
+        s_str(b, "assistant");
+    }
+    s_flush(b);
+}
+
 // --- tools as text (formats without tool tokens) ----------------------------------------
 
 // Owned strings of a rewritten conversation.
@@ -983,6 +1326,7 @@ mc_err_t mc_chat_render(const mc_tokenizer_t *tok, const mc_chat_opts_t *o, cons
     case MC_CHAT_STYLE_DEEPSEEK_V2: s_deepseek_v2(&b, &c); break;
     case MC_CHAT_STYLE_DEEPSEEK_V3: s_deepseek_v3(&b, o, &c); break;
     case MC_CHAT_STYLE_GLM4: s_glm4(&b, o, &c); break;
+    case MC_CHAT_STYLE_HARMONY: s_harmony(&b, o, &c); break;
     default: s_chatml(&b, o, &c); break;
     }
     s_flush(&b);

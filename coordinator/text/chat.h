@@ -2,7 +2,7 @@
  * chat: a conversation (system, user, assistant and tool messages) turned
  * into the prompt ids an instruct model was trained on.
  *
- * Eight formats (mc_chat_style_t). Which one a model gets: --chat-format
+ * Nine formats (mc_chat_style_t). Which one a model gets: --chat-format
  * NAME when given, else the GGUF's tokenizer.chat_template recognised by
  * distinctive text (mc_chat_style_from_template; never executed: an
  * unknown template is refused, naming --chat-format, rather than guessed),
@@ -84,6 +84,24 @@
  * (llama.cpp's rule: the template writes [gMASK], the tokenizer adds the
  * file's BOS only with add_bos, and drops a doubled one).
 
+ * gpt-oss (GPT-OSS, OpenAI's harmony format; every marker a token), as
+ * its published template renders it (golden strings in tests/harmony_golden.h):
+ *   <|start|> "system" <|message|> sp("You are ChatGPT, ...\nKnowledge cutoff: 2024-06\n"
+ *   ["Current date: " date "\n"] "\nReasoning: " effort "\n\n# Valid channels: ...") <|end|>
+ *   <|start|> "developer" <|message|> sp("# Instructions\n\n" system "\n\n" "# Tools\n\n## functions ...") <|end|>
+ *   <|start|> "user" <|message|> sp(user1) <|end|>
+ *   <|start|> "assistant" <|channel|> "final" <|message|> sp(answer1) <|end|> ... <|start|> "assistant"
+ * (each quoted text a piece of its own). The developer message only with
+ * system text or tools; tools as the template's TypeScript types in
+ * "namespace functions". Past reasoning dropped; a call as
+ *   <|start|> "assistant to=functions.NAME" <|channel|> "commentary json" <|message|> args <|call|>
+ * after its message's reasoning (or text) as an analysis message while no
+ * answer follows; a result as
+ *   <|start|> "functions.NAME to=assistant" <|channel|> "commentary" <|message|> json_string(result) <|end|>
+ * A whole conversation's last answer: its analysis, then the final message
+ * closed by <|return|>. The date comes from the caller (the server: today,
+ * UTC); without one the line is left out, so tests are deterministic.
+ *
  * Formats without tool tokens (mistral-v1, tulu, deepseek-v2) get tools as text, the
  * same convention as Qwen3's: the "# Tools" section appended to the system
  * text, calls as <tool_call> blocks in the assistant's text, results as a
@@ -120,25 +138,28 @@ typedef enum {
     MC_CHAT_STYLE_DEEPSEEK_V2, // "deepseek-v2"
     MC_CHAT_STYLE_DEEPSEEK_V3, // "deepseek-v3"
     MC_CHAT_STYLE_GLM4,        // "glm4"
+    MC_CHAT_STYLE_HARMONY,     // "gpt-oss" (OpenAI's harmony format)
     MC_CHAT_STYLE_COUNT
 } mc_chat_style_t;
 
 // The format a vocabulary suggests when the file has no template:
 // <|im_start|> and <|im_end|> tokens: chatml; [gMASK] and <|user|>: glm4;
+// <|start|>, <|channel|> and <|message|>: gpt-oss (harmony);
 // <|user|> and <|assistant|> (and no <|im_start|>): tulu; <｜User｜> and
 // <｜Assistant｜>: deepseek-v3; <｜end▁of▁sentence｜> (without those):
 // deepseek-v2; [AVAILABLE_TOOLS]: mistral-v3; else mistral-v1.
 mc_chat_style_t mc_chat_style_of(const mc_tokenizer_t *tok);
 
-// "mistral-v1", "mistral-v3", "chatml", "qwen3", "tulu", "deepseek-v2", "deepseek-v3", "glm4".
+// "mistral-v1", "mistral-v3", "chatml", "qwen3", "tulu", "deepseek-v2", "deepseek-v3", "glm4", "gpt-oss".
 const char *mc_chat_style_name(mc_chat_style_t s);
-// A name above (also "mistral" for mistral-v1) -> style; false otherwise.
+// A name above (also "mistral" for mistral-v1, "harmony" for gpt-oss) -> style; false otherwise.
 bool mc_chat_style_from_name(const char *name, mc_chat_style_t *out);
 // The names, for messages and --help: "mistral-v1, mistral-v3, chatml, qwen3, tulu, deepseek-v2, ...".
 extern const char mc_chat_style_names[];
 
 // The format of a chat template text (a GGUF's tokenizer.chat_template),
-// by the markers it writes: [AVAILABLE_TOOLS] mistral-v3; "[gMASK]<sop>"
+// by the markers it writes: "<|start|>" with "<|channel|>" gpt-oss;
+// [AVAILABLE_TOOLS] mistral-v3; "[gMASK]<sop>"
 // with <think> glm4 (GLM-4.5; without: an older GLM, refused); <|im_start|>
 // with <think> or enable_thinking qwen3, without chatml; <|user|> and
 // <|assistant|> tulu; <｜User｜> and <｜Assistant｜> deepseek-v3;
@@ -158,9 +179,12 @@ mc_err_t mc_chat_style_choose(const mc_gguf_t *g, const mc_tokenizer_t *tok, con
 // instruct file's EOS may name either); in GLM vocabularies (with [gMASK])
 // <|user|> and <|observation|>, the markers that follow an answer or a
 // tool call (GLM-4.5 has no end-of-turn token). DeepSeek's
-// <｜end▁of▁sentence｜> is its files' EOS. Writes up to MC_CHAT_MAX_END
+// <｜end▁of▁sentence｜> is its files' EOS. In harmony vocabularies (with
+// <|channel|>) <|return|> and <|call|>, which end an answer and a tool
+// call; not <|end|>, which ends the analysis message the final answer
+// follows in the same turn. Writes up to MC_CHAT_MAX_END
 // distinct ids to out; returns how many.
-#define MC_CHAT_MAX_END 5
+#define MC_CHAT_MAX_END 7
 size_t mc_chat_end_ids(const mc_tokenizer_t *tok, int32_t out[MC_CHAT_MAX_END]);
 
 // A call an assistant message made (OpenAI's tool_calls[i]).
@@ -188,6 +212,9 @@ typedef struct {
     size_t n_tools;           // "function": {...}}) printed as the templates print JSON; 0: no tools
     bool thinking;            // qwen3, glm4: let the model think (false: the empty think block, glm4
                               // also "/nothink"); default true
+    const char *reasoning_effort; // gpt-oss: "Reasoning: " in the system message (NULL: "medium")
+    const char *date;             // gpt-oss: "Current date: " (YYYY-MM-DD) in the system message; NULL:
+                                  // the line is left out (the server gives today's UTC date)
 } mc_chat_opts_t;
 
 // mistral-v1 (reset by callers to a chosen style), no tools, thinking on.
@@ -229,6 +256,8 @@ mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, si
 #define MC_CHAT_DS_CALL_BEGIN "<｜tool▁call▁begin｜>"
 #define MC_CHAT_DS_CALL_END "<｜tool▁call▁end｜>"
 #define MC_CHAT_DS_SEP "<｜tool▁sep｜>"
+// gpt-oss's: a message's recipient in its header (" to=functions.NAME").
+#define MC_CHAT_HARMONY_TO " to="
 // glm4's (<tool_call> and </tool_call> as above).
 #define MC_CHAT_GLM_KEY_OPEN "<arg_key>"
 #define MC_CHAT_GLM_KEY_CLOSE "</arg_key>"

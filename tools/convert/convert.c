@@ -12,6 +12,9 @@
  * and vocabulary are added and the GGUF writer calls back for each tensor's
  * bytes, which are produced row by row: source row to f32 (exact for BF16,
  * F16 and F32), then to the output type with mc_quant_quantize_row.
+ * GPT-OSS stores each layer's experts in one tensor, gate and up fused and
+ * interleaved: its outputs pick every other row or column of the fused
+ * source (s_oss_t), and its MXFP4 blocks are moved, not converted.
  *
  * llama.cpp's "llama" graph rotates adjacent pairs of each head (x0,x1),
  * (x2,x3)... while Hugging Face's Mixtral rotates the two halves (x_i,
@@ -48,7 +51,7 @@
 
 // --- architectures --------------------------------------------------------------
 
-typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE, S_QWEN2MOE, S_GLM4MOE, S_DEEPSEEK } s_arch_id_t;
+typedef enum { S_MIXTRAL, S_QWEN3MOE, S_OLMOE, S_QWEN2MOE, S_GLM4MOE, S_DEEPSEEK, S_GPTOSS } s_arch_id_t;
 
 // The Hugging Face side of a family (config keys, tensor names) is here;
 // what its GGUF looks like (RoPE pairing, q/k norms, expert FFN key,
@@ -69,11 +72,12 @@ static const s_arch_t s_archs[] = {
     // selection bias, groups, a compressed query.
     {"DeepseekV2ForCausalLM", MC_ARCH_DEEPSEEK2, S_DEEPSEEK},
     {"DeepseekV3ForCausalLM", MC_ARCH_DEEPSEEK2, S_DEEPSEEK},
+    {"GptOssForCausalLM", MC_ARCH_GPTOSS, S_GPTOSS},
 };
 
 const char *mc_convert_architectures(void) {
     return "MixtralForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM, Qwen2MoeForCausalLM, Glm4MoeForCausalLM, "
-           "DeepseekV2ForCausalLM, DeepseekV3ForCausalLM";
+           "DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, GptOssForCausalLM";
 }
 
 mc_convert_params_t mc_convert_params_default(void) {
@@ -147,6 +151,9 @@ typedef struct {
     bool yarn, has_attn_factor, has_log_mul, has_beta_fast, has_beta_slow;
     float yarn_factor, attn_factor, log_mul, beta_fast, beta_slow;
     uint32_t yarn_orig_ctx;
+    // GPT-OSS (s_read_oss_hparams).
+    uint32_t n_swa; // sliding_window
+    bool mxfp4;     // quantization_config says mxfp4: the experts come as blocks and scales
 } s_hp_t;
 
 static const cJSON *s_get(const cJSON *o, const char *key) {
@@ -222,21 +229,30 @@ static mc_err_t s_find_arch(const cJSON *cfg, const s_arch_t **out, char *err) {
 
 static bool s_v3_family(const s_arch_t *a) { return a->id == S_GLM4MOE || a->id == S_DEEPSEEK; }
 
+// Families whose rope_scaling is read (YaRN, s_read_yarn).
+static bool s_yarn_family(const s_arch_t *a) { return s_v3_family(a) || a->id == S_GPTOSS; }
+
 // Switches of variants this converter does not map must be off.
 static mc_err_t s_check_variants(const cJSON *cfg, const s_arch_t *a, char *err) {
-    if (s_get(cfg, "quantization_config"))
+    // GPT-OSS's own checkpoints say mxfp4 (s_read_oss_hparams); any other
+    // quantized checkpoint would be read as floats it is not.
+    const cJSON *qc = s_get(cfg, "quantization_config");
+    if (qc && a->id != S_GPTOSS)
         return mc_err_set(err, MC_ERR_UNSUPPORTED,
                           "config.json: quantization_config is set (FP8 or other quantized checkpoints are not "
                           "converted: dequantize to BF16 first)");
-    const cJSON *rs = s_v3_family(a) ? NULL : s_get(cfg, "rope_scaling"); // GLM, DeepSeek: s_read_yarn
+    const cJSON *rs = s_yarn_family(a) ? NULL : s_get(cfg, "rope_scaling"); // GLM, DeepSeek, GPT-OSS: s_read_yarn
     if (rs && !(cJSON_IsObject(rs) && !rs->child))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: rope_scaling is not supported (only plain RoPE)");
-    const cJSON *rp = s_get(cfg, "rope_parameters"), *rt = s_v3_family(a) ? NULL : s_get(rp, "rope_type");
+    const cJSON *rp = s_get(cfg, "rope_parameters"), *rt = s_yarn_family(a) ? NULL : s_get(rp, "rope_type");
     if (rt && !(cJSON_IsString(rt) && !strcmp(rt->valuestring, "default")))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: rope_parameters.rope_type is not supported (only \"default\")");
     bool b;
-    mc_err_t rc = s_cfg_bool(cfg, "attention_bias", false, &b, err);
+    mc_err_t rc = s_cfg_bool(cfg, "attention_bias", a->id == S_GPTOSS, &b, err);
     if (rc) return rc;
+    // GPT-OSS's attention always has its biases (its runtime requires the output one).
+    if (!b && a->id == S_GPTOSS)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias false is not supported for GPT-OSS");
     if (b && !mc_arch_get(a->family)->qkv_bias)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias is not supported");
     if (a->id == S_QWEN3MOE || a->id == S_QWEN2MOE) {
@@ -293,6 +309,12 @@ static mc_err_t s_read_yarn(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, cha
     if ((rc = s_cfg_f32(rs, w, "extrapolation_factor", -1e3, 1e3, &has, &ext, err))) return rc;
     if ((rc = s_cfg_f32(rs, w, "beta_fast", -1e6, 1e6, &hp->has_beta_fast, &hp->beta_fast, err))) return rc;
     if ((rc = s_cfg_f32(rs, w, "beta_slow", -1e6, 1e6, &hp->has_beta_slow, &hp->beta_slow, err))) return rc;
+    // GPT-OSS says "truncate": false (its reference keeps the correction
+    // range's ends fractional); llama.cpp's converter ignores the switch and
+    // its YaRN, like the engine's, always rounds them, so either is taken.
+    const cJSON *trunc = s_get(rs, "truncate");
+    if (trunc && !cJSON_IsBool(trunc))
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: 'rope_scaling.truncate' must be true or false");
     if (ext != 1.0f || (hp->has_beta_fast && hp->beta_fast != 32.0f) || (hp->has_beta_slow && hp->beta_slow != 1.0f))
         return mc_err_set(err, MC_ERR_UNSUPPORTED,
                           "config.json: rope_scaling with extrapolation_factor %g, beta_fast %g, beta_slow %g is not "
@@ -380,6 +402,58 @@ static mc_err_t s_read_v3_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *h
     return MC_OK;
 }
 
+// What GPT-OSS adds: the sliding window (on the even layers, as the engine
+// and llama.cpp's graph place it: layer_types, when given, must say so),
+// YaRN, the clamped SwiGLU's limit (the engine's is 7) and whether the
+// experts are MXFP4 (quantization_config) or floats.
+static mc_err_t s_read_oss_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, char *err) {
+    mc_err_t rc;
+    if ((rc = s_cfg_u32(cfg, "sliding_window", -1, 1, 1u << 24, &hp->n_swa, err))) return rc;
+    const cJSON *lt = s_get(cfg, "layer_types");
+    if (lt) {
+        if (!cJSON_IsArray(lt) || (uint32_t)cJSON_GetArraySize(lt) != hp->n_layer)
+            return mc_err_set(err, MC_ERR_FORMAT, "config.json: 'layer_types' is not a list of num_hidden_layers (%u) "
+                              "names", hp->n_layer);
+        uint32_t l = 0;
+        for (const cJSON *e = lt->child; e; e = e->next, l++) {
+            const char *want = l % 2 == 0 ? "sliding_attention" : "full_attention";
+            if (!cJSON_IsString(e) || strcmp(e->valuestring, want) != 0)
+                return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: layer_types[%u] is '%.32s' (only %s on even "
+                                  "layers and full_attention on odd ones is supported)", l,
+                                  cJSON_IsString(e) ? e->valuestring : "?", "sliding_attention");
+        }
+    }
+    bool has;
+    float limit = 7.0f;
+    if ((rc = s_cfg_f32(cfg, "", "swiglu_limit", 0, 1e6, &has, &limit, err))) return rc;
+    if (limit != 7.0f)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: swiglu_limit %g is not supported (the engine clamps at 7)",
+                          limit);
+    const cJSON *act = s_get(cfg, "hidden_act");
+    if (act && !(cJSON_IsString(act) && !strcmp(act->valuestring, "silu")))
+        return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: hidden_act '%.32s' is not supported (silu)",
+                          cJSON_IsString(act) ? act->valuestring : "?");
+    // Both names are in the wild (GPT-OSS's own config has both).
+    uint32_t used;
+    if ((rc = s_cfg_u32(cfg, "experts_per_token", hp->n_expert_used, 1, hp->n_expert, &used, err))) return rc;
+    if (used != hp->n_expert_used)
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: experts_per_token %u and num_experts_per_tok %u differ", used,
+                          hp->n_expert_used);
+    const cJSON *qc = s_get(cfg, "quantization_config");
+    if (qc) {
+        const cJSON *m = s_get(qc, "quant_method");
+        if (!cJSON_IsString(m) || strcmp(m->valuestring, "mxfp4") != 0)
+            return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: quantization_config.quant_method '%.32s' is not "
+                              "supported (GPT-OSS: mxfp4, or no quantization_config for float experts)",
+                              cJSON_IsString(m) ? m->valuestring : "?");
+        hp->mxfp4 = true;
+    }
+    if (hp->dim % MC_QK || hp->ffn_exp % MC_QK)
+        return mc_err_set(err, MC_ERR_FORMAT, "config.json: hidden_size %u and intermediate_size %u must be multiples of "
+                          "%u (MXFP4 blocks)", hp->dim, hp->ffn_exp, MC_QK);
+    return s_read_yarn(cfg, a, hp, err);
+}
+
 static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, char *err) {
     mc_err_t rc;
     if ((rc = s_check_variants(cfg, a, err))) return rc;
@@ -389,9 +463,13 @@ static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, 
     if ((rc = s_cfg_u32(cfg, "num_attention_heads", -1, 1, 4096, &hp->n_head, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "num_key_value_heads", hp->n_head, 1, hp->n_head, &hp->n_head_kv, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "intermediate_size", -1, 1, 1u << 20, &hp->ffn, err))) return rc;
-    const char *ne_key = a->id == S_MIXTRAL ? "num_local_experts" : s_v3_family(a) ? "n_routed_experts" : "num_experts";
+    const char *ne_key = a->id == S_MIXTRAL || a->id == S_GPTOSS ? "num_local_experts"
+                         : s_v3_family(a)                         ? "n_routed_experts"
+                                                                  : "num_experts";
     if ((rc = s_cfg_u32(cfg, ne_key, -1, 1, 4096, &hp->n_expert, err))) return rc;
-    if ((rc = s_cfg_u32(cfg, "num_experts_per_tok", -1, 1, hp->n_expert, &hp->n_expert_used, err))) return rc;
+    // GPT-OSS's config may name it experts_per_token only.
+    const char *nu_key = a->id == S_GPTOSS && !s_get(cfg, "num_experts_per_tok") ? "experts_per_token" : "num_experts_per_tok";
+    if ((rc = s_cfg_u32(cfg, nu_key, -1, 1, hp->n_expert, &hp->n_expert_used, err))) return rc;
     if ((rc = s_cfg_u32(cfg, "max_position_embeddings", -1, 1, 1u << 26, &hp->ctx, err))) return rc;
     if (s_get(cfg, "rope_theta") || !s_get(s_get(cfg, "rope_parameters"), "rope_theta")) {
         if ((rc = s_cfg_pos(cfg, "rope_theta", &hp->rope_base, err))) return rc;
@@ -427,8 +505,9 @@ static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, 
     // Qwen2-MoE always has q/k/v biases (its config has no switch for them).
     bool bias;
     if ((rc = s_cfg_bool(cfg, "attention_bias", false, &bias, err))) return rc;
-    hp->qkv_bias = mc_arch_get(a->family)->qkv_bias && (a->id == S_QWEN2MOE || bias);
+    hp->qkv_bias = mc_arch_get(a->family)->qkv_bias && (a->id == S_QWEN2MOE || a->id == S_GPTOSS || bias);
     hp->qk_norm = mc_arch_get(a->family)->qk_norm != MC_QKNORM_NONE;
+    if (a->id == S_GPTOSS) return s_read_oss_hparams(cfg, a, hp, err);
     return s_v3_family(a) ? s_read_v3_hparams(cfg, a, hp, err) : MC_OK;
 }
 
@@ -449,6 +528,25 @@ typedef enum {
     S_KVB_V, // attn_v_b {kv_lora, v, n_head}: each head's value rows as they are
 } s_kvb_t;
 
+// How GPT-OSS's experts and their biases are laid out in Hugging Face's
+// files: all experts of a layer in one tensor, the gate and up projections
+// fused into one gate_up with gate and up interleaved (gate rows, or
+// columns, 0, 2, 4...; up 1, 3, 5...).
+typedef enum {
+    S_OSS_NONE = 0,
+    // Biases: output row e is every other value (pick) of source row e, or
+    // the whole row (down_proj_bias).
+    S_OSS_COLS,
+    // Float experts, [E, in, out] (x @ W): output row (e, j) is source
+    // column j (or 2j / 2j+1 with pick) of expert e, gathered through a
+    // transposed copy of the expert.
+    S_OSS_T,
+    // MXFP4 experts: blocks [E, rows, in/32, 16] and scales [E, rows, in/32]
+    // (two sources), output row (e, r) from source row r (or 2r / 2r+1),
+    // each block's 32 nibbles re-laid in GGUF's order with its scale byte.
+    S_OSS_MXFP4,
+} s_oss_t;
+
 typedef struct {
     char name[64];
     uint32_t n_dims;
@@ -460,11 +558,14 @@ typedef struct {
     size_t src0, n_src;     // source tensors plan.srcs[src0 ..], stacked along ne[2]
     s_kvb_t kvb;            // a part of one kv_b_proj source (n_src 1, ne[2] heads)
     uint32_t nope, vdim;    // kv_b_proj's per-head key and value rows
+    s_oss_t oss;            // a GPT-OSS expert tensor from its fused source
+    uint8_t pick;           // interleaved gate_up: 0 all, 1 gate (even), 2 up (odd)
 } s_out_t;
 
 typedef struct {
     const mc_safetensors_dir_t *dir;
     bool *used; // per source tensor
+    bool mxfp4_kept; // some experts are copied as MXFP4 blocks (file type)
     mc_dtype_t want;
     s_out_t *outs;
     size_t n_outs, cap_outs;
@@ -486,20 +587,26 @@ static void s_fmt_shape(char *buf, size_t cap, const uint64_t *shape, uint32_t n
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
-// Find source tensor `name` of shape [rows] (cols 0) or [rows, cols] and take it.
-static mc_err_t s_src(s_plan_t *pl, const char *name, uint64_t rows, uint64_t cols, const char *dims, char *err) {
+// Find source tensor `name` of shape want[0..nd) and take it: floats, or
+// bytes (U8) when u8.
+static mc_err_t s_src_nd(s_plan_t *pl, const char *name, uint32_t nd, const uint64_t *want, bool u8, const char *dims,
+                         char *err) {
     size_t i = mc_safetensors_dir_find(pl->dir, name);
     if (i == SIZE_MAX) return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing", name);
     const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(pl->dir, i);
-    const uint64_t want[2] = {rows, cols};
-    const uint32_t nd = cols ? 2 : 1;
-    if (t->n_dims != nd || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
-        char got[96], exp[64];
+    bool same = t->n_dims == nd;
+    for (uint32_t d = 0; d < nd && same; d++) same = t->shape[d] == want[d];
+    if (!same) {
+        char got[160], exp[128];
         s_fmt_shape(got, sizeof got, t->shape, t->n_dims);
         s_fmt_shape(exp, sizeof exp, want, nd);
         return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s (%s)", name, got, exp,
                           dims);
     }
+    if ((t->dtype == MC_SAFETENSORS_U8) != u8)
+        return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is %s but must be %s", name,
+                          t->dtype == MC_SAFETENSORS_U8 ? "U8" : mc_dtype_name(t->dtype),
+                          u8 ? "U8 (MXFP4 blocks or scales)" : "BF16, F16 or F32");
     if (pl->used[i]) return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is used twice", name);
     pl->used[i] = true;
     if (pl->n_srcs == pl->cap_srcs) {
@@ -511,6 +618,12 @@ static mc_err_t s_src(s_plan_t *pl, const char *name, uint64_t rows, uint64_t co
     }
     pl->srcs[pl->n_srcs++] = i;
     return MC_OK;
+}
+
+// Find source tensor `name` of shape [rows] (cols 0) or [rows, cols] and take it.
+static mc_err_t s_src(s_plan_t *pl, const char *name, uint64_t rows, uint64_t cols, const char *dims, char *err) {
+    const uint64_t want[2] = {rows, cols};
+    return s_src_nd(pl, name, cols ? 2 : 1, want, false, dims, err);
 }
 
 // Matrices take the requested type when their rows split into its blocks;
@@ -594,6 +707,89 @@ static mc_err_t s_plan_mla(s_plan_t *pl, const s_hp_t *hp, uint32_t l, char *err
     return MC_OK;
 }
 
+// Declare a GPT-OSS expert tensor {ne0, ne1, E} (or a bias {ne0, E}) made
+// from the n_src sources from src0 on, laid out as oss and pick say.
+static mc_err_t s_out_oss(s_plan_t *pl, const char *name, uint32_t n_dims, uint64_t ne0, uint64_t ne1, uint64_t E,
+                          size_t src0, size_t n_src, s_oss_t oss, uint8_t pick, char *err) {
+    mc_err_t rc = s_out(pl, S_CLS_EXPERTS, name, n_dims, ne0, n_dims == 3 ? ne1 : E, 0, 0, err);
+    if (rc) return rc;
+    s_out_t *o = &pl->outs[pl->n_outs - 1];
+    o->ne[2] = n_dims == 3 ? E : 1;
+    o->src0 = src0;
+    o->n_src = n_src;
+    o->oss = oss;
+    o->pick = pick;
+    if (oss == S_OSS_COLS) o->type = MC_DTYPE_F32, o->fallback = false; // biases, as every other bias
+    if (oss == S_OSS_MXFP4) o->type = MC_DTYPE_MXFP4, o->fallback = false, pl->mxfp4_kept = true;
+    return MC_OK;
+}
+
+// GPT-OSS's MoE half: the router with its bias, and the experts as its
+// Hugging Face files hold them (all experts in one tensor, gate and up
+// fused and interleaved): MXFP4 blocks and scales when quantization_config
+// says mxfp4, else floats stored as x @ W ([E, in, out]), and their biases.
+static mc_err_t s_plan_oss_moe(s_plan_t *pl, const s_hp_t *hp, uint32_t l, char *err) {
+    const uint64_t D = hp->dim, F = hp->ffn_exp, E = hp->n_expert;
+    char hf[160], gg[64];
+    mc_err_t rc;
+    if ((rc = s_src(pl, S_NAME(hf, "model.layers.%u.mlp.router.weight", l), E, D, "num_local_experts, hidden_size", err)) ||
+        (rc = s_out(pl, S_CLS_ROUTER, S_NAME(gg, "blk.%u.ffn_gate_inp.weight", l), 2, D, E, 1, 0, err)) ||
+        (rc = s_src(pl, S_NAME(hf, "model.layers.%u.mlp.router.bias", l), E, 0, "num_local_experts", err)) ||
+        (rc = s_out(pl, S_CLS_ROUTER, S_NAME(gg, "blk.%u.ffn_gate_inp.bias", l), 1, E, 1, 1, 0, err)))
+        return rc;
+    // The other layout's tensor present: say which switch is wrong.
+    const char *other = hp->mxfp4 ? "gate_up_proj" : "gate_up_proj_blocks";
+    if (mc_safetensors_dir_find(pl->dir, S_NAME(hf, "model.layers.%u.mlp.experts.%s", l, other)) != SIZE_MAX)
+        return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is there but config.json %s (%s experts expected)", hf,
+                          hp->mxfp4 ? "says quantization_config mxfp4" : "has no quantization_config mxfp4",
+                          hp->mxfp4 ? "MXFP4" : "float");
+    static const char *const gate_up[2] = {"ffn_gate_exps.weight", "ffn_up_exps.weight"};
+    if (hp->mxfp4) {
+        const uint64_t gb[4] = {E, 2 * F, D / MC_QK, 16}, db[4] = {E, D, F / MC_QK, 16};
+        const char *dg = "num_local_experts, 2 x intermediate_size, hidden_size / 32, 16";
+        const char *dd = "num_local_experts, hidden_size, intermediate_size / 32, 16";
+        const size_t s0 = pl->n_srcs;
+        if ((rc = s_src_nd(pl, S_NAME(hf, "model.layers.%u.mlp.experts.gate_up_proj_blocks", l), 4, gb, true, dg, err)) ||
+            (rc = s_src_nd(pl, S_NAME(hf, "model.layers.%u.mlp.experts.gate_up_proj_scales", l), 3, gb, true, dg, err)))
+            return rc;
+        for (uint8_t k = 0; k < 2; k++)
+            if ((rc = s_out_oss(pl, S_NAME(gg, "blk.%u.%s", l, gate_up[k]), 3, D, F, E, s0, 2, S_OSS_MXFP4, k + 1, err)))
+                return rc;
+        if ((rc = s_src_nd(pl, S_NAME(hf, "model.layers.%u.mlp.experts.down_proj_blocks", l), 4, db, true, dd, err)) ||
+            (rc = s_src_nd(pl, S_NAME(hf, "model.layers.%u.mlp.experts.down_proj_scales", l), 3, db, true, dd, err)) ||
+            (rc = s_out_oss(pl, S_NAME(gg, "blk.%u.ffn_down_exps.weight", l), 3, F, D, E, pl->n_srcs - 2, 2, S_OSS_MXFP4,
+                            0, err)))
+            return rc;
+    } else {
+        const uint64_t gw[3] = {E, D, 2 * F}, dw[3] = {E, F, D};
+        const size_t s0 = pl->n_srcs;
+        if ((rc = s_src_nd(pl, S_NAME(hf, "model.layers.%u.mlp.experts.gate_up_proj", l), 3, gw, false,
+                           "num_local_experts, hidden_size, 2 x intermediate_size", err)))
+            return rc;
+        for (uint8_t k = 0; k < 2; k++)
+            if ((rc = s_out_oss(pl, S_NAME(gg, "blk.%u.%s", l, gate_up[k]), 3, D, F, E, s0, 1, S_OSS_T, k + 1, err)))
+                return rc;
+        if ((rc = s_src_nd(pl, S_NAME(hf, "model.layers.%u.mlp.experts.down_proj", l), 3, dw, false,
+                           "num_local_experts, intermediate_size, hidden_size", err)) ||
+            (rc = s_out_oss(pl, S_NAME(gg, "blk.%u.ffn_down_exps.weight", l), 3, F, D, E, pl->n_srcs - 1, 1, S_OSS_T, 0,
+                            err)))
+            return rc;
+    }
+    static const char *const gate_up_b[2] = {"ffn_gate_exps.bias", "ffn_up_exps.bias"};
+    const size_t s0 = pl->n_srcs;
+    if ((rc = s_src(pl, S_NAME(hf, "model.layers.%u.mlp.experts.gate_up_proj_bias", l), E, 2 * F,
+                    "num_local_experts, 2 x intermediate_size", err)))
+        return rc;
+    for (uint8_t k = 0; k < 2; k++)
+        if ((rc = s_out_oss(pl, S_NAME(gg, "blk.%u.%s", l, gate_up_b[k]), 2, F, 0, E, s0, 1, S_OSS_COLS, k + 1, err)))
+            return rc;
+    if ((rc = s_src(pl, S_NAME(hf, "model.layers.%u.mlp.experts.down_proj_bias", l), E, D,
+                    "num_local_experts, hidden_size", err)) ||
+        (rc = s_out_oss(pl, S_NAME(gg, "blk.%u.ffn_down_exps.bias", l), 2, D, 0, E, pl->n_srcs - 1, 1, S_OSS_COLS, 0, err)))
+        return rc;
+    return MC_OK;
+}
+
 static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, uint32_t l, char *err) {
     const uint64_t D = hp->dim, Q = (uint64_t)hp->n_head * hp->head_dim, KV = (uint64_t)hp->n_head_kv * hp->head_dim;
     const uint64_t F = hp->ffn_exp, E = hp->n_expert;
@@ -632,6 +828,14 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
         S_TAKE(KV, 0, "num_key_value_heads x head_dim", "%s.%u.self_attn.v_proj.bias", pre, l);
         S_PUT(S_CLS_ATTN, 1, KV, 1, 1, 0, "blk.%u.attn_v.bias", l);
     }
+    if (t->attn_out_bias) {
+        S_TAKE(D, 0, "hidden_size", "%s.%u.self_attn.o_proj.bias", pre, l);
+        S_PUT(S_CLS_ATTN, 1, D, 1, 1, 0, "blk.%u.attn_output.bias", l);
+    }
+    if (t->attn_sinks) { // one logit per head (HF names it without .weight, llama.cpp with)
+        S_TAKE(hp->n_head, 0, "num_attention_heads", "%s.%u.self_attn.sinks", pre, l);
+        S_PUT(S_CLS_ATTN, 1, hp->n_head, 1, 1, 0, "blk.%u.attn_sinks.weight", l);
+    }
     if (hp->qk_norm) {
         // Per head (Qwen3, GLM-4.5): head_dim, or over the whole projection (OLMoE).
         const bool head = t->qk_norm == MC_QKNORM_HEAD;
@@ -645,6 +849,7 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
     }
     S_TAKE(D, 0, "hidden_size", "%s.%u.post_attention_layernorm.weight", pre, l);
     S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.%s.weight", l, t->ffn_norm_name);
+    if (a->id == S_GPTOSS) return s_plan_oss_moe(pl, hp, l, err);
     static const char *const mixtral[3] = {"w1", "w3", "w2"}, *const named[3] = {"gate_proj", "up_proj", "down_proj"};
     if (l < hp->n_dense) { // a dense leading layer: one FFN of intermediate_size, no router
         static const char *const dense[3] = {"ffn_gate", "ffn_up", "ffn_down"};
@@ -758,7 +963,8 @@ typedef struct {
     int32_t bos, eos, unk, pad; // -1: absent
     bool add_bos, add_eos;
     bool space_prefix, remove_extra_ws; // SentencePiece normalizer switches
-    const char *chat_template;          // inside the tokenizer_config JSON
+    const char *chat_template;          // inside the tokenizer_config JSON, or template_file
+    char *template_file;                // chat_template.jinja's text (owned)
 } s_vocab_t;
 
 enum { S_TOK_NORMAL = 1, S_TOK_UNKNOWN = 2, S_TOK_CONTROL = 3, S_TOK_USER = 4, S_TOK_UNUSED = 5, S_TOK_BYTE = 6 };
@@ -771,6 +977,7 @@ static void s_vocab_free(s_vocab_t *v) {
     free(v->score);
     free(v->type);
     free(v->merge);
+    free(v->template_file);
     *v = (s_vocab_t){0};
 }
 
@@ -829,6 +1036,20 @@ static void s_cfg_token_id(const cJSON *cfg, const char *typ, uint32_t n, int32_
     const cJSON *v = s_get(cfg, key);
     if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < n && v->valuedouble == floor(v->valuedouble))
         *id = (int32_t)v->valuedouble;
+}
+
+// Newer checkpoints (GPT-OSS's among them) keep the chat template in its
+// own chat_template.jinja rather than in tokenizer_config.json: read it
+// when tokenizer_config.json has none.
+static mc_err_t s_vocab_template_file(const char *dir, s_vocab_t *v, char *err) {
+    if (v->chat_template || !s_exists(dir, "chat_template.jinja")) return MC_OK;
+    size_t len;
+    mc_err_t rc = s_read_file(dir, "chat_template.jinja", S_MAX_CONFIG, &v->template_file, &len, err);
+    if (rc) return rc;
+    if (strlen(v->template_file) != len)
+        return mc_err_set(err, MC_ERR_FORMAT, "chat_template.jinja: holds a NUL byte");
+    v->chat_template = v->template_file;
+    return MC_OK;
 }
 
 static mc_err_t s_vocab_spm(const char *dir, const cJSON *cfg, const cJSON *tcfg, uint32_t n_vocab, s_vocab_t *v,
@@ -979,6 +1200,8 @@ static bool s_split_has(const cJSON *pt, const char *needle) {
 // files moe-mkmodel writes Qwen2's (single digits); DeepSeek-V3/R1 start
 // with digit runs of up to 3 ("deepseek-v3"), V2 and V2-Lite have a step of
 // trailing spaces ("deepseek-llm"); with no Split step, GPT-2's regex.
+// GPT-OSS's o200k pattern ("gpt-4o") is the one with letter classes split
+// by case (\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}); moe-mkmodel's files use Qwen2's.
 static mc_err_t s_pick_pre(const cJSON *tj, const s_arch_t *a, const char **pre, char *err) {
     const cJSON *pt = s_get(tj, "pre_tokenizer");
     const bool digits3 = s_split_has(pt, "\\p{N}{1,3}"), any = s_split_has(pt, "");
@@ -986,6 +1209,10 @@ static mc_err_t s_pick_pre(const cJSON *tj, const s_arch_t *a, const char **pre,
         *pre = digits3 ? "glm4" : s_split_has(pt, "\\p{N}|") ? "qwen2" : NULL;
     } else if (a->id == S_DEEPSEEK) {
         *pre = !any ? "gpt-2" : digits3 ? "deepseek-v3" : s_split_has(pt, "\\s+$") ? "deepseek-llm" : NULL;
+    } else if (a->id == S_GPTOSS) {
+        *pre = s_split_has(pt, "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]") ? "gpt-4o"
+               : s_split_has(pt, "\\p{N}|")                            ? "qwen2"
+                                                                       : NULL;
     } else {
         *pre = mc_arch_get(a->family)->bpe_pre;
     }
@@ -1101,7 +1328,8 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
     if (t->expert_ffn_key) {
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_feed_forward_length", A), hp->ffn_exp));
         // GLM-4.5: as config.json says; DeepSeek: only when true (its default).
-        if (!s_v3_family(a) || (a->id == S_GLM4MOE && hp->norm_topk_given) || hp->norm_topk)
+        // GPT-OSS: never (its weights are a softmax over the chosen, as llama.cpp's converter leaves it).
+        if (a->id != S_GPTOSS && (!s_v3_family(a) || (a->id == S_GLM4MOE && hp->norm_topk_given) || hp->norm_topk))
             S_ADD(mc_gguf_writer_add_bool(w, S_KEY("%s.expert_weights_norm", A), hp->norm_topk));
     }
     if (t->shared_expert == MC_SHEXP_FFN_KEY)
@@ -1114,6 +1342,9 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
         if (hp->n_group) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_group_count", A), hp->n_group));
         if (hp->n_group_used) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_group_used_count", A), hp->n_group_used));
         if (hp->has_scale) S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.expert_weights_scale", A), hp->scale));
+    }
+    if (t->swa) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.attention.sliding_window", A), hp->n_swa));
+    if (s_yarn_family(a)) {
         if (hp->yarn) {
             S_ADD(mc_gguf_writer_add_str(w, S_KEY("%s.rope.scaling.type", A), "yarn"));
             S_ADD(mc_gguf_writer_add_f32(w, S_KEY("%s.rope.scaling.factor", A), hp->yarn_factor));
@@ -1215,6 +1446,82 @@ static mc_err_t s_fill_kvb(const s_fill_ctx_t *ctx, const s_out_t *o, uint8_t *o
     return MC_OK;
 }
 
+// The source row (or column) of output row j of an interleaved gate_up.
+static uint64_t s_picked(uint64_t j, uint8_t pick) { return pick ? 2 * j + (pick - 1u) : j; }
+
+// GPT-OSS biases: output row e is source row e, every other value (pick) or all.
+static mc_err_t s_fill_oss_cols(const s_fill_ctx_t *ctx, const s_out_t *o, uint8_t *out) {
+    const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0]);
+    const uint64_t ne0 = o->ne[0], W = t->shape[1];
+    for (uint64_t e = 0; e < o->ne[1]; e++) {
+        for (uint64_t j = 0; j < ne0; j++, out += sizeof(float)) {
+            float v;
+            s_load_row(t, e * W + s_picked(j, o->pick), 1, &v);
+            memcpy(out, &v, sizeof v);
+        }
+    }
+    mc_safetensors_dir_release(ctx->pl->dir, ctx->pl->srcs[o->src0]);
+    return MC_OK;
+}
+
+// GPT-OSS float experts [E, in, out] (x @ W): expert e's output row j is
+// column s_picked(j) of its in x out matrix. The expert is read row by row
+// (contiguous) into a transposed f32 copy, whose rows are then converted.
+static mc_err_t s_fill_oss_t(const s_fill_ctx_t *ctx, const s_out_t *o, uint8_t *out, char *err) {
+    const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0]);
+    const uint64_t in = o->ne[0], rows = o->ne[1], W = t->shape[2];
+    const size_t row_bytes = mc_dtype_row_bytes(o->type, in);
+    float *tr = malloc((size_t)(in * rows) * sizeof *tr), *src = malloc((size_t)W * sizeof *src);
+    mc_err_t rc = tr && src ? MC_OK : mc_err_set(err, MC_ERR_NOMEM, "%s: out of memory", o->name);
+    for (uint64_t e = 0; e < o->ne[2] && !rc; e++) {
+        for (uint64_t i = 0; i < in; i++) {
+            s_load_row(t, e * in + i, W, src);
+            for (uint64_t j = 0; j < rows; j++) tr[j * in + i] = src[s_picked(j, o->pick)];
+        }
+        for (uint64_t j = 0; j < rows && !rc; j++, out += row_bytes)
+            if (mc_quant_quantize_row(o->type, tr + j * in, out, (int64_t)in))
+                rc = mc_err_set(err, MC_ERR_FORMAT, "%s: converting to %s failed", o->name, mc_dtype_name(o->type));
+    }
+    free(tr);
+    free(src);
+    mc_safetensors_dir_release(ctx->pl->dir, ctx->pl->srcs[o->src0]);
+    return rc;
+}
+
+// GPT-OSS MXFP4 experts. A Hugging Face block is 16 bytes holding values
+// 2i (low nibble) and 2i+1 (high nibble) in byte i; a GGUF block is the
+// scale byte then 16 bytes holding values j (low) and j + 16 (high) in
+// byte j. Both scales are E8M0 with bias 127 and the 4-bit codes are the
+// same E2M1 values, so the bits move and nothing is rounded. A scale of
+// 0xFF (E8M0's NaN) is refused.
+static mc_err_t s_fill_oss_mxfp4(const s_fill_ctx_t *ctx, const s_out_t *o, uint8_t *out, char *err) {
+    const mc_safetensors_tensor_t *bl = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0]);
+    const mc_safetensors_tensor_t *sc = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0 + 1]);
+    const uint64_t src_rows = bl->shape[1], nb = bl->shape[2];
+    for (uint64_t e = 0; e < o->ne[2]; e++) {
+        for (uint64_t r = 0; r < o->ne[1]; r++) {
+            const uint64_t sr = e * src_rows + s_picked(r, o->pick);
+            for (uint64_t b = 0; b < nb; b++, out += sizeof(mc_block_mxfp4_t)) {
+                const uint8_t scale = sc->data[sr * nb + b], *q = bl->data + (sr * nb + b) * 16;
+                if (scale == MC_E8M0_NAN)
+                    return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s': expert %llu row %llu block %llu has scale 0xFF "
+                                      "(NaN in E8M0)", sc->name, (unsigned long long)e,
+                                      (unsigned long long)s_picked(r, o->pick), (unsigned long long)b);
+                mc_block_mxfp4_t blk = {.e = scale};
+                for (int j = 0; j < MC_QK / 2; j++) {
+                    const uint8_t lo = (uint8_t)(q[j / 2] >> (4 * (j % 2)) & 0xF);
+                    const uint8_t hi = (uint8_t)(q[8 + j / 2] >> (4 * (j % 2)) & 0xF);
+                    blk.qs[j] = (uint8_t)(lo | hi << 4);
+                }
+                memcpy(out, &blk, sizeof blk);
+            }
+        }
+    }
+    mc_safetensors_dir_release(ctx->pl->dir, ctx->pl->srcs[o->src0]);
+    mc_safetensors_dir_release(ctx->pl->dir, ctx->pl->srcs[o->src0 + 1]);
+    return MC_OK;
+}
+
 static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *err) {
     const s_fill_ctx_t *ctx = vctx;
     const s_out_t *o = &ctx->pl->outs[index];
@@ -1225,6 +1532,9 @@ static mc_err_t s_fill(void *vctx, size_t index, void *dst, size_t size, char *e
                           (unsigned long long)(row_bytes * rows * o->ne[2]));
     uint8_t *out = dst;
     if (o->kvb) return s_fill_kvb(ctx, o, out, err);
+    if (o->oss == S_OSS_COLS) return s_fill_oss_cols(ctx, o, out);
+    if (o->oss == S_OSS_T) return s_fill_oss_t(ctx, o, out, err);
+    if (o->oss == S_OSS_MXFP4) return s_fill_oss_mxfp4(ctx, o, out, err);
     for (size_t s = 0; s < o->n_src; s++) {
         const mc_safetensors_tensor_t *t = mc_safetensors_dir_at(ctx->pl->dir, ctx->pl->srcs[o->src0 + s]);
         for (uint64_t r = 0; r < rows; r++, out += row_bytes) {
@@ -1313,6 +1623,7 @@ mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_p
         rc = bpe_pre ? s_vocab_bpe(hf_dir, cfg, tcfg, hp.n_vocab, a, &v, err)
                      : s_vocab_spm(hf_dir, cfg, tcfg, hp.n_vocab, &v, err);
     }
+    if (!rc) rc = s_vocab_template_file(hf_dir, &v, err);
     if (!rc && p.log)
         fprintf(p.log, "%s -> %s: %u layer%s, %u experts (%u used), vocabulary %u (%s), %zu shard%s, matrices %s\n",
                 a->hf, mc_arch_get(a->family)->name, hp.n_layer, hp.n_layer == 1 ? "" : "s", hp.n_expert, hp.n_expert_used, hp.n_vocab,
@@ -1323,7 +1634,8 @@ mc_err_t mc_convert(const char *hf_dir, const char *out_path, const mc_convert_p
         char name[256];
         if (p.name) snprintf(name, sizeof name, "%s", p.name);
         else s_base_name(hf_dir, name, sizeof name);
-        rc = s_add_meta(w, a, &hp, &v, pl.want, name, err);
+        // MXFP4 experts kept: the file type llama-quantize gives such files (MXFP4_MOE).
+        rc = s_add_meta(w, a, &hp, &v, pl.mxfp4_kept ? MC_DTYPE_MXFP4 : pl.want, name, err);
     }
     s_vocab_free(&v); // the writer holds its own copy now
     uint64_t max_row = 1, total = 0;

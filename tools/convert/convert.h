@@ -4,8 +4,10 @@
  *
  * Mixtral (-> "llama", Q and K rows reordered for llama.cpp's rotation of
  * adjacent pairs), Qwen3-MoE (-> "qwen3moe"), OLMoE (-> "olmoe"),
- * Qwen2-MoE (-> "qwen2moe"), GLM-4.5 (-> "glm4moe") and DeepSeek-V2/V3
- * (-> "deepseek2", kv_b_proj split into attn_k_b and attn_v_b) are mapped;
+ * Qwen2-MoE (-> "qwen2moe"), GLM-4.5 (-> "glm4moe"), DeepSeek-V2/V3
+ * (-> "deepseek2", kv_b_proj split into attn_k_b and attn_v_b) and GPT-OSS
+ * (-> "gpt-oss", its fused and interleaved gate_up split, its MXFP4 experts
+ * re-laid into GGUF MXFP4 blocks without requantizing) are mapped;
  * per-expert weights are stacked into merged ffn_*_exps tensors, and
  * next-token-prediction layers are left out.
  * The vocabulary comes from tokenizer.model (SentencePiece, "llama") or

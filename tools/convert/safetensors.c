@@ -93,6 +93,7 @@ static const char *s_file_name_at(const void *owner, size_t i) {
 }
 
 size_t mc_safetensors_dtype_size(mc_dtype_t t) {
+    if (t == MC_SAFETENSORS_U8) return 1;
     switch (t) {
     case MC_DTYPE_F32: return 4;
     case MC_DTYPE_F16:
@@ -101,16 +102,17 @@ size_t mc_safetensors_dtype_size(mc_dtype_t t) {
     }
 }
 
-// The dtype strings of the format; only the first three are supported.
+// The dtype strings of the format; only the first four are supported.
 static const struct {
     const char *name;
     mc_dtype_t type;
     bool ok;
 } s_dtypes[] = {
     {"F32", MC_DTYPE_F32, true},   {"F16", MC_DTYPE_F16, true},   {"BF16", MC_DTYPE_BF16, true},
+    {"U8", MC_SAFETENSORS_U8, true},
     {"F64", MC_DTYPE_F32, false},  {"I64", MC_DTYPE_F32, false},  {"I32", MC_DTYPE_F32, false},
     {"I16", MC_DTYPE_F32, false},  {"I8", MC_DTYPE_F32, false},   {"U64", MC_DTYPE_F32, false},
-    {"U32", MC_DTYPE_F32, false},  {"U16", MC_DTYPE_F32, false},  {"U8", MC_DTYPE_F32, false},
+    {"U32", MC_DTYPE_F32, false},  {"U16", MC_DTYPE_F32, false},
     {"BOOL", MC_DTYPE_F32, false}, {"F8_E4M3", MC_DTYPE_F32, false}, {"F8_E5M2", MC_DTYPE_F32, false},
 };
 
@@ -153,7 +155,7 @@ static mc_err_t s_parse_entry(const cJSON *e, uint64_t data_size, mc_safetensors
         known = true;
         if (!s_dtypes[i].ok)
             return mc_err_set(err, MC_ERR_UNSUPPORTED,
-                              "safetensors: tensor '%.80s' has dtype %s, which is not supported (BF16, F16 and F32 are)",
+                              "safetensors: tensor '%.80s' has dtype %s, which is not supported (BF16, F16, F32 and U8 are)",
                               name, s_dtypes[i].name);
         t->dtype = s_dtypes[i].type;
     }

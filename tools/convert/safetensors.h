@@ -10,8 +10,9 @@
  * untrusted: the header length, the JSON, each dtype, shape and offset pair
  * is checked against the buffer (sizes without overflow, tensors inside the
  * data section, no two overlapping, unique names), so a damaged or hostile
- * file gives a clear error, never a crash. Only the float types a model
- * converter needs are accepted: BF16, F16 and F32.
+ * file gives a clear error, never a crash. Only the types a model
+ * converter needs are accepted: BF16, F16 and F32, and U8 (the bytes of
+ * GPT-OSS's MXFP4 blocks and scales, marked MC_SAFETENSORS_U8).
  *
  * Tensor data is not aligned in the file: read it with memcpy.
  */
@@ -28,9 +29,13 @@
 // Larger headers are refused before the JSON is parsed (real ones are a few MB).
 #define MC_SAFETENSORS_MAX_HEADER (100u * 1024u * 1024u)
 
+// U8 has no GGUF tensor type: its tensors carry this value, outside every
+// mc_dtype_t id (so no dtype table takes them for a weight type).
+#define MC_SAFETENSORS_U8 ((mc_dtype_t)MC_DTYPE_ID_LIMIT)
+
 typedef struct {
     const char *name;       // NUL-terminated, owned by the file object
-    mc_dtype_t dtype;       // MC_DTYPE_F32, MC_DTYPE_F16 or MC_DTYPE_BF16
+    mc_dtype_t dtype;       // MC_DTYPE_F32, MC_DTYPE_F16, MC_DTYPE_BF16 or MC_SAFETENSORS_U8
     uint32_t n_dims;        // 0 (a scalar) .. MC_SAFETENSORS_MAX_DIMS
     uint64_t shape[MC_SAFETENSORS_MAX_DIMS]; // row-major as in the file: shape[n_dims - 1] is contiguous
     uint64_t n_elems;       // product of shape (1 for a scalar)
@@ -56,14 +61,14 @@ size_t mc_safetensors_count(const mc_safetensors_t *st);
 const mc_safetensors_tensor_t *mc_safetensors_at(const mc_safetensors_t *st, size_t i);
 const mc_safetensors_tensor_t *mc_safetensors_find(const mc_safetensors_t *st, const char *name); // NULL if absent
 
-// Bytes per element of a supported dtype (2 or 4), 0 for anything else.
+// Bytes per element of a supported dtype (1, 2 or 4), 0 for anything else.
 size_t mc_safetensors_dtype_size(mc_dtype_t t);
 
 // --- writing (tests, tools) ------------------------------------------------
 
 typedef struct {
     const char *name;
-    mc_dtype_t dtype; // F32, F16 or BF16
+    mc_dtype_t dtype; // F32, F16, BF16 or MC_SAFETENSORS_U8
     uint32_t n_dims;  // 0..MC_SAFETENSORS_MAX_DIMS
     const uint64_t *shape;
     const void *data; // n_elems * element size bytes

@@ -26,7 +26,11 @@ static size_t s_pair_hash(uint32_t a, uint32_t b) {
 
 /* ---- vocabulary trainer ---- */
 
-static const char *const s_specials[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+// The 3 specials every trained vocabulary has, then GPT-OSS's harmony markers.
+static const char *const s_specials[10] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|start|>",  "<|channel|>",
+                                           "<|message|>",   "<|end|>",      "<|return|>", "<|call|>", "<|constrain|>"};
+
+static uint32_t s_n_specials(const mc_bpe_train_params_t *p) { return p->harmony ? 10 : 3; }
 
 mc_bpe_train_params_t mc_bpe_train_params_default(void) {
     return (mc_bpe_train_params_t){.n_vocab = 1024, .pre = "qwen2", .min_frequency = 1};
@@ -160,11 +164,11 @@ void mc_bpe_vocab_destroy(mc_bpe_vocab_t **v) {
 }
 
 // Lay the trained tokens and merges out as byte-level strings.
-static mc_bpe_vocab_t *s_train_result(const s_train_t *t, const char *pre, char *err) {
-    uint32_t n_tok = t->n_tok + 3;
+static mc_bpe_vocab_t *s_train_result(const s_train_t *t, const char *pre, uint32_t n_spec, char *err) {
+    uint32_t n_tok = t->n_tok + n_spec;
     size_t arena = 0;
     for (uint32_t i = 0; i < t->n_tok; i++) arena += 2 * (size_t)t->tok_len[i] + 1;
-    for (int k = 0; k < 3; k++) arena += strlen(s_specials[k]) + 1;
+    for (uint32_t k = 0; k < n_spec; k++) arena += strlen(s_specials[k]) + 1;
     for (uint32_t m = 0; m < t->n_merges; m++)
         arena += 2 * ((size_t)t->tok_len[t->merge_a[m]] + t->tok_len[t->merge_b[m]]) + 2;
 
@@ -188,7 +192,7 @@ static mc_bpe_vocab_t *s_train_result(const s_train_t *t, const char *pre, char 
         o += v->token_lens[i];
         *o++ = '\0';
     }
-    for (int k = 0; k < 3; k++) {
+    for (uint32_t k = 0; k < n_spec; k++) {
         uint32_t i = t->n_tok + (uint32_t)k;
         // No trained piece can spell these: every pre-tokenizer splits "<|"
         // and "|>" from the letters between them.
@@ -255,8 +259,8 @@ mc_bpe_vocab_t *mc_bpe_train(const char *corpus, size_t len, const mc_bpe_train_
         return NULL;
     }
     if (!corpus) corpus = mc_bpe_corpus(&len);
-    if (p->n_vocab < 256 + 3 || p->n_vocab > MC_BPE_MAX_TRAIN_VOCAB) {
-        mc_err_set(err, MC_ERR_ARG, "bpe: vocabulary size %u outside %u..%u", p->n_vocab, 256 + 3,
+    if (p->n_vocab < 256 + s_n_specials(p) || p->n_vocab > MC_BPE_MAX_TRAIN_VOCAB) {
+        mc_err_set(err, MC_ERR_ARG, "bpe: vocabulary size %u outside %u..%u", p->n_vocab, 256 + s_n_specials(p),
                    MC_BPE_MAX_TRAIN_VOCAB);
         return NULL;
     }
@@ -309,7 +313,7 @@ mc_bpe_vocab_t *mc_bpe_train(const char *corpus, size_t len, const mc_bpe_train_
     if (!pairs) goto nomem;
 
     uint32_t min_freq = p->min_frequency ? p->min_frequency : 1;
-    while (t.n_tok + 3 < p->n_vocab) {
+    while (t.n_tok + s_n_specials(p) < p->n_vocab) {
         s_pair_t best = s_best_pair(&t, pairs, n_pair_slots - 1);
         if (best.a == UINT32_MAX || best.count < min_freq) break;
         uint32_t la = t.tok_len[best.a], lb = t.tok_len[best.b];
@@ -339,7 +343,7 @@ mc_bpe_vocab_t *mc_bpe_train(const char *corpus, size_t len, const mc_bpe_train_
         // that keeps happening (each step still shrinks the corpus).
         if (t.n_merges == p->n_vocab) break;
     }
-    v = s_train_result(&t, mc_bpe_pre_name(pre), err);
+    v = s_train_result(&t, mc_bpe_pre_name(pre), s_n_specials(p), err);
     goto done;
 nomem:
     mc_err_set(err, MC_ERR_NOMEM, "bpe: out of memory training a vocabulary");

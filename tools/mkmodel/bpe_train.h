@@ -6,6 +6,7 @@
 #ifndef MC_BPE_TRAIN_H
 #define MC_BPE_TRAIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,9 +14,11 @@
 #include "gguf_writer.h"
 
 typedef struct {
-    uint32_t n_vocab;       // tokens wanted in all: 256 bytes + merges + 3 specials (default 1024)
+    uint32_t n_vocab;       // tokens wanted in all: 256 bytes + merges + 3 specials (+ 7 harmony; default 1024)
     const char *pre;        // pre-tokenizer the corpus is split with (default "qwen2")
     uint32_t min_frequency; // a pair occurring fewer times is never merged (default 1)
+    bool harmony;           // also GPT-OSS's harmony tokens (<|start|>, <|channel|>, <|message|>, <|end|>,
+                            // <|return|>, <|call|>, <|constrain|>) as control tokens after the 3 specials
 } mc_bpe_train_params_t;
 
 mc_bpe_train_params_t mc_bpe_train_params_default(void);

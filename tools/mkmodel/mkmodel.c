@@ -1007,6 +1007,7 @@ mc_err_t mc_mkmodel_write(const mc_mkmodel_params_t *p, const char *path, char *
         mc_bpe_train_params_t tp = mc_bpe_train_params_default();
         tp.n_vocab = p->n_vocab;
         tp.pre = bpe_pre;
+        tp.harmony = p->arch == MC_ARCH_GPTOSS; // its chat format's markers, so chat picks gpt-oss (chat.h)
         if (!(bv = mc_bpe_train(NULL, 0, &tp, err))) rc = MC_ERR_ARG;
         else if (bv->n_tokens != p->n_vocab)
             rc = mc_err_set(err, MC_ERR_ARG, "n_vocab (%u): the built-in corpus yields %u byte-level tokens", p->n_vocab,
