@@ -20,26 +20,59 @@ mc_err_t mc_expert_file_meta(const mc_gguf_t *src, uint64_t fingerprint, mc_gguf
     return rc ? mc_err_set(err, rc, "cannot add metadata key '%s'", MC_MODEL_SOURCE_KEY) : MC_OK;
 }
 
-uint64_t mc_expert_file_slice_bytes(const mc_hparams_t *hp, const mc_dtype_t types[3]) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "a slice's biases travel as the host's f32 bytes: little-endian hosts only"
+#endif
+
+static const char *const s_part[3] = {"gate", "up", "down"};
+
+uint32_t mc_expert_file_parts(const mc_hparams_t *hp) { return hp->arch->expert_ffn_bias ? 6 : 3; }
+
+uint64_t mc_expert_file_part_bytes(const mc_hparams_t *hp, const mc_dtype_t types[3], uint32_t j) {
     const uint32_t n_in[3] = {hp->dim, hp->dim, hp->ffn}, n_out[3] = {hp->ffn, hp->ffn, hp->dim};
+    if (j >= mc_expert_file_parts(hp)) return 0;
+    if (j >= 3) return (uint64_t)n_out[j - 3] * sizeof(float); // a bias: one f32 per output
+    const mc_dtype_traits_t *tr = mc_dtype_traits(types[j]);
+    if (!tr || !tr->weight || n_in[j] % tr->block_elems) return 0;
+    return (uint64_t)mc_dtype_row_bytes(types[j], n_in[j]) * n_out[j];
+}
+
+uint64_t mc_expert_file_slice_bytes(const mc_hparams_t *hp, const mc_dtype_t types[3]) {
     uint64_t total = 0;
-    for (int j = 0; j < 3; j++) {
-        const mc_dtype_traits_t *tr = mc_dtype_traits(types[j]);
-        if (!tr || !tr->weight || n_in[j] % tr->block_elems) return 0;
-        total += (uint64_t)mc_dtype_row_bytes(types[j], n_in[j]) * n_out[j];
+    for (uint32_t j = 0; j < mc_expert_file_parts(hp); j++) {
+        const uint64_t b = mc_expert_file_part_bytes(hp, types, j);
+        if (!b) return 0;
+        total += b;
     }
     return total;
 }
 
+const uint8_t *mc_expert_file_part(const mc_model_t *m, uint32_t layer, uint32_t e, uint32_t j, uint64_t *len) {
+    const mc_expert_t *x = &m->layers[layer].experts[e];
+    const mc_layer_t *L = &m->layers[layer];
+    const uint32_t ffn = m->hp.ffn, dim = m->hp.dim;
+    if (j >= 3 && !L->exp_b_gate) return *len = 0, NULL; // no biases bound (an expert the file lacks)
+    switch (j) {
+    case 0: return *len = mc_matrix_bytes(&x->gate), x->gate.data;
+    case 1: return *len = mc_matrix_bytes(&x->up), x->up.data;
+    case 2: return *len = mc_matrix_bytes(&x->down), x->down.data;
+    case 3: return *len = (uint64_t)ffn * sizeof(float), (const uint8_t *)(L->exp_b_gate + (size_t)e * ffn);
+    case 4: return *len = (uint64_t)ffn * sizeof(float), (const uint8_t *)(L->exp_b_up + (size_t)e * ffn);
+    default: return *len = (uint64_t)dim * sizeof(float), (const uint8_t *)(L->exp_b_down + (size_t)e * dim);
+    }
+}
+
 mc_err_t mc_expert_file_add(mc_gguf_writer_t *w, const mc_hparams_t *hp, uint32_t layer, uint32_t e,
                             const mc_dtype_t types[3], char *err) {
-    static const char *const part[3] = {"gate", "up", "down"};
     const uint64_t ne[3][2] = {{hp->dim, hp->ffn}, {hp->dim, hp->ffn}, {hp->ffn, hp->dim}};
-    for (int j = 0; j < 3; j++) {
+    for (uint32_t j = 0; j < mc_expert_file_parts(hp); j++) {
         char name[64];
-        snprintf(name, sizeof name, "blk.%u.ffn_%s.%u.weight", layer, part[j], e);
-        mc_err_t rc = mc_gguf_writer_add_tensor(w, name, types[j], 2, ne[j]);
-        if (rc) return mc_err_set(err, rc, "cannot declare tensor %s of type %s", name, mc_dtype_name(types[j]));
+        const bool bias = j >= 3;
+        snprintf(name, sizeof name, "blk.%u.ffn_%s.%u.%s", layer, s_part[j % 3], e, bias ? "bias" : "weight");
+        const mc_dtype_t t = bias ? MC_DTYPE_F32 : types[j];
+        mc_err_t rc = bias ? mc_gguf_writer_add_tensor(w, name, t, 1, &ne[j - 3][1])
+                           : mc_gguf_writer_add_tensor(w, name, t, 2, ne[j]);
+        if (rc) return mc_err_set(err, rc, "cannot declare tensor %s of type %s", name, mc_dtype_name(t));
     }
     return MC_OK;
 }

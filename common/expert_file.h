@@ -7,12 +7,20 @@
  * reads), the key MC_MODEL_SOURCE_KEY (model.h: the fingerprint of the
  * whole model, which the node then answers a coordinator's Hello with), and
  * some experts as per-expert tensors blk.L.ffn_{gate,up,down}.E.weight of
- * the whole model's types. mc_model_open_node binds it (model.h); here is
- * what writes one: the metadata (copied from a whole model, or from another
- * experts-only file), and the tensors of a slice. A slice's bytes are the
- * gate, up and down rows back to back, as a merged or legacy model file has
- * them for that expert (slice_index.h hashes exactly those), so a node can
- * write what it receives where the layout says and nothing is converted.
+ * the whole model's types; in a family whose experts carry biases (arch.h
+ * expert_ffn_bias: GPT-OSS) each expert also has blk.L.ffn_{gate,up,down}.E.bias,
+ * F32 vectors of ffn, ffn and dim values. mc_model_open_node binds it
+ * (model.h); here is what writes one: the metadata (copied from a whole
+ * model, or from another experts-only file), and the tensors of a slice.
+ *
+ * A slice is an expert's parts back to back: the gate, up and down rows as
+ * a merged or legacy model file has them for that expert, then, in a family
+ * with expert biases, its gate, up and down biases as little-endian f32
+ * (what the model binds: a whole model's ffn_*_exps.bias rows, converted to
+ * f32 when stored otherwise). slice_index.h hashes exactly those bytes, the
+ * transfer sends them, and each part is one tensor of an experts-only file,
+ * so a node writes what it receives where the layout says and nothing is
+ * converted.
  *
  * The coordinator sends a node without a model file the metadata as such a
  * file without tensors (mc_expert_file_info).
@@ -36,12 +44,28 @@
 // and MC_MODEL_SOURCE_KEY, then MC_MODEL_SOURCE_KEY = fingerprint.
 mc_err_t mc_expert_file_meta(const mc_gguf_t *src, uint64_t fingerprint, mc_gguf_writer_t *w, char *err);
 
-// Bytes of a slice whose gate, up and down have these types; 0 when a type
-// cannot hold the rows (its block does not divide them) or is no weight type.
+// Parts of a slice at most: the gate, up and down weights, then their biases.
+#define MC_EXPERT_FILE_PARTS_MAX 6
+
+// Parts of a slice in hp's family: 3, or 6 when its experts carry biases.
+uint32_t mc_expert_file_parts(const mc_hparams_t *hp);
+
+// Bytes of part j (< mc_expert_file_parts) of a slice whose gate, up and
+// down have these types; 0 when a type cannot hold the rows (its block
+// does not divide them) or is no weight type.
+uint64_t mc_expert_file_part_bytes(const mc_hparams_t *hp, const mc_dtype_t types[3], uint32_t j);
+
+// Bytes of a slice whose gate, up and down have these types (every part);
+// 0 as above.
 uint64_t mc_expert_file_slice_bytes(const mc_hparams_t *hp, const mc_dtype_t types[3]);
 
-// Declare expert e of layer l's three tensors (gate, up, down: the tensors
-// number n, n + 1, n + 2 of w when n were declared before).
+// Part j of expert e of layer l in m (which has that expert): its bytes as
+// they travel, *len of them (NULL and 0 for a bias the layer lacks).
+const uint8_t *mc_expert_file_part(const mc_model_t *m, uint32_t layer, uint32_t e, uint32_t j, uint64_t *len);
+
+// Declare expert e of layer l's tensors, one per part (gate, up, down
+// weights, then their biases: the tensors numbered n + j of w when n were
+// declared before).
 mc_err_t mc_expert_file_add(mc_gguf_writer_t *w, const mc_hparams_t *hp, uint32_t layer, uint32_t e,
                             const mc_dtype_t types[3], char *err);
 

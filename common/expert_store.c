@@ -249,6 +249,13 @@ static mc_err_t s_read_matrix(const mc_expert_store_t *st, const mc_matrix_t *w,
     return tail ? s_pread(st, dst + groups * group_raw, tail, off + groups * group_raw, layer, e, err) : MC_OK;
 }
 
+// What the store reads of an expert: its matrices (biases, where the family
+// has them, stay with the model's layer: a few KB, always resident).
+static uint64_t s_weight_bytes(const mc_model_t *m, uint32_t layer, uint32_t e) {
+    const mc_expert_t *x = &m->layers[layer].experts[e];
+    return mc_matrix_bytes(&x->gate) + mc_matrix_bytes(&x->up) + mc_matrix_bytes(&x->down);
+}
+
 static mc_err_t s_read(mc_expert_store_t *st, uint32_t cell, uint8_t *buf, uint8_t *scratch, char *err) {
     const uint32_t layer = cell / st->n_expert, e = cell % st->n_expert;
     const mc_expert_t *x = &st->m->layers[layer].experts[e];
@@ -265,7 +272,7 @@ static mc_err_t s_read(mc_expert_store_t *st, uint32_t cell, uint8_t *buf, uint8
     }
     pthread_mutex_lock(&st->mu);
     st->st.reads++;
-    st->st.bytes_read += mc_model_expert_bytes(st->m, layer, e);
+    st->st.bytes_read += s_weight_bytes(st->m, layer, e);
     st->st.read_us += mc_clock_us() - t0;
     pthread_mutex_unlock(&st->mu);
     return MC_OK;
@@ -724,7 +731,7 @@ mc_err_t mc_expert_store_warm(mc_expert_store_t *st, const mc_model_progress_t *
             if (rc == MC_OK) x->last = ++st->tick;
             pthread_mutex_unlock(&st->mu);
             if (rc) return rc;
-            read += mc_model_expert_bytes(st->m, l, e);
+            read += s_weight_bytes(st->m, l, e);
             if (progress) progress->fn(progress->ctx, read);
         }
     return MC_OK;

@@ -768,6 +768,39 @@ fail:
     return NULL;
 }
 
+// Expert e of layer l's gate, up and down biases from an experts-only file
+// (expert_file.h: F32 vectors blk.L.ffn_{gate,up,down}.E.bias, stored as
+// they travel), into the layer's per-expert rows as a whole model has them
+// (moe.c reads them there), allocated with the layer's first expert: zero
+// rows for the experts the file lacks, which a node never computes.
+static mc_err_t s_bind_expert_biases(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_t l, uint32_t e, mc_layer_t *L,
+                                     char *err) {
+    static const char *const part[3] = {"gate", "up", "down"};
+    float **rows[3] = {&L->exp_b_gate, &L->exp_b_up, &L->exp_b_down};
+    const uint32_t n[3] = {hp->ffn, hp->ffn, hp->dim};
+    for (int j = 0; j < 3; j++) {
+        char name[MC_NAME_MAX];
+        snprintf(name, sizeof name, "blk.%u.ffn_%s.%u.bias", l, part[j], e);
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, name);
+        if (!t)
+            return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is missing: every %s expert has gate, up and down biases",
+                              name, hp->arch->family);
+        if (t->type != MC_DTYPE_F32)
+            return mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' has type %s: an experts-only file holds expert biases as F32",
+                              name, mc_dtype_name(t->type));
+        float *v = NULL;
+        mc_err_t rc = s_bind_f32_rows(g, name, n[j], 1, &v, err); // shape and finite values
+        if (rc) return rc;
+        if (!*rows[j] && !(*rows[j] = calloc((size_t)hp->n_expert * n[j], sizeof(float)))) {
+            free(v);
+            return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+        }
+        memcpy(*rows[j] + (size_t)e * n[j], v, (size_t)n[j] * sizeof(float));
+        free(v);
+    }
+    return MC_OK;
+}
+
 mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
     const mc_gguf_t *g = *pg;
     mc_model_t *m = calloc(1, sizeof *m);
@@ -783,19 +816,12 @@ mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
         goto fail;
     }
     if (s_read_hparams(g, hp, false, err)) goto fail;
-    if (hp->arch->expert_ffn_bias) {
-        // Its experts are more than the three matrices such a file holds.
-        mc_err_set(err, MC_ERR_UNSUPPORTED,
-                   "%s experts carry biases, which experts-only files do not hold yet: give the node the whole model "
-                   "file (moe-expert --model)",
-                   hp->arch->family);
-        goto fail;
-    }
     if (!(m->layers = calloc(hp->n_layer, sizeof *m->layers))) {
         mc_err_set(err, MC_ERR_NOMEM, "out of memory");
         goto fail;
     }
     char name[MC_NAME_MAX];
+    static const char *const part[3] = {"gate", "up", "down"};
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         if (!(m->layers[l].experts = calloc(hp->n_expert, sizeof(mc_expert_t)))) {
             mc_err_set(err, MC_ERR_NOMEM, "out of memory");
@@ -803,7 +829,6 @@ mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
         }
         for (uint32_t e = 0; e < hp->n_expert; e++) {
             mc_expert_t *x = &m->layers[l].experts[e];
-            static const char *const part[3] = {"gate", "up", "down"};
             int have = 0;
             for (int j = 0; j < 3; j++) {
                 snprintf(name, sizeof name, "blk.%u.ffn_%s.%u.weight", l, part[j], e);
@@ -821,7 +846,17 @@ mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
                 s_bind_expert(g, (snprintf(name, sizeof name, "blk.%u.ffn_down.%u.weight", l, e), name), hp->ffn, hp->dim,
                               &x->down, err))
                 goto fail;
+            if (hp->arch->expert_ffn_bias && s_bind_expert_biases(g, hp, l, e, &m->layers[l], err)) goto fail;
         }
+        // A bias without its expert's weights: not a file moe-split or a
+        // node's cache writes.
+        for (uint32_t e = 0; e < hp->n_expert; e++)
+            for (int j = 0; j < 3 && !m->layers[l].experts[e].gate.data; j++)
+                if (mc_gguf_tensor_find(g, (snprintf(name, sizeof name, "blk.%u.ffn_%s.%u.bias", l, part[j], e), name))) {
+                    mc_err_set(err, MC_ERR_FORMAT, "tensor '%s' is a bias of expert %u of layer %u, which the file lacks",
+                               name, e, l);
+                    goto fail;
+                }
     }
     if (s_checked_new(m, err)) goto fail;
     m->gguf = *pg;
@@ -923,7 +958,8 @@ mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out) {
 
 uint64_t mc_model_expert_bytes(const mc_model_t *m, uint32_t layer, uint32_t e) {
     const mc_expert_t *x = &m->layers[layer].experts[e];
-    return mc_matrix_bytes(&x->gate) + mc_matrix_bytes(&x->up) + mc_matrix_bytes(&x->down);
+    const uint64_t biases = x->gate.data && m->layers[layer].exp_b_gate ? (2ull * m->hp.ffn + m->hp.dim) * sizeof(float) : 0;
+    return mc_matrix_bytes(&x->gate) + mc_matrix_bytes(&x->up) + mc_matrix_bytes(&x->down) + biases;
 }
 
 uint64_t mc_model_bytes_per_token(const mc_model_t *m) {

@@ -135,7 +135,9 @@ typedef struct {
 // The key that makes a GGUF an experts-only file: a node's cache, or
 // moe-split's output. Such a file has the whole model's metadata (without
 // the tokenizer), this key (u64: the fingerprint of the whole model), and
-// some experts as per-expert tensors blk.L.ffn_{gate,up,down}.E.weight.
+// some experts as per-expert tensors blk.L.ffn_{gate,up,down}.E.weight
+// (with blk.L.ffn_{gate,up,down}.E.bias where the family's experts carry
+// biases: expert_file.h).
 #define MC_MODEL_SOURCE_KEY "moe_cluster.source_fingerprint"
 
 // Bind a parsed file; takes ownership of *g on success (sets *g = NULL).
@@ -147,8 +149,10 @@ mc_model_t *mc_model_open(const char *path, char *err);
 
 // Bind an experts-only file (see MC_MODEL_SOURCE_KEY): the hyperparameters
 // and whichever experts it has (each with all three matrices, shapes and
-// types checked); one without any expert binds too (a node learning a
-// model's shape). Takes ownership of *g on success.
+// types checked, and in a family with expert biases its three F32 biases,
+// shapes and finite values checked, into the layer's exp_b_* rows); one
+// without any expert binds too (a node learning a model's shape). Takes
+// ownership of *g on success.
 mc_model_t *mc_model_new_experts(mc_gguf_t **g, char *err);
 
 // A node's --model: a whole model or an experts-only file.
@@ -227,8 +231,9 @@ mc_err_t mc_model_embed(const mc_model_t *m, int32_t id, float *out);
 // experts-only file, the fingerprint of the model it was cut from.
 uint64_t mc_model_fingerprint(const mc_model_t *m);
 
-// Bytes of expert e of layer l's rows in the file (gate, up and down);
-// layer and e must be in range.
+// Bytes of expert e of layer l's slice (expert_file.h): its gate, up and
+// down rows in the file, and in a family with expert biases its biases as
+// f32 (GPT-OSS: (2 ffn + dim) x 4 bytes more); layer and e must be in range.
 uint64_t mc_model_expert_bytes(const mc_model_t *m, uint32_t layer, uint32_t e);
 
 // Bytes of all weights a generated token reads: attention, router, k experts

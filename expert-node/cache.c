@@ -42,7 +42,8 @@ typedef struct {
     size_t cell;
     mc_dtype_t types[3];
     uint8_t hash[MC_SLICE_HASH_BYTES];
-    uint64_t part_off[3], part_len[3]; // gate, up, down in the file
+    uint32_t parts;                    // 3, or 6 with the family's expert biases (expert_file.h)
+    uint64_t part_off[MC_EXPERT_FILE_PARTS_MAX], part_len[MC_EXPERT_FILE_PARTS_MAX]; // in the file
     uint64_t bytes;                    // their sum
     uint64_t done;                     // bytes in place, a prefix
     bool local;                        // copied from the current file (checked there)
@@ -197,12 +198,12 @@ static bool s_pread(int fd, void *p, size_t n, uint64_t off) {
     return true;
 }
 
-// Bytes [from, from + n) of slice s's stream (gate, up, down back to back):
+// Bytes [from, from + n) of slice s's stream (its parts back to back):
 // written from buf (write) or read into it.
 static mc_err_t s_stream(mc_cache_fill_t *f, const s_slice_t *s, uint64_t from, void *buf, size_t n, bool write,
                          char *err) {
     uint8_t *b = buf;
-    for (int j = 0; j < 3 && n; j++) {
+    for (uint32_t j = 0; j < s->parts && n; j++) {
         if (from >= s->part_len[j]) {
             from -= s->part_len[j];
             continue;
@@ -302,10 +303,14 @@ static bool s_check_in_file(mc_cache_fill_t *f, size_t i) {
 
 static mc_err_t s_copy_local(mc_cache_fill_t *f, size_t i, char *err) {
     s_slice_t *s = &f->s[i];
-    const mc_expert_t *x = &f->cur->layers[s->layer].experts[s->expert];
-    const mc_matrix_t *w[3] = {&x->gate, &x->up, &x->down};
-    for (int j = 0; j < 3; j++) {
-        mc_err_t rc = s_pwrite(f->fd, w[j]->data, (size_t)s->part_len[j], s->part_off[j], f->part, err);
+    for (uint32_t j = 0; j < s->parts; j++) {
+        uint64_t len;
+        const uint8_t *p = mc_expert_file_part(f->cur, s->layer, s->expert, j, &len);
+        mc_err_t rc = len == s->part_len[j] ? s_pwrite(f->fd, p, (size_t)len, s->part_off[j], f->part, err)
+                                            : mc_err_set(err, MC_ERR_FORMAT, "expert %u of layer %u: a part of %llu bytes, "
+                                                                             "%llu in the layout",
+                                                         s->expert, s->layer, (unsigned long long)len,
+                                                         (unsigned long long)s->part_len[j]);
         if (rc) return rc;
     }
     s->done = s->bytes;
@@ -334,10 +339,9 @@ static mc_err_t s_layout(mc_cache_fill_t *f, const mc_model_progress_t *progress
     const uint64_t file_bytes = rc ? 0 : mc_gguf_writer_file_bytes(w);
     for (size_t i = 0; !rc && i < f->n; i++) {
         s_slice_t *s = &f->s[i];
-        const uint32_t n_in[3] = {f->hp.dim, f->hp.dim, f->hp.ffn}, n_out[3] = {f->hp.ffn, f->hp.ffn, f->hp.dim};
-        for (int j = 0; j < 3; j++) {
-            s->part_off[j] = mc_gguf_writer_tensor_offset(w, 3 * i + (size_t)j);
-            s->part_len[j] = (uint64_t)mc_dtype_row_bytes(s->types[j], n_in[j]) * n_out[j];
+        for (uint32_t j = 0; j < s->parts; j++) {
+            s->part_off[j] = mc_gguf_writer_tensor_offset(w, (size_t)s->parts * i + j);
+            s->part_len[j] = mc_expert_file_part_bytes(&f->hp, s->types, j);
         }
     }
     mc_gguf_writer_destroy(&w);
@@ -406,6 +410,7 @@ mc_cache_fill_t *mc_cache_fill_new(mc_cache_t *c, const mc_model_t *cur, const m
         s->cell = i, s->layer = (uint32_t)(i / hp->n_expert), s->expert = (uint32_t)(i % hp->n_expert);
         for (int j = 0; j < 3; j++) s->types[j] = (mc_dtype_t)want->types[3 * p + (size_t)j];
         memcpy(s->hash, want->hashes + p * MC_SLICE_HASH_BYTES, MC_SLICE_HASH_BYTES);
+        s->parts = mc_expert_file_parts(hp);
         s->bytes = mc_expert_file_slice_bytes(hp, s->types);
         if (!s->bytes) {
             mc_err_set(err, MC_ERR_FORMAT, "expert %u of layer %u: tensor types that cannot hold its rows", s->expert,

@@ -488,7 +488,7 @@ static void test_glm4moe_three_nodes(void **state) {
 
 // GPT-OSS's fixture through three nodes and the coordinator's own experts:
 // the biased experts with their clamped SwiGLU on the nodes (which hold the
-// whole file: their experts' biases are not in experts-only files), the
+// whole file here; test_split has them from experts-only files), the
 // sinks, sliding windows and router bias on the coordinator; f32 and auto
 // wires, the same bits as one machine.
 static void test_gptoss_three_nodes(void **state) {

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "expert_file.h"
 #include "clock.h"
 #include "file.h"
 
@@ -106,14 +107,20 @@ void mc_slice_hasher_destroy(mc_slice_hasher_t **h) {
     *h = NULL;
 }
 
-// The hash of one expert's slice (see the header: descriptor, then bytes).
-static void s_hash_expert(const mc_expert_t *x, uint8_t out[MC_SLICE_HASH_BYTES]) {
+// The hash of expert e of layer l's slice (see the header: descriptor, then
+// the bytes of every part, expert_file.h).
+static void s_hash_expert(const mc_model_t *m, uint32_t layer, uint32_t e, uint8_t out[MC_SLICE_HASH_BYTES]) {
+    const mc_expert_t *x = &m->layers[layer].experts[e];
     const mc_matrix_t *w[3] = {&x->gate, &x->up, &x->down};
     crypto_generichash_state st;
     s_hash_begin(&st, (const uint32_t[3]){w[0]->type, w[1]->type, w[2]->type},
                  (const uint32_t[3]){w[0]->n_in, w[1]->n_in, w[2]->n_in},
                  (const uint32_t[3]){w[0]->n_out, w[1]->n_out, w[2]->n_out});
-    for (int i = 0; i < 3; i++) crypto_generichash_update(&st, w[i]->data, mc_matrix_bytes(w[i]));
+    for (uint32_t j = 0; j < mc_expert_file_parts(&m->hp); j++) {
+        uint64_t len;
+        const uint8_t *p = mc_expert_file_part(m, layer, e, j, &len);
+        crypto_generichash_update(&st, p, len);
+    }
     crypto_generichash_final(&st, out, MC_SLICE_HASH_BYTES);
 }
 
@@ -121,7 +128,7 @@ mc_err_t mc_slice_hash(const mc_model_t *m, uint32_t layer, uint32_t e, uint8_t 
     if (layer >= m->hp.n_layer || e >= m->hp.n_expert) return MC_ERR_RANGE;
     mc_err_t rc = s_sodium(NULL);
     if (rc) return rc;
-    s_hash_expert(&m->layers[layer].experts[e], out);
+    s_hash_expert(m, layer, e, out);
     return MC_OK;
 }
 
@@ -229,7 +236,7 @@ static void s_fill_share(void *arg, int ith, int nth) {
     for (size_t i = (size_t)ith; i < j->n; i += (size_t)nth) {
         const uint32_t c = j->todo[i];
         const mc_expert_t *x = &j->m->layers[c / ne].experts[c % ne];
-        s_hash_expert(x, j->hashes + (size_t)c * MC_SLICE_HASH_BYTES);
+        s_hash_expert(j->m, c / ne, c % ne, j->hashes + (size_t)c * MC_SLICE_HASH_BYTES);
         if (j->release) s_release(&x->gate, j->page), s_release(&x->up, j->page), s_release(&x->down, j->page);
     }
 }

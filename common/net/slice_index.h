@@ -5,9 +5,11 @@
  * A slice is what one (layer, expert) pair multiplies: the expert's gate,
  * up and down matrices, as the raw bytes of the file (a contiguous range of
  * the merged ffn_*_exps tensors, or the legacy per-expert ffn_*.E tensors;
- * model.h). Its hash is BLAKE2b-256 (libsodium's crypto_generichash) of a
- * 36-byte descriptor, the type, n_in and n_out of gate, up and down as
- * little-endian u32, followed by the bytes of gate, up and down. The same
+ * model.h), and in a family whose experts carry biases (GPT-OSS) its gate,
+ * up and down biases as little-endian f32 (expert_file.h). Its hash is
+ * BLAKE2b-256 (libsodium's crypto_generichash) of a 36-byte descriptor, the
+ * type, n_in and n_out of gate, up and down as little-endian u32, followed
+ * by the bytes of gate, up and down (then of the biases). The same
  * weights thus hash the same in either layout, and a hash alone says what
  * the bytes are (the same bytes read as another type are other weights), so
  * a slice can be checked without the file's header. The header itself
@@ -61,7 +63,9 @@
 #include "pool.h"
 
 #define MC_SLICE_HASH_BYTES 32
-#define MC_SLICE_INDEX_VERSION 1
+// 2: a GPT-OSS slice's hash covers its biases (an index of version 1 is
+// stale: recomputed).
+#define MC_SLICE_INDEX_VERSION 2
 #define MC_SLICE_INDEX_MAGIC "MCSLIDX\0" // 8 bytes
 #define MC_SLICE_INDEX_MAX_LAYERS 1024   // model.c's limits
 #define MC_SLICE_INDEX_MAX_EXPERTS 256

@@ -53,7 +53,10 @@ typedef enum {
 /* 4: nodes without a model file: Hello's cache flag, ModelInfo, the types
  *    in Assign, Progress of fetching, and the transfer socket's FetchOpen,
  *    SliceRequest and SliceData. */
-#define MC_WIRE_VERSION 4
+/* 5: a slice of a family whose experts carry biases (GPT-OSS) holds them
+ *    after its rows (expert_file.h), in its hash, its bytes and what the
+ *    transfer sends: a version 4 peer cuts other slices. */
+#define MC_WIRE_VERSION 5
 #define MC_WIRE_MAX_ROWS 4096 /* rows per expert request (a prompt chunk) */
 #define MC_WIRE_NAME_MAX 64   /* characters of a node name */
 #define MC_WIRE_CHUNK_MAX (4u << 20)   /* bytes of one SliceData */

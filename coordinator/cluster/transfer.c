@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "expert_file.h"
 #include "log.h"
 
 #define S_OPEN_MS 1000.0   // FetchOpen this often
@@ -53,19 +54,19 @@ struct mc_transfer {
     uint8_t *buf;       // (MC_WIRE_CHUNK_MAX) a chunk being assembled
 };
 
-// Bytes [off, off + n) of the slice of (layer, e): gate, up and down back
-// to back, as slice_index.h hashes them, copied into out.
+// Bytes [off, off + n) of the slice of (layer, e): its parts back to back
+// (gate, up and down, then their biases where the family has them), as
+// slice_index.h hashes them, copied into out.
 static void s_slice_copy(const mc_model_t *m, uint32_t layer, uint32_t e, uint64_t off, size_t n, uint8_t *out) {
-    const mc_expert_t *x = &m->layers[layer].experts[e];
-    const mc_matrix_t *w[3] = {&x->gate, &x->up, &x->down};
-    for (int j = 0; j < 3 && n; j++) {
-        const uint64_t len = mc_matrix_bytes(w[j]);
+    for (uint32_t j = 0; j < mc_expert_file_parts(&m->hp) && n; j++) {
+        uint64_t len;
+        const uint8_t *p = mc_expert_file_part(m, layer, e, j, &len);
         if (off >= len) {
             off -= len;
             continue;
         }
         const size_t k = (size_t)(len - off) < n ? (size_t)(len - off) : n;
-        memcpy(out, w[j]->data + off, k);
+        memcpy(out, p + off, k);
         out += k, n -= k, off = 0;
     }
 }

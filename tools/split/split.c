@@ -20,17 +20,19 @@ mc_split_params_t mc_split_params_default(void) { return (mc_split_params_t){.th
 typedef struct {
     const mc_model_t *m;
     const uint32_t *pairs; // (n, 2) layer, expert
+    uint32_t parts;        // tensors per expert (expert_file.h)
 } s_fill_t;
 
-// Tensor i is part i % 3 (gate, up, down) of pair i / 3, copied as it is.
+// Tensor i is part i % parts (gate, up, down, then their biases) of pair
+// i / parts, copied as it is.
 static mc_err_t s_fill(void *ctx, size_t index, void *dst, size_t size, char *err) {
     const s_fill_t *f = ctx;
-    const uint32_t *p = f->pairs + 2 * (index / 3);
-    const mc_expert_t *x = &f->m->layers[p[0]].experts[p[1]];
-    const mc_matrix_t *w = index % 3 == 0 ? &x->gate : index % 3 == 1 ? &x->up : &x->down;
-    if (mc_matrix_bytes(w) != size) return mc_err_set(err, MC_ERR_FORMAT, "tensor of %zu bytes, the model's has %llu", size,
-                                                      (unsigned long long)mc_matrix_bytes(w));
-    memcpy(dst, w->data, size);
+    const uint32_t *p = f->pairs + 2 * (index / f->parts);
+    uint64_t len;
+    const uint8_t *src = mc_expert_file_part(f->m, p[0], p[1], (uint32_t)(index % f->parts), &len);
+    if (len != size) return mc_err_set(err, MC_ERR_FORMAT, "tensor of %zu bytes, the model's has %llu", size,
+                                       (unsigned long long)len);
+    memcpy(dst, src, size);
     return MC_OK;
 }
 
@@ -50,7 +52,7 @@ mc_err_t mc_split_write(const mc_model_t *m, const uint8_t *held, const char *pa
         rc = mc_expert_file_add(w, hp, l, e, t, err);
         pairs[2 * n] = l, pairs[2 * n + 1] = e, n++;
     }
-    s_fill_t f = {m, pairs};
+    s_fill_t f = {m, pairs, mc_expert_file_parts(hp)};
     if (!rc) rc = mc_gguf_writer_write_file(w, path, s_fill, &f, err);
     mc_gguf_writer_destroy(&w);
     free(pairs);
@@ -77,14 +79,6 @@ mc_err_t mc_split_run(const mc_split_params_t *p, char *err) {
     char sub[MC_ERR_LEN];
     mc_model_t *m = mc_model_open(p->model, err);
     if (!m) return MC_ERR_FORMAT;
-    if (m->hp.arch->expert_ffn_bias) { // model.c: mc_model_new_experts refuses such files
-        mc_err_set(err, MC_ERR_UNSUPPORTED,
-                   "%s experts carry biases, which experts-only files do not hold yet: give each node the whole model "
-                   "file (moe-expert --model)",
-                   m->hp.arch->family);
-        mc_model_destroy(&m);
-        return MC_ERR_UNSUPPORTED;
-    }
     mc_cluster_config_t *cfg = mc_cluster_config_load(p->cluster, err);
     mc_err_t rc = cfg ? mc_cluster_config_check(cfg, m->hp.n_layer, m->hp.n_expert, err) : MC_ERR_FORMAT;
     if (!rc && mkdir(p->outdir, 0755) != 0 && errno != EEXIST)
