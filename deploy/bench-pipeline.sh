@@ -33,55 +33,8 @@ done
 [ "$(id -u)" = 0 ] || { echo "needs root for ip netns and TAP devices" >&2; exit 2; }
 b=$PWD/build
 for x in moe-bench moe-expert linkemu; do [ -x "$b/$x" ] || { echo "no $b/$x: build first" >&2; exit 2; }; done
-. deploy/bench-lib.sh # $work, pids, field, median, bench_model
+. deploy/bench-lib.sh # $work, pids, field, median, bench_model, bench_link_up/down
 bench_model "$type"
-tag="pl$$"
-nsc="$tag-c" nsn="$tag-n"
-bench_net_cleanup() {
-  bench_cleanup
-  ip netns del "$nsc" 2>/dev/null || true
-  ip netns del "$nsn" 2>/dev/null || true
-}
-trap bench_net_cleanup EXIT
-
-# The link (DELAY ms each way) and the nodes behind it, anew per delay.
-link_up() {
-  ip netns add "$nsc"; ip netns add "$nsn"
-  ip -n "$nsc" link set lo up; ip -n "$nsn" link set lo up
-  "$b/linkemu" "a$tag" "b$tag" "$1,0,0" "$1,0,0" >"$work/emu.out" 2>"$work/emu.log" &
-  emu=$!
-  pids+=($emu)
-  for _ in $(seq 100); do grep -q ready "$work/emu.out" && break; sleep 0.05; done
-  ip link set "a$tag" netns "$nsc"; ip link set "b$tag" netns "$nsn"
-  ip -n "$nsc" addr add 10.78.0.1/24 dev "a$tag"; ip -n "$nsc" link set "a$tag" up
-  ip -n "$nsn" addr add 10.78.0.2/24 dev "b$tag"; ip -n "$nsn" link set "b$tag" up
-  nodes=()
-  for i in 1 2; do
-    ip netns exec "$nsn" "$b/moe-expert" --model "$model" --listen "tcp://10.78.0.2:555$i" --name "pipe-$i" \
-      --threads "$node_threads" >"$work/node$i.out" 2>"$work/node$i.log" &
-    nodes+=($!)
-    pids+=($!)
-  done
-  for i in 1 2; do
-    for _ in $(seq 300); do grep -q 'listening on' "$work/node$i.out" 2>/dev/null && break; sleep 0.1; done
-  done
-  cat >"$work/cluster.yaml" <<YAML
-model: $model
-wire: auto
-nodes:
-  - name: pipe-1
-    endpoint: tcp://10.78.0.2:5551
-    experts: 0-3
-  - name: pipe-2
-    endpoint: tcp://10.78.0.2:5552
-    experts: 4-7
-YAML
-}
-link_down() {
-  kill "${nodes[@]}" "$emu" 2>/dev/null || true
-  wait "${nodes[@]}" "$emu" 2>/dev/null || true
-  ip netns del "$nsc"; ip netns del "$nsn"
-}
 
 run() { # delay streams mode
   local flag=
@@ -91,7 +44,7 @@ run() { # delay streams mode
 }
 
 for d in $delays; do
-  link_up "$d"
+  bench_link_up "$d" pipe "$node_threads"
   echo "delay $d ms each way" >&2
   run "$d" 1 plain # warm-up: the nodes' pages, the links' usual times
   for r in $(seq "$reps"); do
@@ -101,7 +54,7 @@ for d in $delays; do
     done
     echo "delay $d: run $r of $reps done" >&2
   done
-  link_down
+  bench_link_down
 done
 
 printf '%-9s %-8s %14s %14s %14s %14s %8s\n' delay streams "plain pp t/s" "pipe pp t/s" "plain gen t/s" \

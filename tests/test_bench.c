@@ -2,8 +2,10 @@
  * test_bench: the measuring pieces of moe-bench on tiny inputs: median,
  * bandwidth probe (in and out of a child process), flag parsing, the cache
  * path, the model run on a small generated model with its JSON line, and
- * the kernel micro-benchmark, and --constrain (free vs constrained
- * generation, masks on the model's and the synthetic 151936-token vocabulary).
+ * the kernel micro-benchmark, --constrain (free vs constrained
+ * generation, masks on the model's and the synthetic 151936-token vocabulary)
+ * and --corpus (a corpus without and with speculative decoding, its
+ * identical-tokens check failing on altered ids).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 
 #include "bench.h"
 #include "bench_constrain.h"
+#include "bench_speculate.h"
 #include "mkmodel.h"
 #include <unistd.h>
 #include "model.h"
@@ -493,6 +496,149 @@ static void test_constrain(void **state) {
     assert_int_equal(mc_bench_constrain_json(&r, line, 16, err), MC_ERR_ARG);
 }
 
+// --corpus: which passage's run, which way, gets one id changed (tests the
+// comparison of every run with the first).
+typedef struct {
+    uint32_t prompt, at;
+    bool seeded, speculative;
+    uint32_t skip; // matching runs left alone first
+} s_tamper_t;
+
+static void s_tamper(void *ctx, uint32_t prompt, bool seeded, bool speculative, int32_t *ids, uint32_t n) {
+    s_tamper_t *t = ctx;
+    if (prompt != t->prompt || seeded != t->seeded || speculative != t->speculative) return;
+    if (t->skip) t->skip--;
+    else if (t->at < n) ids[t->at] ^= 1;
+}
+
+static void s_write(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_speculate(void **state) {
+    (void)state;
+    char err[MC_ERR_LEN], line[4096], corpus[600];
+    snprintf(corpus, sizeof corpus, "%s/corpus.txt", s_dir);
+    // Three passages (blank lines between, leading ones ignored).
+    s_write(corpus, "\n\nquote this back: the cat sat on the mat, the cat sat on the mat.\n\n"
+                    "[{\"id\": 1, \"name\": \"a\"},\n {\"id\": 2, \"name\": \"b\"},\n\n\n"
+                    "A plain sentence about the weather.\n");
+    mc_bench_opts_t o;
+    mc_bench_opts_init(&o);
+    const char *argv[] = {"moe-bench", "--corpus", corpus, "--speculate", "4", "--model", s_model,
+                          "-n", "24", "--reps", "2", "--threads", "1"};
+    assert_int_equal(mc_bench_parse(13, (char **)argv, &o, err), MC_OK);
+    assert_string_equal(o.corpus, corpus);
+    assert_int_equal(o.speculate, 4);
+    mc_bench_opts_t bad;
+    mc_bench_opts_init(&bad);
+    const char *lone[] = {"moe-bench", "--corpus", corpus};
+    assert_int_equal(mc_bench_parse(3, (char **)lone, &bad, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "go together"));
+    const char *lone_k[] = {"moe-bench", "--speculate", "4"};
+    assert_int_equal(mc_bench_parse(3, (char **)lone_k, &bad, err), MC_ERR_ARG);
+    const char *zero[] = {"moe-bench", "--corpus", corpus, "--speculate", "0"};
+    assert_int_equal(mc_bench_parse(5, (char **)zero, &bad, err), MC_ERR_ARG);
+    const char *rp[] = {"moe-bench", "--corpus", corpus, "--speculate", "4", "--repeat-penalty", "0.8"};
+    assert_int_equal(mc_bench_parse(7, (char **)rp, &bad, err), MC_OK);
+    assert_true(bad.repeat_penalty == 0.8f);
+    assert_true(o.repeat_penalty == 1.0f); // off unless given
+    const char *rp_alone[] = {"moe-bench", "--repeat-penalty", "0.8"};
+    mc_bench_opts_init(&bad);
+    assert_int_equal(mc_bench_parse(3, (char **)rp_alone, &bad, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--repeat-penalty goes with --corpus"));
+    const char *mixed[] = {"moe-bench", "--corpus", corpus, "--speculate", "4", "--batch", "2"};
+    assert_int_equal(mc_bench_parse(7, (char **)mixed, &bad, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "--corpus takes only"));
+
+    mc_bench_spec_t r;
+    if (mc_bench_speculate(&o, &r, err)) fail_msg("%s", err);
+    assert_int_equal(r.n_prompts, 3);
+    assert_int_equal(r.k, 4);
+    // Warm-up: the first prompt, greedy and seeded, without and with
+    // speculation; then 2 repetitions of all three: every run compared but
+    // the 6 references (each prompt's and way's first run without).
+    assert_int_equal(r.compared, 2 * 2 + 2 * 3 * 2 * 2 - 3 * 2);
+    const mc_bench_spec_way_t *ways[2] = {&r.greedy, &r.seeded};
+    for (int w = 0; w < 2; w++) {
+        const mc_bench_spec_way_t *x = ways[w];
+        assert_true(x->off_tok_s > 0 && x->on_tok_s > 0 && x->ratio > 0);
+        assert_true(x->off_cpu_ms > 0 && x->on_cpu_ms > 0);
+        assert_int_equal(x->tokens, 3 * 24);
+        assert_int_equal(x->steps_off, 3 * 23); // one step per token after the first
+        uint64_t steps = 0, kept = 0;
+        for (uint32_t p = 0; p < 3; p++) {
+            const mc_bench_spec_prompt_t *pr = &x->prompt[p];
+            assert_true(pr->prompt_tokens > 0);
+            assert_int_equal(pr->tokens, 24);
+            // Every step gives one token plus the guesses it kept.
+            assert_int_equal(pr->steps_on + pr->spec.accepted, 23);
+            assert_true(pr->spec.accepted <= pr->spec.proposed);
+            steps += pr->steps_on, kept += pr->spec.accepted;
+        }
+        assert_int_equal(x->steps_on, steps);
+        assert_int_equal(x->spec.accepted, kept);
+    }
+    // The tiny model's greedy answers fall into loops that the drafts find.
+    assert_true(r.greedy.spec.accepted > 0);
+    assert_true(r.prompt_tokens == (uint64_t)r.greedy.prompt[0].prompt_tokens + r.greedy.prompt[1].prompt_tokens +
+                                       r.greedy.prompt[2].prompt_tokens);
+    assert_int_equal(mc_bench_speculate_json(&r, line, sizeof line, err), MC_OK);
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "identical")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "cluster")));
+    assert_int_equal(cJSON_GetObjectItem(j, "prompts")->valueint, 3);
+    assert_true(cJSON_GetObjectItem(j, "repeat_penalty")->valuedouble == 1.0);
+    assert_int_equal(cJSON_GetObjectItem(j, "greedy_accepted")->valueint, (int)r.greedy.spec.accepted);
+    assert_true(cJSON_GetObjectItem(j, "seeded_ratio")->valuedouble > 0);
+    assert_true(cJSON_GetObjectItem(j, "greedy_on_cpu_ms")->valuedouble > 0);
+    assert_string_equal(cJSON_GetObjectItem(j, "corpus")->valuestring, corpus);
+    cJSON_Delete(j);
+    assert_int_equal(mc_bench_speculate_json(&r, line, 64, err), MC_ERR_ARG);
+    FILE *devnull = fopen("/dev/null", "w");
+    mc_bench_speculate_print(&r, devnull);
+    fclose(devnull);
+
+    // A repetition penalty below 1 (the answers loop): the same ids both
+    // ways with the penalties in every draw, and more guesses kept.
+    o.reps = 1, o.repeat_penalty = 0.5f;
+    mc_bench_spec_t rl;
+    if (mc_bench_speculate(&o, &rl, err)) fail_msg("%s", err);
+    assert_true(rl.repeat_penalty == 0.5f);
+    assert_true(rl.greedy.spec.accepted > r.greedy.spec.accepted);
+    o.repeat_penalty = 1.0f;
+
+    // One id changed in a speculative run, or in a later run without
+    // speculation: the benchmark fails and names it.
+    o.reps = 1;
+    s_tamper_t t = {.prompt = 1, .at = 5, .seeded = false, .speculative = true, .skip = 0};
+    o.on_ids = s_tamper, o.on_ids_ctx = &t;
+    memset(&r, 0x5A, sizeof r);
+    assert_int_equal(mc_bench_speculate(&o, &r, err), MC_ERR_RANGE);
+    assert_non_null(strstr(err, "tokens differ: prompt 2, greedy, with speculation: token 5"));
+    assert_int_equal(r.reps, 0x5A5A5A5A); // untouched on failure
+    t = (s_tamper_t){.prompt = 0, .at = 23, .seeded = true, .speculative = false, .skip = 1}; // not the reference
+    assert_int_equal(mc_bench_speculate(&o, &r, err), MC_ERR_RANGE);
+    assert_non_null(strstr(err, "tokens differ: prompt 1, seeded sampling, without speculation: token 23"));
+    t = (s_tamper_t){.prompt = 2, .at = 24, .seeded = true, .speculative = true}; // beyond the ids: unchanged
+    assert_int_equal(mc_bench_speculate(&o, &r, err), MC_OK);
+    o.on_ids = NULL;
+
+    // A corpus without a passage, or with too many.
+    s_write(corpus, "\n\n\n\n");
+    assert_int_equal(mc_bench_speculate(&o, &r, err), MC_ERR_FORMAT);
+    char many[MC_BENCH_SPEC_MAX_PROMPTS * 8 + 16] = "";
+    for (int i = 0; i <= MC_BENCH_SPEC_MAX_PROMPTS; i++) strcat(many, "word\n\n");
+    s_write(corpus, many);
+    assert_int_equal(mc_bench_speculate(&o, &r, err), MC_ERR_FORMAT);
+    assert_non_null(strstr(err, "passages"));
+    unlink(corpus);
+}
+
 static void test_kernel(void **state) {
     (void)state;
     char err[MC_ERR_LEN];
@@ -549,6 +695,7 @@ int main(void) {
         cmocka_unit_test(test_parse_bad),   cmocka_unit_test(test_cache_path), cmocka_unit_test(test_run), cmocka_unit_test(test_run_mem_limit),
         cmocka_unit_test(test_run_attached_repack),
         cmocka_unit_test(test_run_errors),  cmocka_unit_test(test_kernel),     cmocka_unit_test(test_constrain),
+        cmocka_unit_test(test_speculate),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

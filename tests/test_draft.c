@@ -59,16 +59,20 @@ static void test_longest_and_latest(void **state) {
 }
 
 // The reference: for g = n_max..n_min, the latest end e < len-1 of the
-// last g tokens; the draft is what follows it.
+// last g tokens; the draft is what follows it, the history continued as
+// if it repeated from e+1 (a loop drafts K tokens, not only its period).
 static uint32_t s_brute(const int32_t *h, uint32_t len, uint32_t k, int32_t *out) {
     const mc_draft_params_t p = mc_draft_params_default();
     for (uint32_t g = p.n_max; g >= p.n_min; g--) {
         if (len < g + 1) continue;
         for (int64_t e = (int64_t)len - 2; e + 1 >= (int64_t)g; e--) {
             if (memcmp(h + e + 1 - g, h + len - g, g * sizeof *h)) continue;
-            uint32_t n = 0;
-            for (uint32_t i = (uint32_t)e + 1; i < len && n < k; i++) out[n++] = h[i];
-            return n;
+            // The stream the match predicts: h, then the draft itself.
+            int32_t s[4096 + 64];
+            memcpy(s, h, len * sizeof *h);
+            for (uint32_t n = 0; n < k; n++) s[len + n] = s[e + 1 + n];
+            memcpy(out, s + len, k * sizeof *out);
+            return k;
         }
     }
     return 0;
@@ -92,6 +96,24 @@ static void test_matches_brute_force(void **state) {
         }
         mc_draft_destroy(&d);
     }
+}
+
+// A loop shorter than K: "7 8 9" repeating drafts K tokens of the loop,
+// not the one token the history holds after the latest "8 9".
+static void test_short_loop(void **state) {
+    (void)state;
+    mc_draft_t *d = s_new(64);
+    const int32_t h[] = {1, 7, 8, 9, 7, 8, 9};
+    int32_t out[8];
+    mc_draft_push(d, h, 7);
+    assert_int_equal(mc_draft_propose(d, out, 8), 4);
+    const int32_t want[] = {7, 8, 9, 7};
+    assert_memory_equal(out, want, sizeof want);
+    mc_draft_feedback(d, 4, 4);
+    assert_int_equal(mc_draft_propose(d, out, 8), 8);
+    const int32_t want8[] = {7, 8, 9, 7, 8, 9, 7, 8};
+    assert_memory_equal(out, want8, sizeof want8);
+    mc_draft_destroy(&d);
 }
 
 static void test_adaptive_k(void **state) {
@@ -130,9 +152,9 @@ static void test_cap_and_params(void **state) {
     mc_draft_t *d = s_new(4);
     const int32_t h[] = {1, 2, 1, 2, 1, 2};
     int32_t out[8];
-    mc_draft_push(d, h, 6); // only 1 2 1 2 kept: "1 2" was followed by "1 2"
-    assert_int_equal(mc_draft_propose(d, out, 8), 2);
-    assert_true(out[0] == 1 && out[1] == 2);
+    mc_draft_push(d, h, 6); // only 1 2 1 2 kept: "1 2" was followed by "1 2", a loop
+    assert_int_equal(mc_draft_propose(d, out, 8), 4);
+    assert_true(out[0] == 1 && out[1] == 2 && out[2] == 1 && out[3] == 2);
     mc_draft_destroy(&d);
     d = s_new(0);
     mc_draft_push(d, h, 6);
@@ -155,6 +177,7 @@ int main(void) {
         cmocka_unit_test(test_repeat),
         cmocka_unit_test(test_longest_and_latest),
         cmocka_unit_test(test_matches_brute_force),
+        cmocka_unit_test(test_short_loop),
         cmocka_unit_test(test_adaptive_k),
         cmocka_unit_test(test_cap_and_params),
     };

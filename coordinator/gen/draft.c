@@ -136,8 +136,12 @@ uint32_t mc_draft_propose(mc_draft_t *d, int32_t *out, uint32_t max) {
         if (d->len < g + 1) continue;
         const int64_t end = s_find(d, g);
         if (end < 0) continue;
+        // What followed the match, and past the history's end the draft
+        // itself: a loop of period len-1-end drafts K tokens, not only the
+        // p tokens the history holds after the match (end <= len-2, so the
+        // draft index below is always one already written).
         uint32_t n = 0;
-        for (uint32_t i = (uint32_t)end + 1; i < d->len && n < k; i++) out[n++] = d->hist[i];
+        for (uint32_t i = (uint32_t)end + 1; n < k; i++) out[n++] = i < d->len ? d->hist[i] : out[i - d->len];
         d->stats.drafts++;
         d->stats.proposed += n;
         return n;

@@ -6,7 +6,9 @@
  * JSON keys, the structure of a list. The longest recent n-gram (n_max
  * down to n_min tokens) that ends the history is looked up among its
  * earlier occurrences; the tokens that followed the latest one are the
- * draft. The scheduler verifies a draft of K tokens in one forward pass of
+ * draft, continued past the history's end as the loop it implies (after
+ * "a b c a b", "a b" was followed by "c a b", then "c a b" again...), so
+ * a short loop drafts K tokens, not only its period. The scheduler verifies a draft of K tokens in one forward pass of
  * K+1 rows and keeps the ones sequential decoding gives (scheduler.h), so a
  * draft only ever changes speed: a wrong guess costs the rows it took.
  *

@@ -105,7 +105,7 @@ static mc_err_t s_parse_kv_type(const char *flag, const char *v, void *field, ch
 
 enum { S_F_MODEL, S_F_CLUSTER, S_F_TYPE, S_F_THREADS, S_F_P, S_F_N, S_F_BATCH, S_F_VERIFY, S_F_ROUTING, S_F_STATS, S_F_REPS, S_F_BW,
        S_F_NO_REPACK, S_F_JSON, S_F_KERNELS, S_F_CONSTRAIN, S_F_MEM, S_F_MEM_POLICY, S_F_MEM_PREFETCH, S_F_COLD,
-       S_F_KV_TYPE, S_F_NO_HEAD, S_F_PIPELINE };
+       S_F_KV_TYPE, S_F_NO_HEAD, S_F_PIPELINE, S_F_CORPUS, S_F_SPECULATE, S_F_REPEAT };
 #define S_ROW(name, arg, kind, field) name, arg, kind, offsetof(mc_bench_opts_t, field)
 static const mc_flag_t s_flags[] = {
     [S_F_MODEL] = {S_ROW("--model", "FILE", MC_FLAG_FILE, model),
@@ -175,6 +175,18 @@ static const mc_flag_t s_flags[] = {
                           "keep expert reads out of it: every miss reads the disk"},
     [S_F_KV_TYPE] = {S_ROW("--kv-type", "T", MC_FLAG_CUSTOM, kv_type), .parse = s_parse_kv_type,
                      .help = "KV-cache values: f32 (default) or f16 (half the memory)"},
+    [S_F_CORPUS] = {S_ROW("--corpus", "FILE", MC_FLAG_FILE, corpus),
+                    .help = "speculative decoding end to end: every passage of FILE (blank lines\n"
+                            "between passages) generated -n tokens through the scheduler without\n"
+                            "and with --speculate K, alternating, greedy and seeded; speeds, guesses\n"
+                            "kept, and exit 1 unless the tokens are identical both ways"},
+    [S_F_SPECULATE] = {S_ROW("--speculate", "K", MC_FLAG_U32, speculate), 0, 1, 64,
+                       .help = "with --corpus: guess up to K tokens a step (as moe-coordinator\n"
+                               "--speculate K)"},
+    [S_F_REPEAT] = {S_ROW("--repeat-penalty", "R", MC_FLAG_F32, repeat_penalty), .flo = 0.01, .fhi = 100,
+                    .help = "with --corpus: the sampler's repetition penalty over the last 64 tokens in\n"
+                            "both ways, 1 = off; below 1 it favours them: a random-weight model's\n"
+                            "answers then fall into loops, a stand-in for a model that repeats"},
 };
 #undef S_ROW
 #define S_N_FLAGS (sizeof s_flags / sizeof s_flags[0])
@@ -185,6 +197,7 @@ void mc_bench_opts_init(mc_bench_opts_t *o) {
     o->type = MC_DTYPE_Q4_0;
     o->mem_policy = MC_STORE_LFU;
     o->mem_prefetch = -1;
+    o->repeat_penalty = 1.0f;
     mc_flags_init(s_flags, S_N_FLAGS, o);
 }
 
@@ -192,6 +205,8 @@ void mc_bench_usage(FILE *f) {
     fprintf(f, "usage: moe-bench [--model FILE | --type T] [--cluster FILE] [options]\n"
                "       moe-bench --kernels [--threads N] [--reps N] [--json]\n"
                "       moe-bench --constrain [--model FILE | --type T] [--threads N] [-n N] [--reps N] [--json]\n"
+               "       moe-bench --corpus FILE --speculate K [--model FILE | --type T] [--cluster FILE]\n"
+               "                 [--repeat-penalty R] [--threads N] [-n N] [--reps N] [--json]\n"
                "Measure prompt and generation speed, memory read bandwidth and the generation\n"
                "speed it bounds (bandwidth / weight bytes per token).\n"
                "\n");
@@ -221,6 +236,18 @@ mc_err_t mc_bench_parse(int argc, char **argv, mc_bench_opts_t *o, char *err) {
     if (r.constrain && (given & ~constrain_flags))
         return mc_err_set(err, MC_ERR_ARG, "--constrain takes only --model, --type, --threads, -n, --reps and --json");
     if (r.constrain && r.kernels) return mc_err_set(err, MC_ERR_ARG, "--constrain and --kernels are separate runs");
+    const uint64_t corpus_flags = S_BIT(S_F_MODEL) | S_BIT(S_F_TYPE) | S_BIT(S_F_CLUSTER) | S_BIT(S_F_THREADS) |
+                                  S_BIT(S_F_N) | S_BIT(S_F_REPS) | S_BIT(S_F_JSON) | S_BIT(S_F_NO_REPACK) |
+                                  S_BIT(S_F_CORPUS) | S_BIT(S_F_SPECULATE) | S_BIT(S_F_REPEAT);
+    if ((given & S_BIT(S_F_REPEAT)) && !r.corpus) return mc_err_set(err, MC_ERR_ARG, "--repeat-penalty goes with --corpus");
+    if (!r.corpus != !(given & S_BIT(S_F_SPECULATE)))
+        return mc_err_set(err, MC_ERR_ARG, "--corpus and --speculate go together");
+    if (r.corpus && (given & ~corpus_flags))
+        return mc_err_set(err, MC_ERR_ARG,
+                          "--corpus takes only --speculate, --repeat-penalty, --model, --type, --cluster, --threads, -n, "
+                          "--reps, --no-repack and --json");
+    if (r.corpus && (r.kernels || r.constrain))
+        return mc_err_set(err, MC_ERR_ARG, "--corpus, --constrain and --kernels are separate runs");
     if (r.kernels && (given & ~kernel_flags))
         return mc_err_set(err, MC_ERR_ARG, "--kernels takes only --threads, --reps and --json");
     *o = r;
@@ -560,6 +587,23 @@ done:
     return rc;
 }
 
+mc_err_t mc_bench_repack(const mc_bench_opts_t *o, mc_model_t *m, mc_engine_t *e, char *err) {
+    if (o->no_repack) return MC_OK;
+    // As a coordinator's session does (coordinator/session.c): everything,
+    // or with a cluster attached the non-expert matrices and the experts
+    // computed here (the cluster file's local ones). The others are the
+    // nodes': a lost node's share computed here reads the file's rows, the
+    // same bits.
+    const size_t cells = (size_t)m->hp.n_layer * m->hp.n_expert;
+    uint8_t *held = o->attach ? calloc(cells + 1, 1) : NULL;
+    if (o->attach && !held) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    for (size_t c = 0; held && c < cells; c++)
+        held[c] = !o->local || o->local(o->attach_ctx, (uint32_t)(c / m->hp.n_expert), (uint32_t)(c % m->hp.n_expert));
+    const mc_err_t rc = mc_model_repack(m, mc_engine_matmul(e), true, held, err);
+    free(held);
+    return rc;
+}
+
 mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err) {
     assert(o->model);
     mc_bench_result_t res = {
@@ -607,20 +651,8 @@ mc_err_t mc_bench_run(const mc_bench_opts_t *o, mc_bench_result_t *r, char *err)
         else m->store = store;
     }
     if (!rc) {
-        // Repack the Q4_0 weights as a coordinator does (its session,
-        // coordinator/session.c): everything, or with a cluster attached the
-        // non-expert matrices and the experts computed here (the cluster
-        // file's local ones). The others are the nodes': a lost node's share
-        // computed here reads the file's rows, the same bits.
         const double t_repack = mc_clock_s();
-        const size_t cells = (size_t)m->hp.n_layer * m->hp.n_expert;
-        uint8_t *held = o->attach ? calloc(cells + 1, 1) : NULL;
-        if (o->attach && !held)
-            rc = mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-        for (size_t c = 0; held && c < cells; c++)
-            held[c] = !o->local || o->local(o->attach_ctx, (uint32_t)(c / m->hp.n_expert), (uint32_t)(c % m->hp.n_expert));
-        if (!rc && !o->no_repack) rc = mc_model_repack(m, mc_engine_matmul(e), true, held, err);
-        free(held);
+        rc = mc_bench_repack(o, m, e, err);
         res.repack_ms = (mc_clock_s() - t_repack) * 1e3;
         res.load_ms = (mc_clock_s() - t_load) * 1e3;
         res.repacked_mb = (double)m->packed_bytes / S_MIB;

@@ -42,6 +42,11 @@ typedef void (*mc_bench_detach_fn)(void *ctx);
 // cluster file's local experts): those are repacked at load like every
 // other matrix, as a coordinator's session repacks them.
 typedef bool (*mc_bench_local_fn)(void *ctx, uint32_t layer, uint32_t expert);
+// --corpus: a timed run's token ids (n of them, for passage `prompt`,
+// seeded sampling or greedy, with speculation or without) just before they
+// are compared with the first run's. Tests alter them to see the comparison
+// fail; moe-bench sets none.
+typedef void (*mc_bench_ids_fn)(void *ctx, uint32_t prompt, bool seeded, bool speculative, int32_t *ids, uint32_t n);
 
 typedef struct {
     const char *model;   // GGUF file; NULL: the cached benchmark model of `type`
@@ -64,6 +69,12 @@ typedef struct {
     bool json;
     bool kernels;        // kernel micro-benchmark instead of the model run
     bool constrain;      // constrained decoding's cost instead (bench_constrain.h)
+    const char *corpus;  // --corpus FILE: speculative decoding on its passages instead (bench_speculate.h)
+    uint32_t speculate;  // --speculate K: with --corpus, guesses per step at most
+    float repeat_penalty; // --repeat-penalty R: with --corpus, the sampler's (1: off; below 1 favours the
+                          // last 64 tokens, which random weights then repeat)
+    mc_bench_ids_fn on_ids; // with --corpus (optional)
+    void *on_ids_ctx;
     bool no_repack;      // --no-repack: Q4_0 products read the file's rows
     bool no_head;        // --no-head: generation steps compute no logits (the head's share of a step)
     bool pipeline;       // --pipeline: with --cluster, two groups of rows per pass (engine.h: pipeline)
@@ -128,6 +139,11 @@ typedef struct {
 // guesses. (A cluster run swaps in an expert step that goes to the nodes;
 // mc_bench_speed works on either.)
 mc_engine_t *mc_bench_engine_new(const mc_model_t *m, int n_threads, const mc_bench_shape_t *sh, char *err);
+
+// Repack the weights as a coordinator's session does (mc_model_repack):
+// all of them, or with o->attach set the non-expert matrices and the experts
+// o->local says are computed here. Nothing with o->no_repack.
+mc_err_t mc_bench_repack(const mc_bench_opts_t *o, mc_model_t *m, mc_engine_t *e, char *err);
 
 // Median prompt and generation speeds (tokens/s, summed over sequences) over
 // `reps` runs after a warm-up: for each of n_batch sequences, n_prompt

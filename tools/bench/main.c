@@ -4,14 +4,15 @@
  * kernel micro-benchmark.
  *
  * Without --model it benchmarks the standard benchmark model, generated
- * once into the cache folder. Exit status: 0 done, 1 the run failed, 2 bad
- * command line.
+ * once into the cache folder. Exit status: 0 done, 1 the run failed (with
+ * --corpus also: speculation changed the tokens), 2 bad command line.
  */
 #include <stdio.h>
 #include <unistd.h>
 
 #include "bench.h"
 #include "bench_constrain.h"
+#include "bench_speculate.h"
 #include "cluster.h"
 #include "cluster_config.h"
 #include "experts_factory.h"
@@ -159,6 +160,17 @@ int main(int argc, char **argv) {
             printf("%s\n", line);
         else
             mc_bench_constrain_print(&cr, stdout);
+        mc_cluster_config_destroy(&cfg);
+        return ret;
+    }
+    if (o.corpus) {
+        mc_bench_spec_t sr;
+        if (mc_bench_speculate(&o, &sr, err) || (o.json && mc_bench_speculate_json(&sr, line, sizeof line, err)))
+            ret = s_fail(err);
+        else if (o.json)
+            printf("%s\n", line);
+        else
+            mc_bench_speculate_print(&sr, stdout);
         mc_cluster_config_destroy(&cfg);
         return ret;
     }
