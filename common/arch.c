@@ -30,7 +30,7 @@ static const mc_arch_info_t s_archs[] = {
      .family = "OLMoE", .bpe_pre = "olmo", .ffn_norm_name = "ffn_norm"},
     {.name = "qwen2moe", .id = MC_ARCH_QWEN2MOE, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_NONE,
      .route = S_SOFTMAX(false), .expert_ffn_key = true, .family = "Qwen2-MoE", .bpe_pre = "qwen2", .qkv_bias = true,
-     .shared_expert = MC_SHEXP_FFN_KEY, .shexp_gated = true, .ffn_norm_name = "ffn_norm"},
+     .shared_expert = MC_SHEXP_FFN_KEY, .shexp_gated = true, .ffn_norm_name = "ffn_norm", .dense_lead = true},
     // GLM-4.5 (llama.cpp's glm4moe graph): sigmoid scores, a selection bias,
     // weights renormalised (the file's expert_weights_norm, true in
     // converted GLM-4.5 files) and scaled; one ungated shared expert; dense
@@ -59,8 +59,8 @@ static const mc_arch_info_t s_archs[] = {
     // a router bias, the logits choosing and a softmax over the chosen ones
     // weighing (not renormalised after it), biased experts with the clamped
     // SwiGLU, post_attention_norm as the FFN norm. moe-mkmodel writes its
-    // test files with Qwen2's pre-tokenizer (real files say "gpt-4o": the
-    // o200k pre-tokenizer, not implemented yet).
+    // test files with Qwen2's pre-tokenizer (their llama.cpp fixtures were
+    // made so); real files say "gpt-4o" (o200k), which the tokenizer has too.
     {.name = "gpt-oss", .id = MC_ARCH_GPTOSS, .rope = MC_ROPE_NEOX, .qk_norm = MC_QKNORM_NONE,
      .route = {MC_GATING_SOFTMAX_WEIGHT, false, 1.0f, 0, 0}, .expert_ffn_key = true, .family = "GPT-OSS",
      .bpe_pre = "qwen2", .qkv_bias = true, .ffn_norm_name = "post_attention_norm", .attn_sinks = true,

@@ -126,9 +126,11 @@ typedef struct {
     // The FFN input norm's tensor: "ffn_norm" (blk.N.ffn_norm.weight), or
     // GLM's "post_attention_norm".
     const char *ffn_norm_name;
-    // <arch>.leading_dense_block_count is read: layers below it are one dense
-    // SwiGLU FFN (blk.N.ffn_{gate,up,down}, feed_forward_length wide) on the
-    // coordinator, with no router or experts.
+    // <arch>.leading_dense_block_count and <arch>.interleave_moe_layer_step
+    // are read: the layers below the count, and after them those l with
+    // (l + 1) % step != 0, are one dense SwiGLU FFN (blk.N.ffn_{gate,up,down},
+    // feed_forward_length wide) on the coordinator, with no router or
+    // experts (model.h: mc_hparams_layer_moe).
     bool dense_lead;
     // <arch>.nextn_predict_layers is read: block_count counts that many
     // trailing next-token-prediction layers, whose tensors are skipped.

@@ -371,7 +371,7 @@ static mc_err_t s_bind_layer(const mc_gguf_t *g, const mc_hparams_t *hp, uint32_
     // index is valid; mc_model_has_expert says there is none.
     L->experts = calloc(hp->n_expert, sizeof *L->experts);
     if (!L->experts) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
-    if (l < hp->n_dense_lead) {
+    if (!mc_hparams_layer_moe(hp, l)) {
         if ((rc = s_bind_matrix(g, NAME("blk.%u.ffn_gate.weight", l), hp->dim, hp->ffn_dense, &L->dense.gate, err)) ||
             (rc = s_bind_matrix(g, NAME("blk.%u.ffn_up.weight", l), hp->dim, hp->ffn_dense, &L->dense.up, err)) ||
             (rc = s_bind_matrix(g, NAME("blk.%u.ffn_down.weight", l), hp->ffn_dense, hp->dim, &L->dense.down, err)))
@@ -610,6 +610,31 @@ static mc_err_t s_read_swa(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
     return MC_OK;
 }
 
+// Which layers are dense: the first leading_dense_block_count, then every
+// layer l with (l + 1) % interleave_moe_layer_step != 0 (llama.cpp's
+// llama4 / ernie4_5-moe rule; 1, the default, makes every later layer MoE).
+// llama.cpp reads the step for neither of the families that have dense
+// layers here, so the rule is ours; a value that leaves no MoE layer is no
+// mixture-of-experts model.
+static mc_err_t s_read_dense(const mc_gguf_t *g, mc_hparams_t *hp, char *err) {
+    const char *arch = hp->arch->name;
+    mc_err_t rc;
+    if ((rc = s_get_opt(g, arch, "leading_dense_block_count", 0, hp->n_layer, &hp->n_dense_lead, err))) return rc;
+    if ((rc = s_get_opt(g, arch, "interleave_moe_layer_step", 1, hp->n_layer, &hp->moe_step, err))) return rc;
+    if (hp->moe_step == 0)
+        return mc_err_set(err, MC_ERR_FORMAT, "metadata '%s.interleave_moe_layer_step' = 0: a layer step must be 1 or more",
+                          arch);
+    uint32_t n_moe = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) n_moe += mc_hparams_layer_moe(hp, l);
+    if (n_moe == 0)
+        return mc_err_set(err, MC_ERR_UNSUPPORTED,
+                          "leading_dense_block_count %u, interleave_moe_layer_step %u: every layer is dense (%u "
+                          "layers), not a mixture-of-experts model",
+                          hp->n_dense_lead, hp->moe_step, hp->n_layer);
+    if (n_moe < hp->n_layer) hp->ffn_dense = hp->ffn;
+    return MC_OK;
+}
+
 static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab, char *err) {
     mc_gguf_str_t arch_s;
     if (!mc_gguf_get_str(g, "general.architecture", &arch_s))
@@ -641,14 +666,8 @@ static mc_err_t s_read_hparams(const mc_gguf_t *g, mc_hparams_t *hp, bool vocab,
         hp->n_layer -= nextn;
     }
     if ((rc = s_get_dim(g, arch, "feed_forward_length", 1u << 18, &hp->ffn, err))) return rc;
-    if (hp->arch->dense_lead) {
-        if ((rc = s_get_opt(g, arch, "leading_dense_block_count", 0, hp->n_layer, &hp->n_dense_lead, err))) return rc;
-        if (hp->n_dense_lead == hp->n_layer)
-            return mc_err_set(err, MC_ERR_UNSUPPORTED,
-                              "leading_dense_block_count %u: every layer is dense, not a mixture-of-experts model",
-                              hp->n_dense_lead);
-        if (hp->n_dense_lead) hp->ffn_dense = hp->ffn;
-    }
+    hp->moe_step = 1;
+    if (hp->arch->dense_lead && (rc = s_read_dense(g, hp, err))) return rc;
     if ((rc = s_get_dim(g, arch, "attention.head_count", 1024, &hp->n_head, err))) return rc;
     if ((rc = s_get_dim(g, arch, "expert_count", 256, &hp->n_expert, err))) return rc;
     if ((rc = s_get_dim(g, arch, "expert_used_count", hp->n_expert, &hp->n_expert_used, err))) return rc;
@@ -835,6 +854,10 @@ mc_model_t *mc_model_new_experts(mc_gguf_t **pg, char *err) {
                 have += mc_gguf_tensor_find(g, name) != NULL;
             }
             if (have == 0) continue;
+            if (!mc_hparams_layer_moe(hp, l)) {
+                mc_err_set(err, MC_ERR_FORMAT, "expert %u of layer %u: layer %u is dense, it has no experts", e, l, l);
+                goto fail;
+            }
             if (have != 3) {
                 mc_err_set(err, MC_ERR_FORMAT, "expert %u of layer %u lacks some of its gate, up and down tensors", e, l);
                 goto fail;
@@ -877,9 +900,12 @@ bool mc_model_has_expert(const mc_model_t *m, uint32_t layer, uint32_t e) {
     return layer < m->hp.n_layer && e < m->hp.n_expert && m->layers[layer].experts[e].gate.data != NULL;
 }
 
-bool mc_model_layer_moe(const mc_model_t *m, uint32_t layer) {
-    return layer < m->hp.n_layer && layer >= m->hp.n_dense_lead;
+bool mc_hparams_layer_moe(const mc_hparams_t *hp, uint32_t layer) {
+    // A step of 0 (hyperparameters not read from a file) counts as 1.
+    return layer < hp->n_layer && layer >= hp->n_dense_lead && (hp->moe_step <= 1 || (layer + 1) % hp->moe_step == 0);
 }
+
+bool mc_model_layer_moe(const mc_model_t *m, uint32_t layer) { return mc_hparams_layer_moe(&m->hp, layer); }
 
 static mc_model_t *s_open(const char *path, bool any, char *err) {
     mc_gguf_t *g = mc_gguf_open(path, err);

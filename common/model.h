@@ -30,7 +30,10 @@ typedef struct {
     uint32_t dim;           // embedding length
     uint32_t n_layer;       // evaluated layers: block_count less any next-token-prediction ones
     uint32_t n_dense_lead;  // layers [0, n_dense_lead) are dense (no router or experts)
-    uint32_t ffn_dense;     // their FFN hidden size (feed_forward_length); 0 without
+    // interleave_moe_layer_step: after them, layer l is MoE iff (l + 1) %
+    // moe_step == 0, dense otherwise (1: every one is MoE); mc_hparams_layer_moe.
+    uint32_t moe_step;
+    uint32_t ffn_dense;     // the dense layers' FFN hidden size (feed_forward_length); 0 without
     uint32_t n_head;
     uint32_t n_head_kv;
     uint32_t head_dim;      // attention.key_length, else dim / n_head; MLA: key_length_mla (nope + rope)
@@ -168,6 +171,9 @@ bool mc_model_layer_swa(const mc_model_t *m, uint32_t layer);
 
 // Whether layer l is a MoE layer (router and experts), not a dense one.
 bool mc_model_layer_moe(const mc_model_t *m, uint32_t layer);
+// The same from the hyperparameters alone: false for a dense layer (the
+// leading ones and those the interleave step skips) and out of range.
+bool mc_hparams_layer_moe(const mc_hparams_t *hp, uint32_t layer);
 
 void mc_model_destroy(mc_model_t **m);
 

@@ -86,7 +86,7 @@ with open(path, "wb") as out:
 PY
 
 status=0
-for pre in ${PRES:-qwen2 olmo glm4 deepseek-llm deepseek-v3}; do
+for pre in ${PRES:-qwen2 olmo glm4 deepseek-llm deepseek-v3 gpt-4o}; do
   for user in none pieces; do
     extra=()
     [ "$user" = pieces ] && extra=("<think>" "</think>" "<tool_call>" "<thi" $'nk>\n' "the experts")

@@ -5,11 +5,12 @@
 # vocabularies again and must reproduce every id.
 #  - tests/fixtures/bpe_tokenizer_golden.json: "qwen2" and "olmo", every
 #    string of the shared tokenizer_golden.json.
-#  - tests/fixtures/bpe_pretok_golden.json: "glm4", "deepseek-llm" and
-#    "deepseek-v3", the same strings and the EXTRA ones below, which hit
-#    where those pre-tokenizers differ (digit runs, CJK, kana, Hangul,
+#  - tests/fixtures/bpe_pretok_golden.json: "glm4", "deepseek-llm",
+#    "deepseek-v3" and "gpt-4o" (GPT-OSS's o200k), the same strings and the
+#    EXTRA ones below, which hit where those pre-tokenizers differ (digit runs, CJK, kana, Hangul,
 #    punctuation runs, '~', full-width forms, newlines, contractions, emoji,
-#    white space before the end, CJK next to Latin).
+#    white space before the end, CJK next to Latin, case changes inside a
+#    word, symbol runs ending in newlines or slashes).
 #
 #   LLAMA_CPP_DIR=/path/to/llama.cpp deploy/make-bpe-golden.sh
 #
@@ -34,7 +35,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 ${CC:-gcc} -O2 -o "$tmp/llama-bpe-ids" deploy/llamacpp/bpe_ids.c -I"$LLAMA_CPP_DIR/include" \
   -I"$LLAMA_CPP_DIR/ggml/include" -L"$lib" -lllama -lggml -lggml-base -Wl,-rpath,"$lib"
-pres="qwen2 olmo glm4 deepseek-llm deepseek-v3"
+pres="qwen2 olmo glm4 deepseek-llm deepseek-v3 gpt-4o"
 for pre in $pres; do
   "$build/bpe_vocab_gguf" "$pre" "$n_vocab" "$tmp/$pre.gguf"
 done
@@ -67,6 +68,8 @@ EXTRA = [
     ("code", "def f(x):\n    return x**2  # sq\n\tif x>=10: pass"),
     ("emoji_trailing_space", "ok \U0001f600  "),
     ("cjk_latin_mixed", "x\u4e2d\u6587 \u65e5\u672cabc \u3072\u3089AI"),
+    ("case_runs", "camelCase HTTPServer XMLHttpRequest iPhone McDONALD'S \u00c9COLE\u00e9cole \u0394\u03b4 a\u0301B"),
+    ("slashes", "a/b//c http://x.y/z?q=1 ../..// ;\n\n */\r\n -->\n"),
 ]
 strings = shared + EXTRA
 
@@ -76,7 +79,7 @@ with open(f"{tmp}/texts.bin", "wb") as f:
         b = text.encode("utf-8")
         f.write(struct.pack("<I", len(b)) + b)
 ids = {}
-for pre in ("qwen2", "olmo", "glm4", "deepseek-llm", "deepseek-v3"):
+for pre in ("qwen2", "olmo", "glm4", "deepseek-llm", "deepseek-v3", "gpt-4o"):
     r = subprocess.run([f"{tmp}/llama-bpe-ids", f"{tmp}/{pre}.gguf", f"{tmp}/texts.bin"],
                        capture_output=True, check=True, text=True)
     lines = r.stdout.split("\n")[:-1]
@@ -98,7 +101,7 @@ def write(path, pres, rows):
         f.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "strings": [\n' + ",\n".join(lines) + "\n]}\n")
 
 write(f"{tmp}/old.json", ("qwen2", "olmo"), shared)
-write(f"{tmp}/new.json", ("glm4", "deepseek-llm", "deepseek-v3"), strings)
+write(f"{tmp}/new.json", ("glm4", "deepseek-llm", "deepseek-v3", "gpt-4o"), strings)
 PY
 mv "$tmp/old.json" tests/fixtures/bpe_tokenizer_golden.json
 mv "$tmp/new.json" tests/fixtures/bpe_pretok_golden.json

@@ -4,8 +4,9 @@
  * The vocabularies are trained here from the built-in corpus (hermetic), and
  * must give exactly the ids llama.cpp gave for the same vocabularies in
  * tests/fixtures/bpe_tokenizer_golden.json (47 strings x the "qwen2" and
- * "olmo" pre-tokenizers) and bpe_pretok_golden.json (69 strings x "glm4",
- * "deepseek-llm" and "deepseek-v3"); deploy/make-bpe-golden.sh made both.
+ * "olmo" pre-tokenizers) and bpe_pretok_golden.json (71 strings x "glm4",
+ * "deepseek-llm", "deepseek-v3" and "gpt-4o"); deploy/make-bpe-golden.sh
+ * made both.
  * Around that:
  * the byte mapping, pre-token splits that pin down the regex choices,
  * trainer determinism, control and user-defined pieces, invalid UTF-8,
@@ -316,8 +317,8 @@ static void test_pre_glm4(void **state) {
     mc_bpe_pre_destroy(&p);
 }
 
-// GPT-OSS's o200k pattern as llama.cpp rewrites it (not yet checked id for
-// id against llama.cpp: these splits follow from the pattern by hand).
+// GPT-OSS's o200k pattern as llama.cpp rewrites it: splits that follow from
+// the pattern by hand (test_golden_pretok holds the ids to llama.cpp's).
 static void test_pre_gpt4o(void **state) {
     (void)state;
     mc_bpe_pre_t *p = pre_new("gpt-4o");
@@ -575,12 +576,13 @@ static void test_golden(void **state) {
     check_golden(MC_BPE_GOLDEN, 47, pres, N_OF(pres));
 }
 
-// The pre types made of several patterns (DeepSeek) or with digit runs
-// (GLM-4.5), on the shared strings and 22 more aimed at their differences.
+// The pre types made of several patterns (DeepSeek), with digit runs
+// (GLM-4.5) or case changes splitting words (GPT-OSS's o200k), on the shared
+// strings and 24 more aimed at their differences.
 static void test_golden_pretok(void **state) {
     (void)state;
-    const char *pres[] = {"glm4", "deepseek-llm", "deepseek-v3"};
-    check_golden(MC_BPE_PRETOK_GOLDEN, 69, pres, N_OF(pres));
+    const char *pres[] = {"glm4", "deepseek-llm", "deepseek-v3", "gpt-4o"};
+    check_golden(MC_BPE_PRETOK_GOLDEN, 71, pres, N_OF(pres));
 }
 
 /* ---- encoding and decoding ---- */

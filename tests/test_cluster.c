@@ -165,6 +165,12 @@ static float *s_logits(const mc_model_t *m, const mc_cluster_config_t *cfg, int3
     mc_experts_t *x = mc_experts_new(&xp, err);
     if (!x) fail_msg("expert step: %s", err);
     assert_true(!cfg == !mc_experts_cluster(x)); // a cluster exactly when a file was given
+    // A dense layer (leading or interleaved) has no experts: no node holds
+    // any of its cells, whatever the placement names.
+    for (size_t i = 0; cfg && i < mc_cluster_n_nodes(mc_experts_cluster(x)); i++)
+        for (uint32_t l = 0; l < m->hp.n_layer; l++)
+            for (uint32_t ex = 0; ex < m->hp.n_expert && !mc_model_layer_moe(m, l); ex++)
+                if (mc_cluster_holds(mc_experts_cluster(x), i, l, ex)) fail_msg("node %zu holds expert %u of dense layer %u", i, ex, l);
     mc_engine_set_experts(e, x);
     const uint32_t nv = m->hp.n_vocab;
     float *out = malloc(s_n_ids * nv * sizeof(float)), *row = malloc(nv * sizeof(float));
@@ -524,6 +530,25 @@ static void test_glm4moe_generated(void **state) {
     s_compare_generated("glm4moe-q4_0", &p, place, MC_WIRE_AUTO);
     p.type = MC_DTYPE_F32;
     s_compare_generated("glm4moe-f32", &p, place, MC_WIRE_F32);
+}
+
+// Interleaved dense layers (interleave_moe_layer_step): Qwen2-MoE with
+// step 2 on 4 layers (0 and 2 dense) and DeepSeek-V2 with one leading dense
+// layer and step 3 on 6 (2 and 5 MoE), through three nodes whose
+// placements name every layer: the dense layers' FFNs on the coordinator,
+// no expert of theirs placed, the same bits as one machine.
+static void test_interleaved_generated(void **state) {
+    (void)state;
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE, p.type = MC_DTYPE_Q4_0;
+    p.ffn = 32, p.ffn_shexp = 64, p.ffn_dense = 64, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 4, p.moe_step = 2;
+    s_place_t place[] = {{"0-5", NULL}, {"6-10", NULL}, {"11-15", NULL}};
+    s_compare_generated("qwen2moe-step2-q4_0", &p, place, MC_WIRE_AUTO);
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2, p.type = MC_DTYPE_F32;
+    p.ffn = 32, p.ffn_shexp = 32, p.ffn_dense = 64, p.n_expert = 16, p.n_expert_used = 4, p.n_layer = 6;
+    p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32, p.kv_lora_rank = 32, p.n_dense_lead = 1, p.moe_step = 3;
+    s_compare_generated("deepseek2-step3-f32", &p, place, MC_WIRE_F32);
 }
 
 // --kv-type f16: the cache is the coordinator's alone, so the cluster still
@@ -1817,6 +1842,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_deepseek2v3_generated_q4_0, s_stop_live),
         cmocka_unit_test_teardown(test_glm4moe_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_glm4moe_generated, s_stop_live),
+        cmocka_unit_test_teardown(test_interleaved_generated, s_stop_live),
         cmocka_unit_test_teardown(test_gptoss_three_nodes, s_stop_live),
         cmocka_unit_test_teardown(test_gptoss_generated_mxfp4, s_stop_live),
         cmocka_unit_test_teardown(test_kv_f16_cluster, s_stop_live_f32),

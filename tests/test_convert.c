@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "convert.h"
@@ -295,6 +296,8 @@ static void s_hf_from_gguf(const mc_gguf_t *g, bool mixtral, uint64_t n_head, ui
             {"attn_k_norm", "self_attn.k_norm"}, {"ffn_norm", "post_attention_layernorm"},
             {"ffn_gate_shexp", "mlp.shared_expert.gate_proj"}, {"ffn_up_shexp", "mlp.shared_expert.up_proj"},
             {"ffn_down_shexp", "mlp.shared_expert.down_proj"},
+            {"ffn_gate", "mlp.gate_proj"},       {"ffn_up", "mlp.up_proj"}, // a dense layer's FFN
+            {"ffn_down", "mlp.down_proj"},
         };
         const char *kind = strstr(t->name, ".bias") ? "bias" : "weight";
         if (!strcmp(t->name, "token_embd.weight")) snprintf(hfname, sizeof hfname, "model.embed_tokens.weight");
@@ -1305,8 +1308,13 @@ static void s_export_bpe_family(const char *gguf_path, const char *dir, s_bpe_ar
         cJSON_AddNumberToObject(c, "shared_expert_intermediate_size",
                                 (double)s_u64(g, K("expert_shared_feed_forward_length")));
         cJSON_AddFalseToObject(c, "norm_topk_prob");
-        cJSON_AddNumberToObject(c, "decoder_sparse_step", 1);
-        cJSON_AddItemToObject(c, "mlp_only_layers", cJSON_CreateArray());
+        // Dense layers: the step as it is, the leading ones listed.
+        uint64_t step = 1, lead = 0;
+        mc_gguf_get_u64(g, K("interleave_moe_layer_step"), &step);
+        mc_gguf_get_u64(g, K("leading_dense_block_count"), &lead);
+        cJSON_AddNumberToObject(c, "decoder_sparse_step", (double)step);
+        cJSON *only = cJSON_AddArrayToObject(c, "mlp_only_layers");
+        for (uint64_t l = 0; l < lead; l++) cJSON_AddItemToArray(only, cJSON_CreateNumber((double)l));
         cJSON_AddFalseToObject(c, "use_sliding_window");
     } else {
         cJSON_AddNullToObject(c, "clip_qkv");
@@ -1358,9 +1366,8 @@ static void s_export_bpe_family(const char *gguf_path, const char *dir, s_bpe_ar
 // The Qwen3-MoE and OLMoE fixtures (the files llama.cpp's logits belong
 // to), written as Hugging Face folders and converted back: every tensor the
 // same bytes, the same encodings, bit-identical logits.
-static void s_family_roundtrip(const char *name, s_bpe_arch_t arch) {
-    char dir[512], out[S_PATH], src[512];
-    snprintf(src, sizeof src, "%s/arch/%s.gguf", MC_REPO_FIXTURES, name);
+static void s_family_roundtrip_at(const char *src, s_bpe_arch_t arch) {
+    char dir[512], out[S_PATH];
     assert_non_null(mc_test_tmpdir(dir, sizeof dir));
     s_export_bpe_family(src, dir, arch);
     s_path(out, dir, "out.gguf");
@@ -1372,6 +1379,12 @@ static void s_family_roundtrip(const char *name, s_bpe_arch_t arch) {
     mc_gguf_destroy(&b);
     s_same_logits(src, out);
     s_done(dir);
+}
+
+static void s_family_roundtrip(const char *name, s_bpe_arch_t arch) {
+    char src[512];
+    snprintf(src, sizeof src, "%s/arch/%s.gguf", MC_REPO_FIXTURES, name);
+    s_family_roundtrip_at(src, arch);
 }
 
 static void test_family_fixtures(void **state) {
@@ -1955,7 +1968,8 @@ static void test_v3_errors(void **state) {
         {"qk_rope_head_dim", "15", "qk_rope_head_dim 15 is odd"},
         {"q_lora_rank", "null", "tensor 'model.layers.0.self_attn.q_proj.weight' is missing"},
         {"num_nextn_predict_layers", NULL, "tensor 'model.layers.3."},
-        {"moe_layer_freq", "2", "moe_layer_freq 2 (interleaved dense layers) is not supported"},
+        // Read: layer 1 is dense then (1 % 2 != 0), where the folder has a MoE layer.
+        {"moe_layer_freq", "2", "tensor 'model.layers.1.mlp.gate_proj.weight' is missing"},
         {"attention_bias", "true", "attention_bias is not supported"},
         {"quantization_config", "{\"quant_method\":\"fp8\"}", "quantization_config is set"},
         {"rope_scaling", "{\"type\":\"linear\",\"factor\":2}", "rope_scaling type 'linear' is not supported (only yarn)"},
@@ -2011,6 +2025,93 @@ static void test_v3_errors(void **state) {
     mc_gguf_destroy(&g);
     s_rewrite_tensors(dir, "model.layers.1.mlp.gate.e_score_correction_bias", NULL, NULL);
     s_convert_fail(dir, "tensor 'model.layers.1.mlp.gate.e_score_correction_bias' is missing");
+    cJSON_Delete(good);
+    s_done(dir);
+}
+
+// Interleaved dense layers from config.json (the GGUF keys are ours:
+// llama.cpp's converter and loader read neither for these families).
+// Qwen2-MoE: decoder_sparse_step and mlp_only_layers; files moe-mkmodel
+// wrote with a step (and a leading count) through a Hugging Face folder and
+// back, the same tensors and logits. DeepSeek: moe_layer_freq with
+// first_k_dense_replace (layer l MoE iff l >= k and l % freq == 0) said as
+// the smallest count and step that give the same layers. Layouts the keys
+// cannot say, and bad values, refused by name.
+static void test_interleaved_config(void **state) {
+    (void)state;
+    char src[600], dir[512], out[S_PATH], err[MC_ERR_LEN];
+    assert_non_null(mc_test_tmpdir(dir, sizeof dir));
+    snprintf(src, sizeof src, "%s/step.gguf", dir);
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE, p.ffn = 32, p.ffn_shexp = 64, p.ffn_dense = 96, p.n_expert = 8, p.n_expert_used = 2;
+    p.n_vocab = 512, p.n_layer = 4, p.moe_step = 2;
+    if (mc_mkmodel_write(&p, src, err)) fail_msg("%s", err);
+    s_family_roundtrip_at(src, S_QWEN2);
+    p.n_layer = 5, p.n_dense_lead = 1; // layers 1 and 3
+    if (mc_mkmodel_write(&p, src, err)) fail_msg("%s", err);
+    s_family_roundtrip_at(src, S_QWEN2);
+
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/hf", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    s_export_bpe_family(src, sub, S_QWEN2);
+    s_path(out, sub, "out.gguf");
+    s_convert_ok(sub, out, false, MC_DTYPE_F32);
+    mc_gguf_t *g = s_open(out);
+    s_expect_u(g, "qwen2moe.interleave_moe_layer_step", 2);
+    s_expect_u(g, "qwen2moe.leading_dense_block_count", 1);
+    mc_gguf_destroy(&g);
+    remove(out); // what the failures below must not leave
+    cJSON *good = s_read_json(sub, "config.json");
+    static const struct {
+        const char *key, *json, *needle;
+    } cases[] = {
+        {"decoder_sparse_step", "0", "'decoder_sparse_step' must be a whole number in 1..5"},
+        {"decoder_sparse_step", "6", "'decoder_sparse_step' must be a whole number in 1..5"},
+        {"mlp_only_layers", "[5]", "'mlp_only_layers' holds a value that is not a layer in 0..4"},
+        {"mlp_only_layers", "[\"0\"]", "'mlp_only_layers' holds a value that is not a layer"},
+        {"mlp_only_layers", "7", "'mlp_only_layers' is not a list"},
+        {"mlp_only_layers", "[1, 3]", "decoder_sparse_step and mlp_only_layers leave no MoE layer among the 5"},
+        {"mlp_only_layers", "[3]", "decoder_sparse_step and mlp_only_layers make a pattern of dense layers that"},
+        // Read: with every layer after the first MoE, layer 2's router is looked for.
+        {"decoder_sparse_step", "1", "tensor 'model.layers.2.mlp.gate.weight' is missing"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_cfg_set(sub, good, cases[i].key, cases[i].json);
+        s_convert_fail(sub, cases[i].needle);
+    }
+    cJSON_Delete(good);
+    mc_test_rmtree(sub);
+
+    // DeepSeek: two leading dense layers of three, said by config.json as
+    // first_k_dense_replace 1 and moe_layer_freq 2 (layer 1 dense since 1 % 2 != 0).
+    p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_DEEPSEEK2, p.ffn = 16, p.ffn_shexp = 16, p.ffn_dense = 64, p.n_expert = 8, p.n_expert_used = 2;
+    p.n_vocab = 512, p.n_layer = 3, p.n_dense_lead = 2, p.head_dim = 48, p.rope_dim = 16, p.head_dim_v = 32;
+    p.kv_lora_rank = 32;
+    if (mc_mkmodel_write(&p, src, err)) fail_msg("%s", err);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    s_export_v3_family(src, sub, S_DS, MC_DTYPE_F32);
+    good = s_read_json(sub, "config.json");
+    cJSON *c = cJSON_Duplicate(good, 1);
+    cJSON_ReplaceItemInObject(c, "first_k_dense_replace", cJSON_CreateNumber(1));
+    cJSON_ReplaceItemInObject(c, "moe_layer_freq", cJSON_CreateNumber(2));
+    s_write_json(sub, "config.json", c);
+    s_path(out, sub, "out.gguf");
+    s_convert_ok(sub, out, false, MC_DTYPE_F32);
+    g = s_open(out);
+    s_expect_u(g, "deepseek2.leading_dense_block_count", 2);
+    assert_false(s_has_key(g, "deepseek2.interleave_moe_layer_step"));
+    mc_gguf_destroy(&g);
+    s_same_logits(src, out);
+    remove(out);
+    // Five layers, MoE 2 and 4: no count and step give those.
+    cJSON_ReplaceItemInObject(c, "num_hidden_layers", cJSON_CreateNumber(5));
+    s_write_json(sub, "config.json", c);
+    s_convert_fail(sub, "first_k_dense_replace and moe_layer_freq make a pattern of dense layers that");
+    cJSON_Delete(c);
+    s_cfg_set(sub, good, "moe_layer_freq", "0");
+    s_convert_fail(sub, "'moe_layer_freq' must be a whole number in 1..3");
     cJSON_Delete(good);
     s_done(dir);
 }
@@ -2569,6 +2670,7 @@ int main(void) {
         cmocka_unit_test(test_olmoe),
         cmocka_unit_test(test_family_fixtures),
         cmocka_unit_test(test_qwen2moe_errors),
+        cmocka_unit_test(test_interleaved_config),
         cmocka_unit_test(test_bpe_errors),
         cmocka_unit_test(test_v3_fixtures),
         cmocka_unit_test(test_v3_bf16),

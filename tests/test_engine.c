@@ -591,6 +591,55 @@ static mc_model_t *s_make_glm4moe(const char *name, mc_dtype_t type) {
     return m;
 }
 
+// Interleaved dense layers (interleave_moe_layer_step; llama.cpp reads the
+// key for none of these families, so the reference is our own rule): a
+// 2-layer Qwen2-MoE file with step 2 is the model of the same weights
+// written with one leading dense layer, to the bit; with 4 layers, step 2
+// makes layers 0 and 2 dense (their FFN, no router, experts or shared
+// expert) and 1 and 3 MoE, the same bits across threads and chunks.
+static void test_interleaved_layers(void **state) {
+    (void)state;
+    char path[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE;
+    p.ffn = 32, p.ffn_shexp = 64, p.ffn_dense = 64, p.n_expert = 8, p.n_expert_used = 2, p.n_layer = 2, p.seed = 83;
+    p.moe_step = 2;
+    snprintf(path, sizeof path, "%s/interleave-step2.gguf", s_dir);
+    if (mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
+    mc_model_t *a = mc_model_open(path, err);
+    if (!a) fail_msg("open: %s", err);
+    p.moe_step = 0, p.n_dense_lead = 1;
+    snprintf(path, sizeof path, "%s/interleave-lead1.gguf", s_dir);
+    if (mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
+    mc_model_t *b = mc_model_open(path, err);
+    if (!b) fail_msg("open: %s", err);
+    assert_int_equal(a->hp.n_dense_lead, 0), assert_int_equal(a->hp.moe_step, 2);
+    assert_int_equal(b->hp.n_dense_lead, 1), assert_int_equal(b->hp.moe_step, 1);
+    assert_int_equal(a->hp.ffn_dense, 64);
+    for (uint32_t l = 0; l < 2; l++) assert_int_equal(mc_model_layer_moe(a, l), l == 1);
+    float *la = s_logits_invariant(a, MC_DTYPE_F32), *lb = s_logits_all(b, 1, 256);
+    assert_memory_equal(la, lb, N_IDS * a->hp.n_vocab * sizeof(float));
+    free(la), free(lb);
+    mc_model_destroy(&a), mc_model_destroy(&b);
+
+    p.n_layer = 4, p.moe_step = 2, p.n_dense_lead = 0;
+    snprintf(path, sizeof path, "%s/interleave-4.gguf", s_dir);
+    if (mc_mkmodel_write(&p, path, err) != MC_OK) fail_msg("mkmodel: %s", err);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("open: %s", err);
+    for (uint32_t l = 0; l < 4; l++) {
+        const bool moe = l % 2 == 1;
+        const mc_layer_t *L = &m->layers[l];
+        assert_int_equal(mc_model_layer_moe(m, l), moe);
+        assert_int_equal(mc_model_has_expert(m, l, 7), moe);
+        assert_int_equal(L->router.data != NULL, moe), assert_int_equal(L->shexp.gate.data != NULL, moe);
+        assert_int_equal(L->dense.gate.data != NULL, !moe);
+    }
+    float *lm = s_logits_invariant(m, MC_DTYPE_F32);
+    free(lm);
+    mc_model_destroy(&m);
+}
+
 // mc_moe_dense against down(silu(gate x) * up x) in double precision, written
 // over out; a MoE layer is refused.
 static void test_dense_layer_formula(void **state) {
@@ -1114,6 +1163,7 @@ int main(void) {
         cmocka_unit_test(test_qwen2moe_identical),
         cmocka_unit_test(test_deepseek2_identical),
         cmocka_unit_test(test_dense_layer_formula),
+        cmocka_unit_test(test_interleaved_layers),
         cmocka_unit_test(test_gptoss_expert_formula),
         cmocka_unit_test(test_route_variants),
         cmocka_unit_test(test_glm4moe_identical),

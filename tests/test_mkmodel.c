@@ -555,6 +555,62 @@ static void test_glm4moe(void **state) {
     mc_gguf_destroy(&g);
 }
 
+// --moe-step: interleave_moe_layer_step written (only when above 1, and no
+// leading_dense_block_count where the family's files do not carry it),
+// each dense layer one FFN of ffn_dense with feed_forward_length saying it,
+// each MoE layer its router, experts and shared expert; a count and step
+// that leave no MoE layer refused.
+static void test_moe_step(void **state) {
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE, p.ffn = 32, p.ffn_dense = 96, p.n_layer = 4, p.moe_step = 2;
+    const char *a;
+    mc_gguf_t *g = s_make(*state, &p, &a);
+    uint64_t v = 0;
+    assert_true(mc_gguf_get_u64(g, "qwen2moe.interleave_moe_layer_step", &v) && v == 2);
+    assert_true(mc_gguf_get_u64(g, "qwen2moe.feed_forward_length", &v) && v == 96);
+    assert_false(mc_gguf_get_u64(g, "qwen2moe.leading_dense_block_count", &v));
+    char name[64];
+    for (uint32_t l = 0; l < 4; l++) {
+        const bool moe = l % 2 == 1;
+        snprintf(name, sizeof name, "blk.%u.ffn_gate.weight", l);
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_find(g, name);
+        assert_true(moe ? t == NULL : t != NULL && t->ne[1] == 96);
+        snprintf(name, sizeof name, "blk.%u.ffn_gate_inp.weight", l);
+        assert_int_equal(mc_gguf_tensor_find(g, name) != NULL, moe);
+        snprintf(name, sizeof name, "blk.%u.ffn_up_exps.weight", l);
+        assert_int_equal(mc_gguf_tensor_find(g, name) != NULL, moe);
+        snprintf(name, sizeof name, "blk.%u.ffn_gate_inp_shexp.weight", l);
+        assert_int_equal(mc_gguf_tensor_find(g, name) != NULL, moe);
+    }
+    mc_gguf_destroy(&g);
+    // Step 1 and no leading layers: neither key, every layer MoE.
+    p.moe_step = 1;
+    g = s_make(*state, &p, &a);
+    assert_false(mc_gguf_get_u64(g, "qwen2moe.interleave_moe_layer_step", &v));
+    assert_non_null(mc_gguf_tensor_find(g, "blk.0.ffn_gate_inp.weight"));
+    mc_gguf_destroy(&g);
+    // DeepSeek-V2 says both with its latent attention's keys.
+    p.arch = MC_ARCH_DEEPSEEK2, p.n_layer = 6, p.n_dense_lead = 1, p.moe_step = 3, p.head_dim = 48, p.rope_dim = 16;
+    g = s_make(*state, &p, &a);
+    assert_true(mc_gguf_get_u64(g, "deepseek2.interleave_moe_layer_step", &v) && v == 3);
+    assert_true(mc_gguf_get_u64(g, "deepseek2.leading_dense_block_count", &v) && v == 1);
+    for (uint32_t l = 0; l < 6; l++) {
+        snprintf(name, sizeof name, "blk.%u.ffn_gate_inp.weight", l);
+        assert_int_equal(mc_gguf_tensor_find(g, name) != NULL, l == 2 || l == 5);
+    }
+    mc_gguf_destroy(&g);
+    char err[MC_ERR_LEN];
+    p.n_dense_lead = 3, p.n_layer = 5; // layer 5 would be the first MoE one
+    assert_int_equal(mc_mkmodel_check(&p, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "must leave a MoE layer"));
+    // Families without dense layers ignore it.
+    p.arch = MC_ARCH_QWEN3MOE, p.head_dim = 0, p.rope_dim = 0;
+    g = s_make(*state, &p, &a);
+    assert_false(mc_gguf_get_u64(g, "qwen3moe.interleave_moe_layer_step", &v));
+    assert_non_null(mc_gguf_tensor_find(g, "blk.0.ffn_gate_inp.weight"));
+    mc_gguf_destroy(&g);
+}
+
 // gpt-oss files carry the harmony tokens as control tokens, so chat picks
 // its format and stops at <|return|> and <|call|>; other families do not.
 static void test_gptoss_harmony_tokens(void **state) {
@@ -819,6 +875,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_merged_equals_legacy, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_router_skew, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_qwen2moe, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_moe_step, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_deepseek2, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_deepseek2v3, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_glm4moe, s_setup, s_teardown),

@@ -602,6 +602,87 @@ static void s_rewrite(const char *src, const char *dst, const s_edit_t *ed) {
     mc_gguf_destroy(&g);
 }
 
+// Interleaved dense layers: leading_dense_block_count and
+// interleave_moe_layer_step read in every family with dense layers (here
+// Qwen2-MoE, whose llama.cpp loader reads neither: the rule is ours, layer l
+// is MoE iff l >= the count and (l + 1) % step == 0); the dense layers bound
+// as one FFN and nothing else; hostile values and missing tensors refused
+// by name.
+static void test_interleave_files(void **state) {
+    (void)state;
+    char path[512], bad[512], err[MC_ERR_LEN];
+    mc_mkmodel_params_t p = mc_mkmodel_params_default();
+    p.arch = MC_ARCH_QWEN2MOE;
+    p.ffn = 16, p.ffn_shexp = 32, p.ffn_dense = 48, p.n_expert = 4, p.n_expert_used = 2, p.n_layer = 4, p.moe_step = 2;
+    snprintf(path, sizeof path, "%s/qwen2moe-step2.gguf", s_dir);
+    snprintf(bad, sizeof bad, "%s/qwen2moe-step2-bad.gguf", s_dir);
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    mc_model_t *m = mc_model_open(path, err);
+    if (!m) fail_msg("%s", err);
+    assert_int_equal(m->hp.moe_step, 2), assert_int_equal(m->hp.n_dense_lead, 0);
+    assert_int_equal(m->hp.ffn_dense, 48), assert_int_equal(m->hp.ffn, 16), assert_int_equal(m->hp.ffn_shexp, 32);
+    for (uint32_t l = 0; l < 4; l++) {
+        assert_int_equal(mc_model_layer_moe(m, l), l % 2 == 1);
+        assert_int_equal(mc_hparams_layer_moe(&m->hp, l), l % 2 == 1);
+        assert_int_equal(m->layers[l].dense.gate.data != NULL, l % 2 == 0);
+        assert_int_equal(m->layers[l].dense.down.n_in, l % 2 == 0 ? 48 : 0);
+        assert_int_equal(m->layers[l].shexp_gate.data != NULL, l % 2 == 1);
+    }
+    assert_false(mc_hparams_layer_moe(&m->hp, 5)); // out of range
+    mc_model_destroy(&m);
+    // A leading count and a step together: layers 2 and 3 dense by the
+    // count, then only 3 ((3 + 1) % 2 == 0) is MoE; the tensors of layer 2
+    // are then a MoE layer's where a dense one's are expected.
+    const s_edit_t lead3 = {NULL, NULL, "qwen2moe.leading_dense_block_count", 3, false};
+    s_rewrite(path, bad, &lead3);
+    assert_null(mc_model_open(bad, err));
+    assert_non_null(strstr(err, "'blk.1.ffn_gate.weight' is missing"));
+    const struct {
+        s_edit_t ed;
+        const char *want1, *want2;
+    } cases[] = {
+        {{NULL, NULL, "qwen2moe.interleave_moe_layer_step", 0, false}, "interleave_moe_layer_step' = 0",
+         "must be 1 or more"},
+        {{NULL, NULL, "qwen2moe.interleave_moe_layer_step", 5, false}, "interleave_moe_layer_step' = 5",
+         "out of range"},
+        {{NULL, NULL, "qwen2moe.interleave_moe_layer_step", 3, false}, "'blk.1.ffn_gate.weight' is missing", ""},
+        {{NULL, NULL, "qwen2moe.interleave_moe_layer_step", 0, true}, "'blk.0.ffn_gate_inp_shexp.weight' is missing", ""},
+        {{NULL, NULL, "qwen2moe.interleave_moe_layer_step", 4294967295u, false}, "out of range", ""},
+        {{NULL, NULL, "qwen2moe.leading_dense_block_count", 4, false}, "every layer is dense", ""},
+        {{NULL, NULL, "qwen2moe.leading_dense_block_count", 5, false}, "leading_dense_block_count' = 5",
+         "out of range"},
+        {{"blk.2.ffn_down.weight", NULL, NULL, 0, false}, "'blk.2.ffn_down.weight' is missing", ""},
+        {{"blk.3.ffn_gate_inp_shexp.weight", NULL, NULL, 0, false}, "blk.3.ffn_gate_inp_shexp.weight", ""},
+        {{NULL, "blk.0.ffn_up.weight", NULL, 0, false}, "blk.0.ffn_up.weight", ", 48}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_rewrite(path, bad, &cases[i].ed);
+        err[0] = 0;
+        m = mc_model_open(bad, err);
+        if (m) fail_msg("case %zu loaded", i);
+        if (!strstr(err, cases[i].want1) || !strstr(err, cases[i].want2))
+            fail_msg("case %zu: '%s' lacks '%s' / '%s'", i, err, cases[i].want1, cases[i].want2);
+    }
+    // Step 3 with one leading dense layer on 3 layers: only layer 2 is MoE.
+    p.n_layer = 3, p.n_dense_lead = 1, p.moe_step = 3;
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_OK);
+    if (!(m = mc_model_open(path, err))) fail_msg("%s", err);
+    for (uint32_t l = 0; l < 3; l++) assert_int_equal(mc_model_layer_moe(m, l), l == 2);
+    mc_model_destroy(&m);
+    // A step that leaves no MoE layer (mkmodel refuses to write one).
+    const s_edit_t none = {NULL, NULL, "qwen2moe.leading_dense_block_count", 2, false};
+    s_rewrite(path, bad, &none);
+    if (!(m = mc_model_open(bad, err))) fail_msg("%s", err); // layer 2 is still MoE
+    mc_model_destroy(&m);
+    const s_edit_t all = {NULL, NULL, "qwen2moe.leading_dense_block_count", 3, false};
+    s_rewrite(path, bad, &all);
+    assert_null(mc_model_open(bad, err));
+    assert_non_null(strstr(err, "every layer is dense"));
+    p.n_dense_lead = 3;
+    assert_int_equal(mc_mkmodel_write(&p, path, err), MC_ERR_ARG);
+    assert_non_null(strstr(err, "must leave a MoE layer"));
+}
+
 // DeepSeek-V2: latent attention's shapes and its YaRN numbers reach the
 // hyperparameters; hostile variants (a tensor missing, a dimension wrong,
 // the older unsplit attn_kv_b form, V3's keys without what they need) fail
@@ -911,6 +992,7 @@ int main(void) {
         cmocka_unit_test(test_arch_hparams),
         cmocka_unit_test(test_deepseek2),
         cmocka_unit_test(test_deepseek2v3),
+        cmocka_unit_test(test_interleave_files),
         cmocka_unit_test(test_gptoss),
         cmocka_unit_test(test_missing_file),
     };

@@ -66,7 +66,7 @@ static void s_expect_error(const char *yaml, const char *want) {
 // L layers x E experts of 1 MiB, Q4_0, f32 wire rows of dim 64.
 static void s_shape(mc_plan_shape_t *s) {
     *s = (mc_plan_shape_t){L, E, K, 64, calloc(L * E * 3, sizeof(mc_dtype_t)), calloc(L * E, sizeof(uint64_t)),
-                           calloc(L * E, sizeof(mc_wire_enc_t)), 8u << 20};
+                           calloc(L * E, sizeof(mc_wire_enc_t)), 8u << 20, NULL};
     for (size_t i = 0; i < L * E; i++) {
         s->types[3 * i] = s->types[3 * i + 1] = s->types[3 * i + 2] = MC_DTYPE_Q4_0;
         s->bytes[i] = 1u << 20;
@@ -255,6 +255,18 @@ static void test_simulator_times(void **state) {
     assert_true(fabs(r.rows[1] - L * K) < 1e-12 && r.rows[0] == 0);
     assert_true(fabs(r.requests[1] - L) < 1e-12);
     mc_plan_sim_free(&r);
+    // Layer 1 dense (an interleaved layout): whatever the trace holds for
+    // it, no rows are sent and it has no expert step.
+    s.moe = malloc(L);
+    memset(s.moe, 1, L);
+    s.moe[1] = 0;
+    assert_int_equal(mc_plan_simulate(&s, &ms, &st, &p, &sp, &r, err), MC_OK);
+    assert_true(fabs(r.moe_ms - (L - 1) * layer) < 1e-9);
+    assert_true(r.layer_ms[1] == 0 && r.layer_ms[0] > 0);
+    assert_true(fabs(r.rows[1] - (L - 1) * K) < 1e-12);
+    mc_plan_sim_free(&r);
+    free(s.moe);
+    s.moe = NULL;
     // The same experts on the coordinator: no link, its two threads share its cores.
     mc_plan_placement_t loc;
     assert_int_equal(mc_plan_placement_new(&loc, ms.n, L, E, err), MC_OK);

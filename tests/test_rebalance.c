@@ -53,7 +53,7 @@
 
 static void s_shape(mc_plan_shape_t *s) {
     *s = (mc_plan_shape_t){L, E, K, 64, calloc(L * E * 3, sizeof(mc_dtype_t)), calloc(L * E, sizeof(uint64_t)),
-                           calloc(L * E, sizeof(mc_wire_enc_t)), 8u << 20};
+                           calloc(L * E, sizeof(mc_wire_enc_t)), 8u << 20, NULL};
     for (size_t i = 0; i < L * E; i++) {
         s->types[3 * i] = s->types[3 * i + 1] = s->types[3 * i + 2] = MC_DTYPE_Q4_0;
         s->bytes[i] = 1u << 20;

@@ -30,6 +30,8 @@
 #include "expert_file.h"
 #include "gguf_writer.h"
 #include "experts.h"
+#include "gguf.h"
+#include "gguf_writer.h"
 #include "mkmodel.h"
 #include "model.h"
 #include "nodeproc.h"
@@ -255,6 +257,87 @@ static void test_split_dense_layer(void **state) {
     assert_int_equal(part->hp.n_layer, 3);
     for (uint32_t l = 0; l < 3; l++)
         for (uint32_t e = 0; e < 8; e++) assert_true(mc_model_has_expert(part, l, e) == (l > 0 && e <= 4));
+    mc_model_destroy(&part);
+    float *ref = s_logits(m, NULL, NULL, NULL);
+    s_start(0, f1, NULL), s_start(1, f2, NULL);
+    cfg = s_config();
+    float *got = s_logits(m, cfg, NULL, NULL);
+    assert_memory_equal(got, ref, N_IDS * m->hp.n_vocab * sizeof(float));
+    free(got), free(ref);
+    mc_cluster_config_destroy(&cfg);
+    s_stop_nodes(NULL);
+    mc_model_destroy(&m);
+}
+
+// A copy of GGUF file src at dst with the u32 metadata key set to v.
+static mc_err_t s_copy_fill(void *ctx, size_t index, void *dst, size_t size, char *err) {
+    (void)err;
+    const mc_gguf_tensor_t *t = mc_gguf_tensor_at(ctx, index);
+    memcpy(dst, t->data, size < t->size ? size : t->size);
+    return MC_OK;
+}
+
+static void s_copy_with(const char *src, const char *dst, const char *key, uint32_t v) {
+    char err[MC_ERR_LEN];
+    mc_gguf_t *g = mc_gguf_open(src, err);
+    if (!g) fail_msg("%s", err);
+    mc_gguf_writer_t *w = mc_gguf_writer_new(0);
+    assert_non_null(w);
+    for (size_t i = 0; i < mc_gguf_kv_count(g); i++) {
+        const mc_gguf_kv_t *kv = mc_gguf_kv_at(g, i);
+        if (strcmp(kv->key, key) && strcmp(kv->key, "general.alignment"))
+            assert_int_equal(mc_gguf_writer_add_value(w, kv->key, &kv->value), MC_OK);
+    }
+    assert_int_equal(mc_gguf_writer_add_u32(w, key, v), MC_OK);
+    for (size_t i = 0; i < mc_gguf_tensor_count(g); i++) {
+        const mc_gguf_tensor_t *t = mc_gguf_tensor_at(g, i);
+        assert_int_equal(mc_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne), MC_OK);
+    }
+    if (mc_gguf_writer_write_file(w, dst, s_copy_fill, g, err)) fail_msg("%s", err);
+    mc_gguf_writer_destroy(&w);
+    mc_gguf_destroy(&g);
+}
+
+// Interleaved dense layers (Qwen2-MoE, interleave_moe_layer_step 2 on 4
+// layers: 0 and 2 dense): the node files hold experts of layers 1 and 3
+// only, the nodes serve from them, one machine's bits.
+static void test_split_interleaved(void **state) {
+    (void)state;
+    char model[512], yaml[512], out[512], f1[600], f2[600], err[MC_ERR_LEN];
+    mc_mkmodel_params_t mp = mc_mkmodel_params_default();
+    mp.arch = MC_ARCH_QWEN2MOE, mp.type = MC_DTYPE_Q4_0, mp.ffn = 64, mp.ffn_shexp = 64, mp.ffn_dense = 64;
+    mp.n_layer = 4, mp.moe_step = 2;
+    snprintf(model, sizeof model, "%s/step2.gguf", s_dir);
+    if (mc_mkmodel_write(&mp, model, err)) fail_msg("%s", err);
+    mc_model_t *m = mc_model_open(model, err);
+    assert_non_null(m);
+    mc_cluster_config_t *cfg = s_config();
+    snprintf(yaml, sizeof yaml, "%s/step2.yaml", s_dir);
+    FILE *f = fopen(yaml, "w");
+    assert_int_equal(mc_cluster_config_write(cfg, f, err), MC_OK);
+    fclose(f);
+    mc_cluster_config_destroy(&cfg);
+    snprintf(out, sizeof out, "%s/split-step2", s_dir);
+    mc_split_params_t sp = mc_split_params_default();
+    sp.model = model, sp.cluster = yaml, sp.outdir = out;
+    if (mc_split_run(&sp, err)) fail_msg("%s", err);
+    snprintf(f1, sizeof f1, "%s/node-1.gguf", out);
+    snprintf(f2, sizeof f2, "%s/node-2.gguf", out);
+    mc_model_t *part = mc_model_open_node(f1, err);
+    assert_non_null(part);
+    assert_int_equal(part->hp.moe_step, 2);
+    for (uint32_t l = 0; l < 4; l++)
+        for (uint32_t e = 0; e < 8; e++) assert_true(mc_model_has_expert(part, l, e) == (l % 2 == 1 && e <= 4));
+    mc_model_destroy(&part);
+    // The same file saying that layer 1 is dense too: its experts there are refused.
+    char hostile[640];
+    snprintf(hostile, sizeof hostile, "%s/hostile.gguf", out);
+    s_copy_with(f1, hostile, "qwen2moe.leading_dense_block_count", 2);
+    assert_null(mc_model_open_node(hostile, err));
+    if (!strstr(err, "expert 0 of layer 1: layer 1 is dense")) fail_msg("%s", err);
+    s_copy_with(f1, hostile, "qwen2moe.interleave_moe_layer_step", 2); // the same file: loads
+    part = mc_model_open_node(hostile, err);
+    if (!part) fail_msg("%s", err);
     mc_model_destroy(&part);
     float *ref = s_logits(m, NULL, NULL, NULL);
     s_start(0, f1, NULL), s_start(1, f2, NULL);
@@ -528,6 +611,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_split_files, s_stop_nodes),
         cmocka_unit_test_teardown(test_split_dense_layer, s_stop_nodes),
+        cmocka_unit_test_teardown(test_split_interleaved, s_stop_nodes),
         cmocka_unit_test_teardown(test_split_gptoss_generated, s_stop_nodes),
         cmocka_unit_test_teardown(test_split_gptoss_fixtures, s_stop_nodes),
         cmocka_unit_test(test_split_gptoss_hostile),

@@ -132,7 +132,7 @@ mc_engine_t *mc_engine_new(const mc_model_t *m, const mc_engine_params_t *p, cha
     if (!e->pool) goto nomem;
     e->mm = mc_matmul_new(e->pool, e->p.isa);
     e->experts = e->local = e->mm ? mc_experts_local_new(m, e->mm, NULL) : NULL;
-    if ((hp->ffn_shexp || hp->n_dense_lead) && e->mm && !(e->shared = mc_moe_new(e->mm))) goto nomem;
+    if ((hp->ffn_shexp || hp->ffn_dense) && e->mm && !(e->shared = mc_moe_new(e->mm))) goto nomem;
     e->k_cache = calloc(cells * e->k_row, e->kv_elem);
     e->v_cache = mla ? NULL : calloc(cells * e->v_row, e->kv_elem);
     e->x = malloc(B * dim * sizeof(float));

@@ -137,7 +137,8 @@ typedef struct {
     bool qkv_bias;        // q/k/v projections carry biases
     bool qk_norm;         // per-head q/k norms (GLM-4.5's use_qk_norm)
     // GLM-4.5 and DeepSeek (s_read_v3_hparams).
-    uint32_t n_dense;     // first_k_dense_replace: leading dense layers, ffn wide
+    uint32_t n_dense;     // leading dense layers, ffn wide (first_k_dense_replace, s_read_dense_layers)
+    uint32_t moe_step;    // then layer l is MoE iff (l + 1) % moe_step == 0 (model.h: mc_hparams_layer_moe)
     uint32_t n_nextn;     // num_nextn_predict_layers: trailing MTP layers, skipped
     uint32_t n_shared;    // n_shared_experts: ffn_shexp = n_shared x ffn_exp
     uint32_t n_group, n_group_used; // n_group, topk_group; 0: not in config.json
@@ -255,7 +256,7 @@ static mc_err_t s_check_variants(const cJSON *cfg, const s_arch_t *a, char *err)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias false is not supported for GPT-OSS");
     if (b && !mc_arch_get(a->family)->qkv_bias)
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: attention_bias is not supported");
-    if (a->id == S_QWEN3MOE || a->id == S_QWEN2MOE) {
+    if (a->id == S_QWEN3MOE) { // Qwen2-MoE's dense layers: s_read_dense_layers
         uint32_t step;
         if ((rc = s_cfg_u32(cfg, "decoder_sparse_step", 1, 0, UINT32_MAX, &step, err))) return rc;
         const cJSON *dense = s_get(cfg, "mlp_only_layers");
@@ -266,13 +267,6 @@ static mc_err_t s_check_variants(const cJSON *cfg, const s_arch_t *a, char *err)
     if (a->id == S_QWEN2MOE) {
         if ((rc = s_cfg_bool(cfg, "use_sliding_window", false, &b, err))) return rc;
         if (b) return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: use_sliding_window is not supported");
-    }
-    if (a->id == S_DEEPSEEK) {
-        uint32_t freq;
-        if ((rc = s_cfg_u32(cfg, "moe_layer_freq", 1, 0, UINT32_MAX, &freq, err))) return rc;
-        if (freq != 1)
-            return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: moe_layer_freq %u (interleaved dense layers) is not "
-                              "supported", freq);
     }
     if (a->id == S_OLMOE && s_get(cfg, "clip_qkv"))
         return mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: clip_qkv is not supported");
@@ -402,6 +396,56 @@ static mc_err_t s_read_v3_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *h
     return MC_OK;
 }
 
+static bool s_layer_moe(const s_hp_t *hp, uint32_t l) {
+    return l >= hp->n_dense && (hp->moe_step <= 1 || (l + 1) % hp->moe_step == 0);
+}
+
+// Which layers are MoE, as Hugging Face's modelling code decides: Qwen2-MoE
+// by decoder_sparse_step ((l + 1) % step == 0) less mlp_only_layers,
+// DeepSeek by first_k_dense_replace and moe_layer_freq (l % freq == 0).
+// Written as the leading count and step of the GGUF keys (the smallest step
+// that gives exactly those layers); a pattern they cannot say is refused.
+static mc_err_t s_read_dense_layers(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, char *err) {
+    hp->moe_step = 1;
+    if (a->id != S_QWEN2MOE && a->id != S_DEEPSEEK) return MC_OK;
+    const uint32_t n = hp->n_layer;
+    const char *what = a->id == S_DEEPSEEK ? "first_k_dense_replace and moe_layer_freq"
+                                           : "decoder_sparse_step and mlp_only_layers";
+    bool *moe = calloc(n, sizeof *moe);
+    if (!moe) return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
+    uint32_t step;
+    mc_err_t rc = s_cfg_u32(cfg, a->id == S_DEEPSEEK ? "moe_layer_freq" : "decoder_sparse_step", 1, 1, n, &step, err);
+    for (uint32_t l = 0; l < n && !rc; l++)
+        moe[l] = a->id == S_DEEPSEEK ? l >= hp->n_dense && l % step == 0 : (l + 1) % step == 0;
+    const cJSON *only = a->id == S_QWEN2MOE ? s_get(cfg, "mlp_only_layers") : NULL, *x;
+    if (!rc && only && !cJSON_IsArray(only))
+        rc = mc_err_set(err, MC_ERR_FORMAT, "config.json: 'mlp_only_layers' is not a list");
+    cJSON_ArrayForEach(x, only) {
+        if (rc) break;
+        if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0 && x->valuedouble < n) || x->valuedouble != floor(x->valuedouble))
+            rc = mc_err_set(err, MC_ERR_FORMAT, "config.json: 'mlp_only_layers' holds a value that is not a layer in 0..%u",
+                            n - 1);
+        else
+            moe[(uint32_t)x->valuedouble] = false;
+    }
+    uint32_t first = 0;
+    while (!rc && first < n && !moe[first]) first++;
+    if (!rc && first == n)
+        rc = mc_err_set(err, MC_ERR_UNSUPPORTED, "config.json: %s leave no MoE layer among the %u", what, n);
+    bool fit = false;
+    for (uint32_t s = 1; !rc && s <= n && !fit; s++) {
+        hp->n_dense = first, hp->moe_step = s, fit = true;
+        for (uint32_t l = 0; l < n && fit; l++) fit = moe[l] == s_layer_moe(hp, l);
+    }
+    free(moe);
+    if (!rc && !fit)
+        rc = mc_err_set(err, MC_ERR_UNSUPPORTED,
+                        "config.json: %s make a pattern of dense layers that leading_dense_block_count and "
+                        "interleave_moe_layer_step cannot say",
+                        what);
+    return rc;
+}
+
 // What GPT-OSS adds: the sliding window (on the even layers, as the engine
 // and llama.cpp's graph place it: layer_types, when given, must say so),
 // YaRN, the clamped SwiGLU's limit (the engine's is 7) and whether the
@@ -507,8 +551,9 @@ static mc_err_t s_read_hparams(const cJSON *cfg, const s_arch_t *a, s_hp_t *hp, 
     if ((rc = s_cfg_bool(cfg, "attention_bias", false, &bias, err))) return rc;
     hp->qkv_bias = mc_arch_get(a->family)->qkv_bias && (a->id == S_QWEN2MOE || a->id == S_GPTOSS || bias);
     hp->qk_norm = mc_arch_get(a->family)->qk_norm != MC_QKNORM_NONE;
-    if (a->id == S_GPTOSS) return s_read_oss_hparams(cfg, a, hp, err);
-    return s_v3_family(a) ? s_read_v3_hparams(cfg, a, hp, err) : MC_OK;
+    if (a->id == S_GPTOSS && (rc = s_read_oss_hparams(cfg, a, hp, err))) return rc;
+    if (s_v3_family(a) && (rc = s_read_v3_hparams(cfg, a, hp, err))) return rc;
+    return s_read_dense_layers(cfg, a, hp, err);
 }
 
 // --- the plan ---------------------------------------------------------------------------
@@ -851,7 +896,7 @@ static mc_err_t s_plan_layer(s_plan_t *pl, const s_arch_t *a, const s_hp_t *hp, 
     S_PUT(S_CLS_NORM, 1, D, 1, 1, 0, "blk.%u.%s.weight", l, t->ffn_norm_name);
     if (a->id == S_GPTOSS) return s_plan_oss_moe(pl, hp, l, err);
     static const char *const mixtral[3] = {"w1", "w3", "w2"}, *const named[3] = {"gate_proj", "up_proj", "down_proj"};
-    if (l < hp->n_dense) { // a dense leading layer: one FFN of intermediate_size, no router
+    if (!s_layer_moe(hp, l)) { // a dense layer: one FFN of intermediate_size, no router
         static const char *const dense[3] = {"ffn_gate", "ffn_up", "ffn_down"};
         for (int k = 0; k < 3; k++) {
             const uint64_t rows = k < 2 ? hp->ffn : D, cols = k < 2 ? D : hp->ffn;
@@ -1334,9 +1379,14 @@ static mc_err_t s_add_meta(mc_gguf_writer_t *w, const s_arch_t *a, const s_hp_t 
     }
     if (t->shared_expert == MC_SHEXP_FFN_KEY)
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_shared_feed_forward_length", A), hp->ffn_shexp));
+    if (!s_v3_family(a) && hp->n_dense) // Qwen2-MoE's dense layers (s_read_dense_layers)
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.leading_dense_block_count", A), hp->n_dense));
+    if (!s_v3_family(a) && hp->moe_step > 1)
+        S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.interleave_moe_layer_step", A), hp->moe_step));
     if (s_v3_family(a)) {
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_shared_count", A), hp->n_shared));
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.leading_dense_block_count", A), hp->n_dense));
+        if (hp->moe_step > 1) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.interleave_moe_layer_step", A), hp->moe_step));
         S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.rope.dimension_count", A), hp->rope_dim));
         if (hp->gating) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_gating_func", A), hp->gating));
         if (hp->n_group) S_ADD(mc_gguf_writer_add_u32(w, S_KEY("%s.expert_group_count", A), hp->n_group));

@@ -570,10 +570,23 @@ static uint32_t s_head_dim_v(const mc_mkmodel_params_t *p) {
     return p->head_dim_v ? p->head_dim_v : s_head_dim(p) - s_rope_dim(p);
 }
 
-// The leading dense layers (families with them) and their width.
+// The dense layers (families with them): the leading ones, then those the
+// interleave step skips (model.h: mc_hparams_layer_moe); trailing
+// next-token-prediction layers are MoE. And the dense layers' width.
 static uint32_t s_dense_lead(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->dense_lead ? p->n_dense_lead : 0; }
+static uint32_t s_moe_step(const mc_mkmodel_params_t *p) {
+    return mc_arch_get(p->arch)->dense_lead && p->moe_step > 1 ? p->moe_step : 1;
+}
+static bool s_layer_moe(const mc_mkmodel_params_t *p, uint32_t l) {
+    return l >= p->n_layer || (l >= s_dense_lead(p) && (l + 1) % s_moe_step(p) == 0);
+}
+static uint32_t s_n_dense(const mc_mkmodel_params_t *p) {
+    uint32_t n = 0;
+    for (uint32_t l = 0; l < p->n_layer; l++) n += !s_layer_moe(p, l);
+    return n;
+}
 static uint32_t s_ffn_dense(const mc_mkmodel_params_t *p) {
-    return s_dense_lead(p) ? (p->ffn_dense ? p->ffn_dense : 4 * p->ffn) : 0;
+    return s_n_dense(p) ? (p->ffn_dense ? p->ffn_dense : 4 * p->ffn) : 0;
 }
 static uint32_t s_nextn(const mc_mkmodel_params_t *p) { return mc_arch_get(p->arch)->nextn ? p->n_nextn : 0; }
 // Whether MoE layers carry the selection bias exp_probs_b.
@@ -599,14 +612,17 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {".block_count", 'u', NULL, p->n_layer + s_nextn(p), 0},
         {".context_length", 'u', NULL, p->ctx_len, 0},
         {".embedding_length", 'u', NULL, p->dim, 0},
-        {".feed_forward_length", 'u', NULL, s_dense_lead(p) ? s_ffn_dense(p) : p->ffn, 0},
+        {".feed_forward_length", 'u', NULL, s_n_dense(p) ? s_ffn_dense(p) : p->ffn, 0},
         {arch->expert_ffn_key ? ".expert_feed_forward_length" : NULL, 'u', NULL, p->ffn, 0},
         {arch->shared_expert == MC_SHEXP_FFN_KEY ? ".expert_shared_feed_forward_length" : NULL, 'u', NULL,
          s_ffn_shexp(p), 0},
         {arch->shared_expert == MC_SHEXP_COUNT ? ".expert_shared_count" : NULL, 'u', NULL, s_ffn_shexp(p) / p->ffn, 0},
         // deepseek2 says its dense layers below, with latent attention's
         // keys, and its next-token-prediction layers only when it has some.
-        {arch->dense_lead && !mla ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
+        // GLM-4.5's converted files always say their dense layers, Qwen2-MoE's never.
+        {arch->dense_lead && !mla && (arch->nextn || s_dense_lead(p)) ? ".leading_dense_block_count" : NULL, 'u', NULL,
+         s_dense_lead(p), 0},
+        {!mla && s_moe_step(p) > 1 ? ".interleave_moe_layer_step" : NULL, 'u', NULL, s_moe_step(p), 0},
         {arch->nextn && (!mla || s_nextn(p)) ? ".nextn_predict_layers" : NULL, 'u', NULL, s_nextn(p), 0},
         // The family's routing, said as its converted files say it (V2's
         // deepseek2 files: not at all, softmax by default).
@@ -627,6 +643,7 @@ static mc_err_t s_add_metadata(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p
         {mla ? ".attention.kv_lora_rank" : NULL, 'u', NULL, r, 0},
         {mla ? ".attention.q_lora_rank" : NULL, 'u', NULL, p->q_lora_rank, 0},
         {mla ? ".leading_dense_block_count" : NULL, 'u', NULL, s_dense_lead(p), 0},
+        {mla && s_moe_step(p) > 1 ? ".interleave_moe_layer_step" : NULL, 'u', NULL, s_moe_step(p), 0},
         {yarn ? ".rope.scaling.type" : NULL, 's', "yarn", 0, 0},
         {yarn ? ".rope.scaling.factor" : NULL, 'f', NULL, 0, p->yarn_factor},
         {yarn ? ".rope.scaling.original_context_length" : NULL, 'u', NULL,
@@ -712,7 +729,7 @@ static size_t s_tensor_count(const mc_mkmodel_params_t *p) {
     if (a->attn_out_bias) common += 1;
     if (a->router_bias) moe += 1;
     if (a->expert_ffn_bias) moe += 3;
-    const size_t n_dense = s_dense_lead(p), n_moe = p->n_layer + s_nextn(p) - n_dense;
+    const size_t n_dense = s_n_dense(p), n_moe = p->n_layer + s_nextn(p) - n_dense;
     return 3 - (p->tie_output ? 1 : 0) + n_dense * (common + 3) + n_moe * (common + moe) + 3 * (size_t)s_nextn(p);
 }
 
@@ -733,7 +750,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     const uint32_t qn = qk == MC_QKNORM_HEAD ? head_dim : q_dim, kn = qk == MC_QKNORM_HEAD ? head_dim : kv_dim;
     const mc_arch_info_t *a = mc_arch_get(p->arch);
     const bool bias = a->qkv_bias, ebias = s_expert_bias(p);
-    const uint32_t fs = s_ffn_shexp(p), fd = s_ffn_dense(p), n_dense = s_dense_lead(p);
+    const uint32_t fs = s_ffn_shexp(p), fd = s_ffn_dense(p);
     const float s_fd = fd ? 1.0f / sqrtf((float)fd) : 0.0f;
     const float s_fs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
     const bool gated = fs && mc_arch_get(p->arch)->shexp_gated, mla = s_mla(p);
@@ -744,7 +761,7 @@ static mc_err_t s_add_tensors(mc_gguf_writer_t *w, const mc_mkmodel_params_t *p,
     mc_err_t rc = s_add_tensor(w, specs, &n, "token_embd.weight", 2,
                                (s_spec_t){S_ROLE_TOKEN_EMBD, 0, 0, 1, t, p->dim, p->n_vocab, 0, 1}, err);
     for (uint32_t l = 0; l < p->n_layer + s_nextn(p) && rc == MC_OK; l++) {
-        const bool moe = l >= n_dense, nextn = l >= p->n_layer;
+        const bool moe = s_layer_moe(p, l), nextn = l >= p->n_layer;
         const uint32_t fsl = moe ? fs : 0;
         const struct {
             const char *name;
@@ -947,9 +964,11 @@ mc_err_t mc_mkmodel_check(const mc_mkmodel_params_t *p, char *err) {
     if (s_ffn_dense(p) > MC_MK_MAX_DIM || s_ffn_dense(p) % tr->block_elems)
         return mc_err_set(err, MC_ERR_ARG, "ffn_dense (%u) must be <= %u and a multiple of %u for type %s", s_ffn_dense(p),
                           MC_MK_MAX_DIM, tr->block_elems, tr->name);
-    if (s_dense_lead(p) >= p->n_layer)
-        return mc_err_set(err, MC_ERR_ARG, "n_dense_lead (%u) must leave a MoE layer among the %u", s_dense_lead(p),
-                          p->n_layer);
+    if (s_n_dense(p) >= p->n_layer)
+        return mc_err_set(err, MC_ERR_ARG, "n_dense_lead (%u) and moe_step (%u) must leave a MoE layer among the %u",
+                          s_dense_lead(p), s_moe_step(p), p->n_layer);
+    if (p->moe_step > MC_MK_MAX_LAYERS)
+        return mc_err_set(err, MC_ERR_ARG, "moe_step (%u) must be <= %u", p->moe_step, MC_MK_MAX_LAYERS);
     if (s_nextn(p) > 16) return mc_err_set(err, MC_ERR_ARG, "n_nextn (%u) must be <= 16", s_nextn(p));
     if (!s_mla(p) && (p->rope_dim > s_head_dim(p) || p->rope_dim % 2))
         return mc_err_set(err, MC_ERR_ARG, "rope_dim (%u) must be even and <= the head dimension (%u)", p->rope_dim,

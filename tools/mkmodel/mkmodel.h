@@ -65,7 +65,9 @@ typedef struct {
     float expert_weights_scale; // written as <arch>.expert_weights_scale unless 0
     // Families that read them (arch.h), else ignored:
     uint32_t n_dense_lead; // leading_dense_block_count: dense layers (ffn_dense wide) before the MoE ones
-    uint32_t ffn_dense;    // their width, written as feed_forward_length; 0: 4 * ffn
+    uint32_t moe_step;     // interleave_moe_layer_step: after those, layer l is MoE iff (l + 1) % moe_step == 0
+                           // (written when > 1; 0 and 1: every layer)
+    uint32_t ffn_dense;    // the dense layers' width, written as feed_forward_length; 0: 4 * ffn
     uint32_t n_nextn;      // nextn_predict_layers: trailing next-token-prediction layers after n_layer
     uint32_t n_group;      // expert_group_count (0: not written)
     uint32_t n_group_used; // expert_group_used_count

@@ -427,16 +427,18 @@ static uint64_t s_matrix_bytes(const mc_matrix_t *w) { return (uint64_t)w->n_out
 
 mc_err_t mc_plan_shape_from_model(const mc_model_t *m, mc_plan_shape_t *out, char *err) {
     const mc_hparams_t *hp = &m->hp;
-    mc_plan_shape_t s = {hp->n_layer, hp->n_expert, hp->n_expert_used, hp->dim, NULL, NULL, NULL, 0};
+    mc_plan_shape_t s = {hp->n_layer, hp->n_expert, hp->n_expert_used, hp->dim, NULL, NULL, NULL, 0, NULL};
     const size_t cells = (size_t)hp->n_layer * hp->n_expert;
     s.types = malloc(cells * 3 * sizeof *s.types);
     s.bytes = malloc(cells * sizeof *s.bytes);
     s.auto_enc = malloc(cells * sizeof *s.auto_enc);
-    if (!s.types || !s.bytes || !s.auto_enc) {
+    s.moe = malloc(hp->n_layer);
+    if (!s.types || !s.bytes || !s.auto_enc || !s.moe) {
         mc_plan_shape_free(&s);
         return mc_err_set(err, MC_ERR_NOMEM, "out of memory");
     }
     uint64_t experts = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++) s.moe[l] = mc_model_layer_moe(m, l);
     for (uint32_t l = 0; l < hp->n_layer; l++)
         for (uint32_t e = 0; e < hp->n_expert; e++) {
             const size_t i = (size_t)l * hp->n_expert + e;
@@ -458,8 +460,8 @@ mc_err_t mc_plan_shape_from_model(const mc_model_t *m, mc_plan_shape_t *out, cha
 
 void mc_plan_shape_free(mc_plan_shape_t *s) {
     if (!s) return;
-    free(s->types), free(s->bytes), free(s->auto_enc);
-    s->types = NULL, s->bytes = NULL, s->auto_enc = NULL;
+    free(s->types), free(s->bytes), free(s->auto_enc), free(s->moe);
+    s->types = NULL, s->bytes = NULL, s->auto_enc = NULL, s->moe = NULL;
 }
 
 // --- placements ------------------------------------------------------------------------
@@ -751,7 +753,7 @@ static mc_err_t s_sim_init(s_sim_t *x, const mc_plan_shape_t *s, const mc_plan_m
     // the lower cell (expert_store.c, s_choose_hot).
     for (size_t t = 0; t < st->n_trace; t++)
         for (uint32_t l = 0; l < s->n_layer; l++)
-            for (uint32_t j = 0; j < s->k; j++) {
+            for (uint32_t j = 0; j < s->k && (!s->moe || s->moe[l]); j++) {
                 const uint32_t e = st->trace[(t * s->n_layer + l) * s->k + j];
                 if (e < s->n_expert) x->count[(size_t)l * s->n_expert + e]++;
             }
@@ -916,6 +918,7 @@ static double s_sim_layer(s_sim_t *x, const mc_plan_placement_t *p, uint32_t l, 
             if (*s_held(p, i, l, e)) x->hold[(size_t)e * n + x->n_hold[e]++] = (uint16_t)i;
     }
     double total = 0;
+    if (s->moe && !s->moe[l]) return 0; // a dense layer: no expert step (its FFN, the coordinator's, is not modelled)
     for (uint32_t step = 0; step < x->steps; step++) {
         memset(x->cnt, 0, n * E * sizeof *x->cnt);
         memset(x->rows, 0, n * sizeof *x->rows);

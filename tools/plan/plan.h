@@ -143,6 +143,10 @@ typedef struct {
     uint64_t *bytes;         // (n_layer, n_expert) one expert's weights
     mc_wire_enc_t *auto_enc; // (n_layer, n_expert) what `wire: auto` sends for it
     uint64_t other_bytes;    // everything else (embeddings, attention, router, head): the coordinator's
+    // (n_layer) 0 for a dense layer (model.h: mc_model_layer_moe), whose FFN
+    // the coordinator computes: no rows sent, whatever a trace holds for it
+    // (the router never ran there); NULL: every layer is MoE.
+    uint8_t *moe;
 } mc_plan_shape_t;
 
 mc_err_t mc_plan_shape_from_model(const mc_model_t *m, mc_plan_shape_t *out, char *err);
