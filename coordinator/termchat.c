@@ -74,6 +74,12 @@ typedef struct {
     atomic_int *stop;
     char *text;
     size_t len, cap;
+    // gpt-oss: the answer's parts (chat.h); only the final channel is kept
+    // for the conversation (its template drops past reasoning), the
+    // reasoning is shown as "(thinking)" and the headers not at all.
+    bool harmony;
+    mc_harmony_split_t split;
+    mc_harmony_part_t shown; // the part printed last
     bool done, nomem;
     mc_finish_t why;
     mc_gen_usage_t usage;
@@ -81,10 +87,21 @@ typedef struct {
 } s_answer_t;
 
 static bool s_on_text(void *user, int32_t id, const char *text, size_t len) {
-    (void)id;
     s_answer_t *a = user;
-    fwrite(text, 1, len, a->out);
-    fflush(a->out);
+    if (a->harmony) {
+        const mc_harmony_part_t part = mc_harmony_split_push(&a->split, id, text, len);
+        if (part == MC_HARMONY_HEADER || !len) return !(a->stop && atomic_load(a->stop));
+        if (part != a->shown) {
+            fputs(part == MC_HARMONY_ANALYSIS ? "(thinking) " : a->shown == MC_HARMONY_HEADER ? "" : "\n\n", a->out);
+            a->shown = part;
+        }
+        fwrite(text, 1, len, a->out);
+        fflush(a->out);
+        if (part != MC_HARMONY_FINAL) return !(a->stop && atomic_load(a->stop));
+    } else {
+        fwrite(text, 1, len, a->out);
+        fflush(a->out);
+    }
     if (a->len + len + 1 > a->cap) {
         size_t cap = a->cap ? 2 * a->cap : 1024;
         while (cap < a->len + len + 1) cap *= 2;
@@ -157,7 +174,8 @@ int mc_termchat_run(mc_session_t *s, const mc_termchat_params_t *p, FILE *in, FI
             free(ids);
             continue;
         }
-        s_answer_t a = {.out = out, .stop = p->stop};
+        s_answer_t a = {.out = out, .stop = p->stop, .harmony = co.style == MC_CHAT_STYLE_HARMONY};
+        if (a.harmony) mc_harmony_split_init(&a.split, tok);
         mc_gen_params_t gp = mc_gen_params_default();
         gp.prompt = ids, gp.n_prompt = (uint32_t)n_ids, gp.sampling = p->sampling, gp.max_tokens = p->max_tokens;
         if (!p->seed_given) gp.sampling.seed = mc_rng_fresh_seed();

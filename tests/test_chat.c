@@ -1031,6 +1031,63 @@ static void test_harmony_rules(void **state) {
     mc_tokenizer_destroy(&t);
 }
 
+// A gpt-oss answer streamed token by token (the terminal chat's reader):
+// headers hidden, the analysis and final bodies told apart, a recipient
+// (before or after the channel) making a call, an answer off the format all
+// final. Ids 1-4 stand for <|start|>, <|channel|>, <|message|>, <|end|>.
+static void test_harmony_split(void **state) {
+    (void)state;
+    typedef struct {
+        int32_t id;
+        const char *text;
+        mc_harmony_part_t want;
+    } step_t;
+    const mc_harmony_part_t H = MC_HARMONY_HEADER, A = MC_HARMONY_ANALYSIS, F = MC_HARMONY_FINAL, O = MC_HARMONY_OTHER;
+    const step_t answer[] = {
+        {2, "", H},        {10, "analysis", H}, {3, "", H},      {11, "Think", A},  {12, " more", A},
+        {4, "", H},        {1, "", H},          {13, "assistant", H}, {2, "", H},   {14, "final", H},
+        {3, "", H},        {15, "Hello", F},    {16, "!", F},
+    };
+    const step_t call_after[] = {
+        {2, "", H}, {17, "commentary to=functions.get", H}, {18, " json", H}, {3, "", H}, {19, "{}", O},
+    };
+    const step_t call_before[] = {
+        {20, " to=functions.get", H}, {2, "", H}, {21, "commentary", H}, {3, "", H}, {19, "{}", O},
+        {4, "", H},                   {1, "", H}, {13, "assistant", H},  {2, "", H}, {14, "final", H},
+        {3, "", H},                   {15, "ok", F},
+    };
+    // A call on the analysis channel (as built-in tools are) is not reasoning.
+    const step_t call_analysis[] = {
+        {2, "", H}, {22, "analysis to=functions.get", H}, {3, "", H}, {19, "{}", O},
+    };
+    const step_t off[] = {{15, "Hello", F}, {2, "", F}, {16, "!", F}};
+    const struct {
+        const step_t *s;
+        size_t n;
+    } runs[] = {{answer, sizeof answer / sizeof *answer},
+                {call_after, sizeof call_after / sizeof *call_after},
+                {call_before, sizeof call_before / sizeof *call_before},
+                {call_analysis, sizeof call_analysis / sizeof *call_analysis},
+                {off, sizeof off / sizeof *off}};
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        mc_harmony_split_t h = {.start = 1, .channel = 2, .message = 3, .end = 4};
+        for (size_t i = 0; i < runs[r].n; i++) {
+            const step_t *st = &runs[r].s[i];
+            const mc_harmony_part_t got = mc_harmony_split_push(&h, st->id, st->text, strlen(st->text));
+            if (got != st->want)
+                fail_msg("run %zu, token %zu ('%s'): part %d, want %d", r, i, st->text, (int)got, (int)st->want);
+        }
+    }
+    // The ids from a vocabulary with the harmony tokens.
+    mc_tokenizer_t *tok = s_tok_spm_bos(s_harmony_marks, N_HARMONY_MARKS, false, NULL);
+    mc_harmony_split_t h;
+    mc_harmony_split_init(&h, tok);
+    assert_int_equal(h.start, mc_tokenizer_find(tok, "<|start|>", 9));
+    assert_true(h.start >= 0 && h.channel >= 0 && h.message >= 0 && h.end >= 0);
+    assert_true(h.start != h.channel && h.channel != h.message && h.message != h.end);
+    mc_tokenizer_destroy(&tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_vectors),
@@ -1050,6 +1107,7 @@ int main(void) {
         cmocka_unit_test(test_templates),
         cmocka_unit_test(test_harmony_golden),
         cmocka_unit_test(test_harmony_rules),
+        cmocka_unit_test(test_harmony_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1347,3 +1347,47 @@ mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, si
     o.style = mc_chat_style_of(tok);
     return mc_chat_render(tok, &o, msgs, n, allow_assistant_last, ids, n_ids, err);
 }
+
+void mc_harmony_split_init(mc_harmony_split_t *h, const mc_tokenizer_t *tok) {
+    *h = (mc_harmony_split_t){.start = mc_tokenizer_find(tok, "<|start|>", 9),
+                              .channel = mc_tokenizer_find(tok, "<|channel|>", 11),
+                              .message = mc_tokenizer_find(tok, "<|message|>", 11),
+                              .end = mc_tokenizer_find(tok, "<|end|>", 7)};
+}
+
+static bool s_head_is(const mc_harmony_split_t *h, const char *word) {
+    const size_t n = strlen(word);
+    return h->head_len >= h->chan_at + n && !memcmp(h->head + h->chan_at, word, n);
+}
+
+mc_harmony_part_t mc_harmony_split_push(mc_harmony_split_t *h, int32_t id, const char *text, size_t len) {
+    if (id < 0) return MC_HARMONY_HEADER; // -1 never names a token (the ids default to it)
+    if (!h->any) {
+        h->any = true;
+        // The prompt ended with "<|start|>assistant": a header opens with
+        // <|channel|> or a recipient (" to=functions.NAME").
+        const size_t to = sizeof MC_CHAT_HARMONY_TO - 1;
+        h->off = id != h->channel && !(len >= to && !memcmp(text, MC_CHAT_HARMONY_TO, to));
+    }
+    if (h->off) return MC_HARMONY_FINAL;
+    if (id == h->message) {
+        h->body = true;
+        h->part = s_head_is(h, "analysis") ? MC_HARMONY_ANALYSIS : s_head_is(h, "final") ? MC_HARMONY_FINAL : MC_HARMONY_OTHER;
+        // A recipient anywhere in the header (before or after the channel)
+        // makes the message a call, whatever its channel.
+        for (size_t i = 0; i + 3 <= h->head_len; i++)
+            if (!memcmp(h->head + i, "to=", 3)) h->part = MC_HARMONY_OTHER;
+        return MC_HARMONY_HEADER;
+    }
+    if (id == h->end || id == h->start) { // a message ends, the next header begins
+        h->body = false, h->head_len = h->chan_at = 0;
+        return MC_HARMONY_HEADER;
+    }
+    if (h->body) return h->part;
+    if (id == h->channel) {
+        h->chan_at = h->head_len;
+        return MC_HARMONY_HEADER;
+    }
+    for (size_t i = 0; i < len && h->head_len < sizeof h->head; i++) h->head[h->head_len++] = text[i];
+    return MC_HARMONY_HEADER;
+}

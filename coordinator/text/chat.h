@@ -264,4 +264,31 @@ mc_err_t mc_chat_format(const mc_tokenizer_t *tok, const mc_chat_msg_t *msgs, si
 #define MC_CHAT_GLM_VALUE_OPEN "<arg_value>"
 #define MC_CHAT_GLM_VALUE_CLOSE "</arg_value>"
 
+// A gpt-oss answer as it streams, token by token, for a reader that has
+// the token ids but not the control tokens' text (the terminal chat): which
+// part of the answer each piece belongs to. The answer opens with a header
+// (<|channel|> "analysis" <|message|>, right after the prompt's
+// "<|start|>assistant"); a message's body runs to <|end|>, after which
+// "<|start|>assistant" and the next header follow. An answer that does not
+// open with <|channel|> or a recipient is off the format: all final.
+typedef enum {
+    MC_HARMONY_HEADER = 0, // control tokens, role, channel and recipient text
+    MC_HARMONY_ANALYSIS,   // the reasoning
+    MC_HARMONY_FINAL,      // the answer
+    MC_HARMONY_OTHER,      // commentary: preambles and calls
+} mc_harmony_part_t;
+
+typedef struct {
+    int32_t start, channel, message, end; // the control tokens' ids (-1: not in the vocabulary)
+    bool body, off, any;                  // in a message's body; off the format; anything pushed
+    char head[64];                        // the header's text so far (its start: role, recipient, channel)
+    size_t head_len, chan_at;             // its length; where the channel's name starts in it
+    mc_harmony_part_t part; // of the current body
+} mc_harmony_split_t;
+
+// Before an answer: the control tokens' ids from tok (-1 for any it lacks).
+void mc_harmony_split_init(mc_harmony_split_t *h, const mc_tokenizer_t *tok);
+// The part that token id, whose text is text[0..len), belongs to.
+mc_harmony_part_t mc_harmony_split_push(mc_harmony_split_t *h, int32_t id, const char *text, size_t len);
+
 #endif
