@@ -103,7 +103,8 @@ static const mc_flag_t s_flags[] = {
              "the sequences' own caches)"},
     {S_ROW("--speculate", "K", MC_FLAG_U32, speculate), 0, 0, 64,
      .help = "speculative decoding: guess up to K next tokens from the text so far\n"
-             "and verify them in one pass (the same tokens as without; 0 = off)"},
+             "and verify them in one pass (the same tokens as without; 0 = off;\n"
+             "default: 8 with --cluster or --demo, else 0)"},
     {S_ROW("--mem-limit", "MB", MC_FLAG_U32, mem_limit_mb), 0, 0, 1 << 24,
      .help = "keep at most MB MiB of expert weights in memory and read the others\n"
              "from the model file when used (0: every expert resident)"},
@@ -285,6 +286,13 @@ static mc_err_t s_check(mc_cli_opts_t *o, uint64_t given, char *err) {
         return mc_err_set(err, MC_ERR_ARG, "--profile-routing needs --prompt-file FILE and --routing-stats FILE");
     if (o->prompt_file && o->mode != MC_CLI_MODE_PROFILE_ROUTING)
         return mc_err_set(err, MC_ERR_ARG, "--prompt-file goes with --profile-routing");
+    // Through a cluster every step waits on the network, and a step that
+    // verifies guesses shares that wait: speculation is on there unless
+    // --speculate says otherwise (docs/PERFORMANCE.md: never measurably
+    // slower when nothing is guessed right, 1.3-1.6x when text repeats). On
+    // one machine a verifying pass routes its rows to more experts than
+    // one row does, which costs about what the kept guesses save: off.
+    if (!s_given(given, "--speculate") && (o->cluster || o->demo)) o->speculate = MC_CLI_SPECULATE_CLUSTER;
     const bool interactive = o->mode != MC_CLI_MODE_GENERATE;
     if (o->demo) {
         if (o->cluster || o->model || o->tokenize_text || o->tokenize_file || o->token_ids)

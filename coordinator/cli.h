@@ -32,6 +32,9 @@ typedef enum {
     MC_CLI_MODE_DISCOVER,     // --discover: list the nodes announced on the network
 } mc_cli_mode_t;
 
+// --speculate's default through a cluster (cli.c says why; 0 on one machine).
+#define MC_CLI_SPECULATE_CLUSTER 8
+
 typedef struct {
     atomic_int *reload; // set non-zero by SIGHUP under --serve (main.c): the cluster file is read again; NULL: never
     mc_cli_mode_t mode;        // from the flags below, by mc_cli_parse

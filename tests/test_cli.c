@@ -358,6 +358,16 @@ static void test_parse_modes(void **state) {
     assert_int_equal(o.parallel, 8);
     assert_string_equal(o.api_key, "KEY");
     assert_int_equal(o.n_predict, 0);
+    // Speculation: on by default through a cluster (or the demo's), off on one machine, as given when given.
+    assert_int_equal(o.speculate, MC_CLI_SPECULATE_CLUSTER);
+    s_parse_ok("--cluster c.yaml --prompt a --speculate 0", &o);
+    assert_int_equal(o.speculate, 0);
+    s_parse_ok("--demo --speculate 3", &o);
+    assert_int_equal(o.speculate, 3);
+    s_parse_ok("--demo", &o);
+    assert_int_equal(o.speculate, MC_CLI_SPECULATE_CLUSTER);
+    s_parse_ok("--model m.gguf --prompt a", &o);
+    assert_int_equal(o.speculate, 0);
     s_parse_ok("--model m.gguf --chat --system be-brief --safe-prompt", &o);
     assert_int_equal(o.mode, MC_CLI_MODE_CHAT);
     assert_true(o.safe_prompt);
