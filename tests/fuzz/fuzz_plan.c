@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             !mc_plan_machines_parse(text, strlen(text), "m.yaml", &ms, err)) {
             const size_t cells = (size_t)st.n_layer * st.n_expert;
             mc_plan_shape_t s = {st.n_layer, st.n_expert, st.k, 64, calloc(cells * 3, sizeof(mc_dtype_t)),
-                                 calloc(cells, sizeof(uint64_t)), calloc(cells, sizeof(mc_wire_enc_t)), 1u << 20};
+                                 calloc(cells, sizeof(uint64_t)), calloc(cells, sizeof(mc_wire_enc_t)), 1u << 20, NULL};
             if (!s.types || !s.bytes || !s.auto_enc) abort();
             for (size_t i = 0; i < cells; i++) {
                 s.types[3 * i] = s.types[3 * i + 1] = s.types[3 * i + 2] = MC_DTYPE_Q4_0;
